@@ -1,0 +1,441 @@
+"""SDP model: parse a body into ordered lines, write it back byte-exact.
+
+``SessionDescription.parse(data)`` keeps every line with its original text
+and line ending, so ``to_bytes()`` of an untouched description returns the
+input unchanged (CRLF, LF-only or mixed endings alike; a missing final line
+ending stays missing).  The rewrite step (:mod:`omnirtp.sdp.rewrite`) always
+emits CRLF.
+
+Parsing is strict about what the proxy needs to understand (``v=`` first,
+``m=``, ``c=`` and ``a=rtcp`` syntax, port numbers) and lenient about the
+rest: unknown line types and attributes are kept verbatim.  Blank lines are
+kept too.  Errors are :class:`omnirtp.errors.SDPError` with the line number
+and the offending text.
+"""
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from omnirtp.errors import SDPError
+
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+ICE_ATTRIBUTES = frozenset((
+    "ice-ufrag", "ice-pwd", "ice-options", "ice-lite", "ice-mismatch", "candidate",
+    "remote-candidates", "end-of-candidates", "ice-pacing", "ice2",
+))
+LOOP_PROTECT_ATTRIBUTE = "rtpengine"
+FAMILIES = ("IP4", "IP6")
+ZERO_ADDRESSES = frozenset(("0.0.0.0", "::"))
+
+_LINE = re.compile(r"([^\r\n]*)(\r\n|\n|\r|)")
+
+
+class SDPIncomplete(SDPError):
+    """The SDP parses but lacks something a media proxy needs (no address
+    for a media section).  rtpengine answers ``Incomplete SDP specification``."""
+
+
+class Line:
+    """One SDP line: ``kind`` (the letter, or ``""`` for a blank line),
+    ``value`` (text after ``=``) and ``eol`` (the original line ending)."""
+
+    __slots__ = ("kind", "value", "eol", "number")
+
+    def __init__(self, kind, value, eol="\r\n", number=0):
+        self.kind = kind
+        self.value = value
+        self.eol = eol
+        self.number = number
+
+    @property
+    def text(self):
+        """The line without its ending."""
+        return "%s=%s" % (self.kind, self.value) if self.kind else self.value
+
+    @property
+    def attribute(self):
+        """``(name, value)`` for an ``a=`` line (value None without ``:``), else None."""
+        if self.kind != "a":
+            return None
+        name, colon, value = self.value.partition(":")
+        return (name, value if colon else None)
+
+    def __repr__(self):
+        return "Line(%r)" % (self.text,)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A ``c=`` line: ``family`` is ``IP4`` or ``IP6``; ``ttl``/``count`` are
+    the multicast suffix as text (or None)."""
+
+    family: str
+    address: str
+    suffix: str = ""
+
+    @property
+    def zero(self):
+        return self.address in ZERO_ADDRESSES
+
+
+@dataclass(frozen=True)
+class Rtcp:
+    """An ``a=rtcp:`` attribute (RFC 3605): port and optional connection."""
+
+    port: int
+    family: str = None
+    address: str = None
+
+
+@dataclass(frozen=True)
+class RtpMap:
+    encoding: str
+    clock_rate: int
+    channels: str = None   # kept as text ("2"), None when absent
+
+    @property
+    def spec(self):
+        """``name/rate[/channels]`` as written in ``a=rtpmap``."""
+        base = "%s/%d" % (self.encoding, self.clock_rate)
+        return base + "/" + self.channels if self.channels else base
+
+
+def _line_error(line, message):
+    return SDPError("SDP line %d (%r): %s" % (line.number, line.text, message))
+
+
+def parse_connection(line):
+    """Parse a ``c=`` line into a :class:`Connection`."""
+    fields = line.value.split()
+    if len(fields) != 3:
+        raise _line_error(line, "c= needs network type, address type and address")
+    nettype, family, address = fields
+    if nettype != "IN":
+        raise _line_error(line, "c= network type must be IN")
+    return Connection(family, *_check_address(line, family, address, "c="))
+
+
+def _check_address(line, family, address, what):
+    addr, slash, suffix = address.partition("/")
+    if family == "IP4":
+        try:
+            ipaddress.IPv4Address(addr)
+        except ValueError:
+            raise _line_error(line, "%s address %r is not an IPv4 address" % (what, addr)) from None
+    elif family == "IP6":
+        try:
+            ipaddress.IPv6Address(addr)
+        except ValueError:
+            raise _line_error(line, "%s address %r is not an IPv6 address" % (what, addr)) from None
+    else:
+        raise _line_error(line, "%s address type must be IP4 or IP6, not %r" % (what, family))
+    return addr, slash + suffix
+
+
+def _port(line, text, what):
+    if not text.isdigit():
+        raise _line_error(line, "%s port %r is not a number" % (what, text))
+    port = int(text)
+    if port > 65535:
+        raise _line_error(line, "%s port %d is out of range" % (what, port))
+    return port
+
+
+def parse_rtcp(line):
+    """Parse the value of an ``a=rtcp:`` line into :class:`Rtcp`."""
+    value = line.attribute[1] or ""
+    fields = value.split()
+    if not fields:
+        raise _line_error(line, "a=rtcp has no port")
+    port = _port(line, fields[0], "a=rtcp")
+    if len(fields) == 1:
+        return Rtcp(port)
+    if len(fields) != 4 or fields[1] != "IN":
+        raise _line_error(line, "a=rtcp address must be 'IN IP4|IP6 <address>'")
+    address, _ = _check_address(line, fields[2], fields[3], "a=rtcp")
+    return Rtcp(port, fields[2], address)
+
+
+class _Part:
+    """Shared accessors of the session part and of a media section."""
+
+    def __init__(self, lines):
+        self.lines = lines
+
+    def attributes(self, name=None):
+        """``(name, value)`` of every ``a=`` line, or the values of ``name``."""
+        pairs = [ln.attribute for ln in self.lines if ln.kind == "a"]
+        if name is None:
+            return pairs
+        return [v for n, v in pairs if n == name]
+
+    def has_attribute(self, name):
+        return any(ln.kind == "a" and ln.attribute[0] == name for ln in self.lines)
+
+    def attribute(self, name):
+        """Value of the first ``a=name`` (``""`` for a flag attribute), or None."""
+        for ln in self.lines:
+            if ln.kind == "a":
+                n, v = ln.attribute
+                if n == name:
+                    return v if v is not None else ""
+        return None
+
+    def first(self, kind):
+        for ln in self.lines:
+            if ln.kind == kind:
+                return ln
+        return None
+
+    @property
+    def connection(self):
+        """The :class:`Connection` of this part's own ``c=`` line, or None."""
+        line = self.first("c")
+        return parse_connection(line) if line is not None else None
+
+    @property
+    def direction(self):
+        """The last direction attribute of this part, or None."""
+        found = None
+        for ln in self.lines:
+            if ln.kind == "a" and ln.value in DIRECTIONS:
+                found = ln.value
+        return found
+
+    @property
+    def has_ice(self):
+        return any(ln.kind == "a" and ln.attribute[0] in ICE_ATTRIBUTES for ln in self.lines)
+
+    def text(self):
+        return "".join(ln.text + ln.eol for ln in self.lines)
+
+
+class MediaSection(_Part):
+    """One ``m=`` line and the lines after it up to the next ``m=``."""
+
+    def __init__(self, lines, index):
+        _Part.__init__(self, lines)
+        self.index = index
+        line = lines[0]
+        fields = line.value.split(" ")
+        if len(fields) < 3 or not all(fields[:3]):
+            raise _line_error(line, "m= needs media type, port and protocol")
+        self.media = fields[0]
+        port, slash, count = fields[1].partition("/")
+        self.port = _port(line, port, "m=")
+        self.port_count = _port(line, count, "m= port count") if slash else 1
+        self.proto = fields[2]
+        self.formats = [f for f in fields[3:] if f]
+        for ln in lines[1:]:
+            if ln.kind == "c":
+                parse_connection(ln)
+            elif ln.kind == "a" and ln.attribute[0] == "rtcp":
+                parse_rtcp(ln)
+
+    @property
+    def rejected(self):
+        return self.port == 0
+
+    @property
+    def rtcp(self):
+        """The :class:`Rtcp` of the first ``a=rtcp:`` line, or None."""
+        for ln in self.lines:
+            if ln.kind == "a" and ln.attribute[0] == "rtcp":
+                return parse_rtcp(ln)
+        return None
+
+    @property
+    def rtcp_mux(self):
+        return self.has_attribute("rtcp-mux")
+
+    def rtpmap(self, pt):
+        """The :class:`RtpMap` of payload type ``pt`` (int or str), or None."""
+        return self.rtpmaps().get(str(pt))
+
+    def rtpmaps(self):
+        """``{pt (str): RtpMap}`` for every parseable ``a=rtpmap`` line."""
+        result = {}
+        for value in self.attributes("rtpmap"):
+            pt, _, spec = (value or "").partition(" ")
+            parts = spec.strip().split("/")
+            if not pt or len(parts) < 2 or not parts[1].isdigit():
+                continue
+            result.setdefault(pt, RtpMap(parts[0], int(parts[1]),
+                                         parts[2] if len(parts) > 2 and parts[2] else None))
+        return result
+
+    def fmtp(self, pt):
+        """The parameters of ``a=fmtp:<pt>``, or None."""
+        prefix = str(pt)
+        for value in self.attributes("fmtp"):
+            head, _, params = (value or "").partition(" ")
+            if head == prefix:
+                return params
+        return None
+
+    @property
+    def payload_types(self):
+        """The numeric formats of the m= line, as ints, in order."""
+        return [int(f) for f in self.formats if f.isdigit()]
+
+    def __repr__(self):
+        return "MediaSection(%d, %r)" % (self.index, self.lines[0].text)
+
+
+class Session(_Part):
+    """The session part: every line before the first ``m=``."""
+
+    @property
+    def origin(self):
+        """``(username, sess-id, sess-version, nettype, addrtype, address)`` or None."""
+        line = self.first("o")
+        if line is None:
+            return None
+        fields = line.value.split()
+        if len(fields) != 6:
+            raise _line_error(line, "o= needs six fields")
+        return tuple(fields)
+
+
+class SessionDescription:
+    """A parsed SDP body: ``session`` and the list ``media`` of sections."""
+
+    def __init__(self, session, media):
+        self.session = session
+        self.media = media
+
+    @classmethod
+    def parse(cls, data):
+        """Parse ``data`` (str or bytes; bytes are UTF-8, invalid bytes kept
+        as they are) into a :class:`SessionDescription`."""
+        if isinstance(data, (bytes, bytearray)):
+            data = bytes(data).decode("utf-8", "surrogateescape")
+        elif not isinstance(data, str):
+            raise TypeError("SDP must be str or bytes, not %s" % (type(data).__name__,))
+        lines = []
+        number = 0
+        for match in _LINE.finditer(data):
+            text, eol = match.groups()
+            if not text and not eol:
+                break
+            number += 1
+            if not text:
+                lines.append(Line("", "", eol, number))
+                continue
+            if len(text) < 2 or text[1] != "=" or not text[0].isalpha():
+                line = Line("", text, eol, number)
+                raise _line_error(line, "not a '<type>=<value>' line")
+            lines.append(Line(text[0], text[2:], eol, number))
+        content = [ln for ln in lines if ln.kind]
+        if not content:
+            raise SDPError("SDP is empty")
+        if content[0].kind != "v":
+            raise SDPError("SDP must start with a v= line, not %r (line %d)"
+                           % (content[0].text, content[0].number))
+        session_lines, sections, current = [], [], None
+        for ln in lines:
+            if ln.kind == "m":
+                current = [ln]
+                sections.append(current)
+            elif current is None:
+                session_lines.append(ln)
+            else:
+                current.append(ln)
+        session = Session(session_lines)
+        for ln in session_lines:
+            if ln.kind == "c":
+                parse_connection(ln)
+        session.origin  # validates o=
+        media = [MediaSection(sec, i + 1) for i, sec in enumerate(sections)]
+        return cls(session, media)
+
+    def lines(self):
+        out = list(self.session.lines)
+        for m in self.media:
+            out.extend(m.lines)
+        return out
+
+    def to_bytes(self):
+        return str(self).encode("utf-8", "surrogateescape")
+
+    def __str__(self):
+        return "".join(ln.text + ln.eol for ln in self.lines())
+
+    def connection(self, media):
+        """The effective :class:`Connection` of ``media`` (its own c=, else the
+        session's), or None."""
+        return media.connection or self.session.connection
+
+    @property
+    def loop_protect_id(self):
+        """The id of the first ``a=rtpengine:<id>`` (session or media level), or None."""
+        for part in [self.session] + self.media:
+            value = part.attribute(LOOP_PROTECT_ATTRIBUTE)
+            if value is not None:
+                return value
+        return None
+
+    @property
+    def has_ice(self):
+        return self.session.has_ice or any(m.has_ice for m in self.media)
+
+    def direction(self, media):
+        """The effective direction of ``media`` (own, else session's), or None."""
+        return media.direction or self.session.direction
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What the command layer needs to know about one m= line.
+
+    ``rtp`` and ``rtcp`` are ``(address, port)``; ``rtcp`` is the
+    ``a=rtcp`` port (and address, else the RTP address) or RTP port + 1.
+    ``family`` is ``IP4``/``IP6``.  ``direction`` is the effective direction
+    attribute or None.  ``formats`` are the m= formats as written;
+    ``payload_types`` the numeric ones as ints.
+    """
+
+    index: int
+    type: str
+    proto: str
+    family: str
+    rtp: tuple
+    rtcp: tuple
+    rtcp_mux: bool
+    direction: str
+    rejected: bool
+    zero_address: bool
+    formats: tuple
+    payload_types: tuple
+    port_count: int = 1
+    ice: bool = False
+
+
+def inspect(sd):
+    """Return one :class:`MediaInfo` per m= line of ``sd``.
+
+    Raises :class:`SDPIncomplete` when a media section that is not rejected
+    has no c= line and the session has none either.
+    """
+    infos = []
+    for m in sd.media:
+        conn = sd.connection(m)
+        if conn is None and not m.rejected:
+            raise SDPIncomplete("media %d (%s) has no c= line and the session has none"
+                                % (m.index, m.media))
+        family = conn.family if conn else None
+        address = conn.address if conn else None
+        rtcp = m.rtcp
+        if rtcp is None:
+            rtcp_ep = (address, m.port + 1 if m.port else 0)
+        else:
+            rtcp_ep = (rtcp.address or address, rtcp.port)
+        infos.append(MediaInfo(
+            index=m.index, type=m.media, proto=m.proto, family=family,
+            rtp=(address, m.port), rtcp=rtcp_ep, rtcp_mux=m.rtcp_mux,
+            direction=sd.direction(m), rejected=m.rejected,
+            zero_address=bool(conn and conn.zero), formats=tuple(m.formats),
+            payload_types=tuple(m.payload_types), port_count=m.port_count,
+            ice=m.has_ice or sd.session.has_ice))
+    return infos

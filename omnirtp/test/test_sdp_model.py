@@ -1,0 +1,297 @@
+"""Tests for omnirtp.sdp.model: parsing, byte-exact writing, accessors, inspect()."""
+
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from omnirtp.errors import SDPError
+from omnirtp.sdp.model import (
+    Connection, MediaInfo, Rtcp, RtpMap, SDPIncomplete, SessionDescription, inspect)
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "sdp")
+
+
+def fixture(name):
+    with open(os.path.join(FIXTURES, name), "rb") as f:
+        return f.read()
+
+
+def parse(name):
+    return SessionDescription.parse(fixture(name))
+
+
+class RoundTripTests(SynchronousTestCase):
+    """An untouched description writes back exactly as it came in."""
+
+    def test_crlf(self):
+        """A CRLF body round-trips byte for byte."""
+        data = fixture("sip_offer.sdp")
+        self.assertEqual(SessionDescription.parse(data).to_bytes(), data)
+
+    def test_lf_only(self):
+        """An LF-only body keeps its LF endings."""
+        data = fixture("sip_offer_lf.sdp")
+        self.assertNotIn(b"\r", data)
+        self.assertEqual(SessionDescription.parse(data).to_bytes(), data)
+
+    def test_mixed_without_final_newline(self):
+        """Mixed endings and a missing final line ending are kept as they are."""
+        data = fixture("sip_offer_mixed.sdp")
+        sd = SessionDescription.parse(data)
+        self.assertEqual(sd.to_bytes(), data)
+        self.assertEqual(sd.media[0].lines[-1].eol, "")
+        self.assertEqual(sd.media[0].lines[-1].text, "a=ptime:20")
+
+    def test_str_input_and_str_output(self):
+        """parse() takes str too; str() gives the same text back."""
+        text = fixture("webrtc_answer.sdp").decode("ascii")
+        self.assertEqual(str(SessionDescription.parse(text)), text)
+
+    def test_every_fixture_round_trips(self):
+        """Every valid fixture round-trips."""
+        for name in sorted(os.listdir(FIXTURES)):
+            if name.endswith("_invalid.sdp"):
+                continue
+            data = fixture(name)
+            self.assertEqual(SessionDescription.parse(data).to_bytes(), data, name)
+
+    def test_non_utf8_bytes_kept(self):
+        """Bytes that are not UTF-8 (e.g. Latin-1 in s=) survive the round trip."""
+        data = fixture("sip_offer.sdp").replace(b"s=-", b"s=caf\xe9")
+        self.assertEqual(SessionDescription.parse(data).to_bytes(), data)
+
+    def test_blank_lines_kept(self):
+        """A blank line is kept as a line of its own."""
+        data = fixture("sip_offer.sdp") + b"\r\n"
+        sd = SessionDescription.parse(data)
+        self.assertEqual(sd.to_bytes(), data)
+        self.assertEqual(sd.media[0].lines[-1].kind, "")
+
+
+class StructureTests(SynchronousTestCase):
+    def test_session_and_media(self):
+        """Lines before the first m= are the session; each m= starts a section."""
+        sd = parse("two_media_ipv6.sdp")
+        self.assertEqual([ln.kind for ln in sd.session.lines], ["v", "o", "s", "t"])
+        self.assertEqual(len(sd.media), 2)
+        audio, video = sd.media
+        self.assertEqual((audio.index, audio.media, audio.port, audio.port_count, audio.proto,
+                          audio.formats), (1, "audio", 50000, 1, "RTP/AVP", ["8", "0"]))
+        self.assertEqual((video.index, video.media, video.port, video.formats),
+                         (2, "video", 0, ["96"]))
+        self.assertEqual(audio.lines[0].text, "m=audio 50000 RTP/AVP 8 0")
+
+    def test_port_count(self):
+        """m=audio 5000/2 gives port 5000 and port count 2."""
+        sd = SessionDescription.parse(fixture("sip_offer.sdp").replace(b"49170 ", b"49170/2 "))
+        self.assertEqual((sd.media[0].port, sd.media[0].port_count), (49170, 2))
+
+    def test_origin(self):
+        sd = parse("sip_offer.sdp")
+        self.assertEqual(sd.session.origin,
+                         ("alice", "2890844526", "2890844526", "IN", "IP4", "192.0.2.10"))
+
+    def test_connections(self):
+        """Session c= and media c= are both available; media c= wins."""
+        sd = parse("sip_offer.sdp")
+        self.assertEqual(sd.session.connection, Connection("IP4", "192.0.2.10"))
+        self.assertIsNone(sd.media[0].connection)
+        self.assertEqual(sd.connection(sd.media[0]), Connection("IP4", "192.0.2.10"))
+        v6 = parse("two_media_ipv6.sdp")
+        self.assertIsNone(v6.session.connection)
+        self.assertEqual(v6.connection(v6.media[0]), Connection("IP6", "2001:db8::10"))
+
+    def test_connection_ttl_suffix(self):
+        """A multicast /ttl suffix is split off the address."""
+        sd = SessionDescription.parse(
+            fixture("sip_offer.sdp").replace(b"c=IN IP4 192.0.2.10", b"c=IN IP4 233.252.0.1/127"))
+        self.assertEqual(sd.session.connection, Connection("IP4", "233.252.0.1", "/127"))
+
+    def test_rtcp(self):
+        """a=rtcp with and without an address."""
+        v6 = parse("two_media_ipv6.sdp")
+        self.assertEqual(v6.media[0].rtcp, Rtcp(50011, "IP6", "2001:db8::11"))
+        self.assertIsNone(v6.media[1].rtcp)
+        web = parse("webrtc_answer.sdp")
+        self.assertEqual(web.media[0].rtcp, Rtcp(9, "IP4", "0.0.0.0"))
+        sd = SessionDescription.parse(fixture("sip_offer.sdp") + b"a=rtcp:49171\r\n")
+        self.assertEqual(sd.media[0].rtcp, Rtcp(49171))
+
+    def test_rtcp_mux(self):
+        self.assertTrue(parse("webrtc_answer.sdp").media[0].rtcp_mux)
+        self.assertFalse(parse("sip_offer.sdp").media[0].rtcp_mux)
+
+    def test_direction(self):
+        """Direction: media attribute, else the session's, else None."""
+        self.assertEqual(parse("two_media_ipv6.sdp").media[0].direction, "sendonly")
+        self.assertIsNone(parse("sip_offer.sdp").media[0].direction)
+        sd = parse("sip_offer.sdp")
+        self.assertIsNone(sd.direction(sd.media[0]))
+        hold = parse("hold_zero.sdp")
+        self.assertIsNone(hold.media[0].direction)
+        self.assertEqual(hold.direction(hold.media[0]), "recvonly")
+
+    def test_rtpmap_and_fmtp(self):
+        sd = parse("sip_offer.sdp")
+        m = sd.media[0]
+        self.assertEqual(m.rtpmap(101), RtpMap("telephone-event", 8000))
+        self.assertEqual(m.rtpmap("101").spec, "telephone-event/8000")
+        self.assertIsNone(m.rtpmap(0))
+        self.assertEqual(m.fmtp(101), "0-16")
+        self.assertIsNone(m.fmtp(0))
+        self.assertEqual(m.payload_types, [0, 8, 101])
+        opus = SessionDescription.parse(
+            fixture("sip_offer.sdp") + b"a=rtpmap:111 opus/48000/2\r\n").media[0]
+        self.assertEqual(opus.rtpmap(111), RtpMap("opus", 48000, "2"))
+        self.assertEqual(opus.rtpmap(111).spec, "opus/48000/2")
+
+    def test_ice(self):
+        self.assertTrue(parse("webrtc_answer.sdp").has_ice)
+        self.assertTrue(parse("webrtc_answer.sdp").media[0].has_ice)
+        self.assertFalse(parse("sip_offer.sdp").has_ice)
+
+    def test_rejected(self):
+        v6 = parse("two_media_ipv6.sdp")
+        self.assertEqual([m.rejected for m in v6.media], [False, True])
+
+    def test_zero_address(self):
+        self.assertTrue(parse("hold_zero.sdp").session.connection.zero)
+        self.assertFalse(parse("sip_offer.sdp").session.connection.zero)
+
+    def test_loop_protect_id(self):
+        self.assertEqual(parse("hold_zero.sdp").loop_protect_id, "abc123XYZ")
+        self.assertIsNone(parse("sip_offer.sdp").loop_protect_id)
+
+    def test_attributes(self):
+        m = parse("webrtc_answer.sdp").media[0]
+        self.assertEqual(m.attributes("rtpmap"), ["0 PCMU/8000", "101 telephone-event/8000"])
+        self.assertEqual(m.attribute("rtcp-mux"), "")
+        self.assertIsNone(m.attribute("crypto"))
+        self.assertTrue(m.has_attribute("setup"))
+
+
+class ErrorTests(SynchronousTestCase):
+    """Bad input raises SDPError with a message saying where and why."""
+
+    def assertSDPError(self, data, expected, cls=SDPError):
+        exc = self.assertRaises(cls, SessionDescription.parse, data)
+        self.assertEqual(str(exc), expected)
+
+    def test_no_version(self):
+        self.assertSDPError(fixture("no_version_invalid.sdp"),
+                            "SDP must start with a v= line, not 'o=- 1 1 IN IP4 192.0.2.10' (line 1)")
+
+    def test_empty(self):
+        self.assertSDPError(b"", "SDP is empty")
+        self.assertSDPError(b"\r\n\r\n", "SDP is empty")
+
+    def test_bad_port(self):
+        self.assertSDPError(fixture("bad_port_invalid.sdp"),
+                            "SDP line 6 ('m=audio abc RTP/AVP 0'): m= port 'abc' is not a number")
+
+    def test_port_out_of_range(self):
+        self.assertSDPError(fixture("sip_offer.sdp").replace(b"49170", b"70000"),
+                            "SDP line 6 ('m=audio 70000 RTP/AVP 0 8 101'): m= port 70000 is out of range")
+
+    def test_bad_port_count(self):
+        self.assertSDPError(fixture("sip_offer.sdp").replace(b"49170", b"49170/x"),
+                            "SDP line 6 ('m=audio 49170/x RTP/AVP 0 8 101'): "
+                            "m= port count port 'x' is not a number")
+
+    def test_bad_media(self):
+        self.assertSDPError(fixture("bad_media_invalid.sdp"),
+                            "SDP line 6 ('m=audio 4000'): m= needs media type, port and protocol")
+
+    def test_bad_connection_address(self):
+        self.assertSDPError(fixture("bad_connection_invalid.sdp"),
+                            "SDP line 4 ('c=IN IP4 host.example.com'): "
+                            "c= address 'host.example.com' is not an IPv4 address")
+
+    def test_bad_connection_fields(self):
+        self.assertSDPError(fixture("sip_offer.sdp").replace(b"c=IN IP4 192.0.2.10", b"c=IN IP4"),
+                            "SDP line 4 ('c=IN IP4'): c= needs network type, address type and address")
+        self.assertSDPError(fixture("sip_offer.sdp").replace(b"c=IN IP4", b"c=XX IP4"),
+                            "SDP line 4 ('c=XX IP4 192.0.2.10'): c= network type must be IN")
+        self.assertSDPError(fixture("sip_offer.sdp").replace(b"c=IN IP4", b"c=IN IP5"),
+                            "SDP line 4 ('c=IN IP5 192.0.2.10'): c= address type must be IP4 or IP6, "
+                            "not 'IP5'")
+
+    def test_ipv6_address_checked(self):
+        self.assertSDPError(fixture("two_media_ipv6.sdp").replace(b"c=IN IP6 2001:db8::10\r\na=rtcp",
+                                                                   b"c=IN IP6 192.0.2.1\r\na=rtcp"),
+                            "SDP line 6 ('c=IN IP6 192.0.2.1'): c= address '192.0.2.1' is not an IPv6 "
+                            "address")
+
+    def test_media_connection_checked(self):
+        """A bad media-level c= is found at parse time."""
+        self.assertSDPError(fixture("sip_offer.sdp") + b"c=IN IP4 nowhere\r\n",
+                            "SDP line 10 ('c=IN IP4 nowhere'): c= address 'nowhere' is not an IPv4 address")
+
+    def test_bad_rtcp(self):
+        self.assertSDPError(fixture("sip_offer.sdp") + b"a=rtcp:x\r\n",
+                            "SDP line 10 ('a=rtcp:x'): a=rtcp port 'x' is not a number")
+        self.assertSDPError(fixture("sip_offer.sdp") + b"a=rtcp:5 IN IP4\r\n",
+                            "SDP line 10 ('a=rtcp:5 IN IP4'): a=rtcp address must be "
+                            "'IN IP4|IP6 <address>'")
+
+    def test_garbage_line(self):
+        self.assertSDPError(fixture("sip_offer.sdp").replace(b"t=0 0", b"garbage"),
+                            "SDP line 5 ('garbage'): not a '<type>=<value>' line")
+
+    def test_bad_origin(self):
+        self.assertSDPError(fixture("sip_offer.sdp").replace(b"o=alice ", b"o="),
+                            "SDP line 2 ('o=2890844526 2890844526 IN IP4 192.0.2.10'): o= needs six fields")
+
+    def test_type_error(self):
+        self.assertRaises(TypeError, SessionDescription.parse, 42)
+
+
+class InspectTests(SynchronousTestCase):
+    def test_plain_offer(self):
+        (info,) = inspect(parse("sip_offer.sdp"))
+        self.assertEqual(info, MediaInfo(
+            index=1, type="audio", proto="RTP/AVP", family="IP4", rtp=("192.0.2.10", 49170),
+            rtcp=("192.0.2.10", 49171), rtcp_mux=False, direction=None, rejected=False,
+            zero_address=False, formats=("0", "8", "101"), payload_types=(0, 8, 101)))
+
+    def test_ipv6_two_media(self):
+        audio, video = inspect(parse("two_media_ipv6.sdp"))
+        self.assertEqual((audio.family, audio.rtp, audio.rtcp, audio.direction),
+                         ("IP6", ("2001:db8::10", 50000), ("2001:db8::11", 50011), "sendonly"))
+        self.assertEqual((video.index, video.type, video.rejected, video.rtp, video.rtcp),
+                         (2, "video", True, ("2001:db8::10", 0), ("2001:db8::10", 0)))
+
+    def test_webrtc(self):
+        (info,) = inspect(parse("webrtc_answer.sdp"))
+        self.assertEqual((info.proto, info.rtp, info.rtcp, info.rtcp_mux, info.direction,
+                          info.zero_address, info.ice, info.payload_types),
+                         ("UDP/TLS/RTP/SAVPF", ("0.0.0.0", 9), ("0.0.0.0", 9), True, "sendrecv",
+                          True, True, (0, 101)))
+
+    def test_hold(self):
+        (info,) = inspect(parse("hold_zero.sdp"))
+        self.assertEqual((info.zero_address, info.direction, info.rtcp_mux),
+                         (True, "recvonly", True))
+
+    def test_rtcp_port_without_address(self):
+        """a=rtcp:<port> without address takes the RTP address."""
+        (info,) = inspect(SessionDescription.parse(fixture("sip_offer.sdp") + b"a=rtcp:40001\r\n"))
+        self.assertEqual(info.rtcp, ("192.0.2.10", 40001))
+
+    def test_non_numeric_formats(self):
+        """Non-RTP formats are listed in formats but not in payload_types."""
+        sd = SessionDescription.parse(fixture("sip_offer.sdp") +
+                                      b"m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n")
+        info = inspect(sd)[1]
+        self.assertEqual((info.formats, info.payload_types), (("webrtc-datachannel",), ()))
+
+    def test_incomplete(self):
+        """No c= anywhere for a live m= raises SDPIncomplete (an SDPError)."""
+        exc = self.assertRaises(SDPIncomplete, inspect, parse("no_connection.sdp"))
+        self.assertIsInstance(exc, SDPError)
+        self.assertEqual(str(exc), "media 1 (audio) has no c= line and the session has none")
+
+    def test_incomplete_but_rejected(self):
+        """A rejected m= without any c= is fine."""
+        sd = SessionDescription.parse(fixture("no_connection.sdp").replace(b"4000", b"0"))
+        self.assertEqual(inspect(sd)[0].rtp, (None, 0))
