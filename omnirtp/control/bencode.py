@@ -1,0 +1,217 @@
+"""Bencode as rtpengine's ng protocol uses it.
+
+``encode`` writes dictionaries in insertion order (rtpengine does not sort
+its output and Kamailio does not sort its requests).  ``decode`` returns
+``bytes`` for every string, dictionary keys included.
+
+The decoder is iterative: nesting is tracked on an explicit stack and capped
+at :data:`MAX_DEPTH`, so hostile input (tens of thousands of ``l``) is
+refused with :class:`BencodeError` instead of exhausting Python's recursion
+limit.  (rtpengine 10.5 itself decodes recursively and crashes on such
+input; Kamailio never nests deeper than three levels.)
+
+Leniency, as in rtpengine 10.5: dictionary keys may come in any order;
+a duplicate key replaces the earlier value; containers still open when the
+data ends are closed as if their ``e`` had been sent (only between items:
+a dictionary key without its value is still an error).
+"""
+
+MAX_DEPTH = 64
+"""Deepest nesting of lists/dictionaries ``decode`` accepts."""
+
+_MAX_LENGTH_DIGITS = 20
+_DIGITS = frozenset(b"0123456789")
+
+_INT, _LIST, _DICT, _END = ord("i"), ord("l"), ord("d"), ord("e")
+_NON_STRING = frozenset((_INT, _LIST, _DICT))
+
+_NO_KEY = object()
+
+
+class BencodeError(ValueError):
+    """The data is not valid bencode; the message says what and where."""
+
+
+def encode(obj):
+    """Return the bencoding of ``obj`` as bytes.
+
+    ``str`` is encoded as UTF-8 with ``surrogateescape`` (so strings that
+    came from :func:`decode` + surrogateescape round-trip byte-exactly),
+    ``bytes``/``bytearray``/``memoryview`` as they are, ``bool`` and ``int``
+    as integers, ``list``/``tuple`` as lists and ``dict`` as a dictionary
+    whose keys (``str`` or ``bytes``) keep their insertion order.
+    """
+    out = []
+    _encode_into(obj, out)
+    return b"".join(out)
+
+
+def _string(value, out):
+    out.append(b"%d:" % len(value))
+    out.append(value)
+
+
+def _encode_into(obj, out):
+    if isinstance(obj, str):
+        _string(obj.encode("utf-8", "surrogateescape"), out)
+    elif isinstance(obj, (bytes, bytearray, memoryview)):
+        _string(bytes(obj), out)
+    elif isinstance(obj, int):  # bool included: True -> i1e
+        out.append(b"i%de" % int(obj))
+    elif isinstance(obj, (list, tuple)):
+        out.append(b"l")
+        for item in obj:
+            _encode_into(item, out)
+        out.append(b"e")
+    elif isinstance(obj, dict):
+        out.append(b"d")
+        for key, value in obj.items():
+            if isinstance(key, str):
+                _string(key.encode("utf-8", "surrogateescape"), out)
+            elif isinstance(key, (bytes, bytearray)):
+                _string(bytes(key), out)
+            else:
+                raise TypeError(
+                    "bencode dictionary keys must be str or bytes, not %s"
+                    % (type(key).__name__,)
+                )
+            _encode_into(value, out)
+        out.append(b"e")
+    else:
+        raise TypeError("cannot bencode a value of type %s" % (type(obj).__name__,))
+
+
+def decode(data):
+    """Decode one bencoded value that fills all of ``data``.
+
+    Raises :class:`BencodeError` on a bad token, an integer with leading
+    zeros or ``-0``, a string running past the end, bytes left after the
+    value, nesting deeper than :data:`MAX_DEPTH` or a non-string key.
+    """
+    value, end = decode_prefix(data)
+    if end != len(data):
+        raise BencodeError(
+            "trailing data after the bencoded value at offset %d (%d bytes)"
+            % (end, len(data) - end)
+        )
+    return value
+
+
+def decode_prefix(data, start=0, close_at_end=True):
+    """Decode the bencoded value starting at ``data[start]``.
+
+    Returns ``(value, end)`` where ``end`` is the offset just past the
+    value; whatever follows is left alone (rtpengine ignores bytes after
+    the request dictionary).  With ``close_at_end`` false, running out of
+    data inside a container is an error (for stream framing: wait for
+    more) instead of closing it.
+    """
+    data = bytes(data)
+    n = len(data)
+    pos = start
+    # stack of open containers; for a dict the pending key sits in keys
+    stack = []
+    keys = []
+    while True:
+        if pos >= n:
+            if not stack:
+                raise BencodeError("no bencoded value at offset %d (end of data)" % pos)
+            if keys[-1] is not _NO_KEY:
+                raise BencodeError(
+                    "dictionary key %r has no value (end of data at offset %d)"
+                    % (keys[-1], pos)
+                )
+            if not close_at_end:
+                raise BencodeError(
+                    "%d container(s) not closed at end of data (offset %d)"
+                    % (len(stack), pos)
+                )
+            # lenient: the end of the data closes the innermost container
+            value = stack.pop()
+            keys.pop()
+            if not stack:
+                return value, n
+            _store(stack[-1], keys, value)
+            continue
+        c = data[pos]
+        top_is_dict = bool(stack) and type(stack[-1]) is dict
+        if top_is_dict and keys[-1] is _NO_KEY and c in _NON_STRING:
+            raise BencodeError(
+                "dictionary key at offset %d is not a string (starts with %r)"
+                % (pos, bytes((c,)))
+            )
+        if c == _LIST or c == _DICT:
+            if len(stack) >= MAX_DEPTH:
+                raise BencodeError(
+                    "nesting deeper than %d levels at offset %d" % (MAX_DEPTH, pos)
+                )
+            stack.append([] if c == _LIST else {})
+            keys.append(_NO_KEY)
+            pos += 1
+            continue
+        if c == _END:
+            if not stack:
+                raise BencodeError("unexpected 'e' at offset %d" % pos)
+            if keys[-1] is not _NO_KEY:
+                raise BencodeError(
+                    "dictionary key %r has no value (container ends at offset %d)"
+                    % (keys[-1], pos)
+                )
+            value = stack.pop()
+            keys.pop()
+            pos += 1
+        elif c == _INT:
+            value, pos = _decode_int(data, pos)
+        elif c in _DIGITS:
+            value, pos = _decode_string(data, pos, n)
+        else:
+            raise BencodeError("invalid token %r at offset %d" % (bytes((c,)), pos))
+        if not stack:
+            return value, pos
+        _store(stack[-1], keys, value)
+
+
+def _store(top, keys, value):
+    if type(top) is list:
+        top.append(value)
+    elif keys[-1] is _NO_KEY:
+        keys[-1] = value
+    else:
+        top[keys[-1]] = value
+        keys[-1] = _NO_KEY
+
+
+def _decode_int(data, pos):
+    end = data.find(b"e", pos + 1)
+    if end < 0:
+        raise BencodeError("integer at offset %d has no terminating 'e'" % pos)
+    text = data[pos + 1:end]
+    digits = text[1:] if text[:1] in (b"-", b"+") else text
+    if not digits or not digits.isdigit() or not digits.isascii():
+        raise BencodeError("invalid integer %r at offset %d" % (text, pos))
+    if digits[:1] == b"0" and (len(digits) > 1 or text[:1] == b"-"):
+        raise BencodeError(
+            "integer %r at offset %d has a leading zero or is -0" % (text, pos)
+        )
+    return int(text), end + 1
+
+
+def _decode_string(data, pos, n):
+    colon = data.find(b":", pos, pos + _MAX_LENGTH_DIGITS + 1)
+    if colon < 0:
+        raise BencodeError("string length at offset %d has no ':'" % pos)
+    text = data[pos:colon]
+    if not text.isdigit() or not text.isascii():
+        raise BencodeError("invalid string length %r at offset %d" % (text, pos))
+    if text[:1] == b"0" and len(text) > 1:
+        raise BencodeError(
+            "string length %r at offset %d has a leading zero" % (text, pos)
+        )
+    length = int(text)
+    begin = colon + 1
+    if begin + length > n:
+        raise BencodeError(
+            "string of length %d at offset %d runs past the end of data "
+            "(%d bytes left)" % (length, pos, n - begin)
+        )
+    return data[begin:begin + length], begin + length

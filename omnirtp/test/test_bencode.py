@@ -1,0 +1,134 @@
+"""Tests for omnirtp.control.bencode."""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from omnirtp.control import bencode
+from omnirtp.control.bencode import BencodeError, decode, decode_prefix, encode
+
+
+class EncodeTests(SynchronousTestCase):
+    def test_types(self):
+        """Each supported Python type has its bencoding."""
+        self.assertEqual(encode(b"ab"), b"2:ab")
+        self.assertEqual(encode("ab"), b"2:ab")
+        self.assertEqual(encode(""), b"0:")
+        self.assertEqual(encode(0), b"i0e")
+        self.assertEqual(encode(-42), b"i-42e")
+        self.assertEqual(encode(True), b"i1e")
+        self.assertEqual(encode(False), b"i0e")
+        self.assertEqual(encode([1, "a"]), b"li1e1:ae")
+        self.assertEqual(encode((1,)), b"li1ee")
+        self.assertEqual(encode({}), b"de")
+        self.assertEqual(encode(bytearray(b"x")), b"1:x")
+
+    def test_dictKeepsInsertionOrder(self):
+        """Keys are written in insertion order, not sorted."""
+        self.assertEqual(
+            encode({"result": "pong", "a": 1}), b"d6:result4:pong1:ai1ee"
+        )
+
+    def test_utf8AndSurrogateEscape(self):
+        """str is UTF-8; lone surrogate escapes turn back into raw bytes."""
+        self.assertEqual(encode("\u00e9"), b"2:\xc3\xa9")
+        raw = b"a\xff\xfeb"
+        self.assertEqual(encode(raw.decode("utf-8", "surrogateescape")), b"4:" + raw)
+
+    def test_unsupported(self):
+        """Floats, None and non-string keys raise TypeError."""
+        self.assertRaises(TypeError, encode, 1.5)
+        self.assertRaises(TypeError, encode, None)
+        self.assertRaises(TypeError, encode, {1: 2})
+
+
+class DecodeTests(SynchronousTestCase):
+    def test_values(self):
+        """Strings decode to bytes, containers to list/dict."""
+        self.assertEqual(
+            decode(b"d7:command4:ping4:listli1ei-2e0:ee"),
+            {b"command": b"ping", b"list": [1, -2, b""]},
+        )
+
+    def test_roundTrip(self):
+        """encode then decode gives the same structure back (as bytes)."""
+        obj = {b"sdp": b"v=0\r\nbin\x00\xff", b"n": [{b"a": 1}, [], {}]}
+        self.assertEqual(decode(encode(obj)), obj)
+
+    def test_unsortedAndDuplicateKeys(self):
+        """Unsorted keys are fine; a duplicate key's last value wins."""
+        self.assertEqual(decode(b"d1:bi1e1:ai2ee"), {b"b": 1, b"a": 2})
+        self.assertEqual(list(decode(b"d1:bi1e1:ai2ee")), [b"b", b"a"])
+        self.assertEqual(decode(b"d1:ai1e1:ai2ee"), {b"a": 2})
+
+    def test_missingFinalEnd(self):
+        """Containers left open at the end of the data are closed."""
+        self.assertEqual(decode(b"d7:command4:ping"), {b"command": b"ping"})
+        self.assertEqual(
+            decode(b"d7:command4:ping1:xl1:a"), {b"command": b"ping", b"x": [b"a"]}
+        )
+        self.assertEqual(decode(b"d"), {})
+
+    def test_leadingZeros(self):
+        """i01e, i-0e, i-01e and 01:x are rejected; i0e and 0: are fine."""
+        for bad in (b"i01e", b"i-0e", b"i-01e", b"i00e", b"01:x"):
+            self.assertRaises(BencodeError, decode, bad)
+        self.assertEqual(decode(b"i0e"), 0)
+        self.assertEqual(decode(b"0:"), b"")
+
+    def assertError(self, data, fragment):
+        exc = self.assertRaises(BencodeError, decode, data)
+        self.assertIn(fragment, str(exc))
+        self.assertIsInstance(exc, ValueError)
+
+    def test_errorMessages(self):
+        """Every rejection says what is wrong and where."""
+        self.assertError(b"d7:command4:pingx", "invalid token b'x' at offset 16")
+        self.assertError(b"ie", "invalid integer b'' at offset 0")
+        self.assertError(b"i1x2e", "invalid integer b'1x2' at offset 0")
+        self.assertError(b"i12", "no terminating 'e'")
+        self.assertError(b"i01e", "leading zero")
+        self.assertError(b"i-0e", "leading zero or is -0")
+        self.assertError(b"5:abc", "string of length 5 at offset 0 runs past the end")
+        self.assertError(b"d7:command4:pin", "runs past the end")
+        self.assertError(b"3abc", "has no ':'")
+        self.assertError(b"-1:a", "invalid token b'-'")
+        self.assertError(b"i1ei2e", "trailing data after the bencoded value at offset 3")
+        self.assertError(b"di1ei2ee", "dictionary key at offset 1 is not a string")
+        self.assertError(b"dle", "is not a string")
+        self.assertError(b"d1:ae", "dictionary key b'a' has no value")
+        self.assertError(b"d7:command", "has no value (end of data")
+        self.assertError(b"", "no bencoded value at offset 0")
+        self.assertError(b"e", "unexpected 'e' at offset 0")
+
+    def test_nestingLimit(self):
+        """MAX_DEPTH levels are accepted, one more is refused."""
+        depth = bencode.MAX_DEPTH
+        ok = b"l" * depth + b"e" * depth
+        value = decode(ok)
+        for _ in range(depth - 1):
+            value = value[0]
+        self.assertEqual(value, [])
+        exc = self.assertRaises(BencodeError, decode, b"l" + ok + b"e")
+        self.assertIn("nesting deeper than %d levels" % depth, str(exc))
+
+    def test_deepNestingNoRecursion(self):
+        """50,000 levels of nesting give BencodeError, not RecursionError."""
+        for data in (b"l" * 50000 + b"e" * 50000, b"d1:x" * 50000):
+            exc = self.assertRaises(BencodeError, decode, data)
+            self.assertIn("nesting deeper", str(exc))
+
+    def test_prefix(self):
+        """decode_prefix reports where the value ends and ignores the rest."""
+        self.assertEqual(decode_prefix(b"d1:ai1eeXYZ"), ({b"a": 1}, 8))
+        self.assertEqual(decode_prefix(b"xx4:spam", 2), (b"spam", 8))
+
+    def test_prefixStrictEnd(self):
+        """With close_at_end false an unfinished container is an error."""
+        exc = self.assertRaises(
+            BencodeError, decode_prefix, b"d1:ai1e", 0, False
+        )
+        self.assertIn("not closed at end of data", str(exc))
+
+    def test_largeString(self):
+        """A 64 KB string is decoded in one piece."""
+        blob = bytes(range(256)) * 256
+        self.assertEqual(decode(b"65536:" + blob), blob)
