@@ -1,0 +1,147 @@
+"""The call model: Call -> Monologue (one per SIP tag) -> Media (one per m= line).
+
+Plain data, no I/O.  A ``Media`` belongs to one monologue and holds the
+local sockets *advertised to that monologue's party*: the party sends its
+RTP to ``(address, rtp_port)`` and its RTCP to ``rtp_port + 1``.  What the
+party told us in its SDP (where it wants to receive) is ``rtp_endpoint`` /
+``rtcp_endpoint``.
+"""
+
+import string
+from random import SystemRandom
+
+_random = SystemRandom()
+_ICE_CHARS = string.ascii_letters + string.digits
+
+
+def random_token(length, alphabet=_ICE_CHARS):
+    """A random token for ICE credentials and foundations."""
+    return "".join(_random.choice(alphabet) for _ in range(length))
+
+
+class Interface:
+    """One local address of a logical interface, as the SDP will show it."""
+
+    __slots__ = ("name", "address", "advertised", "family")
+
+    def __init__(self, name, address, advertised=None):
+        self.name = name
+        self.address = address
+        self.advertised = advertised or address
+        self.family = "IP6" if ":" in address else "IP4"
+
+    def __repr__(self):
+        return "Interface(%r, %r, %r)" % (self.name, self.address, self.advertised)
+
+
+class Media:
+    """One m= line of one party, with the local RTP/RTCP sockets facing it."""
+
+    __slots__ = (
+        "index", "type", "protocol", "interface", "rtp_port",
+        "rtp_endpoint", "rtcp_endpoint", "rtcp_mux", "direction",
+        "rejected", "zero_address", "ice_ufrag", "ice_pwd",
+        "ice_foundation", "codec",
+    )
+
+    def __init__(self, index, type_, interface):
+        self.index = index
+        self.type = type_
+        self.protocol = None
+        self.interface = interface
+        self.rtp_port = None
+        self.rtp_endpoint = None
+        self.rtcp_endpoint = None
+        self.rtcp_mux = False
+        self.direction = None
+        self.rejected = False
+        self.zero_address = False
+        self.ice_ufrag = random_token(8)
+        self.ice_pwd = random_token(26)
+        self.ice_foundation = random_token(16)
+        self.codec = None
+
+    @property
+    def rtp_key(self):
+        return (self.interface.address, self.rtp_port)
+
+    @property
+    def rtcp_key(self):
+        return (self.interface.address, self.rtp_port + 1)
+
+    @property
+    def has_ports(self):
+        return self.rtp_port is not None
+
+    @property
+    def receiving(self):
+        """True unless the party said it will not send (hold/inactive)."""
+        return not self.zero_address and self.direction not in ("sendonly", "inactive")
+
+
+class Monologue:
+    """What one SIP party (one tag) offered or answered."""
+
+    def __init__(self, tag, created, interface_name=None, via_branch=None):
+        self.tag = tag
+        self.aliases = []
+        self.label = None
+        self.via_branch = via_branch
+        self.created = created
+        self.interface_name = interface_name
+        self.medias = []
+        self.peer = None
+        self.protocol = None
+        self.rtcp_mux_opts = frozenset()
+
+    @property
+    def tagged(self):
+        return bool(self.tag)
+
+    def media(self, index):
+        """The ``Media`` for 1-based ``index``, or None."""
+        if 0 < index <= len(self.medias):
+            return self.medias[index - 1]
+        return None
+
+    def port_medias(self):
+        return [m for m in self.medias if m.has_ports]
+
+
+class Call:
+    """One call-id: its monologues and bookkeeping."""
+
+    def __init__(self, call_id, created):
+        self.call_id = call_id
+        self.created = created
+        self.last_signal = created
+        self.monologues = []
+        self.answered = False
+        self.deletion_at = None
+        self.created_from = None
+        self.metadata = None
+        self.untagged_counter = 0
+
+    def find(self, tag):
+        """The monologue known by ``tag`` (or an alias of it), else None."""
+        if not tag:
+            return None
+        for ml in self.monologues:
+            if ml.tag == tag or tag in ml.aliases:
+                return ml
+        return None
+
+    def find_branch(self, via_branch):
+        for ml in self.monologues:
+            if via_branch and ml.via_branch == via_branch:
+                return ml
+        return None
+
+    def all_medias(self):
+        for ml in self.monologues:
+            for m in ml.medias:
+                yield ml, m
+
+    def socket_keys(self):
+        """Every RTP socket key this call holds."""
+        return [m.rtp_key for _, m in self.all_medias() if m.has_ports]

@@ -1,0 +1,171 @@
+"""CallRegistry: the calls, max-sessions, deletion and timeouts.
+
+Time comes from an injected clock (``IReactorTime``); media activity comes
+from the engine's ``stats()``, read once per sweep (once a second), never
+per packet.
+"""
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from omnirtp.call.model import Call
+from omnirtp.errors import LoadLimit
+
+# reasons a call ends, as rtpengine counts them
+REASON_TIMEOUT = "timeout"
+REASON_SILENT = "silent_timeout"
+REASON_FINAL = "final_timeout"
+REASON_OFFER = "offer_timeout"
+REASON_TERMINATED = "terminated"
+REASON_FORCED = "force_terminated"
+REASON_LOST = "worker_lost"
+REASONS = (REASON_TIMEOUT, REASON_SILENT, REASON_FINAL, REASON_OFFER,
+           REASON_TERMINATED, REASON_FORCED, REASON_LOST)
+
+
+class Timeouts:
+    """The timeout options, in seconds (0 disables final-timeout)."""
+
+    def __init__(self, timeout=60, silent_timeout=3600, offer_timeout=3600,
+                 final_timeout=0, delete_delay=30):
+        self.timeout = timeout if timeout > 0 else 60
+        self.silent_timeout = silent_timeout
+        self.offer_timeout = offer_timeout
+        self.final_timeout = final_timeout
+        self.delete_delay = delete_delay
+
+
+class CallRegistry:
+    """All calls of this instance, keyed by call-id."""
+
+    log = Logger()
+
+    def __init__(self, engine, clock, timeouts=None, max_sessions=-1):
+        self.engine = engine
+        self.clock = clock
+        self.timeouts = timeouts or Timeouts()
+        self.max_sessions = max_sessions
+        self.calls = {}
+        self.started = clock.seconds()
+        self.closed = dict.fromkeys(REASONS, 0)
+        self.managed = 0
+        self.rejected = 0
+        self.call_durations = 0.0
+        self.relayed = {"packets": 0, "bytes": 0, "errors": 0}
+        self._locks = {}
+        self._sweeper = None
+        if hasattr(engine, "on_calls_lost"):
+            engine.on_calls_lost = self.calls_lost
+
+    # -- lookup and life cycle ------------------------------------------
+
+    def get(self, call_id):
+        return self.calls.get(call_id)
+
+    def create(self, call_id):
+        """A new call, unless max-sessions forbids it (raises LoadLimit)."""
+        if 0 <= self.max_sessions <= len(self.calls):
+            self.rejected += 1
+            raise LoadLimit()
+        call = Call(call_id, self.clock.seconds())
+        self.calls[call_id] = call
+        self.managed += 1
+        return call
+
+    def lock(self, call_id):
+        """A DeferredLock serialising signalling for one call-id."""
+        lock = self._locks.get(call_id)
+        if lock is None:
+            lock = self._locks[call_id] = defer.DeferredLock()
+        return lock
+
+    def run_locked(self, call_id, fn, *args):
+        lock = self.lock(call_id)
+        d = lock.run(fn, *args)
+
+        def cleanup(result):
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(call_id, None)
+            return result
+
+        return d.addBoth(cleanup)
+
+    def destroy(self, call, reason):
+        """Remove ``call`` now, give its ports back, count why it ended."""
+        if self.calls.get(call.call_id) is not call:
+            return defer.succeed(None)
+        del self.calls[call.call_id]
+        self.closed[reason] = self.closed.get(reason, 0) + 1
+        self.call_durations += self.clock.seconds() - call.created
+        self.log.info("call {call_id} ended: {reason}", call_id=call.call_id, reason=reason)
+        d = self.engine.release(call.call_id)
+        d.addErrback(lambda f: self.log.failure("releasing {call_id}", f, call_id=call.call_id))
+        return d
+
+    def schedule_deletion(self, call, delay):
+        """Delete ``call`` after ``delay`` seconds; it relays until then."""
+        call.deletion_at = self.clock.seconds() + delay
+
+    def calls_lost(self, call_ids, reason="worker died"):
+        """The media engine lost these calls (a worker died): drop them."""
+        for call_id in call_ids:
+            call = self.calls.pop(call_id, None)
+            if call is not None:
+                self.closed[REASON_LOST] += 1
+                self.log.warn("call {call_id} dropped: {reason}", call_id=call_id, reason=reason)
+
+    # -- timeouts --------------------------------------------------------
+
+    def start(self, interval=1.0):
+        self._sweeper = task.LoopingCall(self.sweep)
+        self._sweeper.clock = self.clock
+        self._sweeper.start(interval, now=False).addErrback(
+            lambda f: self.log.failure("timeout sweeper stopped", f))
+
+    def stop(self):
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+        self._sweeper = None
+
+    @defer.inlineCallbacks
+    def sweep(self):
+        """One pass of deletion marks and timeouts over all calls."""
+        if not self.calls:
+            return
+        stats = yield self.engine.stats(None)
+        now = self.clock.seconds()
+        t = self.timeouts
+        for call in list(self.calls.values()):
+            reason = None
+            if call.deletion_at is not None and now >= call.deletion_at:
+                reason = REASON_TERMINATED
+            elif t.final_timeout > 0 and now - call.created >= t.final_timeout:
+                reason = REASON_FINAL
+            else:
+                reason = self._idle_reason(call, stats.get(call.call_id, {}), now)
+            if reason is not None:
+                self.account(call, stats.get(call.call_id, {}))
+                yield self.destroy(call, reason)
+
+    def _idle_reason(self, call, stats, now):
+        last = call.last_signal
+        for counters in stats.values():
+            if counters["last_packet"] > last:
+                last = counters["last_packet"]
+        idle = now - last
+        t = self.timeouts
+        if not call.answered:
+            return REASON_OFFER if idle >= t.offer_timeout else None
+        medias = [m for _, m in call.all_medias() if m.has_ports]
+        if medias and all(m.receiving for m in medias) and idle >= t.timeout:
+            return REASON_TIMEOUT
+        if idle >= t.silent_timeout:
+            return REASON_SILENT
+        return None
+
+    def account(self, call, stats):
+        """Add a finished call's counters to the totals."""
+        for counters in stats.values():
+            self.relayed["packets"] += counters["packets"]
+            self.relayed["bytes"] += counters["bytes"]
+            self.relayed["errors"] += counters["errors"]

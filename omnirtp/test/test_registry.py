@@ -1,0 +1,202 @@
+"""CallRegistry: max-sessions, deletion marks and the timeout sweep."""
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from omnirtp.call.model import Interface, Media, Monologue
+from omnirtp.call.registry import CallRegistry, Timeouts
+from omnirtp.errors import LoadLimit, PortsExhausted
+from omnirtp.interfaces import IMediaEngine
+
+
+@implementer(IMediaEngine)
+class CountingEngine:
+    """An in-memory IMediaEngine: hands out ports, records what it was told.
+
+    ``last_packet`` per call can be set by a test to simulate media.
+    """
+
+    def __init__(self, clock, pairs=100, base=30000):
+        self.clock = clock
+        self.free = [base + 2 * i for i in range(pairs)]
+        self.held = {}
+        self.configured = {}
+        self.last_packet = {}
+
+    def allocate(self, call_id, address, count):
+        if count > len(self.free):
+            return defer.fail(PortsExhausted())
+        ports, self.free = self.free[:count], self.free[count:]
+        self.held.setdefault(call_id, []).extend((address, p) for p in ports)
+        return defer.succeed(ports)
+
+    def configure(self, call_id, sockets):
+        for s in sockets:
+            self.configured[s["local"]] = s
+        return defer.succeed(None)
+
+    def release(self, call_id, sockets=None):
+        held = self.held.get(call_id, [])
+        gone = list(held) if sockets is None else [k for k in held if k in sockets]
+        for key in gone:
+            held.remove(key)
+            self.free.append(key[1])
+            self.configured.pop(key, None)
+            self.configured.pop((key[0], key[1] + 1), None)
+        if not held:
+            self.held.pop(call_id, None)
+        return defer.succeed(None)
+
+    def stats(self, call_id=None):
+        ids = [call_id] if call_id is not None else list(self.held)
+        out = {}
+        for cid in ids:
+            last = self.last_packet.get(cid, 0.0)
+            out[cid] = {}
+            for addr, port in self.held.get(cid, []):
+                for key in ((addr, port), (addr, port + 1)):
+                    out[cid][key] = {"packets": 0, "bytes": 0, "errors": 0,
+                                     "packets_out": 0, "bytes_out": 0,
+                                     "last_packet": last, "endpoint": None,
+                                     "confirmed": False}
+        return defer.succeed(out)
+
+    def totals(self):
+        return defer.succeed({"packets": 0, "bytes": 0, "errors": 0, "junk": 0,
+                              "ports_used": 2 * sum(map(len, self.held.values())),
+                              "ports_free": 2 * len(self.free)})
+
+
+def answered_call(registry, engine, call_id, direction="sendrecv"):
+    """A call with two monologues, one medium each, ports held, answered."""
+    call = registry.create(call_id)
+    iface = Interface("default", "127.0.0.1")
+    for tag in ("a", "b"):
+        ml = Monologue(tag, registry.clock.seconds())
+        m = Media(1, "audio", iface)
+        m.rtp_port = engine.allocate(call_id, "127.0.0.1", 1).result[0]
+        m.direction = direction
+        ml.medias.append(m)
+        call.monologues.append(ml)
+    call.monologues[0].peer, call.monologues[1].peer = call.monologues[1], call.monologues[0]
+    call.answered = True
+    return call
+
+
+class RegistryTests(SynchronousTestCase):
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.engine = CountingEngine(self.clock)
+        self.registry = CallRegistry(
+            self.engine, self.clock,
+            Timeouts(timeout=2, silent_timeout=6, offer_timeout=10, final_timeout=0),
+            max_sessions=2)
+
+    def test_engineFake(self):
+        """The test double honours the interface it stands in for."""
+        verifyObject(IMediaEngine, self.engine)
+
+    def test_maxSessions(self):
+        """A new call beyond max-sessions raises LoadLimit and is counted."""
+        self.registry.create("c1")
+        self.registry.create("c2")
+        self.assertRaises(LoadLimit, self.registry.create, "c3")
+        self.assertEqual(self.registry.rejected, 1)
+        self.assertEqual(sorted(self.registry.calls), ["c1", "c2"])
+
+    def test_maxSessionsOff(self):
+        """-1 disables the limit."""
+        self.registry.max_sessions = -1
+        for i in range(10):
+            self.registry.create("c%d" % i)
+        self.assertEqual(len(self.registry.calls), 10)
+
+    def test_timeoutRemovesAnsweredCall(self):
+        """An answered call without media goes after `timeout` seconds."""
+        answered_call(self.registry, self.engine, "c1")
+        self.engine.last_packet["c1"] = self.clock.seconds()
+        self.registry.sweep()
+        self.assertIn("c1", self.registry.calls)
+        self.clock.advance(2)
+        self.registry.sweep()
+        self.assertNotIn("c1", self.registry.calls)
+        self.assertEqual(self.registry.closed["timeout"], 1)
+        self.assertNotIn("c1", self.engine.held)
+
+    def test_mediaKeepsCallAlive(self):
+        """Packets within the window keep the call."""
+        answered_call(self.registry, self.engine, "c1")
+        for _ in range(5):
+            self.clock.advance(1.5)
+            self.engine.last_packet["c1"] = self.clock.seconds()
+            self.registry.sweep()
+        self.assertIn("c1", self.registry.calls)
+
+    def test_heldCallUsesSilentTimeout(self):
+        """A call on hold survives `timeout` and goes after `silent-timeout`."""
+        answered_call(self.registry, self.engine, "c1", direction="sendonly")
+        self.clock.advance(3)
+        self.registry.sweep()
+        self.assertIn("c1", self.registry.calls)
+        self.clock.advance(3)
+        self.registry.sweep()
+        self.assertNotIn("c1", self.registry.calls)
+        self.assertEqual(self.registry.closed["silent_timeout"], 1)
+
+    def test_offerOnlyUsesOfferTimeout(self):
+        """An unanswered call lives until `offer-timeout`."""
+        call = answered_call(self.registry, self.engine, "c1")
+        call.answered = False
+        self.clock.advance(9)
+        self.registry.sweep()
+        self.assertIn("c1", self.registry.calls)
+        self.clock.advance(1)
+        self.registry.sweep()
+        self.assertEqual(self.registry.closed["offer_timeout"], 1)
+
+    def test_finalTimeout(self):
+        """final-timeout ends a call however busy it is."""
+        self.registry.timeouts.final_timeout = 5
+        answered_call(self.registry, self.engine, "c1")
+        for _ in range(5):
+            self.clock.advance(1)
+            self.engine.last_packet["c1"] = self.clock.seconds()
+            self.registry.sweep()
+        self.assertNotIn("c1", self.registry.calls)
+        self.assertEqual(self.registry.closed["final_timeout"], 1)
+
+    def test_deleteDelay(self):
+        """A scheduled deletion happens when its delay has passed."""
+        call = answered_call(self.registry, self.engine, "c1")
+        self.registry.schedule_deletion(call, 1.5)
+        self.engine.last_packet["c1"] = self.clock.seconds()
+        self.clock.advance(1)
+        self.registry.sweep()
+        self.assertIn("c1", self.registry.calls)
+        self.clock.advance(1)
+        self.registry.sweep()
+        self.assertNotIn("c1", self.registry.calls)
+        self.assertEqual(self.registry.closed["terminated"], 1)
+
+    def test_loopingSweep(self):
+        """start() sweeps once a second on the injected clock."""
+        answered_call(self.registry, self.engine, "c1")
+        self.registry.start()
+        self.addCleanup(self.registry.stop)
+        self.clock.advance(1)
+        self.clock.advance(1)
+        self.clock.advance(1)
+        self.assertNotIn("c1", self.registry.calls)
+
+    def test_callsLost(self):
+        """Calls a dead worker held are dropped and counted."""
+        answered_call(self.registry, self.engine, "c1")
+        answered_call(self.registry, self.engine, "c2")
+        self.registry.calls_lost(["c1", "nope"])
+        self.assertEqual(list(self.registry.calls), ["c2"])
+        self.assertEqual(self.registry.closed["worker_lost"], 1)
