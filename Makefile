@@ -1,0 +1,61 @@
+# omnirtp: the two newcomer commands.
+#
+#   make run    install what omnirtp needs, then run it in the foreground
+#               (ng control on 127.0.0.1:22222, config etc/omnirtp.conf)
+#   make test   the same set-up plus the test peers, then the whole test suite
+#               (venv + current PyPI packages) and the unit tests again under
+#               Debian 12's own python3-twisted & co.
+#
+# Needs Debian 12; runs apt-get as root (through sudo when not root).  Every
+# step is idempotent: a second run only checks and goes straight to work.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# The Python that builds the venv: whichever python3 is on PATH (CI may use a
+# pyenv 3.11).  The Debian-package test run always uses /usr/bin/python3.
+PYTHON ?= python3
+DEBIAN_PYTHON ?= /usr/bin/python3
+VENV ?= .venv
+CONFIG ?= etc/omnirtp.conf
+
+RUN_PACKAGES := python3 python3-venv python3-dev gcc libsrtp2-dev libopus0
+TEST_PACKAGES := rtpengine-daemon kamailio sip-tester tshark \
+	python3-twisted python3-openssl python3-pylibsrtp python3-aioice \
+	python3-zope.interface
+
+VENV_STAMP := $(VENV)/.omnirtp-installed
+
+.PHONY: help run test system-deps test-deps venv clean-venv
+
+help:
+	@echo "make run    install dependencies and run omnirtp (ng on 127.0.0.1:22222)"
+	@echo "make test   install dependencies and test peers, run the whole test suite"
+	@echo "one module: .venv/bin/python -m twisted.trial omnirtp.test.test_bencode"
+
+run: system-deps venv
+	exec $(VENV)/bin/twistd -n --pidfile= omnirtp --config-file $(CONFIG)
+
+test: system-deps test-deps venv
+	$(DEBIAN_PYTHON) scripts/run-tests --venv-python $(VENV)/bin/python \
+		--debian-python $(DEBIAN_PYTHON)
+
+system-deps:
+	scripts/apt-ensure $(RUN_PACKAGES)
+
+test-deps:
+	scripts/apt-ensure --no-services $(TEST_PACKAGES)
+
+venv: $(VENV_STAMP)
+
+# Rebuilt when the package metadata changes; `pip install -e` keeps the
+# checkout live, so code edits need no reinstall.
+$(VENV_STAMP): setup.cfg pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q --upgrade -e '.[opus]'
+	touch $@
+
+clean-venv:
+	rm -rf $(VENV)
