@@ -1,0 +1,276 @@
+"""``EmbeddedEngine``: the media plane in the caller's reactor.
+
+It owns one :class:`~omnirtp.media.ports.PortPool` per local address and a
+:class:`~omnirtp.media.relay.RelaySocket` per bound port (RTP and RTCP).
+It implements :class:`omnirtp.interfaces.IMediaEngine`; every method
+returns an already-fired ``Deferred``.  The worker processes of
+``num-threads = N`` run one of these each, behind AMP.
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from omnirtp.interfaces import IMediaEngine
+from omnirtp.media.ports import PortPool
+from omnirtp.media.relay import LEARN_DELAYED, LEARNING_MODES, RelaySocket, bind_udp
+
+# keys of IMediaEngine.configure entries
+K_LOCAL = "local"
+K_PEER = "peer"
+K_ENDPOINT = "endpoint"
+K_LEARNING = "learning"
+K_STRICT = "strict"
+K_HANDOVER = "handover"
+K_ASYMMETRIC = "asymmetric"
+K_RESET = "reset"
+
+
+def _key(value, what):
+    """``(addr, port)`` from a 2-sequence, or ValueError naming ``what``."""
+    try:
+        address, port = value
+        return (str(address), int(port))
+    except (TypeError, ValueError):
+        raise ValueError("%s must be an (address, port) pair, got %r" % (what, value)) from None
+
+
+class _Totals:
+    """Counters of sockets already released (so totals never go down)."""
+
+    __slots__ = ("packets", "bytes", "errors", "junk")
+
+    def __init__(self):
+        self.packets = self.bytes = self.errors = self.junk = 0
+
+    def add(self, relay):
+        self.packets += relay.packets
+        self.bytes += relay.bytes
+        self.errors += relay.errors
+        self.junk += relay.junk
+
+
+@implementer(IMediaEngine)
+class EmbeddedEngine:
+    """The media plane in this process.
+
+    ``reactor`` provides ``IReactorFDSet`` and ``IReactorTime``;
+    ``interfaces`` maps each local address it may bind to a
+    ``(port_min, port_max)`` range.  ``bind(address, port)`` returns a
+    bound non-blocking UDP socket (default :func:`omnirtp.media.relay.bind_udp`;
+    tests pass a fake); ``rng`` shuffles the port pools.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, interfaces, bind=None, rng=None):
+        self._reactor = reactor
+        self._bind = bind if bind is not None else bind_udp
+        if not interfaces:
+            raise ValueError("the media engine needs at least one interface address")
+        self._pools = {}
+        for address, (port_min, port_max) in interfaces.items():
+            self._pools[str(address)] = PortPool(port_min, port_max, rng=rng)
+        self._sockets = {}  # (addr, port) -> RelaySocket, RTP and RTCP
+        self._calls = {}  # call_id -> {rtp key: (rtp RelaySocket, rtcp RelaySocket)}
+        self._released = _Totals()
+
+    # -- IMediaEngine -----------------------------------------------------
+
+    def allocate(self, call_id, address, count):
+        try:
+            return defer.succeed(self._allocate(call_id, address, count))
+        except Exception:
+            return defer.fail()
+
+    def configure(self, call_id, sockets):
+        try:
+            self._configure(call_id, sockets)
+        except Exception:
+            return defer.fail()
+        return defer.succeed(None)
+
+    def release(self, call_id, sockets=None):
+        try:
+            self._release(call_id, sockets)
+        except Exception:
+            return defer.fail()
+        return defer.succeed(None)
+
+    def stats(self, call_id=None):
+        if call_id is None:
+            ids = list(self._calls)
+        elif call_id in self._calls:
+            ids = [call_id]
+        else:
+            ids = []
+        result = {}
+        for cid in ids:
+            per = result[cid] = {}
+            for rtp, rtcp in self._calls[cid].values():
+                per[rtp.local] = rtp.counters()
+                per[rtcp.local] = rtcp.counters()
+        return defer.succeed(result)
+
+    def totals(self):
+        done = self._released
+        packets, octets, errors, junk = done.packets, done.bytes, done.errors, done.junk
+        for relay in self._sockets.values():
+            packets += relay.packets
+            octets += relay.bytes
+            errors += relay.errors
+            junk += relay.junk
+        return defer.succeed(
+            {
+                "packets": packets,
+                "bytes": octets,
+                "errors": errors,
+                "junk": junk,
+                "ports_used": sum(p.used for p in self._pools.values()),
+                "ports_free": sum(p.free for p in self._pools.values()),
+            }
+        )
+
+    # -- not in the interface ---------------------------------------------
+
+    def close(self):
+        """Release every port of every call, synchronously (shutdown)."""
+        for call_id in list(self._calls):
+            self._release(call_id, None)
+
+    def pool(self, address):
+        """The :class:`PortPool` of a local ``address`` (KeyError if none)."""
+        return self._pools[address]
+
+    def socket(self, key):
+        """The :class:`RelaySocket` bound to ``key`` or None."""
+        return self._sockets.get(key)
+
+    # -- implementation ---------------------------------------------------
+
+    def _allocate(self, call_id, address, count):
+        pool = self._pools.get(address)
+        if pool is None:
+            raise ValueError(
+                "address %r is not a media interface (known: %s)"
+                % (address, ", ".join(sorted(self._pools)))
+            )
+        if not isinstance(count, int) or count < 0:
+            raise ValueError("count must be a non-negative integer, got %r" % (count,))
+        bind = self._bind
+
+        def bind_pair(port):
+            rtp = bind(address, port)
+            try:
+                rtcp = bind(address, port + 1)
+            except BaseException:
+                rtp.close()
+                raise
+            return rtp, rtcp
+
+        taken = []
+        try:
+            for _ in range(count):
+                taken.append(pool.acquire(bind_pair))
+        except BaseException:
+            for port, (rtp, rtcp) in taken:
+                rtp.close()
+                rtcp.close()
+                pool.release(port)
+            raise
+        pairs = self._calls.setdefault(call_id, {})
+        ports = []
+        for port, (rtp_sock, rtcp_sock) in taken:
+            rtp = RelaySocket(self._reactor, rtp_sock, (address, port))
+            rtcp = RelaySocket(self._reactor, rtcp_sock, (address, port + 1))
+            self._sockets[rtp.local] = rtp
+            self._sockets[rtcp.local] = rtcp
+            pairs[rtp.local] = (rtp, rtcp)
+            rtp.start()
+            rtcp.start()
+            ports.append(port)
+        self.log.debug(
+            "allocated {count} port pairs on {address} for {call_id}: {ports}",
+            count=count,
+            address=address,
+            call_id=call_id,
+            ports=ports,
+        )
+        return ports
+
+    def _configure(self, call_id, entries):
+        pairs = self._calls.get(call_id)
+        if pairs is None:
+            raise ValueError("call %r holds no media ports" % (call_id,))
+        plan = []
+        # validate everything first so a bad entry changes nothing
+        for entry in entries:
+            local = _key(entry.get(K_LOCAL), "local")
+            relay = self._sockets.get(local)
+            rtp_key = (local[0], local[1] & ~1)
+            if relay is None or rtp_key not in pairs:
+                raise ValueError("socket %s:%d is not held by call %r" % (local[0], local[1], call_id))
+            peer = entry.get(K_PEER)
+            peer_relay = None
+            if peer is not None:
+                peer = _key(peer, "peer")
+                peer_relay = self._sockets.get(peer)
+                if peer_relay is None:
+                    raise ValueError("peer socket %s:%d is not bound here" % peer)
+            endpoint = entry.get(K_ENDPOINT)
+            if endpoint is not None:
+                endpoint = _key(endpoint, "endpoint")
+            learning = entry.get(K_LEARNING) or LEARN_DELAYED
+            if learning not in LEARNING_MODES:
+                raise ValueError(
+                    "learning mode %r is not one of %s"
+                    % (learning, ", ".join(sorted(LEARNING_MODES)))
+                )
+            plan.append(
+                (
+                    relay,
+                    dict(
+                        peer=peer_relay,
+                        endpoint=endpoint,
+                        learning=learning,
+                        strict=bool(entry.get(K_STRICT, False)),
+                        handover=bool(entry.get(K_HANDOVER, False)),
+                        asymmetric=bool(entry.get(K_ASYMMETRIC, False)),
+                        reset=bool(entry.get(K_RESET, False)),
+                    ),
+                )
+            )
+        for relay, kwargs in plan:
+            relay.configure(**kwargs)
+
+    def _release(self, call_id, keys):
+        pairs = self._calls.get(call_id)
+        if pairs is None:
+            return
+        if keys is None:
+            targets = list(pairs)
+        else:
+            targets = []
+            for key in keys:
+                key = _key(key, "socket")
+                key = (key[0], key[1] & ~1)
+                if key in pairs:
+                    targets.append(key)
+        gone = set()
+        for key in targets:
+            rtp, rtcp = pairs.pop(key)
+            for relay in (rtp, rtcp):
+                gone.add(relay)
+                self._released.add(relay)
+                del self._sockets[relay.local]
+                relay.close()
+            self._pools[key[0]].release(key[1])
+        if gone:
+            # nothing keeps sending out of a closed socket
+            for rtp, rtcp in pairs.values():
+                if rtp.peer in gone:
+                    rtp.peer = None
+                if rtcp.peer in gone:
+                    rtcp.peer = None
+        if not pairs:
+            del self._calls[call_id]

@@ -1,0 +1,339 @@
+"""The media hot path: one UDP socket that reads datagrams and forwards them.
+
+:class:`RelaySocket` is registered with the reactor as a plain
+``IReadDescriptor`` (``reactor.addReader``) instead of going through
+``twisted.internet.udp.Port``: the stock port loops ``recvfrom`` until
+``EAGAIN`` (a failing syscall plus an exception on every wakeup, while a
+media socket at 50 packets/s almost never has a second datagram waiting)
+and wraps every datagram in ``try/except`` and a protocol call.  Here one
+``doRead`` reads at most :data:`READ_BATCH` datagrams and handles each one
+inline: a constant-time RTP/RTCP check, the source policy, plain integer
+counters, and ``sendto`` on the peer socket.  No logging, dicts, string
+formatting or control-plane work happens per packet.
+
+A socket faces one party.  ``endpoint`` is that party's address: packets
+*from* it arrive here and packets *to* it are sent from here.  A packet
+received here is sent out of ``peer`` (the socket facing the other party)
+to ``peer.endpoint``.  How ``endpoint`` follows the source of received
+packets is the learning policy (ng-spec §3.10); see :meth:`RelaySocket._learn`.
+"""
+
+import socket
+
+from twisted.internet.interfaces import IReadDescriptor
+from zope.interface import implementer
+
+# ng / rtpengine learning mode names
+LEARN_DELAYED = "delayed"
+LEARN_IMMEDIATE = "immediate"
+LEARN_OFF = "off"
+LEARN_HEURISTIC = "heuristic"
+LEARNING_MODES = frozenset((LEARN_DELAYED, LEARN_IMMEDIATE, LEARN_OFF, LEARN_HEURISTIC))
+
+#: seconds after a signalling reset during which the endpoint follows sources
+LEARNING_WINDOW = 3.0
+
+#: source ranks for heuristic learning
+RANK_NONE = -1  # nothing seen since the last reset
+RANK_ANY = 0  # unrelated address and port
+RANK_PORT = 1  # the SDP port on another address
+RANK_ADDRESS = 2  # the SDP address on another port
+RANK_EXACT = 3  # exactly the SDP address and port
+
+#: largest datagram read; longer ones are truncated by the kernel
+RECV_SIZE = 8192
+#: datagrams read per wakeup at most (see bench/README.md for the choice)
+READ_BATCH = 4
+
+#: minimum lengths: RTP fixed header, RTCP common header + SSRC
+RTP_MIN = 12
+RTCP_MIN = 8
+
+
+def socket_family(address):
+    """``AF_INET6`` if ``address`` is an IPv6 literal, else ``AF_INET``."""
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def bind_udp(address, port):
+    """Return a non-blocking UDP socket bound to ``(address, port)``."""
+    sock = socket.socket(socket_family(address), socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.bind((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@implementer(IReadDescriptor)
+class RelaySocket:
+    """A bound UDP socket that relays RTP or RTCP to its peer socket.
+
+    ``reactor`` must provide ``addReader``/``removeReader`` and ``seconds``
+    (the clock for the learning window and ``last_packet``); ``sock`` is a
+    bound, non-blocking socket (or a fake with ``fileno``, ``recvfrom``,
+    ``sendto`` and ``close``); ``local`` is its ``(address, port)`` key.
+    """
+
+    __slots__ = (
+        # wiring
+        "local",
+        "peer",
+        "other",
+        "_sock",
+        "_fd",
+        "_recvfrom",
+        "_sendto",
+        "_reactor",
+        "_seconds",
+        "_v6",
+        "reading",
+        # source policy
+        "endpoint",
+        "sdp_endpoint",
+        "learning",
+        "strict",
+        "handover",
+        "asymmetric",
+        "confirmed",
+        "window_end",
+        "best_rank",
+        # counters
+        "packets",
+        "bytes",
+        "errors",
+        "junk",
+        "packets_out",
+        "bytes_out",
+        "last_packet",
+    )
+
+    def __init__(self, reactor, sock, local):
+        self.local = local
+        self.peer = None
+        #: called as ``other(relay, data, source)`` for datagrams that are not
+        #: RTP/RTCP (STUN, DTLS) instead of counting them as junk; None: junk
+        self.other = None
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._recvfrom = sock.recvfrom
+        self._sendto = sock.sendto
+        self._reactor = reactor
+        self._seconds = reactor.seconds
+        self._v6 = ":" in local[0]
+        self.reading = False
+        now = self._seconds()
+        self.endpoint = None
+        self.sdp_endpoint = None
+        self.learning = LEARN_DELAYED
+        self.strict = False
+        self.handover = False
+        self.asymmetric = False
+        self.confirmed = False
+        self.window_end = now + LEARNING_WINDOW
+        self.best_rank = RANK_NONE
+        self.packets = 0
+        self.bytes = 0
+        self.errors = 0
+        self.junk = 0
+        self.packets_out = 0
+        self.bytes_out = 0
+        self.last_packet = now
+
+    def __repr__(self):
+        return "<RelaySocket %s:%d endpoint=%r confirmed=%r>" % (
+            self.local[0],
+            self.local[1],
+            self.endpoint,
+            self.confirmed,
+        )
+
+    # -- control side -----------------------------------------------------
+
+    def configure(
+        self,
+        peer=None,
+        endpoint=None,
+        learning=LEARN_DELAYED,
+        strict=False,
+        handover=False,
+        asymmetric=False,
+        reset=False,
+    ):
+        """Set forwarding and source policy (off the hot path).
+
+        ``peer`` is the :class:`RelaySocket` packets received here are sent
+        out of (None: drop them); ``endpoint`` the party's address from its
+        SDP.  ``reset`` marks a signalling event: learning starts over with a
+        new window and ``last_packet`` becomes now.
+        """
+        if learning not in LEARNING_MODES:
+            raise ValueError(
+                "learning mode %r is not one of %s" % (learning, ", ".join(sorted(LEARNING_MODES)))
+            )
+        if endpoint is not None:
+            endpoint = (str(endpoint[0]), int(endpoint[1]))
+        self.peer = peer
+        self.learning = learning
+        self.strict = bool(strict)
+        self.handover = bool(handover)
+        self.asymmetric = bool(asymmetric)
+        changed = endpoint != self.sdp_endpoint
+        self.sdp_endpoint = endpoint
+        if reset:
+            now = self._seconds()
+            self.window_end = now + LEARNING_WINDOW
+            self.last_packet = now
+            self.confirmed = False
+            self.best_rank = RANK_NONE
+            self.endpoint = endpoint
+        elif changed or self.endpoint is None or asymmetric or learning == LEARN_OFF:
+            self.endpoint = endpoint
+
+    def counters(self):
+        """The socket's counters as plain data (see ``IMediaEngine.stats``)."""
+        return {
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "errors": self.errors,
+            "packets_out": self.packets_out,
+            "bytes_out": self.bytes_out,
+            "last_packet": self.last_packet,
+            "endpoint": self.endpoint,
+            "confirmed": self.confirmed,
+        }
+
+    def start(self):
+        """Start reading (``reactor.addReader``)."""
+        if not self.reading and self._fd >= 0:
+            self.reading = True
+            self._reactor.addReader(self)
+
+    def stop(self):
+        """Stop reading (``reactor.removeReader``)."""
+        if self.reading:
+            self.reading = False
+            self._reactor.removeReader(self)
+
+    def close(self):
+        """Stop reading and close the socket; later sends from it fail."""
+        self.stop()
+        self.peer = None
+        self.other = None
+        if self._fd >= 0:
+            self._fd = -1
+            self._sock.close()
+
+    # -- IReadDescriptor --------------------------------------------------
+
+    def fileno(self):
+        return self._fd
+
+    def logPrefix(self):
+        return "RelaySocket"
+
+    def connectionLost(self, reason):
+        """The reactor dropped us (shutdown): close the socket."""
+        self.reading = False
+        if self._fd >= 0:
+            self._fd = -1
+            self._sock.close()
+
+    def doRead(self):
+        """Read and relay up to :data:`READ_BATCH` datagrams."""
+        now = self._seconds()
+        recvfrom = self._recvfrom
+        v6 = self._v6
+        for _ in range(READ_BATCH):
+            try:
+                data, src = recvfrom(RECV_SIZE)
+            except OSError:
+                # EAGAIN: nothing more; anything else (a queued ICMP error)
+                # is consumed by this failed read.
+                return None
+            if v6:
+                src = src[:2]
+            n = len(data)
+            # version 2, and an RTP header or an RTCP header (PT 192-223)
+            if n < RTCP_MIN or (data[0] & 0xC0) != 0x80 or (n < RTP_MIN and not 191 < data[1] < 224):
+                if self.other is not None:
+                    self.other(self, data, src)
+                else:
+                    self.junk += 1
+                    self.errors += 1
+                continue
+            self.packets += 1
+            self.bytes += n
+            self.last_packet = now
+            if (src != self.endpoint or not self.confirmed) and not self._learn(src, now):
+                self.errors += 1
+                continue
+            peer = self.peer
+            if peer is None:
+                self.errors += 1
+                continue
+            dest = peer.endpoint
+            if dest is None:
+                self.errors += 1
+                continue
+            try:
+                peer._sendto(data, dest)
+            except OSError:
+                self.errors += 1
+                continue
+            peer.packets_out += 1
+            peer.bytes_out += n
+        return None
+
+    # -- source policy ----------------------------------------------------
+
+    def _rank(self, src):
+        sdp = self.sdp_endpoint
+        if sdp is None:
+            return RANK_ANY
+        if src == sdp:
+            return RANK_EXACT
+        if src[0] == sdp[0]:
+            return RANK_ADDRESS
+        if src[1] == sdp[1]:
+            return RANK_PORT
+        return RANK_ANY
+
+    def _learn(self, src, now):
+        """Apply the source policy to a packet from ``src``.
+
+        Called only when ``src`` is not the confirmed endpoint.  Returns
+        True to forward the packet, False to drop it (strict source).
+        """
+        if self.asymmetric or self.learning == LEARN_OFF:
+            # never move: the endpoint stays the SDP address
+            self.confirmed = True
+            sdp = self.sdp_endpoint
+            return not (self.strict and sdp is not None and src != sdp)
+        if self.confirmed:
+            if self.handover:
+                self.endpoint = src
+                return True
+            return not self.strict
+        learning = self.learning
+        if learning == LEARN_HEURISTIC:
+            rank = self._rank(src)
+            if rank == RANK_EXACT or now >= self.window_end:
+                if rank > self.best_rank:
+                    self.endpoint = src
+                    self.best_rank = rank
+                self.confirmed = True
+                return src == self.endpoint or not self.strict
+            if rank >= self.best_rank:
+                self.endpoint = src
+                self.best_rank = rank
+                return True
+            return not self.strict
+        # delayed follows the latest source until the window is over;
+        # immediate confirms the first one
+        self.endpoint = src
+        if learning == LEARN_IMMEDIATE or now >= self.window_end:
+            self.confirmed = True
+        return True
