@@ -1,0 +1,174 @@
+"""EmbeddedEngine over real UDP sockets on 127.0.0.1 with the real reactor.
+
+Two fake parties (plain DatagramProtocols on ephemeral ports) exchange RTP
+and RTCP through engine sockets bound in 42000-42999.
+"""
+
+import socket
+
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import DatagramProtocol
+from twisted.trial.unittest import TestCase
+
+from omnirtp.media.engine import EmbeddedEngine
+
+HOST = "127.0.0.1"
+PORT_MIN, PORT_MAX = 42000, 42999
+
+
+def rtp(seq):
+    return bytes([0x80, 0x00, seq >> 8 & 0xFF, seq & 0xFF]) + b"\x00" * 8 + b"\xd5" * 160
+
+
+def rtcp(ssrc):
+    return bytes([0x80, 201, 0x00, 0x01]) + ssrc.to_bytes(4, "big")
+
+
+class Party(DatagramProtocol):
+    """Records what arrives; ``wait(n)`` fires once n datagrams are in."""
+
+    def __init__(self):
+        self.received = []
+        self._waiters = []
+
+    def datagramReceived(self, data, addr):
+        self.received.append((data, addr))
+        for n, d in list(self._waiters):
+            if len(self.received) >= n:
+                self._waiters.remove((n, d))
+                d.callback(self.received)
+
+    def wait(self, n):
+        if len(self.received) >= n:
+            return defer.succeed(self.received)
+        d = defer.Deferred()
+        self._waiters.append((n, d))
+        return d
+
+    def send(self, data, dest):
+        self.transport.write(data, dest)
+
+    @property
+    def address(self):
+        h = self.transport.getHost()
+        return (h.host, h.port)
+
+
+class RelayUDPTests(TestCase):
+    timeout = 15
+
+    def setUp(self):
+        self.engine = EmbeddedEngine(reactor, {HOST: (PORT_MIN, PORT_MAX)})
+        self.addCleanup(self.engine.close)
+
+    def party(self):
+        p = Party()
+        port = reactor.listenUDP(0, p, interface=HOST)
+        self.addCleanup(port.stopListening)
+        return p
+
+    def totals(self):
+        return self.successResultOf(self.engine.totals())
+
+    @defer.inlineCallbacks
+    def wire(self, call_id, a_rtp, a_rtcp, b_rtp, b_rtcp, **policy):
+        """Allocate two pairs, configure A <-> B; fire with (a_port, b_port)."""
+        a, b = yield self.engine.allocate(call_id, HOST, 2)
+        entries = []
+        for local, peer, endpoint in (
+            (a, b, a_rtp.address),
+            (a + 1, b + 1, a_rtcp.address),
+            (b, a, b_rtp.address),
+            (b + 1, a + 1, b_rtcp.address),
+        ):
+            entry = {"local": (HOST, local), "peer": (HOST, peer), "endpoint": endpoint,
+                     "learning": "delayed", "strict": False, "handover": False,
+                     "asymmetric": False, "reset": True}
+            entry.update(policy)
+            entries.append(entry)
+        yield self.engine.configure(call_id, entries)
+        return a, b
+
+    @defer.inlineCallbacks
+    def test_rtp_and_rtcp_both_ways(self):
+        """RTP and RTCP flow both ways; each side sees the port it was given as source."""
+        a_rtp, a_rtcp, b_rtp, b_rtcp = self.party(), self.party(), self.party(), self.party()
+        a, b = yield self.wire("c1", a_rtp, a_rtcp, b_rtp, b_rtcp)
+        for i in range(5):
+            a_rtp.send(rtp(i), (HOST, a))
+            b_rtp.send(rtp(100 + i), (HOST, b))
+        a_rtcp.send(rtcp(1), (HOST, a + 1))
+        b_rtcp.send(rtcp(2), (HOST, b + 1))
+        got_b = yield b_rtp.wait(5)
+        got_a = yield a_rtp.wait(5)
+        got_b_rtcp = yield b_rtcp.wait(1)
+        got_a_rtcp = yield a_rtcp.wait(1)
+        self.assertEqual(got_b, [(rtp(i), (HOST, b)) for i in range(5)])
+        self.assertEqual(got_a, [(rtp(100 + i), (HOST, a)) for i in range(5)])
+        self.assertEqual(got_b_rtcp, [(rtcp(1), (HOST, b + 1))])
+        self.assertEqual(got_a_rtcp, [(rtcp(2), (HOST, a + 1))])
+        stats = yield self.engine.stats("c1")
+        self.assertEqual(stats["c1"][(HOST, a)]["packets"], 5)
+        self.assertEqual(stats["c1"][(HOST, b)]["packets_out"], 5)
+        self.assertEqual(self.totals()["packets"], 12)
+
+    @defer.inlineCallbacks
+    def test_learns_other_source_port(self):
+        """A party behind NAT sends from another port; the reply follows that port."""
+        a_sdp, a_rtcp, b_rtp, b_rtcp = self.party(), self.party(), self.party(), self.party()
+        a_nat = self.party()
+        a, b = yield self.wire("c1", a_sdp, a_rtcp, b_rtp, b_rtcp)
+        a_nat.send(rtp(1), (HOST, a))
+        yield b_rtp.wait(1)
+        b_rtp.send(rtp(2), (HOST, b))
+        got = yield a_nat.wait(1)
+        self.assertEqual(got, [(rtp(2), (HOST, a))])
+        self.assertEqual(a_sdp.received, [])
+        stats = yield self.engine.stats("c1")
+        self.assertEqual(stats["c1"][(HOST, a)]["endpoint"], a_nat.address)
+
+    @defer.inlineCallbacks
+    def test_strict_source_drops(self):
+        """strict with learning off: packets from an unknown source are dropped and counted."""
+        a_rtp, a_rtcp, b_rtp, b_rtcp = self.party(), self.party(), self.party(), self.party()
+        intruder = self.party()
+        a, b = yield self.wire("c1", a_rtp, a_rtcp, b_rtp, b_rtcp, learning="off", strict=True)
+        intruder.send(rtp(66), (HOST, a))
+        a_rtp.send(rtp(1), (HOST, a))
+        got = yield b_rtp.wait(1)
+        self.assertEqual(got, [(rtp(1), (HOST, b))])
+        stats = yield self.engine.stats("c1")
+        self.assertEqual((stats["c1"][(HOST, a)]["packets"], stats["c1"][(HOST, a)]["errors"]), (2, 1))
+
+    @defer.inlineCallbacks
+    def test_junk_dropped_relay_continues(self):
+        """Garbage, truncated, STUN and DTLS datagrams are counted; RTP still flows."""
+        a_rtp, a_rtcp, b_rtp, b_rtcp = self.party(), self.party(), self.party(), self.party()
+        a, b = yield self.wire("c1", a_rtp, a_rtcp, b_rtp, b_rtcp)
+        stun = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + b"\x01" * 12
+        dtls = b"\x16\xfe\xfd\x00\x00" + b"\x00" * 20
+        for junk in (b"GET / HTTP/1.0\r\n\r\n", b"\x80\x00", stun, dtls, b""):
+            a_rtp.send(junk, (HOST, a))
+        a_rtp.send(rtp(7), (HOST, a))
+        got = yield b_rtp.wait(1)
+        self.assertEqual(got, [(rtp(7), (HOST, b))])
+        t = self.totals()
+        self.assertEqual((t["junk"], t["errors"], t["packets"]), (5, 5, 1))
+
+    @defer.inlineCallbacks
+    def test_release_returns_ports(self):
+        """After release the ports count as free again and can be bound by anyone."""
+        before = self.totals()
+        a, b = yield self.engine.allocate("c1", HOST, 2)
+        during = self.totals()
+        self.assertEqual(during["ports_used"], before["ports_used"] + 4)
+        self.assertEqual(during["ports_free"], before["ports_free"] - 4)
+        yield self.engine.release("c1")
+        after = self.totals()
+        self.assertEqual((after["ports_used"], after["ports_free"]), (before["ports_used"], before["ports_free"]))
+        for port in (a, a + 1, b, b + 1):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s.bind((HOST, port))
+            finally:
+                s.close()
