@@ -1,0 +1,445 @@
+"""Tests for omnirtp.control.ng.NGProtocol (no sockets: FakeDatagramTransport)."""
+
+import json
+
+from twisted.internet import defer
+from twisted.internet.testing import FakeDatagramTransport
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+try:
+    from twisted.internet.testing import EventLoggingObserver
+except ImportError:  # pragma: no cover
+    from twisted.test.proto_helpers import EventLoggingObserver
+
+from omnirtp import errors
+from omnirtp.control import bencode, ng
+from omnirtp.control.ng import E_REPLY_TOO_LARGE, NGProtocol
+
+ADDR = ("192.0.2.1", 5060)
+OTHER = ("192.0.2.2", 5061)
+PING = b"c1 d7:command4:pinge"
+PONG = b"c1 d6:result4:ponge"
+
+
+def err(cookie, reason):
+    return cookie + b" " + bencode.encode({"result": "error", "error-reason": reason})
+
+
+def jerr(cookie, reason):
+    return cookie + b" " + json.dumps(
+        {"result": "error", "error-reason": reason}, separators=(",", ":")
+    ).encode()
+
+
+class FakeDispatch:
+    """Records requests; answers ping with pong and echoes other requests
+    according to ``self.behaviour``."""
+
+    def __init__(self):
+        self.calls = []
+        self.behaviour = None
+        self.pending = []
+
+    def __call__(self, request, addr):
+        self.calls.append((request, addr))
+        if request.get("command") == "ping":
+            return {"result": "pong"}
+        if self.behaviour is not None:
+            return self.behaviour(request)
+        return {"result": "ok"}
+
+
+class NGTestBase(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.dispatch = FakeDispatch()
+        self.proto = NGProtocol(self.dispatch, clock=self.clock, cache_ttl=30)
+        self.transport = FakeDatagramTransport()
+        self.proto.makeConnection(self.transport)
+
+    def send(self, data, addr=ADDR):
+        self.proto.datagramReceived(data, addr)
+
+    def replies(self):
+        return [packet for packet, _ in self.transport.written]
+
+    def assertPingStillWorks(self):
+        self.transport.written[:] = []
+        self.send(b"after d7:command4:pinge")
+        self.assertEqual(self.transport.written, [(b"after d6:result4:ponge", ADDR)])
+
+
+class FramingTests(NGTestBase):
+    def test_ping(self):
+        """A bencode ping gets a bencode pong with the cookie, sent to addr."""
+        self.send(PING)
+        self.assertEqual(self.transport.written, [(PONG, ADDR)])
+        self.assertEqual(self.dispatch.calls, [({"command": "ping"}, ADDR)])
+
+    def test_noSpaceNoReply(self):
+        """Without a space after the cookie, or with a space first, nothing is sent."""
+        self.send(b"c1d7:command4:pinge")
+        self.send(b" d7:command4:pinge")
+        self.send(b"")
+        self.assertEqual(self.transport.written, [])
+        self.assertEqual(self.dispatch.calls, [])
+
+    def test_emptyPayload(self):
+        """Cookie and space only: "Invalid data (no payload)"."""
+        self.send(b"c1 ")
+        self.assertEqual(self.replies(), [err(b"c1", errors.E_NO_PAYLOAD)])
+
+    def test_badFormat(self):
+        """A payload that is neither 'd' nor '{' is "Invalid NG data format"."""
+        for i, payload in enumerate([b"xyz", b"l7:commande", b"i5e", b'["command"]']):
+            cookie = b"f%d" % i
+            self.send(cookie + b" " + payload)
+            self.assertEqual(self.replies()[-1], err(cookie, errors.E_BAD_FORMAT))
+
+    def test_requestIsStr(self):
+        """Keys and string values reach dispatch as str, nested ones too."""
+        self.send(b"c1 d7:command5:offer5:flagsl6:trust.e5:codecd5:stripl4:PCMUeee")
+        request = self.dispatch.calls[0][0]
+        self.assertEqual(
+            request,
+            {"command": "offer", "flags": ["trust."], "codec": {"strip": ["PCMU"]}},
+        )
+
+    def test_sdpBytesRoundTrip(self):
+        """Arbitrary SDP bytes (invalid UTF-8 included) come back byte-exact."""
+        sdp = b"v=0\r\ns=\xff\xfe caf\xc3\xa9\r\n"
+        self.dispatch.behaviour = lambda r: {"result": "ok", "sdp": r["sdp"]}
+        self.send(b"c1 " + bencode.encode({"command": "offer", "sdp": sdp}))
+        self.assertEqual(
+            self.replies(), [b"c1 " + bencode.encode({"result": "ok", "sdp": sdp})]
+        )
+
+    def test_trailingDataIgnored(self):
+        """Bytes after the request dictionary are ignored, as rtpengine does."""
+        self.send(b"c1 d7:command4:pingexyz")
+        self.assertEqual(self.replies(), [PONG])
+
+    def test_missingFinalE(self):
+        """A request missing its final 'e' is still answered."""
+        self.send(b"c1 d7:command4:ping")
+        self.assertEqual(self.replies(), [PONG])
+
+    def test_missingCommand(self):
+        """No command key, or a non-string command: rtpengine's text."""
+        self.send(b"c1 d1:x1:ye")
+        self.send(b"c2 d7:commandi1ee")
+        self.send(b"c3 de")
+        self.assertEqual(self.replies(), [
+            err(b"c1", errors.E_NO_COMMAND),
+            err(b"c2", errors.E_NO_COMMAND),
+            err(b"c3", errors.E_NO_COMMAND),
+        ])
+        self.assertEqual(self.dispatch.calls, [])
+
+
+class BadInputTests(NGTestBase):
+    """The bad-input list: each gets rtpengine's error reply and the protocol
+    keeps answering ping afterwards."""
+
+    def check(self, payload, expected_reason, json_reply=False):
+        self.send(b"bad " + payload)
+        make = jerr if json_reply else err
+        self.assertEqual(self.replies(), [make(b"bad", expected_reason)])
+        self.assertEqual(self.dispatch.calls, [])
+        self.assertPingStillWorks()
+
+    def test_garbage(self):
+        self.check(b"\x00\xff garbage", errors.E_BAD_FORMAT)
+
+    def test_truncatedBencode(self):
+        self.check(b"d7:command4:pin", errors.E_BENCODE)
+
+    def test_bencodeLeadingZero(self):
+        self.check(b"d7:command4:ping1:xi01ee", errors.E_BENCODE)
+
+    def test_bencodeIntKey(self):
+        self.check(b"di1ei2e7:command4:pinge", errors.E_BENCODE)
+
+    def test_bencodeKeyWithoutValue(self):
+        self.check(b"d7:command4:ping1:x", errors.E_BENCODE)
+
+    def test_oversizedTruncatedBencode(self):
+        """A 64 KB datagram whose string claims more bytes than there are."""
+        self.check(b"d7:command4:ping1:x70000:" + b"a" * 65400, errors.E_BENCODE)
+
+    def test_deepBencode(self):
+        self.check(b"d1:x" + b"l" * 50000 + b"e" * 50000 + b"e", errors.E_BENCODE)
+
+    def test_truncatedJSON(self):
+        self.check(b'{"command":"ping"', errors.E_JSON_PARSE, json_reply=True)
+
+    def test_JSONTrailing(self):
+        self.check(b'{"command":"ping"} x', errors.E_JSON_PARSE, json_reply=True)
+
+    def test_JSONInvalidUTF8(self):
+        self.check(b'{"command":"\xff"}', errors.E_JSON_PARSE, json_reply=True)
+
+    def test_JSONNaN(self):
+        self.check(b'{"command":"ping","x":NaN}', errors.E_JSON_PARSE, json_reply=True)
+
+    def test_deepJSON(self):
+        self.check(
+            b'{"command":"ping","x":' + b"[" * 50000 + b"]" * 50000 + b"}",
+            errors.E_JSON_PARSE, json_reply=True,
+        )
+
+    def test_oversizedJSON(self):
+        self.check(b'{"x":"' + b"a" * 65500, errors.E_JSON_PARSE, json_reply=True)
+
+    def test_JSONNullAndFloat(self):
+        """rtpengine 10.5 cannot convert null or floats into its bencode tree."""
+        self.check(b'{"command":"ping","x":null}', errors.E_BENCODE, json_reply=True)
+
+    def test_JSONFloat(self):
+        self.check(b'{"command":"ping","x":1.5}', errors.E_BENCODE, json_reply=True)
+
+
+class JSONTests(NGTestBase):
+    def test_ping(self):
+        """JSON in, JSON out, cookie framing kept."""
+        self.send(b'j1 { "command" : "ping" }  ')
+        self.assertEqual(self.replies(), [b'j1 {"result":"pong"}'])
+
+    def test_typesMapped(self):
+        """true becomes 1, nested values are kept."""
+        self.send(b'j1 {"command":"offer","a":true,"b":{"c":[1,"d"]},"e":"\\u00e9"}')
+        self.assertEqual(
+            self.dispatch.calls[0][0],
+            {"command": "offer", "a": 1, "b": {"c": [1, "d"]}, "e": "\u00e9"},
+        )
+
+    def test_errorInJSON(self):
+        """An NGError for a JSON request is answered in JSON."""
+        def fail(request):
+            raise errors.NGError(errors.E_NO_SDP)
+        self.dispatch.behaviour = fail
+        self.send(b'j1 {"command":"offer"}')
+        self.assertEqual(self.replies(), [jerr(b"j1", errors.E_NO_SDP)])
+
+    def test_replyBytesAndUnicode(self):
+        """Reply bytes/str become UTF-8 JSON strings (no \\u escapes)."""
+        self.dispatch.behaviour = lambda r: {"result": "ok", "sdp": b"caf\xc3\xa9"}
+        self.send(b'j1 {"command":"offer"}')
+        self.assertEqual(
+            self.replies(), [b'j1 {"result":"ok","sdp":"caf\xc3\xa9"}']
+        )
+
+
+class ErrorTests(NGTestBase):
+    def test_ngErrorSync(self):
+        """NGError raised by dispatch becomes an error reply with its reason."""
+        def fail(request):
+            raise errors.NGError(errors.E_NO_CALL_ID)
+        self.dispatch.behaviour = fail
+        self.send(b"c1 d7:command5:offere")
+        self.assertEqual(self.replies(), [err(b"c1", errors.E_NO_CALL_ID)])
+
+    def test_ngErrorSubclassDeferred(self):
+        """A Deferred failing with PortsExhausted gives "Ran out of ports"."""
+        self.dispatch.behaviour = lambda r: defer.fail(errors.PortsExhausted())
+        self.send(b"c1 d7:command5:offere")
+        self.assertEqual(self.replies(), [err(b"c1", errors.E_NO_PORTS)])
+
+    def test_loadLimitSupported(self):
+        """LoadLimit with supports ["load limit"]: result "load limit"."""
+        def fail(request):
+            raise errors.LoadLimit()
+        self.dispatch.behaviour = fail
+        self.send(b"c1 " + bencode.encode(
+            {"supports": ["load limit"], "command": "offer"}))
+        self.send(b"c2 " + bencode.encode(
+            {"supports": "other,load limit", "command": "offer"}))
+        expected = bencode.encode(
+            {"result": "load limit", "message": "Parallel session limit reached"})
+        self.assertEqual(self.replies(), [b"c1 " + expected, b"c2 " + expected])
+
+    def test_loadLimitUnsupported(self):
+        """LoadLimit without supports: a plain error with the same text."""
+        self.dispatch.behaviour = lambda r: defer.fail(errors.LoadLimit())
+        self.send(b"c1 d7:command5:offere")
+        self.assertEqual(self.replies(), [err(b"c1", errors.E_SESSION_LIMIT)])
+
+    def test_unexpectedException(self):
+        """Any other exception: "Internal error", one traceback per kind."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.dispatch.behaviour = lambda r: 1 // 0
+        for i in range(3):
+            self.send(b"c%d d7:command5:offere" % i)
+        self.assertEqual(
+            self.replies(), [err(b"c%d" % i, errors.E_INTERNAL) for i in range(3)]
+        )
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        failures = [e for e in events if "log_failure" in e]
+        self.assertEqual(len(failures), 1)
+        self.assertEqual(failures[0]["command"], "offer")
+        self.assertPingStillWorks()
+
+    def test_unexpectedDeferredFailure(self):
+        """An unexpected Deferred failure is also "Internal error"."""
+        self.dispatch.behaviour = lambda r: defer.fail(KeyError("x"))
+        self.send(b"c1 d7:command5:offere")
+        self.assertEqual(self.replies(), [err(b"c1", errors.E_INTERNAL)])
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_notADict(self):
+        """A dispatch result that cannot be encoded is "Internal error"."""
+        self.dispatch.behaviour = lambda r: {"result": "ok", "x": 1.5}
+        self.send(b"c1 d7:command5:offere")
+        self.dispatch.behaviour = lambda r: None
+        self.send(b"c2 d7:command5:offere")
+        self.assertEqual(self.replies(), [
+            err(b"c1", errors.E_INTERNAL), err(b"c2", errors.E_INTERNAL)])
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 2)
+
+    def test_oversizedReply(self):
+        """A reply larger than a UDP datagram becomes an error reply."""
+        self.dispatch.behaviour = lambda r: {"result": "ok", "sdp": "a" * 65500}
+        self.send(b"c1 d7:command5:querye")
+        self.assertEqual(self.replies(), [err(b"c1", E_REPLY_TOO_LARGE)])
+        self.dispatch.behaviour = lambda r: {"result": "ok", "sdp": "a" * 65400}
+        self.send(b"c2 d7:command5:querye")
+        self.assertEqual(len(self.replies()[1]), 65400 + len(b"c2 d6:result2:ok3:sdp65400:e"))
+
+    def test_writeFailureSwallowed(self):
+        """A transport error while sending is logged, not raised."""
+        def broken(packet, addr=None):
+            raise OSError("network is unreachable")
+        self.transport.write = broken
+        self.send(PING)
+        self.assertEqual(len(self.dispatch.calls), 1)
+
+
+class CacheTests(NGTestBase):
+    def test_retransmitFromCache(self):
+        """A repeated cookie gets the identical reply without a new dispatch."""
+        self.dispatch.behaviour = lambda r: {"result": "ok", "n": len(self.dispatch.calls)}
+        self.send(b"c1 d7:command5:offere")
+        self.send(b"c1 d7:command5:offere", OTHER)
+        self.assertEqual(len(self.dispatch.calls), 1)
+        self.assertEqual(self.transport.written, [
+            (b"c1 d6:result2:ok1:ni1ee", ADDR), (b"c1 d6:result2:ok1:ni1ee", OTHER)])
+
+    def test_cacheIsByCookieOnly(self):
+        """A different payload under a cached cookie still gets the cached reply."""
+        self.send(PING)
+        self.send(b"c1 d7:command5:offere")
+        self.assertEqual(self.replies(), [PONG, PONG])
+        self.assertEqual(len(self.dispatch.calls), 1)
+
+    def test_errorsCached(self):
+        """Error replies are cached too."""
+        self.send(b"c1 xx")
+        self.send(PING)
+        self.assertEqual(self.replies(), [err(b"c1", errors.E_BAD_FORMAT)] * 2)
+        self.assertEqual(self.dispatch.calls, [])
+
+    def test_emptyPayloadNotLookedUp(self):
+        """As in rtpengine, an empty payload is refused before the cache lookup
+        and its error replaces the cached reply."""
+        self.send(PING)
+        self.send(b"c1 ")
+        self.send(b"c1 xx")
+        self.assertEqual(self.replies(), [PONG] + [err(b"c1", errors.E_NO_PAYLOAD)] * 2)
+
+    def test_expiry(self):
+        """Entries survive one rotation and are gone after two."""
+        self.send(PING)
+        self.clock.advance(30)
+        self.send(PING)
+        self.assertEqual(len(self.dispatch.calls), 1)
+        self.clock.advance(30)
+        self.send(b"c2 d7:command4:pinge")  # rotates; c1 was in the old generation
+        self.send(PING)
+        self.assertEqual(len(self.dispatch.calls), 3)
+
+    def test_longIdleClearsAll(self):
+        """After two TTLs with no traffic both generations are dropped."""
+        self.send(PING)
+        self.clock.advance(60)
+        self.send(PING)
+        self.assertEqual(len(self.dispatch.calls), 2)
+
+    def test_bounded(self):
+        """No more than cache_max cookies are held; the oldest go first."""
+        self.proto = NGProtocol(self.dispatch, clock=self.clock, cache_max=4)
+        self.proto.makeConnection(self.transport)
+        for i in range(10):
+            self.send(b"k%d d7:command4:pinge" % i)
+            self.assertLessEqual(self.proto.cached_count(), 4)
+        self.send(b"k9 d7:command4:pinge")
+        self.assertEqual(len(self.dispatch.calls), 10)
+        self.send(b"k0 d7:command4:pinge")
+        self.assertEqual(len(self.dispatch.calls), 11)
+
+    def test_pendingDuplicates(self):
+        """Copies arriving while the first is pending are answered once each,
+        when it completes, without dispatching again."""
+        d = defer.Deferred()
+        self.dispatch.behaviour = lambda r: d
+        self.send(b"c1 d7:command5:offere")
+        self.send(b"c1 d7:command5:offere", OTHER)
+        self.send(b"c1 d7:command5:offere")
+        self.assertEqual(self.transport.written, [])
+        d.callback({"result": "ok"})
+        reply = b"c1 d6:result2:oke"
+        self.assertEqual(self.transport.written, [(reply, ADDR), (reply, OTHER), (reply, ADDR)])
+        self.assertEqual(len(self.dispatch.calls), 1)
+        self.send(b"c1 d7:command5:offere")
+        self.assertEqual(self.transport.written[-1], (reply, ADDR))
+        self.assertEqual(len(self.dispatch.calls), 1)
+
+    def test_pendingFailure(self):
+        """A pending request that fails answers every waiting copy with the error."""
+        d = defer.Deferred()
+        self.dispatch.behaviour = lambda r: d
+        self.send(b"c1 d7:command5:offere")
+        self.send(b"c1 d7:command5:offere", OTHER)
+        d.errback(errors.NGError(errors.E_NO_SDP))
+        self.assertEqual(self.transport.written, [
+            (err(b"c1", errors.E_NO_SDP), ADDR), (err(b"c1", errors.E_NO_SDP), OTHER)])
+
+
+class StatsTests(NGTestBase):
+    def test_counts(self):
+        """Executed requests per command and error replies are counted;
+        retransmissions are not."""
+        def behave(request):
+            if request["command"] == "delete":
+                raise errors.NGError(errors.E_NO_CALL_ID)
+            return {"result": "ok"}
+        self.dispatch.behaviour = behave
+        self.send(b"a d7:command5:offere")
+        self.send(b"a d7:command5:offere")
+        self.send(b"b d7:command5:offere")
+        self.send(b"c d7:command6:deletee")
+        self.send(b"d d7:command10:play mediae")
+        self.send(b"e garbage")
+        self.send(PING)
+        self.assertEqual(self.proto.stats["offer"], 2)
+        self.assertEqual(self.proto.stats["delete"], 1)
+        self.assertEqual(self.proto.stats["play media"], 1)
+        self.assertEqual(self.proto.stats["ping"], 1)
+        self.assertEqual(self.proto.stats["answer"], 0)
+        self.assertEqual(self.proto.stats["errors"], 2)
+
+
+class HelperTests(SynchronousTestCase):
+    def test_supportsLoadLimit(self):
+        self.assertTrue(ng.supports_load_limit({"supports": ["load limit"]}))
+        self.assertTrue(ng.supports_load_limit({"supports": "load limit"}))
+        self.assertFalse(ng.supports_load_limit({"supports": ["x"]}))
+        self.assertFalse(ng.supports_load_limit({}))
+        self.assertFalse(ng.supports_load_limit({"supports": 1}))
+
+    def test_toStr(self):
+        self.assertEqual(
+            ng.to_str({b"a": [b"\xff", 1, {b"b": b"c"}]}),
+            {"a": ["\udcff", 1, {"b": "c"}]},
+        )
