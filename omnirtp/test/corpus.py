@@ -1,0 +1,547 @@
+"""The side-by-side corpus: offer/answer/delete cases as data.
+
+Each :class:`Case` is a list of ng requests in the dictionary form Kamailio
+5.6's ``rtpengine_manage()`` produces (``supports``, ``received-from``,
+``replace``, ``ICE``, ``transport-protocol``, ``flags``, ``codec`` ...).
+``call-id`` values are prefixed with a run-unique string by the runner so
+that one daemon can serve the whole corpus.
+
+``setup`` names the daemon configuration a case needs (:data:`SETUPS`).
+``needs`` names a later issue when omnirtp cannot match rtpengine yet (e.g.
+``"srtp"``: rtpengine emits crypto/fingerprint lines); ``reason`` says why.
+
+Command line (runs Debian's rtpengine on 127.0.0.1; ng port and media range
+as given, defaults 23201 and 41100-41499)::
+
+    python -m omnirtp.test.corpus record [NAME...]   # store expected fixtures
+    python -m omnirtp.test.corpus show NAME          # print raw replies
+"""
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+
+from omnirtp.test.sdpnorm import Normaliser
+
+FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "corpus")
+
+#: daemon configurations: name -> list of --interface values
+SETUPS = {
+    "single": ["127.0.0.1"],
+    "named": ["priv/127.0.0.1", "pub/127.0.0.2!203.0.113.1"],
+}
+
+
+def sdp(*lines):
+    return "".join(line + "\r\n" for line in lines)
+
+
+# -- SDP bodies (written for this corpus) --------------------------------------
+
+SIP_OFFER = sdp(
+    "v=0",
+    "o=alice 2890844526 2890844526 IN IP4 192.0.2.10",
+    "s=-",
+    "c=IN IP4 192.0.2.10",
+    "t=0 0",
+    "m=audio 49170 RTP/AVP 0 8 101",
+    "a=rtpmap:101 telephone-event/8000",
+    "a=fmtp:101 0-16",
+    "a=ptime:20",
+)
+
+SIP_OFFER_REINVITE = SIP_OFFER.replace("2890844526 IN", "2890844527 IN")
+
+SIP_ANSWER = sdp(
+    "v=0",
+    "o=bob 3344556677 1 IN IP4 198.51.100.20",
+    "s=Talk",
+    "c=IN IP4 198.51.100.20",
+    "t=0 0",
+    "m=audio 30000 RTP/AVP 0 101",
+    "a=rtpmap:0 PCMU/8000",
+    "a=rtpmap:101 telephone-event/8000",
+    "a=fmtp:101 0-15",
+    "a=sendrecv",
+)
+
+SIP_ANSWER_B = SIP_ANSWER.replace("198.51.100.20", "198.51.100.30").replace(
+    "30000", "32000").replace("o=bob", "o=carol")
+
+SIP_OFFER_OPUS = sdp(
+    "v=0",
+    "o=alice 100 1 IN IP4 192.0.2.10",
+    "s=-",
+    "c=IN IP4 192.0.2.10",
+    "t=0 0",
+    "m=audio 49172 RTP/AVP 111 9 0 8 101",
+    "a=rtpmap:111 opus/48000/2",
+    "a=fmtp:111 minptime=10;useinbandfec=1",
+    "a=rtpmap:9 G722/8000",
+    "a=rtpmap:101 telephone-event/8000",
+    "a=fmtp:101 0-16",
+    "a=rtcp-fb:111 transport-cc",
+    "a=sendrecv",
+)
+
+SIP_OFFER_MEDIA_C = sdp(
+    "v=0",
+    "o=alice 2890844526 2890844526 IN IP4 192.0.2.10",
+    "s=-",
+    "t=0 0",
+    "m=audio 49170 RTP/AVP 8 0",
+    "c=IN IP4 192.0.2.11",
+    "a=rtpmap:8 PCMA/8000",
+)
+
+SIP_OFFER_IPV6 = sdp(
+    "v=0",
+    "o=alice 2890844526 2890844526 IN IP6 2001:db8::10",
+    "s=-",
+    "c=IN IP6 2001:db8::10",
+    "t=0 0",
+    "m=audio 49170 RTP/AVP 0 8",
+    "a=rtcp:49171 IN IP6 2001:db8::10",
+)
+
+SIP_OFFER_SENDONLY = SIP_OFFER_REINVITE.replace("a=ptime:20\r\n", "a=ptime:20\r\na=sendonly\r\n")
+
+SIP_OFFER_ZERO_HOLD = SIP_OFFER_REINVITE.replace("c=IN IP4 192.0.2.10", "c=IN IP4 0.0.0.0")
+
+SIP_OFFER_INACTIVE = SIP_OFFER_REINVITE.replace("a=ptime:20\r\n", "a=inactive\r\n")
+
+SIP_OFFER_RTCP_MUX = sdp(
+    "v=0",
+    "o=alice 1 1 IN IP4 192.0.2.10",
+    "s=-",
+    "c=IN IP4 192.0.2.10",
+    "t=0 0",
+    "m=audio 49170 RTP/AVP 0 101",
+    "a=rtpmap:101 telephone-event/8000",
+    "a=rtcp:49170",
+    "a=rtcp-mux",
+    "a=sendrecv",
+)
+
+SIP_ANSWER_RTCP_MUX = sdp(
+    "v=0",
+    "o=bob 2 2 IN IP4 198.51.100.20",
+    "s=-",
+    "c=IN IP4 198.51.100.20",
+    "t=0 0",
+    "m=audio 30000 RTP/AVP 0 101",
+    "a=rtpmap:101 telephone-event/8000",
+    "a=rtcp-mux",
+    "a=sendrecv",
+)
+
+SIP_OFFER_AUDIO_VIDEO = sdp(
+    "v=0",
+    "o=alice 5 5 IN IP4 192.0.2.10",
+    "s=-",
+    "c=IN IP4 192.0.2.10",
+    "t=0 0",
+    "m=audio 49170 RTP/AVP 0 8",
+    "a=sendrecv",
+    "m=video 51372 RTP/AVP 96 97",
+    "a=rtpmap:96 H264/90000",
+    "a=fmtp:96 profile-level-id=42e01f;packetization-mode=1",
+    "a=rtpmap:97 VP8/90000",
+    "a=rtcp-fb:96 nack pli",
+    "a=sendrecv",
+)
+
+SIP_ANSWER_VIDEO_REJECTED = sdp(
+    "v=0",
+    "o=bob 6 6 IN IP4 198.51.100.20",
+    "s=-",
+    "c=IN IP4 198.51.100.20",
+    "t=0 0",
+    "m=audio 30000 RTP/AVP 0",
+    "a=sendrecv",
+    "m=video 0 RTP/AVP 96",
+)
+
+SIP_OFFER_VIDEO_REJECTED = SIP_OFFER_AUDIO_VIDEO.replace("m=video 51372", "m=video 0")
+
+SIP_OFFER_THREE = sdp(
+    "v=0",
+    "o=alice 7 7 IN IP4 192.0.2.10",
+    "s=-",
+    "c=IN IP4 192.0.2.10",
+    "t=0 0",
+    "m=audio 49170 RTP/AVP 0",
+    "a=sendrecv",
+    "m=video 51372 RTP/AVP 96",
+    "a=rtpmap:96 H264/90000",
+    "a=recvonly",
+    "m=audio 49180 RTP/AVP 8",
+    "c=IN IP4 192.0.2.12",
+    "a=sendonly",
+)
+
+SIP_OFFER_ICE = sdp(
+    "v=0",
+    "o=alice 9 9 IN IP4 192.0.2.10",
+    "s=-",
+    "c=IN IP4 192.0.2.10",
+    "t=0 0",
+    "a=ice-ufrag:F7gI",
+    "a=ice-pwd:x9cml/YzichV2+XlhiMu8g",
+    "m=audio 49170 RTP/AVP 0 8",
+    "a=candidate:1 1 UDP 2130706431 192.0.2.10 49170 typ host",
+    "a=candidate:1 2 UDP 2130706430 192.0.2.10 49171 typ host",
+    "a=candidate:2 1 UDP 1694498815 203.0.113.77 45664 typ srflx raddr 192.0.2.10 rport 49170",
+)
+
+SIP_OFFER_SDES = sdp(
+    "v=0",
+    "o=alice 11 11 IN IP4 192.0.2.10",
+    "s=-",
+    "c=IN IP4 192.0.2.10",
+    "t=0 0",
+    "m=audio 49170 RTP/SAVP 0 8",
+    "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20|1:4",
+    "a=sendrecv",
+)
+
+WEBRTC_OFFER = sdp(
+    "v=0",
+    "o=- 4611731400430051336 2 IN IP4 127.0.0.1",
+    "s=-",
+    "t=0 0",
+    "a=group:BUNDLE 0",
+    "a=extmap-allow-mixed",
+    "a=msid-semantic: WMS stream0",
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111 0 8 101",
+    "c=IN IP4 0.0.0.0",
+    "a=rtcp:9 IN IP4 0.0.0.0",
+    "a=candidate:3471623853 1 udp 2122260223 198.51.100.7 53871 typ host generation 0",
+    "a=ice-ufrag:Yk3d",
+    "a=ice-pwd:Pq0wR4mZc7nLs2vT8kJx1hBf",
+    "a=ice-options:trickle",
+    "a=fingerprint:sha-256 7A:1C:44:0B:93:5E:D2:6F:08:AA:31:C9:5D:E4:72:19:B6:0F:8E:23:DD:41:9A:57:C0:3E:6B:F1:28:84:A5:0D",
+    "a=setup:actpass",
+    "a=mid:0",
+    "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+    "a=sendrecv",
+    "a=msid:stream0 track0",
+    "a=rtcp-mux",
+    "a=rtpmap:111 opus/48000/2",
+    "a=rtcp-fb:111 transport-cc",
+    "a=fmtp:111 minptime=10;useinbandfec=1",
+    "a=rtpmap:0 PCMU/8000",
+    "a=rtpmap:8 PCMA/8000",
+    "a=rtpmap:101 telephone-event/8000",
+    "a=ssrc:2712458374 cname:Jq2vT0mWc8rLs4pX",
+)
+
+WEBRTC_ANSWER = sdp(
+    "v=0",
+    "o=- 4611731400430051336 2 IN IP4 127.0.0.1",
+    "s=-",
+    "t=0 0",
+    "a=group:BUNDLE 0",
+    "a=msid-semantic: WMS",
+    "m=audio 9 UDP/TLS/RTP/SAVPF 0 101",
+    "c=IN IP4 0.0.0.0",
+    "a=rtcp:9 IN IP4 0.0.0.0",
+    "a=candidate:1467250027 1 udp 2122260223 198.51.100.7 53871 typ host generation 0",
+    "a=ice-ufrag:Yk3d",
+    "a=ice-pwd:Pq0wR4mZc7nLs2vT8kJx1hBf",
+    "a=ice-options:trickle",
+    "a=fingerprint:sha-256 7A:1C:44:0B:93:5E:D2:6F:08:AA:31:C9:5D:E4:72:19:B6:0F:8E:23:DD:41:9A:57:C0:3E:6B:F1:28:84:A5:0D",
+    "a=setup:active",
+    "a=mid:0",
+    "a=sendrecv",
+    "a=msid:- 2f1a6c0e",
+    "a=rtcp-mux",
+    "a=rtpmap:0 PCMU/8000",
+    "a=rtpmap:101 telephone-event/8000",
+    "a=ssrc:2712458374 cname:Jq2vT0mWc8rLs4pX",
+)
+
+NO_SDP_BODY = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n"
+BAD_SDP = SIP_OFFER.replace("m=audio 49170", "m=audio abc")
+INCOMPLETE_SDP = SIP_OFFER.replace("c=IN IP4 192.0.2.10\r\n", "")
+
+
+# -- request builders (Kamailio 5.6 key order) ---------------------------------------
+
+SUPPORTS = ["load limit"]
+SEED_REPLACE = ["origin", "session-connection"]
+
+
+def offer(body, call_id="c1", from_tag="ft1", to_tag=None, src="192.0.2.10", **extra):
+    msg = {"supports": SUPPORTS, "sdp": body}
+    msg.update(extra)
+    msg["call-id"] = call_id
+    msg["received-from"] = ["IP4", src]
+    msg["from-tag"] = from_tag
+    if to_tag is not None:
+        msg["to-tag"] = to_tag
+    msg["command"] = "offer"
+    return msg
+
+
+def answer(body, call_id="c1", from_tag="ft1", to_tag="tt1", src="198.51.100.20", **extra):
+    msg = {"supports": SUPPORTS, "sdp": body}
+    msg.update(extra)
+    msg["call-id"] = call_id
+    msg["received-from"] = ["IP4", src]
+    msg["from-tag"] = from_tag
+    msg["to-tag"] = to_tag
+    msg["command"] = "answer"
+    return msg
+
+
+def delete(call_id="c1", from_tag="ft1", src="192.0.2.10", **extra):
+    msg = {"supports": SUPPORTS, "call-id": call_id, "received-from": ["IP4", src],
+           "from-tag": from_tag}
+    msg.update(extra)
+    msg["command"] = "delete"
+    return msg
+
+
+def seed_offer(body=SIP_OFFER, **kw):
+    """The seed INVITE flags: replace-origin replace-session-connection ICE=force RTP/AVP RTP/SAVPF."""
+    return offer(body, ICE="force", replace=SEED_REPLACE, **{"transport-protocol": "RTP/SAVPF"}, **kw)
+
+
+def seed_answer(body=WEBRTC_ANSWER, **kw):
+    """The seed 200 OK flags: ... ICE=remove RTP/SAVPF RTP/AVP."""
+    return answer(body, ICE="remove", replace=SEED_REPLACE, **{"transport-protocol": "RTP/AVP"}, **kw)
+
+
+@dataclass
+class Case:
+    name: str
+    requests: list
+    setup: str = "single"
+    needs: str = None        # a later omnirtp issue this case depends on
+    reason: str = ""         # why omnirtp differs until then
+    doc: str = ""
+
+
+SRTP_REASON = ("rtpengine emits a=crypto/a=setup/a=fingerprint for an SRTP profile; "
+               "omnirtp generates no crypto lines before the SRTP issue")
+
+CASES = [
+    Case("plain_offer_answer", [offer(SIP_OFFER), answer(SIP_ANSWER)],
+         doc="no flags: c= rewritten, o= kept, rtpmap added for static PTs, sendrecv, rtcp"),
+    Case("replace_origin", [offer(SIP_OFFER, replace=["origin"]),
+                            answer(SIP_ANSWER, replace=["origin"])]),
+    Case("seed_offer_answer", [seed_offer(), seed_answer(), delete()], needs="srtp",
+         reason=SRTP_REASON, doc="the seed's exact flags, SIP caller to WebRTC callee"),
+    Case("seed_flags_avp", [offer(SIP_OFFER, ICE="force", replace=SEED_REPLACE,
+                                  **{"transport-protocol": "RTP/AVP"}),
+                            answer(SIP_ANSWER, ICE="remove", replace=SEED_REPLACE,
+                                   **{"transport-protocol": "RTP/AVP"})],
+         doc="seed flags with plain RTP both ways: ICE=force on the offer"),
+    Case("ice_force_answer", [offer(SIP_OFFER), answer(SIP_ANSWER, ICE="force")]),
+    Case("ice_remove_input_ice", [offer(SIP_OFFER_ICE, ICE="remove"), answer(SIP_ANSWER)]),
+    Case("ice_default_input_ice", [offer(SIP_OFFER_ICE), answer(SIP_ANSWER)],
+         doc="no ICE key, peer spoke ICE: rtpengine replaces it with its own"),
+    Case("ice_force_rtcp_mux", [offer(SIP_OFFER_RTCP_MUX, ICE="force"),
+                                answer(SIP_ANSWER_RTCP_MUX, ICE="force")]),
+    Case("webrtc_to_sip", [
+        offer(WEBRTC_OFFER, ICE="remove", replace=SEED_REPLACE,
+              **{"transport-protocol": "RTP/AVP", "rtcp-mux": ["demux"]}),
+        answer(SIP_ANSWER, ICE="force", replace=SEED_REPLACE,
+               **{"transport-protocol": "UDP/TLS/RTP/SAVPF", "rtcp-mux": ["require"]})],
+        needs="srtp", reason="the answer towards the browser carries DTLS setup/fingerprint"),
+    Case("webrtc_offer_plain_out", [offer(WEBRTC_OFFER, ICE="remove",
+                                          **{"transport-protocol": "RTP/AVP"})],
+         doc="only the offer: what is dropped when the output is plain RTP/AVP"),
+    Case("sdes_offer_plain_out", [offer(SIP_OFFER_SDES, **{"transport-protocol": "RTP/AVP"}),
+                                  answer(SIP_ANSWER)],
+         needs="srtp", reason="the answer to the SDES offerer carries rtpengine's a=crypto"),
+    Case("rtcp_mux_passthrough", [offer(SIP_OFFER_RTCP_MUX), answer(SIP_ANSWER_RTCP_MUX)]),
+    Case("rtcp_mux_answer_declines", [offer(SIP_OFFER_RTCP_MUX), answer(SIP_ANSWER)]),
+    Case("rtcp_mux_offer", [offer(SIP_OFFER, **{"rtcp-mux": ["offer"]}),
+                            answer(SIP_ANSWER_RTCP_MUX)]),
+    Case("rtcp_mux_demux", [offer(SIP_OFFER_RTCP_MUX, **{"rtcp-mux": ["demux"]}),
+                            answer(SIP_ANSWER)]),
+    Case("rtcp_mux_require", [offer(SIP_OFFER, **{"rtcp-mux": ["require"]}),
+                              answer(SIP_ANSWER_RTCP_MUX)]),
+    Case("rtcp_mux_accept", [offer(SIP_OFFER_RTCP_MUX, **{"rtcp-mux": ["accept"]}),
+                             answer(SIP_ANSWER_RTCP_MUX, **{"rtcp-mux": ["accept"]})]),
+    Case("rtcp_mux_reject", [offer(SIP_OFFER_RTCP_MUX, **{"rtcp-mux": ["reject"]}),
+                             answer(SIP_ANSWER)]),
+    Case("codec_strip_dict", [offer(SIP_OFFER, codec={"strip": ["PCMU"]}), answer(SIP_ANSWER)],
+         needs="codec-negotiation",
+         reason="the answer picks a stripped codec: rtpengine 10.5 emits an empty m= format list"),
+    Case("codec_strip_dict_offer", [offer(SIP_OFFER, codec={"strip": ["PCMU"]})]),
+    Case("codec_strip_all_offer", [offer(SIP_OFFER_OPUS, codec={"strip": ["all"],
+                                                               "offer": ["PCMA", "opus"]})]),
+    Case("codec_strip_word", [offer(SIP_OFFER, flags=["codec-strip-PCMA"]), answer(SIP_ANSWER)]),
+    Case("codec_strip_pt_number", [offer(SIP_OFFER_OPUS, codec={"strip": ["9", "101"]})]),
+    Case("codec_strip_name_rate", [offer(SIP_OFFER_OPUS, codec={"strip": ["opus/48000",
+                                                                          "g722/8000/1"]})]),
+    Case("codec_strip_case", [offer(SIP_OFFER_OPUS, codec={"strip": ["OPUS", "pcma"]})]),
+    Case("codec_strip_all_reverts", [offer(SIP_OFFER, codec={"strip": ["all"]})]),
+    Case("codec_mask", [offer(SIP_OFFER_OPUS, codec={"mask": ["opus"]})]),
+    Case("codec_offer_reorder", [offer(SIP_OFFER_OPUS, codec={"offer": ["PCMA", "opus"]})]),
+    Case("codec_offer_word", [offer(SIP_OFFER_OPUS, flags=["codec-offer-PCMU"])]),
+    Case("codec_except", [offer(SIP_OFFER_OPUS, codec={"strip": ["all"], "except": ["PCMA",
+                                                                                     "telephone-event"]})]),
+    Case("codec_except_word", [offer(SIP_OFFER_OPUS, flags=["codec-strip-all",
+                                                            "codec-except-G722"])]),
+    Case("direction_priv_pub", [offer(SIP_OFFER, direction=["priv", "pub"], replace=["origin"]),
+                                answer(SIP_ANSWER, replace=["origin"])], setup="named"),
+    Case("direction_pub_priv", [offer(SIP_OFFER, direction=["pub", "priv"], ICE="force"),
+                                answer(SIP_ANSWER, ICE="force")], setup="named"),
+    Case("direction_default", [offer(SIP_OFFER), answer(SIP_ANSWER)], setup="named"),
+    Case("direction_unknown", [offer(SIP_OFFER, direction=["nope", "pub"])], setup="named"),
+    Case("direction_remembered_reinvite", [
+        offer(SIP_OFFER, direction=["priv", "pub"]), answer(SIP_ANSWER),
+        offer(SIP_OFFER_REINVITE, to_tag="tt1")], setup="named"),
+    Case("ipv6_input", [offer(SIP_OFFER_IPV6, replace=["origin"]), answer(SIP_ANSWER)],
+         doc="IPv6 SDP, IPv4-only interface: output is IP4"),
+    Case("media_level_connection", [offer(SIP_OFFER_MEDIA_C), answer(SIP_ANSWER)]),
+    Case("hold_sendonly_reinvite", [offer(SIP_OFFER), answer(SIP_ANSWER),
+                                    offer(SIP_OFFER_SENDONLY, to_tag="tt1")]),
+    Case("hold_zero_address", [offer(SIP_OFFER), answer(SIP_ANSWER),
+                               offer(SIP_OFFER_ZERO_HOLD, to_tag="tt1")]),
+    Case("hold_inactive", [offer(SIP_OFFER), answer(SIP_ANSWER),
+                           offer(SIP_OFFER_INACTIVE, to_tag="tt1")]),
+    Case("rejected_video_in_answer", [offer(SIP_OFFER_AUDIO_VIDEO),
+                                      answer(SIP_ANSWER_VIDEO_REJECTED)]),
+    Case("rejected_video_in_offer", [offer(SIP_OFFER_VIDEO_REJECTED),
+                                     answer(SIP_ANSWER_VIDEO_REJECTED)]),
+    Case("two_media", [offer(SIP_OFFER_AUDIO_VIDEO, replace=["origin"])]),
+    Case("three_media", [offer(SIP_OFFER_THREE, ICE="force")]),
+    Case("reinvite_same_ports", [offer(SIP_OFFER), answer(SIP_ANSWER),
+                                 offer(SIP_OFFER_REINVITE, to_tag="tt1"),
+                                 answer(SIP_ANSWER)]),
+    Case("reinvite_from_callee", [offer(SIP_OFFER), answer(SIP_ANSWER),
+                                  offer(SIP_ANSWER, from_tag="tt1", to_tag="ft1",
+                                        src="198.51.100.20"),
+                                  answer(SIP_OFFER_REINVITE, from_tag="tt1", to_tag="ft1",
+                                         src="192.0.2.10")]),
+    Case("late_offer_swapped_tags", [
+        offer(SIP_ANSWER, from_tag="tt1", to_tag="ft1", src="198.51.100.20"),
+        answer(SIP_OFFER, from_tag="tt1", to_tag="ft1", src="192.0.2.10")],
+        doc="offer in the 200 OK (Kamailio swaps the tags), answer in the ACK"),
+    Case("answer_183_then_200", [offer(SIP_OFFER), answer(SIP_ANSWER), answer(SIP_ANSWER)]),
+    Case("fork_two_to_tags", [offer(SIP_OFFER), answer(SIP_ANSWER),
+                              answer(SIP_ANSWER_B, to_tag="tt2", src="198.51.100.30")]),
+    Case("delete_call", [offer(SIP_OFFER), answer(SIP_ANSWER), delete(),
+                         answer(SIP_ANSWER)],
+         doc="delete lingers (delete-delay): a late answer still finds the call"),
+    Case("delete_now", [offer(SIP_OFFER), delete(**{"delete delay": 0}),
+                        answer(SIP_ANSWER)]),
+    Case("delete_unknown", [delete(call_id="nosuchcall"),
+                            delete(call_id="nosuchcall", flags=["fatal"])]),
+    Case("loop_protect", [offer(SIP_OFFER, flags=["loop protect"])],
+         doc="the output carries a=rtpengine:<id>"),
+    Case("no_rtcp_attribute", [offer(SIP_OFFER, flags=["no rtcp attribute"]),
+                               answer(SIP_ANSWER, flags=["no-rtcp-attribute"])]),
+    Case("full_rtcp_attribute", [offer(SIP_OFFER, flags=["full rtcp attribute"]),
+                                 answer(SIP_ANSWER, flags=["full-rtcp-attribute"])]),
+    Case("original_sendrecv", [offer(SIP_OFFER, flags=["original sendrecv"]),
+                               answer(SIP_ANSWER, flags=["original-sendrecv"])]),
+    Case("ptime_string", [offer(SIP_OFFER, ptime="30")],
+         doc="integer option given as a string"),
+    Case("unsorted_keys", [
+        {"command": "offer", "from-tag": "ft1", "ICE": "remove", "call-id": "c1",
+         "sdp": SIP_OFFER, "replace": ["origin"], "supports": SUPPORTS},
+        {"to-tag": "tt1", "sdp": SIP_ANSWER, "command": "answer", "call-id": "c1",
+         "from-tag": "ft1", "TOS": "184", "delete delay": "5"}]),
+    Case("error_no_sdp", [{"command": "offer", "call-id": "c1", "from-tag": "ft1"}]),
+    Case("error_bad_sdp", [offer(BAD_SDP)]),
+    Case("error_incomplete_sdp", [offer(INCOMPLETE_SDP)]),
+    Case("error_no_media", [offer(NO_SDP_BODY)]),
+    Case("error_answer_unknown_call", [answer(SIP_ANSWER, call_id="nosuchcall")]),
+    Case("error_no_to_tag", [offer(SIP_OFFER), {"command": "answer", "sdp": SIP_ANSWER,
+                                                "call-id": "c1", "from-tag": "ft1"}]),
+]
+
+CASES_BY_NAME = {c.name: c for c in CASES}
+
+
+# -- running a case ------------------------------------------------------------------
+
+def prepare(request, prefix):
+    """Copy ``request`` with its call-id prefixed by ``prefix``."""
+    msg = dict(request)
+    for key in ("call-id",):
+        if key in msg:
+            msg[key] = "%s-%s" % (prefix, msg[key])
+    return msg
+
+
+def summarise(reply, normaliser):
+    """The comparable part of one reply: result, error/warning text, normalised SDP."""
+    out = {"result": reply.get("result")}
+    for key in ("error-reason", "warning", "message"):
+        if key in reply:
+            out[key] = reply[key]
+    if "sdp" in reply:
+        out["sdp"] = normaliser.normalise(reply["sdp"]).splitlines()
+    return out
+
+
+def run_case(case, request, prefix):
+    """Run ``case`` with ``request(dict) -> dict``; return the list of summaries."""
+    normaliser = Normaliser()
+    prefix = "%s-%s" % (prefix, case.name)
+    return [summarise(request(prepare(r, prefix)), normaliser) for r in case.requests]
+
+
+def fixture_path(name):
+    return os.path.join(FIXTURE_DIR, name + ".json")
+
+
+def load_expected(name):
+    """The stored rtpengine 10.5 summaries of case ``name`` (None if not recorded)."""
+    path = fixture_path(name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)["steps"]
+
+
+def store_expected(case, steps):
+    with open(fixture_path(case.name), "w") as f:
+        json.dump({"case": case.name, "reference": "rtpengine 10.5 (Debian 12)",
+                   "setup": SETUPS[case.setup], "needs": case.needs, "steps": steps},
+                  f, indent=1)
+        f.write("\n")
+
+
+def _main(argv):
+    from omnirtp.test.integration.reference import rtpengine_daemon
+    if not argv or argv[0] not in ("record", "show"):
+        sys.stderr.write(__doc__)
+        return 2
+    mode, names = argv[0], argv[1:]
+    ng_port = int(os.environ.get("CORPUS_NG_PORT", "23201"))
+    port_min = int(os.environ.get("CORPUS_PORT_MIN", "41100"))
+    port_max = int(os.environ.get("CORPUS_PORT_MAX", "41499"))
+    cases = [CASES_BY_NAME[n] for n in names] if names else CASES
+    prefix = "corpus%d" % os.getpid()
+    for setup in SETUPS:
+        todo = [c for c in cases if c.setup == setup]
+        if not todo:
+            continue
+        daemon = rtpengine_daemon(ng_port, port_min, port_max, SETUPS[setup]).start()
+        try:
+            for case in todo:
+                if mode == "record":
+                    store_expected(case, run_case(case, daemon.request, prefix))
+                    print("recorded", case.name)
+                else:
+                    for r in case.requests:
+                        reply = daemon.request(prepare(r, prefix + "-" + case.name))
+                        print("=== %s %s" % (r.get("command"), {k: v for k, v in reply.items()
+                                                              if k != "sdp"}))
+                        sys.stdout.write(reply.get("sdp", "").replace("\r\n", "\n"))
+        finally:
+            daemon.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,109 @@
+"""Normalise SDP produced by a media proxy so that two daemons' outputs compare equal.
+
+Every value a daemon picks at random (media ports, ICE ufrag/pwd/foundations,
+the loop-protect id, SDES keys, DTLS fingerprints, tls-id) is replaced by a
+placeholder numbered by order of first appearance: ``{PORT1}``, ``{UFRAG1}``,
+... .  One :class:`Normaliser` is kept for a whole call so that a value that
+is reused (a re-INVITE keeping its ports, one ufrag for every m= line) keeps
+its placeholder, and the structure "same as before" / "different" is still
+compared.  An RTCP port that is a known RTP port + 1 is written
+``{PORT3+1}``.  Session versions in ``o=`` get ``{VERSION<n>}`` the same way.
+Line endings become ``\\n``; port 0 (rejected media) and ports listed in
+``keep_ports`` (the peers' own ports, echoed in some outputs) stay as they are.
+
+Command line: ``python -m omnirtp.test.sdpnorm FILE...`` prints the
+normalised SDP of each file.
+"""
+
+import re
+import sys
+
+_CANDIDATE = re.compile(
+    r"^a=candidate:(\S+) (\d+) (\S+) (\d+) (\S+) (\d+) typ (\S+)(.*)$")
+_CRYPTO = re.compile(r"^(a=crypto:\d+ \S+ inline:)([^|\s]+)(.*)$")
+
+
+class Normaliser:
+    """Replaces random tokens by stable placeholders across one call."""
+
+    def __init__(self, keep_ports=()):
+        self.keep_ports = set(keep_ports)
+        self._maps = {}
+
+    def _token(self, kind, value):
+        table = self._maps.setdefault(kind, {})
+        if value not in table:
+            table[value] = "{%s%d}" % (kind, len(table) + 1)
+        return table[value]
+
+    def port(self, text):
+        if not text.isdigit():
+            return text
+        port = int(text)
+        if port == 0 or port in self.keep_ports:
+            return text
+        ports = self._maps.setdefault("PORT", {})
+        if port not in ports and (port - 1) in ports and port % 2 == 1:
+            return ports[port - 1][:-1] + "+1}"
+        return self._token("PORT", port)
+
+    def line(self, line):
+        if line.startswith("m="):
+            fields = line.split(" ")
+            port, slash, count = fields[1].partition("/")
+            fields[1] = self.port(port) + slash + count
+            return " ".join(fields)
+        if line.startswith("o="):
+            fields = line[2:].split(" ")
+            if len(fields) == 6:
+                fields[2] = self._token("VERSION", fields[2])
+            return "o=" + " ".join(fields)
+        if line.startswith("a=rtcp:"):
+            head, _, rest = line[7:].partition(" ")
+            return "a=rtcp:" + self.port(head) + (" " + rest if rest else "")
+        if line.startswith("a=ice-ufrag:"):
+            return "a=ice-ufrag:" + self._token("UFRAG", line[12:])
+        if line.startswith("a=ice-pwd:"):
+            return "a=ice-pwd:" + self._token("PWD", line[10:])
+        if line.startswith("a=rtpengine:"):
+            return "a=rtpengine:" + self._token("LOOPID", line[12:])
+        if line.startswith("a=tls-id:"):
+            return "a=tls-id:" + self._token("TLSID", line[9:])
+        if line.startswith("a=fingerprint:"):
+            algo, _, fp = line[14:].partition(" ")
+            return "a=fingerprint:%s %s" % (algo, self._token("FINGERPRINT", fp))
+        match = _CRYPTO.match(line)
+        if match:
+            return match.group(1) + self._token("KEY", match.group(2)) + match.group(3)
+        match = _CANDIDATE.match(line)
+        if match:
+            found, comp, transport, prio, addr, port, typ, rest = match.groups()
+            return "a=candidate:%s %s %s %s %s %s typ %s%s" % (
+                self._token("FOUNDATION", found), comp, transport, prio, addr,
+                self.port(port), typ, rest)
+        return line
+
+    def normalise(self, sdp):
+        """Return the normalised text of ``sdp`` (str or bytes), LF endings."""
+        if isinstance(sdp, bytes):
+            sdp = sdp.decode("utf-8", "surrogateescape")
+        lines = re.split(r"\r\n|\n|\r", sdp)
+        if lines and lines[-1] == "":
+            lines.pop()
+        return "".join(self.line(ln) + "\n" for ln in lines)
+
+
+def normalise(sdp, keep_ports=()):
+    """Normalise one SDP on its own."""
+    return Normaliser(keep_ports).normalise(sdp)
+
+
+def main(argv):
+    for path in argv:
+        with open(path, "rb") as f:
+            sys.stdout.write(normalise(f.read()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
