@@ -1,0 +1,574 @@
+"""Start real peers (omnirtp, rtpengine, Kamailio, SIPp, dumpcap) from trial tests.
+
+Everything binds 127.0.0.1.  Each ``start_*``/``capture`` helper registers its own
+clean-up on the test (``test.addCleanup``), so a failing test leaves no process
+behind.  A helper raises :class:`twisted.trial.unittest.SkipTest` only when the
+peer's program is not installed (``make test`` installs them all).
+
+The helpers block (subprocess waits, blocking sockets): use them from
+``SynchronousTestCase`` tests, never from code that runs on the reactor.
+
+* :func:`start_omnirtp` / :func:`start_rtpengine`: a media proxy answering ng
+  ``ping``, with an :class:`NGClient` as ``.ng``;
+* :func:`start_kamailio`: Kamailio with a config file from the fixtures;
+* :func:`start_sipp` / :func:`run_sipp`: a SIPp scenario, with its statistics;
+* :func:`capture`: dumpcap on ``lo`` for a UDP port range; ``stop()`` returns
+  the UDP datagrams seen (parsed from the pcap file here, no tshark needed);
+* :func:`write_rtp_pcap`: a PCMU RTP stream as a pcap file for SIPp's
+  ``play_pcap_audio``.
+"""
+
+import csv
+import math
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+from twisted.trial.unittest import SkipTest
+
+from omnirtp.control import bencode
+
+LOOPBACK = "127.0.0.1"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+FIXTURES = os.path.join(ROOT, "omnirtp", "test", "fixtures")
+
+# which Debian package ships each program (for the skip message)
+PACKAGES = {
+    "rtpengine": "rtpengine-daemon",
+    "kamailio": "kamailio",
+    "sipp": "sip-tester",
+    "dumpcap": "tshark",
+    "tshark": "tshark",
+}
+SBIN = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+class PeerFailed(Exception):
+    """A peer exited early or never became ready; the message has its log tail."""
+
+
+def find_program(name):
+    """Return the path of ``name``, or raise SkipTest naming its package."""
+    path = shutil.which(name)
+    if path is None:
+        for directory in SBIN:
+            candidate = os.path.join(directory, name)
+            if os.access(candidate, os.X_OK):
+                path = candidate
+                break
+    if path is None:
+        raise SkipTest("%s is not installed (Debian package %s; `make test` installs it)"
+                       % (name, PACKAGES.get(name, name)))
+    return path
+
+
+# -- ports ------------------------------------------------------------------------
+
+def free_port(kind=socket.SOCK_DGRAM, address=LOOPBACK):
+    """A port that was free on ``address`` a moment ago (the OS picks it)."""
+    s = socket.socket(socket.AF_INET, kind)
+    try:
+        s.bind((address, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def free_ports(count, kind=socket.SOCK_DGRAM, address=LOOPBACK):
+    """``count`` distinct ports that were free a moment ago (held together
+    while they are picked, so no port is returned twice)."""
+    held = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, kind)
+            held.append(s)
+            s.bind((address, 0))
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
+def free_port_range(size, address=LOOPBACK, low=30000, high=60000):
+    """``(first, last)``: ``size`` consecutive UDP ports, ``first`` even, none
+    bound on ``address`` right now (best effort: another process may take one
+    later).  The search starts at a place derived from the pid so that
+    parallel test runs tend not to pick the same block."""
+    size += size % 2
+    blocks = (high - low) // size
+    start = (os.getpid() * 7919 + int(time.monotonic() * 1000)) % blocks
+    for attempt in range(blocks):
+        first = low + ((start + attempt) % blocks) * size
+        if _udp_range_free(address, first, first + size - 1):
+            return first, first + size - 1
+    raise RuntimeError("no free block of %d UDP ports on %s" % (size, address))
+
+
+def _udp_range_free(address, first, last):
+    held = []
+    try:
+        for port in range(first, last + 1):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            held.append(s)
+            try:
+                s.bind((address, port))
+            except OSError:
+                return False
+        return True
+    finally:
+        for s in held:
+            s.close()
+
+
+def udp_bound(port, address=LOOPBACK):
+    """True if some process has a UDP socket bound to ``address:port``
+    (read from /proc/net/udp, so the check itself binds nothing)."""
+    want = "%s:%04X" % ("".join("%02X" % int(b) for b in reversed(address.split("."))), port)
+    try:
+        with open("/proc/net/udp") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if len(fields) > 1 and fields[1] in (want, "00000000:%04X" % port):
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+# -- ng client ----------------------------------------------------------------------
+
+def _text(value):
+    """Decoded bencode with every bytes value turned into str (UTF-8)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    if isinstance(value, dict):
+        return {_text(k): _text(v) for k, v in value.items()}
+    return value
+
+
+class NGTimeout(Exception):
+    """No ng reply arrived."""
+
+
+class NGClient:
+    """A blocking ng client over UDP: ``request(dict) -> dict`` (strings as str).
+
+    Like Kamailio it resends the same datagram (same cookie) when no reply
+    comes within ``timeout`` seconds, ``tries`` times in all."""
+
+    def __init__(self, port, address=LOOPBACK, timeout=2.0, tries=3):
+        self.server = (address, port)
+        self.timeout = timeout
+        self.tries = tries
+        self._seq = 0
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind((LOOPBACK, 0))
+
+    def close(self):
+        self._sock.close()
+
+    def request(self, message, timeout=None, tries=None):
+        self._seq += 1
+        cookie = b"%d_%d" % (os.getpid(), self._seq)
+        datagram = cookie + b" " + bencode.encode(message)
+        self._sock.settimeout(self.timeout if timeout is None else timeout)
+        for _ in range(self.tries if tries is None else tries):
+            self._sock.sendto(datagram, self.server)
+            try:
+                while True:
+                    reply, source = self._sock.recvfrom(65536)
+                    head, _, body = reply.partition(b" ")
+                    if head == cookie and source == self.server:
+                        return _text(bencode.decode(body))
+            except socket.timeout:
+                continue
+        raise NGTimeout("no ng reply from %s:%d to %r" % (
+            self.server + (message.get("command"),)))
+
+    def ping(self, timeout=None, tries=None):
+        try:
+            reply = self.request({"command": "ping"}, timeout, tries)
+        except NGTimeout:
+            return False
+        return reply.get("result") == "pong"
+
+
+# -- processes -------------------------------------------------------------------------
+
+class Peer:
+    """A subprocess whose stdout+stderr go to a log file in the test's temp dir."""
+
+    def __init__(self, name, argv, log_path, cwd=None, env=None):
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            self.argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.ng = None
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def running(self):
+        return self.process.poll() is None
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def log_tail(self, size=3000):
+        return self.log()[-size:]
+
+    def failed(self, why):
+        return PeerFailed("%s %s; command: %s\n--- log tail (%s) ---\n%s" % (
+            self.name, why, " ".join(self.argv), self.log_path, self.log_tail()))
+
+    def wait(self, timeout):
+        """Wait for the process to exit; return its exit code.  Raises
+        PeerFailed (after killing it) if it is still running after ``timeout``."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise self.failed("still running after %.0f s" % (timeout,))
+
+    def signal(self, signum):
+        if self.running():
+            self.process.send_signal(signum)
+
+    def stop(self, grace=5.0):
+        """Terminate (SIGTERM, then SIGKILL after ``grace`` seconds) the process
+        and the process group it leads (Kamailio forks children)."""
+        if self.ng is not None:
+            self.ng.close()
+            self.ng = None
+        if self.running():
+            self._kill_group(signal.SIGTERM)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self._kill_group(signal.SIGKILL)
+                self.process.wait(grace)
+        else:
+            # the leader is gone; children it left in its group must go too
+            self._kill_group(signal.SIGKILL)
+        if not self._log.closed:
+            self._log.close()
+        return self.process.returncode
+
+    def _kill_group(self, signum):
+        try:
+            os.killpg(self.process.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _tempdir(test, name):
+    """A fresh directory for one peer's files, under the test's temp dir."""
+    base = test.mktemp()
+    path = os.path.join(os.path.abspath(base), name)
+    os.makedirs(path)
+    return path
+
+
+def _wait_for(peer, ready, wait, what):
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if not peer.running():
+            raise peer.failed("exited with %s before %s" % (peer.process.returncode, what))
+        if ready():
+            return
+        time.sleep(0.05)  # polling a child process, not a unit test
+    peer.stop()
+    raise peer.failed("did not get to %s within %.0f s" % (what, wait))
+
+
+def _start_proxy(test, name, argv, ng_port, wait, cwd=None, env=None):
+    directory = _tempdir(test, name)
+    peer = Peer(name, argv, os.path.join(directory, name + ".log"), cwd=cwd, env=env)
+    test.addCleanup(peer.stop)
+    peer.ng = NGClient(ng_port)
+    _wait_for(peer, lambda: peer.ng.ping(timeout=0.2, tries=1), wait, "answering ng ping")
+    return peer
+
+
+def start_omnirtp(test, ng_port, port_min, port_max, extra_args=(), wait=30.0):
+    """Run omnirtp from this checkout with twistd (the Python running the
+    tests) on loopback; return the :class:`Peer` once it answers ``ping``.
+    ``peer.ng`` is an :class:`NGClient` for it."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ROOT
+    argv = [sys.executable, "-m", "twisted.scripts.twistd", "-n", "--pidfile=", "omnirtp",
+            "--config-file=none", "--interface=%s" % LOOPBACK,
+            "--listen-ng=%s:%d" % (LOOPBACK, ng_port),
+            "--port-min=%d" % port_min, "--port-max=%d" % port_max]
+    argv += list(extra_args)
+    return _start_proxy(test, "omnirtp", argv, ng_port, wait, cwd=ROOT, env=env)
+
+
+def start_rtpengine(test, ng_port, port_min, port_max, extra_args=(), wait=15.0):
+    """Run Debian's rtpengine (the reference) in userspace mode on loopback."""
+    argv = [find_program("rtpengine"), "--foreground", "--log-stderr", "--table=-1",
+            "--config-file=none", "--interface=%s" % LOOPBACK,
+            "--listen-ng=%s:%d" % (LOOPBACK, ng_port),
+            "--port-min=%d" % port_min, "--port-max=%d" % port_max, "--log-level=6"]
+    argv += list(extra_args)
+    return _start_proxy(test, "rtpengine", argv, ng_port, wait)
+
+
+def start_kamailio(test, sip_port, defines, cfg=None, wait=15.0):
+    """Run Kamailio in the foreground listening on udp 127.0.0.1:``sip_port``.
+
+    ``cfg`` defaults to the fixture ``kamailio/kamailio.cfg``; ``defines`` is a
+    dict of preprocessor defines for it (``-A NAME=VALUE``; give string values
+    with their double quotes, e.g. ``{"NG_SOCK": '"udp:127.0.0.1:22222"'}``)."""
+    binary = find_program("kamailio")
+    cfg = cfg or os.path.join(FIXTURES, "kamailio", "kamailio.cfg")
+    directory = _tempdir(test, "kamailio")
+    argv = [binary, "-DD", "-E", "-f", cfg, "-l", "udp:%s:%d" % (LOOPBACK, sip_port),
+            "-Y", directory, "-w", directory, "-P", os.path.join(directory, "kamailio.pid"),
+            "-m", "64", "-M", "8"]
+    for key, value in sorted(defines.items()):
+        argv += ["-A", "%s=%s" % (key, value)]
+    check = subprocess.run([binary, "-c"] + argv[2:], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if check.returncode != 0:
+        raise PeerFailed("kamailio -c rejected %s: %s" % (
+            cfg, check.stdout.decode("utf-8", "replace")[-3000:]))
+    peer = Peer("kamailio", argv, os.path.join(directory, "kamailio.log"))
+    test.addCleanup(peer.stop)
+    _wait_for(peer, lambda: udp_bound(sip_port), wait, "listening on udp port %d" % sip_port)
+    return peer
+
+
+# -- SIPp ------------------------------------------------------------------------------------
+
+class SippStats:
+    """The last row of a SIPp ``-trace_stat`` CSV file, keyed by column name."""
+
+    def __init__(self, row):
+        self.row = row
+
+    def get(self, name):
+        """An integer counter, e.g. ``SuccessfulCall(C)``, ``FailedCall(C)``."""
+        return int(self.row[name])
+
+    @property
+    def successful(self):
+        return self.get("SuccessfulCall(C)")
+
+    @property
+    def failed(self):
+        return self.get("FailedCall(C)")
+
+    def __repr__(self):
+        return "<SippStats successful=%s failed=%s>" % (
+            self.row.get("SuccessfulCall(C)"), self.row.get("FailedCall(C)"))
+
+
+class Sipp(Peer):
+    """A SIPp run; :meth:`stats` reads its statistics file once it has exited."""
+
+    def __init__(self, name, argv, directory):
+        self.directory = directory
+        self.stats_path = os.path.join(directory, "stats.csv")
+        self.errors_path = os.path.join(directory, "errors.log")
+        argv = list(argv) + ["-trace_stat", "-stf", self.stats_path,
+                             "-trace_err", "-error_file", self.errors_path]
+        Peer.__init__(self, name, argv, os.path.join(directory, "sipp.log"), cwd=directory)
+
+    def stats(self):
+        with open(self.stats_path, newline="") as f:
+            rows = list(csv.DictReader(f, delimiter=";"))
+        if not rows:
+            raise PeerFailed("%s wrote no statistics to %s" % (self.name, self.stats_path))
+        return SippStats(rows[-1])
+
+    def errors(self, size=3000):
+        if not os.path.exists(self.errors_path):
+            return ""
+        with open(self.errors_path, "rb") as f:
+            return f.read()[-size:].decode("utf-8", "replace")
+
+    def failed(self, why):
+        base = Peer.failed(self, why)
+        return PeerFailed("%s\n--- SIPp errors ---\n%s" % (base, self.errors()))
+
+
+def start_sipp(test, name, scenario, local_port, media_port, remote=None, calls=1,
+               keys=None, extra_args=(), wait=10.0):
+    """Start SIPp with the scenario file ``scenario`` on 127.0.0.1:``local_port``
+    (RTP from/to 127.0.0.1:``media_port``, which SIPp also binds) and return a
+    :class:`Sipp` once it listens.  It stops after ``calls`` calls.  ``remote``
+    is the ``host:port`` a UAC calls; ``keys`` become ``-key NAME VALUE``."""
+    binary = find_program("sipp")
+    directory = _tempdir(test, name)
+    argv = [binary, "-sf", scenario, "-i", LOOPBACK, "-p", str(local_port),
+            "-mi", LOOPBACK, "-mp", str(media_port), "-m", str(calls), "-nostdin",
+            "-timeout", "120", "-timeout_error"]
+    for key, value in sorted((keys or {}).items()):
+        argv += ["-key", key, str(value)]
+    argv += list(extra_args)
+    if remote:
+        argv.append(remote)
+    peer = Sipp(name, argv, directory)
+    test.addCleanup(peer.stop)
+    _wait_for(peer, lambda: udp_bound(local_port), wait, "listening on udp port %d" % local_port)
+    return peer
+
+
+def run_sipp(test, name, scenario, local_port, media_port, remote, calls=1, keys=None,
+             extra_args=(), timeout=120.0):
+    """Run a SIPp UAC to completion; return ``(exit_code, SippStats)``."""
+    peer = start_sipp(test, name, scenario, local_port, media_port, remote, calls, keys,
+                      extra_args)
+    code = peer.wait(timeout)
+    return code, peer.stats()
+
+
+def render(template_path, directory, **values):
+    """Copy a fixture to ``directory`` with each ``@NAME@`` replaced by
+    ``values[NAME]``; return the new path.  Raises KeyError for a placeholder
+    without a value."""
+    with open(template_path) as f:
+        text = f.read()
+    for key, value in values.items():
+        text = text.replace("@%s@" % key, str(value))
+    if "@" in text:
+        leftover = [w for w in text.split("@")[1::2] if w.isupper() and w.isidentifier()]
+        if leftover:
+            raise KeyError("no value for @%s@ in %s" % (leftover[0], template_path))
+    path = os.path.join(directory, os.path.basename(template_path))
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+# -- RTP as a pcap file -------------------------------------------------------------------------
+
+PCAP_MAGIC = 0xA1B2C3D4
+LINKTYPE_ETHERNET = 1
+
+
+def _ulaw(sample):
+    """G.711 mu-law code of one 16-bit linear sample (ITU-T G.711, bias 0x84)."""
+    sign = 0x80 if sample < 0 else 0
+    magnitude = min(abs(sample), 32635) + 0x84
+    exponent = max(0, magnitude.bit_length() - 8)
+    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    return ~(sign | (exponent << 4) | mantissa) & 0xFF
+
+
+def _ipv4_checksum(header):
+    total = sum(struct.unpack("!10H", header))
+    total = (total & 0xFFFF) + (total >> 16)
+    total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def write_rtp_pcap(path, packets=50, ptime_ms=20, payload_type=0, ssrc=0x0A0B0C0D,
+                   tone_hz=440, src=("10.0.0.1", 40000), dst=("10.0.0.2", 40000)):
+    """Write a pcap (Ethernet/IPv4/UDP) of one RTP stream of ``packets``
+    packets, ``ptime_ms`` apart, PCMU payload (a sine tone), for SIPp's
+    ``play_pcap_audio`` (which keeps only the timing and the RTP bytes: it
+    sends from its media port to the address in the peer's SDP)."""
+    samples = 8 * ptime_ms
+    tone = bytes(_ulaw(int(8000 * math.sin(2 * math.pi * tone_hz * n / 8000)))
+                 for n in range(samples * packets))
+    out = [struct.pack("<IHHiIII", PCAP_MAGIC, 2, 4, 0, 0, 65535, LINKTYPE_ETHERNET)]
+    src_ip, dst_ip = socket.inet_aton(src[0]), socket.inet_aton(dst[0])
+    for i in range(packets):
+        rtp = struct.pack("!BBHII", 0x80, (0x80 if i == 0 else 0) | payload_type,
+                          i & 0xFFFF, (i * samples) & 0xFFFFFFFF, ssrc)
+        rtp += tone[i * samples:(i + 1) * samples]
+        udp = struct.pack("!HHHH", src[1], dst[1], 8 + len(rtp), 0) + rtp
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0, 64, 17, 0,
+                         src_ip, dst_ip)
+        ip = ip[:10] + struct.pack("!H", _ipv4_checksum(ip)) + ip[12:]
+        frame = b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01" + b"\x08\x00" + ip + udp
+        usec = i * ptime_ms * 1000
+        out.append(struct.pack("<IIII", usec // 1000000, usec % 1000000, len(frame), len(frame)))
+        out.append(frame)
+    with open(path, "wb") as f:
+        f.write(b"".join(out))
+    return path
+
+
+def read_udp_pcap(path):
+    """The UDP/IPv4 datagrams of a libpcap file (Ethernet or Linux cooked
+    link type): a list of ``(src, sport, dst, dport, payload_length)``."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 24:
+        raise ValueError("%s: %d bytes, shorter than a pcap header" % (path, len(data)))
+    magic = struct.unpack_from("<I", data)[0]
+    if magic in (0xA1B2C3D4, 0xA1B23C4D):
+        endian = "<"
+    elif magic in (0xD4C3B2A1, 0x4D3CB2A1):
+        endian = ">"
+    else:
+        raise ValueError("%s: not a libpcap file (magic %#x)" % (path, magic))
+    linktype = struct.unpack_from(endian + "I", data, 20)[0]
+    link_header = {1: 14, 113: 16, 0: 4, 101: 0}.get(linktype)
+    if link_header is None:
+        raise ValueError("%s: unsupported link type %d" % (path, linktype))
+    result, pos = [], 24
+    while pos + 16 <= len(data):
+        caplen = struct.unpack_from(endian + "I", data, pos + 8)[0]
+        frame = data[pos + 16:pos + 16 + caplen]
+        pos += 16 + caplen
+        ip = frame[link_header:]
+        if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
+            continue
+        ihl = (ip[0] & 0x0F) * 4
+        sport, dport, length = struct.unpack_from("!HHH", ip, ihl)
+        result.append((socket.inet_ntoa(ip[12:16]), sport, socket.inet_ntoa(ip[16:20]),
+                       dport, length - 8))
+    return result
+
+
+# -- capture -------------------------------------------------------------------------------
+
+class Capture:
+    """dumpcap on an interface with a capture filter, writing a libpcap file."""
+
+    def __init__(self, peer, path):
+        self.peer = peer
+        self.path = path
+        self.packets = None
+
+    def stop(self):
+        """Stop dumpcap (SIGINT: it flushes the file) and return the UDP
+        datagrams captured, as :func:`read_udp_pcap` does."""
+        if self.packets is None:
+            self.peer.signal(signal.SIGINT)
+            self.peer.wait(15)
+            self.peer.stop()
+            self.packets = read_udp_pcap(self.path)
+        return self.packets
+
+
+def capture(test, port_min, port_max, interface="lo", wait=15.0):
+    """Start capturing UDP datagrams to or from ports ``port_min..port_max``
+    on ``interface``; return a :class:`Capture` once dumpcap is capturing."""
+    binary = find_program("dumpcap")
+    directory = _tempdir(test, "capture")
+    path = os.path.join(directory, "capture.pcap")
+    argv = [binary, "-i", interface, "-P", "-w", path, "-B", "16",
+            "-f", "udp and portrange %d-%d" % (port_min, port_max)]
+    peer = Peer("dumpcap", argv, os.path.join(directory, "dumpcap.log"))
+    test.addCleanup(peer.stop)
+    _wait_for(peer, lambda: "Capturing on" in peer.log(), wait, "capturing")
+    return Capture(peer, path)

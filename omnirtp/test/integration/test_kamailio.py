@@ -1,0 +1,153 @@
+"""The real-client check: Kamailio 5.6 + SIPp calls through the media proxy.
+
+A SIPp UAC places calls through Kamailio (its ``rtpengine`` module pointed at
+the proxy's ng port) to a SIPp UAS.  Both ends send a PCMU stream (SIPp's
+``play_pcap_audio``) to the address the proxy put into the SDP.  A call
+passes when SIPp counts it successful; the run passes when every call did
+and the RTP datagrams that dumpcap saw going into and out of the proxy's
+port range agree with each other, with what the two ends sent, and with the
+proxy's own ng counters (``query`` ``totals``).
+
+Two Kamailio routes are exercised: ``rtpengine_manage()`` on every message,
+and ``rtpengine_offer()``/``rtpengine_answer()``/``rtpengine_delete()``
+(chosen per call by an ``X-RTP-Mode`` header, see the fixture
+``kamailio/kamailio.cfg``).
+
+:class:`OmnirtpKamailioTests` is the test that matters;
+:class:`RtpengineKamailioTests` runs the same calls against Debian's
+rtpengine 10.5, which proves the harness itself (if only the omnirtp class
+fails, omnirtp is at fault).
+"""
+
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from omnirtp.test.integration import peers
+
+CALLS = 20
+PACKETS = 50          # RTP packets each end sends per call (20 ms apart: 1 s)
+PTIME_MS = 20
+CALL_RATE = 10        # calls started per second
+CONCURRENT = 10       # calls up at once at most
+HOLD_MS = 2500        # UAC stays in the call this long after its ACK
+PROXY_PORTS = 200     # size of the proxy's media port range
+DELETE_DELAY = 600    # keep deleted calls queryable until the test is done
+SIPP_TIMEOUT = 120.0
+
+
+class KamailioCallsMixin:
+    """Place ``CALLS`` calls per Kamailio route through the proxy that
+    :meth:`start_proxy` starts, and check calls and media."""
+
+    def start_proxy(self, ng_port, port_min, port_max):
+        raise NotImplementedError()
+
+    def setUp(self):
+        for program in ("kamailio", "sipp", "dumpcap"):
+            peers.find_program(program)  # skip early, naming what is missing
+
+    def place_calls(self, mode):
+        """Run the calls with Kamailio's ``mode`` route; return a dict of what
+        was observed (for the assertions)."""
+        ng_port, sip_port, uac_port, uas_port = peers.free_ports(4)
+        port_min, port_max = peers.free_port_range(PROXY_PORTS)
+        proxy = self.start_proxy(ng_port, port_min, port_max)
+
+        media_first, _ = peers.free_port_range(8)
+        uac_media, uas_media = media_first, media_first + 4
+
+        peers.start_kamailio(self, sip_port, {
+            "NG_SOCK": '"udp:%s:%d"' % (peers.LOOPBACK, ng_port),
+            "UAS": '"sip:%s:%d"' % (peers.LOOPBACK, uas_port),
+        })
+
+        work = os.path.abspath(self.mktemp())
+        os.makedirs(work)
+        pcap = peers.write_rtp_pcap(os.path.join(work, "pcmu.pcap"), packets=PACKETS,
+                                    ptime_ms=PTIME_MS)
+        fixtures = os.path.join(peers.FIXTURES, "sipp")
+        uac_xml = peers.render(os.path.join(fixtures, "uac.xml"), work, PCAP=pcap,
+                               PAUSE_MS=HOLD_MS)
+        uas_xml = peers.render(os.path.join(fixtures, "uas.xml"), work, PCAP=pcap)
+
+        sniffer = peers.capture(self, port_min, port_max)
+        uas = peers.start_sipp(self, "uas", uas_xml, uas_port, uas_media, calls=CALLS)
+        uac = peers.start_sipp(
+            self, "uac", uac_xml, uac_port, uac_media,
+            "%s:%d" % (peers.LOOPBACK, sip_port), calls=CALLS, keys={"mode": mode},
+            extra_args=["-r", str(CALL_RATE), "-l", str(CONCURRENT)])
+        uac_code = uac.wait(SIPP_TIMEOUT)
+        uac_stats = uac.stats()
+        uas_code = uas.wait(SIPP_TIMEOUT)
+        datagrams = sniffer.stop()
+
+        in_range = lambda port: port_min <= port <= port_max  # noqa: E731
+        ingress = [d for d in datagrams if in_range(d[3]) and not in_range(d[1])]
+        egress = [d for d in datagrams if in_range(d[1]) and not in_range(d[3])]
+        return {
+            "uac": (uac_code, uac_stats, uac),
+            "uas": (uas_code, uas.stats()),
+            "ingress": ingress,
+            "egress": egress,
+            "uac_media": uac_media,
+            "uas_media": uas_media,
+            "proxy": proxy,
+            "proxy_totals": self.proxy_rtp_totals(proxy),
+        }
+
+    def proxy_rtp_totals(self, proxy):
+        """Sum of ``totals.RTP.packets`` over every call the proxy still
+        lists (deleted calls linger for ``delete-delay`` seconds)."""
+        listed = proxy.ng.request({"command": "list", "limit": 1000})
+        self.assertEqual(listed.get("result"), "ok", listed)
+        packets = 0
+        for call_id in listed["calls"]:
+            reply = proxy.ng.request({"command": "query", "call-id": call_id})
+            self.assertEqual(reply.get("result"), "ok", reply)
+            packets += reply["totals"]["RTP"]["packets"]
+        return len(listed["calls"]), packets
+
+    def check_calls(self, mode):
+        seen = self.place_calls(mode)
+        uac_code, uac_stats, uac = seen["uac"]
+        uas_code, uas_stats = seen["uas"]
+        self.assertEqual((uac_code, uac_stats.successful, uac_stats.failed), (0, CALLS, 0),
+                         "UAC: exit code, successful, failed calls\n%s" % (
+                             uac.errors(),))
+        self.assertEqual((uas_code, uas_stats.successful, uas_stats.failed), (0, CALLS, 0),
+                         "UAS: exit code, successful, failed calls")
+
+        expected = CALLS * PACKETS * 2  # both directions of every call
+        ingress, egress = seen["ingress"], seen["egress"]
+        sources = {d[1] for d in ingress}
+        targets = {d[3] for d in egress}
+        self.assertEqual(sources, {seen["uac_media"], seen["uas_media"]},
+                         "ports sending into the proxy")
+        self.assertEqual(targets, {seen["uac_media"], seen["uas_media"]},
+                         "ports the proxy sent to")
+        self.assertEqual(len(ingress), expected, "RTP datagrams into the proxy (capture)")
+        self.assertEqual(len(egress), expected, "RTP datagrams out of the proxy (capture)")
+        calls, counted = seen["proxy_totals"]
+        self.assertEqual(calls, CALLS, "calls the proxy lists")
+        self.assertEqual(counted, len(ingress), "proxy's RTP packet count vs capture")
+
+    def test_rtpengine_manage(self):
+        """20 calls with rtpengine_manage() on INVITE, 200 and BYE all complete
+        and their RTP goes through the proxy's ports, counted the same by the
+        proxy and by the capture."""
+        self.check_calls("manage")
+
+    def test_rtpengine_offer_answer_delete(self):
+        """The same with rtpengine_offer(), rtpengine_answer() and
+        rtpengine_delete()."""
+        self.check_calls("explicit")
+
+
+class RtpengineKamailioTests(KamailioCallsMixin, SynchronousTestCase):
+    """The calls against Debian's rtpengine 10.5: proves the harness."""
+
+    def start_proxy(self, ng_port, port_min, port_max):
+        return peers.start_rtpengine(self, ng_port, port_min, port_max,
+                                     ["--delete-delay=%d" % DELETE_DELAY])
+
