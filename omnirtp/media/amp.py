@@ -1,0 +1,187 @@
+"""AMP commands between the control process and its media workers.
+
+One command per :class:`omnirtp.interfaces.IMediaEngine` method (plus
+:class:`Ping` and :class:`Shutdown`).  The argument types here do the
+conversions the interface needs, so both ends see exactly the interface's
+Python types: socket keys are tuples again after the trip (JSON turns them
+into lists), and ``PortsExhausted`` / ``NGError`` raised in a worker arrive
+as the same classes, with the same reason text, in the control process.
+
+AMP limits one value to 65,535 bytes.  Structured values (stats of many
+calls, long socket lists) travel as JSON split over as many box keys as
+needed (``name`` holds the chunk count, ``name.0``, ``name.1``, ... the
+chunks), so there is no size limit on them.
+"""
+
+import json
+
+from twisted.protocols import amp
+
+from omnirtp.errors import NGError, PortsExhausted
+
+#: bytes of JSON per AMP value (below amp.MAX_VALUE_LENGTH)
+CHUNK_SIZE = 60000
+
+#: AMP error codes; PortsExhausted must come before its base class NGError
+#: (the responder side picks the first listed class the error is an
+#: instance of).
+ERRORS = {PortsExhausted: b"PORTS_EXHAUSTED", NGError: b"NG_ERROR"}
+
+#: keys of a socket configuration entry that hold socket addresses
+ADDRESS_KEYS = ("local", "peer", "endpoint")
+
+
+def _address(value):
+    """A JSON ``[addr, port]`` (or None) back to an ``(addr, port)`` tuple."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError("socket address must be [address, port], got %r" % (value,))
+    return (value[0], value[1])
+
+
+class ChunkedJSON(amp.Argument):
+    """A JSON-serialisable value of any size, spread over several AMP keys.
+
+    Subclasses convert between the Python value the interface promises and
+    its JSON form with :meth:`toJSON` and :meth:`fromJSON`.
+    """
+
+    def toJSON(self, value):
+        return value
+
+    def fromJSON(self, value):
+        return value
+
+    def toBox(self, name, strings, objects, proto):
+        pyname = name.decode("ascii")
+        value = objects.get(pyname)
+        if value is None and self.optional:
+            return
+        data = json.dumps(self.toJSON(value), separators=(",", ":")).encode("utf-8")
+        chunks = [data[i:i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE)] or [b""]
+        strings[name] = b"%d" % (len(chunks),)
+        for i, chunk in enumerate(chunks):
+            strings[name + b".%d" % (i,)] = chunk
+
+    def fromBox(self, name, strings, objects, proto):
+        pyname = name.decode("ascii")
+        count = strings.get(name)
+        if count is None:
+            if self.optional:
+                objects[pyname] = None
+                return
+            raise KeyError(name)
+        try:
+            n = int(count)
+        except ValueError:
+            raise ValueError("chunk count of %r is not an integer: %r" % (name, count))
+        try:
+            data = b"".join(strings[name + b".%d" % (i,)] for i in range(n))
+        except KeyError as e:
+            raise ValueError("%r is missing chunk %r" % (name, e.args[0]))
+        objects[pyname] = self.fromJSON(json.loads(data.decode("utf-8")))
+
+
+class SocketConfigs(ChunkedJSON):
+    """``configure``'s list of socket dicts (address tuples restored)."""
+
+    def fromJSON(self, value):
+        out = []
+        for entry in value:
+            entry = dict(entry)
+            for key in ADDRESS_KEYS:
+                if key in entry:
+                    entry[key] = _address(entry[key])
+            out.append(entry)
+        return out
+
+
+class SocketKeys(ChunkedJSON):
+    """A list of ``(addr, port)`` socket keys."""
+
+    def fromJSON(self, value):
+        return [_address(v) for v in value]
+
+
+class StatsMap(ChunkedJSON):
+    """``{call_id: {(addr, port): counters}}``.
+
+    JSON objects cannot be keyed by tuples, so each call maps to a list of
+    ``[addr, port, counters]``; ``counters["endpoint"]`` is a tuple again.
+    """
+
+    def toJSON(self, value):
+        return {
+            call_id: [[key[0], key[1], counters] for key, counters in sockets.items()]
+            for call_id, sockets in value.items()
+        }
+
+    def fromJSON(self, value):
+        out = {}
+        for call_id, entries in value.items():
+            sockets = {}
+            for addr, port, counters in entries:
+                if "endpoint" in counters:
+                    counters["endpoint"] = _address(counters["endpoint"])
+                sockets[(addr, port)] = counters
+            out[call_id] = sockets
+        return out
+
+
+class Allocate(amp.Command):
+    """``IMediaEngine.allocate``."""
+
+    arguments = [
+        (b"call_id", amp.Unicode()),
+        (b"address", amp.Unicode()),
+        (b"count", amp.Integer()),
+    ]
+    response = [(b"ports", amp.ListOf(amp.Integer()))]
+    errors = ERRORS
+
+
+class Configure(amp.Command):
+    """``IMediaEngine.configure``."""
+
+    arguments = [(b"call_id", amp.Unicode()), (b"sockets", SocketConfigs())]
+    response = []
+    errors = ERRORS
+
+
+class Release(amp.Command):
+    """``IMediaEngine.release``; ``sockets`` None releases the whole call."""
+
+    arguments = [(b"call_id", amp.Unicode()), (b"sockets", SocketKeys(optional=True))]
+    response = []
+    errors = ERRORS
+
+
+class Stats(amp.Command):
+    """``IMediaEngine.stats``; ``call_id`` None means every call."""
+
+    arguments = [(b"call_id", amp.Unicode(optional=True))]
+    response = [(b"stats", StatsMap())]
+    errors = ERRORS
+
+
+class Totals(amp.Command):
+    """``IMediaEngine.totals`` (a JSON dict: extra counters survive)."""
+
+    arguments = []
+    response = [(b"totals", ChunkedJSON())]
+    errors = ERRORS
+
+
+class Ping(amp.Command):
+    """Is the worker up?  Answers with its process id."""
+
+    arguments = []
+    response = [(b"pid", amp.Integer())]
+
+
+class Shutdown(amp.Command):
+    """Stop the worker (it answers first, then stops its reactor)."""
+
+    arguments = []
+    response = []

@@ -1,0 +1,633 @@
+"""The media-port reactor pool: ``num-threads = N`` worker processes.
+
+:class:`WorkerPool` implements :class:`omnirtp.interfaces.IMediaEngine` for
+the control process by driving N worker processes
+(:mod:`omnirtp.media.worker`) over AMP (:mod:`omnirtp.media.amp`).  Each
+worker runs its own reactor and an engine over its slice of every
+interface's port range (:func:`omnirtp.media.ports.slice_range`).
+
+Routing: a call goes to one worker at its first ``allocate`` (the ready
+worker with the fewest calls) and stays there until ``release(call_id)``
+of the whole call, so relaying never crosses a process.  If that first
+allocation fails because the worker's slice is full (or the worker died),
+the next worker is tried before ``PortsExhausted`` is reported.
+
+Failure: when a worker process ends, the calls it held are forgotten,
+counted in :attr:`WorkerPool.lost_calls` and reported through
+``on_calls_lost(call_ids, reason)`` (the call registry sets it); a fresh
+worker is started on the same slice after :attr:`WorkerPool.restart_delay`
+seconds, doubling up to :attr:`WorkerPool.restart_max` while workers keep
+dying within :attr:`WorkerPool.stable_after` seconds of their start.
+Requests that reach a dead, hung or restarting worker fail with
+:class:`WorkerUnavailable` (an ``NGError``); a worker that does not answer
+within :attr:`WorkerPool.request_timeout` seconds is killed.
+"""
+
+import os
+import sys
+
+from twisted.application import service
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    fail,
+    gatherResults,
+    succeed,
+)
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IAddress, ITransport
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger, LogLevel, eventFromJSON, formatEvent
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+import omnirtp
+from omnirtp.errors import E_INTERNAL, E_UNKNOWN_CALL, ConfigError, NGError, PortsExhausted
+from omnirtp.interfaces import IMediaEngine
+from omnirtp.media import amp as commands
+from omnirtp.media.ports import slice_range
+from omnirtp.media.worker import (
+    DEFAULT_ENGINE,
+    FD_FROM_CONTROL,
+    FD_TO_CONTROL,
+    format_slice,
+)
+
+#: the worker module run with ``python -m``
+WORKER_MODULE = "omnirtp.media.worker"
+
+#: the control process's view of the worker's pipes: it writes AMP to the
+#: worker's FD_FROM_CONTROL and reads the worker's FD_TO_CONTROL.
+CHILD_FDS = {0: "w", 1: "r", 2: "r", FD_FROM_CONTROL: "w", FD_TO_CONTROL: "r"}
+
+#: worker states
+STARTING = "starting"  # spawned, Ping not answered yet
+READY = "ready"  # answered Ping
+DOWN = "down"  # ended; a restart is scheduled
+STOPPED = "stopped"  # the pool is not running
+
+#: the counters totals() sums (IMediaEngine.totals)
+TOTAL_KEYS = ("packets", "bytes", "errors", "junk", "ports_used", "ports_free")
+
+#: longest stderr line kept before it is logged anyway
+MAX_LOG_LINE = 65536
+
+
+class WorkerUnavailable(NGError):
+    """The media worker that holds (or would hold) a call is not running.
+
+    The ng reply says ``Internal error``; ``detail`` (also the exception's
+    second argument) says what happened, for the log.
+    """
+
+    def __init__(self, detail="media worker unavailable", reason=E_INTERNAL):
+        NGError.__init__(self, reason)
+        self.args = (reason, detail)
+        self.detail = detail
+
+
+@implementer(IAddress)
+class WorkerAddress:
+    """The far end of a worker's AMP pipes (for AMP's log messages)."""
+
+    def __init__(self, index, pid):
+        self.index = index
+        self.pid = pid
+
+    def __repr__(self):
+        return "<media worker %d pid %s>" % (self.index, self.pid)
+
+
+@implementer(ITransport)
+class PipeTransport:
+    """A stream transport over the worker's two AMP pipes."""
+
+    disconnecting = False
+
+    def __init__(self, process, address):
+        self.process = process
+        self.address = address
+
+    def write(self, data):
+        try:
+            self.process.writeToChild(FD_FROM_CONTROL, data)
+        except (KeyError, OSError):
+            # the pipe is gone: processEnded follows and fails the requests
+            pass
+
+    def writeSequence(self, data):
+        self.write(b"".join(data))
+
+    def loseConnection(self):
+        if not self.disconnecting:
+            self.disconnecting = True
+            try:
+                self.process.closeChildFD(FD_FROM_CONTROL)
+            except (KeyError, OSError):
+                pass
+
+    def abortConnection(self):
+        self.loseConnection()
+
+    def getPeer(self):
+        return self.address
+
+    def getHost(self):
+        return self.address
+
+
+class WorkerProcess(ProcessProtocol):
+    """One spawned worker: its AMP client and its stderr/stdout relay."""
+
+    log = Logger()
+
+    def __init__(self, pool, slot):
+        self.pool = pool
+        self.slot = slot
+        self.amp = amp.AMP()
+        self.pid = None
+        self._lines = {}
+
+    def connectionMade(self):
+        self.pid = getattr(self.transport, "pid", None)
+        try:
+            self.transport.closeChildFD(0)
+        except (KeyError, OSError):
+            pass
+        self.amp.makeConnection(PipeTransport(self.transport, WorkerAddress(self.slot.index, self.pid)))
+
+    def childDataReceived(self, childFD, data):
+        if childFD == FD_TO_CONTROL:
+            self.amp.dataReceived(data)
+            return
+        buf = self._lines.get(childFD, b"") + data
+        *lines, rest = buf.split(b"\n")
+        if len(rest) > MAX_LOG_LINE:
+            lines.append(rest)
+            rest = b""
+        self._lines[childFD] = rest
+        for line in lines:
+            self._relay(line)
+
+    def childConnectionLost(self, childFD):
+        rest = self._lines.pop(childFD, b"")
+        if rest:
+            self._relay(rest)
+
+    def _relay(self, line):
+        """Re-emit one line of worker output in the control process's log."""
+        text = line.decode("utf-8", "replace").strip("\x1e\r\n ")
+        if not text:
+            return
+        level = LogLevel.warn
+        if text.startswith("{"):
+            try:
+                event = eventFromJSON(text)
+                level = event.get("log_level") or LogLevel.info
+                text = formatEvent(event)
+            except Exception:
+                pass
+        self.log.emit(
+            level,
+            "worker {worker} (pid {pid}): {text}",
+            worker=self.slot.index,
+            pid=self.pid,
+            text=text,
+        )
+
+    def processEnded(self, reason):
+        self.pool._workerEnded(self.slot, self, reason)
+        self.amp.connectionLost(reason)
+
+
+class _Slot:
+    """One worker position: its port slices and the process filling it."""
+
+    def __init__(self, index, slices):
+        self.index = index
+        self.slices = slices
+        self.state = STOPPED
+        self.process = None
+        self.pid = None
+        self.calls = set()
+        self.started_at = None
+        self.failures = 0
+        self.restarts = 0
+        self.restart_call = None
+        self.kill_call = None
+        self.ready_waiters = []
+        self.stop_waiters = []
+
+    def info(self):
+        return {
+            "index": self.index,
+            "pid": self.pid,
+            "state": self.state,
+            "slice": dict(self.slices),
+            "calls": len(self.calls),
+            "restarts": self.restarts,
+        }
+
+
+def _fire(waiters, result):
+    for d in waiters:
+        if isinstance(result, Failure):
+            d.errback(result)
+        else:
+            d.callback(result)
+
+
+def worker_environment(base=None):
+    """The environment for workers: ``base`` with omnirtp importable."""
+    env = dict(os.environ if base is None else base)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(omnirtp.__file__)))
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in paths:
+        env["PYTHONPATH"] = os.pathsep.join([root] + paths)
+    return env
+
+
+def describe_exit(reason):
+    """A one-line account of how a worker process ended."""
+    value = getattr(reason, "value", reason)
+    if isinstance(value, ProcessDone):
+        return "exited normally"
+    if isinstance(value, ProcessTerminated):
+        if value.signal is not None:
+            return "killed by signal %d" % (value.signal,)
+        return "exited with status %s" % (value.exitCode,)
+    return "ended (%s)" % (value,)
+
+
+@implementer(IMediaEngine)
+class WorkerPool(service.Service):
+    """``IMediaEngine`` over ``n`` worker processes (see the module docstring).
+
+    ``reactor`` provides ``spawnProcess`` and ``callLater``/``seconds``;
+    ``interfaces`` is ``{address: (port_min, port_max)}``; ``engine`` is the
+    ``MODULE:NAME`` factory workers build (``factory(reactor, slices)``).
+    """
+
+    log = Logger()
+
+    #: seconds before the first restart of a worker that died
+    restart_delay = 0.5
+    #: the restart delay doubles up to this while workers keep dying early
+    restart_max = 30.0
+    #: a worker that lived this long resets the back-off
+    stable_after = 10.0
+    #: a worker that leaves a request unanswered this long is killed
+    request_timeout = 10.0
+    #: stopService kills workers still running after this long
+    stop_timeout = 5.0
+
+    def __init__(
+        self,
+        reactor,
+        interfaces,
+        n,
+        executable=sys.executable,
+        engine=DEFAULT_ENGINE,
+        log_level=6,
+        env=None,
+    ):
+        if not isinstance(n, int) or n < 1:
+            raise ConfigError("num-threads for a worker pool must be at least 1, got %r" % (n,))
+        self.reactor = reactor
+        self.interfaces = dict(interfaces)
+        self.executable = executable
+        self.engine = engine
+        self.log_level = log_level
+        self.env = worker_environment(env)
+        self.slots = []
+        for index in range(n):
+            slices = {}
+            for address, (port_min, port_max) in sorted(self.interfaces.items()):
+                try:
+                    slices[address] = slice_range(port_min, port_max, index, n)
+                except ValueError as e:
+                    raise ConfigError("interface %s, num-threads %d: %s" % (address, n, e))
+            self.slots.append(_Slot(index, slices))
+        self.lost_calls = 0
+        self.on_calls_lost = lambda call_ids, reason: None
+        self._routes = {}  # call_id -> _Slot
+        self._held = set()  # call_ids with at least one successful allocate
+        self._pending = {}  # call_id -> allocate requests in flight
+
+    # -- service ---------------------------------------------------------
+
+    def startService(self):
+        service.Service.startService(self)
+        for slot in self.slots:
+            slot.failures = 0
+            self._spawn(slot)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        waits = []
+        for slot in self.slots:
+            if slot.restart_call is not None and slot.restart_call.active():
+                slot.restart_call.cancel()
+            slot.restart_call = None
+            _fire(slot.ready_waiters, Failure(WorkerUnavailable("the worker pool is stopping")))
+            slot.ready_waiters = []
+            if slot.process is None:
+                slot.state = STOPPED
+                continue
+            d = Deferred()
+            slot.stop_waiters.append(d)
+            waits.append(d)
+            slot.process.amp.transport.loseConnection()  # EOF: the worker exits
+            slot.kill_call = self.reactor.callLater(self.stop_timeout, self._kill, slot, "did not stop")
+        self._routes.clear()
+        self._held.clear()
+        for slot in self.slots:
+            slot.calls.clear()
+        return DeferredList(waits)
+
+    def _spawn(self, slot):
+        slot.restart_call = None
+        if not self.running:
+            return
+        process = WorkerProcess(self, slot)
+        args = [
+            self.executable,
+            "-m",
+            WORKER_MODULE,
+            "--index",
+            str(slot.index),
+            "--engine",
+            self.engine,
+            "--log-level",
+            str(self.log_level),
+        ]
+        for address, port_range in sorted(slot.slices.items()):
+            args += ["--slice", format_slice(address, port_range)]
+        slot.started_at = self.reactor.seconds()
+        try:
+            self.reactor.spawnProcess(
+                process, self.executable, args, env=self.env, childFDs=CHILD_FDS
+            )
+        except Exception:
+            self.log.failure("cannot start media worker {worker}", worker=slot.index)
+            slot.state = DOWN
+            self._scheduleRestart(slot)
+            return
+        slot.process = process
+        slot.pid = process.pid
+        slot.state = STARTING
+        self.log.info(
+            "media worker {worker} started (pid {pid}) on {slices}",
+            worker=slot.index,
+            pid=slot.pid,
+            slices=slot.slices,
+        )
+        d = self._call(slot, commands.Ping)
+        d.addCallbacks(self._pinged, lambda f: None, callbackArgs=(slot, process))
+
+    def _pinged(self, result, slot, process):
+        if slot.process is process and slot.state == STARTING:
+            slot.state = READY
+            waiters, slot.ready_waiters = slot.ready_waiters, []
+            _fire(waiters, slot.pid)
+
+    def _scheduleRestart(self, slot):
+        lived = self.reactor.seconds() - slot.started_at if slot.started_at is not None else 0.0
+        if lived >= self.stable_after:
+            slot.failures = 0
+        delay = min(self.restart_max, self.restart_delay * 2**slot.failures)
+        slot.failures += 1
+        slot.restarts += 1
+        self.log.info("media worker {worker} restarts in {delay}s", worker=slot.index, delay=delay)
+        slot.restart_call = self.reactor.callLater(delay, self._spawn, slot)
+
+    def _kill(self, slot, why):
+        slot.kill_call = None
+        if slot.process is None:
+            return
+        self.log.warn(
+            "killing media worker {worker} (pid {pid}): {why}", worker=slot.index, pid=slot.pid, why=why
+        )
+        try:
+            slot.process.transport.signalProcess("KILL")
+        except Exception:
+            pass
+
+    def _workerEnded(self, slot, process, reason):
+        if slot.process is not process:
+            return
+        how = describe_exit(reason)
+        slot.process = None
+        if slot.kill_call is not None and slot.kill_call.active():
+            slot.kill_call.cancel()
+        slot.kill_call = None
+        if not self.running:
+            slot.state = STOPPED
+            self.log.info("media worker {worker} (pid {pid}) {how}", worker=slot.index, pid=slot.pid, how=how)
+            waiters, slot.stop_waiters = slot.stop_waiters, []
+            _fire(waiters, None)
+            return
+        slot.state = DOWN
+        text = "media worker %d (pid %s) %s" % (slot.index, slot.pid, how)
+        lost = sorted(c for c in slot.calls if c in self._held)
+        for call_id in list(slot.calls):
+            self._unroute(call_id)
+        self.lost_calls += len(lost)
+        self.log.error("{text}; {count} calls lost", text=text, count=len(lost))
+        if lost:
+            try:
+                self.on_calls_lost(lost, text)
+            except Exception:
+                self.log.failure("on_calls_lost failed")
+        self._scheduleRestart(slot)
+
+    # -- statistics ------------------------------------------------------
+
+    @property
+    def workers(self):
+        """One dict per worker: index, pid, state, slice, calls, restarts."""
+        return [slot.info() for slot in self.slots]
+
+    def whenReady(self, index=None):
+        """Fire (with the pid) when worker ``index`` answers, or with the
+        list of pids when every worker does; fails if the pool stops."""
+        if index is None:
+            return gatherResults([self.whenReady(slot.index) for slot in self.slots])
+        slot = self.slots[index]
+        if slot.state == READY:
+            return succeed(slot.pid)
+        d = Deferred()
+        slot.ready_waiters.append(d)
+        return d
+
+    # -- requests --------------------------------------------------------
+
+    def _call(self, slot, command, **kwargs):
+        """``callRemote`` on the slot's worker, failing with WorkerUnavailable
+        (never hanging) if the worker is gone, dies or does not answer."""
+        process = slot.process
+        if process is None or slot.state not in (STARTING, READY):
+            return fail(WorkerUnavailable("media worker %d is %s" % (slot.index, slot.state)))
+        result = Deferred()
+        timer = self.reactor.callLater(self.request_timeout, self._timedOut, slot, process, result, command)
+
+        def answered(value):
+            if timer.active():
+                timer.cancel()
+            if result.called:
+                return None
+            if isinstance(value, Failure) and not value.check(NGError):
+                self.log.debug(
+                    "media worker {worker}: {command} failed: {failure}",
+                    worker=slot.index,
+                    command=command.__name__,
+                    failure=value.getErrorMessage(),
+                )
+                value = Failure(
+                    WorkerUnavailable(
+                        "media worker %d: %s failed: %s"
+                        % (slot.index, command.__name__, value.getErrorMessage())
+                    )
+                )
+            if isinstance(value, Failure):
+                result.errback(value)
+            else:
+                result.callback(value)
+            return None
+
+        try:
+            d = process.amp.callRemote(command, **kwargs)
+        except Exception:
+            d = fail()
+        d.addBoth(answered)
+        return result
+
+    def _timedOut(self, slot, process, result, command):
+        if not result.called:
+            result.errback(
+                WorkerUnavailable(
+                    "media worker %d did not answer %s in %ss"
+                    % (slot.index, command.__name__, self.request_timeout)
+                )
+            )
+        if slot.process is process:
+            self._kill(slot, "a %s request timed out" % (command.__name__,))
+
+    def _route(self, call_id, slot):
+        self._routes[call_id] = slot
+        slot.calls.add(call_id)
+
+    def _unroute(self, call_id):
+        slot = self._routes.pop(call_id, None)
+        if slot is not None:
+            slot.calls.discard(call_id)
+        self._held.discard(call_id)
+
+    def _candidates(self):
+        live = [s for s in self.slots if s.process is not None and s.state in (READY, STARTING)]
+        return sorted(live, key=lambda s: (s.state != READY, len(s.calls), s.index))
+
+    def allocate(self, call_id, address, count):
+        return self._allocate(call_id, address, count, set(), None)
+
+    def _allocate(self, call_id, address, count, tried, last):
+        slot = self._routes.get(call_id)
+        if slot is None:
+            candidates = [s for s in self._candidates() if s.index not in tried]
+            if not candidates:
+                if last is not None:
+                    return last
+                self.log.warn("no media worker is running: call {call_id} refused", call_id=call_id)
+                return fail(PortsExhausted())
+            slot = candidates[0]
+            self._route(call_id, slot)
+        tried.add(slot.index)
+        self._pending[call_id] = self._pending.get(call_id, 0) + 1
+        d = self._call(slot, commands.Allocate, call_id=call_id, address=address, count=count)
+        d.addBoth(self._allocated, slot, call_id, address, count, tried)
+        return d
+
+    def _allocated(self, result, slot, call_id, address, count, tried):
+        pending = self._pending.pop(call_id, 1) - 1
+        if pending > 0:
+            self._pending[call_id] = pending
+        if not isinstance(result, Failure):
+            if self._routes.get(call_id) is slot:
+                self._held.add(call_id)
+            return result["ports"]
+        retry = (
+            result.check(PortsExhausted, WorkerUnavailable)
+            and call_id not in self._held
+            and pending == 0
+            and self._routes.get(call_id) in (slot, None)
+        )
+        if retry:
+            # a new call: nothing of it lives anywhere yet, try another worker
+            self._unroute(call_id)
+            return self._allocate(call_id, address, count, tried, result)
+        return result
+
+    def configure(self, call_id, sockets):
+        slot = self._routes.get(call_id)
+        if slot is None:
+            return fail(NGError(E_UNKNOWN_CALL))
+        d = self._call(slot, commands.Configure, call_id=call_id, sockets=list(sockets))
+        return d.addCallback(lambda _: None)
+
+    def release(self, call_id, sockets=None):
+        slot = self._routes.get(call_id)
+        if slot is None:
+            return succeed(None)
+        if sockets is None:
+            self._unroute(call_id)
+        else:
+            sockets = list(sockets)
+        d = self._call(slot, commands.Release, call_id=call_id, sockets=sockets)
+
+        def done(result):
+            if isinstance(result, Failure) and not result.check(WorkerUnavailable):
+                return result
+            return None  # released, or the worker and the ports with it are gone
+
+        return d.addBoth(done)
+
+    def stats(self, call_id=None):
+        if call_id is not None:
+            slot = self._routes.get(call_id)
+            if slot is None:
+                return succeed({})
+            return self._call(slot, commands.Stats, call_id=call_id).addCallback(
+                lambda r: r["stats"]
+            )
+        ds = [
+            self._call(slot, commands.Stats, call_id=None).addCallback(lambda r: r["stats"])
+            for slot in self._candidates()
+        ]
+
+        def merge(results):
+            out = {}
+            for ok, value in results:
+                if ok:
+                    out.update(value)
+            return out
+
+        return DeferredList(ds, consumeErrors=True).addCallback(merge)
+
+    def totals(self):
+        ds = [
+            self._call(slot, commands.Totals).addCallback(lambda r: r["totals"])
+            for slot in self._candidates()
+        ]
+
+        def add(results):
+            out = dict.fromkeys(TOTAL_KEYS, 0)
+            for ok, value in results:
+                if not ok:
+                    continue
+                for key, number in value.items():
+                    if isinstance(number, (int, float)) and not isinstance(number, bool):
+                        out[key] = out.get(key, 0) + number
+            return out
+
+        return DeferredList(ds, consumeErrors=True).addCallback(add)

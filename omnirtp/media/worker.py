@@ -1,0 +1,209 @@
+"""A media worker process: one engine on its own reactor, driven over AMP.
+
+Started by :class:`omnirtp.media.pool.WorkerPool` as::
+
+    python -m omnirtp.media.worker --index 0 --slice 127.0.0.1=40000-40499
+
+AMP runs on two dedicated pipes, the worker reading file descriptor
+:data:`FD_FROM_CONTROL` and writing :data:`FD_TO_CONTROL`, so nothing that
+prints to stdout can corrupt the protocol.  Log events go to stderr as JSON
+records (``twisted.logger.jsonFileLogObserver``) which the control process
+turns back into its own log events.  The worker exits when the control
+process goes away (EOF on its AMP pipe) or sends :class:`~omnirtp.media.amp.Shutdown`;
+SIGINT is ignored so that a Ctrl-C on the terminal leaves the decision to
+the control process.
+"""
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+
+from twisted.internet.defer import maybeDeferred
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    Logger,
+    globalLogBeginner,
+    jsonFileLogObserver,
+)
+from twisted.protocols import amp
+
+from omnirtp.media import amp as commands
+
+#: the worker's end of the AMP pipes (the pool's spawnProcess childFDs)
+FD_FROM_CONTROL = 3
+FD_TO_CONTROL = 4
+
+#: the engine a worker runs unless --engine says otherwise
+DEFAULT_ENGINE = "omnirtp.media.engine:EmbeddedEngine"
+
+
+def parse_slice(text):
+    """``"ADDRESS=MIN-MAX"`` -> ``(address, (min, max))``.
+
+    The address may be IPv6 (it is everything before the last ``=``).
+    """
+    address, sep, ports = text.rpartition("=")
+    lo, dash, hi = ports.partition("-")
+    if not sep or not address or not dash:
+        raise ValueError("slice must be ADDRESS=MIN-MAX, got %r" % (text,))
+    try:
+        return address, (int(lo), int(hi))
+    except ValueError:
+        raise ValueError("slice ports must be integers, got %r" % (text,))
+
+
+def format_slice(address, port_range):
+    """The inverse of :func:`parse_slice`."""
+    return "%s=%d-%d" % (address, port_range[0], port_range[1])
+
+
+def load_factory(spec):
+    """``"package.module:name"`` -> the named object."""
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise ValueError("engine must be MODULE:NAME, got %r" % (spec,))
+    obj = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def log_level(level):
+    """rtpengine's syslog ``log-level`` (0-7) -> the lowest ``LogLevel`` shown."""
+    if level <= 2:
+        return LogLevel.critical
+    if level == 3:
+        return LogLevel.error
+    if level == 4:
+        return LogLevel.warn
+    if level <= 6:
+        return LogLevel.info
+    return LogLevel.debug
+
+
+class WorkerProtocol(amp.AMP):
+    """The worker's AMP server: each command calls the same engine method.
+
+    ``clock`` provides ``callLater`` (the worker's reactor).
+    ``on_close`` is called once when the connection to the control process
+    is lost or a Shutdown was answered (the worker stops its reactor).
+    """
+
+    log = Logger()
+
+    def __init__(self, engine, clock, on_close=None, pid=None):
+        amp.AMP.__init__(self)
+        self.engine = engine
+        self.clock = clock
+        self.on_close = on_close
+        self.pid = os.getpid() if pid is None else pid
+        self._closed = False
+
+    def _close(self):
+        if not self._closed:
+            self._closed = True
+            if self.on_close is not None:
+                self.on_close()
+
+    def connectionLost(self, reason):
+        amp.AMP.connectionLost(self, reason)
+        self._close()
+
+    @commands.Allocate.responder
+    def allocate(self, call_id, address, count):
+        d = maybeDeferred(self.engine.allocate, call_id, address, count)
+        return d.addCallback(lambda ports: {"ports": list(ports)})
+
+    @commands.Configure.responder
+    def configure(self, call_id, sockets):
+        d = maybeDeferred(self.engine.configure, call_id, sockets)
+        return d.addCallback(lambda _: {})
+
+    @commands.Release.responder
+    def release(self, call_id, sockets):
+        d = maybeDeferred(self.engine.release, call_id, sockets)
+        return d.addCallback(lambda _: {})
+
+    @commands.Stats.responder
+    def stats(self, call_id):
+        d = maybeDeferred(self.engine.stats, call_id)
+        return d.addCallback(lambda stats: {"stats": stats})
+
+    @commands.Totals.responder
+    def totals(self):
+        d = maybeDeferred(self.engine.totals)
+        return d.addCallback(lambda totals: {"totals": totals})
+
+    @commands.Ping.responder
+    def ping(self):
+        return {"pid": self.pid}
+
+    @commands.Shutdown.responder
+    def shutdown(self):
+        self.log.info("shutdown requested by the control process")
+        # answer first: on_close runs on the next reactor turn
+        self.clock.callLater(0, self._close)
+        return {}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m omnirtp.media.worker",
+        description="omnirtp media worker (started by the control process)",
+    )
+    parser.add_argument("--index", type=int, default=0, help="worker number (for logs)")
+    parser.add_argument(
+        "--slice",
+        action="append",
+        default=[],
+        metavar="ADDRESS=MIN-MAX",
+        help="this worker's part of an interface's port range (repeat per interface)",
+    )
+    parser.add_argument("--engine", default=DEFAULT_ENGINE, metavar="MODULE:NAME")
+    parser.add_argument("--log-level", type=int, default=6, help="syslog level 0-7")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        interfaces = dict(parse_slice(s) for s in args.slice)
+    except ValueError as e:
+        sys.stderr.write("omnirtp worker: %s\n" % (e,))
+        return 2
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    observer = FilteringLogObserver(
+        jsonFileLogObserver(sys.stderr),
+        [LogLevelFilterPredicate(defaultLogLevel=log_level(args.log_level))],
+    )
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+    from twisted.internet import reactor
+    from twisted.internet.stdio import StandardIO
+
+    log = Logger(namespace="omnirtp.media.worker")
+    factory = load_factory(args.engine)
+    engine = factory(reactor, interfaces)
+
+    def stop():
+        if reactor.running:
+            reactor.stop()
+
+    protocol = WorkerProtocol(engine, reactor, on_close=stop)
+    StandardIO(protocol, stdin=FD_FROM_CONTROL, stdout=FD_TO_CONTROL, reactor=reactor)
+    log.info(
+        "worker {index} (pid {pid}) serving {interfaces}",
+        index=args.index,
+        pid=os.getpid(),
+        interfaces=interfaces,
+    )
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
