@@ -304,13 +304,18 @@ def _start_proxy(test, name, argv, ng_port, wait, cwd=None, env=None):
     return peer
 
 
+# `python -m twisted.scripts.twistd` runs nothing (the module has no __main__
+# block) and exits 0; this is what the twistd console script does.
+TWISTD = "import sys; from twisted.scripts.twistd import run; sys.exit(run())"
+
+
 def start_omnirtp(test, ng_port, port_min, port_max, extra_args=(), wait=30.0):
-    """Run omnirtp from this checkout with twistd (the Python running the
-    tests) on loopback; return the :class:`Peer` once it answers ``ping``.
+    """Run omnirtp from this checkout with twistd (``sys.executable -c
+    TWISTD -n --pidfile= omnirtp --config-file=none ...``) on loopback; return the :class:`Peer` once it answers ``ping``.
     ``peer.ng`` is an :class:`NGClient` for it."""
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ROOT
-    argv = [sys.executable, "-m", "twisted.scripts.twistd", "-n", "--pidfile=", "omnirtp",
+    argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "omnirtp",
             "--config-file=none", "--interface=%s" % LOOPBACK,
             "--listen-ng=%s:%d" % (LOOPBACK, ng_port),
             "--port-min=%d" % port_min, "--port-max=%d" % port_max]
