@@ -1,0 +1,272 @@
+"""The rewrite step: a parsed SDP plus a plan -> the SDP text rtpengine would send.
+
+``rewrite(sd, plan)`` is a pure function.  The command layer decides
+everything (addresses, ports, rtcp-mux outcome, direction, ICE credentials,
+codec operations, ptime) and puts it in a :class:`SessionPlan`; this module
+only lays the lines out the way Debian's rtpengine 10.5 does for plain RTP
+(learned from the corpus in omnirtp/test/fixtures/corpus/):
+
+Session part, in input order: ``v=``, ``o=`` (address replaced with
+``replace_origin``), ``s=``, ``c=`` (rewritten; a zero hold address is kept),
+``t=`` and the other lines; dropped: ``a=group:BUNDLE``, ICE, DTLS and crypto
+attributes, direction attributes (each m= gets its own), an old
+``a=rtpengine:``.  Then ``a=ice-lite`` (if planned) and
+``a=rtpengine:<id>`` (loop protect).
+
+Media section (not rejected)::
+
+    m=<media> <port> <proto> <formats after codec filtering>
+    c=...                        only where the input had a media-level c=
+    <other attributes, input order>   (extmap, msid, ssrc, rtcp-fb:* ...)
+    a=mid:...                    (if present and keep_mid)
+    a=rtpmap / a=fmtp / a=rtcp-fb per kept payload type, in m= order;
+                                 rtpmap added for static payload types
+    a=<direction>                (None: the input's direction lines stay
+                                  among the other attributes)
+    a=rtcp:<port>[ IN IP4 <addr>]
+    a=rtcp-mux
+    a=ptime:<n>
+    a=ice-ufrag, a=ice-pwd, [a=ice-options:trickle], a=candidate..., [a=end-of-candidates]
+
+A rejected section (port 0) is the bare ``m=`` line.  Crypto, fingerprint,
+setup and tls-id lines are never generated here yet (SRTP issue).
+Output lines end in CRLF.
+"""
+
+import random
+import string
+from dataclasses import dataclass, field
+
+from omnirtp.sdp.codecs import CodecOps, codec_for
+from omnirtp.sdp.model import DIRECTIONS, ICE_ATTRIBUTES, LOOP_PROTECT_ATTRIBUTE
+
+CRLF = "\r\n"
+ICE_REMOVE = "remove"
+UFRAG_LENGTH = 8
+PWD_LENGTH = 26
+FOUNDATION_LENGTH = 16
+HOST_TYPE_PREFERENCE = 126
+PRIMARY_LOCAL_PREFERENCE = 65535
+
+#: attributes this proxy owns: consumed from the input, regenerated or dropped
+SECURITY_ATTRIBUTES = frozenset(("crypto", "fingerprint", "setup", "tls-id"))
+CODEC_ATTRIBUTES = frozenset(("rtpmap", "fmtp", "rtcp-fb"))
+SESSION_DROPPED = frozenset(("group",)) | SECURITY_ATTRIBUTES
+
+
+@dataclass
+class IcePlan:
+    """rtpengine's own ICE data for one m= line.  ``candidates`` are the
+    values after ``a=candidate:`` (see :func:`host_candidates`)."""
+
+    ufrag: str
+    pwd: str
+    candidates: list = field(default_factory=list)
+    trickle: bool = False
+
+
+@dataclass
+class MediaPlan:
+    """What to emit for one m= line (same order as the input's m= lines).
+
+    ``port`` 0 rejects the media.  ``rtcp_port`` None omits ``a=rtcp``
+    (``no rtcp attribute``); with rtcp-mux rtpengine puts the RTP port there.
+    ``protocol`` None keeps the input's.  ``direction`` None keeps the input's
+    direction lines unchanged (``original sendrecv``).  ``ice``: ``"remove"``
+    strips ICE lines, an :class:`IcePlan` replaces them, None keeps them.
+    """
+
+    port: int
+    rtcp_port: int = None
+    rtcp_mux: bool = False
+    full_rtcp_attribute: bool = False
+    protocol: str = None
+    direction: str = "sendrecv"
+    ice: object = ICE_REMOVE
+    codecs: CodecOps = field(default_factory=CodecOps)
+    ptime: int = None
+    keep_mid: bool = True
+    keep_zero_address: bool = True
+
+
+@dataclass
+class SessionPlan:
+    """What to emit for a whole SDP: ``family``/``address`` advertised in c=
+    (and o= with ``replace_origin``), one :class:`MediaPlan` per m= line."""
+
+    family: str
+    address: str
+    media: list
+    replace_origin: bool = False
+    loop_protect: str = None
+    ice_lite: bool = False
+    keep_zero_address: bool = True
+
+
+def host_candidates(foundation, address, rtp_port, rtcp_port=None, local_preference=None,
+                    family="IP4"):
+    """Host candidate values for one local address, rtpengine style:
+    ``<foundation> <component> UDP <priority> <address> <port> typ host``
+    with priority 126·2^24 + localpref·2^8 + (256 − component)."""
+    pref = PRIMARY_LOCAL_PREFERENCE if local_preference is None else local_preference
+    ports = [rtp_port] if rtcp_port is None else [rtp_port, rtcp_port]
+    result = []
+    for component, port in enumerate(ports, 1):
+        priority = (HOST_TYPE_PREFERENCE << 24) + (pref << 8) + (256 - component)
+        result.append("%s %d UDP %d %s %d typ host" % (foundation, component, priority,
+                                                       address, port))
+    return result
+
+
+_ICE_CHARS = string.ascii_letters + string.digits
+
+
+def random_token(length, rng=None):
+    """A random alphanumeric token (ICE ufrag 8, pwd 26, foundation 16)."""
+    rng = rng or random.SystemRandom()
+    return "".join(rng.choice(_ICE_CHARS) for _ in range(length))
+
+
+def new_ice_credentials(rng=None):
+    """``(ufrag, pwd)`` of rtpengine's lengths."""
+    return random_token(UFRAG_LENGTH, rng), random_token(PWD_LENGTH, rng)
+
+
+def _attr(line):
+    return line.attribute[0] if line.kind == "a" else None
+
+
+def _connection(plan):
+    return "c=IN %s %s" % (plan.family, plan.address)
+
+
+def _rewrite_connection(line, plan, keep_zero=True):
+    from omnirtp.sdp.model import parse_connection
+    conn = parse_connection(line)
+    if conn.zero and keep_zero:
+        return line.text
+    return _connection(plan)
+
+
+def _session_lines(sd, plan):
+    out = []
+    all_directed = all(m.direction is not None for m in plan.media) if plan.media else False
+    for line in sd.session.lines:
+        if not line.kind:
+            continue
+        name = _attr(line)
+        if line.kind == "o" and plan.replace_origin:
+            fields = line.value.split()
+            out.append("o=%s IN %s %s" % (" ".join(fields[:3]), plan.family, plan.address))
+        elif line.kind == "c":
+            out.append(_rewrite_connection(line, plan, plan.keep_zero_address))
+        elif name is None:
+            out.append(line.text)
+        elif name in SESSION_DROPPED or name == LOOP_PROTECT_ATTRIBUTE:
+            continue
+        elif name in ICE_ATTRIBUTES and any(m.ice is not None for m in plan.media):
+            continue
+        elif name in DIRECTIONS and all_directed:
+            continue
+        else:
+            out.append(line.text)
+    if plan.ice_lite:
+        out.append("a=ice-lite")
+    if plan.loop_protect:
+        out.append("a=%s:%s" % (LOOP_PROTECT_ATTRIBUTE, plan.loop_protect))
+    return out
+
+
+def _codec_lines(media, kept):
+    by_pt = {}
+    for line in media.lines:
+        name = _attr(line)
+        if name in CODEC_ATTRIBUTES:
+            pt = (line.attribute[1] or "").split(" ", 1)[0]
+            if name == "rtcp-fb" and pt == "*":
+                continue
+            by_pt.setdefault((name, pt), []).append(line.text)
+    out = []
+    for codec in kept:
+        rtpmap = by_pt.get(("rtpmap", codec.pt))
+        if rtpmap:
+            out.extend(rtpmap[:1])
+        elif codec.encoding is not None:
+            spec = "%s/%d" % (codec.encoding, codec.clock_rate)
+            if codec.channels:
+                spec += "/" + codec.channels
+            out.append("a=rtpmap:%s %s" % (codec.pt, spec))
+        out.extend(by_pt.get(("fmtp", codec.pt), []))
+        out.extend(by_pt.get(("rtcp-fb", codec.pt), []))
+    return out
+
+
+def _media_lines(sd, media, mplan, plan):
+    proto = mplan.protocol or media.proto
+    rtpmaps = media.rtpmaps()
+    codecs = [codec_for(f, rtpmaps) for f in media.formats]
+    if mplan.port == 0:
+        return [("m=%s 0 %s %s" % (media.media, proto, " ".join(media.formats))).rstrip()]
+    kept = mplan.codecs.apply(codecs)
+    out = ["m=%s %d %s %s" % (media.media, mplan.port, proto, " ".join(c.pt for c in kept))]
+    mids = []
+    for line in media.lines[1:]:
+        if not line.kind:
+            continue
+        if line.kind == "c":
+            out.append(_rewrite_connection(line, plan, mplan.keep_zero_address))
+            continue
+        name = _attr(line)
+        if name is None:
+            out.append(line.text)
+        elif name == "mid":
+            mids.append(line.text)
+        elif name in CODEC_ATTRIBUTES:
+            if name == "rtcp-fb" and (line.attribute[1] or "").startswith("* "):
+                out.append(line.text)
+        elif name in DIRECTIONS:
+            if mplan.direction is None:
+                out.append(line.text)
+        elif name in ICE_ATTRIBUTES:
+            if mplan.ice is None:
+                out.append(line.text)
+        elif name in ("rtcp", "rtcp-mux", "ptime", LOOP_PROTECT_ATTRIBUTE) \
+                or name in SECURITY_ATTRIBUTES:
+            continue
+        else:
+            out.append(line.text)
+    if mplan.keep_mid:
+        out.extend(mids)
+    out.extend(_codec_lines(media, kept))
+    if mplan.direction is not None:
+        out.append("a=" + mplan.direction)
+    if mplan.rtcp_port is not None:
+        if mplan.full_rtcp_attribute:
+            out.append("a=rtcp:%d IN %s %s" % (mplan.rtcp_port, plan.family, plan.address))
+        else:
+            out.append("a=rtcp:%d" % mplan.rtcp_port)
+    if mplan.rtcp_mux:
+        out.append("a=rtcp-mux")
+    if mplan.ptime:
+        out.append("a=ptime:%d" % mplan.ptime)
+    ice = mplan.ice
+    if isinstance(ice, IcePlan):
+        out.append("a=ice-ufrag:" + ice.ufrag)
+        out.append("a=ice-pwd:" + ice.pwd)
+        if ice.trickle:
+            out.append("a=ice-options:trickle")
+        out.extend("a=candidate:" + c for c in ice.candidates)
+        if ice.trickle:
+            out.append("a=end-of-candidates")
+    return out
+
+
+def rewrite(sd, plan):
+    """Return the SDP text (CRLF line endings) for ``sd`` rewritten by ``plan``."""
+    if len(plan.media) != len(sd.media):
+        raise ValueError("plan has %d media plans for %d m= lines"
+                         % (len(plan.media), len(sd.media)))
+    lines = _session_lines(sd, plan)
+    for media, mplan in zip(sd.media, plan.media):
+        lines.extend(_media_lines(sd, media, mplan, plan))
+    return "".join(line + CRLF for line in lines)
