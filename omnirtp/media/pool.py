@@ -74,17 +74,25 @@ TOTAL_KEYS = ("packets", "bytes", "errors", "junk", "ports_used", "ports_free")
 MAX_LOG_LINE = 65536
 
 
-class WorkerUnavailable(NGError):
-    """The media worker that holds (or would hold) a call is not running.
+class WorkerError(NGError):
+    """A media worker could not carry out a request (an unexpected error
+    in its engine).
 
-    The ng reply says ``Internal error``; ``detail`` (also the exception's
-    second argument) says what happened, for the log.
+    The ng reply says ``Internal error`` (``reason``); ``detail`` says what
+    happened, for the log.
     """
 
-    def __init__(self, detail="media worker unavailable", reason=E_INTERNAL):
+    def __init__(self, detail="media worker failed", reason=E_INTERNAL):
         NGError.__init__(self, reason)
-        self.args = (reason, detail)
         self.detail = detail
+
+    def __str__(self):
+        return "%s (%s)" % (self.reason, self.detail)
+
+
+class WorkerUnavailable(WorkerError):
+    """The media worker that holds (or would hold) a call is not running,
+    died during the request or did not answer in time."""
 
 
 @implementer(IAddress)
@@ -484,8 +492,14 @@ class WorkerPool(service.Service):
                     command=command.__name__,
                     failure=value.getErrorMessage(),
                 )
+                # an error the engine did not expect arrives as an AMP
+                # remote error; anything else means the worker went away
+                if value.check(amp.RemoteAmpError, amp.UnhandledCommand):
+                    kind = WorkerError
+                else:
+                    kind = WorkerUnavailable
                 value = Failure(
-                    WorkerUnavailable(
+                    kind(
                         "media worker %d: %s failed: %s"
                         % (slot.index, command.__name__, value.getErrorMessage())
                     )

@@ -190,6 +190,12 @@ def main(argv=None):
     engine = factory(reactor, interfaces)
 
     def stop():
+        close = getattr(engine, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                log.failure("closing the media engine failed")
         if reactor.running:
             reactor.stop()
 

@@ -30,6 +30,7 @@ from omnirtp.media.pool import (
     STOPPED,
     PipeTransport,
     WorkerAddress,
+    WorkerError,
     WorkerPool,
     WorkerUnavailable,
     describe_exit,
@@ -658,6 +659,22 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), [40050])
         self.assertEqual(self.lost, [])
         self.assertEqual([w["calls"] for w in self.pool.workers], [0, 1])
+
+    def test_unexpectedEngineErrorIsAWorkerError(self):
+        self.start()
+        self.allocate("a")
+        self.engine(0).error = ValueError("address '10.9.9.9' is not a media interface")
+        f = self.failureResultOf(self.pumped(self.pool.allocate("a", "10.9.9.9", 1)), WorkerError)
+        self.assertNotIsInstance(f.value, WorkerUnavailable)
+        self.assertEqual(f.value.reason, E_INTERNAL)
+        self.assertEqual(
+            str(f.value), "Internal error (media worker 0: Allocate failed: Code<UNKNOWN>: Unknown Error)"
+        )
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        # the worker is fine: the call stays, nothing is lost
+        self.engine(0).error = None
+        self.assertEqual(self.allocate("a"), [40002])
+        self.assertEqual(self.lost, [])
 
     def test_unansweredRequestTimesOutAndKillsTheWorker(self):
         self.start()

@@ -1,0 +1,204 @@
+"""WorkerPool with real worker processes relaying real UDP on 127.0.0.1.
+
+Two workers share 45000-45999.  Fake parties (DatagramProtocols on
+ephemeral ports) talk through two calls, one per worker; one worker is
+killed with SIGKILL mid-call.  Its call is reported lost and its ports are
+closed, the other call keeps relaying, and the restarted worker takes a new
+call.
+"""
+
+import os
+import signal
+import socket
+
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import DatagramProtocol
+from twisted.trial.unittest import TestCase
+
+from omnirtp.media.pool import READY, WorkerPool
+
+HOST = "127.0.0.1"
+PORT_MIN, PORT_MAX = 45000, 45999
+SLICES = [(45000, 45499), (45500, 45999)]
+
+
+def rtp(seq, marker=0):
+    """A minimal RTP packet (PCMU, 20 bytes of payload)."""
+    return bytes([0x80, marker, seq >> 8 & 0xFF, seq & 0xFF]) + b"\x00" * 8 + b"\xff" * 20
+
+
+class Party(DatagramProtocol):
+    """One side of a call: records datagrams; ``wait(n)`` fires at n."""
+
+    def __init__(self):
+        self.received = []
+        self._waiters = []
+
+    def datagramReceived(self, data, addr):
+        self.received.append((data, addr))
+        for n, d in list(self._waiters):
+            if len(self.received) >= n:
+                self._waiters.remove((n, d))
+                d.callback(list(self.received))
+
+    def wait(self, n):
+        if len(self.received) >= n:
+            return defer.succeed(list(self.received))
+        d = defer.Deferred()
+        self._waiters.append((n, d))
+        return d
+
+    def send(self, data, port):
+        self.transport.write(data, (HOST, port))
+
+    @property
+    def address(self):
+        h = self.transport.getHost()
+        return (h.host, h.port)
+
+
+def bindable(port):
+    """True if nothing holds UDP ``HOST:port`` (we can bind it ourselves)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind((HOST, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class WorkerPoolUDPTests(TestCase):
+    timeout = 60
+
+    def setUp(self):
+        self.pool = WorkerPool(reactor, {HOST: (PORT_MIN, PORT_MAX)}, 2)
+        self.lost = []
+        self.lost_d = defer.Deferred()
+
+        def calls_lost(call_ids, reason):
+            self.lost.append((call_ids, reason))
+            if not self.lost_d.called:
+                self.lost_d.callback(None)
+
+        self.pool.on_calls_lost = calls_lost
+        self.pool.startService()
+        self.addCleanup(self.pool.stopService)
+
+    def party(self):
+        p = Party()
+        port = reactor.listenUDP(0, p, interface=HOST)
+        self.addCleanup(port.stopListening)
+        return p
+
+    @defer.inlineCallbacks
+    def call(self, call_id):
+        """Allocate and wire a two-party call as the registry would.
+
+        Fires with ``(a, b, port_a, port_b)``: A sends to ``port_a`` and
+        hears B from it; B likewise with ``port_b``.
+        """
+        a, b = self.party(), self.party()
+        port_a, port_b = yield self.pool.allocate(call_id, HOST, 2)
+        entries = []
+        for local, peer, endpoint in ((port_a, port_b, a.address), (port_b, port_a, b.address)):
+            entries.append(
+                {
+                    "local": (HOST, local),
+                    "peer": (HOST, peer),
+                    "endpoint": endpoint,
+                    "learning": "delayed",
+                    "strict": False,
+                    "handover": False,
+                    "asymmetric": False,
+                    "reset": True,
+                }
+            )
+        yield self.pool.configure(call_id, entries)
+        return a, b, port_a, port_b
+
+    @defer.inlineCallbacks
+    def relay_both_ways(self, a, b, port_a, port_b, first_seq, count=3):
+        """A -> B and B -> A, ``count`` packets each; each hears the other
+        from the port it was given."""
+        seen_a, seen_b = len(a.received), len(b.received)
+        for i in range(count):
+            a.send(rtp(first_seq + i), port_a)
+            b.send(rtp(first_seq + 1000 + i), port_b)
+        got_b = yield b.wait(seen_b + count)
+        got_a = yield a.wait(seen_a + count)
+        self.assertEqual(
+            got_b[seen_b:], [(rtp(first_seq + i), (HOST, port_b)) for i in range(count)]
+        )
+        self.assertEqual(
+            got_a[seen_a:], [(rtp(first_seq + 1000 + i), (HOST, port_a)) for i in range(count)]
+        )
+
+    def assertInSlice(self, ports, index):
+        lo, hi = SLICES[index]
+        for port in ports:
+            self.assertTrue(lo <= port <= hi - 1, "port %d is not in slice %d %r" % (port, index, SLICES[index]))
+
+    @defer.inlineCallbacks
+    def test_workerKilledMidCall(self):
+        pids = yield self.pool.whenReady()
+        self.assertEqual([w["slice"] for w in self.pool.workers], [{HOST: s} for s in SLICES])
+
+        a1, b1, p1a, p1b = yield self.call("call-1")
+        a2, b2, p2a, p2b = yield self.call("call-2")
+        self.assertInSlice([p1a, p1b], 0)
+        self.assertInSlice([p2a, p2b], 1)
+        self.assertEqual([w["calls"] for w in self.pool.workers], [1, 1])
+        yield self.relay_both_ways(a1, b1, p1a, p1b, 0)
+        yield self.relay_both_ways(a2, b2, p2a, p2b, 0)
+
+        # kill -9 the worker holding call-1, mid-call
+        os.kill(pids[0], signal.SIGKILL)
+        yield self.lost_d
+        self.assertEqual(self.lost, [(["call-1"], "media worker 0 (pid %d) killed by signal 9" % pids[0])])
+        self.assertEqual(self.pool.lost_calls, 1)
+
+        # its ports are closed: A's packets go nowhere, we could bind them
+        heard_by_b1 = len(b1.received)
+        a1.send(rtp(50), p1a)
+        for port in (p1a, p1a + 1, p1b, p1b + 1):
+            self.assertTrue(bindable(port), "port %d still bound after the kill" % port)
+
+        # the other call keeps relaying (its packets were sent after A's)
+        yield self.relay_both_ways(a2, b2, p2a, p2b, 100)
+        self.assertEqual(len(b1.received), heard_by_b1)
+        stats = yield self.pool.stats()
+        self.assertEqual(sorted(stats), ["call-2"])
+        self.assertEqual(stats["call-2"][(HOST, p2a)]["packets"], 6)
+
+        # a fresh worker comes up on slot 0 and takes the next call
+        new_pid = yield self.pool.whenReady(0)
+        self.assertNotEqual(new_pid, pids[0])
+        self.assertEqual(self.pool.workers[0]["state"], READY)
+        self.assertEqual(self.pool.workers[0]["restarts"], 1)
+        a3, b3, p3a, p3b = yield self.call("call-3")
+        self.assertInSlice([p3a, p3b], 0)
+        self.assertEqual([w["calls"] for w in self.pool.workers], [1, 1])
+        yield self.relay_both_ways(a3, b3, p3a, p3b, 200)
+        yield self.relay_both_ways(a2, b2, p2a, p2b, 300)
+
+        totals = yield self.pool.totals()
+        self.assertEqual(totals["ports_used"], 8)
+        # (a party's ephemeral port may fall in the range: that pair is
+        # quarantined, counted neither used nor free)
+        self.assertLessEqual(totals["ports_used"] + totals["ports_free"], PORT_MAX - PORT_MIN + 1)
+        self.assertGreaterEqual(totals["ports_used"] + totals["ports_free"], PORT_MAX - PORT_MIN + 1 - 2 * 8)
+
+        yield self.pool.release("call-3")
+        self.assertTrue(bindable(p3a))
+
+    @defer.inlineCallbacks
+    def test_stopServiceEndsWorkers(self):
+        pids = yield self.pool.whenReady()
+        yield self.pool.stopService()
+        for pid in pids:
+            # the processes are reaped: signalling them fails
+            self.assertRaises(ProcessLookupError, os.kill, pid, 0)
+        self.assertEqual([w["state"] for w in self.pool.workers], ["stopped", "stopped"])
+        self.assertEqual(self.lost, [])
