@@ -36,22 +36,31 @@ class Normaliser:
             table[value] = "{%s%d}" % (kind, len(table) + 1)
         return table[value]
 
-    def port(self, text):
+    def port(self, text, address=None):
+        """Placeholder for a media port on ``address`` (ports on different
+        addresses are different sockets, even with the same number)."""
         if not text.isdigit():
             return text
         port = int(text)
         if port == 0 or port in self.keep_ports:
             return text
         ports = self._maps.setdefault("PORT", {})
-        if port not in ports and (port - 1) in ports and port % 2 == 1:
-            return ports[port - 1][:-1] + "+1}"
-        return self._token("PORT", port)
+        if address in ("0.0.0.0", "::"):
+            # a hold address says nothing about the socket: reuse any
+            # placeholder already given to this port number
+            for key in ports:
+                if key[1] in (port, port - 1):
+                    address = key[0]
+                    break
+        if (address, port) not in ports and (address, port - 1) in ports and port % 2 == 1:
+            return ports[(address, port - 1)][:-1] + "+1}"
+        return self._token("PORT", (address, port))
 
-    def line(self, line):
+    def line(self, line, address=None):
         if line.startswith("m="):
             fields = line.split(" ")
             port, slash, count = fields[1].partition("/")
-            fields[1] = self.port(port) + slash + count
+            fields[1] = self.port(port, address) + slash + count
             return " ".join(fields)
         if line.startswith("o="):
             fields = line[2:].split(" ")
@@ -60,7 +69,8 @@ class Normaliser:
             return "o=" + " ".join(fields)
         if line.startswith("a=rtcp:"):
             head, _, rest = line[7:].partition(" ")
-            return "a=rtcp:" + self.port(head) + (" " + rest if rest else "")
+            own = rest.split()[-1] if rest else address
+            return "a=rtcp:" + self.port(head, own) + (" " + rest if rest else "")
         if line.startswith("a=ice-ufrag:"):
             return "a=ice-ufrag:" + self._token("UFRAG", line[12:])
         if line.startswith("a=ice-pwd:"):
@@ -80,7 +90,7 @@ class Normaliser:
             found, comp, transport, prio, addr, port, typ, rest = match.groups()
             return "a=candidate:%s %s %s %s %s %s typ %s%s" % (
                 self._token("FOUNDATION", found), comp, transport, prio, addr,
-                self.port(port), typ, rest)
+                self.port(port, addr), typ, rest)
         return line
 
     def normalise(self, sdp):
@@ -90,7 +100,31 @@ class Normaliser:
         lines = re.split(r"\r\n|\n|\r", sdp)
         if lines and lines[-1] == "":
             lines.pop()
-        return "".join(self.line(ln) + "\n" for ln in lines)
+        addresses = _addresses(lines)
+        return "".join(self.line(ln, a) + "\n" for ln, a in zip(lines, addresses))
+
+
+def _addresses(lines):
+    """The effective connection address for each line (its section's c=,
+    else the session's)."""
+    session, sections, current = None, [], None
+    for ln in lines:
+        if ln.startswith("m="):
+            current = [None]
+            sections.append(current)
+        elif ln.startswith("c="):
+            address = ln.split()[-1].split("/")[0] if len(ln.split()) == 3 else None
+            if current is None:
+                session = address
+            else:
+                current[0] = address
+    result, index, section = [], -1, None
+    for ln in lines:
+        if ln.startswith("m="):
+            index += 1
+            section = sections[index][0]
+        result.append(section or session)
+    return result
 
 
 def normalise(sdp, keep_ports=()):

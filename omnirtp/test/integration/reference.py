@@ -269,13 +269,18 @@ def rtpengine_daemon(ng_port, port_min, port_max, interfaces=(LOOPBACK,), binary
     return Daemon(argv, ng_port, name="rtpengine")
 
 
+# ``python -m twisted.scripts.twistd`` has no __main__ block and runs nothing;
+# call the same entry point the twistd console script uses.
+TWISTD = "import sys; from twisted.scripts.twistd import run; sys.exit(run())"
+
+
 def omnirtp_daemon(ng_port, port_min, port_max, interfaces=(LOOPBACK,), root=None):
     """A :class:`Daemon` for omnirtp run through twistd from a checkout."""
     root = root or os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__)))))
     env = dict(os.environ)
     env["PYTHONPATH"] = root
-    argv = [sys.executable, "-m", "twisted.scripts.twistd", "-n", "--pidfile=", "omnirtp",
+    argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "omnirtp",
             "--config-file=none", "--listen-ng=%s:%d" % (LOOPBACK, ng_port),
             "--port-min=%d" % port_min, "--port-max=%d" % port_max, "--num-threads=0"]
     argv += ["--interface=%s" % i for i in interfaces]

@@ -1,0 +1,56 @@
+"""Tests for the corpus SDP normaliser (omnirtp.test.sdpnorm)."""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from omnirtp.test.sdpnorm import Normaliser, normalise
+
+OUT = ("v=0\r\no=a 1 7 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+       "a=rtpengine:0af4c5a4b851\r\nm=audio 41100 RTP/AVP 0\r\na=rtcp:41101\r\n"
+       "a=ice-ufrag:xDRyXIQ4\r\na=ice-pwd:0GKqyAMrIPkfweEehBU2mxiwcx\r\n"
+       "a=candidate:DNz8WF5mx1R9p0FJ 1 UDP 2130706431 127.0.0.1 41100 typ host\r\n"
+       "a=candidate:DNz8WF5mx1R9p0FJ 2 UDP 2130706430 127.0.0.1 41101 typ host\r\n"
+       "m=video 0 RTP/AVP 96\r\n")
+
+
+class NormaliserTests(SynchronousTestCase):
+    def test_placeholders(self):
+        self.assertEqual(normalise(OUT).splitlines(), [
+            "v=0", "o=a 1 {VERSION1} IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0",
+            "a=rtpengine:{LOOPID1}", "m=audio {PORT1} RTP/AVP 0", "a=rtcp:{PORT1+1}",
+            "a=ice-ufrag:{UFRAG1}", "a=ice-pwd:{PWD1}",
+            "a=candidate:{FOUNDATION1} 1 UDP 2130706431 127.0.0.1 {PORT1} typ host",
+            "a=candidate:{FOUNDATION1} 2 UDP 2130706430 127.0.0.1 {PORT1+1} typ host",
+            "m=video 0 RTP/AVP 96"])
+
+    def test_two_daemons_compare_equal(self):
+        """Different random values, same structure: equal after normalising."""
+        other = (OUT.replace("41100", "30010").replace("41101", "30011")
+                 .replace("xDRyXIQ4", "abcdefgh").replace("DNz8WF5mx1R9p0FJ", "Q" * 16))
+        self.assertEqual(normalise(other), normalise(OUT))
+
+    def test_state_across_a_call(self):
+        """A port seen again keeps its placeholder; a new one gets the next."""
+        n = Normaliser()
+        first = n.normalise("m=audio 5000 RTP/AVP 0\r\n")
+        self.assertEqual(n.normalise("m=audio 5000 RTP/AVP 0\r\n"), first)
+        self.assertEqual(n.normalise("m=audio 6000 RTP/AVP 0\r\n"), "m=audio {PORT2} RTP/AVP 0\n")
+
+    def test_same_number_other_address(self):
+        """Equal port numbers on different addresses are different sockets."""
+        n = Normaliser()
+        n.normalise("c=IN IP4 127.0.0.1\r\nm=audio 5000 RTP/AVP 0\r\n")
+        self.assertEqual(n.normalise("c=IN IP4 127.0.0.2\r\nm=audio 5000 RTP/AVP 0\r\n"),
+                         "c=IN IP4 127.0.0.2\nm=audio {PORT2} RTP/AVP 0\n")
+
+    def test_hold_address_reuses_port(self):
+        n = Normaliser()
+        n.normalise("c=IN IP4 127.0.0.1\r\nm=audio 5000 RTP/AVP 0\r\na=rtcp:5001\r\n")
+        self.assertEqual(n.normalise("c=IN IP4 0.0.0.0\r\nm=audio 5000 RTP/AVP 0\r\na=rtcp:5001\r\n"),
+                         "c=IN IP4 0.0.0.0\nm=audio {PORT1} RTP/AVP 0\na=rtcp:{PORT1+1}\n")
+
+    def test_crypto_and_fingerprint(self):
+        self.assertEqual(
+            normalise("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:abcd|2^20\r\n"
+                      "a=fingerprint:sha-256 AB:CD\r\n"),
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY1}|2^20\n"
+            "a=fingerprint:sha-256 {FINGERPRINT1}\n")
