@@ -34,8 +34,10 @@ help:
 	@echo "make test   install dependencies and test peers, run the whole test suite"
 	@echo "one module: .venv/bin/python -m twisted.trial omnirtp.test.test_bencode"
 
+# PYTHONPATH: twistd finds the dropin twisted/plugins/omnirtp_plugin.py on
+# sys.path entries; the editable install alone does not expose it.
 run: system-deps venv
-	exec $(VENV)/bin/twistd -n --pidfile= omnirtp --config-file $(CONFIG)
+	PYTHONPATH=$(CURDIR) exec $(VENV)/bin/twistd -n --pidfile= omnirtp --config-file $(CONFIG)
 
 test: system-deps test-deps venv
 	$(DEBIAN_PYTHON) scripts/run-tests --venv-python $(VENV)/bin/python \
