@@ -1,0 +1,604 @@
+"""Typed access to an ng request: rtpengine's keys, aliases and flag words.
+
+``Flags.from_request(request)`` takes the request dict as
+:class:`~omnirtp.control.ng.NGProtocol` hands it over (str keys and
+values) and normalises what Kamailio's rtpengine module sends:
+
+* keys are looked up in explicit alias tables (``call-id``/``call id``/
+  ``call-ID``/``call ID``; ``ICE``/``ice`` but not ``Ice``), spelled as
+  rtpengine 10.5 accepts them (``from tag`` and ``to tag`` are *not*
+  keys there: verified against the daemon);
+* list-valued keys also accept a single, possibly comma-separated string;
+* integers may arrive as decimal strings;
+* flag words are canonical: whitespace runs become ``-`` and case is
+  ignored (``"strict source"`` == ``"Strict-Source"`` -> ``strict-source``);
+  prefixed words (``replace-origin``, ``codec-strip-PCMA``, ``SDES-off``,
+  ``rtcp-mux-demux``...) feed the matching field instead of ``flags``;
+* ``rtpp-flags`` (Kamailio's 2-argument form) is parsed with the same word
+  rules, bracket lists included, and merged in place.
+
+Unknown keys and flag words never fail a request; they are collected in
+``unknown`` (log them once at debug level).
+"""
+
+import dataclasses
+import re
+from typing import Optional
+
+from twisted.logger import Logger
+
+log = Logger()
+
+# -- rtpengine's literal key spellings ----------------------------------------
+
+K_COMMAND = ("command",)
+K_CALL_ID = ("call-id", "call-ID", "call id", "call ID")
+K_FROM_TAG = ("from-tag",)
+K_TO_TAG = ("to-tag",)
+K_VIA_BRANCH = ("via-branch",)
+K_SDP = ("sdp", "SDP")
+K_LABEL = ("label", "from-label")
+K_REPLACE = ("replace",)
+K_ICE = ("ICE", "ice")
+K_TRANSPORT = ("transport-protocol", "transport protocol")
+K_RTCP_MUX = ("rtcp-mux", "RTCP-mux", "rtcp mux")
+K_DIRECTION = ("direction",)
+K_FROM_INTERFACE = ("from-interface",)
+K_TO_INTERFACE = ("to-interface",)
+K_FLAGS = ("flags",)
+K_CODEC = ("codec",)
+K_ADDRESS_FAMILY = ("address family", "address-family")
+K_MEDIA_ADDRESS = ("media address", "media-address")
+K_RECEIVED_FROM = ("received from", "received-from")
+K_SUPPORTS = ("supports",)
+K_DELETE_DELAY = ("delete delay", "delete-delay", "delete_delay")
+K_RECORD_CALL = ("record call", "record-call")
+K_METADATA = ("metadata",)
+K_PTIME = ("ptime",)
+K_TOS = ("TOS", "tos")
+K_ENDPOINT_LEARNING = ("endpoint-learning", "endpoint learning")
+K_SDES = ("SDES", "sdes")
+K_DTLS = ("DTLS", "dtls")
+K_OSRTP = ("OSRTP", "osrtp")
+K_ALL = ("all",)
+K_LIMIT = ("limit",)
+K_RTPP_FLAGS = ("rtpp-flags", "rtpp_flags", "rtpp flags")
+# Kamailio 5.6 sends "codec-accept=X" & co. as top-level string keys
+K_CODEC_TOPLEVEL = {
+    "codec-strip": "strip", "codec-offer": "offer", "codec-except": "except",
+    "codec-mask": "mask", "codec-transcode": "transcode", "transcode": "transcode",
+    "codec-accept": "accept", "codec-consume": "consume", "codec-set": "set",
+    "codec-ignore": "ignore",
+}
+# keys accepted and ignored here (other modules read them from ``raw``)
+K_KNOWN_OTHER = (
+    "interface", "ICE-lite", "ice-lite", "ICE lite", "ice lite", "T.38", "T38",
+    "t38", "t.38", "bundle", "BUNDLE", "DTLS-fingerprint", "DTLS fingerprint",
+    "dtls-fingerprint", "dtls fingerprint", "sip-message-type",
+    "SIP-message-type", "sip_message_type", "SIP_message_type", "sip-code",
+    "SIP-code", "sip_code", "SIP_code", "to-label", "set-label", "template",
+    "media echo", "media-echo", "drop-traffic", "drop traffic", "xmlrpc-callback",
+    "XMLRPC-callback", "sdp-attr", "SDP-attr", "frequency", "frequencies",
+    "volume", "duration", "pause", "code", "digit", "file", "blob", "db-id",
+    "repeat-times", "repeat-duration", "start-pos", "from-tags", "to-call-id",
+    "ptime-reverse", "ptime reverse", "reverse ptime", "reverse-ptime",
+    "output-destination", "recording-file", "recording-dir", "recording-pattern",
+    "generate RTCP", "generate-RTCP", "generate rtcp", "generate-rtcp", "address",
+    "body", "trigger", "trigger-end", "DTMF-security", "dtmf-security",
+    "delay-buffer", "moh", "MoH", "MOH", "passthrough", "passthru", "player",
+    "audio-player",
+)
+
+CODEC_PARTS = ("strip", "offer", "except", "mask", "transcode", "accept",
+               "consume", "set", "ignore")
+
+TRANSPORTS = ("RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF",
+              "UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF")
+_SRTP, _AVPF, _DTLS = 1, 2, 4
+_TRANSPORT_BITS = {
+    "RTP/AVP": 0, "RTP/AVPF": _AVPF, "RTP/SAVP": _SRTP, "RTP/SAVPF": _SRTP | _AVPF,
+    "UDP/TLS/RTP/SAVP": _DTLS | _SRTP, "UDP/TLS/RTP/SAVPF": _DTLS | _SRTP | _AVPF,
+}
+_BITS_TRANSPORT = {v: k for k, v in _TRANSPORT_BITS.items()}
+
+# flag words (canonical form) rtpengine knows; others land in ``unknown``
+KNOWN_FLAGS = frozenset("""
+trust-address sip-source-address symmetric asymmetric unidirectional
+strict-source media-handover port-latching no-port-latching nat-wait pierce-nat
+no-rtcp-attribute full-rtcp-attribute original-sendrecv generate-mid
+strip-extmap loop-protect trickle-ice reject-ice reset fragment single-codec
+static-codecs static-codec allow-no-codec-media allow-asymmetric-codecs
+reuse-codecs no-codec-renegotiation new-branch provisional pad-crypto recrypt
+no-tls-id always-transcode force-transcoding allow-transcoding inject-dtmf
+detect-dtmf block-dtmf block-short early-media player no-player passthrough
+no-passthrough record-call exclude-recording discard-recording
+skip-recording-db skip-recording-database recording-announcement siprec all
+directional fatal fast to-tag debug bidirectional inactive mix rtcp-mirror
+unsubscribe generate-rtcp no-redis-update egress block-egress
+symmetric-codecs asymmetric-codecs reorder-codecs port-latching
+no-jitter-buffer strip-extmap ice-reject no-codec-renegotiation
+sip-source trickle-ice webrtc to_tag
+""".split())
+
+_OBSOLETE_FLAGS = frozenset(("symmetric-codecs", "asymmetric-codecs", "reorder-codecs"))
+
+# prefixed flag words: canonical prefix -> field
+_LIST_PREFIXES = (
+    ("replace-", "replace"),
+    ("rtcp-mux-", "rtcp_mux"),
+    ("sdes-", "sdes"),
+    ("osrtp-", "osrtp"),
+    ("endpoint-learning-", "endpoint_learning"),
+)
+_CODEC_PREFIXES = (
+    ("codec-transcode-", "transcode"), ("transcode-", "transcode"),
+    ("codec-strip-", "strip"), ("codec-offer-", "offer"),
+    ("codec-except-", "except"), ("codec-mask-", "mask"),
+    ("codec-accept-", "accept"), ("codec-consume-", "consume"),
+    ("codec-set-", "set"), ("codec-ignore-", "ignore"),
+)
+
+_TRUE = frozenset(("yes", "on", "true", "1", "force", "enable", "enabled"))
+_FALSE = frozenset(("no", "off", "false", "0", "disable", "disabled"))
+_DTLS_OFF = frozenset(("off", "no", "disable", "disabled"))
+_WS = re.compile(r"\s+")
+
+
+def canonical(word):
+    """Canonical flag word: whitespace runs -> "-", lower case."""
+    return _WS.sub("-", word.strip()).lower()
+
+
+def as_list(value):
+    """A list-valued key as a list of non-empty str items.
+
+    Accepts a list (items that are not strings are dropped) or a single
+    string, which may hold several comma-separated items.
+    """
+    if isinstance(value, (list, tuple)):
+        items = []
+        for v in value:
+            if isinstance(v, bytes):
+                v = v.decode("utf-8", "surrogateescape")
+            if isinstance(v, str):
+                items.extend(p.strip() for p in v.split(","))
+        return [i for i in items if i]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "surrogateescape")
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(",") if p.strip()]
+    return []
+
+
+def as_int(value):
+    """An integer option given as a bencode int or a decimal string, else None."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"[+-]?\d+", text):
+            return int(text)
+    return None
+
+
+def _as_str(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+# -- rtpp-flags string ----------------------------------------------------------
+
+def _split_words(text):
+    """Split on whitespace, keeping [bracketed] groups (nested) together."""
+    words = []
+    current = []
+    depth = 0
+    for ch in text:
+        if ch == "[":
+            depth += 1
+        elif ch == "]" and depth:
+            depth -= 1
+        if ch.isspace() and depth == 0:
+            if current:
+                words.append("".join(current))
+                current = []
+        else:
+            current.append(ch)
+    if current:
+        words.append("".join(current))
+    return words
+
+
+def _bracket_value(value):
+    """``[a b c]`` -> list; ``[k=v k2=[x]]`` -> dict; else the string."""
+    if not (value.startswith("[") and value.endswith("]")):
+        return value
+    inner = _split_words(value[1:-1])
+    if inner and all("=" in w and not w.startswith("[") for w in inner):
+        out = {}
+        for w in inner:
+            k, _, v = w.partition("=")
+            v = _bracket_value(v)
+            if k in out and isinstance(out[k], list):
+                out[k].extend(v if isinstance(v, list) else [v])
+            else:
+                out[k] = v
+        return out
+    return [_bracket_value(w) for w in inner]
+
+
+def parse_rtpp_flags(text):
+    """Parse an ``rtpp-flags`` string into ``[(key, value)]`` request items.
+
+    Bare words become ``("flags", word)`` except the transport words and
+    modifiers (collapsed, last one wins) and ``internal``/``external``
+    (``direction``); ``key=value`` becomes ``(key, value)`` with bracket
+    values turned into lists/dicts; ``direction=X`` appends to direction.
+    """
+    items = []
+    transport = None
+    for word in _split_words(text or ""):
+        if "=" in word and not word.startswith("["):
+            key, _, value = word.partition("=")
+            value = _bracket_value(value)
+            items.append((key, value))
+            continue
+        if word in _TRANSPORT_BITS:
+            transport = _TRANSPORT_BITS[word]
+            continue
+        if word in ("RTP", "AVP", "SRTP", "AVPF", "DTLS"):
+            transport = _modify_transport(transport or 0, word)
+            continue
+        if word in ("internal", "external"):
+            items.append(("direction", [word]))
+            continue
+        items.append(("flags", [word]))
+    if transport is not None:
+        items.append(("transport-protocol", _transport_name(transport)))
+    return items
+
+
+def _modify_transport(bits, word):
+    if word == "RTP":
+        return bits & ~_SRTP
+    if word == "AVP":
+        return bits & ~_AVPF
+    if word == "SRTP":
+        return bits | _SRTP
+    if word == "AVPF":
+        return bits | _AVPF
+    return bits | _DTLS | _SRTP  # DTLS implies SRTP
+
+
+def _transport_name(bits):
+    if bits & _DTLS:
+        bits |= _SRTP
+    return _BITS_TRANSPORT[bits]
+
+
+# -- the dataclass ------------------------------------------------------------
+
+@dataclasses.dataclass
+class Flags:
+    """What an ng request asks for, normalised.  See the module docstring."""
+
+    command: Optional[str] = None
+    call_id: Optional[str] = None
+    from_tag: Optional[str] = None
+    to_tag: Optional[str] = None
+    via_branch: Optional[str] = None
+    sdp: Optional[str] = None
+    label: Optional[str] = None
+    replace: set = dataclasses.field(default_factory=set)
+    ice: Optional[str] = None
+    transport_protocol: Optional[str] = None
+    rtcp_mux: set = dataclasses.field(default_factory=set)
+    direction: tuple = ()
+    flags: set = dataclasses.field(default_factory=set)
+    codec_strip: tuple = ()
+    codec_offer: tuple = ()
+    codec_except: tuple = ()
+    codec_mask: tuple = ()
+    codec_transcode: tuple = ()
+    codec_accept: tuple = ()
+    codec_consume: tuple = ()
+    codec_set: tuple = ()
+    codec_ignore: tuple = ()
+    address_family: Optional[str] = None
+    media_address: Optional[str] = None
+    received_from: Optional[tuple] = None
+    supports: set = dataclasses.field(default_factory=set)
+    delete_delay: Optional[int] = None
+    record_call: Optional[bool] = None
+    metadata: Optional[str] = None
+    ptime: Optional[int] = None
+    tos: Optional[int] = None
+    endpoint_learning: Optional[str] = None
+    sdes: set = dataclasses.field(default_factory=set)
+    dtls: Optional[str] = None
+    osrtp: set = dataclasses.field(default_factory=set)
+    all: bool = False
+    limit: Optional[int] = None
+    raw: dict = dataclasses.field(default_factory=dict)
+    unknown: list = dataclasses.field(default_factory=list)
+
+    def has(self, word):
+        """True if flag ``word`` (any spelling) was given."""
+        return canonical(word) in self.flags
+
+    @classmethod
+    def from_request(cls, request):
+        """Build Flags from an ng request dict (str keys)."""
+        self = cls(raw=request)
+        builder = _Builder(self)
+        for key, value in request.items():
+            builder.apply(key, value)
+        builder.finish()
+        if self.unknown:
+            log.debug(
+                "ng {command}: ignored unknown keys/flags {unknown}",
+                command=self.command, unknown=self.unknown,
+            )
+        return self
+
+
+class _Builder:
+    """Applies request items to a Flags in order (later scalars win)."""
+
+    def __init__(self, flags):
+        self.f = flags
+        self.codec = {part: [] for part in CODEC_PARTS}
+        self.direction = []
+        self.from_interface = None
+        self.to_interface = None
+        self.handlers = {}
+        for keys, handler in (
+            (K_COMMAND, self._str("command")),
+            (K_CALL_ID, self._str("call_id")),
+            (K_FROM_TAG, self._str("from_tag")),
+            (K_TO_TAG, self._str("to_tag")),
+            (K_VIA_BRANCH, self._str("via_branch")),
+            (K_SDP, self._str("sdp")),
+            (K_LABEL, self._str("label")),
+            (K_METADATA, self._str("metadata")),
+            (K_MEDIA_ADDRESS, self._str("media_address")),
+            (K_REPLACE, self._canon_set("replace")),
+            (K_RTCP_MUX, self._canon_set("rtcp_mux")),
+            (K_SUPPORTS, self._plain_set("supports")),
+            (K_SDES, self._plain_set("sdes")),
+            (K_OSRTP, self._plain_set("osrtp")),
+            (K_ICE, self._ice),
+            (K_TRANSPORT, self._str("transport_protocol")),
+            (K_DIRECTION, self._direction),
+            (K_FROM_INTERFACE, self._from_interface),
+            (K_TO_INTERFACE, self._to_interface),
+            (K_FLAGS, self._flags),
+            (K_CODEC, self._codec),
+            (K_ADDRESS_FAMILY, self._address_family),
+            (K_RECEIVED_FROM, self._received_from),
+            (K_DELETE_DELAY, self._int("delete_delay")),
+            (K_PTIME, self._int("ptime")),
+            (K_TOS, self._int("tos")),
+            (K_LIMIT, self._int("limit")),
+            (K_RECORD_CALL, self._record_call),
+            (K_ENDPOINT_LEARNING, self._endpoint_learning),
+            (K_DTLS, self._dtls),
+            (K_ALL, self._all),
+            (K_RTPP_FLAGS, self._rtpp_flags),
+        ):
+            for key in keys:
+                self.handlers[key] = handler
+        for key, part in K_CODEC_TOPLEVEL.items():
+            self.handlers[key] = self._codec_part(part)
+        for key in K_KNOWN_OTHER:
+            self.handlers.setdefault(key, lambda value: None)
+
+    def apply(self, key, value):
+        handler = self.handlers.get(key)
+        if handler is None:
+            self.f.unknown.append(key)
+            return
+        handler(value)
+
+    def finish(self):
+        f = self.f
+        for part in CODEC_PARTS:
+            setattr(f, "codec_" + part, tuple(self.codec[part]))
+        direction = list(self.direction[:2])
+        if self.from_interface is not None or self.to_interface is not None:
+            while len(direction) < 2:
+                direction.append("")
+            if self.from_interface is not None:
+                direction[0] = self.from_interface
+            if self.to_interface is not None:
+                direction[1] = self.to_interface
+        f.direction = tuple(direction)
+
+    # handler factories
+    def _str(self, attr):
+        def handler(value):
+            s = _as_str(value)
+            if s is not None:
+                setattr(self.f, attr, s)
+        return handler
+
+    def _int(self, attr):
+        def handler(value):
+            n = as_int(value)
+            if n is not None:
+                setattr(self.f, attr, n)
+            else:
+                self.f.unknown.append("%s=%r" % (attr, value))
+        return handler
+
+    def _canon_set(self, attr):
+        def handler(value):
+            getattr(self.f, attr).update(canonical(v) for v in as_list(value))
+        return handler
+
+    def _plain_set(self, attr):
+        def handler(value):
+            getattr(self.f, attr).update(as_list(value))
+        return handler
+
+    def _codec_part(self, part):
+        def handler(value):
+            self.codec[part].extend(as_list(value))
+        return handler
+
+    # specific keys
+    def _ice(self, value):
+        items = as_list(value)
+        if items:
+            self.f.ice = canonical(items[-1]).replace("_", "-")
+
+    def _direction(self, value):
+        self.direction.extend(as_list(value))
+
+    def _from_interface(self, value):
+        self.from_interface = _as_str(value)
+
+    def _to_interface(self, value):
+        self.to_interface = _as_str(value)
+
+    def _address_family(self, value):
+        s = _as_str(value)
+        if s:
+            self.f.address_family = s.upper()
+
+    def _received_from(self, value):
+        if isinstance(value, (list, tuple)):
+            items = [_as_str(v) for v in value]
+            if len(items) >= 2 and items[0] is not None and items[1] is not None:
+                self.f.received_from = (items[0], items[1])
+            return
+        s = _as_str(value)
+        if s:
+            self.f.received_from = ("IP6" if ":" in s else "IP4", s)
+
+    def _record_call(self, value):
+        s = _as_str(value)
+        if s is None:
+            return
+        s = s.strip().lower()
+        if s in _TRUE:
+            self.f.record_call = True
+        elif s in _FALSE:
+            self.f.record_call = False
+        else:
+            self.f.unknown.append("record call=%s" % (s,))
+
+    def _endpoint_learning(self, value):
+        items = as_list(value)
+        if items:
+            self.f.endpoint_learning = canonical(items[-1])
+
+    def _dtls(self, value):
+        items = as_list(value)
+        for item in items:
+            c = canonical(item)
+            self.f.dtls = "off" if c in _DTLS_OFF else c
+
+    def _all(self, value):
+        s = _as_str(value)
+        self.f.all = s is None or canonical(s) != "none"
+
+    def _codec(self, value):
+        if not isinstance(value, dict):
+            self.f.unknown.append("codec")
+            return
+        for key, items in value.items():
+            if key in self.codec:
+                self.codec[key].extend(as_list(items))
+            else:
+                self.f.unknown.append("codec.%s" % (key,))
+
+    def _rtpp_flags(self, value):
+        s = _as_str(value)
+        if s is None:
+            return
+        for key, item in parse_rtpp_flags(s):
+            self._rtpp_item(key, item)
+
+    def _rtpp_item(self, key, value):
+        # rtpp-flags specials: from-tag=x implies directional, to-tag=x the flag
+        if key == "from-tag":
+            self.f.flags.add("directional")
+        elif key == "to-tag":
+            self.f.flags.add("to-tag")
+        elif key in ("delete-delay",):
+            key = "delete delay"
+        if key in self.handlers:
+            self.apply(key, value)
+            return
+        lower = key.lower()
+        # key=value forms of prefixed words: codec-strip=PCMA, replace=origin
+        for prefix, part in _CODEC_PREFIXES:
+            if lower + "-" == prefix:
+                self.codec[part].extend(as_list(value))
+                return
+        for prefix, attr in _LIST_PREFIXES:
+            if lower + "-" == prefix:
+                self._flag_prefixed(attr, as_list(value))
+                return
+        self.apply(key, value)
+
+    def _flags(self, value):
+        for word in as_list(value):
+            self._flag(word)
+
+    def _flag_prefixed(self, attr, values):
+        if attr == "endpoint_learning":
+            if values:
+                self.f.endpoint_learning = canonical(values[-1])
+            return
+        target = getattr(self.f, attr)
+        for v in values:
+            target.add(canonical(v) if attr in ("replace", "rtcp_mux") else v)
+
+    def _flag(self, word):
+        c = canonical(word)
+        if c == "webrtc":
+            self._webrtc()
+            return
+        for prefix, part in _CODEC_PREFIXES:
+            if c.startswith(prefix) and len(c) > len(prefix):
+                self.codec[part].append(word.strip()[len(prefix):])
+                return
+        for prefix, attr in _LIST_PREFIXES:
+            if c.startswith(prefix) and len(c) > len(prefix):
+                rest = _WS.sub("-", word.strip())[len(prefix):]
+                self._flag_prefixed(attr, [rest])
+                return
+        if c in ("all",):
+            self.f.all = True
+        if c == "record-call":
+            self.f.record_call = True
+        if c in _OBSOLETE_FLAGS:
+            log.info("ignoring obsolete flag {flag}", flag=c)
+            return
+        if c in KNOWN_FLAGS or c.startswith(("from-tags-", "sdp-attr-", "t38-", "bundle-")):
+            self.f.flags.add(c)
+        else:
+            self.f.unknown.append(word)
+
+    def _webrtc(self):
+        f = self.f
+        f.transport_protocol = "UDP/TLS/RTP/SAVPF"
+        f.ice = "force"
+        f.flags.update(("trickle-ice", "no-rtcp-attribute", "generate-mid"))
+        f.rtcp_mux.update(("offer", "require"))
+        f.sdes.add("off")
+
+
+__all__ = ["Flags", "canonical", "as_list", "as_int", "parse_rtpp_flags",
+           "TRANSPORTS", "KNOWN_FLAGS"]
