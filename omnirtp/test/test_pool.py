@@ -44,6 +44,7 @@ from omnirtp.media.worker import (
     format_slice,
     load_factory,
     log_level,
+    main,
     parse_slice,
 )
 
@@ -317,6 +318,15 @@ class WorkerCommandLineTests(SynchronousTestCase):
         )
         self.assertEqual(args.index, 1)
         self.assertEqual(args.slice, ["127.0.0.1=1000-1099", "::1=2000-2099"])
+
+    def test_mainRefusesABadSlice(self):
+        import io
+        import sys
+
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        self.assertEqual(main(["--slice", "127.0.0.1"]), 2)
+        self.assertEqual(err.getvalue(), "omnirtp worker: slice must be ADDRESS=MIN-MAX, got '127.0.0.1'\n")
 
     def test_logLevel(self):
         self.assertEqual(

@@ -13,9 +13,12 @@ import socket
 
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from omnirtp.media.pool import READY, WorkerPool
+from omnirtp.errors import E_INTERNAL
+from omnirtp.media.pool import READY, WorkerPool, WorkerUnavailable
 
 HOST = "127.0.0.1"
 PORT_MIN, PORT_MAX = 45000, 45999
@@ -194,9 +197,38 @@ class WorkerPoolUDPTests(TestCase):
         self.assertTrue(bindable(p3a))
 
     @defer.inlineCallbacks
+    def test_hungWorkerIsKilledAndReplaced(self):
+        """A worker that stops answering (SIGSTOP) is killed after
+        request_timeout; the caller gets an NGError, not a hang."""
+        self.pool.request_timeout = 1.0
+        pids = yield self.pool.whenReady()
+        yield self.call("call-1")
+        yield self.call("call-2")
+        os.kill(pids[1], signal.SIGSTOP)
+        try:
+            yield self.pool.stats("call-2")
+        except WorkerUnavailable as e:
+            self.assertEqual(e.reason, E_INTERNAL)
+            self.assertEqual(e.detail, "media worker 1 did not answer Stats in 1.0s")
+        else:
+            self.fail("stats of a call on a stopped worker did not fail")
+        yield self.lost_d
+        self.assertEqual(self.lost, [(["call-2"], "media worker 1 (pid %d) killed by signal 9" % pids[1])])
+        new_pid = yield self.pool.whenReady(1)
+        self.assertNotEqual(new_pid, pids[1])
+        stats = yield self.pool.stats()
+        self.assertEqual(sorted(stats), ["call-1"])
+
+    @defer.inlineCallbacks
     def test_stopServiceEndsWorkers(self):
+        """Workers exit on their own when the pool closes their pipe."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         pids = yield self.pool.whenReady()
         yield self.pool.stopService()
+        ends = sorted(
+            (e["worker"], e["pid"], e["how"]) for e in events if "how" in e and "worker" in e
+        )
+        self.assertEqual(ends, [(0, pids[0], "exited normally"), (1, pids[1], "exited normally")])
         for pid in pids:
             # the processes are reaped: signalling them fails
             self.assertRaises(ProcessLookupError, os.kill, pid, 0)
