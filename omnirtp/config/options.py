@@ -1,0 +1,249 @@
+"""The option table: every option rtpengine 10.5 accepts, as data.
+
+Facts only (name, short letter, value kind, default, whether omnirtp acts on
+it); the one-line help texts are ours.  The list was taken from
+``rtpengine --help`` of Debian's rtpengine 10.5.3.5 and checked against the
+running daemon on loopback (which options take an argument, which are
+repeatable / ``;``-lists in the config file).
+
+Kinds:
+
+``flag``
+    no argument on the command line; ``true``/``false``/``1``/``0`` in a file.
+``int`` / ``float`` / ``str``
+    one value; given again, the last one wins.
+``list``
+    repeatable on the command line; ``;``-separated in a file.  A command
+    line list replaces the file's list.
+
+``implemented`` is False for options that are accepted (so that an
+operator's rtpengine command line and config start unchanged) but that
+omnirtp does not act on yet; each one given is reported once, by name, in
+``Config.unimplemented``.
+"""
+
+from dataclasses import dataclass
+
+FLAG = "flag"
+INT = "int"
+FLOAT = "float"
+STR = "str"
+LIST = "list"
+
+KINDS = (FLAG, INT, FLOAT, STR, LIST)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One daemon option."""
+
+    name: str
+    short: str | None
+    kind: str
+    default: object
+    implemented: bool
+    help: str
+
+    @property
+    def attr(self):
+        """The ``Config`` attribute name: ``port-min`` -> ``port_min``."""
+        return self.name.replace("-", "_")
+
+
+def _o(name, short, kind, default, implemented, help):
+    if kind not in KINDS:
+        raise ValueError("bad kind {!r} for option {}".format(kind, name))
+    if kind == LIST and default is None:
+        default = ()
+    if kind == FLAG and default is None:
+        default = False
+    return Option(name, short, kind, default, implemented, help)
+
+
+Y = True   # implemented
+N = False  # accepted, not implemented yet
+
+_LOG_SUBSYSTEMS = (
+    "core", "spandsp", "ffmpeg", "transcoding", "codec", "rtcp", "ice",
+    "crypto", "srtp", "internals", "http", "control", "dtx",
+)
+
+OPTIONS = (
+    # -- configuration itself
+    _o("config-file", None, STR, None, Y,
+       "ini file to read; 'none' reads no file"),
+    _o("config-section", None, STR, "rtpengine", Y,
+       "section of the config file to read"),
+    # -- logging
+    _o("log-level", "L", INT, 6, Y, "syslog-style level 0-7"),
+) + tuple(
+    _o("log-level-" + s, None, INT, None, N, "log level of the " + s + " subsystem")
+    for s in _LOG_SUBSYSTEMS
+) + (
+    _o("log-facility", None, STR, "daemon", N, "syslog facility"),
+    _o("log-facility-cdr", None, STR, None, N, "syslog facility for call records"),
+    _o("log-facility-rtcp", None, STR, None, N, "syslog facility for RTCP"),
+    _o("log-facility-dtmf", None, STR, None, N, "syslog facility for DTMF events"),
+    _o("log-stderr", "E", FLAG, False, Y,
+       "accepted; omnirtp logs where twistd's logger points"),
+    _o("split-logs", None, FLAG, False, N, "split multi-line log records"),
+    _o("max-log-line-length", None, INT, None, N, "wrap log lines longer than this"),
+    _o("no-log-timestamps", None, FLAG, False, N, "leave timestamps out of stderr logs"),
+    _o("log-mark-prefix", None, STR, None, N, "text before sensitive log values"),
+    _o("log-mark-suffix", None, STR, None, N, "text after sensitive log values"),
+    _o("log-format", None, STR, "default", N, "log line prefix style"),
+    _o("log-srtp-keys", None, FLAG, False, N, "write SRTP keys to the log"),
+    # -- process
+    _o("pidfile", "p", STR, None, N,
+       "pid file; with twistd use twistd's own --pidfile before 'omnirtp'"),
+    _o("foreground", "f", FLAG, False, Y,
+       "accepted; 'twistd -n' is what keeps omnirtp in the foreground"),
+    _o("thread-stack", None, INT, None, N, "thread stack size in kB"),
+    _o("num-threads", None, INT, 0, Y,
+       "media worker processes; 0 relays in the control process"),
+    _o("media-num-threads", None, INT, None, N, "media player threads"),
+    _o("http-threads", None, INT, None, N, "HTTP worker threads"),
+    _o("scheduling", None, STR, None, N, "thread scheduling policy"),
+    _o("priority", None, INT, None, N, "thread scheduling priority"),
+    _o("idle-scheduling", None, STR, None, N, "idle thread scheduling policy"),
+    _o("idle-priority", None, INT, None, N, "idle thread scheduling priority"),
+    _o("poller-per-thread", None, FLAG, False, N, "one poller per thread"),
+    _o("socket-cpu-affinity", None, INT, None, N, "CPU affinity of media sockets"),
+    # -- kernel forwarding
+    _o("table", "t", INT, -1, Y, "kernel forwarding table; negative = off (omnirtp has none)"),
+    _o("no-fallback", "F", FLAG, False, N, "refuse to start without kernel forwarding"),
+    _o("iptables-chain", None, STR, None, N, "iptables chain for firewall rules"),
+    # -- media interfaces and ports
+    _o("interface", "i", LIST, (), Y, "media address: [NAME/]ADDR[!ADVERTISED]"),
+    _o("save-interface-ports", "S", FLAG, False, N,
+       "bind on the first usable interface of a family only"),
+    _o("port-min", "m", INT, 30000, Y, "lowest media port"),
+    _o("port-max", "M", INT, 40000, Y, "highest media port"),
+    _o("tos", "T", INT, None, Y, "IP TOS byte of media packets (0-255)"),
+    _o("control-tos", None, INT, None, N, "IP TOS byte of ng replies"),
+    # -- control listeners
+    _o("listen-ng", "n", LIST, (), Y, "ng control over UDP: [ADDR:]PORT"),
+    _o("listen-tcp-ng", "N", LIST, (), N, "ng control over TCP: [ADDR:]PORT"),
+    _o("listen-cli", "c", LIST, (), N, "rtpengine-ctl CLI over TCP: [ADDR:]PORT"),
+    _o("listen-http", None, LIST, (), N, "HTTP/WebSocket listener: [ADDR:]PORT"),
+    _o("listen-https", None, LIST, (), N, "HTTPS/WSS listener: [ADDR:]PORT"),
+    _o("listen-tcp", "l", LIST, (), N, "legacy rtpproxy TCP protocol: [ADDR:]PORT"),
+    _o("listen-udp", "u", LIST, (), N, "legacy rtpproxy UDP protocol: [ADDR:]PORT"),
+    _o("https-cert", None, STR, None, N, "PEM certificate for HTTPS"),
+    _o("https-key", None, STR, None, N, "PEM private key for HTTPS"),
+    # -- timers and limits
+    _o("timeout", "o", INT, 60, Y, "seconds without media before a call ends"),
+    _o("silent-timeout", "s", INT, 3600, Y,
+       "seconds without media for held calls"),
+    _o("final-timeout", "a", INT, 0, Y, "maximum call duration in seconds; 0 = none"),
+    _o("offer-timeout", None, INT, 3600, Y,
+       "seconds a call may wait for its answer"),
+    _o("delete-delay", "d", INT, 30, Y, "seconds a deleted call lingers"),
+    _o("max-sessions", None, INT, -1, Y, "most concurrent calls; -1 = no limit"),
+    _o("max-load", None, FLOAT, None, N, "refuse calls above this load average"),
+    _o("max-cpu", None, FLOAT, None, N, "refuse calls above this CPU percentage"),
+    _o("max-bandwidth", None, INT, None, N, "refuse calls above this many bytes/s"),
+    # -- redis
+    _o("redis", "r", STR, None, N, "redis to restore calls from: [PW@]HOST:PORT/DB"),
+    _o("redis-write", "w", STR, None, N, "redis to write calls to: [PW@]HOST:PORT/DB"),
+    _o("subscribe-keyspace", "k", LIST, (), N, "redis keyspaces to follow"),
+    _o("redis-num-threads", None, INT, None, N, "redis restore threads"),
+    _o("redis-expires", None, INT, 86400, N, "expiry of redis keys in seconds"),
+    _o("no-redis-required", "q", FLAG, False, N, "start without redis"),
+    _o("redis-allowed-errors", None, INT, -1, N, "redis errors before backing off"),
+    _o("redis-disable-time", None, INT, 10, N, "seconds redis stays off after errors"),
+    _o("redis-cmd-timeout", None, INT, 0, N, "redis command timeout in ms"),
+    _o("redis-connect-timeout", None, INT, 1000, N, "redis connect timeout in ms"),
+    _o("redis-delete-async", "y", INT, None, N, "delete from redis asynchronously"),
+    _o("redis-delete-async-interval", None, INT, None, N,
+       "seconds between asynchronous redis deletes"),
+    _o("active-switchover", None, FLAG, False, N,
+       "treat call activity as the active/standby signal"),
+    # -- callbacks, stats and capture
+    _o("b2b-url", "b", STR, None, N, "XMLRPC URL called on timeouts"),
+    _o("xmlrpc-format", "x", INT, None, N, "XMLRPC timeout request format"),
+    _o("graphite", "g", STR, None, N, "graphite server HOST:PORT"),
+    _o("graphite-interval", "G", INT, None, N, "seconds between graphite reports"),
+    _o("graphite-prefix", None, STR, None, N, "prefix of graphite lines"),
+    _o("graphite-timeout", None, INT, None, N, "graphite socket timeout in seconds"),
+    _o("homer", None, STR, None, N, "HEP capture server HOST:PORT"),
+    _o("homer-protocol", None, STR, None, N, "HEP transport: udp or tcp"),
+    _o("homer-id", None, INT, None, N, "HEP capture id"),
+    _o("dtmf-log-dest", None, STR, None, N, "UDP destination for DTMF events"),
+    _o("dtmf-log-ng-tcp", None, FLAG, False, N, "send DTMF events over TCP ng"),
+    _o("dtmf-no-suppress", None, FLAG, False, N, "keep audio during DTMF events"),
+    _o("dtmf-digit-delay", None, INT, None, N, "milliseconds between DTMF digits for triggers"),
+    _o("mos", None, STR, None, N, "MOS formula: CQ or LQ"),
+    # -- recording
+    _o("recording-dir", None, STR, None, N, "spool directory; unset = no recording"),
+    _o("recording-method", None, STR, "pcap", N, "recording method: pcap or proc"),
+    _o("recording-format", None, STR, "raw", Y, "pcap link type: raw or eth"),
+    # -- media handling
+    _o("endpoint-learning", None, STR, "heuristic", Y,
+       "source learning: delayed, immediate, off or heuristic"),
+    _o("sip-source", None, FLAG, False, N, "prefer the SIP source address to the SDP's"),
+    _o("dtls-passive", None, FLAG, False, N, "prefer the passive DTLS role"),
+    _o("reject-invalid-sdp", None, FLAG, False, N, "refuse sloppy SDP"),
+    _o("jitter-buffer", None, INT, None, N, "jitter buffer size"),
+    _o("jb-clock-drift", None, FLAG, False, N, "jitter buffer follows source clock drift"),
+    _o("debug-srtp", None, FLAG, False, N, "log SRTP internals"),
+    _o("dtls-rsa-key-size", None, INT, 2048, N, "RSA key size of the DTLS certificate"),
+    _o("dtls-cert-cipher", None, STR, None, N, "DTLS certificate key type"),
+    _o("dtls-mtu", None, INT, 1200, N, "DTLS MTU"),
+    _o("dtls-ciphers", None, STR, None, N, "DTLS cipher list"),
+    _o("dtls-signature", None, STR, None, N, "DTLS fingerprint hash"),
+    _o("software-id", None, STR, None, N, "software name shown to peers"),
+    _o("dtx-delay", None, INT, None, N, "milliseconds before DTX handling starts"),
+    _o("max-dtx", None, INT, None, N, "longest DTX handling"),
+    _o("dtx-buffer", None, INT, None, N, "packets held in the DTX buffer"),
+    _o("dtx-lag", None, INT, None, N, "milliseconds held in the DTX buffer"),
+    _o("dtx-shift", None, INT, None, N, "milliseconds the DTX buffer shifts after a glitch"),
+    _o("dtx-cn-params", None, LIST, (), N, "comfort noise parameters for DTX"),
+    _o("amr-dtx", None, STR, None, N, "AMR DTX mechanism: native or CN"),
+    _o("silence-detect", None, FLOAT, None, N, "silence threshold in percent"),
+    _o("cn-payload", None, LIST, (), N, "comfort noise parameters"),
+    _o("codecs", None, FLAG, False, N, "list supported codecs and exit"),
+    # -- media files from MySQL
+    _o("mysql-host", None, STR, None, N, "MySQL host"),
+    _o("mysql-port", None, INT, None, N, "MySQL port"),
+    _o("mysql-user", None, STR, None, N, "MySQL user"),
+    _o("mysql-pass", None, STR, None, N, "MySQL password"),
+    _o("mysql-query", None, STR, None, N, "MySQL query for media files"),
+    # -- MQTT
+    _o("mqtt-host", None, STR, None, N, "MQTT broker"),
+    _o("mqtt-port", None, INT, None, N, "MQTT port"),
+    _o("mqtt-id", None, STR, None, N, "MQTT client id"),
+    _o("mqtt-keepalive", None, INT, None, N, "MQTT keepalive seconds"),
+    _o("mqtt-user", None, STR, None, N, "MQTT user"),
+    _o("mqtt-pass", None, STR, None, N, "MQTT password"),
+    _o("mqtt-cafile", None, STR, None, N, "MQTT CA file"),
+    _o("mqtt-capath", None, STR, None, N, "MQTT CA directory"),
+    _o("mqtt-certfile", None, STR, None, N, "MQTT client certificate"),
+    _o("mqtt-keyfile", None, STR, None, N, "MQTT client key"),
+    _o("mqtt-publish-qos", None, INT, None, N, "MQTT QoS"),
+    _o("mqtt-publish-topic", None, STR, None, N, "MQTT topic"),
+    _o("mqtt-publish-interval", None, INT, None, N, "milliseconds between MQTT reports"),
+    _o("mqtt-publish-scope", None, STR, None, N, "MQTT report scope"),
+    # -- janus
+    _o("janus-secret", None, STR, None, N, "Janus admin secret"),
+)
+
+BY_NAME = {o.name: o for o in OPTIONS}
+BY_SHORT = {o.short: o for o in OPTIONS if o.short}
+
+# Options that only exist on the command line; they are not config-file keys
+# and not Config fields.  (-v/--version and -h/--help are handled by
+# omnirtp.tap.Options itself.)
+COMMAND_LINE_ONLY = frozenset({"config-file", "config-section", "codecs"})
+
+# Our own additions (not rtpengine's).
+CONFIG_TEST = "config-test"
+
+# Config-file keys that are not rtpengine's but that we read, with a
+# warning, as the option they name.  ``interfaces`` is what the seed
+# deployment's rtpengine.conf says; rtpengine itself ignores the key and
+# then refuses to start ("Missing option --interface").
+KEY_ALIASES = {"interfaces": "interface"}
+
+assert len(BY_NAME) == len(OPTIONS), "duplicate option name"
+assert len(BY_SHORT) == len([o for o in OPTIONS if o.short]), "duplicate short letter"
