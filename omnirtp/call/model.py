@@ -93,6 +93,7 @@ class Monologue:
         self.peer = None
         self.protocol = None
         self.rtcp_mux_opts = frozenset()
+        self.had_mid = False
 
     @property
     def tagged(self):

@@ -1,0 +1,387 @@
+"""Offer/answer: from an ng request to monologues, ports, engine and SDP.
+
+``Negotiator.offer`` / ``answer`` take a ``Flags`` and return the rewritten
+SDP.  Port allocation is all-or-nothing per request: whatever a failed
+request bound is released before the error propagates, and a call that the
+request created is removed again.
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from omnirtp.call.model import Interface, Media, Monologue
+from omnirtp.errors import (
+    E_NO_SUCH_TAG, E_SDP_INCOMPLETE, E_SDP_PARSE, E_SDP_REWRITE, E_UNKNOWN_CALL, NGError, SDPError)
+from omnirtp.sdp import model as sdpmodel
+from omnirtp.sdp.rewrite import (
+    ICE_REMOVE, IcePlan, MediaPlan, SessionPlan, host_candidates, rewrite)
+from omnirtp.sdp.codecs import CodecOps
+
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+
+
+class Interfaces:
+    """The logical interfaces: name -> list of local addresses."""
+
+    log = Logger()
+
+    def __init__(self, specs):
+        self.by_name = {}
+        self.order = []
+        for spec in specs:
+            iface = Interface(spec.name, spec.address, spec.advertised)
+            if spec.name not in self.by_name:
+                self.order.append(spec.name)
+            self.by_name.setdefault(spec.name, []).append(iface)
+        if not self.order:
+            raise ValueError("no interface configured")
+        self.default = self.order[0]
+
+    def resolve(self, name):
+        """A known interface name; unknown names fall back to the default."""
+        if name in self.by_name:
+            return name
+        if name:
+            self.log.warn("unknown interface {name!r}, using {default!r}",
+                          name=name, default=self.default)
+        return self.default
+
+    def pick(self, name, family=None):
+        """The address of interface ``name`` to use for ``family`` (IP4/IP6)."""
+        addrs = self.by_name[self.resolve(name)]
+        if family:
+            for iface in addrs:
+                if iface.family == family:
+                    return iface
+        return addrs[0]
+
+    def engine_map(self, port_min, port_max):
+        """``{address: (port_min, port_max)}`` for the media engine."""
+        return {i.address: (port_min, port_max)
+                for addrs in self.by_name.values() for i in addrs}
+
+
+class Negotiator:
+    """Applies offers and answers to the registry's calls."""
+
+    log = Logger()
+
+    def __init__(self, registry, interfaces, endpoint_learning="delayed",
+                 instance_id=None):
+        self.registry = registry
+        self.engine = registry.engine
+        self.interfaces = interfaces
+        self.endpoint_learning = endpoint_learning
+        self.instance_id = instance_id
+
+    # -- entry points ----------------------------------------------------
+
+    def offer(self, flags):
+        return self.registry.run_locked(flags.call_id, self._offer, flags)
+
+    def answer(self, flags):
+        return self.registry.run_locked(flags.call_id, self._answer, flags)
+
+    # -- offer -----------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def _offer(self, flags):
+        sd, infos = self._parse(flags.sdp)
+        if flags.has("loop-protect") and self._looped(sd):
+            return flags.sdp
+        registry = self.registry
+        call = registry.get(flags.call_id)
+        created = call is None
+        if created:
+            call = registry.create(flags.call_id)
+        try:
+            a, b = self._offer_sides(call, flags)
+            result = yield self._negotiate(call, a, b, sd, infos, flags, offer=True)
+        except BaseException:
+            if created:
+                registry.calls.pop(call.call_id, None)
+                registry.managed -= 1
+                yield self.engine.release(call.call_id)
+            raise
+        return result
+
+    def _offer_sides(self, call, flags):
+        now = self.registry.clock.seconds()
+        directions = flags.direction or ()
+        a = call.find(flags.from_tag)
+        if a is None:
+            a = Monologue(flags.from_tag, now, self.interfaces.resolve(
+                directions[0] if directions else None))
+            call.monologues.append(a)
+        b = None
+        if flags.to_tag:
+            b = call.find(flags.to_tag)
+            if b is None and a.peer is not None and not a.peer.tagged:
+                b = a.peer
+                b.tag = flags.to_tag
+        elif a.peer is not None:
+            b = a.peer
+            if flags.via_branch and b.via_branch and b.via_branch != flags.via_branch \
+                    and not b.tagged:
+                b = call.find_branch(flags.via_branch)
+        if b is None:
+            b = Monologue(flags.to_tag or "", now, self.interfaces.resolve(
+                directions[1] if len(directions) > 1 else
+                (directions[0] if directions else a.interface_name)),
+                via_branch=flags.via_branch)
+            call.monologues.append(b)
+        if len(directions) > 1:
+            a.interface_name = self.interfaces.resolve(directions[0])
+            b.interface_name = self.interfaces.resolve(directions[1])
+        a.peer, b.peer = b, a
+        return a, b
+
+    # -- answer ----------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def _answer(self, flags):
+        sd, infos = self._parse(flags.sdp)
+        call = self.registry.get(flags.call_id)
+        if call is None:
+            raise NGError(E_UNKNOWN_CALL)
+        offerer = call.find(flags.from_tag)
+        if offerer is None:
+            raise NGError(E_UNKNOWN_CALL)
+        answerer = call.find(flags.to_tag)
+        if answerer is None and flags.via_branch:
+            answerer = call.find_branch(flags.via_branch)
+        if answerer is None:
+            answerer = offerer.peer
+        if answerer is None:
+            raise NGError(E_NO_SUCH_TAG)
+        if not answerer.tagged:
+            answerer.tag = flags.to_tag
+        elif answerer.tag != flags.to_tag and flags.to_tag not in answerer.aliases:
+            answerer.aliases.append(flags.to_tag)
+        offerer.peer, answerer.peer = answerer, offerer
+        result = yield self._negotiate(call, answerer, offerer, sd, infos, flags, offer=False)
+        call.answered = True
+        return result
+
+    # -- shared ----------------------------------------------------------
+
+    def _parse(self, sdp):
+        try:
+            sd = sdpmodel.SessionDescription.parse(sdp)
+            infos = sdpmodel.inspect(sd)
+        except sdpmodel.SDPIncomplete as e:
+            self.log.info("incomplete SDP: {error}", error=str(e))
+            raise NGError(E_SDP_INCOMPLETE)
+        except SDPError as e:
+            self.log.info("bad SDP: {error}", error=str(e))
+            raise NGError(E_SDP_PARSE)
+        if not infos:
+            raise NGError(E_SDP_REWRITE)
+        return sd, infos
+
+    def _looped(self, sd):
+        return self.instance_id is not None and sd.loop_protect_id == self.instance_id
+
+    @defer.inlineCallbacks
+    def _negotiate(self, call, src, dst, sd, infos, flags, offer):
+        """``src`` sent ``sd``; produce the SDP for ``dst``.
+
+        Media of ``src`` learn their endpoints from ``sd``; media of
+        ``dst`` get ports (offer) and are advertised in the output.
+        """
+        now = self.registry.clock.seconds()
+        call.last_signal = now
+        call.deletion_at = None
+        if flags.received_from and not call.created_from:
+            call.created_from = flags.received_from
+        family = self._family(flags)
+        new_medias = []
+        for info in infos:
+            for ml in (src, dst):
+                m = ml.media(info.index)
+                if m is None:
+                    m = Media(info.index, info.type,
+                              self.interfaces.pick(ml.interface_name, family))
+                    ml.medias.append(m)
+                if not info.rejected and not m.has_ports and (offer or ml is src):
+                    new_medias.append(m)
+            self._learn(src.media(info.index), info, flags)
+        yield self._allocate(call, new_medias)
+        if offer:
+            src.rtcp_mux_opts = frozenset(flags.rtcp_mux)
+            if flags.transport_protocol:
+                dst.protocol = flags.transport_protocol
+        elif flags.transport_protocol:
+            dst.protocol = flags.transport_protocol
+        for info in infos:
+            s = src.media(info.index)
+            s.protocol = info.proto
+            d = dst.media(info.index)
+            if info.rejected and not d.has_ports:
+                d.rejected = True
+        yield self.engine.configure(call.call_id, self._sockets(call, flags))
+        plan = self._plan(dst, src, sd, infos, flags, offer)
+        try:
+            out = rewrite(sd, plan)
+        except (SDPError, ValueError) as e:
+            self.log.info("SDP rewrite failed: {error}", error=str(e))
+            raise NGError(E_SDP_REWRITE)
+        return out
+
+    def _family(self, flags):
+        fam = (flags.address_family or "").upper()
+        return fam if fam in ("IP4", "IP6") else None
+
+    def _learn(self, m, info, flags):
+        m.type = info.type
+        m.rejected = info.rejected
+        m.direction = info.direction
+        m.zero_address = info.zero_address
+        m.rtcp_mux = info.rtcp_mux
+        if info.rejected:
+            m.rtp_endpoint = m.rtcp_endpoint = None
+            return
+        rtp, rtcp = info.rtp, info.rtcp
+        addr = None
+        if flags.media_address:
+            addr = flags.media_address
+        elif flags.has("SIP-source-address") and flags.received_from:
+            addr = flags.received_from[1]
+        if addr and rtp:
+            rtp = (addr, rtp[1])
+            rtcp = (addr, rtcp[1]) if rtcp else None
+        if info.zero_address:
+            rtp = rtcp = None
+        m.rtp_endpoint = rtp
+        m.rtcp_endpoint = rtp if info.rtcp_mux else rtcp
+
+    @defer.inlineCallbacks
+    def _allocate(self, call, medias):
+        """Bind ports for ``medias``, all or nothing."""
+        by_address = {}
+        for m in medias:
+            by_address.setdefault(m.interface.address, []).append(m)
+        taken = []
+        try:
+            for address, group in by_address.items():
+                ports = yield self.engine.allocate(call.call_id, address, len(group))
+                for m, port in zip(group, ports):
+                    m.rtp_port = port
+                    taken.append(m)
+        except BaseException:
+            keys = [m.rtp_key for m in taken]
+            for m in taken:
+                m.rtp_port = None
+            if keys:
+                yield self.engine.release(call.call_id, keys)
+            raise
+
+    def _sockets(self, call, flags):
+        """The engine configuration for every port pair of the call."""
+        learning = flags.endpoint_learning or self.endpoint_learning
+        strict = flags.has("strict-source")
+        handover = flags.has("media-handover")
+        asymmetric = flags.has("asymmetric")
+        sockets = []
+        for ml in call.monologues:
+            peer = ml.peer
+            for m in ml.port_medias():
+                pm = peer.media(m.index) if peer is not None else None
+                linked = pm is not None and pm.has_ports
+                common = {"learning": learning, "strict": strict, "handover": handover,
+                          "asymmetric": asymmetric, "reset": True}
+                sockets.append(dict(common, local=m.rtp_key,
+                                    peer=pm.rtp_key if linked else None,
+                                    endpoint=m.rtp_endpoint))
+                sockets.append(dict(common, local=m.rtcp_key,
+                                    peer=pm.rtcp_key if linked else None,
+                                    endpoint=m.rtcp_endpoint))
+        return sockets
+
+    def _plan(self, dst, src, sd, infos, flags, offer):
+        """The rewrite plan for the SDP ``dst`` will receive."""
+        iface = None
+        media_plans = []
+        ice_mode = self._ice_mode(flags, infos)
+        codecs = CodecOps(strip=flags.codec_strip, mask=flags.codec_mask,
+                          offer=flags.codec_offer, except_=flags.codec_except)
+        for info, section in zip(infos, sd.media):
+            d = dst.media(info.index)
+            iface = iface or d.interface
+            if info.rejected or not d.has_ports:
+                media_plans.append(MediaPlan(port=0))
+                continue
+            mux = self._mux_out(info, flags, offer, d, dst.rtcp_mux_opts)
+            rtcp_port = None if flags.has("no-rtcp-attribute") else (
+                d.rtp_port if mux == "only" else d.rtp_port + 1)
+            direction = info.direction or "sendrecv"
+            if info.zero_address and not info.direction:
+                direction = "sendonly"
+            ice = ICE_REMOVE
+            if ice_mode == "force":
+                ice = self._ice_plan(d, mux == "only")
+            ptime = section.attribute("ptime")
+            media_plans.append(MediaPlan(
+                port=d.rtp_port,
+                rtcp_port=rtcp_port,
+                full_rtcp_attribute=flags.has("full-rtcp-attribute"),
+                rtcp_mux=bool(mux),
+                protocol=dst.protocol if dst.protocol else None,
+                direction=None if flags.has("original-sendrecv") else direction,
+                ice=ice,
+                codecs=codecs,
+                ptime=int(ptime) if ptime and ptime.isdigit() else None,
+                keep_mid=offer or dst.had_mid,
+                keep_zero_address=not info.ice,
+            ))
+            if offer:
+                src.had_mid = section.has_attribute("mid")
+        iface = iface or self.interfaces.pick(dst.interface_name)
+        return SessionPlan(
+            family=iface.family,
+            address=iface.advertised,
+            media=media_plans,
+            replace_origin="origin" in flags.replace,
+            loop_protect=self.instance_id if flags.has("loop-protect") else None,
+            keep_zero_address=not any(i.ice for i in infos),
+        )
+
+    def _ice_mode(self, flags, infos):
+        mode = (flags.ice or "default").lower()
+        if mode == "force":
+            return "force"
+        if mode in ("default", "optional") and any(i.ice for i in infos):
+            return "force"
+        return "remove"
+
+    def _ice_plan(self, m, mux_only):
+        cands = host_candidates(
+            m.ice_foundation, m.interface.advertised, m.rtp_port,
+            None if mux_only else m.rtp_port + 1)
+        return IcePlan(ufrag=m.ice_ufrag, pwd=m.ice_pwd, candidates=cands)
+
+    def _mux_out(self, info, flags, offer, d, offered_opts):
+        """rtcp-mux towards ``d``'s party: None, "both" or "only".
+
+        ``offered_opts`` are the rtcp-mux options of the offer ``d``'s party
+        made (relevant when answering it: ``demux`` still accepts mux back).
+        """
+        opts = flags.rtcp_mux
+        if "reject" in opts:
+            return None
+        if offer:
+            if "require" in opts:
+                return "only"
+            if "demux" in opts:
+                return None
+            if "offer" in opts or info.rtcp_mux:
+                return "both"
+            return None
+        # answer: d offered; confirm mux if d asked for it and src took it
+        back = offered_opts | opts
+        if d.rtcp_mux and (info.rtcp_mux or "demux" in back or "accept" in back
+                           or "require" in back):
+            return "only"
+        if "require" in opts:
+            return "only"
+        return None

@@ -1,0 +1,291 @@
+"""ng commands: ``Dispatcher(request, addr)`` -> reply dict (or Deferred).
+
+One method per command.  Failures raise ``NGError`` with rtpengine's text;
+``omnirtp.control.ng`` turns them into ``result: error`` replies.
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from omnirtp.call.registry import REASON_FORCED, REASON_TERMINATED
+from omnirtp.control.flags import Flags
+from omnirtp.errors import (
+    E_INVALID_LIMIT, E_NO_CALL_ID, E_NO_FROM_TAG, E_NO_SDP, E_NO_TO_TAG,
+    E_NOT_FOUND, E_UNKNOWN_CALL, E_UNKNOWN_COMMAND, NGError)
+
+LIST_DEFAULT_LIMIT = 32
+COMMANDS = ("ping", "offer", "answer", "delete", "query", "list", "statistics")
+
+
+def _family(addr):
+    return "IPv6" if ":" in addr else "IPv4"
+
+
+def _endpoint(ep):
+    if not ep:
+        return {}
+    return {"family": _family(ep[0]), "address": ep[0], "port": ep[1]}
+
+
+class Dispatcher:
+    """Maps ``command`` to a method; counts what it served."""
+
+    log = Logger()
+
+    def __init__(self, registry, negotiator, delete_delay=30):
+        self.registry = registry
+        self.negotiator = negotiator
+        self.engine = registry.engine
+        self.delete_delay = delete_delay
+        self.counts = dict.fromkeys(COMMANDS, 0)
+        self.counts["errors"] = 0
+
+    def __call__(self, request, addr=None):
+        d = defer.maybeDeferred(self._dispatch, request)
+        d.addErrback(self._count_error)
+        return d
+
+    def _dispatch(self, request):
+        command = request.get("command")
+        handler = getattr(self, "cmd_" + str(command).replace(" ", "_"), None) \
+            if command in COMMANDS else None
+        if handler is None:
+            raise NGError(E_UNKNOWN_COMMAND)
+        self.counts[command] += 1
+        return handler(Flags.from_request(request))
+
+    def _count_error(self, failure):
+        self.counts["errors"] += 1
+        return failure
+
+    # -- commands ----------------------------------------------------------
+
+    def cmd_ping(self, flags):
+        return {"result": "pong"}
+
+    def _require(self, flags, to_tag=False):
+        if flags.sdp is None:
+            raise NGError(E_NO_SDP)
+        if not flags.call_id:
+            raise NGError(E_NO_CALL_ID)
+        if not flags.from_tag:
+            raise NGError(E_NO_FROM_TAG)
+        if to_tag and not flags.to_tag:
+            raise NGError(E_NO_TO_TAG)
+
+    @defer.inlineCallbacks
+    def cmd_offer(self, flags):
+        self._require(flags)
+        sdp = yield self.negotiator.offer(flags)
+        return {"result": "ok", "sdp": sdp}
+
+    @defer.inlineCallbacks
+    def cmd_answer(self, flags):
+        self._require(flags, to_tag=True)
+        sdp = yield self.negotiator.answer(flags)
+        return {"result": "ok", "sdp": sdp}
+
+    @defer.inlineCallbacks
+    def cmd_delete(self, flags):
+        if not flags.call_id:
+            raise NGError(E_NO_CALL_ID)
+        registry = self.registry
+        call = registry.get(flags.call_id)
+        targets = self._delete_targets(call, flags) if call is not None else None
+        if targets is None:
+            if flags.has("fatal"):
+                raise NGError(E_NOT_FOUND)
+            return {"result": "ok", "warning": E_NOT_FOUND}
+        reply = {"result": "ok"}
+        if not flags.has("fast"):
+            stats = yield self.engine.stats(call.call_id)
+            reply.update(self.call_tree(call, stats.get(call.call_id, {})))
+        delay = flags.delete_delay
+        if delay is None or delay < 0:
+            delay = self.delete_delay
+        if targets == "all":
+            if delay > 0:
+                registry.schedule_deletion(call, delay)
+            else:
+                stats = yield self.engine.stats(call.call_id)
+                registry.account(call, stats.get(call.call_id, {}))
+                yield registry.destroy(call, REASON_TERMINATED)
+        else:
+            keys = [m.rtp_key for ml in targets for m in ml.port_medias()]
+            for ml in targets:
+                call.monologues.remove(ml)
+            yield self.engine.release(call.call_id, keys)
+        return reply
+
+    def _delete_targets(self, call, flags):
+        """"all", a list of monologues to remove, or None (no match)."""
+        if not flags.from_tag and not flags.via_branch:
+            return "all"
+        ml = None
+        honour_to = flags.has("to-tag") and flags.to_tag
+        if flags.via_branch and not honour_to:
+            ml = call.find_branch(flags.via_branch)
+        if ml is None:
+            ml = call.find(flags.to_tag if honour_to else flags.from_tag)
+        if ml is None:
+            if honour_to:
+                other = call.find(flags.from_tag)
+                if other is not None and other.peer is not None and not other.peer.tagged:
+                    return "all"
+            if not flags.from_tag:
+                return None
+            return None
+        gone = {ml}
+        for other in call.monologues:
+            if other.peer is ml:
+                gone.add(other)
+        remaining = [m for m in call.monologues if m not in gone]
+        if not any(m.peer in remaining for m in remaining):
+            return "all"
+        for m in remaining:
+            if m.peer in gone:
+                m.peer = next((r for r in remaining if r.peer is m), None)
+        return list(gone)
+
+    @defer.inlineCallbacks
+    def cmd_query(self, flags):
+        if not flags.call_id:
+            raise NGError(E_NO_CALL_ID)
+        call = self.registry.get(flags.call_id)
+        if call is None:
+            raise NGError(E_UNKNOWN_CALL)
+        stats = yield self.engine.stats(call.call_id)
+        reply = {"result": "ok"}
+        reply.update(self.call_tree(call, stats.get(call.call_id, {})))
+        return reply
+
+    def cmd_list(self, flags):
+        limit = LIST_DEFAULT_LIMIT if flags.limit is None else flags.limit
+        if limit < 0:
+            raise NGError(E_INVALID_LIMIT)
+        return {"calls": list(self.registry.calls)[:limit], "result": "ok"}
+
+    @defer.inlineCallbacks
+    def cmd_statistics(self, flags):
+        totals = yield self.engine.totals()
+        return {"statistics": self.statistics(totals), "result": "ok"}
+
+    # -- reply builders ----------------------------------------------------
+
+    def call_tree(self, call, stats):
+        """query/delete statistics of one call (ng-spec §2.6)."""
+        totals = {"RTP": {"packets": 0, "bytes": 0, "errors": 0},
+                  "RTCP": {"packets": 0, "bytes": 0, "errors": 0}}
+        tags = {}
+        untagged = 0
+        for ml in call.monologues:
+            medias = []
+            for m in ml.medias:
+                streams = []
+                if m.has_ports:
+                    for kind, key, adv in (("RTP", m.rtp_key, m.rtp_endpoint),
+                                           ("RTCP", m.rtcp_key, m.rtcp_endpoint)):
+                        c = stats.get(key) or {"packets": 0, "bytes": 0, "errors": 0,
+                                               "last_packet": call.last_signal,
+                                               "endpoint": None, "confirmed": False}
+                        sflags = [kind]
+                        if kind == "RTCP" and m.rtcp_mux:
+                            sflags.append("fallback RTCP")
+                        if c.get("endpoint"):
+                            sflags.append("filled")
+                        if c.get("confirmed"):
+                            sflags.append("confirmed")
+                        streams.append({
+                            "local port": key[1],
+                            "local address": key[0],
+                            "family": _family(key[0]),
+                            "endpoint": _endpoint(c.get("endpoint") or adv),
+                            "advertised endpoint": _endpoint(adv),
+                            "last packet": int(c["last_packet"]),
+                            "flags": sflags,
+                            "stats": {"packets": c["packets"], "bytes": c["bytes"],
+                                      "errors": c["errors"]},
+                        })
+                        t = totals[kind]
+                        t["packets"] += c["packets"]
+                        t["bytes"] += c["bytes"]
+                        t["errors"] += c["errors"]
+                mflags = []
+                if m.has_ports:
+                    mflags.append("initialized")
+                if m.rtcp_mux:
+                    mflags.append("rtcp-mux")
+                medias.append({"index": m.index, "type": m.type,
+                               "protocol": m.protocol or "", "flags": mflags,
+                               "streams": streams})
+            entry = {"tag": ml.tag or "", "created": int(ml.created)}
+            if ml.via_branch:
+                entry["via-branch"] = ml.via_branch
+            if ml.aliases:
+                entry["tag-aliases"] = list(ml.aliases)
+            if ml.peer is not None:
+                entry["in dialogue with"] = ml.peer.tag or ""
+            entry["medias"] = medias
+            if ml.tag:
+                key = ml.tag
+            else:
+                key = "<untagged %d>" % untagged
+                untagged += 1
+            tags[key] = entry
+        return {
+            "created": int(call.created),
+            "created_us": int((call.created % 1) * 1000000),
+            "last signal": int(call.last_signal),
+            "tags": tags,
+            "totals": totals,
+        }
+
+    def statistics(self, engine_totals):
+        r = self.registry
+        closed = r.closed
+        own = len(r.calls)
+        ended = sum(closed.values())
+        return {
+            "currentstatistics": {
+                "sessionsown": own, "sessionsforeign": 0, "sessionstotal": own,
+                "transcodedmedia": 0,
+                "packetrate": 0, "byterate": 0, "errorrate": 0,
+            },
+            "totalstatistics": {
+                "uptime": int(r.clock.seconds() - r.started),
+                "managedsessions": r.managed,
+                "rejectedsessions": r.rejected,
+                "timeoutsessions": closed["timeout"],
+                "silenttimeoutsessions": closed["silent_timeout"],
+                "finaltimeoutsessions": closed["final_timeout"],
+                "offertimeoutsessions": closed["offer_timeout"],
+                "regularterminatedsessions": closed["terminated"],
+                "forcedterminatedsessions": closed["force_terminated"],
+                "lostsessions": closed["worker_lost"],
+                "relayedpackets": engine_totals.get("packets", 0),
+                "relayedpacketerrors": engine_totals.get("errors", 0),
+                "relayedbytes": engine_totals.get("bytes", 0),
+                "junkpackets": engine_totals.get("junk", 0),
+                "avgcallduration": "%.6f" % (r.call_durations / ended if ended else 0.0),
+                "totalcallsduration": "%.6f" % r.call_durations,
+            },
+            "controlstatistics": {
+                "offercount": self.counts["offer"],
+                "answercount": self.counts["answer"],
+                "deletecount": self.counts["delete"],
+                "querycount": self.counts["query"],
+                "listcount": self.counts["list"],
+                "pingcount": self.counts["ping"],
+                "statisticscount": self.counts["statistics"],
+                "errorcount": self.counts["errors"],
+            },
+            "ports": {"used": engine_totals.get("ports_used", 0),
+                      "free": engine_totals.get("ports_free", 0)},
+        }
+
+    def terminate(self, call_id):
+        """CLI-style forced teardown."""
+        call = self.registry.get(call_id)
+        if call is None:
+            return defer.succeed(False)
+        return self.registry.destroy(call, REASON_FORCED).addCallback(lambda _: True)

@@ -1,0 +1,116 @@
+"""Compose the daemon: media engine, call registry, ng listeners.
+
+``makeService(config, reactor=None)`` is the one place that resolves the
+global reactor; everything below takes it as an argument.
+"""
+
+import uuid
+
+from twisted.application import service
+from twisted.logger import Logger
+
+from omnirtp.call.negotiate import Interfaces, Negotiator
+from omnirtp.call.registry import CallRegistry, Timeouts
+from omnirtp.control.commands import Dispatcher
+
+
+class _RegistryService(service.Service):
+    """Starts and stops the registry's timeout sweeper with the daemon."""
+
+    log = Logger()
+
+    def __init__(self, registry, unimplemented=(), log_level=None):
+        self.registry = registry
+        self.unimplemented = unimplemented
+        self.log_level = log_level
+
+    def startService(self):
+        service.Service.startService(self)
+        if self.log_level is not None:
+            from omnirtp.logging import install_level
+            install_level(self.log_level)
+        for name in self.unimplemented:
+            self.log.warn("option {option} is accepted but not implemented yet",
+                          option=name)
+        self.registry.start()
+
+    def stopService(self):
+        self.registry.stop()
+        return service.Service.stopService(self)
+
+
+class _NGService(service.Service):
+    """Binds the ng listeners on start, closes them on stop."""
+
+    def __init__(self, reactor, addresses, protocol_factory):
+        self.reactor = reactor
+        self.addresses = addresses
+        self.protocol_factory = protocol_factory
+        self.ports = []
+
+    def startService(self):
+        from omnirtp.control import ng
+        service.Service.startService(self)
+        for host, port in self.addresses:
+            self.ports.append(ng.listen_ng(self.reactor, host, port, self.protocol_factory()))
+
+    def stopService(self):
+        service.Service.stopService(self)
+        ports, self.ports = self.ports, []
+        for p in ports:
+            p.stopListening()
+
+
+class _EngineService(service.Service):
+    """Closes the embedded engine's sockets on shutdown."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def stopService(self):
+        service.Service.stopService(self)
+        self.engine.close()
+
+
+def build_engine(config, reactor, interfaces):
+    """The media engine: embedded for num-threads 0, else a worker pool."""
+    addresses = interfaces.engine_map(config.port_min, config.port_max)
+    if config.num_threads and config.num_threads > 0:
+        from omnirtp.media.pool import WorkerPool
+        pool = WorkerPool(reactor, addresses, config.num_threads)
+        return pool, pool
+    from omnirtp.media.engine import EmbeddedEngine
+    engine = EmbeddedEngine(reactor, addresses)
+    return engine, _EngineService(engine)
+
+
+def build(config, reactor, log_level=None):
+    """The parts of a daemon, for makeService and for tests."""
+    from omnirtp.control.ng import NGProtocol
+    interfaces = Interfaces(config.interfaces)
+    engine, engine_service = build_engine(config, reactor, interfaces)
+    registry = CallRegistry(
+        engine, reactor,
+        Timeouts(config.timeout, config.silent_timeout, config.offer_timeout,
+                 config.final_timeout, config.delete_delay),
+        max_sessions=config.max_sessions)
+    negotiator = Negotiator(registry, interfaces,
+                            endpoint_learning=config.endpoint_learning,
+                            instance_id=uuid.uuid4().hex[:12])
+    dispatcher = Dispatcher(registry, negotiator, delete_delay=config.delete_delay)
+    top = service.MultiService()
+    engine_service.setServiceParent(top)
+    _RegistryService(registry, getattr(config, "unimplemented", ()),
+                     log_level).setServiceParent(top)
+    _NGService(reactor, config.listen_ng,
+               lambda: NGProtocol(dispatcher, reactor)).setServiceParent(top)
+    top.registry = registry
+    top.dispatcher = dispatcher
+    top.engine = engine
+    return top
+
+
+def makeService(config, reactor=None):
+    if reactor is None:
+        from twisted.internet import reactor
+    return build(config, reactor, log_level=config.log_level)

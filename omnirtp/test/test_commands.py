@@ -1,0 +1,231 @@
+"""ng commands through the Dispatcher, on a Clock and an in-memory engine."""
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from omnirtp.call.negotiate import Interfaces, Negotiator
+from omnirtp.call.registry import CallRegistry, Timeouts
+from omnirtp.config.model import InterfaceSpec
+from omnirtp.control.commands import Dispatcher
+from omnirtp.errors import LoadLimit, NGError
+from omnirtp.sdp.model import SessionDescription, inspect
+from omnirtp.test.test_registry import CountingEngine
+
+OFFER = (
+    "v=0\r\n"
+    "o=alice 2890844526 2890844526 IN IP4 192.0.2.10\r\n"
+    "s=-\r\n"
+    "c=IN IP4 192.0.2.10\r\n"
+    "t=0 0\r\n"
+    "m=audio 49170 RTP/AVP 0 8 101\r\n"
+    "a=rtpmap:101 telephone-event/8000\r\n"
+    "a=fmtp:101 0-16\r\n"
+    "a=ptime:20\r\n"
+)
+
+ANSWER = (
+    "v=0\r\n"
+    "o=bob 2808844564 2808844564 IN IP4 198.51.100.20\r\n"
+    "s=-\r\n"
+    "c=IN IP4 198.51.100.20\r\n"
+    "t=0 0\r\n"
+    "m=audio 3456 RTP/AVP 0 101\r\n"
+    "a=rtpmap:101 telephone-event/8000\r\n"
+)
+
+
+def media_port(sdp, index=0):
+    return inspect(SessionDescription.parse(sdp))[index].rtp
+
+
+class DispatcherTests(SynchronousTestCase):
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1700000000)
+        self.engine = CountingEngine(self.clock, pairs=10)
+        self.registry = CallRegistry(self.engine, self.clock,
+                                     Timeouts(timeout=60, delete_delay=30), max_sessions=-1)
+        interfaces = Interfaces([InterfaceSpec("default", "127.0.0.1", None)])
+        self.negotiator = Negotiator(self.registry, interfaces, instance_id="abc123")
+        self.dispatch = Dispatcher(self.registry, self.negotiator, delete_delay=30)
+
+    def call(self, **request):
+        request = {k.replace("_", "-"): v for k, v in request.items()}
+        return self.successResultOf(self.dispatch(request))
+
+    def fails(self, **request):
+        request = {k.replace("_", "-"): v for k, v in request.items()}
+        return self.failureResultOf(self.dispatch(request), NGError).value
+
+    def offer(self, call_id="c1", from_tag="ft", **kw):
+        return self.call(command="offer", call_id=call_id, from_tag=from_tag,
+                         sdp=kw.pop("sdp", OFFER), **kw)
+
+    def answer(self, call_id="c1", from_tag="ft", to_tag="tt", **kw):
+        return self.call(command="answer", call_id=call_id, from_tag=from_tag,
+                         to_tag=to_tag, sdp=kw.pop("sdp", ANSWER), **kw)
+
+    def test_ping(self):
+        self.assertEqual(self.call(command="ping"), {"result": "pong"})
+
+    def test_unknownCommand(self):
+        self.assertEqual(self.fails(command="bogus").reason, "Unrecognized command")
+
+    def test_offerChecksInRtpengineOrder(self):
+        """sdp, then call-id, then from-tag are required, in that order."""
+        self.assertEqual(self.fails(command="offer").reason, "No SDP body in message")
+        self.assertEqual(self.fails(command="offer", sdp=OFFER).reason,
+                         "No call-id in message")
+        self.assertEqual(self.fails(command="offer", sdp=OFFER, call_id="x").reason,
+                         "No from-tag in message")
+        self.assertEqual(self.fails(command="answer", sdp=OFFER, call_id="x",
+                                    from_tag="f").reason, "No to-tag in message")
+
+    def test_offerRewritesAddressAndPort(self):
+        """The offer towards B carries our address and one of our even ports."""
+        reply = self.offer(replace=["origin"])
+        self.assertEqual(reply["result"], "ok")
+        addr, port = media_port(reply["sdp"])
+        self.assertEqual(addr, "127.0.0.1")
+        self.assertEqual(port % 2, 0)
+        self.assertTrue(30000 <= port < 30020)
+        self.assertIn("o=alice 2890844526 2890844526 IN IP4 127.0.0.1", reply["sdp"])
+        self.assertIn("a=rtcp:%d" % (port + 1), reply["sdp"])
+
+    def test_answerGoesBackThroughOtherPorts(self):
+        """The answer to A names A's own ports, different from B's."""
+        b_port = media_port(self.offer()["sdp"])[1]
+        a_port = media_port(self.answer()["sdp"])[1]
+        self.assertNotEqual(a_port, b_port)
+        a_sock = self.engine.configured[("127.0.0.1", a_port)]
+        b_sock = self.engine.configured[("127.0.0.1", b_port)]
+        self.assertEqual(a_sock["endpoint"], ("192.0.2.10", 49170))
+        self.assertEqual(a_sock["peer"], ("127.0.0.1", b_port))
+        self.assertEqual(b_sock["endpoint"], ("198.51.100.20", 3456))
+        self.assertEqual(b_sock["peer"], ("127.0.0.1", a_port))
+        rtcp = self.engine.configured[("127.0.0.1", b_port + 1)]
+        self.assertEqual(rtcp["endpoint"], ("198.51.100.20", 3457))
+
+    def test_reinviteKeepsPorts(self):
+        """A re-offer with both tags keeps every port, in either direction."""
+        b_port = media_port(self.offer()["sdp"])[1]
+        a_port = media_port(self.answer()["sdp"])[1]
+        again = media_port(self.offer(to_tag="tt")["sdp"])[1]
+        self.assertEqual(again, b_port)
+        # callee re-INVITEs: from-tag is the callee's
+        reverse = media_port(self.offer(from_tag="tt", to_tag="ft", sdp=ANSWER)["sdp"])[1]
+        self.assertEqual(reverse, a_port)
+        self.assertEqual(len(self.engine.held["c1"]), 2)
+
+    def test_repeatedAnswerAndFork(self):
+        """183 then 200 (same or another to-tag) both succeed on the same ports."""
+        self.offer()
+        first = media_port(self.answer()["sdp"])[1]
+        second = media_port(self.answer()["sdp"])[1]
+        forked = media_port(self.answer(to_tag="other")["sdp"])[1]
+        self.assertEqual(first, second)
+        self.assertEqual(first, forked)
+
+    def test_lateOffer(self):
+        """Offer in the 200 OK (tags swapped by Kamailio), answer in the ACK."""
+        reply = self.offer(from_tag="callee", to_tag="caller")
+        self.assertEqual(reply["result"], "ok")
+        reply = self.answer(from_tag="callee", to_tag="caller")
+        self.assertEqual(reply["result"], "ok")
+        self.assertEqual(len(self.registry.calls), 1)
+
+    def test_answerUnknownCall(self):
+        self.assertEqual(self.fails(command="answer", call_id="nope", from_tag="a",
+                                    to_tag="b", sdp=ANSWER).reason, "Unknown call-id")
+
+    def test_portExhaustionLeavesNothing(self):
+        """Ran out of ports: error, no call, every port back in the pool."""
+        self.engine.free = self.engine.free[:1]
+        err = self.fails(command="offer", call_id="c1", from_tag="ft", sdp=OFFER)
+        self.assertEqual(err.reason, "Ran out of ports")
+        self.assertEqual(self.registry.calls, {})
+        self.assertEqual(len(self.engine.free), 1)
+
+    def test_loadLimit(self):
+        """max-sessions refuses new calls but not re-offers of existing ones."""
+        self.registry.max_sessions = 1
+        self.offer()
+        f = self.failureResultOf(self.dispatch(
+            {"command": "offer", "call-id": "c2", "from-tag": "x", "sdp": OFFER,
+             "supports": ["load limit"]}), LoadLimit)
+        self.assertEqual(f.value.reason, "Parallel session limit reached")
+        self.assertEqual(self.offer()["result"], "ok")
+
+    def test_deleteDelayKeepsCallThenRemoves(self):
+        """delete with the default delay marks the call; the sweep removes it."""
+        self.offer()
+        self.answer()
+        reply = self.call(command="delete", call_id="c1", from_tag="ft")
+        self.assertEqual(reply["result"], "ok")
+        self.assertIn("totals", reply)
+        self.assertIn("c1", self.registry.calls)
+        self.clock.advance(31)
+        self.registry.sweep()
+        self.assertNotIn("c1", self.registry.calls)
+        self.assertEqual(len(self.engine.free), 10)
+
+    def test_deleteImmediate(self):
+        self.offer()
+        self.answer()
+        self.call(command="delete", call_id="c1", from_tag="ft", delete_delay=0)
+        self.assertNotIn("c1", self.registry.calls)
+        self.assertEqual(len(self.engine.free), 10)
+
+    def test_deleteUnknown(self):
+        """Unknown call: ok + warning; with the fatal flag an error."""
+        self.assertEqual(self.call(command="delete", call_id="zz"),
+                         {"result": "ok", "warning": "Call-ID not found or tags didn't match"})
+        self.assertEqual(self.fails(command="delete", call_id="zz", flags=["fatal"]).reason,
+                         "Call-ID not found or tags didn't match")
+
+    def test_queryCounters(self):
+        """query shows tags, streams and totals."""
+        self.offer()
+        self.answer()
+        reply = self.call(command="query", call_id="c1")
+        self.assertEqual(sorted(reply["tags"]), ["ft", "tt"])
+        media = reply["tags"]["ft"]["medias"][0]
+        self.assertEqual(media["streams"][0]["endpoint"],
+                         {"family": "IPv4", "address": "192.0.2.10", "port": 49170})
+        self.assertEqual(reply["totals"]["RTP"], {"packets": 0, "bytes": 0, "errors": 0})
+        self.assertEqual(self.fails(command="query", call_id="zz").reason, "Unknown call-id")
+
+    def test_queryUntagged(self):
+        """Before the answer the other side shows as <untagged 0>."""
+        self.offer()
+        reply = self.call(command="query", call_id="c1")
+        self.assertEqual(sorted(reply["tags"]), ["<untagged 0>", "ft"])
+        self.assertEqual(reply["tags"]["<untagged 0>"]["tag"], "")
+
+    def test_list(self):
+        for i in range(3):
+            self.offer(call_id="c%d" % i)
+        self.assertEqual(sorted(self.call(command="list")["calls"]), ["c0", "c1", "c2"])
+        self.assertEqual(len(self.call(command="list", limit="2")["calls"]), 2)
+        self.assertEqual(self.fails(command="list", limit=-1).reason,
+                         "invalid limit, must be >= 0")
+
+    def test_statistics(self):
+        self.offer()
+        stats = self.call(command="statistics")["statistics"]
+        self.assertEqual(stats["currentstatistics"]["sessionstotal"], 1)
+        self.assertEqual(stats["totalstatistics"]["managedsessions"], 1)
+        self.assertEqual(stats["controlstatistics"]["offercount"], 1)
+
+    def test_badSdp(self):
+        self.assertEqual(self.fails(command="offer", call_id="c", from_tag="f",
+                                    sdp="garbage").reason, "Failed to parse SDP")
+        self.assertEqual(self.registry.calls, {})
+
+    def test_loopProtect(self):
+        """An SDP carrying our own a=rtpengine id comes back unchanged."""
+        first = self.offer(flags=["loop-protect"])["sdp"]
+        self.assertIn("a=rtpengine:abc123", first)
+        again = self.offer(call_id="c2", flags=["loop-protect"], sdp=first)["sdp"]
+        self.assertEqual(again, first)
