@@ -24,6 +24,7 @@ within :attr:`WorkerPool.request_timeout` seconds is killed.
 """
 
 import os
+import site
 import sys
 
 from twisted.application import service
@@ -246,12 +247,28 @@ def _fire(waiters, result):
             d.callback(result)
 
 
-def worker_environment(base=None):
-    """The environment for workers: ``base`` with omnirtp importable."""
+def _site_directories():
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    return dirs
+
+
+def worker_environment(base=None, site_dirs=None):
+    """The environment for workers: ``base`` (default ``os.environ``).
+
+    Unless omnirtp is installed in one of ``site_dirs`` (default: the
+    interpreter's site-packages, which a worker searches anyway), the
+    directory it was imported from (a checkout) is put in front of
+    ``PYTHONPATH`` so that ``python -m omnirtp.media.worker`` runs the same
+    code wherever the control process was started from.
+    """
     env = dict(os.environ if base is None else base)
     root = os.path.dirname(os.path.dirname(os.path.abspath(omnirtp.__file__)))
+    dirs = _site_directories() if site_dirs is None else site_dirs
+    known = {os.path.abspath(p) for p in dirs}
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if root not in paths:
+    if root not in known and root not in paths:
         env["PYTHONPATH"] = os.pathsep.join([root] + paths)
     return env
 
@@ -465,6 +482,8 @@ class WorkerPool(service.Service):
         slot = self.slots[index]
         if slot.state == READY:
             return succeed(slot.pid)
+        if not self.running:
+            return fail(WorkerUnavailable("the worker pool is not running"))
         d = Deferred()
         slot.ready_waiters.append(d)
         return d

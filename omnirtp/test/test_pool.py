@@ -495,9 +495,17 @@ class PoolTests(SynchronousTestCase):
         import omnirtp
 
         root = os.path.dirname(os.path.dirname(os.path.abspath(omnirtp.__file__)))
-        env = worker_environment({"PYTHONPATH": "/x", "A": "b"})
+        env = worker_environment({"PYTHONPATH": "/x", "A": "b"}, site_dirs=["/usr/lib/python3/dist-packages"])
         self.assertEqual(env, {"PYTHONPATH": root + os.pathsep + "/x", "A": "b"})
-        self.assertEqual(worker_environment(env), env)
+        self.assertEqual(worker_environment(env, site_dirs=[]), env)
+        # installed in site-packages: left alone
+        self.assertEqual(
+            worker_environment({"A": "b"}, site_dirs=["/usr/lib/python3/dist-packages", root]), {"A": "b"}
+        )
+
+    def test_whenReadyOfAStoppedPool(self):
+        f = self.failureResultOf(self.pool.whenReady(0), WorkerUnavailable)
+        self.assertEqual(f.value.detail, "the worker pool is not running")
 
     def test_routesNewCallsToTheWorkerWithFewestCalls(self):
         self.start()
