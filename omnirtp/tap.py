@@ -63,18 +63,36 @@ class Options(usage.Options):
     longdesc = ("rtpengine-compatible media proxy. Reads rtpengine.conf-style "
                 "files; see etc/omnirtp.conf.")
 
-    # Seams for tests; None means os.environ.
+    # Seams for tests; None means os.environ / sys.stdout / sys.stderr.
     environ = None
     defaultConfigFiles = DEFAULT_FILES
     resolve = staticmethod(resolve_host)
+    stdout = None
+    stderr = None
 
     def __init__(self):
         usage.Options.__init__(self)
         self.cli = {}
         self.config = None
         self.configTest = False
-        self.stdout = None
-        self.stderr = None
+
+    def parseOptions(self, options=None):
+        """Parse; under twistd, a usage error is printed and exits 1.
+
+        twistd 22.4 (Debian 12) prints a usage error and then exits with
+        status 0, which hides a broken configuration from systemd and
+        scripts; 26.10 exits 1.  So, when twistd is the caller
+        (``self.parent`` is its ServerOptions), we print the error ourselves
+        and exit 1 on both.  Called directly, this raises ``UsageError``.
+        """
+        try:
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            self._print("twistd omnirtp: {}".format(e), error=True)
+            self._print("Run 'twistd omnirtp --help' for the options.", error=True)
+            raise SystemExit(1)
 
     def opt_version(self):
         """print omnirtp's version and exit"""

@@ -205,6 +205,29 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(server.subOptions.config.pidfile, "/run/omnirtp.pid")
         self.assertEqual(server.subOptions.config.unimplemented, ("pidfile",))
 
+    def test_usageErrorUnderTwistdExits1(self):
+        """Under twistd, a usage error is printed and exits 1 (twistd 22.4
+        itself would exit 0)."""
+        from twisted.scripts.twistd import ServerOptions
+
+        stderr = io.StringIO()
+        self.patch(tap.Options, "environ", {})
+        self.patch(tap.Options, "defaultConfigFiles", ())
+        self.patch(tap.Options, "stderr", stderr)
+        server = ServerOptions()
+        e = self.assertRaises(SystemExit, server.parseOptions,
+                              ["omnirtp", "--config-file=none", "--interfacez=1"])
+        self.assertEqual(e.code, 1)
+        self.assertEqual(stderr.getvalue(),
+                         "twistd omnirtp: option --interfacez not recognized\n"
+                         "Run 'twistd omnirtp --help' for the options.\n")
+        stderr.truncate(0)
+        stderr.seek(0)
+        e = self.assertRaises(SystemExit, server.parseOptions,
+                              ["omnirtp", "--config-file=none", "-n", "1"])
+        self.assertEqual(stderr.getvalue().splitlines()[0],
+                         "twistd omnirtp: Missing option --interface")
+
     def test_version(self):
         options = Options()
         options.stdout = io.StringIO()
@@ -287,8 +310,12 @@ class TwistdSubprocessTests(SynchronousTestCase):
                          "must be from 1 to 65535")
 
     def test_unknownOption(self):
-        result = self.twistd("omnirtp", "--config-test", "--config-file=none",
-                             "--bogus-option")
-        self.assertNotEqual(result.returncode, 0)
-        self.assertIn("option --bogus-option not recognized",
-                      result.stdout + result.stderr)
+        result = self.twistd("omnirtp", "--config-file=none", "--bogus-option")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("twistd omnirtp: option --bogus-option not recognized",
+                      result.stderr)
+
+    def test_invalidConfigWithoutConfigTest(self):
+        result = self.twistd("omnirtp", "--config-file=none", "-i", "127.0.0.1")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("twistd omnirtp: Missing option --listen-tcp", result.stderr)
