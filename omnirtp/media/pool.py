@@ -195,6 +195,9 @@ class WorkerProcess(ProcessProtocol):
                 event = eventFromJSON(text)
                 level = event.get("log_level") or LogLevel.info
                 text = formatEvent(event)
+                failure = event.get("log_failure")
+                if failure is not None:
+                    text = "%s\n%s" % (text, failure.getTraceback())
             except Exception:
                 pass
         self.log.emit(

@@ -21,6 +21,7 @@ import signal
 import sys
 
 from twisted.internet.defer import maybeDeferred
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
@@ -150,6 +151,26 @@ class WorkerProtocol(amp.AMP):
         return {}
 
 
+def stopper(reactor, engine):
+    """What a worker does when the control process goes away: close the
+    engine's sockets (if it can) and stop the reactor (if not stopping)."""
+    log = Logger(namespace="omnirtp.media.worker")
+
+    def stop():
+        close = getattr(engine, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                log.failure("closing the media engine failed")
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass  # already stopping (SIGTERM), or never started
+
+    return stop
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m omnirtp.media.worker",
@@ -189,17 +210,7 @@ def main(argv=None):
     factory = load_factory(args.engine)
     engine = factory(reactor, interfaces)
 
-    def stop():
-        close = getattr(engine, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception:
-                log.failure("closing the media engine failed")
-        if reactor.running:
-            reactor.stop()
-
-    protocol = WorkerProtocol(engine, reactor, on_close=stop)
+    protocol = WorkerProtocol(engine, reactor, on_close=stopper(reactor, engine))
     StandardIO(protocol, stdin=FD_FROM_CONTROL, stdout=FD_TO_CONTROL, reactor=reactor)
     log.info(
         "worker {index} (pid {pid}) serving {interfaces}",

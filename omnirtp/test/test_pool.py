@@ -46,6 +46,7 @@ from omnirtp.media.worker import (
     log_level,
     main,
     parse_slice,
+    stopper,
 )
 
 IP = "127.0.0.1"
@@ -327,6 +328,30 @@ class WorkerCommandLineTests(SynchronousTestCase):
         self.patch(sys, "stderr", err)
         self.assertEqual(main(["--slice", "127.0.0.1"]), 2)
         self.assertEqual(err.getvalue(), "omnirtp worker: slice must be ADDRESS=MIN-MAX, got '127.0.0.1'\n")
+
+    def test_stopperClosesEngineAndStopsOnce(self):
+        from twisted.internet.error import ReactorNotRunning
+
+        class Reactor:
+            stops = 0
+
+            def stop(self):
+                self.stops += 1
+                if self.stops > 1:
+                    raise ReactorNotRunning()
+
+        class Engine:
+            closed = 0
+
+            def close(self):
+                self.closed += 1
+
+        reactor, engine = Reactor(), Engine()
+        stop = stopper(reactor, engine)
+        stop()
+        stop()  # e.g. SIGTERM already stopped it: no error
+        self.assertEqual((reactor.stops, engine.closed), (2, 2))
+        stopper(reactor, FakeEngine())()  # an engine without close()
 
     def test_logLevel(self):
         self.assertEqual(
@@ -773,6 +798,23 @@ class PoolTests(SynchronousTestCase):
             [(e["log_level"], e["worker"], e["pid"], e["text"]) for e in relayed],
             [(LogLevel.warn, 1, 1001, "bound 4 ports"), (LogLevel.warn, 1, 1001, "Traceback (most recent call last):")],
         )
+
+    def test_workerFailureIsRelayedWithItsTraceback(self):
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.start()
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            failure = Failure()
+        record = eventAsJSON(
+            {"log_format": "oops", "log_level": LogLevel.critical, "log_failure": failure, "log_namespace": "x"}
+        )
+        self.pool.slots[0].process.childDataReceived(2, b"\x1e" + record.encode("utf-8") + b"\n")
+        [relayed] = [e for e in events if e.get("log_format", "").startswith("worker {worker}")]
+        self.assertEqual(relayed["log_level"], LogLevel.critical)
+        self.assertTrue(relayed["text"].startswith("oops\nTraceback"), relayed["text"])
+        self.assertIn("ZeroDivisionError", relayed["text"])
+        self.assertNotIn("log_failure", relayed)
 
     def test_describeExit(self):
         self.assertEqual(describe_exit(Failure(ProcessDone(0))), "exited normally")
