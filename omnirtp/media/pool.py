@@ -164,7 +164,8 @@ class WorkerProcess(ProcessProtocol):
             self.transport.closeChildFD(0)
         except (KeyError, OSError):
             pass
-        self.amp.makeConnection(PipeTransport(self.transport, WorkerAddress(self.slot.index, self.pid)))
+        address = WorkerAddress(self.slot.index, self.pid)
+        self.amp.makeConnection(PipeTransport(self.transport, address))
 
     def childDataReceived(self, childFD, data):
         if childFD == FD_TO_CONTROL:
@@ -367,7 +368,9 @@ class WorkerPool(service.Service):
             slot.stop_waiters.append(d)
             waits.append(d)
             slot.process.amp.transport.loseConnection()  # EOF: the worker exits
-            slot.kill_call = self.reactor.callLater(self.stop_timeout, self._kill, slot, "did not stop")
+            slot.kill_call = self.reactor.callLater(
+                self.stop_timeout, self._kill, slot, "did not stop"
+            )
         self._routes.clear()
         self._held.clear()
         for slot in self.slots:
@@ -435,7 +438,10 @@ class WorkerPool(service.Service):
         if slot.process is None:
             return
         self.log.warn(
-            "killing media worker {worker} (pid {pid}): {why}", worker=slot.index, pid=slot.pid, why=why
+            "killing media worker {worker} (pid {pid}): {why}",
+            worker=slot.index,
+            pid=slot.pid,
+            why=why,
         )
         try:
             slot.process.transport.signalProcess("KILL")
@@ -452,7 +458,9 @@ class WorkerPool(service.Service):
         slot.kill_call = None
         if not self.running:
             slot.state = STOPPED
-            self.log.info("media worker {worker} (pid {pid}) {how}", worker=slot.index, pid=slot.pid, how=how)
+            self.log.info(
+                "media worker {worker} (pid {pid}) {how}", worker=slot.index, pid=slot.pid, how=how
+            )
             waiters, slot.stop_waiters = slot.stop_waiters, []
             _fire(waiters, None)
             return
@@ -500,7 +508,9 @@ class WorkerPool(service.Service):
         if process is None or slot.state not in (STARTING, READY):
             return fail(WorkerUnavailable("media worker %d is %s" % (slot.index, slot.state)))
         result = Deferred()
-        timer = self.reactor.callLater(self.request_timeout, self._timedOut, slot, process, result, command)
+        timer = self.reactor.callLater(
+            self.request_timeout, self._timedOut, slot, process, result, command
+        )
 
         def answered(value):
             if timer.active():
