@@ -19,9 +19,9 @@ class _RegistryService(service.Service):
 
     log = Logger()
 
-    def __init__(self, registry, unimplemented=(), log_level=None):
+    def __init__(self, registry, warnings=(), log_level=None):
         self.registry = registry
-        self.unimplemented = unimplemented
+        self.warnings = warnings
         self.log_level = log_level
 
     def startService(self):
@@ -29,9 +29,8 @@ class _RegistryService(service.Service):
         if self.log_level is not None:
             from omnirtp.logging import install_level
             install_level(self.log_level)
-        for name in self.unimplemented:
-            self.log.warn("option {option} is accepted but not implemented yet",
-                          option=name)
+        for text in self.warnings:
+            self.log.warn("{warning}", warning=text)
         self.registry.start()
 
     def stopService(self):
@@ -72,6 +71,14 @@ class _EngineService(service.Service):
         self.engine.close()
 
 
+def startup_warnings(config):
+    """One sentence per config warning and per unimplemented option."""
+    lines = list(getattr(config, "warnings", ()))
+    for name in getattr(config, "unimplemented", ()):
+        lines.append("option '{}' is not implemented by omnirtp yet; ignored".format(name))
+    return lines
+
+
 def build_engine(config, reactor, interfaces):
     """The media engine: embedded for num-threads 0, else a worker pool."""
     addresses = interfaces.engine_map(config.port_min, config.port_max)
@@ -100,8 +107,7 @@ def build(config, reactor, log_level=None):
     dispatcher = Dispatcher(registry, negotiator, delete_delay=config.delete_delay)
     top = service.MultiService()
     engine_service.setServiceParent(top)
-    _RegistryService(registry, getattr(config, "unimplemented", ()),
-                     log_level).setServiceParent(top)
+    _RegistryService(registry, startup_warnings(config), log_level).setServiceParent(top)
     _NGService(reactor, config.listen_ng,
                lambda: NGProtocol(dispatcher, reactor)).setServiceParent(top)
     top.registry = registry

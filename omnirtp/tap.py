@@ -146,10 +146,8 @@ del _option, _method
 def describe_warnings(config):
     """The startup warnings for ``config``, one sentence each: the
     ``warnings`` it carries, then one per unimplemented option."""
-    lines = list(config.warnings)
-    for name in config.unimplemented:
-        lines.append("option '{}' is not implemented by omnirtp yet; ignored".format(name))
-    return lines
+    from omnirtp.service import startup_warnings
+    return startup_warnings(config)
 
 
 def makeService(options, reactor=None):

@@ -22,13 +22,14 @@ def random_token(length, alphabet=_ICE_CHARS):
 class Interface:
     """One local address of a logical interface, as the SDP will show it."""
 
-    __slots__ = ("name", "address", "advertised", "family")
+    __slots__ = ("name", "address", "advertised", "family", "ice_foundation")
 
     def __init__(self, name, address, advertised=None):
         self.name = name
         self.address = address
         self.advertised = advertised or address
         self.family = "IP6" if ":" in address else "IP4"
+        self.ice_foundation = random_token(16)
 
     def __repr__(self):
         return "Interface(%r, %r, %r)" % (self.name, self.address, self.advertised)
@@ -41,7 +42,7 @@ class Media:
         "index", "type", "protocol", "interface", "rtp_port",
         "rtp_endpoint", "rtcp_endpoint", "rtcp_mux", "direction",
         "rejected", "zero_address", "ice_ufrag", "ice_pwd",
-        "ice_foundation", "codec",
+        "codec_keys", "ptime",
     )
 
     def __init__(self, index, type_, interface):
@@ -58,8 +59,8 @@ class Media:
         self.zero_address = False
         self.ice_ufrag = random_token(8)
         self.ice_pwd = random_token(26)
-        self.ice_foundation = random_token(16)
-        self.codec = None
+        self.codec_keys = frozenset()
+        self.ptime = None
 
     @property
     def rtp_key(self):
@@ -94,6 +95,7 @@ class Monologue:
         self.protocol = None
         self.rtcp_mux_opts = frozenset()
         self.had_mid = False
+        self.ice = False
 
     @property
     def tagged(self):

@@ -15,9 +15,24 @@ from omnirtp.errors import (
 from omnirtp.sdp import model as sdpmodel
 from omnirtp.sdp.rewrite import (
     ICE_REMOVE, IcePlan, MediaPlan, SessionPlan, host_candidates, rewrite)
-from omnirtp.sdp.codecs import CodecOps
+from omnirtp.sdp.codecs import CodecOps, codec_for
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+
+
+def _int(text):
+    return int(text) if text and text.isdigit() else None
+
+
+def _codec_key(codec):
+    if codec.encoding is None:
+        return codec.pt
+    return (codec.encoding.lower(), codec.clock_rate)
+
+
+def _codec_keys(section):
+    rtpmaps = section.rtpmaps()
+    return [_codec_key(codec_for(f, rtpmaps)) for f in section.formats]
 
 
 class Interfaces:
@@ -303,8 +318,10 @@ class Negotiator:
         iface = None
         media_plans = []
         ice_mode = self._ice_mode(flags, infos)
-        codecs = CodecOps(strip=flags.codec_strip, mask=flags.codec_mask,
-                          offer=flags.codec_offer, except_=flags.codec_except)
+        if not offer and dst.ice:
+            ice_mode = "force"
+        if offer:
+            src.ice = any(i.ice for i in infos)
         for info, section in zip(infos, sd.media):
             d = dst.media(info.index)
             iface = iface or d.interface
@@ -320,7 +337,11 @@ class Negotiator:
             ice = ICE_REMOVE
             if ice_mode == "force":
                 ice = self._ice_plan(d, mux == "only")
-            ptime = section.attribute("ptime")
+            s_media = src.media(info.index)
+            s_media.ptime = _int(section.attribute("ptime")) or s_media.ptime
+            if offer:
+                s_media.codec_keys = frozenset(_codec_keys(section))
+            ptime = (flags.ptime if offer else None) or s_media.ptime or d.ptime
             media_plans.append(MediaPlan(
                 port=d.rtp_port,
                 rtcp_port=rtcp_port,
@@ -329,8 +350,8 @@ class Negotiator:
                 protocol=dst.protocol if dst.protocol else None,
                 direction=None if flags.has("original-sendrecv") else direction,
                 ice=ice,
-                codecs=codecs,
-                ptime=int(ptime) if ptime and ptime.isdigit() else None,
+                codecs=self._codec_ops(flags, section, None if offer else d),
+                ptime=ptime,
                 keep_mid=offer or dst.had_mid,
                 keep_zero_address=not info.ice,
             ))
@@ -346,6 +367,21 @@ class Negotiator:
             keep_zero_address=not any(i.ice for i in infos),
         )
 
+    def _codec_ops(self, flags, section, offerer_media):
+        """Codec filtering: the request's strip/mask/offer/except, and in an
+        answer whatever the offerer never offered (matched by name/rate)."""
+        strip = tuple(flags.codec_strip)
+        numbers = False
+        if offerer_media is not None and offerer_media.codec_keys:
+            rtpmaps = section.rtpmaps()
+            drop = tuple(f for f in section.formats
+                         if _codec_key(codec_for(f, rtpmaps)) not in offerer_media.codec_keys)
+            if drop:
+                strip += drop
+                numbers = True
+        return CodecOps(strip=strip, mask=flags.codec_mask, offer=flags.codec_offer,
+                        except_=flags.codec_except, match_numbers=numbers)
+
     def _ice_mode(self, flags, infos):
         mode = (flags.ice or "default").lower()
         if mode == "force":
@@ -356,7 +392,7 @@ class Negotiator:
 
     def _ice_plan(self, m, mux_only):
         cands = host_candidates(
-            m.ice_foundation, m.interface.advertised, m.rtp_port,
+            m.interface.ice_foundation, m.interface.advertised, m.rtp_port,
             None if mux_only else m.rtp_port + 1)
         return IcePlan(ufrag=m.ice_ufrag, pwd=m.ice_pwd, candidates=cands)
 
@@ -367,8 +403,6 @@ class Negotiator:
         made (relevant when answering it: ``demux`` still accepts mux back).
         """
         opts = flags.rtcp_mux
-        if "reject" in opts:
-            return None
         if offer:
             if "require" in opts:
                 return "only"
@@ -379,6 +413,8 @@ class Negotiator:
             return None
         # answer: d offered; confirm mux if d asked for it and src took it
         back = offered_opts | opts
+        if "reject" in back:
+            return None
         if d.rtcp_mux and (info.rtcp_mux or "demux" in back or "accept" in back
                            or "require" in back):
             return "only"
