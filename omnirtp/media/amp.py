@@ -40,6 +40,18 @@ def _address(value):
     return (value[0], value[1])
 
 
+class Text(amp.Argument):
+    """A ``str`` that may hold lone surrogates: ng strings (call-ids, tags)
+    are decoded with ``surrogateescape`` so that any bytes Kamailio sends
+    survive; AMP's own ``Unicode`` would refuse them."""
+
+    def toString(self, inObject):
+        return inObject.encode("utf-8", "surrogateescape")
+
+    def fromString(self, inString):
+        return inString.decode("utf-8", "surrogateescape")
+
+
 class ChunkedJSON(amp.Argument):
     """A JSON-serialisable value of any size, spread over several AMP keys.
 
@@ -133,8 +145,8 @@ class Allocate(amp.Command):
     """``IMediaEngine.allocate``."""
 
     arguments = [
-        (b"call_id", amp.Unicode()),
-        (b"address", amp.Unicode()),
+        (b"call_id", Text()),
+        (b"address", Text()),
         (b"count", amp.Integer()),
     ]
     response = [(b"ports", amp.ListOf(amp.Integer()))]
@@ -144,7 +156,7 @@ class Allocate(amp.Command):
 class Configure(amp.Command):
     """``IMediaEngine.configure``."""
 
-    arguments = [(b"call_id", amp.Unicode()), (b"sockets", SocketConfigs())]
+    arguments = [(b"call_id", Text()), (b"sockets", SocketConfigs())]
     response = []
     errors = ERRORS
 
@@ -152,7 +164,7 @@ class Configure(amp.Command):
 class Release(amp.Command):
     """``IMediaEngine.release``; ``sockets`` None releases the whole call."""
 
-    arguments = [(b"call_id", amp.Unicode()), (b"sockets", SocketKeys(optional=True))]
+    arguments = [(b"call_id", Text()), (b"sockets", SocketKeys(optional=True))]
     response = []
     errors = ERRORS
 
@@ -160,7 +172,7 @@ class Release(amp.Command):
 class Stats(amp.Command):
     """``IMediaEngine.stats``; ``call_id`` None means every call."""
 
-    arguments = [(b"call_id", amp.Unicode(optional=True))]
+    arguments = [(b"call_id", Text(optional=True))]
     response = [(b"stats", StatsMap())]
     errors = ERRORS
 

@@ -545,7 +545,11 @@ class WorkerPool(service.Service):
         try:
             d = process.amp.callRemote(command, **kwargs)
         except Exception:
-            d = fail()
+            # the request could not even be encoded: our bug, not the worker's
+            if timer.active():
+                timer.cancel()
+            self.log.failure("cannot send {command} to media worker", command=command.__name__)
+            return fail(WorkerError("%s could not be sent" % (command.__name__,)))
         d.addBoth(answered)
         return result
 

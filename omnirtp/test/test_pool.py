@@ -268,6 +268,15 @@ class CommandTests(SynchronousTestCase):
         e = self.assertRaises(ValueError, commands.ChunkedJSON().fromBox, b"v", box, {}, None)
         self.assertEqual(str(e), "b'v' is missing chunk b'v.1'")
 
+    def test_callIdWithUndecodableBytes(self):
+        call_id = b"abc\xff\xfe@host".decode("utf-8", "surrogateescape")
+        self.successResultOf(self.link.call(commands.Allocate, call_id=call_id, address=IP, count=1))
+        self.assertEqual(list(self.engine.calls), [call_id])
+        result = self.successResultOf(self.link.call(commands.Stats, call_id=call_id))
+        self.assertEqual(list(result["stats"]), [call_id])
+        self.successResultOf(self.link.call(commands.Release, call_id=call_id, sockets=None))
+        self.assertEqual(self.engine.released, [(call_id, None)])
+
     def test_statsOfOneCall(self):
         self.successResultOf(self.link.call(commands.Allocate, call_id="c1", address=IP, count=1))
         self.successResultOf(self.link.call(commands.Allocate, call_id="c2", address=IP, count=1))
@@ -718,6 +727,15 @@ class PoolTests(SynchronousTestCase):
         self.engine(0).error = None
         self.assertEqual(self.allocate("a"), [40002])
         self.assertEqual(self.lost, [])
+
+    def test_requestThatCannotBeEncoded(self):
+        self.start()
+        self.allocate("a")
+        f = self.failureResultOf(self.pool.configure("a", [{"local": object()}]), WorkerError)
+        self.assertNotIsInstance(f.value, WorkerUnavailable)
+        self.assertEqual(f.value.detail, "Configure could not be sent")
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_unansweredRequestTimesOutAndKillsTheWorker(self):
         self.start()
