@@ -164,3 +164,63 @@ class OmnirtpKamailioTests(KamailioCallsMixin, SynchronousTestCase):
     def start_proxy(self, ng_port, port_min, port_max):
         return peers.start_omnirtp(self, ng_port, port_min, port_max,
                                    ["--delete-delay=%d" % DELETE_DELAY])
+
+
+class HarnessTests(SynchronousTestCase):
+    """The harness's pure parts: what the call tests' verdicts rest on."""
+
+    def test_pcap_round_trip(self):
+        """write_rtp_pcap writes PACKETS RTP datagrams that read_udp_pcap
+        reads back with their ports and lengths (12-byte header + 160 bytes
+        of PCMU for 20 ms)."""
+        path = os.path.join(os.path.abspath(self.mktemp()))
+        peers.write_rtp_pcap(path, packets=7, ptime_ms=20, src=("10.1.2.3", 4000),
+                             dst=("10.3.2.1", 5000))
+        self.assertEqual(peers.read_udp_pcap(path),
+                         [("10.1.2.3", 4000, "10.3.2.1", 5000, 172)] * 7)
+
+    def test_read_udp_pcap_rejects_other_files(self):
+        """A file that is not libpcap (e.g. pcapng) is refused by name."""
+        path = os.path.abspath(self.mktemp())
+        with open(path, "wb") as f:
+            f.write(b"\x0a\x0d\x0d\x0a" + b"\x00" * 28)
+        error = self.assertRaises(ValueError, peers.read_udp_pcap, path)
+        self.assertIn("not a libpcap file", str(error))
+
+    def test_ulaw(self):
+        """G.711 mu-law codes of silence and of both clipping ends."""
+        self.assertEqual([peers._ulaw(s) for s in (0, -1, 32767, -32768)],
+                         [0xFF, 0x7F, 0x80, 0x00])
+
+    def test_render_refuses_missing_value(self):
+        """A fixture placeholder without a value is an error, not a file
+        SIPp would choke on later."""
+        work = os.path.abspath(self.mktemp())
+        os.makedirs(work)
+        template = os.path.join(peers.FIXTURES, "sipp", "uac.xml")
+        self.assertRaises(KeyError, peers.render, template, work, PCAP="/x.pcap")
+        rendered = peers.render(template, work, PCAP="/x.pcap", PAUSE_MS=10)
+        with open(rendered) as f:
+            text = f.read()
+        self.assertIn('play_pcap_audio="/x.pcap"', text)
+        self.assertIn('<pause milliseconds="10"/>', text)
+
+    def test_free_ports_distinct(self):
+        """free_ports never hands out the same port twice in one call."""
+        ports = peers.free_ports(20)
+        self.assertEqual(len(set(ports)), 20)
+
+    def test_run_tests_summary(self):
+        """scripts/run-tests reads trial's closing line into passed/failed
+        counts (CI's reader depends on the total it prints)."""
+        from importlib.machinery import SourceFileLoader
+        from importlib.util import module_from_spec, spec_from_loader
+        loader = SourceFileLoader("omnirtp_run_tests",
+                                  os.path.join(peers.ROOT, "scripts", "run-tests"))
+        module = module_from_spec(spec_from_loader(loader.name, loader))
+        loader.exec_module(module)
+        self.assertEqual(module.parse_summary(
+            "...\nFAILED (skips=1, failures=2, errors=1, successes=10)\n"), (10, 3, 1))
+        self.assertEqual(module.parse_summary("PASSED (successes=5)\n"), (5, 0, 0))
+        self.assertIsNone(module.parse_summary("Traceback (most recent call last):\n"))
+        self.assertNotIn("omnirtp.test.integration.test_kamailio", module.unit_modules())
