@@ -84,7 +84,8 @@ def build_engine(config, reactor, interfaces):
     addresses = interfaces.engine_map(config.port_min, config.port_max)
     if config.num_threads and config.num_threads > 0:
         from omnirtp.media.pool import WorkerPool
-        pool = WorkerPool(reactor, addresses, config.num_threads)
+        pool = WorkerPool(reactor, addresses, config.num_threads,
+                          log_level=config.log_level)
         return pool, pool
     from omnirtp.media.engine import EmbeddedEngine
     engine = EmbeddedEngine(reactor, addresses)
