@@ -202,13 +202,14 @@ class RelayTests(DaemonTestCase):
         """Junk to a media port is dropped and counted; the call relays on."""
         yield self.start()
         a, b, to_a, to_b = yield self.setup_call()
-        for junk in (b"", b"x", b"\x00" * 40, b"GET / HTTP/1.0\r\n\r\n", os.urandom(1400)):
+        for junk in (b"", b"x", b"\x00" * 40, b"GET / HTTP/1.0\r\n\r\n",
+                     b"\x01" + os.urandom(1400), b"\x16\xfe\xfd" + os.urandom(100)):
             a.transport.write(junk, ("127.0.0.1", to_a))
         self.send(a, to_a)
         yield wait_for(lambda: b.received)
         self.assertEqual([d for d, _ in b.received], [RTP])
         stats = yield self.ng.request(command="statistics")
-        self.assertGreaterEqual(stats["statistics"]["totalstatistics"]["junkpackets"], 4)
+        self.assertGreaterEqual(stats["statistics"]["totalstatistics"]["junkpackets"], 6)
 
 
 class ControlTests(DaemonTestCase):
