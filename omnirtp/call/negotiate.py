@@ -216,7 +216,7 @@ class Negotiator:
                 m = ml.media(info.index)
                 if m is None:
                     m = Media(info.index, info.type,
-                              self.interfaces.pick(ml.interface_name, family))
+                              self.interfaces.pick(ml.interface_name, family or info.family))
                     ml.medias.append(m)
                 if not info.rejected and not m.has_ports and (offer or ml is src):
                     new_medias.append(m)

@@ -229,3 +229,30 @@ class DispatcherTests(SynchronousTestCase):
         self.assertIn("a=rtpengine:abc123", first)
         again = self.offer(call_id="c2", flags=["loop-protect"], sdp=first)["sdp"]
         self.assertEqual(again, first)
+
+
+class DualStackTests(SynchronousTestCase):
+    """Address family selection with an interface that has IPv4 and IPv6."""
+
+    def setUp(self):
+        clock = Clock()
+        self.engine = CountingEngine(clock, pairs=10)
+        registry = CallRegistry(self.engine, clock)
+        interfaces = Interfaces([InterfaceSpec("default", "127.0.0.1", None),
+                                 InterfaceSpec("default", "::1", None)])
+        self.dispatch = Dispatcher(registry, Negotiator(registry, interfaces))
+
+    def offer(self, sdp, **kw):
+        request = {"command": "offer", "call-id": "c1", "from-tag": "f", "sdp": sdp}
+        request.update(kw)
+        return self.successResultOf(self.dispatch(request))["sdp"]
+
+    def test_followsInputFamily(self):
+        """An IPv6 SDP is answered from the interface's IPv6 address."""
+        v6 = OFFER.replace("IN IP4 192.0.2.10", "IN IP6 2001:db8::10")
+        self.assertIn("c=IN IP6 ::1", self.offer(v6))
+
+    def test_addressFamilyKey(self):
+        """`address family` switches an IPv4 SDP to IPv6."""
+        self.assertIn("c=IN IP6 ::1", self.offer(OFFER, **{"address family": "IP6"}))
+        self.assertIn("c=IN IP4 127.0.0.1", self.offer(OFFER, **{"call-id": "c2"}))
