@@ -95,11 +95,29 @@ def free_ports(count, kind=socket.SOCK_DGRAM, address=LOOPBACK):
             s.close()
 
 
-def free_port_range(size, address=LOOPBACK, low=30000, high=60000):
+def _outside_ephemeral(minimum=10000):
+    """``(low, high)``: the larger stretch of ports above ``minimum`` that the
+    kernel does not hand out for port-0 binds (ip_local_port_range), so that
+    other programs' sockets rarely land in a range a test picks."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            first, last = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        first, last = 32768, 60999
+    below = (minimum, first - 1)
+    above = (last + 1, 65535)
+    return max(below, above, key=lambda r: r[1] - r[0])
+
+
+def free_port_range(size, address=LOOPBACK, low=None, high=None):
     """``(first, last)``: ``size`` consecutive UDP ports, ``first`` even, none
     bound on ``address`` right now (best effort: another process may take one
-    later).  The search starts at a place derived from the pid so that
+    later).  By default the block lies outside the kernel's ephemeral port
+    range.  The search starts at a place derived from the pid so that
     parallel test runs tend not to pick the same block."""
+    if low is None or high is None:
+        low, high = _outside_ephemeral()
+    low += low % 2
     size += size % 2
     blocks = (high - low) // size
     start = (os.getpid() * 7919 + int(time.monotonic() * 1000)) % blocks

@@ -87,9 +87,13 @@ class KamailioCallsMixin:
             uas_code = None
         datagrams = sniffer.stop()
 
+        # Only datagrams between the two SIPp media sockets and the proxy's
+        # range count: on a shared machine other programs' traffic may
+        # touch a port of the range too.
         in_range = lambda port: port_min <= port <= port_max  # noqa: E731
-        ingress = [d for d in datagrams if in_range(d[3]) and not in_range(d[1])]
-        egress = [d for d in datagrams if in_range(d[1]) and not in_range(d[3])]
+        sipp_ports = {uac_media, uas_media}
+        ingress = [d for d in datagrams if d[1] in sipp_ports and in_range(d[3])]
+        egress = [d for d in datagrams if in_range(d[1]) and d[3] in sipp_ports]
         return {
             "uac": (uac_code, uac_stats, uac),
             "uas": (uas_code, uas.stats() if uas_code is not None else None),
@@ -102,16 +106,21 @@ class KamailioCallsMixin:
         }
 
     def proxy_rtp_totals(self, proxy):
-        """Sum of ``totals.RTP.packets`` over every call the proxy still
-        lists (deleted calls linger for ``delete-delay`` seconds)."""
+        """``(calls, packets, ports)``: the calls the proxy still lists
+        (deleted calls linger for ``delete-delay`` seconds), the sum of
+        their ``totals.RTP.packets`` and the local ports of their streams."""
         listed = proxy.ng.request({"command": "list", "limit": 1000})
         self.assertEqual(listed.get("result"), "ok", listed)
-        packets = 0
+        packets, ports = 0, set()
         for call_id in listed["calls"]:
             reply = proxy.ng.request({"command": "query", "call-id": call_id})
             self.assertEqual(reply.get("result"), "ok", reply)
             packets += reply["totals"]["RTP"]["packets"]
-        return len(listed["calls"]), packets
+            for tag in reply["tags"].values():
+                for media in tag.get("medias", ()):
+                    for stream in media.get("streams", ()):
+                        ports.add(stream["local port"])
+        return len(listed["calls"]), packets, ports
 
     def check_calls(self, mode):
         seen = self.place_calls(mode)
@@ -126,17 +135,20 @@ class KamailioCallsMixin:
 
         expected = CALLS * PACKETS * 2  # both directions of every call
         ingress, egress = seen["ingress"], seen["egress"]
-        sources = {d[1] for d in ingress}
-        targets = {d[3] for d in egress}
-        self.assertEqual(sources, {seen["uac_media"], seen["uas_media"]},
-                         "ports sending into the proxy")
-        self.assertEqual(targets, {seen["uac_media"], seen["uas_media"]},
-                         "ports the proxy sent to")
+        for port in (seen["uac_media"], seen["uas_media"]):
+            self.assertEqual(sum(1 for d in ingress if d[1] == port), CALLS * PACKETS,
+                             "RTP datagrams from SIPp port %d into the proxy" % (port,))
+            self.assertEqual(sum(1 for d in egress if d[3] == port), CALLS * PACKETS,
+                             "RTP datagrams from the proxy to SIPp port %d" % (port,))
         self.assertEqual(len(ingress), expected, "RTP datagrams into the proxy (capture)")
         self.assertEqual(len(egress), expected, "RTP datagrams out of the proxy (capture)")
-        calls, counted = seen["proxy_totals"]
+        calls, counted, ports = seen["proxy_totals"]
         self.assertEqual(calls, CALLS, "calls the proxy lists")
         self.assertEqual(counted, len(ingress), "proxy's RTP packet count vs capture")
+        used = {d[3] for d in ingress} | {d[1] for d in egress}
+        self.assertEqual(used - ports, set(), "captured ports the proxy's query does not list")
+        # one RTP port per party per call carried the media
+        self.assertEqual(len({d[3] for d in ingress}), 2 * CALLS, "proxy RTP ports used")
 
     def test_rtpengine_manage(self):
         """20 calls with rtpengine_manage() on INVITE, 200 and BYE all complete
