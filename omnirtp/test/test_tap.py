@@ -4,7 +4,6 @@ import io
 import os
 import subprocess
 import sys
-import types
 
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -272,11 +271,11 @@ class OptionsTests(SynchronousTestCase):
 
 class MakeServiceTests(SynchronousTestCase):
     def test_delegates(self):
-        """makeService imports omnirtp.service lazily and hands it the Config."""
+        """makeService hands the Config to omnirtp.service.makeService."""
+        import omnirtp.service
         calls = []
-        fake = types.ModuleType("omnirtp.service")
-        fake.makeService = lambda config, reactor=None: calls.append((config, reactor)) or "svc"
-        self.patch(sys, "modules", dict(sys.modules, **{"omnirtp.service": fake}))
+        self.patch(omnirtp.service, "makeService",
+                   lambda config, reactor=None: calls.append((config, reactor)) or "svc")
         options = parse(BASE)
         reactor = object()
         self.assertEqual(tap.makeService(options, reactor), "svc")
