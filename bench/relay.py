@@ -393,12 +393,13 @@ class Generator:
     def keys(self):
         return [s.getsockname() for side in self.sides for s in side]
 
-    def run(self, relay_sockets, seconds, receive=True):
+    def run(self, relay_sockets, seconds, receive=True, mark_at=None, on_mark=None):
         """Send 50 pps per flow for ``seconds``.
 
         Returns ``(sent, received, cpu, wall, rate)``; with ``receive`` False
         nothing is read (``received`` is 0) and the party sockets drop what
-        the relay sends them (see :func:`udp_drops`).
+        the relay sends them (see :func:`udp_drops`).  ``on_mark(sent)`` is
+        called once, ``mark_at`` seconds after the start.
         """
         a, b = self.sides
         flows = []
@@ -414,10 +415,14 @@ class Generator:
         cpu0 = time.process_time()
         start = time.perf_counter()
         end = start + seconds
+        mark = start + mark_at if on_mark is not None else end + 1
         while True:
             now = time.perf_counter()
             if now >= end:
                 break
+            if now >= mark:
+                on_mark(sent)
+                mark = end + 1
             due = int((now - start) * rate)
             while sent < due:
                 send, dest = flows[sent % nflows]
@@ -444,19 +449,24 @@ class Generator:
         return sent, received, cpu, wall, rate
 
 
-def udp_drops(keys):
-    """Kernel receive drops of the UDP sockets bound to ``keys`` (IPv4)."""
-    wanted = set(keys)
-    total = 0
+def udp_drops(*key_sets):
+    """Kernel receive drops of the UDP sockets bound to each set of keys.
+
+    Returns one total per set (IPv4 ``(host, port)`` keys); reads
+    /proc/net/udp once.
+    """
+    wanted = [set(keys) for keys in key_sets]
+    totals = [0] * len(wanted)
     with open("/proc/net/udp") as f:
         next(f)
         for line in f:
             fields = line.split()
             hexaddr, hexport = fields[1].split(":")
-            host = socket.inet_ntoa(struct.pack("<I", int(hexaddr, 16)))
-            if (host, int(hexport, 16)) in wanted:
-                total += int(fields[-1])
-    return total
+            key = (socket.inet_ntoa(struct.pack("<I", int(hexaddr, 16))), int(hexport, 16))
+            for i, keys in enumerate(wanted):
+                if key in keys:
+                    totals[i] += int(fields[-1])
+    return totals
 
 
 def start_relay(kind, parties):
@@ -488,36 +498,47 @@ def cpu_run(gen, kind, calls, warmup, seconds):
     }
 
 
-def load_step(gen, kind, calls, seconds):
-    """Run ``calls`` calls for ``seconds`` without reading the replies.
+def load_step(gen, kind, calls, seconds, warmup=1.0):
+    """Run ``calls`` calls without reading the replies; measure throughput.
 
-    The party sockets get a minimal receive buffer and are not read, so
-    the kernel drops what the relay sends them and counts it; loss is
-    ``1 - (those drops) / sent``: end to end, with no receiving work in the
-    generator.  A few packets still queued in the parties' buffers count as
-    lost (at most a couple per socket: < 0.01% of a step).
+    The party sockets get a minimal receive buffer and are not read, so the
+    kernel drops what the relay sends them and counts it in /proc/net/udp.
+    After ``warmup`` seconds, for ``seconds``: loss = 1 - (packets that
+    reached the parties) / (packets sent).  Counting a window in the steady
+    state (rather than until the relay has emptied its queues) makes a relay
+    that falls behind show as loss even while its socket buffers still hold
+    the backlog.
     """
     gen.set_receive_buffer(0)
     gen.drain(0.05)
     parties = gen.keys()
     relay = start_relay(kind, gen.parties(calls))
+    relay_keys = [k for pair in relay.sockets for k in pair]
+    first = {}
+
+    def mark(sent):
+        t, gcpu = time.perf_counter(), time.process_time()
+        delivered, drops = udp_drops(parties, relay_keys)
+        first.update(sent=sent, delivered=delivered, cpu=process_cpu(relay.pid), drops=drops,
+                     t=t, gcpu=gcpu)
+
     try:
-        d0 = udp_drops(parties)
-        r0 = udp_drops(k for pair in relay.sockets for k in pair)
-        c0 = process_cpu(relay.pid)
-        sent, _, gcpu, wall, rate = gen.run(relay.sockets, seconds, receive=False)
-        c1 = process_cpu(relay.pid)
-        time.sleep(0.2)  # let the relay empty its queues
-        queued = gen.drain(0.01)
-        d1 = udp_drops(parties)
-        r1 = udp_drops(k for pair in relay.sockets for k in pair)
+        sent, _, _, _, rate = gen.run(relay.sockets, warmup + seconds, receive=False,
+                                      mark_at=warmup, on_mark=mark)
+        wall = time.perf_counter() - first["t"]
+        gcpu = time.process_time() - first["gcpu"]
+        cpu = process_cpu(relay.pid) - first["cpu"]
+        delivered, drops = udp_drops(parties, relay_keys)
+        delivered -= first["delivered"]
+        drops -= first["drops"]
     finally:
         relay.stop()
+    sent -= first["sent"]
     return {
         "calls": calls,
-        "loss": 1 - (d1 - d0 + queued) / max(sent, 1),
-        "relay_drops": r1 - r0,
-        "relay_cpu": (c1 - c0) / wall,
+        "loss": 1 - delivered / max(sent, 1),
+        "relay_drops": drops,
+        "relay_cpu": cpu / wall,
         "generator_cpu": gcpu / wall,
         "achieved": sent / wall / rate,
     }

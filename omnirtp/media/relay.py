@@ -6,8 +6,8 @@
 ``EAGAIN`` (a failing syscall plus an exception on every wakeup, while a
 media socket at 50 packets/s almost never has a second datagram waiting)
 and wraps every datagram in ``try/except`` and a protocol call.  Here one
-``doRead`` reads at most :data:`READ_BATCH` datagrams and handles each one
-inline: a constant-time RTP/RTCP check, the source policy, plain integer
+``doRead`` reads one datagram, or up to :data:`READ_BATCH` when the socket
+showed a backlog, and handles each one inline: a constant-time RTP/RTCP check, the source policy, plain integer
 counters, and ``sendto`` on the peer socket.  No logging, dicts, string
 formatting or control-plane work happens per packet.
 
@@ -42,8 +42,9 @@ RANK_EXACT = 3  # exactly the SDP address and port
 
 #: largest datagram read; longer ones are truncated by the kernel
 RECV_SIZE = 8192
-#: datagrams read per wakeup at most (see bench/README.md for the choice)
-READ_BATCH = 4
+#: datagrams read per wakeup at most when a socket has a backlog
+#: (see RelaySocket.doRead and bench/README.md for the choice)
+READ_BATCH = 8
 
 #: minimum lengths: RTP fixed header, RTCP common header + SSRC
 RTP_MIN = 12
@@ -89,6 +90,7 @@ class RelaySocket:
         "_reactor",
         "_seconds",
         "_v6",
+        "_more",
         "reading",
         # source policy
         "endpoint",
@@ -123,6 +125,7 @@ class RelaySocket:
         self._reactor = reactor
         self._seconds = reactor.seconds
         self._v6 = ":" in local[0]
+        self._more = False
         self.reading = False
         now = self._seconds()
         self.endpoint = None
@@ -242,16 +245,26 @@ class RelaySocket:
             self._sock.close()
 
     def doRead(self):
-        """Read and relay up to :data:`READ_BATCH` datagrams."""
+        """Read and relay one datagram, or up to :data:`READ_BATCH` of them.
+
+        A media socket usually has a single datagram waiting per wakeup, and
+        trying a second read then costs a failing syscall and an exception.
+        So a wakeup reads one datagram, unless the previous wakeup of this
+        socket read its whole quota without emptying the queue (a backlog:
+        the relay is busy), in which case it reads up to READ_BATCH.
+        """
         now = self._seconds()
         recvfrom = self._recvfrom
         v6 = self._v6
-        for _ in range(READ_BATCH):
+        limit = READ_BATCH if self._more else 1
+        self._more = True
+        for _ in range(limit):
             try:
                 data, src = recvfrom(RECV_SIZE)
             except OSError:
-                # EAGAIN: nothing more; anything else (a queued ICMP error)
-                # is consumed by this failed read.
+                # EAGAIN: the queue is empty; anything else (a queued ICMP
+                # error) is consumed by this failed read.
+                self._more = False
                 return None
             if v6:
                 src = src[:2]

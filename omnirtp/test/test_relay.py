@@ -86,14 +86,54 @@ class ReadDescriptorTests(RelayTestBase):
         self.assertEqual(self.a.fileno(), -1)
         self.assertNotIn(A_SOCK, self.net.bound)
 
-    def test_batch_bounded(self):
-        """One doRead reads at most READ_BATCH datagrams."""
+    def test_single_read_then_batch(self):
+        """A wakeup reads one datagram; after a backlog it reads up to READ_BATCH."""
         self.wire()
-        for i in range(READ_BATCH + 2):
+        for i in range(READ_BATCH + 3):
             self.net.inject(A_SOCK, rtp(i), A_SDP)
         self.a.doRead()
-        self.assertEqual(self.a.packets, READ_BATCH)
-        self.assertEqual(len(self.net.bound[A_SOCK].inbox), 2)
+        self.assertEqual(self.a.packets, 1)
+        self.a.doRead()
+        self.assertEqual(self.a.packets, 1 + READ_BATCH)
+        self.a.doRead()  # empties the queue: back to one read per wakeup
+        self.assertEqual(self.a.packets, READ_BATCH + 3)
+        self.net.inject(A_SOCK, rtp(), A_SDP)
+        self.net.inject(A_SOCK, rtp(), A_SDP)
+        self.a.doRead()
+        self.assertEqual(self.a.packets, READ_BATCH + 4)
+
+    def test_failing_reads_bounded(self):
+        """With one datagram per wakeup, at most every other wakeup tries a second read."""
+        self.wire()
+        calls = []
+        sock = self.net.bound[A_SOCK]
+        real = sock.recvfrom
+
+        def counting(size):
+            calls.append(size)
+            return real(size)
+
+        # RelaySocket keeps the bound method: swap it before the socket is wrapped
+        relay = RelaySocket(self.reactor, _Wrapped(sock, counting), (HOST, 30000))
+        relay.configure(peer=self.b, endpoint=A_SDP, reset=True)
+        for i in range(3):
+            self.net.inject(A_SOCK, rtp(i), A_SDP)
+            relay.doRead()
+        self.assertEqual(relay.packets, 3)
+        # 1st wakeup: one read; 2nd: batch mode, finds the queue empty after one
+        # (a failing read); 3rd: back to a single read
+        self.assertEqual(len(calls), 4)
+
+
+class _Wrapped:
+    """A socket whose recvfrom is replaced (to count calls)."""
+
+    def __init__(self, sock, recvfrom):
+        self._sock = sock
+        self.recvfrom = recvfrom
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
 
 
 class ForwardTests(RelayTestBase):
