@@ -551,13 +551,13 @@ def log_step(log, kind, s):
            100 * s["generator_cpu"], 100 * s["achieved"]))
 
 
-def capacity(gen, kind, start, seconds, limit, refine, log):
+def capacity(gen, kind, start, seconds, limit, refine, log, warmup=1.0):
     """Largest call count with loss < 0.1%; (calls, bound_is_lower, steps)."""
     good, bad, steps = 0, None, []
     n = start
     lower_bound = False
     while n <= limit:
-        s = load_step(gen, kind, n, seconds)
+        s = load_step(gen, kind, n, seconds, warmup)
         steps.append(s)
         log_step(log, kind, s)
         if s["achieved"] < 0.99:
@@ -576,7 +576,7 @@ def capacity(gen, kind, start, seconds, limit, refine, log):
             if bad - good <= max(10, good // 20):
                 break
             n = (good + bad) // 2
-            s = load_step(gen, kind, n, seconds)
+            s = load_step(gen, kind, n, seconds, warmup)
             steps.append(s)
             log_step(log, kind, s)
             if s["achieved"] < 0.99:
@@ -635,7 +635,8 @@ def main(argv=None):
             log("Max concurrent calls at < %.1f%% loss (50 pps each way per call), %.0f s steps"
                 % (100 * LOSS_LIMIT, step_seconds))
             for kind in kinds:
-                calls, lower, steps = capacity(gen, kind, 200, step_seconds, args.max_calls, refine, log)
+                calls, lower, steps = capacity(gen, kind, 200, step_seconds, args.max_calls, refine, log,
+                                              warmup)
                 results[kind].update(max_calls=calls, max_calls_lower_bound=lower, steps=steps)
     finally:
         gen.close()

@@ -178,6 +178,8 @@ class EmbeddedEngine:
                 rtcp.close()
                 pool.release(port)
             raise
+        if not taken:
+            return []
         pairs = self._calls.setdefault(call_id, {})
         ports = []
         for port, (rtp_sock, rtcp_sock) in taken:
