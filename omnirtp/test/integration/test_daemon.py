@@ -14,6 +14,7 @@ from twisted.trial.unittest import TestCase
 from omnirtp.config.model import Config, InterfaceSpec
 from omnirtp.control import bencode
 from omnirtp.sdp.model import SessionDescription, inspect
+from omnirtp.test.integration.peers import free_port_range
 from omnirtp.service import build
 
 RTP = b"\x80\x00\x00\x01\x00\x00\x00\xa0\x12\x34\x56\x78" + b"\xd5" * 160
@@ -100,10 +101,12 @@ class DaemonTestCase(TestCase):
     options = {}
 
     def config(self, **overrides):
+        # a free range outside the kernel's ephemeral ports
+        self.ports = free_port_range(1000)
         values = dict(
             interfaces=(InterfaceSpec("default", "127.0.0.1", None),),
             listen_ng=(("127.0.0.1", 0),),
-            port_min=46000, port_max=46999, num_threads=0,
+            port_min=self.ports[0], port_max=self.ports[1], num_threads=0,
             endpoint_learning="immediate")
         values.update(self.options)
         values.update(overrides)
@@ -250,7 +253,8 @@ class ControlTests(DaemonTestCase):
     @defer.inlineCallbacks
     def test_portExhaustion(self):
         """Out of ports: rtpengine's error, nothing half-created, ports back."""
-        yield self.start(port_min=46100, port_max=46103)
+        low, high = free_port_range(4)
+        yield self.start(port_min=low, port_max=high)
         yield self.setup_call("p1")
         before = yield self.ng.request(command="statistics")
         reply = yield self.ng.request(command="offer", call_id="p2", from_tag="f",
@@ -324,10 +328,9 @@ class WorkerTests(DaemonTestCase):
     @defer.inlineCallbacks
     def test_workerKilledMidCall(self):
         """Killing the worker of one call drops that call; the other relays on."""
-        yield self.start(num_threads=2, port_min=47000, port_max=47999)
+        yield self.start(num_threads=2)
         pool = self.service.engine
-        yield wait_for(lambda: len(pool.workers) == 2
-                       and all(w["pid"] for w in pool.workers), timeout=20)
+        yield pool.whenReady()
         calls = []
         for cid in ("w1", "w2"):
             calls.append((yield self.setup_call(cid)))
@@ -347,6 +350,5 @@ class WorkerTests(DaemonTestCase):
         self.assertEqual(query, {"result": "error", "error-reason": "Unknown call-id"})
         stats = yield self.ng.request(command="statistics")
         self.assertEqual(stats["statistics"]["totalstatistics"]["lostsessions"], 1)
-        yield wait_for(lambda: len([w for w in pool.workers if w["pid"]]) == 2,
-                       timeout=20)
+        yield pool.whenReady()
         yield self.setup_call("w3")

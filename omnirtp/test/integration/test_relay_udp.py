@@ -1,7 +1,8 @@
 """EmbeddedEngine over real UDP sockets on 127.0.0.1 with the real reactor.
 
 Two fake parties (plain DatagramProtocols on ephemeral ports) exchange RTP
-and RTCP through engine sockets bound in 42000-42999.
+and RTCP through engine sockets bound in a free range outside the kernel's
+ephemeral ports (so other programs' sockets do not land in it).
 """
 
 import socket
@@ -11,9 +12,9 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
 from omnirtp.media.engine import EmbeddedEngine
+from omnirtp.test.integration.peers import free_port_range
 
 HOST = "127.0.0.1"
-PORT_MIN, PORT_MAX = 42000, 42999
 
 
 def rtp(seq):
@@ -58,7 +59,7 @@ class RelayUDPTests(TestCase):
     timeout = 15
 
     def setUp(self):
-        self.engine = EmbeddedEngine(reactor, {HOST: (PORT_MIN, PORT_MAX)})
+        self.engine = EmbeddedEngine(reactor, {HOST: free_port_range(1000)})
         self.addCleanup(self.engine.close)
 
     def party(self):

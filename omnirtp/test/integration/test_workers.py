@@ -1,6 +1,6 @@
 """WorkerPool with real worker processes relaying real UDP on 127.0.0.1.
 
-Two workers share 45000-45999.  Fake parties (DatagramProtocols on
+Two workers share a free 1000-port range outside the kernel's ephemeral ports.  Fake parties (DatagramProtocols on
 ephemeral ports) talk through two calls, one per worker; one worker is
 killed with SIGKILL mid-call.  Its call is reported lost and its ports are
 closed, the other call keeps relaying, and the restarted worker takes a new
@@ -19,10 +19,11 @@ from twisted.trial.unittest import TestCase
 
 from omnirtp.errors import E_INTERNAL
 from omnirtp.media.pool import READY, WorkerPool, WorkerUnavailable
+from omnirtp.test.integration.peers import free_port_range
 
 HOST = "127.0.0.1"
-PORT_MIN, PORT_MAX = 45000, 45999
-SLICES = [(45000, 45499), (45500, 45999)]
+PORT_MIN, PORT_MAX = free_port_range(1000)
+SLICES = [(PORT_MIN, PORT_MIN + 499), (PORT_MIN + 500, PORT_MAX)]
 
 
 def rtp(seq, marker=0):
