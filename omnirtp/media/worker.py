@@ -24,7 +24,6 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import (
     FilteringLogObserver,
-    LogLevel,
     LogLevelFilterPredicate,
     Logger,
     globalLogBeginner,
@@ -32,6 +31,7 @@ from twisted.logger import (
 )
 from twisted.protocols import amp
 
+from omnirtp.logging import level_for
 from omnirtp.media import amp as commands
 
 #: the worker's end of the AMP pipes (the pool's spawnProcess childFDs)
@@ -71,19 +71,6 @@ def load_factory(spec):
     for part in name.split("."):
         obj = getattr(obj, part)
     return obj
-
-
-def log_level(level):
-    """rtpengine's syslog ``log-level`` (0-7) -> the lowest ``LogLevel`` shown."""
-    if level <= 2:
-        return LogLevel.critical
-    if level == 3:
-        return LogLevel.error
-    if level == 4:
-        return LogLevel.warn
-    if level <= 6:
-        return LogLevel.info
-    return LogLevel.debug
 
 
 class WorkerProtocol(amp.AMP):
@@ -199,7 +186,7 @@ def main(argv=None):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     observer = FilteringLogObserver(
         jsonFileLogObserver(sys.stderr),
-        [LogLevelFilterPredicate(defaultLogLevel=log_level(args.log_level))],
+        [LogLevelFilterPredicate(defaultLogLevel=level_for(args.log_level))],
     )
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 

@@ -15,7 +15,7 @@ as observed on loopback (see omnirtp/test/fixtures/corpus/codec_*.json):
 * if nothing would be left the original list is kept.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 #: RFC 3551 static payload types: pt -> (encoding, clock rate, channels or None)
 STATIC_PAYLOAD_TYPES = {

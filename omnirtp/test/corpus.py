@@ -21,7 +21,7 @@ import copy
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from omnirtp.test.sdpnorm import Normaliser
 

@@ -21,6 +21,7 @@ from zope.interface.verify import verifyClass, verifyObject
 
 from omnirtp.errors import E_INTERNAL, E_NO_PORTS, E_UNKNOWN_CALL, ConfigError, NGError, PortsExhausted
 from omnirtp.interfaces import IMediaEngine
+from omnirtp.logging import level_for
 from omnirtp.media import amp as commands
 from omnirtp.media.pool import (
     CHILD_FDS,
@@ -43,7 +44,6 @@ from omnirtp.media.worker import (
     build_parser,
     format_slice,
     load_factory,
-    log_level,
     main,
     parse_slice,
     stopper,
@@ -364,7 +364,7 @@ class WorkerCommandLineTests(SynchronousTestCase):
 
     def test_logLevel(self):
         self.assertEqual(
-            [log_level(n) for n in range(8)],
+            [level_for(n) for n in range(8)],
             [LogLevel.critical] * 3 + [LogLevel.error, LogLevel.warn] + [LogLevel.info] * 2 + [LogLevel.debug],
         )
 

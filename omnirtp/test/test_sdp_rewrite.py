@@ -7,7 +7,6 @@ same input SDP and compares the normalised result.
 """
 
 import json
-import os
 import re
 
 from twisted.trial.unittest import SynchronousTestCase

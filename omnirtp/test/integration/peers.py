@@ -29,6 +29,8 @@ import subprocess
 import sys
 import time
 
+from twisted.internet import defer
+from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import SkipTest
 
 from omnirtp.control import bencode
@@ -158,6 +160,56 @@ def udp_bound(port, address=LOOPBACK):
     except OSError:
         pass
     return False
+
+
+# -- media parties (in-process, on the real reactor) --------------------------------
+
+class Party(DatagramProtocol):
+    """One call party's UDP socket: records ``(data, addr)`` as it arrives;
+    ``wait(n)`` fires with the list once ``n`` datagrams are in."""
+
+    def __init__(self):
+        self.received = []
+        self._waiters = []
+
+    def datagramReceived(self, data, addr):
+        self.received.append((data, addr))
+        for n, d in list(self._waiters):
+            if len(self.received) >= n:
+                self._waiters.remove((n, d))
+                d.callback(list(self.received))
+
+    def wait(self, n):
+        if len(self.received) >= n:
+            return defer.succeed(list(self.received))
+        d = defer.Deferred()
+        self._waiters.append((n, d))
+        return d
+
+    def send(self, data, dest):
+        """Send to ``dest``: ``(host, port)``, or a port on 127.0.0.1."""
+        if isinstance(dest, int):
+            dest = (LOOPBACK, dest)
+        self.transport.write(data, dest)
+
+    @property
+    def address(self):
+        h = self.transport.getHost()
+        return (h.host, h.port)
+
+    @property
+    def port(self):
+        return self.transport.getHost().port
+
+
+def listen_party(test, address=LOOPBACK):
+    """A :class:`Party` listening on ``address`` (an ephemeral port), closed
+    when ``test`` ends."""
+    from twisted.internet import reactor
+    party = Party()
+    port = reactor.listenUDP(0, party, interface=address)
+    test.addCleanup(port.stopListening)
+    return party
 
 
 # -- ng client ----------------------------------------------------------------------

@@ -7,8 +7,8 @@ Used by the side-by-side integration tests and by the corpus tool
 * :class:`Daemon` starts a process, waits until it answers ``ping`` and
   stops it again; :func:`rtpengine_daemon` and :func:`omnirtp_daemon` build
   the two command lines.
-* :class:`NGClient` is a small blocking ng client over UDP (cookie framing,
-  bencode dictionaries, retries on timeout).
+* The ng client, port pickers and bencode are the ones in
+  :mod:`omnirtp.test.integration.peers` and :mod:`omnirtp.control.bencode`.
 """
 
 import os
@@ -17,6 +17,9 @@ import socket
 import subprocess
 import sys
 import time
+
+from omnirtp.test.integration.peers import (  # noqa: F401 (re-exported)
+    NGClient, NGTimeout, free_port, free_port_range)
 
 RTPENGINE_PATHS = ("/usr/sbin/rtpengine", "/usr/bin/rtpengine")
 LOOPBACK = "127.0.0.1"
@@ -32,159 +35,7 @@ def find_rtpengine():
 
 def free_udp_port(address=LOOPBACK):
     """Return a UDP port that was free on ``address`` a moment ago."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.bind((address, 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
-
-
-def free_port_range(size, address=LOOPBACK, low=20000, high=60000):
-    """Return ``(port_min, port_max)``, an even-aligned block of ``size`` ports
-    none of which is bound on ``address`` right now (best effort)."""
-    start = low + (os.getpid() * 2 % ((high - low) // size)) * size
-    for attempt in range((high - low) // size):
-        first = low + (start - low + attempt * size) % (high - low)
-        first -= first % 2
-        if _range_free(address, first, first + size - 1):
-            return first, first + size - 1
-    raise RuntimeError("no free block of %d UDP ports on %s" % (size, address))
-
-
-def _range_free(address, first, last):
-    held = []
-    try:
-        for port in range(first, last + 1):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            held.append(s)
-            try:
-                s.bind((address, port))
-            except OSError:
-                return False
-        return True
-    finally:
-        for s in held:
-            s.close()
-
-
-# -- bencode (tiny; omnirtp.control.bencode is the real one) ---------------
-
-def bencode(value):
-    """Encode str/bytes/int/list/dict (keys in insertion order, as Kamailio does)."""
-    out = []
-    _encode(value, out)
-    return b"".join(out)
-
-
-def _encode(value, out):
-    if isinstance(value, bool):
-        raise TypeError("bencode has no booleans")
-    if isinstance(value, int):
-        out.append(b"i%de" % value)
-    elif isinstance(value, (str, bytes)):
-        data = value.encode("utf-8") if isinstance(value, str) else value
-        out.append(b"%d:" % len(data))
-        out.append(data)
-    elif isinstance(value, (list, tuple)):
-        out.append(b"l")
-        for item in value:
-            _encode(item, out)
-        out.append(b"e")
-    elif isinstance(value, dict):
-        out.append(b"d")
-        for key, item in value.items():
-            _encode(key, out)
-            _encode(item, out)
-        out.append(b"e")
-    else:
-        raise TypeError("cannot bencode %r" % (type(value),))
-
-
-def bdecode(data):
-    """Decode one bencode value; byte strings come back as str when they are
-    UTF-8, else as bytes.  Raises ValueError on malformed or trailing data."""
-    value, end = _decode(data, 0)
-    if end != len(data):
-        raise ValueError("trailing data after bencode value at offset %d" % end)
-    return value
-
-
-def _decode(data, i):
-    if i >= len(data):
-        raise ValueError("bencode truncated at offset %d" % i)
-    lead = data[i:i + 1]
-    if lead == b"i":
-        end = data.index(b"e", i)
-        return int(data[i + 1:end]), end + 1
-    if lead == b"l":
-        items, i = [], i + 1
-        while data[i:i + 1] != b"e":
-            item, i = _decode(data, i)
-            items.append(item)
-        return items, i + 1
-    if lead == b"d":
-        result, i = {}, i + 1
-        while data[i:i + 1] != b"e":
-            key, i = _decode(data, i)
-            result[key], i = _decode(data, i)
-        return result, i + 1
-    if lead.isdigit():
-        colon = data.index(b":", i)
-        size = int(data[i:colon])
-        raw = data[colon + 1:colon + 1 + size]
-        if len(raw) != size:
-            raise ValueError("bencode string truncated at offset %d" % i)
-        try:
-            return raw.decode("utf-8"), colon + 1 + size
-        except UnicodeDecodeError:
-            return raw, colon + 1 + size
-    raise ValueError("bad bencode byte %r at offset %d" % (lead, i))
-
-
-# -- ng client -----------------------------------------------------------------
-
-class NGTimeout(Exception):
-    """The daemon did not answer an ng request."""
-
-
-class NGClient:
-    """Blocking ng client: ``request(dict) -> dict``."""
-
-    def __init__(self, port, address=LOOPBACK, timeout=1.0, retries=3):
-        self.address = (address, port)
-        self.timeout = timeout
-        self.retries = retries
-        self._seq = 0
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind((LOOPBACK, 0))
-        self._sock.settimeout(timeout)
-
-    def close(self):
-        self._sock.close()
-
-    def request_raw(self, payload, retries=None):
-        """Send one already-encoded payload; return the reply payload bytes."""
-        self._seq += 1
-        cookie = b"%d_%d" % (os.getpid(), self._seq)
-        datagram = cookie + b" " + payload
-        for _ in range(self.retries if retries is None else retries):
-            self._sock.sendto(datagram, self.address)
-            try:
-                while True:
-                    reply, _ = self._sock.recvfrom(65536)
-                    head, _, body = reply.partition(b" ")
-                    if head == cookie:
-                        return body
-            except socket.timeout:
-                continue
-        raise NGTimeout("no ng reply from %s:%d" % self.address)
-
-    def request(self, message, retries=None):
-        return bdecode(self.request_raw(bencode(message), retries))
-
-    def ping(self, retries=None):
-        return self.request({"command": "ping"}, retries).get("result") == "pong"
+    return free_port(socket.SOCK_DGRAM, address)
 
 
 # -- daemons ---------------------------------------------------------------------
@@ -213,21 +64,17 @@ class Daemon:
             self.process = subprocess.Popen(
                 self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=log)
-        self.client = NGClient(self.ng_port, timeout=0.2, retries=1)
+        self.client = NGClient(self.ng_port, timeout=0.2, tries=1)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self.stop()
                 raise DaemonFailed("%s exited with %s: %s" % (
                     self.name, self.process.returncode, self.log_tail()))
-            try:
-                if self.client.ping():
-                    self.client.timeout = 2.0
-                    self.client._sock.settimeout(2.0)
-                    self.client.retries = 2
-                    return self
-            except NGTimeout:
-                pass
+            if self.client.ping():
+                self.client.timeout = 2.0
+                self.client.tries = 2
+                return self
         tail = self.log_tail()
         self.stop()
         raise DaemonFailed("%s did not answer ping within %.0fs: %s" % (self.name, wait, tail))

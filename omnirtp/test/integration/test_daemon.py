@@ -14,7 +14,7 @@ from twisted.trial.unittest import TestCase
 from omnirtp.config.model import Config, InterfaceSpec
 from omnirtp.control import bencode
 from omnirtp.sdp.model import SessionDescription, inspect
-from omnirtp.test.integration.peers import free_port_range
+from omnirtp.test.integration.peers import free_port_range, listen_party
 from omnirtp.service import build
 
 RTP = b"\x80\x00\x00\x01\x00\x00\x00\xa0\x12\x34\x56\x78" + b"\xd5" * 160
@@ -39,16 +39,6 @@ def wait_for(predicate, timeout=5.0, step=0.01):
             raise AssertionError("condition not met within %.1f s" % timeout)
         yield task.deferLater(reactor, step, lambda: None)
         waited += step
-
-
-class Party(protocol.DatagramProtocol):
-    """One call party: a UDP socket that records what it receives."""
-
-    def __init__(self):
-        self.received = []
-
-    def datagramReceived(self, data, addr):
-        self.received.append((data, addr))
 
 
 class NGClient(protocol.DatagramProtocol):
@@ -127,11 +117,7 @@ class DaemonTestCase(TestCase):
         self.assertEqual(pong, {"result": "pong"})
 
     def party(self):
-        p = Party()
-        port = reactor.listenUDP(0, p, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        p.port = port.getHost().port
-        return p
+        return listen_party(self)
 
     @defer.inlineCallbacks
     def setup_call(self, call_id="c1", offer_extra=None, answer_extra=None):

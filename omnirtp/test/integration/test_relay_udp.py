@@ -8,11 +8,10 @@ ephemeral ports (so other programs' sockets do not land in it).
 import socket
 
 from twisted.internet import defer, reactor
-from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
 from omnirtp.media.engine import EmbeddedEngine
-from omnirtp.test.integration.peers import free_port_range
+from omnirtp.test.integration.peers import Party, free_port_range
 
 HOST = "127.0.0.1"
 
@@ -23,36 +22,6 @@ def rtp(seq):
 
 def rtcp(ssrc):
     return bytes([0x80, 201, 0x00, 0x01]) + ssrc.to_bytes(4, "big")
-
-
-class Party(DatagramProtocol):
-    """Records what arrives; ``wait(n)`` fires once n datagrams are in."""
-
-    def __init__(self):
-        self.received = []
-        self._waiters = []
-
-    def datagramReceived(self, data, addr):
-        self.received.append((data, addr))
-        for n, d in list(self._waiters):
-            if len(self.received) >= n:
-                self._waiters.remove((n, d))
-                d.callback(self.received)
-
-    def wait(self, n):
-        if len(self.received) >= n:
-            return defer.succeed(self.received)
-        d = defer.Deferred()
-        self._waiters.append((n, d))
-        return d
-
-    def send(self, data, dest):
-        self.transport.write(data, dest)
-
-    @property
-    def address(self):
-        h = self.transport.getHost()
-        return (h.host, h.port)
 
 
 class RelayUDPTests(TestCase):

@@ -12,14 +12,13 @@ import signal
 import socket
 
 from twisted.internet import defer, reactor
-from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from omnirtp.errors import E_INTERNAL
 from omnirtp.media.pool import READY, WorkerPool, WorkerUnavailable
-from omnirtp.test.integration.peers import free_port_range
+from omnirtp.test.integration.peers import Party, free_port_range
 
 HOST = "127.0.0.1"
 PORT_MIN, PORT_MAX = free_port_range(1000)
@@ -29,36 +28,6 @@ SLICES = [(PORT_MIN, PORT_MIN + 499), (PORT_MIN + 500, PORT_MAX)]
 def rtp(seq, marker=0):
     """A minimal RTP packet (PCMU, 20 bytes of payload)."""
     return bytes([0x80, marker, seq >> 8 & 0xFF, seq & 0xFF]) + b"\x00" * 8 + b"\xff" * 20
-
-
-class Party(DatagramProtocol):
-    """One side of a call: records datagrams; ``wait(n)`` fires at n."""
-
-    def __init__(self):
-        self.received = []
-        self._waiters = []
-
-    def datagramReceived(self, data, addr):
-        self.received.append((data, addr))
-        for n, d in list(self._waiters):
-            if len(self.received) >= n:
-                self._waiters.remove((n, d))
-                d.callback(list(self.received))
-
-    def wait(self, n):
-        if len(self.received) >= n:
-            return defer.succeed(list(self.received))
-        d = defer.Deferred()
-        self._waiters.append((n, d))
-        return d
-
-    def send(self, data, port):
-        self.transport.write(data, (HOST, port))
-
-    @property
-    def address(self):
-        h = self.transport.getHost()
-        return (h.host, h.port)
 
 
 def bindable(port):
