@@ -34,6 +34,10 @@ class IMediaEngine(Interface):
             {"local": (addr, port),        # the socket this entry configures
              "peer": (addr, port) | None,  # local socket that packets received
                                            #   here are sent out of (None: drop)
+             "rtcp_peer": (addr, port) | None,  # optional: where RTCP (PT
+                                           #   192-223) received here goes
+                                           #   instead (rtcp-mux on this side
+                                           #   only)
              "endpoint": (addr, port) | None,  # where packets sent *from* this
                                            #   socket go: the party it faces,
                                            #   from that party's SDP

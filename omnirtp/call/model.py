@@ -40,7 +40,7 @@ class Media:
 
     __slots__ = (
         "index", "type", "protocol", "interface", "rtp_port",
-        "rtp_endpoint", "rtcp_endpoint", "rtcp_mux", "direction",
+        "rtp_endpoint", "rtcp_endpoint", "rtcp_mux", "mux", "direction",
         "rejected", "zero_address", "ice_ufrag", "ice_pwd",
         "codec_keys", "ptime",
     )
@@ -53,7 +53,10 @@ class Media:
         self.rtp_port = None
         self.rtp_endpoint = None
         self.rtcp_endpoint = None
+        #: the party offered or answered a=rtcp-mux
         self.rtcp_mux = False
+        #: the party multiplexes RTCP on its RTP port (negotiated)
+        self.mux = False
         self.direction = None
         self.rejected = False
         self.zero_address = False

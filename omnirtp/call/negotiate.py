@@ -220,7 +220,7 @@ class Negotiator:
                     ml.medias.append(m)
                 if not info.rejected and not m.has_ports and (offer or ml is src):
                     new_medias.append(m)
-            self._learn(src.media(info.index), info, flags)
+            self._learn(src.media(info.index), info, flags, offer)
         yield self._allocate(call, new_medias)
         if offer:
             src.rtcp_mux_opts = frozenset(flags.rtcp_mux)
@@ -234,8 +234,8 @@ class Negotiator:
             d = dst.media(info.index)
             if info.rejected and not d.has_ports:
                 d.rejected = True
-        yield self.engine.configure(call.call_id, self._sockets(call, flags))
         plan = self._plan(dst, src, sd, infos, flags, offer)
+        yield self.engine.configure(call.call_id, self._sockets(call, flags))
         try:
             out = rewrite(sd, plan)
         except (SDPError, ValueError) as e:
@@ -247,7 +247,7 @@ class Negotiator:
         fam = (flags.address_family or "").upper()
         return fam if fam in ("IP4", "IP6") else None
 
-    def _learn(self, m, info, flags):
+    def _learn(self, m, info, flags, offer):
         m.type = info.type
         m.rejected = info.rejected
         m.direction = info.direction
@@ -268,7 +268,10 @@ class Negotiator:
         if info.zero_address:
             rtp = rtcp = None
         m.rtp_endpoint = rtp
-        m.rtcp_endpoint = rtp if info.rtcp_mux else rtcp
+        m.rtcp_endpoint = rtcp
+        if not offer:
+            # the answerer multiplexes exactly when its answer says so
+            m.mux = info.rtcp_mux
 
     @defer.inlineCallbacks
     def _allocate(self, call, medias):
@@ -292,25 +295,31 @@ class Negotiator:
             raise
 
     def _sockets(self, call, flags):
-        """The engine configuration for every port pair of the call."""
+        """The engine configuration for every port pair of the call.
+
+        Packets to a party that multiplexes RTCP (rtcp-mux) all leave its
+        RTP socket; RTCP from it arrives on its RTP socket and, when the
+        other party does not multiplex, is sent out of the other party's
+        RTCP socket (``rtcp_peer``).
+        """
         learning = flags.endpoint_learning or self.endpoint_learning
-        strict = flags.has("strict-source")
-        handover = flags.has("media-handover")
-        asymmetric = flags.has("asymmetric")
+        common = {"learning": learning, "strict": flags.has("strict-source"),
+                  "handover": flags.has("media-handover"),
+                  "asymmetric": flags.has("asymmetric"), "reset": True}
         sockets = []
         for ml in call.monologues:
             peer = ml.peer
             for m in ml.port_medias():
                 pm = peer.media(m.index) if peer is not None else None
                 linked = pm is not None and pm.has_ports
-                common = {"learning": learning, "strict": strict, "handover": handover,
-                          "asymmetric": asymmetric, "reset": True}
-                sockets.append(dict(common, local=m.rtp_key,
-                                    peer=pm.rtp_key if linked else None,
-                                    endpoint=m.rtp_endpoint))
-                sockets.append(dict(common, local=m.rtcp_key,
-                                    peer=pm.rtcp_key if linked else None,
-                                    endpoint=m.rtcp_endpoint))
+                sockets.append(dict(
+                    common, local=m.rtp_key, endpoint=m.rtp_endpoint,
+                    peer=pm.rtp_key if linked else None,
+                    rtcp_peer=pm.rtcp_key if linked and m.mux and not pm.mux else None))
+                sockets.append(dict(
+                    common, local=m.rtcp_key,
+                    endpoint=m.rtp_endpoint if m.mux else m.rtcp_endpoint,
+                    peer=(pm.rtp_key if pm.mux else pm.rtcp_key) if linked else None))
         return sockets
 
     def _plan(self, dst, src, sd, infos, flags, offer):
@@ -329,6 +338,10 @@ class Negotiator:
                 media_plans.append(MediaPlan(port=0))
                 continue
             mux = self._mux_out(info, flags, offer, d, dst.rtcp_mux_opts)
+            if not offer or mux == "only":
+                # what we answered the offerer (or required of the
+                # recipient) is what that party will do
+                d.mux = mux == "only"
             rtcp_port = None if flags.has("no-rtcp-attribute") else (
                 d.rtp_port if mux == "only" else d.rtp_port + 1)
             direction = info.direction or "sendrecv"

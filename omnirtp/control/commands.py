@@ -189,7 +189,7 @@ class Dispatcher:
                                                "last_packet": call.last_signal,
                                                "endpoint": None, "confirmed": False}
                         sflags = [kind]
-                        if kind == "RTCP" and m.rtcp_mux:
+                        if kind == "RTCP" and m.mux:
                             sflags.append("fallback RTCP")
                         if c.get("endpoint"):
                             sflags.append("filled")
@@ -213,7 +213,7 @@ class Dispatcher:
                 mflags = []
                 if m.has_ports:
                     mflags.append("initialized")
-                if m.rtcp_mux:
+                if m.mux:
                     mflags.append("rtcp-mux")
                 medias.append({"index": m.index, "type": m.type,
                                "protocol": m.protocol or "", "flags": mflags,

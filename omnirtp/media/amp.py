@@ -28,7 +28,7 @@ CHUNK_SIZE = 60000
 ERRORS = {PortsExhausted: b"PORTS_EXHAUSTED", NGError: b"NG_ERROR"}
 
 #: keys of a socket configuration entry that hold socket addresses
-ADDRESS_KEYS = ("local", "peer", "endpoint")
+ADDRESS_KEYS = ("local", "peer", "rtcp_peer", "endpoint")
 
 
 def _address(value):

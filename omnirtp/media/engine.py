@@ -18,6 +18,7 @@ from omnirtp.media.relay import LEARN_DELAYED, LEARNING_MODES, RelaySocket, bind
 # keys of IMediaEngine.configure entries
 K_LOCAL = "local"
 K_PEER = "peer"
+K_RTCP_PEER = "rtcp_peer"
 K_ENDPOINT = "endpoint"
 K_LEARNING = "learning"
 K_STRICT = "strict"
@@ -200,6 +201,17 @@ class EmbeddedEngine:
         )
         return ports
 
+    def _peer(self, entry, name):
+        """The bound RelaySocket named by ``entry[name]``, or None."""
+        key = entry.get(name)
+        if key is None:
+            return None
+        key = _key(key, name)
+        relay = self._sockets.get(key)
+        if relay is None:
+            raise ValueError("%s socket %s:%d is not bound here" % ((name,) + key))
+        return relay
+
     def _configure(self, call_id, entries):
         pairs = self._calls.get(call_id)
         if pairs is None:
@@ -212,13 +224,8 @@ class EmbeddedEngine:
             rtp_key = (local[0], local[1] & ~1)
             if relay is None or rtp_key not in pairs:
                 raise ValueError("socket %s:%d is not held by call %r" % (local[0], local[1], call_id))
-            peer = entry.get(K_PEER)
-            peer_relay = None
-            if peer is not None:
-                peer = _key(peer, "peer")
-                peer_relay = self._sockets.get(peer)
-                if peer_relay is None:
-                    raise ValueError("peer socket %s:%d is not bound here" % peer)
+            peer_relay = self._peer(entry, K_PEER)
+            rtcp_peer_relay = self._peer(entry, K_RTCP_PEER)
             endpoint = entry.get(K_ENDPOINT)
             if endpoint is not None:
                 endpoint = _key(endpoint, "endpoint")
@@ -233,6 +240,7 @@ class EmbeddedEngine:
                     relay,
                     dict(
                         peer=peer_relay,
+                        rtcp_peer=rtcp_peer_relay,
                         endpoint=endpoint,
                         learning=learning,
                         strict=bool(entry.get(K_STRICT, False)),
@@ -270,9 +278,10 @@ class EmbeddedEngine:
         if gone:
             # nothing keeps sending out of a closed socket
             for rtp, rtcp in pairs.values():
-                if rtp.peer in gone:
-                    rtp.peer = None
-                if rtcp.peer in gone:
-                    rtcp.peer = None
+                for relay in (rtp, rtcp):
+                    if relay.peer in gone:
+                        relay.peer = None
+                    if relay.rtcp_peer in gone:
+                        relay.rtcp_peer = None
         if not pairs:
             del self._calls[call_id]

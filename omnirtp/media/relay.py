@@ -82,6 +82,7 @@ class RelaySocket:
         # wiring
         "local",
         "peer",
+        "rtcp_peer",
         "other",
         "_sock",
         "_fd",
@@ -115,6 +116,10 @@ class RelaySocket:
     def __init__(self, reactor, sock, local):
         self.local = local
         self.peer = None
+        #: where RTCP (PT 192-223) received here goes instead of ``peer``:
+        #: set when this side multiplexes RTCP on its RTP port (rtcp-mux)
+        #: and the other side does not
+        self.rtcp_peer = None
         #: called as ``other(relay, data, source)`` for datagrams that are not
         #: RTP/RTCP (STUN, DTLS) instead of counting them as junk; None: junk
         self.other = None
@@ -159,6 +164,7 @@ class RelaySocket:
         self,
         peer=None,
         endpoint=None,
+        rtcp_peer=None,
         learning=LEARN_DELAYED,
         strict=False,
         handover=False,
@@ -179,6 +185,7 @@ class RelaySocket:
         if endpoint is not None:
             endpoint = (str(endpoint[0]), int(endpoint[1]))
         self.peer = peer
+        self.rtcp_peer = rtcp_peer
         self.learning = learning
         self.strict = bool(strict)
         self.handover = bool(handover)
@@ -224,6 +231,7 @@ class RelaySocket:
         """Stop reading and close the socket; later sends from it fail."""
         self.stop()
         self.peer = None
+        self.rtcp_peer = None
         self.other = None
         if self._fd >= 0:
             self._fd = -1
@@ -284,6 +292,8 @@ class RelaySocket:
                 self.errors += 1
                 continue
             peer = self.peer
+            if self.rtcp_peer is not None and 191 < data[1] < 224:
+                peer = self.rtcp_peer
             if peer is None:
                 self.errors += 1
                 continue

@@ -154,6 +154,22 @@ class ForwardTests(RelayTestBase):
         self.from_a(RTCP_RR)
         self.assertEqual(self.delivered(B_SDP), [(RTCP_RR, B_SOCK)])
 
+    def test_rtcp_peer_demultiplexes(self):
+        """With rtcp_peer set (rtcp-mux on this side only), RTCP received on
+        the RTP socket leaves the other side's RTCP socket; RTP is unchanged."""
+        b_rtcp_sock = (HOST, 30003)
+        b_rtcp_sdp = (B_SDP[0], B_SDP[1] + 1)
+        b_rtcp = RelaySocket(self.reactor, self.net.bind(*b_rtcp_sock), b_rtcp_sock)
+        b_rtcp.start()
+        self.wire()
+        b_rtcp.configure(peer=self.a, endpoint=b_rtcp_sdp, reset=True)
+        self.a.configure(peer=self.b, rtcp_peer=b_rtcp, endpoint=A_SDP, reset=True)
+        self.from_a(rtp(1))
+        self.from_a(RTCP_RR)
+        self.assertEqual(self.delivered(B_SDP), [(rtp(1), B_SOCK)])
+        self.assertEqual(self.delivered(b_rtcp_sdp), [(RTCP_RR, b_rtcp_sock)])
+        self.assertEqual((b_rtcp.packets_out, self.b.packets_out), (1, 1))
+
     def test_last_packet_stamped(self):
         """last_packet is the clock time of the latest ingress packet."""
         self.wire()

@@ -160,6 +160,34 @@ class RelayTests(DaemonTestCase):
         self.assertEqual(query["totals"]["RTP"]["bytes"], 5 * len(RTP))
 
     @defer.inlineCallbacks
+    def test_rtcpMuxOnOneSide(self):
+        """A multiplexes RTCP on its RTP port (rtcp-mux, demux towards B); B
+        does not: RTCP is split onto B's RTCP port and merged back onto A's."""
+        yield self.start()
+        a, b, b_rtcp = self.party(), self.party(), self.party()
+        offer = yield self.ng.request(
+            command="offer", call_id="mux", from_tag="ft",
+            sdp=sdp(a.port, extra="a=rtcp:%d\r\na=rtcp-mux\r\n" % a.port),
+            **{"rtcp-mux": ["demux"]})
+        self.assertNotIn("a=rtcp-mux", offer["sdp"])
+        answer = yield self.ng.request(
+            command="answer", call_id="mux", from_tag="ft", to_tag="tt",
+            sdp=sdp(b.port, extra="a=rtcp:%d\r\n" % b_rtcp.port))
+        self.assertIn("a=rtcp-mux", answer["sdp"])
+        to_a, to_b = port_of(answer["sdp"]), port_of(offer["sdp"])
+        self.assertIn("a=rtcp:%d\r\n" % to_a, answer["sdp"])
+        self.send(a, to_a, RTP)
+        self.send(a, to_a, RTCP)
+        yield wait_for(lambda: b.received and b_rtcp.received)
+        self.assertEqual(b.received, [(RTP, ("127.0.0.1", to_b))])
+        self.assertEqual(b_rtcp.received, [(RTCP, ("127.0.0.1", to_b + 1))])
+        self.send(b, to_b, RTP)
+        self.send(b_rtcp, to_b + 1, RTCP)
+        yield wait_for(lambda: len(a.received) == 2)
+        self.assertEqual(sorted(a.received), sorted([(RTP, ("127.0.0.1", to_a)),
+                                                     (RTCP, ("127.0.0.1", to_a))]))
+
+    @defer.inlineCallbacks
     def test_learnsRealSourcePort(self):
         """A behind NAT sends from another port: B's media reaches that port."""
         yield self.start()
