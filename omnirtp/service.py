@@ -19,16 +19,19 @@ class _RegistryService(service.Service):
 
     log = Logger()
 
-    def __init__(self, registry, warnings=(), log_level=None):
+    def __init__(self, registry, warnings=(), log_level=None, summary=None):
         self.registry = registry
         self.warnings = warnings
         self.log_level = log_level
+        self.summary = summary
 
     def startService(self):
         service.Service.startService(self)
         if self.log_level is not None:
             from omnirtp.logging import install_level
             install_level(self.log_level)
+        if self.summary:
+            self.log.info("{summary}", summary=self.summary)
         for text in self.warnings:
             self.log.warn("{warning}", warning=text)
         self.registry.start()
@@ -79,6 +82,18 @@ def startup_warnings(config):
     return lines
 
 
+def summary(config):
+    """One line for the log at start: what this instance serves."""
+    from omnirtp import __version__
+    listen = ", ".join("%s:%d" % hp for hp in config.listen_ng)
+    ifaces = ", ".join(str(i) for i in config.interfaces)
+    media = ("%d media worker processes" % config.num_threads if config.num_threads > 0
+             else "media in the control process")
+    return ("omnirtp %s: ng on %s; interfaces %s; ports %d-%d; %s; max-sessions %d"
+            % (__version__, listen, ifaces, config.port_min, config.port_max, media,
+               config.max_sessions))
+
+
 def build_engine(config, reactor, interfaces):
     """The media engine: embedded for num-threads 0, else a worker pool."""
     addresses = interfaces.engine_map(config.port_min, config.port_max)
@@ -108,7 +123,8 @@ def build(config, reactor, log_level=None):
     dispatcher = Dispatcher(registry, negotiator, delete_delay=config.delete_delay)
     top = service.MultiService()
     engine_service.setServiceParent(top)
-    _RegistryService(registry, startup_warnings(config), log_level).setServiceParent(top)
+    _RegistryService(registry, startup_warnings(config), log_level,
+                     summary(config)).setServiceParent(top)
     _NGService(reactor, config.listen_ng,
                lambda: NGProtocol(dispatcher, reactor)).setServiceParent(top)
     top.registry = registry

@@ -230,6 +230,9 @@ class NGProtocol(DatagramProtocol):
     ``stats`` counts executed requests per command and error replies.
     """
 
+    # the start-up summary names the listeners; no per-port chatter
+    noisy = False
+
     log = Logger()
 
     def __init__(self, dispatch, clock, cache_ttl=30, cache_max=20000):

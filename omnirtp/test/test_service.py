@@ -1,0 +1,41 @@
+"""omnirtp.service: composition without binding anything."""
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from omnirtp.config.model import Config, InterfaceSpec
+from omnirtp.media.engine import EmbeddedEngine
+from omnirtp.service import build, startup_warnings, summary
+
+
+def config(**kw):
+    values = dict(interfaces=(InterfaceSpec("priv", "127.0.0.1", None),
+                              InterfaceSpec("pub", "127.0.0.2", "203.0.113.1")),
+                  listen_ng=(("127.0.0.1", 22222),))
+    values.update(kw)
+    return Config(**values)
+
+
+class BuildTests(SynchronousTestCase):
+
+    def test_embeddedEngineByDefault(self):
+        """num-threads 0: media in the control process, wired to the registry."""
+        top = build(config(), MemoryReactorClock())
+        self.assertIsInstance(top.engine, EmbeddedEngine)
+        self.assertIs(top.registry.engine, top.engine)
+        self.assertIs(top.dispatcher.registry, top.registry)
+
+    def test_summary(self):
+        """The start-up line names listeners, interfaces, ports and media mode."""
+        text = summary(config(num_threads=3, max_sessions=1000))
+        self.assertIn("ng on 127.0.0.1:22222", text)
+        self.assertIn("priv/127.0.0.1, pub/127.0.0.2!203.0.113.1", text)
+        self.assertIn("ports 30000-40000", text)
+        self.assertIn("3 media worker processes", text)
+        self.assertIn("max-sessions 1000", text)
+
+    def test_startupWarnings(self):
+        """Config warnings come first, then one line per unimplemented option."""
+        c = config(warnings=("w1",), unimplemented=("redis",))
+        self.assertEqual(startup_warnings(c),
+                         ["w1", "option 'redis' is not implemented by omnirtp yet; ignored"])
