@@ -47,6 +47,9 @@ SUPPORTS_LOAD_LIMIT = "load limit"
 STATS_ERRORS = "errors"
 
 COUNTED_COMMANDS = ("ping", "offer", "answer", "delete", "query", "list", "statistics")
+#: where requests with any other command word are counted (a bounded dict:
+#: command words come from the network)
+STATS_OTHER = "other"
 
 _BENCODE, _JSON = "bencode", "json"
 _JSON_OPEN = frozenset(b"[{")
@@ -246,6 +249,7 @@ class NGProtocol(DatagramProtocol):
         self._rotated_at = clock.seconds()
         self._failures_logged = set()
         self.stats = dict.fromkeys(COUNTED_COMMANDS, 0)
+        self.stats[STATS_OTHER] = 0
         self.stats[STATS_ERRORS] = 0
 
     # -- cache ---------------------------------------------------------
@@ -314,7 +318,7 @@ class NGProtocol(DatagramProtocol):
             self._finish(cookie, _Pending(addr), error_reply(errors.E_NO_COMMAND),
                          encoding)
             return
-        self.stats[command] = self.stats.get(command, 0) + 1
+        self.stats[command if command in COUNTED_COMMANDS else STATS_OTHER] += 1
         pending = _Pending(addr)
         self._cache_put(cookie, pending)
         try:

@@ -424,7 +424,7 @@ class StatsTests(NGTestBase):
         self.send(PING)
         self.assertEqual(self.proto.stats["offer"], 2)
         self.assertEqual(self.proto.stats["delete"], 1)
-        self.assertEqual(self.proto.stats["play media"], 1)
+        self.assertEqual(self.proto.stats["other"], 1)  # "play media"
         self.assertEqual(self.proto.stats["ping"], 1)
         self.assertEqual(self.proto.stats["answer"], 0)
         self.assertEqual(self.proto.stats["errors"], 2)
@@ -486,3 +486,20 @@ class FixtureTests(NGTestBase):
         self.assertEqual(request["command"], "offer")
         self.assertEqual(request["transport-protocol"], "RTP/SAVPF")
         self.assertTrue(request["sdp"].startswith("v=0\r\n"))
+
+
+class StatsBoundTests(SynchronousTestCase):
+    """Command words come from the network: counting them must not grow."""
+
+    def test_unknownCommandsShareOneCounter(self):
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import FakeDatagramTransport
+        from omnirtp.control.ng import NGProtocol
+        proto = NGProtocol(lambda request, addr: {"result": "ok"}, Clock())
+        proto.makeConnection(FakeDatagramTransport())
+        for i in range(100):
+            proto.datagramReceived(b"c%d d7:command5:x%04de" % (i, i), ("127.0.0.1", 5))
+        proto.datagramReceived(b"p d7:command4:pinge", ("127.0.0.1", 5))
+        self.assertEqual(proto.stats["other"], 100)
+        self.assertEqual(proto.stats["ping"], 1)
+        self.assertEqual(len(proto.stats), 9)
