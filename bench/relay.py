@@ -16,9 +16,15 @@ runs on CPU 0, the generator (this process) on CPU 1.
   cpu    process CPU time of the relay (utime + stime from /proc/<pid>/stat)
          divided by the packets it relayed back to the generator, at a fixed
          load; the median of several runs.
-  calls  the largest number of calls with < 0.1% loss, found by growing the
-         load and then bisecting.  When the generator cannot keep its pace
-         the result is reported as a lower bound ('>=').
+  calls  the largest number of calls with < 0.1% loss.  Loss is measured
+         over a window in which the replies are not read: the relay is
+         briefly stopped (SIGSTOP) at the window's start and end for a
+         consistent snapshot of /proc/net/udp, and the datagrams still queued
+         in the relay's sockets at the end count as lost (see load_step).
+         A coarse search (x1.6) brackets the capacity, then independent
+         bisections, interleaved across relays, are repeated; the median is
+         reported.  It is a lower bound ('>=') only when the generator could
+         not keep its pace at the step just above the answer.
 
 Run from the repository root:  .venv/bin/python bench/relay.py [--quick]
 This is a benchmark, not a test; it binds 127.0.0.x ports 42000-42999
@@ -48,6 +54,7 @@ RTPENGINE_MIN, RTPENGINE_MAX = 43000, 43999
 NG_PORT = 23301
 PPS_PER_FLOW = 50
 LOSS_LIMIT = 0.001
+PACE_MIN = 0.99  # a step below 99% of the planned send rate cannot show a pass
 RELAY_CPU = 0
 GENERATOR_CPU = 1
 GENERATOR_ADDRESS = "127.0.0.254"  # apart from the relays' 127.0.0.1, .2, ...
@@ -393,13 +400,17 @@ class Generator:
     def keys(self):
         return [s.getsockname() for side in self.sides for s in side]
 
-    def run(self, relay_sockets, seconds, receive=True, mark_at=None, on_mark=None):
+    def run(self, relay_sockets, seconds, receive=True, marks=()):
         """Send 50 pps per flow for ``seconds``.
 
-        Returns ``(sent, received, cpu, wall, rate)``; with ``receive`` False
-        nothing is read (``received`` is 0) and the party sockets drop what
-        the relay sends them (see :func:`udp_drops`).  ``on_mark(sent)`` is
-        called once, ``mark_at`` seconds after the start.
+        Returns ``(sent, received, cpu, wall, rate)``; ``sent`` counts the
+        datagrams the kernel accepted (failed ``sendto`` calls are not
+        counted).  With ``receive`` False nothing is read (``received`` is
+        0) and the party sockets drop what the relay sends them (see
+        :func:`udp_table`).  ``marks`` is a sequence of ``(offset,
+        callback)``: ``callback(sent)`` is called once the schedule reaches
+        ``offset`` seconds.  The schedule stands still while a callback
+        runs, so the time it takes causes no burst and ``wall`` excludes it.
         """
         a, b = self.sides
         flows = []
@@ -410,26 +421,30 @@ class Generator:
         rate = PPS_PER_FLOW * nflows
         packets, npk = self.packets, len(self.packets)
         poll, receivers, buf = self.poller.poll, self.receivers, self.buf
-        sleep = time.sleep
-        sent = received = 0
+        sleep, clock = time.sleep, time.perf_counter
+        marks = sorted(marks, key=lambda m: m[0])
+        mi = 0
+        sent = received = errors = 0
         cpu0 = time.process_time()
-        start = time.perf_counter()
+        start = clock()
         end = start + seconds
-        mark = start + mark_at if on_mark is not None else end + 1
         while True:
-            now = time.perf_counter()
+            now = clock()
+            if mi < len(marks) and now >= start + marks[mi][0]:
+                marks[mi][1](sent - errors)
+                mi += 1
+                shift = clock() - now
+                start, end = start + shift, end + shift
+                continue
             if now >= end:
                 break
-            if now >= mark:
-                on_mark(sent)
-                mark = end + 1
             due = int((now - start) * rate)
             while sent < due:
                 send, dest = flows[sent % nflows]
                 try:
                     send(packets[(sent // nflows) % npk], dest)
                 except OSError:
-                    pass
+                    errors += 1
                 sent += 1
             if not receive:
                 sleep(0.0003)
@@ -442,31 +457,96 @@ class Generator:
                     except OSError:
                         break
                     received += 1
-        wall = time.perf_counter() - start
+        wall = now - start  # ``start`` moved on by the time spent in marks
         cpu = time.process_time() - cpu0
         if receive:
             received += self.drain(0.3)
-        return sent, received, cpu, wall, rate
+        return sent - errors, received, cpu, wall, rate
 
 
-def udp_drops(*key_sets):
-    """Kernel receive drops of the UDP sockets bound to each set of keys.
+V4_MAPPED = "0000000000000000FFFF0000"  # ::ffff:0:0/96 in /proc/net/udp6
 
-    Returns one total per set (IPv4 ``(host, port)`` keys); reads
-    /proc/net/udp once.
+
+def udp_table(keys):
+    """``{(host, port): (queued bytes, drops)}`` of the UDP sockets in ``keys``.
+
+    Reads /proc/net/udp and /proc/net/udp6 (IPv4-mapped addresses) once.
+    ``queued bytes`` is the rx_queue column: the receive-buffer memory the
+    socket's queued datagrams hold (their truesize, see :func:`truesize`).
+    ``drops`` counts datagrams the kernel dropped for that socket.
     """
-    wanted = [set(keys) for keys in key_sets]
-    totals = [0] * len(wanted)
-    with open("/proc/net/udp") as f:
-        next(f)
-        for line in f:
-            fields = line.split()
-            hexaddr, hexport = fields[1].split(":")
-            key = (socket.inet_ntoa(struct.pack("<I", int(hexaddr, 16))), int(hexport, 16))
-            for i, keys in enumerate(wanted):
-                if key in keys:
-                    totals[i] += int(fields[-1])
-    return totals
+    wanted = set(keys)
+    out = {}
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            f = open(name)
+        except OSError:
+            continue
+        with f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                hexaddr, hexport = fields[1].split(":")
+                if len(hexaddr) == 32:
+                    if not hexaddr.startswith(V4_MAPPED):
+                        continue
+                    hexaddr = hexaddr[24:]
+                key = (socket.inet_ntoa(struct.pack("<I", int(hexaddr, 16))), int(hexport, 16))
+                if key in wanted:
+                    queued = int(fields[4].split(":")[1], 16)
+                    out[key] = (queued, int(fields[-1]))
+    return out
+
+
+def truesize(payload=172, count=16):
+    """Receive-buffer bytes one queued ``payload``-byte datagram holds.
+
+    rx_queue in /proc/net/udp is in these units (the skb's truesize, not
+    the payload), so a backlog in bytes divided by this is in datagrams.
+    Measured once with datagrams sent over loopback, as in the benchmark.
+    """
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind((GENERATOR_ADDRESS, 0))
+        tx.bind((GENERATOR_ADDRESS, 0))
+        for _ in range(count):
+            tx.sendto(b"\x80" * payload, rx.getsockname())
+        queued, _ = udp_table([rx.getsockname()])[rx.getsockname()]
+    finally:
+        rx.close()
+        tx.close()
+    if queued <= 0:
+        raise RuntimeError("cannot read rx_queue from /proc/net/udp")
+    return queued / count
+
+
+def task_states(pid):
+    """Scheduler state letter of every thread of ``pid``."""
+    states = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                states.append(f.read().rpartition(")")[2].split()[0])
+        except OSError:  # the thread just exited
+            pass
+    return states
+
+
+def freeze(pid, timeout=1.0):
+    """SIGSTOP ``pid`` and wait until all its threads have stopped."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.perf_counter() + timeout
+    while not all(state in "tT" for state in task_states(pid)):
+        if time.perf_counter() > deadline:
+            raise RuntimeError("relay %d does not stop" % pid)
+        time.sleep(0.0002)
+    # loopback delivery left to ksoftirqd (if any) finishes while it is stopped
+    time.sleep(0.002)
+
+
+def thaw(pid):
+    os.kill(pid, signal.SIGCONT)
 
 
 def start_relay(kind, parties):
@@ -498,104 +578,174 @@ def cpu_run(gen, kind, calls, warmup, seconds):
     }
 
 
-def load_step(gen, kind, calls, seconds, warmup=1.0):
-    """Run ``calls`` calls without reading the replies; measure throughput.
+def load_step(gen, kind, calls, seconds, warmup, size):
+    """Run ``calls`` calls without reading the replies; measure the loss.
 
     The party sockets get a minimal receive buffer and are not read, so the
     kernel drops what the relay sends them and counts it in /proc/net/udp.
-    After ``warmup`` seconds, for ``seconds``: loss = 1 - (packets that
-    reached the parties) / (packets sent).  Counting a window in the steady
-    state (rather than until the relay has emptied its queues) makes a relay
-    that falls behind show as loss even while its socket buffers still hold
-    the backlog.
+    At the start and the end of a window of ``seconds`` (after ``warmup``)
+    the relay is stopped (SIGSTOP) while the generator pauses, and a
+    consistent snapshot is taken: the datagrams sent, the datagrams that
+    reached the parties (their drop counters plus their queues), the
+    datagrams queued in the relay's receive sockets (rx_queue / ``size``)
+    and the relay's CPU time.  Then::
+
+        deficit = sent - delivered + max(0, backlog_start - backlog_end)
+        loss    = deficit / sent
+
+    Datagrams still queued in the relay at the end were not relayed within
+    the window and count as lost: a relay that falls behind shows as loss
+    even though its 200 KB socket buffers would hold seconds of backlog.
+    Backlog left from the warm-up and relayed in the window is subtracted
+    again, so catching up earns no credit and the loss is never negative.
+    Datagrams the kernel dropped at the relay's sockets (buffers full) are
+    part of the deficit and are shown separately as ``relay_drops``.
     """
     gen.set_receive_buffer(0)
     gen.drain(0.05)
     parties = gen.keys()
     relay = start_relay(kind, gen.parties(calls))
     relay_keys = [k for pair in relay.sockets for k in pair]
-    first = {}
+    snaps = []
 
-    def mark(sent):
-        t, gcpu = time.perf_counter(), time.process_time()
-        delivered, drops = udp_drops(parties, relay_keys)
-        first.update(sent=sent, delivered=delivered, cpu=process_cpu(relay.pid), drops=drops,
-                     t=t, gcpu=gcpu)
+    def snapshot(sent):
+        t0, g0 = time.perf_counter(), time.process_time()
+        freeze(relay.pid)
+        try:
+            table = udp_table(parties + relay_keys)
+            cpu = process_cpu(relay.pid)
+        finally:
+            thaw(relay.pid)
+        party = [table.get(k, (0, 0)) for k in parties]
+        own = [table.get(k, (0, 0)) for k in relay_keys]
+        snaps.append({
+            "sent": sent,
+            "delivered": sum(d + round(q / size) for q, d in party),
+            "backlog": sum(round(q / size) for q, _ in own),
+            "relay_drops": sum(d for _, d in own),
+            "cpu": cpu,
+            "t0": t0, "t1": time.perf_counter(),
+            "g0": g0, "g1": time.process_time(),
+        })
 
     try:
-        sent, _, _, _, rate = gen.run(relay.sockets, warmup + seconds, receive=False,
-                                      mark_at=warmup, on_mark=mark)
-        wall = time.perf_counter() - first["t"]
-        gcpu = time.process_time() - first["gcpu"]
-        cpu = process_cpu(relay.pid) - first["cpu"]
-        delivered, drops = udp_drops(parties, relay_keys)
-        delivered -= first["delivered"]
-        drops -= first["drops"]
+        _, _, _, _, rate = gen.run(relay.sockets, warmup + seconds, receive=False,
+                                   marks=[(warmup, snapshot), (warmup + seconds, snapshot)])
     finally:
         relay.stop()
-    sent -= first["sent"]
+    first, last = snaps
+    wall = last["t0"] - first["t1"]
+    sent = last["sent"] - first["sent"]
+    delivered = last["delivered"] - first["delivered"]
+    shrink = max(0, first["backlog"] - last["backlog"])
     return {
         "calls": calls,
-        "loss": 1 - delivered / max(sent, 1),
-        "relay_drops": drops,
-        "relay_cpu": cpu / wall,
-        "generator_cpu": gcpu / wall,
+        "loss": (sent - delivered + shrink) / max(sent, 1),
+        "backlog_start": first["backlog"],
+        "backlog_end": last["backlog"],
+        # how long the datagrams queued at the end wait, at the planned rate
+        "queue_ms": 1000.0 * last["backlog"] / rate,
+        "relay_drops": last["relay_drops"] - first["relay_drops"],
+        "relay_cpu": (last["cpu"] - first["cpu"]) / wall,
+        "generator_cpu": (last["g0"] - first["g1"]) / wall,
         "achieved": sent / wall / rate,
     }
 
 
+def verdict(step):
+    """'fail' (loss >= 0.1%), 'capped' (the generator fell short) or 'pass'."""
+    if step["loss"] >= LOSS_LIMIT:
+        return "fail"  # lost even at less than the planned load
+    if step["achieved"] < PACE_MIN:
+        return "capped"  # no loss, but at less than the planned load
+    return "pass"
+
+
 def log_step(log, kind, s):
-    log("    %-9s %5d calls: loss %.3f%% (relay socket drops %d)  relay cpu %3.0f%%  "
-        "generator cpu %3.0f%%  pace %.1f%%"
-        % (kind, s["calls"], 100 * s["loss"], s["relay_drops"], 100 * s["relay_cpu"],
-           100 * s["generator_cpu"], 100 * s["achieved"]))
+    log("    %-9s %5d calls: loss %6.3f%%  backlog %5d -> %5d (%3.0f ms)  relay drops %d  "
+        "relay cpu %3.0f%%  generator cpu %3.0f%%  pace %5.1f%%  %s"
+        % (kind, s["calls"], 100 * s["loss"], s["backlog_start"], s["backlog_end"], s["queue_ms"],
+           s["relay_drops"], 100 * s["relay_cpu"], 100 * s["generator_cpu"], 100 * s["achieved"],
+           verdict(s)))
 
 
-def capacity(gen, kind, start, seconds, limit, refine, log, warmup=1.0):
-    """Largest call count with loss < 0.1%; (calls, bound_is_lower, steps)."""
-    good, bad, steps = 0, None, []
-    n = start
-    lower_bound = False
-    while n <= limit:
-        s = load_step(gen, kind, n, seconds, warmup)
-        steps.append(s)
-        log_step(log, kind, s)
-        if s["achieved"] < 0.99:
-            lower_bound = True  # the generator, not the relay, is the limit
-            break
-        if s["loss"] < LOSS_LIMIT:
-            good = n
-            n = int(n * 1.6)
-        else:
-            bad = n
-            break
-    else:
-        lower_bound = True
-    if bad is not None:
-        for _ in range(refine):
-            if bad - good <= max(10, good // 20):
+class Search:
+    """Capacity search of one relay: a coarse bracket, then bisections.
+
+    ``coarse`` grows the load by x1.6 from ``start`` until a step fails or
+    the generator cannot keep the pace.  Each ``bisect`` is an independent
+    repetition: it starts from the coarse bracket widened by 25% down and
+    15% up (so a lucky or unlucky coarse step does not trap every
+    repetition) and halves it (geometrically) ``rounds`` times.  A step the
+    generator could not pace without loss caps the bracket: a repetition
+    whose answer ends below such a step is a lower bound.
+    """
+
+    def __init__(self, gen, kind, seconds, warmup, size, log):
+        self.gen, self.kind, self.seconds, self.warmup, self.size = gen, kind, seconds, warmup, size
+        self.log = log
+        self.steps = []
+        self.results = []  # (calls, is_lower_bound) per repetition
+        self.good = self.bad = None
+        self.bad_capped = False
+
+    def step(self, calls):
+        s = load_step(self.gen, self.kind, calls, self.seconds, self.warmup, self.size)
+        s["verdict"] = verdict(s)
+        self.steps.append(s)
+        log_step(self.log, self.kind, s)
+        return s["verdict"]
+
+    def coarse(self, start, limit):
+        good, n = 0, start
+        while n <= limit:
+            v = self.step(n)
+            if v != "pass":
+                self.good, self.bad, self.bad_capped = good, n, v == "capped"
+                return
+            good, n = n, int(n * 1.6)
+        self.good = good  # never failed up to the limit: a lower bound
+        self.results.append((good, True))
+
+    def bisect(self, rounds):
+        if self.bad is None:
+            return
+        lo = max(1, int(self.good / 1.25))
+        hi, capped = (self.bad, True) if self.bad_capped else (int(self.bad * 1.15), False)
+        for _ in range(rounds):
+            if hi - lo <= max(2, lo // 100):
                 break
-            n = (good + bad) // 2
-            s = load_step(gen, kind, n, seconds, warmup)
-            steps.append(s)
-            log_step(log, kind, s)
-            if s["achieved"] < 0.99:
-                lower_bound = True
-                break
-            if s["loss"] < LOSS_LIMIT:
-                good = n
+            n = int(round((lo * hi) ** 0.5))
+            v = self.step(n)
+            if v == "pass":
+                lo = n
             else:
-                bad = n
-    return good, lower_bound, steps
+                hi, capped = n, v == "capped"
+        self.results.append((lo, capped))
+
+    def answer(self):
+        """(median calls, is_lower_bound)."""
+        ordered = sorted(self.results)
+        m = (len(ordered) - 1) // 2
+        # if a result at or below the median is only a lower bound, so is the median
+        return ordered[m][0], any(lower for _, lower in ordered[: m + 1])
+
+
+def rotated(kinds, r):
+    """``kinds`` starting at position ``r``: each round has another order."""
+    r %= len(kinds)
+    return kinds[r:] + kinds[:r]
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="one short run each, coarse capacity search")
+    p.add_argument("--quick", action="store_true", help="fewer and shorter runs, one capacity search")
     p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated subset of %s" % (KINDS,))
     p.add_argument("--cpu-calls", type=int, default=200, help="calls during the CPU measurement")
     p.add_argument("--no-capacity", action="store_true", help="skip the max-calls search")
+    p.add_argument("--start", type=int, default=400, help="first load of the capacity search")
     p.add_argument("--max-calls", type=int, default=4000, help="stop the search here")
+    p.add_argument("--repeat", type=int, help="bisections per relay (median reported)")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--serve", choices=("stock", "engine"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -603,9 +753,14 @@ def main(argv=None):
         return serve(args.serve)
 
     kinds = [k for k in args.kinds.split(",") if k]
-    runs, warmup, seconds, step_seconds, refine = (
-        (1, 0.5, 2.0, 2.0, 1) if args.quick else (5, 1.0, 4.0, 3.0, 3)
-    )
+    if args.quick:
+        runs, warmup, seconds = 1, 0.5, 2.0
+        step_warmup, step_seconds, repeat, rounds = 0.75, 2.0, 1, 3
+    else:
+        runs, warmup, seconds = 5, 1.0, 3.0
+        step_warmup, step_seconds, repeat, rounds = 1.0, 4.0, 3, 5
+    if args.repeat:
+        repeat = args.repeat
     if os.cpu_count() < 2:
         sys.exit("needs 2 CPUs (relay on CPU 0, generator on CPU 1)")
     os.sched_setaffinity(0, {GENERATOR_CPU})
@@ -613,46 +768,60 @@ def main(argv=None):
     def log(msg):
         print(msg, flush=True)
 
+    size = truesize()
     gen = Generator()
-    results = {}
+    results = {kind: {"cpu_samples": []} for kind in kinds}
+    searches = {}
     t0 = time.time()
     try:
-        log("CPU per relayed packet, %d calls (%d packets/s in), %d run(s) of %.0f s"
+        log("CPU per relayed packet, %d calls (%d packets/s in), %d run(s) of %.0f s each, interleaved"
             % (args.cpu_calls, args.cpu_calls * 2 * PPS_PER_FLOW, runs, seconds))
-        for kind in kinds:
-            samples = []
-            for _ in range(runs):
+        for i in range(runs):
+            for kind in rotated(kinds, i):
                 r = cpu_run(gen, kind, args.cpu_calls, warmup, seconds)
-                samples.append(r)
+                results[kind]["cpu_samples"].append(r)
                 log("    %-9s %6.2f us/packet (%2.0f%% user)  relay cpu %3.0f%%  loss %.3f%%"
                     % (kind, r["us_per_packet"], 100 * r["user_share"], 100 * r["relay_cpu"],
                        100 * r["loss"]))
-            results[kind] = {
-                "us_per_packet": statistics.median(s["us_per_packet"] for s in samples),
-                "cpu_samples": samples,
-            }
+        for kind in kinds:
+            results[kind]["us_per_packet"] = statistics.median(
+                s["us_per_packet"] for s in results[kind]["cpu_samples"])
         if not args.no_capacity:
-            log("Max concurrent calls at < %.1f%% loss (50 pps each way per call), %.0f s steps"
-                % (100 * LOSS_LIMIT, step_seconds))
+            log("Max concurrent calls at < %.1f%% loss (50 pps each way per call); steps of %.1f s "
+                "after %.2f s warm-up; a datagram is %.0f bytes of receive buffer"
+                % (100 * LOSS_LIMIT, step_seconds, step_warmup, size))
             for kind in kinds:
-                calls, lower, steps = capacity(gen, kind, 200, step_seconds, args.max_calls, refine, log,
-                                              warmup)
-                results[kind].update(max_calls=calls, max_calls_lower_bound=lower, steps=steps)
+                searches[kind] = Search(gen, kind, step_seconds, step_warmup, size, log)
+            log("  coarse bracket (x1.6 from %d)" % args.start)
+            for kind in kinds:
+                searches[kind].coarse(args.start, args.max_calls)
+            for i in range(repeat):
+                log("  bisection %d of %d" % (i + 1, repeat))
+                for kind in rotated(kinds, i):
+                    searches[kind].bisect(rounds)
+            for kind in kinds:
+                calls, lower = searches[kind].answer()
+                results[kind].update(max_calls=calls, max_calls_lower_bound=lower,
+                                     max_calls_samples=searches[kind].results,
+                                     steps=searches[kind].steps)
     finally:
         gen.close()
 
     ref = results.get("rtpengine")
     log("")
-    log("%-10s %14s %10s %12s %10s" % ("relay", "us/packet", "x rtpengine", "max calls", "x rtpengine"))
+    log("%-10s %10s %11s %12s %11s   %s"
+        % ("relay", "us/packet", "x rtpengine", "max calls", "x rtpengine", "capacity samples"))
     for kind in kinds:
         r = results[kind]
         ratio = "%.2f" % (r["us_per_packet"] / ref["us_per_packet"]) if ref else "-"
+        samples = ""
         if "max_calls" in r:
-            calls = ("%s%d" % (">=" if r["max_calls_lower_bound"] else "", r["max_calls"]))
+            calls = "%s%d" % (">=" if r["max_calls_lower_bound"] else "", r["max_calls"])
             cratio = "%.2f" % (r["max_calls"] / ref["max_calls"]) if ref and ref.get("max_calls") else "-"
+            samples = " ".join("%s%d" % (">=" if lower else "", n) for n, lower in r["max_calls_samples"])
         else:
             calls = cratio = "-"
-        log("%-10s %14.2f %10s %12s %10s" % (kind, r["us_per_packet"], ratio, calls, cratio))
+        log("%-10s %10.2f %11s %12s %11s   %s" % (kind, r["us_per_packet"], ratio, calls, cratio, samples))
     log("(%.0f s in all)" % (time.time() - t0))
     if args.json:
         with open(args.json, "w") as f:
