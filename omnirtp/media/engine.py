@@ -13,7 +13,8 @@ from zope.interface import implementer
 
 from omnirtp.interfaces import IMediaEngine
 from omnirtp.media.ports import PortPool
-from omnirtp.media.relay import LEARN_DELAYED, LEARNING_MODES, RelaySocket, bind_udp
+from omnirtp.media.relay import (
+    LEARN_DELAYED, LEARNING_MODES, MediaPoller, RelaySocket, bind_media, bind_udp)
 
 # keys of IMediaEngine.configure entries
 K_LOCAL = "local"
@@ -64,9 +65,16 @@ class EmbeddedEngine:
 
     log = Logger()
 
-    def __init__(self, reactor, interfaces, bind=None, rng=None):
+    def __init__(self, reactor, interfaces, bind=None, rng=None, poller=None):
         self._reactor = reactor
-        self._bind = bind if bind is not None else bind_udp
+        self._bind = bind if bind is not None else bind_media
+        self._real = bind is None
+        # real sockets are read through one epoll (MediaPoller); a test's
+        # fake sockets (``bind`` given) register with its reactor directly
+        self._own_poller = poller is None and bind is None
+        if self._own_poller:
+            poller = MediaPoller(reactor)
+        self._poller = poller
         if not interfaces:
             raise ValueError("the media engine needs at least one interface address")
         self._pools = {}
@@ -135,9 +143,12 @@ class EmbeddedEngine:
     # -- not in the interface ---------------------------------------------
 
     def close(self):
-        """Release every port of every call, synchronously (shutdown)."""
+        """Release every port of every call, synchronously (shutdown), and
+        stop reading (the engine's own poller leaves the reactor)."""
         for call_id in list(self._calls):
             self._release(call_id, None)
+        if self._own_poller:
+            self._poller.close()
 
     def pool(self, address):
         """The :class:`PortPool` of a local ``address`` (KeyError if none)."""
@@ -148,6 +159,12 @@ class EmbeddedEngine:
         return self._sockets.get(key)
 
     # -- implementation ---------------------------------------------------
+
+    def _companion(self, address, port):
+        """The factory of a media socket's connected companion (real sockets only)."""
+        if not self._real:
+            return None
+        return lambda: bind_udp(address, port, reuse_port=True)
 
     def _allocate(self, call_id, address, count):
         pool = self._pools.get(address)
@@ -184,8 +201,10 @@ class EmbeddedEngine:
         pairs = self._calls.setdefault(call_id, {})
         ports = []
         for port, (rtp_sock, rtcp_sock) in taken:
-            rtp = RelaySocket(self._reactor, rtp_sock, (address, port))
-            rtcp = RelaySocket(self._reactor, rtcp_sock, (address, port + 1))
+            rtp = RelaySocket(self._reactor, rtp_sock, (address, port), self._poller,
+                              self._companion(address, port))
+            rtcp = RelaySocket(self._reactor, rtcp_sock, (address, port + 1), self._poller,
+                               self._companion(address, port + 1))
             self._sockets[rtp.local] = rtp
             self._sockets[rtcp.local] = rtcp
             pairs[rtp.local] = (rtp, rtcp)

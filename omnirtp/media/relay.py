@@ -18,6 +18,7 @@ to ``peer.endpoint``.  How ``endpoint`` follows the source of received
 packets is the learning policy (ng-spec §3.10); see :meth:`RelaySocket._learn`.
 """
 
+import select
 import socket
 
 from twisted.internet.interfaces import IReadDescriptor
@@ -56,16 +57,26 @@ def socket_family(address):
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
-def bind_udp(address, port):
+def bind_udp(address, port, reuse_port=False):
     """Return a non-blocking UDP socket bound to ``(address, port)``."""
     sock = socket.socket(socket_family(address), socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((address, port))
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def bind_media(address, port):
+    """A media socket for ``(address, port)`` that a connected companion can
+    join (SO_REUSEPORT).  The port is first bound without SO_REUSEPORT, so a
+    port that anyone else holds, another omnirtp included, fails as usual."""
+    bind_udp(address, port).close()
+    return bind_udp(address, port, reuse_port=True)
 
 
 @implementer(IReadDescriptor)
@@ -89,6 +100,12 @@ class RelaySocket:
         "_recvfrom",
         "_sendto",
         "_reactor",
+        "_poller",
+        "_companion",
+        "_conn",
+        "_conn_ep",
+        "_crecv",
+        "_csend",
         "_seconds",
         "_v6",
         "_more",
@@ -113,8 +130,19 @@ class RelaySocket:
         "last_packet",
     )
 
-    def __init__(self, reactor, sock, local):
+    def __init__(self, reactor, sock, local, poller=None, companion=None):
         self.local = local
+        #: a :class:`MediaPoller` to read through instead of registering
+        #: with the reactor directly (None: ``reactor.addReader``)
+        self._poller = poller
+        #: ``companion()`` binds another SO_REUSEPORT socket to ``local``;
+        #: connected to the endpoint it carries the endpoint's traffic both
+        #: ways (see :meth:`_sync_companion`).  None: no companion.
+        self._companion = companion if poller is not None else None
+        self._conn = None
+        self._conn_ep = None
+        self._crecv = None
+        self._csend = None
         self.peer = None
         #: where RTCP (PT 192-223) received here goes instead of ``peer``:
         #: set when this side multiplexes RTCP on its RTP port (rtcp-mux)
@@ -201,6 +229,8 @@ class RelaySocket:
             self.endpoint = endpoint
         elif changed or self.endpoint is None or asymmetric or learning == LEARN_OFF:
             self.endpoint = endpoint
+        if self._companion is not None and self._conn_ep != self.endpoint:
+            self._sync_companion()
 
     def counters(self):
         """The socket's counters as plain data (see ``IMediaEngine.stats``)."""
@@ -216,20 +246,32 @@ class RelaySocket:
         }
 
     def start(self):
-        """Start reading (``reactor.addReader``)."""
+        """Start reading (through the poller, else ``reactor.addReader``)."""
         if not self.reading and self._fd >= 0:
             self.reading = True
-            self._reactor.addReader(self)
+            if self._poller is not None:
+                self._poller.add(self._fd, self.read)
+                if self._conn is not None:
+                    self._poller.add(self._conn.fileno(), self.read_connected)
+            else:
+                self._reactor.addReader(self)
 
     def stop(self):
-        """Stop reading (``reactor.removeReader``)."""
+        """Stop reading."""
         if self.reading:
             self.reading = False
-            self._reactor.removeReader(self)
+            if self._poller is not None:
+                self._poller.remove(self._fd)
+                if self._conn is not None:
+                    self._poller.remove(self._conn.fileno())
+            else:
+                self._reactor.removeReader(self)
 
     def close(self):
         """Stop reading and close the socket; later sends from it fail."""
         self.stop()
+        self._drop_companion()
+        self._companion = None
         self.peer = None
         self.rtcp_peer = None
         self.other = None
@@ -253,6 +295,10 @@ class RelaySocket:
             self._sock.close()
 
     def doRead(self):
+        """Read and relay (``IReadDescriptor``): :meth:`read` at the reactor's time."""
+        return self.read(self._seconds())
+
+    def read(self, now):
         """Read and relay one datagram, or up to :data:`READ_BATCH` of them.
 
         A media socket usually has a single datagram waiting per wakeup, and
@@ -260,12 +306,17 @@ class RelaySocket:
         So a wakeup reads one datagram, unless the previous wakeup of this
         socket read its whole quota without emptying the queue (a backlog:
         the relay is busy), in which case it reads up to READ_BATCH.
+        ``now`` is the clock, read once by the caller for a whole batch.
         """
-        now = self._seconds()
         recvfrom = self._recvfrom
         v6 = self._v6
-        limit = READ_BATCH if self._more else 1
-        self._more = True
+        if self._poller is not None:
+            # level-triggered epoll reports the socket again while
+            # datagrams are left: one read per event, never a failing one
+            limit = 1
+        else:
+            limit = READ_BATCH if self._more else 1
+            self._more = True
         for _ in range(limit):
             try:
                 data, src = recvfrom(RECV_SIZE)
@@ -288,27 +339,126 @@ class RelaySocket:
             self.packets += 1
             self.bytes += n
             self.last_packet = now
-            if (src != self.endpoint or not self.confirmed) and not self._learn(src, now):
-                self.errors += 1
-                continue
+            if src != self.endpoint or not self.confirmed:
+                forward = self._learn(src, now)
+                if self._companion is not None and self._conn_ep != self.endpoint:
+                    self._sync_companion()
+                if not forward:
+                    self.errors += 1
+                    continue
             peer = self.peer
             if self.rtcp_peer is not None and 191 < data[1] < 224:
                 peer = self.rtcp_peer
             if peer is None:
                 self.errors += 1
                 continue
-            dest = peer.endpoint
-            if dest is None:
-                self.errors += 1
-                continue
             try:
-                peer._sendto(data, dest)
+                if peer._csend is not None:
+                    peer._csend(data)
+                elif peer.endpoint is not None:
+                    peer._sendto(data, peer.endpoint)
+                else:
+                    self.errors += 1
+                    continue
             except OSError:
                 self.errors += 1
                 continue
             peer.packets_out += 1
             peer.bytes_out += n
         return None
+
+    def read_connected(self, now):
+        """Read one datagram from the connected companion: it comes from
+        the endpoint (the kernel delivers the endpoint's datagrams to the
+        connected socket), so no source address is built or compared."""
+        try:
+            data = self._crecv(RECV_SIZE)
+        except (OSError, TypeError):
+            # EAGAIN, or the companion went away within this batch
+            return None
+        n = len(data)
+        if n < RTCP_MIN or (data[0] & 0xC0) != 0x80 or (n < RTP_MIN and not 191 < data[1] < 224):
+            if self.other is not None:
+                self.other(self, data, self._conn_ep)
+            else:
+                self.junk += 1
+                self.errors += 1
+            return None
+        self.packets += 1
+        self.bytes += n
+        self.last_packet = now
+        if not self.confirmed and not self._learn(self._conn_ep, now):
+            self.errors += 1
+            return None
+        peer = self.peer
+        if self.rtcp_peer is not None and 191 < data[1] < 224:
+            peer = self.rtcp_peer
+        if peer is None:
+            self.errors += 1
+            return None
+        try:
+            if peer._csend is not None:
+                peer._csend(data)
+            elif peer.endpoint is not None:
+                peer._sendto(data, peer.endpoint)
+            else:
+                self.errors += 1
+                return None
+        except OSError:
+            self.errors += 1
+            return None
+        peer.packets_out += 1
+        peer.bytes_out += n
+        return None
+
+    # -- the connected companion (off the per-packet path) ------------------
+
+    def _sync_companion(self):
+        """Connect the companion socket to the current endpoint (or drop it).
+
+        A UDP socket connected to the endpoint, bound to the same local
+        address with SO_REUSEPORT, receives the endpoint's datagrams (the
+        kernel prefers the connected socket) and sends to it with ``send``:
+        the kernel keeps its route, and Python builds no address per
+        datagram.  Datagrams from anyone else still reach the main socket.
+        """
+        endpoint = self.endpoint
+        if endpoint is None:
+            self._drop_companion()
+            return
+        conn = self._conn
+        if conn is None:
+            try:
+                conn = self._companion()
+            except OSError:
+                self._companion = None  # cannot bind one: do without
+                return
+        try:
+            conn.connect(endpoint)
+        except OSError:
+            if conn is not self._conn:
+                conn.close()
+            self._drop_companion()
+            return
+        if conn is not self._conn:
+            self._conn = conn
+            self._crecv = conn.recv
+            if self.reading:
+                self._poller.add(conn.fileno(), self.read_connected)
+        self._csend = conn.send
+        self._conn_ep = endpoint
+
+    def _drop_companion(self):
+        conn = self._conn
+        if conn is None:
+            return
+        if self.reading and self._poller is not None:
+            self._poller.remove(conn.fileno())
+        self._conn = None
+        self._conn_ep = None
+        self._crecv = None
+        self._csend = None
+        conn.close()
 
     # -- source policy ----------------------------------------------------
 
@@ -360,3 +510,92 @@ class RelaySocket:
         if learning == LEARN_IMMEDIATE or now >= self.window_end:
             self.confirmed = True
         return True
+
+
+@implementer(IReadDescriptor)
+class MediaPoller:
+    """All media sockets of an engine behind one epoll, read by the reactor.
+
+    The reactor sees a single reader: this epoll's file descriptor, which is
+    readable while any media socket is.  One ``doRead`` reads the clock once,
+    asks the epoll which sockets have datagrams and calls their
+    :meth:`RelaySocket.read` directly.  That keeps Twisted's per-event
+    dispatch (a logging context and exception guard around every
+    ``doRead``) off the per-packet path, and batches many sockets into one
+    reactor wakeup under load.  Level-triggered: a socket with datagrams
+    left is reported again by the next poll.
+    """
+
+    __slots__ = ("_reactor", "_seconds", "_epoll", "_poll", "_handlers", "_fd", "reading")
+
+    #: sockets served per reactor wakeup at most
+    MAX_EVENTS = 512
+
+    def __init__(self, reactor):
+        self._reactor = reactor
+        self._seconds = reactor.seconds
+        self._epoll = select.epoll()
+        self._poll = self._epoll.poll
+        self._fd = self._epoll.fileno()
+        self._handlers = {}
+        self.reading = False
+
+    def add(self, fd, handler):
+        """Call ``handler(now)`` whenever socket ``fd`` is readable."""
+        self._epoll.register(fd, select.EPOLLIN)
+        self._handlers[fd] = handler
+        if not self.reading and self._fd >= 0:
+            self.reading = True
+            self._reactor.addReader(self)
+
+    def remove(self, fd):
+        """Stop serving ``fd`` (before its socket is closed)."""
+        if self._handlers.pop(fd, None) is not None and self._fd >= 0:
+            try:
+                self._epoll.unregister(fd)
+            except OSError:
+                pass
+
+    def __len__(self):
+        return len(self._handlers)
+
+    def fileno(self):
+        return self._fd
+
+    def logPrefix(self):
+        return "MediaPoller"
+
+    #: epoll rounds per reactor wakeup at most (while rounds come back full)
+    MAX_ROUNDS = 4
+
+    def doRead(self):
+        now = self._seconds()
+        handlers = self._handlers
+        poll = self._poll
+        limit = self.MAX_EVENTS
+        for _ in range(self.MAX_ROUNDS):
+            events = poll(0, limit)
+            for fd, _ in events:
+                handler = handlers.get(fd)
+                if handler is not None:
+                    handler(now)
+            if len(events) < limit:
+                break
+
+    def close(self):
+        """Stop reading and close the epoll (the sockets stay as they are)."""
+        if self.reading:
+            self.reading = False
+            self._reactor.removeReader(self)
+        if self._fd >= 0:
+            self._fd = -1
+            self._handlers.clear()
+            self._epoll.close()
+
+    def connectionLost(self, reason):
+        """The reactor dropped us (shutdown)."""
+        self.reading = False
+        if self._fd >= 0:
+            self._fd = -1
+            self._handlers.clear()
+            self._epoll.close()

@@ -142,3 +142,51 @@ class RelayUDPTests(TestCase):
                 s.bind((HOST, port))
             finally:
                 s.close()
+
+
+class CompanionTests(TestCase):
+    """The connected companion socket that carries an endpoint's traffic."""
+
+    timeout = 15
+
+    def setUp(self):
+        self.engine = EmbeddedEngine(reactor, {HOST: free_port_range(100)})
+        self.addCleanup(self.engine.close)
+
+    @defer.inlineCallbacks
+    def test_endpointTrafficUsesConnectedCompanion(self):
+        """With an endpoint, a relay socket has a companion connected to it;
+        datagrams from the endpoint arrive there and leave the peer's
+        companion; another source still reaches the main socket."""
+        a_party, b_party, stranger = Party(), Party(), Party()
+        for p in (a_party, b_party, stranger):
+            self.addCleanup(reactor.listenUDP(0, p, interface=HOST).stopListening)
+        a, b = yield self.engine.allocate("c", HOST, 2)
+        yield self.engine.configure("c", [
+            {"local": (HOST, a), "peer": (HOST, b), "endpoint": a_party.address,
+             "learning": "delayed", "reset": True},
+            {"local": (HOST, b), "peer": (HOST, a), "endpoint": b_party.address,
+             "learning": "delayed", "reset": True}])
+        relay_a = self.engine.socket((HOST, a))
+        self.assertEqual(relay_a._conn.getpeername(), a_party.address)
+        self.assertEqual(relay_a._conn.getsockname(), (HOST, a))
+        a_party.send(rtp(1), (HOST, a))
+        got = yield b_party.wait(1)
+        self.assertEqual(got, [(rtp(1), (HOST, b))])
+        stranger.send(rtp(2), (HOST, a))  # learning window: forwarded, endpoint follows
+        yield b_party.wait(2)
+        self.assertEqual(relay_a.endpoint, stranger.address)
+        self.assertEqual(relay_a._conn.getpeername(), stranger.address)
+        b_party.send(rtp(3), (HOST, b))
+        got = yield stranger.wait(1)
+        self.assertEqual(got, [(rtp(3), (HOST, a))])
+        self.assertEqual(a_party.received, [])
+
+    def test_portHeldElsewhereIsRefused(self):
+        """A port another SO_REUSEPORT socket holds (e.g. another omnirtp on
+        the same range) is not shared: binding it fails as for any port."""
+        from omnirtp.media.relay import bind_media, bind_udp
+        low, _ = free_port_range(2)
+        other = bind_udp(HOST, low, reuse_port=True)
+        self.addCleanup(other.close)
+        self.assertRaises(OSError, bind_media, HOST, low)
