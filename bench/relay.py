@@ -468,7 +468,8 @@ V4_MAPPED = "0000000000000000FFFF0000"  # ::ffff:0:0/96 in /proc/net/udp6
 
 
 def udp_table(keys):
-    """``{(host, port): (queued bytes, drops)}`` of the UDP sockets in ``keys``.
+    """``{(host, port): (queued bytes, drops)}`` of the UDP sockets in ``keys``
+    (summed over every socket bound to that address and port).
 
     Reads /proc/net/udp and /proc/net/udp6 (IPv4-mapped addresses) once.
     ``queued bytes`` is the rx_queue column: the receive-buffer memory the
@@ -493,8 +494,11 @@ def udp_table(keys):
                     hexaddr = hexaddr[24:]
                 key = (socket.inet_ntoa(struct.pack("<I", int(hexaddr, 16))), int(hexport, 16))
                 if key in wanted:
+                    # several sockets can share a local address (omnirtp's
+                    # connected companions, SO_REUSEPORT): add them up
                     queued = int(fields[4].split(":")[1], 16)
-                    out[key] = (queued, int(fields[-1]))
+                    q, d = out.get(key, (0, 0))
+                    out[key] = (q + queued, d + int(fields[-1]))
     return out
 
 
