@@ -1,15 +1,19 @@
-"""The media hot path: one UDP socket that reads datagrams and forwards them.
+"""The media hot path: UDP sockets that read datagrams and forward them.
 
-:class:`RelaySocket` is registered with the reactor as a plain
-``IReadDescriptor`` (``reactor.addReader``) instead of going through
-``twisted.internet.udp.Port``: the stock port loops ``recvfrom`` until
+Not ``twisted.internet.udp.Port``: the stock port loops ``recvfrom`` until
 ``EAGAIN`` (a failing syscall plus an exception on every wakeup, while a
 media socket at 50 packets/s almost never has a second datagram waiting)
-and wraps every datagram in ``try/except`` and a protocol call.  Here one
-``doRead`` reads one datagram, or up to :data:`READ_BATCH` when the socket
-showed a backlog, and handles each one inline: a constant-time RTP/RTCP check, the source policy, plain integer
-counters, and ``sendto`` on the peer socket.  No logging, dicts, string
-formatting or control-plane work happens per packet.
+and wraps every datagram in ``try/except`` and a protocol call.  In the
+engine, all :class:`RelaySocket` objects are read through one
+:class:`MediaPoller` (an epoll of their own, a single reader on the
+reactor): one read per readiness event, each datagram handled inline (a
+constant-time RTP/RTCP check, the source policy, plain integer counters,
+one send).  A socket with an endpoint also has a connected companion
+socket (SO_REUSEPORT) that carries the endpoint's traffic with ``recv`` and
+``send``.  Without a poller (the unit tests' fake sockets) a RelaySocket
+is itself an ``IReadDescriptor`` on the reactor and reads one datagram, or
+up to :data:`READ_BATCH` once it showed a backlog.  No logging, dicts,
+string formatting or control-plane work happens per packet.
 
 A socket faces one party.  ``endpoint`` is that party's address: packets
 *from* it arrive here and packets *to* it are sent from here.  A packet
