@@ -7,16 +7,7 @@ party told us in its SDP (where it wants to receive) is ``rtp_endpoint`` /
 ``rtcp_endpoint``.
 """
 
-import string
-from random import SystemRandom
-
-_random = SystemRandom()
-_ICE_CHARS = string.ascii_letters + string.digits
-
-
-def random_token(length, alphabet=_ICE_CHARS):
-    """A random token for ICE credentials and foundations."""
-    return "".join(_random.choice(alphabet) for _ in range(length))
+from omnirtp.sdp.rewrite import FOUNDATION_LENGTH, new_ice_credentials, random_token
 
 
 class Interface:
@@ -29,7 +20,7 @@ class Interface:
         self.address = address
         self.advertised = advertised or address
         self.family = "IP6" if ":" in address else "IP4"
-        self.ice_foundation = random_token(16)
+        self.ice_foundation = random_token(FOUNDATION_LENGTH)
 
     def __repr__(self):
         return "Interface(%r, %r, %r)" % (self.name, self.address, self.advertised)
@@ -60,8 +51,7 @@ class Media:
         self.direction = None
         self.rejected = False
         self.zero_address = False
-        self.ice_ufrag = random_token(8)
-        self.ice_pwd = random_token(26)
+        self.ice_ufrag, self.ice_pwd = new_ice_credentials()
         self.codec_keys = frozenset()
         self.ptime = None
 

@@ -114,8 +114,7 @@ class Negotiator:
             result = yield self._negotiate(call, a, b, sd, infos, flags, offer=True)
         except BaseException:
             if created:
-                registry.calls.pop(call.call_id, None)
-                registry.managed -= 1
+                registry.forget(call)
                 yield self.engine.release(call.call_id)
             raise
         return result

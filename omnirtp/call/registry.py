@@ -72,6 +72,13 @@ class CallRegistry:
         self.managed += 1
         return call
 
+    def forget(self, call):
+        """Undo ``create`` for a call whose first request failed: it was
+        never a managed session (its ports are the caller's to release)."""
+        if self.calls.get(call.call_id) is call:
+            del self.calls[call.call_id]
+            self.managed -= 1
+
     def lock(self, call_id):
         """A DeferredLock serialising signalling for one call-id."""
         lock = self._locks.get(call_id)

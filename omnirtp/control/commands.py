@@ -7,7 +7,7 @@ One method per command.  Failures raise ``NGError`` with rtpengine's text;
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from omnirtp.call.registry import REASON_FORCED, REASON_TERMINATED
+from omnirtp.call.registry import REASON_TERMINATED
 from omnirtp.control.flags import Flags
 from omnirtp.errors import (
     E_INVALID_LIMIT, E_NO_CALL_ID, E_NO_FROM_TAG, E_NO_SDP, E_NO_TO_TAG,
@@ -96,20 +96,21 @@ class Dispatcher:
             if flags.has("fatal"):
                 raise NGError(E_NOT_FOUND)
             return {"result": "ok", "warning": E_NOT_FOUND}
-        reply = {"result": "ok"}
-        if not flags.has("fast"):
-            stats = yield self.engine.stats(call.call_id)
-            reply.update(self.call_tree(call, stats.get(call.call_id, {})))
         delay = flags.delete_delay
         if delay is None or delay < 0:
             delay = self.delete_delay
+        now = targets == "all" and delay <= 0
+        reply = {"result": "ok"}
+        if not flags.has("fast") or now:
+            stats = (yield self.engine.stats(call.call_id)).get(call.call_id, {})
+            if not flags.has("fast"):
+                reply.update(self.call_tree(call, stats))
         if targets == "all":
-            if delay > 0:
-                registry.schedule_deletion(call, delay)
-            else:
-                stats = yield self.engine.stats(call.call_id)
-                registry.account(call, stats.get(call.call_id, {}))
+            if now:
+                registry.account(call, stats)
                 yield registry.destroy(call, REASON_TERMINATED)
+            else:
+                registry.schedule_deletion(call, delay)
         else:
             keys = [m.rtp_key for ml in targets for m in ml.port_medias()]
             for ml in targets:
@@ -132,8 +133,6 @@ class Dispatcher:
                 other = call.find(flags.from_tag)
                 if other is not None and other.peer is not None and not other.peer.tagged:
                     return "all"
-            if not flags.from_tag:
-                return None
             return None
         gone = {ml}
         for other in call.monologues:
@@ -282,10 +281,3 @@ class Dispatcher:
             "ports": {"used": engine_totals.get("ports_used", 0),
                       "free": engine_totals.get("ports_free", 0)},
         }
-
-    def terminate(self, call_id):
-        """CLI-style forced teardown."""
-        call = self.registry.get(call_id)
-        if call is None:
-            return defer.succeed(False)
-        return self.registry.destroy(call, REASON_FORCED).addCallback(lambda _: True)
