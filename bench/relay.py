@@ -46,6 +46,9 @@ import subprocess
 import sys
 import time
 
+from omnirtp.control import bencode
+from omnirtp.control.ng import decode_payload
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -186,39 +189,6 @@ class PythonRelay:
 # -- rtpengine over ng ---------------------------------------------------
 
 
-def bencode(value):
-    if isinstance(value, int):
-        return b"i%de" % value
-    if isinstance(value, str):
-        value = value.encode()
-    if isinstance(value, bytes):
-        return b"%d:%s" % (len(value), value)
-    if isinstance(value, list):
-        return b"l" + b"".join(bencode(v) for v in value) + b"e"
-    if isinstance(value, dict):
-        return b"d" + b"".join(bencode(k) + bencode(value[k]) for k in sorted(value)) + b"e"
-    raise TypeError("cannot bencode %r" % (value,))
-
-
-def bdecode(data, i=0):
-    """Decode one value at ``data[i:]``; return (value, next index)."""
-    c = data[i : i + 1]
-    if c == b"i":
-        j = data.index(b"e", i)
-        return int(data[i + 1 : j]), j + 1
-    if c in (b"l", b"d"):
-        items, i = [], i + 1
-        while data[i : i + 1] != b"e":
-            v, i = bdecode(data, i)
-            items.append(v)
-        if c == b"l":
-            return items, i + 1
-        return {items[k].decode(): items[k + 1] for k in range(0, len(items), 2)}, i + 1
-    j = data.index(b":", i)
-    n = int(data[i:j])
-    return data[j + 1 : j + 1 + n], j + 1 + n
-
-
 class NGClient:
     def __init__(self, port):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -230,12 +200,12 @@ class NGClient:
         self.n += 1
         cookie = b"b%d" % self.n
         kw["command"] = command
-        self.sock.sendto(cookie + b" " + bencode(kw), self.dest)
+        self.sock.sendto(cookie + b" " + bencode.encode(kw), self.dest)
         while True:
             data = self.sock.recv(65536)
             if data.startswith(cookie + b" "):
-                reply, _ = bdecode(data, len(cookie) + 1)
-                if reply.get("result") not in (b"ok", b"pong"):
+                reply, _ = decode_payload(data[len(cookie) + 1:])
+                if reply.get("result") not in ("ok", "pong"):
                     raise RuntimeError("ng %s failed: %r" % (command, reply))
                 return reply
 
@@ -252,7 +222,7 @@ def sdp(party, session):
 
 
 def sdp_media(reply):
-    body = reply["sdp"].decode()
+    body = reply["sdp"]
     port = int(re.search(r"^m=audio (\d+)", body, re.M).group(1))
     host = re.search(r"^c=IN IP4 (\S+)", body, re.M).group(1)
     return host, port

@@ -214,14 +214,14 @@ def listen_party(test, address=LOOPBACK):
 
 # -- ng client ----------------------------------------------------------------------
 
-def _text(value):
+def as_text(value):
     """Decoded bencode with every bytes value turned into str (UTF-8)."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, list):
-        return [_text(v) for v in value]
+        return [as_text(v) for v in value]
     if isinstance(value, dict):
-        return {_text(k): _text(v) for k, v in value.items()}
+        return {as_text(k): as_text(v) for k, v in value.items()}
     return value
 
 
@@ -258,7 +258,7 @@ class NGClient:
                     reply, source = self._sock.recvfrom(65536)
                     head, _, body = reply.partition(b" ")
                     if head == cookie and source == self.server:
-                        return _text(bencode.decode(body))
+                        return as_text(bencode.decode(body))
             except socket.timeout:
                 continue
         raise NGTimeout("no ng reply from %s:%d to %r" % (

@@ -14,7 +14,7 @@ from twisted.trial.unittest import TestCase
 from omnirtp.config.model import Config, InterfaceSpec
 from omnirtp.control import bencode
 from omnirtp.sdp.model import SessionDescription, inspect
-from omnirtp.test.integration.peers import free_port_range, listen_party
+from omnirtp.test.integration.peers import as_text, free_port_range, listen_party
 from omnirtp.service import build
 
 RTP = b"\x80\x00\x00\x01\x00\x00\x00\xa0\x12\x34\x56\x78" + b"\xd5" * 160
@@ -62,7 +62,7 @@ class NGClient(protocol.DatagramProtocol):
         msg = {k.replace("_", "-"): v for k, v in kw.items()}
         cookie = b"%d_%d" % (os.getpid(), self.seq)
         d = self.send_raw(cookie + b" " + bencode.encode(msg))
-        return d.addCallback(lambda raw: _decode(bencode.decode(raw.split(b" ", 1)[1])))
+        return d.addCallback(lambda raw: as_text(bencode.decode(raw.split(b" ", 1)[1])))
 
     def datagramReceived(self, data, addr):
         self.raw.append(data)
@@ -72,16 +72,6 @@ class NGClient(protocol.DatagramProtocol):
             waiters.pop(0).callback(data)
             if not waiters:
                 del self.pending[cookie]
-
-
-def _decode(obj):
-    if isinstance(obj, bytes):
-        return obj.decode("utf-8", "surrogateescape")
-    if isinstance(obj, list):
-        return [_decode(x) for x in obj]
-    if isinstance(obj, dict):
-        return {_decode(k): _decode(v) for k, v in obj.items()}
-    return obj
 
 
 class DaemonTestCase(TestCase):
