@@ -22,6 +22,7 @@ to ``peer.endpoint``.  How ``endpoint`` follows the source of received
 packets is the learning policy (ng-spec §3.10); see :meth:`RelaySocket._learn`.
 """
 
+import os
 import select
 import socket
 
@@ -54,6 +55,11 @@ READ_BATCH = 8
 #: minimum lengths: RTP fixed header, RTCP common header + SSRC
 RTP_MIN = 12
 RTCP_MIN = 8
+
+# a connected companion is read and written with os.read / os.write: one
+# datagram each, like recv / send, with cheaper argument handling
+_read = os.read
+_write = os.write
 
 
 def socket_family(address):
@@ -108,8 +114,7 @@ class RelaySocket:
         "_companion",
         "_conn",
         "_conn_ep",
-        "_crecv",
-        "_csend",
+        "_cfd",
         "_seconds",
         "_v6",
         "_more",
@@ -145,8 +150,8 @@ class RelaySocket:
         self._companion = companion if poller is not None else None
         self._conn = None
         self._conn_ep = None
-        self._crecv = None
-        self._csend = None
+        #: the connected companion's file descriptor, -1 without one
+        self._cfd = -1
         self.peer = None
         #: where RTCP (PT 192-223) received here goes instead of ``peer``:
         #: set when this side multiplexes RTCP on its RTP port (rtcp-mux)
@@ -256,7 +261,7 @@ class RelaySocket:
             if self._poller is not None:
                 self._poller.add(self._fd, self.read)
                 if self._conn is not None:
-                    self._poller.add(self._conn.fileno(), self.read_connected)
+                    self._poller.add_connected(self._cfd, self)
             else:
                 self._reactor.addReader(self)
 
@@ -267,7 +272,7 @@ class RelaySocket:
             if self._poller is not None:
                 self._poller.remove(self._fd)
                 if self._conn is not None:
-                    self._poller.remove(self._conn.fileno())
+                    self._poller.remove(self._cfd)
             else:
                 self._reactor.removeReader(self)
 
@@ -357,10 +362,11 @@ class RelaySocket:
                 self.errors += 1
                 continue
             try:
-                if peer._csend is not None:
-                    peer._csend(data)
+                if peer._cfd >= 0:
+                    _write(peer._cfd, data)
                 elif peer.endpoint is not None:
-                    peer._sendto(data, peer.endpoint)
+                    sendto = peer._sendto
+                    sendto(data, peer.endpoint)
                 else:
                     self.errors += 1
                     continue
@@ -372,17 +378,24 @@ class RelaySocket:
         return None
 
     def read_connected(self, now):
-        """Read one datagram from the connected companion: it comes from
+        """Read one datagram from the connected companion and relay it.
+
+        :class:`MediaPoller` inlines this for the common case (see its
+        ``doRead``) and calls :meth:`connected` for the rest."""
+        try:
+            data = _read(self._cfd, RECV_SIZE)
+        except OSError:
+            # EAGAIN, or the companion went away within this batch
+            return None
+        return self.connected(data, now)
+
+    def connected(self, data, now):
+        """Relay ``data``, read from the connected companion: it comes from
         the endpoint (the kernel delivers the endpoint's datagrams to the
         connected socket), so no source address is built or compared.
 
         The forwarding block repeats :meth:`read`'s on purpose: a shared
         helper would add a Python call to every packet."""
-        try:
-            data = self._crecv(RECV_SIZE)
-        except (OSError, TypeError):
-            # EAGAIN, or the companion went away within this batch
-            return None
         n = len(data)
         if n < RTCP_MIN or (data[0] & 0xC0) != 0x80 or (n < RTP_MIN and not 191 < data[1] < 224):
             if self.other is not None:
@@ -404,10 +417,11 @@ class RelaySocket:
             self.errors += 1
             return None
         try:
-            if peer._csend is not None:
-                peer._csend(data)
+            if peer._cfd >= 0:
+                _write(peer._cfd, data)
             elif peer.endpoint is not None:
-                peer._sendto(data, peer.endpoint)
+                sendto = peer._sendto
+                sendto(data, peer.endpoint)
             else:
                 self.errors += 1
                 return None
@@ -449,10 +463,9 @@ class RelaySocket:
             return
         if conn is not self._conn:
             self._conn = conn
-            self._crecv = conn.recv
+            self._cfd = conn.fileno()
             if self.reading:
-                self._poller.add(conn.fileno(), self.read_connected)
-        self._csend = conn.send
+                self._poller.add_connected(self._cfd, self)
         self._conn_ep = endpoint
 
     def _drop_companion(self):
@@ -460,11 +473,10 @@ class RelaySocket:
         if conn is None:
             return
         if self.reading and self._poller is not None:
-            self._poller.remove(conn.fileno())
+            self._poller.remove(self._cfd)
         self._conn = None
         self._conn_ep = None
-        self._crecv = None
-        self._csend = None
+        self._cfd = -1
         conn.close()
 
     # -- source policy ----------------------------------------------------
@@ -525,15 +537,22 @@ class MediaPoller:
 
     The reactor sees a single reader: this epoll's file descriptor, which is
     readable while any media socket is.  One ``doRead`` reads the clock once,
-    asks the epoll which sockets have datagrams and calls their
-    :meth:`RelaySocket.read` directly.  That keeps Twisted's per-event
-    dispatch (a logging context and exception guard around every
-    ``doRead``) off the per-packet path, and batches many sockets into one
-    reactor wakeup under load.  Level-triggered: a socket with datagrams
-    left is reported again by the next poll.
+    asks the epoll which sockets have datagrams and serves them directly.
+    That keeps Twisted's per-event dispatch (a logging context and exception
+    guard around every ``doRead``) off the per-packet path, and batches many
+    sockets into one reactor wakeup under load.  Level-triggered: a socket
+    with datagrams left is reported again by the next poll.
+
+    A connected companion (:meth:`add_connected`) is served inline: the
+    poller reads its datagram and, in the common case (an RTP/RTCP header,
+    a confirmed endpoint, no RTCP split, a peer with a companion of its
+    own), counts it and writes it to the peer's companion itself, without
+    a Python call per packet; anything else goes to
+    :meth:`RelaySocket.connected`.  Other sockets get their handler called.
     """
 
-    __slots__ = ("_reactor", "_seconds", "_epoll", "_poll", "_handlers", "_fd", "reading")
+    __slots__ = ("_reactor", "_seconds", "_epoll", "_poll", "_handlers", "_conns", "_fd",
+                 "reading")
 
     #: sockets served per reactor wakeup at most
     MAX_EVENTS = 512
@@ -545,26 +564,44 @@ class MediaPoller:
         self._poll = self._epoll.poll
         self._fd = self._epoll.fileno()
         self._handlers = {}
+        #: indexed by file descriptor: the RelaySocket whose connected
+        #: companion it is, else None (a list: cheaper than a dict lookup)
+        self._conns = []
         self.reading = False
 
-    def add(self, fd, handler):
-        """Call ``handler(now)`` whenever socket ``fd`` is readable."""
+    def _register(self, fd):
         self._epoll.register(fd, select.EPOLLIN)
-        self._handlers[fd] = handler
+        conns = self._conns
+        if fd >= len(conns):
+            conns.extend([None] * (fd + 1 - len(conns)))
         if not self.reading and self._fd >= 0:
             self.reading = True
             self._reactor.addReader(self)
 
+    def add(self, fd, handler):
+        """Call ``handler(now)`` whenever socket ``fd`` is readable."""
+        self._register(fd)
+        self._handlers[fd] = handler
+
+    def add_connected(self, fd, relay):
+        """Serve ``fd``, the connected companion of ``relay``, inline."""
+        self._register(fd)
+        self._conns[fd] = relay
+
     def remove(self, fd):
         """Stop serving ``fd`` (before its socket is closed)."""
-        if self._handlers.pop(fd, None) is not None and self._fd >= 0:
+        found = self._handlers.pop(fd, None) is not None
+        if 0 <= fd < len(self._conns) and self._conns[fd] is not None:
+            self._conns[fd] = None
+            found = True
+        if found and self._fd >= 0:
             try:
                 self._epoll.unregister(fd)
             except OSError:
                 pass
 
     def __len__(self):
-        return len(self._handlers)
+        return len(self._handlers) + sum(1 for r in self._conns if r is not None)
 
     def fileno(self):
         return self._fd
@@ -578,14 +615,45 @@ class MediaPoller:
     def doRead(self):
         now = self._seconds()
         handlers = self._handlers
+        conns = self._conns
         poll = self._poll
         limit = self.MAX_EVENTS
         for _ in range(self.MAX_ROUNDS):
             events = poll(0, limit)
             for fd, _ in events:
-                handler = handlers.get(fd)
-                if handler is not None:
-                    handler(now)
+                relay = conns[fd]
+                if relay is None:
+                    handler = handlers.get(fd)
+                    if handler is not None:
+                        handler(now)
+                    continue
+                # RelaySocket.read_connected, inlined for the common case
+                try:
+                    data = _read(fd, RECV_SIZE)
+                except OSError:
+                    continue  # EAGAIN, or an ICMP error consumed by the read
+                n = len(data)
+                peer = relay.peer
+                if (
+                    n < RTP_MIN
+                    or (data[0] & 0xC0) != 0x80
+                    or not relay.confirmed
+                    or relay.rtcp_peer is not None
+                    or peer is None
+                    or peer._cfd < 0
+                ):
+                    relay.connected(data, now)
+                    continue
+                relay.packets += 1
+                relay.bytes += n
+                relay.last_packet = now
+                try:
+                    _write(peer._cfd, data)
+                except OSError:
+                    relay.errors += 1
+                    continue
+                peer.packets_out += 1
+                peer.bytes_out += n
             if len(events) < limit:
                 break
 
@@ -597,6 +665,7 @@ class MediaPoller:
         if self._fd >= 0:
             self._fd = -1
             self._handlers.clear()
+            self._conns.clear()
             self._epoll.close()
 
     def connectionLost(self, reason):
@@ -605,4 +674,5 @@ class MediaPoller:
         if self._fd >= 0:
             self._fd = -1
             self._handlers.clear()
+            self._conns.clear()
             self._epoll.close()
