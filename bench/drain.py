@@ -103,6 +103,8 @@ def relay(n, queued, rounds, sender, sink, companions):
         a.configure(peer=b, endpoint=sender.getsockname(), learning=LEARN_HEURISTIC, reset=True)
         b.configure(peer=a, endpoint=sink.getsockname(), learning=LEARN_HEURISTIC, reset=True)
         a.confirmed = b.confirmed = True
+        a._update_out()
+        b._update_out()
         a.start()
         b.start()
         relays.append((a, b))

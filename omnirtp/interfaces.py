@@ -59,8 +59,8 @@ class IMediaEngine(Interface):
     def stats(call_id=None):
         """Fire with ``{call_id: {(addr, port): counters}}`` for one call
         (or all calls when None).  ``counters`` is a dict with ``packets``,
-        ``bytes``, ``errors`` (ingress, dropped counted in errors),
-        ``packets_out``, ``bytes_out``, ``last_packet`` (unix time float of
+        ``bytes``, ``errors`` (ingress, as rtpengine counts a stream;
+        datagrams not forwarded are counted in errors), ``last_packet`` (unix time float of
         the last ingress packet, or of the last reset), ``endpoint``
         ((addr, port) currently sent to, or None) and ``confirmed`` (bool)."""
 

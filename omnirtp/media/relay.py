@@ -115,6 +115,8 @@ class RelaySocket:
         "_conn",
         "_conn_ep",
         "_cfd",
+        "_out",
+        "_feeders",
         "_seconds",
         "_v6",
         "_more",
@@ -134,8 +136,6 @@ class RelaySocket:
         "bytes",
         "errors",
         "junk",
-        "packets_out",
-        "bytes_out",
         "last_packet",
     )
 
@@ -152,6 +152,13 @@ class RelaySocket:
         self._conn_ep = None
         #: the connected companion's file descriptor, -1 without one
         self._cfd = -1
+        #: where the poller's inline path writes what the companion reads:
+        #: the peer's companion while this endpoint is confirmed, no RTCP is
+        #: split off and the peer has a companion; else -1 (the full path,
+        #: :meth:`connected`).  Kept by :meth:`_update_out`.
+        self._out = -1
+        #: the sockets whose ``peer`` this is (their ``_out`` follows ours)
+        self._feeders = []
         self.peer = None
         #: where RTCP (PT 192-223) received here goes instead of ``peer``:
         #: set when this side multiplexes RTCP on its RTP port (rtcp-mux)
@@ -183,8 +190,6 @@ class RelaySocket:
         self.bytes = 0
         self.errors = 0
         self.junk = 0
-        self.packets_out = 0
-        self.bytes_out = 0
         self.last_packet = now
 
     def __repr__(self):
@@ -221,7 +226,7 @@ class RelaySocket:
             )
         if endpoint is not None:
             endpoint = (str(endpoint[0]), int(endpoint[1]))
-        self.peer = peer
+        self._set_peer(peer)
         self.rtcp_peer = rtcp_peer
         self.learning = learning
         self.strict = bool(strict)
@@ -240,6 +245,26 @@ class RelaySocket:
             self.endpoint = endpoint
         if self._companion is not None and self._conn_ep != self.endpoint:
             self._sync_companion()
+        self._update_out()
+
+    def _set_peer(self, peer):
+        old = self.peer
+        if old is not peer:
+            if old is not None and self in old._feeders:
+                old._feeders.remove(self)
+            if peer is not None:
+                peer._feeders.append(self)
+            self.peer = peer
+
+    def _update_out(self):
+        """Recompute ``_out`` (see ``__init__``); called whenever the
+        endpoint's confirmation, ``peer``, ``rtcp_peer`` or the peer's
+        companion changes."""
+        peer = self.peer
+        if peer is not None and self.confirmed and self.rtcp_peer is None:
+            self._out = peer._cfd
+        else:
+            self._out = -1
 
     def counters(self):
         """The socket's counters as plain data (see ``IMediaEngine.stats``)."""
@@ -247,8 +272,6 @@ class RelaySocket:
             "packets": self.packets,
             "bytes": self.bytes,
             "errors": self.errors,
-            "packets_out": self.packets_out,
-            "bytes_out": self.bytes_out,
             "last_packet": self.last_packet,
             "endpoint": self.endpoint,
             "confirmed": self.confirmed,
@@ -281,8 +304,9 @@ class RelaySocket:
         self.stop()
         self._drop_companion()
         self._companion = None
-        self.peer = None
+        self._set_peer(None)
         self.rtcp_peer = None
+        self._out = -1
         self.other = None
         if self._fd >= 0:
             self._fd = -1
@@ -373,8 +397,6 @@ class RelaySocket:
             except OSError:
                 self.errors += 1
                 continue
-            peer.packets_out += 1
-            peer.bytes_out += n
         return None
 
     def read_connected(self, now):
@@ -428,8 +450,6 @@ class RelaySocket:
         except OSError:
             self.errors += 1
             return None
-        peer.packets_out += 1
-        peer.bytes_out += n
         return None
 
     # -- the connected companion (off the per-packet path) ------------------
@@ -466,6 +486,8 @@ class RelaySocket:
             self._cfd = conn.fileno()
             if self.reading:
                 self._poller.add_connected(self._cfd, self)
+            for feeder in self._feeders:
+                feeder._update_out()
         self._conn_ep = endpoint
 
     def _drop_companion(self):
@@ -477,6 +499,8 @@ class RelaySocket:
         self._conn = None
         self._conn_ep = None
         self._cfd = -1
+        for feeder in self._feeders:
+            feeder._update_out()
         conn.close()
 
     # -- source policy ----------------------------------------------------
@@ -499,6 +523,12 @@ class RelaySocket:
         Called only when ``src`` is not the confirmed endpoint.  Returns
         True to forward the packet, False to drop it (strict source).
         """
+        forward = self._policy(src, now)
+        if self._out < 0:
+            self._update_out()
+        return forward
+
+    def _policy(self, src, now):
         if self.asymmetric or self.learning == LEARN_OFF:
             # never move: the endpoint stays the SDP address
             self.confirmed = True
@@ -632,28 +662,18 @@ class MediaPoller:
                     data = _read(fd, RECV_SIZE)
                 except OSError:
                     continue  # EAGAIN, or an ICMP error consumed by the read
+                out = relay._out
                 n = len(data)
-                peer = relay.peer
-                if (
-                    n < RTP_MIN
-                    or (data[0] & 0xC0) != 0x80
-                    or not relay.confirmed
-                    or relay.rtcp_peer is not None
-                    or peer is None
-                    or peer._cfd < 0
-                ):
+                if out < 0 or n < RTP_MIN or (data[0] & 0xC0) != 0x80:
                     relay.connected(data, now)
                     continue
                 relay.packets += 1
                 relay.bytes += n
                 relay.last_packet = now
                 try:
-                    _write(peer._cfd, data)
+                    _write(out, data)
                 except OSError:
                     relay.errors += 1
-                    continue
-                peer.packets_out += 1
-                peer.bytes_out += n
             if len(events) < limit:
                 break
 

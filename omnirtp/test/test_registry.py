@@ -59,7 +59,6 @@ class CountingEngine:
             for addr, port in self.held.get(cid, []):
                 for key in ((addr, port), (addr, port + 1)):
                     out[cid][key] = {"packets": 0, "bytes": 0, "errors": 0,
-                                     "packets_out": 0, "bytes_out": 0,
                                      "last_packet": last, "endpoint": None,
                                      "confirmed": False}
         return defer.succeed(out)

@@ -79,7 +79,7 @@ class RelayUDPTests(TestCase):
         self.assertEqual(got_a_rtcp, [(rtcp(2), (HOST, a + 1))])
         stats = yield self.engine.stats("c1")
         self.assertEqual(stats["c1"][(HOST, a)]["packets"], 5)
-        self.assertEqual(stats["c1"][(HOST, b)]["packets_out"], 5)
+        self.assertEqual(stats["c1"][(HOST, b)]["packets"], 5)
         self.assertEqual(self.totals()["packets"], 12)
 
     @defer.inlineCallbacks
@@ -181,6 +181,94 @@ class CompanionTests(TestCase):
         got = yield stranger.wait(1)
         self.assertEqual(got, [(rtp(3), (HOST, a))])
         self.assertEqual(a_party.received, [])
+
+    @defer.inlineCallbacks
+    def test_inlinePathFollowsState(self):
+        """The poller relays a companion's datagram inline only while the
+        endpoint is confirmed, no RTCP is split off and the peer has a
+        companion; whenever one of these changes (a reset, the peer losing
+        or regaining its endpoint, an RTCP split) traffic takes the full
+        path and is still relayed and counted as before."""
+        a_party, b_party, b_rtcp_party = Party(), Party(), Party()
+        for p in (a_party, b_party, b_rtcp_party):
+            self.addCleanup(reactor.listenUDP(0, p, interface=HOST).stopListening)
+        a, b = yield self.engine.allocate("c", HOST, 2)
+
+        def entry(local, peer, endpoint, **kw):
+            e = {"local": (HOST, local), "peer": (HOST, peer), "endpoint": endpoint,
+                 "learning": "immediate"}
+            e.update(kw)
+            return e
+
+        yield self.engine.configure("c", [entry(a, b, a_party.address, reset=True),
+                                          entry(b, a, b_party.address, reset=True)])
+        relay_a, relay_b = self.engine.socket((HOST, a)), self.engine.socket((HOST, b))
+        self.assertEqual(relay_a._out, -1)  # not confirmed yet: full path
+        a_party.send(rtp(1), (HOST, a))
+        got = yield b_party.wait(1)
+        self.assertEqual(got, [(rtp(1), (HOST, b))])
+        self.assertEqual(relay_a._out, relay_b._cfd)  # confirmed: inline
+        for i in range(2, 6):
+            a_party.send(rtp(i), (HOST, a))
+        got = yield b_party.wait(5)
+        self.assertEqual(got[1:], [(rtp(i), (HOST, b)) for i in range(2, 6)])
+        self.assertEqual((relay_a.packets, relay_a.bytes, relay_a.errors), (5, 5 * 172, 0))
+
+        # the peer loses its endpoint: its companion goes, ours falls back
+        yield self.engine.configure("c", [entry(b, a, None)])
+        self.assertEqual((relay_b._cfd, relay_a._out), (-1, -1))
+        a_party.send(rtp(6), (HOST, a))
+        a_party.send(rtp(7), (HOST, a))
+        yield self._settle(lambda: relay_a.packets == 7)
+        self.assertEqual(relay_a.errors, 2)  # nowhere to send: dropped, counted
+        self.assertEqual(len(b_party.received), 5)
+
+        # the peer gets an endpoint again: the inline path comes back
+        yield self.engine.configure("c", [entry(b, a, b_party.address)])
+        self.assertNotEqual(relay_b._cfd, -1)
+        self.assertEqual(relay_a._out, relay_b._cfd)
+        a_party.send(rtp(8), (HOST, a))
+        got = yield b_party.wait(6)
+        self.assertEqual(got[-1], (rtp(8), (HOST, b)))
+
+        # RTCP split off (rtcp-mux on A's side only): full path, RTCP goes
+        # out of B's RTCP socket, RTP still to B
+        yield self.engine.configure("c", [
+            entry(a, b, a_party.address, rtcp_peer=(HOST, b + 1)),
+            entry(b + 1, a, b_rtcp_party.address)])
+        self.assertEqual(relay_a._out, -1)
+        a_party.send(rtcp(7), (HOST, a))
+        a_party.send(rtp(9), (HOST, a))
+        got_rtcp = yield b_rtcp_party.wait(1)
+        got = yield b_party.wait(7)
+        self.assertEqual(got_rtcp, [(rtcp(7), (HOST, b + 1))])
+        self.assertEqual(got[-1], (rtp(9), (HOST, b)))
+
+        # a signalling reset unconfirms: full path until the next packet
+        yield self.engine.configure("c", [entry(a, b, a_party.address, reset=True)])
+        self.assertEqual(relay_a._out, -1)
+        a_party.send(rtp(10), (HOST, a))
+        got = yield b_party.wait(8)
+        self.assertEqual(got[-1], (rtp(10), (HOST, b)))
+        self.assertEqual(relay_a._out, relay_b._cfd)
+
+        # the peer is released: nothing is written to its closed companion
+        yield self.engine.release("c", [(HOST, b)])
+        self.assertEqual(relay_a._out, -1)
+
+    def _settle(self, done, timeout=2.0):
+        """Fire once ``done()`` is true (polled on the reactor)."""
+        d = defer.Deferred()
+        deadline = reactor.seconds() + timeout
+
+        def check():
+            if done() or reactor.seconds() > deadline:
+                d.callback(None)
+            else:
+                reactor.callLater(0.01, check)
+
+        check()
+        return d
 
     def test_portHeldElsewhereIsRefused(self):
         """A port another SO_REUSEPORT socket holds (e.g. another omnirtp on
