@@ -13,7 +13,7 @@ relays them all, and the CPU time it used (user + kernel, from
 * ``poller``: ``MediaPoller`` + ``RelaySocket.read`` (``recvfrom`` /
   ``sendto``), companions off.
 * ``companion``: ``MediaPoller`` + ``RelaySocket`` with connected companions
-  (``read_connected``: ``recv`` / ``send``), as the engine runs.
+  (relayed inline by the poller: ``os.read`` / ``os.write``), as the engine runs.
 
 Not a test: it prints figures and never fails.  Ports 50000 + 2 * sockets
 on 127.0.0.1 must be free.

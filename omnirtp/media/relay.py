@@ -9,11 +9,13 @@ engine, all :class:`RelaySocket` objects are read through one
 reactor): one read per readiness event, each datagram handled inline (a
 constant-time RTP/RTCP check, the source policy, plain integer counters,
 one send).  A socket with an endpoint also has a connected companion
-socket (SO_REUSEPORT) that carries the endpoint's traffic with ``recv`` and
-``send``.  Without a poller (the unit tests' fake sockets) a RelaySocket
-is itself an ``IReadDescriptor`` on the reactor and reads one datagram, or
-up to :data:`READ_BATCH` once it showed a backlog.  No logging, dicts,
-string formatting or control-plane work happens per packet.
+socket (SO_REUSEPORT) that carries the endpoint's traffic (``os.read`` and
+``os.write``); the poller relays its datagrams inline while the endpoint is
+confirmed (see :class:`MediaPoller`).  Without a poller (the unit tests'
+fake sockets) a RelaySocket is itself an ``IReadDescriptor`` on the reactor
+and reads one datagram, or up to :data:`READ_BATCH` once it showed a
+backlog.  No logging, dicts, string formatting or control-plane work
+happens per packet.
 
 A socket faces one party.  ``endpoint`` is that party's address: packets
 *from* it arrive here and packets *to* it are sent from here.  A packet
@@ -399,22 +401,13 @@ class RelaySocket:
                 continue
         return None
 
-    def read_connected(self, now):
-        """Read one datagram from the connected companion and relay it.
-
-        :class:`MediaPoller` inlines this for the common case (see its
-        ``doRead``) and calls :meth:`connected` for the rest."""
-        try:
-            data = _read(self._cfd, RECV_SIZE)
-        except OSError:
-            # EAGAIN, or the companion went away within this batch
-            return None
-        return self.connected(data, now)
-
     def connected(self, data, now):
-        """Relay ``data``, read from the connected companion: it comes from
-        the endpoint (the kernel delivers the endpoint's datagrams to the
-        connected socket), so no source address is built or compared.
+        """Relay ``data``, read by the poller from the connected companion:
+        it comes from the endpoint (the kernel delivers the endpoint's
+        datagrams to the connected socket), so no source address is built
+        or compared.  The poller relays the common case itself (see
+        :meth:`MediaPoller.doRead`); this is the full path: junk, an
+        unconfirmed endpoint, an RTCP split, a peer without a companion.
 
         The forwarding block repeats :meth:`read`'s on purpose: a shared
         helper would add a Python call to every packet."""
@@ -657,7 +650,8 @@ class MediaPoller:
                     if handler is not None:
                         handler(now)
                     continue
-                # RelaySocket.read_connected, inlined for the common case
+                # a companion's datagram: the common case inline,
+                # the rest through RelaySocket.connected
                 try:
                     data = _read(fd, RECV_SIZE)
                 except OSError:
