@@ -6,9 +6,9 @@ media socket at 50 packets/s almost never has a second datagram waiting)
 and wraps every datagram in ``try/except`` and a protocol call.  In the
 engine, all :class:`RelaySocket` objects are read through one
 :class:`MediaPoller` (an epoll of their own, a single reader on the
-reactor): one read per readiness event, each datagram handled inline (a
+reactor): one read per readiness event, each datagram handled in place (a
 constant-time RTP/RTCP check, the source policy, plain integer counters,
-one send).  A socket with an endpoint also has a connected companion
+one send, with no Twisted dispatch in between).  A socket with an endpoint also has a connected companion
 socket (SO_REUSEPORT) that carries the endpoint's traffic (``os.read`` and
 ``os.write``); the poller relays its datagrams inline while the endpoint is
 confirmed (see :class:`MediaPoller`).  Without a poller (the unit tests'
@@ -381,24 +381,7 @@ class RelaySocket:
                 if not forward:
                     self.errors += 1
                     continue
-            peer = self.peer
-            if self.rtcp_peer is not None and 191 < data[1] < 224:
-                peer = self.rtcp_peer
-            if peer is None:
-                self.errors += 1
-                continue
-            try:
-                if peer._cfd >= 0:
-                    _write(peer._cfd, data)
-                elif peer.endpoint is not None:
-                    sendto = peer._sendto
-                    sendto(data, peer.endpoint)
-                else:
-                    self.errors += 1
-                    continue
-            except OSError:
-                self.errors += 1
-                continue
+            self._forward(data)
         return None
 
     def connected(self, data, now):
@@ -407,10 +390,7 @@ class RelaySocket:
         datagrams to the connected socket), so no source address is built
         or compared.  The poller relays the common case itself (see
         :meth:`MediaPoller.doRead`); this is the full path: junk, an
-        unconfirmed endpoint, an RTCP split, a peer without a companion.
-
-        The forwarding block repeats :meth:`read`'s on purpose: a shared
-        helper would add a Python call to every packet."""
+        unconfirmed endpoint, an RTCP split, a peer without a companion."""
         n = len(data)
         if n < RTCP_MIN or (data[0] & 0xC0) != 0x80 or (n < RTP_MIN and not 191 < data[1] < 224):
             if self.other is not None:
@@ -425,12 +405,22 @@ class RelaySocket:
         if not self.confirmed and not self._learn(self._conn_ep, now):
             self.errors += 1
             return None
+        self._forward(data)
+        return None
+
+    def _forward(self, data):
+        """Send on a received, counted datagram: RTCP (PT 192-223) out of
+        ``rtcp_peer`` when one is set, anything else out of ``peer``; through
+        that socket's companion, else ``sendto`` its endpoint.  What cannot
+        be sent (no peer, no endpoint, a send error) is counted in
+        ``errors``.  The paths of :meth:`read` and :meth:`connected`; the
+        poller's inline path does the common case itself."""
         peer = self.peer
         if self.rtcp_peer is not None and 191 < data[1] < 224:
             peer = self.rtcp_peer
         if peer is None:
             self.errors += 1
-            return None
+            return
         try:
             if peer._cfd >= 0:
                 _write(peer._cfd, data)
@@ -439,11 +429,8 @@ class RelaySocket:
                 sendto(data, peer.endpoint)
             else:
                 self.errors += 1
-                return None
         except OSError:
             self.errors += 1
-            return None
-        return None
 
     # -- the connected companion (off the per-packet path) ------------------
 
