@@ -35,7 +35,9 @@ BASE = 50000
 PACKET = bytes([0x80, 0]) + b"\x00" * 10 + b"\xd5" * 160
 
 
-class _Reactor:
+class Reactor:
+    """The little of a reactor that MediaPoller and RelaySocket use (also bench/instructions.py)."""
+
     def seconds(self):
         return time.time()
 
@@ -91,7 +93,7 @@ def floor(n, queued, rounds, sender, sink):
 
 
 def relay(n, queued, rounds, sender, sink, companions):
-    reactor = _Reactor()
+    reactor = Reactor()
     poller = MediaPoller(reactor)
     relays = []
     for i in range(n):

@@ -22,7 +22,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOST = "127.0.0.1"
@@ -43,18 +42,9 @@ for i in range(int(sys.argv[2])):
 
 def relay(pairs, queued):
     """Child (under valgrind): wire ``pairs`` relays, relay ``queued`` each."""
-    sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from drain import PACKET, Reactor  # bench/drain.py (which puts ROOT on sys.path)
     from omnirtp.media.relay import MediaPoller, RelaySocket, bind_media, bind_udp
-
-    class Reactor:
-        def seconds(self):
-            return time.time()
-
-        def addReader(self, reader):
-            pass
-
-        def removeReader(self, reader):
-            pass
 
     reactor = Reactor()
     poller = MediaPoller(reactor)
@@ -78,7 +68,7 @@ def relay(pairs, queued):
         relays.append(a)
     # one datagram each confirms the endpoints (the full path), and warms up
     for a in relays:
-        sender.sendto(bytes([0x80, 0]) + bytes(170), a.local)
+        sender.sendto(PACKET, a.local)
     while sum(a.packets for a in relays) < pairs:
         poller.doRead()
     port = sender.getsockname()[1]
