@@ -9,8 +9,14 @@ For each case (omnirtp.test.corpus) two tests exist:
 * ``test_omnirtp_<case>`` runs the same requests against an omnirtp daemon
   (twistd, from this checkout) and compares its normalised replies with the
   fixture.  Cases that need a later issue (``case.needs``) are skipped with
-  the case's reason.  If the omnirtp daemon does not start or answer ping,
-  the omnirtp tests are skipped with its log tail as the reason.
+  the case's reason; these skips are on the allow-list
+  (omnirtp/test/allowed-skips.txt) and ``scripts/run-tests`` fails on any
+  other.  When only some lines need the issue (``case.needs_lines``), this
+  test compares the rest today and ``test_omnirtp_<case>_<needs>``, the
+  whole replies, is the one skipped.
+
+A daemon that does not start or answer ping fails every test of its setup,
+with its log tail in the failure.
 
 Both daemons are started once per interface setup and shared by the cases;
 ports are chosen free on 127.0.0.1 by the test.
@@ -18,7 +24,7 @@ ports are chosen free on 127.0.0.1 by the test.
 
 import os
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import FailTest, SkipTest, SynchronousTestCase
 
 from omnirtp.test import corpus
 from omnirtp.test.integration.reference import (
@@ -26,6 +32,8 @@ from omnirtp.test.integration.reference import (
     rtpengine_daemon)
 
 MEDIA_PORTS = 2000
+# generous: a slow start on a loaded machine is not what these tests check
+START_WAIT = 60.0
 
 
 class _Daemons:
@@ -38,16 +46,16 @@ class _Daemons:
     def get(cls, kind, setup):
         key = (kind, setup)
         if key in cls.failures:
-            raise SkipTest(cls.failures[key])
+            raise FailTest(cls.failures[key])
         if key not in cls.running:
             port_min, port_max = free_port_range(MEDIA_PORTS)
             factory = rtpengine_daemon if kind == "rtpengine" else omnirtp_daemon
             daemon = factory(free_udp_port(), port_min, port_max, corpus.SETUPS[setup])
             try:
-                daemon.start()
+                daemon.start(wait=START_WAIT)
             except DaemonFailed as e:
                 cls.failures[key] = "%s (%s) did not start: %s" % (kind, setup, e)
-                raise SkipTest(cls.failures[key])
+                raise FailTest(cls.failures[key])
             cls.running[key] = daemon
             import atexit
             atexit.register(daemon.stop)
@@ -74,13 +82,14 @@ class SideBySideTests(SynchronousTestCase):
                       % (case.name, case.name))
         self.assertEqual(self.run_against("rtpengine", case), want)
 
-    def check_omnirtp(self, case):
-        if case.needs:
+    def check_omnirtp(self, case, whole=False):
+        if case.needs and (whole or not case.needs_lines):
             raise SkipTest("needs %s: %s" % (case.needs, case.reason))
         want = corpus.load_expected(case.name)
         if want is None:
             self.fail("no fixture for %s" % (case.name,))
-        self.assertEqual(self.run_against("omnirtp", case), case.expected_for_omnirtp(want))
+        self.assertEqual(self.run_against("omnirtp", case),
+                         case.expected_for_omnirtp(want) if whole else case.expected_today(want))
 
 
 def _add_tests():
@@ -96,6 +105,15 @@ def _add_tests():
             omnirtp_test.__doc__ += " Differs on purpose: " + case.reason
         setattr(SideBySideTests, "test_rtpengine_" + case.name, rtpengine_test)
         setattr(SideBySideTests, "test_omnirtp_" + case.name, omnirtp_test)
+        if case.needs_lines:
+            omnirtp_test.__doc__ = ("omnirtp answers %s as rtpengine 10.5 does, without the "
+                                    "lines that need %s." % (case.name, case.needs))
+
+            def whole_test(self, case=case):
+                self.check_omnirtp(case, whole=True)
+            whole_test.__doc__ = ("omnirtp answers %s as rtpengine 10.5 does, %s lines "
+                                  "included." % (case.name, case.needs))
+            setattr(SideBySideTests, "test_omnirtp_%s_%s" % (case.name, case.needs), whole_test)
 
 
 _add_tests()
