@@ -234,7 +234,7 @@ class ControlTests(DaemonTestCase):
         after = yield self.ng.request(command="statistics")
         self.assertEqual(first, second)
         self.assertEqual(before["statistics"]["ports"], after["statistics"]["ports"])
-        self.assertEqual(after["statistics"]["totalstatistics"]["managedsessions"], 1)
+        self.assertEqual(after["statistics"]["currentstatistics"]["sessionsown"], 1)
         self.assertEqual(after["statistics"]["controlstatistics"]["offercount"], 1)
 
     @defer.inlineCallbacks
