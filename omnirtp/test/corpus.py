@@ -511,9 +511,59 @@ CASES = [
     Case("error_answer_unknown_call", [answer(SIP_ANSWER, call_id="nosuchcall")]),
     Case("error_no_to_tag", [offer(SIP_OFFER), {"command": "answer", "sdp": SIP_ANSWER,
                                                 "call-id": "c1", "from-tag": "ft1"}]),
+    Case("error_unknown_command", [{"command": "bogus", "call-id": "c1"}]),
+    Case("error_no_command", [{"call-id": "c1", "from-tag": "ft1"}]),
+    Case("error_offer_no_call_id", [{"command": "offer", "sdp": SIP_OFFER, "from-tag": "ft1"}]),
+    Case("error_offer_no_from_tag", [{"command": "offer", "sdp": SIP_OFFER, "call-id": "c1"}]),
+    Case("error_query", [{"command": "query"}, {"command": "query", "call-id": "nosuchcall"}]),
+    Case("error_list_negative_limit", [{"command": "list", "limit": -1}]),
+    Case("error_delete_no_call_id", [{"command": "delete", "from-tag": "ft1"}]),
 ]
 
 CASES_BY_NAME = {c.name: c for c in CASES}
+
+
+# -- malformed ng datagrams --------------------------------------------------------------
+
+@dataclass
+class BadInput:
+    """One malformed ng request: ``payload`` follows ``<cookie> ``.
+
+    omnirtp's reply must be byte-identical to the live rtpengine 10.5's
+    reply to the same datagram, except where ``like`` names another case:
+    then omnirtp answers as rtpengine answers that one, on purpose
+    (docs/compat.md), and ``reason`` says why.  ``rtpengine_crashes``: 10.5
+    dies on it, so it is never sent to the shared reference daemon."""
+    name: str
+    payload: bytes
+    like: str = None
+    rtpengine_crashes: bool = False
+    reason: str = ""
+
+
+CRASH_REASON = ("rtpengine 10.5 crashes (SIGSEGV) on tens of thousands of nesting levels; "
+                "omnirtp stops at depth 64 and answers as to any undecodable request")
+
+BAD_INPUT = [
+    BadInput("not_bencode", b"garbage"),
+    BadInput("truncated_dict", b"d7:command4:pi"),
+    BadInput("string_past_end", b"d7:command5:offer3:sdp99999:xx"),
+    BadInput("nested_list", b"l" * 32000 + b"e" * 32000),
+    BadInput("nested_json_list", b"[" * 32000 + b"]" * 32000),
+    BadInput("truncated_json", b'{"command": '),
+    BadInput("no_command", b"d3:sdp60000:" + b"x" * 60000 + b"e"),
+    BadInput("nested_list_in_dict", b"d1:x" + b"l" * 32000 + b"e" * 32000 + b"e",
+             like="truncated_dict", rtpengine_crashes=True, reason=CRASH_REASON),
+    BadInput("nested_dicts", b"d1:x" + b"d1:x" * 16000),
+    BadInput("nested_json_in_dict", b'{"command": ' + b"[" * 30000 + b"]" * 30000 + b"}",
+             like="truncated_json", rtpengine_crashes=True, reason=CRASH_REASON),
+    BadInput("nested_json_dicts", b'{"a":' * 6000),
+    BadInput("binary_noise", b"d" + bytes(range(1, 200)) * 329),
+    BadInput("negative_zero", b"d7:command4:ping1:xi-0ee", like="truncated_dict",
+             reason="i-0e is not a valid bencode integer; 10.5 accepts it"),
+]
+
+BAD_INPUT_BY_NAME = {b.name: b for b in BAD_INPUT}
 
 
 # -- running a case ------------------------------------------------------------------

@@ -440,3 +440,65 @@ class LiveCallTests(SynchronousTestCase):
         used = {explain(d)[0:2] for d in found}
         stale = [(p, k) for p, k, _ in LIVE_DIFFERENCES if (p, k) not in used]
         self.assertEqual(stale, [])
+
+
+# -- error texts for malformed requests ---------------------------------------------
+
+class BadInputTests(SynchronousTestCase):
+    """Each malformed datagram of corpus.BAD_INPUT asked of the live
+    rtpengine 10.5 and of omnirtp: byte-identical replies, except the stated
+    differences (docs/compat.md).  Both daemons answer ping afterwards."""
+
+    rtpengine_replies = {}
+
+    @staticmethod
+    def ask(daemon, name, payload):
+        cookie = ("%s_%s" % (_prefix(), name)).encode()
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(5.0)
+            datagram = cookie + b" " + payload
+            assert len(datagram) <= 65507, name
+            s.sendto(datagram, ("127.0.0.1", daemon.ng_port))
+            reply, _ = s.recvfrom(65536)
+        finally:
+            s.close()
+        head, _, body = reply.partition(b" ")
+        if head != cookie:
+            raise AssertionError("%s: reply with cookie %r" % (name, head))
+        return body
+
+    def rtpengine_reply(self, name):
+        if find_rtpengine() is None:
+            raise SkipTest("Debian's rtpengine 10.5 is not installed (/usr/sbin or /usr/bin)")
+        case = corpus.BAD_INPUT_BY_NAME[name]
+        assert not case.rtpengine_crashes, name
+        if name not in self.rtpengine_replies:
+            daemon = _Daemons.get("rtpengine", "single")
+            self.rtpengine_replies[name] = self.ask(daemon, name, case.payload)
+            self.assertTrue(daemon.client.ping(), "rtpengine died on %s" % (name,))
+        return self.rtpengine_replies[name]
+
+    def check(self, case):
+        want = self.rtpengine_reply(case.like or case.name)
+        if case.like and not case.rtpengine_crashes:
+            # the stated difference still exists: 10.5 answers otherwise
+            self.assertNotEqual(self.rtpengine_reply(case.name), want)
+        daemon = _Daemons.get("omnirtp", "single")
+        self.assertEqual(self.ask(daemon, case.name, case.payload), want)
+        self.assertTrue(daemon.client.ping(), "omnirtp died on %s" % (case.name,))
+
+
+def _add_bad_input_tests():
+    for case in corpus.BAD_INPUT:
+        def test(self, case=case):
+            self.check(case)
+        test.__doc__ = "omnirtp answers the malformed request %s as rtpengine 10.5 does" % (
+            case.name,)
+        if case.like:
+            test.__doc__ += (" to %s, on purpose: %s" % (case.like, case.reason))
+        setattr(BadInputTests, "test_" + case.name, test)
+
+
+_add_bad_input_tests()
