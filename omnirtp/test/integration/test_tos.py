@@ -20,10 +20,11 @@ import socket
 import subprocess
 import time
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from omnirtp.test.integration.peers import (
-    Peer, find_program, free_port, free_port_range, start_omnirtp, start_rtpengine)
+    NO_IPV6, Peer, find_program, free_port, free_port_range, have_ipv6_loopback,
+    start_omnirtp, start_rtpengine)
 
 OPTION_TOS = 46
 V4 = "127.0.0.1"
@@ -184,6 +185,8 @@ class TOSOnTheWireTests(SynchronousTestCase):
         ng_port = free_port()
         extra = ["--tos=%d" % OPTION_TOS]
         if address == V6:
+            if not have_ipv6_loopback():
+                raise SkipTest(NO_IPV6)
             extra.append("--interface=%s" % V6)
         if kind == "omnirtp":
             proxy = start_omnirtp(self, ng_port, port_min, port_max,
