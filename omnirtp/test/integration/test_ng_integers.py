@@ -26,6 +26,8 @@ CASES = [
     (b"i9223372036854775808e", PONG, REFUSED),
     (b"i99999999999999999999e", PONG, REFUSED),
     (b"i-99999999999999999999e", PONG, REFUSED),
+    # beyond Python's int-from-str digit limit (4300): once no reply at all
+    (b"i" + b"7" * 5000 + b"e", PONG, REFUSED),
     (b"i01e", REFUSED, REFUSED),
     (b"i+e", REFUSED, REFUSED),
 ]
