@@ -564,6 +564,9 @@ class IceAgent:
         self._send(stun.binding_success(message, source, self._local_key), source)
         counters["answered"] += 1
         self._incoming_check(source, priority, "USE-CANDIDATE" in attributes)
+        if self.controlling:
+            # e.g. just switched roles with valid pairs already: nominate one
+            self._consider_nomination()
 
     def _incoming_check(self, address, priority, use_candidate):
         """RFC 8445 7.3.1.3-7.3.1.5 after a valid request was answered."""
@@ -678,6 +681,8 @@ class IceAgent:
 
     def _switch_role(self, controlling):
         self.controlling = controlling
+        if not controlling and self._nomination_call is not None and self._nomination_call.active():
+            self._nomination_call.cancel()
         self._sort()
 
     def _trigger(self, pair, kind):

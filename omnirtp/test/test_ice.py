@@ -756,6 +756,27 @@ class InputTests(SynchronousTestCase):
         self.assertEqual(reply.message_class, stun.Class.RESPONSE)
         self.assertFalse(self.agent.controlling)
 
+    def test_switch_to_controlling_nominates(self):
+        # our check to SRC already succeeded; a conflict makes us controlling: we nominate SRC
+        self.agent.add_remote_candidate("1 1 udp 2130706431 %s %d typ host" % SRC)
+        self.agent.start()
+        self.clock.advance(0)
+        check = stun.decode(self.sent[0][0]).message
+        self.assertIn("ICE-CONTROLLED", check.attributes)
+        self.agent.datagram(stun.binding_success(check, SRC, REMOTE[1].encode()), SRC)
+        self.clock.advance(5)
+        self.assertEqual(len(self.sent), 1)  # nothing more while controlled
+        reply, _ = self.answer(self.request(**{"ICE-CONTROLLING": False, "ICE-CONTROLLED": 1}))
+        self.assertEqual(reply.message_class, stun.Class.RESPONSE)
+        self.assertTrue(self.agent.controlling)
+        self.clock.advance(0)
+        nomination = stun.decode(self.sent[-1][0]).message
+        self.assertEqual(self.sent[-1][1], SRC)
+        self.assertEqual(nomination.attributes["ICE-CONTROLLING"], 100)
+        self.assertIn("USE-CANDIDATE", nomination.attributes)
+        self.agent.datagram(stun.binding_success(nomination, SRC, REMOTE[1].encode()), SRC)
+        self.assertEqual(self.selected, [SRC])
+
     def test_no_role_conflict(self):
         reply, _ = self.answer(self.request())
         self.assertEqual(self.agent.counters()["role-conflicts"], 0)
