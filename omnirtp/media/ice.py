@@ -248,6 +248,7 @@ COUNTERS = (
     "bad-fingerprint",  # dropped: FINGERPRINT wrong or missing
     "stray",  # dropped: a response to no transaction of ours
     "unsupported",  # other methods and classes (requests of them get 400)
+    "send-errors",  # the socket refused a datagram (OSError)
     "candidates-ignored",  # remote candidates not paired (other component/transport/family, host name)
     "internal-errors",  # bugs caught by the guard in datagram()
 )
@@ -501,7 +502,7 @@ class IceAgent:
         if message.message_method != stun.Method.BINDING:
             counters["unsupported"] += 1
             if cls == stun.Class.REQUEST and decoded.fingerprint:
-                self._send(stun.error_response(message, 400), source)
+                self._transmit(stun.error_response(message, 400), source)
                 counters["bad-requests"] += 1
             return
         if not decoded.fingerprint:
@@ -524,7 +525,7 @@ class IceAgent:
         username = attributes.get("USERNAME")
         if username is None or not decoded.integrity:
             counters["bad-requests"] += 1
-            self._send(stun.error_response(message, 400), source)
+            self._transmit(stun.error_response(message, 400), source)
             return
         local, colon, remote = username.partition(":")
         if (
@@ -533,35 +534,35 @@ class IceAgent:
             or (self.remote_ufrag is not None and remote != self.remote_ufrag)
         ):
             counters["unauthorised"] += 1
-            self._send(stun.error_response(message, 401), source)
+            self._transmit(stun.error_response(message, 401), source)
             return
         if not stun.integrity_ok(message, data, self._local_key):
             counters["bad-integrity"] += 1
-            self._send(stun.error_response(message, 401), source)
+            self._transmit(stun.error_response(message, 401), source)
             return
         if decoded.unknown:
             counters["unknown-attributes"] += 1
-            self._send(stun.error_response(message, 420, self._local_key, decoded.unknown), source)
+            self._transmit(stun.error_response(message, 420, self._local_key, decoded.unknown), source)
             return
         priority = attributes.get("PRIORITY")
         if not priority:
             counters["bad-requests"] += 1
-            self._send(stun.error_response(message, 400, self._local_key), source)
+            self._transmit(stun.error_response(message, 400, self._local_key), source)
             return
         # RFC 8445 7.3.1.1 role conflicts
         if self.controlling and "ICE-CONTROLLING" in attributes:
             counters["role-conflicts"] += 1
             if self.tie_breaker >= attributes["ICE-CONTROLLING"]:
-                self._send(stun.error_response(message, 487, self._local_key), source)
+                self._transmit(stun.error_response(message, 487, self._local_key), source)
                 return
             self._switch_role(False)
         elif not self.controlling and "ICE-CONTROLLED" in attributes:
             counters["role-conflicts"] += 1
             if self.lite or self.tie_breaker < attributes["ICE-CONTROLLED"]:
-                self._send(stun.error_response(message, 487, self._local_key), source)
+                self._transmit(stun.error_response(message, 487, self._local_key), source)
                 return
             self._switch_role(True)
-        self._send(stun.binding_success(message, source, self._local_key), source)
+        self._transmit(stun.binding_success(message, source, self._local_key), source)
         counters["answered"] += 1
         self._incoming_check(source, priority, "USE-CANDIDATE" in attributes)
         if self.controlling:
@@ -657,6 +658,13 @@ class IceAgent:
             return
         self._consider_nomination()
         self._schedule_tick()
+
+    def _transmit(self, data, address):
+        """Send through the socket; a send error (ICMP, no route) is counted, not raised."""
+        try:
+            self._send(data, address)
+        except OSError:
+            self._counters["send-errors"] += 1
 
     # --- pairs and checks ---------------------------------------------------
     def _new_pair(self, address, foundation, remote_priority):
@@ -757,7 +765,7 @@ class IceAgent:
         tx.delay = max(self.RTO, self.TA * active)
         tx.timer = self._clock.callLater(tx.delay, self._retransmit, tx)
         self._counters["checks"] += 1
-        self._send(data, pair.address)
+        self._transmit(data, pair.address)
 
     def _retransmit(self, tx):
         if tx.sent < self.RC:
@@ -766,7 +774,7 @@ class IceAgent:
             wait = tx.delay if tx.sent < self.RC else self.RM * (tx.delay / 2 ** (self.RC - 1))
             tx.timer = self._clock.callLater(wait, self._retransmit, tx)
             self._counters["retransmissions"] += 1
-            self._send(tx.data, tx.address)
+            self._transmit(tx.data, tx.address)
             return
         tx.timer = None
         self._transactions.pop(tx.tid, None)
@@ -865,7 +873,7 @@ class IceAgent:
         self._consent_tids.append(tid)
         self._counters["consent-checks"] += 1
         self._consent_call = self._clock.callLater(self._consent_wait(), self._consent_check)
-        self._send(data, self.selected)
+        self._transmit(data, self.selected)
 
     def _consent_expired(self):
         self._expiry_call = None

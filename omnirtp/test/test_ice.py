@@ -798,6 +798,22 @@ class InputTests(SynchronousTestCase):
         self.assertEqual(lite.state, COMPLETED)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_send_errors_counted(self):
+        def refuse(data, address):
+            raise OSError(101, "Network is unreachable")
+
+        agent = IceAgent(self.clock, refuse, self.selected.append, LOCAL[0], LOCAL[1], controlling=True)
+        agent.set_remote_credentials(*REMOTE)
+        agent.add_remote_candidate("1 1 udp 2130706431 %s %d typ host" % SRC)
+        agent.start()
+        agent.datagram(self.request(**{"ICE-CONTROLLING": False, "ICE-CONTROLLED": 1}), SRC)
+        self.clock.advance(0)
+        self.clock.advance(0.5)
+        c = agent.counters()
+        # the answer, the check and its first retransmission
+        self.assertEqual((c["send-errors"], c["checks"], c["retransmissions"], c["internal-errors"]), (3, 1, 1, 0))
+        agent.stop()
+
     def test_callback_error_does_not_escape(self):
         def boom(address):
             raise ZeroDivisionError("callback bug")
