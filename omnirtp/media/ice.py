@@ -242,7 +242,7 @@ COUNTERS = (
     "bad-requests",  # 400 sent
     "unauthorised",  # 401 sent for a wrong USERNAME
     "bad-integrity",  # 401 sent for a wrong MESSAGE-INTEGRITY, or a response that failed it
-    "unknown-attributes",  # 420 sent
+    "unknown-attributes",  # 420 sent, or a response with one failed its check
     "role-conflicts",  # conflicts seen (487 sent, 487 received or role switched)
     "malformed",  # dropped: not decodable STUN
     "bad-fingerprint",  # dropped: FINGERPRINT wrong or missing
@@ -589,8 +589,11 @@ class IceAgent:
         if pair.state == SUCCEEDED:
             if pair.remote_nominated and not self.controlling:
                 self._select(address)
-        elif pair.state != IN_PROGRESS and (self.selected is None or pair.remote_nominated):
-            # 7.3.1.4 triggered check
+        elif self.selected is None or pair.remote_nominated:
+            # 7.3.1.4 triggered check; a check in progress stops retransmitting
+            # (its answer still counts) and a fresh one goes out now
+            if pair.state == IN_PROGRESS:
+                self._stop_checks(pair, self.RM * self.RTO)
             pair.state = WAITING
             self._trigger(pair, _CHECK)
 
@@ -611,6 +614,13 @@ class IceAgent:
         success = message.message_class == stun.Class.RESPONSE
         counters["responses" if success else "errors"] += 1
         pair = tx.pair
+        if decoded.unknown:
+            # RFC 5389 7.3.3/7.3.4: a response we cannot understand fails the transaction
+            counters["unknown-attributes"] += 1
+            success = False
+            if tx.kind != _CONSENT:
+                self._pair_failed(pair, tx)
+                return
         if tx.kind == _CONSENT:
             if success and source == tx.address and tx.address == self.selected and not self._consent_lost:
                 if self._expiry_call is not None and self._expiry_call.active():
@@ -641,6 +651,7 @@ class IceAgent:
             self._pair_failed(pair, tx)
             return
         pair.state = SUCCEEDED
+        self._stop_checks(pair, None)
         self._valid.add(pair.address)
         if self._first_valid is None:
             self._first_valid = self._clock.seconds()
@@ -766,6 +777,23 @@ class IceAgent:
         tx.timer = self._clock.callLater(tx.delay, self._retransmit, tx)
         self._counters["checks"] += 1
         self._transmit(data, pair.address)
+
+    def _stop_checks(self, pair, grace):
+        """End the retransmissions of ``pair``'s ordinary checks: forget them
+        now (``grace`` None) or after ``grace`` seconds, answers still welcome."""
+        for tx in [t for t in self._transactions.values() if t.pair is pair and t.kind == _CHECK]:
+            if tx.timer is not None and tx.timer.active():
+                tx.timer.cancel()
+            tx.timer = None
+            if grace is None:
+                del self._transactions[tx.tid]
+            else:
+                tx.timer = self._clock.callLater(grace, self._forget, tx)
+
+    def _forget(self, tx):
+        tx.timer = None
+        self._transactions.pop(tx.tid, None)
+        self._schedule_tick()
 
     def _retransmit(self, tx):
         if tx.sent < self.RC:

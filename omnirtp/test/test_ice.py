@@ -347,6 +347,26 @@ class TwoAgentTests(AgentTestBase):
         self.assertEqual(sent_after, [])
         self.assertFalse(a.agent.authorised(("10.9.9.9", 5000)))
 
+    def test_triggered_check_replaces_one_in_progress(self):
+        # A's checks are lost until B opens the way (as a NAT does) by checking A at 2.0:
+        # A checks again at once instead of waiting for its retransmission at 3.5
+        a, b = self.pair_up({"controlling": True}, {}, start=False)
+        self.wire.drop = lambda s, d, data: s == A_ADDR and self.clock.seconds() < 2.0
+        a.agent.start()
+        run(self.clock, 2.0)
+        b.agent.start()
+        run(self.clock, 10.0)
+        times = [t for t, d, m in self.wire.requests(A_ADDR) if t < 2.5]
+        self.assertEqual(len(times), 5)
+        for got, want in zip(times, [0.0, 0.5, 1.5, 2.01, 2.06]):
+            self.assertAlmostEqual(got, want, places=9)
+        self.assertAlmostEqual(a.selected[0][0], 2.08, places=9)
+        self.assertEqual([addr for _, addr in b.selected], [A_ADDR])
+        # the first check was not retransmitted after 2.01, and never timed out
+        self.assertEqual(a.agent.counters()["retransmissions"], 2)
+        self.assertEqual(a.agent.counters()["check-timeouts"], 0)
+        self.assertEqual(a.failed, [])
+
     def test_both_controlling(self):
         a, b = self.pair_up({"controlling": True, "tie_breaker": 10}, {"controlling": True, "tie_breaker": 20})
         run(self.clock, 2.0)
@@ -755,6 +775,17 @@ class InputTests(SynchronousTestCase):
         reply, _ = self.answer(self.request(**{"ICE-CONTROLLING": 101}))
         self.assertEqual(reply.message_class, stun.Class.RESPONSE)
         self.assertFalse(self.agent.controlling)
+
+    def test_response_with_unknown_attribute(self):
+        self.agent.add_remote_candidate("1 1 udp 2130706431 %s %d typ host" % SRC)
+        self.agent.start()
+        self.clock.advance(0)
+        check = stun.decode(self.sent[0][0]).message
+        reply = stun.Message(stun.Method.BINDING, stun.Class.RESPONSE, check.transaction_id, {"XOR-MAPPED-ADDRESS": SRC})
+        data = stun._seal(stun._append(bytes(reply), 0x0777, b"abcd"), REMOTE[1].encode())
+        self.assertDropped(data, "unknown-attributes")
+        self.assertEqual(self.agent.pairs()[0][1], FAILED)
+        self.assertFalse(self.agent.authorised(SRC))
 
     def test_switch_to_controlling_nominates(self):
         # our check to SRC already succeeded; a conflict makes us controlling: we nominate SRC
