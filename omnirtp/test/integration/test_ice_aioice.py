@@ -3,7 +3,7 @@
 aioice runs on an asyncio event loop in a thread of its own; our agent runs on
 Twisted's reactor behind a plain DatagramProtocol that plays the pipeline's
 RFC 7983 demultiplexer (first byte 0-3: STUN to the agent, the rest: media).
-Each test reaches a selected pair on both sides, then exchanges one datagram
+On 127.0.0.1 and on ::1.  Each test reaches a selected pair on both sides, then exchanges one datagram
 each way, sending ours only to the address the agent authorised.
 """
 
@@ -93,18 +93,19 @@ def with_timeout(d, seconds, what):
 
 class AioiceInteropTests(TestCase):
     timeout = 30
+    HOST = HOST
 
     def setUp(self):
         if aioice is None:
             self.fail("aioice is not installed (setup.cfg lists it)")
         # aioice leaves 127.0.0.1 out of its host candidates: offer only that
-        self.patch(aioice.ice, "get_host_addresses", lambda use_ipv4=True, use_ipv6=True: [HOST])
+        self.patch(aioice.ice, "get_host_addresses", lambda use_ipv4=True, use_ipv6=True: [self.HOST])
         self.asyncio = AsyncioThread()
         self.addCleanup(self.asyncio.stop)
         self.socket = MediaSocket()
-        self.port = reactor.listenUDP(0, self.socket, interface=HOST)
+        self.port = reactor.listenUDP(0, self.socket, interface=self.HOST)
         self.addCleanup(self.port.stopListening)
-        self.address = (HOST, self.port.getHost().port)
+        self.address = (self.HOST, self.port.getHost().port)
 
     @defer.inlineCallbacks
     def connect(self, aioice_controlling, lite=False):
@@ -130,14 +131,15 @@ class AioiceInteropTests(TestCase):
         self.addCleanup(agent.stop)
 
         async def make():
-            conn = aioice.Connection(ice_controlling=aioice_controlling, components=1, use_ipv6=False)
+            ipv6 = ":" in self.HOST
+            conn = aioice.Connection(ice_controlling=aioice_controlling, components=1, use_ipv4=not ipv6, use_ipv6=ipv6)
             await conn.gather_candidates()
             return conn
 
         conn = yield self.asyncio.run(make())
         self.addCleanup(lambda: self.asyncio.run(conn.close()))
         [candidate] = conn.local_candidates
-        self.assertEqual(candidate.host, HOST)
+        self.assertEqual(candidate.host, self.HOST)
 
         # signalling, both ways: credentials and candidates
         agent.set_remote_credentials(conn.local_username, conn.local_password)
@@ -156,7 +158,7 @@ class AioiceInteropTests(TestCase):
         connected = with_timeout(self.asyncio.run(answer()), 20, "aioice's connect()")
         address = yield with_timeout(selected, 20, "our agent's selection")
         yield connected
-        self.assertEqual(address, (HOST, candidate.port))
+        self.assertEqual(address, (self.HOST, candidate.port))
         self.assertEqual(agent.selected, address)
         self.assertEqual(agent.state, COMPLETED)
         self.assertTrue(agent.authorised(address))
@@ -200,3 +202,9 @@ class AioiceInteropTests(TestCase):
         agent, conn = yield self.connect(aioice_controlling=True, lite=True)
         self.assertEqual(agent.counters()["checks"], 0)
         yield self.exchange(agent, conn)
+
+
+class AioiceInteropIPv6Tests(AioiceInteropTests):
+    """The same on ::1."""
+
+    HOST = "::1"
