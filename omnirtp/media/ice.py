@@ -34,8 +34,15 @@ What it does, as rtpengine does for a browser leg:
   after ``CONSENT_TIMEOUT`` without a response.
 
 All pairs share one local base, the socket, so a pair is identified by its
-remote address; the local candidate only matters for priorities.  ICE restarts,
-multiple components and aggressive nomination are not handled here.
+remote address; the local candidate only matters for priorities (pass the
+``local_priority`` written in our ``a=candidate``).  One agent per socket: with
+rtcp-mux off, component 2 is a second agent on the RTCP socket.
+
+Not handled here: ICE restarts (new credentials need a new agent), aggressive
+nomination, end-of-candidates (the agent reports failure once every known pair
+failed; a candidate added later reopens the checks), consent tracking in lite
+mode (a lite agent never sends, so it has nothing to time out; the media
+timeouts cover a vanished peer).
 """
 
 import ipaddress
