@@ -245,6 +245,8 @@ def _flatten(value, path, out):
 
 
 TIME_KEYS = ("created", "last signal", "last packet")
+SAMPLED_KEYS = ("media_userspace", "packetrate", "byterate", "errorrate",
+                "packetrate_user", "byterate_user", "errorrate_user")
 DURATION_KEYS = ("avgcallduration", "totalcallsduration")
 
 
@@ -350,6 +352,13 @@ class LiveCall:
                 # the daemons may have been started minutes ago in this run
                 flat[path] = ("{UPTIME}", type(value).__name__) if 0 <= int(value) <= 3600 \
                     else ("bad uptime", value)
+            elif key in SAMPLED_KEYS:
+                # 10.5 samples these once a second (how many streams saw
+                # media lately, packets in the last second): timing, so only
+                # the type is compared.  omnirtp's rates are 0 (not measured;
+                # docs/compat.md)
+                ok = isinstance(value, int) and value >= 0
+                flat[path] = "{SAMPLED}" if ok else ("bad sample", value)
             elif key == "pingcount" or key == "totalpingcount":
                 # Daemon.start pings until the daemon answers: how many of
                 # those pings arrived is timing, not behaviour
