@@ -11,7 +11,8 @@ from twisted.logger import Logger
 
 from omnirtp.call.model import Interface, Media, Monologue
 from omnirtp.errors import (
-    E_NO_SUCH_TAG, E_SDP_INCOMPLETE, E_SDP_PARSE, E_SDP_REWRITE, E_UNKNOWN_CALL, NGError, SDPError)
+    E_MKI_UNSUPPORTED, E_NO_SUCH_TAG, E_SDP_INCOMPLETE, E_SDP_PARSE, E_SDP_REWRITE, E_UNKNOWN_CALL, NGError, SDPError)
+from omnirtp.sdp import crypto as sdes
 from omnirtp.sdp import model as sdpmodel
 from omnirtp.sdp.rewrite import (
     ICE_REMOVE, IcePlan, MediaPlan, SessionPlan, host_candidates, rewrite)
@@ -28,6 +29,12 @@ def _codec_key(codec):
     if codec.encoding is None:
         return codec.pt
     return (codec.encoding.lower(), codec.clock_rate)
+
+
+def is_srtp_profile(proto):
+    """True for the SRTP profiles (RTP/SAVP, RTP/SAVPF, UDP/TLS/RTP/SAVP(F)):
+    rtpengine 10.5 offers a=crypto towards each of them unless SDES-off."""
+    return bool(proto) and "SAVP" in proto.upper()
 
 
 def _codec_keys(section):
@@ -296,7 +303,10 @@ class Negotiator:
     def _sockets(self, call, flags):
         """The engine configuration for every port pair of the call.
 
-        Packets to a party that multiplexes RTCP (rtcp-mux) all leave its
+        Each socket faces the party of its media and carries that party's
+        SDES keys: ``srtp_in`` (the party's key, unprotects what it sends)
+        and ``srtp_out`` (ours for it, protects what we send it), None for
+        plain RTP.  Packets to a party that multiplexes RTCP (rtcp-mux) all leave its
         RTP socket; RTCP from it arrives on its RTP socket and, when the
         other party does not multiplex, is sent out of the other party's
         RTCP socket (``rtcp_peer``).
@@ -311,14 +321,17 @@ class Negotiator:
             for m in ml.port_medias():
                 pm = peer.media(m.index) if peer is not None else None
                 linked = pm is not None and pm.has_ports
+                keys = {"srtp_in": m.srtp_in, "srtp_out": m.srtp_out}
                 sockets.append(dict(
                     common, local=m.rtp_key, endpoint=m.rtp_endpoint,
                     peer=pm.rtp_key if linked else None,
-                    rtcp_peer=pm.rtcp_key if linked and m.mux and not pm.mux else None))
+                    rtcp_peer=pm.rtcp_key if linked and m.mux and not pm.mux else None,
+                    **keys))
                 sockets.append(dict(
                     common, local=m.rtcp_key,
                     endpoint=m.rtp_endpoint if m.mux else m.rtcp_endpoint,
-                    peer=(pm.rtp_key if pm.mux else pm.rtcp_key) if linked else None))
+                    peer=(pm.rtp_key if pm.mux else pm.rtcp_key) if linked else None,
+                    **keys))
         return sockets
 
     def _plan(self, dst, src, sd, infos, flags, offer):
@@ -354,18 +367,29 @@ class Negotiator:
             if offer:
                 s_media.codec_keys = frozenset(_codec_keys(section))
             ptime = (flags.ptime if offer else None) or s_media.ptime or d.ptime
+            if dst.protocol:
+                out_proto = dst.protocol
+            elif not offer and d.protocol:
+                out_proto = d.protocol   # an answer keeps the offerer's profile
+            else:
+                out_proto = info.proto
+            if offer:
+                crypto = self._sdes_offer(section, info, s_media, d, out_proto, flags)
+            else:
+                crypto = self._sdes_answer(section, info, s_media, d, out_proto, flags)
             media_plans.append(MediaPlan(
                 port=d.rtp_port,
                 rtcp_port=rtcp_port,
                 full_rtcp_attribute=flags.has("full-rtcp-attribute"),
                 rtcp_mux=bool(mux),
-                protocol=dst.protocol if dst.protocol else None,
+                protocol=out_proto,
                 direction=None if flags.has("original-sendrecv") else direction,
                 ice=ice,
                 codecs=self._codec_ops(flags, section, None if offer else d),
                 ptime=ptime,
                 keep_mid=offer or dst.had_mid,
                 keep_zero_address=not info.ice,
+                crypto=[c.format() for c in crypto],
             ))
             if offer:
                 src.had_mid = section.has_attribute("mid")
@@ -378,6 +402,119 @@ class Negotiator:
             loop_protect=self.instance_id if flags.has("loop-protect") else None,
             keep_zero_address=not any(i.ice for i in infos),
         )
+
+    # -- SDES (RFC 4568) -----------------------------------------------------
+
+    def _crypto_lines(self, section, flags):
+        """The parseable a=crypto lines of ``section``; bad ones are logged
+        and ignored (as rtpengine does).  Raises NGError when the section
+        keyed SRTP with MKI lines only: pylibsrtp cannot use MKI."""
+        lines, mki = [], False
+        for value in section.attributes("crypto"):
+            try:
+                c = sdes.parse(value)
+            except sdes.CryptoError as e:
+                self.log.warn("[{call_id}] Failed to parse a=crypto attribute, ignoring: "
+                              "{reason}", call_id=flags.call_id, reason=str(e))
+                continue
+            mki = mki or any(k.mki is not None for k in c.keys)
+            lines.append(c)
+        if mki and sdes.choose(lines) is None:
+            self.log.warn("[{call_id}] refusing SDES with MKI (media {index})",
+                          call_id=flags.call_id, index=section.index)
+            raise NGError(E_MKI_UNSUPPORTED)
+        return lines
+
+    def _log_unusable(self, flags):
+        def log(crypto, reason):
+            self.log.info("[{call_id}] passing over a=crypto:{tag} {suite}: {reason}",
+                          call_id=flags.call_id, tag=crypto.tag, suite=crypto.suite,
+                          reason=reason)
+        return log
+
+    def _sdes_offer(self, section, info, s, d, out_proto, flags):
+        """Remember the offerer's SDES lines; our a=crypto lines towards the
+        recipient ``d``, in rtpengine 10.5's order: the line already
+        negotiated with ``d`` (a re-INVITE keeps it: same tag, same key),
+        the offerer's usable lines with their tags and keys (so SRTP can
+        pass through), then every other suite with a new key, tags counting
+        on from the highest so far."""
+        if is_srtp_profile(info.proto):
+            lines = self._crypto_lines(section, flags)
+            log = self._log_unusable(flags)
+            usable = []
+            for c in lines:
+                if not sdes.allowed(c.suite, flags.sdes):
+                    continue
+                reason = c.unusable()
+                if reason:
+                    log(c, reason)
+                else:
+                    usable.append(c)
+            s.crypto_candidates = tuple(usable)
+        else:
+            s.crypto_candidates = ()
+        suites = sdes.offer_suites(flags.sdes) if is_srtp_profile(out_proto) else []
+        out = []
+        kept = d.crypto_local
+        if kept is not None and kept.suite in suites:
+            out.append(sdes.Crypto(kept.tag, kept.suite, (sdes.KeyParams(kept.key),)))
+        for c in s.crypto_candidates:
+            if c.suite in suites and all(o.suite != c.suite and o.tag != c.tag for o in out):
+                out.append(sdes.Crypto(c.tag, c.suite, (sdes.KeyParams(c.key),), c.params))
+        tag = max([c.tag for c in out], default=0)
+        for suite in suites:
+            if all(o.suite != suite for o in out):
+                tag += 1
+                out.append(sdes.generate(tag, suite))
+        d.crypto_offered = tuple(out)
+        return out
+
+    def _sdes_answer(self, section, info, s, d, out_proto, flags):
+        """Apply the answerer's a=crypto to what we offered it; our line
+        towards the offerer ``d``: its first usable suite with our key, or,
+        when the answerer took a line we passed through from the offerer,
+        that line with the answerer's key (SRTP passes through unchanged)."""
+        s.crypto_remote = s.crypto_local = None
+        if is_srtp_profile(info.proto) and s.crypto_offered:
+            offered = {c.tag: c for c in s.crypto_offered}
+            for c in self._crypto_lines(section, flags):
+                mine = offered.get(c.tag)
+                if mine is None or mine.suite != c.suite:
+                    self.log.info("[{call_id}] answer's a=crypto:{tag} {suite} was not "
+                                  "offered, ignoring", call_id=flags.call_id, tag=c.tag,
+                                  suite=c.suite)
+                    continue
+                reason = c.unusable()
+                if reason:
+                    self._log_unusable(flags)(c, reason)
+                    continue
+                s.crypto_remote, s.crypto_local = c, mine
+                break
+        old = d.crypto_local
+        d.crypto_remote = d.crypto_local = None
+        if not is_srtp_profile(out_proto):
+            return []
+        candidates = [c for c in d.crypto_candidates if sdes.allowed(c.suite, flags.sdes)]
+        chosen, key = None, None
+        if s.crypto_local is not None:
+            for c in candidates:
+                if c.suite == s.crypto_local.suite and c.key == s.crypto_local.key:
+                    chosen, key = c, s.crypto_remote.key
+                    break
+        if chosen is None:
+            chosen = sdes.choose(candidates)
+            if chosen is None:
+                return []
+        if key is None:
+            if old is not None and old.suite == chosen.suite:
+                key = old.key      # a re-INVITE keeps our key for that suite
+            else:
+                key = sdes.generate(chosen.tag, chosen.suite).key
+        d.crypto_remote = chosen
+        d.crypto_local = sdes.Crypto(chosen.tag, chosen.suite, (sdes.KeyParams(key),),
+                                     chosen.params)
+        return [d.crypto_local]
 
     def _codec_ops(self, flags, section, offerer_media):
         """Codec filtering: the request's strip/mask/offer/except, and in an
