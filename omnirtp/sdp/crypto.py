@@ -151,6 +151,8 @@ def _key_param(text, suite):
     if len(fields) > 3:
         raise CryptoError("invalid key parameter: too many '|' fields")
     encoded = fields[0]
+    if len(encoded.rstrip("=")) * 3 // 4 != suite.length:
+        raise CryptoError("invalid key parameter length")
     if not _BASE64.match(encoded):
         raise CryptoError("invalid key parameter: key is not base64")
     try:
