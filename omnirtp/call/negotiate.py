@@ -336,6 +336,13 @@ class Negotiator:
 
     def _plan(self, dst, src, sd, infos, flags, offer):
         """The rewrite plan for the SDP ``dst`` will receive."""
+        unsupported, unknown = sdes.ignored_options(flags.sdes)
+        for word in unknown:
+            self.log.warn("[{call_id}] Unknown 'SDES' flag encountered: '{word}'",
+                          call_id=flags.call_id, word=word)
+        for word in unsupported:
+            self.log.info("[{call_id}] SDES option '{word}' is not supported, ignored",
+                          call_id=flags.call_id, word=word)
         iface = None
         media_plans = []
         ice_mode = self._ice_mode(flags, infos)
@@ -389,7 +396,7 @@ class Negotiator:
                 ptime=ptime,
                 keep_mid=offer or dst.had_mid,
                 keep_zero_address=not info.ice,
-                crypto=[c.format() for c in crypto],
+                crypto=[sdes.render(c, flags.sdes) for c in crypto],
             ))
             if offer:
                 src.had_mid = section.has_attribute("mid")

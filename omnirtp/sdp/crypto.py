@@ -225,8 +225,17 @@ def allowed(suite, sdes=()):
     return not options["only"] or suite in options["only"]
 
 
+#: rtpengine 10.5's SDES options that change the SRTP transform: the engine
+#: cannot do them, so they are accepted and ignored (with a log line)
+TRANSFORM_OPTIONS = frozenset(("unencrypted_srtp", "unencrypted_srtcp", "unauthenticated_srtp",
+                               "encrypted_srtp", "encrypted_srtcp", "authenticated_srtp"))
+#: options that are about rtpengine's own key handling, without effect here
+QUIET_OPTIONS = frozenset(("nonew", "static", "prefer"))
+
+
 def _options(sdes):
-    out = {"off": False, "no": set(), "only": set()}
+    out = {"off": False, "no": set(), "only": set(), "pad": False, "lifetime": False,
+           "unsupported": [], "unknown": []}
     for item in sdes:
         word = item.strip()
         low = word.lower()
@@ -236,7 +245,33 @@ def _options(sdes):
             out["no"].add(word[3:].upper())
         elif low.startswith("only-"):
             out["only"].add(word[5:].upper())
+        elif low in ("pad", "lifetime"):
+            out[low] = True
+        elif low in TRANSFORM_OPTIONS:
+            out["unsupported"].append(word)
+        elif low in QUIET_OPTIONS or low.startswith(("order:", "offerer_pref:")):
+            pass
+        else:
+            out["unknown"].append(word)
     return out
+
+
+def ignored_options(sdes):
+    """``(unsupported, unknown)`` SDES options of a request, for its log lines."""
+    options = _options(sdes)
+    return options["unsupported"], options["unknown"]
+
+
+def render(crypto, sdes=()):
+    """The value of our ``a=crypto`` line for ``crypto`` under the request's
+    SDES options: ``pad`` keeps base64 padding, ``lifetime`` adds ``|2^31``
+    where no lifetime is given (as rtpengine 10.5 does)."""
+    options = _options(sdes)
+    if options["lifetime"]:
+        crypto = Crypto(crypto.tag, crypto.suite,
+                        tuple(KeyParams(k.key, k.lifetime or "2^31", k.mki) for k in crypto.keys),
+                        crypto.params)
+    return crypto.format(pad=options["pad"])
 
 
 def choose(lines, sdes=(), log=None):
@@ -259,4 +294,5 @@ def choose(lines, sdes=(), log=None):
 
 
 __all__ = ["CryptoError", "Crypto", "KeyParams", "Suite", "SUITES", "SUPPORTED",
-           "parse", "generate", "offer_suites", "allowed", "choose"]
+           "parse", "generate", "offer_suites", "allowed", "choose", "render",
+           "ignored_options"]

@@ -473,6 +473,8 @@ CASES = [
          reason="rtpengine 10.5 does not know SDES-only- (it logs \"Unknown 'SDES' flag\" "
                 "and offers every suite); omnirtp offers only the named suite, as later "
                 "rtpengine versions and ng-spec do"),
+    Case("sdes_pad_lifetime", [sdes_offer(sdes=["pad", "lifetime"])],
+         doc="SDES=pad keeps base64 '=' padding, SDES=lifetime adds |2^31"),
     Case("sdes_off", [sdes_offer(flags=["SDES-off"]), answer(SIP_ANSWER)],
          doc="SDES-off: an RTP/SAVP offer without a=crypto"),
     Case("sdes_offerer_no_suite", [offer(SIP_OFFER_SDES_TWO, SDES=["no-AES_CM_128_HMAC_SHA1_32"],

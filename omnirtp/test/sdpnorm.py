@@ -22,7 +22,7 @@ import sys
 
 _CANDIDATE = re.compile(
     r"^a=candidate:(\S+) (\d+) (\S+) (\d+) (\S+) (\d+) typ (\S+)(.*)$")
-_CRYPTO = re.compile(r"^(a=crypto:\d+ \S+ inline:)([^|\s]+)(.*)$")
+_CRYPTO = re.compile(r"^(a=crypto:\d+ \S+ inline:)([^|\s=]+)(.*)$")  # base64 padding stays visible
 
 
 class Normaliser:

@@ -333,3 +333,17 @@ class SdesTests(SynchronousTestCase):
                          **{"transport-protocol": "RTP/AVPF"})
         self.assertIn(" RTP/AVPF 0 8\r\n", sdp)
         self.assertEqual(crypto_lines(sdp), [])
+
+    def test_sdesPadAndLifetime(self):
+        sdp = self.offer(SDES=["pad", "lifetime"], **{"transport-protocol": "RTP/SAVP"})
+        lines = crypto_lines(sdp)
+        self.assertTrue(lines[0].endswith("==|2^31"))
+        self.assertTrue(all(line.endswith("|2^31") for line in lines))
+
+    def test_unknownSdesOptionLogged(self):
+        from twisted.logger import globalLogPublisher
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.suites(SDES=["bogus"])
+        self.assertIn(("c1", "bogus"), [(e.get("call_id"), e.get("word")) for e in events])

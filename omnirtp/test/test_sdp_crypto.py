@@ -215,3 +215,23 @@ class ChoiceTests(SynchronousTestCase):
                                         ["no-AES_CM_128_HMAC_SHA1_80"]))
         self.assertFalse(crypto.allowed("AES_CM_128_HMAC_SHA1_80",
                                         ["only-AES_CM_128_HMAC_SHA1_32"]))
+
+
+class RenderTests(SynchronousTestCase):
+
+    def test_options(self):
+        c = crypto.parse("1 AEAD_AES_128_GCM inline:" + B64_28)
+        bare = B64_28.rstrip("=")
+        self.assertEqual(crypto.render(c), "1 AEAD_AES_128_GCM inline:" + bare)
+        self.assertEqual(crypto.render(c, ["pad"]), "1 AEAD_AES_128_GCM inline:" + B64_28)
+        self.assertEqual(crypto.render(c, ["lifetime"]),
+                         "1 AEAD_AES_128_GCM inline:%s|2^31" % bare)
+        given = crypto.parse("1 AES_CM_128_HMAC_SHA1_80 inline:%s|2^20" % B64_30)
+        self.assertEqual(crypto.render(given, ["lifetime"]), given.format())
+
+    def test_ignoredOptions(self):
+        self.assertEqual(crypto.ignored_options(
+            ["off", "no-X", "only-Y", "pad", "lifetime", "nonew", "static", "prefer",
+             "order:AES_CM_128_HMAC_SHA1_80", "offerer_pref:X", "unencrypted_srtcp",
+             "UNAUTHENTICATED_SRTP", "bogus"]),
+            (["unencrypted_srtcp", "UNAUTHENTICATED_SRTP"], ["bogus"]))

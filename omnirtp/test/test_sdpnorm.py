@@ -66,6 +66,10 @@ class NormaliserTests(SynchronousTestCase):
             "a=crypto:5 AES_CM_128_HMAC_SHA1_80 inline:PEERKEY\n"
             "a=crypto:6 AEAD_AES_128_GCM inline:{KEY1}\n")
 
+    def test_crypto_padding_visible(self):
+        self.assertEqual(normalise("a=crypto:1 AEAD_AES_128_GCM inline:abcdef==|2^31\r\n"),
+                         "a=crypto:1 AEAD_AES_128_GCM inline:{KEY1}==|2^31\n")
+
 
 class CorpusDiffersTests(SynchronousTestCase):
     """corpus.Case.expected_for_omnirtp: replaced, dropped and whole steps."""
