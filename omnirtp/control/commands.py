@@ -188,6 +188,7 @@ class Dispatcher:
                                                "last_packet": call.last_signal,
                                                "endpoint": None, "confirmed": False}
                         sflags = [kind]
+                        suite = m.srtp_in["suite"] if m.srtp_in else None
                         if kind == "RTCP" and m.mux:
                             sflags.append("fallback RTCP")
                         if c.get("endpoint"):
@@ -205,6 +206,8 @@ class Dispatcher:
                             "stats": {"packets": c["packets"], "bytes": c["bytes"],
                                       "errors": c["errors"]},
                         })
+                        if suite:
+                            streams[-1]["crypto suite"] = suite
                         t = totals[kind]
                         t["packets"] += c["packets"]
                         t["bytes"] += c["bytes"]
@@ -214,6 +217,8 @@ class Dispatcher:
                     mflags.append("initialized")
                 if m.mux:
                     mflags.append("rtcp-mux")
+                if m.srtp_in:
+                    mflags.append("SDES")
                 medias.append({"index": m.index, "type": m.type,
                                "protocol": m.protocol or "", "flags": mflags,
                                "streams": streams})

@@ -347,3 +347,15 @@ class SdesTests(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         self.suites(SDES=["bogus"])
         self.assertIn(("c1", "bogus"), [(e.get("call_id"), e.get("word")) for e in events])
+
+    def test_queryShowsSuite(self):
+        """query: the SDES media flag and each stream's crypto suite (as 10.5)."""
+        self.sdes_call("1 AES_CM_128_HMAC_SHA1_80 inline:" + K_A)
+        reply = self.call(command="query", call_id="c1")
+        caller = reply["tags"]["ft"]["medias"][0]
+        callee = reply["tags"]["tt"]["medias"][0]
+        self.assertIn("SDES", caller["flags"])
+        self.assertEqual([s.get("crypto suite") for s in caller["streams"]],
+                         ["AES_CM_128_HMAC_SHA1_80"] * 2)
+        self.assertNotIn("SDES", callee["flags"])
+        self.assertEqual([s.get("crypto suite") for s in callee["streams"]], [None, None])
