@@ -11,7 +11,8 @@ from twisted.logger import Logger
 
 from omnirtp.call.model import Interface, Media, Monologue
 from omnirtp.errors import (
-    E_MKI_UNSUPPORTED, E_NO_SUCH_TAG, E_SDP_INCOMPLETE, E_SDP_PARSE, E_SDP_REWRITE, E_UNKNOWN_CALL, NGError, SDPError)
+    E_MKI_UNSUPPORTED, E_NO_SUCH_TAG, E_SDP_INCOMPLETE, E_SDP_PARSE, E_SDP_REWRITE,
+    E_UNKNOWN_CALL, NGError, SDPError)
 from omnirtp.sdp import crypto as sdes
 from omnirtp.sdp import model as sdpmodel
 from omnirtp.sdp.rewrite import (
@@ -306,8 +307,8 @@ class Negotiator:
         Each socket faces the party of its media and carries that party's
         SDES keys: ``srtp_in`` (the party's key, unprotects what it sends)
         and ``srtp_out`` (ours for it, protects what we send it), None for
-        plain RTP.  Packets to a party that multiplexes RTCP (rtcp-mux) all leave its
-        RTP socket; RTCP from it arrives on its RTP socket and, when the
+        plain RTP.  Packets to a party that multiplexes RTCP (rtcp-mux) all
+        leave its RTP socket; RTCP from it arrives on its RTP socket and, when the
         other party does not multiplex, is sent out of the other party's
         RTCP socket (``rtcp_peer``).
         """

@@ -503,7 +503,8 @@ CASES = [
     Case("sdes_offer_mki_mixed", [offer(SIP_OFFER_SDES_MKI_MIXED,
                                         **{"transport-protocol": "RTP/AVP"}),
                                   answer(SIP_ANSWER)],
-         differs={1: [("a=crypto:1 AES_CM_128_HMAC_SHA1_80", "a=crypto:2 AES_CM_128_HMAC_SHA1_32")]},
+         differs={1: [("a=crypto:1 AES_CM_128_HMAC_SHA1_80",
+                       "a=crypto:2 AES_CM_128_HMAC_SHA1_32")]},
          reason="omnirtp passes over the line with MKI and answers the next one; "
                 "rtpengine 10.5 takes the first"),
     Case("rtcp_mux_passthrough", [offer(SIP_OFFER_RTCP_MUX), answer(SIP_ANSWER_RTCP_MUX)]),
