@@ -375,12 +375,11 @@ class Negotiator:
             if offer:
                 s_media.codec_keys = frozenset(_codec_keys(section))
             ptime = (flags.ptime if offer else None) or s_media.ptime or d.ptime
-            if dst.protocol:
-                out_proto = dst.protocol
-            elif not offer and d.protocol:
-                out_proto = d.protocol   # an answer keeps the offerer's profile
-            else:
-                out_proto = info.proto
+            # the request's transport-protocol (remembered per monologue),
+            # else the profile the recipient itself last used (an answer
+            # keeps the offerer's; a re-INVITE from the other side keeps
+            # the recipient's), else the sender's
+            out_proto = dst.protocol or d.protocol or info.proto
             if offer:
                 crypto = self._sdes_offer(section, info, s_media, d, out_proto, flags)
             else:

@@ -496,6 +496,18 @@ CASES = [
                                           **{"transport-protocol": "RTP/AVP"}),
                                     answer(SIP_ANSWER)],
          doc="the SDES offerer changes its key: we keep ours"),
+    Case("sdes_reinvite_from_srtp_callee", [
+        sdes_offer(), answer(SIP_ANSWER_SDES),
+        offer(SIP_ANSWER_SDES.replace("3344556677 1", "3344556677 2"), from_tag="tt1",
+              to_tag="ft1", src="198.51.100.20"),
+        answer(SIP_OFFER_REINVITE, from_tag="tt1", to_tag="ft1", src="192.0.2.10")],
+         doc="the SRTP callee re-INVITEs without flags: plain RTP/AVP towards the caller, "
+             "and the answer gives the callee our key of the first answer again"),
+    Case("sdes_passthrough_off", [sdes_offer(SIP_OFFER_SDES_TWO, sdes=["off"])],
+         doc="RTP/SAVP both sides with SDES-off: no a=crypto at all"),
+    Case("sdes_passthrough_no_suite", [sdes_offer(SIP_OFFER_SDES_TWO,
+                                                  sdes=["no-AES_CM_128_HMAC_SHA1_32"])],
+         doc="the offerer's excluded suite is not passed on; ours follow from tag 6"),
     Case("sdes_offer_mki", [offer(SIP_OFFER_SDES_MKI, **{"transport-protocol": "RTP/AVP"})],
          differs={0: {"result": "error", "error-reason": E_MKI_UNSUPPORTED}},
          reason="omnirtp's SRTP (pylibsrtp) has no MKI: an offer keyed only with MKI is "

@@ -359,3 +359,20 @@ class SdesTests(SynchronousTestCase):
                          ["AES_CM_128_HMAC_SHA1_80"] * 2)
         self.assertNotIn("SDES", callee["flags"])
         self.assertEqual([s.get("crypto suite") for s in callee["streams"]], [None, None])
+
+    def test_reinviteFromSrtpCallee(self):
+        """The SRTP callee re-offers without flags: the plain caller gets
+        RTP/AVP; the callee's answer carries our key of the first answer."""
+        offer = self.offer(**{"transport-protocol": "RTP/SAVP"})
+        ours = crypto_lines(offer)[1]
+        callee = sdes_sdp("RTP/SAVP", "2 AES_CM_128_HMAC_SHA1_80 inline:" + K_B,
+                          origin="bob 1 1 IN IP4 198.51.100.20", address="198.51.100.20")
+        self.answer(callee)
+        reoffer = self.call(command="offer", call_id="c1", from_tag="tt", to_tag="ft",
+                            sdp=callee.replace("bob 1 1", "bob 1 2"))["sdp"]
+        self.assertIn(" RTP/AVP 0 8\r\n", reoffer)
+        self.assertEqual(crypto_lines(reoffer), [])
+        back = self.call(command="answer", call_id="c1", from_tag="tt", to_tag="ft",
+                         sdp=OFFER)["sdp"]
+        self.assertIn(" RTP/SAVP 0 8\r\n", back)
+        self.assertEqual(crypto_lines(back), [ours])
