@@ -510,6 +510,17 @@ CASES = [
     Case("sdes_passthrough_no_suite", [sdes_offer(SIP_OFFER_SDES_TWO,
                                                   sdes=["no-AES_CM_128_HMAC_SHA1_32"])],
          doc="the offerer's excluded suite is not passed on; ours follow from tag 6"),
+    Case("sdes_off_srtp_offerer", [offer(SIP_OFFER_SDES, SDES=["off"],
+                                         **{"transport-protocol": "RTP/AVP"}),
+                                   answer(SIP_ANSWER)],
+         doc="SDES-off is about what we offer: the SDES offerer is still answered with a key"),
+    Case("sdes_bad_lines", [offer(SIP_OFFER_SDES.replace(
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20",
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:short\r\n"
+        "a=crypto:2 FOO_SUITE inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n"
+        "a=crypto:3 AES_CM_128_HMAC_SHA1_32 inline:!!notb64!!notb64!!notb64!!notb64!!notb"),
+        **{"transport-protocol": "RTP/AVP"}), answer(SIP_ANSWER)],
+         doc="unparseable a=crypto lines are ignored; nothing left: RTP/SAVP without a=crypto"),
     Case("sdes_offer_mki", [offer(SIP_OFFER_SDES_MKI, **{"transport-protocol": "RTP/AVP"})],
          differs={0: {"result": "error", "error-reason": E_MKI_UNSUPPORTED}},
          reason="omnirtp's SRTP (pylibsrtp) has no MKI: an offer keyed only with MKI is "
