@@ -210,7 +210,12 @@ class Negotiator:
 
         Media of ``src`` learn their endpoints from ``sd``; media of
         ``dst`` get ports (offer) and are advertised in the output.
+        The SDP's a=crypto lines are read first: an SDP that cannot be
+        keyed (MKI only) fails before anything of the call changes.
         """
+        cryptos = {info.index: self._crypto_lines(section, flags)
+                   for info, section in zip(infos, sd.media)
+                   if not info.rejected and is_srtp_profile(info.proto)}
         now = self.registry.clock.seconds()
         call.last_signal = now
         call.deletion_at = None
@@ -241,7 +246,7 @@ class Negotiator:
             d = dst.media(info.index)
             if info.rejected and not d.has_ports:
                 d.rejected = True
-        plan = self._plan(dst, src, sd, infos, flags, offer)
+        plan = self._plan(dst, src, sd, infos, flags, offer, cryptos)
         yield self.engine.configure(call.call_id, self._sockets(call, flags))
         try:
             out = rewrite(sd, plan)
@@ -335,7 +340,7 @@ class Negotiator:
                     **keys))
         return sockets
 
-    def _plan(self, dst, src, sd, infos, flags, offer):
+    def _plan(self, dst, src, sd, infos, flags, offer, cryptos):
         """The rewrite plan for the SDP ``dst`` will receive."""
         unsupported, unknown = sdes.ignored_options(flags.sdes)
         for word in unknown:
@@ -380,10 +385,11 @@ class Negotiator:
             # keeps the offerer's; a re-INVITE from the other side keeps
             # the recipient's), else the sender's
             out_proto = dst.protocol or d.protocol or info.proto
+            lines = cryptos.get(info.index, [])
             if offer:
-                crypto = self._sdes_offer(section, info, s_media, d, out_proto, flags)
+                crypto = self._sdes_offer(lines, s_media, d, out_proto, flags)
             else:
-                crypto = self._sdes_answer(section, info, s_media, d, out_proto, flags)
+                crypto = self._sdes_answer(lines, s_media, d, out_proto, flags)
             media_plans.append(MediaPlan(
                 port=d.rtp_port,
                 rtcp_port=rtcp_port,
@@ -439,28 +445,24 @@ class Negotiator:
                           reason=reason)
         return log
 
-    def _sdes_offer(self, section, info, s, d, out_proto, flags):
+    def _sdes_offer(self, lines, s, d, out_proto, flags):
         """Remember the offerer's SDES lines; our a=crypto lines towards the
         recipient ``d``, in rtpengine 10.5's order: the line already
         negotiated with ``d`` (a re-INVITE keeps it: same tag, same key),
         the offerer's usable lines with their tags and keys (so SRTP can
         pass through), then every other suite with a new key, tags counting
         on from the highest so far."""
-        if is_srtp_profile(info.proto):
-            lines = self._crypto_lines(section, flags)
-            log = self._log_unusable(flags)
-            usable = []
-            for c in lines:
-                if not sdes.allowed(c.suite, flags.sdes):
-                    continue
-                reason = c.unusable()
-                if reason:
-                    log(c, reason)
-                else:
-                    usable.append(c)
-            s.crypto_candidates = tuple(usable)
-        else:
-            s.crypto_candidates = ()
+        log = self._log_unusable(flags)
+        usable = []
+        for c in lines:
+            if not sdes.allowed(c.suite, flags.sdes):
+                continue
+            reason = c.unusable()
+            if reason:
+                log(c, reason)
+            else:
+                usable.append(c)
+        s.crypto_candidates = tuple(usable)
         suites = sdes.offer_suites(flags.sdes) if is_srtp_profile(out_proto) else []
         out = []
         kept = d.crypto_local
@@ -477,15 +479,15 @@ class Negotiator:
         d.crypto_offered = tuple(out)
         return out
 
-    def _sdes_answer(self, section, info, s, d, out_proto, flags):
+    def _sdes_answer(self, lines, s, d, out_proto, flags):
         """Apply the answerer's a=crypto to what we offered it; our line
         towards the offerer ``d``: its first usable suite with our key, or,
         when the answerer took a line we passed through from the offerer,
         that line with the answerer's key (SRTP passes through unchanged)."""
         s.crypto_remote = s.crypto_local = None
-        if is_srtp_profile(info.proto) and s.crypto_offered:
+        if s.crypto_offered:
             offered = {c.tag: c for c in s.crypto_offered}
-            for c in self._crypto_lines(section, flags):
+            for c in lines:
                 mine = offered.get(c.tag)
                 if mine is None or mine.suite != c.suite:
                     self.log.info("[{call_id}] answer's a=crypto:{tag} {suite} was not "

@@ -376,3 +376,27 @@ class SdesTests(SynchronousTestCase):
                          sdp=OFFER)["sdp"]
         self.assertIn(" RTP/SAVP 0 8\r\n", back)
         self.assertEqual(crypto_lines(back), [ours])
+
+    def test_mkiReinviteLeavesCallAlone(self):
+        """A re-INVITE keyed only with MKI fails before anything changes: the
+        call, its ports, endpoints and keys stay as they were."""
+        offer, answer = self.sdes_call("1 AES_CM_128_HMAC_SHA1_80 inline:" + K_A)
+        before = dict(self.engine.configured)
+        held = list(self.engine.held["c1"])
+        error = self.fails(command="offer", call_id="c1", from_tag="ft", to_tag="tt",
+                           sdp=sdes_sdp("RTP/SAVP",
+                                        "1 AES_CM_128_HMAC_SHA1_80 inline:%s|1:4" % K_A2,
+                                        origin="alice 1 2 IN IP4 192.0.2.10",
+                                        address="192.0.2.99", port=40000),
+                           **{"transport-protocol": "RTP/AVP"})
+        self.assertEqual(error.reason, E_MKI_UNSUPPORTED)
+        self.assertEqual(self.engine.configured, before)
+        self.assertEqual(self.engine.held["c1"], held)
+        caller = self.registry.get("c1").find("ft").media(1)
+        self.assertEqual(caller.rtp_endpoint, ("192.0.2.10", 49170))
+        self.assertEqual(caller.srtp_in, {"suite": "AES_CM_128_HMAC_SHA1_80", "key": K_A})
+        again = self.offer(sdes_sdp("RTP/SAVP", "1 AES_CM_128_HMAC_SHA1_80 inline:" + K_A,
+                                    origin="alice 1 3 IN IP4 192.0.2.10"),
+                           to_tag="tt", **{"transport-protocol": "RTP/AVP"})
+        self.assertEqual(media_port(again), media_port(offer))
+        self.assertEqual(self.entries(answer)[0]["endpoint"], ("192.0.2.10", 49170))
