@@ -45,8 +45,12 @@ class IMediaEngine(Interface):
              "strict": bool,               # strict-source: drop other sources
              "handover": bool,             # media-handover: re-learn always
              "asymmetric": bool,           # never learn, always send to SDP
-             "reset": bool}                # a signalling event: restart the
+             "reset": bool,                # a signalling event: restart the
                                            #   learning window, last_packet=now
+             "tos": int | None}            # optional: the TOS byte (IPv4) or
+                                           #   traffic class (IPv6), 0-255, the
+                                           #   socket and its companion send
+                                           #   with (absent/None: unchanged)
 
         Fires with None.
         """

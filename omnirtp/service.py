@@ -119,7 +119,8 @@ def build(config, reactor, log_level=None):
         max_sessions=config.max_sessions)
     negotiator = Negotiator(registry, interfaces,
                             endpoint_learning=config.endpoint_learning,
-                            instance_id=uuid.uuid4().hex[:12])
+                            instance_id=uuid.uuid4().hex[:12],
+                            tos=config.tos or 0)
     dispatcher = Dispatcher(registry, negotiator, delete_delay=config.delete_delay)
     top = service.MultiService()
     engine_service.setServiceParent(top)

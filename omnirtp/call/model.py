@@ -148,6 +148,9 @@ class Call:
         self.created_from = None
         self.metadata = None
         self.untagged_counter = 0
+        #: the TOS byte an offer's ``TOS`` set for the call's media, None:
+        #: the daemon's ``tos`` option
+        self.tos = None
 
     def find(self, tag):
         """The monologue known by ``tag`` (or an alias of it), else None."""

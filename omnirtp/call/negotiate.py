@@ -90,8 +90,10 @@ class Negotiator:
     log = Logger()
 
     def __init__(self, registry, interfaces, endpoint_learning="delayed",
-                 instance_id=None):
+                 instance_id=None, tos=0):
         self.registry = registry
+        #: the TOS byte of media of calls whose offer set none (option ``tos``)
+        self.tos = tos
         self.engine = registry.engine
         self.interfaces = interfaces
         self.endpoint_learning = endpoint_learning
@@ -236,6 +238,12 @@ class Negotiator:
         yield self._allocate(call, new_medias)
         if offer:
             src.rtcp_mux_opts = frozenset(flags.rtcp_mux)
+            # as rtpengine: only an offer sets the call's TOS; absent or
+            # over 255 means the default again, negative leaves it as it is
+            if flags.tos is None or flags.tos > 255:
+                call.tos = None
+            elif flags.tos >= 0:
+                call.tos = flags.tos
             if flags.transport_protocol:
                 dst.protocol = flags.transport_protocol
         elif flags.transport_protocol:
@@ -320,7 +328,8 @@ class Negotiator:
         learning = flags.endpoint_learning or self.endpoint_learning
         common = {"learning": learning, "strict": flags.has("strict-source"),
                   "handover": flags.has("media-handover"),
-                  "asymmetric": flags.has("asymmetric"), "reset": True}
+                  "asymmetric": flags.has("asymmetric"), "reset": True,
+                  "tos": self.tos if call.tos is None else call.tos}
         sockets = []
         for ml in call.monologues:
             peer = ml.peer

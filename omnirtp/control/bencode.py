@@ -14,10 +14,22 @@ Leniency, as in rtpengine 10.5: dictionary keys may come in any order;
 a duplicate key replaces the earlier value; containers still open when the
 data ends are closed as if their ``e`` had been sent (only between items:
 a dictionary key without its value is still an error).
+
+Integers are strict, unlike rtpengine 10.5 (which reads them with
+``strtoll``: a ``+``, blanks, ``-0``, ``-01`` pass, and values beyond 64
+bits are clamped to the nearest bound): an optional ``-``, digits without a
+leading zero, and a value from :data:`INT_MIN` to :data:`INT_MAX`, both
+when decoding and when encoding.
 """
 
 MAX_DEPTH = 64
 """Deepest nesting of lists/dictionaries ``decode`` accepts."""
+
+INT_MIN = -(1 << 63)
+INT_MAX = (1 << 63) - 1
+"""The integers bencode carries here: 64-bit signed, rtpengine's ``long long``."""
+
+_INT_DIGITS = len(str(INT_MAX))  # 19: no more digits are read into an int
 
 _MAX_LENGTH_DIGITS = 20
 _DIGITS = frozenset(b"0123456789")
@@ -38,8 +50,9 @@ def encode(obj):
     ``str`` is encoded as UTF-8 with ``surrogateescape`` (so strings that
     came from :func:`decode` + surrogateescape round-trip byte-exactly),
     ``bytes``/``bytearray``/``memoryview`` as they are, ``bool`` and ``int``
-    as integers, ``list``/``tuple`` as lists and ``dict`` as a dictionary
-    whose keys (``str`` or ``bytes``) keep their insertion order.
+    as integers (ValueError outside :data:`INT_MIN`..:data:`INT_MAX`),
+    ``list``/``tuple`` as lists and ``dict`` as a dictionary whose keys
+    (``str`` or ``bytes``) keep their insertion order.
     """
     out = []
     _encode_into(obj, out)
@@ -57,6 +70,8 @@ def _encode_into(obj, out):
     elif isinstance(obj, (bytes, bytearray, memoryview)):
         _string(bytes(obj), out)
     elif isinstance(obj, int):  # bool included: True -> i1e
+        if not INT_MIN <= obj <= INT_MAX:
+            raise ValueError("integer %d is outside bencode's 64-bit signed range" % (obj,))
         out.append(b"i%de" % int(obj))
     elif isinstance(obj, (list, tuple)):
         out.append(b"l")
@@ -84,9 +99,10 @@ def _encode_into(obj, out):
 def decode(data):
     """Decode one bencoded value that fills all of ``data``.
 
-    Raises :class:`BencodeError` on a bad token, an integer with leading
-    zeros or ``-0``, a string running past the end, bytes left after the
-    value, nesting deeper than :data:`MAX_DEPTH` or a non-string key.
+    Raises :class:`BencodeError` on a bad token, an integer with a sign
+    other than ``-``, leading zeros, ``-0`` or a value outside 64-bit
+    signed, a string running past the end, bytes left after the value,
+    nesting deeper than :data:`MAX_DEPTH` or a non-string key.
     """
     value, end = decode_prefix(data)
     if end != len(data):
@@ -186,14 +202,20 @@ def _decode_int(data, pos):
     if end < 0:
         raise BencodeError("integer at offset %d has no terminating 'e'" % pos)
     text = data[pos + 1:end]
-    digits = text[1:] if text[:1] in (b"-", b"+") else text
+    digits = text[1:] if text[:1] == b"-" else text
     if not digits or not digits.isdigit() or not digits.isascii():
         raise BencodeError("invalid integer %r at offset %d" % (text, pos))
     if digits[:1] == b"0" and (len(digits) > 1 or text[:1] == b"-"):
         raise BencodeError(
             "integer %r at offset %d has a leading zero or is -0" % (text, pos)
         )
-    return int(text), end + 1
+    value = int(text) if len(digits) <= _INT_DIGITS else None
+    if value is None or not INT_MIN <= value <= INT_MAX:
+        raise BencodeError(
+            "integer %r at offset %d is outside the 64-bit signed range"
+            % (text if len(text) <= 40 else text[:40] + b"...", pos)
+        )
+    return value, end + 1
 
 
 def _decode_string(data, pos, n):

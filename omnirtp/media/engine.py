@@ -26,6 +26,7 @@ K_STRICT = "strict"
 K_HANDOVER = "handover"
 K_ASYMMETRIC = "asymmetric"
 K_RESET = "reset"
+K_TOS = "tos"
 
 
 def _key(value, what):
@@ -254,6 +255,9 @@ class EmbeddedEngine:
                     "learning mode %r is not one of %s"
                     % (learning, ", ".join(sorted(LEARNING_MODES)))
                 )
+            tos = entry.get(K_TOS)
+            if tos is not None and (type(tos) is not int or not 0 <= tos <= 255):
+                raise ValueError("tos must be an integer from 0 to 255, got %r" % (tos,))
             plan.append(
                 (
                     relay,
@@ -266,6 +270,7 @@ class EmbeddedEngine:
                         handover=bool(entry.get(K_HANDOVER, False)),
                         asymmetric=bool(entry.get(K_ASYMMETRIC, False)),
                         reset=bool(entry.get(K_RESET, False)),
+                        tos=tos,
                     ),
                 )
             )

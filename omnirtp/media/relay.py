@@ -83,6 +83,15 @@ def bind_udp(address, port, reuse_port=False):
     return sock
 
 
+def apply_tos(sock, tos, v6):
+    """Set the TOS byte (IPv4 ``IP_TOS``) or traffic class (IPv6
+    ``IPV6_TCLASS``) of the datagrams ``sock`` sends to ``tos`` (0-255)."""
+    if v6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+
+
 def bind_media(address, port):
     """A media socket for ``(address, port)`` that a connected companion can
     join (SO_REUSEPORT).  The port is first bound without SO_REUSEPORT, so a
@@ -123,6 +132,7 @@ class RelaySocket:
         "_v6",
         "_more",
         "reading",
+        "tos",
         # source policy
         "endpoint",
         "sdp_endpoint",
@@ -178,6 +188,9 @@ class RelaySocket:
         self._v6 = ":" in local[0]
         self._more = False
         self.reading = False
+        #: the TOS byte / traffic class this socket and its companion send
+        #: with (:meth:`set_tos`); 0, the kernel's default, until set
+        self.tos = 0
         now = self._seconds()
         self.endpoint = None
         self.sdp_endpoint = None
@@ -214,13 +227,15 @@ class RelaySocket:
         handover=False,
         asymmetric=False,
         reset=False,
+        tos=None,
     ):
         """Set forwarding and source policy (off the hot path).
 
         ``peer`` is the :class:`RelaySocket` packets received here are sent
         out of (None: drop them); ``endpoint`` the party's address from its
         SDP.  ``reset`` marks a signalling event: learning starts over with a
-        new window and ``last_packet`` becomes now.
+        new window and ``last_packet`` becomes now.  ``tos`` (0-255, None:
+        unchanged) is passed to :meth:`set_tos`.
         """
         if learning not in LEARNING_MODES:
             raise ValueError(
@@ -228,6 +243,8 @@ class RelaySocket:
             )
         if endpoint is not None:
             endpoint = (str(endpoint[0]), int(endpoint[1]))
+        if tos is not None:
+            self.set_tos(tos)
         self._set_peer(peer)
         self.rtcp_peer = rtcp_peer
         self.learning = learning
@@ -248,6 +265,18 @@ class RelaySocket:
         if self._companion is not None and self._conn_ep != self.endpoint:
             self._sync_companion()
         self._update_out()
+
+    def set_tos(self, tos):
+        """Send with TOS byte (IPv4) / traffic class (IPv6) ``tos`` from now
+        on: one ``setsockopt`` on the socket and one on its companion, only
+        when the value changes (a companion bound later gets it when it is
+        bound).  Nothing per packet."""
+        if tos == self.tos:
+            return
+        apply_tos(self._sock, tos, self._v6)
+        if self._conn is not None:
+            apply_tos(self._conn, tos, self._v6)
+        self.tos = tos
 
     def _set_peer(self, peer):
         old = self.peer
@@ -454,6 +483,13 @@ class RelaySocket:
             except OSError:
                 self._companion = None  # cannot bind one: do without
                 return
+            if self.tos:
+                try:
+                    apply_tos(conn, self.tos, self._v6)
+                except OSError:
+                    conn.close()
+                    self._companion = None
+                    return
         try:
             conn.connect(endpoint)
         except OSError:

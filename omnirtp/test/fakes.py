@@ -118,6 +118,8 @@ class FakeUDPSocket:
         self.closed = False
         #: errno that sendto raises (e.g. errno.EAGAIN), or None
         self.send_error = None
+        #: ``{(level, option): value}`` set by ``setsockopt``
+        self.options = {}
 
     def fileno(self):
         return -1 if self.closed else self._fd
@@ -127,6 +129,11 @@ class FakeUDPSocket:
 
     def setblocking(self, flag):
         pass
+
+    def setsockopt(self, level, option, value):
+        if self.closed:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        self.options[(level, option)] = value
 
     def recvfrom(self, size):
         if self.closed:

@@ -33,6 +33,16 @@ class EncodeTests(SynchronousTestCase):
         raw = b"a\xff\xfeb"
         self.assertEqual(encode(raw.decode("utf-8", "surrogateescape")), b"4:" + raw)
 
+    def test_integerRange(self):
+        """Integers are 64-bit signed: the bounds are written, one beyond
+        either bound raises ValueError (a reply never carries an integer an
+        ng client's strtoll would clamp)."""
+        self.assertEqual(encode(2 ** 63 - 1), b"i9223372036854775807e")
+        self.assertEqual(encode(-2 ** 63), b"i-9223372036854775808e")
+        for bad in (2 ** 63, -2 ** 63 - 1, 10 ** 30, [1, {"n": 2 ** 64}]):
+            exc = self.assertRaises(ValueError, encode, bad)
+            self.assertIn("outside bencode's 64-bit signed range", str(exc))
+
     def test_unsupported(self):
         """Floats, None and non-string keys raise TypeError."""
         self.assertRaises(TypeError, encode, 1.5)
@@ -73,6 +83,31 @@ class DecodeTests(SynchronousTestCase):
             self.assertRaises(BencodeError, decode, bad)
         self.assertEqual(decode(b"i0e"), 0)
         self.assertEqual(decode(b"0:"), b"")
+
+    def test_integerSign(self):
+        """Only '-' may precede the digits: i+1e, i+0e and blanks are
+        refused (rtpengine 10.5's strtoll takes them)."""
+        for bad in (b"i+1e", b"i+0e", b"i+01e", b"i 5e", b"i5 e", b"i\t5e", b"i--1e", b"i-+1e"):
+            exc = self.assertRaises(BencodeError, decode, bad)
+            self.assertEqual(str(exc), "invalid integer %r at offset 0" % (bad[1:-1],))
+        self.assertEqual(decode(b"d1:xi-7ee"), {b"x": -7})
+
+    def test_integerRange(self):
+        """The 64-bit signed bounds decode; one beyond either bound, and
+        longer digit strings (never converted whole), are refused with
+        BencodeError (rtpengine 10.5 clamps them to the bound)."""
+        self.assertEqual(decode(b"i9223372036854775807e"), 2 ** 63 - 1)
+        self.assertEqual(decode(b"i-9223372036854775808e"), -2 ** 63)
+        for bad in (b"i9223372036854775808e", b"i-9223372036854775809e",
+                    b"i99999999999999999999e", b"i-99999999999999999999e",
+                    b"i10000000000000000000e"):
+            exc = self.assertRaises(BencodeError, decode, b"d1:x" + bad + b"e")
+            self.assertEqual(str(exc), "integer %r at offset 4 is outside the 64-bit "
+                                       "signed range" % (bad[1:-1],))
+        # far past Python's int-from-str digit limit (4300): still BencodeError
+        exc = self.assertRaises(BencodeError, decode, b"i" + b"7" * 100000 + b"e")
+        self.assertEqual(str(exc), "integer %r at offset 0 is outside the 64-bit "
+                                   "signed range" % (b"7" * 40 + b"...",))
 
     def assertError(self, data, fragment):
         exc = self.assertRaises(BencodeError, decode, data)

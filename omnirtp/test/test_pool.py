@@ -200,6 +200,7 @@ class CommandTests(SynchronousTestCase):
                 "handover": False,
                 "asymmetric": False,
                 "reset": True,
+                "tos": 184,
             },
             {"local": (IP, 40002), "peer": None, "endpoint": None, "learning": "off"},
         ]

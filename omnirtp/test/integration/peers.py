@@ -162,6 +162,20 @@ def udp_bound(port, address=LOOPBACK):
     return False
 
 
+def have_ipv6_loopback():
+    """True if the kernel has ::1 on an interface (``/proc/net/if_inet6``).
+    A test may skip IPv6 only when this is false; on a host with ::1, a
+    failure to bind or reach it is a test failure."""
+    try:
+        with open("/proc/net/if_inet6") as f:
+            return any(line.split()[0] == "0" * 31 + "1" for line in f if line.strip())
+    except OSError:
+        return False
+
+
+NO_IPV6 = "this host has no IPv6 loopback address ::1 (/proc/net/if_inet6)"
+
+
 # -- media parties (in-process, on the real reactor) --------------------------------
 
 class Party(DatagramProtocol):
