@@ -90,3 +90,31 @@ def use_certificate(ctx, certificate, key):
         _use_certificate_cryptography(ctx, certificate, key)
     except TypeError:
         _use_certificate_pyopenssl(ctx, certificate, key)
+
+
+def sign_certificate(builder, key, hash_algorithm):
+    """``builder.sign(key, hash_algorithm)``, also for SHA-1.
+
+    cryptography 38 signs with SHA-1; recent releases refuse to
+    (UnsupportedAlgorithm).  rtpengine's ``dtls-signature=SHA-1`` still asks
+    for it, so there the certificate is signed with SHA-256 first and signed
+    again with SHA-1 through pyOpenSSL's (deprecated) ``X509.sign``.
+    """
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import hashes
+    try:
+        return builder.sign(key, hash_algorithm)
+    except UnsupportedAlgorithm:
+        if not isinstance(hash_algorithm, hashes.SHA1):
+            raise
+    return _resign_pyopenssl(builder.sign(key, hashes.SHA256()), key, "sha1")
+
+
+def _resign_pyopenssl(certificate, key, digest):
+    import warnings
+    from OpenSSL import crypto
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        x509 = crypto.X509.from_cryptography(certificate)
+        x509.sign(crypto.PKey.from_cryptography_key(key), digest)
+        return x509.to_cryptography()

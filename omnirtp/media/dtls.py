@@ -49,7 +49,9 @@ handshake, a peer that retransmits its last flight did not get our final
 one: that one is sent again (at most once per initial timeout).
 
 Bad input never raises out of :meth:`DtlsEndpoint.datagram`: datagrams that
-are not DTLS records are dropped as ``garbage``; before the handshake ends at
+are not DTLS records, or carry a malformed clear-text handshake message or
+one the peer's role never sends, are dropped as ``garbage`` (OpenSSL would
+end the handshake on them); before the handshake ends at
 most ``RATE_BURST`` datagrams (refilled ``RATE_PER_SECOND`` per second) reach
 OpenSSL, the rest are dropped as ``rate-limited``; a handshake that OpenSSL
 refuses, a fingerprint mismatch or ``handshake_timeout`` seconds without a
@@ -282,13 +284,13 @@ class Certificate:
             raise ValueError("unsupported dtls-signature %r (SHA-256 or SHA-1)" % (signature,))
         now = now or datetime.datetime.now(datetime.timezone.utc)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        cert = (x509.CertificateBuilder()
-                .subject_name(name).issuer_name(name)
-                .public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(days=1))
-                .not_valid_after(now + datetime.timedelta(days=365))
-                .sign(key, SIGNATURES[sig]()))
+        builder = (x509.CertificateBuilder()
+                   .subject_name(name).issuer_name(name)
+                   .public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=365)))
+        cert = compat.sign_certificate(builder, key, SIGNATURES[sig]())
         return cls(cert, key)
 
     @staticmethod
@@ -500,6 +502,52 @@ def dtls_records(data):
     return types or None
 
 
+#: handshake message types (RFC 6347 4.3.2) each side may send in the clear
+_FROM_CLIENT = frozenset((1, 11, 15, 16))            # client_hello, certificate, certificate_verify,
+#                                                      client_key_exchange
+_FROM_SERVER = frozenset((0, 2, 3, 4, 11, 12, 13, 14))  # hello_request, server_hello,
+#                  hello_verify_request, new_session_ticket, certificate, server_key_exchange,
+#                  certificate_request, server_hello_done
+
+
+def plausible_handshake(data, from_types):
+    """False if ``data`` (a run of records) cannot be part of the peer's handshake.
+
+    That is: a clear-text handshake message that is malformed or of a type
+    the peer's role never sends, clear-text application data, a
+    ChangeCipherSpec other than 1, an epoch above 1.  OpenSSL ends the
+    handshake on the first of these; this keeps one forged datagram from
+    doing that.  Encrypted records (epoch 1) cannot be looked into and pass,
+    and a well-formed message with false contents still ends the handshake,
+    as DTLS says it must (ICE lets only the authorised address reach us).
+    """
+    offset, size = 0, len(data)
+    while offset < size:
+        length = (data[offset + 11] << 8) | data[offset + 12]
+        body = offset + _HEADER_SIZE
+        end = body + length
+        ctype, epoch = data[offset], (data[offset + 3] << 8) | data[offset + 4]
+        if epoch > 1:
+            return False
+        if epoch == 0 and ctype == CT_APPLICATION_DATA:
+            return False
+        if epoch == 0 and ctype == CT_CHANGE_CIPHER_SPEC and data[body:end] != b"\x01":
+            return False
+        if epoch == 0 and ctype == CT_HANDSHAKE:
+            while body < end:
+                if end - body < 12 or data[body] not in from_types:
+                    return False
+                total = int.from_bytes(data[body + 1:body + 4], "big")
+                frag_offset = int.from_bytes(data[body + 6:body + 9], "big")
+                frag_length = int.from_bytes(data[body + 9:body + 12], "big")
+                body += 12 + frag_length
+                if frag_offset + frag_length > total or body > end or \
+                        (frag_length == 0 and total != 0):
+                    return False
+        offset = end
+    return True
+
+
 def make_context(certificate, profiles=None, ciphers=None, verify=None):
     """An ``SSL.Context`` for DTLS-SRTP with our certificate.
 
@@ -586,6 +634,7 @@ class DtlsEndpoint:
         else:
             self._conn.set_accept_state()
         self._conn.set_ciphertext_mtu(self.mtu)
+        self._peer_sends = _FROM_SERVER if role == CLIENT else _FROM_CLIENT
         self._flight = []            # the datagrams of the last flight we sent
         self._final_flight = []      # ours, if we sent the handshake's last flight
         self._last_final_resend = None
@@ -660,6 +709,9 @@ class DtlsEndpoint:
             self.start()
         if self.state in (CONNECTED, VERIFYING):
             self._after_handshake(data, types)
+            return
+        if not plausible_handshake(data, self._peer_sends):
+            counters[C_GARBAGE] += 1
             return
         if not self._take_token():
             counters[C_RATE_LIMITED] += 1
