@@ -272,7 +272,8 @@ class Certificate:
     @classmethod
     def generate(cls, cipher=CERT_EC, rsa_key_size=2048, signature="SHA-256",
                  common_name="omnirtp", now=None):
-        """A fresh self-signed certificate, as ``dtls-cert-cipher``/``dtls-rsa-key-size``/``dtls-signature`` say.
+        """A fresh self-signed certificate, as the ``dtls-cert-cipher``,
+        ``dtls-rsa-key-size`` and ``dtls-signature`` options say.
 
         ``cipher``: ``prime256v1`` (default, what browsers make) or ``RSA``;
         ``signature``: ``SHA-256`` (default) or ``SHA-1``.  ValueError for
@@ -306,7 +307,7 @@ class Certificate:
 
     @classmethod
     def from_config(cls, config):
-        """The certificate a daemon with this :class:`omnirtp.config.model.Config` makes at start."""
+        """The certificate a daemon with this ``Config`` makes at start."""
         return cls.generate(cipher=getattr(config, "dtls_cert_cipher", None) or CERT_EC,
                             rsa_key_size=getattr(config, "dtls_rsa_key_size", None) or 2048,
                             signature=getattr(config, "dtls_signature", None) or "SHA-256")
@@ -376,7 +377,7 @@ _supported = None
 
 
 def supported_profiles():
-    """The profiles of :data:`PROFILES` that OpenSSL negotiates and libsrtp runs here, in our order."""
+    """The profiles of :data:`PROFILES` that OpenSSL and libsrtp both have here, in our order."""
     global _supported
     if _supported is None:
         _supported = tuple(p for p in PROFILES if _openssl_has(p) and _libsrtp_has(p))
@@ -485,7 +486,7 @@ R_CLOSED = "closed"
 
 
 def dtls_records(data):
-    """The content types of the DTLS records in a datagram, or None if it is not a run of records."""
+    """The content types of the DTLS records in a datagram; None if it is not a run of records."""
     types = []
     offset, size = 0, len(data)
     while offset < size:
@@ -503,11 +504,11 @@ def dtls_records(data):
 
 
 #: handshake message types (RFC 6347 4.3.2) each side may send in the clear
-_FROM_CLIENT = frozenset((1, 11, 15, 16))            # client_hello, certificate, certificate_verify,
-#                                                      client_key_exchange
-_FROM_SERVER = frozenset((0, 2, 3, 4, 11, 12, 13, 14))  # hello_request, server_hello,
-#                  hello_verify_request, new_session_ticket, certificate, server_key_exchange,
-#                  certificate_request, server_hello_done
+# client_hello, certificate, certificate_verify, client_key_exchange
+_FROM_CLIENT = frozenset((1, 11, 15, 16))
+# hello_request, server_hello, hello_verify_request, new_session_ticket, certificate,
+# server_key_exchange, certificate_request, server_hello_done
+_FROM_SERVER = frozenset((0, 2, 3, 4, 11, 12, 13, 14))
 
 
 def plausible_handshake(data, from_types):

@@ -1,4 +1,4 @@
-"""Tests for omnirtp.media.dtls: two of our DTLS-SRTP endpoints talking through memory on a Clock."""
+"""Tests for omnirtp.media.dtls: two of our DTLS-SRTP endpoints talking through memory."""
 
 import base64
 import datetime
@@ -179,7 +179,8 @@ class FingerprintTests(SynchronousTestCase):
             value = dtls.fingerprint(c, spelling)
             self.assertEqual(value, name + " " + ":".join(
                 "%02X" % b for b in hashlib.new(algo, c.der).digest()))
-            self.assertEqual(dtls.parse_fingerprint(value), (name, hashlib.new(algo, c.der).digest()))
+            self.assertEqual(dtls.parse_fingerprint(value),
+                             (name, hashlib.new(algo, c.der).digest()))
 
     def test_hash_name(self):
         self.assertEqual(dtls.hash_name("SHA-256"), "sha-256")
@@ -295,7 +296,8 @@ class KeyingMaterialTests(SynchronousTestCase):
     def test_wrong_length(self):
         e = self.assertRaises(ValueError, dtls.split_keying_material, bytes(59),
                               dtls.PROFILE_BY_SUITE["AES_CM_128_HMAC_SHA1_32"], CLIENT)
-        self.assertEqual(str(e), "keying material for AES_CM_128_HMAC_SHA1_32 needs 60 bytes, got 59")
+        self.assertEqual(
+            str(e), "keying material for AES_CM_128_HMAC_SHA1_32 needs 60 bytes, got 59")
 
 
 class HandshakeTests(SynchronousTestCase):
@@ -336,7 +338,7 @@ class HandshakeTests(SynchronousTestCase):
             "peer-retransmits": 0, "application-data": 0, "after-close": 0, "errors": 0})
 
     def test_each_profile_keys_work(self):
-        """Each profile: keys match, and what one side protects the other unprotects (RTP and RTCP)."""
+        """Each profile: keys match; what one side protects, the other unprotects (RTP, RTCP)."""
         for suite in ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM"):
             link = Link(client_kw={"profiles": [suite]}, server_kw={"profiles": [suite]})
             link.run()
