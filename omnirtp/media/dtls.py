@@ -26,9 +26,11 @@ What rtpengine 10.5 does, and we follow (asked on loopback):
   SHA-224, SHA-256, SHA-384, SHA-512);
 - its offers always say ``a=setup:actpass`` (also with ``DTLS=passive``);
   answering, it is ``active`` to actpass and passive offers and
-  ``passive`` to active ones; ``DTLS=passive`` (or ``dtls-passive``) makes
-  it answer ``passive`` except to a passive offer; an offer with no (or an
-  unknown) ``a=setup`` gets no DTLS attributes in the answer;
+  ``passive`` to active ones (``DTLS=active`` answers the same);
+  ``DTLS=passive`` (or ``dtls-passive``) makes it answer ``passive`` except
+  to a passive offer; an offer with no a=setup, or holdconn or an unknown
+  word, gets no DTLS attributes (no a=setup, no a=fingerprint) in the
+  answer; there is no ``a=tls-id`` in 10.5;
 - it prefers the use_srtp profiles AEAD_AES_256_GCM, AEAD_AES_128_GCM,
   AES128_CM_SHA1_80, AES128_CM_SHA1_32, in that order (as a DTLS server).
   We offer the same list without AEAD_AES_256_GCM, which the crypto dict

@@ -381,6 +381,19 @@ class HandshakeTests(SynchronousTestCase):
         link.run()
         self.assertKeysCross(link)
 
+    def test_ciphers(self):
+        """dtls-ciphers: an OpenSSL cipher list for the DTLS handshake itself."""
+        link = Link(client_kw={"ciphers": "ECDHE-ECDSA-AES128-SHA"},
+                    server_kw={"ciphers": "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-GCM-SHA384"})
+        link.run()
+        self.assertKeysCross(link)
+        self.assertEqual(link.client._conn.get_cipher_name(), "ECDHE-ECDSA-AES128-SHA")
+        link = Link(client_kw={"ciphers": "ECDHE-ECDSA-AES128-SHA"},
+                    server_kw={"ciphers": "ECDHE-ECDSA-AES256-GCM-SHA384"})
+        link.run()
+        self.assertEqual(link.keys, {CLIENT: [], SERVER: []})
+        self.assertEqual(link.failures[SERVER], ["handshake failed: no shared cipher"])
+
     def test_sha1_and_several_fingerprints(self):
         link = Link(client_sees=[cert("c").fingerprint(), cert("b").fingerprint("sha-1")],
                     server_sees=("sha-512", cert("a").fingerprint("sha-512").split()[1]))

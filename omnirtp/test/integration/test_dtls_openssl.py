@@ -72,6 +72,8 @@ class Socket(DatagramProtocol):
     def __init__(self):
         self.endpoint = None
         self.peer = None
+        self.sent = []
+        self.lose = set()    # indexes of our datagrams that are "lost" (never sent)
 
     def datagramReceived(self, data, addr):
         if self.peer is None:
@@ -80,7 +82,9 @@ class Socket(DatagramProtocol):
             self.endpoint.datagram(data, addr)
 
     def send(self, data):
-        self.transport.write(data, self.peer)
+        self.sent.append(data)
+        if len(self.sent) - 1 not in self.lose:
+            self.transport.write(data, self.peer)
 
 
 class OpenSSLInteropTests(TestCase):
@@ -187,3 +191,25 @@ class OpenSSLInteropTests(TestCase):
         self.assertEqual(self.failures, [dtls.R_MISMATCH])
         self.assertIsNone(ep.srtp_in)
         yield proc.wait_for(re.compile(r"SSL alert number 48"))   # unknown_ca, from us
+
+    @defer.inlineCallbacks
+    def test_lost_client_hello_rebuilt_by_openssl(self):
+        """On the real reactor our timer finds OpenSSL's own expired: it rebuilds the flight.
+
+        The ClientHello goes out again about a second later with the next
+        record sequence number (a copy of the lost datagram would repeat 0).
+        """
+        port = free_port()
+        proc = self.spawn(["s_server", "-accept", "%s:%d" % (HOST, port), "-Verify", "1"])
+        yield proc.wait_for(re.compile(r"^ACCEPT", re.M))
+        self.socket.peer = (HOST, port)
+        self.socket.lose.add(0)
+        ep = self.endpoint(CLIENT)
+        ep.start()
+        srtp_in, srtp_out = yield self.keys
+        material = yield proc.wait_for(MATERIAL)
+        self.check(ep, proc, material, srtp_in, srtp_out)
+        self.assertEqual(ep.counters()["retransmits"], 1)
+        first, again = self.socket.sent[0], self.socket.sent[1]
+        self.assertEqual((first[0], first[13], again[0], again[13]), (22, 1, 22, 1))  # ClientHello
+        self.assertEqual((first[5:11], again[5:11]), (bytes(6), bytes(5) + b"\x01"))
