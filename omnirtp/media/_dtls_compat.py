@@ -100,12 +100,17 @@ def sign_certificate(builder, key, hash_algorithm):
     for it, so there the certificate is signed with SHA-256 first and signed
     again with SHA-1 through pyOpenSSL's (deprecated) ``X509.sign``.
     """
+    import warnings
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import hashes
+    sha1 = isinstance(hash_algorithm, hashes.SHA1)
     try:
-        return builder.sign(key, hash_algorithm)
+        with warnings.catch_warnings():
+            if sha1:    # asked for by the operator; cryptography 38 warns about it
+                warnings.simplefilter("ignore")
+            return builder.sign(key, hash_algorithm)
     except UnsupportedAlgorithm:
-        if not isinstance(hash_algorithm, hashes.SHA1):
+        if not sha1:
             raise
     return _resign_pyopenssl(builder.sign(key, hashes.SHA256()), key, "sha1")
 

@@ -625,8 +625,9 @@ class DtlsEndpoint:
         self.state = NEW
         self.failure = None          # reason, once failed
         self.profile = None          # the negotiated Profile
-        self.srtp_in = None
+        self.srtp_in = None          # the crypto dicts, once the peer is verified
         self.srtp_out = None
+        self._keys = None            # (srtp_in, srtp_out) while the peer is not verified yet
         self.peer_certificate = None  # DER of the peer's certificate, once seen
         self.remote_verified = False
         self._counters = dict.fromkeys(COUNTERS, 0)
@@ -778,7 +779,7 @@ class DtlsEndpoint:
             return
         self.profile = profile
         material = self._conn.export_keying_material(EXPORTER_LABEL, profile.export_length)
-        self.srtp_in, self.srtp_out = split_keying_material(material, profile, self.role)
+        self._keys = split_keying_material(material, profile, self.role)
         if self.peer_certificate is None:
             peer = self._conn.get_peer_certificate()
             if peer is not None:
@@ -789,12 +790,13 @@ class DtlsEndpoint:
     def _check_peer(self):
         if self._fingerprints is None:
             return          # held until set_remote_fingerprint
+        keys, self._keys = self._keys, None
         if self.peer_certificate is None or \
                 not fingerprint_matches(self.peer_certificate, self._fingerprints):
-            self.srtp_in = self.srtp_out = None
             self._fail(R_MISMATCH)
             return
         self.remote_verified = True
+        self.srtp_in, self.srtp_out = keys
         self.state = CONNECTED
         self._cancel_timers()
         self._on_keys(self.srtp_in, self.srtp_out)

@@ -9,7 +9,8 @@ import tempfile
 
 import pylibsrtp
 import OpenSSL
-from cryptography.hazmat.primitives import hashes
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from OpenSSL import SSL
 from twisted.internet.task import Clock
@@ -20,6 +21,7 @@ from omnirtp.media import dtls
 from omnirtp.media.dtls import CLIENT, SERVER, Certificate, DtlsEndpoint
 
 _certs = {}
+SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def cert(name):
@@ -470,6 +472,7 @@ class VerificationTests(SynchronousTestCase):
         link.run()
         self.assertEqual(link.server.state, dtls.VERIFYING)
         self.assertEqual(link.keys[SERVER], [])
+        self.assertIsNone(link.server.srtp_in)
         self.assertEqual(len(link.keys[CLIENT]), 1)
         link.server.set_remote_fingerprint(cert("a").fingerprint("sha-1"))
         self.assertEqual(link.server.state, dtls.CONNECTED)
@@ -746,6 +749,22 @@ class CompatTests(SynchronousTestCase):
                            "tested)" % (OpenSSL.__version__,))
         conn = SSL.Connection(SSL.Context(SSL.DTLS_METHOD))
         self.assertIs(compat._handle_timeout_method(conn), False)
+
+    def test_sha1_signature_both_paths(self):
+        c = cert("a")
+        resigned = compat._resign_pyopenssl(c.certificate, c.key, "sha1")
+        self.assertIsInstance(resigned.signature_hash_algorithm, hashes.SHA1)
+        self.assertEqual(resigned.public_key().public_bytes(*SPKI),
+                         c.certificate.public_key().public_bytes(*SPKI))
+        self.assertEqual(resigned.subject, c.certificate.subject)
+        builder = (x509.CertificateBuilder().subject_name(c.certificate.subject)
+                   .issuer_name(c.certificate.subject).public_key(c.key.public_key())
+                   .serial_number(7).not_valid_before(validity(c.certificate, "before"))
+                   .not_valid_after(validity(c.certificate, "after")))
+        signed = compat.sign_certificate(builder, c.key, hashes.SHA1())
+        self.assertIsInstance(signed.signature_hash_algorithm, hashes.SHA1)
+        signed = compat.sign_certificate(builder, c.key, hashes.SHA256())
+        self.assertIsInstance(signed.signature_hash_algorithm, hashes.SHA256)
 
     def test_use_certificate_both_paths(self):
         c = cert("a")
