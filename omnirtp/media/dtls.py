@@ -21,9 +21,10 @@ What rtpengine 10.5 does, and we follow (asked on loopback):
   ``dtls-cert-cipher=RSA`` (then ``dtls-rsa-key-size`` bits, 2048), signed
   with SHA-256 unless ``dtls-signature=SHA-1``; ``dtls-signature`` changes
   the certificate's signature, not the ``a=fingerprint`` hash;
-- ``a=fingerprint`` is sha-256, or the hash the peer used in its own
-  ``a=fingerprint``, or the one the ``DTLS-fingerprint`` flag names (SHA-1,
-  SHA-224, SHA-256, SHA-384, SHA-512);
+- ``a=fingerprint`` uses the hash of the peer's (first) ``a=fingerprint``,
+  even against the ``DTLS-fingerprint`` flag; else the one that flag names
+  (SHA-1, SHA-224, SHA-256, SHA-384, SHA-512); else sha-256
+  (:func:`fingerprint_hash`);
 - its offers always say ``a=setup:actpass`` (also with ``DTLS=passive``);
   answering, it is ``active`` to actpass and passive offers and
   ``passive`` to active ones (``DTLS=active`` answers the same);
@@ -46,9 +47,12 @@ Retransmission (RFC 6347 4.2.4): a flight we sent is retransmitted after
 fires, OpenSSL is asked first (``DTLSv1_handle_timeout``: it rebuilds the
 flight with new record numbers if its own timer, on the wall clock, has run
 out, which is the case whenever the reactor keeps real time); if it does
-not, the datagrams of the flight are sent again as they were.  After the
-handshake, a peer that retransmits its last flight did not get our final
-one: that one is sent again (at most once per initial timeout).
+not (a reactor clock that is not the wall clock: tests on a ``Clock``), the
+datagrams of the flight are sent again as they were.  Such a copy repeats
+the record numbers, so a peer that had the first copy drops it as a replay;
+the peer's own timer then resends its flight.  After the handshake, a peer
+that retransmits its last flight did not get our final one: that one is
+sent again (at most once per initial timeout).
 
 Bad input never raises out of :meth:`DtlsEndpoint.datagram`: datagrams that
 are not DTLS records, or carry a malformed clear-text handshake message or
@@ -56,9 +60,11 @@ one the peer's role never sends, are dropped as ``garbage`` (OpenSSL would
 end the handshake on them); before the handshake ends at
 most ``RATE_BURST`` datagrams (refilled ``RATE_PER_SECOND`` per second) reach
 OpenSSL, the rest are dropped as ``rate-limited``; a handshake that OpenSSL
-refuses, a fingerprint mismatch or ``handshake_timeout`` seconds without a
-verified peer end the endpoint (``failed``), after which every datagram is
-dropped as ``after-close``.
+refuses (a clear-text fatal alert included), a fingerprint mismatch or
+``handshake_timeout`` seconds without a verified peer end the endpoint
+(``failed``), after which every datagram is dropped as ``after-close``.
+rtpengine itself, refusing our fingerprint, sends no alert: our side then
+ends by the timeout.
 """
 
 import base64
@@ -187,6 +193,21 @@ def fingerprint(certificate, hash="sha-256"):
     """
     name = hash_name(hash)
     return "%s %s" % (name, _hex(hashlib.new(HASHES[name], _der(certificate)).digest()))
+
+
+def fingerprint_hash(remote_fingerprints=None, flag=None):
+    """The hash of our ``a=fingerprint``, as rtpengine 10.5 picks it.
+
+    The peer's (the first of its a=fingerprint values) wins, also over the
+    ``DTLS-fingerprint`` flag; without one the flag's, else sha-256.
+    """
+    if remote_fingerprints:
+        first = remote_fingerprints if isinstance(remote_fingerprints, (str, bytes)) \
+            else remote_fingerprints[0]
+        return hash_name(_text(first).split()[0])
+    if flag:
+        return hash_name(flag)
+    return DEFAULT_HASH
 
 
 def parse_fingerprint(value):

@@ -184,6 +184,15 @@ class FingerprintTests(SynchronousTestCase):
             self.assertEqual(dtls.parse_fingerprint(value),
                              (name, hashlib.new(algo, c.der).digest()))
 
+    def test_fingerprint_hash(self):
+        """The peer's hash wins over DTLS-fingerprint (rtpengine 10.5); then the flag; sha-256."""
+        sha1 = cert("a").fingerprint("sha-1")
+        self.assertEqual(dtls.fingerprint_hash(), "sha-256")
+        self.assertEqual(dtls.fingerprint_hash(None, "SHA-384"), "sha-384")
+        self.assertEqual(dtls.fingerprint_hash(sha1, "SHA-512"), "sha-1")
+        self.assertEqual(dtls.fingerprint_hash([sha1, cert("a").fingerprint()]), "sha-1")
+        self.assertEqual(dtls.fingerprint_hash([], "sha-224"), "sha-224")
+
     def test_hash_name(self):
         self.assertEqual(dtls.hash_name("SHA-256"), "sha-256")
         self.assertEqual(dtls.hash_name(b"sha1"), "sha-1")
