@@ -535,7 +535,9 @@ class KamailioCallsMixin:
             for side, count in expected_sent(flow).items():
                 expected[(call, side)] = count
         self.assertEqual(sorted(run.by_key), sorted(expected), "endpoints SIPp used")
-        self.assertEqual(media_problems(run.by_key, expected), [])
+        problems = media_problems(run.by_key, expected)
+        if problems:
+            self.fail("%d media problems:\n%s" % (len(problems), "\n".join(problems)))
 
         # each call was there while up; its counters match the capture
         port_min, port_max = seen["port_range"]
