@@ -420,8 +420,12 @@ class KamailioCallsMixin:
                 index += 1
         total = len(calls)
         # one RTP port per call and side, even, with the odd one above
-        # left free (as RTCP's would be); SIPp's own media ports unused
-        first, _ = peers.free_port_range(4 * total)
+        # left free (as RTCP's would be); SIPp's own media ports unused.
+        # Not in the proxy's range, which it binds only as calls come.
+        while True:
+            first, last = peers.free_port_range(4 * total)
+            if last < port_min or first > port_max:
+                break
         uac_ports = {call: first + 2 * call for call in calls}
         uas_ports = [first + 2 * (total + n) for n in range(total)]
 
