@@ -1,0 +1,345 @@
+"""Paths of the core that no other test walked, over real UDP on 127.0.0.1.
+
+In-process daemon (the ``test_daemon`` harness), real sockets for both parties:
+
+* ``ReinviteMoveTests``: a re-INVITE that moves a party to a new address and
+  port, and the learning reset that comes with it;
+* ``HeuristicLearningTests``: the default ``heuristic`` learning from a NAT'd
+  source port (the SDP says one port, packets come from another);
+* ``InlinePathTimeoutTests``: media that only ever takes the poller's inline
+  path keeps ``last_packet`` current, so the call outlives ``timeout`` while
+  media flows and times out once it stops;
+* ``WorkerPathTests`` (``num-threads = 1``): timeouts in worker mode, and media
+  through a worker restarted after it was killed.
+
+Against Debian's rtpengine 10.5 and omnirtp side by side (both started as
+daemons on loopback, the same requests and the same media sent to each):
+
+* ``ForkTests``: ``via-branch`` (branches of a forked call), partial delete by
+  via-branch or to-tag;
+* ``DeleteDelayCancelTests``: an offer or answer on a call scheduled for
+  deletion keeps it alive.
+"""
+
+import dataclasses
+import os
+import select
+import signal
+import socket
+import struct
+import time
+
+from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import SynchronousTestCase
+
+from omnirtp.config.model import Config
+from omnirtp.media.relay import LEARNING_WINDOW, RelaySocket
+from omnirtp.test.integration.peers import (
+    LOOPBACK, free_port, free_port_range, listen_party, start_omnirtp, start_rtpengine)
+from omnirtp.test.integration.test_daemon import DaemonTestCase, port_of, sdp, wait_for
+
+#: the learning mode a daemon uses when nothing configures one
+DEFAULT_LEARNING = {f.name: f.default for f in dataclasses.fields(Config)}["endpoint_learning"]
+
+
+def rtp(seq, ssrc=0x12345678):
+    """A PCMU RTP packet whose sequence number ``seq`` tells packets apart."""
+    return struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, seq * 160 & 0xFFFFFFFF, ssrc) \
+        + b"\xd5" * 160
+
+
+def stream(query, tag, kind="RTP"):
+    """The first ``kind`` stream of monologue ``tag`` in a query reply."""
+    for s in query["tags"][tag]["medias"][0]["streams"]:
+        if kind in s["flags"]:
+            return s
+    raise AssertionError("no %s stream for %r in %r" % (kind, tag, query))
+
+
+class _Paths(DaemonTestCase):
+    """The test_daemon harness with the learning mode left at its default."""
+
+    options = {"endpoint_learning": DEFAULT_LEARNING}
+
+
+class ReinviteMoveTests(_Paths):
+    """A re-INVITE moves a party: media follows the new SDP address at once,
+    and learning starts over (a NAT'd source of the new address is learned
+    although the old endpoint had been confirmed)."""
+
+    @defer.inlineCallbacks
+    def check_move(self, mover_is_caller, reoffer_by_mover):
+        yield self.start()
+        a, b, to_a, to_b = yield self.setup_call("mv")
+        # both endpoints confirmed: each party sent from its SDP port
+        a.send(rtp(1), to_a)
+        b.send(rtp(2), to_b)
+        yield wait_for(lambda: a.received and b.received)
+        query = yield self.ng.request(command="query", call_id="mv")
+        self.assertIn("confirmed", stream(query, "ft")["flags"])
+        self.assertIn("confirmed", stream(query, "tt")["flags"])
+
+        if mover_is_caller:
+            mover, other, to_mover, to_other = a, b, to_a, to_b
+            mover_tag, other_tag = "ft", "tt"
+        else:
+            mover, other, to_mover, to_other = b, a, to_b, to_a
+            mover_tag, other_tag = "tt", "ft"
+        # the mover's new address: another loopback address, another port
+        moved = listen_party(self, "127.0.0.2")
+        moved_sdp = sdp(moved.port, addr="127.0.0.2")
+        other_sdp = sdp(other.port) if other is a else \
+            sdp(other.port, extra="a=rtcp:%d\r\n" % other.port)
+        if reoffer_by_mover:
+            offer = yield self.ng.request(command="offer", call_id="mv", from_tag=mover_tag,
+                                          to_tag=other_tag, sdp=moved_sdp)
+            answer = yield self.ng.request(command="answer", call_id="mv",
+                                           from_tag=mover_tag, to_tag=other_tag,
+                                           sdp=other_sdp)
+            self.assertEqual((port_of(offer["sdp"]), port_of(answer["sdp"])),
+                             (to_other, to_mover))
+        else:
+            offer = yield self.ng.request(command="offer", call_id="mv", from_tag=other_tag,
+                                          to_tag=mover_tag, sdp=other_sdp)
+            answer = yield self.ng.request(command="answer", call_id="mv",
+                                           from_tag=other_tag, to_tag=mover_tag,
+                                           sdp=moved_sdp)
+            self.assertEqual((port_of(offer["sdp"]), port_of(answer["sdp"])),
+                             (to_mover, to_other))
+        signalled = reactor.seconds()
+        heard_by_old = len(mover.received)
+
+        # the other party's media goes to the new SDP address before the
+        # mover sent anything from there (the old confirmed endpoint is gone)
+        other.send(rtp(10), to_other)
+        yield moved.wait(1)
+        self.assertEqual(moved.received, [(rtp(10), (LOOPBACK, to_mover))])
+
+        # learning starts over: the new address sends from a NAT'd port,
+        # which is learned (same address, other port) ...
+        nat = listen_party(self, "127.0.0.2")
+        seen = len(other.received)
+        nat.send(rtp(11), to_mover)
+        yield other.wait(seen + 1)
+        self.assertEqual(other.received[-1], (rtp(11), (LOOPBACK, to_other)))
+        other.send(rtp(12), to_other)
+        yield nat.wait(1)
+        self.assertEqual(nat.received, [(rtp(12), (LOOPBACK, to_mover))])
+
+        # ... and the old address no longer takes the endpoint back (it
+        # ranks below the learned source); its packet is still relayed
+        mover.send(rtp(13), to_mover)
+        yield other.wait(seen + 2)
+        other.send(rtp(14), to_other)
+        yield nat.wait(2)
+        self.assertEqual(nat.received[1], (rtp(14), (LOOPBACK, to_mover)))
+        self.assertEqual(len(mover.received), heard_by_old)
+        self.assertEqual(len(moved.received), 1)
+        # all of it happened inside the learning window of the re-INVITE
+        self.assertLess(reactor.seconds() - signalled, LEARNING_WINDOW)
+        query = yield self.ng.request(command="query", call_id="mv")
+        moved_stream = stream(query, mover_tag)
+        self.assertEqual(moved_stream["endpoint"],
+                         {"family": "IPv4", "address": "127.0.0.2", "port": nat.port})
+        self.assertEqual(moved_stream["advertised endpoint"],
+                         {"family": "IPv4", "address": "127.0.0.2", "port": moved.port})
+        self.assertNotIn("confirmed", moved_stream["flags"])
+
+    def test_callerMovesByReoffer(self):
+        """The caller re-INVITEs from a new address and port."""
+        return self.check_move(mover_is_caller=True, reoffer_by_mover=True)
+
+    def test_calleeMovesByReoffer(self):
+        """The callee re-INVITEs (from-tag and to-tag swapped) from a new address."""
+        return self.check_move(mover_is_caller=False, reoffer_by_mover=True)
+
+    def test_calleeMovesInAnswer(self):
+        """The caller re-INVITEs; the callee's answer gives its new address."""
+        return self.check_move(mover_is_caller=False, reoffer_by_mover=False)
+
+
+class HeuristicLearningTests(_Paths):
+    """The default learning mode over real sockets, with a party behind NAT."""
+
+    @defer.inlineCallbacks
+    def test_natSourcePortLearned(self):
+        """A's SDP names one port, its packets come from another port of the
+        same address: B's media follows that source at once; a source on
+        another address (lower rank) is relayed but does not take the
+        endpoint; after the learning window the next packet confirms it."""
+        self.assertEqual(DEFAULT_LEARNING, "heuristic")
+        yield self.start()
+        a, b, to_a, to_b = yield self.setup_call("nat")
+        signalled = reactor.seconds()
+        nat = self.party()  # A's real source: same address, another port
+        nat.send(rtp(1), to_a)
+        yield b.wait(1)
+        self.assertEqual(b.received, [(rtp(1), (LOOPBACK, to_b))])
+        b.send(rtp(2), to_b)
+        yield nat.wait(1)
+        self.assertEqual(nat.received, [(rtp(2), (LOOPBACK, to_a))])
+
+        stranger = listen_party(self, "127.0.0.2")  # another address and port
+        stranger.send(rtp(3), to_a)
+        yield b.wait(2)
+        self.assertEqual(b.received[1], (rtp(3), (LOOPBACK, to_b)))
+        b.send(rtp(4), to_b)
+        yield nat.wait(2)
+        self.assertEqual(nat.received[1], (rtp(4), (LOOPBACK, to_a)))
+        self.assertLess(reactor.seconds() - signalled, LEARNING_WINDOW)
+        query = yield self.ng.request(command="query", call_id="nat")
+        learned = stream(query, "ft")
+        self.assertEqual(learned["endpoint"],
+                         {"family": "IPv4", "address": LOOPBACK, "port": nat.port})
+        self.assertEqual(learned["advertised endpoint"],
+                         {"family": "IPv4", "address": LOOPBACK, "port": a.port})
+        self.assertNotIn("confirmed", learned["flags"])
+
+        # after the window, the next packet from the learned source confirms it
+        yield wait_for(lambda: reactor.seconds() > signalled + LEARNING_WINDOW,
+                       timeout=LEARNING_WINDOW + 1)
+        nat.send(rtp(5), to_a)
+        yield b.wait(3)
+        query = yield self.ng.request(command="query", call_id="nat")
+        self.assertIn("confirmed", stream(query, "ft")["flags"])
+        # confirmed: the SDP port itself no longer moves it (no media-handover)
+        a.send(rtp(6), to_a)
+        yield b.wait(4)
+        b.send(rtp(7), to_b)
+        yield nat.wait(3)
+        self.assertEqual(nat.received[2], (rtp(7), (LOOPBACK, to_a)))
+        self.assertEqual(a.received, [])
+        self.assertEqual([d for d, _ in b.received], [rtp(1), rtp(3), rtp(5), rtp(6)])
+
+
+class InlinePathTimeoutTests(_Paths):
+    """``timeout`` against media relayed by the poller's inline path only."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_inlineMediaKeepsCallAlive(self):
+        """Both parties send every 50 ms for two sweeps past ``timeout`` (2 s):
+        the call stays, although every packet after each direction's first
+        was relayed inline (``RelaySocket.connected`` ran twice, the main
+        socket never read).  Once media stops, the call times out, counted
+        as a timeout."""
+        full_path = []
+        connected, read = RelaySocket.connected, RelaySocket.read
+
+        def counting_connected(relay, data, now):
+            full_path.append(("connected", relay.local))
+            return connected(relay, data, now)
+
+        def counting_read(relay, now):
+            full_path.append(("read", relay.local))
+            return read(relay, now)
+
+        self.patch(RelaySocket, "connected", counting_connected)
+        self.patch(RelaySocket, "read", counting_read)
+        yield self.start(timeout=2)
+        a, b, to_a, to_b = yield self.setup_call("live")
+        answered = reactor.seconds()
+        sent = []
+
+        def talk():
+            seq = len(sent)
+            a.send(rtp(seq), to_a)
+            b.send(rtp(seq, ssrc=0x9ABCDEF0), to_b)
+            sent.append(seq)
+
+        loop = task.LoopingCall(talk)
+        loop.start(0.05)
+        self.addCleanup(lambda: loop.running and loop.stop())
+        # the sweep runs once a second: two sweeps after the timeout
+        yield wait_for(lambda: reactor.seconds() > answered + 2 + 2, timeout=10)
+        self.assertIn("live", self.service.registry.calls)
+        loop.stop()
+        yield wait_for(lambda: len(a.received) == len(b.received) == len(sent))
+        self.assertEqual([d for d, _ in b.received], [rtp(s) for s in sent])
+        self.assertEqual(sorted(full_path), sorted([("connected", (LOOPBACK, to_a)),
+                                                    ("connected", (LOOPBACK, to_b))]))
+        query = yield self.ng.request(command="query", call_id="live")
+        self.assertEqual(query["totals"]["RTP"]["packets"], 2 * len(sent))
+        self.assertGreater(query["tags"]["ft"]["medias"][0]["streams"][0]["last packet"],
+                           int(answered) + 2)
+
+        yield wait_for(lambda: "live" not in self.service.registry.calls, timeout=10)
+        stats = yield self.ng.request(command="statistics")
+        total = stats["statistics"]["totalstatistics"]
+        self.assertEqual((total["timeoutsessions"], total["regularterminatedsessions"]), (1, 0))
+        self.assertEqual(total["relayedpackets"], 2 * len(sent))
+
+
+class WorkerPathTests(_Paths):
+    """``num-threads = 1``: the media plane in one worker process."""
+
+    @defer.inlineCallbacks
+    def test_timeoutsInWorkerMode(self):
+        """With ``timeout`` 2: a call without media times out and is counted
+        as a timeout, as in embedded mode; a call whose parties keep sending
+        stays while the worker's ``last_packet`` reaches the control
+        process, and times out after they stop."""
+        yield self.start(num_threads=1, timeout=2)
+        yield self.service.engine.whenReady()
+        yield self.setup_call("quiet")
+        a, b, to_a, to_b = yield self.setup_call("talking")
+        sent = []
+
+        def talk():
+            a.send(rtp(len(sent)), to_a)
+            b.send(rtp(len(sent)), to_b)
+            sent.append(None)
+
+        loop = task.LoopingCall(talk)
+        loop.start(0.05)
+        self.addCleanup(lambda: loop.running and loop.stop())
+        yield wait_for(lambda: "quiet" not in self.service.registry.calls, timeout=10)
+        stats = yield self.ng.request(command="statistics")
+        self.assertEqual(stats["statistics"]["totalstatistics"]["timeoutsessions"], 1)
+        # two more sweeps with media flowing
+        swept = reactor.seconds()
+        yield wait_for(lambda: reactor.seconds() > swept + 2, timeout=5)
+        self.assertEqual(list(self.service.registry.calls), ["talking"])
+        loop.stop()
+        yield wait_for(lambda: len(a.received) == len(b.received) == len(sent))
+        yield wait_for(lambda: not self.service.registry.calls, timeout=10)
+        stats = yield self.ng.request(command="statistics")
+        total = stats["statistics"]["totalstatistics"]
+        self.assertEqual(
+            (total["timeoutsessions"], total["lostsessions"], total["regularterminatedsessions"]),
+            (2, 0, 0))
+        self.assertEqual(total["relayedpackets"], 2 * len(sent))
+
+    @defer.inlineCallbacks
+    def test_mediaAfterWorkerRestart(self):
+        """The only worker is killed mid-call: its call is dropped and counted
+        lost; the restarted worker relays a new call's RTP both ways and
+        its RTCP, each from the port advertised to the receiver."""
+        yield self.start(num_threads=1)
+        pool = self.service.engine
+        first_pid = yield pool.whenReady(0)
+        a, b, to_a, to_b = yield self.setup_call("before")
+        a.send(rtp(1), to_a)
+        yield b.wait(1)
+        os.kill(first_pid, signal.SIGKILL)
+        yield wait_for(lambda: "before" not in self.service.registry.calls, timeout=10)
+        new_pid = yield pool.whenReady(0)
+        self.assertNotEqual(new_pid, first_pid)
+
+        a, b, to_a, to_b = yield self.setup_call("after")
+        rtcp = b"\x81\xc8\x00\x06\x12\x34\x56\x78" + b"\x00" * 20
+        for seq in range(3):
+            a.send(rtp(seq), to_a)
+            b.send(rtp(100 + seq), to_b)
+        a.send(rtcp, to_a + 1)
+        yield b.wait(4)
+        yield a.wait(3)
+        self.assertEqual(sorted(b.received), sorted(
+            [(rtp(seq), (LOOPBACK, to_b)) for seq in range(3)] + [(rtcp, (LOOPBACK, to_b + 1))]))
+        self.assertEqual(a.received, [(rtp(100 + seq), (LOOPBACK, to_a)) for seq in range(3)])
+        query = yield self.ng.request(command="query", call_id="after")
+        self.assertEqual((query["totals"]["RTP"]["packets"], query["totals"]["RTCP"]["packets"]),
+                         (6, 1))
+        stats = yield self.ng.request(command="statistics")
+        self.assertEqual(stats["statistics"]["totalstatistics"]["lostsessions"], 1)
