@@ -343,3 +343,183 @@ class WorkerPathTests(_Paths):
                          (6, 1))
         stats = yield self.ng.request(command="statistics")
         self.assertEqual(stats["statistics"]["totalstatistics"]["lostsessions"], 1)
+
+
+# -- side by side with rtpengine 10.5 ---------------------------------------------------
+
+#: how long a probe waits for datagrams that should arrive (and, for the
+#: checks that nothing arrives, for datagrams that should not)
+PROBE_WAIT = 0.5
+
+
+def start_daemon(test, kind, extra_args=()):
+    """Debian's rtpengine (``kind`` "rtpengine") or omnirtp from this checkout,
+    on 127.0.0.1 with a free range of 100 media ports."""
+    port_min, port_max = free_port_range(100)
+    start = start_rtpengine if kind == "rtpengine" else start_omnirtp
+    return start(test, free_port(), port_min, port_max, extra_args)
+
+
+def udp_free(port):
+    """True if nothing holds UDP 127.0.0.1:``port`` (we can bind it ourselves)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind((LOOPBACK, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class Parties:
+    """Blocking UDP sockets on 127.0.0.1, one per party name, and a probe of
+    which party hears which packet from which port."""
+
+    def __init__(self, test, *names):
+        self.socks = {}
+        for name in names:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            test.addCleanup(s.close)
+            s.bind((LOOPBACK, 0))
+            s.setblocking(False)
+            self.socks[name] = s
+        self.seq = 0
+
+    def port(self, name):
+        return self.socks[name].getsockname()[1]
+
+    def probe(self, sends, names):
+        """Send one distinct RTP packet for each ``(party, port)`` in
+        ``sends``; return ``{"party->portname": [(receiver, source portname)]}``,
+        ports named by ``names`` (``{port: name}``; others are "other")."""
+        sent = {}
+        for sender, port in sends:
+            self.seq += 1
+            sent[self.seq] = "%s->%s" % (sender, names.get(port, port))
+            self.socks[sender].sendto(rtp(self.seq), (LOOPBACK, port))
+        heard = {key: [] for key in sent.values()}
+        deadline = time.monotonic() + PROBE_WAIT
+        while True:
+            left = deadline - time.monotonic()
+            ready = select.select(list(self.socks.values()), [], [], max(left, 0))[0]
+            if not ready:
+                if left <= 0:
+                    break
+                continue
+            for s in ready:
+                data, source = s.recvfrom(2048)
+                receiver = next(n for n, sock in self.socks.items() if sock is s)
+                seq = struct.unpack_from("!H", data, 2)[0]
+                heard[sent[seq]].append((receiver, names.get(source[1], "other")))
+        return heard
+
+
+def ports_of(reply):
+    return port_of(reply["sdp"])
+
+
+class ForkTests(SynchronousTestCase):
+    """A forked call (Kamailio's ``via-branch``) and partial deletes, run on
+    Debian's rtpengine 10.5 and on omnirtp with the same requests and media;
+    each test asserts that both behave as written here (checked against
+    10.5: the rtpengine half of every test runs the live daemon).
+
+    The call: A's INVITE forks to branches b1 and b2, one offer per branch
+    (same from-tag, its own via-branch); b1 answers first (a 183, to-tag
+    t1), then b2 (the 200, to-tag t2), so A sends to the port of the last
+    answer.  Then one ``delete`` (delete delay 0) removes part of it."""
+
+    maxDiff = None
+
+    def run_fork(self, kind, delete):
+        daemon = start_daemon(self, kind)
+        ng = daemon.ng.request
+        parties = Parties(self, "A", "B1", "B2")
+        call = {"call-id": "fork", "from-tag": "ft"}
+
+        def request(command, **kw):
+            message = dict(call, command=command)
+            message.update(kw)
+            reply = ng(message)
+            self.assertEqual(reply["result"], "ok", (kind, message, reply))
+            return reply
+
+        a_sdp = sdp(parties.port("A"))
+        to_b1 = ports_of(request("offer", sdp=a_sdp, **{"via-branch": "b1"}))
+        to_b2 = ports_of(request("offer", sdp=a_sdp, **{"via-branch": "b2"}))
+        request("answer", sdp=sdp(parties.port("B1")), **{"to-tag": "t1", "via-branch": "b1"})
+        to_a = ports_of(request("answer", sdp=sdp(parties.port("B2")),
+                                **{"to-tag": "t2", "via-branch": "b2"}))
+        names = {to_a: "to_a", to_b1: "to_b1", to_b2: "to_b2"}
+        sends = [("A", to_a), ("B1", to_b1), ("B2", to_b2)]
+        seen = {"own ports per branch": to_b1 != to_b2,
+                "before": parties.probe(sends, names)}
+        message = {"command": "delete", "call-id": "fork", "delete delay": 0}
+        message.update(delete)
+        reply = ng(message)
+        seen["delete"] = (reply["result"], reply.get("warning"))
+        query = ng({"command": "query", "call-id": "fork"})
+        # 10.5 keeps a deleted monologue's tag in the reply, without sockets
+        seen["tags with ports"] = sorted(
+            tag for tag, entry in query.get("tags", {}).items()
+            if any("local port" in s for m in entry["medias"] for s in m["streams"]))
+        seen["listed"] = "fork" in ng({"command": "list"})["calls"]
+        seen["after"] = parties.probe(sends, names)
+        seen["ports free"] = {
+            "b1": udp_free(to_b1) and udp_free(to_b1 + 1),
+            "b2": udp_free(to_b2) and udp_free(to_b2 + 1)}
+        return seen
+
+    BEFORE = {"A->to_a": [("B2", "to_b2")], "B1->to_b1": [("A", "to_a")],
+              "B2->to_b2": [("A", "to_a")]}
+    #: branch b1 gone, b2 and the caller talk on
+    B1_GONE = {
+        "own ports per branch": True, "before": BEFORE, "delete": ("ok", None),
+        "tags with ports": ["ft", "t2"], "listed": True,
+        "after": {"A->to_a": [("B2", "to_b2")], "B1->to_b1": [], "B2->to_b2": [("A", "to_a")]},
+        "ports free": {"b1": True, "b2": False}}
+
+    def check(self, delete, expected):
+        for kind in ("rtpengine", "omnirtp"):
+            self.assertEqual(self.run_fork(kind, delete), expected, kind)
+
+    def test_deleteByViaBranch(self):
+        """Kamailio's delete for the CANCELled branch (from-tag and
+        via-branch): that branch's monologue and ports go, the call and the
+        other branch stay and relay both ways."""
+        self.check({"from-tag": "ft", "via-branch": "b1"}, self.B1_GONE)
+
+    def test_deleteByToTag(self):
+        """From-tag and the branch's to-tag: 10.5 honours the to-tag key
+        without the ``to-tag`` flag (HEAD wants the flag); the answered
+        branch t1 goes, the caller stays with t2."""
+        self.check({"from-tag": "ft", "to-tag": "t1"}, self.B1_GONE)
+
+    def test_deleteByToTagWithFlag(self):
+        """The same with the ``to-tag`` flag (HEAD's spelling)."""
+        self.check({"from-tag": "ft", "to-tag": "t1", "flags": ["to-tag"]}, self.B1_GONE)
+
+    def test_deleteByBranchFromTag(self):
+        """A branch's own tag as from-tag (a BYE or CANCEL seen from that
+        branch) removes that branch only."""
+        self.check({"from-tag": "t1"}, self.B1_GONE)
+
+    def test_toTagBeforeViaBranch(self):
+        """With both, the to-tag chooses (t2, the branch the caller now talks
+        to), not the via-branch; the caller keeps its other association
+        (t1), so the call stays.  The caller's packets reach nobody until
+        the next offer/answer (10.5 too); t1's reach the caller."""
+        self.check({"from-tag": "ft", "to-tag": "t2", "via-branch": "b1"}, {
+            "own ports per branch": True, "before": self.BEFORE, "delete": ("ok", None),
+            "tags with ports": ["ft", "t1"], "listed": True,
+            "after": {"A->to_a": [], "B1->to_b1": [("A", "to_a")], "B2->to_b2": []},
+            "ports free": {"b1": False, "b2": True}})
+
+    def test_viaBranchWithoutFromTagDeletesCall(self):
+        """No from-tag: the whole call goes, whatever the via-branch says."""
+        self.check({"via-branch": "b1"}, {
+            "own ports per branch": True, "before": self.BEFORE, "delete": ("ok", None),
+            "tags with ports": [], "listed": False,
+            "after": {"A->to_a": [], "B1->to_b1": [], "B2->to_b2": []},
+            "ports free": {"b1": True, "b2": True}})
