@@ -523,3 +523,68 @@ class ForkTests(SynchronousTestCase):
             "tags with ports": [], "listed": False,
             "after": {"A->to_a": [], "B1->to_b1": [], "B2->to_b2": []},
             "ports free": {"b1": True, "b2": True}})
+
+
+class DeleteDelayCancelTests(SynchronousTestCase):
+    """A call scheduled for deletion (``delete`` with a delay) and then
+    signalled again stays; checked against 10.5: the same requests and
+    media go to the live rtpengine and to omnirtp."""
+
+    maxDiff = None
+
+    #: call-id -> the ``delete`` that schedules it, and the signalling after it
+    #: (None: nothing; the control call that must go)
+    CASES = {
+        "reoffer": ({}, [("offer", "ft", "tt", "A"), ("answer", "ft", "tt", "B")]),
+        "callee-reoffer": ({"from-tag": "ft"},
+                           [("offer", "tt", "ft", "B"), ("answer", "tt", "ft", "A")]),
+        "reanswer": ({}, [("answer", "ft", "tt", "B")]),
+        "control": ({}, []),
+    }
+
+    def run_cancel(self, kind):
+        daemon = start_daemon(self, kind, ["--delete-delay=30"])
+        ng = daemon.ng.request
+        calls = {}
+        for call_id in self.CASES:
+            parties = Parties(self, "A", "B")
+            offer = ng({"command": "offer", "call-id": call_id, "from-tag": "ft",
+                        "sdp": sdp(parties.port("A"))})
+            answer = ng({"command": "answer", "call-id": call_id, "from-tag": "ft",
+                         "to-tag": "tt", "sdp": sdp(parties.port("B"))})
+            calls[call_id] = (parties, ports_of(answer), ports_of(offer))
+        # the control call is scheduled last: when it has gone, every other
+        # call's deletion time has passed too
+        for call_id, (delete, _) in self.CASES.items():
+            message = {"command": "delete", "call-id": call_id, "delete delay": 1}
+            message.update(delete)
+            self.assertEqual(ng(message)["result"], "ok")
+        for call_id, (_, signals) in self.CASES.items():
+            parties = calls[call_id][0]
+            for command, from_tag, to_tag, sender in signals:
+                reply = ng({"command": command, "call-id": call_id, "from-tag": from_tag,
+                            "to-tag": to_tag, "sdp": sdp(parties.port(sender))})
+                self.assertEqual(reply["result"], "ok", (kind, call_id, command, reply))
+        deadline = time.monotonic() + 10
+        while "control" in ng({"command": "list"})["calls"]:
+            self.assertLess(time.monotonic(), deadline, "%s kept the control call" % kind)
+            time.sleep(0.1)
+        seen = {"listed": sorted(ng({"command": "list"})["calls"])}
+        for call_id, (parties, to_a, to_b) in calls.items():
+            if call_id != "control":
+                seen[call_id] = parties.probe([("A", to_a), ("B", to_b)],
+                                              {to_a: "to_a", to_b: "to_b"})
+        stats = ng({"command": "statistics"})["statistics"]["totalstatistics"]
+        seen["regularterminatedsessions"] = stats["regularterminatedsessions"]
+        return seen
+
+    def test_signallingCancelsDelayedDelete(self):
+        """A re-offer from either side, or an answer alone, after ``delete``
+        with delete delay 1 keeps the call past that second; it relays both
+        ways; a call not signalled again is deleted and counted."""
+        relaying = {"A->to_a": [("B", "to_b")], "B->to_b": [("A", "to_a")]}
+        expected = {"listed": ["callee-reoffer", "reanswer", "reoffer"],
+                    "reoffer": relaying, "callee-reoffer": relaying, "reanswer": relaying,
+                    "regularterminatedsessions": 1}
+        for kind in ("rtpengine", "omnirtp"):
+            self.assertEqual(self.run_cancel(kind), expected, kind)
