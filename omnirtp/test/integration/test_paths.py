@@ -373,15 +373,18 @@ def udp_free(port):
 
 
 class Parties:
-    """Blocking UDP sockets on 127.0.0.1, one per party name, and a probe of
-    which party hears which packet from which port."""
+    """Blocking UDP sockets, one per party name (on 127.0.0.1 unless
+    ``addresses`` names another local address), and a probe of which party
+    hears which packet from which address and port."""
 
-    def __init__(self, test, *names):
+    def __init__(self, test, *names, **addresses):
         self.socks = {}
         for name in names:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            address = addresses.get(name, LOOPBACK)
+            s = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET,
+                              socket.SOCK_DGRAM)
             test.addCleanup(s.close)
-            s.bind((LOOPBACK, 0))
+            s.bind((address, 0))
             s.setblocking(False)
             self.socks[name] = s
         self.seq = 0
@@ -389,16 +392,23 @@ class Parties:
     def port(self, name):
         return self.socks[name].getsockname()[1]
 
+    def address(self, name):
+        return self.socks[name].getsockname()[0]
+
     def probe(self, sends, names):
-        """Send one distinct RTP packet for each ``(party, port)`` in
-        ``sends``; return ``{"party->portname": [(receiver, source portname)]}``,
-        ports named by ``names`` (``{port: name}``; others are "other")."""
-        sent = {}
-        for sender, port in sends:
+        """Send one distinct RTP packet for each ``(party, (address, port))``
+        in ``sends``; return ``{"party->name": [(receiver, source name)]}``,
+        where ``names`` maps ``(address, port)`` to a name (others are
+        shown as they are)."""
+        sent, heard = {}, {}
+        for sender, dest in sends:
             self.seq += 1
-            sent[self.seq] = "%s->%s" % (sender, names.get(port, port))
-            self.socks[sender].sendto(rtp(self.seq), (LOOPBACK, port))
-        heard = {key: [] for key in sent.values()}
+            key = sent[self.seq] = "%s->%s" % (sender, names.get(dest, dest))
+            heard[key] = []
+            try:
+                self.socks[sender].sendto(rtp(self.seq), dest)
+            except OSError as e:  # e.g. an IPv4 party told an IPv6 address
+                heard[key].append(("cannot send", e.strerror))
         deadline = time.monotonic() + PROBE_WAIT
         while True:
             left = deadline - time.monotonic()
@@ -411,7 +421,7 @@ class Parties:
                 data, source = s.recvfrom(2048)
                 receiver = next(n for n, sock in self.socks.items() if sock is s)
                 seq = struct.unpack_from("!H", data, 2)[0]
-                heard[sent[seq]].append((receiver, names.get(source[1], "other")))
+                heard[sent[seq]].append((receiver, names.get(source[:2], source[:2])))
         return heard
 
 
@@ -451,8 +461,9 @@ class ForkTests(SynchronousTestCase):
         request("answer", sdp=sdp(parties.port("B1")), **{"to-tag": "t1", "via-branch": "b1"})
         to_a = ports_of(request("answer", sdp=sdp(parties.port("B2")),
                                 **{"to-tag": "t2", "via-branch": "b2"}))
-        names = {to_a: "to_a", to_b1: "to_b1", to_b2: "to_b2"}
-        sends = [("A", to_a), ("B1", to_b1), ("B2", to_b2)]
+        names = {(LOOPBACK, to_a): "to_a", (LOOPBACK, to_b1): "to_b1",
+                 (LOOPBACK, to_b2): "to_b2"}
+        sends = [("A", (LOOPBACK, to_a)), ("B1", (LOOPBACK, to_b1)), ("B2", (LOOPBACK, to_b2))]
         seen = {"own ports per branch": to_b1 != to_b2,
                 "before": parties.probe(sends, names)}
         message = {"command": "delete", "call-id": "fork", "delete delay": 0}
@@ -572,6 +583,7 @@ class DeleteDelayCancelTests(SynchronousTestCase):
         seen = {"listed": sorted(ng({"command": "list"})["calls"])}
         for call_id, (parties, to_a, to_b) in calls.items():
             if call_id != "control":
+                to_a, to_b = (LOOPBACK, to_a), (LOOPBACK, to_b)
                 seen[call_id] = parties.probe([("A", to_a), ("B", to_b)],
                                               {to_a: "to_a", to_b: "to_b"})
         stats = ng({"command": "statistics"})["statistics"]["totalstatistics"]
