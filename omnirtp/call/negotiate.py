@@ -216,6 +216,9 @@ class Negotiator:
         now = self.registry.clock.seconds()
         call.last_signal = now
         call.deletion_at = None
+        for ml in call.monologues:
+            # (every monologue of a call is associated with src or dst)
+            ml.deletion_at = None
         if flags.received_from and not call.created_from:
             call.created_from = flags.received_from
         family = self._family(flags)

@@ -111,11 +111,10 @@ class Dispatcher:
                 yield registry.destroy(call, REASON_TERMINATED)
             else:
                 registry.schedule_deletion(call, delay)
+        elif delay > 0:
+            registry.schedule_deletion(call, delay, targets)
         else:
-            keys = [m.rtp_key for ml in targets for m in ml.port_medias()]
-            for ml in targets:
-                call.monologues.remove(ml)
-            yield self.engine.release(call.call_id, keys)
+            yield registry.remove_monologues(call, targets)
         return reply
 
     def _delete_targets(self, call, flags):
@@ -125,8 +124,8 @@ class Dispatcher:
         else the via-branch's monologue when no to-tag is given, the
         to-tag's when one is (10.5 needs no ``to-tag`` flag for that), else
         the from-tag's.  The monologues associated with it that keep no
-        other association go with it; when no association is left at all,
-        the whole call goes."""
+        other association go with it (now, or after the delete delay); when
+        no association is left at all, the whole call goes."""
         if not flags.from_tag:
             return "all"
         ml = None
@@ -153,9 +152,6 @@ class Dispatcher:
         remaining = [m for m in call.monologues if m not in gone]
         if not any(m.peer in remaining for m in remaining):
             return "all"
-        for m in remaining:
-            if m.peer in gone:
-                m.peer = next((r for r in remaining if r.peer is m), None)
         return list(gone)
 
     @defer.inlineCallbacks
