@@ -19,6 +19,7 @@ import os
 import socket
 import subprocess
 import sys
+import uuid
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -71,7 +72,7 @@ def run_in_namespace(test):
     except SkipTest:
         test.fail("::1 is not usable and `ip` is not installed (Debian package iproute2; "
                   "`make test` installs it)")
-    name = "omnirtp-v6-%d" % os.getpid()
+    name = "omnirtp-v6-%d-%s" % (os.getpid(), uuid.uuid4().hex[:8])
     made = subprocess.run([ip, "netns", "add", name], capture_output=True, text=True)
     if made.returncode:
         test.fail("::1 is not usable and `ip netns add %s` failed (it needs root): %s"

@@ -135,8 +135,9 @@ class ReinviteMoveTests(_Paths):
         self.assertEqual(nat.received[1], (rtp(14), (LOOPBACK, to_mover)))
         self.assertEqual(len(mover.received), heard_by_old)
         self.assertEqual(len(moved.received), 1)
-        # all of it happened inside the learning window of the re-INVITE
-        self.assertLess(reactor.seconds() - signalled, LEARNING_WINDOW)
+        # (the premise: all of it happened inside the re-INVITE's learning window)
+        self.assertLess(reactor.seconds() - signalled, LEARNING_WINDOW,
+                        "the steps outlasted the learning window")
         query = yield self.ng.request(command="query", call_id="mv")
         moved_stream = stream(query, mover_tag)
         self.assertEqual(moved_stream["endpoint"],
@@ -186,7 +187,9 @@ class HeuristicLearningTests(_Paths):
         b.send(rtp(4), to_b)
         yield nat.wait(2)
         self.assertEqual(nat.received[1], (rtp(4), (LOOPBACK, to_a)))
-        self.assertLess(reactor.seconds() - signalled, LEARNING_WINDOW)
+        # (the premise: all of it happened inside the answer's learning window)
+        self.assertLess(reactor.seconds() - signalled, LEARNING_WINDOW,
+                        "the steps outlasted the learning window")
         query = yield self.ng.request(command="query", call_id="nat")
         learned = stream(query, "ft")
         self.assertEqual(learned["endpoint"],
@@ -551,8 +554,8 @@ class ForkTests(SynchronousTestCase):
     #: made before it has passed
     DELAY = 2
 
-    def run_delayed(self, kind, late_answer):
-        ng, request, observe, parties = self.fork(kind, ["--delete-delay=30"])
+    def run_delayed(self, kind, late_answer, extra_args=()):
+        ng, request, observe, parties = self.fork(kind, ["--delete-delay=30"] + list(extra_args))
         reply = ng({"command": "delete", "call-id": "fork", "from-tag": "ft",
                     "via-branch": "b1", "delete delay": self.DELAY})
         seen = {"delete": (reply["result"], reply.get("warning"))}
@@ -586,6 +589,13 @@ class ForkTests(SynchronousTestCase):
             self.assertEqual(self.run_delayed(kind, late_answer=False),
                              {"delete": ("ok", None), "pending": self.BEFORE,
                               "after": self.B1_GONE}, kind)
+
+    def test_delayedDeleteByViaBranchInWorkers(self):
+        """The same with omnirtp's media in worker processes (``num-threads``
+        2): only the branch's ports are released in its worker."""
+        self.assertEqual(self.run_delayed("omnirtp", False, ["--num-threads=2"]),
+                         {"delete": ("ok", None), "pending": self.BEFORE,
+                          "after": self.B1_GONE})
 
     def test_answerCancelsDelayedBranchDelete(self):
         """A late answer from the branch scheduled for deletion keeps it: it
