@@ -120,6 +120,8 @@ class Monologue:
         self.rtcp_mux_opts = frozenset()
         self.had_mid = False
         self.ice = False
+        #: when a delayed partial ``delete`` removes this monologue (None: not)
+        self.deletion_at = None
 
     @property
     def tagged(self):

@@ -69,13 +69,23 @@ class Interfaces:
                           name=name, default=self.default)
         return self.default
 
-    def pick(self, name, family=None):
-        """The address of interface ``name`` to use for ``family`` (IP4/IP6)."""
+    def pick(self, name, family=None, any_name=False):
+        """The address of interface ``name`` to use for ``family`` (IP4/IP6).
+
+        When that interface has no address of ``family``, the first
+        interface that has one is used if ``name`` is None (no ``direction``
+        named it) or ``any_name`` is true, else its first address (as
+        rtpengine 10.5 chooses)."""
         addrs = self.by_name[self.resolve(name)]
         if family:
             for iface in addrs:
                 if iface.family == family:
                     return iface
+            if any_name or not name:
+                for other in self.order:
+                    for iface in self.by_name[other]:
+                        if iface.family == family:
+                            return iface
         return addrs[0]
 
     def engine_map(self, port_min, port_max):
@@ -131,11 +141,12 @@ class Negotiator:
 
     def _offer_sides(self, call, flags):
         now = self.registry.clock.seconds()
-        directions = flags.direction or ()
+        # interface names from `direction` (None: not named, the default)
+        directions = tuple(self.interfaces.resolve(d) if d else None
+                           for d in flags.direction or ())
         a = call.find(flags.from_tag)
         if a is None:
-            a = Monologue(flags.from_tag, now, self.interfaces.resolve(
-                directions[0] if directions else None))
+            a = Monologue(flags.from_tag, now, directions[0] if directions else None)
             call.monologues.append(a)
         b = None
         if flags.to_tag:
@@ -149,14 +160,13 @@ class Negotiator:
                     and not b.tagged:
                 b = call.find_branch(flags.via_branch)
         if b is None:
-            b = Monologue(flags.to_tag or "", now, self.interfaces.resolve(
-                directions[1] if len(directions) > 1 else
-                (directions[0] if directions else a.interface_name)),
-                via_branch=flags.via_branch)
+            b = Monologue(flags.to_tag or "", now,
+                          directions[1] if len(directions) > 1 else
+                          (directions[0] if directions else a.interface_name),
+                          via_branch=flags.via_branch)
             call.monologues.append(b)
         if len(directions) > 1:
-            a.interface_name = self.interfaces.resolve(directions[0])
-            b.interface_name = self.interfaces.resolve(directions[1])
+            a.interface_name, b.interface_name = directions[:2]
         a.peer, b.peer = b, a
         return a, b
 
@@ -221,6 +231,9 @@ class Negotiator:
         now = self.registry.clock.seconds()
         call.last_signal = now
         call.deletion_at = None
+        for ml in call.monologues:
+            # (every monologue of a call is associated with src or dst)
+            ml.deletion_at = None
         if flags.received_from and not call.created_from:
             call.created_from = flags.received_from
         family = self._family(flags)
@@ -229,8 +242,13 @@ class Negotiator:
             for ml in (src, dst):
                 m = ml.media(info.index)
                 if m is None:
-                    m = Media(info.index, info.type,
-                              self.interfaces.pick(ml.interface_name, family or info.family))
+                    # the sender is faced in the family of its own SDP;
+                    # `address family` chooses the recipient's
+                    if ml is src:
+                        iface = self.interfaces.pick(ml.interface_name, info.family, True)
+                    else:
+                        iface = self.interfaces.pick(ml.interface_name, family or info.family)
+                    m = Media(info.index, info.type, iface)
                     ml.medias.append(m)
                 if not info.rejected and not m.has_ports and (offer or ml is src):
                     new_medias.append(m)
