@@ -102,10 +102,16 @@ class AllowListTests(SynchronousTestCase):
         return path
 
     def test_entries(self):
-        """``<test id> <reason>`` a line; comments and blank lines ignored."""
-        path = self.write("# header\n\nsample.mod.Sample.test_a  needs srtp: later issue\n")
+        """``[<run>] <test id> <reason>`` a line; comments and blank lines ignored."""
+        path = self.write("# header\n\nsample.mod.Sample.test_a  needs srtp: later issue\n"
+                          "[debian] sample.mod.Sample.test_b old pyOpenSSL\n")
         self.assertEqual(self.script.load_allow_list(path),
-                         {"sample.mod.Sample.test_a": "needs srtp: later issue"})
+                         {"sample.mod.Sample.test_a": (None, "needs srtp: later issue"),
+                          "sample.mod.Sample.test_b": ("debian", "old pyOpenSSL")})
+
+    def test_labelWithoutEntry(self):
+        path = self.write("[debian] needs something\n")
+        self.assertRaises(ValueError, self.script.load_allow_list, path)
 
     def test_entryWithoutReason(self):
         path = self.write("sample.mod.Sample.test_a\n")
@@ -127,10 +133,30 @@ class AllowListTests(SynchronousTestCase):
                 waiting.add("test_omnirtp_%s_%s" % (case.name, case.needs))
             elif case.needs:
                 waiting.add("test_omnirtp_" + case.name)
-        self.assertEqual(set(allowed), {SIDE_BY_SIDE + name for name in waiting})
-        for test_id, reason in allowed.items():
+        listed = {t for t in allowed if t.startswith(SIDE_BY_SIDE)}
+        self.assertEqual(listed, {SIDE_BY_SIDE + name for name in waiting})
+        for test_id in listed:
+            run, reason = allowed[test_id]
             self.assertTrue(hasattr(SideBySideTests, test_id.rsplit(".", 1)[1]), test_id)
             self.assertTrue(reason.startswith("needs "), reason)
+            self.assertIsNone(run)
+
+    def test_shippedListNamesTests(self):
+        """Every other entry names a class and a test method defined in its
+        module's file (the side-by-side ones are generated: checked above),
+        and has a reason."""
+        allowed = self.script.load_allow_list(os.path.join(ROOT, self.script.ALLOW_LIST))
+        for test_id, (run, reason) in allowed.items():
+            if test_id.startswith(SIDE_BY_SIDE):
+                continue
+            parts = test_id.split(".")
+            path = os.path.join(ROOT, *parts[:-2]) + ".py"
+            with open(path) as f:
+                source = f.read()
+            self.assertIn("class %s(" % parts[-2], source, test_id)
+            self.assertIn("def %s(" % parts[-1], source, test_id)
+            self.assertIn(run, (None, "venv", "debian"))
+            self.assertTrue(reason.strip())
 
 
 class DecisionTests(SynchronousTestCase):
@@ -144,9 +170,9 @@ class DecisionTests(SynchronousTestCase):
     def test_unlistedSkipFails(self):
         """A skip not on the allow-list is refused and makes the run fail;
         the allowed one is printed with the list's reason."""
-        allowed = {"sample.mod.Sample.test_a": "reviewed: waits for srtp",
-                   "sample.mod.Sample.test_b": "reviewed: waits for srtp"}
-        ok, refused = self.script.judge_skips(self.skips, 3, allowed)
+        allowed = {"sample.mod.Sample.test_a": (None, "reviewed: waits for srtp"),
+                   "sample.mod.Sample.test_b": (None, "reviewed: waits for srtp")}
+        ok, refused = self.script.judge_skips(self.skips, 3, allowed, "venv")
         self.assertEqual(ok, [("sample.mod.Sample.test_a", "reviewed: waits for srtp"),
                               ("sample.mod.Sample.test_b", "reviewed: waits for srtp")])
         self.assertEqual(refused, [("sample.mod.Sample.test_c", self.tail)])
@@ -161,8 +187,8 @@ class DecisionTests(SynchronousTestCase):
 
     def test_allListedPasses(self):
         """Only allow-listed skips: exit 0, the reasons printed."""
-        allowed = {"sample.mod.Sample.test_%s" % x: "reason %s" % x for x in "abc"}
-        ok, refused = self.script.judge_skips(self.skips, 3, allowed)
+        allowed = {"sample.mod.Sample.test_%s" % x: (None, "reason %s" % x) for x in "abc"}
+        ok, refused = self.script.judge_skips(self.skips, 3, allowed, "venv")
         self.assertEqual(refused, [])
         lines, status = self.script.finish(5, 0, [("venv",) + item for item in ok], [])
         self.assertEqual(status, 0)
@@ -171,9 +197,17 @@ class DecisionTests(SynchronousTestCase):
         for x in "abc":
             self.assertIn("      reason %s" % x, lines)
 
+    def test_entryForAnotherRun(self):
+        """An entry limited to the debian run does not allow the skip in the venv run."""
+        allowed = {"sample.mod.Sample.test_%s" % x: ("debian", "old library") for x in "abc"}
+        ok, refused = self.script.judge_skips(self.skips, 3, allowed, "venv")
+        self.assertEqual((len(ok), len(refused)), (0, 3))
+        ok, refused = self.script.judge_skips(self.skips, 3, allowed, "debian")
+        self.assertEqual((len(ok), len(refused)), (3, 0))
+
     def test_countedButUnreadableSkip(self):
         """trial counted more skips than its report names: refused too."""
-        ok, refused = self.script.judge_skips({}, 2, {})
+        ok, refused = self.script.judge_skips({}, 2, {}, "debian")
         self.assertEqual(ok, [])
         self.assertEqual(len(refused), 1)
         self.assertIsNone(refused[0][0])
