@@ -22,6 +22,14 @@ A socket faces one party.  ``endpoint`` is that party's address: packets
 received here is sent out of ``peer`` (the socket facing the other party)
 to ``peer.endpoint``.  How ``endpoint`` follows the source of received
 packets is the learning policy (ng-spec §3.10); see :meth:`RelaySocket._learn`.
+
+Transforms (SRTP, later a recording tap or a transcoder) are steps a socket
+owns (``inbound``, ``middle``, ``outbound``); a socket whose packets run any
+step has a ``pipeline`` and leaves the fast paths: ``_out`` stays -1 so the
+poller hands its datagrams to :meth:`RelaySocket.connected`, and
+``_forward`` tests that one slot before its plain code, so a plain socket
+pays a single attribute test on the full path and nothing on the inline
+path.  See :meth:`RelaySocket.update_pipeline` and docs/architecture.md.
 """
 
 import os
