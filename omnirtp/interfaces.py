@@ -126,7 +126,22 @@ class ICodecFactory(Interface):
         """Return None if usable, else a one-line reason."""
 
     def build(fmtp):
-        """Return a fresh codec object for one stream."""
+        """Return a fresh :class:`ICodec` for one stream."""
+
+
+class ICodec(Interface):
+    """One stream's codec state (built by :meth:`ICodecFactory.build`).
+
+    A transcoder is a pipeline step (``IPacketTransform``, a ``middle``
+    step of the receiving socket) that decodes the payload with one codec
+    and encodes it with another; see docs/architecture.md."""
+
+    def decode(payload):
+        """RTP payload (bytes) -> PCM: signed 16-bit little-endian mono
+        samples at the factory's ``clock_rate``."""
+
+    def encode(pcm):
+        """PCM (as :meth:`decode` returns it) -> RTP payload (bytes)."""
 
 
 class IPacketTransform(Interface):

@@ -260,9 +260,10 @@ class EmbeddedEngine:
         return factory
 
     def _plan_steps(self, relay, entry):
-        """The step changes an entry asks for: ``{list name: step or None}``
-        for the keys it names whose parameters differ from those in force
-        (built now, so a bad entry fails before anything is applied)."""
+        """The step changes an entry asks for: ``{configure key: (params,
+        step) or None}`` for the keys it names whose parameters differ from
+        those in force (None: remove).  Steps are built here, so a bad entry
+        fails before anything is applied."""
         changes = {}
         current = self._steps.get(relay.local, {})
         for key, (kind, slot, method) in TRANSFORM_KEYS.items():
