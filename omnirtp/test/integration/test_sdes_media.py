@@ -9,18 +9,16 @@ RTCP on its RTP socket (``a=rtcp:<its RTP port>``).
 
 The same flows run against Debian's rtpengine 10.5 (the reference, which
 shows the test itself is right) and against omnirtp, in-process engine and
-with media workers (the keys cross AMP).  omnirtp's half needs the SRTP
-transform of the media pipeline (``omnirtp.media.srtp``, WEBRTC-CONTRACT);
-on a tree without it the omnirtp tests are skipped with that reason.
+with media workers (the keys cross AMP), through the SRTP transform of the
+media pipeline (``omnirtp.media.srtp``).
 """
 
 import base64
-import importlib.util
 import os
 import struct
 
 from twisted.internet import defer
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from omnirtp.sdp import crypto
 from omnirtp.test.integration.peers import (
@@ -188,9 +186,6 @@ class OmnirtpSdesTests(SdesFlows, TestCase):
     extra_args = ()
 
     def start(self):
-        if importlib.util.find_spec("omnirtp.media.srtp") is None:
-            raise SkipTest("needs the SRTP transform of the media pipeline "
-                           "(omnirtp.media.srtp, webrtc-pipeline)")
         ng_port, (low, high) = _ports(self)
         peer = start_omnirtp(self, ng_port, low, high, extra_args=self.extra_args)
         return peer.ng.request
