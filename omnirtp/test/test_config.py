@@ -390,11 +390,21 @@ class BuildConfigTests(SynchronousTestCase):
                           config.final_timeout, config.max_sessions),
                          (60, 3600, 3600, 0, -1))
 
+    def test_httpsNeedsCertificate(self):
+        """listen-https without https-cert: rtpengine 10.5's refusal."""
+        self.assertError({"listen-https": (("127.0.0.1:9443",), "w")},
+                         "w: HTTPS/WSS listener requested, but no certificate given "
+                         "(https-cert)")
+        config = build({"listen-https": (("127.0.0.1:9443",), "w"),
+                        "https-cert": ("/e/cert.pem", "w2")})
+        self.assertEqual(config.listen_https, (("127.0.0.1", 9443),))
+        self.assertEqual(config.unimplemented, ())
+
     def test_unimplemented(self):
         config = build({"recording-dir": ("/var/spool", "w"), "no-fallback": ("true", "w"),
                         "dtls-passive": ("false", "w"), "redis-expires": ("86400", "w"),
-                        "listen-cli": (("9900",), "w")})
-        self.assertEqual(config.unimplemented, ("recording-dir", "no-fallback", "listen-cli"))
+                        "listen-udp": (("9900",), "w")})
+        self.assertEqual(config.unimplemented, ("recording-dir", "no-fallback", "listen-udp"))
         self.assertEqual(config.recording_dir, "/var/spool")
 
     def test_table(self):
