@@ -159,7 +159,9 @@ def session_detail(call, tree, now, default_tos=0):
                     stream.get("local address", ""), _int(stream.get("local port")),
                     _endpoint(stream.get("endpoint")), rtcp,
                     _int(stats.get("packets")), _int(stats.get("bytes")),
-                    _int(stats.get("errors")), _int(stream.get("last packet"))))
+                    _int(stats.get("errors")),
+                    # no packet yet: rtpengine shows the call's last signal
+                    _int(stream.get("last packet")) or int(call.last_signal)))
     out.append("\n")
     return "".join(out)
 
