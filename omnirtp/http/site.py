@@ -67,8 +67,10 @@ def _json(request, value, code=200):
     return _text(request, body.encode("utf-8", "surrogateescape") + b"\n", code, JSON)
 
 
-def _deferred(request, d, log):
-    """Render a Deferred's bytes into ``request``; a failure is a 500."""
+def _deferred(request, fn, log):
+    """Render the bytes that ``fn()`` returns (or a Deferred of them) into
+    ``request``; an exception is a 500 and a log entry."""
+    d = defer.maybeDeferred(fn)
     gone = []
     request.notifyFinish().addErrback(lambda _: gone.append(True))
 
@@ -81,7 +83,9 @@ def _deferred(request, d, log):
     def failed(failure):
         log.failure("HTTP {path} failed", failure, path=request.path)
         if not gone:
-            request.write(_text(request, "internal error\n", 500))
+            body = _text(request, "internal error\n", 500)
+            request.setHeader(b"content-length", b"%d" % len(body))
+            request.write(body)
             request.finish()
 
     d.addCallbacks(done, failed)
@@ -98,6 +102,8 @@ class NotFound(resource.Resource):
 class _Leaf(resource.Resource):
     isLeaf = True
     log = Logger()
+    #: serves paths below its own (``/sessions/<call-id>``, ``/cli/...``)
+    subpaths = False
 
     def __init__(self, ops):
         resource.Resource.__init__(self)
@@ -106,6 +112,8 @@ class _Leaf(resource.Resource):
     def render(self, request):
         # rtpengine answers a method it does not serve with 404, not 405
         if request.method not in (b"GET", b"HEAD"):
+            return NotFound().render(request)
+        if not self.subpaths and any(request.postpath):
             return NotFound().render(request)
         return self.render_GET(request)
 
@@ -124,25 +132,28 @@ class Metrics(_Leaf):
             return metrics.render(stats, ops.interfaces(),
                                   media_streams(stats, ops.calls()))
 
-        return _deferred(request, ops.statistics().addCallback(body), self.log)
+        return _deferred(request, lambda: ops.statistics().addCallback(body), self.log)
 
 
 class Stats(_Leaf):
     def render_GET(self, request):
-        d = self.ops.statistics().addCallback(lambda s: _json(request, s))
-        return _deferred(request, d, self.log)
+        return _deferred(
+            request, lambda: self.ops.statistics().addCallback(lambda s: _json(request, s)),
+            self.log)
 
 
 class Sessions(_Leaf):
     """``/sessions`` and ``/sessions/<call-id>`` (the rest of the path,
     percent-decoded, is the call-id)."""
 
+    subpaths = True
+
     def render_GET(self, request):
         if request.postpath and any(request.postpath):
             call_id = unquote(b"/".join(request.postpath).decode("utf-8", "surrogateescape"),
                               errors="surrogateescape")
             return self._one(request, call_id)
-        return _deferred(request, self._all(request), self.log)
+        return _deferred(request, lambda: self._all(request), self.log)
 
     @defer.inlineCallbacks
     def _all(self, request):
@@ -175,11 +186,14 @@ class Sessions(_Leaf):
             reply.update(tree)
             return _json(request, reply)
 
-        return _deferred(request, self.ops.call_tree(call).addCallback(body), self.log)
+        return _deferred(request, lambda: self.ops.call_tree(call).addCallback(body),
+                         self.log)
 
 
 class Cli(_Leaf):
     """``/cli/list/numsessions`` or ``/cli/list%20numsessions``."""
+
+    subpaths = True
 
     def __init__(self, ops, commands):
         _Leaf.__init__(self, ops)
@@ -189,8 +203,9 @@ class Cli(_Leaf):
         words = [unquote(p.decode("utf-8", "surrogateescape"), errors="surrogateescape")
                  for p in request.postpath]
         line = " ".join(w for w in words if w)
-        d = self.commands.run(line).addCallback(lambda text: _text(request, text))
-        return _deferred(request, d, self.log)
+        return _deferred(
+            request, lambda: self.commands.run(line).addCallback(
+                lambda text: _text(request, text)), self.log)
 
 
 class _ReplyTransport:
