@@ -355,3 +355,80 @@ class SharedPortHTTPTests(HTTPTestCase):
         proto.dataReceived(b"list maxsessions\n")
         self.assertEqual(transport.value(), b"Maximum sessions configured on rtpengine: -1\n")
         self.assertTrue(transport.disconnecting)
+
+
+def self_signed(path):
+    """A throwaway self-signed certificate and key in one PEM file."""
+    from OpenSSL import crypto
+    key = crypto.PKey()
+    key.generate_key(crypto.TYPE_RSA, 2048)
+    cert = crypto.X509()
+    cert.get_subject().CN = "localhost"
+    cert.set_serial_number(1)
+    cert.gmtime_adj_notBefore(0)
+    cert.gmtime_adj_notAfter(3600)
+    cert.set_issuer(cert.get_subject())
+    cert.set_pubkey(key)
+    cert.sign(key, "sha256")
+    with open(path, "wb") as f:
+        f.write(crypto.dump_privatekey(crypto.FILETYPE_PEM, key))
+        f.write(crypto.dump_certificate(crypto.FILETYPE_PEM, cert))
+
+
+class ServiceTests(SynchronousTestCase):
+    """omnirtp.service composes the listeners from the config."""
+
+    def build(self, **kw):
+        from omnirtp.config.model import Config, InterfaceSpec
+        from omnirtp.service import build
+        from omnirtp.test.fakes import MemoryUDPReactor
+        values = dict(interfaces=(InterfaceSpec("default", "127.0.0.1", None),),
+                      listen_ng=(("127.0.0.1", 22222),))
+        values.update(kw)
+        reactor = MemoryUDPReactor()
+        top = build(Config(**values), reactor)
+        return top, reactor
+
+    def test_noneByDefault(self):
+        top, reactor = self.build()
+        self.assertIsNone(top.operator)
+        top.startService()
+        self.assertEqual(reactor.tcpServers, [])
+        top.stopService()
+
+    def test_listeners(self):
+        from omnirtp.http.listen import LimitedFactory
+        from omnirtp.http.site import Site
+        from omnirtp.cli.protocol import CliFactory
+        top, reactor = self.build(
+            listen_cli=(("127.0.0.1", 9900), ("::1", 9901)),
+            listen_http=(("127.0.0.1", 9900), ("127.0.0.1", 8080)))
+        top.startService()
+        servers = {(host, port): factory for port, factory, _, host in reactor.tcpServers}
+        self.assertEqual(sorted(servers), [("127.0.0.1", 8080), ("127.0.0.1", 9900),
+                                          ("::1", 9901)])
+        for factory in servers.values():
+            self.assertIsInstance(factory, LimitedFactory)
+        self.assertIsInstance(servers[("127.0.0.1", 9900)].wrapped, SharedPortFactory)
+        self.assertIsInstance(servers[("::1", 9901)].wrapped, CliFactory)
+        self.assertIsInstance(servers[("127.0.0.1", 8080)].wrapped, Site)
+        stopped = []
+        for p in top.operator.ports:
+            p.stopListening = lambda p=p: stopped.append(p)
+        self.assertEqual(len(top.operator.ports), 3)
+        top.stopService()
+        self.assertEqual(top.operator.ports, [])
+        self.assertEqual(len(stopped), 3)
+
+    def test_https(self):
+        from omnirtp.http.site import Site
+        path = self.mktemp()
+        self_signed(path)
+        top, reactor = self.build(listen_https=(("127.0.0.1", 9443),), https_cert=path)
+        top.startService()
+        self.assertEqual(len(reactor.sslServers), 1)
+        port, factory, context, _, host = reactor.sslServers[0]
+        self.assertEqual((host, port), ("127.0.0.1", 9443))
+        self.assertIsInstance(factory.wrapped, Site)
+        self.assertIsNotNone(context.getContext())
+        top.stopService()
