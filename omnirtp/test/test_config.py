@@ -538,6 +538,9 @@ class LoadTests(SynchronousTestCase):
         config = load(self.cli(config_file=SAMPLE), environ={}, default_files=())
         self.assertEqual(config.interfaces, (InterfaceSpec("default", "127.0.0.1"),))
         self.assertEqual(config.listen_ng, (("127.0.0.1", 22222),))
+        # the operator's listeners: loopback only, one port for both
+        self.assertEqual((config.listen_cli, config.listen_http, config.listen_https),
+                         ((("127.0.0.1", 9900),), (("127.0.0.1", 9900),), ()))
         self.assertEqual((config.port_min, config.port_max, config.num_threads,
                           config.log_level, config.warnings, config.unimplemented),
                          (30000, 40000, 0, 6, (), ()))
