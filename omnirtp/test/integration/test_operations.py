@@ -382,6 +382,22 @@ class OperationsTests(SynchronousTestCase):
             self.assertTrue(s.recv(100).startswith(b"HTTP/1.1 400 "))
         self.assertTrue(omni.ng.ping())
 
+    def test_https(self):
+        """listen-https with a certificate from the config serves the same paths."""
+        import ssl
+        from omnirtp.test.test_http import self_signed
+        cert = os.path.abspath(self.mktemp())
+        self_signed(cert)
+        ng_port, https_port = free_port(), free_port(socket.SOCK_STREAM)
+        port_min, port_max = free_port_range(100)
+        start_omnirtp(self, ng_port, port_min, port_max, [
+            "--listen-https=%s:%d" % (LOOPBACK, https_port), "--https-cert=%s" % cert])
+        context = ssl.create_default_context(cafile=cert)
+        context.check_hostname = False
+        with urllib.request.urlopen("https://%s:%d/ping" % (LOOPBACK, https_port),
+                                    timeout=10, context=context) as r:
+            self.assertEqual((r.status, r.read()), (200, b"pong\n"))
+
 
 class BadClientTests(SynchronousTestCase):
     """Garbage, endless lines, silent clients and floods on the shared port
