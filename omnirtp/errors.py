@@ -30,6 +30,8 @@ E_NOT_FOUND = "Call-ID not found or tags didn't match"
 E_INVALID_LIMIT = "invalid limit, must be >= 0"
 E_NO_SUCH_TAG = "From-tag given, but no such tag exists"
 E_INTERNAL = "Internal error"
+# omnirtp's own (rtpengine 10.5 accepts MKI; pylibsrtp cannot use it)
+E_MKI_UNSUPPORTED = "SDES key with MKI (a=crypto ...|<MKI>:<length>) is not supported"
 
 
 class NGError(Exception):

@@ -47,12 +47,39 @@ class IMediaEngine(Interface):
              "asymmetric": bool,           # never learn, always send to SDP
              "reset": bool,                # a signalling event: restart the
                                            #   learning window, last_packet=now
-             "tos": int | None}            # optional: the TOS byte (IPv4) or
+             "tos": int | None,            # optional: the TOS byte (IPv4) or
                                            #   traffic class (IPv6), 0-255, the
                                            #   socket and its companion send
                                            #   with (absent/None: unchanged)
+             "srtp_in": crypto | None,     # optional: unprotect (SRTP/SRTCP)
+                                           #   what this socket RECEIVES from
+                                           #   its party, with the party's key
+             "srtp_out": crypto | None}    # optional: protect what this socket
+                                           #   SENDS to its party, with the key
+                                           #   we gave that party
 
-        Fires with None.
+        ``crypto`` is ``{"suite": name, "key": base64}``: ``suite`` one of
+        ``AES_CM_128_HMAC_SHA1_80``, ``AES_CM_128_HMAC_SHA1_32``,
+        ``AEAD_AES_128_GCM`` (RFC 4568 / rtpengine spelling), ``key`` the
+        base64 of master key || master salt (30 bytes for AES-CM-128, 28 for
+        AEAD-AES-128-GCM); see ``omnirtp.media.srtp``.  The keys apply to
+        RTP and RTCP sockets alike (SRTCP on an RTCP socket or for RTCP
+        multiplexed on an RTP socket).
+
+        ``srtp_in`` / ``srtp_out``: an *absent* key leaves that direction as
+        it is (so an entry that does not mention SRTP never disturbs keys set
+        before); ``None`` removes it (plain RTP again); a dict equal to the
+        one in force (same suite and key) keeps the running SRTP context,
+        with its rollover counter and replay window; a different dict
+        replaces it.  A packet received on socket S and sent out of S's
+        ``peer`` (or ``rtcp_peer``) P runs S's ``srtp_in`` (unprotect) and
+        then P's ``srtp_out`` (protect); a socket pair without either keeps
+        the plain fast path.  Packets that fail (authentication, replay)
+        are dropped and counted (see :meth:`stats`).
+
+        Every entry is validated before any is applied: an unknown suite, a
+        key that is not base64 or has the wrong length fails the whole call
+        with ValueError and changes nothing.  Fires with None.
         """
 
     def release(call_id, sockets=None):
@@ -66,7 +93,12 @@ class IMediaEngine(Interface):
         ``bytes``, ``errors`` (ingress, as rtpengine counts a stream;
         datagrams not forwarded are counted in errors), ``last_packet`` (unix time float of
         the last ingress packet, or of the last reset), ``endpoint``
-        ((addr, port) currently sent to, or None) and ``confirmed`` (bool)."""
+        ((addr, port) currently sent to, or None) and ``confirmed`` (bool).
+        A socket with transforms (``srtp_in`` / ``srtp_out``) also has
+        ``transforms``: ``{name: counters}`` of the steps it owns, e.g.
+        ``{"srtp-unprotect": {"auth-failures": 0, "replays": 0,
+        "errors": 0}, "srtp-protect": {...}}`` (see
+        :meth:`IPacketTransform.counters`); a plain socket has no such key."""
 
     def totals():
         """Fire with engine-wide counters: ``{"packets", "bytes", "errors",
@@ -98,4 +130,86 @@ class ICodecFactory(Interface):
         """Return None if usable, else a one-line reason."""
 
     def build(fmtp):
-        """Return a fresh codec object for one stream."""
+        """Return a fresh :class:`ICodec` for one stream."""
+
+
+class ICodec(Interface):
+    """One stream's codec state (built by :meth:`ICodecFactory.build`).
+
+    A transcoder is a pipeline step (``IPacketTransform``, a ``middle``
+    step of the receiving socket) that decodes the payload with one codec
+    and encodes it with another; see docs/architecture.md."""
+
+    def decode(payload):
+        """RTP payload (bytes) -> PCM: signed 16-bit little-endian mono
+        samples at the factory's ``clock_rate``."""
+
+    def encode(pcm):
+        """PCM (as :meth:`decode` returns it) -> RTP payload (bytes)."""
+
+
+class IPacketTransform(Interface):
+    """One step of one direction of a stream, run per packet in the media plane.
+
+    A socket owns the steps for what it receives (e.g. SRTP unprotect with
+    its party's key) and for what it sends (e.g. SRTP protect with the key
+    given to its party); the packet received on socket S and sent out of
+    S's peer P runs S's receive steps, then P's send steps (see
+    ``omnirtp.media.pipeline``).  Both methods run on the per-packet path:
+    they must be cheap, must not log, and must not raise (a failure is
+    counted and returned as None).  A step keeps its own state (an SRTP
+    context, a codec) for the life of the stream.
+    """
+
+    name = Attribute("short name, e.g. 'srtp-unprotect'; the key of its counters in query")
+
+    def rtp(data):
+        """Return the RTP packet (bytes) transformed, or None to drop it (the transform counts why)."""
+
+    def rtcp(data):
+        """The same for an RTCP packet (SRTCP for SRTP)."""
+
+    def counters():
+        """Plain-data dict of this step's counters, e.g. {'auth-failures': 0, 'replays': 0}."""
+
+
+class ITransformFactory(Interface):
+    """Builds the :class:`IPacketTransform` steps of one kind.
+
+    Implementations are plugins: module-level instances in a module of the
+    ``omnirtp.plugins`` package, found with
+    ``twisted.plugin.getPlugins(ITransformFactory, omnirtp.plugins)`` once,
+    when an engine first needs them (never per packet).  ``params`` is plain
+    data (it crosses AMP), e.g. the crypto dict of
+    :meth:`IMediaEngine.configure` for ``kind`` ``"srtp"``.
+    """
+
+    kind = Attribute("what the factory builds, e.g. 'srtp'")
+
+    def available():
+        """None if usable here, else a one-line reason (library missing)."""
+
+    def check(params):
+        """Raise ValueError (with a clear text) unless ``params`` can build a
+        step; return None.  Cheap, builds nothing."""
+
+    def inbound(params):
+        """A fresh :class:`IPacketTransform` for what a socket receives from
+        its party (e.g. SRTP unprotect with the party's key)."""
+
+    def outbound(params):
+        """A fresh :class:`IPacketTransform` for what a socket sends to its
+        party (e.g. SRTP protect with the key we gave the party)."""
+
+
+class IDatagramHandler(Interface):
+    """Takes the non-RTP datagrams of a media socket that RFC 7983 assigns to
+    it (STUN: first byte 0-3; DTLS: 20-63), routed by
+    ``omnirtp.media.demux.Demux``.  Sends through a callable it was given at
+    construction (``RelaySocket.send(data, address)`` or
+    ``RelaySocket.send_endpoint(data)``).  Implemented by
+    ``omnirtp.media.ice.IceAgent`` and ``omnirtp.media.dtls.DtlsEndpoint``."""
+
+    def datagram(data, source):
+        """Handle one datagram (bytes) from ``source`` ((addr, port)).
+        Returns None; must not raise for bad input (count it instead)."""

@@ -5,7 +5,15 @@ local sockets *advertised to that monologue's party*: the party sends its
 RTP to ``(address, rtp_port)`` and its RTCP to ``rtp_port + 1``.  What the
 party told us in its SDP (where it wants to receive) is ``rtp_endpoint`` /
 ``rtcp_endpoint``.
+
+SDES keys live per media (so per party): ``crypto_remote`` is the party's
+chosen ``a=crypto`` (its key decrypts what it sends us), ``crypto_local``
+ours for that party (encrypts what we send it); both are
+:class:`omnirtp.sdp.crypto.Crypto` or None.  ``srtp_in``/``srtp_out`` give
+them as the engine's crypto dicts.
 """
+
+import base64
 
 from omnirtp.sdp.rewrite import FOUNDATION_LENGTH, new_ice_credentials, random_token
 
@@ -34,6 +42,7 @@ class Media:
         "rtp_endpoint", "rtcp_endpoint", "rtcp_mux", "mux", "direction",
         "rejected", "zero_address", "ice_ufrag", "ice_pwd",
         "codec_keys", "ptime",
+        "crypto_remote", "crypto_local", "crypto_offered", "crypto_candidates",
     )
 
     def __init__(self, index, type_, interface):
@@ -54,6 +63,13 @@ class Media:
         self.ice_ufrag, self.ice_pwd = new_ice_credentials()
         self.codec_keys = frozenset()
         self.ptime = None
+        #: SDES in use with this party (see the module docstring)
+        self.crypto_remote = None
+        self.crypto_local = None
+        #: our a=crypto lines in the last offer sent to this party
+        self.crypto_offered = ()
+        #: the party's usable a=crypto lines of its last offer, in its order
+        self.crypto_candidates = ()
 
     @property
     def rtp_key(self):
@@ -66,6 +82,21 @@ class Media:
     @property
     def has_ports(self):
         return self.rtp_port is not None
+
+    @property
+    def srtp_in(self):
+        """Crypto dict that unprotects what the party sends, or None."""
+        if self.crypto_remote is None or self.crypto_local is None:
+            return None
+        return self.crypto_remote.to_dict()
+
+    @property
+    def srtp_out(self):
+        """Crypto dict that protects what we send the party, or None."""
+        if self.crypto_remote is None or self.crypto_local is None:
+            return None
+        return {"suite": self.crypto_local.suite,
+                "key": base64.b64encode(self.crypto_local.key).decode("ascii")}
 
     @property
     def receiving(self):
@@ -89,6 +120,8 @@ class Monologue:
         self.rtcp_mux_opts = frozenset()
         self.had_mid = False
         self.ice = False
+        #: when a delayed partial ``delete`` removes this monologue (None: not)
+        self.deletion_at = None
 
     @property
     def tagged(self):

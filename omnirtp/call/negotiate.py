@@ -11,7 +11,9 @@ from twisted.logger import Logger
 
 from omnirtp.call.model import Interface, Media, Monologue
 from omnirtp.errors import (
-    E_NO_SUCH_TAG, E_SDP_INCOMPLETE, E_SDP_PARSE, E_SDP_REWRITE, E_UNKNOWN_CALL, NGError, SDPError)
+    E_MKI_UNSUPPORTED, E_NO_SUCH_TAG, E_SDP_INCOMPLETE, E_SDP_PARSE, E_SDP_REWRITE,
+    E_UNKNOWN_CALL, NGError, SDPError)
+from omnirtp.sdp import crypto as sdes
 from omnirtp.sdp import model as sdpmodel
 from omnirtp.sdp.rewrite import (
     ICE_REMOVE, IcePlan, MediaPlan, SessionPlan, host_candidates, rewrite)
@@ -28,6 +30,12 @@ def _codec_key(codec):
     if codec.encoding is None:
         return codec.pt
     return (codec.encoding.lower(), codec.clock_rate)
+
+
+def is_srtp_profile(proto):
+    """True for the SRTP profiles (RTP/SAVP, RTP/SAVPF, UDP/TLS/RTP/SAVP(F)):
+    rtpengine 10.5 offers a=crypto towards each of them unless SDES-off."""
+    return bool(proto) and "SAVP" in proto.upper()
 
 
 def _codec_keys(section):
@@ -61,13 +69,23 @@ class Interfaces:
                           name=name, default=self.default)
         return self.default
 
-    def pick(self, name, family=None):
-        """The address of interface ``name`` to use for ``family`` (IP4/IP6)."""
+    def pick(self, name, family=None, any_name=False):
+        """The address of interface ``name`` to use for ``family`` (IP4/IP6).
+
+        When that interface has no address of ``family``, the first
+        interface that has one is used if ``name`` is None (no ``direction``
+        named it) or ``any_name`` is true, else its first address (as
+        rtpengine 10.5 chooses)."""
         addrs = self.by_name[self.resolve(name)]
         if family:
             for iface in addrs:
                 if iface.family == family:
                     return iface
+            if any_name or not name:
+                for other in self.order:
+                    for iface in self.by_name[other]:
+                        if iface.family == family:
+                            return iface
         return addrs[0]
 
     def engine_map(self, port_min, port_max):
@@ -123,11 +141,12 @@ class Negotiator:
 
     def _offer_sides(self, call, flags):
         now = self.registry.clock.seconds()
-        directions = flags.direction or ()
+        # interface names from `direction` (None: not named, the default)
+        directions = tuple(self.interfaces.resolve(d) if d else None
+                           for d in flags.direction or ())
         a = call.find(flags.from_tag)
         if a is None:
-            a = Monologue(flags.from_tag, now, self.interfaces.resolve(
-                directions[0] if directions else None))
+            a = Monologue(flags.from_tag, now, directions[0] if directions else None)
             call.monologues.append(a)
         b = None
         if flags.to_tag:
@@ -141,14 +160,13 @@ class Negotiator:
                     and not b.tagged:
                 b = call.find_branch(flags.via_branch)
         if b is None:
-            b = Monologue(flags.to_tag or "", now, self.interfaces.resolve(
-                directions[1] if len(directions) > 1 else
-                (directions[0] if directions else a.interface_name)),
-                via_branch=flags.via_branch)
+            b = Monologue(flags.to_tag or "", now,
+                          directions[1] if len(directions) > 1 else
+                          (directions[0] if directions else a.interface_name),
+                          via_branch=flags.via_branch)
             call.monologues.append(b)
         if len(directions) > 1:
-            a.interface_name = self.interfaces.resolve(directions[0])
-            b.interface_name = self.interfaces.resolve(directions[1])
+            a.interface_name, b.interface_name = directions[:2]
         a.peer, b.peer = b, a
         return a, b
 
@@ -204,10 +222,18 @@ class Negotiator:
 
         Media of ``src`` learn their endpoints from ``sd``; media of
         ``dst`` get ports (offer) and are advertised in the output.
+        The SDP's a=crypto lines are read first: an SDP that cannot be
+        keyed (MKI only) fails before anything of the call changes.
         """
+        cryptos = {info.index: self._crypto_lines(section, flags)
+                   for info, section in zip(infos, sd.media)
+                   if not info.rejected and is_srtp_profile(info.proto)}
         now = self.registry.clock.seconds()
         call.last_signal = now
         call.deletion_at = None
+        for ml in call.monologues:
+            # (every monologue of a call is associated with src or dst)
+            ml.deletion_at = None
         if flags.received_from and not call.created_from:
             call.created_from = flags.received_from
         family = self._family(flags)
@@ -216,8 +242,13 @@ class Negotiator:
             for ml in (src, dst):
                 m = ml.media(info.index)
                 if m is None:
-                    m = Media(info.index, info.type,
-                              self.interfaces.pick(ml.interface_name, family or info.family))
+                    # the sender is faced in the family of its own SDP;
+                    # `address family` chooses the recipient's
+                    if ml is src:
+                        iface = self.interfaces.pick(ml.interface_name, info.family, True)
+                    else:
+                        iface = self.interfaces.pick(ml.interface_name, family or info.family)
+                    m = Media(info.index, info.type, iface)
                     ml.medias.append(m)
                 if not info.rejected and not m.has_ports and (offer or ml is src):
                     new_medias.append(m)
@@ -241,7 +272,7 @@ class Negotiator:
             d = dst.media(info.index)
             if info.rejected and not d.has_ports:
                 d.rejected = True
-        plan = self._plan(dst, src, sd, infos, flags, offer)
+        plan = self._plan(dst, src, sd, infos, flags, offer, cryptos)
         yield self.engine.configure(call.call_id, self._sockets(call, flags))
         try:
             out = rewrite(sd, plan)
@@ -304,8 +335,11 @@ class Negotiator:
     def _sockets(self, call, flags):
         """The engine configuration for every port pair of the call.
 
-        Packets to a party that multiplexes RTCP (rtcp-mux) all leave its
-        RTP socket; RTCP from it arrives on its RTP socket and, when the
+        Each socket faces the party of its media and carries that party's
+        SDES keys: ``srtp_in`` (the party's key, unprotects what it sends)
+        and ``srtp_out`` (ours for it, protects what we send it), None for
+        plain RTP.  Packets to a party that multiplexes RTCP (rtcp-mux) all
+        leave its RTP socket; RTCP from it arrives on its RTP socket and, when the
         other party does not multiplex, is sent out of the other party's
         RTCP socket (``rtcp_peer``).
         """
@@ -320,18 +354,28 @@ class Negotiator:
             for m in ml.port_medias():
                 pm = peer.media(m.index) if peer is not None else None
                 linked = pm is not None and pm.has_ports
+                keys = {"srtp_in": m.srtp_in, "srtp_out": m.srtp_out}
                 sockets.append(dict(
                     common, local=m.rtp_key, endpoint=m.rtp_endpoint,
                     peer=pm.rtp_key if linked else None,
-                    rtcp_peer=pm.rtcp_key if linked and m.mux and not pm.mux else None))
+                    rtcp_peer=pm.rtcp_key if linked and m.mux and not pm.mux else None,
+                    **keys))
                 sockets.append(dict(
                     common, local=m.rtcp_key,
                     endpoint=m.rtp_endpoint if m.mux else m.rtcp_endpoint,
-                    peer=(pm.rtp_key if pm.mux else pm.rtcp_key) if linked else None))
+                    peer=(pm.rtp_key if pm.mux else pm.rtcp_key) if linked else None,
+                    **keys))
         return sockets
 
-    def _plan(self, dst, src, sd, infos, flags, offer):
+    def _plan(self, dst, src, sd, infos, flags, offer, cryptos):
         """The rewrite plan for the SDP ``dst`` will receive."""
+        unsupported, unknown = sdes.ignored_options(flags.sdes)
+        for word in unknown:
+            self.log.warn("[{call_id}] Unknown 'SDES' flag encountered: '{word}'",
+                          call_id=flags.call_id, word=word)
+        for word in unsupported:
+            self.log.info("[{call_id}] SDES option '{word}' is not supported, ignored",
+                          call_id=flags.call_id, word=word)
         iface = None
         media_plans = []
         ice_mode = self._ice_mode(flags, infos)
@@ -363,18 +407,29 @@ class Negotiator:
             if offer:
                 s_media.codec_keys = frozenset(_codec_keys(section))
             ptime = (flags.ptime if offer else None) or s_media.ptime or d.ptime
+            # the request's transport-protocol (remembered per monologue),
+            # else the profile the recipient itself last used (an answer
+            # keeps the offerer's; a re-INVITE from the other side keeps
+            # the recipient's), else the sender's
+            out_proto = dst.protocol or d.protocol or info.proto
+            lines = cryptos.get(info.index, [])
+            if offer:
+                crypto = self._sdes_offer(lines, s_media, d, out_proto, flags)
+            else:
+                crypto = self._sdes_answer(lines, s_media, d, out_proto, flags)
             media_plans.append(MediaPlan(
                 port=d.rtp_port,
                 rtcp_port=rtcp_port,
                 full_rtcp_attribute=flags.has("full-rtcp-attribute"),
                 rtcp_mux=bool(mux),
-                protocol=dst.protocol if dst.protocol else None,
+                protocol=out_proto,
                 direction=None if flags.has("original-sendrecv") else direction,
                 ice=ice,
                 codecs=self._codec_ops(flags, section, None if offer else d),
                 ptime=ptime,
                 keep_mid=offer or dst.had_mid,
                 keep_zero_address=not info.ice,
+                crypto=[sdes.render(c, flags.sdes) for c in crypto],
             ))
             if offer:
                 src.had_mid = section.has_attribute("mid")
@@ -387,6 +442,115 @@ class Negotiator:
             loop_protect=self.instance_id if flags.has("loop-protect") else None,
             keep_zero_address=not any(i.ice for i in infos),
         )
+
+    # -- SDES (RFC 4568) -----------------------------------------------------
+
+    def _crypto_lines(self, section, flags):
+        """The parseable a=crypto lines of ``section``; bad ones are logged
+        and ignored (as rtpengine does).  Raises NGError when the section
+        keyed SRTP with MKI lines only: pylibsrtp cannot use MKI."""
+        lines, mki = [], False
+        for value in section.attributes("crypto"):
+            try:
+                c = sdes.parse(value)
+            except sdes.CryptoError as e:
+                self.log.warn("[{call_id}] Failed to parse a=crypto attribute, ignoring: "
+                              "{reason}", call_id=flags.call_id, reason=str(e))
+                continue
+            mki = mki or any(k.mki is not None for k in c.keys)
+            lines.append(c)
+        if mki and sdes.choose(lines) is None:
+            self.log.warn("[{call_id}] refusing SDES with MKI (media {index})",
+                          call_id=flags.call_id, index=section.index)
+            raise NGError(E_MKI_UNSUPPORTED)
+        return lines
+
+    def _log_unusable(self, flags):
+        def log(crypto, reason):
+            self.log.info("[{call_id}] passing over a=crypto:{tag} {suite}: {reason}",
+                          call_id=flags.call_id, tag=crypto.tag, suite=crypto.suite,
+                          reason=reason)
+        return log
+
+    def _sdes_offer(self, lines, s, d, out_proto, flags):
+        """Remember the offerer's SDES lines; our a=crypto lines towards the
+        recipient ``d``, in rtpengine 10.5's order: the line already
+        negotiated with ``d`` (a re-INVITE keeps it: same tag, same key),
+        the offerer's usable lines with their tags and keys (so SRTP can
+        pass through), then every other suite with a new key, tags counting
+        on from the highest so far."""
+        log = self._log_unusable(flags)
+        usable = []
+        for c in lines:
+            if not sdes.allowed(c.suite, flags.sdes):
+                continue
+            reason = c.unusable()
+            if reason:
+                log(c, reason)
+            else:
+                usable.append(c)
+        s.crypto_candidates = tuple(usable)
+        suites = sdes.offer_suites(flags.sdes) if is_srtp_profile(out_proto) else []
+        out = []
+        kept = d.crypto_local
+        if kept is not None and kept.suite in suites:
+            out.append(sdes.Crypto(kept.tag, kept.suite, (sdes.KeyParams(kept.key),)))
+        for c in s.crypto_candidates:
+            if c.suite in suites and all(o.suite != c.suite and o.tag != c.tag for o in out):
+                out.append(sdes.Crypto(c.tag, c.suite, (sdes.KeyParams(c.key),), c.params))
+        tag = max([c.tag for c in out], default=0)
+        for suite in suites:
+            if all(o.suite != suite for o in out):
+                tag += 1
+                out.append(sdes.generate(tag, suite))
+        d.crypto_offered = tuple(out)
+        return out
+
+    def _sdes_answer(self, lines, s, d, out_proto, flags):
+        """Apply the answerer's a=crypto to what we offered it; our line
+        towards the offerer ``d``: its first usable suite with our key, or,
+        when the answerer took a line we passed through from the offerer,
+        that line with the answerer's key (SRTP passes through unchanged)."""
+        s.crypto_remote = s.crypto_local = None
+        if s.crypto_offered:
+            offered = {c.tag: c for c in s.crypto_offered}
+            for c in lines:
+                mine = offered.get(c.tag)
+                if mine is None or mine.suite != c.suite:
+                    self.log.info("[{call_id}] answer's a=crypto:{tag} {suite} was not "
+                                  "offered, ignoring", call_id=flags.call_id, tag=c.tag,
+                                  suite=c.suite)
+                    continue
+                reason = c.unusable()
+                if reason:
+                    self._log_unusable(flags)(c, reason)
+                    continue
+                s.crypto_remote, s.crypto_local = c, mine
+                break
+        old = d.crypto_local
+        d.crypto_remote = d.crypto_local = None
+        if not is_srtp_profile(out_proto):
+            return []
+        candidates = [c for c in d.crypto_candidates if sdes.allowed(c.suite, flags.sdes)]
+        chosen, key = None, None
+        if s.crypto_local is not None:
+            for c in candidates:
+                if c.suite == s.crypto_local.suite and c.key == s.crypto_local.key:
+                    chosen, key = c, s.crypto_remote.key
+                    break
+        if chosen is None:
+            chosen = sdes.choose(candidates)
+            if chosen is None:
+                return []
+        if key is None:
+            if old is not None and old.suite == chosen.suite:
+                key = old.key      # a re-INVITE keeps our key for that suite
+            else:
+                key = sdes.generate(chosen.tag, chosen.suite).key
+        d.crypto_remote = chosen
+        d.crypto_local = sdes.Crypto(chosen.tag, chosen.suite, (sdes.KeyParams(key),),
+                                     chosen.params)
+        return [d.crypto_local]
 
     def _codec_ops(self, flags, section, offerer_media):
         """Codec filtering: the request's strip/mask/offer/except, and in an

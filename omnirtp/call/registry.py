@@ -109,9 +109,29 @@ class CallRegistry:
         d.addErrback(lambda f: self.log.failure("releasing {call_id}", f, call_id=call.call_id))
         return d
 
-    def schedule_deletion(self, call, delay):
-        """Delete ``call`` after ``delay`` seconds; it relays until then."""
-        call.deletion_at = self.clock.seconds() + delay
+    def schedule_deletion(self, call, delay, monologues=None):
+        """Delete ``call``, or only its ``monologues``, after ``delay``
+        seconds; they relay until then (offer or answer cancels it)."""
+        at = self.clock.seconds() + delay
+        if monologues is None:
+            call.deletion_at = at
+        for ml in monologues or ():
+            ml.deletion_at = at
+
+    def remove_monologues(self, call, gone):
+        """Remove the monologues ``gone`` from ``call`` now and release their
+        ports; whoever talked to one of them talks to another monologue
+        still associated with it.  The whole call goes (terminated) when
+        no association is left.  Returns a Deferred."""
+        remaining = [m for m in call.monologues if m not in gone]
+        if not any(m.peer in remaining for m in remaining):
+            return self.destroy(call, REASON_TERMINATED)
+        for m in remaining:
+            if m.peer in gone:
+                m.peer = next((r for r in remaining if r.peer is m), None)
+        keys = [m.rtp_key for ml in gone for m in ml.port_medias()]
+        call.monologues = remaining
+        return self.engine.release(call.call_id, keys)
 
     def calls_lost(self, call_ids, reason="worker died"):
         """The media engine lost these calls (a worker died): drop them."""
@@ -150,6 +170,13 @@ class CallRegistry:
                 reason = REASON_FINAL
             else:
                 reason = self._idle_reason(call, stats.get(call.call_id, {}), now)
+            due = [ml for ml in call.monologues
+                   if ml.deletion_at is not None and now >= ml.deletion_at]
+            if reason is None and due:
+                yield self.remove_monologues(call, due)
+                if self.calls.get(call.call_id) is not call:
+                    self.account(call, stats.get(call.call_id, {}))
+                continue
             if reason is not None:
                 self.account(call, stats.get(call.call_id, {}))
                 yield self.destroy(call, reason)

@@ -193,7 +193,7 @@ OPTIONS = (
     _o("dtls-cert-cipher", None, STR, None, N, "DTLS certificate key type"),
     _o("dtls-mtu", None, INT, 1200, N, "DTLS MTU"),
     _o("dtls-ciphers", None, STR, None, N, "DTLS cipher list"),
-    _o("dtls-signature", None, STR, None, N, "DTLS fingerprint hash"),
+    _o("dtls-signature", None, STR, None, N, "DTLS certificate signature hash"),
     _o("software-id", None, STR, None, N, "software name shown to peers"),
     _o("dtx-delay", None, INT, None, N, "milliseconds before DTX handling starts"),
     _o("max-dtx", None, INT, None, N, "longest DTX handling"),

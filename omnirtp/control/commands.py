@@ -111,39 +111,47 @@ class Dispatcher:
                 yield registry.destroy(call, REASON_TERMINATED)
             else:
                 registry.schedule_deletion(call, delay)
+        elif delay > 0:
+            registry.schedule_deletion(call, delay, targets)
         else:
-            keys = [m.rtp_key for ml in targets for m in ml.port_medias()]
-            for ml in targets:
-                call.monologues.remove(ml)
-            yield self.engine.release(call.call_id, keys)
+            yield registry.remove_monologues(call, targets)
         return reply
 
     def _delete_targets(self, call, flags):
-        """"all", a list of monologues to remove, or None (no match)."""
-        if not flags.from_tag and not flags.via_branch:
+        """"all", a list of monologues to remove, or None (no match).
+
+        As rtpengine 10.5 picks them: without a from-tag the whole call;
+        else the via-branch's monologue when no to-tag is given, the
+        to-tag's when one is (10.5 needs no ``to-tag`` flag for that), else
+        the from-tag's.  The monologues associated with it that keep no
+        other association go with it (now, or after the delete delay); when
+        no association is left at all, the whole call goes."""
+        if not flags.from_tag:
             return "all"
         ml = None
-        honour_to = flags.has("to-tag") and flags.to_tag
-        if flags.via_branch and not honour_to:
+        if flags.via_branch and not flags.to_tag:
             ml = call.find_branch(flags.via_branch)
         if ml is None:
-            ml = call.find(flags.to_tag if honour_to else flags.from_tag)
+            ml = call.find(flags.to_tag or flags.from_tag)
+        if ml is None and flags.via_branch:
+            ml = call.find_branch(flags.via_branch)
         if ml is None:
-            if honour_to:
+            if flags.to_tag:
                 other = call.find(flags.from_tag)
                 if other is not None and other.peer is not None and not other.peer.tagged:
                     return "all"
             return None
+
+        def associates(x):
+            return {m for m in call.monologues if m is not x and (m.peer is x or x.peer is m)}
+
         gone = {ml}
-        for other in call.monologues:
-            if other.peer is ml:
+        for other in associates(ml):
+            if not associates(other) - {ml}:
                 gone.add(other)
         remaining = [m for m in call.monologues if m not in gone]
         if not any(m.peer in remaining for m in remaining):
             return "all"
-        for m in remaining:
-            if m.peer in gone:
-                m.peer = next((r for r in remaining if r.peer is m), None)
         return list(gone)
 
     @defer.inlineCallbacks
@@ -188,6 +196,7 @@ class Dispatcher:
                                                "last_packet": call.last_signal,
                                                "endpoint": None, "confirmed": False}
                         sflags = [kind]
+                        suite = m.srtp_in["suite"] if m.srtp_in else None
                         if kind == "RTCP" and m.mux:
                             sflags.append("fallback RTCP")
                         if c.get("endpoint"):
@@ -205,6 +214,8 @@ class Dispatcher:
                             "stats": {"packets": c["packets"], "bytes": c["bytes"],
                                       "errors": c["errors"]},
                         })
+                        if suite:
+                            streams[-1]["crypto suite"] = suite
                         t = totals[kind]
                         t["packets"] += c["packets"]
                         t["bytes"] += c["bytes"]
@@ -214,6 +225,8 @@ class Dispatcher:
                     mflags.append("initialized")
                 if m.mux:
                     mflags.append("rtcp-mux")
+                if m.srtp_in:
+                    mflags.append("SDES")
                 medias.append({"index": m.index, "type": m.type,
                                "protocol": m.protocol or "", "flags": mflags,
                                "streams": streams})

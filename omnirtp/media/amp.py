@@ -96,7 +96,11 @@ class ChunkedJSON(amp.Argument):
 
 
 class SocketConfigs(ChunkedJSON):
-    """``configure``'s list of socket dicts (address tuples restored)."""
+    """``configure``'s list of socket dicts (address tuples restored).
+
+    Every other key travels as JSON unchanged, the ``srtp_in`` /
+    ``srtp_out`` crypto dicts included; a key that is absent stays absent
+    (for those two, absent and None mean different things)."""
 
     def fromJSON(self, value):
         out = []

@@ -27,6 +27,15 @@ K_HANDOVER = "handover"
 K_ASYMMETRIC = "asymmetric"
 K_RESET = "reset"
 K_TOS = "tos"
+K_SRTP_IN = "srtp_in"
+K_SRTP_OUT = "srtp_out"
+
+#: configure keys that name transform parameters: key -> (factory kind,
+#: which of the socket's step lists it fills, the factory method building it)
+TRANSFORM_KEYS = {
+    K_SRTP_IN: ("srtp", "inbound", "inbound"),
+    K_SRTP_OUT: ("srtp", "outbound", "outbound"),
+}
 
 
 def _key(value, what):
@@ -61,13 +70,20 @@ class EmbeddedEngine:
     ``interfaces`` maps each local address it may bind to a
     ``(port_min, port_max)`` range.  ``bind(address, port)`` returns a
     bound non-blocking UDP socket (default :func:`omnirtp.media.relay.bind_udp`;
-    tests pass a fake); ``rng`` shuffles the port pools.
+    tests pass a fake); ``rng`` shuffles the port pools.  ``transforms``
+    maps a kind (``"srtp"``) to its ``ITransformFactory``; None: the
+    plugins of ``omnirtp.plugins``, found when a configuration first asks
+    for a transform.
     """
 
     log = Logger()
 
-    def __init__(self, reactor, interfaces, bind=None, rng=None, poller=None):
+    def __init__(self, reactor, interfaces, bind=None, rng=None, poller=None, transforms=None):
         self._reactor = reactor
+        self._factories = transforms
+        self._unusable = {}
+        #: (addr, port) -> {configure key: (params, step)} of sockets with steps
+        self._steps = {}
         self._bind = bind if bind is not None else bind_media
         self._real = bind is None
         # real sockets are read through one epoll (MediaPoller); a test's
@@ -232,6 +248,59 @@ class EmbeddedEngine:
             raise ValueError("%s socket %s:%d is not bound here" % ((name,) + key))
         return relay
 
+    def _factory(self, key, kind):
+        """The ``ITransformFactory`` of ``kind`` (ValueError if none here)."""
+        if self._factories is None:
+            from omnirtp.media.transforms import discover
+
+            self._factories, self._unusable = discover()
+        factory = self._factories.get(kind)
+        if factory is None:
+            reason = self._unusable.get(kind, "no %r transform plugin found" % (kind,))
+            raise ValueError("%s: %s" % (key, reason))
+        return factory
+
+    def _plan_steps(self, relay, entry):
+        """The step changes an entry asks for: ``{configure key: (params,
+        step) or None}`` for the keys it names whose parameters differ from
+        those in force (None: remove).  Steps are built here, so a bad entry
+        fails before anything is applied."""
+        changes = {}
+        current = self._steps.get(relay.local, {})
+        for key, (kind, slot, method) in TRANSFORM_KEYS.items():
+            if key not in entry:
+                continue  # absent: unchanged
+            params = entry[key]
+            old = current.get(key)
+            if params is None:
+                if old is not None:
+                    changes[key] = None
+                continue
+            factory = self._factory(key, kind)
+            try:
+                factory.check(params)
+            except ValueError as e:
+                raise ValueError("%s of %s:%d: %s" % ((key,) + relay.local + (e,))) from None
+            if old is not None and old[0] == params:
+                continue  # the same key: keep the running context
+            changes[key] = (dict(params), getattr(factory, method)(params))
+        return changes
+
+    def _apply_steps(self, relay, changes):
+        current = self._steps.setdefault(relay.local, {})
+        for key, value in changes.items():
+            if value is None:
+                current.pop(key, None)
+            else:
+                current[key] = value
+        if not current:
+            del self._steps[relay.local]
+        lists = {"inbound": [], "outbound": []}
+        for key, (_kind, slot, _method) in TRANSFORM_KEYS.items():
+            if key in current:
+                lists[slot].append(current[key][1])
+        relay.set_transforms(inbound=lists["inbound"], outbound=lists["outbound"])
+
     def _configure(self, call_id, entries):
         pairs = self._calls.get(call_id)
         if pairs is None:
@@ -272,10 +341,18 @@ class EmbeddedEngine:
                         reset=bool(entry.get(K_RESET, False)),
                         tos=tos,
                     ),
+                    self._plan_steps(relay, entry),
                 )
             )
-        for relay, kwargs in plan:
+        for relay, kwargs, changes in plan:
             relay.configure(**kwargs)
+            if changes:
+                self._apply_steps(relay, changes)
+        if any(changes for _relay, _kwargs, changes in plan):
+            # the chains follow peers and rtcp_peers across the whole call
+            for rtp, rtcp in pairs.values():
+                rtp.update_pipeline()
+                rtcp.update_pipeline()
 
     def _release(self, call_id, keys):
         pairs = self._calls.get(call_id)
@@ -297,6 +374,7 @@ class EmbeddedEngine:
                 gone.add(relay)
                 self._released.add(relay)
                 del self._sockets[relay.local]
+                self._steps.pop(relay.local, None)
                 relay.close()
             self._pools[key[0]].release(key[1])
         if gone:
@@ -307,5 +385,7 @@ class EmbeddedEngine:
                         relay.peer = None
                     if relay.rtcp_peer in gone:
                         relay.rtcp_peer = None
+                    if relay.pipeline is not None:
+                        relay.update_pipeline()
         if not pairs:
             del self._calls[call_id]

@@ -22,6 +22,14 @@ A socket faces one party.  ``endpoint`` is that party's address: packets
 received here is sent out of ``peer`` (the socket facing the other party)
 to ``peer.endpoint``.  How ``endpoint`` follows the source of received
 packets is the learning policy (ng-spec §3.10); see :meth:`RelaySocket._learn`.
+
+Transforms (SRTP, later a recording tap or a transcoder) are steps a socket
+owns (``inbound``, ``middle``, ``outbound``); a socket whose packets run any
+step has a ``pipeline`` and leaves the fast paths: ``_out`` stays -1 so the
+poller hands its datagrams to :meth:`RelaySocket.connected`, and
+``_forward`` tests that one slot before its plain code, so a plain socket
+pays a single attribute test on the full path and nothing on the inline
+path.  See :meth:`RelaySocket.update_pipeline` and docs/architecture.md.
 """
 
 import os
@@ -133,6 +141,11 @@ class RelaySocket:
         "_more",
         "reading",
         "tos",
+        # transforms (see update_pipeline)
+        "inbound",
+        "middle",
+        "outbound",
+        "pipeline",
         # source policy
         "endpoint",
         "sdp_endpoint",
@@ -179,6 +192,17 @@ class RelaySocket:
         #: called as ``other(relay, data, source)`` for datagrams that are not
         #: RTP/RTCP (STUN, DTLS) instead of counting them as junk; None: junk
         self.other = None
+        #: IPacketTransform steps this socket owns: ``inbound`` for what it
+        #: receives from its party (SRTP unprotect), ``middle`` for what it
+        #: receives once plain (a recording tap, a transcoder), ``outbound``
+        #: for what it sends to its party (SRTP protect)
+        self.inbound = ()
+        self.middle = ()
+        self.outbound = ()
+        #: None (plain: the fast paths) or the chains a received packet runs,
+        #: ``(rtp_steps, rtcp_steps)``: tuples of the steps' bound ``rtp`` /
+        #: ``rtcp`` methods.  Kept by :meth:`update_pipeline`.
+        self.pipeline = None
         self._sock = sock
         self._fd = sock.fileno()
         self._recvfrom = sock.recvfrom
@@ -247,6 +271,7 @@ class RelaySocket:
             self.set_tos(tos)
         self._set_peer(peer)
         self.rtcp_peer = rtcp_peer
+        self.update_pipeline()
         self.learning = learning
         self.strict = bool(strict)
         self.handover = bool(handover)
@@ -289,17 +314,66 @@ class RelaySocket:
 
     def _update_out(self):
         """Recompute ``_out`` (see ``__init__``); called whenever the
-        endpoint's confirmation, ``peer``, ``rtcp_peer`` or the peer's
-        companion changes."""
+        endpoint's confirmation, ``peer``, ``rtcp_peer``, the peer's
+        companion or the pipeline changes.  A socket with a pipeline never
+        takes the inline path."""
         peer = self.peer
-        if peer is not None and self.confirmed and self.rtcp_peer is None:
+        if (peer is not None and self.confirmed and self.rtcp_peer is None
+                and self.pipeline is None):
             self._out = peer._cfd
         else:
             self._out = -1
 
+    # -- transforms (off the per-packet path) -----------------------------
+
+    def set_transforms(self, inbound=None, middle=None, outbound=None):
+        """Set the steps this socket owns (``None``: leave that list as it
+        is; see ``__init__``), then recompute this socket's pipeline and
+        that of every socket that sends out of this one."""
+        if inbound is not None:
+            self.inbound = tuple(inbound)
+        if middle is not None:
+            self.middle = tuple(middle)
+        if outbound is not None:
+            self.outbound = tuple(outbound)
+        self.update_pipeline()
+        for feeder in self._feeders:
+            feeder.update_pipeline()
+
+    def update_pipeline(self):
+        """Recompute :attr:`pipeline` from the steps of this socket and of
+        the sockets it sends out of.
+
+        A packet received here (from this socket's party X) and sent out of
+        the peer P (to party Y) runs this socket's ``inbound`` steps (X's
+        SRTP undone), its ``middle`` steps, then P's ``outbound`` steps (Y's
+        SRTP applied).  RTCP split off to ``rtcp_peer`` runs that socket's
+        ``outbound`` steps instead of P's.  No step at all: ``pipeline`` is
+        None and the plain fast paths apply.  Called by :meth:`configure`
+        and :meth:`set_transforms`; the engine calls it for every socket of
+        a call after a configuration (an ``rtcp_peer``'s steps are not
+        followed otherwise)."""
+        head = self.inbound + self.middle
+        peer = self.peer
+        rtcp_peer = self.rtcp_peer if self.rtcp_peer is not None else peer
+        rtp_steps = head + (peer.outbound if peer is not None else ())
+        rtcp_steps = head + (rtcp_peer.outbound if rtcp_peer is not None else ())
+        if rtp_steps or rtcp_steps:
+            self.pipeline = (tuple(t.rtp for t in rtp_steps), tuple(t.rtcp for t in rtcp_steps))
+        else:
+            self.pipeline = None
+        self._update_out()
+
+    def transform_counters(self):
+        """``{name: counters}`` of the steps this socket owns (plain data)."""
+        out = {}
+        for step in self.inbound + self.middle + self.outbound:
+            out[step.name] = step.counters()
+        return out
+
     def counters(self):
         """The socket's counters as plain data (see ``IMediaEngine.stats``)."""
-        return {
+        counters = {
             "packets": self.packets,
             "bytes": self.bytes,
             "errors": self.errors,
@@ -307,6 +381,9 @@ class RelaySocket:
             "endpoint": self.endpoint,
             "confirmed": self.confirmed,
         }
+        if self.inbound or self.middle or self.outbound:
+            counters["transforms"] = self.transform_counters()
+        return counters
 
     def start(self):
         """Start reading (through the poller, else ``reactor.addReader``)."""
@@ -339,6 +416,8 @@ class RelaySocket:
         self.rtcp_peer = None
         self._out = -1
         self.other = None
+        self.inbound = self.middle = self.outbound = ()
+        self.pipeline = None
         if self._fd >= 0:
             self._fd = -1
             self._sock.close()
@@ -443,7 +522,12 @@ class RelaySocket:
         that socket's companion, else ``sendto`` its endpoint.  What cannot
         be sent (no peer, no endpoint, a send error) is counted in
         ``errors``.  The paths of :meth:`read` and :meth:`connected`; the
-        poller's inline path does the common case itself."""
+        poller's inline path does the common case itself.  A socket with a
+        pipeline goes to :meth:`_forward_pipeline` (one slot test here: the
+        plain path pays nothing more)."""
+        if self.pipeline is not None:
+            self._forward_pipeline(data)
+            return
         peer = self.peer
         if self.rtcp_peer is not None and 191 < data[1] < 224:
             peer = self.rtcp_peer
@@ -460,6 +544,65 @@ class RelaySocket:
                 self.errors += 1
         except OSError:
             self.errors += 1
+
+    def _forward_pipeline(self, data):
+        """:meth:`_forward` for a socket with a pipeline: the packet runs
+        the RTP or RTCP chain (by payload type, 192-223 is RTCP), then goes
+        out as in :meth:`_forward`.  A step that returns None dropped the
+        packet and counted why; the socket counts it in ``errors`` as every
+        datagram it does not forward.  A step that raises (it must not) is
+        counted the same way, so nothing escapes to the poller."""
+        rtp_steps, rtcp_steps = self.pipeline
+        if 191 < data[1] < 224:
+            steps = rtcp_steps
+            peer = self.rtcp_peer
+            if peer is None:
+                peer = self.peer
+        else:
+            steps = rtp_steps
+            peer = self.peer
+        if peer is None:
+            self.errors += 1
+            return
+        try:
+            for step in steps:
+                data = step(data)
+                if data is None:
+                    self.errors += 1
+                    return
+            if peer._cfd >= 0:
+                _write(peer._cfd, data)
+            elif peer.endpoint is not None:
+                peer._sendto(data, peer.endpoint)
+            else:
+                self.errors += 1
+        except Exception:
+            self.errors += 1
+
+    # -- sending for the non-RTP handlers (STUN, DTLS) ---------------------
+
+    def send(self, data, address):
+        """Send ``data`` from this socket to ``address`` (the handlers of
+        :attr:`other`, e.g. an ICE agent's STUN).  Returns False if it
+        could not be sent (counted in ``errors``), else True."""
+        try:
+            if self._cfd >= 0 and address == self._conn_ep:
+                _write(self._cfd, data)
+            else:
+                self._sendto(data, address)
+        except (OSError, TypeError, ValueError):
+            self.errors += 1
+            return False
+        return True
+
+    def send_endpoint(self, data):
+        """Send ``data`` from this socket to its current endpoint (e.g. a
+        DTLS endpoint's records); False if there is none or it failed."""
+        endpoint = self.endpoint
+        if endpoint is None:
+            self.errors += 1
+            return False
+        return self.send(data, endpoint)
 
     # -- the connected companion (off the per-packet path) ------------------
 

@@ -25,11 +25,13 @@ Media section (not rejected)::
                                   among the other attributes)
     a=rtcp:<port>[ IN IP4 <addr>]
     a=rtcp-mux
+    a=crypto:...                 (the planned SDES lines, in order)
     a=ptime:<n>
     a=ice-ufrag, a=ice-pwd, [a=ice-options:trickle], a=candidate..., [a=end-of-candidates]
 
-A rejected section (port 0) is the bare ``m=`` line.  Crypto, fingerprint,
-setup and tls-id lines are never generated here yet (SRTP issue).
+A rejected section (port 0) is the bare ``m=`` line.  The input's crypto,
+fingerprint, setup and tls-id lines are always dropped; ``a=crypto`` lines
+come only from the plan (fingerprint/setup: DTLS, a later increment).
 Output lines end in CRLF.
 """
 
@@ -74,6 +76,7 @@ class MediaPlan:
     ``protocol`` None keeps the input's.  ``direction`` None keeps the input's
     direction lines unchanged (``original sendrecv``).  ``ice``: ``"remove"``
     strips ICE lines, an :class:`IcePlan` replaces them, None keeps them.
+    ``crypto``: the ``a=crypto`` values to write (SDES), after ``a=rtcp-mux``.
     """
 
     port: int
@@ -87,6 +90,7 @@ class MediaPlan:
     ptime: int = None
     keep_mid: bool = True
     keep_zero_address: bool = True
+    crypto: list = field(default_factory=list)   # values after "a=crypto:"
 
 
 @dataclass
@@ -247,6 +251,7 @@ def _media_lines(sd, media, mplan, plan):
             out.append("a=rtcp:%d" % mplan.rtcp_port)
     if mplan.rtcp_mux:
         out.append("a=rtcp-mux")
+    out.extend("a=crypto:" + c for c in mplan.crypto)
     if mplan.ptime:
         out.append("a=ptime:%d" % mplan.ptime)
     ice = mplan.ice

@@ -10,6 +10,8 @@ compared.  An RTCP port that is a known RTP port + 1 is written
 ``{PORT3+1}``.  Session versions in ``o=`` get ``{VERSION<n>}`` the same way.
 Line endings become ``\\n``; port 0 (rejected media) and ports listed in
 ``keep_ports`` (the peers' own ports, echoed in some outputs) stay as they are.
+SDES keys that the peers themselves sent (:meth:`Normaliser.keep_input`) stay
+as they are too, so passing a peer's key on differs from making a new one.
 
 Command line: ``python -m omnirtp.test.sdpnorm FILE...`` prints the
 normalised SDP of each file.
@@ -20,7 +22,7 @@ import sys
 
 _CANDIDATE = re.compile(
     r"^a=candidate:(\S+) (\d+) (\S+) (\d+) (\S+) (\d+) typ (\S+)(.*)$")
-_CRYPTO = re.compile(r"^(a=crypto:\d+ \S+ inline:)([^|\s]+)(.*)$")
+_CRYPTO = re.compile(r"^(a=crypto:\d+ \S+ inline:)([^|\s=]+)(.*)$")  # base64 padding stays visible
 
 
 class Normaliser:
@@ -28,7 +30,17 @@ class Normaliser:
 
     def __init__(self, keep_ports=()):
         self.keep_ports = set(keep_ports)
+        self.keep_keys = set()
         self._maps = {}
+
+    def keep_input(self, sdp):
+        """Keep the a=crypto keys of ``sdp`` (a request's SDP) literally."""
+        if isinstance(sdp, bytes):
+            sdp = sdp.decode("utf-8", "surrogateescape")
+        for line in re.split(r"\r\n|\n|\r", sdp or ""):
+            match = _CRYPTO.match(line)
+            if match:
+                self.keep_keys.add(match.group(2))
 
     def _token(self, kind, value):
         table = self._maps.setdefault(kind, {})
@@ -84,7 +96,10 @@ class Normaliser:
             return "a=fingerprint:%s %s" % (algo, self._token("FINGERPRINT", fp))
         match = _CRYPTO.match(line)
         if match:
-            return match.group(1) + self._token("KEY", match.group(2)) + match.group(3)
+            key = match.group(2)
+            if key not in self.keep_keys:
+                key = self._token("KEY", key)
+            return match.group(1) + key + match.group(3)
         match = _CANDIDATE.match(line)
         if match:
             found, comp, transport, prio, addr, port, typ, rest = match.groups()

@@ -214,6 +214,29 @@ class CommandTests(SynchronousTestCase):
         self.assertIsInstance(got[0]["endpoint"], tuple)
         self.assertIsNone(got[1]["peer"])
 
+    def test_configureCarriesSrtpKeys(self):
+        """srtp_in / srtp_out crypto dicts (and None) cross AMP unchanged;
+        an entry without them arrives without them (absent != None)."""
+        crypto = {"suite": "AEAD_AES_128_GCM", "key": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw=="}
+        sockets = [
+            {"local": (IP, 40000), "peer": (IP, 40002), "srtp_in": crypto, "srtp_out": None},
+            {"local": (IP, 40002), "peer": (IP, 40000)},
+        ]
+        self.successResultOf(self.link.call(commands.Configure, call_id="c1", sockets=sockets))
+        [(_, got)] = self.engine.configured
+        self.assertEqual(got, sockets)
+        self.assertNotIn("srtp_in", got[1])
+
+    def test_statsCarryTransformCounters(self):
+        """A socket's ``transforms`` counters cross AMP as plain data."""
+        counters = {"packets": 3, "bytes": 300, "errors": 2, "last_packet": 1.5,
+                    "endpoint": ("10.0.0.1", 5000), "confirmed": True,
+                    "transforms": {"srtp-unprotect": {"auth-failures": 1, "replays": 1,
+                                                      "errors": 0}}}
+        self.engine.stats_value = {"c1": {(IP, 40000): counters}}
+        result = self.successResultOf(self.link.call(commands.Stats, call_id="c1"))
+        self.assertEqual(result["stats"], {"c1": {(IP, 40000): counters}})
+
     def test_releaseWholeCallAndSomeSockets(self):
         self.successResultOf(self.link.call(commands.Release, call_id="c1", sockets=None))
         self.successResultOf(

@@ -182,6 +182,54 @@ class RegistryTests(SynchronousTestCase):
         self.assertNotIn("c1", self.registry.calls)
         self.assertEqual(self.registry.closed["terminated"], 1)
 
+    def forked_call(self, call_id):
+        """A caller ``a`` whose offer forked to ``b1`` and ``b2``; ``b2``
+        answered last (``a`` talks to ``b2``)."""
+        call = answered_call(self.registry, self.engine, call_id)
+        caller, b1 = call.monologues
+        b2 = Monologue("b2", self.clock.seconds())
+        m = Media(1, "audio", Interface("default", "127.0.0.1"))
+        m.rtp_port = self.engine.allocate(call_id, "127.0.0.1", 1).result[0]
+        b2.medias.append(m)
+        call.monologues.append(b2)
+        caller.peer, b2.peer = b2, caller
+        return call, caller, b1, b2
+
+    def test_delayedBranchDeletion(self):
+        """A branch scheduled for deletion relays until its delay has passed,
+        then only its ports go; the call and the other branch stay."""
+        call, caller, b1, b2 = self.forked_call("c1")
+        self.registry.schedule_deletion(call, 1.5, [b1])
+        self.engine.last_packet["c1"] = self.clock.seconds()
+        self.clock.advance(1)
+        self.registry.sweep()
+        self.assertEqual(call.monologues, [caller, b1, b2])
+        self.clock.advance(1)
+        self.engine.last_packet["c1"] = self.clock.seconds()
+        self.registry.sweep()
+        self.assertEqual(call.monologues, [caller, b2])
+        self.assertEqual(self.engine.held["c1"],
+                         [("127.0.0.1", m.rtp_port) for m in caller.medias + b2.medias])
+        self.assertEqual(self.registry.closed["terminated"], 0)
+
+    def test_delayedDeletionOfLastAssociation(self):
+        """When the monologues scheduled for deletion leave no association,
+        the whole call goes, counted as terminated; whoever talked to a
+        removed monologue is pointed at one that remains."""
+        call, caller, b1, b2 = self.forked_call("c1")
+        self.registry.schedule_deletion(call, 1, [b2])
+        self.clock.advance(1)
+        self.engine.last_packet["c1"] = self.clock.seconds()
+        self.registry.sweep()
+        self.assertEqual((call.monologues, caller.peer), ([caller, b1], b1))
+        self.registry.schedule_deletion(call, 1, [caller, b1])
+        self.clock.advance(1)
+        self.engine.last_packet["c1"] = self.clock.seconds()
+        self.registry.sweep()
+        self.assertNotIn("c1", self.registry.calls)
+        self.assertNotIn("c1", self.engine.held)
+        self.assertEqual(self.registry.closed["terminated"], 1)
+
     def test_loopingSweep(self):
         """start() sweeps once a second on the injected clock."""
         answered_call(self.registry, self.engine, "c1")

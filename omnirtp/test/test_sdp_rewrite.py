@@ -312,3 +312,29 @@ class HelperTests(SynchronousTestCase):
         self.assertEqual((ops.strip, ops.mask, ops.offer, ops.except_),
                          (("PCMU", "PCMA"), ("opus",), ("x",), ("G722",)))
         self.assertFalse(CodecOps())
+
+
+class CryptoLayoutTests(SynchronousTestCase):
+    """a=crypto lines where rtpengine 10.5 writes them (SDES corpus cases)."""
+
+    def check(self, case, step, plan):
+        self.assertEqual(run(case, step, plan), expected(case, step))
+
+    def crypto(self, *suites):
+        from omnirtp.sdp import crypto
+        return [crypto.generate(i, s).format() for i, s in enumerate(suites, 1)]
+
+    def test_offer_towards_savp(self):
+        """After a=rtcp (and a=rtcp-mux), before a=ptime; the input's have gone."""
+        self.check("sdes_avp_to_savp", 0, session(audio(
+            ptime=20, protocol="RTP/SAVP", crypto=self.crypto(
+                "AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"))))
+
+    def test_offer_with_ice_and_mux(self):
+        self.check("sdes_savpf_ice_mux", 0, session(audio(
+            ptime=20, protocol="RTP/SAVPF", rtcp_mux=True, ice=ice_force(40000),
+            crypto=self.crypto("AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80",
+                               "AES_CM_128_HMAC_SHA1_32"))))
+
+    def test_input_crypto_dropped(self):
+        self.check("sdes_offer_plain_out", 0, session(audio(protocol="RTP/AVP")))

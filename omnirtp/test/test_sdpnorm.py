@@ -54,3 +54,38 @@ class NormaliserTests(SynchronousTestCase):
                       "a=fingerprint:sha-256 AB:CD\r\n"),
             "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY1}|2^20\n"
             "a=fingerprint:sha-256 {FINGERPRINT1}\n")
+
+    def test_peer_keys_kept(self):
+        """Keys a peer sent stay literal: passing them on differs from new ones."""
+        n = Normaliser()
+        n.keep_input("v=0\r\na=crypto:5 AES_CM_128_HMAC_SHA1_80 inline:PEERKEY|2^20\r\n")
+        n.keep_input(None)
+        self.assertEqual(
+            n.normalise("a=crypto:5 AES_CM_128_HMAC_SHA1_80 inline:PEERKEY\r\n"
+                        "a=crypto:6 AEAD_AES_128_GCM inline:OURKEY\r\n"),
+            "a=crypto:5 AES_CM_128_HMAC_SHA1_80 inline:PEERKEY\n"
+            "a=crypto:6 AEAD_AES_128_GCM inline:{KEY1}\n")
+
+    def test_crypto_padding_visible(self):
+        self.assertEqual(normalise("a=crypto:1 AEAD_AES_128_GCM inline:abcdef==|2^31\r\n"),
+                         "a=crypto:1 AEAD_AES_128_GCM inline:{KEY1}==|2^31\n")
+
+
+class CorpusDiffersTests(SynchronousTestCase):
+    """corpus.Case.expected_for_omnirtp: replaced, dropped and whole steps."""
+
+    def test_changes(self):
+        from omnirtp.test.corpus import Case
+        want = [{"result": "ok", "sdp": ["m=audio {PORT1} RTP/SAVP 0", "a=crypto:1 A",
+                                         "a=crypto:2 B inline:{KEY2}", "a=crypto:10 C"]},
+                {"result": "ok", "sdp": ["v=0"]}]
+        case = Case("x", [], differs={
+            0: [("a=crypto:1 ", None), ("crypto:2 B inline:{KEY2}", "crypto:1 B inline:{KEY1}")],
+            1: {"result": "error", "error-reason": "why"}})
+        self.assertEqual(case.expected_for_omnirtp(want), [
+            {"result": "ok", "sdp": ["m=audio {PORT1} RTP/SAVP 0", "a=crypto:1 B inline:{KEY1}",
+                                     "a=crypto:10 C"]},
+            {"result": "error", "error-reason": "why"}])
+        self.assertEqual(want[0]["sdp"][1], "a=crypto:1 A")   # the fixture is untouched
+        with self.assertRaises(ValueError):
+            Case("x", [], differs={1: [("nothing", None)]}).expected_for_omnirtp(want)

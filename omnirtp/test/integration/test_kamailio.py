@@ -1,46 +1,403 @@
 """The real-client check: Kamailio 5.6 + SIPp calls through the media proxy.
 
-A SIPp UAC places calls through Kamailio (its ``rtpengine`` module pointed at
-the proxy's ng port) to a SIPp UAS.  Both ends send a PCMU stream (SIPp's
-``play_pcap_audio``) to the address the proxy put into the SDP.  A call
-passes when SIPp counts it successful; the run passes when every call did
-and the RTP datagrams that dumpcap saw going into and out of the proxy's
-port range agree with each other, with what the two ends sent, and with the
-proxy's own ng counters (``query`` ``totals``).
+SIPp callers place calls through Kamailio (its ``rtpengine`` module pointed
+at the proxy's ng port) to a SIPp callee.  SIPp does the signalling only;
+the media comes from this test's own RTP endpoints, one UDP socket per call
+and side, whose ports the SIPp injection files put into each call's SDP.
+SIPp writes the proxy's address out of every SDP it receives to an events
+file (``<exec>``); the test reads it, sends each call's RTP to the proxy
+and records what every endpoint receives.  Every RTP packet is unique to
+its call, side and phase (SSRC and payload), so the verdict is exact: each
+endpoint must receive every packet the other side of its own call sent,
+once, from the proxy's address in its SDP, and nothing else (none of its
+own, none of another call's).  A proxy that echoes packets back or mixes
+calls up fails.
+
+The flows, all in one run per Kamailio route:
+
+* ``basic``: ``CALLS`` calls, both sides talk, caller hangs up;
+* ``hold``: one call put on hold by a re-INVITE (``a=sendonly``, the caller
+  keeps sending) and resumed (``a=sendrecv``, both talk again);
+* ``cancel``: one call CANCELled while it rings (INVITE, 180, CANCEL, 487);
+* ``reject``: one call answered 486 after ringing.
+
+The proxy runs with ``--delete-delay=0``, so when everything is over it
+must list no call at all: BYE, CANCEL and the failure route each deleted
+their session.  Each call is queried while it is up: the CANCELled and the
+rejected one while they ring (the offer created them), the others once
+their media is complete, whose ``totals`` must count exactly the RTP
+datagrams that dumpcap saw going from the call's endpoints into the
+proxy's port range.
 
 Two Kamailio routes are exercised: ``rtpengine_manage()`` on every message,
 and ``rtpengine_offer()``/``rtpengine_answer()``/``rtpengine_delete()``
 (chosen per call by an ``X-RTP-Mode`` header, see the fixture
-``kamailio/kamailio.cfg``).
+``kamailio/kamailio.cfg``), each with ``num-threads = 0`` and with the
+seed's ``num-threads = 4`` (omnirtp's worker pool).
 
-:class:`OmnirtpKamailioTests` is the test that matters;
-:class:`RtpengineKamailioTests` runs the same calls against Debian's
-rtpengine 10.5, which proves the harness itself (if only the omnirtp class
-fails, omnirtp is at fault).
+The omnirtp classes are the test that matters; the rtpengine classes run
+the same calls against Debian's rtpengine 10.5 with the same
+``--num-threads`` (rtpengine reads 0 as one thread per CPU core), which
+proves the harness itself (if only an omnirtp class fails, omnirtp is at
+fault).
 """
 
+import collections
 import os
+import re
+import selectors
+import socket
+import struct
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from omnirtp.test.integration import peers
 
-CALLS = 20
-PACKETS = 50          # RTP packets each end sends per call (20 ms apart: 1 s)
+CALLS = 20            # basic calls per run
+PACKETS = 50          # RTP packets each side sends per talk phase (20 ms apart: 1 s)
+HOLD_PACKETS = 25     # RTP packets the caller sends while it holds the call
 PTIME_MS = 20
-CALL_RATE = 10        # calls started per second
-CONCURRENT = 10       # calls up at once at most
-HOLD_MS = 2500        # UAC stays in the call this long after its ACK
+CALL_RATE = 10        # basic calls started per second
+CONCURRENT = 10       # basic calls up at once at most
+PAUSE_MS = 3000       # callers stay this long in each call phase (longer than its media)
+RING_MS = 1500        # the CANCELled and the rejected call ring this long
 PROXY_PORTS = 200     # size of the proxy's media port range
-DELETE_DELAY = 600    # keep deleted calls queryable until the test is done
 SIPP_TIMEOUT = 120.0
+DRAIN_S = 0.3         # after the last SIPp exits, collect stray datagrams this long
+
+UAC, UAS = "uac", "uas"
+OTHER = {UAC: UAS, UAS: UAC}
+SIDE_CODE = {UAC: 1, UAS: 2}
+PHASE_CODE = {"talk": 1, "hold": 2, "resume": 3}
+
+# flow -> its calls' phases: (phase, the caller's event, the callee's event,
+# {side: packets that side sends}); the phase starts once both events are in
+FLOWS = {
+    "basic": [("talk", "answer", "offer", {UAC: PACKETS, UAS: PACKETS})],
+    "hold": [("talk", "answer", "offer", {UAC: PACKETS, UAS: PACKETS}),
+             ("hold", "hold", "hold", {UAC: HOLD_PACKETS}),
+             ("resume", "resume", "resume", {UAC: PACKETS, UAS: PACKETS})],
+    "cancel": [],
+    "reject": [],
+}
+# flow -> (caller scenario fixture, calls)
+CALLERS = {
+    "basic": ("uac.xml", CALLS),
+    "hold": ("uac_hold.xml", 1),
+    "cancel": ("uac_cancel.xml", 1),
+    "reject": ("uac_reject.xml", 1),
+}
+# the SDP direction each side must see in each event (the proxy passes it on)
+DIRECTIONS = {
+    (UAS, "offer"): "sendrecv", (UAC, "answer"): "sendrecv",
+    (UAS, "hold"): "sendonly", (UAC, "hold"): "recvonly",
+    (UAS, "resume"): "sendrecv", (UAC, "resume"): "sendrecv",
+}
+
+EVENT = re.compile(
+    r"^(uac|uas) (\d+) (\w+) (\d+) (\S+)"
+    r"(?: c=IN IP4 ([0-9.]+) m=audio (\d+) a=(\w+))?$")
+
+
+def expected_sent(flow):
+    """``{side: packets}`` that a call of ``flow`` sends in all."""
+    total = {UAC: 0, UAS: 0}
+    for _, _, _, sends in FLOWS[flow]:
+        for side, count in sends.items():
+            total[side] += count
+    return total
+
+
+def rtp_packet(call, side, phase, seq):
+    """One RTP datagram (PCMU, 20 ms) unique to ``(call, side, phase,
+    seq)``: the SSRC names call and side, the payload starts with all four
+    and is filled with a byte pattern of the call."""
+    ssrc = 0x4F000000 | (call << 4) | SIDE_CODE[side]
+    header = struct.pack("!BBHII", 0x80, (0x80 if seq == 0 else 0),
+                         (PHASE_CODE[phase] << 12 | seq) & 0xFFFF,
+                         (seq * 8 * PTIME_MS) & 0xFFFFFFFF, ssrc)
+    marker = b"omnirtp" + struct.pack("!HBBH", call, SIDE_CODE[side], PHASE_CODE[phase], seq)
+    fill = bytes((call * 37 + SIDE_CODE[side] * 11 + i) & 0xFF
+                 for i in range(8 * PTIME_MS - len(marker)))
+    return header + marker + fill
+
+
+class Endpoint:
+    """One side of one call: a UDP socket on 127.0.0.1 that sends a queue of
+    RTP packets ``PTIME_MS`` apart to ``dest`` and records what arrives."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.port = sock.getsockname()[1]
+        self.key = None          # (call, side) once SIPp has assigned it
+        self.dest = None         # the proxy's address from the latest SDP
+        self.sources = set()     # every proxy address an SDP gave this side
+        self.queue = collections.deque()
+        self.next_send = 0.0
+        self.sent = []
+        self.received = []
+
+    def due(self, now):
+        return bool(self.queue) and now >= self.next_send
+
+    def send_one(self, now):
+        data = self.queue.popleft()
+        self.sock.sendto(data, self.dest)
+        self.sent.append(data)
+        self.next_send = max(self.next_send + PTIME_MS / 1000.0, now - PTIME_MS / 1000.0)
+
+    def start(self, packets, now):
+        if not self.queue:
+            self.next_send = now
+        self.queue.extend(packets)
+
+    def read(self):
+        while True:
+            try:
+                data, source = self.sock.recvfrom(2048)
+            except BlockingIOError:
+                return
+            self.received.append((data, source))
+
+
+def media_problems(endpoints, expected):
+    """What is wrong with the media the endpoints exchanged, as a list of
+    sentences (empty when nothing is).
+
+    ``endpoints`` maps ``(call, side)`` to an object with ``sent`` (the
+    datagrams it sent), ``received`` (``(datagram, source)`` pairs) and
+    ``sources`` (the proxy addresses the SDP gave that side); ``expected``
+    maps ``(call, side)`` to the number of datagrams that side should have
+    sent.  Each endpoint must have received every datagram its peer (the
+    other side of the same call) sent, exactly once, each from one of its
+    ``sources``, and no other datagram."""
+    owner = {}
+    for key, endpoint in endpoints.items():
+        for data in endpoint.sent:
+            owner[data] = key
+    problems = []
+    for key in sorted(endpoints):
+        endpoint = endpoints[key]
+        call, side = key
+        peer = (call, OTHER[side])
+        name = "call %d %s" % key
+        if len(endpoint.sent) != expected.get(key, 0):
+            problems.append("%s sent %d RTP packets, the plan says %d" % (
+                name, len(endpoint.sent), expected.get(key, 0)))
+        got, duplicates, wrong_source = set(), 0, set()
+        own, foreign, unknown = 0, collections.Counter(), 0
+        for data, source in endpoint.received:
+            who = owner.get(data)
+            if who == peer:
+                if data in got:
+                    duplicates += 1
+                got.add(data)
+                if source not in endpoint.sources:
+                    wrong_source.add(source)
+            elif who == key:
+                own += 1
+            elif who is None:
+                unknown += 1
+            else:
+                foreign["call %d %s" % who] += 1
+        peer_sent = len(endpoints[peer].sent) if peer in endpoints else 0
+        if len(got) != peer_sent:
+            problems.append("%s received %d of the %d RTP packets its peer sent" % (
+                name, len(got), peer_sent))
+        if duplicates:
+            problems.append("%s received %d of its peer's packets twice" % (name, duplicates))
+        if wrong_source:
+            problems.append("%s received its peer's packets from %s, not from the proxy "
+                            "address in its SDP %s" % (name, sorted(wrong_source),
+                                                       sorted(endpoint.sources)))
+        if own:
+            problems.append("%s received %d of its own packets back" % (name, own))
+        if foreign:
+            problems.append("%s received packets of other calls: %s" % (
+                name, ", ".join("%s: %d" % item for item in sorted(foreign.items()))))
+        if unknown:
+            problems.append("%s received %d datagrams nobody in the test sent" % (
+                name, unknown))
+    return problems
+
+
+PROBE_SDP = ("v=0\r\no=probe 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+             "t=0 0\r\nm=audio 9 RTP/AVP 0\r\n")
+
+
+def wait_until_serving(test, proxy, wait=60.0):
+    """Return once the proxy answered an offer (then delete the probe call).
+
+    Kamailio gives the proxy 1 s per try for an offer.  omnirtp answers
+    ``ping`` as soon as its ng port is open, but with ``num-threads`` > 0 an
+    offer waits until a media worker process is up, which on a loaded
+    machine can take seconds more (the first calls would get 503): so the
+    calls start only after a probe offer was answered."""
+    deadline = time.monotonic() + wait
+    message = {"command": "offer", "call-id": "kamailio-test-probe", "from-tag": "probe",
+               "sdp": PROBE_SDP}
+    while True:
+        try:
+            reply = proxy.ng.request(message, timeout=2.0, tries=1)
+            break
+        except peers.NGTimeout:
+            if time.monotonic() > deadline:
+                raise
+    test.assertEqual(reply.get("result"), "ok", reply)
+    reply = proxy.ng.request({"command": "delete", "call-id": "kamailio-test-probe",
+                              "from-tag": "probe"})
+    test.assertEqual(reply.get("result"), "ok", reply)
+
+
+class Run:
+    """The state of one run while the SIPp processes are up: endpoints,
+    SIPp's events, the calls' phases and proxy queries."""
+
+    def __init__(self, proxy, events_path, calls):
+        self.proxy = proxy
+        self.events_path = events_path
+        self.calls = calls                    # call -> flow
+        self.endpoints = {}                   # port -> Endpoint
+        self.by_key = {}                      # (call, side) -> Endpoint
+        self.events = {}                      # (call, side, event) -> match groups
+        self.call_ids = {}                    # call -> SIP Call-ID
+        self.phase = {call: 0 for call in calls}
+        self.queries = {}                     # call -> ng query reply while up
+        self.problems = []
+        self._offset = 0
+        self._partial = b""
+        self.selector = selectors.DefaultSelector()
+
+    def close(self):
+        self.selector.close()
+        for endpoint in self.endpoints.values():
+            endpoint.sock.close()
+
+    def bind(self, ports):
+        for port in ports:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+                sock.bind((peers.LOOPBACK, port))
+            except OSError:
+                sock.close()
+                raise
+            sock.setblocking(False)
+            endpoint = Endpoint(sock)
+            self.endpoints[port] = endpoint
+            self.selector.register(sock, selectors.EVENT_READ, endpoint)
+
+    def assign(self, port, call, side):
+        endpoint = self.endpoints.get(port)
+        if endpoint is None:
+            self.problems.append("SIPp put port %d into call %d's %s SDP: no endpoint "
+                                 "there" % (port, call, side))
+            return None
+        if endpoint.key is None:
+            endpoint.key = (call, side)
+            self.by_key[(call, side)] = endpoint
+        elif endpoint.key != (call, side):
+            self.problems.append("port %d serves call %d %s and call %d %s" % (
+                (port,) + endpoint.key + (call, side)))
+        return endpoint
+
+    def read_events(self, now):
+        with open(self.events_path, "rb") as f:
+            f.seek(self._offset)
+            chunk = f.read()
+        self._offset += len(chunk)
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self.event(line.decode("ascii", "replace").strip(), now)
+
+    def event(self, line, now):
+        match = EVENT.match(line)
+        if match is None:
+            self.problems.append("unreadable SIPp event line %r" % (line,))
+            return
+        side, call, name, port, call_id, host, media_port, direction = match.groups()
+        call, port = int(call), int(port)
+        if call not in self.calls:
+            self.problems.append("SIPp event for unknown call %d: %r" % (call, line))
+            return
+        if self.call_ids.setdefault(call, call_id) != call_id:
+            self.problems.append("call %d has two Call-IDs: %s, %s" % (
+                call, self.call_ids[call], call_id))
+        self.events[(call, side, name)] = match.groups()
+        endpoint = self.assign(port, call, side)
+        if endpoint is not None and host is not None:
+            endpoint.dest = (host, int(media_port))
+            endpoint.sources.add(endpoint.dest)
+            want = DIRECTIONS.get((side, name))
+            if direction != want:
+                self.problems.append("call %d: the %s's SDP in event %s says a=%s, not a=%s"
+                                     % (call, side, name, direction, want))
+        if name == "ringing":
+            self.query(call)
+        self.advance(call, now)
+
+    def advance(self, call, now):
+        """Start the call's next phase once both sides' SIPp saw its SDP."""
+        phases = FLOWS[self.calls[call]]
+        index = self.phase[call]
+        if index >= len(phases):
+            return
+        phase, caller_event, callee_event, sends = phases[index]
+        if (call, UAC, caller_event) not in self.events or \
+                (call, UAS, callee_event) not in self.events:
+            return
+        self.phase[call] = index + 1
+        for side, count in sends.items():
+            endpoint = self.by_key.get((call, side))
+            if endpoint is not None:  # else assign() has reported it
+                endpoint.start([rtp_packet(call, side, phase, seq) for seq in range(count)],
+                               now)
+
+    def query(self, call):
+        reply = self.proxy.ng.request({"command": "query", "call-id": self.call_ids[call]})
+        self.queries[call] = reply
+
+    def media_complete(self, call):
+        """True once both sides sent and received all of the call's media."""
+        if self.phase[call] < len(FLOWS[self.calls[call]]):
+            return False
+        want = expected_sent(self.calls[call])
+        for side in (UAC, UAS):
+            endpoint = self.by_key.get((call, side))
+            peer = self.by_key.get((call, OTHER[side]))
+            if endpoint is None or peer is None:
+                return False
+            if len(endpoint.sent) < want[side] or len(endpoint.received) < want[OTHER[side]]:
+                return False
+        return True
+
+    def step(self, now):
+        """Read events, send what is due, wait for datagrams up to one tick."""
+        self.read_events(now)
+        wait = PTIME_MS / 1000.0 / 2
+        for endpoint in self.by_key.values():
+            if endpoint.queue:
+                if endpoint.due(now):
+                    endpoint.send_one(now)
+                wait = min(wait, max(0.0, endpoint.next_send - now))
+        for key, _ in self.selector.select(wait):
+            key.data.read()
+        for call in self.calls:
+            if call not in self.queries and FLOWS[self.calls[call]] and \
+                    self.media_complete(call):
+                self.query(call)
 
 
 class KamailioCallsMixin:
-    """Place ``CALLS`` calls per Kamailio route through the proxy that
-    :meth:`start_proxy` starts, and check calls and media."""
+    """Place the calls of every flow through Kamailio's route and the proxy
+    that :meth:`start_proxy` starts with ``NUM_THREADS``; check calls,
+    media, the proxy's counters and that no session is left."""
 
-    def start_proxy(self, ng_port, port_min, port_max):
+    NUM_THREADS = 0
+
+    def start_proxy(self, ng_port, port_min, port_max, extra_args):
         raise NotImplementedError()
 
     def setUp(self):
@@ -48,112 +405,187 @@ class KamailioCallsMixin:
             peers.find_program(program)  # skip early, naming what is missing
 
     def place_calls(self, mode):
-        """Run the calls with Kamailio's ``mode`` route; return a dict of what
+        """Run every flow with Kamailio's ``mode`` route; return a dict of what
         was observed (for the assertions)."""
-        ng_port, sip_port, uac_port, uas_port = peers.free_ports(4)
+        ng_port, sip_port, uas_port = peers.free_ports(3)
         port_min, port_max = peers.free_port_range(PROXY_PORTS)
-        proxy = self.start_proxy(ng_port, port_min, port_max)
+        proxy = self.start_proxy(ng_port, port_min, port_max, [
+            "--delete-delay=0", "--num-threads=%d" % (self.NUM_THREADS,)])
+        wait_until_serving(self, proxy)
 
-        media_first, _ = peers.free_port_range(8)
-        uac_media, uas_media = media_first, media_first + 4
+        calls, index = {}, 0
+        for flow, (_, count) in sorted(CALLERS.items()):
+            for _ in range(count):
+                calls[index] = flow
+                index += 1
+        total = len(calls)
+        # one RTP port per call and side, even, with the odd one above
+        # left free (as RTCP's would be); SIPp's own media ports unused.
+        # Not in the proxy's range, which it binds only as calls come.
+        while True:
+            first, last = peers.free_port_range(4 * total)
+            if last < port_min or first > port_max:
+                break
+        uac_ports = {call: first + 2 * call for call in calls}
+        uas_ports = [first + 2 * (total + n) for n in range(total)]
+
+        work = os.path.abspath(self.mktemp())
+        os.makedirs(work)
+        events = os.path.join(work, "events")
+        open(events, "wb").close()
+        run = Run(proxy, events, calls)
+        self.addCleanup(run.close)
+        run.bind(sorted(uac_ports.values()) + uas_ports)
 
         peers.start_kamailio(self, sip_port, {
             "NG_SOCK": '"udp:%s:%d"' % (peers.LOOPBACK, ng_port),
             "UAS": '"sip:%s:%d"' % (peers.LOOPBACK, uas_port),
         })
-
-        work = os.path.abspath(self.mktemp())
-        os.makedirs(work)
-        pcap = peers.write_rtp_pcap(os.path.join(work, "pcmu.pcap"), packets=PACKETS,
-                                    ptime_ms=PTIME_MS)
         fixtures = os.path.join(peers.FIXTURES, "sipp")
-        uac_xml = peers.render(os.path.join(fixtures, "uac.xml"), work, PCAP=pcap,
-                               PAUSE_MS=HOLD_MS)
-        uas_xml = peers.render(os.path.join(fixtures, "uas.xml"), work, PCAP=pcap)
+        uas_inf = os.path.join(work, "uas.csv")
+        with open(uas_inf, "w") as f:
+            f.write("SEQUENTIAL\n" + "".join("%d\n" % port for port in uas_ports))
+        uas_xml = peers.render(os.path.join(fixtures, "uas.xml"), work, EVENTS=events,
+                               RING_MS=RING_MS)
 
         sniffer = peers.capture(self, port_min, port_max)
-        uas = peers.start_sipp(self, "uas", uas_xml, uas_port, uas_media, calls=CALLS)
-        uac = peers.start_sipp(
-            self, "uac", uac_xml, uac_port, uac_media,
-            "%s:%d" % (peers.LOOPBACK, sip_port), calls=CALLS, keys={"mode": mode},
-            extra_args=["-r", str(CALL_RATE), "-l", str(CONCURRENT)])
-        uac_code = uac.wait(SIPP_TIMEOUT)
-        uac_stats = uac.stats()
-        # the UAS ends after CALLS calls; when some never reached it, it
+        sipp_media = peers.free_ports(1 + len(CALLERS))
+        uas = peers.start_sipp(self, "uas", uas_xml, uas_port, sipp_media[0], calls=total,
+                               extra_args=["-inf", uas_inf])
+        callers = {}
+        sip_ports = peers.free_ports(len(CALLERS))
+        for n, (flow, (fixture, count)) in enumerate(sorted(CALLERS.items())):
+            inf = os.path.join(work, "uac-%s.csv" % (flow,))
+            with open(inf, "w") as f:
+                f.write("SEQUENTIAL\n" + "".join(
+                    "%d;%d\n" % (call, uac_ports[call])
+                    for call in sorted(calls) if calls[call] == flow))
+            xml = peers.render(os.path.join(fixtures, fixture), work, EVENTS=events,
+                               PAUSE_MS=PAUSE_MS, RING_MS=RING_MS)
+            extra = ["-inf", inf]
+            if count > 1:
+                extra += ["-r", str(CALL_RATE), "-l", str(CONCURRENT)]
+            callers[flow] = peers.start_sipp(
+                self, "uac-" + flow, xml, sip_ports[n], sipp_media[1 + n],
+                "%s:%d" % (peers.LOOPBACK, sip_port), calls=count, keys={"mode": mode},
+                extra_args=extra)
+
+        now = time.monotonic()
+        deadline = now + SIPP_TIMEOUT
+        while any(caller.running() for caller in callers.values()):
+            now = time.monotonic()
+            if now > deadline:
+                break
+            run.step(now)
+        # the UAS ends after all calls; when some never reached it, it
         # would wait for its -timeout: stop it soon instead
+        uas_deadline = time.monotonic() + (5.0 if now <= deadline else 0.0)
+        while uas.running() and time.monotonic() < uas_deadline:
+            run.step(time.monotonic())
+        drain_end = time.monotonic() + DRAIN_S
+        while time.monotonic() < drain_end:
+            run.step(time.monotonic())
+        run.read_events(time.monotonic())
+
+        results = {}
+        for flow, caller in callers.items():
+            try:
+                code = caller.wait(1.0)
+            except peers.PeerFailed:
+                code = None
+            results[flow] = (code, caller.stats() if code is not None else None, caller)
         try:
-            uas_code = uas.wait(SIPP_TIMEOUT if uac_stats.failed == 0 else 5.0)
+            uas_code = uas.wait(1.0)
         except peers.PeerFailed:
             uas_code = None
         datagrams = sniffer.stop()
 
-        # Only datagrams between the two SIPp media sockets and the proxy's
-        # range count: on a shared machine other programs' traffic may
-        # touch a port of the range too.
-        in_range = lambda port: port_min <= port <= port_max  # noqa: E731
-        sipp_ports = {uac_media, uas_media}
-        ingress = [d for d in datagrams if d[1] in sipp_ports and in_range(d[3])]
-        egress = [d for d in datagrams if in_range(d[1]) and d[3] in sipp_ports]
-        return {
-            "uac": (uac_code, uac_stats, uac),
-            "uas": (uas_code, uas.stats() if uas_code is not None else None),
-            "ingress": ingress,
-            "egress": egress,
-            "uac_media": uac_media,
-            "uas_media": uas_media,
-            "proxy": proxy,
-            "proxy_totals": self.proxy_rtp_totals(proxy),
-        }
-
-    def proxy_rtp_totals(self, proxy):
-        """``(calls, packets, ports)``: the calls the proxy still lists
-        (deleted calls linger for ``delete-delay`` seconds), the sum of
-        their ``totals.RTP.packets`` and the local ports of their streams."""
         listed = proxy.ng.request({"command": "list", "limit": 1000})
-        self.assertEqual(listed.get("result"), "ok", listed)
-        packets, ports = 0, set()
-        for call_id in listed["calls"]:
-            reply = proxy.ng.request({"command": "query", "call-id": call_id})
-            self.assertEqual(reply.get("result"), "ok", reply)
-            packets += reply["totals"]["RTP"]["packets"]
-            for tag in reply["tags"].values():
-                for media in tag.get("medias", ()):
-                    for stream in media.get("streams", ()):
-                        ports.add(stream["local port"])
-        return len(listed["calls"]), packets, ports
+        left = {flow: proxy.ng.request({"command": "query", "call-id": run.call_ids[call]})
+                for call, flow in calls.items() if flow in ("cancel", "reject")
+                and call in run.call_ids}
+        return {
+            "calls": calls,
+            "callers": results,
+            "uas": (uas_code, uas.stats() if uas_code is not None else None, uas),
+            "run": run,
+            "datagrams": datagrams,
+            "port_range": (port_min, port_max),
+            "listed": listed,
+            "left": left,
+        }
 
     def check_calls(self, mode):
         seen = self.place_calls(mode)
-        uac_code, uac_stats, uac = seen["uac"]
-        uas_code, uas_stats = seen["uas"]
-        self.assertEqual((uac_code, uac_stats.successful, uac_stats.failed), (0, CALLS, 0),
-                         "UAC: exit code, successful, failed calls\n%s" % (
-                             uac.errors(),))
-        self.assertIsNot(uas_stats, None, "the UAS did not finish")
-        self.assertEqual((uas_code, uas_stats.successful, uas_stats.failed), (0, CALLS, 0),
-                         "UAS: exit code, successful, failed calls")
+        calls, run = seen["calls"], seen["run"]
+        for flow, (code, stats, caller) in sorted(seen["callers"].items()):
+            count = CALLERS[flow][1]
+            self.assertIsNot(stats, None, "the %s caller did not finish\n%s" % (
+                flow, caller.errors()))
+            self.assertEqual((code, stats.successful, stats.failed), (0, count, 0),
+                             "%s caller: exit code, successful, failed calls\n%s" % (
+                                 flow, caller.errors()))
+        uas_code, uas_stats, uas = seen["uas"]
+        self.assertIsNot(uas_stats, None, "the UAS did not finish\n%s" % (uas.errors(),))
+        self.assertEqual((uas_code, uas_stats.successful, uas_stats.failed),
+                         (0, len(calls), 0), "UAS: exit code, successful, failed calls\n%s"
+                         % (uas.errors(),))
+        self.assertEqual(run.problems, [], "SIPp events")
+        self.assertEqual(sorted(run.call_ids), sorted(calls), "calls SIPp reported")
 
-        expected = CALLS * PACKETS * 2  # both directions of every call
-        ingress, egress = seen["ingress"], seen["egress"]
-        for port in (seen["uac_media"], seen["uas_media"]):
-            self.assertEqual(sum(1 for d in ingress if d[1] == port), CALLS * PACKETS,
-                             "RTP datagrams from SIPp port %d into the proxy" % (port,))
-            self.assertEqual(sum(1 for d in egress if d[3] == port), CALLS * PACKETS,
-                             "RTP datagrams from the proxy to SIPp port %d" % (port,))
-        self.assertEqual(len(ingress), expected, "RTP datagrams into the proxy (capture)")
-        self.assertEqual(len(egress), expected, "RTP datagrams out of the proxy (capture)")
-        calls, counted, ports = seen["proxy_totals"]
-        self.assertEqual(calls, CALLS, "calls the proxy lists")
-        self.assertEqual(counted, len(ingress), "proxy's RTP packet count vs capture")
-        used = {d[3] for d in ingress} | {d[1] for d in egress}
-        self.assertEqual(used - ports, set(), "captured ports the proxy's query does not list")
-        # one RTP port per party per call carried the media
-        self.assertEqual(len({d[3] for d in ingress}), 2 * CALLS, "proxy RTP ports used")
+        # the media: each endpoint got exactly its peer's packets
+        expected = {}
+        for call, flow in calls.items():
+            for side, count in expected_sent(flow).items():
+                expected[(call, side)] = count
+        self.assertEqual(sorted(run.by_key), sorted(expected), "endpoints SIPp used")
+        problems = media_problems(run.by_key, expected)
+        if problems:
+            self.fail("%d media problems:\n%s" % (len(problems), "\n".join(problems)))
+
+        # each call was there while up; its counters match the capture
+        port_min, port_max = seen["port_range"]
+        in_range = lambda port: port_min <= port <= port_max  # noqa: E731
+        for call, flow in sorted(calls.items()):
+            reply = run.queries.get(call)
+            self.assertIsNot(reply, None, "call %d (%s) was never queried" % (call, flow))
+            self.assertEqual(reply.get("result"), "ok", "query of call %d (%s) while up: %r"
+                             % (call, flow, reply))
+            if not FLOWS[flow]:
+                continue
+            ports = {run.by_key[(call, side)].port for side in (UAC, UAS)}
+            ingress = [d for d in seen["datagrams"] if d[1] in ports and in_range(d[3])]
+            egress = [d for d in seen["datagrams"] if in_range(d[1]) and d[3] in ports]
+            self.assertEqual((len(ingress), len(egress)), (sum(expected_sent(flow).values()),) * 2,
+                             "call %d: RTP datagrams into and out of the proxy (capture)"
+                             % (call,))
+            self.assertEqual(reply["totals"]["RTP"]["packets"], len(ingress),
+                             "call %d: the proxy's RTP packet count vs the capture" % (call,))
+            listed_ports = set()
+            for tag in reply["tags"].values():
+                for media in tag.get("medias", ()):
+                    for stream in media.get("streams", ()):
+                        listed_ports.add(stream["local port"])
+            used = {d[3] for d in ingress} | {d[1] for d in egress}
+            self.assertEqual(len({d[3] for d in ingress}), 2,
+                             "call %d: one proxy RTP port per side" % (call,))
+            self.assertEqual(used - listed_ports, set(),
+                             "call %d: captured ports its query does not list" % (call,))
+
+        # nothing is left: BYE, CANCEL and the 486 deleted every session
+        self.assertEqual(seen["listed"].get("result"), "ok", seen["listed"])
+        self.assertEqual(seen["listed"]["calls"], [], "calls the proxy still lists")
+        for flow, reply in sorted(seen["left"].items()):
+            self.assertEqual((reply.get("result"), reply.get("error-reason")),
+                             ("error", "Unknown call-id"),
+                             "the %s call after it ended: %r" % (flow, reply))
+        self.assertEqual(sorted(seen["left"]), ["cancel", "reject"])
 
     def test_rtpengine_manage(self):
-        """20 calls with rtpengine_manage() on INVITE, 200 and BYE all complete
-        and their RTP goes through the proxy's ports, counted the same by the
-        proxy and by the capture."""
+        """Every flow with rtpengine_manage() on INVITE, replies, BYE and
+        CANCEL: calls complete, each endpoint gets exactly its peer's RTP
+        through the proxy, the proxy counts it as the capture does, and no
+        session is left."""
         self.check_calls("manage")
 
     def test_rtpengine_offer_answer_delete(self):
@@ -163,19 +595,31 @@ class KamailioCallsMixin:
 
 
 class RtpengineKamailioTests(KamailioCallsMixin, SynchronousTestCase):
-    """The calls against Debian's rtpengine 10.5: proves the harness."""
+    """The calls against Debian's rtpengine 10.5 with --num-threads=0 (one
+    thread per core): proves the harness."""
 
-    def start_proxy(self, ng_port, port_min, port_max):
-        return peers.start_rtpengine(self, ng_port, port_min, port_max,
-                                     ["--delete-delay=%d" % DELETE_DELAY])
+    def start_proxy(self, ng_port, port_min, port_max, extra_args):
+        return peers.start_rtpengine(self, ng_port, port_min, port_max, extra_args)
+
+
+class RtpengineKamailioThreadsTests(RtpengineKamailioTests):
+    """The same with --num-threads=4."""
+
+    NUM_THREADS = 4
 
 
 class OmnirtpKamailioTests(KamailioCallsMixin, SynchronousTestCase):
-    """The calls against omnirtp."""
+    """The calls against omnirtp with num-threads = 0 (relaying in the
+    control process)."""
 
-    def start_proxy(self, ng_port, port_min, port_max):
-        return peers.start_omnirtp(self, ng_port, port_min, port_max,
-                                   ["--delete-delay=%d" % DELETE_DELAY])
+    def start_proxy(self, ng_port, port_min, port_max, extra_args):
+        return peers.start_omnirtp(self, ng_port, port_min, port_max, extra_args)
+
+
+class OmnirtpKamailioWorkersTests(OmnirtpKamailioTests):
+    """The same with the seed's num-threads = 4 (the worker pool)."""
+
+    NUM_THREADS = 4
 
 
 class HarnessTests(SynchronousTestCase):
@@ -210,12 +654,47 @@ class HarnessTests(SynchronousTestCase):
         work = os.path.abspath(self.mktemp())
         os.makedirs(work)
         template = os.path.join(peers.FIXTURES, "sipp", "uac.xml")
-        self.assertRaises(KeyError, peers.render, template, work, PCAP="/x.pcap")
-        rendered = peers.render(template, work, PCAP="/x.pcap", PAUSE_MS=10)
+        self.assertRaises(KeyError, peers.render, template, work, EVENTS="/x/events")
+        rendered = peers.render(template, work, EVENTS="/x/events", PAUSE_MS=10)
         with open(rendered) as f:
             text = f.read()
-        self.assertIn('play_pcap_audio="/x.pcap"', text)
+        self.assertIn("' >> /x/events\"/>", text)
         self.assertIn('<pause milliseconds="10"/>', text)
+
+    def test_fixtures_render(self):
+        """Every SIPp fixture renders with the values the calls give it."""
+        work = os.path.abspath(self.mktemp())
+        os.makedirs(work)
+        names = sorted(fixture for fixture, _ in CALLERS.values()) + ["uas.xml"]
+        for name in names:
+            peers.render(os.path.join(peers.FIXTURES, "sipp", name), work,
+                         EVENTS="/x/events", PAUSE_MS=10, RING_MS=10)
+        self.assertEqual(sorted(os.listdir(work)), sorted(names))
+
+    def test_event_lines(self):
+        """The lines SIPp's <exec> writes: with the SDP's address and
+        direction, or without SDP (ringing)."""
+        match = EVENT.match("uas 7 hold 31120 1-17735@127.0.0.1 c=IN IP4 127.0.0.1 "
+                            "m=audio 10688 a=sendonly")
+        self.assertEqual(match.groups(), ("uas", "7", "hold", "31120", "1-17735@127.0.0.1",
+                                          "127.0.0.1", "10688", "sendonly"))
+        match = EVENT.match("uac 20 ringing 31108 1-17730@127.0.0.1")
+        self.assertEqual(match.groups(), ("uac", "20", "ringing", "31108",
+                                          "1-17730@127.0.0.1", None, None, None))
+        self.assertIsNone(EVENT.match("uac 20 answer 31108 1-1@x c=IN IP4 127.0.0.1"))
+
+    def test_rtp_packets_unique(self):
+        """Every (call, side, phase, seq) has its own datagram, a 172-byte
+        PCMU packet whose SSRC names call and side."""
+        packets = {rtp_packet(call, side, phase, seq)
+                   for call in range(23) for side in (UAC, UAS)
+                   for phase in PHASE_CODE for seq in range(PACKETS)}
+        self.assertEqual(len(packets), 23 * 2 * 3 * PACKETS)
+        self.assertEqual({len(p) for p in packets}, {172})
+        packet = rtp_packet(5, UAS, "resume", 3)
+        self.assertEqual(struct.unpack("!BBHII", packet[:12]),
+                         (0x80, 0, 0x3003, 3 * 160, 0x4F000052))
+        self.assertEqual(packet[12:25], b"omnirtp\x00\x05\x02\x03\x00\x03")
 
     def test_free_ports_distinct(self):
         """free_ports never hands out the same port twice in one call."""
@@ -236,3 +715,87 @@ class HarnessTests(SynchronousTestCase):
         self.assertEqual(module.parse_summary("PASSED (successes=5)\n"), (5, 0, 0))
         self.assertIsNone(module.parse_summary("Traceback (most recent call last):\n"))
         self.assertNotIn("omnirtp.test.integration.test_kamailio", module.unit_modules())
+
+
+class Fake:
+    """A stand-in endpoint for :func:`media_problems`."""
+
+    def __init__(self, sent, received=(), sources=(("127.0.0.1", 20000),)):
+        self.sent = list(sent)
+        self.received = list(received)
+        self.sources = set(sources)
+
+
+class MediaProblemsTests(SynchronousTestCase):
+    """The media verdict on made-up exchanges: it passes a relaying proxy
+    and names every way a proxy can get the media wrong."""
+
+    PROXY = ("127.0.0.1", 20000)
+
+    def exchange(self):
+        """Two calls, each side 3 packets, all delivered right."""
+        sent = {(call, side): [rtp_packet(call, side, "talk", seq) for seq in range(3)]
+                for call in (0, 1) for side in (UAC, UAS)}
+        return {key: Fake(packets, [(p, self.PROXY) for p in sent[(key[0], OTHER[key[1]])]])
+                for key, packets in sent.items()}
+
+    def expected(self, count=3):
+        return {(call, side): count for call in (0, 1) for side in (UAC, UAS)}
+
+    def test_relayed(self):
+        """Each side got its peer's packets from the proxy: no problem."""
+        self.assertEqual(media_problems(self.exchange(), self.expected()), [])
+
+    def test_echo(self):
+        """A proxy that sends packets back to their sender fails."""
+        endpoints = self.exchange()
+        for endpoint in endpoints.values():
+            endpoint.received = [(p, self.PROXY) for p in endpoint.sent]
+        problems = media_problems(endpoints, self.expected())
+        self.assertIn("call 0 uac received 0 of the 3 RTP packets its peer sent", problems)
+        self.assertIn("call 0 uac received 3 of its own packets back", problems)
+        self.assertEqual(len(problems), 8)
+
+    def test_calls_mixed_up(self):
+        """A proxy that delivers call 1's media to call 0 (and back) fails."""
+        endpoints = self.exchange()
+        endpoints[(0, UAC)].received, endpoints[(1, UAC)].received = \
+            endpoints[(1, UAC)].received, endpoints[(0, UAC)].received
+        self.assertEqual(media_problems(endpoints, self.expected()), [
+            "call 0 uac received 0 of the 3 RTP packets its peer sent",
+            "call 0 uac received packets of other calls: call 1 uas: 3",
+            "call 1 uac received 0 of the 3 RTP packets its peer sent",
+            "call 1 uac received packets of other calls: call 0 uas: 3",
+        ])
+
+    def test_lost_duplicated_unknown(self):
+        """A lost, a doubled and a foreign datagram are each named."""
+        endpoints = self.exchange()
+        received = endpoints[(1, UAS)].received
+        endpoints[(1, UAS)].received = received[:2] + [received[0], (b"junk", self.PROXY)]
+        self.assertEqual(media_problems(endpoints, self.expected()), [
+            "call 1 uas received 2 of the 3 RTP packets its peer sent",
+            "call 1 uas received 1 of its peer's packets twice",
+            "call 1 uas received 1 datagrams nobody in the test sent",
+        ])
+
+    def test_not_through_the_proxy(self):
+        """Packets straight from the peer (the proxy rewrote the SDP but did
+        not relay) come from the wrong address."""
+        endpoints = self.exchange()
+        endpoints[(0, UAS)].received = [(p, ("127.0.0.1", 31000))
+                                        for p, _ in endpoints[(0, UAS)].received]
+        self.assertEqual(media_problems(endpoints, self.expected()), [
+            "call 0 uas received its peer's packets from [('127.0.0.1', 31000)], not from "
+            "the proxy address in its SDP [('127.0.0.1', 20000)]",
+        ])
+
+    def test_plan_not_carried_out(self):
+        """A side that sent fewer packets than planned (a phase that never
+        started) fails even though its peer got all it sent."""
+        endpoints = self.exchange()
+        expected = self.expected()
+        expected[(1, UAC)] = 5
+        self.assertEqual(media_problems(endpoints, expected), [
+            "call 1 uac sent 3 RTP packets, the plan says 5",
+        ])

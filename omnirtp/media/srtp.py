@@ -1,0 +1,282 @@
+"""SRTP and SRTCP protect / unprotect as pipeline steps, on pylibsrtp.
+
+The crypto parameters are one plain-data shape everywhere (they cross AMP
+as they are)::
+
+    {"suite": "AES_CM_128_HMAC_SHA1_80" | "AES_CM_128_HMAC_SHA1_32"
+              | "AEAD_AES_128_GCM",
+     "key": "<base64 of master key || master salt>"}
+
+Suite names are RFC 4568's (and rtpengine's); :data:`SUITES` maps them to
+pylibsrtp profiles and key lengths, for SDES and DTLS-SRTP alike.
+
+One step owns one libsrtp session: :class:`SrtpUnprotect` for what a socket
+receives from its party (the party's key, any SSRC inbound) and
+:class:`SrtpProtect` for what a socket sends to its party (the key we gave
+it, any SSRC outbound).  A session carries RTP and RTCP of its direction:
+the rollover counters, the SRTCP index and the replay window live in it, so
+a step is built once per key and kept while the key stays the same.
+
+On the per-packet path a step is one pylibsrtp call.  A packet that fails
+(authentication, replay, an unusable packet) raises ``pylibsrtp.Error``
+inside pylibsrtp; the step catches it, counts it by cause and returns None
+(the relay drops the packet and counts it in its ``errors``).  Nothing is
+logged per packet.
+"""
+
+import base64
+import binascii
+
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from omnirtp.interfaces import IPacketTransform, ITransformFactory
+
+try:
+    import pylibsrtp
+except ImportError as e:  # pragma: no cover - both supported version sets have it
+    pylibsrtp = None
+    _MISSING = "pylibsrtp is not installed (%s)" % (e,)
+else:
+    _MISSING = None
+
+#: suite names (RFC 4568 / rtpengine)
+AES_CM_128_HMAC_SHA1_80 = "AES_CM_128_HMAC_SHA1_80"
+AES_CM_128_HMAC_SHA1_32 = "AES_CM_128_HMAC_SHA1_32"
+AEAD_AES_128_GCM = "AEAD_AES_128_GCM"
+
+#: keys of a crypto dict
+K_SUITE = "suite"
+K_KEY = "key"
+
+#: counter names (the keys of :meth:`counters`)
+C_AUTH = "auth-failures"
+C_REPLAY = "replays"
+C_ERRORS = "errors"
+
+
+class Suite:
+    """One SRTP crypto suite: its name, pylibsrtp profile and key lengths."""
+
+    __slots__ = ("name", "profile_name", "key_length", "salt_length")
+
+    def __init__(self, name, profile_name, key_length, salt_length):
+        self.name = name
+        #: the name of the ``pylibsrtp.Policy`` profile constant
+        self.profile_name = profile_name
+        self.key_length = key_length
+        self.salt_length = salt_length
+
+    @property
+    def master_length(self):
+        """Bytes of master key || master salt (the decoded ``key``)."""
+        return self.key_length + self.salt_length
+
+    @property
+    def profile(self):
+        """The pylibsrtp profile number."""
+        return getattr(pylibsrtp.Policy, self.profile_name)
+
+    def __repr__(self):
+        return "<Suite %s>" % (self.name,)
+
+
+#: the suites we offer, in rtpengine's order of preference
+SUITES = {
+    s.name: s
+    for s in (
+        Suite(AEAD_AES_128_GCM, "SRTP_PROFILE_AEAD_AES_128_GCM", 16, 12),
+        Suite(AES_CM_128_HMAC_SHA1_80, "SRTP_PROFILE_AES128_CM_SHA1_80", 16, 14),
+        Suite(AES_CM_128_HMAC_SHA1_32, "SRTP_PROFILE_AES128_CM_SHA1_32", 16, 14),
+    )
+}
+
+
+def unavailable():
+    """None if SRTP works here, else a one-line reason."""
+    return _MISSING
+
+
+def suite_unavailable(name):
+    """None if this libsrtp can build suite ``name``, else a one-line reason
+    (GCM depends on how the system's libsrtp2 was built)."""
+    if _MISSING is not None:
+        return _MISSING
+    suite = SUITES.get(name)
+    if suite is None:
+        return "unknown SRTP suite %r" % (name,)
+    try:
+        pylibsrtp.Session(
+            pylibsrtp.Policy(
+                b"\0" * suite.master_length,
+                pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+                srtp_profile=suite.profile,
+            )
+        )
+    except (pylibsrtp.Error, AttributeError) as e:
+        return "libsrtp cannot do %s (%s)" % (name, e)
+    return None
+
+
+def make_crypto(suite, master):
+    """The crypto dict for ``suite`` and the raw ``master`` key || salt."""
+    return {K_SUITE: suite, K_KEY: base64.b64encode(master).decode("ascii")}
+
+
+def parse_crypto(params):
+    """``(Suite, master key || salt bytes)`` from a crypto dict, or
+    ValueError with a clear text (never quoting the key)."""
+    if not isinstance(params, dict):
+        raise ValueError("SRTP parameters must be a dict with 'suite' and 'key', got %s"
+                         % (type(params).__name__,))
+    name = params.get(K_SUITE)
+    suite = SUITES.get(name)
+    if suite is None:
+        raise ValueError("unknown SRTP suite %r (known: %s)" % (name, ", ".join(sorted(SUITES))))
+    key = params.get(K_KEY)
+    if not isinstance(key, str):
+        raise ValueError("SRTP key must be a base64 string")
+    try:
+        master = base64.b64decode(key.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise ValueError("SRTP key is not valid base64") from None
+    if len(master) != suite.master_length:
+        raise ValueError(
+            "SRTP key for %s must be %d bytes (key and salt), got %d"
+            % (suite.name, suite.master_length, len(master))
+        )
+    return suite, master
+
+
+def _session(params, ssrc_type, allow_repeat_tx=False):
+    suite, master = parse_crypto(params)
+    policy = pylibsrtp.Policy(master, ssrc_type, srtp_profile=suite.profile)
+    if allow_repeat_tx:
+        policy.allow_repeat_tx = True
+    return suite, pylibsrtp.Session(policy)
+
+
+#: pylibsrtp's error texts (libsrtp's srtp_err_status_t) -> our counter
+_CAUSES = {
+    "authentication failure": C_AUTH,
+    "replay check failed (bad index)": C_REPLAY,
+    "replay check failed (index too old)": C_REPLAY,
+}
+
+
+class _SrtpStep:
+    """Shared counting for both directions."""
+
+    __slots__ = ("suite", "session", "auth_failures", "replays", "errors")
+
+    def __init__(self, suite, session):
+        self.suite = suite.name
+        self.session = session
+        self.auth_failures = 0
+        self.replays = 0
+        self.errors = 0
+
+    def _failed(self, error):
+        """Count a failed packet by its cause (off the common path)."""
+        cause = None
+        if isinstance(error, pylibsrtp.Error) and error.args:
+            cause = _CAUSES.get(error.args[0])
+        if cause is C_AUTH:
+            self.auth_failures += 1
+        elif cause is C_REPLAY:
+            self.replays += 1
+        else:
+            self.errors += 1
+
+    def counters(self):
+        return {C_AUTH: self.auth_failures, C_REPLAY: self.replays, C_ERRORS: self.errors}
+
+    def __repr__(self):
+        return "<%s %s>" % (self.name, self.suite)
+
+
+@implementer(IPacketTransform)
+class SrtpUnprotect(_SrtpStep):
+    """SRTP/SRTCP -> RTP/RTCP with the key of the party a socket receives
+    from.  Counts ``auth-failures`` (wrong key, tampered packet),
+    ``replays`` (a repeated or too old index) and ``errors`` (anything else
+    libsrtp refuses: too short, too long)."""
+
+    __slots__ = ("_rtp", "_rtcp")
+    name = "srtp-unprotect"
+
+    def __init__(self, params):
+        suite, session = _session(params, pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        _SrtpStep.__init__(self, suite, session)
+        self._rtp = session.unprotect
+        self._rtcp = session.unprotect_rtcp
+
+    def rtp(self, data):
+        try:
+            return self._rtp(data)
+        except Exception as e:  # pylibsrtp.Error, ValueError (too long)
+            self._failed(e)
+            return None
+
+    def rtcp(self, data):
+        try:
+            return self._rtcp(data)
+        except Exception as e:
+            self._failed(e)
+            return None
+
+
+@implementer(IPacketTransform)
+class SrtpProtect(_SrtpStep):
+    """RTP/RTCP -> SRTP/SRTCP with the key we gave the party a socket sends
+    to.  A datagram repeated by the network is protected again as it was
+    (``allow_repeat_tx``) rather than dropped: it carries the same index and
+    the same plaintext, so no keystream is reused for other data.  Counts
+    ``errors`` (a packet libsrtp refuses, e.g. too long)."""
+
+    __slots__ = ("_rtp", "_rtcp")
+    name = "srtp-protect"
+
+    def __init__(self, params):
+        suite, session = _session(params, pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+                                  allow_repeat_tx=True)
+        _SrtpStep.__init__(self, suite, session)
+        self._rtp = session.protect
+        self._rtcp = session.protect_rtcp
+
+    def rtp(self, data):
+        try:
+            return self._rtp(data)
+        except Exception as e:
+            self._failed(e)
+            return None
+
+    def rtcp(self, data):
+        try:
+            return self._rtcp(data)
+        except Exception as e:
+            self._failed(e)
+            return None
+
+
+@implementer(IPlugin, ITransformFactory)
+class SrtpFactory:
+    """The ``ITransformFactory`` of kind ``"srtp"``: ``inbound`` builds
+    :class:`SrtpUnprotect`, ``outbound`` :class:`SrtpProtect`, both from a
+    crypto dict.  The plugin instance is ``omnirtp.plugins.srtp.srtp``."""
+
+    kind = "srtp"
+
+    def available(self):
+        return unavailable()
+
+    def check(self, params):
+        if _MISSING is not None:
+            raise ValueError(_MISSING)
+        parse_crypto(params)
+
+    def inbound(self, params):
+        return SrtpUnprotect(params)
+
+    def outbound(self, params):
+        return SrtpProtect(params)

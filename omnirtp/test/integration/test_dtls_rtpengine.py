@@ -1,0 +1,230 @@
+"""Our DtlsEndpoint as the browser's DTLS-SRTP against Debian's rtpengine 10.5 on 127.0.0.1.
+
+rtpengine bridges a plain RTP/AVP party (a :class:`Party`) and a
+UDP/TLS/RTP/SAVPF party, which is our endpoint on a real UDP socket.  The
+roles come from our helpers (``negotiate_role``) applied to the a=setup
+rtpengine wrote; the a=fingerprint we give it comes from
+``Certificate.fingerprint``.  The keys are proven by media through
+rtpengine both ways: what we protect with ``srtp_out`` reaches the plain
+party as the RTP we sent, and the plain party's RTP reaches us protected
+with the key we unprotect with ``srtp_in``.
+"""
+
+import base64
+import re
+import struct
+
+import pylibsrtp
+from twisted.internet import defer, reactor, task
+from twisted.internet.protocol import DatagramProtocol
+from twisted.trial.unittest import TestCase
+
+from omnirtp.media import dtls
+from omnirtp.media.dtls import Certificate, DtlsEndpoint
+from omnirtp.test.integration.peers import (
+    Party, free_port, free_port_range, start_rtpengine)
+
+HOST = "127.0.0.1"
+PROFILES = {
+    "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+    "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
+    "AEAD_AES_128_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
+}
+
+
+def sdp(port, proto, extra=""):
+    return ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            "m=audio %d %s 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n%s" % (port, proto, extra))
+
+
+def media_port(body):
+    return int(re.search(r"^m=audio (\d+) ", body, re.M).group(1))
+
+
+def attribute(body, name):
+    m = re.search(r"^a=%s:(.*?)\r?$" % name, body, re.M)
+    return m.group(1) if m else None
+
+
+def rtp(seq, ssrc, payload):
+    return struct.pack("!BBHII", 0x80, 0, seq, seq * 160, ssrc) + payload
+
+
+def session(crypto, outbound):
+    return pylibsrtp.Session(policy=pylibsrtp.Policy(
+        key=base64.b64decode(crypto["key"]), srtp_profile=PROFILES[crypto["suite"]],
+        ssrc_type=(pylibsrtp.Policy.SSRC_ANY_OUTBOUND if outbound
+                   else pylibsrtp.Policy.SSRC_ANY_INBOUND)))
+
+
+class Browser(DatagramProtocol):
+    """Our DTLS side's socket: DTLS (first byte 20-63) to the endpoint, the rest kept."""
+
+    def __init__(self):
+        self.endpoint = None
+        self.peer = None
+        self.media = []
+        self._waiters = []
+
+    def datagramReceived(self, data, addr):
+        if 20 <= data[0] <= 63:
+            if self.endpoint is not None:
+                self.endpoint.datagram(data, addr)
+            return
+        self.media.append(data)
+        for n, d in list(self._waiters):
+            if len(self.media) >= n:
+                self._waiters.remove((n, d))
+                d.callback(list(self.media))
+
+    def wait_media(self, n):
+        if len(self.media) >= n:
+            return defer.succeed(list(self.media))
+        d = defer.Deferred()
+        self._waiters.append((n, d))
+        return d
+
+    def send(self, data):
+        self.transport.write(data, self.peer)
+
+
+class RtpengineDtlsTests(TestCase):
+    timeout = 30
+
+    def setUp(self):
+        ng = free_port()
+        low, high = free_port_range(100)
+        self.rtpengine = start_rtpengine(self, ng, low, high - 1)
+        self.certificate = Certificate.generate()
+        self.browser = Browser()
+        port = reactor.listenUDP(0, self.browser, interface=HOST)
+        self.addCleanup(port.stopListening)
+        self.plain = Party()
+        port = reactor.listenUDP(0, self.plain, interface=HOST)
+        self.addCleanup(port.stopListening)
+        self.keys = defer.Deferred()
+        self.failures = []
+
+    def ng(self, message):
+        reply = self.rtpengine.ng.request(message)
+        self.assertEqual(reply.get("result"), "ok", reply)
+        return reply
+
+    def start_endpoint(self, role, remote_fingerprint, rtpengine_port, **kw):
+        def on_failure(reason):
+            self.failures.append(reason)
+            if not self.keys.called:
+                self.keys.errback(AssertionError("DTLS with rtpengine failed: %s" % reason))
+
+        self.browser.peer = (HOST, rtpengine_port)
+        ep = DtlsEndpoint(role, self.certificate, remote_fingerprint, self.browser.send,
+                          lambda i, o: self.keys.callback((i, o)), on_failure, reactor, **kw)
+        self.browser.endpoint = ep
+        self.addCleanup(ep.close)
+        ep.start()
+        return ep
+
+    @defer.inlineCallbacks
+    def check_media(self, ep, to_browser_port, to_plain_port):
+        srtp_in, srtp_out = yield self.keys
+        self.assertEqual(ep.state, dtls.CONNECTED)
+        self.assertEqual(self.failures, [])
+        # rtpengine prefers AEAD_AES_128_GCM of what we offer (AEAD_AES_256_GCM is not offered)
+        self.assertEqual(srtp_out["suite"], "AEAD_AES_128_GCM")
+        self.assertEqual(srtp_in["suite"], "AEAD_AES_128_GCM")
+
+        # browser -> rtpengine -> plain party: rtpengine decrypts with our srtp_out
+        # (20 ms apart, as RTP goes; rtpengine's threads may still reorder them: compared sorted)
+        protect = session(srtp_out, outbound=True)
+        sent = [rtp(seq, 0x0BADCAFE, bytes([seq]) * 160) for seq in range(1, 6)]
+        for packet in sent:
+            self.browser.transport.write(protect.protect(packet), (HOST, to_browser_port))
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        received = yield self.plain.wait(len(sent))
+        self.assertEqual(sorted(data for data, _ in received), sent)
+
+        # plain party -> rtpengine -> browser: we decrypt with srtp_in
+        unprotect = session(srtp_in, outbound=False)
+        back = [rtp(seq, 0x12345678, bytes([0x40 + seq]) * 160) for seq in range(1, 6)]
+        for packet in back:
+            self.plain.send(packet, (HOST, to_plain_port))
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        media = yield self.browser.wait_media(len(back))
+        self.assertEqual(sorted(unprotect.unprotect(p) for p in media), back)
+
+    @defer.inlineCallbacks
+    def test_sip_calls_browser_browser_answers_active(self):
+        """rtpengine offers actpass; we answer active (as browsers do) and are the client."""
+        offer = self.ng({"command": "offer", "call-id": "dtls-1", "from-tag": "sip",
+                         "sdp": sdp(self.plain.port, "RTP/AVP"),
+                         "transport-protocol": "UDP/TLS/RTP/SAVPF"})
+        body = offer["sdp"]
+        self.assertEqual(attribute(body, "setup"), dtls.offer_setup())
+        their_fp = attribute(body, "fingerprint")
+        self.assertEqual(their_fp.split()[0], "sha-256")
+        our_setup = dtls.answer_setup(attribute(body, "setup"))
+        self.assertEqual(our_setup, "active")
+        answer = self.ng({"command": "answer", "call-id": "dtls-1", "from-tag": "sip",
+                          "to-tag": "browser",
+                          "sdp": sdp(self.browser.transport.getHost().port, "UDP/TLS/RTP/SAVPF",
+                                     "a=setup:%s\r\na=fingerprint:%s\r\n"
+                                     % (our_setup, self.certificate.fingerprint()))})
+        ep = self.start_endpoint(dtls.role_of(our_setup), their_fp, media_port(body))
+        self.assertEqual(ep.role, dtls.CLIENT)
+        yield self.check_media(ep, media_port(body), media_port(answer["sdp"]))
+
+    @defer.inlineCallbacks
+    def test_sip_calls_browser_browser_answers_passive(self):
+        """We answer passive: rtpengine is the client and sends the ClientHello."""
+        offer = self.ng({"command": "offer", "call-id": "dtls-2", "from-tag": "sip",
+                         "sdp": sdp(self.plain.port, "RTP/AVP"),
+                         "transport-protocol": "UDP/TLS/RTP/SAVPF"})
+        body = offer["sdp"]
+        their_fp = attribute(body, "fingerprint")
+        ep = self.start_endpoint(dtls.SERVER, their_fp, media_port(body))
+        answer = self.ng({"command": "answer", "call-id": "dtls-2", "from-tag": "sip",
+                          "to-tag": "browser",
+                          "sdp": sdp(self.browser.transport.getHost().port, "UDP/TLS/RTP/SAVPF",
+                                     "a=setup:passive\r\na=fingerprint:%s\r\n"
+                                     % (self.certificate.fingerprint(),))})
+        yield self.check_media(ep, media_port(body), media_port(answer["sdp"]))
+
+    @defer.inlineCallbacks
+    def test_browser_calls_sip(self):
+        """We offer actpass, fingerprint in sha-1; rtpengine answers active, in sha-1: we serve."""
+        offer = self.ng({"command": "offer", "call-id": "dtls-3", "from-tag": "browser",
+                         "sdp": sdp(self.browser.transport.getHost().port, "UDP/TLS/RTP/SAVPF",
+                                    "a=setup:actpass\r\na=fingerprint:%s\r\n"
+                                    % (self.certificate.fingerprint("sha-1"),)),
+                         "transport-protocol": "RTP/AVP"})
+        answer = self.ng({"command": "answer", "call-id": "dtls-3", "from-tag": "browser",
+                          "to-tag": "sip", "sdp": sdp(self.plain.port, "RTP/AVP")})
+        body = answer["sdp"]
+        self.assertEqual(attribute(body, "setup"), "active")
+        their_fp = attribute(body, "fingerprint")
+        self.assertEqual(their_fp.split()[0], "sha-1")
+        role = dtls.negotiate_role(attribute(body, "setup"), we_offered=True)
+        self.assertEqual(role, dtls.SERVER)
+        ep = self.start_endpoint(role, their_fp, media_port(body))
+        yield self.check_media(ep, media_port(body), media_port(offer["sdp"]))
+
+    @defer.inlineCallbacks
+    def test_rtpengine_refuses_a_wrong_fingerprint(self):
+        """Our answer names another certificate: rtpengine refuses ours, we get no keys."""
+        offer = self.ng({"command": "offer", "call-id": "dtls-4", "from-tag": "sip",
+                         "sdp": sdp(self.plain.port, "RTP/AVP"),
+                         "transport-protocol": "UDP/TLS/RTP/SAVPF"})
+        body = offer["sdp"]
+        self.ng({"command": "answer", "call-id": "dtls-4", "from-tag": "sip", "to-tag": "browser",
+                 "sdp": sdp(self.browser.transport.getHost().port, "UDP/TLS/RTP/SAVPF",
+                            "a=setup:active\r\na=fingerprint:%s\r\n"
+                            % (Certificate.generate().fingerprint(),))})
+        ep = self.start_endpoint(dtls.CLIENT, attribute(body, "fingerprint"), media_port(body),
+                                 handshake_timeout=3.0)
+        yield self.assertFailure(self.keys, AssertionError)
+        # rtpengine sends no alert: it logs the mismatch and stops answering
+        self.assertIn("DTLS: Peer certificate rejected - fingerprint mismatch",
+                      self.rtpengine.log())
+        self.assertEqual(self.failures, [dtls.R_TIMEOUT])
+        self.assertEqual(ep.state, dtls.FAILED)
+        self.assertEqual((ep.srtp_in, ep.srtp_out), (None, None))
