@@ -280,6 +280,10 @@ def build_config(values, config_file=None, config_section="rtpengine",
 
     if not any(get(name) for name in LISTENERS):
         raise ConfigError(E_NO_LISTENER)
+    if get("listen-https") and not get("https-cert"):
+        # rtpengine 10.5's words; it refuses to start too
+        raise ConfigError("{}: HTTPS/WSS listener requested, but no certificate given "
+                          "(https-cert)".format(where_of["listen-https"]))
 
     # media ports
     port_min, port_max = get("port-min"), get("port-max")

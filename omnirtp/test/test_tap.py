@@ -110,6 +110,8 @@ class OptionsTests(SynchronousTestCase):
                     args = [form, sampleValue(option)]
                 if option.kind == LIST:
                     args += args
+                if option.name == "listen-https":
+                    args += ["--https-cert", "/etc/omnirtp/cert.pem"]
                 options = parse(BASE + args)
                 expected = () if option.implemented else (option.name,)
                 self.assertEqual(options.config.unimplemented, expected, args)
@@ -181,12 +183,12 @@ class OptionsTests(SynchronousTestCase):
                                  "PUBLIC_IP (not in the environment)")
 
     def test_unimplementedNamedOnce(self):
-        options = parse(BASE + ["--listen-cli=9900", "-c", "9901", "--redis-expires=5",
+        options = parse(BASE + ["--listen-udp=9900", "-u", "9901", "--redis-expires=5",
                                 "--redis-expires=6", "--sip-source"])
         self.assertEqual(options.config.unimplemented,
-                         ("listen-cli", "redis-expires", "sip-source"))
+                         ("listen-udp", "redis-expires", "sip-source"))
         self.assertEqual(tap.describe_warnings(options.config), [
-            "option 'listen-cli' is not implemented by omnirtp yet; ignored",
+            "option 'listen-udp' is not implemented by omnirtp yet; ignored",
             "option 'redis-expires' is not implemented by omnirtp yet; ignored",
             "option 'sip-source' is not implemented by omnirtp yet; ignored"])
 
