@@ -11,6 +11,7 @@ from twisted.logger import Logger
 
 from omnirtp.call.negotiate import Interfaces, Negotiator
 from omnirtp.call.registry import CallRegistry, Timeouts
+from omnirtp.control.access import AccessList
 from omnirtp.control.commands import Dispatcher
 
 
@@ -121,16 +122,19 @@ def build(config, reactor, log_level=None):
                             endpoint_learning=config.endpoint_learning,
                             instance_id=uuid.uuid4().hex[:12],
                             tos=config.tos or 0)
-    dispatcher = Dispatcher(registry, negotiator, delete_delay=config.delete_delay)
+    access = AccessList(getattr(config, "control_allow", ()))
+    dispatcher = Dispatcher(registry, negotiator, delete_delay=config.delete_delay,
+                            access=access)
     top = service.MultiService()
     engine_service.setServiceParent(top)
     _RegistryService(registry, startup_warnings(config), log_level,
                      summary(config)).setServiceParent(top)
     _NGService(reactor, config.listen_ng,
-               lambda: NGProtocol(dispatcher, reactor)).setServiceParent(top)
+               lambda: NGProtocol(dispatcher, reactor, access=access)).setServiceParent(top)
     top.registry = registry
     top.dispatcher = dispatcher
     top.engine = engine
+    top.access = access
     return top
 
 
