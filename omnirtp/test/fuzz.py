@@ -470,6 +470,9 @@ def check_relay(data):
     socks = [RelaySocket(reactor, net.bind(*key), key) for key in RELAY_LOCAL]
     for s in socks:
         s.start()
+    # each RTCP socket knows its party's RTP socket, as the engine wires them
+    socks[1].rtp_sibling = socks[0]
+    socks[3].rtp_sibling = socks[2]
     # A's RTP/RTCP (0, 1) <-> B's RTP/RTCP (2, 3)
     for i, (peer, ep) in enumerate(((2, RELAY_SOURCES[0]), (3, RELAY_SOURCES[1]),
                                     (0, RELAY_SOURCES[2]), (1, RELAY_SOURCES[3]))):
