@@ -76,10 +76,20 @@ class _EngineService(service.Service):
 
 
 def startup_warnings(config):
-    """One sentence per config warning and per unimplemented option."""
+    """One sentence per config warning and per unimplemented option; and
+    one when ng listens beyond loopback while control-allow names nothing
+    (an rtpengine setup moved over unchanged: its SIP proxy is refused)."""
     lines = list(getattr(config, "warnings", ()))
     for name in getattr(config, "unimplemented", ()):
         lines.append("option '{}' is not implemented by omnirtp yet; ignored".format(name))
+    if not getattr(config, "control_allow", ()):
+        outside = [hp for hp in getattr(config, "listen_ng", ())
+                   if not AccessList().allows(hp[0])]
+        if outside:
+            lines.append(
+                "listen-ng {} is reachable from other hosts, but control-allow names no "
+                "network: only loopback sources are answered".format(
+                    ", ".join("%s:%d" % hp for hp in outside)))
     return lines
 
 
@@ -90,8 +100,9 @@ def summary(config):
     ifaces = ", ".join(str(i) for i in config.interfaces)
     media = ("%d media worker processes" % config.num_threads if config.num_threads > 0
              else "media in the control process")
-    return ("omnirtp %s: ng on %s; interfaces %s; ports %d-%d; %s; max-sessions %d"
-            % (__version__, listen, ifaces, config.port_min, config.port_max, media,
+    allowed = ", ".join(("loopback",) + tuple(getattr(config, "control_allow", ())))
+    return ("omnirtp %s: ng on %s (from %s); interfaces %s; ports %d-%d; %s; max-sessions %d"
+            % (__version__, listen, allowed, ifaces, config.port_min, config.port_max, media,
                config.max_sessions))
 
 

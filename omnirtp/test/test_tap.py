@@ -188,7 +188,9 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(tap.describe_warnings(options.config), [
             "option 'listen-cli' is not implemented by omnirtp yet; ignored",
             "option 'redis-expires' is not implemented by omnirtp yet; ignored",
-            "option 'sip-source' is not implemented by omnirtp yet; ignored"])
+            "option 'sip-source' is not implemented by omnirtp yet; ignored",
+            "listen-ng 0.0.0.0:2223 is reachable from other hosts, but control-allow names "
+            "no network: only loopback sources are answered"])
 
     def test_twistdPidfileAndOurs(self):
         """twistd's --pidfile goes before 'omnirtp'; -p/--pidfile after it is
@@ -256,6 +258,8 @@ class OptionsTests(SynchronousTestCase):
             "warning: command line: --table=0: omnirtp has no kernel forwarding; "
             "media is relayed in userspace\n"
             "warning: option 'sip-source' is not implemented by omnirtp yet; ignored\n"
+            "warning: listen-ng 0.0.0.0:2223 is reachable from other hosts, but control-allow "
+            "names no network: only loopback sources are answered\n"
             "omnirtp: configuration OK (no config file)\n"))
 
     def test_configTestError(self):
