@@ -11,6 +11,7 @@ from twisted.logger import Logger
 
 from omnirtp.call.negotiate import Interfaces, Negotiator
 from omnirtp.call.registry import CallRegistry, Timeouts
+from omnirtp.control.access import AccessList
 from omnirtp.control.commands import Dispatcher
 
 
@@ -78,10 +79,20 @@ class _EngineService(service.Service):
 
 
 def startup_warnings(config):
-    """One sentence per config warning and per unimplemented option."""
+    """One sentence per config warning and per unimplemented option; and
+    one when ng listens beyond loopback while control-allow names nothing
+    (an rtpengine setup moved over unchanged: its SIP proxy is refused)."""
     lines = list(getattr(config, "warnings", ()))
     for name in getattr(config, "unimplemented", ()):
         lines.append("option '{}' is not implemented by omnirtp yet; ignored".format(name))
+    if not getattr(config, "control_allow", ()):
+        outside = [hp for hp in getattr(config, "listen_ng", ())
+                   if not AccessList().allows(hp[0])]
+        if outside:
+            lines.append(
+                "listen-ng {} is reachable from other hosts, but control-allow names no "
+                "network: only loopback sources are answered".format(
+                    ", ".join("%s:%d" % hp for hp in outside)))
     return lines
 
 
@@ -96,8 +107,9 @@ def summary(config):
     ifaces = ", ".join(str(i) for i in config.interfaces)
     media = ("%d media worker processes" % config.num_threads if config.num_threads > 0
              else "media in the control process")
-    return ("omnirtp %s: ng on %s; interfaces %s; ports %d-%d; %s; max-sessions %d"
-            % (__version__, listen, ifaces, config.port_min, config.port_max, media,
+    allowed = ", ".join(("loopback",) + tuple(getattr(config, "control_allow", ())))
+    return ("omnirtp %s: ng on %s (from %s); interfaces %s; ports %d-%d; %s; max-sessions %d"
+            % (__version__, listen, allowed, ifaces, config.port_min, config.port_max, media,
                config.max_sessions))
 
 
@@ -128,7 +140,9 @@ def build(config, reactor, log_level=None):
                             endpoint_learning=config.endpoint_learning,
                             instance_id=uuid.uuid4().hex[:12],
                             tos=config.tos or 0)
-    dispatcher = Dispatcher(registry, negotiator, delete_delay=config.delete_delay)
+    access = AccessList(getattr(config, "control_allow", ()))
+    dispatcher = Dispatcher(registry, negotiator, delete_delay=config.delete_delay,
+                            access=access)
     from omnirtp.control.operations import LogLevels, Operations
     levels = LogLevels(config.log_level if log_level is None else log_level)
     operations = Operations(dispatcher, config, levels)
@@ -137,7 +151,7 @@ def build(config, reactor, log_level=None):
     _RegistryService(registry, startup_warnings(config), log_level,
                      summary(config), levels).setServiceParent(top)
     _NGService(reactor, config.listen_ng,
-               lambda: NGProtocol(dispatcher, reactor)).setServiceParent(top)
+               lambda: NGProtocol(dispatcher, reactor, access=access)).setServiceParent(top)
     operator = build_operator_listeners(config, reactor, operations)
     if operator is not None:
         operator.setServiceParent(top)
@@ -146,6 +160,7 @@ def build(config, reactor, log_level=None):
     top.engine = engine
     top.operations = operations
     top.operator = operator
+    top.access = access
     return top
 
 

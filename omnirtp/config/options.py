@@ -228,7 +228,13 @@ OPTIONS = (
     _o("mqtt-publish-scope", None, STR, None, N, "MQTT report scope"),
     # -- janus
     _o("janus-secret", None, STR, None, N, "Janus admin secret"),
+    # -- omnirtp's own options (not rtpengine's; see OWN_OPTIONS)
+    _o("control-allow", None, LIST, (), Y,
+       "networks allowed to use the control listeners besides loopback: ADDR[/PREFIX]"),
 )
+
+#: options omnirtp adds to rtpengine's set (docs/compat.md lists them)
+OWN_OPTIONS = frozenset({"control-allow"})
 
 BY_NAME = {o.name: o for o in OPTIONS}
 BY_SHORT = {o.short: o for o in OPTIONS if o.short}

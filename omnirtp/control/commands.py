@@ -37,8 +37,10 @@ class Dispatcher:
 
     log = Logger()
 
-    def __init__(self, registry, negotiator, delete_delay=30):
+    def __init__(self, registry, negotiator, delete_delay=30, access=None):
         self.registry = registry
+        #: the daemon's control AccessList (statistics shows its refusals)
+        self.access = access
         self.negotiator = negotiator
         self.engine = registry.engine
         self.delete_delay = delete_delay
@@ -312,7 +314,7 @@ class Dispatcher:
         for key in PROXY_KEYS:
             if key != "errorcount":
                 control["total" + key] = self.done[key]
-        return {
+        reply = {
             "currentstatistics": {
                 "sessionsown": own, "sessionsforeign": 0, "sessionstotal": own,
                 "transcodedmedia": 0,
@@ -348,3 +350,7 @@ class Dispatcher:
             "ports": {"used": engine_totals.get("ports_used", 0),
                       "free": engine_totals.get("ports_free", 0)},
         }
+        if self.access is not None:
+            # omnirtp's own counter: ng requests refused by control-allow
+            reply["controlstatistics"]["deniedcount"] = self.access.denied.get("ng", 0)
+        return reply

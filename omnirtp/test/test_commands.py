@@ -292,3 +292,37 @@ class DualStackTests(SynchronousTestCase):
         """`address family` switches an IPv4 SDP to IPv6."""
         self.assertIn("c=IN IP6 ::1", self.offer(OFFER, **{"address family": "IP6"}))
         self.assertIn("c=IN IP4 127.0.0.1", self.offer(OFFER, **{"call-id": "c2"}))
+
+
+class RejectedMediaOnlyTests(SynchronousTestCase):
+    """An offer whose every m= line is rejected (port 0) holds no port: the
+    engine is not configured for it (found by fuzzing: the EmbeddedEngine
+    refused to configure a call without ports, answered "Internal error")."""
+
+    SDP = ("v=0\r\no=- 0 0 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n"
+           "m=audio 0 RTP/AVP 0\r\n")
+
+    def setUp(self):
+        import random
+        from omnirtp.media.engine import EmbeddedEngine
+        from omnirtp.test.fakes import FakeNetwork, MemoryUDPReactor
+        self.clock = MemoryUDPReactor()
+        self.engine = EmbeddedEngine(self.clock, {"127.0.0.1": (30000, 30009)},
+                                     bind=FakeNetwork().bind, rng=random.Random(1))
+        self.registry = CallRegistry(self.engine, self.clock, Timeouts(), max_sessions=-1)
+        negotiator = Negotiator(self.registry,
+                                Interfaces([InterfaceSpec("default", "127.0.0.1", None)]),
+                                instance_id="abc123")
+        self.dispatch = Dispatcher(self.registry, negotiator)
+
+    def test_offerAndAnswer(self):
+        """Both answered as rtpengine 10.5 answers (checked on loopback):
+        the SDP with our address and the port still 0; no port taken."""
+        expected = self.SDP.replace("c=IN IP4 192.0.2.10", "c=IN IP4 127.0.0.1")
+        for request in ({"command": "offer", "call-id": "x", "from-tag": "f", "sdp": self.SDP},
+                        {"command": "answer", "call-id": "x", "from-tag": "f", "to-tag": "t",
+                         "sdp": self.SDP}):
+            self.assertEqual(self.successResultOf(self.dispatch(request)),
+                             {"result": "ok", "sdp": expected})
+        totals = self.successResultOf(self.engine.totals())
+        self.assertEqual((totals["ports_used"], totals["ports_free"]), (0, 10))

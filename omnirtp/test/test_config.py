@@ -10,7 +10,7 @@ from omnirtp.config.ini import parse_config, parse_dotenv, substitute
 from omnirtp.config.model import (
     E_NO_INTERFACE, E_NO_LISTENER, build_config, parse_interface, parse_listen)
 from omnirtp.config.options import (
-    BY_NAME, BY_SHORT, COMMAND_LINE_ONLY, OPTIONS)
+    BY_NAME, BY_SHORT, COMMAND_LINE_ONLY, OPTIONS, OWN_OPTIONS)
 from omnirtp.errors import ConfigError
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "config")
@@ -38,10 +38,11 @@ def build(extra=None, **kw):
 
 class OptionTableTests(SynchronousTestCase):
     def test_everyRtpengineOption(self):
-        """The table holds rtpengine 10.5's 140 options (help/version aside),
-        with unique names and short letters."""
-        self.assertEqual(len(OPTIONS), 140)
-        self.assertEqual(len(BY_NAME), 140)
+        """The table holds rtpengine 10.5's 140 options (help/version aside)
+        and omnirtp's own (control-allow), with unique names and short letters."""
+        self.assertEqual(OWN_OPTIONS, frozenset({"control-allow"}))
+        self.assertEqual(len([o for o in OPTIONS if o.name not in OWN_OPTIONS]), 140)
+        self.assertEqual(len(BY_NAME), 141)
         for name in ("interface", "listen-ng", "port-min", "port-max", "timeout",
                      "silent-timeout", "final-timeout", "offer-timeout",
                      "delete-delay", "log-level", "num-threads", "max-sessions",
