@@ -415,6 +415,11 @@ class ServiceTests(SynchronousTestCase):
         self.assertIsInstance(servers[("127.0.0.1", 9900)].wrapped, SharedPortFactory)
         self.assertIsInstance(servers[("::1", 9901)].wrapped, CliFactory)
         self.assertIsInstance(servers[("127.0.0.1", 8080)].wrapped, Site)
+        # every listener answers to the daemon's control-allow list
+        for factory in servers.values():
+            self.assertIs(factory.access, top.access)
+        self.assertEqual((servers[("::1", 9901)].kind, servers[("127.0.0.1", 9900)].kind,
+                          servers[("127.0.0.1", 8080)].kind), ("cli", "http", "http"))
         stopped = []
         for p in top.operator.ports:
             p.stopListening = lambda p=p: stopped.append(p)
