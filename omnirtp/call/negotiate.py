@@ -590,17 +590,14 @@ class Negotiator:
         return setup, self.certificate.fingerprint(hash_)
 
     def _ice_lite(self, flags, offer, dst, src):
-        """True if we are ICE-lite towards ``dst``'s party (``ICE-lite``:
-        ``forward`` towards the offer's recipient, ``backward`` towards the
-        offerer, ``both``; remembered from the offer for the answer)."""
-        mode = flags.ice_lite
+        """True if we are ICE-lite towards ``dst``'s party.  As 10.5: the
+        offer's ``ICE-lite`` says it, ``forward`` towards the offer's
+        recipient, ``backward`` towards the offerer (in the answer), ``both``;
+        on an answer the key changes nothing."""
         if offer:
+            mode = flags.ice_lite
             src.ice_lite_back = mode in ("backward", "both")
             return mode in ("forward", "both")
-        if mode in ("backward", "both"):
-            return True
-        if mode == "off":
-            return False
         return dst.ice_lite_back
 
     # -- SDES (RFC 4568) -----------------------------------------------------
