@@ -473,8 +473,9 @@ class Negotiator:
             iface = iface or d.interface
             if offer:
                 s_media.mid = section.attribute("mid")
-            trickle = flags.has("trickle-ice") or (s_media.ice_trickle if offer
-                                                   else d.ice_trickle)
+            # trickle ICE towards a party that offered it (10.5 does not pass
+            # the offerer's option on in the offer), or with `trickle ICE`
+            trickle = flags.has("trickle-ice") or (not offer and d.ice_trickle)
             if info.rejected or not d.has_ports:
                 d.ice_used = False
                 d.dtls_role = None

@@ -579,6 +579,12 @@ CASES = [
          doc="ICE-lite=backward on the offer: a=ice-lite in the answer to the offerer"),
     Case("ice_lite_on_answer", [webrtc_offer(), webrtc_answer(**{"ICE-lite": "both"})],
          doc="ICE-lite on an answer changes nothing in 10.5"),
+    Case("browser_to_browser", [
+        offer(WEBRTC_OFFER, ICE="force", **{"transport-protocol": "UDP/TLS/RTP/SAVPF"}),
+        answer(WEBRTC_ANSWER.replace("a=setup:active", "a=setup:passive"), ICE="force",
+               **{"transport-protocol": "UDP/TLS/RTP/SAVPF"})],
+         differs=_suites_differs(0), reason=SDES_SUITES_REASON,
+         doc="ICE and DTLS on both legs; the offerer's trickle option is not passed on"),
     Case("webrtc_video_both", [webrtc_offer(WEBRTC_OFFER_AV), webrtc_answer(SIP_ANSWER_AV)],
          doc="a browser's BUNDLEd audio+VP8 offer to a SIP side with video"),
     Case("webrtc_video_rejected", [webrtc_offer(WEBRTC_OFFER_AV),

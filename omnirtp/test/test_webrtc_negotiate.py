@@ -311,3 +311,25 @@ class WebrtcNegotiationTests(SynchronousTestCase):
         back = self.answer(corpus.SIP_ANSWER, **dict(BROWSER_ANSWER, **{"ICE-lite": "both"}))
         self.assertNotIn("a=ice-lite", back)
         self.assertEqual(self.entries(back)[0]["ice"]["lite"], False)
+
+    # -- a browser calls a browser -------------------------------------------------------
+
+    def test_browserToBrowser(self):
+        """ICE and DTLS on both legs: controlling towards the callee, controlled
+        towards the caller; the callee answered passive, so we are its client,
+        and we answer the caller's actpass as active (its client too).  The
+        caller's trickle option is not passed on in the offer."""
+        flags = {"ICE": "force", "transport-protocol": "UDP/TLS/RTP/SAVPF", "SDES": ["off"]}
+        out = self.offer(corpus.WEBRTC_OFFER, **flags)
+        self.assertEqual(attribute(out, "ice-options"), [])
+        self.assertNotIn("a=end-of-candidates", out)
+        callee_answer = corpus.WEBRTC_ANSWER.replace("a=setup:active", "a=setup:passive")
+        back = self.answer(callee_answer, **flags)
+        callee, caller = self.entries(out)[0], self.entries(back)[0]
+        self.assertEqual(callee["dtls"], {"role": "client", "fingerprint": BROWSER_FINGERPRINT})
+        self.assertEqual(caller["dtls"], {"role": "client", "fingerprint": BROWSER_FINGERPRINT})
+        self.assertEqual((callee["ice"]["controlling"], caller["ice"]["controlling"]),
+                         (True, False))
+        self.assertEqual(callee["ice"]["candidates"], [ANSWER_CANDIDATE])
+        self.assertEqual(caller["ice"]["candidates"], [OFFER_CANDIDATE])
+        self.assertEqual(attribute(back, "ice-options"), ["trickle"])
