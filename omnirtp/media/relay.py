@@ -156,6 +156,7 @@ class RelaySocket:
         "confirmed",
         "window_end",
         "best_rank",
+        "rtp_sibling",
         # counters
         "packets",
         "bytes",
@@ -225,6 +226,10 @@ class RelaySocket:
         self.confirmed = False
         self.window_end = now + LEARNING_WINDOW
         self.best_rank = RANK_NONE
+        #: for an RTCP socket: the RTP socket of the same party (same pair),
+        #: whose learnt source it may latch to (see :meth:`_party`); None
+        #: for an RTP socket
+        self.rtp_sibling = None
         self.packets = 0
         self.bytes = 0
         self.errors = 0
@@ -687,6 +692,23 @@ class RelaySocket:
             self._update_out()
         return forward
 
+    def _party(self, src):
+        """For an RTCP socket: may ``src`` be its party?  Only the address
+        the party's SDP names (for RTCP or RTP), or the address its RTP
+        already comes from (the RTP socket has received and learnt it).  A
+        stranger racing the party to an RTCP port that has seen nothing yet
+        would otherwise get the other side's RTCP reflected to it."""
+        ip = src[0]
+        sdp = self.sdp_endpoint
+        if sdp is not None and sdp[0] == ip:
+            return True
+        rtp = self.rtp_sibling
+        sdp = rtp.sdp_endpoint
+        if sdp is not None and sdp[0] == ip:
+            return True
+        ep = rtp.endpoint
+        return rtp.packets > 0 and ep is not None and ep[0] == ip
+
     def _policy(self, src, now):
         if self.asymmetric or self.learning == LEARN_OFF:
             # never move: the endpoint stays the SDP address
@@ -697,6 +719,9 @@ class RelaySocket:
             if self.handover:
                 self.endpoint = src
                 return True
+            return not self.strict
+        if self.rtp_sibling is not None and not self._party(src):
+            # an RTCP port latches only to its party (forwarded, not learnt)
             return not self.strict
         learning = self.learning
         if learning == LEARN_HEURISTIC:
