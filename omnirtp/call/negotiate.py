@@ -563,7 +563,8 @@ class Negotiator:
         ``a=setup:actpass`` and our fingerprint unless ``DTLS=off`` (also with
         ``DTLS=passive``); until the answer we wait as the DTLS server.  An
         answer carries them only towards an offerer that sent a=setup
-        (active/passive/actpass), with the role :func:`dtls.answer_setup`
+        (active/passive/actpass) and a valid a=fingerprint (a known hash of
+        the right length), with the role :func:`dtls.answer_setup`
         gives (``DTLS=passive`` makes it passive); ``DTLS=off`` does not
         change an answer.  The hash is that of the party's own a=fingerprint,
         else ``DTLS-fingerprint``, else sha-256.
@@ -580,7 +581,7 @@ class Negotiator:
                 d.dtls_role = dtls.SERVER
         else:
             setup = dtls.answer_setup(d.dtls_setup, passive=flags.dtls == "passive")
-            if setup is None:
+            if setup is None or d.dtls_fingerprint is None:
                 d.dtls_role = None
                 return None
             d.dtls_role = dtls.role_of(setup)

@@ -296,6 +296,10 @@ WEBRTC_ANSWER = sdp(
 
 WEBRTC_OFFER_ACTIVE = WEBRTC_OFFER.replace("a=setup:actpass", "a=setup:active")
 WEBRTC_OFFER_PASSIVE = WEBRTC_OFFER.replace("a=setup:actpass", "a=setup:passive")
+WEBRTC_OFFER_NO_FINGERPRINT = "".join(
+    line + "\r\n" for line in WEBRTC_OFFER.split("\r\n")[:-1]
+    if not line.startswith("a=fingerprint:"))
+WEBRTC_OFFER_BAD_FINGERPRINT = WEBRTC_OFFER.replace(":84:A5:0D\r\n", "\r\n")
 WEBRTC_OFFER_SDES = WEBRTC_OFFER.replace("UDP/TLS/RTP/SAVPF", "RTP/SAVPF").replace(
     "a=setup:actpass", "a=setup:actpass\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 "
     "inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz")
@@ -590,6 +594,16 @@ CASES = [
     Case("dtls_offer_setup_passive", [webrtc_offer(WEBRTC_OFFER_PASSIVE),
                                       webrtc_answer(DTLS="passive")],
          doc="the browser offers a=setup:passive: we answer active (also with DTLS=passive)"),
+    Case("dtls_offer_no_fingerprint", [webrtc_offer(WEBRTC_OFFER_NO_FINGERPRINT),
+                                       webrtc_answer()],
+         doc="an offer with a=setup but no a=fingerprint: no DTLS lines in the answer"),
+    Case("dtls_offer_bad_fingerprint", [webrtc_offer(WEBRTC_OFFER_BAD_FINGERPRINT),
+                                        webrtc_answer()],
+         differs={0: [("a=fingerprint:sha-256 {FINGERPRINT1}", None)]},
+         reason="10.5 passes an a=fingerprint it cannot parse on to the other side as an "
+                "unknown attribute (here towards RTP/AVP); omnirtp drops it like every "
+                "fingerprint line of the input",
+         doc="an a=fingerprint too short for its hash: ignored, no DTLS lines in the answer"),
     Case("dtls_fingerprint_sha1", [seed_offer(SDES=["off"], **{"DTLS-fingerprint": "sha-1"}),
                                    seed_answer()],
          doc="DTLS-fingerprint=sha-1 on an offer: our a=fingerprint uses SHA-1"),

@@ -212,6 +212,17 @@ class WebrtcNegotiationTests(SynchronousTestCase):
         self.assertEqual(attribute(back, "setup") + attribute(back, "fingerprint"), [])
         self.assertIsNone(self.entries(back)[0]["dtls"])
 
+    def test_offerWithoutValidFingerprintGetsNoDtls(self):
+        """As 10.5: a=setup without a usable a=fingerprint (none, a hash it
+        does not know, a digest of the wrong length) means no DTLS."""
+        for offer in (corpus.WEBRTC_OFFER_NO_FINGERPRINT, corpus.WEBRTC_OFFER_BAD_FINGERPRINT,
+                      corpus.WEBRTC_OFFER.replace("a=fingerprint:sha-256 ", "a=fingerprint:md5 ")):
+            self.call({"command": "delete", "call-id": "c1", "from-tag": "ft",
+                       "delete-delay": 0})
+            _, back = self.browser_call(offer)
+            self.assertEqual(attribute(back, "setup") + attribute(back, "fingerprint"), [])
+            self.assertIsNone(self.entries(back)[0]["dtls"])
+
     def test_sdesAndDtlsOfferAnsweredWithDtls(self):
         """An offer with a=crypto and a=setup/a=fingerprint: DTLS wins, no
         a=crypto in the answer and no SDES keys on the socket."""
