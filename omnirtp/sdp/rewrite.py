@@ -30,12 +30,12 @@ Media section (not rejected)::
     a=ptime:<n>
     a=ice-ufrag, a=ice-pwd, [a=ice-options:trickle], a=candidate..., [a=end-of-candidates]
 
-A rejected section (port 0) is the bare ``m=`` line.  The input's crypto,
+A rejected section (port 0) is its ``m=`` line, plus (as 10.5 writes it) its
+``a=mid`` with ``keep_mid`` and ``a=end-of-candidates`` towards a trickle ICE
+peer.  The input's crypto,
 fingerprint, setup and tls-id lines are always dropped; ``a=crypto``, ``a=setup`` and
 ``a=fingerprint`` lines come only from the plan (after ``a=rtcp-mux``, in
-that order, as 10.5 writes them).  A rejected section keeps its ``a=mid``
-(with ``keep_mid``) and gets ``a=end-of-candidates`` towards a trickle ICE
-peer, as 10.5 does.
+that order, as 10.5 writes them).
 Output lines end in CRLF.
 """
 
