@@ -113,7 +113,7 @@ def summary(config):
                config.max_sessions))
 
 
-def build_engine(config, reactor, interfaces):
+def build_engine(config, reactor, interfaces, certificate=None):
     """The media engine: embedded for num-threads 0, else a worker pool."""
     addresses = interfaces.engine_map(config.port_min, config.port_max)
     if config.num_threads and config.num_threads > 0:
@@ -129,8 +129,12 @@ def build_engine(config, reactor, interfaces):
 def build(config, reactor, log_level=None):
     """The parts of a daemon, for makeService and for tests."""
     from omnirtp.control.ng import NGProtocol
+    from omnirtp.media.dtls import Certificate
     interfaces = Interfaces(config.interfaces)
-    engine, engine_service = build_engine(config, reactor, interfaces)
+    # one DTLS certificate per daemon: its fingerprint goes into the SDP
+    # (Negotiator) and the engine makes the handshakes with it
+    certificate = Certificate.from_config(config)
+    engine, engine_service = build_engine(config, reactor, interfaces, certificate)
     registry = CallRegistry(
         engine, reactor,
         Timeouts(config.timeout, config.silent_timeout, config.offer_timeout,
@@ -139,7 +143,7 @@ def build(config, reactor, log_level=None):
     negotiator = Negotiator(registry, interfaces,
                             endpoint_learning=config.endpoint_learning,
                             instance_id=uuid.uuid4().hex[:12],
-                            tos=config.tos or 0)
+                            tos=config.tos or 0, certificate=certificate)
     access = AccessList(getattr(config, "control_allow", ()))
     dispatcher = Dispatcher(registry, negotiator, delete_delay=config.delete_delay,
                             access=access)

@@ -43,6 +43,9 @@ class Media:
         "rejected", "zero_address", "ice_ufrag", "ice_pwd",
         "codec_keys", "ptime",
         "crypto_remote", "crypto_local", "crypto_offered", "crypto_candidates",
+        "dtls_setup", "dtls_fingerprint", "dtls_role",
+        "ice_used", "ice_controlling", "ice_lite", "ice_remote_ufrag", "ice_remote_pwd",
+        "ice_candidates", "ice_trickle", "ice_remote_lite", "ice_seen", "mid",
     )
 
     def __init__(self, index, type_, interface):
@@ -70,6 +73,28 @@ class Media:
         self.crypto_offered = ()
         #: the party's usable a=crypto lines of its last offer, in its order
         self.crypto_candidates = ()
+        #: DTLS-SRTP with this party: its a=setup word and first a=fingerprint
+        #: value (None: not given), and our DTLS role towards it ("client" /
+        #: "server"; None: no DTLS with this party)
+        self.dtls_setup = None
+        self.dtls_fingerprint = None
+        self.dtls_role = None
+        #: ICE with this party: ``ice_used`` when our last SDP to it carried
+        #: our ICE data (``ice_ufrag``/``ice_pwd``) and the party did not
+        #: answer without ICE; its own credentials, a=candidate values (valid
+        #: ones, in its order), trickle option and a=ice-lite; our role
+        self.ice_used = False
+        self.ice_controlling = False
+        self.ice_lite = False
+        self.ice_remote_ufrag = None
+        self.ice_remote_pwd = None
+        self.ice_candidates = ()
+        self.ice_trickle = False
+        self.ice_remote_lite = False
+        #: the party's last SDP had ICE attributes
+        self.ice_seen = False
+        #: the party's a=mid value (None: none)
+        self.mid = None
 
     @property
     def rtp_key(self):
@@ -98,6 +123,25 @@ class Media:
         return {"suite": self.crypto_local.suite,
                 "key": base64.b64encode(self.crypto_local.key).decode("ascii")}
 
+    def dtls_entry(self):
+        """The engine's ``dtls`` socket-entry value for this party."""
+        if self.dtls_role is None:
+            return None
+        return {"role": self.dtls_role, "fingerprint": self.dtls_fingerprint}
+
+    def ice_entry(self, component):
+        """The engine's ``ice`` socket-entry value for this party's socket of
+        ``component`` (1: RTP, 2: separate RTCP), None without ICE."""
+        if not self.ice_used or (component == 2 and self.mux):
+            return None
+        prefix = "%d " % component
+        return {"ufrag": self.ice_ufrag, "pwd": self.ice_pwd,
+                "remote_ufrag": self.ice_remote_ufrag, "remote_pwd": self.ice_remote_pwd,
+                "controlling": self.ice_controlling, "lite": self.ice_lite,
+                "component": component,
+                "candidates": [c for c in self.ice_candidates
+                               if c.split(" ", 2)[1:2] == [prefix.strip()]]}
+
     @property
     def receiving(self):
         """True unless the party said it will not send (hold/inactive)."""
@@ -120,6 +164,9 @@ class Monologue:
         self.rtcp_mux_opts = frozenset()
         self.had_mid = False
         self.ice = False
+        #: ICE-lite towards this party when it is answered (``ICE-lite``
+        #: backward/both on its offer)
+        self.ice_lite_back = False
         #: when a delayed partial ``delete`` removes this monologue (None: not)
         self.deletion_at = None
 

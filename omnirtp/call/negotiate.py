@@ -13,10 +13,13 @@ from omnirtp.call.model import Interface, Media, Monologue
 from omnirtp.errors import (
     E_MKI_UNSUPPORTED, E_NO_SUCH_TAG, E_SDP_INCOMPLETE, E_SDP_PARSE, E_SDP_REWRITE,
     E_UNKNOWN_CALL, NGError, SDPError)
+from omnirtp.media import dtls
+from omnirtp.media.ice import parse_candidate
 from omnirtp.sdp import crypto as sdes
 from omnirtp.sdp import model as sdpmodel
 from omnirtp.sdp.rewrite import (
-    ICE_REMOVE, IcePlan, MediaPlan, SessionPlan, host_candidates, rewrite)
+    ICE_REMOVE, IcePlan, MediaPlan, SessionPlan, host_candidates, new_ice_credentials,
+    rewrite)
 from omnirtp.sdp.codecs import CodecOps, codec_for
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -100,14 +103,24 @@ class Negotiator:
     log = Logger()
 
     def __init__(self, registry, interfaces, endpoint_learning="delayed",
-                 instance_id=None, tos=0):
+                 instance_id=None, tos=0, certificate=None):
         self.registry = registry
+        #: the daemon's DTLS certificate (omnirtp.media.dtls.Certificate),
+        #: whose fingerprint goes into a=fingerprint; the engine holds the
+        #: same one.  None: one is made when first needed (tests).
+        self._certificate = certificate
         #: the TOS byte of media of calls whose offer set none (option ``tos``)
         self.tos = tos
         self.engine = registry.engine
         self.interfaces = interfaces
         self.endpoint_learning = endpoint_learning
         self.instance_id = instance_id
+
+    @property
+    def certificate(self):
+        if self._certificate is None:
+            self._certificate = dtls.Certificate.generate()
+        return self._certificate
 
     # -- entry points ----------------------------------------------------
 
@@ -253,6 +266,9 @@ class Negotiator:
                 if not info.rejected and not m.has_ports and (offer or ml is src):
                     new_medias.append(m)
             self._learn(src.media(info.index), info, flags, offer)
+        for info, section in zip(infos, sd.media):
+            if not info.rejected:
+                self._learn_transport(src.media(info.index), info, section, sd, flags, offer)
         yield self._allocate(call, new_medias)
         if offer:
             src.rtcp_mux_opts = frozenset(flags.rtcp_mux)
@@ -313,6 +329,65 @@ class Negotiator:
             # the answerer multiplexes exactly when its answer says so
             m.mux = info.rtcp_mux
 
+    def _learn_transport(self, m, info, section, sd, flags, offer):
+        """The party's ICE and DTLS data from its SDP (``section`` of ``sd``).
+
+        ICE: its ufrag/pwd (media level, else session level), its valid
+        a=candidate values (a bad one is logged and ignored, as 10.5 does),
+        ice-options:trickle and a=ice-lite.  A new ufrag is an ICE restart:
+        the credentials we give this party change too; otherwise they stay
+        for the whole call.  A party that answers our ICE offer without ICE
+        does not do ICE: no agent on its sockets.
+
+        DTLS: its a=setup word and first a=fingerprint.  When it answers our
+        offer, our role follows from its a=setup (RFC 5763 5: active -> we
+        are the server, passive -> the client); no a=setup: no DTLS with it.
+        """
+        def attribute(name):
+            value = section.attribute(name)
+            return sd.session.attribute(name) if value is None else value
+
+        ufrag = attribute("ice-ufrag")
+        if ufrag and m.ice_remote_ufrag and ufrag != m.ice_remote_ufrag:
+            m.ice_ufrag, m.ice_pwd = new_ice_credentials()
+        m.ice_seen = info.ice
+        m.ice_remote_ufrag = ufrag
+        m.ice_remote_pwd = attribute("ice-pwd")
+        candidates = []
+        for value in section.attributes("candidate"):
+            try:
+                parse_candidate(value)
+            except ValueError as e:
+                self.log.info("[{call_id}] ignoring a=candidate:{value}: {error}",
+                              call_id=flags.call_id, value=value, error=str(e))
+                continue
+            candidates.append(value)
+        m.ice_candidates = tuple(candidates)
+        options = (section.attributes("ice-options") or sd.session.attributes("ice-options"))
+        m.ice_trickle = any("trickle" in (o or "").split() for o in options)
+        m.ice_remote_lite = sd.session.has_attribute("ice-lite") \
+            or section.has_attribute("ice-lite")
+        if not offer and not info.ice:
+            m.ice_used = False
+
+        setup = attribute("setup")
+        m.dtls_setup = setup.strip().lower() if setup else None
+        m.dtls_fingerprint = None
+        for value in section.attributes("fingerprint") or sd.session.attributes("fingerprint"):
+            try:
+                dtls.parse_fingerprint(value)
+            except ValueError as e:
+                self.log.info("[{call_id}] ignoring a=fingerprint:{value}: {error}",
+                              call_id=flags.call_id, value=value, error=str(e))
+                continue
+            m.dtls_fingerprint = value.strip()
+            break
+        if not offer:
+            if m.dtls_role is not None and is_srtp_profile(info.proto) and m.dtls_setup:
+                m.dtls_role = dtls.role_from_answer(m.dtls_setup)
+            else:
+                m.dtls_role = None
+
     @defer.inlineCallbacks
     def _allocate(self, call, medias):
         """Bind ports for ``medias``, all or nothing."""
@@ -340,7 +415,10 @@ class Negotiator:
         Each socket faces the party of its media and carries that party's
         SDES keys: ``srtp_in`` (the party's key, unprotects what it sends)
         and ``srtp_out`` (ours for it, protects what we send it), None for
-        plain RTP.  Packets to a party that multiplexes RTCP (rtcp-mux) all
+        plain RTP.  ``ice`` (:meth:`Media.ice_entry`) and ``dtls``
+        (:meth:`Media.dtls_entry`) say whether an ICE agent and a DTLS
+        endpoint run on the socket (None: not); a DTLS socket gets its SRTP
+        keys from the handshake, not from SDES.  Packets to a party that multiplexes RTCP (rtcp-mux) all
         leave its RTP socket; RTCP from it arrives on its RTP socket and, when the
         other party does not multiplex, is sent out of the other party's
         RTCP socket (``rtcp_peer``).
@@ -356,17 +434,22 @@ class Negotiator:
             for m in ml.port_medias():
                 pm = peer.media(m.index) if peer is not None else None
                 linked = pm is not None and pm.has_ports
-                keys = {"srtp_in": m.srtp_in, "srtp_out": m.srtp_out}
+                dtls_entry = m.dtls_entry()
+                if dtls_entry is None:
+                    keys = {"srtp_in": m.srtp_in, "srtp_out": m.srtp_out}
+                else:
+                    # DTLS-SRTP: the engine keys this socket from the handshake
+                    keys = {"srtp_in": None, "srtp_out": None}
                 sockets.append(dict(
                     common, local=m.rtp_key, endpoint=m.rtp_endpoint,
                     peer=pm.rtp_key if linked else None,
                     rtcp_peer=pm.rtcp_key if linked and m.mux and not pm.mux else None,
-                    **keys))
+                    ice=m.ice_entry(1), dtls=dtls_entry, **keys))
                 sockets.append(dict(
                     common, local=m.rtcp_key,
                     endpoint=m.rtp_endpoint if m.mux else m.rtcp_endpoint,
                     peer=(pm.rtp_key if pm.mux else pm.rtcp_key) if linked else None,
-                    **keys))
+                    ice=m.ice_entry(2), dtls=None if m.mux else dtls_entry, **keys))
         return sockets
 
     def _plan(self, dst, src, sd, infos, flags, offer, cryptos):
@@ -385,11 +468,24 @@ class Negotiator:
             ice_mode = "force"
         if offer:
             src.ice = any(i.ice for i in infos)
+        lite_out = self._ice_lite(flags, offer, dst, src)
         for info, section in zip(infos, sd.media):
             d = dst.media(info.index)
+            s_media = src.media(info.index)
             iface = iface or d.interface
+            if offer:
+                s_media.mid = section.attribute("mid")
+            # trickle ICE towards a party that offered it (10.5 does not pass
+            # the offerer's option on in the offer), or with `trickle ICE`
+            trickle = flags.has("trickle-ice") or (not offer and d.ice_trickle)
             if info.rejected or not d.has_ports:
-                media_plans.append(MediaPlan(port=0))
+                d.ice_used = False
+                d.dtls_role = None
+                media_plans.append(MediaPlan(
+                    port=0, protocol=dst.protocol or d.protocol or info.proto,
+                    keep_mid=offer or dst.had_mid, mid=None if offer else d.mid,
+                    ice=IcePlan("", "", trickle=True)
+                    if ice_mode == "force" and trickle else ICE_REMOVE))
                 continue
             mux = self._mux_out(info, flags, offer, d, dst.rtcp_mux_opts)
             if not offer or mux == "only":
@@ -402,9 +498,14 @@ class Negotiator:
             if info.zero_address and not info.direction:
                 direction = "sendonly"
             ice = ICE_REMOVE
-            if ice_mode == "force":
+            d.ice_used = ice_mode == "force"
+            if d.ice_used:
                 ice = self._ice_plan(d, mux == "only")
-            s_media = src.media(info.index)
+                ice.trickle = trickle
+                d.ice_lite = lite_out
+                # controlling towards the party we offer to (RFC 8445 6.1.1),
+                # and towards a lite party; never when we are lite
+                d.ice_controlling = (offer or d.ice_remote_lite) and not lite_out
             s_media.ptime = _int(section.attribute("ptime")) or s_media.ptime
             if offer:
                 s_media.codec_keys = frozenset(_codec_keys(section))
@@ -419,6 +520,11 @@ class Negotiator:
                 crypto = self._sdes_offer(lines, s_media, d, out_proto, flags)
             else:
                 crypto = self._sdes_answer(lines, s_media, d, out_proto, flags)
+            dtls_lines = self._dtls_plan(d, out_proto, flags, offer)
+            if dtls_lines is not None and not offer:
+                # answering a DTLS offerer: DTLS wins over its a=crypto (10.5)
+                crypto = []
+                d.crypto_remote = d.crypto_local = None
             media_plans.append(MediaPlan(
                 port=d.rtp_port,
                 rtcp_port=rtcp_port,
@@ -432,6 +538,8 @@ class Negotiator:
                 keep_mid=offer or dst.had_mid,
                 keep_zero_address=not info.ice,
                 crypto=[sdes.render(c, flags.sdes) for c in crypto],
+                dtls=dtls_lines,
+                mid=None if offer else d.mid,
             ))
             if offer:
                 src.had_mid = section.has_attribute("mid")
@@ -443,7 +551,58 @@ class Negotiator:
             replace_origin="origin" in flags.replace,
             loop_protect=self.instance_id if flags.has("loop-protect") else None,
             keep_zero_address=not any(i.ice for i in infos),
+            ice_lite=lite_out and ice_mode == "force",
         )
+
+    # -- DTLS-SRTP (RFC 5763, 5764, 8842) ---------------------------------------
+
+    def _dtls_plan(self, d, out_proto, flags, offer):
+        """``(setup, fingerprint)`` for the SDP towards ``d``'s party, or None.
+
+        As rtpengine 10.5: an offer towards an SRTP profile carries
+        ``a=setup:actpass`` and our fingerprint unless ``DTLS=off`` (also with
+        ``DTLS=passive``); until the answer we wait as the DTLS server.  An
+        answer carries them only towards an offerer that sent a=setup
+        (active/passive/actpass) and a valid a=fingerprint (a known hash of
+        the right length), with the role :func:`dtls.answer_setup`
+        gives (``DTLS=passive`` makes it passive); ``DTLS=off`` does not
+        change an answer.  The hash is that of the party's own a=fingerprint,
+        else ``DTLS-fingerprint``, else sha-256.
+        """
+        if not is_srtp_profile(out_proto):
+            d.dtls_role = None
+            return None
+        if offer:
+            if flags.dtls == "off":
+                d.dtls_role = None
+                return None
+            setup = dtls.offer_setup()
+            if d.dtls_role is None:
+                d.dtls_role = dtls.SERVER
+        else:
+            setup = dtls.answer_setup(d.dtls_setup, passive=flags.dtls == "passive")
+            if setup is None or d.dtls_fingerprint is None:
+                d.dtls_role = None
+                return None
+            d.dtls_role = dtls.role_of(setup)
+        try:
+            hash_ = dtls.fingerprint_hash(d.dtls_fingerprint, flags.dtls_fingerprint)
+        except ValueError:
+            self.log.warn("[{call_id}] unknown DTLS-fingerprint hash {name!r}, using sha-256",
+                          call_id=flags.call_id, name=flags.dtls_fingerprint)
+            hash_ = dtls.DEFAULT_HASH
+        return setup, self.certificate.fingerprint(hash_)
+
+    def _ice_lite(self, flags, offer, dst, src):
+        """True if we are ICE-lite towards ``dst``'s party.  As 10.5: the
+        offer's ``ICE-lite`` says it, ``forward`` towards the offer's
+        recipient, ``backward`` towards the offerer (in the answer), ``both``;
+        on an answer the key changes nothing."""
+        if offer:
+            mode = flags.ice_lite
+            src.ice_lite_back = mode in ("backward", "both")
+            return mode in ("forward", "both")
+        return dst.ice_lite_back
 
     # -- SDES (RFC 4568) -----------------------------------------------------
 

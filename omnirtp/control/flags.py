@@ -64,6 +64,9 @@ K_ENDPOINT_LEARNING = ("endpoint-learning", "endpoint learning")
 K_SDES = ("SDES", "sdes")
 K_DTLS = ("DTLS", "dtls")
 K_OSRTP = ("OSRTP", "osrtp")
+K_DTLS_FINGERPRINT = ("DTLS-fingerprint", "DTLS fingerprint", "dtls-fingerprint",
+                      "dtls fingerprint")
+K_ICE_LITE = ("ICE-lite", "ice-lite", "ICE lite", "ice lite")
 K_ALL = ("all",)
 K_LIMIT = ("limit",)
 K_RTPP_FLAGS = ("rtpp-flags", "rtpp_flags", "rtpp flags")
@@ -76,9 +79,8 @@ K_CODEC_TOPLEVEL = {
 }
 # keys accepted and ignored here (other modules read them from ``raw``)
 K_KNOWN_OTHER = (
-    "interface", "ICE-lite", "ice-lite", "ICE lite", "ice lite", "T.38", "T38",
-    "t38", "t.38", "bundle", "BUNDLE", "DTLS-fingerprint", "DTLS fingerprint",
-    "dtls-fingerprint", "dtls fingerprint", "sip-message-type",
+    "interface", "T.38", "T38",
+    "t38", "t.38", "bundle", "BUNDLE", "sip-message-type",
     "SIP-message-type", "sip_message_type", "SIP_message_type", "sip-code",
     "SIP-code", "sip_code", "SIP_code", "to-label", "set-label", "template",
     "media echo", "media-echo", "drop-traffic", "drop traffic", "xmlrpc-callback",
@@ -329,6 +331,10 @@ class Flags:
     endpoint_learning: Optional[str] = None
     sdes: set = dataclasses.field(default_factory=set)
     dtls: Optional[str] = None
+    #: ``DTLS-fingerprint``: the hash of our a=fingerprint (sha-256 ...)
+    dtls_fingerprint: Optional[str] = None
+    #: ``ICE-lite``: forward, backward, both or off
+    ice_lite: Optional[str] = None
     osrtp: set = dataclasses.field(default_factory=set)
     all: bool = False
     limit: Optional[int] = None
@@ -396,6 +402,8 @@ class _Builder:
             (K_RECORD_CALL, self._record_call),
             (K_ENDPOINT_LEARNING, self._endpoint_learning),
             (K_DTLS, self._dtls),
+            (K_DTLS_FINGERPRINT, self._str("dtls_fingerprint")),
+            (K_ICE_LITE, self._ice_lite),
             (K_ALL, self._all),
             (K_RTPP_FLAGS, self._rtpp_flags),
         ):
@@ -521,6 +529,11 @@ class _Builder:
             c = canonical(item)
             self.f.dtls = "off" if c in _DTLS_OFF else c
 
+    def _ice_lite(self, value):
+        items = as_list(value)
+        if items:
+            self.f.ice_lite = canonical(items[-1])
+
     def _all(self, value):
         s = _as_str(value)
         self.f.all = s is None or canonical(s) != "none"
@@ -582,6 +595,9 @@ class _Builder:
         c = canonical(word)
         if c == "webrtc":
             self._webrtc()
+            return
+        if c == "dtls-passive":
+            self.f.dtls = "passive"
             return
         for prefix, part in _CODEC_PREFIXES:
             if c.startswith(prefix) and len(c) > len(prefix):

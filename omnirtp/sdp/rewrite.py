@@ -26,12 +26,16 @@ Media section (not rejected)::
     a=rtcp:<port>[ IN IP4 <addr>]
     a=rtcp-mux
     a=crypto:...                 (the planned SDES lines, in order)
+    a=setup, a=fingerprint       (DTLS-SRTP, planned)
     a=ptime:<n>
     a=ice-ufrag, a=ice-pwd, [a=ice-options:trickle], a=candidate..., [a=end-of-candidates]
 
-A rejected section (port 0) is the bare ``m=`` line.  The input's crypto,
-fingerprint, setup and tls-id lines are always dropped; ``a=crypto`` lines
-come only from the plan (fingerprint/setup: DTLS, a later increment).
+A rejected section (port 0) is its ``m=`` line, plus (as 10.5 writes it) its
+``a=mid`` with ``keep_mid`` and ``a=end-of-candidates`` towards a trickle ICE
+peer.  The input's crypto,
+fingerprint, setup and tls-id lines are always dropped; ``a=crypto``, ``a=setup`` and
+``a=fingerprint`` lines come only from the plan (after ``a=rtcp-mux``, in
+that order, as 10.5 writes them).
 Output lines end in CRLF.
 """
 
@@ -91,6 +95,12 @@ class MediaPlan:
     keep_mid: bool = True
     keep_zero_address: bool = True
     crypto: list = field(default_factory=list)   # values after "a=crypto:"
+    #: DTLS-SRTP: ``(setup, fingerprint)``, the values of ``a=setup`` and
+    #: ``a=fingerprint`` written after the a=crypto lines; None: neither
+    dtls: tuple = None
+    #: the a=mid value to write (with ``keep_mid``) when the input section
+    #: has none: an answer to an offer that had one carries the offer's
+    mid: str = None
 
 
 @dataclass
@@ -205,12 +215,26 @@ def _codec_lines(media, kept):
     return out
 
 
+def _mids(media, mplan):
+    mids = [line.text for line in media.lines[1:] if _attr(line) == "mid"]
+    if not mids and mplan.mid:
+        mids = ["a=mid:" + mplan.mid]
+    return mids
+
+
 def _media_lines(sd, media, mplan, plan):
     proto = mplan.protocol or media.proto
     rtpmaps = media.rtpmaps()
     codecs = [codec_for(f, rtpmaps) for f in media.formats]
     if mplan.port == 0:
-        return [("m=%s 0 %s %s" % (media.media, proto, " ".join(media.formats))).rstrip()]
+        out = [("m=%s 0 %s %s" % (media.media, proto, " ".join(media.formats))).rstrip()]
+        if mplan.keep_mid:
+            # as 10.5: a rejected section keeps its a=mid (BUNDLE peers
+            # need it) and, towards a trickle ICE peer, a=end-of-candidates
+            out.extend(_mids(media, mplan))
+        if isinstance(mplan.ice, IcePlan) and mplan.ice.trickle:
+            out.append("a=end-of-candidates")
+        return out
     kept = mplan.codecs.apply(codecs)
     out = ["m=%s %d %s %s" % (media.media, mplan.port, proto, " ".join(c.pt for c in kept))]
     mids = []
@@ -240,7 +264,7 @@ def _media_lines(sd, media, mplan, plan):
         else:
             out.append(line.text)
     if mplan.keep_mid:
-        out.extend(mids)
+        out.extend(mids or _mids(media, mplan))
     out.extend(_codec_lines(media, kept))
     if mplan.direction is not None:
         out.append("a=" + mplan.direction)
@@ -252,6 +276,9 @@ def _media_lines(sd, media, mplan, plan):
     if mplan.rtcp_mux:
         out.append("a=rtcp-mux")
     out.extend("a=crypto:" + c for c in mplan.crypto)
+    if mplan.dtls is not None:
+        out.append("a=setup:" + mplan.dtls[0])
+        out.append("a=fingerprint:" + mplan.dtls[1])
     if mplan.ptime:
         out.append("a=ptime:%d" % mplan.ptime)
     ice = mplan.ice

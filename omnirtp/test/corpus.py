@@ -26,6 +26,7 @@ import sys
 from dataclasses import dataclass
 
 from omnirtp.errors import E_MKI_UNSUPPORTED
+from omnirtp.test.kamailio import kamailio_dict
 from omnirtp.test.sdpnorm import Normaliser
 
 FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "corpus")
@@ -293,6 +294,90 @@ WEBRTC_ANSWER = sdp(
     "a=ssrc:2712458374 cname:Jq2vT0mWc8rLs4pX",
 )
 
+WEBRTC_OFFER_ACTIVE = WEBRTC_OFFER.replace("a=setup:actpass", "a=setup:active")
+WEBRTC_OFFER_PASSIVE = WEBRTC_OFFER.replace("a=setup:actpass", "a=setup:passive")
+WEBRTC_OFFER_NO_FINGERPRINT = "".join(
+    line + "\r\n" for line in WEBRTC_OFFER.split("\r\n")[:-1]
+    if not line.startswith("a=fingerprint:"))
+WEBRTC_OFFER_BAD_FINGERPRINT = WEBRTC_OFFER.replace(":84:A5:0D\r\n", "\r\n")
+WEBRTC_OFFER_SDES = WEBRTC_OFFER.replace("UDP/TLS/RTP/SAVPF", "RTP/SAVPF").replace(
+    "a=setup:actpass", "a=setup:actpass\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 "
+    "inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz")
+
+#: a browser's audio+video offer: BUNDLE, rtcp-mux, ICE, DTLS, VP8
+WEBRTC_OFFER_AV = sdp(
+    "v=0",
+    "o=- 1717171717171717171 2 IN IP4 127.0.0.1",
+    "s=-",
+    "t=0 0",
+    "a=group:BUNDLE 0 1",
+    "a=msid-semantic: WMS stream0",
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111 0 101",
+    "c=IN IP4 0.0.0.0",
+    "a=rtcp:9 IN IP4 0.0.0.0",
+    "a=candidate:3471623853 1 udp 2122260223 198.51.100.7 53871 typ host generation 0",
+    "a=ice-ufrag:Zq9k",
+    "a=ice-pwd:b7Vn2mX0cLp4Rs8tQw1yHj6K",
+    "a=ice-options:trickle",
+    "a=fingerprint:sha-256 5B:20:31:6C:8F:14:A7:E2:99:0D:3B:C4:58:71:AE:06:F3:2D:94:1B:C7:60:8A:E5:"
+    "12:4F:D9:3C:76:B0:21:E8",
+    "a=setup:actpass",
+    "a=mid:0",
+    "a=sendrecv",
+    "a=msid:stream0 audio0",
+    "a=rtcp-mux",
+    "a=rtpmap:111 opus/48000/2",
+    "a=fmtp:111 minptime=10;useinbandfec=1",
+    "a=rtpmap:0 PCMU/8000",
+    "a=rtpmap:101 telephone-event/8000",
+    "a=ssrc:1001 cname:Jq2vT0mWc8rLs4pX",
+    "m=video 9 UDP/TLS/RTP/SAVPF 96",
+    "c=IN IP4 0.0.0.0",
+    "a=rtcp:9 IN IP4 0.0.0.0",
+    "a=candidate:3471623853 1 udp 2122260223 198.51.100.7 53871 typ host generation 0",
+    "a=ice-ufrag:Zq9k",
+    "a=ice-pwd:b7Vn2mX0cLp4Rs8tQw1yHj6K",
+    "a=ice-options:trickle",
+    "a=fingerprint:sha-256 5B:20:31:6C:8F:14:A7:E2:99:0D:3B:C4:58:71:AE:06:F3:2D:94:1B:C7:60:8A:E5:"
+    "12:4F:D9:3C:76:B0:21:E8",
+    "a=setup:actpass",
+    "a=mid:1",
+    "a=sendrecv",
+    "a=msid:stream0 video0",
+    "a=rtcp-mux",
+    "a=rtcp-rsize",
+    "a=rtpmap:96 VP8/90000",
+    "a=rtcp-fb:96 nack",
+    "a=rtcp-fb:96 nack pli",
+    "a=ssrc:2002 cname:Jq2vT0mWc8rLs4pX",
+)
+
+SIP_ANSWER_AV = sdp(
+    "v=0",
+    "o=bob 7 7 IN IP4 198.51.100.20",
+    "s=-",
+    "c=IN IP4 198.51.100.20",
+    "t=0 0",
+    "m=audio 30000 RTP/AVP 0 101",
+    "a=rtpmap:101 telephone-event/8000",
+    "a=sendrecv",
+    "m=video 30002 RTP/AVP 96",
+    "a=rtpmap:96 VP8/90000",
+    "a=sendrecv",
+)
+
+SIP_ANSWER_AV_NO_VIDEO = sdp(
+    "v=0",
+    "o=bob 8 8 IN IP4 198.51.100.20",
+    "s=-",
+    "c=IN IP4 198.51.100.20",
+    "t=0 0",
+    "m=audio 30000 RTP/AVP 0 101",
+    "a=rtpmap:101 telephone-event/8000",
+    "a=sendrecv",
+    "m=video 0 RTP/AVP 96",
+)
+
 NO_SDP_BODY = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n"
 BAD_SDP = SIP_OFFER.replace("m=audio 49170", "m=audio abc")
 INCOMPLETE_SDP = SIP_OFFER.replace("c=IN IP4 192.0.2.10\r\n", "")
@@ -360,6 +445,27 @@ def seed_offer(body=SIP_OFFER, **kw):
 def seed_answer(body=WEBRTC_ANSWER, **kw):
     """The seed 200 OK flags: ... ICE=remove RTP/SAVPF RTP/AVP."""
     return answer(body, ICE="remove", replace=SEED_REPLACE, **{"transport-protocol": "RTP/AVP"}, **kw)
+
+
+def webrtc_offer(body=WEBRTC_OFFER, **kw):
+    """A browser's offer towards a SIP phone: ICE=remove RTP/AVP rtcp-mux-demux."""
+    return offer(body, ICE="remove", replace=SEED_REPLACE,
+                 **{"transport-protocol": "RTP/AVP", "rtcp-mux": ["demux"]}, **kw)
+
+
+def webrtc_answer(body=SIP_ANSWER, **kw):
+    """The SIP phone's answer towards the browser: ICE=force UDP/TLS/RTP/SAVPF rtcp-mux-require."""
+    kw.setdefault("transport-protocol", "UDP/TLS/RTP/SAVPF")
+    return answer(body, ICE="force", replace=SEED_REPLACE, **{"rtcp-mux": ["require"]}, **kw)
+
+
+#: the Kamailio 5.6 rtpengine_manage() flag strings of README.md, (offer, answer)
+KAMAILIO_SIP_TO_BROWSER = (
+    "replace-origin replace-session-connection ICE=force RTP/AVP RTP/SAVPF",
+    "replace-origin replace-session-connection ICE=remove RTP/SAVPF RTP/AVP")
+KAMAILIO_BROWSER_TO_SIP = (
+    "replace-origin replace-session-connection ICE=remove RTP/AVP rtcp-mux-demux",
+    "replace-origin replace-session-connection ICE=force UDP/TLS/RTP/SAVPF rtcp-mux-require")
 
 
 @dataclass
@@ -453,11 +559,9 @@ CASES = [
          doc="no flags: c= rewritten, o= kept, rtpmap added for static PTs, sendrecv, rtcp"),
     Case("replace_origin", [offer(SIP_OFFER, replace=["origin"]),
                             answer(SIP_ANSWER, replace=["origin"])]),
-    Case("seed_offer_answer", [seed_offer(), seed_answer(), delete()], needs="DTLS",
-         needs_lines={0: DTLS_LINES}, differs=_suites_differs(0), reason=SRTP_REASON,
-         doc="the seed's exact flags, SIP caller to WebRTC callee: the offer towards the "
-             "browser (RTP/SAVPF, ICE, SDES) without its DTLS lines, the answer back to plain "
-             "RTP/AVP and the delete are compared today"),
+    Case("seed_offer_answer", [seed_offer(), seed_answer(), delete()],
+         reason=SDES_SUITES_REASON, differs=_suites_differs(0),
+         doc="the seed's exact flags, SIP caller to WebRTC callee"),
     Case("seed_flags_avp", [offer(SIP_OFFER, ICE="force", replace=SEED_REPLACE,
                                   **{"transport-protocol": "RTP/AVP"}),
                             answer(SIP_ANSWER, ICE="remove", replace=SEED_REPLACE,
@@ -474,9 +578,68 @@ CASES = [
               **{"transport-protocol": "RTP/AVP", "rtcp-mux": ["demux"]}),
         answer(SIP_ANSWER, ICE="force", replace=SEED_REPLACE,
                **{"transport-protocol": "UDP/TLS/RTP/SAVPF", "rtcp-mux": ["require"]})],
-        needs="DTLS", reason="the answer towards the browser carries DTLS setup/fingerprint "
-                             "(and a=mid, a=ice-options:trickle, a=end-of-candidates, which "
-                             "omnirtp does not write there yet either)"),
+        doc="a browser calls a SIP phone: a=mid, rtcp-mux, DTLS and trickle ICE towards it"),
+    Case("dtls_passive", [webrtc_offer(), webrtc_answer(DTLS="passive")],
+         doc="DTLS=passive answering an actpass offer: a=setup:passive"),
+    Case("dtls_active", [webrtc_offer(), webrtc_answer(DTLS="active")],
+         doc="DTLS=active answering an actpass offer: a=setup:active (the default)"),
+    Case("dtls_off_answer", [webrtc_offer(), webrtc_answer(DTLS="off")],
+         doc="DTLS=off on the answer towards a DTLS offerer"),
+    Case("dtls_off_offer", [seed_offer(DTLS="off", SDES=SDES_ENGINE_SUITES), seed_answer()],
+         doc="DTLS=off on an offer towards RTP/SAVPF: a=crypto only"),
+    Case("dtls_passive_offer", [seed_offer(DTLS="passive", SDES=["off"]), seed_answer()],
+         doc="DTLS=passive on an offer: 10.5 still offers actpass"),
+    Case("dtls_offer_setup_active", [webrtc_offer(WEBRTC_OFFER_ACTIVE), webrtc_answer()],
+         doc="the browser offers a=setup:active: we answer passive"),
+    Case("dtls_offer_setup_passive", [webrtc_offer(WEBRTC_OFFER_PASSIVE),
+                                      webrtc_answer(DTLS="passive")],
+         doc="the browser offers a=setup:passive: we answer active (also with DTLS=passive)"),
+    Case("dtls_offer_no_fingerprint", [webrtc_offer(WEBRTC_OFFER_NO_FINGERPRINT),
+                                       webrtc_answer()],
+         doc="an offer with a=setup but no a=fingerprint: no DTLS lines in the answer"),
+    Case("dtls_offer_bad_fingerprint", [webrtc_offer(WEBRTC_OFFER_BAD_FINGERPRINT),
+                                        webrtc_answer()],
+         differs={0: [("a=fingerprint:sha-256 {FINGERPRINT1}", None)]},
+         reason="10.5 passes an a=fingerprint it cannot parse on to the other side as an "
+                "unknown attribute (here towards RTP/AVP); omnirtp drops it like every "
+                "fingerprint line of the input",
+         doc="an a=fingerprint too short for its hash: ignored, no DTLS lines in the answer"),
+    Case("dtls_fingerprint_sha1", [seed_offer(SDES=["off"], **{"DTLS-fingerprint": "sha-1"}),
+                                   seed_answer()],
+         doc="DTLS-fingerprint=sha-1 on an offer: our a=fingerprint uses SHA-1"),
+    Case("dtls_and_sdes_offer", [webrtc_offer(WEBRTC_OFFER_SDES),
+                                 webrtc_answer(**{"transport-protocol": "RTP/SAVPF"})],
+         doc="an offer with a=crypto and a=fingerprint: what 10.5 answers"),
+    Case("ice_lite_forward", [seed_offer(SDES=["off"], **{"ICE-lite": "forward"}),
+                              seed_answer()],
+         doc="ICE-lite=forward on the offer: a=ice-lite towards the offer's recipient"),
+    Case("ice_lite_backward", [webrtc_offer(**{"ICE-lite": "backward"}), webrtc_answer()],
+         doc="ICE-lite=backward on the offer: a=ice-lite in the answer to the offerer"),
+    Case("ice_lite_on_answer", [webrtc_offer(), webrtc_answer(**{"ICE-lite": "both"})],
+         doc="ICE-lite on an answer changes nothing in 10.5"),
+    Case("browser_to_browser", [
+        offer(WEBRTC_OFFER, ICE="force", **{"transport-protocol": "UDP/TLS/RTP/SAVPF"}),
+        answer(WEBRTC_ANSWER.replace("a=setup:active", "a=setup:passive"), ICE="force",
+               **{"transport-protocol": "UDP/TLS/RTP/SAVPF"})],
+         differs=_suites_differs(0), reason=SDES_SUITES_REASON,
+         doc="ICE and DTLS on both legs; the offerer's trickle option is not passed on"),
+    Case("webrtc_video_both", [webrtc_offer(WEBRTC_OFFER_AV), webrtc_answer(SIP_ANSWER_AV)],
+         doc="a browser's BUNDLEd audio+VP8 offer to a SIP side with video"),
+    Case("webrtc_video_rejected", [webrtc_offer(WEBRTC_OFFER_AV),
+                                   webrtc_answer(SIP_ANSWER_AV_NO_VIDEO)],
+         doc="the SIP side rejects the video: port 0 towards the browser, audio unaffected"),
+    Case("kamailio_sip_calls_browser", [
+        kamailio_dict(KAMAILIO_SIP_TO_BROWSER[0], "offer", "c1", "ft1", sdp=SIP_OFFER),
+        kamailio_dict(KAMAILIO_SIP_TO_BROWSER[1], "answer", "c1", "ft1", "tt1",
+                      sdp=WEBRTC_ANSWER),
+        delete()],
+        differs=_suites_differs(0), reason=SDES_SUITES_REASON,
+        doc="the seed's Kamailio 5.6 flag strings, SIP phone calls a browser"),
+    Case("kamailio_browser_calls_sip", [
+        kamailio_dict(KAMAILIO_BROWSER_TO_SIP[0], "offer", "c1", "ft1", sdp=WEBRTC_OFFER),
+        kamailio_dict(KAMAILIO_BROWSER_TO_SIP[1], "answer", "c1", "ft1", "tt1", sdp=SIP_ANSWER),
+        delete()],
+        doc="Kamailio 5.6 flag strings, a browser calls a SIP phone"),
     Case("webrtc_offer_plain_out", [offer(WEBRTC_OFFER, ICE="remove",
                                           **{"transport-protocol": "RTP/AVP"})],
          doc="only the offer: what is dropped when the output is plain RTP/AVP"),

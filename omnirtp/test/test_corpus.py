@@ -8,11 +8,14 @@ from omnirtp.test import corpus
 class NeedsLinesTests(SynchronousTestCase):
 
     def test_seedComparedWithoutDtlsLines(self):
-        """The seed's offer is compared today without exactly its
-        a=setup/a=fingerprint lines (after the SDES suite differences); the
-        answer and the delete whole."""
-        case = corpus.CASES_BY_NAME["seed_offer_answer"]
-        want = corpus.load_expected(case.name)
+        """needs_lines on the seed's offer (as it was compared before the
+        negotiator wrote DTLS lines) removes exactly its a=setup/a=fingerprint
+        lines (after the SDES suite differences); the answer and the delete
+        stay whole."""
+        seed = corpus.CASES_BY_NAME["seed_offer_answer"]
+        case = corpus.Case("seed_without_dtls", seed.requests, needs="DTLS",
+                           needs_lines={0: corpus.DTLS_LINES}, differs=seed.differs)
+        want = corpus.load_expected(seed.name)
         full = case.expected_for_omnirtp(want)
         today = case.expected_today(want)
         removed = [line for line in full[0]["sdp"] if line not in today[0]["sdp"]]

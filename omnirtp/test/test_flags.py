@@ -345,3 +345,23 @@ class RtppFlagsTests(SynchronousTestCase):
         self.assertTrue(f.has("directional"))
         self.assertTrue(f.has("to-tag"))
         self.assertEqual(Flags.from_request({"rtpp flags": "fatal"}).flags, {"fatal"})
+
+
+class DtlsIceKeyTests(SynchronousTestCase):
+    """DTLS-fingerprint, ICE-lite and dtls-passive (ng-spec 3.5-3.7)."""
+
+    def test_dtlsFingerprintSpellings(self):
+        for key in ("DTLS-fingerprint", "DTLS fingerprint", "dtls-fingerprint",
+                    "dtls fingerprint"):
+            f = Flags.from_request({key: "SHA-1"})
+            self.assertEqual((f.dtls_fingerprint, f.unknown), ("SHA-1", []), key)
+
+    def test_iceLite(self):
+        for key in ("ICE-lite", "ice-lite", "ICE lite", "ice lite"):
+            f = Flags.from_request({key: "Forward"})
+            self.assertEqual((f.ice_lite, f.unknown), ("forward", []), key)
+        self.assertIsNone(Flags.from_request({"ICE": "force"}).ice_lite)
+
+    def test_dtlsPassiveFlag(self):
+        f = Flags.from_request({"flags": ["DTLS-passive"]})
+        self.assertEqual((f.dtls, f.unknown), ("passive", []))

@@ -81,7 +81,8 @@ class SdesTests(SynchronousTestCase):
 
     def test_offerTowardsSavp(self):
         """Our three suites, tags 1-3, fresh unpadded keys, after a=rtcp and
-        before a=ptime (as rtpengine 10.5 lays them out)."""
+        before DTLS's a=setup/a=fingerprint and a=ptime (as rtpengine 10.5
+        lays them out)."""
         sdp = self.offer(**{"transport-protocol": "RTP/SAVP"})
         self.assertIn(" RTP/SAVP 0 8 101\r\n", sdp)
         lines = crypto_lines(sdp)
@@ -94,8 +95,11 @@ class SdesTests(SynchronousTestCase):
         self.assertEqual(len(set(line_key(line) for line in lines)), 3)
         tail = sdp.split("a=sendrecv\r\n")[1]
         self.assertTrue(tail.startswith("a=rtcp:"))
-        self.assertEqual(tail.split("\r\n")[1:5],
-                         ["a=crypto:" + v for v in lines] + ["a=ptime:20"])
+        self.assertEqual(tail.split("\r\n")[1:7],
+                         ["a=crypto:" + v for v in lines] +
+                         ["a=setup:actpass",
+                          "a=fingerprint:" + self.negotiator.certificate.fingerprint(),
+                          "a=ptime:20"])
         for entry in self.entries(sdp):
             self.assertEqual(keys(entry), (None, None))
 

@@ -338,3 +338,46 @@ class CryptoLayoutTests(SynchronousTestCase):
 
     def test_input_crypto_dropped(self):
         self.check("sdes_offer_plain_out", 0, session(audio(protocol="RTP/AVP")))
+
+
+class DtlsLayoutTests(SynchronousTestCase):
+    """a=setup/a=fingerprint, a=mid from the offer and rejected sections
+    where rtpengine 10.5 writes them (DTLS corpus cases)."""
+
+    FINGERPRINT = "sha-256 " + ":".join(["AB"] * 32)
+
+    def check(self, case, step, plan):
+        self.assertEqual(run(case, step, plan), expected(case, step))
+
+    def browser_audio(self, **kw):
+        return audio(protocol="UDP/TLS/RTP/SAVPF", rtcp_port=40000, rtcp_mux=True,
+                     dtls=("active", self.FINGERPRINT), mid="0",
+                     ice=ice_force(40000, mux=True, trickle=True), **kw)
+
+    def test_seed_offer(self):
+        """After the a=crypto lines, before a=ptime and the ICE lines."""
+        suites = ["AEAD_AES_256_GCM", "AEAD_AES_128_GCM", "AES_256_CM_HMAC_SHA1_80",
+                  "AES_256_CM_HMAC_SHA1_32", "AES_192_CM_HMAC_SHA1_80",
+                  "AES_192_CM_HMAC_SHA1_32", "AES_CM_128_HMAC_SHA1_80",
+                  "AES_CM_128_HMAC_SHA1_32", "F8_128_HMAC_SHA1_80", "F8_128_HMAC_SHA1_32",
+                  "NULL_HMAC_SHA1_80", "NULL_HMAC_SHA1_32"]
+        lines = ["%d %s inline:%s" % (i, s, "K%dxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" % i)
+                 for i, s in enumerate(suites, 1)]
+        self.check("seed_offer_answer", 0, session(audio(
+            protocol="RTP/SAVPF", ptime=20, ice=ice_force(40000), crypto=lines,
+            dtls=("actpass", self.FINGERPRINT)), replace_origin=True))
+
+    def test_answer_towards_browser(self):
+        """The offer's a=mid (the SIP answer has none) right after m=; setup
+        and fingerprint after a=rtcp-mux; trickle ICE."""
+        self.check("webrtc_to_sip", 1, session(self.browser_audio(), replace_origin=True))
+
+    def test_rejected_video_keeps_mid(self):
+        self.check("webrtc_video_rejected", 1, session(
+            self.browser_audio(),
+            MediaPlan(port=0, protocol="UDP/TLS/RTP/SAVPF", mid="1",
+                      ice=IcePlan("", "", trickle=True)), replace_origin=True))
+
+    def test_rejected_without_mid_or_trickle_is_bare(self):
+        self.check("rejected_video_in_answer", 1, session(
+            audio(port=40000, rtcp_port=40001), MediaPlan(port=0, keep_mid=False)))

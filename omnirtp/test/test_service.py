@@ -25,6 +25,17 @@ class BuildTests(SynchronousTestCase):
         self.assertIs(top.registry.engine, top.engine)
         self.assertIs(top.dispatcher.registry, top.registry)
 
+    def test_oneDtlsCertificate(self):
+        """build() makes the daemon's DTLS certificate once, as the config
+        says (prime256v1 by default), and the negotiator writes its
+        fingerprint."""
+        from omnirtp.media.dtls import Certificate
+        top = build(config(), MemoryReactorClock())
+        cert = top.dispatcher.negotiator.certificate
+        self.assertIsInstance(cert, Certificate)
+        self.assertIs(top.dispatcher.negotiator.certificate, cert)
+        self.assertEqual(cert.key.curve.name, "secp256r1")
+
     def test_summary(self):
         """The start-up line names listeners, interfaces, ports and media mode."""
         text = summary(config(num_threads=3, max_sessions=1000))
