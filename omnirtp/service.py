@@ -95,15 +95,21 @@ def summary(config):
 
 
 def build_engine(config, reactor, interfaces):
-    """The media engine: embedded for num-threads 0, else a worker pool."""
+    """The media engine: embedded for num-threads 0, else a worker pool.
+
+    The daemon's DTLS certificate is made here, once (the ``dtls-*``
+    options); the engine keeps it as ``engine.certificate`` (a pool hands
+    it to its workers), and the negotiator writes its fingerprint."""
+    from omnirtp.media.dtls import Certificate
+    certificate = Certificate.from_config(config)
     addresses = interfaces.engine_map(config.port_min, config.port_max)
     if config.num_threads and config.num_threads > 0:
         from omnirtp.media.pool import WorkerPool
         pool = WorkerPool(reactor, addresses, config.num_threads,
-                          log_level=config.log_level)
+                          log_level=config.log_level, certificate=certificate)
         return pool, pool
     from omnirtp.media.engine import EmbeddedEngine
-    engine = EmbeddedEngine(reactor, addresses)
+    engine = EmbeddedEngine(reactor, addresses, certificate=certificate)
     return engine, _EngineService(engine)
 
 
@@ -131,6 +137,7 @@ def build(config, reactor, log_level=None):
     top.registry = registry
     top.dispatcher = dispatcher
     top.engine = engine
+    top.certificate = engine.certificate
     return top
 
 
