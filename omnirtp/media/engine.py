@@ -229,7 +229,7 @@ class _Wire:
         if ice is not None:
             out["ice"] = {
                 "state": ice.state,
-                "selected": list(ice.selected) if ice.selected is not None else None,
+                "selected": ice.selected,
                 "controlling": ice.controlling,
                 "lite": ice.lite,
                 "component": ice.component,

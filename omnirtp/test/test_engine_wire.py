@@ -189,7 +189,7 @@ class IceTests(WireTestBase):
         self.assertEqual(self.net.sent_to(B), [(rtp(3), self.B)])
         counters = self.stats()[self.A]
         self.assertEqual(counters["ice"]["state"], "completed")
-        self.assertEqual(counters["ice"]["selected"], list(BROWSER))
+        self.assertEqual(counters["ice"]["selected"], BROWSER)
         self.assertEqual(counters["ice"]["controlling"], False)
         self.assertGreater(counters["ice"]["counters"]["answered"], 0)
         self.assertEqual(counters["datagrams"]["failures"], 0)
