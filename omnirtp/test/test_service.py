@@ -25,6 +25,22 @@ class BuildTests(SynchronousTestCase):
         self.assertIs(top.registry.engine, top.engine)
         self.assertIs(top.dispatcher.registry, top.registry)
 
+    def test_dtlsCertificateMadeOnceForTheEngine(self):
+        """One DTLS certificate per daemon: the engine (embedded or the
+        worker pool, which hands it to its workers) has the one ``build``
+        exposes as ``top.certificate``."""
+        from omnirtp.media.dtls import Certificate
+        from omnirtp.media.pool import WorkerPool
+
+        top = build(config(), MemoryReactorClock())
+        self.assertIsInstance(top.certificate, Certificate)
+        self.assertIs(top.engine.certificate, top.certificate)
+        self.assertTrue(top.certificate.fingerprint().startswith("sha-256 "))
+        pooled = build(config(num_threads=2), MemoryReactorClock())
+        self.assertIsInstance(pooled.engine, WorkerPool)
+        self.assertIs(pooled.engine.certificate, pooled.certificate)
+        self.assertNotEqual(pooled.certificate.der, top.certificate.der)
+
     def test_summary(self):
         """The start-up line names listeners, interfaces, ports and media mode."""
         text = summary(config(num_threads=3, max_sessions=1000))
