@@ -56,7 +56,7 @@ venv: $(VENV_STAMP)
 $(VENV_STAMP): setup.cfg pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q --upgrade -e '.[opus]'
+	$(VENV)/bin/python -m pip install -q --upgrade -e '.[opus,test]'
 	touch $@
 
 clean-venv:

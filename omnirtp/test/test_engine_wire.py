@@ -195,6 +195,17 @@ class IceTests(WireTestBase):
         self.assertEqual(counters["datagrams"]["failures"], 0)
         self.assertEqual(counters["endpoint"], BROWSER)
 
+    def test_lite(self):
+        """As an ICE-lite agent the engine only answers; the browser's
+        nomination selects the address."""
+        self.configure(self.entries(ice=self.ice(lite=True)))
+        browser = self.browser()
+        self.exchange(browser, 3.0)
+        relay = self.relay()
+        self.assertEqual((relay.endpoint, relay.confirmed), (BROWSER, True))
+        ice = self.stats()[self.A]["ice"]
+        self.assertEqual((ice["state"], ice["lite"], ice["counters"]["checks"]), ("completed", True, 0))
+
     def test_unauthorised_source_not_learnt(self):
         """RTP from an address ICE did not authorise is dropped and never
         becomes the endpoint, before and after selection."""
