@@ -84,13 +84,16 @@ class IMediaEngine(Interface):
         agent on the socket: the endpoint is the address it selects (not the
         SDP's ``endpoint``), nothing is learnt, packets from addresses it did
         not authorise are dropped, and after consent loss the party gets
-        nothing.  The same local and remote credentials (remote ones may
-        arrive later) keep the running agent and add new candidates; others
-        make a new agent (ICE restart).  ``dtls`` ``{"role": "client" |
-        "server", "fingerprint": str | None}`` runs DTLS-SRTP with the
-        engine's certificate: the socket's media is held back (dropped both
-        ways) until the handshake's keys take the place of ``srtp_in`` /
-        ``srtp_out``, and stays held if it fails.
+        nothing.  The same local credentials and remote ones that are the
+        same or not known on one side (None) keep the running agent and add
+        new candidates; others make a new agent (ICE restart).  ``dtls``
+        ``{"role": "client" | "server", "fingerprint": str | None}`` runs
+        DTLS-SRTP with the engine's certificate: the socket's media is held
+        back (dropped both ways) until the handshake's keys take the place
+        of ``srtp_in`` / ``srtp_out``, and stays held if it fails.  The
+        same role with the same fingerprint, or with None (not known in this
+        entry), keeps the running endpoint (a fingerprint that arrives late
+        is checked then); another role or fingerprint starts a new one.
 
         Every entry is validated before any is applied: an unknown suite, a
         key that is not base64 or has the wrong length, a bad ``ice`` or

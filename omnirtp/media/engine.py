@@ -589,19 +589,24 @@ class EmbeddedEngine:
         wire = self._wire_for(call_id, relay)
         old = wire.ice_params
         agent = wire.ice
+        old_remote = (old["remote_ufrag"], old["remote_pwd"]) if old is not None else None
+        new_remote = (params["remote_ufrag"], params["remote_pwd"])
+        if None in new_remote:
+            new_remote = None  # not known (yet): not a change
+        # the same local credentials, and remote ones that do not differ
+        # from known ones (unknown on either side is no restart)
         keep = (
             agent is not None
             and old["ufrag"] == params["ufrag"]
             and old["pwd"] == params["pwd"]
             and old["component"] == params["component"]
-            and old["remote_ufrag"] in (None, params["remote_ufrag"])
-            and old["remote_pwd"] in (None, params["remote_pwd"])
-            and (old["remote_ufrag"] is None) == (old["remote_pwd"] is None)
+            and (new_remote is None or None in old_remote or new_remote == old_remote)
         )
         if keep:
-            if (old["remote_ufrag"] is None and params["remote_ufrag"] is not None
-                    and params["remote_pwd"] is not None):
-                agent.set_remote_credentials(params["remote_ufrag"], params["remote_pwd"])
+            if new_remote is not None and None in old_remote:
+                agent.set_remote_credentials(*new_remote)
+            elif new_remote is None:
+                params = dict(params, remote_ufrag=old["remote_ufrag"], remote_pwd=old["remote_pwd"])
             known = {text for text, _cand in old["candidates"]}
             merged = list(old["candidates"])
             for text, candidate in params["candidates"]:
@@ -654,8 +659,8 @@ class EmbeddedEngine:
         wire = self._wire_for(call_id, relay)
         old = wire.dtls_params
         if old is not None and old["role"] == params["role"]:
-            if old["fingerprint"] == params["fingerprint"]:
-                return False
+            if params["fingerprint"] is None or old["fingerprint"] == params["fingerprint"]:
+                return False  # the same, or not known in this entry: unchanged
             if old["fingerprint"] is None:
                 wire.dtls.set_remote_fingerprint(params["fingerprint"])
                 wire.dtls_params = params

@@ -268,6 +268,20 @@ class IceTests(WireTestBase):
         self.assertIs(self.engine.wire(self.A).ice, agent)
         self.assertEqual(agent.remote_ufrag, THEIR[0])
 
+    def test_unknown_remote_credentials_keep_agent(self):
+        """A re-offer that does not know the party's credentials yet is no restart."""
+        self.configure(self.entries(ice=self.ice()))
+        agent = self.engine.wire(self.A).ice
+        self.configure([{"local": self.A, "peer": self.B,
+                         "ice": self.ice(remote_ufrag=None, remote_pwd=None)}])
+        self.assertIs(self.engine.wire(self.A).ice, agent)
+        self.assertEqual(self.engine.wire(self.A).ice_params["remote_ufrag"], THEIR[0])
+        # the party's new credentials are a restart
+        self.configure([{"local": self.A, "peer": self.B,
+                         "ice": self.ice(remote_ufrag="NEWufrag", remote_pwd="NEWpassword0123456789")}])
+        self.assertIsNot(self.engine.wire(self.A).ice, agent)
+        self.assertEqual(agent.state, "closed")
+
     def test_restart_replaces_agent(self):
         self.configure(self.entries(ice=self.ice()))
         browser = self.browser()
@@ -445,6 +459,11 @@ class DtlsTests(WireTestBase):
         browser = self.browser()
         self.exchange(browser, 3.0)
         self.assertEqual(endpoint.state, "connected")
+        # an entry that does not know the fingerprint changes nothing
+        self.configure([{"local": self.A, "peer": self.B,
+                         "dtls": {"role": "server", "fingerprint": None}}])
+        self.assertIs(self.engine.wire(self.A).dtls, endpoint)
+        self.assertEqual(sorted(self.stats()[self.A]["transforms"]), ["srtp-protect", "srtp-unprotect"])
         # another fingerprint: a new endpoint, media held again
         self.configure([{"local": self.A, "peer": self.B,
                          "dtls": {"role": "server", "fingerprint": cert("engine").fingerprint()}}])
