@@ -94,14 +94,16 @@ def summary(config):
                config.max_sessions))
 
 
-def build_engine(config, reactor, interfaces):
+def build_engine(config, reactor, interfaces, certificate=None):
     """The media engine: embedded for num-threads 0, else a worker pool.
 
-    The daemon's DTLS certificate is made here, once (the ``dtls-*``
-    options); the engine keeps it as ``engine.certificate`` (a pool hands
-    it to its workers), and the negotiator writes its fingerprint."""
-    from omnirtp.media.dtls import Certificate
-    certificate = Certificate.from_config(config)
+    ``certificate``: the daemon's one DTLS certificate, whose fingerprint
+    the negotiator writes (None: made here from the ``dtls-*`` options).
+    The engine keeps it as ``engine.certificate``; a pool hands it to its
+    workers."""
+    if certificate is None:
+        from omnirtp.media.dtls import Certificate
+        certificate = Certificate.from_config(config)
     addresses = interfaces.engine_map(config.port_min, config.port_max)
     if config.num_threads and config.num_threads > 0:
         from omnirtp.media.pool import WorkerPool

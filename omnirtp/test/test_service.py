@@ -41,6 +41,17 @@ class BuildTests(SynchronousTestCase):
         self.assertIs(pooled.engine.certificate, pooled.certificate)
         self.assertNotEqual(pooled.certificate.der, top.certificate.der)
 
+    def test_buildEngineTakesTheCertificate(self):
+        from omnirtp.call.negotiate import Interfaces
+        from omnirtp.media.dtls import Certificate
+        from omnirtp.service import build_engine
+
+        cert = Certificate.generate()
+        c = config()
+        engine, _service = build_engine(c, MemoryReactorClock(), Interfaces(c.interfaces), cert)
+        self.assertIs(engine.certificate, cert)
+        engine.close()
+
     def test_summary(self):
         """The start-up line names listeners, interfaces, ports and media mode."""
         text = summary(config(num_threads=3, max_sessions=1000))
