@@ -5,6 +5,8 @@
 #   make test   the same set-up plus the test peers, then the whole test suite
 #               (venv + current PyPI packages) and the unit tests again under
 #               Debian 12's own python3-twisted & co.
+#   make fuzz   every fuzz target for 1,000,000 cases (hours; see
+#               bench/README.md); FUZZ_ARGS="--seconds 60 ng" for less
 #
 # Needs Debian 12; runs apt-get as root (through sudo when not root).  Every
 # step is idempotent: a second run only checks and goes straight to work.
@@ -21,17 +23,18 @@ VENV ?= .venv
 CONFIG ?= etc/omnirtp.conf
 
 RUN_PACKAGES := python3 python3-venv python3-dev gcc libsrtp2-dev libopus0
-TEST_PACKAGES := rtpengine-daemon kamailio sip-tester tshark openssl iproute2 \
+TEST_PACKAGES := rtpengine-daemon rtpengine-utils kamailio sip-tester tshark openssl iproute2 \
 	python3-twisted python3-openssl python3-pylibsrtp python3-aioice \
-	python3-zope.interface
+	python3-zope.interface python3-prometheus-client python3-hypothesis
 
 VENV_STAMP := $(VENV)/.omnirtp-installed
 
-.PHONY: help run test system-deps test-deps venv clean-venv
+.PHONY: help run test fuzz system-deps test-deps venv clean-venv
 
 help:
 	@echo "make run    install dependencies and run omnirtp (ng on 127.0.0.1:22222)"
 	@echo "make test   install dependencies and test peers, run the whole test suite"
+	@echo "make fuzz   fuzz every parser for 1M cases each (FUZZ_ARGS='--seconds 60' for less)"
 	@echo "one module: .venv/bin/python -m twisted.trial omnirtp.test.test_bencode"
 
 # PYTHONPATH: twistd finds the dropin twisted/plugins/omnirtp_plugin.py on
@@ -42,6 +45,10 @@ run: system-deps venv
 test: system-deps test-deps venv
 	$(DEBIAN_PYTHON) scripts/run-tests --venv-python $(VENV)/bin/python \
 		--debian-python $(DEBIAN_PYTHON)
+
+FUZZ_ARGS ?=
+fuzz: system-deps venv
+	$(VENV)/bin/python scripts/fuzz $(FUZZ_ARGS)
 
 system-deps:
 	scripts/apt-ensure $(RUN_PACKAGES)

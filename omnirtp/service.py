@@ -11,6 +11,7 @@ from twisted.logger import Logger
 
 from omnirtp.call.negotiate import Interfaces, Negotiator
 from omnirtp.call.registry import CallRegistry, Timeouts
+from omnirtp.control.access import AccessList
 from omnirtp.control.commands import Dispatcher
 
 
@@ -19,17 +20,20 @@ class _RegistryService(service.Service):
 
     log = Logger()
 
-    def __init__(self, registry, warnings=(), log_level=None, summary=None):
+    def __init__(self, registry, warnings=(), log_level=None, summary=None, levels=None):
         self.registry = registry
         self.warnings = warnings
         self.log_level = log_level
         self.summary = summary
+        self.levels = levels
 
     def startService(self):
         service.Service.startService(self)
         if self.log_level is not None:
             from omnirtp.logging import install_level
-            install_level(self.log_level)
+            predicate = install_level(self.log_level)
+            if self.levels is not None:
+                self.levels.predicate = predicate
         if self.summary:
             self.log.info("{summary}", summary=self.summary)
         for text in self.warnings:
@@ -75,10 +79,20 @@ class _EngineService(service.Service):
 
 
 def startup_warnings(config):
-    """One sentence per config warning and per unimplemented option."""
+    """One sentence per config warning and per unimplemented option; and
+    one when ng listens beyond loopback while control-allow names nothing
+    (an rtpengine setup moved over unchanged: its SIP proxy is refused)."""
     lines = list(getattr(config, "warnings", ()))
     for name in getattr(config, "unimplemented", ()):
         lines.append("option '{}' is not implemented by omnirtp yet; ignored".format(name))
+    if not getattr(config, "control_allow", ()):
+        outside = [hp for hp in getattr(config, "listen_ng", ())
+                   if not AccessList().allows(hp[0])]
+        if outside:
+            lines.append(
+                "listen-ng {} is reachable from other hosts, but control-allow names no "
+                "network: only loopback sources are answered".format(
+                    ", ".join("%s:%d" % hp for hp in outside)))
     return lines
 
 
@@ -86,11 +100,16 @@ def summary(config):
     """One line for the log at start: what this instance serves."""
     from omnirtp import __version__
     listen = ", ".join("%s:%d" % hp for hp in config.listen_ng)
+    for name, addrs in (("CLI", config.listen_cli), ("HTTP", config.listen_http),
+                        ("HTTPS", config.listen_https)):
+        if addrs:
+            listen += "; %s on %s" % (name, ", ".join("%s:%d" % hp for hp in addrs))
     ifaces = ", ".join(str(i) for i in config.interfaces)
     media = ("%d media worker processes" % config.num_threads if config.num_threads > 0
              else "media in the control process")
-    return ("omnirtp %s: ng on %s; interfaces %s; ports %d-%d; %s; max-sessions %d"
-            % (__version__, listen, ifaces, config.port_min, config.port_max, media,
+    allowed = ", ".join(("loopback",) + tuple(getattr(config, "control_allow", ())))
+    return ("omnirtp %s: ng on %s (from %s); interfaces %s; ports %d-%d; %s; max-sessions %d"
+            % (__version__, listen, allowed, ifaces, config.port_min, config.port_max, media,
                config.max_sessions))
 
 
@@ -129,18 +148,49 @@ def build(config, reactor, log_level=None):
                             endpoint_learning=config.endpoint_learning,
                             instance_id=uuid.uuid4().hex[:12],
                             tos=config.tos or 0)
-    dispatcher = Dispatcher(registry, negotiator, delete_delay=config.delete_delay)
+    access = AccessList(getattr(config, "control_allow", ()))
+    dispatcher = Dispatcher(registry, negotiator, delete_delay=config.delete_delay,
+                            access=access)
+    from omnirtp.control.operations import LogLevels, Operations
+    levels = LogLevels(config.log_level if log_level is None else log_level)
+    operations = Operations(dispatcher, config, levels)
     top = service.MultiService()
     engine_service.setServiceParent(top)
     _RegistryService(registry, startup_warnings(config), log_level,
-                     summary(config)).setServiceParent(top)
+                     summary(config), levels).setServiceParent(top)
     _NGService(reactor, config.listen_ng,
-               lambda: NGProtocol(dispatcher, reactor)).setServiceParent(top)
+               lambda: NGProtocol(dispatcher, reactor, access=access)).setServiceParent(top)
+    operator = build_operator_listeners(config, reactor, operations)
+    if operator is not None:
+        operator.setServiceParent(top)
     top.registry = registry
     top.dispatcher = dispatcher
     top.engine = engine
+    top.operations = operations
+    top.operator = operator
+    top.access = access
     top.certificate = engine.certificate
     return top
+
+
+def build_operator_listeners(config, reactor, operations):
+    """The CLI / HTTP / HTTPS listeners (None when none is configured)."""
+    cli, http, https = config.listen_cli, config.listen_http, config.listen_https
+    if not (cli or http or https):
+        return None
+    from omnirtp.cli.commands import CliCommands
+    from omnirtp.cli.protocol import CliFactory
+    from omnirtp.http.listen import OperatorListeners
+    from omnirtp.http.site import build_site
+    commands = CliCommands(operations)
+    site = build_site(operations, commands, operations.dispatcher, reactor, reactor=reactor)
+    tls = None
+    if https:
+        from twisted.internet import ssl
+        tls = ssl.DefaultOpenSSLContextFactory(
+            config.https_key or config.https_cert, config.https_cert)
+    return OperatorListeners(reactor, cli, http, CliFactory(commands), site,
+                             https=https, tls_context=tls)
 
 
 def makeService(config, reactor=None):

@@ -273,7 +273,9 @@ class Negotiator:
             if info.rejected and not d.has_ports:
                 d.rejected = True
         plan = self._plan(dst, src, sd, infos, flags, offer, cryptos)
-        yield self.engine.configure(call.call_id, self._sockets(call, flags))
+        sockets = self._sockets(call, flags)
+        if sockets:  # a call whose every m= line is rejected holds no ports
+            yield self.engine.configure(call.call_id, sockets)
         try:
             out = rewrite(sd, plan)
         except (SDPError, ValueError) as e:

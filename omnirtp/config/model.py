@@ -198,6 +198,24 @@ def parse_interface(text, where, resolve=resolve_host, variables=None):
     return InterfaceSpec(name, local, advertised)
 
 
+def parse_network(text):
+    """``ADDRESS`` or ``ADDRESS/PREFIX`` (IPv4 or IPv6, brackets allowed)
+    -> ``ipaddress`` network.  Host bits are cleared (``10.1.2.3/8`` is
+    ``10.0.0.0/8``).  Raises ``ValueError`` with a sentence."""
+    text = text.strip()
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise ValueError("{!r}: unbalanced '['".format(text))
+        text = text[1:close] + text[close + 1:]
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(
+            "{!r} is not an IPv4 or IPv6 address or ADDRESS/PREFIX network".format(text)
+        ) from None
+
+
 def parse_listen(text, where, resolve=resolve_host):
     """``[HOST:]PORT`` / ``[IPv6]:PORT`` -> ``(host, port)``."""
     text = text.strip()
@@ -280,6 +298,10 @@ def build_config(values, config_file=None, config_section="rtpengine",
 
     if not any(get(name) for name in LISTENERS):
         raise ConfigError(E_NO_LISTENER)
+    if get("listen-https") and not get("https-cert"):
+        # rtpengine 10.5's words; it refuses to start too
+        raise ConfigError("{}: HTTPS/WSS listener requested, but no certificate given "
+                          "(https-cert)".format(where_of["listen-https"]))
 
     # media ports
     port_min, port_max = get("port-min"), get("port-max")
@@ -340,6 +362,15 @@ def build_config(values, config_file=None, config_section="rtpengine",
     for name in ("redis", "redis-write"):
         if get(name) is not None:
             check(name, _REDIS.match(get(name)), "must be [PASSWORD@]HOST:PORT/DB")
+
+    if get("control-allow"):
+        nets = []
+        for text in get("control-allow"):
+            try:
+                nets.append(str(parse_network(text)))
+            except ValueError as e:
+                raise ConfigError("{}: {}".format(where_of["control-allow"], e))
+        kwargs["control_allow"] = tuple(nets)
 
     if get("table") >= 0:
         warnings.append(

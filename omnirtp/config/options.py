@@ -124,13 +124,15 @@ OPTIONS = (
     # -- control listeners
     _o("listen-ng", "n", LIST, (), Y, "ng control over UDP: [ADDR:]PORT"),
     _o("listen-tcp-ng", "N", LIST, (), N, "ng control over TCP: [ADDR:]PORT"),
-    _o("listen-cli", "c", LIST, (), N, "rtpengine-ctl CLI over TCP: [ADDR:]PORT"),
-    _o("listen-http", None, LIST, (), N, "HTTP/WebSocket listener: [ADDR:]PORT"),
-    _o("listen-https", None, LIST, (), N, "HTTPS/WSS listener: [ADDR:]PORT"),
+    _o("listen-cli", "c", LIST, (), Y, "rtpengine-ctl CLI over TCP: [ADDR:]PORT"),
+    _o("listen-http", None, LIST, (), Y,
+       "HTTP listener (ping, metrics, sessions, stats, cli, ng): [ADDR:]PORT"),
+    _o("listen-https", None, LIST, (), Y, "the same over HTTPS: [ADDR:]PORT"),
     _o("listen-tcp", "l", LIST, (), N, "legacy rtpproxy TCP protocol: [ADDR:]PORT"),
     _o("listen-udp", "u", LIST, (), N, "legacy rtpproxy UDP protocol: [ADDR:]PORT"),
-    _o("https-cert", None, STR, None, N, "PEM certificate for HTTPS"),
-    _o("https-key", None, STR, None, N, "PEM private key for HTTPS"),
+    _o("https-cert", None, STR, None, Y, "PEM certificate for HTTPS"),
+    _o("https-key", None, STR, None, Y,
+       "PEM private key for HTTPS; unset: the key is in https-cert"),
     # -- timers and limits
     _o("timeout", "o", INT, 60, Y, "seconds without media before a call ends"),
     _o("silent-timeout", "s", INT, 3600, Y,
@@ -226,7 +228,13 @@ OPTIONS = (
     _o("mqtt-publish-scope", None, STR, None, N, "MQTT report scope"),
     # -- janus
     _o("janus-secret", None, STR, None, N, "Janus admin secret"),
+    # -- omnirtp's own options (not rtpengine's; see OWN_OPTIONS)
+    _o("control-allow", None, LIST, (), Y,
+       "networks allowed to use the control listeners besides loopback: ADDR[/PREFIX]"),
 )
+
+#: options omnirtp adds to rtpengine's set (docs/compat.md lists them)
+OWN_OPTIONS = frozenset({"control-allow"})
 
 BY_NAME = {o.name: o for o in OPTIONS}
 BY_SHORT = {o.short: o for o in OPTIONS if o.short}

@@ -6,6 +6,7 @@ One method per command.  Failures raise ``NGError`` with rtpengine's text;
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from omnirtp.call.registry import REASON_TERMINATED
 from omnirtp.control.flags import Flags
@@ -15,6 +16,10 @@ from omnirtp.errors import (
 
 LIST_DEFAULT_LIMIT = 32
 COMMANDS = ("ping", "offer", "answer", "delete", "query", "list", "statistics")
+# rtpengine's names in controlstatistics (``<name>count``)
+STAT_NAMES = {"ping": "ping", "offer": "offer", "answer": "answer", "delete": "delete",
+              "query": "query", "list": "list", "statistics": "stats"}
+PROXY_KEYS = tuple(n + "count" for n in STAT_NAMES.values()) + ("errorcount",)
 
 
 def _family(addr):
@@ -32,18 +37,40 @@ class Dispatcher:
 
     log = Logger()
 
-    def __init__(self, registry, negotiator, delete_delay=30):
+    def __init__(self, registry, negotiator, delete_delay=30, access=None):
         self.registry = registry
+        #: the daemon's control AccessList (statistics shows its refusals)
+        self.access = access
         self.negotiator = negotiator
         self.engine = registry.engine
         self.delete_delay = delete_delay
         self.counts = dict.fromkeys(COMMANDS, 0)
         self.counts["errors"] = 0
+        # requests answered, as rtpengine counts them: in total and per
+        # proxy (the client's address), each once its reply is built
+        self.done = dict.fromkeys(PROXY_KEYS, 0)
+        self.proxies = {}
 
     def __call__(self, request, addr=None):
         d = defer.maybeDeferred(self._dispatch, request)
         d.addErrback(self._count_error)
+        d.addBoth(self._count_done, request.get("command"), addr)
         return d
+
+    def _count_done(self, result, command, addr):
+        keys = ["errorcount"] if isinstance(result, Failure) else []
+        if command in STAT_NAMES:
+            keys.append(STAT_NAMES[command] + "count")
+        proxy = None
+        if addr:
+            proxy = self.proxies.get(addr[0])
+            if proxy is None:
+                proxy = self.proxies[addr[0]] = dict.fromkeys(PROXY_KEYS, 0)
+        for key in keys:
+            self.done[key] += 1
+            if proxy is not None:
+                proxy[key] += 1
+        return result
 
     def _dispatch(self, request):
         command = request.get("command")
@@ -223,6 +250,11 @@ class Dispatcher:
                 mflags = []
                 if m.has_ports:
                     mflags.append("initialized")
+                direction = m.direction or "sendrecv"
+                if direction in ("sendrecv", "sendonly"):
+                    mflags.append("send")
+                if direction in ("sendrecv", "recvonly"):
+                    mflags.append("recv")
                 if m.mux:
                     mflags.append("rtcp-mux")
                 if m.srtp_in:
@@ -236,7 +268,12 @@ class Dispatcher:
             if ml.aliases:
                 entry["tag-aliases"] = list(ml.aliases)
             if ml.peer is not None:
+                # the key of rtpengine before 10.x; 10.5 has the two lists
                 entry["in dialogue with"] = ml.peer.tag or ""
+            entry["subscriptions"] = [{"tag": ml.peer.tag or "", "type": "offer/answer"}] \
+                if ml.peer is not None else []
+            entry["subscribers"] = [{"tag": other.tag or "", "type": "offer/answer"}
+                                    for other in call.monologues if other.peer is ml]
             entry["medias"] = medias
             if ml.tag:
                 key = ml.tag
@@ -257,15 +294,40 @@ class Dispatcher:
         closed = r.closed
         own = len(r.calls)
         ended = sum(closed.values())
-        return {
+        medias = sum(len(ml.port_medias()) for call in r.calls.values()
+                     for ml in call.monologues)
+        packets = engine_totals.get("packets", 0)
+        errors = engine_totals.get("errors", 0)
+        relayed_bytes = engine_totals.get("bytes", 0)
+        control = {
+            "offercount": self.counts["offer"],
+            "answercount": self.counts["answer"],
+            "deletecount": self.counts["delete"],
+            "querycount": self.counts["query"],
+            "listcount": self.counts["list"],
+            "pingcount": self.counts["ping"],
+            "statisticscount": self.counts["statistics"],
+            "errorcount": self.counts["errors"],
+            "proxies": [dict(proxy=host, **counts)
+                        for host, counts in sorted(self.proxies.items())],
+        }
+        for key in PROXY_KEYS:
+            if key != "errorcount":
+                control["total" + key] = self.done[key]
+        reply = {
             "currentstatistics": {
                 "sessionsown": own, "sessionsforeign": 0, "sessionstotal": own,
                 "transcodedmedia": 0,
                 "packetrate": 0, "byterate": 0, "errorrate": 0,
+                "packetrate_user": 0, "byterate_user": 0, "errorrate_user": 0,
+                # every stream is relayed in userspace
+                "media_userspace": medias,
             },
             "totalstatistics": {
-                "uptime": int(r.clock.seconds() - r.started),
-                "managedsessions": r.managed,
+                # rtpengine 10.5 sends uptime as a decimal string
+                "uptime": str(int(r.clock.seconds() - r.started)),
+                # sessions that have ended, as 10.5 counts them
+                "managedsessions": ended,
                 "rejectedsessions": r.rejected,
                 "timeoutsessions": closed["timeout"],
                 "silenttimeoutsessions": closed["silent_timeout"],
@@ -274,23 +336,21 @@ class Dispatcher:
                 "regularterminatedsessions": closed["terminated"],
                 "forcedterminatedsessions": closed["force_terminated"],
                 "lostsessions": closed["worker_lost"],
-                "relayedpackets": engine_totals.get("packets", 0),
-                "relayedpacketerrors": engine_totals.get("errors", 0),
-                "relayedbytes": engine_totals.get("bytes", 0),
+                "relayedpackets": packets,
+                "relayedpacketerrors": errors,
+                "relayedbytes": relayed_bytes,
+                "relayedpackets_user": packets,
+                "relayedpacketerrors_user": errors,
+                "relayedbytes_user": relayed_bytes,
                 "junkpackets": engine_totals.get("junk", 0),
                 "avgcallduration": "%.6f" % (r.call_durations / ended if ended else 0.0),
                 "totalcallsduration": "%.6f" % r.call_durations,
             },
-            "controlstatistics": {
-                "offercount": self.counts["offer"],
-                "answercount": self.counts["answer"],
-                "deletecount": self.counts["delete"],
-                "querycount": self.counts["query"],
-                "listcount": self.counts["list"],
-                "pingcount": self.counts["ping"],
-                "statisticscount": self.counts["statistics"],
-                "errorcount": self.counts["errors"],
-            },
+            "controlstatistics": control,
             "ports": {"used": engine_totals.get("ports_used", 0),
                       "free": engine_totals.get("ports_free", 0)},
         }
+        if self.access is not None:
+            # omnirtp's own counter: ng requests refused by control-allow
+            reply["controlstatistics"]["deniedcount"] = self.access.denied.get("ng", 0)
+        return reply

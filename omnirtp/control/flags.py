@@ -27,6 +27,10 @@ from typing import Optional
 
 from twisted.logger import Logger
 
+from omnirtp.config.model import ENDPOINT_LEARNING
+
+LEARNING_MODES = frozenset(ENDPOINT_LEARNING)
+
 log = Logger()
 
 # -- rtpengine's literal key spellings ----------------------------------------
@@ -497,10 +501,19 @@ class _Builder:
         else:
             self.f.unknown.append("record call=%s" % (s,))
 
+    def _learning(self, word):
+        """A known endpoint-learning mode, or None; rtpengine 10.5 ignores
+        any other value (the daemon's mode applies)."""
+        mode = canonical(word)
+        if mode in LEARNING_MODES:
+            self.f.endpoint_learning = mode
+        else:
+            self.f.unknown.append("endpoint-learning=%s" % (word,))
+
     def _endpoint_learning(self, value):
         items = as_list(value)
         if items:
-            self.f.endpoint_learning = canonical(items[-1])
+            self._learning(items[-1])
 
     def _dtls(self, value):
         items = as_list(value)
@@ -559,7 +572,7 @@ class _Builder:
     def _flag_prefixed(self, attr, values):
         if attr == "endpoint_learning":
             if values:
-                self.f.endpoint_learning = canonical(values[-1])
+                self._learning(values[-1])
             return
         target = getattr(self.f, attr)
         for v in values:

@@ -45,6 +45,8 @@ KEY_COMMAND = "command"
 KEY_SUPPORTS = "supports"
 SUPPORTS_LOAD_LIMIT = "load limit"
 STATS_ERRORS = "errors"
+#: requests refused by the access list (never answered, never decoded)
+STATS_DENIED = "denied"
 
 COUNTED_COMMANDS = ("ping", "offer", "answer", "delete", "query", "list", "statistics")
 #: where requests with any other command word are counted (a bounded dict:
@@ -229,8 +231,12 @@ class NGProtocol(DatagramProtocol):
     :param cache_ttl: seconds between rotations of the two cache generations
         (a reply stays cached for ``cache_ttl`` to ``2 * cache_ttl`` seconds).
     :param cache_max: most cookies held over both generations.
+    :param access: an :class:`omnirtp.control.access.AccessList`, or None
+        (everyone may send).  A datagram from a source it refuses is dropped
+        before anything else: no reply, no decoding, no cache entry.
 
-    ``stats`` counts executed requests per command and error replies.
+    ``stats`` counts executed requests per command, error replies and
+    refused datagrams (``denied``).
     """
 
     # the start-up summary names the listeners; no per-port chatter
@@ -238,8 +244,9 @@ class NGProtocol(DatagramProtocol):
 
     log = Logger()
 
-    def __init__(self, dispatch, clock, cache_ttl=30, cache_max=20000):
+    def __init__(self, dispatch, clock, cache_ttl=30, cache_max=20000, access=None):
         self.dispatch = dispatch
+        self.access = access
         self.clock = clock
         self.cache_ttl = cache_ttl
         self.cache_max = max(2, cache_max)
@@ -251,6 +258,7 @@ class NGProtocol(DatagramProtocol):
         self.stats = dict.fromkeys(COUNTED_COMMANDS, 0)
         self.stats[STATS_OTHER] = 0
         self.stats[STATS_ERRORS] = 0
+        self.stats[STATS_DENIED] = 0
 
     # -- cache ---------------------------------------------------------
 
@@ -286,6 +294,9 @@ class NGProtocol(DatagramProtocol):
     # -- receive -------------------------------------------------------
 
     def datagramReceived(self, data, addr):
+        if self.access is not None and not self.access.admit(addr[0], "ng"):
+            self.stats[STATS_DENIED] += 1
+            return
         space = data.find(b" ")
         if space <= 0:
             self.log.debug(

@@ -444,6 +444,7 @@ class EmbeddedEngine:
                               self._companion(address, port))
             rtcp = RelaySocket(self._reactor, rtcp_sock, (address, port + 1), self._poller,
                                self._companion(address, port + 1))
+            rtcp.rtp_sibling = rtp
             self._sockets[rtp.local] = rtp
             self._sockets[rtcp.local] = rtcp
             pairs[rtp.local] = (rtp, rtcp)

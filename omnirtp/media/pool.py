@@ -308,6 +308,9 @@ class WorkerPool(service.Service):
     stable_after = 10.0
     #: a worker that leaves a request unanswered this long is killed
     request_timeout = 10.0
+    #: a new worker that has not answered its first Ping this long is
+    #: killed (it imports Twisted and omnirtp first: seconds on a busy host)
+    start_timeout = 30.0
     #: stopService kills workers still running after this long
     stop_timeout = 5.0
 
@@ -421,9 +424,10 @@ class WorkerPool(service.Service):
         if self.certificate is not None:
             # before Ping: the worker is ready only with its certificate
             cert_pem, key_pem = self.certificate.pem()
-            d = self._call(slot, commands.SetCertificate, certificate=cert_pem, key=key_pem)
+            d = self._call(slot, commands.SetCertificate, timeout=self.start_timeout,
+                           certificate=cert_pem, key=key_pem)
             d.addErrback(self._noCertificate, slot)
-        d = self._call(slot, commands.Ping)
+        d = self._call(slot, commands.Ping, timeout=self.start_timeout)
         d.addCallbacks(self._pinged, lambda f: None, callbackArgs=(slot, process))
 
     def _noCertificate(self, failure, slot):
@@ -514,15 +518,18 @@ class WorkerPool(service.Service):
 
     # -- requests --------------------------------------------------------
 
-    def _call(self, slot, command, **kwargs):
+    def _call(self, slot, command, timeout=None, **kwargs):
         """``callRemote`` on the slot's worker, failing with WorkerUnavailable
-        (never hanging) if the worker is gone, dies or does not answer."""
+        (never hanging) if the worker is gone, dies or does not answer within
+        ``timeout`` seconds (default :attr:`request_timeout`)."""
         process = slot.process
         if process is None or slot.state not in (STARTING, READY):
             return fail(WorkerUnavailable("media worker %d is %s" % (slot.index, slot.state)))
         result = Deferred()
+        if timeout is None:
+            timeout = self.request_timeout
         timer = self.reactor.callLater(
-            self.request_timeout, self._timedOut, slot, process, result, command
+            timeout, self._timedOut, slot, process, result, command, timeout
         )
 
         def answered(value):
@@ -566,12 +573,12 @@ class WorkerPool(service.Service):
         d.addBoth(answered)
         return result
 
-    def _timedOut(self, slot, process, result, command):
+    def _timedOut(self, slot, process, result, command, timeout):
         if not result.called:
             result.errback(
                 WorkerUnavailable(
                     "media worker %d did not answer %s in %ss"
-                    % (slot.index, command.__name__, self.request_timeout)
+                    % (slot.index, command.__name__, timeout)
                 )
             )
         if slot.process is process:

@@ -157,6 +157,7 @@ class RelaySocket:
         "window_end",
         "best_rank",
         "authorise",
+        "rtp_sibling",
         # counters
         "packets",
         "bytes",
@@ -232,6 +233,10 @@ class RelaySocket:
         #: :meth:`select` sets, and a packet from any other source is
         #: forwarded only if ``authorise`` accepts it.  Set by the engine.
         self.authorise = None
+        #: for an RTCP socket: the RTP socket of the same party (same pair),
+        #: whose learnt source it may latch to (see :meth:`_party`); None
+        #: for an RTP socket
+        self.rtp_sibling = None
         self.packets = 0
         self.bytes = 0
         self.errors = 0
@@ -712,6 +717,23 @@ class RelaySocket:
             self._update_out()
         return forward
 
+    def _party(self, src):
+        """For an RTCP socket: may ``src`` be its party?  Only the address
+        the party's SDP names (for RTCP or RTP), or the address its RTP
+        already comes from (the RTP socket has received and learnt it).  A
+        stranger racing the party to an RTCP port that has seen nothing yet
+        would otherwise get the other side's RTCP reflected to it."""
+        ip = src[0]
+        sdp = self.sdp_endpoint
+        if sdp is not None and sdp[0] == ip:
+            return True
+        rtp = self.rtp_sibling
+        sdp = rtp.sdp_endpoint
+        if sdp is not None and sdp[0] == ip:
+            return True
+        ep = rtp.endpoint
+        return rtp.packets > 0 and ep is not None and ep[0] == ip
+
     def _policy(self, src, now):
         if self.asymmetric or self.learning == LEARN_OFF:
             authorise = self.authorise
@@ -727,6 +749,9 @@ class RelaySocket:
             if self.handover:
                 self.endpoint = src
                 return True
+            return not self.strict
+        if self.rtp_sibling is not None and not self._party(src):
+            # an RTCP port latches only to its party (forwarded, not learnt)
             return not self.strict
         learning = self.learning
         if learning == LEARN_HEURISTIC:

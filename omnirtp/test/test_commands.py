@@ -212,11 +212,47 @@ class DispatcherTests(SynchronousTestCase):
                          "invalid limit, must be >= 0")
 
     def test_statistics(self):
+        """managedsessions counts sessions that ended (as 10.5); the control
+        counts per proxy and in total count answered requests, so the
+        statistics request being answered is not in them yet."""
         self.offer()
         stats = self.call(command="statistics")["statistics"]
         self.assertEqual(stats["currentstatistics"]["sessionstotal"], 1)
-        self.assertEqual(stats["totalstatistics"]["managedsessions"], 1)
+        self.assertEqual(stats["currentstatistics"]["media_userspace"], 2)
+        self.assertEqual(stats["totalstatistics"]["managedsessions"], 0)
+        self.assertEqual(stats["totalstatistics"]["uptime"], "0")
         self.assertEqual(stats["controlstatistics"]["offercount"], 1)
+        self.assertEqual(stats["controlstatistics"]["totaloffercount"], 1)
+        self.assertEqual(stats["controlstatistics"]["totalstatscount"], 0)
+        self.assertEqual(stats["controlstatistics"]["proxies"], [])
+        self.call(command="delete", call_id="c1", delete_delay=0)
+        self.clock.advance(5)
+        self.successResultOf(self.dispatch({"command": "ping"}, ("192.0.2.1", 5060)))
+        self.failureResultOf(self.dispatch({"command": "query", "call-id": "zz"},
+                                           ("192.0.2.1", 5060)), NGError)
+        stats = self.call(command="statistics")["statistics"]
+        self.assertEqual(stats["totalstatistics"]["managedsessions"], 1)
+        self.assertEqual(stats["totalstatistics"]["uptime"], "5")
+        self.assertEqual(stats["currentstatistics"]["media_userspace"], 0)
+        self.assertEqual(stats["controlstatistics"]["totalstatscount"], 1)
+        self.assertEqual(stats["controlstatistics"]["totalpingcount"], 1)
+        self.assertEqual(stats["controlstatistics"]["totalquerycount"], 1)
+        proxy = dict.fromkeys(("pingcount", "offercount", "answercount", "deletecount",
+                               "querycount", "listcount", "statscount", "errorcount"), 0)
+        proxy.update(proxy="192.0.2.1", pingcount=1, querycount=1, errorcount=1)
+        self.assertEqual(stats["controlstatistics"]["proxies"], [proxy])
+
+    def test_queryDirectionAndSubscriptions(self):
+        """Media flags send/recv follow the party's direction; each answered
+        tag lists the other in subscriptions and subscribers (10.5's keys)."""
+        self.offer(sdp=OFFER + "a=sendonly\r\n")
+        self.answer()
+        tags = self.call(command="query", call_id="c1")["tags"]
+        self.assertEqual(tags["ft"]["medias"][0]["flags"], ["initialized", "send"])
+        self.assertEqual(tags["tt"]["medias"][0]["flags"], ["initialized", "send", "recv"])
+        self.assertEqual(tags["ft"]["subscriptions"], [{"tag": "tt", "type": "offer/answer"}])
+        self.assertEqual(tags["ft"]["subscribers"], [{"tag": "tt", "type": "offer/answer"}])
+        self.assertEqual(tags["tt"]["subscriptions"], [{"tag": "ft", "type": "offer/answer"}])
 
     def test_badSdp(self):
         self.assertEqual(self.fails(command="offer", call_id="c", from_tag="f",
@@ -256,3 +292,37 @@ class DualStackTests(SynchronousTestCase):
         """`address family` switches an IPv4 SDP to IPv6."""
         self.assertIn("c=IN IP6 ::1", self.offer(OFFER, **{"address family": "IP6"}))
         self.assertIn("c=IN IP4 127.0.0.1", self.offer(OFFER, **{"call-id": "c2"}))
+
+
+class RejectedMediaOnlyTests(SynchronousTestCase):
+    """An offer whose every m= line is rejected (port 0) holds no port: the
+    engine is not configured for it (found by fuzzing: the EmbeddedEngine
+    refused to configure a call without ports, answered "Internal error")."""
+
+    SDP = ("v=0\r\no=- 0 0 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n"
+           "m=audio 0 RTP/AVP 0\r\n")
+
+    def setUp(self):
+        import random
+        from omnirtp.media.engine import EmbeddedEngine
+        from omnirtp.test.fakes import FakeNetwork, MemoryUDPReactor
+        self.clock = MemoryUDPReactor()
+        self.engine = EmbeddedEngine(self.clock, {"127.0.0.1": (30000, 30009)},
+                                     bind=FakeNetwork().bind, rng=random.Random(1))
+        self.registry = CallRegistry(self.engine, self.clock, Timeouts(), max_sessions=-1)
+        negotiator = Negotiator(self.registry,
+                                Interfaces([InterfaceSpec("default", "127.0.0.1", None)]),
+                                instance_id="abc123")
+        self.dispatch = Dispatcher(self.registry, negotiator)
+
+    def test_offerAndAnswer(self):
+        """Both answered as rtpengine 10.5 answers (checked on loopback):
+        the SDP with our address and the port still 0; no port taken."""
+        expected = self.SDP.replace("c=IN IP4 192.0.2.10", "c=IN IP4 127.0.0.1")
+        for request in ({"command": "offer", "call-id": "x", "from-tag": "f", "sdp": self.SDP},
+                        {"command": "answer", "call-id": "x", "from-tag": "f", "to-tag": "t",
+                         "sdp": self.SDP}):
+            self.assertEqual(self.successResultOf(self.dispatch(request)),
+                             {"result": "ok", "sdp": expected})
+        totals = self.successResultOf(self.engine.totals())
+        self.assertEqual((totals["ports_used"], totals["ports_free"]), (0, 10))

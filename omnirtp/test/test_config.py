@@ -10,7 +10,7 @@ from omnirtp.config.ini import parse_config, parse_dotenv, substitute
 from omnirtp.config.model import (
     E_NO_INTERFACE, E_NO_LISTENER, build_config, parse_interface, parse_listen)
 from omnirtp.config.options import (
-    BY_NAME, BY_SHORT, COMMAND_LINE_ONLY, OPTIONS)
+    BY_NAME, BY_SHORT, COMMAND_LINE_ONLY, OPTIONS, OWN_OPTIONS)
 from omnirtp.errors import ConfigError
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "config")
@@ -38,10 +38,11 @@ def build(extra=None, **kw):
 
 class OptionTableTests(SynchronousTestCase):
     def test_everyRtpengineOption(self):
-        """The table holds rtpengine 10.5's 140 options (help/version aside),
-        with unique names and short letters."""
-        self.assertEqual(len(OPTIONS), 140)
-        self.assertEqual(len(BY_NAME), 140)
+        """The table holds rtpengine 10.5's 140 options (help/version aside)
+        and omnirtp's own (control-allow), with unique names and short letters."""
+        self.assertEqual(OWN_OPTIONS, frozenset({"control-allow"}))
+        self.assertEqual(len([o for o in OPTIONS if o.name not in OWN_OPTIONS]), 140)
+        self.assertEqual(len(BY_NAME), 141)
         for name in ("interface", "listen-ng", "port-min", "port-max", "timeout",
                      "silent-timeout", "final-timeout", "offer-timeout",
                      "delete-delay", "log-level", "num-threads", "max-sessions",
@@ -390,11 +391,21 @@ class BuildConfigTests(SynchronousTestCase):
                           config.final_timeout, config.max_sessions),
                          (60, 3600, 3600, 0, -1))
 
+    def test_httpsNeedsCertificate(self):
+        """listen-https without https-cert: rtpengine 10.5's refusal."""
+        self.assertError({"listen-https": (("127.0.0.1:9443",), "w")},
+                         "w: HTTPS/WSS listener requested, but no certificate given "
+                         "(https-cert)")
+        config = build({"listen-https": (("127.0.0.1:9443",), "w"),
+                        "https-cert": ("/e/cert.pem", "w2")})
+        self.assertEqual(config.listen_https, (("127.0.0.1", 9443),))
+        self.assertEqual(config.unimplemented, ())
+
     def test_unimplemented(self):
         config = build({"recording-dir": ("/var/spool", "w"), "no-fallback": ("true", "w"),
                         "dtls-passive": ("false", "w"), "redis-expires": ("86400", "w"),
-                        "listen-cli": (("9900",), "w")})
-        self.assertEqual(config.unimplemented, ("recording-dir", "no-fallback", "listen-cli"))
+                        "listen-udp": (("9900",), "w")})
+        self.assertEqual(config.unimplemented, ("recording-dir", "no-fallback", "listen-udp"))
         self.assertEqual(config.recording_dir, "/var/spool")
 
     def test_table(self):
@@ -528,6 +539,9 @@ class LoadTests(SynchronousTestCase):
         config = load(self.cli(config_file=SAMPLE), environ={}, default_files=())
         self.assertEqual(config.interfaces, (InterfaceSpec("default", "127.0.0.1"),))
         self.assertEqual(config.listen_ng, (("127.0.0.1", 22222),))
+        # the operator's listeners: loopback only, one port for both
+        self.assertEqual((config.listen_cli, config.listen_http, config.listen_https),
+                         ((("127.0.0.1", 9900),), (("127.0.0.1", 9900),), ()))
         self.assertEqual((config.port_min, config.port_max, config.num_threads,
                           config.log_level, config.warnings, config.unimplemented),
                          (30000, 40000, 0, 6, (), ()))

@@ -180,6 +180,23 @@ class FromRequestTests(SynchronousTestCase):
         self.assertNotIn("no-such-flag", f.flags)
         self.assertEqual(f.unknown, ["no such flag"])
 
+    def test_unknownEndpointLearning(self):
+        """An unknown endpoint-learning value (key or flag word) is ignored
+        and listed, as rtpengine 10.5 ignores it (the offer succeeds); a
+        known one in any case is taken (found by fuzzing: "x" reached the
+        engine and the offer failed with "Internal error")."""
+        f = Flags.from_request({"endpoint-learning": "x"})
+        self.assertIsNone(f.endpoint_learning)
+        self.assertEqual(f.unknown, ["endpoint-learning=x"])
+        f = Flags.from_request({"flags": ["endpoint-learning-bogus"]})
+        self.assertIsNone(f.endpoint_learning)
+        self.assertEqual(f.unknown, ["endpoint-learning=bogus"])
+        f = Flags.from_request({"endpoint-learning": "OFF"})
+        self.assertEqual(f.endpoint_learning, "off")
+        f = Flags.from_request({"endpoint-learning": "heuristic",
+                                "flags": ["endpoint-learning-nope"]})
+        self.assertEqual(f.endpoint_learning, "heuristic")
+
     def test_prefixedFlags(self):
         """Prefixed words feed their fields, keeping the value's case."""
         f = Flags.from_request({"flags": [

@@ -502,4 +502,4 @@ class StatsBoundTests(SynchronousTestCase):
         proto.datagramReceived(b"p d7:command4:pinge", ("127.0.0.1", 5))
         self.assertEqual(proto.stats["other"], 100)
         self.assertEqual(proto.stats["ping"], 1)
-        self.assertEqual(len(proto.stats), 9)
+        self.assertEqual(len(proto.stats), 10)  # 7 commands, other, errors, denied

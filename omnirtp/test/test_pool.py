@@ -812,6 +812,27 @@ class PoolTests(SynchronousTestCase):
         self.process(0).end(signal=9)
         self.assertEqual(self.lost[0][0], ["a"])
 
+    def test_slowStartingWorkerIsNotKilled(self):
+        """A new worker gets start_timeout, not request_timeout, to answer
+        its first Ping: importing Twisted takes seconds on a busy host, and
+        killing it then only starts a crash loop."""
+        self.pool.startService()
+        ready = self.pool.whenReady(0)
+        self.reactor.advance(self.pool.request_timeout + 1)  # no answer yet
+        self.assertEqual(self.process(0).signals, [])
+        self.reactor.pump()
+        self.assertEqual(self.successResultOf(ready), 1000)
+        self.assertEqual(self.pool.workers[0]["restarts"], 0)
+
+    def test_workerSilentPastStartTimeoutIsKilled(self):
+        """A new worker that never answers its first Ping is killed after
+        start_timeout."""
+        self.pool.startService()
+        self.reactor.advance(self.pool.start_timeout - 0.5)
+        self.assertEqual(self.process(0).signals, [])
+        self.reactor.advance(0.5)
+        self.assertEqual(self.process(0).signals, ["KILL"])
+
     def test_lateAnswerAfterTimeoutIsIgnored(self):
         self.start()
         self.allocate("a")

@@ -61,6 +61,28 @@ class BuildTests(SynchronousTestCase):
         self.assertIn("3 media worker processes", text)
         self.assertIn("max-sessions 1000", text)
 
+    def test_accessListShared(self):
+        """One AccessList from control-allow serves the ng listeners and the
+        statistics."""
+        top = build(config(control_allow=("10.0.0.0/8",)), MemoryReactorClock())
+        self.assertIs(top.dispatcher.access, top.access)
+        self.assertEqual([str(n) for n in top.access.networks],
+                         ["127.0.0.0/8", "::1/128", "10.0.0.0/8"])
+        ng_service = [s for s in top if hasattr(s, "protocol_factory")][0]
+        self.assertIs(ng_service.protocol_factory().access, top.access)
+        self.assertIn("ng on 127.0.0.1:22222 (from loopback, 10.0.0.0/8)",
+                      summary(config(control_allow=("10.0.0.0/8",))))
+
+    def test_warnsWhenNgIsOpenButNothingAllowed(self):
+        """listen-ng beyond loopback and no control-allow: a warning."""
+        c = config(listen_ng=(("0.0.0.0", 22222), ("127.0.0.1", 22223), ("::1", 2)))
+        self.assertEqual(startup_warnings(c), [
+            "listen-ng 0.0.0.0:22222 is reachable from other hosts, but control-allow "
+            "names no network: only loopback sources are answered"])
+        self.assertEqual(startup_warnings(config(listen_ng=(("0.0.0.0", 22222),),
+                                                 control_allow=("10.0.0.0/8",))), [])
+        self.assertEqual(startup_warnings(config()), [])
+
     def test_startupWarnings(self):
         """Config warnings come first, then one line per unimplemented option."""
         c = config(warnings=("w1",), unimplemented=("redis",))

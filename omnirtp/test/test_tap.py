@@ -27,7 +27,7 @@ SAMPLE_VALUES = {
     "log-facility-rtcp": "local3", "log-facility-dtmf": "local4",
     "redis": "10.0.0.9:6379/1", "redis-write": "pw@10.0.0.9:6379/2",
     "port-min": "30010", "port-max": "30020", "num-threads": "2", "table": "-1",
-    "delete-delay": "5",
+    "delete-delay": "5", "control-allow": "10.0.0.0/8",
 }
 
 
@@ -110,6 +110,8 @@ class OptionsTests(SynchronousTestCase):
                     args = [form, sampleValue(option)]
                 if option.kind == LIST:
                     args += args
+                if option.name == "listen-https":
+                    args += ["--https-cert", "/etc/omnirtp/cert.pem"]
                 options = parse(BASE + args)
                 expected = () if option.implemented else (option.name,)
                 self.assertEqual(options.config.unimplemented, expected, args)
@@ -181,14 +183,16 @@ class OptionsTests(SynchronousTestCase):
                                  "PUBLIC_IP (not in the environment)")
 
     def test_unimplementedNamedOnce(self):
-        options = parse(BASE + ["--listen-cli=9900", "-c", "9901", "--redis-expires=5",
+        options = parse(BASE + ["--listen-udp=9900", "-u", "9901", "--redis-expires=5",
                                 "--redis-expires=6", "--sip-source"])
         self.assertEqual(options.config.unimplemented,
-                         ("listen-cli", "redis-expires", "sip-source"))
+                         ("listen-udp", "redis-expires", "sip-source"))
         self.assertEqual(tap.describe_warnings(options.config), [
-            "option 'listen-cli' is not implemented by omnirtp yet; ignored",
+            "option 'listen-udp' is not implemented by omnirtp yet; ignored",
             "option 'redis-expires' is not implemented by omnirtp yet; ignored",
-            "option 'sip-source' is not implemented by omnirtp yet; ignored"])
+            "option 'sip-source' is not implemented by omnirtp yet; ignored",
+            "listen-ng 0.0.0.0:2223 is reachable from other hosts, but control-allow names "
+            "no network: only loopback sources are answered"])
 
     def test_twistdPidfileAndOurs(self):
         """twistd's --pidfile goes before 'omnirtp'; -p/--pidfile after it is
@@ -256,6 +260,8 @@ class OptionsTests(SynchronousTestCase):
             "warning: command line: --table=0: omnirtp has no kernel forwarding; "
             "media is relayed in userspace\n"
             "warning: option 'sip-source' is not implemented by omnirtp yet; ignored\n"
+            "warning: listen-ng 0.0.0.0:2223 is reachable from other hosts, but control-allow "
+            "names no network: only loopback sources are answered\n"
             "omnirtp: configuration OK (no config file)\n"))
 
     def test_configTestError(self):

@@ -43,6 +43,7 @@ FIXTURES = os.path.join(ROOT, "omnirtp", "test", "fixtures")
 # which Debian package ships each program (for the skip message)
 PACKAGES = {
     "rtpengine": "rtpengine-daemon",
+    "rtpengine-ctl": "rtpengine-utils",
     "kamailio": "kamailio",
     "sipp": "sip-tester",
     "dumpcap": "tshark",

@@ -68,9 +68,10 @@ class Daemon:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                tail = self.log_tail()  # before stop() removes the log
                 self.stop()
                 raise DaemonFailed("%s exited with %s: %s" % (
-                    self.name, self.process.returncode, self.log_tail()))
+                    self.name, self.process.returncode, tail))
             if self.client.ping():
                 self.client.timeout = 2.0
                 self.client.tries = 2

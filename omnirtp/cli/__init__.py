@@ -1,0 +1,2 @@
+"""The operator's command line: rtpengine's CLI protocol (``listen-cli``)
+and the ``omnirtp-ctl`` client."""

@@ -1,0 +1,409 @@
+"""rtpengine's CLI commands: one command line in, the reply text out.
+
+``CliCommands(operations).run(line)`` returns a Deferred firing with the
+reply text, in rtpengine 10.5's words and layout (Debian's ``rtpengine-ctl``
+prints it unchanged).  The texts were taken from the live rtpengine 10.5
+(``--listen-cli``) with calls set up on it; lines for figures that omnirtp
+does not have (kernel forwarding is counted as 0 because omnirtp has none;
+SSRCs, MOS, graphite intervals, per-second rates beyond what ``statistics``
+carries) are left out, not invented, except where rtpengine's own layout
+needs a column.  Where omnirtp differs on purpose, docs/compat.md says so.
+
+Commands (``get`` is ``list``)::
+
+    list numsessions | sessions all|own|foreign|<call-id> | totals | jsonstats
+         maxsessions | timeout | silenttimeout | offertimeout | finaltimeout
+         deletedelay | interfaces | loglevels | loglevel [<subsystem>]
+    terminate all|own|foreign|<call-id>
+    set maxsessions <int> | loglevel <int>
+    help, list help, set help
+"""
+
+import json
+import re
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from omnirtp.control.operations import SUBSYSTEMS
+
+UNKNOWN = "Unknown or incomplete command::%s\n"
+MORE = "More parameters required.\n"
+
+_LEADING_INT = re.compile(r"\s*(-?\d+)")
+
+LIST_COMMANDS = (
+    "numsessions", "sessions", "totals", "maxsessions", "timeout", "silenttimeout",
+    "offertimeout", "finaltimeout", "loglevels", "loglevel", "deletedelay",
+    "interfaces", "jsonstats",
+)
+SET_COMMANDS = ("maxsessions", "loglevel")
+TOP_COMMANDS = ("list", "terminate", "set", "get")
+
+# the control-statistics table of ``list totals``: rtpengine's column
+# titles and the ng command each one counts
+PROXY_COLUMNS = (
+    ("Ping", "ping"), ("Offer", "offer"), ("Answer", "answer"), ("Delete", "delete"),
+    ("Query", "query"), ("List", "list"), ("StartRec", None), ("StopRec", None),
+    ("StartFwd", None), ("StopFwd", None), ("BlkDTMF", None), ("UnblkDTMF", None),
+    ("BlkMedia", None), ("UnblkMedia", None), ("PlayMedia", None), ("StopMedia", None),
+    ("PlayDTMF", None), ("Stats", "stats"), ("SlnMedia", None), ("UnslnMedia", None),
+    ("Pub", None), ("SubReq", None), ("SubAns", None), ("Unsub", None),
+)
+
+
+def _help(names):
+    return "Available sub-commands at this level:\n" + "".join("\t%s\n" % n for n in names)
+
+
+def _int(value, default=0):
+    """A statistics figure as int (some are sent as decimal strings)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _num(value):
+    """A duration figure as rtpengine prints it (6 decimals)."""
+    try:
+        return "%.6f" % float(value)
+    except (TypeError, ValueError):
+        return "0.000000"
+
+
+def _stat_line(label, value):
+    return " %-48s:%s\n" % (label, value)
+
+
+def _endpoint(ep):
+    ep = ep or {}
+    return "%15s:%-5d" % (ep.get("address", ""), _int(ep.get("port", 0)))
+
+
+def session_line(call):
+    """One call in ``list sessions all``."""
+    return ("callid: %60s | deletionmark:%4s | created:%12d | proxy:%s | "
+            "redis_keyspace:%d | foreign:%s\n" % (
+                call.call_id, "yes" if call.deletion_at is not None else "no",
+                int(call.created), _proxy(call), 0, "no"))
+
+
+def _proxy(call):
+    source = getattr(call, "created_from", None)
+    if isinstance(source, (tuple, list)) and len(source) >= 2:
+        return "%s:%s" % (source[0], source[1])
+    return source or ""
+
+
+def _peer_protocol(ml, index):
+    """A side that has not answered yet has no protocol of its own; rtpengine
+    shows the one offered to it."""
+    peer = ml.peer.media(index) if ml.peer is not None else None
+    return (peer.protocol if peer is not None else None) or ""
+
+
+def media_streams(stats, calls):
+    """Media streams of current calls, all relayed in userspace: the media
+    of answered calls (rtpengine 10.5 shows 4 for two answered calls and
+    one offered, not 6)."""
+    return sum(1 for call in calls if call.answered
+               for _, m in call.all_medias() if m.has_ports)
+
+
+def _tag_type(call, ml):
+    if not ml.tagged:
+        return "UNKNOWN"
+    first = next((m for m in call.monologues if m is ml or m is ml.peer), ml)
+    return "FROM_TAG" if first is ml else "TO_TAG"
+
+
+def session_detail(call, tree, now, default_tos=0):
+    """``list sessions <call-id>``: the call, then per tag its subscriptions,
+    media and streams with the engine's counters (``tree`` is the
+    Dispatcher's ``call_tree`` of the call)."""
+    tos = call.tos if getattr(call, "tos", None) is not None else default_tos
+    out = ["\n",
+           "callid: %s\n" % call.call_id,
+           "deletionmark: %s\n" % ("yes" if call.deletion_at is not None else "no"),
+           "created: %d\n" % int(call.created),
+           "proxy: %s\n" % _proxy(call),
+           "tos: %d\n" % tos,
+           "last_signal: %d\n" % int(call.last_signal),
+           "redis_keyspace: 0\n",
+           "foreign: no\n",
+           "\n"]
+    entries = list(tree.get("tags", {}).values())
+    for ml, entry in zip(call.monologues, entries):
+        out.append("--- Tag '%s', type: %s, label '%s', branch '%s', callduration %.6f\n" % (
+            ml.tag or "", _tag_type(call, ml), ml.label or "", ml.via_branch or "",
+            now - ml.created))
+        if ml.peer is not None:
+            out.append("---     subscribed to '%s'\n" % (ml.peer.tag or ""))
+        for other in call.monologues:
+            if other.peer is ml:
+                out.append("---     subscription of '%s'\n" % (other.tag or ""))
+        for media in entry.get("medias", ()):
+            index = media.get("index", 0)
+            protocol = media.get("protocol") or _peer_protocol(ml, index)
+            out.append("------ Media #%d (%s over %s) using unknown codec\n" % (
+                index, media.get("type", ""), protocol))
+            for stream in media.get("streams", ()):
+                stats = stream.get("stats", {})
+                rtcp = " (RTCP)" if "RTCP" in stream.get("flags", ()) else ""
+                out.append("-------- Port %15s:%-5d <> %s%s, SSRC 0, %d p, %d b, %d e, %d ts\n" % (
+                    stream.get("local address", ""), _int(stream.get("local port")),
+                    _endpoint(stream.get("endpoint")), rtcp,
+                    _int(stats.get("packets")), _int(stats.get("bytes")),
+                    _int(stats.get("errors")),
+                    # no packet yet: rtpengine shows the call's last signal
+                    _int(stream.get("last packet")) or int(call.last_signal)))
+    out.append("\n")
+    return "".join(out)
+
+
+def numsessions(stats, families):
+    cur = stats.get("currentstatistics", {})
+    v4, v6, mixed = families
+    return ("Current sessions own: %d\n"
+            "Current sessions foreign: %d\n"
+            "Current sessions total: %d\n"
+            "Current transcoded media: %d\n"
+            "Current sessions ipv4 only media: %d\n"
+            "Current sessions ipv6 only media: %d\n"
+            "Current sessions ip mixed  media: %d\n" % (
+                _int(cur.get("sessionsown")), _int(cur.get("sessionsforeign")),
+                _int(cur.get("sessionstotal")), _int(cur.get("transcodedmedia")),
+                v4, v6, mixed))
+
+
+def totals(stats, media_streams):
+    """``list totals``: current and total statistics and the per-proxy
+    control table, for the figures omnirtp keeps."""
+    cur = stats.get("currentstatistics", {})
+    tot = stats.get("totalstatistics", {})
+    control = stats.get("controlstatistics", {})
+    packets, errors, octets = (_int(tot.get("relayedpackets")),
+                               _int(tot.get("relayedpacketerrors")),
+                               _int(tot.get("relayedbytes")))
+    rate = (_int(cur.get("packetrate")), _int(cur.get("byterate")),
+            _int(cur.get("errorrate")))
+    lines = ["\nStatistics over currently running sessions:\n\n"]
+    for label, value in (
+            ("Owned sessions", _int(cur.get("sessionsown"))),
+            ("Foreign sessions", _int(cur.get("sessionsforeign"))),
+            ("Total sessions", _int(cur.get("sessionstotal"))),
+            ("Transcoded media", _int(cur.get("transcodedmedia"))),
+            ("Packets per second (userspace)", rate[0]),
+            ("Bytes per second (userspace)", rate[1]),
+            ("Errors per second (userspace)", rate[2]),
+            # omnirtp has no kernel forwarding: these are 0 by construction
+            ("Packets per second (kernel)", 0),
+            ("Bytes per second (kernel)", 0),
+            ("Errors per second (kernel)", 0),
+            ("Packets per second (total)", rate[0]),
+            ("Bytes per second (total)", rate[1]),
+            ("Errors per second (total)", rate[2]),
+            ("Userspace-only media streams", media_streams),
+            ("Kernel-only media streams", 0),
+            ("Mixed kernel/userspace media streams", 0)):
+        lines.append(_stat_line(label, value))
+    lines.append("\nTotal statistics (does not include current running sessions):\n\n")
+    for label, value in (
+            ("Uptime of rtpengine", "%d seconds" % _int(tot.get("uptime"))),
+            ("Total managed sessions", _int(tot.get("managedsessions"))),
+            ("Total rejected sessions", _int(tot.get("rejectedsessions"))),
+            ("Total timed-out sessions via TIMEOUT", _int(tot.get("timeoutsessions"))),
+            ("Total timed-out sessions via SILENT_TIMEOUT",
+             _int(tot.get("silenttimeoutsessions"))),
+            ("Total timed-out sessions via FINAL_TIMEOUT",
+             _int(tot.get("finaltimeoutsessions"))),
+            ("Total timed-out sessions via OFFER_TIMEOUT",
+             _int(tot.get("offertimeoutsessions"))),
+            ("Total regular terminated sessions", _int(tot.get("regularterminatedsessions"))),
+            ("Total forced terminated sessions", _int(tot.get("forcedterminatedsessions"))),
+            ("Total relayed packets (userspace)", packets),
+            ("Total relayed packet errors (userspace)", errors),
+            ("Total relayed bytes (userspace)", octets),
+            ("Total relayed packets (kernel)", 0),
+            ("Total relayed packet errors (kernel)", 0),
+            ("Total relayed bytes (kernel)", 0),
+            ("Total relayed packets", packets),
+            ("Total relayed packet errors", errors),
+            ("Total relayed bytes", octets),
+            ("Average call duration", _num(tot.get("avgcallduration")) + " seconds"),
+            ("Total calls duration", _num(tot.get("totalcallsduration")) + " seconds")):
+        lines.append(_stat_line(label, value))
+    proxies = control.get("proxies")
+    if isinstance(proxies, list):
+        lines.append("\n\nControl statistics:\n\n")
+        lines.append("%21s" % "Proxy" + "".join(" | %10s" % t for t, _ in PROXY_COLUMNS)
+                     + " \n")
+        for proxy in proxies:
+            lines.append("%21s" % proxy.get("proxy", "") + "".join(
+                " | %10d" % (_int(proxy.get(key + "count")) if key else 0)
+                for _, key in PROXY_COLUMNS) + " \n")
+    lines.append("\n")
+    return "".join(lines)
+
+
+def interfaces(entries):
+    out = []
+    for e in entries:
+        pct = 100.0 * e["used"] / e["total"] if e["total"] else 0.0
+        out.append("Interface '%s' address '%s' (%s)\n" % (e["name"], e["address"], e["family"]))
+        out.append(" Port range: %5d - %5d\n" % (e["port_min"], e["port_max"]))
+        out.append(" Ports used: %5d / %5d (%5.1f%%)\n" % (e["used"], e["total"], pct))
+    return "".join(out)
+
+
+class CliCommands:
+    """Parses one CLI line and answers it from an ``Operations``."""
+
+    log = Logger()
+
+    def __init__(self, operations):
+        self.ops = operations
+
+    def run(self, line):
+        """The reply text for one command line (a Deferred); never fails:
+        an unexpected error becomes a one-line reply and a log entry."""
+        d = defer.maybeDeferred(self._run, line)
+
+        def failed(failure):
+            self.log.failure("CLI command {line!r} failed", failure, line=line)
+            return "Internal error: %s\n" % failure.getErrorMessage()
+
+        return d.addErrback(failed)
+
+    def _run(self, line):
+        line = line.strip()
+        words = line.split(None, 1)
+        if not words:
+            return UNKNOWN % line
+        verb, rest = words[0], (words[1] if len(words) > 1 else "")
+        if verb == "help":
+            return _help(TOP_COMMANDS)
+        if verb in ("list", "get"):
+            return self._list(line, rest)
+        if verb == "terminate":
+            return self._terminate(rest)
+        if verb == "set":
+            return self._set(line, rest)
+        return UNKNOWN % line
+
+    # -- list / get --------------------------------------------------------
+
+    def _list(self, line, rest):
+        words = rest.split(None, 1)
+        if not words:
+            return MORE
+        sub, arg = words[0], (words[1] if len(words) > 1 else "")
+        ops = self.ops
+        if sub == "help":
+            return _help(LIST_COMMANDS)
+        if sub == "numsessions":
+            return ops.statistics().addCallback(numsessions, ops.media_families())
+        if sub == "sessions":
+            return self._sessions(arg)
+        if sub == "totals":
+            return ops.statistics().addCallback(
+                lambda s: totals(s, media_streams(s, ops.calls())))
+        if sub == "jsonstats":
+            return ops.statistics().addCallback(
+                lambda s: json.dumps(s, separators=(",", ":")) + "\n")
+        if sub == "maxsessions":
+            return "Maximum sessions configured on rtpengine: %d\n" % ops.max_sessions
+        timeouts = ops.timeouts()
+        for name, key, prefix in (
+                ("timeout", "timeout", "TIMEOUT="),
+                ("silenttimeout", "silent-timeout", "SILENT_TIMEOUT="),
+                ("offertimeout", "offer-timeout", "OFFER_TIMEOUT="),
+                ("finaltimeout", "final-timeout", "FINAL_TIMEOUT="),
+                ("deletedelay", "delete-delay", "")):
+            if sub == name:
+                return "%s%d\n" % (prefix, timeouts[key])
+        if sub == "interfaces":
+            return interfaces(ops.interfaces())
+        if sub == "loglevels":
+            return "".join("%s - %s\n" % s for s in SUBSYSTEMS)
+        if sub == "loglevel":
+            level = ops.levels.level
+            if not arg:
+                return "".join("%s = %d\n" % (name, level) for name, _ in SUBSYSTEMS)
+            if arg.strip() in dict(SUBSYSTEMS):
+                return "%d\n" % level
+        return UNKNOWN % line
+
+    def _sessions(self, arg):
+        ops = self.ops
+        if not arg:
+            return MORE
+        if arg in ("all", "own"):
+            calls = ops.calls()
+            if not calls:
+                return ("No sessions on this media relay.\n" if arg == "all"
+                        else "No own sessions on this media relay.\n")
+            return "".join(session_line(c) for c in calls)
+        if arg == "foreign":
+            return "No foreign sessions on this media relay.\n"
+        call = ops.call(arg)
+        if call is None:
+            return "\nCall ID not found (%s).\n\n" % arg
+        return ops.call_tree(call).addCallback(
+            lambda tree: session_detail(call, tree, ops.clock.seconds(),
+                                        ops.config.tos or 0))
+
+    # -- terminate -----------------------------------------------------------
+
+    def _terminate(self, arg):
+        if not arg:
+            return MORE
+        ops = self.ops
+        if arg in ("all", "own"):
+            text = ("All calls terminated by operator.\n" if arg == "all"
+                    else "All own calls terminated by operator.\n")
+            return ops.terminate_all().addCallback(lambda _: text)
+        if arg == "foreign":
+            return "All foreign calls terminated by operator.\n"
+        call = ops.call(arg)
+        if call is None:
+            return "\nCall Id not found (%s).\n\n" % arg
+        return ops.terminate(call).addCallback(
+            lambda _: "\nCall Id (%s) successfully terminated by operator.\n\n" % arg)
+
+    # -- set -------------------------------------------------------------------
+
+    def _set(self, line, rest):
+        words = rest.split(None, 1)
+        if not words:
+            return MORE
+        sub, arg = words[0], (words[1] if len(words) > 1 else "")
+        if sub == "help":
+            return _help(SET_COMMANDS)
+        if sub == "maxsessions":
+            if not arg:
+                return MORE
+            m = _LEADING_INT.match(arg)
+            if m is None:
+                return "Fail setting maxsessions to %s; no digists found\n" % arg
+            value = int(m.group(1))
+            if value < -1:
+                return ("Fail setting maxsessions to %d; either positive or -1 values "
+                        "allowed\n" % value)
+            self.ops.set_max_sessions(value)
+            if value == -1:
+                return "Success setting maxsessions to -1; disable feature\n"
+            return "Success setting maxsessions to %d\n" % value
+        if sub == "loglevel":
+            parts = arg.split()
+            if len(parts) == 1 and parts[0].isdigit():
+                value = int(parts[0])
+                self.ops.levels.set(value)
+                self.log.info("log level set to {log_level} by operator", log_level=value)
+                return "Success setting loglevel to %d\n" % value
+            if len(parts) == 2 and parts[1].isdigit():
+                return ("Fail setting loglevel of %s; omnirtp has one log level for "
+                        "all subsystems (set loglevel <level>)\n" % parts[0])
+            return MORE
+        return UNKNOWN % line

@@ -1,0 +1,498 @@
+"""The CLI: commands on a Clock and an in-memory engine, the wire protocol on
+a StringTransport, the shared CLI/HTTP port, and omnirtp-ctl's arguments."""
+
+import os
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, LogLevelFilterPredicate
+from twisted.trial.unittest import SynchronousTestCase
+
+from omnirtp.call.negotiate import Interfaces, Negotiator
+from omnirtp.call.registry import CallRegistry, Timeouts
+from omnirtp.cli import ctl
+from omnirtp.cli.commands import CliCommands
+from omnirtp.cli.protocol import E_TOO_LONG, MAX_LINE, CliFactory
+from omnirtp.config.model import Config, InterfaceSpec
+from omnirtp.control.commands import Dispatcher
+from omnirtp.control.operations import LogLevels, Operations
+from omnirtp.http.listen import (
+    LimitedFactory, SharedPortFactory, is_http_request_line, plan)
+from omnirtp.sdp.model import SessionDescription, inspect
+from omnirtp.test.test_commands import ANSWER, OFFER
+from omnirtp.test.test_registry import CountingEngine
+
+T0 = 1700000000
+
+
+class Daemon:
+    """A Dispatcher, registry and Operations on a Clock (no sockets)."""
+
+    def __init__(self, test, **config):
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.engine = CountingEngine(self.clock, pairs=10)
+        self.registry = CallRegistry(self.engine, self.clock,
+                                     Timeouts(timeout=60, delete_delay=30), max_sessions=-1)
+        interfaces = Interfaces([InterfaceSpec("default", "127.0.0.1", None)])
+        negotiator = Negotiator(self.registry, interfaces, instance_id="abc123")
+        self.dispatcher = Dispatcher(self.registry, negotiator, delete_delay=30)
+        values = dict(interfaces=(InterfaceSpec("default", "127.0.0.1", None),),
+                      port_min=30000, port_max=30019)
+        values.update(config)
+        self.config = Config(**values)
+        self.levels = LogLevels(6)
+        self.ops = Operations(self.dispatcher, self.config, self.levels)
+        self.commands = CliCommands(self.ops)
+        self.test = test
+
+    def ng(self, **request):
+        request = {k.replace("_", "-"): v for k, v in request.items()}
+        return self.test.successResultOf(self.dispatcher(request))
+
+    def call(self, call_id, answer=True):
+        """Offer (and answer) ``call_id``; returns (port for B, port for A)."""
+        offer = self.ng(command="offer", call_id=call_id, from_tag="ft-" + call_id, sdp=OFFER)
+        b_port = inspect(SessionDescription.parse(offer["sdp"]))[0].rtp[1]
+        if not answer:
+            return b_port, None
+        reply = self.ng(command="answer", call_id=call_id, from_tag="ft-" + call_id,
+                        to_tag="tt-" + call_id, sdp=ANSWER)
+        return b_port, inspect(SessionDescription.parse(reply["sdp"]))[0].rtp[1]
+
+    def cli(self, line):
+        return self.test.successResultOf(self.commands.run(line))
+
+
+class CommandTests(SynchronousTestCase):
+
+    def setUp(self):
+        self.d = Daemon(self)
+
+    def test_numsessions(self):
+        self.d.call("c1")
+        self.d.call("c2", answer=False)
+        self.assertEqual(self.d.cli("list numsessions"),
+                         "Current sessions own: 2\n"
+                         "Current sessions foreign: 0\n"
+                         "Current sessions total: 2\n"
+                         "Current transcoded media: 0\n"
+                         "Current sessions ipv4 only media: 1\n"
+                         "Current sessions ipv6 only media: 0\n"
+                         "Current sessions ip mixed  media: 0\n")
+        self.assertEqual(self.d.cli("get numsessions"), self.d.cli("list numsessions"))
+
+    def test_sessionsAll(self):
+        self.assertEqual(self.d.cli("list sessions all"), "No sessions on this media relay.\n")
+        self.assertEqual(self.d.cli("list sessions own"),
+                         "No own sessions on this media relay.\n")
+        self.d.call("c1")
+        self.d.clock.advance(5)
+        self.d.call("c2")
+        line = ("callid: %60s | deletionmark:  no | created:  %d | proxy: | "
+                "redis_keyspace:0 | foreign:no\n")
+        self.assertEqual(self.d.cli("list sessions all"),
+                         line % ("c1", T0) + line % ("c2", T0 + 5))
+        self.assertEqual(self.d.cli("list sessions own"), self.d.cli("list sessions all"))
+        self.assertEqual(self.d.cli("list sessions foreign"),
+                         "No foreign sessions on this media relay.\n")
+
+    def test_sessionDetail(self):
+        b_port, a_port = self.d.call("c1")
+        self.d.clock.advance(2.5)
+        self.assertEqual(self.d.cli("list sessions c1"), (
+            "\n"
+            "callid: c1\n"
+            "deletionmark: no\n"
+            "created: %(t0)d\n"
+            "proxy: \n"
+            "tos: 0\n"
+            "last_signal: %(t0)d\n"
+            "redis_keyspace: 0\n"
+            "foreign: no\n"
+            "\n"
+            "--- Tag 'ft-c1', type: FROM_TAG, label '', branch '', callduration 2.500000\n"
+            "---     subscribed to 'tt-c1'\n"
+            "---     subscription of 'tt-c1'\n"
+            "------ Media #1 (audio over RTP/AVP) using unknown codec\n"
+            "-------- Port       127.0.0.1:%(a)d <>      192.0.2.10:49170, SSRC 0, 0 p, 0 b, "
+            "0 e, %(t0)d ts\n"
+            "-------- Port       127.0.0.1:%(a1)d <>      192.0.2.10:49171 (RTCP), SSRC 0, 0 p, "
+            "0 b, 0 e, %(t0)d ts\n"
+            "--- Tag 'tt-c1', type: TO_TAG, label '', branch '', callduration 2.500000\n"
+            "---     subscribed to 'ft-c1'\n"
+            "---     subscription of 'ft-c1'\n"
+            "------ Media #1 (audio over RTP/AVP) using unknown codec\n"
+            "-------- Port       127.0.0.1:%(b)d <>   198.51.100.20:3456 , SSRC 0, 0 p, 0 b, "
+            "0 e, %(t0)d ts\n"
+            "-------- Port       127.0.0.1:%(b1)d <>   198.51.100.20:3457  (RTCP), SSRC 0, 0 p, "
+            "0 b, 0 e, %(t0)d ts\n"
+            "\n") % {"t0": T0, "a": a_port, "a1": a_port + 1, "b": b_port, "b1": b_port + 1})
+
+    def test_sessionDetailUnanswered(self):
+        """The side not answered yet: UNKNOWN, no endpoint, the offered protocol."""
+        b_port, _ = self.d.call("c1", answer=False)
+        text = self.d.cli("list sessions c1")
+        self.assertIn("--- Tag '', type: UNKNOWN, label '', branch '', callduration 0.000000\n"
+                      "---     subscribed to 'ft-c1'\n"
+                      "---     subscription of 'ft-c1'\n"
+                      "------ Media #1 (audio over RTP/AVP) using unknown codec\n"
+                      "-------- Port       127.0.0.1:%d <>                :0    , SSRC 0, "
+                      "0 p, 0 b, 0 e, %d ts\n" % (b_port, T0), text)
+
+    def test_sessionNotFound(self):
+        self.assertEqual(self.d.cli("list sessions nope"), "\nCall ID not found (nope).\n\n")
+        # the rest of the line is the call-id, as in rtpengine
+        self.assertEqual(self.d.cli("list sessions a b"), "\nCall ID not found (a b).\n\n")
+
+    def test_totals(self):
+        self.d.call("c1")
+        self.d.call("c2", answer=False)
+        self.d.clock.advance(7)
+        text = self.d.cli("list totals")
+        self.assertTrue(text.startswith(
+            "\nStatistics over currently running sessions:\n\n"
+            " Owned sessions                                  :2\n"
+            " Foreign sessions                                :0\n"
+            " Total sessions                                  :2\n"), text)
+        self.assertIn(" Userspace-only media streams                    :", text)
+        self.assertIn("\nTotal statistics (does not include current running sessions):\n\n"
+                      " Uptime of rtpengine                             :7 seconds\n", text)
+        self.assertIn(" Total relayed packets (kernel)                  :0\n", text)
+        self.assertIn(" Average call duration                           :0.000000 seconds\n",
+                      text)
+
+    def test_totalsAfterTermination(self):
+        self.d.call("c1")
+        self.d.clock.advance(10)
+        self.d.cli("terminate c1")
+        text = self.d.cli("list totals")
+        self.assertIn(" Total forced terminated sessions                :1\n", text)
+        self.assertIn(" Total calls duration                            :10.000000 seconds\n",
+                      text)
+
+    def test_jsonstats(self):
+        import json
+        self.d.call("c1")
+        stats = json.loads(self.d.cli("list jsonstats"))
+        self.assertEqual(stats["currentstatistics"]["sessionsown"], 1)
+        self.assertEqual(stats["ports"], {"used": 4, "free": 16})
+
+    def test_maxsessions(self):
+        self.assertEqual(self.d.cli("list maxsessions"),
+                         "Maximum sessions configured on rtpengine: -1\n")
+        self.assertEqual(self.d.cli("set maxsessions"), "More parameters required.\n")
+        self.assertEqual(self.d.cli("set maxsessions abc"),
+                         "Fail setting maxsessions to abc; no digists found\n")
+        self.assertEqual(self.d.cli("set maxsessions -5"),
+                         "Fail setting maxsessions to -5; either positive or -1 values "
+                         "allowed\n")
+        self.assertEqual(self.d.registry.max_sessions, -1)
+        self.assertEqual(self.d.cli("set maxsessions 1"), "Success setting maxsessions to 1\n")
+        self.assertEqual(self.d.cli("list maxsessions"),
+                         "Maximum sessions configured on rtpengine: 1\n")
+        self.d.call("c1")
+        reply = self.failureResultOf(self.d.dispatcher(
+            {"command": "offer", "call-id": "c2", "from-tag": "x", "sdp": OFFER}))
+        self.assertEqual(reply.value.reason, "Parallel session limit reached")
+        self.assertEqual(self.d.cli("set maxsessions -1"),
+                         "Success setting maxsessions to -1; disable feature\n")
+        self.d.call("c2")
+
+    def test_timeouts(self):
+        self.assertEqual(self.d.cli("list timeout"), "TIMEOUT=60\n")
+        self.assertEqual(self.d.cli("list silenttimeout"), "SILENT_TIMEOUT=3600\n")
+        self.assertEqual(self.d.cli("list offertimeout"), "OFFER_TIMEOUT=3600\n")
+        self.assertEqual(self.d.cli("list finaltimeout"), "FINAL_TIMEOUT=0\n")
+        self.assertEqual(self.d.cli("list deletedelay"), "30\n")
+
+    def test_interfaces(self):
+        self.d.call("c1")
+        self.assertEqual(self.d.cli("list interfaces"),
+                         "Interface 'default' address '127.0.0.1' (IPv4)\n"
+                         " Port range: 30000 - 30019\n"
+                         " Ports used:     4 /    20 ( 20.0%)\n")
+
+    def test_loglevel(self):
+        predicate = LogLevelFilterPredicate(LogLevel.info)
+        self.d.levels.predicate = predicate
+        text = self.d.cli("get loglevel")
+        self.assertEqual(text.splitlines()[0], "core = 6")
+        self.assertEqual(len(text.splitlines()), 13)
+        self.assertEqual(self.d.cli("list loglevel core"), "6\n")
+        self.assertEqual(self.d.cli("set loglevel 7"), "Success setting loglevel to 7\n")
+        self.assertEqual(predicate.logLevelForNamespace("omnirtp.x"), LogLevel.debug)
+        self.assertEqual(self.d.cli("list loglevel http"), "7\n")
+        self.assertEqual(self.d.cli("set loglevel 3"), "Success setting loglevel to 3\n")
+        self.assertEqual(predicate.logLevelForNamespace("omnirtp.x"), LogLevel.error)
+        self.assertEqual(self.d.cli("set loglevel abc"), "More parameters required.\n")
+        self.assertEqual(self.d.cli("set loglevel -1"), "More parameters required.\n")
+        self.assertEqual(self.d.cli("set loglevel core 5"),
+                         "Fail setting loglevel of core; omnirtp has one log level for all "
+                         "subsystems (set loglevel <level>)\n")
+        self.assertEqual(self.d.levels.level, 3)
+        self.assertEqual(self.d.cli("list loglevels").splitlines()[0],
+                         "core - Everything that isn't part of another subsystem")
+
+    def test_terminate(self):
+        self.d.call("c1")
+        self.d.call("c2")
+        self.d.call("c3")
+        self.assertEqual(self.d.cli("terminate c2"),
+                         "\nCall Id (c2) successfully terminated by operator.\n\n")
+        self.assertEqual(list(self.d.registry.calls), ["c1", "c3"])
+        self.assertNotIn("c2", self.d.engine.held)
+        self.assertEqual(self.d.cli("terminate c2"), "\nCall Id not found (c2).\n\n")
+        self.assertEqual(self.d.cli("terminate foreign"),
+                         "All foreign calls terminated by operator.\n")
+        self.assertEqual(len(self.d.registry.calls), 2)
+        self.assertEqual(self.d.cli("terminate all"), "All calls terminated by operator.\n")
+        self.assertEqual(self.d.registry.calls, {})
+        self.assertEqual(self.d.engine.held, {})
+        self.assertEqual(self.d.registry.closed["force_terminated"], 3)
+        self.assertEqual(self.d.cli("terminate"), "More parameters required.\n")
+
+    def test_unknownAndIncomplete(self):
+        self.assertEqual(self.d.cli("foo"), "Unknown or incomplete command::foo\n")
+        self.assertEqual(self.d.cli("LIST numsessions"),
+                         "Unknown or incomplete command::LIST numsessions\n")
+        self.assertEqual(self.d.cli("list nothing"),
+                         "Unknown or incomplete command::list nothing\n")
+        self.assertEqual(self.d.cli(""), "Unknown or incomplete command::\n")
+        self.assertEqual(self.d.cli("list"), "More parameters required.\n")
+        self.assertEqual(self.d.cli("list sessions"), "More parameters required.\n")
+        self.assertEqual(self.d.cli("set"), "More parameters required.\n")
+        self.assertEqual(self.d.cli("\x00\xff garbage"),
+                         "Unknown or incomplete command::\x00\xff garbage\n")
+
+    def test_help(self):
+        self.assertEqual(self.d.cli("help"),
+                         "Available sub-commands at this level:\n\tlist\n\tterminate\n"
+                         "\tset\n\tget\n")
+        self.assertIn("\tnumsessions\n", self.d.cli("list help"))
+        self.assertEqual(self.d.cli("set help"),
+                         "Available sub-commands at this level:\n\tmaxsessions\n\tloglevel\n")
+
+    def test_internalErrorIsAReply(self):
+        """A command that fails unexpectedly answers one line and is logged."""
+        def broken():
+            raise RuntimeError("boom")
+        self.d.ops.timeouts = broken
+        self.assertEqual(self.d.cli("list timeout"), "Internal error: boom\n")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class ProtocolTests(SynchronousTestCase):
+
+    def setUp(self):
+        self.d = Daemon(self)
+        self.clock = Clock()
+
+    def connect(self, timeout=10.0):
+        factory = CliFactory(self.d.commands, timeout=timeout)
+        proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+        proto.callLater = self.clock.callLater
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def test_oneLineOneReply(self):
+        proto, transport = self.connect()
+        proto.dataReceived(b"list max")
+        self.assertEqual(transport.value(), b"")
+        proto.dataReceived(b"sessions\nlist totals\n")
+        self.assertEqual(transport.value(), b"Maximum sessions configured on rtpengine: -1\n")
+        self.assertTrue(transport.disconnecting)
+        proto.dataReceived(b"list totals\n")
+        self.assertEqual(transport.value(), b"Maximum sessions configured on rtpengine: -1\n")
+
+    def test_crlf(self):
+        proto, transport = self.connect()
+        proto.dataReceived(b"list timeout\r\n")
+        self.assertEqual(transport.value(), b"TIMEOUT=60\n")
+
+    def test_tooLong(self):
+        proto, transport = self.connect()
+        proto.dataReceived(b"x" * (MAX_LINE + 1))
+        self.assertEqual(transport.value(), E_TOO_LONG.encode())
+        self.assertTrue(transport.disconnecting)
+
+    def test_idleTimeout(self):
+        proto, transport = self.connect(timeout=10)
+        proto.dataReceived(b"list")
+        self.clock.advance(9)
+        proto.dataReceived(b" ")
+        self.clock.advance(9)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(transport.value(), b"")
+
+    def test_halfClose(self):
+        """A client that shuts down its sending side gets its answer."""
+        proto, transport = self.connect()
+        proto.dataReceived(b"list deletedelay")
+        proto.readConnectionLost()
+        self.assertEqual(transport.value(), b"30\n")
+        self.assertTrue(transport.disconnecting)
+
+    def test_halfCloseEmpty(self):
+        proto, transport = self.connect()
+        proto.readConnectionLost()
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+
+    def test_goneBeforeReply(self):
+        """A reply for a client that has gone is dropped."""
+        from twisted.internet import defer
+        pending = defer.Deferred()
+        self.d.commands.run = lambda line: pending
+        proto, transport = self.connect()
+        proto.dataReceived(b"list totals\n")
+        proto.connectionLost(None)
+        pending.callback("late\n")
+        self.assertEqual(transport.value(), b"")
+
+
+class _Recorder(Protocol):
+    def __init__(self, name, log):
+        self.name = name
+        self.log = log
+
+    def connectionMade(self):
+        self.log.append((self.name, "made"))
+
+    def dataReceived(self, data):
+        self.log.append((self.name, data))
+
+    def connectionLost(self, reason):
+        self.log.append((self.name, "lost"))
+
+
+class SharedPortTests(SynchronousTestCase):
+
+    def test_requestLines(self):
+        self.assertTrue(is_http_request_line(b"GET /ping HTTP/1.1\r"))
+        self.assertTrue(is_http_request_line(b"POST /ng HTTP/1.0"))
+        self.assertFalse(is_http_request_line(b"get loglevel"))
+        self.assertFalse(is_http_request_line(b"list sessions GET HTTP/1.1"))
+        self.assertFalse(is_http_request_line(b"GET /ping"))
+        self.assertFalse(is_http_request_line(b"list sessions x HTTP/1.1"))
+
+    def build(self):
+        log = []
+        http = Factory.forProtocol(lambda: _Recorder("http", log))
+        cli = Factory.forProtocol(lambda: _Recorder("cli", log))
+        proto = SharedPortFactory(http, cli).buildProtocol(None)
+        clock = Clock()
+        proto.callLater = clock.callLater
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        return proto, transport, log, clock
+
+    def test_http(self):
+        proto, transport, log, _ = self.build()
+        proto.dataReceived(b"GET /pi")
+        self.assertEqual(log, [])
+        proto.dataReceived(b"ng HTTP/1.1\r\nHost: x\r\n")
+        proto.dataReceived(b"\r\n")
+        proto.connectionLost(None)
+        self.assertEqual(log, [("http", "made"), ("http", b"GET /ping HTTP/1.1\r\nHost: x\r\n"),
+                               ("http", b"\r\n"), ("http", "lost")])
+
+    def test_cli(self):
+        proto, transport, log, _ = self.build()
+        proto.dataReceived(b"get loglevel\n")
+        self.assertEqual(log, [("cli", "made"), ("cli", b"get loglevel\n")])
+
+    def test_silentClientTimesOut(self):
+        proto, transport, log, clock = self.build()
+        proto.dataReceived(b"GE")
+        clock.advance(10)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(log, [])
+
+    def test_endlessLineGoesToCli(self):
+        proto, transport, log, _ = self.build()
+        proto.dataReceived(b"A" * 9000)
+        self.assertEqual(log, [("cli", "made"), ("cli", b"A" * 9000)])
+
+    def test_plan(self):
+        self.assertEqual(plan([("127.0.0.1", 9900), ("::1", 9900)],
+                              [("127.0.0.1", 9900), ("127.0.0.1", 8080)]),
+                         {("127.0.0.1", 9900): "both", ("::1", 9900): "cli",
+                          ("127.0.0.1", 8080): "http"})
+
+
+class LimitTests(SynchronousTestCase):
+
+    def test_limit(self):
+        factory = LimitedFactory(Factory.forProtocol(Protocol), limit=2)
+        a = factory.buildProtocol(None)
+        b = factory.buildProtocol(None)
+        self.assertIsNone(factory.buildProtocol(None))
+        self.assertEqual(factory.refused, 1)
+        self.flushLoggedErrors()
+        a.makeConnection(StringTransport())
+        a.connectionLost(None)
+        c = factory.buildProtocol(None)
+        self.assertIsNotNone(c)
+        self.assertIsNotNone(b)
+        self.assertEqual(factory.open, 2)
+
+
+class CtlTests(SynchronousTestCase):
+
+    def test_seedWords(self):
+        self.assertEqual(ctl.translate(["list"]), "list sessions all")
+        self.assertEqual(ctl.translate(["list", "abc@host"]), "list sessions abc@host")
+        self.assertEqual(ctl.translate(["list", "numsessions"]), "list numsessions")
+        self.assertEqual(ctl.translate(["list", "sessions", "all"]), "list sessions all")
+        self.assertEqual(ctl.translate(["query"]), "list totals")
+        self.assertEqual(ctl.translate(["query", "abc"]), "list sessions abc")
+        self.assertEqual(ctl.translate(["delete", "abc"]), "terminate abc")
+        self.assertEqual(ctl.translate(["terminate", "all"]), "terminate all")
+        self.assertEqual(ctl.translate(["set", "maxsessions", "5"]), "set maxsessions 5")
+
+    def test_address(self):
+        none = ("/nonexistent",)
+        self.assertEqual(ctl.parse_args(["list"], none), ("127.0.0.1", 9900, "list sessions all"))
+        self.assertEqual(ctl.parse_args(["-ip", "127.0.0.2:1234", "list", "totals"], none),
+                         ("127.0.0.2", 1234, "list totals"))
+        self.assertEqual(ctl.parse_args(["-ip", "127.0.0.2", "-port", "99", "help"], none),
+                         ("127.0.0.2", 99, "help"))
+        self.assertEqual(ctl.parse_args(["--ip=[::1]:5", "help"], none), ("::1", 5, "help"))
+        self.assertRaises(ctl.UsageError, ctl.parse_args, [], none)
+        self.assertRaises(ctl.UsageError, ctl.parse_args, ["-x", "list"], none)
+        self.assertRaises(ctl.UsageError, ctl.parse_args, ["-port", "abc", "list"], none)
+        self.assertRaises(ctl.UsageError, ctl.parse_args, ["-port", "70000", "list"], none)
+
+    def test_configFile(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("[rtpengine]\ninterface = ${PRIVATE_IP}\nlisten-cli = 127.0.0.3:9901;"
+                    "[::1]:9901\n")
+        self.assertEqual(ctl.parse_args(["--config-file", path, "help"]),
+                         ("127.0.0.3", 9901, "help"))
+        self.assertEqual(ctl.parse_args(["help"], (path,)), ("127.0.0.3", 9901, "help"))
+        # the command line wins
+        self.assertEqual(ctl.parse_args(["-port", "7", "help"], (path,)),
+                         ("127.0.0.3", 7, "help"))
+        with open(path, "w") as f:
+            f.write("[rtpengine]\nlisten-cli = 9902\n")
+        self.assertEqual(ctl.parse_args(["help"], (path,)), ("127.0.0.1", 9902, "help"))
+
+    def test_cannotConnect(self):
+        import io
+        import socket
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        err = io.StringIO()
+        code = ctl.main(["-ip", "127.0.0.1", "-port", str(port), "--config-file",
+                         os.devnull, "list"], stdout=io.BytesIO(), stderr=err)
+        self.assertEqual(code, 1)
+        self.assertIn("omnirtp-ctl: cannot talk to 127.0.0.1 port %d" % port, err.getvalue())
