@@ -160,7 +160,7 @@ def build(config, reactor, log_level=None):
                      summary(config), levels).setServiceParent(top)
     _NGService(reactor, config.listen_ng,
                lambda: NGProtocol(dispatcher, reactor, access=access)).setServiceParent(top)
-    operator = build_operator_listeners(config, reactor, operations)
+    operator = build_operator_listeners(config, reactor, operations, access)
     if operator is not None:
         operator.setServiceParent(top)
     top.registry = registry
@@ -173,8 +173,10 @@ def build(config, reactor, log_level=None):
     return top
 
 
-def build_operator_listeners(config, reactor, operations):
-    """The CLI / HTTP / HTTPS listeners (None when none is configured)."""
+def build_operator_listeners(config, reactor, operations, access=None):
+    """The CLI / HTTP / HTTPS listeners (None when none is configured);
+    ``access`` (the daemon's control AccessList) closes connections from
+    sources it does not allow."""
     cli, http, https = config.listen_cli, config.listen_http, config.listen_https
     if not (cli or http or https):
         return None
@@ -190,7 +192,7 @@ def build_operator_listeners(config, reactor, operations):
         tls = ssl.DefaultOpenSSLContextFactory(
             config.https_key or config.https_cert, config.https_cert)
     return OperatorListeners(reactor, cli, http, CliFactory(commands), site,
-                             https=https, tls_context=tls)
+                             https=https, tls_context=tls, access=access)
 
 
 def makeService(config, reactor=None):

@@ -118,14 +118,18 @@ class SharedPortFactory(Factory):
 
 class LimitedFactory(Factory):
     """Wraps a factory: at most ``limit`` open connections; more are
-    closed on accept (nothing is written to them)."""
+    closed on accept (nothing is written to them).  With ``access`` (an
+    ``omnirtp.control.access.AccessList``), a connection from a source it
+    does not allow is closed on accept too, and counted under ``kind``."""
 
     noisy = False
     log = Logger()
 
-    def __init__(self, wrapped, limit=MAX_CONNECTIONS):
+    def __init__(self, wrapped, limit=MAX_CONNECTIONS, access=None, kind="http"):
         self.wrapped = wrapped
         self.limit = limit
+        self.access = access
+        self.kind = kind
         self.open = 0
         self.refused = 0
 
@@ -136,6 +140,9 @@ class LimitedFactory(Factory):
         self.wrapped.doStop()
 
     def buildProtocol(self, addr):
+        access = self.access
+        if access is not None and not access.admit(getattr(addr, "host", None), self.kind):
+            return None
         if self.open >= self.limit:
             self.refused += 1
             if self.refused == 1 or self.refused % 1000 == 0:
@@ -175,7 +182,7 @@ class OperatorListeners(service.Service):
     """
 
     def __init__(self, reactor, cli, http, cli_factory, http_factory, https=(),
-                 tls_context=None, max_connections=MAX_CONNECTIONS):
+                 tls_context=None, max_connections=MAX_CONNECTIONS, access=None):
         self.reactor = reactor
         self.cli = tuple(cli)
         self.http = tuple(http)
@@ -184,6 +191,8 @@ class OperatorListeners(service.Service):
         self.http_factory = http_factory
         self.tls_context = tls_context
         self.max_connections = max_connections
+        #: the daemon's control AccessList (None: anyone who reaches the port)
+        self.access = access
         self.ports = []
 
     def startService(self):
@@ -196,11 +205,16 @@ class OperatorListeners(service.Service):
                     factory = self.cli_factory
                 else:
                     factory = self.http_factory
+                # a shared port's refusals count as HTTP: the protocol is
+                # only known from the first line, and nothing is read
                 self.ports.append(self.reactor.listenTCP(
-                    port, LimitedFactory(factory, self.max_connections), interface=host))
+                    port, LimitedFactory(factory, self.max_connections, self.access,
+                                         "cli" if kind == "cli" else "http"),
+                    interface=host))
             for host, port in self.https:
                 self.ports.append(self.reactor.listenSSL(
-                    port, LimitedFactory(self.http_factory, self.max_connections),
+                    port, LimitedFactory(self.http_factory, self.max_connections,
+                                         self.access, "http"),
                     self.tls_context, interface=host))
         except Exception:
             self._close()

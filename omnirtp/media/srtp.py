@@ -165,9 +165,10 @@ _CAUSES = {
 
 
 class _SrtpStep:
-    """Shared counting for both directions."""
+    """Shared counting for both directions; a subclass sets ``_rtp`` and
+    ``_rtcp`` to the libsrtp session's bound (un)protect methods."""
 
-    __slots__ = ("suite", "session", "auth_failures", "replays", "errors")
+    __slots__ = ("suite", "session", "auth_failures", "replays", "errors", "_rtp", "_rtcp")
 
     def __init__(self, suite, session):
         self.suite = suite.name
@@ -188,29 +189,6 @@ class _SrtpStep:
         else:
             self.errors += 1
 
-    def counters(self):
-        return {C_AUTH: self.auth_failures, C_REPLAY: self.replays, C_ERRORS: self.errors}
-
-    def __repr__(self):
-        return "<%s %s>" % (self.name, self.suite)
-
-
-@implementer(IPacketTransform)
-class SrtpUnprotect(_SrtpStep):
-    """SRTP/SRTCP -> RTP/RTCP with the key of the party a socket receives
-    from.  Counts ``auth-failures`` (wrong key, tampered packet),
-    ``replays`` (a repeated or too old index) and ``errors`` (anything else
-    libsrtp refuses: too short, too long)."""
-
-    __slots__ = ("_rtp", "_rtcp")
-    name = "srtp-unprotect"
-
-    def __init__(self, params):
-        suite, session = _session(params, pylibsrtp.Policy.SSRC_ANY_INBOUND)
-        _SrtpStep.__init__(self, suite, session)
-        self._rtp = session.unprotect
-        self._rtcp = session.unprotect_rtcp
-
     def rtp(self, data):
         try:
             return self._rtp(data)
@@ -225,6 +203,28 @@ class SrtpUnprotect(_SrtpStep):
             self._failed(e)
             return None
 
+    def counters(self):
+        return {C_AUTH: self.auth_failures, C_REPLAY: self.replays, C_ERRORS: self.errors}
+
+    def __repr__(self):
+        return "<%s %s>" % (self.name, self.suite)
+
+
+@implementer(IPacketTransform)
+class SrtpUnprotect(_SrtpStep):
+    """SRTP/SRTCP -> RTP/RTCP with the key of the party a socket receives
+    from.  Counts ``auth-failures`` (wrong key, tampered packet),
+    ``replays`` (a repeated or too old index) and ``errors`` (anything else
+    libsrtp refuses: too short, too long)."""
+
+    name = "srtp-unprotect"
+
+    def __init__(self, params):
+        suite, session = _session(params, pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        _SrtpStep.__init__(self, suite, session)
+        self._rtp = session.unprotect
+        self._rtcp = session.unprotect_rtcp
+
 
 @implementer(IPacketTransform)
 class SrtpProtect(_SrtpStep):
@@ -234,7 +234,6 @@ class SrtpProtect(_SrtpStep):
     the same plaintext, so no keystream is reused for other data.  Counts
     ``errors`` (a packet libsrtp refuses, e.g. too long)."""
 
-    __slots__ = ("_rtp", "_rtcp")
     name = "srtp-protect"
 
     def __init__(self, params):
@@ -243,20 +242,6 @@ class SrtpProtect(_SrtpStep):
         _SrtpStep.__init__(self, suite, session)
         self._rtp = session.protect
         self._rtcp = session.protect_rtcp
-
-    def rtp(self, data):
-        try:
-            return self._rtp(data)
-        except Exception as e:
-            self._failed(e)
-            return None
-
-    def rtcp(self, data):
-        try:
-            return self._rtcp(data)
-        except Exception as e:
-            self._failed(e)
-            return None
 
 
 @implementer(IPlugin, ITransformFactory)

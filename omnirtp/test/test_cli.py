@@ -443,6 +443,24 @@ class LimitTests(SynchronousTestCase):
         self.assertEqual(factory.open, 2)
 
 
+    def test_accessList(self):
+        """A connection from a source the control AccessList refuses is
+        closed on accept (no protocol) and counted under the listener's
+        kind; loopback and the listed networks get one."""
+        from twisted.internet.address import IPv4Address, IPv6Address
+        from omnirtp.control.access import AccessList
+        access = AccessList(["10.0.0.0/8"])
+        factory = LimitedFactory(Factory.forProtocol(Protocol), limit=5, access=access,
+                                 kind="cli")
+        self.assertIsNotNone(factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000)))
+        self.assertIsNotNone(factory.buildProtocol(IPv4Address("TCP", "10.1.2.3", 5000)))
+        self.assertIsNotNone(factory.buildProtocol(IPv6Address("TCP", "::1", 5000)))
+        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 5000)))
+        self.assertIsNone(factory.buildProtocol(IPv6Address("TCP", "2001:db8::1", 5000)))
+        self.assertEqual(access.denied, {"ng": 0, "cli": 2, "http": 0})
+        self.assertEqual(factory.open, 3)
+
+
 class CtlTests(SynchronousTestCase):
 
     def test_seedWords(self):

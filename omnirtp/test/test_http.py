@@ -119,6 +119,9 @@ class PathTests(HTTPTestCase):
         status, headers, body = self.get(b"/stats")
         self.assertEqual((status, headers["content-type"]), (200, "application/json"))
         stats = json.loads(body)
+        # the ng command has completed since its reply was made: 10.5's
+        # total...count counters count completed requests
+        ng["controlstatistics"]["totalstatscount"] += 1
         self.assertEqual(stats, json.loads(json.dumps(ng)))
         self.assertEqual(stats["currentstatistics"]["sessionsown"], 1)
 
@@ -412,6 +415,11 @@ class ServiceTests(SynchronousTestCase):
         self.assertIsInstance(servers[("127.0.0.1", 9900)].wrapped, SharedPortFactory)
         self.assertIsInstance(servers[("::1", 9901)].wrapped, CliFactory)
         self.assertIsInstance(servers[("127.0.0.1", 8080)].wrapped, Site)
+        # every listener answers to the daemon's control-allow list
+        for factory in servers.values():
+            self.assertIs(factory.access, top.access)
+        self.assertEqual((servers[("::1", 9901)].kind, servers[("127.0.0.1", 9900)].kind,
+                          servers[("127.0.0.1", 8080)].kind), ("cli", "http", "http"))
         stopped = []
         for p in top.operator.ports:
             p.stopListening = lambda p=p: stopped.append(p)
