@@ -77,9 +77,28 @@ class IMediaEngine(Interface):
         the plain fast path.  Packets that fail (authentication, replay)
         are dropped and counted (see :meth:`stats`).
 
+        ``"ice"`` and ``"dtls"`` (optional; absent: unchanged, None:
+        removed; the shapes are in WIRING-CONTRACT / ``omnirtp.media.engine``):
+        ``ice`` ``{"ufrag", "pwd", "remote_ufrag", "remote_pwd",
+        "controlling", "lite", "component", "candidates"}`` puts an ICE
+        agent on the socket: the endpoint is the address it selects (not the
+        SDP's ``endpoint``), nothing is learnt, packets from addresses it did
+        not authorise are dropped, and after consent loss the party gets
+        nothing.  The same local credentials and remote ones that are the
+        same or not known on one side (None) keep the running agent and add
+        new candidates; others make a new agent (ICE restart).  ``dtls``
+        ``{"role": "client" | "server", "fingerprint": str | None}`` runs
+        DTLS-SRTP with the engine's certificate: the socket's media is held
+        back (dropped both ways) until the handshake's keys take the place
+        of ``srtp_in`` / ``srtp_out``, and stays held if it fails.  The
+        same role with the same fingerprint, or with None (not known in this
+        entry), keeps the running endpoint (a fingerprint that arrives late
+        is checked then); another role or fingerprint starts a new one.
+
         Every entry is validated before any is applied: an unknown suite, a
-        key that is not base64 or has the wrong length fails the whole call
-        with ValueError and changes nothing.  Fires with None.
+        key that is not base64 or has the wrong length, a bad ``ice`` or
+        ``dtls`` value fails the whole call with ValueError and changes
+        nothing.  Fires with None.
         """
 
     def release(call_id, sockets=None):
@@ -98,7 +117,13 @@ class IMediaEngine(Interface):
         ``transforms``: ``{name: counters}`` of the steps it owns, e.g.
         ``{"srtp-unprotect": {"auth-failures": 0, "replays": 0,
         "errors": 0}, "srtp-protect": {...}}`` (see
-        :meth:`IPacketTransform.counters`); a plain socket has no such key."""
+        :meth:`IPacketTransform.counters`); a plain socket has no such key.
+        A socket with ICE or DTLS also has ``datagrams`` (STUN/DTLS handed
+        on), ``wire`` (``consent-lost``, ``ice-failed``, ``ice-restarts``,
+        ``dtls-unauthorised``, ``dtls-failed``), ``ice`` (``state``,
+        ``selected``, ``controlling``, ``lite``, ``component``, ``pairs``,
+        ``counters``) and/or ``dtls`` (``state``, ``role``, ``profile``,
+        ``failure``, ``counters``)."""
 
     def totals():
         """Fire with engine-wide counters: ``{"packets", "bytes", "errors",

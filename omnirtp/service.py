@@ -114,15 +114,23 @@ def summary(config):
 
 
 def build_engine(config, reactor, interfaces, certificate=None):
-    """The media engine: embedded for num-threads 0, else a worker pool."""
+    """The media engine: embedded for num-threads 0, else a worker pool.
+
+    ``certificate``: the daemon's one DTLS certificate, whose fingerprint
+    the negotiator writes (None: made here from the ``dtls-*`` options).
+    The engine keeps it as ``engine.certificate``; a pool hands it to its
+    workers."""
+    if certificate is None:
+        from omnirtp.media.dtls import Certificate
+        certificate = Certificate.from_config(config)
     addresses = interfaces.engine_map(config.port_min, config.port_max)
     if config.num_threads and config.num_threads > 0:
         from omnirtp.media.pool import WorkerPool
         pool = WorkerPool(reactor, addresses, config.num_threads,
-                          log_level=config.log_level)
+                          log_level=config.log_level, certificate=certificate)
         return pool, pool
     from omnirtp.media.engine import EmbeddedEngine
-    engine = EmbeddedEngine(reactor, addresses)
+    engine = EmbeddedEngine(reactor, addresses, certificate=certificate)
     return engine, _EngineService(engine)
 
 
@@ -165,6 +173,7 @@ def build(config, reactor, log_level=None):
     top.operations = operations
     top.operator = operator
     top.access = access
+    top.certificate = engine.certificate
     return top
 
 

@@ -140,6 +140,9 @@ class StatsMap(ChunkedJSON):
             for addr, port, counters in entries:
                 if "endpoint" in counters:
                     counters["endpoint"] = _address(counters["endpoint"])
+                ice = counters.get("ice")
+                if isinstance(ice, dict) and ice.get("selected") is not None:
+                    ice["selected"] = _address(ice["selected"])
                 sockets[(addr, port)] = counters
             out[call_id] = sockets
         return out
@@ -186,6 +189,17 @@ class Totals(amp.Command):
 
     arguments = []
     response = [(b"totals", ChunkedJSON())]
+    errors = ERRORS
+
+
+class SetCertificate(amp.Command):
+    """The daemon's DTLS certificate for the worker's engine (sent before
+    anything else, after every start): PEM certificate and PEM
+    (unencrypted PKCS#8) private key.  Over the AMP pipe, never on a
+    command line, where any local user could read the key."""
+
+    arguments = [(b"certificate", amp.String()), (b"key", amp.String())]
+    response = []
     errors = ERRORS
 
 

@@ -5,13 +5,29 @@ It owns one :class:`~omnirtp.media.ports.PortPool` per local address and a
 It implements :class:`omnirtp.interfaces.IMediaEngine`; every method
 returns an already-fired ``Deferred``.  The worker processes of
 ``num-threads = N`` run one of these each, behind AMP.
+
+ICE and DTLS (the ``ice`` / ``dtls`` configure keys, see
+``IMediaEngine.configure``): a socket with either gets a
+:class:`~omnirtp.media.demux.Demux` as ``RelaySocket.other`` that hands
+its STUN to an :class:`~omnirtp.media.ice.IceAgent` and its DTLS to a
+:class:`~omnirtp.media.dtls.DtlsEndpoint` (both on this engine's reactor
+clock, sending out of the socket).  ICE is the socket's source authority
+(``RelaySocket.authorise``): the endpoint is the address the agent
+selected, nothing is learnt, and consent loss leaves the party without
+media.  DTLS holds the socket's media back (a step that drops everything
+in both directions) until the handshake's keys are in; they then take the
+place of ``srtp_in`` / ``srtp_out`` for that socket.  A failed handshake
+keeps the media held back.  One log line per such event, with the call-id;
+nothing per packet.
 """
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from omnirtp.interfaces import IMediaEngine
+from omnirtp.interfaces import IDatagramHandler, IMediaEngine, IPacketTransform
+from omnirtp.media.demux import Demux
+from omnirtp.media.ice import IceAgent, parse_candidate
 from omnirtp.media.ports import PortPool
 from omnirtp.media.relay import (
     LEARN_DELAYED, LEARNING_MODES, MediaPoller, RelaySocket, bind_media, bind_udp)
@@ -29,6 +45,12 @@ K_RESET = "reset"
 K_TOS = "tos"
 K_SRTP_IN = "srtp_in"
 K_SRTP_OUT = "srtp_out"
+K_ICE = "ice"
+K_DTLS = "dtls"
+
+#: DTLS roles (as in omnirtp.media.dtls; not imported: it pulls in OpenSSL)
+DTLS_CLIENT = "client"
+DTLS_SERVER = "server"
 
 #: configure keys that name transform parameters: key -> (factory kind,
 #: which of the socket's step lists it fills, the factory method building it)
@@ -45,6 +67,185 @@ def _key(value, what):
         return (str(address), int(port))
     except (TypeError, ValueError):
         raise ValueError("%s must be an (address, port) pair, got %r" % (what, value)) from None
+
+
+def _text(value, what, optional=False):
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValueError("%s must be a non-empty string, got %r" % (what, value))
+    return value
+
+
+def check_ice(value, where="ice"):
+    """The normalised ``ice`` entry of a configure entry (a dict), or
+    ValueError naming what is wrong.  ``candidates`` come back parsed as
+    ``(text, Candidate)`` pairs."""
+    if not isinstance(value, dict):
+        raise ValueError("%s must be a dict or None, got %r" % (where, value))
+    out = {
+        "ufrag": _text(value.get("ufrag"), where + " ufrag"),
+        "pwd": _text(value.get("pwd"), where + " pwd"),
+        "remote_ufrag": _text(value.get("remote_ufrag"), where + " remote_ufrag", True),
+        "remote_pwd": _text(value.get("remote_pwd"), where + " remote_pwd", True),
+    }
+    for name in ("controlling", "lite"):
+        flag = value.get(name, False)
+        if not isinstance(flag, bool):
+            raise ValueError("%s %s must be true or false, got %r" % (where, name, flag))
+        out[name] = flag
+    component = value.get("component", 1)
+    if component not in (1, 2) or isinstance(component, bool):
+        raise ValueError("%s component must be 1 or 2, got %r" % (where, component))
+    out["component"] = component
+    candidates = value.get("candidates") or []
+    if not isinstance(candidates, (list, tuple)):
+        raise ValueError("%s candidates must be a list, got %r" % (where, candidates))
+    parsed = []
+    for text in candidates:
+        try:
+            parsed.append((text, parse_candidate(text)))
+        except ValueError as e:
+            raise ValueError("%s candidate %r: %s" % (where, text, e)) from None
+    out["candidates"] = parsed
+    return out
+
+
+def check_dtls(value, where="dtls"):
+    """The normalised ``dtls`` entry (a dict), or ValueError."""
+    if not isinstance(value, dict):
+        raise ValueError("%s must be a dict or None, got %r" % (where, value))
+    role = value.get("role")
+    if role not in (DTLS_CLIENT, DTLS_SERVER):
+        raise ValueError("%s role must be %r or %r, got %r" % (where, DTLS_CLIENT, DTLS_SERVER, role))
+    fingerprint = value.get("fingerprint")
+    if fingerprint is not None:
+        from omnirtp.media.dtls import parse_fingerprint
+
+        texts = [fingerprint] if isinstance(fingerprint, str) else fingerprint
+        if not isinstance(texts, (list, tuple)) or not texts:
+            raise ValueError("%s fingerprint must be a string, got %r" % (where, fingerprint))
+        for text in texts:
+            if not isinstance(text, str):
+                raise ValueError("%s fingerprint must be a string, got %r" % (where, text))
+            try:
+                parse_fingerprint(text)
+            except ValueError as e:
+                raise ValueError("%s fingerprint: %s" % (where, e)) from None
+        fingerprint = texts[0] if len(texts) == 1 else list(texts)
+    return {"role": role, "fingerprint": fingerprint}
+
+
+@implementer(IPacketTransform)
+class HoldMedia:
+    """A step that drops every packet: a DTLS socket's media while it has
+    no keys (handshake pending or failed).  Counts what it dropped."""
+
+    __slots__ = ("name", "dropped")
+
+    def __init__(self, name):
+        self.name = name
+        self.dropped = 0
+
+    def rtp(self, data):
+        self.dropped += 1
+        return None
+
+    rtcp = rtp
+
+    def counters(self):
+        return {"dropped": self.dropped}
+
+
+@implementer(IDatagramHandler)
+class _Wire:
+    """The ICE agent and DTLS endpoint of one socket (engine bookkeeping).
+
+    It is the DTLS handler of the socket's demultiplexer: on a socket with
+    ICE, DTLS is taken only from an address the agent authorised; the
+    endpoint's records go to the socket's endpoint, or before there is one
+    to the address the last accepted DTLS datagram came from.
+    """
+
+    def __init__(self, call_id, relay):
+        self.call_id = call_id
+        self.relay = relay
+        self.demux = Demux().attach(relay)
+        self.ice = None  # IceAgent
+        self.ice_params = None  # the normalised entry in force
+        self.dtls = None  # DtlsEndpoint
+        self.dtls_params = None
+        #: the steps DTLS puts in place of srtp_in / srtp_out (HoldMedia
+        #: until the keys are in)
+        self.dtls_in = None
+        self.dtls_out = None
+        self.dtls_source = None
+        self.counts = {"consent-lost": 0, "ice-failed": 0, "ice-restarts": 0,
+                       "dtls-unauthorised": 0, "dtls-failed": 0}
+
+    def datagram(self, data, source):
+        dtls = self.dtls
+        if dtls is None:
+            return
+        ice = self.ice
+        if ice is not None and source != self.relay.endpoint and not ice.authorised(source):
+            self.counts["dtls-unauthorised"] += 1
+            return
+        self.dtls_source = source
+        dtls.datagram(data, source)
+
+    def dtls_send(self, data):
+        relay = self.relay
+        if relay.endpoint is not None:
+            relay.send_endpoint(data)
+            return
+        source = self.dtls_source
+        if source is not None and (self.ice is None or self.ice.authorised(source)):
+            relay.send(data, source)
+        else:
+            relay.errors += 1
+
+    def stop_ice(self):
+        if self.ice is not None:
+            self.ice.stop()
+        self.ice = self.ice_params = None
+        self.demux.stun = None
+
+    def stop_dtls(self):
+        if self.dtls is not None:
+            self.dtls.close()
+        self.dtls = self.dtls_params = self.dtls_in = self.dtls_out = None
+        self.dtls_source = None
+        self.demux.dtls = None
+
+    def close(self):
+        self.stop_ice()
+        self.stop_dtls()
+
+    def counters(self):
+        """``{"ice": {...}, "dtls": {...}}`` (plain data) for stats."""
+        out = {"datagrams": self.demux.counters(), "wire": dict(self.counts)}
+        ice = self.ice
+        if ice is not None:
+            out["ice"] = {
+                "state": ice.state,
+                "selected": ice.selected,
+                "controlling": ice.controlling,
+                "lite": ice.lite,
+                "component": ice.component,
+                "pairs": len(ice.pairs()),
+                "counters": ice.counters(),
+            }
+        dtls = self.dtls
+        if dtls is not None:
+            out["dtls"] = {
+                "state": dtls.state,
+                "role": dtls.role,
+                "profile": dtls.profile.suite if dtls.profile is not None else None,
+                "failure": dtls.failure,
+                "counters": dtls.counters(),
+            }
+        return out
 
 
 class _Totals:
@@ -73,13 +274,20 @@ class EmbeddedEngine:
     tests pass a fake); ``rng`` shuffles the port pools.  ``transforms``
     maps a kind (``"srtp"``) to its ``ITransformFactory``; None: the
     plugins of ``omnirtp.plugins``, found when a configuration first asks
-    for a transform.
+    for a transform.  ``certificate``: the daemon's DTLS
+    :class:`omnirtp.media.dtls.Certificate` (the one whose fingerprint the
+    negotiator writes), needed for ``dtls`` entries; a worker gets it later
+    through :meth:`set_certificate`.
     """
 
     log = Logger()
 
-    def __init__(self, reactor, interfaces, bind=None, rng=None, poller=None, transforms=None):
+    def __init__(self, reactor, interfaces, bind=None, rng=None, poller=None, transforms=None,
+                 certificate=None):
         self._reactor = reactor
+        self.certificate = certificate
+        #: (addr, port) -> _Wire of sockets with ICE or DTLS
+        self._wires = {}
         self._factories = transforms
         self._unusable = {}
         #: (addr, port) -> {configure key: (params, step)} of sockets with steps
@@ -134,8 +342,11 @@ class EmbeddedEngine:
         for cid in ids:
             per = result[cid] = {}
             for rtp, rtcp in self._calls[cid].values():
-                per[rtp.local] = rtp.counters()
-                per[rtcp.local] = rtcp.counters()
+                for relay in (rtp, rtcp):
+                    counters = per[relay.local] = relay.counters()
+                    wire = self._wires.get(relay.local)
+                    if wire is not None:
+                        counters.update(wire.counters())
         return defer.succeed(result)
 
     def totals(self):
@@ -166,6 +377,17 @@ class EmbeddedEngine:
             self._release(call_id, None)
         if self._own_poller:
             self._poller.close()
+
+    def set_certificate(self, certificate):
+        """Use ``certificate`` (a :class:`omnirtp.media.dtls.Certificate`)
+        for DTLS endpoints made from now on (a worker gets the control
+        process's one after it started)."""
+        self.certificate = certificate
+
+    def wire(self, key):
+        """The ICE/DTLS bookkeeping of socket ``key`` (``.ice``: the
+        IceAgent, ``.dtls``: the DtlsEndpoint), or None."""
+        return self._wires.get(key)
 
     def pool(self, address):
         """The :class:`PortPool` of a local ``address`` (KeyError if none)."""
@@ -296,11 +518,227 @@ class EmbeddedEngine:
                 current[key] = value
         if not current:
             del self._steps[relay.local]
+        self._install_steps(relay)
+
+    def _install_steps(self, relay):
+        """Give ``relay`` its steps: DTLS's (keys or HoldMedia) on a socket
+        with DTLS, else those of srtp_in / srtp_out."""
+        wire = self._wires.get(relay.local)
+        if wire is not None and wire.dtls is not None:
+            relay.set_transforms(inbound=[wire.dtls_in], outbound=[wire.dtls_out])
+            return
+        current = self._steps.get(relay.local, {})
         lists = {"inbound": [], "outbound": []}
         for key, (_kind, slot, _method) in TRANSFORM_KEYS.items():
             if key in current:
                 lists[slot].append(current[key][1])
         relay.set_transforms(inbound=lists["inbound"], outbound=lists["outbound"])
+
+    def _refresh(self, call_id):
+        """Recompute every pipeline of a call (chains follow peers and
+        rtcp_peers across the call)."""
+        for rtp, rtcp in self._calls.get(call_id, {}).values():
+            rtp.update_pipeline()
+            rtcp.update_pipeline()
+
+    # -- ICE and DTLS (off the per-packet path) ---------------------------
+
+    _ABSENT = object()
+
+    def _plan_wire(self, relay, entry):
+        """``(ice, dtls)`` changes of an entry: ``_ABSENT`` (unchanged),
+        None (remove) or the normalised dict; ValueError for a bad one."""
+        where = "%%s of %s:%d" % relay.local
+        ice = dtls = self._ABSENT
+        if K_ICE in entry:
+            ice = entry[K_ICE]
+            if ice is not None:
+                ice = check_ice(ice, where % K_ICE)
+        if K_DTLS in entry:
+            dtls = entry[K_DTLS]
+            if dtls is not None:
+                dtls = check_dtls(dtls, where % K_DTLS)
+                if self.certificate is None:
+                    raise ValueError("%s: this media engine has no DTLS certificate"
+                                     % (where % K_DTLS,))
+                self._factory(K_DTLS, "srtp")
+        return ice, dtls
+
+    def _wire_for(self, call_id, relay):
+        wire = self._wires.get(relay.local)
+        if wire is None:
+            wire = self._wires[relay.local] = _Wire(call_id, relay)
+        return wire
+
+    def _drop_wire_if_idle(self, wire):
+        if wire.ice is None and wire.dtls is None:
+            if self._wires.get(wire.relay.local) is wire:
+                del self._wires[wire.relay.local]
+            wire.relay.authorise = None
+            if wire.relay.other is wire.demux:
+                wire.relay.other = None
+
+    def _apply_ice(self, call_id, relay, params):
+        """Before ``relay.configure``: the socket's authority follows."""
+        wire = self._wires.get(relay.local)
+        if params is None:
+            if wire is not None and wire.ice is not None:
+                wire.stop_ice()
+                relay.authorise = None
+                self._drop_wire_if_idle(wire)
+            return
+        wire = self._wire_for(call_id, relay)
+        old = wire.ice_params
+        agent = wire.ice
+        old_remote = (old["remote_ufrag"], old["remote_pwd"]) if old is not None else None
+        new_remote = (params["remote_ufrag"], params["remote_pwd"])
+        if None in new_remote:
+            new_remote = None  # not known (yet): not a change
+        # the same local credentials, and remote ones that do not differ
+        # from known ones (unknown on either side is no restart)
+        keep = (
+            agent is not None
+            and old["ufrag"] == params["ufrag"]
+            and old["pwd"] == params["pwd"]
+            and old["component"] == params["component"]
+            and (new_remote is None or None in old_remote or new_remote == old_remote)
+        )
+        if keep:
+            if new_remote is not None and None in old_remote:
+                agent.set_remote_credentials(*new_remote)
+            elif new_remote is None:
+                params = dict(params, remote_ufrag=old["remote_ufrag"], remote_pwd=old["remote_pwd"])
+            known = {text for text, _cand in old["candidates"]}
+            merged = list(old["candidates"])
+            for text, candidate in params["candidates"]:
+                if text not in known:
+                    known.add(text)
+                    merged.append((text, candidate))
+                    agent.add_remote_candidate(candidate)
+            wire.ice_params = dict(params, candidates=merged)
+            return
+        if agent is not None:
+            # ICE restart: media stays on the old address until the new
+            # agent selects one (RFC 8445 9)
+            wire.counts["ice-restarts"] += 1
+            agent.stop()
+        else:
+            relay.select(None)  # nothing is authorised yet
+        made = []  # the callbacks know which agent calls them (a restart replaces it)
+        agent = IceAgent(
+            self._reactor,
+            relay.send,
+            lambda address: self._ice_selected(wire, made[0], address),
+            params["ufrag"],
+            params["pwd"],
+            controlling=params["controlling"],
+            lite=params["lite"],
+            component=params["component"],
+            local_address=relay.local,
+            on_consent_lost=lambda: self._ice_consent_lost(wire, made[0]),
+            on_failed=lambda: self._ice_failed(wire, made[0]),
+        )
+        made.append(agent)
+        if params["remote_ufrag"] is not None and params["remote_pwd"] is not None:
+            agent.set_remote_credentials(params["remote_ufrag"], params["remote_pwd"])
+        for _text_, candidate in params["candidates"]:
+            agent.add_remote_candidate(candidate)
+        wire.ice = agent
+        wire.ice_params = params
+        wire.demux.stun = agent
+        relay.authorise = agent.authorised
+
+    def _apply_dtls(self, call_id, relay, params):
+        """After ``relay.configure``; True if the socket's steps changed."""
+        wire = self._wires.get(relay.local)
+        if params is None:
+            if wire is None or wire.dtls is None:
+                return False
+            wire.stop_dtls()
+            self._drop_wire_if_idle(wire)
+            return True
+        wire = self._wire_for(call_id, relay)
+        old = wire.dtls_params
+        if old is not None and old["role"] == params["role"]:
+            if params["fingerprint"] is None or old["fingerprint"] == params["fingerprint"]:
+                return False  # the same, or not known in this entry: unchanged
+            if old["fingerprint"] is None:
+                wire.dtls.set_remote_fingerprint(params["fingerprint"])
+                wire.dtls_params = params
+                return False
+        from omnirtp.media.dtls import DtlsEndpoint
+
+        if wire.dtls is not None:
+            wire.stop_dtls()
+        made = []
+        endpoint = DtlsEndpoint(
+            params["role"], self.certificate, params["fingerprint"], wire.dtls_send,
+            lambda srtp_in, srtp_out: self._dtls_keys(wire, made[0], srtp_in, srtp_out),
+            lambda reason: self._dtls_failed(wire, made[0], reason),
+            self._reactor)
+        made.append(endpoint)
+        wire.dtls = endpoint
+        wire.dtls_params = params
+        wire.dtls_in = HoldMedia("dtls-hold-in")
+        wire.dtls_out = HoldMedia("dtls-hold-out")
+        wire.demux.dtls = wire
+        return True
+
+    def _start_wire(self, wire):
+        """Start what can start: the ICE agent; a DTLS client once the
+        socket has an endpoint (ICE selected one, or the SDP's without ICE)."""
+        if wire.ice is not None:
+            wire.ice.start()
+        dtls = wire.dtls
+        if (dtls is not None and dtls.role == DTLS_CLIENT and dtls.state == "new"
+                and wire.relay.endpoint is not None):
+            dtls.start()
+
+    def _ice_selected(self, wire, agent, address):
+        if wire.ice is not agent:
+            return
+        wire.relay.select(address)
+        self.log.debug("call {call_id}: ICE selected {address} on {local}",
+                       call_id=wire.call_id, address=address, local=wire.relay.local)
+        self._start_wire(wire)
+
+    def _ice_consent_lost(self, wire, agent):
+        if wire.ice is not agent:
+            return
+        wire.counts["consent-lost"] += 1
+        address = wire.relay.endpoint
+        wire.relay.select(None)
+        self.log.warn("call {call_id}: ICE consent lost on {local}; no more media to {address}",
+                      call_id=wire.call_id, local=wire.relay.local, address=address)
+
+    def _ice_failed(self, wire, agent):
+        if wire.ice is not agent:
+            return
+        wire.counts["ice-failed"] += 1
+        self.log.warn("call {call_id}: ICE checks failed on {local}; no media for this party",
+                      call_id=wire.call_id, local=wire.relay.local)
+
+    def _dtls_keys(self, wire, endpoint, srtp_in, srtp_out):
+        if wire.dtls is not endpoint:
+            return
+        factory = self._factory(K_DTLS, "srtp")
+        try:
+            step_in, step_out = factory.inbound(srtp_in), factory.outbound(srtp_out)
+        except Exception as e:
+            self._dtls_failed(wire, endpoint, "SRTP with the exported keys: %s" % (e,))
+            return
+        wire.dtls_in, wire.dtls_out = step_in, step_out
+        self._install_steps(wire.relay)
+        self._refresh(wire.call_id)
+        self.log.info("call {call_id}: DTLS-SRTP ({suite}) established on {local}",
+                      call_id=wire.call_id, suite=srtp_in.get("suite"), local=wire.relay.local)
+
+    def _dtls_failed(self, wire, endpoint, reason):
+        if wire.dtls is not endpoint:
+            return
+        wire.counts["dtls-failed"] += 1
+        self.log.warn("call {call_id}: DTLS on {local} failed: {reason}; no media for this party",
+                      call_id=wire.call_id, local=wire.relay.local, reason=reason)
 
     def _configure(self, call_id, entries):
         pairs = self._calls.get(call_id)
@@ -343,17 +781,28 @@ class EmbeddedEngine:
                         tos=tos,
                     ),
                     self._plan_steps(relay, entry),
+                    self._plan_wire(relay, entry),
                 )
             )
-        for relay, kwargs, changes in plan:
+        changed = False
+        absent = self._ABSENT
+        for relay, kwargs, changes, (ice, dtls) in plan:
+            if ice is not absent:
+                self._apply_ice(call_id, relay, ice)
             relay.configure(**kwargs)
+            if dtls is not absent and self._apply_dtls(call_id, relay, dtls):
+                self._install_steps(relay)
+                changed = True
             if changes:
                 self._apply_steps(relay, changes)
-        if any(changes for _relay, _kwargs, changes in plan):
+                changed = True
+        if changed:
             # the chains follow peers and rtcp_peers across the whole call
-            for rtp, rtcp in pairs.values():
-                rtp.update_pipeline()
-                rtcp.update_pipeline()
+            self._refresh(call_id)
+        for relay, _kwargs, _changes, _wire in plan:
+            wire = self._wires.get(relay.local)
+            if wire is not None:
+                self._start_wire(wire)
 
     def _release(self, call_id, keys):
         pairs = self._calls.get(call_id)
@@ -376,6 +825,9 @@ class EmbeddedEngine:
                 self._released.add(relay)
                 del self._sockets[relay.local]
                 self._steps.pop(relay.local, None)
+                wire = self._wires.pop(relay.local, None)
+                if wire is not None:
+                    wire.close()  # timers cancelled (DTLS says close_notify)
                 relay.close()
             self._pools[key[0]].release(key[1])
         if gone:

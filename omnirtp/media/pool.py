@@ -323,6 +323,7 @@ class WorkerPool(service.Service):
         engine=DEFAULT_ENGINE,
         log_level=6,
         env=None,
+        certificate=None,
     ):
         if not isinstance(n, int) or n < 1:
             raise ConfigError("num-threads for a worker pool must be at least 1, got %r" % (n,))
@@ -331,6 +332,9 @@ class WorkerPool(service.Service):
         self.executable = executable
         self.engine = engine
         self.log_level = log_level
+        #: the daemon's DTLS certificate (omnirtp.media.dtls.Certificate),
+        #: handed to every worker when it starts (SetCertificate); None: none
+        self.certificate = certificate
         self.env = worker_environment(env)
         self.slots = []
         for index in range(n):
@@ -417,8 +421,18 @@ class WorkerPool(service.Service):
             pid=slot.pid,
             slices=slot.slices,
         )
+        if self.certificate is not None:
+            # before Ping: the worker is ready only with its certificate
+            cert_pem, key_pem = self.certificate.pem()
+            d = self._call(slot, commands.SetCertificate, timeout=self.start_timeout,
+                           certificate=cert_pem, key=key_pem)
+            d.addErrback(self._noCertificate, slot)
         d = self._call(slot, commands.Ping, timeout=self.start_timeout)
         d.addCallbacks(self._pinged, lambda f: None, callbackArgs=(slot, process))
+
+    def _noCertificate(self, failure, slot):
+        self.log.error("media worker {worker} did not take the DTLS certificate: {why}",
+                       worker=slot.index, why=failure.getErrorMessage())
 
     def _pinged(self, result, slot, process):
         if slot.process is process and slot.state == STARTING:

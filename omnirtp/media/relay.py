@@ -156,6 +156,7 @@ class RelaySocket:
         "confirmed",
         "window_end",
         "best_rank",
+        "authorise",
         "rtp_sibling",
         # counters
         "packets",
@@ -226,6 +227,12 @@ class RelaySocket:
         self.confirmed = False
         self.window_end = now + LEARNING_WINDOW
         self.best_rank = RANK_NONE
+        #: None (the learning policy decides) or an outside authority over
+        #: the sources this socket accepts, ``authorise(address) -> bool``
+        #: (ICE): then the socket never learns, its endpoint is what
+        #: :meth:`select` sets, and a packet from any other source is
+        #: forwarded only if ``authorise`` accepts it.  Set by the engine.
+        self.authorise = None
         #: for an RTCP socket: the RTP socket of the same party (same pair),
         #: whose learnt source it may latch to (see :meth:`_party`); None
         #: for an RTP socket
@@ -277,7 +284,9 @@ class RelaySocket:
         self._set_peer(peer)
         self.rtcp_peer = rtcp_peer
         self.update_pipeline()
-        self.learning = learning
+        ice = self.authorise is not None
+        # under an authority (ICE) the socket never learns: see _policy
+        self.learning = LEARN_OFF if ice else learning
         self.strict = bool(strict)
         self.handover = bool(handover)
         self.asymmetric = bool(asymmetric)
@@ -287,12 +296,27 @@ class RelaySocket:
             now = self._seconds()
             self.window_end = now + LEARNING_WINDOW
             self.last_packet = now
+        if ice:
+            pass  # the endpoint is the one the authority selected (select)
+        elif reset:
             self.confirmed = False
             self.best_rank = RANK_NONE
             self.endpoint = endpoint
         elif changed or self.endpoint is None or asymmetric or learning == LEARN_OFF:
             self.endpoint = endpoint
         if self._companion is not None and self._conn_ep != self.endpoint:
+            self._sync_companion()
+        self._update_out()
+
+    def select(self, address):
+        """Send to and accept from ``address`` (None: nobody) from now on,
+        as an outside authority (ICE) decided: the endpoint, confirmed, and
+        its companion follow.  Off the per-packet path."""
+        if address is not None:
+            address = (str(address[0]), int(address[1]))
+        self.endpoint = address
+        self.confirmed = address is not None
+        if self._companion is not None and self._conn_ep != address:
             self._sync_companion()
         self._update_out()
 
@@ -421,6 +445,7 @@ class RelaySocket:
         self.rtcp_peer = None
         self._out = -1
         self.other = None
+        self.authorise = None
         self.inbound = self.middle = self.outbound = ()
         self.pipeline = None
         if self._fd >= 0:
@@ -711,6 +736,11 @@ class RelaySocket:
 
     def _policy(self, src, now):
         if self.asymmetric or self.learning == LEARN_OFF:
+            authorise = self.authorise
+            if authorise is not None:
+                # ICE: the endpoint is what it selected (select); another
+                # source only if it authorised that one too, never learnt
+                return authorise(src)
             # never move: the endpoint stays the SDP address
             self.confirmed = True
             sdp = self.sdp_endpoint

@@ -126,6 +126,17 @@ class WorkerProtocol(amp.AMP):
         d = maybeDeferred(self.engine.totals)
         return d.addCallback(lambda totals: {"totals": totals})
 
+    @commands.SetCertificate.responder
+    def set_certificate(self, certificate, key):
+        from omnirtp.media.dtls import Certificate
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        cert = Certificate(x509.load_pem_x509_certificate(certificate),
+                           serialization.load_pem_private_key(key, password=None))
+        self.engine.set_certificate(cert)
+        return {}
+
     @commands.Ping.responder
     def ping(self):
         return {"pid": self.pid}

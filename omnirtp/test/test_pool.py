@@ -69,6 +69,10 @@ class FakeEngine:
         self.exhausted = False
         self.error = None
         self.stats_value = None
+        self.certificate = None
+
+    def set_certificate(self, certificate):
+        self.certificate = certificate
 
     def allocate(self, call_id, address, count):
         if self.error is not None:
@@ -236,6 +240,29 @@ class CommandTests(SynchronousTestCase):
         self.engine.stats_value = {"c1": {(IP, 40000): counters}}
         result = self.successResultOf(self.link.call(commands.Stats, call_id="c1"))
         self.assertEqual(result["stats"], {"c1": {(IP, 40000): counters}})
+
+    def test_statsCarryIceAndDtls(self):
+        """ICE and DTLS counters cross AMP; the selected address is a tuple again."""
+        counters = {"packets": 0, "bytes": 0, "errors": 0, "last_packet": 1.5,
+                    "endpoint": ("10.0.0.1", 5000), "confirmed": True,
+                    "ice": {"state": "completed", "selected": ("10.0.0.1", 5000),
+                            "controlling": False, "lite": False, "component": 1, "pairs": 1,
+                            "counters": {"requests": 3}},
+                    "dtls": {"state": "failed", "role": "server", "profile": None,
+                             "failure": "fingerprint mismatch", "counters": {"received": 2}}}
+        self.engine.stats_value = {"c1": {(IP, 40000): counters}}
+        result = self.successResultOf(self.link.call(commands.Stats, call_id="c1"))
+        self.assertEqual(result["stats"], {"c1": {(IP, 40000): counters}})
+
+    def test_setCertificate(self):
+        """The certificate and its key arrive as a dtls.Certificate."""
+        from omnirtp.media.dtls import Certificate
+
+        cert = Certificate.generate()
+        pem, key = cert.pem()
+        self.successResultOf(self.link.call(commands.SetCertificate, certificate=pem, key=key))
+        self.assertEqual(self.engine.certificate.der, cert.der)
+        self.assertEqual(self.engine.certificate.pem(), (pem, key))
 
     def test_releaseWholeCallAndSomeSockets(self):
         self.successResultOf(self.link.call(commands.Release, call_id="c1", sockets=None))
@@ -683,6 +710,23 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual(self.pool.workers[0]["pid"], 1002)
         self.assertEqual(self.pool.workers[0]["restarts"], 1)
         self.assertEqual(self.allocate("new"), [40000])  # fresh engine on slot 0
+
+    def test_certificateToEveryWorkerAlsoAfterARestart(self):
+        from omnirtp.media.dtls import Certificate
+
+        cert = Certificate.generate()
+        self.pool.certificate = cert
+        self.start()
+        self.assertEqual([self.engine(i).certificate.der for i in (0, 1)], [cert.der] * 2)
+        self.process(0).end(status=1)
+        self.reactor.advance(self.pool.restart_delay)
+        self.reactor.pump()
+        self.assertEqual(self.pool.workers[0]["pid"], 1002)
+        self.assertEqual(self.engine(0).certificate.der, cert.der)
+
+    def test_noCertificateNoCommand(self):
+        self.start()
+        self.assertEqual([self.engine(i).certificate for i in (0, 1)], [None, None])
 
     def test_restartBacksOffWhileWorkersDieEarly(self):
         self.start()

@@ -377,3 +377,61 @@ class IPv6Tests(SynchronousTestCase):
         a.doRead()
         self.assertEqual(a.errors, 0)
         self.assertEqual(net.sent_to(("::1", 6000)), [(rtp(), ("::1", 30002))])
+
+
+class AuthorityTests(RelayTestBase):
+    """``authorise`` / ``select``: an outside authority (ICE) over a socket's
+    sources; the socket never learns."""
+
+    OK = ("192.0.2.9", 41000)
+    OTHER = ("192.0.2.77", 42000)
+
+    def setUp(self):
+        RelayTestBase.setUp(self)
+        self.asked = []
+
+        def authorise(address):
+            self.asked.append(address)
+            return address == self.OK
+
+        self.a.authorise = authorise
+        self.a.select(None)
+        self.wire(learning=LEARN_DELAYED)
+
+    def test_configure_keeps_authority(self):
+        """configure neither learns nor takes the SDP endpoint."""
+        self.assertEqual((self.a.endpoint, self.a.confirmed, self.a.learning), (None, False, LEARN_OFF))
+        self.assertEqual(self.a.sdp_endpoint, A_SDP)
+
+    def test_only_authorised_sources_forwarded_never_learnt(self):
+        self.from_a(rtp(1), src=self.OTHER)
+        self.from_a(rtp(2), src=self.OK)
+        self.assertEqual(self.delivered(B_SDP), [(rtp(2), B_SOCK)])
+        self.assertEqual(self.asked, [self.OTHER, self.OK])
+        self.assertEqual((self.a.endpoint, self.a.errors), (None, 1))
+        # nothing goes towards A before an address is selected
+        self.from_b(rtp(3))
+        self.assertEqual(self.delivered(self.OK), [])
+
+    def test_select(self):
+        self.a.select(self.OK)
+        self.assertEqual((self.a.endpoint, self.a.confirmed), (self.OK, True))
+        self.from_a(rtp(1), src=self.OK)
+        self.assertEqual(self.asked, [])  # the selected endpoint pays no policy call
+        self.from_b(rtp(2))
+        self.assertEqual(self.delivered(self.OK), [(rtp(2), A_SOCK)])
+        self.a.configure(peer=self.b, endpoint=A_SDP, reset=True)
+        self.assertEqual(self.a.endpoint, self.OK)
+        self.a.select(None)
+        self.from_b(rtp(3))
+        self.assertEqual(self.delivered(self.OK), [(rtp(2), A_SOCK)])
+
+    def test_removed_authority_learns_again(self):
+        self.a.authorise = None
+        self.a.configure(peer=self.b, endpoint=A_SDP, learning=LEARN_DELAYED, reset=True)
+        self.from_a(rtp(1), src=self.OTHER)
+        self.assertEqual((self.a.endpoint, self.a.learning), (self.OTHER, LEARN_DELAYED))
+
+    def test_close_forgets(self):
+        self.a.close()
+        self.assertIsNone(self.a.authorise)

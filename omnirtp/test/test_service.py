@@ -35,6 +35,36 @@ class BuildTests(SynchronousTestCase):
         self.assertIsInstance(cert, Certificate)
         self.assertIs(top.dispatcher.negotiator.certificate, cert)
         self.assertEqual(cert.key.curve.name, "secp256r1")
+        # the engine terminates DTLS with the certificate the SDP names
+        self.assertIs(top.engine.certificate, cert)
+        self.assertIs(top.certificate, cert)
+
+    def test_dtlsCertificateMadeOnceForTheEngine(self):
+        """One DTLS certificate per daemon: the engine (embedded or the
+        worker pool, which hands it to its workers) has the one ``build``
+        exposes as ``top.certificate``."""
+        from omnirtp.media.dtls import Certificate
+        from omnirtp.media.pool import WorkerPool
+
+        top = build(config(), MemoryReactorClock())
+        self.assertIsInstance(top.certificate, Certificate)
+        self.assertIs(top.engine.certificate, top.certificate)
+        self.assertTrue(top.certificate.fingerprint().startswith("sha-256 "))
+        pooled = build(config(num_threads=2), MemoryReactorClock())
+        self.assertIsInstance(pooled.engine, WorkerPool)
+        self.assertIs(pooled.engine.certificate, pooled.certificate)
+        self.assertNotEqual(pooled.certificate.der, top.certificate.der)
+
+    def test_buildEngineTakesTheCertificate(self):
+        from omnirtp.call.negotiate import Interfaces
+        from omnirtp.media.dtls import Certificate
+        from omnirtp.service import build_engine
+
+        cert = Certificate.generate()
+        c = config()
+        engine, _service = build_engine(c, MemoryReactorClock(), Interfaces(c.interfaces), cert)
+        self.assertIs(engine.certificate, cert)
+        engine.close()
 
     def test_summary(self):
         """The start-up line names listeners, interfaces, ports and media mode."""
