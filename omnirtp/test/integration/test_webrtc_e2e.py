@@ -84,6 +84,11 @@ def media(sdp):
     return proto, stream.rtp[1]
 
 
+def formats(sdp):
+    """The payload types of the SDP's first m= line."""
+    return re.search(r"^m=audio \d+ \S+ (.*?)\r?$", sdp, re.M).group(1).split()
+
+
 class BrowserPhoneTests(TestCase):
     timeout = 90
     num_threads = 0
@@ -213,6 +218,7 @@ class BrowserPhoneTests(TestCase):
         answer, removed = loopback_only(answer)
         self.assertEqual(removed, 0, answer)
         self.assertEqual(attribute(answer, "setup"), ["active"])
+        self.assertEqual(formats(answer), ["0"])
         reply = yield self.kamailio(corpus.KAMAILIO_SIP_TO_BROWSER[1], "answer", call_id,
                                     "tt-" + call_id, sdp=answer)
         self.assertEqual(reply["result"], "ok", reply)
@@ -239,6 +245,8 @@ class BrowserPhoneTests(TestCase):
         self.assertEqual(removed, 0, offer)
         self.assertEqual(media(offer)[0], "UDP/TLS/RTP/SAVPF")
         self.assertIn("a=group:BUNDLE", offer)
+        self.assertEqual(formats(offer), ["0"])
+        self.assertEqual(attribute(offer, "setup"), ["actpass"])
         self.assertIn("a=rtcp-mux", offer)
         reply = yield self.kamailio(corpus.KAMAILIO_BROWSER_TO_SIP[0], "offer", call_id,
                                     sdp=offer)
@@ -258,6 +266,13 @@ class BrowserPhoneTests(TestCase):
         self.assertTrue(attribute(to_browser, "ice-ufrag"), to_browser)
         self.assertTrue(attribute(to_browser, "fingerprint"), to_browser)
         self.assertIn("a=rtcp-mux", to_browser)
+        self.assertEqual(attribute(to_browser, "setup"), ["active"])
+        self.assertEqual(attribute(to_browser, "mid"), ["0"])
+        self.assertEqual(formats(to_browser), ["0"])
+        [ours] = attribute(to_browser, "candidate")  # rtcp-mux: component 1 only
+        parts = ours.split()
+        self.assertEqual((parts[1], parts[2].upper(), parts[4], parts[5], parts[6:8]),
+                         ("1", "UDP", HOST, str(media(to_browser)[1]), ["typ", "host"]))
         yield self.loop.run(browser.accept(to_browser))
 
         self.phone_sender(phone, port)
