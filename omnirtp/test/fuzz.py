@@ -36,6 +36,7 @@ from omnirtp.control.commands import Dispatcher
 from omnirtp.control.flags import KNOWN_FLAGS
 from omnirtp.control.ng import NGProtocol
 from omnirtp.media import stun
+from omnirtp.media.dtls import Certificate
 from omnirtp.media.engine import EmbeddedEngine
 from omnirtp.media.ice import IceAgent, parse_candidate
 from omnirtp.media.relay import LEARNING_MODES, RelaySocket
@@ -236,16 +237,23 @@ class NGStack:
     never names; :meth:`finish` checks it survived and that every port
     came back."""
 
+    _certificate = None
+
     def __init__(self, pairs=20, max_sessions=-1):
+        # one DTLS certificate for the negotiator and the engine, as
+        # omnirtp.service.build gives them (made once: key generation is slow)
+        if NGStack._certificate is None:
+            NGStack._certificate = Certificate.generate()
         self.reactor = MemoryUDPReactor()
         self.reactor.advance(1700000000)
         self.net = FakeNetwork()
         self.engine = EmbeddedEngine(self.reactor, {"127.0.0.1": (30000, 30000 + 2 * pairs - 1)},
-                                     bind=self.net.bind, rng=random.Random(1))
+                                     bind=self.net.bind, rng=random.Random(1),
+                                     certificate=NGStack._certificate)
         self.registry = CallRegistry(self.engine, self.reactor,
                                      Timeouts(timeout=60, delete_delay=30), max_sessions=max_sessions)
         negotiator = Negotiator(self.registry, Interfaces([InterfaceSpec("default", "127.0.0.1", None)]),
-                                instance_id="fuzz")
+                                instance_id="fuzz", certificate=NGStack._certificate)
         self.dispatch = Dispatcher(self.registry, negotiator, delete_delay=30)
         self.proto = NGProtocol(self.dispatch, self.reactor)
         self.transport = FakeDatagramTransport()
