@@ -10,130 +10,20 @@ the other side must receive it at that frequency (within 15 Hz); the
 engine's socket shows ICE completed and DTLS connected.
 """
 
-import asyncio
-import fractions
-import math
-import re
-import time
-
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from omnirtp.media.dtls import Certificate
 from omnirtp.media.engine import EmbeddedEngine
+from omnirtp.test.integration.aiortc_peer import (
+    PTIME, SAMPLES, Browser, RTCPeerConnection, attribute, frequency_of, tone, ulaw_decode,
+    ulaw_encode)
 from omnirtp.test.integration.peers import Party, free_port_range
 from omnirtp.test.integration.test_ice_aioice import AsyncioThread
-
-try:
-    import av
-    from aiortc import RTCPeerConnection, RTCSessionDescription
-    from aiortc.mediastreams import AudioStreamTrack
-except ImportError:  # pragma: no cover - setup.cfg's test extra installs it
-    RTCPeerConnection = None
-    AudioStreamTrack = object
 
 HOST = "127.0.0.1"
 OUR = ("ENGufrag", "ENGpassword0123456789xyz")
 CALL = "aiortc-call"
-RATE = 8000
-PTIME = 0.02
-SAMPLES = int(RATE * PTIME)
-
-
-def ulaw_encode(sample):
-    """G.711 µ-law of a 16-bit sample."""
-    sign = 0x80 if sample < 0 else 0
-    magnitude = min(abs(sample), 32635) + 0x84
-    exponent = 7
-    for exponent in range(7, -1, -1):
-        if magnitude & (0x4000 >> (7 - exponent)):
-            break
-    mantissa = (magnitude >> (exponent + 3)) & 0x0F
-    return ~(sign | (exponent << 4) | mantissa) & 0xFF
-
-
-def ulaw_decode(byte):
-    byte = ~byte & 0xFF
-    sign, exponent, mantissa = byte & 0x80, (byte >> 4) & 0x07, byte & 0x0F
-    magnitude = ((mantissa << 3) + 0x84) << exponent
-    magnitude -= 0x84
-    return -magnitude if sign else magnitude
-
-
-def tone(frequency, start, count, amplitude=8000):
-    return [int(amplitude * math.sin(2 * math.pi * frequency * (start + i) / RATE))
-            for i in range(count)]
-
-
-def frequency_of(samples):
-    """The frequency of a pure tone from its zero crossings (rising edges)."""
-    rising = [i for i in range(1, len(samples)) if samples[i - 1] < 0 <= samples[i]]
-    if len(rising) < 2:
-        return 0.0
-    return (len(rising) - 1) * RATE / (rising[-1] - rising[0])
-
-
-class ToneTrack(AudioStreamTrack):
-    """aiortc's audio source: a sine, 20 ms frames, paced in real time."""
-
-    def __init__(self, frequency):
-        super().__init__()
-        self.frequency = frequency
-        self.sent = 0
-
-    async def recv(self):
-        if self.sent:
-            wait = self._start + self.sent / RATE - time.time()
-            await asyncio.sleep(wait)
-        else:
-            self._start = time.time()
-        samples = tone(self.frequency, self.sent, SAMPLES)
-        frame = av.AudioFrame(format="s16", layout="mono", samples=SAMPLES)
-        frame.planes[0].update(b"".join(s.to_bytes(2, "little", signed=True) for s in samples))
-        frame.pts = self.sent
-        frame.sample_rate = RATE
-        frame.time_base = fractions.Fraction(1, RATE)
-        self.sent += SAMPLES
-        return frame
-
-
-class Browser:
-    """aiortc's side, all of it on the asyncio thread."""
-
-    def __init__(self, frequency):
-        self.frequency = frequency
-        self.samples = []  # what aiortc decoded from the track it received
-        self.pc = None
-
-    async def answer(self, offer):
-        self.pc = RTCPeerConnection()
-
-        @self.pc.on("track")
-        def on_track(track):
-            asyncio.ensure_future(self._consume(track))
-
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
-        self.pc.addTrack(ToneTrack(self.frequency))
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
-        return self.pc.localDescription.sdp
-
-    async def _consume(self, track):
-        while True:
-            try:
-                frame = await track.recv()
-            except Exception:
-                return
-            data = bytes(frame.planes[0])[:frame.samples * 2 * len(frame.layout.channels)]
-            step = 2 * len(frame.layout.channels)
-            self.samples.extend(int.from_bytes(data[i:i + 2], "little", signed=True)
-                                for i in range(0, len(data), step))
-
-    async def state(self):
-        return (self.pc.iceConnectionState, self.pc.connectionState)
-
-    async def close(self):
-        if self.pc is not None:
-            await self.pc.close()
 
 
 def offer_sdp(port, fingerprint):
@@ -146,11 +36,6 @@ def offer_sdp(port, fingerprint):
         "a=fingerprint:%s" % fingerprint, "a=setup:actpass",
         "a=candidate:1 1 udp 2130706431 %s %d typ host" % (HOST, port),
         "a=end-of-candidates", ""])
-
-
-def attribute(sdp, name):
-    values = re.findall(r"^a=%s:(.*?)\r?$" % re.escape(name), sdp, re.M)
-    return values
 
 
 class AiortcTests(TestCase):
