@@ -214,3 +214,30 @@ class FakeNetwork:
             for reader in busy:
                 reader.doRead()
         raise RuntimeError("FakeNetwork.pump: still busy after %d rounds" % (limit,))
+
+
+class ControlStack:
+    """The control plane on a Clock over a counting engine, as the unit tests
+    of commands, SDES, WebRTC negotiation and the CLI build it: ``clock``
+    (at 1,700,000,000 s), ``engine`` (test_registry's CountingEngine, 10
+    port pairs), ``registry`` (timeout 60 s, delete-delay 30 s, no session
+    limit), ``negotiator`` (one interface on 127.0.0.1; keyword arguments go
+    to :class:`Negotiator`) and ``dispatch`` (the ng :class:`Dispatcher`)."""
+
+    def __init__(self, **negotiator_args):
+        from twisted.internet.task import Clock
+
+        from omnirtp.call.negotiate import Interfaces, Negotiator
+        from omnirtp.call.registry import CallRegistry, Timeouts
+        from omnirtp.config.model import InterfaceSpec
+        from omnirtp.control.commands import Dispatcher
+        from omnirtp.test.test_registry import CountingEngine
+
+        self.clock = Clock()
+        self.clock.advance(1700000000)
+        self.engine = CountingEngine(self.clock, pairs=10)
+        self.registry = CallRegistry(self.engine, self.clock,
+                                     Timeouts(timeout=60, delete_delay=30), max_sessions=-1)
+        self.interfaces = Interfaces([InterfaceSpec("default", "127.0.0.1", None)])
+        self.negotiator = Negotiator(self.registry, self.interfaces, **negotiator_args)
+        self.dispatch = Dispatcher(self.registry, self.negotiator, delete_delay=30)

@@ -10,19 +10,16 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, LogLevelFilterPredicate
 from twisted.trial.unittest import SynchronousTestCase
 
-from omnirtp.call.negotiate import Interfaces, Negotiator
-from omnirtp.call.registry import CallRegistry, Timeouts
+from omnirtp.test.fakes import ControlStack
 from omnirtp.cli import ctl
 from omnirtp.cli.commands import CliCommands
 from omnirtp.cli.protocol import E_TOO_LONG, MAX_LINE, CliFactory
 from omnirtp.config.model import Config, InterfaceSpec
-from omnirtp.control.commands import Dispatcher
 from omnirtp.control.operations import LogLevels, Operations
 from omnirtp.http.listen import (
     LimitedFactory, SharedPortFactory, is_http_request_line, plan)
 from omnirtp.sdp.model import SessionDescription, inspect
 from omnirtp.test.test_commands import ANSWER, OFFER
-from omnirtp.test.test_registry import CountingEngine
 
 T0 = 1700000000
 
@@ -31,14 +28,9 @@ class Daemon:
     """A Dispatcher, registry and Operations on a Clock (no sockets)."""
 
     def __init__(self, test, **config):
-        self.clock = Clock()
-        self.clock.advance(T0)
-        self.engine = CountingEngine(self.clock, pairs=10)
-        self.registry = CallRegistry(self.engine, self.clock,
-                                     Timeouts(timeout=60, delete_delay=30), max_sessions=-1)
-        interfaces = Interfaces([InterfaceSpec("default", "127.0.0.1", None)])
-        negotiator = Negotiator(self.registry, interfaces, instance_id="abc123")
-        self.dispatcher = Dispatcher(self.registry, negotiator, delete_delay=30)
+        stack = ControlStack(instance_id="abc123")
+        self.clock, self.engine, self.registry = stack.clock, stack.engine, stack.registry
+        self.dispatcher = stack.dispatch
         values = dict(interfaces=(InterfaceSpec("default", "127.0.0.1", None),),
                       port_min=30000, port_max=30019)
         values.update(config)

@@ -3,6 +3,7 @@
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from omnirtp.test.fakes import ControlStack
 from omnirtp.call.negotiate import Interfaces, Negotiator
 from omnirtp.call.registry import CallRegistry, Timeouts
 from omnirtp.config.model import InterfaceSpec
@@ -41,14 +42,9 @@ def media_port(sdp, index=0):
 class DispatcherTests(SynchronousTestCase):
 
     def setUp(self):
-        self.clock = Clock()
-        self.clock.advance(1700000000)
-        self.engine = CountingEngine(self.clock, pairs=10)
-        self.registry = CallRegistry(self.engine, self.clock,
-                                     Timeouts(timeout=60, delete_delay=30), max_sessions=-1)
-        interfaces = Interfaces([InterfaceSpec("default", "127.0.0.1", None)])
-        self.negotiator = Negotiator(self.registry, interfaces, instance_id="abc123")
-        self.dispatch = Dispatcher(self.registry, self.negotiator, delete_delay=30)
+        stack = ControlStack(instance_id="abc123")
+        self.clock, self.engine, self.registry = stack.clock, stack.engine, stack.registry
+        self.negotiator, self.dispatch = stack.negotiator, stack.dispatch
 
     def call(self, **request):
         request = {k.replace("_", "-"): v for k, v in request.items()}

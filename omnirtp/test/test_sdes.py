@@ -4,16 +4,11 @@ engine socket entry gets (on a Clock and an in-memory engine)."""
 
 import base64
 
-from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from omnirtp.call.negotiate import Interfaces, Negotiator
-from omnirtp.call.registry import CallRegistry, Timeouts
-from omnirtp.config.model import InterfaceSpec
-from omnirtp.control.commands import Dispatcher
+from omnirtp.test.fakes import ControlStack
 from omnirtp.errors import E_MKI_UNSUPPORTED, NGError
 from omnirtp.test.test_commands import ANSWER, OFFER, media_port
-from omnirtp.test.test_registry import CountingEngine
 
 K_A = base64.b64encode(b"A" * 30).decode()       # the caller's keys
 K_A2 = base64.b64encode(b"a" * 30).decode()
@@ -47,14 +42,9 @@ def keys(entry):
 class SdesTests(SynchronousTestCase):
 
     def setUp(self):
-        self.clock = Clock()
-        self.clock.advance(1700000000)
-        self.engine = CountingEngine(self.clock, pairs=10)
-        self.registry = CallRegistry(self.engine, self.clock,
-                                     Timeouts(timeout=60, delete_delay=30), max_sessions=-1)
-        interfaces = Interfaces([InterfaceSpec("default", "127.0.0.1", None)])
-        self.negotiator = Negotiator(self.registry, interfaces)
-        self.dispatch = Dispatcher(self.registry, self.negotiator, delete_delay=30)
+        stack = ControlStack()
+        self.clock, self.engine, self.registry = stack.clock, stack.engine, stack.registry
+        self.negotiator, self.dispatch = stack.negotiator, stack.dispatch
 
     def call(self, **request):
         request = {k.replace("_", "-"): v for k, v in request.items()}

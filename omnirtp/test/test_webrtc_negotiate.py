@@ -4,17 +4,12 @@ keys of the engine's socket entries (on a Clock and an in-memory engine).
 The SDP bodies are the side-by-side corpus's; what rtpengine 10.5 writes for
 them is checked there, here the values the negotiator decides."""
 
-from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from omnirtp.call.negotiate import Interfaces, Negotiator
-from omnirtp.call.registry import CallRegistry, Timeouts
-from omnirtp.config.model import InterfaceSpec
-from omnirtp.control.commands import Dispatcher
+from omnirtp.test.fakes import ControlStack
 from omnirtp.media.dtls import Certificate
 from omnirtp.test import corpus
 from omnirtp.test.test_commands import media_port
-from omnirtp.test.test_registry import CountingEngine
 
 BROWSER_UFRAG, BROWSER_PWD = "Yk3d", "Pq0wR4mZc7nLs2vT8kJx1hBf"
 BROWSER_FINGERPRINT = ("sha-256 7A:1C:44:0B:93:5E:D2:6F:08:AA:31:C9:5D:E4:72:19:B6:0F:"
@@ -40,15 +35,10 @@ def attribute(sdp, name):
 class WebrtcNegotiationTests(SynchronousTestCase):
 
     def setUp(self):
-        self.clock = Clock()
-        self.clock.advance(1700000000)
-        self.engine = CountingEngine(self.clock, pairs=10)
-        self.registry = CallRegistry(self.engine, self.clock,
-                                     Timeouts(timeout=60, delete_delay=30), max_sessions=-1)
-        interfaces = Interfaces([InterfaceSpec("default", "127.0.0.1", None)])
         self.certificate = Certificate.generate()
-        self.negotiator = Negotiator(self.registry, interfaces, certificate=self.certificate)
-        self.dispatch = Dispatcher(self.registry, self.negotiator, delete_delay=30)
+        stack = ControlStack(certificate=self.certificate)
+        self.clock, self.engine, self.registry = stack.clock, stack.engine, stack.registry
+        self.negotiator, self.dispatch = stack.negotiator, stack.dispatch
 
     def call(self, request):
         return self.successResultOf(self.dispatch(request))
