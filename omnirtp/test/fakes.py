@@ -241,3 +241,28 @@ class ControlStack:
         self.interfaces = Interfaces([InterfaceSpec("default", "127.0.0.1", None)])
         self.negotiator = Negotiator(self.registry, self.interfaces, **negotiator_args)
         self.dispatch = Dispatcher(self.registry, self.negotiator, delete_delay=30)
+
+
+class ControlStackTests:
+    """Mixin for a SynchronousTestCase on a :class:`ControlStack`: setUp
+    builds one (``negotiator_args`` go to the Negotiator) and exposes its
+    parts; ``call`` / ``fails`` dispatch an ng request given as keyword
+    arguments (``_`` in a key stands for ``-``) and return its reply or
+    the NGError it failed with."""
+
+    negotiator_args = {}
+
+    def setUp(self):
+        stack = ControlStack(**self.negotiator_args)
+        self.clock, self.engine, self.registry = stack.clock, stack.engine, stack.registry
+        self.negotiator, self.dispatch = stack.negotiator, stack.dispatch
+
+    def call(self, **request):
+        request = {k.replace("_", "-"): v for k, v in request.items()}
+        return self.successResultOf(self.dispatch(request))
+
+    def fails(self, **request):
+        from omnirtp.errors import NGError
+
+        request = {k.replace("_", "-"): v for k, v in request.items()}
+        return self.failureResultOf(self.dispatch(request), NGError).value

@@ -3,7 +3,7 @@
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from omnirtp.test.fakes import ControlStack
+from omnirtp.test.fakes import ControlStackTests
 from omnirtp.call.negotiate import Interfaces, Negotiator
 from omnirtp.call.registry import CallRegistry, Timeouts
 from omnirtp.config.model import InterfaceSpec
@@ -39,20 +39,9 @@ def media_port(sdp, index=0):
     return inspect(SessionDescription.parse(sdp))[index].rtp
 
 
-class DispatcherTests(SynchronousTestCase):
+class DispatcherTests(ControlStackTests, SynchronousTestCase):
 
-    def setUp(self):
-        stack = ControlStack(instance_id="abc123")
-        self.clock, self.engine, self.registry = stack.clock, stack.engine, stack.registry
-        self.negotiator, self.dispatch = stack.negotiator, stack.dispatch
-
-    def call(self, **request):
-        request = {k.replace("_", "-"): v for k, v in request.items()}
-        return self.successResultOf(self.dispatch(request))
-
-    def fails(self, **request):
-        request = {k.replace("_", "-"): v for k, v in request.items()}
-        return self.failureResultOf(self.dispatch(request), NGError).value
+    negotiator_args = {"instance_id": "abc123"}
 
     def offer(self, call_id="c1", from_tag="ft", **kw):
         return self.call(command="offer", call_id=call_id, from_tag=from_tag,

@@ -6,8 +6,8 @@ import base64
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from omnirtp.test.fakes import ControlStack
-from omnirtp.errors import E_MKI_UNSUPPORTED, NGError
+from omnirtp.test.fakes import ControlStackTests
+from omnirtp.errors import E_MKI_UNSUPPORTED
 from omnirtp.test.test_commands import ANSWER, OFFER, media_port
 
 K_A = base64.b64encode(b"A" * 30).decode()       # the caller's keys
@@ -39,20 +39,7 @@ def keys(entry):
     return entry["srtp_in"], entry["srtp_out"]
 
 
-class SdesTests(SynchronousTestCase):
-
-    def setUp(self):
-        stack = ControlStack()
-        self.clock, self.engine, self.registry = stack.clock, stack.engine, stack.registry
-        self.negotiator, self.dispatch = stack.negotiator, stack.dispatch
-
-    def call(self, **request):
-        request = {k.replace("_", "-"): v for k, v in request.items()}
-        return self.successResultOf(self.dispatch(request))
-
-    def fails(self, **request):
-        request = {k.replace("_", "-"): v for k, v in request.items()}
-        return self.failureResultOf(self.dispatch(request), NGError).value
+class SdesTests(ControlStackTests, SynchronousTestCase):
 
     def offer(self, sdp=OFFER, **kw):
         kw.setdefault("from_tag", "ft")
