@@ -8,7 +8,7 @@ from omnirtp.config.model import parse_network
 from omnirtp.control.access import AccessList
 from omnirtp.control.ng import NGProtocol
 from omnirtp.errors import ConfigError
-from omnirtp.test.test_commands import DispatcherTests
+from omnirtp.test.fakes import ControlStackTests
 from omnirtp.test.test_config import build
 
 PING = b"c1 d7:command4:pinge"
@@ -144,11 +144,8 @@ class ConfigTests(SynchronousTestCase):
             "IPv6 address or ADDRESS/PREFIX network")
 
 
-class StatisticsTests(SynchronousTestCase):
+class StatisticsTests(ControlStackTests, SynchronousTestCase):
     """statistics shows the refusals as controlstatistics.deniedcount."""
-
-    setUp = DispatcherTests.setUp
-    call = DispatcherTests.call
 
     def test_deniedCount(self):
         self.dispatch.access = AccessList()
