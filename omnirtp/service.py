@@ -20,20 +20,19 @@ class _RegistryService(service.Service):
 
     log = Logger()
 
-    def __init__(self, registry, warnings=(), log_level=None, summary=None, levels=None):
+    def __init__(self, registry, warnings=(), logging=None, summary=None, levels=None):
         self.registry = registry
         self.warnings = warnings
-        self.log_level = log_level
+        #: None, or omnirtp.logging.install's keywords (the real daemon)
+        self.logging = logging
         self.summary = summary
         self.levels = levels
 
     def startService(self):
         service.Service.startService(self)
-        if self.log_level is not None:
-            from omnirtp.logging import install_level
-            predicate = install_level(self.log_level)
-            if self.levels is not None:
-                self.levels.predicate = predicate
+        if self.logging is not None:
+            from omnirtp.logging import install
+            install(self.levels, **self.logging)
         if self.summary:
             self.log.info("{summary}", summary=self.summary)
         for text in self.warnings:
@@ -134,8 +133,12 @@ def build_engine(config, reactor, interfaces, certificate=None):
     return engine, _EngineService(engine)
 
 
-def build(config, reactor, log_level=None):
-    """The parts of a daemon, for makeService and for tests."""
+def build(config, reactor, log_level=None, reload=None):
+    """The parts of a daemon, for makeService and for tests.
+
+    ``log_level`` given (makeService): the daemon's log is routed and
+    filtered at start, and the signal handlers are installed; ``reload``:
+    a no-argument callable that loads the config again (for SIGHUP)."""
     from omnirtp.control.ng import NGProtocol
     from omnirtp.media.dtls import Certificate
     interfaces = Interfaces(config.interfaces)
@@ -155,18 +158,27 @@ def build(config, reactor, log_level=None):
     access = AccessList(getattr(config, "control_allow", ()))
     dispatcher = Dispatcher(registry, negotiator, delete_delay=config.delete_delay,
                             access=access)
-    from omnirtp.control.operations import LogLevels, Operations
-    levels = LogLevels(config.log_level if log_level is None else log_level)
+    from omnirtp.control.operations import Operations
+    from omnirtp.logging import LogLevels
+    levels = LogLevels.from_config(config, log_level)
     operations = Operations(dispatcher, config, levels)
     top = service.MultiService()
     engine_service.setServiceParent(top)
-    _RegistryService(registry, startup_warnings(config), log_level,
+    logging = None
+    if log_level is not None:
+        logging = dict(log_stderr=config.log_stderr, facility=config.log_facility,
+                       timestamps=not config.no_log_timestamps)
+    _RegistryService(registry, startup_warnings(config), logging,
                      summary(config), levels).setServiceParent(top)
     _NGService(reactor, config.listen_ng,
                lambda: NGProtocol(dispatcher, reactor, access=access)).setServiceParent(top)
     operator = build_operator_listeners(config, reactor, operations, access)
     if operator is not None:
         operator.setServiceParent(top)
+    if log_level is not None:
+        from omnirtp.signals import Reloader, SignalService
+        reloader = Reloader(reload, operations) if reload is not None else None
+        SignalService(reactor, levels, reloader).setServiceParent(top)
     top.registry = registry
     top.dispatcher = dispatcher
     top.engine = engine
@@ -199,7 +211,7 @@ def build_operator_listeners(config, reactor, operations, access=None):
                              https=https, tls_context=tls, access=access)
 
 
-def makeService(config, reactor=None):
+def makeService(config, reactor=None, reload=None):
     if reactor is None:
         from twisted.internet import reactor
-    return build(config, reactor, log_level=config.log_level)
+    return build(config, reactor, log_level=config.log_level, reload=reload)

@@ -153,4 +153,11 @@ def describe_warnings(config):
 def makeService(options, reactor=None):
     """twistd's entry point: build the service from ``options.config``."""
     from omnirtp.service import makeService as make
-    return make(options.config, reactor=reactor)
+
+    def reload():
+        # the same command line and files as at start; its values still win
+        return load(options.cli, default_files=options.defaultConfigFiles,
+                    resolve=options.resolve,
+                    environ=os.environ if options.environ is None else options.environ)
+
+    return make(options.config, reactor=reactor, reload=reload)

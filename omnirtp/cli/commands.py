@@ -15,7 +15,7 @@ Commands (``get`` is ``list``)::
          maxsessions | timeout | silenttimeout | offertimeout | finaltimeout
          deletedelay | interfaces | loglevels | loglevel [<subsystem>]
     terminate all|own|foreign|<call-id>
-    set maxsessions <int> | loglevel <int>
+    set maxsessions <int> | loglevel <int> | loglevel <subsystem> <int>
     help, list help, set help
 """
 
@@ -31,6 +31,7 @@ UNKNOWN = "Unknown or incomplete command::%s\n"
 MORE = "More parameters required.\n"
 
 _LEADING_INT = re.compile(r"\s*(-?\d+)")
+_ATOI = re.compile(r"\s*([-+]?\d+)")
 
 LIST_COMMANDS = (
     "numsessions", "sessions", "totals", "maxsessions", "timeout", "silenttimeout",
@@ -328,11 +329,13 @@ class CliCommands:
         if sub == "loglevels":
             return "".join("%s - %s\n" % s for s in SUBSYSTEMS)
         if sub == "loglevel":
-            level = ops.levels.level
+            levels = ops.levels
             if not arg:
-                return "".join("%s = %d\n" % (name, level) for name, _ in SUBSYSTEMS)
-            if arg.strip() in dict(SUBSYSTEMS):
-                return "%d\n" % level
+                return "".join("%s = %d\n" % (name, levels.get(name)) for name, _ in SUBSYSTEMS)
+            name = arg.split()[0]
+            if name in dict(SUBSYSTEMS):
+                return "%d\n" % levels.get(name)
+            return ""  # rtpengine answers an unknown subsystem with nothing
         return UNKNOWN % line
 
     def _sessions(self, arg):
@@ -396,14 +399,36 @@ class CliCommands:
                 return "Success setting maxsessions to -1; disable feature\n"
             return "Success setting maxsessions to %d\n" % value
         if sub == "loglevel":
-            parts = arg.split()
-            if len(parts) == 1 and parts[0].isdigit():
-                value = int(parts[0])
-                self.ops.levels.set(value)
-                self.log.info("log level set to {log_level} by operator", log_level=value)
-                return "Success setting loglevel to %d\n" % value
-            if len(parts) == 2 and parts[1].isdigit():
-                return ("Fail setting loglevel of %s; omnirtp has one log level for "
-                        "all subsystems (set loglevel <level>)\n" % parts[0])
-            return MORE
+            return self._set_loglevel(arg)
         return UNKNOWN % line
+
+    def _set_loglevel(self, arg):
+        """``set loglevel N`` (every subsystem) or ``set loglevel SUB N``,
+        read as rtpengine 10.5 reads them: the number as C's atoi (``3x``
+        is 3, ``abc`` is 0), a first word that is no number names a
+        subsystem, and an unknown subsystem is answered "Success" but
+        changes nothing (logged here)."""
+        words = arg.split()
+        if not words:
+            return MORE
+        if words[0][0].isdigit():
+            value = _atoi(words[0])
+            self.ops.levels.set(value)
+            self.log.info("log level set to {new_level} by operator", new_level=value)
+            return "Success setting loglevel to %d\n" % value
+        if len(words) < 2:
+            return MORE
+        name, value = words[0], _atoi(words[1])
+        try:
+            self.ops.levels.set(value, name)
+        except KeyError:
+            self.log.warn("set loglevel: no log subsystem {name!r}; nothing changed", name=name)
+        else:
+            self.log.info("log level of {subsystem} set to {new_level} by operator",
+                          subsystem=name, new_level=value)
+        return "Success setting loglevel to %d\n" % value
+
+
+def _atoi(text):
+    m = _ATOI.match(text)
+    return int(m.group(1)) if m else 0

@@ -77,18 +77,20 @@ OPTIONS = (
     # -- logging
     _o("log-level", "L", INT, 6, Y, "syslog-style level 0-7"),
 ) + tuple(
-    _o("log-level-" + s, None, INT, None, N, "log level of the " + s + " subsystem")
+    _o("log-level-" + s, None, INT, None, Y,
+       "log level of the " + s + " subsystem; unset: log-level (internals: off)")
     for s in _LOG_SUBSYSTEMS
 ) + (
-    _o("log-facility", None, STR, "daemon", N, "syslog facility"),
+    _o("log-facility", None, STR, None, Y,
+       "log to syslog with this facility (daemon, local0, ...); unset: twistd's log"),
     _o("log-facility-cdr", None, STR, None, N, "syslog facility for call records"),
     _o("log-facility-rtcp", None, STR, None, N, "syslog facility for RTCP"),
     _o("log-facility-dtmf", None, STR, None, N, "syslog facility for DTMF events"),
     _o("log-stderr", "E", FLAG, False, Y,
-       "accepted; omnirtp logs where twistd's logger points"),
+       "log to stderr in rtpengine's line format"),
     _o("split-logs", None, FLAG, False, N, "split multi-line log records"),
     _o("max-log-line-length", None, INT, None, N, "wrap log lines longer than this"),
-    _o("no-log-timestamps", None, FLAG, False, N, "leave timestamps out of stderr logs"),
+    _o("no-log-timestamps", None, FLAG, False, Y, "leave timestamps out of stderr logs"),
     _o("log-mark-prefix", None, STR, None, N, "text before sensitive log values"),
     _o("log-mark-suffix", None, STR, None, N, "text after sensitive log values"),
     _o("log-format", None, STR, "default", N, "log line prefix style"),

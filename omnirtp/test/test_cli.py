@@ -7,7 +7,6 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import LogLevel, LogLevelFilterPredicate
 from twisted.trial.unittest import SynchronousTestCase
 
 from omnirtp.test.fakes import ControlStack
@@ -15,7 +14,8 @@ from omnirtp.cli import ctl
 from omnirtp.cli.commands import CliCommands
 from omnirtp.cli.protocol import E_TOO_LONG, MAX_LINE, CliFactory
 from omnirtp.config.model import Config, InterfaceSpec
-from omnirtp.control.operations import LogLevels, Operations
+from omnirtp.control.operations import Operations
+from omnirtp.logging import LogLevels
 from omnirtp.http.listen import (
     LimitedFactory, SharedPortFactory, is_http_request_line, plan)
 from omnirtp.sdp.model import SessionDescription, inspect
@@ -208,23 +208,39 @@ class CommandTests(SynchronousTestCase):
                          " Ports used:     4 /    20 ( 20.0%)\n")
 
     def test_loglevel(self):
-        predicate = LogLevelFilterPredicate(LogLevel.info)
-        self.d.levels.predicate = predicate
+        """get / set loglevel, every subsystem or one, parsed as rtpengine
+        10.5 parses them (its replies taken from the live daemon)."""
+        levels = self.d.levels
         text = self.d.cli("get loglevel")
-        self.assertEqual(text.splitlines()[0], "core = 6")
-        self.assertEqual(len(text.splitlines()), 13)
+        self.assertEqual(text.splitlines(), [
+            "core = 6", "spandsp = 6", "ffmpeg = 6", "transcoding = 6", "codec = 6",
+            "rtcp = 6", "ice = 6", "crypto = 6", "srtp = 6", "internals = -1",
+            "http = 6", "control = 6", "dtx = 6"])
         self.assertEqual(self.d.cli("list loglevel core"), "6\n")
         self.assertEqual(self.d.cli("set loglevel 7"), "Success setting loglevel to 7\n")
-        self.assertEqual(predicate.logLevelForNamespace("omnirtp.x"), LogLevel.debug)
         self.assertEqual(self.d.cli("list loglevel http"), "7\n")
-        self.assertEqual(self.d.cli("set loglevel 3"), "Success setting loglevel to 3\n")
-        self.assertEqual(predicate.logLevelForNamespace("omnirtp.x"), LogLevel.error)
+        self.assertEqual(self.d.cli("get loglevel internals"), "7\n")
+        self.assertEqual(self.d.cli("set loglevel 3x"), "Success setting loglevel to 3\n")
+        self.assertEqual(levels.levels, dict.fromkeys(levels.levels, 3))
         self.assertEqual(self.d.cli("set loglevel abc"), "More parameters required.\n")
         self.assertEqual(self.d.cli("set loglevel -1"), "More parameters required.\n")
-        self.assertEqual(self.d.cli("set loglevel core 5"),
-                         "Fail setting loglevel of core; omnirtp has one log level for all "
-                         "subsystems (set loglevel <level>)\n")
-        self.assertEqual(self.d.levels.level, 3)
+        self.assertEqual(self.d.cli("set loglevel ice"), "More parameters required.\n")
+        self.assertEqual(self.d.cli("set loglevel ice 7"), "Success setting loglevel to 7\n")
+        self.assertEqual(self.d.cli("set loglevel core abc"), "Success setting loglevel to 0\n")
+        self.assertEqual(self.d.cli("set loglevel http -1"), "Success setting loglevel to -1\n")
+        self.assertEqual(self.d.cli("get loglevel ice"), "7\n")
+        self.assertEqual(self.d.cli("get loglevel core"), "0\n")
+        self.assertEqual(self.d.cli("get loglevel http"), "-1\n")
+        self.assertEqual(self.d.cli("get loglevel control"), "3\n")
+        # an unknown subsystem: rtpengine says Success and changes nothing
+        before = dict(levels.levels)
+        self.assertEqual(self.d.cli("set loglevel foo 5"), "Success setting loglevel to 5\n")
+        self.assertEqual(levels.levels, before)
+        self.assertEqual(self.d.cli("get loglevel foo"), "")
+        # the levels are the log filter: ice passes debug, http nothing
+        self.assertTrue(levels.allows("ice", 7))
+        self.assertFalse(levels.allows("control", 4))
+        self.assertFalse(levels.allows("http", 0))
         self.assertEqual(self.d.cli("list loglevels").splitlines()[0],
                          "core - Everything that isn't part of another subsystem")
 

@@ -277,15 +277,21 @@ class OptionsTests(SynchronousTestCase):
 
 class MakeServiceTests(SynchronousTestCase):
     def test_delegates(self):
-        """makeService hands the Config to omnirtp.service.makeService."""
+        """makeService hands the Config to omnirtp.service.makeService,
+        with a reload callable (SIGHUP) that loads the same command line
+        again."""
         import omnirtp.service
         calls = []
         self.patch(omnirtp.service, "makeService",
-                   lambda config, reactor=None: calls.append((config, reactor)) or "svc")
+                   lambda config, reactor=None, reload=None:
+                   calls.append((config, reactor, reload)) or "svc")
         options = parse(BASE)
         reactor = object()
         self.assertEqual(tap.makeService(options, reactor), "svc")
-        self.assertEqual(calls, [(options.config, reactor)])
+        [(config, got_reactor, reload)] = calls
+        self.assertEqual((config, got_reactor), (options.config, reactor))
+        self.assertEqual(reload(), options.config)
+        self.assertIsNot(reload(), options.config)
 
 
 class TwistdSubprocessTests(SynchronousTestCase):

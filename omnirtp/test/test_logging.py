@@ -1,0 +1,371 @@
+"""Tests for omnirtp.logging (levels, subsystems, rtpengine's line format,
+stderr / syslog / twistd destinations) and omnirtp.signals (SIGUSR1/2,
+SIGHUP reload)."""
+
+import io
+import os
+import signal
+
+from twisted.logger import LogLevel, LogPublisher, Logger
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from omnirtp import logging as olog
+from omnirtp.config import load
+from omnirtp.config.model import Config, InterfaceSpec
+from omnirtp.control.operations import Operations
+from omnirtp.logging import LogLevels, format_event, install, subsystem_for
+from omnirtp.signals import Reloader, SignalService, shift_levels
+from omnirtp.test.fakes import ControlStack
+
+T = 1700000000.25
+
+
+def event(namespace="omnirtp.call.registry.CallRegistry", level=LogLevel.info,
+          fmt="call {call_id} ended", **keys):
+    e = {"log_namespace": namespace, "log_level": level, "log_format": fmt,
+         "log_time": T}
+    e.update(keys)
+    return e
+
+
+class LevelsTests(SynchronousTestCase):
+
+    def test_fromConfig(self):
+        """log-level for every subsystem, log-level-SUB for one, internals
+        off unless named: what rtpengine 10.5's `get loglevel` showed for
+        log-level = 5 and log-level-ice = 7."""
+        config = Config(log_level=5, log_level_ice=7)
+        levels = LogLevels.from_config(config)
+        self.assertEqual([(n, levels.get(n)) for n in olog.SUBSYSTEM_NAMES], [
+            ("core", 5), ("spandsp", 5), ("ffmpeg", 5), ("transcoding", 5), ("codec", 5),
+            ("rtcp", 5), ("ice", 7), ("crypto", 5), ("srtp", 5), ("internals", -1),
+            ("http", 5), ("control", 5), ("dtx", 5)])
+        self.assertEqual(LogLevels.from_config(Config(log_level_internals=7)).get("internals"), 7)
+        self.assertEqual(LogLevels.from_config(config, level=2).get("core"), 2)
+
+    def test_unknownSubsystem(self):
+        self.assertRaises(ValueError, LogLevels, 6, {"nope": 3})
+        self.assertRaises(KeyError, LogLevels(6).set, 3, "nope")
+
+    def test_setAndShift(self):
+        levels = LogLevels(6, {"ice": 7})
+        levels.set(4, "ice")
+        self.assertEqual((levels.get("ice"), levels.get("core")), (4, 6))
+        levels.set(3)
+        self.assertEqual(set(levels.levels.values()), {3})
+        levels.shift(-1)
+        levels.shift(-1)
+        levels.shift(-1)
+        levels.shift(-1)
+        self.assertEqual((levels.level, set(levels.levels.values())), (-1, {-1}))
+
+    def test_priorities(self):
+        """twisted's levels as syslog priorities; log_priority wins."""
+        self.assertEqual([olog.priority({"log_level": lv}) for lv in (
+            LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical)],
+            [7, 6, 4, 3, 2])
+        self.assertEqual(olog.priority({"log_level": LogLevel.info, "log_priority": 5}), 5)
+        self.assertEqual(olog.priority({}), 6)
+
+    def test_subsystems(self):
+        self.assertEqual(
+            [subsystem_for(n) for n in (
+                "omnirtp.control.ng.NGProtocol", "omnirtp.cli.commands.CliCommands",
+                "omnirtp.http.site.Site", "omnirtp.media.ice.IceAgent",
+                "omnirtp.media.dtls.DtlsEndpoint", "omnirtp.media.srtp",
+                "omnirtp.call.negotiate.Negotiator", "omnirtp.call.registry.CallRegistry",
+                "omnirtp.controlx", "twisted.internet.base", None, "")],
+            ["control", "control", "http", "ice", "crypto", "srtp", "control", "core",
+             "core", "core", "core", "core"])
+        self.assertEqual(olog.subsystem(event(log_subsystem="dtx")), "dtx")
+
+    def test_predicate(self):
+        """An event passes when its priority is at most its subsystem's level."""
+        levels = LogLevels(5, {"ice": 7})
+        ice = "omnirtp.media.ice.IceAgent"
+        self.assertEqual(
+            [levels(event(ns, lv)) is olog.PredicateResult.maybe for ns, lv in (
+                ("omnirtp.x", LogLevel.info), ("omnirtp.x", LogLevel.warn),
+                (ice, LogLevel.debug), ("omnirtp.control.ng", LogLevel.debug))],
+            [False, True, True, False])
+        self.assertEqual(levels(event(log_priority=5)), olog.PredicateResult.maybe)
+        self.assertEqual(levels(event()), olog.PredicateResult.no)
+
+
+class FormatTests(SynchronousTestCase):
+
+    def test_line(self):
+        """rtpengine's stderr line: time, priority name, [call-id]:, [subsystem]."""
+        self.assertEqual(format_event(event(call_id="abc")),
+                         "[1700000000.250000] INFO: [abc]: [core] call abc ended")
+        self.assertEqual(
+            format_event(event("omnirtp.control.ng.NGProtocol", LogLevel.warn,
+                               "ng protocol error from {addr}", addr=("127.0.0.1", 5)),
+                         timestamps=False),
+            "WARNING: [control] ng protocol error from ('127.0.0.1', 5)")
+        self.assertEqual(format_event(event(level=LogLevel.debug, fmt="started",
+                                            log_priority=5), timestamps=False),
+                         "NOTICE: [core] started")
+
+    def test_priorityNames(self):
+        self.assertEqual(
+            [format_event(event(fmt="x", log_priority=p), timestamps=False).split(":")[0]
+             for p in range(8)],
+            ["EMERG", "ALERT", "CRIT", "ERR", "WARNING", "NOTICE", "INFO", "DEBUG"])
+
+    def test_callIdOnce(self):
+        """A text that starts with "[CALL-ID] " names the call once."""
+        self.assertEqual(
+            format_event(event("omnirtp.call.negotiate.Negotiator", LogLevel.warn,
+                               "[{call_id}] refusing SDES with MKI (media {index})",
+                               call_id="c-1", index=0), timestamps=False),
+            "WARNING: [c-1]: [control] refusing SDES with MKI (media 0)")
+
+    def test_failure(self):
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            f = Failure()
+        line = format_event(event(level=LogLevel.critical, fmt="it broke", log_failure=f),
+                            timestamps=False)
+        self.assertTrue(line.startswith("CRIT: [core] it broke\n"), line)
+        self.assertIn("ZeroDivisionError", line)
+
+
+class FakeSyslog:
+    LOG_PID = 1
+    LOG_DAEMON = 3 << 3
+    LOG_LOCAL3 = 19 << 3
+
+    def __init__(self):
+        self.calls = []
+
+    def openlog(self, ident, option, facility):
+        self.calls.append(("openlog", ident, option, facility))
+
+    def syslog(self, priority, message):
+        self.calls.append(("syslog", priority, message))
+
+
+class InstallTests(SynchronousTestCase):
+
+    def setUp(self):
+        self.publisher = LogPublisher()
+        self.seen = []
+        self.twistd = self.seen.append  # what twistd attached
+        self.publisher.addObserver(self.twistd)
+        self.log = Logger(namespace="omnirtp.control.ng.NGProtocol", observer=self.publisher)
+
+    def test_stderr(self):
+        """log-stderr: rtpengine's lines on the stream, twistd's observer gone."""
+        stream = io.StringIO()
+        levels = LogLevels(6)
+        install(levels, log_stderr=True, timestamps=False, stream=stream,
+                publisher=self.publisher)
+        self.log.info("[{call_id}] offer", call_id="c1")
+        self.log.debug("hidden at 6")
+        levels.set(7, "control")
+        self.log.debug("shown at 7")
+        levels.set(3)
+        self.log.warn("hidden at 3")
+        self.log.error("an error")
+        self.assertEqual(stream.getvalue(),
+                         "INFO: [c1]: [control] offer\n"
+                         "DEBUG: [control] shown at 7\n"
+                         "ERR: [control] an error\n")
+        self.assertEqual(self.seen, [])
+
+    def test_timestamps(self):
+        stream = io.StringIO()
+        install(LogLevels(6), log_stderr=True, stream=stream, publisher=self.publisher)
+        self.publisher(event(fmt="started"))
+        self.assertEqual(stream.getvalue(), "[1700000000.250000] INFO: [core] started\n")
+
+    def test_syslog(self):
+        """log-facility: syslog with that facility, one message per line."""
+        fake = FakeSyslog()
+        install(LogLevels(4), facility="local3", syslog=fake, publisher=self.publisher)
+        self.log.info("hidden at 4")
+        self.log.warn("two\nlines")
+        self.assertEqual(fake.calls, [
+            ("openlog", "omnirtp", FakeSyslog.LOG_PID, FakeSyslog.LOG_LOCAL3),
+            ("syslog", 4, "WARNING: [control] two"),
+            ("syslog", 4, "lines")])
+        self.assertEqual(self.seen, [])
+
+    def test_unknownFacility(self):
+        self.assertRaises(ValueError, olog.SyslogObserver, "nope", syslog=FakeSyslog())
+
+    def test_twistdObserversFiltered(self):
+        """Neither option: twistd's observers stay, behind the levels;
+        installing again does not stack a second filter."""
+        levels = LogLevels(6)
+        install(levels, publisher=self.publisher)
+        [added] = install(levels, publisher=self.publisher)
+        self.assertIs(added.observer, self.twistd)
+        self.assertEqual(len(self.publisher._observers), 1)
+        self.log.info("shown")
+        self.log.debug("hidden")
+        self.assertEqual([e["log_format"] for e in self.seen], ["shown"])
+
+    def test_installLevel(self):
+        levels = olog.install_level(4, publisher=self.publisher)
+        self.assertEqual(levels.get("core"), 4)
+        self.log.info("hidden")
+        self.log.warn("shown")
+        self.assertEqual([e["log_format"] for e in self.seen], ["shown"])
+
+    def test_workerLevel(self):
+        """The media workers' plain twisted filter: notice lets info pass
+        (the control process drops it again)."""
+        self.assertEqual([olog.level_for(n) for n in range(8)],
+                         [LogLevel.critical] * 3 + [LogLevel.error, LogLevel.warn]
+                         + [LogLevel.info] * 2 + [LogLevel.debug])
+
+
+class ImmediateReactor:
+    def __init__(self):
+        self.calls = []
+
+    def callFromThread(self, f, *a, **kw):
+        self.calls.append(f)
+        f(*a, **kw)
+
+
+class SignalTests(SynchronousTestCase):
+
+    def setUp(self):
+        self.installed = {signal.SIGHUP: "old-hup", signal.SIGUSR1: None,
+                          signal.SIGUSR2: signal.SIG_DFL}
+
+    def install(self, signum, handler):
+        previous = self.installed.get(signum)
+        self.installed[signum] = handler
+        return previous
+
+    def test_usr1usr2(self):
+        """SIGUSR1 lowers every subsystem's level by one, SIGUSR2 raises it
+        (rtpengine 10.5: no bound), each logged in rtpengine's words."""
+        levels = LogLevels(6)
+        svc = SignalService(ImmediateReactor(), levels, install=self.install)
+        svc.startService()
+        self.assertEqual(self.installed[signal.SIGHUP], "old-hup")  # no reloader: untouched
+        self.installed[signal.SIGUSR1](signal.SIGUSR1, None)
+        self.assertEqual((levels.get("core"), levels.get("internals")), (5, -2))
+        self.installed[signal.SIGUSR2](signal.SIGUSR2, None)
+        self.installed[signal.SIGUSR2](signal.SIGUSR2, None)
+        self.assertEqual((levels.level, levels.get("ice")), (7, 7))
+        svc.stopService()
+        self.assertEqual((self.installed[signal.SIGUSR1], self.installed[signal.SIGUSR2]),
+                         (signal.SIG_DFL, signal.SIG_DFL))
+
+    def test_shiftLogged(self):
+        seen = []
+        levels = LogLevels(6)
+        shift_levels(levels, -1, Logger(namespace="omnirtp.signals", observer=seen.append))
+        self.assertEqual([format_event(e, timestamps=False) for e in seen[:2]],
+                         ["NOTICE: [core] Decreased 'core' log level to 5",
+                          "NOTICE: [spandsp] Decreased 'spandsp' log level to 5"])
+        self.assertEqual(len(seen), 13)
+        # shown at the new level (internals, at -2 now, shows nothing)
+        self.assertEqual([e["log_subsystem"] for e in seen
+                          if levels(e) is olog.PredicateResult.maybe],
+                         [n for n in olog.SUBSYSTEM_NAMES if n != "internals"])
+
+    def test_hupRuns(self):
+        calls = []
+
+        class R:
+            def reload(self):
+                calls.append("reload")
+
+        svc = SignalService(ImmediateReactor(), LogLevels(6), R(), install=self.install)
+        svc.startService()
+        self.installed[signal.SIGHUP](signal.SIGHUP, None)
+        self.assertEqual(calls, ["reload"])
+        svc.stopService()
+        self.assertEqual(self.installed[signal.SIGHUP], "old-hup")
+
+    def test_realSignal(self):
+        """The handler really is installed: os.kill reaches it."""
+        reactor = ImmediateReactor()
+        levels = LogLevels(6)
+        svc = SignalService(reactor, levels)
+        svc.startService()
+        self.addCleanup(svc.stopService)
+        os.kill(os.getpid(), signal.SIGUSR2)
+        self.assertEqual(levels.get("core"), 7)
+
+
+CONF = """[rtpengine]
+interface = 127.0.0.1
+listen-ng = 127.0.0.1:2223
+log-level = {level}
+timeout = {timeout}
+max-sessions = {max}
+delete-delay = 30
+port-min = {pmin}
+"""
+
+
+class ReloadTests(SynchronousTestCase):
+
+    def setUp(self):
+        self.path = self.mktemp()
+        self.write(level=6, timeout=60, max=-1, pmin=30000)
+        self.config = self.load()
+        stack = ControlStack()
+        self.registry, self.dispatch = stack.registry, stack.dispatch
+        self.levels = LogLevels.from_config(self.config)
+        self.ops = Operations(self.dispatch, self.config, self.levels)
+        self.seen = []
+        self.reloader = Reloader(self.load, self.ops)
+        self.reloader.log = Logger(namespace="omnirtp.signals", observer=self.seen.append)
+
+    def write(self, **values):
+        with open(self.path, "w") as f:
+            f.write(CONF.format(**values))
+
+    def load(self):
+        return load({"config-file": (self.path, "cli"),
+                     "port-max": ("30019", "command line: --port-max=30019")},
+                    environ={}, default_files=())
+
+    def messages(self):
+        return [format_event(e, timestamps=False) for e in self.seen]
+
+    def test_applies(self):
+        self.write(level=7, timeout=90, max=5, pmin=30000)
+        self.assertEqual(self.reloader.reload(), (["log-level", "max-sessions", "timeout"], []))
+        self.assertEqual((self.levels.get("core"), self.levels.get("internals")), (7, -1))
+        self.assertEqual((self.registry.max_sessions, self.registry.timeouts.timeout,
+                          self.registry.timeouts.delete_delay), (5, 90, 30))
+        self.assertEqual((self.ops.config.timeout, self.ops.config.max_sessions,
+                          self.ops.config.port_max), (90, 5, 30019))
+        self.assertEqual(self.messages(), [
+            "INFO: [core] SIGHUP: configuration reloaded from %s; applied: "
+            "log-level, max-sessions, timeout" % self.path])
+
+    def test_needsRestart(self):
+        self.write(level=6, timeout=60, max=-1, pmin=30010)
+        self.assertEqual(self.reloader.reload(), ([], ["port-min"]))
+        self.assertEqual(self.ops.config.port_min, 30000)
+        self.assertEqual(self.messages()[1],
+                         "WARNING: [core] SIGHUP: changed options that need a restart, "
+                         "not applied: port-min")
+
+    def test_badFileChangesNothing(self):
+        with open(self.path, "a") as f:
+            f.write("timeout = soon\n")
+        self.assertIsNone(self.reloader.reload())
+        self.assertEqual(self.registry.timeouts.timeout, 60)
+        [line] = self.messages()
+        self.assertTrue(line.startswith("ERR: [core] SIGHUP: the configuration does not load ("),
+                        line)
+        self.assertTrue(line.endswith("); nothing changed"), line)
+
+    def test_interfaceUnchanged(self):
+        self.assertEqual(self.config.interfaces,
+                         (InterfaceSpec("default", "127.0.0.1", None),))
+        self.assertEqual(self.reloader.reload(), ([], []))
