@@ -5,6 +5,9 @@
 #   make test   the same set-up plus the test peers, then the whole test suite
 #               (venv + current PyPI packages) and the unit tests again under
 #               Debian 12's own python3-twisted & co.
+#   make deb    build/deb/omnirtp_*.deb with dpkg-buildpackage and Debian's
+#               python3, checked by lintian (make deb-test: build, install,
+#               run; also part of make test)
 #   make fuzz   every fuzz target for 1,000,000 cases (hours; see
 #               bench/README.md); FUZZ_ARGS="--seconds 60 ng" for less
 #
@@ -26,14 +29,22 @@ RUN_PACKAGES := python3 python3-venv python3-dev gcc libsrtp2-dev libopus0
 TEST_PACKAGES := rtpengine-daemon rtpengine-utils kamailio sip-tester tshark openssl iproute2 \
 	python3-twisted python3-openssl python3-pylibsrtp python3-aioice \
 	python3-zope.interface python3-prometheus-client python3-hypothesis
+# what `make deb` needs (the package's Build-Depends, lintian); make test
+# builds the package too (omnirtp.test.integration.test_deb)
+DEB_PACKAGES := debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
+	python3-service-identity dpkg-dev fakeroot lintian
+# the unit tests run in the build in `make deb DEB_BUILD_OPTIONS=`; make test
+# runs them under Debian's python3 anyway
+DEB_BUILD_OPTIONS ?= nocheck
 
 VENV_STAMP := $(VENV)/.omnirtp-installed
 
-.PHONY: help run test fuzz system-deps test-deps venv clean-venv
+.PHONY: help run test fuzz deb deb-test system-deps test-deps deb-deps venv clean-venv
 
 help:
 	@echo "make run    install dependencies and run omnirtp (ng on 127.0.0.1:22222)"
 	@echo "make test   install dependencies and test peers, run the whole test suite"
+	@echo "make deb    build build/deb/omnirtp_*.deb (dpkg-buildpackage, lintian); make deb-test: install and run it"
 	@echo "make fuzz   fuzz every parser for 1M cases each (FUZZ_ARGS='--seconds 60' for less)"
 	@echo "one module: .venv/bin/python -m twisted.trial omnirtp.test.test_bencode"
 
@@ -42,7 +53,7 @@ help:
 run: system-deps venv
 	PYTHONPATH=$(CURDIR) exec $(VENV)/bin/twistd -n --pidfile= omnirtp --config-file $(CONFIG)
 
-test: system-deps test-deps venv
+test: system-deps test-deps deb-deps venv
 	$(DEBIAN_PYTHON) scripts/run-tests --venv-python $(VENV)/bin/python \
 		--debian-python $(DEBIAN_PYTHON)
 
@@ -50,11 +61,20 @@ FUZZ_ARGS ?=
 fuzz: system-deps venv
 	$(VENV)/bin/python scripts/fuzz $(FUZZ_ARGS)
 
+deb: system-deps deb-deps
+	DEB_BUILD_OPTIONS="$(DEB_BUILD_OPTIONS)" scripts/build-deb build/deb
+
+deb-test: system-deps test-deps deb-deps venv
+	$(VENV)/bin/python -m twisted.trial omnirtp.test.integration.test_deb
+
 system-deps:
 	scripts/apt-ensure $(RUN_PACKAGES)
 
 test-deps:
 	scripts/apt-ensure --no-services $(TEST_PACKAGES)
+
+deb-deps:
+	scripts/apt-ensure $(DEB_PACKAGES)
 
 venv: $(VENV_STAMP)
 

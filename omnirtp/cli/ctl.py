@@ -49,7 +49,7 @@ usage: omnirtp-ctl [-ip ADDRESS[:PORT]] [-port PORT] [--config-file FILE] COMMAN
        deletedelay | interfaces | loglevels | loglevel [SUBSYSTEM]
   get ...                      the same as list
   terminate all | CALL-ID      end calls now
-  set maxsessions N | loglevel N
+  set maxsessions N | loglevel [SUBSYSTEM] N
   help                         the daemon's own list of commands
 
   list | list CALL-ID | query | query CALL-ID | delete CALL-ID
