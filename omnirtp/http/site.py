@@ -27,6 +27,8 @@ omnirtp's own additions, for the seed deployment's ``curl :9900/sessions``:
     ``{"error": "Unknown call-id"}``.
 ``GET /stats``
     JSON: what ng ``statistics`` answers (its ``statistics`` dictionary).
+``GET /`` and ``GET /live``
+    the live web page and its server-sent events (:mod:`omnirtp.http.live`).
 
 Anything else: 404 ``not found`` (text/plain), as 10.5.
 
@@ -266,6 +268,9 @@ class Root(resource.Resource):
         self.putChild(b"sessions", Sessions(ops))
         self.putChild(b"cli", Cli(ops, commands))
         self.putChild(b"ng", NG(dispatch, clock))
+        from omnirtp.http.live import LiveEvents, LivePage
+        self.putChild(b"", LivePage())
+        self.putChild(b"live", LiveEvents(ops, clock))
 
     def getChild(self, path, request):
         return NotFound()

@@ -69,7 +69,7 @@ class PathTests(HTTPTestCase):
         self.assertEqual((status, headers["content-type"]), (200, "text/plain"))
 
     def test_notFound(self):
-        for path in (b"/", b"/nope", b"/ping/x", b"/stats/x", b"/%00"):
+        for path in (b"/nope", b"/ping/x", b"/stats/x", b"/%00"):
             status, headers, body = self.get(path)
             self.assertEqual((status, headers["content-type"], body),
                              (404, "text/plain", b"not found\n"), path)
