@@ -39,6 +39,7 @@ from omnirtp.test.integration.peers import (
 
 DEBIAN_PYTHON = "/usr/bin/python3"
 APT_LOCK = "/tmp/omnirtp-apt.lock"
+INSTALL_LOCK = "/tmp/omnirtp-deb-test.lock"
 DIST = "usr/lib/python3/dist-packages"
 UNIT = "lib/systemd/system/omnirtp.service"
 
@@ -257,7 +258,8 @@ class InstalledTests(SynchronousTestCase):
 
     Guards, so that the machine is left as it was: root only; refused when
     an ``omnirtp`` package or an ``omnirtp`` user is already there (then
-    the test cannot tell its own changes from the operator's); dpkg runs
+    the test cannot tell its own changes from the operator's); concurrent
+    runs take turns (a lock file); dpkg runs
     under the lock scripts/apt-ensure uses; cleanup purges the package,
     removes the user and group postinst made and kills any process left
     (which the test then reports as a failure)."""
@@ -265,6 +267,11 @@ class InstalledTests(SynchronousTestCase):
     def setUp(self):
         if os.geteuid() != 0:
             raise SkipTest("installing the .deb needs root (CI runs make test as root)")
+        # one install at a time on this machine (two test runs side by side
+        # wait for each other instead of seeing each other's package)
+        lock = open(INSTALL_LOCK, "a")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        self.addCleanup(lock.close)
         if _installed("omnirtp"):
             raise SkipTest("an omnirtp package is installed on this machine already; "
                            "the test installs and purges its own build")

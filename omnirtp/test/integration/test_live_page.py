@@ -52,13 +52,14 @@ class Chromium:
         argv = [binary, "--headless=new", "--no-sandbox", "--disable-gpu",
                 "--no-first-run", "--disable-extensions", "--remote-debugging-pipe",
                 "--user-data-dir=" + self.profile, "--window-size=412,900", "about:blank"]
-        # the shell moves our pipe ends to fds 3 and 4, then runs chromium
+        # bash moves our pipe ends to fds 3 and 4, then runs chromium (bash:
+        # dash takes one-digit fd numbers only, and ours may be 10 or more)
         script = 'exec "$0" "$@" 3<&%d 4>&%d %d<&- %d>&-' % (
             to_chrome_r, from_chrome_w, to_chrome_r, from_chrome_w)
         self.log_path = os.path.join(self.profile, "chromium.log")
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                ["/bin/sh", "-c", script] + argv, pass_fds=(to_chrome_r, from_chrome_w),
+                ["/bin/bash", "-c", script] + argv, pass_fds=(to_chrome_r, from_chrome_w),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         os.close(to_chrome_r)
         os.close(from_chrome_w)
@@ -91,7 +92,11 @@ class Chromium:
         message = {"id": self.serial, "method": method, "params": params or {}}
         if session and self.session:
             message["sessionId"] = self.session
-        os.write(self.to_chrome, json.dumps(message).encode() + b"\0")
+        try:
+            os.write(self.to_chrome, json.dumps(message).encode() + b"\0")
+        except BrokenPipeError:
+            raise BrowserFailed("chromium is gone (%s):\n%s" % (
+                self.process.poll(), self.log_tail()))
         deadline = time.monotonic() + timeout
         while True:
             while b"\0" in self.buffer:

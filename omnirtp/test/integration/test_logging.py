@@ -96,6 +96,32 @@ class DaemonLogTests(SynchronousTestCase):
         self.assertEqual([ln for ln in text.splitlines()[1:]
                           if ln and not LINE.match(ln)], [])
 
+    def test_noKeysInTheLog(self):
+        """At debug level, an SDES call (a usable a=crypto line, one with a
+        bad key, one with an unknown suite) logs its events but never the
+        key material."""
+        key = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz"
+        bad = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo"
+        self.assertEqual(self.run_ctl("set", "loglevel", "7"), "Success setting loglevel to 7\n")
+        offer = (SDP.replace("RTP/AVP", "RTP/SAVP")
+                 + "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:%s\r\n" % key
+                 + "a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:%s\r\n" % bad
+                 + "a=crypto:3 NOT_A_SUITE inline:%s\r\n" % key)
+        reply = self.daemon.ng.request({"command": "offer", "call-id": "sdes-log",
+                                        "from-tag": "ft", "sdp": offer,
+                                        "transport-protocol": "RTP/AVP"})
+        self.assertEqual(reply["result"], "ok")
+        reply = self.daemon.ng.request({"command": "answer", "call-id": "sdes-log",
+                                        "from-tag": "ft", "to-tag": "tt", "sdp": SDP})
+        self.assertEqual(reply["result"], "ok")
+        self.run_ctl("terminate", "sdes-log")
+        self.log_until("[sdes-log]: [core] call sdes-log ended")
+        self.log_until("WARNING: [sdes-log]: [control] Failed to parse a=crypto attribute")
+        text = self.daemon.log()
+        self.assertNotIn(key, text)
+        self.assertNotIn(bad, text)
+        self.assertNotIn("inline:", text)
+
     def test_levelsAndSignals(self):
         self.assertEqual(self.run_ctl("get", "loglevel", "core"), "6\n")
         self.assertEqual(self.run_ctl("get", "loglevel", "http"), "3\n")
