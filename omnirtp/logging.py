@@ -193,6 +193,7 @@ def format_event(event, timestamps=True):
     text = eventAsText(event, includeTimestamp=False, includeSystem=False)
     call_id = event.get("call_id")
     prefix = ""
+    # (call_id None: an event that has no call to name)
     if call_id is not None:
         prefix = "[%s]: " % (call_id,)
         # texts that name the call themselves ("[ID] ...") keep one mention

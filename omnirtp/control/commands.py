@@ -52,6 +52,14 @@ class Dispatcher:
         self.proxies = {}
 
     def __call__(self, request, addr=None):
+        # one log line per command, as rtpengine (the call-id, when there
+        # is one, becomes the line's [CALL-ID] prefix; omnirtp.logging)
+        call_id = request.get("call-id")
+        self.log.info("Received command '{command}' from {source}",
+                      command=request.get("command"),
+                      source=(("[%s]:%s" if ":" in str(addr[0]) else "%s:%s") % addr[:2]
+                              if addr else "?"),
+                      call_id=call_id if isinstance(call_id, str) else None)
         d = defer.maybeDeferred(self._dispatch, request)
         d.addErrback(self._count_error)
         d.addBoth(self._count_done, request.get("command"), addr)

@@ -108,6 +108,20 @@ class FormatTests(SynchronousTestCase):
                                             log_priority=5), timestamps=False),
                          "NOTICE: [core] started")
 
+    def test_ngCommandLogged(self):
+        """Every ng command is one line in the control subsystem, named by
+        its call-id when it has one (rtpengine's "Received command")."""
+        stack = ControlStack()
+        seen = []
+        self.patch(stack.dispatch, "log", Logger(
+            namespace="omnirtp.control.commands.Dispatcher", observer=seen.append))
+        stack.dispatch({"command": "ping"}, ("127.0.0.1", 5060))
+        d = stack.dispatch({"command": "query", "call-id": "q1"}, ("::1", 5061, 0, 0))
+        self.failureResultOf(d)
+        self.assertEqual([format_event(e, timestamps=False) for e in seen], [
+            "INFO: [control] Received command 'ping' from 127.0.0.1:5060",
+            "INFO: [q1]: [control] Received command 'query' from [::1]:5061"])
+
     def test_priorityNames(self):
         self.assertEqual(
             [format_event(event(fmt="x", log_priority=p), timestamps=False).split(":")[0]

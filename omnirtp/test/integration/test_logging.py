@@ -88,6 +88,7 @@ class DaemonLogTests(SynchronousTestCase):
         self.assertEqual(self.run_ctl("terminate", "log-call-1"),
                          "\nCall Id (log-call-1) successfully terminated by operator.\n\n")
         self.log_until("INFO: [log-call-1]: [core] call log-call-1 ended: ")
+        self.log_until("INFO: [log-call-1]: [control] Received command 'offer' from 127.0.0.1:")
         self.log_until("INFO: [core] omnirtp ")  # the summary at start
         # from the summary on (twistd writes its two start-up lines before
         # the service starts), every record is one of rtpengine's lines
