@@ -21,7 +21,12 @@ own getStats: ICE connected, DTLS connected, an SRTP cipher), plain RTP/AVP on
 the SIP leg, and each side hearing the other's tone within 15 Hz.
 ``test_consent_freshness`` then holds the call for 40 s (longer than RFC
 7675's 30 s consent lifetime) and checks that Chromium's consent checks were
-answered and that both tones still arrive at the end.
+answered and that both tones still arrive at the end.  ``WorkerPoolChromiumCalls``
+runs the same calls with two media worker processes.
+
+The page keeps RTCPeerConnection's default bundlePolicy ("balanced"): like
+rtpengine 10.5, omnirtp writes no a=group:BUNDLE towards the browser, and
+Chromium refuses such an offer or answer under "max-bundle".
 """
 
 import json
@@ -218,6 +223,7 @@ class ChromiumCalls(TestCase):
     """Run by ``test_webrtc_chromium`` inside its network namespace only."""
 
     timeout = 300
+    num_threads = 0
 
     @defer.inlineCallbacks
     def setUp(self):
@@ -228,7 +234,7 @@ class ChromiumCalls(TestCase):
         ports = free_port_range(200, address=NETNS_ADDRESS)
         config = Config(interfaces=(InterfaceSpec("default", NETNS_ADDRESS, None),),
                         listen_ng=((LOOPBACK, 0),), port_min=ports[0], port_max=ports[1],
-                        num_threads=0)
+                        num_threads=self.num_threads)
         self.service = build(config, reactor)
         self.service.startService()
         self.addCleanup(self.service.stopService)
@@ -520,3 +526,10 @@ class ChromiumCalls(TestCase):
                                pair_before.get("consentRequestsSent", 0))
         self.assertGreater(report["stats"]["inbound"]["packetsReceived"],
                            before["stats"]["inbound"]["packetsReceived"])
+
+
+class WorkerPoolChromiumCalls(ChromiumCalls):
+    """The same calls with two media worker processes (``num-threads`` 2):
+    ICE, DTLS and SRTP run in a worker."""
+
+    num_threads = 2

@@ -82,14 +82,14 @@ class Namespace:
         self.run("netns", "delete", self.name)
 
 
-def run_in_namespace(test, name):
-    """Run ``chromium_peer.ChromiumCalls.<name>`` in a child trial inside a
-    new namespace; fail with the child's output unless it passed."""
+def run_in_namespace(test, name, case="ChromiumCalls"):
+    """Run ``chromium_peer.<case>.<name>`` in a child trial inside a new
+    namespace; fail with the child's output unless it passed."""
     namespace = Namespace(test)
     env = dict(os.environ)
     env[chromium_peer.IN_NETNS] = namespace.name
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    child_id = "%s.ChromiumCalls.%s" % (chromium_peer.__name__, name)
+    child_id = "%s.%s.%s" % (chromium_peer.__name__, case, name)
     try:
         child = subprocess.run(
             [namespace.ip, "netns", "exec", namespace.name, sys.executable, "-m",
@@ -123,3 +123,8 @@ class ChromiumTests(SynchronousTestCase):
         """A call Chromium makes, held 40 s: consent checks answered, both
         tones still arriving at the end."""
         run_in_namespace(self, "test_consent_freshness")
+
+    def test_browser_calls_phone_workers(self):
+        """Chromium calls the phone through a daemon with two media worker
+        processes (``num-threads`` 2)."""
+        run_in_namespace(self, "test_browser_calls_phone", "WorkerPoolChromiumCalls")
