@@ -30,6 +30,7 @@ Chromium refuses such an offer or answer under "max-bundle".
 """
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -82,7 +83,6 @@ CHROMIUM_FLAGS = (
 
 def write_tone_wav(path, frequency, seconds=1, amplitude=8000):
     """A mono 16-bit WAV of a sine that loops seamlessly (whole periods)."""
-    import math
     count = WAV_RATE * seconds
     frames = b"".join(
         int(amplitude * math.sin(2 * math.pi * frequency * i / WAV_RATE)).to_bytes(
