@@ -46,6 +46,7 @@ class Media:
         "dtls_setup", "dtls_fingerprint", "dtls_role",
         "ice_used", "ice_controlling", "ice_lite", "ice_remote_ufrag", "ice_remote_pwd",
         "ice_candidates", "ice_trickle", "ice_remote_lite", "ice_seen", "mid",
+        "codecs", "codecs_in", "codecs_out", "codecs_planned", "transcoding",
     )
 
     def __init__(self, index, type_, interface):
@@ -95,6 +96,18 @@ class Media:
         self.ice_seen = False
         #: the party's a=mid value (None: none)
         self.mid = None
+        #: codecs (omnirtp.call.codecstore.PayloadType lists): the formats of
+        #: the party's last SDP (``codecs_in``), of the m= line we last gave
+        #: it (``codecs_out``; None: none yet) and, in a request that writes
+        #: them from the codec store, the formats to write (``codecs_planned``)
+        self.codecs_in = ()
+        self.codecs_out = None
+        self.codecs_planned = None
+        #: the party's codec store once the call asked for a codec operation
+        #: (None: plain filtering); ``transcoding``: media from the party
+        #: needs a transcoder towards the other side
+        self.codecs = None
+        self.transcoding = False
 
     @property
     def rtp_key(self):

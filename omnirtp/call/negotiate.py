@@ -21,6 +21,7 @@ from omnirtp.sdp.rewrite import (
     ICE_REMOVE, IcePlan, MediaPlan, SessionPlan, host_candidates, new_ice_credentials,
     rewrite)
 from omnirtp.sdp.codecs import CodecOps, codec_for
+from omnirtp.call import codecstore
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
@@ -44,6 +45,25 @@ def is_srtp_profile(proto):
 def _codec_keys(section):
     rtpmaps = section.rtpmaps()
     return [_codec_key(codec_for(f, rtpmaps)) for f in section.formats]
+
+
+def default_codecs():
+    """The available codec factories (omnirtp.codecs.registry), or none
+    when that module is not there."""
+    try:
+        from omnirtp import codecs
+    except ImportError:
+        return {}
+    return codecs.registry()
+
+
+def codec_ops_requested(flags):
+    """True if an ng request names a codec operation (any ``codec`` part,
+    the flag forms, ``always-transcode``, ``single-codec``)."""
+    return bool(flags.codec_strip or flags.codec_offer or flags.codec_except
+                or flags.codec_mask or flags.codec_transcode or flags.codec_accept
+                or flags.codec_consume or flags.codec_set or flags.has("always-transcode")
+                or flags.has("single-codec"))
 
 
 class Interfaces:
@@ -103,8 +123,13 @@ class Negotiator:
     log = Logger()
 
     def __init__(self, registry, interfaces, endpoint_learning="delayed",
-                 instance_id=None, tos=0, certificate=None):
+                 instance_id=None, tos=0, certificate=None, codecs=None):
         self.registry = registry
+        #: () -> {(encoding, clock rate, channels): ICodecFactory}, the codecs
+        #: we can transcode (omnirtp.codecs.registry); asked once, when first
+        #: needed
+        self._codecs_source = codecs or default_codecs
+        self._available = None
         #: the daemon's DTLS certificate (omnirtp.media.dtls.Certificate),
         #: whose fingerprint goes into a=fingerprint; the engine holds the
         #: same one.  None: one is made when first needed (tests).
@@ -115,6 +140,12 @@ class Negotiator:
         self.interfaces = interfaces
         self.endpoint_learning = endpoint_learning
         self.instance_id = instance_id
+
+    @property
+    def available_codecs(self):
+        if self._available is None:
+            self._available = dict(self._codecs_source())
+        return self._available
 
     @property
     def certificate(self):
@@ -288,6 +319,7 @@ class Negotiator:
             d = dst.media(info.index)
             if info.rejected and not d.has_ports:
                 d.rejected = True
+        self._negotiate_codecs(src, dst, sd, infos, flags, offer)
         plan = self._plan(dst, src, sd, infos, flags, offer, cryptos)
         sockets = self._sockets(call, flags)
         if sockets:  # a call whose every m= line is rejected holds no ports
@@ -534,6 +566,7 @@ class Negotiator:
                 direction=None if flags.has("original-sendrecv") else direction,
                 ice=ice,
                 codecs=self._codec_ops(flags, section, None if offer else d),
+                formats=d.codecs_planned,
                 ptime=ptime,
                 keep_mid=offer or dst.had_mid,
                 keep_zero_address=not info.ice,
@@ -712,6 +745,91 @@ class Negotiator:
         d.crypto_local = sdes.Crypto(chosen.tag, chosen.suite, (sdes.KeyParams(key),),
                                      chosen.params)
         return [d.crypto_local]
+
+    # -- codecs and transcoding (omnirtp.call.codecstore) -----------------------
+
+    def _negotiate_codecs(self, src, dst, sd, infos, flags, offer):
+        """Per m= line: remember the formats ``src``'s party sent
+        (``codecs_in``) and the formats ``dst``'s party gets
+        (``codecs_out``).  An audio m= line of a call that asked for a codec
+        operation (in this request or an earlier one) goes through the
+        codec stores: ``codecs_planned`` of ``dst``'s media is then the
+        format list to write (else None: the request's plain filtering), and
+        ``transcoding`` of each side says whether its media is transcoded."""
+        requested = codec_ops_requested(flags)
+        for info, section in zip(infos, sd.media):
+            s, d = src.media(info.index), dst.media(info.index)
+            d.codecs_planned = None
+            if info.rejected or not d.has_ports:
+                continue
+            available = self.available_codecs
+            codecs = codecstore.from_section(section, available)
+            s.codecs_in = codecs
+            engaged = info.type == "audio" and (
+                requested or s.codecs is not None or d.codecs is not None)
+            if not engaged:
+                ops = self._codec_ops(flags, section, None if offer else d)
+                rtpmaps = section.rtpmaps()
+                kept = [int(c.pt) for c in ops.apply([codec_for(f, rtpmaps)
+                                                      for f in section.formats])
+                        if c.pt.isdigit()]
+                by_pt = {c.pt: c for c in codecs}
+                d.codecs_out = [by_pt[pt] for pt in kept if pt in by_pt]
+                continue
+            if offer:
+                self._offer_codecs(s, d, codecs, flags, available)
+            else:
+                self._answer_codecs(s, d, codecs, flags)
+            d.codecs_planned = list(d.codecs)
+            d.codecs_out = d.codecs_planned
+
+    def _offer_codecs(self, a, b, codecs, flags, available):
+        """The offerer ``a``'s and the recipient ``b``'s codec stores after
+        an offer (rtpengine 10.5's order of operations)."""
+        cs = codecstore
+        accept = list(flags.codec_accept)
+        if flags.has("always-transcode"):
+            accept.append("all")
+        orig = cs.CodecStore(codecs)
+        sa = cs.populate(a.codecs, codecs)
+        cs.strip(sa, flags.codec_strip, flags.codec_except)
+        cs.offer(sa, flags.codec_offer, orig)
+        if not sa.strip_full:
+            cs.offer(sa, flags.codec_transcode, orig)
+        cs.check_empty(sa, codecs)
+        cs.accept(sa, accept)
+        cs.accept(sa, flags.codec_consume, orig)
+        cs.track(sa, flags.codec_mask)
+        sb = cs.populate(b.codecs, codecs)
+        cs.strip(sb, flags.codec_strip, flags.codec_except)
+        cs.strip(sb, flags.codec_consume, flags.codec_except)
+        cs.strip(sb, flags.codec_mask, flags.codec_except)
+        cs.offer(sb, flags.codec_offer, orig)
+        cs.transcode(sb, flags.codec_transcode, orig, available)
+        cs.check_empty(sb, codecs)
+        cs.tracker_update(sb)
+        cs.handlers(sb, sa)          # may drop what we cannot decode
+        cs.tracker_update(sb)
+        a.codecs, b.codecs = sa, sb
+        b.transcoding = cs.handlers(sb, sa).transcoding
+
+    def _answer_codecs(self, b, a, codecs, flags):
+        """The answerer ``b``'s store and the answer to the offerer ``a``."""
+        cs = codecstore
+        before_b = b.codecs if b.codecs is not None else cs.CodecStore(b.codecs_out or ())
+        before_a = a.codecs if a.codecs is not None else cs.populate(None, a.codecs_in or ())
+        sb = cs.populate(before_b, codecs, answer_only=True)
+        cs.strip(sb, flags.codec_strip, flags.codec_except)
+        cs.offer(sb, flags.codec_offer, cs.CodecStore(codecs))
+        cs.check_empty(sb, codecs)
+        hb = cs.handlers(sb, before_a, second_pass=True)
+        sa = cs.answer(before_a, sb, hb, single_codec=flags.has("single-codec"))
+        cs.handlers(sa, sb)
+        cs.tracker_update(sa)
+        cs.tracker_update(sb)
+        a.codecs, b.codecs = sa, sb
+        a.transcoding = cs.handlers(sa, sb).transcoding
+        b.transcoding = cs.handlers(sb, sa, second_pass=True).transcoding
 
     def _codec_ops(self, flags, section, offerer_media):
         """Codec filtering: the request's strip/mask/offer/except, and in an
