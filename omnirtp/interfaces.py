@@ -95,6 +95,20 @@ class IMediaEngine(Interface):
         entry), keeps the running endpoint (a fingerprint that arrives late
         is checked then); another role or fingerprint starts a new one.
 
+        Codecs (optional; filled by the negotiator, CODEC-CONTRACT.md; the
+        same on a party's RTP and RTCP socket): ``"codecs_send"`` lists the
+        formats the party this socket faces may send us (the m= line
+        omnirtp gave it; before that, the party's own), ``"codecs_recv"``
+        the formats it accepts from us (its own m= line; absent until its
+        SDP is known), both in m= order, each ``{"pt": int, "encoding":
+        lower-case rtpmap name, "clock_rate": int, "channels": int, "fmtp":
+        str}``.  ``"transcode": True`` is present only when media from this
+        party needs a transcoder towards the peer's party (a codec it may
+        send is not accepted there, rtpengine 10.5's decision); absent, the
+        socket keeps the plain fast path whatever the format lists say.
+        Calls without codec operations (ng ``codec``, ``codec-…`` flags,
+        ``always-transcode``) never get ``transcode``.
+
         Every entry is validated before any is applied: an unknown suite, a
         key that is not base64 or has the wrong length, a bad ``ice`` or
         ``dtls`` value fails the whole call with ValueError and changes

@@ -97,10 +97,10 @@ class Media:
         #: the party's a=mid value (None: none)
         self.mid = None
         #: codecs (omnirtp.call.codecstore.PayloadType lists): the formats of
-        #: the party's last SDP (``codecs_in``), of the m= line we last gave
+        #: the party's last SDP (``codecs_in``; None: none yet), of the m= line we last gave
         #: it (``codecs_out``; None: none yet) and, in a request that writes
         #: them from the codec store, the formats to write (``codecs_planned``)
-        self.codecs_in = ()
+        self.codecs_in = None
         self.codecs_out = None
         self.codecs_planned = None
         #: the party's codec store once the call asked for a codec operation
@@ -154,6 +154,21 @@ class Media:
                 "component": component,
                 "candidates": [c for c in self.ice_candidates
                                if c.split(" ", 2)[1:2] == [prefix.strip()]]}
+
+    def codec_entry(self, linked):
+        """The engine's codec keys for a socket facing this party
+        (CODEC-CONTRACT.md): ``codecs_send`` (the m= line we gave the party,
+        before that its own), ``codecs_recv`` (its own m= line; absent until
+        known) and ``transcode`` (only when media from it is transcoded)."""
+        entry = {}
+        send = self.codecs_out if self.codecs_out is not None else self.codecs_in
+        if send is not None:
+            entry["codecs_send"] = [c.as_dict() for c in send]
+        if self.codecs_in is not None:
+            entry["codecs_recv"] = [c.as_dict() for c in self.codecs_in]
+        if self.transcoding and linked:
+            entry["transcode"] = True
+        return entry
 
     @property
     def receiving(self):

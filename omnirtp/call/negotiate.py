@@ -453,7 +453,8 @@ class Negotiator:
         keys from the handshake, not from SDES.  Packets to a party that multiplexes RTCP (rtcp-mux) all
         leave its RTP socket; RTCP from it arrives on its RTP socket and, when the
         other party does not multiplex, is sent out of the other party's
-        RTCP socket (``rtcp_peer``).
+        RTCP socket (``rtcp_peer``).  ``codecs_send``/``codecs_recv``/``transcode``
+        (:meth:`Media.codec_entry`) are the same on both sockets of a party.
         """
         learning = flags.endpoint_learning or self.endpoint_learning
         common = {"learning": learning, "strict": flags.has("strict-source"),
@@ -472,6 +473,7 @@ class Negotiator:
                 else:
                     # DTLS-SRTP: the engine keys this socket from the handshake
                     keys = {"srtp_in": None, "srtp_out": None}
+                keys.update(m.codec_entry(linked))
                 sockets.append(dict(
                     common, local=m.rtp_key, endpoint=m.rtp_endpoint,
                     peer=pm.rtp_key if linked else None,
