@@ -57,13 +57,17 @@ def default_codecs():
     return codecs.registry()
 
 
-def codec_ops_requested(flags):
+def codec_ops_requested(flags, offer=True):
     """True if an ng request names a codec operation (any ``codec`` part,
-    the flag forms, ``always-transcode``, ``single-codec``)."""
-    return bool(flags.codec_strip or flags.codec_offer or flags.codec_except
-                or flags.codec_mask or flags.codec_transcode or flags.codec_accept
-                or flags.codec_consume or flags.codec_set or flags.has("always-transcode")
-                or flags.has("single-codec"))
+    the flag forms, ``always-transcode``, ``single-codec``).  As in 10.5,
+    an answer's ``transcode``/``mask``/``accept``/``consume``/``set`` and
+    ``always-transcode`` do nothing."""
+    if flags.codec_strip or flags.codec_offer or flags.codec_except \
+            or flags.has("single-codec"):
+        return True
+    return offer and bool(flags.codec_mask or flags.codec_transcode or flags.codec_accept
+                          or flags.codec_consume or flags.codec_set
+                          or flags.has("always-transcode"))
 
 
 class Interfaces:
@@ -758,7 +762,7 @@ class Negotiator:
         codec stores: ``codecs_planned`` of ``dst``'s media is then the
         format list to write (else None: the request's plain filtering), and
         ``transcoding`` of each side says whether its media is transcoded."""
-        requested = codec_ops_requested(flags)
+        requested = codec_ops_requested(flags, offer)
         for info, section in zip(infos, sd.media):
             s, d = src.media(info.index), dst.media(info.index)
             d.codecs_planned = None
