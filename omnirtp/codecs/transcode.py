@@ -375,7 +375,7 @@ class Transcoder:
                 start_ts = next_ts
                 self.concealed += lost
         current = decoder.decode(payload)
-        if current is None:
+        if not current:
             self.corrupt += 1
             if not frame:
                 return None
