@@ -534,3 +534,26 @@ class ResampleTests(SynchronousTestCase):
         r = self.resample.Resampler(44100, 8000, block=441)
         self.assertEqual(len(r.process(bytes(882))), 160)
         self.assertRaises(ValueError, self.resample.Resampler, 0, 8000)
+
+
+class StatisticsTests(SynchronousTestCase):
+    def test_rtpmap(self):
+        self.assertEqual(omnirtp.codecs.rtpmap(("opus", 48000, 2)), "opus/48000/2")
+        self.assertEqual(omnirtp.codecs.rtpmap(("pcmu", 8000, 1)), "pcmu/8000")
+
+    def test_statistics_and_report(self):
+        """statistics() lists what registry() has, as rtpmap strings;
+        report() logs that once and returns the same."""
+        from twisted.logger import globalLogPublisher
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        stats = omnirtp.codecs.statistics()
+        self.assertEqual(stats["available"],
+                         sorted(omnirtp.codecs.rtpmap(k) for k in omnirtp.codecs.registry()))
+        self.assertIn("pcmu/8000", stats["available"])
+        self.assertEqual(stats["unavailable"], omnirtp.codecs.unavailable())
+        self.assertEqual(omnirtp.codecs.report(), stats)
+        lines = [e for e in events if e.get("log_format", "").startswith("codecs for")]
+        self.assertEqual(len(lines), 1)
+        self.assertEqual(lines[0]["available"], ", ".join(stats["available"]))
