@@ -28,8 +28,11 @@ it, in the same packet; a corrupt payload is concealed (or dropped when
 its length is not known) and counted.  Nothing is held back: each packet
 in gives at most one packet out, at once.  RTCP of the transcoded leg is
 not passed (its SSRCs and counts describe another stream): dropped and
-counted.  Nothing here raises: a failure is counted and the packet
-dropped.
+counted.  In its place the engine sends, every few seconds, a sender
+report for the stream this step sends (:meth:`Transcoder.sender_report`)
+with a reception report block for the stream the reverse step receives
+(:meth:`Transcoder.report_block`).  Nothing here raises: a failure is
+counted and the packet dropped.
 """
 
 import os
@@ -47,6 +50,10 @@ TELEPHONE_EVENT = "telephone-event"
 CN = "cn"
 
 _HEADER = struct.Struct(">BBHII")
+_SR = struct.Struct(">BBHIIIIII")
+_BLOCK = struct.Struct(">IIIIII")
+#: seconds from 1900 (NTP) to 1970 (unix)
+NTP_EPOCH = 2208988800
 
 # per payload type actions
 _PASS = 1
@@ -164,6 +171,8 @@ class Transcoder:
         self._registry = registry
         self._rng = rng
         self.target, self._target_factory = target_format(recv, registry)
+        #: the clock of what it sends (the target's; 8000 without one)
+        self.out_clock = self.target["clock_rate"] if self.target is not None else 8000
         self._encoder = None
         self._encoder_rate = None
         self._noise = {}
@@ -174,9 +183,19 @@ class Transcoder:
         self._first = True
         self._in_base = None
         self._out_base = rng.getrandbits(32)
-        # the decoded input stream (loss detection)
+        #: what went out: packets, payload octets, the last timestamp
+        self.sent = 0
+        self.sent_octets = 0
+        self.last_ts = self._out_base
+        # the input stream: loss detection and reception statistics
         self._last_seq = None
         self._next_ts = None
+        self.in_ssrc = None
+        self.received = 0
+        self._base_seq = 0
+        self._cycles = 0
+        self._expected_prior = 0
+        self._received_prior = 0
         # counters
         self.passed = 0
         self.transcoded = 0
@@ -190,6 +209,7 @@ class Transcoder:
         self.late = 0
         self.encode_errors = 0
         self.rtcp_dropped = 0
+        self.rtcp_sent = 0
 
     # -- set-up (off the per-packet path) ---------------------------------
 
@@ -289,6 +309,9 @@ class Transcoder:
         if self._first:
             self._first = False
             marker = 0x80
+        self.sent += 1
+        self.sent_octets += len(payload)
+        self.last_ts = ts
         return _HEADER.pack(0x80, marker | pt, seq, ts, self.ssrc) + payload
 
     def rtp(self, data):
@@ -309,6 +332,23 @@ class Transcoder:
         if start > end or (b0 & 0x20 and data[-1] == 0):
             self.malformed += 1
             return None
+        # the input's sequence: how many packets were lost before this one
+        # (-1: a duplicate or older than the newest seen)
+        seq = (data[2] << 8) | data[3]
+        last = self._last_seq
+        self.received += 1
+        if last is None:
+            lost = 0
+            self._last_seq = self._base_seq = seq
+            self.in_ssrc = int.from_bytes(data[8:12], "big")
+        else:
+            lost = ((seq - last) & 0xFFFF) - 1
+            if lost >= 0x7FFF:
+                lost = -1
+            else:
+                if seq < last:
+                    self._cycles += 0x10000
+                self._last_seq = seq
         b1 = data[1]
         slot = self._table[b1 & 0x7F]
         if slot is None:
@@ -316,19 +356,6 @@ class Transcoder:
             return None
         action = slot.action
         ts = int.from_bytes(data[4:8], "big")
-        # the input's sequence: how many packets were lost before this one
-        # (-1: a duplicate or older than the newest seen)
-        seq = (data[2] << 8) | data[3]
-        last = self._last_seq
-        if last is None:
-            lost = 0
-            self._last_seq = seq
-        else:
-            lost = ((seq - last) & 0xFFFF) - 1
-            if lost >= 0x7FFF:
-                lost = -1
-            else:
-                self._last_seq = seq
         if action == _DECODE:
             return self._decode(slot, data, start, end, b1 & 0x80, ts, lost)
         payload = data[start:end]
@@ -436,6 +463,42 @@ class Transcoder:
         self.rtcp_dropped += 1
         return None
 
+    # -- RTCP generated in place of the party's (off the per-packet path) --
+
+    def report_block(self):
+        """A reception report block (RFC 3550 6.4.1) for the stream this
+        step receives, or b"" before any packet: loss since the last block
+        and in all, the extended highest sequence number; jitter, LSR and
+        DLSR 0 (not measured)."""
+        if self.in_ssrc is None:
+            return b""
+        highest = self._cycles + self._last_seq
+        expected = highest - self._base_seq + 1
+        lost = max(-0x800000, min(0x7FFFFF, expected - self.received))
+        expected_interval = expected - self._expected_prior
+        received_interval = self.received - self._received_prior
+        self._expected_prior = expected
+        self._received_prior = self.received
+        lost_interval = expected_interval - received_interval
+        fraction = 0
+        if expected_interval > 0 and lost_interval > 0:
+            fraction = min(255, (lost_interval << 8) // expected_interval)
+        return _BLOCK.pack(self.in_ssrc, (fraction << 24) | (lost & 0xFFFFFF),
+                           highest & 0xFFFFFFFF, 0, 0, 0)
+
+    def sender_report(self, now, rtp_ts, block=b""):
+        """An RTCP SR (RFC 3550 6.4.1) for the stream this step sends:
+        ``now`` unix time, ``rtp_ts`` the RTP timestamp of that instant,
+        ``block`` one report block (:meth:`report_block`) or b""."""
+        ntp = now + NTP_EPOCH
+        seconds = int(ntp)
+        fraction = int((ntp - seconds) * 4294967296.0) & 0xFFFFFFFF
+        count = 1 if block else 0
+        self.rtcp_sent += 1
+        return _SR.pack(0x80 | count, 200, 6 + 6 * count, self.ssrc, seconds & 0xFFFFFFFF,
+                        fraction, rtp_ts & 0xFFFFFFFF, self.sent & 0xFFFFFFFF,
+                        self.sent_octets & 0xFFFFFFFF) + block
+
     def counters(self):
         return {
             "passed": self.passed,
@@ -450,6 +513,7 @@ class Transcoder:
             "late": self.late,
             "encode-errors": self.encode_errors,
             "rtcp-dropped": self.rtcp_dropped,
+            "rtcp-sent": self.rtcp_sent,
         }
 
 

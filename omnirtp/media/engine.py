@@ -31,7 +31,7 @@ the same, rebuilt when they change, and removed by an entry without
 ``transcode`` (absent or False).  See docs/codecs.md.
 """
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -60,6 +60,9 @@ K_DTLS = "dtls"
 K_CODECS_SEND = "codecs_send"
 K_CODECS_RECV = "codecs_recv"
 K_TRANSCODE = "transcode"
+
+#: seconds between the RTCP sender reports of transcoded streams
+RTCP_INTERVAL = 5.0
 
 #: DTLS roles (as in omnirtp.media.dtls; not imported: it pulls in OpenSSL)
 DTLS_CLIENT = "client"
@@ -305,6 +308,8 @@ class EmbeddedEngine:
         self._codec_state = {}
         #: (addr, port) -> (what it was built from, the middle step)
         self._transcoders = {}
+        #: the LoopingCall sending RTCP for transcoded streams (while any)
+        self._rtcp_timer = None
         self.certificate = certificate
         #: (addr, port) -> _Wire of sockets with ICE or DTLS
         self._wires = {}
@@ -395,6 +400,7 @@ class EmbeddedEngine:
         stop reading (the engine's own poller leaves the reactor)."""
         for call_id in list(self._calls):
             self._release(call_id, None)
+        self._rtcp_schedule()
         if self._own_poller:
             self._poller.close()
 
@@ -622,7 +628,54 @@ class EmbeddedEngine:
                     self._transcoders[local] = (want, step)
                     relay.set_transforms(middle=[step])
                 changed = True
+        self._rtcp_schedule()
         return changed
+
+    def _rtcp_schedule(self):
+        """Run the RTCP timer while some transcoder exists, else stop it."""
+        timer = self._rtcp_timer
+        if self._transcoders:
+            if timer is None:
+                timer = self._rtcp_timer = task.LoopingCall(self._send_reports)
+                timer.clock = self._reactor
+                timer.start(RTCP_INTERVAL, now=False)
+        elif timer is not None:
+            self._rtcp_timer = None
+            if timer.running:
+                timer.stop()
+
+    def _send_reports(self):
+        """Every :data:`RTCP_INTERVAL`: for each transcoded stream that has
+        sent something, an SR (with a report block for the reverse
+        stream) to the party it goes to, through the RTCP socket facing
+        that party (its RTP socket if RTCP goes there: rtcp-mux) and that
+        socket's outbound steps (SRTCP).  Failures are counted, never
+        raised."""
+        now = self._reactor.seconds()
+        for local, (want, step) in list(self._transcoders.items()):
+            if want[0] != "rtp" or not step.sent:
+                continue
+            relay = self._sockets.get(local)
+            peer = relay.peer if relay is not None else None
+            if peer is None:
+                continue
+            try:
+                reverse = self.transcoder(peer.local)
+                block = reverse.report_block() if reverse is not None else b""
+                elapsed = max(0.0, now - relay.last_packet)
+                data = step.sender_report(
+                    now, step.last_ts + int(elapsed * step.out_clock), block)
+                out = self._sockets.get((peer.local[0], peer.local[1] + 1))
+                if relay.rtcp_peer is peer or out is None or out.endpoint is None:
+                    out = peer
+                for transform in out.outbound:
+                    data = transform.rtcp(data)
+                    if data is None:
+                        break
+                if data is not None:
+                    out.send_endpoint(data)
+            except Exception:
+                relay.errors += 1
 
     def transcoder(self, key):
         """The transcoding step of socket ``key``, or None."""
@@ -936,3 +989,4 @@ class EmbeddedEngine:
                         relay.update_pipeline()
         if not pairs:
             del self._calls[call_id]
+        self._rtcp_schedule()

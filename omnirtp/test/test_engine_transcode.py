@@ -137,3 +137,32 @@ class TranscodeEngineTests(EngineTestBase):
         counters = stats["transforms"]["transcode"]
         self.assertEqual((counters["unknown-pt"], counters["passed"], counters["corrupt"],
                           counters["transcoded"]), (1, 1, 1, 0))
+
+    def test_sender_reports_generated(self):
+        """Every 5 s each transcoded stream gets an SR towards the party it
+        goes to, from the RTCP socket facing that party, with a report
+        block about what that party sends; nothing before media flows."""
+        import struct as _struct
+        a, b = self.wire([PCMU], [PCMU], [PCMA], [PCMA])
+        self.reactor.advance(5)
+        self.assertEqual(self.net.sent_to((B[0], B[1] + 1)), [])
+        self.send(a, [rtp(1 + i, 160 * i, bytes(160)) for i in range(4)], A)
+        self.send(b, [rtp(50, 0, bytes(160), pt=8, ssrc=0xB0B0B0B0),
+                      rtp(52, 320, bytes(160), pt=8, ssrc=0xB0B0B0B0)], B)
+        self.reactor.advance(5)
+        to_b = self.net.sent_to((B[0], B[1] + 1))
+        self.assertEqual(len(to_b), 1)
+        data, source = to_b[0]
+        self.assertEqual(source, (HOST, b + 1))
+        fields = _struct.unpack(">BBHIIIIII", data[:28])
+        step = self.engine.transcoder((HOST, a))
+        self.assertEqual((fields[0], fields[1], fields[2], fields[3], fields[7], fields[8]),
+                         (0x81, 200, 12, step.ssrc, 4, 640))
+        self.assertEqual(_struct.unpack(">IIIIII", data[28:]),
+                         (0xB0B0B0B0, (85 << 24) | 1, 52, 0, 0, 0))
+        to_a = self.net.sent_to((A[0], A[1] + 1))
+        self.assertEqual(len(to_a), 1)
+        self.assertEqual(_struct.unpack(">I", to_a[0][0][4:8])[0],
+                         self.engine.transcoder((HOST, b)).ssrc)
+        self.value(self.engine.release("c1"))
+        self.assertIsNone(self.engine._rtcp_timer)

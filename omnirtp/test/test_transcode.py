@@ -291,3 +291,37 @@ class FormatTests(SynchronousTestCase):
         self.assertTrue(needs_transcoding([PCMU, TE8], [OPUS, TE48], reg))
         self.assertFalse(needs_transcoding([PCMU, TE8], [PCMA, PCMU], reg))
         self.assertFalse(needs_transcoding([PCMU], [fmt(96, "foo")], reg))
+
+
+class RtcpReportTests(TranscoderTestBase):
+    def test_sender_report(self):
+        """The SR carries our SSRC, the NTP time, the given RTP timestamp
+        and what went out (packets, payload octets)."""
+        step = self.make([PCMU], [PCMA])
+        packets, _ = self.pcmu_stream(first_seq=1, first_ts=0)
+        for p in packets[:3]:
+            step.rtp(p)
+        sr = step.sender_report(1700000000.5, 12345)
+        self.assertEqual(struct.unpack(">BBHIIIIII", sr),
+                         (0x80, 200, 6, SSRC_OUT, 1700000000 + 2208988800, 0x80000000, 12345,
+                          3, 480))
+        self.assertEqual(step.counters()["rtcp-sent"], 1)
+
+    def test_report_block_counts_loss(self):
+        """Reception of the input: 10 packets expected (sequence 65530 ..
+        3, across the wrap), 2 lost; the next block reports the interval."""
+        step = self.make([PCMU], [PCMA])
+        self.assertEqual(step.report_block(), b"")
+        packets, _ = self.pcmu_stream(first_seq=65530, first_ts=0)
+        for i, p in enumerate(packets[:10]):
+            if i not in (3, 7):
+                step.rtp(p)
+        block = struct.unpack(">IIIIII", step.report_block())
+        self.assertEqual(block, (SSRC_IN, (51 << 24) | 2, 0x10000 + 3, 0, 0, 0))
+        for p in packets[10:14]:
+            step.rtp(p)
+        block = struct.unpack(">IIIIII", step.report_block())
+        self.assertEqual(block, (SSRC_IN, 2, 0x10000 + 7, 0, 0, 0))
+        sr = step.sender_report(0.0, 0, step.report_block())
+        self.assertEqual(sr[:4], b"\x81\xc8\x00\x0c")
+        self.assertEqual(len(sr), 52)
