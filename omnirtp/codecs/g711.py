@@ -157,6 +157,8 @@ class G711Codec:
 
     __slots__ = ("decode", "encode")
 
+    sample_rate = 8000
+
     def __init__(self, decode, encode):
         self.decode = decode
         self.encode = encode
@@ -173,6 +175,7 @@ class G711Factory:
 
     clock_rate = 8000
     sample_rate = 8000
+    sample_rates = (8000,)
     channels = 1
     ptime = 20
     default_fmtp = ""
@@ -188,7 +191,9 @@ class G711Factory:
     def available(self):
         return None
 
-    def build(self, fmtp=""):
+    def build(self, fmtp="", sample_rate=None):
+        if sample_rate not in (None, 8000):
+            raise ValueError("G.711 runs at 8000 Hz only")
         return self._codec
 
     def samples(self, payload):
