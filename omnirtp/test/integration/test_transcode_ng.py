@@ -5,8 +5,10 @@ and a callee that answers PCMA only: the negotiator tells the engine to
 transcode (CODEC-CONTRACT.md) and each party hears the other's tone in its
 own codec: a 440 Hz tone sent as PCMU arrives as PCMA (payload type 8) and
 an 880 Hz tone sent as PCMA arrives as PCMU (payload type 0), each within
-15 Hz and with a tone SNR of at least 20 dB.  The same call without codec
-flags (both PCMU) is relayed byte for byte.
+15 Hz and with a tone SNR of at least 20 dB.  The browser's case: a caller
+offering Opus only (FFmpeg's Opus through PyAV, as in test_transcode_udp)
+with ``transcode-PCMU`` and a PCMU-only callee.  The same call without
+codec flags (both PCMU) is relayed byte for byte.
 """
 
 import struct
@@ -15,7 +17,7 @@ from twisted.internet import defer, reactor, task
 
 from omnirtp.codecs import g711
 from omnirtp.test.integration.test_daemon import DaemonTestCase, port_of, sdp, wait_for
-from omnirtp.test.integration.test_transcode_udp import peak_frequency
+from omnirtp.test.integration.test_transcode_udp import OpusParty, av, peak_frequency
 from omnirtp.test.test_codecs import tone, tone_fit
 from omnirtp.test.test_transcode import header, rtp
 
@@ -90,6 +92,45 @@ class TranscodeByNgTests(DaemonTestCase):
         self.assertEqual([d for d, _ in a.received if header(d)["pt"] != 0], [])
         self.assertTone(decoded(at_b[10:], g711.alaw_decode), 440)
         self.assertTone(decoded(at_a[10:], g711.ulaw_decode), 880)
+
+    @defer.inlineCallbacks
+    def test_opus_caller_pcmu_callee(self):
+        if av is None:
+            raise self.skipTest("PyAV (aiortc's dependency) is not installed")
+        yield self.start()
+        a, b = self.party(), self.party()
+        offer = yield self.ng.request(
+            command="offer", call_id="t2", from_tag="ft",
+            sdp=sdp(a.port).replace("RTP/AVP 0 8", "RTP/AVP 111")
+            + "a=rtpmap:111 opus/48000/2\r\n", flags=["codec-transcode-PCMU"])
+        self.assertIn("m=audio %d RTP/AVP 111 0\r\n" % port_of(offer["sdp"]), offer["sdp"])
+        answer = yield self.ng.request(
+            command="answer", call_id="t2", from_tag="ft", to_tag="tt",
+            sdp=sdp(b.port).replace("RTP/AVP 0 8", "RTP/AVP 0"))
+        self.assertIn("m=audio %d RTP/AVP 111\r\n" % port_of(answer["sdp"]), answer["sdp"])
+        party = OpusParty()
+        from_a = [rtp(100 + i, 960 * i, p, pt=111, ssrc=0x0A0A0A0A)
+                  for i, p in enumerate(party.packets(440, PACKETS))]
+        from_b = g711_packets(g711.ulaw_encode, 880, 0, 0x0B0B0B0B)
+        sends = []
+        for pa, pb in zip(from_a, from_b):
+            sends.append(lambda pa=pa: a.transport.write(
+                pa, ("127.0.0.1", port_of(answer["sdp"]))))
+            sends.append(lambda pb=pb: b.transport.write(
+                pb, ("127.0.0.1", port_of(offer["sdp"]))))
+        yield self.pace(sends)
+        yield wait_for(lambda: len(a.received) >= PACKETS - 5
+                       and len(b.received) >= PACKETS - 5, timeout=10)
+        at_b = [d for d, _ in b.received if header(d)["pt"] == 0]
+        at_a = [d for d, _ in a.received if header(d)["pt"] == 111]
+        self.assertGreaterEqual(len(at_b), PACKETS - 5)
+        self.assertGreaterEqual(len(at_a), PACKETS - 5)
+        self.assertTone(decoded(at_b[10:], g711.ulaw_decode), 440)
+        samples = []
+        for d in at_a[10:]:
+            samples.extend(party.decode(d[12:]))
+        heard = peak_frequency(samples[:9600:6], 8000)
+        self.assertTrue(abs(heard - 880) <= TOLERANCE, "880 Hz arrived as %d Hz" % heard)
 
     @defer.inlineCallbacks
     def test_plain_call_relayed_unchanged(self):
