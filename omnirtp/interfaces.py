@@ -95,8 +95,9 @@ class IMediaEngine(Interface):
         entry), keeps the running endpoint (a fingerprint that arrives late
         is checked then); another role or fingerprint starts a new one.
 
-        Codecs (optional; filled by the negotiator, CODEC-CONTRACT.md; the
-        same on a party's RTP and RTCP socket): ``"codecs_send"`` lists the
+        Codecs (optional; filled by the negotiator for calls with codec
+        operations, CODEC-CONTRACT.md; the same on a party's RTP and RTCP
+        socket): ``"codecs_send"`` lists the
         formats the party this socket faces may send us (the m= line
         omnirtp gave it; before that, the party's own), ``"codecs_recv"``
         the formats it accepts from us (its own m= line; absent until its
@@ -107,7 +108,7 @@ class IMediaEngine(Interface):
         send is not accepted there, rtpengine 10.5's decision); absent, the
         socket keeps the plain fast path whatever the format lists say.
         Calls without codec operations (ng ``codec``, ``codec-…`` flags,
-        ``always-transcode``) never get ``transcode``.
+        ``always-transcode``, ``single-codec``) get none of these keys.
 
         Every entry is validated before any is applied: an unknown suite, a
         key that is not base64 or has the wrong length, a bad ``ice`` or

@@ -47,6 +47,7 @@ class Media:
         "ice_used", "ice_controlling", "ice_lite", "ice_remote_ufrag", "ice_remote_pwd",
         "ice_candidates", "ice_trickle", "ice_remote_lite", "ice_seen", "mid",
         "codecs", "codecs_in", "codecs_out", "codecs_planned", "transcoding",
+        "codec_source", "codec_out_source",
     )
 
     def __init__(self, index, type_, interface):
@@ -103,6 +104,10 @@ class Media:
         self.codecs_in = None
         self.codecs_out = None
         self.codecs_planned = None
+        #: unparsed while the call has no codec operation: the party's last
+        #: m= section, and (section, CodecOps) of the one we last gave it
+        self.codec_source = None
+        self.codec_out_source = None
         #: the party's codec store once the call asked for a codec operation
         #: (None: plain filtering); ``transcoding``: media from the party
         #: needs a transcoder towards the other side
@@ -157,10 +162,14 @@ class Media:
 
     def codec_entry(self, linked):
         """The engine's codec keys for a socket facing this party
-        (CODEC-CONTRACT.md): ``codecs_send`` (the m= line we gave the party,
-        before that its own), ``codecs_recv`` (its own m= line; absent until
-        known) and ``transcode`` (only when media from it is transcoded)."""
+        (CODEC-CONTRACT.md), once its call handles codecs (``codecs`` is
+        set; a plain call gets none): ``codecs_send`` (the m= line we gave
+        the party, before that its own), ``codecs_recv`` (its own m= line;
+        absent until known) and ``transcode`` (only when media from it is
+        transcoded)."""
         entry = {}
+        if self.codecs is None:
+            return entry
         send = self.codecs_out if self.codecs_out is not None else self.codecs_in
         if send is not None:
             entry["codecs_send"] = [c.as_dict() for c in send]

@@ -563,6 +563,9 @@ class Negotiator:
                 # answering a DTLS offerer: DTLS wins over its a=crypto (10.5)
                 crypto = []
                 d.crypto_remote = d.crypto_local = None
+            ops = self._codec_ops(flags, section, None if offer else d)
+            if d.codecs_planned is None:
+                d.codec_out_source = (section, ops)
             media_plans.append(MediaPlan(
                 port=d.rtp_port,
                 rtcp_port=rtcp_port,
@@ -571,7 +574,7 @@ class Negotiator:
                 protocol=out_proto,
                 direction=None if flags.has("original-sendrecv") else direction,
                 ice=ice,
-                codecs=self._codec_ops(flags, section, None if offer else d),
+                codecs=ops,
                 formats=d.codecs_planned,
                 ptime=ptime,
                 keep_mid=offer or dst.had_mid,
@@ -755,39 +758,54 @@ class Negotiator:
     # -- codecs and transcoding (omnirtp.call.codecstore) -----------------------
 
     def _negotiate_codecs(self, src, dst, sd, infos, flags, offer):
-        """Per m= line: remember the formats ``src``'s party sent
-        (``codecs_in``) and the formats ``dst``'s party gets
-        (``codecs_out``).  An audio m= line of a call that asked for a codec
-        operation (in this request or an earlier one) goes through the
-        codec stores: ``codecs_planned`` of ``dst``'s media is then the
-        format list to write (else None: the request's plain filtering), and
-        ``transcoding`` of each side says whether its media is transcoded."""
+        """Per m= line: an audio m= line of a call that asked for a codec
+        operation (in this request or an earlier one) goes through the codec
+        stores: ``codecs_planned`` of ``dst``'s media is then the format list
+        to write, ``codecs_in``/``codecs_out`` of both sides the formats
+        their parties sent and got, ``transcoding`` of each side whether its
+        media is transcoded.  Otherwise ``codecs_planned`` is None (the
+        request's plain filtering) and nothing is parsed: the sections are
+        kept (``codec_source``, ``codec_out_source``, the latter set by
+        :meth:`_plan`) in case a later request starts codec handling."""
         requested = codec_ops_requested(flags, offer)
         for info, section in zip(infos, sd.media):
             s, d = src.media(info.index), dst.media(info.index)
             d.codecs_planned = None
             if info.rejected or not d.has_ports:
                 continue
-            available = self.available_codecs
-            codecs = codecstore.from_section(section, available)
-            s.codecs_in = codecs
             engaged = info.type == "audio" and (
                 requested or s.codecs is not None or d.codecs is not None)
             if not engaged:
-                ops = self._codec_ops(flags, section, None if offer else d)
-                rtpmaps = section.rtpmaps()
-                kept = [int(c.pt) for c in ops.apply([codec_for(f, rtpmaps)
-                                                      for f in section.formats])
-                        if c.pt.isdigit()]
-                by_pt = {c.pt: c for c in codecs}
-                d.codecs_out = [by_pt[pt] for pt in kept if pt in by_pt]
+                s.codec_source, s.codecs_in = section, None
                 continue
+            available = self.available_codecs
+            codecs = codecstore.from_section(section, available)
+            s.codec_source, s.codecs_in = None, codecs
+            self._codec_lists(s)
+            self._codec_lists(d)
             if offer:
                 self._offer_codecs(s, d, codecs, flags, available)
             else:
                 self._answer_codecs(s, d, codecs, flags)
             d.codecs_planned = list(d.codecs)
-            d.codecs_out = d.codecs_planned
+            d.codecs_out, d.codec_out_source = d.codecs_planned, None
+
+    def _codec_lists(self, m):
+        """Parse what a plain request left unparsed for ``m`` (its party's
+        last SDP, the formats we last gave it), now that codecs are handled."""
+        available = self.available_codecs
+        if m.codecs_in is None and m.codec_source is not None:
+            m.codecs_in = codecstore.from_section(m.codec_source, available)
+            m.codec_source = None
+        if m.codec_out_source is not None:
+            section, ops = m.codec_out_source
+            rtpmaps = section.rtpmaps()
+            kept = [int(c.pt) for c in ops.apply([codec_for(f, rtpmaps)
+                                                  for f in section.formats])
+                    if c.pt.isdigit()]
+            by_pt = {c.pt: c for c in codecstore.from_section(section, available)}
+            m.codecs_out = [by_pt[pt] for pt in kept if pt in by_pt]
+            m.codec_out_source = None
 
     def _offer_codecs(self, a, b, codecs, flags, available):
         """The offerer ``a``'s and the recipient ``b``'s codec stores after

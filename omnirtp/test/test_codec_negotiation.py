@@ -90,10 +90,10 @@ class EngineKeysTests(ControlStackTests, SynchronousTestCase):
 
     negotiator_args = {"codecs": lambda: STUB}
 
-    def offer_answer(self, offer_body, answer_body, **codec):
+    def offer_answer(self, offer_body, answer_body, _answer=None, **codec):
         self.call(command="offer", call_id="k1", from_tag="ft1", sdp=offer_body, **codec)
         self.call(command="answer", call_id="k1", from_tag="ft1", to_tag="tt1",
-                  sdp=answer_body)
+                  sdp=answer_body, **(_answer or {}))
         call = self.registry.get("k1")
         caller, callee = call.find("ft1"), call.find("tt1")
         return (self.engine.configured[caller.medias[0].rtp_key],
@@ -101,23 +101,33 @@ class EngineKeysTests(ControlStackTests, SynchronousTestCase):
                 self.engine.configured[callee.medias[0].rtp_key],
                 self.engine.configured[callee.medias[0].rtcp_key])
 
-    def test_plain_call_no_transcode(self):
-        """No codec flags: formats are given, but no ``transcode`` key."""
-        a_rtp, a_rtcp, b_rtp, b_rtcp = self.offer_answer(corpus.SIP_OFFER, corpus.SIP_ANSWER)
-        for entry in (a_rtp, a_rtcp, b_rtp, b_rtcp):
-            self.assertNotIn("transcode", entry)
+    def test_plain_call_no_codec_keys(self):
+        """No codec flags: no codec keys at all (nothing to build or send to
+        a worker; the engine keeps the plain fast path)."""
+        for entry in self.offer_answer(corpus.SIP_OFFER, corpus.SIP_ANSWER):
+            for key in ("transcode", "codecs_send", "codecs_recv"):
+                self.assertNotIn(key, entry)
+
+    def test_codec_handling_starts_late(self):
+        """A plain offer, then an answer with codec-strip: the formats of
+        both parties (kept unparsed until then) are given."""
+        a_rtp, a_rtcp, b_rtp, b_rtcp = self.offer_answer(
+            corpus.SIP_OFFER, corpus.SIP_ANSWER, _answer={"codec": {"strip": ["PCMA"]}})
         pcmu = {"pt": 0, "encoding": "pcmu", "clock_rate": 8000, "channels": 1, "fmtp": ""}
         te16 = {"pt": 101, "encoding": "telephone-event", "clock_rate": 8000, "channels": 1,
                 "fmtp": "0-16"}
         te15 = dict(te16, fmtp="0-15")
         pcma = {"pt": 8, "encoding": "pcma", "clock_rate": 8000, "channels": 1, "fmtp": ""}
-        # the caller offered 0 8 101 and was answered 0 101 (the callee's lines)
+        # the caller offered 0 8 101 and was answered 0 101 (the callee's
+        # telephone-event fmtp, as 10.5 answers here)
         self.assertEqual(a_rtp["codecs_recv"], [pcmu, pcma, te16])
         self.assertEqual(a_rtp["codecs_send"], [pcmu, te15])
         self.assertEqual(b_rtp["codecs_recv"], [pcmu, te15])
         self.assertEqual(b_rtp["codecs_send"], [pcmu, pcma, te16])
         self.assertEqual(a_rtcp["codecs_send"], a_rtp["codecs_send"])
         self.assertEqual(b_rtcp["codecs_recv"], b_rtp["codecs_recv"])
+        for entry in (a_rtp, a_rtcp, b_rtp, b_rtcp):
+            self.assertNotIn("transcode", entry)
 
     def test_shared_codec_no_transcode(self):
         """Codec flags, but the answer shares the codec: no transcoder."""
