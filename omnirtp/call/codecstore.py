@@ -198,6 +198,9 @@ class CodecStore:
 
     def __init__(self, codecs=()):
         self.codecs = []
+        #: where added codecs go: before the first supplemental codec the
+        #: store ever had (or its successor once removed), as 10.5 keeps it
+        self.supp_anchor = None
         self.touched = set()
         self.all_touched = False
         self.strip_full = False
@@ -222,18 +225,29 @@ class CodecStore:
 
     def add(self, pt):
         """Append ``pt`` (a copy) at the end."""
-        self.codecs.append(replace(pt))
+        pt = replace(pt)
+        self.codecs.append(pt)
+        if self.supp_anchor is None and pt.supplemental:
+            self.supp_anchor = pt
 
     def add_before_supplemental(self, pt):
-        """Insert ``pt`` (a copy) before the first supplemental codec."""
+        """Insert ``pt`` (a copy) before the supplemental codecs (the
+        anchor, see ``supp_anchor``)."""
+        if self.supp_anchor is None:
+            self.add(pt)
+            return
         for i, c in enumerate(self.codecs):
-            if c.supplemental:
+            if c is self.supp_anchor:
                 self.codecs.insert(i, replace(pt))
                 return
-        self.codecs.append(replace(pt))
 
     def remove(self, pt):
-        self.codecs = [c for c in self.codecs if c is not pt]
+        for i, c in enumerate(self.codecs):
+            if c is pt:
+                del self.codecs[i]
+                if self.supp_anchor is pt:
+                    self.supp_anchor = self.codecs[i] if i < len(self.codecs) else None
+                return
 
     def touch(self, pt):
         if pt.supplemental:
@@ -268,7 +282,7 @@ def populate(store, codecs, answer_only=False):
             c.for_transcoding, c.accepted = old.for_transcoding, old.accepted
             if c.for_transcoding:
                 new.touch(c)
-        new.codecs.append(c)
+        new.add(c)
     return new
 
 
@@ -415,9 +429,9 @@ def tracker_update(store):
         for rate in have:
             if not store.all_touched and rate not in store.touched:
                 continue
-            store.codecs = [c for c in store.codecs
-                            if not (c.supplemental and c.encoding.lower() == kind
-                                    and c.clock_rate == rate)]
+            for c in list(store.codecs):
+                if c.supplemental and c.encoding.lower() == kind and c.clock_rate == rate:
+                    store.remove(c)
 
 
 # -- handlers: what media from one party becomes towards the other ----------------

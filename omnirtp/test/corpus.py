@@ -847,6 +847,21 @@ CASES = [
                      codec={"transcode": ["PCMU"]}),
         webrtc_answer(SIP_ANSWER)],
         doc="the seed's case: a browser offering Opus only, a SIP phone answering PCMU"),
+    Case("transcode_opus_cn", [offer(SIP_OFFER.replace("RTP/AVP 0 8 101", "RTP/AVP 0 8 13 101"),
+                                     codec={"transcode": ["opus"]}),
+                               answer(SIP_ANSWER_OPUS)],
+         doc="CN and telephone-event both get a 48 kHz entry, before the offer's own"),
+    Case("transcode_two_dtmf_mask_opus", [
+        offer(SIP_OFFER_OPUS.replace("RTP/AVP 111 9 0 8 101", "RTP/AVP 111 9 0 8 110 101").replace(
+            "a=fmtp:101 0-16", "a=fmtp:101 0-16\r\na=rtpmap:110 telephone-event/48000\r\n"
+            "a=fmtp:110 0-15"), codec={"mask": ["opus"]}),
+        answer(SIP_ANSWER_OPUS)],
+        doc="telephone-event at 48 kHz goes with the masked Opus"),
+    Case("transcode_audio_video", [
+        offer(SIP_OFFER_AUDIO_VIDEO, codec={"transcode": ["opus"]}),
+        answer(SIP_ANSWER_AV.replace("m=audio 30000 RTP/AVP 0 101\r\n",
+                                     "m=audio 30000 RTP/AVP 96 101\r\na=rtpmap:96 opus/48000/2\r\n"))],
+        doc="video is never transcoded; the audio answer's Opus becomes the offerer's PCMU"),
     Case("transcode_g722", [offer(SIP_OFFER, codec={"transcode": ["G722"]})]),
     Case("transcode_opus_to_g722", [offer(SIP_OFFER_OPUS_ONLY, codec={"transcode": ["G722"]}),
                                     answer(SIP_ANSWER_G722)]),
