@@ -260,6 +260,8 @@ class CodecStore:
 
     def copy(self):
         other = CodecStore(self.codecs)
+        if self.supp_anchor is not None:
+            other.supp_anchor = other.codecs[self.codecs.index(self.supp_anchor)]
         other.touched = set(self.touched)
         other.all_touched = self.all_touched
         other.strip_full = self.strip_full
@@ -283,6 +285,22 @@ def populate(store, codecs, answer_only=False):
             if c.for_transcoding:
                 new.touch(c)
         new.add(c)
+    return new
+
+
+def populate_reuse(store, codecs, answer_only=False):
+    """``reuse-codecs`` / ``no-codec-renegotiation``: the party's store keeps
+    its entries (and marks, in its order) for payload types ``codecs`` still
+    has, gains the new ones at the end (not with ``answer_only``) and loses
+    the others."""
+    new = store.copy() if store is not None else CodecStore()
+    for c in codecs:
+        if new.get(c.pt) is None and not answer_only:
+            new.add(c)
+    keep = {c.pt for c in codecs}
+    for c in list(new.codecs):
+        if c.pt not in keep:
+            new.remove(c)
     return new
 
 

@@ -47,7 +47,7 @@ class Media:
         "ice_used", "ice_controlling", "ice_lite", "ice_remote_ufrag", "ice_remote_pwd",
         "ice_candidates", "ice_trickle", "ice_remote_lite", "ice_seen", "mid",
         "codecs", "codecs_in", "codecs_out", "codecs_planned", "transcoding",
-        "codec_source", "codec_out_source",
+        "codec_source", "codec_out_source", "codec_last",
     )
 
     def __init__(self, index, type_, interface):
@@ -108,6 +108,8 @@ class Media:
         #: m= section, and (section, CodecOps) of the one we last gave it
         self.codec_source = None
         self.codec_out_source = None
+        #: which of them is the party's latest SDP ("in": sent, "out": got)
+        self.codec_last = None
         #: the party's codec store once the call asked for a codec operation
         #: (None: plain filtering); ``transcoding``: media from the party
         #: needs a transcoder towards the other side

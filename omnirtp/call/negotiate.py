@@ -59,15 +59,20 @@ def default_codecs():
 
 def codec_ops_requested(flags, offer=True):
     """True if an ng request names a codec operation (any ``codec`` part,
-    the flag forms, ``always-transcode``, ``single-codec``).  As in 10.5,
+    the flag forms, ``always-transcode``, ``single-codec``, ``reuse-codecs``,
+    ``no-codec-renegotiation``).  As in 10.5,
     an answer's ``transcode``/``mask``/``accept``/``consume``/``set`` and
     ``always-transcode`` do nothing."""
     if flags.codec_strip or flags.codec_offer or flags.codec_except \
-            or flags.has("single-codec"):
+            or flags.has("single-codec") or _reuse_codecs(flags):
         return True
     return offer and bool(flags.codec_mask or flags.codec_transcode or flags.codec_accept
                           or flags.codec_consume or flags.codec_set
                           or flags.has("always-transcode"))
+
+
+def _reuse_codecs(flags):
+    return flags.has("reuse-codecs") or flags.has("no-codec-renegotiation")
 
 
 class Interfaces:
@@ -777,6 +782,8 @@ class Negotiator:
                 requested or s.codecs is not None or d.codecs is not None)
             if not engaged:
                 s.codec_source, s.codecs_in = section, None
+                # the party's codecs are those of the last SDP it sent or got
+                s.codec_last, d.codec_last = "in", "out"
                 continue
             available = self.available_codecs
             codecs = codecstore.from_section(section, available)
@@ -789,6 +796,15 @@ class Negotiator:
                 self._answer_codecs(s, d, codecs, flags)
             d.codecs_planned = list(d.codecs)
             d.codecs_out, d.codec_out_source = d.codecs_planned, None
+
+    def _prev_store(self, m):
+        """``m``'s codec store before this request: its own, or for a call
+        that had no codec operation yet, the formats of the last SDP its
+        party sent or got (what 10.5's store holds then); None: new media."""
+        if m.codecs is not None:
+            return m.codecs
+        codecs = m.codecs_in if m.codec_last == "in" else m.codecs_out
+        return None if codecs is None else codecstore.CodecStore(codecs)
 
     def _codec_lists(self, m):
         """Parse what a plain request left unparsed for ``m`` (its party's
@@ -815,7 +831,9 @@ class Negotiator:
         if flags.has("always-transcode"):
             accept.append("all")
         orig = cs.CodecStore(codecs)
-        sa = cs.populate(a.codecs, codecs)
+        populate = cs.populate_reuse if _reuse_codecs(flags) else cs.populate
+        before_a, before_b = self._prev_store(a), self._prev_store(b)
+        sa = populate(before_a, codecs)
         cs.strip(sa, flags.codec_strip, flags.codec_except)
         cs.offer(sa, flags.codec_offer, orig)
         if not sa.strip_full:
@@ -824,7 +842,7 @@ class Negotiator:
         cs.accept(sa, accept)
         cs.accept(sa, flags.codec_consume, orig)
         cs.track(sa, flags.codec_mask)
-        sb = cs.populate(b.codecs, codecs)
+        sb = populate(before_b, codecs)
         cs.strip(sb, flags.codec_strip, flags.codec_except)
         cs.strip(sb, flags.codec_consume, flags.codec_except)
         cs.strip(sb, flags.codec_mask, flags.codec_except)
@@ -840,9 +858,10 @@ class Negotiator:
     def _answer_codecs(self, b, a, codecs, flags):
         """The answerer ``b``'s store and the answer to the offerer ``a``."""
         cs = codecstore
-        before_b = b.codecs if b.codecs is not None else cs.CodecStore(b.codecs_out or ())
-        before_a = a.codecs if a.codecs is not None else cs.populate(None, a.codecs_in or ())
-        sb = cs.populate(before_b, codecs, answer_only=True)
+        before_b = self._prev_store(b) or cs.CodecStore()
+        before_a = self._prev_store(a) or cs.CodecStore()
+        populate = cs.populate_reuse if _reuse_codecs(flags) else cs.populate
+        sb = populate(before_b, codecs, answer_only=True)
         cs.strip(sb, flags.codec_strip, flags.codec_except)
         cs.offer(sb, flags.codec_offer, cs.CodecStore(codecs))
         cs.check_empty(sb, codecs)
