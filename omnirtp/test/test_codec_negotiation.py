@@ -196,3 +196,70 @@ class StoreTests(SynchronousTestCase):
         self.assertIsNone(codecstore.parse_spec("opus/abc", STUB))
         self.assertIsNone(codecstore.parse_spec("G729", STUB))
         self.assertEqual(codecstore.parse_spec("telephone-event/48000", {}).fmtp, "0-15")
+
+    def pts(self, store):
+        return [(c.pt, c.encoding, c.clock_rate) for c in store]
+
+    def test_handlers(self):
+        """PCMU shared: passed through with the telephone-event; Opus, which
+        the sink lacks, is transcoded to the sink's first codec."""
+        P = codecstore.PayloadType
+        receiver = codecstore.CodecStore([
+            P(0, "PCMU", 8000, supported=True), P(96, "opus", 48000, 2, supported=True),
+            P(101, "telephone-event", 8000, fmtp="0-15", supported=True)])
+        sink = codecstore.CodecStore([
+            P(8, "PCMA", 8000, supported=True), P(0, "PCMU", 8000, supported=True),
+            P(101, "telephone-event", 8000, fmtp="0-16", supported=True)])
+        hs = codecstore.handlers(receiver, sink)
+        self.assertTrue(hs.transcoding)
+        self.assertEqual((hs.by_pt[0].passthrough, hs.by_pt[0].dest.pt, hs.by_pt[0].dtmf),
+                         (True, 0, 101))
+        self.assertEqual((hs.by_pt[96].passthrough, hs.by_pt[96].dest.pt, hs.by_pt[96].dtmf),
+                         (False, 8, 101))
+        self.assertTrue(hs.by_pt[101].passthrough)
+        self.assertFalse(codecstore.handlers(sink, sink).transcoding)
+
+    def test_transcoding_drops_undecodable(self):
+        P = codecstore.PayloadType
+        receiver = codecstore.CodecStore([P(18, "G729", 8000), P(96, "opus", 48000, 2,
+                                                                 supported=True)])
+        sink = codecstore.CodecStore([P(0, "PCMU", 8000, supported=True)])
+        self.assertTrue(codecstore.handlers(receiver, sink).transcoding)
+        self.assertEqual(self.pts(receiver), [(96, "opus", 48000)])
+
+    def test_tracker_update(self):
+        """A touched clock rate gets its telephone-event; an untouched one
+        does not; a touched rate without audio loses its own."""
+        P = codecstore.PayloadType
+        store = codecstore.CodecStore([
+            P(0, "PCMU", 8000, supported=True), P(96, "opus", 48000, 2, supported=True),
+            P(9, "G722", 8000, supported=True),
+            P(101, "telephone-event", 8000, fmtp="0-16", supported=True),
+            P(102, "telephone-event", 16000, supported=True)])
+        codecstore.tracker_update(store)
+        self.assertEqual(len(store), 5)
+        store.touched.update((48000, 16000))
+        codecstore.tracker_update(store)
+        self.assertEqual(self.pts(store), [
+            (0, "PCMU", 8000), (96, "opus", 48000), (9, "G722", 8000),
+            (97, "telephone-event", 48000), (101, "telephone-event", 8000)])
+
+    def test_populate_reuse(self):
+        P = codecstore.PayloadType
+        old = codecstore.CodecStore([P(96, "opus", 48000, 2, supported=True),
+                                     P(101, "telephone-event", 8000, fmtp="0-15",
+                                       supported=True)])
+        new = [P(8, "PCMA", 8000, supported=True), P(0, "PCMU", 8000, supported=True),
+               P(101, "telephone-event", 8000, fmtp="0-16", supported=True)]
+        store = codecstore.populate_reuse(old, new)
+        self.assertEqual([(c.pt, c.fmtp) for c in store], [(101, "0-15"), (8, None), (0, None)])
+        store = codecstore.populate_reuse(old, new, answer_only=True)
+        self.assertEqual([c.pt for c in store], [101])
+
+    def test_strip_all_except(self):
+        P = codecstore.PayloadType
+        store = codecstore.CodecStore([P(0, "PCMU", 8000, supported=True),
+                                       P(9, "G722", 8000, supported=True)])
+        codecstore.strip(store, ["all"], ["g722/8000/1"])
+        self.assertEqual([c.pt for c in store], [9])
+        self.assertEqual(store.touched, {8000})
