@@ -441,6 +441,25 @@ class OpusTests(SynchronousTestCase):
             value, lag = aligned_snr(reference, out, rate // 100, start=rate // 10)
             self.assertGreaterEqual(value, 20.0, rate)
 
+    def test_odd_durations(self):
+        """30 ms (a common G.711 ptime) and 50 ms are no single Opus frame:
+        they go out as one packet of 10 ms frames (code 3), which decodes
+        to the whole duration and the tone; 130 ms is more than a packet
+        holds."""
+        rate = 8000
+        encoder = self.factory.build("", rate)
+        decoder = self.factory.build("", rate)
+        reference = tone(440, rate, 7200, 12000)
+        packets = [encoder.encode(f) for f in frames(pack(reference), 240)]
+        self.assertEqual({p[0] & 3 for p in packets}, {3})
+        self.assertEqual({self.factory.samples(p) for p in packets}, {1440})
+        out = unpack(b"".join(decoder.decode(p) for p in packets))
+        value, level = tone_fit(out[800:], 440, rate)
+        self.assertGreaterEqual(value, 20.0)
+        self.assertEqual(self.factory.samples(encoder.encode(bytes(800))), 2400)
+        self.assertIsNone(encoder.encode(bytes(2080)))
+        self.assertIsNone(encoder.encode(bytes(2 * 85)))
+
     def test_fmtp_settings(self):
         o = self.opus
         self.assertEqual(self.factory.settings(""),

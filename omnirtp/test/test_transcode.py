@@ -325,3 +325,19 @@ class RtcpReportTests(TranscoderTestBase):
         sr = step.sender_report(0.0, 0, step.report_block())
         self.assertEqual(sr[:4], b"\x81\xc8\x00\x0c")
         self.assertEqual(len(sr), 52)
+
+
+class PtimeTests(TranscoderTestBase):
+    def test_30ms_pcmu_to_opus(self):
+        """A 30 ms PCMU packet becomes one 30 ms Opus packet (timestamps
+        step 1440 at 48 kHz): the output keeps the sender's ptime, and no
+        packet waits for another."""
+        step = self.make([PCMU], [OPUS])
+        reference = tone(440, 8000, 2400, 12000)
+        out = [step.rtp(rtp(i, 240 * i, g711.ulaw_encode(f)))
+               for i, f in enumerate(frames(pack(reference), 240))]
+        self.assertEqual(len(out), 10)
+        self.assertEqual({opus.samples(o[12:]) for o in out}, {1440})
+        heads = [header(o) for o in out]
+        self.assertEqual({(heads[i + 1]["ts"] - heads[i]["ts"]) & 0xFFFFFFFF
+                          for i in range(9)}, {1440})
