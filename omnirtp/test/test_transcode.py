@@ -125,10 +125,41 @@ class PassAndMapTests(TranscoderTestBase):
                          (110, (first["ts"] + 960) & 0xFFFFFFFF, b"\x01\x8a\x07\x80"))
 
     def test_telephone_event_consumed(self):
-        """A receiver without telephone-event gets none: dropped, counted."""
-        step = self.make([PCMU, TE8], [PCMA])
+        """Without audio to play it in (no codec X sends can be decoded),
+        an event for a receiver without telephone-event is dropped, counted."""
+        step = self.make([fmt(96, "foo"), TE8], [PCMA])
         self.assertIsNone(step.rtp(rtp(1, 0, b"\x05\x0a\x00\xa0", pt=101)))
         self.assertEqual(step.counters()["dtmf-consumed"], 1)
+
+    def test_telephone_event_played_as_tones(self):
+        """A receiver without telephone-event hears the digit: each event
+        packet's new duration becomes that much of the DTMF pair (digit 5:
+        770 + 1336 Hz) in its audio, continuing the stream's timeline; the
+        repeated end packets add nothing."""
+        step = self.make([PCMU, TE8], [PCMA])
+        packets, _ = self.pcmu_stream(first_seq=10, first_ts=8000)
+        first = header(step.rtp(packets[0]))
+        out = []
+        for i, (flags, duration) in enumerate(((0x0a, 160), (0x0a, 320), (0x0a, 480),
+                                                (0x8a, 480), (0x8a, 480), (0x8a, 480))):
+            out.append(step.rtp(rtp(11 + i, 8160, bytes([5, flags]) + duration.to_bytes(2, "big"),
+                                    pt=101, marker=(i == 0))))
+        self.assertEqual(out[3:], [None, None, None])
+        heads = [header(o) for o in out[:3]]
+        self.assertEqual([(h["pt"], h["marker"]) for h in heads],
+                         [(8, True), (8, False), (8, False)])
+        self.assertEqual([h["ts"] - first["ts"] for h in heads], [160, 320, 480])
+        self.assertEqual([h["seq"] - first["seq"] for h in heads], [1, 2, 3])
+        pcm = unpack(b"".join(g711.alaw_decode(o[12:]) for o in out[:3]))
+        self.assertEqual(len(pcm), 480)
+        low = tone_fit(pcm, 770, 8000)[1]
+        high = tone_fit(pcm, 1336, 8000)[1]
+        expected = 32767 * 10 ** (-13.14 / 20)  # -10 dBm0 each
+        self.assertLess(abs(low - expected), expected * 0.05)
+        self.assertLess(abs(high - expected), expected * 0.05)
+        self.assertLess(tone_fit(pcm, 697, 8000)[1], expected * 0.1)
+        counters = step.counters()
+        self.assertEqual((counters["dtmf-tones"], counters["dtmf-consumed"]), (3, 3))
 
     def test_comfort_noise(self):
         """CN passes as the receiver's CN; without one it becomes noise at
