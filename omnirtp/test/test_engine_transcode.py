@@ -166,3 +166,41 @@ class TranscodeEngineTests(EngineTestBase):
                          self.engine.transcoder((HOST, b)).ssrc)
         self.value(self.engine.release("c1"))
         self.assertIsNone(self.engine._rtcp_timer)
+
+    def test_with_srtp_both_sides(self):
+        """X sends SRTP PCMU, Y gets SRTP PCMA: unprotect (X's key), then
+        transcode, then protect (Y's key); the generated SR goes out as
+        SRTCP with Y's key too."""
+        import struct as _struct
+
+        from omnirtp.media.srtp import AES_CM_128_HMAC_SHA1_80, make_crypto
+        from omnirtp.test.test_srtp import master, peer
+
+        suite = AES_CM_128_HMAC_SHA1_80
+        key_x, key_y = master(suite, 1), master(suite, 2)
+        ports = self.value(self.engine.allocate("c1", HOST, 2))
+        a, b = ports
+        self.value(self.engine.configure("c1", [
+            {"local": (HOST, a), "peer": (HOST, b), "endpoint": A, "transcode": True,
+             "codecs_send": [PCMU], "codecs_recv": [PCMU],
+             "srtp_in": make_crypto(suite, key_x)},
+            {"local": (HOST, b), "peer": (HOST, a), "endpoint": B, "transcode": True,
+             "codecs_send": [PCMA], "codecs_recv": [PCMA],
+             "srtp_out": make_crypto(suite, key_y)},
+            {"local": (HOST, b + 1), "peer": (HOST, a + 1), "endpoint": (B[0], B[1] + 1),
+             "srtp_out": make_crypto(suite, key_y)},
+        ]))
+        sender = peer(suite, key_x, outbound=True)
+        payload = g711.ulaw_encode(pack(tone(440, 8000, 160, 10000)))
+        self.send(a, [sender.protect(rtp(1, 0, payload))], A)
+        got = self.net.sent_to(B)
+        self.assertEqual(len(got), 1)
+        receiver = peer(suite, key_y, outbound=False)
+        plain = receiver.unprotect(got[0][0])
+        self.assertEqual(header(plain)["pt"], 8)
+        self.assertEqual(plain[12:], g711.alaw_encode(g711.ulaw_decode(payload)))
+        self.reactor.advance(5)
+        (srtcp, _source), = self.net.sent_to((B[0], B[1] + 1))
+        report = receiver.unprotect_rtcp(srtcp)
+        self.assertEqual(_struct.unpack(">BBHI", report[:8]),
+                         (0x80, 200, 6, self.engine.transcoder((HOST, a)).ssrc))
