@@ -200,6 +200,12 @@ class Transcoder:
         self._encoder = None
         self._encoder_rate = None
         self._noise = {}
+        self._te_detect = None
+        self._detector = None
+        self._digit = None
+        self._digit_ts = 0
+        self._digit_new = False
+        self._digit_end = False
         self._table = [None] * 128
         self._build_table()
         # the output stream
@@ -228,6 +234,7 @@ class Transcoder:
         self.dtmf = 0
         self.dtmf_consumed = 0
         self.dtmf_tones = 0
+        self.dtmf_detected = 0
         # the event being played as tones (RFC 4733 start timestamp) and
         # how much of it (in its clock) is played
         self._event_ts = None
@@ -255,6 +262,11 @@ class Transcoder:
                 cn_out.setdefault(fmt["clock_rate"], fmt)
         target = self.target
         out_clock = target["clock_rate"] if target is not None else None
+        # X sends no events but Y takes them (at the clock of Y's audio):
+        # digits found in X's audio go to Y as events
+        if target is not None and out_clock in te_out and not any(
+                f["encoding"] == TELEPHONE_EVENT for f in self.send):
+            self._te_detect = te_out[out_clock]
         for fmt in self.send:
             pt = fmt["pt"]
             if self._table[pt] is not None:
@@ -449,6 +461,10 @@ class Transcoder:
             slot.frame = len(current) >> 1
         pcm = current if hidden is None else hidden + current
         self._next_ts = (start_ts + (len(pcm) >> 1) * in_clock // rate) & 0xFFFFFFFF
+        if self._te_detect is not None and rate == 8000:
+            event = self._detect(current, ts, in_clock)
+            if event is not None:
+                return event
         if slot.resampler is not None:
             pcm = slot.resampler.process(pcm)
         encoder = self._encoder
@@ -462,6 +478,43 @@ class Transcoder:
             return None
         self.transcoded += 1
         return self._emit(marker, slot.pt, self._out_ts(start_ts, in_clock, slot.out_clock), out)
+
+    def _detect(self, pcm, ts, in_clock):
+        """Run the DTMF detector over a decoded 8 kHz packet; while a digit
+        sounds, an RFC 4733 event packet for Y takes the audio packet's
+        place (start: marker; the last one: the end bit)."""
+        detector = self._detector
+        if detector is None:
+            try:
+                from omnirtp.codecs.dtmf import DtmfDetector
+
+                detector = self._detector = DtmfDetector()
+            except Exception:
+                self._te_detect = None
+                return None
+        for event in detector.process(pcm):
+            if event is not None:
+                self._digit = event
+                self._digit_ts = ts
+                self._digit_new = True
+                self._digit_end = False
+                self.dtmf_detected += 1
+            elif self._digit is not None:
+                self._digit_end = True
+        digit = self._digit
+        if digit is None:
+            return None
+        te = self._te_detect
+        clock = te["clock_rate"]
+        duration = ((ts - self._digit_ts) & 0xFFFFFFFF) + (len(pcm) >> 1) * in_clock // 8000
+        duration = min(0xFFFF, duration * clock // in_clock)
+        end = self._digit_end
+        payload = bytes((digit, 0x8A if end else 0x0A)) + duration.to_bytes(2, "big")
+        marker = 0x80 if self._digit_new else 0
+        self._digit_new = False
+        if end:
+            self._digit = None
+        return self._emit(marker, te["pt"], self._out_ts(self._digit_ts, in_clock, clock), payload)
 
     def _any_encoder(self):
         """The encoder, built for the first decodable format if no audio
@@ -582,6 +635,7 @@ class Transcoder:
             "dtmf": self.dtmf,
             "dtmf-consumed": self.dtmf_consumed,
             "dtmf-tones": self.dtmf_tones,
+            "dtmf-detected": self.dtmf_detected,
             "comfort-noise": self.comfort_noise,
             "unknown-pt": self.unknown_pt,
             "malformed": self.malformed,

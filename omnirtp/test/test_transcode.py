@@ -285,14 +285,16 @@ class BadInputTests(TranscoderTestBase):
 
     def test_random_input_never_raises(self):
         rng = random.Random(7)
-        step = self.make([PCMU, OPUS, G722, TE8, CN8], [OPUS, PCMA, TE48])
+        steps = [self.make([PCMU, OPUS, G722, TE8, CN8], [OPUS, PCMA, TE48]),
+                 self.make([PCMU, CN8], [OPUS, TE48]), self.make([OPUS, TE48], [PCMU])]
         for _ in range(3000):
             n = rng.randrange(0, 200)
             data = bytes(rng.getrandbits(8) for _ in range(n))
             if n > 2 and rng.random() < 0.7:
-                data = bytes([0x80, rng.choice([0, 8, 9, 13, 101, 111, 96])]) + data[2:]
-            result = step.rtp(data)
-            self.assertTrue(result is None or isinstance(result, bytes))
+                data = bytes([0x80, rng.choice([0, 8, 9, 13, 101, 110, 111, 96])]) + data[2:]
+            for step in steps:
+                result = step.rtp(data)
+                self.assertTrue(result is None or isinstance(result, bytes))
 
     def test_absurd_timestamps(self):
         """Timestamps that jump anywhere map without error, and the
@@ -372,3 +374,39 @@ class PtimeTests(TranscoderTestBase):
         heads = [header(o) for o in out]
         self.assertEqual({(heads[i + 1]["ts"] - heads[i]["ts"]) & 0xFFFFFFFF
                           for i in range(9)}, {1440})
+
+
+class DtmfDetectionTests(TranscoderTestBase):
+    def test_inband_digits_become_events(self):
+        """X sends PCMU without telephone-event, Y takes Opus with
+        telephone-event/48000: the digits in X's audio (5 for 100 ms, then
+        # for 80 ms) reach Y as events, in the place of the audio packets
+        they sound in: marker on the first, growing duration, the end bit
+        on the last; the audio around them is transcoded as usual."""
+        from omnirtp.codecs.transcode import dtmf_tone
+        step = self.make([PCMU], [OPUS, TE48])
+        pcm = (bytes(1600) + dtmf_tone(5, 10, 0, 800, 8000) + bytes(1600)
+               + dtmf_tone(11, 10, 0, 640, 8000) + bytes(1600))
+        out = [step.rtp(rtp(i, 160 * i, g711.ulaw_encode(f)))
+               for i, f in enumerate(frames(pcm, 160))]
+        kinds = [header(o)["pt"] for o in out]
+        events = [(i, o[12], o[13], int.from_bytes(o[14:16], "big"), header(o)["marker"])
+                  for i, o in enumerate(out) if header(o)["pt"] == 110]
+        self.assertEqual([e[1] for e in events], [5] * 5 + [11] * 4)
+        self.assertEqual([e[2] & 0x80 for e in events], [0, 0, 0, 0, 0x80, 0, 0, 0, 0x80])
+        self.assertEqual([e[4] for e in events],
+                         [True, False, False, False, False, True, False, False, False])
+        self.assertEqual([e[3] for e in events[:5]], [960, 1920, 2880, 3840, 4800])
+        starts = {header(o)["ts"] for o in out if header(o)["pt"] == 110 and o[12] == 5}
+        self.assertEqual(len(starts), 1)
+        # 100 ms silence (5 packets), the digit found from its second
+        # packet on (the first sounds as audio), the end seen in the
+        # silence after it
+        self.assertEqual(kinds, [111] * 6 + [110] * 5 + [111] * 5 + [110] * 4 + [111] * 4)
+        self.assertEqual(step.counters()["dtmf-detected"], 2)
+
+    def test_no_detection_when_x_has_events(self):
+        step = self.make([PCMU, TE8], [OPUS, TE48])
+        self.assertIsNone(step._te_detect)
+        step = self.make([PCMU], [OPUS])
+        self.assertIsNone(step._te_detect)
