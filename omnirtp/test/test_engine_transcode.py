@@ -167,6 +167,24 @@ class TranscodeEngineTests(EngineTestBase):
         self.value(self.engine.release("c1"))
         self.assertIsNone(self.engine._rtcp_timer)
 
+    def test_sender_reports_follow_rtcp_mux(self):
+        """B multiplexes RTCP (A's RTCP socket sends to B's RTP socket):
+        the SR for B goes out of B's RTP socket to B's RTP address."""
+        a, b = self.value(self.engine.allocate("c1", HOST, 2))
+        fmts = {a: [PCMU], b: [PCMA]}
+        entries = []
+        for local, peer, endpoint in ((a, b, A), (a + 1, b, (A[0], A[1] + 1)), (b, a, B),
+                                      (b + 1, a + 1, B)):
+            entries.append({"local": (HOST, local), "peer": (HOST, peer), "endpoint": endpoint,
+                            "transcode": True, "codecs_send": fmts[local & ~1],
+                            "codecs_recv": fmts[local & ~1]})
+        entries[2]["rtcp_peer"] = (HOST, a + 1)
+        self.value(self.engine.configure("c1", entries))
+        self.send(a, [rtp(1, 0, bytes(160))], A)
+        self.reactor.advance(5)
+        rtcp = [(d, s) for d, s in self.net.sent_to(B) if d[1] == 200]
+        self.assertEqual([s for _, s in rtcp], [(HOST, b)])
+
     def test_with_srtp_both_sides(self):
         """X sends SRTP PCMU, Y gets SRTP PCMA: unprotect (X's key), then
         transcode, then protect (Y's key); the generated SR goes out as
@@ -189,6 +207,7 @@ class TranscodeEngineTests(EngineTestBase):
              "srtp_out": make_crypto(suite, key_y)},
             {"local": (HOST, b + 1), "peer": (HOST, a + 1), "endpoint": (B[0], B[1] + 1),
              "srtp_out": make_crypto(suite, key_y)},
+            {"local": (HOST, a + 1), "peer": (HOST, b + 1), "endpoint": (A[0], A[1] + 1)},
         ]))
         sender = peer(suite, key_x, outbound=True)
         payload = g711.ulaw_encode(pack(tone(440, 8000, 160, 10000)))
