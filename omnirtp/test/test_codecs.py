@@ -369,6 +369,26 @@ class G722Tests(SynchronousTestCase):
         self.assertEqual(lag, 22)
         self.assertGreaterEqual(value, 35.0)
 
+    def test_8k_mode_meets_16k_peers(self):
+        """The transcoder runs G.722 at 8 kHz next to G.711: what a 16 kHz
+        peer encodes decodes at 8 kHz to the tone (1 kHz: 47.7 dB here),
+        and what it encodes at 8 kHz a 16 kHz peer decodes (32 dB: the
+        QMF image of the empty high band)."""
+        ref16 = tone(1000, 16000, 16000, 12000)
+        packets = [self.factory.build("", 16000).encode(f) for f in frames(pack(ref16), 320)]
+        decoder = self.factory.build("", 8000)
+        out = unpack(b"".join(decoder.decode(p) for p in packets))
+        value, level = tone_fit(out[800:], 1000, 8000)
+        self.assertGreaterEqual(value, 45.0)
+        self.assertLess(abs(level - 12000), 120)
+        encoder = self.factory.build("", 8000)
+        packets = [encoder.encode(f) for f in frames(pack(tone(1000, 8000, 8000, 12000)), 160)]
+        decoder = self.factory.build("", 16000)
+        out = unpack(b"".join(decoder.decode(p) for p in packets))
+        value, level = tone_fit(out[1600:], 1000, 16000)
+        self.assertGreaterEqual(value, 30.0)
+        self.assertLess(abs(level - 12000), 240)
+
     def test_factory(self):
         factory = self.factory
         self.assertIsNone(factory.available())
