@@ -375,7 +375,8 @@ class G722Tests(SynchronousTestCase):
         and what it encodes at 8 kHz a 16 kHz peer decodes (32 dB: the
         QMF image of the empty high band)."""
         ref16 = tone(1000, 16000, 16000, 12000)
-        packets = [self.factory.build("", 16000).encode(f) for f in frames(pack(ref16), 320)]
+        encoder = self.factory.build("", 16000)
+        packets = [encoder.encode(f) for f in frames(pack(ref16), 320)]
         decoder = self.factory.build("", 8000)
         out = unpack(b"".join(decoder.decode(p) for p in packets))
         value, level = tone_fit(out[800:], 1000, 8000)
