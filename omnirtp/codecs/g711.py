@@ -97,9 +97,31 @@ def _decode_tables(to_linear):
     return bytes(lo), bytes(hi)
 
 
+def _runs(to_code, low, high):
+    """``to_code(s)`` for every ``s`` from ``low`` to ``high`` as bytes.
+    The code of a sample changes monotonically with its magnitude (a code
+    once left never comes back), so the range is a few hundred runs of one
+    code each: their ends are found by bisection, not by calling
+    ``to_code`` 32768 times."""
+    out = []
+    s = low
+    while s <= high:
+        code = to_code(s)
+        a, b = s, high
+        while a < b:
+            m = (a + b + 1) >> 1
+            if to_code(m) == code:
+                a = m
+            else:
+                b = m - 1
+        out.append(bytes((code,)) * (a - s + 1))
+        s = a + 1
+    return b"".join(out)
+
+
 def _encode_table(to_code):
-    # indexed by the sample read as unsigned 16-bit
-    return bytes(to_code(i - 0x10000 if i & 0x8000 else i) for i in range(0x10000))
+    # indexed by the sample read as unsigned 16-bit: 0..32767, then -32768..-1
+    return _runs(to_code, 0, 0x7FFF) + _runs(to_code, -0x8000, -1)
 
 
 _BIG_ENDIAN = sys.byteorder == "big"

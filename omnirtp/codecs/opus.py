@@ -64,7 +64,9 @@ def library():
                        ["opus_encoder_create", "opus_encode", "opus_encoder_ctl",
                         "opus_encoder_destroy", "opus_decoder_create", "opus_decode",
                         "opus_decoder_destroy", "opus_packet_get_nb_samples",
-                        "opus_get_version_string"])
+                        "opus_get_version_string", "opus_repacketizer_create",
+                        "opus_repacketizer_init", "opus_repacketizer_cat",
+                        "opus_repacketizer_out", "opus_repacketizer_destroy"])
         except Missing as e:
             _reason = str(e)
         else:
@@ -87,6 +89,16 @@ def library():
             lib.opus_packet_get_nb_samples.argtypes = [c_char_p, ctypes.c_int32, ctypes.c_int32]
             lib.opus_get_version_string.restype = c_char_p
             lib.opus_get_version_string.argtypes = []
+            lib.opus_repacketizer_create.restype = c_void_p
+            lib.opus_repacketizer_create.argtypes = []
+            lib.opus_repacketizer_init.restype = c_void_p
+            lib.opus_repacketizer_init.argtypes = [c_void_p]
+            lib.opus_repacketizer_cat.restype = c_int
+            lib.opus_repacketizer_cat.argtypes = [c_void_p, c_char_p, ctypes.c_int32]
+            lib.opus_repacketizer_out.restype = ctypes.c_int32
+            lib.opus_repacketizer_out.argtypes = [c_void_p, c_char_p, ctypes.c_int32]
+            lib.opus_repacketizer_destroy.restype = None
+            lib.opus_repacketizer_destroy.argtypes = [c_void_p]
             # opus_encoder_ctl is variadic: (st, request, opus_int32 value)
             lib.opus_encoder_ctl.restype = c_int
             lib.opus_encoder_ctl.argtypes = [c_void_p, c_int, ctypes.c_int32]
@@ -134,6 +146,7 @@ class OpusCodec:
         self.settings = tuple(settings)
         self._dec = None
         self._enc = None
+        self._rp = None
         self._max = MAX_SAMPLES_48K * sample_rate // 48000
         self._pcm = ctypes.create_string_buffer(2 * self._max)
         self._packet = ctypes.create_string_buffer(MAX_PACKET)
@@ -191,7 +204,37 @@ class OpusCodec:
 
     def encode(self, pcm):
         enc = self._enc or self._encoder()
-        n = self._encode(enc, pcm, len(pcm) >> 1, self._packet, MAX_PACKET)
+        samples = len(pcm) >> 1
+        n = self._encode(enc, pcm, samples, self._packet, MAX_PACKET)
+        if n < 0:
+            return self._encode_frames(pcm, samples)
+        return self._packet.raw[:n]
+
+    def _encode_frames(self, pcm, samples):
+        """A duration libopus does not encode as one frame (30, 50, ...
+        ms, up to 120): 10 ms frames joined into one packet (RFC 6716
+        3.2.5, code 3) with libopus's repacketizer.  None if it cannot."""
+        step = self.sample_rate // 100
+        if samples % step or samples > 12 * step:
+            return None
+        lib = self._lib
+        rp = self._rp
+        if rp is None:
+            rp = self._rp = lib.opus_repacketizer_create()
+            if not rp:
+                return None
+        lib.opus_repacketizer_init(rp)
+        enc = self._enc
+        frames = []  # the repacketizer points into these until out
+        for i in range(0, samples, step):
+            n = self._encode(enc, pcm[2 * i:2 * (i + step)], step, self._packet, MAX_PACKET)
+            if n < 0:
+                return None
+            frame = self._packet.raw[:n]
+            frames.append(frame)
+            if lib.opus_repacketizer_cat(rp, frame, n) != OPUS_OK:
+                return None
+        n = lib.opus_repacketizer_out(rp, self._packet, MAX_PACKET)
         if n < 0:
             return None
         return self._packet.raw[:n]
@@ -204,6 +247,9 @@ class OpusCodec:
         if self._enc:
             lib.opus_encoder_destroy(self._enc)
             self._enc = None
+        if self._rp:
+            lib.opus_repacketizer_destroy(self._rp)
+            self._rp = None
 
     def __del__(self):
         try:

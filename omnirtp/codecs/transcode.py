@@ -8,8 +8,8 @@ leaves towards party Y, whose ``codecs_recv`` says what it accepts:
 * a format Y accepts too (same encoding, clock rate, channels) passes with
   its payload type rewritten to Y's number;
 * telephone-event (RFC 4733) is mapped to Y's telephone-event (the
-  duration field rescaled if the clock rates differ), or consumed (dropped
-  and counted) when Y has none;
+  duration field rescaled if the clock rates differ), or, when Y has none,
+  played as DTMF tones in Y's audio (consumed when there is no audio);
 * comfort noise (RFC 3389) passes as Y's CN when Y has one, else becomes
   noise at the level it announces, encoded like the audio;
 * audio Y does not accept is decoded, resampled if the two codecs share no
@@ -35,6 +35,7 @@ with a reception report block for the stream the reverse step receives
 counted and the packet dropped.
 """
 
+import math
 import os
 import random
 import struct
@@ -62,6 +63,29 @@ _TE = 3
 _TE_DROP = 4
 _CN_PASS = 5
 _CN_NOISE = 6
+_TE_TONE = 7
+
+#: RFC 4733 events 0-15 as DTMF frequency pairs (low, high) in Hz
+DTMF = {0: (941, 1336), 1: (697, 1209), 2: (697, 1336), 3: (697, 1477), 4: (770, 1209),
+        5: (770, 1336), 6: (770, 1477), 7: (852, 1209), 8: (852, 1336), 9: (852, 1477),
+        10: (941, 1209), 11: (941, 1477), 12: (697, 1633), 13: (770, 1633),
+        14: (852, 1633), 15: (941, 1633)}
+
+
+def dtmf_tone(event, volume, start, count, rate):
+    """``count`` samples (s16le) from sample ``start`` on of the DTMF tone
+    of RFC 4733 ``event`` at ``volume`` (-dBm0, each of the two tones;
+    0 dBm0 is 3.14 dB below a full-scale sine, G.711's reference)."""
+    pair = DTMF.get(event)
+    if pair is None:
+        return bytes(2 * count)
+    amplitude = 32767 * 10 ** ((-volume - 3.14) / 20)
+    w1 = 2 * math.pi * pair[0] / rate
+    w2 = 2 * math.pi * pair[1] / rate
+    sin = math.sin
+    values = [max(-32768, min(32767, round(amplitude * (sin(w1 * i) + sin(w2 * i)))))
+              for i in range(start, start + count)]
+    return struct.pack("<%dh" % count, *values)
 
 
 def normalise_formats(formats, where):
@@ -176,6 +200,12 @@ class Transcoder:
         self._encoder = None
         self._encoder_rate = None
         self._noise = {}
+        self._te_detect = None
+        self._detector = None
+        self._digit = None
+        self._digit_ts = 0
+        self._digit_new = False
+        self._digit_end = False
         self._table = [None] * 128
         self._build_table()
         # the output stream
@@ -203,6 +233,12 @@ class Transcoder:
         self.corrupt = 0
         self.dtmf = 0
         self.dtmf_consumed = 0
+        self.dtmf_tones = 0
+        self.dtmf_detected = 0
+        # the event being played as tones (RFC 4733 start timestamp) and
+        # how much of it (in its clock) is played
+        self._event_ts = None
+        self._event_done = 0
         self.comfort_noise = 0
         self.unknown_pt = 0
         self.malformed = 0
@@ -226,6 +262,11 @@ class Transcoder:
                 cn_out.setdefault(fmt["clock_rate"], fmt)
         target = self.target
         out_clock = target["clock_rate"] if target is not None else None
+        # X sends no events but Y takes them (at the clock of Y's audio):
+        # digits found in X's audio go to Y as events
+        if target is not None and out_clock in te_out and not any(
+                f["encoding"] == TELEPHONE_EVENT for f in self.send):
+            self._te_detect = te_out[out_clock]
         for fmt in self.send:
             pt = fmt["pt"]
             if self._table[pt] is not None:
@@ -236,7 +277,14 @@ class Transcoder:
                 # prefer Y's event format at the clock of Y's audio
                 out = te_out.get(out_clock) or te_out.get(clock) or next(iter(te_out.values()), None)
                 if out is None:
-                    self._table[pt] = _Input(_TE_DROP)
+                    # no events on Y's side: played as tones in Y's audio
+                    # when there is audio to play them in
+                    if target is not None and any(
+                            self._registry.get(_key(f)) is not None for f in self.send
+                            if f["encoding"] not in (TELEPHONE_EVENT, CN)):
+                        self._table[pt] = _Input(_TE_TONE, target["pt"], clock, out_clock)
+                    else:
+                        self._table[pt] = _Input(_TE_DROP)
                 else:
                     self._table[pt] = _Input(_TE, out["pt"], clock, out["clock_rate"])
             elif encoding == CN:
@@ -369,6 +417,8 @@ class Transcoder:
         elif action == _TE_DROP:
             self.dtmf_consumed += 1
             return None
+        elif action == _TE_TONE:
+            return self._tone_packet(slot, payload, b1 & 0x80, ts)
         elif action == _CN_PASS:
             self.comfort_noise += 1
         else:  # _CN_NOISE
@@ -411,6 +461,10 @@ class Transcoder:
             slot.frame = len(current) >> 1
         pcm = current if hidden is None else hidden + current
         self._next_ts = (start_ts + (len(pcm) >> 1) * in_clock // rate) & 0xFFFFFFFF
+        if self._te_detect is not None and rate == 8000:
+            event = self._detect(current, ts, in_clock)
+            if event is not None:
+                return event
         if slot.resampler is not None:
             pcm = slot.resampler.process(pcm)
         encoder = self._encoder
@@ -425,11 +479,48 @@ class Transcoder:
         self.transcoded += 1
         return self._emit(marker, slot.pt, self._out_ts(start_ts, in_clock, slot.out_clock), out)
 
-    def _noise_packet(self, slot, payload, marker, ts):
-        """20 ms of noise at the level a CN packet announces, encoded."""
+    def _detect(self, pcm, ts, in_clock):
+        """Run the DTMF detector over a decoded 8 kHz packet; while a digit
+        sounds, an RFC 4733 event packet for Y takes the audio packet's
+        place (start: marker; the last one: the end bit)."""
+        detector = self._detector
+        if detector is None:
+            try:
+                from omnirtp.codecs.dtmf import DtmfDetector
+
+                detector = self._detector = DtmfDetector()
+            except Exception:
+                self._te_detect = None
+                return None
+        for event in detector.process(pcm):
+            if event is not None:
+                self._digit = event
+                self._digit_ts = ts
+                self._digit_new = True
+                self._digit_end = False
+                self.dtmf_detected += 1
+            elif self._digit is not None:
+                self._digit_end = True
+        digit = self._digit
+        if digit is None:
+            return None
+        te = self._te_detect
+        clock = te["clock_rate"]
+        duration = ((ts - self._digit_ts) & 0xFFFFFFFF) + (len(pcm) >> 1) * in_clock // 8000
+        duration = min(0xFFFF, duration * clock // in_clock)
+        end = self._digit_end
+        payload = bytes((digit, 0x8A if end else 0x0A)) + duration.to_bytes(2, "big")
+        marker = 0x80 if self._digit_new else 0
+        self._digit_new = False
+        if end:
+            self._digit = None
+        return self._emit(marker, te["pt"], self._out_ts(self._digit_ts, in_clock, clock), payload)
+
+    def _any_encoder(self):
+        """The encoder, built for the first decodable format if no audio
+        has come yet; None if there is none."""
         encoder = self._encoder
         if encoder is None:
-            # no audio decoded yet: find a decodable format to size the encoder
             for other in self._table:
                 if other is not None and other.action == _DECODE:
                     try:
@@ -437,9 +528,45 @@ class Transcoder:
                     except Exception:
                         encoder = None
                     break
-            if encoder is None:
-                self.unknown_pt += 1
-                return None
+        return encoder
+
+    def _tone_packet(self, slot, payload, marker, ts):
+        """An RFC 4733 event for a receiver without telephone-event: the
+        part of its duration not played yet, as the DTMF tone pair in the
+        receiver's audio (events above 15: silence).  Repeated packets
+        (the end is sent three times) add nothing and are dropped."""
+        encoder = self._any_encoder()
+        if encoder is None or len(payload) < 4:
+            self.dtmf_consumed += 1
+            return None
+        duration = (payload[2] << 8) | payload[3]
+        if ts != self._event_ts:
+            self._event_ts = ts
+            self._event_done = 0
+        done = self._event_done
+        rate = self._encoder_rate
+        in_clock = slot.in_clock
+        first = done * rate // in_clock
+        count = duration * rate // in_clock - first
+        if count <= 0:
+            self.dtmf_consumed += 1
+            return None
+        self._event_done = duration
+        pcm = dtmf_tone(payload[0], payload[1] & 0x3F, first, count, rate)
+        out = encoder.encode(pcm)
+        if out is None:
+            self.encode_errors += 1
+            return None
+        self.dtmf_tones += 1
+        return self._emit(marker if not done else 0, slot.pt,
+                          self._out_ts((ts + done) & 0xFFFFFFFF, in_clock, slot.out_clock), out)
+
+    def _noise_packet(self, slot, payload, marker, ts):
+        """20 ms of noise at the level a CN packet announces, encoded."""
+        encoder = self._any_encoder()
+        if encoder is None:
+            self.unknown_pt += 1
+            return None
         level = payload[0] & 0x7F if payload else 127
         pcm = self._noise.get(level)
         if pcm is None:
@@ -507,6 +634,8 @@ class Transcoder:
             "corrupt": self.corrupt,
             "dtmf": self.dtmf,
             "dtmf-consumed": self.dtmf_consumed,
+            "dtmf-tones": self.dtmf_tones,
+            "dtmf-detected": self.dtmf_detected,
             "comfort-noise": self.comfort_noise,
             "unknown-pt": self.unknown_pt,
             "malformed": self.malformed,

@@ -647,9 +647,9 @@ class EmbeddedEngine:
     def _send_reports(self):
         """Every :data:`RTCP_INTERVAL`: for each transcoded stream that has
         sent something, an SR (with a report block for the reverse
-        stream) to the party it goes to, through the RTCP socket facing
-        that party (its RTP socket if RTCP goes there: rtcp-mux) and that
-        socket's outbound steps (SRTCP).  Failures are counted, never
+        stream) to the party it goes to, out of the socket the party's own
+        RTCP would have been relayed through (its RTCP socket, or its RTP
+        socket with rtcp-mux) and that socket's outbound steps (SRTCP).  Failures are counted, never
         raised."""
         now = self._reactor.seconds()
         for local, (want, step) in list(self._transcoders.items()):
@@ -665,8 +665,14 @@ class EmbeddedEngine:
                 elapsed = max(0.0, now - relay.last_packet)
                 data = step.sender_report(
                     now, step.last_ts + int(elapsed * step.out_clock), block)
-                out = self._sockets.get((peer.local[0], peer.local[1] + 1))
-                if relay.rtcp_peer is peer or out is None or out.endpoint is None:
+                # where the party's own RTCP would have gone: the RTCP
+                # split of this socket, else the peer of its RTCP sibling
+                # (Y's RTP socket when Y multiplexes), else the RTP peer
+                out = relay.rtcp_peer
+                if out is None:
+                    sibling = self._sockets.get((local[0], local[1] + 1))
+                    out = sibling.peer if sibling is not None else None
+                if out is None:
                     out = peer
                 for transform in out.outbound:
                     data = transform.rtcp(data)

@@ -369,6 +369,27 @@ class G722Tests(SynchronousTestCase):
         self.assertEqual(lag, 22)
         self.assertGreaterEqual(value, 35.0)
 
+    def test_8k_mode_meets_16k_peers(self):
+        """The transcoder runs G.722 at 8 kHz next to G.711: what a 16 kHz
+        peer encodes decodes at 8 kHz to the tone (1 kHz: 47.7 dB here),
+        and what it encodes at 8 kHz a 16 kHz peer decodes (32 dB: the
+        QMF image of the empty high band)."""
+        ref16 = tone(1000, 16000, 16000, 12000)
+        encoder = self.factory.build("", 16000)
+        packets = [encoder.encode(f) for f in frames(pack(ref16), 320)]
+        decoder = self.factory.build("", 8000)
+        out = unpack(b"".join(decoder.decode(p) for p in packets))
+        value, level = tone_fit(out[800:], 1000, 8000)
+        self.assertGreaterEqual(value, 45.0)
+        self.assertLess(abs(level - 12000), 120)
+        encoder = self.factory.build("", 8000)
+        packets = [encoder.encode(f) for f in frames(pack(tone(1000, 8000, 8000, 12000)), 160)]
+        decoder = self.factory.build("", 16000)
+        out = unpack(b"".join(decoder.decode(p) for p in packets))
+        value, level = tone_fit(out[1600:], 1000, 16000)
+        self.assertGreaterEqual(value, 30.0)
+        self.assertLess(abs(level - 12000), 240)
+
     def test_factory(self):
         factory = self.factory
         self.assertIsNone(factory.available())
@@ -440,6 +461,25 @@ class OpusTests(SynchronousTestCase):
             self.assertEqual(len(out), len(reference))
             value, lag = aligned_snr(reference, out, rate // 100, start=rate // 10)
             self.assertGreaterEqual(value, 20.0, rate)
+
+    def test_odd_durations(self):
+        """30 ms (a common G.711 ptime) and 50 ms are no single Opus frame:
+        they go out as one packet of 10 ms frames (code 3), which decodes
+        to the whole duration and the tone; 130 ms is more than a packet
+        holds."""
+        rate = 8000
+        encoder = self.factory.build("", rate)
+        decoder = self.factory.build("", rate)
+        reference = tone(440, rate, 7200, 12000)
+        packets = [encoder.encode(f) for f in frames(pack(reference), 240)]
+        self.assertEqual({p[0] & 3 for p in packets}, {3})
+        self.assertEqual({self.factory.samples(p) for p in packets}, {1440})
+        out = unpack(b"".join(decoder.decode(p) for p in packets))
+        value, level = tone_fit(out[800:], 440, rate)
+        self.assertGreaterEqual(value, 20.0)
+        self.assertEqual(self.factory.samples(encoder.encode(bytes(800))), 2400)
+        self.assertIsNone(encoder.encode(bytes(2080)))
+        self.assertIsNone(encoder.encode(bytes(2 * 85)))
 
     def test_fmtp_settings(self):
         o = self.opus

@@ -166,3 +166,60 @@ class TranscodeEngineTests(EngineTestBase):
                          self.engine.transcoder((HOST, b)).ssrc)
         self.value(self.engine.release("c1"))
         self.assertIsNone(self.engine._rtcp_timer)
+
+    def test_sender_reports_follow_rtcp_mux(self):
+        """B multiplexes RTCP (A's RTCP socket sends to B's RTP socket):
+        the SR for B goes out of B's RTP socket to B's RTP address."""
+        a, b = self.value(self.engine.allocate("c1", HOST, 2))
+        fmts = {a: [PCMU], b: [PCMA]}
+        entries = []
+        for local, peer, endpoint in ((a, b, A), (a + 1, b, (A[0], A[1] + 1)), (b, a, B),
+                                      (b + 1, a + 1, B)):
+            entries.append({"local": (HOST, local), "peer": (HOST, peer), "endpoint": endpoint,
+                            "transcode": True, "codecs_send": fmts[local & ~1],
+                            "codecs_recv": fmts[local & ~1]})
+        entries[2]["rtcp_peer"] = (HOST, a + 1)
+        self.value(self.engine.configure("c1", entries))
+        self.send(a, [rtp(1, 0, bytes(160))], A)
+        self.reactor.advance(5)
+        rtcp = [(d, s) for d, s in self.net.sent_to(B) if d[1] == 200]
+        self.assertEqual([s for _, s in rtcp], [(HOST, b)])
+
+    def test_with_srtp_both_sides(self):
+        """X sends SRTP PCMU, Y gets SRTP PCMA: unprotect (X's key), then
+        transcode, then protect (Y's key); the generated SR goes out as
+        SRTCP with Y's key too."""
+        import struct as _struct
+
+        from omnirtp.media.srtp import AES_CM_128_HMAC_SHA1_80, make_crypto
+        from omnirtp.test.test_srtp import master, peer
+
+        suite = AES_CM_128_HMAC_SHA1_80
+        key_x, key_y = master(suite, 1), master(suite, 2)
+        ports = self.value(self.engine.allocate("c1", HOST, 2))
+        a, b = ports
+        self.value(self.engine.configure("c1", [
+            {"local": (HOST, a), "peer": (HOST, b), "endpoint": A, "transcode": True,
+             "codecs_send": [PCMU], "codecs_recv": [PCMU],
+             "srtp_in": make_crypto(suite, key_x)},
+            {"local": (HOST, b), "peer": (HOST, a), "endpoint": B, "transcode": True,
+             "codecs_send": [PCMA], "codecs_recv": [PCMA],
+             "srtp_out": make_crypto(suite, key_y)},
+            {"local": (HOST, b + 1), "peer": (HOST, a + 1), "endpoint": (B[0], B[1] + 1),
+             "srtp_out": make_crypto(suite, key_y)},
+            {"local": (HOST, a + 1), "peer": (HOST, b + 1), "endpoint": (A[0], A[1] + 1)},
+        ]))
+        sender = peer(suite, key_x, outbound=True)
+        payload = g711.ulaw_encode(pack(tone(440, 8000, 160, 10000)))
+        self.send(a, [sender.protect(rtp(1, 0, payload))], A)
+        got = self.net.sent_to(B)
+        self.assertEqual(len(got), 1)
+        receiver = peer(suite, key_y, outbound=False)
+        plain = receiver.unprotect(got[0][0])
+        self.assertEqual(header(plain)["pt"], 8)
+        self.assertEqual(plain[12:], g711.alaw_encode(g711.ulaw_decode(payload)))
+        self.reactor.advance(5)
+        (srtcp, _source), = self.net.sent_to((B[0], B[1] + 1))
+        report = receiver.unprotect_rtcp(srtcp)
+        self.assertEqual(_struct.unpack(">BBHI", report[:8]),
+                         (0x80, 200, 6, self.engine.transcoder((HOST, a)).ssrc))

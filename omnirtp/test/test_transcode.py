@@ -125,10 +125,41 @@ class PassAndMapTests(TranscoderTestBase):
                          (110, (first["ts"] + 960) & 0xFFFFFFFF, b"\x01\x8a\x07\x80"))
 
     def test_telephone_event_consumed(self):
-        """A receiver without telephone-event gets none: dropped, counted."""
-        step = self.make([PCMU, TE8], [PCMA])
+        """Without audio to play it in (no codec X sends can be decoded),
+        an event for a receiver without telephone-event is dropped, counted."""
+        step = self.make([fmt(96, "foo"), TE8], [PCMA])
         self.assertIsNone(step.rtp(rtp(1, 0, b"\x05\x0a\x00\xa0", pt=101)))
         self.assertEqual(step.counters()["dtmf-consumed"], 1)
+
+    def test_telephone_event_played_as_tones(self):
+        """A receiver without telephone-event hears the digit: each event
+        packet's new duration becomes that much of the DTMF pair (digit 5:
+        770 + 1336 Hz) in its audio, continuing the stream's timeline; the
+        repeated end packets add nothing."""
+        step = self.make([PCMU, TE8], [PCMA])
+        packets, _ = self.pcmu_stream(first_seq=10, first_ts=8000)
+        first = header(step.rtp(packets[0]))
+        out = []
+        for i, (flags, duration) in enumerate(((0x0a, 160), (0x0a, 320), (0x0a, 480),
+                                                (0x8a, 480), (0x8a, 480), (0x8a, 480))):
+            out.append(step.rtp(rtp(11 + i, 8160, bytes([5, flags]) + duration.to_bytes(2, "big"),
+                                    pt=101, marker=(i == 0))))
+        self.assertEqual(out[3:], [None, None, None])
+        heads = [header(o) for o in out[:3]]
+        self.assertEqual([(h["pt"], h["marker"]) for h in heads],
+                         [(8, True), (8, False), (8, False)])
+        self.assertEqual([h["ts"] - first["ts"] for h in heads], [160, 320, 480])
+        self.assertEqual([h["seq"] - first["seq"] for h in heads], [1, 2, 3])
+        pcm = unpack(b"".join(g711.alaw_decode(o[12:]) for o in out[:3]))
+        self.assertEqual(len(pcm), 480)
+        low = tone_fit(pcm, 770, 8000)[1]
+        high = tone_fit(pcm, 1336, 8000)[1]
+        expected = 32767 * 10 ** (-13.14 / 20)  # -10 dBm0 each
+        self.assertLess(abs(low - expected), expected * 0.05)
+        self.assertLess(abs(high - expected), expected * 0.05)
+        self.assertLess(tone_fit(pcm, 697, 8000)[1], expected * 0.1)
+        counters = step.counters()
+        self.assertEqual((counters["dtmf-tones"], counters["dtmf-consumed"]), (3, 3))
 
     def test_comfort_noise(self):
         """CN passes as the receiver's CN; without one it becomes noise at
@@ -254,14 +285,16 @@ class BadInputTests(TranscoderTestBase):
 
     def test_random_input_never_raises(self):
         rng = random.Random(7)
-        step = self.make([PCMU, OPUS, G722, TE8, CN8], [OPUS, PCMA, TE48])
+        steps = [self.make([PCMU, OPUS, G722, TE8, CN8], [OPUS, PCMA, TE48]),
+                 self.make([PCMU, CN8], [OPUS, TE48]), self.make([OPUS, TE48], [PCMU])]
         for _ in range(3000):
             n = rng.randrange(0, 200)
             data = bytes(rng.getrandbits(8) for _ in range(n))
             if n > 2 and rng.random() < 0.7:
-                data = bytes([0x80, rng.choice([0, 8, 9, 13, 101, 111, 96])]) + data[2:]
-            result = step.rtp(data)
-            self.assertTrue(result is None or isinstance(result, bytes))
+                data = bytes([0x80, rng.choice([0, 8, 9, 13, 101, 110, 111, 96])]) + data[2:]
+            for step in steps:
+                result = step.rtp(data)
+                self.assertTrue(result is None or isinstance(result, bytes))
 
     def test_absurd_timestamps(self):
         """Timestamps that jump anywhere map without error, and the
@@ -325,3 +358,55 @@ class RtcpReportTests(TranscoderTestBase):
         sr = step.sender_report(0.0, 0, step.report_block())
         self.assertEqual(sr[:4], b"\x81\xc8\x00\x0c")
         self.assertEqual(len(sr), 52)
+
+
+class PtimeTests(TranscoderTestBase):
+    def test_30ms_pcmu_to_opus(self):
+        """A 30 ms PCMU packet becomes one 30 ms Opus packet (timestamps
+        step 1440 at 48 kHz): the output keeps the sender's ptime, and no
+        packet waits for another."""
+        step = self.make([PCMU], [OPUS])
+        reference = tone(440, 8000, 2400, 12000)
+        out = [step.rtp(rtp(i, 240 * i, g711.ulaw_encode(f)))
+               for i, f in enumerate(frames(pack(reference), 240))]
+        self.assertEqual(len(out), 10)
+        self.assertEqual({opus.samples(o[12:]) for o in out}, {1440})
+        heads = [header(o) for o in out]
+        self.assertEqual({(heads[i + 1]["ts"] - heads[i]["ts"]) & 0xFFFFFFFF
+                          for i in range(9)}, {1440})
+
+
+class DtmfDetectionTests(TranscoderTestBase):
+    def test_inband_digits_become_events(self):
+        """X sends PCMU without telephone-event, Y takes Opus with
+        telephone-event/48000: the digits in X's audio (5 for 100 ms, then
+        # for 80 ms) reach Y as events, in the place of the audio packets
+        they sound in: marker on the first, growing duration, the end bit
+        on the last; the audio around them is transcoded as usual."""
+        from omnirtp.codecs.transcode import dtmf_tone
+        step = self.make([PCMU], [OPUS, TE48])
+        pcm = (bytes(1600) + dtmf_tone(5, 10, 0, 800, 8000) + bytes(1600)
+               + dtmf_tone(11, 10, 0, 640, 8000) + bytes(1600))
+        out = [step.rtp(rtp(i, 160 * i, g711.ulaw_encode(f)))
+               for i, f in enumerate(frames(pcm, 160))]
+        kinds = [header(o)["pt"] for o in out]
+        events = [(i, o[12], o[13], int.from_bytes(o[14:16], "big"), header(o)["marker"])
+                  for i, o in enumerate(out) if header(o)["pt"] == 110]
+        self.assertEqual([e[1] for e in events], [5] * 5 + [11] * 4)
+        self.assertEqual([e[2] & 0x80 for e in events], [0, 0, 0, 0, 0x80, 0, 0, 0, 0x80])
+        self.assertEqual([e[4] for e in events],
+                         [True, False, False, False, False, True, False, False, False])
+        self.assertEqual([e[3] for e in events[:5]], [960, 1920, 2880, 3840, 4800])
+        starts = {header(o)["ts"] for o in out if header(o)["pt"] == 110 and o[12] == 5}
+        self.assertEqual(len(starts), 1)
+        # 100 ms silence (5 packets), the digit found from its second
+        # packet on (the first sounds as audio), the end seen in the
+        # silence after it
+        self.assertEqual(kinds, [111] * 6 + [110] * 5 + [111] * 5 + [110] * 4 + [111] * 4)
+        self.assertEqual(step.counters()["dtmf-detected"], 2)
+
+    def test_no_detection_when_x_has_events(self):
+        step = self.make([PCMU, TE8], [OPUS, TE48])
+        self.assertIsNone(step._te_detect)
+        step = self.make([PCMU], [OPUS])
+        self.assertIsNone(step._te_detect)

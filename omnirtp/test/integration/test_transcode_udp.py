@@ -192,3 +192,43 @@ class TranscodeUDPTests(TestCase):
         self.assertTrue(abs(heard - PHONE_TONE) <= TOLERANCE, heard)
         self.check_phone_heard(phone, lambda p: list(struct.unpack(
             "<%dh" % len(p), g711.ulaw_decode(p))), 0)
+
+
+class TranscodeWorkerTests(TestCase):
+    """The same keys through a WorkerPool (num-threads 1): the transcoder
+    runs in the worker process that holds the call's sockets, and its
+    counters come back with stats over AMP."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_pcmu_to_pcma_in_worker(self):
+        from omnirtp.media.pool import WorkerPool
+
+        pool = WorkerPool(reactor, {HOST: free_port_range(100)}, 1)
+        pool.startService()
+        self.addCleanup(pool.stopService)
+        phone = listen_party(self)
+        other = listen_party(self)
+        a, b = yield pool.allocate("w1", HOST, 2)
+        entries = []
+        for local, peer, endpoint, fmts in ((a, b, phone.address, [PCMU]),
+                                             (b, a, other.address, [PCMA])):
+            entries.append({"local": (HOST, local), "peer": (HOST, peer), "endpoint": endpoint,
+                            "learning": "delayed", "reset": True, "transcode": True,
+                            "codecs_send": fmts, "codecs_recv": fmts})
+        yield pool.configure("w1", entries)
+        samples = tone(PHONE_TONE, 8000, 1600, 12000)
+        pcm = struct.pack("<1600h", *samples)
+        payloads = [g711.ulaw_encode(pcm[320 * i:320 * (i + 1)]) for i in range(10)]
+        for i, payload in enumerate(payloads):
+            phone.send(rtp(i, 160 * i, payload), a)
+        yield wait_for(lambda: len(other.received) >= 10, timeout=10)
+        got = [d for d, _ in other.received]
+        self.assertEqual({header(d)["pt"] for d in got}, {8})
+        self.assertEqual(sorted(d[12:] for d in got),
+                         sorted(g711.alaw_encode(g711.ulaw_decode(p)) for p in payloads))
+        stats = yield pool.stats("w1")
+        counters = stats["w1"][(HOST, a)]["transforms"]["transcode"]
+        self.assertEqual(counters["transcoded"], 10)
+        yield pool.release("w1")
