@@ -85,7 +85,9 @@ def build():
         rc, stdout, stderr = _run([os.path.join(ROOT, "scripts", "build-deb"), out], env=env)
         text = stdout + stderr
         if rc != 0:
-            raise AssertionError("scripts/build-deb failed (%d):\n%s" % (rc, text[-6000:]))
+            lintian = [ln for ln in text.splitlines() if ln[:3] in ("E: ", "W: ")]
+            raise AssertionError("scripts/build-deb failed (%d):\n%s\n--- lintian ---\n%s" % (
+                rc, text[-4000:], "\n".join(lintian)))
         [deb] = [os.path.join(out, n) for n in os.listdir(out)
                  if n.startswith("omnirtp_") and n.endswith("_all.deb")]
         _built["deb"], _built["log"] = deb, text
@@ -378,8 +380,10 @@ class InstalledTests(SynchronousTestCase):
         self.assertIn(proc.wait(30), (0, -signal.SIGTERM), log_text())
         self.assertIn("Server Shut Down.", log_text())
         self.assertNotIn("Traceback", log_text())
-        # python3-twisted's trigger rebuilt the plugin cache at install time
+        # the plugin caches were written at install time (python3-twisted's
+        # trigger for twisted/plugins, postinst for omnirtp/plugins)
         self.assertNotIn("Unable to write to plugin cache", log_text())
+        self.assertTrue(os.path.exists("/" + DIST + "/omnirtp/plugins/dropin.cache"))
         deadline = time.monotonic() + 10
         while _processes_of(user.pw_uid) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -393,6 +397,7 @@ class InstalledTests(SynchronousTestCase):
             rc, out, err = _run(["dpkg", "--purge", "omnirtp"], env=CLEAN_ENV)
         self.assertEqual(rc, 0, out + err)
         for path in ("/etc/omnirtp/omnirtp.conf", "/etc/default/omnirtp",
+                     "/" + DIST + "/omnirtp/plugins/dropin.cache",
                      "/usr/bin/omnirtp-ctl", "/" + UNIT,
                      "/usr/lib/python3/dist-packages/omnirtp",
                      "/usr/lib/python3/dist-packages/twisted/plugins/omnirtp_plugin.py"):
