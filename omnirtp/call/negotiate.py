@@ -450,6 +450,13 @@ class Negotiator:
                 yield self.engine.release(call.call_id, keys)
             raise
 
+    def restored_sockets(self, call):
+        """The engine configuration of a call restored from the state store
+        (``omnirtp.state.restore``): as its last request left it, with the
+        daemon's defaults for the per-request learning flags."""
+        from omnirtp.control.flags import Flags
+        return self._sockets(call, Flags.from_request({"command": "offer"}))
+
     def _sockets(self, call, flags):
         """The engine configuration for every port pair of the call.
 

@@ -143,14 +143,35 @@ class RedisStore:
             self._dial()
         return d
 
-    def stop(self):
+    def stop(self, timeout=2.0):
+        """Close the connection once what was written to it is sent; fires
+        when it is closed (at most ``timeout`` seconds later), so that a
+        daemon's shutdown does not cut off its last writes."""
         self.state = "stopped"
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
         protocol, self.protocol = self.protocol, None
-        if protocol is not None and protocol.transport is not None:
-            protocol.transport.loseConnection()
+        if protocol is None or protocol.transport is None or protocol.lost_d is None:
+            return defer.succeed(None)
+        closed = defer.Deferred()
+        protocol.lost_d.addBoth(lambda _: closed.called or closed.callback(None))
+        protocol.transport.loseConnection()
+
+        def abort():
+            if not closed.called:
+                abort_connection = getattr(protocol.transport, "abortConnection", None)
+                if abort_connection is not None:
+                    abort_connection()
+                if not closed.called:
+                    closed.callback(None)
+        timer = self.reactor.callLater(timeout, abort)
+
+        def done(result):
+            if timer.active():
+                timer.cancel()
+            return result
+        return closed.addBoth(done)
 
     def _dial(self):
         self.state = "connecting"

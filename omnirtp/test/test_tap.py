@@ -183,13 +183,13 @@ class OptionsTests(SynchronousTestCase):
                                  "PUBLIC_IP (not in the environment)")
 
     def test_unimplementedNamedOnce(self):
-        options = parse(BASE + ["--listen-udp=9900", "-u", "9901", "--redis-expires=5",
-                                "--redis-expires=6", "--sip-source"])
+        options = parse(BASE + ["--listen-udp=9900", "-u", "9901", "--redis-num-threads=5",
+                                "--redis-num-threads=6", "--sip-source"])
         self.assertEqual(options.config.unimplemented,
-                         ("listen-udp", "redis-expires", "sip-source"))
+                         ("listen-udp", "redis-num-threads", "sip-source"))
         self.assertEqual(tap.describe_warnings(options.config), [
             "option 'listen-udp' is not implemented by omnirtp yet; ignored",
-            "option 'redis-expires' is not implemented by omnirtp yet; ignored",
+            "option 'redis-num-threads' is not implemented by omnirtp yet; ignored",
             "option 'sip-source' is not implemented by omnirtp yet; ignored",
             "listen-ng 0.0.0.0:2223 is reachable from other hosts, but control-allow names "
             "no network: only loopback sources are answered"])

@@ -1,0 +1,134 @@
+"""Calls survive a restart through Redis (issue 10): omnirtp is killed with
+SIGKILL mid-call and started again on the same redis-server; it rebuilds
+the call, binds the same ports and relays again, and the call takes its
+next ng requests (query, delete) as before."""
+
+import signal
+import socket
+import time
+
+from twisted.trial.unittest import TestCase
+
+from omnirtp.test.integration.peers import (
+    LOOPBACK, as_text, free_port, free_port_range, start_omnirtp, start_redis)
+
+
+def _sdp(port, session="1"):
+    return ("v=0\r\no=- 1 %s IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            "m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n" % (session, port))
+
+
+def _media_port(sdp):
+    for line in sdp.splitlines():
+        if line.startswith("m=audio "):
+            return int(line.split()[1])
+    raise AssertionError("no m=audio in %r" % sdp)
+
+
+def _rtp(seq, ssrc):
+    return (b"\x80\x00" + seq.to_bytes(2, "big") + (seq * 160).to_bytes(4, "big")
+            + ssrc.to_bytes(4, "big") + b"\xff" * 160)
+
+
+def _udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((LOOPBACK, 0))
+    s.settimeout(0.2)
+    return s
+
+
+def _relays(sender, receiver, to_port, ssrc, start_seq, wait=2.0):
+    """Send RTP from ``sender`` to omnirtp's ``to_port`` every 20 ms until
+    ``receiver`` gets one (a bound on waiting, not a timed assertion);
+    return the packets received, [] if none within ``wait``."""
+    deadline = time.monotonic() + wait
+    seq = start_seq
+    while time.monotonic() < deadline:
+        sender.sendto(_rtp(seq, ssrc), (LOOPBACK, to_port))
+        seq += 1
+        try:
+            data, _ = receiver.recvfrom(2048)
+        except socket.timeout:
+            continue
+        return [data]
+    return []
+
+
+class RestartTests(TestCase):
+
+    timeout = 180
+
+    def daemon(self, redis, ng_port, ports, extra=()):
+        return start_omnirtp(self, ng_port, ports[0], ports[1],
+                             extra_args=["--redis=127.0.0.1:%d/3" % redis.port] + list(extra))
+
+    def test_sigkillAndRestart(self):
+        self.restart()
+
+    def test_sigkillAndRestartWorkers(self):
+        """The same with two media workers: the call's ports are claimed in
+        the worker whose slice holds them."""
+        self.restart(["--num-threads=2"])
+
+    def restart(self, extra=()):
+        redis = start_redis(self)
+        ng_port = free_port()
+        ports = free_port_range(40)
+        first = self.daemon(redis, ng_port, ports, extra)
+        alice, bob = _udp(), _udp()
+        self.addCleanup(alice.close)
+        self.addCleanup(bob.close)
+        offer = as_text(first.ng.request({
+            "command": "offer", "call-id": "restart-1", "from-tag": "alice",
+            "sdp": _sdp(alice.getsockname()[1]), "replace": ["origin"]}))
+        self.assertEqual(offer["result"], "ok", offer)
+        answer = as_text(first.ng.request({
+            "command": "answer", "call-id": "restart-1", "from-tag": "alice",
+            "to-tag": "bob", "sdp": _sdp(bob.getsockname()[1])}))
+        self.assertEqual(answer["result"], "ok", answer)
+        # the offer's SDP goes to bob: the port he sends to; the answer's to alice
+        to_bob_side = _media_port(answer["sdp"])    # alice sends here
+        to_alice_side = _media_port(offer["sdp"])   # bob sends here
+        got = _relays(alice, bob, to_bob_side, 0xA11CE, 1)
+        self.assertEqual(len(got), 1, "alice -> bob before the restart")
+        got = _relays(bob, alice, to_alice_side, 0xB0B, 1)
+        self.assertEqual(len(got), 1, "bob -> alice before the restart")
+
+        first.signal(signal.SIGKILL)
+        first.wait(10)
+        second = self.daemon(redis, ng_port, ports, extra)
+        # the call is known again, with the ports its parties were given
+        query = as_text(second.ng.request({"command": "query", "call-id": "restart-1"}))
+        self.assertEqual(query["result"], "ok", (query, second.log_tail()))
+        self.assertEqual(sorted(query["tags"]), ["alice", "bob"])
+        got = _relays(alice, bob, to_bob_side, 0xA11CE, 100)
+        self.assertEqual(len(got), 1, "alice -> bob after the restart")
+        self.assertEqual(got[0][8:12], (0xA11CE).to_bytes(4, "big"))
+        got = _relays(bob, alice, to_alice_side, 0xB0B, 100)
+        self.assertEqual(len(got), 1, "bob -> alice after the restart")
+        self.assertIn("restored 1 calls from the state store", second.log())
+
+        deleted = as_text(second.ng.request({"command": "delete", "call-id": "restart-1",
+                                              "delete-delay": 0}))
+        self.assertEqual(deleted["result"], "ok", deleted)
+        # a third start finds nothing left to restore
+        # SIGTERM right after the delete: the shutdown waits for the last writes
+        second.stop()
+        third = self.daemon(redis, ng_port, ports, extra)
+        query = as_text(third.ng.request({"command": "query", "call-id": "restart-1"}))
+        self.assertEqual(query["result"], "error", (second.log_tail(6000), third.log_tail()))
+        self.assertIn("restored 0 calls", third.log())
+
+    def test_unreachableRedisStopsTheStart(self):
+        """As rtpengine: no Redis at start is fatal unless no-redis-required."""
+        ng_port = free_port()
+        ports = free_port_range(10)
+        dead = free_port(socket.SOCK_STREAM)
+        from omnirtp.test.integration.peers import PeerFailed
+        e = self.assertRaises(PeerFailed, start_omnirtp, self, ng_port, ports[0], ports[1],
+                              extra_args=["--redis=127.0.0.1:%d/0" % dead], wait=20)
+        self.assertIn("is unreachable", str(e))
+        self.assertIn("no-redis-required", str(e))
+        ok = start_omnirtp(self, ng_port, ports[0], ports[1],
+                           extra_args=["--redis=127.0.0.1:%d/0" % dead, "--no-redis-required"])
+        self.assertTrue(ok.ng.ping())
