@@ -340,6 +340,8 @@ def build_config(values, config_file=None, config_section="rtpengine",
     for name in ("tos", "control-tos"):
         if get(name) is not None:
             check(name, 0 <= get(name) <= 255, "must be from 0 to 255")
+    if "control-timeout" in where_of:
+        check("control-timeout", get("control-timeout") > 0, "must be above 0")
     if "dtls-mtu" in where_of:
         check("dtls-mtu", get("dtls-mtu") >= 576, "must be 576 or more")
 

@@ -231,10 +231,12 @@ OPTIONS = (
     # -- omnirtp's own options (not rtpengine's; see OWN_OPTIONS)
     _o("control-allow", None, LIST, (), Y,
        "networks allowed to use the control listeners besides loopback: ADDR[/PREFIX]"),
+    _o("control-timeout", None, FLOAT, 10.0, Y,
+       "seconds a CLI/HTTP client has to send a whole command or request"),
 )
 
 #: options omnirtp adds to rtpengine's set (docs/compat.md lists them)
-OWN_OPTIONS = frozenset({"control-allow"})
+OWN_OPTIONS = frozenset({"control-allow", "control-timeout"})
 
 BY_NAME = {o.name: o for o in OPTIONS}
 BY_SHORT = {o.short: o for o in OPTIONS if o.short}

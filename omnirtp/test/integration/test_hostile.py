@@ -18,15 +18,17 @@ up over ng as Kamailio does (issue 12, "Hostile media").
 
 import base64
 import os
+import socket
 import struct
 
 from aioice import stun as aioice_stun
-from twisted.internet import defer
+from twisted.internet import defer, protocol, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.logger import globalLogPublisher
 
 from omnirtp.media import stun
 from omnirtp.sdp import crypto
-from omnirtp.test.integration.peers import free_port_range, listen_party
+from omnirtp.test.integration.peers import free_port, free_port_range, listen_party
 from omnirtp.test.integration.test_daemon import RTP, DaemonTestCase, port_of, sdp, wait_for
 
 #: the rogue's address (Linux answers for all of 127.0.0.0/8 on lo)
@@ -256,6 +258,9 @@ class JunkNotLoggedTests(DaemonTestCase):
     @defer.inlineCallbacks
     def flood(self, **overrides):
         yield self.start(**overrides)
+        if overrides.get("num_threads"):
+            # every worker up and its start-up lines logged before we listen
+            yield self.service.engine.whenReady()
         a, b, to_a, to_b = yield self.setup_call()
         events = []
         globalLogPublisher.addObserver(events.append)
@@ -289,3 +294,55 @@ class JunkNotLoggedTests(DaemonTestCase):
     @defer.inlineCallbacks
     def test_workers(self):
         yield self.flood(num_threads=2)
+
+
+class _Client(protocol.Protocol):
+    """A TCP client that records what it receives and when it is closed."""
+
+    def __init__(self):
+        self.data = b""
+        self.closed = False
+
+    def dataReceived(self, data):
+        self.data += data
+
+    def connectionLost(self, reason):
+        self.closed = True
+
+
+class SlowControlClientTests(DaemonTestCase):
+    """The CLI and HTTP on one port (as 9900): a silent client and one that
+    sends a byte every 0.3 s neither block a normal client nor stay: both are
+    dropped once control-timeout (here 1.5 s) has passed."""
+
+    @defer.inlineCallbacks
+    def test_slowClientsDroppedOthersServed(self):
+        port = free_port(socket.SOCK_STREAM)
+        yield self.start(listen_cli=(("127.0.0.1", port),),
+                         listen_http=(("127.0.0.1", port),), control_timeout=1.5)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        silent = _Client()
+        yield connectProtocol(endpoint, silent)
+        trickler = _Client()
+        yield connectProtocol(endpoint, trickler)
+        sent = []
+
+        def trickle():
+            if trickler.closed:
+                return
+            sent.append(b"GET /ping HTTP/1.1\r\n"[len(sent):len(sent) + 1])
+            trickler.transport.write(sent[-1])
+        sender = task.LoopingCall(trickle)
+        sender.start(0.3)
+        self.addCleanup(lambda: sender.running and sender.stop())
+        for request, reply in ((b"list timeout\n", b"TIMEOUT=60\n"),
+                               (b"GET /ping HTTP/1.0\r\n\r\n", b"pong\n")):
+            normal = _Client()
+            yield connectProtocol(endpoint, normal)
+            normal.transport.write(request)
+            yield wait_for(lambda: normal.closed)
+            self.assertTrue(normal.data.endswith(reply), normal.data)
+        yield wait_for(lambda: silent.closed and trickler.closed, timeout=10)
+        self.assertEqual((silent.data, trickler.data), (b"", b""))
+        # the trickler got through less than its 20-byte request line
+        self.assertLess(len(sent), 20)
