@@ -190,8 +190,10 @@ def build_operator_listeners(config, reactor, operations, access=None):
     from omnirtp.http.site import build_site
     commands = CliCommands(operations)
     deadline = getattr(config, "control_timeout", 10.0)
+    idle = getattr(config, "http_idle_timeout", None)
+    extra = {"timeout": idle} if idle and idle > 0 else {}
     site = build_site(operations, commands, operations.dispatcher, reactor, reactor=reactor,
-                      request_timeout=deadline)
+                      request_timeout=deadline, **extra)
     tls = None
     if https:
         from twisted.internet import ssl
