@@ -93,6 +93,45 @@ K_KNOWN_OTHER = (
     "body", "trigger", "trigger-end", "DTMF-security", "dtmf-security",
     "delay-buffer", "moh", "MoH", "MOH", "passthrough", "passthru", "player",
     "audio-player",
+    # keys the current upstream rtpengine added (docs/ng_control_protocol.md,
+    # daemon/call_flags.c); 10.5 ignores them too.  Upstream's new spellings
+    # of keys omnirtp reads ("from tag", "to tag", "to_tag", "from interface",
+    # "to interface", "RTCP mux", "from label") stay unknown, as in 10.5:
+    # docs/compat.md says why.
+    "alias-key", "audio player", "blob64", "calls", "codecs", "DTLS-reverse",
+    "dtls-reverse", "DTMF-delay", "DTMF delay", "dtmf-delay", "dtmf delay",
+    "dtmf-log-dest", "DTMF-log-dest", "dtmf-log-destination", "DTMF-log-destination",
+    "DTMF security", "dtmf security", "DTMF-security-trigger", "dtmf-security-trigger",
+    "DTMF security trigger", "dtmf security trigger", "DTMF-security-trigger-end",
+    "dtmf-security-trigger-end", "DTMF security trigger end", "dtmf security trigger end",
+    "delay buffer", "extmap", "from tags", "inbound-peer", "inbound peer", "peer",
+    "instance", "media", "medias", "outbound-peer", "outbound peer", "output-dest",
+    "output-file", "recording-destination", "recording-dest", "output destination",
+    "output dest", "output file", "recording destination", "recording dest",
+    "recording file", "recording-media-slot-offer", "recording-media-slot-answer",
+    "recording-media-slots", "recording path", "recording dir", "recording directory",
+    "recording folder", "output path", "output dir", "output directory", "output folder",
+    "recording-path", "recording-directory", "recording-folder", "output-path",
+    "output-dir", "output-directory", "output-folder", "recording pattern",
+    "output pattern", "output-pattern", "repeat times", "repeat duration", "sdp attr",
+    "SDP attr", "sdp-media-remove", "SDP-media-remove", "sdp_media_remove",
+    "SDP_media_remove", "sdp media remove", "SDP media remove", "set label",
+    "sip-response-code", "sip_response_code", "SIP-response-code", "SIP_response_code",
+    "sip code", "SIP code", "sip response code", "SIP response code", "sip message type",
+    "SIP message type", "source-tag", "source tag", "source-call-id", "source call id",
+    "source-call-ID", "source call ID", "start pos", "T38-version", "T.38-version",
+    "t38-version", "t.38-version", "T38 version", "T.38 version", "t38 version",
+    "t.38 version", "tags", "to label", "to call id", "trigger end", "end trigger",
+    "end-trigger", "trigger-end-time", "trigger end time", "end-trigger-time",
+    "end trigger time", "trigger-end-digits", "trigger end digits", "end-trigger-digits",
+    "end trigger digits", "vsc-pause-rec", "VSC-pause-rec", "vsc-pause-recording",
+    "VSC-pause-recording", "vsc-pause-resume-rec", "VSC-pause-resume-rec",
+    "vsc-pause-resume-recording", "VSC-pause-resume-recording", "vsc-start-pause-resume-rec",
+    "VSC-start-pause-resume-rec", "vsc-start-pause-resume-recording",
+    "VSC-start-pause-resume-recording", "vsc-start-rec", "VSC-start-rec",
+    "vsc-start-recording", "VSC-start-recording", "vsc-start-stop-rec", "VSC-start-stop-rec",
+    "vsc-start-stop-recording", "VSC-start-stop-recording", "vsc-stop-rec", "VSC-stop-rec",
+    "vsc-stop-recording", "VSC-stop-recording",
 )
 
 CODEC_PARTS = ("strip", "offer", "except", "mask", "transcode", "accept",
@@ -124,7 +163,22 @@ unsubscribe generate-rtcp no-redis-update egress block-egress
 symmetric-codecs asymmetric-codecs reorder-codecs port-latching
 no-jitter-buffer strip-extmap ice-reject no-codec-renegotiation
 sip-source trickle-ice webrtc to_tag
+audio-player no-audio-player recording-vsc
 """.split())
+
+# the current upstream rtpengine's other spellings of flag words (canonical
+# form) -> the word they mean; 10.5 does not know them (it ignores them)
+FLAG_ALIASES = {
+    "allow-asymmetric-codec": "allow-asymmetric-codecs",
+    "allow-no-codec-medias": "allow-no-codec-media",
+    "allow-empty-codec-media": "allow-no-codec-media",
+    "allow-empty-codec-medias": "allow-no-codec-media",
+    "block-shorts": "block-short",
+    "block-short-packets": "block-short",
+    "debugging": "debug",
+    "mirror-rtcp": "rtcp-mirror",
+    "mixed": "mix",
+}
 
 _OBSOLETE_FLAGS = frozenset(("symmetric-codecs", "asymmetric-codecs", "reorder-codecs"))
 
@@ -342,8 +396,9 @@ class Flags:
     unknown: list = dataclasses.field(default_factory=list)
 
     def has(self, word):
-        """True if flag ``word`` (any spelling) was given."""
-        return canonical(word) in self.flags
+        """True if flag ``word`` (any spelling, upstream aliases too) was given."""
+        c = canonical(word)
+        return FLAG_ALIASES.get(c, c) in self.flags
 
     @classmethod
     def from_request(cls, request):
@@ -593,6 +648,7 @@ class _Builder:
 
     def _flag(self, word):
         c = canonical(word)
+        c = FLAG_ALIASES.get(c, c)
         if c == "webrtc":
             self._webrtc()
             return
@@ -615,7 +671,8 @@ class _Builder:
         if c in _OBSOLETE_FLAGS:
             log.info("ignoring obsolete flag {flag}", flag=c)
             return
-        if c in KNOWN_FLAGS or c.startswith(("from-tags-", "sdp-attr-", "t38-", "bundle-")):
+        if c in KNOWN_FLAGS or c.startswith(("from-tags-", "sdp-attr-", "t38-", "t.38-",
+                                                     "bundle-")):
             self.f.flags.add(c)
         else:
             self.f.unknown.append(word)
@@ -630,4 +687,4 @@ class _Builder:
 
 
 __all__ = ["Flags", "canonical", "as_list", "as_int", "parse_rtpp_flags",
-           "TRANSPORTS", "KNOWN_FLAGS"]
+           "TRANSPORTS", "KNOWN_FLAGS", "FLAG_ALIASES"]
