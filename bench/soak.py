@@ -442,6 +442,8 @@ class Soak:
             "threads": self.threads, "calls": args.calls, "minutes": args.minutes,
             "churn_per_s": args.churn, "churned": churned, "ramp_s": round(ramp, 1),
             "sent": self.sent, "received": self.received, "generator_drops": gen_drops,
+            # the share of the planned 50 packets/s per party the generator managed
+            "pace": round(self.sent / (2.0 * args.calls * duration / PTIME), 3),
             "relay_loss": lost, "relay_loss_pct": round(100.0 * lost / self.sent, 4)
             if self.sent else None,
             "relayed_by_daemon": stats["totalstatistics"]["relayedpackets"],
@@ -477,8 +479,10 @@ def _text(value):
 def report(r):
     print("num-threads %d: %d calls for %g min, %d churned (%d/s)" % (
         r["threads"], r["calls"], r["minutes"], r["churned"], r["churn_per_s"]))
-    print("  packets: sent %d, received %d, generator drops %d -> relay loss %d (%s%%)" % (
-        r["sent"], r["received"], r["generator_drops"], r["relay_loss"], r["relay_loss_pct"]))
+    print("  packets: sent %d (pace %.0f%% of 50/s per party), received %d, generator drops %d"
+          " -> relay loss %d (%s%%)" % (r["sent"], 100 * r["pace"], r["received"],
+                                        r["generator_drops"], r["relay_loss"],
+                                        r["relay_loss_pct"]))
     print("  daemon: relayed %d, errors %d" % (r["relayed_by_daemon"], r["daemon_errors"]))
     warm = [rss for t, rss in r["rss_kib"]]
     print("  RSS: %.1f -> %.1f MiB; spread after warm-up %.2f%% (%s)" % (
