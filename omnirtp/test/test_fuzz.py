@@ -18,7 +18,7 @@ FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", 
 
 #: cases per target in make test: a few seconds each on one core
 EXAMPLES = {"bencode": 300, "stun": 300, "config": 200, "relay": 150, "sdp": 100,
-            "ice": 80, "ng": 40}
+            "ice": 80, "ng": 40, "dtls": 60}
 
 
 def _run(name):
@@ -70,6 +70,9 @@ class FuzzTargetTests(SynchronousTestCase):
 
     def test_config(self):
         _run("config")
+
+    def test_dtls(self):
+        _run("dtls")
 
 
 class RegressionTests(SynchronousTestCase):
