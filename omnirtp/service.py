@@ -339,14 +339,18 @@ def build_operator_listeners(config, reactor, operations, access=None):
     from omnirtp.http.listen import OperatorListeners
     from omnirtp.http.site import build_site
     commands = CliCommands(operations)
-    site = build_site(operations, commands, operations.dispatcher, reactor, reactor=reactor)
+    deadline = getattr(config, "control_timeout", 10.0)
+    idle = getattr(config, "http_idle_timeout", None)
+    extra = {"timeout": idle} if idle and idle > 0 else {}
+    site = build_site(operations, commands, operations.dispatcher, reactor, reactor=reactor,
+                      request_timeout=deadline, **extra)
     tls = None
     if https:
         from twisted.internet import ssl
         tls = ssl.DefaultOpenSSLContextFactory(
             config.https_key or config.https_cert, config.https_cert)
-    return OperatorListeners(reactor, cli, http, CliFactory(commands), site,
-                             https=https, tls_context=tls, access=access)
+    return OperatorListeners(reactor, cli, http, CliFactory(commands, timeout=deadline), site,
+                             https=https, tls_context=tls, access=access, timeout=deadline)
 
 
 def makeService(config, reactor=None):

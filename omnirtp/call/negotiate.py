@@ -97,6 +97,11 @@ class Interfaces:
         if name in self.by_name:
             return name
         if name:
+            # the current rtpengine's BASE:SUFFIX names: BASE picks among
+            # them (upstream round-robins by free ports; we take the first)
+            for known in self.order:
+                if known.startswith(name + ":"):
+                    return known
             self.log.warn("unknown interface {name!r}, using {default!r}",
                           name=name, default=self.default)
         return self.default

@@ -264,6 +264,14 @@ class Dispatcher:
                         })
                         if suite:
                             streams[-1]["crypto suite"] = suite
+                        # omnirtp's own keys, only on streams that have them:
+                        # what the SRTP steps and the ICE agent dropped, and why
+                        if c.get("transforms"):
+                            streams[-1]["transforms"] = c["transforms"]
+                        ice = c.get("ice")
+                        if ice:
+                            streams[-1]["ICE"] = {"state": ice["state"],
+                                                  "counters": ice["counters"]}
                         t = totals[kind]
                         t["packets"] += c["packets"]
                         t["bytes"] += c["bytes"]
