@@ -270,6 +270,7 @@ def build_state(config, reactor, registry, negotiator, interfaces):
                 raise ConfigError("redis %s is unreachable (%s); start with no-redis-required "
                                   "to run without it" % (s.address, why))
     registry.store = write
+    write.snapshot_all = registry.snapshots
     return _StateService(read, write, registry, negotiator, interfaces)
 
 

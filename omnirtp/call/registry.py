@@ -89,6 +89,16 @@ class CallRegistry:
     #: calls whose snapshot could not be written (a bug: logged once each)
     persist_errors = 0
 
+    def snapshots(self):
+        """(call_id, blob) of every call that can be encoded: what a state
+        store writes again after an outage."""
+        from omnirtp.state import snapshot
+        for call_id, call in list(self.calls.items()):
+            try:
+                yield call_id, snapshot.encode(call)
+            except Exception:
+                self.persist_errors += 1
+
     def persist(self, call_id):
         """Write the call's snapshot to the store (after a signalling
         request changed it), or remove it if the call is gone.  Never

@@ -276,3 +276,68 @@ class HundredCallsTests(TestCase):
                 if call.n not in done and all(call.drain()):
                     done.add(call.n)
         return done
+
+
+class RedisOutageTests(TestCase):
+    """Redis stopped in the middle of calls: calls go on (and new ones are
+    set up); Redis back (empty: no persistence): every live call is written
+    again, so a restart after that still restores them all."""
+
+    timeout = 180
+
+    def test_outageThenResyncThenRestart(self):
+        from omnirtp.test.integration.test_redis import _raw
+        redis = start_redis(self)
+        port, directory = redis.port, redis.directory
+        ng_port = free_port()
+        ports = free_port_range(40)
+        args = ["--redis=127.0.0.1:%d/0" % port, "--redis-disable-time=1"]
+        daemon = start_omnirtp(self, ng_port, ports[0], ports[1], extra_args=args)
+        parties = {}
+
+        def call(n):
+            alice, bob = _udp(), _udp()
+            self.addCleanup(alice.close)
+            self.addCleanup(bob.close)
+            offer = as_text(daemon.ng.request({
+                "command": "offer", "call-id": "o%d" % n, "from-tag": "a",
+                "sdp": _sdp(alice.getsockname()[1])}))
+            answer = as_text(daemon.ng.request({
+                "command": "answer", "call-id": "o%d" % n, "from-tag": "a", "to-tag": "b",
+                "sdp": _sdp(bob.getsockname()[1])}))
+            self.assertEqual((offer["result"], answer["result"]), ("ok", "ok"))
+            parties[n] = (alice, bob, _media_port(answer["sdp"]), _media_port(offer["sdp"]))
+
+        def flows(n):
+            alice, bob, to_bob, to_alice = parties[n]
+            return (len(_relays(alice, bob, to_bob, 0xA0 + n, 10)) == 1
+                    and len(_relays(bob, alice, to_alice, 0xB0 + n, 10)) == 1)
+
+        def kept():
+            return sorted(k.decode() for k in _raw(port, "KEYS", "omnirtp:call:*"))
+
+        def wait_kept(want, wait=20.0):
+            # the writes are asynchronous: a bound on waiting for them
+            deadline = time.monotonic() + wait
+            while kept() != want and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertEqual(kept(), want)
+
+        call(1)
+        wait_kept(["omnirtp:call:o1"])
+        redis.stop()
+        call(2)  # set up while Redis is down
+        self.assertTrue(flows(1))
+        self.assertTrue(flows(2))
+        start_redis(self, port=port, directory=directory)  # empty: --save ""
+        wait_kept(["omnirtp:call:o1", "omnirtp:call:o2"])
+        self.assertIn("is unreachable", daemon.log())
+        self.assertIn("is back: writing 2 calls again", daemon.log())
+
+        daemon.signal(signal.SIGKILL)
+        daemon.wait(10)
+        daemon = start_omnirtp(self, ng_port, ports[0], ports[1], extra_args=args)
+        for n in (1, 2):
+            reply = as_text(daemon.ng.request({"command": "query", "call-id": "o%d" % n}))
+            self.assertEqual(reply["result"], "ok", reply)
+            self.assertTrue(flows(n))
