@@ -25,11 +25,13 @@ packets is the learning policy (ng-spec §3.10); see :meth:`RelaySocket._learn`.
 
 Transforms (SRTP, later a recording tap or a transcoder) are steps a socket
 owns (``inbound``, ``middle``, ``outbound``); a socket whose packets run any
-step has a ``pipeline`` and leaves the fast paths: ``_out`` stays -1 so the
-poller hands its datagrams to :meth:`RelaySocket.connected`, and
-``_forward`` tests that one slot before its plain code, so a plain socket
-pays a single attribute test on the full path and nothing on the inline
-path.  See :meth:`RelaySocket.update_pipeline` and docs/architecture.md.
+step has a ``pipeline`` and leaves the plain fast paths: ``_out`` stays -1
+and its companion is served by :meth:`RelaySocket._piped` instead (the
+native SRTP path: libsrtp on one shared buffer, everything else to
+:meth:`RelaySocket.connected`), and ``_forward`` tests that one slot before
+its plain code, so a plain socket pays a single attribute test on the full
+path and nothing on the inline path.  See :meth:`RelaySocket.update_pipeline`
+and docs/architecture.md.
 """
 
 import os
