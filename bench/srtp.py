@@ -464,8 +464,9 @@ def main(argv=None):
 
     med, used = {}, {}
     for c, v in samples.items():
-        good = [s for s in v if usable(s)] or v
-        used[c] = (len(good), len(v))
+        good = [s for s in v if usable(s)]
+        used[c] = "%d/%d" % (len(good), len(v)) if good else "all %d" % len(v)
+        good = good or v
         med[c] = statistics.median(s["us_per_packet"] for s in good)
     log("")
     log("medians of the rounds with |loss| <= %.0f%% and pace >= %.0f%% (all rounds if none)"
@@ -477,7 +478,7 @@ def main(argv=None):
         ref = med.get(("rtpengine", mode))
         ratio = "%.2f" % (ref / us) if ref else "-"
         log("%-10s %-6s %10.2f %14.0f %12s %8s" % (kind, mode, us, 1e6 / (us * 2 * PPS_PER_FLOW),
-                                                  ratio, "%d/%d" % used[(kind, mode)]))
+                                                  ratio, used[(kind, mode)]))
     for kind in kinds:
         if ("%s" % kind, "srtp") in med and (kind, "plain") in med:
             log("%s: SRTP costs %.2fx its plain CPU per packet"
