@@ -4,6 +4,7 @@
     .venv/bin/python bench/srtp.py [--calls 300] [--rounds 5] [--seconds 4]
                                    [--warmup 3.5] [--modes srtp,plain]
                                    [--kinds omnirtp,rtpengine] [--json out.json]
+                                   [--before CHECKOUT] [--instructions]
 
 Both proxies run as daemons on CPU 0 and get their calls over ng, as a SIP
 proxy would set them up:
@@ -41,6 +42,12 @@ round, in a rotating order) and the medians are reported, with the ratio
 omnirtp / rtpengine of each mode.  The generator's own CPU share and its
 pace are printed: a generator near 100% CPU or below 99% pace would be
 the bottleneck, and the figure would not be the proxy's.
+
+``--before CHECKOUT`` adds the omnirtp of another checkout (kind ``before``)
+to the same run.  ``--instructions`` counts instead, per proxy and mode, the
+user-space instructions per relayed packet under valgrind (callgrind,
+instrumentation switched on only around 200 packets per flow of 20 calls):
+a figure the load on the box does not move.
 
 Ports: media 24000-27999 on 127.0.0.1 (below the kernel's ephemeral
 range), ng 23311 (rtpengine) and 23312 (omnirtp); the generator's parties
