@@ -177,8 +177,8 @@ OPTIONS = (
     _o("dtmf-digit-delay", None, INT, None, N, "milliseconds between DTMF digits for triggers"),
     _o("mos", None, STR, None, N, "MOS formula: CQ or LQ"),
     # -- recording
-    _o("recording-dir", None, STR, None, N, "spool directory; unset = no recording"),
-    _o("recording-method", None, STR, "pcap", N, "recording method: pcap or proc"),
+    _o("recording-dir", None, STR, None, Y, "spool directory; unset = no recording"),
+    _o("recording-method", None, STR, "pcap", Y, "recording method: pcap or proc"),
     _o("recording-format", None, STR, "raw", Y, "pcap link type: raw or eth"),
     # -- media handling
     _o("endpoint-learning", None, STR, "heuristic", Y,
