@@ -163,16 +163,35 @@ class IStateStore(Interface):
 
 
 class ICodecFactory(Interface):
-    """A codec the transcoder can build (a later issue fills this in)."""
+    """A codec the transcoder can build: a plugin, a module-level instance
+    in a module of ``omnirtp.plugins`` (see ``omnirtp.codecs.registry``).
+
+    ``(encoding, clock_rate, channels)`` is the rtpmap the factory serves
+    and its key in the registry.  ``clock_rate`` is the RTP clock of the
+    SDP, ``sample_rate`` the rate of the PCM its codecs take and give: they
+    differ for G.722 (8000 in SDP, 16000 audio, RFC 3551 4.5.2)."""
 
     encoding = Attribute("rtpmap encoding name, lower-case, e.g. 'pcmu'")
-    clock_rate = Attribute("RTP clock rate in Hz")
+    clock_rate = Attribute("RTP clock rate in Hz (as in the SDP's rtpmap)")
+    channels = Attribute("rtpmap channel count (1; Opus: 2, as RFC 7587 requires)")
+    sample_rate = Attribute("sample rate in Hz of the PCM that decode gives and encode takes")
+    payload_type = Attribute("static RTP payload type (RFC 3551), or None for a dynamic one")
+    ptime = Attribute("packet duration in ms the codec's encoder uses unless told otherwise")
+    default_fmtp = Attribute("fmtp omnirtp offers for the codec when it adds it ('' for none)")
 
     def available():
-        """Return None if usable, else a one-line reason."""
+        """Return None if usable, else a one-line reason (e.g. a library missing)."""
 
     def build(fmtp):
-        """Return a fresh :class:`ICodec` for one stream."""
+        """Return a fresh :class:`ICodec` for one stream; ``fmtp`` is the
+        a=fmtp value (str, '' for none) of the side the codec talks to: an
+        encoder follows the receiver's parameters (Opus ``stereo``,
+        ``maxplaybackrate``, ``useinbandfec``, ``maxaveragebitrate``,
+        ``ptime``); unknown parameters are ignored."""
+
+    def samples(payload):
+        """How many samples per channel at ``clock_rate`` the RTP payload
+        holds (what it advances the RTP timestamp by); 0 if not known."""
 
 
 class ICodec(Interface):
@@ -180,14 +199,23 @@ class ICodec(Interface):
 
     A transcoder is a pipeline step (``IPacketTransform``, a ``middle``
     step of the receiving socket) that decodes the payload with one codec
-    and encodes it with another; see docs/architecture.md."""
+    and encodes it with another; see docs/architecture.md and
+    ``omnirtp.codecs.transcode``.  PCM is signed 16-bit little-endian mono
+    at the factory's ``sample_rate``.  None of the methods may raise for
+    bad input: they run on the per-packet path."""
 
     def decode(payload):
-        """RTP payload (bytes) -> PCM: signed 16-bit little-endian mono
-        samples at the factory's ``clock_rate``."""
+        """RTP payload (bytes) -> PCM; None if the payload is corrupt."""
 
     def encode(pcm):
-        """PCM (as :meth:`decode` returns it) -> RTP payload (bytes)."""
+        """PCM (a whole number of frames, as the encoder's ptime asks) ->
+        RTP payload (bytes)."""
+
+    def conceal(samples, next_payload=None):
+        """PCM for ``samples`` lost samples (at ``sample_rate``): packet
+        loss concealment, or forward error correction from
+        ``next_payload`` (the packet after the loss) where the codec has
+        it (Opus in-band FEC); silence for codecs with neither."""
 
 
 class IPacketTransform(Interface):
