@@ -214,6 +214,26 @@ class RecordingTests(TestCase):
         self.check_tshark(path, 2 * PACKETS)
         self.check_wav(path)
 
+    def test_media_worker_records(self):
+        """num-threads = 1: the worker that owns the call's sockets writes
+        the pcap (``record`` crosses AMP); start/stop recording mid-call."""
+        peer = self.start(extra=["--num-threads=1"])
+        c = self.call(peer, "worker-call")
+        self.assertNotIn("recordings", c.offer)
+        reply = peer.ng.request({"command": "start recording", "call-id": "worker-call"})
+        self.assertEqual(reply, {"result": "ok"})
+        c.talk(count=40)
+        reply = peer.ng.request({"command": "stop recording", "call-id": "worker-call"})
+        self.assertEqual(reply, {"result": "ok"})
+        time.sleep(0.3)
+        files = self.files()
+        self.assertEqual(len(files["metadata"]), 1)
+        [name] = files["pcaps"]
+        self.assertEqual(files["metadata"], ["rtpengine-meta-%s.txt" % name[:-5]])
+        path = os.path.join(self.spool, "pcaps", name)
+        self.check_tshark(path, 80)
+        self.check_wav(path)
+
     def test_same_layout_as_rtpengine(self):
         """The same call recorded by rtpengine 10.5: the same link type,
         frame layout, file names and metadata lines; omnirtp-pcap2wav
