@@ -78,11 +78,69 @@ def record(when, src, dst, payload, fmt):
     """One pcap record (16-byte header and frame) of ``payload`` at unix
     time ``when`` (float seconds)."""
     data = frame(src, dst, payload, fmt)
-    seconds = int(when)
-    micros = int(round((when - seconds) * 1000000))
-    if micros >= 1000000:
-        seconds, micros = seconds + 1, micros - 1000000
+    seconds, micros = divmod(int(when * 1000000.0 + 0.5), 1000000)
     return _RECORD.pack(seconds, micros, len(data), len(data)) + data
+
+
+class Flow:
+    """The packets from ``src`` to ``dst`` (a party to a local socket), for
+    writing many records fast: the link, IP and UDP headers of each payload
+    length are built once (:meth:`head`), and :func:`encode` turns
+    ``(time, flow, payload)`` items into records."""
+
+    __slots__ = ("src", "dst", "format", "heads", "usable")
+
+    #: distinct payload lengths whose headers are kept
+    MAX_HEADS = 2048
+
+    def __init__(self, src, dst, fmt):
+        self.src = src
+        self.dst = dst
+        self.format = fmt
+        self.heads = {}
+        try:
+            frame(src, dst, b"", fmt)
+            self.usable = True
+        except (OSError, ValueError, TypeError, IndexError, struct.error):
+            self.usable = False  # no address yet, or one of another family
+
+    def head(self, n):
+        """``(headers, caplen)`` of a record of an ``n``-byte payload."""
+        heads = self.heads
+        if len(heads) >= self.MAX_HEADS:
+            heads.clear()
+        data = frame(self.src, self.dst, b"", self.format)
+        ip = 14 if self.format == "eth" else 0
+        data = bytearray(data)
+        if ":" in self.src[0]:
+            struct.pack_into("!H", data, ip + 4, 8 + n)
+            struct.pack_into("!H", data, ip + 44, 8 + n)
+        else:
+            struct.pack_into("!H", data, ip + 2, 28 + n)
+            struct.pack_into("!H", data, ip + 24, 8 + n)
+        head = heads[n] = (bytes(data), len(data) + n)
+        return head
+
+
+def encode(items, out):
+    """Append the pieces of the records of ``(time, flow, payload)`` items
+    to the list ``out`` (join them to write); returns how many items were
+    skipped (a flow without usable addresses)."""
+    pack_record = _RECORD.pack
+    append = out.append
+    skipped = 0
+    for when, flow, payload in items:
+        head = flow.heads.get(len(payload))
+        if head is None:
+            if not flow.usable:
+                skipped += 1
+                continue
+            head = flow.head(len(payload))
+        seconds, micros = divmod(int(when * 1000000.0 + 0.5), 1000000)
+        append(pack_record(seconds, micros, head[1], head[1]))
+        append(head[0])
+        append(payload)
+    return skipped
 
 
 class PcapError(ValueError):

@@ -9,7 +9,7 @@ and before anything that changes the packet (a transcoder, the peer's
 ``outbound`` SRTP protect), so each socket records what its party sent, in
 the clear: both directions of every stream, as rtpengine records them.
 
-The packet path only appends ``(time, source, local, data)`` to the
+The packet path only appends ``(time, flow, data)`` to the
 recorder's list (bounded: ``limit`` packets; beyond that packets are not
 recorded, counted in ``dropped``) and, once per flush interval, schedules
 a flush on the reactor.  The flush, off the packet path, turns the list
@@ -40,6 +40,8 @@ from omnirtp.recording import pcap
 BUFFER_LIMIT = 20000
 #: seconds between the first packet buffered and the flush that writes it
 FLUSH_INTERVAL = 0.25
+#: pieces per writev call: whole records (three pieces each), under IOV_MAX
+IOV_BATCH = 1020
 
 RECORD_KEYS = ("path", "format", "paused")
 
@@ -130,35 +132,55 @@ class PcapRecorder:
         buffered, self.buffer = self.buffer, []
         if not buffered or self._fd < 0 or self.failed is not None:
             return
-        fmt = self.format
-        record = pcap.record
         chunks = []
-        for when, src, local, data in buffered:
-            if src is None:
-                continue  # no party address yet (cannot happen for a forwarded packet)
+        # (an item without a party address, which a forwarded packet always
+        # has, or with one of the other family is skipped and counted)
+        skipped = pcap.encode(buffered, chunks)
+        self.dropped += skipped
+        if self._emit_chunks(chunks):
+            self.packets += len(buffered) - skipped
+
+    def _emit_chunks(self, chunks):
+        """Write the pieces in ``chunks`` (whole records, three pieces
+        each) with ``writev``, a batch of whole records per call, no copy;
+        True if all were written."""
+        if self._write is not os.write:
+            return self._emit(b"".join(chunks))  # a test's writer
+        for i in range(0, len(chunks), IOV_BATCH):
+            batch = chunks[i:i + IOV_BATCH]
+            start = self._size
             try:
-                chunks.append(record(when, src, local, data, fmt))
-            except (OSError, ValueError, OverflowError):
-                self.dropped += 1  # an address of the other family: not representable
-        if self._emit(b"".join(chunks)):
-            self.packets += len(chunks)
+                size = sum(map(len, batch))
+                n = os.writev(self._fd, batch)
+                if n < size:  # a short write: the rest the slow way
+                    self._write_all(memoryview(b"".join(batch))[n:])
+            except OSError as e:
+                return self._emit_failed(start, e)
+            self._size = start + size
+        return True
 
     def _emit(self, data):
-        """Write ``data`` whole; True if it was."""
-        view = memoryview(data)
+        """Write ``data`` (whole records) whole; True if it was."""
+        start = self._size
         try:
-            while view:
-                n = self._write(self._fd, view)
-                view = view[n:]
+            self._write_all(memoryview(data))
         except OSError as e:
-            try:
-                os.ftruncate(self._fd, self._size)  # whole records only
-            except OSError:
-                pass
-            self._fail(e)
-            return False
-        self._size += len(data)
+            return self._emit_failed(start, e)
+        self._size = start + len(data)
         return True
+
+    def _write_all(self, view):
+        while view:
+            n = self._write(self._fd, view)
+            view = view[n:]
+
+    def _emit_failed(self, size, error):
+        try:
+            os.ftruncate(self._fd, size)  # whole records only
+        except OSError:
+            pass
+        self._fail(error)
+        return False
 
     def _fail(self, error):
         if self.failed is not None:
@@ -199,19 +221,22 @@ class PcapRecorder:
 class RecordTap:
     """The ``IPacketTransform`` step that records what one socket receives.
 
-    Returns the packet unchanged; appends ``(time, party, local socket,
-    packet)`` to the call's recorder while it is active.  ``time`` is the
-    socket's ``last_packet``, stamped with the reactor's clock for this
-    packet just before the pipeline runs."""
+    Returns the packet unchanged; appends ``(time, flow, packet)`` to the
+    call's recorder while it is active.  ``time`` is the socket's
+    ``last_packet``, stamped with the reactor's clock for this packet just
+    before the pipeline runs; ``flow`` (:class:`omnirtp.recording.pcap.Flow`)
+    is from the socket's party (its ``endpoint``) to the socket, made anew
+    when the endpoint changes (an identity test per packet)."""
 
     name = "record"
 
-    __slots__ = ("recorder", "relay", "local")
+    __slots__ = ("recorder", "relay", "local", "flow")
 
     def __init__(self, recorder, relay):
         self.recorder = recorder
         self.relay = relay
         self.local = relay.local
+        self.flow = pcap.Flow(relay.endpoint, relay.local, recorder.format)
 
     def rtp(self, data):
         rec = self.recorder
@@ -219,7 +244,10 @@ class RecordTap:
             buf = rec.buffer
             if len(buf) < rec.limit:
                 relay = self.relay
-                buf.append((relay.last_packet, relay.endpoint, self.local, data))
+                flow = self.flow
+                if flow.src is not relay.endpoint:
+                    flow = self.flow = pcap.Flow(relay.endpoint, self.local, rec.format)
+                buf.append((relay.last_packet, flow, data))
                 if not rec.scheduled:
                     rec.schedule()
             else:

@@ -160,6 +160,35 @@ class RecorderTests(SynchronousTestCase):
         rec.close()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_many_packets_batched(self):
+        """More records than one writev takes: the file is all of them, in order."""
+        rec = PcapRecorder("c1", self.path, "raw", self.clock)
+        rec.open()
+        relay = _Relay((HOST, 30000), A, 1000.0)
+        tap = RecordTap(rec, relay)
+        for n in range(1000):
+            relay.last_packet = 1000.0 + n * 0.02
+            tap.rtp(rtp(n, payload=b"\x01" * (n % 7)))
+        rec.close()
+        self.assertEqual(self.read(), pcap.global_header("raw") + b"".join(
+            pcap.record(1000.0 + n * 0.02, A, (HOST, 30000), rtp(n, payload=b"\x01" * (n % 7)),
+                        "raw") for n in range(1000)))
+        self.assertEqual(rec.counters(), {"packets": 1000, "buffered": 0, "dropped": 0,
+                                          "errors": 0})
+
+    def test_endpoint_change(self):
+        """A socket that learns a new endpoint records the new source."""
+        rec = PcapRecorder("c1", self.path, "raw", self.clock)
+        rec.open()
+        relay = _Relay((HOST, 30000), A, 1000.0)
+        tap = RecordTap(rec, relay)
+        tap.rtp(rtp(1))
+        relay.endpoint = B
+        tap.rtp(rtp(2))
+        rec.close()
+        self.assertEqual([(p.src, p.dst) for p in pcap.PcapReader(self.read())],
+                         [(A, (HOST, 30000)), (B, (HOST, 30000))])
+
     def test_bounded(self):
         rec = PcapRecorder("c1", self.path, "raw", self.clock, limit=2)
         rec.open()
@@ -347,3 +376,23 @@ class EngineRecordTests(SynchronousTestCase):
         self.failureResultOf(self.engine.configure("c1", entries), ValueError)
         self.assertIsNone(self.engine.socket((HOST, self.a)).peer)
         self.assertFalse(os.path.exists(self.path))
+
+
+class EncoderTests(SynchronousTestCase):
+
+    def test_same_as_record(self):
+        """pcap.encode over Flows gives what pcap.record gives, for IPv4 and
+        IPv6, both formats, a payload length seen again and an empty one."""
+        items = [(1796298763.0526, ("127.0.0.1", 53395), ("127.0.0.1", 31430), b"x" * 172),
+                 (5.9999999, ("::1", 5), ("fd00::2", 7), b"y" * 20),
+                 (7.25, A, B, b""), (8.0, A, B, b"z"), (8.5, A, B, b"w")]
+        for fmt in ("eth", "raw"):
+            flows = {}
+            encoded = []
+            for when, src, dst, payload in items:
+                flow = flows.setdefault((src, dst), pcap.Flow(src, dst, fmt))
+                encoded.append((when, flow, payload))
+            bad = [(9.0, pcap.Flow(None, B, fmt), b"q"), (9.0, pcap.Flow(("::1", 5), B, fmt), b"q")]
+            out = []
+            self.assertEqual(pcap.encode(encoded + bad, out), 2)
+            self.assertEqual(b"".join(out), b"".join(pcap.record(*i, fmt) for i in items))
