@@ -160,16 +160,16 @@ class RecordingTests(TestCase):
         return {d: sorted(os.listdir(os.path.join(spool, d)))
                 for d in ("pcaps", "metadata", "tmp")}
 
-    def check_tshark(self, path, packets):
+    def check_tshark(self, path, packets, ssrcs=("0xa0a0a0a0", "0xb0b0b0b0")):
         """tshark reads the file without error, finds ``packets`` RTP
-        packets in two streams and nothing malformed."""
+        packets in two streams (``ssrcs``) and nothing malformed."""
         result = tshark("-r", path, *TSHARK_RTP, "-q", "-z", "rtp,streams")
         self.assertEqual(result.returncode, 0, result.stderr)
         rows = [line.split() for line in result.stdout.decode().splitlines()
                 if re.search(r"0x[0-9A-Fa-f]{8}", line)]
         self.assertEqual(len(rows), 2, result.stdout.decode())
-        ssrcs = sorted(next(f for f in row if f.startswith("0x")).lower() for row in rows)
-        self.assertEqual(ssrcs, ["0xa0a0a0a0", "0xb0b0b0b0"])
+        found = sorted(next(f for f in row if f.startswith("0x")).lower() for row in rows)
+        self.assertEqual(found, sorted(ssrcs))
         malformed = tshark("-r", path, *TSHARK_RTP, "-Y", "_ws.malformed || _ws.expert.severity"
                            " == error")
         self.assertEqual((malformed.returncode, malformed.stdout), (0, b""), malformed.stderr)
