@@ -15,8 +15,9 @@ rate of the streams (or ``--rate``).
 
 Payload types: the static ones of RFC 3551 (0 PCMU, 8 PCMA, 9 G.722);
 dynamic ones from ``a=rtpmap`` lines of ``--sdp FILE`` (an SDP or
-rtpengine's metadata file, which holds the call's SDPs) or
-``--payload-type 96=opus/48000/2``.  RTCP, DTMF events, comfort noise and
+rtpengine's metadata file, which holds the call's SDPs; without ``--sdp``
+the recording's own metadata file in its spool directory is read when it
+exists) or ``--payload-type 96=opus/48000/2``.  RTCP, DTMF events, comfort noise and
 payload types without a codec are skipped and counted.
 
 The work is plain functions over bytes (:func:`convert`); :func:`main` is
@@ -25,6 +26,7 @@ the console script.
 
 import argparse
 import array
+import os
 import re
 import sys
 import wave
@@ -52,6 +54,20 @@ def rtpmaps(text):
     for pt, enc, rate, ch in _RTPMAP.findall(text):
         out[int(pt)] = (enc.lower(), int(rate), int(ch) if ch else 1)
     return out
+
+
+def metadata_files(pcap_path):
+    """The metadata files a recording's pcap has in its spool (rtpengine's
+    and omnirtp's layout: ``<dir>/pcaps/NAME.pcap`` beside
+    ``<dir>/metadata/rtpengine-meta-NAME.txt``, or ``tmp/…tmp`` while the
+    call runs) that exist."""
+    directory = os.path.dirname(os.path.dirname(os.path.abspath(pcap_path)))
+    name = os.path.basename(pcap_path)
+    if name.endswith(".pcap"):
+        name = name[:-len(".pcap")]
+    candidates = (os.path.join(directory, "metadata", "rtpengine-meta-%s.txt" % name),
+                  os.path.join(directory, "tmp", "rtpengine-meta-%s.tmp" % name))
+    return [path for path in candidates if os.path.isfile(path)]
 
 
 def parse_payload_type(text):
@@ -282,13 +298,14 @@ def main(argv=None, codecs=None, stderr=None):
                         help="output sample rate (default: the highest of the streams)")
     parser.add_argument("--sdp", action="append", default=[], metavar="FILE",
                         help="an SDP or rtpengine metadata file: its a=rtpmap lines name "
-                             "dynamic payload types")
+                             "dynamic payload types (default: the recording's metadata "
+                             "file in its spool, when there is one)")
     parser.add_argument("--payload-type", action="append", default=[], metavar="PT=ENC/RATE[/CH]",
                         help="a dynamic payload type, e.g. 96=opus/48000/2")
     args = parser.parse_args(argv)
     try:
         payload_types = {}
-        for path in args.sdp:
+        for path in args.sdp or metadata_files(args.pcap):
             with open(path, encoding="utf-8", errors="replace") as f:
                 payload_types.update(rtpmaps(f.read()))
         for text in args.payload_type:

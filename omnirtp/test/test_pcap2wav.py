@@ -172,6 +172,28 @@ class Pcap2WavMainTests(SynchronousTestCase):
         with wave.open(out) as w:
             self.assertEqual((w.getnchannels(), w.getframerate(), w.getnframes()), (1, 16000, 16))
 
+    def test_metadata_in_the_spool_names_payload_types(self):
+        """A recording in its spool: the metadata file's SDPs name the
+        dynamic payload type (here PCMA as 97), without --sdp."""
+        spool = os.path.abspath(self.mktemp())
+        for d in ("pcaps", "metadata"):
+            os.makedirs(os.path.join(spool, d))
+        src = os.path.join(spool, "pcaps", "c%40x-0011223344556677.pcap")
+        with open(src, "wb") as f:
+            f.write(capture([(1.0, A, A_SOCK, packet(1, 0, b"\x2a" * 4, pt=97))]))
+        out = os.path.join(spool, "c.wav")
+        err = io.StringIO()
+        self.assertEqual(main([src, out], stderr=err), 1)
+        self.assertIn("no RTP stream with a payload type a codec plugin decodes", err.getvalue())
+        with open(os.path.join(spool, "metadata",
+                               "rtpengine-meta-c%40x-0011223344556677.txt"), "w") as f:
+            f.write("%s\n\n\nSDP mode: offer\n\nv=0\r\nm=audio 4 RTP/AVP 97\r\n"
+                    "a=rtpmap:97 PCMA/8000\r\n\n" % src)
+        self.assertEqual(main([src, out], stderr=err), 0)
+        with wave.open(out) as w:
+            frames = struct.unpack("<8h", w.readframes(4))
+        self.assertEqual(frames[0::2], (-32256,) * 4)
+
     def test_write_wav_interleaves(self):
         import array
         path = os.path.join(self.mktemp())
