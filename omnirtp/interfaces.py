@@ -174,7 +174,9 @@ class ICodecFactory(Interface):
     encoding = Attribute("rtpmap encoding name, lower-case, e.g. 'pcmu'")
     clock_rate = Attribute("RTP clock rate in Hz (as in the SDP's rtpmap)")
     channels = Attribute("rtpmap channel count (1; Opus: 2, as RFC 7587 requires)")
-    sample_rate = Attribute("sample rate in Hz of the PCM that decode gives and encode takes")
+    sample_rate = Attribute("the codec's native PCM sample rate in Hz (what build gives by default)")
+    sample_rates = Attribute("every PCM rate build can run the codec at (a tuple, native first):"
+                             " the transcoder picks one both sides share to avoid resampling")
     payload_type = Attribute("static RTP payload type (RFC 3551), or None for a dynamic one")
     ptime = Attribute("packet duration in ms the codec's encoder uses unless told otherwise")
     default_fmtp = Attribute("fmtp omnirtp offers for the codec when it adds it ('' for none)")
@@ -182,8 +184,10 @@ class ICodecFactory(Interface):
     def available():
         """Return None if usable, else a one-line reason (e.g. a library missing)."""
 
-    def build(fmtp):
-        """Return a fresh :class:`ICodec` for one stream; ``fmtp`` is the
+    def build(fmtp, sample_rate=None):
+        """Return a fresh :class:`ICodec` for one stream, with PCM at
+        ``sample_rate`` (one of ``sample_rates``; None: the native
+        ``sample_rate``; another raises ValueError); ``fmtp`` is the
         a=fmtp value (str, '' for none) of the side the codec talks to: an
         encoder follows the receiver's parameters (Opus ``stereo``,
         ``maxplaybackrate``, ``useinbandfec``, ``maxaveragebitrate``,
@@ -201,8 +205,10 @@ class ICodec(Interface):
     step of the receiving socket) that decodes the payload with one codec
     and encodes it with another; see docs/architecture.md and
     ``omnirtp.codecs.transcode``.  PCM is signed 16-bit little-endian mono
-    at the factory's ``sample_rate``.  None of the methods may raise for
+    at the codec's ``sample_rate``.  None of the methods may raise for
     bad input: they run on the per-packet path."""
+
+    sample_rate = Attribute("the rate in Hz of the PCM this codec takes and gives")
 
     def decode(payload):
         """RTP payload (bytes) -> PCM; None if the payload is corrupt."""

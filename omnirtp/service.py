@@ -38,6 +38,10 @@ class _RegistryService(service.Service):
             self.log.info("{summary}", summary=self.summary)
         for text in self.warnings:
             self.log.warn("{warning}", warning=text)
+        # the codecs' libraries are looked for once, now: a missing one is
+        # logged here and never offered
+        from omnirtp.codecs import report
+        report()
         self.registry.start()
 
     def stopService(self):

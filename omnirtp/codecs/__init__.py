@@ -81,3 +81,27 @@ def unavailable():
 def lookup(encoding, clock_rate, channels=1):
     """The usable factory for an rtpmap, or None."""
     return _discovered()[0].get((encoding.lower(), clock_rate, channels))
+
+
+def rtpmap(key):
+    """``("opus", 48000, 2)`` -> ``"opus/48000/2"``; ``("pcmu", 8000, 1)`` -> ``"pcmu/8000"``."""
+    encoding, clock, channels = key
+    text = "%s/%d" % (encoding, clock)
+    return text + ("/%d" % channels if channels != 1 else "")
+
+
+def statistics():
+    """Plain data for the ng ``statistics`` reply: ``{"available":
+    [rtpmap, ...], "unavailable": {encoding: reason}}`` (sorted)."""
+    return {"available": sorted(rtpmap(key) for key in registry()),
+            "unavailable": unavailable()}
+
+
+def report():
+    """Discover the codecs now (the daemon calls this at start, so a
+    missing library is logged once then) and log one line of what is
+    usable; returns :func:`statistics`."""
+    stats = statistics()
+    log.info("codecs for transcoding: {available}",
+             available=", ".join(stats["available"]) or "none")
+    return stats

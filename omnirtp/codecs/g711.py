@@ -97,9 +97,31 @@ def _decode_tables(to_linear):
     return bytes(lo), bytes(hi)
 
 
+def _runs(to_code, low, high):
+    """``to_code(s)`` for every ``s`` from ``low`` to ``high`` as bytes.
+    The code of a sample changes monotonically with its magnitude (a code
+    once left never comes back), so the range is a few hundred runs of one
+    code each: their ends are found by bisection, not by calling
+    ``to_code`` 32768 times."""
+    out = []
+    s = low
+    while s <= high:
+        code = to_code(s)
+        a, b = s, high
+        while a < b:
+            m = (a + b + 1) >> 1
+            if to_code(m) == code:
+                a = m
+            else:
+                b = m - 1
+        out.append(bytes((code,)) * (a - s + 1))
+        s = a + 1
+    return b"".join(out)
+
+
 def _encode_table(to_code):
-    # indexed by the sample read as unsigned 16-bit
-    return bytes(to_code(i - 0x10000 if i & 0x8000 else i) for i in range(0x10000))
+    # indexed by the sample read as unsigned 16-bit: 0..32767, then -32768..-1
+    return _runs(to_code, 0, 0x7FFF) + _runs(to_code, -0x8000, -1)
 
 
 _BIG_ENDIAN = sys.byteorder == "big"
@@ -157,6 +179,8 @@ class G711Codec:
 
     __slots__ = ("decode", "encode")
 
+    sample_rate = 8000
+
     def __init__(self, decode, encode):
         self.decode = decode
         self.encode = encode
@@ -173,6 +197,7 @@ class G711Factory:
 
     clock_rate = 8000
     sample_rate = 8000
+    sample_rates = (8000,)
     channels = 1
     ptime = 20
     default_fmtp = ""
@@ -188,7 +213,9 @@ class G711Factory:
     def available(self):
         return None
 
-    def build(self, fmtp=""):
+    def build(self, fmtp="", sample_rate=None):
+        if sample_rate not in (None, 8000):
+            raise ValueError("G.711 runs at 8000 Hz only")
         return self._codec
 
     def samples(self, payload):
