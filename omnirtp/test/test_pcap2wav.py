@@ -2,6 +2,7 @@
 placement by RTP timestamp, channels, WAV output."""
 
 import io
+import math
 import os
 import struct
 import wave
@@ -48,6 +49,22 @@ def packet(seq, ts, payload, pt=0, ssrc=0x1111, marker=False):
 def capture(records, fmt="raw"):
     """A pcap of ``(time, src, dst, data)``."""
     return pcap.global_header(fmt) + b"".join(pcap.record(*r, fmt) for r in records)
+
+
+def peak(samples, rate, step=1):
+    """The strongest of 400, 410, ... 1100 Hz in every ``step``-th of
+    ``samples`` (a DFT at those frequencies only: enough to place the test
+    tones within 10 Hz, and quick)."""
+    samples = list(samples)[::step]
+    rate /= step
+
+    def power(f):
+        w = 2 * math.pi * f / rate
+        re_ = sum(v * math.cos(w * n) for n, v in enumerate(samples))
+        im = sum(v * math.sin(w * n) for n, v in enumerate(samples))
+        return re_ * re_ + im * im
+
+    return max(range(400, 1101, 10), key=power)
 
 
 class ConvertTests(SynchronousTestCase):
@@ -156,6 +173,36 @@ class Pcap2WavMainTests(SynchronousTestCase):
         self.assertEqual((ulaw, alaw), (32124, -32256))
         self.assertEqual(frames[0::2], (ulaw,) * 480)
         self.assertEqual(frames[1::2], (alaw,) * 480)
+
+    def coded_stream(self, key, pt, frequency, count=25):
+        """``count`` 20 ms packets of a tone encoded by the plugin ``key``."""
+        factory = registry()[key]
+        codec = factory.build("")
+        rate = factory.sample_rate
+        per = rate // 50
+        packets = []
+        for i in range(count):
+            pcm = struct.pack("<%dh" % per, *(
+                int(10000 * math.sin(2 * math.pi * frequency * (i * per + n) / rate))
+                for n in range(per)))
+            ts = i * factory.clock_rate // 50
+            packets.append((10 + i * 0.02, packet(i, ts, codec.encode(pcm), pt=pt)))
+        return packets
+
+    def test_g722_and_opus(self):
+        """G.722 (16 kHz audio on an 8 kHz RTP clock) from A and Opus
+        (dynamic payload type, 48 kHz) from B through the plugins: a 48 kHz
+        WAV with A's tone on the left and B's on the right."""
+        records = [(t, A, A_SOCK, p) for t, p in self.coded_stream(("g722", 8000, 1), 9, 440)]
+        records += [(t, B, B_SOCK, p)
+                    for t, p in self.coded_stream(("opus", 48000, 2), 111, 1000)]
+        rate, (left, right) = convert(capture(sorted(records, key=lambda r: r[0])), registry(),
+                                      rtpmaps("a=rtpmap:111 opus/48000/2\r\n"))
+        self.assertEqual(rate, 48000)
+        self.assertEqual(len(left), len(right))
+        self.assertEqual(len(left), 25 * 960)
+        self.assertEqual(peak(left[9600:19200], rate, step=6), 440)
+        self.assertEqual(peak(right[9600:19200], rate, step=6), 1000)
 
     def test_mono_mix_and_errors(self):
         d = self.mktemp()
