@@ -95,6 +95,21 @@ class IMediaEngine(Interface):
         entry), keeps the running endpoint (a fingerprint that arrives late
         is checked then); another role or fingerprint starts a new one.
 
+        Codecs (optional; filled by the negotiator for calls with codec
+        operations, CODEC-CONTRACT.md; the same on a party's RTP and RTCP
+        socket): ``"codecs_send"`` lists the
+        formats the party this socket faces may send us (the m= line
+        omnirtp gave it; before that, the party's own), ``"codecs_recv"``
+        the formats it accepts from us (its own m= line; absent until its
+        SDP is known), both in m= order, each ``{"pt": int, "encoding":
+        lower-case rtpmap name, "clock_rate": int, "channels": int, "fmtp":
+        str}``.  ``"transcode": True`` is present only when media from this
+        party needs a transcoder towards the peer's party (a codec it may
+        send is not accepted there, rtpengine 10.5's decision); absent, the
+        socket keeps the plain fast path whatever the format lists say.
+        Calls without codec operations (ng ``codec``, ``codec-…`` flags,
+        ``always-transcode``, ``single-codec``) get none of these keys.
+
         ``"record"`` (optional; absent: unchanged, None: this socket is not
         recorded any more) ``{"path": str, "format": "raw" | "eth",
         "paused": bool}`` records what this socket receives from its party,

@@ -8,6 +8,7 @@ import uuid
 
 from twisted.application import service
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from omnirtp.call.negotiate import Interfaces, Negotiator
 from omnirtp.call.registry import CallRegistry, Timeouts
@@ -50,22 +51,67 @@ class _RegistryService(service.Service):
 
 
 class _NGService(service.Service):
-    """Binds the ng listeners on start, closes them on stop."""
+    """Binds the ng listeners on start, closes them on stop.
 
-    def __init__(self, reactor, addresses, protocol_factory):
+    With media workers (``num-threads`` > 0), ``ready`` is a callable that
+    returns a Deferred firing when the workers answer.  The ports are bound
+    at start (a port in use still fails the start), but they are not read
+    until then, or until ``ready_timeout`` seconds have passed: requests
+    (and Kamailio's ping) wait in the socket's receive queue instead of being
+    answered by a daemon that cannot allocate media yet.  Kamailio's
+    retransmissions of a waiting request carry its cookie and are answered
+    from the ng cache once it has been handled.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, addresses, protocol_factory, ready=None, ready_timeout=30.0):
         self.reactor = reactor
         self.addresses = addresses
         self.protocol_factory = protocol_factory
         self.ports = []
+        self.ready = ready
+        self.ready_timeout = ready_timeout
+        self.reading = False
+        self._gate = None
 
     def startService(self):
         from omnirtp.control import ng
         service.Service.startService(self)
         for host, port in self.addresses:
             self.ports.append(ng.listen_ng(self.reactor, host, port, self.protocol_factory()))
+        if self.ready is None:
+            self.reading = True
+            return
+        for p in self.ports:
+            p.stopReading()
+        self.log.info("ng waits for the media workers before it answers")
+        d = self.ready()
+        self._gate = self.reactor.callLater(self.ready_timeout, self._open, None, "timeout")
+        d.addBoth(self._open, "ready")
+
+    def _open(self, result, why):
+        if self.reading or not self.running:
+            return None
+        self.reading = True
+        if self._gate is not None and self._gate.active():
+            self._gate.cancel()
+        self._gate = None
+        if why == "timeout":
+            self.log.warn("the media workers did not answer within {seconds:g} s: "
+                          "ng answers anyway", seconds=self.ready_timeout)
+        elif isinstance(result, Failure):
+            self.log.warn("the media workers failed to start ({reason}): ng answers anyway",
+                          reason=result.getErrorMessage())
+        for p in self.ports:
+            p.startReading()
+        return None
 
     def stopService(self):
         service.Service.stopService(self)
+        if self._gate is not None and self._gate.active():
+            self._gate.cancel()
+        self._gate = None
         ports, self.ports = self.ports, []
         for p in ports:
             p.stopListening()
@@ -198,7 +244,9 @@ def build(config, reactor, log_level=None):
     _RegistryService(registry, startup_warnings(config), log_level,
                      summary(config), levels).setServiceParent(top)
     _NGService(reactor, config.listen_ng,
-               lambda: NGProtocol(dispatcher, reactor, access=access)).setServiceParent(top)
+               lambda: NGProtocol(dispatcher, reactor, access=access),
+               ready=getattr(engine, "whenReady", None),
+               ready_timeout=getattr(engine, "start_timeout", 30.0)).setServiceParent(top)
     operator = build_operator_listeners(config, reactor, operations, access)
     if operator is not None:
         operator.setServiceParent(top)

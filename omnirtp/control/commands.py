@@ -9,7 +9,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from omnirtp.call.registry import REASON_TERMINATED
-from omnirtp.control.flags import Flags
+from omnirtp.control.flags import K_CALL_ID, Flags
 from omnirtp.errors import (
     E_INVALID_LIMIT, E_NO_CALL_ID, E_NO_FROM_TAG, E_NO_SDP, E_NO_TO_TAG,
     E_NOT_FOUND, E_UNKNOWN_CALL, E_UNKNOWN_COMMAND, NGError)
@@ -25,6 +25,9 @@ STAT_NAMES = {"ping": "ping", "offer": "offer", "answer": "answer", "delete": "d
               "start recording": "startrec", "stop recording": "stoprec",
               "pause recording": "stoprec"}
 PROXY_KEYS = tuple(dict.fromkeys(n + "count" for n in STAT_NAMES.values())) + ("errorcount",)
+# the commands after which a call's snapshot is written to the state store
+CHANGING = frozenset(("offer", "answer", "delete", "start recording", "stop recording",
+                      "pause recording"))
 
 
 def _yes(value):
@@ -32,6 +35,13 @@ def _yes(value):
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     return isinstance(value, str) and value.strip().lower() in ("yes", "on", "true", "1")
+
+
+def _call_id(request):
+    for key in K_CALL_ID:
+        if key in request:
+            return request[key]
+    return None
 
 
 def _family(addr):
@@ -69,7 +79,18 @@ class Dispatcher:
         d = defer.maybeDeferred(self._dispatch, request)
         d.addErrback(self._count_error)
         d.addBoth(self._count_done, request.get("command"), addr)
+        if self.registry.store is not None and request.get("command") in CHANGING:
+            d.addBoth(self._persist, _call_id(request))
         return d
+
+    def _persist(self, result, call_id):
+        # after the request, failed or not: a failed offer may have changed
+        # (or removed) the call as much as a good one
+        if isinstance(call_id, bytes):
+            call_id = call_id.decode("utf-8", "surrogateescape")
+        if isinstance(call_id, str):
+            self.registry.persist(call_id)
+        return result
 
     def _count_done(self, result, command, addr):
         keys = ["errorcount"] if isinstance(result, Failure) else []

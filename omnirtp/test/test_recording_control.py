@@ -263,6 +263,22 @@ class RecordingControlTests(SynchronousTestCase):
         stats = self.call(command="statistics")["statistics"]
         self.assertNotIn("recordingerrors", stats["totalstatistics"])
 
+    def test_state_store_keeps_the_recording(self):
+        """With a state store, a recorded call's snapshot holds its
+        recording (paths, format, paused) and decodes to an equal one."""
+        from omnirtp.state import snapshot
+        from omnirtp.state.store import MemoryStore
+
+        store = self.registry.store = MemoryStore()
+        self.setup_call(offer_extra={"flags": ["record-call"]})
+        self.call(command="pause recording", call_id="rec call/1@x")
+        kept = snapshot.decode(store.calls["rec call/1@x"], self.negotiator.interfaces)
+        rec = self.registry.get("rec call/1@x").recording
+        self.assertEqual(vars(kept.recording), vars(rec))
+        self.assertEqual((kept.recording.pcap_path, kept.recording.paused),
+                         (self.pcap_path(), True))
+        self.assertEqual(self.registry.persist_errors, 0)
+
     def test_spool_without_directory(self):
         spool = Spool(None)
         spool.prepare()

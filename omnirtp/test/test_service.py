@@ -102,3 +102,111 @@ class BuildTests(SynchronousTestCase):
         c = config(warnings=("w1",), unimplemented=("redis",))
         self.assertEqual(startup_warnings(c),
                          ["w1", "option 'redis' is not implemented by omnirtp yet; ignored"])
+
+
+class _RecordingPort:
+    """What _NGService asks of a UDP port: reading paused and resumed."""
+
+    def __init__(self):
+        self.events = []
+
+    def stopReading(self):
+        self.events.append("stop")
+
+    def startReading(self):
+        self.events.append("start")
+
+    def stopListening(self):
+        self.events.append("close")
+
+
+class _GateReactor:
+    """A Clock that binds UDP ports as _RecordingPort."""
+
+    def __init__(self):
+        from twisted.internet.task import Clock
+        self.clock = Clock()
+        self.callLater = self.clock.callLater
+        self.seconds = self.clock.seconds
+        self.ports = []
+
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        p = _RecordingPort()
+        self.ports.append((interface, port, p))
+        return p
+
+
+class NGGateTests(SynchronousTestCase):
+    """With media workers, ng is bound at start but read only once the
+    workers answer (or a bounded wait passed): Kamailio's first offers
+    wait in the socket queue instead of failing."""
+
+    def service(self, ready, timeout=30.0):
+        from omnirtp.service import _NGService
+        reactor = _GateReactor()
+        svc = _NGService(reactor, (("127.0.0.1", 22222), ("127.0.0.2", 22223)),
+                         object, ready=ready, ready_timeout=timeout)
+        return reactor, svc
+
+    def test_embeddedReadsAtOnce(self):
+        reactor, svc = self.service(None)
+        svc.startService()
+        self.assertEqual([p.events for _, _, p in reactor.ports], [[], []])
+        self.assertTrue(svc.reading)
+
+    def test_readsWhenWorkersAnswer(self):
+        from twisted.internet.defer import Deferred
+        d = Deferred()
+        reactor, svc = self.service(lambda: d)
+        svc.startService()
+        self.assertEqual([p.events for _, _, p in reactor.ports], [["stop"], ["stop"]])
+        self.assertFalse(svc.reading)
+        d.callback([101, 102])
+        self.assertEqual([p.events for _, _, p in reactor.ports],
+                         [["stop", "start"], ["stop", "start"]])
+        self.assertTrue(svc.reading)
+        # the bounded wait was cancelled: nothing left on the clock
+        self.assertEqual(reactor.clock.getDelayedCalls(), [])
+
+    def test_readsAfterTimeout(self):
+        from twisted.internet.defer import Deferred
+        d = Deferred()
+        reactor, svc = self.service(lambda: d, timeout=5.0)
+        svc.startService()
+        reactor.clock.advance(4.9)
+        self.assertFalse(svc.reading)
+        reactor.clock.advance(0.2)
+        self.assertTrue(svc.reading)
+        self.assertEqual(reactor.ports[0][2].events, ["stop", "start"])
+        d.callback(None)  # late answer: no second startReading
+        self.assertEqual(reactor.ports[0][2].events, ["stop", "start"])
+
+    def test_readsWhenWorkersFail(self):
+        from twisted.internet.defer import fail
+        from omnirtp.media.pool import WorkerUnavailable
+        reactor, svc = self.service(lambda: fail(WorkerUnavailable("gone")))
+        svc.startService()
+        self.assertTrue(svc.reading)
+        self.assertEqual(reactor.ports[1][2].events, ["stop", "start"])
+        self.assertEqual(reactor.clock.getDelayedCalls(), [])
+
+    def test_stopBeforeReady(self):
+        from twisted.internet.defer import Deferred
+        d = Deferred()
+        reactor, svc = self.service(lambda: d)
+        svc.startService()
+        svc.stopService()
+        self.assertEqual(reactor.clock.getDelayedCalls(), [])
+        d.callback(None)
+        self.assertEqual(reactor.ports[0][2].events, ["stop", "close"])
+
+    def test_buildGatesOnThePool(self):
+        """build() gives the ng service the pool's whenReady."""
+        from omnirtp.service import _NGService
+        top = build(config(num_threads=2), MemoryReactorClock())
+        ng = [s for s in top if isinstance(s, _NGService)][0]
+        self.assertEqual(ng.ready, top.engine.whenReady)
+        self.assertEqual(ng.ready_timeout, top.engine.start_timeout)
+        embedded = build(config(), MemoryReactorClock())
+        ng = [s for s in embedded if isinstance(s, _NGService)][0]
+        self.assertIsNone(ng.ready)

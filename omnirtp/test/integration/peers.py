@@ -48,6 +48,7 @@ PACKAGES = {
     "sipp": "sip-tester",
     "dumpcap": "tshark",
     "tshark": "tshark",
+    "redis-server": "redis-server",
 }
 SBIN = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
@@ -416,6 +417,42 @@ def start_rtpengine(test, ng_port, port_min, port_max, extra_args=(), wait=15.0)
             "--port-min=%d" % port_min, "--port-max=%d" % port_max, "--log-level=6"]
     argv += list(extra_args)
     return _start_proxy(test, "rtpengine", argv, ng_port, wait)
+
+
+def _redis_ping(port, password=None):
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=0.5) as s:
+            if password is not None:
+                s.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n"
+                          % (len(password), password.encode()))
+                if not s.recv(64).startswith(b"+OK"):
+                    return False
+            s.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_redis(test, port=None, password=None, wait=15.0, directory=None):
+    """Run Debian's redis-server on 127.0.0.1:``port`` (a free one unless
+    given) with no persistence, in a directory of the test's (or
+    ``directory``, so a restarted server can reuse it); return the
+    :class:`Peer` once it answers PING.  ``peer.port`` is its port."""
+    if port is None:
+        port = free_port(socket.SOCK_STREAM)
+    if directory is None:
+        directory = _tempdir(test, "redis")
+    argv = [find_program("redis-server"), "--port", str(port), "--bind", LOOPBACK,
+            "--save", "", "--appendonly", "no", "--dir", directory,
+            "--daemonize", "no", "--protected-mode", "no"]
+    if password is not None:
+        argv += ["--requirepass", password]
+    peer = Peer("redis-server", argv, os.path.join(directory, "redis-%d.log" % port),
+                cwd=directory)
+    test.addCleanup(peer.stop)
+    peer.port, peer.directory = port, directory
+    _wait_for(peer, lambda: _redis_ping(port, password), wait, "answering PING")
+    return peer
 
 
 def start_kamailio(test, sip_port, defines, cfg=None, wait=15.0):

@@ -1,0 +1,1 @@
+"""Call state stores (memory, Redis) and the Redis wire protocol."""
