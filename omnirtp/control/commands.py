@@ -8,6 +8,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from omnirtp import sync
 from omnirtp.call.registry import REASON_TERMINATED
 from omnirtp.control.flags import Flags
 from omnirtp.errors import (
@@ -52,10 +53,25 @@ class Dispatcher:
         self.proxies = {}
 
     def __call__(self, request, addr=None):
-        d = defer.maybeDeferred(self._dispatch, request)
-        d.addErrback(self._count_error)
-        d.addBoth(self._count_done, request.get("command"), addr)
-        return d
+        """The reply dict of ``request`` as a Deferred (failing with NGError)."""
+        return sync.as_deferred(self.now, request, addr)
+
+    def now(self, request, addr=None):
+        """The reply dict of ``request``, or a Deferred when the engine's
+        work is asynchronous (media workers); raises NGError & co.
+        :class:`omnirtp.control.ng.NGProtocol` calls this."""
+        command = request.get("command")
+        try:
+            result = self._dispatch(request)
+        except BaseException:
+            self.counts["errors"] += 1
+            self._count_done(Failure(), command, addr)
+            raise
+        if isinstance(result, defer.Deferred):
+            result.addErrback(self._count_error)
+            result.addBoth(self._count_done, command, addr)
+            return result
+        return self._count_done(result, command, addr)
 
     def _count_done(self, result, command, addr):
         keys = ["errorcount"] if isinstance(result, Failure) else []
@@ -100,19 +116,19 @@ class Dispatcher:
         if to_tag and not flags.to_tag:
             raise NGError(E_NO_TO_TAG)
 
-    @defer.inlineCallbacks
+    @sync.steps
     def cmd_offer(self, flags):
         self._require(flags)
         sdp = yield self.negotiator.offer(flags)
         return {"result": "ok", "sdp": sdp}
 
-    @defer.inlineCallbacks
+    @sync.steps
     def cmd_answer(self, flags):
         self._require(flags, to_tag=True)
         sdp = yield self.negotiator.answer(flags)
         return {"result": "ok", "sdp": sdp}
 
-    @defer.inlineCallbacks
+    @sync.steps
     def cmd_delete(self, flags):
         if not flags.call_id:
             raise NGError(E_NO_CALL_ID)
@@ -181,7 +197,7 @@ class Dispatcher:
             return "all"
         return list(gone)
 
-    @defer.inlineCallbacks
+    @sync.steps
     def cmd_query(self, flags):
         if not flags.call_id:
             raise NGError(E_NO_CALL_ID)
@@ -199,7 +215,7 @@ class Dispatcher:
             raise NGError(E_INVALID_LIMIT)
         return {"calls": list(self.registry.calls)[:limit], "result": "ok"}
 
-    @defer.inlineCallbacks
+    @sync.steps
     def cmd_statistics(self, flags):
         totals = yield self.engine.totals()
         return {"statistics": self.statistics(totals), "result": "ok"}

@@ -332,8 +332,11 @@ class NGProtocol(DatagramProtocol):
         self.stats[command if command in COUNTED_COMMANDS else STATS_OTHER] += 1
         pending = _Pending(addr)
         self._cache_put(cookie, pending)
+        dispatch = self.dispatch
+        # a Dispatcher answers synchronously when it can (``now``)
+        dispatch = getattr(dispatch, "now", dispatch)
         try:
-            result = self.dispatch(request, addr)
+            result = dispatch(request, addr)
         except Exception:
             reply = self._reply_for_failure(Failure(), request, command)
             self._finish(cookie, pending, reply, encoding)
