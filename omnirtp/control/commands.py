@@ -144,16 +144,23 @@ class Dispatcher:
             delay = self.delete_delay
         now = targets == "all" and delay <= 0
         reply = {"result": "ok"}
-        if not flags.has("fast") or now:
-            stats = (yield self.engine.stats(call.call_id)).get(call.call_id, {})
+        if now:
+            # the stats request and the release leave together: a media
+            # worker answers them in order (the counters are read before
+            # the ports go), one round trip instead of two
+            stats_d = self.engine.stats(call.call_id)
+            destroyed = registry.destroy(call, REASON_TERMINATED)
+            stats = (yield stats_d).get(call.call_id, {})
             if not flags.has("fast"):
                 reply.update(self.call_tree(call, stats))
+            registry.account(call, stats)
+            yield destroyed
+            return reply
+        if not flags.has("fast"):
+            stats = (yield self.engine.stats(call.call_id)).get(call.call_id, {})
+            reply.update(self.call_tree(call, stats))
         if targets == "all":
-            if now:
-                registry.account(call, stats)
-                yield registry.destroy(call, REASON_TERMINATED)
-            else:
-                registry.schedule_deletion(call, delay)
+            registry.schedule_deletion(call, delay)
         elif delay > 0:
             registry.schedule_deletion(call, delay, targets)
         else:
