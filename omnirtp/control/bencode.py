@@ -237,6 +237,85 @@ def decode_prefix(data, start=0, close_at_end=True):
         _store(stack[-1], keys, value)
 
 
+class NotFast(Exception):
+    """:func:`decode_text_prefix` met something its fast path leaves to
+    :func:`decode_prefix` (which then gives the value or the error)."""
+
+
+#: containers nested deeper than this go the general way
+_FAST_DEPTH = 16
+
+
+def decode_text_prefix(data):
+    """``(value, end)`` as :func:`decode_prefix` gives them, but with every
+    string (dictionary keys included) decoded as UTF-8 with
+    ``surrogateescape``: the form ng requests are handled in.
+
+    A fast path for well-formed input (canonical lengths and integers,
+    closed containers, at most 16 levels, no duplicate keys): a string is
+    sliced and decoded in one step, no stack of pending keys.  Whatever it
+    does not take (raising :class:`NotFast`), the caller decodes with
+    :func:`decode_prefix`, which gives the same value or the error.
+    """
+    try:
+        return _fast(bytes(data), 0, 0)
+    except (IndexError, ValueError):
+        raise NotFast()
+
+
+def _fast_length(data, pos):
+    colon = data.find(b":", pos, pos + _MAX_LENGTH_DIGITS + 1)
+    text = data[pos:colon]
+    if colon < 0 or not text.isdigit() or (text[0] == 48 and len(text) > 1):
+        raise NotFast()
+    end = colon + 1 + int(text)
+    if end > len(data):
+        raise NotFast()
+    return colon + 1, end
+
+
+def _fast(data, pos, depth):
+    c = data[pos]
+    if 48 <= c <= 57:
+        begin, end = _fast_length(data, pos)
+        return data[begin:end].decode("utf-8", "surrogateescape"), end
+    if c == _DICT:
+        if depth >= _FAST_DEPTH:
+            raise NotFast()
+        out = {}
+        pos += 1
+        while data[pos] != _END:
+            if not 48 <= data[pos] <= 57:
+                raise NotFast()
+            begin, end = _fast_length(data, pos)
+            key = data[begin:end].decode("utf-8", "surrogateescape")
+            if key in out:
+                raise NotFast()
+            out[key], pos = _fast(data, end, depth + 1)
+        return out, pos + 1
+    if c == _LIST:
+        if depth >= _FAST_DEPTH:
+            raise NotFast()
+        out = []
+        pos += 1
+        while data[pos] != _END:
+            value, pos = _fast(data, pos, depth + 1)
+            out.append(value)
+        return out, pos + 1
+    if c == _INT:
+        end = data.index(b"e", pos + 1)
+        text = data[pos + 1:end]
+        digits = text[1:] if text[:1] == b"-" else text
+        if not digits.isdigit() or len(digits) > _INT_DIGITS or \
+                (digits[0] == 48 and (len(digits) > 1 or text[:1] == b"-")):
+            raise NotFast()
+        value = int(text)
+        if not INT_MIN <= value <= INT_MAX:
+            raise NotFast()
+        return value, end + 1
+    raise NotFast()
+
+
 def _store(top, keys, value):
     if type(top) is list:
         top.append(value)

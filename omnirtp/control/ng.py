@@ -149,6 +149,10 @@ def decode_payload(payload):
     if first == b"d":
         try:
             # rtpengine ignores whatever follows the dictionary
+            return bencode.decode_text_prefix(payload)[0], _BENCODE
+        except bencode.NotFast:
+            pass
+        try:
             value, _ = bencode.decode_prefix(payload)
         except bencode.BencodeError as e:
             raise _DecodeError(errors.E_BENCODE, str(e))
