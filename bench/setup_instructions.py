@@ -6,7 +6,7 @@
 CPU time on this shared box moves by 10-20% from run to run (and more when
 other work runs); instruction counts do not.  This builds the daemon's
 control plane in one process (``omnirtp.service.build``, ``num-threads = 0``,
-real media sockets on 127.0.0.1, ports ``--port-min`` to ``+ 9999``) and hands
+real media sockets on 127.0.0.1, ports ``--port-min`` to ``+ 1999``) and hands
 the ng datagrams of ``bench/setup.py``'s cycle (the seed's Kamailio flags, SIP
 phone calls a browser) straight to ``NGProtocol.datagramReceived``; the replies
 go to a fake transport and must all be ``result: ok``.  It runs under
@@ -47,7 +47,7 @@ def child(root, cycles, port_min, profile=None):
     options = Options()
     options.parseOptions([
         "--config-file=none", "--interface=127.0.0.1", "--listen-ng=127.0.0.1:1",
-        "--port-min=%d" % port_min, "--port-max=%d" % (port_min + 9999),
+        "--port-min=%d" % port_min, "--port-max=%d" % (port_min + 1999),
         "--num-threads=0", "--delete-delay=0", "--log-level=6"])
     top = build(options.config, reactor)
     protocol = NGProtocol(top.dispatcher, reactor)
