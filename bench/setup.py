@@ -14,11 +14,13 @@ drift on the shared box hits them alike:
 * ``rtpengine``: Debian's rtpengine 10.5, ``--num-threads=1 --table=-1``
 
 All get ``delete-delay = 0`` (a deleted call frees its ports at once) and log
-level 6.  One *cycle* is the seed's Kamailio 5.6 flag strings, a SIP phone
+level 6.  One *cycle* is (default, ``--call webrtc``) the seed's Kamailio 5.6 flag strings, a SIP phone
 calling a browser (``kamailio_sip_calls_browser`` in omnirtp/test/corpus.py):
 an offer (``replace-origin replace-session-connection ICE=force RTP/AVP
 RTP/SAVPF``), the browser's answer (``... ICE=remove RTP/SAVPF RTP/AVP``), and
-a delete, each with a new call-id.  A reply must be ``result: ok``; anything
+a delete, each with a new call-id.  ``--call plain`` is a SIP-to-SIP call
+with ``replace-origin replace-session-connection`` both ways (SIP_OFFER,
+SIP_ANSWER).  A reply must be ``result: ok``; anything
 else is counted and printed.
 
 Per daemon and phase it measures:
@@ -55,7 +57,7 @@ sys.path.insert(0, ROOT)
 
 from omnirtp.control import bencode  # noqa: E402
 from omnirtp.test.corpus import (  # noqa: E402
-    KAMAILIO_SIP_TO_BROWSER, SIP_OFFER, WEBRTC_ANSWER)
+    KAMAILIO_SIP_TO_BROWSER, SIP_ANSWER, SIP_OFFER, WEBRTC_ANSWER)
 from omnirtp.test.integration.reference import (  # noqa: E402
     TWISTD, Daemon, find_rtpengine, free_udp_port)
 from omnirtp.test.kamailio import kamailio_dict  # noqa: E402
@@ -80,13 +82,24 @@ def _template(message):
     return head + b"%d:" % len(marker), tail
 
 
-def templates():
+#: --call: the flag strings and SDP of the offer and the answer
+CALLS = {
+    # the seed's Kamailio 5.6 flags: a SIP phone calls a browser
+    "webrtc": (KAMAILIO_SIP_TO_BROWSER[0], SIP_OFFER, KAMAILIO_SIP_TO_BROWSER[1], WEBRTC_ANSWER),
+    # SIP to SIP, plain RTP both ways
+    "plain": ("replace-origin replace-session-connection", SIP_OFFER,
+              "replace-origin replace-session-connection", SIP_ANSWER),
+}
+
+
+def templates(call="webrtc"):
     """(offer, answer, delete) templates of one cycle."""
+    offer_flags, offer_sdp, answer_flags, answer_sdp = CALLS[call]
     cid = (CALL_ID % 0).decode()
-    offer = kamailio_dict(KAMAILIO_SIP_TO_BROWSER[0], "offer", cid, "ft1", sdp=SIP_OFFER,
+    offer = kamailio_dict(offer_flags, "offer", cid, "ft1", sdp=offer_sdp,
                           received_from="192.0.2.10")
-    answer = kamailio_dict(KAMAILIO_SIP_TO_BROWSER[1], "answer", cid, "ft1", "tt1",
-                           sdp=WEBRTC_ANSWER, received_from="198.51.100.20")
+    answer = kamailio_dict(answer_flags, "answer", cid, "ft1", "tt1",
+                           sdp=answer_sdp, received_from="198.51.100.20")
     delete = kamailio_dict("", "delete", cid, "ft1", received_from="192.0.2.10")
     return [_template(m) for m in (offer, answer, delete)]
 
@@ -94,13 +107,13 @@ def templates():
 class Client:
     """A UDP ng client driving cycles; cookies say which slot a reply is for."""
 
-    def __init__(self, port):
+    def __init__(self, port, call="webrtc"):
         self.server = (HOST, port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.sock.bind((HOST, 0))
         self.sock.settimeout(1.0)
-        self.templates = templates()
+        self.templates = templates(call)
         self.next_call = 0
         self.seq = 0
         self.errors = []
@@ -351,6 +364,9 @@ def main(argv=None):
     p.add_argument("--kinds", default=",".join(KINDS))
     p.add_argument("--root", default=ROOT, help="the omnirtp checkout to run (default: this one)")
     p.add_argument("--long", type=int, default=0, metavar="N")
+    p.add_argument("--call", choices=sorted(CALLS), default="webrtc",
+                   help="webrtc (default): the seed's flags, SIP phone calls a browser; "
+                        "plain: SIP to SIP, plain RTP")
     args = p.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     for k in kinds:
@@ -362,14 +378,15 @@ def main(argv=None):
         for kind in kinds:
             port = free_udp_port()
             daemons[kind] = start(kind, os.path.abspath(args.root), port)
-            clients[kind] = Client(port)
+            clients[kind] = Client(port, args.call)
         try:
             commit = subprocess.run(["git", "-C", args.root, "rev-parse", "--short", "HEAD"],
                                     capture_output=True, text=True).stdout.strip()
         except OSError:
             commit = "?"
-        print("omnirtp %s (%s), Python %s, daemons on CPU 0, client on CPU 1"
-              % (commit, os.path.abspath(args.root), sys.version.split()[0]), flush=True)
+        print("omnirtp %s (%s), Python %s, daemons on CPU 0, client on CPU 1, %s call"
+              % (commit, os.path.abspath(args.root), sys.version.split()[0], args.call),
+              flush=True)
         if args.long:
             for kind in kinds:
                 long_run(kind, daemons[kind], clients[kind], args.long)
