@@ -15,7 +15,7 @@ the same warm-up, and divides the difference in instructions by the
 difference in cycles: start-up and imports cancel out.  The kernel's share
 (socket calls) is not counted.
 
-``--root`` measures another checkout's omnirtp with this script (before/after
+``--call plain`` measures the SIP-to-SIP cycle instead.  ``--root`` measures another checkout's omnirtp with this script (before/after
 pairs).  ``--profile OUT`` instead runs ``--cycles`` cycles under cProfile
 (no valgrind) and writes the stats to OUT; ``--cycles`` alone prints the CPU
 time per cycle.  Needs Debian's ``valgrind``.
@@ -33,7 +33,7 @@ ROOT = os.path.dirname(HERE)
 WARM = 20
 
 
-def child(root, cycles, port_min, profile=None):
+def child(root, cycles, port_min, profile=None, call="webrtc"):
     sys.path.insert(0, os.path.abspath(root))
     sys.path.insert(1, HERE)
     from twisted.internet import reactor
@@ -58,7 +58,7 @@ def child(root, cycles, port_min, profile=None):
             replies.append(datagram)
 
     protocol.transport = Transport()
-    templates = bench_setup.templates()
+    templates = bench_setup.templates(call)
 
     def datagrams(count, first):
         for call in range(first, first + count):
@@ -87,11 +87,11 @@ def child(root, cycles, port_min, profile=None):
     return elapsed
 
 
-def count(root, cycles, port_min):
+def count(root, cycles, port_min, call="webrtc"):
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
          sys.executable, os.path.abspath(__file__), "--child", str(cycles),
-         "--root", root, "--port-min", str(port_min)],
+         "--root", root, "--port-min", str(port_min), "--call", call],
         capture_output=True, text=True)
     if out.returncode:
         sys.exit("the cycles under valgrind failed:\n" + out.stderr[-3000:])
@@ -107,18 +107,20 @@ def main(argv=None):
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     p.add_argument("--cycles", type=int)
     p.add_argument("--profile")
+    p.add_argument("--call", choices=("webrtc", "plain"), default="webrtc",
+                   help="the cycle (bench/setup.py --call)")
     args = p.parse_args(argv)
     if args.child is not None:
-        child(args.root, args.child, args.port_min)
+        child(args.root, args.child, args.port_min, call=args.call)
         return
     if args.cycles or args.profile:
         n = args.cycles or 1000
-        elapsed = child(args.root, n, args.port_min, args.profile)
+        elapsed = child(args.root, n, args.port_min, args.profile, args.call)
         print("%d cycles: %.0f us CPU per cycle (in-process, no socket I/O for ng)"
               % (n, elapsed / n * 1e6))
         return
-    few = count(args.root, args.few, args.port_min)
-    many = count(args.root, args.many, args.port_min)
+    few = count(args.root, args.few, args.port_min, args.call)
+    many = count(args.root, args.many, args.port_min, args.call)
     print("%s: %.0f instructions per offer+answer+delete cycle (%d vs %d cycles)"
           % (args.root, (many - few) / (args.many - args.few), args.many, args.few))
 
