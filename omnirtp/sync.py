@@ -69,9 +69,9 @@ class _Driver:
         out = self.out
         try:
             if isinstance(result, Failure):
-                value = self.run(None, result)
+                self.run(None, result)
             else:
-                value = self.run(result)
+                self.run(result)
         except StopIteration as e:
             out.callback(e.value)
             return

@@ -6,7 +6,6 @@ request bound is released before the error propagates, and a call that the
 request created is removed again.
 """
 
-from twisted.internet import defer
 from twisted.logger import Logger
 
 from omnirtp import sync
