@@ -6,9 +6,9 @@ request bound is released before the error propagates, and a call that the
 request created is removed again.
 """
 
-from twisted.internet import defer
 from twisted.logger import Logger
 
+from omnirtp import sync
 from omnirtp.call.model import Interface, Media, Monologue
 from omnirtp.errors import (
     E_MKI_UNSUPPORTED, E_NO_SUCH_TAG, E_SDP_INCOMPLETE, E_SDP_PARSE, E_SDP_REWRITE,
@@ -169,15 +169,18 @@ class Negotiator:
 
     # -- entry points ----------------------------------------------------
 
+    # Both return the SDP, raise, or return a Deferred when the engine's
+    # work is asynchronous (media workers): see omnirtp.sync.
+
     def offer(self, flags):
-        return self.registry.run_locked(flags.call_id, self._offer, flags)
+        return self.registry.run_locked_now(flags.call_id, self._offer, flags)
 
     def answer(self, flags):
-        return self.registry.run_locked(flags.call_id, self._answer, flags)
+        return self.registry.run_locked_now(flags.call_id, self._answer, flags)
 
     # -- offer -----------------------------------------------------------
 
-    @defer.inlineCallbacks
+    @sync.steps
     def _offer(self, flags):
         sd, infos = self._parse(flags.sdp)
         if flags.has("loop-protect") and self._looped(sd):
@@ -230,7 +233,7 @@ class Negotiator:
 
     # -- answer ----------------------------------------------------------
 
-    @defer.inlineCallbacks
+    @sync.steps
     def _answer(self, flags):
         sd, infos = self._parse(flags.sdp)
         call = self.registry.get(flags.call_id)
@@ -274,7 +277,7 @@ class Negotiator:
     def _looped(self, sd):
         return self.instance_id is not None and sd.loop_protect_id == self.instance_id
 
-    @defer.inlineCallbacks
+    @sync.steps
     def _negotiate(self, call, src, dst, sd, infos, flags, offer):
         """``src`` sent ``sd``; produce the SDP for ``dst``.
 
@@ -434,7 +437,7 @@ class Negotiator:
             else:
                 m.dtls_role = None
 
-    @defer.inlineCallbacks
+    @sync.steps
     def _allocate(self, call, medias):
         """Bind ports for ``medias``, all or nothing."""
         by_address = {}

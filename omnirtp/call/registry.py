@@ -130,7 +130,35 @@ class CallRegistry:
             lock = self._locks[call_id] = defer.DeferredLock()
         return lock
 
+    def run_locked_now(self, call_id, fn, *args):
+        """``fn(*args)`` serialised with the other signalling of ``call_id``.
+
+        When nothing else of that call is in progress, ``fn`` runs at once:
+        its plain result is returned and its exception raised, with no lock
+        made.  If it returns a Deferred (a media worker's answer is
+        pending), the call's lock is held until that fires, so later
+        signalling of the call waits for it.  While the lock is held, this
+        waits in turn and returns a Deferred (:meth:`run_locked`).
+        """
+        if call_id in self._locks:
+            return self.run_locked(call_id, fn, *args)
+        result = fn(*args)
+        if not isinstance(result, defer.Deferred) or result.called:
+            return result
+        lock = self.lock(call_id)
+        lock.acquire()  # free: taken at once
+
+        def release(value):
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(call_id, None)
+            return value
+
+        return result.addBoth(release)
+
     def run_locked(self, call_id, fn, *args):
+        """As :meth:`run_locked_now`, always through the call's lock, and
+        always a Deferred."""
         lock = self.lock(call_id)
         d = lock.run(fn, *args)
 

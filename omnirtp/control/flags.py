@@ -204,6 +204,10 @@ _DTLS_OFF = frozenset(("off", "no", "disable", "disabled"))
 _WS = re.compile(r"\s+")
 
 
+#: ``Flags.has`` arguments -> their canonical form
+_HAS_WORDS = {}
+
+
 def canonical(word):
     """Canonical flag word: whitespace runs -> "-", lower case."""
     return _WS.sub("-", word.strip()).lower()
@@ -397,8 +401,13 @@ class Flags:
 
     def has(self, word):
         """True if flag ``word`` (any spelling, upstream aliases too) was given."""
-        c = canonical(word)
-        return FLAG_ALIASES.get(c, c) in self.flags
+        c = _HAS_WORDS.get(word)
+        if c is None:
+            c = canonical(word)
+            c = FLAG_ALIASES.get(c, c)
+            if len(_HAS_WORDS) < 256:  # the code's own words: a handful
+                _HAS_WORDS[word] = c
+        return c in self.flags
 
     @classmethod
     def from_request(cls, request):
@@ -425,76 +434,15 @@ class _Builder:
         self.direction = []
         self.from_interface = None
         self.to_interface = None
-        #: key -> (method, argument) or None (accepted, ignored); built once
-        self.handlers = _Builder._table()
-
-    _TABLE = None
-
-    @classmethod
-    def _table(cls):
-        """The key table, made on first use and shared by every request
-        (building per-request closures for a few hundred keys cost about a
-        millisecond per ng request)."""
-        if cls._TABLE is None:
-            table = {}
-            for keys, method, arg in (
-            (K_COMMAND, "_str", "command"),
-            (K_CALL_ID, "_str", "call_id"),
-            (K_FROM_TAG, "_str", "from_tag"),
-            (K_TO_TAG, "_str", "to_tag"),
-            (K_VIA_BRANCH, "_str", "via_branch"),
-            (K_SDP, "_str", "sdp"),
-            (K_LABEL, "_str", "label"),
-            (K_METADATA, "_str", "metadata"),
-            (K_MEDIA_ADDRESS, "_str", "media_address"),
-            (K_REPLACE, "_canon_set", "replace"),
-            (K_RTCP_MUX, "_canon_set", "rtcp_mux"),
-            (K_SUPPORTS, "_plain_set", "supports"),
-            (K_SDES, "_plain_set", "sdes"),
-            (K_OSRTP, "_plain_set", "osrtp"),
-            (K_ICE, "_ice", None),
-            (K_TRANSPORT, "_str", "transport_protocol"),
-            (K_DIRECTION, "_direction", None),
-            (K_FROM_INTERFACE, "_from_interface", None),
-            (K_TO_INTERFACE, "_to_interface", None),
-            (K_FLAGS, "_flags", None),
-            (K_CODEC, "_codec", None),
-            (K_ADDRESS_FAMILY, "_address_family", None),
-            (K_RECEIVED_FROM, "_received_from", None),
-            (K_DELETE_DELAY, "_int", "delete_delay"),
-            (K_PTIME, "_int", "ptime"),
-            (K_TOS, "_int", "tos"),
-            (K_LIMIT, "_int", "limit"),
-            (K_RECORD_CALL, "_record_call", None),
-            (K_ENDPOINT_LEARNING, "_endpoint_learning", None),
-            (K_DTLS, "_dtls", None),
-            (K_DTLS_FINGERPRINT, "_str", "dtls_fingerprint"),
-            (K_ICE_LITE, "_ice_lite", None),
-            (K_ALL, "_all", None),
-            (K_RTPP_FLAGS, "_rtpp_flags", None),
-            ):
-                for key in keys:
-                    table[key] = (method, arg)
-            for key, part in K_CODEC_TOPLEVEL.items():
-                table[key] = ("_codec_part", part)
-            for key in K_KNOWN_OTHER:
-                table.setdefault(key, None)
-            cls._TABLE = table
-        return cls._TABLE
+        #: key -> handler(builder, value); one table for every request
+        self.handlers = _HANDLERS
 
     def apply(self, key, value):
-        try:
-            entry = self.handlers[key]
-        except KeyError:
+        handler = _HANDLERS.get(key)
+        if handler is None:
             self.f.unknown.append(key)
             return
-        if entry is None:
-            return
-        method, arg = entry
-        if arg is None:
-            getattr(self, method)(value)
-        else:
-            getattr(self, method)(arg)(value)
+        handler(self, value)
 
     def finish(self):
         f = self.f
@@ -509,38 +457,6 @@ class _Builder:
             if self.to_interface is not None:
                 direction[1] = self.to_interface
         f.direction = tuple(direction)
-
-    # handler factories
-    def _str(self, attr):
-        def handler(value):
-            s = _as_str(value)
-            if s is not None:
-                setattr(self.f, attr, s)
-        return handler
-
-    def _int(self, attr):
-        def handler(value):
-            n = as_int(value)
-            if n is not None:
-                setattr(self.f, attr, n)
-            else:
-                self.f.unknown.append("%s=%r" % (attr, value))
-        return handler
-
-    def _canon_set(self, attr):
-        def handler(value):
-            getattr(self.f, attr).update(canonical(v) for v in as_list(value))
-        return handler
-
-    def _plain_set(self, attr):
-        def handler(value):
-            getattr(self.f, attr).update(as_list(value))
-        return handler
-
-    def _codec_part(self, part):
-        def handler(value):
-            self.codec[part].extend(as_list(value))
-        return handler
 
     # specific keys
     def _ice(self, value):
@@ -705,6 +621,94 @@ class _Builder:
         f.rtcp_mux.update(("offer", "require"))
         f.sdes.add("off")
 
+
+
+# -- the key table: key -> handler(builder, value), built once ----------------
+
+def _str(attr):
+    def handler(b, value):
+        s = _as_str(value)
+        if s is not None:
+            setattr(b.f, attr, s)
+    return handler
+
+
+def _int(attr):
+    def handler(b, value):
+        n = as_int(value)
+        if n is not None:
+            setattr(b.f, attr, n)
+        else:
+            b.f.unknown.append("%s=%r" % (attr, value))
+    return handler
+
+
+def _canon_set(attr):
+    def handler(b, value):
+        getattr(b.f, attr).update(canonical(v) for v in as_list(value))
+    return handler
+
+
+def _plain_set(attr):
+    def handler(b, value):
+        getattr(b.f, attr).update(as_list(value))
+    return handler
+
+
+def _codec_part(part):
+    def handler(b, value):
+        b.codec[part].extend(as_list(value))
+    return handler
+
+
+def _ignored(b, value):
+    return None
+
+
+_HANDLERS = {}
+for _keys, _handler in (
+    (K_COMMAND, _str("command")),
+    (K_CALL_ID, _str("call_id")),
+    (K_FROM_TAG, _str("from_tag")),
+    (K_TO_TAG, _str("to_tag")),
+    (K_VIA_BRANCH, _str("via_branch")),
+    (K_SDP, _str("sdp")),
+    (K_LABEL, _str("label")),
+    (K_METADATA, _str("metadata")),
+    (K_MEDIA_ADDRESS, _str("media_address")),
+    (K_REPLACE, _canon_set("replace")),
+    (K_RTCP_MUX, _canon_set("rtcp_mux")),
+    (K_SUPPORTS, _plain_set("supports")),
+    (K_SDES, _plain_set("sdes")),
+    (K_OSRTP, _plain_set("osrtp")),
+    (K_ICE, _Builder._ice),
+    (K_TRANSPORT, _str("transport_protocol")),
+    (K_DIRECTION, _Builder._direction),
+    (K_FROM_INTERFACE, _Builder._from_interface),
+    (K_TO_INTERFACE, _Builder._to_interface),
+    (K_FLAGS, _Builder._flags),
+    (K_CODEC, _Builder._codec),
+    (K_ADDRESS_FAMILY, _Builder._address_family),
+    (K_RECEIVED_FROM, _Builder._received_from),
+    (K_DELETE_DELAY, _int("delete_delay")),
+    (K_PTIME, _int("ptime")),
+    (K_TOS, _int("tos")),
+    (K_LIMIT, _int("limit")),
+    (K_RECORD_CALL, _Builder._record_call),
+    (K_ENDPOINT_LEARNING, _Builder._endpoint_learning),
+    (K_DTLS, _Builder._dtls),
+    (K_DTLS_FINGERPRINT, _str("dtls_fingerprint")),
+    (K_ICE_LITE, _Builder._ice_lite),
+    (K_ALL, _Builder._all),
+    (K_RTPP_FLAGS, _Builder._rtpp_flags),
+):
+    for _key in _keys:
+        _HANDLERS[_key] = _handler
+for _key, _part in K_CODEC_TOPLEVEL.items():
+    _HANDLERS[_key] = _codec_part(_part)
+for _key in K_KNOWN_OTHER:
+    _HANDLERS.setdefault(_key, _ignored)
+del _keys, _handler, _key, _part
 
 __all__ = ["Flags", "canonical", "as_list", "as_int", "parse_rtpp_flags",
            "TRANSPORTS", "KNOWN_FLAGS", "FLAG_ALIASES"]

@@ -159,6 +159,10 @@ def decode_payload(payload):
     if first == b"d":
         try:
             # rtpengine ignores whatever follows the dictionary
+            return bencode.decode_text_prefix(payload)[0], _BENCODE
+        except bencode.NotFast:
+            pass
+        try:
             value, _ = bencode.decode_prefix(payload)
         except bencode.BencodeError as e:
             raise _DecodeError(errors.E_BENCODE, str(e))
@@ -370,8 +374,11 @@ class NGProtocol(DatagramProtocol):
         self.stats[command if command in COUNTED_COMMANDS else STATS_OTHER] += 1
         pending = _Pending(addr)
         self._cache_put(cookie, pending)
+        dispatch = self.dispatch
+        # a Dispatcher answers synchronously when it can (``now``)
+        dispatch = getattr(dispatch, "now", dispatch)
         try:
-            result = self.dispatch(request, addr)
+            result = dispatch(request, addr)
         except Exception:
             reply = self._reply_for_failure(Failure(), request, command)
             self._finish(cookie, pending, reply, encoding)

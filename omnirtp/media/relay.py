@@ -115,10 +115,18 @@ def apply_tos(sock, tos, v6):
 
 def bind_media(address, port):
     """A media socket for ``(address, port)`` that a connected companion can
-    join (SO_REUSEPORT).  The port is first bound without SO_REUSEPORT, so a
-    port that anyone else holds, another omnirtp included, fails as usual."""
-    bind_udp(address, port).close()
-    return bind_udp(address, port, reuse_port=True)
+    join (SO_REUSEPORT).  The socket is bound without SO_REUSEPORT, so a
+    port that anyone else holds, another omnirtp included, fails as usual;
+    SO_REUSEPORT is set once it is bound (Linux lets a later socket with
+    SO_REUSEPORT join a bound one that has it set), so each port is bound
+    once."""
+    sock = bind_udp(address, port)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 @implementer(IReadDescriptor)
