@@ -55,6 +55,7 @@ def measure(calls):
     print("calls %d (streams %d)" % (calls, 4 * calls))
     print("add a call (1 batch, 4 streams):        %.2f ms (mean, growing table)" % (add * 1e3))
     print("remove a call (batch, read, batch):     %.2f ms (mean, shrinking table)" % (remove * 1e3))
+    print("batches %d" % fw.batches)
     print("read all counters, %5d streams:       %.2f ms (best of 5)" % (4 * calls, min(reads) * 1e3))
     print("read counters, none offloaded:          %.3f ms" % (empty * 1e3))
 
@@ -70,6 +71,8 @@ def main():
     name = "omnirtp-nftbench-%d" % os.getpid()
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
+        subprocess.run(["ip", "netns", "exec", name, "sh", "-c",
+                        "echo 1 > /proc/sys/net/ipv4/ip_forward"], check=True)
         subprocess.run(["ip", "netns", "exec", name, sys.executable, os.path.abspath(__file__),
                         "--in-netns", "--calls", str(args.calls)], check=True)
     finally:

@@ -3,19 +3,19 @@ engine's use of an IForwarder.  No kernel here: the libnftables context is
 a fake that records batches; test_kernel_netns runs the real thing."""
 
 import json
+import os
 import random
 
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from omnirtp.config.model import Config  # noqa: F401  (the attribute names used below)
 from omnirtp.errors import ConfigError
 from omnirtp.interfaces import IForwarder
 from omnirtp.media import kernel
 from omnirtp.media.engine import EmbeddedEngine
 from omnirtp.media.kernel import (
-    KernelUnavailable, NftError, NftForwarder, Stream, add_commands, diff_commands, names,
-    offloadable, parse_counters, remove_commands, replace_commands, setup_commands)
+    KernelUnavailable, NftError, NftForwarder, Stream, add_commands, elements, keys,
+    offloadable, parse_counters, plan, remove_commands, setup_commands, stop_commands)
 from omnirtp.service import build_forwarder
 from omnirtp.test.fakes import FakeNetwork, MemoryUDPReactor
 
@@ -26,88 +26,66 @@ S6 = Stream(("2001:db8::1", 30000), ("2001:db8::2", 4000), ("2001:db8::1", 30002
             ("2001:db8:1::2", 5000))
 
 
-def cmd(verb, kind, **fields):
-    body = {"family": "inet", "table": T}
-    body.update(fields)
-    return {verb: {kind: body}}
+def element(verb, name, key, value):
+    return {verb: {"element": {"family": "inet", "table": T, "name": name,
+                               "elem": [[{"concat": list(key)}, value]]}}}
 
 
 class RuleTests(SynchronousTestCase):
     maxDiff = None
 
-    def test_names(self):
-        self.assertEqual(names(("10.0.0.1", 30000)),
-                         ("s-10.0.0.1-30000", "o-10.0.0.1-30000", "c-10.0.0.1-30000"))
-        self.assertEqual(names(("2001:db8::1", 7))[0], "s-2001_db8__1-7")
-        self.assertEqual(kernel.table_name(3), "omnirtp-3")
+    def test_elements(self):
+        """X=10.0.0.2:4000 -> L=10.0.0.1:30000, out of O=10.0.0.1:30002 to
+        Y=10.0.1.2:5000: each lookup keyed by what the one before wrote."""
+        self.assertEqual(elements(S1), [
+            ("dport4", ("10.0.0.2", 4000, "10.0.0.1", 30000), 5000),
+            ("daddr4", ("10.0.0.2", 4000, "10.0.0.1", 5000), "10.0.1.2"),
+            ("sport4", ("10.0.0.2", 4000, "10.0.1.2", 5000), 30002),
+            ("saddr4", ("10.0.0.2", 30002, "10.0.1.2", 5000), "10.0.0.1")])
+        self.assertEqual([name for name, _k, _v in elements(S6)],
+                         ["dport6", "daddr6", "sport6", "saddr6"])
+        self.assertEqual(keys(S1), [(n, k) for n, k, _v in elements(S1)])
 
-    def test_add_ipv4(self):
-        """A stream: a counter, the rewrite of the destination (matched on
-        the learned source, untracked) and of the source, then the map
-        elements that send packets there."""
-        ip = lambda f: {"payload": {"protocol": "ip", "field": f}}  # noqa: E731
-        udp = lambda f: {"payload": {"protocol": "udp", "field": f}}  # noqa: E731
+    def test_add_first_lookup_last(self):
+        """Added in one batch, the first lookup's element last."""
         self.assertEqual(add_commands(T, S1), [
-            cmd("add", "counter", name="c-10.0.0.1-30000"),
-            cmd("add", "chain", name="s-10.0.0.1-30000"),
-            cmd("add", "chain", name="o-10.0.0.1-30000"),
-            cmd("add", "rule", chain="s-10.0.0.1-30000", expr=[
-                {"match": {"op": "==", "left": ip("saddr"), "right": "10.0.0.2"}},
-                {"match": {"op": "==", "left": udp("sport"), "right": 4000}},
-                {"mangle": {"key": ip("daddr"), "value": "10.0.1.2"}},
-                {"mangle": {"key": udp("dport"), "value": 5000}},
-                {"counter": "c-10.0.0.1-30000"}, {"notrack": None}, {"accept": None}]),
-            cmd("add", "rule", chain="o-10.0.0.1-30000", expr=[
-                {"mangle": {"key": ip("saddr"), "value": "10.0.0.1"}},
-                {"mangle": {"key": udp("sport"), "value": 30002}},
-                {"accept": None}]),
-            cmd("add", "element", name="in4", elem=[
-                [{"concat": ["10.0.0.1", 30000]}, {"jump": {"target": "s-10.0.0.1-30000"}}]]),
-            cmd("add", "element", name="out4", elem=[
-                [{"concat": ["10.0.0.2", 4000, "10.0.1.2", 5000]},
-                 {"jump": {"target": "o-10.0.0.1-30000"}}]]),
-        ])
+            element("add", "saddr4", ("10.0.0.2", 30002, "10.0.1.2", 5000), "10.0.0.1"),
+            element("add", "sport4", ("10.0.0.2", 4000, "10.0.1.2", 5000), 30002),
+            element("add", "daddr4", ("10.0.0.2", 4000, "10.0.0.1", 5000), "10.0.1.2"),
+            element("add", "dport4", ("10.0.0.2", 4000, "10.0.0.1", 30000), 5000)])
 
-    def test_add_ipv6(self):
-        cmds = add_commands(T, S6)
-        rule = cmds[3]["add"]["rule"]["expr"]
-        self.assertEqual(rule[0]["match"]["left"], {"payload": {"protocol": "ip6", "field": "saddr"}})
-        self.assertEqual(rule[2]["mangle"], {"key": {"payload": {"protocol": "ip6", "field": "daddr"}},
-                                             "value": "2001:db8:1::2"})
-        self.assertEqual([c["add"]["element"]["name"] for c in cmds[5:]], ["in6", "out6"])
-
-    def test_remove(self):
-        """Elements first (nothing jumps any more), then the chains; the
-        counter stays for a last read."""
+    def test_remove_in_two_steps(self):
+        """Out: the first lookup's element (packets go to the socket again,
+        the counter stops), then, once the counter is read, the rest."""
+        self.assertEqual(stop_commands(T, S1), [
+            element("delete", "dport4", ("10.0.0.2", 4000, "10.0.0.1", 30000), 5000)])
         self.assertEqual(remove_commands(T, S1), [
-            {"delete": add_commands(T, S1)[5]["add"]},
-            {"delete": add_commands(T, S1)[6]["add"]},
-            cmd("flush", "chain", name="s-10.0.0.1-30000"),
-            cmd("delete", "chain", name="s-10.0.0.1-30000"),
-            cmd("flush", "chain", name="o-10.0.0.1-30000"),
-            cmd("delete", "chain", name="o-10.0.0.1-30000"),
-        ])
+            element("delete", "daddr4", ("10.0.0.2", 4000, "10.0.0.1", 5000), "10.0.1.2"),
+            element("delete", "sport4", ("10.0.0.2", 4000, "10.0.1.2", 5000), 30002),
+            element("delete", "saddr4", ("10.0.0.2", 30002, "10.0.1.2", 5000), "10.0.0.1")])
 
-    def test_replace_keeps_counter(self):
+    def test_plan(self):
+        self.assertEqual(plan({}, {}, {}), ([], [], []))
+        self.assertEqual(plan({}, {S1.local: S1, S2.local: S2}, {}), ([], [S1, S2], []))
+        owners = {k: S1.local for k in keys(S1)}
+        self.assertEqual(plan({S1.local: S1}, {S1.local: S1}, owners), ([], [], []))
+        self.assertEqual(plan({S1.local: S1}, {}, owners), ([S1], [], []))
         moved = S1._replace(source=("10.0.0.9", 4100))
-        cmds = replace_commands(T, S1, moved)
-        self.assertEqual(cmds[:4], [
-            {"delete": add_commands(T, S1)[5]["add"]},
-            {"delete": add_commands(T, S1)[6]["add"]},
-            cmd("flush", "chain", name="s-10.0.0.1-30000"),
-            cmd("flush", "chain", name="o-10.0.0.1-30000")])
-        self.assertEqual(cmds[4:], add_commands(T, moved)[3:])
-        self.assertNotIn("counter", json.dumps([c for c in cmds if "delete" in c]))
+        self.assertEqual(plan({S1.local: S1}, {S1.local: moved}, owners), ([S1], [moved], []))
 
-    def test_diff(self):
-        self.assertEqual(diff_commands(T, {}, {}), ([], []))
-        self.assertEqual(diff_commands(T, {}, {S1.local: S1}), (add_commands(T, S1), []))
-        self.assertEqual(diff_commands(T, {S1.local: S1}, {S1.local: S1}), ([], []))
-        self.assertEqual(diff_commands(T, {S1.local: S1, S2.local: S2}, {S1.local: S1}),
-                         (remove_commands(T, S2), [S2.local]))
-        moved = S2._replace(dest=("10.0.0.3", 4002))
-        self.assertEqual(diff_commands(T, {S2.local: S2}, {S2.local: moved}),
-                         (replace_commands(T, S2, moved), []))
+    def test_plan_refuses_shared_keys(self):
+        """A stream whose lookups another stream (of any call) already
+        answers stays in userspace: here the same party sends from one port
+        to two of our ports whose other sides have the same port."""
+        other = Stream(("10.0.0.1", 30010), ("10.0.0.2", 4000), ("10.0.0.1", 30012),
+                       ("10.0.9.9", 5000))
+        self.assertEqual(keys(other)[1], keys(S1)[1])  # daddr4: X, L's address, Y's port
+        owners = {k: S1.local for k in keys(S1)}
+        self.assertEqual(plan({}, {other.local: other}, owners), ([], [], [other]))
+        self.assertEqual(plan({}, {S1.local: S1, other.local: other}, {}), ([], [S1], [other]))
+        # once S1 leaves, its keys are free in the same step
+        self.assertEqual(plan({S1.local: S1}, {other.local: other}, owners),
+                         ([S1], [other], []))
 
     def test_offloadable(self):
         self.assertTrue(offloadable(S1))
@@ -117,8 +95,8 @@ class RuleTests(SynchronousTestCase):
         self.assertFalse(offloadable(S1._replace(source=("10.0.0.2", 0))))
 
     def test_setup(self):
-        """Our table: four maps and three base chains, one lookup rule per
-        family each; nothing outside the table."""
+        """Our table: eight maps (the daddr ones counted) and three base
+        chains with one rule per family; nothing outside the table."""
         cmds = setup_commands(T)
         self.assertEqual(cmds[0], {"add": {"table": {"family": "inet", "name": T}}})
         for c in cmds[1:]:
@@ -129,50 +107,79 @@ class RuleTests(SynchronousTestCase):
                          [("pre", "prerouting", -300), ("post", "postrouting", 300),
                           ("in", "input", -300)])
         maps = [c["add"]["map"] for c in cmds if "map" in c["add"]]
-        self.assertEqual([(m["name"], m["type"]) for m in maps], [
-            ("in4", ["ipv4_addr", "inet_service"]),
-            ("out4", ["ipv4_addr", "inet_service", "ipv4_addr", "inet_service"]),
-            ("in6", ["ipv6_addr", "inet_service"]),
-            ("out6", ["ipv6_addr", "inet_service", "ipv6_addr", "inet_service"])])
-        self.assertEqual(len([c for c in cmds if "rule" in c["add"]]), 6)
+        v4 = ["ipv4_addr", "inet_service", "ipv4_addr", "inet_service"]
+        self.assertEqual([(m["name"], m["map"], "stmt" in m) for m in maps[:4]], [
+            ("dport4", "inet_service", False), ("daddr4", "ipv4_addr", True),
+            ("sport4", "inet_service", False), ("saddr4", "ipv4_addr", False)])
+        self.assertEqual(maps[0]["type"], v4)
+        self.assertEqual([m["name"] for m in maps[4:]], ["dport6", "daddr6", "sport6", "saddr6"])
+        rules = [c["add"]["rule"] for c in cmds if "rule" in c["add"]]
+        self.assertEqual([r["chain"] for r in rules], ["pre", "pre", "post", "post", "in", "in"])
+        pre4 = rules[0]["expr"]
+        self.assertEqual([list(e)[0] for e in pre4], ["match", "mangle", "mangle", "notrack",
+                                                       "accept"])
+        self.assertEqual(pre4[1]["mangle"]["key"], {"payload": {"protocol": "udp",
+                                                                "field": "dport"}})
+        self.assertEqual(pre4[1]["mangle"]["value"]["map"]["data"], "@dport4")
+        self.assertEqual(pre4[2]["mangle"]["key"], {"payload": {"protocol": "ip",
+                                                                "field": "daddr"}})
+        self.assertEqual(rules[3]["expr"][2]["mangle"]["key"],
+                         {"payload": {"protocol": "ip6", "field": "saddr"}})
 
     def test_parse_counters(self):
-        out = json.dumps({"nftables": [
-            {"metainfo": {"version": "1.0.6"}},
-            {"counter": {"family": "inet", "name": "c-10.0.0.1-30000", "table": T,
-                         "handle": 3, "packets": 7, "bytes": 420}},
-            {"counter": {"family": "inet", "name": "c-x", "table": "other", "packets": 1,
-                         "bytes": 1}}]})
-        self.assertEqual(parse_counters(out, T), {"c-10.0.0.1-30000": (7, 420)})
-        self.assertEqual(parse_counters("", T), {})
+        text = ("table inet omnirtp-0 {\n\tmap daddr4 {\n\t\ttype ipv4_addr . inet_service . "
+                "ipv4_addr . inet_service : ipv4_addr\n\t\tcounter\n\t\telements = { "
+                "10.0.0.2 . 4000 . 10.0.0.1 . 5000 counter packets 7 bytes 420 : 10.0.1.2,\n"
+                "\t\t\t     10.0.1.2 . 5000 . 10.0.0.1 . 4000 counter packets 0 bytes 0 : "
+                "10.0.0.2 }\n\t}\n}\n"
+                "\t\telements = { 2001:db8::2 . 4000 . 2001:db8::1 . 5000 counter packets "
+                "12345678901 bytes 9 : 2001:db8:1::2 }\n")
+        self.assertEqual(parse_counters(text), {
+            ("10.0.0.2", 4000, "10.0.0.1", 5000): (7, 420),
+            ("10.0.1.2", 5000, "10.0.0.1", 4000): (0, 0),
+            ("2001:db8::2", 4000, "2001:db8::1", 5000): (12345678901, 9)})
+        self.assertEqual(parse_counters(""), {})
+
+
+def proc(test, ipv4=True, ipv6=True):
+    """A /proc/sys tree with the forwarding switches given."""
+    root = test.mktemp()
+    for path, on in (("net/ipv4/ip_forward", ipv4), ("net/ipv6/conf/all/forwarding", ipv6)):
+        os.makedirs(os.path.join(root, os.path.dirname(path)))
+        with open(os.path.join(root, path), "w") as f:
+            f.write("1\n" if on else "0\n")
+    return root
 
 
 class FakeNft:
-    """Records batches; ``counts`` (name -> (packets, bytes)) is what a
-    counter list returns; ``fail`` makes the next run raise."""
+    """Records batches; ``counts`` ({daddr key: (packets, bytes)}) is what
+    a counter list shows; ``fail`` makes the next batch raise."""
 
     def __init__(self):
         self.batches = []
         self.counts = {}
         self.fail = None
 
-    def run(self, text):
+    def run(self, text, text_output=False):
+        if text.startswith("list map inet %s daddr" % T):
+            assert text_output
+            return "".join("%s . %d . %s . %d counter packets %d bytes %d : x\n"
+                           % (k + v) for k, v in self.counts.items())
         if self.fail is not None:
             error, self.fail = self.fail, None
             raise NftError(error)
-        doc = json.loads(text)["nftables"]
-        if doc and "list" in doc[0]:
-            return json.dumps({"nftables": [
-                {"counter": {"family": "inet", "table": T, "name": n, "packets": p, "bytes": b}}
-                for n, (p, b) in self.counts.items()]})
-        self.batches.append(doc)
+        self.batches.append(json.loads(text)["nftables"])
         return ""
+
+
+def daddr(stream):
+    return elements(stream)[1][1]
 
 
 class ForwarderTests(SynchronousTestCase):
     def setUp(self):
         self.nft = FakeNft()
-        self.fw = NftForwarder(0, nft=self.nft, proc=self.mktemp())
+        self.fw = NftForwarder(0, nft=self.nft, proc=proc(self))
 
     def test_verify(self):
         self.assertTrue(verifyObject(IForwarder, self.fw))
@@ -181,10 +188,10 @@ class ForwarderTests(SynchronousTestCase):
         self.assertRaises(ValueError, NftForwarder, -1)
 
     def test_start_replaces_table(self):
-        """Start: whatever our table held is deleted (a crash's rules), and
-        it is made again, in one batch."""
+        """Start: whatever our table held is deleted (a crash's rules), then
+        it is made again."""
         self.fw.start()
-        self.assertEqual(self.nft.batches, [kernel.drop_commands(T) + setup_commands(T)])
+        self.assertEqual(self.nft.batches, [kernel.drop_commands(T), setup_commands(T)])
         self.assertEqual(kernel.drop_commands(T)[1], {"delete": {"table": {"family": "inet",
                                                                           "name": T}}})
 
@@ -193,30 +200,74 @@ class ForwarderTests(SynchronousTestCase):
         e = self.assertRaises(KernelUnavailable, self.fw.start)
         self.assertEqual(str(e), "nftables refused our table omnirtp-0: Operation not permitted")
 
+    def test_forwarding_off(self):
+        """Without IP forwarding: the leftovers are deleted, then refused."""
+        fw = NftForwarder(0, nft=self.nft, proc=proc(self, False, False))
+        e = self.assertRaises(KernelUnavailable, fw.start)
+        self.assertEqual(str(e), "IP forwarding is off (net.ipv4.ip_forward = 0, "
+                                 "net.ipv6.conf.all.forwarding = 0)")
+        self.assertEqual(self.nft.batches, [kernel.drop_commands(T)])
+
+    def test_family_without_forwarding(self):
+        """IPv6 forwarding off: IPv6 streams stay in userspace."""
+        fw = NftForwarder(0, nft=self.nft, proc=proc(self, True, False))
+        fw.start()
+        fw.offload("c1", [S1, S6])
+        self.assertEqual(fw.offloaded(), {S1.local: S1})
+
     def test_offload_batches_per_call(self):
         self.fw.start()
         self.fw.offload("c1", [S1, S2, S1._replace(local=("10.0.0.1", 30004),
                                                    dest=("2001:db8::1", 1))])
-        self.assertEqual(self.nft.batches[1], add_commands(T, S1) + add_commands(T, S2))
+        self.assertEqual(self.nft.batches[2], add_commands(T, S1) + add_commands(T, S2))
         self.assertEqual(self.fw.offloaded("c1"), {S1.local: S1, S2.local: S2})
         self.fw.offload("c1", [S1, S2])
-        self.assertEqual(len(self.nft.batches), 2)  # nothing changed: no batch
+        self.assertEqual(len(self.nft.batches), 3)  # nothing changed: no batch
+
+    def test_refused_across_calls(self):
+        """Keys held by another call's stream: this one stays in userspace
+        (counted), and gets in once they are free."""
+        self.fw.start()
+        self.fw.offload("c1", [S1])
+        other = Stream(("10.0.0.1", 30010), ("10.0.0.2", 4000), ("10.0.0.1", 30012),
+                       ("10.0.9.9", 5000))
+        self.fw.offload("c2", [other])
+        self.assertEqual((self.fw.offloaded("c2"), self.fw.refused), ({}, 1))
+        self.fw.offload("c1", [])
+        self.fw.offload("c2", [other])
+        self.assertEqual(self.fw.offloaded("c2"), {other.local: other})
+
+    def test_batch_refused(self):
+        """A refused batch: the call's new streams are not in the kernel
+        (userspace relays them) and the error reaches the caller."""
+        self.fw.start()
+        self.nft.fail = "No buffer space available"
+        self.assertRaises(NftError, self.fw.offload, "c1", [S1])
+        self.assertEqual(self.fw.offloaded(), {})
+        self.fw.offload("c1", [S1])
+        self.assertEqual(self.fw.offloaded(), {S1.local: S1})
 
     def test_counters_cumulative(self):
-        """A stream's counter survives its removal (read before the counter
-        goes), and a later offload of the same socket adds to it."""
+        """A stream's count survives its removal (read between the two
+        steps), and a later offload of the same socket adds to it."""
         self.fw.start()
         self.fw.offload("c1", [S1, S2])
-        self.nft.counts = {"c-10.0.0.1-30000": (5, 500), "c-10.0.0.1-30002": (3, 300)}
+        self.nft.counts = {daddr(S1): (5, 500), daddr(S2): (3, 300)}
         self.assertEqual(self.fw.counters(), {S1.local: (5, 500), S2.local: (3, 300)})
         self.fw.offload("c1", [S1])
-        self.assertEqual(self.nft.batches[-2], remove_commands(T, S2))
-        self.assertEqual(self.nft.batches[-1], kernel.forget_commands(T, S2.local))
-        self.nft.counts = {"c-10.0.0.1-30000": (6, 600)}
+        self.assertEqual(self.nft.batches[-2:], [stop_commands(T, S2), remove_commands(T, S2)])
+        self.nft.counts = {daddr(S1): (6, 600)}
         self.assertEqual(self.fw.counters(), {S1.local: (6, 600), S2.local: (3, 300)})
         self.fw.offload("c1", [S1, S2])
-        self.nft.counts = {"c-10.0.0.1-30000": (6, 600), "c-10.0.0.1-30002": (2, 200)}
+        self.nft.counts = {daddr(S1): (6, 600), daddr(S2): (2, 200)}
         self.assertEqual(self.fw.counters(), {S1.local: (6, 600), S2.local: (5, 500)})
+        # a party that moved: out and in again; the count goes on
+        moved = S1._replace(source=("10.0.0.9", 4100))
+        self.fw.offload("c1", [moved, S2])
+        self.assertEqual(self.nft.batches[-2:], [
+            stop_commands(T, S1), remove_commands(T, S1) + add_commands(T, moved)])
+        self.nft.counts = {daddr(moved): (1, 100), daddr(S2): (2, 200)}
+        self.assertEqual(self.fw.counters(), {S1.local: (7, 700), S2.local: (5, 500)})
         self.fw.offload("c1", [])
         self.assertEqual(self.fw.offloaded(), {})
         self.fw.forget(S1.local)
@@ -244,7 +295,7 @@ class EngineTests(SynchronousTestCase):
         self.reactor.advance(500.0)
         self.net = FakeNetwork()
         self.nft = FakeNft()
-        self.fw = NftForwarder(0, nft=self.nft, proc=self.mktemp())
+        self.fw = NftForwarder(0, nft=self.nft, proc=proc(self))
         self.fw.start()
         self.engine = EmbeddedEngine(self.reactor, {HOST: (30000, 30009)}, bind=self.net.bind,
                                      rng=random.Random(4), forwarder=self.fw)
@@ -293,8 +344,7 @@ class EngineTests(SynchronousTestCase):
         a, b = self.call()
         self.confirm(a, b)
         self.reactor.advance(1.0)
-        name = names((HOST, a))[2]
-        self.nft.counts = {name: (10, 400)}
+        self.nft.counts = {daddr(Stream((HOST, a), A, (HOST, b), B)): (10, 400)}
         self.reactor.advance(5.0)
         stats = self.successResultOf(self.engine.stats("c1"))["c1"][(HOST, a)]
         self.assertEqual((stats["packets"], stats["bytes"], stats["kernel"], stats["last_packet"]),
@@ -347,15 +397,15 @@ class BuildTests(SynchronousTestCase):
         made = []
 
         def make(number):
-            made.append(NftForwarder(number, nft=FakeNft(), proc=self.mktemp()))
+            made.append(NftForwarder(number, nft=FakeNft(), proc=proc(self)))
             return made[-1]
 
         self.assertIs(build_forwarder(_Config(2), make=make), made[0])
         self.assertEqual(made[0].table, "omnirtp-2")
-        self.assertEqual(len(made[0]._nft.batches), 1)
+        self.assertEqual(len(made[0]._nft.batches), 2)
 
     def refuse(self, number):
-        fw = NftForwarder(number, nft=FakeNft(), proc=self.mktemp())
+        fw = NftForwarder(number, nft=FakeNft(), proc=proc(self))
         fw._nft.fail = "Operation not permitted"
         return fw
 
