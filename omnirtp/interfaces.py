@@ -265,9 +265,10 @@ class IForwarder(Interface):
     def offloaded(call_id=None):
         """``{local: Stream}`` in the kernel now (of one call, or all)."""
 
-    def counters():
+    def counters(fresh=True):
         """``{local: (packets, bytes)}`` forwarded by the kernel per
-        receiving socket, cumulative over its offloads until ``forget``."""
+        receiving socket, cumulative over its offloads until ``forget``;
+        ``fresh=False``: as of the last read (no kernel round trip)."""
 
     def forget(local):
         """Drop the counters of a released socket."""

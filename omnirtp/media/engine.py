@@ -351,7 +351,9 @@ class EmbeddedEngine:
         else:
             ids = []
         result = {}
-        kernel = self._kernel_counters() if ids else {}
+        # one call (query, delete): read now; all (the timeout sweep, once a
+        # second): as the last tick read them
+        kernel = self._kernel_counters(fresh=call_id is not None) if ids else {}
         for cid in ids:
             per = result[cid] = {}
             for rtp, rtcp in self._calls[cid].values():
@@ -367,7 +369,7 @@ class EmbeddedEngine:
     def totals(self):
         done = self._released
         packets, octets, errors, junk = done.packets, done.bytes, done.errors, done.junk
-        for local, (kp, kb) in self._kernel_counters().items():
+        for local, (kp, kb) in self._kernel_counters(fresh=False).items():
             if local in self._sockets:
                 packets += kp
                 octets += kb
@@ -911,13 +913,13 @@ class EmbeddedEngine:
             self.log.warn("call {call_id}: kernel forwarding refused ({error}); "
                           "media stays in userspace", call_id=call_id, error=e)
 
-    def _kernel_counters(self):
+    def _kernel_counters(self, fresh=True):
         if self.forwarder is None:
             return {}
         from omnirtp.media.kernel import NftError
 
         try:
-            return self.forwarder.counters()
+            return self.forwarder.counters(fresh)
         except NftError as e:
             self.log.warn("kernel forwarding: cannot read counters: {error}", error=e)
             return {}

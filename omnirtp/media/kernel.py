@@ -449,8 +449,8 @@ class NftForwarder:
             counts.update(parse_counters(self._reader.run(command, text_output=True)))
         return counts
 
-    def counters(self):
-        if any(self._calls.values()):
+    def counters(self, fresh=True):
+        if fresh and any(self._calls.values()):
             self._last = self._read()
         out = {local: tuple(v) for local, v in self._done.items()}
         for streams in self._calls.values():

@@ -209,8 +209,8 @@ class KernelForwardingTests(SynchronousTestCase):
     def setUp(self):
         self.nets = Namespaces(self)
 
-    def daemon(self):
-        daemon = NetnsDaemon(self.nets)
+    def daemon(self, *extra):
+        daemon = NetnsDaemon(self.nets, extra)
         self.addCleanup(daemon.stop)
         return daemon.start()
 
@@ -315,4 +315,32 @@ class KernelForwardingTests(SynchronousTestCase):
         daemon.kill()
         self.assertEqual(len(self.kernel_counters()), 4)
         daemon = self.daemon()
+        self.assertEqual(self.stream_objects(), {})
+
+    def test_timeout(self):
+        """Packets the kernel forwards keep the call alive past ``timeout``
+        (its counters stand for the socket's); once both parties fall
+        silent the call times out and its elements are gone."""
+        daemon = self.daemon("--timeout=2")
+        s, to_a, to_b = self.call(daemon)
+        self.exchange(s, to_a, to_b, 1, BEFORE)
+        self.wait_offloaded(4)
+        pa, pb = s["a"].getsockname()[1], s["b"].getsockname()[1]
+        sent = 0
+        deadline = time.monotonic() + 5  # 2.5 timeouts
+        while time.monotonic() < deadline:
+            s["a"].sendto(rtp(100 + sent), to_a)
+            s["b"].sendto(rtp(100 + sent), to_b)
+            sent += 1
+            time.sleep(0.2)
+        counters = self.kernel_counters()
+        self.assertEqual((counters[(pa, pb)], counters[(pb, pa)]), (sent, sent))
+        self.assertEqual(daemon.request({"command": "query", "call-id": "k1"})["result"], "ok")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            reply = daemon.request({"command": "query", "call-id": "k1"})
+            if reply["result"] != "ok":
+                break
+            time.sleep(0.25)
+        self.assertEqual(reply, {"result": "error", "error-reason": "Unknown call-id"})
         self.assertEqual(self.stream_objects(), {})
