@@ -61,6 +61,7 @@ def run(table, calls, packets):
         daemon.start()
         case = k.KernelForwardingTests("test_offloaded_call")
         case.addCleanup = shim.addCleanup
+        case.nets = nets
         legs = []
         for i in range(calls):
             legs.append(case.call(daemon, "bench-%d" % i))
@@ -103,9 +104,9 @@ def main():
     for table in (-1, 0):
         used, elapsed, sent, _stats = run(table, args.calls, args.packets)
         rows.append((table, used, elapsed, sent))
-    print("%-10s %10s %10s %14s" % ("table", "packets", "daemon s", "daemon us/pkt"))
+    print("%-6s %9s %10s %10s %14s" % ("table", "packets", "seconds", "daemon s", "daemon us/pkt"))
     for table, used, elapsed, sent in rows:
-        print("%-10d %10d %10.3f %14.2f" % (table, sent, used, used / sent * 1e6))
+        print("%-6d %9d %10.2f %10.3f %14.2f" % (table, sent, elapsed, used, used / sent * 1e6))
     user, kern = rows[0][1] / rows[0][3], rows[1][1] / rows[1][3]
     print("offloaded / userspace daemon CPU per packet: %.3f" % (kern / user if user else float("nan")))
 
