@@ -291,6 +291,7 @@ class EmbeddedEngine:
         #: an IForwarder (``table = N``, already started) or None
         self.forwarder = forwarder
         self._kernel_seen = {}  # local -> kernel packets at the last tick
+        self._kernel_stale = set()  # released calls whose streams the kernel refused to drop
         self._kernel_loop = None
         if forwarder is not None:
             from twisted.internet.task import LoopingCall
@@ -847,8 +848,9 @@ class EmbeddedEngine:
         kernel = {}
         if self.forwarder is not None and targets:
             # out of the kernel first, while the sockets still hold the port
-            self._kernel_sync(call_id, without=set(targets))
-            kernel = self.forwarder.counters()
+            if not self._kernel_sync(call_id, without=set(targets)):
+                self._kernel_stale.add(call_id)  # the tick tries again
+            kernel = self._kernel_counters()
         gone = set()
         for key in targets:
             rtp, rtcp = pairs.pop(key)
@@ -905,6 +907,7 @@ class EmbeddedEngine:
         return streams
 
     def _kernel_sync(self, call_id, without=()):
+        """Give the forwarder the call's offloadable streams; True if done."""
         from omnirtp.media.kernel import NftError
 
         try:
@@ -912,6 +915,8 @@ class EmbeddedEngine:
         except NftError as e:
             self.log.warn("call {call_id}: kernel forwarding refused ({error}); "
                           "media stays in userspace", call_id=call_id, error=e)
+            return False
+        return True
 
     def _kernel_counters(self, fresh=True):
         if self.forwarder is None:
@@ -930,6 +935,9 @@ class EmbeddedEngine:
         for the media timeout."""
         for call_id in list(self._calls):
             self._kernel_sync(call_id)
+        for call_id in list(self._kernel_stale):
+            if call_id not in self._calls and self._kernel_sync(call_id):
+                self._kernel_stale.discard(call_id)
         counts = self._kernel_counters()
         now = self._reactor.seconds()
         seen = self._kernel_seen

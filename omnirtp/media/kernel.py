@@ -385,6 +385,11 @@ class NftForwarder:
                           table=self.table, error=e)
         self._calls.clear()
         self._owners.clear()
+        for nft in {id(self._nft): self._nft, id(self._reader): self._reader}.values():
+            close = getattr(nft, "close", None)
+            if close is not None:
+                close()
+        self._nft = self._reader = None
 
     def _run(self, cmds):
         self._nft.run(batch(cmds))

@@ -373,6 +373,39 @@ class EngineTests(SynchronousTestCase):
             {"local": (HOST, a), "peer": (HOST, b), "endpoint": A, "srtp_out": crypto}]))
         self.assertEqual(self.fw.offloaded(), {})
 
+    def test_reinvite_leaves_until_confirmed(self):
+        """A signalling reset unconfirms the parties: their streams leave
+        the kernel with the configuration, and come back once the new
+        source is confirmed."""
+        a, b = self.call()
+        self.confirm(a, b)
+        self.reactor.advance(1.0)
+        self.assertEqual(len(self.fw.offloaded()), 2)
+        moved = ("10.0.0.7", 4002)
+        self.successResultOf(self.engine.configure("c1", [
+            {"local": (HOST, a), "peer": (HOST, b), "endpoint": moved, "learning": "immediate",
+             "reset": True}]))
+        self.assertEqual(self.fw.offloaded(), {})
+        self.net.inject((HOST, a), RTP, moved)
+        self.net.pump(self.reactor)
+        self.reactor.advance(1.0)
+        self.assertEqual(self.fw.offloaded("c1"), {
+            (HOST, a): Stream((HOST, a), moved, (HOST, b), B),
+            (HOST, b): Stream((HOST, b), B, (HOST, a), moved)})
+
+    def test_release_retried(self):
+        """A release the kernel refused to undo: the sockets close anyway
+        and the tick takes the streams out later."""
+        a, b = self.call()
+        self.confirm(a, b)
+        self.reactor.advance(1.0)
+        self.nft.fail = "Device or resource busy"
+        self.successResultOf(self.engine.release("c1"))
+        self.assertEqual(len(self.fw.offloaded()), 2)
+        self.reactor.advance(1.0)
+        self.assertEqual(self.fw.offloaded(), {})
+        self.assertEqual(self.engine._kernel_stale, set())
+
     def test_refused_batch_keeps_userspace(self):
         a, b = self.call()
         self.confirm(a, b)
