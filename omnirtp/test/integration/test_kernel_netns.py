@@ -344,3 +344,28 @@ class KernelForwardingTests(SynchronousTestCase):
             time.sleep(0.25)
         self.assertEqual(reply, {"result": "error", "error-reason": "Unknown call-id"})
         self.assertEqual(self.stream_objects(), {})
+
+    def test_reinvite_moves_caller(self):
+        """A re-INVITE from a new caller port: the streams leave the kernel
+        with the new offer, the new source is learnt in userspace, then the
+        kernel forwards for the new port; nothing goes to the old one."""
+        daemon = self.daemon()
+        s, to_a, to_b = self.call(daemon)
+        self.exchange(s, to_a, to_b, 1, BEFORE)
+        self.wait_offloaded(4)
+        old = s["a"]
+        s["a"] = party_socket(self, self.nets.caller, CALLER)
+        s["ac"] = party_socket(self, self.nets.caller, CALLER, s["a"].getsockname()[1] + 1)
+        pa, pb = s["a"].getsockname()[1], s["b"].getsockname()[1]
+        offer = daemon.request({"command": "offer", "call-id": "k1", "from-tag": "ft",
+                                "sdp": sdp(CALLER, pa)})
+        answer = daemon.request({"command": "answer", "call-id": "k1", "from-tag": "ft",
+                                 "to-tag": "tt", "sdp": sdp(CALLEE, pb)})
+        self.assertEqual((media_of(answer["sdp"]), media_of(offer["sdp"])), (to_a, to_b))
+        self.assertEqual(self.kernel_counters(), {})  # out with the new offer
+        self.exchange(s, to_a, to_b, 100, BEFORE)
+        self.wait_offloaded(4)
+        self.exchange(s, to_a, to_b, 200, AFTER)
+        self.assertEqual(self.kernel_counters(), {
+            (pa, pb): AFTER, (pb, pa): AFTER, (pa + 1, pb + 1): AFTER, (pb + 1, pa + 1): AFTER})
+        self.assertEqual(receive(old, 1, timeout=0.2), [])
