@@ -26,6 +26,14 @@ class IMediaEngine(Interface):
         call live in the same engine (worker).
         """
 
+    def claim(call_id, address, ports):
+        """Bind exactly the even RTP ``ports`` (and each port + 1) on
+        ``address`` for ``call_id``: a call restored from the state store
+        keeps the ports its parties were given.  Fires with the ports;
+        fails with ``omnirtp.errors.PortsExhausted`` if one of them is taken
+        or not in the engine's range (nothing of the request stays bound).
+        """
+
     def configure(call_id, sockets):
         """Set the forwarding of some of the call's sockets.
 
@@ -95,6 +103,21 @@ class IMediaEngine(Interface):
         entry), keeps the running endpoint (a fingerprint that arrives late
         is checked then); another role or fingerprint starts a new one.
 
+        Codecs (optional; filled by the negotiator for calls with codec
+        operations, CODEC-CONTRACT.md; the same on a party's RTP and RTCP
+        socket): ``"codecs_send"`` lists the
+        formats the party this socket faces may send us (the m= line
+        omnirtp gave it; before that, the party's own), ``"codecs_recv"``
+        the formats it accepts from us (its own m= line; absent until its
+        SDP is known), both in m= order, each ``{"pt": int, "encoding":
+        lower-case rtpmap name, "clock_rate": int, "channels": int, "fmtp":
+        str}``.  ``"transcode": True`` is present only when media from this
+        party needs a transcoder towards the peer's party (a codec it may
+        send is not accepted there, rtpengine 10.5's decision); absent, the
+        socket keeps the plain fast path whatever the format lists say.
+        Calls without codec operations (ng ``codec``, ``codec-…`` flags,
+        ``always-transcode``, ``single-codec``) get none of these keys.
+
         Every entry is validated before any is applied: an unknown suite, a
         key that is not base64 or has the wrong length, a bad ``ice`` or
         ``dtls`` value fails the whole call with ValueError and changes
@@ -146,16 +169,39 @@ class IStateStore(Interface):
 
 
 class ICodecFactory(Interface):
-    """A codec the transcoder can build (a later issue fills this in)."""
+    """A codec the transcoder can build: a plugin, a module-level instance
+    in a module of ``omnirtp.plugins`` (see ``omnirtp.codecs.registry``).
+
+    ``(encoding, clock_rate, channels)`` is the rtpmap the factory serves
+    and its key in the registry.  ``clock_rate`` is the RTP clock of the
+    SDP, ``sample_rate`` the rate of the PCM its codecs take and give: they
+    differ for G.722 (8000 in SDP, 16000 audio, RFC 3551 4.5.2)."""
 
     encoding = Attribute("rtpmap encoding name, lower-case, e.g. 'pcmu'")
-    clock_rate = Attribute("RTP clock rate in Hz")
+    clock_rate = Attribute("RTP clock rate in Hz (as in the SDP's rtpmap)")
+    channels = Attribute("rtpmap channel count (1; Opus: 2, as RFC 7587 requires)")
+    sample_rate = Attribute("the codec's native PCM sample rate in Hz (what build gives by default)")
+    sample_rates = Attribute("every PCM rate build can run the codec at (a tuple, native first):"
+                             " the transcoder picks one both sides share to avoid resampling")
+    payload_type = Attribute("static RTP payload type (RFC 3551), or None for a dynamic one")
+    ptime = Attribute("packet duration in ms the codec's encoder uses unless told otherwise")
+    default_fmtp = Attribute("fmtp omnirtp offers for the codec when it adds it ('' for none)")
 
     def available():
-        """Return None if usable, else a one-line reason."""
+        """Return None if usable, else a one-line reason (e.g. a library missing)."""
 
-    def build(fmtp):
-        """Return a fresh :class:`ICodec` for one stream."""
+    def build(fmtp, sample_rate=None):
+        """Return a fresh :class:`ICodec` for one stream, with PCM at
+        ``sample_rate`` (one of ``sample_rates``; None: the native
+        ``sample_rate``; another raises ValueError); ``fmtp`` is the
+        a=fmtp value (str, '' for none) of the side the codec talks to: an
+        encoder follows the receiver's parameters (Opus ``stereo``,
+        ``maxplaybackrate``, ``useinbandfec``, ``maxaveragebitrate``,
+        ``ptime``); unknown parameters are ignored."""
+
+    def samples(payload):
+        """How many samples per channel at ``clock_rate`` the RTP payload
+        holds (what it advances the RTP timestamp by); 0 if not known."""
 
 
 class ICodec(Interface):
@@ -163,14 +209,25 @@ class ICodec(Interface):
 
     A transcoder is a pipeline step (``IPacketTransform``, a ``middle``
     step of the receiving socket) that decodes the payload with one codec
-    and encodes it with another; see docs/architecture.md."""
+    and encodes it with another; see docs/architecture.md and
+    ``omnirtp.codecs.transcode``.  PCM is signed 16-bit little-endian mono
+    at the codec's ``sample_rate``.  None of the methods may raise for
+    bad input: they run on the per-packet path."""
+
+    sample_rate = Attribute("the rate in Hz of the PCM this codec takes and gives")
 
     def decode(payload):
-        """RTP payload (bytes) -> PCM: signed 16-bit little-endian mono
-        samples at the factory's ``clock_rate``."""
+        """RTP payload (bytes) -> PCM; None if the payload is corrupt."""
 
     def encode(pcm):
-        """PCM (as :meth:`decode` returns it) -> RTP payload (bytes)."""
+        """PCM (a whole number of frames, as the encoder's ptime asks) ->
+        RTP payload (bytes)."""
+
+    def conceal(samples, next_payload=None):
+        """PCM for ``samples`` lost samples (at ``sample_rate``): packet
+        loss concealment, or forward error correction from
+        ``next_payload`` (the packet after the loss) where the codec has
+        it (Opus in-band FEC); silence for codecs with neither."""
 
 
 class IPacketTransform(Interface):

@@ -46,6 +46,8 @@ class Media:
         "dtls_setup", "dtls_fingerprint", "dtls_role",
         "ice_used", "ice_controlling", "ice_lite", "ice_remote_ufrag", "ice_remote_pwd",
         "ice_candidates", "ice_trickle", "ice_remote_lite", "ice_seen", "mid",
+        "codecs", "codecs_in", "codecs_out", "codecs_planned", "transcoding",
+        "codec_source", "codec_out_source", "codec_last",
     )
 
     def __init__(self, index, type_, interface):
@@ -95,6 +97,24 @@ class Media:
         self.ice_seen = False
         #: the party's a=mid value (None: none)
         self.mid = None
+        #: codecs (omnirtp.call.codecstore.PayloadType lists): the formats of
+        #: the party's last SDP (``codecs_in``; None: none yet), of the m= line we last gave
+        #: it (``codecs_out``; None: none yet) and, in a request that writes
+        #: them from the codec store, the formats to write (``codecs_planned``)
+        self.codecs_in = None
+        self.codecs_out = None
+        self.codecs_planned = None
+        #: unparsed while the call has no codec operation: the party's last
+        #: m= section, and (section, CodecOps) of the one we last gave it
+        self.codec_source = None
+        self.codec_out_source = None
+        #: which of them is the party's latest SDP ("in": sent, "out": got)
+        self.codec_last = None
+        #: the party's codec store once the call asked for a codec operation
+        #: (None: plain filtering); ``transcoding``: media from the party
+        #: needs a transcoder towards the other side
+        self.codecs = None
+        self.transcoding = False
 
     @property
     def rtp_key(self):
@@ -141,6 +161,25 @@ class Media:
                 "component": component,
                 "candidates": [c for c in self.ice_candidates
                                if c.split(" ", 2)[1:2] == [prefix.strip()]]}
+
+    def codec_entry(self, linked):
+        """The engine's codec keys for a socket facing this party
+        (CODEC-CONTRACT.md), once its call handles codecs (``codecs`` is
+        set; a plain call gets none): ``codecs_send`` (the m= line we gave
+        the party, before that its own), ``codecs_recv`` (its own m= line;
+        absent until known) and ``transcode`` (only when media from it is
+        transcoded)."""
+        entry = {}
+        if self.codecs is None:
+            return entry
+        send = self.codecs_out if self.codecs_out is not None else self.codecs_in
+        if send is not None:
+            entry["codecs_send"] = [c.as_dict() for c in send]
+        if self.codecs_in is not None:
+            entry["codecs_recv"] = [c.as_dict() for c in self.codecs_in]
+        if self.transcoding and linked:
+            entry["transcode"] = True
+        return entry
 
     @property
     def receiving(self):

@@ -21,6 +21,7 @@ from omnirtp.sdp.rewrite import (
     ICE_REMOVE, IcePlan, MediaPlan, SessionPlan, host_candidates, new_ice_credentials,
     rewrite)
 from omnirtp.sdp.codecs import CodecOps, codec_for
+from omnirtp.call import codecstore
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
@@ -46,6 +47,34 @@ def _codec_keys(section):
     return [_codec_key(codec_for(f, rtpmaps)) for f in section.formats]
 
 
+def default_codecs():
+    """The available codec factories (omnirtp.codecs.registry), or none
+    when that module is not there."""
+    try:
+        from omnirtp import codecs
+    except ImportError:
+        return {}
+    return codecs.registry()
+
+
+def codec_ops_requested(flags, offer=True):
+    """True if an ng request names a codec operation (any ``codec`` part,
+    the flag forms, ``always-transcode``, ``single-codec``, ``reuse-codecs``,
+    ``no-codec-renegotiation``).  As in 10.5,
+    an answer's ``transcode``/``mask``/``accept``/``consume``/``set`` and
+    ``always-transcode`` do nothing."""
+    if flags.codec_strip or flags.codec_offer or flags.codec_except \
+            or flags.has("single-codec") or _reuse_codecs(flags):
+        return True
+    return offer and bool(flags.codec_mask or flags.codec_transcode or flags.codec_accept
+                          or flags.codec_consume or flags.codec_set
+                          or flags.has("always-transcode"))
+
+
+def _reuse_codecs(flags):
+    return flags.has("reuse-codecs") or flags.has("no-codec-renegotiation")
+
+
 class Interfaces:
     """The logical interfaces: name -> list of local addresses."""
 
@@ -68,6 +97,11 @@ class Interfaces:
         if name in self.by_name:
             return name
         if name:
+            # the current rtpengine's BASE:SUFFIX names: BASE picks among
+            # them (upstream round-robins by free ports; we take the first)
+            for known in self.order:
+                if known.startswith(name + ":"):
+                    return known
             self.log.warn("unknown interface {name!r}, using {default!r}",
                           name=name, default=self.default)
         return self.default
@@ -103,8 +137,13 @@ class Negotiator:
     log = Logger()
 
     def __init__(self, registry, interfaces, endpoint_learning="delayed",
-                 instance_id=None, tos=0, certificate=None):
+                 instance_id=None, tos=0, certificate=None, codecs=None):
         self.registry = registry
+        #: () -> {(encoding, clock rate, channels): ICodecFactory}, the codecs
+        #: we can transcode (omnirtp.codecs.registry); asked once, when first
+        #: needed
+        self._codecs_source = codecs or default_codecs
+        self._available = None
         #: the daemon's DTLS certificate (omnirtp.media.dtls.Certificate),
         #: whose fingerprint goes into a=fingerprint; the engine holds the
         #: same one.  None: one is made when first needed (tests).
@@ -115,6 +154,12 @@ class Negotiator:
         self.interfaces = interfaces
         self.endpoint_learning = endpoint_learning
         self.instance_id = instance_id
+
+    @property
+    def available_codecs(self):
+        if self._available is None:
+            self._available = dict(self._codecs_source())
+        return self._available
 
     @property
     def certificate(self):
@@ -288,6 +333,7 @@ class Negotiator:
             d = dst.media(info.index)
             if info.rejected and not d.has_ports:
                 d.rejected = True
+        self._negotiate_codecs(src, dst, sd, infos, flags, offer)
         plan = self._plan(dst, src, sd, infos, flags, offer, cryptos)
         sockets = self._sockets(call, flags)
         if sockets:  # a call whose every m= line is rejected holds no ports
@@ -409,6 +455,13 @@ class Negotiator:
                 yield self.engine.release(call.call_id, keys)
             raise
 
+    def restored_sockets(self, call):
+        """The engine configuration of a call restored from the state store
+        (``omnirtp.state.restore``): as its last request left it, with the
+        daemon's defaults for the per-request learning flags."""
+        from omnirtp.control.flags import Flags
+        return self._sockets(call, Flags.from_request({"command": "offer"}))
+
     def _sockets(self, call, flags):
         """The engine configuration for every port pair of the call.
 
@@ -421,7 +474,8 @@ class Negotiator:
         keys from the handshake, not from SDES.  Packets to a party that multiplexes RTCP (rtcp-mux) all
         leave its RTP socket; RTCP from it arrives on its RTP socket and, when the
         other party does not multiplex, is sent out of the other party's
-        RTCP socket (``rtcp_peer``).
+        RTCP socket (``rtcp_peer``).  ``codecs_send``/``codecs_recv``/``transcode``
+        (:meth:`Media.codec_entry`) are the same on both sockets of a party.
         """
         learning = flags.endpoint_learning or self.endpoint_learning
         common = {"learning": learning, "strict": flags.has("strict-source"),
@@ -440,6 +494,7 @@ class Negotiator:
                 else:
                     # DTLS-SRTP: the engine keys this socket from the handshake
                     keys = {"srtp_in": None, "srtp_out": None}
+                keys.update(m.codec_entry(linked))
                 sockets.append(dict(
                     common, local=m.rtp_key, endpoint=m.rtp_endpoint,
                     peer=pm.rtp_key if linked else None,
@@ -525,6 +580,9 @@ class Negotiator:
                 # answering a DTLS offerer: DTLS wins over its a=crypto (10.5)
                 crypto = []
                 d.crypto_remote = d.crypto_local = None
+            ops = self._codec_ops(flags, section, None if offer else d)
+            if d.codecs_planned is None:
+                d.codec_out_source = (section, ops)
             media_plans.append(MediaPlan(
                 port=d.rtp_port,
                 rtcp_port=rtcp_port,
@@ -533,7 +591,8 @@ class Negotiator:
                 protocol=out_proto,
                 direction=None if flags.has("original-sendrecv") else direction,
                 ice=ice,
-                codecs=self._codec_ops(flags, section, None if offer else d),
+                codecs=ops,
+                formats=d.codecs_planned,
                 ptime=ptime,
                 keep_mid=offer or dst.had_mid,
                 keep_zero_address=not info.ice,
@@ -712,6 +771,120 @@ class Negotiator:
         d.crypto_local = sdes.Crypto(chosen.tag, chosen.suite, (sdes.KeyParams(key),),
                                      chosen.params)
         return [d.crypto_local]
+
+    # -- codecs and transcoding (omnirtp.call.codecstore) -----------------------
+
+    def _negotiate_codecs(self, src, dst, sd, infos, flags, offer):
+        """Per m= line: an audio m= line of a call that asked for a codec
+        operation (in this request or an earlier one) goes through the codec
+        stores: ``codecs_planned`` of ``dst``'s media is then the format list
+        to write, ``codecs_in``/``codecs_out`` of both sides the formats
+        their parties sent and got, ``transcoding`` of each side whether its
+        media is transcoded.  Otherwise ``codecs_planned`` is None (the
+        request's plain filtering) and nothing is parsed: the sections are
+        kept (``codec_source``, ``codec_out_source``, the latter set by
+        :meth:`_plan`) in case a later request starts codec handling."""
+        requested = codec_ops_requested(flags, offer)
+        for info, section in zip(infos, sd.media):
+            s, d = src.media(info.index), dst.media(info.index)
+            d.codecs_planned = None
+            if info.rejected or not d.has_ports:
+                continue
+            engaged = info.type == "audio" and (
+                requested or s.codecs is not None or d.codecs is not None)
+            if not engaged:
+                s.codec_source, s.codecs_in = section, None
+                # the party's codecs are those of the last SDP it sent or got
+                s.codec_last, d.codec_last = "in", "out"
+                continue
+            available = self.available_codecs
+            codecs = codecstore.from_section(section, available)
+            s.codec_source, s.codecs_in = None, codecs
+            self._codec_lists(s)
+            self._codec_lists(d)
+            if offer:
+                self._offer_codecs(s, d, codecs, flags, available)
+            else:
+                self._answer_codecs(s, d, codecs, flags)
+            d.codecs_planned = list(d.codecs)
+            d.codecs_out, d.codec_out_source = d.codecs_planned, None
+
+    def _prev_store(self, m):
+        """``m``'s codec store before this request: its own, or for a call
+        that had no codec operation yet, the formats of the last SDP its
+        party sent or got (what 10.5's store holds then); None: new media."""
+        if m.codecs is not None:
+            return m.codecs
+        codecs = m.codecs_in if m.codec_last == "in" else m.codecs_out
+        return None if codecs is None else codecstore.CodecStore(codecs)
+
+    def _codec_lists(self, m):
+        """Parse what a plain request left unparsed for ``m`` (its party's
+        last SDP, the formats we last gave it), now that codecs are handled."""
+        available = self.available_codecs
+        if m.codecs_in is None and m.codec_source is not None:
+            m.codecs_in = codecstore.from_section(m.codec_source, available)
+            m.codec_source = None
+        if m.codec_out_source is not None:
+            section, ops = m.codec_out_source
+            rtpmaps = section.rtpmaps()
+            kept = [int(c.pt) for c in ops.apply([codec_for(f, rtpmaps)
+                                                  for f in section.formats])
+                    if c.pt.isdigit()]
+            by_pt = {c.pt: c for c in codecstore.from_section(section, available)}
+            m.codecs_out = [by_pt[pt] for pt in kept if pt in by_pt]
+            m.codec_out_source = None
+
+    def _offer_codecs(self, a, b, codecs, flags, available):
+        """The offerer ``a``'s and the recipient ``b``'s codec stores after
+        an offer (rtpengine 10.5's order of operations)."""
+        cs = codecstore
+        accept = list(flags.codec_accept)
+        if flags.has("always-transcode"):
+            accept.append("all")
+        orig = cs.CodecStore(codecs)
+        populate = cs.populate_reuse if _reuse_codecs(flags) else cs.populate
+        before_a, before_b = self._prev_store(a), self._prev_store(b)
+        sa = populate(before_a, codecs)
+        cs.strip(sa, flags.codec_strip, flags.codec_except)
+        cs.offer(sa, flags.codec_offer, orig)
+        if not sa.strip_full:
+            cs.offer(sa, flags.codec_transcode, orig)
+        cs.check_empty(sa, codecs)
+        cs.accept(sa, accept)
+        cs.accept(sa, flags.codec_consume, orig)
+        cs.track(sa, flags.codec_mask)
+        sb = populate(before_b, codecs)
+        cs.strip(sb, flags.codec_strip, flags.codec_except)
+        cs.strip(sb, flags.codec_consume, flags.codec_except)
+        cs.strip(sb, flags.codec_mask, flags.codec_except)
+        cs.offer(sb, flags.codec_offer, orig)
+        cs.transcode(sb, flags.codec_transcode, orig, available)
+        cs.check_empty(sb, codecs)
+        cs.tracker_update(sb)
+        cs.handlers(sb, sa)          # may drop what we cannot decode
+        cs.tracker_update(sb)
+        a.codecs, b.codecs = sa, sb
+        b.transcoding = cs.handlers(sb, sa).transcoding
+
+    def _answer_codecs(self, b, a, codecs, flags):
+        """The answerer ``b``'s store and the answer to the offerer ``a``."""
+        cs = codecstore
+        before_b = self._prev_store(b) or cs.CodecStore()
+        before_a = self._prev_store(a) or cs.CodecStore()
+        populate = cs.populate_reuse if _reuse_codecs(flags) else cs.populate
+        sb = populate(before_b, codecs, answer_only=True)
+        cs.strip(sb, flags.codec_strip, flags.codec_except)
+        cs.offer(sb, flags.codec_offer, cs.CodecStore(codecs))
+        cs.check_empty(sb, codecs)
+        hb = cs.handlers(sb, before_a, second_pass=True)
+        sa = cs.answer(before_a, sb, hb, single_codec=flags.has("single-codec"))
+        cs.handlers(sa, sb)
+        cs.tracker_update(sa)
+        cs.tracker_update(sb)
+        a.codecs, b.codecs = sa, sb
+        a.transcoding = cs.handlers(sa, sb).transcoding
+        b.transcoding = cs.handlers(sb, sa, second_pass=True).transcoding
 
     def _codec_ops(self, flags, section, offerer_media):
         """Codec filtering: the request's strip/mask/offer/except, and in an

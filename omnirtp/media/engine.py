@@ -19,9 +19,19 @@ in both directions) until the handshake's keys are in; they then take the
 place of ``srtp_in`` / ``srtp_out`` for that socket.  A failed handshake
 keeps the media held back.  One log line per such event, with the call-id;
 nothing per packet.
+
+Transcoding (the ``codecs_send`` / ``codecs_recv`` / ``transcode`` keys of
+CODEC-CONTRACT): a socket S whose latest entry has ``"transcode": True``
+gets an :class:`omnirtp.codecs.transcode.Transcoder` as its ``middle``
+step, built from S's ``codecs_send`` and the ``codecs_recv`` of S's peer
+(the last lists given for each socket; absent: unchanged); an RTCP socket
+with ``transcode`` gets a step that stops the party's RTCP.  The step is
+kept (its stream state, SSRC and sequence go on) while those lists stay
+the same, rebuilt when they change, and removed by an entry without
+``transcode`` (absent or False).  See docs/codecs.md.
 """
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -47,6 +57,12 @@ K_SRTP_IN = "srtp_in"
 K_SRTP_OUT = "srtp_out"
 K_ICE = "ice"
 K_DTLS = "dtls"
+K_CODECS_SEND = "codecs_send"
+K_CODECS_RECV = "codecs_recv"
+K_TRANSCODE = "transcode"
+
+#: seconds between the RTCP sender reports of transcoded streams
+RTCP_INTERVAL = 5.0
 
 #: DTLS roles (as in omnirtp.media.dtls; not imported: it pulls in OpenSSL)
 DTLS_CLIENT = "client"
@@ -286,7 +302,7 @@ class EmbeddedEngine:
     log = Logger()
 
     def __init__(self, reactor, interfaces, bind=None, rng=None, poller=None, transforms=None,
-                 certificate=None, forwarder=None):
+                 certificate=None, codecs=None, forwarder=None):
         self._reactor = reactor
         #: an IForwarder (``table = N``, already started) or None
         self.forwarder = forwarder
@@ -298,6 +314,15 @@ class EmbeddedEngine:
             self._kernel_loop = LoopingCall(self._kernel_tick)
             self._kernel_loop.clock = reactor
             self._kernel_loop.start(KERNEL_TICK, now=False)
+        #: {(encoding, clock, channels): ICodecFactory}; None: the plugins'
+        #: (omnirtp.codecs.registry()) when a transcoder is first built
+        self._codecs = codecs
+        #: (addr, port) -> {"send", "recv", "transcode"} as last configured
+        self._codec_state = {}
+        #: (addr, port) -> (what it was built from, the middle step)
+        self._transcoders = {}
+        #: the LoopingCall sending RTCP for transcoded streams (while any)
+        self._rtcp_timer = None
         self.certificate = certificate
         #: (addr, port) -> _Wire of sockets with ICE or DTLS
         self._wires = {}
@@ -327,6 +352,12 @@ class EmbeddedEngine:
     def allocate(self, call_id, address, count):
         try:
             return defer.succeed(self._allocate(call_id, address, count))
+        except Exception:
+            return defer.fail()
+
+    def claim(self, call_id, address, ports):
+        try:
+            return defer.succeed(self._allocate(call_id, address, len(ports), wanted=ports))
         except Exception:
             return defer.fail()
 
@@ -397,6 +428,7 @@ class EmbeddedEngine:
         stop reading (the engine's own poller leaves the reactor)."""
         for call_id in list(self._calls):
             self._release(call_id, None)
+        self._rtcp_schedule()
         if self._kernel_loop is not None:
             if self._kernel_loop.running:
                 self._kernel_loop.stop()
@@ -431,7 +463,7 @@ class EmbeddedEngine:
             return None
         return lambda: bind_udp(address, port, reuse_port=True)
 
-    def _allocate(self, call_id, address, count):
+    def _allocate(self, call_id, address, count, wanted=None):
         pool = self._pools.get(address)
         if pool is None:
             raise ValueError(
@@ -453,8 +485,17 @@ class EmbeddedEngine:
 
         taken = []
         try:
-            for _ in range(count):
-                taken.append(pool.acquire(bind_pair))
+            if wanted is None:
+                for _ in range(count):
+                    taken.append(pool.acquire(bind_pair))
+            else:
+                for port in wanted:
+                    pool.claim(port)
+                    try:
+                        taken.append((port, bind_pair(port)))
+                    except BaseException:
+                        pool.release(port)
+                        raise
         except BaseException:
             for port, (rtp, rtcp) in taken:
                 rtp.close()
@@ -566,6 +607,127 @@ class EmbeddedEngine:
         for rtp, rtcp in self._calls.get(call_id, {}).values():
             rtp.update_pipeline()
             rtcp.update_pipeline()
+
+    # -- transcoding (off the per-packet path) ----------------------------
+
+    def _plan_codecs(self, relay, entry):
+        """The codec state an entry leaves ``relay`` with (validated):
+        ``codecs_send`` / ``codecs_recv`` as given (absent: as before),
+        ``transcode`` as given (absent: False)."""
+        from omnirtp.codecs.transcode import normalise_formats
+
+        state = dict(self._codec_state.get(relay.local) or {"send": None, "recv": None})
+        for key, name in ((K_CODECS_SEND, "send"), (K_CODECS_RECV, "recv")):
+            if key in entry:
+                value = entry[key]
+                where = "%s of %s:%d" % ((key,) + relay.local)
+                state[name] = None if value is None else normalise_formats(value, where)
+        state["transcode"] = bool(entry.get(K_TRANSCODE, False))
+        return state
+
+    def _registry(self):
+        if self._codecs is None:
+            from omnirtp.codecs import registry
+
+            self._codecs = registry()
+        return self._codecs
+
+    def _update_transcoders(self, call_id):
+        """Give every socket of the call the middle step its codec state
+        asks for; True if any changed.  A step whose inputs are unchanged
+        is kept."""
+        changed = False
+        for rtp, rtcp in self._calls.get(call_id, {}).values():
+            for relay in (rtp, rtcp):
+                local = relay.local
+                state = self._codec_state.get(local)
+                want = None
+                if state is not None and state["transcode"]:
+                    if relay is rtcp:
+                        want = ("rtcp",)
+                    else:
+                        peer = relay.peer
+                        peer_state = self._codec_state.get(peer.local) if peer else None
+                        recv = peer_state["recv"] if peer_state else None
+                        if state["send"] and recv:
+                            want = ("rtp", repr(state["send"]), repr(recv))
+                current = self._transcoders.get(local)
+                if (current[0] if current else None) == want:
+                    continue
+                if want is None:
+                    del self._transcoders[local]
+                    relay.set_transforms(middle=[])
+                else:
+                    if want[0] == "rtcp":
+                        from omnirtp.codecs.transcode import RtcpTerminator
+
+                        step = RtcpTerminator()
+                    else:
+                        from omnirtp.codecs.transcode import Transcoder
+
+                        step = Transcoder(state["send"], recv, self._registry())
+                    self._transcoders[local] = (want, step)
+                    relay.set_transforms(middle=[step])
+                changed = True
+        self._rtcp_schedule()
+        return changed
+
+    def _rtcp_schedule(self):
+        """Run the RTCP timer while some transcoder exists, else stop it."""
+        timer = self._rtcp_timer
+        if self._transcoders:
+            if timer is None:
+                timer = self._rtcp_timer = task.LoopingCall(self._send_reports)
+                timer.clock = self._reactor
+                timer.start(RTCP_INTERVAL, now=False)
+        elif timer is not None:
+            self._rtcp_timer = None
+            if timer.running:
+                timer.stop()
+
+    def _send_reports(self):
+        """Every :data:`RTCP_INTERVAL`: for each transcoded stream that has
+        sent something, an SR (with a report block for the reverse
+        stream) to the party it goes to, out of the socket the party's own
+        RTCP would have been relayed through (its RTCP socket, or its RTP
+        socket with rtcp-mux) and that socket's outbound steps (SRTCP).  Failures are counted, never
+        raised."""
+        now = self._reactor.seconds()
+        for local, (want, step) in list(self._transcoders.items()):
+            if want[0] != "rtp" or not step.sent:
+                continue
+            relay = self._sockets.get(local)
+            peer = relay.peer if relay is not None else None
+            if peer is None:
+                continue
+            try:
+                reverse = self.transcoder(peer.local)
+                block = reverse.report_block() if reverse is not None else b""
+                elapsed = max(0.0, now - relay.last_packet)
+                data = step.sender_report(
+                    now, step.last_ts + int(elapsed * step.out_clock), block)
+                # where the party's own RTCP would have gone: the RTCP
+                # split of this socket, else the peer of its RTCP sibling
+                # (Y's RTP socket when Y multiplexes), else the RTP peer
+                out = relay.rtcp_peer
+                if out is None:
+                    sibling = self._sockets.get((local[0], local[1] + 1))
+                    out = sibling.peer if sibling is not None else None
+                if out is None:
+                    out = peer
+                for transform in out.outbound:
+                    data = transform.rtcp(data)
+                    if data is None:
+                        break
+                if data is not None:
+                    out.send_endpoint(data)
+            except Exception:
+                relay.errors += 1
+
+    def transcoder(self, key):
+        """The transcoding step of socket ``key``, or None."""
+        current = self._transcoders.get(key)
+        return current[1] if current else None
 
     # -- ICE and DTLS (off the per-packet path) ---------------------------
 
@@ -808,11 +970,13 @@ class EmbeddedEngine:
                     ),
                     self._plan_steps(relay, entry),
                     self._plan_wire(relay, entry),
+                    self._plan_codecs(relay, entry),
                 )
             )
         changed = False
         absent = self._ABSENT
-        for relay, kwargs, changes, (ice, dtls) in plan:
+        for relay, kwargs, changes, (ice, dtls), codecs in plan:
+            self._codec_state[relay.local] = codecs
             if ice is not absent:
                 self._apply_ice(call_id, relay, ice)
             relay.configure(**kwargs)
@@ -822,10 +986,12 @@ class EmbeddedEngine:
             if changes:
                 self._apply_steps(relay, changes)
                 changed = True
+        if self._update_transcoders(call_id):
+            changed = True
         if changed:
             # the chains follow peers and rtcp_peers across the whole call
             self._refresh(call_id)
-        for relay, _kwargs, _changes, _wire in plan:
+        for relay, _kwargs, _changes, _wire, _codecs in plan:
             wire = self._wires.get(relay.local)
             if wire is not None:
                 self._start_wire(wire)
@@ -865,6 +1031,8 @@ class EmbeddedEngine:
                     self._kernel_seen.pop(relay.local, None)
                 del self._sockets[relay.local]
                 self._steps.pop(relay.local, None)
+                self._codec_state.pop(relay.local, None)
+                self._transcoders.pop(relay.local, None)
                 wire = self._wires.pop(relay.local, None)
                 if wire is not None:
                     wire.close()  # timers cancelled (DTLS says close_notify)
@@ -882,6 +1050,7 @@ class EmbeddedEngine:
                         relay.update_pipeline()
         if not pairs:
             del self._calls[call_id]
+        self._rtcp_schedule()
 
     # -- kernel forwarding (table = N; off the per-packet path) -----------
 

@@ -101,6 +101,13 @@ class MediaPlan:
     #: the a=mid value to write (with ``keep_mid``) when the input section
     #: has none: an answer to an offer that had one carries the offer's
     mid: str = None
+    #: the formats to write instead of filtering the input's with ``codecs``
+    #: (None: filter): objects with ``pt``, ``rtpmap`` (write a=rtpmap),
+    #: ``rtpmap_value()``, ``fmtp`` and ``rtcp_fb`` (see
+    #: omnirtp.call.codecstore.PayloadType).  An empty list writes an m=
+    #: line without formats and keeps the input's rtpmap/fmtp/rtcp-fb lines,
+    #: as rtpengine 10.5 does when nothing of an answer can be used.
+    formats: list = None
 
 
 @dataclass
@@ -215,6 +222,17 @@ def _codec_lines(media, kept):
     return out
 
 
+def _format_lines(formats):
+    out = []
+    for f in formats:
+        if f.rtpmap:
+            out.append("a=rtpmap:" + f.rtpmap_value())
+        if f.fmtp:
+            out.append("a=fmtp:%d %s" % (f.pt, f.fmtp))
+        out.extend("a=rtcp-fb:%d %s" % (f.pt, fb) for fb in f.rtcp_fb)
+    return out
+
+
 def _mids(media, mplan):
     mids = [line.text for line in media.lines[1:] if _attr(line) == "mid"]
     if not mids and mplan.mid:
@@ -235,8 +253,13 @@ def _media_lines(sd, media, mplan, plan):
         if isinstance(mplan.ice, IcePlan) and mplan.ice.trickle:
             out.append("a=end-of-candidates")
         return out
-    kept = mplan.codecs.apply(codecs)
-    out = ["m=%s %d %s %s" % (media.media, mplan.port, proto, " ".join(c.pt for c in kept))]
+    if mplan.formats is None:
+        kept = mplan.codecs.apply(codecs)
+        pts = [c.pt for c in kept]
+    else:
+        pts = [str(f.pt) for f in mplan.formats]
+    out = ["m=%s %d %s %s" % (media.media, mplan.port, proto, " ".join(pts))]
+    keep_codec_lines = mplan.formats is not None and not mplan.formats
     mids = []
     for line in media.lines[1:]:
         if not line.kind:
@@ -250,7 +273,8 @@ def _media_lines(sd, media, mplan, plan):
         elif name == "mid":
             mids.append(line.text)
         elif name in CODEC_ATTRIBUTES:
-            if name == "rtcp-fb" and (line.attribute[1] or "").startswith("* "):
+            if keep_codec_lines or (
+                    name == "rtcp-fb" and (line.attribute[1] or "").startswith("* ")):
                 out.append(line.text)
         elif name in DIRECTIONS:
             if mplan.direction is None:
@@ -265,7 +289,10 @@ def _media_lines(sd, media, mplan, plan):
             out.append(line.text)
     if mplan.keep_mid:
         out.extend(mids or _mids(media, mplan))
-    out.extend(_codec_lines(media, kept))
+    if mplan.formats is None:
+        out.extend(_codec_lines(media, kept))
+    else:
+        out.extend(_format_lines(mplan.formats))
     if mplan.direction is not None:
         out.append("a=" + mplan.direction)
     if mplan.rtcp_port is not None:

@@ -1,43 +1,92 @@
 """A call's control-plane state as bytes, and back: what a state store keeps.
 
-``encode(call)`` walks the call model (``Call`` -> ``Monologue`` -> ``Media``)
-and writes JSON; ``decode(blob, interfaces)`` rebuilds an equal model whose
+``encode(call)`` writes the call model (``Call`` -> ``Monologue`` ->
+``Media``, with the codec stores, SDES keys and held SDP sections hanging
+off it) as JSON; ``decode(blob, interfaces)`` rebuilds an equal model whose
 ``Media.interface`` objects are the running daemon's own (looked up by name
 and address: a call whose interface is gone cannot be restored and raises
 :class:`SnapshotError`).
 
-The encoding is generic over the model's attributes, so a field added to
-the model later is kept without touching this module, as long as its value
-is plain data: None, bool, int, float, str, bytes, tuples, lists, sets,
-frozensets, dicts, the SDES ``Crypto``/``KeyParams`` dataclasses, an
-``Interface`` or a reference to another monologue of the call.  Anything
-else raises ``TypeError`` at encode time (a test runs every kind of call
-through it), never silently drops state.  Only the classes named here are
-ever built at decode time: a blob from Redis cannot make the daemon import
-or call anything else.
+The encoding is a generic walk of the object graph, so a field added to the
+model later is kept without touching this module:
+
+- plain values (None, bool, int, float, str) as they are; bytes, tuples
+  and frozensets tagged;
+- mutable values (lists, dicts, sets and objects) carry an ``id`` when first
+  met and are written as ``{"ref": id}`` after that, so what the model
+  shares stays shared (a monologue's ``peer``, a codec store's anchor that
+  is one of its own codecs, a list held by two fields);
+- objects only of the classes in :data:`CLASSES` (their attributes, or for
+  frozen dataclasses their fields); an ``Interface`` by name and address;
+  an SDP ``MediaSection`` by its text.
+
+Anything else raises ``TypeError`` at encode time (a test runs every call
+of the side-by-side corpus through it), never silently dropped.  Only the
+classes named here are ever built at decode time: a blob from Redis cannot
+make the daemon import or call anything else.
 """
 
 import base64
 import dataclasses
 import json
 
+from omnirtp.call.codecstore import CodecStore, PayloadType
 from omnirtp.call.model import Call, Interface, Media, Monologue
+from omnirtp.sdp.codecs import CodecOps
 from omnirtp.sdp.crypto import Crypto, KeyParams
+from omnirtp.sdp.model import MediaSection, SessionDescription
 
 #: bump when a change makes older blobs unreadable
-VERSION = 1
+VERSION = 2
 
-_DATACLASSES = {"Crypto": Crypto, "KeyParams": KeyParams}
+#: the classes a snapshot may hold, by the name it writes
+CLASSES = {cls.__name__: cls for cls in (
+    Call, Monologue, Media, CodecStore, PayloadType, CodecOps, Crypto, KeyParams)}
+
+#: classes whose missing attributes (a blob older than a new field) take
+#: the defaults of a freshly made instance
+_DEFAULTS = {
+    Call: lambda: Call("", 0),
+    Monologue: lambda: Monologue("", 0),
+    Media: lambda: Media(0, "audio", None),
+}
+
+_SESSION_HEAD = "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
 
 
 class SnapshotError(ValueError):
     """A blob that cannot be turned back into a call."""
 
 
+def _attributes(obj):
+    names = []
+    for klass in type(obj).__mro__:
+        names.extend(getattr(klass, "__slots__", ()))
+    values = {n: getattr(obj, n) for n in names if hasattr(obj, n)}
+    if hasattr(obj, "__dict__"):
+        values.update(vars(obj))
+    return values
+
+
+def _frozen(cls):
+    params = getattr(cls, "__dataclass_params__", None)
+    return params is not None and params.frozen
+
+
 class _Encoder:
 
-    def __init__(self, monologues):
-        self.index = {id(ml): i for i, ml in enumerate(monologues)}
+    def __init__(self):
+        self.ids = {}
+        self.keep = []  # the objects behind self.ids stay alive while encoding
+
+    def _first(self, v):
+        """The id for ``v`` if it is met for the first time, else None."""
+        key = id(v)
+        if key in self.ids:
+            return None
+        self.ids[key] = len(self.ids)
+        self.keep.append(v)
+        return self.ids[key]
 
     def value(self, v):
         if v is None or isinstance(v, (bool, int, float, str)):
@@ -46,24 +95,32 @@ class _Encoder:
             return {"b": base64.b64encode(v).decode("ascii")}
         if isinstance(v, tuple):
             return {"t": [self.value(x) for x in v]}
-        if isinstance(v, list):
-            return [self.value(x) for x in v]
         if isinstance(v, frozenset):
             return {"fs": sorted((self.value(x) for x in v), key=_order)}
-        if isinstance(v, set):
-            return {"s": sorted((self.value(x) for x in v), key=_order)}
-        if isinstance(v, dict):
-            return {"d": [[self.value(k), self.value(x)] for k, x in v.items()]}
         if isinstance(v, Interface):
             return {"if": [v.name, v.address]}
-        if isinstance(v, Monologue):
-            if id(v) not in self.index:
-                raise TypeError("a monologue of another call")
-            return {"ml": self.index[id(v)]}
+        if id(v) in self.ids:
+            return {"ref": self.ids[id(v)]}
+        if isinstance(v, list):
+            n = self._first(v)
+            return {"id": n, "l": [self.value(x) for x in v]}
+        if isinstance(v, set):
+            n = self._first(v)
+            return {"id": n, "s": sorted((self.value(x) for x in v), key=_order)}
+        if isinstance(v, dict):
+            n = self._first(v)
+            return {"id": n, "d": [[self.value(k), self.value(x)] for k, x in v.items()]}
+        if type(v) is MediaSection:
+            n = self._first(v)
+            return {"id": n, "sec": v.text(), "index": v.index}
         name = type(v).__name__
-        if dataclasses.is_dataclass(v) and _DATACLASSES.get(name) is type(v):
-            return {"dc": name, "f": {f.name: self.value(getattr(v, f.name))
-                                      for f in dataclasses.fields(v)}}
+        if CLASSES.get(name) is type(v):
+            n = self._first(v)
+            if dataclasses.is_dataclass(v):
+                attrs = {f.name: getattr(v, f.name) for f in dataclasses.fields(v)}
+            else:
+                attrs = _attributes(v)
+            return {"id": n, "o": name, "a": {k: self.value(x) for k, x in attrs.items()}}
         raise TypeError("cannot keep a %s in a call snapshot" % type(v).__name__)
 
 
@@ -71,33 +128,9 @@ def _order(encoded):
     return json.dumps(encoded, sort_keys=True)
 
 
-def _slots(obj):
-    names = getattr(type(obj), "__slots__", None)
-    if names is not None:
-        return {n: getattr(obj, n) for n in names if hasattr(obj, n)}
-    return dict(vars(obj))
-
-
 def to_data(call):
     """The call as plain JSON-able data."""
-    enc = _Encoder(call.monologues)
-    data = {"v": VERSION}
-    for name, value in _slots(call).items():
-        if name == "monologues":
-            continue
-        data[name] = enc.value(value)
-    monologues = []
-    for ml in call.monologues:
-        m = {}
-        for name, value in _slots(ml).items():
-            if name == "medias":
-                m["medias"] = [{k: enc.value(x) for k, x in _slots(media).items()}
-                               for media in ml.medias]
-            else:
-                m[name] = enc.value(value)
-        monologues.append(m)
-    data["monologues"] = monologues
-    return data
+    return {"v": VERSION, "call": _Encoder().value(call)}
 
 
 def encode(call):
@@ -107,40 +140,90 @@ def encode(call):
 
 class _Decoder:
 
-    def __init__(self, interfaces, monologues):
+    def __init__(self, interfaces):
         self.interfaces = interfaces
-        self.monologues = monologues
+        self.objects = {}
+
+    def _register(self, v, obj):
+        n = v.get("id")
+        if not isinstance(n, int) or isinstance(n, bool) or n in self.objects:
+            raise SnapshotError("bad object id %r" % (n,))
+        self.objects[n] = obj
+        return obj
 
     def value(self, v):
         if v is None or isinstance(v, (bool, int, float, str)):
             return v
-        if isinstance(v, list):
-            return [self.value(x) for x in v]
-        if not isinstance(v, dict) or len(v) not in (1, 2):
+        if not isinstance(v, dict):
             raise SnapshotError("unexpected value %r" % (v,))
+        if "ref" in v:
+            try:
+                return self.objects[v["ref"]]
+            except (KeyError, TypeError):
+                raise SnapshotError("reference %r to nothing decoded before" % (v["ref"],))
         if "b" in v:
             return base64.b64decode(v["b"], validate=True)
         if "t" in v:
             return tuple(self.value(x) for x in v["t"])
         if "fs" in v:
             return frozenset(self.value(x) for x in v["fs"])
-        if "s" in v:
-            return set(self.value(x) for x in v["s"])
-        if "d" in v:
-            return {self.value(k): self.value(x) for k, x in v["d"]}
         if "if" in v:
             return self.interface(*v["if"])
-        if "ml" in v:
-            i = v["ml"]
-            if not isinstance(i, int) or not 0 <= i < len(self.monologues):
-                raise SnapshotError("monologue reference %r out of range" % (i,))
-            return self.monologues[i]
-        if "dc" in v:
-            cls = _DATACLASSES.get(v["dc"])
-            if cls is None:
-                raise SnapshotError("unknown class %r" % (v["dc"],))
-            return cls(**{k: self.value(x) for k, x in v["f"].items()})
+        if "l" in v:
+            out = self._register(v, [])
+            out.extend(self.value(x) for x in v["l"])
+            return out
+        if "s" in v:
+            out = self._register(v, set())
+            out.update(self.value(x) for x in v["s"])
+            return out
+        if "d" in v:
+            out = self._register(v, {})
+            for k, x in v["d"]:
+                out[self.value(k)] = self.value(x)
+            return out
+        if "sec" in v:
+            try:
+                sd = SessionDescription.parse(_SESSION_HEAD + v["sec"])
+            except Exception as e:
+                raise SnapshotError("a held SDP section does not parse: %s" % (e,))
+            if len(sd.media) != 1:
+                raise SnapshotError("a held SDP section is not one m= section")
+            section = sd.media[0]
+            section.index = v["index"]
+            return self._register(v, section)
+        if "o" in v:
+            return self.obj(v)
         raise SnapshotError("unexpected value %r" % (v,))
+
+    def obj(self, v):
+        cls = CLASSES.get(v["o"])
+        if cls is None:
+            raise SnapshotError("unknown class %r" % (v["o"],))
+        attrs = v["a"]
+        if not isinstance(attrs, dict):
+            raise SnapshotError("attributes of a %s are not a dict" % v["o"])
+        if _frozen(cls):
+            # immutable: nothing inside can refer back to it
+            n = v.get("id")
+            built = cls(**{k: self.value(x) for k, x in attrs.items()})
+            return self._register({"id": n}, built)
+        obj = self._register(v, cls.__new__(cls))
+        allowed = None
+        if dataclasses.is_dataclass(cls):
+            allowed = {f.name for f in dataclasses.fields(cls)}
+        elif hasattr(cls, "__slots__") and not hasattr(cls, "__dict__"):
+            allowed = set(cls.__slots__)
+        for name, x in attrs.items():
+            if allowed is not None and name not in allowed:
+                raise SnapshotError("a %s has no field %r" % (v["o"], name))
+            setattr(obj, name, self.value(x))
+        make = _DEFAULTS.get(cls)
+        if make is not None:
+            for name, default in _attributes(make()).items():
+                if name not in attrs:
+                    setattr(obj, name, default)
+        return obj
 
     def interface(self, name, address):
         for iface in self.interfaces.by_name.get(name, ()):
@@ -155,36 +238,14 @@ def from_data(data, interfaces):
     if not isinstance(data, dict) or data.get("v") != VERSION:
         raise SnapshotError("not a version %d call snapshot" % VERSION)
     try:
-        call = Call(data["call_id"], data["created"])
-        monologues = [Monologue(m["tag"], m["created"]) for m in data["monologues"]]
-        dec = _Decoder(interfaces, monologues)
-        for name, value in data.items():
-            if name not in ("v", "monologues"):
-                setattr(call, name, dec.value(value))
-        call.monologues = monologues
-        for ml, m in zip(monologues, data["monologues"]):
-            for name, value in m.items():
-                if name == "medias":
-                    ml.medias = [_media(dec, md) for md in value]
-                else:
-                    setattr(ml, name, dec.value(value))
-        return call
+        call = _Decoder(interfaces).value(data["call"])
     except SnapshotError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise SnapshotError("broken call snapshot: %s" % (e,))
-
-
-def _media(dec, md):
-    # built as the negotiator builds it, so that a field this blob predates
-    # keeps its default; then every kept field is set
-    media = Media(md["index"], md["type"], dec.value(md["interface"]))
-    slots = set(Media.__slots__)
-    for name, value in md.items():
-        if name not in slots:
-            raise SnapshotError("media has no field %r" % name)
-        setattr(media, name, dec.value(value))
-    return media
+    if not isinstance(call, Call):
+        raise SnapshotError("the snapshot holds a %s, not a call" % type(call).__name__)
+    return call
 
 
 def decode(blob, interfaces):
@@ -195,4 +256,4 @@ def decode(blob, interfaces):
     return from_data(data, interfaces)
 
 
-__all__ = ["VERSION", "SnapshotError", "to_data", "from_data", "encode", "decode"]
+__all__ = ["VERSION", "CLASSES", "SnapshotError", "to_data", "from_data", "encode", "decode"]

@@ -378,6 +378,20 @@ SIP_ANSWER_AV_NO_VIDEO = sdp(
     "m=video 0 RTP/AVP 96",
 )
 
+# codec negotiation and transcoding (issue 7): one-codec offers and answers
+SIP_OFFER_PCMU = SIP_OFFER.replace("RTP/AVP 0 8 101", "RTP/AVP 0 101")
+SIP_OFFER_OPUS_ONLY = SIP_OFFER_OPUS.replace("RTP/AVP 111 9 0 8 101", "RTP/AVP 111 101").replace(
+    "a=rtpmap:9 G722/8000\r\n", "")
+SIP_ANSWER_PCMA = SIP_ANSWER.replace("RTP/AVP 0 101", "RTP/AVP 8 101").replace(
+    "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000")
+SIP_ANSWER_PCMU_ONLY = SIP_ANSWER.replace("RTP/AVP 0 101", "RTP/AVP 0").replace(
+    "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n", "")
+SIP_ANSWER_G722 = SIP_ANSWER.replace("RTP/AVP 0 101", "RTP/AVP 9 101").replace(
+    "a=rtpmap:0 PCMU/8000", "a=rtpmap:9 G722/8000")
+SIP_ANSWER_OPUS = SIP_ANSWER.replace("RTP/AVP 0 101", "RTP/AVP 96 101").replace(
+    "a=rtpmap:0 PCMU/8000", "a=rtpmap:96 opus/48000/2\r\na=fmtp:96 useinbandfec=1")
+
+
 NO_SDP_BODY = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n"
 BAD_SDP = SIP_OFFER.replace("m=audio 49170", "m=audio abc")
 INCOMPLETE_SDP = SIP_OFFER.replace("c=IN IP4 192.0.2.10\r\n", "")
@@ -553,6 +567,7 @@ def _suites_differs(*steps):
     # drop first: "a=crypto:1 " must not hit the renamed lines
     changes.sort(key=lambda c: c[1] is not None)
     return {step: changes for step in steps}
+
 
 CASES = [
     Case("plain_offer_answer", [offer(SIP_OFFER), answer(SIP_ANSWER)],
@@ -735,16 +750,13 @@ CASES = [
     Case("rtcp_mux_reject", [offer(SIP_OFFER_RTCP_MUX, **{"rtcp-mux": ["reject"]}),
                              answer(SIP_ANSWER)]),
     Case("codec_strip_dict", [offer(SIP_OFFER, codec={"strip": ["PCMU"]}), answer(SIP_ANSWER)],
-         needs="codec-negotiation",
-         reason="the answer picks a stripped codec: rtpengine 10.5 emits an empty m= format list"),
+         doc="the answer picks a stripped codec: rtpengine 10.5 writes an m= line without "
+             "formats"),
     Case("codec_strip_dict_offer", [offer(SIP_OFFER, codec={"strip": ["PCMU"]})]),
     Case("codec_strip_all_offer", [offer(SIP_OFFER_OPUS, codec={"strip": ["all"],
                                                                "offer": ["PCMA", "opus"]})]),
     Case("codec_strip_word", [offer(SIP_OFFER, flags=["codec-strip-PCMA"]), answer(SIP_ANSWER)],
-         differs={1: [("a=fmtp:101 0-16", "a=fmtp:101 0-15")]},
-         reason="once an offer carries codec flags, 10.5's codec handler answers the offerer "
-                "with the offerer's own telephone-event fmtp (0-16); omnirtp passes the "
-                "answerer's fmtp (0-15) through, which is what the answerer will send"),
+         doc="the answer to the offerer carries the offerer's own telephone-event fmtp"),
     Case("codec_strip_pt_number", [offer(SIP_OFFER_OPUS, codec={"strip": ["9", "101"]})]),
     Case("codec_strip_name_rate", [offer(SIP_OFFER_OPUS, codec={"strip": ["opus/48000",
                                                                           "g722/8000/1"]})]),
@@ -757,6 +769,124 @@ CASES = [
                                                                                      "telephone-event"]})]),
     Case("codec_except_word", [offer(SIP_OFFER_OPUS, flags=["codec-strip-all",
                                                             "codec-except-G722"])]),
+    # transcoding: the answer transcodes only where the two sides share no codec
+    Case("codec_transcode_pcma", [offer(SIP_OFFER_PCMU, codec={"transcode": ["PCMA"]}),
+                                  answer(SIP_ANSWER_PCMA)],
+         doc="PCMA added (RFC 3551 number 8); the answerer's PCMA is transcoded to the "
+             "offerer's PCMU, with the offerer's telephone-event"),
+    Case("codec_transcode_present", [offer(SIP_OFFER, codec={"transcode": ["PCMA"]}),
+                                     answer(SIP_ANSWER)],
+         doc="a codec the offer has is not added again; a shared codec is passed through"),
+    Case("codec_transcode_word_mask", [offer(SIP_OFFER_PCMU, flags=["codec-mask-PCMU",
+                                                                    "codec-transcode-PCMA"]),
+                                       answer(SIP_ANSWER_PCMA)]),
+    Case("codec_mask_answer_masked", [offer(SIP_OFFER, codec={"mask": ["PCMU"]}),
+                                      answer(SIP_ANSWER)],
+         doc="the answer picks the masked codec: no format is left"),
+    Case("codec_consume", [offer(SIP_OFFER, codec={"consume": ["PCMU"]}),
+                           answer(SIP_ANSWER_PCMA)]),
+    Case("codec_accept", [offer(SIP_OFFER, codec={"accept": ["PCMA"]}), answer(SIP_ANSWER)]),
+    Case("codec_always_transcode", [offer(SIP_OFFER, flags=["always-transcode"]),
+                                    answer(SIP_ANSWER_PCMA)]),
+    Case("codec_always_transcode_stray", [offer(SIP_OFFER_PCMU, flags=["always-transcode"]),
+                                          answer(SIP_ANSWER_PCMA)],
+         doc="always-transcode adds nothing: an answer with a codec never offered has "
+             "no format left"),
+    Case("codec_strip_all_transcode", [offer(SIP_OFFER, codec={"strip": ["all"],
+                                                             "transcode": ["PCMA"]}),
+                                       answer(SIP_ANSWER_PCMA)]),
+    Case("codec_answer_strip", [offer(SIP_OFFER), answer(SIP_ANSWER, codec={"strip": ["PCMU"]})]),
+    Case("codec_single_codec", [offer(SIP_OFFER), answer(SIP_OFFER.replace("49170", "30000"),
+                                                         flags=["single-codec"])]),
+    Case("codec_transcode_reinvite", [
+        offer(SIP_OFFER_PCMU, codec={"transcode": ["PCMA"]}), answer(SIP_ANSWER_PCMA),
+        offer(SIP_OFFER_PCMU.replace("2890844526 IN", "2890844527 IN"), to_tag="tt1"),
+        answer(SIP_ANSWER)],
+        doc="a re-INVITE without flags keeps the transcoding codecs; the new answer "
+            "shares PCMU: passed through"),
+    Case("codec_transcode_reinvite_callee", [
+        offer(SIP_OFFER_PCMU, codec={"transcode": ["PCMA"]}), answer(SIP_ANSWER_PCMA),
+        offer(SIP_ANSWER_PCMA, from_tag="tt1", to_tag="ft1", src="198.51.100.20"),
+        answer(SIP_OFFER_PCMU, from_tag="tt1", to_tag="ft1", src="192.0.2.10")],
+        doc="the callee's re-INVITE offers PCMA again; the caller answers PCMU"),
+    Case("codec_reuse_reinvite", [
+        offer(SIP_OFFER), answer(SIP_ANSWER),
+        offer(SIP_OFFER_REINVITE.replace("RTP/AVP 0 8 101", "RTP/AVP 8 0 9 101"), to_tag="tt1",
+              flags=["reuse-codecs"]),
+        answer(SIP_ANSWER)],
+        doc="reuse-codecs keeps the callee's answered codecs first, new ones after"),
+    Case("codec_reuse_reinvite_callee", [
+        offer(SIP_OFFER), answer(SIP_ANSWER),
+        offer(SIP_ANSWER.replace("RTP/AVP 0 101", "RTP/AVP 8 0 101"), from_tag="tt1",
+              to_tag="ft1", src="198.51.100.20", flags=["reuse-codecs"]),
+        answer(SIP_OFFER, from_tag="tt1", to_tag="ft1", src="192.0.2.10")]),
+    Case("transcode_opus", [offer(SIP_OFFER, codec={"transcode": ["opus"]}),
+                            answer(SIP_ANSWER_OPUS)]),
+    Case("transcode_opus_answer_shared", [offer(SIP_OFFER, flags=["codec-transcode-opus"]),
+                                          answer(SIP_ANSWER)]),
+    Case("transcode_opus_mono_fmtp", [offer(SIP_OFFER, codec={"transcode": [
+        "opus/48000/1", "opus/48000/2///useinbandfec=1"]})]),
+    Case("transcode_opus_present", [offer(SIP_OFFER_OPUS, codec={"transcode": ["opus"]})]),
+    Case("transcode_opus_to_g711", [offer(SIP_OFFER_OPUS_ONLY, codec={"transcode": ["PCMU", "PCMA"]}),
+                                    answer(SIP_ANSWER_PCMA)]),
+    Case("transcode_mask_opus", [offer(SIP_OFFER, codec={"mask": ["PCMU"], "transcode": ["opus"]}),
+                                 answer(SIP_ANSWER_OPUS)]),
+    Case("transcode_consume_opus", [offer(SIP_OFFER_OPUS, codec={"consume": ["PCMA"]}),
+                                    answer(SIP_ANSWER_OPUS)]),
+    Case("transcode_accept_opus", [offer(SIP_OFFER_OPUS, codec={"accept": ["PCMA"]}),
+                                   answer(SIP_ANSWER_OPUS)]),
+    Case("transcode_always_opus", [offer(SIP_OFFER_OPUS_ONLY, flags=["always-transcode"]),
+                                   answer(SIP_ANSWER_PCMA)]),
+    Case("transcode_strip_all_except", [offer(SIP_OFFER_OPUS_ONLY, codec={
+        "strip": ["all"], "except": ["telephone-event"], "transcode": ["PCMU", "PCMA"]}),
+        answer(SIP_ANSWER_PCMU_ONLY)]),
+    Case("transcode_except_word", [offer(SIP_OFFER_OPUS_ONLY, flags=[
+        "codec-strip-all", "codec-except-opus", "codec-transcode-PCMA"]),
+        answer(SIP_ANSWER_PCMA)]),
+    Case("transcode_opus_reinvite", [
+        offer(SIP_OFFER, codec={"transcode": ["opus"]}), answer(SIP_ANSWER_OPUS),
+        offer(SIP_OFFER_REINVITE, to_tag="tt1"), answer(SIP_ANSWER)]),
+    Case("transcode_opus_reinvite_callee", [
+        offer(SIP_OFFER_OPUS_ONLY, codec={"transcode": ["PCMU"]}), answer(SIP_ANSWER_PCMU_ONLY),
+        offer(SIP_ANSWER_PCMU_ONLY, from_tag="tt1", to_tag="ft1", src="198.51.100.20"),
+        answer(SIP_OFFER_OPUS_ONLY, from_tag="tt1", to_tag="ft1", src="192.0.2.10")]),
+    Case("codec_webrtc_transcode_pcma", [webrtc_offer(codec={"transcode": ["PCMA"]}),
+                                         webrtc_answer(SIP_ANSWER_PCMA)],
+         doc="a browser's offer towards a SIP phone that answers PCMA only"),
+    Case("transcode_webrtc_opus_to_pcmu", [
+        webrtc_offer(WEBRTC_OFFER.replace("SAVPF 111 0 8 101", "SAVPF 111 101"),
+                     codec={"transcode": ["PCMU"]}),
+        webrtc_answer(SIP_ANSWER)],
+        doc="the seed's case: a browser offering Opus only, a SIP phone answering PCMU"),
+    Case("transcode_opus_cn", [offer(SIP_OFFER.replace("RTP/AVP 0 8 101", "RTP/AVP 0 8 13 101"),
+                                     codec={"transcode": ["opus"]}),
+                               answer(SIP_ANSWER_OPUS)],
+         doc="CN and telephone-event both get a 48 kHz entry, before the offer's own"),
+    Case("transcode_two_dtmf_mask_opus", [
+        offer(SIP_OFFER_OPUS.replace("RTP/AVP 111 9 0 8 101", "RTP/AVP 111 9 0 8 110 101").replace(
+            "a=fmtp:101 0-16", "a=fmtp:101 0-16\r\na=rtpmap:110 telephone-event/48000\r\n"
+            "a=fmtp:110 0-15"), codec={"mask": ["opus"]}),
+        answer(SIP_ANSWER_OPUS)],
+        doc="telephone-event at 48 kHz goes with the masked Opus"),
+    Case("transcode_audio_video", [
+        offer(SIP_OFFER_AUDIO_VIDEO, codec={"transcode": ["opus"]}),
+        answer(SIP_ANSWER_AV.replace("m=audio 30000 RTP/AVP 0 101\r\n",
+                                     "m=audio 30000 RTP/AVP 96 101\r\na=rtpmap:96 opus/48000/2\r\n"))],
+        doc="video is never transcoded; the audio answer's Opus becomes the offerer's PCMU"),
+    Case("transcode_reuse_codecs", [
+        offer(SIP_OFFER, codec={"transcode": ["opus"]}), answer(SIP_ANSWER_OPUS),
+        offer(SIP_OFFER_REINVITE.replace("RTP/AVP 0 8 101", "RTP/AVP 8 0 9 101"), to_tag="tt1",
+              flags=["reuse-codecs"]),
+        answer(SIP_ANSWER_OPUS)]),
+    Case("transcode_no_codec_renegotiation", [
+        offer(SIP_OFFER, codec={"transcode": ["opus"]}), answer(SIP_ANSWER_OPUS),
+        offer(SIP_OFFER_REINVITE.replace("RTP/AVP 0 8 101", "RTP/AVP 8 0 9 101"), to_tag="tt1",
+              flags=["no-codec-renegotiation"]),
+        answer(SIP_ANSWER_OPUS, flags=["no-codec-renegotiation"])]),
+    Case("transcode_g722", [offer(SIP_OFFER, codec={"transcode": ["G722"]})]),
+    Case("transcode_opus_to_g722", [offer(SIP_OFFER_OPUS_ONLY, codec={"transcode": ["G722"]}),
+                                    answer(SIP_ANSWER_G722)]),
+    Case("transcode_order", [offer(SIP_OFFER, codec={"transcode": ["G722", "opus", "PCMA"]})]),
     Case("direction_priv_pub", [offer(SIP_OFFER, direction=["priv", "pub"], replace=["origin"]),
                                 answer(SIP_ANSWER, replace=["origin"])], setup="named"),
     Case("direction_pub_priv", [offer(SIP_OFFER, direction=["pub", "priv"], ICE="force"),
@@ -836,6 +966,17 @@ CASES = [
     Case("error_query", [{"command": "query"}, {"command": "query", "call-id": "nosuchcall"}]),
     Case("error_list_negative_limit", [{"command": "list", "limit": -1}]),
     Case("error_delete_no_call_id", [{"command": "delete", "from-tag": "ft1"}]),
+    # the current upstream's newer flag words and keys (issue 12): 10.5 ignores
+    # them, omnirtp maps the aliases and ignores the rest; the same SDP results
+    Case("upstream_flag_words_and_keys", [
+        offer(SIP_OFFER, replace=["origin"], flags=[
+            "mirror-RTCP", "mixed", "debugging", "block short packets", "audio player",
+            "recording-vsc", "allow empty codec media", "T.38-decode"],
+            **{"DTMF-delay": "100", "inbound-peer": "x", "sip-response-code": "200",
+               "recording-media-slots": "1", "T.38-version": "0"}),
+        answer(SIP_ANSWER, flags=["no-audio-player", "allow asymmetric codec"],
+               **{"source-tag": "x", "DTLS-reverse": "passive"}),
+        delete()]),
 ]
 
 CASES_BY_NAME = {c.name: c for c in CASES}

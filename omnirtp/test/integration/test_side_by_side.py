@@ -164,7 +164,8 @@ LIVE_DIFFERENCES = [
     ("*/tags/*/medias/*/streams/*/SSRC", "rtpengine only",
      "the first ingress SSRC of a stream: omnirtp's relay does not parse RTP headers"),
     ("*/tags/*/medias/*/codec", "rtpengine only",
-     "the codec in use needs the codec-negotiation work (omnirtp keeps no codec order)"),
+     "10.5 names the payload type that received the most packets; omnirtp's relay counts "
+     "no packets per payload type (no RTP header parsing on the fast path)"),
     ("*/tags/*/medias/*/flags/ICE controlling", "rtpengine only",
      "10.5 marks the answerer's media 'ICE controlling' although no ICE was negotiated; "
      "omnirtp has no ICE agent before the WebRTC issue"),

@@ -1,0 +1,5 @@
+"""The Opus codec (``ICodecFactory``) through libopus."""
+
+from omnirtp.codecs.opus import opus
+
+__all__ = ["opus"]

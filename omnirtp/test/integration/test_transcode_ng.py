@@ -1,0 +1,150 @@
+"""Transcoding set up by ng alone: the whole daemon in-process over real UDP.
+
+A caller that offers PCMU only, ``codec: {transcode: [PCMA]}`` on the offer
+and a callee that answers PCMA only: the negotiator tells the engine to
+transcode (CODEC-CONTRACT.md) and each party hears the other's tone in its
+own codec: a 440 Hz tone sent as PCMU arrives as PCMA (payload type 8) and
+an 880 Hz tone sent as PCMA arrives as PCMU (payload type 0), each within
+15 Hz and with a tone SNR of at least 20 dB.  The browser's case: a caller
+offering Opus only (FFmpeg's Opus through PyAV, as in test_transcode_udp)
+with ``transcode-PCMU`` and a PCMU-only callee.  The same call without
+codec flags (both PCMU) is relayed byte for byte.
+"""
+
+import struct
+
+from twisted.internet import defer, reactor, task
+
+from omnirtp.codecs import g711
+from omnirtp.test.integration.test_daemon import DaemonTestCase, port_of, sdp, wait_for
+from omnirtp.test.integration.test_transcode_udp import OpusParty, av, peak_frequency
+from omnirtp.test.test_codecs import tone, tone_fit
+from omnirtp.test.test_transcode import header, rtp
+
+PACKETS = 50
+TOLERANCE = 15
+
+
+def g711_packets(encode, frequency, pt, ssrc):
+    samples = tone(frequency, 8000, 160 * PACKETS, 12000)
+    pcm = struct.pack("<%dh" % len(samples), *samples)
+    return [rtp(100 + i, 160 * i, encode(pcm[320 * i:320 * (i + 1)]), pt=pt, ssrc=ssrc)
+            for i in range(PACKETS)]
+
+
+def decoded(packets, decode):
+    out = []
+    for d in packets:
+        pcm = decode(d[12:])
+        out.extend(struct.unpack("<%dh" % (len(pcm) // 2), pcm))
+    return out
+
+
+class TranscodeByNgTests(DaemonTestCase):
+
+    @defer.inlineCallbacks
+    def call(self, offer_extra, answer_formats):
+        a, b = self.party(), self.party()
+        offer = yield self.ng.request(
+            command="offer", call_id="t1", from_tag="ft",
+            sdp=sdp(a.port).replace("RTP/AVP 0 8", "RTP/AVP 0"), **offer_extra)
+        self.assertEqual(offer["result"], "ok", offer)
+        answer = yield self.ng.request(
+            command="answer", call_id="t1", from_tag="ft", to_tag="tt",
+            sdp=sdp(b.port).replace("RTP/AVP 0 8", "RTP/AVP " + answer_formats))
+        self.assertEqual(answer["result"], "ok", answer)
+        return a, b, offer["sdp"], answer["sdp"]
+
+    @defer.inlineCallbacks
+    def pace(self, sends):
+        for send in sends:
+            send()
+            yield task.deferLater(reactor, 0.02, lambda: None)
+
+    def assertTone(self, samples, frequency):
+        heard = peak_frequency(samples[:1600], 8000)
+        self.assertTrue(abs(heard - frequency) <= TOLERANCE,
+                        "%d Hz arrived as %d Hz" % (frequency, heard))
+        snr, _ = tone_fit(samples, frequency, 8000)
+        self.assertGreaterEqual(snr, 20.0)
+
+    @defer.inlineCallbacks
+    def test_pcmu_caller_pcma_callee(self):
+        yield self.start()
+        a, b, offer_sdp, answer_sdp = yield self.call({"codec": {"transcode": ["PCMA"]}}, "8")
+        self.assertIn("m=audio %d RTP/AVP 0 8\r\n" % port_of(offer_sdp), offer_sdp)
+        self.assertIn("m=audio %d RTP/AVP 0\r\n" % port_of(answer_sdp), answer_sdp)
+        to_b_side, to_a_side = port_of(answer_sdp), port_of(offer_sdp)
+        from_a = g711_packets(g711.ulaw_encode, 440, 0, 0x0A0A0A0A)
+        from_b = g711_packets(g711.alaw_encode, 880, 8, 0x0B0B0B0B)
+        sends = []
+        for pa, pb in zip(from_a, from_b):
+            sends.append(lambda pa=pa: a.transport.write(pa, ("127.0.0.1", to_b_side)))
+            sends.append(lambda pb=pb: b.transport.write(pb, ("127.0.0.1", to_a_side)))
+        yield self.pace(sends)
+        yield wait_for(lambda: len(a.received) >= PACKETS - 5
+                       and len(b.received) >= PACKETS - 5, timeout=10)
+        at_b = [d for d, _ in b.received if header(d)["pt"] == 8]
+        at_a = [d for d, _ in a.received if header(d)["pt"] == 0]
+        self.assertGreaterEqual(len(at_b), PACKETS - 5)
+        self.assertGreaterEqual(len(at_a), PACKETS - 5)
+        self.assertEqual([d for d, _ in b.received if header(d)["pt"] != 8], [])
+        self.assertEqual([d for d, _ in a.received if header(d)["pt"] != 0], [])
+        self.assertTone(decoded(at_b[10:], g711.alaw_decode), 440)
+        self.assertTone(decoded(at_a[10:], g711.ulaw_decode), 880)
+
+    @defer.inlineCallbacks
+    def test_opus_caller_pcmu_callee(self):
+        if av is None:
+            raise self.skipTest("PyAV (aiortc's dependency) is not installed")
+        yield self.start()
+        a, b = self.party(), self.party()
+        offer = yield self.ng.request(
+            command="offer", call_id="t2", from_tag="ft",
+            sdp=sdp(a.port).replace("RTP/AVP 0 8", "RTP/AVP 111")
+            + "a=rtpmap:111 opus/48000/2\r\n", flags=["codec-transcode-PCMU"])
+        self.assertIn("m=audio %d RTP/AVP 111 0\r\n" % port_of(offer["sdp"]), offer["sdp"])
+        answer = yield self.ng.request(
+            command="answer", call_id="t2", from_tag="ft", to_tag="tt",
+            sdp=sdp(b.port).replace("RTP/AVP 0 8", "RTP/AVP 0"))
+        self.assertIn("m=audio %d RTP/AVP 111\r\n" % port_of(answer["sdp"]), answer["sdp"])
+        party = OpusParty()
+        from_a = [rtp(100 + i, 960 * i, p, pt=111, ssrc=0x0A0A0A0A)
+                  for i, p in enumerate(party.packets(440, PACKETS))]
+        from_b = g711_packets(g711.ulaw_encode, 880, 0, 0x0B0B0B0B)
+        sends = []
+        for pa, pb in zip(from_a, from_b):
+            sends.append(lambda pa=pa: a.transport.write(
+                pa, ("127.0.0.1", port_of(answer["sdp"]))))
+            sends.append(lambda pb=pb: b.transport.write(
+                pb, ("127.0.0.1", port_of(offer["sdp"]))))
+        yield self.pace(sends)
+        yield wait_for(lambda: len(a.received) >= PACKETS - 5
+                       and len(b.received) >= PACKETS - 5, timeout=10)
+        at_b = [d for d, _ in b.received if header(d)["pt"] == 0]
+        at_a = [d for d, _ in a.received if header(d)["pt"] == 111]
+        self.assertGreaterEqual(len(at_b), PACKETS - 5)
+        self.assertGreaterEqual(len(at_a), PACKETS - 5)
+        self.assertTone(decoded(at_b[10:], g711.ulaw_decode), 440)
+        samples = []
+        for d in at_a[10:]:
+            samples.extend(party.decode(d[12:]))
+        heard = peak_frequency(samples[:9600:6], 8000)
+        self.assertTrue(abs(heard - 880) <= TOLERANCE, "880 Hz arrived as %d Hz" % heard)
+
+    @defer.inlineCallbacks
+    def test_plain_call_relayed_unchanged(self):
+        """No codec flags, a shared codec: the packets arrive as they were sent."""
+        yield self.start()
+        a, b, offer_sdp, answer_sdp = yield self.call({}, "0")
+        packets = g711_packets(g711.ulaw_encode, 440, 0, 0x0A0A0A0A)[:5]
+        for p in packets:
+            a.transport.write(p, ("127.0.0.1", port_of(answer_sdp)))
+        yield wait_for(lambda: len(b.received) >= 5)
+        self.assertEqual([d for d, _ in b.received], packets)
+
+
+class TranscodeByNgWorkerTests(TranscodeByNgTests):
+    """The same with the media in two worker processes (``num-threads``)."""
+
+    options = {"num_threads": 2}
