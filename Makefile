@@ -24,8 +24,8 @@ DEBIAN_PYTHON ?= /usr/bin/python3
 VENV ?= .venv
 CONFIG ?= etc/omnirtp.conf
 
-RUN_PACKAGES := python3 python3-venv python3-dev gcc libsrtp2-dev libopus0 libspandsp2 libsoxr0
-TEST_PACKAGES := rtpengine-daemon rtpengine-utils kamailio sip-tester tshark openssl iproute2 chromium \
+RUN_PACKAGES := python3 python3-venv python3-dev gcc libsrtp2-dev libopus0 libspandsp2 libsoxr0 libnftables1
+TEST_PACKAGES := rtpengine-daemon rtpengine-utils kamailio sip-tester tshark openssl iproute2 chromium nftables \
 	python3-twisted python3-openssl python3-pylibsrtp python3-aioice \
 	python3-zope.interface python3-prometheus-client python3-hypothesis redis-server
 

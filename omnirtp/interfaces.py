@@ -312,3 +312,37 @@ class IDatagramHandler(Interface):
     def datagram(data, source):
         """Handle one datagram (bytes) from ``source`` ((addr, port)).
         Returns None; must not raise for bad input (count it instead)."""
+
+
+class IForwarder(Interface):
+    """Forwarding of plain streams below userspace (``table = N``).
+
+    A *stream* is ``omnirtp.media.kernel.Stream(local, source, out, dest)``:
+    datagrams from ``source`` to our socket ``local`` leave from our socket
+    ``out`` to ``dest``.  Implemented by
+    ``omnirtp.media.kernel.NftForwarder`` (nftables).  Synchronous and off
+    the per-packet path; the media engine calls it after configurations and
+    once a second."""
+
+    def start():
+        """Take our table over (removing what a previous run left) or raise
+        ``omnirtp.media.kernel.KernelUnavailable`` saying why not."""
+
+    def stop():
+        """Remove everything this forwarder installed."""
+
+    def offload(call_id, streams):
+        """Make the call's forwarded streams exactly ``streams`` (a list;
+        those the kernel cannot forward are left out), in one batch.  An
+        empty list removes the call."""
+
+    def offloaded(call_id=None):
+        """``{local: Stream}`` in the kernel now (of one call, or all)."""
+
+    def counters(fresh=True):
+        """``{local: (packets, bytes)}`` forwarded by the kernel per
+        receiving socket, cumulative over its offloads until ``forget``;
+        ``fresh=False``: as of the last read (no kernel round trip)."""
+
+    def forget(local):
+        """Drop the counters of a released socket."""

@@ -16,6 +16,8 @@ from omnirtp.control.access import AccessList
 from omnirtp.control.commands import Dispatcher
 from omnirtp.errors import ConfigError
 
+_log = Logger()
+
 
 class _RegistryService(service.Service):
     """Starts and stops the registry's timeout sweeper with the daemon."""
@@ -206,12 +208,41 @@ def build_engine(config, reactor, interfaces, certificate=None):
     addresses = interfaces.engine_map(config.port_min, config.port_max)
     if config.num_threads and config.num_threads > 0:
         from omnirtp.media.pool import WorkerPool
+        build_forwarder(config)  # not with workers yet: falls back (or refuses)
         pool = WorkerPool(reactor, addresses, config.num_threads,
                           log_level=config.log_level, certificate=certificate)
         return pool, pool
     from omnirtp.media.engine import EmbeddedEngine
-    engine = EmbeddedEngine(reactor, addresses, certificate=certificate)
+    engine = EmbeddedEngine(reactor, addresses, certificate=certificate,
+                            forwarder=build_forwarder(config))
     return engine, _EngineService(engine)
+
+
+def build_forwarder(config, make=None):
+    """The started kernel forwarder for ``table = N`` (N >= 0), or None:
+    ``table = -1``, or kernel forwarding impossible here (one log line,
+    media in userspace, as rtpengine falls back).  With ``no-fallback``
+    the impossible case raises ``ConfigError`` (the daemon does not start).
+    ``make``: the forwarder factory (tests)."""
+    number = getattr(config, "table", -1)
+    if number is None or number < 0:
+        return None
+    from omnirtp.errors import ConfigError
+    from omnirtp.media.kernel import KernelUnavailable, NftForwarder
+    try:
+        if config.num_threads and config.num_threads > 0:
+            raise KernelUnavailable("kernel forwarding needs num-threads = 0 (for now)")
+        forwarder = (make or NftForwarder)(number)
+        forwarder.start()
+    except KernelUnavailable as e:
+        if getattr(config, "no_fallback", False):
+            raise ConfigError("table = %d: %s, and no-fallback is set" % (number, e)) from None
+        _log.warn("table = {table}: {reason}; media is relayed in userspace",
+                  table=number, reason=str(e))
+        return None
+    _log.info("table = {table}: plain RTP is forwarded in the kernel (nftables table "
+              "inet {name})", table=number, name=forwarder.table)
+    return forwarder
 
 
 class _StateService(service.Service):

@@ -407,11 +407,6 @@ def build_config(values, config_file=None, config_section="rtpengine",
                 raise ConfigError("{}: {}".format(where_of["control-allow"], e))
         kwargs["control_allow"] = tuple(nets)
 
-    if get("table") >= 0:
-        warnings.append(
-            "{}: omnirtp has no kernel forwarding; media is relayed in userspace".format(
-                where_of["table"]))
-
     kwargs["config_file"] = config_file
     kwargs["config_section"] = config_section
     kwargs["unimplemented"] = tuple(unimplemented)

@@ -111,8 +111,8 @@ OPTIONS = (
     _o("poller-per-thread", None, FLAG, False, N, "one poller per thread"),
     _o("socket-cpu-affinity", None, INT, None, N, "CPU affinity of media sockets"),
     # -- kernel forwarding
-    _o("table", "t", INT, -1, Y, "kernel forwarding table; negative = off (omnirtp has none)"),
-    _o("no-fallback", "F", FLAG, False, N, "refuse to start without kernel forwarding"),
+    _o("table", "t", INT, -1, Y, "kernel forwarding table (nftables table omnirtp-N); -1 = off"),
+    _o("no-fallback", "F", FLAG, False, Y, "refuse to start without kernel forwarding"),
     _o("iptables-chain", None, STR, None, N, "iptables chain for firewall rules"),
     # -- media interfaces and ports
     _o("interface", "i", LIST, (), Y, "media address: [NAME/]ADDR[!ADVERTISED]"),

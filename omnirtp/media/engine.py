@@ -71,6 +71,9 @@ DTLS_SERVER = "server"
 
 #: configure keys that name transform parameters: key -> (factory kind,
 #: which of the socket's step lists it fills, the factory method building it)
+#: seconds between the offload checks and kernel counter reads (``table``)
+KERNEL_TICK = 1.0
+
 TRANSFORM_KEYS = {
     K_SRTP_IN: ("srtp", "inbound", "inbound"),
     K_SRTP_OUT: ("srtp", "outbound", "outbound"),
@@ -300,8 +303,18 @@ class EmbeddedEngine:
     log = Logger()
 
     def __init__(self, reactor, interfaces, bind=None, rng=None, poller=None, transforms=None,
-                 certificate=None, codecs=None):
+                 certificate=None, codecs=None, forwarder=None):
         self._reactor = reactor
+        #: an IForwarder (``table = N``, already started) or None
+        self.forwarder = forwarder
+        self._kernel_seen = {}  # local -> kernel packets at the last tick
+        self._kernel_stale = set()  # released calls whose streams the kernel refused to drop
+        self._kernel_loop = None
+        if forwarder is not None:
+            from twisted.internet.task import LoopingCall
+            self._kernel_loop = LoopingCall(self._kernel_tick)
+            self._kernel_loop.clock = reactor
+            self._kernel_loop.start(KERNEL_TICK, now=False)
         #: {(encoding, clock, channels): ICodecFactory}; None: the plugins'
         #: (omnirtp.codecs.registry()) when a transcoder is first built
         self._codecs = codecs
@@ -375,11 +388,16 @@ class EmbeddedEngine:
         else:
             ids = []
         result = {}
+        # one call (query, delete): read now; all (the timeout sweep, once a
+        # second): as the last tick read them
+        kernel = self._kernel_counters(fresh=call_id is not None) if ids else {}
         for cid in ids:
             per = result[cid] = {}
             for rtp, rtcp in self._calls[cid].values():
                 for relay in (rtp, rtcp):
                     counters = per[relay.local] = relay.counters()
+                    if kernel:
+                        _merge_kernel(counters, kernel.get(relay.local))
                     wire = self._wires.get(relay.local)
                     if wire is not None:
                         counters.update(wire.counters())
@@ -388,6 +406,10 @@ class EmbeddedEngine:
     def totals(self):
         done = self._released
         packets, octets, errors, junk = done.packets, done.bytes, done.errors, done.junk
+        for local, (kp, kb) in self._kernel_counters(fresh=False).items():
+            if local in self._sockets:
+                packets += kp
+                octets += kb
         for relay in self._sockets.values():
             packets += relay.packets
             octets += relay.bytes
@@ -413,6 +435,10 @@ class EmbeddedEngine:
         for call_id in list(self._calls):
             self._release(call_id, None)
         self._rtcp_schedule()
+        if self._kernel_loop is not None:
+            if self._kernel_loop.running:
+                self._kernel_loop.stop()
+            self.forwarder.stop()
         if self._own_poller:
             self._poller.close()
 
@@ -997,6 +1023,8 @@ class EmbeddedEngine:
             wire = self._wires.get(relay.local)
             if wire is not None:
                 self._start_wire(wire)
+        if self.forwarder is not None:
+            self._kernel_sync(call_id)
 
     def _release(self, call_id, keys):
         pairs = self._calls.get(call_id)
@@ -1011,12 +1039,24 @@ class EmbeddedEngine:
                 key = (key[0], key[1] & ~1)
                 if key in pairs:
                     targets.append(key)
+        kernel = {}
+        if self.forwarder is not None and targets:
+            # out of the kernel first, while the sockets still hold the port
+            if not self._kernel_sync(call_id, without=set(targets)):
+                self._kernel_stale.add(call_id)  # the tick tries again
+            kernel = self._kernel_counters()
         gone = set()
         for key in targets:
             rtp, rtcp = pairs.pop(key)
             for relay in (rtp, rtcp):
                 gone.add(relay)
                 self._released.add(relay)
+                if relay.local in kernel:
+                    kp, kb = kernel[relay.local]
+                    self._released.packets += kp
+                    self._released.bytes += kb
+                    self.forwarder.forget(relay.local)
+                    self._kernel_seen.pop(relay.local, None)
                 del self._sockets[relay.local]
                 self._steps.pop(relay.local, None)
                 self._codec_state.pop(relay.local, None)
@@ -1041,3 +1081,78 @@ class EmbeddedEngine:
             del self._calls[call_id]
             self._recordings.release(call_id)
         self._rtcp_schedule()
+
+    # -- kernel forwarding (table = N; off the per-packet path) -----------
+
+    def _kernel_streams(self, call_id, without=()):
+        """The call's streams the kernel may forward now: a plain socket
+        (no steps, no ICE/DTLS, no RTCP split off) whose party and whose
+        peer's party are both confirmed."""
+        from omnirtp.media.kernel import Stream
+
+        streams = []
+        for key, (rtp, rtcp) in self._calls.get(call_id, {}).items():
+            if key in without:
+                continue
+            for relay in (rtp, rtcp):
+                peer = relay.peer
+                if (peer is None or not relay.confirmed or relay.endpoint is None
+                        or relay.pipeline is not None or relay.rtcp_peer is not None
+                        or not peer.confirmed or peer.endpoint is None
+                        or relay.local in self._wires or peer.local in self._wires
+                        or (peer.local[0], peer.local[1] & ~1) in without):
+                    continue
+                streams.append(Stream(relay.local, relay.endpoint, peer.local, peer.endpoint))
+        return streams
+
+    def _kernel_sync(self, call_id, without=()):
+        """Give the forwarder the call's offloadable streams; True if done."""
+        from omnirtp.media.kernel import NftError
+
+        try:
+            self.forwarder.offload(call_id, self._kernel_streams(call_id, without))
+        except NftError as e:
+            self.log.warn("call {call_id}: kernel forwarding refused ({error}); "
+                          "media stays in userspace", call_id=call_id, error=e)
+            return False
+        return True
+
+    def _kernel_counters(self, fresh=True):
+        if self.forwarder is None:
+            return {}
+        from omnirtp.media.kernel import NftError
+
+        try:
+            return self.forwarder.counters(fresh)
+        except NftError as e:
+            self.log.warn("kernel forwarding: cannot read counters: {error}", error=e)
+            return {}
+
+    def _kernel_tick(self):
+        """Offload what became offloadable (endpoints confirmed since the
+        last configuration); a kernel counter that moved counts as a packet
+        for the media timeout."""
+        for call_id in list(self._calls):
+            self._kernel_sync(call_id)
+        for call_id in list(self._kernel_stale):
+            if call_id not in self._calls and self._kernel_sync(call_id):
+                self._kernel_stale.discard(call_id)
+        counts = self._kernel_counters()
+        now = self._reactor.seconds()
+        seen = self._kernel_seen
+        for local, (packets, _octets) in counts.items():
+            if packets != seen.get(local, 0):
+                seen[local] = packets
+                relay = self._sockets.get(local)
+                if relay is not None:
+                    relay.last_packet = now
+
+
+def _merge_kernel(counters, kernel):
+    """Add what the kernel forwarded for a socket to its counters."""
+    if kernel is None:
+        return
+    packets, octets = kernel
+    counters["packets"] += packets
+    counters["bytes"] += octets
+    counters["kernel"] = {"packets": packets, "bytes": octets}

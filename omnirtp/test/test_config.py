@@ -418,15 +418,15 @@ class BuildConfigTests(SynchronousTestCase):
         config = build({"homer": ("127.0.0.1:9060", "w"), "no-fallback": ("true", "w"),
                         "dtls-passive": ("false", "w"), "redis-expires": ("86400", "w"),
                         "listen-udp": (("9900",), "w")})
-        self.assertEqual(config.unimplemented, ("homer", "no-fallback", "listen-udp"))
+        self.assertEqual(config.unimplemented, ("homer", "listen-udp"))
         self.assertEqual(config.homer, "127.0.0.1:9060")
 
     def test_table(self):
-        config = build({"table": ("0", "F: [rtpengine] table = 0")})
-        self.assertEqual(config.warnings, (
-            "F: [rtpengine] table = 0: omnirtp has no kernel forwarding; media is "
-            "relayed in userspace",))
-        self.assertEqual(build({"table": ("-1", "w")}).warnings, ())
+        """table = N is kernel forwarding now (omnirtp.media.kernel): no warning."""
+        config = build({"table": ("0", "F: [rtpengine] table = 0"),
+                        "no-fallback": ("true", "w")})
+        self.assertEqual((config.table, config.no_fallback, config.warnings), (0, True, ()))
+        self.assertEqual(build({"table": ("-1", "w")}).table, -1)
 
 
 class LoadTests(SynchronousTestCase):

@@ -256,9 +256,8 @@ class OptionsTests(SynchronousTestCase):
         e = self.assertRaises(SystemExit, options.parseOptions,
                               BASE + ["--config-test", "-t", "0", "--sip-source"])
         self.assertEqual(e.code, 0)
+        # -t 0 is kernel forwarding now (checked when the daemon starts)
         self.assertEqual(options.stdout.getvalue(), (
-            "warning: command line: --table=0: omnirtp has no kernel forwarding; "
-            "media is relayed in userspace\n"
             "warning: option 'sip-source' is not implemented by omnirtp yet; ignored\n"
             "warning: listen-ng 0.0.0.0:2223 is reachable from other hosts, but control-allow "
             "names no network: only loopback sources are answered\n"
