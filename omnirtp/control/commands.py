@@ -8,6 +8,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from omnirtp import codecs
 from omnirtp.call.registry import REASON_TERMINATED
 from omnirtp.control.flags import Flags
 from omnirtp.errors import (
@@ -349,6 +350,9 @@ class Dispatcher:
             "controlstatistics": control,
             "ports": {"used": engine_totals.get("ports_used", 0),
                       "free": engine_totals.get("ports_free", 0)},
+            # omnirtp's own key (10.5 has none such): the codecs this
+            # process can transcode, and why the others are unusable
+            "codecs": codecs.statistics(),
         }
         if self.access is not None:
             # omnirtp's own counter: ng requests refused by control-allow
