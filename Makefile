@@ -7,6 +7,8 @@
 #               Debian 12's own python3-twisted & co.
 #   make fuzz   every fuzz target for 1,000,000 cases (hours; see
 #               bench/README.md); FUZZ_ARGS="--seconds 60 ng" for less
+#   make soak   1000 calls through the daemon for 10 minutes, num-threads
+#               0 and 2 (bench/soak.py); SOAK_ARGS="--calls 100 --minutes 1"
 #
 # Needs Debian 12; runs apt-get as root (through sudo when not root).  Every
 # step is idempotent: a second run only checks and goes straight to work.
@@ -29,12 +31,13 @@ TEST_PACKAGES := rtpengine-daemon rtpengine-utils kamailio sip-tester tshark ope
 
 VENV_STAMP := $(VENV)/.omnirtp-installed
 
-.PHONY: help run test fuzz system-deps test-deps venv clean-venv
+.PHONY: help run test fuzz soak system-deps test-deps venv clean-venv
 
 help:
 	@echo "make run    install dependencies and run omnirtp (ng on 127.0.0.1:22222)"
 	@echo "make test   install dependencies and test peers, run the whole test suite"
 	@echo "make fuzz   fuzz every parser for 1M cases each (FUZZ_ARGS='--seconds 60' for less)"
+	@echo "make soak   1000 calls for 10 min, num-threads 0 and 2 (SOAK_ARGS='--calls 100 --minutes 1')"
 	@echo "one module: .venv/bin/python -m twisted.trial omnirtp.test.test_bencode"
 
 # PYTHONPATH: twistd finds the dropin twisted/plugins/omnirtp_plugin.py on
@@ -49,6 +52,10 @@ test: system-deps test-deps venv
 FUZZ_ARGS ?=
 fuzz: system-deps venv
 	$(VENV)/bin/python scripts/fuzz $(FUZZ_ARGS)
+
+SOAK_ARGS ?=
+soak: system-deps venv
+	$(VENV)/bin/python bench/soak.py $(SOAK_ARGS)
 
 system-deps:
 	scripts/apt-ensure $(RUN_PACKAGES)

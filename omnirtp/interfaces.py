@@ -26,6 +26,14 @@ class IMediaEngine(Interface):
         call live in the same engine (worker).
         """
 
+    def claim(call_id, address, ports):
+        """Bind exactly the even RTP ``ports`` (and each port + 1) on
+        ``address`` for ``call_id``: a call restored from the state store
+        keeps the ports its parties were given.  Fires with the ports;
+        fails with ``omnirtp.errors.PortsExhausted`` if one of them is taken
+        or not in the engine's range (nothing of the request stays bound).
+        """
+
     def configure(call_id, sockets):
         """Set the forwarding of some of the call's sockets.
 

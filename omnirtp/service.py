@@ -14,6 +14,7 @@ from omnirtp.call.negotiate import Interfaces, Negotiator
 from omnirtp.call.registry import CallRegistry, Timeouts
 from omnirtp.control.access import AccessList
 from omnirtp.control.commands import Dispatcher
+from omnirtp.errors import ConfigError
 
 
 class _RegistryService(service.Service):
@@ -184,6 +185,95 @@ def build_engine(config, reactor, interfaces, certificate=None):
     return engine, _EngineService(engine)
 
 
+class _StateService(service.Service):
+    """The state store (``redis`` / ``redis-write``): connects on start,
+    rebuilds the kept calls (``restore``), stops the stores on stop."""
+
+    log = Logger()
+    restore_timeout = 60.0
+
+    def __init__(self, read_store, write_store, registry, negotiator, interfaces):
+        self.read_store = read_store
+        self.write_store = write_store
+        self.registry = registry
+        self.negotiator = negotiator
+        self.interfaces = interfaces
+        self.restored = None
+
+    def startService(self):
+        service.Service.startService(self)
+        for store in {id(s): s for s in (self.read_store, self.write_store)}.values():
+            store.start().addErrback(lambda f: None)  # logged by the store, retried
+
+    def stopService(self):
+        from twisted.internet import defer
+        service.Service.stopService(self)
+        stores = {id(s): s for s in (self.read_store, self.write_store)}.values()
+        return defer.gatherResults([store.stop() for store in stores])
+
+    def after(self, ready):
+        """A ``ready`` callable for the ng gate: ``ready`` (the workers), then
+        the restore."""
+        from twisted.internet import defer
+
+        def gate():
+            d = defer.succeed(None) if ready is None else defer.maybeDeferred(ready)
+            d.addBoth(lambda _: self.restore())
+            return d
+        return gate
+
+    def restore(self):
+        from omnirtp.state.restore import restore_calls
+        d = restore_calls(self.read_store, self.registry, self.negotiator, self.interfaces)
+
+        def done(result):
+            self.restored = result
+            return result
+
+        def failed(f):
+            self.log.warn("no calls restored from redis {address}: {reason}",
+                          address=str(self.read_store.address), reason=f.getErrorMessage())
+            self.restored = (0, 0)
+        return d.addCallbacks(done, failed)
+
+
+def _redis_reachable(address, timeout):
+    import socket
+    try:
+        socket.create_connection((address.host, address.port), timeout=timeout).close()
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
+def build_state(config, reactor, registry, negotiator, interfaces):
+    """The state service for ``redis`` / ``redis-write`` (None without).
+
+    As rtpengine: calls are restored from ``redis`` and written to
+    ``redis-write`` (``redis`` when not given); a ``redis`` that does not
+    answer at start stops the start unless ``no-redis-required``."""
+    if not config.redis and not config.redis_write:
+        return None
+    from omnirtp.state.store import RedisAddress, RedisStore
+
+    def store(text):
+        return RedisStore(reactor, RedisAddress.parse(text), expires=config.redis_expires or 0,
+                          connect_timeout=(config.redis_connect_timeout or 1000) / 1000.0,
+                          cmd_timeout=(config.redis_cmd_timeout or 0) / 1000.0,
+                          disable_time=float(config.redis_disable_time or 10))
+    read = store(config.redis or config.redis_write)
+    write = store(config.redis_write) if config.redis_write and config.redis else read
+    if not config.no_redis_required:
+        for s in {id(x): x for x in (read, write)}.values():
+            why = _redis_reachable(s.address, s.connect_timeout)
+            if why is not None:
+                raise ConfigError("redis %s is unreachable (%s); start with no-redis-required "
+                                  "to run without it" % (s.address, why))
+    registry.store = write
+    write.snapshot_all = registry.snapshots
+    return _StateService(read, write, registry, negotiator, interfaces)
+
+
 def build(config, reactor, log_level=None):
     """The parts of a daemon, for makeService and for tests."""
     from omnirtp.control.ng import NGProtocol
@@ -212,10 +302,19 @@ def build(config, reactor, log_level=None):
     engine_service.setServiceParent(top)
     _RegistryService(registry, startup_warnings(config), log_level,
                      summary(config), levels).setServiceParent(top)
+    state = build_state(config, reactor, registry, negotiator, interfaces)
+    ready = getattr(engine, "whenReady", None)
+    ready_timeout = getattr(engine, "start_timeout", 30.0)
+    if state is not None:
+        state.setServiceParent(top)
+        # ng answers once the kept calls are back (and the workers, if any,
+        # answered): Kamailio's next request for a call finds it
+        ready = state.after(ready)
+        ready_timeout += state.restore_timeout
     _NGService(reactor, config.listen_ng,
                lambda: NGProtocol(dispatcher, reactor, access=access),
-               ready=getattr(engine, "whenReady", None),
-               ready_timeout=getattr(engine, "start_timeout", 30.0)).setServiceParent(top)
+               ready=ready, ready_timeout=ready_timeout).setServiceParent(top)
+    top.state = state
     operator = build_operator_listeners(config, reactor, operations, access)
     if operator is not None:
         operator.setServiceParent(top)
@@ -241,14 +340,18 @@ def build_operator_listeners(config, reactor, operations, access=None):
     from omnirtp.http.listen import OperatorListeners
     from omnirtp.http.site import build_site
     commands = CliCommands(operations)
-    site = build_site(operations, commands, operations.dispatcher, reactor, reactor=reactor)
+    deadline = getattr(config, "control_timeout", 10.0)
+    idle = getattr(config, "http_idle_timeout", None)
+    extra = {"timeout": idle} if idle and idle > 0 else {}
+    site = build_site(operations, commands, operations.dispatcher, reactor, reactor=reactor,
+                      request_timeout=deadline, **extra)
     tls = None
     if https:
         from twisted.internet import ssl
         tls = ssl.DefaultOpenSSLContextFactory(
             config.https_key or config.https_cert, config.https_cert)
-    return OperatorListeners(reactor, cli, http, CliFactory(commands), site,
-                             https=https, tls_context=tls, access=access)
+    return OperatorListeners(reactor, cli, http, CliFactory(commands, timeout=deadline), site,
+                             https=https, tls_context=tls, access=access, timeout=deadline)
 
 
 def makeService(config, reactor=None):

@@ -97,6 +97,11 @@ class Interfaces:
         if name in self.by_name:
             return name
         if name:
+            # the current rtpengine's BASE:SUFFIX names: BASE picks among
+            # them (upstream round-robins by free ports; we take the first)
+            for known in self.order:
+                if known.startswith(name + ":"):
+                    return known
             self.log.warn("unknown interface {name!r}, using {default!r}",
                           name=name, default=self.default)
         return self.default
@@ -449,6 +454,13 @@ class Negotiator:
             if keys:
                 yield self.engine.release(call.call_id, keys)
             raise
+
+    def restored_sockets(self, call):
+        """The engine configuration of a call restored from the state store
+        (``omnirtp.state.restore``): as its last request left it, with the
+        daemon's defaults for the per-request learning flags."""
+        from omnirtp.control.flags import Flags
+        return self._sockets(call, Flags.from_request({"command": "offer"}))
 
     def _sockets(self, call, flags):
         """The engine configuration for every port pair of the call.

@@ -78,6 +78,47 @@ class CallRegistry:
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
             self.managed -= 1
+            if self.store is not None:
+                self.store.delete(call.call_id)
+
+    # -- state store -------------------------------------------------------
+
+    #: an :class:`omnirtp.interfaces.IStateStore` (``redis``/``redis-write``)
+    #: that keeps every call's snapshot, or None (nothing kept: the default)
+    store = None
+    #: calls whose snapshot could not be written (a bug: logged once each)
+    persist_errors = 0
+
+    def snapshots(self):
+        """(call_id, blob) of every call that can be encoded: what a state
+        store writes again after an outage."""
+        from omnirtp.state import snapshot
+        for call_id, call in list(self.calls.items()):
+            try:
+                yield call_id, snapshot.encode(call)
+            except Exception:
+                self.persist_errors += 1
+
+    def persist(self, call_id):
+        """Write the call's snapshot to the store (after a signalling
+        request changed it), or remove it if the call is gone.  Never
+        raises: a call that cannot be kept goes on in memory."""
+        store = self.store
+        if store is None:
+            return
+        call = self.calls.get(call_id)
+        if call is None:
+            store.delete(call_id)
+            return
+        from omnirtp.state import snapshot
+        try:
+            blob = snapshot.encode(call)
+        except Exception:
+            self.persist_errors += 1
+            self.log.failure("call {call_id} cannot be kept in the state store",
+                             call_id=call_id)
+            return
+        store.save(call_id, blob)
 
     def lock(self, call_id):
         """A DeferredLock serialising signalling for one call-id."""
@@ -102,6 +143,8 @@ class CallRegistry:
         if self.calls.get(call.call_id) is not call:
             return defer.succeed(None)
         del self.calls[call.call_id]
+        if self.store is not None:
+            self.store.delete(call.call_id)
         self.closed[reason] = self.closed.get(reason, 0) + 1
         self.call_durations += self.clock.seconds() - call.created
         self.log.info("call {call_id} ended: {reason}", call_id=call.call_id, reason=reason)

@@ -10,7 +10,7 @@ from twisted.python.failure import Failure
 
 from omnirtp import codecs
 from omnirtp.call.registry import REASON_TERMINATED
-from omnirtp.control.flags import Flags
+from omnirtp.control.flags import K_CALL_ID, Flags
 from omnirtp.errors import (
     E_INVALID_LIMIT, E_NO_CALL_ID, E_NO_FROM_TAG, E_NO_SDP, E_NO_TO_TAG,
     E_NOT_FOUND, E_UNKNOWN_CALL, E_UNKNOWN_COMMAND, NGError)
@@ -21,6 +21,16 @@ COMMANDS = ("ping", "offer", "answer", "delete", "query", "list", "statistics")
 STAT_NAMES = {"ping": "ping", "offer": "offer", "answer": "answer", "delete": "delete",
               "query": "query", "list": "list", "statistics": "stats"}
 PROXY_KEYS = tuple(n + "count" for n in STAT_NAMES.values()) + ("errorcount",)
+# the commands after which a call's snapshot is written to the state store
+CHANGING = frozenset(("offer", "answer", "delete", "start recording", "stop recording",
+                      "pause recording"))
+
+
+def _call_id(request):
+    for key in K_CALL_ID:
+        if key in request:
+            return request[key]
+    return None
 
 
 def _family(addr):
@@ -56,7 +66,18 @@ class Dispatcher:
         d = defer.maybeDeferred(self._dispatch, request)
         d.addErrback(self._count_error)
         d.addBoth(self._count_done, request.get("command"), addr)
+        if self.registry.store is not None and request.get("command") in CHANGING:
+            d.addBoth(self._persist, _call_id(request))
         return d
+
+    def _persist(self, result, call_id):
+        # after the request, failed or not: a failed offer may have changed
+        # (or removed) the call as much as a good one
+        if isinstance(call_id, bytes):
+            call_id = call_id.decode("utf-8", "surrogateescape")
+        if isinstance(call_id, str):
+            self.registry.persist(call_id)
+        return result
 
     def _count_done(self, result, command, addr):
         keys = ["errorcount"] if isinstance(result, Failure) else []
@@ -244,6 +265,14 @@ class Dispatcher:
                         })
                         if suite:
                             streams[-1]["crypto suite"] = suite
+                        # omnirtp's own keys, only on streams that have them:
+                        # what the SRTP steps and the ICE agent dropped, and why
+                        if c.get("transforms"):
+                            streams[-1]["transforms"] = c["transforms"]
+                        ice = c.get("ice")
+                        if ice:
+                            streams[-1]["ICE"] = {"state": ice["state"],
+                                                  "counters": ice["counters"]}
                         t = totals[kind]
                         t["packets"] += c["packets"]
                         t["bytes"] += c["bytes"]

@@ -342,6 +342,12 @@ class EmbeddedEngine:
         except Exception:
             return defer.fail()
 
+    def claim(self, call_id, address, ports):
+        try:
+            return defer.succeed(self._allocate(call_id, address, len(ports), wanted=ports))
+        except Exception:
+            return defer.fail()
+
     def configure(self, call_id, sockets):
         try:
             self._configure(call_id, sockets)
@@ -431,7 +437,7 @@ class EmbeddedEngine:
             return None
         return lambda: bind_udp(address, port, reuse_port=True)
 
-    def _allocate(self, call_id, address, count):
+    def _allocate(self, call_id, address, count, wanted=None):
         pool = self._pools.get(address)
         if pool is None:
             raise ValueError(
@@ -453,8 +459,17 @@ class EmbeddedEngine:
 
         taken = []
         try:
-            for _ in range(count):
-                taken.append(pool.acquire(bind_pair))
+            if wanted is None:
+                for _ in range(count):
+                    taken.append(pool.acquire(bind_pair))
+            else:
+                for port in wanted:
+                    pool.claim(port)
+                    try:
+                        taken.append((port, bind_pair(port)))
+                    except BaseException:
+                        pool.release(port)
+                        raise
         except BaseException:
             for port, (rtp, rtcp) in taken:
                 rtp.close()

@@ -33,6 +33,13 @@ class CountingEngine:
         self.held.setdefault(call_id, []).extend((address, p) for p in ports)
         return defer.succeed(ports)
 
+    def claim(self, call_id, address, ports):
+        if any(p not in self.free for p in ports):
+            return defer.fail(PortsExhausted())
+        self.free = [p for p in self.free if p not in ports]
+        self.held.setdefault(call_id, []).extend((address, p) for p in ports)
+        return defer.succeed(list(ports))
+
     def configure(self, call_id, sockets):
         for s in sockets:
             self.configured[s["local"]] = s

@@ -3,6 +3,7 @@ decode unchanged, and a restored call answers as the original would."""
 
 import json
 
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from omnirtp.call.model import Call, Media, Monologue
@@ -22,9 +23,11 @@ def _request(stack, test, errors=False):
         if errors:
             results = []
             d.addBoth(results.append)
-            if results and not isinstance(results[0], dict):
+            test.assertEqual(len(results), 1, "the request did not finish")
+            if isinstance(results[0], Failure):
                 results[0].trap(NGError)
                 return results[0].value
+            return results[0]
         return test.successResultOf(d)
     return request
 
@@ -190,3 +193,70 @@ class BadBlobTests(SynchronousTestCase):
         self.assertIn(b'"sec":', blob)
         broken = blob.replace(b'"sec":"m=', b'"sec":"x=', 1)
         self.assertRaises(SnapshotError, snapshot.decode, broken, self.stack.interfaces)
+
+
+class PersistTests(SynchronousTestCase):
+    """With a state store, every signalling request leaves the call's
+    snapshot in it; a call's end removes it; without one nothing is
+    encoded at all."""
+
+    def setUp(self):
+        from omnirtp.state.store import MemoryStore
+        self.stack = ControlStack()
+        self.store = MemoryStore()
+        self.stack.registry.store = self.store
+        self.request = _request(self.stack, self, errors=True)
+
+    def kept(self, call_id):
+        blob = self.store.calls.get(call_id)
+        return None if blob is None else snapshot.decode(blob, self.stack.interfaces)
+
+    def test_offerAnswerDelete(self):
+        offer, answer = corpus.CASES_BY_NAME["plain_offer_answer"].requests[:2]
+        self.request(offer)
+        call_id = offer["call-id"]
+        kept = self.kept(call_id)
+        self.assertEqual([ml.tag for ml in kept.monologues],
+                         [ml.tag for ml in self.stack.registry.get(call_id).monologues])
+        self.assertFalse(kept.answered)
+        self.request(answer)
+        self.assertEqual(self.store.calls[call_id],
+                         snapshot.encode(self.stack.registry.get(call_id)))
+        self.assertTrue(self.kept(call_id).answered)
+        self.request({"command": "delete", "call-id": call_id, "from-tag": offer["from-tag"]})
+        # rtpengine's delete-delay keeps the call for 30 s: still kept
+        self.assertIn(call_id, self.store.calls)
+        self.stack.clock.advance(31)
+        self.stack.registry.sweep()
+        self.assertNotIn(call_id, self.store.calls)
+        self.assertIsNone(self.stack.registry.get(call_id))
+
+    def test_queryWritesNothing(self):
+        offer = corpus.CASES_BY_NAME["plain_offer_answer"].requests[0]
+        self.request(offer)
+        self.store.calls.clear()
+        self.request({"command": "query", "call-id": offer["call-id"]})
+        self.request({"command": "ping"})
+        self.assertEqual(self.store.calls, {})
+
+    def test_failedFirstOfferLeavesNothing(self):
+        self.request({"command": "offer", "call-id": "bad", "from-tag": "a",
+                      "sdp": "v=0\r\nnonsense\r\n"})
+        self.assertNotIn("bad", self.store.calls)
+        self.assertIsNone(self.stack.registry.get("bad"))
+
+    def test_unkeepableCallGoesOn(self):
+        offer, answer = corpus.CASES_BY_NAME["plain_offer_answer"].requests[:2]
+        self.request(offer)
+        self.stack.registry.get(offer["call-id"]).metadata = object()
+        reply = self.request(answer)
+        self.assertEqual(reply["result"], "ok")
+        self.assertEqual(self.stack.registry.persist_errors, 1)
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
+    def test_noStoreNoWork(self):
+        from unittest import mock
+        self.stack.registry.store = None
+        with mock.patch.object(snapshot, "encode") as encode:
+            self.request(corpus.CASES_BY_NAME["plain_offer_answer"].requests[0])
+        encode.assert_not_called()
