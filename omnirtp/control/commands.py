@@ -8,7 +8,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from omnirtp import sync
+from omnirtp import codecs, sync
 from omnirtp.call.registry import REASON_TERMINATED
 from omnirtp.control.flags import K_CALL_ID, Flags
 from omnirtp.errors import (
@@ -511,6 +511,9 @@ class Dispatcher:
             "controlstatistics": control,
             "ports": {"used": engine_totals.get("ports_used", 0),
                       "free": engine_totals.get("ports_free", 0)},
+            # omnirtp's own key (10.5 has none such): the codecs this
+            # process can transcode, and why the others are unusable
+            "codecs": codecs.statistics(),
         }
         if self.recording is not None and self.recording.directory is not None:
             # omnirtp's own counter: call recordings that failed (a file that
