@@ -118,6 +118,22 @@ class IMediaEngine(Interface):
         Calls without codec operations (ng ``codec``, ``codec-…`` flags,
         ``always-transcode``, ``single-codec``) get none of these keys.
 
+        ``"record"`` (optional; absent: unchanged, None: this socket is not
+        recorded any more) ``{"path": str, "format": "raw" | "eth",
+        "paused": bool}`` records what this socket receives from its party,
+        in the clear (after ``srtp_in`` / DTLS, before any other step), into
+        the call's pcap file ``path`` (``omnirtp.recording``): one file per
+        call in the engine owning its sockets, opened (truncated) when a
+        path is first given, closed when no socket of the call records into
+        it any more or the call's ports are released.  ``paused`` keeps the
+        file open and records nothing.  Writing is buffered and done off the
+        packet path; a file that cannot be opened or written (no directory,
+        no permission, a full disk) is logged once with the call-id, counted
+        in :meth:`totals` (``recording_errors``) and the call goes on
+        unrecorded.  An entry holding only ``local`` and ``record`` changes
+        nothing else of the socket (the ``start/stop/pause recording``
+        commands).
+
         Every entry is validated before any is applied: an unknown suite, a
         key that is not base64 or has the wrong length, a bad ``ice`` or
         ``dtls`` value fails the whole call with ValueError and changes
@@ -150,9 +166,10 @@ class IMediaEngine(Interface):
 
     def totals():
         """Fire with engine-wide counters: ``{"packets", "bytes", "errors",
-        "junk", "ports_used", "ports_free"}`` (``junk``: datagrams dropped on
-        media ports because they were not RTP/RTCP or came from nowhere
-        known)."""
+        "junk", "ports_used", "ports_free", "recording_errors"}`` (``junk``:
+        datagrams dropped on media ports because they were not RTP/RTCP or
+        came from nowhere known; ``recording_errors``: call recordings that
+        failed, see ``record`` in :meth:`configure`)."""
 
 
 class IStateStore(Interface):

@@ -129,11 +129,40 @@ class _EngineService(service.Service):
         self.engine.close()
 
 
+class _RecordingService(service.Service):
+    """Completes the metadata of every call still recorded at shutdown
+    (their pcap files are flushed and closed when the engine closes)."""
+
+    def __init__(self, registry, spool):
+        self.registry = registry
+        self.spool = spool
+
+    def stopService(self):
+        service.Service.stopService(self)
+        for call in list(self.registry.calls.values()):
+            self.spool.finish(call, terminated=True)
+
+
+def build_recording(config, registry):
+    """The recording Spool (omnirtp.recording.spool) of ``recording-dir``,
+    its directories created (ConfigError if they cannot be); hooked to the
+    end of every call."""
+    from omnirtp.recording.spool import Spool
+    spool = Spool(getattr(config, "recording_dir", None),
+                  getattr(config, "recording_format", None) or "raw", clock=registry.clock)
+    spool.prepare()
+    registry.on_end.append(lambda call: spool.finish(call, terminated=True))
+    return spool
+
+
 def startup_warnings(config):
     """One sentence per config warning and per unimplemented option; and
     one when ng listens beyond loopback while control-allow names nothing
     (an rtpengine setup moved over unchanged: its SIP proxy is refused)."""
     lines = list(getattr(config, "warnings", ()))
+    if getattr(config, "recording_method", "pcap") == "proc":
+        lines.append("recording-method = proc needs rtpengine's kernel module; omnirtp "
+                     "records with the pcap method")
     for name in getattr(config, "unimplemented", ()):
         lines.append("option '{}' is not implemented by omnirtp yet; ignored".format(name))
     if not getattr(config, "control_allow", ()):
@@ -270,6 +299,7 @@ def build_state(config, reactor, registry, negotiator, interfaces):
                 raise ConfigError("redis %s is unreachable (%s); start with no-redis-required "
                                   "to run without it" % (s.address, why))
     registry.store = write
+    write.snapshot_all = registry.snapshots
     return _StateService(read, write, registry, negotiator, interfaces)
 
 
@@ -292,13 +322,15 @@ def build(config, reactor, log_level=None):
                             instance_id=uuid.uuid4().hex[:12],
                             tos=config.tos or 0, certificate=certificate)
     access = AccessList(getattr(config, "control_allow", ()))
+    spool = build_recording(config, registry)
     dispatcher = Dispatcher(registry, negotiator, delete_delay=config.delete_delay,
-                            access=access)
+                            access=access, recording=spool)
     from omnirtp.control.operations import LogLevels, Operations
     levels = LogLevels(config.log_level if log_level is None else log_level)
     operations = Operations(dispatcher, config, levels)
     top = service.MultiService()
     engine_service.setServiceParent(top)
+    _RecordingService(registry, spool).setServiceParent(top)
     _RegistryService(registry, startup_warnings(config), log_level,
                      summary(config), levels).setServiceParent(top)
     state = build_state(config, reactor, registry, negotiator, interfaces)

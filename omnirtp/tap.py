@@ -153,4 +153,9 @@ def describe_warnings(config):
 def makeService(options, reactor=None):
     """twistd's entry point: build the service from ``options.config``."""
     from omnirtp.service import makeService as make
-    return make(options.config, reactor=reactor)
+    try:
+        return make(options.config, reactor=reactor)
+    except ConfigError as e:
+        # a check that needs the file system (recording-dir): as a config error
+        sys.stderr.write("omnirtp: configuration error: {}\n".format(e))
+        raise SystemExit(1)

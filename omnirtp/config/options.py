@@ -179,8 +179,8 @@ OPTIONS = (
     # a list upstream (repeatable: CQ/LQ and the formula); one value in 10.5
     _o("mos", None, LIST, (), N, "MOS options: CQ or LQ, G.107, G.107.2, legacy"),
     # -- recording
-    _o("recording-dir", None, STR, None, N, "spool directory; unset = no recording"),
-    _o("recording-method", None, STR, "pcap", N, "recording method: pcap or proc"),
+    _o("recording-dir", None, STR, None, Y, "spool directory; unset = no recording"),
+    _o("recording-method", None, STR, "pcap", Y, "recording method: pcap or proc"),
     _o("recording-format", None, STR, "raw", Y, "pcap link type: raw or eth"),
     # -- media handling
     _o("endpoint-learning", None, STR, "heuristic", Y,

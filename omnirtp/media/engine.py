@@ -57,6 +57,7 @@ K_SRTP_IN = "srtp_in"
 K_SRTP_OUT = "srtp_out"
 K_ICE = "ice"
 K_DTLS = "dtls"
+K_RECORD = "record"
 K_CODECS_SEND = "codecs_send"
 K_CODECS_RECV = "codecs_recv"
 K_TRANSCODE = "transcode"
@@ -333,6 +334,10 @@ class EmbeddedEngine:
         self._sockets = {}  # (addr, port) -> RelaySocket, RTP and RTCP
         self._calls = {}  # call_id -> {rtp key: (rtp RelaySocket, rtcp RelaySocket)}
         self._released = _Totals()
+        from omnirtp.recording.writer import Recordings
+
+        #: call recording: per-call pcap writers and per-socket taps
+        self._recordings = Recordings(reactor)
 
     # -- IMediaEngine -----------------------------------------------------
 
@@ -396,6 +401,7 @@ class EmbeddedEngine:
                 "junk": junk,
                 "ports_used": sum(p.used for p in self._pools.values()),
                 "ports_free": sum(p.free for p in self._pools.values()),
+                "recording_errors": self._recordings.errors,
             }
         )
 
@@ -565,15 +571,23 @@ class EmbeddedEngine:
         """Give ``relay`` its steps: DTLS's (keys or HoldMedia) on a socket
         with DTLS, else those of srtp_in / srtp_out."""
         wire = self._wires.get(relay.local)
+        middle = self._middle(relay.local)
         if wire is not None and wire.dtls is not None:
-            relay.set_transforms(inbound=[wire.dtls_in], outbound=[wire.dtls_out])
+            relay.set_transforms(inbound=[wire.dtls_in], middle=middle, outbound=[wire.dtls_out])
             return
         current = self._steps.get(relay.local, {})
         lists = {"inbound": [], "outbound": []}
         for key, (_kind, slot, _method) in TRANSFORM_KEYS.items():
             if key in current:
                 lists[slot].append(current[key][1])
-        relay.set_transforms(inbound=lists["inbound"], outbound=lists["outbound"])
+        relay.set_transforms(inbound=lists["inbound"], middle=middle, outbound=lists["outbound"])
+
+    def _middle(self, local):
+        """The ``middle`` steps of socket ``local``: the recording tap
+        first (it records the leg as it was on the wire, decrypted), then
+        the transcoder."""
+        current = self._transcoders.get(local)
+        return self._recordings.steps(local) + ((current[1],) if current else ())
 
     def _refresh(self, call_id):
         """Recompute every pipeline of a call (chains follow peers and
@@ -630,7 +644,7 @@ class EmbeddedEngine:
                     continue
                 if want is None:
                     del self._transcoders[local]
-                    relay.set_transforms(middle=[])
+                    relay.set_transforms(middle=self._middle(local))
                 else:
                     if want[0] == "rtcp":
                         from omnirtp.codecs.transcode import RtcpTerminator
@@ -641,7 +655,7 @@ class EmbeddedEngine:
 
                         step = Transcoder(state["send"], recv, self._registry())
                     self._transcoders[local] = (want, step)
-                    relay.set_transforms(middle=[step])
+                    relay.set_transforms(middle=self._middle(local))
                 changed = True
         self._rtcp_schedule()
         return changed
@@ -928,6 +942,14 @@ class EmbeddedEngine:
             tos = entry.get(K_TOS)
             if tos is not None and (type(tos) is not int or not 0 <= tos <= 255):
                 raise ValueError("tos must be an integer from 0 to 255, got %r" % (tos,))
+            record = entry.get(K_RECORD, self._ABSENT)
+            if record is not self._ABSENT:
+                self._recordings.check(record)
+            if set(entry) <= {K_LOCAL, K_RECORD}:
+                # only the recording changes (start/stop/pause recording)
+                plan.append((relay, None, {}, (self._ABSENT, self._ABSENT), self._ABSENT,
+                             record))
+                continue
             plan.append(
                 (
                     relay,
@@ -945,15 +967,21 @@ class EmbeddedEngine:
                     self._plan_steps(relay, entry),
                     self._plan_wire(relay, entry),
                     self._plan_codecs(relay, entry),
+                    record,
                 )
             )
         changed = False
         absent = self._ABSENT
-        for relay, kwargs, changes, (ice, dtls), codecs in plan:
-            self._codec_state[relay.local] = codecs
+        for relay, kwargs, changes, (ice, dtls), codecs, record in plan:
+            if codecs is not absent:
+                self._codec_state[relay.local] = codecs
             if ice is not absent:
                 self._apply_ice(call_id, relay, ice)
-            relay.configure(**kwargs)
+            if kwargs is not None:
+                relay.configure(**kwargs)
+            if record is not absent and self._recordings.apply(call_id, relay, record):
+                self._install_steps(relay)
+                changed = True
             if dtls is not absent and self._apply_dtls(call_id, relay, dtls):
                 self._install_steps(relay)
                 changed = True
@@ -965,7 +993,7 @@ class EmbeddedEngine:
         if changed:
             # the chains follow peers and rtcp_peers across the whole call
             self._refresh(call_id)
-        for relay, _kwargs, _changes, _wire, _codecs in plan:
+        for relay, _kwargs, _changes, _wire, _codecs, _record in plan:
             wire = self._wires.get(relay.local)
             if wire is not None:
                 self._start_wire(wire)
@@ -993,6 +1021,7 @@ class EmbeddedEngine:
                 self._steps.pop(relay.local, None)
                 self._codec_state.pop(relay.local, None)
                 self._transcoders.pop(relay.local, None)
+                self._recordings.drop(call_id, relay.local)
                 wire = self._wires.pop(relay.local, None)
                 if wire is not None:
                     wire.close()  # timers cancelled (DTLS says close_notify)
@@ -1010,4 +1039,5 @@ class EmbeddedEngine:
                         relay.update_pipeline()
         if not pairs:
             del self._calls[call_id]
+            self._recordings.release(call_id)
         self._rtcp_schedule()

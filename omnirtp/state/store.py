@@ -129,6 +129,9 @@ class RedisStore:
         self.errors = 0
         self.resyncs = 0
         self._down_logged = False
+        #: ``snapshot_all()`` -> iterable of (call_id, blob) of every live
+        #: call (the registry's), written again when Redis is back
+        self.snapshot_all = None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -195,11 +198,18 @@ class RedisStore:
     def _up(self, protocol):
         if self.state == "stopped":
             return
-        self.state = "up"
         if self._down_logged:
+            # Redis may have lost what it had (restarted without persistence,
+            # or failed over): write every live call again, not only what
+            # changed during the outage (queued while not yet "up": sent once,
+            # below)
+            if self.snapshot_all is not None:
+                for call_id, blob in self.snapshot_all():
+                    self._queue(call_id, blob)
             self.log.info("redis {address} is back: writing {n} calls again",
                           address=str(self.address), n=len(self._want))
             self._down_logged = False
+        self.state = "up"
         if self._want:
             self.resyncs += 1
             for call_id in list(self._want):

@@ -223,7 +223,8 @@ class DispatcherTests(ControlStackTests, SynchronousTestCase):
         self.assertEqual(stats["controlstatistics"]["totalpingcount"], 1)
         self.assertEqual(stats["controlstatistics"]["totalquerycount"], 1)
         proxy = dict.fromkeys(("pingcount", "offercount", "answercount", "deletecount",
-                               "querycount", "listcount", "statscount", "errorcount"), 0)
+                               "querycount", "listcount", "statscount", "startreccount",
+                               "stopreccount", "errorcount"), 0)
         proxy.update(proxy="192.0.2.1", pingcount=1, querycount=1, errorcount=1)
         self.assertEqual(stats["controlstatistics"]["proxies"], [proxy])
 

@@ -415,11 +415,11 @@ class BuildConfigTests(SynchronousTestCase):
         self.assertEqual(config.unimplemented, ())
 
     def test_unimplemented(self):
-        config = build({"recording-dir": ("/var/spool", "w"), "no-fallback": ("true", "w"),
+        config = build({"homer": ("127.0.0.1:9060", "w"), "no-fallback": ("true", "w"),
                         "dtls-passive": ("false", "w"), "redis-expires": ("86400", "w"),
                         "listen-udp": (("9900",), "w")})
-        self.assertEqual(config.unimplemented, ("recording-dir", "no-fallback", "listen-udp"))
-        self.assertEqual(config.recording_dir, "/var/spool")
+        self.assertEqual(config.unimplemented, ("homer", "no-fallback", "listen-udp"))
+        self.assertEqual(config.homer, "127.0.0.1:9060")
 
     def test_table(self):
         config = build({"table": ("0", "F: [rtpengine] table = 0")})
@@ -501,7 +501,7 @@ class LoadTests(SynchronousTestCase):
         self.assertEqual(config.listen_ng, (("127.0.0.1", 22222),))
         self.assertEqual((config.port_min, config.port_max, config.recording_dir),
                          (20000, 20999, "/var/spool/$dir"))
-        self.assertEqual(config.unimplemented, ("recording-dir",))
+        self.assertEqual(config.unimplemented, ())
 
     def test_varsFixtureSection(self):
         path = os.path.join(FIXTURES, "vars", "omnirtp.conf")
