@@ -408,12 +408,22 @@ class KamailioCallsMixin:
     media, the proxy's counters and that no session is left."""
 
     NUM_THREADS = 0
+    INSTANCES = 1         # media proxies in Kamailio's one rtpengine set
     #: more proxy options, and Kamailio defines (RTP_FLAGS: the offer/answer flags)
     PROXY_ARGS = ()
     KAMAILIO_DEFINES = {}
 
     def start_proxy(self, ng_port, port_min, port_max, extra_args):
         raise NotImplementedError()
+
+    def start_proxies(self, ng_ports, port_min, port_max, extra_args):
+        """Start ``INSTANCES`` proxies (one per ng port) sharing the media
+        port range; return ``(proxy, NG_SOCK)``: what the run queries
+        (``.ng.request``) and Kamailio's ``rtpengine_sock`` value."""
+        (ng_port,) = ng_ports
+        proxy = self.start_proxy(ng_port, port_min, port_max, extra_args)
+        wait_until_serving(self, proxy)
+        return proxy, '"udp:%s:%d"' % (peers.LOOPBACK, ng_port)
 
     def setUp(self):
         for program in ("kamailio", "sipp", "dumpcap"):
@@ -422,11 +432,10 @@ class KamailioCallsMixin:
     def place_calls(self, mode):
         """Run every flow with Kamailio's ``mode`` route; return a dict of what
         was observed (for the assertions)."""
-        ng_port, sip_port, uas_port = peers.free_ports(3)
-        port_min, port_max = peers.free_port_range(PROXY_PORTS)
-        proxy = self.start_proxy(ng_port, port_min, port_max, [
+        sip_port, uas_port, *ng_ports = peers.free_ports(2 + self.INSTANCES)
+        port_min, port_max = peers.free_port_range(PROXY_PORTS * self.INSTANCES)
+        proxy, ng_sock = self.start_proxies(ng_ports, port_min, port_max, [
             "--delete-delay=0", "--num-threads=%d" % (self.NUM_THREADS,)] + list(self.PROXY_ARGS))
-        wait_until_serving(self, proxy)
 
         calls, index = {}, 0
         for flow, (_, count) in sorted(CALLERS.items()):
@@ -453,7 +462,7 @@ class KamailioCallsMixin:
         run.bind(sorted(uac_ports.values()) + uas_ports)
 
         peers.start_kamailio(self, sip_port, dict({
-            "NG_SOCK": '"udp:%s:%d"' % (peers.LOOPBACK, ng_port),
+            "NG_SOCK": ng_sock,
             "UAS": '"sip:%s:%d"' % (peers.LOOPBACK, uas_port),
         }, **self.KAMAILIO_DEFINES))
         fixtures = os.path.join(peers.FIXTURES, "sipp")
@@ -531,6 +540,8 @@ class KamailioCallsMixin:
         }
 
     def check_calls(self, mode):
+        """Place the calls and check them; return what :meth:`place_calls`
+        observed (for a subclass's further checks)."""
         seen = self.place_calls(mode)
         calls, run = seen["calls"], seen["run"]
         for flow, (code, stats, caller) in sorted(seen["callers"].items()):
