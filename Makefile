@@ -10,6 +10,8 @@
 #               run; also part of make test)
 #   make fuzz   every fuzz target for 1,000,000 cases (hours; see
 #               bench/README.md); FUZZ_ARGS="--seconds 60 ng" for less
+#   make soak   1000 calls through the daemon for 10 minutes, num-threads
+#               0 and 2 (bench/soak.py); SOAK_ARGS="--calls 100 --minutes 1"
 #
 # Needs Debian 12; runs apt-get as root (through sudo when not root).  Every
 # step is idempotent: a second run only checks and goes straight to work.
@@ -25,8 +27,8 @@ DEBIAN_PYTHON ?= /usr/bin/python3
 VENV ?= .venv
 CONFIG ?= etc/omnirtp.conf
 
-RUN_PACKAGES := python3 python3-venv python3-dev gcc libsrtp2-dev libopus0 libspandsp2 libsoxr0
-TEST_PACKAGES := rtpengine-daemon rtpengine-utils kamailio sip-tester tshark openssl iproute2 chromium \
+RUN_PACKAGES := python3 python3-venv python3-dev gcc libsrtp2-dev libopus0 libspandsp2 libsoxr0 libnftables1
+TEST_PACKAGES := rtpengine-daemon rtpengine-utils kamailio sip-tester tshark openssl iproute2 chromium nftables \
 	python3-twisted python3-openssl python3-pylibsrtp python3-aioice \
 	python3-zope.interface python3-prometheus-client python3-hypothesis redis-server docker-compose
 # what `make deb` needs (the package's Build-Depends, lintian); make test
@@ -39,13 +41,14 @@ DEB_BUILD_OPTIONS ?= nocheck
 
 VENV_STAMP := $(VENV)/.omnirtp-installed
 
-.PHONY: help run test fuzz deb deb-test system-deps test-deps deb-deps venv clean-venv
+.PHONY: help run test fuzz soak deb deb-test system-deps test-deps deb-deps venv clean-venv
 
 help:
 	@echo "make run    install dependencies and run omnirtp (ng on 127.0.0.1:22222)"
 	@echo "make test   install dependencies and test peers, run the whole test suite"
 	@echo "make deb    build build/deb/omnirtp_*.deb (dpkg-buildpackage, lintian); make deb-test: install and run it"
 	@echo "make fuzz   fuzz every parser for 1M cases each (FUZZ_ARGS='--seconds 60' for less)"
+	@echo "make soak   1000 calls for 10 min, num-threads 0 and 2 (SOAK_ARGS='--calls 100 --minutes 1')"
 	@echo "one module: .venv/bin/python -m twisted.trial omnirtp.test.test_bencode"
 
 # PYTHONPATH: twistd finds the dropin twisted/plugins/omnirtp_plugin.py on
@@ -66,6 +69,10 @@ deb: system-deps deb-deps
 
 deb-test: system-deps test-deps deb-deps venv
 	$(VENV)/bin/python -m twisted.trial omnirtp.test.integration.test_deb
+
+SOAK_ARGS ?=
+soak: system-deps venv
+	$(VENV)/bin/python bench/soak.py $(SOAK_ARGS)
 
 system-deps:
 	scripts/apt-ensure $(RUN_PACKAGES)

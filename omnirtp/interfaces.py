@@ -26,6 +26,14 @@ class IMediaEngine(Interface):
         call live in the same engine (worker).
         """
 
+    def claim(call_id, address, ports):
+        """Bind exactly the even RTP ``ports`` (and each port + 1) on
+        ``address`` for ``call_id``: a call restored from the state store
+        keeps the ports its parties were given.  Fires with the ports;
+        fails with ``omnirtp.errors.PortsExhausted`` if one of them is taken
+        or not in the engine's range (nothing of the request stays bound).
+        """
+
     def configure(call_id, sockets):
         """Set the forwarding of some of the call's sockets.
 
@@ -110,6 +118,22 @@ class IMediaEngine(Interface):
         Calls without codec operations (ng ``codec``, ``codec-…`` flags,
         ``always-transcode``, ``single-codec``) get none of these keys.
 
+        ``"record"`` (optional; absent: unchanged, None: this socket is not
+        recorded any more) ``{"path": str, "format": "raw" | "eth",
+        "paused": bool}`` records what this socket receives from its party,
+        in the clear (after ``srtp_in`` / DTLS, before any other step), into
+        the call's pcap file ``path`` (``omnirtp.recording``): one file per
+        call in the engine owning its sockets, opened (truncated) when a
+        path is first given, closed when no socket of the call records into
+        it any more or the call's ports are released.  ``paused`` keeps the
+        file open and records nothing.  Writing is buffered and done off the
+        packet path; a file that cannot be opened or written (no directory,
+        no permission, a full disk) is logged once with the call-id, counted
+        in :meth:`totals` (``recording_errors``) and the call goes on
+        unrecorded.  An entry holding only ``local`` and ``record`` changes
+        nothing else of the socket (the ``start/stop/pause recording``
+        commands).
+
         Every entry is validated before any is applied: an unknown suite, a
         key that is not base64 or has the wrong length, a bad ``ice`` or
         ``dtls`` value fails the whole call with ValueError and changes
@@ -142,9 +166,10 @@ class IMediaEngine(Interface):
 
     def totals():
         """Fire with engine-wide counters: ``{"packets", "bytes", "errors",
-        "junk", "ports_used", "ports_free"}`` (``junk``: datagrams dropped on
-        media ports because they were not RTP/RTCP or came from nowhere
-        known)."""
+        "junk", "ports_used", "ports_free", "recording_errors"}`` (``junk``:
+        datagrams dropped on media ports because they were not RTP/RTCP or
+        came from nowhere known; ``recording_errors``: call recordings that
+        failed, see ``record`` in :meth:`configure`)."""
 
 
 class IStateStore(Interface):
@@ -287,3 +312,37 @@ class IDatagramHandler(Interface):
     def datagram(data, source):
         """Handle one datagram (bytes) from ``source`` ((addr, port)).
         Returns None; must not raise for bad input (count it instead)."""
+
+
+class IForwarder(Interface):
+    """Forwarding of plain streams below userspace (``table = N``).
+
+    A *stream* is ``omnirtp.media.kernel.Stream(local, source, out, dest)``:
+    datagrams from ``source`` to our socket ``local`` leave from our socket
+    ``out`` to ``dest``.  Implemented by
+    ``omnirtp.media.kernel.NftForwarder`` (nftables).  Synchronous and off
+    the per-packet path; the media engine calls it after configurations and
+    once a second."""
+
+    def start():
+        """Take our table over (removing what a previous run left) or raise
+        ``omnirtp.media.kernel.KernelUnavailable`` saying why not."""
+
+    def stop():
+        """Remove everything this forwarder installed."""
+
+    def offload(call_id, streams):
+        """Make the call's forwarded streams exactly ``streams`` (a list;
+        those the kernel cannot forward are left out), in one batch.  An
+        empty list removes the call."""
+
+    def offloaded(call_id=None):
+        """``{local: Stream}`` in the kernel now (of one call, or all)."""
+
+    def counters(fresh=True):
+        """``{local: (packets, bytes)}`` forwarded by the kernel per
+        receiving socket, cumulative over its offloads until ``forget``;
+        ``fresh=False``: as of the last read (no kernel round trip)."""
+
+    def forget(local):
+        """Drop the counters of a released socket."""

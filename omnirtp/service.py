@@ -14,6 +14,9 @@ from omnirtp.call.negotiate import Interfaces, Negotiator
 from omnirtp.call.registry import CallRegistry, Timeouts
 from omnirtp.control.access import AccessList
 from omnirtp.control.commands import Dispatcher
+from omnirtp.errors import ConfigError
+
+_log = Logger()
 
 
 class _RegistryService(service.Service):
@@ -127,11 +130,40 @@ class _EngineService(service.Service):
         self.engine.close()
 
 
+class _RecordingService(service.Service):
+    """Completes the metadata of every call still recorded at shutdown
+    (their pcap files are flushed and closed when the engine closes)."""
+
+    def __init__(self, registry, spool):
+        self.registry = registry
+        self.spool = spool
+
+    def stopService(self):
+        service.Service.stopService(self)
+        for call in list(self.registry.calls.values()):
+            self.spool.finish(call, terminated=True)
+
+
+def build_recording(config, registry):
+    """The recording Spool (omnirtp.recording.spool) of ``recording-dir``,
+    its directories created (ConfigError if they cannot be); hooked to the
+    end of every call."""
+    from omnirtp.recording.spool import Spool
+    spool = Spool(getattr(config, "recording_dir", None),
+                  getattr(config, "recording_format", None) or "raw", clock=registry.clock)
+    spool.prepare()
+    registry.on_end.append(lambda call: spool.finish(call, terminated=True))
+    return spool
+
+
 def startup_warnings(config):
     """One sentence per config warning and per unimplemented option; and
     one when ng listens beyond loopback while control-allow names nothing
     (an rtpengine setup moved over unchanged: its SIP proxy is refused)."""
     lines = list(getattr(config, "warnings", ()))
+    if getattr(config, "recording_method", "pcap") == "proc":
+        lines.append("recording-method = proc needs rtpengine's kernel module; omnirtp "
+                     "records with the pcap method")
     for name in getattr(config, "unimplemented", ()):
         lines.append("option '{}' is not implemented by omnirtp yet; ignored".format(name))
     if not getattr(config, "control_allow", ()):
@@ -175,12 +207,130 @@ def build_engine(config, reactor, interfaces, certificate=None):
     addresses = interfaces.engine_map(config.port_min, config.port_max)
     if config.num_threads and config.num_threads > 0:
         from omnirtp.media.pool import WorkerPool
+        build_forwarder(config)  # not with workers yet: falls back (or refuses)
         pool = WorkerPool(reactor, addresses, config.num_threads,
                           log_level=config.log_level, certificate=certificate)
         return pool, pool
     from omnirtp.media.engine import EmbeddedEngine
-    engine = EmbeddedEngine(reactor, addresses, certificate=certificate)
+    engine = EmbeddedEngine(reactor, addresses, certificate=certificate,
+                            forwarder=build_forwarder(config))
     return engine, _EngineService(engine)
+
+
+def build_forwarder(config, make=None):
+    """The started kernel forwarder for ``table = N`` (N >= 0), or None:
+    ``table = -1``, or kernel forwarding impossible here (one log line,
+    media in userspace, as rtpengine falls back).  With ``no-fallback``
+    the impossible case raises ``ConfigError`` (the daemon does not start).
+    ``make``: the forwarder factory (tests)."""
+    number = getattr(config, "table", -1)
+    if number is None or number < 0:
+        return None
+    from omnirtp.errors import ConfigError
+    from omnirtp.media.kernel import KernelUnavailable, NftForwarder
+    try:
+        if config.num_threads and config.num_threads > 0:
+            raise KernelUnavailable("kernel forwarding needs num-threads = 0 (for now)")
+        forwarder = (make or NftForwarder)(number)
+        forwarder.start()
+    except KernelUnavailable as e:
+        if getattr(config, "no_fallback", False):
+            raise ConfigError("table = %d: %s, and no-fallback is set" % (number, e)) from None
+        _log.warn("table = {table}: {reason}; media is relayed in userspace",
+                  table=number, reason=str(e))
+        return None
+    _log.info("table = {table}: plain RTP is forwarded in the kernel (nftables table "
+              "inet {name})", table=number, name=forwarder.table)
+    return forwarder
+
+
+class _StateService(service.Service):
+    """The state store (``redis`` / ``redis-write``): connects on start,
+    rebuilds the kept calls (``restore``), stops the stores on stop."""
+
+    log = Logger()
+    restore_timeout = 60.0
+
+    def __init__(self, read_store, write_store, registry, negotiator, interfaces):
+        self.read_store = read_store
+        self.write_store = write_store
+        self.registry = registry
+        self.negotiator = negotiator
+        self.interfaces = interfaces
+        self.restored = None
+
+    def startService(self):
+        service.Service.startService(self)
+        for store in {id(s): s for s in (self.read_store, self.write_store)}.values():
+            store.start().addErrback(lambda f: None)  # logged by the store, retried
+
+    def stopService(self):
+        from twisted.internet import defer
+        service.Service.stopService(self)
+        stores = {id(s): s for s in (self.read_store, self.write_store)}.values()
+        return defer.gatherResults([store.stop() for store in stores])
+
+    def after(self, ready):
+        """A ``ready`` callable for the ng gate: ``ready`` (the workers), then
+        the restore."""
+        from twisted.internet import defer
+
+        def gate():
+            d = defer.succeed(None) if ready is None else defer.maybeDeferred(ready)
+            d.addBoth(lambda _: self.restore())
+            return d
+        return gate
+
+    def restore(self):
+        from omnirtp.state.restore import restore_calls
+        d = restore_calls(self.read_store, self.registry, self.negotiator, self.interfaces)
+
+        def done(result):
+            self.restored = result
+            return result
+
+        def failed(f):
+            self.log.warn("no calls restored from redis {address}: {reason}",
+                          address=str(self.read_store.address), reason=f.getErrorMessage())
+            self.restored = (0, 0)
+        return d.addCallbacks(done, failed)
+
+
+def _redis_reachable(address, timeout):
+    import socket
+    try:
+        socket.create_connection((address.host, address.port), timeout=timeout).close()
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
+def build_state(config, reactor, registry, negotiator, interfaces):
+    """The state service for ``redis`` / ``redis-write`` (None without).
+
+    As rtpengine: calls are restored from ``redis`` and written to
+    ``redis-write`` (``redis`` when not given); a ``redis`` that does not
+    answer at start stops the start unless ``no-redis-required``."""
+    if not config.redis and not config.redis_write:
+        return None
+    from omnirtp.state.store import RedisAddress, RedisStore
+
+    def store(text):
+        return RedisStore(reactor, RedisAddress.parse(text), expires=config.redis_expires or 0,
+                          connect_timeout=(config.redis_connect_timeout or 1000) / 1000.0,
+                          cmd_timeout=(config.redis_cmd_timeout or 0) / 1000.0,
+                          disable_time=float(config.redis_disable_time or 10))
+    read = store(config.redis or config.redis_write)
+    write = store(config.redis_write) if config.redis_write and config.redis else read
+    if not config.no_redis_required:
+        for s in {id(x): x for x in (read, write)}.values():
+            why = _redis_reachable(s.address, s.connect_timeout)
+            if why is not None:
+                raise ConfigError("redis %s is unreachable (%s); start with no-redis-required "
+                                  "to run without it" % (s.address, why))
+    registry.store = write
+    write.snapshot_all = registry.snapshots
+    return _StateService(read, write, registry, negotiator, interfaces)
 
 
 def build(config, reactor, log_level=None, reload=None):
@@ -206,24 +356,35 @@ def build(config, reactor, log_level=None, reload=None):
                             instance_id=uuid.uuid4().hex[:12],
                             tos=config.tos or 0, certificate=certificate)
     access = AccessList(getattr(config, "control_allow", ()))
+    spool = build_recording(config, registry)
     dispatcher = Dispatcher(registry, negotiator, delete_delay=config.delete_delay,
-                            access=access)
+                            access=access, recording=spool)
     from omnirtp.control.operations import Operations
     from omnirtp.logging import LogLevels
     levels = LogLevels.from_config(config, log_level)
     operations = Operations(dispatcher, config, levels)
     top = service.MultiService()
     engine_service.setServiceParent(top)
+    _RecordingService(registry, spool).setServiceParent(top)
     logging = None
     if log_level is not None:
         logging = dict(log_stderr=config.log_stderr, facility=config.log_facility,
                        timestamps=not config.no_log_timestamps)
     _RegistryService(registry, startup_warnings(config), logging,
                      summary(config), levels).setServiceParent(top)
+    state = build_state(config, reactor, registry, negotiator, interfaces)
+    ready = getattr(engine, "whenReady", None)
+    ready_timeout = getattr(engine, "start_timeout", 30.0)
+    if state is not None:
+        state.setServiceParent(top)
+        # ng answers once the kept calls are back (and the workers, if any,
+        # answered): Kamailio's next request for a call finds it
+        ready = state.after(ready)
+        ready_timeout += state.restore_timeout
     _NGService(reactor, config.listen_ng,
                lambda: NGProtocol(dispatcher, reactor, access=access),
-               ready=getattr(engine, "whenReady", None),
-               ready_timeout=getattr(engine, "start_timeout", 30.0)).setServiceParent(top)
+               ready=ready, ready_timeout=ready_timeout).setServiceParent(top)
+    top.state = state
     operator = build_operator_listeners(config, reactor, operations, access)
     if operator is not None:
         operator.setServiceParent(top)
@@ -253,14 +414,18 @@ def build_operator_listeners(config, reactor, operations, access=None):
     from omnirtp.http.listen import OperatorListeners
     from omnirtp.http.site import build_site
     commands = CliCommands(operations)
-    site = build_site(operations, commands, operations.dispatcher, reactor, reactor=reactor)
+    deadline = getattr(config, "control_timeout", 10.0)
+    idle = getattr(config, "http_idle_timeout", None)
+    extra = {"timeout": idle} if idle and idle > 0 else {}
+    site = build_site(operations, commands, operations.dispatcher, reactor, reactor=reactor,
+                      request_timeout=deadline, **extra)
     tls = None
     if https:
         from twisted.internet import ssl
         tls = ssl.DefaultOpenSSLContextFactory(
             config.https_key or config.https_cert, config.https_cert)
-    return OperatorListeners(reactor, cli, http, CliFactory(commands), site,
-                             https=https, tls_context=tls, access=access)
+    return OperatorListeners(reactor, cli, http, CliFactory(commands, timeout=deadline), site,
+                             https=https, tls_context=tls, access=access, timeout=deadline)
 
 
 def makeService(config, reactor=None, reload=None):

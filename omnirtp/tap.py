@@ -160,4 +160,9 @@ def makeService(options, reactor=None):
                     resolve=options.resolve,
                     environ=os.environ if options.environ is None else options.environ)
 
-    return make(options.config, reactor=reactor, reload=reload)
+    try:
+        return make(options.config, reactor=reactor, reload=reload)
+    except ConfigError as e:
+        # a check that needs the file system (recording-dir): as a config error
+        sys.stderr.write("omnirtp: configuration error: {}\n".format(e))
+        raise SystemExit(1)

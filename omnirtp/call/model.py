@@ -239,6 +239,8 @@ class Call:
         #: the TOS byte an offer's ``TOS`` set for the call's media, None:
         #: the daemon's ``tos`` option
         self.tos = None
+        #: the running CallRecording (omnirtp.recording.spool), or None
+        self.recording = None
 
     def find(self, tag):
         """The monologue known by ``tag`` (or an alias of it), else None."""

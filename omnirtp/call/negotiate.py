@@ -6,9 +6,9 @@ request bound is released before the error propagates, and a call that the
 request created is removed again.
 """
 
-from twisted.internet import defer
 from twisted.logger import Logger
 
+from omnirtp import sync
 from omnirtp.call.model import Interface, Media, Monologue
 from omnirtp.errors import (
     E_MKI_UNSUPPORTED, E_NO_SUCH_TAG, E_SDP_INCOMPLETE, E_SDP_PARSE, E_SDP_REWRITE,
@@ -97,6 +97,11 @@ class Interfaces:
         if name in self.by_name:
             return name
         if name:
+            # the current rtpengine's BASE:SUFFIX names: BASE picks among
+            # them (upstream round-robins by free ports; we take the first)
+            for known in self.order:
+                if known.startswith(name + ":"):
+                    return known
             self.log.warn("unknown interface {name!r}, using {default!r}",
                           name=name, default=self.default)
         return self.default
@@ -164,15 +169,18 @@ class Negotiator:
 
     # -- entry points ----------------------------------------------------
 
+    # Both return the SDP, raise, or return a Deferred when the engine's
+    # work is asynchronous (media workers): see omnirtp.sync.
+
     def offer(self, flags):
-        return self.registry.run_locked(flags.call_id, self._offer, flags)
+        return self.registry.run_locked_now(flags.call_id, self._offer, flags)
 
     def answer(self, flags):
-        return self.registry.run_locked(flags.call_id, self._answer, flags)
+        return self.registry.run_locked_now(flags.call_id, self._answer, flags)
 
     # -- offer -----------------------------------------------------------
 
-    @defer.inlineCallbacks
+    @sync.steps
     def _offer(self, flags):
         sd, infos = self._parse(flags.sdp)
         if flags.has("loop-protect") and self._looped(sd):
@@ -225,7 +233,7 @@ class Negotiator:
 
     # -- answer ----------------------------------------------------------
 
-    @defer.inlineCallbacks
+    @sync.steps
     def _answer(self, flags):
         sd, infos = self._parse(flags.sdp)
         call = self.registry.get(flags.call_id)
@@ -269,7 +277,7 @@ class Negotiator:
     def _looped(self, sd):
         return self.instance_id is not None and sd.loop_protect_id == self.instance_id
 
-    @defer.inlineCallbacks
+    @sync.steps
     def _negotiate(self, call, src, dst, sd, infos, flags, offer):
         """``src`` sent ``sd``; produce the SDP for ``dst``.
 
@@ -429,7 +437,7 @@ class Negotiator:
             else:
                 m.dtls_role = None
 
-    @defer.inlineCallbacks
+    @sync.steps
     def _allocate(self, call, medias):
         """Bind ports for ``medias``, all or nothing."""
         by_address = {}
@@ -449,6 +457,13 @@ class Negotiator:
             if keys:
                 yield self.engine.release(call.call_id, keys)
             raise
+
+    def restored_sockets(self, call):
+        """The engine configuration of a call restored from the state store
+        (``omnirtp.state.restore``): as its last request left it, with the
+        daemon's defaults for the per-request learning flags."""
+        from omnirtp.control.flags import Flags
+        return self._sockets(call, Flags.from_request({"command": "offer"}))
 
     def _sockets(self, call, flags):
         """The engine configuration for every port pair of the call.

@@ -54,6 +54,9 @@ class CallRegistry:
         self.relayed = {"packets": 0, "bytes": 0, "errors": 0}
         self._locks = {}
         self._sweeper = None
+        #: callables called with each call that ends (destroyed or lost),
+        #: before its ports are released (call recording closes its files)
+        self.on_end = []
         if hasattr(engine, "on_calls_lost"):
             engine.on_calls_lost = self.calls_lost
 
@@ -89,6 +92,16 @@ class CallRegistry:
     #: calls whose snapshot could not be written (a bug: logged once each)
     persist_errors = 0
 
+    def snapshots(self):
+        """(call_id, blob) of every call that can be encoded: what a state
+        store writes again after an outage."""
+        from omnirtp.state import snapshot
+        for call_id, call in list(self.calls.items()):
+            try:
+                yield call_id, snapshot.encode(call)
+            except Exception:
+                self.persist_errors += 1
+
     def persist(self, call_id):
         """Write the call's snapshot to the store (after a signalling
         request changed it), or remove it if the call is gone.  Never
@@ -117,7 +130,35 @@ class CallRegistry:
             lock = self._locks[call_id] = defer.DeferredLock()
         return lock
 
+    def run_locked_now(self, call_id, fn, *args):
+        """``fn(*args)`` serialised with the other signalling of ``call_id``.
+
+        When nothing else of that call is in progress, ``fn`` runs at once:
+        its plain result is returned and its exception raised, with no lock
+        made.  If it returns a Deferred (a media worker's answer is
+        pending), the call's lock is held until that fires, so later
+        signalling of the call waits for it.  While the lock is held, this
+        waits in turn and returns a Deferred (:meth:`run_locked`).
+        """
+        if call_id in self._locks:
+            return self.run_locked(call_id, fn, *args)
+        result = fn(*args)
+        if not isinstance(result, defer.Deferred) or result.called:
+            return result
+        lock = self.lock(call_id)
+        lock.acquire()  # free: taken at once
+
+        def release(value):
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(call_id, None)
+            return value
+
+        return result.addBoth(release)
+
     def run_locked(self, call_id, fn, *args):
+        """As :meth:`run_locked_now`, always through the call's lock, and
+        always a Deferred."""
         lock = self.lock(call_id)
         d = lock.run(fn, *args)
 
@@ -138,6 +179,7 @@ class CallRegistry:
         self.closed[reason] = self.closed.get(reason, 0) + 1
         self.call_durations += self.clock.seconds() - call.created
         self.log.info("call {call_id} ended: {reason}", call_id=call.call_id, reason=reason)
+        self._ended(call)
         d = self.engine.release(call.call_id)
         d.addErrback(lambda f: self.log.failure("releasing {call_id}", f, call_id=call.call_id))
         return d
@@ -171,8 +213,17 @@ class CallRegistry:
         for call_id in call_ids:
             call = self.calls.pop(call_id, None)
             if call is not None:
+                self._ended(call)
                 self.closed[REASON_LOST] += 1
                 self.log.warn("call {call_id} dropped: {reason}", call_id=call_id, reason=reason)
+
+    def _ended(self, call):
+        for hook in self.on_end:
+            try:
+                hook(call)
+            except Exception:
+                self.log.failure("call {call_id}: end hook {hook!r}", call_id=call.call_id,
+                                 hook=hook)
 
     # -- timeouts --------------------------------------------------------
 

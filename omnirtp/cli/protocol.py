@@ -9,7 +9,9 @@ Bad input and slow clients, which rtpengine leaves waiting:
 
 * a line longer than :data:`MAX_LINE` bytes gets ``Command line too long``
   and the connection is closed;
-* no complete line within ``timeout`` seconds (idle) closes the connection;
+* no complete line within ``timeout`` seconds of connecting closes the
+  connection: a deadline, not an idle timer, so a client dribbling one byte
+  a second is dropped as surely as a silent one (``control-timeout``);
 * a client that half-closes its side after the command (``nc -N``,
   ``shutdown(SHUT_WR)``) without a final LF still gets its answer.
 """
@@ -45,7 +47,7 @@ class CliProtocol(Protocol, TimeoutMixin):
     def dataReceived(self, data):
         if self._started:
             return
-        self.resetTimeout()
+        # no resetTimeout(): the deadline runs from the connection
         self._buffer += data
         end = self._buffer.find(b"\n")
         if end >= 0:

@@ -171,7 +171,52 @@ def parse_config(data, path, section, environ, dotenv=None, dotenv_path=None):
         if option.kind == LIST:
             value = tuple(v.strip() for v in value.split(";") if v.strip())
         values[name] = (value, "{} = {}".format(where, _show(value)))
+    if "interfaces-config" in values:
+        _interface_sections(parser, path, values, warnings, environ, dotenv, dotenv_path)
     return FileValues(path, section, values, warnings)
+
+
+#: keys of an interface section (``interfaces-config``) that omnirtp reads
+_IFACE_KEYS = ("name", "address", "advertised", "alias")
+#: keys it accepts there but does not act on (one port range for all)
+_IFACE_IGNORED = ("port-min", "port-max", "exclude-ports")
+
+
+def _interface_sections(parser, path, values, warnings, environ, dotenv, dotenv_path):
+    """The current rtpengine's interface sections: with ``interfaces-config
+    = PREFIX``, each ``[PREFIX-NAME]`` section is one interface (``address``,
+    optional ``name`` overriding NAME and ``advertised``) or an alias
+    (``alias = OTHER``).  They become ``interface`` values after those of the
+    ``interface`` key, in file order, as ``NAME/ADDRESS[!ADVERTISED]`` and
+    ``NAME=OTHER``."""
+    prefix = values["interfaces-config"][0] + "-"
+    specs = list(values.get("interface", ((), None))[0])
+    for name in parser.sections():
+        if not name.startswith(prefix) or len(name) == len(prefix):
+            continue
+        where = "{}: [{}]".format(path, name)
+        items = {}
+        for key, value in parser.items(name):
+            if key in _IFACE_IGNORED:
+                warnings.append("{} {}: per-interface port ranges are not supported; "
+                                "port-min/port-max apply".format(where, key))
+            elif key not in _IFACE_KEYS:
+                warnings.append(_unknown_key(where, key))
+            else:
+                items[key] = substitute(value.strip(), environ, dotenv,
+                                        "{} {} = {}".format(where, key, value.strip()),
+                                        dotenv_path)
+        iface = items.get("name") or name[len(prefix):]
+        if "alias" in items:
+            specs.append("{}={}".format(iface, items["alias"]))
+        elif "address" in items:
+            text = "{}/{}".format(iface, items["address"])
+            if items.get("advertised"):
+                text += "!" + items["advertised"]
+            specs.append(text)
+        else:
+            raise ConfigError("{}: an interface section needs 'address' or 'alias'".format(where))
+    values["interface"] = (tuple(specs), "{}: interface and interfaces-config".format(path))
 
 
 def _unknown_key(where, key):

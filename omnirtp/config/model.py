@@ -160,8 +160,35 @@ def parse_address(text, where, resolve=resolve_host):
         raise ConfigError("{}: {}".format(where, e))
 
 
+class InterfaceAlias:
+    """``ALIAS=NAME`` (the current rtpengine): ``ALIAS`` is another name of
+    the logical interface ``NAME``, given before it; see :func:`expand_aliases`."""
+
+    def __init__(self, alias, target):
+        self.alias = alias
+        self.target = target
+
+
+def expand_aliases(items, where):
+    """:class:`InterfaceSpec` and :class:`InterfaceAlias` items -> specs
+    only: an alias repeats each address of the interface it names, under
+    its own name (so ``direction=ALIAS`` picks the same addresses)."""
+    out = []
+    for item in items:
+        if isinstance(item, InterfaceAlias):
+            same = [s for s in out if s.name == item.target]
+            if not same:
+                raise ConfigError("{}: {}: '{}={}': no interface named {!r} before it".format(
+                    where, E_BAD_INTERFACE, item.alias, item.target, item.target))
+            out.extend(InterfaceSpec(item.alias, s.address, s.advertised) for s in same)
+        else:
+            out.append(item)
+    return tuple(out)
+
+
 def parse_interface(text, where, resolve=resolve_host, variables=None):
-    """``[NAME/]ADDR[!ADVERTISED]`` -> :class:`InterfaceSpec`.
+    """``[NAME/]ADDR[!ADVERTISED]`` -> :class:`InterfaceSpec`; ``ALIAS=NAME``
+    -> :class:`InterfaceAlias`.
 
     ``variables``: for an address written as a bare upper-case name that is
     a defined variable (``PRIVATE_IP``, as in the seed deployment's
@@ -172,6 +199,12 @@ def parse_interface(text, where, resolve=resolve_host, variables=None):
 
     spec = text.strip()
     name = "default"
+    if "=" in spec and "/" not in spec:
+        alias, target = (part.strip() for part in spec.split("=", 1))
+        for part in (alias, target):
+            if not part or not _IFACE_NAME.match(part) or "=" in part:
+                fail("bad interface name {!r}".format(part))
+        return InterfaceAlias(alias, target)
     if "/" in spec:
         name, spec = spec.split("/", 1)
         if not _IFACE_NAME.match(name):
@@ -293,8 +326,8 @@ def build_config(values, config_file=None, config_section="rtpengine",
     specs = values.get("interface", ((), None))
     if not specs[0]:
         raise ConfigError(E_NO_INTERFACE)
-    kwargs["interfaces"] = tuple(
-        parse_interface(s, specs[1], resolve, variables) for s in specs[0])
+    kwargs["interfaces"] = expand_aliases(tuple(
+        parse_interface(s, specs[1], resolve, variables) for s in specs[0]), specs[1])
 
     if not any(get(name) for name in LISTENERS):
         raise ConfigError(E_NO_LISTENER)
@@ -340,6 +373,8 @@ def build_config(values, config_file=None, config_section="rtpengine",
     for name in ("tos", "control-tos"):
         if get(name) is not None:
             check(name, 0 <= get(name) <= 255, "must be from 0 to 255")
+    if "control-timeout" in where_of:
+        check("control-timeout", get("control-timeout") > 0, "must be above 0")
     if "dtls-mtu" in where_of:
         check("dtls-mtu", get("dtls-mtu") >= 576, "must be 576 or more")
 
@@ -371,11 +406,6 @@ def build_config(values, config_file=None, config_section="rtpengine",
             except ValueError as e:
                 raise ConfigError("{}: {}".format(where_of["control-allow"], e))
         kwargs["control_allow"] = tuple(nets)
-
-    if get("table") >= 0:
-        warnings.append(
-            "{}: omnirtp has no kernel forwarding; media is relayed in userspace".format(
-                where_of["table"]))
 
     kwargs["config_file"] = config_file
     kwargs["config_section"] = config_section

@@ -1,4 +1,5 @@
-"""The option table: every option rtpengine 10.5 accepts, as data.
+"""The option table: every option rtpengine 10.5 and the current upstream
+rtpengine accept, as data.
 
 Facts only (name, short letter, value kind, default, whether omnirtp acts on
 it); the one-line help texts are ours.  The list was taken from
@@ -112,8 +113,8 @@ OPTIONS = (
     _o("poller-per-thread", None, FLAG, False, N, "one poller per thread"),
     _o("socket-cpu-affinity", None, INT, None, N, "CPU affinity of media sockets"),
     # -- kernel forwarding
-    _o("table", "t", INT, -1, Y, "kernel forwarding table; negative = off (omnirtp has none)"),
-    _o("no-fallback", "F", FLAG, False, N, "refuse to start without kernel forwarding"),
+    _o("table", "t", INT, -1, Y, "kernel forwarding table (nftables table omnirtp-N); -1 = off"),
+    _o("no-fallback", "F", FLAG, False, Y, "refuse to start without kernel forwarding"),
     _o("iptables-chain", None, STR, None, N, "iptables chain for firewall rules"),
     # -- media interfaces and ports
     _o("interface", "i", LIST, (), Y, "media address: [NAME/]ADDR[!ADVERTISED]"),
@@ -148,16 +149,16 @@ OPTIONS = (
     _o("max-cpu", None, FLOAT, None, N, "refuse calls above this CPU percentage"),
     _o("max-bandwidth", None, INT, None, N, "refuse calls above this many bytes/s"),
     # -- redis
-    _o("redis", "r", STR, None, N, "redis to restore calls from: [PW@]HOST:PORT/DB"),
-    _o("redis-write", "w", STR, None, N, "redis to write calls to: [PW@]HOST:PORT/DB"),
+    _o("redis", "r", STR, None, Y, "redis to restore calls from: [PW@]HOST:PORT/DB"),
+    _o("redis-write", "w", STR, None, Y, "redis to write calls to: [PW@]HOST:PORT/DB"),
     _o("subscribe-keyspace", "k", LIST, (), N, "redis keyspaces to follow"),
     _o("redis-num-threads", None, INT, None, N, "redis restore threads"),
-    _o("redis-expires", None, INT, 86400, N, "expiry of redis keys in seconds"),
-    _o("no-redis-required", "q", FLAG, False, N, "start without redis"),
+    _o("redis-expires", None, INT, 86400, Y, "expiry of redis keys in seconds"),
+    _o("no-redis-required", "q", FLAG, False, Y, "start without redis"),
     _o("redis-allowed-errors", None, INT, -1, N, "redis errors before backing off"),
-    _o("redis-disable-time", None, INT, 10, N, "seconds redis stays off after errors"),
-    _o("redis-cmd-timeout", None, INT, 0, N, "redis command timeout in ms"),
-    _o("redis-connect-timeout", None, INT, 1000, N, "redis connect timeout in ms"),
+    _o("redis-disable-time", None, INT, 10, Y, "seconds redis stays off after errors"),
+    _o("redis-cmd-timeout", None, INT, 0, Y, "redis command timeout in ms"),
+    _o("redis-connect-timeout", None, INT, 1000, Y, "redis connect timeout in ms"),
     _o("redis-delete-async", "y", INT, None, N, "delete from redis asynchronously"),
     _o("redis-delete-async-interval", None, INT, None, N,
        "seconds between asynchronous redis deletes"),
@@ -177,10 +178,11 @@ OPTIONS = (
     _o("dtmf-log-ng-tcp", None, FLAG, False, N, "send DTMF events over TCP ng"),
     _o("dtmf-no-suppress", None, FLAG, False, N, "keep audio during DTMF events"),
     _o("dtmf-digit-delay", None, INT, None, N, "milliseconds between DTMF digits for triggers"),
-    _o("mos", None, STR, None, N, "MOS formula: CQ or LQ"),
+    # a list upstream (repeatable: CQ/LQ and the formula); one value in 10.5
+    _o("mos", None, LIST, (), N, "MOS options: CQ or LQ, G.107, G.107.2, legacy"),
     # -- recording
-    _o("recording-dir", None, STR, None, N, "spool directory; unset = no recording"),
-    _o("recording-method", None, STR, "pcap", N, "recording method: pcap or proc"),
+    _o("recording-dir", None, STR, None, Y, "spool directory; unset = no recording"),
+    _o("recording-method", None, STR, "pcap", Y, "recording method: pcap or proc"),
     _o("recording-format", None, STR, "raw", Y, "pcap link type: raw or eth"),
     # -- media handling
     _o("endpoint-learning", None, STR, "heuristic", Y,
@@ -233,10 +235,115 @@ OPTIONS = (
     # -- omnirtp's own options (not rtpengine's; see OWN_OPTIONS)
     _o("control-allow", None, LIST, (), Y,
        "networks allowed to use the control listeners besides loopback: ADDR[/PREFIX]"),
+    _o("control-timeout", None, FLOAT, 10.0, Y,
+       "seconds a CLI/HTTP client has to send a whole command or request"),
 )
 
+#: the options the current upstream rtpengine (mr12 and later; checked
+#: against its daemon/main.c, lib/auxlib.c and docs/rtpengine.md) has
+#: beyond 10.5's.  An operator's newer command line or config file must
+#: start omnirtp: each one is accepted and, unless omnirtp acts on it,
+#: reported once by name at start-up.
+UPSTREAM_OPTIONS = (
+    # -- kernel forwarding through nftables (omnirtp has none)
+    _o("nftables-chain", None, STR, None, N, "nftables chain for forwarding rules"),
+    _o("nftables-base-chain", None, STR, None, N, "nftables base chain to hook into"),
+    _o("nftables-append", None, FLAG, False, N, "append the nftables rules"),
+    _o("nftables-family", None, STR, None, N, "nftables address families"),
+    _o("xtables", None, FLAG, False, N, "use the legacy xtables interface"),
+    _o("nftables-start", None, FLAG, False, N, "set up the nftables rules and exit"),
+    _o("nftables-stop", None, FLAG, False, N, "remove the nftables rules and exit"),
+    _o("nftables-status", None, FLAG, False, N, "check the nftables rules and exit"),
+    _o("kernel-num-threads", None, INT, None, N, "kernel forwarding threads"),
+    _o("kernel-slots", None, INT, None, N, "slots per kernel poller"),
+    _o("kernel-player", None, INT, None, N, "kernel media player streams"),
+    _o("kernel-player-media", None, INT, None, N, "kernel media player files"),
+    # -- interfaces and signalling
+    _o("interfaces-config", None, STR, None, Y,
+       "prefix of the config sections that each describe one interface"),
+    _o("templates", None, STR, None, N, "config section of signalling templates"),
+    _o("control-pmtu", None, STR, None, N, "path MTU discovery on ng sockets: want or dont"),
+    _o("ng-client-timeout", None, INT, None, N, "milliseconds before an outgoing ng request is retried"),
+    _o("ng-client-retries", None, INT, None, N, "retries of an outgoing ng request"),
+    # -- logging
+    _o("log-name", None, STR, None, N, "program name in syslog lines"),
+    _o("dtmf-no-log-injects", None, FLAG, False, N, "do not log injected DTMF events"),
+    # -- threads and polling
+    _o("codec-num-threads", None, INT, None, N, "transcoding threads"),
+    _o("timer-accuracy", None, INT, None, N, "shortest sleep in microseconds"),
+    _o("max-recv-iters", None, INT, None, N, "reads per socket and poller round"),
+    _o("poller-size", None, INT, None, N, "events per poller round"),
+    _o("io-uring", None, FLAG, False, N, "use io_uring"),
+    _o("io-uring-buffers", None, INT, None, N, "io_uring entries per thread"),
+    # -- redis
+    _o("redis-subscribe", None, STR, None, N, "redis to subscribe to: [PW@]HOST:PORT[/DB]"),
+    _o("redis-resolve-on-reconnect", None, FLAG, False, N, "resolve the redis host again on reconnect"),
+    _o("redis-format", None, STR, None, N, "redis storage format: bencode or JSON"),
+    _o("redis-tcp-keepalive-time", None, INT, None, N, "TCP keepalive time of redis connections"),
+    _o("redis-tcp-keepalive-intvl", None, INT, None, N, "TCP keepalive interval of redis connections"),
+    _o("redis-tcp-keepalive-probes", None, INT, None, N, "TCP keepalive probes of redis connections"),
+    # -- HEP and recording
+    _o("homer-disable-rtcp-stats", None, FLAG, False, N, "send no RTCP statistics to HEP"),
+    _o("homer-enable-ng", None, FLAG, False, N, "send ng traffic to HEP"),
+    _o("homer-ng-capture-proto", None, INT, None, N, "HEP capture protocol number for ng"),
+    _o("record-egress", None, FLAG, False, N, "record what is sent instead of what is received"),
+    _o("record-both", None, FLAG, False, N, "record what is received and what is sent"),
+    _o("vsc-start-rec", None, STR, None, N, "DTMF code that starts recording"),
+    _o("vsc-stop-rec", None, STR, None, N, "DTMF code that stops recording"),
+    _o("vsc-start-stop-rec", None, STR, None, N, "DTMF code that toggles recording"),
+    _o("vsc-pause-rec", None, STR, None, N, "DTMF code that pauses recording"),
+    _o("vsc-pause-resume-rec", None, STR, None, N, "DTMF code that pauses or resumes recording"),
+    _o("vsc-start-pause-resume-rec", None, STR, None, N,
+       "DTMF code that starts, pauses or resumes recording"),
+    # -- HTTP
+    _o("http-buf-size", None, INT, None, N, "HTTP send buffer in kB"),
+    _o("http-idle-timeout", None, INT, None, Y,
+       "seconds an idle HTTP/HTTPS keep-alive connection stays open"),
+    # -- media handling, codecs, players
+    _o("jb-adaptive", None, FLAG, False, N, "adaptive jitter buffer"),
+    _o("jb-adaptive-min", None, INT, None, N, "smallest adaptive jitter buffer in ms"),
+    _o("jb-adaptive-max", None, INT, None, N, "largest adaptive jitter buffer in ms"),
+    _o("evs-dtx", None, STR, None, N, "EVS DTX mechanism: native or CN"),
+    _o("evs-lib-path", None, STR, None, N, "EVS codec library"),
+    _o("codec-chain-lib-path", None, STR, None, N, "codec chain library"),
+    _o("codec-chain-runners", None, INT, None, N, "codec chain runners per codec"),
+    _o("codec-chain-concurrency", None, INT, None, N, "codec chain jobs per runner"),
+    _o("codec-chain-async", None, INT, None, N, "codec chain callback threads"),
+    _o("codec-chain-nonblock", None, FLAG, False, N, "non-blocking codec chain"),
+    _o("codec-chain-interval", None, INT, None, N, "microseconds between codec chain runs"),
+    _o("codec-chain-opus-application", None, STR, None, N, "Opus application of the codec chain"),
+    _o("codec-chain-opus-complexity", None, INT, None, N, "Opus complexity of the codec chain"),
+    _o("transcode-config", None, STR, None, N, "config section of transcoding rules"),
+    _o("player-cache", None, FLAG, False, N, "keep media files for playback in memory"),
+    _o("preload-media-files", None, LIST, (), N, "media files to load at start"),
+    _o("media-files-reload", None, INT, None, N, "seconds between reloads of preloaded files"),
+    _o("media-files-expire", None, INT, None, N, "seconds an unused cached file is kept"),
+    _o("expiry-timer", None, INT, None, N, "seconds between media cache expiry checks"),
+    _o("preload-db-media", None, LIST, (), N, "database media to load at start"),
+    _o("db-media-reload", None, INT, None, N, "seconds between reloads of database media"),
+    _o("db-media-expire", None, INT, None, N, "seconds unused database media is kept"),
+    _o("db-media-cache", None, STR, None, N, "directory caching database media"),
+    _o("preload-db-cache", None, LIST, (), N, "database media to cache in files at start"),
+    _o("db-cache-reload", None, INT, None, N, "seconds between reloads of the file cache"),
+    _o("db-cache-expire", None, INT, None, N, "seconds unused file cache entries are kept"),
+    _o("audio-buffer-length", None, INT, None, N, "audio buffer in ms"),
+    _o("audio-buffer-delay", None, INT, None, N, "initial audio buffer delay in ms"),
+    _o("audio-player", None, STR, None, N, "when the audio player runs"),
+    _o("moh-max-duration", None, INT, None, N, "longest music on hold in ms"),
+    _o("moh-max-repeats", None, INT, None, N, "repeats of music on hold"),
+    _o("moh-attr-name", None, STR, None, N, "SDP attribute added while music on hold plays"),
+    _o("moh-prevent-double-hold", None, FLAG, False, N, "no music on hold for both sides at once"),
+    # -- statistics
+    _o("measure-rtp", None, FLAG, False, N, "measure RTP statistics and VoIP metrics"),
+    _o("ssrc-reporting", None, STR, None, N, "SSRC statistics in query/delete: full, inline, global or none"),
+    _o("rtcp-interval", None, INT, None, N, "milliseconds between generated RTCP packets"),
+    _o("mqtt-tls-alpn", None, STR, None, N, "MQTT TLS ALPN"),
+)
+
+OPTIONS = OPTIONS + UPSTREAM_OPTIONS
+
 #: options omnirtp adds to rtpengine's set (docs/compat.md lists them)
-OWN_OPTIONS = frozenset({"control-allow"})
+OWN_OPTIONS = frozenset({"control-allow", "control-timeout"})
 
 BY_NAME = {o.name: o for o in OPTIONS}
 BY_SHORT = {o.short: o for o in OPTIONS if o.short}

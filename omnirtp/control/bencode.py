@@ -53,47 +53,97 @@ def encode(obj):
     as integers (ValueError outside :data:`INT_MIN`..:data:`INT_MAX`),
     ``list``/``tuple`` as lists and ``dict`` as a dictionary whose keys
     (``str`` or ``bytes``) keep their insertion order.
+
+    Iterative: one loop over an explicit stack of open containers, no
+    Python call per value; the encodings of str dictionary keys are
+    remembered (:data:`_KEYS`, bounded).
     """
     out = []
-    _encode_into(obj, out)
-    return b"".join(out)
-
-
-def _string(value, out):
-    out.append(b"%d:" % len(value))
-    out.append(value)
-
-
-def _encode_into(obj, out):
-    if isinstance(obj, str):
-        _string(obj.encode("utf-8", "surrogateescape"), out)
-    elif isinstance(obj, (bytes, bytearray, memoryview)):
-        _string(bytes(obj), out)
-    elif isinstance(obj, int):  # bool included: True -> i1e
-        if not INT_MIN <= obj <= INT_MAX:
-            raise ValueError("integer %d is outside bencode's 64-bit signed range" % (obj,))
-        out.append(b"i%de" % int(obj))
-    elif isinstance(obj, (list, tuple)):
-        out.append(b"l")
-        for item in obj:
-            _encode_into(item, out)
-        out.append(b"e")
-    elif isinstance(obj, dict):
-        out.append(b"d")
-        for key, value in obj.items():
-            if isinstance(key, str):
-                _string(key.encode("utf-8", "surrogateescape"), out)
-            elif isinstance(key, (bytes, bytearray)):
-                _string(bytes(key), out)
+    append = out.append
+    stack = []
+    kinds = _KINDS
+    keys = _KEYS
+    items, in_dict = iter((obj,)), False
+    while True:
+        for value in items:
+            if in_dict:
+                key, value = value
+                k = keys.get(key) if type(key) is str else None
+                append(k if k is not None else _key(key))
+            t = type(value)
+            if t is str:
+                data = value.encode("utf-8", "surrogateescape")
+                append(b"%d:%s" % (len(data), data))
+                continue
+            kind = kinds.get(t)
+            if kind is None:
+                kind = _kind_of(value)
+            if kind == _K_STR:
+                data = str.encode(value, "utf-8", "surrogateescape")
+                append(b"%d:%s" % (len(data), data))
+            elif kind == _K_DICT:
+                append(b"d")
+                stack.append((items, in_dict))
+                items, in_dict = iter(value.items()), True
+                break
+            elif kind == _K_LIST:
+                append(b"l")
+                stack.append((items, in_dict))
+                items, in_dict = iter(value), False
+                break
+            elif kind == _K_BYTES:
+                data = bytes(value)
+                append(b"%d:%s" % (len(data), data))
             else:
-                raise TypeError(
-                    "bencode dictionary keys must be str or bytes, not %s"
-                    % (type(key).__name__,)
-                )
-            _encode_into(value, out)
-        out.append(b"e")
+                if not INT_MIN <= value <= INT_MAX:
+                    raise ValueError(
+                        "integer %d is outside bencode's 64-bit signed range" % (value,))
+                append(b"i%de" % int(value))
+        else:
+            if not stack:
+                return b"".join(out)
+            append(b"e")
+            items, in_dict = stack.pop()
+
+
+_K_STR, _K_BYTES, _K_INT, _K_LIST, _K_DICT = range(5)
+_KINDS = {str: _K_STR, bytes: _K_BYTES, bytearray: _K_BYTES, memoryview: _K_BYTES,
+          int: _K_INT, bool: _K_INT, list: _K_LIST, tuple: _K_LIST, dict: _K_DICT}
+
+#: str dictionary key -> its encoding ("6:result"); replies use few keys
+_KEYS = {}
+_KEYS_MAX = 1024
+
+
+def _key(key):
+    """The encoding of a dictionary key (remembered for exact str keys)."""
+    if isinstance(key, str):
+        data = str.encode(key, "utf-8", "surrogateescape")
+    elif isinstance(key, (bytes, bytearray)):
+        data = bytes(key)
     else:
-        raise TypeError("cannot bencode a value of type %s" % (type(obj).__name__,))
+        raise TypeError(
+            "bencode dictionary keys must be str or bytes, not %s" % (type(key).__name__,)
+        )
+    data = b"%d:%s" % (len(data), data)
+    if type(key) is str and len(_KEYS) < _KEYS_MAX:
+        _KEYS[key] = data
+    return data
+
+
+def _kind_of(value):
+    """The kind of a value whose exact type is not in ``_KINDS`` (subclasses)."""
+    if isinstance(value, str):
+        return _K_STR
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _K_BYTES
+    if isinstance(value, int):
+        return _K_INT
+    if isinstance(value, (list, tuple)):
+        return _K_LIST
+    if isinstance(value, dict):
+        return _K_DICT
+    raise TypeError("cannot bencode a value of type %s" % (type(value).__name__,))
 
 
 def decode(data):
@@ -185,6 +235,85 @@ def decode_prefix(data, start=0, close_at_end=True):
         if not stack:
             return value, pos
         _store(stack[-1], keys, value)
+
+
+class NotFast(Exception):
+    """:func:`decode_text_prefix` met something its fast path leaves to
+    :func:`decode_prefix` (which then gives the value or the error)."""
+
+
+#: containers nested deeper than this go the general way
+_FAST_DEPTH = 16
+
+
+def decode_text_prefix(data):
+    """``(value, end)`` as :func:`decode_prefix` gives them, but with every
+    string (dictionary keys included) decoded as UTF-8 with
+    ``surrogateescape``: the form ng requests are handled in.
+
+    A fast path for well-formed input (canonical lengths and integers,
+    closed containers, at most 16 levels, no duplicate keys): a string is
+    sliced and decoded in one step, no stack of pending keys.  Whatever it
+    does not take (raising :class:`NotFast`), the caller decodes with
+    :func:`decode_prefix`, which gives the same value or the error.
+    """
+    try:
+        return _fast(bytes(data), 0, 0)
+    except (IndexError, ValueError):
+        raise NotFast()
+
+
+def _fast_length(data, pos):
+    colon = data.find(b":", pos, pos + _MAX_LENGTH_DIGITS + 1)
+    text = data[pos:colon]
+    if colon < 0 or not text.isdigit() or (text[0] == 48 and len(text) > 1):
+        raise NotFast()
+    end = colon + 1 + int(text)
+    if end > len(data):
+        raise NotFast()
+    return colon + 1, end
+
+
+def _fast(data, pos, depth):
+    c = data[pos]
+    if 48 <= c <= 57:
+        begin, end = _fast_length(data, pos)
+        return data[begin:end].decode("utf-8", "surrogateescape"), end
+    if c == _DICT:
+        if depth >= _FAST_DEPTH:
+            raise NotFast()
+        out = {}
+        pos += 1
+        while data[pos] != _END:
+            if not 48 <= data[pos] <= 57:
+                raise NotFast()
+            begin, end = _fast_length(data, pos)
+            key = data[begin:end].decode("utf-8", "surrogateescape")
+            if key in out:
+                raise NotFast()
+            out[key], pos = _fast(data, end, depth + 1)
+        return out, pos + 1
+    if c == _LIST:
+        if depth >= _FAST_DEPTH:
+            raise NotFast()
+        out = []
+        pos += 1
+        while data[pos] != _END:
+            value, pos = _fast(data, pos, depth + 1)
+            out.append(value)
+        return out, pos + 1
+    if c == _INT:
+        end = data.index(b"e", pos + 1)
+        text = data[pos + 1:end]
+        digits = text[1:] if text[:1] == b"-" else text
+        if not digits.isdigit() or len(digits) > _INT_DIGITS or \
+                (digits[0] == 48 and (len(digits) > 1 or text[:1] == b"-")):
+            raise NotFast()
+        value = int(text)
+        if not INT_MIN <= value <= INT_MAX:
+            raise NotFast()
+        return value, end + 1
+    raise NotFast()
 
 
 def _store(top, keys, value):

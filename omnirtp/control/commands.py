@@ -8,6 +8,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from omnirtp import codecs, sync
 from omnirtp.call.registry import REASON_TERMINATED
 from omnirtp.control.flags import K_CALL_ID, Flags
 from omnirtp.errors import (
@@ -15,14 +16,26 @@ from omnirtp.errors import (
     E_NOT_FOUND, E_UNKNOWN_CALL, E_UNKNOWN_COMMAND, NGError)
 
 LIST_DEFAULT_LIMIT = 32
-COMMANDS = ("ping", "offer", "answer", "delete", "query", "list", "statistics")
-# rtpengine's names in controlstatistics (``<name>count``)
+COMMANDS = ("ping", "offer", "answer", "delete", "query", "list", "statistics",
+            "start recording", "stop recording", "pause recording")
+# rtpengine's names in controlstatistics (``<name>count``); ``pause
+# recording`` (not a 10.5 command: 10.5 pauses with ``stop recording`` and
+# ``pause=yes``) counts as the stop it is
 STAT_NAMES = {"ping": "ping", "offer": "offer", "answer": "answer", "delete": "delete",
-              "query": "query", "list": "list", "statistics": "stats"}
-PROXY_KEYS = tuple(n + "count" for n in STAT_NAMES.values()) + ("errorcount",)
+              "query": "query", "list": "list", "statistics": "stats",
+              "start recording": "startrec", "stop recording": "stoprec",
+              "pause recording": "stoprec"}
+PROXY_KEYS = tuple(dict.fromkeys(n + "count" for n in STAT_NAMES.values())) + ("errorcount",)
 # the commands after which a call's snapshot is written to the state store
 CHANGING = frozenset(("offer", "answer", "delete", "start recording", "stop recording",
                       "pause recording"))
+
+
+def _yes(value):
+    """A ``yes``/``on``/``true`` key value (bytes or str), as rtpengine reads ``pause``."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return isinstance(value, str) and value.strip().lower() in ("yes", "on", "true", "1")
 
 
 def _call_id(request):
@@ -47,8 +60,10 @@ class Dispatcher:
 
     log = Logger()
 
-    def __init__(self, registry, negotiator, delete_delay=30, access=None):
+    def __init__(self, registry, negotiator, delete_delay=30, access=None, recording=None):
         self.registry = registry
+        #: the recording Spool (omnirtp.recording.spool), None: not configured
+        self.recording = recording
         #: the daemon's control AccessList (statistics shows its refusals)
         self.access = access
         self.negotiator = negotiator
@@ -62,6 +77,15 @@ class Dispatcher:
         self.proxies = {}
 
     def __call__(self, request, addr=None):
+        """The reply dict of ``request`` as a Deferred (failing with NGError)."""
+        return sync.as_deferred(self.now, request, addr)
+
+    def now(self, request, addr=None):
+        """The reply dict of ``request``, or a Deferred when the engine's
+        work is asynchronous (media workers); raises NGError & co.
+        :class:`omnirtp.control.ng.NGProtocol` calls this.  With a state
+        store, a request that may change a call leaves its snapshot there
+        (failed or not: a failed offer may have changed or removed it)."""
         # one log line per command, as rtpengine (the call-id, when there
         # is one, becomes the line's [CALL-ID] prefix; omnirtp.logging)
         call_id = request.get("call-id")
@@ -70,12 +94,26 @@ class Dispatcher:
                       source=(("[%s]:%s" if ":" in str(addr[0]) else "%s:%s") % addr[:2]
                               if addr else "?"),
                       call_id=call_id if isinstance(call_id, str) else None)
-        d = defer.maybeDeferred(self._dispatch, request)
-        d.addErrback(self._count_error)
-        d.addBoth(self._count_done, request.get("command"), addr)
-        if self.registry.store is not None and request.get("command") in CHANGING:
-            d.addBoth(self._persist, _call_id(request))
-        return d
+        command = request.get("command")
+        persist = self.registry.store is not None and command in CHANGING
+        try:
+            result = self._dispatch(request)
+        except BaseException:
+            self.counts["errors"] += 1
+            self._count_done(Failure(), command, addr)
+            if persist:
+                self._persist(None, _call_id(request))
+            raise
+        if isinstance(result, defer.Deferred):
+            result.addErrback(self._count_error)
+            result.addBoth(self._count_done, command, addr)
+            if persist:
+                result.addBoth(self._persist, _call_id(request))
+            return result
+        result = self._count_done(result, command, addr)
+        if persist:
+            self._persist(result, _call_id(request))
+        return result
 
     def _persist(self, result, call_id):
         # after the request, failed or not: a failed offer may have changed
@@ -129,19 +167,23 @@ class Dispatcher:
         if to_tag and not flags.to_tag:
             raise NGError(E_NO_TO_TAG)
 
-    @defer.inlineCallbacks
+    @sync.steps
     def cmd_offer(self, flags):
         self._require(flags)
         sdp = yield self.negotiator.offer(flags)
-        return {"result": "ok", "sdp": sdp}
+        reply = {"result": "ok", "sdp": sdp}
+        yield self.registry.run_locked(flags.call_id, self._record_sdp, flags, "offer", reply)
+        return reply
 
-    @defer.inlineCallbacks
+    @sync.steps
     def cmd_answer(self, flags):
         self._require(flags, to_tag=True)
         sdp = yield self.negotiator.answer(flags)
-        return {"result": "ok", "sdp": sdp}
+        reply = {"result": "ok", "sdp": sdp}
+        yield self.registry.run_locked(flags.call_id, self._record_sdp, flags, "answer", reply)
+        return reply
 
-    @defer.inlineCallbacks
+    @sync.steps
     def cmd_delete(self, flags):
         if not flags.call_id:
             raise NGError(E_NO_CALL_ID)
@@ -157,16 +199,23 @@ class Dispatcher:
             delay = self.delete_delay
         now = targets == "all" and delay <= 0
         reply = {"result": "ok"}
-        if not flags.has("fast") or now:
-            stats = (yield self.engine.stats(call.call_id)).get(call.call_id, {})
+        if now:
+            # the stats request and the release leave together: a media
+            # worker answers them in order (the counters are read before
+            # the ports go), one round trip instead of two
+            stats_d = self.engine.stats(call.call_id)
+            destroyed = registry.destroy(call, REASON_TERMINATED)
+            stats = (yield stats_d).get(call.call_id, {})
             if not flags.has("fast"):
                 reply.update(self.call_tree(call, stats))
+            registry.account(call, stats)
+            yield destroyed
+            return reply
+        if not flags.has("fast"):
+            stats = (yield self.engine.stats(call.call_id)).get(call.call_id, {})
+            reply.update(self.call_tree(call, stats))
         if targets == "all":
-            if now:
-                registry.account(call, stats)
-                yield registry.destroy(call, REASON_TERMINATED)
-            else:
-                registry.schedule_deletion(call, delay)
+            registry.schedule_deletion(call, delay)
         elif delay > 0:
             registry.schedule_deletion(call, delay, targets)
         else:
@@ -210,7 +259,7 @@ class Dispatcher:
             return "all"
         return list(gone)
 
-    @defer.inlineCallbacks
+    @sync.steps
     def cmd_query(self, flags):
         if not flags.call_id:
             raise NGError(E_NO_CALL_ID)
@@ -222,13 +271,97 @@ class Dispatcher:
         reply.update(self.call_tree(call, stats.get(call.call_id, {})))
         return reply
 
+    # -- recording (omnirtp.recording; ng-spec 2.9 and 7) -------------------
+
+    @defer.inlineCallbacks
+    def _record_sdp(self, flags, mode, reply):
+        """After an offer/answer: ``record call`` starts (yes) or stops (no)
+        the call's recording; a recorded call notes the SDP sent out in its
+        metadata and the reply names the pcap (``recordings``)."""
+        call = self.registry.get(flags.call_id)
+        if call is None or self.recording is None:
+            return
+        if flags.metadata is not None:
+            call.metadata = flags.metadata
+        if flags.record_call is True:
+            yield self._start_recording(call)
+        elif flags.record_call is False:
+            yield self._stop_recording(call, flags)
+        rec = getattr(call, "recording", None)
+        if rec is None:
+            return
+        # sockets a re-INVITE added are recorded too (the same value
+        # leaves the others as they are)
+        yield self.engine.configure(call.call_id, self.recording.entries(call, rec.params()))
+        stats = yield self.engine.stats(call.call_id)
+        from omnirtp.recording.spool import packets_recorded
+        self.recording.sdp(call, mode, reply["sdp"],
+                           packets_recorded(stats.get(call.call_id, {})))
+        reply["recordings"] = [rec.pcap_path]
+
+    def _start_recording(self, call):
+        rec = self.recording.start(call)
+        if rec is None:
+            return defer.succeed(None)
+        entries = self.recording.entries(call, rec.params())
+        return self.engine.configure(call.call_id, entries) if entries else defer.succeed(None)
+
+    def _stop_recording(self, call, flags, pause=False):
+        if pause or _yes(flags.raw.get("pause")) or "pause" in flags.unknown:
+            rec = self.recording.pause(call)
+            if rec is None:
+                return defer.succeed(None)
+            record = rec.params()
+        else:
+            if self.recording.finish(call, discard=flags.has("discard-recording")) is None:
+                return defer.succeed(None)
+            record = None
+        entries = self.recording.entries(call, record)
+        return self.engine.configure(call.call_id, entries) if entries else defer.succeed(None)
+
+    def _recording_call(self, flags):
+        if not flags.call_id:
+            raise NGError(E_NO_CALL_ID)
+        call = self.registry.get(flags.call_id)
+        if call is None:
+            raise NGError(E_UNKNOWN_CALL)
+        if flags.metadata is not None:
+            call.metadata = flags.metadata
+        return call
+
+    @defer.inlineCallbacks
+    def cmd_start_recording(self, flags):
+        call = self._recording_call(flags)
+        if self.recording is None:
+            self.log.error("call {call_id}: call recording requested, but no recording-dir "
+                           "is configured", call_id=call.call_id)
+        else:
+            yield self.registry.run_locked(call.call_id, self._start_recording, call)
+        return {"result": "ok"}
+
+    @defer.inlineCallbacks
+    def cmd_stop_recording(self, flags):
+        call = self._recording_call(flags)
+        if self.recording is not None:
+            yield self.registry.run_locked(call.call_id, self._stop_recording, call, flags)
+        return {"result": "ok"}
+
+    @defer.inlineCallbacks
+    def cmd_pause_recording(self, flags):
+        """omnirtp's spelling of ``stop recording`` with ``pause=yes``."""
+        call = self._recording_call(flags)
+        if self.recording is not None:
+            yield self.registry.run_locked(call.call_id, self._stop_recording, call, flags,
+                                           True)
+        return {"result": "ok"}
+
     def cmd_list(self, flags):
         limit = LIST_DEFAULT_LIMIT if flags.limit is None else flags.limit
         if limit < 0:
             raise NGError(E_INVALID_LIMIT)
         return {"calls": list(self.registry.calls)[:limit], "result": "ok"}
 
-    @defer.inlineCallbacks
+    @sync.steps
     def cmd_statistics(self, flags):
         totals = yield self.engine.totals()
         return {"statistics": self.statistics(totals), "result": "ok"}
@@ -272,6 +405,14 @@ class Dispatcher:
                         })
                         if suite:
                             streams[-1]["crypto suite"] = suite
+                        # omnirtp's own keys, only on streams that have them:
+                        # what the SRTP steps and the ICE agent dropped, and why
+                        if c.get("transforms"):
+                            streams[-1]["transforms"] = c["transforms"]
+                        ice = c.get("ice")
+                        if ice:
+                            streams[-1]["ICE"] = {"state": ice["state"],
+                                                  "counters": ice["counters"]}
                         t = totals[kind]
                         t["packets"] += c["packets"]
                         t["bytes"] += c["bytes"]
@@ -378,7 +519,15 @@ class Dispatcher:
             "controlstatistics": control,
             "ports": {"used": engine_totals.get("ports_used", 0),
                       "free": engine_totals.get("ports_free", 0)},
+            # omnirtp's own key (10.5 has none such): the codecs this
+            # process can transcode, and why the others are unusable
+            "codecs": codecs.statistics(),
         }
+        if self.recording is not None and self.recording.directory is not None:
+            # omnirtp's own counter: call recordings that failed (a file that
+            # could not be opened or written: the call went on unrecorded)
+            reply["totalstatistics"]["recordingerrors"] = (
+                self.recording.errors + engine_totals.get("recording_errors", 0))
         if self.access is not None:
             # omnirtp's own counter: ng requests refused by control-allow
             reply["controlstatistics"]["deniedcount"] = self.access.denied.get("ng", 0)

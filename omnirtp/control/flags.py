@@ -93,6 +93,45 @@ K_KNOWN_OTHER = (
     "body", "trigger", "trigger-end", "DTMF-security", "dtmf-security",
     "delay-buffer", "moh", "MoH", "MOH", "passthrough", "passthru", "player",
     "audio-player",
+    # keys the current upstream rtpengine added (docs/ng_control_protocol.md,
+    # daemon/call_flags.c); 10.5 ignores them too.  Upstream's new spellings
+    # of keys omnirtp reads ("from tag", "to tag", "to_tag", "from interface",
+    # "to interface", "RTCP mux", "from label") stay unknown, as in 10.5:
+    # docs/compat.md says why.
+    "alias-key", "audio player", "blob64", "calls", "codecs", "DTLS-reverse",
+    "dtls-reverse", "DTMF-delay", "DTMF delay", "dtmf-delay", "dtmf delay",
+    "dtmf-log-dest", "DTMF-log-dest", "dtmf-log-destination", "DTMF-log-destination",
+    "DTMF security", "dtmf security", "DTMF-security-trigger", "dtmf-security-trigger",
+    "DTMF security trigger", "dtmf security trigger", "DTMF-security-trigger-end",
+    "dtmf-security-trigger-end", "DTMF security trigger end", "dtmf security trigger end",
+    "delay buffer", "extmap", "from tags", "inbound-peer", "inbound peer", "peer",
+    "instance", "media", "medias", "outbound-peer", "outbound peer", "output-dest",
+    "output-file", "recording-destination", "recording-dest", "output destination",
+    "output dest", "output file", "recording destination", "recording dest",
+    "recording file", "recording-media-slot-offer", "recording-media-slot-answer",
+    "recording-media-slots", "recording path", "recording dir", "recording directory",
+    "recording folder", "output path", "output dir", "output directory", "output folder",
+    "recording-path", "recording-directory", "recording-folder", "output-path",
+    "output-dir", "output-directory", "output-folder", "recording pattern",
+    "output pattern", "output-pattern", "repeat times", "repeat duration", "sdp attr",
+    "SDP attr", "sdp-media-remove", "SDP-media-remove", "sdp_media_remove",
+    "SDP_media_remove", "sdp media remove", "SDP media remove", "set label",
+    "sip-response-code", "sip_response_code", "SIP-response-code", "SIP_response_code",
+    "sip code", "SIP code", "sip response code", "SIP response code", "sip message type",
+    "SIP message type", "source-tag", "source tag", "source-call-id", "source call id",
+    "source-call-ID", "source call ID", "start pos", "T38-version", "T.38-version",
+    "t38-version", "t.38-version", "T38 version", "T.38 version", "t38 version",
+    "t.38 version", "tags", "to label", "to call id", "trigger end", "end trigger",
+    "end-trigger", "trigger-end-time", "trigger end time", "end-trigger-time",
+    "end trigger time", "trigger-end-digits", "trigger end digits", "end-trigger-digits",
+    "end trigger digits", "vsc-pause-rec", "VSC-pause-rec", "vsc-pause-recording",
+    "VSC-pause-recording", "vsc-pause-resume-rec", "VSC-pause-resume-rec",
+    "vsc-pause-resume-recording", "VSC-pause-resume-recording", "vsc-start-pause-resume-rec",
+    "VSC-start-pause-resume-rec", "vsc-start-pause-resume-recording",
+    "VSC-start-pause-resume-recording", "vsc-start-rec", "VSC-start-rec",
+    "vsc-start-recording", "VSC-start-recording", "vsc-start-stop-rec", "VSC-start-stop-rec",
+    "vsc-start-stop-recording", "VSC-start-stop-recording", "vsc-stop-rec", "VSC-stop-rec",
+    "vsc-stop-recording", "VSC-stop-recording",
 )
 
 CODEC_PARTS = ("strip", "offer", "except", "mask", "transcode", "accept",
@@ -124,7 +163,22 @@ unsubscribe generate-rtcp no-redis-update egress block-egress
 symmetric-codecs asymmetric-codecs reorder-codecs port-latching
 no-jitter-buffer strip-extmap ice-reject no-codec-renegotiation
 sip-source trickle-ice webrtc to_tag
+audio-player no-audio-player recording-vsc
 """.split())
+
+# the current upstream rtpengine's other spellings of flag words (canonical
+# form) -> the word they mean; 10.5 does not know them (it ignores them)
+FLAG_ALIASES = {
+    "allow-asymmetric-codec": "allow-asymmetric-codecs",
+    "allow-no-codec-medias": "allow-no-codec-media",
+    "allow-empty-codec-media": "allow-no-codec-media",
+    "allow-empty-codec-medias": "allow-no-codec-media",
+    "block-shorts": "block-short",
+    "block-short-packets": "block-short",
+    "debugging": "debug",
+    "mirror-rtcp": "rtcp-mirror",
+    "mixed": "mix",
+}
 
 _OBSOLETE_FLAGS = frozenset(("symmetric-codecs", "asymmetric-codecs", "reorder-codecs"))
 
@@ -148,6 +202,10 @@ _TRUE = frozenset(("yes", "on", "true", "1", "force", "enable", "enabled"))
 _FALSE = frozenset(("no", "off", "false", "0", "disable", "disabled"))
 _DTLS_OFF = frozenset(("off", "no", "disable", "disabled"))
 _WS = re.compile(r"\s+")
+
+
+#: ``Flags.has`` arguments -> their canonical form
+_HAS_WORDS = {}
 
 
 def canonical(word):
@@ -342,8 +400,14 @@ class Flags:
     unknown: list = dataclasses.field(default_factory=list)
 
     def has(self, word):
-        """True if flag ``word`` (any spelling) was given."""
-        return canonical(word) in self.flags
+        """True if flag ``word`` (any spelling, upstream aliases too) was given."""
+        c = _HAS_WORDS.get(word)
+        if c is None:
+            c = canonical(word)
+            c = FLAG_ALIASES.get(c, c)
+            if len(_HAS_WORDS) < 256:  # the code's own words: a handful
+                _HAS_WORDS[word] = c
+        return c in self.flags
 
     @classmethod
     def from_request(cls, request):
@@ -370,56 +434,15 @@ class _Builder:
         self.direction = []
         self.from_interface = None
         self.to_interface = None
-        self.handlers = {}
-        for keys, handler in (
-            (K_COMMAND, self._str("command")),
-            (K_CALL_ID, self._str("call_id")),
-            (K_FROM_TAG, self._str("from_tag")),
-            (K_TO_TAG, self._str("to_tag")),
-            (K_VIA_BRANCH, self._str("via_branch")),
-            (K_SDP, self._str("sdp")),
-            (K_LABEL, self._str("label")),
-            (K_METADATA, self._str("metadata")),
-            (K_MEDIA_ADDRESS, self._str("media_address")),
-            (K_REPLACE, self._canon_set("replace")),
-            (K_RTCP_MUX, self._canon_set("rtcp_mux")),
-            (K_SUPPORTS, self._plain_set("supports")),
-            (K_SDES, self._plain_set("sdes")),
-            (K_OSRTP, self._plain_set("osrtp")),
-            (K_ICE, self._ice),
-            (K_TRANSPORT, self._str("transport_protocol")),
-            (K_DIRECTION, self._direction),
-            (K_FROM_INTERFACE, self._from_interface),
-            (K_TO_INTERFACE, self._to_interface),
-            (K_FLAGS, self._flags),
-            (K_CODEC, self._codec),
-            (K_ADDRESS_FAMILY, self._address_family),
-            (K_RECEIVED_FROM, self._received_from),
-            (K_DELETE_DELAY, self._int("delete_delay")),
-            (K_PTIME, self._int("ptime")),
-            (K_TOS, self._int("tos")),
-            (K_LIMIT, self._int("limit")),
-            (K_RECORD_CALL, self._record_call),
-            (K_ENDPOINT_LEARNING, self._endpoint_learning),
-            (K_DTLS, self._dtls),
-            (K_DTLS_FINGERPRINT, self._str("dtls_fingerprint")),
-            (K_ICE_LITE, self._ice_lite),
-            (K_ALL, self._all),
-            (K_RTPP_FLAGS, self._rtpp_flags),
-        ):
-            for key in keys:
-                self.handlers[key] = handler
-        for key, part in K_CODEC_TOPLEVEL.items():
-            self.handlers[key] = self._codec_part(part)
-        for key in K_KNOWN_OTHER:
-            self.handlers.setdefault(key, lambda value: None)
+        #: key -> handler(builder, value); one table for every request
+        self.handlers = _HANDLERS
 
     def apply(self, key, value):
-        handler = self.handlers.get(key)
+        handler = _HANDLERS.get(key)
         if handler is None:
             self.f.unknown.append(key)
             return
-        handler(value)
+        handler(self, value)
 
     def finish(self):
         f = self.f
@@ -434,38 +457,6 @@ class _Builder:
             if self.to_interface is not None:
                 direction[1] = self.to_interface
         f.direction = tuple(direction)
-
-    # handler factories
-    def _str(self, attr):
-        def handler(value):
-            s = _as_str(value)
-            if s is not None:
-                setattr(self.f, attr, s)
-        return handler
-
-    def _int(self, attr):
-        def handler(value):
-            n = as_int(value)
-            if n is not None:
-                setattr(self.f, attr, n)
-            else:
-                self.f.unknown.append("%s=%r" % (attr, value))
-        return handler
-
-    def _canon_set(self, attr):
-        def handler(value):
-            getattr(self.f, attr).update(canonical(v) for v in as_list(value))
-        return handler
-
-    def _plain_set(self, attr):
-        def handler(value):
-            getattr(self.f, attr).update(as_list(value))
-        return handler
-
-    def _codec_part(self, part):
-        def handler(value):
-            self.codec[part].extend(as_list(value))
-        return handler
 
     # specific keys
     def _ice(self, value):
@@ -593,6 +584,7 @@ class _Builder:
 
     def _flag(self, word):
         c = canonical(word)
+        c = FLAG_ALIASES.get(c, c)
         if c == "webrtc":
             self._webrtc()
             return
@@ -615,7 +607,8 @@ class _Builder:
         if c in _OBSOLETE_FLAGS:
             log.info("ignoring obsolete flag {flag}", flag=c)
             return
-        if c in KNOWN_FLAGS or c.startswith(("from-tags-", "sdp-attr-", "t38-", "bundle-")):
+        if c in KNOWN_FLAGS or c.startswith(("from-tags-", "sdp-attr-", "t38-", "t.38-",
+                                                     "bundle-")):
             self.f.flags.add(c)
         else:
             self.f.unknown.append(word)
@@ -629,5 +622,93 @@ class _Builder:
         f.sdes.add("off")
 
 
+
+# -- the key table: key -> handler(builder, value), built once ----------------
+
+def _str(attr):
+    def handler(b, value):
+        s = _as_str(value)
+        if s is not None:
+            setattr(b.f, attr, s)
+    return handler
+
+
+def _int(attr):
+    def handler(b, value):
+        n = as_int(value)
+        if n is not None:
+            setattr(b.f, attr, n)
+        else:
+            b.f.unknown.append("%s=%r" % (attr, value))
+    return handler
+
+
+def _canon_set(attr):
+    def handler(b, value):
+        getattr(b.f, attr).update(canonical(v) for v in as_list(value))
+    return handler
+
+
+def _plain_set(attr):
+    def handler(b, value):
+        getattr(b.f, attr).update(as_list(value))
+    return handler
+
+
+def _codec_part(part):
+    def handler(b, value):
+        b.codec[part].extend(as_list(value))
+    return handler
+
+
+def _ignored(b, value):
+    return None
+
+
+_HANDLERS = {}
+for _keys, _handler in (
+    (K_COMMAND, _str("command")),
+    (K_CALL_ID, _str("call_id")),
+    (K_FROM_TAG, _str("from_tag")),
+    (K_TO_TAG, _str("to_tag")),
+    (K_VIA_BRANCH, _str("via_branch")),
+    (K_SDP, _str("sdp")),
+    (K_LABEL, _str("label")),
+    (K_METADATA, _str("metadata")),
+    (K_MEDIA_ADDRESS, _str("media_address")),
+    (K_REPLACE, _canon_set("replace")),
+    (K_RTCP_MUX, _canon_set("rtcp_mux")),
+    (K_SUPPORTS, _plain_set("supports")),
+    (K_SDES, _plain_set("sdes")),
+    (K_OSRTP, _plain_set("osrtp")),
+    (K_ICE, _Builder._ice),
+    (K_TRANSPORT, _str("transport_protocol")),
+    (K_DIRECTION, _Builder._direction),
+    (K_FROM_INTERFACE, _Builder._from_interface),
+    (K_TO_INTERFACE, _Builder._to_interface),
+    (K_FLAGS, _Builder._flags),
+    (K_CODEC, _Builder._codec),
+    (K_ADDRESS_FAMILY, _Builder._address_family),
+    (K_RECEIVED_FROM, _Builder._received_from),
+    (K_DELETE_DELAY, _int("delete_delay")),
+    (K_PTIME, _int("ptime")),
+    (K_TOS, _int("tos")),
+    (K_LIMIT, _int("limit")),
+    (K_RECORD_CALL, _Builder._record_call),
+    (K_ENDPOINT_LEARNING, _Builder._endpoint_learning),
+    (K_DTLS, _Builder._dtls),
+    (K_DTLS_FINGERPRINT, _str("dtls_fingerprint")),
+    (K_ICE_LITE, _Builder._ice_lite),
+    (K_ALL, _Builder._all),
+    (K_RTPP_FLAGS, _Builder._rtpp_flags),
+):
+    for _key in _keys:
+        _HANDLERS[_key] = _handler
+for _key, _part in K_CODEC_TOPLEVEL.items():
+    _HANDLERS[_key] = _codec_part(_part)
+for _key in K_KNOWN_OTHER:
+    _HANDLERS.setdefault(_key, _ignored)
+del _keys, _handler, _key, _part
+
 __all__ = ["Flags", "canonical", "as_list", "as_int", "parse_rtpp_flags",
-           "TRANSPORTS", "KNOWN_FLAGS"]
+           "TRANSPORTS", "KNOWN_FLAGS", "FLAG_ALIASES"]

@@ -53,6 +53,16 @@ COUNTED_COMMANDS = ("ping", "offer", "answer", "delete", "query", "list", "stati
 #: command words come from the network)
 STATS_OTHER = "other"
 
+#: the reply cache holds at most this many bytes (cookies and replies)
+CACHE_BYTES = 64 << 20
+#: what a pending entry is charged (its cookie aside) until its reply is known
+PENDING_COST = 128
+#: copies of a pending request answered at most (a retransmission storm
+#: cannot make one reply go out without bound)
+MAX_WAITERS = 16
+#: seconds between two warnings about undecodable ng datagrams
+WARN_INTERVAL = 10.0
+
 _BENCODE, _JSON = "bencode", "json"
 _JSON_OPEN = frozenset(b"[{")
 _JSON_CLOSE = frozenset(b"]}")
@@ -149,6 +159,10 @@ def decode_payload(payload):
     if first == b"d":
         try:
             # rtpengine ignores whatever follows the dictionary
+            return bencode.decode_text_prefix(payload)[0], _BENCODE
+        except bencode.NotFast:
+            pass
+        try:
             value, _ = bencode.decode_prefix(payload)
         except bencode.BencodeError as e:
             raise _DecodeError(errors.E_BENCODE, str(e))
@@ -231,6 +245,9 @@ class NGProtocol(DatagramProtocol):
     :param cache_ttl: seconds between rotations of the two cache generations
         (a reply stays cached for ``cache_ttl`` to ``2 * cache_ttl`` seconds).
     :param cache_max: most cookies held over both generations.
+    :param cache_bytes: most bytes (cookies and reply datagrams) held over
+        both generations; a flood of unique cookies, or of long ones, rotates
+        the generations sooner instead of growing memory.
     :param access: an :class:`omnirtp.control.access.AccessList`, or None
         (everyone may send).  A datagram from a source it refuses is dropped
         before anything else: no reply, no decoding, no cache entry.
@@ -244,16 +261,24 @@ class NGProtocol(DatagramProtocol):
 
     log = Logger()
 
-    def __init__(self, dispatch, clock, cache_ttl=30, cache_max=20000, access=None):
+    def __init__(self, dispatch, clock, cache_ttl=30, cache_max=20000, access=None,
+                 cache_bytes=CACHE_BYTES):
         self.dispatch = dispatch
         self.access = access
         self.clock = clock
         self.cache_ttl = cache_ttl
         self.cache_max = max(2, cache_max)
         self._generation_max = self.cache_max // 2
+        self.cache_bytes = max(2, cache_bytes)
+        self._generation_bytes = self.cache_bytes // 2
         self._cache_new = {}
         self._cache_old = {}
+        self._bytes_new = 0
+        self._bytes_old = 0
         self._rotated_at = clock.seconds()
+        #: undecodable datagrams not logged since the last warning
+        self._unlogged = 0
+        self._warned_at = None
         self._failures_logged = set()
         self.stats = dict.fromkeys(COUNTED_COMMANDS, 0)
         self.stats[STATS_OTHER] = 0
@@ -268,11 +293,15 @@ class NGProtocol(DatagramProtocol):
         if elapsed >= 2 * self.cache_ttl:
             self._cache_old = {}
             self._cache_new = {}
+            self._bytes_old = self._bytes_new = 0
             self._rotated_at = now
         elif elapsed >= self.cache_ttl:
-            self._cache_old = self._cache_new
-            self._cache_new = {}
+            self._rotate()
             self._rotated_at = now
+
+    def _rotate(self):
+        self._cache_old, self._bytes_old = self._cache_new, self._bytes_new
+        self._cache_new, self._bytes_new = {}, 0
 
     def _cache_get(self, cookie):
         entry = self._cache_new.get(cookie)
@@ -280,16 +309,31 @@ class NGProtocol(DatagramProtocol):
             entry = self._cache_old.get(cookie)
         return entry
 
+    @staticmethod
+    def _cost(cookie, entry):
+        return len(cookie) + (PENDING_COST if isinstance(entry, _Pending) else len(entry))
+
     def _cache_put(self, cookie, entry):
-        self._cache_old.pop(cookie, None)
-        if cookie not in self._cache_new and len(self._cache_new) >= self._generation_max:
-            self._cache_old = self._cache_new
-            self._cache_new = {}
+        old = self._cache_old.pop(cookie, None)
+        if old is not None:
+            self._bytes_old -= self._cost(cookie, old)
+        previous = self._cache_new.pop(cookie, None)
+        if previous is not None:
+            self._bytes_new -= self._cost(cookie, previous)
+        cost = self._cost(cookie, entry)
+        if (len(self._cache_new) >= self._generation_max
+                or self._bytes_new + cost > self._generation_bytes):
+            self._rotate()
         self._cache_new[cookie] = entry
+        self._bytes_new += cost
 
     def cached_count(self):
         """Number of cookies currently remembered (replies and pending)."""
         return len(self._cache_new) + len(self._cache_old)
+
+    def cached_bytes(self):
+        """Bytes charged to the cache (cookies, replies, pending entries)."""
+        return self._bytes_new + self._bytes_old
 
     # -- receive -------------------------------------------------------
 
@@ -310,17 +354,15 @@ class NGProtocol(DatagramProtocol):
             entry = self._cache_get(cookie)
             if entry is not None:
                 if isinstance(entry, _Pending):
-                    entry.waiters.append(addr)
+                    if len(entry.waiters) < MAX_WAITERS:
+                        entry.waiters.append(addr)
                 else:
                     self._send(entry, addr)
                 return
         try:
             request, encoding = decode_payload(payload)
         except _DecodeError as e:
-            self.log.warn(
-                "ng protocol error from {addr}: {reason} ({detail})",
-                addr=addr, reason=e.reason, detail=e.detail,
-            )
+            self._warn_undecodable(addr, e)
             self._finish(cookie, _Pending(addr), error_reply(e.reason), _BENCODE
                          if payload[:1] != b"{" else _JSON)
             return
@@ -332,8 +374,11 @@ class NGProtocol(DatagramProtocol):
         self.stats[command if command in COUNTED_COMMANDS else STATS_OTHER] += 1
         pending = _Pending(addr)
         self._cache_put(cookie, pending)
+        dispatch = self.dispatch
+        # a Dispatcher answers synchronously when it can (``now``)
+        dispatch = getattr(dispatch, "now", dispatch)
         try:
-            result = self.dispatch(request, addr)
+            result = dispatch(request, addr)
         except Exception:
             reply = self._reply_for_failure(Failure(), request, command)
             self._finish(cookie, pending, reply, encoding)
@@ -347,6 +392,22 @@ class NGProtocol(DatagramProtocol):
             result.addErrback(self._log_bug)
         else:
             self._finish(cookie, pending, result, encoding)
+
+    def _warn_undecodable(self, addr, error):
+        """One warning per :data:`WARN_INTERVAL` seconds at most, with the
+        number of undecodable datagrams since the previous one: garbage
+        floods are counted (``stats["errors"]``), never logged one by one."""
+        now = self.clock.seconds()
+        if self._warned_at is not None and now - self._warned_at < WARN_INTERVAL:
+            self._unlogged += 1
+            return
+        self.log.warn(
+            "ng protocol error from {addr}: {reason} ({detail}); "
+            "{more} more undecodable requests since the last warning",
+            addr=addr, reason=error.reason, detail=error.detail, more=self._unlogged,
+        )
+        self._warned_at = now
+        self._unlogged = 0
 
     def _finish_later(self, reply, cookie, pending, encoding):
         self._finish(cookie, pending, reply, encoding)

@@ -11,7 +11,9 @@ in ``HTTP/x.y``, so nothing a CLI client sends is taken for HTTP.
 
 Every listener counts its open connections; beyond ``max_connections`` a
 new connection is closed at once, so slow or idle clients cannot take all
-the daemon's file descriptors.  Timeouts are the protocols' own.
+the daemon's file descriptors.  Timeouts are the protocols' own, and they
+are deadlines (``control-timeout``), not idle timers: a client that sends one
+byte a second cannot keep a connection open by trickling.
 """
 
 import re
@@ -61,7 +63,7 @@ class SharedPortProtocol(Protocol, TimeoutMixin):
         if self.inner is not None:
             self.inner.dataReceived(data)
             return
-        self.resetTimeout()
+        # a deadline from the connection, not an idle timer (slow clients)
         self._buffer += data
         end = self._buffer.find(b"\n")
         if end >= 0:
@@ -182,8 +184,11 @@ class OperatorListeners(service.Service):
     """
 
     def __init__(self, reactor, cli, http, cli_factory, http_factory, https=(),
-                 tls_context=None, max_connections=MAX_CONNECTIONS, access=None):
+                 tls_context=None, max_connections=MAX_CONNECTIONS, access=None,
+                 timeout=SNIFF_TIMEOUT):
         self.reactor = reactor
+        #: seconds a shared-port client has to send its first line
+        self.timeout = timeout
         self.cli = tuple(cli)
         self.http = tuple(http)
         self.https = tuple(https)
@@ -200,7 +205,8 @@ class OperatorListeners(service.Service):
         try:
             for (host, port), kind in plan(self.cli, self.http).items():
                 if kind == "both":
-                    factory = SharedPortFactory(self.http_factory, self.cli_factory)
+                    factory = SharedPortFactory(self.http_factory, self.cli_factory,
+                                                self.timeout)
                 elif kind == "cli":
                     factory = self.cli_factory
                 else:

@@ -35,7 +35,11 @@ Anything else: 404 ``not found`` (text/plain), as 10.5.
 Limits: a request body over :data:`MAX_BODY` bytes is answered 413 and the
 connection closed before the body is read; headers are bounded by
 twisted.web (16 KiB); an idle connection is closed after the site's
-``timeout``.  Requests are not logged one by one.
+``timeout``, and a request (line, headers and body) must arrive whole
+within ``request_timeout`` seconds (``control-timeout``) of the connection
+or of the previous response: a deadline that trickled bytes do not move, so
+a client sending one byte a second is dropped.  Requests are not logged one
+by one.
 """
 
 import json
@@ -43,7 +47,7 @@ from urllib.parse import unquote
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
 from omnirtp.cli.commands import media_streams
 from omnirtp.control.ng import NGProtocol
@@ -51,6 +55,8 @@ from omnirtp.http import metrics
 
 MAX_BODY = 1 << 20
 TIMEOUT = 30.0
+#: seconds a client has to send a whole request (``control-timeout``)
+REQUEST_TIMEOUT = 10.0
 NG_CONTENT_TYPE = b"application/x-rtpengine-ng"
 TEXT = b"text/plain"
 JSON = b"application/json"
@@ -318,18 +324,63 @@ class LimitedRequest(server.Request):
         server.Request.requestReceived(self, command, path, version)
 
 
+class DeadlineChannel(http.HTTPChannel):
+    """An HTTP channel that aborts the connection when a request has not
+    arrived whole ``request_timeout`` seconds after the connection was made
+    or the previous response was done.  twisted.web's own ``timeOut`` is an
+    idle timer that every byte resets; this one is not."""
+
+    request_timeout = REQUEST_TIMEOUT
+    _deadline = None
+
+    def connectionMade(self):
+        http.HTTPChannel.connectionMade(self)
+        self._arm()
+
+    def _arm(self):
+        self._disarm()
+        if self.request_timeout:
+            self._deadline = self.callLater(self.request_timeout, self._expired)
+
+    def _disarm(self):
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self):
+        self._deadline = None
+        self.transport.abortConnection()
+
+    def allContentReceived(self):
+        self._disarm()
+        http.HTTPChannel.allContentReceived(self)
+
+    def requestDone(self, request):
+        # armed first: a pipelined request replayed by requestDone disarms it
+        self._arm()
+        http.HTTPChannel.requestDone(self, request)
+
+    def connectionLost(self, reason):
+        self._disarm()
+        http.HTTPChannel.connectionLost(self, reason)
+
+
 class Site(server.Site):
     """twisted.web's Site with omnirtp's limits and no per-request log."""
 
     noisy = False
     requestFactory = LimitedRequest
+    protocol = DeadlineChannel
 
-    def __init__(self, root, timeout=TIMEOUT, reactor=None, max_body=MAX_BODY):
+    def __init__(self, root, timeout=TIMEOUT, reactor=None, max_body=MAX_BODY,
+                 request_timeout=REQUEST_TIMEOUT):
         kwargs = {"timeout": timeout}
         if reactor is not None:
             kwargs["reactor"] = reactor
         server.Site.__init__(self, root, **kwargs)
         self.max_body = max_body
+        self.request_timeout = request_timeout
 
         def request_factory(*args, **kw):
             r = LimitedRequest(*args, **kw)
@@ -338,9 +389,16 @@ class Site(server.Site):
 
         self.requestFactory = request_factory
 
+    def buildProtocol(self, addr):
+        channel = server.Site.buildProtocol(self, addr)
+        channel.request_timeout = self.request_timeout
+        return channel
+
     def log(self, request):
         pass
 
 
-def build_site(ops, commands, dispatch, clock, timeout=TIMEOUT, reactor=None):
-    return Site(Root(ops, commands, dispatch, clock), timeout=timeout, reactor=reactor)
+def build_site(ops, commands, dispatch, clock, timeout=TIMEOUT, reactor=None,
+               request_timeout=REQUEST_TIMEOUT):
+    return Site(Root(ops, commands, dispatch, clock), timeout=timeout, reactor=reactor,
+                request_timeout=request_timeout)

@@ -160,6 +160,18 @@ class Allocate(amp.Command):
     errors = ERRORS
 
 
+class Claim(amp.Command):
+    """``IMediaEngine.claim``."""
+
+    arguments = [
+        (b"call_id", Text()),
+        (b"address", Text()),
+        (b"ports", amp.ListOf(amp.Integer())),
+    ]
+    response = [(b"ports", amp.ListOf(amp.Integer()))]
+    errors = ERRORS
+
+
 class Configure(amp.Command):
     """``IMediaEngine.configure``."""
 

@@ -598,6 +598,43 @@ def make_context(certificate, profiles=None, ciphers=None, verify=None):
     return ctx
 
 
+def _verify_endpoint(conn, x509cert, errno, depth, ok):
+    """The verify callback of a shared context: asks the connection's endpoint."""
+    endpoint = conn.get_app_data()
+    if endpoint is None:
+        return False
+    return bool(endpoint._verify(conn, x509cert, depth))
+
+
+#: shared contexts held per certificate (a daemon has one certificate; a few
+#: profile/cipher combinations at most)
+_SHARED_MAX = 8
+
+
+def shared_context(certificate, profiles=None, ciphers=None):
+    """The ``SSL.Context`` all endpoints with ``certificate``, ``profiles``
+    and ``ciphers`` share.
+
+    Building a context (loading the certificate and key into OpenSSL) costs
+    far more than the connection made from it, so it is made once.  The
+    verify callback finds its endpoint through the connection's app data
+    (:class:`DtlsEndpoint` sets it); the session cache is off, so no
+    connection can resume another's session (a fresh context per endpoint
+    never could either).
+    """
+    key = (tuple(profiles) if profiles is not None else None, ciphers)
+    cache = certificate.__dict__.setdefault("_contexts", {})
+    ctx = cache.get(key)
+    if ctx is None:
+        ctx = make_context(certificate, profiles, ciphers)
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verify_endpoint)
+        if len(cache) >= _SHARED_MAX:
+            cache.clear()
+        cache[key] = ctx
+    return ctx
+
+
 def _profile(p):
     if isinstance(p, Profile):
         return p
@@ -653,7 +690,8 @@ class DtlsEndpoint:
         self.remote_verified = False
         self._counters = dict.fromkeys(COUNTERS, 0)
 
-        self._conn = SSL.Connection(make_context(certificate, profiles, ciphers, self._verify))
+        self._conn = SSL.Connection(shared_context(certificate, profiles, ciphers))
+        self._conn.set_app_data(self)
         if role == CLIENT:
             self._conn.set_connect_state()
         else:

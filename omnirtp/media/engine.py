@@ -57,6 +57,7 @@ K_SRTP_IN = "srtp_in"
 K_SRTP_OUT = "srtp_out"
 K_ICE = "ice"
 K_DTLS = "dtls"
+K_RECORD = "record"
 K_CODECS_SEND = "codecs_send"
 K_CODECS_RECV = "codecs_recv"
 K_TRANSCODE = "transcode"
@@ -70,6 +71,9 @@ DTLS_SERVER = "server"
 
 #: configure keys that name transform parameters: key -> (factory kind,
 #: which of the socket's step lists it fills, the factory method building it)
+#: seconds between the offload checks and kernel counter reads (``table``)
+KERNEL_TICK = 1.0
+
 TRANSFORM_KEYS = {
     K_SRTP_IN: ("srtp", "inbound", "inbound"),
     K_SRTP_OUT: ("srtp", "outbound", "outbound"),
@@ -299,8 +303,18 @@ class EmbeddedEngine:
     log = Logger()
 
     def __init__(self, reactor, interfaces, bind=None, rng=None, poller=None, transforms=None,
-                 certificate=None, codecs=None):
+                 certificate=None, codecs=None, forwarder=None):
         self._reactor = reactor
+        #: an IForwarder (``table = N``, already started) or None
+        self.forwarder = forwarder
+        self._kernel_seen = {}  # local -> kernel packets at the last tick
+        self._kernel_stale = set()  # released calls whose streams the kernel refused to drop
+        self._kernel_loop = None
+        if forwarder is not None:
+            from twisted.internet.task import LoopingCall
+            self._kernel_loop = LoopingCall(self._kernel_tick)
+            self._kernel_loop.clock = reactor
+            self._kernel_loop.start(KERNEL_TICK, now=False)
         #: {(encoding, clock, channels): ICodecFactory}; None: the plugins'
         #: (omnirtp.codecs.registry()) when a transcoder is first built
         self._codecs = codecs
@@ -333,12 +347,22 @@ class EmbeddedEngine:
         self._sockets = {}  # (addr, port) -> RelaySocket, RTP and RTCP
         self._calls = {}  # call_id -> {rtp key: (rtp RelaySocket, rtcp RelaySocket)}
         self._released = _Totals()
+        from omnirtp.recording.writer import Recordings
+
+        #: call recording: per-call pcap writers and per-socket taps
+        self._recordings = Recordings(reactor)
 
     # -- IMediaEngine -----------------------------------------------------
 
     def allocate(self, call_id, address, count):
         try:
             return defer.succeed(self._allocate(call_id, address, count))
+        except Exception:
+            return defer.fail()
+
+    def claim(self, call_id, address, ports):
+        try:
+            return defer.succeed(self._allocate(call_id, address, len(ports), wanted=ports))
         except Exception:
             return defer.fail()
 
@@ -364,11 +388,16 @@ class EmbeddedEngine:
         else:
             ids = []
         result = {}
+        # one call (query, delete): read now; all (the timeout sweep, once a
+        # second): as the last tick read them
+        kernel = self._kernel_counters(fresh=call_id is not None) if ids else {}
         for cid in ids:
             per = result[cid] = {}
             for rtp, rtcp in self._calls[cid].values():
                 for relay in (rtp, rtcp):
                     counters = per[relay.local] = relay.counters()
+                    if kernel:
+                        _merge_kernel(counters, kernel.get(relay.local))
                     wire = self._wires.get(relay.local)
                     if wire is not None:
                         counters.update(wire.counters())
@@ -377,6 +406,10 @@ class EmbeddedEngine:
     def totals(self):
         done = self._released
         packets, octets, errors, junk = done.packets, done.bytes, done.errors, done.junk
+        for local, (kp, kb) in self._kernel_counters(fresh=False).items():
+            if local in self._sockets:
+                packets += kp
+                octets += kb
         for relay in self._sockets.values():
             packets += relay.packets
             octets += relay.bytes
@@ -390,6 +423,7 @@ class EmbeddedEngine:
                 "junk": junk,
                 "ports_used": sum(p.used for p in self._pools.values()),
                 "ports_free": sum(p.free for p in self._pools.values()),
+                "recording_errors": self._recordings.errors,
             }
         )
 
@@ -401,6 +435,10 @@ class EmbeddedEngine:
         for call_id in list(self._calls):
             self._release(call_id, None)
         self._rtcp_schedule()
+        if self._kernel_loop is not None:
+            if self._kernel_loop.running:
+                self._kernel_loop.stop()
+            self.forwarder.stop()
         if self._own_poller:
             self._poller.close()
 
@@ -431,7 +469,7 @@ class EmbeddedEngine:
             return None
         return lambda: bind_udp(address, port, reuse_port=True)
 
-    def _allocate(self, call_id, address, count):
+    def _allocate(self, call_id, address, count, wanted=None):
         pool = self._pools.get(address)
         if pool is None:
             raise ValueError(
@@ -453,8 +491,17 @@ class EmbeddedEngine:
 
         taken = []
         try:
-            for _ in range(count):
-                taken.append(pool.acquire(bind_pair))
+            if wanted is None:
+                for _ in range(count):
+                    taken.append(pool.acquire(bind_pair))
+            else:
+                for port in wanted:
+                    pool.claim(port)
+                    try:
+                        taken.append((port, bind_pair(port)))
+                    except BaseException:
+                        pool.release(port)
+                        raise
         except BaseException:
             for port, (rtp, rtcp) in taken:
                 rtp.close()
@@ -550,15 +597,23 @@ class EmbeddedEngine:
         """Give ``relay`` its steps: DTLS's (keys or HoldMedia) on a socket
         with DTLS, else those of srtp_in / srtp_out."""
         wire = self._wires.get(relay.local)
+        middle = self._middle(relay.local)
         if wire is not None and wire.dtls is not None:
-            relay.set_transforms(inbound=[wire.dtls_in], outbound=[wire.dtls_out])
+            relay.set_transforms(inbound=[wire.dtls_in], middle=middle, outbound=[wire.dtls_out])
             return
         current = self._steps.get(relay.local, {})
         lists = {"inbound": [], "outbound": []}
         for key, (_kind, slot, _method) in TRANSFORM_KEYS.items():
             if key in current:
                 lists[slot].append(current[key][1])
-        relay.set_transforms(inbound=lists["inbound"], outbound=lists["outbound"])
+        relay.set_transforms(inbound=lists["inbound"], middle=middle, outbound=lists["outbound"])
+
+    def _middle(self, local):
+        """The ``middle`` steps of socket ``local``: the recording tap
+        first (it records the leg as it was on the wire, decrypted), then
+        the transcoder."""
+        current = self._transcoders.get(local)
+        return self._recordings.steps(local) + ((current[1],) if current else ())
 
     def _refresh(self, call_id):
         """Recompute every pipeline of a call (chains follow peers and
@@ -615,7 +670,7 @@ class EmbeddedEngine:
                     continue
                 if want is None:
                     del self._transcoders[local]
-                    relay.set_transforms(middle=[])
+                    relay.set_transforms(middle=self._middle(local))
                 else:
                     if want[0] == "rtcp":
                         from omnirtp.codecs.transcode import RtcpTerminator
@@ -626,7 +681,7 @@ class EmbeddedEngine:
 
                         step = Transcoder(state["send"], recv, self._registry())
                     self._transcoders[local] = (want, step)
-                    relay.set_transforms(middle=[step])
+                    relay.set_transforms(middle=self._middle(local))
                 changed = True
         self._rtcp_schedule()
         return changed
@@ -913,6 +968,14 @@ class EmbeddedEngine:
             tos = entry.get(K_TOS)
             if tos is not None and (type(tos) is not int or not 0 <= tos <= 255):
                 raise ValueError("tos must be an integer from 0 to 255, got %r" % (tos,))
+            record = entry.get(K_RECORD, self._ABSENT)
+            if record is not self._ABSENT:
+                self._recordings.check(record)
+            if set(entry) <= {K_LOCAL, K_RECORD}:
+                # only the recording changes (start/stop/pause recording)
+                plan.append((relay, None, {}, (self._ABSENT, self._ABSENT), self._ABSENT,
+                             record))
+                continue
             plan.append(
                 (
                     relay,
@@ -930,15 +993,21 @@ class EmbeddedEngine:
                     self._plan_steps(relay, entry),
                     self._plan_wire(relay, entry),
                     self._plan_codecs(relay, entry),
+                    record,
                 )
             )
         changed = False
         absent = self._ABSENT
-        for relay, kwargs, changes, (ice, dtls), codecs in plan:
-            self._codec_state[relay.local] = codecs
+        for relay, kwargs, changes, (ice, dtls), codecs, record in plan:
+            if codecs is not absent:
+                self._codec_state[relay.local] = codecs
             if ice is not absent:
                 self._apply_ice(call_id, relay, ice)
-            relay.configure(**kwargs)
+            if kwargs is not None:
+                relay.configure(**kwargs)
+            if record is not absent and self._recordings.apply(call_id, relay, record):
+                self._install_steps(relay)
+                changed = True
             if dtls is not absent and self._apply_dtls(call_id, relay, dtls):
                 self._install_steps(relay)
                 changed = True
@@ -950,10 +1019,12 @@ class EmbeddedEngine:
         if changed:
             # the chains follow peers and rtcp_peers across the whole call
             self._refresh(call_id)
-        for relay, _kwargs, _changes, _wire, _codecs in plan:
+        for relay, _kwargs, _changes, _wire, _codecs, _record in plan:
             wire = self._wires.get(relay.local)
             if wire is not None:
                 self._start_wire(wire)
+        if self.forwarder is not None:
+            self._kernel_sync(call_id)
 
     def _release(self, call_id, keys):
         pairs = self._calls.get(call_id)
@@ -968,16 +1039,29 @@ class EmbeddedEngine:
                 key = (key[0], key[1] & ~1)
                 if key in pairs:
                     targets.append(key)
+        kernel = {}
+        if self.forwarder is not None and targets:
+            # out of the kernel first, while the sockets still hold the port
+            if not self._kernel_sync(call_id, without=set(targets)):
+                self._kernel_stale.add(call_id)  # the tick tries again
+            kernel = self._kernel_counters()
         gone = set()
         for key in targets:
             rtp, rtcp = pairs.pop(key)
             for relay in (rtp, rtcp):
                 gone.add(relay)
                 self._released.add(relay)
+                if relay.local in kernel:
+                    kp, kb = kernel[relay.local]
+                    self._released.packets += kp
+                    self._released.bytes += kb
+                    self.forwarder.forget(relay.local)
+                    self._kernel_seen.pop(relay.local, None)
                 del self._sockets[relay.local]
                 self._steps.pop(relay.local, None)
                 self._codec_state.pop(relay.local, None)
                 self._transcoders.pop(relay.local, None)
+                self._recordings.drop(call_id, relay.local)
                 wire = self._wires.pop(relay.local, None)
                 if wire is not None:
                     wire.close()  # timers cancelled (DTLS says close_notify)
@@ -995,4 +1079,80 @@ class EmbeddedEngine:
                         relay.update_pipeline()
         if not pairs:
             del self._calls[call_id]
+            self._recordings.release(call_id)
         self._rtcp_schedule()
+
+    # -- kernel forwarding (table = N; off the per-packet path) -----------
+
+    def _kernel_streams(self, call_id, without=()):
+        """The call's streams the kernel may forward now: a plain socket
+        (no steps, no ICE/DTLS, no RTCP split off) whose party and whose
+        peer's party are both confirmed."""
+        from omnirtp.media.kernel import Stream
+
+        streams = []
+        for key, (rtp, rtcp) in self._calls.get(call_id, {}).items():
+            if key in without:
+                continue
+            for relay in (rtp, rtcp):
+                peer = relay.peer
+                if (peer is None or not relay.confirmed or relay.endpoint is None
+                        or relay.pipeline is not None or relay.rtcp_peer is not None
+                        or not peer.confirmed or peer.endpoint is None
+                        or relay.local in self._wires or peer.local in self._wires
+                        or (peer.local[0], peer.local[1] & ~1) in without):
+                    continue
+                streams.append(Stream(relay.local, relay.endpoint, peer.local, peer.endpoint))
+        return streams
+
+    def _kernel_sync(self, call_id, without=()):
+        """Give the forwarder the call's offloadable streams; True if done."""
+        from omnirtp.media.kernel import NftError
+
+        try:
+            self.forwarder.offload(call_id, self._kernel_streams(call_id, without))
+        except NftError as e:
+            self.log.warn("call {call_id}: kernel forwarding refused ({error}); "
+                          "media stays in userspace", call_id=call_id, error=e)
+            return False
+        return True
+
+    def _kernel_counters(self, fresh=True):
+        if self.forwarder is None:
+            return {}
+        from omnirtp.media.kernel import NftError
+
+        try:
+            return self.forwarder.counters(fresh)
+        except NftError as e:
+            self.log.warn("kernel forwarding: cannot read counters: {error}", error=e)
+            return {}
+
+    def _kernel_tick(self):
+        """Offload what became offloadable (endpoints confirmed since the
+        last configuration); a kernel counter that moved counts as a packet
+        for the media timeout."""
+        for call_id in list(self._calls):
+            self._kernel_sync(call_id)
+        for call_id in list(self._kernel_stale):
+            if call_id not in self._calls and self._kernel_sync(call_id):
+                self._kernel_stale.discard(call_id)
+        counts = self._kernel_counters()
+        now = self._reactor.seconds()
+        seen = self._kernel_seen
+        for local, (packets, _octets) in counts.items():
+            if packets != seen.get(local, 0):
+                seen[local] = packets
+                relay = self._sockets.get(local)
+                if relay is not None:
+                    relay.last_packet = now
+
+
+def _merge_kernel(counters, kernel):
+    """Add what the kernel forwarded for a socket to its counters."""
+    if kernel is None:
+        return
+    packets, octets = kernel
+    counters["packets"] += packets
+    counters["bytes"] += octets
+    counters["kernel"] = {"packets": packets, "bytes": octets}

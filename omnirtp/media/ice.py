@@ -53,6 +53,7 @@ from collections import deque
 from twisted.logger import Logger
 
 from omnirtp.media import stun
+from omnirtp.tokens import token
 
 # --- candidates -------------------------------------------------------------
 
@@ -209,7 +210,9 @@ _ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 def new_credentials(random=None):
     """A fresh ``(ufrag, password)``: 8 and 24 ice-chars (RFC 8445 5.3 asks for
     at least 4 and 22, with 24 and 128 bits of randomness)."""
-    rng = random or _random.SystemRandom()
+    if random is None:
+        return token(8), token(24)
+    rng = random
     return (
         "".join(rng.choice(_ICE_CHARS) for _ in range(8)),
         "".join(rng.choice(_ICE_CHARS) for _ in range(24)),

@@ -638,6 +638,31 @@ class WorkerPool(service.Service):
             return self._allocate(call_id, address, count, tried, result)
         return result
 
+    def claim(self, call_id, address, ports):
+        """Bind exactly ``ports`` in the worker whose slice holds them (a
+        restored call; all ports of one call live in one worker)."""
+        if not ports:
+            return succeed([])
+        slot = self._routes.get(call_id)
+        if slot is None:
+            owners = [s for s in self.slots
+                      if address in s.slices
+                      and all(s.slices[address][0] <= p <= s.slices[address][1] for p in ports)]
+            if not owners:
+                return fail(PortsExhausted())
+            slot = owners[0]
+            self._route(call_id, slot)
+        d = self._call(slot, commands.Claim, call_id=call_id, address=address, ports=list(ports))
+
+        def done(result):
+            if isinstance(result, Failure):
+                if call_id not in self._held:
+                    self._unroute(call_id)
+                return result
+            self._held.add(call_id)
+            return result["ports"]
+        return d.addBoth(done)
+
     def configure(self, call_id, sockets):
         slot = self._routes.get(call_id)
         if slot is None:

@@ -147,6 +147,22 @@ class PortPool:
         self._used.add(port)
         return port
 
+    def claim(self, port):
+        """Hand out exactly the even ``port`` (a restored call's), wherever
+        it waits (queue or quarantine).  Raises
+        :class:`omnirtp.errors.PortsExhausted` if it is handed out already
+        or is not one of this pool's RTP ports."""
+        if port in self._used:
+            raise PortsExhausted()
+        for queue in (self._free, self._quarantine):
+            try:
+                queue.remove(port)
+            except ValueError:
+                continue
+            self._used.add(port)
+            return port
+        raise PortsExhausted()
+
     def release(self, port):
         """Return ``port`` (the even RTP port) to the back of the queue.
 

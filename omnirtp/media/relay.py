@@ -25,11 +25,13 @@ packets is the learning policy (ng-spec §3.10); see :meth:`RelaySocket._learn`.
 
 Transforms (SRTP, later a recording tap or a transcoder) are steps a socket
 owns (``inbound``, ``middle``, ``outbound``); a socket whose packets run any
-step has a ``pipeline`` and leaves the fast paths: ``_out`` stays -1 so the
-poller hands its datagrams to :meth:`RelaySocket.connected`, and
-``_forward`` tests that one slot before its plain code, so a plain socket
-pays a single attribute test on the full path and nothing on the inline
-path.  See :meth:`RelaySocket.update_pipeline` and docs/architecture.md.
+step has a ``pipeline`` and leaves the plain fast paths: ``_out`` stays -1
+and its companion is served by :meth:`RelaySocket._piped` instead (the
+native SRTP path: libsrtp on one shared buffer, everything else to
+:meth:`RelaySocket.connected`), and ``_forward`` tests that one slot before
+its plain code, so a plain socket pays a single attribute test on the full
+path and nothing on the inline path.  See :meth:`RelaySocket.update_pipeline`
+and docs/architecture.md.
 """
 
 import os
@@ -70,6 +72,17 @@ RTCP_MIN = 8
 # datagram each, like recv / send, with cheaper argument handling
 _read = os.read
 _write = os.write
+_readv = os.readv
+
+#: the longest datagram the native SRTP path (RelaySocket._piped) takes;
+#: longer ones take the generic pipeline (the same as srtp.NATIVE_MAX)
+NATIVE_MAX = 1500 - 148
+
+#: RelaySocket._piped's chain when it has none: a buffer to read into and
+#: nothing to run (``_sout`` is -1 then, so every datagram goes to
+#: connected(), whose pipeline handles it)
+_NO_VIEW = memoryview(bytearray(RECV_SIZE))
+_NO_CHAIN = (None, None, _NO_VIEW, [_NO_VIEW], ())
 
 
 def socket_family(address):
@@ -102,10 +115,18 @@ def apply_tos(sock, tos, v6):
 
 def bind_media(address, port):
     """A media socket for ``(address, port)`` that a connected companion can
-    join (SO_REUSEPORT).  The port is first bound without SO_REUSEPORT, so a
-    port that anyone else holds, another omnirtp included, fails as usual."""
-    bind_udp(address, port).close()
-    return bind_udp(address, port, reuse_port=True)
+    join (SO_REUSEPORT).  The socket is bound without SO_REUSEPORT, so a
+    port that anyone else holds, another omnirtp included, fails as usual;
+    SO_REUSEPORT is set once it is bound (Linux lets a later socket with
+    SO_REUSEPORT join a bound one that has it set), so each port is bound
+    once."""
+    sock = bind_udp(address, port)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 @implementer(IReadDescriptor)
@@ -135,6 +156,8 @@ class RelaySocket:
         "_conn_ep",
         "_cfd",
         "_out",
+        "_sout",
+        "_chain",
         "_feeders",
         "_seconds",
         "_v6",
@@ -184,6 +207,16 @@ class RelaySocket:
         #: split off and the peer has a companion; else -1 (the full path,
         #: :meth:`connected`).  Kept by :meth:`_update_out`.
         self._out = -1
+        #: the native path of a socket with a pipeline (see :meth:`_piped`):
+        #: ``_chain`` is None or ``(cdata, length, view, [view[:RECV_SIZE]],
+        #: calls)`` (the shared native buffer of ``omnirtp.media.srtp``, the
+        #: list ``os.readv`` reads into) when every
+        #: step of the RTP chain has a native libsrtp call (``calls``:
+        #: ``((function, srtp_t, step), ...)``, the steps' ``native_rtp``);
+        #: ``_sout`` is the peer's companion while the endpoint is confirmed
+        #: and there is a ``_chain``, else -1.  Kept by :meth:`_update_out`.
+        self._sout = -1
+        self._chain = None
         #: the sockets whose ``peer`` this is (their ``_out`` follows ours)
         self._feeders = []
         self.peer = None
@@ -352,6 +385,10 @@ class RelaySocket:
             self._out = peer._cfd
         else:
             self._out = -1
+        if peer is not None and self.confirmed and self._chain is not None:
+            self._sout = peer._cfd
+        else:
+            self._sout = -1
 
     # -- transforms (off the per-packet path) -----------------------------
 
@@ -387,11 +424,32 @@ class RelaySocket:
         rtcp_peer = self.rtcp_peer if self.rtcp_peer is not None else peer
         rtp_steps = head + (peer.outbound if peer is not None else ())
         rtcp_steps = head + (rtcp_peer.outbound if rtcp_peer is not None else ())
+        was = self.pipeline is not None
         if rtp_steps or rtcp_steps:
             self.pipeline = (tuple(t.rtp for t in rtp_steps), tuple(t.rtcp for t in rtcp_steps))
         else:
             self.pipeline = None
+        self._chain = None
+        calls = tuple((getattr(t, "native_rtp", None), t) for t in rtp_steps)
+        if calls and all(native is not None for native, _ in calls):
+            buffer = getattr(rtp_steps[0], "buffer", None)
+            if buffer is not None:
+                cdata, length, view = buffer
+                self._chain = (cdata, length, view, [view[:RECV_SIZE]],
+                               tuple((f, ctx, t) for (f, ctx), t in calls))
         self._update_out()
+        if was != (self.pipeline is not None) and self.reading and self._conn is not None:
+            self._serve_companion()
+
+    def _serve_companion(self):
+        """(Re)register the connected companion with the poller: served
+        inline (plain) or by :meth:`_piped` (a socket with a pipeline)."""
+        poller = self._poller
+        poller.remove(self._cfd)
+        if self.pipeline is None:
+            poller.add_connected(self._cfd, self)
+        else:
+            poller.add(self._cfd, self._piped)
 
     def transform_counters(self):
         """``{name: counters}`` of the steps this socket owns (plain data)."""
@@ -421,7 +479,7 @@ class RelaySocket:
             if self._poller is not None:
                 self._poller.add(self._fd, self.read)
                 if self._conn is not None:
-                    self._poller.add_connected(self._cfd, self)
+                    self._serve_companion()
             else:
                 self._reactor.addReader(self)
 
@@ -444,6 +502,8 @@ class RelaySocket:
         self._set_peer(None)
         self.rtcp_peer = None
         self._out = -1
+        self._sout = -1
+        self._chain = None
         self.other = None
         self.authorise = None
         self.inbound = self.middle = self.outbound = ()
@@ -545,6 +605,41 @@ class RelaySocket:
             return None
         self._forward(data)
         return None
+
+    def _piped(self, now):
+        """The poller's handler for the companion of a socket with a
+        pipeline: the native SRTP path.  Reads the datagram straight into
+        the shared native buffer (``os.readv``), runs the RTP chain's
+        libsrtp calls on it in place and writes the result to the peer's
+        companion: no bytes object in, no Python frame per step.  Anything
+        else (RTCP, junk, STUN/DTLS, an unconfirmed endpoint, a peer
+        without a companion, a chain with a non-native step, a datagram too
+        long for libsrtp's limits) goes, as bytes, to :meth:`connected`:
+        the generic pipeline, with the same results and counters."""
+        cdata, length, view, into, calls = self._chain or _NO_CHAIN
+        try:
+            n = _readv(self._cfd, into)
+        except OSError:
+            return  # EAGAIN, or an ICMP error consumed by the read
+        out = self._sout
+        if (out < 0 or n < RTP_MIN or n > NATIVE_MAX or (view[0] & 0xC0) != 0x80
+                or 191 < view[1] < 224):
+            self.connected(view[:n].tobytes(), now)
+            return
+        self.packets += 1
+        self.bytes += n
+        self.last_packet = now
+        length[0] = n
+        for function, ctx, step in calls:
+            status = function(ctx, cdata, length)
+            if status:
+                step.failed_status(status)
+                self.errors += 1
+                return
+        try:
+            _write(out, view[:length[0]])
+        except OSError:
+            self.errors += 1
 
     def _forward(self, data):
         """Send on a received, counted datagram: RTCP (PT 192-223) out of
@@ -674,7 +769,7 @@ class RelaySocket:
             self._conn = conn
             self._cfd = conn.fileno()
             if self.reading:
-                self._poller.add_connected(self._cfd, self)
+                self._serve_companion()
             for feeder in self._feeders:
                 feeder._update_out()
         self._conn_ep = endpoint

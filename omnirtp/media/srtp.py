@@ -164,11 +164,58 @@ _CAUSES = {
 }
 
 
+#: the longest datagram the native path hands to libsrtp: pylibsrtp's
+#: 1500-byte buffer less the largest SRTCP trailer (a longer one takes the
+#: step's ``rtp`` / ``rtcp``, which refuses it as pylibsrtp does)
+NATIVE_MAX = 1500 - 148
+
+_native_buffer = None
+
+
+def native_buffer():
+    """The one buffer every native call of this process works in:
+    ``(cdata, length, view)``, a cffi ``char[]`` (room for
+    ``relay.RECV_SIZE`` bytes and a trailer), a cffi ``int *`` and a
+    writable memoryview of the ``char[]``.  One buffer is enough: the
+    relay handles one datagram at a time, from its read to its write.
+    None where pylibsrtp's cffi binding is not what this module knows."""
+    global _native_buffer
+    if _native_buffer is None:
+        try:
+            from pylibsrtp._binding import ffi
+            cdata = ffi.new("char[]", 8192 + 256)
+            _native_buffer = (cdata, ffi.new("int *"), memoryview(ffi.buffer(cdata)))
+        except Exception:  # pragma: no cover - a pylibsrtp without a cffi binding
+            _native_buffer = False
+    return _native_buffer or None
+
+
+def _native(session, name):
+    """``(libsrtp function, srtp_t)`` behind ``session.<name>``: what
+    pylibsrtp's method calls, for a caller that keeps its own buffer (the
+    relay's native path); None if this pylibsrtp is not built that way.
+    The step keeps ``session`` alive, so the ``srtp_t`` stays valid."""
+    try:
+        from pylibsrtp._binding import lib
+        return getattr(lib, "srtp_" + name), session._srtp[0]
+    except Exception:  # pragma: no cover - both supported versions have them
+        return None
+
+
 class _SrtpStep:
     """Shared counting for both directions; a subclass sets ``_rtp`` and
-    ``_rtcp`` to the libsrtp session's bound (un)protect methods."""
+    ``_rtcp`` to the libsrtp session's bound (un)protect methods, and
+    ``native_rtp`` to the libsrtp call behind ``_rtp``.
 
-    __slots__ = ("suite", "session", "auth_failures", "replays", "errors", "_rtp", "_rtcp")
+    ``native_rtp`` is ``(function, srtp_t)`` or None: the relay calls
+    ``function(srtp_t, native_buffer()[0], length)`` itself (in place, no
+    bytes built, no Python frame), checks the status and counts a failure
+    with :meth:`failed_status`.  pylibsrtp's own ``protect`` / ``unprotect``
+    make the same call, wrapped in argument checks, an ``int *``
+    allocation and two copies."""
+
+    __slots__ = ("suite", "session", "auth_failures", "replays", "errors", "_rtp", "_rtcp",
+                 "native_rtp", "buffer")
 
     def __init__(self, suite, session):
         self.suite = suite.name
@@ -176,6 +223,17 @@ class _SrtpStep:
         self.auth_failures = 0
         self.replays = 0
         self.errors = 0
+        #: the shared native buffer (see :func:`native_buffer`), or None
+        self.buffer = native_buffer()
+
+    def failed_status(self, status):
+        """Count a packet libsrtp refused with ``status`` (its
+        ``srtp_err_status_t``) as :meth:`rtp` would have."""
+        try:
+            text = pylibsrtp.ERRORS[status]
+        except (AttributeError, IndexError, TypeError):
+            text = None
+        self._failed(pylibsrtp.Error(text) if text else None)
 
     def _failed(self, error):
         """Count a failed packet by its cause (off the common path)."""
@@ -224,6 +282,7 @@ class SrtpUnprotect(_SrtpStep):
         _SrtpStep.__init__(self, suite, session)
         self._rtp = session.unprotect
         self._rtcp = session.unprotect_rtcp
+        self.native_rtp = _native(session, "unprotect")
 
 
 @implementer(IPacketTransform)
@@ -242,6 +301,7 @@ class SrtpProtect(_SrtpStep):
         _SrtpStep.__init__(self, suite, session)
         self._rtp = session.protect
         self._rtcp = session.protect_rtcp
+        self.native_rtp = _native(session, "protect")
 
 
 @implementer(IPlugin, ITransformFactory)

@@ -106,6 +106,11 @@ class WorkerProtocol(amp.AMP):
         d = maybeDeferred(self.engine.allocate, call_id, address, count)
         return d.addCallback(lambda ports: {"ports": list(ports)})
 
+    @commands.Claim.responder
+    def claim(self, call_id, address, ports):
+        d = maybeDeferred(self.engine.claim, call_id, address, ports)
+        return d.addCallback(lambda ports: {"ports": list(ports)})
+
     @commands.Configure.responder
     def configure(self, call_id, sockets):
         d = maybeDeferred(self.engine.configure, call_id, sockets)

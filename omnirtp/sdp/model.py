@@ -40,26 +40,25 @@ class Line:
     """One SDP line: ``kind`` (the letter, or ``""`` for a blank line),
     ``value`` (text after ``=``) and ``eol`` (the original line ending)."""
 
-    __slots__ = ("kind", "value", "eol", "number")
+    __slots__ = ("kind", "value", "eol", "number", "attribute")
 
     def __init__(self, kind, value, eol="\r\n", number=0):
         self.kind = kind
         self.value = value
         self.eol = eol
         self.number = number
+        #: ``(name, value)`` for an ``a=`` line (value None without ``:``),
+        #: else None; split once here (lines are not changed after parsing)
+        if kind == "a":
+            name, colon, rest = value.partition(":")
+            self.attribute = (name, rest if colon else None)
+        else:
+            self.attribute = None
 
     @property
     def text(self):
         """The line without its ending."""
         return "%s=%s" % (self.kind, self.value) if self.kind else self.value
-
-    @property
-    def attribute(self):
-        """``(name, value)`` for an ``a=`` line (value None without ``:``), else None."""
-        if self.kind != "a":
-            return None
-        name, colon, value = self.value.partition(":")
-        return (name, value if colon else None)
 
     def __repr__(self):
         return "Line(%r)" % (self.text,)

@@ -39,12 +39,12 @@ that order, as 10.5 writes them).
 Output lines end in CRLF.
 """
 
-import random
 import string
 from dataclasses import dataclass, field
 
 from omnirtp.sdp.codecs import CodecOps, codec_for
 from omnirtp.sdp.model import DIRECTIONS, ICE_ATTRIBUTES, LOOP_PROTECT_ATTRIBUTE
+from omnirtp.tokens import token
 
 CRLF = "\r\n"
 ICE_REMOVE = "remove"
@@ -144,7 +144,8 @@ _ICE_CHARS = string.ascii_letters + string.digits
 
 def random_token(length, rng=None):
     """A random alphanumeric token (ICE ufrag 8, pwd 26, foundation 16)."""
-    rng = rng or random.SystemRandom()
+    if rng is None:
+        return token(length)
     return "".join(rng.choice(_ICE_CHARS) for _ in range(length))
 
 

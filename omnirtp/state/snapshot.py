@@ -32,6 +32,7 @@ import json
 
 from omnirtp.call.codecstore import CodecStore, PayloadType
 from omnirtp.call.model import Call, Interface, Media, Monologue
+from omnirtp.recording.spool import CallRecording
 from omnirtp.sdp.codecs import CodecOps
 from omnirtp.sdp.crypto import Crypto, KeyParams
 from omnirtp.sdp.model import MediaSection, SessionDescription
@@ -41,7 +42,8 @@ VERSION = 2
 
 #: the classes a snapshot may hold, by the name it writes
 CLASSES = {cls.__name__: cls for cls in (
-    Call, Monologue, Media, CodecStore, PayloadType, CodecOps, Crypto, KeyParams)}
+    Call, Monologue, Media, CodecStore, PayloadType, CodecOps, Crypto, KeyParams,
+    CallRecording)}
 
 #: classes whose missing attributes (a blob older than a new field) take
 #: the defaults of a freshly made instance

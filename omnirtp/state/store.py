@@ -129,6 +129,9 @@ class RedisStore:
         self.errors = 0
         self.resyncs = 0
         self._down_logged = False
+        #: ``snapshot_all()`` -> iterable of (call_id, blob) of every live
+        #: call (the registry's), written again when Redis is back
+        self.snapshot_all = None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -143,14 +146,35 @@ class RedisStore:
             self._dial()
         return d
 
-    def stop(self):
+    def stop(self, timeout=2.0):
+        """Close the connection once what was written to it is sent; fires
+        when it is closed (at most ``timeout`` seconds later), so that a
+        daemon's shutdown does not cut off its last writes."""
         self.state = "stopped"
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
         protocol, self.protocol = self.protocol, None
-        if protocol is not None and protocol.transport is not None:
-            protocol.transport.loseConnection()
+        if protocol is None or protocol.transport is None or protocol.lost_d is None:
+            return defer.succeed(None)
+        closed = defer.Deferred()
+        protocol.lost_d.addBoth(lambda _: closed.called or closed.callback(None))
+        protocol.transport.loseConnection()
+
+        def abort():
+            if not closed.called:
+                abort_connection = getattr(protocol.transport, "abortConnection", None)
+                if abort_connection is not None:
+                    abort_connection()
+                if not closed.called:
+                    closed.callback(None)
+        timer = self.reactor.callLater(timeout, abort)
+
+        def done(result):
+            if timer.active():
+                timer.cancel()
+            return result
+        return closed.addBoth(done)
 
     def _dial(self):
         self.state = "connecting"
@@ -174,11 +198,18 @@ class RedisStore:
     def _up(self, protocol):
         if self.state == "stopped":
             return
-        self.state = "up"
         if self._down_logged:
+            # Redis may have lost what it had (restarted without persistence,
+            # or failed over): write every live call again, not only what
+            # changed during the outage (queued while not yet "up": sent once,
+            # below)
+            if self.snapshot_all is not None:
+                for call_id, blob in self.snapshot_all():
+                    self._queue(call_id, blob)
             self.log.info("redis {address} is back: writing {n} calls again",
                           address=str(self.address), n=len(self._want))
             self._down_logged = False
+        self.state = "up"
         if self._want:
             self.resyncs += 1
             for call_id in list(self._want):

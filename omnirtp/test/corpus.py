@@ -966,6 +966,17 @@ CASES = [
     Case("error_query", [{"command": "query"}, {"command": "query", "call-id": "nosuchcall"}]),
     Case("error_list_negative_limit", [{"command": "list", "limit": -1}]),
     Case("error_delete_no_call_id", [{"command": "delete", "from-tag": "ft1"}]),
+    # the current upstream's newer flag words and keys (issue 12): 10.5 ignores
+    # them, omnirtp maps the aliases and ignores the rest; the same SDP results
+    Case("upstream_flag_words_and_keys", [
+        offer(SIP_OFFER, replace=["origin"], flags=[
+            "mirror-RTCP", "mixed", "debugging", "block short packets", "audio player",
+            "recording-vsc", "allow empty codec media", "T.38-decode"],
+            **{"DTMF-delay": "100", "inbound-peer": "x", "sip-response-code": "200",
+               "recording-media-slots": "1", "T.38-version": "0"}),
+        answer(SIP_ANSWER, flags=["no-audio-player", "allow asymmetric codec"],
+               **{"source-tag": "x", "DTLS-reverse": "passive"}),
+        delete()]),
 ]
 
 CASES_BY_NAME = {c.name: c for c in CASES}

@@ -167,3 +167,25 @@ class DecodeTests(SynchronousTestCase):
         """A 64 KB string is decoded in one piece."""
         blob = bytes(range(256)) * 256
         self.assertEqual(decode(b"65536:" + blob), blob)
+
+
+class DecodeTextPrefixTests(SynchronousTestCase):
+    """decode_text_prefix: str values at once, or NotFast for decode_prefix."""
+
+    def test_request(self):
+        data = (b"d7:command5:offer3:sdp4:v=0\r8:supportsl10:load limite"
+                b"5:counti-12e1:xd1:a0:ee" + b"trailing")
+        value, end = bencode.decode_text_prefix(data)
+        self.assertEqual(value, {"command": "offer", "sdp": "v=0\r", "supports": ["load limit"],
+                                 "count": -12, "x": {"a": ""}})
+        self.assertEqual(end, len(data) - len(b"trailing"))
+
+    def test_surrogateescape(self):
+        value, _ = bencode.decode_text_prefix(b"d1:k2:\xff\xc3e")
+        self.assertEqual(value, {"k": "\udcff\udcc3"})
+
+    def test_left_to_decode_prefix(self):
+        for data in (b"d1:ki01ee", b"d1:ki-0ee", b"d01:k1:ve", b"d1:k1:v1:k1:we",
+                     b"d1:k1:v", b"di1e1:ve", b"d1:k5:abe", b"d1:ki99999999999999999999ee",
+                     b"d1:kxe", b"d" + b"l" * 17 + b"e" * 17 + b"e"):
+            self.assertRaises(bencode.NotFast, bencode.decode_text_prefix, data)

@@ -327,16 +327,38 @@ class ProtocolTests(SynchronousTestCase):
         self.assertEqual(transport.value(), E_TOO_LONG.encode())
         self.assertTrue(transport.disconnecting)
 
-    def test_idleTimeout(self):
+    def test_deadline(self):
+        """The line must be complete ``timeout`` seconds after connecting;
+        bytes trickling in (one a second) do not move the deadline."""
         proto, transport = self.connect(timeout=10)
-        proto.dataReceived(b"list")
-        self.clock.advance(9)
-        proto.dataReceived(b" ")
-        self.clock.advance(9)
-        self.assertFalse(transport.disconnecting)
+        for byte in b"list totals"[:9]:
+            proto.dataReceived(bytes([byte]))
+            self.clock.advance(1)
+        self.assertFalse(transport.disconnecting or transport.disconnected)
+        proto.dataReceived(b"t")
         self.clock.advance(1)
         self.assertTrue(transport.disconnected)
         self.assertEqual(transport.value(), b"")
+
+    def test_silentClientDropped(self):
+        proto, transport = self.connect(timeout=3)
+        self.clock.advance(2.9)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.disconnected)
+
+    def test_slowClientDoesNotBlockOthers(self):
+        """While one client trickles, another connects and is answered at once."""
+        slow, slow_transport = self.connect(timeout=10)
+        slow.dataReceived(b"li")
+        self.clock.advance(5)
+        fast, fast_transport = self.connect(timeout=10)
+        fast.dataReceived(b"list timeout\n")
+        self.assertEqual(fast_transport.value(), b"TIMEOUT=60\n")
+        self.assertTrue(fast_transport.disconnecting)
+        self.assertFalse(slow_transport.disconnecting or slow_transport.disconnected)
+        self.clock.advance(5)
+        self.assertTrue(slow_transport.disconnected)
 
     def test_halfClose(self):
         """A client that shuts down its sending side gets its answer."""
@@ -420,6 +442,18 @@ class SharedPortTests(SynchronousTestCase):
         proto.dataReceived(b"GE")
         clock.advance(10)
         self.assertTrue(transport.disconnected)
+        self.assertEqual(log, [])
+
+    def test_tricklingClientTimesOut(self):
+        """The first line must arrive within the deadline, however it trickles."""
+        proto, transport, log, clock = self.build()
+        for byte in b"GET /ping HTTP/1.1":
+            proto.dataReceived(bytes([byte]))
+            clock.advance(0.8)
+            if transport.disconnected:
+                break
+        self.assertTrue(transport.disconnected)
+        self.assertAlmostEqual(clock.seconds(), 10.4)
         self.assertEqual(log, [])
 
     def test_endlessLineGoesToCli(self):

@@ -196,6 +196,20 @@ class DispatcherTests(ControlStackTests, SynchronousTestCase):
         self.assertEqual(self.fails(command="list", limit=-1).reason,
                          "invalid limit, must be >= 0")
 
+    def test_statistics_codecs(self):
+        """statistics shows the codecs usable for transcoding and the
+        unusable ones with their reason, under omnirtp's own key "codecs"."""
+        from omnirtp import codecs
+        stats = self.call(command="statistics")["statistics"]
+        self.assertEqual(stats["codecs"], codecs.statistics())
+        self.assertIn("pcmu/8000", stats["codecs"]["available"])
+        self.assertIn("pcma/8000", stats["codecs"]["available"])
+        missing = {"available": ["pcma/8000", "pcmu/8000"],
+                   "unavailable": {"opus": "libopus.so.0: not found"}}
+        self.patch(codecs, "statistics", lambda: missing)
+        stats = self.call(command="statistics")["statistics"]
+        self.assertEqual(stats["codecs"], missing)
+
     def test_statistics(self):
         """managedsessions counts sessions that ended (as 10.5); the control
         counts per proxy and in total count answered requests, so the
@@ -223,7 +237,8 @@ class DispatcherTests(ControlStackTests, SynchronousTestCase):
         self.assertEqual(stats["controlstatistics"]["totalpingcount"], 1)
         self.assertEqual(stats["controlstatistics"]["totalquerycount"], 1)
         proxy = dict.fromkeys(("pingcount", "offercount", "answercount", "deletecount",
-                               "querycount", "listcount", "statscount", "errorcount"), 0)
+                               "querycount", "listcount", "statscount", "startreccount",
+                               "stopreccount", "errorcount"), 0)
         proxy.update(proxy="192.0.2.1", pingcount=1, querycount=1, errorcount=1)
         self.assertEqual(stats["controlstatistics"]["proxies"], [proxy])
 

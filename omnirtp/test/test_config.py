@@ -10,6 +10,7 @@ from omnirtp.config.ini import parse_config, parse_dotenv, substitute
 from omnirtp.config.model import (
     E_NO_INTERFACE, E_NO_LISTENER, build_config, parse_interface, parse_listen)
 from omnirtp.config.options import (
+    UPSTREAM_OPTIONS,
     BY_NAME, BY_SHORT, COMMAND_LINE_ONLY, OPTIONS, OWN_OPTIONS)
 from omnirtp.errors import ConfigError
 
@@ -38,11 +39,18 @@ def build(extra=None, **kw):
 
 class OptionTableTests(SynchronousTestCase):
     def test_everyRtpengineOption(self):
-        """The table holds rtpengine 10.5's 140 options (help/version aside)
-        and omnirtp's own (control-allow), with unique names and short letters."""
-        self.assertEqual(OWN_OPTIONS, frozenset({"control-allow"}))
-        self.assertEqual(len([o for o in OPTIONS if o.name not in OWN_OPTIONS]), 140)
-        self.assertEqual(len(BY_NAME), 141)
+        """The table holds rtpengine 10.5's 140 options (help/version aside),
+        the 81 the current upstream rtpengine added, and omnirtp's own
+        (control-allow, control-timeout), with unique names and short letters."""
+        self.assertEqual(OWN_OPTIONS, frozenset({"control-allow", "control-timeout"}))
+        upstream = {o.name for o in UPSTREAM_OPTIONS}
+        self.assertEqual(len(upstream), 81)
+        self.assertEqual(len([o for o in OPTIONS if o.name not in OWN_OPTIONS | upstream]), 140)
+        self.assertEqual(len(BY_NAME), 223)
+        for name in ("measure-rtp", "interfaces-config", "nftables-chain", "log-name",
+                     "io-uring", "ng-client-timeout", "http-idle-timeout"):
+            self.assertIn(name, upstream)
+        self.assertEqual([o.short for o in UPSTREAM_OPTIONS if o.short], [])
         for name in ("interface", "listen-ng", "port-min", "port-max", "timeout",
                      "silent-timeout", "final-timeout", "offer-timeout",
                      "delete-delay", "log-level", "num-threads", "max-sessions",
@@ -345,6 +353,10 @@ class BuildConfigTests(SynchronousTestCase):
                          "A: port range 3001-3001 holds no even RTP port with its RTCP "
                          "port (RTP port even, RTCP = RTP + 1)")
 
+    def test_controlTimeout(self):
+        self.assertEqual(build().control_timeout, 10.0)
+        self.assertEqual(build({"control-timeout": ("2.5", "w")}).control_timeout, 2.5)
+
     def test_oddPortMin(self):
         config = build({"port-min": ("30001", "F: port-min = 30001")})
         self.assertEqual(config.port_min, 30001)
@@ -361,6 +373,7 @@ class BuildConfigTests(SynchronousTestCase):
             ("tos", "-1", "must be from 0 to 255"),
             ("control-tos", "300", "must be from 0 to 255"),
             ("dtls-mtu", "100", "must be 576 or more"),
+            ("control-timeout", "0", "must be above 0"),
             ("recording-format", "pcap", "must be one of raw, eth"),
             ("recording-method", "all", "must be one of pcap, proc"),
             ("endpoint-learning", "never",
@@ -402,18 +415,18 @@ class BuildConfigTests(SynchronousTestCase):
         self.assertEqual(config.unimplemented, ())
 
     def test_unimplemented(self):
-        config = build({"recording-dir": ("/var/spool", "w"), "no-fallback": ("true", "w"),
+        config = build({"homer": ("127.0.0.1:9060", "w"), "no-fallback": ("true", "w"),
                         "dtls-passive": ("false", "w"), "redis-expires": ("86400", "w"),
                         "listen-udp": (("9900",), "w")})
-        self.assertEqual(config.unimplemented, ("recording-dir", "no-fallback", "listen-udp"))
-        self.assertEqual(config.recording_dir, "/var/spool")
+        self.assertEqual(config.unimplemented, ("homer", "listen-udp"))
+        self.assertEqual(config.homer, "127.0.0.1:9060")
 
     def test_table(self):
-        config = build({"table": ("0", "F: [rtpengine] table = 0")})
-        self.assertEqual(config.warnings, (
-            "F: [rtpengine] table = 0: omnirtp has no kernel forwarding; media is "
-            "relayed in userspace",))
-        self.assertEqual(build({"table": ("-1", "w")}).warnings, ())
+        """table = N is kernel forwarding now (omnirtp.media.kernel): no warning."""
+        config = build({"table": ("0", "F: [rtpengine] table = 0"),
+                        "no-fallback": ("true", "w")})
+        self.assertEqual((config.table, config.no_fallback, config.warnings), (0, True, ()))
+        self.assertEqual(build({"table": ("-1", "w")}).table, -1)
 
 
 class LoadTests(SynchronousTestCase):
@@ -488,7 +501,7 @@ class LoadTests(SynchronousTestCase):
         self.assertEqual(config.listen_ng, (("127.0.0.1", 22222),))
         self.assertEqual((config.port_min, config.port_max, config.recording_dir),
                          (20000, 20999, "/var/spool/$dir"))
-        self.assertEqual(config.unimplemented, ("recording-dir",))
+        self.assertEqual(config.unimplemented, ())
 
     def test_varsFixtureSection(self):
         path = os.path.join(FIXTURES, "vars", "omnirtp.conf")

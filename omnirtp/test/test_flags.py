@@ -365,3 +365,41 @@ class DtlsIceKeyTests(SynchronousTestCase):
     def test_dtlsPassiveFlag(self):
         f = Flags.from_request({"flags": ["DTLS-passive"]})
         self.assertEqual((f.dtls, f.unknown), ("passive", []))
+
+
+class UpstreamWordsTests(SynchronousTestCase):
+    """The current upstream rtpengine's newer flag words and keys are parsed
+    (aliases of known words) or ignored as upstream ignores what it does not
+    act on; none is left unknown.  The key spellings that would change 10.5's
+    answers stay unknown (docs/compat.md)."""
+
+    def test_flagAliases(self):
+        f = Flags.from_request({"flags": [
+            "allow asymmetric codec", "allow-empty-codec-medias", "block short packets",
+            "debugging", "mirror-RTCP", "mixed", "audio player", "no-audio-player",
+            "recording-vsc", "T.38-decode"]})
+        self.assertEqual(f.unknown, [])
+        self.assertEqual(f.flags, {"allow-asymmetric-codecs", "allow-no-codec-media",
+                                   "block-short", "debug", "rtcp-mirror", "mix",
+                                   "audio-player", "no-audio-player", "recording-vsc",
+                                   "t.38-decode"})
+        self.assertTrue(f.has("Mirror RTCP"))
+
+    def test_newKeysIgnored(self):
+        request = {"command": "offer", "from-tag": "a"}
+        for key in ("alias-key", "DTLS-reverse", "DTMF-delay", "extmap", "inbound-peer",
+                    "outbound-peer", "instance", "recording-media-slots", "output-path",
+                    "sdp-media-remove", "sip-response-code", "source-tag", "source-call-id",
+                    "T.38-version", "trigger-end-time", "trigger-end-digits", "vsc-start-rec",
+                    "blob64", "medias"):
+            request[key] = "x"
+        f = Flags.from_request(request)
+        self.assertEqual(f.unknown, [])
+        self.assertEqual((f.command, f.from_tag), ("offer", "a"))
+
+    def test_respellingsStayAs105(self):
+        f = Flags.from_request({"from tag": "a", "to tag": "b", "from interface": "pub",
+                                "RTCP mux": ["demux"]})
+        self.assertEqual((f.from_tag, f.to_tag, f.direction, f.rtcp_mux),
+                         (None, None, (), set()))
+        self.assertEqual(f.unknown, ["from tag", "to tag", "from interface", "RTCP mux"])

@@ -18,7 +18,7 @@ FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", 
 
 #: cases per target in make test: a few seconds each on one core
 EXAMPLES = {"bencode": 300, "stun": 300, "config": 200, "relay": 150, "sdp": 100,
-            "ice": 80, "ng": 40}
+            "ice": 80, "ng": 40, "dtls": 60}
 
 
 def _run(name):
@@ -71,6 +71,9 @@ class FuzzTargetTests(SynchronousTestCase):
     def test_config(self):
         _run("config")
 
+    def test_dtls(self):
+        _run("dtls")
+
 
 class RegressionTests(SynchronousTestCase):
     """Every input a fuzzer once failed on passes its target now."""
@@ -101,3 +104,28 @@ class RegressionTests(SynchronousTestCase):
         self.assertEqual(reply, {"result": "ok", "sdp": sdp.replace("RTP/AVP \r\n", "RTP/AVP\r\n")})
         fuzz.check_sdp(data)
         stack.finish()
+
+
+class NGBatchTests(SynchronousTestCase):
+    """The batch harness of make fuzz checks what check_ng checks."""
+
+    def test_inputsOnOneStack(self):
+        batch = fuzz.NGBatch(per_stack=3)
+        offer = {"command": "offer", "call-id": "c1", "from-tag": "ft", "sdp": fuzz.KEEP_OFFER}
+        datagrams = [b"a1 " + fuzz.bencode.encode(offer),
+                     b"a2 " + fuzz.bencode.encode({"command": "delete", "call-id": "c1",
+                                                   "delete-delay": 30})]
+        for _ in range(7):
+            batch.check(fuzz.framed(datagrams))
+        self.assertEqual(batch.used, 1)
+        self.assertEqual(list(batch.stack.registry.calls), [fuzz.KEEP_CALL])
+
+    def test_leakIsCaught(self):
+        """A call the input leaves behind that still holds ports after the
+        reset would fail the batch; a stack that failed is dropped."""
+        batch = fuzz.NGBatch()
+        batch.check(fuzz.framed([]))
+        stack = batch.stack
+        stack.engine.allocate("leak", "127.0.0.1", 1)
+        self.assertRaises(AssertionError, batch.check, fuzz.framed([]))
+        self.assertIsNone(batch.stack)

@@ -327,13 +327,51 @@ class LimitTests(HTTPTestCase):
         self.assertEqual(parse_response(transport.value())[0], 400)
         self.assertTrue(transport.disconnecting)
 
-    def test_idleTimeout(self):
+    def test_requestDeadline(self):
+        """A request that has not arrived whole 10 s (control-timeout) after
+        the connection is aborted, however steadily its bytes trickle in."""
         channel, transport = self.connect()
-        channel.dataReceived(b"GET /ping HTTP/1.1\r\n")
-        self.d.clock.advance(29)
-        self.assertFalse(transport.disconnecting)
+        for byte in b"GET /ping HTTP/1.1\r\nHost: x\r\n":
+            if self.d.clock.seconds() >= T0 + 9:
+                break
+            channel.dataReceived(bytes([byte]))
+            self.d.clock.advance(1)
+        self.assertFalse(transport.disconnecting or transport.disconnected)
+        self.d.clock.advance(1)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(transport.value(), b"")
+
+    def test_silentClientDropped(self):
+        channel, transport = self.connect()
+        self.d.clock.advance(9.9)
+        self.assertFalse(transport.disconnected)
+        self.d.clock.advance(0.1)
+        self.assertTrue(transport.disconnected)
+
+    def test_deadlineRearmedAfterEachResponse(self):
+        """Keep-alive: each request gets its own 10 s from the previous response."""
+        channel, transport = self.connect()
+        self.d.clock.advance(8)
+        channel.dataReceived(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(parse_response(transport.value())[2], b"pong\n")
+        self.d.clock.advance(8)
+        self.assertFalse(transport.disconnected)
+        transport.clear()
+        channel.dataReceived(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(parse_response(transport.value())[2], b"pong\n")
+        self.d.clock.advance(9.9)
+        self.assertFalse(transport.disconnected)
+        self.d.clock.advance(0.1)
+        self.assertTrue(transport.disconnected)
+
+    def test_configuredDeadline(self):
+        site = build_site(self.d.ops, self.d.commands, self.d.dispatcher, self.d.clock,
+                          timeout=30, reactor=self.d.clock, request_timeout=2)
+        channel = site.buildProtocol(PEER)
+        transport = StringTransport(peerAddress=PEER)
+        channel.makeConnection(transport)
         self.d.clock.advance(2)
-        self.assertTrue(transport.disconnecting or transport.disconnected)
+        self.assertTrue(transport.disconnected)
 
 
 class SharedPortHTTPTests(HTTPTestCase):

@@ -406,6 +406,79 @@ class CacheTests(NGTestBase):
             (err(b"c1", errors.E_NO_SDP), ADDR), (err(b"c1", errors.E_NO_SDP), OTHER)])
 
 
+class FloodTests(NGTestBase):
+    """The cookie cache under floods: bounded in entries and bytes, in time."""
+
+    def test_uniqueCookiesBoundedInCount(self):
+        """50,000 unique cookies within one TTL: never more than cache_max held."""
+        self.proto = NGProtocol(self.dispatch, clock=self.clock, cache_max=1000)
+        self.proto.makeConnection(self.transport)
+        peak = 0
+        for i in range(50000):
+            self.send(b"u%d d7:command4:pinge" % i)
+            peak = max(peak, self.proto.cached_count())
+        self.assertEqual(peak, 1000)
+        self.assertEqual(len(self.dispatch.calls), 50000)
+        # the newest are still answered from the cache
+        self.send(b"u49999 d7:command4:pinge")
+        self.assertEqual(len(self.dispatch.calls), 50000)
+
+    def test_longCookiesBoundedInBytes(self):
+        """Unique 4 KiB cookies with 8 KiB replies: the byte bound holds
+        long before the entry bound would."""
+        self.proto = NGProtocol(self.dispatch, clock=self.clock, cache_bytes=1 << 20)
+        self.proto.makeConnection(self.transport)
+        self.dispatch.behaviour = lambda r: {"result": "ok", "pad": "x" * 8192}
+        peak = 0
+        for i in range(2000):
+            self.send(b"%04d" % i + b"c" * 4092 + b" d7:command5:offere")
+            peak = max(peak, self.proto.cached_bytes())
+        self.assertLessEqual(peak, 1 << 20)
+        self.assertGreater(peak, (1 << 20) // 2)
+        self.assertLess(self.proto.cached_count(), 100)
+
+    def test_bytesReleasedWithTime(self):
+        for i in range(100):
+            self.send(b"t%d d7:command4:pinge" % i)
+        self.assertEqual(self.proto.cached_count(), 100)
+        self.assertGreater(self.proto.cached_bytes(), 0)
+        self.clock.advance(60)
+        self.send(PING)
+        self.assertEqual(self.proto.cached_count(), 1)
+        self.assertEqual(self.proto.cached_bytes(), len(b"c1") + len(PONG))
+
+    def test_pendingRequestAnsweredAtMostSixteenTimes(self):
+        """A retransmission storm while a request is pending: the reply goes
+        out to at most MAX_WAITERS copies, the command runs once."""
+        d = defer.Deferred()
+        self.dispatch.behaviour = lambda r: d
+        for _ in range(1000):
+            self.send(b"c1 d7:command5:offere")
+        d.callback({"result": "ok"})
+        self.assertEqual(len(self.transport.written), ng.MAX_WAITERS)
+        self.assertEqual(ng.MAX_WAITERS, 16)
+        self.assertEqual(len(self.dispatch.calls), 1)
+
+    def test_garbageWarnedOncePerInterval(self):
+        """Undecodable datagrams are each answered and counted, but warned
+        about once per 10 s with the number left unlogged."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        for i in range(500):
+            self.send(b"g%d xx" % i)
+            self.clock.advance(0.01)
+        self.assertEqual(len(self.transport.written), 500)
+        self.assertEqual(self.proto.stats["errors"], 500)
+        warnings = [e for e in events if e.get("log_namespace") == "omnirtp.control.ng.NGProtocol"]
+        self.assertEqual([e["more"] for e in warnings], [0])
+        self.clock.advance(10)
+        self.send(b"last xx")
+        warnings = [e for e in events if e.get("log_namespace") == "omnirtp.control.ng.NGProtocol"]
+        self.assertEqual([e["more"] for e in warnings], [0, 499])
+        self.assertPingStillWorks()
+
+
 class StatsTests(NGTestBase):
     def test_counts(self):
         """Executed requests per command and error replies are counted;

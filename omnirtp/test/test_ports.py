@@ -148,3 +148,25 @@ class SliceTests(SynchronousTestCase):
         self.assertEqual(pool.free, 50)
         ports = {pool.take() for _ in range(25)}
         self.assertEqual(ports, set(range(30050, 30099, 2)))
+
+
+class ClaimTests(SynchronousTestCase):
+    """PortPool.claim: a restored call takes exactly its old ports."""
+
+    def test_claim(self):
+        from omnirtp.errors import PortsExhausted
+        from omnirtp.media.ports import PortPool
+        pool = PortPool(30000, 30009)
+        self.assertEqual(pool.claim(30004), 30004)
+        self.assertTrue(pool.holds(30004))
+        self.assertEqual(pool.used, 2)
+        self.assertRaises(PortsExhausted, pool.claim, 30004)   # taken
+        self.assertRaises(PortsExhausted, pool.claim, 30005)   # odd: not a pair
+        self.assertRaises(PortsExhausted, pool.claim, 40000)   # not ours
+        taken = {pool.take() for _ in range(4)}
+        self.assertNotIn(30004, taken)
+        pool.quarantine(taken.pop())
+        self.assertEqual(pool.quarantined, 2)
+        (q,) = list(pool._quarantine)
+        self.assertEqual(pool.claim(q), q)
+        self.assertEqual(pool.quarantined, 0)

@@ -33,6 +33,13 @@ class CountingEngine:
         self.held.setdefault(call_id, []).extend((address, p) for p in ports)
         return defer.succeed(ports)
 
+    def claim(self, call_id, address, ports):
+        if any(p not in self.free for p in ports):
+            return defer.fail(PortsExhausted())
+        self.free = [p for p in self.free if p not in ports]
+        self.held.setdefault(call_id, []).extend((address, p) for p in ports)
+        return defer.succeed(list(ports))
+
     def configure(self, call_id, sockets):
         for s in sockets:
             self.configured[s["local"]] = s
@@ -247,3 +254,37 @@ class RegistryTests(SynchronousTestCase):
         self.registry.calls_lost(["c1", "nope"])
         self.assertEqual(list(self.registry.calls), ["c2"])
         self.assertEqual(self.registry.closed["worker_lost"], 1)
+
+
+class RunLockedNowTests(SynchronousTestCase):
+    """run_locked_now: synchronous while nothing of the call is pending."""
+
+    def setUp(self):
+        clock = Clock()
+        self.registry = CallRegistry(CountingEngine(clock), clock, Timeouts())
+
+    def test_plain_result_and_no_lock_left(self):
+        self.assertEqual(self.registry.run_locked_now("c", lambda x: x + 1, 1), 2)
+        self.assertEqual(self.registry._locks, {})
+
+    def test_exception_raised_and_no_lock_left(self):
+        def fails():
+            raise LoadLimit()
+        self.assertRaises(LoadLimit, self.registry.run_locked_now, "c", fails)
+        self.assertEqual(self.registry._locks, {})
+
+    def test_pending_holds_the_lock_for_later_signalling(self):
+        first = defer.Deferred()
+        order = []
+        d1 = self.registry.run_locked_now("c", lambda: first)
+        d2 = self.registry.run_locked_now("c", lambda: order.append("second") or "two")
+        d3 = self.registry.run_locked_now("other", lambda: "elsewhere")
+        self.assertEqual(d3, "elsewhere")
+        self.assertEqual(order, [])
+        self.assertNoResult(d2)
+        first.callback("one")
+        self.assertEqual(self.successResultOf(d1), "one")
+        self.assertEqual(self.successResultOf(d2), "two")
+        self.assertEqual(order, ["second"])
+        self.assertEqual(self.registry._locks, {})
+        self.assertEqual(self.registry.run_locked_now("c", lambda: 3), 3)

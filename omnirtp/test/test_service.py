@@ -210,3 +210,41 @@ class NGGateTests(SynchronousTestCase):
         embedded = build(config(), MemoryReactorClock())
         ng = [s for s in embedded if isinstance(s, _NGService)][0]
         self.assertIsNone(ng.ready)
+
+
+class StateTests(SynchronousTestCase):
+    """redis / redis-write / no-redis-required as rtpengine reads them."""
+
+    def test_noRedisNoStore(self):
+        top = build(config(), MemoryReactorClock())
+        self.assertIsNone(top.state)
+        self.assertIsNone(top.registry.store)
+
+    def test_unreachableIsFatal(self):
+        import socket
+        from omnirtp.errors import ConfigError
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()  # nothing listens there now
+        e = self.assertRaises(ConfigError, build, config(redis="127.0.0.1:%d/2" % port),
+                              MemoryReactorClock())
+        self.assertIn("redis 127.0.0.1:%d/2 is unreachable" % port, str(e))
+        top = build(config(redis="127.0.0.1:%d/2" % port, no_redis_required=True),
+                    MemoryReactorClock())
+        self.assertIs(top.registry.store, top.state.write_store)
+        self.assertIs(top.state.read_store, top.state.write_store)
+        self.assertEqual(top.state.read_store.address.db, 2)
+
+    def test_redisWrite(self):
+        """Restored from ``redis``, written to ``redis-write``."""
+        top = build(config(redis="127.0.0.1:1/1", redis_write="pw@127.0.0.1:2/5",
+                           no_redis_required=True, redis_expires=77,
+                           redis_cmd_timeout=250, redis_disable_time=3),
+                    MemoryReactorClock())
+        read, write = top.state.read_store, top.state.write_store
+        self.assertEqual((read.address.port, read.address.db), (1, 1))
+        self.assertEqual((write.address.port, write.address.db, write.address.password),
+                         (2, 5, "pw"))
+        self.assertIs(top.registry.store, write)
+        self.assertEqual((write.expires, write.cmd_timeout, write.disable_time), (77, 0.25, 3.0))

@@ -125,6 +125,26 @@ class RedisStoreTests(SynchronousTestCase):
         self.assertEqual(store.stats()["backlog"], 0)
         self.assertEqual(store.resyncs, 1)
 
+    def test_backWritesEveryLiveCall(self):
+        """After an outage every live call is written again (Redis may have
+        lost them all), not only what changed meanwhile."""
+        self.server.outcomes = ["ok", "refuse", "ok"]
+        store = self.store(disable_time=1)
+        store.snapshot_all = lambda: [("old", b"O"), ("changed", b"C2")]
+        store.start()
+        proto, transport = self.server.connections[0]
+        proto.connectionLost(None)
+        store.save("changed", b"C2")
+        store.delete("gone")
+        self.clock.advance(1)  # refused
+        self.clock.advance(1)
+        proto2, transport2 = self.server.connections[1]
+        self.assertEqual(transport2.value(),
+                         encode_command("SET", b"omnirtp:call:changed", b"C2", "EX", 86400)
+                         + encode_command("DEL", b"omnirtp:call:gone")
+                         + encode_command("SET", b"omnirtp:call:old", b"O", "EX", 86400))
+        self.assertEqual(store.resyncs, 1)
+
     def test_lostMidWrite(self):
         """A write whose connection drops stays in the backlog; a newer
         write of the same call replaces it."""

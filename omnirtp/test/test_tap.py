@@ -183,13 +183,13 @@ class OptionsTests(SynchronousTestCase):
                                  "PUBLIC_IP (not in the environment)")
 
     def test_unimplementedNamedOnce(self):
-        options = parse(BASE + ["--listen-udp=9900", "-u", "9901", "--redis-expires=5",
-                                "--redis-expires=6", "--sip-source"])
+        options = parse(BASE + ["--listen-udp=9900", "-u", "9901", "--redis-num-threads=5",
+                                "--redis-num-threads=6", "--sip-source"])
         self.assertEqual(options.config.unimplemented,
-                         ("listen-udp", "redis-expires", "sip-source"))
+                         ("listen-udp", "redis-num-threads", "sip-source"))
         self.assertEqual(tap.describe_warnings(options.config), [
             "option 'listen-udp' is not implemented by omnirtp yet; ignored",
-            "option 'redis-expires' is not implemented by omnirtp yet; ignored",
+            "option 'redis-num-threads' is not implemented by omnirtp yet; ignored",
             "option 'sip-source' is not implemented by omnirtp yet; ignored",
             "listen-ng 0.0.0.0:2223 is reachable from other hosts, but control-allow names "
             "no network: only loopback sources are answered"])
@@ -256,9 +256,8 @@ class OptionsTests(SynchronousTestCase):
         e = self.assertRaises(SystemExit, options.parseOptions,
                               BASE + ["--config-test", "-t", "0", "--sip-source"])
         self.assertEqual(e.code, 0)
+        # -t 0 is kernel forwarding now (checked when the daemon starts)
         self.assertEqual(options.stdout.getvalue(), (
-            "warning: command line: --table=0: omnirtp has no kernel forwarding; "
-            "media is relayed in userspace\n"
             "warning: option 'sip-source' is not implemented by omnirtp yet; ignored\n"
             "warning: listen-ng 0.0.0.0:2223 is reachable from other hosts, but control-allow "
             "names no network: only loopback sources are answered\n"
@@ -330,3 +329,81 @@ class TwistdSubprocessTests(SynchronousTestCase):
         result = self.twistd("omnirtp", "--config-file=none", "-i", "127.0.0.1")
         self.assertEqual(result.returncode, 1)
         self.assertIn("twistd omnirtp: Missing option --listen-tcp", result.stderr)
+
+
+class UpstreamOptionsTests(SynchronousTestCase):
+    """The current upstream rtpengine's options and config file syntax
+    (options.UPSTREAM_OPTIONS): accepted, acted on where omnirtp can, else
+    named once."""
+
+    CONF = os.path.join(FIXTURES, "upstream", "rtpengine.conf")
+
+    def test_upstreamConfigFile(self):
+        options = parse(["--config-file", self.CONF])
+        config = options.config
+        self.assertEqual(config.interfaces, (
+            InterfaceSpec("pub1", "127.0.0.1"),
+            InterfaceSpec("pub", "127.0.0.1"),
+            InterfaceSpec("priv", "127.0.0.2", "192.0.2.10"),
+            InterfaceSpec("ICE", "127.0.0.3"),
+            InterfaceSpec("virt", "127.0.0.2", "192.0.2.10")))
+        self.assertEqual((config.http_idle_timeout, config.mos, config.measure_rtp),
+                         (20, ("CQ", "G.107.2"), True))
+        self.assertEqual(config.unimplemented, (
+            "log-name", "measure-rtp", "mos", "ssrc-reporting", "rtcp-interval",
+            "nftables-chain", "nftables-base-chain", "nftables-family", "poller-size",
+            "max-recv-iters", "timer-accuracy", "codec-num-threads", "redis-format",
+            "audio-player", "moh-max-duration", "moh-prevent-double-hold",
+            "dtmf-no-log-injects", "templates", "transcode-config", "ng-client-timeout",
+            "ng-client-retries", "preload-media-files", "vsc-start-rec"))
+        warnings = tap.describe_warnings(config)
+        for name in config.unimplemented:
+            self.assertEqual(
+                warnings.count("option '%s' is not implemented by omnirtp yet; ignored" % name),
+                1, name)
+        self.assertEqual([w for w in warnings if "not implemented" not in w], [
+            "%s: [interface-ICE-1] port-min: per-interface port ranges are not supported; "
+            "port-min/port-max apply" % self.CONF,
+            "%s: [interface-ICE-1] port-max: per-interface port ranges are not supported; "
+            "port-min/port-max apply" % self.CONF])
+
+    def test_configTestStarts(self):
+        """--config-test with the upstream file: OK, exit 0."""
+        options = Options()
+        options.stdout = io.StringIO()
+        e = self.assertRaises(SystemExit, options.parseOptions,
+                              ["--config-file", self.CONF, "--config-test"])
+        self.assertEqual(e.code, 0)
+        self.assertTrue(options.stdout.getvalue().endswith(
+            "omnirtp: configuration OK (%s)\n" % self.CONF), options.stdout.getvalue())
+
+    def test_upstreamCommandLine(self):
+        config = parse(BASE[:1] + [
+            "-i", "pub1/127.0.0.1", "-i", "pub=pub1", "-i", "rr:1/127.0.0.2",
+            "-n", "2223", "--measure-rtp", "--mos=CQ", "--mos=LQ", "--io-uring",
+            "--nftables-family=inet", "--http-idle-timeout=5",
+            "--codec-chain-runners=2"]).config
+        self.assertEqual([(i.name, i.address) for i in config.interfaces],
+                         [("pub1", "127.0.0.1"), ("pub", "127.0.0.1"), ("rr:1", "127.0.0.2")])
+        self.assertEqual(config.mos, ("CQ", "LQ"))
+        # direction=pub uses the alias's addresses; direction=rr the BASE:SUFFIX one
+        from omnirtp.call.negotiate import Interfaces
+        interfaces = Interfaces(config.interfaces)
+        self.assertEqual([interfaces.resolve(n) for n in ("pub", "rr", "rr:1", "pub1")],
+                         ["pub", "rr:1", "rr:1", "pub1"])
+        self.assertEqual(interfaces.pick("pub").address, "127.0.0.1")
+        self.assertEqual(config.unimplemented, (
+            "measure-rtp", "mos", "io-uring", "nftables-family", "codec-chain-runners"))
+
+    def test_aliasBeforeItsInterface(self):
+        e = self.assertRaises(usage.UsageError, parse,
+                              BASE[:1] + ["-i", "pub=pub1", "-i", "pub1/127.0.0.1", "-n", "1"])
+        self.assertIn("'pub=pub1': no interface named 'pub1' before it", str(e))
+
+    def test_interfaceSectionNeedsAddress(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("[rtpengine]\ninterfaces-config = if\nlisten-ng = 2223\n"
+                    "[if-a]\nadvertised = 192.0.2.1\n")
+        e = self.assertRaises(usage.UsageError, parse, ["--config-file", path])
+        self.assertIn("[if-a]: an interface section needs 'address' or 'alias'", str(e))

@@ -43,6 +43,8 @@ fault).
 """
 
 import collections
+import functools
+import math
 import os
 import re
 import selectors
@@ -109,18 +111,28 @@ def expected_sent(flow):
     return total
 
 
+#: the tone each side's RTP carries after the marker (µ-law, 8 kHz)
+TONES = {UAC: 440, UAS: 1000}
+
+
+@functools.lru_cache(maxsize=None)
+def _tone_fill(side, seq, count):
+    """``count`` µ-law bytes of the side's tone, continuing across packets."""
+    start = seq * 8 * PTIME_MS
+    step = 2 * math.pi * TONES[side] / 8000
+    return bytes(peers._ulaw(int(8000 * math.sin(step * (start + i)))) for i in range(count))
+
+
 def rtp_packet(call, side, phase, seq):
     """One RTP datagram (PCMU, 20 ms) unique to ``(call, side, phase,
     seq)``: the SSRC names call and side, the payload starts with all four
-    and is filled with a byte pattern of the call."""
+    and goes on with the side's tone (a recording of the call carries it)."""
     ssrc = 0x4F000000 | (call << 4) | SIDE_CODE[side]
     header = struct.pack("!BBHII", 0x80, (0x80 if seq == 0 else 0),
                          (PHASE_CODE[phase] << 12 | seq) & 0xFFFF,
                          (seq * 8 * PTIME_MS) & 0xFFFFFFFF, ssrc)
     marker = b"omnirtp" + struct.pack("!HBBH", call, SIDE_CODE[side], PHASE_CODE[phase], seq)
-    fill = bytes((call * 37 + SIDE_CODE[side] * 11 + i) & 0xFF
-                 for i in range(8 * PTIME_MS - len(marker)))
-    return header + marker + fill
+    return header + marker + _tone_fill(side, seq, 8 * PTIME_MS - len(marker))
 
 
 class Endpoint:
@@ -396,9 +408,22 @@ class KamailioCallsMixin:
     media, the proxy's counters and that no session is left."""
 
     NUM_THREADS = 0
+    INSTANCES = 1         # media proxies in Kamailio's one rtpengine set
+    #: more proxy options, and Kamailio defines (RTP_FLAGS: the offer/answer flags)
+    PROXY_ARGS = ()
+    KAMAILIO_DEFINES = {}
 
     def start_proxy(self, ng_port, port_min, port_max, extra_args):
         raise NotImplementedError()
+
+    def start_proxies(self, ng_ports, port_min, port_max, extra_args):
+        """Start ``INSTANCES`` proxies (one per ng port) sharing the media
+        port range; return ``(proxy, NG_SOCK)``: what the run queries
+        (``.ng.request``) and Kamailio's ``rtpengine_sock`` value."""
+        (ng_port,) = ng_ports
+        proxy = self.start_proxy(ng_port, port_min, port_max, extra_args)
+        wait_until_serving(self, proxy)
+        return proxy, '"udp:%s:%d"' % (peers.LOOPBACK, ng_port)
 
     def setUp(self):
         for program in ("kamailio", "sipp", "dumpcap"):
@@ -407,11 +432,10 @@ class KamailioCallsMixin:
     def place_calls(self, mode):
         """Run every flow with Kamailio's ``mode`` route; return a dict of what
         was observed (for the assertions)."""
-        ng_port, sip_port, uas_port = peers.free_ports(3)
-        port_min, port_max = peers.free_port_range(PROXY_PORTS)
-        proxy = self.start_proxy(ng_port, port_min, port_max, [
-            "--delete-delay=0", "--num-threads=%d" % (self.NUM_THREADS,)])
-        wait_until_serving(self, proxy)
+        sip_port, uas_port, *ng_ports = peers.free_ports(2 + self.INSTANCES)
+        port_min, port_max = peers.free_port_range(PROXY_PORTS * self.INSTANCES)
+        proxy, ng_sock = self.start_proxies(ng_ports, port_min, port_max, [
+            "--delete-delay=0", "--num-threads=%d" % (self.NUM_THREADS,)] + list(self.PROXY_ARGS))
 
         calls, index = {}, 0
         for flow, (_, count) in sorted(CALLERS.items()):
@@ -437,10 +461,10 @@ class KamailioCallsMixin:
         self.addCleanup(run.close)
         run.bind(sorted(uac_ports.values()) + uas_ports)
 
-        peers.start_kamailio(self, sip_port, {
-            "NG_SOCK": '"udp:%s:%d"' % (peers.LOOPBACK, ng_port),
+        peers.start_kamailio(self, sip_port, dict({
+            "NG_SOCK": ng_sock,
             "UAS": '"sip:%s:%d"' % (peers.LOOPBACK, uas_port),
-        })
+        }, **self.KAMAILIO_DEFINES))
         fixtures = os.path.join(peers.FIXTURES, "sipp")
         uas_inf = os.path.join(work, "uas.csv")
         with open(uas_inf, "w") as f:
@@ -516,6 +540,8 @@ class KamailioCallsMixin:
         }
 
     def check_calls(self, mode):
+        """Place the calls and check them; return what :meth:`place_calls`
+        observed (for a subclass's further checks)."""
         seen = self.place_calls(mode)
         calls, run = seen["calls"], seen["run"]
         for flow, (code, stats, caller) in sorted(seen["callers"].items()):
@@ -580,6 +606,7 @@ class KamailioCallsMixin:
                              ("error", "Unknown call-id"),
                              "the %s call after it ended: %r" % (flow, reply))
         self.assertEqual(sorted(seen["left"]), ["cancel", "reject"])
+        return seen
 
     def test_rtpengine_manage(self):
         """Every flow with rtpengine_manage() on INVITE, replies, BYE and
@@ -614,6 +641,76 @@ class OmnirtpKamailioTests(KamailioCallsMixin, SynchronousTestCase):
 
     def start_proxy(self, ng_port, port_min, port_max, extra_args):
         return peers.start_omnirtp(self, ng_port, port_min, port_max, extra_args)
+
+
+class OmnirtpKamailioRecordingTests(OmnirtpKamailioTests):
+    """The same calls with ``record-call`` in Kamailio's offer/answer flags
+    and omnirtp recording (``recording-format = eth``): every call leaves a
+    pcap and its metadata named after its Call-ID; each call with media
+    holds both sides' RTP (tshark lists the two streams, nothing malformed)
+    and ``omnirtp-pcap2wav`` makes a stereo WAV of it whose channels carry
+    the two sides' tones."""
+
+    KAMAILIO_DEFINES = {"RTP_FLAGS": '"replace-origin replace-session-connection record-call"'}
+
+    def setUp(self):
+        OmnirtpKamailioTests.setUp(self)
+        peers.find_program("tshark")
+        self.spool = os.path.abspath(self.mktemp())
+        self.PROXY_ARGS = ["--recording-dir=%s" % self.spool, "--recording-format=eth"]
+
+    def check_calls(self, mode):
+        from omnirtp.recording.spool import escape
+        from omnirtp.test.integration import test_recording as rec
+
+        seen = OmnirtpKamailioTests.check_calls(self, mode)
+        calls, run = seen["calls"], seen["run"]
+        listing = {d: sorted(os.listdir(os.path.join(self.spool, d)))
+                   for d in ("pcaps", "metadata", "tmp")}
+        self.assertEqual(listing["tmp"], [])
+        pcaps = {}
+        for call in calls:
+            prefix = escape(run.call_ids[call]) + "-"
+            [name] = [n for n in listing["pcaps"] if n.startswith(prefix)]
+            self.assertIn("rtpengine-meta-%s.txt" % name[:-5], listing["metadata"])
+            pcaps[call] = os.path.join(self.spool, "pcaps", name)
+        self.assertEqual(len(listing["pcaps"]), len(calls))
+        # with media: the hold call and two basic calls, all the way through
+        checked = [c for c, flow in sorted(calls.items()) if flow == "hold"]
+        checked += [c for c, flow in sorted(calls.items()) if flow == "basic"][:2]
+        for call in checked:
+            sent = expected_sent(calls[call])
+            ssrcs = ["0x%08x" % (0x4F000000 | (call << 4) | SIDE_CODE[side]) for side in (UAC, UAS)]
+            rec.RecordingTests.check_tshark(self, pcaps[call], sent[UAC] + sent[UAS], ssrcs)
+            heard = self.tones(pcaps[call])
+            want = sorted(TONES.values())
+            self.assertTrue(all(abs(h - w) <= rec.TOLERANCE for h, w in zip(heard, want)),
+                            "call %d: tones %r in the recording, played %r" % (call, heard, want))
+        return seen
+
+    def tones(self, path):
+        """The peak frequencies of the two channels of pcap2wav's WAV, sorted."""
+        import array
+        import subprocess
+        import sys
+        import wave
+
+        from omnirtp.test.integration.test_recording import peak_frequency
+        out = path + ".wav"
+        result = subprocess.run([sys.executable, "-m", "omnirtp.recording.pcap2wav", path, out],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120,
+                                env=dict(os.environ, PYTHONPATH=peers.ROOT))
+        self.assertEqual(result.returncode, 0, result.stdout)
+        with wave.open(out) as w:
+            self.assertEqual((w.getnchannels(), w.getframerate()), (2, 8000))
+            frames = array.array("h", w.readframes(w.getnframes()))
+        if sys.byteorder == "big":
+            frames.byteswap()
+        left, right = frames[0::2], frames[1::2]
+        # the second of talk: both sides' tone (the marker bytes are noise)
+        start = next(i for i, v in enumerate(left) if v) + 1600
+        return sorted(peak_frequency(list(channel[start:start + 1600]), 8000)
+                      for channel in (left, right))
 
 
 class OmnirtpKamailioWorkersTests(OmnirtpKamailioTests):

@@ -186,10 +186,14 @@ LIVE_DIFFERENCES = [
     ("statistics*/statistics/mos", "rtpengine only",
      "MOS needs RTCP parsing (the MOS/RTCP issue)"),
     ("statistics*/statistics/transcoders", "rtpengine only",
-     "no transcoding before the transcoding issue"),
+     "the running transcoders per codec chain are not listed (omnirtp's 'codecs' shows "
+     "what it can transcode; each transcoded stream's counters are in query)"),
     ("statistics*/statistics/interfaces", "rtpengine only",
      "per-interface port usage is not reported by the media engine yet; the sum over all "
      "interfaces is in omnirtp's 'ports'"),
+    ("statistics*/statistics/codecs", "omnirtp only",
+     "the codecs this process can transcode and the unusable ones with their reason "
+     "(10.5 shows its codecs only in its log and --codecs output)"),
     ("statistics*/statistics/ports", "omnirtp only",
      "used and free media ports over all interfaces (10.5 reports them per interface)"),
     ("statistics*/statistics/totalstatistics/junkpackets", "omnirtp only",

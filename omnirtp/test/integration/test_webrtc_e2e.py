@@ -26,10 +26,14 @@ guard, any a=candidate line of aiortc's SDP not on 127.0.0.1 would be
 stripped before the SDP goes to omnirtp (the test asserts none was there).
 """
 
+import array
 import os
 import re
+import subprocess
+import sys
+import wave
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 
 from omnirtp.config.model import Config, InterfaceSpec
@@ -40,7 +44,7 @@ from omnirtp.test import corpus
 from omnirtp.test.integration import aiortc_peer
 from omnirtp.test.integration.aiortc_peer import (
     PTIME, Browser, attribute, pcmu_packet, peak_frequency, ulaw_decode)
-from omnirtp.test.integration.peers import as_text, free_port_range, listen_party
+from omnirtp.test.integration.peers import ROOT, as_text, free_port_range, listen_party
 from omnirtp.test.integration.test_daemon import NGClient, wait_for
 from omnirtp.test.integration.test_ice_aioice import AsyncioThread
 from omnirtp.test.kamailio import kamailio_dict
@@ -101,9 +105,11 @@ class BrowserPhoneTests(TestCase):
         self.loop = AsyncioThread()
         self.addCleanup(self.loop.stop)
         ports = free_port_range(200)
+        self.spool = os.path.abspath(self.mktemp())
         config = Config(interfaces=(InterfaceSpec("default", HOST, None),),
                         listen_ng=((HOST, 0),), port_min=ports[0], port_max=ports[1],
-                        num_threads=self.num_threads)
+                        num_threads=self.num_threads, recording_dir=self.spool,
+                        recording_format="eth")
         self.service = build(config, reactor)
         self.service.startService()
         self.addCleanup(self.service.stopService)
@@ -274,11 +280,49 @@ class BrowserPhoneTests(TestCase):
         self.assertEqual((parts[1], parts[2].upper(), parts[4], parts[5], parts[6:8]),
                          ("1", "UDP", HOST, str(media(to_browser)[1]), ["typ", "host"]))
         yield self.loop.run(browser.accept(to_browser))
+        started = yield self.ng.request(command="start recording", call_id=call_id)
+        self.assertEqual(started, {"result": "ok"})
 
         self.phone_sender(phone, port)
         query = yield self.check_tones(browser, phone, call_id)
         self.check_query(query, "ft-" + call_id, "tt-" + call_id, offer,
                          phone.port)
+        yield self.check_recording(call_id)
+
+    @defer.inlineCallbacks
+    def check_recording(self, call_id):
+        """The call recorded since its answer (``start recording``): the pcap
+        holds the browser's DTLS-SRTP leg decrypted and the phone's RTP, two
+        PCMU streams that omnirtp-pcap2wav turns into the two tones."""
+        from omnirtp.test.integration.test_recording import peak_frequency, tshark
+        stopped = yield self.ng.request(command="stop recording", call_id=call_id)
+        self.assertEqual(stopped, {"result": "ok"})
+        yield wait_for(lambda: os.listdir(os.path.join(self.spool, "metadata")), timeout=10)
+        [name] = os.listdir(os.path.join(self.spool, "pcaps"))
+        path = os.path.join(self.spool, "pcaps", name)
+        result = yield threads.deferToThread(
+            tshark, "-r", path, "-o", "rtp.heuristic_rtp:TRUE", "-q", "-z", "rtp,streams")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        rows = [line for line in result.stdout.decode().splitlines() if " 0x" in line]
+        self.assertEqual((len(rows), all("g711U" in row for row in rows)), (2, True),
+                         result.stdout.decode())
+        out = path + ".wav"
+        result = yield threads.deferToThread(
+            subprocess.run, [sys.executable, "-m", "omnirtp.recording.pcap2wav", path, out],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120,
+            env=dict(os.environ, PYTHONPATH=ROOT))
+        self.assertEqual(result.returncode, 0, result.stdout)
+        with wave.open(out) as w:
+            self.assertEqual((w.getnchannels(), w.getframerate()), (2, 8000))
+            frames = array.array("h", w.readframes(w.getnframes()))
+        heard = []
+        for channel in (frames[0::2], frames[1::2]):
+            start = next(i for i, v in enumerate(channel) if v) + 800
+            heard.append(peak_frequency(list(channel[start:start + 1600]), 8000))
+        heard.sort()
+        self.assertTrue(abs(heard[0] - BROWSER_TONE) <= TOLERANCE
+                        and abs(heard[1] - PHONE_TONE) <= TOLERANCE,
+                        "recorded tones %r, played %d and %d" % (heard, BROWSER_TONE, PHONE_TONE))
 
 
 class WorkerPoolBrowserPhoneTests(BrowserPhoneTests):

@@ -1,0 +1,422 @@
+"""Call set-up cost: offer + answer + delete cycles, omnirtp beside rtpengine 10.5.
+
+    .venv/bin/python bench/setup.py [--rounds 5] [--seconds 2] [--idle-calls 2000]
+                                    [--kinds omnirtp0,omnirtp2,rtpengine] [--root CHECKOUT]
+    .venv/bin/python bench/setup.py --long 1000000 [--kinds omnirtp0]
+
+Every daemon runs at the same time, each on its own ng port and port range, all
+pinned to CPU 0; the client (this process) runs on CPU 1.  The daemons take
+turns, one phase at a time, in an order that rotates from round to round, so
+drift on the shared box hits them alike:
+
+* ``omnirtp0``: omnirtp with ``num-threads = 0`` (the engine in the control process)
+* ``omnirtp2``: omnirtp with ``num-threads = 2`` (two media workers over AMP)
+* ``rtpengine``: Debian's rtpengine 10.5, ``--num-threads=1 --table=-1``
+
+All get ``delete-delay = 0`` (a deleted call frees its ports at once) and log
+level 6.  One *cycle* is (default, ``--call webrtc``) the seed's Kamailio 5.6 flag strings, a SIP phone
+calling a browser (``kamailio_sip_calls_browser`` in omnirtp/test/corpus.py):
+an offer (``replace-origin replace-session-connection ICE=force RTP/AVP
+RTP/SAVPF``), the browser's answer (``... ICE=remove RTP/SAVPF RTP/AVP``), and
+a delete, each with a new call-id.  ``--call plain`` is a SIP-to-SIP call
+with ``replace-origin replace-session-connection`` both ways (SIP_OFFER,
+SIP_ANSWER).  A reply must be ``result: ok``; anything
+else is counted and printed.
+
+Per daemon and phase it measures:
+
+* **cycles/s sequential**: one request outstanding at a time;
+* **cycles/s with 8 outstanding**: eight calls in flight, each sending its next
+  request when the previous reply arrives;
+* **CPU per cycle**: the time on CPU of every thread of the daemon and of its
+  child processes (the media workers), from ``/proc/PID/task/TID/schedstat``,
+  over the 8-outstanding phase, divided by the cycles;
+* **p50 / p99 latency** of single requests, sequential phase;
+* **KB per idle call**: after all rounds, ``--idle-calls`` calls get an offer and an
+  answer and stay; the growth of the summed RSS of the daemon's processes,
+  divided by the calls.  Then they are deleted.
+
+The table gives the median of the rounds and each figure's ratio to rtpengine's
+(for rates: omnirtp / rtpengine, higher is better; for CPU and latency also
+omnirtp / rtpengine, lower is better).
+
+``--long N`` runs N cycles with 8 outstanding on each daemon of ``--kinds`` (one
+after the other) and prints the rate and RSS of every tenth part: is it flat?
+"""
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from omnirtp.control import bencode  # noqa: E402
+from omnirtp.test.corpus import (  # noqa: E402
+    KAMAILIO_SIP_TO_BROWSER, SIP_ANSWER, SIP_OFFER, WEBRTC_ANSWER)
+from omnirtp.test.integration.reference import (  # noqa: E402
+    TWISTD, Daemon, find_rtpengine, free_udp_port)
+from omnirtp.test.kamailio import kamailio_dict  # noqa: E402
+
+HOST = "127.0.0.1"
+KINDS = ("omnirtp0", "omnirtp2", "rtpengine")
+#: media port ranges (10 000 ports each; --idle-calls takes 4 per call)
+RANGES = {"omnirtp0": (20000, 29999), "omnirtp2": (30000, 39999),
+          "rtpengine": (40000, 49999)}
+OUTSTANDING = 8
+CALL_ID = b"bench-%010d"
+
+
+# -- requests -----------------------------------------------------------------
+
+def _template(message):
+    """The bencoded ``message`` split around its call-id (fixed width)."""
+    marker = CALL_ID % 0
+    body = bencode.encode(message)
+    head, sep, tail = body.partition(b"%d:%s" % (len(marker), marker))
+    assert sep and marker not in tail, "call-id must occur once"
+    return head + b"%d:" % len(marker), tail
+
+
+#: --call: the flag strings and SDP of the offer and the answer
+CALLS = {
+    # the seed's Kamailio 5.6 flags: a SIP phone calls a browser
+    "webrtc": (KAMAILIO_SIP_TO_BROWSER[0], SIP_OFFER, KAMAILIO_SIP_TO_BROWSER[1], WEBRTC_ANSWER),
+    # SIP to SIP, plain RTP both ways
+    "plain": ("replace-origin replace-session-connection", SIP_OFFER,
+              "replace-origin replace-session-connection", SIP_ANSWER),
+}
+
+
+def templates(call="webrtc"):
+    """(offer, answer, delete) templates of one cycle."""
+    offer_flags, offer_sdp, answer_flags, answer_sdp = CALLS[call]
+    cid = (CALL_ID % 0).decode()
+    offer = kamailio_dict(offer_flags, "offer", cid, "ft1", sdp=offer_sdp,
+                          received_from="192.0.2.10")
+    answer = kamailio_dict(answer_flags, "answer", cid, "ft1", "tt1",
+                           sdp=answer_sdp, received_from="198.51.100.20")
+    delete = kamailio_dict("", "delete", cid, "ft1", received_from="192.0.2.10")
+    return [_template(m) for m in (offer, answer, delete)]
+
+
+class Client:
+    """A UDP ng client driving cycles; cookies say which slot a reply is for."""
+
+    def __init__(self, port, call="webrtc"):
+        self.server = (HOST, port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock.bind((HOST, 0))
+        self.sock.settimeout(1.0)
+        self.templates = templates(call)
+        self.next_call = 0
+        self.seq = 0
+        self.errors = []
+
+    def close(self):
+        self.sock.close()
+
+    def _datagram(self, slot, step, call):
+        self.seq += 1
+        head, tail = self.templates[step]
+        return b"%d_%d %s%s%s" % (self.seq, slot, head, CALL_ID % call, tail)
+
+    def _check(self, reply):
+        body = reply.partition(b" ")[2]
+        if b"6:result2:ok" in body:
+            return
+        if len(self.errors) < 5:
+            self.errors.append(body[:200])
+        else:
+            self.errors.append(None)
+
+    def run(self, seconds, outstanding, steps=(0, 1, 2), max_cycles=None, latencies=None,
+            on_cycle=None):
+        """Run cycles for ``seconds`` (or ``max_cycles``); return the cycles done."""
+        sock = self.sock
+        server = self.server
+        now = time.perf_counter
+        slots = []   # per slot: [step index, call, datagram, sent at]
+        done = 0
+        started = 0
+        end = now() + seconds
+        for slot in range(outstanding):
+            call = self.next_call
+            self.next_call += 1
+            started += 1
+            dgram = self._datagram(slot, steps[0], call)
+            slots.append([0, call, dgram, now()])
+            sock.sendto(dgram, server)
+        active = outstanding
+        while active:
+            try:
+                reply = sock.recv(65536)
+            except socket.timeout:  # resend what is outstanding (same cookie)
+                for s in slots:
+                    if s is not None:
+                        sock.sendto(s[2], server)
+                continue
+            t = now()
+            cookie = reply[:reply.index(b" ")]
+            slot = int(cookie[cookie.index(b"_") + 1:])
+            s = slots[slot]
+            if s is None or not reply.startswith(s[2][:len(cookie) + 1]):
+                continue  # a late duplicate
+            if latencies is not None:
+                latencies.append(t - s[3])
+            self._check(reply)
+            s[0] += 1
+            if s[0] == len(steps):
+                done += 1
+                if on_cycle is not None:
+                    on_cycle(done)
+                if t >= end or (max_cycles is not None and started >= max_cycles):
+                    slots[slot] = None
+                    active -= 1
+                    continue
+                s[0] = 0
+                s[1] = self.next_call
+                self.next_call += 1
+                started += 1
+            s[2] = self._datagram(slot, steps[s[0]], s[1])
+            s[3] = now()
+            sock.sendto(s[2], server)
+        return done
+
+
+# -- processes ----------------------------------------------------------------
+
+def descendants(pid):
+    """``pid`` and all its descendant processes."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, ()))
+    return out
+
+
+def cpu_seconds(pids):
+    """Time on CPU of every thread of ``pids`` (schedstat, ns -> s)."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir("/proc/%d/task" % pid)
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                    total += int(f.read().split()[0])
+            except OSError:
+                pass
+    return total / 1e9
+
+
+def rss_kb(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def start(kind, root, ng_port):
+    lo, hi = RANGES[kind]
+    if kind == "rtpengine":
+        binary = find_rtpengine()
+        if binary is None:
+            raise SystemExit("rtpengine is not installed (Debian package rtpengine-daemon)")
+        argv = [binary, "--foreground", "--log-stderr", "--table=-1", "--config-file=none",
+                "--listen-ng=%s:%d" % (HOST, ng_port), "--interface=%s" % HOST,
+                "--port-min=%d" % lo, "--port-max=%d" % hi, "--log-level=6",
+                "--num-threads=1", "--delete-delay=0"]
+        env, cwd = None, None
+    else:
+        threads = int(kind[len("omnirtp"):])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root
+        argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "omnirtp",
+                "--config-file=none", "--listen-ng=%s:%d" % (HOST, ng_port),
+                "--interface=%s" % HOST, "--port-min=%d" % lo, "--port-max=%d" % hi,
+                "--num-threads=%d" % threads, "--delete-delay=0", "--log-level=6"]
+        cwd = root
+    argv = ["taskset", "-c", "0"] + argv
+    daemon = Daemon(argv, ng_port, cwd=cwd, env=env, name=kind).start(wait=30)
+    return daemon
+
+
+# -- the benchmark --------------------------------------------------------------
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def measure(kind, daemon, client, seconds, results):
+    pids = descendants(daemon.process.pid)
+    lat = []
+    client.run(0.2, 1)  # warm-up
+    t0 = time.perf_counter()
+    n = client.run(seconds, 1, latencies=lat)
+    seq_rate = n / (time.perf_counter() - t0)
+    client.run(0.2, OUTSTANDING)
+    c0 = cpu_seconds(pids)
+    t0 = time.perf_counter()
+    n = client.run(seconds, OUTSTANDING)
+    elapsed = time.perf_counter() - t0
+    cpu = cpu_seconds(pids) - c0
+    r = results.setdefault(kind, {"seq": [], "par": [], "cpu": [], "p50": [], "p99": []})
+    r["seq"].append(seq_rate)
+    r["par"].append(n / elapsed)
+    r["cpu"].append(cpu / n * 1e6)
+    r["p50"].append(pct(lat, 0.5) * 1e3)
+    r["p99"].append(pct(lat, 0.99) * 1e3)
+    print("  %-10s seq %7.0f/s  8 out %7.0f/s  cpu %6.0f us/cycle  p50 %.3f ms  p99 %.3f ms"
+          % (kind, seq_rate, n / elapsed, cpu / n * 1e6, pct(lat, 0.5) * 1e3,
+             pct(lat, 0.99) * 1e3), flush=True)
+
+
+def idle_memory(kind, daemon, client, calls):
+    """KB of RSS per call that got an offer and an answer and stays."""
+    pids = descendants(daemon.process.pid)
+    time.sleep(0.5)
+    before = rss_kb(pids)
+    first = client.next_call
+    client.run(3600, OUTSTANDING, steps=(0, 1), max_cycles=calls)
+    time.sleep(0.5)
+    after = rss_kb(pids)
+    # delete them again
+    last = client.next_call
+    for call in range(first, last):
+        client.seq += 1
+        head, tail = client.templates[2]
+        client.sock.sendto(b"%d_0 %s%s%s" % (client.seq, head, CALL_ID % call, tail),
+                           client.server)
+        try:
+            client.sock.recv(65536)
+        except socket.timeout:
+            pass
+    return (after - before) / (last - first), before, after
+
+
+def table(results, memory):
+    ref = results.get("rtpengine")
+    print()
+    print("median of %d rounds" % len(next(iter(results.values()))["seq"]))
+    head = ("daemon", "cycles/s seq", "x", "cycles/s 8 out", "x", "CPU us/cycle", "x",
+            "p50 ms", "x", "p99 ms", "x", "KB/idle call")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for kind, r in results.items():
+        row = [kind]
+        for key, fmt in (("seq", "%.0f"), ("par", "%.0f"), ("cpu", "%.0f"),
+                         ("p50", "%.3f"), ("p99", "%.3f")):
+            m = statistics.median(r[key])
+            row.append(fmt % m)
+            row.append("%.2f" % (m / statistics.median(ref[key])) if ref else "")
+        row.append("%.1f" % memory[kind] if kind in memory else "")
+        print("| " + " | ".join(row) + " |")
+
+
+def long_run(kind, daemon, client, cycles):
+    pids = descendants(daemon.process.pid)
+    part = max(1, cycles // 10)
+    marks = [(time.perf_counter(), rss_kb(pids), cpu_seconds(pids))]
+
+    def on_cycle(done):
+        if done % part == 0:
+            marks.append((time.perf_counter(), rss_kb(pids), cpu_seconds(pids)))
+            t, rss, cpu = marks[-1]
+            t0, _, cpu0 = marks[-2]
+            print("  %-10s %8d cycles  %7.0f cycles/s  cpu %5.0f us/cycle  RSS %7d KB"
+                  % (kind, done, part / (t - t0), (cpu - cpu0) / part * 1e6, rss), flush=True)
+
+    client.run(10 ** 9, OUTSTANDING, max_cycles=cycles, on_cycle=on_cycle)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seconds", type=float, default=2.0)
+    p.add_argument("--idle-calls", type=int, default=2000)
+    p.add_argument("--kinds", default=",".join(KINDS))
+    p.add_argument("--root", default=ROOT, help="the omnirtp checkout to run (default: this one)")
+    p.add_argument("--long", type=int, default=0, metavar="N")
+    p.add_argument("--call", choices=sorted(CALLS), default="webrtc",
+                   help="webrtc (default): the seed's flags, SIP phone calls a browser; "
+                        "plain: SIP to SIP, plain RTP")
+    args = p.parse_args(argv)
+    kinds = [k for k in args.kinds.split(",") if k]
+    for k in kinds:
+        if k not in KINDS:
+            p.error("unknown kind %r" % (k,))
+    os.sched_setaffinity(0, {1})
+    daemons, clients = {}, {}
+    try:
+        for kind in kinds:
+            port = free_udp_port()
+            daemons[kind] = start(kind, os.path.abspath(args.root), port)
+            clients[kind] = Client(port, args.call)
+        try:
+            commit = subprocess.run(["git", "-C", args.root, "rev-parse", "--short", "HEAD"],
+                                    capture_output=True, text=True).stdout.strip()
+        except OSError:
+            commit = "?"
+        print("omnirtp %s (%s), Python %s, daemons on CPU 0, client on CPU 1, %s call"
+              % (commit, os.path.abspath(args.root), sys.version.split()[0], args.call),
+              flush=True)
+        if args.long:
+            for kind in kinds:
+                long_run(kind, daemons[kind], clients[kind], args.long)
+            return
+        results = {}
+        for rnd in range(args.rounds):
+            print("round %d" % (rnd + 1), flush=True)
+            order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]
+            for kind in order:
+                measure(kind, daemons[kind], clients[kind], args.seconds, results)
+        results = {k: results[k] for k in kinds}
+        memory = {}
+        if args.idle_calls:
+            for kind in kinds:
+                per, before, after = idle_memory(kind, daemons[kind], clients[kind],
+                                                 args.idle_calls)
+                memory[kind] = per
+                print("  %-10s %d idle calls: RSS %d -> %d KB, %.1f KB per call"
+                      % (kind, args.idle_calls, before, after, per), flush=True)
+        table(results, memory)
+        for kind in kinds:
+            errs = clients[kind].errors
+            if errs:
+                print("%s: %d replies were not ok, e.g. %r" % (kind, len(errs), errs[0]))
+    finally:
+        for c in clients.values():
+            c.close()
+        for d in daemons.values():
+            d.stop()
+
+
+if __name__ == "__main__":
+    main()

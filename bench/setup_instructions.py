@@ -1,0 +1,129 @@
+"""User-space instructions per offer+answer+delete cycle, counted by valgrind.
+
+    .venv/bin/python bench/setup_instructions.py [--root CHECKOUT] [--few 10] [--many 60]
+                                                 [--profile OUT] [--cycles N]
+
+CPU time on this shared box moves by 10-20% from run to run (and more when
+other work runs); instruction counts do not.  This builds the daemon's
+control plane in one process (``omnirtp.service.build``, ``num-threads = 0``,
+real media sockets on 127.0.0.1, ports ``--port-min`` to ``+ 1999``) and hands
+the ng datagrams of ``bench/setup.py``'s cycle (the seed's Kamailio flags, SIP
+phone calls a browser) straight to ``NGProtocol.datagramReceived``; the replies
+go to a fake transport and must all be ``result: ok``.  It runs under
+``valgrind --tool=callgrind`` twice, with ``--few`` and ``--many`` cycles after
+the same warm-up, and divides the difference in instructions by the
+difference in cycles: start-up and imports cancel out.  The kernel's share
+(socket calls) is not counted.
+
+``--call plain`` measures the SIP-to-SIP cycle instead.  ``--root`` measures another checkout's omnirtp with this script (before/after
+pairs).  ``--profile OUT`` instead runs ``--cycles`` cycles under cProfile
+(no valgrind) and writes the stats to OUT; ``--cycles`` alone prints the CPU
+time per cycle.  Needs Debian's ``valgrind``.
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+WARM = 20
+
+
+def child(root, cycles, port_min, profile=None, call="webrtc"):
+    sys.path.insert(0, os.path.abspath(root))
+    sys.path.insert(1, HERE)
+    from twisted.internet import reactor
+
+    from omnirtp.control.ng import NGProtocol
+    from omnirtp.service import build
+    from omnirtp.tap import Options
+
+    import setup as bench_setup  # bench/setup.py: the cycle's templates
+
+    options = Options()
+    options.parseOptions([
+        "--config-file=none", "--interface=127.0.0.1", "--listen-ng=127.0.0.1:1",
+        "--port-min=%d" % port_min, "--port-max=%d" % (port_min + 1999),
+        "--num-threads=0", "--delete-delay=0", "--log-level=6"])
+    top = build(options.config, reactor)
+    protocol = NGProtocol(top.dispatcher, reactor)
+    replies = []
+
+    class Transport:
+        def write(self, datagram, addr):
+            replies.append(datagram)
+
+    protocol.transport = Transport()
+    templates = bench_setup.templates(call)
+
+    def datagrams(count, first):
+        for call in range(first, first + count):
+            for step, (head, tail) in enumerate(templates):
+                yield b"%d_%d %s%s%s" % (call, step, head, bench_setup.CALL_ID % call, tail)
+
+    addr = ("127.0.0.1", 5555)
+    for d in datagrams(WARM, 10 ** 6):
+        protocol.datagramReceived(d, addr)
+    todo = list(datagrams(cycles, 0))
+    if profile:
+        import cProfile
+        prof = cProfile.Profile()
+        prof.enable()
+    started = time.process_time()
+    for d in todo:
+        protocol.datagramReceived(d, addr)
+    elapsed = time.process_time() - started
+    if profile:
+        prof.disable()
+        prof.dump_stats(profile)
+    bad = [r for r in replies if b"6:result2:ok" not in r]
+    if bad or len(replies) != 3 * (WARM + cycles):
+        sys.exit("%d replies, %d not ok, e.g. %r" % (len(replies), len(bad), bad[:1]))
+    top.engine.close()
+    return elapsed
+
+
+def count(root, cycles, port_min, call="webrtc"):
+    out = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+         sys.executable, os.path.abspath(__file__), "--child", str(cycles),
+         "--root", root, "--port-min", str(port_min), "--call", call],
+        capture_output=True, text=True)
+    if out.returncode:
+        sys.exit("the cycles under valgrind failed:\n" + out.stderr[-3000:])
+    return int(re.search(r"Collected : (\d+)", out.stderr).group(1))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", default=ROOT)
+    p.add_argument("--few", type=int, default=10)
+    p.add_argument("--many", type=int, default=60)
+    p.add_argument("--port-min", type=int, default=50000)
+    p.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--cycles", type=int)
+    p.add_argument("--profile")
+    p.add_argument("--call", choices=("webrtc", "plain"), default="webrtc",
+                   help="the cycle (bench/setup.py --call)")
+    args = p.parse_args(argv)
+    if args.child is not None:
+        child(args.root, args.child, args.port_min, call=args.call)
+        return
+    if args.cycles or args.profile:
+        n = args.cycles or 1000
+        elapsed = child(args.root, n, args.port_min, args.profile, args.call)
+        print("%d cycles: %.0f us CPU per cycle (in-process, no socket I/O for ng)"
+              % (n, elapsed / n * 1e6))
+        return
+    few = count(args.root, args.few, args.port_min, args.call)
+    many = count(args.root, args.many, args.port_min, args.call)
+    print("%s: %.0f instructions per offer+answer+delete cycle (%d vs %d cycles)"
+          % (args.root, (many - few) / (args.many - args.few), args.many, args.few))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""Opus <-> PCMU transcoded calls per core: omnirtp beside Debian's rtpengine 10.5.
+
+    cd /work/main && .venv/bin/python bench/transcode.py                 # 20 calls, 2 rounds of 8 s
+    options: --calls N  --window S  --warmup S  --rounds N  --json out.json
+
+Each daemon runs as its own process on loopback (``omnirtp.test.integration.
+reference``: omnirtp through twistd with ``--num-threads=0``, everything in
+one process; rtpengine in userspace, ``--table=-1 --num-threads=1``).  A call
+is set up over ng the same way on both: party A offers Opus only (PT 111,
+``opus/48000/2``) with ``codec: {transcode: [PCMU]}``, party B answers PCMU
+only, so every packet is transcoded, both ways.  A sends a 440 Hz tone as
+20 ms Opus packets (FFmpeg's libopus through PyAV, 32 kbit/s, encoded once
+before the run), B a 1 kHz tone as PCMU (omnirtp's G.711 tables), every
+20 ms: 100 packets/s in and 100 out per call.  The generator is this
+process.
+
+Loss: 1 - packets back / packets sent in the window (packets still on
+their way at its edges make it approximate: a figure near 0 may be slightly
+negative).  CPU: utime + stime of the daemon process (all threads) from /proc/<pid>/stat
+over the window, divided by the transcoded packets the parties got back.
+Calls per core = 1 s / (CPU per packet x 100 packets/s).  The daemons take
+turns (rtpengine, omnirtp, omnirtp, rtpengine, ...) and the medians over the
+rounds are reported, with the ratio; the machine is shared, so only figures
+from the same run compare.
+
+SNR: of call 0's output in the window, against the ideal tone: the peak of
+the spectrum (a DFT, 1 Hz resolution) must be the tone's frequency, then
+the least-squares sine at that frequency is fitted and its power compared
+with the rest (``omnirtp.test.test_codecs.tone_fit``).  PCMU at B (440 Hz,
+8 kHz) and Opus at A (1 kHz, decoded by FFmpeg's Opus decoder at 48 kHz).
+Benchmarks print figures; they never fail a build.
+"""
+
+import argparse
+import json
+import os
+import select
+import socket
+import statistics
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from omnirtp.codecs import g711  # noqa: E402
+from omnirtp.test.integration import reference  # noqa: E402
+from omnirtp.test.integration.peers import free_port_range  # noqa: E402
+from omnirtp.test.integration.test_transcode_udp import OpusParty, peak_frequency  # noqa: E402
+from omnirtp.test.test_codecs import tone, tone_fit  # noqa: E402
+
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+OPUS_TONE, PCMU_TONE = 440, 1000
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rtp(pt, seq, ts, ssrc, payload):
+    return struct.pack("!BBHII", 0x80, pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + payload
+
+
+def sdp(port, opus):
+    media = ("m=audio %d RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n" % port if opus
+             else "m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n" % port)
+    return ("v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\n%sa=sendrecv\r\n"
+            % (HOST, HOST, media))
+
+
+def port_of(sdp_text):
+    for line in sdp_text.split("\r\n"):
+        if line.startswith("m=audio "):
+            return int(line.split()[1])
+    raise ValueError("no m=audio in %r" % sdp_text)
+
+
+def media_payloads(count):
+    """(Opus payloads of the 440 Hz tone, PCMU payloads of the 1 kHz tone)."""
+    opus = OpusParty().packets(OPUS_TONE, count)
+    samples = tone(PCMU_TONE, 8000, 160 * count, 12000)
+    pcm = struct.pack("<%dh" % len(samples), *samples)
+    pcmu = [g711.ulaw_encode(pcm[320 * i:320 * (i + 1)]) for i in range(count)]
+    return opus, pcmu
+
+
+def start(kind, ports):
+    ng = reference.free_udp_port()
+    if kind == "rtpengine":
+        daemon = reference.rtpengine_daemon(ng, ports[0], ports[1],
+                                            extra=["--num-threads=1", "--log-level=3"])
+    else:
+        daemon = reference.omnirtp_daemon(ng, ports[0], ports[1])
+    return daemon.start()
+
+
+def set_up(daemon, calls, tag):
+    """Sockets of A and B per call and where each sends to."""
+    legs = []
+    for i in range(calls):
+        a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for s in (a, b):
+            s.bind((HOST, 0))
+            s.setblocking(False)
+        call_id = "%s-%d" % (tag, i)
+        offer = daemon.request({"command": "offer", "call-id": call_id, "from-tag": "a",
+                                "sdp": sdp(a.getsockname()[1], True),
+                                "codec": {"transcode": ["PCMU"]}})
+        if offer.get("result") != "ok":
+            raise RuntimeError("offer: %r" % offer)
+        answer = daemon.request({"command": "answer", "call-id": call_id, "from-tag": "a",
+                                 "to-tag": "b", "sdp": sdp(b.getsockname()[1], False)})
+        if answer.get("result") != "ok":
+            raise RuntimeError("answer: %r" % answer)
+        if " 0\r\n" not in offer["sdp"] or "RTP/AVP 111\r\n" not in answer["sdp"]:
+            raise RuntimeError("not a transcoded call: %r %r" % (offer["sdp"], answer["sdp"]))
+        legs.append((a, (HOST, port_of(answer["sdp"])), b, (HOST, port_of(offer["sdp"]))))
+    return legs
+
+
+def run(kind, calls, warmup, window, opus, pcmu, tag):
+    ports = free_port_range(4 * calls + 40)
+    daemon = start(kind, ports)
+    sockets = []
+    try:
+        legs = set_up(daemon, calls, tag)
+        sockets = [s for leg in legs for s in (leg[0], leg[2])]
+        owner = {}
+        for i, (a, _, b, _) in enumerate(legs):
+            owner[a.fileno()] = (i, "A")
+            owner[b.fileno()] = (i, "B")
+        received = {"A": 0, "B": 0}
+        at_a, at_b = [], []
+        pid = daemon.process.pid
+        start_at = time.monotonic()
+        begin = start_at + warmup
+        end = begin + window
+        cpu0 = None
+        seq = 0
+        next_tick = start_at
+        while True:
+            now = time.monotonic()
+            if cpu0 is None and now >= begin:
+                cpu0 = cpu_seconds(pid)
+                received = {"A": 0, "B": 0}
+                at_a, at_b = [], []
+                sent = 0
+            if now >= end:
+                cpu1 = cpu_seconds(pid)
+                break
+            if now >= next_tick:
+                k = seq % len(opus)
+                for i, (a, to_b_side, b, to_a_side) in enumerate(legs):
+                    a.sendto(rtp(111, seq, 960 * seq, 0xA000 + i, opus[k]), to_b_side)
+                    b.sendto(rtp(0, seq, 160 * seq, 0xB000 + i, pcmu[k]), to_a_side)
+                seq += 1
+                if cpu0 is not None:
+                    sent += 2 * len(legs)
+                next_tick += 0.02
+                continue
+            readable, _, _ = select.select(sockets, [], [], max(0.0, next_tick - now))
+            for s in readable:
+                while True:
+                    try:
+                        data = s.recv(2048)
+                    except BlockingIOError:
+                        break
+                    i, side = owner[s.fileno()]
+                    received[side] += 1
+                    if i == 0 and cpu0 is not None:
+                        (at_a if side == "A" else at_b).append(data)
+        packets = received["A"] + received["B"]
+        return {"kind": kind, "cpu_s": cpu1 - cpu0, "packets": packets,
+                "sent": sent,
+                "us_per_packet": 1e6 * (cpu1 - cpu0) / max(packets, 1),
+                "snr_pcmu": snr_pcmu(at_b), "snr_opus": snr_opus(at_a)}
+    finally:
+        for s in sockets:
+            s.close()
+        daemon.stop()
+
+
+def in_order(packets):
+    return [p for _, p in sorted((struct.unpack("!H", p[2:4])[0], p) for p in packets)]
+
+
+def fit(samples, frequency, rate):
+    """(peak frequency, SNR dB) of ``samples`` against the ideal tone."""
+    step = rate // 8000
+    peak = peak_frequency(samples[:1600 * step:step], 8000)
+    return peak, round(tone_fit(samples, frequency, rate)[0], 1)
+
+
+def snr_pcmu(packets):
+    packets = in_order(packets)[10:60]  # 1 s of call 0's PCMU at B
+    if len(packets) < 40:
+        return None
+    pcm = b"".join(g711.ulaw_decode(p[12:]) for p in packets)
+    return fit(list(struct.unpack("<%dh" % (len(pcm) // 2), pcm)), OPUS_TONE, 8000)
+
+
+def snr_opus(packets):
+    packets = in_order(packets)[:60]
+    if len(packets) < 50:
+        return None
+    party = OpusParty()
+    samples = []
+    for p in packets:
+        samples.extend(party.decode(p[12 + 4 * (p[0] & 0x0F):]))
+    return fit(samples[9600:9600 + 48000], PCMU_TONE, 48000)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--window", type=float, default=8.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    if reference.find_rtpengine() is None:
+        sys.exit("rtpengine is not installed")
+    total = int((args.warmup + args.window) / 0.02) + 100
+    opus, pcmu = media_payloads(total)
+    results = {"omnirtp": [], "rtpengine": []}
+    order = []
+    for r in range(args.rounds):
+        order += ["rtpengine", "omnirtp"] if r % 2 == 0 else ["omnirtp", "rtpengine"]
+    for n, kind in enumerate(order):
+        result = run(kind, args.calls, args.warmup, args.window, opus, pcmu, "b%d" % n)
+        results[kind].append(result)
+        print("%-9s %6.1f us/packet  %6d packets back of %6d  SNR PCMU %s  Opus %s" % (
+            kind, result["us_per_packet"], result["packets"], result["sent"],
+            result["snr_pcmu"], result["snr_opus"]), flush=True)
+    summary = {}
+    for kind, runs in results.items():
+        us = statistics.median(r["us_per_packet"] for r in runs)
+        summary[kind] = {"us_per_packet": round(us, 1),
+                         "calls_per_core": round(1e6 / (us * 100), 1),
+                         "loss": round(1 - statistics.median(r["packets"] / r["sent"]
+                                                             for r in runs), 4),
+                         "snr_pcmu": [r["snr_pcmu"] for r in runs],
+                         "snr_opus": [r["snr_opus"] for r in runs]}
+    ratio = summary["omnirtp"]["calls_per_core"] / summary["rtpengine"]["calls_per_core"]
+    print("\n%d calls, %d rounds of %.0f s (after %.0f s warm-up), medians:" % (
+        args.calls, args.rounds, args.window, args.warmup))
+    for kind in ("omnirtp", "rtpengine"):
+        s = summary[kind]
+        print("%-9s %6.1f us CPU per transcoded packet  %6.1f calls per core  loss %.2f%%"
+              "  SNR (peak Hz, dB) PCMU %s Opus %s" % (
+                  kind, s["us_per_packet"], s["calls_per_core"], 100 * s["loss"],
+                  s["snr_pcmu"], s["snr_opus"]))
+    print("ratio omnirtp / rtpengine calls per core: %.2f" % ratio)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"summary": summary, "ratio": ratio, "runs": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,469 @@
+"""In-kernel forwarding of plain RTP with nftables (``table = N``).
+
+A *stream* is one direction of one socket pair: what party X sends to the
+socket advertised to it (``local``, L), forwarded out of the peer socket
+(``out``, O) to party Y (``dest``).  Offloaded, the kernel does what
+``RelaySocket`` does in userspace, statelessly, in one table of our own,
+``inet omnirtp-N`` (nothing else is ever touched).  The table has a fixed
+set of rules; a stream is four map elements (per address family ``4`` /
+``6``), so adding one costs the same however many there are and a packet
+costs four hash lookups:
+
+* ``pre`` (hook prerouting, priority raw, before conntrack)::
+
+      udp dport set  saddr . sport . daddr . dport  map @dport4   (X, L -> Y's port)
+      ip daddr set   saddr . sport . daddr . dport  map @daddr4   (X, L.addr, Y's port -> Y's address; counted)
+      notrack accept
+
+  A packet from anybody but X misses the first lookup, the rule stops, and
+  it goes on to the socket, where learning and strict-source apply as
+  before.  ``notrack``: no conntrack entry, no NAT, no table growth.
+* The kernel then routes the packet to Y: forwarded (``ip_forward``) or,
+  for a Y on this host, delivered locally.
+* ``post`` (hook postrouting) and ``in`` (hook input, for a local Y)::
+
+      udp sport set  saddr . sport . daddr . dport  map @sport4   (X -> Y: O's port)
+      ip saddr set   saddr . sport . daddr . dport  map @saddr4   (X.addr, O's port, Y -> O's address)
+
+  so Y sees the port it was told about.  The kernel fixes the checksums.
+
+Each lookup after the first is keyed partly by what the one before wrote;
+two streams whose keys would meet (:func:`keys`) cannot both be in the
+kernel, and the second stays in userspace.  The per-element counter of
+``daddr`` counts a stream's packets.  A stream leaves in two steps: its
+``dport`` element first (packets go to the socket again, the counter
+stops), then, after the counter was read, the rest.
+
+Everything here but :class:`Nft` (the libnftables binding, ctypes) and
+:class:`NftForwarder` (which runs batches) is a pure function from stream
+descriptions to libnftables JSON commands, tested without a kernel.
+"""
+
+import ctypes
+import ctypes.util
+import json
+import os
+import re
+from collections import namedtuple
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from omnirtp.interfaces import IForwarder
+
+FAMILY = "inet"
+PRE_PRIORITY = -300  # raw: before conntrack (-200), so notrack applies
+POST_PRIORITY = 300  # after srcnat (100); our packets are untracked anyway
+IN_PRIORITY = -300
+#: the maps of one family, in the order a packet meets them
+MAPS = ("dport", "daddr", "sport", "saddr")
+#: the map whose elements count packets
+COUNTED = "daddr"
+
+
+class KernelUnavailable(Exception):
+    """Kernel forwarding cannot work here; the message says why."""
+
+
+class NftError(Exception):
+    """libnftables refused a batch; the message is its error text."""
+
+
+def table_name(number):
+    """Our table for ``table = number``."""
+    return "omnirtp-%d" % number
+
+
+class Stream(namedtuple("Stream", "local source out dest")):
+    """One forwarded direction: datagrams from ``source`` (X's learned
+    endpoint) to ``local`` (our socket facing X) leave from ``out`` (our
+    socket facing Y) to ``dest`` (Y).  Each is an ``(address, port)``."""
+
+    __slots__ = ()
+
+    @property
+    def v6(self):
+        return ":" in self.local[0]
+
+
+def offloadable(stream):
+    """True if the kernel can forward ``stream`` statelessly: one address
+    family throughout, no wildcard local address, real ports."""
+    families = {":" in address for address, _port in stream}
+    if len(families) != 1:
+        return False
+    if stream.local[0] in ("0.0.0.0", "::") or stream.out[0] in ("0.0.0.0", "::"):
+        return False
+    return all(0 < port < 65536 for _address, port in stream)
+
+
+def _suffix(stream):
+    return "6" if stream.v6 else "4"
+
+
+def elements(stream):
+    """``[(map name, key, value)]`` of a stream, in :data:`MAPS` order."""
+    (x, xp), (la, lp), (oa, op), (ya, yp) = stream.source, stream.local, stream.out, stream.dest
+    f = _suffix(stream)
+    return [("dport" + f, (x, xp, la, lp), yp),
+            ("daddr" + f, (x, xp, la, yp), ya),
+            ("sport" + f, (x, xp, ya, yp), op),
+            ("saddr" + f, (x, op, ya, yp), oa)]
+
+
+def keys(stream):
+    """The ``(map, key)`` pairs a stream occupies (two streams that share
+    one cannot both be offloaded)."""
+    return [(name, key) for name, key, _value in elements(stream)]
+
+
+def _obj(kind, table, **fields):
+    body = {"family": FAMILY, "table": table}
+    body.update(fields)
+    return {kind: body}
+
+
+def _field(protocol, field):
+    return {"payload": {"protocol": protocol, "field": field}}
+
+
+def _lookup(v6, maps, names):
+    """``mangle`` statements: each field set from a map keyed by the 4-tuple."""
+    ip = "ip6" if v6 else "ip"
+    key = {"concat": [_field(ip, "saddr"), _field("udp", "sport"),
+                      _field(ip, "daddr"), _field("udp", "dport")]}
+    out = []
+    for name, (protocol, field) in zip(maps, names):
+        out.append({"mangle": {"key": _field(ip if protocol == "ip" else protocol, field),
+                               "value": {"map": {"key": key, "data": "@" + name}}}})
+    return out
+
+
+def setup_commands(table):
+    """The commands that create our table, its maps and base chains
+    (after :func:`drop_commands`)."""
+    cmds = [{"add": {"table": {"family": FAMILY, "name": table}}}]
+    for v6 in (False, True):
+        addr = "ipv6_addr" if v6 else "ipv4_addr"
+        f = "6" if v6 else "4"
+        for name in MAPS:
+            body = dict(name=name + f, type=[addr, "inet_service", addr, "inet_service"],
+                        map="inet_service" if name.endswith("port") else addr)
+            if name == COUNTED:
+                body["stmt"] = [{"counter": None}]
+            cmds.append({"add": _obj("map", table, **body)})
+    udp = {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "udp"}}
+    for chain, hook, prio in (("pre", "prerouting", PRE_PRIORITY),
+                              ("post", "postrouting", POST_PRIORITY),
+                              ("in", "input", IN_PRIORITY)):
+        cmds.append({"add": _obj("chain", table, name=chain, type="filter", hook=hook,
+                                 prio=prio, policy="accept")})
+        for v6 in (False, True):
+            f = "6" if v6 else "4"
+            if chain == "pre":
+                expr = _lookup(v6, ("dport" + f, "daddr" + f), (("udp", "dport"), ("ip", "daddr")))
+                expr += [{"notrack": None}, {"accept": None}]
+            else:
+                expr = _lookup(v6, ("sport" + f, "saddr" + f), (("udp", "sport"), ("ip", "saddr")))
+                expr += [{"accept": None}]
+            cmds.append({"add": _obj("rule", table, chain=chain, expr=[udp] + expr)})
+    return cmds
+
+
+def drop_commands(table):
+    """Delete our table (everything in it) if it exists: ``add`` first, so
+    that the batch never fails on a missing table."""
+    return [{"add": {"table": {"family": FAMILY, "name": table}}},
+            {"delete": {"table": {"family": FAMILY, "name": table}}}]
+
+
+def _element(table, name, key, value):
+    return _obj("element", table, name=name, elem=[[{"concat": list(key)}, value]])
+
+
+def add_commands(table, stream):
+    """Commands that start forwarding ``stream`` (its counter at zero); the
+    first lookup's element last, so nothing is half there."""
+    return [{"add": _element(table, *e)} for e in reversed(elements(stream))]
+
+
+def stop_commands(table, stream):
+    """First step out of the kernel: packets go to the socket again and the
+    stream's counter stops."""
+    return [{"delete": _element(table, *elements(stream)[0])}]
+
+
+def remove_commands(table, stream):
+    """Second step: the rest of the stream's elements (counter read first)."""
+    return [{"delete": _element(table, *e)} for e in elements(stream)[1:]]
+
+
+def plan(installed, wanted, owners):
+    """Which streams change: ``(leaving, arriving, refused)``.
+
+    ``installed`` / ``wanted``: ``{local: Stream}`` of one call; ``owners``:
+    ``{(map, key): local}`` over every stream in the kernel (all calls).
+    A stream that changed leaves and arrives again.  An arriving stream
+    whose keys another stream holds (after the leaving ones are gone), or
+    another arriving one took first, is ``refused`` (stays in userspace)."""
+    leaving = [s for local, s in installed.items() if wanted.get(local) != s]
+    freed = {k for s in leaving for k in keys(s)}
+    taken = set()  # by arriving streams
+    arriving, refused = [], []
+    for local, stream in wanted.items():
+        if installed.get(local) == stream:
+            continue
+        mine = keys(stream)
+        if len(set(mine)) != len(mine) or any(
+                k in taken or (k in owners and k not in freed) for k in mine):
+            refused.append(stream)
+            continue
+        taken.update(mine)
+        arriving.append(stream)
+    return leaving, arriving, refused
+
+
+def batch(cmds):
+    """The libnftables JSON document of a list of commands."""
+    return json.dumps({"nftables": cmds}, separators=(",", ":"))
+
+
+def list_counters_commands(table):
+    """nft syntax (text output: libnftables' JSON output is several times
+    slower for thousands of elements)."""
+    return ["list map %s %s %s%s" % (FAMILY, table, COUNTED, f) for f in ("4", "6")]
+
+
+_ELEMENT = re.compile(
+    r"([0-9A-Fa-f.:]+) \. (\d+) \. ([0-9A-Fa-f.:]+) \. (\d+) counter packets (\d+) bytes (\d+)")
+
+
+def parse_counters(text):
+    """``{(map key): (packets, bytes)}`` from ``list map`` text output of a
+    counted map (numeric addresses and ports)."""
+    found = {}
+    for m in _ELEMENT.finditer(text):
+        x, xp, la, yp, packets, octets = m.groups()
+        found[(x, int(xp), la, int(yp))] = (int(packets), int(octets))
+    return found
+
+
+# -- libnftables --------------------------------------------------------------
+
+#: nft_ctx_output_set_flags bits (libnftables.h)
+OUTPUT_HANDLE = 1 << 3
+OUTPUT_JSON = 1 << 4
+
+
+class Nft:
+    """A libnftables context through ctypes (libnftables1; no Python
+    binding needed, so the same code runs in a venv and under Debian's
+    python3).  ``run(text)`` runs one batch (JSON, or nft syntax) and
+    returns its output, JSON unless ``text_output``; :class:`NftError`
+    carries libnftables' message."""
+
+    def __init__(self, library=None):
+        path = library or ctypes.util.find_library("nftables") or "libnftables.so.1"
+        try:
+            lib = ctypes.CDLL(path, use_errno=True)
+        except OSError as e:
+            raise KernelUnavailable("libnftables is not installed (%s)" % (e,)) from None
+        lib.nft_ctx_new.restype = ctypes.c_void_p
+        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+        lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
+        lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
+        self._lib = lib
+        self._ctx = lib.nft_ctx_new(0)
+        if not self._ctx:
+            raise KernelUnavailable("libnftables could not make a context")
+        lib.nft_ctx_output_set_flags(self._ctx, OUTPUT_JSON)
+        lib.nft_ctx_buffer_output(self._ctx)
+        lib.nft_ctx_buffer_error(self._ctx)
+
+    def run(self, text, text_output=False):
+        if self._ctx is None:
+            raise NftError("libnftables context closed")
+        lib = self._lib
+        # JSON output also makes libnftables read JSON input (1.0.6)
+        lib.nft_ctx_output_set_flags(self._ctx, 0 if text_output else OUTPUT_JSON)
+        rc = lib.nft_run_cmd_from_buffer(self._ctx, text.encode("utf-8"))
+        out = lib.nft_ctx_get_output_buffer(self._ctx) or b""
+        err = lib.nft_ctx_get_error_buffer(self._ctx) or b""
+        if rc != 0:
+            raise NftError(err.decode("utf-8", "replace").strip() or "libnftables failed (%d)" % rc)
+        return out.decode("utf-8", "replace")
+
+    def close(self):
+        if self._ctx is not None:
+            self._lib.nft_ctx_free(self._ctx)
+            self._ctx = None
+
+
+def forwarding_enabled(proc="/proc/sys"):
+    """``(ipv4, ipv6)``: whether this namespace forwards packets."""
+    def read(path):
+        try:
+            with open(os.path.join(proc, path)) as f:
+                return f.read().strip() == "1"
+        except OSError:
+            return False
+    return read("net/ipv4/ip_forward"), read("net/ipv6/conf/all/forwarding")
+
+
+@implementer(IForwarder)
+class NftForwarder:
+    """Streams forwarded by the kernel in ``inet omnirtp-N``.
+
+    ``nft`` is an :class:`Nft` (or a fake with ``run``).  :meth:`start`
+    replaces whatever our table holds (a crash's leftovers) with an empty
+    one and raises :class:`KernelUnavailable` when that is impossible or IP
+    forwarding is off (``proc``: where ``/proc/sys`` is); a family whose
+    forwarding is off stays in userspace.  Counters are cumulative per
+    local socket across its offloads until :meth:`forget`."""
+
+    log = Logger()
+
+    def __init__(self, number, nft=None, proc="/proc/sys", reader=None):
+        if number < 0:
+            raise ValueError("table must be 0 or more, got %r" % (number,))
+        self.table = table_name(number)
+        self._nft = nft
+        #: a second context for counter reads: libnftables keeps a cache per
+        #: context, and one that has listed thousands of elements makes
+        #: every later batch slow
+        self._reader = reader if reader is not None else nft
+        self._proc = proc
+        self.ipv4 = self.ipv6 = False
+        #: call_id -> {local: Stream} in the kernel now
+        self._calls = {}
+        #: (map, key) -> local, over every stream in the kernel
+        self._owners = {}
+        #: local -> [packets, bytes] of offloads that ended
+        self._done = {}
+        #: counted key -> (packets, bytes) at the last read
+        self._last = {}
+        #: streams refused because another one holds their keys
+        self.refused = 0
+        self.batches = 0
+
+    def start(self):
+        if self._nft is None:
+            self._nft = Nft()
+        if self._reader is None:
+            self._reader = Nft()
+        try:
+            # a crash's leftovers go first, even when we cannot go on: they
+            # would keep rewriting packets to ports we now relay in userspace
+            self._nft.run(batch(drop_commands(self.table)))
+        except NftError as e:
+            raise KernelUnavailable("nftables refused our table %s: %s" % (self.table, e)) from None
+        self.ipv4, self.ipv6 = forwarding_enabled(self._proc)
+        if not (self.ipv4 or self.ipv6):
+            raise KernelUnavailable("IP forwarding is off (net.ipv4.ip_forward = 0, "
+                                    "net.ipv6.conf.all.forwarding = 0)")
+        try:
+            self._nft.run(batch(setup_commands(self.table)))
+        except NftError as e:
+            raise KernelUnavailable("nftables refused our table %s: %s" % (self.table, e)) from None
+
+    def stop(self):
+        """Delete our table (a clean stop leaves nothing behind)."""
+        if self._nft is None:
+            return
+        try:
+            self._nft.run(batch(drop_commands(self.table)))
+        except NftError as e:
+            self.log.warn("kernel forwarding: could not delete table {table}: {error}",
+                          table=self.table, error=e)
+        self._calls.clear()
+        self._owners.clear()
+        for nft in {id(self._nft): self._nft, id(self._reader): self._reader}.values():
+            close = getattr(nft, "close", None)
+            if close is not None:
+                close()
+        self._nft = self._reader = None
+
+    def _run(self, cmds):
+        self._nft.run(batch(cmds))
+        self.batches += 1
+
+    def offload(self, call_id, streams):
+        installed = self._calls.get(call_id, {})
+        wanted = {s.local: s for s in streams
+                  if offloadable(s) and (self.ipv6 if s.v6 else self.ipv4)}
+        leaving, arriving, refused = plan(installed, wanted, self._owners)
+        self.refused += len(refused)
+        if not leaving and not arriving:
+            return
+        now = {local: s for local, s in installed.items() if wanted.get(local) == s}
+        cmds = []
+        if leaving:
+            # step one: packets go back to the sockets, counters stop
+            self._run([c for s in leaving for c in stop_commands(self.table, s)])
+            counts = self._read()
+            for stream in leaving:
+                key = elements(stream)[1][1]
+                packets, octets = counts.get(key, (0, 0))
+                done = self._done.setdefault(stream.local, [0, 0])
+                done[0] += packets
+                done[1] += octets
+                self._last.pop(key, None)
+                for k in keys(stream):
+                    self._owners.pop(k, None)
+                cmds += remove_commands(self.table, stream)
+        for stream in arriving:
+            cmds += add_commands(self.table, stream)
+        try:
+            self._run(cmds)
+        except NftError:
+            # the leaving streams are out of the forwarding path already;
+            # forget the arriving ones (userspace relays them)
+            self._store(call_id, now)
+            raise
+        for stream in arriving:
+            now[stream.local] = stream
+            for k in keys(stream):
+                self._owners[k] = stream.local
+        self._store(call_id, now)
+
+    def _store(self, call_id, streams):
+        if streams:
+            self._calls[call_id] = streams
+        else:
+            self._calls.pop(call_id, None)
+
+    def offloaded(self, call_id=None):
+        if call_id is not None:
+            return dict(self._calls.get(call_id, {}))
+        out = {}
+        for streams in self._calls.values():
+            out.update(streams)
+        return out
+
+    def _read(self):
+        counts = {}
+        for command in list_counters_commands(self.table):
+            counts.update(parse_counters(self._reader.run(command, text_output=True)))
+        return counts
+
+    def counters(self, fresh=True):
+        if fresh and any(self._calls.values()):
+            self._last = self._read()
+        out = {local: tuple(v) for local, v in self._done.items()}
+        for streams in self._calls.values():
+            for local, stream in streams.items():
+                packets, octets = self._last.get(elements(stream)[1][1], (0, 0))
+                base = self._done.get(local, (0, 0))
+                out[local] = (base[0] + packets, base[1] + octets)
+        return out
+
+    def forget(self, local):
+        self._done.pop(local, None)

@@ -1,0 +1,63 @@
+"""Rebuild the calls of a state store in a starting daemon.
+
+For each kept call: decode its snapshot (``omnirtp.state.snapshot``), bind
+exactly the ports its parties were given (``IMediaEngine.claim``), give the
+engine the call's forwarding as its last request left it, and put it in the
+registry.  A call that cannot be rebuilt (a snapshot from an incompatible
+version, an interface no longer configured, a port now taken) is logged and
+counted, its ports are released, and it is left in the store untouched.
+
+What carries over: tags, SDPs' outcome (the model), ports, interfaces,
+SDES keys (both directions), ICE credentials and candidates, codec state.
+What does not: endpoints learned from media (re-learned from the next
+packets, as after a NAT rebinding), counters, and DTLS sessions (the engine
+would need the exported SRTP keys; a DTLS leg does not survive a restart
+yet).
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from omnirtp.state.snapshot import SnapshotError, decode
+
+log = Logger(namespace="omnirtp.state.restore")
+
+
+@defer.inlineCallbacks
+def restore_calls(store, registry, negotiator, interfaces):
+    """Load every call of ``store`` into ``registry``; fire with
+    ``(restored, failed)`` counts."""
+    blobs = yield store.load_all()
+    engine = registry.engine
+    restored = failed = 0
+    for call_id in sorted(blobs):
+        if registry.get(call_id) is not None:
+            continue
+        try:
+            call = decode(blobs[call_id], interfaces)
+        except SnapshotError as e:
+            failed += 1
+            log.warn("call {call_id} not restored: {error}", call_id=call_id, error=str(e))
+            continue
+        by_address = {}
+        for _ml, m in call.all_medias():
+            if m.has_ports:
+                by_address.setdefault(m.interface.address, []).append(m.rtp_port)
+        try:
+            for address, ports in by_address.items():
+                yield engine.claim(call_id, address, ports)
+            yield engine.configure(call_id, negotiator.restored_sockets(call))
+        except Exception as e:
+            failed += 1
+            log.warn("call {call_id} not restored: {error!r}", call_id=call_id, error=e)
+            try:
+                yield engine.release(call_id)
+            except Exception:
+                pass
+            continue
+        registry.calls[call_id] = call
+        registry.managed += 1
+        restored += 1
+    log.info("restored {restored} calls from the state store ({failed} could not be)",
+             restored=restored, failed=failed)
+    return restored, failed

@@ -1,0 +1,125 @@
+"""Run Deferred-yielding generators synchronously while they can be.
+
+``inlineCallbacks`` wraps every call in a Deferred and drives the generator
+through Deferred callbacks, even when each Deferred it yields has fired
+already, as the embedded media engine's always have.  :func:`steps` is the
+decorator for such generators on the ng command path: the decorated
+function runs the generator at once and
+
+* returns its result (a plain value) when every Deferred it yielded had
+  already fired;
+* raises its exception the same way;
+* returns a Deferred as soon as one yielded Deferred has not fired yet (a
+  worker's answer over AMP): the rest runs when it fires, exactly as under
+  ``inlineCallbacks``.
+
+A yielded Deferred's failure is thrown into the generator as
+``inlineCallbacks`` does; anything else yielded is sent back unchanged.
+Callers that need a Deferred wrap the result with :func:`as_deferred`.
+"""
+
+import functools
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+__all__ = ["steps", "run", "as_deferred", "then"]
+
+
+class _Driver:
+    __slots__ = ("gen", "out", "waiting", "box")
+
+    def __init__(self, gen):
+        self.gen = gen
+        self.out = None       # the Deferred handed out once we went asynchronous
+        self.waiting = False  # a yielded Deferred has not fired yet
+        self.box = None       # its result, when it fired while we looked
+
+    def _fired(self, result):
+        if self.waiting:
+            self.waiting = False
+            self._resume(result)
+        else:
+            self.box = (result,)
+        return None
+
+    def run(self, result=None, failure=None):
+        """Drive until done (a value / raise) or until a Deferred is pending."""
+        gen = self.gen
+        while True:
+            if failure is not None:
+                f, failure = failure, None
+                yielded = f.throwExceptionIntoGenerator(gen)
+            else:
+                yielded = gen.send(result)
+            if not isinstance(yielded, defer.Deferred):
+                result = yielded
+                continue
+            self.box = None
+            yielded.addBoth(self._fired)
+            if self.box is None:
+                self.waiting = True
+                return _PENDING
+            result = self.box[0]
+            self.box = None
+            if isinstance(result, Failure):
+                failure, result = result, None
+
+    def _resume(self, result):
+        out = self.out
+        try:
+            if isinstance(result, Failure):
+                self.run(None, result)
+            else:
+                self.run(result)
+        except StopIteration as e:
+            out.callback(e.value)
+            return
+        except BaseException:
+            out.errback(Failure())
+            return
+        # else pending again: _fired resumes us
+
+
+_PENDING = object()
+
+
+def run(gen):
+    """Drive generator ``gen``: its result, its exception, or a Deferred."""
+    driver = _Driver(gen)
+    try:
+        value = driver.run()
+    except StopIteration as e:
+        return e.value
+    if value is _PENDING:
+        driver.out = defer.Deferred()
+        return driver.out
+    return value  # pragma: no cover - run() only ends by raising
+
+
+def steps(fn):
+    """Decorator: run the generator function ``fn`` with :func:`run`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+def as_deferred(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` as a Deferred (like ``maybeDeferred``)."""
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException:
+        return defer.fail(Failure())
+    if isinstance(result, defer.Deferred):
+        return result
+    return defer.succeed(result)
+
+
+def then(result, fn, *args):
+    """``fn(result, *args)`` now for a plain ``result``, or as a callback of a Deferred."""
+    if isinstance(result, defer.Deferred):
+        return result.addCallback(fn, *args)
+    return fn(result, *args)
