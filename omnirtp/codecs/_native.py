@@ -37,6 +37,34 @@ def load(name, sonames, symbols):
     raise Missing("lib%s not found (%s)" % (name, "; ".join(reasons) or "no candidates"))
 
 
+class Library:
+    """A C library loaded on first call: ``library()`` returns the
+    ``ctypes.CDLL`` (``load(name, sonames, symbols)``, then ``setup(lib)``
+    sets its prototypes), or raises :class:`Missing` with the same reason
+    on every call once loading failed.  ``lib`` is None until loaded."""
+
+    def __init__(self, name, sonames, symbols, setup):
+        self.name = name
+        self.sonames = sonames
+        self.symbols = symbols
+        self.setup = setup
+        self.lib = None
+        self.reason = None
+
+    def __call__(self):
+        if self.lib is None and self.reason is None:
+            try:
+                lib = load(self.name, self.sonames, self.symbols)
+            except Missing as e:
+                self.reason = str(e)
+            else:
+                self.setup(lib)
+                self.lib = lib
+        if self.lib is None:
+            raise Missing(self.reason)
+        return self.lib
+
+
 def parse_fmtp(fmtp):
     """``"a=1; b=x"`` -> ``{"a": "1", "b": "x"}`` (names lower-case,
     parameters without ``=`` and empty ones ignored)."""

@@ -5,40 +5,30 @@ become RFC 4733 events (see ``omnirtp.codecs.transcode``).  8 kHz PCM."""
 
 import ctypes
 
-from omnirtp.codecs._native import Missing, load
+from omnirtp.codecs._native import Library
 
 #: the detector's digits as RFC 4733 event codes
 EVENTS = {ord(c): i for i, c in enumerate("0123456789*#ABCD")}
 
 _CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int)
 
-_lib = None
-_reason = None
+def _prototypes(lib):
+    """Set the prototypes of libspandsp's functions."""
+    lib.dtmf_rx_init.restype = ctypes.c_void_p
+    lib.dtmf_rx_init.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    lib.dtmf_rx_set_realtime_callback.restype = None
+    lib.dtmf_rx_set_realtime_callback.argtypes = [ctypes.c_void_p, _CALLBACK,
+                                                  ctypes.c_void_p]
+    lib.dtmf_rx.restype = ctypes.c_int
+    lib.dtmf_rx.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+    lib.dtmf_rx_free.restype = ctypes.c_int
+    lib.dtmf_rx_free.argtypes = [ctypes.c_void_p]
 
 
-def library():
-    global _lib, _reason
-    if _lib is None and _reason is None:
-        try:
-            lib = load("spandsp", ["libspandsp.so.2"],
-                       ["dtmf_rx_init", "dtmf_rx_set_realtime_callback", "dtmf_rx",
-                        "dtmf_rx_free"])
-        except Missing as e:
-            _reason = str(e)
-        else:
-            lib.dtmf_rx_init.restype = ctypes.c_void_p
-            lib.dtmf_rx_init.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-            lib.dtmf_rx_set_realtime_callback.restype = None
-            lib.dtmf_rx_set_realtime_callback.argtypes = [ctypes.c_void_p, _CALLBACK,
-                                                          ctypes.c_void_p]
-            lib.dtmf_rx.restype = ctypes.c_int
-            lib.dtmf_rx.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
-            lib.dtmf_rx_free.restype = ctypes.c_int
-            lib.dtmf_rx_free.argtypes = [ctypes.c_void_p]
-            _lib = lib
-    if _lib is None:
-        raise Missing(_reason)
-    return _lib
+#: the loaded libspandsp (``library()``), or :class:`Missing` with the reason
+library = Library("spandsp", ["libspandsp.so.2"],
+                  ["dtmf_rx_init", "dtmf_rx_set_realtime_callback", "dtmf_rx",
+                   "dtmf_rx_free"], _prototypes)
 
 
 class DtmfDetector:

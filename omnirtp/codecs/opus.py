@@ -26,7 +26,7 @@ import ctypes
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from omnirtp.codecs._native import Missing, fmtp_int, load, parse_fmtp
+from omnirtp.codecs._native import Library, Missing, fmtp_int, parse_fmtp
 from omnirtp.interfaces import ICodec, ICodecFactory
 
 OPUS_OK = 0
@@ -51,61 +51,50 @@ MAX_PACKET = 1500
 #: most samples one packet decodes to, per 48 kHz (120 ms)
 MAX_SAMPLES_48K = 5760
 
-_lib = None
-_reason = None
+def _prototypes(lib):
+    """Set the prototypes of libopus's functions."""
+    c_int, c_void_p, c_char_p = ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p
+    int_p = ctypes.POINTER(c_int)
+    lib.opus_encoder_create.restype = c_void_p
+    lib.opus_encoder_create.argtypes = [ctypes.c_int32, c_int, c_int, int_p]
+    lib.opus_decoder_create.restype = c_void_p
+    lib.opus_decoder_create.argtypes = [ctypes.c_int32, c_int, int_p]
+    lib.opus_encode.restype = ctypes.c_int32
+    lib.opus_encode.argtypes = [c_void_p, c_char_p, c_int, c_char_p, ctypes.c_int32]
+    lib.opus_decode.restype = c_int
+    lib.opus_decode.argtypes = [c_void_p, c_char_p, ctypes.c_int32, c_char_p, c_int,
+                                c_int]
+    lib.opus_encoder_destroy.restype = None
+    lib.opus_encoder_destroy.argtypes = [c_void_p]
+    lib.opus_decoder_destroy.restype = None
+    lib.opus_decoder_destroy.argtypes = [c_void_p]
+    lib.opus_packet_get_nb_samples.restype = c_int
+    lib.opus_packet_get_nb_samples.argtypes = [c_char_p, ctypes.c_int32, ctypes.c_int32]
+    lib.opus_get_version_string.restype = c_char_p
+    lib.opus_get_version_string.argtypes = []
+    lib.opus_repacketizer_create.restype = c_void_p
+    lib.opus_repacketizer_create.argtypes = []
+    lib.opus_repacketizer_init.restype = c_void_p
+    lib.opus_repacketizer_init.argtypes = [c_void_p]
+    lib.opus_repacketizer_cat.restype = c_int
+    lib.opus_repacketizer_cat.argtypes = [c_void_p, c_char_p, ctypes.c_int32]
+    lib.opus_repacketizer_out.restype = ctypes.c_int32
+    lib.opus_repacketizer_out.argtypes = [c_void_p, c_char_p, ctypes.c_int32]
+    lib.opus_repacketizer_destroy.restype = None
+    lib.opus_repacketizer_destroy.argtypes = [c_void_p]
+    # opus_encoder_ctl is variadic: (st, request, opus_int32 value)
+    lib.opus_encoder_ctl.restype = c_int
+    lib.opus_encoder_ctl.argtypes = [c_void_p, c_int, ctypes.c_int32]
 
 
-def library():
-    """The loaded libopus, or raise :class:`Missing`."""
-    global _lib, _reason
-    if _lib is None and _reason is None:
-        try:
-            lib = load("opus", ["libopus.so.0"],
-                       ["opus_encoder_create", "opus_encode", "opus_encoder_ctl",
-                        "opus_encoder_destroy", "opus_decoder_create", "opus_decode",
-                        "opus_decoder_destroy", "opus_packet_get_nb_samples",
-                        "opus_get_version_string", "opus_repacketizer_create",
-                        "opus_repacketizer_init", "opus_repacketizer_cat",
-                        "opus_repacketizer_out", "opus_repacketizer_destroy"])
-        except Missing as e:
-            _reason = str(e)
-        else:
-            c_int, c_void_p, c_char_p = ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p
-            int_p = ctypes.POINTER(c_int)
-            lib.opus_encoder_create.restype = c_void_p
-            lib.opus_encoder_create.argtypes = [ctypes.c_int32, c_int, c_int, int_p]
-            lib.opus_decoder_create.restype = c_void_p
-            lib.opus_decoder_create.argtypes = [ctypes.c_int32, c_int, int_p]
-            lib.opus_encode.restype = ctypes.c_int32
-            lib.opus_encode.argtypes = [c_void_p, c_char_p, c_int, c_char_p, ctypes.c_int32]
-            lib.opus_decode.restype = c_int
-            lib.opus_decode.argtypes = [c_void_p, c_char_p, ctypes.c_int32, c_char_p, c_int,
-                                        c_int]
-            lib.opus_encoder_destroy.restype = None
-            lib.opus_encoder_destroy.argtypes = [c_void_p]
-            lib.opus_decoder_destroy.restype = None
-            lib.opus_decoder_destroy.argtypes = [c_void_p]
-            lib.opus_packet_get_nb_samples.restype = c_int
-            lib.opus_packet_get_nb_samples.argtypes = [c_char_p, ctypes.c_int32, ctypes.c_int32]
-            lib.opus_get_version_string.restype = c_char_p
-            lib.opus_get_version_string.argtypes = []
-            lib.opus_repacketizer_create.restype = c_void_p
-            lib.opus_repacketizer_create.argtypes = []
-            lib.opus_repacketizer_init.restype = c_void_p
-            lib.opus_repacketizer_init.argtypes = [c_void_p]
-            lib.opus_repacketizer_cat.restype = c_int
-            lib.opus_repacketizer_cat.argtypes = [c_void_p, c_char_p, ctypes.c_int32]
-            lib.opus_repacketizer_out.restype = ctypes.c_int32
-            lib.opus_repacketizer_out.argtypes = [c_void_p, c_char_p, ctypes.c_int32]
-            lib.opus_repacketizer_destroy.restype = None
-            lib.opus_repacketizer_destroy.argtypes = [c_void_p]
-            # opus_encoder_ctl is variadic: (st, request, opus_int32 value)
-            lib.opus_encoder_ctl.restype = c_int
-            lib.opus_encoder_ctl.argtypes = [c_void_p, c_int, ctypes.c_int32]
-            _lib = lib
-    if _lib is None:
-        raise Missing(_reason)
-    return _lib
+#: the loaded libopus (``library()``), or :class:`Missing` with the reason
+library = Library("opus", ["libopus.so.0"],
+                  ["opus_encoder_create", "opus_encode", "opus_encoder_ctl",
+                   "opus_encoder_destroy", "opus_decoder_create", "opus_decode",
+                   "opus_decoder_destroy", "opus_packet_get_nb_samples",
+                   "opus_get_version_string", "opus_repacketizer_create",
+                   "opus_repacketizer_init", "opus_repacketizer_cat",
+                   "opus_repacketizer_out", "opus_repacketizer_destroy"], _prototypes)
 
 
 def version():
@@ -116,7 +105,7 @@ def version():
 def packet_samples(payload, rate=48000):
     """Samples (per channel, at ``rate``) an Opus packet holds, from its
     TOC byte and frame count (RFC 6716 3.1); 0 for an invalid packet."""
-    n = _lib.opus_packet_get_nb_samples(payload, len(payload), rate)
+    n = library.lib.opus_packet_get_nb_samples(payload, len(payload), rate)
     return n if n > 0 else 0
 
 
@@ -314,7 +303,7 @@ class OpusFactory:
         return OpusCodec(library(), sample_rate, self.settings(fmtp))
 
     def samples(self, payload):
-        if _lib is None:
+        if library.lib is None:
             return 0
         return packet_samples(payload, 48000)
 

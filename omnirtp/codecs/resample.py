@@ -13,7 +13,7 @@ and hands out its output in bursts.  Measured and chosen in docs/codecs.md.
 
 import ctypes
 
-from omnirtp.codecs._native import Missing, load
+from omnirtp.codecs._native import Library, Missing
 
 #: soxr_datatype_t: interleaved signed 16-bit
 SOXR_INT16_I = 3
@@ -35,42 +35,31 @@ class _QualitySpec(ctypes.Structure):
                 ("e", ctypes.c_void_p), ("flags", ctypes.c_ulong)]
 
 
-_lib = None
-_reason = None
+def _prototypes(lib):
+    """Set the prototypes of libsoxr's functions."""
+    size_p = ctypes.POINTER(ctypes.c_size_t)
+    lib.soxr_io_spec.restype = _IoSpec
+    lib.soxr_io_spec.argtypes = [ctypes.c_int, ctypes.c_int]
+    lib.soxr_quality_spec.restype = _QualitySpec
+    lib.soxr_quality_spec.argtypes = [ctypes.c_ulong, ctypes.c_ulong]
+    lib.soxr_create.restype = ctypes.c_void_p
+    lib.soxr_create.argtypes = [ctypes.c_double, ctypes.c_double, ctypes.c_uint,
+                                ctypes.POINTER(ctypes.c_char_p),
+                                ctypes.POINTER(_IoSpec), ctypes.POINTER(_QualitySpec),
+                                ctypes.c_void_p]
+    lib.soxr_process.restype = ctypes.c_char_p
+    lib.soxr_process.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,
+                                 size_p, ctypes.c_char_p, ctypes.c_size_t, size_p]
+    lib.soxr_delete.restype = None
+    lib.soxr_delete.argtypes = [ctypes.c_void_p]
+    lib.soxr_version.restype = ctypes.c_char_p
+    lib.soxr_version.argtypes = []
 
 
-def library():
-    """The loaded libsoxr, or raise :class:`Missing`."""
-    global _lib, _reason
-    if _lib is None and _reason is None:
-        try:
-            lib = load("soxr", ["libsoxr.so.0"],
-                       ["soxr_create", "soxr_process", "soxr_delete", "soxr_io_spec",
-                        "soxr_quality_spec", "soxr_version"])
-        except Missing as e:
-            _reason = str(e)
-        else:
-            size_p = ctypes.POINTER(ctypes.c_size_t)
-            lib.soxr_io_spec.restype = _IoSpec
-            lib.soxr_io_spec.argtypes = [ctypes.c_int, ctypes.c_int]
-            lib.soxr_quality_spec.restype = _QualitySpec
-            lib.soxr_quality_spec.argtypes = [ctypes.c_ulong, ctypes.c_ulong]
-            lib.soxr_create.restype = ctypes.c_void_p
-            lib.soxr_create.argtypes = [ctypes.c_double, ctypes.c_double, ctypes.c_uint,
-                                        ctypes.POINTER(ctypes.c_char_p),
-                                        ctypes.POINTER(_IoSpec), ctypes.POINTER(_QualitySpec),
-                                        ctypes.c_void_p]
-            lib.soxr_process.restype = ctypes.c_char_p
-            lib.soxr_process.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,
-                                         size_p, ctypes.c_char_p, ctypes.c_size_t, size_p]
-            lib.soxr_delete.restype = None
-            lib.soxr_delete.argtypes = [ctypes.c_void_p]
-            lib.soxr_version.restype = ctypes.c_char_p
-            lib.soxr_version.argtypes = []
-            _lib = lib
-    if _lib is None:
-        raise Missing(_reason)
-    return _lib
+#: the loaded libsoxr (``library()``), or :class:`Missing` with the reason
+library = Library("soxr", ["libsoxr.so.0"],
+                  ["soxr_create", "soxr_process", "soxr_delete", "soxr_io_spec",
+                   "soxr_quality_spec", "soxr_version"], _prototypes)
 
 
 def available():
