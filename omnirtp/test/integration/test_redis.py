@@ -4,13 +4,18 @@ the middle of the writes and the resync when the server is back."""
 
 import socket
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.internet.error import ConnectionRefusedError
 from twisted.trial.unittest import TestCase
 
 from omnirtp.state.resp import RespError
 from omnirtp.state.store import RedisStore
 from omnirtp.test.integration.peers import start_redis
+from omnirtp.test.integration.test_daemon import wait_for
+
+#: how long to wait for the store's asynchronous writes and retries (a bound
+#: on waiting, not a timed assertion)
+WAIT = dict(timeout=15.0, step=0.05)
 
 
 def _raw(port, *args, password=None):
@@ -32,18 +37,6 @@ def _raw(port, *args, password=None):
         return replies[-1]
 
 
-@defer.inlineCallbacks
-def _until(predicate, timeout=15.0, step=0.05):
-    """Poll ``predicate`` on the reactor (not a timed assertion: a bound on
-    waiting for the store's own retry)."""
-    waited = 0.0
-    while not predicate():
-        if waited >= timeout:
-            raise AssertionError("condition not met within %g s" % timeout)
-        yield task.deferLater(reactor, step, lambda: None)
-        waited += step
-
-
 class RedisStoreTests(TestCase):
 
     timeout = 120
@@ -59,7 +52,7 @@ class RedisStoreTests(TestCase):
         store.save("call-a", b'{"tag":"a2"}')
         store.save("gone", b"x")
         store.delete("gone")
-        yield _until(lambda: store.stats()["backlog"] == 0)
+        yield wait_for(lambda: store.stats()["backlog"] == 0, **WAIT)
         calls = yield store.load_all()
         self.assertEqual(calls, {"call-a": b'{"tag":"a2"}', "call-b": b"\x00\xffbinary"})
         # in database 4, with the expiry rtpengine's redis-expires sets
@@ -78,7 +71,7 @@ class RedisStoreTests(TestCase):
         self.addCleanup(store.stop)
         yield store.start()
         store.save("c", b"v")
-        yield _until(lambda: store.stats()["backlog"] == 0)
+        yield wait_for(lambda: store.stats()["backlog"] == 0, **WAIT)
         self.assertEqual(_raw(server.port, "GET", "omnirtp:call:c", password="s3cret"), b"v")
         wrong = RedisStore(reactor, "nope@127.0.0.1:%d/0" % server.port)
         self.addCleanup(wrong.stop)
@@ -95,15 +88,15 @@ class RedisStoreTests(TestCase):
         self.addCleanup(store.stop)
         yield store.start()
         store.save("before", b"1")
-        yield _until(lambda: store.stats()["backlog"] == 0)
+        yield wait_for(lambda: store.stats()["backlog"] == 0, **WAIT)
         server.stop()
-        yield _until(lambda: store.state == "down")
+        yield wait_for(lambda: store.state == "down", **WAIT)
         for i in range(50):
             store.save("during", b"%d" % i)
         store.delete("before")
         self.assertEqual(store.stats()["backlog"], 2)
         start_redis(self, port=port, directory=directory)
-        yield _until(lambda: store.state == "up" and store.stats()["backlog"] == 0)
+        yield wait_for(lambda: store.state == "up" and store.stats()["backlog"] == 0, **WAIT)
         calls = yield store.load_all()
         self.assertEqual(calls, {"during": b"49"})
         self.assertEqual(store.resyncs, 1)
@@ -118,5 +111,5 @@ class RedisStoreTests(TestCase):
         yield self.assertFailure(store.start(), ConnectionRefusedError)
         store.save("c", b"kept")
         start_redis(self, port=port)
-        yield _until(lambda: store.state == "up" and store.stats()["backlog"] == 0)
+        yield wait_for(lambda: store.state == "up" and store.stats()["backlog"] == 0, **WAIT)
         self.assertEqual(_raw(port, "GET", "omnirtp:call:c"), b"kept")
