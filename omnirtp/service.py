@@ -254,6 +254,8 @@ class _StateService(service.Service):
     def __init__(self, read_store, write_store, registry, negotiator, interfaces):
         self.read_store = read_store
         self.write_store = write_store
+        #: each store once (``redis-write`` may name the same database)
+        self.stores = _distinct(read_store, write_store)
         self.registry = registry
         self.negotiator = negotiator
         self.interfaces = interfaces
@@ -261,14 +263,13 @@ class _StateService(service.Service):
 
     def startService(self):
         service.Service.startService(self)
-        for store in {id(s): s for s in (self.read_store, self.write_store)}.values():
+        for store in self.stores:
             store.start().addErrback(lambda f: None)  # logged by the store, retried
 
     def stopService(self):
         from twisted.internet import defer
         service.Service.stopService(self)
-        stores = {id(s): s for s in (self.read_store, self.write_store)}.values()
-        return defer.gatherResults([store.stop() for store in stores])
+        return defer.gatherResults([store.stop() for store in self.stores])
 
     def after(self, ready):
         """A ``ready`` callable for the ng gate: ``ready`` (the workers), then
@@ -294,6 +295,10 @@ class _StateService(service.Service):
                           address=str(self.read_store.address), reason=f.getErrorMessage())
             self.restored = (0, 0)
         return d.addCallbacks(done, failed)
+
+
+def _distinct(read, write):
+    return [read] if write is read else [read, write]
 
 
 def _redis_reachable(address, timeout):
@@ -323,7 +328,7 @@ def build_state(config, reactor, registry, negotiator, interfaces):
     read = store(config.redis or config.redis_write)
     write = store(config.redis_write) if config.redis_write and config.redis else read
     if not config.no_redis_required:
-        for s in {id(x): x for x in (read, write)}.values():
+        for s in _distinct(read, write):
             why = _redis_reachable(s.address, s.connect_timeout)
             if why is not None:
                 raise ConfigError("redis %s is unreachable (%s); start with no-redis-required "

@@ -75,6 +75,12 @@ class CallRegistry:
         self.managed += 1
         return call
 
+    def adopt(self, call):
+        """Take ``call`` (rebuilt from the state store, its ports bound) as a
+        managed session, as :meth:`create` would have made it."""
+        self.calls[call.call_id] = call
+        self.managed += 1
+
     def forget(self, call):
         """Undo ``create`` for a call whose first request failed: it was
         never a managed session (its ports are the caller's to release)."""

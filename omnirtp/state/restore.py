@@ -55,8 +55,7 @@ def restore_calls(store, registry, negotiator, interfaces):
             except Exception:
                 pass
             continue
-        registry.calls[call_id] = call
-        registry.managed += 1
+        registry.adopt(call)
         restored += 1
     log.info("restored {restored} calls from the state store ({failed} could not be)",
              restored=restored, failed=failed)
