@@ -58,6 +58,22 @@ def pcmu_packet(seq, frequency, ssrc=0x44004400):
             + payload)
 
 
+def send_tone(test, sock, address, frequency):
+    """Send ``pcmu_packet``s of ``frequency`` from ``sock`` (a Party) to
+    ``address`` every 20 ms until ``test`` ends; return the LoopingCall."""
+    from twisted.internet import task
+    seq = [0]
+
+    def send():
+        sock.send(pcmu_packet(seq[0], frequency), address)
+        seq[0] += 1
+
+    sender = task.LoopingCall(send)
+    sender.start(PTIME)
+    test.addCleanup(lambda: sender.running and sender.stop())
+    return sender
+
+
 def frequency_of(samples):
     """The frequency of a pure tone from its zero crossings (rising edges)."""
     rising = [i for i in range(1, len(samples)) if samples[i - 1] < 0 <= samples[i]]

@@ -45,7 +45,7 @@ from omnirtp.control import bencode
 from omnirtp.service import build
 from omnirtp.test import corpus
 from omnirtp.test.integration.aiortc_peer import (
-    PTIME, attribute, pcmu_packet, peak_frequency, ulaw_decode)
+    attribute, peak_frequency, send_tone, ulaw_decode)
 from omnirtp.test.integration.peers import (
     FIXTURES, LOOPBACK, as_text, free_port_range, listen_party)
 from omnirtp.test.integration.test_daemon import NGClient
@@ -299,15 +299,7 @@ class ChromiumCalls(TestCase):
     def phone_sender(self, phone, port):
         """The phone's 880 Hz PCMU towards omnirtp's ``port`` (on the
         namespace's address), every 20 ms."""
-        seq = [0]
-
-        def send():
-            phone.send(pcmu_packet(seq[0], PHONE_TONE), (NETNS_ADDRESS, port))
-            seq[0] += 1
-
-        sender = task.LoopingCall(send)
-        sender.start(PTIME)
-        self.addCleanup(lambda: sender.running and sender.stop())
+        send_tone(self, phone, (NETNS_ADDRESS, port), PHONE_TONE)
 
     def check_sip_leg(self, sdp):
         proto, _ = media(sdp)

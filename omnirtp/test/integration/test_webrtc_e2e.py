@@ -33,7 +33,7 @@ import subprocess
 import sys
 import wave
 
-from twisted.internet import defer, reactor, task, threads
+from twisted.internet import defer, reactor, threads
 from twisted.trial.unittest import TestCase
 
 from omnirtp.config.model import Config, InterfaceSpec
@@ -43,7 +43,7 @@ from omnirtp.service import build
 from omnirtp.test import corpus
 from omnirtp.test.integration import aiortc_peer
 from omnirtp.test.integration.aiortc_peer import (
-    PTIME, Browser, attribute, pcmu_packet, peak_frequency, ulaw_decode)
+    Browser, attribute, peak_frequency, send_tone, ulaw_decode)
 from omnirtp.test.integration.peers import ROOT, as_text, free_port_range, listen_party
 from omnirtp.test.integration.test_daemon import NGClient, wait_for
 from omnirtp.test.integration.test_ice_aioice import AsyncioThread
@@ -130,16 +130,7 @@ class BrowserPhoneTests(TestCase):
 
     def phone_sender(self, phone, port):
         """The phone's 880 Hz PCMU towards omnirtp's ``port``, every 20 ms."""
-        seq = [0]
-
-        def send():
-            phone.send(pcmu_packet(seq[0], PHONE_TONE), (HOST, port))
-            seq[0] += 1
-
-        sender = task.LoopingCall(send)
-        sender.start(PTIME)
-        self.addCleanup(lambda: sender.running and sender.stop())
-        return sender
+        return send_tone(self, phone, (HOST, port), PHONE_TONE)
 
     def check_query(self, query, browser_tag, phone_tag, browser_sdp, phone_port):
         """What ng ``query`` shows of the call.  It has no ICE or DTLS state
