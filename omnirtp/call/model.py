@@ -165,14 +165,18 @@ class Media:
     def codec_entry(self, linked):
         """The engine's codec keys for a socket facing this party
         (CODEC-CONTRACT.md), once its call handles codecs (``codecs`` is
-        set; a plain call gets none): ``codecs_send`` (the m= line we gave
-        the party, before that its own), ``codecs_recv`` (its own m= line;
-        absent until known) and ``transcode`` (only when media from it is
-        transcoded)."""
+        set; a plain call gets none): ``codecs_send`` (the formats of the
+        party's latest SDP, the one it sends with: an answerer's own answer,
+        an offerer the m= line we answered it, before the answer the
+        offer), ``codecs_recv`` (its own m= line; absent until known) and
+        ``transcode`` (only when media from it is transcoded)."""
         entry = {}
         if self.codecs is None:
             return entry
-        send = self.codecs_out if self.codecs_out is not None else self.codecs_in
+        if self.codec_last == "in":
+            send = self.codecs_in if self.codecs_in is not None else self.codecs_out
+        else:
+            send = self.codecs_out if self.codecs_out is not None else self.codecs_in
         if send is not None:
             entry["codecs_send"] = [c.as_dict() for c in send]
         if self.codecs_in is not None:

@@ -811,6 +811,7 @@ class Negotiator:
                 self._answer_codecs(s, d, codecs, flags)
             d.codecs_planned = list(d.codecs)
             d.codecs_out, d.codec_out_source = d.codecs_planned, None
+            s.codec_last, d.codec_last = "in", "out"
 
     def _prev_store(self, m):
         """``m``'s codec store before this request: its own, or for a call

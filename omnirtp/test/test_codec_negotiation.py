@@ -123,7 +123,8 @@ class EngineKeysTests(ControlStackTests, SynchronousTestCase):
         self.assertEqual(a_rtp["codecs_recv"], [pcmu, pcma, te16])
         self.assertEqual(a_rtp["codecs_send"], [pcmu, te15])
         self.assertEqual(b_rtp["codecs_recv"], [pcmu, te15])
-        self.assertEqual(b_rtp["codecs_send"], [pcmu, pcma, te16])
+        # the callee sends with the formats of its own answer
+        self.assertEqual(b_rtp["codecs_send"], [pcmu, te15])
         self.assertEqual(a_rtcp["codecs_send"], a_rtp["codecs_send"])
         self.assertEqual(b_rtcp["codecs_recv"], b_rtp["codecs_recv"])
         for entry in (a_rtp, a_rtcp, b_rtp, b_rtcp):
@@ -149,10 +150,38 @@ class EngineKeysTests(ControlStackTests, SynchronousTestCase):
               "fmtp": "0-15"}
         pcmu = {"pt": 0, "encoding": "pcmu", "clock_rate": 8000, "channels": 1, "fmtp": ""}
         self.assertEqual(b_rtp["codecs_recv"], [opus, te])
-        self.assertEqual([f["pt"] for f in b_rtp["codecs_send"]], [0, 8, 96, 97, 101])
+        self.assertEqual(b_rtp["codecs_send"], [opus, te])
         self.assertEqual(a_rtp["codecs_send"], [pcmu, te])
         self.assertEqual([f["pt"] for f in a_rtp["codecs_recv"]], [0, 8, 101])
         self.assertEqual(b_rtcp["codecs_recv"], b_rtp["codecs_recv"])
+
+    def test_answerer_sends_its_answer(self):
+        """The callee was offered PCMU, PCMA, Opus (added) and
+        telephone-event and answered PCMA and telephone-event: what it
+        sends is its answer's formats, not the offer's.  When it re-INVITEs,
+        it sends its new offer's formats until the answer, then the
+        answer's (the m= line we gave it)."""
+        a_rtp, _, b_rtp, b_rtcp = self.offer_answer(
+            corpus.SIP_OFFER, corpus.SIP_ANSWER_PCMA, codec={"transcode": ["opus"]})
+        pcma = {"pt": 8, "encoding": "pcma", "clock_rate": 8000, "channels": 1, "fmtp": ""}
+        pcmu = dict(pcma, pt=0, encoding="pcmu")
+        te15 = {"pt": 101, "encoding": "telephone-event", "clock_rate": 8000, "channels": 1,
+                "fmtp": "0-15"}
+        self.assertEqual(b_rtp["codecs_send"], [pcma, te15])
+        self.assertEqual(b_rtcp["codecs_send"], [pcma, te15])
+        self.assertEqual(b_rtp["codecs_recv"], [pcma, te15])
+        self.assertNotIn("transcode", b_rtp)
+        # the callee re-INVITEs with PCMU only
+        reoffer = corpus.SIP_ANSWER_PCMU_ONLY.replace("3344556677 1", "3344556677 2")
+        self.call(command="offer", call_id="k1", from_tag="tt1", sdp=reoffer)
+        call = self.registry.get("k1")
+        callee = call.find("tt1").medias[0]
+        self.assertEqual(self.engine.configured[callee.rtp_key]["codecs_send"], [pcmu])
+        self.call(command="answer", call_id="k1", from_tag="tt1", to_tag="ft1",
+                  sdp=corpus.SIP_OFFER_REINVITE)
+        answered = [c.as_dict() for c in callee.codecs_out]
+        self.assertEqual(answered[0], pcmu)
+        self.assertEqual(self.engine.configured[callee.rtp_key]["codecs_send"], answered)
 
     def test_offer_before_answer(self):
         """Before the answer the callee's formats are unknown: no
