@@ -31,6 +31,7 @@ from omnirtp.interfaces import ICodec, ICodecFactory
 
 OPUS_OK = 0
 OPUS_APPLICATION_VOIP = 2048
+OPUS_APPLICATION_AUDIO = 2049
 OPUS_SET_BITRATE = 4002
 OPUS_SET_MAX_BANDWIDTH = 4004
 OPUS_SET_VBR = 4006
@@ -129,10 +130,11 @@ class OpusCodec:
     mono PCM at ``sample_rate``.  ``settings`` are the encoder's
     ``(ctl, value)`` pairs."""
 
-    def __init__(self, lib, sample_rate, settings):
+    def __init__(self, lib, sample_rate, settings, application=OPUS_APPLICATION_VOIP):
         self._lib = lib
         self.sample_rate = sample_rate
         self.settings = tuple(settings)
+        self.application = application
         self._dec = None
         self._enc = None
         self._rp = None
@@ -153,7 +155,7 @@ class OpusCodec:
     def _encoder(self):
         lib = self._lib
         error = ctypes.c_int()
-        enc = lib.opus_encoder_create(self.sample_rate, 1, OPUS_APPLICATION_VOIP,
+        enc = lib.opus_encoder_create(self.sample_rate, 1, self.application,
                                       ctypes.byref(error))
         if not enc or error.value != OPUS_OK:
             raise ValueError("opus_encoder_create: error %d" % error.value)
@@ -260,11 +262,20 @@ class OpusFactory:
     ptime = 20
     default_fmtp = "useinbandfec=1"
     #: encoder defaults: bitrate (bit/s) unless the receiver's
-    #: maxaveragebitrate says less, complexity (0-10), and the loss rate
-    #: FEC is tuned for when the receiver asked for useinbandfec=1
+    #: maxaveragebitrate says otherwise, and the loss rate FEC is tuned for
+    #: when the receiver asked for useinbandfec=1
     bitrate = 32000
-    complexity = 5
     loss_percent = 10
+    #: the encoder's complexity (0-10) when it runs SILK (in-band FEC asked
+    #: for, or a bitrate below :attr:`celt_bitrate`): below 5 SILK's tone
+    #: SNR falls from 38 to 24 dB (docs/codecs.md)
+    complexity = 5
+    #: the encoder's complexity when it runs CELT: no FEC asked for and at
+    #: least :attr:`celt_bitrate` bit/s, where libopus's "audio" application
+    #: codes a narrowband or wideband source with CELT; 0 costs a third of
+    #: complexity 5 for the same tone SNR within 4 dB (docs/codecs.md)
+    celt_complexity = 0
+    celt_bitrate = 20000
 
     def __repr__(self):
         return "<OpusFactory>"
@@ -276,18 +287,36 @@ class OpusFactory:
             return str(e)
         return None
 
+    def _bitrate(self, params):
+        maxavg = fmtp_int(params, "maxaveragebitrate")
+        if maxavg is not None and 6000 <= maxavg <= 510000:
+            return maxavg
+        return self.bitrate
+
+    def application(self, fmtp):
+        """The libopus application for the receiver's ``fmtp``: "voip"
+        (SILK for speech; needed for in-band FEC, which only SILK carries)
+        when it asked for ``useinbandfec=1`` or the bitrate is below
+        :attr:`celt_bitrate`, else "audio" (CELT at these bitrates: a
+        third of SILK's CPU, and a higher tone SNR)."""
+        params = parse_fmtp(fmtp)
+        if fmtp_int(params, "useinbandfec", 0) == 1 or self._bitrate(params) < self.celt_bitrate:
+            return OPUS_APPLICATION_VOIP
+        return OPUS_APPLICATION_AUDIO
+
     def settings(self, fmtp):
         """The encoder's ``(ctl, value)`` pairs for the receiver's ``fmtp``."""
         params = parse_fmtp(fmtp)
-        bitrate = self.bitrate
-        maxavg = fmtp_int(params, "maxaveragebitrate")
-        if maxavg is not None and 6000 <= maxavg <= 510000:
-            bitrate = maxavg
-        settings = [(OPUS_SET_BITRATE, bitrate), (OPUS_SET_COMPLEXITY, self.complexity)]
+        bitrate = self._bitrate(params)
+        fec = fmtp_int(params, "useinbandfec", 0) == 1
+        complexity = self.complexity
+        if self.application(fmtp) == OPUS_APPLICATION_AUDIO:
+            complexity = self.celt_complexity
+        settings = [(OPUS_SET_BITRATE, bitrate), (OPUS_SET_COMPLEXITY, complexity)]
         playback = fmtp_int(params, "maxplaybackrate")
         if playback is not None and playback > 0:
             settings.append((OPUS_SET_MAX_BANDWIDTH, max_bandwidth(playback)))
-        if fmtp_int(params, "useinbandfec", 0) == 1:
+        if fec:
             settings += [(OPUS_SET_INBAND_FEC, 1), (OPUS_SET_PACKET_LOSS_PERC, self.loss_percent)]
         if fmtp_int(params, "cbr", 0) == 1:
             settings.append((OPUS_SET_VBR, 0))
@@ -300,7 +329,7 @@ class OpusFactory:
             sample_rate = self.sample_rate
         if sample_rate not in RATES:
             raise ValueError("Opus cannot run at %r Hz" % (sample_rate,))
-        return OpusCodec(library(), sample_rate, self.settings(fmtp))
+        return OpusCodec(library(), sample_rate, self.settings(fmtp), self.application(fmtp))
 
     def samples(self, payload):
         if library.lib is None:

@@ -148,6 +148,31 @@ class G711QualityTests(SynchronousTestCase):
         self.assertEqual(g711.pcma.build("").conceal(160), bytes(320))
 
 
+class G711NativeTests(SynchronousTestCase):
+    """The codec a stream gets encodes with libspandsp (libspandsp2 is
+    installed with the test packages), bit-identical to the tables; without
+    libspandsp the tables encode."""
+
+    def test_identical_for_every_sample(self):
+        every = struct.pack("<65536h", *range(-32768, 32768))
+        for factory, table in ((g711.pcmu, g711.ulaw_encode), (g711.pcma, g711.alaw_encode)):
+            codec = factory.build("")
+            self.assertIsInstance(codec.encode, g711.NativeEncoder)
+            self.assertEqual(codec.encode(every), table(every), factory.encoding)
+            # a longer input than the buffer held before
+            self.assertEqual(len(codec.encode(every + every)), 131072)
+            self.assertEqual(codec.encode(every[:320]), table(every[:320]))
+
+    def test_without_libspandsp(self):
+        self.patch(g711, "library", omnirtp.codecs._native.Library(
+            "nosuch", ["libomnirtp-nosuch.so.9"], [], lambda lib: None))
+        factory = g711.G711Factory("pcmu", 0, g711.ulaw_decode, g711.ulaw_encode, g711.G711_ULAW)
+        codec = factory.build("")
+        self.assertIs(codec.encode, g711.ulaw_encode)
+        self.assertIs(factory.build(""), codec)
+        self.assertEqual(codec.encode(pack([0, 32767, -32768])), b"\xff\x80\x00")
+
+
 class FactoryTests(SynchronousTestCase):
     def test_plugins_verify(self):
         """The G.711 factories are plugins that pass verifyObject, and so
@@ -484,7 +509,19 @@ class OpusTests(SynchronousTestCase):
     def test_fmtp_settings(self):
         o = self.opus
         self.assertEqual(self.factory.settings(""),
-                         [(o.OPUS_SET_BITRATE, 32000), (o.OPUS_SET_COMPLEXITY, 5)])
+                         [(o.OPUS_SET_BITRATE, 32000), (o.OPUS_SET_COMPLEXITY, 0)])
+        self.assertEqual(self.factory.application(""), o.OPUS_APPLICATION_AUDIO)
+        # FEC asked for, or a bitrate where libopus runs SILK: "voip", complexity 5
+        self.assertEqual(self.factory.settings("useinbandfec=1"),
+                         [(o.OPUS_SET_BITRATE, 32000), (o.OPUS_SET_COMPLEXITY, 5),
+                          (o.OPUS_SET_INBAND_FEC, 1), (o.OPUS_SET_PACKET_LOSS_PERC, 10)])
+        self.assertEqual(self.factory.application("useinbandfec=1"), o.OPUS_APPLICATION_VOIP)
+        self.assertEqual(self.factory.settings("maxaveragebitrate=16000"),
+                         [(o.OPUS_SET_BITRATE, 16000), (o.OPUS_SET_COMPLEXITY, 5)])
+        self.assertEqual(self.factory.application("maxaveragebitrate=16000"),
+                         o.OPUS_APPLICATION_VOIP)
+        self.assertEqual(self.factory.application("useinbandfec=0; maxaveragebitrate=20000"),
+                         o.OPUS_APPLICATION_AUDIO)
         self.assertEqual(
             self.factory.settings("maxplaybackrate=16000; stereo=1; useinbandfec=1;"
                                   " maxaveragebitrate=20000; cbr=1; usedtx=1; ptime=40"),
@@ -494,9 +531,26 @@ class OpusTests(SynchronousTestCase):
              (o.OPUS_SET_VBR, 0), (o.OPUS_SET_DTX, 1)])
         # nonsense values are ignored
         self.assertEqual(self.factory.settings("maxaveragebitrate=12; maxplaybackrate=x"),
-                         [(o.OPUS_SET_BITRATE, 32000), (o.OPUS_SET_COMPLEXITY, 5)])
+                         [(o.OPUS_SET_BITRATE, 32000), (o.OPUS_SET_COMPLEXITY, 0)])
         self.assertEqual([o.max_bandwidth(r) for r in (8000, 12000, 16000, 24000, 48000)],
                          [1101, 1102, 1103, 1104, 1105])
+
+    def test_modes(self):
+        """From 8 kHz PCM the encoder sends CELT narrowband 20 ms frames
+        (TOC config 19) by default, SILK narrowband ones (config 1) when
+        the receiver asked for in-band FEC (which only SILK carries) or
+        for 16 kbit/s; each decodes to the tone (tone SNR here: CELT 41,
+        SILK 29 and 24 dB)."""
+        pcm = pack(tone(1000, 8000, 8000, 12000))
+        for fmtp, config, snr in (("", 19, 35.0), ("useinbandfec=1", 1, 25.0),
+                                  ("maxaveragebitrate=16000", 1, 20.0)):
+            encoder = self.factory.build(fmtp, 8000)
+            decoder = self.factory.build("", 8000)
+            packets = [encoder.encode(f) for f in frames(pcm, 160)]
+            self.assertEqual({p[0] >> 3 for p in packets[10:]}, {config}, fmtp)
+            out = unpack(b"".join(decoder.decode(p) for p in packets))
+            value, level = tone_fit(out[4000:], 1000, 8000)
+            self.assertGreaterEqual(value, snr, fmtp)
 
     def test_maxplaybackrate_narrows_bandwidth(self):
         """maxplaybackrate=8000 makes the encoder send narrowband (the TOC
