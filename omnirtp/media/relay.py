@@ -78,12 +78,6 @@ _readv = os.readv
 #: longer ones take the generic pipeline (the same as srtp.NATIVE_MAX)
 NATIVE_MAX = 1500 - 148
 
-#: RelaySocket._piped's chain when it has none: a buffer to read into and
-#: nothing to run (``_sout`` is -1 then, so every datagram goes to
-#: connected(), whose pipeline handles it)
-_NO_VIEW = memoryview(bytearray(RECV_SIZE))
-_NO_CHAIN = (None, None, _NO_VIEW, [_NO_VIEW], ())
-
 
 def socket_family(address):
     """``AF_INET6`` if ``address`` is an IPv6 literal, else ``AF_INET``."""
@@ -157,6 +151,7 @@ class RelaySocket:
         "_cfd",
         "_out",
         "_sout",
+        "_pout",
         "_chain",
         "_feeders",
         "_seconds",
@@ -217,6 +212,10 @@ class RelaySocket:
         #: and there is a ``_chain``, else -1.  Kept by :meth:`_update_out`.
         self._sout = -1
         self._chain = None
+        #: the same for a pipeline without a native chain (a step in
+        #: Python, e.g. a transcoder): the peer's companion while the
+        #: endpoint is confirmed, else -1 (:meth:`_stepped`)
+        self._pout = -1
         #: the sockets whose ``peer`` this is (their ``_out`` follows ours)
         self._feeders = []
         self.peer = None
@@ -389,6 +388,10 @@ class RelaySocket:
             self._sout = peer._cfd
         else:
             self._sout = -1
+        if peer is not None and self.confirmed and self.pipeline is not None:
+            self._pout = peer._cfd
+        else:
+            self._pout = -1
 
     # -- transforms (off the per-packet path) -----------------------------
 
@@ -503,6 +506,7 @@ class RelaySocket:
         self.rtcp_peer = None
         self._out = -1
         self._sout = -1
+        self._pout = -1
         self._chain = None
         self.other = None
         self.authorise = None
@@ -615,8 +619,13 @@ class RelaySocket:
         else (RTCP, junk, STUN/DTLS, an unconfirmed endpoint, a peer
         without a companion, a chain with a non-native step, a datagram too
         long for libsrtp's limits) goes, as bytes, to :meth:`connected`:
-        the generic pipeline, with the same results and counters."""
-        cdata, length, view, into, calls = self._chain or _NO_CHAIN
+        the generic pipeline, with the same results and counters.  A
+        pipeline without a native chain takes :meth:`_stepped`."""
+        chain = self._chain
+        if chain is None:
+            self._stepped(now)
+            return
+        cdata, length, view, into, calls = chain
         try:
             n = _readv(self._cfd, into)
         except OSError:
@@ -639,6 +648,34 @@ class RelaySocket:
         try:
             _write(out, view[:length[0]])
         except OSError:
+            self.errors += 1
+
+    def _stepped(self, now):
+        """:meth:`_piped` for a pipeline with a step in Python (a
+        transcoder, a recording tap): an RTP datagram from the confirmed
+        endpoint runs the RTP chain and goes straight to the peer's
+        companion, as :meth:`_forward_pipeline` would send it but without
+        the calls in between; anything else goes to :meth:`connected`."""
+        try:
+            data = _read(self._cfd, RECV_SIZE)
+        except OSError:
+            return  # EAGAIN, or an ICMP error consumed by the read
+        out = self._pout
+        n = len(data)
+        if out < 0 or n < RTP_MIN or (data[0] & 0xC0) != 0x80 or 191 < data[1] < 224:
+            self.connected(data, now)
+            return
+        self.packets += 1
+        self.bytes += n
+        self.last_packet = now
+        try:
+            for step in self.pipeline[0]:
+                data = step(data)
+                if data is None:
+                    self.errors += 1
+                    return
+            _write(out, data)
+        except Exception:
             self.errors += 1
 
     def _forward(self, data):
