@@ -2,6 +2,8 @@
 
     cd /work/main && .venv/bin/python bench/transcode.py                 # 20 calls, 2 rounds of 8 s
     options: --calls N  --window S  --warmup S  --rounds N  --json out.json
+             --workers 1,2  (also omnirtp with num-threads 1 and 2)
+             --fmtp "useinbandfec=1"  (party A's Opus fmtp, e.g. a browser's)
 
 Each daemon runs as its own process on loopback (``omnirtp.test.integration.
 reference``: omnirtp through twistd with ``--num-threads=0``, everything in
@@ -18,6 +20,11 @@ Loss: 1 - packets back / packets sent in the window (packets still on
 their way at its edges make it approximate: a figure near 0 may be slightly
 negative).  CPU: utime + stime of the daemon process (all threads) from /proc/<pid>/stat
 over the window, divided by the transcoded packets the parties got back.
+With ``--workers N`` omnirtp also runs with ``--num-threads=N`` (kind
+``omnirtp-wN``): the media runs in N worker processes the daemon spawns,
+and the CPU is summed over the daemon and all its descendants (read from
+/proc at both ends of the window).  The user and system parts are printed
+too.
 Calls per core = 1 s / (CPU per packet x 100 packets/s).  The daemons take
 turns (rtpengine, omnirtp, omnirtp, rtpengine, ...) and the medians over the
 rounds are reported, with the ratio; the machine is shared, so only figures
@@ -54,19 +61,50 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 OPUS_TONE, PCMU_TONE = 440, 1000
 
 
-def cpu_seconds(pid):
+def _stat(pid):
     with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return f.read().rpartition(")")[2].split()
+
+
+def descendants(pid):
+    """``pid`` and the processes below it (workers), from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                children.setdefault(int(_stat(int(entry))[1]), []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, ()))
+    return out
+
+
+def cpu_seconds(pid):
+    """(user, system) CPU seconds of ``pid`` and its descendants."""
+    user = system = 0
+    for p in descendants(pid):
+        try:
+            fields = _stat(p)
+        except OSError:
+            continue
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
 
 
 def rtp(pt, seq, ts, ssrc, payload):
     return struct.pack("!BBHII", 0x80, pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + payload
 
 
-def sdp(port, opus):
+def sdp(port, opus, fmtp=""):
     media = ("m=audio %d RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n" % port if opus
              else "m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n" % port)
+    if opus and fmtp:
+        media += "a=fmtp:111 %s\r\n" % fmtp
     return ("v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\n%sa=sendrecv\r\n"
             % (HOST, HOST, media))
 
@@ -94,10 +132,13 @@ def start(kind, ports):
                                             extra=["--num-threads=1", "--log-level=3"])
     else:
         daemon = reference.omnirtp_daemon(ng, ports[0], ports[1])
+        if kind.startswith("omnirtp-w"):
+            daemon.argv = [a if a != "--num-threads=0" else "--num-threads=%s" % kind[9:]
+                           for a in daemon.argv]
     return daemon.start()
 
 
-def set_up(daemon, calls, tag):
+def set_up(daemon, calls, tag, fmtp=""):
     """Sockets of A and B per call and where each sends to."""
     legs = []
     for i in range(calls):
@@ -108,7 +149,7 @@ def set_up(daemon, calls, tag):
             s.setblocking(False)
         call_id = "%s-%d" % (tag, i)
         offer = daemon.request({"command": "offer", "call-id": call_id, "from-tag": "a",
-                                "sdp": sdp(a.getsockname()[1], True),
+                                "sdp": sdp(a.getsockname()[1], True, fmtp),
                                 "codec": {"transcode": ["PCMU"]}})
         if offer.get("result") != "ok":
             raise RuntimeError("offer: %r" % offer)
@@ -122,12 +163,12 @@ def set_up(daemon, calls, tag):
     return legs
 
 
-def run(kind, calls, warmup, window, opus, pcmu, tag):
+def run(kind, calls, warmup, window, opus, pcmu, tag, fmtp=""):
     ports = free_port_range(4 * calls + 40)
     daemon = start(kind, ports)
     sockets = []
     try:
-        legs = set_up(daemon, calls, tag)
+        legs = set_up(daemon, calls, tag, fmtp)
         sockets = [s for leg in legs for s in (leg[0], leg[2])]
         owner = {}
         for i, (a, _, b, _) in enumerate(legs):
@@ -174,9 +215,12 @@ def run(kind, calls, warmup, window, opus, pcmu, tag):
                     if i == 0 and cpu0 is not None:
                         (at_a if side == "A" else at_b).append(data)
         packets = received["A"] + received["B"]
-        return {"kind": kind, "cpu_s": cpu1 - cpu0, "packets": packets,
-                "sent": sent,
-                "us_per_packet": 1e6 * (cpu1 - cpu0) / max(packets, 1),
+        user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+        return {"kind": kind, "cpu_s": user + system, "packets": packets,
+                "sent": sent, "processes": len(descendants(pid)),
+                "us_per_packet": 1e6 * (user + system) / max(packets, 1),
+                "user_us": 1e6 * user / max(packets, 1),
+                "system_us": 1e6 * system / max(packets, 1),
                 "snr_pcmu": snr_pcmu(at_b), "snr_opus": snr_opus(at_a)}
     finally:
         for s in sockets:
@@ -221,43 +265,63 @@ def main(argv=None):
     parser.add_argument("--window", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json")
+    parser.add_argument("--workers", default="",
+                        help="comma-separated num-threads values to run omnirtp with too")
+    parser.add_argument("--fmtp", default="", help="fmtp of party A's Opus (default none)")
     args = parser.parse_args(argv)
+    workers = [int(w) for w in args.workers.split(",") if w.strip()]
     if reference.find_rtpengine() is None:
         sys.exit("rtpengine is not installed")
     total = int((args.warmup + args.window) / 0.02) + 100
     opus, pcmu = media_payloads(total)
-    results = {"omnirtp": [], "rtpengine": []}
+    kinds = ["rtpengine", "omnirtp"] + ["omnirtp-w%d" % w for w in workers]
+    results = {kind: [] for kind in kinds}
     order = []
     for r in range(args.rounds):
-        order += ["rtpengine", "omnirtp"] if r % 2 == 0 else ["omnirtp", "rtpengine"]
+        order += kinds if r % 2 == 0 else kinds[::-1]
     for n, kind in enumerate(order):
-        result = run(kind, args.calls, args.warmup, args.window, opus, pcmu, "b%d" % n)
+        result = run(kind, args.calls, args.warmup, args.window, opus, pcmu, "b%d" % n,
+                     args.fmtp)
         results[kind].append(result)
-        print("%-9s %6.1f us/packet  %6d packets back of %6d  SNR PCMU %s  Opus %s" % (
-            kind, result["us_per_packet"], result["packets"], result["sent"],
-            result["snr_pcmu"], result["snr_opus"]), flush=True)
+        print("%-12s %6.1f us/packet (user %5.1f sys %5.1f, %d processes)  %6d packets back"
+              " of %6d  SNR PCMU %s  Opus %s" % (
+                  kind, result["us_per_packet"], result["user_us"], result["system_us"],
+                  result["processes"], result["packets"], result["sent"],
+                  result["snr_pcmu"], result["snr_opus"]), flush=True)
     summary = {}
     for kind, runs in results.items():
         us = statistics.median(r["us_per_packet"] for r in runs)
         summary[kind] = {"us_per_packet": round(us, 1),
+                         "user_us": round(statistics.median(r["user_us"] for r in runs), 1),
+                         "system_us": round(statistics.median(r["system_us"] for r in runs), 1),
                          "calls_per_core": round(1e6 / (us * 100), 1),
                          "loss": round(1 - statistics.median(r["packets"] / r["sent"]
                                                              for r in runs), 4),
                          "snr_pcmu": [r["snr_pcmu"] for r in runs],
                          "snr_opus": [r["snr_opus"] for r in runs]}
     ratio = summary["omnirtp"]["calls_per_core"] / summary["rtpengine"]["calls_per_core"]
-    print("\n%d calls, %d rounds of %.0f s (after %.0f s warm-up), medians:" % (
-        args.calls, args.rounds, args.window, args.warmup))
-    for kind in ("omnirtp", "rtpengine"):
+    print("\n%d calls, %d rounds of %.0f s (after %.0f s warm-up), Opus fmtp %r, medians:" % (
+        args.calls, args.rounds, args.window, args.warmup, args.fmtp))
+    for kind in kinds[1:] + kinds[:1]:
         s = summary[kind]
-        print("%-9s %6.1f us CPU per transcoded packet  %6.1f calls per core  loss %.2f%%"
-              "  SNR (peak Hz, dB) PCMU %s Opus %s" % (
-                  kind, s["us_per_packet"], s["calls_per_core"], 100 * s["loss"],
-                  s["snr_pcmu"], s["snr_opus"]))
+        print("%-12s %6.1f us CPU per transcoded packet (user %5.1f, sys %5.1f)  %6.1f calls"
+              " per core  loss %.2f%%  SNR (peak Hz, dB) PCMU %s Opus %s" % (
+                  kind, s["us_per_packet"], s["user_us"], s["system_us"], s["calls_per_core"],
+                  100 * s["loss"], s["snr_pcmu"], s["snr_opus"]))
     print("ratio omnirtp / rtpengine calls per core: %.2f" % ratio)
+    ratios = {}
+    for w in workers:
+        kind = "omnirtp-w%d" % w
+        ratios[kind] = summary[kind]["us_per_packet"] / summary["omnirtp"]["us_per_packet"]
+        print("%s CPU per packet / omnirtp (num-threads 0): %.2f" % (kind, ratios[kind]))
+    if 1 in workers and 2 in workers:
+        ratios["w2/w1"] = (summary["omnirtp-w2"]["us_per_packet"]
+                           / summary["omnirtp-w1"]["us_per_packet"])
+        print("omnirtp-w2 CPU per packet / omnirtp-w1: %.2f" % ratios["w2/w1"])
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"summary": summary, "ratio": ratio, "runs": results}, f, indent=1)
+            json.dump({"summary": summary, "ratio": ratio, "workers": ratios,
+                       "fmtp": args.fmtp, "runs": results}, f, indent=1)
 
 
 if __name__ == "__main__":
