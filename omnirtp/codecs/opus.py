@@ -18,7 +18,10 @@ fmtp parameters of the receiver the encoder follows: ``maxplaybackrate``
 ``useinbandfec`` (in-band FEC, with an expected loss of
 :attr:`OpusFactory.loss_percent`), ``cbr``, ``usedtx``; ``stereo`` and
 ``sprop-stereo`` change nothing for a mono source; ``ptime`` is the
-transcoder's business (frame size).
+transcoder's business (frame size).  Without in-band FEC and at 20 kbit/s
+or more the encoder runs libopus's "audio" application (CELT) at
+complexity 0, else "voip" (SILK, which alone carries FEC) at complexity
+5: :meth:`OpusFactory.application`, measured in docs/codecs.md.
 """
 
 import ctypes

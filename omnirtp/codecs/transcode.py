@@ -336,6 +336,7 @@ class Transcoder:
     # -- the per-packet path ----------------------------------------------
 
     def _out_ts(self, ts, in_clock, out_clock):
+        # _decode has a written-out copy of this and of _emit: keep them alike
         in_base = self._in_base
         if in_base is None:
             self._in_base = ts
@@ -367,7 +368,7 @@ class Transcoder:
         if n < 12:
             self.malformed += 1
             return None
-        b0 = data[0]
+        b0, b1, seq, ts, ssrc = _HEADER.unpack_from(data)
         start = 12 + 4 * (b0 & 0x0F)
         if b0 & 0x10:
             if n < start + 4:
@@ -382,13 +383,12 @@ class Transcoder:
             return None
         # the input's sequence: how many packets were lost before this one
         # (-1: a duplicate or older than the newest seen)
-        seq = (data[2] << 8) | data[3]
         last = self._last_seq
         self.received += 1
         if last is None:
             lost = 0
             self._last_seq = self._base_seq = seq
-            self.in_ssrc = int.from_bytes(data[8:12], "big")
+            self.in_ssrc = ssrc
         else:
             lost = ((seq - last) & 0xFFFF) - 1
             if lost >= 0x7FFF:
@@ -397,13 +397,11 @@ class Transcoder:
                 if seq < last:
                     self._cycles += 0x10000
                 self._last_seq = seq
-        b1 = data[1]
         slot = self._table[b1 & 0x7F]
         if slot is None:
             self.unknown_pt += 1
             return None
         action = slot.action
-        ts = int.from_bytes(data[4:8], "big")
         if action == _DECODE:
             return self._decode(slot, data, start, end, b1 & 0x80, ts, lost)
         payload = data[start:end]
@@ -477,7 +475,31 @@ class Transcoder:
             self.encode_errors += 1
             return None
         self.transcoded += 1
-        return self._emit(marker, slot.pt, self._out_ts(start_ts, in_clock, slot.out_clock), out)
+        # self._emit(marker, slot.pt, self._out_ts(start_ts, in_clock, slot.out_clock), out)
+        # written out: the per-packet path, two Python calls less
+        in_base = self._in_base
+        if in_base is None:
+            self._in_base = start_ts
+            out_ts = self._out_base
+        else:
+            delta = (start_ts - in_base) & 0xFFFFFFFF
+            if delta & 0x80000000:
+                delta -= 0x100000000
+            out_clock = slot.out_clock
+            if in_clock != out_clock:
+                delta = delta * out_clock // in_clock
+            out_ts = (self._out_base + delta) & 0xFFFFFFFF
+            if not -0x10000000 < delta < 0x10000000:
+                self._in_base = start_ts
+                self._out_base = out_ts
+        seq = self._seq = (self._seq + 1) & 0xFFFF
+        if self._first:
+            self._first = False
+            marker = 0x80
+        self.sent += 1
+        self.sent_octets += len(out)
+        self.last_ts = out_ts
+        return _HEADER.pack(0x80, marker | slot.pt, seq, out_ts, self.ssrc) + out
 
     def _detect(self, pcm, ts, in_clock):
         """Run the DTMF detector over a decoded 8 kHz packet; while a digit
