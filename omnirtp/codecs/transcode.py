@@ -202,6 +202,8 @@ class Transcoder:
         self._noise = {}
         self._te_detect = None
         self._detector = None
+        #: the detector's 8 kHz copy of audio decoded at another rate
+        self._detect_resampler = None
         self._digit = None
         self._digit_ts = 0
         self._digit_new = False
@@ -459,8 +461,8 @@ class Transcoder:
             slot.frame = len(current) >> 1
         pcm = current if hidden is None else hidden + current
         self._next_ts = (start_ts + (len(pcm) >> 1) * in_clock // rate) & 0xFFFFFFFF
-        if self._te_detect is not None and rate == 8000:
-            event = self._detect(current, ts, in_clock)
+        if self._te_detect is not None:
+            event = self._detect(current, rate, ts, in_clock)
             if event is not None:
                 return event
         if slot.resampler is not None:
@@ -501,19 +503,30 @@ class Transcoder:
         self.last_ts = out_ts
         return _HEADER.pack(0x80, marker | slot.pt, seq, out_ts, self.ssrc) + out
 
-    def _detect(self, pcm, ts, in_clock):
-        """Run the DTMF detector over a decoded 8 kHz packet; while a digit
-        sounds, an RFC 4733 event packet for Y takes the audio packet's
-        place (start: marker; the last one: the end bit)."""
+    def _detect(self, pcm, rate, ts, in_clock):
+        """Run the DTMF detector over a decoded packet (``rate`` Hz; the
+        detector works at 8 kHz, so other rates are resampled for it with
+        libsoxr, about 12 ms of latency); while a digit sounds, an RFC 4733
+        event packet for Y takes the audio packet's place (start: marker;
+        the last one: the end bit).  Without libspandsp (or libsoxr when
+        needed) detection is off."""
         detector = self._detector
-        if detector is None:
-            try:
+        samples = len(pcm) >> 1
+        try:
+            if detector is None:
                 from omnirtp.codecs.dtmf import DtmfDetector
 
                 detector = self._detector = DtmfDetector()
-            except Exception:
-                self._te_detect = None
-                return None
+            if rate != 8000:
+                down = self._detect_resampler
+                if down is None:
+                    from omnirtp.codecs.resample import Resampler
+
+                    down = self._detect_resampler = Resampler(rate, 8000, block=samples)
+                pcm = down.process(pcm)
+        except Exception:
+            self._te_detect = None
+            return None
         for event in detector.process(pcm):
             if event is not None:
                 self._digit = event
@@ -528,7 +541,7 @@ class Transcoder:
             return None
         te = self._te_detect
         clock = te["clock_rate"]
-        duration = ((ts - self._digit_ts) & 0xFFFFFFFF) + (len(pcm) >> 1) * in_clock // 8000
+        duration = ((ts - self._digit_ts) & 0xFFFFFFFF) + samples * in_clock // rate
         duration = min(0xFFFF, duration * clock // in_clock)
         end = self._digit_end
         payload = bytes((digit, 0x8A if end else 0x0A)) + duration.to_bytes(2, "big")

@@ -410,3 +410,32 @@ class DtmfDetectionTests(TranscoderTestBase):
         self.assertIsNone(step._te_detect)
         step = self.make([PCMU], [OPUS])
         self.assertIsNone(step._te_detect)
+
+    def test_inband_digits_at_16k(self):
+        """X sends G.722 (decoded at 16 kHz to meet Opus) without
+        telephone-event, Y takes Opus with telephone-event/48000: the
+        detector gets an 8 kHz copy (libsoxr) and the digits reach Y as
+        events as at 8 kHz, with durations in Y's clock."""
+        from omnirtp.codecs.g722 import g722
+        from omnirtp.codecs.transcode import dtmf_tone
+        step = self.make([G722], [OPUS, TE48])
+        encoder = g722.build("", 16000)
+        pcm = (bytes(3200) + dtmf_tone(5, 10, 0, 1600, 16000) + bytes(3200)
+               + dtmf_tone(11, 10, 0, 1280, 16000) + bytes(3200))
+        out = [step.rtp(rtp(i, 160 * i, encoder.encode(f), pt=9))
+               for i, f in enumerate(frames(pcm, 320))]
+        kinds = [header(o)["pt"] for o in out]
+        events = [(o[12], o[13] & 0x80, int.from_bytes(o[14:16], "big"), header(o)["marker"])
+                  for o in out if header(o)["pt"] == 110]
+        # one packet later than at 8 kHz (G.722's QMF and the resampler
+        # delay the tone by about 14 ms), so the end is seen one packet
+        # later too
+        self.assertEqual(kinds, [111] * 7 + [110] * 6 + [111] * 4 + [110] * 5 + [111] * 2)
+        self.assertEqual(events[:6], [(5, 0, 960, True), (5, 0, 1920, False),
+                                      (5, 0, 2880, False), (5, 0, 3840, False),
+                                      (5, 0, 4800, False), (5, 0x80, 5760, False)])
+        self.assertEqual([e[0] for e in events[6:]], [11] * 5)
+        self.assertEqual([e[1] for e in events[6:]], [0, 0, 0, 0, 0x80])
+        self.assertEqual([e[3] for e in events[6:]], [True, False, False, False, False])
+        self.assertEqual(step.counters()["dtmf-detected"], 2)
+        self.assertEqual(step._detect_resampler.in_rate, 16000)
