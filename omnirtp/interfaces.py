@@ -106,8 +106,10 @@ class IMediaEngine(Interface):
         Codecs (optional; filled by the negotiator for calls with codec
         operations, CODEC-CONTRACT.md; the same on a party's RTP and RTCP
         socket): ``"codecs_send"`` lists the
-        formats the party this socket faces may send us (the m= line
-        omnirtp gave it; before that, the party's own), ``"codecs_recv"``
+        formats the party this socket faces may send us (those of the
+        latest SDP of its offer/answer: an answerer's own answer, for an
+        offerer the answer omnirtp gave it, before the answer the offer),
+        ``"codecs_recv"``
         the formats it accepts from us (its own m= line; absent until its
         SDP is known), both in m= order, each ``{"pt": int, "encoding":
         lower-case rtpmap name, "clock_rate": int, "channels": int, "fmtp":
