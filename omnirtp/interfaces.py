@@ -339,10 +339,12 @@ class IForwarder(Interface):
     def offloaded(call_id=None):
         """``{local: Stream}`` in the kernel now (of one call, or all)."""
 
-    def counters(fresh=True):
+    def counters(fresh=True, call_id=None):
         """``{local: (packets, bytes)}`` forwarded by the kernel per
         receiving socket, cumulative over its offloads until ``forget``;
-        ``fresh=False``: as of the last read (no kernel round trip)."""
+        ``fresh=False``: as of the last read (no kernel round trip);
+        ``call_id``: read only that call's streams afresh (the others as
+        of the last read)."""
 
     def forget(local):
         """Drop the counters of a released socket."""

@@ -390,7 +390,7 @@ class EmbeddedEngine:
         result = {}
         # one call (query, delete): read now; all (the timeout sweep, once a
         # second): as the last tick read them
-        kernel = self._kernel_counters(fresh=call_id is not None) if ids else {}
+        kernel = self._kernel_counters(fresh=call_id is not None, call_id=call_id) if ids else {}
         for cid in ids:
             per = result[cid] = {}
             for rtp, rtcp in self._calls[cid].values():
@@ -1044,7 +1044,8 @@ class EmbeddedEngine:
             # out of the kernel first, while the sockets still hold the port
             if not self._kernel_sync(call_id, without=set(targets)):
                 self._kernel_stale.add(call_id)  # the tick tries again
-            kernel = self._kernel_counters()
+            # the leaving streams' counts were read as they left
+            kernel = self._kernel_counters(fresh=False)
         gone = set()
         for key in targets:
             rtp, rtcp = pairs.pop(key)
@@ -1117,13 +1118,13 @@ class EmbeddedEngine:
             return False
         return True
 
-    def _kernel_counters(self, fresh=True):
+    def _kernel_counters(self, fresh=True, call_id=None):
         if self.forwarder is None:
             return {}
         from omnirtp.media.kernel import NftError
 
         try:
-            return self.forwarder.counters(fresh)
+            return self.forwarder.counters(fresh, call_id)
         except NftError as e:
             self.log.warn("kernel forwarding: cannot read counters: {error}", error=e)
             return {}

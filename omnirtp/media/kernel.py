@@ -69,9 +69,29 @@ class NftError(Exception):
     """libnftables refused a batch; the message is its error text."""
 
 
-def table_name(number):
-    """Our table for ``table = number``."""
-    return "omnirtp-%d" % number
+def table_name(number, worker=None):
+    """Our table for ``table = number``: ``omnirtp-N`` for the media engine
+    of the control process, ``omnirtp-N-wK`` for media worker ``K``
+    (``num-threads`` > 0: each worker process owns its table)."""
+    if worker is None:
+        return "omnirtp-%d" % number
+    return "omnirtp-%d-w%d" % (number, worker)
+
+
+def ours(name, number):
+    """True if table ``name`` is one of ``table = number``'s (the control
+    process's or a worker's)."""
+    base = table_name(number)
+    return name == base or re.fullmatch(re.escape(base) + r"-w\d+", name) is not None
+
+
+def list_tables_command():
+    return "list tables %s" % FAMILY
+
+
+def parse_tables(text):
+    """Table names of ``list tables inet`` text output."""
+    return re.findall(r"^table %s (\S+)" % FAMILY, text, re.M)
 
 
 class Stream(namedtuple("Stream", "local source out dest")):
@@ -234,6 +254,18 @@ def list_counters_commands(table):
     return ["list map %s %s %s%s" % (FAMILY, table, COUNTED, f) for f in ("4", "6")]
 
 
+def get_counters_commands(table, streams):
+    """nft syntax that reads the counted elements of ``streams`` only (one
+    ``get element`` per map: the kernel looks each key up, nothing else of
+    the map is listed)."""
+    wanted = {}
+    for stream in streams:
+        name, key, _value = elements(stream)[1]
+        wanted.setdefault(name, []).append("%s . %d . %s . %d" % key)
+    return ["get element %s %s %s { %s }" % (FAMILY, table, name, ", ".join(found))
+            for name, found in sorted(wanted.items())]
+
+
 _ELEMENT = re.compile(
     r"([0-9A-Fa-f.:]+) \. (\d+) \. ([0-9A-Fa-f.:]+) \. (\d+) counter packets (\d+) bytes (\d+)")
 
@@ -331,10 +363,11 @@ class NftForwarder:
 
     log = Logger()
 
-    def __init__(self, number, nft=None, proc="/proc/sys", reader=None):
+    def __init__(self, number, nft=None, proc="/proc/sys", reader=None, worker=None):
         if number < 0:
             raise ValueError("table must be 0 or more, got %r" % (number,))
-        self.table = table_name(number)
+        self.number, self.worker = number, worker
+        self.table = table_name(number, worker)
         self._nft = nft
         #: a second context for counter reads: libnftables keeps a cache per
         #: context, and one that has listed thousands of elements makes
@@ -361,8 +394,15 @@ class NftForwarder:
             self._reader = Nft()
         try:
             # a crash's leftovers go first, even when we cannot go on: they
-            # would keep rewriting packets to ports we now relay in userspace
-            self._nft.run(batch(drop_commands(self.table)))
+            # would keep rewriting packets to ports we now relay in userspace;
+            # the control process's forwarder also drops the workers' tables
+            # (a previous run with num-threads > 0)
+            leftovers = [self.table]
+            if self.worker is None:
+                listed = parse_tables(self._nft.run(list_tables_command(), text_output=True))
+                leftovers += [name for name in listed
+                              if name != self.table and ours(name, self.number)]
+            self._nft.run(batch([c for name in leftovers for c in drop_commands(name)]))
         except NftError as e:
             raise KernelUnavailable("nftables refused our table %s: %s" % (self.table, e)) from None
         self.ipv4, self.ipv6 = forwarding_enabled(self._proc)
@@ -408,7 +448,7 @@ class NftForwarder:
         if leaving:
             # step one: packets go back to the sockets, counters stop
             self._run([c for s in leaving for c in stop_commands(self.table, s)])
-            counts = self._read()
+            counts = self._read(leaving)
             for stream in leaving:
                 key = elements(stream)[1][1]
                 packets, octets = counts.get(key, (0, 0))
@@ -448,15 +488,31 @@ class NftForwarder:
             out.update(streams)
         return out
 
-    def _read(self):
+    def _read(self, streams=None):
+        """``{counted key: (packets, bytes)}`` of ``streams`` (their
+        elements only), or of every stream (the whole maps: the tick)."""
         counts = {}
+        if streams is not None:
+            if not streams:
+                return counts
+            try:
+                for command in get_counters_commands(self.table, streams):
+                    counts.update(parse_counters(self._reader.run(command, text_output=True)))
+                return counts
+            except NftError:
+                # one element missing fails the whole get: list the maps
+                counts = {}
         for command in list_counters_commands(self.table):
             counts.update(parse_counters(self._reader.run(command, text_output=True)))
         return counts
 
-    def counters(self, fresh=True):
-        if fresh and any(self._calls.values()):
-            self._last = self._read()
+    def counters(self, fresh=True, call_id=None):
+        if fresh:
+            if call_id is not None:
+                streams = list(self._calls.get(call_id, {}).values())
+                self._last.update(self._read(streams))
+            elif any(self._calls.values()):
+                self._last = self._read()
         out = {local: tuple(v) for local, v in self._done.items()}
         for streams in self._calls.values():
             for local, stream in streams.items():
@@ -467,3 +523,16 @@ class NftForwarder:
 
     def forget(self, local):
         self._done.pop(local, None)
+
+
+def drop_table(name, nft=None):
+    """Delete table ``name`` if it exists (a worker that died leaves its
+    table behind); ``nft``: an :class:`Nft` (None: a new one, closed after)."""
+    own = nft is None
+    if own:
+        nft = Nft()
+    try:
+        nft.run(batch(drop_commands(name)))
+    finally:
+        if own:
+            nft.close()
