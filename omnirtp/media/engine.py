@@ -271,10 +271,12 @@ class _Wire:
 class _Totals:
     """Counters of sockets already released (so totals never go down)."""
 
-    __slots__ = ("packets", "bytes", "errors", "junk")
+    __slots__ = ("packets", "bytes", "errors", "junk", "kernel_packets", "kernel_bytes")
 
     def __init__(self):
         self.packets = self.bytes = self.errors = self.junk = 0
+        #: of ``packets`` / ``bytes``: what the kernel forwarded (table = N)
+        self.kernel_packets = self.kernel_bytes = 0
 
     def add(self, relay):
         self.packets += relay.packets
@@ -406,15 +408,31 @@ class EmbeddedEngine:
     def totals(self):
         done = self._released
         packets, octets, errors, junk = done.packets, done.bytes, done.errors, done.junk
+        kernel_packets, kernel_bytes = done.kernel_packets, done.kernel_bytes
         for local, (kp, kb) in self._kernel_counters(fresh=False).items():
             if local in self._sockets:
-                packets += kp
-                octets += kb
+                kernel_packets += kp
+                kernel_bytes += kb
+        packets += kernel_packets - done.kernel_packets
+        octets += kernel_bytes - done.kernel_bytes
         for relay in self._sockets.values():
             packets += relay.packets
             octets += relay.bytes
             errors += relay.errors
             junk += relay.junk
+        kernel_media = mixed_media = 0
+        if self.forwarder is not None:
+            offloaded = self.forwarder.offloaded()
+            for pairs in self._calls.values():
+                for rtp, rtcp in pairs.values():
+                    if rtp.local not in offloaded and rtcp.local not in offloaded:
+                        continue
+                    # an RTCP socket that never saw a packet is nobody's
+                    if rtp.local in offloaded and (rtcp.local in offloaded
+                                                   or rtcp.packets == 0):
+                        kernel_media += 1
+                    else:
+                        mixed_media += 1
         return defer.succeed(
             {
                 "packets": packets,
@@ -424,6 +442,13 @@ class EmbeddedEngine:
                 "ports_used": sum(p.used for p in self._pools.values()),
                 "ports_free": sum(p.free for p in self._pools.values()),
                 "recording_errors": self._recordings.errors,
+                # of packets / bytes: forwarded by the kernel (table = N)
+                "kernel_packets": kernel_packets,
+                "kernel_bytes": kernel_bytes,
+                # media (a socket pair: RTP and its RTCP) relayed by the
+                # kernel only, or partly (rtpengine's media_kernel/_mixed)
+                "media_kernel": kernel_media,
+                "media_mixed": mixed_media,
             }
         )
 
@@ -1056,6 +1081,8 @@ class EmbeddedEngine:
                     kp, kb = kernel[relay.local]
                     self._released.packets += kp
                     self._released.bytes += kb
+                    self._released.kernel_packets += kp
+                    self._released.kernel_bytes += kb
                     self.forwarder.forget(relay.local)
                     self._kernel_seen.pop(relay.local, None)
                 del self._sockets[relay.local]

@@ -270,6 +270,18 @@ _ELEMENT = re.compile(
     r"([0-9A-Fa-f.:]+) \. (\d+) \. ([0-9A-Fa-f.:]+) \. (\d+) counter packets (\d+) bytes (\d+)")
 
 
+#: what a kernel counter counts beyond the UDP payload per packet (it sees
+#: the IP packet): IPv4 and UDP headers, IPv6 and UDP headers
+HEADERS = {False: 20 + 8, True: 40 + 8}
+
+
+def payload_counts(counts):
+    """``{key: (packets, payload bytes)}`` from the kernel's ``{key:
+    (packets, IP bytes)}``: userspace counts UDP payloads, so must we."""
+    return {key: (packets, max(0, octets - packets * HEADERS[":" in key[0]]))
+            for key, (packets, octets) in counts.items()}
+
+
 def parse_counters(text):
     """``{(map key): (packets, bytes)}`` from ``list map`` text output of a
     counted map (numeric addresses and ports)."""
@@ -498,13 +510,13 @@ class NftForwarder:
             try:
                 for command in get_counters_commands(self.table, streams):
                     counts.update(parse_counters(self._reader.run(command, text_output=True)))
-                return counts
+                return payload_counts(counts)
             except NftError:
                 # one element missing fails the whole get: list the maps
                 counts = {}
         for command in list_counters_commands(self.table):
             counts.update(parse_counters(self._reader.run(command, text_output=True)))
-        return counts
+        return payload_counts(counts)
 
     def counters(self, fresh=True, call_id=None):
         if fresh:

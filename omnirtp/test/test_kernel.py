@@ -151,6 +151,13 @@ def proc(test, ipv4=True, ipv6=True):
     return root
 
 
+def ip_counts(key, counts):
+    """What the kernel's counter shows for ``counts`` (packets, UDP payload
+    bytes): it counts IP packets, headers included."""
+    packets, octets = counts
+    return packets, octets + packets * (48 if ":" in key[0] else 28)
+
+
 class FakeNft:
     """Records batches; ``counts`` ({daddr key: (packets, bytes)}) is what
     a counter list shows; ``fail`` makes the next batch raise."""
@@ -170,7 +177,7 @@ class FakeNft:
             assert text_output
             self.reads.append("list " + text.split()[4])
             return "".join("%s . %d . %s . %d counter packets %d bytes %d : x\n"
-                           % (k + v) for k, v in self.counts.items())
+                           % (k + ip_counts(k, v)) for k, v in self.counts.items())
         if text.startswith("get element inet %s daddr" % self.table):
             assert text_output
             self.reads.append("get " + text.split()[4])
@@ -182,7 +189,7 @@ class FakeNft:
                 if key not in self.counts:
                     raise NftError("Could not process rule: No such file or directory")
                 out.append("%s . %d . %s . %d counter packets %d bytes %d : x\n"
-                           % (key + self.counts[key]))
+                           % (key + ip_counts(key, self.counts[key])))
             return "".join(out)
         if text == "list tables inet":
             return "".join("table inet %s\n" % name for name in self.tables)
@@ -313,6 +320,17 @@ class ForwarderTests(SynchronousTestCase):
         self.assertEqual(self.fw.counters(call_id="c1"), {S1.local: (7, 700), S2.local: (3, 300)})
         self.assertEqual(len(self.nft.reads), 4)  # c1 has none in the kernel: no read
 
+    def test_payload_counts(self):
+        """The kernel counts IP packets; userspace (and rtpengine) UDP
+        payloads: the headers come off."""
+        self.assertEqual(kernel.payload_counts({
+            ("10.0.0.2", 1, "10.0.0.1", 2): (3, 3 * (28 + 172)),
+            ("2001:db8::2", 1, "2001:db8::1", 2): (2, 2 * (48 + 160)),
+            ("10.0.0.3", 1, "10.0.0.1", 2): (0, 0)}), {
+            ("10.0.0.2", 1, "10.0.0.1", 2): (3, 3 * 172),
+            ("2001:db8::2", 1, "2001:db8::1", 2): (2, 2 * 160),
+            ("10.0.0.3", 1, "10.0.0.1", 2): (0, 0)})
+
     def test_get_commands(self):
         self.assertEqual(kernel.get_counters_commands(T, [S1, S6, S2]), [
             "get element inet omnirtp-0 daddr4 { 10.0.0.2 . 4000 . 10.0.0.1 . 5000, "
@@ -405,11 +423,28 @@ class EngineTests(SynchronousTestCase):
         self.assertEqual((stats["packets"], stats["bytes"], stats["kernel"], stats["last_packet"]),
                          (11, 400 + len(RTP), {"packets": 10, "bytes": 400}, 506.0))
         totals = self.successResultOf(self.engine.totals())
-        self.assertEqual(totals["packets"], 12)
+        self.assertEqual((totals["packets"], totals["kernel_packets"], totals["kernel_bytes"]),
+                         (12, 10, 400))
+        # RTP offloaded both ways, RTCP silent: both media kernel-only
+        self.assertEqual((totals["media_kernel"], totals["media_mixed"]), (2, 0))
         self.successResultOf(self.engine.release("c1"))
         self.assertEqual(self.fw.offloaded(), {})
-        self.assertEqual(self.successResultOf(self.engine.totals())["packets"], 12)
+        totals = self.successResultOf(self.engine.totals())
+        self.assertEqual((totals["packets"], totals["kernel_packets"], totals["kernel_bytes"],
+                          totals["media_kernel"]), (12, 10, 400, 0))
         self.assertEqual(self.fw.counters(), {})
+
+    def test_media_mixed(self):
+        """RTCP that reached userspace but is not offloaded (its peer never
+        sent any): the media is mixed."""
+        a, b = self.call()
+        self.confirm(a, b)
+        self.net.inject((HOST, a + 1), b"\x80\xc9\x00\x01" + b"\x00" * 4, (A[0], A[1] + 1))
+        self.net.pump(self.reactor)
+        self.reactor.advance(1.0)
+        totals = self.successResultOf(self.engine.totals())
+        self.assertEqual((totals["media_kernel"], totals["media_mixed"]), (1, 1))
+        self.assertEqual((totals["kernel_packets"], totals["kernel_bytes"]), (0, 0))
 
     def test_srtp_leaves_kernel(self):
         """A re-INVITE to SRTP: the configuration takes the streams out of
@@ -603,3 +638,45 @@ class WorkerTableTests(SynchronousTestCase):
         reactor.pump()
         self.assertNotIn("--table", reactor.spawned[0].args)
         reactor.spawned[0].end(signal=9)
+
+
+class ReportTests(SynchronousTestCase):
+    """Kernel figures in ``statistics``, ``list totals`` and ``/metrics``,
+    where rtpengine 10.5 shows its kernel module's."""
+
+    STATS = {"currentstatistics": {"media_kernel": 2, "media_mixed": 1, "media_userspace": 3},
+             "totalstatistics": {"relayedpackets": 100, "relayedbytes": 9000,
+                                 "relayedpacketerrors": 2, "relayedpackets_kernel": 60,
+                                 "relayedbytes_kernel": 5000, "relayedpacketerrors_kernel": 0}}
+
+    def test_cli_totals(self):
+        from omnirtp.cli.commands import totals
+
+        text = totals(self.STATS, 6)
+        for label, value in (("Total relayed packets (userspace)", 40),
+                             ("Total relayed bytes (userspace)", 4000),
+                             ("Total relayed packet errors (userspace)", 2),
+                             ("Total relayed packets (kernel)", 60),
+                             ("Total relayed bytes (kernel)", 5000),
+                             ("Total relayed packets", 100),
+                             ("Userspace-only media streams", 3),
+                             ("Kernel-only media streams", 2),
+                             ("Mixed kernel/userspace media streams", 1)):
+            self.assertIn("\n %-48s:%d\n" % (label, value), text)
+
+    def test_metrics(self):
+        from prometheus_client.parser import text_string_to_metric_families
+        from omnirtp.http.metrics import render
+
+        found = {}
+        for family in text_string_to_metric_families(render(self.STATS, [], 6).decode()):
+            for sample in family.samples:
+                found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        self.assertEqual(
+            [found[("rtpengine_packets_total", (("type", t),))] for t in ("userspace", "kernel")],
+            [40, 60])
+        self.assertEqual(
+            [found[("rtpengine_bytes_total", (("type", t),))] for t in ("userspace", "kernel")],
+            [4000, 5000])
+        self.assertEqual([found[("rtpengine_mediastreams", (("type", t),))]
+                          for t in ("userspace", "kernel", "mixed")], [3, 2, 1])

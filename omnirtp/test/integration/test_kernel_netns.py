@@ -344,6 +344,17 @@ class KernelForwardingTests(SynchronousTestCase):
         self.assertEqual(query["result"], "ok", query)
         self.assertEqual(query["totals"]["RTP"]["packets"], 2 * (BEFORE + AFTER))
         self.assertEqual(query["totals"]["RTCP"]["packets"], 2 * (BEFORE + AFTER))
+        # bytes as userspace counts them (UDP payload; the kernel's counter
+        # sees IP packets)
+        self.assertEqual(query["totals"]["RTP"]["bytes"], 2 * (BEFORE + AFTER) * len(rtp(1)))
+        # statistics split them as rtpengine does its kernel module's
+        stats = daemon.request({"command": "statistics"})["statistics"]
+        current, total = stats["currentstatistics"], stats["totalstatistics"]
+        self.assertEqual((current["media_userspace"], current["media_kernel"],
+                          current["media_mixed"]), (0, 2, 0))
+        self.assertEqual((total["relayedpackets_user"], total["relayedpackets_kernel"],
+                          total["relayedpackets"]), (4 * BEFORE, 4 * AFTER, 4 * (BEFORE + AFTER)))
+        self.assertEqual(total["relayedbytes_kernel"], 2 * AFTER * (len(rtp(1)) + len(rtcp(1))))
         deleted = daemon.request({"command": "delete", "call-id": "k1", "from-tag": "ft"})
         self.assertEqual(deleted["result"], "ok", deleted)
         self.assertEqual(self.stream_objects(), {})
