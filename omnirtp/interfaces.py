@@ -336,6 +336,11 @@ class IForwarder(Interface):
         those the kernel cannot forward are left out), in one batch.  An
         empty list removes the call."""
 
+    def offload_calls(calls):
+        """``offload`` for several calls (``{call_id: streams}``) in as few
+        batches as one call needs; returns ``{call_id: error}`` of the
+        calls the kernel refused (their new streams stay in userspace)."""
+
     def offloaded(call_id=None):
         """``{local: Stream}`` in the kernel now (of one call, or all)."""
 

@@ -1160,11 +1160,20 @@ class EmbeddedEngine:
         """Offload what became offloadable (endpoints confirmed since the
         last configuration); a kernel counter that moved counts as a packet
         for the media timeout."""
-        for call_id in list(self._calls):
-            self._kernel_sync(call_id)
-        for call_id in list(self._kernel_stale):
-            if call_id not in self._calls and self._kernel_sync(call_id):
-                self._kernel_stale.discard(call_id)
+        from omnirtp.media.kernel import NftError
+
+        calls = {call_id: self._kernel_streams(call_id) for call_id in self._calls}
+        stale = [c for c in self._kernel_stale if c not in self._calls]
+        for call_id in stale:
+            calls[call_id] = []
+        try:
+            refused = self.forwarder.offload_calls(calls)
+        except NftError as e:  # the first step (streams leaving) failed
+            refused = dict.fromkeys(calls, e)
+        for call_id, error in refused.items():
+            self.log.warn("call {call_id}: kernel forwarding refused ({error}); "
+                          "media stays in userspace", call_id=call_id, error=error)
+        self._kernel_stale.difference_update(c for c in stale if c not in refused)
         counts = self._kernel_counters()
         now = self._reactor.seconds()
         seen = self._kernel_seen

@@ -448,15 +448,35 @@ class NftForwarder:
         self.batches += 1
 
     def offload(self, call_id, streams):
-        installed = self._calls.get(call_id, {})
-        wanted = {s.local: s for s in streams
-                  if offloadable(s) and (self.ipv6 if s.v6 else self.ipv4)}
-        leaving, arriving, refused = plan(installed, wanted, self._owners)
-        self.refused += len(refused)
-        if not leaving and not arriving:
-            return
-        now = {local: s for local, s in installed.items() if wanted.get(local) == s}
-        cmds = []
+        refused = self.offload_calls({call_id: streams})
+        if refused:
+            raise refused[call_id]
+
+    def offload_calls(self, calls):
+        """:meth:`offload` for several calls (``{call_id: streams}``) with
+        as few batches as one call needs: the engine's tick hands over
+        every call at once (a batch costs milliseconds whatever its size).
+        Returns ``{call_id: NftError}`` of the calls whose streams the
+        kernel refused (their new streams stay in userspace)."""
+        owners = dict(self._owners)
+        work = []  # (call_id, now, leaving, arriving)
+        for call_id, streams in calls.items():
+            installed = self._calls.get(call_id, {})
+            wanted = {s.local: s for s in streams
+                      if offloadable(s) and (self.ipv6 if s.v6 else self.ipv4)}
+            leaving, arriving, refused = plan(installed, wanted, owners)
+            self.refused += len(refused)
+            if not leaving and not arriving:
+                continue
+            # a later call of this batch must not take these keys
+            for stream in arriving:
+                for k in keys(stream):
+                    owners[k] = stream.local
+            now = {local: s for local, s in installed.items() if wanted.get(local) == s}
+            work.append((call_id, now, leaving, arriving))
+        if not work:
+            return {}
+        leaving = [s for _c, _n, out, _a in work for s in out]
         if leaving:
             # step one: packets go back to the sockets, counters stop
             self._run([c for s in leaving for c in stop_commands(self.table, s)])
@@ -470,21 +490,33 @@ class NftForwarder:
                 self._last.pop(key, None)
                 for k in keys(stream):
                     self._owners.pop(k, None)
-                cmds += remove_commands(self.table, stream)
-        for stream in arriving:
-            cmds += add_commands(self.table, stream)
+        batches = [(call_id, now, arriving,
+                    [c for s in out for c in remove_commands(self.table, s)]
+                    + [c for s in arriving for c in add_commands(self.table, s)])
+                   for call_id, now, out, arriving in work]
+        failed = {}
         try:
-            self._run(cmds)
-        except NftError:
-            # the leaving streams are out of the forwarding path already;
-            # forget the arriving ones (userspace relays them)
+            self._run([c for _c, _n, _a, cmds in batches for c in cmds])
+        except NftError as e:
+            if len(batches) == 1:
+                failed[batches[0][0]] = e
+            else:
+                # one call spoilt the batch: each call by itself
+                for call_id, now, arriving, cmds in batches:
+                    try:
+                        self._run(cmds)
+                    except NftError as e:
+                        failed[call_id] = e
+        for call_id, now, arriving, _cmds in batches:
+            if call_id not in failed:
+                for stream in arriving:
+                    now[stream.local] = stream
+                    for k in keys(stream):
+                        self._owners[k] = stream.local
+            # a refused call: its leaving streams are out of the forwarding
+            # path already, its arriving ones are forgotten (userspace)
             self._store(call_id, now)
-            raise
-        for stream in arriving:
-            now[stream.local] = stream
-            for k in keys(stream):
-                self._owners[k] = stream.local
-        self._store(call_id, now)
+        return failed
 
     def _store(self, call_id, streams):
         if streams:

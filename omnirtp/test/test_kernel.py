@@ -301,6 +301,52 @@ class ForwarderTests(SynchronousTestCase):
         self.fw.forget(S1.local)
         self.assertEqual(self.fw.counters(), {S2.local: (5, 500)})
 
+    def test_offload_calls_one_batch(self):
+        """Several calls (the tick): one batch; a stream whose keys an
+        earlier call of the same batch takes stays in userspace."""
+        self.fw.start()
+        other = Stream(("10.0.0.1", 30010), ("10.0.0.2", 4000), ("10.0.0.1", 30012),
+                       ("10.0.9.9", 5000))  # shares S1's source and Y port
+        S3 = Stream(("10.0.0.1", 30020), ("10.0.0.3", 4000), ("10.0.0.1", 30022),
+                    ("10.0.1.3", 5000))
+        self.assertEqual(self.fw.offload_calls({"c1": [S1, S2], "c2": [other], "c3": [S3]}), {})
+        self.assertEqual(self.nft.batches[2:], [
+            add_commands(T, S1) + add_commands(T, S2) + add_commands(T, S3)])
+        self.assertEqual((self.fw.offloaded("c2"), self.fw.refused), ({}, 1))
+        # c1 leaves and c3 changes: one stop batch, one read, one batch
+        moved = S3._replace(source=("10.0.0.9", 4100))
+        self.nft.counts = {daddr(S1): (1, 10), daddr(S2): (2, 20), daddr(S3): (3, 30)}
+        self.assertEqual(self.fw.offload_calls({"c1": [], "c3": [moved]}), {})
+        self.assertEqual(self.nft.batches[3:], [
+            stop_commands(T, S1) + stop_commands(T, S2) + stop_commands(T, S3),
+            remove_commands(T, S1) + remove_commands(T, S2) + remove_commands(T, S3)
+            + add_commands(T, moved)])
+        self.assertEqual(self.nft.reads, ["get daddr4"])
+        self.assertEqual(self.fw.offloaded(), {S3.local: moved})
+        self.assertEqual(self.fw.counters(fresh=False),
+                         {S1.local: (1, 10), S2.local: (2, 20), S3.local: (3, 30)})
+
+    def test_offload_calls_spoilt_batch(self):
+        """A batch the kernel refuses: each call again by itself; only the
+        refused one stays out."""
+        self.fw.start()
+
+        class Picky(FakeNft):
+            def run(self, text, text_output=False):
+                if not text_output and "30002" in text and "30000" not in text:
+                    raise NftError("File exists")
+                return FakeNft.run(self, text, text_output)
+
+        self.fw._nft = Picky()
+        S3 = Stream(("10.0.0.1", 30020), ("10.0.0.3", 4000), ("10.0.0.1", 30022),
+                    ("10.0.1.3", 5000))
+        lonely = S2._replace(out=("10.0.0.1", 30004))
+        failed = self.fw.offload_calls({"c1": [lonely], "c3": [S3]})
+        self.assertEqual(list(failed), ["c1"])
+        self.assertEqual(str(failed["c1"]), "File exists")
+        self.assertEqual(self.fw.offloaded(), {S3.local: S3})
+        self.assertEqual(self.fw._nft.batches, [add_commands(T, S3)])
+
     def test_reads_per_element(self):
         """A query reads its call's counted elements only; a stream that
         leaves has its own element read; the tick lists the maps."""
