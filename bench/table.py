@@ -228,6 +228,7 @@ def relay_part(args):
                 log("    %-9s no probe came back" % kind)
     finally:
         gen.close()
+    results["cpu_calls"] = args.cpu_calls
     with open(args.relay_part, "w") as f:
         json.dump(results, f, indent=1)
 
@@ -293,6 +294,22 @@ def rows(r):
                     x["us_per_packet"] / max(o["us_per_packet"], 1e-3), None,
                     "omnirtp's process only; the kernel's forwarding is softirq time"))
 
+        def system(k):
+            """µs per packet of the proxy and the sender together: on
+            loopback the kernel's forwarding runs in the sender's sendto
+            (softirq in its context), and a userspace proxy's sendto
+            delivers to the receiver as the kernel does when offloaded."""
+            return statistics.median(
+                s["us_per_packet"] + 1e6 * s["generator_cpu"]
+                / (s["achieved"] * 2 * relay.PPS_PER_FLOW * rel["cpu_calls"])
+                for s in k["cpu_samples"])
+
+        if "cpu_calls" in rel:
+            out.append(("proxy + sender CPU us/packet, offloaded", "%.2f" % system(o),
+                        "%.2f" % system(x), system(x) / system(o), None,
+                        "userspace omnirtp: %.2f; the kernel's share is in the sender's"
+                        % system(e)))
+
         def calls(k):
             return "%s%d" % (">=" if k["max_calls_lower_bound"] else "", k["max_calls"])
 
@@ -353,10 +370,18 @@ def main(argv=None):
     p.add_argument("--offload-max-calls", type=int, default=12000,
                    help="the offloaded search stops here (a party socket per call)")
     p.add_argument("--json", help="also write every part's results here")
+    p.add_argument("--table", metavar="JSON", help="print the table of an earlier --json")
     p.add_argument("--relay-part", help=argparse.SUPPRESS)  # inside the namespace
     args = p.parse_args(argv)
     if args.relay_part:
         return relay_part(args)
+    if args.table:
+        with open(args.table) as f:
+            results = json.load(f)
+        if "relay" in results:
+            results["relay"].setdefault("cpu_calls", args.cpu_calls)
+        print_table(results)
+        return 0
     if os.geteuid() != 0:
         sys.exit("needs root (a network namespace and nftables for the offloaded relay)")
     parts = args.parts.split(",")
@@ -383,29 +408,48 @@ def main(argv=None):
                      "--offload-max-calls", str(args.offload_max_calls)] + quick, env=env)
             with open(out) as f:
                 results["relay"] = json.load(f)
+        except (subprocess.CalledProcessError, ValueError) as e:
+            log("relay failed: %s" % (e,))
+            results.setdefault("failed", []).append("relay")
         finally:
             os.unlink(out)
             ns.delete()
+
+    def part(name, argv):
+        """One child benchmark; a failure (a busy box: ``Ran out of
+        ports``) is noted and the table goes on without it."""
+        try:
+            results[name] = run_json(argv, name)
+        except (subprocess.CalledProcessError, OSError, ValueError) as e:
+            log("%s failed: %s" % (name, e))
+            results.setdefault("failed", []).append(name)
+        save()
+
+    def save():
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
+
+    save()
     if "setup" in parts:
         rounds = ["--rounds", "2", "--seconds", "1.5", "--idle-calls", "1000"] if args.quick \
             else ["--rounds", "5", "--seconds", "2", "--idle-calls", "2000"]
-        results["setup"] = run_json([py, os.path.join(HERE, "setup.py"), "--call", "plain",
-                                     "--kinds", "omnirtp0,rtpengine"] + rounds, "setup")
+        part("setup", [py, os.path.join(HERE, "setup.py"), "--call", "plain",
+                       "--kinds", "omnirtp0,rtpengine"] + rounds)
     if "srtp" in parts:
         rounds = ["--rounds", "2", "--calls", "200"] if args.quick else ["--rounds", "5",
                                                                        "--calls", "300"]
-        results["srtp"] = run_json([py, os.path.join(HERE, "srtp.py"), "--modes", "srtp",
-                                    "--kinds", "omnirtp,rtpengine"] + rounds, "srtp")
+        part("srtp", [py, os.path.join(HERE, "srtp.py"), "--modes", "srtp",
+                      "--kinds", "omnirtp,rtpengine"] + rounds)
     if "transcode" in parts:
         rounds = ["--rounds", "2", "--window", "5"] if args.quick else ["--rounds", "4"]
-        results["transcode"] = run_json([py, os.path.join(HERE, "transcode.py")] + rounds,
-                                        "transcode")
+        part("transcode", [py, os.path.join(HERE, "transcode.py")] + rounds)
     print_table(results)
+    if results.get("failed"):
+        log("not in the table (failed): %s" % ", ".join(results["failed"]))
     log("(%.0f s in all; load average now %s)" % (
         time.time() - started, " ".join(open("/proc/loadavg").read().split()[:3])))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    save()
     return 0
 
 
