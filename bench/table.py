@@ -310,6 +310,27 @@ def rows(r):
                         "userspace omnirtp: %.2f; the kernel's share is in the sender's"
                         % system(e)))
 
+        # calls per core as srtp.py and transcode.py count them: one core's
+        # second over the CPU of a call's 100 packets (a busy box starves
+        # the searches below; CPU per packet is the steadier figure)
+        def per_core(us):
+            return 1e6 / (us * 2 * relay.PPS_PER_FLOW)
+
+        out.append(("calls per core from CPU, userspace", "%.0f" % per_core(e["us_per_packet"]),
+                    "%.0f" % per_core(x["us_per_packet"]),
+                    x["us_per_packet"] / e["us_per_packet"], 1.0, ""))
+        if "cpu_calls" in rel:
+            # the kernel's work for an offloaded packet: what the sender
+            # spent beyond its rtpengine runs (forwarding, and delivering
+            # to the receiver, which rtpengine's own sendto pays for)
+            kernel = max(system(o) - system(x) + x["us_per_packet"] - o["us_per_packet"], 0.01)
+            offloaded = o["us_per_packet"] + kernel
+            out.append(("calls per core from CPU, offloaded (proxy + kernel)",
+                        "%.0f" % per_core(offloaded), "%.0f" % per_core(x["us_per_packet"]),
+                        x["us_per_packet"] / offloaded, 5.0,
+                        "kernel %.2f us/packet (the sender's extra); the proxy process alone: %.0f"
+                        % (kernel, per_core(max(o["us_per_packet"], 1e-3)))))
+
         def calls(k):
             return "%s%d" % (">=" if k["max_calls_lower_bound"] else "", k["max_calls"])
 
