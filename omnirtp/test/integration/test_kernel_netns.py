@@ -243,7 +243,9 @@ class KernelForwardingTests(SynchronousTestCase):
     def daemon(self, *extra):
         daemon = NetnsDaemon(self.nets, extra, threads=self.threads)
         self.addCleanup(daemon.stop)
-        daemon.start()
+        # ng answers once the media workers are up: on a loaded machine
+        # their start (Twisted and omnirtp imported again) takes a while
+        daemon.start(wait=60.0 if self.threads else 20.0)
         self.wait_ready()
         return daemon
 
@@ -437,7 +439,7 @@ class WorkerKernelForwardingTests(KernelForwardingTests):
 
     def wait_ready(self):
         """Each worker made its table (ng answers before they started)."""
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # a restarted worker on a loaded machine
         while time.monotonic() < deadline and self.tables() != self.WORKER_TABLES:
             time.sleep(0.1)
         self.assertEqual(self.tables(), self.WORKER_TABLES)
