@@ -8,6 +8,11 @@ Compares, in one run and on the same packet generator:
   engine     omnirtp's ``EmbeddedEngine`` (RelaySocket readers)
   rtpengine  Debian's rtpengine 10.5 in userspace (--table=-1), calls set
              up over ng with offer/answer
+  offload    omnirtp's ``EmbeddedEngine`` with kernel forwarding
+             (``table = 0``, nftables): the streams go to the kernel once
+             both parties were seen (needs root and net.ipv4.ip_forward = 1;
+             run it in a network namespace of its own, as bench/table.py
+             does; not in the default --kinds)
 
 A *call* is a pair of relay sockets, each fed 50 packets/s (172-byte RTP)
 by the generator, so a call is 100 packets/s in and 100 out.  The relay
@@ -132,7 +137,20 @@ def serve(kind):
         if os.environ.get("RELAY_BENCH_BATCH"):  # compare read-loop sizes
             relay.READ_BATCH = int(os.environ["RELAY_BENCH_BATCH"])
 
-        engine = EmbeddedEngine(reactor, {h: (OWN_MIN, OWN_MAX) for h in addresses})
+        forwarder = None
+        if kind == "offload":
+            from omnirtp.media.kernel import NftForwarder
+
+            forwarder = NftForwarder(0)
+            forwarder.start()
+        engine = EmbeddedEngine(reactor, {h: (OWN_MIN, OWN_MAX) for h in addresses},
+                                forwarder=forwarder)
+        if forwarder is not None:
+            # offload as soon as both parties were seen (the engine's own
+            # check runs once a second): the warm-up is shorter than that
+            for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.7):
+                reactor.callLater(t, engine._kernel_tick)
+            reactor.addSystemEventTrigger("before", "shutdown", engine.close)
         for i, (a, b) in enumerate(calls):
             host = addresses[i // per]
             d = engine.allocate("call%d" % i, host, 2)
@@ -725,7 +743,7 @@ def main(argv=None):
     p.add_argument("--max-calls", type=int, default=4000, help="stop the search here")
     p.add_argument("--repeat", type=int, help="bisections per relay (median reported)")
     p.add_argument("--json", help="also write the results to this file")
-    p.add_argument("--serve", choices=("stock", "engine"), help=argparse.SUPPRESS)
+    p.add_argument("--serve", choices=("stock", "engine", "offload"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
         return serve(args.serve)

@@ -367,6 +367,7 @@ def main(argv=None):
     p.add_argument("--call", choices=sorted(CALLS), default="webrtc",
                    help="webrtc (default): the seed's flags, SIP phone calls a browser; "
                         "plain: SIP to SIP, plain RTP")
+    p.add_argument("--json", help="also write the results (medians, KB per idle call) here")
     args = p.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     for k in kinds:
@@ -407,6 +408,14 @@ def main(argv=None):
                 print("  %-10s %d idle calls: RSS %d -> %d KB, %.1f KB per call"
                       % (kind, args.idle_calls, before, after, per), flush=True)
         table(results, memory)
+        if args.json:
+            import json
+
+            with open(args.json, "w") as f:
+                json.dump({kind: dict({key: statistics.median(values)
+                                       for key, values in results[kind].items()},
+                                      kb_per_idle_call=memory.get(kind), rounds=results[kind])
+                           for kind in kinds}, f, indent=1)
         for kind in kinds:
             errs = clients[kind].errors
             if errs:

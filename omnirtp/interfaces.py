@@ -338,13 +338,20 @@ class IForwarder(Interface):
         those the kernel cannot forward are left out), in one batch.  An
         empty list removes the call."""
 
+    def offload_calls(calls):
+        """``offload`` for several calls (``{call_id: streams}``) in as few
+        batches as one call needs; returns ``{call_id: error}`` of the
+        calls the kernel refused (their new streams stay in userspace)."""
+
     def offloaded(call_id=None):
         """``{local: Stream}`` in the kernel now (of one call, or all)."""
 
-    def counters(fresh=True):
+    def counters(fresh=True, call_id=None):
         """``{local: (packets, bytes)}`` forwarded by the kernel per
         receiving socket, cumulative over its offloads until ``forget``;
-        ``fresh=False``: as of the last read (no kernel round trip)."""
+        ``fresh=False``: as of the last read (no kernel round trip);
+        ``call_id``: read only that call's streams afresh (the others as
+        of the last read)."""
 
     def forget(local):
         """Drop the counters of a released socket."""

@@ -207,9 +207,15 @@ def build_engine(config, reactor, interfaces, certificate=None):
     addresses = interfaces.engine_map(config.port_min, config.port_max)
     if config.num_threads and config.num_threads > 0:
         from omnirtp.media.pool import WorkerPool
-        build_forwarder(config)  # not with workers yet: falls back (or refuses)
+        # the control process checks that the kernel can forward and drops
+        # what a crash left; then each worker owns a table (omnirtp-N-wK)
+        forwarder = build_forwarder(config)
+        table = -1
+        if forwarder is not None:
+            forwarder.stop()
+            table = forwarder.number
         pool = WorkerPool(reactor, addresses, config.num_threads,
-                          log_level=config.log_level, certificate=certificate)
+                          log_level=config.log_level, certificate=certificate, table=table)
         return pool, pool
     from omnirtp.media.engine import EmbeddedEngine
     engine = EmbeddedEngine(reactor, addresses, certificate=certificate,
@@ -229,8 +235,6 @@ def build_forwarder(config, make=None):
     from omnirtp.errors import ConfigError
     from omnirtp.media.kernel import KernelUnavailable, NftForwarder
     try:
-        if config.num_threads and config.num_threads > 0:
-            raise KernelUnavailable("kernel forwarding needs num-threads = 0 (for now)")
         forwarder = (make or NftForwarder)(number)
         forwarder.start()
     except KernelUnavailable as e:

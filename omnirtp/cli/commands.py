@@ -4,8 +4,7 @@
 reply text, in rtpengine 10.5's words and layout (Debian's ``rtpengine-ctl``
 prints it unchanged).  The texts were taken from the live rtpengine 10.5
 (``--listen-cli``) with calls set up on it; lines for figures that omnirtp
-does not have (kernel forwarding is counted as 0 because omnirtp has none;
-SSRCs, MOS, graphite intervals, per-second rates beyond what ``statistics``
+does not have (SSRCs, MOS, graphite intervals, per-second rates beyond what ``statistics``
 carries) are left out, not invented, except where rtpengine's own layout
 needs a column.  Where omnirtp differs on purpose, docs/compat.md says so.
 
@@ -105,7 +104,8 @@ def _peer_protocol(ml, index):
 
 
 def media_streams(stats, calls):
-    """Media streams of current calls, all relayed in userspace: the media
+    """Media streams of current calls (the kernel-only and mixed ones of
+    ``statistics`` are taken off for the userspace-only line): the media
     of answered calls (rtpengine 10.5 shows 4 for two answered calls and
     one offered, not 6)."""
     return sum(1 for call in calls if call.answered
@@ -187,27 +187,32 @@ def totals(stats, media_streams):
     packets, errors, octets = (_int(tot.get("relayedpackets")),
                                _int(tot.get("relayedpacketerrors")),
                                _int(tot.get("relayedbytes")))
+    # of those, forwarded by the kernel (table = N)
+    kernel = (_int(tot.get("relayedpackets_kernel")), _int(tot.get("relayedpacketerrors_kernel")),
+              _int(tot.get("relayedbytes_kernel")))
     rate = (_int(cur.get("packetrate")), _int(cur.get("byterate")),
             _int(cur.get("errorrate")))
+    kernel_rate = (_int(cur.get("packetrate_kernel")), _int(cur.get("byterate_kernel")),
+                   _int(cur.get("errorrate_kernel")))
+    media_kernel, media_mixed = _int(cur.get("media_kernel")), _int(cur.get("media_mixed"))
     lines = ["\nStatistics over currently running sessions:\n\n"]
     for label, value in (
             ("Owned sessions", _int(cur.get("sessionsown"))),
             ("Foreign sessions", _int(cur.get("sessionsforeign"))),
             ("Total sessions", _int(cur.get("sessionstotal"))),
             ("Transcoded media", _int(cur.get("transcodedmedia"))),
-            ("Packets per second (userspace)", rate[0]),
-            ("Bytes per second (userspace)", rate[1]),
-            ("Errors per second (userspace)", rate[2]),
-            # omnirtp has no kernel forwarding: these are 0 by construction
-            ("Packets per second (kernel)", 0),
-            ("Bytes per second (kernel)", 0),
-            ("Errors per second (kernel)", 0),
+            ("Packets per second (userspace)", rate[0] - kernel_rate[0]),
+            ("Bytes per second (userspace)", rate[1] - kernel_rate[1]),
+            ("Errors per second (userspace)", rate[2] - kernel_rate[2]),
+            ("Packets per second (kernel)", kernel_rate[0]),
+            ("Bytes per second (kernel)", kernel_rate[1]),
+            ("Errors per second (kernel)", kernel_rate[2]),
             ("Packets per second (total)", rate[0]),
             ("Bytes per second (total)", rate[1]),
             ("Errors per second (total)", rate[2]),
-            ("Userspace-only media streams", media_streams),
-            ("Kernel-only media streams", 0),
-            ("Mixed kernel/userspace media streams", 0)):
+            ("Userspace-only media streams", max(0, media_streams - media_kernel - media_mixed)),
+            ("Kernel-only media streams", media_kernel),
+            ("Mixed kernel/userspace media streams", media_mixed)):
         lines.append(_stat_line(label, value))
     lines.append("\nTotal statistics (does not include current running sessions):\n\n")
     for label, value in (
@@ -223,12 +228,12 @@ def totals(stats, media_streams):
              _int(tot.get("offertimeoutsessions"))),
             ("Total regular terminated sessions", _int(tot.get("regularterminatedsessions"))),
             ("Total forced terminated sessions", _int(tot.get("forcedterminatedsessions"))),
-            ("Total relayed packets (userspace)", packets),
-            ("Total relayed packet errors (userspace)", errors),
-            ("Total relayed bytes (userspace)", octets),
-            ("Total relayed packets (kernel)", 0),
-            ("Total relayed packet errors (kernel)", 0),
-            ("Total relayed bytes (kernel)", 0),
+            ("Total relayed packets (userspace)", packets - kernel[0]),
+            ("Total relayed packet errors (userspace)", errors - kernel[1]),
+            ("Total relayed bytes (userspace)", octets - kernel[2]),
+            ("Total relayed packets (kernel)", kernel[0]),
+            ("Total relayed packet errors (kernel)", kernel[1]),
+            ("Total relayed bytes (kernel)", kernel[2]),
             ("Total relayed packets", packets),
             ("Total relayed packet errors", errors),
             ("Total relayed bytes", octets),

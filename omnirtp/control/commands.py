@@ -469,6 +469,12 @@ class Dispatcher:
         packets = engine_totals.get("packets", 0)
         errors = engine_totals.get("errors", 0)
         relayed_bytes = engine_totals.get("bytes", 0)
+        # of those, forwarded by the kernel (table = N); kernel forwarding
+        # has no errors of its own (what it cannot forward goes to userspace)
+        kernel_packets = engine_totals.get("kernel_packets", 0)
+        kernel_bytes = engine_totals.get("kernel_bytes", 0)
+        media_kernel = engine_totals.get("media_kernel", 0)
+        media_mixed = engine_totals.get("media_mixed", 0)
         control = {
             "offercount": self.counts["offer"],
             "answercount": self.counts["answer"],
@@ -488,10 +494,12 @@ class Dispatcher:
             "currentstatistics": {
                 "sessionsown": own, "sessionsforeign": 0, "sessionstotal": own,
                 "transcodedmedia": 0,
-                "packetrate": 0, "byterate": 0, "errorrate": 0,
                 "packetrate_user": 0, "byterate_user": 0, "errorrate_user": 0,
-                # every stream is relayed in userspace
-                "media_userspace": medias,
+                "packetrate_kernel": 0, "byterate_kernel": 0, "errorrate_kernel": 0,
+                "packetrate": 0, "byterate": 0, "errorrate": 0,
+                "media_userspace": max(0, medias - media_kernel - media_mixed),
+                "media_kernel": media_kernel,
+                "media_mixed": media_mixed,
             },
             "totalstatistics": {
                 # rtpengine 10.5 sends uptime as a decimal string
@@ -506,12 +514,15 @@ class Dispatcher:
                 "regularterminatedsessions": closed["terminated"],
                 "forcedterminatedsessions": closed["force_terminated"],
                 "lostsessions": closed["worker_lost"],
+                "relayedpackets_user": packets - kernel_packets,
+                "relayedpacketerrors_user": errors,
+                "relayedbytes_user": relayed_bytes - kernel_bytes,
+                "relayedpackets_kernel": kernel_packets,
+                "relayedpacketerrors_kernel": 0,
+                "relayedbytes_kernel": kernel_bytes,
                 "relayedpackets": packets,
                 "relayedpacketerrors": errors,
                 "relayedbytes": relayed_bytes,
-                "relayedpackets_user": packets,
-                "relayedpacketerrors_user": errors,
-                "relayedbytes_user": relayed_bytes,
                 "junkpackets": engine_totals.get("junk", 0),
                 "avgcallduration": "%.6f" % (r.call_durations / ended if ended else 0.0),
                 "totalcallsduration": "%.6f" % r.call_durations,

@@ -3,8 +3,8 @@
 The names, types and labels are those rtpengine 10.5 serves on its
 ``/metrics`` (read from the live daemon with calls set up).  Figures that
 omnirtp does not keep (MOS, zero-packet and one-way streams, duration
-squared, per-request seconds) are left out rather than sent as zeros;
-the kernel series are 0 because omnirtp has no kernel forwarding.
+squared, per-request seconds) are left out rather than sent as zeros.
+The kernel series count what ``table = N`` forwarded in the kernel.
 
 The text is written by prometheus_client (a private registry with one
 collector over one ``statistics()`` snapshot), so escaping and number
@@ -44,7 +44,8 @@ class StatisticsCollector:
 
     :param stats: the ng ``statistics`` dictionary
     :param interfaces: ``Operations.interfaces()``
-    :param media_streams: media streams of current calls (all userspace)
+    :param media_streams: media streams of current calls (the kernel-only
+        and mixed ones of ``statistics`` are taken off the userspace series)
     """
 
     def __init__(self, stats, interfaces, media_streams):
@@ -66,9 +67,10 @@ class StatisticsCollector:
         yield m
         m = GaugeMetricFamily("rtpengine_mediastreams", "Userspace-only media streams",
                               labels=["type"])
-        m.add_metric(["userspace"], self.media_streams)
-        m.add_metric(["kernel"], 0)
-        m.add_metric(["mixed"], 0)
+        kernel, mixed = _n(cur.get("media_kernel")), _n(cur.get("media_mixed"))
+        m.add_metric(["userspace"], max(0.0, self.media_streams - kernel - mixed))
+        m.add_metric(["kernel"], kernel)
+        m.add_metric(["mixed"], mixed)
         yield m
         m = GaugeMetricFamily("rtpengine_uptime_seconds", "Uptime of rtpengine")
         m.add_metric([], _n(tot.get("uptime")))
@@ -87,8 +89,9 @@ class StatisticsCollector:
                  "relayedpacketerrors"),
                 ("rtpengine_bytes", "Total relayed bytes (userspace)", "relayedbytes")):
             m = CounterMetricFamily(name, help_text, labels=["type"])
-            m.add_metric(["userspace"], _n(tot.get(key)))
-            m.add_metric(["kernel"], 0)
+            kernel = _n(tot.get(key + "_kernel"))
+            m.add_metric(["userspace"], _n(tot.get(key)) - kernel)
+            m.add_metric(["kernel"], kernel)
             yield m
         m = GaugeMetricFamily("rtpengine_call_duration_avg", "Average call duration")
         m.add_metric([], _n(tot.get("avgcallduration")))

@@ -271,10 +271,12 @@ class _Wire:
 class _Totals:
     """Counters of sockets already released (so totals never go down)."""
 
-    __slots__ = ("packets", "bytes", "errors", "junk")
+    __slots__ = ("packets", "bytes", "errors", "junk", "kernel_packets", "kernel_bytes")
 
     def __init__(self):
         self.packets = self.bytes = self.errors = self.junk = 0
+        #: of ``packets`` / ``bytes``: what the kernel forwarded (table = N)
+        self.kernel_packets = self.kernel_bytes = 0
 
     def add(self, relay):
         self.packets += relay.packets
@@ -390,7 +392,7 @@ class EmbeddedEngine:
         result = {}
         # one call (query, delete): read now; all (the timeout sweep, once a
         # second): as the last tick read them
-        kernel = self._kernel_counters(fresh=call_id is not None) if ids else {}
+        kernel = self._kernel_counters(fresh=call_id is not None, call_id=call_id) if ids else {}
         for cid in ids:
             per = result[cid] = {}
             for rtp, rtcp in self._calls[cid].values():
@@ -406,15 +408,31 @@ class EmbeddedEngine:
     def totals(self):
         done = self._released
         packets, octets, errors, junk = done.packets, done.bytes, done.errors, done.junk
+        kernel_packets, kernel_bytes = done.kernel_packets, done.kernel_bytes
         for local, (kp, kb) in self._kernel_counters(fresh=False).items():
             if local in self._sockets:
-                packets += kp
-                octets += kb
+                kernel_packets += kp
+                kernel_bytes += kb
+        packets += kernel_packets - done.kernel_packets
+        octets += kernel_bytes - done.kernel_bytes
         for relay in self._sockets.values():
             packets += relay.packets
             octets += relay.bytes
             errors += relay.errors
             junk += relay.junk
+        kernel_media = mixed_media = 0
+        if self.forwarder is not None:
+            offloaded = self.forwarder.offloaded()
+            for pairs in self._calls.values():
+                for rtp, rtcp in pairs.values():
+                    if rtp.local not in offloaded and rtcp.local not in offloaded:
+                        continue
+                    # an RTCP socket that never saw a packet is nobody's
+                    if rtp.local in offloaded and (rtcp.local in offloaded
+                                                   or rtcp.packets == 0):
+                        kernel_media += 1
+                    else:
+                        mixed_media += 1
         return defer.succeed(
             {
                 "packets": packets,
@@ -424,6 +442,13 @@ class EmbeddedEngine:
                 "ports_used": sum(p.used for p in self._pools.values()),
                 "ports_free": sum(p.free for p in self._pools.values()),
                 "recording_errors": self._recordings.errors,
+                # of packets / bytes: forwarded by the kernel (table = N)
+                "kernel_packets": kernel_packets,
+                "kernel_bytes": kernel_bytes,
+                # media (a socket pair: RTP and its RTCP) relayed by the
+                # kernel only, or partly (rtpengine's media_kernel/_mixed)
+                "media_kernel": kernel_media,
+                "media_mixed": mixed_media,
             }
         )
 
@@ -1044,7 +1069,8 @@ class EmbeddedEngine:
             # out of the kernel first, while the sockets still hold the port
             if not self._kernel_sync(call_id, without=set(targets)):
                 self._kernel_stale.add(call_id)  # the tick tries again
-            kernel = self._kernel_counters()
+            # the leaving streams' counts were read as they left
+            kernel = self._kernel_counters(fresh=False)
         gone = set()
         for key in targets:
             rtp, rtcp = pairs.pop(key)
@@ -1055,6 +1081,8 @@ class EmbeddedEngine:
                     kp, kb = kernel[relay.local]
                     self._released.packets += kp
                     self._released.bytes += kb
+                    self._released.kernel_packets += kp
+                    self._released.kernel_bytes += kb
                     self.forwarder.forget(relay.local)
                     self._kernel_seen.pop(relay.local, None)
                 del self._sockets[relay.local]
@@ -1117,13 +1145,13 @@ class EmbeddedEngine:
             return False
         return True
 
-    def _kernel_counters(self, fresh=True):
+    def _kernel_counters(self, fresh=True, call_id=None):
         if self.forwarder is None:
             return {}
         from omnirtp.media.kernel import NftError
 
         try:
-            return self.forwarder.counters(fresh)
+            return self.forwarder.counters(fresh, call_id)
         except NftError as e:
             self.log.warn("kernel forwarding: cannot read counters: {error}", error=e)
             return {}
@@ -1132,11 +1160,20 @@ class EmbeddedEngine:
         """Offload what became offloadable (endpoints confirmed since the
         last configuration); a kernel counter that moved counts as a packet
         for the media timeout."""
-        for call_id in list(self._calls):
-            self._kernel_sync(call_id)
-        for call_id in list(self._kernel_stale):
-            if call_id not in self._calls and self._kernel_sync(call_id):
-                self._kernel_stale.discard(call_id)
+        from omnirtp.media.kernel import NftError
+
+        calls = {call_id: self._kernel_streams(call_id) for call_id in self._calls}
+        stale = [c for c in self._kernel_stale if c not in self._calls]
+        for call_id in stale:
+            calls[call_id] = []
+        try:
+            refused = self.forwarder.offload_calls(calls)
+        except NftError as e:  # the first step (streams leaving) failed
+            refused = dict.fromkeys(calls, e)
+        for call_id, error in refused.items():
+            self.log.warn("call {call_id}: kernel forwarding refused ({error}); "
+                          "media stays in userspace", call_id=call_id, error=error)
+        self._kernel_stale.difference_update(c for c in stale if c not in refused)
         counts = self._kernel_counters()
         now = self._reactor.seconds()
         seen = self._kernel_seen

@@ -69,9 +69,29 @@ class NftError(Exception):
     """libnftables refused a batch; the message is its error text."""
 
 
-def table_name(number):
-    """Our table for ``table = number``."""
-    return "omnirtp-%d" % number
+def table_name(number, worker=None):
+    """Our table for ``table = number``: ``omnirtp-N`` for the media engine
+    of the control process, ``omnirtp-N-wK`` for media worker ``K``
+    (``num-threads`` > 0: each worker process owns its table)."""
+    if worker is None:
+        return "omnirtp-%d" % number
+    return "omnirtp-%d-w%d" % (number, worker)
+
+
+def ours(name, number):
+    """True if table ``name`` is one of ``table = number``'s (the control
+    process's or a worker's)."""
+    base = table_name(number)
+    return name == base or re.fullmatch(re.escape(base) + r"-w\d+", name) is not None
+
+
+def list_tables_command():
+    return "list tables %s" % FAMILY
+
+
+def parse_tables(text):
+    """Table names of ``list tables inet`` text output."""
+    return re.findall(r"^table %s (\S+)" % FAMILY, text, re.M)
 
 
 class Stream(namedtuple("Stream", "local source out dest")):
@@ -234,8 +254,32 @@ def list_counters_commands(table):
     return ["list map %s %s %s%s" % (FAMILY, table, COUNTED, f) for f in ("4", "6")]
 
 
+def get_counters_commands(table, streams):
+    """nft syntax that reads the counted elements of ``streams`` only (one
+    ``get element`` per map: the kernel looks each key up, nothing else of
+    the map is listed)."""
+    wanted = {}
+    for stream in streams:
+        name, key, _value = elements(stream)[1]
+        wanted.setdefault(name, []).append("%s . %d . %s . %d" % key)
+    return ["get element %s %s %s { %s }" % (FAMILY, table, name, ", ".join(found))
+            for name, found in sorted(wanted.items())]
+
+
 _ELEMENT = re.compile(
     r"([0-9A-Fa-f.:]+) \. (\d+) \. ([0-9A-Fa-f.:]+) \. (\d+) counter packets (\d+) bytes (\d+)")
+
+
+#: what a kernel counter counts beyond the UDP payload per packet (it sees
+#: the IP packet): IPv4 and UDP headers, IPv6 and UDP headers
+HEADERS = {False: 20 + 8, True: 40 + 8}
+
+
+def payload_counts(counts):
+    """``{key: (packets, payload bytes)}`` from the kernel's ``{key:
+    (packets, IP bytes)}``: userspace counts UDP payloads, so must we."""
+    return {key: (packets, max(0, octets - packets * HEADERS[":" in key[0]]))
+            for key, (packets, octets) in counts.items()}
 
 
 def parse_counters(text):
@@ -331,10 +375,11 @@ class NftForwarder:
 
     log = Logger()
 
-    def __init__(self, number, nft=None, proc="/proc/sys", reader=None):
+    def __init__(self, number, nft=None, proc="/proc/sys", reader=None, worker=None):
         if number < 0:
             raise ValueError("table must be 0 or more, got %r" % (number,))
-        self.table = table_name(number)
+        self.number, self.worker = number, worker
+        self.table = table_name(number, worker)
         self._nft = nft
         #: a second context for counter reads: libnftables keeps a cache per
         #: context, and one that has listed thousands of elements makes
@@ -361,8 +406,15 @@ class NftForwarder:
             self._reader = Nft()
         try:
             # a crash's leftovers go first, even when we cannot go on: they
-            # would keep rewriting packets to ports we now relay in userspace
-            self._nft.run(batch(drop_commands(self.table)))
+            # would keep rewriting packets to ports we now relay in userspace;
+            # the control process's forwarder also drops the workers' tables
+            # (a previous run with num-threads > 0)
+            leftovers = [self.table]
+            if self.worker is None:
+                listed = parse_tables(self._nft.run(list_tables_command(), text_output=True))
+                leftovers += [name for name in listed
+                              if name != self.table and ours(name, self.number)]
+            self._nft.run(batch([c for name in leftovers for c in drop_commands(name)]))
         except NftError as e:
             raise KernelUnavailable("nftables refused our table %s: %s" % (self.table, e)) from None
         self.ipv4, self.ipv6 = forwarding_enabled(self._proc)
@@ -396,19 +448,39 @@ class NftForwarder:
         self.batches += 1
 
     def offload(self, call_id, streams):
-        installed = self._calls.get(call_id, {})
-        wanted = {s.local: s for s in streams
-                  if offloadable(s) and (self.ipv6 if s.v6 else self.ipv4)}
-        leaving, arriving, refused = plan(installed, wanted, self._owners)
-        self.refused += len(refused)
-        if not leaving and not arriving:
-            return
-        now = {local: s for local, s in installed.items() if wanted.get(local) == s}
-        cmds = []
+        refused = self.offload_calls({call_id: streams})
+        if refused:
+            raise refused[call_id]
+
+    def offload_calls(self, calls):
+        """:meth:`offload` for several calls (``{call_id: streams}``) with
+        as few batches as one call needs: the engine's tick hands over
+        every call at once (a batch costs milliseconds whatever its size).
+        Returns ``{call_id: NftError}`` of the calls whose streams the
+        kernel refused (their new streams stay in userspace)."""
+        owners = dict(self._owners)
+        work = []  # (call_id, now, leaving, arriving)
+        for call_id, streams in calls.items():
+            installed = self._calls.get(call_id, {})
+            wanted = {s.local: s for s in streams
+                      if offloadable(s) and (self.ipv6 if s.v6 else self.ipv4)}
+            leaving, arriving, refused = plan(installed, wanted, owners)
+            self.refused += len(refused)
+            if not leaving and not arriving:
+                continue
+            # a later call of this batch must not take these keys
+            for stream in arriving:
+                for k in keys(stream):
+                    owners[k] = stream.local
+            now = {local: s for local, s in installed.items() if wanted.get(local) == s}
+            work.append((call_id, now, leaving, arriving))
+        if not work:
+            return {}
+        leaving = [s for _c, _n, out, _a in work for s in out]
         if leaving:
             # step one: packets go back to the sockets, counters stop
             self._run([c for s in leaving for c in stop_commands(self.table, s)])
-            counts = self._read()
+            counts = self._read(leaving)
             for stream in leaving:
                 key = elements(stream)[1][1]
                 packets, octets = counts.get(key, (0, 0))
@@ -418,21 +490,33 @@ class NftForwarder:
                 self._last.pop(key, None)
                 for k in keys(stream):
                     self._owners.pop(k, None)
-                cmds += remove_commands(self.table, stream)
-        for stream in arriving:
-            cmds += add_commands(self.table, stream)
+        batches = [(call_id, now, arriving,
+                    [c for s in out for c in remove_commands(self.table, s)]
+                    + [c for s in arriving for c in add_commands(self.table, s)])
+                   for call_id, now, out, arriving in work]
+        failed = {}
         try:
-            self._run(cmds)
-        except NftError:
-            # the leaving streams are out of the forwarding path already;
-            # forget the arriving ones (userspace relays them)
+            self._run([c for _c, _n, _a, cmds in batches for c in cmds])
+        except NftError as e:
+            if len(batches) == 1:
+                failed[batches[0][0]] = e
+            else:
+                # one call spoilt the batch: each call by itself
+                for call_id, now, arriving, cmds in batches:
+                    try:
+                        self._run(cmds)
+                    except NftError as e:
+                        failed[call_id] = e
+        for call_id, now, arriving, _cmds in batches:
+            if call_id not in failed:
+                for stream in arriving:
+                    now[stream.local] = stream
+                    for k in keys(stream):
+                        self._owners[k] = stream.local
+            # a refused call: its leaving streams are out of the forwarding
+            # path already, its arriving ones are forgotten (userspace)
             self._store(call_id, now)
-            raise
-        for stream in arriving:
-            now[stream.local] = stream
-            for k in keys(stream):
-                self._owners[k] = stream.local
-        self._store(call_id, now)
+        return failed
 
     def _store(self, call_id, streams):
         if streams:
@@ -448,15 +532,31 @@ class NftForwarder:
             out.update(streams)
         return out
 
-    def _read(self):
+    def _read(self, streams=None):
+        """``{counted key: (packets, bytes)}`` of ``streams`` (their
+        elements only), or of every stream (the whole maps: the tick)."""
         counts = {}
+        if streams is not None:
+            if not streams:
+                return counts
+            try:
+                for command in get_counters_commands(self.table, streams):
+                    counts.update(parse_counters(self._reader.run(command, text_output=True)))
+                return payload_counts(counts)
+            except NftError:
+                # one element missing fails the whole get: list the maps
+                counts = {}
         for command in list_counters_commands(self.table):
             counts.update(parse_counters(self._reader.run(command, text_output=True)))
-        return counts
+        return payload_counts(counts)
 
-    def counters(self, fresh=True):
-        if fresh and any(self._calls.values()):
-            self._last = self._read()
+    def counters(self, fresh=True, call_id=None):
+        if fresh:
+            if call_id is not None:
+                streams = list(self._calls.get(call_id, {}).values())
+                self._last.update(self._read(streams))
+            elif any(self._calls.values()):
+                self._last = self._read()
         out = {local: tuple(v) for local, v in self._done.items()}
         for streams in self._calls.values():
             for local, stream in streams.items():
@@ -467,3 +567,16 @@ class NftForwarder:
 
     def forget(self, local):
         self._done.pop(local, None)
+
+
+def drop_table(name, nft=None):
+    """Delete table ``name`` if it exists (a worker that died leaves its
+    table behind); ``nft``: an :class:`Nft` (None: a new one, closed after)."""
+    own = nft is None
+    if own:
+        nft = Nft()
+    try:
+        nft.run(batch(drop_commands(name)))
+    finally:
+        if own:
+            nft.close()

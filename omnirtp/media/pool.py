@@ -324,6 +324,8 @@ class WorkerPool(service.Service):
         log_level=6,
         env=None,
         certificate=None,
+        table=-1,
+        drop_table=None,
     ):
         if not isinstance(n, int) or n < 1:
             raise ConfigError("num-threads for a worker pool must be at least 1, got %r" % (n,))
@@ -336,6 +338,11 @@ class WorkerPool(service.Service):
         #: handed to every worker when it starts (SetCertificate); None: none
         self.certificate = certificate
         self.env = worker_environment(env)
+        #: ``table = N``: each worker forwards plain streams in the kernel
+        #: in its own nftables table (``omnirtp-N-wK``), which this process
+        #: deletes when the worker ends (a killed worker leaves it)
+        self.table = table
+        self._drop_table = drop_table
         self.slots = []
         for index in range(n):
             slices = {}
@@ -402,6 +409,8 @@ class WorkerPool(service.Service):
         ]
         for address, port_range in sorted(slot.slices.items()):
             args += ["--slice", format_slice(address, port_range)]
+        if self.table >= 0:
+            args += ["--table", str(self.table)]
         slot.started_at = self.reactor.seconds()
         try:
             self.reactor.spawnProcess(
@@ -465,11 +474,25 @@ class WorkerPool(service.Service):
         except Exception:
             pass
 
+    def _dropKernelTable(self, slot):
+        """The ended worker's rules go: they would forward to ports nobody
+        holds (and that its next process hands out again)."""
+        from omnirtp.media.kernel import KernelUnavailable, NftError, drop_table, table_name
+
+        name = table_name(self.table, slot.index)
+        try:
+            (self._drop_table or drop_table)(name)
+        except (KernelUnavailable, NftError) as e:
+            self.log.warn("media worker {worker}: cannot delete nftables table {name}: {error}",
+                          worker=slot.index, name=name, error=str(e))
+
     def _workerEnded(self, slot, process, reason):
         if slot.process is not process:
             return
         how = describe_exit(reason)
         slot.process = None
+        if self.table >= 0:
+            self._dropKernelTable(slot)
         if slot.kill_call is not None and slot.kill_call.active():
             slot.kill_call.cancel()
         slot.kill_call = None

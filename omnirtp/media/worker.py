@@ -189,7 +189,28 @@ def build_parser():
     )
     parser.add_argument("--engine", default=DEFAULT_ENGINE, metavar="MODULE:NAME")
     parser.add_argument("--log-level", type=int, default=6, help="syslog level 0-7")
+    parser.add_argument("--table", type=int, default=-1,
+                        help="forward plain streams in the kernel (nftables table "
+                             "omnirtp-TABLE-wINDEX); -1: no")
     return parser
+
+
+def build_forwarder(table, index, log, make=None):
+    """The worker's started kernel forwarder (``--table`` >= 0), or None
+    (off, or impossible here: one log line, media in userspace; the control
+    process already checked, so this is rare).  ``make``: the factory."""
+    if table < 0:
+        return None
+    from omnirtp.media.kernel import KernelUnavailable, NftForwarder
+
+    try:
+        forwarder = (make or NftForwarder)(table, worker=index)
+        forwarder.start()
+    except KernelUnavailable as e:
+        log.warn("table = {table}: {reason}; this worker relays media in userspace",
+                 table=table, reason=str(e))
+        return None
+    return forwarder
 
 
 def main(argv=None):
@@ -211,7 +232,11 @@ def main(argv=None):
 
     log = Logger(namespace="omnirtp.media.worker")
     factory = load_factory(args.engine)
-    engine = factory(reactor, interfaces)
+    forwarder = build_forwarder(args.table, args.index, log)
+    if forwarder is None:
+        engine = factory(reactor, interfaces)
+    else:
+        engine = factory(reactor, interfaces, forwarder=forwarder)
 
     protocol = WorkerProtocol(engine, reactor, on_close=stopper(reactor, engine))
     StandardIO(protocol, stdin=FD_FROM_CONTROL, stdout=FD_TO_CONTROL, reactor=reactor)

@@ -151,20 +151,48 @@ def proc(test, ipv4=True, ipv6=True):
     return root
 
 
+def ip_counts(key, counts):
+    """What the kernel's counter shows for ``counts`` (packets, UDP payload
+    bytes): it counts IP packets, headers included."""
+    packets, octets = counts
+    return packets, octets + packets * (48 if ":" in key[0] else 28)
+
+
 class FakeNft:
     """Records batches; ``counts`` ({daddr key: (packets, bytes)}) is what
     a counter list shows; ``fail`` makes the next batch raise."""
 
-    def __init__(self):
+    def __init__(self, table=T):
+        self.table = table
         self.batches = []
         self.counts = {}
         self.fail = None
+        #: the counter reads: "list MAP" (a whole map) or "get MAP" (elements)
+        self.reads = []
+        #: ``list tables inet`` shows these
+        self.tables = []
 
     def run(self, text, text_output=False):
-        if text.startswith("list map inet %s daddr" % T):
+        if text.startswith("list map inet %s daddr" % self.table):
             assert text_output
+            self.reads.append("list " + text.split()[4])
             return "".join("%s . %d . %s . %d counter packets %d bytes %d : x\n"
-                           % (k + v) for k, v in self.counts.items())
+                           % (k + ip_counts(k, v)) for k, v in self.counts.items())
+        if text.startswith("get element inet %s daddr" % self.table):
+            assert text_output
+            self.reads.append("get " + text.split()[4])
+            wanted = text[text.index("{") + 1:text.rindex("}")].split(",")
+            out = []
+            for item in wanted:
+                x, xp, la, yp = item.strip().split(" . ")
+                key = (x, int(xp), la, int(yp))
+                if key not in self.counts:
+                    raise NftError("Could not process rule: No such file or directory")
+                out.append("%s . %d . %s . %d counter packets %d bytes %d : x\n"
+                           % (key + ip_counts(key, self.counts[key])))
+            return "".join(out)
+        if text == "list tables inet":
+            return "".join("table inet %s\n" % name for name in self.tables)
         if self.fail is not None:
             error, self.fail = self.fail, None
             raise NftError(error)
@@ -273,6 +301,97 @@ class ForwarderTests(SynchronousTestCase):
         self.fw.forget(S1.local)
         self.assertEqual(self.fw.counters(), {S2.local: (5, 500)})
 
+    def test_offload_calls_one_batch(self):
+        """Several calls (the tick): one batch; a stream whose keys an
+        earlier call of the same batch takes stays in userspace."""
+        self.fw.start()
+        other = Stream(("10.0.0.1", 30010), ("10.0.0.2", 4000), ("10.0.0.1", 30012),
+                       ("10.0.9.9", 5000))  # shares S1's source and Y port
+        S3 = Stream(("10.0.0.1", 30020), ("10.0.0.3", 4000), ("10.0.0.1", 30022),
+                    ("10.0.1.3", 5000))
+        self.assertEqual(self.fw.offload_calls({"c1": [S1, S2], "c2": [other], "c3": [S3]}), {})
+        self.assertEqual(self.nft.batches[2:], [
+            add_commands(T, S1) + add_commands(T, S2) + add_commands(T, S3)])
+        self.assertEqual((self.fw.offloaded("c2"), self.fw.refused), ({}, 1))
+        # c1 leaves and c3 changes: one stop batch, one read, one batch
+        moved = S3._replace(source=("10.0.0.9", 4100))
+        self.nft.counts = {daddr(S1): (1, 10), daddr(S2): (2, 20), daddr(S3): (3, 30)}
+        self.assertEqual(self.fw.offload_calls({"c1": [], "c3": [moved]}), {})
+        self.assertEqual(self.nft.batches[3:], [
+            stop_commands(T, S1) + stop_commands(T, S2) + stop_commands(T, S3),
+            remove_commands(T, S1) + remove_commands(T, S2) + remove_commands(T, S3)
+            + add_commands(T, moved)])
+        self.assertEqual(self.nft.reads, ["get daddr4"])
+        self.assertEqual(self.fw.offloaded(), {S3.local: moved})
+        self.assertEqual(self.fw.counters(fresh=False),
+                         {S1.local: (1, 10), S2.local: (2, 20), S3.local: (3, 30)})
+
+    def test_offload_calls_spoilt_batch(self):
+        """A batch the kernel refuses: each call again by itself; only the
+        refused one stays out."""
+        self.fw.start()
+
+        class Picky(FakeNft):
+            def run(self, text, text_output=False):
+                if not text_output and "30002" in text and "30000" not in text:
+                    raise NftError("File exists")
+                return FakeNft.run(self, text, text_output)
+
+        self.fw._nft = Picky()
+        S3 = Stream(("10.0.0.1", 30020), ("10.0.0.3", 4000), ("10.0.0.1", 30022),
+                    ("10.0.1.3", 5000))
+        lonely = S2._replace(out=("10.0.0.1", 30004))
+        failed = self.fw.offload_calls({"c1": [lonely], "c3": [S3]})
+        self.assertEqual(list(failed), ["c1"])
+        self.assertEqual(str(failed["c1"]), "File exists")
+        self.assertEqual(self.fw.offloaded(), {S3.local: S3})
+        self.assertEqual(self.fw._nft.batches, [add_commands(T, S3)])
+
+    def test_reads_per_element(self):
+        """A query reads its call's counted elements only; a stream that
+        leaves has its own element read; the tick lists the maps."""
+        self.fw.start()
+        self.fw.offload("c1", [S1])
+        self.fw.offload("c2", [S2])
+        self.nft.counts = {daddr(S1): (5, 500), daddr(S2): (3, 300)}
+        self.assertEqual(self.fw.counters(call_id="c1"), {S1.local: (5, 500), S2.local: (0, 0)})
+        self.assertEqual(self.nft.reads, ["get daddr4"])
+        self.assertEqual(self.fw.counters(), {S1.local: (5, 500), S2.local: (3, 300)})
+        lists = ["list daddr4", "list daddr6"]
+        self.assertEqual(self.nft.reads, ["get daddr4"] + lists)
+        self.nft.counts[daddr(S1)] = (7, 700)
+        self.fw.offload("c1", [])
+        self.assertEqual(self.nft.reads, ["get daddr4"] + lists + ["get daddr4"])
+        self.assertEqual(self.fw.counters(fresh=False), {S1.local: (7, 700), S2.local: (3, 300)})
+        self.assertEqual(self.fw.counters(call_id="c1"), {S1.local: (7, 700), S2.local: (3, 300)})
+        self.assertEqual(len(self.nft.reads), 4)  # c1 has none in the kernel: no read
+
+    def test_payload_counts(self):
+        """The kernel counts IP packets; userspace (and rtpengine) UDP
+        payloads: the headers come off."""
+        self.assertEqual(kernel.payload_counts({
+            ("10.0.0.2", 1, "10.0.0.1", 2): (3, 3 * (28 + 172)),
+            ("2001:db8::2", 1, "2001:db8::1", 2): (2, 2 * (48 + 160)),
+            ("10.0.0.3", 1, "10.0.0.1", 2): (0, 0)}), {
+            ("10.0.0.2", 1, "10.0.0.1", 2): (3, 3 * 172),
+            ("2001:db8::2", 1, "2001:db8::1", 2): (2, 2 * 160),
+            ("10.0.0.3", 1, "10.0.0.1", 2): (0, 0)})
+
+    def test_get_commands(self):
+        self.assertEqual(kernel.get_counters_commands(T, [S1, S6, S2]), [
+            "get element inet omnirtp-0 daddr4 { 10.0.0.2 . 4000 . 10.0.0.1 . 5000, "
+            "10.0.1.2 . 5000 . 10.0.0.1 . 4000 }",
+            "get element inet omnirtp-0 daddr6 { 2001:db8::2 . 4000 . 2001:db8::1 . 5000 }"])
+
+    def test_missing_element_lists_the_map(self):
+        """An element gone from the kernel fails ``get``: the maps are
+        listed instead (what is not there counts as nothing new)."""
+        self.fw.start()
+        self.fw.offload("c1", [S1, S2])
+        self.nft.counts = {daddr(S1): (5, 500)}
+        self.assertEqual(self.fw.counters(call_id="c1"), {S1.local: (5, 500), S2.local: (0, 0)})
+        self.assertEqual(self.nft.reads, ["get daddr4", "list daddr4", "list daddr6"])
+
     def test_stop_deletes_table(self):
         self.fw.start()
         self.fw.offload("c1", [S1])
@@ -350,11 +469,28 @@ class EngineTests(SynchronousTestCase):
         self.assertEqual((stats["packets"], stats["bytes"], stats["kernel"], stats["last_packet"]),
                          (11, 400 + len(RTP), {"packets": 10, "bytes": 400}, 506.0))
         totals = self.successResultOf(self.engine.totals())
-        self.assertEqual(totals["packets"], 12)
+        self.assertEqual((totals["packets"], totals["kernel_packets"], totals["kernel_bytes"]),
+                         (12, 10, 400))
+        # RTP offloaded both ways, RTCP silent: both media kernel-only
+        self.assertEqual((totals["media_kernel"], totals["media_mixed"]), (2, 0))
         self.successResultOf(self.engine.release("c1"))
         self.assertEqual(self.fw.offloaded(), {})
-        self.assertEqual(self.successResultOf(self.engine.totals())["packets"], 12)
+        totals = self.successResultOf(self.engine.totals())
+        self.assertEqual((totals["packets"], totals["kernel_packets"], totals["kernel_bytes"],
+                          totals["media_kernel"]), (12, 10, 400, 0))
         self.assertEqual(self.fw.counters(), {})
+
+    def test_media_mixed(self):
+        """RTCP that reached userspace but is not offloaded (its peer never
+        sent any): the media is mixed."""
+        a, b = self.call()
+        self.confirm(a, b)
+        self.net.inject((HOST, a + 1), b"\x80\xc9\x00\x01" + b"\x00" * 4, (A[0], A[1] + 1))
+        self.net.pump(self.reactor)
+        self.reactor.advance(1.0)
+        totals = self.successResultOf(self.engine.totals())
+        self.assertEqual((totals["media_kernel"], totals["media_mixed"]), (1, 1))
+        self.assertEqual((totals["kernel_packets"], totals["kernel_bytes"]), (0, 0))
 
     def test_srtp_leaves_kernel(self):
         """A re-INVITE to SRTP: the configuration takes the streams out of
@@ -450,7 +586,143 @@ class BuildTests(SynchronousTestCase):
         self.assertEqual(str(e), "table = 0: nftables refused our table omnirtp-0: Operation "
                                  "not permitted, and no-fallback is set")
 
-    def test_workers(self):
-        self.assertIsNone(build_forwarder(_Config(0, num_threads=2), make=self.fail))
-        e = self.assertRaises(ConfigError, build_forwarder, _Config(0, True, 2), self.fail)
-        self.assertIn("num-threads = 0", str(e))
+    def test_workers_fallback(self):
+        """With media workers the control process checks the same way."""
+        self.assertIsNone(build_forwarder(_Config(0, num_threads=2), make=self.refuse))
+        e = self.assertRaises(ConfigError, build_forwarder, _Config(0, True, 2), self.refuse)
+        self.assertEqual(str(e), "table = 0: nftables refused our table omnirtp-0: Operation "
+                                 "not permitted, and no-fallback is set")
+
+
+class WorkerTableTests(SynchronousTestCase):
+    """num-threads > 0: each media worker owns ``omnirtp-N-wK``."""
+
+    def test_names(self):
+        self.assertEqual((kernel.table_name(3), kernel.table_name(3, 1)),
+                         ("omnirtp-3", "omnirtp-3-w1"))
+        self.assertEqual([n for n in ("omnirtp-1", "omnirtp-1-w0", "omnirtp-1-w12", "omnirtp-10",
+                                      "omnirtp-10-w1", "omnirtp-1-wx", "filter", "omnirtp-1-w1-x")
+                          if kernel.ours(n, 1)],
+                         ["omnirtp-1", "omnirtp-1-w0", "omnirtp-1-w12"])
+        self.assertEqual(kernel.parse_tables("table inet filter\ntable inet omnirtp-0-w1\n"),
+                         ["filter", "omnirtp-0-w1"])
+
+    def test_control_start_drops_worker_leftovers(self):
+        """The control process's forwarder deletes every table of its
+        number (a crashed run with workers), nothing else."""
+        nft = FakeNft()
+        nft.tables = ["filter", "omnirtp-0-w0", "omnirtp-0-w1", "omnirtp-1-w0", "omnirtp-0"]
+        NftForwarder(0, nft=nft, proc=proc(self)).start()
+        self.assertEqual(nft.batches, [
+            kernel.drop_commands(T) + kernel.drop_commands("omnirtp-0-w0")
+            + kernel.drop_commands("omnirtp-0-w1"), setup_commands(T)])
+
+    def test_worker_start_drops_its_own(self):
+        nft = FakeNft("omnirtp-0-w1")
+        nft.tables = ["omnirtp-0-w0", "omnirtp-0-w1"]
+        fw = NftForwarder(0, nft=nft, proc=proc(self), worker=1)
+        fw.start()
+        self.assertEqual(fw.table, "omnirtp-0-w1")
+        self.assertEqual(nft.batches, [kernel.drop_commands("omnirtp-0-w1"),
+                                       setup_commands("omnirtp-0-w1")])
+        fw.offload("c1", [S1])
+        self.assertEqual(nft.batches[-1], add_commands("omnirtp-0-w1", S1))
+
+    def test_worker_build(self):
+        from omnirtp.media.worker import build_forwarder as worker_forwarder
+        from twisted.logger import Logger
+
+        made = []
+
+        def make(number, worker):
+            made.append(NftForwarder(number, nft=FakeNft(), proc=proc(self), worker=worker))
+            return made[-1]
+
+        self.assertIsNone(worker_forwarder(-1, 0, Logger(), make=self.fail))
+        self.assertEqual(worker_forwarder(2, 1, Logger(), make=make).table, "omnirtp-2-w1")
+
+        def refuse(number, worker):
+            fw = make(number, worker)
+            fw._nft.fail = "Operation not permitted"
+            return fw
+
+        self.assertIsNone(worker_forwarder(2, 1, Logger(), make=refuse))
+
+    def test_pool_passes_table_and_drops_a_dead_workers(self):
+        """The pool starts its workers with ``--table``; a worker that died
+        (its rules would forward to ports nobody holds) loses its table at
+        once, before it is restarted."""
+        from omnirtp.media.pool import WorkerPool
+        from omnirtp.test.test_pool import FakeProcessReactor
+
+        reactor = FakeProcessReactor()
+        dropped = []
+        pool = WorkerPool(reactor, {"127.0.0.1": (40000, 40099)}, 2, table=0,
+                          drop_table=dropped.append)
+        pool.startService()
+        reactor.pump()
+        self.assertEqual([p.args[-2:] for p in reactor.spawned], [["--table", "0"]] * 2)
+        reactor.spawned[1].end(signal=9)
+        self.assertEqual(dropped, ["omnirtp-0-w1"])
+        reactor.advance(pool.restart_delay)
+        self.assertEqual(reactor.spawned[2].args, reactor.spawned[1].args)
+
+        def refused(name):
+            raise NftError("Operation not permitted")
+
+        pool._drop_table = refused
+        reactor.spawned[0].end(status=1)  # logged, not raised
+        self.assertEqual(pool.workers[0]["state"], "down")
+
+    def test_pool_without_table(self):
+        from omnirtp.media.pool import WorkerPool
+        from omnirtp.test.test_pool import FakeProcessReactor
+
+        reactor = FakeProcessReactor()
+        pool = WorkerPool(reactor, {"127.0.0.1": (40000, 40099)}, 1, drop_table=self.fail)
+        pool.startService()
+        reactor.pump()
+        self.assertNotIn("--table", reactor.spawned[0].args)
+        reactor.spawned[0].end(signal=9)
+
+
+class ReportTests(SynchronousTestCase):
+    """Kernel figures in ``statistics``, ``list totals`` and ``/metrics``,
+    where rtpengine 10.5 shows its kernel module's."""
+
+    STATS = {"currentstatistics": {"media_kernel": 2, "media_mixed": 1, "media_userspace": 3},
+             "totalstatistics": {"relayedpackets": 100, "relayedbytes": 9000,
+                                 "relayedpacketerrors": 2, "relayedpackets_kernel": 60,
+                                 "relayedbytes_kernel": 5000, "relayedpacketerrors_kernel": 0}}
+
+    def test_cli_totals(self):
+        from omnirtp.cli.commands import totals
+
+        text = totals(self.STATS, 6)
+        for label, value in (("Total relayed packets (userspace)", 40),
+                             ("Total relayed bytes (userspace)", 4000),
+                             ("Total relayed packet errors (userspace)", 2),
+                             ("Total relayed packets (kernel)", 60),
+                             ("Total relayed bytes (kernel)", 5000),
+                             ("Total relayed packets", 100),
+                             ("Userspace-only media streams", 3),
+                             ("Kernel-only media streams", 2),
+                             ("Mixed kernel/userspace media streams", 1)):
+            self.assertIn("\n %-48s:%d\n" % (label, value), text)
+
+    def test_metrics(self):
+        from prometheus_client.parser import text_string_to_metric_families
+        from omnirtp.http.metrics import render
+
+        found = {}
+        for family in text_string_to_metric_families(render(self.STATS, [], 6).decode()):
+            for sample in family.samples:
+                found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        self.assertEqual(
+            [found[("rtpengine_packets_total", (("type", t),))] for t in ("userspace", "kernel")],
+            [40, 60])
+        self.assertEqual(
+            [found[("rtpengine_bytes_total", (("type", t),))] for t in ("userspace", "kernel")],
+            [4000, 5000])
+        self.assertEqual([found[("rtpengine_mediastreams", (("type", t),))]
+                          for t in ("userspace", "kernel", "mixed")], [3, 2, 1])

@@ -134,12 +134,13 @@ class Namespaces:
 class NetnsDaemon(Daemon):
     """omnirtp in the proxy namespace; its ng client is made in there too."""
 
-    def __init__(self, nets, extra=()):
+    def __init__(self, nets, extra=(), threads=0):
         env = dict(os.environ, PYTHONPATH=ROOT)
         argv = ["ip", "netns", "exec", nets.proxy, sys.executable, "-c", TWISTD, "-n",
                 "--pidfile=", "omnirtp", "--config-file=none",
                 "--listen-ng=127.0.0.1:%d" % NG_PORT, "--port-min=%d" % PORT_MIN,
-                "--port-max=%d" % PORT_MAX, "--num-threads=0", "--interface=%s" % PROXY_A,
+                "--port-max=%d" % PORT_MAX, "--num-threads=%d" % threads,
+                "--interface=%s" % PROXY_A,
                 "--endpoint-learning=immediate", "--delete-delay=0", "--table=0"] + list(extra)
         Daemon.__init__(self, argv, NG_PORT, cwd=ROOT, env=env, name="omnirtp-kernel")
         self.nets = nets
@@ -164,6 +165,33 @@ class NetnsDaemon(Daemon):
     def kill(self):
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(5)
+
+    def workers(self):
+        """``{index: pid}`` of the media worker processes (the daemon's
+        children, ``--index K`` on their command line)."""
+        found = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    stat = f.read()
+                with open("/proc/%s/cmdline" % entry, "rb") as f:
+                    argv = f.read().decode("utf-8", "replace").split("\0")
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == self.process.pid \
+                    and "--index" in argv:
+                found[int(argv[argv.index("--index") + 1])] = int(entry)
+        return found
+
+    def kill_all(self):
+        """SIGKILL for the daemon and its workers at once (a crash that
+        leaves no process to clean up)."""
+        os.kill(self.process.pid, signal.SIGSTOP)  # no restart in between
+        for pid in self.workers().values():
+            os.kill(pid, signal.SIGKILL)
+        self.kill()
 
 
 def party_socket(test, ns, address, port=0):
@@ -209,10 +237,20 @@ class KernelForwardingTests(SynchronousTestCase):
     def setUp(self):
         self.nets = Namespaces(self)
 
+    #: media worker processes (num-threads)
+    threads = 0
+
     def daemon(self, *extra):
-        daemon = NetnsDaemon(self.nets, extra)
+        daemon = NetnsDaemon(self.nets, extra, threads=self.threads)
         self.addCleanup(daemon.stop)
-        return daemon.start()
+        # ng answers once the media workers are up: on a loaded machine
+        # their start (Twisted and omnirtp imported again) takes a while
+        daemon.start(wait=60.0 if self.threads else 20.0)
+        self.wait_ready()
+        return daemon
+
+    def wait_ready(self):
+        """The media plane is up (its table made)."""
 
     def call(self, daemon, call_id="k1"):
         """A plain call; returns the parties' RTP and RTCP sockets and the
@@ -252,22 +290,30 @@ class KernelForwardingTests(SynchronousTestCase):
         self.assertEqual(receive(s["ac"], count),
                          [(p, (to_a[0], to_a[1] + 1)) for p in expect_rtcp])
 
+    def tables(self):
+        """Our tables in the proxy namespace: ``omnirtp-0`` (num-threads 0)
+        or ``omnirtp-0-wK`` (one per media worker)."""
+        listed = self.nets.nft("list", "tables", "inet") or []
+        return sorted(item["table"]["name"] for item in listed
+                      if "table" in item and item["table"]["name"].startswith("omnirtp-0"))
+
     def kernel_counters(self):
         """``{(sender's port, receiver's port): packets}`` of the kernel's
-        per-stream counters (elements of the map ``daddr4``)."""
-        listed = self.nets.nft("list", "map", "inet", "omnirtp-0", "daddr4") or []
+        per-stream counters (elements of the maps ``daddr4``)."""
         found = {}
-        for item in listed:
-            for elem in item.get("map", {}).get("elem", ()):
-                counted = elem[0]["elem"]
-                key = counted["val"]["concat"]
-                found[(key[1], key[3])] = counted["counter"]["packets"]
+        for table in self.tables():
+            listed = self.nets.nft("list", "map", "inet", table, "daddr4") or []
+            for item in listed:
+                for elem in item.get("map", {}).get("elem", ()):
+                    counted = elem[0]["elem"]
+                    key = counted["val"]["concat"]
+                    found[(key[1], key[3])] = counted["counter"]["packets"]
         return found
 
-    def stream_objects(self):
+    def stream_objects(self, table="omnirtp-0"):
         """``{map: elements}`` of our table's maps that hold any (None: no
         table)."""
-        listed = self.nets.nft("list", "table", "inet", "omnirtp-0")
+        listed = self.nets.nft("list", "table", "inet", table)
         if listed is None:
             return None
         return {item["map"]["name"]: len(item["map"]["elem"])
@@ -300,6 +346,17 @@ class KernelForwardingTests(SynchronousTestCase):
         self.assertEqual(query["result"], "ok", query)
         self.assertEqual(query["totals"]["RTP"]["packets"], 2 * (BEFORE + AFTER))
         self.assertEqual(query["totals"]["RTCP"]["packets"], 2 * (BEFORE + AFTER))
+        # bytes as userspace counts them (UDP payload; the kernel's counter
+        # sees IP packets)
+        self.assertEqual(query["totals"]["RTP"]["bytes"], 2 * (BEFORE + AFTER) * len(rtp(1)))
+        # statistics split them as rtpengine does its kernel module's
+        stats = daemon.request({"command": "statistics"})["statistics"]
+        current, total = stats["currentstatistics"], stats["totalstatistics"]
+        self.assertEqual((current["media_userspace"], current["media_kernel"],
+                          current["media_mixed"]), (0, 2, 0))
+        self.assertEqual((total["relayedpackets_user"], total["relayedpackets_kernel"],
+                          total["relayedpackets"]), (4 * BEFORE, 4 * AFTER, 4 * (BEFORE + AFTER)))
+        self.assertEqual(total["relayedbytes_kernel"], 2 * AFTER * (len(rtp(1)) + len(rtcp(1))))
         deleted = daemon.request({"command": "delete", "call-id": "k1", "from-tag": "ft"})
         self.assertEqual(deleted["result"], "ok", deleted)
         self.assertEqual(self.stream_objects(), {})
@@ -369,3 +426,107 @@ class KernelForwardingTests(SynchronousTestCase):
         self.assertEqual(self.kernel_counters(), {
             (pa, pb): AFTER, (pb, pa): AFTER, (pa + 1, pb + 1): AFTER, (pb + 1, pa + 1): AFTER})
         self.assertEqual(receive(old, 1, timeout=0.2), [])
+
+
+class WorkerKernelForwardingTests(KernelForwardingTests):
+    """The same with two media worker processes (``num-threads = 2``): each
+    worker forwards its calls' streams in its own table ``omnirtp-0-wK``;
+    the control process deletes a killed worker's table and, at start,
+    whatever a crash of the whole daemon left."""
+
+    threads = 2
+    WORKER_TABLES = ["omnirtp-0-w0", "omnirtp-0-w1"]
+
+    def wait_ready(self):
+        """Each worker made its table (ng answers before they started)."""
+        deadline = time.monotonic() + 60  # a restarted worker on a loaded machine
+        while time.monotonic() < deadline and self.tables() != self.WORKER_TABLES:
+            time.sleep(0.1)
+        self.assertEqual(self.tables(), self.WORKER_TABLES)
+
+    def stream_objects(self, table=None):
+        """``{map: elements}`` over the workers' tables (None: no table)."""
+        found = None
+        for name in self.tables():
+            # (a table listed a moment ago may be gone: a worker ended)
+            for key, count in (KernelForwardingTests.stream_objects(self, name) or {}).items():
+                found = found or {}
+                found[key] = found.get(key, 0) + count
+            found = found or {}
+        return found
+
+    def test_offloaded_call(self):
+        """As without workers; a clean stop deletes the workers' tables."""
+        KernelForwardingTests.test_offloaded_call(self)
+        self.assertEqual(self.tables(), [])
+
+    def test_calls_on_both_workers(self):
+        """Two calls, one per worker: both offloaded in their worker's
+        table, counted exactly; a killed worker's table goes at once (its
+        call is lost) and its next process starts from an empty one."""
+        daemon = self.daemon()
+        self.assertEqual(self.tables(), self.WORKER_TABLES)
+        s1, to_a1, to_b1 = self.call(daemon, "k1")
+        s2, to_a2, to_b2 = self.call(daemon, "k2")
+        for s, to_a, to_b in ((s1, to_a1, to_b1), (s2, to_a2, to_b2)):
+            self.exchange(s, to_a, to_b, 1, BEFORE)
+        self.wait_offloaded(8)
+        for name in self.WORKER_TABLES:
+            self.assertEqual(KernelForwardingTests.stream_objects(self, name),
+                             {"dport4": 4, "daddr4": 4, "sport4": 4, "saddr4": 4})
+        for s, to_a, to_b in ((s1, to_a1, to_b1), (s2, to_a2, to_b2)):
+            self.exchange(s, to_a, to_b, 1 + BEFORE, AFTER)
+        expected = {}
+        for s in (s1, s2):
+            pa, pb = s["a"].getsockname()[1], s["b"].getsockname()[1]
+            expected.update({(pa, pb): AFTER, (pb, pa): AFTER, (pa + 1, pb + 1): AFTER,
+                             (pb + 1, pa + 1): AFTER})
+        self.assertEqual(self.kernel_counters(), expected)
+        for call_id in ("k1", "k2"):
+            query = daemon.request({"command": "query", "call-id": call_id})
+            self.assertEqual(query["totals"]["RTP"]["packets"], 2 * (BEFORE + AFTER))
+            self.assertEqual(query["totals"]["RTCP"]["packets"], 2 * (BEFORE + AFTER))
+        # the worker that holds k2 dies with its streams in the kernel
+        workers = daemon.workers()
+        self.assertEqual(sorted(workers), [0, 1])
+        owner = self.owner_of(s2)
+        self.assertNotEqual(owner, self.owner_of(s1))
+        os.kill(workers[int(owner[-1])], signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and self.stream_objects() != {
+                "dport4": 4, "daddr4": 4, "sport4": 4, "saddr4": 4}:
+            time.sleep(0.1)
+        self.assertEqual(KernelForwardingTests.stream_objects(self, owner) or {}, {})
+        self.assertEqual(daemon.request({"command": "query", "call-id": "k2"}),
+                         {"result": "error", "error-reason": "Unknown call-id"})
+        # the other worker's call is still forwarded by the kernel
+        self.exchange(s1, to_a1, to_b1, 100, AFTER)
+        self.wait_ready()  # restarted, its table empty
+        self.assertEqual(KernelForwardingTests.stream_objects(self, owner), {})
+        deleted = daemon.request({"command": "delete", "call-id": "k1", "from-tag": "ft"})
+        self.assertEqual(deleted["result"], "ok", deleted)
+        self.assertEqual(self.stream_objects(), {})
+
+    def owner_of(self, s):
+        """The worker table that forwards what party ``a`` of ``s`` sends."""
+        pa = s["a"].getsockname()[1]
+        for name in self.tables():
+            listed = self.nets.nft("list", "map", "inet", name, "daddr4") or []
+            for item in listed:
+                for elem in item.get("map", {}).get("elem", ()):
+                    if elem[0]["elem"]["val"]["concat"][1] == pa:
+                        return name
+        self.fail("no table forwards port %d" % pa)
+
+    def test_restart_after_crash(self):
+        """The daemon and its workers all killed at once leave the workers'
+        tables; the next start deletes them."""
+        daemon = self.daemon()
+        s, to_a, to_b = self.call(daemon)
+        self.exchange(s, to_a, to_b, 1, BEFORE)
+        self.wait_offloaded(4)
+        daemon.kill_all()
+        self.assertEqual(len(self.kernel_counters()), 4)
+        daemon = self.daemon()
+        self.assertEqual(self.stream_objects(), {})
+        self.assertEqual(self.kernel_counters(), {})

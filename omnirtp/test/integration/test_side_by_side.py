@@ -208,11 +208,6 @@ LIVE_DIFFERENCES = [
      "streams without media in either direction are not counted at call end"),
     ("statistics*/statistics/totalstatistics/onewaystreams", "rtpengine only",
      "streams with media in one direction only are not counted at call end"),
-    ("statistics*/statistics/*/*_kernel", "rtpengine only",
-     "no in-kernel forwarding (docs/compat.md: table = 0); everything is in userspace "
-     "(the *_user keys and media_userspace are sent)"),
-    ("statistics*/statistics/currentstatistics/media_mixed", "rtpengine only",
-     "no in-kernel forwarding"),
     ("statistics*/statistics/controlstatistics/proxies/*/*duration", "rtpengine only",
      "how long each command took is not measured"),
     ("statistics*/statistics/controlstatistics/proxies/*/*count", "rtpengine only",
