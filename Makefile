@@ -27,14 +27,14 @@ DEBIAN_PYTHON ?= /usr/bin/python3
 VENV ?= .venv
 CONFIG ?= etc/omnirtp.conf
 
-RUN_PACKAGES := python3 python3-venv python3-dev gcc libsrtp2-dev libopus0 libspandsp2 libsoxr0 libnftables1
+RUN_PACKAGES := python3 python3-venv python3-dev gcc libssl-dev libsrtp2-dev libopus0 libspandsp2 libsoxr0 libnftables1
 TEST_PACKAGES := rtpengine-daemon rtpengine-utils kamailio sip-tester tshark openssl iproute2 chromium nftables \
 	python3-twisted python3-openssl python3-pylibsrtp python3-aioice \
 	python3-zope.interface python3-prometheus-client python3-hypothesis redis-server docker-compose
 # what `make deb` needs (the package's Build-Depends, lintian); make test
 # builds the package too (omnirtp.test.integration.test_deb)
-DEB_PACKAGES := debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
-	python3-service-identity dpkg-dev fakeroot lintian
+DEB_PACKAGES := debhelper dh-python pybuild-plugin-pyproject python3-all python3-all-dev python3-setuptools \
+	libssl-dev python3-service-identity dpkg-dev fakeroot lintian
 # the unit tests run in the build in `make deb DEB_BUILD_OPTIONS=`; make test
 # runs them under Debian's python3 anyway
 DEB_BUILD_OPTIONS ?= nocheck
