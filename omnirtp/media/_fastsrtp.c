@@ -117,7 +117,15 @@ keystream_xor(EVP_CIPHER_CTX *ecb, const unsigned char iv[16],
         if (!EVP_EncryptUpdate(ecb, ks, &outl, ctr, (int)(nblocks * 16))
                 || outl != (int)(nblocks * 16))
             return -1;
-        for (size_t i = 0; i < chunk; i++)
+        size_t i = 0;
+        for (; i + 8 <= chunk; i += 8) {
+            uint64_t a, k;
+            memcpy(&a, data + i, 8);
+            memcpy(&k, ks + i, 8);
+            a ^= k;
+            memcpy(data + i, &a, 8);
+        }
+        for (; i < chunk; i++)
             data[i] ^= ks[i];
         data += chunk;
         len -= chunk;
