@@ -599,6 +599,8 @@ native(PyObject *const *args, Py_ssize_t nargs, int protect)
         return NULL;
     }
     Session *s = (Session *)args[0];
+    if (s->ecb == NULL)
+        return PyLong_FromLong(ST_CRYPTO);  /* never initialised */
     int *lenp = (int *)bound_len.buf;
     Py_ssize_t len = *lenp;
     if (len < 0 || len > bound_view.len)

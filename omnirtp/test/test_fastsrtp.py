@@ -237,6 +237,14 @@ class AgainstLibsrtp80(SynchronousTestCase):
         self.assertRaises(TypeError, _fastsrtp.unprotect_into, rx, bytearray(10), length)
         self.assertRaises(TypeError, _fastsrtp.unprotect_into, rx, cdata)
 
+    def test_uninitialised(self):
+        """A Session whose __init__ never ran refuses to work, cleanly."""
+        cdata, length, view = native_buffer()
+        bare = _fastsrtp.Session.__new__(_fastsrtp.Session)
+        length[0] = 20
+        self.assertEqual(_fastsrtp.protect_into(bare, cdata, length), _fastsrtp.CRYPTO)
+        self.assertRaises(ValueError, bare.protect, rtp(1))
+
     def test_bad_keys(self):
         self.assertRaises(ValueError, _fastsrtp.Session, b"k" * 15, b"s" * 14, 10, False)
         self.assertRaises(ValueError, _fastsrtp.Session, b"k" * 16, b"s" * 14, 8, False)
