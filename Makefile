@@ -27,21 +27,21 @@ DEBIAN_PYTHON ?= /usr/bin/python3
 VENV ?= .venv
 CONFIG ?= etc/omnirtp.conf
 
-RUN_PACKAGES := python3 python3-venv python3-dev gcc libsrtp2-dev libopus0 libspandsp2 libsoxr0 libnftables1
+RUN_PACKAGES := python3 python3-venv python3-dev gcc libssl-dev libsrtp2-dev libopus0 libspandsp2 libsoxr0 libnftables1
 TEST_PACKAGES := rtpengine-daemon rtpengine-utils kamailio sip-tester tshark openssl iproute2 chromium nftables \
 	python3-twisted python3-openssl python3-pylibsrtp python3-aioice \
 	python3-zope.interface python3-prometheus-client python3-hypothesis redis-server docker-compose
 # what `make deb` needs (the package's Build-Depends, lintian); make test
 # builds the package too (omnirtp.test.integration.test_deb)
-DEB_PACKAGES := debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
-	python3-service-identity dpkg-dev fakeroot lintian
+DEB_PACKAGES := debhelper dh-python pybuild-plugin-pyproject python3-all python3-all-dev python3-setuptools \
+	libssl-dev python3-service-identity dpkg-dev fakeroot lintian
 # the unit tests run in the build in `make deb DEB_BUILD_OPTIONS=`; make test
 # runs them under Debian's python3 anyway
 DEB_BUILD_OPTIONS ?= nocheck
 
 VENV_STAMP := $(VENV)/.omnirtp-installed
 
-.PHONY: help run test fuzz soak deb deb-test system-deps test-deps deb-deps venv clean-venv
+.PHONY: help run test fuzz soak deb deb-test system-deps test-deps deb-deps venv ext clean-venv
 
 help:
 	@echo "make run    install dependencies and run omnirtp (ng on 127.0.0.1:22222)"
@@ -53,7 +53,7 @@ help:
 
 # PYTHONPATH: twistd finds the dropin twisted/plugins/omnirtp_plugin.py on
 # sys.path entries; the editable install alone does not expose it.
-run: system-deps venv
+run: system-deps venv ext
 	PYTHONPATH=$(CURDIR) exec $(VENV)/bin/twistd -n --pidfile= omnirtp --config-file $(CONFIG)
 
 test: system-deps test-deps deb-deps venv
@@ -85,9 +85,15 @@ deb-deps:
 
 venv: $(VENV_STAMP)
 
+# the C extension omnirtp.media._fastsrtp (SRTP, libssl-dev) built next to
+# its source, where PYTHONPATH=$(CURDIR) finds it (scripts/run-tests builds
+# it the same way before the tests); without it SRTP runs on pylibsrtp
+ext:
+	$(VENV)/bin/python setup.py -q build_ext --inplace --build-temp build/temp-inplace
+
 # Rebuilt when the package metadata changes; `pip install -e` keeps the
 # checkout live, so code edits need no reinstall.
-$(VENV_STAMP): setup.cfg pyproject.toml
+$(VENV_STAMP): setup.cfg setup.py pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q --upgrade -e '.[opus,test]'

@@ -51,7 +51,8 @@ a figure the load on the box does not move.
 
 Ports: media 24000-27999 on 127.0.0.1 (below the kernel's ephemeral
 range), ng 23311 (rtpengine) and 23312 (omnirtp); the generator's parties
-on 127.0.0.254.
+on 127.0.0.254.  ``--port-base N`` moves all of them by N - 24000 (media
+N to N + 3999), e.g. when a soak or a test holds that range.
 """
 
 import argparse
@@ -408,6 +409,7 @@ def send_rounds(gen, sockets, a_packets, first, last, gap):
 
 
 def main(argv=None):
+    global PORT_MIN, PORT_MAX
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--calls", type=int, default=300)
     p.add_argument("--rounds", type=int, default=5)
@@ -420,7 +422,13 @@ def main(argv=None):
                    help="also run the omnirtp of another checkout, as kind 'before'")
     p.add_argument("--instructions", action="store_true",
                    help="count user-space instructions per packet under valgrind instead")
+    p.add_argument("--port-base", type=int, default=PORT_MIN,
+                   help="first media port (ng ports move with it)")
     args = p.parse_args(argv)
+    shift = args.port_base - PORT_MIN
+    PORT_MIN, PORT_MAX = PORT_MIN + shift, PORT_MAX + shift
+    for kind in NG_PORTS:
+        NG_PORTS[kind] += shift
     if os.cpu_count() < 2:
         sys.exit("needs 2 CPUs (proxy on CPU 0, generator on CPU 1)")
     if args.calls * 4 > 0.8 * (PORT_MAX - PORT_MIN + 1):

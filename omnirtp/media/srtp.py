@@ -17,16 +17,24 @@ it, any SSRC outbound).  A session carries RTP and RTCP of its direction:
 the rollover counters, the SRTCP index and the replay window live in it, so
 a step is built once per key and kept while the key stays the same.
 
-On the per-packet path a step is one pylibsrtp call.  A packet that fails
-(authentication, replay, an unusable packet) raises ``pylibsrtp.Error``
-inside pylibsrtp; the step catches it, counts it by cause and returns None
-(the relay drops the packet and counts it in its ``errors``).  Nothing is
-logged per packet.
+On the per-packet path a step is one C call.  For RTP of the suites
+AES_CM_128_HMAC_SHA1_80 and _32 that is omnirtp's own SRTP code,
+``omnirtp.media._fastsrtp`` (a C extension that keeps each session's AES
+and HMAC state from packet to packet; libsrtp with OpenSSL 3 sets its
+contexts up again for every packet, see docs/performance.md); everything
+else (SRTCP, AEAD_AES_128_GCM, and every suite where the extension is not
+built) is pylibsrtp.  Both give the same bytes, counters and replay
+decisions (RFC 3711's 128-packet window, libsrtp's rollover guess); the
+unit tests check one against the other.  A packet that fails
+(authentication, replay, an unusable packet) raises inside the library;
+the step catches it, counts it by cause and returns None (the relay drops
+the packet and counts it in its ``errors``).  Nothing is logged per packet.
 """
 
 import base64
 import binascii
 
+from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
@@ -39,6 +47,19 @@ except ImportError as e:  # pragma: no cover - both supported version sets have 
     _MISSING = "pylibsrtp is not installed (%s)" % (e,)
 else:
     _MISSING = None
+
+try:
+    from omnirtp.media import _fastsrtp
+except ImportError as e:
+    _fastsrtp = None
+    _FAST_MISSING = ("omnirtp.media._fastsrtp is not built (%s): SRTP uses pylibsrtp for "
+                     "every suite (build it: python3 setup.py build_ext --inplace, with "
+                     "gcc, python3-dev and libssl-dev)" % (e,))
+else:
+    _FAST_MISSING = None
+
+log = Logger()
+_fast_reported = False
 
 #: suite names (RFC 4568 / rtpengine)
 AES_CM_128_HMAC_SHA1_80 = "AES_CM_128_HMAC_SHA1_80"
@@ -95,6 +116,20 @@ SUITES = {
 def unavailable():
     """None if SRTP works here, else a one-line reason."""
     return _MISSING
+
+
+def fast_unavailable():
+    """None if omnirtp's own SRTP code (``_fastsrtp``) serves the AES_CM
+    suites here, else why not (pylibsrtp serves them then)."""
+    return _FAST_MISSING
+
+
+def _report_fast_missing():
+    """Log once per process that the C extension is missing."""
+    global _fast_reported
+    if _FAST_MISSING is not None and not _fast_reported:
+        _fast_reported = True
+        log.info("SRTP: {reason}", reason=_FAST_MISSING)
 
 
 def suite_unavailable(name):
@@ -163,6 +198,30 @@ _CAUSES = {
     "replay check failed (index too old)": C_REPLAY,
 }
 
+#: tag lengths of the suites ``_fastsrtp`` serves (RTP; SRTCP stays on
+#: pylibsrtp, whose SRTCP tag is 80 bits for both)
+FAST_TAGS = {AES_CM_128_HMAC_SHA1_80: 10, AES_CM_128_HMAC_SHA1_32: 4}
+
+#: ``_fastsrtp`` status -> our counter (anything else: ``errors``)
+if _fastsrtp is not None:
+    _FAST_CAUSES = {_fastsrtp.AUTH: C_AUTH, _fastsrtp.REPLAY: C_REPLAY, _fastsrtp.OLD: C_REPLAY}
+else:
+    _FAST_CAUSES = {}
+
+
+def _fast_session(params, outbound):
+    """A ``_fastsrtp.Session`` for ``params``, or None where the extension
+    is missing or does not serve the suite."""
+    suite, master = parse_crypto(params)
+    tag = FAST_TAGS.get(suite.name)
+    if tag is None:
+        return None
+    if _fastsrtp is None:
+        _report_fast_missing()
+        return None
+    return _fastsrtp.Session(master[:suite.key_length], master[suite.key_length:], tag,
+                             outbound)
+
 
 #: the longest datagram the native path hands to libsrtp: pylibsrtp's
 #: 1500-byte buffer less the largest SRTCP trailer (a longer one takes the
@@ -184,9 +243,16 @@ def native_buffer():
         try:
             from pylibsrtp._binding import ffi
             cdata = ffi.new("char[]", 8192 + 256)
-            _native_buffer = (cdata, ffi.new("int *"), memoryview(ffi.buffer(cdata)))
+            length = ffi.new("int *")
+            _native_buffer = (cdata, length, memoryview(ffi.buffer(cdata)))
         except Exception:  # pragma: no cover - a pylibsrtp without a cffi binding
             _native_buffer = False
+        else:
+            if _fastsrtp is not None:
+                # the same memory for omnirtp's own calls (a chain may mix
+                # them with libsrtp's)
+                _fastsrtp.bind(cdata, length, _native_buffer[2],
+                               memoryview(ffi.buffer(length)))
     return _native_buffer or None
 
 
@@ -214,12 +280,14 @@ class _SrtpStep:
     make the same call, wrapped in argument checks, an ``int *``
     allocation and two copies."""
 
-    __slots__ = ("suite", "session", "auth_failures", "replays", "errors", "_rtp", "_rtcp",
-                 "native_rtp", "buffer")
+    __slots__ = ("suite", "session", "fast", "auth_failures", "replays", "errors", "_rtp",
+                 "_rtcp", "native_rtp", "buffer")
 
     def __init__(self, suite, session):
         self.suite = suite.name
         self.session = session
+        #: the ``_fastsrtp.Session`` doing RTP, or None (pylibsrtp does)
+        self.fast = None
         self.auth_failures = 0
         self.replays = 0
         self.errors = 0
@@ -228,7 +296,17 @@ class _SrtpStep:
 
     def failed_status(self, status):
         """Count a packet libsrtp refused with ``status`` (its
-        ``srtp_err_status_t``) as :meth:`rtp` would have."""
+        ``srtp_err_status_t``, or a ``_fastsrtp`` status when
+        :attr:`fast` is set) as :meth:`rtp` would have."""
+        if self.fast is not None:
+            cause = _FAST_CAUSES.get(status)
+            if cause is C_AUTH:
+                self.auth_failures += 1
+            elif cause is C_REPLAY:
+                self.replays += 1
+            else:
+                self.errors += 1
+            return
         try:
             text = pylibsrtp.ERRORS[status]
         except (AttributeError, IndexError, TypeError):
@@ -240,6 +318,8 @@ class _SrtpStep:
         cause = None
         if isinstance(error, pylibsrtp.Error) and error.args:
             cause = _CAUSES.get(error.args[0])
+        elif _fastsrtp is not None and isinstance(error, _fastsrtp.Error) and error.args:
+            cause = _FAST_CAUSES.get(error.args[0])
         if cause is C_AUTH:
             self.auth_failures += 1
         elif cause is C_REPLAY:
@@ -280,9 +360,14 @@ class SrtpUnprotect(_SrtpStep):
     def __init__(self, params):
         suite, session = _session(params, pylibsrtp.Policy.SSRC_ANY_INBOUND)
         _SrtpStep.__init__(self, suite, session)
-        self._rtp = session.unprotect
         self._rtcp = session.unprotect_rtcp
-        self.native_rtp = _native(session, "unprotect")
+        fast = self.fast = _fast_session(params, False)
+        if fast is None:
+            self._rtp = session.unprotect
+            self.native_rtp = _native(session, "unprotect")
+        else:
+            self._rtp = fast.unprotect
+            self.native_rtp = (_fastsrtp.unprotect_into, fast) if self.buffer else None
 
 
 @implementer(IPacketTransform)
@@ -299,9 +384,14 @@ class SrtpProtect(_SrtpStep):
         suite, session = _session(params, pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
                                   allow_repeat_tx=True)
         _SrtpStep.__init__(self, suite, session)
-        self._rtp = session.protect
         self._rtcp = session.protect_rtcp
-        self.native_rtp = _native(session, "protect")
+        fast = self.fast = _fast_session(params, True)
+        if fast is None:
+            self._rtp = session.protect
+            self.native_rtp = _native(session, "protect")
+        else:
+            self._rtp = fast.protect
+            self.native_rtp = (_fastsrtp.protect_into, fast) if self.buffer else None
 
 
 @implementer(IPlugin, ITransformFactory)

@@ -73,6 +73,13 @@ def console_scripts():
     return scripts
 
 
+def _arch():
+    """dpkg's architecture: the package is Architecture: any (it carries
+    the C extension omnirtp.media._fastsrtp)."""
+    rc, out, err = _run(["dpkg", "--print-architecture"])
+    return out.strip()
+
+
 def build():
     """Build the package once per run; returns (deb path, build output)."""
     if "deb" not in _built:
@@ -89,7 +96,7 @@ def build():
             raise AssertionError("scripts/build-deb failed (%d):\n%s\n--- lintian ---\n%s" % (
                 rc, text[-4000:], "\n".join(lintian)))
         [deb] = [os.path.join(out, n) for n in os.listdir(out)
-                 if n.startswith("omnirtp_") and n.endswith("_all.deb")]
+                 if n.startswith("omnirtp_") and n.endswith("_%s.deb" % _arch())]
         _built["deb"], _built["log"] = deb, text
     return _built["deb"], _built["log"]
 
@@ -126,6 +133,9 @@ class BuildTests(SynchronousTestCase):
                      "/var/spool/omnirtp/", "/usr/share/doc/omnirtp/README.md",
                      "/%s/omnirtp/cli/ctl.py" % DIST):
             self.assertIn(path, paths)
+        # the C extension (SRTP) is built and packaged
+        self.assertEqual(len([p for p in paths if p.startswith("/%s/omnirtp/media/_fastsrtp.cpython-"
+                                                                % DIST) and p.endswith(".so")]), 1)
         # every console script of setup.cfg is packaged, with a man page
         for name in console_scripts():
             self.assertIn("/usr/bin/" + name, paths)
@@ -139,7 +149,7 @@ class BuildTests(SynchronousTestCase):
         depends = {d.strip().split()[0] for d in out.split(",")}
         for dep in ("python3-twisted", "python3-openssl", "python3-pylibsrtp",
                     "python3-aioice", "python3-zope.interface",
-                    "python3-prometheus-client", "adduser"):
+                    "python3-prometheus-client", "adduser", "libssl3"):
             self.assertIn(dep, depends)
         rc, out, err = _run(["dpkg-deb", "-I", self.deb])
         for script in ("postinst", "postrm", "prerm", "triggers"):

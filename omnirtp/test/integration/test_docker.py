@@ -231,7 +231,7 @@ class DockerfileTests(SynchronousTestCase):
         self.assertIn(("COPY", "docker/configs/rtpengine/rtpengine.conf "
                                "/etc/rtpengine/rtpengine.conf"), steps)
         run = " ".join(arg for word, arg in steps if word == "RUN")
-        self.assertIn("apt-get install -y --no-install-recommends /tmp/omnirtp_*_all.deb", run)
+        self.assertIn("apt-get install -y --no-install-recommends /tmp/omnirtp_*.deb", run)
         self.assertIn("ln -s /usr/bin/omnirtp-ctl /usr/local/bin/rtpengine-ctl", run)
         for word, arg in steps:
             if word == "COPY" and not arg.startswith("--from"):

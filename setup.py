@@ -1,0 +1,22 @@
+"""Everything but the C extension is declared in setup.cfg.
+
+omnirtp.media._fastsrtp (SRTP for AES_CM_128_HMAC_SHA1_80/_32 with
+per-session OpenSSL contexts, see docs/performance.md) links against
+OpenSSL's libcrypto (Debian: libssl-dev).  It is optional: where it cannot
+be built, omnirtp uses pylibsrtp for every suite and says so once in its
+log.  For a source checkout, ``python3 setup.py build_ext --inplace``
+builds it next to its source (scripts/run-tests does that).
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "omnirtp.media._fastsrtp",
+            sources=["omnirtp/media/_fastsrtp.c"],
+            libraries=["crypto"],
+            optional=True,
+        )
+    ]
+)
