@@ -46,6 +46,9 @@ class CallRegistry:
         self.timeouts = timeouts or Timeouts()
         self.max_sessions = max_sessions
         self.calls = {}
+        #: other instances' calls followed through Redis (``subscribe-keyspace``,
+        #: ``omnirtp.state.keyspace``): call-id -> Call; not ours until taken over
+        self.foreign = {}
         self.started = clock.seconds()
         self.closed = dict.fromkeys(REASONS, 0)
         self.managed = 0

@@ -463,6 +463,7 @@ class Dispatcher:
         r = self.registry
         closed = r.closed
         own = len(r.calls)
+        foreign = len(getattr(r, "foreign", ()))
         ended = sum(closed.values())
         medias = sum(len(ml.port_medias()) for call in r.calls.values()
                      for ml in call.monologues)
@@ -486,7 +487,8 @@ class Dispatcher:
                 control["total" + key] = self.done[key]
         reply = {
             "currentstatistics": {
-                "sessionsown": own, "sessionsforeign": 0, "sessionstotal": own,
+                "sessionsown": own, "sessionsforeign": foreign,
+                "sessionstotal": own + foreign,
                 "transcodedmedia": 0,
                 "packetrate": 0, "byterate": 0, "errorrate": 0,
                 "packetrate_user": 0, "byterate_user": 0, "errorrate_user": 0,

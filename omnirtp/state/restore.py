@@ -24,6 +24,26 @@ log = Logger(namespace="omnirtp.state.restore")
 
 
 @defer.inlineCallbacks
+def bind_call(engine, negotiator, call):
+    """Bind exactly the ports ``call``'s parties were given and give the
+    engine its forwarding; on failure release what was bound and fail."""
+    by_address = {}
+    for _ml, m in call.all_medias():
+        if m.has_ports:
+            by_address.setdefault(m.interface.address, []).append(m.rtp_port)
+    try:
+        for address, ports in by_address.items():
+            yield engine.claim(call.call_id, address, ports)
+        yield engine.configure(call.call_id, negotiator.restored_sockets(call))
+    except Exception:
+        try:
+            yield engine.release(call.call_id)
+        except Exception:
+            pass
+        raise
+
+
+@defer.inlineCallbacks
 def restore_calls(store, registry, negotiator, interfaces):
     """Load every call of ``store`` into ``registry``; fire with
     ``(restored, failed)`` counts."""
@@ -39,21 +59,11 @@ def restore_calls(store, registry, negotiator, interfaces):
             failed += 1
             log.warn("call {call_id} not restored: {error}", call_id=call_id, error=str(e))
             continue
-        by_address = {}
-        for _ml, m in call.all_medias():
-            if m.has_ports:
-                by_address.setdefault(m.interface.address, []).append(m.rtp_port)
         try:
-            for address, ports in by_address.items():
-                yield engine.claim(call_id, address, ports)
-            yield engine.configure(call_id, negotiator.restored_sockets(call))
+            yield bind_call(engine, negotiator, call)
         except Exception as e:
             failed += 1
             log.warn("call {call_id} not restored: {error!r}", call_id=call_id, error=e)
-            try:
-                yield engine.release(call_id)
-            except Exception:
-                pass
             continue
         registry.adopt(call)
         restored += 1
