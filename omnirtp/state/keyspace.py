@@ -287,16 +287,19 @@ class Keyspace:
     def _take(self, call_id):
         f = self.follower
         registry = f.registry
-        blob, bound = self.calls.pop(call_id)
-        call = registry.foreign.pop(call_id)
+        blob, bound = self.calls[call_id]
+        call = registry.foreign[call_id]
         if not bound:
             try:
                 yield bind_call(registry.engine, f.negotiator, call)
             except Exception as e:
+                # stays foreign (unbound): the next takeover tries again
                 self.failed += 1
                 self.log.warn("foreign call {call_id} not taken over: {error!r}",
                               call_id=call_id, error=e)
                 return 0
+        del self.calls[call_id]
+        del registry.foreign[call_id]
         call.last_signal = registry.clock.seconds()
         registry.adopt(call)
         registry.persist(call_id)
