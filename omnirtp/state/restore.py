@@ -9,10 +9,11 @@ counted, its ports are released, and it is left in the store untouched.
 
 What carries over: tags, SDPs' outcome (the model), ports, interfaces,
 SDES keys (both directions), ICE credentials and candidates, codec state.
-What does not: endpoints learned from media (re-learned from the next
-packets, as after a NAT rebinding), counters, and DTLS sessions (the engine
-would need the exported SRTP keys; a DTLS leg does not survive a restart
-yet).
+DTLS legs relay on with the SRTP keys their handshake exported (kept
+by the registry, ``Media.dtls_srtp``), without a new handshake.  What
+does not carry over: endpoints learned from media (re-learned from the
+next packets, as after a NAT rebinding), counters, and the SRTP rollover
+counters (a stream past 65535 packets needs them, see docs/scaling.md).
 """
 
 from twisted.internet import defer
@@ -29,6 +30,9 @@ def bind_call(engine, negotiator, call):
     engine its forwarding; on failure release what was bound and fail."""
     by_address = {}
     for _ml, m in call.all_medias():
+        if m.dtls_srtp is not None:
+            # no handshake in this process: relay with the kept keys
+            m.dtls_srtp["restored"] = True
         if m.has_ports:
             by_address.setdefault(m.interface.address, []).append(m.rtp_port)
     try:
