@@ -131,6 +131,11 @@ class Keyspace:
     def _down(self, failure):
         if self.state == "stopped":
             return
+        # a subscription made before the failure (the database could not be
+        # read): closed, so that the next one is the only one
+        subscriber, self.subscriber = self.subscriber, None
+        if subscriber is not None and subscriber.transport is not None:
+            subscriber.transport.loseConnection()
         self.state = "down"
         self.log.warn("cannot follow redis {address}: {why}; retrying in {seconds:g} s",
                       address=str(self.address), why=failure.getErrorMessage(),

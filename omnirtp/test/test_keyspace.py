@@ -315,3 +315,34 @@ class HeartbeatTests(SynchronousTestCase):
         self.successResultOf(store.stop())
         clock.advance(5.0)
         self.assertEqual(len(beats()), 3)
+
+
+class ResyncFailureTests(SynchronousTestCase):
+
+    def test_unreadableDatabaseClosesTheSubscription(self):
+        """The database cannot be read after PSUBSCRIBE: that subscription
+        is closed and a new one made later (never two at once)."""
+        from twisted.internet.task import Clock
+        redis = FakeRedis()
+        stack = ControlStack()
+        clock = Clock()
+        follower = KeyspaceFollower(clock, RedisAddress("127.0.0.1", 6379, 2), [1],
+                                    stack.registry, stack.negotiator, stack.interfaces,
+                                    disable_time=5.0, connect=redis.connect)
+        self.addCleanup(follower.stopService)
+        run = redis.run
+
+        def broken(wire, args):
+            if args[0] == b"SCAN":
+                from omnirtp.state.resp import RespError
+                return RespError("ERR broken")
+            return run(wire, args)
+        redis.run = broken
+        ks = follower.keyspaces[1]
+        follower.startService()
+        self.assertEqual(ks.state, "down")
+        self.assertEqual(len(redis.subscribers), 0)
+        redis.run = run
+        clock.advance(5.0)
+        self.assertEqual(ks.state, "up")
+        self.assertEqual(len(redis.subscribers), 1)
