@@ -406,8 +406,8 @@ def build_config(values, config_file=None, config_section="rtpengine",
             parse_keyspaces(get("subscribe-keyspace"))
         except ValueError as e:
             raise ConfigError("{}: {}".format(where_of["subscribe-keyspace"], e))
-        check("subscribe-keyspace", get("redis") or get("redis-write"),
-              "needs redis (the server whose databases it follows)")
+        if not (get("redis") or get("redis-write")):
+            warnings.append("subscribe-keyspace is ignored without redis")
 
     if get("control-allow"):
         nets = []
