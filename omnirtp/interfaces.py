@@ -164,7 +164,9 @@ class IMediaEngine(Interface):
         ``dtls-unauthorised``, ``dtls-failed``), ``ice`` (``state``,
         ``selected``, ``controlling``, ``lite``, ``component``, ``pairs``,
         ``counters``) and/or ``dtls`` (``state``, ``role``, ``profile``,
-        ``failure``, ``counters``)."""
+        ``failure``, ``counters``); once a DTLS handshake exported its keys
+        also ``dtls_srtp`` (``{"in": crypto dict, "out": crypto dict, "role"}``:
+        key material, kept by the state store, never shown to clients)."""
 
     def totals():
         """Fire with engine-wide counters: ``{"packets", "bytes", "errors",

@@ -266,9 +266,14 @@ class _StateService(service.Service):
         self.restored = None
 
     def startService(self):
+        from omnirtp.state.keyspace import HEARTBEAT, OWNER_TTL
         service.Service.startService(self)
         for store in self.stores:
             store.start().addErrback(lambda f: None)  # logged by the store, retried
+        # "this instance is alive", for the instances following its database
+        # (subscribe-keyspace): they take its calls over when it stops
+        self.write_store.heartbeat(getattr(self.negotiator, "instance_id", None) or "omnirtp",
+                                   HEARTBEAT, OWNER_TTL)
 
     def stopService(self):
         from twisted.internet import defer
@@ -339,7 +344,16 @@ def build_state(config, reactor, registry, negotiator, interfaces):
                                   "to run without it" % (s.address, why))
     registry.store = write
     write.snapshot_all = registry.snapshots
-    return _StateService(read, write, registry, negotiator, interfaces)
+    state = _StateService(read, write, registry, negotiator, interfaces)
+    state.follower = None
+    if config.subscribe_keyspace:
+        from omnirtp.state.keyspace import KeyspaceFollower, parse_keyspaces
+        state.follower = KeyspaceFollower(
+            reactor, RedisAddress.parse(config.redis_subscribe or config.redis
+                                        or config.redis_write),
+            parse_keyspaces(config.subscribe_keyspace), registry, negotiator, interfaces,
+            connect_timeout=read.connect_timeout, disable_time=read.disable_time)
+    return state
 
 
 def build(config, reactor, log_level=None, reload=None):
@@ -386,6 +400,8 @@ def build(config, reactor, log_level=None, reload=None):
     ready_timeout = getattr(engine, "start_timeout", 30.0)
     if state is not None:
         state.setServiceParent(top)
+        if state.follower is not None:
+            state.follower.setServiceParent(top)
         # ng answers once the kept calls are back (and the workers, if any,
         # answered): Kamailio's next request for a call finds it
         ready = state.after(ready)
@@ -394,6 +410,7 @@ def build(config, reactor, log_level=None, reload=None):
                lambda: NGProtocol(dispatcher, reactor, access=access),
                ready=ready, ready_timeout=ready_timeout).setServiceParent(top)
     top.state = state
+    operations.follower = state.follower if state is not None else None
     operator = build_operator_listeners(config, reactor, operations, access)
     if operator is not None:
         operator.setServiceParent(top)

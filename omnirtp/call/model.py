@@ -43,7 +43,7 @@ class Media:
         "rejected", "zero_address", "ice_ufrag", "ice_pwd",
         "codec_keys", "ptime",
         "crypto_remote", "crypto_local", "crypto_offered", "crypto_candidates",
-        "dtls_setup", "dtls_fingerprint", "dtls_role",
+        "dtls_setup", "dtls_fingerprint", "dtls_role", "dtls_srtp",
         "ice_used", "ice_controlling", "ice_lite", "ice_remote_ufrag", "ice_remote_pwd",
         "ice_candidates", "ice_trickle", "ice_remote_lite", "ice_seen", "mid",
         "codecs", "codecs_in", "codecs_out", "codecs_planned", "transcoding",
@@ -81,6 +81,11 @@ class Media:
         self.dtls_setup = None
         self.dtls_fingerprint = None
         self.dtls_role = None
+        #: the SRTP keys the DTLS handshake of this party's socket exported
+        #: (``{"in", "out", "role", "fingerprint"[, "restored"]}``), kept by
+        #: the state store so that the leg relays on after a restart or a
+        #: takeover without a new handshake (docs/scaling.md); None until then
+        self.dtls_srtp = None
         #: ICE with this party: ``ice_used`` when our last SDP to it carried
         #: our ICE data (``ice_ufrag``/``ice_pwd``) and the party did not
         #: answer without ICE; its own credentials, a=candidate values (valid
@@ -142,6 +147,20 @@ class Media:
             return None
         return {"suite": self.crypto_local.suite,
                 "key": base64.b64encode(self.crypto_local.key).decode("ascii")}
+
+    def kept_dtls(self):
+        """The kept DTLS-SRTP keys (:attr:`dtls_srtp`) when this party's
+        sockets relay with them instead of a handshake: after a restore, as
+        long as the DTLS role and the party's fingerprint are the ones the
+        keys came from (a new fingerprint is a new association: a new
+        handshake).  None otherwise."""
+        kept = self.dtls_srtp
+        if (kept is None or not kept.get("restored") or kept.get("role") != self.dtls_role
+                or kept.get("fingerprint") != self.dtls_fingerprint):
+            return None
+        if not self.mux and kept.get("rtcp") is None:
+            return None
+        return kept
 
     def dtls_entry(self):
         """The engine's ``dtls`` socket-entry value for this party."""

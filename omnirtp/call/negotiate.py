@@ -492,8 +492,18 @@ class Negotiator:
                 pm = peer.media(m.index) if peer is not None else None
                 linked = pm is not None and pm.has_ports
                 dtls_entry = m.dtls_entry()
+                kept = m.kept_dtls() if dtls_entry is not None else None
+                rtcp_keys = None
                 if dtls_entry is None:
                     keys = {"srtp_in": m.srtp_in, "srtp_out": m.srtp_out}
+                elif kept is not None:
+                    # DTLS-SRTP restored: the keys its handshake exported, no
+                    # new handshake (docs/scaling.md)
+                    dtls_entry = None
+                    keys = {"srtp_in": kept["rtp"]["in"], "srtp_out": kept["rtp"]["out"]}
+                    if not m.mux:
+                        rtcp_keys = {"srtp_in": kept["rtcp"]["in"],
+                                     "srtp_out": kept["rtcp"]["out"]}
                 else:
                     # DTLS-SRTP: the engine keys this socket from the handshake
                     keys = {"srtp_in": None, "srtp_out": None}
@@ -507,7 +517,8 @@ class Negotiator:
                     common, local=m.rtcp_key,
                     endpoint=m.rtp_endpoint if m.mux else m.rtcp_endpoint,
                     peer=(pm.rtp_key if pm.mux else pm.rtcp_key) if linked else None,
-                    ice=m.ice_entry(2), dtls=None if m.mux else dtls_entry, **keys))
+                    ice=m.ice_entry(2), dtls=None if m.mux else dtls_entry,
+                    **(keys if rtcp_keys is None else dict(keys, **rtcp_keys))))
         return sockets
 
     def _plan(self, dst, src, sd, infos, flags, offer, cryptos):

@@ -46,6 +46,9 @@ class CallRegistry:
         self.timeouts = timeouts or Timeouts()
         self.max_sessions = max_sessions
         self.calls = {}
+        #: other instances' calls followed through Redis (``subscribe-keyspace``,
+        #: ``omnirtp.state.keyspace``): call-id -> Call; not ours until taken over
+        self.foreign = {}
         self.started = clock.seconds()
         self.closed = dict.fromkeys(REASONS, 0)
         self.managed = 0
@@ -253,6 +256,8 @@ class CallRegistry:
         now = self.clock.seconds()
         t = self.timeouts
         for call in list(self.calls.values()):
+            if self.store is not None:
+                self.keep_dtls(call, stats.get(call.call_id, {}))
             reason = None
             if call.deletion_at is not None and now >= call.deletion_at:
                 reason = REASON_TERMINATED
@@ -270,6 +275,32 @@ class CallRegistry:
             if reason is not None:
                 self.account(call, stats.get(call.call_id, {}))
                 yield self.destroy(call, reason)
+
+    def keep_dtls(self, call, stats):
+        """Keep the SRTP keys the engine's DTLS handshakes exported in the
+        call (``Media.dtls_srtp``) and write the call to the store, once per
+        association: a restarted daemon or a standby relays the leg on with
+        them (``omnirtp.state.restore``)."""
+        changed = False
+        for _ml, m in call.all_medias():
+            if m.dtls_role is None or not m.has_ports:
+                continue
+            kept = m.dtls_srtp
+            if (kept is not None and kept.get("role") == m.dtls_role
+                    and kept.get("fingerprint") == m.dtls_fingerprint
+                    and (m.mux or kept.get("rtcp") is not None)):
+                continue
+            rtp = (stats.get(m.rtp_key) or {}).get("dtls_srtp")
+            rtcp = None if m.mux else (stats.get(m.rtcp_key) or {}).get("dtls_srtp")
+            if rtp is None or rtp.get("role") != m.dtls_role or (not m.mux and rtcp is None):
+                continue
+            m.dtls_srtp = {"role": m.dtls_role, "fingerprint": m.dtls_fingerprint,
+                           "rtp": {"in": rtp["in"], "out": rtp["out"]},
+                           "rtcp": None if rtcp is None else {"in": rtcp["in"],
+                                                              "out": rtcp["out"]}}
+            changed = True
+        if changed:
+            self.persist(call.call_id)
 
     def _idle_reason(self, call, stats, now):
         last = call.last_signal

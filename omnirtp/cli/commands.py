@@ -14,6 +14,7 @@ Commands (``get`` is ``list``)::
          maxsessions | timeout | silenttimeout | offertimeout | finaltimeout
          deletedelay | interfaces | loglevels | loglevel [<subsystem>]
     terminate all|own|foreign|<call-id>
+    kslist, active (every foreign call becomes ours)
     set maxsessions <int> | loglevel <int> | loglevel <subsystem> <int>
     help, list help, set help
 """
@@ -81,12 +82,12 @@ def _endpoint(ep):
     return "%15s:%-5d" % (ep.get("address", ""), _int(ep.get("port", 0)))
 
 
-def session_line(call):
+def session_line(call, foreign=False):
     """One call in ``list sessions all``."""
     return ("callid: %60s | deletionmark:%4s | created:%12d | proxy:%s | "
             "redis_keyspace:%d | foreign:%s\n" % (
                 call.call_id, "yes" if call.deletion_at is not None else "no",
-                int(call.created), _proxy(call), 0, "no"))
+                int(call.created), _proxy(call), 0, "yes" if foreign else "no"))
 
 
 def _proxy(call):
@@ -296,6 +297,13 @@ class CliCommands:
             return self._terminate(rest)
         if verb == "set":
             return self._set(line, rest)
+        if verb == "active" and not rest:
+            # every foreign call becomes ours (keepalived's notify_master)
+            return self.ops.take_over().addCallback(
+                lambda _: "Ok, all calls set to 'owned (active)'\n")
+        if verb == "kslist" and not rest:
+            return ("\nSubscribed-on keyspaces:\n"
+                    + "".join("%d\n" % db for db in self.ops.keyspaces()) + "\n")
         return UNKNOWN % line
 
     # -- list / get --------------------------------------------------------
@@ -347,14 +355,15 @@ class CliCommands:
         ops = self.ops
         if not arg:
             return MORE
-        if arg in ("all", "own"):
-            calls = ops.calls()
-            if not calls:
-                return ("No sessions on this media relay.\n" if arg == "all"
-                        else "No own sessions on this media relay.\n")
-            return "".join(session_line(c) for c in calls)
-        if arg == "foreign":
-            return "No foreign sessions on this media relay.\n"
+        if arg in ("all", "own", "foreign"):
+            own = ops.calls() if arg != "foreign" else []
+            foreign = ops.foreign_calls() if arg != "own" else []
+            if not own and not foreign:
+                return {"all": "No sessions on this media relay.\n",
+                        "own": "No own sessions on this media relay.\n",
+                        "foreign": "No foreign sessions on this media relay.\n"}[arg]
+            return ("".join(session_line(c) for c in own)
+                    + "".join(session_line(c, foreign=True) for c in foreign))
         call = ops.call(arg)
         if call is None:
             return "\nCall ID not found (%s).\n\n" % arg

@@ -50,6 +50,8 @@ usage: omnirtp-ctl [-ip ADDRESS[:PORT]] [-port PORT] [--config-file FILE] COMMAN
   get ...                      the same as list
   terminate all | CALL-ID      end calls now
   set maxsessions N | loglevel [SUBSYSTEM] N
+  active                       every foreign call (subscribe-keyspace) becomes ours
+  kslist                       the databases followed (subscribe-keyspace)
   help                         the daemon's own list of commands
 
   list | list CALL-ID | query | query CALL-ID | delete CALL-ID

@@ -397,6 +397,17 @@ def build_config(values, config_file=None, config_section="rtpengine",
     for name in ("redis", "redis-write"):
         if get(name) is not None:
             check(name, _REDIS.match(get(name)), "must be [PASSWORD@]HOST:PORT/DB")
+    if get("redis-subscribe") is not None:
+        check("redis-subscribe", _REDIS.match(get("redis-subscribe") + "/0")
+              or _REDIS.match(get("redis-subscribe")), "must be [PASSWORD@]HOST:PORT[/DB]")
+    if get("subscribe-keyspace"):
+        from omnirtp.state.keyspace import parse_keyspaces
+        try:
+            parse_keyspaces(get("subscribe-keyspace"))
+        except ValueError as e:
+            raise ConfigError("{}: {}".format(where_of["subscribe-keyspace"], e))
+        if not (get("redis") or get("redis-write")):
+            warnings.append("subscribe-keyspace is ignored without redis")
 
     if get("control-allow"):
         nets = []

@@ -151,7 +151,7 @@ OPTIONS = (
     # -- redis
     _o("redis", "r", STR, None, Y, "redis to restore calls from: [PW@]HOST:PORT/DB"),
     _o("redis-write", "w", STR, None, Y, "redis to write calls to: [PW@]HOST:PORT/DB"),
-    _o("subscribe-keyspace", "k", LIST, (), N, "redis keyspaces to follow"),
+    _o("subscribe-keyspace", "k", LIST, (), Y, "redis keyspaces to follow"),
     _o("redis-num-threads", None, INT, None, N, "redis restore threads"),
     _o("redis-expires", None, INT, 86400, Y, "expiry of redis keys in seconds"),
     _o("no-redis-required", "q", FLAG, False, Y, "start without redis"),
@@ -276,7 +276,7 @@ UPSTREAM_OPTIONS = (
     _o("io-uring", None, FLAG, False, N, "use io_uring"),
     _o("io-uring-buffers", None, INT, None, N, "io_uring entries per thread"),
     # -- redis
-    _o("redis-subscribe", None, STR, None, N, "redis to subscribe to: [PW@]HOST:PORT[/DB]"),
+    _o("redis-subscribe", None, STR, None, Y, "redis to subscribe to: [PW@]HOST:PORT[/DB]"),
     _o("redis-resolve-on-reconnect", None, FLAG, False, N, "resolve the redis host again on reconnect"),
     _o("redis-format", None, STR, None, N, "redis storage format: bencode or JSON"),
     _o("redis-tcp-keepalive-time", None, INT, None, N, "TCP keepalive time of redis connections"),

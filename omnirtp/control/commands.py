@@ -463,6 +463,7 @@ class Dispatcher:
         r = self.registry
         closed = r.closed
         own = len(r.calls)
+        foreign = len(getattr(r, "foreign", ()))
         ended = sum(closed.values())
         medias = sum(len(ml.port_medias()) for call in r.calls.values()
                      for ml in call.monologues)
@@ -492,7 +493,8 @@ class Dispatcher:
                 control["total" + key] = self.done[key]
         reply = {
             "currentstatistics": {
-                "sessionsown": own, "sessionsforeign": 0, "sessionstotal": own,
+                "sessionsown": own, "sessionsforeign": foreign,
+                "sessionstotal": own + foreign,
                 "transcodedmedia": 0,
                 "packetrate_user": 0, "byterate_user": 0, "errorrate_user": 0,
                 "packetrate_kernel": 0, "byterate_kernel": 0, "errorrate_kernel": 0,

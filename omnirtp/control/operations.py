@@ -49,6 +49,24 @@ class Operations:
     def call(self, call_id):
         return self.registry.get(call_id)
 
+    #: the ``subscribe-keyspace`` follower (``omnirtp.state.keyspace``), or None
+    follower = None
+
+    def foreign_calls(self):
+        """Other instances' calls followed through Redis, oldest first."""
+        return sorted(getattr(self.registry, "foreign", {}).values(), key=lambda c: c.created)
+
+    def take_over(self):
+        """Every foreign call becomes ours (the CLI's ``active``): a Deferred
+        firing with how many were taken over."""
+        if self.follower is None:
+            return defer.succeed(0)
+        return self.follower.take_over_all()
+
+    def keyspaces(self):
+        """The databases followed (``subscribe-keyspace``)."""
+        return sorted(self.follower.keyspaces) if self.follower is not None else []
+
     @defer.inlineCallbacks
     def call_tree(self, call):
         """``query``'s statistics of one call (what the ng reply carries)."""

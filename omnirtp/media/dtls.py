@@ -738,14 +738,15 @@ class DtlsEndpoint:
         if self.state == VERIFYING:
             self._check_peer()
 
-    def close(self):
-        """Stop: cancel the timers and, if connected, tell the peer (close_notify)."""
+    def close(self, notify=True):
+        """Stop: cancel the timers and, if connected and ``notify``, tell the
+        peer (close_notify)."""
         if self.state in (FAILED, CLOSED):
             return
         was = self.state
         self.state = CLOSED
         self._cancel_timers()
-        if was in (CONNECTED, VERIFYING):
+        if notify and was in (CONNECTED, VERIFYING):
             try:
                 self._conn.shutdown()
             except SSL.Error:

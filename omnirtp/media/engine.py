@@ -231,16 +231,16 @@ class _Wire:
         self.ice = self.ice_params = None
         self.demux.stun = None
 
-    def stop_dtls(self):
+    def stop_dtls(self, notify=True):
         if self.dtls is not None:
-            self.dtls.close()
+            self.dtls.close(notify)
         self.dtls = self.dtls_params = self.dtls_in = self.dtls_out = None
         self.dtls_source = None
         self.demux.dtls = None
 
-    def close(self):
+    def close(self, notify=True):
         self.stop_ice()
-        self.stop_dtls()
+        self.stop_dtls(notify)
 
     def counters(self):
         """``{"ice": {...}, "dtls": {...}}`` (plain data) for stats."""
@@ -265,6 +265,11 @@ class _Wire:
                 "failure": dtls.failure,
                 "counters": dtls.counters(),
             }
+            if dtls.srtp_in is not None:
+                # the keys the handshake exported (key material: for the state
+                # store, so that a restarted daemon relays the leg on)
+                out["dtls_srtp"] = {"in": dtls.srtp_in, "out": dtls.srtp_out,
+                                    "role": dtls.role}
         return out
 
 
@@ -338,6 +343,8 @@ class EmbeddedEngine:
         # real sockets are read through one epoll (MediaPoller); a test's
         # fake sockets (``bind`` given) register with its reactor directly
         self._own_poller = poller is None and bind is None
+        #: shutting down (close): DTLS sessions end without close_notify
+        self._closing = False
         if self._own_poller:
             poller = MediaPoller(reactor)
         self._poller = poller
@@ -456,7 +463,12 @@ class EmbeddedEngine:
 
     def close(self):
         """Release every port of every call, synchronously (shutdown), and
-        stop reading (the engine's own poller leaves the reactor)."""
+        stop reading (the engine's own poller leaves the reactor).  DTLS
+        sessions end without close_notify: the process stopping is not the
+        calls ending (a restarted daemon or a standby relays them on with
+        the kept keys, docs/scaling.md), and the peer would tear down its
+        DTLS transport on the alert."""
+        self._closing = True
         for call_id in list(self._calls):
             self._release(call_id, None)
         self._rtcp_schedule()
@@ -1092,7 +1104,8 @@ class EmbeddedEngine:
                 self._recordings.drop(call_id, relay.local)
                 wire = self._wires.pop(relay.local, None)
                 if wire is not None:
-                    wire.close()  # timers cancelled (DTLS says close_notify)
+                    # timers cancelled (DTLS says close_notify, unless shutting down)
+                    wire.close(not self._closing)
                 relay.close()
             self._pools[key[0]].release(key[1])
         if gone:

@@ -169,6 +169,10 @@ class RespProtocol(Protocol):
         self.connected_d = Deferred()
         self.lost_d = Deferred()
         self.closed = False
+        #: ``on_push(kind, items)`` for the messages a subscribed connection
+        #: gets unasked (``message`` / ``pmessage`` arrays); None: such a
+        #: reply is a protocol error like any reply nobody asked for
+        self.on_push = None
 
     def connectionMade(self):
         d, self.connected_d = self.connected_d, None
@@ -190,6 +194,10 @@ class RespProtocol(Protocol):
             self._fail_all(Failure(e))
             return
         for reply in replies:
+            if (self.on_push is not None and isinstance(reply, list) and reply
+                    and reply[0] in (b"message", b"pmessage")):
+                self.on_push(reply[0], reply[1:])
+                continue
             if not self.waiting:
                 # a reply nobody asked for: the stream is out of step
                 self.transport.loseConnection()

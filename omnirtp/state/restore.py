@@ -9,10 +9,11 @@ counted, its ports are released, and it is left in the store untouched.
 
 What carries over: tags, SDPs' outcome (the model), ports, interfaces,
 SDES keys (both directions), ICE credentials and candidates, codec state.
-What does not: endpoints learned from media (re-learned from the next
-packets, as after a NAT rebinding), counters, and DTLS sessions (the engine
-would need the exported SRTP keys; a DTLS leg does not survive a restart
-yet).
+DTLS legs relay on with the SRTP keys their handshake exported (kept
+by the registry, ``Media.dtls_srtp``), without a new handshake.  What
+does not carry over: endpoints learned from media (re-learned from the
+next packets, as after a NAT rebinding), counters, and the SRTP rollover
+counters (a stream past 65535 packets needs them, see docs/scaling.md).
 """
 
 from twisted.internet import defer
@@ -21,6 +22,29 @@ from twisted.logger import Logger
 from omnirtp.state.snapshot import SnapshotError, decode
 
 log = Logger(namespace="omnirtp.state.restore")
+
+
+@defer.inlineCallbacks
+def bind_call(engine, negotiator, call):
+    """Bind exactly the ports ``call``'s parties were given and give the
+    engine its forwarding; on failure release what was bound and fail."""
+    by_address = {}
+    for _ml, m in call.all_medias():
+        if m.dtls_srtp is not None:
+            # no handshake in this process: relay with the kept keys
+            m.dtls_srtp["restored"] = True
+        if m.has_ports:
+            by_address.setdefault(m.interface.address, []).append(m.rtp_port)
+    try:
+        for address, ports in by_address.items():
+            yield engine.claim(call.call_id, address, ports)
+        yield engine.configure(call.call_id, negotiator.restored_sockets(call))
+    except Exception:
+        try:
+            yield engine.release(call.call_id)
+        except Exception:
+            pass
+        raise
 
 
 @defer.inlineCallbacks
@@ -39,21 +63,11 @@ def restore_calls(store, registry, negotiator, interfaces):
             failed += 1
             log.warn("call {call_id} not restored: {error}", call_id=call_id, error=str(e))
             continue
-        by_address = {}
-        for _ml, m in call.all_medias():
-            if m.has_ports:
-                by_address.setdefault(m.interface.address, []).append(m.rtp_port)
         try:
-            for address, ports in by_address.items():
-                yield engine.claim(call_id, address, ports)
-            yield engine.configure(call_id, negotiator.restored_sockets(call))
+            yield bind_call(engine, negotiator, call)
         except Exception as e:
             failed += 1
             log.warn("call {call_id} not restored: {error!r}", call_id=call_id, error=e)
-            try:
-                yield engine.release(call_id)
-            except Exception:
-                pass
             continue
         registry.adopt(call)
         restored += 1

@@ -132,6 +132,8 @@ class RedisStore:
         #: ``snapshot_all()`` -> iterable of (call_id, blob) of every live
         #: call (the registry's), written again when Redis is back
         self.snapshot_all = None
+        self._beat = None
+        self._beat_now = None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -151,6 +153,8 @@ class RedisStore:
         when it is closed (at most ``timeout`` seconds later), so that a
         daemon's shutdown does not cut off its last writes."""
         self.state = "stopped"
+        if self._beat is not None and self._beat.running:
+            self._beat.stop()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
@@ -210,6 +214,8 @@ class RedisStore:
                           address=str(self.address), n=len(self._want))
             self._down_logged = False
         self.state = "up"
+        if self._beat_now is not None:
+            self._beat_now()
         if self._want:
             self.resyncs += 1
             for call_id in list(self._want):
@@ -341,6 +347,41 @@ class RedisStore:
                 if value is not None:
                     calls[key[len(self.prefix):].decode("utf-8", "surrogateescape")] = value
         return calls
+
+    def command(self, *args):
+        """One Redis command (a Deferred), failing while not connected."""
+        if self.state != "up":
+            return defer.fail(ConnectionError("redis %s is %s" % (self.address, self.state)))
+        return self._command(*args)
+
+    def get(self, call_id):
+        """The blob of one call in the database (None if it has none): a
+        Deferred, failing while Redis is not reachable."""
+        if self.state != "up":
+            return defer.fail(ConnectionError("redis %s is %s" % (self.address, self.state)))
+        return self._command("GET", self._key(call_id))
+
+    # -- the owner's heartbeat ---------------------------------------------
+
+    #: the key that says "the instance writing this database is alive"
+    alive_key = b"omnirtp:alive"
+
+    def heartbeat(self, instance_id, interval, ttl):
+        """Every ``interval`` seconds (while connected) set :attr:`alive_key`
+        to ``instance_id``, expiring after ``ttl`` seconds: an instance
+        following this database (``subscribe-keyspace``) takes the calls
+        over when the key expires (``omnirtp.state.keyspace``)."""
+        from twisted.internet import task
+
+        def beat():
+            if self.state == "up":
+                d = self._command("SET", self.alive_key, instance_id, "PX", int(ttl * 1000))
+                d.addErrback(self._failed)
+        self._beat = task.LoopingCall(beat)
+        self._beat.clock = self.reactor
+        self._beat.start(interval, now=False)
+        self._beat_now = beat
+        return self._beat
 
     def stats(self):
         return {"state": self.state, "writes": self.writes, "deletes": self.deletes,

@@ -453,6 +453,18 @@ class HandshakeTests(SynchronousTestCase):
         link.client.close()
         self.assertEqual(len(link.sent["c2s"]), 3)
 
+    def test_close_without_notify(self):
+        """A daemon shutting down (its calls relayed on after a restart)
+        ends the session without telling the peer."""
+        link = Link()
+        link.run()
+        self.assertKeysCross(link)
+        link.client.close(notify=False)
+        self.assertEqual(link.client.state, dtls.CLOSED)
+        self.assertEqual(len(link.sent["c2s"]), 2)  # the handshake's flights only
+        link.run(start=False)
+        self.assertEqual(link.server.state, dtls.CONNECTED)
+
 
 class VerificationTests(SynchronousTestCase):
 

@@ -391,6 +391,9 @@ class DtlsTests(WireTestBase):
         wire = self.engine.wire(self.A)
         # the engine's keys are the browser's, the other way round
         self.assertEqual((wire.dtls.srtp_in, wire.dtls.srtp_out), (browser.keys[1], browser.keys[0]))
+        # and the state store gets them (a restarted daemon relays on with them)
+        self.assertEqual(counters["dtls_srtp"], {"in": browser.keys[1], "out": browser.keys[0],
+                                                 "role": "server"})
         self.net.inject(self.A, browser.tx.protect(rtp(1)), BROWSER)
         self.net.pump(self.reactor)
         self.assertEqual(self.net.sent_to(B), [(rtp(1), self.B)])
@@ -507,6 +510,25 @@ class LifecycleTests(WireTestBase):
         self.engine.close()
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertEqual(sorted(self.net.bound), [BROWSER])
+
+    def test_release_notifies_close_does_not(self):
+        """A call's end says close_notify to the browser; the engine's
+        shutdown does not (the call may go on in a restarted daemon)."""
+        for end in ("release", "close"):
+            self.setUp()
+            self.configure(self.entries(
+                ice=self.ice(), dtls={"role": "server", "fingerprint": cert("browser").fingerprint()}))
+            browser = self.browser()
+            self.exchange(browser, 3.0)
+            self.assertIsNotNone(browser.keys)
+            before = len(self.net.sent_to(BROWSER))
+            if end == "release":
+                self.successResultOf(self.engine.release("c1"))
+            else:
+                self.engine.close()
+            alerts = [d for d, _ in self.net.sent_to(BROWSER)[before:] if d[:1] == b"\x15"]
+            self.assertEqual(len(alerts), 1 if end == "release" else 0, end)
+            browser.close()
 
     def test_release_some_sockets(self):
         c, = self.successResultOf(self.engine.allocate("c1", HOST, 1))

@@ -28,6 +28,7 @@ SAMPLE_VALUES = {
     "redis": "10.0.0.9:6379/1", "redis-write": "pw@10.0.0.9:6379/2",
     "port-min": "30010", "port-max": "30020", "num-threads": "2", "table": "-1",
     "delete-delay": "5", "control-allow": "10.0.0.0/8",
+    "subscribe-keyspace": "2;3", "redis-subscribe": "10.0.0.9:6379",
 }
 
 

@@ -1,0 +1,348 @@
+"""omnirtp.state.keyspace: foreign calls followed through keyspace
+notifications and taken over, on a Clock, against an in-memory Redis that
+speaks RESP (commands parsed, replies and notifications encoded) and two
+control stacks: A makes the calls, B follows A's database."""
+
+from twisted.internet import defer
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from omnirtp.cli.commands import CliCommands
+from omnirtp.config.model import Config, InterfaceSpec
+from omnirtp.logging import LogLevels
+from omnirtp.control.operations import Operations
+from omnirtp.state import snapshot
+from omnirtp.state.keyspace import OWNER_TTL, KeyspaceFollower, parse_keyspaces
+from omnirtp.state.resp import ReplyParser, RespProtocol
+from omnirtp.state.store import MemoryStore, RedisAddress
+from omnirtp.test.fakes import ControlStack
+
+
+def encode_reply(value):
+    if isinstance(value, str):
+        return b"+%s\r\n" % value.encode()
+    if isinstance(value, bool):
+        raise TypeError(value)
+    if isinstance(value, int):
+        return b":%d\r\n" % value
+    if value is None:
+        return b"$-1\r\n"
+    if isinstance(value, bytes):
+        return b"$%d\r\n%s\r\n" % (len(value), value)
+    return b"*%d\r\n" % len(value) + b"".join(encode_reply(v) for v in value)
+
+
+class FakeRedis:
+    """The few commands omnirtp sends, over RespProtocol connections, and
+    keyspace notifications to the PSUBSCRIBEd ones."""
+
+    def __init__(self):
+        self.dbs = {}
+        self.subscribers = []  # (protocol, pattern)
+        self.notify_flags = b"KA"
+        self.commands = []
+
+    def connect(self, reactor, address, timeout):
+        proto = RespProtocol()
+        proto.makeConnection(_Wire(self, proto))
+        return defer.succeed(proto)
+
+    def db(self, n):
+        return self.dbs.setdefault(n, {})
+
+    def notify(self, db, key, event):
+        channel = b"__keyspace@%d__:%s" % (db, key)
+        for proto, pattern in list(self.subscribers):
+            if channel.startswith(pattern.rstrip(b"*")):
+                proto.dataReceived(encode_reply([b"pmessage", pattern, channel, event]))
+
+    # what another instance (or Redis itself) does to a database
+    def set(self, db, key, value):
+        self.db(db)[key] = value
+        self.notify(db, key, b"set")
+
+    def delete(self, db, key, event=b"del"):
+        if self.db(db).pop(key, None) is not None:
+            self.notify(db, key, event)
+
+    def run(self, wire, args):
+        name = args[0].upper()
+        self.commands.append((wire.selected, args))
+        data = self.db(wire.selected)
+        if name in (b"AUTH", b"PING"):
+            return "OK"
+        if name == b"SELECT":
+            wire.selected = int(args[1])
+            return "OK"
+        if name == b"SET":
+            self.set(wire.selected, args[1], args[2])
+            return "OK"
+        if name == b"GET":
+            return data.get(args[1])
+        if name == b"DEL":
+            n = int(args[1] in data)
+            self.delete(wire.selected, args[1])
+            return n
+        if name == b"EXISTS":
+            return int(args[1] in data)
+        if name == b"MGET":
+            return [data.get(k) for k in args[1:]]
+        if name == b"SCAN":
+            prefix = args[3].rstrip(b"*")
+            return [b"0", sorted(k for k in data if k.startswith(prefix))]
+        if name == b"CONFIG":
+            return [args[2], self.notify_flags]
+        if name == b"PSUBSCRIBE":
+            self.subscribers.append((wire.protocol, args[1]))
+            return [b"psubscribe", args[1], 1]
+        raise AssertionError("unexpected command %r" % (args,))
+
+
+class _Wire(StringTransport):
+    """A connection's transport: each command written is answered at once."""
+
+    def __init__(self, server, protocol):
+        StringTransport.__init__(self)
+        self.server, self.protocol = server, protocol
+        self.selected = 0
+        self.parser = ReplyParser()  # a command is a RESP array of bulk strings
+
+    def write(self, data):
+        for args in self.parser.feed(data):
+            self.protocol.dataReceived(encode_reply(self.server.run(self, args)))
+
+    def loseConnection(self):
+        self.server.subscribers = [s for s in self.server.subscribers
+                                   if s[0] is not self.protocol]
+        self.protocol.connectionLost(None)
+
+
+def make_call(stack, call_id):
+    offer = stack.dispatch({"command": "offer", "call-id": call_id, "from-tag": "a",
+                            "sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\n"
+                                   "c=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                                   "m=audio 5000 RTP/AVP 0\r\n"})
+    answer = stack.dispatch({"command": "answer", "call-id": call_id, "from-tag": "a",
+                             "to-tag": "b", "sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\n"
+                                                   "c=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                                                   "m=audio 6000 RTP/AVP 0\r\n"})
+    return offer, answer
+
+
+KEY = b"omnirtp:call:"
+
+
+class FollowerTests(SynchronousTestCase):
+
+    def setUp(self):
+        self.redis = FakeRedis()
+        self.a = ControlStack()
+        self.b = ControlStack()
+        self.b.clock = self.b.registry.clock
+        self.b.registry.store = self.own = MemoryStore()
+        self.follower = KeyspaceFollower(
+            self.b.clock, RedisAddress("127.0.0.1", 6379, 2), [1], self.b.registry,
+            self.b.negotiator, self.b.interfaces, connect=self.redis.connect)
+        self.addCleanup(self.follower.stopService)
+        self.cli = CliCommands(Operations(self.b.dispatch, Config(
+            interfaces=(InterfaceSpec("default", "127.0.0.1", None),)), LogLevels(6)))
+        self.cli.ops.follower = self.follower
+
+    def blob_of_a(self, call_id):
+        self.successResultOf(make_call(self.a, call_id)[1])
+        return snapshot.encode(self.a.registry.get(call_id))
+
+    def ports_of_a(self, call_id):
+        return sorted(p for _, p in self.a.engine.held[call_id])
+
+    def run_cli(self, line):
+        return self.successResultOf(self.cli.run(line))
+
+    def test_parseKeyspaces(self):
+        self.assertEqual(parse_keyspaces(["2;3", "1", "3"]), (2, 3, 1))
+        self.assertEqual(parse_keyspaces(["4, 5"]), (4, 5))
+        self.assertEqual(parse_keyspaces([]), ())
+        self.assertRaises(ValueError, parse_keyspaces, ["x"])
+        self.assertRaises(ValueError, parse_keyspaces, ["-1"])
+
+    def test_followSetAndDelete(self):
+        self.redis.set(1, b"omnirtp:alive", b"a")
+        self.follower.startService()
+        self.assertEqual(self.follower.stats(), {1: {"state": "up", "foreign": 0, "taken": 0,
+                                                     "failed": 0}})
+        blob = self.blob_of_a("c1")
+        self.redis.set(1, KEY + b"c1", blob)
+        self.assertEqual(list(self.b.registry.foreign), ["c1"])
+        self.assertEqual(self.b.registry.calls, {})
+        # bound on B: the same ports as on A, forwarding given to B's engine
+        self.assertEqual(sorted(p for _, p in self.b.engine.held["c1"]), self.ports_of_a("c1"))
+        self.assertEqual(len(self.b.engine.configured), 4)
+        self.assertEqual(self.own.calls, {})  # not written to B's database
+        self.assertIn("foreign:yes", self.run_cli("list sessions foreign"))
+        self.assertEqual(self.run_cli("list sessions own"),
+                         "No own sessions on this media relay.\n")
+        # an update (a re-INVITE on A) is followed; the same blob again is nothing new
+        self.redis.set(1, KEY + b"c1", blob)
+        self.assertEqual(self.follower.stats()[1]["foreign"], 1)
+        # A deletes the call
+        self.redis.delete(1, KEY + b"c1")
+        self.assertEqual(self.b.registry.foreign, {})
+        self.assertEqual(self.b.engine.held, {})
+        self.assertEqual(self.run_cli("list sessions all"), "No sessions on this media relay.\n")
+
+    def test_existingCallsReadAtSubscribeAndTakenOverWithoutOwner(self):
+        """Calls already in the database are read when the subscription is
+        made; with no heartbeat within OWNER_TTL they are taken over."""
+        self.redis.db(1)[KEY + b"c1"] = self.blob_of_a("c1")
+        self.redis.db(1)[KEY + b"c2"] = self.blob_of_a("c2")
+        self.follower.startService()
+        self.assertEqual(sorted(self.b.registry.foreign), ["c1", "c2"])
+        self.b.clock.advance(OWNER_TTL - 0.1)
+        self.assertEqual(sorted(self.b.registry.foreign), ["c1", "c2"])
+        self.b.clock.advance(0.1)
+        self.assertEqual(self.b.registry.foreign, {})
+        self.assertEqual(sorted(self.b.registry.calls), ["c1", "c2"])
+        self.assertEqual(sorted(self.own.calls), ["c1", "c2"])  # written to B's database
+        self.assertEqual(self.redis.db(1), {})  # gone from A's
+        self.assertEqual(self.follower.stats()[1]["taken"], 2)
+
+    def test_heartbeatKeepsThenExpiryTakesOver(self):
+        self.redis.set(1, b"omnirtp:alive", b"a")
+        self.follower.startService()
+        self.redis.set(1, KEY + b"c1", self.blob_of_a("c1"))
+        self.b.clock.advance(OWNER_TTL * 3)
+        self.assertEqual(list(self.b.registry.foreign), ["c1"])  # the owner beats
+        self.redis.delete(1, b"omnirtp:alive", event=b"expired")
+        self.assertEqual(list(self.b.registry.calls), ["c1"])
+        call = self.b.registry.get("c1")
+        self.assertEqual(call.last_signal, self.b.clock.seconds())
+        # ng on B knows it now
+        reply = self.successResultOf(self.b.dispatch({"command": "query", "call-id": "c1"}))
+        self.assertEqual(reply["result"], "ok")
+
+    def test_portsBusyWaitUntilTakeover(self):
+        """Ports B cannot bind now (the owner holds them on this host) are
+        bound when the call is taken over (the CLI's ``active``)."""
+        self.redis.set(1, b"omnirtp:alive", b"a")
+        self.follower.startService()
+        blob = self.blob_of_a("c1")
+        ports = self.ports_of_a("c1")
+        self.successResultOf(make_call(self.b, "mine")[1])  # takes the same two pairs on B
+        self.assertEqual(sorted(p for _, p in self.b.engine.held["mine"]), ports)
+        self.redis.set(1, KEY + b"c1", blob)
+        self.assertEqual(list(self.b.registry.foreign), ["c1"])
+        self.assertNotIn("c1", self.b.engine.held)
+        # taking it over while the ports are still busy fails and is counted
+        self.assertEqual(self.run_cli("active"), "Ok, all calls set to 'owned (active)'\n")
+        self.assertEqual(self.follower.stats()[1]["failed"], 1)
+        self.assertNotIn("c1", self.b.registry.calls)
+        self.assertEqual(list(self.b.registry.foreign), ["c1"])  # still followed
+        # B's own call ends: the next active binds it
+        self.successResultOf(self.b.registry.destroy(self.b.registry.get("mine"), "terminated"))
+        self.assertEqual(self.run_cli("active"), "Ok, all calls set to 'owned (active)'\n")
+        self.assertEqual(list(self.b.registry.calls), ["c1"])
+        self.assertEqual(sorted(p for _, p in self.b.engine.held["c1"]), ports)
+
+    def test_kslistAndNumsessions(self):
+        self.redis.set(1, b"omnirtp:alive", b"a")
+        self.follower.startService()
+        self.redis.set(1, KEY + b"c1", self.blob_of_a("c1"))
+        self.assertEqual(self.run_cli("kslist"), "\nSubscribed-on keyspaces:\n1\n\n")
+        stats = self.successResultOf(self.b.dispatch({"command": "statistics"}))
+        current = stats["statistics"]["currentstatistics"]
+        self.assertEqual((current["sessionsown"], current["sessionsforeign"],
+                          current["sessionstotal"]), (0, 1, 1))
+
+    def test_warnsWithoutNotifications(self):
+        self.redis.notify_flags = b""
+        logged = []
+        from twisted.logger import globalLogPublisher
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        self.follower.startService()
+        self.assertTrue(any("does not publish keyspace notifications" in
+                            e.get("log_format", "") for e in logged))
+
+    def test_undecodableIgnored(self):
+        self.redis.set(1, b"omnirtp:alive", b"a")
+        self.follower.startService()
+        self.redis.set(1, KEY + b"bad", b"{not json")
+        self.assertEqual(self.b.registry.foreign, {})
+
+
+class PushTests(SynchronousTestCase):
+
+    def test_pushRoutedNotAnswered(self):
+        proto = RespProtocol()
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        pushed = []
+        proto.on_push = lambda kind, items: pushed.append((kind, items))
+        d = proto.execute("PSUBSCRIBE", "x*")
+        proto.dataReceived(b"*3\r\n$10\r\npsubscribe\r\n$2\r\nx*\r\n:1\r\n"
+                           b"*4\r\n$8\r\npmessage\r\n$2\r\nx*\r\n$2\r\nxy\r\n$3\r\nset\r\n")
+        self.assertEqual(self.successResultOf(d), [b"psubscribe", b"x*", 1])
+        self.assertEqual(pushed, [(b"pmessage", [b"x*", b"xy", b"set"])])
+        self.assertTrue(transport.connected)
+
+    def test_pushWithoutHandlerDrops(self):
+        proto = RespProtocol()
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        proto.dataReceived(b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n")
+        self.assertTrue(transport.disconnecting)
+
+
+class HeartbeatTests(SynchronousTestCase):
+
+    def test_beatsWhileUpStopsOnStop(self):
+        from twisted.internet.task import Clock
+
+        from omnirtp.state.store import RedisStore
+        clock, redis = Clock(), FakeRedis()
+        store = RedisStore(clock, "127.0.0.1:6379/1", connect=redis.connect)
+        store.heartbeat("inst-a", 1.0, 3.0)
+        self.successResultOf(store.start())
+
+        def beats():
+            return [args for db, args in redis.commands if args[0] == b"SET"]
+        # at once when connected, then every second
+        self.assertEqual(beats(), [[b"SET", b"omnirtp:alive", b"inst-a", b"PX", b"3000"]])
+        self.assertEqual(redis.db(1)[b"omnirtp:alive"], b"inst-a")
+        clock.advance(1.0)
+        clock.advance(1.0)
+        self.assertEqual(len(beats()), 3)
+        self.successResultOf(store.stop())
+        clock.advance(5.0)
+        self.assertEqual(len(beats()), 3)
+
+
+class ResyncFailureTests(SynchronousTestCase):
+
+    def test_unreadableDatabaseClosesTheSubscription(self):
+        """The database cannot be read after PSUBSCRIBE: that subscription
+        is closed and a new one made later (never two at once)."""
+        from twisted.internet.task import Clock
+        redis = FakeRedis()
+        stack = ControlStack()
+        clock = Clock()
+        follower = KeyspaceFollower(clock, RedisAddress("127.0.0.1", 6379, 2), [1],
+                                    stack.registry, stack.negotiator, stack.interfaces,
+                                    disable_time=5.0, connect=redis.connect)
+        self.addCleanup(follower.stopService)
+        run = redis.run
+
+        def broken(wire, args):
+            if args[0] == b"SCAN":
+                from omnirtp.state.resp import RespError
+                return RespError("ERR broken")
+            return run(wire, args)
+        redis.run = broken
+        ks = follower.keyspaces[1]
+        follower.startService()
+        self.assertEqual(ks.state, "down")
+        self.assertEqual(len(redis.subscribers), 0)
+        redis.run = run
+        clock.advance(5.0)
+        self.assertEqual(ks.state, "up")
+        self.assertEqual(len(redis.subscribers), 1)
