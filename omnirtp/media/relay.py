@@ -482,8 +482,8 @@ class RelaySocket:
         if report is not None:
             counters["rtcp"] = {
                 "type": "SR" if report.kind == 200 else "RR",
-                "ssrc": report.ssrc,
-                "blocks": [{"ssrc": b.ssrc, "fraction lost": b.fraction_lost,
+                "SSRC": report.ssrc,
+                "blocks": [{"SSRC": b.ssrc, "fraction lost": b.fraction_lost,
                             "cumulative lost": b.cumulative_lost,
                             "highest seq": b.highest_seq, "jitter": b.jitter}
                            for b in report.blocks],

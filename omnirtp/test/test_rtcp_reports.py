@@ -23,8 +23,8 @@ B_RTCP = (B[0], B[1] + 1)
 RTP = bytes([0x80, 0, 0, 1]) + bytes(8) + bytes(160)
 
 #: what stats() shows for RR_ONE (A's report on B's stream)
-RR_ONE_STATS = {"type": "RR", "ssrc": 0x11111111, "blocks": [
-    {"ssrc": 0x22222222, "fraction lost": 51, "cumulative lost": 10,
+RR_ONE_STATS = {"type": "RR", "SSRC": 0x11111111, "blocks": [
+    {"SSRC": 0x22222222, "fraction lost": 51, "cumulative lost": 10,
      "highest seq": 0x10032, "jitter": 123}]}
 
 
@@ -80,8 +80,8 @@ class EngineReportTests(SynchronousTestCase):
         stats = self.stats()
         self.assertEqual(stats[(HOST, self.a + 1)]["rtcp"], RR_ONE_STATS)
         self.assertEqual(stats[(HOST, self.b + 1)]["rtcp"], {
-            "type": "SR", "ssrc": 0x22222222, "blocks": [
-                {"ssrc": 0x11111111, "fraction lost": 0, "cumulative lost": 0,
+            "type": "SR", "SSRC": 0x22222222, "blocks": [
+                {"SSRC": 0x11111111, "fraction lost": 0, "cumulative lost": 0,
                  "highest seq": 50, "jitter": 7}]})
         # RTP sockets have seen no RTCP: no key at all
         self.assertNotIn("rtcp", stats[(HOST, self.a)])
