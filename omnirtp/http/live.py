@@ -311,6 +311,7 @@ PAGE = """<!doctype html>
  th, td { text-align: left; padding: .15em .4em; border-bottom: 1px solid #eee;
           white-space: nowrap; }
  td.num { text-align: right; font-variant-numeric: tabular-nums; }
+ td.ends { font-size: .9em; }
  .scroll { overflow-x: auto; }
  canvas { width: 80px; height: 20px; vertical-align: middle; }
  #empty { color: #666; padding: 1em; }
@@ -373,8 +374,8 @@ function render(view) {
         m.appendChild(tags);
         const wrap = el("div", {"class": "scroll"}), table = el("table");
         const head = el("tr");
-        for (const t of ["", "local", "remote", "packets", "bytes", "errors", "loss", "jitter",
-                         "pkt/s", ""])
+        for (const t of ["", "local \\u2194 remote", "packets", "loss", "jitter", "errors",
+                         "bytes", "pkt/s", ""])
           head.appendChild(el("th", t === "loss" || t === "jitter" ?
             {"title": "as the other party reports it (RTCP)"} : {}, t));
         table.appendChild(head);
@@ -389,15 +390,17 @@ function render(view) {
           const points = history[key] = (history[key] || []).concat([rate]).slice(-HISTORY);
           const row = el("tr", {"class": "stream", "data-kind": s.kind});
           row.appendChild(el("td", {}, s.kind));
-          row.appendChild(el("td", {"class": "local"}, s.local));
-          row.appendChild(el("td", {"class": "endpoint"}, s.endpoint || "-"));
+          const ends = el("td", {"class": "ends"});
+          ends.appendChild(el("div", {"class": "local"}, s.local));
+          ends.appendChild(el("div", {"class": "endpoint"}, s.endpoint || "-"));
+          row.appendChild(ends);
           row.appendChild(el("td", {"class": "num packets"}, String(s.packets)));
-          row.appendChild(el("td", {"class": "num bytes"}, String(s.bytes)));
-          row.appendChild(el("td", {"class": "num errors"}, String(s.errors)));
           row.appendChild(el("td", {"class": "num loss"},
             s.loss === null ? "-" : s.loss.toFixed(1) + "% (" + s.lost + ")"));
           row.appendChild(el("td", {"class": "num jitter"},
             s.jitter === null ? "-" : s.jitter.toFixed(1) + " ms"));
+          row.appendChild(el("td", {"class": "num errors"}, String(s.errors)));
+          row.appendChild(el("td", {"class": "num bytes"}, String(s.bytes)));
           row.appendChild(el("td", {"class": "num rate"}, rate.toFixed(1)));
           const cell = el("td"), canvas = el("canvas", {"class": "graph"});
           cell.appendChild(canvas); row.appendChild(cell);

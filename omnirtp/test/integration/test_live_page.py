@@ -8,7 +8,9 @@ port).  Checked in the DOM, without reloading the page: the call and its
 parties appear with protocol, codecs, crypto and endpoints; the packet
 counters show exactly what was sent; more packets sent later appear by
 themselves (server-sent events); a new call appears and a deleted one
-goes.  A screenshot (phone-sized window) is kept with the test output:
+goes.  Each party also sends RTCP receiver reports (RFC 3550 RR packets
+built here) about the other's stream: each RTP row shows the loss and
+jitter its receiver reported, and a later report changes them.  A screenshot (phone-sized window) is kept with the test output:
 ``_trial_temp/.../live-page.png``.
 """
 
@@ -18,6 +20,7 @@ import os
 import select
 import shutil
 import socket
+import struct
 import subprocess
 import time
 
@@ -28,6 +31,13 @@ from omnirtp.test.integration.peers import (
     LOOPBACK, free_port, free_port_range, start_omnirtp)
 
 RTP = b"\x80\x00\x00\x01\x00\x00\x00\xa0\x12\x34\x56\x78" + b"\xd5" * 160
+
+
+def receiver_report(ssrc, source, fraction, cumulative, highest, jitter):
+    """An RTCP RR from ``ssrc`` with one report block about ``source``."""
+    return (struct.pack("!BBHI", 0x81, 201, 7, ssrc)
+            + struct.pack("!II", source, (fraction << 24) | cumulative)
+            + struct.pack("!IIII", highest, jitter, 0, 0))
 
 
 def sdp(port):
@@ -160,6 +170,11 @@ ROWS = """JSON.stringify(Array.from(document.querySelectorAll("section.call tr.s
   Number(r.querySelector(".packets").textContent),
   Number(r.querySelector(".bytes").textContent)]))"""
 
+#: the page's loss and jitter cells as JS: [party tag, kind, loss, jitter]
+QUALITY = """JSON.stringify(Array.from(document.querySelectorAll("section.call tr.stream")).map(r => [
+  r.closest(".party").querySelector("strong").textContent, r.dataset.kind,
+  r.querySelector(".loss").textContent, r.querySelector(".jitter").textContent]))"""
+
 #: each medium's labels as JS: [call-id, party, type, protocol, codecs, crypto]
 MEDIAS = """JSON.stringify(Array.from(document.querySelectorAll("section.call .media")).map(m => [
   m.closest("section").dataset.callId,
@@ -181,17 +196,29 @@ class LivePageTests(SynchronousTestCase):
             "--listen-http=%s:%d" % (LOOPBACK, self.http)])
         self.browser = Chromium(self, binary)
 
-    def udp(self):
+    def udp(self, port=0):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((LOOPBACK, 0))
+        s.bind((LOOPBACK, port))
         s.settimeout(5)
         self.addCleanup(s.close)
         return s
 
+    def pair(self):
+        """A party's RTP socket and its RTCP socket on the next port."""
+        for _ in range(50):
+            rtp = self.udp()
+            try:
+                return rtp, self.udp(rtp.getsockname()[1] + 1)
+            except OSError:
+                continue
+        self.fail("no free port pair on %s" % LOOPBACK)
+
     def call(self, call_id):
-        """A call whose parties are two local sockets; returns
-        (a, b, port to reach a, port to reach b)."""
-        a, b = self.udp(), self.udp()
+        """A call whose parties are two local socket pairs; returns
+        (a, b, port to reach a, port to reach b); ``self.rtcp`` maps a and
+        b to their RTCP sockets."""
+        (a, a_rtcp), (b, b_rtcp) = self.pair(), self.pair()
+        self.rtcp = {a: a_rtcp, b: b_rtcp}
         ng = self.daemon.ng
         offer = ng.request({"command": "offer", "call-id": call_id, "from-tag": "alice",
                             "sdp": sdp(a.getsockname()[1])})
@@ -206,6 +233,12 @@ class LivePageTests(SynchronousTestCase):
             sender.sendto(RTP, (LOOPBACK, port))
             self.assertEqual(receiver.recv(2048), RTP)
 
+    def report(self, sender, port, receiver, rr):
+        """``sender``'s RTCP socket sends ``rr`` to omnirtp's RTCP port
+        ``port + 1``; it reaches ``receiver``'s RTCP socket unchanged."""
+        self.rtcp[sender].sendto(rr, (LOOPBACK, port + 1))
+        self.assertEqual(self.rtcp[receiver].recv(2048), rr)
+
     def rows(self):
         return json.loads(self.browser.evaluate(ROWS))
 
@@ -213,21 +246,38 @@ class LivePageTests(SynchronousTestCase):
         a, b, to_a, to_b = self.call("live-1")
         self.send(a, to_a, b, 5)   # alice -> omnirtp -> bob
         self.send(b, to_b, a, 3)   # bob -> omnirtp -> alice
+        # bob reports on alice's stream (SSRC 0x12345678): 64/256 lost
+        # since his last report, 3 in all, jitter 80 (10 ms at 8000 Hz);
+        # alice on bob's: nothing lost, jitter 16 (2 ms)
+        self.report(b, to_b, a, receiver_report(0xB0B, 0x12345678, 64, 3, 5, 80))
+        self.report(a, to_a, b, receiver_report(0xA1A, 0x12345678, 0, 0, 3, 16))
         self.browser.open("http://%s:%d/" % (LOOPBACK, self.http))
         self.browser.wait_for('document.querySelector("section.call") !== null')
         rows = self.rows()
-        # alice's RTP socket received her 5 packets, bob's his 3
+        # alice's RTP socket received her 5 packets, bob's his 3, and each
+        # RTCP socket one report of 32 bytes
         self.assertEqual(
             [(r[0], r[1], r[2], r[4], r[5], r[6]) for r in rows],
             [("live-1", "alice", "RTP", "127.0.0.1:%d" % a.getsockname()[1], 5, 5 * len(RTP)),
-             ("live-1", "alice", "RTCP", "127.0.0.1:%d" % (a.getsockname()[1] + 1), 0, 0),
+             ("live-1", "alice", "RTCP", "127.0.0.1:%d" % (a.getsockname()[1] + 1), 1, 32),
              ("live-1", "bob", "RTP", "127.0.0.1:%d" % b.getsockname()[1], 3, 3 * len(RTP)),
-             ("live-1", "bob", "RTCP", "127.0.0.1:%d" % (b.getsockname()[1] + 1), 0, 0)])
+             ("live-1", "bob", "RTCP", "127.0.0.1:%d" % (b.getsockname()[1] + 1), 1, 32)])
         self.assertEqual([r[3] for r in rows if r[2] == "RTP"],
                          ["127.0.0.1:%d" % to_a, "127.0.0.1:%d" % to_b])
+        # each party's own codecs, the answerer's too, in SDP order
         self.assertEqual(json.loads(self.browser.evaluate(MEDIAS)), [
-            ["live-1", "alice", "audio #1", "RTP/AVP", "PCMA/8000 PCMU/8000", "none"],
-            ["live-1", "bob", "audio #1", "RTP/AVP", "codecs not recorded", "none"]])
+            ["live-1", "alice", "audio #1", "RTP/AVP", "PCMU/8000 PCMA/8000", "none"],
+            ["live-1", "bob", "audio #1", "RTP/AVP", "PCMU/8000 PCMA/8000", "none"]])
+        # loss and jitter of each RTP stream, as its receiver reported them
+        self.assertEqual(json.loads(self.browser.evaluate(QUALITY)), [
+            ["alice", "RTP", "25.0% (3)", "10.0 ms"], ["alice", "RTCP", "-", "-"],
+            ["bob", "RTP", "0.0% (0)", "2.0 ms"], ["bob", "RTCP", "-", "-"]])
+        # a later report changes them on the same page
+        self.report(b, to_b, a, receiver_report(0xB0B, 0x12345678, 0, 3, 12, 40))
+        self.browser.wait_for('document.querySelector("tr.stream .jitter").textContent'
+                              ' === "5.0 ms"')
+        self.assertEqual(json.loads(self.browser.evaluate(QUALITY))[0],
+                         ["alice", "RTP", "0.0% (3)", "5.0 ms"])
         updates = int(self.browser.evaluate("document.body.dataset.updates"))
 
         # more media: the same page shows it, without a reload
@@ -235,7 +285,7 @@ class LivePageTests(SynchronousTestCase):
         self.browser.wait_for(
             'Number(document.querySelector("tr.stream .packets").textContent) === 12')
         self.assertEqual([(r[2], r[5]) for r in self.rows()],
-                         [("RTP", 12), ("RTCP", 0), ("RTP", 3), ("RTCP", 0)])
+                         [("RTP", 12), ("RTCP", 1), ("RTP", 3), ("RTCP", 2)])
         self.assertGreater(int(self.browser.evaluate("document.body.dataset.updates")),
                            updates)
         self.assertEqual(self.browser.evaluate('document.getElementById("status").textContent'),
