@@ -23,6 +23,7 @@ import socket
 import struct
 import subprocess
 import time
+import urllib.request
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -183,18 +184,9 @@ MEDIAS = """JSON.stringify(Array.from(document.querySelectorAll("section.call .m
   m.querySelector(".codecs").textContent, m.querySelector(".crypto").textContent]))"""
 
 
-class LivePageTests(SynchronousTestCase):
-
-    def setUp(self):
-        binary = shutil.which("chromium")
-        if binary is None:
-            raise SkipTest("chromium is not installed (Debian package chromium)")
-        ng = free_port(socket.SOCK_DGRAM, LOOPBACK)
-        self.http = free_port(socket.SOCK_STREAM, LOOPBACK)
-        low, high = free_port_range(20)
-        self.daemon = start_omnirtp(self, ng, low, high, extra_args=[
-            "--listen-http=%s:%d" % (LOOPBACK, self.http)])
-        self.browser = Chromium(self, binary)
+class CallMixin:
+    """A call between two local socket pairs through the daemon (``self.daemon``),
+    RTP and RTCP sent and received."""
 
     def udp(self, port=0):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -238,6 +230,20 @@ class LivePageTests(SynchronousTestCase):
         ``port + 1``; it reaches ``receiver``'s RTCP socket unchanged."""
         self.rtcp[sender].sendto(rr, (LOOPBACK, port + 1))
         self.assertEqual(self.rtcp[receiver].recv(2048), rr)
+
+
+class LivePageTests(CallMixin, SynchronousTestCase):
+
+    def setUp(self):
+        binary = shutil.which("chromium")
+        if binary is None:
+            raise SkipTest("chromium is not installed (Debian package chromium)")
+        ng = free_port(socket.SOCK_DGRAM, LOOPBACK)
+        self.http = free_port(socket.SOCK_STREAM, LOOPBACK)
+        low, high = free_port_range(20)
+        self.daemon = start_omnirtp(self, ng, low, high, extra_args=[
+            "--listen-http=%s:%d" % (LOOPBACK, self.http)])
+        self.browser = Chromium(self, binary)
 
     def rows(self):
         return json.loads(self.browser.evaluate(ROWS))
@@ -308,3 +314,51 @@ class LivePageTests(SynchronousTestCase):
         self.assertEqual(
             self.browser.evaluate('document.querySelector("section.call").dataset.callId'),
             "live-2")
+
+
+class WorkerReportTests(CallMixin, SynchronousTestCase):
+    """With a media worker (``num-threads = 1``) the reports travel from
+    the worker's sockets over AMP: ``/sessions/<call-id>`` carries each
+    ``RTCP report`` where it arrived and ``/live`` the loss and jitter.
+    No browser here (the page itself is tested above)."""
+
+    def setUp(self):
+        ng = free_port(socket.SOCK_DGRAM, LOOPBACK)
+        self.http = free_port(socket.SOCK_STREAM, LOOPBACK)
+        low, high = free_port_range(20)
+        self.daemon = start_omnirtp(self, ng, low, high, extra_args=[
+            "--listen-http=%s:%d" % (LOOPBACK, self.http), "--num-threads=1"])
+
+    def get(self, path):
+        with urllib.request.urlopen("http://%s:%d%s" % (LOOPBACK, self.http, path),
+                                    timeout=10) as reply:
+            return reply.read()
+
+    def test_reportsThroughAWorker(self):
+        a, b, to_a, to_b = self.call("worker-1")
+        self.send(a, to_a, b, 5)
+        # bob's report on alice's stream, as an SR with one block
+        sr = (struct.pack("!BBHIQIII", 0x81, 200, 12, 0xB0B, 0x83AA7E8000000000, 160, 3, 516)
+              + struct.pack("!II", 0x12345678, (26 << 24) | 2)
+              + struct.pack("!IIII", 5, 480, 0, 0))
+        self.report(b, to_b, a, sr)
+        tree = json.loads(self.get("/sessions/worker-1"))
+        reports = [(tag, s["flags"][0], s.get("RTCP report"))
+                   for tag, entry in tree["tags"].items()
+                   for s in entry["medias"][0]["streams"]]
+        self.assertEqual(reports, [
+            ("alice", "RTP", None), ("alice", "RTCP", None), ("bob", "RTP", None),
+            ("bob", "RTCP", {"type": "SR", "SSRC": 0xB0B, "blocks": [
+                {"SSRC": 0x12345678, "fraction lost": 26, "cumulative lost": 2,
+                 "highest seq": 5, "jitter": 480}]})])
+        with urllib.request.urlopen("http://%s:%d/live" % (LOOPBACK, self.http),
+                                    timeout=10) as stream:
+            data = b""
+            while b"\n\n" not in data.partition(b"data: ")[2]:
+                data += stream.read1(65536)
+        view = json.loads(data.partition(b"data: ")[2].partition(b"\n\n")[0])
+        self.assertEqual(
+            [[(s["kind"], s["loss"], s["lost"], s["jitter"]) for s in p["medias"][0]["streams"]]
+             for p in view["calls"][0]["parties"]],
+            [[("RTP", 10.2, 2, 60.0), ("RTCP", None, None, None)],
+             [("RTP", None, None, None), ("RTCP", None, None, None)]])
