@@ -5,9 +5,9 @@ A party's sender reports (SR, payload type 200) and receiver reports (RR,
 since the last report, the cumulative number of packets lost, the
 extended highest sequence number received and the interarrival jitter (in
 RTP timestamp units).  That is where the live page's loss and jitter come
-from (docs/operations.md): the relay hands a received RTCP datagram here
-only when RTCP arrives (a few per second per stream at most), never per
-RTP packet.
+from (docs/architecture.md, "The path of a packet"): the relay hands a
+received RTCP datagram here only when RTCP arrives (a few per second per
+stream at most), never per RTP packet.
 
 Plain functions over bytes:
 
