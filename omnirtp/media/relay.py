@@ -190,6 +190,7 @@ class RelaySocket:
         "junk",
         "last_packet",
         # the party's latest RTCP report with blocks (observe_rtcp)
+        "rtcp_last",
         "rtcp_report",
     )
 
@@ -279,9 +280,11 @@ class RelaySocket:
         self.errors = 0
         self.junk = 0
         self.last_packet = now
-        #: the latest SR/RR with report blocks this socket's party sent
-        #: (an ``omnirtp.media.rtcp.Report``; None: none yet), kept by
-        #: :meth:`observe_rtcp` when RTCP arrives, never per RTP packet
+        #: the party's latest RTCP compound that opens with an SR/RR with
+        #: report blocks, not parsed yet (:meth:`observe_rtcp`), and the
+        #: latest such report parsed (an ``omnirtp.media.rtcp.Report``;
+        #: None: none yet; :meth:`latest_report`)
+        self.rtcp_last = None
         self.rtcp_report = None
 
     def __repr__(self):
@@ -478,7 +481,7 @@ class RelaySocket:
         }
         if self.inbound or self.middle or self.outbound:
             counters["transforms"] = self.transform_counters()
-        report = self.rtcp_report
+        report = self.latest_report()
         if report is not None:
             counters["rtcp"] = {
                 "type": "SR" if report.kind == 200 else "RR",
@@ -491,20 +494,35 @@ class RelaySocket:
         return counters
 
     def observe_rtcp(self, data):
-        """Keep the first SR/RR with report blocks of ``data``, a plain
-        (not SRTCP) RTCP datagram this socket's party sent, as
-        :attr:`rtcp_report`.  Called only for RTCP (by :class:`RtcpSocket`,
-        and for RTCP split off or run through a pipeline), so RTP pays
-        nothing; a malformed datagram changes nothing (it is forwarded
-        all the same)."""
-        try:
-            found = rtcp_reports(data)
-        except ValueError:
-            return
-        for report in found:
-            if report.blocks:
-                self.rtcp_report = report
-                return
+        """Keep ``data``, a plain (not SRTCP) RTCP datagram this socket's
+        party sent, when it opens with an SR or RR with report blocks (as
+        RFC 3550 compounds do once the party receives media; feedback-only
+        and empty reports are skipped): a test of two bytes and a
+        reference, so the RTCP path pays no parsing.  Called only for
+        RTCP (by :class:`RtcpSocket`, and for RTCP split off or run
+        through a pipeline).  :meth:`latest_report` parses it, off the
+        packet path."""
+        if len(data) > 1 and data[0] & 0x1F and (data[1] == 200 or data[1] == 201):
+            self.rtcp_last = data
+
+    def latest_report(self):
+        """The party's latest SR/RR with report blocks (an
+        ``omnirtp.media.rtcp.Report``), None before the first: parses what
+        :meth:`observe_rtcp` kept since the last call (``stats()``, once a
+        second at most per sweep or page); a malformed datagram leaves the
+        previous report in place (it was forwarded all the same)."""
+        data = self.rtcp_last
+        if data is not None:
+            self.rtcp_last = None
+            try:
+                found = rtcp_reports(data)
+            except ValueError:
+                found = ()
+            for report in found:
+                if report.blocks:
+                    self.rtcp_report = report
+                    break
+        return self.rtcp_report
 
     def start(self):
         """Start reading (through the poller, else ``reactor.addReader``)."""

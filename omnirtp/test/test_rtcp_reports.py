@@ -93,12 +93,14 @@ class EngineReportTests(SynchronousTestCase):
         later = bytearray(RR_ONE)
         later[12] = 0  # nothing lost this time
         self.deliver((HOST, self.a + 1), bytes(later), A_RTCP)
-        # an RR without blocks and a malformed one are forwarded, not kept
+        report = self.stats()[(HOST, self.a + 1)]["rtcp"]
+        self.assertEqual(report["blocks"][0]["fraction lost"], 0)
+        # an RR without blocks and a malformed one (read by the next stats,
+        # as the once-a-second sweep does) are forwarded; the report stays
         self.deliver((HOST, self.a + 1), bytes.fromhex("80c90001" "11111111"), A_RTCP)
         self.deliver((HOST, self.a + 1), RR_ONE[:-4], A_RTCP)
         self.assertEqual(len(self.net.sent_to(B_RTCP)), 4)
-        report = self.stats()[(HOST, self.a + 1)]["rtcp"]
-        self.assertEqual(report["blocks"][0]["fraction lost"], 0)
+        self.assertEqual(self.stats()[(HOST, self.a + 1)]["rtcp"], report)
         self.assertEqual(report["blocks"][0]["cumulative lost"], 10)
 
     def test_rtcp_split_off_a_mux_port(self):
@@ -120,6 +122,7 @@ class EngineReportTests(SynchronousTestCase):
         self.assertEqual(self.stats()[(HOST, self.a + 1)]["rtcp"], RR_ONE_STATS)
         # a forged SRTCP packet fails authentication: dropped, nothing kept
         self.engine.socket((HOST, self.a + 1)).rtcp_report = None
+        self.engine.socket((HOST, self.a + 1)).rtcp_last = None
         forged = bytearray(sender.protect_rtcp(RR_ONE))
         forged[12] ^= 0xFF
         self.deliver((HOST, self.a + 1), bytes(forged), A_RTCP)
@@ -127,19 +130,30 @@ class EngineReportTests(SynchronousTestCase):
 
 
 class ObserveTests(SynchronousTestCase):
-    """RelaySocket.observe_rtcp by itself."""
+    """RelaySocket.observe_rtcp and latest_report by themselves."""
 
     def setUp(self):
         reactor = MemoryUDPReactor()
         self.relay = RelaySocket(reactor, FakeNetwork().bind(HOST, 30000), (HOST, 30000))
 
-    def test_first_report_with_blocks(self):
-        empty_rr = bytes.fromhex("80c90001" "33333333")
-        self.relay.observe_rtcp(empty_rr + RR_ONE)
-        self.assertEqual(self.relay.rtcp_report, rtcp.reports(RR_ONE)[0])
+    def test_kept_then_parsed_once(self):
+        self.relay.observe_rtcp(SR_COMPOUND)
+        self.assertIs(self.relay.rtcp_last, SR_COMPOUND)  # nothing parsed yet
+        self.assertEqual(self.relay.latest_report(), rtcp.reports(SR_COMPOUND)[0])
+        self.assertIsNone(self.relay.rtcp_last)
+        self.assertEqual(self.relay.latest_report(), rtcp.reports(SR_COMPOUND)[0])
 
-    def test_garbage_changes_nothing(self):
+    def test_only_reports_with_blocks_are_kept(self):
         self.relay.observe_rtcp(RR_ONE)
-        for junk in (b"", b"\x80", RTP, bytes(64), RR_ONE[:30]):
-            self.relay.observe_rtcp(junk)
-        self.assertEqual(self.relay.rtcp_report, rtcp.reports(RR_ONE)[0])
+        # an empty RR, a feedback packet, junk: not kept at all
+        for other in (bytes.fromhex("80c90001" "33333333"),
+                      bytes.fromhex("81ce0002" "11111111" "22222222"), b"", b"\x81", RTP):
+            self.relay.observe_rtcp(other)
+        self.assertIs(self.relay.rtcp_last, RR_ONE)
+        self.assertEqual(self.relay.latest_report(), rtcp.reports(RR_ONE)[0])
+
+    def test_malformed_keeps_the_previous_report(self):
+        self.relay.observe_rtcp(RR_ONE)
+        self.relay.latest_report()
+        self.relay.observe_rtcp(RR_ONE[:30])  # opens like an RR, is cut short
+        self.assertEqual(self.relay.latest_report(), rtcp.reports(RR_ONE)[0])
