@@ -143,6 +143,9 @@ class LogLevels:
             default = INTERNALS_DEFAULT if name == "internals" else level
             value = subsystems.get(name)
             self.levels[name] = default if value is None else value
+        #: called with this object after every change (set, shift,
+        #: update): the media workers' level follows (service.build)
+        self.watchers = []
 
     @classmethod
     def from_config(cls, config, level=None):
@@ -164,6 +167,7 @@ class LogLevels:
             if subsystem not in self.levels:
                 raise KeyError(subsystem)
             self.levels[subsystem] = level
+        self._changed()
 
     def shift(self, delta):
         """Every subsystem's level up or down by ``delta`` (SIGUSR2 / SIGUSR1;
@@ -171,11 +175,22 @@ class LogLevels:
         self.level += delta
         for name in SUBSYSTEM_NAMES:
             self.levels[name] += delta
+        self._changed()
 
     def update(self, other):
         """Take the levels of another LogLevels (a reloaded config)."""
         self.level = other.level
         self.levels.update(other.levels)
+        self._changed()
+
+    def _changed(self):
+        for watcher in list(self.watchers):
+            watcher(self)
+
+    def highest(self):
+        """The most verbose level of any subsystem (what a process that
+        logs for all of them must let through)."""
+        return max(self.levels.values())
 
     def allows(self, name, prio):
         return prio <= self.levels.get(name, self.level)

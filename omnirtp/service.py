@@ -385,6 +385,13 @@ def build(config, reactor, log_level=None, reload=None):
     from omnirtp.control.operations import Operations
     from omnirtp.logging import LogLevels
     levels = LogLevels.from_config(config, log_level)
+    set_worker_level = getattr(engine, "set_log_level", None)
+    if set_worker_level is not None:
+        # media workers log what the most verbose subsystem wants (the
+        # records they send are filtered here per subsystem), and follow
+        # every change: set loglevel, SIGUSR1/SIGUSR2, SIGHUP
+        set_worker_level(levels.highest())
+        levels.watchers.append(lambda changed: set_worker_level(changed.highest()))
     operations = Operations(dispatcher, config, levels)
     top = service.MultiService()
     engine_service.setServiceParent(top)

@@ -413,6 +413,10 @@ class Dispatcher:
                         if ice:
                             streams[-1]["ICE"] = {"state": ice["state"],
                                                   "counters": ice["counters"]}
+                        # the latest RTCP SR/RR the party sent here (its
+                        # report blocks: what it receives, loss and jitter)
+                        if c.get("rtcp"):
+                            streams[-1]["RTCP report"] = c["rtcp"]
                         t = totals[kind]
                         t["packets"] += c["packets"]
                         t["bytes"] += c["bytes"]

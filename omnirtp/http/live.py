@@ -9,13 +9,20 @@ whose ``snapshot`` events carry the whole picture as JSON every
 :data:`INTERVAL` seconds (the page computes rates and graphs from
 consecutive snapshots).
 
-Codecs: the formats of the party's SDP that the call model records (the
-offerer's, today; an answerer's show as "codecs not recorded").
+Codecs: the formats of each party's own last SDP (offerer and answerer),
+in its order, as the call model keeps them.
 
-Loss and jitter: omnirtp's relay counts packets, bytes and errors per
-stream but reads no RTCP reports and no RTP sequence numbers (the packet
-path stays allocation-free), so the page shows no loss or jitter figures
-rather than invented ones.
+Loss and jitter: from RTCP, as the receiving party reports them.  The
+relay keeps each party's latest SR/RR (``RTCP report`` on the stream
+where it arrived: the RTCP port, or the RTP port with rtcp-mux); the
+report blocks a party sends describe the media it receives, i.e. what its
+peer sends through us.  So a party's RTP row shows the loss (the block's
+fraction lost since the previous report, in percent, and the cumulative
+count) and the jitter (in ms at the party's first codec's clock rate)
+that its peer reported about it; None (shown as "-") until its peer sent
+a report with a block.  The relay reads no RTP sequence numbers (the
+packet path stays allocation-free), so a peer that sends no RTCP shows no
+figures rather than invented ones.
 
 Bounds: at most :data:`MAX_CLIENTS` event streams at once (more get 503);
 a client that stops reading (the transport pauses us) is skipped and, after
@@ -28,6 +35,9 @@ import json
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.web import resource, server
+
+from omnirtp.media import rtcp
+from omnirtp.sdp.codecs import codec_for
 
 INTERVAL = 1.0
 MAX_CLIENTS = 16
@@ -43,14 +53,50 @@ def _endpoint(value):
     return "%s:%s" % (address, port)
 
 
+def party_codecs(media):
+    """``[(encoding, clock rate)]`` of the formats of the party's own last
+    SDP for ``media``, in its order (clock rate 0 when unknown): parsed
+    (``codecs_in``) once its call handles codecs, else its m= section as
+    kept (``codec_source``), else the offer's codec keys."""
+    if media.codecs_in is not None:
+        return [(pt.encoding or str(pt.pt), pt.clock_rate or 0) for pt in media.codecs_in]
+    section = media.codec_source
+    if section is not None:
+        rtpmaps = section.rtpmaps()
+        out = []
+        for f in section.formats:
+            codec = codec_for(f, rtpmaps)
+            out.append((codec.encoding or f, codec.clock_rate or 0))
+        return out
+    return sorted((k[0], k[1]) if isinstance(k, tuple) else (str(k), 0)
+                  for k in media.codec_keys)
+
+
 def _codecs(media):
-    names = []
-    for key in media.codec_keys:
-        if isinstance(key, tuple):
-            names.append("%s/%s" % (key[0].upper(), key[1]))
-        else:
-            names.append(str(key))
-    return sorted(names)
+    return ["%s/%s" % (name, rate) if rate else name for name, rate in party_codecs(media)]
+
+
+def _report(entry, index):
+    """The first report block of the latest RTCP report among the streams
+    of media ``index`` in a party's query ``entry`` (RTCP port first, then
+    the RTP port for rtcp-mux), or None."""
+    for media in (entry or {}).get("medias", ()):
+        if media.get("index") != index:
+            continue
+        for s in sorted(media.get("streams", ()), key=lambda s: "RTCP" not in s.get("flags", ())):
+            report = s.get("RTCP report")
+            if report and report.get("blocks"):
+                return report["blocks"][0]
+    return None
+
+
+def _quality(block, clock_rate):
+    """loss / lost / jitter of a stream from its receiver's report block."""
+    if block is None:
+        return {"loss": None, "lost": None, "jitter": None}
+    return {"loss": rtcp.loss_percent(block["fraction lost"]),
+            "lost": block["cumulative lost"],
+            "jitter": rtcp.jitter_ms(block["jitter"], clock_rate)}
 
 
 def _crypto(media):
@@ -63,19 +109,26 @@ def _crypto(media):
 
 def call_view(call, tree, now):
     """One call for the page: the ng ``query`` tree (``tree``) with each
-    medium's codecs, crypto, ICE and rtcp-mux from the call model."""
+    medium's codecs, crypto, ICE and rtcp-mux from the call model, and
+    each RTP stream's loss and jitter from its receiver's RTCP reports."""
     parties = []
     # the tree lists the call's monologues in order, one entry each
-    for ml, (tag, entry) in zip(call.monologues, tree.get("tags", {}).items()):
+    entries = list(zip(call.monologues, tree.get("tags", {}).items()))
+    by_party = {id(ml): entry for ml, (_, entry) in entries}
+    for ml, (tag, entry) in entries:
         models = {m.index: m for m in ml.medias}
+        receiver = by_party.get(id(ml.peer)) if ml.peer is not None else None
         medias = []
         for media in entry.get("medias", ()):
             model = models.get(media.get("index"))
+            codecs = party_codecs(model) if model is not None else []
+            clock_rate = next((rate for _, rate in codecs if rate), 0)
             streams = []
             for s in media.get("streams", ()):
                 stats = s.get("stats", {})
                 kind = "RTCP" if "RTCP" in s.get("flags", ()) else "RTP"
-                streams.append({
+                block = _report(receiver, media.get("index")) if kind == "RTP" else None
+                stream = {
                     "kind": kind,
                     "local": _endpoint({"address": s.get("local address", ""),
                                         "port": s.get("local port", 0)}),
@@ -84,7 +137,9 @@ def call_view(call, tree, now):
                     "bytes": stats.get("bytes", 0),
                     "errors": stats.get("errors", 0),
                     "last-packet": s.get("last packet", 0),
-                })
+                }
+                stream.update(_quality(block, clock_rate))
+                streams.append(stream)
             medias.append({
                 "index": media.get("index"),
                 "type": media.get("type", ""),
@@ -256,6 +311,7 @@ PAGE = """<!doctype html>
  th, td { text-align: left; padding: .15em .4em; border-bottom: 1px solid #eee;
           white-space: nowrap; }
  td.num { text-align: right; font-variant-numeric: tabular-nums; }
+ td.ends { font-size: .9em; }
  .scroll { overflow-x: auto; }
  canvas { width: 80px; height: 20px; vertical-align: middle; }
  #empty { color: #666; padding: 1em; }
@@ -318,8 +374,10 @@ function render(view) {
         m.appendChild(tags);
         const wrap = el("div", {"class": "scroll"}), table = el("table");
         const head = el("tr");
-        for (const t of ["", "local", "remote", "packets", "bytes", "errors", "pkt/s", ""])
-          head.appendChild(el("th", {}, t));
+        for (const t of ["", "local \\u2194 remote", "packets", "loss", "jitter", "errors",
+                         "bytes", "pkt/s", ""])
+          head.appendChild(el("th", t === "loss" || t === "jitter" ?
+            {"title": "as the other party reports it (RTCP)"} : {}, t));
         table.appendChild(head);
         for (const s of media.streams) {
           const key = call["call-id"] + "|" + party.tag + "|" + media.index + "|" + s.kind;
@@ -332,11 +390,17 @@ function render(view) {
           const points = history[key] = (history[key] || []).concat([rate]).slice(-HISTORY);
           const row = el("tr", {"class": "stream", "data-kind": s.kind});
           row.appendChild(el("td", {}, s.kind));
-          row.appendChild(el("td", {"class": "local"}, s.local));
-          row.appendChild(el("td", {"class": "endpoint"}, s.endpoint || "-"));
+          const ends = el("td", {"class": "ends"});
+          ends.appendChild(el("div", {"class": "local"}, s.local));
+          ends.appendChild(el("div", {"class": "endpoint"}, s.endpoint || "-"));
+          row.appendChild(ends);
           row.appendChild(el("td", {"class": "num packets"}, String(s.packets)));
-          row.appendChild(el("td", {"class": "num bytes"}, String(s.bytes)));
+          row.appendChild(el("td", {"class": "num loss"},
+            s.loss === null ? "-" : s.loss.toFixed(1) + "% (" + s.lost + ")"));
+          row.appendChild(el("td", {"class": "num jitter"},
+            s.jitter === null ? "-" : s.jitter.toFixed(1) + " ms"));
           row.appendChild(el("td", {"class": "num errors"}, String(s.errors)));
+          row.appendChild(el("td", {"class": "num bytes"}, String(s.bytes)));
           row.appendChild(el("td", {"class": "num rate"}, rate.toFixed(1)));
           const cell = el("td"), canvas = el("canvas", {"class": "graph"});
           cell.appendChild(canvas); row.appendChild(cell);

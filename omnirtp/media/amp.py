@@ -215,6 +215,17 @@ class SetCertificate(amp.Command):
     errors = ERRORS
 
 
+class SetLogLevel(amp.Command):
+    """The worker's log level from now on (syslog 0-7; above 7 logs
+    everything, below 0 nothing): the highest of the daemon's subsystem
+    levels, sent whenever the operator changes them (``set loglevel``,
+    SIGUSR1/SIGUSR2, SIGHUP).  The control process filters the records it
+    re-emits per subsystem."""
+
+    arguments = [(b"level", amp.Integer())]
+    response = []
+
+
 class Ping(amp.Command):
     """Is the worker up?  Answers with its process id."""
 

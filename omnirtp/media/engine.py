@@ -40,7 +40,7 @@ from omnirtp.media.demux import Demux
 from omnirtp.media.ice import IceAgent, parse_candidate
 from omnirtp.media.ports import PortPool
 from omnirtp.media.relay import (
-    LEARN_DELAYED, LEARNING_MODES, MediaPoller, RelaySocket, bind_media, bind_udp)
+    LEARN_DELAYED, LEARNING_MODES, MediaPoller, RelaySocket, RtcpSocket, bind_media, bind_udp)
 
 # keys of IMediaEngine.configure entries
 K_LOCAL = "local"
@@ -552,8 +552,8 @@ class EmbeddedEngine:
         for port, (rtp_sock, rtcp_sock) in taken:
             rtp = RelaySocket(self._reactor, rtp_sock, (address, port), self._poller,
                               self._companion(address, port))
-            rtcp = RelaySocket(self._reactor, rtcp_sock, (address, port + 1), self._poller,
-                               self._companion(address, port + 1))
+            rtcp = RtcpSocket(self._reactor, rtcp_sock, (address, port + 1), self._poller,
+                              self._companion(address, port + 1))
             rtcp.rtp_sibling = rtp
             self._sockets[rtp.local] = rtp
             self._sockets[rtcp.local] = rtcp

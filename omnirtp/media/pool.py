@@ -44,6 +44,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import omnirtp
+from omnirtp.logging import priority, subsystem
 from omnirtp.errors import E_INTERNAL, E_UNKNOWN_CALL, ConfigError, NGError, PortsExhausted
 from omnirtp.interfaces import IMediaEngine
 from omnirtp.media import amp as commands
@@ -191,6 +192,7 @@ class WorkerProcess(ProcessProtocol):
         if not text:
             return
         level = LogLevel.warn
+        origin = {}
         if text.startswith("{"):
             try:
                 event = eventFromJSON(text)
@@ -199,6 +201,9 @@ class WorkerProcess(ProcessProtocol):
                 failure = event.get("log_failure")
                 if failure is not None:
                     text = "%s\n%s" % (text, failure.getTraceback())
+                # the worker's subsystem and priority, so that the daemon's
+                # per-subsystem levels (LogLevels) apply to its records
+                origin = {"log_subsystem": subsystem(event), "log_priority": priority(event)}
             except Exception:
                 pass
         self.log.emit(
@@ -207,6 +212,7 @@ class WorkerProcess(ProcessProtocol):
             worker=self.slot.index,
             pid=self.pid,
             text=text,
+            **origin
         )
 
     def processEnded(self, reason):
@@ -519,6 +525,26 @@ class WorkerPool(service.Service):
         self._scheduleRestart(slot)
 
     # -- statistics ------------------------------------------------------
+
+    def set_log_level(self, level):
+        """Log at syslog level ``level`` in every worker from now on (sent
+        over AMP to the running ones; a worker started later gets it on its
+        command line).  The control process's :class:`LogLevels` filter
+        the re-emitted records per subsystem, so the level given is the
+        highest of them (``LogLevels.highest``).  Returns a Deferred that
+        fires when every running worker answered (a worker that cannot
+        answer is logged, not an error: it restarts with the new level)."""
+        self.log_level = level
+        waits = []
+        for slot in self.slots:
+            if slot.process is None or slot.state not in (STARTING, READY):
+                continue
+            d = self._call(slot, commands.SetLogLevel, level=level)
+            d.addErrback(lambda f, slot=slot: self.log.warn(
+                "media worker {worker} did not take log level {level}: {why}",
+                worker=slot.index, level=level, why=f.getErrorMessage()))
+            waits.append(d)
+        return DeferredList(waits)
 
     @property
     def workers(self):

@@ -41,6 +41,8 @@ import socket
 from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
 
+from omnirtp.media.rtcp import reports as rtcp_reports
+
 # ng / rtpengine learning mode names
 LEARN_DELAYED = "delayed"
 LEARN_IMMEDIATE = "immediate"
@@ -182,6 +184,9 @@ class RelaySocket:
         "errors",
         "junk",
         "last_packet",
+        # the party's latest RTCP report with blocks (observe_rtcp)
+        "rtcp_last",
+        "rtcp_report",
     )
 
     def __init__(self, reactor, sock, local, poller=None, companion=None):
@@ -274,6 +279,12 @@ class RelaySocket:
         self.errors = 0
         self.junk = 0
         self.last_packet = now
+        #: the party's latest RTCP compound that opens with an SR/RR with
+        #: report blocks, not parsed yet (:meth:`observe_rtcp`), and the
+        #: latest such report parsed (an ``omnirtp.media.rtcp.Report``;
+        #: None: none yet; :meth:`latest_report`)
+        self.rtcp_last = None
+        self.rtcp_report = None
 
     def __repr__(self):
         return "<RelaySocket %s:%d endpoint=%r confirmed=%r>" % (
@@ -473,7 +484,48 @@ class RelaySocket:
         }
         if self.inbound or self.middle or self.outbound:
             counters["transforms"] = self.transform_counters()
+        report = self.latest_report()
+        if report is not None:
+            counters["rtcp"] = {
+                "type": "SR" if report.kind == 200 else "RR",
+                "SSRC": report.ssrc,
+                "blocks": [{"SSRC": b.ssrc, "fraction lost": b.fraction_lost,
+                            "cumulative lost": b.cumulative_lost,
+                            "highest seq": b.highest_seq, "jitter": b.jitter}
+                           for b in report.blocks],
+            }
         return counters
+
+    def observe_rtcp(self, data):
+        """Keep ``data``, a plain (not SRTCP) RTCP datagram this socket's
+        party sent, when it opens with an SR or RR with report blocks (as
+        RFC 3550 compounds do once the party receives media; feedback-only
+        and empty reports are skipped): a test of two bytes and a
+        reference, so the RTCP path pays no parsing.  Called only for
+        RTCP (by :class:`RtcpSocket`, and for RTCP split off or run
+        through a pipeline).  :meth:`latest_report` parses it, off the
+        packet path."""
+        if len(data) > 1 and data[0] & 0x1F and (data[1] == 200 or data[1] == 201):
+            self.rtcp_last = data
+
+    def latest_report(self):
+        """The party's latest SR/RR with report blocks (an
+        ``omnirtp.media.rtcp.Report``), None before the first: parses what
+        :meth:`observe_rtcp` kept since the last call (``stats()``, once a
+        second at most per sweep or page); a malformed datagram leaves the
+        previous report in place (it was forwarded all the same)."""
+        data = self.rtcp_last
+        if data is not None:
+            self.rtcp_last = None
+            try:
+                found = rtcp_reports(data)
+            except ValueError:
+                found = ()
+            for report in found:
+                if report.blocks:
+                    self.rtcp_report = report
+                    break
+        return self.rtcp_report
 
     def start(self):
         """Start reading (through the poller, else ``reactor.addReader``)."""
@@ -693,6 +745,7 @@ class RelaySocket:
         peer = self.peer
         if self.rtcp_peer is not None and 191 < data[1] < 224:
             peer = self.rtcp_peer
+            self.observe_rtcp(data)
         if peer is None:
             self.errors += 1
             return
@@ -716,22 +769,49 @@ class RelaySocket:
         counted the same way, so nothing escapes to the poller."""
         rtp_steps, rtcp_steps = self.pipeline
         if 191 < data[1] < 224:
-            steps = rtcp_steps
-            peer = self.rtcp_peer
-            if peer is None:
-                peer = self.peer
-        else:
-            steps = rtp_steps
-            peer = self.peer
+            self._forward_rtcp_pipeline(data, rtcp_steps)
+            return
+        peer = self.peer
         if peer is None:
             self.errors += 1
             return
         try:
-            for step in steps:
+            for step in rtp_steps:
                 data = step(data)
                 if data is None:
                     self.errors += 1
                     return
+            if peer._cfd >= 0:
+                _write(peer._cfd, data)
+            elif peer.endpoint is not None:
+                peer._sendto(data, peer.endpoint)
+            else:
+                self.errors += 1
+        except Exception:
+            self.errors += 1
+
+    def _forward_rtcp_pipeline(self, data, steps):
+        """The RTCP half of :meth:`_forward_pipeline` (out of ``rtcp_peer``
+        when one is set): the same steps and counting, and the party's
+        reports observed (:meth:`observe_rtcp`) once its SRTCP is undone,
+        after the ``inbound`` steps, which come first in the chain."""
+        peer = self.rtcp_peer
+        if peer is None:
+            peer = self.peer
+        if peer is None:
+            self.errors += 1
+            return
+        plain = len(self.inbound)
+        try:
+            for i, step in enumerate(steps):
+                if i == plain:
+                    self.observe_rtcp(data)
+                data = step(data)
+                if data is None:
+                    self.errors += 1
+                    return
+            if plain >= len(steps):
+                self.observe_rtcp(data)
             if peer._cfd >= 0:
                 _write(peer._cfd, data)
             elif peer.endpoint is not None:
@@ -905,6 +985,29 @@ class RelaySocket:
         if learning == LEARN_IMMEDIATE or now >= self.window_end:
             self.confirmed = True
         return True
+
+
+
+class RtcpSocket(RelaySocket):
+    """The RTCP socket of a port pair (``p + 1``; the engine sets its
+    ``rtp_sibling``): a :class:`RelaySocket` whose datagrams never take the
+    poller's inline path, so that each is seen in :meth:`_forward`, where
+    the party's reports are kept (:meth:`RelaySocket.observe_rtcp`).  RTCP
+    is a few datagrams per second per stream, so the Python call it costs
+    is nothing beside the RTP it describes; the RTP sockets, the hot path,
+    are not touched.  With a pipeline (SRTCP) the reports are observed in
+    the pipeline, once unprotected."""
+
+    __slots__ = ()
+
+    def _update_out(self):
+        RelaySocket._update_out(self)
+        self._out = -1
+
+    def _forward(self, data):
+        if self.pipeline is None:
+            self.observe_rtcp(data)
+        RelaySocket._forward(self, data)
 
 
 @implementer(IReadDescriptor)

@@ -83,11 +83,13 @@ class WorkerProtocol(amp.AMP):
 
     log = Logger()
 
-    def __init__(self, engine, clock, on_close=None, pid=None):
+    def __init__(self, engine, clock, on_close=None, pid=None, on_log_level=None):
         amp.AMP.__init__(self)
         self.engine = engine
         self.clock = clock
         self.on_close = on_close
+        #: called with the syslog level a SetLogLevel names
+        self.on_log_level = on_log_level
         self.pid = os.getpid() if pid is None else pid
         self._closed = False
 
@@ -140,6 +142,12 @@ class WorkerProtocol(amp.AMP):
         cert = Certificate(x509.load_pem_x509_certificate(certificate),
                            serialization.load_pem_private_key(key, password=None))
         self.engine.set_certificate(cert)
+        return {}
+
+    @commands.SetLogLevel.responder
+    def set_log_level(self, level):
+        if self.on_log_level is not None:
+            self.on_log_level(level)
         return {}
 
     @commands.Ping.responder
@@ -221,10 +229,8 @@ def main(argv=None):
         sys.stderr.write("omnirtp worker: %s\n" % (e,))
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    observer = FilteringLogObserver(
-        jsonFileLogObserver(sys.stderr),
-        [LogLevelFilterPredicate(defaultLogLevel=level_for(args.log_level))],
-    )
+    levels = LogLevelFilterPredicate(defaultLogLevel=level_for(args.log_level))
+    observer = FilteringLogObserver(jsonFileLogObserver(sys.stderr), [levels])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
     from twisted.internet import reactor
@@ -238,7 +244,13 @@ def main(argv=None):
     else:
         engine = factory(reactor, interfaces, forwarder=forwarder)
 
-    protocol = WorkerProtocol(engine, reactor, on_close=stopper(reactor, engine))
+    def set_level(level):
+        # the predicate keeps its default per namespace: set it, then reset
+        levels.defaultLogLevel = level_for(level)
+        levels.clearLogLevels()
+
+    protocol = WorkerProtocol(engine, reactor, on_close=stopper(reactor, engine),
+                              on_log_level=set_level)
     StandardIO(protocol, stdin=FD_FROM_CONTROL, stdout=FD_TO_CONTROL, reactor=reactor)
     log.info(
         "worker {index} (pid {pid}) serving {interfaces}",

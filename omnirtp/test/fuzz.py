@@ -36,6 +36,7 @@ from omnirtp.control.commands import Dispatcher
 from omnirtp.control.flags import KNOWN_FLAGS
 from omnirtp.control.ng import NGProtocol
 from omnirtp.media import dtls, stun
+from omnirtp.media import rtcp as rtcp_parser
 from omnirtp.media.engine import EmbeddedEngine
 from omnirtp.media.ice import IceAgent, parse_candidate
 from omnirtp.media.relay import LEARNING_MODES, RelaySocket
@@ -923,6 +924,49 @@ dtls_inputs = st.tuples(st.integers(0, 1), st.lists(dtls_events(), max_size=8)).
     lambda t: framed([t[0]] + t[1]))
 
 
+# --- RTCP reports ----------------------------------------------------------------
+
+
+@st.composite
+def rtcp_compounds(draw):
+    """A compound RTCP datagram: SR/RR with 0-3 report blocks, SDES, BYE,
+    feedback; well-formed before mutation."""
+    out = b""
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from((rtcp_parser.SR, rtcp_parser.RR, 202, 203, 205, 206)))
+        count = draw(st.integers(0, 3)) if kind in (rtcp_parser.SR, rtcp_parser.RR) else draw(
+            st.integers(0, 31))
+        body = struct.pack("!I", draw(st.integers(0, 0xFFFFFFFF)))
+        if kind == rtcp_parser.SR:
+            body += draw(st.binary(min_size=20, max_size=20))
+        if kind in (rtcp_parser.SR, rtcp_parser.RR):
+            body += draw(st.binary(min_size=24 * count, max_size=24 * count))
+        else:
+            body += draw(st.binary(max_size=12)).ljust(12, b"\0")
+        out += struct.pack("!BBH", 0x80 | count, kind, len(body) // 4) + body
+    return out
+
+
+def check_rtcp(data):
+    """reports() returns Report tuples or raises RtcpError; every block's
+    figures are within their fields' ranges."""
+    try:
+        found = rtcp_parser.reports(data)
+    except rtcp_parser.RtcpError:
+        return
+    assert isinstance(found, tuple)
+    for report in found:
+        assert report.kind in (rtcp_parser.SR, rtcp_parser.RR)
+        assert (report.sender is None) == (report.kind == rtcp_parser.RR)
+        for block in report.blocks:
+            assert 0 <= block.fraction_lost <= 255
+            assert -0x800000 <= block.cumulative_lost <= 0x7FFFFF
+            assert 0 <= rtcp_parser.loss_percent(block.fraction_lost) <= 100
+
+
+rtcp_inputs = st.one_of(mutated(rtcp_compounds(), max_mutations=2), st.binary(max_size=80))
+
+
 TARGETS = {
     "bencode": (check_bencode, bencode_inputs),
     "ng": (check_ng, ng_inputs),
@@ -932,4 +976,5 @@ TARGETS = {
     "ice": (check_ice, ice_inputs),
     "config": (check_config, config_inputs),
     "dtls": (check_dtls, dtls_inputs),
+    "rtcp": (check_rtcp, rtcp_inputs),
 }

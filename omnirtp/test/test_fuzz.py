@@ -18,7 +18,8 @@ FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", 
 
 #: cases per target in make test: a few seconds each on one core
 EXAMPLES = {"bencode": 300, "stun": 300, "config": 200, "relay": 150, "sdp": 100,
-            "ice": 80, "ng": 40, "dtls": 60}
+            "ice": 80, "ng": 40, "dtls": 60,
+            "rtcp": 300}
 
 
 def _run(name):
@@ -73,6 +74,9 @@ class FuzzTargetTests(SynchronousTestCase):
 
     def test_dtls(self):
         _run("dtls")
+
+    def test_rtcp(self):
+        _run("rtcp")
 
 
 class RegressionTests(SynchronousTestCase):

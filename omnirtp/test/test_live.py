@@ -71,13 +71,17 @@ class EventTests(HTTPTestCase):
             {k: media[k] for k in ("index", "type", "protocol", "codecs", "crypto", "ice",
                                    "rtcp-mux")},
             {"index": 1, "type": "audio", "protocol": "RTP/AVP",
-             "codecs": ["PCMA/8000", "PCMU/8000", "TELEPHONE-EVENT/8000"], "crypto": "none",
+             "codecs": ["PCMU/8000", "PCMA/8000", "telephone-event/8000"], "crypto": "none",
              "ice": False, "rtcp-mux": False})
+        # the answerer's codecs are its own SDP's, in its order
+        self.assertEqual(call["parties"][1]["medias"][0]["codecs"],
+                         ["PCMU/8000", "telephone-event/8000"])
+        none = {"loss": None, "lost": None, "jitter": None}
         self.assertEqual(media["streams"], [
-            {"kind": "RTP", "local": "127.0.0.1:30000", "endpoint": "192.0.2.10:49170",
-             "packets": 0, "bytes": 0, "errors": 0, "last-packet": 0},
-            {"kind": "RTCP", "local": "127.0.0.1:30001", "endpoint": "192.0.2.10:49171",
-             "packets": 0, "bytes": 0, "errors": 0, "last-packet": 0}])
+            dict(none, kind="RTP", local="127.0.0.1:30000", endpoint="192.0.2.10:49170",
+                 packets=0, bytes=0, errors=0, **{"last-packet": 0}),
+            dict(none, kind="RTCP", local="127.0.0.1:30001", endpoint="192.0.2.10:49171",
+                 packets=0, bytes=0, errors=0, **{"last-packet": 0})])
 
         # media flows on the first party's RTP socket
         stats = self.d.engine.stats
@@ -107,6 +111,36 @@ class EventTests(HTTPTestCase):
         resource = self.site.resource.children[b"live"]
         self.assertEqual(resource.clients, set())
         self.assertEqual(self.d.clock.getDelayedCalls(), [])
+
+    def test_lossAndJitterFromTheReceiversReport(self):
+        """The answerer's RTCP port got an RR about the offerer's stream:
+        the offerer's RTP row shows its loss and jitter (ms at PCMU's 8000
+        Hz), every other row none; the query tree (/sessions/<id>) carries
+        the report on the stream where it arrived."""
+        self.d.call("c1")
+        report = {"type": "RR", "SSRC": 0x22222222, "blocks": [
+            {"SSRC": 0x11111111, "fraction lost": 64, "cumulative lost": 12,
+             "highest seq": 1050, "jitter": 123}]}
+        stats = self.d.engine.stats
+
+        def reporting(call_id=None):
+            def add(out):
+                if "c1" in out:
+                    # the second party's RTCP socket (offered to tt-c1)
+                    out["c1"][("127.0.0.1", 30003)]["rtcp"] = report
+                return out
+            return stats(call_id).addCallback(add)
+        self.patch(self.d.engine, "stats", reporting)
+        channel, transport = self.open()
+        [snap] = events(transport.value())
+        rows = [[(s["kind"], s["loss"], s["lost"], s["jitter"]) for s in p["medias"][0]["streams"]]
+                for p in snap["calls"][0]["parties"]]
+        self.assertEqual(rows, [[("RTP", 25.0, 12, 15.4), ("RTCP", None, None, None)],
+                                [("RTP", None, None, None), ("RTCP", None, None, None)]])
+        channel.connectionLost(Failure(ConnectionDone()))
+        status, _, body = self.get(b"/sessions/c1")
+        streams = json.loads(body)["tags"]["tt-c1"]["medias"][0]["streams"]
+        self.assertEqual([s.get("RTCP report") for s in streams], [None, report])
 
     def test_sdesCrypto(self):
         # an SDES phone calls a plain one: SDES is in use with the caller

@@ -60,6 +60,19 @@ class LevelsTests(SynchronousTestCase):
         levels.shift(-1)
         self.assertEqual((levels.level, set(levels.levels.values())), (-1, {-1}))
 
+    def test_watchersFollowEveryChange(self):
+        """set, shift and update each tell the watchers (the media
+        workers' level follows), which read the highest level."""
+        levels = LogLevels(6, {"ice": 7})
+        seen = []
+        levels.watchers.append(lambda changed: seen.append(changed.highest()))
+        self.assertEqual(levels.highest(), 7)
+        levels.set(3)
+        levels.set(5, "http")
+        levels.shift(+1)
+        levels.update(LogLevels(2))
+        self.assertEqual(seen, [3, 5, 6, 2])
+
     def test_priorities(self):
         """twisted's levels as syslog priorities; log_priority wins."""
         self.assertEqual([olog.priority({"log_level": lv}) for lv in (

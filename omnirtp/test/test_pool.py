@@ -338,6 +338,12 @@ class CommandTests(SynchronousTestCase):
     def test_ping(self):
         self.assertEqual(self.successResultOf(self.link.call(commands.Ping)), {"pid": 4242})
 
+    def test_setLogLevel(self):
+        got = []
+        self.link.server.on_log_level = got.append
+        self.assertEqual(self.successResultOf(self.link.call(commands.SetLogLevel, level=7)), {})
+        self.assertEqual(got, [7])
+
     def test_shutdownAnswersThenCloses(self):
         d = self.link.call(commands.Shutdown)
         self.assertEqual(self.successResultOf(d), {})
@@ -901,6 +907,34 @@ class PoolTests(SynchronousTestCase):
             [(e["log_level"], e["worker"], e["pid"], e["text"]) for e in relayed],
             [(LogLevel.warn, 1, 1001, "bound 4 ports"), (LogLevel.warn, 1, 1001, "Traceback (most recent call last):")],
         )
+
+    def test_logLevelToEveryWorkerAndAfterARestart(self):
+        """set_log_level reaches each running worker over AMP; a worker
+        started later gets the new level on its command line."""
+        self.start()
+        got = []
+        for process in self.reactor.spawned:
+            process.worker.on_log_level = lambda level, pid=process.pid: got.append((pid, level))
+        d = self.pool.set_log_level(7)
+        self.reactor.pump()
+        self.successResultOf(d)
+        self.assertEqual(got, [(1000, 7), (1001, 7)])
+        self.process(0).end(status=1)
+        self.reactor.advance(self.pool.restart_delay)
+        args = self.reactor.spawned[2].args
+        self.assertEqual(args[args.index("--log-level") + 1], "7")
+
+    def test_workerLogKeepsItsSubsystem(self):
+        """A worker's record keeps its subsystem and priority, so the
+        daemon's per-subsystem levels apply to it."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.start()
+        record = eventAsJSON({"log_format": "check sent", "log_level": LogLevel.debug,
+                              "log_namespace": "omnirtp.media.ice"})
+        self.pool.slots[0].process.childDataReceived(2, b"\x1e" + record.encode("utf-8") + b"\n")
+        [relayed] = [e for e in events if e.get("log_format", "").startswith("worker {worker}")]
+        self.assertEqual((relayed["log_level"], relayed["log_subsystem"], relayed["log_priority"]),
+                         (LogLevel.debug, "ice", 7))
 
     def test_workerFailureIsRelayedWithItsTraceback(self):
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)

@@ -171,3 +171,46 @@ class DaemonLogTests(SynchronousTestCase):
         self.log_until("ERR: [core] SIGHUP: the configuration does not load (")
         self.assertEqual(self.run_ctl("list", "timeout"), "TIMEOUT=77\n")
         self.assertTrue(self.daemon.ng.ping())
+
+
+class WorkerLogTests(DaemonLogTests):
+    """The same daemon with a media worker (``num-threads = 1``): ``set
+    loglevel`` reaches the worker, whose debug records then appear."""
+
+    def write(self, **values):
+        DaemonLogTests.write(self, **values)
+        with open(self.conf, "a") as f:
+            f.write("num-threads = 1\n")
+
+    def offer(self, call_id):
+        """Offer a call (its ports are allocated in the worker), then
+        delete it (the test's ten ports are enough for two calls)."""
+        reply = self.daemon.ng.request({"command": "offer", "call-id": call_id,
+                                        "from-tag": "ft", "sdp": SDP})
+        self.assertEqual(reply["result"], "ok")
+        reply = self.daemon.ng.request({"command": "delete", "call-id": call_id,
+                                        "from-tag": "ft", "delete-delay": 0})
+        self.assertEqual(reply["result"], "ok")
+
+    def test_setLoglevelReachesTheWorker(self):
+        """At level 6 the worker's port allocation (a debug record) is not
+        logged; after ``set loglevel 7`` it is.  The worker writes its
+        records in order on one pipe, so once the second call's record is
+        in the log, the first call's would be before it had it been
+        written."""
+        self.offer("worker-quiet")
+        self.log_until("[worker-quiet]: [control] Received command 'offer'")
+        self.assertEqual(self.run_ctl("set", "loglevel", "7"), "Success setting loglevel to 7\n")
+        self.offer("worker-debug")
+        self.log_until("for worker-debug: [")
+        text = self.daemon.log()
+        self.assertRegex(text, r"DEBUG: \[core\] worker 0 \(pid \d+\): allocated \d+ port pairs "
+                               r"on 127\.0\.0\.1 for worker-debug: \[\d+(, \d+)*\]")
+        self.assertNotIn("for worker-quiet: [", text)
+        # and down again: at 6 no debug record of the worker is logged
+        self.assertEqual(self.run_ctl("set", "loglevel", "6"), "Success setting loglevel to 6\n")
+        self.offer("worker-info")
+        self.assertEqual(self.run_ctl("set", "loglevel", "7"), "Success setting loglevel to 7\n")
+        self.offer("worker-last")
+        self.log_until("for worker-last: [")
+        self.assertNotIn("for worker-info: [", self.daemon.log())
