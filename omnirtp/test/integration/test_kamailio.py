@@ -473,7 +473,14 @@ class KamailioCallsMixin:
                                RING_MS=RING_MS)
 
         sniffer = peers.capture(self, port_min, port_max)
-        sipp_media = peers.free_ports(1 + len(CALLERS))
+        # SIPp binds its media port and the ports next to it (RTCP, video):
+        # a block of four each, outside the kernel's ephemeral range (where
+        # free_ports' picks sit among everyone's sockets) and the proxy's
+        while True:
+            first, last = peers.free_port_range(4 * (1 + len(CALLERS)))
+            if last < port_min or first > port_max:
+                break
+        sipp_media = list(range(first, last + 1, 4))
         uas = peers.start_sipp(self, "uas", uas_xml, uas_port, sipp_media[0], calls=total,
                                extra_args=["-inf", uas_inf])
         callers = {}
