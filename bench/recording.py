@@ -16,9 +16,10 @@ hits both alike, median of ``--rounds``:
   leaving the inline path costs (the path every socket with a step takes).
 * ``recorded``: the same sockets with a ``RecordTap`` (omnirtp.recording)
   on the receiving socket, as ``record`` in ``IMediaEngine.configure``
-  puts there; the pcap is written to a file in ``$TMPDIR``, and the flush
-  that writes it is inside the measured time (it runs off the packet path
-  but on the same CPU).
+  puts there (a tap alone: the socket stays on the inline path, where the
+  poller hands each datagram to the tap's sink); the pcap is written to a
+  file in ``$TMPDIR``, and the flush that writes it is inside the measured
+  time (it runs off the packet path but on the same CPU).
 
 ``--valgrind`` counts user-space instructions per datagram instead
 (callgrind, the difference between 5 and 25 queued datagrams per socket,

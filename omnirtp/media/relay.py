@@ -23,15 +23,17 @@ received here is sent out of ``peer`` (the socket facing the other party)
 to ``peer.endpoint``.  How ``endpoint`` follows the source of received
 packets is the learning policy (ng-spec §3.10); see :meth:`RelaySocket._learn`.
 
-Transforms (SRTP, later a recording tap or a transcoder) are steps a socket
+Transforms (SRTP, a recording tap, a transcoder) are steps a socket
 owns (``inbound``, ``middle``, ``outbound``); a socket whose packets run any
 step has a ``pipeline`` and leaves the plain fast paths: ``_out`` stays -1
 and its companion is served by :meth:`RelaySocket._piped` instead (the
 native SRTP path: libsrtp on one shared buffer, everything else to
 :meth:`RelaySocket.connected`), and ``_forward`` tests that one slot before
 its plain code, so a plain socket pays a single attribute test on the full
-path and nothing on the inline path.  See :meth:`RelaySocket.update_pipeline`
-and docs/architecture.md.
+path.  The one exception is a recording tap alone (``_tap``): that socket
+keeps the inline path, where the poller hands each datagram to the tap's
+``sink`` (omnirtp.recording.writer); a plain socket pays one slot test for
+it there.  See :meth:`RelaySocket.update_pipeline` and docs/architecture.md.
 """
 
 import os
@@ -155,6 +157,7 @@ class RelaySocket:
         "_sout",
         "_pout",
         "_chain",
+        "_tap",
         "_feeders",
         "_seconds",
         "_v6",
@@ -204,7 +207,8 @@ class RelaySocket:
         self._cfd = -1
         #: where the poller's inline path writes what the companion reads:
         #: the peer's companion while this endpoint is confirmed, no RTCP is
-        #: split off and the peer has a companion; else -1 (the full path,
+        #: split off, the peer has a companion and there is no pipeline (or
+        #: only a recording tap, ``_tap``); else -1 (the full path,
         #: :meth:`connected`).  Kept by :meth:`_update_out`.
         self._out = -1
         #: the native path of a socket with a pipeline (see :meth:`_piped`):
@@ -221,6 +225,13 @@ class RelaySocket:
         #: Python, e.g. a transcoder): the peer's companion while the
         #: endpoint is confirmed, else -1 (:meth:`_stepped`)
         self._pout = -1
+        #: the recording tap when it is the only step of both chains (a
+        #: recorded plain socket), else None: such a socket keeps the
+        #: inline path (``_out``), where the poller hands what it relays to
+        #: the tap's ``sink`` with the tap's ``inline_flow`` (kept by
+        #: ``tap.follow(address)`` whenever the companion's address
+        #: changes); see :meth:`MediaPoller.doRead`
+        self._tap = None
         #: the sockets whose ``peer`` this is (their ``_out`` follows ours)
         self._feeders = []
         self.peer = None
@@ -388,10 +399,11 @@ class RelaySocket:
         """Recompute ``_out`` (see ``__init__``); called whenever the
         endpoint's confirmation, ``peer``, ``rtcp_peer``, the peer's
         companion or the pipeline changes.  A socket with a pipeline never
-        takes the inline path."""
+        takes the inline path, unless its pipeline is a recording tap alone
+        (``_tap``)."""
         peer = self.peer
         if (peer is not None and self.confirmed and self.rtcp_peer is None
-                and self.pipeline is None):
+                and (self.pipeline is None or self._tap is not None)):
             self._out = peer._cfd
         else:
             self._out = -1
@@ -438,7 +450,7 @@ class RelaySocket:
         rtcp_peer = self.rtcp_peer if self.rtcp_peer is not None else peer
         rtp_steps = head + (peer.outbound if peer is not None else ())
         rtcp_steps = head + (rtcp_peer.outbound if rtcp_peer is not None else ())
-        was = self.pipeline is not None
+        was = self.pipeline is None or self._tap is not None  # served inline
         if rtp_steps or rtcp_steps:
             self.pipeline = (tuple(t.rtp for t in rtp_steps), tuple(t.rtcp for t in rtcp_steps))
         else:
@@ -451,16 +463,24 @@ class RelaySocket:
                 cdata, length, view = buffer
                 self._chain = (cdata, length, view, [view[:RECV_SIZE]],
                                tuple((f, ctx, t) for (f, ctx), t in calls))
+        # a recording tap alone: the inline path records (MediaPoller.doRead)
+        self._tap = None
+        if (len(rtp_steps) == 1 and rtp_steps == rtcp_steps
+                and getattr(rtp_steps[0], "inline_record", False)):
+            self._tap = rtp_steps[0]
+            self._tap.follow(self._conn_ep)
         self._update_out()
-        if was != (self.pipeline is not None) and self.reading and self._conn is not None:
+        if (was != (self.pipeline is None or self._tap is not None) and self.reading
+                and self._conn is not None):
             self._serve_companion()
 
     def _serve_companion(self):
         """(Re)register the connected companion with the poller: served
-        inline (plain) or by :meth:`_piped` (a socket with a pipeline)."""
+        inline (plain, or a recording tap alone) or by :meth:`_piped` (a
+        socket with any other pipeline)."""
         poller = self._poller
         poller.remove(self._cfd)
-        if self.pipeline is None:
+        if self.pipeline is None or self._tap is not None:
             poller.add_connected(self._cfd, self)
         else:
             poller.add(self._cfd, self._piped)
@@ -560,6 +580,7 @@ class RelaySocket:
         self._sout = -1
         self._pout = -1
         self._chain = None
+        self._tap = None
         self.other = None
         self.authorise = None
         self.inbound = self.middle = self.outbound = ()
@@ -890,6 +911,8 @@ class RelaySocket:
             for feeder in self._feeders:
                 feeder._update_out()
         self._conn_ep = endpoint
+        if self._tap is not None:
+            self._tap.follow(endpoint)  # the source of what the companion reads
 
     def _drop_companion(self):
         conn = self._conn
@@ -1026,8 +1049,9 @@ class MediaPoller:
     poller reads its datagram and, in the common case (an RTP/RTCP header,
     a confirmed endpoint, no RTCP split, a peer with a companion of its
     own), counts it and writes it to the peer's companion itself, without
-    a Python call per packet; anything else goes to
-    :meth:`RelaySocket.connected`.  Other sockets get their handler called.
+    a Python call per packet (a recorded socket's ``_tap`` also gets it, one
+    C call); anything else goes to :meth:`RelaySocket.connected`.  Other
+    sockets get their handler called.
     """
 
     __slots__ = ("_reactor", "_seconds", "_epoll", "_poll", "_handlers", "_conns", "_fd",
@@ -1125,6 +1149,12 @@ class MediaPoller:
                 relay.packets += 1
                 relay.bytes += n
                 relay.last_packet = now
+                tap = relay._tap
+                if tap is not None:
+                    # a recorded socket: (time, flow, datagram) to the
+                    # call's recorder and nothing else, one C call (its
+                    # flush builds the pcap records off the packet path)
+                    tap.sink((now, tap.inline_flow, data))
                 try:
                     _write(out, data)
                 except OSError:

@@ -9,12 +9,19 @@ and before anything that changes the packet (a transcoder, the peer's
 ``outbound`` SRTP protect), so each socket records what its party sent, in
 the clear: both directions of every stream, as rtpengine records them.
 
-The packet path only appends ``(time, flow, data)`` to the
-recorder's list (bounded: ``limit`` packets; beyond that packets are not
-recorded, counted in ``dropped``) and, once per flush interval, schedules
-a flush on the reactor.  The flush, off the packet path, turns the list
-into pcap records (:mod:`omnirtp.recording.pcap`) and writes them with one
-``os.write`` per batch.  The file header is written when the file is
+The packet path only appends ``(time, flow, data)`` to the recorder's
+list and, for the first packet after a flush, schedules the next flush on
+the reactor.  A socket whose only step is its tap (a recorded plain call)
+keeps the poller's inline path, which hands the item to the tap's
+``sink`` (``RelaySocket._tap``; :meth:`PcapRecorder._sinks` points it at
+the buffer's ``append``, at :meth:`PcapRecorder._first` or at nothing,
+off the packet path), without a Python frame and without a bound check:
+between two flushes that socket adds at most what it relays in one flush
+interval.  Elsewhere the tap's :meth:`RecordTap.rtp` runs in the
+pipeline, bounded (``limit`` packets; beyond that packets are not
+recorded, counted in ``dropped``).  The flush, off the packet path, turns
+the list into pcap records (:mod:`omnirtp.recording.pcap`) in one buffer
+and writes it with one ``os.write``.  The file header is written when the file is
 opened, and each batch is whole records, so a daemon killed mid-call
 leaves a file that readers take as it is.
 
@@ -27,6 +34,7 @@ The engine talks to :class:`Recordings` only: the ``record`` key of
 ``IMediaEngine.configure`` (``{"path", "format", "paused"}`` or None).
 """
 
+import collections
 import errno
 import os
 
@@ -36,14 +44,16 @@ from zope.interface import implementer
 from omnirtp.interfaces import IPacketTransform
 from omnirtp.recording import pcap
 
-#: packets a recorder holds between flushes before it drops (not records) more
+#: packets a recorder holds between flushes before a tap's ``rtp`` drops
+#: (does not record) more; the inline path's sink is bounded by the interval
 BUFFER_LIMIT = 20000
 #: seconds between the first packet buffered and the flush that writes it
 FLUSH_INTERVAL = 0.25
-#: pieces per writev call: whole records (three pieces each), under IOV_MAX
-IOV_BATCH = 1020
 
 RECORD_KEYS = ("path", "format", "paused")
+
+#: a tap's ``sink`` while its recorder is not recording: takes an item, keeps nothing
+_DISCARD = collections.deque(maxlen=0).append
 
 
 def check_params(params):
@@ -84,6 +94,9 @@ class PcapRecorder:
         self.buffer = []
         self.active = False
         self.scheduled = False
+        #: the RecordTaps that feed this file (their ``sink`` follows the
+        #: recorder's state: see :meth:`_sinks`)
+        self.taps = []
         self.paused = False
         self.failed = None  # the error text once recording failed
         self.packets = 0  # written to the file
@@ -115,11 +128,37 @@ class PcapRecorder:
     def set_paused(self, paused):
         self.paused = paused
         self.active = self._fd >= 0 and self.failed is None and not paused
+        self._sinks()
 
     def schedule(self):
         """Called by a tap that buffered the first packet since a flush."""
         self.scheduled = True
         self._call = self._reactor.callLater(self.interval, self.flush)
+        self._sinks()
+
+    def _first(self, item):
+        """A tap's ``sink`` until something is buffered: buffers the item
+        and schedules the flush (then the sinks append straight to the
+        buffer)."""
+        self.buffer.append(item)
+        if not self.scheduled:
+            self.schedule()
+
+    def _sinks(self):
+        """Point every tap's ``sink`` (what the poller's inline path hands
+        ``(time, flow, datagram)`` to, one C call per packet when
+        recording) at what the state asks for: nothing kept while not
+        active (paused, failed, closed); :meth:`_first` while nothing is
+        buffered; else ``buffer.append``.  Off the packet path: on a state
+        change, the first packet after a flush, and the flush."""
+        if not self.active:
+            sink = _DISCARD
+        elif self.scheduled:
+            sink = self.buffer.append
+        else:
+            sink = self._first
+        for tap in self.taps:
+            tap.sink = sink
 
     def counters(self):
         return {"packets": self.packets, "buffered": len(self.buffer),
@@ -130,34 +169,16 @@ class PcapRecorder:
         self.scheduled = False
         self._call = None
         buffered, self.buffer = self.buffer, []
+        self._sinks()
         if not buffered or self._fd < 0 or self.failed is not None:
             return
-        chunks = []
+        records = bytearray()
         # (an item without a party address, which a forwarded packet always
         # has, or with one of the other family is skipped and counted)
-        skipped = pcap.encode(buffered, chunks)
+        skipped = pcap.encode(buffered, records)
         self.dropped += skipped
-        if self._emit_chunks(chunks):
+        if self._emit(records):
             self.packets += len(buffered) - skipped
-
-    def _emit_chunks(self, chunks):
-        """Write the pieces in ``chunks`` (whole records, three pieces
-        each) with ``writev``, a batch of whole records per call, no copy;
-        True if all were written."""
-        if self._write is not os.write:
-            return self._emit(b"".join(chunks))  # a test's writer
-        for i in range(0, len(chunks), IOV_BATCH):
-            batch = chunks[i:i + IOV_BATCH]
-            start = self._size
-            try:
-                size = sum(map(len, batch))
-                n = os.writev(self._fd, batch)
-                if n < size:  # a short write: the rest the slow way
-                    self._write_all(memoryview(b"".join(batch))[n:])
-            except OSError as e:
-                return self._emit_failed(start, e)
-            self._size = start + size
-        return True
 
     def _emit(self, data):
         """Write ``data`` (whole records) whole; True if it was."""
@@ -190,6 +211,7 @@ class PcapRecorder:
         self.errors += 1
         self.active = False
         self.buffer = []
+        self._sinks()
         self.log.error("call {call_id}: recording to {path} failed: {error}; "
                        "the call goes on unrecorded",
                        call_id=self.call_id, path=self.path, error=self.failed)
@@ -211,6 +233,7 @@ class PcapRecorder:
             self._call.cancel()
         self.flush()
         self.active = False
+        self._sinks()
         if self._fd >= 0:
             self._close_fd()
             self.log.info("call {call_id}: recording {path} closed, {packets} packets",
@@ -230,13 +253,40 @@ class RecordTap:
 
     name = "record"
 
-    __slots__ = ("recorder", "relay", "local", "flow")
+    #: a socket whose only step this is appends to the recorder itself
+    #: (``RelaySocket._tap``: ``RelaySocket`` calls :meth:`follow` and
+    #: the poller ``sink``; see :class:`RecordTap`)
+    inline_record = True
+
+    __slots__ = ("recorder", "relay", "local", "flow", "sink", "inline_flow")
 
     def __init__(self, recorder, relay):
         self.recorder = recorder
         self.relay = relay
         self.local = relay.local
         self.flow = pcap.Flow(relay.endpoint, relay.local, recorder.format)
+        #: the flow of what the socket's companion reads (see :meth:`follow`)
+        self.inline_flow = self.flow
+        #: the recorder's (see PcapRecorder._sinks)
+        self.sink = _DISCARD
+        recorder.taps.append(self)
+        recorder._sinks()
+
+    def follow(self, address):
+        """The socket's connected companion reads from ``address`` now
+        (``RelaySocket`` calls this off the packet path): what the poller's
+        inline path hands to ``sink`` is recorded as from there."""
+        if address != self.inline_flow.src:
+            flow = self.flow
+            self.inline_flow = flow if address == flow.src else pcap.Flow(
+                address, self.local, self.recorder.format)
+
+    def detach(self):
+        """The socket is not recorded any more (or is gone)."""
+        taps = self.recorder.taps
+        if self in taps:
+            taps.remove(self)
+        self.sink = _DISCARD
 
     def rtp(self, data):
         rec = self.recorder
@@ -287,6 +337,7 @@ class Recordings:
             if tap is None:
                 return False
             del self.taps[local]
+            tap.detach()
             self._close_if_unused(call_id)
             return True
         rec = self.recorders.get(call_id)
@@ -301,8 +352,10 @@ class Recordings:
             rec.open()
         else:
             rec.set_paused(bool(params.get("paused", False)))
-        if tap is not None and tap.recorder is rec:
-            return False
+        if tap is not None:
+            if tap.recorder is rec:
+                return False
+            tap.detach()
         self.taps[local] = RecordTap(rec, relay)
         return True
 
@@ -319,7 +372,9 @@ class Recordings:
 
     def drop(self, call_id, local):
         """Socket ``local`` was released."""
-        if self.taps.pop(local, None) is not None:
+        tap = self.taps.pop(local, None)
+        if tap is not None:
+            tap.detach()
             self._close_if_unused(call_id)
 
     def release(self, call_id):
@@ -327,5 +382,5 @@ class Recordings:
         rec = self.recorders.pop(call_id, None)
         if rec is not None:
             for key in [k for k, t in self.taps.items() if t.recorder is rec]:
-                del self.taps[key]
+                self.taps.pop(key).detach()
             rec.close()

@@ -210,6 +210,64 @@ class RecorderTests(SynchronousTestCase):
         rec.close()
         self.assertEqual([p.payload for p in pcap.PcapReader(self.read())], [rtp(2)])
 
+    def test_sink_follows_the_recorder(self):
+        """A tap's ``sink`` (what the poller's inline path hands items to):
+        keeps nothing until the file is open; buffers and schedules the
+        flush for the first item; then appends straight to the buffer,
+        until the flush; keeps nothing while paused or once closed."""
+        rec = PcapRecorder("c1", self.path, "raw", self.clock, interval=0.25)
+        relay = _Relay((HOST, 30000), A, 1000.0)
+        tap = RecordTap(rec, relay)
+        flow = tap.inline_flow
+        tap.sink((1000.0, flow, rtp(0)))
+        self.assertEqual((rec.buffer, self.clock.getDelayedCalls()), ([], []))
+        rec.open()
+        self.assertEqual(tap.sink, rec._first)
+        tap.sink((1000.0, flow, rtp(1)))
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertEqual(tap.sink, rec.buffer.append)
+        tap.sink((1000.0, flow, rtp(2)))
+        self.assertEqual(len(rec.buffer), 2)
+        self.clock.advance(0.25)
+        self.assertEqual((rec.buffer, rec.packets, tap.sink), ([], 2, rec._first))
+        rec.set_paused(True)
+        tap.sink((1000.5, flow, rtp(3)))
+        self.assertEqual((rec.buffer, self.clock.getDelayedCalls()), ([], []))
+        rec.set_paused(False)
+        tap.sink((1000.6, flow, rtp(4)))
+        second = RecordTap(rec, _Relay((HOST, 30002), B, 1000.0))
+        self.assertEqual(second.sink, rec.buffer.append)
+        second.sink((1000.6, second.inline_flow, rtp(5)))
+        second.detach()
+        second.sink((1000.7, second.inline_flow, rtp(6)))
+        self.assertEqual(rec.taps, [tap])
+        rec.close()
+        tap.sink((1000.8, flow, rtp(7)))
+        self.assertEqual(rec.buffer, [])
+        self.assertEqual([(p.time, p.src, p.payload) for p in pcap.PcapReader(self.read())],
+                         [(1000.0, A, rtp(1)), (1000.0, A, rtp(2)), (1000.6, A, rtp(4)),
+                          (1000.6, B, rtp(5))])
+
+    def test_follow(self):
+        """``follow(address)``: items handed to the sink with the tap's
+        ``inline_flow`` are recorded from ``address`` (the flow of the full
+        path is reused when it names the same address)."""
+        rec = PcapRecorder("c1", self.path, "raw", self.clock)
+        rec.open()
+        tap = RecordTap(rec, _Relay((HOST, 30000), A, 1000.0))
+        tap.follow(A)
+        self.assertIs(tap.inline_flow, tap.flow)
+        tap.sink((1000.0, tap.inline_flow, rtp(1)))
+        tap.follow(B)
+        self.assertEqual((tap.inline_flow.src, tap.inline_flow.dst), (B, (HOST, 30000)))
+        tap.sink((1000.1, tap.inline_flow, rtp(2)))
+        tap.follow(None)  # the companion went: nothing inline is recorded
+        tap.sink((1000.2, tap.inline_flow, rtp(3)))
+        rec.close()
+        self.assertEqual([(p.src, p.payload) for p in pcap.PcapReader(self.read())],
+                         [(A, rtp(1)), (B, rtp(2))])
+        self.assertEqual(rec.dropped, 1)
+
     def test_missing_directory(self):
         errors = []
         rec = PcapRecorder("call-x", os.path.join(self.dir, "nope", "c.pcap"), "raw", self.clock,
@@ -382,10 +440,13 @@ class EncoderTests(SynchronousTestCase):
 
     def test_same_as_record(self):
         """pcap.encode over Flows gives what pcap.record gives, for IPv4 and
-        IPv6, both formats, a payload length seen again and an empty one."""
+        IPv6, both formats, a payload length seen again, an empty one, and
+        runs of items with the same time (one poller wakeup's packets)."""
         items = [(1796298763.0526, ("127.0.0.1", 53395), ("127.0.0.1", 31430), b"x" * 172),
+                 (1796298763.0526, B, A, b"v" * 172),
                  (5.9999999, ("::1", 5), ("fd00::2", 7), b"y" * 20),
-                 (7.25, A, B, b""), (8.0, A, B, b"z"), (8.5, A, B, b"w")]
+                 (7.25, A, B, b""), (8.0, A, B, b"z"), (8.5, A, B, b"w"), (8.5, B, A, b"u"),
+                 (8.5, A, B, b"t"), (8.0, A, B, b"s")]
         for fmt in ("eth", "raw"):
             flows = {}
             encoded = []
@@ -393,6 +454,6 @@ class EncoderTests(SynchronousTestCase):
                 flow = flows.setdefault((src, dst), pcap.Flow(src, dst, fmt))
                 encoded.append((when, flow, payload))
             bad = [(9.0, pcap.Flow(None, B, fmt), b"q"), (9.0, pcap.Flow(("::1", 5), B, fmt), b"q")]
-            out = []
+            out = bytearray()
             self.assertEqual(pcap.encode(encoded + bad, out), 2)
-            self.assertEqual(b"".join(out), b"".join(pcap.record(*i, fmt) for i in items))
+            self.assertEqual(bytes(out), b"".join(pcap.record(*i, fmt) for i in items))

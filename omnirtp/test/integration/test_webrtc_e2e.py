@@ -285,14 +285,14 @@ class BrowserPhoneTests(TestCase):
         """The call recorded since its answer (``start recording``): the pcap
         holds the browser's DTLS-SRTP leg decrypted and the phone's RTP, two
         PCMU streams that omnirtp-pcap2wav turns into the two tones."""
-        from omnirtp.test.integration.test_recording import peak_frequency, tshark
+        from omnirtp.test.integration.test_recording import TSHARK_RTP, peak_frequency, tshark
         stopped = yield self.ng.request(command="stop recording", call_id=call_id)
         self.assertEqual(stopped, {"result": "ok"})
         yield wait_for(lambda: os.listdir(os.path.join(self.spool, "metadata")), timeout=10)
         [name] = os.listdir(os.path.join(self.spool, "pcaps"))
         path = os.path.join(self.spool, "pcaps", name)
         result = yield threads.deferToThread(
-            tshark, "-r", path, "-o", "rtp.heuristic_rtp:TRUE", "-q", "-z", "rtp,streams")
+            tshark, "-r", path, *TSHARK_RTP, "-q", "-z", "rtp,streams")
         self.assertEqual(result.returncode, 0, result.stderr)
         rows = [line for line in result.stdout.decode().splitlines() if " 0x" in line]
         self.assertEqual((len(rows), all("g711U" in row for row in rows)), (2, True),
