@@ -104,7 +104,7 @@ class Dispatcher:
             if persist:
                 self._persist(None, _call_id(request))
             raise
-        if isinstance(result, defer.Deferred):
+        if sync.is_deferred(result):
             result.addErrback(self._count_error)
             result.addBoth(self._count_done, command, addr)
             if persist:

@@ -40,7 +40,7 @@ class Line:
     """One SDP line: ``kind`` (the letter, or ``""`` for a blank line),
     ``value`` (text after ``=``) and ``eol`` (the original line ending)."""
 
-    __slots__ = ("kind", "value", "eol", "number", "attribute")
+    __slots__ = ("kind", "value", "eol", "number", "attribute", "connection")
 
     def __init__(self, kind, value, eol="\r\n", number=0):
         self.kind = kind
@@ -54,6 +54,9 @@ class Line:
             self.attribute = (name, rest if colon else None)
         else:
             self.attribute = None
+        #: the :class:`Connection` of a ``c=`` line once parsed
+        #: (:func:`parse_connection`), else None
+        self.connection = None
 
     @property
     def text(self):
@@ -105,18 +108,30 @@ def _line_error(line, message):
 
 
 def parse_connection(line):
-    """Parse a ``c=`` line into a :class:`Connection`."""
+    """Parse a ``c=`` line into a :class:`Connection` (once per line: the
+    line keeps it)."""
+    conn = line.connection
+    if conn is not None:
+        return conn
     fields = line.value.split()
     if len(fields) != 3:
         raise _line_error(line, "c= needs network type, address type and address")
     nettype, family, address = fields
     if nettype != "IN":
         raise _line_error(line, "c= network type must be IN")
-    return Connection(family, *_check_address(line, family, address, "c="))
+    conn = line.connection = Connection(family, *_check_address(line, family, address, "c="))
+    return conn
+
+
+#: (family, address) pairs found valid (bounded: addresses come from the network)
+_VALID = set()
+_VALID_MAX = 4096
 
 
 def _check_address(line, family, address, what):
     addr, slash, suffix = address.partition("/")
+    if (family, addr) in _VALID:
+        return addr, slash + suffix
     if family == "IP4":
         try:
             ipaddress.IPv4Address(addr)
@@ -129,6 +144,8 @@ def _check_address(line, family, address, what):
             raise _line_error(line, "%s address %r is not an IPv6 address" % (what, addr)) from None
     else:
         raise _line_error(line, "%s address type must be IP4 or IP6, not %r" % (what, family))
+    if len(_VALID) < _VALID_MAX:
+        _VALID.add((family, addr))
     return addr, slash + suffix
 
 
