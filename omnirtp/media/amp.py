@@ -13,7 +13,9 @@ needed (``name`` holds the chunk count, ``name.0``, ``name.1``, ... the
 chunks), so there is no size limit on them.
 """
 
+import errno
 import json
+import os
 
 from twisted.protocols import amp
 
@@ -38,6 +40,29 @@ def _address(value):
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise ValueError("socket address must be [address, port], got %r" % (value,))
     return (value[0], value[1])
+
+
+def write_now(writer, data):
+    """Write ``data`` to the pipe of ``writer`` (a twisted ``ProcessWriter``)
+    at once when nothing is queued before it; what the pipe does not take
+    (or everything, after an error) goes through ``writer.write`` as usual.
+
+    ``writer.write`` alone queues the bytes and asks the reactor to say
+    when the pipe is writable: two ``epoll_ctl`` calls and a reactor turn
+    per AMP message, on both ends of every engine call."""
+    if writer.dataBuffer or writer._tempDataBuffer or writer.disconnecting \
+            or not writer.connected:
+        writer.write(data)
+        return
+    try:
+        n = os.write(writer.fd, data)
+    except OSError as e:
+        if e.errno not in (errno.EAGAIN, errno.EINTR):
+            writer.write(data)  # the writer meets the error and reports it
+            return
+        n = 0
+    if n < len(data):
+        writer.write(data[n:])
 
 
 class Text(amp.Argument):

@@ -120,7 +120,11 @@ class PipeTransport:
 
     def write(self, data):
         try:
-            self.process.writeToChild(FD_FROM_CONTROL, data)
+            pipes = getattr(self.process, "pipes", None)  # a twisted Process
+            if pipes is None:
+                self.process.writeToChild(FD_FROM_CONTROL, data)
+            else:
+                commands.write_now(pipes[FD_FROM_CONTROL], data)
         except (KeyError, OSError):
             # the pipe is gone: processEnded follows and fails the requests
             pass

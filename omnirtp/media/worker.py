@@ -22,6 +22,7 @@ import sys
 
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.error import ReactorNotRunning
+from twisted.internet.stdio import StandardIO
 from twisted.logger import (
     FilteringLogObserver,
     LogLevelFilterPredicate,
@@ -154,6 +155,15 @@ class WorkerProtocol(amp.AMP):
         return {}
 
 
+class PipeIO(StandardIO):
+    """The worker's end of the AMP pipes: ``StandardIO`` whose writes go to
+    the pipe at once (:func:`omnirtp.media.amp.write_now`)."""
+
+    def write(self, data):
+        if self._writer is not None:
+            commands.write_now(self._writer, data)
+
+
 def stopper(reactor, engine):
     """What a worker does when the control process goes away: close the
     engine's sockets (if it can) and stop the reactor (if not stopping)."""
@@ -207,14 +217,13 @@ def main(argv=None):
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
     from twisted.internet import reactor
-    from twisted.internet.stdio import StandardIO
 
     log = Logger(namespace="omnirtp.media.worker")
     factory = load_factory(args.engine)
     engine = factory(reactor, interfaces)
 
     protocol = WorkerProtocol(engine, reactor, on_close=stopper(reactor, engine))
-    StandardIO(protocol, stdin=FD_FROM_CONTROL, stdout=FD_TO_CONTROL, reactor=reactor)
+    PipeIO(protocol, stdin=FD_FROM_CONTROL, stdout=FD_TO_CONTROL, reactor=reactor)
     log.info(
         "worker {index} (pid {pid}) serving {interfaces}",
         index=args.index,

@@ -5,7 +5,9 @@ process transports whose "child" is a :class:`WorkerProtocol` over a fake
 engine in memory, and :meth:`FakeProcessReactor.pump` moves the AMP bytes.
 """
 
+import fcntl
 import json
+import os
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
@@ -939,3 +941,64 @@ class PipeTransportTests(SynchronousTestCase):
         transport.write(b"late")  # the pipe is closed: dropped, no error
         self.assertEqual(process.to_worker, [b"ab"])
         self.assertEqual(repr(transport.getPeer()), "<media worker 0 pid 7>")
+
+
+class QueueingWriter:
+    """What write_now reads of a twisted ProcessWriter: its pipe, its queue."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.dataBuffer = b""
+        self._tempDataBuffer = []
+        self.disconnecting = False
+        self.connected = True
+        self.queued = []
+
+    def write(self, data):
+        self.queued.append(data)
+
+
+class WriteNowTests(SynchronousTestCase):
+    """omnirtp.media.amp.write_now: AMP bytes go to the pipe at once."""
+
+    def pipe(self):
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        os.set_blocking(w, False)
+        return r, w
+
+    def test_empty_queue_writes_at_once(self):
+        r, w = self.pipe()
+        writer = QueueingWriter(w)
+        commands.write_now(writer, b"box")
+        self.assertEqual((os.read(r, 100), writer.queued), (b"box", []))
+
+    def test_queued_data_keeps_its_place(self):
+        r, w = self.pipe()
+        for pending in ({"dataBuffer": b"x"}, {"_tempDataBuffer": [b"x"]},
+                        {"disconnecting": True}, {"connected": False}):
+            writer = QueueingWriter(w)
+            writer.__dict__.update(pending)
+            commands.write_now(writer, b"box")
+            self.assertEqual(writer.queued, [b"box"])
+        os.write(w, b"-")
+        self.assertEqual(os.read(r, 100), b"-")  # nothing was written directly
+
+    def test_what_the_pipe_does_not_take_is_queued(self):
+        r, w = self.pipe()
+        size = fcntl.fcntl(w, 1031, 4096)  # F_SETPIPE_SZ: the smallest pipe
+        writer = QueueingWriter(w)
+        data = bytes(range(256)) * ((size * 2) // 256)
+        commands.write_now(writer, data)
+        written = os.read(r, len(data))
+        self.assertEqual(written + b"".join(writer.queued), data)
+        self.assertEqual(len(written), size)
+
+    def test_error_goes_to_the_writer(self):
+        r, w = os.pipe()
+        os.close(r)
+        self.addCleanup(os.close, w)
+        writer = QueueingWriter(w)
+        commands.write_now(writer, b"box")  # EPIPE: the writer reports it
+        self.assertEqual(writer.queued, [b"box"])
