@@ -178,25 +178,39 @@ class _Part:
 
     def __init__(self, lines):
         self.lines = lines
+        #: attribute name -> its values in order, made on the first look-up
+        #: (a request looks up dozens of names; the lines do not change)
+        self._by_name = None
+
+    def _index(self):
+        index = self._by_name
+        if index is None:
+            index = self._by_name = {}
+            for ln in self.lines:
+                if ln.kind == "a":
+                    name, value = ln.attribute
+                    values = index.get(name)
+                    if values is None:
+                        index[name] = [value]
+                    else:
+                        values.append(value)
+        return index
 
     def attributes(self, name=None):
         """``(name, value)`` of every ``a=`` line, or the values of ``name``."""
-        pairs = [ln.attribute for ln in self.lines if ln.kind == "a"]
         if name is None:
-            return pairs
-        return [v for n, v in pairs if n == name]
+            return [ln.attribute for ln in self.lines if ln.kind == "a"]
+        return list(self._index().get(name, ()))
 
     def has_attribute(self, name):
-        return any(ln.kind == "a" and ln.attribute[0] == name for ln in self.lines)
+        return name in self._index()
 
     def attribute(self, name):
         """Value of the first ``a=name`` (``""`` for a flag attribute), or None."""
-        for ln in self.lines:
-            if ln.kind == "a":
-                n, v = ln.attribute
-                if n == name:
-                    return v if v is not None else ""
-        return None
+        values = self._index().get(name)
+        if values is None:
+            return None
+        return values[0] if values[0] is not None else ""
 
     def first(self, kind):
         for ln in self.lines:
@@ -243,6 +257,7 @@ class MediaSection(_Part):
         self.port_count = _port(line, count, "m= port count") if slash else 1
         self.proto = fields[2]
         self.formats = [f for f in fields[3:] if f]
+        self._rtpmaps = None  # rtpmaps(), parsed once
         for ln in lines[1:]:
             if ln.kind == "c":
                 parse_connection(ln)
@@ -271,6 +286,11 @@ class MediaSection(_Part):
 
     def rtpmaps(self):
         """``{pt (str): RtpMap}`` for every parseable ``a=rtpmap`` line."""
+        if self._rtpmaps is None:
+            self._rtpmaps = self._parse_rtpmaps()
+        return dict(self._rtpmaps)
+
+    def _parse_rtpmaps(self):
         result = {}
         for value in self.attributes("rtpmap"):
             pt, _, spec = (value or "").partition(" ")
