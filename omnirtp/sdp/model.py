@@ -173,28 +173,48 @@ def parse_rtcp(line):
     return Rtcp(port, fields[2], address)
 
 
+#: id(part) -> (part, attribute index, [rtpmaps or None]) of the parts
+#: looked at last (see _Part._index); the part itself is held, so an id
+#: is never reused while its entry is here
+_RECENT = {}
+_RECENT_MAX = 16
+
+
 class _Part:
     """Shared accessors of the session part and of a media section."""
 
     def __init__(self, lines):
         self.lines = lines
-        #: attribute name -> its values in order, made on the first look-up
-        #: (a request looks up dozens of names; the lines do not change)
-        self._by_name = None
 
     def _index(self):
-        index = self._by_name
-        if index is None:
-            index = self._by_name = {}
-            for ln in self.lines:
-                if ln.kind == "a":
-                    name, value = ln.attribute
-                    values = index.get(name)
-                    if values is None:
-                        index[name] = [value]
-                    else:
-                        values.append(value)
+        """Attribute name -> its values in order.  A request looks up
+        dozens of names in the parts it handles; the index of the most
+        recently used parts is kept aside (:data:`_RECENT`), not on the
+        part, which a call may keep for its lifetime (an idle call's
+        memory stays as it was)."""
+        entry = _RECENT.get(id(self))
+        if entry is not None and entry[0] is self:
+            return entry[1]
+        index = {}
+        for ln in self.lines:
+            if ln.kind == "a":
+                name, value = ln.attribute
+                values = index.get(name)
+                if values is None:
+                    index[name] = [value]
+                else:
+                    values.append(value)
+        if len(_RECENT) >= _RECENT_MAX:
+            _RECENT.clear()
+        _RECENT[id(self)] = (self, index, [None])
         return index
+
+    def _cached_rtpmaps(self):
+        self._index()
+        slot = _RECENT[id(self)][2]
+        if slot[0] is None:
+            slot[0] = self._parse_rtpmaps()
+        return slot[0]
 
     def attributes(self, name=None):
         """``(name, value)`` of every ``a=`` line, or the values of ``name``."""
@@ -257,7 +277,6 @@ class MediaSection(_Part):
         self.port_count = _port(line, count, "m= port count") if slash else 1
         self.proto = fields[2]
         self.formats = [f for f in fields[3:] if f]
-        self._rtpmaps = None  # rtpmaps(), parsed once
         for ln in lines[1:]:
             if ln.kind == "c":
                 parse_connection(ln)
@@ -286,9 +305,7 @@ class MediaSection(_Part):
 
     def rtpmaps(self):
         """``{pt (str): RtpMap}`` for every parseable ``a=rtpmap`` line."""
-        if self._rtpmaps is None:
-            self._rtpmaps = self._parse_rtpmaps()
-        return dict(self._rtpmaps)
+        return dict(self._cached_rtpmaps())
 
     def _parse_rtpmaps(self):
         result = {}
