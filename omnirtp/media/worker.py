@@ -112,6 +112,12 @@ class WorkerProtocol(amp.AMP):
         d = maybeDeferred(self.engine.claim, call_id, address, ports)
         return d.addCallback(lambda ports: {"ports": list(ports)})
 
+    @commands.AllocateConfigure.responder
+    def allocate_configure(self, call_id, groups, sockets):
+        d = maybeDeferred(commands.allocate_configure, self.engine, call_id,
+                          [(address, count) for address, count in groups], sockets)
+        return d.addCallback(lambda ports: {"ports": ports})
+
     @commands.Configure.responder
     def configure(self, call_id, sockets):
         d = maybeDeferred(self.engine.configure, call_id, sockets)
