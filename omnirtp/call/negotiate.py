@@ -14,7 +14,6 @@ from omnirtp.errors import (
     E_MKI_UNSUPPORTED, E_NO_SUCH_TAG, E_SDP_INCOMPLETE, E_SDP_PARSE, E_SDP_REWRITE,
     E_UNKNOWN_CALL, NGError, SDPError)
 from omnirtp.media import dtls
-from omnirtp.media.amp import placeholder
 from omnirtp.media.ice import parse_candidate
 from omnirtp.sdp import crypto as sdes
 from omnirtp.sdp import model as sdpmodel
@@ -475,6 +474,9 @@ class Negotiator:
             return None
         if any(m.has_ports for ml in call.monologues for m in ml.medias if m not in medias):
             return None
+        # (imported here: only a worker pool has allocate_configure)
+        from omnirtp.media.amp import placeholder
+
         groups = {}
         for m in medias:
             groups.setdefault(m.interface.address, []).append(m)
