@@ -317,7 +317,11 @@ class Negotiator:
         for info, section in zip(infos, sd.media):
             if not info.rejected:
                 self._learn_transport(src.media(info.index), info, section, sd, flags, offer)
-        yield self._allocate(call, new_medias)
+        # a new call's ports and configuration go to a media worker in one
+        # round trip: the ports stand in as placeholders until it answers
+        batch = self._batch(call, new_medias)
+        if batch is None:
+            yield self._allocate(call, new_medias)
         if offer:
             src.rtcp_mux_opts = frozenset(flags.rtcp_mux)
             # as rtpengine: only an offer sets the call's TOS; absent or
@@ -339,7 +343,9 @@ class Negotiator:
         self._negotiate_codecs(src, dst, sd, infos, flags, offer)
         plan = self._plan(dst, src, sd, infos, flags, offer, cryptos)
         sockets = self._sockets(call, flags)
-        if sockets:  # a call whose every m= line is rejected holds no ports
+        if batch is not None:
+            yield self._allocate_configure(call, batch, sockets, plan)
+        elif sockets:  # a call whose every m= line is rejected holds no ports
             yield self.engine.configure(call.call_id, sockets)
         try:
             out = rewrite(sd, plan)
@@ -457,6 +463,59 @@ class Negotiator:
             if keys:
                 yield self.engine.release(call.call_id, keys)
             raise
+
+    def _batch(self, call, medias):
+        """For a call that holds no ports yet, with an engine that can
+        allocate and configure in one step (a worker pool's
+        ``allocate_configure``): ``[(address, [media, ...])]`` with each
+        media given its placeholder port (omnirtp.media.amp.placeholder),
+        else None (allocate first, as always)."""
+        if not medias or getattr(self.engine, "allocate_configure", None) is None:
+            return None
+        if any(m.has_ports for ml in call.monologues for m in ml.medias if m not in medias):
+            return None
+        # (imported here: only a worker pool has allocate_configure)
+        from omnirtp.media.amp import placeholder
+
+        groups = {}
+        for m in medias:
+            groups.setdefault(m.interface.address, []).append(m)
+        index = 0
+        for group in groups.values():
+            for m in group:
+                m.rtp_port = placeholder(index)
+                index += 1
+        return list(groups.items())
+
+    @sync.steps
+    def _allocate_configure(self, call, groups, sockets, plan):
+        """Allocate and configure in one step; the real ports replace the
+        placeholders in the medias and in the SDP plan (port, a=rtcp,
+        ICE candidates).  On failure no media holds a port."""
+        try:
+            ports = yield self.engine.allocate_configure(
+                call.call_id, [(address, len(group)) for address, group in groups], sockets)
+        except BaseException:
+            for _address, group in groups:
+                for m in group:
+                    m.rtp_port = None
+            raise
+        real = {}
+        for (_address, group), got in zip(groups, ports):
+            for m, port in zip(group, got):
+                real[m.rtp_port] = m
+                m.rtp_port = port
+        for mplan in plan.media:
+            m = real.get(mplan.port)
+            if m is None:
+                continue
+            if mplan.rtcp_port is not None:
+                mplan.rtcp_port = m.rtp_port if mplan.rtcp_port == mplan.port else m.rtp_port + 1
+            mplan.port = m.rtp_port
+            if isinstance(mplan.ice, IcePlan) and mplan.ice.candidates:
+                mplan.ice.candidates = host_candidates(
+                    m.interface.ice_foundation, m.interface.advertised, m.rtp_port,
+                    None if len(mplan.ice.candidates) == 1 else m.rtp_port + 1)
 
     def restored_sockets(self, call):
         """The engine configuration of a call restored from the state store

@@ -8,6 +8,7 @@ per packet.
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from omnirtp import sync
 from omnirtp.call.model import Call
 from omnirtp.errors import LoadLimit
 
@@ -152,7 +153,7 @@ class CallRegistry:
         if call_id in self._locks:
             return self.run_locked(call_id, fn, *args)
         result = fn(*args)
-        if not isinstance(result, defer.Deferred) or result.called:
+        if not sync.is_deferred(result) or result.called:
             return result
         lock = self.lock(call_id)
         lock.acquire()  # free: taken at once

@@ -54,10 +54,119 @@ def encode(obj):
     ``list``/``tuple`` as lists and ``dict`` as a dictionary whose keys
     (``str`` or ``bytes``) keep their insertion order.
 
-    Iterative: one loop over an explicit stack of open containers, no
-    Python call per value; the encodings of str dictionary keys are
-    remembered (:data:`_KEYS`, bounded).
+    One Python call per container (none per value: str and int values of
+    dictionaries and lists are written in the container's own loop); the
+    encodings of str dictionary keys, of short str values and of small
+    ints are remembered (:data:`_KEYS`, :data:`_VALUES`, bounded), as a
+    reply's words ("ok", "IPv4", "RTP", its addresses) come back in every
+    reply.  Structures nested deeper than :data:`_DEEP` levels go to
+    :func:`_encode_stack` (an explicit stack, no recursion).
     """
+    out = []
+    try:
+        _put(obj, out.append, 0)
+    except _TooDeep:
+        return _encode_stack(obj)
+    return b"".join(out)
+
+
+#: containers nested deeper than this are encoded by _encode_stack
+_DEEP = 32
+
+#: short str value -> its encoding, and int -> its encoding (bounded)
+_VALUES = {}
+_INTS = {}
+_VALUES_MAX = 4096
+_VALUE_CHARS = 48
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _text(value):
+    """The encoding of str ``value`` (remembered when short)."""
+    data = value.encode("utf-8", "surrogateescape")
+    encoded = b"%d:%s" % (len(data), data)
+    if len(value) <= _VALUE_CHARS and len(_VALUES) < _VALUES_MAX:
+        _VALUES[value] = encoded
+    return encoded
+
+
+def _integer(value):
+    """The encoding of int ``value`` (exact int; remembered when small)."""
+    if not INT_MIN <= value <= INT_MAX:
+        raise ValueError(
+            "integer %d is outside bencode's 64-bit signed range" % (value,))
+    encoded = b"i%de" % value
+    if -1 <= value <= 65535 and len(_INTS) < _VALUES_MAX:
+        _INTS[value] = encoded
+    return encoded
+
+
+def _put(value, append, depth):
+    t = type(value)
+    if t is dict:
+        if depth >= _DEEP:
+            raise _TooDeep()
+        append(b"d")
+        keys, values, ints = _KEYS, _VALUES, _INTS
+        for key, item in value.items():
+            k = keys.get(key) if type(key) is str else None
+            append(k if k is not None else _key(key))
+            t = type(item)
+            if t is str:
+                e = values.get(item)
+                append(e if e is not None else _text(item))
+            elif t is int:
+                e = ints.get(item)
+                append(e if e is not None else _integer(item))
+            else:
+                _put(item, append, depth + 1)
+        append(b"e")
+    elif t is list or t is tuple:
+        if depth >= _DEEP:
+            raise _TooDeep()
+        append(b"l")
+        values, ints = _VALUES, _INTS
+        for item in value:
+            t = type(item)
+            if t is str:
+                e = values.get(item)
+                append(e if e is not None else _text(item))
+            elif t is int:
+                e = ints.get(item)
+                append(e if e is not None else _integer(item))
+            else:
+                _put(item, append, depth + 1)
+        append(b"e")
+    elif t is str:
+        e = _VALUES.get(value)
+        append(e if e is not None else _text(value))
+    elif t is int:
+        e = _INTS.get(value)
+        append(e if e is not None else _integer(value))
+    else:
+        kind = _KINDS.get(t)
+        if kind is None:
+            kind = _kind_of(value)
+        if kind == _K_STR:
+            data = str.encode(value, "utf-8", "surrogateescape")
+            append(b"%d:%s" % (len(data), data))
+        elif kind == _K_BYTES:
+            data = bytes(value)
+            append(b"%d:%s" % (len(data), data))
+        elif kind == _K_INT:
+            append(_integer(int(value)))
+        elif kind == _K_LIST:
+            _put(list(value), append, depth)
+        else:
+            _put(dict(value), append, depth)
+
+
+def _encode_stack(obj):
+    """:func:`encode` for deep structures: one loop over an explicit stack
+    of open containers, no Python call per value or container."""
     out = []
     append = out.append
     stack = []
@@ -284,14 +393,32 @@ def _fast(data, pos, depth):
             raise NotFast()
         out = {}
         pos += 1
+        find = data.find
+        n = len(data)
+        # keys and string values are read in this loop (no call per string)
         while data[pos] != _END:
-            if not 48 <= data[pos] <= 57:
+            colon = find(b":", pos, pos + _MAX_LENGTH_DIGITS + 1)
+            text = data[pos:colon]
+            if colon < 0 or not text.isdigit() or (text[0] == 48 and len(text) > 1):
                 raise NotFast()
-            begin, end = _fast_length(data, pos)
-            key = data[begin:end].decode("utf-8", "surrogateescape")
+            pos = colon + 1 + int(text)
+            if pos > n:
+                raise NotFast()
+            key = data[colon + 1:pos].decode("utf-8", "surrogateescape")
             if key in out:
                 raise NotFast()
-            out[key], pos = _fast(data, end, depth + 1)
+            c = data[pos]
+            if 48 <= c <= 57:
+                colon = find(b":", pos, pos + _MAX_LENGTH_DIGITS + 1)
+                text = data[pos:colon]
+                if colon < 0 or not text.isdigit() or (text[0] == 48 and len(text) > 1):
+                    raise NotFast()
+                pos = colon + 1 + int(text)
+                if pos > n:
+                    raise NotFast()
+                out[key] = data[colon + 1:pos].decode("utf-8", "surrogateescape")
+            else:
+                out[key], pos = _fast(data, pos, depth + 1)
         return out, pos + 1
     if c == _LIST:
         if depth >= _FAST_DEPTH:

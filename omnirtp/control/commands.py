@@ -104,7 +104,7 @@ class Dispatcher:
             if persist:
                 self._persist(None, _call_id(request))
             raise
-        if isinstance(result, defer.Deferred):
+        if sync.is_deferred(result):
             result.addErrback(self._count_error)
             result.addBoth(self._count_done, command, addr)
             if persist:
@@ -172,7 +172,8 @@ class Dispatcher:
         self._require(flags)
         sdp = yield self.negotiator.offer(flags)
         reply = {"result": "ok", "sdp": sdp}
-        yield self.registry.run_locked(flags.call_id, self._record_sdp, flags, "offer", reply)
+        yield self.registry.run_locked_now(flags.call_id, self._record_sdp, flags, "offer",
+                                           reply)
         return reply
 
     @sync.steps
@@ -180,7 +181,8 @@ class Dispatcher:
         self._require(flags, to_tag=True)
         sdp = yield self.negotiator.answer(flags)
         reply = {"result": "ok", "sdp": sdp}
-        yield self.registry.run_locked(flags.call_id, self._record_sdp, flags, "answer", reply)
+        yield self.registry.run_locked_now(flags.call_id, self._record_sdp, flags, "answer",
+                                           reply)
         return reply
 
     @sync.steps
@@ -273,7 +275,7 @@ class Dispatcher:
 
     # -- recording (omnirtp.recording; ng-spec 2.9 and 7) -------------------
 
-    @defer.inlineCallbacks
+    @sync.steps
     def _record_sdp(self, flags, mode, reply):
         """After an offer/answer: ``record call`` starts (yes) or stops (no)
         the call's recording; a recorded call notes the SDP sent out in its

@@ -21,6 +21,7 @@ Unknown keys and flag words never fail a request; they are collected in
 ``unknown`` (log them once at debug level).
 """
 
+import collections
 import dataclasses
 import re
 from typing import Optional
@@ -136,6 +137,8 @@ K_KNOWN_OTHER = (
 
 CODEC_PARTS = ("strip", "offer", "except", "mask", "transcode", "accept",
                "consume", "set", "ignore")
+#: codec part -> its Flags attribute
+_CODEC_ATTRS = {part: "codec_" + part for part in CODEC_PARTS}
 
 TRANSPORTS = ("RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF",
               "UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF")
@@ -198,6 +201,9 @@ _CODEC_PREFIXES = (
     ("codec-set-", "set"), ("codec-ignore-", "ignore"),
 )
 
+#: every prefix of a prefixed flag word
+_PREFIXES = tuple(p for p, _ in _CODEC_PREFIXES + _LIST_PREFIXES)
+
 _TRUE = frozenset(("yes", "on", "true", "1", "force", "enable", "enabled"))
 _FALSE = frozenset(("no", "off", "false", "0", "disable", "disabled"))
 _DTLS_OFF = frozenset(("off", "no", "disable", "disabled"))
@@ -208,9 +214,18 @@ _WS = re.compile(r"\s+")
 _HAS_WORDS = {}
 
 
+#: canonical() of the words seen so far (bounded: words come from the network)
+_CANONICAL = {}
+
+
 def canonical(word):
     """Canonical flag word: whitespace runs -> "-", lower case."""
-    return _WS.sub("-", word.strip()).lower()
+    c = _CANONICAL.get(word)
+    if c is None:
+        c = _WS.sub("-", word.strip()).lower()
+        if len(_CANONICAL) < 1024:
+            _CANONICAL[word] = c
+    return c
 
 
 def as_list(value):
@@ -430,7 +445,8 @@ class _Builder:
 
     def __init__(self, flags):
         self.f = flags
-        self.codec = {part: [] for part in CODEC_PARTS}
+        #: codec part -> its items, for the parts the request names
+        self.codec = collections.defaultdict(list)
         self.direction = []
         self.from_interface = None
         self.to_interface = None
@@ -446,8 +462,8 @@ class _Builder:
 
     def finish(self):
         f = self.f
-        for part in CODEC_PARTS:
-            setattr(f, "codec_" + part, tuple(self.codec[part]))
+        for part, items in self.codec.items():
+            setattr(f, _CODEC_ATTRS[part], tuple(items))
         direction = list(self.direction[:2])
         if self.from_interface is not None or self.to_interface is not None:
             while len(direction) < 2:
@@ -534,7 +550,7 @@ class _Builder:
             self.f.unknown.append("codec")
             return
         for key, items in value.items():
-            if key in self.codec:
+            if key in _CODEC_ATTRS:
                 self.codec[key].extend(as_list(items))
             else:
                 self.f.unknown.append("codec.%s" % (key,))
@@ -590,6 +606,13 @@ class _Builder:
             return
         if c == "dtls-passive":
             self.f.dtls = "passive"
+            return
+        if c in KNOWN_FLAGS and c not in _OBSOLETE_FLAGS and not c.startswith(_PREFIXES):
+            if c == "all":
+                self.f.all = True
+            elif c == "record-call":
+                self.f.record_call = True
+            self.f.flags.add(c)
             return
         for prefix, part in _CODEC_PREFIXES:
             if c.startswith(prefix) and len(c) > len(prefix):

@@ -21,13 +21,13 @@ import json
 import socket
 import struct
 
-from twisted.internet import defer, udp
+from twisted.internet import udp
 from twisted.internet.error import MessageLengthError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from omnirtp import errors
+from omnirtp import errors, sync
 from omnirtp.control import bencode
 
 MAX_UDP_PAYLOAD = 65507
@@ -383,7 +383,7 @@ class NGProtocol(DatagramProtocol):
             reply = self._reply_for_failure(Failure(), request, command)
             self._finish(cookie, pending, reply, encoding)
             return
-        if isinstance(result, defer.Deferred):
+        if sync.is_deferred(result):
             result.addCallbacks(
                 self._finish_later, self._fail_later,
                 callbackArgs=(cookie, pending, encoding),

@@ -1,7 +1,8 @@
 """AMP commands between the control process and its media workers.
 
 One command per :class:`omnirtp.interfaces.IMediaEngine` method (plus
-:class:`Ping` and :class:`Shutdown`).  The argument types here do the
+:class:`Ping` and :class:`Shutdown`, and :class:`AllocateConfigure`: a new
+call's allocate and configure in one round trip).  The argument types here do the
 conversions the interface needs, so both ends see exactly the interface's
 Python types: socket keys are tuples again after the trip (JSON turns them
 into lists), and ``PortsExhausted`` / ``NGError`` raised in a worker arrive
@@ -13,10 +14,13 @@ needed (``name`` holds the chunk count, ``name.0``, ``name.1``, ... the
 chunks), so there is no size limit on them.
 """
 
+import errno
 import json
+import os
 
 from twisted.protocols import amp
 
+from omnirtp import sync
 from omnirtp.errors import NGError, PortsExhausted
 
 #: bytes of JSON per AMP value (below amp.MAX_VALUE_LENGTH)
@@ -38,6 +42,29 @@ def _address(value):
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise ValueError("socket address must be [address, port], got %r" % (value,))
     return (value[0], value[1])
+
+
+def write_now(writer, data):
+    """Write ``data`` to the pipe of ``writer`` (a twisted ``ProcessWriter``)
+    at once when nothing is queued before it; what the pipe does not take
+    (or everything, after an error) goes through ``writer.write`` as usual.
+
+    ``writer.write`` alone queues the bytes and asks the reactor to say
+    when the pipe is writable: two ``epoll_ctl`` calls and a reactor turn
+    per AMP message, on both ends of every engine call."""
+    if writer.dataBuffer or writer._tempDataBuffer or writer.disconnecting \
+            or not writer.connected:
+        writer.write(data)
+        return
+    try:
+        n = os.write(writer.fd, data)
+    except OSError as e:
+        if e.errno not in (errno.EAGAIN, errno.EINTR):
+            writer.write(data)  # the writer meets the error and reports it
+            return
+        n = 0
+    if n < len(data):
+        writer.write(data[n:])
 
 
 class Text(amp.Argument):
@@ -148,6 +175,63 @@ class StatsMap(ChunkedJSON):
         return out
 
 
+def placeholder(index):
+    """The placeholder RTP port of the ``index``-th port pair an
+    :class:`AllocateConfigure` allocates (its RTCP port is one more):
+    -2, -4, -6, ... (RTCP -1, -3, -5, ...), never a real port."""
+    return -2 * index - 2
+
+
+def fill_ports(entries, ports):
+    """``configure`` entries with placeholder socket keys (see
+    :func:`placeholder`) turned into the real ones: ``ports`` are the RTP
+    ports allocated, in placeholder order.  Entries are copied; keys with
+    a real port stay as they are."""
+    def real(key):
+        if key is None or key[1] >= 0:
+            return key
+        index, rtp = divmod(-key[1] - 1, 2)
+        if index >= len(ports):
+            raise ValueError("placeholder port %d names no allocated port" % (key[1],))
+        return (key[0], ports[index] + (0 if rtp else 1))
+
+    out = []
+    for entry in entries:
+        entry = dict(entry)
+        for key in PLACEHOLDER_KEYS:
+            if key in entry:
+                entry[key] = real(entry[key])
+        out.append(entry)
+    return out
+
+
+#: the keys of a configure entry that name our own sockets (placeholders
+#: may stand in them); ``endpoint`` is the party's address
+PLACEHOLDER_KEYS = ("local", "peer", "rtcp_peer")
+
+
+@sync.steps
+def allocate_configure(engine, call_id, groups, sockets):
+    """``engine.allocate`` for every ``(address, count)`` of ``groups``,
+    then ``engine.configure`` of ``sockets`` with their placeholder keys
+    filled (:func:`fill_ports`): the list of each group's ports, or the
+    error, after which nothing of this allocation is held (all or
+    nothing).  What a worker does for :class:`AllocateConfigure`."""
+    taken = []
+    try:
+        for address, count in groups:
+            ports = yield engine.allocate(call_id, address, count)
+            taken.append((address, list(ports)))
+        flat = [port for _address, ports in taken for port in ports]
+        yield engine.configure(call_id, fill_ports(sockets, flat))
+    except BaseException:
+        keys = [(address, port) for address, ports in taken for port in ports]
+        if keys:
+            yield engine.release(call_id, keys)
+        raise
+    return [ports for _address, ports in taken]
+
+
 class Allocate(amp.Command):
     """``IMediaEngine.allocate``."""
 
@@ -177,6 +261,19 @@ class Configure(amp.Command):
 
     arguments = [(b"call_id", Text()), (b"sockets", SocketConfigs())]
     response = []
+    errors = ERRORS
+
+
+class AllocateConfigure(amp.Command):
+    """A new call's ``allocate`` (every ``[address, count]`` of ``groups``)
+    and ``configure`` in one round trip: the sockets' keys name the ports
+    to be allocated by placeholders (:func:`placeholder`), filled in by
+    the worker (:func:`allocate_configure`); the answer is each group's
+    ports."""
+
+    arguments = [(b"call_id", Text()), (b"groups", ChunkedJSON()),
+                 (b"sockets", SocketConfigs())]
+    response = [(b"ports", ChunkedJSON())]
     errors = ERRORS
 
 

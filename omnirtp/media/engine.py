@@ -665,14 +665,18 @@ class EmbeddedEngine:
         """The codec state an entry leaves ``relay`` with (validated):
         ``codecs_send`` / ``codecs_recv`` as given (absent: as before),
         ``transcode`` as given (absent: False)."""
-        from omnirtp.codecs.transcode import normalise_formats
-
         state = dict(self._codec_state.get(relay.local) or {"send": None, "recv": None})
         for key, name in ((K_CODECS_SEND, "send"), (K_CODECS_RECV, "recv")):
             if key in entry:
                 value = entry[key]
+                if value is None:
+                    state[name] = None
+                    continue
+                # (imported here: a call that transcodes nothing never loads it)
+                from omnirtp.codecs.transcode import normalise_formats
+
                 where = "%s of %s:%d" % ((key,) + relay.local)
-                state[name] = None if value is None else normalise_formats(value, where)
+                state[name] = normalise_formats(value, where)
         state["transcode"] = bool(entry.get(K_TRANSCODE, False))
         return state
 

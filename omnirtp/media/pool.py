@@ -121,7 +121,11 @@ class PipeTransport:
 
     def write(self, data):
         try:
-            self.process.writeToChild(FD_FROM_CONTROL, data)
+            pipes = getattr(self.process, "pipes", None)  # a twisted Process
+            if pipes is None:
+                self.process.writeToChild(FD_FROM_CONTROL, data)
+            else:
+                commands.write_now(pipes[FD_FROM_CONTROL], data)
         except (KeyError, OSError):
             # the pipe is gone: processEnded follows and fails the requests
             pass
@@ -650,7 +654,17 @@ class WorkerPool(service.Service):
     def allocate(self, call_id, address, count):
         return self._allocate(call_id, address, count, set(), None)
 
-    def _allocate(self, call_id, address, count, tried, last):
+    def allocate_configure(self, call_id, groups, sockets):
+        """A new call's ``allocate`` of every ``(address, count)`` of
+        ``groups`` and its ``configure`` in one round trip to its worker
+        (:class:`omnirtp.media.amp.AllocateConfigure`; the sockets' keys
+        name the new ports by placeholders): fires with each group's
+        ports, or fails with nothing of them held.  Routed and retried on
+        another worker as :meth:`allocate` is."""
+        batch = ([[address, count] for address, count in groups], list(sockets))
+        return self._allocate(call_id, None, None, set(), None, batch)
+
+    def _allocate(self, call_id, address, count, tried, last, batch=None):
         slot = self._routes.get(call_id)
         if slot is None:
             candidates = [s for s in self._candidates() if s.index not in tried]
@@ -663,11 +677,16 @@ class WorkerPool(service.Service):
             self._route(call_id, slot)
         tried.add(slot.index)
         self._pending[call_id] = self._pending.get(call_id, 0) + 1
-        d = self._call(slot, commands.Allocate, call_id=call_id, address=address, count=count)
-        d.addBoth(self._allocated, slot, call_id, address, count, tried)
+        if batch is None:
+            d = self._call(slot, commands.Allocate, call_id=call_id, address=address,
+                           count=count)
+        else:
+            d = self._call(slot, commands.AllocateConfigure, call_id=call_id,
+                           groups=batch[0], sockets=batch[1])
+        d.addBoth(self._allocated, slot, call_id, address, count, tried, batch)
         return d
 
-    def _allocated(self, result, slot, call_id, address, count, tried):
+    def _allocated(self, result, slot, call_id, address, count, tried, batch=None):
         pending = self._pending.pop(call_id, 1) - 1
         if pending > 0:
             self._pending[call_id] = pending
@@ -684,7 +703,7 @@ class WorkerPool(service.Service):
         if retry:
             # a new call: nothing of it lives anywhere yet, try another worker
             self._unroute(call_id)
-            return self._allocate(call_id, address, count, tried, result)
+            return self._allocate(call_id, address, count, tried, result, batch)
         return result
 
     def claim(self, call_id, address, ports):

@@ -22,6 +22,7 @@ import sys
 
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.error import ReactorNotRunning
+from twisted.internet.stdio import StandardIO
 from twisted.logger import (
     FilteringLogObserver,
     LogLevelFilterPredicate,
@@ -113,6 +114,12 @@ class WorkerProtocol(amp.AMP):
         d = maybeDeferred(self.engine.claim, call_id, address, ports)
         return d.addCallback(lambda ports: {"ports": list(ports)})
 
+    @commands.AllocateConfigure.responder
+    def allocate_configure(self, call_id, groups, sockets):
+        d = maybeDeferred(commands.allocate_configure, self.engine, call_id,
+                          [(address, count) for address, count in groups], sockets)
+        return d.addCallback(lambda ports: {"ports": ports})
+
     @commands.Configure.responder
     def configure(self, call_id, sockets):
         d = maybeDeferred(self.engine.configure, call_id, sockets)
@@ -160,6 +167,15 @@ class WorkerProtocol(amp.AMP):
         # answer first: on_close runs on the next reactor turn
         self.clock.callLater(0, self._close)
         return {}
+
+
+class PipeIO(StandardIO):
+    """The worker's end of the AMP pipes: ``StandardIO`` whose writes go to
+    the pipe at once (:func:`omnirtp.media.amp.write_now`)."""
+
+    def write(self, data):
+        if self._writer is not None:
+            commands.write_now(self._writer, data)
 
 
 def stopper(reactor, engine):
@@ -234,7 +250,6 @@ def main(argv=None):
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
     from twisted.internet import reactor
-    from twisted.internet.stdio import StandardIO
 
     log = Logger(namespace="omnirtp.media.worker")
     factory = load_factory(args.engine)
@@ -251,7 +266,7 @@ def main(argv=None):
 
     protocol = WorkerProtocol(engine, reactor, on_close=stopper(reactor, engine),
                               on_log_level=set_level)
-    StandardIO(protocol, stdin=FD_FROM_CONTROL, stdout=FD_TO_CONTROL, reactor=reactor)
+    PipeIO(protocol, stdin=FD_FROM_CONTROL, stdout=FD_TO_CONTROL, reactor=reactor)
     log.info(
         "worker {index} (pid {pid}) serving {interfaces}",
         index=args.index,

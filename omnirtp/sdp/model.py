@@ -40,7 +40,7 @@ class Line:
     """One SDP line: ``kind`` (the letter, or ``""`` for a blank line),
     ``value`` (text after ``=``) and ``eol`` (the original line ending)."""
 
-    __slots__ = ("kind", "value", "eol", "number", "attribute")
+    __slots__ = ("kind", "value", "eol", "number", "attribute", "connection")
 
     def __init__(self, kind, value, eol="\r\n", number=0):
         self.kind = kind
@@ -54,6 +54,9 @@ class Line:
             self.attribute = (name, rest if colon else None)
         else:
             self.attribute = None
+        #: the :class:`Connection` of a ``c=`` line once parsed
+        #: (:func:`parse_connection`), else None
+        self.connection = None
 
     @property
     def text(self):
@@ -105,18 +108,30 @@ def _line_error(line, message):
 
 
 def parse_connection(line):
-    """Parse a ``c=`` line into a :class:`Connection`."""
+    """Parse a ``c=`` line into a :class:`Connection` (once per line: the
+    line keeps it)."""
+    conn = line.connection
+    if conn is not None:
+        return conn
     fields = line.value.split()
     if len(fields) != 3:
         raise _line_error(line, "c= needs network type, address type and address")
     nettype, family, address = fields
     if nettype != "IN":
         raise _line_error(line, "c= network type must be IN")
-    return Connection(family, *_check_address(line, family, address, "c="))
+    conn = line.connection = Connection(family, *_check_address(line, family, address, "c="))
+    return conn
+
+
+#: (family, address) pairs found valid (bounded: addresses come from the network)
+_VALID = set()
+_VALID_MAX = 4096
 
 
 def _check_address(line, family, address, what):
     addr, slash, suffix = address.partition("/")
+    if (family, addr) in _VALID:
+        return addr, slash + suffix
     if family == "IP4":
         try:
             ipaddress.IPv4Address(addr)
@@ -129,6 +144,8 @@ def _check_address(line, family, address, what):
             raise _line_error(line, "%s address %r is not an IPv6 address" % (what, addr)) from None
     else:
         raise _line_error(line, "%s address type must be IP4 or IP6, not %r" % (what, family))
+    if len(_VALID) < _VALID_MAX:
+        _VALID.add((family, addr))
     return addr, slash + suffix
 
 
@@ -156,30 +173,64 @@ def parse_rtcp(line):
     return Rtcp(port, fields[2], address)
 
 
+#: id(part) -> (part, attribute index, [rtpmaps or None]) of the parts
+#: looked at last (see _Part._index); the part itself is held, so an id
+#: is never reused while its entry is here
+_RECENT = {}
+_RECENT_MAX = 16
+
+
 class _Part:
     """Shared accessors of the session part and of a media section."""
 
     def __init__(self, lines):
         self.lines = lines
 
+    def _index(self):
+        """Attribute name -> its values in order.  A request looks up
+        dozens of names in the parts it handles; the index of the most
+        recently used parts is kept aside (:data:`_RECENT`), not on the
+        part, which a call may keep for its lifetime (an idle call's
+        memory stays as it was)."""
+        entry = _RECENT.get(id(self))
+        if entry is not None and entry[0] is self:
+            return entry[1]
+        index = {}
+        for ln in self.lines:
+            if ln.kind == "a":
+                name, value = ln.attribute
+                values = index.get(name)
+                if values is None:
+                    index[name] = [value]
+                else:
+                    values.append(value)
+        if len(_RECENT) >= _RECENT_MAX:
+            _RECENT.clear()
+        _RECENT[id(self)] = (self, index, [None])
+        return index
+
+    def _cached_rtpmaps(self):
+        self._index()
+        slot = _RECENT[id(self)][2]
+        if slot[0] is None:
+            slot[0] = self._parse_rtpmaps()
+        return slot[0]
+
     def attributes(self, name=None):
         """``(name, value)`` of every ``a=`` line, or the values of ``name``."""
-        pairs = [ln.attribute for ln in self.lines if ln.kind == "a"]
         if name is None:
-            return pairs
-        return [v for n, v in pairs if n == name]
+            return [ln.attribute for ln in self.lines if ln.kind == "a"]
+        return list(self._index().get(name, ()))
 
     def has_attribute(self, name):
-        return any(ln.kind == "a" and ln.attribute[0] == name for ln in self.lines)
+        return name in self._index()
 
     def attribute(self, name):
         """Value of the first ``a=name`` (``""`` for a flag attribute), or None."""
-        for ln in self.lines:
-            if ln.kind == "a":
-                n, v = ln.attribute
-                if n == name:
-                    return v if v is not None else ""
-        return None
+        values = self._index().get(name)
+        if values is None:
+            return None
+        return values[0] if values[0] is not None else ""
 
     def first(self, kind):
         for ln in self.lines:
@@ -254,6 +305,9 @@ class MediaSection(_Part):
 
     def rtpmaps(self):
         """``{pt (str): RtpMap}`` for every parseable ``a=rtpmap`` line."""
+        return dict(self._cached_rtpmaps())
+
+    def _parse_rtpmaps(self):
         result = {}
         for value in self.attributes("rtpmap"):
             pt, _, spec = (value or "").partition(" ")

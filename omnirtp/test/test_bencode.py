@@ -50,6 +50,35 @@ class EncodeTests(SynchronousTestCase):
         self.assertRaises(TypeError, encode, {1: 2})
 
 
+    def test_rememberedValues(self):
+        """Remembered encodings of short strings and small ints give the
+        same bytes the second time, and keep bool, int and str apart."""
+        value = {"a": ["ok", 1, True, "1", 65535, -1, 70000], "b": ("ok", False, 0)}
+        expected = b"d1:al2:oki1ei1e1:1i65535ei-1ei70000ee1:bl2:oki0ei0eee"
+        self.assertEqual(encode(value), expected)
+        self.assertEqual(encode(value), expected)
+        exc = self.assertRaises(ValueError, encode, {"k": [2 ** 63]})
+        self.assertIn("outside bencode's 64-bit signed range", str(exc))
+
+    def test_deepNesting(self):
+        """Nesting deeper than the recursive encoder goes gives the same
+        bytes (the explicit-stack encoder), not RecursionError."""
+        depth = 5000
+        value = {"x": 1}
+        for _ in range(depth):
+            value = [value]
+        self.assertEqual(encode(value), b"l" * depth + b"d1:xi1ee" + b"e" * depth)
+
+    def test_subclasses(self):
+        class S(str):
+            pass
+
+        class D(dict):
+            pass
+
+        self.assertEqual(encode(D(k=[S("v")])), b"d1:kl1:vee")
+
+
 class DecodeTests(SynchronousTestCase):
     def test_values(self):
         """Strings decode to bytes, containers to list/dict."""

@@ -5,7 +5,9 @@ process transports whose "child" is a :class:`WorkerProtocol` over a fake
 engine in memory, and :meth:`FakeProcessReactor.pump` moves the AMP bytes.
 """
 
+import fcntl
 import json
+import os
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
@@ -192,6 +194,56 @@ class CommandTests(SynchronousTestCase):
         f = self.failureResultOf(self.link.call(commands.Allocate, call_id="c1", address=IP, count=1))
         self.assertFalse(f.check(NGError))
         self.flushLoggedErrors(KeyError)
+
+    def test_allocateConfigure(self):
+        """One round trip: the ports of each group, and the entries with
+        their placeholder keys filled (RTP and RTCP of each pair)."""
+        a, b = commands.placeholder(0), commands.placeholder(1)
+        sockets = [
+            {"local": (IP, a), "peer": (IP, b), "endpoint": ("10.0.0.1", 5000)},
+            {"local": (IP, a + 1), "peer": (IP, b + 1), "rtcp_peer": None,
+             "endpoint": ("10.0.0.1", 5001)},
+            {"local": (IP, b), "peer": (IP, a), "endpoint": None},
+        ]
+        result = self.successResultOf(self.link.call(
+            commands.AllocateConfigure, call_id="c1", groups=[[IP, 2]], sockets=sockets))
+        self.assertEqual(result, {"ports": [[40000, 40002]]})
+        self.assertEqual(self.engine.configured, [("c1", [
+            {"local": (IP, 40000), "peer": (IP, 40002), "endpoint": ("10.0.0.1", 5000)},
+            {"local": (IP, 40001), "peer": (IP, 40003), "rtcp_peer": None,
+             "endpoint": ("10.0.0.1", 5001)},
+            {"local": (IP, 40002), "peer": (IP, 40000), "endpoint": None},
+        ])])
+        self.assertEqual(self.engine.released, [])
+
+    def test_allocateConfigureFailureHoldsNothing(self):
+        """A configuration the engine refuses: the ports just allocated are
+        released before the error goes back; no allocation, no release."""
+        def refuse(call_id, sockets):
+            return fail(NGError("refused"))
+        self.engine.configure = refuse
+        sockets = [{"local": (IP, commands.placeholder(0)), "peer": None}]
+        f = self.failureResultOf(self.link.call(
+            commands.AllocateConfigure, call_id="c1", groups=[[IP, 1]], sockets=sockets),
+            NGError)
+        self.assertEqual(f.value.reason, "refused")
+        self.assertEqual(self.engine.released, [("c1", [(IP, 40000)])])
+        self.engine.exhausted = True
+        self.failureResultOf(self.link.call(
+            commands.AllocateConfigure, call_id="c2", groups=[[IP, 1]], sockets=sockets),
+            PortsExhausted)
+        self.assertEqual(self.engine.released, [("c1", [(IP, 40000)])])
+
+    def test_fillPorts(self):
+        entries = [{"local": (IP, -2), "peer": (IP, -3), "rtcp_peer": (IP, 40100),
+                    "endpoint": ("10.0.0.1", 6000), "learning": "off"},
+                   {"local": (IP, -5), "peer": None}]
+        self.assertEqual(commands.fill_ports(entries, [30000, 30010, 30020]), [
+            {"local": (IP, 30000), "peer": (IP, 30011), "rtcp_peer": (IP, 40100),
+             "endpoint": ("10.0.0.1", 6000), "learning": "off"},
+            {"local": (IP, 30021), "peer": None}])
+        self.assertEqual(entries[0]["local"], (IP, -2))  # copies
+        self.assertRaises(ValueError, commands.fill_ports, entries, [30000])
 
     def test_configureRestoresTuples(self):
         sockets = [
@@ -633,6 +685,21 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual(self.engine(1).configured, [("b", sockets)])
         self.assertEqual(self.engine(0).configured, [])
 
+    def test_allocateConfigureRoutesAndRetries(self):
+        """A new call's allocate + configure goes to the worker with the
+        fewest calls, and to the next when that one's slice is full."""
+        self.start()
+        self.allocate("a")
+        sockets = [{"local": (IP, commands.placeholder(0)), "peer": None}]
+        d = self.pool.allocate_configure("b", [(IP, 1)], sockets)
+        self.assertEqual(self.successResultOf(self.pumped(d)), [[40050]])
+        self.assertEqual(self.engine(1).configured, [("b", [{"local": (IP, 40050),
+                                                            "peer": None}])])
+        self.engine(0).exhausted = True  # first choice (a tie, lower index): full
+        d = self.pool.allocate_configure("c", [(IP, 1)], sockets)
+        self.assertEqual(self.successResultOf(self.pumped(d)), [[40052]])
+        self.assertEqual([w["calls"] for w in self.pool.workers], [1, 2])
+
     def test_configureOfUnknownCall(self):
         self.start()
         f = self.failureResultOf(self.pool.configure("nope", []), NGError)
@@ -973,3 +1040,64 @@ class PipeTransportTests(SynchronousTestCase):
         transport.write(b"late")  # the pipe is closed: dropped, no error
         self.assertEqual(process.to_worker, [b"ab"])
         self.assertEqual(repr(transport.getPeer()), "<media worker 0 pid 7>")
+
+
+class QueueingWriter:
+    """What write_now reads of a twisted ProcessWriter: its pipe, its queue."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.dataBuffer = b""
+        self._tempDataBuffer = []
+        self.disconnecting = False
+        self.connected = True
+        self.queued = []
+
+    def write(self, data):
+        self.queued.append(data)
+
+
+class WriteNowTests(SynchronousTestCase):
+    """omnirtp.media.amp.write_now: AMP bytes go to the pipe at once."""
+
+    def pipe(self):
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        os.set_blocking(w, False)
+        return r, w
+
+    def test_empty_queue_writes_at_once(self):
+        r, w = self.pipe()
+        writer = QueueingWriter(w)
+        commands.write_now(writer, b"box")
+        self.assertEqual((os.read(r, 100), writer.queued), (b"box", []))
+
+    def test_queued_data_keeps_its_place(self):
+        r, w = self.pipe()
+        for pending in ({"dataBuffer": b"x"}, {"_tempDataBuffer": [b"x"]},
+                        {"disconnecting": True}, {"connected": False}):
+            writer = QueueingWriter(w)
+            writer.__dict__.update(pending)
+            commands.write_now(writer, b"box")
+            self.assertEqual(writer.queued, [b"box"])
+        os.write(w, b"-")
+        self.assertEqual(os.read(r, 100), b"-")  # nothing was written directly
+
+    def test_what_the_pipe_does_not_take_is_queued(self):
+        r, w = self.pipe()
+        size = fcntl.fcntl(w, 1031, 4096)  # F_SETPIPE_SZ: the smallest pipe
+        writer = QueueingWriter(w)
+        data = bytes(range(256)) * ((size * 2) // 256)
+        commands.write_now(writer, data)
+        written = os.read(r, len(data))
+        self.assertEqual(written + b"".join(writer.queued), data)
+        self.assertEqual(len(written), size)
+
+    def test_error_goes_to_the_writer(self):
+        r, w = os.pipe()
+        os.close(r)
+        self.addCleanup(os.close, w)
+        writer = QueueingWriter(w)
+        commands.write_now(writer, b"box")  # EPIPE: the writer reports it
+        self.assertEqual(writer.queued, [b"box"])

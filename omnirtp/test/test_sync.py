@@ -90,3 +90,37 @@ class StepsTests(SynchronousTestCase):
         chained = sync.then(d, lambda r, k: r * k, 5)
         d.callback(3)
         self.assertEqual(self.successResultOf(chained), 15)
+
+    def test_fired_value_taken_as_a_callback_would(self):
+        """A yielded Deferred that fired with a value is consumed: its result
+        becomes None, as after the callback that takes it; one with callbacks
+        of its own still pending (paused on another) is waited for."""
+        fired = defer.succeed(4)
+        self.assertEqual(add(1, fired), 5)
+        self.assertIsNone(self.successResultOf(fired))
+        inner = defer.Deferred()
+        outer = defer.succeed(None)
+        outer.addCallback(lambda _: inner)  # paused on inner
+        result = add(1, outer)
+        self.assertNoResult(result)
+        inner.callback(6)
+        self.assertEqual(self.successResultOf(result), 7)
+
+    def test_yielded_plain_values_come_back(self):
+        @sync.steps
+        def plain():
+            a = yield "x"
+            b = yield {"k": 1}
+            c = yield None
+            return (a, b, c)
+
+        self.assertEqual(plain(), ("x", {"k": 1}, None))
+
+    def test_is_deferred(self):
+        class Sub(defer.Deferred):
+            pass
+
+        for value in (defer.Deferred(), Sub()):
+            self.assertTrue(sync.is_deferred(value))
+        for value in ("x", b"x", 1, True, 1.5, {}, [], (), None, object()):
+            self.assertFalse(sync.is_deferred(value))
