@@ -3,8 +3,9 @@
 
 Starts omnirtp (twistd, from this checkout) on loopback, sets up ``--calls``
 calls over ng (offer + answer, a few in flight at a time), and plays both
-parties of every call: each sends 50 RTP packets/s (172 bytes) to the port
-the proxy advertised to it and counts what arrives.  Every second
+parties of every call: each sends 50 RTP packets/s (172 bytes; ``--pps``
+for fewer, spread evenly over the 20 ms ticks) to the port the proxy
+advertised to it and counts what arrives.  Every second
 ``--churn`` calls end (their parties stop sending, then ``delete``) and as
 many new ones are set up, so set-up and teardown run all the time.  At the
 end every call is deleted.  Run once per ``--threads`` value (num-threads 0
@@ -153,10 +154,13 @@ class Party:
 
 
 class Call:
-    __slots__ = ("call_id", "a", "b", "state", "t0", "stop_at", "initial")
+    __slots__ = ("call_id", "a", "b", "state", "t0", "stop_at", "initial", "phase")
 
-    def __init__(self, call_id, serial, initial):
+    def __init__(self, call_id, serial, initial, every=1):
         self.call_id = call_id
+        # with --pps below 50 a call sends on every ``every``-th 20 ms tick,
+        # the calls spread evenly over the ticks (no bursts)
+        self.phase = serial % every
         self.a = Party(2 * serial + 1)
         self.b = Party(2 * serial + 2)
         self.state = "new"
@@ -190,6 +194,7 @@ class Soak:
         self.inodes = set()
         self.sent = self.received = 0
         self.retired = []
+        self.every = 50 // args.pps
 
     # -- the daemon ---------------------------------------------------------
 
@@ -266,7 +271,8 @@ class Soak:
 
     def new_call(self, initial):
         self.serial += 1
-        call = Call("soak-%d-%d" % (self.threads, self.serial), self.serial, initial)
+        call = Call("soak-%d-%d" % (self.threads, self.serial), self.serial, initial,
+                    self.every)
         for party in (call.a, call.b):
             self.by_fd[party.fd] = party
             self.epoll.register(party.fd, select.EPOLLIN)
@@ -372,6 +378,7 @@ class Soak:
         duration = args.minutes * 60
         t_start = time.monotonic()
         next_tick = t_start
+        tick = 0
         next_churn = t_start + 1
         next_rss = t_start
         samples = []
@@ -381,8 +388,10 @@ class Soak:
             if now - t_start >= duration:
                 break
             if now >= next_tick:
+                phase = tick % self.every
+                tick += 1
                 for call in self.calls.values():
-                    if call.state == "up":
+                    if call.state == "up" and call.phase == phase:
                         call.a.send()
                         call.b.send()
                 next_tick += PTIME
@@ -442,8 +451,9 @@ class Soak:
             "threads": self.threads, "calls": args.calls, "minutes": args.minutes,
             "churn_per_s": args.churn, "churned": churned, "ramp_s": round(ramp, 1),
             "sent": self.sent, "received": self.received, "generator_drops": gen_drops,
-            # the share of the planned 50 packets/s per party the generator managed
-            "pace": round(self.sent / (2.0 * args.calls * duration / PTIME), 3),
+            # the share of the planned --pps packets/s per party the generator managed
+            "pps": args.pps,
+            "pace": round(self.sent / (2.0 * args.calls * duration * args.pps), 3),
             "relay_loss": lost, "relay_loss_pct": round(100.0 * lost / self.sent, 4)
             if self.sent else None,
             "relayed_by_daemon": stats["totalstatistics"]["relayedpackets"],
@@ -479,8 +489,8 @@ def _text(value):
 def report(r):
     print("num-threads %d: %d calls for %g min, %d churned (%d/s)" % (
         r["threads"], r["calls"], r["minutes"], r["churned"], r["churn_per_s"]))
-    print("  packets: sent %d (pace %.0f%% of 50/s per party), received %d, generator drops %d"
-          " -> relay loss %d (%s%%)" % (r["sent"], 100 * r["pace"], r["received"],
+    print("  packets: sent %d (pace %.0f%% of %d/s per party), received %d, generator drops %d"
+          " -> relay loss %d (%s%%)" % (r["sent"], 100 * r["pace"], r["pps"], r["received"],
                                         r["generator_drops"], r["relay_loss"],
                                         r["relay_loss_pct"]))
     print("  daemon: relayed %d, errors %d" % (r["relayed_by_daemon"], r["daemon_errors"]))
@@ -507,12 +517,16 @@ def main():
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--threads", default="0,2", help="num-threads values, comma-separated")
     parser.add_argument("--churn", type=int, default=5, help="calls replaced per second")
+    parser.add_argument("--pps", type=int, default=50,
+                        help="RTP packets/s each party sends (a divisor of 50; 50 = 20 ms ptime)")
     parser.add_argument("--warmup", type=float, default=None,
                         help="seconds before RSS must be flat (default: 20%% of the run)")
     parser.add_argument("--rss-every", type=float, default=10.0)
     parser.add_argument("--logdir", default="/tmp")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
+    if args.pps < 1 or 50 % args.pps:
+        parser.error("--pps must divide 50 (1, 2, 5, 10, 25, 50)")
     if args.warmup is None:
         args.warmup = 0.2 * args.minutes * 60
     results = []
