@@ -322,6 +322,8 @@ class Soak:
                                 "delete-delay": 0}, call, "delete"))
             del self.calls[call.call_id]
             self.retired.append(call)
+        # nothing else may be in flight to send them when a reply comes
+        self.pump()
 
     def close_retired(self, keep=True):
         """Close the sockets of deleted calls (after the drain), counting them."""
@@ -363,6 +365,7 @@ class Soak:
         args = self.args
         before = self.request({"command": "statistics"})["statistics"]["ports"]
         started = time.monotonic()
+        cpu0 = time.process_time()
         # ramp: MAX_IN_FLIGHT set-ups at a time
         while len(self.setup_initial) + len(self.failures) < args.calls:
             in_flight = sum(1 for c in self.calls.values() if c.state in ("offering", "answering"))
@@ -432,6 +435,8 @@ class Soak:
         ng_drops = udp_drops({os.fstat(self.ng.fileno()).st_ino})
         for call, command in self.pending.values():
             self.failures.append("%s %s: no reply within 30 s" % (command, call.call_id))
+        for message, call, command in self.queue:
+            self.failures.append("%s %s: never sent within 30 s" % (command, call.call_id))
         gen_drops = udp_drops(self.inodes)
         self.close_retired()
         for call in self.calls.values():  # failed set-ups never sent
@@ -465,6 +470,10 @@ class Soak:
             "setup_initial_ms": _lat(self.setup_initial),
             "setup_churn_ms": _lat(self.setup_churn),
             "failures": self.failures[:10], "failure_count": len(self.failures),
+            # this process's CPU time over the run: near the wall time, the
+            # generator itself was the limit (pace)
+            "generator_cpu_s": round(time.process_time() - cpu0, 1),
+            "wall_s": round(time.monotonic() - started, 1),
             "ng_reply_drops": ng_drops,
         }
         return result
@@ -493,7 +502,8 @@ def report(r):
           " -> relay loss %d (%s%%)" % (r["sent"], 100 * r["pace"], r["pps"], r["received"],
                                         r["generator_drops"], r["relay_loss"],
                                         r["relay_loss_pct"]))
-    print("  daemon: relayed %d, errors %d" % (r["relayed_by_daemon"], r["daemon_errors"]))
+    print("  daemon: relayed %d, errors %d; generator CPU %.0f s in %.0f s" % (
+        r["relayed_by_daemon"], r["daemon_errors"], r["generator_cpu_s"], r["wall_s"]))
     warm = [rss for t, rss in r["rss_kib"]]
     print("  RSS: %.1f -> %.1f MiB; spread after warm-up %.2f%% (%s)" % (
         warm[0] / 1024.0, warm[-1] / 1024.0, r["rss_spread_after_warmup_pct"],
