@@ -18,7 +18,9 @@ Reported per run:
               sockets (/proc/net/udp "drops" of its sockets): the relay's loss
               beyond the generator's.  Packets still in flight when a call
               ends are not lost: a party stops sending 0.3 s before its
-              delete and the run drains for 1 s at the end.
+              delete, its socket keeps counting for 3 s after it stopped,
+              and the run drains for 3 s at the end.  Shown apart for the
+              calls the churn ended and those that ran to the end.
   RSS         the daemon's resident set (control process plus its media
               workers, /proc/<pid>/status VmRSS), sampled every --rss-every
               seconds; after the warm-up (the first --warmup seconds) the
@@ -64,6 +66,9 @@ HOST = "127.0.0.1"
 PTIME = 0.02
 PAYLOAD = b"\xd5" * 160
 STOP_BEFORE_DELETE = 0.3
+#: a deleted call's sockets stay open (counting) this long after its parties
+#: stopped: a loaded daemon may still be relaying their last packets
+CLOSE_AFTER = 3.0
 #: ng requests in flight at most (as a SIP proxy's few worker processes);
 #: a burst of 200 delete replies (each with the call's statistics) would
 #: overflow a UDP socket's receive buffer
@@ -154,13 +159,14 @@ class Party:
 
 
 class Call:
-    __slots__ = ("call_id", "a", "b", "state", "t0", "stop_at", "initial", "phase")
+    __slots__ = ("call_id", "a", "b", "state", "t0", "stop_at", "initial", "phase", "at_end")
 
     def __init__(self, call_id, serial, initial, every=1):
         self.call_id = call_id
         # with --pps below 50 a call sends on every ``every``-th 20 ms tick,
         # the calls spread evenly over the ticks (no bursts)
         self.phase = serial % every
+        self.at_end = False  # stopped by the end of the run, not by the churn
         self.a = Party(2 * serial + 1)
         self.b = Party(2 * serial + 2)
         self.state = "new"
@@ -194,6 +200,7 @@ class Soak:
         self.inodes = set()
         self.sent = self.received = 0
         self.retired = []
+        self.lost_split = {"churn": 0, "end": 0}
         self.every = 50 // args.pps
 
     # -- the daemon ---------------------------------------------------------
@@ -321,20 +328,31 @@ class Soak:
             self.queue.append(({"command": "delete", "call-id": call.call_id,
                                 "delete-delay": 0}, call, "delete"))
             del self.calls[call.call_id]
+            call.state = "deleted"
             self.retired.append(call)
         # nothing else may be in flight to send them when a reply comes
         self.pump()
 
-    def close_retired(self, keep=True):
-        """Close the sockets of deleted calls (after the drain), counting them."""
+    def close_retired(self, now=None):
+        """Close the sockets of deleted calls whose parties stopped
+        CLOSE_AFTER ago (all of them when ``now`` is None), counting them;
+        the loss of calls ended by the churn and of those that ran to the
+        end apart."""
+        keep = []
         for call in self.retired:
+            if now is not None and now - call.stop_at < CLOSE_AFTER:
+                keep.append(call)
+                continue
+            lost = 0
             for party in (call.a, call.b):
                 self.sent += party.sent
                 self.received += party.received
+                lost += party.sent - party.received
                 self.epoll.unregister(party.fd)
                 del self.by_fd[party.fd]
                 party.sock.close()
-        self.retired = []
+            self.lost_split["end" if call.at_end else "churn"] += lost
+        self.retired = keep
 
     # -- the loop -------------------------------------------------------------
 
@@ -417,15 +435,15 @@ class Soak:
                     sum(1 for c in self.calls.values() if c.state == "up")), flush=True)
             self.poll(max(0.0, min(next_tick, next_churn) - time.monotonic()))
             if len(self.retired) > 200:
-                # their last packets arrived long ago (STOP_BEFORE_DELETE)
-                self.close_retired()
+                self.close_retired(now)
 
         # end: stop all, drain, delete all
         now = time.monotonic()
         for call in list(self.calls.values()):
             if call.state != "stopping":
+                call.at_end = True
                 self.end_call(call, now)
-        drain_end = time.monotonic() + 1.0
+        drain_end = time.monotonic() + CLOSE_AFTER
         while time.monotonic() < drain_end:
             self.finish_stopped(time.monotonic())
             self.poll(0.05)
@@ -459,7 +477,12 @@ class Soak:
             # the share of the planned --pps packets/s per party the generator managed
             "pps": args.pps,
             "pace": round(self.sent / (2.0 * args.calls * duration * args.pps), 3),
-            "relay_loss": lost, "relay_loss_pct": round(100.0 * lost / self.sent, 4)
+            "relay_loss": lost,
+            # sent - received (before the generator's drops) of the calls the
+            # churn ended and of those that ran to the end
+            "loss_churned_calls": self.lost_split["churn"],
+            "loss_calls_to_end": self.lost_split["end"],
+            "relay_loss_pct": round(100.0 * lost / self.sent, 4)
             if self.sent else None,
             "relayed_by_daemon": stats["totalstatistics"]["relayedpackets"],
             "daemon_errors": stats["totalstatistics"]["relayedpacketerrors"],
@@ -502,6 +525,8 @@ def report(r):
           " -> relay loss %d (%s%%)" % (r["sent"], 100 * r["pace"], r["pps"], r["received"],
                                         r["generator_drops"], r["relay_loss"],
                                         r["relay_loss_pct"]))
+    print("  sent - received: %d in calls the churn ended, %d in calls up to the end" % (
+        r["loss_churned_calls"], r["loss_calls_to_end"]))
     print("  daemon: relayed %d, errors %d; generator CPU %.0f s in %.0f s" % (
         r["relayed_by_daemon"], r["daemon_errors"], r["generator_cpu_s"], r["wall_s"]))
     warm = [rss for t, rss in r["rss_kib"]]
