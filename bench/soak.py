@@ -3,8 +3,9 @@
 
 Starts omnirtp (twistd, from this checkout) on loopback, sets up ``--calls``
 calls over ng (offer + answer, a few in flight at a time), and plays both
-parties of every call: each sends 50 RTP packets/s (172 bytes) to the port
-the proxy advertised to it and counts what arrives.  Every second
+parties of every call: each sends 50 RTP packets/s (172 bytes; ``--pps``
+for fewer, spread evenly over the 20 ms ticks) to the port the proxy
+advertised to it and counts what arrives.  Every second
 ``--churn`` calls end (their parties stop sending, then ``delete``) and as
 many new ones are set up, so set-up and teardown run all the time.  At the
 end every call is deleted.  Run once per ``--threads`` value (num-threads 0
@@ -17,7 +18,9 @@ Reported per run:
               sockets (/proc/net/udp "drops" of its sockets): the relay's loss
               beyond the generator's.  Packets still in flight when a call
               ends are not lost: a party stops sending 0.3 s before its
-              delete and the run drains for 1 s at the end.
+              delete, its socket keeps counting for 3 s after it stopped,
+              and the run drains for 3 s at the end.  Shown apart for the
+              calls the churn ended and those that ran to the end.
   RSS         the daemon's resident set (control process plus its media
               workers, /proc/<pid>/status VmRSS), sampled every --rss-every
               seconds; after the warm-up (the first --warmup seconds) the
@@ -63,6 +66,9 @@ HOST = "127.0.0.1"
 PTIME = 0.02
 PAYLOAD = b"\xd5" * 160
 STOP_BEFORE_DELETE = 0.3
+#: a deleted call's sockets stay open (counting) this long after its parties
+#: stopped: a loaded daemon may still be relaying their last packets
+CLOSE_AFTER = 3.0
 #: ng requests in flight at most (as a SIP proxy's few worker processes);
 #: a burst of 200 delete replies (each with the call's statistics) would
 #: overflow a UDP socket's receive buffer
@@ -153,10 +159,14 @@ class Party:
 
 
 class Call:
-    __slots__ = ("call_id", "a", "b", "state", "t0", "stop_at", "initial")
+    __slots__ = ("call_id", "a", "b", "state", "t0", "stop_at", "initial", "phase", "at_end")
 
-    def __init__(self, call_id, serial, initial):
+    def __init__(self, call_id, serial, initial, every=1):
         self.call_id = call_id
+        # with --pps below 50 a call sends on every ``every``-th 20 ms tick,
+        # the calls spread evenly over the ticks (no bursts)
+        self.phase = serial % every
+        self.at_end = False  # stopped by the end of the run, not by the churn
         self.a = Party(2 * serial + 1)
         self.b = Party(2 * serial + 2)
         self.state = "new"
@@ -190,6 +200,8 @@ class Soak:
         self.inodes = set()
         self.sent = self.received = 0
         self.retired = []
+        self.lost_split = {"churn": 0, "end": 0}
+        self.every = 50 // args.pps
 
     # -- the daemon ---------------------------------------------------------
 
@@ -266,7 +278,8 @@ class Soak:
 
     def new_call(self, initial):
         self.serial += 1
-        call = Call("soak-%d-%d" % (self.threads, self.serial), self.serial, initial)
+        call = Call("soak-%d-%d" % (self.threads, self.serial), self.serial, initial,
+                    self.every)
         for party in (call.a, call.b):
             self.by_fd[party.fd] = party
             self.epoll.register(party.fd, select.EPOLLIN)
@@ -315,18 +328,31 @@ class Soak:
             self.queue.append(({"command": "delete", "call-id": call.call_id,
                                 "delete-delay": 0}, call, "delete"))
             del self.calls[call.call_id]
+            call.state = "deleted"
             self.retired.append(call)
+        # nothing else may be in flight to send them when a reply comes
+        self.pump()
 
-    def close_retired(self, keep=True):
-        """Close the sockets of deleted calls (after the drain), counting them."""
+    def close_retired(self, now=None):
+        """Close the sockets of deleted calls whose parties stopped
+        CLOSE_AFTER ago (all of them when ``now`` is None), counting them;
+        the loss of calls ended by the churn and of those that ran to the
+        end apart."""
+        keep = []
         for call in self.retired:
+            if now is not None and now - call.stop_at < CLOSE_AFTER:
+                keep.append(call)
+                continue
+            lost = 0
             for party in (call.a, call.b):
                 self.sent += party.sent
                 self.received += party.received
+                lost += party.sent - party.received
                 self.epoll.unregister(party.fd)
                 del self.by_fd[party.fd]
                 party.sock.close()
-        self.retired = []
+            self.lost_split["end" if call.at_end else "churn"] += lost
+        self.retired = keep
 
     # -- the loop -------------------------------------------------------------
 
@@ -357,6 +383,7 @@ class Soak:
         args = self.args
         before = self.request({"command": "statistics"})["statistics"]["ports"]
         started = time.monotonic()
+        cpu0 = time.process_time()
         # ramp: MAX_IN_FLIGHT set-ups at a time
         while len(self.setup_initial) + len(self.failures) < args.calls:
             in_flight = sum(1 for c in self.calls.values() if c.state in ("offering", "answering"))
@@ -372,6 +399,7 @@ class Soak:
         duration = args.minutes * 60
         t_start = time.monotonic()
         next_tick = t_start
+        tick = 0
         next_churn = t_start + 1
         next_rss = t_start
         samples = []
@@ -381,8 +409,10 @@ class Soak:
             if now - t_start >= duration:
                 break
             if now >= next_tick:
+                phase = tick % self.every
+                tick += 1
                 for call in self.calls.values():
-                    if call.state == "up":
+                    if call.state == "up" and call.phase == phase:
                         call.a.send()
                         call.b.send()
                 next_tick += PTIME
@@ -405,15 +435,15 @@ class Soak:
                     sum(1 for c in self.calls.values() if c.state == "up")), flush=True)
             self.poll(max(0.0, min(next_tick, next_churn) - time.monotonic()))
             if len(self.retired) > 200:
-                # their last packets arrived long ago (STOP_BEFORE_DELETE)
-                self.close_retired()
+                self.close_retired(now)
 
         # end: stop all, drain, delete all
         now = time.monotonic()
         for call in list(self.calls.values()):
             if call.state != "stopping":
+                call.at_end = True
                 self.end_call(call, now)
-        drain_end = time.monotonic() + 1.0
+        drain_end = time.monotonic() + CLOSE_AFTER
         while time.monotonic() < drain_end:
             self.finish_stopped(time.monotonic())
             self.poll(0.05)
@@ -423,6 +453,8 @@ class Soak:
         ng_drops = udp_drops({os.fstat(self.ng.fileno()).st_ino})
         for call, command in self.pending.values():
             self.failures.append("%s %s: no reply within 30 s" % (command, call.call_id))
+        for message, call, command in self.queue:
+            self.failures.append("%s %s: never sent within 30 s" % (command, call.call_id))
         gen_drops = udp_drops(self.inodes)
         self.close_retired()
         for call in self.calls.values():  # failed set-ups never sent
@@ -442,9 +474,15 @@ class Soak:
             "threads": self.threads, "calls": args.calls, "minutes": args.minutes,
             "churn_per_s": args.churn, "churned": churned, "ramp_s": round(ramp, 1),
             "sent": self.sent, "received": self.received, "generator_drops": gen_drops,
-            # the share of the planned 50 packets/s per party the generator managed
-            "pace": round(self.sent / (2.0 * args.calls * duration / PTIME), 3),
-            "relay_loss": lost, "relay_loss_pct": round(100.0 * lost / self.sent, 4)
+            # the share of the planned --pps packets/s per party the generator managed
+            "pps": args.pps,
+            "pace": round(self.sent / (2.0 * args.calls * duration * args.pps), 3),
+            "relay_loss": lost,
+            # sent - received (before the generator's drops) of the calls the
+            # churn ended and of those that ran to the end
+            "loss_churned_calls": self.lost_split["churn"],
+            "loss_calls_to_end": self.lost_split["end"],
+            "relay_loss_pct": round(100.0 * lost / self.sent, 4)
             if self.sent else None,
             "relayed_by_daemon": stats["totalstatistics"]["relayedpackets"],
             "daemon_errors": stats["totalstatistics"]["relayedpacketerrors"],
@@ -455,6 +493,10 @@ class Soak:
             "setup_initial_ms": _lat(self.setup_initial),
             "setup_churn_ms": _lat(self.setup_churn),
             "failures": self.failures[:10], "failure_count": len(self.failures),
+            # this process's CPU time over the run: near the wall time, the
+            # generator itself was the limit (pace)
+            "generator_cpu_s": round(time.process_time() - cpu0, 1),
+            "wall_s": round(time.monotonic() - started, 1),
             "ng_reply_drops": ng_drops,
         }
         return result
@@ -479,11 +521,14 @@ def _text(value):
 def report(r):
     print("num-threads %d: %d calls for %g min, %d churned (%d/s)" % (
         r["threads"], r["calls"], r["minutes"], r["churned"], r["churn_per_s"]))
-    print("  packets: sent %d (pace %.0f%% of 50/s per party), received %d, generator drops %d"
-          " -> relay loss %d (%s%%)" % (r["sent"], 100 * r["pace"], r["received"],
+    print("  packets: sent %d (pace %.0f%% of %d/s per party), received %d, generator drops %d"
+          " -> relay loss %d (%s%%)" % (r["sent"], 100 * r["pace"], r["pps"], r["received"],
                                         r["generator_drops"], r["relay_loss"],
                                         r["relay_loss_pct"]))
-    print("  daemon: relayed %d, errors %d" % (r["relayed_by_daemon"], r["daemon_errors"]))
+    print("  sent - received: %d in calls the churn ended, %d in calls up to the end" % (
+        r["loss_churned_calls"], r["loss_calls_to_end"]))
+    print("  daemon: relayed %d, errors %d; generator CPU %.0f s in %.0f s" % (
+        r["relayed_by_daemon"], r["daemon_errors"], r["generator_cpu_s"], r["wall_s"]))
     warm = [rss for t, rss in r["rss_kib"]]
     print("  RSS: %.1f -> %.1f MiB; spread after warm-up %.2f%% (%s)" % (
         warm[0] / 1024.0, warm[-1] / 1024.0, r["rss_spread_after_warmup_pct"],
@@ -507,12 +552,16 @@ def main():
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--threads", default="0,2", help="num-threads values, comma-separated")
     parser.add_argument("--churn", type=int, default=5, help="calls replaced per second")
+    parser.add_argument("--pps", type=int, default=50,
+                        help="RTP packets/s each party sends (a divisor of 50; 50 = 20 ms ptime)")
     parser.add_argument("--warmup", type=float, default=None,
                         help="seconds before RSS must be flat (default: 20%% of the run)")
     parser.add_argument("--rss-every", type=float, default=10.0)
     parser.add_argument("--logdir", default="/tmp")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
+    if args.pps < 1 or 50 % args.pps:
+        parser.error("--pps must divide 50 (1, 2, 5, 10, 25, 50)")
     if args.warmup is None:
         args.warmup = 0.2 * args.minutes * 60
     results = []

@@ -197,9 +197,9 @@ class Media:
         else:
             send = self.codecs_out if self.codecs_out is not None else self.codecs_in
         if send is not None:
-            entry["codecs_send"] = [c.as_dict() for c in send]
+            entry["codecs_send"] = _engine_formats(send)
         if self.codecs_in is not None:
-            entry["codecs_recv"] = [c.as_dict() for c in self.codecs_in]
+            entry["codecs_recv"] = _engine_formats(self.codecs_in)
         if self.transcoding and linked:
             entry["transcode"] = True
         return entry
@@ -208,6 +208,17 @@ class Media:
     def receiving(self):
         """True unless the party said it will not send (hold/inactive)."""
         return not self.zero_address and self.direction not in ("sendonly", "inactive")
+
+
+def _engine_formats(formats):
+    """The engine's format entries of an m= line's payload types, leaving
+    out those it cannot describe (a dynamic type without a=rtpmap, an
+    rtpmap with no encoding name, clock rate 0 or 0 channels): nothing can
+    be transcoded from or to them, and the engine refuses such an entry
+    (an offer with codec flags was answered "Internal error"; found by
+    make fuzz, fixtures/fuzz/ng/codec-mask-pt-without-rtpmap.bin)."""
+    return [c.as_dict() for c in formats
+            if c.encoding and c.clock_rate > 0 and c.channels > 0 and 0 <= c.pt <= 127]
 
 
 class Monologue:

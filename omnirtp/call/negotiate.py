@@ -406,8 +406,10 @@ class Negotiator:
         if ufrag and m.ice_remote_ufrag and ufrag != m.ice_remote_ufrag:
             m.ice_ufrag, m.ice_pwd = new_ice_credentials()
         m.ice_seen = info.ice
-        m.ice_remote_ufrag = ufrag
-        m.ice_remote_pwd = attribute("ice-pwd")
+        # an empty a=ice-ufrag:/a=ice-pwd: is no credential (the engine's
+        # agent takes None, not ""; "" was an Internal error, found by make fuzz)
+        m.ice_remote_ufrag = ufrag or None
+        m.ice_remote_pwd = attribute("ice-pwd") or None
         candidates = []
         for value in section.attributes("candidate"):
             try:

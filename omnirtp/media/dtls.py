@@ -217,6 +217,9 @@ def parse_fingerprint(value):
     """
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
+    if not isinstance(value, str):
+        # "a=fingerprint" with no value (found by make fuzz: AttributeError)
+        raise ValueError("a=fingerprint needs a hash name and a value: %r" % (value,))
     parts = value.split()
     if len(parts) != 2:
         raise ValueError("a=fingerprint needs a hash name and a value: %r" % (value,))

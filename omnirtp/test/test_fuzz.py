@@ -109,6 +109,36 @@ class RegressionTests(SynchronousTestCase):
         fuzz.check_sdp(data)
         stack.finish()
 
+    def test_codecFlagsWithUnknownPayloadType(self):
+        """Found by make fuzz (fixtures/fuzz/ng/codec-mask-pt-without-rtpmap.bin):
+        an offer with a codec flag whose m= line has a dynamic payload type
+        without a=rtpmap was answered "Internal error" (the engine refused
+        a format with no encoding name).  Now the offer and the answer go
+        through and keep the type on the m= line."""
+        (entry, data), = [f for f in fixtures("ng")
+                          if f[0] == "codec-mask-pt-without-rtpmap.bin"]
+        fuzz.check_ng(data)
+        stack = fuzz.NGStack()
+        sdp = ("v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n"
+               "m=audio 49170 RTP/AVP 8 96\r\n")
+        out = ("v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+               "m=audio %d RTP/AVP 8 96\r\na=rtpmap:8 PCMA/8000\r\na=sendrecv\r\na=rtcp:%d\r\n")
+        reply = stack.request({"command": "offer", "call-id": "x", "from-tag": "f", "sdp": sdp,
+                               "codec": {"mask": ["PCMU"]}})
+        self.assertEqual(reply, {"result": "ok", "sdp": out % (30010, 30011)})
+        reply = stack.request({"command": "answer", "call-id": "x", "from-tag": "f",
+                               "to-tag": "t", "sdp": sdp.replace("49170", "5000")})
+        self.assertEqual(reply, {"result": "ok", "sdp": out % (30022, 30023)})
+        stack.finish()
+
+    def test_framedListsPassThrough(self):
+        """scripts/fuzz hands the sequence targets decoded lists:
+        unframe passes a list through and decodes bytes to the same list."""
+        items = [[0, 1, 2, b"\x80\x00"], [1, 20]]
+        self.assertIs(fuzz.unframe(items), items)
+        self.assertEqual(fuzz.unframe(fuzz.framed(items)), items)
+        self.assertEqual(fuzz.unframe(b"not bencode"), [])
+
 
 class NGBatchTests(SynchronousTestCase):
     """The batch harness of make fuzz checks what check_ng checks."""
