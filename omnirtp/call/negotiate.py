@@ -131,6 +131,21 @@ class Interfaces:
                 for addrs in self.by_name.values() for i in addrs}
 
 
+def _ice_credential(value):
+    """An SDP ``a=ice-ufrag``/``a=ice-pwd`` value as the ICE agent takes
+    it, or None for no credential: empty, or bytes that are not UTF-8 text
+    (the ng layer keeps such bytes as lone surrogates, which STUN's
+    USERNAME and the MESSAGE-INTEGRITY key cannot carry: found by make
+    fuzz, an Internal error on the answer before)."""
+    if not value:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
 class Negotiator:
     """Applies offers and answers to the registry's calls."""
 
@@ -402,14 +417,14 @@ class Negotiator:
             value = section.attribute(name)
             return sd.session.attribute(name) if value is None else value
 
-        ufrag = attribute("ice-ufrag")
+        ufrag = _ice_credential(attribute("ice-ufrag"))
         if ufrag and m.ice_remote_ufrag and ufrag != m.ice_remote_ufrag:
             m.ice_ufrag, m.ice_pwd = new_ice_credentials()
         m.ice_seen = info.ice
         # an empty a=ice-ufrag:/a=ice-pwd: is no credential (the engine's
         # agent takes None, not ""; "" was an Internal error, found by make fuzz)
-        m.ice_remote_ufrag = ufrag or None
-        m.ice_remote_pwd = attribute("ice-pwd") or None
+        m.ice_remote_ufrag = ufrag
+        m.ice_remote_pwd = _ice_credential(attribute("ice-pwd"))
         candidates = []
         for value in section.attributes("candidate"):
             try:
