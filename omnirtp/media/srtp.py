@@ -294,6 +294,21 @@ class _SrtpStep:
         #: the shared native buffer (see :func:`native_buffer`), or None
         self.buffer = native_buffer()
 
+    def _bind(self, params, word):
+        """Point the step at its ``word`` ("protect" or "unprotect"): RTP
+        through our own SRTP code (:attr:`fast`) when it takes the
+        suite, else pylibsrtp's session, which always does RTCP."""
+        session = self.session
+        self._rtcp = getattr(session, word + "_rtcp")
+        fast = self.fast = _fast_session(params, word == "protect")
+        if fast is None:
+            self._rtp = getattr(session, word)
+            self.native_rtp = _native(session, word)
+        else:
+            self._rtp = getattr(fast, word)
+            self.native_rtp = ((getattr(_fastsrtp, word + "_into"), fast)
+                               if self.buffer else None)
+
     def failed_status(self, status):
         """Count a packet libsrtp refused with ``status`` (its
         ``srtp_err_status_t``, or a ``_fastsrtp`` status when
@@ -360,14 +375,7 @@ class SrtpUnprotect(_SrtpStep):
     def __init__(self, params):
         suite, session = _session(params, pylibsrtp.Policy.SSRC_ANY_INBOUND)
         _SrtpStep.__init__(self, suite, session)
-        self._rtcp = session.unprotect_rtcp
-        fast = self.fast = _fast_session(params, False)
-        if fast is None:
-            self._rtp = session.unprotect
-            self.native_rtp = _native(session, "unprotect")
-        else:
-            self._rtp = fast.unprotect
-            self.native_rtp = (_fastsrtp.unprotect_into, fast) if self.buffer else None
+        self._bind(params, "unprotect")
 
 
 @implementer(IPacketTransform)
@@ -384,14 +392,7 @@ class SrtpProtect(_SrtpStep):
         suite, session = _session(params, pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
                                   allow_repeat_tx=True)
         _SrtpStep.__init__(self, suite, session)
-        self._rtcp = session.protect_rtcp
-        fast = self.fast = _fast_session(params, True)
-        if fast is None:
-            self._rtp = session.protect
-            self.native_rtp = _native(session, "protect")
-        else:
-            self._rtp = fast.protect
-            self.native_rtp = (_fastsrtp.protect_into, fast) if self.buffer else None
+        self._bind(params, "protect")
 
 
 @implementer(IPlugin, ITransformFactory)
