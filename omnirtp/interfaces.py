@@ -117,6 +117,9 @@ class IMediaEngine(Interface):
         party needs a transcoder towards the peer's party (a codec it may
         send is not accepted there, rtpengine 10.5's decision); absent, the
         socket keeps the plain fast path whatever the format lists say.
+        ``"ptime"`` (int ms or None; absent: unchanged) is the packet
+        duration the party this socket faces takes from us (what the
+        transcoder towards it packetises at; None: as the sender sends).
         Calls without codec operations (ng ``codec``, ``codec-…`` flags,
         ``always-transcode``, ``single-codec``) get none of these keys.
 

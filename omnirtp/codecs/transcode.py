@@ -345,6 +345,8 @@ class Transcoder:
         10 ms up to 120 (rounded up to one); the others 1-120 ms.  Audio
         held for the old ptime goes out with the next packet.  Off the
         per-packet path (the engine calls it when the SDP changes)."""
+        #: what was asked (the engine compares it, not the rounded ptime)
+        self.ptime_asked = ptime
         if not ptime and self.target is not None:
             ptime = fmtp_int(parse_fmtp(self.target["fmtp"]), "ptime", None)
         if not ptime or type(ptime) is not int or ptime <= 0:

@@ -28,7 +28,11 @@ step, built from S's ``codecs_send`` and the ``codecs_recv`` of S's peer
 with ``transcode`` gets a step that stops the party's RTCP.  The step is
 kept (its stream state, SSRC and sequence go on) while those lists stay
 the same, rebuilt when they change, and removed by an entry without
-``transcode`` (absent or False).  See docs/codecs.md.
+``transcode`` (absent or False).  The ``ptime`` of the peer's entry (the
+packet duration, in ms, the party the peer faces takes; absent:
+unchanged, None: as the sender sends) is what the transcoder packetises
+its output at (``Transcoder.set_ptime``; a change keeps the step).  See
+docs/codecs.md.
 """
 
 from twisted.internet import defer, task
@@ -61,6 +65,7 @@ K_RECORD = "record"
 K_CODECS_SEND = "codecs_send"
 K_CODECS_RECV = "codecs_recv"
 K_TRANSCODE = "transcode"
+K_PTIME = "ptime"
 
 #: seconds between the RTCP sender reports of transcoded streams
 RTCP_INTERVAL = 5.0
@@ -665,7 +670,14 @@ class EmbeddedEngine:
         """The codec state an entry leaves ``relay`` with (validated):
         ``codecs_send`` / ``codecs_recv`` as given (absent: as before),
         ``transcode`` as given (absent: False)."""
-        state = dict(self._codec_state.get(relay.local) or {"send": None, "recv": None})
+        state = dict(self._codec_state.get(relay.local)
+                     or {"send": None, "recv": None, "ptime": None})
+        if K_PTIME in entry:
+            ptime = entry[K_PTIME]
+            if ptime is not None and (type(ptime) is not int or not 0 < ptime <= 1000):
+                raise ValueError("ptime of %s:%d must be 1-1000 (ms) or None, got %r"
+                                 % (relay.local + (ptime,)))
+            state["ptime"] = ptime
         for key, name in ((K_CODECS_SEND, "send"), (K_CODECS_RECV, "recv")):
             if key in entry:
                 value = entry[key]
@@ -704,10 +716,13 @@ class EmbeddedEngine:
                         peer = relay.peer
                         peer_state = self._codec_state.get(peer.local) if peer else None
                         recv = peer_state["recv"] if peer_state else None
+                        ptime = peer_state.get("ptime") if peer_state else None
                         if state["send"] and recv:
                             want = ("rtp", repr(state["send"]), repr(recv))
                 current = self._transcoders.get(local)
                 if (current[0] if current else None) == want:
+                    if want is not None and want[0] == "rtp" and current[1].ptime_asked != ptime:
+                        current[1].set_ptime(ptime)
                     continue
                 if want is None:
                     del self._transcoders[local]
@@ -720,7 +735,7 @@ class EmbeddedEngine:
                     else:
                         from omnirtp.codecs.transcode import Transcoder
 
-                        step = Transcoder(state["send"], recv, self._registry())
+                        step = Transcoder(state["send"], recv, self._registry(), ptime=ptime)
                     self._transcoders[local] = (want, step)
                     relay.set_transforms(middle=self._middle(local))
                 changed = True
