@@ -119,7 +119,10 @@ class IMediaEngine(Interface):
         socket keeps the plain fast path whatever the format lists say.
         ``"ptime"`` (int ms or None; absent: unchanged) is the packet
         duration the party this socket faces takes from us (what the
-        transcoder towards it packetises at; None: as the sender sends).
+        transcoder towards it packetises at; None: as the sender sends);
+        ``"repacketise"`` (int ms; absent or None: none), only where the
+        ng ``ptime``/``ptime-reverse`` forced that party's ptime: what
+        reaches it untranscoded is repacketised to it (G.711, G.722).
         Calls without codec operations (ng ``codec``, ``codec-…`` flags,
         ``always-transcode``, ``single-codec``) get none of these keys.
 

@@ -196,6 +196,10 @@ class Media:
         ``transcode`` (only when media from it is transcoded) and ``ptime``
         (what it takes from us, None: as the other side sends)."""
         entry = {}
+        if self.ptime_forced and self.type == "audio":
+            # the ng ptime keys: what reaches the party untranscoded is
+            # repacketised to that ptime too (rtpengine 10.5 does)
+            entry["repacketise"] = self.ptime_forced
         if self.codecs is None:
             return entry
         if self.codec_last == "in":

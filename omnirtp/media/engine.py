@@ -31,8 +31,12 @@ the same, rebuilt when they change, and removed by an entry without
 ``transcode`` (absent or False).  The ``ptime`` of the peer's entry (the
 packet duration, in ms, the party the peer faces takes; absent:
 unchanged, None: as the sender sends) is what the transcoder packetises
-its output at (``Transcoder.set_ptime``; a change keeps the step).  See
-docs/codecs.md.
+its output at (``Transcoder.set_ptime``; a change keeps the step).  A
+socket without a transcoder whose peer's entry has ``repacketise`` (ms;
+absent: none) gets an :class:`omnirtp.media.repacketise.Repacketiser` as
+its ``middle`` step instead: its G.711/G.722 packets are cut and joined to
+that ptime (the ng ``ptime`` / ``ptime-reverse`` of a call that is not
+transcoded, as rtpengine 10.5 does).  See docs/codecs.md.
 """
 
 from twisted.internet import defer, task
@@ -66,6 +70,7 @@ K_CODECS_SEND = "codecs_send"
 K_CODECS_RECV = "codecs_recv"
 K_TRANSCODE = "transcode"
 K_PTIME = "ptime"
+K_REPACKETISE = "repacketise"
 
 #: seconds between the RTCP sender reports of transcoded streams
 RTCP_INTERVAL = 5.0
@@ -690,6 +695,12 @@ class EmbeddedEngine:
                 where = "%s of %s:%d" % ((key,) + relay.local)
                 state[name] = normalise_formats(value, where)
         state["transcode"] = bool(entry.get(K_TRANSCODE, False))
+        repacketise = entry.get(K_REPACKETISE)
+        if repacketise is not None and (type(repacketise) is not int
+                                        or not 0 < repacketise <= 1000):
+            raise ValueError("repacketise of %s:%d must be 1-1000 (ms) or None, got %r"
+                             % (relay.local + (repacketise,)))
+        state["repacketise"] = repacketise
         return state
 
     def _registry(self):
@@ -709,16 +720,19 @@ class EmbeddedEngine:
                 local = relay.local
                 state = self._codec_state.get(local)
                 want = None
+                peer = relay.peer
+                peer_state = self._codec_state.get(peer.local) if peer else None
                 if state is not None and state["transcode"]:
                     if relay is rtcp:
                         want = ("rtcp",)
                     else:
-                        peer = relay.peer
-                        peer_state = self._codec_state.get(peer.local) if peer else None
                         recv = peer_state["recv"] if peer_state else None
                         ptime = peer_state.get("ptime") if peer_state else None
                         if state["send"] and recv:
                             want = ("rtp", repr(state["send"]), repr(recv))
+                if (want is None and relay is rtp and peer_state is not None
+                        and peer_state.get("repacketise")):
+                    want = ("repacketise", peer_state["repacketise"])
                 current = self._transcoders.get(local)
                 if (current[0] if current else None) == want:
                     if want is not None and want[0] == "rtp" and current[1].ptime_asked != ptime:
@@ -732,6 +746,10 @@ class EmbeddedEngine:
                         from omnirtp.codecs.transcode import RtcpTerminator
 
                         step = RtcpTerminator()
+                    elif want[0] == "repacketise":
+                        from omnirtp.media.repacketise import Repacketiser
+
+                        step = Repacketiser(want[1])
                     else:
                         from omnirtp.codecs.transcode import Transcoder
 
@@ -771,8 +789,8 @@ class EmbeddedEngine:
             if peer is None:
                 continue
             try:
-                reverse = self.transcoder(peer.local)
-                block = reverse.report_block() if reverse is not None else b""
+                reverse = self._transcoders.get(peer.local)
+                block = reverse[1].report_block() if reverse and reverse[0][0] == "rtp" else b""
                 elapsed = max(0.0, now - relay.last_packet)
                 data = step.sender_report(
                     now, step.last_ts + int(elapsed * step.out_clock), block)

@@ -288,3 +288,31 @@ class TranscodeEngineTests(EngineTestBase):
         """Repacketised (40 ms in, 20 ms out to Y): each packet the
         transcoder gives runs Y's SRTP protect."""
         self.test_with_srtp_both_sides(ptime=20)
+
+    def test_repacketise_without_transcoding(self):
+        """A plain call whose callee's entry says ``repacketise`` 40 (the
+        ng ptime): A's 20 ms PCMU reaches B as 40 ms packets of the same
+        bytes, B's packets reach A as they were sent (A's socket keeps
+        no step: the plain path); without the key again, no step."""
+        a, b = self.value(self.engine.allocate("c1", HOST, 2))
+
+        def configure(repacketise):
+            extra = {} if repacketise is None else {"repacketise": repacketise}
+            self.value(self.engine.configure("c1", [
+                {"local": (HOST, a), "peer": (HOST, b), "endpoint": A},
+                {"local": (HOST, b), "peer": (HOST, a), "endpoint": B, **extra}]))
+
+        configure(40)
+        self.assertEqual(self.engine.transcoder((HOST, a)).name, "repacketise")
+        self.assertIsNone(self.engine.socket((HOST, b)).pipeline)
+        packets = [rtp(1 + i, 160 * i, bytes([i]) * 160) for i in range(4)]
+        self.send(a, packets, A)
+        got = [d for d, _ in self.net.sent_to(B)]
+        self.assertEqual([(header(d)["ts"], d[12:]) for d in got],
+                         [(0, bytes([0]) * 160 + bytes([1]) * 160),
+                          (320, bytes([2]) * 160 + bytes([3]) * 160)])
+        self.send(b, packets[:1], B)
+        self.assertEqual(self.net.sent_to(A), [(packets[0], (HOST, a))])
+        configure(None)
+        self.assertIsNone(self.engine.transcoder((HOST, a)))
+        self.assertIsNone(self.engine.socket((HOST, a)).pipeline)

@@ -247,6 +247,28 @@ class TranscodeByNgTests(DaemonTestCase):
         self.assertEqual([d for d, _ in b.received], packets)
 
 
+    @defer.inlineCallbacks
+    def test_plain_call_ptime_repacketised(self):
+        """No codec flags, ng ``ptime`` 40 on the offer: the caller's 20 ms
+        PCMU reaches the callee as 40 ms packets of the same bytes (as
+        rtpengine 10.5 does); the callee's reach the caller as sent."""
+        yield self.start()
+        a, b, offer_sdp, answer_sdp = yield self.call({"ptime": 40}, "0")
+        self.assertIn("a=ptime:40\r\n", offer_sdp)
+        packets = g711_packets(g711.ulaw_encode, 440, 0, 0x0A0A0A0A)[:10]
+        for p in packets:
+            a.transport.write(p, ("127.0.0.1", port_of(answer_sdp)))
+        back = g711_packets(g711.ulaw_encode, 880, 0, 0x0B0B0B0B)[:3]
+        for p in back:
+            b.transport.write(p, ("127.0.0.1", port_of(offer_sdp)))
+        yield wait_for(lambda: len(b.received) >= 5 and len(a.received) >= 3)
+        at_b = [d for d, _ in b.received]
+        self.assertPacketised(at_b, 320, 320)
+        self.assertEqual({header(d)["ssrc"] for d in at_b}, {0x0A0A0A0A})
+        self.assertEqual(b"".join(d[12:] for d in at_b), b"".join(p[12:] for p in packets))
+        self.assertEqual([d for d, _ in a.received], back)
+
+
 class TranscodeByNgWorkerTests(TranscodeByNgTests):
     """The same with the media in two worker processes (``num-threads``)."""
 
