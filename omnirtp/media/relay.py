@@ -797,7 +797,26 @@ class RelaySocket:
         self.bytes += n
         self.last_packet = now
         try:
-            for packet in self._fan_out(data):
+            head, fan, tail = self._fan
+            if not head:
+                # the usual chain (a transcoder first): one packet out is
+                # written as _stepped writes it, no tuple in between
+                data = fan(data)
+                if data.__class__ is bytes:
+                    for step in tail:
+                        data = step(data)
+                        if data is None:
+                            self.errors += 1
+                            return
+                    _write(out, data)
+                    return
+                if data is None:
+                    self.errors += 1
+                    return
+                data = self._fan_tail(data, tail)
+            else:
+                data = self._fan_out(data)
+            for packet in data:
                 _write(out, packet)
         except Exception:
             self.errors += 1
@@ -839,6 +858,11 @@ class RelaySocket:
             return ()
         if data.__class__ is bytes:
             data = (data,)
+        return self._fan_tail(data, tail)
+
+    def _fan_tail(self, data, tail):
+        """The packets a fan-out step gave (a tuple), each through the
+        steps after it (``tail``); a drop counted in ``errors``."""
         if not tail:
             return data
         done = []

@@ -221,3 +221,16 @@ class FanOutTests(SteppedBase):
         self.a.set_transforms(middle=[])
         self.assertNotIn(self.a._cfd, handlers)
         self.assertIs(self.poller._conns[self.a._cfd], self.a)
+
+    def test_steps_before_the_fan_out(self):
+        """A step before the fan-out one (SRTP unprotect, a recording
+        tap): it runs once per packet in, the fan-out step after it."""
+        self.a.set_transforms(inbound=[Mark("I")], middle=[Fan([1, 1, 2, 0, 1])])
+        self.b.set_transforms(outbound=[Mark("O")])
+        for seq in (1, 2, 3):
+            self.party_a.sendto(rtp(seq), self.a.local)
+            self.relay_until(self.party_b, 1 if seq < 3 else 2)
+        for seq in (4, 5):
+            self.party_a.sendto(rtp(seq), self.a.local)
+        self.assertEqual(self.relay_until(self.party_b, 1), [rtp(5) + b"IFO"])
+        self.assertEqual((self.a.packets, self.a.errors, self.a.full), (5, 0, 1))
