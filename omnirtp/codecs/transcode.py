@@ -520,7 +520,10 @@ class Transcoder:
                 return event
         if slot.resampler is not None:
             pcm = slot.resampler.process(pcm)
-        if self._frame_bytes:
+        frame = self._frame_bytes
+        if frame and (self._pending or len(pcm) != frame):
+            # another ptime than the sender's (equal: nothing to hold, the
+            # packet goes out as below)
             self.transcoded += 1
             return self._repacketise(slot.pt, start_ts, in_clock, marker, pcm)
         encoder = self._encoder
