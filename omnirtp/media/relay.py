@@ -33,7 +33,11 @@ its plain code, so a plain socket pays a single attribute test on the full
 path.  The one exception is a recording tap alone (``_tap``): that socket
 keeps the inline path, where the poller hands each datagram to the tap's
 ``sink`` (omnirtp.recording.writer); a plain socket pays one slot test for
-it there.  See :meth:`RelaySocket.update_pipeline` and docs/architecture.md.
+it there.  A chain with a fan-out step (``fan_out``: a transcoder or
+repacketiser that gives 0..N packets for one, to the receiver's ptime) is
+served by :meth:`RelaySocket._stepped_fan` / :meth:`RelaySocket._forward_fan`
+instead; no other path changes for it.  See
+:meth:`RelaySocket.update_pipeline` and docs/architecture.md.
 """
 
 import os
