@@ -988,6 +988,10 @@ CASES = [
         offer(SIP_OFFER_OPUS_ONLY, codec={"transcode": ["PCMU"]}, **{"ptime-reverse": 40}),
         answer(SIP_ANSWER_PCMU_ONLY)],
          doc="PCMU -> Opus at 40 ms towards the offerer"),
+    Case("ptime_transcode_opus_fmtp", [
+        offer(SIP_OFFER, codec={"transcode": ["opus/48000/2///ptime=40"]}),
+        answer(SIP_ANSWER_OPUS.replace("useinbandfec=1", "ptime=40"))],
+         doc="an added Opus with fmtp ptime (the transcoder packetises Opus at it)"),
     Case("unsorted_keys", [
         {"command": "offer", "from-tag": "ft1", "ICE": "remove", "call-id": "c1",
          "sdp": SIP_OFFER, "replace": ["origin"], "supports": SUPPORTS},
