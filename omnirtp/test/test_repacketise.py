@@ -1,8 +1,6 @@
 """Tests for omnirtp.media.repacketise: G.711/G.722 packets cut and joined
 to the receiver's ptime without transcoding."""
 
-import struct
-
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
