@@ -244,7 +244,10 @@ def fit(samples, frequency, rate):
     """(peak frequency, SNR dB) of ``samples`` against the ideal tone."""
     step = rate // 8000
     peak = peak_frequency(samples[:1600 * step:step], 8000)
-    return peak, round(tone_fit(samples, frequency, rate)[0], 1)
+    try:
+        return peak, round(tone_fit(samples, frequency, rate)[0], 1)
+    except ValueError:  # no tone at all in the window (silence): no SNR
+        return peak, None
 
 
 def snr_pcmu(packets):
