@@ -19,8 +19,8 @@ aiortc sends a 440 Hz tone, the phone a 1 kHz tone.  The phone must get
 440 Hz (+-15 Hz) with a tone SNR of at least 20 dB in its own codec (the
 G.711 / G.722 leg), aiortc 1 kHz (+-15 Hz) out of its Opus decoder.
 
-DTMF as telephone-event on both legs (``*_events``, PCMU, both call
-directions, also in two worker processes): aiortc (1.16) has no
+DTMF as telephone-event on both legs (``*_events``: PCMU, also in two
+worker processes, and G.722, both call directions): aiortc (1.16) has no
 telephone-event codec, so the test does what a browser's RTCDTMFSender does
 on its behalf: its SDP (aiortc's offer, or its answer) gets
 telephone-event/48000 added to the text aiortc produced (PT 110 in its
@@ -631,4 +631,11 @@ class OtherCodecTests(OpusCalls):
 
     def test_g722_phone_calls_browser(self):
         return self.phone_calls_browser("G722")
+
+    def test_browser_calls_g722_phone_events(self):
+        """G.722: audio at 16 kHz, RTP clock (and its events) at 8000."""
+        return self.browser_calls_phone_events("G722")
+
+    def test_g722_phone_calls_browser_events(self):
+        return self.phone_calls_browser_events("G722")
 
