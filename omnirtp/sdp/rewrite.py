@@ -243,8 +243,6 @@ def _mids(media, mplan):
 
 def _media_lines(sd, media, mplan, plan):
     proto = mplan.protocol or media.proto
-    rtpmaps = media.rtpmaps()
-    codecs = [codec_for(f, rtpmaps) for f in media.formats]
     if mplan.port == 0:
         out = [("m=%s 0 %s %s" % (media.media, proto, " ".join(media.formats))).rstrip()]
         if mplan.keep_mid:
@@ -255,7 +253,8 @@ def _media_lines(sd, media, mplan, plan):
             out.append("a=end-of-candidates")
         return out
     if mplan.formats is None:
-        kept = mplan.codecs.apply(codecs)
+        rtpmaps = media._cached_rtpmaps()  # read only
+        kept = mplan.codecs.apply([codec_for(f, rtpmaps) for f in media.formats])
         pts = [c.pt for c in kept]
     else:
         pts = [str(f.pt) for f in mplan.formats]
@@ -329,4 +328,4 @@ def rewrite(sd, plan):
     lines = _session_lines(sd, plan)
     for media, mplan in zip(sd.media, plan.media):
         lines.extend(_media_lines(sd, media, mplan, plan))
-    return "".join(line + CRLF for line in lines)
+    return CRLF.join(lines) + CRLF if lines else ""
