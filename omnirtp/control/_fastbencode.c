@@ -48,7 +48,7 @@ typedef struct {
     char *data;
     Py_ssize_t len;
     Py_ssize_t cap;
-    char small[2048];
+    char small[4096];
 } Buffer;
 
 static int
@@ -76,13 +76,29 @@ buf_reserve(Buffer *b, Py_ssize_t more)
     return 0;
 }
 
+/* the decimal digits of v at out (no sign, no terminator): their count */
+static int
+put_digits(char *out, unsigned long long v)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (int i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
 static int
 put_string(Buffer *b, const char *s, Py_ssize_t n)
 {
     /* up to 20 digits and the colon */
     if (buf_reserve(b, n + 24) < 0)
         return FAILED;
-    b->len += sprintf(b->data + b->len, "%zd:", n);
+    b->len += put_digits(b->data + b->len, (unsigned long long)n);
+    b->data[b->len++] = ':';
     memcpy(b->data + b->len, s, n);
     b->len += n;
     return 0;
@@ -126,7 +142,18 @@ put_int(Buffer *b, PyObject *value)
     }
     if (buf_reserve(b, 24) < 0)
         return FAILED;
-    b->len += sprintf(b->data + b->len, "i%llde", v);
+    char *out = b->data + b->len;
+    int n = 0;
+    out[n++] = 'i';
+    if (v < 0) {
+        out[n++] = '-';
+        /* the magnitude, INT64_MIN's included */
+        n += put_digits(out + n, 0ULL - (unsigned long long)v);
+    } else {
+        n += put_digits(out + n, (unsigned long long)v);
+    }
+    out[n++] = 'e';
+    b->len += n;
     return 0;
 }
 
