@@ -411,19 +411,25 @@ class SessionDescription:
             data = bytes(data).decode("utf-8", "surrogateescape")
         elif not isinstance(data, str):
             raise TypeError("SDP must be str or bytes, not %s" % (type(data).__name__,))
-        lines = []
+        # the session's lines, then one list per m= line and what follows it
+        session_lines = current = []
+        sections = []
         number = 0
         first = None
         for text, eol in _split_lines(data):
             number += 1
             if not text:
-                lines.append(Line("", "", eol, number))
+                current.append(Line("", "", eol, number))
                 continue
             if len(text) < 2 or text[1] != "=" or not text[0].isalpha():
                 line = Line("", text, eol, number)
                 raise _line_error(line, "not a '<type>=<value>' line")
             line = Line(text[0], text[2:], eol, number)
-            lines.append(line)
+            if line.kind == "m":
+                current = [line]
+                sections.append(current)
+            else:
+                current.append(line)
             if first is None:
                 first = line
         if first is None:
@@ -431,15 +437,6 @@ class SessionDescription:
         if first.kind != "v":
             raise SDPError("SDP must start with a v= line, not %r (line %d)"
                            % (first.text, first.number))
-        session_lines, sections, current = [], [], None
-        for ln in lines:
-            if ln.kind == "m":
-                current = [ln]
-                sections.append(current)
-            elif current is None:
-                session_lines.append(ln)
-            else:
-                current.append(ln)
         session = Session(session_lines)
         for ln in session_lines:
             if ln.kind == "c":
