@@ -358,7 +358,14 @@ class RelaySocket:
             self.endpoint = endpoint
         elif changed or self.endpoint is None or asymmetric or learning == LEARN_OFF:
             self.endpoint = endpoint
-        if self._companion is not None and self._conn_ep != self.endpoint:
+        # a companion that exists follows the endpoint; a new one is made
+        # when it is first needed (see _sync_companion): now if the
+        # endpoint is confirmed already (its packets skip the learning
+        # that would make it) or a socket that sends out of this one has
+        # its companion (media flows towards this endpoint)
+        if (self._companion is not None and self._conn_ep != self.endpoint
+                and (self._conn is not None or self.confirmed
+                     or any(f._conn is not None for f in self._feeders))):
             self._sync_companion()
         self._update_out()
 
@@ -877,6 +884,15 @@ class RelaySocket:
         kernel prefers the connected socket) and sends to it with ``send``:
         the kernel keeps its route, and Python builds no address per
         datagram.  Datagrams from anyone else still reach the main socket.
+
+        Made when first needed, not at set-up (a call that never carries
+        media costs no socket more than its ports): by the first datagram
+        the main socket reads while the endpoint is not confirmed (the
+        learning path of :meth:`read`), by an endpoint that is confirmed
+        already when it is set (:meth:`configure`, :meth:`select`), or with
+        the companion of a socket that sends out of this one (made with
+        it, or when this endpoint is set while it has one: one-way media
+        takes the inline path too).  Once per stream, never per packet.
         """
         endpoint = self.endpoint
         if endpoint is None:
@@ -903,7 +919,8 @@ class RelaySocket:
                 conn.close()
             self._drop_companion()
             return
-        if conn is not self._conn:
+        made = conn is not self._conn
+        if made:
             self._conn = conn
             self._cfd = conn.fileno()
             if self.reading:
@@ -913,6 +930,12 @@ class RelaySocket:
         self._conn_ep = endpoint
         if self._tap is not None:
             self._tap.follow(endpoint)  # the source of what the companion reads
+        peer = self.peer
+        if (made and peer is not None and peer._conn is None and peer._companion is not None
+                and peer.endpoint is not None):
+            # what this socket's party sends leaves through the peer's
+            # companion: make it now, not at the peer's own first datagram
+            peer._sync_companion()
 
     def _drop_companion(self):
         conn = self._conn
