@@ -29,6 +29,7 @@ Nothing here runs per packet: the media path does not log.
 import os
 import string
 import sys
+import time
 
 from zope.interface import implementer
 
@@ -36,6 +37,7 @@ from twisted.logger import (
     FilteringLogObserver, ILogFilterPredicate, ILogObserver, LogLevel,
     PredicateResult, eventAsText, formatEvent, formatEventAsClassicLogText,
     formatTime, globalLogPublisher, timeFormatRFC3339)
+from twisted.logger import Logger as _TwistedLogger
 
 #: rtpengine 10.5's log subsystems, in the order ``get loglevel`` lists
 #: them, with its one-line descriptions (``list loglevels``).
@@ -83,6 +85,42 @@ NAMESPACES = {
     "omnirtp.media.transforms": "transcoding",
     "omnirtp.sdp.codecs": "codec",
 }
+
+
+_LEVELS = frozenset(LogLevel.iterconstants())
+_now = time.time
+
+
+class Logger(_TwistedLogger):
+    """twisted's ``Logger`` for a long-lived object's class attribute (the
+    ng dispatcher, the call registry: a line per command), cheaper per
+    event: the bound logger an instance gets is made once and kept in the
+    instance (twisted makes one per ``self.log``), and ``emit`` checks
+    the level against a set (twisted sorts the levels on every event).
+    The events are twisted's, key for key."""
+
+    _attribute = None
+
+    def __set_name__(self, owner, name):
+        self._attribute = name
+
+    def __get__(self, instance, owner=None):
+        bound = _TwistedLogger.__get__(self, instance, owner)
+        if instance is not None and self._attribute is not None:
+            try:
+                instance.__dict__[self._attribute] = bound
+            except AttributeError:
+                pass  # no __dict__ (slots): made again next time
+        return bound
+
+    def emit(self, level, format=None, **kwargs):
+        if level not in _LEVELS:
+            return _TwistedLogger.emit(self, level, format, **kwargs)  # its complaint
+        kwargs.update(log_logger=self, log_level=level, log_namespace=self.namespace,
+                      log_source=self.source, log_format=format, log_time=_now())
+        if "log_trace" in kwargs:
+            kwargs["log_trace"].append((self, self.observer))
+        self.observer(kwargs)
 
 
 def level_for(log_level):
@@ -469,5 +507,5 @@ def install_level(log_level, publisher=globalLogPublisher):
     return levels
 
 
-__all__ = ["SUBSYSTEMS", "SUBSYSTEM_NAMES", "LogLevels", "LevelFilter",
+__all__ = ["SUBSYSTEMS", "SUBSYSTEM_NAMES", "LogLevels", "LevelFilter", "Logger",
            "install", "format_event", "StreamObserver", "SyslogObserver", "level_for"]

@@ -517,3 +517,43 @@ class CheapTextTests(SynchronousTestCase):
         self.assertEqual(cheap.getvalue().count("\n"), 3)
         self.assertEqual(cheap.getvalue(), "".join(
             line for line in plain.getvalue().splitlines(True) if "#debug]" not in line))
+
+
+class LoggerTests(SynchronousTestCase):
+    """omnirtp.logging.Logger: twisted's events, key for key, cheaper."""
+
+    def test_sameEvents(self):
+        seen = []
+
+        class Owner:
+            ours = olog.Logger(observer=seen.append)
+            theirs = Logger(observer=seen.append)
+
+        owner = Owner()
+        self.assertIs(owner.ours, owner.ours)  # made once per instance
+        self.assertIs(owner.ours.source, owner)
+        self.assertIs(Owner.ours.source, Owner)
+        owner.ours.info("call {call_id} ended", call_id="c1")
+        owner.theirs.info("call {call_id} ended", call_id="c1")
+        ours, theirs = seen
+        self.assertEqual(set(ours), set(theirs))
+        for key in ours:
+            if key not in ("log_logger", "log_time"):
+                self.assertEqual(ours[key], theirs[key], key)
+        self.assertEqual(ours["log_namespace"], __name__ + ".Owner")
+        self.assertIsInstance(ours["log_logger"], olog.Logger)
+        self.assertLess(abs(ours["log_time"] - theirs["log_time"]), 5)
+
+    def test_badLevel(self):
+        """A level that is not one: twisted's complaint, no event."""
+        seen = []
+        olog.Logger(observer=seen.append).emit("loud", "x")
+        [event] = seen
+        self.assertIn("invalid log level", event["log_format"])
+        self.assertEqual(event["log_level"], LogLevel.critical)
+
+    def test_trace(self):
+        seen = []
+        log = olog.Logger(observer=seen.append)
+        log.info("traced", log_trace=[])
+        self.assertEqual(seen[0]["log_trace"], [(log, seen.append)])
