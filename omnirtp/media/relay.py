@@ -8,8 +8,9 @@ engine, all :class:`RelaySocket` objects are read through one
 :class:`MediaPoller` (an epoll of their own, a single reader on the
 reactor): one read per readiness event, each datagram handled in place (a
 constant-time RTP/RTCP check, the source policy, plain integer counters,
-one send, with no Twisted dispatch in between).  A socket with an endpoint also has a connected companion
-socket (SO_REUSEPORT) that carries the endpoint's traffic (``os.read`` and
+one send, with no Twisted dispatch in between).  A socket whose endpoint carries media also has a
+connected companion socket (SO_REUSEPORT; made at the endpoint's first
+datagram, not at set-up) that carries the endpoint's traffic (``os.read`` and
 ``os.write``); the poller relays its datagrams inline while the endpoint is
 confirmed (see :class:`MediaPoller`).  Without a poller (the unit tests'
 fake sockets) a RelaySocket is itself an ``IReadDescriptor`` on the reactor
