@@ -457,38 +457,55 @@ class Generator:
 V4_MAPPED = "0000000000000000FFFF0000"  # ::ffff:0:0/96 in /proc/net/udp6
 
 
+def udp_sockets(reads=3):
+    """``{inode: ((host, port), queued bytes, drops)}`` of every IPv4 UDP
+    socket (and IPv4-mapped IPv6 one) in /proc/net/udp and /proc/net/udp6.
+
+    The files are read ``reads`` times and the sockets found united (by
+    inode, so no socket counts twice): a read of /proc/net/udp while other
+    programs open and close sockets can skip lines, and on a shared box with
+    thousands of sockets it does (a party socket missing from one snapshot
+    made a capacity step's "loss" 4000%).  Meant for sockets whose figures
+    stand still meanwhile (a frozen relay, a paused generator).
+    """
+    out = {}
+    for _ in range(reads):
+        for name in ("/proc/net/udp", "/proc/net/udp6"):
+            try:
+                f = open(name)
+            except OSError:
+                continue
+            with f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    hexaddr, hexport = fields[1].split(":")
+                    if len(hexaddr) == 32:
+                        if not hexaddr.startswith(V4_MAPPED):
+                            continue
+                        hexaddr = hexaddr[24:]
+                    key = (socket.inet_ntoa(struct.pack("<I", int(hexaddr, 16))), int(hexport, 16))
+                    out[int(fields[9])] = (key, int(fields[4].split(":")[1], 16), int(fields[-1]))
+    return out
+
+
 def udp_table(keys):
     """``{(host, port): (queued bytes, drops)}`` of the UDP sockets in ``keys``
-    (summed over every socket bound to that address and port).
+    (summed over every socket bound to that address and port), from
+    :func:`udp_sockets`.
 
-    Reads /proc/net/udp and /proc/net/udp6 (IPv4-mapped addresses) once.
     ``queued bytes`` is the rx_queue column: the receive-buffer memory the
     socket's queued datagrams hold (their truesize, see :func:`truesize`).
     ``drops`` counts datagrams the kernel dropped for that socket.
     """
     wanted = set(keys)
     out = {}
-    for name in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            f = open(name)
-        except OSError:
-            continue
-        with f:
-            next(f)
-            for line in f:
-                fields = line.split()
-                hexaddr, hexport = fields[1].split(":")
-                if len(hexaddr) == 32:
-                    if not hexaddr.startswith(V4_MAPPED):
-                        continue
-                    hexaddr = hexaddr[24:]
-                key = (socket.inet_ntoa(struct.pack("<I", int(hexaddr, 16))), int(hexport, 16))
-                if key in wanted:
-                    # several sockets can share a local address (omnirtp's
-                    # connected companions, SO_REUSEPORT): add them up
-                    queued = int(fields[4].split(":")[1], 16)
-                    q, d = out.get(key, (0, 0))
-                    out[key] = (q + queued, d + int(fields[-1]))
+    for key, queued, drops in udp_sockets().values():
+        if key in wanted:
+            # several sockets can share a local address (omnirtp's
+            # connected companions, SO_REUSEPORT): add them up
+            q, d = out.get(key, (0, 0))
+            out[key] = (q + queued, d + drops)
     return out
 
 

@@ -219,27 +219,16 @@ def socket_inodes(pid):
     return inodes
 
 
-def port_owners(pids, reads=3):
-    """``{local UDP port: pid}`` of the sockets the processes ``pids`` hold.
-
-    /proc/net/udp is read ``reads`` times and the answers united: a read
-    while other programs on the box open and close sockets can skip lines.
-    """
+def port_owners(pids):
+    """``{local UDP port: pid}`` of the sockets the processes ``pids`` hold
+    (bench/relay.py's :func:`relay.udp_sockets`, which reads /proc/net/udp
+    three times)."""
     owner_of_inode = {}
     for pid in pids:
         for inode in socket_inodes(pid):
             owner_of_inode[inode] = pid
-    out = {}
-    for _ in range(reads):
-        for name in ("/proc/net/udp", "/proc/net/udp6"):
-            with open(name) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    pid = owner_of_inode.get(int(fields[9]))
-                    if pid is not None:
-                        out[int(fields[1].split(":")[1], 16)] = pid
-    return out
+    return {key[1]: owner_of_inode[inode] for inode, (key, _, _) in relay.udp_sockets().items()
+            if inode in owner_of_inode}
 
 
 def calls_per_process(pids, sockets):
@@ -479,6 +468,8 @@ def log_round(kind, r, log):
 
 
 def report_cpu(results, kinds, calls, log):
+    if not results[kinds[0]]["rounds"]:
+        return  # --rounds 0: the capacity search only
     med = {}
     log("")
     log("%d calls (%d packets/s in): medians of %d rounds" % (
