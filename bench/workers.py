@@ -2,11 +2,12 @@
 """Worker scaling: omnirtp with num-threads 0, 1 and 2 beside rtpengine 10.5
 with --num-threads 1 and 2, in one run (issue 10, "workers on every core").
 
-    .venv/bin/python bench/workers.py              # about 25 minutes on a loaded box
+    .venv/bin/python bench/workers.py              # 15-20 minutes on a loaded box
     options: --kinds omnirtp0,omnirtp1,omnirtp2,rtpengine1,rtpengine2
-             --rounds 5  --cpu-calls 300  --seconds 4  --warmup 1.5
-             --no-capacity  --repeat 2  --start 400  --max-calls 2200
-             --port-min 10000 --port-max 23999  --json out.json
+             --rounds 5 (0: the max-calls search only)  --cpu-calls 300,800
+             --seconds 4  --warmup 1.5  --idle 2  --relay-cpus 0  --no-capacity
+             --capacity-cpus 0,1  --repeat 2  --bisect-steps 4  --start 400
+             --max-calls 2200  --port-min 10000 --port-max 23999  --json out.json
 
 Kinds, each a daemon that gets its calls over ng (offer + answer, plain
 RTP/AVP, PCMU), one at a time, in an order that rotates from round to
@@ -24,8 +25,8 @@ The load is bench/relay.py's: its generator (this process, on CPU 1), 50
 packets/s of 172-byte RTP per party, two parties per call (100 packets/s
 in and 100 out per call).
 
-**CPU per relayed packet** (rounds of ``--cpu-calls`` calls, relay on
-CPU 0 like every relay in bench/relay.py): the time on CPU of every thread
+**CPU per relayed packet** (rounds at each load of ``--cpu-calls``, relay
+on ``--relay-cpus``, CPU 0 like every relay in bench/relay.py): the time on CPU of every thread
 of every process of the daemon (omnirtp: the control process and each media
 worker; rtpengine: all its threads), from ``/proc/PID/task/TID/schedstat``,
 over a window of ``--seconds`` after ``--warmup``, divided by the packets
