@@ -67,6 +67,8 @@ sys.path.insert(0, HERE)  # before ROOT: bench/setup.py, not the package's setup
 
 import relay  # noqa: E402  (bench/relay.py)
 from setup import cpu_seconds, descendants  # noqa: E402  (bench/setup.py)
+# after bench/setup.py: bench/srtp.py puts the checkout in front of sys.path
+from srtp import MAX_LOSS, MIN_PACE  # noqa: E402  (bench/srtp.py's rule for a usable round)
 
 from omnirtp.control import bencode  # noqa: E402
 from omnirtp.control.ng import decode_payload  # noqa: E402
@@ -369,7 +371,15 @@ def main(argv=None):
     p.add_argument("--port-min", type=int, default=PORT_RANGE[0])
     p.add_argument("--port-max", type=int, default=PORT_RANGE[1])
     p.add_argument("--json")
+    p.add_argument("--report", metavar="JSON", help="print the report of a saved run again")
     args = p.parse_args(argv)
+    if args.report:
+        with open(args.report) as f:
+            saved = json.load(f)
+        for calls, results in sorted(saved["cpu"].items(), key=lambda item: int(item[0])):
+            report_cpu(results, list(results), int(calls), print)
+        report_capacity(saved["capacity"], print)
+        return 0
     PORT_RANGE = (args.port_min, args.port_max)
     kinds = [k for k in args.kinds.split(",") if k]
     if os.cpu_count() < 2:
@@ -468,25 +478,36 @@ def log_round(kind, r, log):
            "/".join("%.3f" % x for x in r["switches_per_packet"]), extra))
 
 
+def usable(r):
+    """A round at the planned load: the relay kept up (|loss| <= 1%) and
+    the generator its pace (>= 99%), as bench/srtp.py counts a round."""
+    return abs(r["loss"]) <= MAX_LOSS and r["pace"] >= MIN_PACE
+
+
 def report_cpu(results, kinds, calls, log):
     if not results[kinds[0]]["rounds"]:
         return  # --rounds 0: the capacity search only
     med = {}
     log("")
-    log("%d calls (%d packets/s in): medians of %d rounds" % (
-        calls, calls * 2 * relay.PPS_PER_FLOW, len(results[kinds[0]]["rounds"])))
+    log("%d calls (%d packets/s in): medians of the usable rounds (loss within %.0f%%, the "
+        "generator at >= %.0f%% of its pace; the others in parentheses)" % (
+            calls, calls * 2 * relay.PPS_PER_FLOW, 100 * MAX_LOSS, 100 * MIN_PACE))
     log("%-10s %9s %28s %8s %10s %s" % ("kind", "us/packet", "per process (control, workers)",
                                          "sleeps", "generator", "rounds"))
     for kind in kinds:
-        rounds = results[kind]["rounds"]
+        every = results[kind]["rounds"]
+        rounds = [r for r in every if usable(r)]
+        shown = " ".join(("%.2f" if usable(r) else "(%.2f)") % r["us_per_packet"] for r in every)
+        if not rounds:
+            log("%-10s %9s   no usable round: %s" % (kind, "-", shown))
+            continue
         med[kind] = statistics.median(r["us_per_packet"] for r in rounds)
         per = [statistics.median(r["per_process_us"][j] for r in rounds)
                for j in range(len(rounds[0]["per_process_us"]))]
         log("%-10s %9.2f %28s %8.3f %9.0f%% %s" % (
             kind, med[kind], " + ".join("%.2f" % u for u in per) if len(per) > 1 else "-",
             statistics.median(sum(r["switches_per_packet"]) for r in rounds),
-            100 * statistics.median(r["generator_cpu"] for r in rounds),
-            " ".join("%.2f" % r["us_per_packet"] for r in rounds)))
+            100 * statistics.median(r["generator_cpu"] for r in rounds), shown))
     log("(sleeps: context switches per relayed packet, all processes; a relay that sleeps "
         "less often serves more datagrams per wakeup)")
 
@@ -494,8 +515,9 @@ def report_cpu(results, kinds, calls, log):
         if a in med and b in med:
             log("  %-24s %.3f   (per round: %s)" % (
                 "%s / %s" % (a, b), med[a] / med[b],
-                " ".join("%.2f" % (x["us_per_packet"] / y["us_per_packet"]) for x, y in
-                         zip(results[a]["rounds"], results[b]["rounds"]))))
+                " ".join("%.2f" % (x["us_per_packet"] / y["us_per_packet"])
+                         if usable(x) and usable(y) else "-"
+                         for x, y in zip(results[a]["rounds"], results[b]["rounds"]))))
     log("CPU per packet ratios (medians; goal for omnirtp2 / omnirtp1: <= 1.10)")
     for a, b in (("omnirtp2", "omnirtp1"), ("rtpengine2", "rtpengine1"), ("omnirtp1", "omnirtp0"),
                  ("omnirtp1", "rtpengine1"), ("omnirtp2", "rtpengine2")):
