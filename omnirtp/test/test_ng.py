@@ -576,3 +576,32 @@ class StatsBoundTests(SynchronousTestCase):
         self.assertEqual(proto.stats["other"], 100)
         self.assertEqual(proto.stats["ping"], 1)
         self.assertEqual(len(proto.stats), 10)  # 7 commands, other, errors, denied
+
+
+class _PythonBencode:
+    """The same tests with bencode.py alone (the C extension set aside):
+    replies and error texts do not depend on it."""
+
+    def setUp(self):
+        self.patch(bencode, "_c", None)
+        super().setUp()
+
+
+class PythonBencodeFramingTests(_PythonBencode, FramingTests):
+    pass
+
+
+class PythonBencodeBadInputTests(_PythonBencode, BadInputTests):
+    pass
+
+
+class PythonBencodeErrorTests(_PythonBencode, ErrorTests):
+    pass
+
+
+class PythonBencodeCacheTests(_PythonBencode, CacheTests):
+    pass
+
+
+class PythonBencodeFixtureTests(_PythonBencode, FixtureTests):
+    pass
