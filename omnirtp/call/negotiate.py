@@ -25,6 +25,10 @@ from omnirtp.call import codecstore
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
+#: CodecOps with nothing to do (immutable: one for every media plan that
+#: filters nothing)
+_NO_CODEC_OPS = CodecOps()
+
 
 def _int(text):
     return int(text) if text and text.isdigit() else None
@@ -1013,6 +1017,9 @@ class Negotiator:
             if drop:
                 strip += drop
                 numbers = True
+        if not (strip or flags.codec_mask or flags.codec_offer or flags.codec_except
+                or numbers):
+            return _NO_CODEC_OPS
         return CodecOps(strip=strip, mask=flags.codec_mask, offer=flags.codec_offer,
                         except_=flags.codec_except, match_numbers=numbers)
 

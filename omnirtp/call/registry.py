@@ -6,11 +6,11 @@ per packet.
 """
 
 from twisted.internet import defer, task
-from twisted.logger import Logger
 
 from omnirtp import sync
 from omnirtp.call.model import Call
 from omnirtp.errors import LoadLimit
+from omnirtp.logging import Logger
 
 # reasons a call ends, as rtpengine counts them
 REASON_TIMEOUT = "timeout"

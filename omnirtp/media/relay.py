@@ -8,8 +8,9 @@ engine, all :class:`RelaySocket` objects are read through one
 :class:`MediaPoller` (an epoll of their own, a single reader on the
 reactor): one read per readiness event, each datagram handled in place (a
 constant-time RTP/RTCP check, the source policy, plain integer counters,
-one send, with no Twisted dispatch in between).  A socket with an endpoint also has a connected companion
-socket (SO_REUSEPORT) that carries the endpoint's traffic (``os.read`` and
+one send, with no Twisted dispatch in between).  A socket whose endpoint carries media also has a
+connected companion socket (SO_REUSEPORT; made at the endpoint's first
+datagram, not at set-up) that carries the endpoint's traffic (``os.read`` and
 ``os.write``); the poller relays its datagrams inline while the endpoint is
 confirmed (see :class:`MediaPoller`).  Without a poller (the unit tests'
 fake sockets) a RelaySocket is itself an ``IReadDescriptor`` on the reactor
@@ -372,7 +373,14 @@ class RelaySocket:
             self.endpoint = endpoint
         elif changed or self.endpoint is None or asymmetric or learning == LEARN_OFF:
             self.endpoint = endpoint
-        if self._companion is not None and self._conn_ep != self.endpoint:
+        # a companion that exists follows the endpoint; a new one is made
+        # when it is first needed (see _sync_companion): now if the
+        # endpoint is confirmed already (its packets skip the learning
+        # that would make it) or a socket that sends out of this one has
+        # its companion (media flows towards this endpoint)
+        if (self._companion is not None and self._conn_ep != self.endpoint
+                and (self._conn is not None or self.confirmed
+                     or any(f._conn is not None for f in self._feeders))):
             self._sync_companion()
         self._update_out()
 
@@ -1009,6 +1017,15 @@ class RelaySocket:
         kernel prefers the connected socket) and sends to it with ``send``:
         the kernel keeps its route, and Python builds no address per
         datagram.  Datagrams from anyone else still reach the main socket.
+
+        Made when first needed, not at set-up (a call that never carries
+        media costs no socket more than its ports): by the first datagram
+        the main socket reads while the endpoint is not confirmed (the
+        learning path of :meth:`read`), by an endpoint that is confirmed
+        already when it is set (:meth:`configure`, :meth:`select`), or with
+        the companion of a socket that sends out of this one (made with
+        it, or when this endpoint is set while it has one: one-way media
+        takes the inline path too).  Once per stream, never per packet.
         """
         endpoint = self.endpoint
         if endpoint is None:
@@ -1035,7 +1052,8 @@ class RelaySocket:
                 conn.close()
             self._drop_companion()
             return
-        if conn is not self._conn:
+        made = conn is not self._conn
+        if made:
             self._conn = conn
             self._cfd = conn.fileno()
             if self.reading:
@@ -1045,6 +1063,12 @@ class RelaySocket:
         self._conn_ep = endpoint
         if self._tap is not None:
             self._tap.follow(endpoint)  # the source of what the companion reads
+        peer = self.peer
+        if (made and peer is not None and peer._conn is None and peer._companion is not None
+                and peer.endpoint is not None):
+            # what this socket's party sends leaves through the peer's
+            # companion: make it now, not at the peer's own first datagram
+            peer._sync_companion()
 
     def _drop_companion(self):
         conn = self._conn

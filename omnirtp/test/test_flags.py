@@ -92,6 +92,21 @@ class HelperTests(SynchronousTestCase):
 
 
 class FromRequestTests(SynchronousTestCase):
+    def test_fieldsAsTheConstructorMakesThem(self):
+        """from_request fills the fields without the dataclass __init__:
+        the same values, order and fresh containers per request."""
+        request = {"nonsense": 1}
+        made = Flags.from_request(request)
+        expected = Flags(raw=request, unknown=["nonsense"])
+        self.assertEqual(made, expected)
+        self.assertEqual(list(vars(made)), list(vars(expected)))
+        self.assertIs(made.raw, request)
+        other = Flags.from_request({})
+        for field in dataclasses.fields(Flags):
+            value = getattr(made, field.name)
+            if isinstance(value, (set, list, dict)):
+                self.assertIsNot(value, getattr(other, field.name), field.name)
+
     def test_seedOffer(self):
         """The seed INVITE dict, typed."""
         f = Flags.from_request(kamailio_dict(
