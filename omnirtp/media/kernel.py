@@ -50,6 +50,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from omnirtp.interfaces import IForwarder
+from omnirtp.media.nfnetlink import CounterReader, NetlinkError, key_bytes
 
 FAMILY = "inet"
 PRE_PRIORITY = -300  # raw: before conntrack (-200), so notrack applies
@@ -248,48 +249,28 @@ def batch(cmds):
     return json.dumps({"nftables": cmds}, separators=(",", ":"))
 
 
-def list_counters_commands(table):
-    """nft syntax (text output: libnftables' JSON output is several times
-    slower for thousands of elements)."""
-    return ["list map %s %s %s%s" % (FAMILY, table, COUNTED, f) for f in ("4", "6")]
-
-
-def get_counters_commands(table, streams):
-    """nft syntax that reads the counted elements of ``streams`` only (one
-    ``get element`` per map: the kernel looks each key up, nothing else of
-    the map is listed)."""
-    wanted = {}
-    for stream in streams:
-        name, key, _value = elements(stream)[1]
-        wanted.setdefault(name, []).append("%s . %d . %s . %d" % key)
-    return ["get element %s %s %s { %s }" % (FAMILY, table, name, ", ".join(found))
-            for name, found in sorted(wanted.items())]
-
-
-_ELEMENT = re.compile(
-    r"([0-9A-Fa-f.:]+) \. (\d+) \. ([0-9A-Fa-f.:]+) \. (\d+) counter packets (\d+) bytes (\d+)")
-
-
 #: what a kernel counter counts beyond the UDP payload per packet (it sees
 #: the IP packet): IPv4 and UDP headers, IPv6 and UDP headers
 HEADERS = {False: 20 + 8, True: 40 + 8}
 
 
+def counted_key(stream):
+    """The key of a stream's counted element as the kernel holds it
+    (bytes, :func:`omnirtp.media.nfnetlink.key_bytes`)."""
+    return key_bytes(elements(stream)[1][1])
+
+
+def _map_of(key):
+    """The counted map that holds counted key ``key`` (bytes)."""
+    return COUNTED + ("6" if len(key) > 16 else "4")
+
+
 def payload_counts(counts):
     """``{key: (packets, payload bytes)}`` from the kernel's ``{key:
-    (packets, IP bytes)}``: userspace counts UDP payloads, so must we."""
-    return {key: (packets, max(0, octets - packets * HEADERS[":" in key[0]]))
+    (packets, IP bytes)}`` (keys as the kernel holds them: 16 bytes for
+    IPv4, 40 for IPv6): userspace counts UDP payloads, so must we."""
+    return {key: (packets, max(0, octets - packets * HEADERS[len(key) > 16]))
             for key, (packets, octets) in counts.items()}
-
-
-def parse_counters(text):
-    """``{(map key): (packets, bytes)}`` from ``list map`` text output of a
-    counted map (numeric addresses and ports)."""
-    found = {}
-    for m in _ELEMENT.finditer(text):
-        x, xp, la, yp, packets, octets = m.groups()
-        found[(x, int(xp), la, int(yp))] = (int(packets), int(octets))
-    return found
 
 
 # -- libnftables --------------------------------------------------------------
@@ -366,7 +347,9 @@ def forwarding_enabled(proc="/proc/sys"):
 class NftForwarder:
     """Streams forwarded by the kernel in ``inet omnirtp-N``.
 
-    ``nft`` is an :class:`Nft` (or a fake with ``run``).  :meth:`start`
+    ``nft`` is an :class:`Nft` (or a fake with ``run``) that changes the
+    table; ``reader`` a :class:`omnirtp.media.nfnetlink.CounterReader` (or
+    a fake with ``dump`` and ``get``) that reads the counters.  :meth:`start`
     replaces whatever our table holds (a crash's leftovers) with an empty
     one and raises :class:`KernelUnavailable` when that is impossible or IP
     forwarding is off (``proc``: where ``/proc/sys`` is); a family whose
@@ -381,19 +364,23 @@ class NftForwarder:
         self.number, self.worker = number, worker
         self.table = table_name(number, worker)
         self._nft = nft
-        #: a second context for counter reads: libnftables keeps a cache per
-        #: context, and one that has listed thousands of elements makes
-        #: every later batch slow
-        self._reader = reader if reader is not None else nft
+        #: counter reads go over netlink, not through libnftables: a
+        #: ``list map`` or ``get element`` there fills its cache and prints
+        #: text first (2-3x the CPU, bench/nft_read.py), and a ``get`` of
+        #: more than about 130 keys crashes libnftables 1.0.6
+        self._reader = reader
         self._proc = proc
         self.ipv4 = self.ipv6 = False
         #: call_id -> {local: Stream} in the kernel now
         self._calls = {}
+        #: local -> the key of its stream's counted element (bytes), of
+        #: every stream in the kernel now
+        self._counted = {}
         #: (map, key) -> local, over every stream in the kernel
         self._owners = {}
         #: local -> [packets, bytes] of offloads that ended
         self._done = {}
-        #: counted key -> (packets, bytes) at the last read
+        #: counted key (bytes) -> (packets, bytes) at its last read
         self._last = {}
         #: streams refused because another one holds their keys
         self.refused = 0
@@ -402,8 +389,6 @@ class NftForwarder:
     def start(self):
         if self._nft is None:
             self._nft = Nft()
-        if self._reader is None:
-            self._reader = Nft()
         try:
             # a crash's leftovers go first, even when we cannot go on: they
             # would keep rewriting packets to ports we now relay in userspace;
@@ -436,6 +421,7 @@ class NftForwarder:
             self.log.warn("kernel forwarding: could not delete table {table}: {error}",
                           table=self.table, error=e)
         self._calls.clear()
+        self._counted.clear()
         self._owners.clear()
         for nft in {id(self._nft): self._nft, id(self._reader): self._reader}.values():
             close = getattr(nft, "close", None)
@@ -480,9 +466,9 @@ class NftForwarder:
         if leaving:
             # step one: packets go back to the sockets, counters stop
             self._run([c for s in leaving for c in stop_commands(self.table, s)])
-            counts = self._read(leaving)
+            counts = self._read([s.local for s in leaving])
             for stream in leaving:
-                key = elements(stream)[1][1]
+                key = self._counted.pop(stream.local)
                 packets, octets = counts.get(key, (0, 0))
                 done = self._done.setdefault(stream.local, [0, 0])
                 done[0] += packets
@@ -511,6 +497,7 @@ class NftForwarder:
             if call_id not in failed:
                 for stream in arriving:
                     now[stream.local] = stream
+                    self._counted[stream.local] = counted_key(stream)
                     for k in keys(stream):
                         self._owners[k] = stream.local
             # a refused call: its leaving streams are out of the forwarding
@@ -532,37 +519,51 @@ class NftForwarder:
             out.update(streams)
         return out
 
-    def _read(self, streams=None):
-        """``{counted key: (packets, bytes)}`` of ``streams`` (their
-        elements only), or of every stream (the whole maps: the tick)."""
+    def _read(self, locals=None):
+        """``{counted key: (packets, bytes)}`` of the streams of sockets
+        ``locals`` in the kernel (a lookup of their elements), or of every
+        stream (None: a dump of the counted maps)."""
         counts = {}
-        if streams is not None:
-            if not streams:
-                return counts
-            try:
-                for command in get_counters_commands(self.table, streams):
-                    counts.update(parse_counters(self._reader.run(command, text_output=True)))
-                return payload_counts(counts)
-            except NftError:
-                # one element missing fails the whole get: list the maps
-                counts = {}
-        for command in list_counters_commands(self.table):
-            counts.update(parse_counters(self._reader.run(command, text_output=True)))
+        try:
+            if self._reader is None:
+                self._reader = CounterReader()
+            if locals is not None:
+                wanted = {}
+                for local in locals:
+                    key = self._counted.get(local)
+                    if key is not None:
+                        wanted.setdefault(_map_of(key), []).append(key)
+                try:
+                    for name, found in sorted(wanted.items()):
+                        counts.update(self._reader.get(self.table, name, found))
+                    return payload_counts(counts)
+                except NetlinkError:
+                    # an element missing fails the lookup: dump the maps
+                    counts = {}
+            for name in sorted({_map_of(key) for key in self._counted.values()}):
+                counts.update(self._reader.dump(self.table, name))
+        except NetlinkError as e:
+            raise NftError(str(e)) from None
         return payload_counts(counts)
 
-    def counters(self, fresh=True, call_id=None):
-        if fresh:
-            if call_id is not None:
-                streams = list(self._calls.get(call_id, {}).values())
-                self._last.update(self._read(streams))
-            elif any(self._calls.values()):
+    def counters(self, fresh=True, locals=None):
+        if locals is None:
+            if fresh and self._counted:
                 self._last = self._read()
-        out = {local: tuple(v) for local, v in self._done.items()}
-        for streams in self._calls.values():
-            for local, stream in streams.items():
-                packets, octets = self._last.get(elements(stream)[1][1], (0, 0))
-                base = self._done.get(local, (0, 0))
-                out[local] = (base[0] + packets, base[1] + octets)
+            locals = set(self._done) | set(self._counted)
+        elif fresh:
+            self._last.update(self._read(locals))
+        out = {}
+        for local in locals:
+            base = self._done.get(local)
+            key = self._counted.get(local)
+            if key is not None:
+                packets, octets = self._last.get(key, (0, 0))
+                if base is not None:
+                    packets, octets = packets + base[0], octets + base[1]
+                out[local] = (packets, octets)
+            elif base is not None:
+                out[local] = tuple(base)
         return out
 
     def forget(self, local):
