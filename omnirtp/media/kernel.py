@@ -160,10 +160,13 @@ def _lookup(v6, maps, names):
     return out
 
 
-def setup_commands(table):
+def setup_commands(table, owner=None):
     """The commands that create our table, its maps and base chains
-    (after :func:`drop_commands`)."""
+    (after :func:`drop_commands`); ``owner``: the name of an empty chain
+    that says which process owns the table (:func:`owner_chain`)."""
     cmds = [{"add": {"table": {"family": FAMILY, "name": table}}}]
+    if owner is not None:
+        cmds.append({"add": _obj("chain", table, name=owner)})
     for v6 in (False, True):
         addr = "ipv6_addr" if v6 else "ipv4_addr"
         f = "6" if v6 else "4"
@@ -358,7 +361,8 @@ class NftForwarder:
 
     log = Logger()
 
-    def __init__(self, number, nft=None, proc="/proc/sys", reader=None, worker=None):
+    def __init__(self, number, nft=None, proc="/proc/sys", reader=None, worker=None,
+                 procfs="/proc"):
         if number < 0:
             raise ValueError("table must be 0 or more, got %r" % (number,))
         self.number, self.worker = number, worker
@@ -369,7 +373,7 @@ class NftForwarder:
         #: text first (2-3x the CPU, bench/nft_read.py), and a ``get`` of
         #: more than about 130 keys crashes libnftables 1.0.6
         self._reader = reader
-        self._proc = proc
+        self._proc, self._procfs = proc, procfs
         self.ipv4 = self.ipv6 = False
         #: call_id -> {local: Stream} in the kernel now
         self._calls = {}
@@ -407,7 +411,7 @@ class NftForwarder:
             raise KernelUnavailable("IP forwarding is off (net.ipv4.ip_forward = 0, "
                                     "net.ipv6.conf.all.forwarding = 0)")
         try:
-            self._nft.run(batch(setup_commands(self.table)))
+            self._nft.run(batch(setup_commands(self.table, owner_chain(proc=self._procfs))))
         except NftError as e:
             raise KernelUnavailable("nftables refused our table %s: %s" % (self.table, e)) from None
 
@@ -568,6 +572,78 @@ class NftForwarder:
 
     def forget(self, local):
         self._done.pop(local, None)
+
+
+# -- the owner of a table, and what table = -1 deletes -------------------------
+
+_OWNER = re.compile(r"owner-(\d+)-(\d+)")
+
+
+def process_start(pid, proc="/proc"):
+    """When process ``pid`` started (clock ticks since boot, /proc's
+    ``starttime``), or None if there is no such process."""
+    try:
+        with open(os.path.join(proc, str(pid), "stat")) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def owner_chain(pid=None, proc="/proc"):
+    """The name of the empty chain that marks our table as process
+    ``pid``'s (None: this one): its pid and start time, so that a pid used
+    again by another process is not taken for the owner."""
+    pid = os.getpid() if pid is None else pid
+    return "owner-%d-%d" % (pid, process_start(pid, proc) or 0)
+
+
+def parse_owners(text):
+    """``{table: owner chain or None}`` from ``list chains inet`` text output."""
+    owners, table = {}, None
+    for line in text.splitlines():
+        m = re.match(r"table %s (\S+) \{" % FAMILY, line)
+        if m:
+            table = m.group(1)
+            owners[table] = None
+            continue
+        m = re.match(r"\s+chain (owner-\d+-\d+) \{", line)
+        if m and table is not None:
+            owners[table] = m.group(1)
+    return owners
+
+
+def orphans(text, proc="/proc"):
+    """The tables of ``list chains inet`` output that an omnirtp process
+    made (any ``table`` number, a worker's too) and whose process is gone.
+    A table without an owner chain is left alone: nothing says its process
+    is gone."""
+    gone = []
+    for name, owner in parse_owners(text).items():
+        if owner is None or not re.fullmatch(r"omnirtp-\d+(-w\d+)?", name):
+            continue
+        pid, start = (int(n) for n in _OWNER.fullmatch(owner).groups())
+        if process_start(pid, proc) != start:
+            gone.append(name)
+    return gone
+
+
+def drop_orphans(nft=None, proc="/proc"):
+    """``table = -1``: delete the tables whose omnirtp process is gone (a
+    crash with ``table = N``: their rules would keep forwarding to ports
+    now relayed in userspace); a live process's tables stay.  Returns the
+    names deleted.  Raises :class:`KernelUnavailable` without libnftables,
+    :class:`NftError` without the privileges."""
+    own = nft is None
+    if own:
+        nft = Nft()
+    try:
+        names = orphans(nft.run("list chains %s" % FAMILY, text_output=True), proc)
+        if names:
+            nft.run(batch([c for name in names for c in drop_commands(name)]))
+        return names
+    finally:
+        if own:
+            nft.close()
 
 
 def drop_table(name, nft=None):

@@ -251,10 +251,15 @@ class FakeNft:
         self.reads = []
         #: ``list tables inet`` shows these
         self.tables = []
+        #: what ``list chains inet`` shows
+        self.chains = ""
 
     def run(self, text, text_output=False):
         if text == "list tables inet":
             return "".join("table inet %s\n" % name for name in self.tables)
+        if text == "list chains inet":
+            assert text_output
+            return self.chains
         if self.fail is not None:
             error, self.fail = self.fail, None
             raise NftError(error)
@@ -298,7 +303,8 @@ class ForwarderTests(SynchronousTestCase):
         """Start: whatever our table held is deleted (a crash's rules), then
         it is made again."""
         self.fw.start()
-        self.assertEqual(self.nft.batches, [kernel.drop_commands(T), setup_commands(T)])
+        self.assertEqual(self.nft.batches, [kernel.drop_commands(T),
+                                            setup_commands(T, kernel.owner_chain())])
         self.assertEqual(kernel.drop_commands(T)[1], {"delete": {"table": {"family": "inet",
                                                                           "name": T}}})
 
@@ -818,7 +824,7 @@ class _Config:
 
 class BuildTests(SynchronousTestCase):
     def test_off(self):
-        self.assertIsNone(build_forwarder(_Config(-1), make=self.fail))
+        self.assertIsNone(build_forwarder(_Config(-1), make=self.fail, drop_orphans=list))
 
     def test_started(self):
         made = []
@@ -852,6 +858,109 @@ class BuildTests(SynchronousTestCase):
                                  "not permitted, and no-fallback is set")
 
 
+def fake_proc(test, processes):
+    """A /proc with ``{pid: start time}`` processes."""
+    root = test.mktemp()
+    for pid, start in processes.items():
+        os.makedirs(os.path.join(root, str(pid)))
+        fields = ["S"] + ["0"] * 18 + [str(start)] + ["0"] * 10
+        with open(os.path.join(root, str(pid), "stat"), "w") as f:
+            f.write("%d (twistd (x)) %s\n" % (pid, " ".join(fields)))
+    return root
+
+
+CHAINS = """table inet filter {
+	chain input {
+		type filter hook input priority filter; policy accept;
+	}
+}
+table inet omnirtp-0 {
+	chain owner-100-5000 {
+	}
+	chain pre {
+		type filter hook prerouting priority raw; policy accept;
+	}
+}
+table inet omnirtp-0-w1 {
+	chain owner-101-6000 {
+	}
+}
+table inet omnirtp-1 {
+	chain owner-102-7000 {
+	}
+}
+table inet omnirtp-2 {
+	chain pre {
+	}
+}
+table inet other {
+	chain owner-103-8000 {
+	}
+}
+"""
+
+
+class OrphanTests(SynchronousTestCase):
+    """``table = -1`` deletes the tables whose omnirtp process is gone."""
+
+    def test_owner_chain(self):
+        """Our table names its owner: pid and start time."""
+        root = fake_proc(self, {42: 777})
+        self.assertEqual(kernel.owner_chain(42, root), "owner-42-777")
+        self.assertEqual(kernel.process_start(43, root), None)
+        start = kernel.process_start(os.getpid())
+        self.assertEqual(kernel.owner_chain(), "owner-%d-%d" % (os.getpid(), start))
+        cmds = setup_commands(T, "owner-42-777")
+        self.assertEqual(cmds[1], {"add": {"chain": {"family": "inet", "table": T,
+                                                     "name": "owner-42-777"}}})
+        self.assertEqual(cmds[:1] + cmds[2:], setup_commands(T))
+
+    def test_orphans(self):
+        """Gone: no such pid (omnirtp-0-w1), or the pid is another
+        process's now (omnirtp-0: another start time); omnirtp-1's owner
+        lives; omnirtp-2 names no owner, ``other`` is not ours."""
+        self.assertEqual(kernel.parse_owners(CHAINS), {
+            "filter": None, "omnirtp-0": "owner-100-5000", "omnirtp-0-w1": "owner-101-6000",
+            "omnirtp-1": "owner-102-7000", "omnirtp-2": None, "other": "owner-103-8000"})
+        root = fake_proc(self, {100: 5001, 102: 7000})
+        self.assertEqual(kernel.orphans(CHAINS, root), ["omnirtp-0", "omnirtp-0-w1"])
+        self.assertEqual(kernel.orphans("", root), [])
+
+    def test_drop_orphans(self):
+        nft = FakeNft()
+        nft.chains = CHAINS
+        root = fake_proc(self, {102: 7000})
+        self.assertEqual(kernel.drop_orphans(nft, root), ["omnirtp-0", "omnirtp-0-w1"])
+        self.assertEqual(nft.batches, [kernel.drop_commands("omnirtp-0")
+                                       + kernel.drop_commands("omnirtp-0-w1")])
+        nft = FakeNft()
+        nft.chains = CHAINS
+        self.assertEqual(kernel.drop_orphans(
+            nft, fake_proc(self, {100: 5000, 101: 6000, 102: 7000})), [])
+        self.assertEqual(nft.batches, [])
+
+    def test_table_off_drops_orphans(self):
+        """build_forwarder with table = -1: the cleanup, one log line when it
+        deleted something; nothing without libnftables or privileges."""
+        from twisted.logger import globalLogPublisher
+
+        seen = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        self.assertIsNone(build_forwarder(_Config(-1), make=self.fail,
+                                          drop_orphans=lambda: ["omnirtp-0"]))
+        texts = [e.get("log_format", "") for e in seen if "tables" in e]
+        self.assertEqual(len(texts), 1)
+        self.assertIn("deleted the nftables tables", texts[0])
+        del seen[:]
+        for error in (KernelUnavailable("libnftables is not installed"),
+                      NftError("Operation not permitted")):
+            def refuse(error=error):
+                raise error
+            self.assertIsNone(build_forwarder(_Config(-1), make=self.fail, drop_orphans=refuse))
+        self.assertEqual([e for e in seen if "tables" in e], [])
+
+
 class WorkerTableTests(SynchronousTestCase):
     """num-threads > 0: each media worker owns ``omnirtp-N-wK``."""
 
@@ -873,7 +982,7 @@ class WorkerTableTests(SynchronousTestCase):
         NftForwarder(0, nft=nft, proc=proc(self)).start()
         self.assertEqual(nft.batches, [
             kernel.drop_commands(T) + kernel.drop_commands("omnirtp-0-w0")
-            + kernel.drop_commands("omnirtp-0-w1"), setup_commands(T)])
+            + kernel.drop_commands("omnirtp-0-w1"), setup_commands(T, kernel.owner_chain())])
 
     def test_worker_start_drops_its_own(self):
         nft = FakeNft("omnirtp-0-w1")
@@ -882,7 +991,7 @@ class WorkerTableTests(SynchronousTestCase):
         fw.start()
         self.assertEqual(fw.table, "omnirtp-0-w1")
         self.assertEqual(nft.batches, [kernel.drop_commands("omnirtp-0-w1"),
-                                       setup_commands("omnirtp-0-w1")])
+                                       setup_commands("omnirtp-0-w1", kernel.owner_chain())])
         fw.offload("c1", [S1])
         self.assertEqual(nft.batches[-1], add_commands("omnirtp-0-w1", S1))
 

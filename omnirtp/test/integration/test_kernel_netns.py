@@ -374,6 +374,28 @@ class KernelForwardingTests(SynchronousTestCase):
         daemon = self.daemon()
         self.assertEqual(self.stream_objects(), {})
 
+    def test_table_off_after_crash(self):
+        """A SIGKILL leaves the rules; a start with ``table = -1`` deletes
+        them (their process is gone) and relays in userspace."""
+        daemon = self.daemon()
+        s, to_a, to_b = self.call(daemon)
+        self.exchange(s, to_a, to_b, 1, BEFORE)
+        self.wait_offloaded(4)
+        if self.threads:
+            daemon.kill_all()
+        else:
+            daemon.kill()
+        self.assertEqual(len(self.kernel_counters()), 4)
+        off = NetnsDaemon(self.nets, ("--table=-1",), threads=self.threads)
+        self.addCleanup(off.stop)
+        off.start(wait=60.0 if self.threads else 20.0)
+        self.assertEqual(self.tables(), [])
+        s, to_a, to_b = self.call(off, "k2")
+        self.exchange(s, to_a, to_b, 1, BEFORE)
+        query = off.request({"command": "query", "call-id": "k2"})
+        self.assertEqual(query["totals"]["RTP"]["packets"], 2 * BEFORE)
+        self.assertEqual(self.tables(), [])
+
     def test_timeout(self):
         """Packets the kernel forwards keep the call alive past ``timeout``
         (its counters stand for the socket's); once both parties fall
