@@ -11,28 +11,32 @@ costs four hash lookups:
 
 * ``pre`` (hook prerouting, priority raw, before conntrack)::
 
-      udp dport set  saddr . sport . daddr . dport  map @dport4   (X, L -> Y's port)
-      ip daddr set   saddr . sport . daddr . dport  map @daddr4   (X, L.addr, Y's port -> Y's address; counted)
+      ip daddr set   saddr . sport . daddr . dport  map @daddr4   (X, L -> Y's address)
       notrack accept
 
-  A packet from anybody but X misses the first lookup, the rule stops, and
-  it goes on to the socket, where learning and strict-source apply as
-  before.  ``notrack``: no conntrack entry, no NAT, no table growth.
+  A packet from anybody but X misses the lookup, the rule stops, and it
+  goes on to the socket, where learning and strict-source apply as before.
+  ``notrack``: no conntrack entry, no NAT, no table growth.
 * The kernel then routes the packet to Y: forwarded (``ip_forward``) or,
   for a Y on this host, delivered locally.
 * ``post`` (hook postrouting) and ``in`` (hook input, for a local Y)::
 
-      udp sport set  saddr . sport . daddr . dport  map @sport4   (X -> Y: O's port)
-      ip saddr set   saddr . sport . daddr . dport  map @saddr4   (X.addr, O's port, Y -> O's address)
+      udp sport set  saddr . sport . daddr . dport  map @sport4   (X, Y.addr, L.port -> O's port)
+      ip saddr set   saddr . sport . daddr . dport  map @saddr4   (X.addr, O.port, Y.addr, L.port -> O's address)
+      udp dport set  saddr . sport . daddr . dport  map @dport4   (O, Y.addr, L.port -> Y's port; counted)
 
-  so Y sees the port it was told about.  The kernel fixes the checksums.
+  so Y sees the address and port it was told about.  The kernel fixes the
+  checksums.
 
-Each lookup after the first is keyed partly by what the one before wrote;
-two streams whose keys would meet (:func:`keys`) cannot both be in the
-kernel, and the second stays in userspace.  The per-element counter of
-``daddr`` counts a stream's packets.  A stream leaves in two steps: its
-``dport`` element first (packets go to the socket again, the counter
-stops), then, after the counter was read, the rest.
+L's port stays in the packet until the last lookup, so every key holds L's
+or O's port: streams between the same two parties in several calls (the
+same address pair each way) have keys of their own and all go to the
+kernel.  Two streams whose keys would meet (:func:`keys`: the same X
+sending to two of our sockets with one port number on two addresses, towards
+one Y address) cannot both be in the kernel; the second stays in userspace.
+The per-element counter of ``dport`` counts a stream's packets.  A stream
+leaves in two steps: its ``daddr`` element first (packets go to the socket
+again, the counter stops), then, after the counter was read, the rest.
 
 Everything here but :class:`Nft` (the libnftables binding, ctypes) and
 :class:`NftForwarder` (which runs batches) is a pure function from stream
@@ -57,9 +61,9 @@ PRE_PRIORITY = -300  # raw: before conntrack (-200), so notrack applies
 POST_PRIORITY = 300  # after srcnat (100); our packets are untracked anyway
 IN_PRIORITY = -300
 #: the maps of one family, in the order a packet meets them
-MAPS = ("dport", "daddr", "sport", "saddr")
-#: the map whose elements count packets
-COUNTED = "daddr"
+MAPS = ("daddr", "sport", "saddr", "dport")
+#: the map whose elements count packets (the last lookup)
+COUNTED = "dport"
 
 
 class KernelUnavailable(Exception):
@@ -126,10 +130,10 @@ def elements(stream):
     """``[(map name, key, value)]`` of a stream, in :data:`MAPS` order."""
     (x, xp), (la, lp), (oa, op), (ya, yp) = stream.source, stream.local, stream.out, stream.dest
     f = _suffix(stream)
-    return [("dport" + f, (x, xp, la, lp), yp),
-            ("daddr" + f, (x, xp, la, yp), ya),
-            ("sport" + f, (x, xp, ya, yp), op),
-            ("saddr" + f, (x, op, ya, yp), oa)]
+    return [("daddr" + f, (x, xp, la, lp), ya),
+            ("sport" + f, (x, xp, ya, lp), op),
+            ("saddr" + f, (x, op, ya, lp), oa),
+            ("dport" + f, (oa, op, ya, lp), yp)]
 
 
 def keys(stream):
@@ -185,10 +189,12 @@ def setup_commands(table, owner=None):
         for v6 in (False, True):
             f = "6" if v6 else "4"
             if chain == "pre":
-                expr = _lookup(v6, ("dport" + f, "daddr" + f), (("udp", "dport"), ("ip", "daddr")))
+                expr = _lookup(v6, ("daddr" + f,), (("ip", "daddr"),))
                 expr += [{"notrack": None}, {"accept": None}]
             else:
-                expr = _lookup(v6, ("sport" + f, "saddr" + f), (("udp", "sport"), ("ip", "saddr")))
+                expr = _lookup(
+                    v6, ("sport" + f, "saddr" + f, "dport" + f),
+                    (("udp", "sport"), ("ip", "saddr"), ("udp", "dport")))
                 expr += [{"accept": None}]
             cmds.append({"add": _obj("rule", table, chain=chain, expr=[udp] + expr)})
     return cmds
@@ -260,7 +266,7 @@ HEADERS = {False: 20 + 8, True: 40 + 8}
 def counted_key(stream):
     """The key of a stream's counted element as the kernel holds it
     (bytes, :func:`omnirtp.media.nfnetlink.key_bytes`)."""
-    return key_bytes(elements(stream)[1][1])
+    return key_bytes(elements(stream)[MAPS.index(COUNTED)][1])
 
 
 def _map_of(key):

@@ -39,33 +39,35 @@ class RuleTests(SynchronousTestCase):
 
     def test_elements(self):
         """X=10.0.0.2:4000 -> L=10.0.0.1:30000, out of O=10.0.0.1:30002 to
-        Y=10.0.1.2:5000: each lookup keyed by what the one before wrote."""
+        Y=10.0.1.2:5000: each lookup keyed by what the ones before wrote,
+        L's port in the packet until the last."""
         self.assertEqual(elements(S1), [
-            ("dport4", ("10.0.0.2", 4000, "10.0.0.1", 30000), 5000),
-            ("daddr4", ("10.0.0.2", 4000, "10.0.0.1", 5000), "10.0.1.2"),
-            ("sport4", ("10.0.0.2", 4000, "10.0.1.2", 5000), 30002),
-            ("saddr4", ("10.0.0.2", 30002, "10.0.1.2", 5000), "10.0.0.1")])
+            ("daddr4", ("10.0.0.2", 4000, "10.0.0.1", 30000), "10.0.1.2"),
+            ("sport4", ("10.0.0.2", 4000, "10.0.1.2", 30000), 30002),
+            ("saddr4", ("10.0.0.2", 30002, "10.0.1.2", 30000), "10.0.0.1"),
+            ("dport4", ("10.0.0.1", 30002, "10.0.1.2", 30000), 5000)])
         self.assertEqual([name for name, _k, _v in elements(S6)],
-                         ["dport6", "daddr6", "sport6", "saddr6"])
+                         ["daddr6", "sport6", "saddr6", "dport6"])
         self.assertEqual(keys(S1), [(n, k) for n, k, _v in elements(S1)])
+        self.assertEqual(kernel.counted_key(S1), key_bytes(elements(S1)[3][1]))
 
     def test_add_first_lookup_last(self):
         """Added in one batch, the first lookup's element last."""
         self.assertEqual(add_commands(T, S1), [
-            element("add", "saddr4", ("10.0.0.2", 30002, "10.0.1.2", 5000), "10.0.0.1"),
-            element("add", "sport4", ("10.0.0.2", 4000, "10.0.1.2", 5000), 30002),
-            element("add", "daddr4", ("10.0.0.2", 4000, "10.0.0.1", 5000), "10.0.1.2"),
-            element("add", "dport4", ("10.0.0.2", 4000, "10.0.0.1", 30000), 5000)])
+            element("add", "dport4", ("10.0.0.1", 30002, "10.0.1.2", 30000), 5000),
+            element("add", "saddr4", ("10.0.0.2", 30002, "10.0.1.2", 30000), "10.0.0.1"),
+            element("add", "sport4", ("10.0.0.2", 4000, "10.0.1.2", 30000), 30002),
+            element("add", "daddr4", ("10.0.0.2", 4000, "10.0.0.1", 30000), "10.0.1.2")])
 
     def test_remove_in_two_steps(self):
         """Out: the first lookup's element (packets go to the socket again,
         the counter stops), then, once the counter is read, the rest."""
         self.assertEqual(stop_commands(T, S1), [
-            element("delete", "dport4", ("10.0.0.2", 4000, "10.0.0.1", 30000), 5000)])
+            element("delete", "daddr4", ("10.0.0.2", 4000, "10.0.0.1", 30000), "10.0.1.2")])
         self.assertEqual(remove_commands(T, S1), [
-            element("delete", "daddr4", ("10.0.0.2", 4000, "10.0.0.1", 5000), "10.0.1.2"),
-            element("delete", "sport4", ("10.0.0.2", 4000, "10.0.1.2", 5000), 30002),
-            element("delete", "saddr4", ("10.0.0.2", 30002, "10.0.1.2", 5000), "10.0.0.1")])
+            element("delete", "sport4", ("10.0.0.2", 4000, "10.0.1.2", 30000), 30002),
+            element("delete", "saddr4", ("10.0.0.2", 30002, "10.0.1.2", 30000), "10.0.0.1"),
+            element("delete", "dport4", ("10.0.0.1", 30002, "10.0.1.2", 30000), 5000)])
 
     def test_plan(self):
         self.assertEqual(plan({}, {}, {}), ([], [], []))
@@ -76,13 +78,25 @@ class RuleTests(SynchronousTestCase):
         moved = S1._replace(source=("10.0.0.9", 4100))
         self.assertEqual(plan({S1.local: S1}, {S1.local: moved}, owners), ([S1], [moved], []))
 
+    def test_same_parties_in_two_calls(self):
+        """The same two parties in two calls (one address pair each way,
+        our sockets differ): no key in common, both go to the kernel."""
+        other = Stream(("10.0.0.1", 30010), S1.source, ("10.0.0.1", 30012), S1.dest)
+        back = Stream(("10.0.0.1", 30012), S1.dest, ("10.0.0.1", 30010), S1.source)
+        self.assertFalse(set(keys(other)) & set(keys(S1)))
+        self.assertEqual(plan({}, {S1.local: S1, S2.local: S2, other.local: other,
+                                   back.local: back}, {}), ([], [S1, S2, other, back], []))
+        # and a Y port in common (once the second lookup's key)
+        self.assertFalse(set(keys(other._replace(dest=("10.0.9.9", 5000)))) & set(keys(S1)))
+
     def test_plan_refuses_shared_keys(self):
         """A stream whose lookups another stream (of any call) already
         answers stays in userspace: here the same party sends from one port
-        to two of our ports whose other sides have the same port."""
-        other = Stream(("10.0.0.1", 30010), ("10.0.0.2", 4000), ("10.0.0.1", 30012),
-                       ("10.0.9.9", 5000))
-        self.assertEqual(keys(other)[1], keys(S1)[1])  # daddr4: X, L's address, Y's port
+        to two of our sockets with one port number on two addresses, and
+        both go to the same Y address."""
+        other = Stream(("10.0.5.1", 30000), ("10.0.0.2", 4000), ("10.0.5.1", 30002),
+                       ("10.0.1.2", 7000))
+        self.assertEqual(keys(other)[1], keys(S1)[1])  # sport4: X, Y's address, L's port
         owners = {k: S1.local for k in keys(S1)}
         self.assertEqual(plan({}, {other.local: other}, owners), ([], [], [other]))
         self.assertEqual(plan({}, {S1.local: S1, other.local: other}, {}), ([], [S1], [other]))
@@ -98,7 +112,7 @@ class RuleTests(SynchronousTestCase):
         self.assertFalse(offloadable(S1._replace(source=("10.0.0.2", 0))))
 
     def test_setup(self):
-        """Our table: eight maps (the daddr ones counted) and three base
+        """Our table: eight maps (the dport ones counted) and three base
         chains with one rule per family; nothing outside the table."""
         cmds = setup_commands(T)
         self.assertEqual(cmds[0], {"add": {"table": {"family": "inet", "name": T}}})
@@ -112,20 +126,24 @@ class RuleTests(SynchronousTestCase):
         maps = [c["add"]["map"] for c in cmds if "map" in c["add"]]
         v4 = ["ipv4_addr", "inet_service", "ipv4_addr", "inet_service"]
         self.assertEqual([(m["name"], m["map"], "stmt" in m) for m in maps[:4]], [
-            ("dport4", "inet_service", False), ("daddr4", "ipv4_addr", True),
-            ("sport4", "inet_service", False), ("saddr4", "ipv4_addr", False)])
+            ("daddr4", "ipv4_addr", False), ("sport4", "inet_service", False),
+            ("saddr4", "ipv4_addr", False), ("dport4", "inet_service", True)])
         self.assertEqual(maps[0]["type"], v4)
-        self.assertEqual([m["name"] for m in maps[4:]], ["dport6", "daddr6", "sport6", "saddr6"])
+        self.assertEqual([m["name"] for m in maps[4:]], ["daddr6", "sport6", "saddr6", "dport6"])
         rules = [c["add"]["rule"] for c in cmds if "rule" in c["add"]]
         self.assertEqual([r["chain"] for r in rules], ["pre", "pre", "post", "post", "in", "in"])
         pre4 = rules[0]["expr"]
-        self.assertEqual([list(e)[0] for e in pre4], ["match", "mangle", "mangle", "notrack",
-                                                       "accept"])
-        self.assertEqual(pre4[1]["mangle"]["key"], {"payload": {"protocol": "udp",
-                                                                "field": "dport"}})
-        self.assertEqual(pre4[1]["mangle"]["value"]["map"]["data"], "@dport4")
-        self.assertEqual(pre4[2]["mangle"]["key"], {"payload": {"protocol": "ip",
+        self.assertEqual([list(e)[0] for e in pre4], ["match", "mangle", "notrack", "accept"])
+        self.assertEqual(pre4[1]["mangle"]["key"], {"payload": {"protocol": "ip",
                                                                 "field": "daddr"}})
+        self.assertEqual(pre4[1]["mangle"]["value"]["map"]["data"], "@daddr4")
+        post4 = rules[2]["expr"]
+        self.assertEqual([list(e)[0] for e in post4], ["match", "mangle", "mangle", "mangle",
+                                                        "accept"])
+        self.assertEqual([(m["mangle"]["key"]["payload"]["field"],
+                           m["mangle"]["value"]["map"]["data"]) for m in post4[1:4]],
+                         [("sport", "@sport4"), ("saddr", "@saddr4"), ("dport", "@dport4")])
+        self.assertEqual(rules[4]["expr"], post4)  # in: the same, for a Y on this host
         self.assertEqual(rules[3]["expr"][2]["mangle"]["key"],
                          {"payload": {"protocol": "ip6", "field": "saddr"}})
 
@@ -284,8 +302,9 @@ class FakeNft:
         return out
 
 
-def daddr(stream):
-    return elements(stream)[1][1]
+def counted(stream):
+    """The key of a stream's counted element (dport)."""
+    return elements(stream)[3][1]
 
 
 class ForwarderTests(SynchronousTestCase):
@@ -342,8 +361,8 @@ class ForwarderTests(SynchronousTestCase):
         (counted), and gets in once they are free."""
         self.fw.start()
         self.fw.offload("c1", [S1])
-        other = Stream(("10.0.0.1", 30010), ("10.0.0.2", 4000), ("10.0.0.1", 30012),
-                       ("10.0.9.9", 5000))
+        other = Stream(("10.0.5.1", 30000), ("10.0.0.2", 4000), ("10.0.5.1", 30002),
+                       ("10.0.1.2", 7000))  # S1's X, L's port, Y's address
         self.fw.offload("c2", [other])
         self.assertEqual((self.fw.offloaded("c2"), self.fw.refused), ({}, 1))
         self.fw.offload("c1", [])
@@ -365,21 +384,21 @@ class ForwarderTests(SynchronousTestCase):
         steps), and a later offload of the same socket adds to it."""
         self.fw.start()
         self.fw.offload("c1", [S1, S2])
-        self.nft.counts = {daddr(S1): (5, 500), daddr(S2): (3, 300)}
+        self.nft.counts = {counted(S1): (5, 500), counted(S2): (3, 300)}
         self.assertEqual(self.fw.counters(), {S1.local: (5, 500), S2.local: (3, 300)})
         self.fw.offload("c1", [S1])
         self.assertEqual(self.nft.batches[-2:], [stop_commands(T, S2), remove_commands(T, S2)])
-        self.nft.counts = {daddr(S1): (6, 600)}
+        self.nft.counts = {counted(S1): (6, 600)}
         self.assertEqual(self.fw.counters(), {S1.local: (6, 600), S2.local: (3, 300)})
         self.fw.offload("c1", [S1, S2])
-        self.nft.counts = {daddr(S1): (6, 600), daddr(S2): (2, 200)}
+        self.nft.counts = {counted(S1): (6, 600), counted(S2): (2, 200)}
         self.assertEqual(self.fw.counters(), {S1.local: (6, 600), S2.local: (5, 500)})
         # a party that moved: out and in again; the count goes on
         moved = S1._replace(source=("10.0.0.9", 4100))
         self.fw.offload("c1", [moved, S2])
         self.assertEqual(self.nft.batches[-2:], [
             stop_commands(T, S1), remove_commands(T, S1) + add_commands(T, moved)])
-        self.nft.counts = {daddr(moved): (1, 100), daddr(S2): (2, 200)}
+        self.nft.counts = {counted(moved): (1, 100), counted(S2): (2, 200)}
         self.assertEqual(self.fw.counters(), {S1.local: (7, 700), S2.local: (5, 500)})
         self.fw.offload("c1", [])
         self.assertEqual(self.fw.offloaded(), {})
@@ -390,8 +409,8 @@ class ForwarderTests(SynchronousTestCase):
         """Several calls (the tick): one batch; a stream whose keys an
         earlier call of the same batch takes stays in userspace."""
         self.fw.start()
-        other = Stream(("10.0.0.1", 30010), ("10.0.0.2", 4000), ("10.0.0.1", 30012),
-                       ("10.0.9.9", 5000))  # shares S1's source and Y port
+        other = Stream(("10.0.5.1", 30000), ("10.0.0.2", 4000), ("10.0.5.1", 30002),
+                       ("10.0.1.2", 7000))  # S1's X, L's port, Y's address
         S3 = Stream(("10.0.0.1", 30020), ("10.0.0.3", 4000), ("10.0.0.1", 30022),
                     ("10.0.1.3", 5000))
         self.assertEqual(self.fw.offload_calls({"c1": [S1, S2], "c2": [other], "c3": [S3]}), {})
@@ -400,13 +419,13 @@ class ForwarderTests(SynchronousTestCase):
         self.assertEqual((self.fw.offloaded("c2"), self.fw.refused), ({}, 1))
         # c1 leaves and c3 changes: one stop batch, one read, one batch
         moved = S3._replace(source=("10.0.0.9", 4100))
-        self.nft.counts = {daddr(S1): (1, 10), daddr(S2): (2, 20), daddr(S3): (3, 30)}
+        self.nft.counts = {counted(S1): (1, 10), counted(S2): (2, 20), counted(S3): (3, 30)}
         self.assertEqual(self.fw.offload_calls({"c1": [], "c3": [moved]}), {})
         self.assertEqual(self.nft.batches[3:], [
             stop_commands(T, S1) + stop_commands(T, S2) + stop_commands(T, S3),
             remove_commands(T, S1) + remove_commands(T, S2) + remove_commands(T, S3)
             + add_commands(T, moved)])
-        self.assertEqual(self.nft.reads, ["get daddr4"])
+        self.assertEqual(self.nft.reads, ["get dport4"])
         self.assertEqual(self.fw.offloaded(), {S3.local: moved})
         self.assertEqual(self.fw.counters(fresh=False),
                          {S1.local: (1, 10), S2.local: (2, 20), S3.local: (3, 30)})
@@ -439,31 +458,31 @@ class ForwarderTests(SynchronousTestCase):
         self.fw.start()
         self.fw.offload("c1", [S1])
         self.fw.offload("c2", [S2])
-        self.nft.counts = {daddr(S1): (5, 500), daddr(S2): (3, 300)}
+        self.nft.counts = {counted(S1): (5, 500), counted(S2): (3, 300)}
         self.assertEqual(self.fw.counters(locals=[S1.local, ("10.0.0.1", 30001)]),
                          {S1.local: (5, 500)})
-        self.assertEqual(self.nft.reads, ["get daddr4"])
+        self.assertEqual(self.nft.reads, ["get dport4"])
         self.assertEqual(self.fw.counters(fresh=False), {S1.local: (5, 500), S2.local: (0, 0)})
         self.assertEqual(self.fw.counters(), {S1.local: (5, 500), S2.local: (3, 300)})
-        self.assertEqual(self.nft.reads, ["get daddr4", "list daddr4"])  # no IPv6 stream
-        self.nft.counts[daddr(S1)] = (7, 700)
+        self.assertEqual(self.nft.reads, ["get dport4", "list dport4"])  # no IPv6 stream
+        self.nft.counts[counted(S1)] = (7, 700)
         self.fw.offload("c1", [])
-        self.assertEqual(self.nft.reads, ["get daddr4", "list daddr4", "get daddr4"])
+        self.assertEqual(self.nft.reads, ["get dport4", "list dport4", "get dport4"])
         self.assertEqual(self.fw.counters(fresh=False), {S1.local: (7, 700), S2.local: (3, 300)})
         self.assertEqual(self.fw.counters(locals=[S1.local]), {S1.local: (7, 700)})
         self.assertEqual(len(self.nft.reads), 3)  # S1 is not in the kernel: no read
         self.fw.offload("c3", [S6])
-        self.nft.counts[daddr(S6)] = (1, 100)
+        self.nft.counts[counted(S6)] = (1, 100)
         self.fw.counters()
-        self.assertEqual(self.nft.reads[3:], ["list daddr4", "list daddr6"])
+        self.assertEqual(self.nft.reads[3:], ["list dport4", "list dport6"])
         self.assertEqual(self.fw.counters(locals=[S6.local, S2.local]),
                          {S6.local: (1, 100), S2.local: (3, 300)})
-        self.assertEqual(self.nft.reads[5:], ["get daddr4", "get daddr6"])
+        self.assertEqual(self.nft.reads[5:], ["get dport4", "get dport6"])
 
     def test_payload_counts(self):
         """The kernel counts IP packets; userspace (and rtpengine) UDP
         payloads: the headers come off (keys as the kernel holds them)."""
-        v4, v6 = key_bytes(daddr(S1)), key_bytes(daddr(S6))
+        v4, v6 = key_bytes(counted(S1)), key_bytes(counted(S6))
         self.assertEqual((len(v4), len(v6)), (16, 40))
         self.assertEqual(kernel.payload_counts({
             v4: (3, 3 * (28 + 172)), v6: (2, 2 * (48 + 160)), b"\0" * 16: (0, 0)}), {
@@ -474,10 +493,10 @@ class ForwarderTests(SynchronousTestCase):
         dumped instead (what is not there counts as nothing new)."""
         self.fw.start()
         self.fw.offload("c1", [S1, S2])
-        self.nft.counts = {daddr(S1): (5, 500)}
+        self.nft.counts = {counted(S1): (5, 500)}
         self.assertEqual(self.fw.counters(locals=[S1.local, S2.local]),
                          {S1.local: (5, 500), S2.local: (0, 0)})
-        self.assertEqual(self.nft.reads, ["get daddr4", "list daddr4"])
+        self.assertEqual(self.nft.reads, ["get dport4", "list dport4"])
 
     def test_read_refused(self):
         """A read the kernel refuses is an NftError (the engine logs it)."""
@@ -562,7 +581,7 @@ class EngineTests(SynchronousTestCase):
         a, b = self.call()
         self.confirm(a, b)
         self.reactor.advance(1.0)
-        self.nft.counts = {daddr(Stream((HOST, a), A, (HOST, b), B)): (10, 400)}
+        self.nft.counts = {counted(Stream((HOST, a), A, (HOST, b), B)): (10, 400)}
         self.reactor.advance(5.0)
         stats = self.successResultOf(self.engine.stats("c1"))["c1"][(HOST, a)]
         self.assertEqual((stats["packets"], stats["bytes"], stats["kernel"], stats["last_packet"]),
@@ -696,7 +715,7 @@ class EngineTimingTests(SynchronousTestCase):
         self.reactor.advance(1.0)
         self.assertEqual(len(self.fw.offloaded()), 4)
         # the kernel's elements, their counters at zero
-        self.nft.counts = {daddr(stream): (0, 0) for stream in one + two}
+        self.nft.counts = {counted(stream): (0, 0) for stream in one + two}
         return one, two
 
     def test_checks_calls_that_saw_packets(self):
@@ -761,27 +780,27 @@ class EngineTimingTests(SynchronousTestCase):
         from omnirtp.media.engine import KERNEL_CACHE, KERNEL_REFRESH
 
         self.offloaded_calls()
-        self.assertEqual(self.nft.reads, ["list daddr4"])  # the first tick's
+        self.assertEqual(self.nft.reads, ["list dport4"])  # the first tick's
         del self.nft.reads[:]
         self.reactor.advance(KERNEL_REFRESH - 1)
         self.assertEqual(self.nft.reads, [])
         self.reactor.advance(1.0)
-        self.assertEqual(self.nft.reads, ["list daddr4"])
+        self.assertEqual(self.nft.reads, ["list dport4"])
         self.reactor.advance(KERNEL_REFRESH - 1)
-        self.assertEqual(self.nft.reads, ["list daddr4"])
+        self.assertEqual(self.nft.reads, ["list dport4"])
         self.successResultOf(self.engine.stats(None))  # as last read
-        self.assertEqual(self.nft.reads, ["list daddr4"])
+        self.assertEqual(self.nft.reads, ["list dport4"])
         self.successResultOf(self.engine.stats("c1"))
-        self.assertEqual(self.nft.reads, ["list daddr4", "get daddr4"])
+        self.assertEqual(self.nft.reads, ["list dport4", "get dport4"])
         del self.nft.reads[:]
         self.successResultOf(self.engine.totals())
-        self.assertEqual(self.nft.reads, ["list daddr4"])
+        self.assertEqual(self.nft.reads, ["list dport4"])
         self.reactor.advance(KERNEL_CACHE / 2)
         self.successResultOf(self.engine.totals())
-        self.assertEqual(self.nft.reads, ["list daddr4"])
+        self.assertEqual(self.nft.reads, ["list dport4"])
         self.reactor.advance(KERNEL_CACHE / 2)
         self.successResultOf(self.engine.totals())
-        self.assertEqual(self.nft.reads, ["list daddr4"] * 2)
+        self.assertEqual(self.nft.reads, ["list dport4"] * 2)
         # totals' read counts as the refresh: the next is KERNEL_REFRESH later
         self.reactor.advance(KERNEL_REFRESH - 1)
         self.assertEqual(len(self.nft.reads), 2)
@@ -795,14 +814,14 @@ class EngineTimingTests(SynchronousTestCase):
 
         one, two = self.offloaded_calls()
         start = self.reactor.seconds()
-        self.nft.counts[daddr(one[0])] = (10, 400)
+        self.nft.counts[counted(one[0])] = (10, 400)
         self.reactor.advance(KERNEL_REFRESH)
         stats = self.successResultOf(self.engine.stats(None))
         self.assertEqual(stats["c1"][one[0].local]["last_packet"], start + KERNEL_REFRESH)
         self.assertEqual(stats["c2"][two[0].local]["last_packet"], start - 1.0)
         self.assertEqual(stats["c1"][one[0].local]["kernel"], {"packets": 10, "bytes": 400})
         # between refreshes, all calls' stats are as last read ...
-        self.nft.counts[daddr(one[0])] = (15, 600)
+        self.nft.counts[counted(one[0])] = (15, 600)
         self.reactor.advance(2.0)
         stats = self.successResultOf(self.engine.stats(None))
         self.assertEqual(stats["c1"][one[0].local]["kernel"], {"packets": 10, "bytes": 400})
