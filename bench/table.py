@@ -178,8 +178,7 @@ def relay_part(args):
         runs, warmup, seconds = 5, 1.0, 3.0
         step_warmup, step_seconds, repeat, rounds = 1.0, 4.0, 3, 5
         lat_seconds = 15.0
-    # a party socket per call: offloaded streams whose keys would meet stay
-    # in userspace (docs/kernel.md), and calls sharing a party's socket do
+    # a party socket per call, as real calls have
     gen = relay.Generator(sockets_per_side=args.offload_max_calls)
     size = relay.truesize()
     results = {k: {"cpu_samples": []} for k in RELAY_KINDS}
@@ -222,6 +221,14 @@ def relay_part(args):
             calls, lower = search.answer()
             results[kind].update(max_calls=calls, max_calls_lower_bound=lower,
                                  max_calls_samples=search.results, steps=search.steps)
+        log("relay: the kernel's CPU per offloaded packet (bench/kernel_share.py), %d rounds"
+            % runs)
+        import kernel_share
+
+        results["kernel_share"] = kernel_share.measure(
+            50000 if args.quick else 200000, 2 * runs + 1,
+            log=lambda line: log("    " + line.strip()))
+        log("    the kernel's share: %.2f us/packet" % results["kernel_share"]["kernel"])
         half = max(1, reference // 2)
         log("relay: latency through each proxy at half of rtpengine's max calls (%d calls)" % half)
         for kind in RELAY_KINDS:
@@ -325,17 +332,23 @@ def rows(r):
         out.append(("calls per core from CPU, userspace", "%.0f" % per_core(e["us_per_packet"]),
                     "%.0f" % per_core(x["us_per_packet"]),
                     x["us_per_packet"] / e["us_per_packet"], 1.0, ""))
-        if "cpu_calls" in rel:
-            # the kernel's work for an offloaded packet: what the sender
-            # spent beyond its rtpengine runs (forwarding, and delivering
-            # to the receiver, which rtpengine's own sendto pays for)
+        if "kernel_share" in rel:
+            # the kernel's work for an offloaded packet, measured by itself:
+            # a party's send + receive through the rules less the same
+            # without them (bench/kernel_share.py)
+            kernel = max(rel["kernel_share"]["kernel"], 0.01)
+            how = "measured: bench/kernel_share.py"
+        elif "cpu_calls" in rel:
+            # older runs: what the sender spent beyond its rtpengine runs
             kernel = max(system(o) - system(x) + x["us_per_packet"] - o["us_per_packet"], 0.01)
+            how = "the sender's extra"
+        if "kernel_share" in rel or "cpu_calls" in rel:
             offloaded = o["us_per_packet"] + kernel
             out.append(("calls per core from CPU, offloaded (proxy + kernel)",
                         "%.0f" % per_core(offloaded), "%.0f" % per_core(x["us_per_packet"]),
                         x["us_per_packet"] / offloaded, 5.0,
-                        "kernel %.2f us/packet (the sender's extra); the proxy process alone: %.0f"
-                        % (kernel, per_core(max(o["us_per_packet"], 1e-3)))))
+                        "kernel %.2f us/packet (%s); the proxy process alone: %.0f"
+                        % (kernel, how, per_core(max(o["us_per_packet"], 1e-3)))))
 
         def calls(k):
             return "%s%d" % (">=" if k["max_calls_lower_bound"] else "", k["max_calls"])
