@@ -178,10 +178,21 @@ def relay_part(args):
         runs, warmup, seconds = 5, 1.0, 3.0
         step_warmup, step_seconds, repeat, rounds = 1.0, 4.0, 3, 5
         lat_seconds = 15.0
+    results = {k: {"cpu_samples": []} for k in RELAY_KINDS}
+    # first, while this process has few descriptors: libnftables watches its
+    # netlink socket with select(), which aborts the process (FD_SETSIZE)
+    # when the socket's descriptor is 1024 or more
+    log("relay: the kernel's CPU per offloaded packet (bench/kernel_share.py), %d rounds"
+        % (2 * runs + 1))
+    import kernel_share
+
+    results["kernel_share"] = kernel_share.measure(
+        50000 if args.quick else 200000, 2 * runs + 1,
+        log=lambda line: log("    " + line.strip()))
+    log("    the kernel's share: %.2f us/packet" % results["kernel_share"]["kernel"])
     # a party socket per call, as real calls have
     gen = relay.Generator(sockets_per_side=args.offload_max_calls)
     size = relay.truesize()
-    results = {k: {"cpu_samples": []} for k in RELAY_KINDS}
     try:
         log("relay: CPU per relayed packet, %d calls, %d run(s) of %.0f s (offloaded: %.1f s), "
             "interleaved" % (args.cpu_calls, runs, seconds, max(seconds, KERNEL_REFRESH + 0.5)))
@@ -221,14 +232,6 @@ def relay_part(args):
             calls, lower = search.answer()
             results[kind].update(max_calls=calls, max_calls_lower_bound=lower,
                                  max_calls_samples=search.results, steps=search.steps)
-        log("relay: the kernel's CPU per offloaded packet (bench/kernel_share.py), %d rounds"
-            % runs)
-        import kernel_share
-
-        results["kernel_share"] = kernel_share.measure(
-            50000 if args.quick else 200000, 2 * runs + 1,
-            log=lambda line: log("    " + line.strip()))
-        log("    the kernel's share: %.2f us/packet" % results["kernel_share"]["kernel"])
         half = max(1, reference // 2)
         log("relay: latency through each proxy at half of rtpengine's max calls (%d calls)" % half)
         for kind in RELAY_KINDS:
