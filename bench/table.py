@@ -14,6 +14,9 @@ ratios (higher is better for omnirtp in the ratio column):
   at < 0.1% loss with the proxy on one core, for omnirtp's engine in
   userspace (``engine``), omnirtp's engine with kernel forwarding
   (``offload``: ``table = 0``, nftables) and rtpengine 10.5 in userspace;
+* the kernel's CPU per offloaded packet (``bench/kernel_share.py``: a
+  party's send + receive through an offloaded stream less the same
+  directly), added to the offloaded proxy's for calls per core;
 * p99 added latency at half load: while the generator runs half of
   rtpengine's max calls through each proxy, a probe process sends one more
   call's packets (50/s each way) carrying their send time and takes the
