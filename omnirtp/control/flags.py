@@ -60,6 +60,7 @@ K_DELETE_DELAY = ("delete delay", "delete-delay", "delete_delay")
 K_RECORD_CALL = ("record call", "record-call")
 K_METADATA = ("metadata",)
 K_PTIME = ("ptime",)
+K_PTIME_REVERSE = ("ptime-reverse", "ptime reverse", "reverse ptime", "reverse-ptime")
 K_TOS = ("TOS", "tos")
 K_ENDPOINT_LEARNING = ("endpoint-learning", "endpoint learning")
 K_SDES = ("SDES", "sdes")
@@ -88,7 +89,6 @@ K_KNOWN_OTHER = (
     "XMLRPC-callback", "sdp-attr", "SDP-attr", "frequency", "frequencies",
     "volume", "duration", "pause", "code", "digit", "file", "blob", "db-id",
     "repeat-times", "repeat-duration", "start-pos", "from-tags", "to-call-id",
-    "ptime-reverse", "ptime reverse", "reverse ptime", "reverse-ptime",
     "output-destination", "recording-file", "recording-dir", "recording-pattern",
     "generate RTCP", "generate-RTCP", "generate rtcp", "generate-rtcp", "address",
     "body", "trigger", "trigger-end", "DTMF-security", "dtmf-security",
@@ -400,6 +400,8 @@ class Flags:
     record_call: Optional[bool] = None
     metadata: Optional[str] = None
     ptime: Optional[int] = None
+    #: ``ptime-reverse``: the ptime towards the offerer (the answer's a=ptime)
+    ptime_reverse: Optional[int] = None
     tos: Optional[int] = None
     endpoint_learning: Optional[str] = None
     sdes: set = dataclasses.field(default_factory=set)
@@ -715,6 +717,7 @@ for _keys, _handler in (
     (K_RECEIVED_FROM, _Builder._received_from),
     (K_DELETE_DELAY, _int("delete_delay")),
     (K_PTIME, _int("ptime")),
+    (K_PTIME_REVERSE, _int("ptime_reverse")),
     (K_TOS, _int("tos")),
     (K_LIMIT, _int("limit")),
     (K_RECORD_CALL, _Builder._record_call),

@@ -28,7 +28,15 @@ step, built from S's ``codecs_send`` and the ``codecs_recv`` of S's peer
 with ``transcode`` gets a step that stops the party's RTCP.  The step is
 kept (its stream state, SSRC and sequence go on) while those lists stay
 the same, rebuilt when they change, and removed by an entry without
-``transcode`` (absent or False).  See docs/codecs.md.
+``transcode`` (absent or False).  The ``ptime`` of the peer's entry (the
+packet duration, in ms, the party the peer faces takes; absent:
+unchanged, None: as the sender sends) is what the transcoder packetises
+its output at (``Transcoder.set_ptime``; a change keeps the step).  A
+socket without a transcoder whose peer's entry has ``repacketise`` (ms;
+absent: none) gets an :class:`omnirtp.media.repacketise.Repacketiser` as
+its ``middle`` step instead: its G.711/G.722 packets are cut and joined to
+that ptime (the ng ``ptime`` / ``ptime-reverse`` of a call that is not
+transcoded, as rtpengine 10.5 does).  See docs/codecs.md.
 """
 
 from twisted.internet import defer, task
@@ -61,6 +69,8 @@ K_RECORD = "record"
 K_CODECS_SEND = "codecs_send"
 K_CODECS_RECV = "codecs_recv"
 K_TRANSCODE = "transcode"
+K_PTIME = "ptime"
+K_REPACKETISE = "repacketise"
 
 #: seconds between the RTCP sender reports of transcoded streams
 RTCP_INTERVAL = 5.0
@@ -691,7 +701,14 @@ class EmbeddedEngine:
         """The codec state an entry leaves ``relay`` with (validated):
         ``codecs_send`` / ``codecs_recv`` as given (absent: as before),
         ``transcode`` as given (absent: False)."""
-        state = dict(self._codec_state.get(relay.local) or {"send": None, "recv": None})
+        state = dict(self._codec_state.get(relay.local)
+                     or {"send": None, "recv": None, "ptime": None})
+        if K_PTIME in entry:
+            ptime = entry[K_PTIME]
+            if ptime is not None and (type(ptime) is not int or not 0 < ptime <= 1000):
+                raise ValueError("ptime of %s:%d must be 1-1000 (ms) or None, got %r"
+                                 % (relay.local + (ptime,)))
+            state["ptime"] = ptime
         for key, name in ((K_CODECS_SEND, "send"), (K_CODECS_RECV, "recv")):
             if key in entry:
                 value = entry[key]
@@ -704,6 +721,12 @@ class EmbeddedEngine:
                 where = "%s of %s:%d" % ((key,) + relay.local)
                 state[name] = normalise_formats(value, where)
         state["transcode"] = bool(entry.get(K_TRANSCODE, False))
+        repacketise = entry.get(K_REPACKETISE)
+        if repacketise is not None and (type(repacketise) is not int
+                                        or not 0 < repacketise <= 1000):
+            raise ValueError("repacketise of %s:%d must be 1-1000 (ms) or None, got %r"
+                             % (relay.local + (repacketise,)))
+        state["repacketise"] = repacketise
         return state
 
     def _registry(self):
@@ -723,17 +746,23 @@ class EmbeddedEngine:
                 local = relay.local
                 state = self._codec_state.get(local)
                 want = None
+                peer = relay.peer
+                peer_state = self._codec_state.get(peer.local) if peer else None
                 if state is not None and state["transcode"]:
                     if relay is rtcp:
                         want = ("rtcp",)
                     else:
-                        peer = relay.peer
-                        peer_state = self._codec_state.get(peer.local) if peer else None
                         recv = peer_state["recv"] if peer_state else None
+                        ptime = peer_state.get("ptime") if peer_state else None
                         if state["send"] and recv:
                             want = ("rtp", repr(state["send"]), repr(recv))
+                if (want is None and relay is rtp and peer_state is not None
+                        and peer_state.get("repacketise")):
+                    want = ("repacketise", peer_state["repacketise"])
                 current = self._transcoders.get(local)
                 if (current[0] if current else None) == want:
+                    if want is not None and want[0] == "rtp" and current[1].ptime_asked != ptime:
+                        current[1].set_ptime(ptime)
                     continue
                 if want is None:
                     del self._transcoders[local]
@@ -743,10 +772,14 @@ class EmbeddedEngine:
                         from omnirtp.codecs.transcode import RtcpTerminator
 
                         step = RtcpTerminator()
+                    elif want[0] == "repacketise":
+                        from omnirtp.media.repacketise import Repacketiser
+
+                        step = Repacketiser(want[1])
                     else:
                         from omnirtp.codecs.transcode import Transcoder
 
-                        step = Transcoder(state["send"], recv, self._registry())
+                        step = Transcoder(state["send"], recv, self._registry(), ptime=ptime)
                     self._transcoders[local] = (want, step)
                     relay.set_transforms(middle=self._middle(local))
                 changed = True
@@ -782,8 +815,8 @@ class EmbeddedEngine:
             if peer is None:
                 continue
             try:
-                reverse = self.transcoder(peer.local)
-                block = reverse.report_block() if reverse is not None else b""
+                reverse = self._transcoders.get(peer.local)
+                block = reverse[1].report_block() if reverse and reverse[0][0] == "rtp" else b""
                 elapsed = max(0.0, now - relay.last_packet)
                 data = step.sender_report(
                     now, step.last_ts + int(elapsed * step.out_clock), block)

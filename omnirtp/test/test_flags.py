@@ -157,6 +157,9 @@ class FromRequestTests(SynchronousTestCase):
         """Integers arrive as bencode ints or strings; junk is ignored."""
         f = Flags.from_request({"ptime": "20", "limit": 5, "delete delay": "x"})
         self.assertEqual((f.ptime, f.limit, f.delete_delay), (20, 5, None))
+        for key in ("ptime-reverse", "ptime reverse", "reverse ptime", "reverse-ptime"):
+            rev = Flags.from_request({key: "40"})
+            self.assertEqual((rev.ptime_reverse, rev.unknown), (40, []))
         self.assertEqual(len(f.unknown), 1)
 
     def test_listsAsStrings(self):
