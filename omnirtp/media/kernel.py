@@ -587,10 +587,14 @@ _OWNER = re.compile(r"owner-(\d+)-(\d+)")
 
 def process_start(pid, proc="/proc"):
     """When process ``pid`` started (clock ticks since boot, /proc's
-    ``starttime``), or None if there is no such process."""
+    ``starttime``), or None if there is no such process or it has ended
+    (a zombie nobody reaped yet: a killed worker whose parent died too)."""
     try:
         with open(os.path.join(proc, str(pid), "stat")) as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
+            fields = f.read().rsplit(")", 1)[1].split()
+        if fields[0] in ("Z", "X"):
+            return None
+        return int(fields[19])
     except (OSError, ValueError, IndexError):
         return None
 

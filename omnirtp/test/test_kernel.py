@@ -877,12 +877,13 @@ class BuildTests(SynchronousTestCase):
                                  "not permitted, and no-fallback is set")
 
 
-def fake_proc(test, processes):
-    """A /proc with ``{pid: start time}`` processes."""
+def fake_proc(test, processes, zombies=()):
+    """A /proc with ``{pid: start time}`` processes (``zombies``: ended,
+    not reaped yet)."""
     root = test.mktemp()
     for pid, start in processes.items():
         os.makedirs(os.path.join(root, str(pid)))
-        fields = ["S"] + ["0"] * 18 + [str(start)] + ["0"] * 10
+        fields = ["Z" if pid in zombies else "S"] + ["0"] * 18 + [str(start)] + ["0"] * 10
         with open(os.path.join(root, str(pid), "stat"), "w") as f:
             f.write("%d (twistd (x)) %s\n" % (pid, " ".join(fields)))
     return root
@@ -943,6 +944,9 @@ class OrphanTests(SynchronousTestCase):
             "omnirtp-1": "owner-102-7000", "omnirtp-2": None, "other": "owner-103-8000"})
         root = fake_proc(self, {100: 5001, 102: 7000})
         self.assertEqual(kernel.orphans(CHAINS, root), ["omnirtp-0", "omnirtp-0-w1"])
+        # a killed worker nobody reaped yet (its parent was killed too) is gone
+        root = fake_proc(self, {100: 5000, 101: 6000, 102: 7000}, zombies={101})
+        self.assertEqual(kernel.orphans(CHAINS, root), ["omnirtp-0-w1"])
         self.assertEqual(kernel.orphans("", root), [])
 
     def test_drop_orphans(self):
