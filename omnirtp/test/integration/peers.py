@@ -19,14 +19,17 @@ The helpers block (subprocess waits, blocking sockets): use them from
 """
 
 import csv
+import fcntl
 import math
 import os
+import random
 import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 
 from twisted.internet import defer
@@ -113,23 +116,123 @@ def _outside_ephemeral(minimum=10000):
     return max(below, above, key=lambda r: r[1] - r[0])
 
 
-def free_port_range(size, address=LOOPBACK, low=None, high=None):
+def free_port_range(size, address=LOOPBACK, low=None, high=None, wait=30.0):
     """``(first, last)``: ``size`` consecutive UDP ports, ``first`` even, none
-    bound on ``address`` right now (best effort: another process may take one
-    later).  By default the block lies outside the kernel's ephemeral port
-    range.  The search starts at a place derived from the pid so that
-    parallel test runs tend not to pick the same block."""
+    bound on ``address`` right now and none in a block another test process
+    on this machine holds (see :data:`PORT_REGISTRY`).  By default the block
+    lies outside the kernel's ephemeral port range.
+
+    The block is picked at random among the free ones (not the first free
+    one after some start: on a machine whose port space is mostly taken
+    that sends every process to the same few blocks), and recorded as held
+    by this process for :data:`PORT_HOLD` seconds, or until the proxy
+    started on it stops (:func:`start_rtpengine`, :func:`start_omnirtp`
+    and ``reference.Daemon`` hold it that long).  rtpengine binds its media
+    ports with SO_REUSEADDR, so a second rtpengine given an overlapping
+    range binds the same ports and gets the datagrams meant for the first;
+    a free-now check alone cannot see that coming, since rtpengine binds a
+    port only when a call needs it.  When every free block is held, this
+    waits up to ``wait`` seconds for one."""
     if low is None or high is None:
         low, high = _outside_ephemeral()
     low += low % 2
     size += size % 2
-    blocks = (high - low) // size
-    start = (os.getpid() * 7919 + int(time.monotonic() * 1000)) % blocks
-    for attempt in range(blocks):
-        first = low + ((start + attempt) % blocks) * size
+    starts = [low + n * size for n in range((high - low) // size)]
+    deadline = time.monotonic() + wait
+    while True:
+        picked = _registry(lambda entries: _take_block(entries, starts, size, address))
+        if picked is not None:
+            return picked
+        if time.monotonic() >= deadline:
+            raise RuntimeError("no free block of %d UDP ports on %s" % (size, address))
+        time.sleep(0.2)  # another test process holds every free block
+
+
+#: the machine-wide record of the port blocks test processes hold: one
+#: ``pid until first last`` line per block (``until`` a time.time(), 0 for
+#: held until released), rewritten under an exclusive flock; lines of
+#: processes that are gone, and lapsed holds, are dropped on the way
+PORT_REGISTRY = os.path.join(tempfile.gettempdir(), "omnirtp-test-ports")
+#: seconds a block handed out by free_port_range stays held when no proxy takes it over
+PORT_HOLD = 30.0
+_now = time.time
+
+
+def hold_port_range(first, last):
+    """Hold ports ``first``..``last`` for this process until
+    :func:`release_port_range` (or its exit): the blocks it has there are
+    held without a time limit, or a new entry is made."""
+    def hold(entries):
+        pid = os.getpid()
+        mine = [e for e in entries if e[0] == pid and _overlap(e, first, last)]
+        for e in mine:
+            e[1] = 0.0
+        if not mine:
+            entries.append([pid, 0.0, first, last])
+    _registry(hold)
+
+
+def release_port_range(first, last):
+    """Give back what this process holds of ports ``first``..``last``."""
+    def release(entries):
+        pid = os.getpid()
+        entries[:] = [e for e in entries if not (e[0] == pid and _overlap(e, first, last))]
+    _registry(release)
+
+
+def _overlap(entry, first, last):
+    return entry[2] <= last and first <= entry[3]
+
+
+def _take_block(entries, starts, size, address):
+    # a random order of the blocks nobody holds; the first that binds is
+    # free, so each free block is as likely as another
+    free = [first for first in starts
+            if not any(_overlap(e, first, first + size - 1) for e in entries)]
+    random.SystemRandom().shuffle(free)
+    for first in free:
         if _udp_range_free(address, first, first + size - 1):
+            entries.append([os.getpid(), _now() + PORT_HOLD, first, first + size - 1])
             return first, first + size - 1
-    raise RuntimeError("no free block of %d UDP ports on %s" % (size, address))
+    return None
+
+
+def _registry(change):
+    """Run ``change(entries)`` on the registry's live entries (a list of
+    ``[pid, until, first, last]`` it may edit) under the lock; write it back."""
+    fd = os.open(PORT_REGISTRY, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with os.fdopen(os.dup(fd), "r") as f:
+            text = f.read()
+        now = _now()
+        entries = []
+        for line in text.splitlines():
+            try:
+                pid, until, first, last = line.split()
+                entry = [int(pid), float(until), int(first), int(last)]
+            except ValueError:
+                continue
+            if (entry[1] == 0 or entry[1] > now) and _alive(entry[0]):
+                entries.append(entry)
+        result = change(entries)
+        data = "".join("%d %.3f %d %d\n" % tuple(e) for e in entries).encode("ascii")
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.ftruncate(fd, 0)
+        os.write(fd, data)
+        return result
+    finally:
+        os.close(fd)    # drops the flock
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _udp_range_free(address, first, last):
@@ -381,7 +484,12 @@ def _wait_for(peer, ready, wait, what):
     raise peer.failed("did not get to %s within %.0f s" % (what, wait))
 
 
-def _start_proxy(test, name, argv, ng_port, wait, cwd=None, env=None):
+def _start_proxy(test, name, argv, ng_port, wait, cwd=None, env=None, ports=None):
+    """``ports``: the proxy's ``(port_min, port_max)``, held for this process
+    until the proxy has stopped (see :func:`free_port_range`)."""
+    if ports is not None:
+        hold_port_range(*ports)
+        test.addCleanup(release_port_range, *ports)   # runs after peer.stop
     directory = _tempdir(test, name)
     peer = Peer(name, argv, os.path.join(directory, name + ".log"), cwd=cwd, env=env)
     test.addCleanup(peer.stop)
@@ -406,7 +514,8 @@ def start_omnirtp(test, ng_port, port_min, port_max, extra_args=(), wait=30.0):
             "--listen-ng=%s:%d" % (LOOPBACK, ng_port),
             "--port-min=%d" % port_min, "--port-max=%d" % port_max]
     argv += list(extra_args)
-    return _start_proxy(test, "omnirtp", argv, ng_port, wait, cwd=ROOT, env=env)
+    return _start_proxy(test, "omnirtp", argv, ng_port, wait, cwd=ROOT, env=env,
+                        ports=(port_min, port_max))
 
 
 def start_rtpengine(test, ng_port, port_min, port_max, extra_args=(), wait=15.0):
@@ -416,7 +525,7 @@ def start_rtpengine(test, ng_port, port_min, port_max, extra_args=(), wait=15.0)
             "--listen-ng=%s:%d" % (LOOPBACK, ng_port),
             "--port-min=%d" % port_min, "--port-max=%d" % port_max, "--log-level=6"]
     argv += list(extra_args)
-    return _start_proxy(test, "rtpengine", argv, ng_port, wait)
+    return _start_proxy(test, "rtpengine", argv, ng_port, wait, ports=(port_min, port_max))
 
 
 def _redis_ping(port, password=None):
