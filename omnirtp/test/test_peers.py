@@ -146,3 +146,30 @@ class PortRegistryTests(SynchronousTestCase):
             f.write("not a line\n1 2\n\n")
         self.pick()
         self.assertEqual(len(self.entries()), 1)
+
+
+class PartyTests(SynchronousTestCase):
+
+    def test_wait_counts_everything(self):
+        party = peers.Party()
+        d = party.wait(2)
+        party.datagramReceived(b"a", ("127.0.0.1", 1000))
+        self.assertNoResult(d)
+        party.datagramReceived(b"x", ("127.0.0.1", 9999))
+        self.assertEqual(self.successResultOf(d),
+                         [(b"a", ("127.0.0.1", 1000)), (b"x", ("127.0.0.1", 9999))])
+
+    def test_wait_from_sources(self):
+        """A stray datagram (another test's proxy still sending to a port
+        that was its party's) neither counts nor is listed."""
+        party = peers.Party()
+        sources = {("127.0.0.1", 1000), ("127.0.0.1", 1001)}
+        d = party.wait(2, sources=sources)
+        party.datagramReceived(b"a", ("127.0.0.1", 1000))
+        party.datagramReceived(b"x", ("127.0.0.1", 9999))
+        self.assertNoResult(d)
+        party.datagramReceived(b"b", ("127.0.0.1", 1001))
+        self.assertEqual(self.successResultOf(d),
+                         [(b"a", ("127.0.0.1", 1000)), (b"b", ("127.0.0.1", 1001))])
+        self.assertEqual(self.successResultOf(party.wait(1, sources={("127.0.0.1", 9999)})),
+                         [(b"x", ("127.0.0.1", 9999))])

@@ -293,17 +293,29 @@ class Party(DatagramProtocol):
 
     def datagramReceived(self, data, addr):
         self.received.append((data, addr))
-        for n, d in list(self._waiters):
-            if len(self.received) >= n:
-                self._waiters.remove((n, d))
-                d.callback(list(self.received))
+        for waiter in list(self._waiters):
+            n, sources, d = waiter
+            got = self._from(sources)
+            if len(got) >= n:
+                self._waiters.remove(waiter)
+                d.callback(got)
 
-    def wait(self, n):
-        if len(self.received) >= n:
-            return defer.succeed(list(self.received))
+    def wait(self, n, sources=None):
+        """Fires with what arrived once ``n`` datagrams are in; with
+        ``sources`` (addresses), only what came from one of them counts and
+        is listed: on a busy machine a port of ours may have been another
+        test's a moment ago, and a proxy there may still send to it."""
+        got = self._from(sources)
+        if len(got) >= n:
+            return defer.succeed(got)
         d = defer.Deferred()
-        self._waiters.append((n, d))
+        self._waiters.append((n, sources, d))
         return d
+
+    def _from(self, sources):
+        if sources is None:
+            return list(self.received)
+        return [(data, addr) for data, addr in self.received if addr in sources]
 
     def send(self, data, dest):
         """Send to ``dest``: ``(host, port)``, or a port on 127.0.0.1."""

@@ -22,7 +22,8 @@ from twisted.trial.unittest import TestCase
 
 from omnirtp.sdp import crypto
 from omnirtp.test.integration.peers import (
-    find_program, free_port, free_port_range, listen_party, start_omnirtp, start_rtpengine)
+    LOOPBACK, find_program, free_port, free_port_range, listen_party, start_omnirtp,
+    start_rtpengine)
 
 #: rtpengine 10.5 offers twelve suites; these options leave omnirtp's three
 NO_OTHER_SUITES = ["no-" + s for s in crypto.SUITES if s not in crypto.SUPPORTED]
@@ -111,8 +112,9 @@ class SdesFlows:
         for packet in back:
             data = protect.protect_rtcp(packet) if is_rtcp(packet) else protect.protect(packet)
             srtp.send(data, srtp_to[is_rtcp(packet)])
-        got_srtp = yield srtp.wait(len(sent))
-        got_plain = yield plain.wait(len(back))
+        # what the proxy sends them comes from its ports for them
+        got_srtp = yield srtp.wait(len(sent), sources={(LOOPBACK, p) for p in srtp_to})
+        got_plain = yield plain.wait(len(back), sources={(LOOPBACK, p) for p in plain_to})
         srtp.received[:] = []
         plain.received[:] = []
         clear = [unprotect.unprotect_rtcp(d) if is_rtcp(d) else unprotect.unprotect(d)
