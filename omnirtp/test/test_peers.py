@@ -173,3 +173,19 @@ class PartyTests(SynchronousTestCase):
                          [(b"a", ("127.0.0.1", 1000)), (b"b", ("127.0.0.1", 1001))])
         self.assertEqual(self.successResultOf(party.wait(1, sources={("127.0.0.1", 9999)})),
                          [(b"x", ("127.0.0.1", 9999))])
+
+
+class PrivateLoopbackTests(SynchronousTestCase):
+
+    def test_in_127_64_0_0_10_and_bindable(self):
+        import ipaddress
+        seen = set()
+        for _ in range(20):
+            address = peers.private_loopback()
+            self.assertIn(ipaddress.ip_address(address), ipaddress.ip_network("127.64.0.0/10"))
+            seen.add(address)
+        self.assertGreater(len(seen), 10)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(s.close)
+        s.bind((address, 0))
+        self.assertEqual(s.getsockname()[0], address)

@@ -251,6 +251,19 @@ def _udp_range_free(address, first, last):
             s.close()
 
 
+def private_loopback():
+    """A loopback address of 127.64.0.0/10 picked at random (Linux answers
+    on all of 127.0.0.0/8 without configuration).
+
+    A proxy whose media ports are there gets no datagram meant for a socket
+    on 127.0.0.1, where other programs on the machine work: no stray
+    packets for a port another test or benchmark used a moment ago, and no
+    sharing of a port with another rtpengine (SO_REUSEADDR) that picked its
+    range without :func:`free_port_range`'s registry."""
+    rng = random.SystemRandom()
+    return "127.%d.%d.%d" % (rng.randint(64, 127), rng.randint(0, 255), rng.randint(1, 254))
+
+
 def udp_bound(port, address=LOOPBACK):
     """True if some process has a UDP socket bound to ``address:port``
     (read from /proc/net/udp, so the check itself binds nothing)."""
@@ -530,10 +543,14 @@ def start_omnirtp(test, ng_port, port_min, port_max, extra_args=(), wait=30.0):
                         ports=(port_min, port_max))
 
 
-def start_rtpengine(test, ng_port, port_min, port_max, extra_args=(), wait=15.0):
-    """Run Debian's rtpengine (the reference) in userspace mode on loopback."""
+def start_rtpengine(test, ng_port, port_min, port_max, extra_args=(), wait=15.0,
+                    interface=LOOPBACK):
+    """Run Debian's rtpengine (the reference) in userspace mode on loopback.
+
+    ``interface``: the address of its media ports (ng stays on 127.0.0.1),
+    e.g. a :func:`private_loopback` one."""
     argv = [find_program("rtpengine"), "--foreground", "--log-stderr", "--table=-1",
-            "--config-file=none", "--interface=%s" % LOOPBACK,
+            "--config-file=none", "--interface=%s" % interface,
             "--listen-ng=%s:%d" % (LOOPBACK, ng_port),
             "--port-min=%d" % port_min, "--port-max=%d" % port_max, "--log-level=6"]
     argv += list(extra_args)

@@ -1,4 +1,7 @@
-"""Our DtlsEndpoint as the browser's DTLS-SRTP against Debian's rtpengine 10.5 on 127.0.0.1.
+"""Our DtlsEndpoint as the browser's DTLS-SRTP against Debian's rtpengine 10.5 on loopback.
+
+rtpengine's media ports are on an address of their own (``private_loopback``),
+our sockets and its ng port on 127.0.0.1.
 
 rtpengine bridges a plain RTP/AVP party (a :class:`Party`) and a
 UDP/TLS/RTP/SAVPF party, which is our endpoint on a real UDP socket.  The
@@ -24,7 +27,7 @@ from twisted.trial.unittest import TestCase
 from omnirtp.media import dtls
 from omnirtp.media.dtls import Certificate, DtlsEndpoint
 from omnirtp.test.integration.peers import (
-    Party, free_port, free_port_range, start_rtpengine)
+    Party, free_port_range, private_loopback, start_rtpengine)
 
 HOST = "127.0.0.1"
 PROFILES = {
@@ -120,9 +123,11 @@ class RtpengineDtlsTests(TestCase):
     timeout = 30
 
     def setUp(self):
-        ng = free_port()
+        # media ports low..high-1 on an address of their own (see
+        # private_loopback), ng on 127.0.0.1:high: the block is held for us
         low, high = free_port_range(100)
-        self.rtpengine = start_rtpengine(self, ng, low, high - 1)
+        self.host = private_loopback()
+        self.rtpengine = start_rtpengine(self, high, low, high - 1, interface=self.host)
         self.certificate = Certificate.generate()
         self.browser = Browser()
         port = reactor.listenUDP(0, self.browser, interface=HOST)
@@ -144,7 +149,7 @@ class RtpengineDtlsTests(TestCase):
             if not self.keys.called:
                 self.keys.errback(AssertionError("DTLS with rtpengine failed: %s" % reason))
 
-        self.browser.peer = (HOST, rtpengine_port)
+        self.browser.peer = (self.host, rtpengine_port)
         ep = DtlsEndpoint(role, self.certificate, remote_fingerprint, self.browser.send,
                           lambda i, o: self.keys.callback((i, o)), on_failure, reactor, **kw)
         self.browser.endpoint = ep
@@ -164,12 +169,12 @@ class RtpengineDtlsTests(TestCase):
         # browser -> rtpengine -> plain party: rtpengine decrypts with our srtp_out
         # (rtpengine's threads may reorder packets: compared as sets)
         protect = session(srtp_out, outbound=True)
-        from_rtpengine = (HOST, to_plain_port)
+        from_rtpengine = (self.host, to_plain_port)
         self.sent_at = {}       # clear packet -> when we sent it protected
 
         def to_rtpengine(packet):
             self.sent_at[packet] = reactor.seconds()
-            self.browser.transport.write(protect.protect(packet), (HOST, to_browser_port))
+            self.browser.transport.write(protect.protect(packet), (self.host, to_browser_port))
 
         def at_plain():
             return [data for data, addr in self.plain.received if addr == from_rtpengine]
@@ -187,7 +192,7 @@ class RtpengineDtlsTests(TestCase):
         unprotect = session(srtp_in, outbound=False)
         back = [rtp(seq, 0x12345678, bytes([(0x40 + seq) % 256]) * 160)
                 for seq in range(1, STREAM_LIMIT + 1)]
-        sent = yield stream(lambda packet: self.plain.send(packet, (HOST, to_plain_port)),
+        sent = yield stream(lambda packet: self.plain.send(packet, (self.host, to_plain_port)),
                             back, lambda: self.browser.media)
         media = list(self.browser.media)
         self.assertGreaterEqual(len(media), STREAM_WANT, "rtpengine passed on %d of %d packets"
@@ -226,6 +231,7 @@ class RtpengineDtlsTests(TestCase):
                          "sdp": sdp(self.plain.port, "RTP/AVP"),
                          "transport-protocol": "UDP/TLS/RTP/SAVPF"})
         body = offer["sdp"]
+        self.assertIn("\r\nc=IN IP4 %s\r\n" % self.host, body)
         their_fp = attribute(body, "fingerprint")
         ep = self.start_endpoint(dtls.SERVER, their_fp, media_port(body))
         answer = self.ng({"command": "answer", "call-id": "dtls-2", "from-tag": "sip",
