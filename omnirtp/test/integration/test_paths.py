@@ -224,8 +224,9 @@ class InlinePathTimeoutTests(_Paths):
     def test_inlineMediaKeepsCallAlive(self):
         """Both parties send every 50 ms for two sweeps past ``timeout`` (2 s):
         the call stays, although every packet after each direction's first
-        was relayed inline (``RelaySocket.connected`` ran twice, the main
-        socket never read).  Once media stops, the call times out, counted
+        was relayed inline (the main socket read once per direction, when
+        the first datagram makes the connected companion; every later one
+        served by the companion on the poller's inline path).  Once media stops, the call times out, counted
         as a timeout."""
         full_path = []
         connected, read = RelaySocket.connected, RelaySocket.read
@@ -260,8 +261,8 @@ class InlinePathTimeoutTests(_Paths):
         loop.stop()
         yield wait_for(lambda: len(a.received) == len(b.received) == len(sent))
         self.assertEqual([d for d, _ in b.received], [rtp(s) for s in sent])
-        self.assertEqual(sorted(full_path), sorted([("connected", (LOOPBACK, to_a)),
-                                                    ("connected", (LOOPBACK, to_b))]))
+        self.assertEqual(sorted(full_path), sorted([("read", (LOOPBACK, to_a)),
+                                                    ("read", (LOOPBACK, to_b))]))
         query = yield self.ng.request(command="query", call_id="live")
         self.assertEqual(query["totals"]["RTP"]["packets"], 2 * len(sent))
         self.assertGreater(query["tags"]["ft"]["medias"][0]["streams"][0]["last packet"],
