@@ -66,7 +66,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from omnirtp.control import bencode  # noqa: E402
-from omnirtp.test.integration.peers import free_port, free_port_range  # noqa: E402
+from omnirtp.test.integration.peers import (  # noqa: E402
+    _outside_ephemeral, free_port, free_port_range)
 
 sys.path.insert(0, HERE)
 import rtpgen  # noqa: E402
@@ -102,6 +103,24 @@ def raise_nofile():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def port_block(size, step=100):
+    """A free block of ``size`` UDP ports outside the ephemeral range.
+    free_port_range's blocks are aligned to their size, and on a shared box
+    a stray socket in each of the few 4,200-port blocks leaves none; this
+    slides the block in ``step``-port steps."""
+    try:
+        return free_port_range(size)
+    except RuntimeError:
+        pass
+    low, high = _outside_ephemeral()
+    for first in range(low + low % 2, high - size + 1, step):
+        try:
+            return free_port_range(size, low=first, high=first + size)
+        except RuntimeError:
+            continue
+    raise SystemExit("no free block of %d UDP ports between %d and %d" % (size, low, high))
 
 
 def daemon_pids(pid):
@@ -191,8 +210,7 @@ class Soak:
         self.threads = threads
         self.binary = binary
         self.ng_port = free_port()
-        span = args.calls * 4 + max(200, args.churn * 40)
-        self.port_min, self.port_max = free_port_range(span)
+        self.port_min, self.port_max = port_block(args.calls * 4 + max(200, args.churn * 40))
         self.ng = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.ng.bind((HOST, 0))
         self.ng.setblocking(False)
