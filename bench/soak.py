@@ -66,8 +66,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from omnirtp.control import bencode  # noqa: E402
-from omnirtp.test.integration.peers import (  # noqa: E402
-    _outside_ephemeral, free_port, free_port_range)
+from omnirtp.test.integration.peers import free_port, free_port_range  # noqa: E402
 
 sys.path.insert(0, HERE)
 import rtpgen  # noqa: E402
@@ -106,21 +105,23 @@ def raise_nofile():
 
 
 def port_block(size, step=100):
-    """A free block of ``size`` UDP ports outside the ephemeral range.
-    free_port_range's blocks are aligned to their size, and on a shared box
-    a stray socket in each of the few 4,200-port blocks leaves none; this
-    slides the block in ``step``-port steps."""
-    try:
-        return free_port_range(size)
-    except RuntimeError:
-        pass
-    low, high = _outside_ephemeral()
-    for first in range(low + low % 2, high - size + 1, step):
-        try:
-            return free_port_range(size, low=first, high=first + size)
-        except RuntimeError:
-            continue
-    raise SystemExit("no free block of %d UDP ports between %d and %d" % (size, low, high))
+    """A free block of ``size`` UDP ports for the daemon, outside the
+    ephemeral range: above it if it fits there (other test runs on a shared
+    box pick their blocks below it, free_port_range's default, and a port one
+    of them holds when the daemon wants it is quarantined: not free, not
+    used), else below it.  free_port_range's blocks are aligned to their
+    size, and a stray socket in each of the few 4,200-port blocks leaves
+    none; this slides the block in ``step``-port steps."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        first, last = (int(x) for x in f.read().split())
+    stretches = [(last + 1, 65535), (10000, first - 1)]
+    for low, high in stretches:
+        for start in range(low + low % 2, high - size + 2, step):
+            try:
+                return free_port_range(size, low=start, high=start + size)
+            except RuntimeError:
+                continue
+    raise SystemExit("no free block of %d UDP ports outside %d-%d" % (size, first, last))
 
 
 def daemon_pids(pid):
@@ -180,6 +181,38 @@ def udp_drops(inodes):
     return drops
 
 
+def port_drops(low, high):
+    """{inode: drops} of the UDP sockets bound to a port in [low, high]
+    (/proc/net/udp: the datagrams the kernel dropped because the socket's
+    receive buffer was full, i.e. its owner did not read fast enough)."""
+    drops = {}
+    with open("/proc/net/udp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if low <= int(fields[1].rsplit(":", 1)[1], 16) <= high:
+                drops[int(fields[9])] = int(fields[12])
+    return drops
+
+
+def socket_inodes(pids):
+    """Inodes of the sockets these processes hold."""
+    inodes = set()
+    for p in pids:
+        try:
+            fds = os.listdir("/proc/%d/fd" % p)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink("/proc/%d/fd/%s" % (p, fd))
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    return inodes
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return float(f.read().split()[0])
@@ -229,6 +262,10 @@ class Soak:
         self.retired = []
         self.at_end = set()  # generator IDs of the parties of calls that ran to the end
         self.generator = None
+        # inode -> drops of the daemon's media sockets, the highest seen at a
+        # sample (a socket's count goes with it when its call ends)
+        self.relay_drops = {}
+        self.foreign_sockets = set()  # inodes
 
     # -- the daemon ---------------------------------------------------------
 
@@ -397,6 +434,13 @@ class Soak:
         """RSS, CPU and load now, printed as a progress line."""
         pids = daemon_pids(self.proc.pid)
         gen = self.generator.stats()
+        held = socket_inodes(pids)
+        in_range = port_drops(self.port_min, self.port_max)
+        self.relay_drops.update(in_range)
+        # sockets of other processes in the daemon's range (its binds there
+        # fail); the daemon's are read before and after /proc/net/udp, as
+        # the churn opens and closes them meanwhile
+        self.foreign_sockets.update(set(in_range) - held - socket_inodes(pids))
         row = {"t": round(t, 1), "rss_kib": rss_kib(pids), "daemon_cpu_s": round(cpu_s(pids), 2),
                "generator_cpu_s": round(gen["cpu_user_s"] + gen["cpu_sys_s"], 2),
                "sent": gen["sent"], "received": gen["received"], "load1": loadavg()}
@@ -473,6 +517,7 @@ class Soak:
             self.failures.append("%s %s: no reply within 30 s" % (command, call.call_id))
         for message, call, command in self.queue:
             self.failures.append("%s %s: never sent within 30 s" % (command, call.call_id))
+        self.relay_drops.update(port_drops(self.port_min, self.port_max))
         self.close_retired()
         gen = self.generator.quit()  # closes what is still open (failed set-ups)
         self.failures.extend("rtpgen: " + e for e in self.generator.errors)
@@ -482,6 +527,9 @@ class Soak:
         while after["free"] != before["free"] and time.monotonic() < deadline:
             time.sleep(0.5)
             after = self.request({"command": "statistics"})["statistics"]["ports"]
+        # what the daemon still holds in its range (a leak whatever ng says)
+        daemon_sockets = len(set(port_drops(self.port_min, self.port_max))
+                             & socket_inodes(daemon_pids(self.proc.pid)))
 
         # per party: (sent, send_errors, missed, received, foreign, drops)
         split = {"churn": 0, "end": 0}
@@ -514,6 +562,10 @@ class Soak:
             "loss_churned_calls": split["churn"],
             "loss_calls_to_end": split["end"],
             "relay_loss_pct": round(100.0 * lost / gen["sent"], 4) if gen["sent"] else None,
+            # of the loss: datagrams the kernel dropped at the daemon's own
+            # sockets (their receive buffers full: the daemon did not read
+            # fast enough), as seen at the samples
+            "relay_socket_drops": sum(self.relay_drops.values()),
             "relayed_by_daemon": stats["totalstatistics"]["relayedpackets"],
             "daemon_errors": stats["totalstatistics"]["relayedpacketerrors"],
             # CPU over the steady phase, in % of one core
@@ -527,6 +579,8 @@ class Soak:
             "rss_flat": spread <= RSS_LIMIT,
             "ports_before": before, "ports_after": after,
             "ports_back": after["free"] == before["free"],
+            "daemon_sockets_in_range_after": daemon_sockets,
+            "foreign_sockets_in_range_seen": len(self.foreign_sockets),
             "setup_initial_ms": _lat(self.setup_initial),
             "setup_churn_ms": _lat(self.setup_churn),
             "failures": self.failures[:10], "failure_count": len(self.failures),
@@ -560,6 +614,8 @@ def report(r):
               r["sent"], r["sent_pps"], r["planned_pps"], 100 * r["pace"], r["missed"],
               r["max_lag_ms"], r["received"], r["generator_drops"], r["relay_loss"],
               r["relay_loss_pct"]))
+    print("  of the loss, dropped by the kernel at the daemon's sockets (receive buffer full):"
+          " %d (sampled every --rss-every s)" % r["relay_socket_drops"])
     print("  sent - received: %d in calls the churn ended, %d in calls up to the end;"
           " %d foreign datagrams, %d send errors" % (
               r["loss_churned_calls"], r["loss_calls_to_end"], r["foreign"], r["send_errors"]))
@@ -571,9 +627,11 @@ def report(r):
     print("  RSS: %.1f -> %.1f MiB; spread after warm-up %.2f%% (%s)" % (
         rss[0] / 1024.0, rss[-1] / 1024.0, r["rss_spread_after_warmup_pct"],
         "flat" if r["rss_flat"] else "NOT FLAT"))
-    print("  ports free: %d before, %d after (%s)" % (
-        r["ports_before"]["free"], r["ports_after"]["free"],
-        "back" if r["ports_back"] else "NOT BACK"))
+    print("  ports free: %d before, %d after (%s); the daemon's sockets in its port range"
+          " after: %d; other processes' sockets seen there: %d" % (
+              r["ports_before"]["free"], r["ports_after"]["free"],
+              "back" if r["ports_back"] else "NOT BACK", r["daemon_sockets_in_range_after"],
+              r["foreign_sockets_in_range_seen"]))
     for name in ("setup_initial_ms", "setup_churn_ms"):
         lat = r[name]
         print("  %s: n=%d p50 %.2f ms, p99 %.2f ms, max %s ms" % (
