@@ -266,6 +266,7 @@ class Soak:
         # sample (a socket's count goes with it when its call ends)
         self.relay_drops = {}
         self.foreign_sockets = set()  # inodes
+        self.ng_strays = 0  # datagrams at the ng socket that were no reply
 
     # -- the daemon ---------------------------------------------------------
 
@@ -331,7 +332,15 @@ class Soak:
             except BlockingIOError:
                 return
             cookie, _, body = data.partition(b" ")
-            reply = _text(bencode.decode(body))
+            try:
+                reply = _text(bencode.decode(body))
+            except bencode.BencodeError:
+                reply = None
+            if reply is None or not cookie.startswith(b"soak"):
+                # not a reply: something else on the shared box sent to
+                # this port (seen once at 18:40 UTC, 3 December)
+                self.ng_strays += 1
+                continue
             entry = self.pending.pop(cookie, None)
             if entry is None:
                 self.replies[cookie] = reply
@@ -586,6 +595,7 @@ class Soak:
             "failures": self.failures[:10], "failure_count": len(self.failures),
             "wall_s": round(time.monotonic() - started, 1),
             "ng_reply_drops": ng_drops,
+            "ng_strays": self.ng_strays,
         }
         return result
 
@@ -638,6 +648,8 @@ def report(r):
             name[:-3].replace("_", " "), lat["n"], lat["p50"], lat["p99"], lat["max"]))
     if r["ng_reply_drops"]:
         print("  %d ng replies dropped at the generator's socket" % r["ng_reply_drops"])
+    if r["ng_strays"]:
+        print("  %d datagrams at the ng socket were no reply (ignored)" % r["ng_strays"])
     if r["failure_count"]:
         print("  %d failed requests, e.g. %s" % (r["failure_count"], r["failures"][:3]))
 
@@ -664,9 +676,9 @@ def main():
         print("num-threads %d: setting up %d calls" % (threads, args.calls), flush=True)
         results.append(Soak(args, threads, binary).run())
         report(results[-1])
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+        if args.json:  # after every run: a later one may fail
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
     ok = all(r["rss_flat"] and r["ports_back"] and not r["failure_count"] for r in results)
     return 0 if ok else 1
 
