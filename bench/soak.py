@@ -336,7 +336,7 @@ class Soak:
                 reply = _text(bencode.decode(body))
             except bencode.BencodeError:
                 reply = None
-            if reply is None or not cookie.startswith(b"soak"):
+            if not isinstance(reply, dict) or not cookie.startswith(b"soak"):
                 # not a reply: something else on the shared box sent to
                 # this port (seen once at 18:40 UTC, 3 December)
                 self.ng_strays += 1
