@@ -66,7 +66,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from omnirtp.control import bencode  # noqa: E402
-from omnirtp.test.integration.peers import free_port, free_port_range  # noqa: E402
+from omnirtp.test.integration.peers import (  # noqa: E402
+    free_port, free_port_range, hold_port_range, release_port_range)
 
 sys.path.insert(0, HERE)
 import rtpgen  # noqa: E402
@@ -118,9 +119,13 @@ def port_block(size, step=100):
     for low, high in stretches:
         for start in range(low + low % 2, high - size + 2, step):
             try:
-                return free_port_range(size, low=start, high=start + size)
+                block = free_port_range(size, low=start, high=start + size, wait=0)
             except RuntimeError:
                 continue
+            # held in the test port registry until this process ends, so
+            # that test runs on this machine keep out of it
+            hold_port_range(*block)
+            return block
     raise SystemExit("no free block of %d UDP ports outside %d-%d" % (size, first, last))
 
 
@@ -298,6 +303,7 @@ class Soak:
             time.sleep(2)  # the workers' start-up
 
     def stop_daemon(self):
+        release_port_range(self.port_min, self.port_max)
         self.generator.kill()  # when the run failed before its report
         self.proc.send_signal(signal.SIGTERM)
         try:
