@@ -12,6 +12,11 @@ drift on the shared box hits them alike:
 * ``omnirtp0``: omnirtp with ``num-threads = 0`` (the engine in the control process)
 * ``omnirtp2``: omnirtp with ``num-threads = 2`` (two media workers over AMP)
 * ``rtpengine``: Debian's rtpengine 10.5, ``--num-threads=1 --table=-1``
+* ``rtpengine2``: the same with ``--num-threads=2`` (not run unless ``--kinds``
+  names it): the reference for ``omnirtp2``
+* ``before0``, ``before2``: omnirtp of the checkout ``--before`` names, with
+  ``num-threads`` 0 and 2 (only when ``--kinds`` names them): a change's
+  before and after in the same run
 
 All get ``delete-delay = 0`` (a deleted call frees its ports at once) and log
 level 6.  One *cycle* is (default, ``--call webrtc``) the seed's Kamailio 5.6 flag strings, a SIP phone
@@ -63,10 +68,13 @@ from omnirtp.test.integration.reference import (  # noqa: E402
 from omnirtp.test.kamailio import kamailio_dict  # noqa: E402
 
 HOST = "127.0.0.1"
-KINDS = ("omnirtp0", "omnirtp2", "rtpengine")
+KINDS = ("omnirtp0", "omnirtp2", "rtpengine", "rtpengine2", "before0", "before2")
+#: the kinds run unless --kinds says otherwise
+DEFAULT_KINDS = ("omnirtp0", "omnirtp2", "rtpengine")
 #: media port ranges (10 000 ports each; --idle-calls takes 4 per call)
 RANGES = {"omnirtp0": (20000, 29999), "omnirtp2": (30000, 39999),
-          "rtpengine": (40000, 49999)}
+          "rtpengine": (40000, 49999), "rtpengine2": (10000, 19999),
+          "before0": (50000, 54999), "before2": (55000, 59999)}
 OUTSTANDING = 8
 CALL_ID = b"bench-%010d"
 
@@ -242,19 +250,22 @@ def rss_kb(pids):
     return total
 
 
-def start(kind, root, ng_port):
+def start(kind, root, ng_port, before=None):
     lo, hi = RANGES[kind]
-    if kind == "rtpengine":
+    if kind.startswith("rtpengine"):
+        threads = int(kind[len("rtpengine"):] or 1)
         binary = find_rtpengine()
         if binary is None:
             raise SystemExit("rtpengine is not installed (Debian package rtpengine-daemon)")
         argv = [binary, "--foreground", "--log-stderr", "--table=-1", "--config-file=none",
                 "--listen-ng=%s:%d" % (HOST, ng_port), "--interface=%s" % HOST,
                 "--port-min=%d" % lo, "--port-max=%d" % hi, "--log-level=6",
-                "--num-threads=1", "--delete-delay=0"]
+                "--num-threads=%d" % threads, "--delete-delay=0"]
         env, cwd = None, None
     else:
-        threads = int(kind[len("omnirtp"):])
+        threads = int(kind[-1])
+        if kind.startswith("before"):
+            root = before
         env = dict(os.environ)
         env["PYTHONPATH"] = root
         argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "omnirtp",
@@ -321,8 +332,15 @@ def idle_memory(kind, daemon, client, calls):
     return (after - before) / (last - first), before, after
 
 
+#: (a, b): the median over rounds of a's CPU per cycle over b's, same round
+CPU_PAIRS = (("omnirtp0", "rtpengine"), ("omnirtp2", "rtpengine2"), ("omnirtp2", "omnirtp0"),
+             ("omnirtp2", "rtpengine"), ("rtpengine2", "rtpengine"), ("omnirtp0", "before0"),
+             ("omnirtp2", "before2"), ("before0", "rtpengine"), ("before2", "rtpengine2"),
+             ("before2", "before0"))
+
+
 def table(results, memory):
-    ref = results.get("rtpengine")
+    ref = results.get("rtpengine") or results.get("rtpengine2")
     print()
     print("median of %d rounds" % len(next(iter(results.values()))["seq"]))
     head = ("daemon", "cycles/s seq", "x", "cycles/s 8 out", "x", "CPU us/cycle", "x",
@@ -338,6 +356,12 @@ def table(results, memory):
             row.append("%.2f" % (m / statistics.median(ref[key])) if ref else "")
         row.append("%.1f" % memory[kind] if kind in memory else "")
         print("| " + " | ".join(row) + " |")
+    print()
+    for a, b in CPU_PAIRS:
+        if a in results and b in results:
+            ratios = [x / y for x, y in zip(results[a]["cpu"], results[b]["cpu"])]
+            print("CPU per cycle %s / %s: median %.2f of the rounds' ratios (%s)"
+                  % (a, b, statistics.median(ratios), " ".join("%.2f" % r for r in ratios)))
 
 
 def long_run(kind, daemon, client, cycles):
@@ -361,8 +385,12 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--idle-calls", type=int, default=2000)
-    p.add_argument("--kinds", default=",".join(KINDS))
+    p.add_argument("--kinds", default=",".join(DEFAULT_KINDS),
+                   help="of %s" % ",".join(KINDS))
     p.add_argument("--root", default=ROOT, help="the omnirtp checkout to run (default: this one)")
+    p.add_argument("--before", metavar="CHECKOUT",
+                   help="the checkout the kinds before0 and before2 run (omnirtp with "
+                        "num-threads 0 and 2): before/after in the same run")
     p.add_argument("--long", type=int, default=0, metavar="N")
     p.add_argument("--call", choices=sorted(CALLS), default="webrtc",
                    help="webrtc (default): the seed's flags, SIP phone calls a browser; "
@@ -373,12 +401,15 @@ def main(argv=None):
     for k in kinds:
         if k not in KINDS:
             p.error("unknown kind %r" % (k,))
+        if k.startswith("before") and not args.before:
+            p.error("kind %s needs --before CHECKOUT" % (k,))
     os.sched_setaffinity(0, {1})
     daemons, clients = {}, {}
     try:
         for kind in kinds:
             port = free_udp_port()
-            daemons[kind] = start(kind, os.path.abspath(args.root), port)
+            daemons[kind] = start(kind, os.path.abspath(args.root), port,
+                                  args.before and os.path.abspath(args.before))
             clients[kind] = Client(port, args.call)
         try:
             commit = subprocess.run(["git", "-C", args.root, "rev-parse", "--short", "HEAD"],
