@@ -179,10 +179,16 @@ class CallRegistry:
 
         return d.addBoth(cleanup)
 
-    def destroy(self, call, reason):
-        """Remove ``call`` now, give its ports back, count why it ended."""
+    def destroy(self, call, reason, stats=False):
+        """Remove ``call`` now, give its ports back, count why it ended.
+
+        A Deferred that fires when the ports are released.  With
+        ``stats``: the call's last counters (``engine.stats``), read before
+        the ports go, or a Deferred of them: one engine call with an engine
+        that has ``stats_release`` (a worker pool: one round trip), else the
+        stats request and the release one after the other."""
         if self.calls.get(call.call_id) is not call:
-            return defer.succeed(None)
+            return {} if stats else defer.succeed(None)
         del self.calls[call.call_id]
         if self.store is not None:
             self.store.delete(call.call_id)
@@ -190,6 +196,20 @@ class CallRegistry:
         self.call_durations += self.clock.seconds() - call.created
         self.log.info("call {call_id} ended: {reason}", call_id=call.call_id, reason=reason)
         self._ended(call)
+        if stats:
+            stats_release = getattr(self.engine, "stats_release", None)
+            if stats_release is not None:
+                return stats_release(call.call_id)
+            return self._stats_then_release(call)
+        return self._release(call)
+
+    @sync.steps
+    def _stats_then_release(self, call):
+        stats = self.engine.stats(call.call_id)
+        yield self._release(call)
+        return (yield stats)
+
+    def _release(self, call):
         d = self.engine.release(call.call_id)
         d.addErrback(lambda f: self.log.failure("releasing {call_id}", f, call_id=call.call_id))
         return d
