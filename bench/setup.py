@@ -47,10 +47,19 @@ omnirtp / rtpengine, lower is better).
 
 ``--long N`` runs N cycles with 8 outstanding on each daemon of ``--kinds`` (one
 after the other) and prints the rate and RSS of every tenth part: is it flat?
+
+``--idle-only N`` only puts N idle calls (offer and answer, then nothing) on
+each daemon of ``--kinds`` in turn: a plain call holds 4 media ports, so the
+calls are spread over media interfaces ``i0``, ``i1``, ... on 127.0.x.y
+(each with ports 20000-59999, at most 9000 calls each; the calls name
+theirs with ``direction``), the daemon runs with 1M open files allowed and
+no media timeout.  It prints RSS per call, open files, the daemon's CPU
+while the calls are held and the RSS after they are deleted.
 """
 
 import argparse
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -76,6 +85,12 @@ RANGES = {"omnirtp0": (20000, 29999), "omnirtp2": (30000, 39999),
           "rtpengine": (40000, 49999), "rtpengine2": (10000, 19999),
           "before0": (50000, 54999), "before2": (55000, 59999)}
 OUTSTANDING = 8
+#: --idle-only: each interface's ports; the daemon's open files limit (soft:
+#: up to the hard limit a process may raise its own, and no further)
+IDLE_RANGE = (20000, 59999)
+IDLE_FILES = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+#: --idle-only: plain calls per interface (4 ports each, some ports taken by others)
+IDLE_PER_INTERFACE = 9000
 CALL_ID = b"bench-%010d"
 
 
@@ -100,9 +115,12 @@ CALLS = {
 }
 
 
-def templates(call="webrtc"):
-    """(offer, answer, delete) templates of one cycle."""
+def templates(call="webrtc", extra=""):
+    """(offer, answer, delete) templates of one cycle (``extra``: more flags
+    for the offer and the answer)."""
     offer_flags, offer_sdp, answer_flags, answer_sdp = CALLS[call]
+    offer_flags = (offer_flags + " " + extra).strip()
+    answer_flags = (answer_flags + " " + extra).strip()
     cid = (CALL_ID % 0).decode()
     offer = kamailio_dict(offer_flags, "offer", cid, "ft1", sdp=offer_sdp,
                           received_from="192.0.2.10")
@@ -115,13 +133,13 @@ def templates(call="webrtc"):
 class Client:
     """A UDP ng client driving cycles; cookies say which slot a reply is for."""
 
-    def __init__(self, port, call="webrtc"):
+    def __init__(self, port, call="webrtc", extra=""):
         self.server = (HOST, port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.sock.bind((HOST, 0))
         self.sock.settimeout(1.0)
-        self.templates = templates(call)
+        self.templates = templates(call, extra)
         self.next_call = 0
         self.seq = 0
         self.errors = []
@@ -250,15 +268,23 @@ def rss_kb(pids):
     return total
 
 
-def start(kind, root, ng_port, before=None):
+def start(kind, root, ng_port, before=None, interfaces=None):
+    """Start daemon ``kind``; ``interfaces``: ``[(name, address)]`` media
+    interfaces with ports 20000-59999 each and no media timeout (--idle-only),
+    instead of 127.0.0.1 and the kind's range of RANGES."""
     lo, hi = RANGES[kind]
+    iface_args = ["--interface=%s" % HOST]
+    if interfaces:
+        lo, hi = IDLE_RANGE
+        iface_args = ["--interface=%s/%s" % pair for pair in interfaces] + [
+            "--timeout=86400", "--silent-timeout=86400"]
     if kind.startswith("rtpengine"):
         threads = int(kind[len("rtpengine"):] or 1)
         binary = find_rtpengine()
         if binary is None:
             raise SystemExit("rtpengine is not installed (Debian package rtpengine-daemon)")
         argv = [binary, "--foreground", "--log-stderr", "--table=-1", "--config-file=none",
-                "--listen-ng=%s:%d" % (HOST, ng_port), "--interface=%s" % HOST,
+                "--listen-ng=%s:%d" % (HOST, ng_port)] + iface_args + [
                 "--port-min=%d" % lo, "--port-max=%d" % hi, "--log-level=6",
                 "--num-threads=%d" % threads, "--delete-delay=0"]
         env, cwd = None, None
@@ -269,11 +295,13 @@ def start(kind, root, ng_port, before=None):
         env = dict(os.environ)
         env["PYTHONPATH"] = root
         argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "omnirtp",
-                "--config-file=none", "--listen-ng=%s:%d" % (HOST, ng_port),
-                "--interface=%s" % HOST, "--port-min=%d" % lo, "--port-max=%d" % hi,
+                "--config-file=none", "--listen-ng=%s:%d" % (HOST, ng_port)] + iface_args + [
+                "--port-min=%d" % lo, "--port-max=%d" % hi,
                 "--num-threads=%d" % threads, "--delete-delay=0", "--log-level=6"]
         cwd = root
     argv = ["taskset", "-c", "0"] + argv
+    if interfaces:  # 8 sockets per call (4 media sockets, 4 companions)
+        argv = ["prlimit", "--nofile=%d" % (IDLE_FILES,)] + argv
     daemon = Daemon(argv, ng_port, cwd=cwd, env=env, name=kind).start(wait=30)
     return daemon
 
@@ -364,6 +392,60 @@ def table(results, memory):
                   % (a, b, statistics.median(ratios), " ".join("%.2f" % r for r in ratios)))
 
 
+def idle_only(kind, daemon, port, calls, interfaces, call):
+    """--idle-only: ``calls`` calls get an offer and an answer and stay,
+    spread over ``interfaces`` (one client each, its calls' ``direction``
+    naming it); prints the RSS growth per call, the open files, the
+    daemon's CPU per second while they are held (no requests, no media),
+    then deletes them and prints the RSS after."""
+    pids = descendants(daemon.process.pid)
+    clients = []
+    for k, (name, _address) in enumerate(interfaces):
+        c = Client(port, call, "direction=%s direction=%s" % (name, name))
+        c.next_call = c.first_call = k * 10 ** 8
+        clients.append(c)
+    time.sleep(1)
+    before = rss_kb(pids)
+    t0 = time.perf_counter()
+    left = calls
+    for k, c in enumerate(clients):
+        n = min(left, -(-calls // len(clients)))
+        c.run(10 ** 9, OUTSTANDING, steps=(0, 1), max_cycles=n)
+        left -= n
+        print("  %-10s %7d calls up (%s)  RSS %d KB  %.0f s" % (
+            kind, calls - left, interfaces[k][0], rss_kb(pids), time.perf_counter() - t0),
+            flush=True)
+    made = time.perf_counter() - t0
+    time.sleep(2)
+    after = rss_kb(pids)
+    files = 0
+    for pid in pids:
+        try:
+            files += len(os.listdir("/proc/%d/fd" % pid))
+        except OSError:
+            pass
+    c0 = cpu_seconds(pids)
+    time.sleep(10)
+    idle_cpu = (cpu_seconds(pids) - c0) / 10
+    errors = sum(len(c.errors) for c in clients)
+    print("  %-10s %d idle calls in %.0f s: RSS %d -> %d KB, %.2f KB per call; %d open files; "
+          "CPU while idle %.1f%% of a core; %d replies not ok%s"
+          % (kind, calls, made, before, after, (after - before) / calls, files, 100 * idle_cpu,
+             errors, (" e.g. %r" % (next(e for c in clients for e in c.errors),)) if errors else ""),
+          flush=True)
+    t0 = time.perf_counter()
+    for c in clients:
+        n = c.next_call - c.first_call
+        c.next_call = c.first_call
+        if n:
+            c.run(10 ** 9, OUTSTANDING, steps=(2,), max_cycles=n)
+    time.sleep(2)
+    print("  %-10s deleted in %.0f s: RSS %d KB" % (kind, time.perf_counter() - t0, rss_kb(pids)),
+          flush=True)
+    for c in clients:
+        c.close()
+
+
 def long_run(kind, daemon, client, cycles):
     pids = descendants(daemon.process.pid)
     part = max(1, cycles // 10)
@@ -392,6 +474,9 @@ def main(argv=None):
                    help="the checkout the kinds before0 and before2 run (omnirtp with "
                         "num-threads 0 and 2): before/after in the same run")
     p.add_argument("--long", type=int, default=0, metavar="N")
+    p.add_argument("--idle-only", type=int, default=0, metavar="N",
+                   help="only this: N idle calls on each daemon, spread over enough media "
+                        "interfaces (127.0.x.y, ports 20000-59999 each)")
     p.add_argument("--call", choices=sorted(CALLS), default="webrtc",
                    help="webrtc (default): the seed's flags, SIP phone calls a browser; "
                         "plain: SIP to SIP, plain RTP")
@@ -405,12 +490,26 @@ def main(argv=None):
             p.error("kind %s needs --before CHECKOUT" % (k,))
     os.sched_setaffinity(0, {1})
     daemons, clients = {}, {}
+    if args.idle_only:
+        count = -(-args.idle_only // IDLE_PER_INTERFACE)
+        interfaces = {kind: [("i%d" % k, "127.0.%d.%d" % (100 + n, 1 + k)) for k in range(count)]
+                      for n, kind in enumerate(kinds)}
     try:
         for kind in kinds:
             port = free_udp_port()
+            if args.idle_only:
+                daemons[kind] = start(kind, os.path.abspath(args.root), port,
+                                      args.before and os.path.abspath(args.before),
+                                      interfaces[kind])
+                idle_only(kind, daemons[kind], port, args.idle_only, interfaces[kind],
+                          args.call)
+                daemons.pop(kind).stop()
+                continue
             daemons[kind] = start(kind, os.path.abspath(args.root), port,
                                   args.before and os.path.abspath(args.before))
             clients[kind] = Client(port, args.call)
+        if args.idle_only:
+            return
         try:
             commit = subprocess.run(["git", "-C", args.root, "rev-parse", "--short", "HEAD"],
                                     capture_output=True, text=True).stdout.strip()

@@ -332,6 +332,8 @@ class CallRegistry:
         t = self.timeouts
         if not call.answered:
             return REASON_OFFER if idle >= t.offer_timeout else None
+        if idle < t.timeout and idle < t.silent_timeout:
+            return None  # as below, without a look at every media (each second, every call)
         medias = [m for _, m in call.all_medias() if m.has_ports]
         if medias and all(m.receiving for m in medias) and idle >= t.timeout:
             return REASON_TIMEOUT
