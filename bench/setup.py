@@ -268,7 +268,7 @@ def rss_kb(pids):
     return total
 
 
-def start(kind, root, ng_port, before=None, interfaces=None):
+def start(kind, root, ng_port, before=None, interfaces=None, sample=None):
     """Start daemon ``kind``; ``interfaces``: ``[(name, address)]`` media
     interfaces with ports 20000-59999 each and no media timeout (--idle-only),
     instead of 127.0.0.1 and the kind's range of RANGES."""
@@ -294,6 +294,9 @@ def start(kind, root, ng_port, before=None, interfaces=None):
             root = before
         env = dict(os.environ)
         env["PYTHONPATH"] = root
+        if sample:  # bench/sample/sitecustomize.py: a SIGPROF sampler
+            env["PYTHONPATH"] += os.pathsep + os.path.join(ROOT, "bench", "sample")
+            env["OMNIRTP_SAMPLE"] = "%s-%s" % (sample, kind)
         argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "omnirtp",
                 "--config-file=none", "--listen-ng=%s:%d" % (HOST, ng_port)] + iface_args + [
                 "--port-min=%d" % lo, "--port-max=%d" % hi,
@@ -313,19 +316,29 @@ def pct(values, q):
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def measure(kind, daemon, client, seconds, results):
+def measure(kind, daemon, client, seconds, results, sample=None):
     pids = descendants(daemon.process.pid)
+    switch = "%s-%s.on" % (sample, kind) if sample and not kind.startswith("rtpengine") else None
     lat = []
     client.run(0.2, 1)  # warm-up
     t0 = time.perf_counter()
     n = client.run(seconds, 1, latencies=lat)
     seq_rate = n / (time.perf_counter() - t0)
     client.run(0.2, OUTSTANDING)
+    if switch:
+        open(switch, "w").close()
+    each = [cpu_seconds([pid]) for pid in pids]
     c0 = cpu_seconds(pids)
     t0 = time.perf_counter()
     n = client.run(seconds, OUTSTANDING)
     elapsed = time.perf_counter() - t0
     cpu = cpu_seconds(pids) - c0
+    if switch:
+        each = [cpu_seconds([pid]) - c for pid, c in zip(pids, each)]
+        os.unlink(switch)
+        client.run(1, 1)  # a tick in each process: the sampler writes its file
+        print("  %-10s sampled: %s" % (kind, ", ".join(
+            "pid %d %.0f us/cycle" % (pid, c / n * 1e6) for pid, c in zip(pids, each))))
     r = results.setdefault(kind, {"seq": [], "par": [], "cpu": [], "p50": [], "p99": []})
     r["seq"].append(seq_rate)
     r["par"].append(n / elapsed)
@@ -481,6 +494,10 @@ def main(argv=None):
                    help="webrtc (default): the seed's flags, SIP phone calls a browser; "
                         "plain: SIP to SIP, plain RTP")
     p.add_argument("--json", help="also write the results (medians, KB per idle call) here")
+    p.add_argument("--sample", metavar="PREFIX",
+                   help="sample the omnirtp daemons' stacks in the 8-outstanding phases "
+                        "(bench/sample/sitecustomize.py): PREFIX-KIND.PID.txt per process, "
+                        "read by bench/sample_report.py")
     args = p.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     for k in kinds:
@@ -506,7 +523,8 @@ def main(argv=None):
                 daemons.pop(kind).stop()
                 continue
             daemons[kind] = start(kind, os.path.abspath(args.root), port,
-                                  args.before and os.path.abspath(args.before))
+                                  args.before and os.path.abspath(args.before),
+                                  sample=args.sample and os.path.abspath(args.sample))
             clients[kind] = Client(port, args.call)
         if args.idle_only:
             return
@@ -527,7 +545,8 @@ def main(argv=None):
             print("round %d" % (rnd + 1), flush=True)
             order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]
             for kind in order:
-                measure(kind, daemons[kind], clients[kind], args.seconds, results)
+                measure(kind, daemons[kind], clients[kind], args.seconds, results,
+                        args.sample and os.path.abspath(args.sample))
         results = {k: results[k] for k in kinds}
         memory = {}
         if args.idle_calls:
