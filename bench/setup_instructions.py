@@ -98,7 +98,13 @@ def child(root, cycles, port_min, profile=None, call="webrtc", sampler=None):
     from omnirtp.service import build
     from omnirtp.tap import Options
 
-    import setup as bench_setup  # bench/setup.py: the cycle's templates
+    # bench/setup.py (the cycle's templates), by its path: a checkout's own
+    # setup.py (setuptools) comes first on sys.path
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_setup", os.path.join(HERE, "setup.py"))
+    bench_setup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_setup)
 
     options = Options()
     options.parseOptions([
