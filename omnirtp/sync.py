@@ -49,7 +49,7 @@ class _Out(_Deferred):
 def is_deferred(value):
     """``isinstance(value, Deferred)``, cheaper for the usual plain values."""
     t = type(value)
-    return t is _Deferred or t is _Out or (t not in _PLAIN and isinstance(value, _Deferred))
+    return t is _Deferred or (t not in _PLAIN and (t is _Out or isinstance(value, _Deferred)))
 
 
 def _fired_value(d, chain=_CALLBACKS):
@@ -87,16 +87,20 @@ class _Driver:
             else:
                 yielded = gen.send(result)
             t = type(yielded)
-            if t is _Out and not yielded.called and yielded.driver.parent is None \
-                    and not getattr(yielded, _CALLBACKS):
-                # another driver's pending result: it resumes us itself
-                yielded.driver.parent = self
-                self.waiting = True
-                return _PENDING
-            if t is not _Deferred and t is not _Out \
-                    and (t in _PLAIN or not isinstance(yielded, _Deferred)):
-                result = yielded
-                continue
+            if t is not _Deferred:
+                if t in _PLAIN:
+                    result = yielded
+                    continue
+                if t is _Out:
+                    if not yielded.called and yielded.driver.parent is None \
+                            and not getattr(yielded, _CALLBACKS):
+                        # another driver's pending result: it resumes us itself
+                        yielded.driver.parent = self
+                        self.waiting = True
+                        return _PENDING
+                elif not isinstance(yielded, _Deferred):
+                    result = yielded
+                    continue
             if _fired_value(yielded):
                 # the embedded engine's defer.succeed: take the value as
                 # _fired would, with no callback run (a failure goes the

@@ -183,12 +183,12 @@ class CallRegistry:
         """Remove ``call`` now, give its ports back, count why it ended.
 
         A Deferred that fires when the ports are released.  With
-        ``stats``: the call's last counters (``engine.stats``), read before
-        the ports go, or a Deferred of them: one engine call with an engine
-        that has ``stats_release`` (a worker pool: one round trip), else the
-        stats request and the release one after the other."""
+        ``stats``: the call's last counters (``engine.stats``, read before
+        the ports go), a Deferred of them: one engine call with
+        an engine that has ``stats_release`` (a worker pool: one round
+        trip), else the stats request and the release one after the other."""
         if self.calls.get(call.call_id) is not call:
-            return {} if stats else defer.succeed(None)
+            return defer.succeed({} if stats else None)
         del self.calls[call.call_id]
         if self.store is not None:
             self.store.delete(call.call_id)
@@ -200,13 +200,16 @@ class CallRegistry:
             stats_release = getattr(self.engine, "stats_release", None)
             if stats_release is not None:
                 return stats_release(call.call_id)
-            return self._stats_then_release(call)
+            stats_d = self.engine.stats(call.call_id)
+            released = self._release(call)
+            if released.called:  # the embedded engine's have fired
+                return stats_d
+            return self._stats_when_released(stats_d, released)
         return self._release(call)
 
     @sync.steps
-    def _stats_then_release(self, call):
-        stats = self.engine.stats(call.call_id)
-        yield self._release(call)
+    def _stats_when_released(self, stats, released):
+        yield released
         return (yield stats)
 
     def _release(self, call):

@@ -111,12 +111,23 @@ class RegistryTests(SynchronousTestCase):
         """The call's last counters, read before its ports go (the engine's
         stats, then its release)."""
         call = answered_call(self.registry, self.engine, "c1")
-        stats = self.registry.destroy(call, "terminated", stats=True)
+        stats = self.successResultOf(self.registry.destroy(call, "terminated", stats=True))
         self.assertEqual(sorted(stats["c1"]), [("127.0.0.1", 30000), ("127.0.0.1", 30001),
                                                ("127.0.0.1", 30002), ("127.0.0.1", 30003)])
         self.assertEqual(self.engine.held, {})
         self.assertEqual(self.registry.closed["terminated"], 1)
-        self.assertEqual(self.registry.destroy(call, "terminated", stats=True), {})
+        self.assertEqual(
+            self.successResultOf(self.registry.destroy(call, "terminated", stats=True)), {})
+
+    def test_destroyWithStatsWaitsForTheRelease(self):
+        """An engine whose release is pending: the counters come after it."""
+        released = defer.Deferred()
+        self.engine.release = lambda call_id, sockets=None: released
+        call = answered_call(self.registry, self.engine, "c1")
+        d = self.registry.destroy(call, "terminated", stats=True)
+        self.assertNoResult(d)
+        released.callback(None)
+        self.assertEqual(len(self.successResultOf(d)["c1"]), 4)
 
     def test_destroyWithStatsInOneEngineCall(self):
         """An engine with stats_release (a worker pool) gets one call."""
