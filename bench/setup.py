@@ -10,7 +10,7 @@ turns, one phase at a time, in an order that rotates from round to round, so
 drift on the shared box hits them alike:
 
 * ``omnirtp0``: omnirtp with ``num-threads = 0`` (the engine in the control process)
-* ``omnirtp2``: omnirtp with ``num-threads = 2`` (two media workers over AMP)
+* ``omnirtp2``: omnirtp with ``num-threads = 2`` (two media workers)
 * ``rtpengine``: Debian's rtpengine 10.5, ``--num-threads=1 --table=-1``
 * ``rtpengine2``: the same with ``--num-threads=2`` (not run unless ``--kinds``
   names it): the reference for ``omnirtp2``

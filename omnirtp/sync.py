@@ -10,7 +10,7 @@ function runs the generator at once and
   already fired;
 * raises its exception the same way;
 * returns a Deferred as soon as one yielded Deferred has not fired yet (a
-  worker's answer over AMP): the rest runs when it fires, exactly as under
+  worker's answer): the rest runs when it fires, exactly as under
   ``inlineCallbacks``.
 
 A yielded Deferred's failure is thrown into the generator as

@@ -88,7 +88,8 @@ def allocate_configure(engine, call_id, groups, sockets):
     then ``engine.configure`` of ``sockets`` with their placeholder keys
     filled (:func:`fill_ports`): the list of each group's ports, or the
     error, after which nothing of this allocation is held (all or
-    nothing).  What a worker does for :class:`AllocateConfigure`."""
+    nothing).  What a worker does for a new call's allocate + configure
+    (:meth:`omnirtp.media.pool.WorkerPool.allocate_configure`)."""
     taken = []
     try:
         for address, count in groups:
