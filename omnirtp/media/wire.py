@@ -21,7 +21,9 @@ sees with ``num-threads = 0``.  Values of subclasses (an ``IntEnum``, a
 did over AMP; anything else cannot be sent (``TypeError``).
 
 One request is one engine call of :data:`OPERATIONS`; the worker answers
-requests in the order they came.  Statuses: :data:`OK` (the value),
+each as soon as the engine's result is there (at once, so in order, for the
+embedded engine; a reply names its request, so a later one may come first).
+Statuses: :data:`OK` (the value),
 :data:`NG_ERROR` and :data:`PORTS_EXHAUSTED` (the ``NGError`` /
 ``PortsExhausted`` reason: the same class and text arrive), :data:`FAILED`
 (an error the engine did not expect: its type and text, for the log).

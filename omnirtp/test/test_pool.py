@@ -430,9 +430,10 @@ class EngineCallTests(SynchronousTestCase):
         self.assertEqual(result["ports_free"], 100)
         self.assertEqual(result["packets"], 5)
 
-    def test_answersInOrderAlsoWhenTheEngineWaits(self):
-        """An engine Deferred that fires later: its answer goes then; the
-        frames of two requests sent at once are read from one chunk."""
+    def test_answerWhenTheEngineWaits(self):
+        """An engine Deferred that fires later: its answer goes then (after
+        the next request's); the frames of two requests sent at once are
+        read from one chunk."""
         held = Deferred()
         self.engine.configure = lambda call_id, sockets: held
         first = self.link.requests.send("configure", "c1", [])
