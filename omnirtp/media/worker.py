@@ -12,7 +12,7 @@ so nothing that prints to stdout can corrupt the protocol: frames
 (:class:`WorkerProtocol`).  Log events go to stderr as JSON
 records (``twisted.logger.jsonFileLogObserver``) which the control process
 turns back into its own log events.  The worker exits when the control
-process goes away (EOF on its AMP pipe) or sends :class:`~omnirtp.media.amp.Shutdown`;
+process goes away (EOF on its pipe) or sends :class:`~omnirtp.media.amp.Shutdown`;
 SIGINT is ignored so that a Ctrl-C on the terminal leaves the decision to
 the control process.
 """
@@ -39,7 +39,7 @@ from omnirtp.logging import level_for
 from omnirtp.media import amp as commands
 from omnirtp.media import wire
 
-#: the worker's end of the AMP pipes (the pool's spawnProcess childFDs)
+#: the worker's end of the pipes (the pool's spawnProcess childFDs)
 FD_FROM_CONTROL = 3
 FD_TO_CONTROL = 4
 
