@@ -85,9 +85,10 @@ deb-deps:
 
 venv: $(VENV_STAMP)
 
-# the C extension omnirtp.media._fastsrtp (SRTP, libssl-dev) built next to
-# its source, where PYTHONPATH=$(CURDIR) finds it (scripts/run-tests builds
-# it the same way before the tests); without it SRTP runs on pylibsrtp
+# the C extensions omnirtp.media._fastsrtp (SRTP, libssl-dev) and
+# omnirtp.control._fastbencode (ng bencode) built next to their sources, where
+# PYTHONPATH=$(CURDIR) finds them (scripts/run-tests builds them the same way
+# before the tests); without them SRTP runs on pylibsrtp, bencode in Python
 ext:
 	$(VENV)/bin/python setup.py -q build_ext --inplace --build-temp build/temp-inplace
 

@@ -6,6 +6,10 @@ OpenSSL's libcrypto (Debian: libssl-dev).  It is optional: where it cannot
 be built, omnirtp uses pylibsrtp for every suite and says so once in its
 log.  For a source checkout, ``python3 setup.py build_ext --inplace``
 builds it next to its source (scripts/run-tests does that).
+
+omnirtp.control._fastbencode (the common cases of the ng protocol's
+bencode, see omnirtp/control/bencode.py) needs nothing but Python's
+headers; it is optional too: without it bencode.py does all the work.
 """
 
 from setuptools import Extension, setup
@@ -17,6 +21,11 @@ setup(
             sources=["omnirtp/media/_fastsrtp.c"],
             libraries=["crypto"],
             optional=True,
-        )
+        ),
+        Extension(
+            "omnirtp.control._fastbencode",
+            sources=["omnirtp/control/_fastbencode.c"],
+            optional=True,
+        ),
     ]
 )

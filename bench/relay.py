@@ -398,7 +398,8 @@ class Generator:
         :func:`udp_table`).  ``marks`` is a sequence of ``(offset,
         callback)``: ``callback(sent)`` is called once the schedule reaches
         ``offset`` seconds.  The schedule stands still while a callback
-        runs, so the time it takes causes no burst and ``wall`` excludes it.
+        runs, so the time it takes causes no burst and ``wall`` excludes it;
+        ``self.received`` is then what was read so far in this run.
         """
         a, b = self.sides
         flows = []
@@ -419,6 +420,7 @@ class Generator:
         while True:
             now = clock()
             if mi < len(marks) and now >= start + marks[mi][0]:
+                self.received = received  # read so far in this run, for the mark
                 marks[mi][1](sent - errors)
                 mi += 1
                 shift = clock() - now
@@ -455,38 +457,55 @@ class Generator:
 V4_MAPPED = "0000000000000000FFFF0000"  # ::ffff:0:0/96 in /proc/net/udp6
 
 
+def udp_sockets(reads=3):
+    """``{inode: ((host, port), queued bytes, drops)}`` of every IPv4 UDP
+    socket (and IPv4-mapped IPv6 one) in /proc/net/udp and /proc/net/udp6.
+
+    The files are read ``reads`` times and the sockets found united (by
+    inode, so no socket counts twice): a read of /proc/net/udp while other
+    programs open and close sockets can skip lines, and on a shared box with
+    thousands of sockets it does (a party socket missing from one snapshot
+    made a capacity step's "loss" 4000%).  Meant for sockets whose figures
+    stand still meanwhile (a frozen relay, a paused generator).
+    """
+    out = {}
+    for _ in range(reads):
+        for name in ("/proc/net/udp", "/proc/net/udp6"):
+            try:
+                f = open(name)
+            except OSError:
+                continue
+            with f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    hexaddr, hexport = fields[1].split(":")
+                    if len(hexaddr) == 32:
+                        if not hexaddr.startswith(V4_MAPPED):
+                            continue
+                        hexaddr = hexaddr[24:]
+                    key = (socket.inet_ntoa(struct.pack("<I", int(hexaddr, 16))), int(hexport, 16))
+                    out[int(fields[9])] = (key, int(fields[4].split(":")[1], 16), int(fields[-1]))
+    return out
+
+
 def udp_table(keys):
     """``{(host, port): (queued bytes, drops)}`` of the UDP sockets in ``keys``
-    (summed over every socket bound to that address and port).
+    (summed over every socket bound to that address and port), from
+    :func:`udp_sockets`.
 
-    Reads /proc/net/udp and /proc/net/udp6 (IPv4-mapped addresses) once.
     ``queued bytes`` is the rx_queue column: the receive-buffer memory the
     socket's queued datagrams hold (their truesize, see :func:`truesize`).
     ``drops`` counts datagrams the kernel dropped for that socket.
     """
     wanted = set(keys)
     out = {}
-    for name in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            f = open(name)
-        except OSError:
-            continue
-        with f:
-            next(f)
-            for line in f:
-                fields = line.split()
-                hexaddr, hexport = fields[1].split(":")
-                if len(hexaddr) == 32:
-                    if not hexaddr.startswith(V4_MAPPED):
-                        continue
-                    hexaddr = hexaddr[24:]
-                key = (socket.inet_ntoa(struct.pack("<I", int(hexaddr, 16))), int(hexport, 16))
-                if key in wanted:
-                    # several sockets can share a local address (omnirtp's
-                    # connected companions, SO_REUSEPORT): add them up
-                    queued = int(fields[4].split(":")[1], 16)
-                    q, d = out.get(key, (0, 0))
-                    out[key] = (q + queued, d + int(fields[-1]))
+    for key, queued, drops in udp_sockets().values():
+        if key in wanted:
+            # several sockets can share a local address (omnirtp's
+            # connected companions, SO_REUSEPORT): add them up
+            q, d = out.get(key, (0, 0))
+            out[key] = (q + queued, d + drops)
     return out
 
 
@@ -525,20 +544,35 @@ def task_states(pid):
     return states
 
 
-def freeze(pid, timeout=1.0):
-    """SIGSTOP ``pid`` and wait until all its threads have stopped."""
-    os.kill(pid, signal.SIGSTOP)
+#: seconds freeze() waits once the relay stopped, for its datagrams in flight
+FREEZE_SETTLE = 0.002
+
+
+def freeze(pids, timeout=1.0):
+    """SIGSTOP every process of ``pids`` (a pid or a list) and wait until
+    all their threads have stopped (and then FREEZE_SETTLE seconds)."""
+    pids = [pids] if isinstance(pids, int) else list(pids)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
     deadline = time.perf_counter() + timeout
-    while not all(state in "tT" for state in task_states(pid)):
+    while not all(state in "tT" for pid in pids for state in task_states(pid)):
         if time.perf_counter() > deadline:
-            raise RuntimeError("relay %d does not stop" % pid)
+            raise RuntimeError("relay %s does not stop" % (pids,))
         time.sleep(0.0002)
     # loopback delivery left to ksoftirqd (if any) finishes while it is stopped
-    time.sleep(0.002)
+    time.sleep(FREEZE_SETTLE)
 
 
-def thaw(pid):
-    os.kill(pid, signal.SIGCONT)
+def thaw(pids):
+    for pid in [pids] if isinstance(pids, int) else pids:
+        os.kill(pid, signal.SIGCONT)
+
+
+def relay_pids(relay):
+    """Every process of ``relay``: ``relay.pids()`` where it has several
+    (a control process and media workers), else ``[relay.pid]``."""
+    pids = getattr(relay, "pids", None)
+    return pids() if pids is not None else [relay.pid]
 
 
 def start_relay(kind, parties):
@@ -570,7 +604,7 @@ def cpu_run(gen, kind, calls, warmup, seconds):
     }
 
 
-def load_step(gen, kind, calls, seconds, warmup, size):
+def load_step(gen, kind, calls, seconds, warmup, size, start=start_relay):
     """Run ``calls`` calls without reading the replies; measure the loss.
 
     The party sockets get a minimal receive buffer and are not read, so the
@@ -592,22 +626,26 @@ def load_step(gen, kind, calls, seconds, warmup, size):
     again, so catching up earns no credit and the loss is never negative.
     Datagrams the kernel dropped at the relay's sockets (buffers full) are
     part of the deficit and are shown separately as ``relay_drops``.
+    ``start(kind, parties)`` starts the relay (default :func:`start_relay`);
+    a relay of several processes is frozen and its CPU summed over all of
+    them (:func:`relay_pids`).
     """
     gen.set_receive_buffer(0)
     gen.drain(0.05)
     parties = gen.keys()
-    relay = start_relay(kind, gen.parties(calls))
+    relay = start(kind, gen.parties(calls))
     relay_keys = [k for pair in relay.sockets for k in pair]
+    pids = relay_pids(relay)
     snaps = []
 
     def snapshot(sent):
         t0, g0 = time.perf_counter(), time.process_time()
-        freeze(relay.pid)
+        freeze(pids)
         try:
             table = udp_table(parties + relay_keys)
-            cpu = process_cpu(relay.pid)
+            cpu = sum(process_cpu(pid) for pid in pids)
         finally:
-            thaw(relay.pid)
+            thaw(pids)
         party = [table.get(k, (0, 0)) for k in parties]
         own = [table.get(k, (0, 0)) for k in relay_keys]
         snaps.append({
@@ -677,16 +715,17 @@ class Search:
     whose answer ends below such a step is a lower bound.
     """
 
-    def __init__(self, gen, kind, seconds, warmup, size, log):
+    def __init__(self, gen, kind, seconds, warmup, size, log, start=start_relay):
         self.gen, self.kind, self.seconds, self.warmup, self.size = gen, kind, seconds, warmup, size
         self.log = log
+        self.start = start  # load_step's relay starter
         self.steps = []
         self.results = []  # (calls, is_lower_bound) per repetition
         self.good = self.bad = None
         self.bad_capped = False
 
     def step(self, calls):
-        s = load_step(self.gen, self.kind, calls, self.seconds, self.warmup, self.size)
+        s = load_step(self.gen, self.kind, calls, self.seconds, self.warmup, self.size, self.start)
         s["verdict"] = verdict(s)
         self.steps.append(s)
         log_step(self.log, self.kind, s)

@@ -305,7 +305,9 @@ def start(kind, root, ng_port, before=None, interfaces=None, sample=None):
     argv = ["taskset", "-c", "0"] + argv
     if interfaces:  # 8 sockets per call (4 media sockets, 4 companions)
         argv = ["prlimit", "--nofile=%d" % (IDLE_FILES,)] + argv
-    daemon = Daemon(argv, ng_port, cwd=cwd, env=env, name=kind).start(wait=30)
+    # ports=: held in the test port registry while it runs, so that test
+    # processes on this machine keep out of the range (peers.free_port_range)
+    daemon = Daemon(argv, ng_port, cwd=cwd, env=env, name=kind, ports=(lo, hi)).start(wait=30)
     return daemon
 
 

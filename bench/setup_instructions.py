@@ -18,7 +18,11 @@ difference in cycles: start-up and imports cancel out.  The kernel's share
 ``--sample`` runs ``--cycles`` (2000) cycles under a SIGPROF sampler and
 prints each module's share of the samples (self time) and the samples per
 cycle (compare two checkouts run one after the other).
-``--call plain`` measures the SIP-to-SIP cycle instead.  ``--root`` measures another checkout's omnirtp with this script (before/after
+``--call plain`` measures the SIP-to-SIP cycle instead.  ``--twistd-log``
+logs as the daemon under ``twistd -n`` does: twistd's text observer (on
+``/dev/null`` here) behind ``omnirtp.logging.install``'s level filter;
+without it the log lines only reach twisted's start-up buffer.
+``--root`` measures another checkout's omnirtp with this script (before/after
 pairs).  ``--profile OUT`` instead runs ``--cycles`` cycles under cProfile
 (no valgrind) and writes the stats to OUT; ``--cycles`` alone prints the CPU
 time per cycle.  Needs Debian's ``valgrind``.
@@ -89,7 +93,21 @@ class Sampler:
                 print("  %5.1f%%  %s" % (100.0 * n / total, where))
 
 
-def child(root, cycles, port_min, profile=None, call="webrtc", sampler=None):
+def twistd_log(top):
+    """Log as ``twistd -n`` and the started daemon would: twistd's text
+    observer, then the daemon's filter (``_RegistryService.startService``)."""
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from omnirtp.logging import install
+
+    out = open(os.devnull, "w")
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(out)], redirectStandardIO=False)
+    for svc in top:
+        if getattr(svc, "logging", None) is not None:
+            install(svc.levels, **svc.logging)
+
+
+def child(root, cycles, port_min, profile=None, call="webrtc", sampler=None, log=False):
     sys.path.insert(0, os.path.abspath(root))
     sys.path.insert(1, HERE)
     from twisted.internet import reactor
@@ -98,10 +116,9 @@ def child(root, cycles, port_min, profile=None, call="webrtc", sampler=None):
     from omnirtp.service import build
     from omnirtp.tap import Options
 
-    # bench/setup.py (the cycle's templates), by its path: a checkout's own
-    # setup.py (setuptools) comes first on sys.path
+    # bench/setup.py: the cycle's templates (by path: the checkout's own
+    # setup.py, which builds the C extension, is first on sys.path)
     import importlib.util
-
     spec = importlib.util.spec_from_file_location("bench_setup", os.path.join(HERE, "setup.py"))
     bench_setup = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench_setup)
@@ -111,7 +128,9 @@ def child(root, cycles, port_min, profile=None, call="webrtc", sampler=None):
         "--config-file=none", "--interface=127.0.0.1", "--listen-ng=127.0.0.1:1",
         "--port-min=%d" % port_min, "--port-max=%d" % (port_min + 1999),
         "--num-threads=0", "--delete-delay=0", "--log-level=6"])
-    top = build(options.config, reactor)
+    top = build(options.config, reactor, log_level=6 if log else None)
+    if log:
+        twistd_log(top)
     protocol = NGProtocol(top.dispatcher, reactor)
     replies = []
 
@@ -153,11 +172,12 @@ def child(root, cycles, port_min, profile=None, call="webrtc", sampler=None):
     return elapsed
 
 
-def count(root, cycles, port_min, call="webrtc"):
+def count(root, cycles, port_min, call="webrtc", log=False):
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
          sys.executable, os.path.abspath(__file__), "--child", str(cycles),
-         "--root", root, "--port-min", str(port_min), "--call", call],
+         "--root", root, "--port-min", str(port_min), "--call", call]
+        + (["--twistd-log"] if log else []),
         capture_output=True, text=True)
     if out.returncode:
         sys.exit("the cycles under valgrind failed:\n" + out.stderr[-3000:])
@@ -177,24 +197,27 @@ def main(argv=None):
                    help="a SIGPROF sampler instead: self time by module over --cycles")
     p.add_argument("--call", choices=("webrtc", "plain"), default="webrtc",
                    help="the cycle (bench/setup.py --call)")
+    p.add_argument("--twistd-log", action="store_true",
+                   help="log as the daemon under twistd -n does (text observer on /dev/null)")
     args = p.parse_args(argv)
+    log = args.twistd_log
     if args.child is not None:
-        child(args.root, args.child, args.port_min, call=args.call)
+        child(args.root, args.child, args.port_min, call=args.call, log=log)
         return
     if args.sample:
         n = args.cycles or 2000
         sampler = Sampler(args.root)
-        child(args.root, n, args.port_min, call=args.call, sampler=sampler)
+        child(args.root, n, args.port_min, call=args.call, sampler=sampler, log=log)
         sampler.report(n)
         return
     if args.cycles or args.profile:
         n = args.cycles or 1000
-        elapsed = child(args.root, n, args.port_min, args.profile, args.call)
+        elapsed = child(args.root, n, args.port_min, args.profile, args.call, log=log)
         print("%d cycles: %.0f us CPU per cycle (in-process, no socket I/O for ng)"
               % (n, elapsed / n * 1e6))
         return
-    few = count(args.root, args.few, args.port_min, args.call)
-    many = count(args.root, args.many, args.port_min, args.call)
+    few = count(args.root, args.few, args.port_min, args.call, log)
+    many = count(args.root, args.many, args.port_min, args.call, log)
     print("%s: %.0f instructions per offer+answer+delete cycle (%d vs %d cycles)"
           % (args.root, (many - few) / (args.many - args.few), args.many, args.few))
 

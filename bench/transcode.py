@@ -16,6 +16,11 @@ before the run), B a 1 kHz tone as PCMU (omnirtp's G.711 tables), every
 20 ms: 100 packets/s in and 100 out per call.  The generator is this
 process.
 
+``--ptime N`` adds the ng ``ptime`` and ``ptime-reverse`` N to the offer:
+both parties get N ms packets (the transcoders repacketise); the CPU is then
+also given per 20 ms of audio delivered (per packet back x 20 / N), which
+calls per core use (100 such per call and second).
+
 Loss: 1 - packets back / packets sent in the window (packets still on
 their way at its edges make it approximate: a figure near 0 may be slightly
 negative).  CPU: utime + stime of the daemon process (all threads) from /proc/<pid>/stat
@@ -138,8 +143,10 @@ def start(kind, ports):
     return daemon.start()
 
 
-def set_up(daemon, calls, tag, fmtp=""):
-    """Sockets of A and B per call and where each sends to."""
+def set_up(daemon, calls, tag, fmtp="", ptime=None):
+    """Sockets of A and B per call and where each sends to (``ptime``: the
+    offer's ng ``ptime`` and ``ptime-reverse``, both sides repacketised)."""
+    extra = {} if not ptime else {"ptime": ptime, "ptime-reverse": ptime}
     legs = []
     for i in range(calls):
         a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -150,7 +157,7 @@ def set_up(daemon, calls, tag, fmtp=""):
         call_id = "%s-%d" % (tag, i)
         offer = daemon.request({"command": "offer", "call-id": call_id, "from-tag": "a",
                                 "sdp": sdp(a.getsockname()[1], True, fmtp),
-                                "codec": {"transcode": ["PCMU"]}})
+                                "codec": {"transcode": ["PCMU"]}, **extra})
         if offer.get("result") != "ok":
             raise RuntimeError("offer: %r" % offer)
         answer = daemon.request({"command": "answer", "call-id": call_id, "from-tag": "a",
@@ -163,12 +170,12 @@ def set_up(daemon, calls, tag, fmtp=""):
     return legs
 
 
-def run(kind, calls, warmup, window, opus, pcmu, tag, fmtp=""):
+def run(kind, calls, warmup, window, opus, pcmu, tag, fmtp="", ptime=None):
     ports = free_port_range(4 * calls + 40)
     daemon = start(kind, ports)
     sockets = []
     try:
-        legs = set_up(daemon, calls, tag, fmtp)
+        legs = set_up(daemon, calls, tag, fmtp, ptime)
         sockets = [s for leg in legs for s in (leg[0], leg[2])]
         owner = {}
         for i, (a, _, b, _) in enumerate(legs):
@@ -219,6 +226,8 @@ def run(kind, calls, warmup, window, opus, pcmu, tag, fmtp=""):
         return {"kind": kind, "cpu_s": user + system, "packets": packets,
                 "sent": sent, "processes": len(descendants(pid)),
                 "us_per_packet": 1e6 * (user + system) / max(packets, 1),
+                # per 20 ms of audio delivered (= per packet back without --ptime)
+                "us_per_20ms": 1e6 * (user + system) / max(packets * (ptime or 20) / 20, 1),
                 "user_us": 1e6 * user / max(packets, 1),
                 "system_us": 1e6 * system / max(packets, 1),
                 "snr_pcmu": snr_pcmu(at_b), "snr_opus": snr_opus(at_a)}
@@ -236,7 +245,10 @@ def fit(samples, frequency, rate):
     """(peak frequency, SNR dB) of ``samples`` against the ideal tone."""
     step = rate // 8000
     peak = peak_frequency(samples[:1600 * step:step], 8000)
-    return peak, round(tone_fit(samples, frequency, rate)[0], 1)
+    try:
+        return peak, round(tone_fit(samples, frequency, rate)[0], 1)
+    except ValueError:  # no tone at all in the window (silence): no SNR
+        return peak, None
 
 
 def snr_pcmu(packets):
@@ -268,6 +280,8 @@ def main(argv=None):
     parser.add_argument("--workers", default="",
                         help="comma-separated num-threads values to run omnirtp with too")
     parser.add_argument("--fmtp", default="", help="fmtp of party A's Opus (default none)")
+    parser.add_argument("--ptime", type=int, help="ng ptime and ptime-reverse of the offer: both"
+                        " sides get packets of that many ms (default: as sent, 20)")
     args = parser.parse_args(argv)
     workers = [int(w) for w in args.workers.split(",") if w.strip()]
     if reference.find_rtpengine() is None:
@@ -281,7 +295,7 @@ def main(argv=None):
         order += kinds if r % 2 == 0 else kinds[::-1]
     for n, kind in enumerate(order):
         result = run(kind, args.calls, args.warmup, args.window, opus, pcmu, "b%d" % n,
-                     args.fmtp)
+                     args.fmtp, args.ptime)
         results[kind].append(result)
         print("%-12s %6.1f us/packet (user %5.1f sys %5.1f, %d processes)  %6d packets back"
               " of %6d  SNR PCMU %s  Opus %s" % (
@@ -289,25 +303,30 @@ def main(argv=None):
                   result["processes"], result["packets"], result["sent"],
                   result["snr_pcmu"], result["snr_opus"]), flush=True)
     summary = {}
+    per_in = (args.ptime or 20) / 20  # packets in per packet back
     for kind, runs in results.items():
         us = statistics.median(r["us_per_packet"] for r in runs)
-        summary[kind] = {"us_per_packet": round(us, 1),
+        # CPU per call and second: per 20 ms of audio delivered x 100 (with
+        # --ptime fewer or more packets carry it)
+        us_20 = statistics.median(r["us_per_20ms"] for r in runs)
+        summary[kind] = {"us_per_packet": round(us, 1), "us_per_20ms": round(us_20, 1),
                          "user_us": round(statistics.median(r["user_us"] for r in runs), 1),
                          "system_us": round(statistics.median(r["system_us"] for r in runs), 1),
-                         "calls_per_core": round(1e6 / (us * 100), 1),
-                         "loss": round(1 - statistics.median(r["packets"] / r["sent"]
+                         "calls_per_core": round(1e6 / (us_20 * 100), 1),
+                         "loss": round(1 - statistics.median(r["packets"] * per_in / r["sent"]
                                                              for r in runs), 4),
                          "snr_pcmu": [r["snr_pcmu"] for r in runs],
                          "snr_opus": [r["snr_opus"] for r in runs]}
     ratio = summary["omnirtp"]["calls_per_core"] / summary["rtpengine"]["calls_per_core"]
-    print("\n%d calls, %d rounds of %.0f s (after %.0f s warm-up), Opus fmtp %r, medians:" % (
-        args.calls, args.rounds, args.window, args.warmup, args.fmtp))
+    print("\n%d calls, %d rounds of %.0f s (after %.0f s warm-up), Opus fmtp %r, ptime %s,"
+          " medians:" % (args.calls, args.rounds, args.window, args.warmup, args.fmtp,
+                         args.ptime or "as sent"))
     for kind in kinds[1:] + kinds[:1]:
         s = summary[kind]
-        print("%-12s %6.1f us CPU per transcoded packet (user %5.1f, sys %5.1f)  %6.1f calls"
-              " per core  loss %.2f%%  SNR (peak Hz, dB) PCMU %s Opus %s" % (
-                  kind, s["us_per_packet"], s["user_us"], s["system_us"], s["calls_per_core"],
-                  100 * s["loss"], s["snr_pcmu"], s["snr_opus"]))
+        print("%-12s %6.1f us CPU per transcoded packet (user %5.1f, sys %5.1f; %5.1f per 20"
+              " ms delivered)  %6.1f calls per core  loss %.2f%%  SNR (peak Hz, dB) PCMU %s Opus %s"
+              % (kind, s["us_per_packet"], s["user_us"], s["system_us"], s["us_per_20ms"],
+                 s["calls_per_core"], 100 * s["loss"], s["snr_pcmu"], s["snr_opus"]))
     print("ratio omnirtp / rtpengine calls per core: %.2f" % ratio)
     ratios = {}
     for w in workers:
@@ -321,7 +340,7 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"summary": summary, "ratio": ratio, "workers": ratios,
-                       "fmtp": args.fmtp, "runs": results}, f, indent=1)
+                       "fmtp": args.fmtp, "ptime": args.ptime, "runs": results}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,12 @@ class IMediaEngine(Interface):
         party needs a transcoder towards the peer's party (a codec it may
         send is not accepted there, rtpengine 10.5's decision); absent, the
         socket keeps the plain fast path whatever the format lists say.
+        ``"ptime"`` (int ms or None; absent: unchanged) is the packet
+        duration the party this socket faces takes from us (what the
+        transcoder towards it packetises at; None: as the sender sends);
+        ``"repacketise"`` (int ms; absent or None: none), only where the
+        ng ``ptime``/``ptime-reverse`` forced that party's ptime: what
+        reaches it untranscoded is repacketised to it (G.711, G.722).
         Calls without codec operations (ng ``codec``, ``codec-…`` flags,
         ``always-transcode``, ``single-codec``) get none of these keys.
 
@@ -262,12 +268,22 @@ class IPacketTransform(Interface):
     they must be cheap, must not log, and must not raise (a failure is
     counted and returned as None).  A step keeps its own state (an SRTP
     context, a codec) for the life of the stream.
+
+    A step gives one packet for one (SRTP, a recording tap), unless it has
+    ``fan_out = True`` (a transcoder that repacketises to the receiver's
+    ptime): then its ``rtp`` may also return a tuple of 0..N packets (the
+    empty tuple while it holds audio back for a longer packet: no drop),
+    each of which runs the steps after it.  A chain has at most one such
+    step (the first counts); sockets without one keep their paths as they
+    are (``omnirtp.media.relay.RelaySocket._fan``).
     """
 
     name = Attribute("short name, e.g. 'srtp-unprotect'; the key of its counters in query")
 
     def rtp(data):
-        """Return the RTP packet (bytes) transformed, or None to drop it (the transform counts why)."""
+        """Return the RTP packet (bytes) transformed, or None to drop it
+        (the transform counts why); a ``fan_out`` step may return a tuple
+        of packets instead (see above)."""
 
     def rtcp(data):
         """The same for an RTCP packet (SRTCP for SRTP)."""
@@ -325,8 +341,9 @@ class IForwarder(Interface):
     datagrams from ``source`` to our socket ``local`` leave from our socket
     ``out`` to ``dest``.  Implemented by
     ``omnirtp.media.kernel.NftForwarder`` (nftables).  Synchronous and off
-    the per-packet path; the media engine calls it after configurations and
-    once a second."""
+    the per-packet path; the media engine calls it after configurations,
+    once a second for calls whose sockets saw packets, and to read
+    counters when something needs them."""
 
     def start():
         """Take our table over (removing what a previous run left) or raise
@@ -348,12 +365,14 @@ class IForwarder(Interface):
     def offloaded(call_id=None):
         """``{local: Stream}`` in the kernel now (of one call, or all)."""
 
-    def counters(fresh=True, call_id=None):
+    def counters(fresh=True, locals=None):
         """``{local: (packets, bytes)}`` forwarded by the kernel per
-        receiving socket, cumulative over its offloads until ``forget``;
-        ``fresh=False``: as of the last read (no kernel round trip);
-        ``call_id``: read only that call's streams afresh (the others as
-        of the last read)."""
+        receiving socket, cumulative over its offloads until ``forget``, of
+        the sockets ``locals`` (None: of every socket it counted; a socket
+        the kernel never forwarded for is left out).  ``fresh``: read the
+        kernel's counters of those sockets now (one lookup of their
+        elements; None: of every stream); ``fresh=False``: as of each
+        stream's last read (no kernel round trip)."""
 
     def forget(local):
         """Drop the counters of a released socket."""

@@ -18,18 +18,26 @@
   or twistd's own ``--syslog``), filtered by the same levels.
 * **Call-ids.**  An event with a ``call_id`` key carries it as rtpengine's
   ``[CALL-ID]: `` prefix.
+* **Cost.**  Every ng command logs a line at level 6, as rtpengine does.
+  An event's text is made once per observer from its format string parsed
+  once (:func:`event_text`); twistd's own text observer gets the same
+  bytes from :class:`ClassicText`, whose timestamp is made once per second.
 
 Nothing here runs per packet: the media path does not log.
 """
 
 import os
+import string
 import sys
+import time
 
 from zope.interface import implementer
 
 from twisted.logger import (
     FilteringLogObserver, ILogFilterPredicate, ILogObserver, LogLevel,
-    PredicateResult, eventAsText, globalLogPublisher)
+    PredicateResult, eventAsText, formatEvent, formatEventAsClassicLogText,
+    formatTime, globalLogPublisher, timeFormatRFC3339)
+from twisted.logger import Logger as _TwistedLogger
 
 #: rtpengine 10.5's log subsystems, in the order ``get loglevel`` lists
 #: them, with its one-line descriptions (``list loglevels``).
@@ -77,6 +85,42 @@ NAMESPACES = {
     "omnirtp.media.transforms": "transcoding",
     "omnirtp.sdp.codecs": "codec",
 }
+
+
+_LEVELS = frozenset(LogLevel.iterconstants())
+_now = time.time
+
+
+class Logger(_TwistedLogger):
+    """twisted's ``Logger`` for a long-lived object's class attribute (the
+    ng dispatcher, the call registry: a line per command), cheaper per
+    event: the bound logger an instance gets is made once and kept in the
+    instance (twisted makes one per ``self.log``), and ``emit`` checks
+    the level against a set (twisted sorts the levels on every event).
+    The events are twisted's, key for key."""
+
+    _attribute = None
+
+    def __set_name__(self, owner, name):
+        self._attribute = name
+
+    def __get__(self, instance, owner=None):
+        bound = _TwistedLogger.__get__(self, instance, owner)
+        if instance is not None and self._attribute is not None:
+            try:
+                instance.__dict__[self._attribute] = bound
+            except AttributeError:
+                pass  # no __dict__ (slots): made again next time
+        return bound
+
+    def emit(self, level, format=None, **kwargs):
+        if level not in _LEVELS:
+            return _TwistedLogger.emit(self, level, format, **kwargs)  # its complaint
+        kwargs.update(log_logger=self, log_level=level, log_namespace=self.namespace,
+                      log_source=self.source, log_format=format, log_time=_now())
+        if "log_trace" in kwargs:
+            kwargs["log_trace"].append((self, self.observer))
+        self.observer(kwargs)
 
 
 def level_for(log_level):
@@ -201,11 +245,145 @@ class LogLevels:
         return PredicateResult.no
 
 
+_parser = string.Formatter()
+#: log_format -> its pieces ((literal, name, conversion, spec), ...), or
+#: None for a format that only twisted's formatter renders (fields with
+#: attributes, indexes, calls "()", nested specs)
+_pieces_cache = {}
+_PIECES_CACHE_MAX = 1024
+_CONVERT = {"r": repr, "s": str, "a": ascii}
+
+
+def _pieces(fmt):
+    try:
+        pieces = []
+        for literal, name, spec, conversion in _parser.parse(fmt):
+            if name is not None:
+                if not name.isidentifier() or (spec and "{" in spec) or \
+                        (conversion is not None and conversion not in _CONVERT):
+                    return None
+                conversion = _CONVERT.get(conversion)
+            pieces.append((literal, name, conversion, spec or ""))
+        return tuple(pieces)
+    except ValueError:
+        return None
+
+
+def event_text(event):
+    """``twisted.logger.formatEvent(event)`` (the text of the event's
+    ``log_format``, no traceback), with the format string parsed once.
+    Formats with more than ``{name}`` fields (with a conversion and a spec),
+    flattened events and any failure to format go to twisted's own."""
+    fmt = event.get("log_format")
+    if fmt.__class__ is not str or "log_flattened" in event:
+        return formatEvent(event)
+    pieces = _pieces_cache.get(fmt, False)
+    if pieces is False:
+        if len(_pieces_cache) >= _PIECES_CACHE_MAX:
+            _pieces_cache.clear()
+        pieces = _pieces_cache[fmt] = _pieces(fmt)
+    if pieces is None:
+        return formatEvent(event)
+    out = []
+    try:
+        for literal, name, conversion, spec in pieces:
+            out.append(literal)
+            if name is not None:
+                value = event[name]
+                if conversion is not None:
+                    value = conversion(value)
+                out.append(format(value, spec))
+    except Exception:
+        # a missing key, a value that cannot format: twisted's text for it
+        # (made outside this handler, so that no exception context shows)
+        out = None
+    return formatEvent(event) if out is None else "".join(out)
+
+
+def _system(event):
+    # twisted.logger's "[system]" of a classic line
+    system = event.get("log_system")
+    if system is None:
+        level = event.get("log_level")
+        return "%s#%s" % (event.get("log_namespace", "-"), "-" if level is None else level.name)
+    try:
+        return str(system)
+    except Exception:
+        return "UNFORMATTABLE"
+
+
+class ClassicText:
+    """twisted's classic log line (``textFileLogObserver``'s
+    ``formatEventAsClassicLogText`` with ``time_format``), the same text at
+    less cost: the event's text from :func:`event_text`, the timestamp made
+    once per second.  Events with a failure go to twisted's formatter."""
+
+    def __init__(self, time_format=timeFormatRFC3339):
+        self.time_format = time_format
+        # (the cached stamp is per whole second: not for sub-second formats)
+        self._cache = time_format is not None and "%f" not in time_format
+        self._second = None
+        self._stamp = None
+
+    def _time(self, when):
+        return formatTime(when, self.time_format)
+
+    def time_text(self, when):
+        if when is None or not self._cache:
+            return formatTime(when, self.time_format)
+        second = int(when)
+        # a time within half a microsecond of the next second is that
+        # second's to datetime (it rounds to microseconds): not cached
+        inside = 0.0 <= when - second < 0.9999995
+        if second == self._second and inside:
+            return self._stamp
+        stamp = formatTime(when, self.time_format)
+        if inside:
+            self._second, self._stamp = second, stamp
+        return stamp
+
+    def __call__(self, event):
+        if "log_failure" in event:
+            return formatEventAsClassicLogText(event, formatTime=self._time)
+        text = event_text(event)
+        if not text:
+            return None
+        line = "%s [%s] %s" % (self.time_text(event.get("log_time")), _system(event), text)
+        if "\n" in line:
+            line = line.replace("\n", "\n\t")
+        return line + "\n"
+
+
+def _twistd_time_format(observer):
+    """The time format of an observer that twisted's
+    ``textFileLogObserver`` made (twistd's ``--logfile``, stdout with
+    ``-n``), else False."""
+    fmt = getattr(observer, "formatEvent", None)
+    code = getattr(fmt, "__code__", None)
+    if (code is None or getattr(fmt, "__module__", None) != "twisted.logger._file"
+            or fmt.__qualname__ != "textFileLogObserver.<locals>.formatEvent"
+            or "timeFormat" not in code.co_freevars):
+        return False
+    return fmt.__closure__[code.co_freevars.index("timeFormat")].cell_contents
+
+
+def cheapen(observer):
+    """twistd's text observer formats its lines with :class:`ClassicText`
+    from now on (the same text); any other observer is left as it is."""
+    time_format = _twistd_time_format(observer)
+    if time_format is not False:
+        observer.formatEvent = ClassicText(time_format)
+    return observer
+
+
 def format_event(event, timestamps=True):
     """One log record as rtpengine writes it (no newline at the end):
     ``[1700000000.123456] INFO: [CALL-ID]: [control] text``."""
     prio = priority(event)
-    text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+    if "log_failure" in event:
+        text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+    else:
+        text = event_text(event)
     call_id = event.get("call_id")
     prefix = ""
     # (call_id None: an event that has no call to name)
@@ -272,6 +450,13 @@ class LevelFilter(FilteringLogObserver):
         self.observer = observer
         self.levels = levels
 
+    def __call__(self, event):
+        # FilteringLogObserver's, for its one predicate (no loop, no partial)
+        if self.levels(event) is not PredicateResult.no:
+            if "log_trace" in event:
+                event["log_trace"].append((self, self.observer))
+            self.observer(event)
+
 
 def _unwrap(observer):
     """An observer that an earlier install() put behind a filter is
@@ -305,7 +490,7 @@ def install(levels, log_stderr=False, facility=None, timestamps=True,
     else:
         for obs in current:
             publisher.removeObserver(obs)
-        current = [_unwrap(obs) for obs in current]
+        current = [cheapen(_unwrap(obs)) for obs in current]
     added = []
     for obs in current:
         filtered = LevelFilter(obs, levels)
@@ -322,5 +507,5 @@ def install_level(log_level, publisher=globalLogPublisher):
     return levels
 
 
-__all__ = ["SUBSYSTEMS", "SUBSYSTEM_NAMES", "LogLevels", "LevelFilter",
+__all__ = ["SUBSYSTEMS", "SUBSYSTEM_NAMES", "LogLevels", "LevelFilter", "Logger",
            "install", "format_event", "StreamObserver", "SyslogObserver", "level_for"]

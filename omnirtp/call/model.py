@@ -41,7 +41,7 @@ class Media:
         "index", "type", "protocol", "interface", "rtp_port",
         "rtp_endpoint", "rtcp_endpoint", "rtcp_mux", "mux", "direction",
         "rejected", "zero_address", "ice_ufrag", "ice_pwd",
-        "codec_keys", "ptime",
+        "codec_keys", "ptime", "ptime_forced",
         "crypto_remote", "crypto_local", "crypto_offered", "crypto_candidates",
         "dtls_setup", "dtls_fingerprint", "dtls_role", "dtls_srtp",
         "ice_used", "ice_controlling", "ice_lite", "ice_remote_ufrag", "ice_remote_pwd",
@@ -68,6 +68,11 @@ class Media:
         self.ice_ufrag, self.ice_pwd = new_ice_credentials()
         self.codec_keys = frozenset()
         self.ptime = None
+        #: the ptime this party is to be sent (and told), as the offer's ng
+        #: ``ptime`` (towards its recipient) or ``ptime-reverse`` (towards
+        #: the offerer) set it; kept for the dialogue's later SDP (None: not
+        #: forced)
+        self.ptime_forced = None
         #: SDES in use with this party (see the module docstring)
         self.crypto_remote = None
         self.crypto_local = None
@@ -187,9 +192,14 @@ class Media:
         set; a plain call gets none): ``codecs_send`` (the formats of the
         party's latest SDP, the one it sends with: an answerer's own answer,
         an offerer the m= line we answered it, before the answer the
-        offer), ``codecs_recv`` (its own m= line; absent until known) and
-        ``transcode`` (only when media from it is transcoded)."""
+        offer), ``codecs_recv`` (its own m= line; absent until known),
+        ``transcode`` (only when media from it is transcoded) and ``ptime``
+        (what it takes from us, None: as the other side sends)."""
         entry = {}
+        if self.ptime_forced and self.type == "audio":
+            # the ng ptime keys: what reaches the party untranscoded is
+            # repacketised to that ptime too (rtpengine 10.5 does)
+            entry["repacketise"] = self.ptime_forced
         if self.codecs is None:
             return entry
         if self.codec_last == "in":
@@ -202,6 +212,9 @@ class Media:
             entry["codecs_recv"] = _engine_formats(self.codecs_in)
         if self.transcoding and linked:
             entry["transcode"] = True
+        # the packet duration the party takes from us: forced by the ng
+        # flags, else its own a=ptime, else None (as the other side sends)
+        entry["ptime"] = self.ptime_forced or self.ptime
         return entry
 
     @property

@@ -25,6 +25,10 @@ from omnirtp.call import codecstore
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
+#: CodecOps with nothing to do (immutable: one for every media plan that
+#: filters nothing)
+_NO_CODEC_OPS = CodecOps()
+
 
 def _int(text):
     return int(text) if text and text.isdigit() else None
@@ -654,7 +658,7 @@ class Negotiator:
             s_media.ptime = _int(section.attribute("ptime")) or s_media.ptime
             if offer:
                 s_media.codec_keys = frozenset(_codec_keys(section))
-            ptime = (flags.ptime if offer else None) or s_media.ptime or d.ptime
+            ptime = self._ptime_out(flags, offer, s_media, d)
             # the request's transport-protocol (remembered per monologue),
             # else the profile the recipient itself last used (an answer
             # keeps the offerer's; a re-INVITE from the other side keeps
@@ -702,6 +706,30 @@ class Negotiator:
             keep_zero_address=not any(i.ice for i in infos),
             ice_lite=lite_out and ice_mode == "force",
         )
+
+    @staticmethod
+    def _ptime_out(flags, offer, s_media, d):
+        """The a=ptime of the SDP towards ``d``'s party (``s_media``: the
+        sender's media), as rtpengine 10.5 writes it.  The offer's ng
+        ``ptime`` is the ptime towards its recipient and ``ptime-reverse``
+        the one towards the offerer; both are remembered
+        (``Media.ptime_forced``) for the later SDP of the dialogue.  An
+        offer carries the recipient's forced ptime, else the offerer's
+        a=ptime.  An answer carries the offerer's forced ptime; else, when
+        the answerer's was forced, the offerer's own a=ptime (the proxy
+        packetises towards each side at its own ptime); else the
+        answerer's a=ptime, else the offerer's.  Without any: none."""
+        if offer:
+            if flags.ptime:
+                d.ptime_forced = flags.ptime
+            if flags.ptime_reverse:
+                s_media.ptime_forced = flags.ptime_reverse
+            return d.ptime_forced or s_media.ptime or d.ptime
+        if d.ptime_forced:
+            return d.ptime_forced
+        if s_media.ptime_forced:
+            return d.ptime or s_media.ptime
+        return s_media.ptime or d.ptime
 
     # -- DTLS-SRTP (RFC 5763, 5764, 8842) ---------------------------------------
 
@@ -989,6 +1017,9 @@ class Negotiator:
             if drop:
                 strip += drop
                 numbers = True
+        if not (strip or flags.codec_mask or flags.codec_offer or flags.codec_except
+                or numbers):
+            return _NO_CODEC_OPS
         return CodecOps(strip=strip, mask=flags.codec_mask, offer=flags.codec_offer,
                         except_=flags.codec_except, match_numbers=numbers)
 

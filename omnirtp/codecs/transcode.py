@@ -25,8 +25,14 @@ marker bit (also set on the first packet).  Loss of up to
 :data:`MAX_CONCEAL` packets before a decoded packet is concealed (Opus:
 in-band FEC from the packet that arrived, else PLC) and sent in front of
 it, in the same packet; a corrupt payload is concealed (or dropped when
-its length is not known) and counted.  Nothing is held back: each packet
-in gives at most one packet out, at once.  RTCP of the transcoded leg is
+its length is not known) and counted.  Each packet in gives at most one
+packet out, at once, unless the receiver asked for another ptime
+(:meth:`Transcoder.set_ptime`): then the audio is repacketised, every
+whole packet of the receiver's ptime sent as soon as its last sample has
+arrived (a 40 ms packet in gives two of 20 ms, at once) and only the rest,
+less than one packet, held for the next (20 ms in, 40 ms out: every
+other packet in gives one out; 20 -> 30 ms: 10 ms held on average).  The
+end of a DTMF digit found in the audio is sent three times.  RTCP of the transcoded leg is
 not passed (its SSRCs and counts describe another stream): dropped and
 counted.  In its place the engine sends, every few seconds, a sender
 report for the stream this step sends (:meth:`Transcoder.sender_report`)
@@ -42,6 +48,7 @@ import struct
 
 from zope.interface import implementer
 
+from omnirtp.codecs._native import fmtp_int, parse_fmtp
 from omnirtp.interfaces import IPacketTransform
 
 #: most packets in a row whose loss is concealed before the next one
@@ -187,7 +194,12 @@ class Transcoder:
 
     name = "transcode"
 
-    def __init__(self, send, recv, registry, ssrc=None, rng=None):
+    #: its ``rtp`` may give several packets for one (a tuple: the
+    #: repacketiser, the end of a detected DTMF digit sent three times) or
+    #: none while it holds audio for a longer packet (see IPacketTransform)
+    fan_out = True
+
+    def __init__(self, send, recv, registry, ssrc=None, rng=None, ptime=None):
         rng = rng if rng is not None else random.Random(os.urandom(8))
         self.send = send
         self.recv = recv
@@ -210,6 +222,18 @@ class Transcoder:
         self._digit_end = False
         self._table = [None] * 128
         self._build_table()
+        # the repacketiser (set_ptime): the receiver's ptime in ms (None:
+        # each packet keeps the sender's duration), the bytes of PCM at the
+        # encoder's rate one packet out holds (0: not repacketising), and
+        # the audio held for the next packet: its PCM, the output timestamp
+        # of its first sample, its marker bit
+        self.ptime = None
+        self._frame_bytes = 0
+        self._frame_ticks = 0
+        self._pending = b""
+        self._pend_ts = 0
+        self._pend_marker = 0
+        self.set_ptime(ptime)
         # the output stream
         self._seq = rng.getrandbits(16)
         self._first = True
@@ -311,7 +335,36 @@ class Transcoder:
             rate = common_rate(slot.factory, factory) or factory.sample_rate
             self._encoder = factory.build(self.target["fmtp"], rate)
             self._encoder_rate = rate
+            self._frame_setup()
         return self._encoder
+
+    def set_ptime(self, ptime):
+        """Packetise what is encoded at ``ptime`` ms (the receiver's; None
+        or 0: the target format's fmtp ``ptime`` if it has one, else each
+        packet keeps the sender's duration).  Opus takes multiples of
+        10 ms up to 120 (rounded up to one); the others 1-120 ms.  Audio
+        held for the old ptime goes out with the next packet.  Off the
+        per-packet path (the engine calls it when the SDP changes)."""
+        #: what was asked (the engine compares it, not the rounded ptime)
+        self.ptime_asked = ptime
+        if not ptime and self.target is not None:
+            ptime = fmtp_int(parse_fmtp(self.target["fmtp"]), "ptime", None)
+        if not ptime or type(ptime) is not int or ptime <= 0:
+            ptime = None
+        elif self.target is not None and self.target["encoding"] == "opus":
+            ptime = min(120, -(-ptime // 10) * 10)
+        else:
+            ptime = min(120, ptime)
+        self.ptime = ptime
+        self._frame_setup()
+
+    def _frame_setup(self):
+        rate = self._encoder_rate
+        if self.ptime is None or rate is None:
+            self._frame_bytes = 0
+            return
+        self._frame_bytes = 2 * (self.ptime * rate // 1000)
+        self._frame_ticks = self.ptime * self.out_clock // 1000
 
     def _prepare(self, slot):
         """Build the decoder (and resampler) of a payload type on its
@@ -467,6 +520,12 @@ class Transcoder:
                 return event
         if slot.resampler is not None:
             pcm = slot.resampler.process(pcm)
+        frame = self._frame_bytes
+        if frame and (self._pending or len(pcm) != frame):
+            # another ptime than the sender's (equal: nothing to hold, the
+            # packet goes out as below)
+            self.transcoded += 1
+            return self._repacketise(slot.pt, start_ts, in_clock, marker, pcm)
         encoder = self._encoder
         out = encoder.encode(pcm)
         if out is None and pcm is not current:
@@ -502,6 +561,60 @@ class Transcoder:
         self.sent_octets += len(out)
         self.last_ts = out_ts
         return _HEADER.pack(0x80, marker | slot.pt, seq, out_ts, self.ssrc) + out
+
+    def _repacketise(self, pt, ts, in_clock, marker, pcm):
+        """Audio ``pcm`` (at the encoder's rate) that starts at input
+        timestamp ``ts``, packetised at the receiver's ptime: appended to
+        what is held, every whole packet encoded and sent (a tuple of 0..N
+        packets, or one as bytes), the rest held for the next, less than
+        one packet.  A gap before ``pcm`` shorter than what the packet
+        still needs is filled with silence; a longer one (or a jump back)
+        sends what is held padded with silence first.  Timestamps advance
+        by the packet duration from the first sample held; the marker of
+        the packet that started what is held goes on its first packet."""
+        out_clock = self.out_clock
+        rate = self._encoder_rate
+        frame = self._frame_bytes
+        ts = self._out_ts(ts, in_clock, out_clock)
+        pending = self._pending
+        packets = []
+        if pending:
+            held = (len(pending) >> 1) * out_clock // rate
+            gap = (ts - self._pend_ts - held) & 0xFFFFFFFF
+            if gap:
+                fill = 2 * (gap * rate // out_clock) if gap < 0x80000000 else frame
+                if len(pending) + fill < frame:
+                    pending += bytes(fill)
+                else:
+                    self._flush(pt, pending + bytes(frame - len(pending)), packets)
+                    pending = b""
+        if pending:
+            self._pend_marker |= marker
+            pending += pcm
+        else:
+            self._pend_ts = ts
+            self._pend_marker = marker
+            pending = pcm
+        while len(pending) >= frame:
+            self._flush(pt, pending[:frame], packets)
+            pending = pending[frame:]
+        self._pending = pending
+        if len(packets) == 1:
+            return packets[0]
+        return tuple(packets)
+
+    def _flush(self, pt, pcm, packets):
+        """Encode one packet's worth of held audio (``pcm``) and append it
+        to ``packets``; the held audio's timestamp moves on by a packet."""
+        out = self._encoder.encode(pcm)
+        ts = self._pend_ts
+        self._pend_ts = (ts + self._frame_ticks) & 0xFFFFFFFF
+        marker = self._pend_marker
+        self._pend_marker = 0
+        if out is None:
+            self.encode_errors += 1
+            return
+        packets.append(self._emit(marker, pt, ts, out))
 
     def _detect(self, pcm, rate, ts, in_clock):
         """Run the DTMF detector over a decoded packet (``rate`` Hz; the
@@ -547,9 +660,14 @@ class Transcoder:
         payload = bytes((digit, 0x8A if end else 0x0A)) + duration.to_bytes(2, "big")
         marker = 0x80 if self._digit_new else 0
         self._digit_new = False
+        out_ts = self._out_ts(self._digit_ts, in_clock, clock)
         if end:
+            # the end packet three times (RFC 4733 2.5.1.4), at once
             self._digit = None
-        return self._emit(marker, te["pt"], self._out_ts(self._digit_ts, in_clock, clock), payload)
+            return (self._emit(marker, te["pt"], out_ts, payload),
+                    self._emit(0, te["pt"], out_ts, payload),
+                    self._emit(0, te["pt"], out_ts, payload))
+        return self._emit(marker, te["pt"], out_ts, payload)
 
     def _any_encoder(self):
         """The encoder, built for the first decodable format if no audio
@@ -588,6 +706,10 @@ class Transcoder:
             return None
         self._event_done = duration
         pcm = dtmf_tone(payload[0], payload[1] & 0x3F, first, count, rate)
+        if self._frame_bytes:
+            self.dtmf_tones += 1
+            return self._repacketise(slot.pt, (ts + done) & 0xFFFFFFFF, in_clock,
+                                     marker if not done else 0, pcm)
         out = encoder.encode(pcm)
         if out is None:
             self.encode_errors += 1
@@ -606,6 +728,9 @@ class Transcoder:
         pcm = self._noise.get(level)
         if pcm is None:
             pcm = self._noise[level] = self._make_noise(level, self._encoder_rate // 50)
+        if self._frame_bytes:
+            self.comfort_noise += 1
+            return self._repacketise(slot.pt, ts, slot.in_clock, marker, pcm)
         out = encoder.encode(pcm)
         if out is None:
             self.encode_errors += 1

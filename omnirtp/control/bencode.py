@@ -15,6 +15,13 @@ a duplicate key replaces the earlier value; containers still open when the
 data ends are closed as if their ``e`` had been sent (only between items:
 a dictionary key without its value is still an error).
 
+``encode`` and ``decode_text_prefix`` hand the common cases to the C
+extension :mod:`omnirtp.control._fastbencode` when it is built; it answers
+only what it can answer byte for byte as the Python code here does and
+leaves the rest (anything unusual, every error) to it, so results and error
+texts do not depend on whether it is there (``omnirtp.test.test_bencode``
+runs both on the same inputs).
+
 Integers are strict, unlike rtpengine 10.5 (which reads them with
 ``strtoll``: a ``+``, blanks, ``-0``, ``-01`` pass, and values beyond 64
 bits are clamped to the nearest bound): an optional ``-``, digits without a
@@ -40,11 +47,27 @@ _NON_STRING = frozenset((_INT, _LIST, _DICT))
 _NO_KEY = object()
 
 
+try:
+    from omnirtp.control import _fastbencode as _c
+except ImportError:  # not built: the Python code below does everything
+    _c = None
+
+
 class BencodeError(ValueError):
     """The data is not valid bencode; the message says what and where."""
 
 
 def encode(obj):
+    """Return the bencoding of ``obj`` as bytes (see :func:`encode_py`;
+    the C extension encodes what it can, the same bytes)."""
+    if _c is not None:
+        data = _c.encode(obj)
+        if data is not None:
+            return data
+    return encode_py(obj)
+
+
+def encode_py(obj):
     """Return the bencoding of ``obj`` as bytes.
 
     ``str`` is encoded as UTF-8 with ``surrogateescape`` (so strings that
@@ -356,6 +379,18 @@ _FAST_DEPTH = 16
 
 
 def decode_text_prefix(data):
+    """:func:`decode_text_prefix_py`, by the C extension when it is built
+    (which takes exactly what the Python fast path takes)."""
+    if _c is not None:
+        result = _c.decode_text_prefix(data)
+        if result is not None:
+            return result
+        if type(data) is bytes:
+            raise NotFast()
+    return decode_text_prefix_py(data)
+
+
+def decode_text_prefix_py(data):
     """``(value, end)`` as :func:`decode_prefix` gives them, but with every
     string (dictionary keys included) decoded as UTF-8 with
     ``surrogateescape``: the form ng requests are handled in.

@@ -5,7 +5,6 @@ One method per command.  Failures raise ``NGError`` with rtpengine's text;
 """
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from omnirtp import codecs, sync
@@ -14,6 +13,7 @@ from omnirtp.control.flags import K_CALL_ID, Flags
 from omnirtp.errors import (
     E_INVALID_LIMIT, E_NO_CALL_ID, E_NO_FROM_TAG, E_NO_SDP, E_NO_TO_TAG,
     E_NOT_FOUND, E_UNKNOWN_CALL, E_UNKNOWN_COMMAND, NGError)
+from omnirtp.logging import Logger
 
 LIST_DEFAULT_LIMIT = 32
 COMMANDS = ("ping", "offer", "answer", "delete", "query", "list", "statistics",

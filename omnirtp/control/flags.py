@@ -60,6 +60,7 @@ K_DELETE_DELAY = ("delete delay", "delete-delay", "delete_delay")
 K_RECORD_CALL = ("record call", "record-call")
 K_METADATA = ("metadata",)
 K_PTIME = ("ptime",)
+K_PTIME_REVERSE = ("ptime-reverse", "ptime reverse", "reverse ptime", "reverse-ptime")
 K_TOS = ("TOS", "tos")
 K_ENDPOINT_LEARNING = ("endpoint-learning", "endpoint learning")
 K_SDES = ("SDES", "sdes")
@@ -88,7 +89,6 @@ K_KNOWN_OTHER = (
     "XMLRPC-callback", "sdp-attr", "SDP-attr", "frequency", "frequencies",
     "volume", "duration", "pause", "code", "digit", "file", "blob", "db-id",
     "repeat-times", "repeat-duration", "start-pos", "from-tags", "to-call-id",
-    "ptime-reverse", "ptime reverse", "reverse ptime", "reverse-ptime",
     "output-destination", "recording-file", "recording-dir", "recording-pattern",
     "generate RTCP", "generate-RTCP", "generate rtcp", "generate-rtcp", "address",
     "body", "trigger", "trigger-end", "DTMF-security", "dtmf-security",
@@ -237,11 +237,17 @@ def as_list(value):
     if isinstance(value, (list, tuple)):
         items = []
         for v in value:
+            if type(v) is str and "," not in v:
+                # the usual item: one word
+                v = v.strip()
+                if v:
+                    items.append(v)
+                continue
             if isinstance(v, bytes):
                 v = v.decode("utf-8", "surrogateescape")
             if isinstance(v, str):
-                items.extend(p.strip() for p in v.split(","))
-        return [i for i in items if i]
+                items.extend(p for p in (p.strip() for p in v.split(",")) if p)
+        return items
     if isinstance(value, bytes):
         value = value.decode("utf-8", "surrogateescape")
     if isinstance(value, str):
@@ -265,6 +271,8 @@ def as_int(value):
 
 
 def _as_str(value):
+    if type(value) is str:
+        return value
     if isinstance(value, bytes):
         return value.decode("utf-8", "surrogateescape")
     if isinstance(value, str):
@@ -400,6 +408,8 @@ class Flags:
     record_call: Optional[bool] = None
     metadata: Optional[str] = None
     ptime: Optional[int] = None
+    #: ``ptime-reverse``: the ptime towards the offerer (the answer's a=ptime)
+    ptime_reverse: Optional[int] = None
     tos: Optional[int] = None
     endpoint_learning: Optional[str] = None
     sdes: set = dataclasses.field(default_factory=set)
@@ -427,7 +437,14 @@ class Flags:
     @classmethod
     def from_request(cls, request):
         """Build Flags from an ng request dict (str keys)."""
-        self = cls(raw=request)
+        # what cls(raw=request) makes, without the generated __init__'s
+        # keyword handling for 42 fields (three requests per call)
+        self = cls.__new__(cls)
+        fields = self.__dict__
+        fields.update(_DEFAULTS)
+        for name, factory in _FACTORIES:
+            fields[name] = factory()
+        fields["raw"] = request
         builder = _Builder(self)
         for key, value in request.items():
             builder.apply(key, value)
@@ -438,6 +455,15 @@ class Flags:
                 command=self.command, unknown=self.unknown,
             )
         return self
+
+
+#: Flags' fields with a plain default, in field order (the fields with a
+#: default factory are in it too, as placeholders, so the order is kept)
+_DEFAULTS = {f.name: (f.default if f.default is not dataclasses.MISSING else None)
+             for f in dataclasses.fields(Flags)}
+#: (name, factory) of the fields with a default factory
+_FACTORIES = tuple((f.name, f.default_factory) for f in dataclasses.fields(Flags)
+                   if f.default_factory is not dataclasses.MISSING)
 
 
 class _Builder:
@@ -715,6 +741,7 @@ for _keys, _handler in (
     (K_RECEIVED_FROM, _Builder._received_from),
     (K_DELETE_DELAY, _int("delete_delay")),
     (K_PTIME, _int("ptime")),
+    (K_PTIME_REVERSE, _int("ptime_reverse")),
     (K_TOS, _int("tos")),
     (K_LIMIT, _int("limit")),
     (K_RECORD_CALL, _Builder._record_call),

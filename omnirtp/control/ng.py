@@ -468,8 +468,19 @@ class NGProtocol(DatagramProtocol):
         return cookie + b" " + body
 
     def _send(self, datagram, addr):
+        transport = self.transport
+        if type(addr) is tuple and type(transport) is udp.Port:
+            # a reply to where a request came from on a plain UDP port:
+            # straight to its socket (Port.write first checks the form of
+            # an address the kernel gave); an error goes to write below,
+            # which tries again and says what the error means
+            try:
+                transport.socket.sendto(datagram, addr)
+                return
+            except OSError:
+                pass
         try:
-            self.transport.write(datagram, addr)
+            transport.write(datagram, addr)
         except Exception as e:
             self.log.error("ng reply to {addr} not sent: {error}", addr=addr, error=e)
 

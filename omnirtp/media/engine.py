@@ -28,7 +28,15 @@ step, built from S's ``codecs_send`` and the ``codecs_recv`` of S's peer
 with ``transcode`` gets a step that stops the party's RTCP.  The step is
 kept (its stream state, SSRC and sequence go on) while those lists stay
 the same, rebuilt when they change, and removed by an entry without
-``transcode`` (absent or False).  See docs/codecs.md.
+``transcode`` (absent or False).  The ``ptime`` of the peer's entry (the
+packet duration, in ms, the party the peer faces takes; absent:
+unchanged, None: as the sender sends) is what the transcoder packetises
+its output at (``Transcoder.set_ptime``; a change keeps the step).  A
+socket without a transcoder whose peer's entry has ``repacketise`` (ms;
+absent: none) gets an :class:`omnirtp.media.repacketise.Repacketiser` as
+its ``middle`` step instead: its G.711/G.722 packets are cut and joined to
+that ptime (the ng ``ptime`` / ``ptime-reverse`` of a call that is not
+transcoded, as rtpengine 10.5 does).  See docs/codecs.md.
 """
 
 from twisted.internet import defer, task
@@ -61,6 +69,8 @@ K_RECORD = "record"
 K_CODECS_SEND = "codecs_send"
 K_CODECS_RECV = "codecs_recv"
 K_TRANSCODE = "transcode"
+K_PTIME = "ptime"
+K_REPACKETISE = "repacketise"
 
 #: seconds between the RTCP sender reports of transcoded streams
 RTCP_INTERVAL = 5.0
@@ -71,8 +81,16 @@ DTLS_SERVER = "server"
 
 #: configure keys that name transform parameters: key -> (factory kind,
 #: which of the socket's step lists it fills, the factory method building it)
-#: seconds between the offload checks and kernel counter reads (``table``)
+#: seconds between the offload checks (``table``): each looks at the calls
+#: whose sockets saw packets since the one before (or that were refused)
 KERNEL_TICK = 1.0
+#: seconds between full reads of the kernel's counters (the per-call counts
+#: of ``stats()`` of all calls are at most this old; ``stats(call_id)``
+#: reads its call's afresh, and the call registry does so for a call before
+#: it times out)
+KERNEL_REFRESH = 10.0
+#: ``totals()`` reads every counter afresh unless it did less than this ago
+KERNEL_CACHE = 0.5
 
 TRANSFORM_KEYS = {
     K_SRTP_IN: ("srtp", "inbound", "inbound"),
@@ -314,8 +332,12 @@ class EmbeddedEngine:
         self._reactor = reactor
         #: an IForwarder (``table = N``, already started) or None
         self.forwarder = forwarder
-        self._kernel_seen = {}  # local -> kernel packets at the last tick
+        self._kernel_seen = {}  # local -> kernel packets at the last read
         self._kernel_stale = set()  # released calls whose streams the kernel refused to drop
+        self._kernel_marks = {}  # call_id -> its sockets' packets at its last offload check
+        self._kernel_retry = set()  # calls whose streams the kernel refused: checked again
+        self._kernel_read_at = None  # the last full read of the counters (reactor seconds)
+        self._kernel_totals_at = None  # the last full read for totals()
         self._kernel_loop = None
         if forwarder is not None:
             from twisted.internet.task import LoopingCall
@@ -397,9 +419,15 @@ class EmbeddedEngine:
         else:
             ids = []
         result = {}
-        # one call (query, delete): read now; all (the timeout sweep, once a
-        # second): as the last tick read them
-        kernel = self._kernel_counters(fresh=call_id is not None, call_id=call_id) if ids else {}
+        kernel = {}
+        if ids and self.forwarder is not None:
+            if call_id is None:
+                # all calls (the timeout sweep, once a second): as last read
+                kernel = self._kernel_counters(fresh=False)
+            else:
+                # one call (query, delete, a timeout about to happen): now
+                kernel = self._kernel_counters(fresh=True, locals=[
+                    relay.local for pair in self._calls[call_id].values() for relay in pair])
         for cid in ids:
             per = result[cid] = {}
             for rtp, rtcp in self._calls[cid].values():
@@ -416,7 +444,15 @@ class EmbeddedEngine:
         done = self._released
         packets, octets, errors, junk = done.packets, done.bytes, done.errors, done.junk
         kernel_packets, kernel_bytes = done.kernel_packets, done.kernel_bytes
-        for local, (kp, kb) in self._kernel_counters(fresh=False).items():
+        kernel = {}
+        if self.forwarder is not None:
+            now = self._reactor.seconds()
+            at = self._kernel_totals_at
+            fresh = at is None or not 0 <= now - at < KERNEL_CACHE
+            if fresh:
+                self._kernel_totals_at = now
+            kernel = self._kernel_counters(fresh=fresh)
+        for local, (kp, kb) in kernel.items():
             if local in self._sockets:
                 kernel_packets += kp
                 kernel_bytes += kb
@@ -665,7 +701,14 @@ class EmbeddedEngine:
         """The codec state an entry leaves ``relay`` with (validated):
         ``codecs_send`` / ``codecs_recv`` as given (absent: as before),
         ``transcode`` as given (absent: False)."""
-        state = dict(self._codec_state.get(relay.local) or {"send": None, "recv": None})
+        state = dict(self._codec_state.get(relay.local)
+                     or {"send": None, "recv": None, "ptime": None})
+        if K_PTIME in entry:
+            ptime = entry[K_PTIME]
+            if ptime is not None and (type(ptime) is not int or not 0 < ptime <= 1000):
+                raise ValueError("ptime of %s:%d must be 1-1000 (ms) or None, got %r"
+                                 % (relay.local + (ptime,)))
+            state["ptime"] = ptime
         for key, name in ((K_CODECS_SEND, "send"), (K_CODECS_RECV, "recv")):
             if key in entry:
                 value = entry[key]
@@ -678,6 +721,12 @@ class EmbeddedEngine:
                 where = "%s of %s:%d" % ((key,) + relay.local)
                 state[name] = normalise_formats(value, where)
         state["transcode"] = bool(entry.get(K_TRANSCODE, False))
+        repacketise = entry.get(K_REPACKETISE)
+        if repacketise is not None and (type(repacketise) is not int
+                                        or not 0 < repacketise <= 1000):
+            raise ValueError("repacketise of %s:%d must be 1-1000 (ms) or None, got %r"
+                             % (relay.local + (repacketise,)))
+        state["repacketise"] = repacketise
         return state
 
     def _registry(self):
@@ -697,17 +746,23 @@ class EmbeddedEngine:
                 local = relay.local
                 state = self._codec_state.get(local)
                 want = None
+                peer = relay.peer
+                peer_state = self._codec_state.get(peer.local) if peer else None
                 if state is not None and state["transcode"]:
                     if relay is rtcp:
                         want = ("rtcp",)
                     else:
-                        peer = relay.peer
-                        peer_state = self._codec_state.get(peer.local) if peer else None
                         recv = peer_state["recv"] if peer_state else None
+                        ptime = peer_state.get("ptime") if peer_state else None
                         if state["send"] and recv:
                             want = ("rtp", repr(state["send"]), repr(recv))
+                if (want is None and relay is rtp and peer_state is not None
+                        and peer_state.get("repacketise")):
+                    want = ("repacketise", peer_state["repacketise"])
                 current = self._transcoders.get(local)
                 if (current[0] if current else None) == want:
+                    if want is not None and want[0] == "rtp" and current[1].ptime_asked != ptime:
+                        current[1].set_ptime(ptime)
                     continue
                 if want is None:
                     del self._transcoders[local]
@@ -717,10 +772,14 @@ class EmbeddedEngine:
                         from omnirtp.codecs.transcode import RtcpTerminator
 
                         step = RtcpTerminator()
+                    elif want[0] == "repacketise":
+                        from omnirtp.media.repacketise import Repacketiser
+
+                        step = Repacketiser(want[1])
                     else:
                         from omnirtp.codecs.transcode import Transcoder
 
-                        step = Transcoder(state["send"], recv, self._registry())
+                        step = Transcoder(state["send"], recv, self._registry(), ptime=ptime)
                     self._transcoders[local] = (want, step)
                     relay.set_transforms(middle=self._middle(local))
                 changed = True
@@ -756,8 +815,8 @@ class EmbeddedEngine:
             if peer is None:
                 continue
             try:
-                reverse = self.transcoder(peer.local)
-                block = reverse.report_block() if reverse is not None else b""
+                reverse = self._transcoders.get(peer.local)
+                block = reverse[1].report_block() if reverse and reverse[0][0] == "rtp" else b""
                 elapsed = max(0.0, now - relay.last_packet)
                 data = step.sender_report(
                     now, step.last_ts + int(elapsed * step.out_clock), block)
@@ -1065,7 +1124,12 @@ class EmbeddedEngine:
             if wire is not None:
                 self._start_wire(wire)
         if self.forwarder is not None:
-            self._kernel_sync(call_id)
+            # handed over now: the next check waits for new packets
+            self._kernel_marks[call_id] = self._kernel_mark(call_id)
+            if self._kernel_sync(call_id):
+                self._kernel_retry.discard(call_id)
+            else:
+                self._kernel_retry.add(call_id)
 
     def _release(self, call_id, keys):
         pairs = self._calls.get(call_id)
@@ -1086,7 +1150,8 @@ class EmbeddedEngine:
             if not self._kernel_sync(call_id, without=set(targets)):
                 self._kernel_stale.add(call_id)  # the tick tries again
             # the leaving streams' counts were read as they left
-            kernel = self._kernel_counters(fresh=False)
+            kernel = self._kernel_counters(fresh=False, locals=[
+                relay.local for key in targets for relay in pairs[key]])
         gone = set()
         for key in targets:
             rtp, rtcp = pairs.pop(key)
@@ -1100,7 +1165,7 @@ class EmbeddedEngine:
                     self._released.kernel_packets += kp
                     self._released.kernel_bytes += kb
                     self.forwarder.forget(relay.local)
-                    self._kernel_seen.pop(relay.local, None)
+                self._kernel_seen.pop(relay.local, None)
                 del self._sockets[relay.local]
                 self._steps.pop(relay.local, None)
                 self._codec_state.pop(relay.local, None)
@@ -1124,6 +1189,8 @@ class EmbeddedEngine:
                         relay.update_pipeline()
         if not pairs:
             del self._calls[call_id]
+            self._kernel_marks.pop(call_id, None)
+            self._kernel_retry.discard(call_id)
             self._recordings.release(call_id)
         self._rtcp_schedule()
 
@@ -1162,44 +1229,73 @@ class EmbeddedEngine:
             return False
         return True
 
-    def _kernel_counters(self, fresh=True, call_id=None):
-        if self.forwarder is None:
-            return {}
+    def _kernel_counters(self, fresh=True, locals=None):
+        """The forwarder's counters (``IForwarder.counters``); a fresh read
+        whose counter moved stamps the socket's ``last_packet``: kernel
+        traffic is traffic for the media timeout."""
         from omnirtp.media.kernel import NftError
 
         try:
-            return self.forwarder.counters(fresh, call_id)
+            counts = self.forwarder.counters(fresh, locals)
         except NftError as e:
             self.log.warn("kernel forwarding: cannot read counters: {error}", error=e)
             return {}
+        if fresh:
+            now = self._reactor.seconds()
+            if locals is None:
+                self._kernel_read_at = now
+            seen = self._kernel_seen
+            for local, (packets, _octets) in counts.items():
+                if packets != seen.get(local, 0):
+                    seen[local] = packets
+                    relay = self._sockets.get(local)
+                    if relay is not None:
+                        relay.last_packet = now
+        return counts
+
+    def _kernel_mark(self, call_id):
+        """Packets the call's sockets received in userspace: until it
+        changes, nothing of the call can have become offloadable (a party
+        is confirmed by a packet) unless a configuration changed it."""
+        seen = 0
+        for rtp, rtcp in self._calls[call_id].values():
+            seen += rtp.packets + rtcp.packets
+        return seen
 
     def _kernel_tick(self):
-        """Offload what became offloadable (endpoints confirmed since the
-        last configuration); a kernel counter that moved counts as a packet
-        for the media timeout."""
+        """Offload what became offloadable: a call whose sockets saw packets
+        since the last check may have a party confirmed now (a configuration
+        hands its call over itself).  Every :data:`KERNEL_REFRESH` seconds,
+        one read of every counter (stamps kernel traffic for ``stats()`` of
+        all calls)."""
         from omnirtp.media.kernel import NftError
 
-        calls = {call_id: self._kernel_streams(call_id) for call_id in self._calls}
+        marks, retry, mark = self._kernel_marks, self._kernel_retry, self._kernel_mark
+        calls = {}
+        for call_id in self._calls:
+            seen = mark(call_id)
+            if marks.get(call_id) != seen or call_id in retry:
+                marks[call_id] = seen
+                calls[call_id] = self._kernel_streams(call_id)
         stale = [c for c in self._kernel_stale if c not in self._calls]
         for call_id in stale:
             calls[call_id] = []
-        try:
-            refused = self.forwarder.offload_calls(calls)
-        except NftError as e:  # the first step (streams leaving) failed
-            refused = dict.fromkeys(calls, e)
+        refused = {}
+        if calls:
+            try:
+                refused = self.forwarder.offload_calls(calls)
+            except NftError as e:  # the first step (streams leaving) failed
+                refused = dict.fromkeys(calls, e)
         for call_id, error in refused.items():
             self.log.warn("call {call_id}: kernel forwarding refused ({error}); "
                           "media stays in userspace", call_id=call_id, error=error)
         self._kernel_stale.difference_update(c for c in stale if c not in refused)
-        counts = self._kernel_counters()
+        self._kernel_retry = {c for c in refused if c in self._calls}
         now = self._reactor.seconds()
-        seen = self._kernel_seen
-        for local, (packets, _octets) in counts.items():
-            if packets != seen.get(local, 0):
-                seen[local] = packets
-                relay = self._sockets.get(local)
-                if relay is not None:
-                    relay.last_packet = now
+        at = self._kernel_read_at
+        if at is None or not 0 <= now - at < KERNEL_REFRESH:
+            self._kernel_read_at = now
+            self._kernel_counters()
 
 
 def _merge_kernel(counters, kernel):

@@ -8,8 +8,9 @@ engine, all :class:`RelaySocket` objects are read through one
 :class:`MediaPoller` (an epoll of their own, a single reader on the
 reactor): one read per readiness event, each datagram handled in place (a
 constant-time RTP/RTCP check, the source policy, plain integer counters,
-one send, with no Twisted dispatch in between).  A socket with an endpoint also has a connected companion
-socket (SO_REUSEPORT) that carries the endpoint's traffic (``os.read`` and
+one send, with no Twisted dispatch in between).  A socket whose endpoint carries media also has a
+connected companion socket (SO_REUSEPORT; made at the endpoint's first
+datagram, not at set-up) that carries the endpoint's traffic (``os.read`` and
 ``os.write``); the poller relays its datagrams inline while the endpoint is
 confirmed (see :class:`MediaPoller`).  Without a poller (the unit tests'
 fake sockets) a RelaySocket is itself an ``IReadDescriptor`` on the reactor
@@ -33,7 +34,11 @@ its plain code, so a plain socket pays a single attribute test on the full
 path.  The one exception is a recording tap alone (``_tap``): that socket
 keeps the inline path, where the poller hands each datagram to the tap's
 ``sink`` (omnirtp.recording.writer); a plain socket pays one slot test for
-it there.  See :meth:`RelaySocket.update_pipeline` and docs/architecture.md.
+it there.  A chain with a fan-out step (``fan_out``: a transcoder or
+repacketiser that gives 0..N packets for one, to the receiver's ptime) is
+served by :meth:`RelaySocket._stepped_fan` / :meth:`RelaySocket._forward_fan`
+instead; no other path changes for it.  See
+:meth:`RelaySocket.update_pipeline` and docs/architecture.md.
 """
 
 import os
@@ -157,6 +162,7 @@ class RelaySocket:
         "_sout",
         "_pout",
         "_chain",
+        "_fan",
         "_tap",
         "_feeders",
         "_seconds",
@@ -225,6 +231,15 @@ class RelaySocket:
         #: Python, e.g. a transcoder): the peer's companion while the
         #: endpoint is confirmed, else -1 (:meth:`_stepped`)
         self._pout = -1
+        #: None, or for an RTP chain with a fan-out step (one that may give
+        #: 0..N packets for one, a transcoder repacketising):
+        #: ``(head, fan, tail)``, the bound ``rtp`` methods of the steps
+        #: before it, its own, and those after it (the peer's outbound
+        #: steps).  Such a socket's companion is served by
+        #: :meth:`_stepped_fan` and its full path goes through
+        #: :meth:`_forward_fan`; every other socket keeps its paths as they
+        #: are.  Kept by :meth:`update_pipeline`.
+        self._fan = None
         #: the recording tap when it is the only step of both chains (a
         #: recorded plain socket), else None: such a socket keeps the
         #: inline path (``_out``), where the poller hands what it relays to
@@ -358,7 +373,14 @@ class RelaySocket:
             self.endpoint = endpoint
         elif changed or self.endpoint is None or asymmetric or learning == LEARN_OFF:
             self.endpoint = endpoint
-        if self._companion is not None and self._conn_ep != self.endpoint:
+        # a companion that exists follows the endpoint; a new one is made
+        # when it is first needed (see _sync_companion): now if the
+        # endpoint is confirmed already (its packets skip the learning
+        # that would make it) or a socket that sends out of this one has
+        # its companion (media flows towards this endpoint)
+        if (self._companion is not None and self._conn_ep != self.endpoint
+                and (self._conn is not None or self.confirmed
+                     or any(f._conn is not None for f in self._feeders))):
             self._sync_companion()
         self._update_out()
 
@@ -450,12 +472,18 @@ class RelaySocket:
         rtcp_peer = self.rtcp_peer if self.rtcp_peer is not None else peer
         rtp_steps = head + (peer.outbound if peer is not None else ())
         rtcp_steps = head + (rtcp_peer.outbound if rtcp_peer is not None else ())
-        was = self.pipeline is None or self._tap is not None  # served inline
+        was = self._serving()
         if rtp_steps or rtcp_steps:
             self.pipeline = (tuple(t.rtp for t in rtp_steps), tuple(t.rtcp for t in rtcp_steps))
         else:
             self.pipeline = None
         self._chain = None
+        self._fan = None
+        for i, step in enumerate(rtp_steps):
+            if getattr(step, "fan_out", False):
+                self._fan = (tuple(t.rtp for t in rtp_steps[:i]), step.rtp,
+                             tuple(t.rtp for t in rtp_steps[i + 1:]))
+                break
         calls = tuple((getattr(t, "native_rtp", None), t) for t in rtp_steps)
         if calls and all(native is not None for native, _ in calls):
             buffer = getattr(rtp_steps[0], "buffer", None)
@@ -470,20 +498,30 @@ class RelaySocket:
             self._tap = rtp_steps[0]
             self._tap.follow(self._conn_ep)
         self._update_out()
-        if (was != (self.pipeline is None or self._tap is not None) and self.reading
-                and self._conn is not None):
+        if was != self._serving() and self.reading and self._conn is not None:
             self._serve_companion()
+
+    def _serving(self):
+        """How the companion is served: 0 inline (plain, or a recording
+        tap alone), 1 :meth:`_piped`, 2 :meth:`_stepped_fan`."""
+        if self.pipeline is None or self._tap is not None:
+            return 0
+        return 1 if self._fan is None else 2
 
     def _serve_companion(self):
         """(Re)register the connected companion with the poller: served
-        inline (plain, or a recording tap alone) or by :meth:`_piped` (a
-        socket with any other pipeline)."""
+        inline (plain, or a recording tap alone), by :meth:`_stepped_fan`
+        (an RTP chain with a fan-out step) or by :meth:`_piped` (a socket
+        with any other pipeline)."""
         poller = self._poller
         poller.remove(self._cfd)
-        if self.pipeline is None or self._tap is not None:
+        serving = self._serving()
+        if serving == 0:
             poller.add_connected(self._cfd, self)
-        else:
+        elif serving == 1:
             poller.add(self._cfd, self._piped)
+        else:
+            poller.add(self._cfd, self._stepped_fan)
 
     def transform_counters(self):
         """``{name: counters}`` of the steps this socket owns (plain data)."""
@@ -580,6 +618,7 @@ class RelaySocket:
         self._sout = -1
         self._pout = -1
         self._chain = None
+        self._fan = None
         self._tap = None
         self.other = None
         self.authorise = None
@@ -751,6 +790,104 @@ class RelaySocket:
         except Exception:
             self.errors += 1
 
+    def _stepped_fan(self, now):
+        """:meth:`_stepped` for an RTP chain with a fan-out step (see
+        ``_fan``): the packets it gives (none while it holds audio for a
+        longer packet, several when it splits one) run the steps after it
+        and go to the peer's companion in order; anything else goes to
+        :meth:`connected`, as in :meth:`_stepped`."""
+        try:
+            data = _read(self._cfd, RECV_SIZE)
+        except OSError:
+            return  # EAGAIN, or an ICMP error consumed by the read
+        out = self._pout
+        n = len(data)
+        if out < 0 or n < RTP_MIN or (data[0] & 0xC0) != 0x80 or 191 < data[1] < 224:
+            self.connected(data, now)
+            return
+        self.packets += 1
+        self.bytes += n
+        self.last_packet = now
+        try:
+            head, fan, tail = self._fan
+            if not head:
+                # the usual chain (a transcoder first): one packet out is
+                # written as _stepped writes it, no tuple in between
+                data = fan(data)
+                if data.__class__ is bytes:
+                    for step in tail:
+                        data = step(data)
+                        if data is None:
+                            self.errors += 1
+                            return
+                    _write(out, data)
+                    return
+                if data is None:
+                    self.errors += 1
+                    return
+                data = self._fan_tail(data, tail)
+            else:
+                data = self._fan_out(data)
+            for packet in data:
+                _write(out, packet)
+        except Exception:
+            self.errors += 1
+
+    def _forward_fan(self, data):
+        """:meth:`_forward_pipeline` for an RTP chain with a fan-out step:
+        each packet it gives goes out of ``peer`` (its companion, else
+        ``sendto`` its endpoint)."""
+        peer = self.peer
+        if peer is None:
+            self.errors += 1
+            return
+        try:
+            for packet in self._fan_out(data):
+                if peer._cfd >= 0:
+                    _write(peer._cfd, packet)
+                elif peer.endpoint is not None:
+                    peer._sendto(packet, peer.endpoint)
+                else:
+                    self.errors += 1
+        except Exception:
+            self.errors += 1
+
+    def _fan_out(self, data):
+        """The packets an RTP datagram becomes through a chain with a
+        fan-out step (``_fan``): the steps before it, then it (bytes: one
+        packet; None: dropped; a tuple: 0..N packets, () while it holds
+        audio back, which is no error), then each packet through the steps
+        after it.  A drop is counted in ``errors``, per packet."""
+        head, fan, tail = self._fan
+        for step in head:
+            data = step(data)
+            if data is None:
+                self.errors += 1
+                return ()
+        data = fan(data)
+        if data is None:
+            self.errors += 1
+            return ()
+        if data.__class__ is bytes:
+            data = (data,)
+        return self._fan_tail(data, tail)
+
+    def _fan_tail(self, data, tail):
+        """The packets a fan-out step gave (a tuple), each through the
+        steps after it (``tail``); a drop counted in ``errors``."""
+        if not tail:
+            return data
+        done = []
+        for packet in data:
+            for step in tail:
+                packet = step(packet)
+                if packet is None:
+                    self.errors += 1
+                    break
+            else:
+                done.append(packet)
+        return done
+
     def _forward(self, data):
         """Send on a received, counted datagram: RTCP (PT 192-223) out of
         ``rtcp_peer`` when one is set, anything else out of ``peer``; through
@@ -791,6 +928,9 @@ class RelaySocket:
         rtp_steps, rtcp_steps = self.pipeline
         if 191 < data[1] < 224:
             self._forward_rtcp_pipeline(data, rtcp_steps)
+            return
+        if self._fan is not None:
+            self._forward_fan(data)
             return
         peer = self.peer
         if peer is None:
@@ -877,6 +1017,15 @@ class RelaySocket:
         kernel prefers the connected socket) and sends to it with ``send``:
         the kernel keeps its route, and Python builds no address per
         datagram.  Datagrams from anyone else still reach the main socket.
+
+        Made when first needed, not at set-up (a call that never carries
+        media costs no socket more than its ports): by the first datagram
+        the main socket reads while the endpoint is not confirmed (the
+        learning path of :meth:`read`), by an endpoint that is confirmed
+        already when it is set (:meth:`configure`, :meth:`select`), or with
+        the companion of a socket that sends out of this one (made with
+        it, or when this endpoint is set while it has one: one-way media
+        takes the inline path too).  Once per stream, never per packet.
         """
         endpoint = self.endpoint
         if endpoint is None:
@@ -903,7 +1052,8 @@ class RelaySocket:
                 conn.close()
             self._drop_companion()
             return
-        if conn is not self._conn:
+        made = conn is not self._conn
+        if made:
             self._conn = conn
             self._cfd = conn.fileno()
             if self.reading:
@@ -913,6 +1063,12 @@ class RelaySocket:
         self._conn_ep = endpoint
         if self._tap is not None:
             self._tap.follow(endpoint)  # the source of what the companion reads
+        peer = self.peer
+        if (made and peer is not None and peer._conn is None and peer._companion is not None
+                and peer.endpoint is not None):
+            # what this socket's party sends leaves through the peer's
+            # companion: make it now, not at the peer's own first datagram
+            peer._sync_companion()
 
     def _drop_companion(self):
         conn = self._conn

@@ -62,15 +62,33 @@ class Codec:
 
 
 def codec_for(pt, rtpmaps):
-    """Build the :class:`Codec` of format ``pt`` (str) from ``{pt: RtpMap}``
-    or the static table."""
+    """The :class:`Codec` of format ``pt`` (str) from ``{pt: RtpMap}`` or
+    the static table.  Codecs are immutable: the ones made are kept
+    (:data:`_CODECS`) and handed out again."""
     rtpmap = rtpmaps.get(pt)
     if rtpmap is not None:
-        return Codec(pt, rtpmap.encoding, rtpmap.clock_rate, rtpmap.channels)
-    if pt.isdigit() and int(pt) in STATIC_PAYLOAD_TYPES:
+        key = (pt, rtpmap.encoding, rtpmap.clock_rate, rtpmap.channels)
+    else:
+        key = pt
+    codec = _CODECS.get(key)
+    if codec is not None:
+        return codec
+    if rtpmap is not None:
+        codec = Codec(pt, rtpmap.encoding, rtpmap.clock_rate, rtpmap.channels)
+    elif pt.isdigit() and int(pt) in STATIC_PAYLOAD_TYPES:
         name, rate, channels = STATIC_PAYLOAD_TYPES[int(pt)]
-        return Codec(pt, name, rate, channels)
-    return Codec(pt)
+        codec = Codec(pt, name, rate, channels)
+    else:
+        codec = Codec(pt)
+    if len(_CODECS) < _CODECS_MAX:
+        _CODECS[key] = codec
+    return codec
+
+
+#: (pt, encoding, rate, channels) or pt (no rtpmap) -> its Codec (bounded:
+#: payload types and encodings come from the network)
+_CODECS = {}
+_CODECS_MAX = 4096
 
 
 @dataclass(frozen=True)

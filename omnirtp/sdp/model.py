@@ -31,6 +31,31 @@ ZERO_ADDRESSES = frozenset(("0.0.0.0", "::"))
 _LINE = re.compile(r"([^\r\n]*)(\r\n|\n|\r|)")
 
 
+def _split_lines(data):
+    """``[(text, eol)]`` of every line of ``data``, as :data:`_LINE` finds
+    them (CRLF, LF or CR endings; the last line may have none).  The usual
+    SDP, CRLF only or LF only, is split with ``str.split``."""
+    crlf = data.count("\r\n")
+    if data.count("\r") == crlf and data.count("\n") == crlf:
+        eol = "\r\n"
+    elif "\r" not in data:
+        eol = "\n"
+    else:
+        out = []
+        for match in _LINE.finditer(data):
+            text, end = match.groups()
+            if not text and not end:
+                break
+            out.append((text, end))
+        return out
+    texts = data.split(eol)
+    last = texts.pop()
+    out = [(text, eol) for text in texts]
+    if last:
+        out.append((last, ""))
+    return out
+
+
 class SDPIncomplete(SDPError):
     """The SDP parses but lacks something a media proxy needs (no address
     for a media section).  rtpengine answers ``Incomplete SDP specification``."""
@@ -113,6 +138,10 @@ def parse_connection(line):
     conn = line.connection
     if conn is not None:
         return conn
+    conn = _CONNECTIONS.get(line.value)
+    if conn is not None:
+        line.connection = conn
+        return conn
     fields = line.value.split()
     if len(fields) != 3:
         raise _line_error(line, "c= needs network type, address type and address")
@@ -120,7 +149,18 @@ def parse_connection(line):
     if nettype != "IN":
         raise _line_error(line, "c= network type must be IN")
     conn = line.connection = Connection(family, *_check_address(line, family, address, "c="))
+    if len(_CONNECTIONS) < _VALID_MAX:
+        _CONNECTIONS[line.value] = conn
     return conn
+
+
+#: the value of a parseable a=rtpmap line -> (pt, its RtpMap), immutable,
+#: so shared (bounded: rtpmap lines come from the network)
+_RTPMAPS = {}
+
+#: the value of a valid c= line -> its Connection (immutable, so shared;
+#: bounded: c= lines come from the network)
+_CONNECTIONS = {}
 
 
 #: (family, address) pairs found valid (bounded: addresses come from the network)
@@ -255,7 +295,7 @@ class _Part:
 
     @property
     def has_ice(self):
-        return any(ln.kind == "a" and ln.attribute[0] in ICE_ATTRIBUTES for ln in self.lines)
+        return not ICE_ATTRIBUTES.isdisjoint(self._index())
 
     def text(self):
         return "".join(ln.text + ln.eol for ln in self.lines)
@@ -309,13 +349,18 @@ class MediaSection(_Part):
 
     def _parse_rtpmaps(self):
         result = {}
-        for value in self.attributes("rtpmap"):
-            pt, _, spec = (value or "").partition(" ")
-            parts = spec.strip().split("/")
-            if not pt or len(parts) < 2 or not parts[1].isdigit():
-                continue
-            result.setdefault(pt, RtpMap(parts[0], int(parts[1]),
-                                         parts[2] if len(parts) > 2 and parts[2] else None))
+        for value in self._index().get("rtpmap", ()):
+            parsed = _RTPMAPS.get(value)
+            if parsed is None:
+                pt, _, spec = (value or "").partition(" ")
+                parts = spec.strip().split("/")
+                if not pt or len(parts) < 2 or not parts[1].isdigit():
+                    continue
+                parsed = pt, RtpMap(parts[0], int(parts[1]),
+                                    parts[2] if len(parts) > 2 and parts[2] else None)
+                if len(_RTPMAPS) < _VALID_MAX:
+                    _RTPMAPS[value] = parsed
+            result.setdefault(*parsed)
         return result
 
     def fmtp(self, pt):
@@ -366,35 +411,32 @@ class SessionDescription:
             data = bytes(data).decode("utf-8", "surrogateescape")
         elif not isinstance(data, str):
             raise TypeError("SDP must be str or bytes, not %s" % (type(data).__name__,))
-        lines = []
+        # the session's lines, then one list per m= line and what follows it
+        session_lines = current = []
+        sections = []
         number = 0
-        for match in _LINE.finditer(data):
-            text, eol = match.groups()
-            if not text and not eol:
-                break
+        first = None
+        for text, eol in _split_lines(data):
             number += 1
             if not text:
-                lines.append(Line("", "", eol, number))
+                current.append(Line("", "", eol, number))
                 continue
             if len(text) < 2 or text[1] != "=" or not text[0].isalpha():
                 line = Line("", text, eol, number)
                 raise _line_error(line, "not a '<type>=<value>' line")
-            lines.append(Line(text[0], text[2:], eol, number))
-        content = [ln for ln in lines if ln.kind]
-        if not content:
-            raise SDPError("SDP is empty")
-        if content[0].kind != "v":
-            raise SDPError("SDP must start with a v= line, not %r (line %d)"
-                           % (content[0].text, content[0].number))
-        session_lines, sections, current = [], [], None
-        for ln in lines:
-            if ln.kind == "m":
-                current = [ln]
+            line = Line(text[0], text[2:], eol, number)
+            if line.kind == "m":
+                current = [line]
                 sections.append(current)
-            elif current is None:
-                session_lines.append(ln)
             else:
-                current.append(ln)
+                current.append(line)
+            if first is None:
+                first = line
+        if first is None:
+            raise SDPError("SDP is empty")
+        if first.kind != "v":
+            raise SDPError("SDP must start with a v= line, not %r (line %d)"
+                           % (first.text, first.number))
         session = Session(session_lines)
         for ln in session_lines:
             if ln.kind == "c":

@@ -43,7 +43,7 @@ import string
 from dataclasses import dataclass, field
 
 from omnirtp.sdp.codecs import CodecOps, codec_for
-from omnirtp.sdp.model import DIRECTIONS, ICE_ATTRIBUTES, LOOP_PROTECT_ATTRIBUTE
+from omnirtp.sdp.model import DIRECTIONS, ICE_ATTRIBUTES, LOOP_PROTECT_ATTRIBUTE, parse_connection
 from omnirtp.tokens import token
 
 CRLF = "\r\n"
@@ -58,6 +58,9 @@ PRIMARY_LOCAL_PREFERENCE = 65535
 SECURITY_ATTRIBUTES = frozenset(("crypto", "fingerprint", "setup", "tls-id"))
 CODEC_ATTRIBUTES = frozenset(("rtpmap", "fmtp", "rtcp-fb"))
 SESSION_DROPPED = frozenset(("group",)) | SECURITY_ATTRIBUTES
+#: media attributes always dropped from the input (regenerated from the plan)
+_MEDIA_OWNED = frozenset(("rtcp", "rtcp-mux", "ptime", LOOP_PROTECT_ATTRIBUTE)) \
+    | SECURITY_ATTRIBUTES
 
 
 @dataclass
@@ -158,40 +161,42 @@ def _attr(line):
     return line.attribute[0] if line.kind == "a" else None
 
 
-def _connection(plan):
-    return "c=IN %s %s" % (plan.family, plan.address)
-
-
 def _rewrite_connection(line, plan, keep_zero=True):
-    from omnirtp.sdp.model import parse_connection
     conn = parse_connection(line)
     if conn.zero and keep_zero:
         return line.text
-    return _connection(plan)
+    return "c=IN %s %s" % (plan.family, plan.address)
 
 
 def _session_lines(sd, plan):
     out = []
-    all_directed = all(m.direction is not None for m in plan.media) if plan.media else False
+    all_directed = bool(plan.media)
+    for m in plan.media:
+        if m.direction is None:
+            all_directed = False
+            break
     for line in sd.session.lines:
-        if not line.kind:
+        kind = line.kind
+        if not kind:
             continue
-        name = _attr(line)
-        if line.kind == "o" and plan.replace_origin:
-            fields = line.value.split()
-            out.append("o=%s IN %s %s" % (" ".join(fields[:3]), plan.family, plan.address))
-        elif line.kind == "c":
-            out.append(_rewrite_connection(line, plan, plan.keep_zero_address))
-        elif name is None:
-            out.append(line.text)
-        elif name in SESSION_DROPPED or name == LOOP_PROTECT_ATTRIBUTE:
+        if kind != "a":
+            if kind == "o" and plan.replace_origin:
+                fields = line.value.split()
+                out.append("o=%s IN %s %s" % (" ".join(fields[:3]), plan.family, plan.address))
+            elif kind == "c":
+                out.append(_rewrite_connection(line, plan, plan.keep_zero_address))
+            else:
+                out.append(kind + "=" + line.value)
+            continue
+        name = line.attribute[0]
+        if name in SESSION_DROPPED or name == LOOP_PROTECT_ATTRIBUTE:
             continue
         elif name in ICE_ATTRIBUTES and any(m.ice is not None for m in plan.media):
             continue
         elif name in DIRECTIONS and all_directed:
             continue
         else:
-            out.append(line.text)
+            out.append("a=" + line.value)
     if plan.ice_lite:
         out.append("a=ice-lite")
     if plan.loop_protect:
@@ -202,12 +207,18 @@ def _session_lines(sd, plan):
 def _codec_lines(media, kept):
     by_pt = {}
     for line in media.lines:
-        name = _attr(line)
-        if name in CODEC_ATTRIBUTES:
-            pt = (line.attribute[1] or "").split(" ", 1)[0]
+        attribute = line.attribute
+        if attribute is not None and attribute[0] in CODEC_ATTRIBUTES:
+            name = attribute[0]
+            pt = (attribute[1] or "").split(" ", 1)[0]
             if name == "rtcp-fb" and pt == "*":
                 continue
-            by_pt.setdefault((name, pt), []).append(line.text)
+            key = (name, pt)
+            texts = by_pt.get(key)
+            if texts is None:
+                by_pt[key] = ["a=" + line.value]
+            else:
+                texts.append("a=" + line.value)
     out = []
     for codec in kept:
         rtpmap = by_pt.get(("rtpmap", codec.pt))
@@ -243,8 +254,6 @@ def _mids(media, mplan):
 
 def _media_lines(sd, media, mplan, plan):
     proto = mplan.protocol or media.proto
-    rtpmaps = media.rtpmaps()
-    codecs = [codec_for(f, rtpmaps) for f in media.formats]
     if mplan.port == 0:
         out = [("m=%s 0 %s %s" % (media.media, proto, " ".join(media.formats))).rstrip()]
         if mplan.keep_mid:
@@ -255,7 +264,8 @@ def _media_lines(sd, media, mplan, plan):
             out.append("a=end-of-candidates")
         return out
     if mplan.formats is None:
-        kept = mplan.codecs.apply(codecs)
+        rtpmaps = media._cached_rtpmaps()  # read only
+        kept = mplan.codecs.apply([codec_for(f, rtpmaps) for f in media.formats])
         pts = [c.pt for c in kept]
     else:
         pts = [str(f.pt) for f in mplan.formats]
@@ -263,31 +273,30 @@ def _media_lines(sd, media, mplan, plan):
     keep_codec_lines = mplan.formats is not None and not mplan.formats
     mids = []
     for line in media.lines[1:]:
-        if not line.kind:
+        kind = line.kind
+        if kind != "a":
+            if kind == "c":
+                out.append(_rewrite_connection(line, plan, mplan.keep_zero_address))
+            elif kind:
+                out.append(kind + "=" + line.value)
             continue
-        if line.kind == "c":
-            out.append(_rewrite_connection(line, plan, mplan.keep_zero_address))
+        name = line.attribute[0]
+        if name in _MEDIA_OWNED:
             continue
-        name = _attr(line)
-        if name is None:
-            out.append(line.text)
-        elif name == "mid":
-            mids.append(line.text)
+        if name == "mid":
+            mids.append("a=" + line.value)
         elif name in CODEC_ATTRIBUTES:
             if keep_codec_lines or (
                     name == "rtcp-fb" and (line.attribute[1] or "").startswith("* ")):
-                out.append(line.text)
+                out.append("a=" + line.value)
         elif name in DIRECTIONS:
             if mplan.direction is None:
-                out.append(line.text)
+                out.append("a=" + line.value)
         elif name in ICE_ATTRIBUTES:
             if mplan.ice is None:
-                out.append(line.text)
-        elif name in ("rtcp", "rtcp-mux", "ptime", LOOP_PROTECT_ATTRIBUTE) \
-                or name in SECURITY_ATTRIBUTES:
-            continue
+                out.append("a=" + line.value)
         else:
-            out.append(line.text)
+            out.append("a=" + line.value)
     if mplan.keep_mid:
         out.extend(mids or _mids(media, mplan))
     if mplan.formats is None:
@@ -329,4 +338,4 @@ def rewrite(sd, plan):
     lines = _session_lines(sd, plan)
     for media, mplan in zip(sd.media, plan.media):
         lines.extend(_media_lines(sd, media, mplan, plan))
-    return "".join(line + CRLF for line in lines)
+    return CRLF.join(lines) + CRLF if lines else ""

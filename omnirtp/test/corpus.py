@@ -71,6 +71,8 @@ SIP_ANSWER = sdp(
     "a=sendrecv",
 )
 
+SIP_ANSWER_PTIME40 = SIP_ANSWER.replace("a=sendrecv", "a=sendrecv\r\na=ptime:40")
+
 SIP_ANSWER_B = SIP_ANSWER.replace("198.51.100.20", "198.51.100.30").replace(
     "30000", "32000").replace("o=bob", "o=carol")
 
@@ -947,6 +949,49 @@ CASES = [
                                answer(SIP_ANSWER, flags=["original-sendrecv"])]),
     Case("ptime_string", [offer(SIP_OFFER, ptime="30")],
          doc="integer option given as a string"),
+    # ptime (issue 7): the ng ptime / ptime-reverse keys, with and without
+    # transcoding; the transcoder packetises towards each side at its ptime
+    Case("ptime_offer_answer", [offer(SIP_OFFER, ptime=30), answer(SIP_ANSWER_PTIME40)],
+         doc="ptime towards the answerer; the answer then carries the offerer's own a=ptime"),
+    Case("ptime_answer_passes", [offer(SIP_OFFER), answer(SIP_ANSWER_PTIME40)],
+         doc="without ptime keys the answerer's a=ptime reaches the offerer"),
+    Case("ptime_reverse", [offer(SIP_OFFER, **{"ptime-reverse": 40}), answer(SIP_ANSWER),
+                           offer(SIP_OFFER_REINVITE), answer(SIP_ANSWER)],
+         doc="ptime-reverse: the answer's a=ptime, kept for the re-INVITE's answer"),
+    Case("ptime_reverse_spelling", [offer(SIP_OFFER, **{"reverse ptime": "40"}),
+                                    answer(SIP_ANSWER, **{"ptime-reverse": 30})],
+         doc="another spelling, a string value; the keys of an answer change nothing"),
+    Case("ptime_reinvite_kept", [offer(SIP_OFFER, ptime=40), answer(SIP_ANSWER),
+                                 offer(SIP_OFFER_REINVITE), answer(SIP_ANSWER)],
+         doc="the offer's ptime is kept for the re-offer without the key"),
+    Case("ptime_transcode", [offer(SIP_OFFER_PCMU, ptime=40, codec={"transcode": ["PCMA"]}),
+                             answer(SIP_ANSWER_PCMA)],
+         doc="PCMU 20 ms <-> PCMA 40 ms, repacketised by the transcoder"),
+    Case("ptime_transcode_both", [offer(SIP_OFFER_PCMU, ptime=30, codec={"transcode": ["PCMA"]},
+                                        **{"ptime-reverse": 40}),
+                                  answer(SIP_ANSWER_PCMA)]),
+    Case("ptime_transcode_answer_ptime", [
+        offer(SIP_OFFER_PCMU, ptime=30, codec={"transcode": ["PCMA"]}),
+        answer(SIP_ANSWER_PCMA.replace("a=sendrecv", "a=sendrecv\r\na=ptime:40"))],
+         doc="the answerer's own a=ptime does not reach the offerer once ptime was forced"),
+    Case("ptime_transcode_reinvite_callee", [
+        offer(SIP_OFFER_PCMU, ptime=40, codec={"transcode": ["PCMA"]}), answer(SIP_ANSWER_PCMA),
+        offer(SIP_ANSWER_PCMA.replace("1 IN IP4", "2 IN IP4"), from_tag="tt1", to_tag="ft1",
+              src="198.51.100.20"),
+        answer(SIP_OFFER_PCMU, from_tag="tt1", to_tag="ft1", src="192.0.2.10")],
+         doc="the callee's re-INVITE: its forced ptime comes back in the caller's answer"),
+    Case("ptime_transcode_opus", [offer(SIP_OFFER_OPUS_ONLY, ptime=40,
+                                        codec={"transcode": ["PCMU"]}),
+                                  answer(SIP_ANSWER_PCMU_ONLY)],
+         doc="Opus (no a=ptime) -> PCMU at 40 ms"),
+    Case("ptime_reverse_transcode_opus", [
+        offer(SIP_OFFER_OPUS_ONLY, codec={"transcode": ["PCMU"]}, **{"ptime-reverse": 40}),
+        answer(SIP_ANSWER_PCMU_ONLY)],
+         doc="PCMU -> Opus at 40 ms towards the offerer"),
+    Case("ptime_transcode_opus_fmtp", [
+        offer(SIP_OFFER, codec={"transcode": ["opus/48000/2///ptime=40"]}),
+        answer(SIP_ANSWER_OPUS.replace("useinbandfec=1", "ptime=40"))],
+         doc="an added Opus with fmtp ptime (the transcoder packetises Opus at it)"),
     Case("unsorted_keys", [
         {"command": "offer", "from-tag": "ft1", "ICE": "remove", "call-id": "c1",
          "sdp": SIP_OFFER, "replace": ["origin"], "supports": SUPPORTS},

@@ -109,13 +109,36 @@ bencode_values = st.recursive(
 
 def check_bencode(data):
     """decode() returns a value or raises BencodeError; a value re-encodes
-    to what decodes to the same value."""
+    to what decodes to the same value.  The C extension's fast paths (when
+    built) give what the Python code gives: decode_text_prefix the same
+    value and end or NotFast, encode the same bytes."""
+    same_fast_decode(data)
     try:
         value = bencode.decode(data)
     except bencode.BencodeError:
         return
     again = bencode.encode(value)
+    assert again == bencode.encode_py(value), (again, bencode.encode_py(value))
     assert bencode.decode(again) == value
+    try:
+        text, _ = bencode.decode_text_prefix_py(again)
+    except bencode.NotFast:
+        return
+    assert bencode.encode(text) == bencode.encode_py(text)
+
+
+def same_fast_decode(data):
+    """bencode._c.decode_text_prefix(data) is what the Python fast path
+    gives (None where it raises NotFast), types and key order included."""
+    if bencode._c is None:
+        return
+    fast = bencode._c.decode_text_prefix(data)
+    try:
+        slow = bencode.decode_text_prefix_py(data)
+    except bencode.NotFast:
+        assert fast is None, (data, fast)
+        return
+    assert fast is not None and ascii(fast) == ascii(slow), (data, fast, slow)
 
 
 bencode_inputs = st.one_of(

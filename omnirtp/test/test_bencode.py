@@ -218,3 +218,199 @@ class DecodeTextPrefixTests(SynchronousTestCase):
                      b"d1:k1:v", b"di1e1:ve", b"d1:k5:abe", b"d1:ki99999999999999999999ee",
                      b"d1:kxe", b"d" + b"l" * 17 + b"e" * 17 + b"e"):
             self.assertRaises(bencode.NotFast, bencode.decode_text_prefix, data)
+
+
+class PythonEncodeTests(EncodeTests):
+    """EncodeTests with the C extension out of the way: bencode.py alone."""
+
+    def setUp(self):
+        self.patch(bencode, "_c", None)
+
+
+class PythonDecodeTextPrefixTests(DecodeTextPrefixTests):
+    """DecodeTextPrefixTests with bencode.py alone."""
+
+    def setUp(self):
+        self.patch(bencode, "_c", None)
+
+
+def _outcome(function, *args):
+    """What ``function(*args)`` gives: ("value", ascii of it) or
+    ("error", exception type, text)."""
+    try:
+        return ("value", ascii(function(*args)))
+    except Exception as e:
+        return ("error", type(e), str(e))
+
+
+#: inputs at the edges of what the fast decoders take
+EDGE_INPUTS = (
+    b"", b"e", b"x", b"d", b"l", b"de", b"le", b"dee", b"lee", b"0:", b"00:", b"01:x", b"1:",
+    b"1:a", b"1:ab", b"3:\xed\xa0\x80", b"2:\xff\xfe", b"-1:a", b":", b"1", b"12",
+    b"i0e", b"i-0e", b"i00e", b"i01e", b"i-01e", b"ie", b"i-e", b"i--1e", b"i+1e", b"i1",
+    b"i-", b"i", b"i 1e", b"i1 e", b"i12x", b"i9223372036854775807e",
+    b"i9223372036854775808e", b"i-9223372036854775808e", b"i-9223372036854775809e",
+    b"i" + b"9" * 19 + b"e", b"i-" + b"9" * 19 + b"e", b"i" + b"1" * 20 + b"e",
+    b"i1000000000000000000e", b"i-1000000000000000000e", b"i\xd9\xa1e",
+    b"1" * 20 + b":", b"1" * 21 + b":", b"9" * 30 + b":x", b"\xd9\xa1:x",
+    b"d1:k1:v1:k1:we", b"d1:ki1ee", b"d1:ki01ee", b"di1e1:ve", b"dle1:ve", b"d1:kle",
+    b"d1:kd1:kdeee", b"d1:kxe", b"d1:k5:abe", b"d1:k1:vextra", b"l1:ai1eli-2eedee",
+    b"l" * 15 + b"e" * 15, b"l" * 16 + b"e" * 16, b"l" * 17 + b"e" * 17,
+    b"d1:k" * 15 + b"de" + b"e" * 15, b"d1:k" * 16 + b"de" + b"e" * 16,
+    b"d1:kl" + b"d1:k" * 14 + b"i1e" + b"e" * 14 + b"ee",
+    b"d3:\xc3\xa9t1:v2:\xc3e", b"d1:\xff0:1:\xfe0:e",
+)
+
+
+class FastMatchesPythonTests(SynchronousTestCase):
+    """omnirtp.control._fastbencode gives what bencode.py gives: the same
+    bytes, the same values (types and key order), NotFast and every error
+    text where bencode.py gives them.  Needs the extension built
+    (``setup.py build_ext --inplace``; scripts/run-tests does it): without
+    it these tests fail, they do not skip."""
+
+    def setUp(self):
+        from omnirtp.control import _fastbencode
+        self.fast = _fastbencode
+        self.assertIs(bencode._c, _fastbencode)
+
+    def assertSameDecode(self, data):
+        fast = self.fast.decode_text_prefix(data)
+        slow = _outcome(bencode.decode_text_prefix_py, data)
+        if slow[0] == "error":
+            self.assertIs(slow[1], bencode.NotFast, (data, slow))
+            self.assertIsNone(fast, data)
+        else:
+            self.assertEqual(("value", ascii(fast)), slow, data)
+        # the wrapper ng.py calls gives the same outcome as bencode.py alone
+        self.assertEqual(_outcome(bencode.decode_text_prefix, data), slow, data)
+
+    def assertSameEncode(self, value):
+        slow = _outcome(bencode.encode_py, value)
+        self.assertEqual(_outcome(bencode.encode, value), slow, ascii(value))
+        fast = self.fast.encode(value)
+        if fast is not None:
+            self.assertEqual(("value", ascii(fast)), slow, ascii(value))
+
+    def ng_payloads(self):
+        """The payloads of every ng fixture and of the fuzz fixtures' ng
+        datagrams (cookie cut off), and the fixtures' own bytes."""
+        import os
+        from omnirtp.test import fuzz
+        here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+        out = []
+        for folder in ("ng", os.path.join("fuzz", "ng"), os.path.join("fuzz", "sdp")):
+            for name in sorted(os.listdir(os.path.join(here, folder))):
+                with open(os.path.join(here, folder, name), "rb") as f:
+                    data = f.read()
+                out.append(data)
+                out.append(data.partition(b" ")[2])
+                for item in fuzz.unframe(data):
+                    if isinstance(item, bytes):
+                        out.append(item)
+                        out.append(item.partition(b" ")[2])
+        self.assertGreater(len(out), 40)
+        return out
+
+    def test_decodeEdges(self):
+        for data in EDGE_INPUTS:
+            self.assertSameDecode(data)
+            for cut in range(len(data)):
+                self.assertSameDecode(data[:cut])
+
+    def test_decodeFixtures(self):
+        for data in self.ng_payloads():
+            self.assertSameDecode(data)
+
+    def test_decodeNotBytes(self):
+        """Other bytes-like input goes to bencode.py (bytes() of it)."""
+        self.assertIsNone(self.fast.decode_text_prefix(bytearray(b"1:a")))
+        self.assertEqual(bencode.decode_text_prefix(bytearray(b"1:a")), ("a", 3))
+        self.assertEqual(bencode.decode_text_prefix(memoryview(b"d1:ai1ee")), ({"a": 1}, 8))
+
+    def test_decodeGenerated(self):
+        """Generated, then mutated bencode (the fuzz target's inputs)."""
+        from hypothesis import HealthCheck, given, settings
+        from omnirtp.test import fuzz
+
+        @settings(max_examples=1500, derandomize=True, database=None, deadline=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(fuzz.bencode_inputs)
+        def check(data):
+            self.assertSameDecode(data)
+        check()
+
+    def test_encodeEdges(self):
+        class S(str):
+            pass
+
+        class B(bytes):
+            pass
+
+        class I(int):
+            pass
+
+        values = [
+            0, -1, 1, True, False, 2 ** 63 - 1, -2 ** 63, 2 ** 63, -2 ** 63 - 1, 10 ** 40,
+            "", "a", "\u00e9", "\U0001f600", "a\udcff", "\udcc3\udca9", "\ud800", "x\udfff",
+            b"", b"\x00\xff", bytearray(b"ab"), memoryview(b"mv"), S("s"), B(b"b"), I(5),
+            None, 1.5, [], (), {}, [1, [2, [3]]], (1, "a", b"b"),
+            {"a": 1, b"b": 2, "\u00e9": 3, "k\udcff": 4}, {1: 2}, {None: 1}, {S("k"): 1},
+            {B(b"k"): 1}, {"k": [2 ** 63]}, {"k": {"k": None}}, {"k": "\ud800"},
+            {"k": [1, 2, 3, 1.0]}, [[[[[[]]]]]] * 3,
+        ]
+        deep = {"x": 1}
+        for _ in range(200):
+            deep = [deep]
+        values.append(deep)
+        for value in values:
+            self.assertSameEncode(value)
+        # what C leaves to bencode.py
+        for value in ([1.5], {"k": S("v")}, {1: 2}, 2 ** 63, "\ud800", memoryview(b"m"),
+                      {B(b"k"): 1}):
+            self.assertIsNone(self.fast.encode(value), ascii(value))
+
+    def test_encodeReplies(self):
+        """The side-by-side corpus's requests (encoded, then decoded as ng
+        does), its bad inputs, and the fixtures' requests inside replies."""
+        from omnirtp.test import corpus
+        self.assertGreater(len(corpus.CASES), 20)
+        for case in corpus.CASES:
+            for request in case.requests:
+                self.assertSameEncode(request)
+                data = bencode.encode(request)
+                self.assertSameDecode(data)
+                self.assertSameEncode(bencode.decode_text_prefix(data)[0])
+        for bad in corpus.BAD_INPUT:
+            self.assertSameDecode(bad.payload)
+        for data in self.ng_payloads():
+            try:
+                value, _ = bencode.decode_text_prefix(data)
+            except bencode.NotFast:
+                continue
+            self.assertSameEncode(value)
+            self.assertSameEncode({"result": "ok", "sdp": value, "n": [value, 7, -7]})
+
+    def test_encodeGenerated(self):
+        from hypothesis import HealthCheck, given, settings
+        from hypothesis import strategies as st
+
+        text = st.text(st.characters(blacklist_categories=()), max_size=12)
+        scalars = st.one_of(text, st.binary(max_size=12), st.booleans(),
+                            st.integers(-2 ** 64, 2 ** 64), st.integers(-300, 70000))
+        values = st.recursive(
+            scalars,
+            lambda inner: st.one_of(
+                st.lists(inner, max_size=5),
+                st.lists(inner, max_size=5).map(tuple),
+                st.dictionaries(st.one_of(text, st.binary(max_size=6)), inner, max_size=5),
+            ),
+            max_leaves=30,
+        )
+
+        @settings(max_examples=1500, derandomize=True, database=None, deadline=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(values)
+        def check(value):
+            self.assertSameEncode(value)
+        check()

@@ -13,25 +13,27 @@ from omnirtp.test.test_transcode import OPUS, PCMA, PCMU, TE8, TE48, header, rtp
 
 class TranscodeEngineTests(EngineTestBase):
     def wire(self, a_send, a_recv, b_send, b_recv, a_transcode=True, b_transcode=True,
-             call_id="c1", ports=None):
+             call_id="c1", ports=None, a_ptime=False, b_ptime=False):
         """Configure a two-party call: the socket facing A (port a) has
         A's lists, the one facing B (port b) B's."""
         if ports is None:
             ports = self.value(self.engine.allocate(call_id, HOST, 2))
         a, b = ports
 
-        def entry(local, peer, endpoint, send, recv, transcode):
+        def entry(local, peer, endpoint, send, recv, transcode, ptime):
             e = {"local": (HOST, local), "peer": (HOST, peer), "endpoint": endpoint,
                  "codecs_send": send, "codecs_recv": recv}
             if transcode:
                 e["transcode"] = True
+            if ptime is not False:
+                e["ptime"] = ptime
             return e
 
         self.value(self.engine.configure(call_id, [
-            entry(a, b, A, a_send, a_recv, a_transcode),
-            entry(a + 1, b + 1, (A[0], A[1] + 1), a_send, a_recv, a_transcode),
-            entry(b, a, B, b_send, b_recv, b_transcode),
-            entry(b + 1, a + 1, (B[0], B[1] + 1), b_send, b_recv, b_transcode),
+            entry(a, b, A, a_send, a_recv, a_transcode, a_ptime),
+            entry(a + 1, b + 1, (A[0], A[1] + 1), a_send, a_recv, a_transcode, a_ptime),
+            entry(b, a, B, b_send, b_recv, b_transcode, b_ptime),
+            entry(b + 1, a + 1, (B[0], B[1] + 1), b_send, b_recv, b_transcode, b_ptime),
         ]))
         return a, b
 
@@ -79,6 +81,50 @@ class TranscodeEngineTests(EngineTestBase):
         pcm = unpack(b"".join(decoder.decode(d[12:]) for d in got[:50]))
         value, level = tone_fit(pcm[1600:], 440, 8000)
         self.assertGreaterEqual(value, 20.0)
+
+    def test_ptime_each_way(self):
+        """A takes 20 ms, B 40 ms (the ``ptime`` of the entries facing
+        them): A's 20 ms PCMU reaches B as 40 ms PCMA (one packet per two,
+        timestamps 320 apart), B's 40 ms PCMA reaches A as two 20 ms PCMU
+        packets each, at once; the sequence numbers run on by one."""
+        a, b = self.wire([PCMU], [PCMU], [PCMA], [PCMA], a_ptime=20, b_ptime=40)
+        pcm = pack(tone(440, 8000, 1600, 10000))
+        self.send(a, [rtp(1 + i, 160 * i, g711.ulaw_encode(f))
+                      for i, f in enumerate(frames(pcm, 160))], A)
+        got = [d for d, _ in self.net.sent_to(B)]
+        self.assertEqual([len(d) - 12 for d in got], [320] * 5)
+        heads = [header(d) for d in got]
+        self.assertEqual([h["ts"] - heads[0]["ts"] for h in heads], [0, 320, 640, 960, 1280])
+        self.assertEqual([h["seq"] - heads[0]["seq"] for h in heads], [0, 1, 2, 3, 4])
+        self.assertEqual(b"".join(d[12:] for d in got),
+                         g711.alaw_encode(g711.ulaw_decode(g711.ulaw_encode(pcm))))
+        self.send(b, [rtp(7 + i, 320 * i, g711.alaw_encode(f), pt=8)
+                      for i, f in enumerate(frames(pcm, 320))], B)
+        got = [d for d, _ in self.net.sent_to(A)]
+        self.assertEqual([len(d) - 12 for d in got], [160] * 10)
+        heads = [header(d) for d in got]
+        self.assertEqual([h["ts"] - heads[0]["ts"] for h in heads], [160 * i for i in range(10)])
+        stats = self.value(self.engine.stats("c1"))["c1"]
+        self.assertEqual((stats[(HOST, a)]["errors"], stats[(HOST, b)]["errors"]), (0, 0))
+
+    def test_ptime_change_keeps_the_step(self):
+        """A new ptime for the same lists keeps the running step (its
+        SSRC and sequence go on) and packetises at the new one; an entry
+        without the key leaves it; None: the sender's packets again."""
+        a, b = self.wire([PCMU], [PCMU], [PCMA], [PCMA], b_ptime=40)
+        step = self.engine.transcoder((HOST, a))
+        self.assertEqual(step.ptime, 40)
+        self.wire([PCMU], [PCMU], [PCMA], [PCMA], ports=(a, b), b_ptime=60)
+        self.assertIs(self.engine.transcoder((HOST, a)), step)
+        self.assertEqual(step.ptime, 60)
+        self.wire([PCMU], [PCMU], [PCMA], [PCMA], ports=(a, b))
+        self.assertEqual(step.ptime, 60)
+        self.wire([PCMU], [PCMU], [PCMA], [PCMA], ports=(a, b), b_ptime=None)
+        self.assertIs(self.engine.transcoder((HOST, a)), step)
+        self.assertIsNone(step.ptime)
+        self.assertIsNone(self.engine.transcoder((HOST, b)).ptime)
+        self.failureResultOf(self.engine.configure("c1", [
+            {"local": (HOST, b), "peer": (HOST, a), "endpoint": B, "ptime": "20"}]), ValueError)
 
     def test_step_kept_rebuilt_removed(self):
         """The same lists keep the running step; other lists rebuild it;
@@ -185,7 +231,7 @@ class TranscodeEngineTests(EngineTestBase):
         rtcp = [(d, s) for d, s in self.net.sent_to(B) if d[1] == 200]
         self.assertEqual([s for _, s in rtcp], [(HOST, b)])
 
-    def test_with_srtp_both_sides(self):
+    def test_with_srtp_both_sides(self, ptime=None):
         """X sends SRTP PCMU, Y gets SRTP PCMA: unprotect (X's key), then
         transcode, then protect (Y's key); the generated SR goes out as
         SRTCP with Y's key too."""
@@ -209,7 +255,21 @@ class TranscodeEngineTests(EngineTestBase):
              "srtp_out": make_crypto(suite, key_y)},
             {"local": (HOST, a + 1), "peer": (HOST, b + 1), "endpoint": (A[0], A[1] + 1)},
         ]))
+        if ptime:
+            self.value(self.engine.configure("c1", [
+                {"local": (HOST, b), "peer": (HOST, a), "endpoint": B, "transcode": True,
+                 "srtp_out": make_crypto(suite, key_y), "ptime": 20}]))
         sender = peer(suite, key_x, outbound=True)
+        if ptime:
+            # 40 ms in, 20 ms to Y: two packets, each protected with Y's key
+            payload = g711.ulaw_encode(pack(tone(440, 8000, 320, 10000)))
+            self.send(a, [sender.protect(rtp(1, 0, payload))], A)
+            receiver = peer(suite, key_y, outbound=False)
+            plain = [receiver.unprotect(d) for d, _ in self.net.sent_to(B)]
+            self.assertEqual([len(p) - 12 for p in plain], [160, 160])
+            self.assertEqual(b"".join(p[12:] for p in plain),
+                             g711.alaw_encode(g711.ulaw_decode(payload)))
+            return
         payload = g711.ulaw_encode(pack(tone(440, 8000, 160, 10000)))
         self.send(a, [sender.protect(rtp(1, 0, payload))], A)
         got = self.net.sent_to(B)
@@ -223,3 +283,36 @@ class TranscodeEngineTests(EngineTestBase):
         report = receiver.unprotect_rtcp(srtcp)
         self.assertEqual(_struct.unpack(">BBHI", report[:8]),
                          (0x80, 200, 6, self.engine.transcoder((HOST, a)).ssrc))
+
+    def test_with_srtp_and_ptime(self):
+        """Repacketised (40 ms in, 20 ms out to Y): each packet the
+        transcoder gives runs Y's SRTP protect."""
+        self.test_with_srtp_both_sides(ptime=20)
+
+    def test_repacketise_without_transcoding(self):
+        """A plain call whose callee's entry says ``repacketise`` 40 (the
+        ng ptime): A's 20 ms PCMU reaches B as 40 ms packets of the same
+        bytes, B's packets reach A as they were sent (A's socket keeps
+        no step: the plain path); without the key again, no step."""
+        a, b = self.value(self.engine.allocate("c1", HOST, 2))
+
+        def configure(repacketise):
+            extra = {} if repacketise is None else {"repacketise": repacketise}
+            self.value(self.engine.configure("c1", [
+                {"local": (HOST, a), "peer": (HOST, b), "endpoint": A},
+                {"local": (HOST, b), "peer": (HOST, a), "endpoint": B, **extra}]))
+
+        configure(40)
+        self.assertEqual(self.engine.transcoder((HOST, a)).name, "repacketise")
+        self.assertIsNone(self.engine.socket((HOST, b)).pipeline)
+        packets = [rtp(1 + i, 160 * i, bytes([i]) * 160) for i in range(4)]
+        self.send(a, packets, A)
+        got = [d for d, _ in self.net.sent_to(B)]
+        self.assertEqual([(header(d)["ts"], d[12:]) for d in got],
+                         [(0, bytes([0]) * 160 + bytes([1]) * 160),
+                          (320, bytes([2]) * 160 + bytes([3]) * 160)])
+        self.send(b, packets[:1], B)
+        self.assertEqual(self.net.sent_to(A), [(packets[0], (HOST, a))])
+        configure(None)
+        self.assertIsNone(self.engine.transcoder((HOST, a)))
+        self.assertIsNone(self.engine.socket((HOST, a)).pipeline)

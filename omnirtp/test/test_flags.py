@@ -92,6 +92,21 @@ class HelperTests(SynchronousTestCase):
 
 
 class FromRequestTests(SynchronousTestCase):
+    def test_fieldsAsTheConstructorMakesThem(self):
+        """from_request fills the fields without the dataclass __init__:
+        the same values, order and fresh containers per request."""
+        request = {"nonsense": 1}
+        made = Flags.from_request(request)
+        expected = Flags(raw=request, unknown=["nonsense"])
+        self.assertEqual(made, expected)
+        self.assertEqual(list(vars(made)), list(vars(expected)))
+        self.assertIs(made.raw, request)
+        other = Flags.from_request({})
+        for field in dataclasses.fields(Flags):
+            value = getattr(made, field.name)
+            if isinstance(value, (set, list, dict)):
+                self.assertIsNot(value, getattr(other, field.name), field.name)
+
     def test_seedOffer(self):
         """The seed INVITE dict, typed."""
         f = Flags.from_request(kamailio_dict(
@@ -157,6 +172,9 @@ class FromRequestTests(SynchronousTestCase):
         """Integers arrive as bencode ints or strings; junk is ignored."""
         f = Flags.from_request({"ptime": "20", "limit": 5, "delete delay": "x"})
         self.assertEqual((f.ptime, f.limit, f.delete_delay), (20, 5, None))
+        for key in ("ptime-reverse", "ptime reverse", "reverse ptime", "reverse-ptime"):
+            rev = Flags.from_request({key: "40"})
+            self.assertEqual((rev.ptime_reverse, rev.unknown), (40, []))
         self.assertEqual(len(f.unknown), 1)
 
     def test_listsAsStrings(self):

@@ -396,3 +396,164 @@ class ReloadTests(SynchronousTestCase):
         self.assertEqual(self.config.interfaces,
                          (InterfaceSpec("default", "127.0.0.1", None),))
         self.assertEqual(self.reloader.reload(), ([], []))
+
+
+class Unformattable:
+    def __format__(self, spec):
+        raise RuntimeError("no text")
+
+    def __repr__(self):
+        return "<Unformattable>"
+
+
+class Unrepresentable(Unformattable):
+    def __repr__(self):
+        raise RuntimeError("no repr")
+
+
+class CheapTextTests(SynchronousTestCase):
+    """The cheap log text (omnirtp.logging.event_text, ClassicText) is
+    twisted's, byte for byte, whatever the event."""
+
+    FORMATS = [
+        "call {call_id} ended: {reason}", "no fields", "", "{{braces}} {a}",
+        "{a!r} {a!s} {a!a} {b:>8} {c:.3f} {b:^{w}}", "{o.real} {l[1]} {f()}",
+        "{missing}", "{a} {}", "{0}", "unbalanced {a", "{a!x}", "t\u00e9xt {a!a}",
+        "{u}", "{u!r}", "line one\nline two {a}",
+    ]
+    VALUES = dict(call_id="c1", reason="deleted", a="v\u00e9", b=7, c=1.23456, w=12, o=3,
+                  l=[1, 2], f=lambda: "called", u=Unformattable())
+
+    def events(self):
+        for fmt in self.FORMATS:
+            yield event(fmt=fmt, **self.VALUES)
+        yield event(fmt=b"bytes {a}", a=1)
+        yield event(fmt=None)
+        yield event(fmt=None, log_system="sys")
+        yield event(log_system="pool")
+        yield event(log_system=Unformattable(), fmt="x")
+        yield {"log_format": "bare {a}", "a": 1}
+        yield event(fmt="flat {a}", a=1, log_flattened={"a!:": "1"})
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            yield event(fmt="failed {a}", a=1, log_failure=Failure())
+        yield event(fmt="n", log_namespace=None)
+
+    def test_eventText(self):
+        from twisted.logger import formatEvent
+        for e in self.events():
+            self.assertEqual(olog.event_text(e), formatEvent(e), e.get("log_format"))
+            self.assertEqual(olog.event_text(e), formatEvent(e))  # parsed once, same again
+
+    def test_lostMessage(self):
+        """An event that cannot even be shown: twisted's "MESSAGE LOST" text
+        (twisted 22.4 adds the stack it was made on, which differs)."""
+        from twisted.logger import formatEvent
+        e = event(fmt="{u}", u=Unrepresentable())
+        self.assertEqual(olog.event_text(e).splitlines()[0], formatEvent(e).splitlines()[0])
+        self.assertIn("MESSAGE LOST", olog.event_text(e))
+
+    def classic(self, e, time_format=olog.timeFormatRFC3339):
+        from twisted.logger import formatEventAsClassicLogText, formatTime
+        return formatEventAsClassicLogText(e, formatTime=lambda t: formatTime(t, time_format))
+
+    def test_classicLine(self):
+        text = olog.ClassicText()
+        for e in self.events():
+            self.assertEqual(text(e), self.classic(e), e.get("log_format"))
+
+    def test_classicTimes(self):
+        """The timestamp made once per second is the one twisted makes for
+        every time: whole seconds, the half microsecond before the next
+        (datetime rounds it up), before 1970, none; in a zone with an offset
+        across a daylight saving change; other time formats."""
+        import time
+        old = os.environ.get("TZ")
+
+        def restore():
+            if old is None:
+                os.environ.pop("TZ", None)
+            else:
+                os.environ["TZ"] = old
+            time.tzset()
+        self.addCleanup(restore)
+        dst = 1772953200  # 2026-03-08 07:00:00 UTC: New York's clocks go forward
+        times = [T, T + 0.5, T + 0.75, 1700000000.0, 1700000000.9999996, 1700000000.9999994,
+                 1700000001.0000001, 1700000000.9999996, -1.5, -0.25, 0.0, None,
+                 dst - 1.5, dst - 0.0000002, dst - 0.5, dst, dst + 0.5, dst - 1]
+        for zone in ("UTC", "America/New_York", "Asia/Kolkata"):
+            os.environ["TZ"] = zone
+            time.tzset()
+            for time_format in (olog.timeFormatRFC3339, "%H:%M:%S.%f", "%s", None):
+                text = olog.ClassicText(time_format)
+                for when in times:
+                    e = event(fmt="at {a}", a=1, log_time=when)
+                    self.assertEqual(text(e), self.classic(e, time_format), (zone, when))
+
+    def test_twistdObserverCheapened(self):
+        """install() gives twistd's text observer (textFileLogObserver) the
+        cheap formatter, and its file gets the same bytes as before; other
+        observers are left as they are."""
+        from twisted.logger import FileLogObserver, textFileLogObserver
+        plain, cheap = io.StringIO(), io.StringIO()
+        twistd = textFileLogObserver(cheap, timeFormat="%Y %H:%M:%S")
+        reference = textFileLogObserver(plain, timeFormat="%Y %H:%M:%S")
+        other = FileLogObserver(io.StringIO(), lambda e: "own\n")
+        own = other.formatEvent
+        publisher = LogPublisher()
+        publisher.addObserver(twistd)
+        publisher.addObserver(other)
+        install(LogLevels(6), publisher=publisher)
+        self.assertIsInstance(twistd.formatEvent, olog.ClassicText)
+        self.assertEqual(twistd.formatEvent.time_format, "%Y %H:%M:%S")
+        self.assertIs(other.formatEvent, own)
+        publisher.addObserver(reference)
+        log = Logger(namespace="omnirtp.control.commands.Dispatcher", observer=publisher)
+        log.info("Received command '{command}' from {source}", command="offer",
+                 source="127.0.0.1:5060", call_id="c1")
+        log.debug("hidden")
+        log.warn("two\nlines")
+        self.assertEqual(cheap.getvalue().count("\n"), 3)
+        self.assertEqual(cheap.getvalue(), "".join(
+            line for line in plain.getvalue().splitlines(True) if "#debug]" not in line))
+
+
+class LoggerTests(SynchronousTestCase):
+    """omnirtp.logging.Logger: twisted's events, key for key, cheaper."""
+
+    def test_sameEvents(self):
+        seen = []
+
+        class Owner:
+            ours = olog.Logger(observer=seen.append)
+            theirs = Logger(observer=seen.append)
+
+        owner = Owner()
+        self.assertIs(owner.ours, owner.ours)  # made once per instance
+        self.assertIs(owner.ours.source, owner)
+        self.assertIs(Owner.ours.source, Owner)
+        owner.ours.info("call {call_id} ended", call_id="c1")
+        owner.theirs.info("call {call_id} ended", call_id="c1")
+        ours, theirs = seen
+        self.assertEqual(set(ours), set(theirs))
+        for key in ours:
+            if key not in ("log_logger", "log_time"):
+                self.assertEqual(ours[key], theirs[key], key)
+        self.assertEqual(ours["log_namespace"], __name__ + ".Owner")
+        self.assertIsInstance(ours["log_logger"], olog.Logger)
+        self.assertLess(abs(ours["log_time"] - theirs["log_time"]), 5)
+
+    def test_badLevel(self):
+        """A level that is not one: twisted's complaint, no event."""
+        seen = []
+        olog.Logger(observer=seen.append).emit("loud", "x")
+        [event] = seen
+        self.assertIn("invalid log level", event["log_format"])
+        self.assertEqual(event["log_level"], LogLevel.critical)
+
+    def test_trace(self):
+        seen = []
+        log = olog.Logger(observer=seen.append)
+        log.info("traced", log_trace=[])
+        self.assertEqual(seen[0]["log_trace"], [(log, seen.append)])

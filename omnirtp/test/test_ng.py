@@ -576,3 +576,80 @@ class StatsBoundTests(SynchronousTestCase):
         self.assertEqual(proto.stats["other"], 100)
         self.assertEqual(proto.stats["ping"], 1)
         self.assertEqual(len(proto.stats), 10)  # 7 commands, other, errors, denied
+
+
+class _PythonBencode:
+    """The same tests with bencode.py alone (the C extension set aside):
+    replies and error texts do not depend on it."""
+
+    def setUp(self):
+        self.patch(bencode, "_c", None)
+        super().setUp()
+
+
+class PythonBencodeFramingTests(_PythonBencode, FramingTests):
+    pass
+
+
+class PythonBencodeBadInputTests(_PythonBencode, BadInputTests):
+    pass
+
+
+class PythonBencodeErrorTests(_PythonBencode, ErrorTests):
+    pass
+
+
+class PythonBencodeCacheTests(_PythonBencode, CacheTests):
+    pass
+
+
+class PythonBencodeFixtureTests(_PythonBencode, FixtureTests):
+    pass
+
+class RealPortTests(SynchronousTestCase):
+    """Replies on a real UDP port (twisted's udp.Port): sent straight to
+    its socket; a send that fails goes through Port.write, which says what
+    the error means (logged, the protocol keeps working)."""
+
+    def setUp(self):
+        import socket
+        from twisted.internet import reactor, udp
+        self.proto = NGProtocol(FakeDispatch(), clock=Clock(), cache_ttl=30)
+        self.port = udp.Port(0, self.proto, interface="127.0.0.1", reactor=reactor)
+        self.port.startListening()
+        self.addCleanup(self.port.stopListening)
+        self.client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(self.client.close)
+        self.client.bind(("127.0.0.1", 0))
+        self.client.settimeout(5)
+        self.addr = self.client.getsockname()
+
+    def test_reply(self):
+        self.proto.datagramReceived(PING, self.addr)
+        self.assertEqual(self.client.recv(100), PONG)
+
+    def test_failedSend(self):
+        import errno
+
+        class Failing:
+            def __init__(self, sock, error):
+                self.sock, self.error, self.sends = sock, error, 0
+
+            def sendto(self, data, addr):
+                self.sends += 1
+                raise OSError(self.error, "refused")
+
+            def __getattr__(self, name):
+                return getattr(self.sock, name)
+
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        real = self.port.socket
+        self.port.socket = Failing(real, errno.EMSGSIZE)
+        self.addCleanup(setattr, self.port, "socket", real)
+        self.proto.datagramReceived(PING, self.addr)
+        self.assertEqual(self.port.socket.sends, 2)  # ours, then Port.write's
+        [event] = [e for e in logged if "not sent" in e["log_format"]]
+        self.assertIn("message too long", str(event["error"]))
+        self.port.socket = real
+        self.proto.datagramReceived(b"c2 d7:command4:pinge", self.addr)
+        self.assertEqual(self.client.recv(100), b"c2 d6:result4:ponge")

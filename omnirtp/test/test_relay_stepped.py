@@ -24,7 +24,9 @@ def rtp(seq, pt=0, size=20):
 
 
 class CountingRelay(RelaySocket):
-    """A RelaySocket that counts the datagrams the full path gets."""
+    """A RelaySocket that counts the datagrams the full path gets: the
+    companion's (:meth:`connected`) and the main socket's (:meth:`read`,
+    where the first datagram arrives: the companion is made then)."""
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -34,8 +36,14 @@ class CountingRelay(RelaySocket):
         self.full += 1
         return super().connected(data, now)
 
+    def read(self, now):
+        self.full += 1
+        return super().read(now)
 
-class SteppedTests(SynchronousTestCase):
+
+class SteppedBase(SynchronousTestCase):
+    """Two relays on 127.0.0.1 with companions, a party each."""
+
     def setUp(self):
         self.reactor = MemoryUDPReactor()
         self.poller = MediaPoller(self.reactor)
@@ -86,6 +94,8 @@ class SteppedTests(SynchronousTestCase):
             select.select([self.poller.fileno()], [], [], 0.02)
         self.poller.doRead()
 
+
+class SteppedTests(SteppedBase):
     def test_rtp_after_confirmation(self):
         """The first datagram confirms A (full path); the next ones take
         the stepped path: marked by the step, written to b's companion,
@@ -130,7 +140,9 @@ class SteppedTests(SynchronousTestCase):
         self.party_a.sendto(rtp(3), self.a.local)
         self.settle()
         self.assertEqual((self.a.packets, self.a.errors), (3, 3))
-        self.assertEqual(self.a.full, 1)
+        # 1 and 2 were both queued on the main socket before the first
+        # read made the companion: both took read()
+        self.assertEqual(self.a.full, 2)
         self.assertRaises(BlockingIOError, self.party_b.recv, 2048)
 
     def test_no_pipeline_no_stepped_path(self):
@@ -142,3 +154,91 @@ class SteppedTests(SynchronousTestCase):
         self.assertEqual(self.a._pout, self.b._cfd)
         self.a.set_transforms(middle=[])
         self.assertEqual(self.a._pout, -1)
+
+
+class Fan(Mark):
+    """A fan-out step: the n-th packet it sees (from 1) gives ``plan[n-1]``
+    packets (0: held; each tagged with its index), or is dropped (None)."""
+
+    fan_out = True
+
+    def __init__(self, plan):
+        super().__init__("F")
+        self.plan = list(plan)
+
+    def rtp(self, data):
+        self.seen.append(("rtp", data))
+        count = self.plan.pop(0)
+        if count is None:
+            return None
+        if count == 1:
+            return data + b"F"  # one packet may come as bytes
+        return tuple(data + b"F%d" % i for i in range(count))
+
+
+class FanOutTests(SteppedBase):
+    """A chain with a fan-out step (``fan_out``): 0..N packets per packet,
+    each through the steps after it; the companion is served by
+    ``_stepped_fan``, the full path by ``_forward_fan``."""
+
+    def test_fan_out_companion_and_full_path(self):
+        fan = Fan([2, 0, 3, 1, None, 0])
+        self.a.set_transforms(middle=[fan])
+        self.b.set_transforms(outbound=[Mark("O")])
+        self.assertIsNotNone(self.a._fan)
+        self.assertIsNone(self.b._fan)  # b's own chain has no fan-out step
+        # the first packet confirms A: the full path (_forward_fan)
+        self.party_a.sendto(rtp(1), self.a.local)
+        self.assertEqual(self.relay_until(self.party_b, 2),
+                         [rtp(1) + b"F0O", rtp(1) + b"F1O"])
+        self.assertEqual(self.a.full, 1)
+        # then the companion (_stepped_fan): held, three, one, dropped, held
+        for seq in (2, 3, 4):
+            self.party_a.sendto(rtp(seq), self.a.local)
+        self.assertEqual(self.relay_until(self.party_b, 4),
+                         [rtp(3) + b"F0O", rtp(3) + b"F1O", rtp(3) + b"F2O", rtp(4) + b"FO"])
+        for seq in (5, 6):
+            self.party_a.sendto(rtp(seq), self.a.local)
+        self.settle()
+        self.assertRaises(BlockingIOError, self.party_b.recv, 2048)
+        self.assertEqual(self.a.full, 1)
+        # held audio is no error; the dropped packet is one
+        self.assertEqual((self.a.packets, self.a.errors), (6, 1))
+
+    def test_tail_drop_counted_per_packet(self):
+        self.a.set_transforms(middle=[Fan([1, 3])])
+        self.b.set_transforms(outbound=[Mark("O", drop=True)])
+        for seq in (1, 2):
+            self.party_a.sendto(rtp(seq), self.a.local)
+        self.settle()
+        self.assertRaises(BlockingIOError, self.party_b.recv, 2048)
+        self.assertEqual((self.a.packets, self.a.errors), (2, 4))
+
+    def test_serving_follows_the_chain(self):
+        """The companion's handler follows the chain: inline, fan-out,
+        piped, inline again; a 1:1 chain never gets ``_fan``."""
+        self.party_a.sendto(rtp(1), self.a.local)
+        self.relay_until(self.party_b, 1)
+        handlers = self.poller._handlers
+        self.assertIs(self.poller._conns[self.a._cfd], self.a)
+        self.a.set_transforms(middle=[Fan([1])])
+        self.assertEqual(handlers[self.a._cfd], self.a._stepped_fan)
+        self.a.set_transforms(middle=[Mark("M")])
+        self.assertIsNone(self.a._fan)
+        self.assertEqual(handlers[self.a._cfd], self.a._piped)
+        self.a.set_transforms(middle=[])
+        self.assertNotIn(self.a._cfd, handlers)
+        self.assertIs(self.poller._conns[self.a._cfd], self.a)
+
+    def test_steps_before_the_fan_out(self):
+        """A step before the fan-out one (SRTP unprotect, a recording
+        tap): it runs once per packet in, the fan-out step after it."""
+        self.a.set_transforms(inbound=[Mark("I")], middle=[Fan([1, 1, 2, 0, 1])])
+        self.b.set_transforms(outbound=[Mark("O")])
+        for seq in (1, 2, 3):
+            self.party_a.sendto(rtp(seq), self.a.local)
+            self.relay_until(self.party_b, 1 if seq < 3 else 2)
+        for seq in (4, 5):
+            self.party_a.sendto(rtp(seq), self.a.local)
+        self.assertEqual(self.relay_until(self.party_b, 1), [rtp(5) + b"IFO"])
+        self.assertEqual((self.a.packets, self.a.errors, self.a.full), (5, 0, 1))

@@ -295,3 +295,38 @@ class InspectTests(SynchronousTestCase):
         """A rejected m= without any c= is fine."""
         sd = SessionDescription.parse(fixture("no_connection.sdp").replace(b"4000", b"0"))
         self.assertEqual(inspect(sd)[0].rtp, (None, 0))
+
+
+class SplitLinesTests(SynchronousTestCase):
+    """model._split_lines (str.split for CRLF-only and LF-only text) finds
+    the lines the general regular expression finds."""
+
+    def regex(self, data):
+        from omnirtp.sdp import model
+        out = []
+        for match in model._LINE.finditer(data):
+            text, eol = match.groups()
+            if not text and not eol:
+                break
+            out.append((text, eol))
+        return out
+
+    def test_sameAsRegex(self):
+        from omnirtp.sdp import model
+        pieces = ("v=0", "a=x", "", " ", "m=audio 1 RTP/AVP 0", "\u00e9", "\udcff")
+        ends = ("\r\n", "\n", "\r", "\n\r", "\r\r\n", "")
+        cases = ["", "\r\n", "\n", "\r", "\r\n\r\n", "\n\n", "v=0", "v=0\r\n\r\n\r\n"]
+        for i, a in enumerate(pieces):
+            for j, b in enumerate(pieces):
+                for e1 in ends:
+                    for e2 in ends:
+                        cases.append(a + e1 + b + e2)
+                        cases.append(a + e1 + b + e2 + "c=IN IP4 1.2.3.4" + e1)
+        for data in cases:
+            self.assertEqual(model._split_lines(data), self.regex(data), repr(data))
+
+    def test_mixedEndingsRoundTrip(self):
+        data = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\ns=-\rc=IN IP4 1.2.3.4\r\nt=0 0"
+        self.assertEqual(str(SessionDescription.parse(data)), data)
+        data = data.replace("\r\n", "\n").replace("\r", "\n") + "\n"
+        self.assertEqual(str(SessionDescription.parse(data)), data)

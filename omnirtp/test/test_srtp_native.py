@@ -227,8 +227,12 @@ class NativeTests(SynchronousTestCase):
 
     def test_registration_follows_the_pipeline(self):
         """The companion is served inline while plain, by ``_piped`` with
-        a pipeline, and inline again once the steps are gone."""
+        a pipeline, and inline again once the steps are gone.  (The
+        companions are made by the first datagram.)"""
         conns = self.poller._conns
+        self.assertEqual((self.a._cfd, self.b._cfd), (-1, -1))
+        self.party_a.sendto(rtp(6), self.a.local)
+        self.assertEqual(self.relay_until(self.party_b, 1), [rtp(6)])
         self.assertIs(conns[self.a._cfd], self.a)
         self.srtp_on_a()
         self.assertIsNone(conns[self.a._cfd])

@@ -10,6 +10,7 @@ checks the same on the wire against both daemons.
 """
 
 import random
+import select
 import socket
 
 from twisted.internet.task import Clock
@@ -54,19 +55,27 @@ class RealSocketTests(SynchronousTestCase):
         relay = RelaySocket(reactor, sock, (address, port), poller, companion)
         self.addCleanup(relay.close)
         relay.start()
-        # somewhere to connect the companion to (nothing is sent)
+        # the party the companion is connected to
         other = socket.socket(sock.family, socket.SOCK_DGRAM)
         self.addCleanup(other.close)
         other.bind((address, 0))
-        return relay, sock, companions, other.getsockname()[:2]
+        return relay, sock, companions, other, poller
 
     def check(self, address, v6):
-        relay, sock, companions, endpoint = self.relay(address)
+        relay, sock, companions, other, poller = self.relay(address)
+        endpoint = other.getsockname()[:2]
         self.assertEqual((relay.tos, sent_tos(sock, v6)), (0, 0))
         # set before the companion exists: the companion gets it when bound
         relay.configure(endpoint=None, tos=184)
         self.assertEqual((relay.tos, sent_tos(sock, v6), companions), (184, 184, []))
         relay.configure(endpoint=endpoint, reset=True)
+        self.assertEqual(companions, [])  # made by the party's first datagram
+        other.sendto(bytes([0x80, 0]) + bytes(10), relay.local)
+        for _ in range(100):
+            select.select([poller.fileno()], [], [], 0.05)
+            poller.doRead()
+            if companions:
+                break
         self.assertEqual(len(companions), 1)
         self.assertEqual(sent_tos(companions[0], v6), 184)
         # changed while the companion exists: both follow

@@ -44,10 +44,21 @@ def header(packet):
             "ssrc": ssrc}
 
 
+def packets_of(result):
+    """What one ``Transcoder.rtp`` call gave, as a list of packets (bytes:
+    one; None: none; a tuple: 0..N)."""
+    if result is None:
+        return []
+    if isinstance(result, bytes):
+        return [result]
+    return list(result)
+
+
 class TranscoderTestBase(SynchronousTestCase):
-    def make(self, send, recv, seed=1):
+    def make(self, send, recv, seed=1, ptime=None):
         step = Transcoder(normalise_formats(send, "send"), normalise_formats(recv, "recv"),
-                          omnirtp.codecs.registry(), ssrc=SSRC_OUT, rng=random.Random(seed))
+                          omnirtp.codecs.registry(), ssrc=SSRC_OUT, rng=random.Random(seed),
+                          ptime=ptime)
         self.assertTrue(verifyObject(IPacketTransform, step))
         return step
 
@@ -376,6 +387,212 @@ class PtimeTests(TranscoderTestBase):
                           for i in range(9)}, {1440})
 
 
+class RepacketiseTests(TranscoderTestBase):
+    """The receiver's ptime (``ptime``, the engine's socket-entry key):
+    the transcoded audio is cut into packets of that duration; whole
+    packets leave as soon as their last sample is in, only the rest is
+    held; timestamps step by the packet duration from the first sample,
+    sequence numbers by one, the marker on the first packet."""
+
+    def run_stream(self, step, ptime_in, count, first_seq=65530, first_ts=0xFFFFF000,
+                   lose=(), pcm=None):
+        """``count`` PCMU packets of ``ptime_in`` ms of a 440 Hz tone
+        (input indices in ``lose`` never sent); per input, what came out."""
+        n = 8 * ptime_in
+        if pcm is None:
+            pcm = pack(tone(440, 8000, n * count, 12000))
+        self.pcm_in = pcm
+        results = []
+        for i, f in enumerate(frames(pcm, n)):
+            if i in lose:
+                results.append(None)
+                continue
+            results.append(packets_of(step.rtp(rtp(first_seq + i, first_ts + n * i,
+                                                   g711.ulaw_encode(f)))))
+        return results
+
+    def check_stream(self, out, ticks):
+        heads = [header(o) for o in out]
+        self.assertEqual({h["ssrc"] for h in heads}, {SSRC_OUT})
+        self.assertEqual([h["seq"] for h in heads],
+                         [(heads[0]["seq"] + i) & 0xFFFF for i in range(len(heads))])
+        self.assertEqual([h["ts"] for h in heads],
+                         [(heads[0]["ts"] + ticks * i) & 0xFFFFFFFF for i in range(len(heads))])
+        self.assertEqual([h["marker"] for h in heads], [True] + [False] * (len(heads) - 1))
+        return heads
+
+    def test_g711_20_to_40(self):
+        """20 ms PCMU -> 40 ms PCMA: every second packet in gives one
+        packet out at once (the first is held: all that is needed), the
+        bytes exactly G.711's of the two packets' audio."""
+        step = self.make([PCMU], [PCMA], ptime=40)
+        results = self.run_stream(step, 20, 10)
+        self.assertEqual([len(r) for r in results], [0, 1] * 5)
+        out = [o for r in results for o in r]
+        self.check_stream(out, 320)
+        pcm = g711.ulaw_decode(g711.ulaw_encode(self.pcm_in))
+        self.assertEqual([o[12:] for o in out],
+                         [g711.alaw_encode(f) for f in frames(pcm, 320)])
+        self.assertEqual(step._pending, b"")
+        self.assertEqual(step.counters()["transcoded"], 10)
+
+    def test_g711_40_to_20(self):
+        """40 ms in, 20 ms out: two packets per packet, both at once,
+        nothing held."""
+        step = self.make([PCMU], [PCMA], ptime=20)
+        results = self.run_stream(step, 40, 5)
+        self.assertEqual([len(r) for r in results], [2] * 5)
+        out = [o for r in results for o in r]
+        self.check_stream(out, 160)
+        self.assertEqual({len(o) - 12 for o in out}, {160})
+        self.assertEqual(step._pending, b"")
+
+    def test_g711_20_to_30(self):
+        """20 -> 30 ms: two packets out per three in (held: 20, 10, 0 ms),
+        timestamps 240 apart, the audio continuous."""
+        step = self.make([PCMU], [PCMA], ptime=30)
+        results = self.run_stream(step, 20, 9)
+        self.assertEqual([len(r) for r in results], [0, 1, 1] * 3)
+        out = [o for r in results for o in r]
+        self.check_stream(out, 240)
+        pcm = g711.ulaw_decode(g711.ulaw_encode(self.pcm_in))
+        self.assertEqual(b"".join(g711.alaw_decode(o[12:]) for o in out),
+                         g711.alaw_decode(g711.alaw_encode(pcm)))
+
+    def test_timestamps_follow_the_input(self):
+        """The first packet's timestamp is the output base of the first
+        sample; later ones step by the output ptime (the input's wrapped
+        around 2^32 and its sequence around 2^16 on the way)."""
+        step = self.make([PCMU], [PCMA], ptime=40)
+        base = step._out_base
+        out = [o for r in self.run_stream(step, 20, 8) for o in r]
+        self.assertEqual([header(o)["ts"] for o in out],
+                         [(base + 320 * i) & 0xFFFFFFFF for i in range(4)])
+
+    def test_opus_20_to_40_from_pcmu(self):
+        """PCMU 20 ms -> Opus at 40 ms: one Opus packet of 1920 samples
+        (48 kHz) per two in, timestamps 1920 apart; the tone comes back."""
+        step = self.make([PCMU], [fmt(111, "opus", 48000, 2)], ptime=40)
+        results = self.run_stream(step, 20, 50)
+        self.assertEqual([len(r) for r in results], [0, 1] * 25)
+        out = [o for r in results for o in r]
+        self.check_stream(out, 1920)
+        self.assertEqual({opus.samples(o[12:]) for o in out}, {1920})
+        decoder = opus.build("", 8000)
+        pcm = b"".join(decoder.decode(o[12:]) for o in out)
+        quality, _ = tone_fit(unpack(pcm)[1600:], 440, 8000)
+        self.assertGreater(quality, 25)
+
+    def test_opus_60_to_20_pcmu(self):
+        """Opus 60 ms in (one packet of three 20 ms frames) -> PCMU 20 ms:
+        three packets per packet, 160 apart, at once; then 20 -> 20 ms
+        Opus in the same stream goes out as it comes."""
+        encoder = opus.build("", 8000)
+        step = self.make([OPUS], [PCMU], ptime=20)
+        pcm = pack(tone(1000, 8000, 480 * 6, 12000))
+        out = []
+        for i, f in enumerate(frames(pcm, 480)):
+            got = packets_of(step.rtp(rtp(i, 2880 * i, encoder.encode(f), pt=111)))
+            self.assertEqual(len(got), 3)
+            out += got
+        for i in range(5):
+            got = packets_of(step.rtp(rtp(6 + i, 2880 * 6 + 960 * i,
+                                          encoder.encode(bytes(320)), pt=111)))
+            self.assertEqual(len(got), 1)
+            out += got
+        self.check_stream(out, 160)
+        self.assertEqual({len(o) - 12 for o in out}, {160})
+
+    def test_opus_ptime_rounded_to_10ms(self):
+        """Opus takes 10 ms frames: 25 ms becomes 30; over 120 ms, 120."""
+        step = self.make([PCMU], [OPUS], ptime=25)
+        self.assertEqual(step.ptime, 30)
+        step.set_ptime(200)
+        self.assertEqual(step.ptime, 120)
+        step = self.make([PCMU], [PCMA], ptime=25)
+        self.assertEqual(step.ptime, 25)
+
+    def test_fmtp_ptime(self):
+        """Without a ptime from the engine the target's fmtp ``ptime``
+        counts; neither: the sender's packets keep their duration."""
+        step = self.make([PCMU], [fmt(111, "opus", 48000, 2, "ptime=40;useinbandfec=1")])
+        self.assertEqual(step.ptime, 40)
+        step.set_ptime(20)
+        self.assertEqual(step.ptime, 20)
+        self.assertEqual(self.make([PCMU], [OPUS]).ptime, None)
+
+    def test_loss_concealed_in_the_middle(self):
+        """One 20 ms packet lost (G.711: silence concealed in front of the
+        next one): the 40 ms packets go on without a gap in their
+        timestamps or sequence numbers, the lost 20 ms silent."""
+        step = self.make([PCMU], [PCMA], ptime=40)
+        results = self.run_stream(step, 20, 10, lose=(4,))
+        self.assertEqual([len(r) if r is not None else None for r in results],
+                         [0, 1, 0, 1, None, 1, 0, 1, 0, 1])
+        out = [o for r in results if r for o in r]
+        self.check_stream(out, 320)
+        self.assertEqual(out[2][12:172], g711.alaw_encode(bytes(320)))
+        self.assertEqual(step.counters()["concealed"], 1)
+
+    def test_long_loss_flushes_the_held_audio(self):
+        """Five packets lost (beyond concealment) while 20 ms are held:
+        the held audio leaves padded with silence to 40 ms at its own
+        timestamp, the audio after the gap starts a packet at its own
+        (input) timestamp; sequence numbers stay continuous."""
+        step = self.make([PCMU], [PCMA], ptime=40)
+        base = step._out_base
+        results = self.run_stream(step, 20, 14, lose=(3, 4, 5, 6, 7))
+        self.assertEqual([len(r) if r is not None else None for r in results],
+                         [0, 1, 0] + [None] * 5 + [1, 1, 0, 1, 0, 1])
+        out = [o for r in results if r for o in r]
+        heads = [header(o) for o in out]
+        self.assertEqual([h["ts"] - base for h in heads],
+                         [0, 320, 8 * 160, 10 * 160, 12 * 160])
+        self.assertEqual([h["seq"] for h in heads],
+                         [(heads[0]["seq"] + i) & 0xFFFF for i in range(5)])
+        self.assertEqual(out[1][172:], g711.alaw_encode(bytes(320)))
+
+    def test_talkspurt_marker(self):
+        """A new talkspurt (timestamp jump, marker): the held audio is sent
+        padded, and the marker goes on the first packet of the new one."""
+        step = self.make([PCMU], [PCMA], ptime=40)
+        base = step._out_base
+        pcm = pack(tone(440, 8000, 160, 12000))
+        got = []
+        for seq, ts, marker in ((1, 0, True), (2, 160, False), (3, 320, False),
+                                (4, 8000, True), (5, 8160, False)):
+            got += packets_of(step.rtp(rtp(seq, ts, g711.ulaw_encode(pcm), marker=marker)))
+        self.assertEqual([(header(o)["ts"] - base, header(o)["marker"]) for o in got],
+                         [(0, True), (320, False), (8000, True)])
+
+    def test_short_gap_filled_with_silence(self):
+        """The sender's timestamps skip 10 ms (less than the held packet
+        still needs): silence fills it in the same packet."""
+        step = self.make([PCMU], [PCMA], ptime=40)
+        base = step._out_base
+        pcm = pack(tone(440, 8000, 160, 12000))
+        got = []
+        for seq, ts in ((1, 0), (2, 240)):
+            got += packets_of(step.rtp(rtp(seq, ts, g711.ulaw_encode(pcm))))
+        self.assertEqual(len(got), 1)
+        self.assertEqual(header(got[0])["ts"], base)
+        self.assertEqual(got[0][172:252], g711.alaw_encode(bytes(160)))
+        self.assertEqual(len(step._pending), 160)  # 10 ms of the second held
+
+    def test_dtmf_tones_repacketised(self):
+        """An event played as tones for a receiver without
+        telephone-event goes into the same packets as the audio."""
+        step = self.make([PCMU, TE8], [PCMA], ptime=40)
+        pcm = pack(tone(440, 8000, 160, 12000))
+        got = packets_of(step.rtp(rtp(1, 0, g711.ulaw_encode(pcm))))
+        self.assertEqual(got, [])
+        event = bytes((5, 10)) + (160).to_bytes(2, "big")
+        got = packets_of(step.rtp(rtp(2, 160, event, pt=101, marker=True)))
+        self.assertEqual(len(got), 1)
+        self.assertEqual(len(got[0]) - 12, 320)
+        self.assertEqual(step.counters()["dtmf-tones"], 1)
+
+
 class DtmfDetectionTests(TranscoderTestBase):
     def test_inband_digits_become_events(self):
         """X sends PCMU without telephone-event, Y takes Opus with
@@ -387,8 +604,10 @@ class DtmfDetectionTests(TranscoderTestBase):
         step = self.make([PCMU], [OPUS, TE48])
         pcm = (bytes(1600) + dtmf_tone(5, 10, 0, 800, 8000) + bytes(1600)
                + dtmf_tone(11, 10, 0, 640, 8000) + bytes(1600))
-        out = [step.rtp(rtp(i, 160 * i, g711.ulaw_encode(f)))
-               for i, f in enumerate(frames(pcm, 160))]
+        results = [packets_of(step.rtp(rtp(i, 160 * i, g711.ulaw_encode(f))))
+                   for i, f in enumerate(frames(pcm, 160))]
+        self.assert_ends_tripled(results)
+        out = [r[0] for r in results]
         kinds = [header(o)["pt"] for o in out]
         events = [(i, o[12], o[13], int.from_bytes(o[14:16], "big"), header(o)["marker"])
                   for i, o in enumerate(out) if header(o)["pt"] == 110]
@@ -404,6 +623,23 @@ class DtmfDetectionTests(TranscoderTestBase):
         # silence after it
         self.assertEqual(kinds, [111] * 6 + [110] * 5 + [111] * 5 + [110] * 4 + [111] * 4)
         self.assertEqual(step.counters()["dtmf-detected"], 2)
+
+    def assert_ends_tripled(self, results):
+        """Each packet in gave one packet out, except those whose output
+        is the end of a digit: that end event three times, the same
+        timestamp and payload, consecutive sequence numbers, the marker
+        on none; every output's sequence number one more than the last."""
+        seqs = [header(o)["seq"] for r in results for o in r]
+        self.assertEqual(seqs, [(seqs[0] + i) & 0xFFFF for i in range(len(seqs))])
+        for r in results:
+            if len(r) == 1:
+                self.assertFalse(r[0][12:] and header(r[0])["pt"] == 110 and r[0][13] & 0x80)
+                continue
+            self.assertEqual(len(r), 3)
+            self.assertEqual({(header(o)["ts"], header(o)["pt"], o[12:]) for o in r},
+                             {(header(r[0])["ts"], 110, r[0][12:])})
+            self.assertTrue(r[0][13] & 0x80)
+            self.assertEqual([header(o)["marker"] for o in r], [False] * 3)
 
     def test_no_detection_when_x_has_events(self):
         step = self.make([PCMU, TE8], [OPUS, TE48])
@@ -422,8 +658,10 @@ class DtmfDetectionTests(TranscoderTestBase):
         encoder = g722.build("", 16000)
         pcm = (bytes(3200) + dtmf_tone(5, 10, 0, 1600, 16000) + bytes(3200)
                + dtmf_tone(11, 10, 0, 1280, 16000) + bytes(3200))
-        out = [step.rtp(rtp(i, 160 * i, encoder.encode(f), pt=9))
-               for i, f in enumerate(frames(pcm, 320))]
+        results = [packets_of(step.rtp(rtp(i, 160 * i, encoder.encode(f), pt=9)))
+                   for i, f in enumerate(frames(pcm, 320))]
+        self.assert_ends_tripled(results)
+        out = [r[0] for r in results]
         kinds = [header(o)["pt"] for o in out]
         events = [(o[12], o[13] & 0x80, int.from_bytes(o[14:16], "big"), header(o)["marker"])
                   for o in out if header(o)["pt"] == 110]

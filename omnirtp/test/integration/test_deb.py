@@ -133,9 +133,11 @@ class BuildTests(SynchronousTestCase):
                      "/var/spool/omnirtp/", "/usr/share/doc/omnirtp/README.md",
                      "/%s/omnirtp/cli/ctl.py" % DIST):
             self.assertIn(path, paths)
-        # the C extension (SRTP) is built and packaged
-        self.assertEqual(len([p for p in paths if p.startswith("/%s/omnirtp/media/_fastsrtp.cpython-"
-                                                                % DIST) and p.endswith(".so")]), 1)
+        # the C extensions (SRTP, bencode) are built and packaged
+        for ext in ("media/_fastsrtp", "control/_fastbencode"):
+            self.assertEqual(len([p for p in paths if p.startswith("/%s/omnirtp/%s.cpython-"
+                                                                    % (DIST, ext))
+                                  and p.endswith(".so")]), 1, ext)
         # every console script of setup.cfg is packaged, with a man page
         for name in console_scripts():
             self.assertIn("/usr/bin/" + name, paths)

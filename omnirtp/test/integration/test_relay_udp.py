@@ -5,6 +5,7 @@ and RTCP through engine sockets bound in a free range outside the kernel's
 ephemeral ports (so other programs' sockets do not land in it).
 """
 
+import os
 import socket
 
 from twisted.internet import defer, reactor
@@ -155,9 +156,12 @@ class CompanionTests(TestCase):
 
     @defer.inlineCallbacks
     def test_endpointTrafficUsesConnectedCompanion(self):
-        """With an endpoint, a relay socket has a companion connected to it;
-        datagrams from the endpoint arrive there and leave the peer's
-        companion; another source still reaches the main socket."""
+        """A relay socket gets a companion connected to its endpoint with
+        the endpoint's first datagram (none at set-up: a call without
+        media costs no socket more than its ports), and its peer gets one
+        with it; later datagrams from the endpoint arrive there and leave
+        the peer's companion; another source still reaches the main
+        socket."""
         a_party, b_party, stranger = Party(), Party(), Party()
         for p in (a_party, b_party, stranger):
             self.addCleanup(reactor.listenUDP(0, p, interface=HOST).stopListening)
@@ -167,20 +171,68 @@ class CompanionTests(TestCase):
              "learning": "delayed", "reset": True},
             {"local": (HOST, b), "peer": (HOST, a), "endpoint": b_party.address,
              "learning": "delayed", "reset": True}])
-        relay_a = self.engine.socket((HOST, a))
-        self.assertEqual(relay_a._conn.getpeername(), a_party.address)
-        self.assertEqual(relay_a._conn.getsockname(), (HOST, a))
+        relay_a, relay_b = self.engine.socket((HOST, a)), self.engine.socket((HOST, b))
+        self.assertEqual((relay_a._conn, relay_b._conn), (None, None))
         a_party.send(rtp(1), (HOST, a))
         got = yield b_party.wait(1)
         self.assertEqual(got, [(rtp(1), (HOST, b))])
+        self.assertEqual(relay_a._conn.getpeername(), a_party.address)
+        self.assertEqual(relay_a._conn.getsockname(), (HOST, a))
+        self.assertEqual(relay_b._conn.getpeername(), b_party.address)
+        a_party.send(rtp(4), (HOST, a))  # to a's companion now
+        got = yield b_party.wait(2)
+        self.assertEqual(got[-1], (rtp(4), (HOST, b)))
+        self.assertEqual(relay_a.packets, 2)
         stranger.send(rtp(2), (HOST, a))  # learning window: forwarded, endpoint follows
-        yield b_party.wait(2)
+        yield b_party.wait(3)
         self.assertEqual(relay_a.endpoint, stranger.address)
         self.assertEqual(relay_a._conn.getpeername(), stranger.address)
         b_party.send(rtp(3), (HOST, b))
         got = yield stranger.wait(1)
         self.assertEqual(got, [(rtp(3), (HOST, a))])
         self.assertEqual(a_party.received, [])
+
+    @defer.inlineCallbacks
+    def test_setUpMakesOneSocketPerPort(self):
+        """An offer/answer's allocate and configure make one socket per
+        port (the companions wait for media); release closes them all."""
+        fds = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+        a_party, b_party = Party(), Party()
+        for p in (a_party, b_party):
+            self.addCleanup(reactor.listenUDP(0, p, interface=HOST).stopListening)
+        before = fds()
+        a, b = yield self.engine.allocate("c", HOST, 2)
+        yield self.engine.configure("c", [
+            {"local": (HOST, a), "peer": (HOST, b), "endpoint": a_party.address, "reset": True},
+            {"local": (HOST, b), "peer": (HOST, a), "endpoint": b_party.address, "reset": True}])
+        self.assertEqual(fds() - before, 4)  # RTP and RTCP of a and b
+        yield self.engine.release("c", [(HOST, a), (HOST, b)])
+        self.assertEqual(fds(), before)
+
+    @defer.inlineCallbacks
+    def test_oneWayMediaInline(self):
+        """Media one way only (B's party never sends): A's first datagram
+        makes B's companion too, and A's datagrams take the inline path."""
+        a_party, b_party = Party(), Party()
+        for p in (a_party, b_party):
+            self.addCleanup(reactor.listenUDP(0, p, interface=HOST).stopListening)
+        a, b = yield self.engine.allocate("c", HOST, 2)
+        yield self.engine.configure("c", [
+            {"local": (HOST, a), "peer": (HOST, b), "endpoint": a_party.address,
+             "learning": "immediate", "reset": True},
+            {"local": (HOST, b), "peer": (HOST, a), "endpoint": b_party.address,
+             "learning": "immediate", "reset": True}])
+        relay_a, relay_b = self.engine.socket((HOST, a)), self.engine.socket((HOST, b))
+        a_party.send(rtp(1), (HOST, a))
+        yield b_party.wait(1)
+        self.assertNotEqual(relay_b._cfd, -1)
+        self.assertEqual(relay_b._conn.getpeername(), b_party.address)
+        self.assertEqual(relay_a._out, relay_b._cfd)
+        for i in range(2, 5):
+            a_party.send(rtp(i), (HOST, a))
+        got = yield b_party.wait(4)
+        self.assertEqual(got, [(rtp(i), (HOST, b)) for i in range(1, 5)])
+        self.assertEqual((relay_a.packets, relay_b.packets), (4, 0))
 
     @defer.inlineCallbacks
     def test_inlinePathFollowsState(self):
