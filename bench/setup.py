@@ -10,8 +10,13 @@ turns, one phase at a time, in an order that rotates from round to round, so
 drift on the shared box hits them alike:
 
 * ``omnirtp0``: omnirtp with ``num-threads = 0`` (the engine in the control process)
-* ``omnirtp2``: omnirtp with ``num-threads = 2`` (two media workers over AMP)
+* ``omnirtp2``: omnirtp with ``num-threads = 2`` (two media workers)
 * ``rtpengine``: Debian's rtpengine 10.5, ``--num-threads=1 --table=-1``
+* ``rtpengine2``: the same with ``--num-threads=2`` (not run unless ``--kinds``
+  names it): the reference for ``omnirtp2``
+* ``before0``, ``before2``: omnirtp of the checkout ``--before`` names, with
+  ``num-threads`` 0 and 2 (only when ``--kinds`` names them): a change's
+  before and after in the same run
 
 All get ``delete-delay = 0`` (a deleted call frees its ports at once) and log
 level 6.  One *cycle* is (default, ``--call webrtc``) the seed's Kamailio 5.6 flag strings, a SIP phone
@@ -42,10 +47,19 @@ omnirtp / rtpengine, lower is better).
 
 ``--long N`` runs N cycles with 8 outstanding on each daemon of ``--kinds`` (one
 after the other) and prints the rate and RSS of every tenth part: is it flat?
+
+``--idle-only N`` only puts N idle calls (offer and answer, then nothing) on
+each daemon of ``--kinds`` in turn: a plain call holds 4 media ports, so the
+calls are spread over media interfaces ``i0``, ``i1``, ... on 127.0.x.y
+(each with ports 20000-59999, at most 9000 calls each; the calls name
+theirs with ``direction``), the daemon runs with 1M open files allowed and
+no media timeout.  It prints RSS per call, open files, the daemon's CPU
+while the calls are held and the RSS after they are deleted.
 """
 
 import argparse
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -63,11 +77,20 @@ from omnirtp.test.integration.reference import (  # noqa: E402
 from omnirtp.test.kamailio import kamailio_dict  # noqa: E402
 
 HOST = "127.0.0.1"
-KINDS = ("omnirtp0", "omnirtp2", "rtpengine")
+KINDS = ("omnirtp0", "omnirtp2", "rtpengine", "rtpengine2", "before0", "before2")
+#: the kinds run unless --kinds says otherwise
+DEFAULT_KINDS = ("omnirtp0", "omnirtp2", "rtpengine")
 #: media port ranges (10 000 ports each; --idle-calls takes 4 per call)
 RANGES = {"omnirtp0": (20000, 29999), "omnirtp2": (30000, 39999),
-          "rtpengine": (40000, 49999)}
+          "rtpengine": (40000, 49999), "rtpengine2": (10000, 19999),
+          "before0": (50000, 54999), "before2": (55000, 59999)}
 OUTSTANDING = 8
+#: --idle-only: each interface's ports; the daemon's open files limit (soft:
+#: up to the hard limit a process may raise its own, and no further)
+IDLE_RANGE = (20000, 59999)
+IDLE_FILES = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+#: --idle-only: plain calls per interface (4 ports each, some ports taken by others)
+IDLE_PER_INTERFACE = 9000
 CALL_ID = b"bench-%010d"
 
 
@@ -92,9 +115,12 @@ CALLS = {
 }
 
 
-def templates(call="webrtc"):
-    """(offer, answer, delete) templates of one cycle."""
+def templates(call="webrtc", extra=""):
+    """(offer, answer, delete) templates of one cycle (``extra``: more flags
+    for the offer and the answer)."""
     offer_flags, offer_sdp, answer_flags, answer_sdp = CALLS[call]
+    offer_flags = (offer_flags + " " + extra).strip()
+    answer_flags = (answer_flags + " " + extra).strip()
     cid = (CALL_ID % 0).decode()
     offer = kamailio_dict(offer_flags, "offer", cid, "ft1", sdp=offer_sdp,
                           received_from="192.0.2.10")
@@ -107,13 +133,13 @@ def templates(call="webrtc"):
 class Client:
     """A UDP ng client driving cycles; cookies say which slot a reply is for."""
 
-    def __init__(self, port, call="webrtc"):
+    def __init__(self, port, call="webrtc", extra=""):
         self.server = (HOST, port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.sock.bind((HOST, 0))
         self.sock.settimeout(1.0)
-        self.templates = templates(call)
+        self.templates = templates(call, extra)
         self.next_call = 0
         self.seq = 0
         self.errors = []
@@ -242,27 +268,43 @@ def rss_kb(pids):
     return total
 
 
-def start(kind, root, ng_port):
+def start(kind, root, ng_port, before=None, interfaces=None, sample=None):
+    """Start daemon ``kind``; ``interfaces``: ``[(name, address)]`` media
+    interfaces with ports 20000-59999 each and no media timeout (--idle-only),
+    instead of 127.0.0.1 and the kind's range of RANGES."""
     lo, hi = RANGES[kind]
-    if kind == "rtpengine":
+    iface_args = ["--interface=%s" % HOST]
+    if interfaces:
+        lo, hi = IDLE_RANGE
+        iface_args = ["--interface=%s/%s" % pair for pair in interfaces] + [
+            "--timeout=86400", "--silent-timeout=86400"]
+    if kind.startswith("rtpengine"):
+        threads = int(kind[len("rtpengine"):] or 1)
         binary = find_rtpengine()
         if binary is None:
             raise SystemExit("rtpengine is not installed (Debian package rtpengine-daemon)")
         argv = [binary, "--foreground", "--log-stderr", "--table=-1", "--config-file=none",
-                "--listen-ng=%s:%d" % (HOST, ng_port), "--interface=%s" % HOST,
+                "--listen-ng=%s:%d" % (HOST, ng_port)] + iface_args + [
                 "--port-min=%d" % lo, "--port-max=%d" % hi, "--log-level=6",
-                "--num-threads=1", "--delete-delay=0"]
+                "--num-threads=%d" % threads, "--delete-delay=0"]
         env, cwd = None, None
     else:
-        threads = int(kind[len("omnirtp"):])
+        threads = int(kind[-1])
+        if kind.startswith("before"):
+            root = before
         env = dict(os.environ)
         env["PYTHONPATH"] = root
+        if sample:  # bench/sample/sitecustomize.py: a SIGPROF sampler
+            env["PYTHONPATH"] += os.pathsep + os.path.join(ROOT, "bench", "sample")
+            env["OMNIRTP_SAMPLE"] = "%s-%s" % (sample, kind)
         argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "omnirtp",
-                "--config-file=none", "--listen-ng=%s:%d" % (HOST, ng_port),
-                "--interface=%s" % HOST, "--port-min=%d" % lo, "--port-max=%d" % hi,
+                "--config-file=none", "--listen-ng=%s:%d" % (HOST, ng_port)] + iface_args + [
+                "--port-min=%d" % lo, "--port-max=%d" % hi,
                 "--num-threads=%d" % threads, "--delete-delay=0", "--log-level=6"]
         cwd = root
     argv = ["taskset", "-c", "0"] + argv
+    if interfaces:  # 8 sockets per call (4 media sockets, 4 companions)
+        argv = ["prlimit", "--nofile=%d" % (IDLE_FILES,)] + argv
     # ports=: held in the test port registry while it runs, so that test
     # processes on this machine keep out of the range (peers.free_port_range)
     daemon = Daemon(argv, ng_port, cwd=cwd, env=env, name=kind, ports=(lo, hi)).start(wait=30)
@@ -276,19 +318,29 @@ def pct(values, q):
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def measure(kind, daemon, client, seconds, results):
+def measure(kind, daemon, client, seconds, results, sample=None):
     pids = descendants(daemon.process.pid)
+    switch = "%s-%s.on" % (sample, kind) if sample and not kind.startswith("rtpengine") else None
     lat = []
     client.run(0.2, 1)  # warm-up
     t0 = time.perf_counter()
     n = client.run(seconds, 1, latencies=lat)
     seq_rate = n / (time.perf_counter() - t0)
     client.run(0.2, OUTSTANDING)
+    if switch:
+        open(switch, "w").close()
+    each = [cpu_seconds([pid]) for pid in pids]
     c0 = cpu_seconds(pids)
     t0 = time.perf_counter()
     n = client.run(seconds, OUTSTANDING)
     elapsed = time.perf_counter() - t0
     cpu = cpu_seconds(pids) - c0
+    if switch:
+        each = [cpu_seconds([pid]) - c for pid, c in zip(pids, each)]
+        os.unlink(switch)
+        client.run(1, 1)  # a tick in each process: the sampler writes its file
+        print("  %-10s sampled: %s" % (kind, ", ".join(
+            "pid %d %.0f us/cycle" % (pid, c / n * 1e6) for pid, c in zip(pids, each))))
     r = results.setdefault(kind, {"seq": [], "par": [], "cpu": [], "p50": [], "p99": []})
     r["seq"].append(seq_rate)
     r["par"].append(n / elapsed)
@@ -323,8 +375,15 @@ def idle_memory(kind, daemon, client, calls):
     return (after - before) / (last - first), before, after
 
 
+#: (a, b): the median over rounds of a's CPU per cycle over b's, same round
+CPU_PAIRS = (("omnirtp0", "rtpengine"), ("omnirtp2", "rtpengine2"), ("omnirtp2", "omnirtp0"),
+             ("omnirtp2", "rtpengine"), ("rtpengine2", "rtpengine"), ("omnirtp0", "before0"),
+             ("omnirtp2", "before2"), ("before0", "rtpengine"), ("before2", "rtpengine2"),
+             ("before2", "before0"))
+
+
 def table(results, memory):
-    ref = results.get("rtpengine")
+    ref = results.get("rtpengine") or results.get("rtpengine2")
     print()
     print("median of %d rounds" % len(next(iter(results.values()))["seq"]))
     head = ("daemon", "cycles/s seq", "x", "cycles/s 8 out", "x", "CPU us/cycle", "x",
@@ -340,6 +399,66 @@ def table(results, memory):
             row.append("%.2f" % (m / statistics.median(ref[key])) if ref else "")
         row.append("%.1f" % memory[kind] if kind in memory else "")
         print("| " + " | ".join(row) + " |")
+    print()
+    for a, b in CPU_PAIRS:
+        if a in results and b in results:
+            ratios = [x / y for x, y in zip(results[a]["cpu"], results[b]["cpu"])]
+            print("CPU per cycle %s / %s: median %.2f of the rounds' ratios (%s)"
+                  % (a, b, statistics.median(ratios), " ".join("%.2f" % r for r in ratios)))
+
+
+def idle_only(kind, daemon, port, calls, interfaces, call):
+    """--idle-only: ``calls`` calls get an offer and an answer and stay,
+    spread over ``interfaces`` (one client each, its calls' ``direction``
+    naming it); prints the RSS growth per call, the open files, the
+    daemon's CPU per second while they are held (no requests, no media),
+    then deletes them and prints the RSS after."""
+    pids = descendants(daemon.process.pid)
+    clients = []
+    for k, (name, _address) in enumerate(interfaces):
+        c = Client(port, call, "direction=%s direction=%s" % (name, name))
+        c.next_call = c.first_call = k * 10 ** 8
+        clients.append(c)
+    time.sleep(1)
+    before = rss_kb(pids)
+    t0 = time.perf_counter()
+    left = calls
+    for k, c in enumerate(clients):
+        n = min(left, -(-calls // len(clients)))
+        c.run(10 ** 9, OUTSTANDING, steps=(0, 1), max_cycles=n)
+        left -= n
+        print("  %-10s %7d calls up (%s)  RSS %d KB  %.0f s" % (
+            kind, calls - left, interfaces[k][0], rss_kb(pids), time.perf_counter() - t0),
+            flush=True)
+    made = time.perf_counter() - t0
+    time.sleep(2)
+    after = rss_kb(pids)
+    files = 0
+    for pid in pids:
+        try:
+            files += len(os.listdir("/proc/%d/fd" % pid))
+        except OSError:
+            pass
+    c0 = cpu_seconds(pids)
+    time.sleep(10)
+    idle_cpu = (cpu_seconds(pids) - c0) / 10
+    errors = sum(len(c.errors) for c in clients)
+    print("  %-10s %d idle calls in %.0f s: RSS %d -> %d KB, %.2f KB per call; %d open files; "
+          "CPU while idle %.1f%% of a core; %d replies not ok%s"
+          % (kind, calls, made, before, after, (after - before) / calls, files, 100 * idle_cpu,
+             errors, (" e.g. %r" % (next(e for c in clients for e in c.errors),)) if errors else ""),
+          flush=True)
+    t0 = time.perf_counter()
+    for c in clients:
+        n = c.next_call - c.first_call
+        c.next_call = c.first_call
+        if n:
+            c.run(10 ** 9, OUTSTANDING, steps=(2,), max_cycles=n)
+    time.sleep(2)
+    print("  %-10s deleted in %.0f s: RSS %d KB" % (kind, time.perf_counter() - t0, rss_kb(pids)),
+          flush=True)
+    for c in clients:
+        c.close()
 
 
 def long_run(kind, daemon, client, cycles):
@@ -363,25 +482,54 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--idle-calls", type=int, default=2000)
-    p.add_argument("--kinds", default=",".join(KINDS))
+    p.add_argument("--kinds", default=",".join(DEFAULT_KINDS),
+                   help="of %s" % ",".join(KINDS))
     p.add_argument("--root", default=ROOT, help="the omnirtp checkout to run (default: this one)")
+    p.add_argument("--before", metavar="CHECKOUT",
+                   help="the checkout the kinds before0 and before2 run (omnirtp with "
+                        "num-threads 0 and 2): before/after in the same run")
     p.add_argument("--long", type=int, default=0, metavar="N")
+    p.add_argument("--idle-only", type=int, default=0, metavar="N",
+                   help="only this: N idle calls on each daemon, spread over enough media "
+                        "interfaces (127.0.x.y, ports 20000-59999 each)")
     p.add_argument("--call", choices=sorted(CALLS), default="webrtc",
                    help="webrtc (default): the seed's flags, SIP phone calls a browser; "
                         "plain: SIP to SIP, plain RTP")
     p.add_argument("--json", help="also write the results (medians, KB per idle call) here")
+    p.add_argument("--sample", metavar="PREFIX",
+                   help="sample the omnirtp daemons' stacks in the 8-outstanding phases "
+                        "(bench/sample/sitecustomize.py): PREFIX-KIND.PID.txt per process, "
+                        "read by bench/sample_report.py")
     args = p.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     for k in kinds:
         if k not in KINDS:
             p.error("unknown kind %r" % (k,))
+        if k.startswith("before") and not args.before:
+            p.error("kind %s needs --before CHECKOUT" % (k,))
     os.sched_setaffinity(0, {1})
     daemons, clients = {}, {}
+    if args.idle_only:
+        count = -(-args.idle_only // IDLE_PER_INTERFACE)
+        interfaces = {kind: [("i%d" % k, "127.0.%d.%d" % (100 + n, 1 + k)) for k in range(count)]
+                      for n, kind in enumerate(kinds)}
     try:
         for kind in kinds:
             port = free_udp_port()
-            daemons[kind] = start(kind, os.path.abspath(args.root), port)
+            if args.idle_only:
+                daemons[kind] = start(kind, os.path.abspath(args.root), port,
+                                      args.before and os.path.abspath(args.before),
+                                      interfaces[kind])
+                idle_only(kind, daemons[kind], port, args.idle_only, interfaces[kind],
+                          args.call)
+                daemons.pop(kind).stop()
+                continue
+            daemons[kind] = start(kind, os.path.abspath(args.root), port,
+                                  args.before and os.path.abspath(args.before),
+                                  sample=args.sample and os.path.abspath(args.sample))
             clients[kind] = Client(port, args.call)
+        if args.idle_only:
+            return
         try:
             commit = subprocess.run(["git", "-C", args.root, "rev-parse", "--short", "HEAD"],
                                     capture_output=True, text=True).stdout.strip()
@@ -399,7 +547,8 @@ def main(argv=None):
             print("round %d" % (rnd + 1), flush=True)
             order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]
             for kind in order:
-                measure(kind, daemons[kind], clients[kind], args.seconds, results)
+                measure(kind, daemons[kind], clients[kind], args.seconds, results,
+                        args.sample and os.path.abspath(args.sample))
         results = {k: results[k] for k in kinds}
         memory = {}
         if args.idle_calls:

@@ -10,12 +10,19 @@ function runs the generator at once and
   already fired;
 * raises its exception the same way;
 * returns a Deferred as soon as one yielded Deferred has not fired yet (a
-  worker's answer over AMP): the rest runs when it fires, exactly as under
+  worker's answer): the rest runs when it fires, exactly as under
   ``inlineCallbacks``.
 
 A yielded Deferred's failure is thrown into the generator as
 ``inlineCallbacks`` does; anything else yielded is sent back unchanged.
 Callers that need a Deferred wrap the result with :func:`as_deferred`.
+
+When such a generator yields the pending Deferred of another (a steps
+function calling a steps function, as the ng commands do down to the
+engine call that waits for a media worker) and nothing else listens to
+it, the inner one resumes the outer one directly when it ends: no
+Deferred callback per level (the Deferred still fires, with None, as
+the outer one's ``inlineCallbacks`` callback would leave it).
 """
 
 import functools
@@ -35,10 +42,14 @@ _PLAIN = frozenset((str, bytes, int, bool, float, dict, list, tuple, type(None))
 _CALLBACKS = "_callbacks" if hasattr(_Deferred(), "_callbacks") else "callbacks"
 
 
+class _Out(_Deferred):
+    """The Deferred a pending :class:`_Driver` hands out (``driver``)."""
+
+
 def is_deferred(value):
     """``isinstance(value, Deferred)``, cheaper for the usual plain values."""
     t = type(value)
-    return t is _Deferred or (t not in _PLAIN and isinstance(value, _Deferred))
+    return t is _Deferred or (t not in _PLAIN and (t is _Out or isinstance(value, _Deferred)))
 
 
 def _fired_value(d, chain=_CALLBACKS):
@@ -49,13 +60,14 @@ def _fired_value(d, chain=_CALLBACKS):
 
 
 class _Driver:
-    __slots__ = ("gen", "out", "waiting", "box")
+    __slots__ = ("gen", "out", "waiting", "box", "parent")
 
     def __init__(self, gen):
         self.gen = gen
-        self.out = None       # the Deferred handed out once we went asynchronous
+        self.out = None       # the _Out handed out once we went asynchronous
         self.waiting = False  # a yielded Deferred has not fired yet
         self.box = None       # its result, when it fired while we looked
+        self.parent = None    # the driver that yielded our out and waits for us
 
     def _fired(self, result):
         if self.waiting:
@@ -75,9 +87,20 @@ class _Driver:
             else:
                 yielded = gen.send(result)
             t = type(yielded)
-            if t is not _Deferred and (t in _PLAIN or not isinstance(yielded, _Deferred)):
-                result = yielded
-                continue
+            if t is not _Deferred:
+                if t in _PLAIN:
+                    result = yielded
+                    continue
+                if t is _Out:
+                    if not yielded.called and yielded.driver.parent is None \
+                            and not getattr(yielded, _CALLBACKS):
+                        # another driver's pending result: it resumes us itself
+                        yielded.driver.parent = self
+                        self.waiting = True
+                        return _PENDING
+                elif not isinstance(yielded, _Deferred):
+                    result = yielded
+                    continue
             if _fired_value(yielded):
                 # the embedded engine's defer.succeed: take the value as
                 # _fired would, with no callback run (a failure goes the
@@ -95,19 +118,35 @@ class _Driver:
                 failure, result = result, None
 
     def _resume(self, result):
-        out = self.out
         try:
             if isinstance(result, Failure):
                 self.run(None, result)
             else:
                 self.run(result)
         except StopIteration as e:
-            out.callback(e.value)
+            self._done(e.value)
             return
         except BaseException:
-            out.errback(Failure())
+            self._done(Failure())
             return
-        # else pending again: _fired resumes us
+        # else pending again: _fired (or the driver we wait for) resumes us
+
+    def _done(self, result):
+        out, parent = self.out, self.parent
+        if parent is None:
+            if isinstance(result, Failure):
+                out.errback(result)
+            else:
+                out.callback(result)
+            return
+        self.parent = None
+        parent._fired(result)
+        # as the parent's callback would have left it: fired, with None
+        if getattr(out, _CALLBACKS):
+            out.callback(None)
+        else:
+            out.called = True
+            out.result = None
 
 
 _PENDING = object()
@@ -121,8 +160,9 @@ def run(gen):
     except StopIteration as e:
         return e.value
     if value is _PENDING:
-        driver.out = defer.Deferred()
-        return driver.out
+        out = driver.out = _Out()
+        out.driver = driver
+        return out
     return value  # pragma: no cover - run() only ends by raising
 
 

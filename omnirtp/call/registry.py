@@ -179,10 +179,16 @@ class CallRegistry:
 
         return d.addBoth(cleanup)
 
-    def destroy(self, call, reason):
-        """Remove ``call`` now, give its ports back, count why it ended."""
+    def destroy(self, call, reason, stats=False):
+        """Remove ``call`` now, give its ports back, count why it ended.
+
+        A Deferred that fires when the ports are released.  With
+        ``stats``: the call's last counters (``engine.stats``, read before
+        the ports go), a Deferred of them: one engine call with
+        an engine that has ``stats_release`` (a worker pool: one round
+        trip), else the stats request and the release one after the other."""
         if self.calls.get(call.call_id) is not call:
-            return defer.succeed(None)
+            return defer.succeed({} if stats else None)
         del self.calls[call.call_id]
         if self.store is not None:
             self.store.delete(call.call_id)
@@ -190,6 +196,23 @@ class CallRegistry:
         self.call_durations += self.clock.seconds() - call.created
         self.log.info("call {call_id} ended: {reason}", call_id=call.call_id, reason=reason)
         self._ended(call)
+        if stats:
+            stats_release = getattr(self.engine, "stats_release", None)
+            if stats_release is not None:
+                return stats_release(call.call_id)
+            stats_d = self.engine.stats(call.call_id)
+            released = self._release(call)
+            if released.called:  # the embedded engine's have fired
+                return stats_d
+            return self._stats_when_released(stats_d, released)
+        return self._release(call)
+
+    @sync.steps
+    def _stats_when_released(self, stats, released):
+        yield released
+        return (yield stats)
+
+    def _release(self, call):
         d = self.engine.release(call.call_id)
         d.addErrback(lambda f: self.log.failure("releasing {call_id}", f, call_id=call.call_id))
         return d
@@ -321,6 +344,8 @@ class CallRegistry:
         t = self.timeouts
         if not call.answered:
             return REASON_OFFER if idle >= t.offer_timeout else None
+        if idle < t.timeout and idle < t.silent_timeout:
+            return None  # as below, without a look at every media (each second, every call)
         medias = [m for _, m in call.all_medias() if m.has_ports]
         if medias and all(m.receiving for m in medias) and idle >= t.timeout:
             return REASON_TIMEOUT

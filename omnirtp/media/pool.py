@@ -2,9 +2,11 @@
 
 :class:`WorkerPool` implements :class:`omnirtp.interfaces.IMediaEngine` for
 the control process by driving N worker processes
-(:mod:`omnirtp.media.worker`) over AMP (:mod:`omnirtp.media.amp`).  Each
-worker runs its own reactor and an engine over its slice of every
-interface's port range (:func:`omnirtp.media.ports.slice_range`).
+(:mod:`omnirtp.media.worker`) over pipes: each engine call is one request
+frame and one reply frame (:mod:`omnirtp.media.wire`), the rest (certificate,
+log level, Ping, Shutdown) AMP commands (:mod:`omnirtp.media.amp`) in frames
+of their own.  Each worker runs its own reactor and an engine over its slice
+of every interface's port range (:func:`omnirtp.media.ports.slice_range`).
 
 Routing: a call goes to one worker at its first ``allocate`` (the ready
 worker with the fewest calls) and stays there until ``release(call_id)``
@@ -48,6 +50,7 @@ from omnirtp.logging import priority, subsystem
 from omnirtp.errors import E_INTERNAL, E_UNKNOWN_CALL, ConfigError, NGError, PortsExhausted
 from omnirtp.interfaces import IMediaEngine
 from omnirtp.media import amp as commands
+from omnirtp.media import wire
 from omnirtp.media.ports import slice_range
 from omnirtp.media.worker import (
     DEFAULT_ENGINE,
@@ -111,7 +114,9 @@ class WorkerAddress:
 
 @implementer(ITransport)
 class PipeTransport:
-    """A stream transport over the worker's two AMP pipes."""
+    """The AMP connection's transport over the worker's pipes: each AMP
+    write goes out as one :data:`~omnirtp.media.wire.AMP` frame;
+    :meth:`write_frame` writes a frame as it is."""
 
     disconnecting = False
 
@@ -120,6 +125,9 @@ class PipeTransport:
         self.address = address
 
     def write(self, data):
+        self.write_frame(wire.frame(wire.AMP, data))
+
+    def write_frame(self, data):
         try:
             pipes = getattr(self.process, "pipes", None)  # a twisted Process
             if pipes is None:
@@ -152,7 +160,9 @@ class PipeTransport:
 
 
 class WorkerProcess(ProcessProtocol):
-    """One spawned worker: its AMP client and its stderr/stdout relay."""
+    """One spawned worker: its engine calls in flight (``requests``, a
+    :class:`omnirtp.media.wire.Requests`), its AMP client and its
+    stderr/stdout relay."""
 
     log = Logger()
 
@@ -160,6 +170,12 @@ class WorkerProcess(ProcessProtocol):
         self.pool = pool
         self.slot = slot
         self.amp = amp.AMP()
+        self.pipe = None
+        self.requests = None
+        self.reader = wire.FrameReader({wire.REPLY: self._reply,
+                                        wire.AMP: self.amp.dataReceived})
+        #: the pool's time-out check for this worker's requests (one at a time)
+        self.timer = None
         self.pid = None
         self._lines = {}
 
@@ -170,11 +186,27 @@ class WorkerProcess(ProcessProtocol):
         except (KeyError, OSError):
             pass
         address = WorkerAddress(self.slot.index, self.pid)
-        self.amp.makeConnection(PipeTransport(self.transport, address))
+        self.pipe = PipeTransport(self.transport, address)
+        self.requests = wire.Requests(self.pipe.write_frame, self.pool.reactor,
+                                      self._remoteError)
+        self.amp.makeConnection(self.pipe)
+
+    def _reply(self, body):
+        self.requests.received(body)
+
+    def _remoteError(self, command, text):
+        """The exception for an engine call that failed in the worker with
+        an error the engine did not expect (the worker logged it)."""
+        self.log.debug("media worker {worker}: {command} failed: {text}",
+                       worker=self.slot.index, command=command, text=text)
+        return WorkerError("media worker %d: %s failed: %s" % (self.slot.index, command, text))
 
     def childDataReceived(self, childFD, data):
         if childFD == FD_TO_CONTROL:
-            self.amp.dataReceived(data)
+            try:
+                self.reader.feed(data)
+            except wire.FrameError as e:
+                self.pool._kill(self.slot, "it broke the pipe protocol: %s" % (e,))
             return
         buf = self._lines.get(childFD, b"") + data
         *lines, rest = buf.split(b"\n")
@@ -221,6 +253,13 @@ class WorkerProcess(ProcessProtocol):
 
     def processEnded(self, reason):
         self.pool._workerEnded(self.slot, self, reason)
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        if self.requests is not None:
+            how = describe_exit(reason)
+            self.requests.fail_all(lambda command: WorkerUnavailable(
+                "media worker %d: %s failed: the worker ended (%s)" % (self.slot.index, command, how)))
         self.amp.connectionLost(reason)
 
 
@@ -637,6 +676,46 @@ class WorkerPool(service.Service):
         if slot.process is process:
             self._kill(slot, "a %s request timed out" % (command.__name__,))
 
+    def _request(self, slot, op, *args):
+        """Engine call ``op(*args)`` (:data:`omnirtp.media.wire.OPERATIONS`)
+        in the slot's worker: a Deferred firing with its value, failing
+        with the engine's ``NGError`` / ``PortsExhausted``, a
+        :class:`WorkerError` (an error the engine did not expect, or a value
+        that cannot be sent) or :class:`WorkerUnavailable` (the worker is
+        gone, dies or does not answer within :attr:`request_timeout`)."""
+        process = slot.process
+        if process is None or slot.state not in (STARTING, READY):
+            return fail(WorkerUnavailable("media worker %d is %s" % (slot.index, slot.state)))
+        try:
+            d = process.requests.send(op, *args)
+        except Exception:
+            # the request could not even be encoded: our bug, not the worker's
+            name = wire.OPERATIONS[op][0]
+            self.log.failure("cannot send {command} to media worker", command=name)
+            return fail(WorkerError("%s could not be sent" % (name,)))
+        if process.timer is None:
+            process.timer = self.reactor.callLater(
+                self.request_timeout, self._checkRequests, slot, process)
+        return d
+
+    def _checkRequests(self, slot, process):
+        """The time-out check of a worker's engine calls: one timer per
+        worker, not one per request; it runs again when the oldest request
+        left would time out, and stops when none is left."""
+        process.timer = None
+        oldest = process.requests.oldest()
+        if oldest is None or slot.process is not process:
+            return
+        rid, op, sent = oldest
+        late = sent + self.request_timeout - self.reactor.seconds()
+        if late > 1e-9:
+            process.timer = self.reactor.callLater(late, self._checkRequests, slot, process)
+            return
+        name = wire.OPERATIONS[op][0]
+        process.requests.fail(rid, WorkerUnavailable(
+            "media worker %d did not answer %s in %ss" % (slot.index, name, self.request_timeout)))
+        self._kill(slot, "a %s request timed out" % (name,))
+
     def _route(self, call_id, slot):
         self._routes[call_id] = slot
         slot.calls.add(call_id)
@@ -657,11 +736,11 @@ class WorkerPool(service.Service):
     def allocate_configure(self, call_id, groups, sockets):
         """A new call's ``allocate`` of every ``(address, count)`` of
         ``groups`` and its ``configure`` in one round trip to its worker
-        (:class:`omnirtp.media.amp.AllocateConfigure`; the sockets' keys
-        name the new ports by placeholders): fires with each group's
+        (:func:`omnirtp.media.amp.allocate_configure` there; the sockets'
+        keys name the new ports by placeholders): fires with each group's
         ports, or fails with nothing of them held.  Routed and retried on
         another worker as :meth:`allocate` is."""
-        batch = ([[address, count] for address, count in groups], list(sockets))
+        batch = ([(address, count) for address, count in groups], list(sockets))
         return self._allocate(call_id, None, None, set(), None, batch)
 
     def _allocate(self, call_id, address, count, tried, last, batch=None):
@@ -678,11 +757,9 @@ class WorkerPool(service.Service):
         tried.add(slot.index)
         self._pending[call_id] = self._pending.get(call_id, 0) + 1
         if batch is None:
-            d = self._call(slot, commands.Allocate, call_id=call_id, address=address,
-                           count=count)
+            d = self._request(slot, "allocate", call_id, address, count)
         else:
-            d = self._call(slot, commands.AllocateConfigure, call_id=call_id,
-                           groups=batch[0], sockets=batch[1])
+            d = self._request(slot, "allocate_configure", call_id, batch[0], batch[1])
         d.addBoth(self._allocated, slot, call_id, address, count, tried, batch)
         return d
 
@@ -693,7 +770,7 @@ class WorkerPool(service.Service):
         if not isinstance(result, Failure):
             if self._routes.get(call_id) is slot:
                 self._held.add(call_id)
-            return result["ports"]
+            return result
         retry = (
             result.check(PortsExhausted, WorkerUnavailable)
             and call_id not in self._held
@@ -720,7 +797,7 @@ class WorkerPool(service.Service):
                 return fail(PortsExhausted())
             slot = owners[0]
             self._route(call_id, slot)
-        d = self._call(slot, commands.Claim, call_id=call_id, address=address, ports=list(ports))
+        d = self._request(slot, "claim", call_id, address, list(ports))
 
         def done(result):
             if isinstance(result, Failure):
@@ -728,15 +805,14 @@ class WorkerPool(service.Service):
                     self._unroute(call_id)
                 return result
             self._held.add(call_id)
-            return result["ports"]
+            return result
         return d.addBoth(done)
 
     def configure(self, call_id, sockets):
         slot = self._routes.get(call_id)
         if slot is None:
             return fail(NGError(E_UNKNOWN_CALL))
-        d = self._call(slot, commands.Configure, call_id=call_id, sockets=list(sockets))
-        return d.addCallback(lambda _: None)
+        return self._request(slot, "configure", call_id, list(sockets))
 
     def release(self, call_id, sockets=None):
         slot = self._routes.get(call_id)
@@ -746,7 +822,7 @@ class WorkerPool(service.Service):
             self._unroute(call_id)
         else:
             sockets = list(sockets)
-        d = self._call(slot, commands.Release, call_id=call_id, sockets=sockets)
+        d = self._request(slot, "release", call_id, sockets)
 
         def done(result):
             if isinstance(result, Failure) and not result.check(WorkerUnavailable):
@@ -755,18 +831,23 @@ class WorkerPool(service.Service):
 
         return d.addBoth(done)
 
+    def stats_release(self, call_id):
+        """A deleted call's :meth:`stats`, then the :meth:`release` of all
+        its ports, in one round trip: fires with its stats (``{}`` for a
+        call no worker holds); the call is forgotten at once."""
+        slot = self._routes.get(call_id)
+        if slot is None:
+            return succeed({})
+        self._unroute(call_id)
+        return self._request(slot, "stats_release", call_id)
+
     def stats(self, call_id=None):
         if call_id is not None:
             slot = self._routes.get(call_id)
             if slot is None:
                 return succeed({})
-            return self._call(slot, commands.Stats, call_id=call_id).addCallback(
-                lambda r: r["stats"]
-            )
-        ds = [
-            self._call(slot, commands.Stats, call_id=None).addCallback(lambda r: r["stats"])
-            for slot in self._candidates()
-        ]
+            return self._request(slot, "stats", call_id)
+        ds = [self._request(slot, "stats", None) for slot in self._candidates()]
 
         def merge(results):
             out = {}
@@ -778,10 +859,7 @@ class WorkerPool(service.Service):
         return DeferredList(ds, consumeErrors=True).addCallback(merge)
 
     def totals(self):
-        ds = [
-            self._call(slot, commands.Totals).addCallback(lambda r: r["totals"])
-            for slot in self._candidates()
-        ]
+        ds = [self._request(slot, "totals") for slot in self._candidates()]
 
         def add(results):
             out = dict.fromkeys(TOTAL_KEYS, 0)

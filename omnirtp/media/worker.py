@@ -1,15 +1,18 @@
-"""A media worker process: one engine on its own reactor, driven over AMP.
+"""A media worker process: one engine on its own reactor, driven over a pipe.
 
 Started by :class:`omnirtp.media.pool.WorkerPool` as::
 
     python -m omnirtp.media.worker --index 0 --slice 127.0.0.1=40000-40499
 
-AMP runs on two dedicated pipes, the worker reading file descriptor
-:data:`FD_FROM_CONTROL` and writing :data:`FD_TO_CONTROL`, so nothing that
-prints to stdout can corrupt the protocol.  Log events go to stderr as JSON
+The control process talks to it on two dedicated pipes, the worker reading
+file descriptor :data:`FD_FROM_CONTROL` and writing :data:`FD_TO_CONTROL`,
+so nothing that prints to stdout can corrupt the protocol: frames
+(:mod:`omnirtp.media.wire`) carrying the engine calls (answered by
+:class:`WorkerChannel`) and an AMP connection for the rest
+(:class:`WorkerProtocol`).  Log events go to stderr as JSON
 records (``twisted.logger.jsonFileLogObserver``) which the control process
 turns back into its own log events.  The worker exits when the control
-process goes away (EOF on its AMP pipe) or sends :class:`~omnirtp.media.amp.Shutdown`;
+process goes away (EOF on its pipe) or sends :class:`~omnirtp.media.amp.Shutdown`;
 SIGINT is ignored so that a Ctrl-C on the terminal leaves the decision to
 the control process.
 """
@@ -20,8 +23,8 @@ import os
 import signal
 import sys
 
-from twisted.internet.defer import maybeDeferred
 from twisted.internet.error import ReactorNotRunning
+from twisted.internet.protocol import Protocol
 from twisted.internet.stdio import StandardIO
 from twisted.logger import (
     FilteringLogObserver,
@@ -34,8 +37,9 @@ from twisted.protocols import amp
 
 from omnirtp.logging import level_for
 from omnirtp.media import amp as commands
+from omnirtp.media import wire
 
-#: the worker's end of the AMP pipes (the pool's spawnProcess childFDs)
+#: the worker's end of the pipes (the pool's spawnProcess childFDs)
 FD_FROM_CONTROL = 3
 FD_TO_CONTROL = 4
 
@@ -75,7 +79,8 @@ def load_factory(spec):
 
 
 class WorkerProtocol(amp.AMP):
-    """The worker's AMP server: each command calls the same engine method.
+    """The worker's AMP server: the certificate, the log level, Ping and
+    Shutdown (the engine calls come in :class:`WorkerChannel`'s frames).
 
     ``clock`` provides ``callLater`` (the worker's reactor).
     ``on_close`` is called once when the connection to the control process
@@ -104,42 +109,6 @@ class WorkerProtocol(amp.AMP):
         amp.AMP.connectionLost(self, reason)
         self._close()
 
-    @commands.Allocate.responder
-    def allocate(self, call_id, address, count):
-        d = maybeDeferred(self.engine.allocate, call_id, address, count)
-        return d.addCallback(lambda ports: {"ports": list(ports)})
-
-    @commands.Claim.responder
-    def claim(self, call_id, address, ports):
-        d = maybeDeferred(self.engine.claim, call_id, address, ports)
-        return d.addCallback(lambda ports: {"ports": list(ports)})
-
-    @commands.AllocateConfigure.responder
-    def allocate_configure(self, call_id, groups, sockets):
-        d = maybeDeferred(commands.allocate_configure, self.engine, call_id,
-                          [(address, count) for address, count in groups], sockets)
-        return d.addCallback(lambda ports: {"ports": ports})
-
-    @commands.Configure.responder
-    def configure(self, call_id, sockets):
-        d = maybeDeferred(self.engine.configure, call_id, sockets)
-        return d.addCallback(lambda _: {})
-
-    @commands.Release.responder
-    def release(self, call_id, sockets):
-        d = maybeDeferred(self.engine.release, call_id, sockets)
-        return d.addCallback(lambda _: {})
-
-    @commands.Stats.responder
-    def stats(self, call_id):
-        d = maybeDeferred(self.engine.stats, call_id)
-        return d.addCallback(lambda stats: {"stats": stats})
-
-    @commands.Totals.responder
-    def totals(self):
-        d = maybeDeferred(self.engine.totals)
-        return d.addCallback(lambda totals: {"totals": totals})
-
     @commands.SetCertificate.responder
     def set_certificate(self, certificate, key):
         from omnirtp.media.dtls import Certificate
@@ -167,6 +136,57 @@ class WorkerProtocol(amp.AMP):
         # answer first: on_close runs on the next reactor turn
         self.clock.callLater(0, self._close)
         return {}
+
+
+class AmpFrames:
+    """The transport :class:`WorkerProtocol` writes to: each AMP write
+    goes out as one :data:`~omnirtp.media.wire.AMP` frame on ``transport``;
+    everything else is ``transport``'s."""
+
+    def __init__(self, transport):
+        self._transport = transport
+
+    def write(self, data):
+        self._transport.write(wire.frame(wire.AMP, data))
+
+    def writeSequence(self, data):
+        self.write(b"".join(data))
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
+
+
+class WorkerChannel(Protocol):
+    """The worker's end of the pipes: cuts what comes in into frames
+    (:mod:`omnirtp.media.wire`), answers the engine calls on ``server``'s
+    engine itself and hands the AMP bytes to ``server`` (a
+    :class:`WorkerProtocol`), whose writes it frames."""
+
+    log = Logger()
+
+    def __init__(self, server):
+        self.server = server
+        self.reader = wire.FrameReader({wire.REQUEST: self._request,
+                                        wire.AMP: server.dataReceived})
+        # once: each read of the class's Logger makes a new one
+        self._log = self.log
+
+    def connectionMade(self):
+        self.server.makeConnection(AmpFrames(self.transport))
+
+    def dataReceived(self, data):
+        try:
+            self.reader.feed(data)
+        except wire.FrameError as e:
+            self.log.error("the control process broke the pipe protocol: {error}",
+                           error=str(e))
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self.server.connectionLost(reason)
+
+    def _request(self, body):
+        wire.answer(self.server.engine, body, self.transport.write, self._log)
 
 
 class PipeIO(StandardIO):
@@ -266,7 +286,7 @@ def main(argv=None):
 
     protocol = WorkerProtocol(engine, reactor, on_close=stopper(reactor, engine),
                               on_log_level=set_level)
-    PipeIO(protocol, stdin=FD_FROM_CONTROL, stdout=FD_TO_CONTROL, reactor=reactor)
+    PipeIO(WorkerChannel(protocol), stdin=FD_FROM_CONTROL, stdout=FD_TO_CONTROL, reactor=reactor)
     log.info(
         "worker {index} (pid {pid}) serving {interfaces}",
         index=args.index,

@@ -1,12 +1,13 @@
-"""Unit tests for the worker pool, its AMP commands and the worker's server.
+"""Unit tests for the worker pool, the pipe between it and a worker (frames:
+engine calls and AMP commands) and the worker's end.
 
 No processes are started: :class:`FakeProcessReactor` hands the pool fake
-process transports whose "child" is a :class:`WorkerProtocol` over a fake
-engine in memory, and :meth:`FakeProcessReactor.pump` moves the AMP bytes.
+process transports whose "child" is a :class:`WorkerChannel` over a fake
+engine in memory, and :meth:`FakeProcessReactor.pump` moves the bytes.
 """
 
+import enum
 import fcntl
-import json
 import os
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -25,6 +26,7 @@ from omnirtp.errors import E_INTERNAL, E_NO_PORTS, E_UNKNOWN_CALL, ConfigError, 
 from omnirtp.interfaces import IMediaEngine
 from omnirtp.logging import level_for
 from omnirtp.media import amp as commands
+from omnirtp.media import wire
 from omnirtp.media.pool import (
     CHILD_FDS,
     DOWN,
@@ -42,6 +44,8 @@ from omnirtp.media.pool import (
 from omnirtp.media.worker import (
     FD_FROM_CONTROL,
     FD_TO_CONTROL,
+    AmpFrames,
+    WorkerChannel,
     WorkerProtocol,
     build_parser,
     format_slice,
@@ -117,36 +121,48 @@ class FakeEngine:
         )
 
 
-class MemoryAMP:
-    """An AMP client and a WorkerProtocol connected in memory."""
+class MemoryLink:
+    """The control process's end (engine requests and an AMP client) and a
+    worker's :class:`WorkerChannel` connected in memory."""
 
     def __init__(self, engine, clock=None):
         self.clock = clock or Clock()
         self.closed = []
         self.server = WorkerProtocol(engine, self.clock, on_close=lambda: self.closed.append(True), pid=4242)
-        self.client = amp.AMP()
+        self.channel = WorkerChannel(self.server)
         self.server_transport = StringTransport()
+        self.channel.makeConnection(self.server_transport)
         self.client_transport = StringTransport()
-        self.server.makeConnection(self.server_transport)
-        self.client.makeConnection(self.client_transport)
+        self.requests = wire.Requests(self.client_transport.write, self.clock)
+        self.client = amp.AMP()
+        self.client.makeConnection(AmpFrames(self.client_transport))
+        self.reader = wire.FrameReader({wire.REPLY: self.requests.received,
+                                        wire.AMP: self.client.dataReceived})
 
     def pump(self):
         moved = True
         while moved:
             moved = False
             for src, dst in (
-                (self.client_transport, self.server),
-                (self.server_transport, self.client),
+                (self.client_transport, self.channel.dataReceived),
+                (self.server_transport, self.reader.feed),
             ):
                 data = src.value()
                 if data:
                     src.clear()
-                    dst.dataReceived(data)
+                    dst(data)
                     moved = True
 
+    def request(self, op, *args):
+        """An engine call, pumped."""
+        d = self.requests.send(op, *args)
+        self.pump()
+        return d
+
     def call(self, command, **kw):
-        """callRemote, pumped; the result is handed over before the answer
-        arrives (as any real caller does), so AMP never sees it unhandled."""
+        """An AMP callRemote, pumped; the result is handed over before the
+        answer arrives (as any real caller does), so AMP never sees it
+        unhandled."""
         out = Deferred()
 
         def hand_over(result):
@@ -160,40 +176,46 @@ class MemoryAMP:
         return out
 
 
-class CommandTests(SynchronousTestCase):
-    """The AMP commands carry the interface's exact types and errors."""
+class Flavour(str, enum.Enum):
+    """A str subclass, as a value of an engine call may be one."""
+
+    PLAIN = "plain"
+
+
+class Size(enum.IntEnum):
+    SMALL = 3
+
+
+class EngineCallTests(SynchronousTestCase):
+    """Engine calls cross the pipe with the interface's exact types and errors."""
 
     def setUp(self):
         self.engine = FakeEngine()
-        self.link = MemoryAMP(self.engine)
+        self.link = MemoryLink(self.engine)
 
     def test_allocate(self):
-        result = self.successResultOf(
-            self.link.call(commands.Allocate, call_id="c1", address=IP, count=2)
-        )
-        self.assertEqual(result, {"ports": [40000, 40002]})
+        self.assertEqual(self.successResultOf(self.link.request("allocate", "c1", IP, 2)),
+                         [40000, 40002])
 
     def test_portsExhaustedArrivesAsPortsExhausted(self):
         self.engine.exhausted = True
-        f = self.failureResultOf(
-            self.link.call(commands.Allocate, call_id="c1", address=IP, count=1), PortsExhausted
-        )
+        f = self.failureResultOf(self.link.request("allocate", "c1", IP, 1), PortsExhausted)
         self.assertIs(f.type, PortsExhausted)
         self.assertEqual(f.value.reason, E_NO_PORTS)
 
     def test_ngErrorArrivesAsNGError(self):
         self.engine.error = NGError("Something specific")
-        f = self.failureResultOf(
-            self.link.call(commands.Allocate, call_id="c1", address=IP, count=1), NGError
-        )
+        f = self.failureResultOf(self.link.request("allocate", "c1", IP, 1), NGError)
         self.assertIs(f.type, NGError)
         self.assertEqual(f.value.reason, "Something specific")
 
     def test_unexpectedErrorIsNotAnNGError(self):
+        """The worker logs it; the control process gets its type and text."""
         self.engine.error = KeyError("bug")
-        f = self.failureResultOf(self.link.call(commands.Allocate, call_id="c1", address=IP, count=1))
+        f = self.failureResultOf(self.link.request("allocate", "c1", IP, 1), wire.RemoteFailure)
         self.assertFalse(f.check(NGError))
-        self.flushLoggedErrors(KeyError)
+        self.assertEqual(str(f.value), "Allocate failed: KeyError: 'bug'")
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 
     def test_allocateConfigure(self):
         """One round trip: the ports of each group, and the entries with
@@ -205,9 +227,9 @@ class CommandTests(SynchronousTestCase):
              "endpoint": ("10.0.0.1", 5001)},
             {"local": (IP, b), "peer": (IP, a), "endpoint": None},
         ]
-        result = self.successResultOf(self.link.call(
-            commands.AllocateConfigure, call_id="c1", groups=[[IP, 2]], sockets=sockets))
-        self.assertEqual(result, {"ports": [[40000, 40002]]})
+        result = self.successResultOf(
+            self.link.request("allocate_configure", "c1", [(IP, 2)], sockets))
+        self.assertEqual(result, [[40000, 40002]])
         self.assertEqual(self.engine.configured, [("c1", [
             {"local": (IP, 40000), "peer": (IP, 40002), "endpoint": ("10.0.0.1", 5000)},
             {"local": (IP, 40001), "peer": (IP, 40003), "rtcp_peer": None,
@@ -223,15 +245,13 @@ class CommandTests(SynchronousTestCase):
             return fail(NGError("refused"))
         self.engine.configure = refuse
         sockets = [{"local": (IP, commands.placeholder(0)), "peer": None}]
-        f = self.failureResultOf(self.link.call(
-            commands.AllocateConfigure, call_id="c1", groups=[[IP, 1]], sockets=sockets),
-            NGError)
+        f = self.failureResultOf(
+            self.link.request("allocate_configure", "c1", [(IP, 1)], sockets), NGError)
         self.assertEqual(f.value.reason, "refused")
         self.assertEqual(self.engine.released, [("c1", [(IP, 40000)])])
         self.engine.exhausted = True
-        self.failureResultOf(self.link.call(
-            commands.AllocateConfigure, call_id="c2", groups=[[IP, 1]], sockets=sockets),
-            PortsExhausted)
+        self.failureResultOf(
+            self.link.request("allocate_configure", "c2", [(IP, 1)], sockets), PortsExhausted)
         self.assertEqual(self.engine.released, [("c1", [(IP, 40000)])])
 
     def test_fillPorts(self):
@@ -245,7 +265,7 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(entries[0]["local"], (IP, -2))  # copies
         self.assertRaises(ValueError, commands.fill_ports, entries, [30000])
 
-    def test_configureRestoresTuples(self):
+    def test_configureKeepsTuples(self):
         sockets = [
             {
                 "local": (IP, 40000),
@@ -257,44 +277,71 @@ class CommandTests(SynchronousTestCase):
                 "asymmetric": False,
                 "reset": True,
                 "tos": 184,
+                "ptime": 20.5,
             },
-            {"local": (IP, 40002), "peer": None, "endpoint": None, "learning": "off"},
+            {"local": (IP, 40002), "peer": None, "endpoint": None, "learning": "off",
+             "codecs": [(0, "PCMU")]},
         ]
-        self.assertEqual(
-            self.successResultOf(self.link.call(commands.Configure, call_id="c1", sockets=sockets)), {}
-        )
+        self.assertIsNone(self.successResultOf(self.link.request("configure", "c1", sockets)))
         [(call_id, got)] = self.engine.configured
         self.assertEqual(call_id, "c1")
         self.assertEqual(got, sockets)
         self.assertIsInstance(got[0]["local"], tuple)
         self.assertIsInstance(got[0]["endpoint"], tuple)
+        self.assertIsInstance(got[1]["codecs"][0], tuple)
         self.assertIsNone(got[1]["peer"])
 
     def test_configureCarriesSrtpKeys(self):
-        """srtp_in / srtp_out crypto dicts (and None) cross AMP unchanged;
-        an entry without them arrives without them (absent != None)."""
+        """srtp_in / srtp_out crypto dicts (and None) cross unchanged; an
+        entry without them arrives without them (absent != None)."""
         crypto = {"suite": "AEAD_AES_128_GCM", "key": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw=="}
         sockets = [
             {"local": (IP, 40000), "peer": (IP, 40002), "srtp_in": crypto, "srtp_out": None},
             {"local": (IP, 40002), "peer": (IP, 40000)},
         ]
-        self.successResultOf(self.link.call(commands.Configure, call_id="c1", sockets=sockets))
+        self.successResultOf(self.link.request("configure", "c1", sockets))
         [(_, got)] = self.engine.configured
         self.assertEqual(got, sockets)
         self.assertNotIn("srtp_in", got[1])
 
+    def test_subclassesCrossAsTheirBase(self):
+        """A str or int subclass (an enum) arrives as a plain str / int,
+        as JSON sent it over AMP."""
+        sockets = [{"local": (IP, 40000), "learning": Flavour.PLAIN, "tos": Size.SMALL}]
+        self.successResultOf(self.link.request("configure", "c1", sockets))
+        [(_, [got])] = self.engine.configured
+        self.assertEqual(got, {"local": (IP, 40000), "learning": "plain", "tos": 3})
+        self.assertIs(type(got["learning"]), str)
+        self.assertIs(type(got["tos"]), int)
+
+    def test_valueThatCannotCross(self):
+        """Nothing is sent; the caller gets the TypeError."""
+        e = self.assertRaises(TypeError, self.link.requests.send, "configure", "c1",
+                              [{"local": object()}])
+        self.assertIn("object cannot cross to a media worker", str(e))
+        self.assertEqual(self.link.client_transport.value(), b"")
+        self.assertEqual(self.link.requests.pending, {})
+
+    def test_answerThatCannotCross(self):
+        """The worker logs it and answers FAILED: the caller never hangs."""
+        self.engine.stats_value = {"c1": {(IP, 40000): {"packets": object()}}}
+        f = self.failureResultOf(self.link.request("stats", "c1"), wire.RemoteFailure)
+        self.assertTrue(str(f.value).startswith("Stats failed: TypeError: object cannot cross"),
+                        str(f.value))
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
     def test_statsCarryTransformCounters(self):
-        """A socket's ``transforms`` counters cross AMP as plain data."""
+        """A socket's ``transforms`` counters cross as plain data."""
         counters = {"packets": 3, "bytes": 300, "errors": 2, "last_packet": 1.5,
                     "endpoint": ("10.0.0.1", 5000), "confirmed": True,
                     "transforms": {"srtp-unprotect": {"auth-failures": 1, "replays": 1,
                                                       "errors": 0}}}
         self.engine.stats_value = {"c1": {(IP, 40000): counters}}
-        result = self.successResultOf(self.link.call(commands.Stats, call_id="c1"))
-        self.assertEqual(result["stats"], {"c1": {(IP, 40000): counters}})
+        result = self.successResultOf(self.link.request("stats", "c1"))
+        self.assertEqual(result, {"c1": {(IP, 40000): counters}})
 
     def test_statsCarryIceAndDtls(self):
-        """ICE and DTLS counters cross AMP; the selected address is a tuple again."""
+        """ICE and DTLS counters cross; the selected address is a tuple."""
         counters = {"packets": 0, "bytes": 0, "errors": 0, "last_packet": 1.5,
                     "endpoint": ("10.0.0.1", 5000), "confirmed": True,
                     "ice": {"state": "completed", "selected": ("10.0.0.1", 5000),
@@ -303,28 +350,32 @@ class CommandTests(SynchronousTestCase):
                     "dtls": {"state": "failed", "role": "server", "profile": None,
                              "failure": "fingerprint mismatch", "counters": {"received": 2}}}
         self.engine.stats_value = {"c1": {(IP, 40000): counters}}
-        result = self.successResultOf(self.link.call(commands.Stats, call_id="c1"))
-        self.assertEqual(result["stats"], {"c1": {(IP, 40000): counters}})
-
-    def test_setCertificate(self):
-        """The certificate and its key arrive as a dtls.Certificate."""
-        from omnirtp.media.dtls import Certificate
-
-        cert = Certificate.generate()
-        pem, key = cert.pem()
-        self.successResultOf(self.link.call(commands.SetCertificate, certificate=pem, key=key))
-        self.assertEqual(self.engine.certificate.der, cert.der)
-        self.assertEqual(self.engine.certificate.pem(), (pem, key))
+        result = self.successResultOf(self.link.request("stats", "c1"))
+        self.assertEqual(result, {"c1": {(IP, 40000): counters}})
+        self.assertIsInstance(result["c1"][(IP, 40000)]["ice"]["selected"], tuple)
 
     def test_releaseWholeCallAndSomeSockets(self):
-        self.successResultOf(self.link.call(commands.Release, call_id="c1", sockets=None))
-        self.successResultOf(
-            self.link.call(commands.Release, call_id="c2", sockets=[(IP, 40000), (IP, 40004)])
-        )
+        self.successResultOf(self.link.request("release", "c1", None))
+        self.successResultOf(self.link.request("release", "c2", [(IP, 40000), (IP, 40004)]))
         self.assertEqual(self.engine.released, [("c1", None), ("c2", [(IP, 40000), (IP, 40004)])])
         self.assertIsInstance(self.engine.released[1][1][0], tuple)
 
-    def test_statsOfManyCallsAreChunked(self):
+    def test_statsRelease(self):
+        """A deleted call's counters, read before its ports go."""
+        self.successResultOf(self.link.request("allocate", "c1", IP, 1))
+        result = self.successResultOf(self.link.request("stats_release", "c1"))
+        self.assertEqual(list(result), ["c1"])
+        self.assertEqual(self.engine.released, [("c1", None)])
+        self.assertEqual(self.engine.calls, {})
+
+    def test_statsReleaseReleasesAlsoWhenStatsFail(self):
+        self.engine.stats = lambda call_id: fail(KeyError("stats bug"))
+        self.failureResultOf(self.link.request("stats_release", "c1"), wire.RemoteFailure)
+        self.assertEqual(self.engine.released, [("c1", None)])
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_statsOfManyCalls(self):
+        """No size limit: a reply of several pipe reads' worth arrives whole."""
         stats = {}
         for i in range(800):
             stats["call-%d-%s" % (i, "x" * 40)] = {
@@ -346,49 +397,141 @@ class CommandTests(SynchronousTestCase):
                 },
             }
         self.engine.stats_value = stats
-        self.assertGreater(len(json.dumps(list(map(str, stats.values())))), 3 * amp.MAX_VALUE_LENGTH)
-        result = self.successResultOf(self.link.call(commands.Stats, call_id=None))
-        self.assertEqual(result["stats"], stats)
-        some = result["stats"]["call-7-" + "x" * 40]
+        d = self.link.requests.send("stats", None)
+        self.link.channel.dataReceived(self.link.client_transport.value())
+        reply = self.link.server_transport.value()
+        self.assertGreater(len(reply), 2 * 65536)  # more than a pipe holds
+        for i in range(0, len(reply), 4096):  # as a pipe hands it over
+            self.assertNoResult(d)
+            self.link.reader.feed(reply[i:i + 4096])
+        result = self.successResultOf(d)
+        self.assertEqual(result, stats)
+        some = result["call-7-" + "x" * 40]
         self.assertIsInstance(list(some)[0], tuple)
         self.assertIsInstance(some[(IP, 40028)]["endpoint"], tuple)
 
-    def test_chunkedValueUsesSeveralKeys(self):
-        box = {}
-        commands.ChunkedJSON().toBox(b"v", box, {"v": "a" * (2 * commands.CHUNK_SIZE)}, None)
-        self.assertEqual(box[b"v"], b"3")
-        self.assertEqual(sorted(box), [b"v", b"v.0", b"v.1", b"v.2"])
-        out = {}
-        commands.ChunkedJSON().fromBox(b"v", box, out, None)
-        self.assertEqual(out, {"v": "a" * (2 * commands.CHUNK_SIZE)})
-
-    def test_chunkedValueMissingChunk(self):
-        box = {b"v": b"2", b"v.0": b'"ab'}
-        e = self.assertRaises(ValueError, commands.ChunkedJSON().fromBox, b"v", box, {}, None)
-        self.assertEqual(str(e), "b'v' is missing chunk b'v.1'")
-
     def test_callIdWithUndecodableBytes(self):
         call_id = b"abc\xff\xfe@host".decode("utf-8", "surrogateescape")
-        self.successResultOf(self.link.call(commands.Allocate, call_id=call_id, address=IP, count=1))
+        self.successResultOf(self.link.request("allocate", call_id, IP, 1))
         self.assertEqual(list(self.engine.calls), [call_id])
-        result = self.successResultOf(self.link.call(commands.Stats, call_id=call_id))
-        self.assertEqual(list(result["stats"]), [call_id])
-        self.successResultOf(self.link.call(commands.Release, call_id=call_id, sockets=None))
+        result = self.successResultOf(self.link.request("stats", call_id))
+        self.assertEqual(list(result), [call_id])
+        self.successResultOf(self.link.request("release", call_id, None))
         self.assertEqual(self.engine.released, [(call_id, None)])
 
     def test_statsOfOneCall(self):
-        self.successResultOf(self.link.call(commands.Allocate, call_id="c1", address=IP, count=1))
-        self.successResultOf(self.link.call(commands.Allocate, call_id="c2", address=IP, count=1))
-        result = self.successResultOf(self.link.call(commands.Stats, call_id="c2"))
-        self.assertEqual(list(result["stats"]), ["c2"])
+        self.successResultOf(self.link.request("allocate", "c1", IP, 1))
+        self.successResultOf(self.link.request("allocate", "c2", IP, 1))
+        result = self.successResultOf(self.link.request("stats", "c2"))
+        self.assertEqual(list(result), ["c2"])
 
     def test_totals(self):
-        result = self.successResultOf(self.link.call(commands.Totals))
-        self.assertEqual(result["totals"]["ports_free"], 100)
-        self.assertEqual(result["totals"]["packets"], 5)
+        result = self.successResultOf(self.link.request("totals"))
+        self.assertEqual(result["ports_free"], 100)
+        self.assertEqual(result["packets"], 5)
+
+    def test_answerWhenTheEngineWaits(self):
+        """An engine Deferred that fires later: its answer goes then (after
+        the next request's); the frames of two requests sent at once are
+        read from one chunk."""
+        held = Deferred()
+        self.engine.configure = lambda call_id, sockets: held
+        first = self.link.requests.send("configure", "c1", [])
+        second = self.link.requests.send("totals")
+        self.link.pump()
+        self.assertNoResult(first)
+        self.assertEqual(self.successResultOf(second)["packets"], 5)
+        held.callback(None)
+        self.link.pump()
+        self.assertIsNone(self.successResultOf(first))
+
+    def test_replyForNobodyIsDropped(self):
+        d = self.link.requests.send("totals")
+        self.link.requests.fail(0, WorkerUnavailable("timed out"))
+        self.failureResultOf(d, WorkerUnavailable)
+        self.link.pump()  # the late answer: nothing breaks
+        self.assertEqual(self.link.requests.pending, {})
+
+    def test_oldestAndFailAll(self):
+        self.clock = self.link.clock
+        self.link.requests.send("totals")
+        self.clock.advance(2)
+        d = self.link.requests.send("stats", "c1")
+        self.assertEqual(self.link.requests.oldest(), (0, "totals", 0.0))
+        self.link.requests.fail(0, WorkerUnavailable("x"))
+        self.assertEqual(self.link.requests.oldest(), (1, "stats", 2.0))
+        self.link.requests.fail_all(lambda command: WorkerUnavailable(command + " lost"))
+        f = self.failureResultOf(d, WorkerUnavailable)
+        self.assertEqual(f.value.detail, "Stats lost")
+        self.assertIsNone(self.link.requests.oldest())
+        self.flushLoggedErrors(WorkerUnavailable)
+
+
+class FrameTests(SynchronousTestCase):
+    """omnirtp.media.wire.FrameReader: a pipe's bytes back into frames."""
+
+    def reader(self):
+        got = []
+        reader = wire.FrameReader({wire.AMP: lambda b: got.append(("A", b)),
+                                   wire.REPLY: lambda b: got.append(("R", b))})
+        return reader, got
+
+    def test_framesSplitAndJoinedAnyhow(self):
+        data = wire.frame(wire.AMP, b"one") + wire.frame(wire.REPLY, b"") + \
+            wire.frame(wire.REPLY, b"three" * 1000)
+        for step in (1, 2, 3, 5, 7, 4096, len(data)):
+            reader, got = self.reader()
+            for i in range(0, len(data), step):
+                reader.feed(data[i:i + step])
+            self.assertEqual(got, [("A", b"one"), ("R", b""), ("R", b"three" * 1000)], step)
+
+    def test_unknownKind(self):
+        reader, got = self.reader()
+        e = self.assertRaises(wire.FrameError, reader.feed, wire.frame(wire.AMP, b"x") +
+                              wire.frame(wire.REQUEST, b"yz"))
+        self.assertEqual(str(e), "frame of unknown kind 'Q' (3 bytes)")
+        self.assertEqual(got, [("A", b"x")])
+        e = self.assertRaises(wire.FrameError, self.reader()[0].feed, b"\0\0\0\0A")
+        self.assertEqual(str(e), "frame of unknown kind 'A' (0 bytes)")
+
+    def test_workerClosesOnGarbage(self):
+        link = MemoryLink(FakeEngine())
+        link.channel.dataReceived(b"\0\0\0\x02Zz")
+        self.assertTrue(link.server_transport.disconnecting)
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    def test_plain(self):
+        self.assertEqual(wire.plain({Flavour.PLAIN: [Size.SMALL, (True, None, 1.5, b"b")]}),
+                         {"plain": [3, (True, None, 1.5, b"b")]})
+        self.assertRaises(TypeError, wire.plain, {1: {2}})
+
+
+class AmpCommandTests(SynchronousTestCase):
+    """The AMP commands, in frames of their own on the same pipes."""
+
+    def setUp(self):
+        self.engine = FakeEngine()
+        self.link = MemoryLink(self.engine)
+
+    def test_setCertificate(self):
+        """The certificate and its key arrive as a dtls.Certificate."""
+        from omnirtp.media.dtls import Certificate
+
+        cert = Certificate.generate()
+        pem, key = cert.pem()
+        self.successResultOf(self.link.call(commands.SetCertificate, certificate=pem, key=key))
+        self.assertEqual(self.engine.certificate.der, cert.der)
+        self.assertEqual(self.engine.certificate.pem(), (pem, key))
 
     def test_ping(self):
         self.assertEqual(self.successResultOf(self.link.call(commands.Ping)), {"pid": 4242})
+
+    def test_pingBetweenEngineCalls(self):
+        """AMP frames and engine frames share the pipe in order."""
+        first = self.link.requests.send("allocate", "c1", IP, 1)
+        ping = self.link.call(commands.Ping)
+        self.assertEqual(self.successResultOf(first), [40000])
+        self.assertEqual(self.successResultOf(ping), {"pid": 4242})
 
     def test_setLogLevel(self):
         got = []
@@ -404,7 +547,7 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(self.link.closed, [True])
 
     def test_connectionLostCloses(self):
-        self.link.server.connectionLost(Failure(ConnectionDone()))
+        self.link.channel.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.link.closed, [True])
         self.link.server._close()
         self.assertEqual(self.link.closed, [True])
@@ -489,7 +632,8 @@ class FakeProcess:
         self.ended = False
         self.worker_out = StringTransport()
         self.worker = WorkerProtocol(engine, reactor, on_close=lambda: None, pid=pid)
-        self.worker.makeConnection(self.worker_out)
+        self.channel = WorkerChannel(self.worker)
+        self.channel.makeConnection(self.worker_out)
 
     def writeToChild(self, fd, data):
         if fd in self.closed or self.ended:
@@ -508,7 +652,7 @@ class FakeProcess:
         while self.to_worker and not self.ended:
             data = b"".join(self.to_worker)
             del self.to_worker[:]
-            self.worker.dataReceived(data)
+            self.channel.dataReceived(data)
             moved = True
         out = self.worker_out.value()
         if out and not self.ended:
@@ -857,7 +1001,8 @@ class PoolTests(SynchronousTestCase):
         self.assertNotIsInstance(f.value, WorkerUnavailable)
         self.assertEqual(f.value.reason, E_INTERNAL)
         self.assertEqual(
-            str(f.value), "Internal error (media worker 0: Allocate failed: Code<UNKNOWN>: Unknown Error)"
+            str(f.value), "Internal error (media worker 0: Allocate failed: ValueError: "
+                          "address '10.9.9.9' is not a media interface)"
         )
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
         # the worker is fine: the call stays, nothing is lost
@@ -868,10 +1013,14 @@ class PoolTests(SynchronousTestCase):
     def test_requestThatCannotBeEncoded(self):
         self.start()
         self.allocate("a")
+        sent = len(self.process(0).to_worker)
         f = self.failureResultOf(self.pool.configure("a", [{"local": object()}]), WorkerError)
         self.assertNotIsInstance(f.value, WorkerUnavailable)
         self.assertEqual(f.value.detail, "Configure could not be sent")
         self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+        self.assertEqual(len(self.process(0).to_worker), sent)  # nothing sent
+        self.reactor.advance(self.pool.request_timeout)  # nothing waits for an answer
+        self.assertEqual(self.process(0).signals, [])
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_unansweredRequestTimesOutAndKillsTheWorker(self):
@@ -905,6 +1054,58 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual(self.process(0).signals, [])
         self.reactor.advance(0.5)
         self.assertEqual(self.process(0).signals, ["KILL"])
+
+    def test_oneTimerForAllRequests(self):
+        """The time-out check is one timer per worker, not one per request:
+        it finds each request's own deadline."""
+        self.start()
+        self.allocate("a")
+        timers = len(self.reactor.getDelayedCalls())
+        for _ in range(5):
+            self.allocate("a")
+        self.assertEqual(len(self.reactor.getDelayedCalls()), timers)
+        self.reactor.advance(4)
+        d = self.pool.stats("a")  # never pumped: due at 14 s
+        self.reactor.advance(self.pool.request_timeout - 4)  # the first check, at 10 s
+        self.assertNoResult(d)
+        self.assertEqual(self.process(0).signals, [])
+        self.reactor.advance(3.9)
+        self.assertNoResult(d)
+        self.reactor.advance(0.1)
+        f = self.failureResultOf(d, WorkerUnavailable)
+        self.assertEqual(f.value.detail, "media worker 0 did not answer Stats in 10.0s")
+        self.assertEqual(self.process(0).signals, ["KILL"])
+
+    def test_timerStopsWhenNothingWaits(self):
+        self.start()
+        self.allocate("a")
+        self.reactor.advance(self.pool.request_timeout)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(self.process(0).signals, [])
+
+    def test_statsReleaseIsOneRequest(self):
+        """A deleted call's counters and the release of its ports: one
+        request to its worker; the route goes at once."""
+        self.start()
+        self.allocate("a", 2)
+        sent = len(self.process(0).to_worker)
+        d = self.pool.stats_release("a")
+        self.assertEqual(len(self.process(0).to_worker), sent + 1)
+        self.assertEqual([w["calls"] for w in self.pool.workers], [0, 0])
+        stats = self.successResultOf(self.pumped(d))
+        self.assertEqual(sorted(stats["a"]), [(IP, 40000), (IP, 40002)])
+        self.assertEqual(self.engine(0).released, [("a", None)])
+        self.assertEqual(self.successResultOf(self.pool.stats_release("a")), {})
+
+    def test_statsReleaseOfADeadWorkersCall(self):
+        self.start()
+        self.allocate("a")
+        d = self.pool.stats_release("a")
+        self.process(0).end(signal=9)
+        f = self.failureResultOf(d, WorkerUnavailable)
+        self.assertEqual(f.value.detail,
+                         "media worker 0: StatsRelease failed: the worker ended (killed by signal 9)")
+        self.assertEqual(self.lost, [])  # forgotten before: not a lost call
 
     def test_lateAnswerAfterTimeoutIsIgnored(self):
         self.start()
@@ -1033,12 +1234,15 @@ class PipeTransportTests(SynchronousTestCase):
         transport = PipeTransport(process, WorkerAddress(0, 7))
         self.assertTrue(verifyObject(ITransport, transport))
         transport.writeSequence([b"a", b"b"])
-        self.assertEqual(process.to_worker, [b"ab"])
+        self.assertEqual(process.to_worker, [b"\0\0\0\x03Aab"])  # one AMP frame
+        transport.write_frame(b"\0\0\0\x02Rx")
+        self.assertEqual(process.to_worker, [b"\0\0\0\x03Aab", b"\0\0\0\x02Rx"])
+        del process.to_worker[1]
         transport.loseConnection()
         transport.loseConnection()
         self.assertEqual(process.closed, [FD_FROM_CONTROL])
         transport.write(b"late")  # the pipe is closed: dropped, no error
-        self.assertEqual(process.to_worker, [b"ab"])
+        self.assertEqual(process.to_worker, [b"\0\0\0\x03Aab"])
         self.assertEqual(repr(transport.getPeer()), "<media worker 0 pid 7>")
 
 

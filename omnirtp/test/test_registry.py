@@ -115,6 +115,40 @@ class RegistryTests(SynchronousTestCase):
         """The test double honours the interface it stands in for."""
         verifyObject(IMediaEngine, self.engine)
 
+    def test_destroyWithStats(self):
+        """The call's last counters, read before its ports go (the engine's
+        stats, then its release)."""
+        call = answered_call(self.registry, self.engine, "c1")
+        stats = self.successResultOf(self.registry.destroy(call, "terminated", stats=True))
+        self.assertEqual(sorted(stats["c1"]), [("127.0.0.1", 30000), ("127.0.0.1", 30001),
+                                               ("127.0.0.1", 30002), ("127.0.0.1", 30003)])
+        self.assertEqual(self.engine.held, {})
+        self.assertEqual(self.registry.closed["terminated"], 1)
+        self.assertEqual(
+            self.successResultOf(self.registry.destroy(call, "terminated", stats=True)), {})
+
+    def test_destroyWithStatsWaitsForTheRelease(self):
+        """An engine whose release is pending: the counters come after it."""
+        released = defer.Deferred()
+        self.engine.release = lambda call_id, sockets=None: released
+        call = answered_call(self.registry, self.engine, "c1")
+        d = self.registry.destroy(call, "terminated", stats=True)
+        self.assertNoResult(d)
+        released.callback(None)
+        self.assertEqual(len(self.successResultOf(d)["c1"]), 4)
+
+    def test_destroyWithStatsInOneEngineCall(self):
+        """An engine with stats_release (a worker pool) gets one call."""
+        told = []
+        self.engine.stats_release = lambda call_id: told.append(call_id) or defer.succeed(
+            {call_id: {}})
+        call = answered_call(self.registry, self.engine, "c1")
+        d = self.registry.destroy(call, "terminated", stats=True)
+        self.assertEqual(self.successResultOf(d), {"c1": {}})
+        self.assertEqual(told, ["c1"])
+        self.assertEqual(len(self.engine.held["c1"]), 2)  # the fake's own release: not called
+        self.assertNotIn("c1", self.registry.calls)
+
     def test_maxSessions(self):
         """A new call beyond max-sessions raises LoadLimit and is counted."""
         self.registry.create("c1")

@@ -124,3 +124,85 @@ class StepsTests(SynchronousTestCase):
             self.assertTrue(sync.is_deferred(value))
         for value in ("x", b"x", 1, True, 1.5, {}, [], (), None, object()):
             self.assertFalse(sync.is_deferred(value))
+
+
+@sync.steps
+def outer(inner_result, log):
+    log.append("outer starts")
+    value = yield inner_result
+    log.append(("outer got", value))
+    return ("outer", value)
+
+
+@sync.steps
+def inner(d, log):
+    value = yield d
+    log.append(("inner got", value))
+    if isinstance(value, Boom):
+        raise value
+    return value + 1
+
+
+class NestedStepsTests(SynchronousTestCase):
+    """A steps generator waiting for another's pending result is resumed by
+    it directly, with what a Deferred callback would have given it."""
+
+    def test_value_goes_straight_up(self):
+        log, leaf = [], defer.Deferred()
+        inner_d = inner(leaf, log)
+        self.assertIsInstance(inner_d, defer.Deferred)
+        outer_d = outer(inner_d, log)
+        self.assertEqual(inner_d.driver.parent, outer_d.driver)
+        self.assertEqual(sync._CALLBACKS and getattr(inner_d, sync._CALLBACKS), [])
+        leaf.callback(1)
+        self.assertEqual(log, ["outer starts", ("inner got", 1), ("outer got", 2)])
+        self.assertEqual(self.successResultOf(outer_d), ("outer", 2))
+        # the inner Deferred is fired, with None, as outer's callback leaves it
+        self.assertTrue(inner_d.called)
+        self.assertIsNone(self.successResultOf(inner_d))
+
+    def test_failure_goes_straight_up(self):
+        log, leaf = [], defer.Deferred()
+        outer_d = outer(inner(leaf, log), log)
+        leaf.callback(Boom("no"))
+        f = self.failureResultOf(outer_d, Boom)
+        self.assertEqual(str(f.value), "no")
+        self.assertEqual(log, ["outer starts", ("inner got", f.value)])
+
+    def test_caught_failure(self):
+        leaf = defer.Deferred()
+        d = recovers(inner(leaf, []))
+        leaf.callback(Boom())
+        self.assertEqual(self.successResultOf(d), "caught")
+
+    def test_someone_else_listening_gets_none_after_the_parent(self):
+        log, leaf = [], defer.Deferred()
+        inner_d = inner(leaf, log)
+        outer_d = outer(inner_d, log)
+        inner_d.addCallback(lambda value: log.append(("other got", value)))
+        leaf.callback(1)
+        self.assertEqual(log, ["outer starts", ("inner got", 1), ("outer got", 2),
+                               ("other got", None)])
+        self.assertEqual(self.successResultOf(outer_d), ("outer", 2))
+
+    def test_listened_to_before_it_is_yielded(self):
+        """A pending result with callbacks already goes the Deferred way."""
+        log, leaf = [], defer.Deferred()
+        inner_d = inner(leaf, log)
+        inner_d.addCallback(lambda value: log.append(("first", value)) or value)
+        outer_d = outer(inner_d, log)
+        self.assertIsNone(inner_d.driver.parent)
+        leaf.callback(1)
+        self.assertEqual(log, ["outer starts", ("inner got", 1), ("first", 2),
+                               ("outer got", 2)])
+        self.assertEqual(self.successResultOf(outer_d), ("outer", 2))
+
+    def test_three_levels(self):
+        log, leaf = [], defer.Deferred()
+        d = outer(outer(inner(leaf, log), log), log)
+        leaf.callback(5)
+        self.assertEqual(self.successResultOf(d), ("outer", ("outer", 6)))
+
+    def test_is_deferred(self):
+        leaf = defer.Deferred()
+        self.assertTrue(sync.is_deferred(inner(leaf, [])))
