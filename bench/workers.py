@@ -20,6 +20,10 @@ round (drift on the shared box hits them alike):
   rtpengine1  Debian's rtpengine 10.5 in userspace (``--table=-1``),
               ``--num-threads=1``
   rtpengine2  the same with ``--num-threads=2``
+  omnirtp1r, omnirtp2r  (not by default) omnirtp1 and omnirtp2 with the
+              workers on Twisted's own reactor loop instead of the media
+              poller's loop (``OMNIRTP_WORKER_LOOP=reactor``): the loop
+              before docs/scaling.md's "wake-ups" change, in the same run
 
 The load is bench/relay.py's: its generator (this process, on CPU 1), 50
 packets/s of 172-byte RTP per party, two parties per call (100 packets/s
@@ -81,8 +85,19 @@ IN_FLIGHT = 16  # ng requests outstanding while calls are set up
 
 
 def threads_of(kind):
-    """``num-threads`` of a kind: its last digit."""
-    return int(kind[-1])
+    """``num-threads`` of a kind: its digit."""
+    return int(kind.rstrip("r")[-1])
+
+
+def environment(kind):
+    """The daemon's environment: ``omnirtp1r``/``omnirtp2r`` keep the media
+    workers on Twisted's own reactor loop (``OMNIRTP_WORKER_LOOP=reactor``,
+    omnirtp.media.worker.use_media_loop), for a before/after in one run."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("OMNIRTP_WORKER_LOOP", None)
+    if kind.startswith("omnirtp") and kind.endswith("r"):
+        env["OMNIRTP_WORKER_LOOP"] = "reactor"
+    return env
 
 
 def command(kind, ng_port, port_min, port_max):
@@ -161,7 +176,7 @@ class Relay:
         self.kind = kind
         ng_port = free_udp_port()
         argv = ["taskset", "-c", cpus] + command(kind, ng_port, *port_range)
-        env = dict(os.environ, PYTHONPATH=ROOT)
+        env = environment(kind)
         self.daemon = Daemon(argv, ng_port, cwd=ROOT, env=env, name=kind).start(wait=60)
         self.pid = self.daemon.process.pid
         try:
@@ -520,7 +535,8 @@ def report_cpu(results, kinds, calls, log):
                          for x, y in zip(results[a]["rounds"], results[b]["rounds"]))))
     log("CPU per packet ratios (medians; goal for omnirtp2 / omnirtp1: <= 1.10)")
     for a, b in (("omnirtp2", "omnirtp1"), ("rtpengine2", "rtpengine1"), ("omnirtp1", "omnirtp0"),
-                 ("omnirtp1", "rtpengine1"), ("omnirtp2", "rtpengine2")):
+                 ("omnirtp1", "rtpengine1"), ("omnirtp2", "rtpengine2"),
+                 ("omnirtp2r", "omnirtp1r"), ("omnirtp2", "omnirtp2r"), ("omnirtp1", "omnirtp1r")):
         ratio(a, b)
     for kind in kinds:
         rounds = results[kind]["rounds"]

@@ -273,8 +273,31 @@ def main(argv=None):
         pid=os.getpid(),
         interfaces=interfaces,
     )
+    use_media_loop(reactor, engine)
     reactor.run()
     return 0
+
+
+#: the environment variable that keeps a worker on the reactor's own loop
+#: (``OMNIRTP_WORKER_LOOP=reactor``): bench/workers.py's comparison
+LOOP_VARIABLE = "OMNIRTP_WORKER_LOOP"
+
+
+def use_media_loop(reactor, engine, environ=None):
+    """Make ``reactor.run()`` run the engine's media poller's loop
+    (:meth:`omnirtp.media.relay.MediaPoller.run`: one ``epoll_wait`` per
+    wake-up for media, no Twisted dispatch per wake-up) instead of the
+    reactor's own loop, where it can: an epoll reactor and an engine with a
+    poller of its own.  Returns True if it did."""
+    environ = os.environ if environ is None else environ
+    if environ.get(LOOP_VARIABLE, "media") == "reactor":
+        return False
+    poller = getattr(engine, "media_poller", lambda: None)()
+    inner = getattr(reactor, "_poller", None)
+    if poller is None or not hasattr(inner, "fileno") or not hasattr(reactor, "_started"):
+        return False
+    reactor.mainLoop = lambda: poller.run(reactor)
+    return True
 
 
 if __name__ == "__main__":
