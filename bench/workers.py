@@ -24,6 +24,9 @@ round (drift on the shared box hits them alike):
               workers on Twisted's own reactor loop instead of the media
               poller's loop (``OMNIRTP_WORKER_LOOP=reactor``): the loop
               before docs/scaling.md's "wake-ups" change, in the same run
+  omnirtp1c, omnirtp2c  (not by default) omnirtp1 and omnirtp2 with the
+              media loop's coalescing delay (``--coalesce-us``, 500;
+              ``OMNIRTP_WORKER_COALESCE_US``), off in the other kinds
 
 The load is bench/relay.py's: its generator (this process, on CPU 1), 50
 packets/s of 172-byte RTP per party, two parties per call (100 packets/s
@@ -86,7 +89,12 @@ IN_FLIGHT = 16  # ng requests outstanding while calls are set up
 
 def threads_of(kind):
     """``num-threads`` of a kind: its digit."""
-    return int(kind.rstrip("r")[-1])
+    return int(kind.rstrip("rc")[-1])
+
+
+#: --coalesce-us: the media workers' coalescing delay of the kinds
+#: omnirtp1c and omnirtp2c
+COALESCE_US = 500
 
 
 def environment(kind):
@@ -95,8 +103,11 @@ def environment(kind):
     omnirtp.media.worker.use_media_loop), for a before/after in one run."""
     env = dict(os.environ, PYTHONPATH=ROOT)
     env.pop("OMNIRTP_WORKER_LOOP", None)
+    env.pop("OMNIRTP_WORKER_COALESCE_US", None)
     if kind.startswith("omnirtp") and kind.endswith("r"):
         env["OMNIRTP_WORKER_LOOP"] = "reactor"
+    if kind.startswith("omnirtp") and kind.endswith("c"):
+        env["OMNIRTP_WORKER_COALESCE_US"] = str(COALESCE_US)
     return env
 
 
@@ -364,7 +375,7 @@ PORT_RANGE = (10000, 23999)
 
 
 def main(argv=None):
-    global PORT_RANGE
+    global PORT_RANGE, COALESCE_US
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kinds", default=",".join(KINDS))
     p.add_argument("--rounds", type=int, default=5)
@@ -385,6 +396,8 @@ def main(argv=None):
     p.add_argument("--step-warmup", type=float, default=1.0)
     p.add_argument("--port-min", type=int, default=PORT_RANGE[0])
     p.add_argument("--port-max", type=int, default=PORT_RANGE[1])
+    p.add_argument("--coalesce-us", type=int, default=COALESCE_US,
+                   help="the coalescing delay of the kinds omnirtp1c, omnirtp2c")
     p.add_argument("--json")
     p.add_argument("--report", metavar="JSON", help="print the report of a saved run again")
     args = p.parse_args(argv)
@@ -396,6 +409,7 @@ def main(argv=None):
         report_capacity(saved["capacity"], print)
         return 0
     PORT_RANGE = (args.port_min, args.port_max)
+    COALESCE_US = args.coalesce_us
     kinds = [k for k in args.kinds.split(",") if k]
     if os.cpu_count() < 2:
         sys.exit("needs 2 CPUs (relay on CPU 0, generator on CPU 1)")
@@ -536,7 +550,8 @@ def report_cpu(results, kinds, calls, log):
     log("CPU per packet ratios (medians; goal for omnirtp2 / omnirtp1: <= 1.10)")
     for a, b in (("omnirtp2", "omnirtp1"), ("rtpengine2", "rtpengine1"), ("omnirtp1", "omnirtp0"),
                  ("omnirtp1", "rtpengine1"), ("omnirtp2", "rtpengine2"),
-                 ("omnirtp2r", "omnirtp1r"), ("omnirtp2", "omnirtp2r"), ("omnirtp1", "omnirtp1r")):
+                 ("omnirtp2r", "omnirtp1r"), ("omnirtp2", "omnirtp2r"), ("omnirtp1", "omnirtp1r"),
+                 ("omnirtp2c", "omnirtp1"), ("omnirtp2c", "omnirtp2"), ("omnirtp1c", "omnirtp1")):
         ratio(a, b)
     for kind in kinds:
         rounds = results[kind]["rounds"]

@@ -281,6 +281,9 @@ def main(argv=None):
 #: the environment variable that keeps a worker on the reactor's own loop
 #: (``OMNIRTP_WORKER_LOOP=reactor``): bench/workers.py's comparison
 LOOP_VARIABLE = "OMNIRTP_WORKER_LOOP"
+#: microseconds of MediaPoller.run's optional coalescing delay (off unless
+#: set; an experiment of bench/workers.py, see docs/scaling.md)
+COALESCE_VARIABLE = "OMNIRTP_WORKER_COALESCE_US"
 
 
 def use_media_loop(reactor, engine, environ=None):
@@ -296,7 +299,11 @@ def use_media_loop(reactor, engine, environ=None):
     inner = getattr(reactor, "_poller", None)
     if poller is None or not hasattr(inner, "fileno") or not hasattr(reactor, "_started"):
         return False
-    reactor.mainLoop = lambda: poller.run(reactor)
+    try:
+        coalesce = max(0.0, float(environ.get(COALESCE_VARIABLE) or 0) / 1e6)
+    except ValueError:
+        coalesce = 0.0
+    reactor.mainLoop = lambda: poller.run(reactor, coalesce)
     return True
 
 

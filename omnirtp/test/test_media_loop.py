@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from omnirtp.media.engine import EmbeddedEngine
 from omnirtp.media.relay import MediaPoller, RelaySocket, bind_udp
-from omnirtp.media.worker import LOOP_VARIABLE, use_media_loop
+from omnirtp.media.worker import COALESCE_VARIABLE, LOOP_VARIABLE, use_media_loop
 
 HOST = "127.0.0.1"
 
@@ -42,11 +42,14 @@ class PipeReader:
 
 
 class RunTests(SynchronousTestCase):
+    #: MediaPoller.run's coalescing delay (seconds)
+    coalesce = 0.0
+
     def setUp(self):
         self.reactor = EPollReactor()
         self.poller = MediaPoller(self.reactor)
         self.addCleanup(self.poller.close)
-        self.reactor.mainLoop = lambda: self.poller.run(self.reactor)
+        self.reactor.mainLoop = lambda: self.poller.run(self.reactor, self.coalesce)
         # a test that fails must not hang: stop after 10 s whatever happens
         self.reactor.callLater(10, self.reactor.stop)
 
@@ -154,6 +157,12 @@ class RunTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
 
+class CoalescingRunTests(RunTests):
+    """The same with a coalescing delay of 2 ms."""
+
+    coalesce = 0.002
+
+
 class UseMediaLoopTests(SynchronousTestCase):
     def engine(self, reactor):
         engine = EmbeddedEngine(reactor, {HOST: (40000, 40009)})
@@ -167,6 +176,26 @@ class UseMediaLoopTests(SynchronousTestCase):
         engine = self.engine(reactor)
         self.assertTrue(use_media_loop(reactor, engine, environ={}))
         self.assertIn("mainLoop", vars(reactor))
+
+    def test_coalescingDelay(self):
+        """``OMNIRTP_WORKER_COALESCE_US`` gives the loop its delay, in
+        seconds; unset, empty or not a number: none."""
+        seen = []
+
+        class Poller:
+            def run(self, reactor, coalesce):
+                seen.append(coalesce)
+
+        class Engine:
+            def media_poller(self):
+                return Poller()
+
+        for value, expected in (("250", 0.00025), ("", 0.0), ("x", 0.0), (None, 0.0)):
+            reactor = EPollReactor()
+            environ = {} if value is None else {COALESCE_VARIABLE: value}
+            self.assertTrue(use_media_loop(reactor, Engine(), environ=environ))
+            reactor.mainLoop()
+            self.assertEqual(seen.pop(), expected)
 
     def test_reactorLoopOnRequest(self):
         """``OMNIRTP_WORKER_LOOP=reactor`` keeps the reactor's own loop."""
