@@ -551,7 +551,8 @@ def report_cpu(results, kinds, calls, log):
     for a, b in (("omnirtp2", "omnirtp1"), ("rtpengine2", "rtpengine1"), ("omnirtp1", "omnirtp0"),
                  ("omnirtp1", "rtpengine1"), ("omnirtp2", "rtpengine2"),
                  ("omnirtp2r", "omnirtp1r"), ("omnirtp2", "omnirtp2r"), ("omnirtp1", "omnirtp1r"),
-                 ("omnirtp2c", "omnirtp1"), ("omnirtp2c", "omnirtp2"), ("omnirtp1c", "omnirtp1")):
+                 ("omnirtp2c", "omnirtp1c"), ("omnirtp2c", "omnirtp1"), ("omnirtp2c", "omnirtp2"),
+                 ("omnirtp1c", "omnirtp1")):
         ratio(a, b)
     for kind in kinds:
         rounds = results[kind]["rounds"]
