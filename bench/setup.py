@@ -263,7 +263,9 @@ def start(kind, root, ng_port):
                 "--num-threads=%d" % threads, "--delete-delay=0", "--log-level=6"]
         cwd = root
     argv = ["taskset", "-c", "0"] + argv
-    daemon = Daemon(argv, ng_port, cwd=cwd, env=env, name=kind).start(wait=30)
+    # ports=: held in the test port registry while it runs, so that test
+    # processes on this machine keep out of the range (peers.free_port_range)
+    daemon = Daemon(argv, ng_port, cwd=cwd, env=env, name=kind, ports=(lo, hi)).start(wait=30)
     return daemon
 
 

@@ -75,6 +75,7 @@ sys.path.insert(0, ROOT)
 
 from relay import (  # noqa: E402  (bench/relay.py)
     GENERATOR_CPU, PPS_PER_FLOW, RELAY_CPU, Generator, NGClient, process_times, sdp_media)
+from omnirtp.test.integration.peers import hold_port_range  # noqa: E402
 
 PORT_MIN, PORT_MAX = 24000, 27999
 NG_PORTS = {"rtpengine": 23311, "omnirtp": 23312, "before": 23313}
@@ -429,6 +430,9 @@ def main(argv=None):
     PORT_MIN, PORT_MAX = PORT_MIN + shift, PORT_MAX + shift
     for kind in NG_PORTS:
         NG_PORTS[kind] += shift
+    # test processes on this machine keep out of the media range while we run
+    # (rtpengine binds with SO_REUSEADDR: a test's rtpengine could share a port)
+    hold_port_range(PORT_MIN, PORT_MAX)
     if os.cpu_count() < 2:
         sys.exit("needs 2 CPUs (proxy on CPU 0, generator on CPU 1)")
     if args.calls * 4 > 0.8 * (PORT_MAX - PORT_MIN + 1):

@@ -14,6 +14,9 @@ ratios (higher is better for omnirtp in the ratio column):
   at < 0.1% loss with the proxy on one core, for omnirtp's engine in
   userspace (``engine``), omnirtp's engine with kernel forwarding
   (``offload``: ``table = 0``, nftables) and rtpengine 10.5 in userspace;
+* the kernel's CPU per offloaded packet (``bench/kernel_share.py``: a
+  party's send + receive through an offloaded stream less the same
+  directly), added to the offloaded proxy's for calls per core;
 * p99 added latency at half load: while the generator runs half of
   rtpengine's max calls through each proxy, a probe process sends one more
   call's packets (50/s each way) carrying their send time and takes the
@@ -49,6 +52,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
 import relay  # noqa: E402  (bench/relay.py)
+from omnirtp.media.engine import KERNEL_REFRESH  # noqa: E402
 
 RELAY_KINDS = ("engine", "offload", "rtpengine")
 PROBE_ADDRESS = "127.0.0.253"
@@ -177,18 +181,33 @@ def relay_part(args):
         runs, warmup, seconds = 5, 1.0, 3.0
         step_warmup, step_seconds, repeat, rounds = 1.0, 4.0, 3, 5
         lat_seconds = 15.0
-    # a party socket per call: offloaded streams whose keys would meet stay
-    # in userspace (docs/kernel.md), and calls sharing a party's socket do
+    results = {k: {"cpu_samples": []} for k in RELAY_KINDS}
+    # first, while this process has few descriptors: libnftables watches its
+    # netlink socket with select(), which aborts the process (FD_SETSIZE)
+    # when the socket's descriptor is 1024 or more
+    log("relay: the kernel's CPU per offloaded packet (bench/kernel_share.py), %d rounds"
+        % (2 * runs + 1))
+    import kernel_share
+
+    results["kernel_share"] = kernel_share.measure(
+        50000 if args.quick else 200000, 2 * runs + 1,
+        log=lambda line: log("    " + line.strip()))
+    log("    the kernel's share: %.2f us/packet" % results["kernel_share"]["kernel"])
+    # a party socket per call, as real calls have
     gen = relay.Generator(sockets_per_side=args.offload_max_calls)
     size = relay.truesize()
-    results = {k: {"cpu_samples": []} for k in RELAY_KINDS}
     try:
-        log("relay: CPU per relayed packet, %d calls, %d run(s) of %.0f s, interleaved"
-            % (args.cpu_calls, runs, seconds))
+        log("relay: CPU per relayed packet, %d calls, %d run(s) of %.0f s (offloaded: %.1f s), "
+            "interleaved" % (args.cpu_calls, runs, seconds, max(seconds, KERNEL_REFRESH + 0.5)))
         for i in range(runs):
             for kind in relay.rotated(list(RELAY_KINDS), i):
-                warm = warmup + (2.0 if kind == "offload" else 0.0)
-                r = relay.cpu_run(gen, kind, args.cpu_calls, warm, seconds)
+                warm, window = warmup, seconds
+                if kind == "offload":
+                    # every call in the kernel first; a window that holds one
+                    # of the engine's full counter reads (every KERNEL_REFRESH
+                    # seconds), so that their cost is in the figure
+                    warm, window = warmup + 2.0, max(seconds, KERNEL_REFRESH + 0.5)
+                r = relay.cpu_run(gen, kind, args.cpu_calls, warm, window)
                 results[kind]["cpu_samples"].append(r)
                 log("    %-9s %6.2f us/packet  relay cpu %3.0f%%  generator cpu %3.0f%%  "
                     "loss %.3f%%" % (kind, r["us_per_packet"], 100 * r["relay_cpu"],
@@ -319,17 +338,23 @@ def rows(r):
         out.append(("calls per core from CPU, userspace", "%.0f" % per_core(e["us_per_packet"]),
                     "%.0f" % per_core(x["us_per_packet"]),
                     x["us_per_packet"] / e["us_per_packet"], 1.0, ""))
-        if "cpu_calls" in rel:
-            # the kernel's work for an offloaded packet: what the sender
-            # spent beyond its rtpengine runs (forwarding, and delivering
-            # to the receiver, which rtpengine's own sendto pays for)
+        if "kernel_share" in rel:
+            # the kernel's work for an offloaded packet, measured by itself:
+            # a party's send + receive through the rules less the same
+            # without them (bench/kernel_share.py)
+            kernel = max(rel["kernel_share"]["kernel"], 0.01)
+            how = "measured: bench/kernel_share.py"
+        elif "cpu_calls" in rel:
+            # older runs: what the sender spent beyond its rtpengine runs
             kernel = max(system(o) - system(x) + x["us_per_packet"] - o["us_per_packet"], 0.01)
+            how = "the sender's extra"
+        if "kernel_share" in rel or "cpu_calls" in rel:
             offloaded = o["us_per_packet"] + kernel
             out.append(("calls per core from CPU, offloaded (proxy + kernel)",
                         "%.0f" % per_core(offloaded), "%.0f" % per_core(x["us_per_packet"]),
                         x["us_per_packet"] / offloaded, 5.0,
-                        "kernel %.2f us/packet (the sender's extra); the proxy process alone: %.0f"
-                        % (kernel, per_core(max(o["us_per_packet"], 1e-3)))))
+                        "kernel %.2f us/packet (%s); the proxy process alone: %.0f"
+                        % (kernel, how, per_core(max(o["us_per_packet"], 1e-3)))))
 
         def calls(k):
             return "%s%d" % (">=" if k["max_calls_lower_bound"] else "", k["max_calls"])

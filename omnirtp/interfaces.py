@@ -341,8 +341,9 @@ class IForwarder(Interface):
     datagrams from ``source`` to our socket ``local`` leave from our socket
     ``out`` to ``dest``.  Implemented by
     ``omnirtp.media.kernel.NftForwarder`` (nftables).  Synchronous and off
-    the per-packet path; the media engine calls it after configurations and
-    once a second."""
+    the per-packet path; the media engine calls it after configurations,
+    once a second for calls whose sockets saw packets, and to read
+    counters when something needs them."""
 
     def start():
         """Take our table over (removing what a previous run left) or raise
@@ -364,12 +365,14 @@ class IForwarder(Interface):
     def offloaded(call_id=None):
         """``{local: Stream}`` in the kernel now (of one call, or all)."""
 
-    def counters(fresh=True, call_id=None):
+    def counters(fresh=True, locals=None):
         """``{local: (packets, bytes)}`` forwarded by the kernel per
-        receiving socket, cumulative over its offloads until ``forget``;
-        ``fresh=False``: as of the last read (no kernel round trip);
-        ``call_id``: read only that call's streams afresh (the others as
-        of the last read)."""
+        receiving socket, cumulative over its offloads until ``forget``, of
+        the sockets ``locals`` (None: of every socket it counted; a socket
+        the kernel never forwarded for is left out).  ``fresh``: read the
+        kernel's counters of those sockets now (one lookup of their
+        elements; None: of every stream); ``fresh=False``: as of each
+        stream's last read (no kernel round trip)."""
 
     def forget(local):
         """Drop the counters of a released socket."""

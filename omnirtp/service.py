@@ -223,14 +223,27 @@ def build_engine(config, reactor, interfaces, certificate=None):
     return engine, _EngineService(engine)
 
 
-def build_forwarder(config, make=None):
+def build_forwarder(config, make=None, drop_orphans=None):
     """The started kernel forwarder for ``table = N`` (N >= 0), or None:
     ``table = -1``, or kernel forwarding impossible here (one log line,
     media in userspace, as rtpengine falls back).  With ``no-fallback``
     the impossible case raises ``ConfigError`` (the daemon does not start).
-    ``make``: the forwarder factory (tests)."""
+    ``table = -1`` deletes the nftables tables of omnirtp processes that are
+    gone (``omnirtp.media.kernel.drop_orphans``; quietly nothing without
+    libnftables or the privileges).  ``make``, ``drop_orphans``: the
+    forwarder factory and the cleanup (tests)."""
     number = getattr(config, "table", -1)
     if number is None or number < 0:
+        from omnirtp.media.kernel import KernelUnavailable, NftError
+        if drop_orphans is None:
+            from omnirtp.media.kernel import drop_orphans
+        try:
+            dropped = drop_orphans()
+        except (KernelUnavailable, NftError):
+            dropped = ()  # no nftables here, or not ours to touch
+        if dropped:
+            _log.info("table = -1: deleted the nftables tables a stopped omnirtp left: "
+                      "{tables}", tables=", ".join(dropped))
         return None
     from omnirtp.errors import ConfigError
     from omnirtp.media.kernel import KernelUnavailable, NftForwarder

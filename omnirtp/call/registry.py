@@ -266,6 +266,15 @@ class CallRegistry:
                 reason = REASON_FINAL
             else:
                 reason = self._idle_reason(call, stats.get(call.call_id, {}), now)
+                if reason is not None:
+                    # idle as far as all calls' counters tell: the call's own,
+                    # read now (the kernel's, table = N, are read on demand)
+                    own = (yield self.engine.stats(call.call_id)).get(call.call_id)
+                    if self.calls.get(call.call_id) is not call:
+                        continue
+                    if own is not None:
+                        stats[call.call_id] = own
+                        reason = self._idle_reason(call, own, now)
             due = [ml for ml in call.monologues
                    if ml.deletion_at is not None and now >= ml.deletion_at]
             if reason is None and due:

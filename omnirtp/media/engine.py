@@ -81,8 +81,16 @@ DTLS_SERVER = "server"
 
 #: configure keys that name transform parameters: key -> (factory kind,
 #: which of the socket's step lists it fills, the factory method building it)
-#: seconds between the offload checks and kernel counter reads (``table``)
+#: seconds between the offload checks (``table``): each looks at the calls
+#: whose sockets saw packets since the one before (or that were refused)
 KERNEL_TICK = 1.0
+#: seconds between full reads of the kernel's counters (the per-call counts
+#: of ``stats()`` of all calls are at most this old; ``stats(call_id)``
+#: reads its call's afresh, and the call registry does so for a call before
+#: it times out)
+KERNEL_REFRESH = 10.0
+#: ``totals()`` reads every counter afresh unless it did less than this ago
+KERNEL_CACHE = 0.5
 
 TRANSFORM_KEYS = {
     K_SRTP_IN: ("srtp", "inbound", "inbound"),
@@ -324,8 +332,12 @@ class EmbeddedEngine:
         self._reactor = reactor
         #: an IForwarder (``table = N``, already started) or None
         self.forwarder = forwarder
-        self._kernel_seen = {}  # local -> kernel packets at the last tick
+        self._kernel_seen = {}  # local -> kernel packets at the last read
         self._kernel_stale = set()  # released calls whose streams the kernel refused to drop
+        self._kernel_marks = {}  # call_id -> its sockets' packets at its last offload check
+        self._kernel_retry = set()  # calls whose streams the kernel refused: checked again
+        self._kernel_read_at = None  # the last full read of the counters (reactor seconds)
+        self._kernel_totals_at = None  # the last full read for totals()
         self._kernel_loop = None
         if forwarder is not None:
             from twisted.internet.task import LoopingCall
@@ -407,9 +419,15 @@ class EmbeddedEngine:
         else:
             ids = []
         result = {}
-        # one call (query, delete): read now; all (the timeout sweep, once a
-        # second): as the last tick read them
-        kernel = self._kernel_counters(fresh=call_id is not None, call_id=call_id) if ids else {}
+        kernel = {}
+        if ids and self.forwarder is not None:
+            if call_id is None:
+                # all calls (the timeout sweep, once a second): as last read
+                kernel = self._kernel_counters(fresh=False)
+            else:
+                # one call (query, delete, a timeout about to happen): now
+                kernel = self._kernel_counters(fresh=True, locals=[
+                    relay.local for pair in self._calls[call_id].values() for relay in pair])
         for cid in ids:
             per = result[cid] = {}
             for rtp, rtcp in self._calls[cid].values():
@@ -426,7 +444,15 @@ class EmbeddedEngine:
         done = self._released
         packets, octets, errors, junk = done.packets, done.bytes, done.errors, done.junk
         kernel_packets, kernel_bytes = done.kernel_packets, done.kernel_bytes
-        for local, (kp, kb) in self._kernel_counters(fresh=False).items():
+        kernel = {}
+        if self.forwarder is not None:
+            now = self._reactor.seconds()
+            at = self._kernel_totals_at
+            fresh = at is None or not 0 <= now - at < KERNEL_CACHE
+            if fresh:
+                self._kernel_totals_at = now
+            kernel = self._kernel_counters(fresh=fresh)
+        for local, (kp, kb) in kernel.items():
             if local in self._sockets:
                 kernel_packets += kp
                 kernel_bytes += kb
@@ -1104,7 +1130,12 @@ class EmbeddedEngine:
             if wire is not None:
                 self._start_wire(wire)
         if self.forwarder is not None:
-            self._kernel_sync(call_id)
+            # handed over now: the next check waits for new packets
+            self._kernel_marks[call_id] = self._kernel_mark(call_id)
+            if self._kernel_sync(call_id):
+                self._kernel_retry.discard(call_id)
+            else:
+                self._kernel_retry.add(call_id)
 
     def _release(self, call_id, keys):
         pairs = self._calls.get(call_id)
@@ -1125,7 +1156,8 @@ class EmbeddedEngine:
             if not self._kernel_sync(call_id, without=set(targets)):
                 self._kernel_stale.add(call_id)  # the tick tries again
             # the leaving streams' counts were read as they left
-            kernel = self._kernel_counters(fresh=False)
+            kernel = self._kernel_counters(fresh=False, locals=[
+                relay.local for key in targets for relay in pairs[key]])
         gone = set()
         for key in targets:
             rtp, rtcp = pairs.pop(key)
@@ -1139,7 +1171,7 @@ class EmbeddedEngine:
                     self._released.kernel_packets += kp
                     self._released.kernel_bytes += kb
                     self.forwarder.forget(relay.local)
-                    self._kernel_seen.pop(relay.local, None)
+                self._kernel_seen.pop(relay.local, None)
                 del self._sockets[relay.local]
                 self._steps.pop(relay.local, None)
                 self._codec_state.pop(relay.local, None)
@@ -1163,6 +1195,8 @@ class EmbeddedEngine:
                         relay.update_pipeline()
         if not pairs:
             del self._calls[call_id]
+            self._kernel_marks.pop(call_id, None)
+            self._kernel_retry.discard(call_id)
             self._recordings.release(call_id)
         self._rtcp_schedule()
 
@@ -1201,44 +1235,73 @@ class EmbeddedEngine:
             return False
         return True
 
-    def _kernel_counters(self, fresh=True, call_id=None):
-        if self.forwarder is None:
-            return {}
+    def _kernel_counters(self, fresh=True, locals=None):
+        """The forwarder's counters (``IForwarder.counters``); a fresh read
+        whose counter moved stamps the socket's ``last_packet``: kernel
+        traffic is traffic for the media timeout."""
         from omnirtp.media.kernel import NftError
 
         try:
-            return self.forwarder.counters(fresh, call_id)
+            counts = self.forwarder.counters(fresh, locals)
         except NftError as e:
             self.log.warn("kernel forwarding: cannot read counters: {error}", error=e)
             return {}
+        if fresh:
+            now = self._reactor.seconds()
+            if locals is None:
+                self._kernel_read_at = now
+            seen = self._kernel_seen
+            for local, (packets, _octets) in counts.items():
+                if packets != seen.get(local, 0):
+                    seen[local] = packets
+                    relay = self._sockets.get(local)
+                    if relay is not None:
+                        relay.last_packet = now
+        return counts
+
+    def _kernel_mark(self, call_id):
+        """Packets the call's sockets received in userspace: until it
+        changes, nothing of the call can have become offloadable (a party
+        is confirmed by a packet) unless a configuration changed it."""
+        seen = 0
+        for rtp, rtcp in self._calls[call_id].values():
+            seen += rtp.packets + rtcp.packets
+        return seen
 
     def _kernel_tick(self):
-        """Offload what became offloadable (endpoints confirmed since the
-        last configuration); a kernel counter that moved counts as a packet
-        for the media timeout."""
+        """Offload what became offloadable: a call whose sockets saw packets
+        since the last check may have a party confirmed now (a configuration
+        hands its call over itself).  Every :data:`KERNEL_REFRESH` seconds,
+        one read of every counter (stamps kernel traffic for ``stats()`` of
+        all calls)."""
         from omnirtp.media.kernel import NftError
 
-        calls = {call_id: self._kernel_streams(call_id) for call_id in self._calls}
+        marks, retry, mark = self._kernel_marks, self._kernel_retry, self._kernel_mark
+        calls = {}
+        for call_id in self._calls:
+            seen = mark(call_id)
+            if marks.get(call_id) != seen or call_id in retry:
+                marks[call_id] = seen
+                calls[call_id] = self._kernel_streams(call_id)
         stale = [c for c in self._kernel_stale if c not in self._calls]
         for call_id in stale:
             calls[call_id] = []
-        try:
-            refused = self.forwarder.offload_calls(calls)
-        except NftError as e:  # the first step (streams leaving) failed
-            refused = dict.fromkeys(calls, e)
+        refused = {}
+        if calls:
+            try:
+                refused = self.forwarder.offload_calls(calls)
+            except NftError as e:  # the first step (streams leaving) failed
+                refused = dict.fromkeys(calls, e)
         for call_id, error in refused.items():
             self.log.warn("call {call_id}: kernel forwarding refused ({error}); "
                           "media stays in userspace", call_id=call_id, error=error)
         self._kernel_stale.difference_update(c for c in stale if c not in refused)
-        counts = self._kernel_counters()
+        self._kernel_retry = {c for c in refused if c in self._calls}
         now = self._reactor.seconds()
-        seen = self._kernel_seen
-        for local, (packets, _octets) in counts.items():
-            if packets != seen.get(local, 0):
-                seen[local] = packets
-                relay = self._sockets.get(local)
-                if relay is not None:
-                    relay.last_packet = now
+        at = self._kernel_read_at
+        if at is None or not 0 <= now - at < KERNEL_REFRESH:
+            self._kernel_read_at = now
+            self._kernel_counters()
 
 
 def _merge_kernel(counters, kernel):

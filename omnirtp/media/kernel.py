@@ -11,28 +11,32 @@ costs four hash lookups:
 
 * ``pre`` (hook prerouting, priority raw, before conntrack)::
 
-      udp dport set  saddr . sport . daddr . dport  map @dport4   (X, L -> Y's port)
-      ip daddr set   saddr . sport . daddr . dport  map @daddr4   (X, L.addr, Y's port -> Y's address; counted)
+      ip daddr set   saddr . sport . daddr . dport  map @daddr4   (X, L -> Y's address)
       notrack accept
 
-  A packet from anybody but X misses the first lookup, the rule stops, and
-  it goes on to the socket, where learning and strict-source apply as
-  before.  ``notrack``: no conntrack entry, no NAT, no table growth.
+  A packet from anybody but X misses the lookup, the rule stops, and it
+  goes on to the socket, where learning and strict-source apply as before.
+  ``notrack``: no conntrack entry, no NAT, no table growth.
 * The kernel then routes the packet to Y: forwarded (``ip_forward``) or,
   for a Y on this host, delivered locally.
 * ``post`` (hook postrouting) and ``in`` (hook input, for a local Y)::
 
-      udp sport set  saddr . sport . daddr . dport  map @sport4   (X -> Y: O's port)
-      ip saddr set   saddr . sport . daddr . dport  map @saddr4   (X.addr, O's port, Y -> O's address)
+      udp sport set  saddr . sport . daddr . dport  map @sport4   (X, Y.addr, L.port -> O's port)
+      ip saddr set   saddr . sport . daddr . dport  map @saddr4   (X.addr, O.port, Y.addr, L.port -> O's address)
+      udp dport set  saddr . sport . daddr . dport  map @dport4   (O, Y.addr, L.port -> Y's port; counted)
 
-  so Y sees the port it was told about.  The kernel fixes the checksums.
+  so Y sees the address and port it was told about.  The kernel fixes the
+  checksums.
 
-Each lookup after the first is keyed partly by what the one before wrote;
-two streams whose keys would meet (:func:`keys`) cannot both be in the
-kernel, and the second stays in userspace.  The per-element counter of
-``daddr`` counts a stream's packets.  A stream leaves in two steps: its
-``dport`` element first (packets go to the socket again, the counter
-stops), then, after the counter was read, the rest.
+L's port stays in the packet until the last lookup, so every key holds L's
+or O's port: streams between the same two parties in several calls (the
+same address pair each way) have keys of their own and all go to the
+kernel.  Two streams whose keys would meet (:func:`keys`: the same X
+sending to two of our sockets with one port number on two addresses, towards
+one Y address) cannot both be in the kernel; the second stays in userspace.
+The per-element counter of ``dport`` counts a stream's packets.  A stream
+leaves in two steps: its ``daddr`` element first (packets go to the socket
+again, the counter stops), then, after the counter was read, the rest.
 
 Everything here but :class:`Nft` (the libnftables binding, ctypes) and
 :class:`NftForwarder` (which runs batches) is a pure function from stream
@@ -50,15 +54,16 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from omnirtp.interfaces import IForwarder
+from omnirtp.media.nfnetlink import CounterReader, NetlinkError, key_bytes
 
 FAMILY = "inet"
 PRE_PRIORITY = -300  # raw: before conntrack (-200), so notrack applies
 POST_PRIORITY = 300  # after srcnat (100); our packets are untracked anyway
 IN_PRIORITY = -300
 #: the maps of one family, in the order a packet meets them
-MAPS = ("dport", "daddr", "sport", "saddr")
-#: the map whose elements count packets
-COUNTED = "daddr"
+MAPS = ("daddr", "sport", "saddr", "dport")
+#: the map whose elements count packets (the last lookup)
+COUNTED = "dport"
 
 
 class KernelUnavailable(Exception):
@@ -125,10 +130,10 @@ def elements(stream):
     """``[(map name, key, value)]`` of a stream, in :data:`MAPS` order."""
     (x, xp), (la, lp), (oa, op), (ya, yp) = stream.source, stream.local, stream.out, stream.dest
     f = _suffix(stream)
-    return [("dport" + f, (x, xp, la, lp), yp),
-            ("daddr" + f, (x, xp, la, yp), ya),
-            ("sport" + f, (x, xp, ya, yp), op),
-            ("saddr" + f, (x, op, ya, yp), oa)]
+    return [("daddr" + f, (x, xp, la, lp), ya),
+            ("sport" + f, (x, xp, ya, lp), op),
+            ("saddr" + f, (x, op, ya, lp), oa),
+            ("dport" + f, (oa, op, ya, lp), yp)]
 
 
 def keys(stream):
@@ -159,10 +164,13 @@ def _lookup(v6, maps, names):
     return out
 
 
-def setup_commands(table):
+def setup_commands(table, owner=None):
     """The commands that create our table, its maps and base chains
-    (after :func:`drop_commands`)."""
+    (after :func:`drop_commands`); ``owner``: the name of an empty chain
+    that says which process owns the table (:func:`owner_chain`)."""
     cmds = [{"add": {"table": {"family": FAMILY, "name": table}}}]
+    if owner is not None:
+        cmds.append({"add": _obj("chain", table, name=owner)})
     for v6 in (False, True):
         addr = "ipv6_addr" if v6 else "ipv4_addr"
         f = "6" if v6 else "4"
@@ -181,10 +189,12 @@ def setup_commands(table):
         for v6 in (False, True):
             f = "6" if v6 else "4"
             if chain == "pre":
-                expr = _lookup(v6, ("dport" + f, "daddr" + f), (("udp", "dport"), ("ip", "daddr")))
+                expr = _lookup(v6, ("daddr" + f,), (("ip", "daddr"),))
                 expr += [{"notrack": None}, {"accept": None}]
             else:
-                expr = _lookup(v6, ("sport" + f, "saddr" + f), (("udp", "sport"), ("ip", "saddr")))
+                expr = _lookup(
+                    v6, ("sport" + f, "saddr" + f, "dport" + f),
+                    (("udp", "sport"), ("ip", "saddr"), ("udp", "dport")))
                 expr += [{"accept": None}]
             cmds.append({"add": _obj("rule", table, chain=chain, expr=[udp] + expr)})
     return cmds
@@ -248,48 +258,28 @@ def batch(cmds):
     return json.dumps({"nftables": cmds}, separators=(",", ":"))
 
 
-def list_counters_commands(table):
-    """nft syntax (text output: libnftables' JSON output is several times
-    slower for thousands of elements)."""
-    return ["list map %s %s %s%s" % (FAMILY, table, COUNTED, f) for f in ("4", "6")]
-
-
-def get_counters_commands(table, streams):
-    """nft syntax that reads the counted elements of ``streams`` only (one
-    ``get element`` per map: the kernel looks each key up, nothing else of
-    the map is listed)."""
-    wanted = {}
-    for stream in streams:
-        name, key, _value = elements(stream)[1]
-        wanted.setdefault(name, []).append("%s . %d . %s . %d" % key)
-    return ["get element %s %s %s { %s }" % (FAMILY, table, name, ", ".join(found))
-            for name, found in sorted(wanted.items())]
-
-
-_ELEMENT = re.compile(
-    r"([0-9A-Fa-f.:]+) \. (\d+) \. ([0-9A-Fa-f.:]+) \. (\d+) counter packets (\d+) bytes (\d+)")
-
-
 #: what a kernel counter counts beyond the UDP payload per packet (it sees
 #: the IP packet): IPv4 and UDP headers, IPv6 and UDP headers
 HEADERS = {False: 20 + 8, True: 40 + 8}
 
 
+def counted_key(stream):
+    """The key of a stream's counted element as the kernel holds it
+    (bytes, :func:`omnirtp.media.nfnetlink.key_bytes`)."""
+    return key_bytes(elements(stream)[MAPS.index(COUNTED)][1])
+
+
+def _map_of(key):
+    """The counted map that holds counted key ``key`` (bytes)."""
+    return COUNTED + ("6" if len(key) > 16 else "4")
+
+
 def payload_counts(counts):
     """``{key: (packets, payload bytes)}`` from the kernel's ``{key:
-    (packets, IP bytes)}``: userspace counts UDP payloads, so must we."""
-    return {key: (packets, max(0, octets - packets * HEADERS[":" in key[0]]))
+    (packets, IP bytes)}`` (keys as the kernel holds them: 16 bytes for
+    IPv4, 40 for IPv6): userspace counts UDP payloads, so must we."""
+    return {key: (packets, max(0, octets - packets * HEADERS[len(key) > 16]))
             for key, (packets, octets) in counts.items()}
-
-
-def parse_counters(text):
-    """``{(map key): (packets, bytes)}`` from ``list map`` text output of a
-    counted map (numeric addresses and ports)."""
-    found = {}
-    for m in _ELEMENT.finditer(text):
-        x, xp, la, yp, packets, octets = m.groups()
-        found[(x, int(xp), la, int(yp))] = (int(packets), int(octets))
-    return found
 
 
 # -- libnftables --------------------------------------------------------------
@@ -366,7 +356,9 @@ def forwarding_enabled(proc="/proc/sys"):
 class NftForwarder:
     """Streams forwarded by the kernel in ``inet omnirtp-N``.
 
-    ``nft`` is an :class:`Nft` (or a fake with ``run``).  :meth:`start`
+    ``nft`` is an :class:`Nft` (or a fake with ``run``) that changes the
+    table; ``reader`` a :class:`omnirtp.media.nfnetlink.CounterReader` (or
+    a fake with ``dump`` and ``get``) that reads the counters.  :meth:`start`
     replaces whatever our table holds (a crash's leftovers) with an empty
     one and raises :class:`KernelUnavailable` when that is impossible or IP
     forwarding is off (``proc``: where ``/proc/sys`` is); a family whose
@@ -375,25 +367,30 @@ class NftForwarder:
 
     log = Logger()
 
-    def __init__(self, number, nft=None, proc="/proc/sys", reader=None, worker=None):
+    def __init__(self, number, nft=None, proc="/proc/sys", reader=None, worker=None,
+                 procfs="/proc"):
         if number < 0:
             raise ValueError("table must be 0 or more, got %r" % (number,))
         self.number, self.worker = number, worker
         self.table = table_name(number, worker)
         self._nft = nft
-        #: a second context for counter reads: libnftables keeps a cache per
-        #: context, and one that has listed thousands of elements makes
-        #: every later batch slow
-        self._reader = reader if reader is not None else nft
-        self._proc = proc
+        #: counter reads go over netlink, not through libnftables: a
+        #: ``list map`` or ``get element`` there fills its cache and prints
+        #: text first (2-3x the CPU, bench/nft_read.py), and a ``get`` of
+        #: more than about 130 keys crashes libnftables 1.0.6
+        self._reader = reader
+        self._proc, self._procfs = proc, procfs
         self.ipv4 = self.ipv6 = False
         #: call_id -> {local: Stream} in the kernel now
         self._calls = {}
+        #: local -> the key of its stream's counted element (bytes), of
+        #: every stream in the kernel now
+        self._counted = {}
         #: (map, key) -> local, over every stream in the kernel
         self._owners = {}
         #: local -> [packets, bytes] of offloads that ended
         self._done = {}
-        #: counted key -> (packets, bytes) at the last read
+        #: counted key (bytes) -> (packets, bytes) at its last read
         self._last = {}
         #: streams refused because another one holds their keys
         self.refused = 0
@@ -402,8 +399,6 @@ class NftForwarder:
     def start(self):
         if self._nft is None:
             self._nft = Nft()
-        if self._reader is None:
-            self._reader = Nft()
         try:
             # a crash's leftovers go first, even when we cannot go on: they
             # would keep rewriting packets to ports we now relay in userspace;
@@ -422,7 +417,7 @@ class NftForwarder:
             raise KernelUnavailable("IP forwarding is off (net.ipv4.ip_forward = 0, "
                                     "net.ipv6.conf.all.forwarding = 0)")
         try:
-            self._nft.run(batch(setup_commands(self.table)))
+            self._nft.run(batch(setup_commands(self.table, owner_chain(proc=self._procfs))))
         except NftError as e:
             raise KernelUnavailable("nftables refused our table %s: %s" % (self.table, e)) from None
 
@@ -436,6 +431,7 @@ class NftForwarder:
             self.log.warn("kernel forwarding: could not delete table {table}: {error}",
                           table=self.table, error=e)
         self._calls.clear()
+        self._counted.clear()
         self._owners.clear()
         for nft in {id(self._nft): self._nft, id(self._reader): self._reader}.values():
             close = getattr(nft, "close", None)
@@ -480,9 +476,9 @@ class NftForwarder:
         if leaving:
             # step one: packets go back to the sockets, counters stop
             self._run([c for s in leaving for c in stop_commands(self.table, s)])
-            counts = self._read(leaving)
+            counts = self._read([s.local for s in leaving])
             for stream in leaving:
-                key = elements(stream)[1][1]
+                key = self._counted.pop(stream.local)
                 packets, octets = counts.get(key, (0, 0))
                 done = self._done.setdefault(stream.local, [0, 0])
                 done[0] += packets
@@ -511,6 +507,7 @@ class NftForwarder:
             if call_id not in failed:
                 for stream in arriving:
                     now[stream.local] = stream
+                    self._counted[stream.local] = counted_key(stream)
                     for k in keys(stream):
                         self._owners[k] = stream.local
             # a refused call: its leaving streams are out of the forwarding
@@ -532,41 +529,131 @@ class NftForwarder:
             out.update(streams)
         return out
 
-    def _read(self, streams=None):
-        """``{counted key: (packets, bytes)}`` of ``streams`` (their
-        elements only), or of every stream (the whole maps: the tick)."""
+    def _read(self, locals=None):
+        """``{counted key: (packets, bytes)}`` of the streams of sockets
+        ``locals`` in the kernel (a lookup of their elements), or of every
+        stream (None: a dump of the counted maps)."""
         counts = {}
-        if streams is not None:
-            if not streams:
-                return counts
-            try:
-                for command in get_counters_commands(self.table, streams):
-                    counts.update(parse_counters(self._reader.run(command, text_output=True)))
-                return payload_counts(counts)
-            except NftError:
-                # one element missing fails the whole get: list the maps
-                counts = {}
-        for command in list_counters_commands(self.table):
-            counts.update(parse_counters(self._reader.run(command, text_output=True)))
+        try:
+            if self._reader is None:
+                self._reader = CounterReader()
+            if locals is not None:
+                wanted = {}
+                for local in locals:
+                    key = self._counted.get(local)
+                    if key is not None:
+                        wanted.setdefault(_map_of(key), []).append(key)
+                try:
+                    for name, found in sorted(wanted.items()):
+                        counts.update(self._reader.get(self.table, name, found))
+                    return payload_counts(counts)
+                except NetlinkError:
+                    # an element missing fails the lookup: dump the maps
+                    counts = {}
+            for name in sorted({_map_of(key) for key in self._counted.values()}):
+                counts.update(self._reader.dump(self.table, name))
+        except NetlinkError as e:
+            raise NftError(str(e)) from None
         return payload_counts(counts)
 
-    def counters(self, fresh=True, call_id=None):
-        if fresh:
-            if call_id is not None:
-                streams = list(self._calls.get(call_id, {}).values())
-                self._last.update(self._read(streams))
-            elif any(self._calls.values()):
+    def counters(self, fresh=True, locals=None):
+        if locals is None:
+            if fresh and self._counted:
                 self._last = self._read()
-        out = {local: tuple(v) for local, v in self._done.items()}
-        for streams in self._calls.values():
-            for local, stream in streams.items():
-                packets, octets = self._last.get(elements(stream)[1][1], (0, 0))
-                base = self._done.get(local, (0, 0))
-                out[local] = (base[0] + packets, base[1] + octets)
+            locals = set(self._done) | set(self._counted)
+        elif fresh:
+            self._last.update(self._read(locals))
+        out = {}
+        for local in locals:
+            base = self._done.get(local)
+            key = self._counted.get(local)
+            if key is not None:
+                packets, octets = self._last.get(key, (0, 0))
+                if base is not None:
+                    packets, octets = packets + base[0], octets + base[1]
+                out[local] = (packets, octets)
+            elif base is not None:
+                out[local] = tuple(base)
         return out
 
     def forget(self, local):
         self._done.pop(local, None)
+
+
+# -- the owner of a table, and what table = -1 deletes -------------------------
+
+_OWNER = re.compile(r"owner-(\d+)-(\d+)")
+
+
+def process_start(pid, proc="/proc"):
+    """When process ``pid`` started (clock ticks since boot, /proc's
+    ``starttime``), or None if there is no such process or it has ended
+    (a zombie nobody reaped yet: a killed worker whose parent died too)."""
+    try:
+        with open(os.path.join(proc, str(pid), "stat")) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        if fields[0] in ("Z", "X"):
+            return None
+        return int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def owner_chain(pid=None, proc="/proc"):
+    """The name of the empty chain that marks our table as process
+    ``pid``'s (None: this one): its pid and start time, so that a pid used
+    again by another process is not taken for the owner."""
+    pid = os.getpid() if pid is None else pid
+    return "owner-%d-%d" % (pid, process_start(pid, proc) or 0)
+
+
+def parse_owners(text):
+    """``{table: owner chain or None}`` from ``list chains inet`` text output."""
+    owners, table = {}, None
+    for line in text.splitlines():
+        m = re.match(r"table %s (\S+) \{" % FAMILY, line)
+        if m:
+            table = m.group(1)
+            owners[table] = None
+            continue
+        m = re.match(r"\s+chain (owner-\d+-\d+) \{", line)
+        if m and table is not None:
+            owners[table] = m.group(1)
+    return owners
+
+
+def orphans(text, proc="/proc"):
+    """The tables of ``list chains inet`` output that an omnirtp process
+    made (any ``table`` number, a worker's too) and whose process is gone.
+    A table without an owner chain is left alone: nothing says its process
+    is gone."""
+    gone = []
+    for name, owner in parse_owners(text).items():
+        if owner is None or not re.fullmatch(r"omnirtp-\d+(-w\d+)?", name):
+            continue
+        pid, start = (int(n) for n in _OWNER.fullmatch(owner).groups())
+        if process_start(pid, proc) != start:
+            gone.append(name)
+    return gone
+
+
+def drop_orphans(nft=None, proc="/proc"):
+    """``table = -1``: delete the tables whose omnirtp process is gone (a
+    crash with ``table = N``: their rules would keep forwarding to ports
+    now relayed in userspace); a live process's tables stay.  Returns the
+    names deleted.  Raises :class:`KernelUnavailable` without libnftables,
+    :class:`NftError` without the privileges."""
+    own = nft is None
+    if own:
+        nft = Nft()
+    try:
+        names = orphans(nft.run("list chains %s" % FAMILY, text_output=True), proc)
+        if names:
+            nft.run(batch([c for name in names for c in drop_commands(name)]))
+        return names
+    finally:
+        if own:
+            nft.close()
 
 
 def drop_table(name, nft=None):

@@ -25,6 +25,10 @@ class CountingEngine:
         self.held = {}
         self.configured = {}
         self.last_packet = {}
+        #: what only a call's own stats show (counters read on demand, as
+        #: the kernel's are with table = N), and the calls asked for alone
+        self.own_last_packet = {}
+        self.asked = []
 
     def allocate(self, call_id, address, count):
         if count > len(self.free):
@@ -59,9 +63,13 @@ class CountingEngine:
 
     def stats(self, call_id=None):
         ids = [call_id] if call_id is not None else list(self.held)
+        if call_id is not None:
+            self.asked.append(call_id)
         out = {}
         for cid in ids:
             last = self.last_packet.get(cid, 0.0)
+            if call_id is not None:
+                last = max(last, self.own_last_packet.get(cid, 0.0))
             out[cid] = {}
             for addr, port in self.held.get(cid, []):
                 for key in ((addr, port), (addr, port + 1)):
@@ -133,6 +141,30 @@ class RegistryTests(SynchronousTestCase):
         self.assertNotIn("c1", self.registry.calls)
         self.assertEqual(self.registry.closed["timeout"], 1)
         self.assertNotIn("c1", self.engine.held)
+
+    def test_idleCallReadAlone(self):
+        """A call that looks idle in all calls' stats is asked for by
+        itself before it times out (the kernel's counters are read for one
+        call on demand): its own stats keep it; nothing asks for a call
+        that is not idle."""
+        answered_call(self.registry, self.engine, "c1")
+        answered_call(self.registry, self.engine, "c2")
+        self.engine.last_packet["c2"] = self.clock.seconds()
+        self.clock.advance(1)
+        self.registry.sweep()
+        self.assertEqual(self.engine.asked, [])
+        self.clock.advance(1)
+        self.engine.own_last_packet["c1"] = self.clock.seconds() - 0.5
+        self.engine.last_packet["c2"] = self.clock.seconds()
+        self.registry.sweep()
+        self.assertEqual(self.engine.asked, ["c1"])
+        self.assertEqual(sorted(self.registry.calls), ["c1", "c2"])
+        self.clock.advance(1.5)
+        self.engine.last_packet["c2"] = self.clock.seconds()
+        self.registry.sweep()
+        self.assertEqual(self.engine.asked, ["c1", "c1"])
+        self.assertEqual(sorted(self.registry.calls), ["c2"])
+        self.assertEqual(self.registry.closed["timeout"], 1)
 
     def test_mediaKeepsCallAlive(self):
         """Packets within the window keep the call."""

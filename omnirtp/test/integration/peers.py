@@ -19,14 +19,17 @@ The helpers block (subprocess waits, blocking sockets): use them from
 """
 
 import csv
+import fcntl
 import math
 import os
+import random
 import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 
 from twisted.internet import defer
@@ -113,23 +116,123 @@ def _outside_ephemeral(minimum=10000):
     return max(below, above, key=lambda r: r[1] - r[0])
 
 
-def free_port_range(size, address=LOOPBACK, low=None, high=None):
+def free_port_range(size, address=LOOPBACK, low=None, high=None, wait=30.0):
     """``(first, last)``: ``size`` consecutive UDP ports, ``first`` even, none
-    bound on ``address`` right now (best effort: another process may take one
-    later).  By default the block lies outside the kernel's ephemeral port
-    range.  The search starts at a place derived from the pid so that
-    parallel test runs tend not to pick the same block."""
+    bound on ``address`` right now and none in a block another test process
+    on this machine holds (see :data:`PORT_REGISTRY`).  By default the block
+    lies outside the kernel's ephemeral port range.
+
+    The block is picked at random among the free ones (not the first free
+    one after some start: on a machine whose port space is mostly taken
+    that sends every process to the same few blocks), and recorded as held
+    by this process for :data:`PORT_HOLD` seconds, or until the proxy
+    started on it stops (:func:`start_rtpengine`, :func:`start_omnirtp`
+    and ``reference.Daemon`` hold it that long).  rtpengine binds its media
+    ports with SO_REUSEADDR, so a second rtpengine given an overlapping
+    range binds the same ports and gets the datagrams meant for the first;
+    a free-now check alone cannot see that coming, since rtpengine binds a
+    port only when a call needs it.  When every free block is held, this
+    waits up to ``wait`` seconds for one."""
     if low is None or high is None:
         low, high = _outside_ephemeral()
     low += low % 2
     size += size % 2
-    blocks = (high - low) // size
-    start = (os.getpid() * 7919 + int(time.monotonic() * 1000)) % blocks
-    for attempt in range(blocks):
-        first = low + ((start + attempt) % blocks) * size
+    starts = [low + n * size for n in range((high - low) // size)]
+    deadline = time.monotonic() + wait
+    while True:
+        picked = _registry(lambda entries: _take_block(entries, starts, size, address))
+        if picked is not None:
+            return picked
+        if time.monotonic() >= deadline:
+            raise RuntimeError("no free block of %d UDP ports on %s" % (size, address))
+        time.sleep(0.2)  # another test process holds every free block
+
+
+#: the machine-wide record of the port blocks test processes hold: one
+#: ``pid until first last`` line per block (``until`` a time.time(), 0 for
+#: held until released), rewritten under an exclusive flock; lines of
+#: processes that are gone, and lapsed holds, are dropped on the way
+PORT_REGISTRY = os.path.join(tempfile.gettempdir(), "omnirtp-test-ports")
+#: seconds a block handed out by free_port_range stays held when no proxy takes it over
+PORT_HOLD = 30.0
+_now = time.time
+
+
+def hold_port_range(first, last):
+    """Hold ports ``first``..``last`` for this process until
+    :func:`release_port_range` (or its exit): the blocks it has there are
+    held without a time limit, or a new entry is made."""
+    def hold(entries):
+        pid = os.getpid()
+        mine = [e for e in entries if e[0] == pid and _overlap(e, first, last)]
+        for e in mine:
+            e[1] = 0.0
+        if not mine:
+            entries.append([pid, 0.0, first, last])
+    _registry(hold)
+
+
+def release_port_range(first, last):
+    """Give back what this process holds of ports ``first``..``last``."""
+    def release(entries):
+        pid = os.getpid()
+        entries[:] = [e for e in entries if not (e[0] == pid and _overlap(e, first, last))]
+    _registry(release)
+
+
+def _overlap(entry, first, last):
+    return entry[2] <= last and first <= entry[3]
+
+
+def _take_block(entries, starts, size, address):
+    # a random order of the blocks nobody holds; the first that binds is
+    # free, so each free block is as likely as another
+    free = [first for first in starts
+            if not any(_overlap(e, first, first + size - 1) for e in entries)]
+    random.SystemRandom().shuffle(free)
+    for first in free:
         if _udp_range_free(address, first, first + size - 1):
+            entries.append([os.getpid(), _now() + PORT_HOLD, first, first + size - 1])
             return first, first + size - 1
-    raise RuntimeError("no free block of %d UDP ports on %s" % (size, address))
+    return None
+
+
+def _registry(change):
+    """Run ``change(entries)`` on the registry's live entries (a list of
+    ``[pid, until, first, last]`` it may edit) under the lock; write it back."""
+    fd = os.open(PORT_REGISTRY, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with os.fdopen(os.dup(fd), "r") as f:
+            text = f.read()
+        now = _now()
+        entries = []
+        for line in text.splitlines():
+            try:
+                pid, until, first, last = line.split()
+                entry = [int(pid), float(until), int(first), int(last)]
+            except ValueError:
+                continue
+            if (entry[1] == 0 or entry[1] > now) and _alive(entry[0]):
+                entries.append(entry)
+        result = change(entries)
+        data = "".join("%d %.3f %d %d\n" % tuple(e) for e in entries).encode("ascii")
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.ftruncate(fd, 0)
+        os.write(fd, data)
+        return result
+    finally:
+        os.close(fd)    # drops the flock
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _udp_range_free(address, first, last):
@@ -146,6 +249,19 @@ def _udp_range_free(address, first, last):
     finally:
         for s in held:
             s.close()
+
+
+def private_loopback():
+    """A loopback address of 127.64.0.0/10 picked at random (Linux answers
+    on all of 127.0.0.0/8 without configuration).
+
+    A proxy whose media ports are there gets no datagram meant for a socket
+    on 127.0.0.1, where other programs on the machine work: no stray
+    packets for a port another test or benchmark used a moment ago, and no
+    sharing of a port with another rtpengine (SO_REUSEADDR) that picked its
+    range without :func:`free_port_range`'s registry."""
+    rng = random.SystemRandom()
+    return "127.%d.%d.%d" % (rng.randint(64, 127), rng.randint(0, 255), rng.randint(1, 254))
 
 
 def udp_bound(port, address=LOOPBACK):
@@ -190,17 +306,29 @@ class Party(DatagramProtocol):
 
     def datagramReceived(self, data, addr):
         self.received.append((data, addr))
-        for n, d in list(self._waiters):
-            if len(self.received) >= n:
-                self._waiters.remove((n, d))
-                d.callback(list(self.received))
+        for waiter in list(self._waiters):
+            n, sources, d = waiter
+            got = self._from(sources)
+            if len(got) >= n:
+                self._waiters.remove(waiter)
+                d.callback(got)
 
-    def wait(self, n):
-        if len(self.received) >= n:
-            return defer.succeed(list(self.received))
+    def wait(self, n, sources=None):
+        """Fires with what arrived once ``n`` datagrams are in; with
+        ``sources`` (addresses), only what came from one of them counts and
+        is listed: on a busy machine a port of ours may have been another
+        test's a moment ago, and a proxy there may still send to it."""
+        got = self._from(sources)
+        if len(got) >= n:
+            return defer.succeed(got)
         d = defer.Deferred()
-        self._waiters.append((n, d))
+        self._waiters.append((n, sources, d))
         return d
+
+    def _from(self, sources):
+        if sources is None:
+            return list(self.received)
+        return [(data, addr) for data, addr in self.received if addr in sources]
 
     def send(self, data, dest):
         """Send to ``dest``: ``(host, port)``, or a port on 127.0.0.1."""
@@ -381,7 +509,12 @@ def _wait_for(peer, ready, wait, what):
     raise peer.failed("did not get to %s within %.0f s" % (what, wait))
 
 
-def _start_proxy(test, name, argv, ng_port, wait, cwd=None, env=None):
+def _start_proxy(test, name, argv, ng_port, wait, cwd=None, env=None, ports=None):
+    """``ports``: the proxy's ``(port_min, port_max)``, held for this process
+    until the proxy has stopped (see :func:`free_port_range`)."""
+    if ports is not None:
+        hold_port_range(*ports)
+        test.addCleanup(release_port_range, *ports)   # runs after peer.stop
     directory = _tempdir(test, name)
     peer = Peer(name, argv, os.path.join(directory, name + ".log"), cwd=cwd, env=env)
     test.addCleanup(peer.stop)
@@ -406,17 +539,22 @@ def start_omnirtp(test, ng_port, port_min, port_max, extra_args=(), wait=30.0):
             "--listen-ng=%s:%d" % (LOOPBACK, ng_port),
             "--port-min=%d" % port_min, "--port-max=%d" % port_max]
     argv += list(extra_args)
-    return _start_proxy(test, "omnirtp", argv, ng_port, wait, cwd=ROOT, env=env)
+    return _start_proxy(test, "omnirtp", argv, ng_port, wait, cwd=ROOT, env=env,
+                        ports=(port_min, port_max))
 
 
-def start_rtpengine(test, ng_port, port_min, port_max, extra_args=(), wait=15.0):
-    """Run Debian's rtpengine (the reference) in userspace mode on loopback."""
+def start_rtpengine(test, ng_port, port_min, port_max, extra_args=(), wait=15.0,
+                    interface=LOOPBACK):
+    """Run Debian's rtpengine (the reference) in userspace mode on loopback.
+
+    ``interface``: the address of its media ports (ng stays on 127.0.0.1),
+    e.g. a :func:`private_loopback` one."""
     argv = [find_program("rtpengine"), "--foreground", "--log-stderr", "--table=-1",
-            "--config-file=none", "--interface=%s" % LOOPBACK,
+            "--config-file=none", "--interface=%s" % interface,
             "--listen-ng=%s:%d" % (LOOPBACK, ng_port),
             "--port-min=%d" % port_min, "--port-max=%d" % port_max, "--log-level=6"]
     argv += list(extra_args)
-    return _start_proxy(test, "rtpengine", argv, ng_port, wait)
+    return _start_proxy(test, "rtpengine", argv, ng_port, wait, ports=(port_min, port_max))
 
 
 def _redis_ping(port, password=None):

@@ -19,7 +19,7 @@ import sys
 import time
 
 from omnirtp.test.integration.peers import (  # noqa: F401 (re-exported)
-    NGClient, NGTimeout, free_port, free_port_range)
+    NGClient, NGTimeout, free_port, free_port_range, hold_port_range, release_port_range)
 
 RTPENGINE_PATHS = ("/usr/sbin/rtpengine", "/usr/bin/rtpengine")
 LOOPBACK = "127.0.0.1"
@@ -47,9 +47,10 @@ class DaemonFailed(Exception):
 class Daemon:
     """A daemon process on loopback that speaks ng on ``ng_port``."""
 
-    def __init__(self, argv, ng_port, cwd=None, env=None, name="daemon"):
+    def __init__(self, argv, ng_port, cwd=None, env=None, name="daemon", ports=None):
         self.argv = argv
         self.ng_port = ng_port
+        self.ports = ports      # (port_min, port_max): held while it runs (free_port_range)
         self.cwd = cwd
         self.env = env
         self.name = name
@@ -59,6 +60,8 @@ class Daemon:
 
     def start(self, wait=15.0):
         import tempfile
+        if self.ports is not None:
+            hold_port_range(*self.ports)
         fd, self.stderr_path = tempfile.mkstemp(prefix="omnirtp-%s-" % self.name, suffix=".log")
         with os.fdopen(fd, "wb") as log:
             self.process = subprocess.Popen(
@@ -103,6 +106,8 @@ class Daemon:
         if self.stderr_path and os.path.exists(self.stderr_path):
             os.unlink(self.stderr_path)
             self.stderr_path = None
+        if self.ports is not None:
+            release_port_range(*self.ports)
 
 
 def rtpengine_daemon(ng_port, port_min, port_max, interfaces=(LOOPBACK,), binary=None,
@@ -114,7 +119,7 @@ def rtpengine_daemon(ng_port, port_min, port_max, interfaces=(LOOPBACK,), binary
             "--port-min=%d" % port_min, "--port-max=%d" % port_max, "--log-level=6"]
     argv += ["--interface=%s" % i for i in interfaces]
     argv += list(extra)
-    return Daemon(argv, ng_port, name="rtpengine")
+    return Daemon(argv, ng_port, name="rtpengine", ports=(port_min, port_max))
 
 
 # ``python -m twisted.scripts.twistd`` has no __main__ block and runs nothing;
@@ -132,4 +137,4 @@ def omnirtp_daemon(ng_port, port_min, port_max, interfaces=(LOOPBACK,), root=Non
             "--config-file=none", "--listen-ng=%s:%d" % (LOOPBACK, ng_port),
             "--port-min=%d" % port_min, "--port-max=%d" % port_max, "--num-threads=0"]
     argv += ["--interface=%s" % i for i in interfaces]
-    return Daemon(argv, ng_port, cwd=root, env=env, name="omnirtp")
+    return Daemon(argv, ng_port, cwd=root, env=env, name="omnirtp", ports=(port_min, port_max))

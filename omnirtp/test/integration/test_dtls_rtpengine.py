@@ -1,4 +1,7 @@
-"""Our DtlsEndpoint as the browser's DTLS-SRTP against Debian's rtpengine 10.5 on 127.0.0.1.
+"""Our DtlsEndpoint as the browser's DTLS-SRTP against Debian's rtpengine 10.5 on loopback.
+
+rtpengine's media ports are on an address of their own (``private_loopback``),
+our sockets and its ng port on 127.0.0.1.
 
 rtpengine bridges a plain RTP/AVP party (a :class:`Party`) and a
 UDP/TLS/RTP/SAVPF party, which is our endpoint on a real UDP socket.  The
@@ -7,7 +10,9 @@ rtpengine wrote; the a=fingerprint we give it comes from
 ``Certificate.fingerprint``.  The keys are proven by media through
 rtpengine both ways: what we protect with ``srtp_out`` reaches the plain
 party as the RTP we sent, and the plain party's RTP reaches us protected
-with the key we unprotect with ``srtp_in``.
+with the key we unprotect with ``srtp_in``.  Media flows as it does in a
+call, a packet every 20 ms until enough came through (:func:`stream`), not
+as a burst of exactly the packets waited for.
 """
 
 import base64
@@ -22,7 +27,7 @@ from twisted.trial.unittest import TestCase
 from omnirtp.media import dtls
 from omnirtp.media.dtls import Certificate, DtlsEndpoint
 from omnirtp.test.integration.peers import (
-    Party, free_port, free_port_range, start_rtpengine)
+    Party, free_port_range, private_loopback, start_rtpengine)
 
 HOST = "127.0.0.1"
 PROFILES = {
@@ -58,43 +63,71 @@ def session(crypto, outbound):
 
 
 class Browser(DatagramProtocol):
-    """Our DTLS side's socket: DTLS (first byte 20-63) to the endpoint, the rest kept."""
+    """Our DTLS side's socket: DTLS (first byte 20-63) to the endpoint; the
+    rest from rtpengine (``peer``) kept, from anywhere else dropped, as a
+    browser drops what does not come from its selected candidate pair."""
 
     def __init__(self):
         self.endpoint = None
         self.peer = None
         self.media = []
-        self._waiters = []
+        self.hold_final = None      # seconds our final flight (ChangeCipherSpec, Finished) waits
+        self.final_at = None        # when that held flight went out (reactor.seconds())
 
     def datagramReceived(self, data, addr):
         if 20 <= data[0] <= 63:
             if self.endpoint is not None:
                 self.endpoint.datagram(data, addr)
             return
-        self.media.append(data)
-        for n, d in list(self._waiters):
-            if len(self.media) >= n:
-                self._waiters.remove((n, d))
-                d.callback(list(self.media))
-
-    def wait_media(self, n):
-        if len(self.media) >= n:
-            return defer.succeed(list(self.media))
-        d = defer.Deferred()
-        self._waiters.append((n, d))
-        return d
+        if addr == self.peer:
+            self.media.append(data)
 
     def send(self, data):
+        if data[0] == 20 and self.hold_final is not None:
+            reactor.callLater(self.hold_final, self._send_final, data)
+            return
         self.transport.write(data, self.peer)
+
+    def _send_final(self, data):
+        self.final_at = reactor.seconds()
+        self.transport.write(data, self.peer)
+
+
+#: RTP packets a media check sends at most (20 ms apart: 5 s), and how many
+#: must come through
+STREAM_LIMIT = 250
+STREAM_WANT = 5
+
+
+@defer.inlineCallbacks
+def stream(send, packets, arrived):
+    """Send ``packets`` 20 ms apart, as a phone does from the moment it has
+    keys, until ``arrived()`` holds STREAM_WANT datagrams; return those sent.
+
+    A one-shot burst is not how media flows, and fails when the first
+    packets meet a peer that is still finishing its side: as DTLS client
+    rtpengine has its keys only once our Finished is in, and drops SRTP that
+    comes before.
+    """
+    sent = []
+    for packet in packets:
+        if len(arrived()) >= STREAM_WANT:
+            break
+        send(packet)
+        sent.append(packet)
+        yield task.deferLater(reactor, 0.02, lambda: None)
+    return sent
 
 
 class RtpengineDtlsTests(TestCase):
     timeout = 30
 
     def setUp(self):
-        ng = free_port()
+        # media ports low..high-1 on an address of their own (see
+        # private_loopback), ng on 127.0.0.1:high: the block is held for us
         low, high = free_port_range(100)
-        self.rtpengine = start_rtpengine(self, ng, low, high - 1)
+        self.host = private_loopback()
+        self.rtpengine = start_rtpengine(self, high, low, high - 1, interface=self.host)
         self.certificate = Certificate.generate()
         self.browser = Browser()
         port = reactor.listenUDP(0, self.browser, interface=HOST)
@@ -116,7 +149,7 @@ class RtpengineDtlsTests(TestCase):
             if not self.keys.called:
                 self.keys.errback(AssertionError("DTLS with rtpengine failed: %s" % reason))
 
-        self.browser.peer = (HOST, rtpengine_port)
+        self.browser.peer = (self.host, rtpengine_port)
         ep = DtlsEndpoint(role, self.certificate, remote_fingerprint, self.browser.send,
                           lambda i, o: self.keys.callback((i, o)), on_failure, reactor, **kw)
         self.browser.endpoint = ep
@@ -134,23 +167,41 @@ class RtpengineDtlsTests(TestCase):
         self.assertEqual(srtp_in["suite"], "AEAD_AES_128_GCM")
 
         # browser -> rtpengine -> plain party: rtpengine decrypts with our srtp_out
-        # (20 ms apart, as RTP goes; rtpengine's threads may still reorder them: compared sorted)
+        # (rtpengine's threads may reorder packets: compared as sets)
         protect = session(srtp_out, outbound=True)
-        sent = [rtp(seq, 0x0BADCAFE, bytes([seq]) * 160) for seq in range(1, 6)]
-        for packet in sent:
-            self.browser.transport.write(protect.protect(packet), (HOST, to_browser_port))
-            yield task.deferLater(reactor, 0.02, lambda: None)
-        received = yield self.plain.wait(len(sent))
-        self.assertEqual(sorted(data for data, _ in received), sent)
+        from_rtpengine = (self.host, to_plain_port)
+        self.sent_at = {}       # clear packet -> when we sent it protected
+
+        def to_rtpengine(packet):
+            self.sent_at[packet] = reactor.seconds()
+            self.browser.transport.write(protect.protect(packet), (self.host, to_browser_port))
+
+        def at_plain():
+            return [data for data, addr in self.plain.received if addr == from_rtpengine]
+        clear = [rtp(seq, 0x0BADCAFE, bytes([seq % 256]) * 160)
+                 for seq in range(1, STREAM_LIMIT + 1)]
+        sent = yield stream(to_rtpengine, clear, at_plain)
+        got = at_plain()
+        self.assertGreaterEqual(len(got), STREAM_WANT, "rtpengine passed on %d of %d packets"
+                                % (len(got), len(sent)))
+        self.assertEqual(len(set(got)), len(got))
+        self.assertLessEqual(set(got), set(sent))
+        passed = got
 
         # plain party -> rtpengine -> browser: we decrypt with srtp_in
         unprotect = session(srtp_in, outbound=False)
-        back = [rtp(seq, 0x12345678, bytes([0x40 + seq]) * 160) for seq in range(1, 6)]
-        for packet in back:
-            self.plain.send(packet, (HOST, to_plain_port))
-            yield task.deferLater(reactor, 0.02, lambda: None)
-        media = yield self.browser.wait_media(len(back))
-        self.assertEqual(sorted(unprotect.unprotect(p) for p in media), back)
+        back = [rtp(seq, 0x12345678, bytes([(0x40 + seq) % 256]) * 160)
+                for seq in range(1, STREAM_LIMIT + 1)]
+        sent = yield stream(lambda packet: self.plain.send(packet, (self.host, to_plain_port)),
+                            back, lambda: self.browser.media)
+        media = list(self.browser.media)
+        self.assertGreaterEqual(len(media), STREAM_WANT, "rtpengine passed on %d of %d packets"
+                                % (len(media), len(sent)))
+        self.assertTrue(all(packet not in sent for packet in media))   # protected
+        clear = [unprotect.unprotect(packet) for packet in media]
+        self.assertEqual(len(set(clear)), len(clear))
+        self.assertLessEqual(set(clear), set(sent))
+        return passed
 
     @defer.inlineCallbacks
     def test_sip_calls_browser_browser_answers_active(self):
@@ -180,6 +231,7 @@ class RtpengineDtlsTests(TestCase):
                          "sdp": sdp(self.plain.port, "RTP/AVP"),
                          "transport-protocol": "UDP/TLS/RTP/SAVPF"})
         body = offer["sdp"]
+        self.assertIn("\r\nc=IN IP4 %s\r\n" % self.host, body)
         their_fp = attribute(body, "fingerprint")
         ep = self.start_endpoint(dtls.SERVER, their_fp, media_port(body))
         answer = self.ng({"command": "answer", "call-id": "dtls-2", "from-tag": "sip",
@@ -188,6 +240,31 @@ class RtpengineDtlsTests(TestCase):
                                      "a=setup:passive\r\na=fingerprint:%s\r\n"
                                      % (self.certificate.fingerprint(),))})
         yield self.check_media(ep, media_port(body), media_port(answer["sdp"]))
+
+    @defer.inlineCallbacks
+    def test_media_before_rtpengine_has_its_keys(self):
+        """We are the server, so our keys come first: our SRTP starts while
+        our Finished is still on its way (held back 200 ms here); rtpengine,
+        the client, drops the SRTP it gets before it, and the stream goes
+        on and gets through."""
+        offer = self.ng({"command": "offer", "call-id": "dtls-5", "from-tag": "sip",
+                         "sdp": sdp(self.plain.port, "RTP/AVP"),
+                         "transport-protocol": "UDP/TLS/RTP/SAVPF"})
+        body = offer["sdp"]
+        self.browser.hold_final = 0.2
+        ep = self.start_endpoint(dtls.SERVER, attribute(body, "fingerprint"), media_port(body))
+        answer = self.ng({"command": "answer", "call-id": "dtls-5", "from-tag": "sip",
+                          "to-tag": "browser",
+                          "sdp": sdp(self.browser.transport.getHost().port, "UDP/TLS/RTP/SAVPF",
+                                     "a=setup:passive\r\na=fingerprint:%s\r\n"
+                                     % (self.certificate.fingerprint(),))})
+        passed = yield self.check_media(ep, media_port(body), media_port(answer["sdp"]))
+        # what we sent well before our Finished went out (the first packet at
+        # least, 200 ms before) was dropped, however the reactor's ticks fell
+        early = [packet for packet, at in self.sent_at.items()
+                 if at < self.browser.final_at - 0.01]
+        self.assertTrue(early)
+        self.assertEqual(set(early) & set(passed), set())
 
     @defer.inlineCallbacks
     def test_browser_calls_sip(self):

@@ -252,13 +252,15 @@ class KernelForwardingTests(SynchronousTestCase):
     def wait_ready(self):
         """The media plane is up (its table made)."""
 
-    def call(self, daemon, call_id="k1"):
-        """A plain call; returns the parties' RTP and RTCP sockets and the
-        proxy's address/port each party sends to."""
-        s = {"a": party_socket(self, self.nets.caller, CALLER),
-             "b": party_socket(self, self.nets.callee, CALLEE)}
-        for name, ns, addr in (("a", self.nets.caller, CALLER), ("b", self.nets.callee, CALLEE)):
-            s[name + "c"] = party_socket(self, ns, addr, s[name].getsockname()[1] + 1)
+    def call(self, daemon, call_id="k1", s=None):
+        """A plain call; returns the parties' RTP and RTCP sockets (new ones,
+        or ``s``'s) and the proxy's address/port each party sends to."""
+        if s is None:
+            s = {"a": party_socket(self, self.nets.caller, CALLER),
+                 "b": party_socket(self, self.nets.callee, CALLEE)}
+            for name, ns, addr in (("a", self.nets.caller, CALLER),
+                                   ("b", self.nets.callee, CALLEE)):
+                s[name + "c"] = party_socket(self, ns, addr, s[name].getsockname()[1] + 1)
         offer = daemon.request({"command": "offer", "call-id": call_id, "from-tag": "ft",
                                 "sdp": sdp(CALLER, s["a"].getsockname()[1])})
         self.assertEqual(offer["result"], "ok", offer)
@@ -299,15 +301,25 @@ class KernelForwardingTests(SynchronousTestCase):
 
     def kernel_counters(self):
         """``{(sender's port, receiver's port): packets}`` of the kernel's
-        per-stream counters (elements of the maps ``daddr4``)."""
+        per-stream counters: the elements of the maps ``dport4`` (keyed by
+        our sockets: O, Y's address, L's port; counted; Y's port), joined
+        on L's port with those of ``daddr4`` (X's address and port, L)."""
         found = {}
         for table in self.tables():
-            listed = self.nets.nft("list", "map", "inet", table, "daddr4") or []
-            for item in listed:
-                for elem in item.get("map", {}).get("elem", ()):
-                    counted = elem[0]["elem"]
-                    key = counted["val"]["concat"]
-                    found[(key[1], key[3])] = counted["counter"]["packets"]
+            senders, counted = {}, {}
+            for name in ("daddr4", "dport4"):
+                listed = self.nets.nft("list", "map", "inet", table, name) or []
+                for item in listed:
+                    for elem in item.get("map", {}).get("elem", ()):
+                        key, value = elem
+                        if name == "daddr4":
+                            x, xp, la, lp = key["concat"]
+                            senders[lp] = xp
+                        else:
+                            oa, op, ya, lp = key["elem"]["val"]["concat"]
+                            counted[lp] = (value, key["elem"]["counter"]["packets"])
+            for lp, (yp, packets) in counted.items():
+                found[(senders.get(lp), yp)] = packets
         return found
 
     def stream_objects(self, table="omnirtp-0"):
@@ -363,6 +375,37 @@ class KernelForwardingTests(SynchronousTestCase):
         daemon.stop()
         self.assertIsNone(self.nets.nft("list", "table", "inet", "omnirtp-0"))
 
+    def test_same_parties_two_calls(self):
+        """Two calls between the same two party sockets (one address pair
+        each way): all eight streams in the kernel, each packet arriving
+        once from its own call's port, each call counted exactly."""
+        daemon = self.daemon()
+        s, to_a1, to_b1 = self.call(daemon, "k1")
+        _s, to_a2, to_b2 = self.call(daemon, "k2", s)
+        self.assertNotEqual(to_a1, to_a2)
+        calls = ((to_a1, to_b1), (to_a2, to_b2))
+        for to_a, to_b in calls:
+            self.exchange(s, to_a, to_b, 1, BEFORE)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and self.stream_objects() != {
+                "dport4": 8, "daddr4": 8, "sport4": 8, "saddr4": 8}:
+            time.sleep(0.2)
+        self.assertEqual(self.stream_objects(),
+                         {"dport4": 8, "daddr4": 8, "sport4": 8, "saddr4": 8})
+        for to_a, to_b in calls:
+            self.exchange(s, to_a, to_b, 1 + BEFORE, AFTER)
+        for call_id in ("k1", "k2"):
+            query = daemon.request({"command": "query", "call-id": call_id})
+            self.assertEqual(query["totals"]["RTP"]["packets"], 2 * (BEFORE + AFTER))
+            self.assertEqual(query["totals"]["RTCP"]["packets"], 2 * (BEFORE + AFTER))
+        total = daemon.request({"command": "statistics"})["statistics"]["totalstatistics"]
+        self.assertEqual((total["relayedpackets_user"], total["relayedpackets_kernel"]),
+                         (8 * BEFORE, 8 * AFTER))
+        for call_id in ("k1", "k2"):
+            deleted = daemon.request({"command": "delete", "call-id": call_id, "from-tag": "ft"})
+            self.assertEqual(deleted["result"], "ok", deleted)
+        self.assertEqual(self.stream_objects(), {})
+
     def test_restart_after_crash(self):
         """A SIGKILL leaves the rules; the next start removes them."""
         daemon = self.daemon()
@@ -373,6 +416,28 @@ class KernelForwardingTests(SynchronousTestCase):
         self.assertEqual(len(self.kernel_counters()), 4)
         daemon = self.daemon()
         self.assertEqual(self.stream_objects(), {})
+
+    def test_table_off_after_crash(self):
+        """A SIGKILL leaves the rules; a start with ``table = -1`` deletes
+        them (their process is gone) and relays in userspace."""
+        daemon = self.daemon()
+        s, to_a, to_b = self.call(daemon)
+        self.exchange(s, to_a, to_b, 1, BEFORE)
+        self.wait_offloaded(4)
+        if self.threads:
+            daemon.kill_all()
+        else:
+            daemon.kill()
+        self.assertEqual(len(self.kernel_counters()), 4)
+        off = NetnsDaemon(self.nets, ("--table=-1",), threads=self.threads)
+        self.addCleanup(off.stop)
+        off.start(wait=60.0 if self.threads else 20.0)
+        self.assertEqual(self.tables(), [])
+        s, to_a, to_b = self.call(off, "k2")
+        self.exchange(s, to_a, to_b, 1, BEFORE)
+        query = off.request({"command": "query", "call-id": "k2"})
+        self.assertEqual(query["totals"]["RTP"]["packets"], 2 * BEFORE)
+        self.assertEqual(self.tables(), [])
 
     def test_timeout(self):
         """Packets the kernel forwards keep the call alive past ``timeout``
@@ -514,7 +579,7 @@ class WorkerKernelForwardingTests(KernelForwardingTests):
             listed = self.nets.nft("list", "map", "inet", name, "daddr4") or []
             for item in listed:
                 for elem in item.get("map", {}).get("elem", ()):
-                    if elem[0]["elem"]["val"]["concat"][1] == pa:
+                    if elem[0]["concat"][1] == pa:
                         return name
         self.fail("no table forwards port %d" % pa)
 

@@ -22,7 +22,8 @@ from twisted.trial.unittest import TestCase
 
 from omnirtp.sdp import crypto
 from omnirtp.test.integration.peers import (
-    find_program, free_port, free_port_range, listen_party, start_omnirtp, start_rtpengine)
+    LOOPBACK, find_program, free_port_range, listen_party, private_loopback, start_omnirtp,
+    start_rtpengine)
 
 #: rtpengine 10.5 offers twelve suites; these options leave omnirtp's three
 NO_OTHER_SUITES = ["no-" + s for s in crypto.SUITES if s not in crypto.SUPPORTED]
@@ -91,6 +92,7 @@ class SdesFlows:
 
     timeout = 60
     packets = 5
+    host = LOOPBACK     # the address of the proxy's media ports
 
     def ng(self, **kw):
         reply = self.request({k.replace("_", "-"): v for k, v in kw.items()})
@@ -107,12 +109,13 @@ class SdesFlows:
         back = [rtp(100 + i, ssrc=0x55667788) for i in range(1, self.packets + 1)]
         back.append(rtcp(0x55667788))
         for packet in sent:
-            plain.send(packet, plain_to[is_rtcp(packet)])
+            plain.send(packet, (self.host, plain_to[is_rtcp(packet)]))
         for packet in back:
             data = protect.protect_rtcp(packet) if is_rtcp(packet) else protect.protect(packet)
-            srtp.send(data, srtp_to[is_rtcp(packet)])
-        got_srtp = yield srtp.wait(len(sent))
-        got_plain = yield plain.wait(len(back))
+            srtp.send(data, (self.host, srtp_to[is_rtcp(packet)]))
+        # what the proxy sends them comes from its ports for them
+        got_srtp = yield srtp.wait(len(sent), sources={(self.host, p) for p in srtp_to})
+        got_plain = yield plain.wait(len(back), sources={(self.host, p) for p in plain_to})
         srtp.received[:] = []
         plain.received[:] = []
         clear = [unprotect.unprotect_rtcp(d) if is_rtcp(d) else unprotect.unprotect(d)
@@ -166,8 +169,11 @@ class SdesFlows:
 
 
 def _ports(test):
-    import socket
-    return free_port(socket.SOCK_DGRAM), free_port_range(100)
+    """The ng port and the media range, from one block held for us: an
+    ephemeral ng port (free_port) may be another process's by the time the
+    proxy binds it."""
+    low, high = free_port_range(102)
+    return high, (low, high - 1)
 
 
 class RtpengineSdesTests(SdesFlows, TestCase):
@@ -176,7 +182,10 @@ class RtpengineSdesTests(SdesFlows, TestCase):
     def start(self):
         find_program("rtpengine")   # SkipTest naming the package when absent
         ng_port, (low, high) = _ports(self)
-        peer = start_rtpengine(self, ng_port, low, high)
+        # media on an address of its own: no port shared with another
+        # rtpengine on 127.0.0.1, no stray datagrams for it
+        self.host = private_loopback()
+        peer = start_rtpengine(self, ng_port, low, high, interface=self.host)
         return peer.ng.request
 
 
