@@ -20,6 +20,13 @@ round (drift on the shared box hits them alike):
   rtpengine1  Debian's rtpengine 10.5 in userspace (``--table=-1``),
               ``--num-threads=1``
   rtpengine2  the same with ``--num-threads=2``
+  omnirtp1r, omnirtp2r  (not by default) omnirtp1 and omnirtp2 with the
+              workers on Twisted's own reactor loop instead of the media
+              poller's loop (``OMNIRTP_WORKER_LOOP=reactor``): the loop
+              before docs/scaling.md's "wake-ups" change, in the same run
+  omnirtp1c, omnirtp2c  (not by default) omnirtp1 and omnirtp2 with the
+              media loop's coalescing delay (``--coalesce-us``, 500;
+              ``OMNIRTP_WORKER_COALESCE_US``), off in the other kinds
 
 The load is bench/relay.py's: its generator (this process, on CPU 1), 50
 packets/s of 172-byte RTP per party, two parties per call (100 packets/s
@@ -81,8 +88,27 @@ IN_FLIGHT = 16  # ng requests outstanding while calls are set up
 
 
 def threads_of(kind):
-    """``num-threads`` of a kind: its last digit."""
-    return int(kind[-1])
+    """``num-threads`` of a kind: its digit."""
+    return int(kind.rstrip("rc")[-1])
+
+
+#: --coalesce-us: the media workers' coalescing delay of the kinds
+#: omnirtp1c and omnirtp2c
+COALESCE_US = 500
+
+
+def environment(kind):
+    """The daemon's environment: ``omnirtp1r``/``omnirtp2r`` keep the media
+    workers on Twisted's own reactor loop (``OMNIRTP_WORKER_LOOP=reactor``,
+    omnirtp.media.worker.use_media_loop), for a before/after in one run."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("OMNIRTP_WORKER_LOOP", None)
+    env.pop("OMNIRTP_WORKER_COALESCE_US", None)
+    if kind.startswith("omnirtp") and kind.endswith("r"):
+        env["OMNIRTP_WORKER_LOOP"] = "reactor"
+    if kind.startswith("omnirtp") and kind.endswith("c"):
+        env["OMNIRTP_WORKER_COALESCE_US"] = str(COALESCE_US)
+    return env
 
 
 def command(kind, ng_port, port_min, port_max):
@@ -161,7 +187,7 @@ class Relay:
         self.kind = kind
         ng_port = free_udp_port()
         argv = ["taskset", "-c", cpus] + command(kind, ng_port, *port_range)
-        env = dict(os.environ, PYTHONPATH=ROOT)
+        env = environment(kind)
         self.daemon = Daemon(argv, ng_port, cwd=ROOT, env=env, name=kind).start(wait=60)
         self.pid = self.daemon.process.pid
         try:
@@ -349,7 +375,7 @@ PORT_RANGE = (10000, 23999)
 
 
 def main(argv=None):
-    global PORT_RANGE
+    global PORT_RANGE, COALESCE_US
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kinds", default=",".join(KINDS))
     p.add_argument("--rounds", type=int, default=5)
@@ -370,6 +396,8 @@ def main(argv=None):
     p.add_argument("--step-warmup", type=float, default=1.0)
     p.add_argument("--port-min", type=int, default=PORT_RANGE[0])
     p.add_argument("--port-max", type=int, default=PORT_RANGE[1])
+    p.add_argument("--coalesce-us", type=int, default=COALESCE_US,
+                   help="the coalescing delay of the kinds omnirtp1c, omnirtp2c")
     p.add_argument("--json")
     p.add_argument("--report", metavar="JSON", help="print the report of a saved run again")
     args = p.parse_args(argv)
@@ -381,6 +409,7 @@ def main(argv=None):
         report_capacity(saved["capacity"], print)
         return 0
     PORT_RANGE = (args.port_min, args.port_max)
+    COALESCE_US = args.coalesce_us
     kinds = [k for k in args.kinds.split(",") if k]
     if os.cpu_count() < 2:
         sys.exit("needs 2 CPUs (relay on CPU 0, generator on CPU 1)")
@@ -520,7 +549,10 @@ def report_cpu(results, kinds, calls, log):
                          for x, y in zip(results[a]["rounds"], results[b]["rounds"]))))
     log("CPU per packet ratios (medians; goal for omnirtp2 / omnirtp1: <= 1.10)")
     for a, b in (("omnirtp2", "omnirtp1"), ("rtpengine2", "rtpengine1"), ("omnirtp1", "omnirtp0"),
-                 ("omnirtp1", "rtpengine1"), ("omnirtp2", "rtpengine2")):
+                 ("omnirtp1", "rtpengine1"), ("omnirtp2", "rtpengine2"),
+                 ("omnirtp2r", "omnirtp1r"), ("omnirtp2", "omnirtp2r"), ("omnirtp1", "omnirtp1r"),
+                 ("omnirtp2c", "omnirtp1c"), ("omnirtp2c", "omnirtp1"), ("omnirtp2c", "omnirtp2"),
+                 ("omnirtp1c", "omnirtp1")):
         ratio(a, b)
     for kind in kinds:
         rounds = results[kind]["rounds"]

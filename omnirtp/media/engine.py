@@ -515,6 +515,12 @@ class EmbeddedEngine:
         if self._own_poller:
             self._poller.close()
 
+    def media_poller(self):
+        """The engine's own :class:`~omnirtp.media.relay.MediaPoller`, or
+        None (a poller given by the caller, or fake sockets): a media
+        worker runs its loop (omnirtp.media.worker.use_media_loop)."""
+        return self._poller if self._own_poller else None
+
     def set_certificate(self, certificate):
         """Use ``certificate`` (a :class:`omnirtp.media.dtls.Certificate`)
         for DTLS endpoints made from now on (a worker gets the control

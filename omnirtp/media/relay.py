@@ -44,8 +44,10 @@ instead; no other path changes for it.  See
 import os
 import select
 import socket
+import time
 
 from twisted.internet.interfaces import IReadDescriptor
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from omnirtp.media.rtcp import reports as rtcp_reports
@@ -66,6 +68,8 @@ RANK_ANY = 0  # unrelated address and port
 RANK_PORT = 1  # the SDP port on another address
 RANK_ADDRESS = 2  # the SDP address on another port
 RANK_EXACT = 3  # exactly the SDP address and port
+
+_log = Logger(namespace="omnirtp.media.relay")
 
 #: largest datagram read; longer ones are truncated by the kernel
 RECV_SIZE = 8192
@@ -1211,7 +1215,7 @@ class MediaPoller:
     """
 
     __slots__ = ("_reactor", "_seconds", "_epoll", "_poll", "_handlers", "_conns", "_fd",
-                 "reading")
+                 "reading", "_looping")
 
     #: sockets served per reactor wakeup at most
     MAX_EVENTS = 512
@@ -1227,13 +1231,16 @@ class MediaPoller:
         #: companion it is, else None (a list: cheaper than a dict lookup)
         self._conns = []
         self.reading = False
+        #: waited on directly by :meth:`run` (a media worker's main loop),
+        #: not through the reactor
+        self._looping = False
 
     def _register(self, fd):
         self._epoll.register(fd, select.EPOLLIN)
         conns = self._conns
         if fd >= len(conns):
             conns.extend([None] * (fd + 1 - len(conns)))
-        if not self.reading and self._fd >= 0:
+        if not self.reading and self._fd >= 0 and not self._looping:
             self.reading = True
             self._reactor.addReader(self)
 
@@ -1278,45 +1285,122 @@ class MediaPoller:
 
     def doRead(self):
         now = self._seconds()
-        handlers = self._handlers
-        conns = self._conns
         poll = self._poll
+        serve = self._serve
         limit = self.MAX_EVENTS
         for _ in range(self.MAX_ROUNDS):
             events = poll(0, limit)
-            for fd, _ in events:
-                relay = conns[fd]
-                if relay is None:
-                    handler = handlers.get(fd)
-                    if handler is not None:
-                        handler(now)
-                    continue
-                # a companion's datagram: the common case inline,
-                # the rest through RelaySocket.connected
-                try:
-                    data = _read(fd, RECV_SIZE)
-                except OSError:
-                    continue  # EAGAIN, or an ICMP error consumed by the read
-                out = relay._out
-                n = len(data)
-                if out < 0 or n < RTP_MIN or (data[0] & 0xC0) != 0x80:
-                    relay.connected(data, now)
-                    continue
-                relay.packets += 1
-                relay.bytes += n
-                relay.last_packet = now
-                tap = relay._tap
-                if tap is not None:
-                    # a recorded socket: (time, flow, datagram) to the
-                    # call's recorder and nothing else, one C call (its
-                    # flush builds the pcap records off the packet path)
-                    tap.sink((now, tap.inline_flow, data))
-                try:
-                    _write(out, data)
-                except OSError:
-                    relay.errors += 1
             if not events:
                 break
+            serve(events, now)
+
+    def _serve(self, events, now):
+        """Serve the sockets of one epoll round (``[(fd, mask)]``)."""
+        handlers = self._handlers
+        conns = self._conns
+        for fd, _ in events:
+            relay = conns[fd]
+            if relay is None:
+                handler = handlers.get(fd)
+                if handler is not None:
+                    handler(now)
+                continue
+            # a companion's datagram: the common case inline,
+            # the rest through RelaySocket.connected
+            try:
+                data = _read(fd, RECV_SIZE)
+            except OSError:
+                continue  # EAGAIN, or an ICMP error consumed by the read
+            out = relay._out
+            n = len(data)
+            if out < 0 or n < RTP_MIN or (data[0] & 0xC0) != 0x80:
+                relay.connected(data, now)
+                continue
+            relay.packets += 1
+            relay.bytes += n
+            relay.last_packet = now
+            tap = relay._tap
+            if tap is not None:
+                # a recorded socket: (time, flow, datagram) to the
+                # call's recorder and nothing else, one C call (its
+                # flush builds the pcap records off the packet path)
+                tap.sink((now, tap.inline_flow, data))
+            try:
+                _write(out, data)
+            except OSError:
+                relay.errors += 1
+
+    def run(self, reactor, coalesce=0.0):
+        """A media worker's main loop, in place of ``reactor.mainLoop``
+        (``reactor``: an epoll reactor, started).
+
+        The reactor's own loop waits on its epoll, which holds this
+        poller's epoll; a datagram then costs a wake-up of the reactor's
+        ``epoll_wait``, a Twisted dispatch (logging context, exception
+        guard) and this poller's rounds, the last of which finds nothing.
+        Here it is the other way round: this epoll holds the reactor's
+        epoll (its file descriptor, which is readable while any of the
+        reactor's readers or writers is ready), and the loop blocks in
+        *this* epoll, with the timeout of the reactor's next timed call.
+        A wake-up for media is one ``epoll_wait`` that returns the ready
+        sockets, served at once; the loop then runs the reactor's due
+        timed calls and waits again (that wait is the next wake-up's, or
+        returns at once when datagrams arrived meanwhile).  When the
+        reactor's epoll is ready (AMP from the control process, a log
+        write, a signal's waker) the reactor runs one iteration without
+        waiting (``doIteration(0)``), after the round's datagrams.  Errors are logged as the reactor's
+        loop logs them; once the poller is closed (the engine stopped) the
+        reactor's own loop takes over until it stops.
+
+        ``coalesce`` (seconds, 0: off) is an optional delay after each
+        round that served datagrams: the loop sleeps that long before it
+        polls again, so that datagrams arriving meanwhile are served by one
+        wake-up instead of waking the worker each (fewer wake-ups per
+        packet under a steady load), at the cost of up to ``coalesce``
+        (plus the kernel's timer slack) of added latency for them; the
+        first datagram after a quiet spell is served at once.  Off by
+        default: see docs/scaling.md for what it costs and saves.
+        """
+        inner = reactor._poller.fileno()
+        if self.reading:
+            self.reading = False
+            reactor.removeReader(self)
+        self._looping = True
+        iterate = reactor.doIteration
+        # the reactor's turn comes after the round's datagrams: what it
+        # runs (AMP: release, shutdown) may remove or close sockets
+        ready = []
+        self.add(inner, ready.append)
+        poll = self._poll
+        serve = self._serve
+        seconds = self._seconds
+        limit = self.MAX_EVENTS
+        run_until_current = reactor.runUntilCurrent
+        timeout = reactor.timeout
+        sleep = time.sleep
+        while reactor._started and self._fd >= 0:
+            try:
+                while reactor._started and self._fd >= 0:
+                    run_until_current()
+                    if self._fd < 0:
+                        break  # closed by a timed call
+                    t = timeout()
+                    if not reactor.running:
+                        t = 0
+                    elif t is None:
+                        t = -1
+                    events = poll(t, limit)
+                    if events:
+                        serve(events, seconds())
+                        if ready:
+                            del ready[:]
+                            iterate(0)
+                        if coalesce:
+                            sleep(coalesce)
+            except Exception:
+                _log.failure("Unexpected error in the media worker's main loop")
+        if reactor._started:
+            type(reactor).mainLoop(reactor)
 
     def close(self):
         """Stop reading and close the epoll (the sockets stay as they are)."""

@@ -293,8 +293,38 @@ def main(argv=None):
         pid=os.getpid(),
         interfaces=interfaces,
     )
+    use_media_loop(reactor, engine)
     reactor.run()
     return 0
+
+
+#: the environment variable that keeps a worker on the reactor's own loop
+#: (``OMNIRTP_WORKER_LOOP=reactor``): bench/workers.py's comparison
+LOOP_VARIABLE = "OMNIRTP_WORKER_LOOP"
+#: microseconds of MediaPoller.run's optional coalescing delay (off unless
+#: set; an experiment of bench/workers.py, see docs/scaling.md)
+COALESCE_VARIABLE = "OMNIRTP_WORKER_COALESCE_US"
+
+
+def use_media_loop(reactor, engine, environ=None):
+    """Make ``reactor.run()`` run the engine's media poller's loop
+    (:meth:`omnirtp.media.relay.MediaPoller.run`: one ``epoll_wait`` per
+    wake-up for media, no Twisted dispatch per wake-up) instead of the
+    reactor's own loop, where it can: an epoll reactor and an engine with a
+    poller of its own.  Returns True if it did."""
+    environ = os.environ if environ is None else environ
+    if environ.get(LOOP_VARIABLE, "media") == "reactor":
+        return False
+    poller = getattr(engine, "media_poller", lambda: None)()
+    inner = getattr(reactor, "_poller", None)
+    if poller is None or not hasattr(inner, "fileno") or not hasattr(reactor, "_started"):
+        return False
+    try:
+        coalesce = max(0.0, float(environ.get(COALESCE_VARIABLE) or 0) / 1e6)
+    except ValueError:
+        coalesce = 0.0
+    reactor.mainLoop = lambda: poller.run(reactor, coalesce)
+    return True
 
 
 if __name__ == "__main__":
