@@ -57,6 +57,21 @@ class TranscodeByNgTests(DaemonTestCase):
         self.assertEqual(answer["result"], "ok", answer)
         return a, b, offer["sdp"], answer["sdp"]
 
+    def play_opus_pcmu(self, party, a, b, offer, answer):
+        """A's 440 Hz Opus (PT 111, encoded by ``party``) and B's 880 Hz
+        PCMU, paced in turns to the ports the offer and the answer gave
+        them."""
+        from_a = [rtp(100 + i, 960 * i, p, pt=111, ssrc=0x0A0A0A0A)
+                  for i, p in enumerate(party.packets(440, PACKETS))]
+        from_b = g711_packets(g711.ulaw_encode, 880, 0, 0x0B0B0B0B)
+        sends = []
+        for pa, pb in zip(from_a, from_b):
+            sends.append(lambda pa=pa: a.transport.write(
+                pa, ("127.0.0.1", port_of(answer["sdp"]))))
+            sends.append(lambda pb=pb: b.transport.write(
+                pb, ("127.0.0.1", port_of(offer["sdp"]))))
+        return self.pace(sends)
+
     @defer.inlineCallbacks
     def pace(self, sends):
         for send in sends:
@@ -111,16 +126,7 @@ class TranscodeByNgTests(DaemonTestCase):
             sdp=sdp(b.port).replace("RTP/AVP 0 8", "RTP/AVP 0"))
         self.assertIn("m=audio %d RTP/AVP 111\r\n" % port_of(answer["sdp"]), answer["sdp"])
         party = OpusParty()
-        from_a = [rtp(100 + i, 960 * i, p, pt=111, ssrc=0x0A0A0A0A)
-                  for i, p in enumerate(party.packets(440, PACKETS))]
-        from_b = g711_packets(g711.ulaw_encode, 880, 0, 0x0B0B0B0B)
-        sends = []
-        for pa, pb in zip(from_a, from_b):
-            sends.append(lambda pa=pa: a.transport.write(
-                pa, ("127.0.0.1", port_of(answer["sdp"]))))
-            sends.append(lambda pb=pb: b.transport.write(
-                pb, ("127.0.0.1", port_of(offer["sdp"]))))
-        yield self.pace(sends)
+        yield self.play_opus_pcmu(party, a, b, offer, answer)
         yield wait_for(lambda: len(a.received) >= PACKETS - 5
                        and len(b.received) >= PACKETS - 5, timeout=10)
         at_b = [d for d, _ in b.received if header(d)["pt"] == 0]
@@ -208,16 +214,7 @@ class TranscodeByNgTests(DaemonTestCase):
             sdp=sdp(b.port).replace("RTP/AVP 0 8", "RTP/AVP 0"))
         self.assertIn("a=ptime:40\r\n", answer["sdp"])
         party = OpusParty()
-        from_a = [rtp(100 + i, 960 * i, p, pt=111, ssrc=0x0A0A0A0A)
-                  for i, p in enumerate(party.packets(440, PACKETS))]
-        from_b = g711_packets(g711.ulaw_encode, 880, 0, 0x0B0B0B0B)
-        sends = []
-        for pa, pb in zip(from_a, from_b):
-            sends.append(lambda pa=pa: a.transport.write(
-                pa, ("127.0.0.1", port_of(answer["sdp"]))))
-            sends.append(lambda pb=pb: b.transport.write(
-                pb, ("127.0.0.1", port_of(offer["sdp"]))))
-        yield self.pace(sends)
+        yield self.play_opus_pcmu(party, a, b, offer, answer)
         yield wait_for(lambda: len(a.received) >= PACKETS // 2 - 3
                        and len(b.received) >= PACKETS * 2 // 3 - 3, timeout=10)
         at_b = [d for d, _ in b.received]
