@@ -77,6 +77,10 @@ RECV_SIZE = 8192
 #: (see RelaySocket.doRead and bench/README.md for the choice)
 READ_BATCH = 8
 
+#: datagrams a socket reads at most, in the same call, after it connected a
+#: companion to a new endpoint: those queued before the connect
+DRAIN_BATCH = 64
+
 #: minimum lengths: RTP fixed header, RTCP common header + SSRC
 RTP_MIN = 12
 RTCP_MIN = 8
@@ -670,7 +674,8 @@ class RelaySocket:
         else:
             limit = READ_BATCH if self._more else 1
             self._more = True
-        for _ in range(limit):
+        while limit:
+            limit -= 1
             try:
                 data, src = recvfrom(RECV_SIZE)
             except OSError:
@@ -696,6 +701,11 @@ class RelaySocket:
                 forward = self._learn(src, now)
                 if self._companion is not None and self._conn_ep != self.endpoint:
                     self._sync_companion()
+                    # what waits here arrived before the companion was
+                    # connected, so it is older than anything the companion
+                    # will read: relay it now, in order, before the poller
+                    # turns to the companion (once per endpoint change)
+                    limit = DRAIN_BATCH
                 if not forward:
                     self.errors += 1
                     continue

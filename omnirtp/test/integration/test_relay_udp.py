@@ -193,6 +193,32 @@ class CompanionTests(TestCase):
         self.assertEqual(a_party.received, [])
 
     @defer.inlineCallbacks
+    def test_queuedBeforeCompanionRelayedFirst(self):
+        """Datagrams queued at the main socket when the endpoint's first one
+        makes the companion are relayed in the same read, so none of them
+        can come after what the companion reads (a burst at the start of a
+        stream keeps its order)."""
+        a_party, b_party = Party(), Party()
+        for p in (a_party, b_party):
+            self.addCleanup(reactor.listenUDP(0, p, interface=HOST).stopListening)
+        a, b = yield self.engine.allocate("c", HOST, 2)
+        yield self.engine.configure("c", [
+            {"local": (HOST, a), "peer": (HOST, b), "endpoint": a_party.address,
+             "learning": "immediate", "reset": True},
+            {"local": (HOST, b), "peer": (HOST, a), "endpoint": b_party.address,
+             "learning": "immediate", "reset": True}])
+        relay_a = self.engine.socket((HOST, a))
+        for i in range(1, 6):
+            a_party.send(rtp(i), (HOST, a))
+        relay_a.read(reactor.seconds())  # the first makes the companion
+        self.assertIsNotNone(relay_a._conn)
+        self.assertEqual(relay_a.packets, 5)
+        for i in range(6, 9):
+            a_party.send(rtp(i), (HOST, a))  # to the companion
+        got = yield b_party.wait(8)
+        self.assertEqual([d for d, _ in got], [rtp(i) for i in range(1, 9)])
+
+    @defer.inlineCallbacks
     def test_setUpMakesOneSocketPerPort(self):
         """An offer/answer's allocate and configure make one socket per
         port (the companions wait for media); release closes them all."""
