@@ -154,6 +154,24 @@ class CompanionTests(TestCase):
         self.engine = EmbeddedEngine(reactor, {HOST: free_port_range(100)})
         self.addCleanup(self.engine.close)
 
+    def parties(self, n):
+        """``n`` parties on real sockets of HOST."""
+        parties = [Party() for _ in range(n)]
+        for p in parties:
+            self.addCleanup(reactor.listenUDP(0, p, interface=HOST).stopListening)
+        return parties
+
+    @defer.inlineCallbacks
+    def call(self, a_party, b_party, **kw):
+        """A call "c" of two relay sockets, A's facing ``a_party`` and B's
+        ``b_party``, both entries reset and with ``kw`` (``learning``):
+        their ports (a, b)."""
+        a, b = yield self.engine.allocate("c", HOST, 2)
+        yield self.engine.configure("c", [
+            dict(local=(HOST, a), peer=(HOST, b), endpoint=a_party.address, reset=True, **kw),
+            dict(local=(HOST, b), peer=(HOST, a), endpoint=b_party.address, reset=True, **kw)])
+        return a, b
+
     @defer.inlineCallbacks
     def test_endpointTrafficUsesConnectedCompanion(self):
         """A relay socket gets a companion connected to its endpoint with
@@ -162,15 +180,8 @@ class CompanionTests(TestCase):
         with it; later datagrams from the endpoint arrive there and leave
         the peer's companion; another source still reaches the main
         socket."""
-        a_party, b_party, stranger = Party(), Party(), Party()
-        for p in (a_party, b_party, stranger):
-            self.addCleanup(reactor.listenUDP(0, p, interface=HOST).stopListening)
-        a, b = yield self.engine.allocate("c", HOST, 2)
-        yield self.engine.configure("c", [
-            {"local": (HOST, a), "peer": (HOST, b), "endpoint": a_party.address,
-             "learning": "delayed", "reset": True},
-            {"local": (HOST, b), "peer": (HOST, a), "endpoint": b_party.address,
-             "learning": "delayed", "reset": True}])
+        a_party, b_party, stranger = self.parties(3)
+        a, b = yield self.call(a_party, b_party, learning="delayed")
         relay_a, relay_b = self.engine.socket((HOST, a)), self.engine.socket((HOST, b))
         self.assertEqual((relay_a._conn, relay_b._conn), (None, None))
         a_party.send(rtp(1), (HOST, a))
@@ -198,15 +209,8 @@ class CompanionTests(TestCase):
         makes the companion are relayed in the same read, so none of them
         can come after what the companion reads (a burst at the start of a
         stream keeps its order)."""
-        a_party, b_party = Party(), Party()
-        for p in (a_party, b_party):
-            self.addCleanup(reactor.listenUDP(0, p, interface=HOST).stopListening)
-        a, b = yield self.engine.allocate("c", HOST, 2)
-        yield self.engine.configure("c", [
-            {"local": (HOST, a), "peer": (HOST, b), "endpoint": a_party.address,
-             "learning": "immediate", "reset": True},
-            {"local": (HOST, b), "peer": (HOST, a), "endpoint": b_party.address,
-             "learning": "immediate", "reset": True}])
+        a_party, b_party = self.parties(2)
+        a, b = yield self.call(a_party, b_party, learning="immediate")
         relay_a = self.engine.socket((HOST, a))
         for i in range(1, 6):
             a_party.send(rtp(i), (HOST, a))
@@ -223,14 +227,9 @@ class CompanionTests(TestCase):
         """An offer/answer's allocate and configure make one socket per
         port (the companions wait for media); release closes them all."""
         fds = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
-        a_party, b_party = Party(), Party()
-        for p in (a_party, b_party):
-            self.addCleanup(reactor.listenUDP(0, p, interface=HOST).stopListening)
+        a_party, b_party = self.parties(2)
         before = fds()
-        a, b = yield self.engine.allocate("c", HOST, 2)
-        yield self.engine.configure("c", [
-            {"local": (HOST, a), "peer": (HOST, b), "endpoint": a_party.address, "reset": True},
-            {"local": (HOST, b), "peer": (HOST, a), "endpoint": b_party.address, "reset": True}])
+        a, b = yield self.call(a_party, b_party)
         self.assertEqual(fds() - before, 4)  # RTP and RTCP of a and b
         yield self.engine.release("c", [(HOST, a), (HOST, b)])
         self.assertEqual(fds(), before)
@@ -239,15 +238,8 @@ class CompanionTests(TestCase):
     def test_oneWayMediaInline(self):
         """Media one way only (B's party never sends): A's first datagram
         makes B's companion too, and A's datagrams take the inline path."""
-        a_party, b_party = Party(), Party()
-        for p in (a_party, b_party):
-            self.addCleanup(reactor.listenUDP(0, p, interface=HOST).stopListening)
-        a, b = yield self.engine.allocate("c", HOST, 2)
-        yield self.engine.configure("c", [
-            {"local": (HOST, a), "peer": (HOST, b), "endpoint": a_party.address,
-             "learning": "immediate", "reset": True},
-            {"local": (HOST, b), "peer": (HOST, a), "endpoint": b_party.address,
-             "learning": "immediate", "reset": True}])
+        a_party, b_party = self.parties(2)
+        a, b = yield self.call(a_party, b_party, learning="immediate")
         relay_a, relay_b = self.engine.socket((HOST, a)), self.engine.socket((HOST, b))
         a_party.send(rtp(1), (HOST, a))
         yield b_party.wait(1)
@@ -267,9 +259,7 @@ class CompanionTests(TestCase):
         companion; whenever one of these changes (a reset, the peer losing
         or regaining its endpoint, an RTCP split) traffic takes the full
         path and is still relayed and counted as before."""
-        a_party, b_party, b_rtcp_party = Party(), Party(), Party()
-        for p in (a_party, b_party, b_rtcp_party):
-            self.addCleanup(reactor.listenUDP(0, p, interface=HOST).stopListening)
+        a_party, b_party, b_rtcp_party = self.parties(3)
         a, b = yield self.engine.allocate("c", HOST, 2)
 
         def entry(local, peer, endpoint, **kw):
