@@ -6,14 +6,14 @@ Each test runs a reactor of its own (a new ``EPollReactor``, not trial's)
 to its end, with real sockets on 127.0.0.1 and a deadline that stops it."""
 
 import os
-import socket
 
 from twisted.internet.epollreactor import EPollReactor
 from twisted.trial.unittest import SynchronousTestCase
 
 from omnirtp.media.engine import EmbeddedEngine
-from omnirtp.media.relay import MediaPoller, RelaySocket, bind_udp
+from omnirtp.media.relay import MediaPoller, bind_udp
 from omnirtp.media.worker import COALESCE_VARIABLE, LOOP_VARIABLE, use_media_loop
+from omnirtp.test.realrelays import RealRelays
 
 HOST = "127.0.0.1"
 
@@ -41,7 +41,7 @@ class PipeReader:
         pass
 
 
-class RunTests(SynchronousTestCase):
+class RunTests(RealRelays, SynchronousTestCase):
     #: MediaPoller.run's coalescing delay (seconds)
     coalesce = 0.0
 
@@ -53,21 +53,6 @@ class RunTests(SynchronousTestCase):
         # a test that fails must not hang: stop after 10 s whatever happens
         self.reactor.callLater(10, self.reactor.stop)
 
-    def party(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.addCleanup(s.close)
-        s.bind((HOST, 0))
-        return s
-
-    def relay(self):
-        sock = bind_udp(HOST, 0, reuse_port=True)
-        port = sock.getsockname()[1]
-        relay = RelaySocket(self.reactor, sock, (HOST, port), self.poller,
-                            lambda: bind_udp(HOST, port, reuse_port=True))
-        self.addCleanup(relay.close)
-        relay.start()
-        return relay
-
     def run_reactor(self):
         self.reactor.run(installSignalHandlers=False)
 
@@ -77,9 +62,7 @@ class RunTests(SynchronousTestCase):
         calls run, a reader on the reactor is served, and ``stop`` ends
         it; the poller's epoll never becomes a reader of the reactor."""
         party_a, party_b = self.party(), self.party()
-        a, b = self.relay(), self.relay()
-        a.configure(peer=b, endpoint=party_a.getsockname(), learning="immediate", reset=True)
-        b.configure(peer=a, endpoint=party_b.getsockname(), learning="immediate", reset=True)
+        a, b = self.pair(party_a, party_b)
         r, w = os.pipe()
         self.addCleanup(os.close, r)
         self.addCleanup(os.close, w)

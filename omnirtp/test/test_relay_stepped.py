@@ -8,15 +8,13 @@ endpoint), RTCP and junk take :meth:`RelaySocket.connected` as before.
 Results and counters are those of the generic pipeline."""
 
 import select
-import socket
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from omnirtp.media.relay import MediaPoller, RelaySocket, bind_udp
+from omnirtp.media.relay import MediaPoller, RelaySocket
 from omnirtp.test.fakes import MemoryUDPReactor
+from omnirtp.test.realrelays import RealRelays
 from omnirtp.test.test_pipeline import Broken, Mark
-
-HOST = "127.0.0.1"
 
 
 def rtp(seq, pt=0, size=20):
@@ -41,8 +39,10 @@ class CountingRelay(RelaySocket):
         return super().read(now)
 
 
-class SteppedBase(SynchronousTestCase):
+class SteppedBase(RealRelays, SynchronousTestCase):
     """Two relays on 127.0.0.1 with companions, a party each."""
+
+    relay_class = CountingRelay
 
     def setUp(self):
         self.reactor = MemoryUDPReactor()
@@ -50,28 +50,7 @@ class SteppedBase(SynchronousTestCase):
         self.addCleanup(self.poller.close)
         self.party_a = self.party()
         self.party_b = self.party()
-        self.a = self.relay()
-        self.b = self.relay()
-        self.a.configure(peer=self.b, endpoint=self.party_a.getsockname(), learning="immediate",
-                         reset=True)
-        self.b.configure(peer=self.a, endpoint=self.party_b.getsockname(), learning="immediate",
-                         reset=True)
-
-    def party(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.addCleanup(s.close)
-        s.bind((HOST, 0))
-        s.setblocking(False)
-        return s
-
-    def relay(self):
-        sock = bind_udp(HOST, 0, reuse_port=True)
-        port = sock.getsockname()[1]
-        relay = CountingRelay(self.reactor, sock, (HOST, port), self.poller,
-                              lambda: bind_udp(HOST, port, reuse_port=True))
-        self.addCleanup(relay.close)
-        relay.start()
-        return relay
+        self.a, self.b = self.pair(self.party_a, self.party_b)
 
     def relay_until(self, party, count):
         got = []

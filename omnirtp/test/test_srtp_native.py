@@ -12,12 +12,11 @@ too long) and the counters of both.
 """
 
 import select
-import socket
 
 import pylibsrtp
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from omnirtp.media.relay import NATIVE_MAX, MediaPoller, RelaySocket, bind_udp
+from omnirtp.media.relay import NATIVE_MAX, MediaPoller
 from omnirtp.media.srtp import (
     AEAD_AES_128_GCM,
     AES_CM_128_HMAC_SHA1_32,
@@ -29,8 +28,8 @@ from omnirtp.media.srtp import (
     suite_unavailable,
 )
 from omnirtp.test.fakes import MemoryUDPReactor
+from omnirtp.test.realrelays import RealRelays
 
-HOST = "127.0.0.1"
 #: bytes SRTP adds to an RTP packet, per suite (the authentication tag)
 TAG = {AES_CM_128_HMAC_SHA1_80: 10, AES_CM_128_HMAC_SHA1_32: 4, AEAD_AES_128_GCM: 16}
 
@@ -54,7 +53,7 @@ def session(suite, master, outbound):
     return pylibsrtp.Session(pylibsrtp.Policy(master, kind, srtp_profile=SUITES[suite].profile))
 
 
-class NativeTests(SynchronousTestCase):
+class NativeTests(RealRelays, SynchronousTestCase):
     """Relay sockets ``a`` (facing party A, SRTP) and ``b`` (facing party B)."""
 
     suite = AES_CM_128_HMAC_SHA1_80
@@ -68,32 +67,11 @@ class NativeTests(SynchronousTestCase):
         self.addCleanup(self.poller.close)
         self.party_a = self.party()
         self.party_b = self.party()
-        self.a = self.relay()
-        self.b = self.relay()
-        self.a.configure(peer=self.b, endpoint=self.party_a.getsockname(), learning="immediate",
-                         reset=True)
-        self.b.configure(peer=self.a, endpoint=self.party_b.getsockname(), learning="immediate",
-                         reset=True)
+        self.a, self.b = self.pair(self.party_a, self.party_b)
         self.key_a = key(self.suite, 1)      # A protects with it, a unprotects
         self.key_to_a = key(self.suite, 2)   # a protects towards A with it
         self.a_tx = session(self.suite, self.key_a, True)
         self.a_rx = session(self.suite, self.key_to_a, False)
-
-    def party(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.addCleanup(s.close)
-        s.bind((HOST, 0))
-        s.setblocking(False)
-        return s
-
-    def relay(self):
-        sock = bind_udp(HOST, 0, reuse_port=True)
-        port = sock.getsockname()[1]
-        relay = RelaySocket(self.reactor, sock, (HOST, port), self.poller,
-                            lambda: bind_udp(HOST, port, reuse_port=True))
-        self.addCleanup(relay.close)
-        relay.start()
-        return relay
 
     def srtp_on_a(self, inbound=True, outbound=True):
         factory = SrtpFactory()
