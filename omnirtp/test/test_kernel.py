@@ -524,8 +524,12 @@ B = ("10.0.1.2", 5000)
 RTP = b"\x80\x00\x00\x01" + b"\x00" * 8 + b"x" * 20
 
 
-class EngineTests(SynchronousTestCase):
-    """The engine hands a call's plain, confirmed streams to its forwarder."""
+class _ForwardingEngine(SynchronousTestCase):
+    """An engine on a fake network whose forwarder is an NftForwarder over a
+    FakeNft, on a memory reactor's clock."""
+
+    #: the engine's port range on HOST
+    ports = (30000, 30009)
 
     def setUp(self):
         self.reactor = MemoryUDPReactor()
@@ -534,9 +538,17 @@ class EngineTests(SynchronousTestCase):
         self.nft = FakeNft()
         self.fw = NftForwarder(0, nft=self.nft, proc=proc(self), reader=self.nft)
         self.fw.start()
-        self.engine = EmbeddedEngine(self.reactor, {HOST: (30000, 30009)}, bind=self.net.bind,
+        self.forwarder_started()
+        self.engine = EmbeddedEngine(self.reactor, {HOST: self.ports}, bind=self.net.bind,
                                      rng=random.Random(4), forwarder=self.fw)
         self.addCleanup(self.engine.close)
+
+    def forwarder_started(self):
+        """Called with the forwarder started, before the engine is made."""
+
+
+class EngineTests(_ForwardingEngine):
+    """The engine hands a call's plain, confirmed streams to its forwarder."""
 
     def call(self, **extra):
         a, b = self.successResultOf(self.engine.allocate("c1", HOST, 2))
@@ -671,18 +683,14 @@ class EngineTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors()), 0)
 
 
-class EngineTimingTests(SynchronousTestCase):
+class EngineTimingTests(_ForwardingEngine):
     """When the engine looks at its calls and reads the kernel's counters
     (the reactor's clock): offload checks only for calls whose sockets saw
     packets, counter reads only when something needs them."""
 
-    def setUp(self):
-        self.reactor = MemoryUDPReactor()
-        self.reactor.advance(500.0)
-        self.net = FakeNetwork()
-        self.nft = FakeNft()
-        self.fw = NftForwarder(0, nft=self.nft, proc=proc(self), reader=self.nft)
-        self.fw.start()
+    ports = (30000, 30039)
+
+    def forwarder_started(self):
         self.checked = []
         offload_calls = self.fw.offload_calls
 
@@ -691,9 +699,6 @@ class EngineTimingTests(SynchronousTestCase):
             return offload_calls(calls)
 
         self.fw.offload_calls = spy
-        self.engine = EmbeddedEngine(self.reactor, {HOST: (30000, 30039)}, bind=self.net.bind,
-                                     rng=random.Random(4), forwarder=self.fw)
-        self.addCleanup(self.engine.close)
 
     def call(self, call_id, n):
         a, b = self.successResultOf(self.engine.allocate(call_id, HOST, 2))
