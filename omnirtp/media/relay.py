@@ -101,11 +101,16 @@ def socket_family(address):
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
+_SOCK_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
+
+
 def bind_udp(address, port, reuse_port=False):
     """Return a non-blocking UDP socket bound to ``(address, port)``."""
-    sock = socket.socket(socket_family(address), socket.SOCK_DGRAM)
+    # non-blocking from the start (SOCK_NONBLOCK: no ioctl after socket())
+    sock = socket.socket(socket_family(address), socket.SOCK_DGRAM | _SOCK_NONBLOCK)
     try:
-        sock.setblocking(False)
+        if not _SOCK_NONBLOCK:
+            sock.setblocking(False)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((address, port))
@@ -481,10 +486,15 @@ class RelaySocket:
         rtp_steps = head + (peer.outbound if peer is not None else ())
         rtcp_steps = head + (rtcp_peer.outbound if rtcp_peer is not None else ())
         was = self._serving()
-        if rtp_steps or rtcp_steps:
-            self.pipeline = (tuple(t.rtp for t in rtp_steps), tuple(t.rtcp for t in rtcp_steps))
-        else:
-            self.pipeline = None
+        if not rtp_steps and not rtcp_steps:
+            # no step at all (a plain call): what the general case below
+            # gives for empty chains, without its loops
+            self.pipeline = self._chain = self._fan = self._tap = None
+            self._update_out()
+            if was and self.reading and self._conn is not None:
+                self._serve_companion()
+            return
+        self.pipeline = (tuple(t.rtp for t in rtp_steps), tuple(t.rtcp for t in rtcp_steps))
         self._chain = None
         self._fan = None
         for i, step in enumerate(rtp_steps):

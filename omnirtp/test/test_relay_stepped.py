@@ -208,6 +208,10 @@ class FanOutTests(SteppedBase):
         self.a.set_transforms(middle=[])
         self.assertNotIn(self.a._cfd, handlers)
         self.assertIs(self.poller._conns[self.a._cfd], self.a)
+        # no step left: the plain state, as a socket never given any
+        self.assertEqual((self.a.pipeline, self.a._fan, self.a._chain, self.a._tap),
+                         (None, None, None, None))
+        self.assertEqual(self.a._out, self.b._cfd)
 
     def test_steps_before_the_fan_out(self):
         """A step before the fan-out one (SRTP unprotect, a recording
