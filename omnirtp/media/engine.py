@@ -92,6 +92,9 @@ KERNEL_REFRESH = 10.0
 #: ``totals()`` reads every counter afresh unless it did less than this ago
 KERNEL_CACHE = 0.5
 
+#: the keys of an entry that only changes the recording
+_RECORD_ONLY = frozenset((K_LOCAL, K_RECORD))
+
 TRANSFORM_KEYS = {
     K_SRTP_IN: ("srtp", "inbound", "inbound"),
     K_SRTP_OUT: ("srtp", "outbound", "outbound"),
@@ -640,8 +643,12 @@ class EmbeddedEngine:
         step) or None}`` for the keys it names whose parameters differ from
         those in force (None: remove).  Steps are built here, so a bad entry
         fails before anything is applied."""
+        current = self._steps.get(relay.local)
+        if current is None:
+            if entry.get(K_SRTP_IN) is None and entry.get(K_SRTP_OUT) is None:
+                return {}  # no step now and none asked for (TRANSFORM_KEYS)
+            current = {}
         changes = {}
-        current = self._steps.get(relay.local, {})
         for key, (kind, slot, method) in TRANSFORM_KEYS.items():
             if key not in entry:
                 continue  # absent: unchanged
@@ -1077,7 +1084,7 @@ class EmbeddedEngine:
             record = entry.get(K_RECORD, self._ABSENT)
             if record is not self._ABSENT:
                 self._recordings.check(record)
-            if set(entry) <= {K_LOCAL, K_RECORD}:
+            if len(entry) <= 2 and set(entry) <= _RECORD_ONLY:
                 # only the recording changes (start/stop/pause recording)
                 plan.append((relay, None, {}, (self._ABSENT, self._ABSENT), self._ABSENT,
                              record))
