@@ -207,6 +207,18 @@ class CallRegistry:
             return self._stats_when_released(stats_d, released)
         return self._release(call)
 
+    def unlink(self, call):
+        """After the last use of a call :meth:`destroy` removed: break its
+        monologues' ``peer`` links, the one reference cycle of a call, so
+        that it is freed at once (refcounting), not by the garbage
+        collector with everything it holds (medias, SDP sections).  Not
+        while other signalling of the call is still in progress (a media
+        worker's answer pending: its lock is held), which may read them."""
+        if call.call_id in self._locks or self.calls.get(call.call_id) is call:
+            return
+        for ml in call.monologues:
+            ml.peer = None
+
     @sync.steps
     def _stats_when_released(self, stats, released):
         yield released

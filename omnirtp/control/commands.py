@@ -209,6 +209,7 @@ class Dispatcher:
             if not flags.has("fast"):
                 reply.update(self.call_tree(call, stats))
             registry.account(call, stats)
+            registry.unlink(call)
             return reply
         if not flags.has("fast"):
             stats = (yield self.engine.stats(call.call_id)).get(call.call_id, {})

@@ -162,6 +162,47 @@ class DispatcherTests(ControlStackTests, SynchronousTestCase):
         self.assertNotIn("c1", self.registry.calls)
         self.assertEqual(len(self.engine.free), 10)
 
+    def test_deleteImmediateFreesTheCall(self):
+        """A call deleted now is freed by refcounting once its reply is
+        built (its monologues' peer links, its one reference cycle, are
+        broken), not left to the garbage collector; the reply still names
+        each monologue's partner."""
+        import gc
+        import weakref
+
+        self.offer()
+        self.answer()
+        ref = weakref.ref(self.registry.calls["c1"].monologues[0])
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            reply = self.call(command="delete", call_id="c1", from_tag="ft", delete_delay=0)
+            self.assertIsNone(ref())
+        finally:
+            if enabled:
+                gc.enable()
+        self.assertEqual(reply["tags"]["ft"]["in dialogue with"], "tt")
+        self.assertEqual(reply["tags"]["tt"]["in dialogue with"], "ft")
+
+    def test_unlinkWaitsForPendingSignalling(self):
+        """CallRegistry.unlink leaves the links of a call whose signalling
+        is still in progress (its lock held), and of a call still known."""
+        self.offer()
+        self.answer()
+        call = self.registry.calls["c1"]
+        a, b = call.monologues
+        self.registry.unlink(call)  # still in the registry
+        self.assertIs(a.peer, b)
+        del self.registry.calls["c1"]
+        self.registry.lock("c1").acquire()
+        self.registry.unlink(call)  # its lock is held
+        self.assertIs(a.peer, b)
+        self.registry.lock("c1").release()
+        self.registry._locks.pop("c1")
+        self.registry.unlink(call)
+        self.assertIsNone(a.peer)
+        self.assertIsNone(b.peer)
+
     def test_deleteUnknown(self):
         """Unknown call: ok + warning; with the fatal flag an error."""
         self.assertEqual(self.call(command="delete", call_id="zz"),
