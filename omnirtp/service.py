@@ -4,6 +4,7 @@
 global reactor; everything below takes it as an argument.
 """
 
+import gc
 import uuid
 
 from twisted.application import service
@@ -37,6 +38,10 @@ class _RegistryService(service.Service):
         if self.logging is not None:
             from omnirtp.logging import install
             install(self.levels, **self.logging)
+            # the real daemon: once running, what start-up made (modules,
+            # config, services) stays for good; the garbage collector's
+            # full passes need not look at it again (gc.freeze)
+            self.registry.clock.callLater(0, gc.freeze)
         if self.summary:
             self.log.info("{summary}", summary=self.summary)
         for text in self.warnings:
