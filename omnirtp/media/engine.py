@@ -39,6 +39,8 @@ that ptime (the ng ``ptime`` / ``ptime-reverse`` of a call that is not
 transcoded, as rtpengine 10.5 does).  See docs/codecs.md.
 """
 
+from types import MappingProxyType
+
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -91,6 +93,11 @@ KERNEL_TICK = 1.0
 KERNEL_REFRESH = 10.0
 #: ``totals()`` reads every counter afresh unless it did less than this ago
 KERNEL_CACHE = 0.5
+
+#: the codec state of a socket that transcodes, repacketises and
+#: filters nothing (``_plan_codecs``), shared by all such sockets
+_NO_CODECS = MappingProxyType(
+    {"send": None, "recv": None, "ptime": None, "transcode": False, "repacketise": None})
 
 #: the keys of an entry that only changes the recording
 _RECORD_ONLY = frozenset((K_LOCAL, K_RECORD))
@@ -713,9 +720,14 @@ class EmbeddedEngine:
     def _plan_codecs(self, relay, entry):
         """The codec state an entry leaves ``relay`` with (validated):
         ``codecs_send`` / ``codecs_recv`` as given (absent: as before),
-        ``transcode`` as given (absent: False)."""
-        state = dict(self._codec_state.get(relay.local)
-                     or {"send": None, "recv": None, "ptime": None})
+        ``transcode`` as given (absent: False).  A socket that neither
+        has nor is given any of it (a plain call) shares :data:`_NO_CODECS`."""
+        old = self._codec_state.get(relay.local)
+        if ((old is None or old is _NO_CODECS) and K_PTIME not in entry
+                and K_CODECS_SEND not in entry and K_CODECS_RECV not in entry
+                and not entry.get(K_TRANSCODE) and entry.get(K_REPACKETISE) is None):
+            return _NO_CODECS
+        state = dict(old or {"send": None, "recv": None, "ptime": None})
         if K_PTIME in entry:
             ptime = entry[K_PTIME]
             if ptime is not None and (type(ptime) is not int or not 0 < ptime <= 1000):
@@ -740,7 +752,7 @@ class EmbeddedEngine:
             raise ValueError("repacketise of %s:%d must be 1-1000 (ms) or None, got %r"
                              % (relay.local + (repacketise,)))
         state["repacketise"] = repacketise
-        return state
+        return _NO_CODECS if state == _NO_CODECS else state
 
     def _registry(self):
         if self._codecs is None:
@@ -863,15 +875,15 @@ class EmbeddedEngine:
     def _plan_wire(self, relay, entry):
         """``(ice, dtls)`` changes of an entry: ``_ABSENT`` (unchanged),
         None (remove) or the normalised dict; ValueError for a bad one."""
-        where = "%%s of %s:%d" % relay.local
         ice = dtls = self._ABSENT
         if K_ICE in entry:
             ice = entry[K_ICE]
             if ice is not None:
-                ice = check_ice(ice, where % K_ICE)
+                ice = check_ice(ice, "%s of %s:%d" % ((K_ICE,) + relay.local))
         if K_DTLS in entry:
             dtls = entry[K_DTLS]
             if dtls is not None:
+                where = "%%s of %s:%d" % relay.local
                 dtls = check_dtls(dtls, where % K_DTLS)
                 if self.certificate is None:
                     raise ValueError("%s: this media engine has no DTLS certificate"
