@@ -27,3 +27,41 @@ class TokenTests(SynchronousTestCase):
 
     def test_distinct(self):
         self.assertEqual(len({tokens.token(24) for _ in range(50)}), 50)
+
+
+class RandomBytesTests(SynchronousTestCase):
+
+    def setUp(self):
+        self.draws = []
+
+        def urandom(n):
+            self.draws.append(n)
+            return bytes(range(len(self.draws), len(self.draws) + n))
+
+        self.patch(tokens.os, "urandom", urandom)
+        self.patch(tokens, "BLOCK", 16)
+        self.patch(tokens, "_block", b"")
+        self.patch(tokens, "_taken", 0)
+
+    def test_one_draw_per_block(self):
+        """Bytes come from one os.urandom block, each handed out once; a
+        new block is drawn when the rest is too short."""
+        self.assertEqual(tokens.random_bytes(10), bytes(range(1, 11)))
+        self.assertEqual(tokens.random_bytes(6), bytes(range(11, 17)))
+        self.assertEqual(self.draws, [16])
+        self.assertEqual(tokens.random_bytes(4), bytes(range(2, 6)))
+        self.assertEqual(self.draws, [16, 16])
+        self.assertEqual(tokens.random_bytes(40), bytes(range(3, 43)))  # more than a block
+        self.assertEqual(self.draws, [16, 16, 40])
+
+    def test_child_draws_its_own(self):
+        """After a fork the child forgets its parent's block."""
+        tokens.random_bytes(4)
+        tokens._forget_block()
+        self.assertEqual(tokens.random_bytes(4), bytes(range(2, 6)))
+        self.assertEqual(self.draws, [16, 16])
+
+    def test_tokens_use_it(self):
+        """Two tokens of 4 (8 bytes each, 4 spare) from one block."""
+        self.assertEqual(tokens.token(4) + tokens.token(4), "bcdejklm")
+        self.assertEqual(self.draws, [16])
