@@ -392,10 +392,16 @@ class RelaySocket:
         # that would make it) or a socket that sends out of this one has
         # its companion (media flows towards this endpoint)
         if (self._companion is not None and self._conn_ep != self.endpoint
-                and (self._conn is not None or self.confirmed
-                     or any(f._conn is not None for f in self._feeders))):
+                and (self._conn is not None or self.confirmed or self._feeder_connected())):
             self._sync_companion()
         self._update_out()
+
+    def _feeder_connected(self):
+        """True if a socket that sends out of this one has its companion."""
+        for feeder in self._feeders:
+            if feeder._conn is not None:
+                return True
+        return False
 
     def select(self, address):
         """Send to and accept from ``address`` (None: nobody) from now on,
