@@ -135,6 +135,11 @@ class Interfaces:
                 for addrs in self.by_name.values() for i in addrs}
 
 
+#: the attributes _learn_transport reads (ICE, DTLS)
+_TRANSPORT_ATTRIBUTES = frozenset((
+    "ice-ufrag", "ice-pwd", "candidate", "ice-options", "ice-lite", "setup", "fingerprint"))
+
+
 def _ice_credential(value):
     """An SDP ``a=ice-ufrag``/``a=ice-pwd`` value as the ICE agent takes
     it, or None for no credential: empty, or bytes that are not UTF-8 text
@@ -417,6 +422,21 @@ class Negotiator:
         offer, our role follows from its a=setup (RFC 5763 5: active -> we
         are the server, passive -> the client); no a=setup: no DTLS with it.
         """
+        if not (section.has_any(_TRANSPORT_ATTRIBUTES)
+                or sd.session.has_any(_TRANSPORT_ATTRIBUTES)):
+            # no ICE or DTLS attribute at all (a plain SIP call): what the
+            # code below leaves, without its look-ups
+            m.ice_seen = info.ice
+            m.ice_remote_ufrag = m.ice_remote_pwd = None
+            m.ice_candidates = ()
+            m.ice_trickle = m.ice_remote_lite = False
+            if not offer and not info.ice:
+                m.ice_used = False
+            m.dtls_setup = m.dtls_fingerprint = None
+            if not offer:
+                m.dtls_role = None
+            return
+
         def attribute(name):
             value = section.attribute(name)
             return sd.session.attribute(name) if value is None else value

@@ -265,6 +265,10 @@ class _Part:
     def has_attribute(self, name):
         return name in self._index()
 
+    def has_any(self, names):
+        """True if an ``a=`` line of this part has one of ``names`` (a set)."""
+        return not names.isdisjoint(self._index())
+
     def attribute(self, name):
         """Value of the first ``a=name`` (``""`` for a flag attribute), or None."""
         values = self._index().get(name)

@@ -334,3 +334,49 @@ class WebrtcNegotiationTests(SynchronousTestCase):
         self.assertEqual(callee["ice"]["candidates"], [ANSWER_CANDIDATE])
         self.assertEqual(caller["ice"]["candidates"], [OFFER_CANDIDATE])
         self.assertEqual(attribute(back, "ice-options"), ["trickle"])
+
+
+class LearnTransportPlainTests(SynchronousTestCase):
+    """Negotiator._learn_transport on a section without any ICE or DTLS
+    attribute (the plain call's short way) leaves what the general way
+    leaves: the party's earlier ICE and DTLS data cleared, our own ICE
+    credentials kept."""
+
+    PLAIN = ("v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+             "m=audio 4000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n")
+
+    def learn(self, offer):
+        from omnirtp.call.model import Media
+        from omnirtp.sdp.model import SessionDescription, inspect
+
+        negotiator = ControlStack().negotiator
+        sd = SessionDescription.parse(self.PLAIN)
+        info = inspect(sd)[0]
+        m = Media(1, "audio", None)
+        own = (m.ice_ufrag, m.ice_pwd)
+        m.ice_seen = m.ice_trickle = m.ice_remote_lite = m.ice_used = True
+        m.ice_remote_ufrag, m.ice_remote_pwd = "ru", "rp"
+        m.ice_candidates = ("1 1 UDP 1 192.0.2.1 4000 typ host",)
+        m.dtls_setup, m.dtls_fingerprint, m.dtls_role = "active", "sha-256 AB", "server"
+
+        class Flags:
+            call_id = "c1"
+
+        negotiator._learn_transport(m, info, sd.media[0], sd, Flags, offer)
+        return m, own
+
+    def test_answer(self):
+        m, own = self.learn(offer=False)
+        self.assertEqual((m.ice_ufrag, m.ice_pwd), own)
+        self.assertEqual((m.ice_seen, m.ice_remote_ufrag, m.ice_remote_pwd, m.ice_candidates,
+                          m.ice_trickle, m.ice_remote_lite, m.ice_used),
+                         (False, None, None, (), False, False, False))
+        self.assertEqual((m.dtls_setup, m.dtls_fingerprint, m.dtls_role), (None, None, None))
+
+    def test_offer(self):
+        """An offer leaves ice_used and the DTLS role to the plan."""
+        m, own = self.learn(offer=True)
+        self.assertEqual((m.ice_ufrag, m.ice_pwd), own)
+        self.assertEqual((m.ice_remote_ufrag, m.ice_candidates, m.ice_used, m.dtls_role),
+                         (None, (), True, "server"))
+        self.assertEqual((m.dtls_setup, m.dtls_fingerprint), (None, None))
