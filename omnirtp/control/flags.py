@@ -446,8 +446,13 @@ class Flags:
             fields[name] = factory()
         fields["raw"] = request
         builder = _Builder(self)
-        for key, value in request.items():
-            builder.apply(key, value)
+        handlers = _HANDLERS
+        for key, value in request.items():  # (_Builder.apply, inlined)
+            handler = handlers.get(key)
+            if handler is None:
+                self.unknown.append(key)
+            else:
+                handler(builder, value)
         builder.finish()
         if self.unknown:
             log.debug(
