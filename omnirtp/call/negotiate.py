@@ -344,7 +344,7 @@ class Negotiator:
         # a new call's ports and configuration go to a media worker in one
         # round trip: the ports stand in as placeholders until it answers
         batch = self._batch(call, new_medias)
-        if batch is None:
+        if batch is None and new_medias:
             yield self._allocate(call, new_medias)
         if offer:
             src.rtcp_mux_opts = frozenset(flags.rtcp_mux)
