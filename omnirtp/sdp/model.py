@@ -530,11 +530,18 @@ def inspect(sd):
             rtcp_ep = (address, m.port + 1 if m.port else 0)
         else:
             rtcp_ep = (rtcp.address or address, rtcp.port)
-        infos.append(MediaInfo(
+        # (MediaInfo(**fields) but for the frozen dataclass's __init__,
+        # which sets each of the 14 fields through object.__setattr__)
+        info = _new(MediaInfo)
+        info.__dict__.update(
             index=m.index, type=m.media, proto=m.proto, family=family,
             rtp=(address, m.port), rtcp=rtcp_ep, rtcp_mux=m.rtcp_mux,
             direction=sd.direction(m), rejected=m.rejected,
             zero_address=bool(conn and conn.zero), formats=tuple(m.formats),
             payload_types=tuple(m.payload_types), port_count=m.port_count,
-            ice=m.has_ice or sd.session.has_ice))
+            ice=m.has_ice or sd.session.has_ice)
+        infos.append(info)
     return infos
+
+
+_new = object.__new__

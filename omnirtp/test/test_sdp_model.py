@@ -249,10 +249,15 @@ class ErrorTests(SynchronousTestCase):
 class InspectTests(SynchronousTestCase):
     def test_plain_offer(self):
         (info,) = inspect(parse("sip_offer.sdp"))
-        self.assertEqual(info, MediaInfo(
+        made = MediaInfo(
             index=1, type="audio", proto="RTP/AVP", family="IP4", rtp=("192.0.2.10", 49170),
             rtcp=("192.0.2.10", 49171), rtcp_mux=False, direction=None, rejected=False,
-            zero_address=False, formats=("0", "8", "101"), payload_types=(0, 8, 101)))
+            zero_address=False, formats=("0", "8", "101"), payload_types=(0, 8, 101))
+        self.assertEqual(info, made)
+        # made without the dataclass's __init__: the same value in every way
+        self.assertEqual((repr(info), hash(info), vars(info)), (repr(made), hash(made), vars(made)))
+        import dataclasses
+        self.assertRaises(dataclasses.FrozenInstanceError, setattr, info, "index", 2)
 
     def test_ipv6_two_media(self):
         audio, video = inspect(parse("two_media_ipv6.sdp"))
