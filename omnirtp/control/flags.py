@@ -495,6 +495,8 @@ class _Builder:
         f = self.f
         for part, items in self.codec.items():
             setattr(f, _CODEC_ATTRS[part], tuple(items))
+        if not self.direction and self.from_interface is None and self.to_interface is None:
+            return  # f.direction stays the default, ()
         direction = list(self.direction[:2])
         if self.from_interface is not None or self.to_interface is not None:
             while len(direction) < 2:
@@ -699,7 +701,9 @@ def _int(attr):
 
 def _canon_set(attr):
     def handler(b, value):
-        getattr(b.f, attr).update(canonical(v) for v in as_list(value))
+        words = getattr(b.f, attr)
+        for v in as_list(value):
+            words.add(canonical(v))
     return handler
 
 
