@@ -248,3 +248,38 @@ class StateTests(SynchronousTestCase):
                          (2, 5, "pw"))
         self.assertIs(top.registry.store, write)
         self.assertEqual((write.expires, write.cmd_timeout, write.disable_time), (77, 0.25, 3.0))
+
+
+class FreezeTests(SynchronousTestCase):
+    """The real daemon (its log routed at start) freezes what start-up
+    made once the reactor runs; a service built for tests does not."""
+
+    def start(self, logging):
+        import gc
+
+        from twisted.internet.task import Clock
+
+        import omnirtp.logging
+        from omnirtp.service import _RegistryService
+
+        frozen = []
+        self.patch(gc, "freeze", lambda: frozen.append(True))
+        self.patch(omnirtp.logging, "install", lambda levels, **kw: None)
+
+        class Registry:
+            clock = Clock()
+
+            def start(self):
+                pass
+
+        registry = Registry()
+        _RegistryService(registry, logging=logging).startService()
+        self.assertEqual(frozen, [])  # not before the reactor runs
+        registry.clock.advance(0)
+        return frozen
+
+    def test_daemon(self):
+        self.assertEqual(self.start({"log_stderr": False}), [True])
+
+    def test_not_in_tests(self):
+        self.assertEqual(self.start(None), [])
