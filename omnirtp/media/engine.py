@@ -1071,65 +1071,57 @@ class EmbeddedEngine:
         pairs = self._calls.get(call_id)
         if pairs is None:
             raise ValueError("call %r holds no media ports" % (call_id,))
+        sockets = self._sockets
+        peer_of = self._peer
+        absent = self._ABSENT
         plan = []
         # validate everything first so a bad entry changes nothing
         for entry in entries:
-            local = _key(entry.get(K_LOCAL), "local")
-            relay = self._sockets.get(local)
-            rtp_key = (local[0], local[1] & ~1)
-            if relay is None or rtp_key not in pairs:
+            get = entry.get
+            local = _key(get(K_LOCAL), "local")
+            relay = sockets.get(local)
+            if relay is None or (local[0], local[1] & ~1) not in pairs:
                 raise ValueError("socket %s:%d is not held by call %r" % (local[0], local[1], call_id))
-            peer_relay = self._peer(entry, K_PEER)
-            rtcp_peer_relay = self._peer(entry, K_RTCP_PEER)
-            endpoint = entry.get(K_ENDPOINT)
+            peer_relay = peer_of(entry, K_PEER)
+            rtcp_peer_relay = peer_of(entry, K_RTCP_PEER)
+            endpoint = get(K_ENDPOINT)
             if endpoint is not None:
                 endpoint = _key(endpoint, "endpoint")
-            learning = entry.get(K_LEARNING) or LEARN_DELAYED
+            learning = get(K_LEARNING) or LEARN_DELAYED
             if learning not in LEARNING_MODES:
                 raise ValueError(
                     "learning mode %r is not one of %s"
                     % (learning, ", ".join(sorted(LEARNING_MODES)))
                 )
-            tos = entry.get(K_TOS)
+            tos = get(K_TOS)
             if tos is not None and (type(tos) is not int or not 0 <= tos <= 255):
                 raise ValueError("tos must be an integer from 0 to 255, got %r" % (tos,))
-            record = entry.get(K_RECORD, self._ABSENT)
-            if record is not self._ABSENT:
+            record = get(K_RECORD, absent)
+            if record is not absent:
                 self._recordings.check(record)
             if len(entry) <= 2 and set(entry) <= _RECORD_ONLY:
                 # only the recording changes (start/stop/pause recording)
-                plan.append((relay, None, {}, (self._ABSENT, self._ABSENT), self._ABSENT,
-                             record))
+                plan.append((relay, None, {}, (absent, absent), absent, record))
                 continue
-            plan.append(
-                (
-                    relay,
-                    dict(
-                        peer=peer_relay,
-                        rtcp_peer=rtcp_peer_relay,
-                        endpoint=endpoint,
-                        learning=learning,
-                        strict=bool(entry.get(K_STRICT, False)),
-                        handover=bool(entry.get(K_HANDOVER, False)),
-                        asymmetric=bool(entry.get(K_ASYMMETRIC, False)),
-                        reset=bool(entry.get(K_RESET, False)),
-                        tos=tos,
-                    ),
-                    self._plan_steps(relay, entry),
-                    self._plan_wire(relay, entry),
-                    self._plan_codecs(relay, entry),
-                    record,
-                )
-            )
+            plan.append((
+                relay,
+                # RelaySocket.configure's arguments, in its order
+                (peer_relay, endpoint, rtcp_peer_relay, learning,
+                 bool(get(K_STRICT, False)), bool(get(K_HANDOVER, False)),
+                 bool(get(K_ASYMMETRIC, False)), bool(get(K_RESET, False)), tos),
+                self._plan_steps(relay, entry),
+                self._plan_wire(relay, entry),
+                self._plan_codecs(relay, entry),
+                record,
+            ))
         changed = False
-        absent = self._ABSENT
-        for relay, kwargs, changes, (ice, dtls), codecs, record in plan:
+        for relay, args, changes, (ice, dtls), codecs, record in plan:
             if codecs is not absent:
                 self._codec_state[relay.local] = codecs
             if ice is not absent:
                 self._apply_ice(call_id, relay, ice)
-            if kwargs is not None:
-                relay.configure(**kwargs)
+            if args is not None:
+                relay.configure(*args)
             if record is not absent and self._recordings.apply(call_id, relay, record):
                 self._install_steps(relay)
                 changed = True
@@ -1144,10 +1136,12 @@ class EmbeddedEngine:
         if changed:
             # the chains follow peers and rtcp_peers across the whole call
             self._refresh(call_id)
-        for relay, _kwargs, _changes, _wire, _codecs, _record in plan:
-            wire = self._wires.get(relay.local)
-            if wire is not None:
-                self._start_wire(wire)
+        wires = self._wires
+        if wires:
+            for relay, _args, _changes, _wire, _codecs, _record in plan:
+                wire = wires.get(relay.local)
+                if wire is not None:
+                    self._start_wire(wire)
         if self.forwarder is not None:
             # handed over now: the next check waits for new packets
             self._kernel_marks[call_id] = self._kernel_mark(call_id)
