@@ -20,6 +20,10 @@
  *   Session(master_key, master_salt, tag_length, outbound)
  *   Session.protect(bytes) / Session.unprotect(bytes) -> bytes, or raises
  *       Error(status, text)
+ *   Session.streams() -> {ssrc: (roc, highest sequence number)}
+ *   Session.resume(ssrc, index): start the stream of ssrc at the extended
+ *       index (ROC << 16 | SEQ) a former session had reached (a restart,
+ *       a takeover), unless it is past that already
  *   bind(cdata, length, view, length_view): the shared native buffer (a
  *       cffi char[] and int *, with writable memoryviews of both)
  *   protect_into(session, cdata, length) / unprotect_into(...) -> status:
@@ -535,6 +539,32 @@ Session_streams(Session *self, PyObject *Py_UNUSED(ignored))
     return d;
 }
 
+static PyObject *
+Session_resume(Session *self, PyObject *args)
+{
+    unsigned long ssrc;
+    unsigned long long index;
+    if (!PyArg_ParseTuple(args, "kK", &ssrc, &index))
+        return NULL;
+    if (ssrc > 0xffffffffUL || index >= ((unsigned long long)1 << 48)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "ssrc must fit in 32 bits and the index in 48 bits");
+        return NULL;
+    }
+    stream_t *st = find_stream(self, (uint32_t)ssrc);
+    if (st == NULL) {
+        st = new_stream(self, (uint32_t)ssrc);
+    } else if (st->index >= index) {
+        Py_RETURN_NONE;  /* already there or past it */
+    }
+    st->index = index;
+    /* the kept index was used: a packet carrying it again is a replay */
+    st->seen_lo = 1;
+    st->seen_hi = 0;
+    st->used = ++self->clock;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Session_methods[] = {
     {"protect", (PyCFunction)Session_protect, METH_O,
      "protect(rtp) -> srtp bytes; raises Error(status, text)"},
@@ -542,6 +572,8 @@ static PyMethodDef Session_methods[] = {
      "unprotect(srtp) -> rtp bytes; raises Error(status, text)"},
     {"streams", (PyCFunction)Session_streams, METH_NOARGS,
      "streams() -> {ssrc: (roc, highest sequence number)}"},
+    {"resume", (PyCFunction)Session_resume, METH_VARARGS,
+     "resume(ssrc, index): go on from extended index ROC << 16 | SEQ"},
     {NULL}
 };
 

@@ -307,3 +307,36 @@ class StepTests(SynchronousTestCase):
         self.assertEqual(len(events), 1)
         self.assertEqual(events[0]["reason"], "omnirtp.media._fastsrtp is not built (test)")
         self.assertEqual(srtp.fast_unavailable(), "omnirtp.media._fastsrtp is not built (test)")
+
+
+class ResumeTests(SynchronousTestCase):
+    """``Session.resume``: a stream starts at a kept extended index."""
+
+    def test_resumeSetsTheIndexOnce(self):
+        s = ours(AES_CM_128_HMAC_SHA1_80, master(6), False)
+        s.resume(7, (2 << 16) | 100)
+        self.assertEqual(s.streams(), {7: (2, 100)})
+        # never backwards
+        s.resume(7, (1 << 16) | 5)
+        self.assertEqual(s.streams(), {7: (2, 100)})
+        s.resume(7, (2 << 16) | 200)
+        self.assertEqual(s.streams(), {7: (2, 200)})
+
+    def test_resumedIndexIsAReplay(self):
+        """The kept index was used: that packet again is refused, the next
+        ones (with the kept ROC) are taken."""
+        sender = libsrtp(AES_CM_128_HMAC_SHA1_80, master(6), True)
+        packets = {}
+        for i in range(0xFFF0, 0x10000 + 20):
+            packets[i] = sender.protect(rtp(i & 0xFFFF))
+        s = ours(AES_CM_128_HMAC_SHA1_80, master(6), False)
+        s.resume(0x5EED0001, 0x10000 + 10)
+        self.assertEqual(our_verdict(s, packets[0x10000 + 10]), _fastsrtp.REPLAY)
+        self.assertEqual(our_verdict(s, packets[0x10000 + 11]), rtp(11))
+        self.assertEqual(our_verdict(s, packets[0x10000 + 9]), rtp(9))
+
+    def test_bounds(self):
+        s = ours(AES_CM_128_HMAC_SHA1_80, master(6), True)
+        self.assertRaises(ValueError, s.resume, 1, 1 << 48)
+        self.assertRaises((ValueError, OverflowError), s.resume, 1 << 32, 1)
+        self.assertRaises((ValueError, OverflowError), s.resume, -1, 1)
