@@ -17,13 +17,13 @@ it, any SSRC outbound).  A session carries RTP and RTCP of its direction:
 the rollover counters, the SRTCP index and the replay window live in it, so
 a step is built once per key and kept while the key stays the same.
 
-On the per-packet path a step is one C call.  For RTP of the suites
-AES_CM_128_HMAC_SHA1_80 and _32 that is omnirtp's own SRTP code,
-``omnirtp.media._fastsrtp`` (a C extension that keeps each session's AES
-and HMAC state from packet to packet; libsrtp with OpenSSL 3 sets its
-contexts up again for every packet, see docs/performance.md); everything
-else (SRTCP, AEAD_AES_128_GCM, and every suite where the extension is not
-built) is pylibsrtp.  Both give the same bytes, counters and replay
+On the per-packet path a step is one C call.  For RTP of every suite
+(AES_CM_128_HMAC_SHA1_80 and _32, AEAD_AES_128_GCM) that is omnirtp's own
+SRTP code, ``omnirtp.media._fastsrtp`` (a C extension that keeps each
+session's AES and HMAC, or AES-GCM, state from packet to packet; libsrtp
+with OpenSSL 3 sets its contexts up again for every packet, see
+docs/performance.md); everything else (SRTCP, and RTP where the extension
+is not built) is pylibsrtp.  Both give the same bytes, counters and replay
 decisions (RFC 3711's 128-packet window, libsrtp's rollover guess); the
 unit tests check one against the other.  A packet that fails
 (authentication, replay, an unusable packet) raises inside the library;
@@ -40,8 +40,9 @@ former one told (:meth:`_SrtpStep.resume`).  The RTP indexes are those of
 index is read from the trailer of each packet protected (RTCP is a few
 packets a second, already on the Python path); a resumed SRTCP sender goes
 on :data:`SRTCP_LEAP` indexes past the kept one, so that no index is sent
-twice.  AEAD_AES_128_GCM's RTP runs on libsrtp, which keeps its rollover
-counter to itself: its RTP indexes are not kept.
+twice.  Where the extension is not built, RTP runs on libsrtp, which
+keeps its rollover counters to itself: then only the SRTCP indexes are
+kept.
 """
 
 import base64
@@ -146,8 +147,8 @@ def unavailable():
 
 
 def fast_unavailable():
-    """None if omnirtp's own SRTP code (``_fastsrtp``) serves the AES_CM
-    suites here, else why not (pylibsrtp serves them then)."""
+    """None if omnirtp's own SRTP code (``_fastsrtp``) serves RTP here,
+    else why not (pylibsrtp serves it then)."""
     return _FAST_MISSING
 
 
@@ -250,8 +251,8 @@ _CAUSES = {
 }
 
 #: tag lengths of the suites ``_fastsrtp`` serves (RTP; SRTCP stays on
-#: pylibsrtp, whose SRTCP tag is 80 bits for both)
-FAST_TAGS = {AES_CM_128_HMAC_SHA1_80: 10, AES_CM_128_HMAC_SHA1_32: 4}
+#: pylibsrtp, whose SRTCP tag is 80 bits for both AES_CM suites)
+FAST_TAGS = {AES_CM_128_HMAC_SHA1_80: 10, AES_CM_128_HMAC_SHA1_32: 4, AEAD_AES_128_GCM: 16}
 
 #: ``_fastsrtp`` status -> our counter (anything else: ``errors``)
 if _fastsrtp is not None:

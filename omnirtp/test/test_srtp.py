@@ -329,20 +329,5 @@ class ResumeAesCm32Tests(ResumeCases, SynchronousTestCase):
     suite = AES_CM_128_HMAC_SHA1_32
 
 
-class ResumeAeadGcmTests(SynchronousTestCase):
-    """AEAD_AES_128_GCM's RTP runs on libsrtp, which keeps its rollover
-    counter to itself: only the SRTCP index is kept."""
-
-    def test_onlySrtcpKept(self):
-        params = make_crypto(AEAD_AES_128_GCM, master(AEAD_AES_128_GCM))
-        if srtp.suite_unavailable(AEAD_AES_128_GCM) is not None:
-            # Debian's libsrtp2 may lack GCM: then the step cannot exist
-            self.assertRaises(pylibsrtp.Error, SrtpProtect, params)
-            return
-        step = SrtpProtect(params)
-        step.rtp(rtp(5))
-        self.assertIsNone(step.indexes())
-        step.rtcp(rtcp_sr())
-        step.rtcp(rtcp_sr())
-        self.assertEqual(step.indexes(), {"key": srtp.key_tag(params),
-                                          "rtcp": {0x11223344: 2}})
+class ResumeAeadGcmTests(ResumeCases, SynchronousTestCase):
+    suite = AEAD_AES_128_GCM

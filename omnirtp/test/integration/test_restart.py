@@ -150,10 +150,15 @@ def _plain(encoded):
 
 def kept_srtp_indexes(redis_port, call_id):
     """``[Media.srtp_index, ...]`` of the call's medias as Redis (db 0)
-    holds them now (None where there are none)."""
-    import json
+    holds them now."""
     from omnirtp.test.integration.test_redis import _raw
-    blob = _raw(redis_port, "GET", "omnirtp:call:" + call_id)
+    return srtp_indexes_of(_raw(redis_port, "GET", "omnirtp:call:" + call_id))
+
+
+def srtp_indexes_of(blob):
+    """``[Media.srtp_index, ...]`` of the medias of a call snapshot (None
+    where there are none; [] without a blob)."""
+    import json
     if blob is None:
         return []
     found = []
