@@ -344,9 +344,9 @@ class CallRegistry:
         a quarter of the sequence space, 64 SRTCP packets)."""
         changed = False
         for _ml, m in call.all_medias():
-            if not m.has_ports:
-                continue
-            rtp = (stats.get(m.rtp_key) or {}).get("srtp_index")
+            if not m.has_ports or m.rtp_key not in stats:
+                continue  # no counters this time (a worker that did not answer)
+            rtp = stats[m.rtp_key].get("srtp_index")
             rtcp = (stats.get(m.rtcp_key) or {}).get("srtp_index")
             if m.keep_srtp_index(rtp, rtcp):
                 changed = True

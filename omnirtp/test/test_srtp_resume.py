@@ -87,8 +87,11 @@ class RegistryTests(SynchronousTestCase):
         stats = self.stats(0x14000, 300, {0xB: 64})
         stats[self.alice.rtp_key]["srtp_index"]["in"]["key"] = "other"
         self.assertTrue(self.keep(stats))
+        # no counters for the socket (a worker that did not answer): kept
+        self.assertFalse(self.keep({}))
+        self.assertIsNotNone(self.alice.srtp_index)
         # the SRTP gone (plain again): forgotten
-        self.assertTrue(self.keep({}))
+        self.assertTrue(self.keep({self.alice.rtp_key: {"packets": 0}}))
         self.assertIsNone(self.alice.srtp_index)
 
     def test_restoredWithTheKeptIndexes(self):
