@@ -26,6 +26,7 @@
  *   Session.protect(bytes) / Session.unprotect(bytes) -> bytes, or raises
  *       Error(status, text)
  *   Session.streams() -> {ssrc: (roc, highest sequence number)}
+ *   Session.indexes() -> {ssrc: extended index ROC << 16 | SEQ}
  *   Session.resume(ssrc, index): start the stream of ssrc at the extended
  *       index (ROC << 16 | SEQ) a former session had reached (a restart,
  *       a takeover), unless it is past that already
@@ -614,6 +615,29 @@ Session_streams(Session *self, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
+Session_indexes(Session *self, PyObject *Py_UNUSED(ignored))
+{
+    /* {ssrc: ROC << 16 | highest sequence number}: what resume() takes */
+    PyObject *d = PyDict_New();
+    if (d == NULL)
+        return NULL;
+    for (int i = 0; i < self->nstreams; i++) {
+        stream_t *st = &self->streams[i];
+        PyObject *k = PyLong_FromUnsignedLong(st->ssrc);
+        PyObject *v = PyLong_FromUnsignedLongLong(st->index);
+        if (k == NULL || v == NULL || PyDict_SetItem(d, k, v) < 0) {
+            Py_XDECREF(k);
+            Py_XDECREF(v);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(k);
+        Py_DECREF(v);
+    }
+    return d;
+}
+
+static PyObject *
 Session_resume(Session *self, PyObject *args)
 {
     unsigned long ssrc;
@@ -646,6 +670,8 @@ static PyMethodDef Session_methods[] = {
      "unprotect(srtp) -> rtp bytes; raises Error(status, text)"},
     {"streams", (PyCFunction)Session_streams, METH_NOARGS,
      "streams() -> {ssrc: (roc, highest sequence number)}"},
+    {"indexes", (PyCFunction)Session_indexes, METH_NOARGS,
+     "indexes() -> {ssrc: ROC << 16 | highest sequence number}"},
     {"resume", (PyCFunction)Session_resume, METH_VARARGS,
      "resume(ssrc, index): go on from extended index ROC << 16 | SEQ"},
     {NULL}

@@ -108,14 +108,15 @@ def srtp_indexes(relay):
     keep indexes (``omnirtp.media.srtp``: what a restarted daemon resumes
     its SRTP from), only the directions that have some; None if neither."""
     out = None
-    for slot, word in RESUME_WORDS.items():
-        for step in getattr(relay, slot):
+    for steps, word in ((relay.inbound, "in"), (relay.outbound, "out")):
+        for step in steps:
             get = getattr(step, "indexes", None)
-            kept = get() if get is not None else None
-            if kept:
-                if out is None:
-                    out = {}
-                out[word] = kept
+            if get is not None:
+                kept = get()
+                if kept:
+                    if out is None:
+                        out = {}
+                    out[word] = kept
     return out
 
 

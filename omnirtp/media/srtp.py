@@ -333,13 +333,16 @@ class _SrtpStep:
     allocation and two copies."""
 
     __slots__ = ("suite", "session", "fast", "auth_failures", "replays", "errors", "_rtp",
-                 "_rtcp", "native_rtp", "buffer", "tag")
+                 "_rtcp", "native_rtp", "buffer", "tag", "rtcp_sent")
 
     def __init__(self, suite, session, params):
         self.suite = suite.name
         self.session = session
         #: the digest of the key (:func:`key_tag`), for kept indexes
         self.tag = key_tag(params)
+        #: {SSRC bytes: E flag and SRTCP index bytes of its last packet}
+        #: (kept by SrtpProtect; the SRTCP received is not followed)
+        self.rtcp_sent = {}
         #: the ``_fastsrtp.Session`` doing RTP, or None (pylibsrtp does)
         self.fast = None
         self.auth_failures = 0
@@ -418,18 +421,16 @@ class _SrtpStep:
         (plain data, off the packet path), or None when there is nothing:
         ``{"key": key_tag, "rtp": {ssrc: ROC << 16 | SEQ}, "rtcp": {ssrc:
         SRTCP index}}`` (each of ``rtp`` / ``rtcp`` only when not empty)."""
-        out = {}
         fast = self.fast
-        if fast is not None:
-            rtp = {ssrc: (roc << 16) | seq for ssrc, (roc, seq) in fast.streams().items()}
-            if rtp:
-                out[I_RTP] = rtp
-        rtcp = self._rtcp_indexes()
+        rtp = fast.indexes() if fast is not None else None
+        rtcp = self._rtcp_indexes() if self.rtcp_sent else None
+        if not rtp and not rtcp:
+            return None
+        out = {I_KEY: self.tag}
+        if rtp:
+            out[I_RTP] = rtp
         if rtcp:
             out[I_RTCP] = rtcp
-        if not out:
-            return None
-        out[I_KEY] = self.tag
         return out
 
     def _rtcp_indexes(self):
@@ -487,8 +488,6 @@ class SrtpProtect(_SrtpStep):
                                   allow_repeat_tx=True)
         _SrtpStep.__init__(self, suite, session, params)
         self._bind(params, "protect")
-        #: {SSRC bytes: E flag and SRTCP index bytes of its last packet}
-        self.rtcp_sent = {}
         # where the index is: before the 80-bit tag (AES-CM), last (AEAD)
         self._trailer = slice(-4, None) if suite.name == AEAD_AES_128_GCM else slice(-14, -10)
 

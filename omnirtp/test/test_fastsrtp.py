@@ -335,6 +335,7 @@ class ResumeTests(SynchronousTestCase):
         s = ours(AES_CM_128_HMAC_SHA1_80, master(6), False)
         s.resume(7, (2 << 16) | 100)
         self.assertEqual(s.streams(), {7: (2, 100)})
+        self.assertEqual(s.indexes(), {7: (2 << 16) | 100})
         # never backwards
         s.resume(7, (1 << 16) | 5)
         self.assertEqual(s.streams(), {7: (2, 100)})
