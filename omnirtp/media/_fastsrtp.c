@@ -590,18 +590,21 @@ Session_unprotect(Session *self, PyObject *arg)
     return transform_bytes(self, arg, 0);
 }
 
+/* {ssrc: (roc, highest sequence number)}, or with extended set
+ * {ssrc: ROC << 16 | SEQ} */
 static PyObject *
-Session_streams(Session *self, PyObject *Py_UNUSED(ignored))
+stream_dict(Session *self, int extended)
 {
-    /* {ssrc: (roc, highest sequence number)}: for tests and query */
     PyObject *d = PyDict_New();
     if (d == NULL)
         return NULL;
     for (int i = 0; i < self->nstreams; i++) {
         stream_t *st = &self->streams[i];
         PyObject *k = PyLong_FromUnsignedLong(st->ssrc);
-        PyObject *v = Py_BuildValue("(kk)", (unsigned long)(st->index >> 16),
-                                    (unsigned long)(st->index & 0xffff));
+        PyObject *v = extended
+            ? PyLong_FromUnsignedLongLong(st->index)
+            : Py_BuildValue("(kk)", (unsigned long)(st->index >> 16),
+                            (unsigned long)(st->index & 0xffff));
         if (k == NULL || v == NULL || PyDict_SetItem(d, k, v) < 0) {
             Py_XDECREF(k);
             Py_XDECREF(v);
@@ -615,26 +618,17 @@ Session_streams(Session *self, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
+Session_streams(Session *self, PyObject *Py_UNUSED(ignored))
+{
+    /* for tests and query */
+    return stream_dict(self, 0);
+}
+
+static PyObject *
 Session_indexes(Session *self, PyObject *Py_UNUSED(ignored))
 {
-    /* {ssrc: ROC << 16 | highest sequence number}: what resume() takes */
-    PyObject *d = PyDict_New();
-    if (d == NULL)
-        return NULL;
-    for (int i = 0; i < self->nstreams; i++) {
-        stream_t *st = &self->streams[i];
-        PyObject *k = PyLong_FromUnsignedLong(st->ssrc);
-        PyObject *v = PyLong_FromUnsignedLongLong(st->index);
-        if (k == NULL || v == NULL || PyDict_SetItem(d, k, v) < 0) {
-            Py_XDECREF(k);
-            Py_XDECREF(v);
-            Py_DECREF(d);
-            return NULL;
-        }
-        Py_DECREF(k);
-        Py_DECREF(v);
-    }
-    return d;
+    /* what resume() takes */
+    return stream_dict(self, 1);
 }
 
 static PyObject *
