@@ -282,6 +282,7 @@ class CallRegistry:
         for call in list(self.calls.values()):
             if self.store is not None:
                 self.keep_dtls(call, stats.get(call.call_id, {}))
+                self.keep_srtp(call, stats.get(call.call_id, {}))
             reason = None
             if call.deletion_at is not None and now >= call.deletion_at:
                 reason = REASON_TERMINATED
@@ -332,6 +333,23 @@ class CallRegistry:
                            "rtcp": None if rtcp is None else {"in": rtcp["in"],
                                                               "out": rtcp["out"]}}
             changed = True
+        if changed:
+            self.persist(call.call_id)
+
+    def keep_srtp(self, call, stats):
+        """Keep where the call's SRTP contexts are (the engine's
+        ``srtp_index``, ``Media.srtp_index``) and write the call to the
+        store when that moved in a way a restart or a takeover needs
+        (:meth:`Media.keep_srtp_index`: a rollover counter, a new SSRC,
+        a quarter of the sequence space, 64 SRTCP packets)."""
+        changed = False
+        for _ml, m in call.all_medias():
+            if not m.has_ports or m.rtp_key not in stats:
+                continue  # no counters this time (a worker that did not answer)
+            rtp = stats[m.rtp_key].get("srtp_index")
+            rtcp = (stats.get(m.rtcp_key) or {}).get("srtp_index")
+            if m.keep_srtp_index(rtp, rtcp):
+                changed = True
         if changed:
             self.persist(call.call_id)
 

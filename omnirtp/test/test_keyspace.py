@@ -158,6 +158,36 @@ class FollowerTests(SynchronousTestCase):
     def run_cli(self, line):
         return self.successResultOf(self.cli.run(line))
 
+    # a followed call's SRTP contexts start from the indexes its owner last
+    # wrote (Media.srtp_index, srtp_resume), and from the newer ones of each
+    # update, so a takeover goes on with the owner's rollover counters
+
+    def blob_with_index(self, call_id, index):
+        call = self.a.registry.get(call_id)
+        if call is None:
+            self.successResultOf(make_call(self.a, call_id)[1])
+            call = self.a.registry.get(call_id)
+        media = next(m for _ml, m in call.all_medias() if m.has_ports)
+        media.srtp_index = {"rtp": {"in": {"key": "k", "rtp": {7: index}}}, "rtcp": None}
+        return snapshot.encode(call), media.rtp_key
+
+    def test_followedAndTakenOverWithTheIndexes(self):
+        self.redis.set(1, b"omnirtp:alive", b"a")
+        self.follower.startService()
+        blob, key = self.blob_with_index("c1", 0x10005)
+        self.redis.set(1, KEY + b"c1", blob)
+        self.assertEqual(self.b.engine.configured[key]["srtp_resume"],
+                         {"in": {"key": "k", "rtp": {7: 0x10005}}})
+        blob, key = self.blob_with_index("c1", 0x14000)  # the owner wrote again
+        self.redis.set(1, KEY + b"c1", blob)
+        self.assertEqual(self.b.engine.configured[key]["srtp_resume"],
+                         {"in": {"key": "k", "rtp": {7: 0x14000}}})
+        self.redis.delete(1, b"omnirtp:alive", event=b"expired")
+        self.assertEqual(list(self.b.registry.calls), ["c1"])
+        taken = snapshot.decode(self.own.calls["c1"], self.b.interfaces)
+        self.assertIn({"rtp": {"in": {"key": "k", "rtp": {7: 0x14000}}}, "rtcp": None},
+                      [m.srtp_index for _ml, m in taken.all_medias()])
+
     def test_parseKeyspaces(self):
         self.assertEqual(parse_keyspaces(["2;3", "1", "3"]), (2, 3, 1))
         self.assertEqual(parse_keyspaces(["4, 5"]), (4, 5))
@@ -346,3 +376,4 @@ class ResyncFailureTests(SynchronousTestCase):
         clock.advance(5.0)
         self.assertEqual(ks.state, "up")
         self.assertEqual(len(redis.subscribers), 1)
+
