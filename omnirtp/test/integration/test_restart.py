@@ -10,7 +10,7 @@ import time
 from twisted.trial.unittest import TestCase
 
 from omnirtp.test.integration.peers import (
-    LOOPBACK, as_text, free_port, free_port_range, start_omnirtp, start_redis)
+    LOOPBACK, as_text, free_ng_port_and_range, free_port, start_omnirtp, start_redis)
 
 
 def _sdp(port, session="1"):
@@ -54,6 +54,37 @@ def _relays(sender, receiver, to_port, ssrc, start_seq, wait=2.0):
     return []
 
 
+def _kept_tags(redis_port, db, call_id):
+    """The tags of the call's monologues as Redis holds them now."""
+    import json
+    from omnirtp.test.integration.test_redis import _raw
+    blob = _raw(redis_port, "GET", "omnirtp:call:" + call_id, db=db)
+    tags = []
+
+    def walk(value):
+        if isinstance(value, dict):
+            if value.get("o") == "Monologue":
+                tags.append(value["a"].get("tag"))
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+    if blob is not None:
+        walk(json.loads(blob))
+    return sorted(tags)
+
+
+def _wait_kept_tags(redis_port, db, call_id, tags, wait=10.0):
+    """Wait (bounded) until Redis holds the call with ``tags``."""
+    deadline = time.monotonic() + wait
+    while _kept_tags(redis_port, db, call_id) != tags and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if _kept_tags(redis_port, db, call_id) != tags:
+        raise AssertionError("Redis does not hold %s with tags %s: %s" % (
+            call_id, tags, _kept_tags(redis_port, db, call_id)))
+
+
 class RestartTests(TestCase):
 
     timeout = 180
@@ -72,8 +103,7 @@ class RestartTests(TestCase):
 
     def restart(self, extra=()):
         redis = start_redis(self)
-        ng_port = free_port()
-        ports = free_port_range(40)
+        ng_port, ports = free_ng_port_and_range(40)
         first = self.daemon(redis, ng_port, ports, extra)
         alice, bob = _udp(), _udp()
         self.addCleanup(alice.close)
@@ -93,6 +123,10 @@ class RestartTests(TestCase):
         self.assertEqual(len(got), 1, "alice -> bob before the restart")
         got = _relays(bob, alice, to_alice_side, 0xB0B, 1)
         self.assertEqual(len(got), 1, "bob -> alice before the restart")
+        # the state store's writes follow the ng reply (they never hold up
+        # the reactor): the kill comes once the answer's state is kept, or
+        # the restored call would rightly be the offer's
+        _wait_kept_tags(redis.port, 3, "restart-1", ["alice", "bob"])
 
         first.signal(signal.SIGKILL)
         first.wait(10)
@@ -121,8 +155,7 @@ class RestartTests(TestCase):
 
     def test_unreachableRedisStopsTheStart(self):
         """As rtpengine: no Redis at start is fatal unless no-redis-required."""
-        ng_port = free_port()
-        ports = free_port_range(10)
+        ng_port, ports = free_ng_port_and_range(10)
         dead = free_port(socket.SOCK_STREAM)
         from omnirtp.test.integration.peers import PeerFailed
         e = self.assertRaises(PeerFailed, start_omnirtp, self, ng_port, ports[0], ports[1],
@@ -195,8 +228,7 @@ class SrtpRolloverRestartTests(TestCase):
         from omnirtp.sdp import crypto
         from omnirtp.test.integration.test_sdes_media import sessions
         redis = start_redis(self)
-        ng_port = free_port()
-        ports = free_port_range(40)
+        ng_port, ports = free_ng_port_and_range(40)
         args = ["--redis=127.0.0.1:%d/0" % redis.port] + list(self.extra)
         first = start_omnirtp(self, ng_port, ports[0], ports[1], extra_args=args)
         alice, alice_rtcp, bob, bob_rtcp = _udp(), _udp(), _udp(), _udp()
@@ -380,8 +412,7 @@ class HundredCallsTests(TestCase):
         from omnirtp.sdp import crypto
         from omnirtp.test.integration.test_sdes_media import sessions
         redis = start_redis(self)
-        ng_port = free_port()
-        ports = free_port_range(1000)
+        ng_port, ports = free_ng_port_and_range(1000)
         args = ["--redis=127.0.0.1:%d/0" % redis.port]
         first = start_omnirtp(self, ng_port, ports[0], ports[1], extra_args=args)
         calls = []
@@ -473,8 +504,7 @@ class RedisOutageTests(TestCase):
         from omnirtp.test.integration.test_redis import _raw
         redis = start_redis(self)
         port, directory = redis.port, redis.directory
-        ng_port = free_port()
-        ports = free_port_range(40)
+        ng_port, ports = free_ng_port_and_range(40)
         args = ["--redis=127.0.0.1:%d/0" % port, "--redis-disable-time=1"]
         daemon = start_omnirtp(self, ng_port, ports[0], ports[1], extra_args=args)
         parties = {}
