@@ -194,7 +194,7 @@ class Keyspace:
     # -- notifications ---------------------------------------------------
 
     def _push(self, kind, items):
-        if kind != b"pmessage" or len(items) != 3:
+        if kind != b"pmessage" or len(items) != 3 or self.state == "stopped":
             return
         _pattern, channel, event = items
         if not isinstance(channel, bytes) or b"__:" not in channel:
@@ -498,10 +498,15 @@ class KeyspaceFollower(service.Service):
             if self.running:
                 ks.start()
 
+        def hold_one(call):
+            if registry.calls.get(call.call_id) is call:
+                ks.hold(call)
+
+        @defer.inlineCallbacks
         def hold():
+            # each under its signalling lock: a request in progress ends first
             for call in calls:
-                if registry.calls.get(call.call_id) is call:
-                    ks.hold(call)
+                yield registry.run_locked(call.call_id, hold_one, call)
             self.log.warn("standby: {n} own calls are foreign now (kept in redis "
                           "{address} for the instance that takes them over)",
                           n=len(calls), address=str(ks.address))

@@ -485,6 +485,7 @@ class RunTimeTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(self.b.dispatch(
             {"command": "query", "call-id": "b1"}))["result"], "ok")
         self.b.clock.advance(200)
+        self.b.registry.persist("b1")  # as after a request for it: not deleted
         self.assertEqual(list(self.b.registry.foreign), ["b1"])
         self.assertIn(KEY + b"b1", self.redis.db(2))
         # A takes it: written to A's database, gone from B's, dropped on B
