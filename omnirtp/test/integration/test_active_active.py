@@ -188,22 +188,6 @@ class ActiveActiveTests(TestCase):
             cli(cli_a, "list sessions foreign") else None)), ["aa-on-b"])
 
 
-def relays_via(address, sender, receiver, to_port, ssrc, wait=5.0):
-    """As test_restart's _relays, to ``address`` (B's media address):
-    RTP every 20 ms until one arrives; the packets received ([] if none)."""
-    deadline = time.monotonic() + wait
-    seq = 1
-    while time.monotonic() < deadline:
-        sender.sendto(_rtp(seq, ssrc), (address, to_port))
-        seq += 1
-        try:
-            data, _ = receiver.recvfrom(2048)
-        except socket.timeout:
-            continue
-        return [data]
-    return []
-
-
 class RunTimeTests(TestCase):
 
     timeout = 180

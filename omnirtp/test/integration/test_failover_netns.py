@@ -328,6 +328,21 @@ class LanTestCase(SynchronousTestCase):
                 return False
         self.assertTrue(wait_until(lambda: self.lan.run("lan", ping), wait=15.0))
 
+    def calls(self, count):
+        """``count`` calls offered and answered through the VIP (as the SIP
+        proxy would), their media ports noted."""
+        calls = [Call(self, self.lan, n) for n in range(count)]
+        for call in calls:
+            offer = self.ng.request({"command": "offer", "call-id": call.call_id,
+                                     "from-tag": "caller", "sdp": call.sdp("caller")})
+            self.assertEqual(offer["result"], "ok", offer)
+            answer = self.ng.request({"command": "answer", "call-id": call.call_id,
+                                      "from-tag": "caller", "to-tag": "callee",
+                                      "sdp": call.sdp("callee")})
+            self.assertEqual(answer["result"], "ok", answer)
+            call.to_callee, call.to_caller = media_port(answer["sdp"]), media_port(offer["sdp"])
+        return calls
+
     def redis_keys(self, db):
         def keys():
             from omnirtp.state.resp import ReplyParser, encode_command
@@ -346,16 +361,7 @@ class ActivePassiveTakeoverTests(LanTestCase):
     def test_callsContinueThroughTheStandby(self):
         active = NodeDaemon(self, self.lan, "active", own_db=1, follow_db=2)
         standby = NodeDaemon(self, self.lan, "standby", own_db=2, follow_db=1)
-        calls = [Call(self, self.lan, n) for n in range(CALLS)]
-        for call in calls:
-            offer = self.ng.request({"command": "offer", "call-id": call.call_id,
-                                     "from-tag": "caller", "sdp": call.sdp("caller")})
-            self.assertEqual(offer["result"], "ok", offer)
-            answer = self.ng.request({"command": "answer", "call-id": call.call_id,
-                                      "from-tag": "caller", "to-tag": "callee",
-                                      "sdp": call.sdp("callee")})
-            self.assertEqual(answer["result"], "ok", answer)
-            call.to_callee, call.to_caller = media_port(answer["sdp"]), media_port(offer["sdp"])
+        calls = self.calls(CALLS)
         ids = sorted(c.call_id for c in calls)
         for call in calls:
             self.assertTrue(call.flows("caller"), call.call_id)
@@ -408,16 +414,8 @@ class PlannedSwitchTests(LanTestCase):
         active = NodeDaemon(self, self.lan, "active", own_db=1, follow_db=2)
         standby = NodeDaemon(self, self.lan, "standby", own_db=2, follow_db=1,
                              extra=["--active-switchover"] if switchover else [])
-        calls = [Call(self, self.lan, n) for n in range(3)]
+        calls = self.calls(3)
         for call in calls:
-            offer = self.ng.request({"command": "offer", "call-id": call.call_id,
-                                     "from-tag": "caller", "sdp": call.sdp("caller")})
-            self.assertEqual(offer["result"], "ok", offer)
-            answer = self.ng.request({"command": "answer", "call-id": call.call_id,
-                                      "from-tag": "caller", "to-tag": "callee",
-                                      "sdp": call.sdp("callee")})
-            self.assertEqual(answer["result"], "ok", answer)
-            call.to_callee, call.to_caller = media_port(answer["sdp"]), media_port(offer["sdp"])
             self.assertTrue(call.flows("caller"), call.call_id)
             self.assertTrue(call.flows("callee"), call.call_id)
         ids = sorted(c.call_id for c in calls)
