@@ -13,7 +13,8 @@ it follows and:
   restart would (``omnirtp.state.restore``): the same ports on the same
   interface, the same forwarding.  The call is *foreign*: listed by ``list
   sessions foreign``, not written to this instance's database, not ended by
-  this instance's timeouts.  Its ports are bound when they can be (another
+  this instance's timeouts; ng ``query`` reads it, requests that would
+  change it are refused (``omnirtp.control.commands``).  Its ports are bound when they can be (another
   host's service address, bindable with ``net.ipv4.ip_nonlocal_bind = 1``,
   as keepalived setups configure it): media that reaches this instance
   once the address moved here is relayed at once.  When they cannot be
@@ -39,8 +40,8 @@ At run time (the CLI, as rtpengine's): ``ksadd N`` follows database N too,
 released; the owner's keys are left alone), ``standby`` makes every own
 call foreign again: kept in this instance's own database, which it then
 follows like the others', so that the instance that takes them over
-(``active``, its owner-gone check, or ``active-switchover``) deletes them
-there and they are dropped here.  ``terminate foreign`` drops every
+(``active`` or ``active-switchover``: this one still beats) deletes them
+there and they are dropped here; its own ``active`` takes them back.  ``terminate foreign`` drops every
 foreign call and deletes it from its owner's database, as rtpengine.
 With ``active-switchover`` the first ng request that changes a foreign
 call (offer, answer, delete, recording) takes it over before it is
