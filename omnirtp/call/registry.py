@@ -121,7 +121,8 @@ class CallRegistry:
             return
         call = self.calls.get(call_id)
         if call is None:
-            store.delete(call_id)
+            if call_id not in self.foreign:  # another instance's (or held in standby)
+                store.delete(call_id)
             return
         from omnirtp.state import snapshot
         try:
