@@ -691,8 +691,9 @@ def start_sipp(test, name, scenario, local_port, media_port, remote=None, calls=
                keys=None, extra_args=(), wait=10.0):
     """Start SIPp with the scenario file ``scenario`` on 127.0.0.1:``local_port``
     (RTP from/to 127.0.0.1:``media_port``, which SIPp also binds) and return a
-    :class:`Sipp` once it listens.  It stops after ``calls`` calls.  ``remote``
-    is the ``host:port`` a UAC calls; ``keys`` become ``-key NAME VALUE``."""
+    :class:`Sipp` (``.sip_port``: ``local_port``) once it listens.  It stops
+    after ``calls`` calls.  ``remote`` is the ``host:port`` a UAC calls;
+    ``keys`` become ``-key NAME VALUE``."""
     binary = find_program("sipp")
     directory = _tempdir(test, name)
     argv = [binary, "-sf", scenario, "-i", LOOPBACK, "-p", str(local_port),
@@ -704,6 +705,7 @@ def start_sipp(test, name, scenario, local_port, media_port, remote=None, calls=
     if remote:
         argv.append(remote)
     peer = Sipp(name, argv, directory)
+    peer.sip_port = local_port
     test.addCleanup(peer.stop)
     _wait_for(peer, lambda: udp_bound(local_port), wait, "listening on udp port %d" % local_port)
     return peer
