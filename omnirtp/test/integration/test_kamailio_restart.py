@@ -111,7 +111,7 @@ class OmnirtpKamailioRestartTests(KamailioCallsMixin, SynchronousTestCase):
         self.proxy_argv = None
         self.current = None
         self.window_reply = None      # Kamailio's answer to the INVITE while down
-        self.restored_log = None      # the restarted omnirtp's log once it serves
+        self.restarted = None         # the omnirtp started again
         self.kamailio_mark = None     # Kamailio's log length once omnirtp is back
         self.gated = set()            # calls whose caller got the INFO
 
@@ -180,8 +180,7 @@ class OmnirtpKamailioRestartTests(KamailioCallsMixin, SynchronousTestCase):
         self.sock.setblocking(False)
 
         new = peers.start_omnirtp(self, *self.proxy_argv, wait=RESTART_WAIT)
-        self.current.peer = new
-        self.restored_log = new.log()
+        self.current.peer = self.restarted = new
         wait_until_serving(self, new)
         self.kamailio_mark = len(self.kamailio.log())
         now = time.monotonic()
@@ -203,7 +202,7 @@ class OmnirtpKamailioRestartTests(KamailioCallsMixin, SynchronousTestCase):
         self.assertIsNot(self.kamailio_mark, None, "omnirtp was never restarted")
         self.assertEqual(sorted(self.gated), sorted(run.calls))
         self.assertIn("restored %d calls from the state store" % (RESTART_CALLS,),
-                      self.restored_log)
+                      self.restarted.log())
         # the request while omnirtp was down failed (at once: its ng port
         # refused), and disabled the node
         self.assertEqual(self.window_reply, "SIP/2.0 503 Media proxy offer failed")
