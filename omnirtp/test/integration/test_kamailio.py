@@ -831,6 +831,24 @@ class HarnessTests(SynchronousTestCase):
         ports = peers.free_ports(20)
         self.assertEqual(len(set(ports)), 20)
 
+    def test_udp_bound(self):
+        """udp_bound sees a socket bound to the address and port, or to the
+        wildcard and the port, and no other; the same without ``ss``
+        (from /proc/net/udp)."""
+        own = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(own.close)
+        own.bind((peers.LOOPBACK, 0))
+        wild = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(wild.close)
+        wild.bind(("0.0.0.0", 0))
+        free = peers.free_port()
+        for _ in ("ss", "/proc/net/udp"):
+            self.assertEqual([peers.udp_bound(own.getsockname()[1]),
+                              peers.udp_bound(wild.getsockname()[1]),
+                              peers.udp_bound(own.getsockname()[1], "127.0.0.2"),
+                              peers.udp_bound(free)], [True, True, False, False])
+            self.patch(peers.shutil, "which", lambda *args, **kwargs: None)
+
     def test_run_tests_summary(self):
         """scripts/run-tests reads trial's closing line into passed/failed
         counts (CI's reader depends on the total it prints)."""
