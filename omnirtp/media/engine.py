@@ -40,10 +40,10 @@ transcoded, as rtpengine 10.5 does).  See docs/codecs.md.
 """
 
 from twisted.internet import defer, task
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from omnirtp.interfaces import IDatagramHandler, IMediaEngine, IPacketTransform
+from omnirtp.logging import Logger
 from omnirtp.media.demux import Demux
 from omnirtp.media.ice import IceAgent, parse_candidate
 from omnirtp.media.ports import PortPool
