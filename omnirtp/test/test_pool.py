@@ -45,6 +45,7 @@ from omnirtp.media.worker import (
     FD_FROM_CONTROL,
     FD_TO_CONTROL,
     AmpFrames,
+    LevelPredicate,
     WorkerChannel,
     WorkerProtocol,
     build_parser,
@@ -615,6 +616,28 @@ class WorkerCommandLineTests(SynchronousTestCase):
             [level_for(n) for n in range(8)],
             [LogLevel.critical] * 3 + [LogLevel.error, LogLevel.warn] + [LogLevel.info] * 2 + [LogLevel.debug],
         )
+
+    def test_levelPredicateDecidesAsTwistedsWithADefaultLevel(self):
+        """The worker's log filter answers what twisted's predicate with
+        only a default level answers, for every level, also after the
+        level changed (SetLogLevel), and for events without a level or a
+        namespace."""
+        from twisted.logger import LogLevelFilterPredicate
+
+        events = [{}, {"log_namespace": "omnirtp.media.engine.EmbeddedEngine"},
+                  {"log_level": LogLevel.error}, {"log_level": LogLevel.error, "log_namespace": ""}]
+        events += [{"log_level": lv, "log_namespace": ns} for lv in LogLevel.iterconstants()
+                   for ns in ("omnirtp.media.engine.EmbeddedEngine", "x")]
+        ours = LevelPredicate(LogLevel.debug)
+        for first in (True, False):
+            for level in LogLevel.iterconstants():
+                if first:
+                    ours = LevelPredicate(level)
+                else:
+                    ours.set(level)
+                twisteds = LogLevelFilterPredicate(defaultLogLevel=level)
+                for event in events:
+                    self.assertIs(ours(event), twisteds(event), (level, event))
 
 
 class FakeProcess:
