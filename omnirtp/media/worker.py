@@ -308,14 +308,15 @@ def main(argv=None):
 
     protocol = WorkerProtocol(engine, reactor, on_close=stopper(reactor, engine),
                               on_log_level=set_level)
-    PipeIO(WorkerChannel(protocol), stdin=FD_FROM_CONTROL, stdout=FD_TO_CONTROL, reactor=reactor)
+    pipe = PipeIO(WorkerChannel(protocol), stdin=FD_FROM_CONTROL, stdout=FD_TO_CONTROL,
+                  reactor=reactor)
     log.info(
         "worker {index} (pid {pid}) serving {interfaces}",
         index=args.index,
         pid=os.getpid(),
         interfaces=interfaces,
     )
-    use_media_loop(reactor, engine)
+    use_media_loop(reactor, engine, pipe=pipe)
     reactor.run()
     return 0
 
@@ -328,12 +329,14 @@ LOOP_VARIABLE = "OMNIRTP_WORKER_LOOP"
 COALESCE_VARIABLE = "OMNIRTP_WORKER_COALESCE_US"
 
 
-def use_media_loop(reactor, engine, environ=None):
+def use_media_loop(reactor, engine, environ=None, pipe=None):
     """Make ``reactor.run()`` run the engine's media poller's loop
     (:meth:`omnirtp.media.relay.MediaPoller.run`: one ``epoll_wait`` per
     wake-up for media, no Twisted dispatch per wake-up) instead of the
     reactor's own loop, where it can: an epoll reactor and an engine with a
-    poller of its own.  Returns True if it did."""
+    poller of its own.  Returns True if it did; then ``pipe`` (the
+    :class:`PipeIO` from the control process, if given) is read by that
+    loop too (:func:`read_in_loop`)."""
     environ = os.environ if environ is None else environ
     if environ.get(LOOP_VARIABLE, "media") == "reactor":
         return False
@@ -346,7 +349,48 @@ def use_media_loop(reactor, engine, environ=None):
     except ValueError:
         coalesce = 0.0
     reactor.mainLoop = lambda: poller.run(reactor, coalesce)
+    if pipe is not None:
+        read_in_loop(poller, pipe)
     return True
+
+
+#: bytes read from the control process's pipe at once (Twisted reads 8 KB)
+PIPE_READ = 65536
+
+
+def read_in_loop(poller, pipe):
+    """Read the pipe from the control process (``pipe``: a
+    :class:`PipeIO`) in the media loop (``poller``'s
+    :meth:`~omnirtp.media.relay.MediaPoller.add_after`, after the round's
+    datagrams) instead of through a reactor iteration (its ``epoll_wait``,
+    the logging context and the process reader per request): what is read
+    goes to the pipe's protocol (a :class:`WorkerChannel`) as Twisted would
+    hand it.  At the end of the pipe, or on an error, the reactor reads it
+    again and ends the connection as usual; once the worker closed the
+    connection (``loseConnection``) the pipe is not read any more."""
+    reader = pipe._reader
+    fd = reader.fileno()
+    protocol = pipe.protocol
+    reader.stopReading()
+    read = os.read
+
+    def ready():
+        if pipe.disconnecting or pipe.disconnected:
+            poller.remove(fd)  # the worker closes the pipe (a broken frame)
+            return
+        try:
+            data = read(fd, PIPE_READ)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            poller.remove(fd)
+            reader.startReading()
+            return
+        protocol.dataReceived(data)
+
+    poller.add_after(fd, ready)
 
 
 if __name__ == "__main__":
