@@ -440,6 +440,25 @@ class EmbeddedEngine:
                         counters.update(wire.counters())
         return defer.succeed(result)
 
+    def last_packets(self):
+        """Fire with ``{call_id: the newest last_packet of its sockets}``
+        for every call holding ports: what the registry's once-a-second
+        timeout sweep needs of :meth:`stats` (None), without a dict of
+        counters per socket (``stats`` gives the same ``last_packet``s; a
+        socket's kept RTCP report is parsed here as ``stats`` parses it)."""
+        out = {}
+        for call_id, pairs in self._calls.items():
+            newest = None
+            for rtp, rtcp in pairs.values():
+                for relay in (rtp, rtcp):
+                    if relay.rtcp_last is not None:
+                        relay.latest_report()
+                    if newest is None or relay.last_packet > newest:
+                        newest = relay.last_packet
+            if newest is not None:
+                out[call_id] = newest
+        return defer.succeed(out)
+
     def totals(self):
         done = self._released
         packets, octets, errors, junk = done.packets, done.bytes, done.errors, done.junk
