@@ -847,7 +847,20 @@ class WorkerPool(service.Service):
             if slot is None:
                 return succeed({})
             return self._request(slot, "stats", call_id)
-        ds = [self._request(slot, "stats", None) for slot in self._candidates()]
+        return self._merged("stats", None)
+
+    def last_packets(self):
+        """``{call_id: the newest last_packet of its sockets}`` of every
+        worker's calls (``EmbeddedEngine.last_packets``: the timeout
+        sweep's figure, without every socket's counters crossing the
+        pipes); a worker that cannot answer is left out, as in
+        :meth:`stats`."""
+        return self._merged("last_packets")
+
+    def _merged(self, op, *args):
+        """``op(*args)`` in every live worker: their dicts merged (a worker
+        that cannot answer is left out)."""
+        ds = [self._request(slot, op, *args) for slot in self._candidates()]
 
         def merge(results):
             out = {}

@@ -110,7 +110,8 @@ class FakeEngine:
         for cid, socks in self.calls.items():
             if call_id is None or cid == call_id:
                 out[cid] = {
-                    key: {"packets": 1, "bytes": 10, "endpoint": None, "confirmed": False}
+                    key: {"packets": 1, "bytes": 10, "endpoint": None, "confirmed": False,
+                          "last_packet": 1000.0 + key[1]}
                     for key in socks
                 }
         return succeed(out)
@@ -425,6 +426,18 @@ class EngineCallTests(SynchronousTestCase):
         self.successResultOf(self.link.request("allocate", "c2", IP, 1))
         result = self.successResultOf(self.link.request("stats", "c2"))
         self.assertEqual(list(result), ["c2"])
+
+    def test_lastPacketsFromStats(self):
+        """An engine without ``last_packets``: the worker answers it from
+        ``stats(None)``, each call's newest ``last_packet``."""
+        self.successResultOf(self.link.request("allocate", "c1", IP, 2))
+        self.successResultOf(self.link.request("allocate", "c2", IP, 1))
+        result = self.successResultOf(self.link.request("last_packets"))
+        self.assertEqual(result, {"c1": 1000.0 + 40002, "c2": 1000.0 + 40004})
+
+    def test_lastPacketsOfTheEngine(self):
+        self.engine.last_packets = lambda: succeed({"c1": 12.5})
+        self.assertEqual(self.successResultOf(self.link.request("last_packets")), {"c1": 12.5})
 
     def test_totals(self):
         result = self.successResultOf(self.link.request("totals"))
@@ -908,6 +921,13 @@ class PoolTests(SynchronousTestCase):
         every = self.successResultOf(self.pumped(self.pool.stats()))
         self.assertEqual(sorted(every), ["a", "b"])
         self.assertEqual(self.successResultOf(self.pool.stats("nope")), {})
+
+    def test_lastPacketsOfAllWorkers(self):
+        self.start()
+        self.allocate("a")
+        self.allocate("b")
+        every = self.successResultOf(self.pumped(self.pool.last_packets()))
+        self.assertEqual(every, {"a": 1000.0 + 40000, "b": 1000.0 + 40050})
 
     def test_totalsAreSummed(self):
         self.start()
