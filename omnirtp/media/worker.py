@@ -164,14 +164,16 @@ class WorkerProtocol(amp.AMP):
 
 class AmpFrames:
     """The transport :class:`WorkerProtocol` writes to: each AMP write
-    goes out as one :data:`~omnirtp.media.wire.AMP` frame on ``transport``;
-    everything else is ``transport``'s."""
+    goes out as one :data:`~omnirtp.media.wire.AMP` frame on ``transport``
+    (through ``write(frame)`` if given: the channel's, which gathers what
+    one read answers); everything else is ``transport``'s."""
 
-    def __init__(self, transport):
+    def __init__(self, transport, write=None):
         self._transport = transport
+        self._write = write or transport.write
 
     def write(self, data):
-        self._transport.write(wire.frame(wire.AMP, data))
+        self._write(wire.frame(wire.AMP, data))
 
     def writeSequence(self, data):
         self.write(b"".join(data))
@@ -194,23 +196,38 @@ class WorkerChannel(Protocol):
                                         wire.AMP: server.dataReceived})
         # once: each read of the class's Logger makes a new one
         self._log = self.log
+        #: the answers of the read being handled (None: none is)
+        self._gathered = None
 
     def connectionMade(self):
-        self.server.makeConnection(AmpFrames(self.transport))
+        self.server.makeConnection(AmpFrames(self.transport, self._write))
+
+    def _write(self, data):
+        if self._gathered is None:
+            self.transport.write(data)
+        else:
+            self._gathered.append(data)
 
     def dataReceived(self, data):
+        # the answers to what one read brought go out in one write: one
+        # wake-up of the control process for all of them
+        self._gathered = gathered = []
         try:
             self.reader.feed(data)
         except wire.FrameError as e:
             self.log.error("the control process broke the pipe protocol: {error}",
                            error=str(e))
             self.transport.loseConnection()
+        finally:
+            self._gathered = None
+            if gathered:
+                self.transport.write(b"".join(gathered))
 
     def connectionLost(self, reason):
         self.server.connectionLost(reason)
 
     def _request(self, body):
-        wire.answer(self.server.engine, body, self.transport.write, self._log)
+        wire.answer(self.server.engine, body, self._write, self._log)
 
 
 class PipeIO(StandardIO):
