@@ -459,6 +459,25 @@ class EngineCallTests(SynchronousTestCase):
         self.link.pump()
         self.assertIsNone(self.successResultOf(first))
 
+    def test_answersOfOneReadGoInOneWrite(self):
+        """The answers to the requests one read brings (and AMP's) go out
+        in one write; one that the engine gives later, when it does."""
+        writes = []
+        self.patch(self.link.server_transport, "write", writes.append)
+        held = Deferred()
+        self.engine.configure = lambda call_id, sockets: held
+        self.link.requests.send("totals")
+        self.link.requests.send("configure", "c1", [])
+        self.link.requests.send("totals")
+        self.link.channel.dataReceived(self.link.client_transport.value())
+        self.assertEqual(len(writes), 1)
+        frames = []
+        wire.FrameReader({wire.REPLY: frames.append}).feed(writes[0])
+        self.assertEqual([wire.loads(f)[0] for f in frames], [0, 2])
+        held.callback(None)
+        self.assertEqual(len(writes), 2)
+        self.assertEqual(wire.loads(writes[1][5:])[:2], (1, wire.OK))
+
     def test_replyForNobodyIsDropped(self):
         d = self.link.requests.send("totals")
         self.link.requests.fail(0, WorkerUnavailable("timed out"))
@@ -734,8 +753,10 @@ class FakeProcessReactor(Clock):
         return process
 
     def pump(self):
+        # the pool writes what a turn gathered at its end (callLater(0))
+        self.advance(0)
         while any([p.pump() for p in self.spawned]):
-            pass
+            self.advance(0)
 
 
 verifyClass(IReactorProcess, FakeProcessReactor)
@@ -1133,6 +1154,7 @@ class PoolTests(SynchronousTestCase):
         self.allocate("a", 2)
         sent = len(self.process(0).to_worker)
         d = self.pool.stats_release("a")
+        self.reactor.advance(0)  # the end of the turn: what it gathered is written
         self.assertEqual(len(self.process(0).to_worker), sent + 1)
         self.assertEqual([w["calls"] for w in self.pool.workers], [0, 0])
         stats = self.successResultOf(self.pumped(d))
@@ -1287,6 +1309,26 @@ class PipeTransportTests(SynchronousTestCase):
         transport.write(b"late")  # the pipe is closed: dropped, no error
         self.assertEqual(process.to_worker, [b"\0\0\0\x03Aab"])
         self.assertEqual(repr(transport.getPeer()), "<media worker 0 pid 7>")
+
+    def test_framesOfATurnGoInOneWrite(self):
+        """With a clock, the frames of a turn (AMP and requests) are
+        written in order in one write once it is over; closing writes
+        what is gathered first."""
+        reactor = FakeProcessReactor()
+        process = FakeProcess(reactor, None, [], 7, FakeEngine())
+        transport = PipeTransport(process, WorkerAddress(0, 7), reactor)
+        transport.write_frame(b"\0\0\0\x02Q1")
+        transport.write(b"a")
+        transport.write_frame(b"\0\0\0\x02Q2")
+        self.assertEqual(process.to_worker, [])
+        self.assertEqual(len(reactor.getDelayedCalls()), 1)
+        reactor.advance(0)
+        self.assertEqual(process.to_worker, [b"\0\0\0\x02Q1\0\0\0\x02Aa\0\0\0\x02Q2"])
+        transport.write_frame(b"\0\0\0\x02Q3")
+        transport.loseConnection()
+        self.assertEqual(process.to_worker[1:], [b"\0\0\0\x02Q3"])
+        self.assertEqual(process.closed, [FD_FROM_CONTROL])
+        self.assertEqual(reactor.getDelayedCalls(), [])
 
 
 class QueueingWriter:
