@@ -130,7 +130,8 @@ class CallRegistry:
             return
         call = self.calls.get(call_id)
         if call is None:
-            store.delete(call_id)
+            if call_id not in self.foreign:  # another instance's (or held in standby)
+                store.delete(call_id)
             return
         from omnirtp.state import snapshot
         try:
@@ -285,9 +286,9 @@ class CallRegistry:
         """One pass of deletion marks and timeouts over all calls."""
         if not self.calls:
             return
-        # without a state store (which keeps the DTLS keys of the counters)
-        # only each call's newest packet matters until a call ends: the
-        # counters of all sockets are read only for what ends
+        # without a state store (which keeps the DTLS keys and SRTP indexes
+        # of the counters) only each call's newest packet matters until a
+        # call ends: the counters of all sockets are read only for what ends
         last_packets = getattr(self.engine, "last_packets", None) if self.store is None else None
         if last_packets is not None:
             newest = yield last_packets()
@@ -300,6 +301,7 @@ class CallRegistry:
         for call in list(self.calls.values()):
             if self.store is not None:
                 self.keep_dtls(call, stats.get(call.call_id, {}))
+                self.keep_srtp(call, stats.get(call.call_id, {}))
             reason = None
             if call.deletion_at is not None and now >= call.deletion_at:
                 reason = REASON_TERMINATED
@@ -362,6 +364,23 @@ class CallRegistry:
                            "rtcp": None if rtcp is None else {"in": rtcp["in"],
                                                               "out": rtcp["out"]}}
             changed = True
+        if changed:
+            self.persist(call.call_id)
+
+    def keep_srtp(self, call, stats):
+        """Keep where the call's SRTP contexts are (the engine's
+        ``srtp_index``, ``Media.srtp_index``) and write the call to the
+        store when that moved in a way a restart or a takeover needs
+        (:meth:`Media.keep_srtp_index`: a rollover counter, a new SSRC,
+        a quarter of the sequence space, 64 SRTCP packets)."""
+        changed = False
+        for _ml, m in call.all_medias():
+            if not m.has_ports or m.rtp_key not in stats:
+                continue  # no counters this time (a worker that did not answer)
+            rtp = stats[m.rtp_key].get("srtp_index")
+            rtcp = (stats.get(m.rtcp_key) or {}).get("srtp_index")
+            if m.keep_srtp_index(rtp, rtcp):
+                changed = True
         if changed:
             self.persist(call.call_id)
 

@@ -73,6 +73,10 @@ _log = Logger(namespace="omnirtp.media.relay")
 
 #: largest datagram read; longer ones are truncated by the kernel
 RECV_SIZE = 8192
+
+#: the longest wait of a media worker's loop, in seconds: epoll_wait's
+#: timeout is a C int of milliseconds (the reactor's own limit)
+TIMEOUT_MAX = 2147483
 #: datagrams read per wakeup at most when a socket has a backlog
 #: (see RelaySocket.doRead and bench/README.md for the choice)
 READ_BATCH = 8
@@ -1411,18 +1415,39 @@ class MediaPoller:
         sleep = time.sleep
         while reactor._started and self._fd >= 0:
             try:
+                now = seconds()
                 while reactor._started and self._fd >= 0:
-                    run_until_current()
-                    if self._fd < 0:
-                        break  # closed by a timed call
-                    t = timeout()
+                    # The reactor's timers run only when one is due or
+                    # something was scheduled (a new timed call, a call
+                    # from a thread, a stop): runUntilCurrent and timeout
+                    # cost several microseconds, and a worker under a
+                    # steady load wakes for nearly every datagram.  The
+                    # heap's head is read each time, so a call moved
+                    # sooner or cancelled is seen; ``now`` is the time of
+                    # the last wake-up, so a timer may run late by what
+                    # that wake-up's datagrams took to serve.
+                    pending = reactor._pendingTimedCalls
+                    if (reactor._newTimedCalls or reactor.threadCallQueue
+                            or reactor._justStopped
+                            or (pending and pending[0].time <= now)):
+                        run_until_current()
+                        if self._fd < 0:
+                            break  # closed by a timed call
+                        t = timeout()
+                        if t is None:
+                            t = -1
+                    elif pending:
+                        t = pending[0].time - now
+                        if t > TIMEOUT_MAX:
+                            t = TIMEOUT_MAX
+                    else:
+                        t = -1
                     if not reactor.running:
                         t = 0
-                    elif t is None:
-                        t = -1
                     events = poll(t, limit)
+                    now = seconds()
                     if events:
-                        serve(events, seconds())
+                        serve(events, now)
                         if after:
                             run_after()
                         if ready:

@@ -140,6 +140,77 @@ class RunTests(RealRelays, SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
 
+    def test_timersRunOnlyWhenDue(self):
+        """A wake-up for datagrams does not run the reactor's timers when
+        none is due: ``runUntilCurrent`` runs for the timed calls, not once
+        per wake-up.  Each datagram is sent only when the one before it was
+        relayed, so each needs a wake-up of its own."""
+        party_a, party_b = self.party(), self.party()
+        a, _ = self.pair(party_a, party_b)
+        party_b.settimeout(5)
+        runs = []
+        real = self.reactor.runUntilCurrent
+
+        def counted():
+            runs.append(True)
+            real()
+
+        self.reactor.runUntilCurrent = counted
+        got = []
+
+        def sender():
+            for seq in range(30):
+                party_a.sendto(rtp(seq), a.local)
+                got.append(party_b.recv(100))
+            self.reactor.callFromThread(self.reactor.stop)
+
+        self.reactor.callLater(0.01, self.reactor.callInThread, sender)
+        self.run_reactor()
+        self.reactor.getThreadPool().stop()
+        self.assertEqual(got, [rtp(seq) for seq in range(30)])
+        self.assertLess(len(runs), 15)
+
+    def test_timerMovedSoonerFromAHandler(self):
+        """A timed call moved sooner by a socket's handler (not by a timed
+        call) runs at its new time: the loop reads the timers' heap on
+        every wake-up, it does not keep an old deadline."""
+        party = self.party()
+        sock = bind_udp(HOST, 0)
+        self.addCleanup(sock.close)
+        fired = []
+        late = self.reactor.callLater(5, fired.append, "late")
+
+        def handler(now):
+            sock.recv(100)
+            late.reset(0.01)
+
+        def check():
+            fired.append("check")
+            self.reactor.stop()
+
+        self.poller.add(sock.fileno(), handler)
+        self.reactor.callLater(0.01, party.sendto, b"x", sock.getsockname())
+        self.reactor.callLater(1, check)
+        self.run_reactor()
+        self.assertEqual(fired, ["late", "check"])
+
+    def test_callFromThreadRuns(self):
+        """A call from another thread runs while the loop waits for media
+        (the reactor's waker is in the reactor's epoll, inside the
+        poller's)."""
+        done = []
+
+        def from_thread():
+            done.append(True)
+            self.reactor.stop()
+
+        self.reactor.callLater(0.01, self.reactor.callInThread,
+                               self.reactor.callFromThread, from_thread)
+        self.run_reactor()
+        self.reactor.getThreadPool().stop()
+        self.assertEqual(done, [True])
+
+
 class CoalescingRunTests(RunTests):
     """The same with a coalescing delay of 2 ms."""
 

@@ -116,6 +116,17 @@ def _outside_ephemeral(minimum=10000):
     return max(below, above, key=lambda r: r[1] - r[0])
 
 
+def free_ng_port_and_range(size, address=LOOPBACK):
+    """``(ng_port, (first, last))``: a media block of ``size`` ports as
+    :func:`free_port_range` gives it, and an ng port held with it, outside
+    the ephemeral range: a daemon restarted on the same ng port finds it
+    free (an ephemeral port can be taken meanwhile by any socket on the
+    machine)."""
+    size += size % 2
+    first, last = free_port_range(size + 2, address)
+    return last, (first, first + size - 1)
+
+
 def free_port_range(size, address=LOOPBACK, low=None, high=None, wait=30.0):
     """``(first, last)``: ``size`` consecutive UDP ports, ``first`` even, none
     bound on ``address`` right now and none in a block another test process
