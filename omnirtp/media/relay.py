@@ -1271,7 +1271,12 @@ class MediaPoller:
         reactor its turn): a media worker's pipe from the control process,
         whose requests may release or bind sockets."""
         after = self._after
-        self.add(fd, lambda now: after.append(handler))
+
+        def ready(now):
+            if handler not in after:  # once, however many rounds saw it
+                after.append(handler)
+
+        self.add(fd, ready)
 
     def add_connected(self, fd, relay):
         """Serve ``fd``, the connected companion of ``relay``, inline."""

@@ -356,3 +356,26 @@ class PipeInLoopTests(RealRelays, SynchronousTestCase):
             lambda: None,
         )
         self.assertEqual(self.protocol.got, [b"close"])
+
+
+class AddAfterTests(SynchronousTestCase):
+    """``MediaPoller.add_after`` outside the media loop: ``doRead`` (the
+    reactor's reader) calls the handler once its rounds are served."""
+
+    def test_doReadCallsTheHandlerAfterTheRounds(self):
+        reactor = EPollReactor()
+        poller = MediaPoller(reactor)
+        self.addCleanup(poller.close)
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        seen = []
+        poller.add_after(r, lambda: seen.append(os.read(r, 100)))
+        self.assertIn(poller, reactor.getReaders())
+        poller.doRead()
+        self.assertEqual(seen, [])
+        os.write(w, b"request")
+        poller.doRead()
+        self.assertEqual(seen, [b"request"])
+        poller.doRead()
+        self.assertEqual(seen, [b"request"])
