@@ -36,6 +36,15 @@ class Timeouts:
         self.delete_delay = delete_delay
 
 
+def newest_packet(sockets):
+    """The newest ``last_packet`` of a call's socket counters, or None."""
+    newest = None
+    for counters in sockets.values():
+        if newest is None or counters["last_packet"] > newest:
+            newest = counters["last_packet"]
+    return newest
+
+
 class CallRegistry:
     """All calls of this instance, keyed by call-id."""
 
@@ -277,7 +286,16 @@ class CallRegistry:
         """One pass of deletion marks and timeouts over all calls."""
         if not self.calls:
             return
-        stats = yield self.engine.stats(None)
+        # without a state store (which keeps the DTLS keys and SRTP indexes
+        # of the counters) only each call's newest packet matters until a
+        # call ends: the counters of all sockets are read only for what ends
+        last_packets = getattr(self.engine, "last_packets", None) if self.store is None else None
+        if last_packets is not None:
+            newest = yield last_packets()
+            stats = {}
+        else:
+            newest = None
+            stats = yield self.engine.stats(None)
         now = self.clock.seconds()
         t = self.timeouts
         for call in list(self.calls.values()):
@@ -290,7 +308,11 @@ class CallRegistry:
             elif t.final_timeout > 0 and now - call.created >= t.final_timeout:
                 reason = REASON_FINAL
             else:
-                reason = self._idle_reason(call, stats.get(call.call_id, {}), now)
+                if newest is None:
+                    last = newest_packet(stats.get(call.call_id, {}))
+                else:
+                    last = newest.get(call.call_id)
+                reason = self._idle_reason(call, last, now)
                 if reason is not None:
                     # idle as far as all calls' counters tell: the call's own,
                     # read now (the kernel's, table = N, are read on demand)
@@ -299,9 +321,17 @@ class CallRegistry:
                         continue
                     if own is not None:
                         stats[call.call_id] = own
-                        reason = self._idle_reason(call, own, now)
+                        reason = self._idle_reason(call, newest_packet(own), now)
             due = [ml for ml in call.monologues
                    if ml.deletion_at is not None and now >= ml.deletion_at]
+            if newest is not None and (reason is not None or due) \
+                    and call.call_id not in stats:
+                # the counters of a call that ends, for the totals (account)
+                own = (yield self.engine.stats(call.call_id)).get(call.call_id)
+                if self.calls.get(call.call_id) is not call:
+                    continue
+                if own is not None:
+                    stats[call.call_id] = own
             if reason is None and due:
                 yield self.remove_monologues(call, due)
                 if self.calls.get(call.call_id) is not call:
@@ -354,11 +384,12 @@ class CallRegistry:
         if changed:
             self.persist(call.call_id)
 
-    def _idle_reason(self, call, stats, now):
+    def _idle_reason(self, call, newest, now):
+        """Why ``call`` ends now for want of media (``newest``: its newest
+        packet time, None if none), or None."""
         last = call.last_signal
-        for counters in stats.values():
-            if counters["last_packet"] > last:
-                last = counters["last_packet"]
+        if newest is not None and newest > last:
+            last = newest
         idle = now - last
         t = self.timeouts
         if not call.answered:

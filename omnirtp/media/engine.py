@@ -40,10 +40,10 @@ transcoded, as rtpengine 10.5 does).  See docs/codecs.md.
 """
 
 from twisted.internet import defer, task
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from omnirtp.interfaces import IDatagramHandler, IMediaEngine, IPacketTransform
+from omnirtp.logging import Logger
 from omnirtp.media.demux import Demux
 from omnirtp.media.ice import IceAgent, parse_candidate
 from omnirtp.media.ports import PortPool
@@ -464,6 +464,25 @@ class EmbeddedEngine:
                     if wire is not None:
                         counters.update(wire.counters())
         return defer.succeed(result)
+
+    def last_packets(self):
+        """Fire with ``{call_id: the newest last_packet of its sockets}``
+        for every call holding ports: what the registry's once-a-second
+        timeout sweep needs of :meth:`stats` (None), without a dict of
+        counters per socket (``stats`` gives the same ``last_packet``s; a
+        socket's kept RTCP report is parsed here as ``stats`` parses it)."""
+        out = {}
+        for call_id, pairs in self._calls.items():
+            newest = None
+            for rtp, rtcp in pairs.values():
+                for relay in (rtp, rtcp):
+                    if relay.rtcp_last is not None:
+                        relay.latest_report()
+                    if newest is None or relay.last_packet > newest:
+                        newest = relay.last_packet
+            if newest is not None:
+                out[call_id] = newest
+        return defer.succeed(out)
 
     def totals(self):
         done = self._released

@@ -1229,7 +1229,7 @@ class MediaPoller:
     """
 
     __slots__ = ("_reactor", "_seconds", "_epoll", "_poll", "_handlers", "_conns", "_fd",
-                 "reading", "_looping")
+                 "reading", "_looping", "_after")
 
     #: sockets served per reactor wakeup at most
     MAX_EVENTS = 512
@@ -1248,6 +1248,8 @@ class MediaPoller:
         #: waited on directly by :meth:`run` (a media worker's main loop),
         #: not through the reactor
         self._looping = False
+        #: handlers of :meth:`add_after` whose file was readable this round
+        self._after = []
 
     def _register(self, fd):
         self._epoll.register(fd, select.EPOLLIN)
@@ -1262,6 +1264,19 @@ class MediaPoller:
         """Call ``handler(now)`` whenever socket ``fd`` is readable."""
         self._register(fd)
         self._handlers[fd] = handler
+
+    def add_after(self, fd, handler):
+        """Call ``handler()`` when ``fd`` is readable, once the round of
+        datagrams it was found in has been served (as :meth:`run` gives the
+        reactor its turn): a media worker's pipe from the control process,
+        whose requests may release or bind sockets."""
+        after = self._after
+
+        def ready(now):
+            if handler not in after:  # once, however many rounds saw it
+                after.append(handler)
+
+        self.add(fd, ready)
 
     def add_connected(self, fd, relay):
         """Serve ``fd``, the connected companion of ``relay``, inline."""
@@ -1307,6 +1322,15 @@ class MediaPoller:
             if not events:
                 break
             serve(events, now)
+        if self._after:
+            self._run_after()
+
+    def _run_after(self):
+        after = self._after
+        todo = after[:]
+        del after[:]
+        for handler in todo:
+            handler()
 
     def _serve(self, events, now):
         """Serve the sockets of one epoll round (``[(fd, mask)]``)."""
@@ -1385,6 +1409,8 @@ class MediaPoller:
         # runs (AMP: release, shutdown) may remove or close sockets
         ready = []
         self.add(inner, ready.append)
+        after = self._after
+        run_after = self._run_after
         poll = self._poll
         serve = self._serve
         seconds = self._seconds
@@ -1427,6 +1453,8 @@ class MediaPoller:
                     now = seconds()
                     if events:
                         serve(events, now)
+                        if after:
+                            run_after()
                         if ready:
                             del ready[:]
                             iterate(0)
