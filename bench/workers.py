@@ -27,6 +27,9 @@ round (drift on the shared box hits them alike):
   omnirtp1c, omnirtp2c  (not by default) omnirtp1 and omnirtp2 with the
               media loop's coalescing delay (``--coalesce-us``, 500;
               ``OMNIRTP_WORKER_COALESCE_US``), off in the other kinds
+  before0, before1, before2  (not by default) omnirtp of the checkout
+              ``--before`` names, with ``num-threads`` 0, 1 and 2: a change's
+              before and after in the same run
 
 The load is bench/relay.py's: its generator (this process, on CPU 1), 50
 packets/s of 172-byte RTP per party, two parties per call (100 packets/s
@@ -97,11 +100,25 @@ def threads_of(kind):
 COALESCE_US = 500
 
 
+#: --before: the checkout the kinds before0, before1 and before2 run
+BEFORE = None
+
+
+def is_omnirtp(kind):
+    """omnirtp of this checkout or of --before's."""
+    return kind.startswith(("omnirtp", "before"))
+
+
+def root_of(kind):
+    """The checkout a kind's daemon runs from."""
+    return BEFORE if kind.startswith("before") else ROOT
+
+
 def environment(kind):
     """The daemon's environment: ``omnirtp1r``/``omnirtp2r`` keep the media
     workers on Twisted's own reactor loop (``OMNIRTP_WORKER_LOOP=reactor``,
     omnirtp.media.worker.use_media_loop), for a before/after in one run."""
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = dict(os.environ, PYTHONPATH=root_of(kind))
     env.pop("OMNIRTP_WORKER_LOOP", None)
     env.pop("OMNIRTP_WORKER_COALESCE_US", None)
     if kind.startswith("omnirtp") and kind.endswith("r"):
@@ -188,10 +205,10 @@ class Relay:
         ng_port = free_udp_port()
         argv = ["taskset", "-c", cpus] + command(kind, ng_port, *port_range)
         env = environment(kind)
-        self.daemon = Daemon(argv, ng_port, cwd=ROOT, env=env, name=kind).start(wait=60)
+        self.daemon = Daemon(argv, ng_port, cwd=root_of(kind), env=env, name=kind).start(wait=60)
         self.pid = self.daemon.process.pid
         try:
-            if threads_of(kind) and kind.startswith("omnirtp"):
+            if threads_of(kind) and is_omnirtp(kind):
                 self._wait_for_workers(threads_of(kind))
             self.sockets = set_up(ng_port, parties, "w%d" % os.getpid())
         except BaseException:
@@ -375,7 +392,7 @@ PORT_RANGE = (10000, 23999)
 
 
 def main(argv=None):
-    global PORT_RANGE, COALESCE_US
+    global PORT_RANGE, COALESCE_US, BEFORE
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kinds", default=",".join(KINDS))
     p.add_argument("--rounds", type=int, default=5)
@@ -398,6 +415,8 @@ def main(argv=None):
     p.add_argument("--port-max", type=int, default=PORT_RANGE[1])
     p.add_argument("--coalesce-us", type=int, default=COALESCE_US,
                    help="the coalescing delay of the kinds omnirtp1c, omnirtp2c")
+    p.add_argument("--before", metavar="CHECKOUT",
+                   help="the checkout the kinds before0, before1 and before2 run")
     p.add_argument("--json")
     p.add_argument("--report", metavar="JSON", help="print the report of a saved run again")
     args = p.parse_args(argv)
@@ -411,6 +430,9 @@ def main(argv=None):
     PORT_RANGE = (args.port_min, args.port_max)
     COALESCE_US = args.coalesce_us
     kinds = [k for k in args.kinds.split(",") if k]
+    if any(k.startswith("before") for k in kinds) and not args.before:
+        p.error("the kinds before0, before1, before2 need --before CHECKOUT")
+    BEFORE = args.before and os.path.abspath(args.before)
     if os.cpu_count() < 2:
         sys.exit("needs 2 CPUs (relay on CPU 0, generator on CPU 1)")
     os.sched_setaffinity(0, {relay.GENERATOR_CPU})
@@ -552,7 +574,8 @@ def report_cpu(results, kinds, calls, log):
                  ("omnirtp1", "rtpengine1"), ("omnirtp2", "rtpengine2"),
                  ("omnirtp2r", "omnirtp1r"), ("omnirtp2", "omnirtp2r"), ("omnirtp1", "omnirtp1r"),
                  ("omnirtp2c", "omnirtp1c"), ("omnirtp2c", "omnirtp1"), ("omnirtp2c", "omnirtp2"),
-                 ("omnirtp1c", "omnirtp1")):
+                 ("omnirtp1c", "omnirtp1"), ("before2", "before1"), ("omnirtp1", "before1"),
+                 ("omnirtp2", "before2")):
         ratio(a, b)
     for kind in kinds:
         rounds = results[kind]["rounds"]
@@ -566,7 +589,7 @@ def report_cpu(results, kinds, calls, log):
                 sum(r["split_calls"] for r in rounds)))
     for kind in kinds:
         rounds = results[kind]["rounds"]
-        if len(rounds[0]["calls"]) < 2 or not kind.startswith("omnirtp"):
+        if len(rounds[0]["calls"]) < 2 or not is_omnirtp(kind):
             continue
 
         def m(key, j=None):

@@ -21,6 +21,9 @@ E_NO_CALL_ID = "No call-id in message"
 E_NO_FROM_TAG = "No from-tag in message"
 E_NO_TO_TAG = "No to-tag in message"
 E_UNKNOWN_CALL = "Unknown call-id"
+# omnirtp's: a change to another instance's call (subscribe-keyspace)
+# without active-switchover
+E_FOREIGN_CALL = "Call is foreign (another instance owns it; see active-switchover)"
 E_SDP_PARSE = "Failed to parse SDP"
 E_SDP_INCOMPLETE = "Incomplete SDP specification"
 E_SDP_REWRITE = "Error rewriting SDP"

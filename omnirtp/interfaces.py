@@ -85,6 +85,14 @@ class IMediaEngine(Interface):
         the plain fast path.  Packets that fail (authentication, replay)
         are dropped and counted (see :meth:`stats`).
 
+        ``"srtp_resume"`` (optional, what a restored call's entries carry):
+        ``{"in": indexes, "out": indexes}``, the socket's ``srtp_index``
+        (see :meth:`stats`) from before a restart or a takeover; an SRTP
+        step this entry builds anew for ``srtp_in`` ("in") or ``srtp_out``
+        ("out") goes on from it when it was counted under the same key
+        (its RTP rollover counters and highest indexes, its SRTCP index
+        plus a margin), a running step or another key ignore it.
+
         ``"ice"`` and ``"dtls"`` (optional; absent: unchanged, None:
         removed; the shapes are in WIRING-CONTRACT / ``omnirtp.media.engine``):
         ``ice`` ``{"ufrag", "pwd", "remote_ufrag", "remote_pwd",
@@ -165,6 +173,11 @@ class IMediaEngine(Interface):
         ``{"srtp-unprotect": {"auth-failures": 0, "replays": 0,
         "errors": 0}, "srtp-protect": {...}}`` (see
         :meth:`IPacketTransform.counters`); a plain socket has no such key.
+        Its SRTP steps' indexes are ``srtp_index``: ``{"in": indexes,
+        "out": indexes}`` (each direction only when it has some), indexes
+        ``{"key": digest of the key, "rtp": {ssrc: ROC << 16 | SEQ},
+        "rtcp": {ssrc: SRTCP index sent}}`` (``omnirtp.media.srtp``: what
+        a restarted daemon resumes from, kept by the state store).
         A socket with ICE or DTLS also has ``datagrams`` (STUN/DTLS handed
         on), ``wire`` (``consent-lost``, ``ice-failed``, ``ice-restarts``,
         ``dtls-unauthorised``, ``dtls-failed``), ``ice`` (``state``,

@@ -363,14 +363,15 @@ def build_state(config, reactor, registry, negotiator, interfaces):
     registry.store = write
     write.snapshot_all = registry.snapshots
     state = _StateService(read, write, registry, negotiator, interfaces)
-    state.follower = None
-    if config.subscribe_keyspace:
-        from omnirtp.state.keyspace import KeyspaceFollower, parse_keyspaces
-        state.follower = KeyspaceFollower(
-            reactor, RedisAddress.parse(config.redis_subscribe or config.redis
-                                        or config.redis_write),
-            parse_keyspaces(config.subscribe_keyspace), registry, negotiator, interfaces,
-            connect_timeout=read.connect_timeout, disable_time=read.disable_time)
+    # the databases followed: subscribe-keyspace at start, ksadd / ksrm at
+    # run time, our own while in standby (omnirtp.state.keyspace)
+    from omnirtp.state.keyspace import KeyspaceFollower, parse_keyspaces
+    state.follower = KeyspaceFollower(
+        reactor, RedisAddress.parse(config.redis_subscribe or config.redis
+                                    or config.redis_write),
+        parse_keyspaces(config.subscribe_keyspace or ()), registry, negotiator, interfaces,
+        connect_timeout=read.connect_timeout, disable_time=read.disable_time,
+        own=write.address, switchover=bool(getattr(config, "active_switchover", False)))
     return state
 
 
@@ -436,6 +437,7 @@ def build(config, reactor, log_level=None, reload=None):
                ready=ready, ready_timeout=ready_timeout).setServiceParent(top)
     top.state = state
     operations.follower = state.follower if state is not None else None
+    dispatcher.follower = operations.follower
     operator = build_operator_listeners(config, reactor, operations, access)
     if operator is not None:
         operator.setServiceParent(top)

@@ -34,6 +34,27 @@ class Interface:
         return "Interface(%r, %r, %r)" % (self.name, self.address, self.advertised)
 
 
+#: the steps of kept SRTP indexes worth a write (Media.keep_srtp_index):
+#: RTP in quarters of the sequence space, SRTCP in runs of 64
+SRTP_KEEP_SHIFT = 14
+SRTCP_KEEP_SHIFT = 6
+
+
+def _srtp_coarse(kept):
+    """``kept`` (``Media.srtp_index``) with each index cut to its step."""
+    if kept is None:
+        return None
+    out = []
+    for socket in ("rtp", "rtcp"):
+        for word, indexes in sorted((kept.get(socket) or {}).items()):
+            out.append((socket, word, indexes.get("key"),
+                        sorted((s, i >> SRTP_KEEP_SHIFT)
+                               for s, i in (indexes.get("rtp") or {}).items()),
+                        sorted((s, i >> SRTCP_KEEP_SHIFT)
+                               for s, i in (indexes.get("rtcp") or {}).items())))
+    return out
+
+
 class Media:
     """One m= line of one party, with the local RTP/RTCP sockets facing it."""
 
@@ -43,7 +64,7 @@ class Media:
         "rejected", "zero_address", "ice_ufrag", "ice_pwd",
         "codec_keys", "ptime", "ptime_forced",
         "crypto_remote", "crypto_local", "crypto_offered", "crypto_candidates",
-        "dtls_setup", "dtls_fingerprint", "dtls_role", "dtls_srtp",
+        "dtls_setup", "dtls_fingerprint", "dtls_role", "dtls_srtp", "srtp_index",
         "ice_used", "ice_controlling", "ice_lite", "ice_remote_ufrag", "ice_remote_pwd",
         "ice_candidates", "ice_trickle", "ice_remote_lite", "ice_seen", "mid",
         "codecs", "codecs_in", "codecs_out", "codecs_planned", "transcoding",
@@ -91,6 +112,12 @@ class Media:
         #: the state store so that the leg relays on after a restart or a
         #: takeover without a new handshake (docs/scaling.md); None until then
         self.dtls_srtp = None
+        #: where the SRTP contexts of this party's sockets were, for a
+        #: restart or a takeover to go on from (RFC 3711's rollover counters
+        #: and SRTCP indexes): ``{"rtp": indexes, "rtcp": indexes}`` of the
+        #: RTP and the RTCP socket, each the engine's ``srtp_index`` stats
+        #: value or None; kept by :meth:`keep_srtp_index`
+        self.srtp_index = None
         #: ICE with this party: ``ice_used`` when our last SDP to it carried
         #: our ICE data (``ice_ufrag``/``ice_pwd``) and the party did not
         #: answer without ICE; its own credentials, a=candidate values (valid
@@ -166,6 +193,22 @@ class Media:
         if not self.mux and kept.get("rtcp") is None:
             return None
         return kept
+
+    def keep_srtp_index(self, rtp, rtcp):
+        """Take the ``srtp_index`` stats values of this party's RTP and
+        RTCP socket (None: none); True when they moved in a way a restart
+        needs to know (then the call is to be written to the store): a new
+        key or SSRC, an RTP index into another quarter of the sequence
+        space (a rollover counter that changed among them: a restored
+        context guesses the ROC right while the kept index is less than
+        half the space behind), an SRTCP index into another run of 64
+        (a restored sender goes on ``omnirtp.media.srtp.SRTCP_LEAP`` past
+        the kept one).  Other changes are not written."""
+        new = None if rtp is None and rtcp is None else {"rtp": rtp, "rtcp": rtcp}
+        if _srtp_coarse(new) == _srtp_coarse(self.srtp_index):
+            return False
+        self.srtp_index = new
+        return True
 
     def dtls_entry(self):
         """The engine's ``dtls`` socket-entry value for this party."""

@@ -563,7 +563,18 @@ class Negotiator:
         (``omnirtp.state.restore``): as its last request left it, with the
         daemon's defaults for the per-request learning flags."""
         from omnirtp.control.flags import Flags
-        return self._sockets(call, Flags.from_request({"command": "offer"}))
+        sockets = self._sockets(call, Flags.from_request({"command": "offer"}))
+        # the SRTP contexts go on from where they were (Media.srtp_index)
+        kept = {}
+        for _ml, m in call.all_medias():
+            if m.has_ports and m.srtp_index is not None:
+                kept[m.rtp_key] = m.srtp_index.get("rtp")
+                kept[m.rtcp_key] = m.srtp_index.get("rtcp")
+        for entry in sockets:
+            resume = kept.get(tuple(entry["local"]))
+            if resume:
+                entry["srtp_resume"] = resume
+        return sockets
 
     def _sockets(self, call, flags):
         """The engine configuration for every port pair of the call.

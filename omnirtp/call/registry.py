@@ -36,6 +36,15 @@ class Timeouts:
         self.delete_delay = delete_delay
 
 
+def newest_packet(sockets):
+    """The newest ``last_packet`` of a call's socket counters, or None."""
+    newest = None
+    for counters in sockets.values():
+        if newest is None or counters["last_packet"] > newest:
+            newest = counters["last_packet"]
+    return newest
+
+
 class CallRegistry:
     """All calls of this instance, keyed by call-id."""
 
@@ -121,7 +130,8 @@ class CallRegistry:
             return
         call = self.calls.get(call_id)
         if call is None:
-            store.delete(call_id)
+            if call_id not in self.foreign:  # another instance's (or held in standby)
+                store.delete(call_id)
             return
         from omnirtp.state import snapshot
         try:
@@ -288,19 +298,33 @@ class CallRegistry:
         """One pass of deletion marks and timeouts over all calls."""
         if not self.calls:
             return
-        stats = yield self.engine.stats(None)
+        # without a state store (which keeps the DTLS keys and SRTP indexes
+        # of the counters) only each call's newest packet matters until a
+        # call ends: the counters of all sockets are read only for what ends
+        last_packets = getattr(self.engine, "last_packets", None) if self.store is None else None
+        if last_packets is not None:
+            newest = yield last_packets()
+            stats = {}
+        else:
+            newest = None
+            stats = yield self.engine.stats(None)
         now = self.clock.seconds()
         t = self.timeouts
         for call in list(self.calls.values()):
             if self.store is not None:
                 self.keep_dtls(call, stats.get(call.call_id, {}))
+                self.keep_srtp(call, stats.get(call.call_id, {}))
             reason = None
             if call.deletion_at is not None and now >= call.deletion_at:
                 reason = REASON_TERMINATED
             elif t.final_timeout > 0 and now - call.created >= t.final_timeout:
                 reason = REASON_FINAL
             else:
-                reason = self._idle_reason(call, stats.get(call.call_id, {}), now)
+                if newest is None:
+                    last = newest_packet(stats.get(call.call_id, {}))
+                else:
+                    last = newest.get(call.call_id)
+                reason = self._idle_reason(call, last, now)
                 if reason is not None:
                     # idle as far as all calls' counters tell: the call's own,
                     # read now (the kernel's, table = N, are read on demand)
@@ -309,9 +333,17 @@ class CallRegistry:
                         continue
                     if own is not None:
                         stats[call.call_id] = own
-                        reason = self._idle_reason(call, own, now)
+                        reason = self._idle_reason(call, newest_packet(own), now)
             due = [ml for ml in call.monologues
                    if ml.deletion_at is not None and now >= ml.deletion_at]
+            if newest is not None and (reason is not None or due) \
+                    and call.call_id not in stats:
+                # the counters of a call that ends, for the totals (account)
+                own = (yield self.engine.stats(call.call_id)).get(call.call_id)
+                if self.calls.get(call.call_id) is not call:
+                    continue
+                if own is not None:
+                    stats[call.call_id] = own
             if reason is None and due:
                 yield self.remove_monologues(call, due)
                 if self.calls.get(call.call_id) is not call:
@@ -347,11 +379,29 @@ class CallRegistry:
         if changed:
             self.persist(call.call_id)
 
-    def _idle_reason(self, call, stats, now):
+    def keep_srtp(self, call, stats):
+        """Keep where the call's SRTP contexts are (the engine's
+        ``srtp_index``, ``Media.srtp_index``) and write the call to the
+        store when that moved in a way a restart or a takeover needs
+        (:meth:`Media.keep_srtp_index`: a rollover counter, a new SSRC,
+        a quarter of the sequence space, 64 SRTCP packets)."""
+        changed = False
+        for _ml, m in call.all_medias():
+            if not m.has_ports or m.rtp_key not in stats:
+                continue  # no counters this time (a worker that did not answer)
+            rtp = stats[m.rtp_key].get("srtp_index")
+            rtcp = (stats.get(m.rtcp_key) or {}).get("srtp_index")
+            if m.keep_srtp_index(rtp, rtcp):
+                changed = True
+        if changed:
+            self.persist(call.call_id)
+
+    def _idle_reason(self, call, newest, now):
+        """Why ``call`` ends now for want of media (``newest``: its newest
+        packet time, None if none), or None."""
         last = call.last_signal
-        for counters in stats.values():
-            if counters["last_packet"] > last:
-                last = counters["last_packet"]
+        if newest is not None and newest > last:
+            last = newest
         idle = now - last
         t = self.timeouts
         if not call.answered:

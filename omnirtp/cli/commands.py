@@ -14,7 +14,8 @@ Commands (``get`` is ``list``)::
          maxsessions | timeout | silenttimeout | offertimeout | finaltimeout
          deletedelay | interfaces | loglevels | loglevel [<subsystem>]
     terminate all|own|foreign|<call-id>
-    kslist, active (every foreign call becomes ours)
+    ksadd <db> | ksrm <db> | kslist (the Redis databases followed)
+    active (every foreign call becomes ours), standby (every own call foreign)
     set maxsessions <int> | loglevel <int> | loglevel <subsystem> <int>
     help, list help, set help
 """
@@ -31,6 +32,9 @@ UNKNOWN = "Unknown or incomplete command::%s\n"
 MORE = "More parameters required.\n"
 
 _LEADING_INT = re.compile(r"\s*(-?\d+)")
+# a keyspace number as C's strtoul reads it (rtpengine's ksadd / ksrm)
+_ULONG = re.compile(r"\s*([-+]?)(\d+)")
+ULONG_MAX = 2 ** 64 - 1
 _ATOI = re.compile(r"\s*([-+]?\d+)")
 
 LIST_COMMANDS = (
@@ -39,7 +43,8 @@ LIST_COMMANDS = (
     "interfaces", "jsonstats",
 )
 SET_COMMANDS = ("maxsessions", "loglevel")
-TOP_COMMANDS = ("list", "terminate", "set", "get")
+TOP_COMMANDS = ("list", "terminate", "set", "get", "ksadd", "ksrm", "kslist", "active",
+                "standby")
 
 # the control-statistics table of ``list totals``: rtpengine's column
 # titles and the ng command each one counts
@@ -82,12 +87,13 @@ def _endpoint(ep):
     return "%15s:%-5d" % (ep.get("address", ""), _int(ep.get("port", 0)))
 
 
-def session_line(call, foreign=False):
-    """One call in ``list sessions all``."""
+def session_line(call, foreign=False, keyspace=0):
+    """One call in ``list sessions all`` (``keyspace``: the Redis database
+    it is kept in)."""
     return ("callid: %60s | deletionmark:%4s | created:%12d | proxy:%s | "
             "redis_keyspace:%d | foreign:%s\n" % (
                 call.call_id, "yes" if call.deletion_at is not None else "no",
-                int(call.created), _proxy(call), 0, "yes" if foreign else "no"))
+                int(call.created), _proxy(call), keyspace, "yes" if foreign else "no"))
 
 
 def _proxy(call):
@@ -120,7 +126,7 @@ def _tag_type(call, ml):
     return "FROM_TAG" if first is ml else "TO_TAG"
 
 
-def session_detail(call, tree, now, default_tos=0):
+def session_detail(call, tree, now, default_tos=0, keyspace=0, foreign=False):
     """``list sessions <call-id>``: the call, then per tag its subscriptions,
     media and streams with the engine's counters (``tree`` is the
     Dispatcher's ``call_tree`` of the call)."""
@@ -132,8 +138,8 @@ def session_detail(call, tree, now, default_tos=0):
            "proxy: %s\n" % _proxy(call),
            "tos: %d\n" % tos,
            "last_signal: %d\n" % int(call.last_signal),
-           "redis_keyspace: 0\n",
-           "foreign: no\n",
+           "redis_keyspace: %d\n" % keyspace,
+           "foreign: %s\n" % ("yes" if foreign else "no"),
            "\n"]
     entries = list(tree.get("tags", {}).values())
     for ml, entry in zip(call.monologues, entries):
@@ -297,14 +303,56 @@ class CliCommands:
             return self._terminate(rest)
         if verb == "set":
             return self._set(line, rest)
-        if verb == "active" and not rest:
+        # as rtpengine, these four take no argument and ignore any
+        if verb == "active":
             # every foreign call becomes ours (keepalived's notify_master)
             return self.ops.take_over().addCallback(
                 lambda _: "Ok, all calls set to 'owned (active)'\n")
-        if verb == "kslist" and not rest:
+        if verb == "standby":
+            # every own call becomes foreign (keepalived's notify_backup)
+            return self.ops.standby().addCallback(
+                lambda _: "Ok, all calls set to 'foreign (standby)'\n")
+        if verb == "kslist":
             return ("\nSubscribed-on keyspaces:\n"
-                    + "".join("%d\n" % db for db in self.ops.keyspaces()) + "\n")
+                    + "".join("%d " % db for db in self.ops.keyspaces()) + "\n")
+        if verb in ("ksadd", "ksrm"):
+            return self._keyspace(verb, rest)
         return UNKNOWN % line
+
+    # -- ksadd / ksrm --------------------------------------------------------
+
+    def _keyspace(self, verb, rest):
+        """``ksadd N`` / ``ksrm N``: N read as C's strtoul reads it (``3x``
+        is 3), in rtpengine 10.5's words.  rtpengine takes ``-1`` as 2**64-1;
+        omnirtp refuses a negative number as out of range."""
+        words = rest.split()
+        if not words:
+            return MORE
+        what = "adding" if verb == "ksadd" else "removing"
+        m = _ULONG.match(words[0])
+        if m is None:
+            return "Fail %s keyspace %s to redis notifications; no digists found\n" % (
+                what, words[0])
+        db = int(m.group(2))
+        if m.group(1) == "-" or db > ULONG_MAX:
+            return "Fail %s keyspace %s to redis notifications; errono=34\n" % (
+                what, words[0])
+        if verb == "ksadd":
+            added = self.ops.add_keyspace(db)
+            if added is None:
+                # rtpengine 10.5 crashes here; omnirtp says why it cannot
+                return ("Fail adding keyspace %d to redis notifications; no redis "
+                        "configured\n" % db)
+            if not added:
+                return "Keyspace %d is already among redis notifications.\n" % db
+            return "Success adding keyspace %d to redis notifications.\n" % db
+
+        def removed(dropped):
+            if dropped is None:
+                return "Keyspace %d is not among redis notifications.\n" % db
+            return ("Successfully unsubscribed from keyspace %d.\n"
+                    "Successfully removed all foreign calls for keyspace %d.\n" % (db, db))
+        return self.ops.remove_keyspace(db).addCallback(removed)
 
     # -- list / get --------------------------------------------------------
 
@@ -362,14 +410,20 @@ class CliCommands:
                 return {"all": "No sessions on this media relay.\n",
                         "own": "No own sessions on this media relay.\n",
                         "foreign": "No foreign sessions on this media relay.\n"}[arg]
-            return ("".join(session_line(c) for c in own)
-                    + "".join(session_line(c, foreign=True) for c in foreign))
+            return ("".join(session_line(c, keyspace=ops.redis_keyspace(c.call_id))
+                            for c in own)
+                    + "".join(session_line(c, True, ops.redis_keyspace(c.call_id))
+                              for c in foreign))
         call = ops.call(arg)
+        foreign = call is None and arg in ops.registry.foreign
+        if foreign:
+            call = ops.registry.foreign[arg]
         if call is None:
             return "\nCall ID not found (%s).\n\n" % arg
         return ops.call_tree(call).addCallback(
             lambda tree: session_detail(call, tree, ops.clock.seconds(),
-                                        ops.config.tos or 0))
+                                        ops.config.tos or 0, ops.redis_keyspace(arg),
+                                        foreign))
 
     # -- terminate -----------------------------------------------------------
 
@@ -382,7 +436,9 @@ class CliCommands:
                     else "All own calls terminated by operator.\n")
             return ops.terminate_all().addCallback(lambda _: text)
         if arg == "foreign":
-            return "All foreign calls terminated by operator.\n"
+            # dropped here and deleted from their owners' databases, as rtpengine
+            return ops.terminate_foreign().addCallback(
+                lambda _: "All foreign calls terminated by operator.\n")
         call = ops.call(arg)
         if call is None:
             return "\nCall Id not found (%s).\n\n" % arg

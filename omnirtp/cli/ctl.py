@@ -48,10 +48,15 @@ usage: omnirtp-ctl [-ip ADDRESS[:PORT]] [-port PORT] [--config-file FILE] COMMAN
        maxsessions | timeout | silenttimeout | offertimeout | finaltimeout
        deletedelay | interfaces | loglevels | loglevel [SUBSYSTEM]
   get ...                      the same as list
-  terminate all | CALL-ID      end calls now
+  terminate all | own | CALL-ID
+                               end calls now
+  terminate foreign            drop every foreign call (deleted from its owner's redis too)
   set maxsessions N | loglevel [SUBSYSTEM] N
-  active                       every foreign call (subscribe-keyspace) becomes ours
-  kslist                       the databases followed (subscribe-keyspace)
+  active                       every foreign call becomes ours (keepalived notify_master)
+  standby                      every own call becomes foreign, kept in our redis
+                               database for the instance that takes it (notify_backup)
+  ksadd N | ksrm N             follow redis database N's calls / stop, dropping them
+  kslist                       the databases followed (subscribe-keyspace, ksadd)
   help                         the daemon's own list of commands
 
   list | list CALL-ID | query | query CALL-ID | delete CALL-ID

@@ -408,6 +408,8 @@ def build_config(values, config_file=None, config_section="rtpengine",
             raise ConfigError("{}: {}".format(where_of["subscribe-keyspace"], e))
         if not (get("redis") or get("redis-write")):
             warnings.append("subscribe-keyspace is ignored without redis")
+    if get("active-switchover") and not (get("redis") or get("redis-write")):
+        warnings.append("active-switchover is ignored without redis")
 
     if get("control-allow"):
         nets = []

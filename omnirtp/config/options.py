@@ -162,7 +162,7 @@ OPTIONS = (
     _o("redis-delete-async", "y", INT, None, N, "delete from redis asynchronously"),
     _o("redis-delete-async-interval", None, INT, None, N,
        "seconds between asynchronous redis deletes"),
-    _o("active-switchover", None, FLAG, False, N,
+    _o("active-switchover", None, FLAG, False, Y,
        "treat call activity as the active/standby signal"),
     # -- callbacks, stats and capture
     _o("b2b-url", "b", STR, None, N, "XMLRPC URL called on timeouts"),

@@ -11,7 +11,7 @@ from omnirtp import codecs, sync
 from omnirtp.call.registry import REASON_TERMINATED
 from omnirtp.control.flags import K_CALL_ID, Flags
 from omnirtp.errors import (
-    E_INVALID_LIMIT, E_NO_CALL_ID, E_NO_FROM_TAG, E_NO_SDP, E_NO_TO_TAG,
+    E_FOREIGN_CALL, E_INVALID_LIMIT, E_NO_CALL_ID, E_NO_FROM_TAG, E_NO_SDP, E_NO_TO_TAG,
     E_NOT_FOUND, E_UNKNOWN_CALL, E_UNKNOWN_COMMAND, NGError)
 from omnirtp.logging import Logger
 
@@ -75,12 +75,15 @@ class Dispatcher:
         # proxy (the client's address), each once its reply is built
         self.done = dict.fromkeys(PROXY_KEYS, 0)
         self.proxies = {}
+        #: the keyspace follower (omnirtp.state.keyspace), whose foreign
+        #: calls are another instance's: None without redis
+        self.follower = None
 
     def __call__(self, request, addr=None):
         """The reply dict of ``request`` as a Deferred (failing with NGError)."""
         return sync.as_deferred(self.now, request, addr)
 
-    def now(self, request, addr=None):
+    def now(self, request, addr=None, logged=False):
         """The reply dict of ``request``, or a Deferred when the engine's
         work is asynchronous (media workers); raises NGError & co.
         :class:`omnirtp.control.ng.NGProtocol` calls this.  With a state
@@ -89,12 +92,17 @@ class Dispatcher:
         # one log line per command, as rtpengine (the call-id, when there
         # is one, becomes the line's [CALL-ID] prefix; omnirtp.logging)
         call_id = request.get("call-id")
-        self.log.info("Received command '{command}' from {source}",
-                      command=request.get("command"),
-                      source=(("[%s]:%s" if ":" in str(addr[0]) else "%s:%s") % addr[:2]
-                              if addr else "?"),
-                      call_id=call_id if isinstance(call_id, str) else None)
+        if not logged:
+            self.log.info("Received command '{command}' from {source}",
+                          command=request.get("command"),
+                          source=(("[%s]:%s" if ":" in str(addr[0]) else "%s:%s") % addr[:2]
+                                  if addr else "?"),
+                          call_id=call_id if isinstance(call_id, str) else None)
         command = request.get("command")
+        if command in CHANGING and self.registry.foreign:
+            foreign = self._foreign(request, command, addr)
+            if foreign is not None:
+                return foreign
         persist = self.registry.store is not None and command in CHANGING
         try:
             result = self._dispatch(request)
@@ -114,6 +122,31 @@ class Dispatcher:
         if persist:
             self._persist(result, _call_id(request))
         return result
+
+    def _foreign(self, request, command, addr):
+        """A request that would change another instance's call (a foreign
+        one, omnirtp.state.keyspace): with active-switchover, a Deferred
+        that takes the call over first and then handles the request;
+        without, refused (NGError).  None: the call is not foreign."""
+        call_id = _call_id(request)
+        if isinstance(call_id, bytes):
+            call_id = call_id.decode("utf-8", "surrogateescape")
+        if call_id not in self.registry.foreign:
+            return None
+        follower = self.follower
+        if follower is None or not follower.switchover:
+            return self._refuse_foreign(command, addr)
+
+        def taken(_count):
+            if call_id in self.registry.foreign:  # its ports could not be bound
+                return self._refuse_foreign(command, addr)
+            return self.now(request, addr, logged=True)
+        return follower.claim(call_id).addCallback(taken)
+
+    def _refuse_foreign(self, command, addr):
+        self.counts["errors"] += 1
+        self._count_done(Failure(NGError(E_FOREIGN_CALL)), command, addr)
+        raise NGError(E_FOREIGN_CALL)
 
     def _persist(self, result, call_id):
         # after the request, failed or not: a failed offer may have changed
@@ -263,7 +296,8 @@ class Dispatcher:
     def cmd_query(self, flags):
         if not flags.call_id:
             raise NGError(E_NO_CALL_ID)
-        call = self.registry.get(flags.call_id)
+        # a foreign call is answered too (read only, as rtpengine)
+        call = self.registry.get(flags.call_id) or self.registry.foreign.get(flags.call_id)
         if call is None:
             raise NGError(E_UNKNOWN_CALL)
         stats = yield self.engine.stats(call.call_id)

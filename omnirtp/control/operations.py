@@ -64,8 +64,49 @@ class Operations:
         return self.follower.take_over_all()
 
     def keyspaces(self):
-        """The databases followed (``subscribe-keyspace``)."""
-        return sorted(self.follower.keyspaces) if self.follower is not None else []
+        """The databases followed (``subscribe-keyspace``, ``ksadd``), in the
+        order they were added."""
+        return self.follower.listed() if self.follower is not None else []
+
+    def redis_keyspace(self, call_id):
+        """The Redis database a call is kept in (``redis_keyspace`` of
+        ``list sessions``): a foreign call's owner's, an own call's ours;
+        0 without redis."""
+        f = self.follower
+        if f is None:
+            return 0
+        ks = f.keyspace_of(call_id)
+        if ks is not None:
+            return ks.db
+        return f.own_address.db if f.own_address is not None else 0
+
+    def add_keyspace(self, db):
+        """Follow database ``db`` (``ksadd``): True, False when it is
+        followed already; None without redis."""
+        if self.follower is None:
+            return None
+        return self.follower.add(db)
+
+    def remove_keyspace(self, db):
+        """Stop following ``db`` and drop its foreign calls (``ksrm``): a
+        Deferred firing with how many, None when it was not followed."""
+        if self.follower is None:
+            return defer.succeed(None)
+        return self.follower.remove(db)
+
+    def standby(self):
+        """Every own call becomes foreign (``standby``): a Deferred firing
+        with how many (0 without redis: no other instance can take them)."""
+        if self.follower is None:
+            return defer.succeed(0)
+        return self.follower.standby()
+
+    def terminate_foreign(self):
+        """Drop every foreign call, deleted from its owner's database too
+        (``terminate foreign``): a Deferred firing with how many."""
+        if self.follower is None:
+            return defer.succeed(0)
+        return self.follower.terminate_all()
 
     @defer.inlineCallbacks
     def call_tree(self, call):

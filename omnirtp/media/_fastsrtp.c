@@ -1,11 +1,12 @@
 /*
  * omnirtp.media._fastsrtp: SRTP (RFC 3711) for AES_CM_128_HMAC_SHA1_80 and
- * AES_CM_128_HMAC_SHA1_32, RTP packets only, with per-session crypto state
- * kept from packet to packet.
+ * AES_CM_128_HMAC_SHA1_32, and AEAD_AES_128_GCM (RFC 7714), RTP packets
+ * only, with per-session crypto state kept from packet to packet.
  *
  * Written for omnirtp from RFC 3711 (sections 3.3, 4.1.1, 4.2, 4.3 and
- * appendix A); it produces the same bytes as libsrtp for these suites, which
- * the unit tests check against pylibsrtp.
+ * appendix A) and RFC 7714 (sections 8 and 11); it produces the same bytes
+ * as libsrtp for these suites, which the unit tests check against
+ * pylibsrtp.
  *
  * Per session (one master key, one direction):
  *   - an AES-128-ECB context keyed once with the session encryption key; the
@@ -13,13 +14,22 @@
  *     no cipher context is re-initialised per packet;
  *   - the HMAC-SHA1 inner and outer SHA-1 states after the padded session
  *     authentication key, copied per packet (a plain struct copy);
+ *   - for AEAD_AES_128_GCM instead of both: one AES-128-GCM context keyed
+ *     once, given each packet's IV;
  *   - per SSRC: the highest extended index received/sent (ROC << 16 | SEQ)
  *     and a 128-packet replay window, as libsrtp keeps them.
  *
  * Python interface (see omnirtp/media/srtp.py for the steps built on it):
- *   Session(master_key, master_salt, tag_length, outbound)
+ *   Session(master_key, master_salt, tag_length, outbound): tag_length 10
+ *       or 4 (AES-CM with HMAC-SHA1, a 14-byte salt), 16 (AES-GCM, a
+ *       12-byte salt)
  *   Session.protect(bytes) / Session.unprotect(bytes) -> bytes, or raises
  *       Error(status, text)
+ *   Session.streams() -> {ssrc: (roc, highest sequence number)}
+ *   Session.indexes() -> {ssrc: extended index ROC << 16 | SEQ}
+ *   Session.resume(ssrc, index): start the stream of ssrc at the extended
+ *       index (ROC << 16 | SEQ) a former session had reached (a restart,
+ *       a takeover), unless it is past that already
  *   bind(cdata, length, view, length_view): the shared native buffer (a
  *       cffi char[] and int *, with writable memoryviews of both)
  *   protect_into(session, cdata, length) / unprotect_into(...) -> status:
@@ -75,6 +85,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     EVP_CIPHER_CTX *ecb;
+    EVP_CIPHER_CTX *gcm;    /* AEAD_AES_128_GCM: in place of ecb and the HMAC */
     SHA_CTX inner;
     SHA_CTX outer;
     unsigned char salt[14];
@@ -306,6 +317,43 @@ packet_iv(const Session *s, uint32_t ssrc, uint64_t index, unsigned char iv[16])
         iv[8 + i] ^= (unsigned char)(index >> (40 - 8 * i));
 }
 
+/* RFC 7714 8.1: 00 00 || SSRC || ROC || SEQ, XOR the session salt. */
+static void
+gcm_iv(const Session *s, uint32_t ssrc, uint64_t index, unsigned char iv[12])
+{
+    uint32_t roc = (uint32_t)(index >> 16);
+    unsigned char raw[12] = {0, 0, ssrc >> 24, ssrc >> 16, ssrc >> 8, ssrc,
+                             roc >> 24, roc >> 16, roc >> 8, roc, index >> 8, index};
+    for (int i = 0; i < 12; i++)
+        iv[i] = raw[i] ^ s->salt[i];
+}
+
+/* AES-GCM over one packet in place: the header (h bytes) authenticated,
+ * the payload (to body) encrypted or decrypted; the tag written after the
+ * payload (protect) or checked against the one there (unprotect).
+ * 0, or -status. */
+static int
+gcm_packet(Session *s, unsigned char *p, Py_ssize_t h, Py_ssize_t body, uint32_t ssrc,
+           uint64_t index, int protect)
+{
+    unsigned char iv[12];
+    int outl;
+    EVP_CIPHER_CTX *c = s->gcm;
+    gcm_iv(s, ssrc, index, iv);
+    if (!EVP_CipherInit_ex(c, NULL, NULL, NULL, iv, -1)
+            || !EVP_CipherUpdate(c, NULL, &outl, p, (int)h))
+        return -ST_CRYPTO;
+    if (!protect && !EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, 16, p + body))
+        return -ST_CRYPTO;
+    if (body > h && !EVP_CipherUpdate(c, p + h, &outl, p + h, (int)(body - h)))
+        return -ST_CRYPTO;
+    if (EVP_CipherFinal_ex(c, p + body, &outl) <= 0)
+        return protect ? -ST_CRYPTO : -ST_AUTH;
+    if (protect && !EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, p + body))
+        return -ST_CRYPTO;
+    return 0;
+}
+
 /* SRTP -> RTP in place: returns the new length, or -status. */
 static Py_ssize_t
 do_unprotect(Session *s, unsigned char *p, Py_ssize_t len)
@@ -330,14 +378,20 @@ do_unprotect(Session *s, unsigned char *p, Py_ssize_t len)
     Py_ssize_t body = len - s->tag_len;
     if (body < h)
         return -ST_PARSE;
-    unsigned char mac[SHA_DIGEST_LENGTH];
-    hmac_tag(s, p, (size_t)body, (uint32_t)(index >> 16), mac);
-    if (CRYPTO_memcmp(mac, p + body, (size_t)s->tag_len) != 0)
-        return -ST_AUTH;
-    unsigned char iv[16];
-    packet_iv(s, ssrc, index, iv);
-    if (keystream_xor(s->ecb, iv, p + h, (size_t)(body - h)) < 0)
-        return -ST_CRYPTO;
+    if (s->gcm != NULL) {
+        int r = gcm_packet(s, p, h, body, ssrc, index, 0);
+        if (r < 0)
+            return r;
+    } else {
+        unsigned char mac[SHA_DIGEST_LENGTH];
+        hmac_tag(s, p, (size_t)body, (uint32_t)(index >> 16), mac);
+        if (CRYPTO_memcmp(mac, p + body, (size_t)s->tag_len) != 0)
+            return -ST_AUTH;
+        unsigned char iv[16];
+        packet_iv(s, ssrc, index, iv);
+        if (keystream_xor(s->ecb, iv, p + h, (size_t)(body - h)) < 0)
+            return -ST_CRYPTO;
+    }
     if (st == NULL)
         st = new_stream(s, ssrc);
     st->used = ++s->clock;
@@ -369,6 +423,10 @@ do_protect(Session *s, unsigned char *p, Py_ssize_t len, Py_ssize_t cap)
         return -r;
     if (r == ST_OK)
         window_add(st, delta);
+    if (s->gcm != NULL) {
+        int g = gcm_packet(s, p, h, len, ssrc, index, 1);
+        return g < 0 ? g : len + s->tag_len;
+    }
     unsigned char iv[16];
     packet_iv(s, ssrc, index, iv);
     if (keystream_xor(s->ecb, iv, p + h, (size_t)(len - h)) < 0)
@@ -405,25 +463,43 @@ Session_init(Session *self, PyObject *args, PyObject *kwds)
         return -1;
     int ret = -1;
     EVP_CIPHER_CTX *master = NULL;
-    unsigned char k_e[16], k_a[20], pad[64];
-    if (key.len != 16 || salt.len != 14) {
-        PyErr_SetString(PyExc_ValueError, "master key must be 16 bytes and master salt 14");
+    unsigned char k_e[16], k_a[20], pad[64], salt14[14];
+    int gcm = tag_len == 16;
+    if (tag_len != 10 && tag_len != 4 && !gcm) {
+        PyErr_SetString(PyExc_ValueError, "tag_length must be 10, 4 or 16");
         goto done;
     }
-    if (tag_len != 10 && tag_len != 4) {
-        PyErr_SetString(PyExc_ValueError, "tag_length must be 10 or 4");
+    if (key.len != 16 || salt.len != (gcm ? 12 : 14)) {
+        PyErr_SetString(PyExc_ValueError, gcm
+                        ? "master key must be 16 bytes and master salt 12"
+                        : "master key must be 16 bytes and master salt 14");
         goto done;
     }
+    /* RFC 7714 11: the 96-bit salt of AES-GCM in the AES-CM key derivation */
+    memset(salt14, 0, sizeof(salt14));
+    memcpy(salt14, salt.buf, (size_t)salt.len);
     master = ecb_context(key.buf);
     if (master == NULL
-            || derive(master, salt.buf, 0, k_e, sizeof(k_e)) < 0
-            || derive(master, salt.buf, 1, k_a, sizeof(k_a)) < 0
-            || derive(master, salt.buf, 2, self->salt, sizeof(self->salt)) < 0) {
+            || derive(master, salt14, 0, k_e, sizeof(k_e)) < 0
+            || derive(master, salt14, 1, k_a, sizeof(k_a)) < 0
+            || derive(master, salt14, 2, self->salt, gcm ? 12 : sizeof(self->salt)) < 0) {
         PyErr_SetString(Error, "cannot derive the SRTP session keys");
         goto done;
     }
     if (self->ecb != NULL)
         EVP_CIPHER_CTX_free(self->ecb);
+    if (self->gcm != NULL)
+        EVP_CIPHER_CTX_free(self->gcm);
+    self->ecb = self->gcm = NULL;
+    if (gcm) {
+        self->gcm = EVP_CIPHER_CTX_new();
+        if (self->gcm == NULL || !EVP_CipherInit_ex(self->gcm, EVP_aes_128_gcm(), NULL, k_e,
+                                                    NULL, outbound ? 1 : 0)) {
+            PyErr_SetString(Error, "cannot make an AES-128-GCM context");
+            goto done;
+        }
+    }
+    /* (the ECB context also marks the session initialised) */
     self->ecb = ecb_context(k_e);
     if (self->ecb == NULL) {
         PyErr_SetString(Error, "cannot make an AES-128 context");
@@ -448,6 +524,7 @@ done:
     OPENSSL_cleanse(k_e, sizeof(k_e));
     OPENSSL_cleanse(k_a, sizeof(k_a));
     OPENSSL_cleanse(pad, sizeof(pad));
+    OPENSSL_cleanse(salt14, sizeof(salt14));
     if (master != NULL)
         EVP_CIPHER_CTX_free(master);
     PyBuffer_Release(&key);
@@ -460,6 +537,8 @@ Session_dealloc(Session *self)
 {
     if (self->ecb != NULL)
         EVP_CIPHER_CTX_free(self->ecb);
+    if (self->gcm != NULL)
+        EVP_CIPHER_CTX_free(self->gcm);
     OPENSSL_cleanse(&self->inner, sizeof(self->inner));
     OPENSSL_cleanse(&self->outer, sizeof(self->outer));
     OPENSSL_cleanse(self->salt, sizeof(self->salt));
@@ -511,18 +590,21 @@ Session_unprotect(Session *self, PyObject *arg)
     return transform_bytes(self, arg, 0);
 }
 
+/* {ssrc: (roc, highest sequence number)}, or with extended set
+ * {ssrc: ROC << 16 | SEQ} */
 static PyObject *
-Session_streams(Session *self, PyObject *Py_UNUSED(ignored))
+stream_dict(Session *self, int extended)
 {
-    /* {ssrc: (roc, highest sequence number)}: for tests and query */
     PyObject *d = PyDict_New();
     if (d == NULL)
         return NULL;
     for (int i = 0; i < self->nstreams; i++) {
         stream_t *st = &self->streams[i];
         PyObject *k = PyLong_FromUnsignedLong(st->ssrc);
-        PyObject *v = Py_BuildValue("(kk)", (unsigned long)(st->index >> 16),
-                                    (unsigned long)(st->index & 0xffff));
+        PyObject *v = extended
+            ? PyLong_FromUnsignedLongLong(st->index)
+            : Py_BuildValue("(kk)", (unsigned long)(st->index >> 16),
+                            (unsigned long)(st->index & 0xffff));
         if (k == NULL || v == NULL || PyDict_SetItem(d, k, v) < 0) {
             Py_XDECREF(k);
             Py_XDECREF(v);
@@ -535,6 +617,46 @@ Session_streams(Session *self, PyObject *Py_UNUSED(ignored))
     return d;
 }
 
+static PyObject *
+Session_streams(Session *self, PyObject *Py_UNUSED(ignored))
+{
+    /* for tests and query */
+    return stream_dict(self, 0);
+}
+
+static PyObject *
+Session_indexes(Session *self, PyObject *Py_UNUSED(ignored))
+{
+    /* what resume() takes */
+    return stream_dict(self, 1);
+}
+
+static PyObject *
+Session_resume(Session *self, PyObject *args)
+{
+    unsigned long ssrc;
+    unsigned long long index;
+    if (!PyArg_ParseTuple(args, "kK", &ssrc, &index))
+        return NULL;
+    if (ssrc > 0xffffffffUL || index >= ((unsigned long long)1 << 48)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "ssrc must fit in 32 bits and the index in 48 bits");
+        return NULL;
+    }
+    stream_t *st = find_stream(self, (uint32_t)ssrc);
+    if (st == NULL) {
+        st = new_stream(self, (uint32_t)ssrc);
+    } else if (st->index >= index) {
+        Py_RETURN_NONE;  /* already there or past it */
+    }
+    st->index = index;
+    /* the kept index was used: a packet carrying it again is a replay */
+    st->seen_lo = 1;
+    st->seen_hi = 0;
+    st->used = ++self->clock;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Session_methods[] = {
     {"protect", (PyCFunction)Session_protect, METH_O,
      "protect(rtp) -> srtp bytes; raises Error(status, text)"},
@@ -542,6 +664,10 @@ static PyMethodDef Session_methods[] = {
      "unprotect(srtp) -> rtp bytes; raises Error(status, text)"},
     {"streams", (PyCFunction)Session_streams, METH_NOARGS,
      "streams() -> {ssrc: (roc, highest sequence number)}"},
+    {"indexes", (PyCFunction)Session_indexes, METH_NOARGS,
+     "indexes() -> {ssrc: ROC << 16 | highest sequence number}"},
+    {"resume", (PyCFunction)Session_resume, METH_VARARGS,
+     "resume(ssrc, index): go on from extended index ROC << 16 | SEQ"},
     {NULL}
 };
 
@@ -549,7 +675,8 @@ static PyTypeObject SessionType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "omnirtp.media._fastsrtp.Session",
     .tp_doc = "Session(master_key, master_salt, tag_length, outbound): one SRTP "
-              "direction of AES_CM_128_HMAC_SHA1_80 (tag_length 10) or _32 (4)",
+              "direction of AES_CM_128_HMAC_SHA1_80 (tag_length 10), _32 (4) or "
+              "AEAD_AES_128_GCM (16)",
     .tp_basicsize = sizeof(Session),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,
@@ -638,7 +765,8 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef moduledef = {
     PyModuleDef_HEAD_INIT,
     .m_name = "omnirtp.media._fastsrtp",
-    .m_doc = "SRTP AES_CM_128_HMAC_SHA1_80/_32 with per-session crypto state",
+    .m_doc = "SRTP AES_CM_128_HMAC_SHA1_80/_32 and AEAD_AES_128_GCM with per-session "
+             "crypto state",
     .m_size = -1,
     .m_methods = module_methods,
 };

@@ -65,6 +65,7 @@ K_RESET = "reset"
 K_TOS = "tos"
 K_SRTP_IN = "srtp_in"
 K_SRTP_OUT = "srtp_out"
+K_SRTP_RESUME = "srtp_resume"
 K_ICE = "ice"
 K_DTLS = "dtls"
 K_RECORD = "record"
@@ -106,6 +107,27 @@ TRANSFORM_KEYS = {
     K_SRTP_IN: ("srtp", "inbound", "inbound"),
     K_SRTP_OUT: ("srtp", "outbound", "outbound"),
 }
+
+#: the direction words of ``srtp_resume`` / the ``srtp_index`` stats key,
+#: by step list
+RESUME_WORDS = {"inbound": "in", "outbound": "out"}
+
+
+def srtp_indexes(relay):
+    """``{"in": indexes, "out": indexes}`` of the steps of ``relay`` that
+    keep indexes (``omnirtp.media.srtp``: what a restarted daemon resumes
+    its SRTP from), only the directions that have some; None if neither."""
+    out = None
+    for steps, word in ((relay.inbound, "in"), (relay.outbound, "out")):
+        for step in steps:
+            get = getattr(step, "indexes", None)
+            if get is not None:
+                kept = get()
+                if kept:
+                    if out is None:
+                        out = {}
+                    out[word] = kept
+    return out
 
 
 def _key(value, what):
@@ -443,12 +465,34 @@ class EmbeddedEngine:
             for rtp, rtcp in self._calls[cid].values():
                 for relay in (rtp, rtcp):
                     counters = per[relay.local] = relay.counters()
+                    kept = srtp_indexes(relay)
+                    if kept is not None:
+                        counters["srtp_index"] = kept
                     if kernel:
                         _merge_kernel(counters, kernel.get(relay.local))
                     wire = self._wires.get(relay.local)
                     if wire is not None:
                         counters.update(wire.counters())
         return defer.succeed(result)
+
+    def last_packets(self):
+        """Fire with ``{call_id: the newest last_packet of its sockets}``
+        for every call holding ports: what the registry's once-a-second
+        timeout sweep needs of :meth:`stats` (None), without a dict of
+        counters per socket (``stats`` gives the same ``last_packet``s; a
+        socket's kept RTCP report is parsed here as ``stats`` parses it)."""
+        out = {}
+        for call_id, pairs in self._calls.items():
+            newest = None
+            for rtp, rtcp in pairs.values():
+                for relay in (rtp, rtcp):
+                    if relay.rtcp_last is not None:
+                        relay.latest_report()
+                    if newest is None or relay.last_packet > newest:
+                        newest = relay.last_packet
+            if newest is not None:
+                out[call_id] = newest
+        return defer.succeed(out)
 
     def totals(self):
         done = self._released
@@ -650,6 +694,9 @@ class EmbeddedEngine:
         step) or None}`` for the keys it names whose parameters differ from
         those in force (None: remove).  Steps are built here, so a bad entry
         fails before anything is applied."""
+        resume = entry.get(K_SRTP_RESUME)
+        if resume is not None and not isinstance(resume, dict):
+            raise ValueError("%s of %s:%d must be a dict" % ((K_SRTP_RESUME,) + relay.local))
         current = self._steps.get(relay.local)
         if current is None:
             if entry.get(K_SRTP_IN) is None and entry.get(K_SRTP_OUT) is None:
@@ -672,7 +719,17 @@ class EmbeddedEngine:
                 raise ValueError("%s of %s:%d: %s" % ((key,) + relay.local + (e,))) from None
             if old is not None and old[0] == params:
                 continue  # the same key: keep the running context
-            changes[key] = (dict(params), getattr(factory, method)(params))
+            step = getattr(factory, method)(params)
+            kept = resume.get(RESUME_WORDS[slot]) if resume is not None else None
+            if kept is not None and getattr(step, "resume", None) is not None:
+                # a new context with a key counted before (a restart, a
+                # takeover): on from where that one was
+                try:
+                    step.resume(kept)
+                except ValueError as e:
+                    raise ValueError("%s of %s:%d: %s"
+                                     % ((K_SRTP_RESUME,) + relay.local + (e,))) from None
+            changes[key] = (dict(params), step)
         return changes
 
     def _apply_steps(self, relay, changes):

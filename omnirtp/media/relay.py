@@ -73,6 +73,10 @@ _log = Logger(namespace="omnirtp.media.relay")
 
 #: largest datagram read; longer ones are truncated by the kernel
 RECV_SIZE = 8192
+
+#: the longest wait of a media worker's loop, in seconds: epoll_wait's
+#: timeout is a C int of milliseconds (the reactor's own limit)
+TIMEOUT_MAX = 2147483
 #: datagrams read per wakeup at most when a socket has a backlog
 #: (see RelaySocket.doRead and bench/README.md for the choice)
 READ_BATCH = 8
@@ -1241,7 +1245,7 @@ class MediaPoller:
     """
 
     __slots__ = ("_reactor", "_seconds", "_epoll", "_poll", "_handlers", "_conns", "_fd",
-                 "reading", "_looping")
+                 "reading", "_looping", "_after")
 
     #: sockets served per reactor wakeup at most
     MAX_EVENTS = 512
@@ -1260,6 +1264,8 @@ class MediaPoller:
         #: waited on directly by :meth:`run` (a media worker's main loop),
         #: not through the reactor
         self._looping = False
+        #: handlers of :meth:`add_after` whose file was readable this round
+        self._after = []
 
     def _register(self, fd):
         self._epoll.register(fd, select.EPOLLIN)
@@ -1274,6 +1280,19 @@ class MediaPoller:
         """Call ``handler(now)`` whenever socket ``fd`` is readable."""
         self._register(fd)
         self._handlers[fd] = handler
+
+    def add_after(self, fd, handler):
+        """Call ``handler()`` when ``fd`` is readable, once the round of
+        datagrams it was found in has been served (as :meth:`run` gives the
+        reactor its turn): a media worker's pipe from the control process,
+        whose requests may release or bind sockets."""
+        after = self._after
+
+        def ready(now):
+            if handler not in after:  # once, however many rounds saw it
+                after.append(handler)
+
+        self.add(fd, ready)
 
     def add_connected(self, fd, relay):
         """Serve ``fd``, the connected companion of ``relay``, inline."""
@@ -1319,6 +1338,15 @@ class MediaPoller:
             if not events:
                 break
             serve(events, now)
+        if self._after:
+            self._run_after()
+
+    def _run_after(self):
+        after = self._after
+        todo = after[:]
+        del after[:]
+        for handler in todo:
+            handler()
 
     def _serve(self, events, now):
         """Serve the sockets of one epoll round (``[(fd, mask)]``)."""
@@ -1397,6 +1425,8 @@ class MediaPoller:
         # runs (AMP: release, shutdown) may remove or close sockets
         ready = []
         self.add(inner, ready.append)
+        after = self._after
+        run_after = self._run_after
         poll = self._poll
         serve = self._serve
         seconds = self._seconds
@@ -1406,18 +1436,41 @@ class MediaPoller:
         sleep = time.sleep
         while reactor._started and self._fd >= 0:
             try:
+                now = seconds()
                 while reactor._started and self._fd >= 0:
-                    run_until_current()
-                    if self._fd < 0:
-                        break  # closed by a timed call
-                    t = timeout()
+                    # The reactor's timers run only when one is due or
+                    # something was scheduled (a new timed call, a call
+                    # from a thread, a stop): runUntilCurrent and timeout
+                    # cost several microseconds, and a worker under a
+                    # steady load wakes for nearly every datagram.  The
+                    # heap's head is read each time, so a call moved
+                    # sooner or cancelled is seen; ``now`` is the time of
+                    # the last wake-up, so a timer may run late by what
+                    # that wake-up's datagrams took to serve.
+                    pending = reactor._pendingTimedCalls
+                    if (reactor._newTimedCalls or reactor.threadCallQueue
+                            or reactor._justStopped
+                            or (pending and pending[0].time <= now)):
+                        run_until_current()
+                        if self._fd < 0:
+                            break  # closed by a timed call
+                        t = timeout()
+                        if t is None:
+                            t = -1
+                    elif pending:
+                        t = pending[0].time - now
+                        if t > TIMEOUT_MAX:
+                            t = TIMEOUT_MAX
+                    else:
+                        t = -1
                     if not reactor.running:
                         t = 0
-                    elif t is None:
-                        t = -1
                     events = poll(t, limit)
+                    now = seconds()
                     if events:
-                        serve(events, seconds())
+                        serve(events, now)
+                        if after:
+                            run_after()
                         if ready:
                             del ready[:]
                             iterate(0)

@@ -17,22 +17,37 @@ it, any SSRC outbound).  A session carries RTP and RTCP of its direction:
 the rollover counters, the SRTCP index and the replay window live in it, so
 a step is built once per key and kept while the key stays the same.
 
-On the per-packet path a step is one C call.  For RTP of the suites
-AES_CM_128_HMAC_SHA1_80 and _32 that is omnirtp's own SRTP code,
-``omnirtp.media._fastsrtp`` (a C extension that keeps each session's AES
-and HMAC state from packet to packet; libsrtp with OpenSSL 3 sets its
-contexts up again for every packet, see docs/performance.md); everything
-else (SRTCP, AEAD_AES_128_GCM, and every suite where the extension is not
-built) is pylibsrtp.  Both give the same bytes, counters and replay
+On the per-packet path a step is one C call.  For RTP of every suite
+(AES_CM_128_HMAC_SHA1_80 and _32, AEAD_AES_128_GCM) that is omnirtp's own
+SRTP code, ``omnirtp.media._fastsrtp`` (a C extension that keeps each
+session's AES and HMAC, or AES-GCM, state from packet to packet; libsrtp
+with OpenSSL 3 sets its contexts up again for every packet, see
+docs/performance.md); everything else (SRTCP, and RTP where the extension
+is not built) is pylibsrtp.  Both give the same bytes, counters and replay
 decisions (RFC 3711's 128-packet window, libsrtp's rollover guess); the
 unit tests check one against the other.  A packet that fails
 (authentication, replay, an unusable packet) raises inside the library;
 the step catches it, counts it by cause and returns None (the relay drops
 the packet and counts it in its ``errors``).  Nothing is logged per packet.
+
+Resuming after a restart or a takeover (docs/scaling.md): a step tells
+what RFC 3711 needs to go on with the same key (:meth:`_SrtpStep.indexes`:
+per SSRC, the highest extended RTP index, ROC << 16 | SEQ, that the RTP
+session received or protected, and on the protecting side the last SRTCP
+index it sent), and a new step with the same key starts from what a
+former one told (:meth:`_SrtpStep.resume`).  The RTP indexes are those of
+``_fastsrtp`` (read and set in C, nothing added per packet); the SRTCP
+index is read from the trailer of each packet protected (RTCP is a few
+packets a second, already on the Python path); a resumed SRTCP sender goes
+on :data:`SRTCP_LEAP` indexes past the kept one, so that no index is sent
+twice.  Where the extension is not built, RTP runs on libsrtp, which
+keeps its rollover counters to itself: then only the SRTCP indexes are
+kept.
 """
 
 import base64
 import binascii
+import hashlib
 
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
@@ -69,6 +84,19 @@ AEAD_AES_128_GCM = "AEAD_AES_128_GCM"
 #: keys of a crypto dict
 K_SUITE = "suite"
 K_KEY = "key"
+
+#: keys of the indexes a step keeps (:meth:`_SrtpStep.indexes`)
+I_KEY = "key"
+I_RTP = "rtp"
+I_RTCP = "rtcp"
+
+#: a resumed SRTCP sender goes on this many indexes past the kept one (the
+#: registry writes the index at least every 64 packets, see
+#: ``omnirtp.call.model.Media.keep_srtp_index``; the rest covers the
+#: packets sent before the write reached the store)
+SRTCP_LEAP = 256
+#: the SSRCs whose SRTCP index a protecting step keeps (then no new ones)
+SRTCP_STREAMS = 32
 
 #: counter names (the keys of :meth:`counters`)
 C_AUTH = "auth-failures"
@@ -119,8 +147,8 @@ def unavailable():
 
 
 def fast_unavailable():
-    """None if omnirtp's own SRTP code (``_fastsrtp``) serves the AES_CM
-    suites here, else why not (pylibsrtp serves them then)."""
+    """None if omnirtp's own SRTP code (``_fastsrtp``) serves RTP here,
+    else why not (pylibsrtp serves it then)."""
     return _FAST_MISSING
 
 
@@ -183,6 +211,30 @@ def parse_crypto(params):
     return suite, master
 
 
+def key_tag(params):
+    """A short digest of a crypto dict's key: what ties kept indexes to
+    the key they were counted under (never the key itself)."""
+    return hashlib.sha256(params[K_KEY].encode("ascii")).hexdigest()[:16]
+
+
+def check_indexes(state):
+    """ValueError unless ``state`` is None or the shape
+    :meth:`_SrtpStep.indexes` gives."""
+    if state is None:
+        return
+    if not isinstance(state, dict) or not isinstance(state.get(I_KEY), str):
+        raise ValueError("SRTP indexes must be a dict with a 'key' digest")
+    for name, bits in ((I_RTP, 48), (I_RTCP, 31)):
+        kept = state.get(name, {})
+        if not isinstance(kept, dict):
+            raise ValueError("SRTP %s indexes must be a dict {ssrc: index}" % (name,))
+        for ssrc, index in kept.items():
+            if (type(ssrc) is not int or type(index) is not int or not 0 <= ssrc < 1 << 32
+                    or not 0 <= index < 1 << bits):
+                raise ValueError("SRTP %s index %r of SSRC %r is out of range"
+                                 % (name, index, ssrc))
+
+
 def _session(params, ssrc_type, allow_repeat_tx=False):
     suite, master = parse_crypto(params)
     policy = pylibsrtp.Policy(master, ssrc_type, srtp_profile=suite.profile)
@@ -199,8 +251,8 @@ _CAUSES = {
 }
 
 #: tag lengths of the suites ``_fastsrtp`` serves (RTP; SRTCP stays on
-#: pylibsrtp, whose SRTCP tag is 80 bits for both)
-FAST_TAGS = {AES_CM_128_HMAC_SHA1_80: 10, AES_CM_128_HMAC_SHA1_32: 4}
+#: pylibsrtp, whose SRTCP tag is 80 bits for both AES_CM suites)
+FAST_TAGS = {AES_CM_128_HMAC_SHA1_80: 10, AES_CM_128_HMAC_SHA1_32: 4, AEAD_AES_128_GCM: 16}
 
 #: ``_fastsrtp`` status -> our counter (anything else: ``errors``)
 if _fastsrtp is not None:
@@ -281,11 +333,16 @@ class _SrtpStep:
     allocation and two copies."""
 
     __slots__ = ("suite", "session", "fast", "auth_failures", "replays", "errors", "_rtp",
-                 "_rtcp", "native_rtp", "buffer")
+                 "_rtcp", "native_rtp", "buffer", "tag", "rtcp_sent")
 
-    def __init__(self, suite, session):
+    def __init__(self, suite, session, params):
         self.suite = suite.name
         self.session = session
+        #: the digest of the key (:func:`key_tag`), for kept indexes
+        self.tag = key_tag(params)
+        #: {SSRC bytes: E flag and SRTCP index bytes of its last packet}
+        #: (kept by SrtpProtect; the SRTCP received is not followed)
+        self.rtcp_sent = {}
         #: the ``_fastsrtp.Session`` doing RTP, or None (pylibsrtp does)
         self.fast = None
         self.auth_failures = 0
@@ -359,6 +416,43 @@ class _SrtpStep:
     def counters(self):
         return {C_AUTH: self.auth_failures, C_REPLAY: self.replays, C_ERRORS: self.errors}
 
+    def indexes(self):
+        """What a new step with the same key needs to go on from here
+        (plain data, off the packet path), or None when there is nothing:
+        ``{"key": key_tag, "rtp": {ssrc: ROC << 16 | SEQ}, "rtcp": {ssrc:
+        SRTCP index}}`` (each of ``rtp`` / ``rtcp`` only when not empty)."""
+        fast = self.fast
+        rtp = fast.indexes() if fast is not None else None
+        rtcp = self._rtcp_indexes() if self.rtcp_sent else None
+        if not rtp and not rtcp:
+            return None
+        out = {I_KEY: self.tag}
+        if rtp:
+            out[I_RTP] = rtp
+        if rtcp:
+            out[I_RTCP] = rtcp
+        return out
+
+    def _rtcp_indexes(self):
+        return None
+
+    def resume(self, state):
+        """Go on from ``state`` (what :meth:`indexes` of a step with the
+        same key gave; None: nothing kept): True if it was applied, False
+        if it was counted under another key.  ValueError for a bad shape."""
+        check_indexes(state)
+        if state is None or state[I_KEY] != self.tag:
+            return False
+        fast = self.fast
+        if fast is not None:
+            for ssrc, index in state.get(I_RTP, {}).items():
+                fast.resume(ssrc, index)
+        self._resume_rtcp(state.get(I_RTCP, {}))
+        return True
+
+    def _resume_rtcp(self, kept):
+        pass
+
     def __repr__(self):
         return "<%s %s>" % (self.name, self.suite)
 
@@ -374,7 +468,7 @@ class SrtpUnprotect(_SrtpStep):
 
     def __init__(self, params):
         suite, session = _session(params, pylibsrtp.Policy.SSRC_ANY_INBOUND)
-        _SrtpStep.__init__(self, suite, session)
+        _SrtpStep.__init__(self, suite, session, params)
         self._bind(params, "unprotect")
 
 
@@ -384,15 +478,52 @@ class SrtpProtect(_SrtpStep):
     to.  A datagram repeated by the network is protected again as it was
     (``allow_repeat_tx``) rather than dropped: it carries the same index and
     the same plaintext, so no keystream is reused for other data.  Counts
-    ``errors`` (a packet libsrtp refuses, e.g. too long)."""
+    ``errors`` (a packet libsrtp refuses, e.g. too long).  Keeps the SRTCP
+    index of each SSRC's last packet (its trailer, as sent)."""
 
     name = "srtp-protect"
 
     def __init__(self, params):
         suite, session = _session(params, pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
                                   allow_repeat_tx=True)
-        _SrtpStep.__init__(self, suite, session)
+        _SrtpStep.__init__(self, suite, session, params)
         self._bind(params, "protect")
+        # where the index is: before the 80-bit tag (AES-CM), last (AEAD)
+        self._trailer = slice(-4, None) if suite.name == AEAD_AES_128_GCM else slice(-14, -10)
+
+    def rtcp(self, data):
+        try:
+            out = self._rtcp(data)
+        except Exception as e:
+            self._failed(e)
+            return None
+        sent = self.rtcp_sent
+        ssrc = data[4:8]
+        if ssrc in sent or len(sent) < SRTCP_STREAMS:
+            sent[ssrc] = out[self._trailer]
+        return out
+
+    def _rtcp_indexes(self):
+        return {int.from_bytes(ssrc, "big"): int.from_bytes(index, "big") & 0x7fffffff
+                for ssrc, index in self.rtcp_sent.items()}
+
+    def _resume_rtcp(self, kept):
+        # libsrtp numbers a stream's SRTCP itself, from 1: protect (and
+        # drop) as many empty receiver reports as it takes to get past the
+        # kept index
+        for ssrc, index in kept.items():
+            ssrc_bytes = ssrc.to_bytes(4, "big")
+            start = self.rtcp_sent.get(ssrc_bytes)
+            done = 0 if start is None else int.from_bytes(start, "big") & 0x7fffffff
+            target = min(index + SRTCP_LEAP, 0x7fffffff)
+            if done >= target:
+                continue
+            report = b"\x80\xc9\x00\x01" + ssrc_bytes
+            protect = self._rtcp
+            out = None
+            for _ in range(target - done):
+                out = protect(report)
+            self.rtcp_sent[ssrc_bytes] = out[self._trailer]
 
 
 @implementer(IPlugin, ITransformFactory)

@@ -144,6 +144,23 @@ def _allocate_configure(engine, call_id, groups, sockets):
     return allocate_configure(engine, call_id, [tuple(g) for g in groups], sockets)
 
 
+def _last_packets(engine):
+    """The engine's ``last_packets()``, or the same from its ``stats(None)``
+    (an engine of ``--engine`` without it)."""
+    last_packets = getattr(engine, "last_packets", None)
+    if last_packets is not None:
+        return last_packets()
+    return sync.then(engine.stats(None), _newest_packets)
+
+
+def _newest_packets(stats):
+    """``{call_id: the newest last_packet of its sockets}`` of ``stats(None)``'s
+    answer (calls without sockets left out)."""
+    from omnirtp.call.registry import newest_packet
+
+    return {call_id: newest_packet(sockets) for call_id, sockets in stats.items() if sockets}
+
+
 #: operation -> (its name in logs, what the worker does: fn(engine, *args))
 OPERATIONS = {
     "allocate": ("Allocate", lambda e, call_id, address, count:
@@ -156,6 +173,7 @@ OPERATIONS = {
     "stats": ("Stats", lambda e, call_id: e.stats(call_id)),
     "stats_release": ("StatsRelease", _stats_release),
     "totals": ("Totals", lambda e: e.totals()),
+    "last_packets": ("LastPackets", _last_packets),
 }
 
 

@@ -28,8 +28,9 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.stdio import StandardIO
 from twisted.logger import (
     FilteringLogObserver,
-    LogLevelFilterPredicate,
     Logger,
+    LogLevel,
+    PredicateResult,
     globalLogBeginner,
     jsonFileLogObserver,
 )
@@ -76,6 +77,29 @@ def load_factory(spec):
     for part in name.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+class LevelPredicate:
+    """The worker's log filter (for ``FilteringLogObserver``): what
+    twisted's ``LogLevelFilterPredicate`` with only a default level
+    decides (no level or no namespace: no; below ``level``: no; else
+    maybe), from a set of the levels below, without its look-up of the
+    event's namespace and its parents (most of what a filtered debug
+    line cost a worker per allocate)."""
+
+    def __init__(self, level):
+        self.set(level)
+
+    def set(self, level):
+        """Let events at ``level`` (a ``LogLevel``) and above through."""
+        self.level = level
+        self._below = frozenset(lv for lv in LogLevel.iterconstants() if lv < level)
+
+    def __call__(self, event):
+        level = event.get("log_level")
+        if level is None or level in self._below or not event.get("log_namespace"):
+            return PredicateResult.no
+        return PredicateResult.maybe
 
 
 class WorkerProtocol(amp.AMP):
@@ -140,14 +164,16 @@ class WorkerProtocol(amp.AMP):
 
 class AmpFrames:
     """The transport :class:`WorkerProtocol` writes to: each AMP write
-    goes out as one :data:`~omnirtp.media.wire.AMP` frame on ``transport``;
-    everything else is ``transport``'s."""
+    goes out as one :data:`~omnirtp.media.wire.AMP` frame on ``transport``
+    (through ``write(frame)`` if given: the channel's, which gathers what
+    one read answers); everything else is ``transport``'s."""
 
-    def __init__(self, transport):
+    def __init__(self, transport, write=None):
         self._transport = transport
+        self._write = write or transport.write
 
     def write(self, data):
-        self._transport.write(wire.frame(wire.AMP, data))
+        self._write(wire.frame(wire.AMP, data))
 
     def writeSequence(self, data):
         self.write(b"".join(data))
@@ -170,23 +196,38 @@ class WorkerChannel(Protocol):
                                         wire.AMP: server.dataReceived})
         # once: each read of the class's Logger makes a new one
         self._log = self.log
+        #: the answers of the read being handled (None: none is)
+        self._gathered = None
 
     def connectionMade(self):
-        self.server.makeConnection(AmpFrames(self.transport))
+        self.server.makeConnection(AmpFrames(self.transport, self._write))
+
+    def _write(self, data):
+        if self._gathered is None:
+            self.transport.write(data)
+        else:
+            self._gathered.append(data)
 
     def dataReceived(self, data):
+        # the answers to what one read brought go out in one write: one
+        # wake-up of the control process for all of them
+        self._gathered = gathered = []
         try:
             self.reader.feed(data)
         except wire.FrameError as e:
             self.log.error("the control process broke the pipe protocol: {error}",
                            error=str(e))
             self.transport.loseConnection()
+        finally:
+            self._gathered = None
+            if gathered:
+                self.transport.write(b"".join(gathered))
 
     def connectionLost(self, reason):
         self.server.connectionLost(reason)
 
     def _request(self, body):
-        wire.answer(self.server.engine, body, self.transport.write, self._log)
+        wire.answer(self.server.engine, body, self._write, self._log)
 
 
 class PipeIO(StandardIO):
@@ -265,7 +306,7 @@ def main(argv=None):
         sys.stderr.write("omnirtp worker: %s\n" % (e,))
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    levels = LogLevelFilterPredicate(defaultLogLevel=level_for(args.log_level))
+    levels = LevelPredicate(level_for(args.log_level))
     observer = FilteringLogObserver(jsonFileLogObserver(sys.stderr), [levels])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
@@ -280,20 +321,19 @@ def main(argv=None):
         engine = factory(reactor, interfaces, forwarder=forwarder)
 
     def set_level(level):
-        # the predicate keeps its default per namespace: set it, then reset
-        levels.defaultLogLevel = level_for(level)
-        levels.clearLogLevels()
+        levels.set(level_for(level))
 
     protocol = WorkerProtocol(engine, reactor, on_close=stopper(reactor, engine),
                               on_log_level=set_level)
-    PipeIO(WorkerChannel(protocol), stdin=FD_FROM_CONTROL, stdout=FD_TO_CONTROL, reactor=reactor)
+    pipe = PipeIO(WorkerChannel(protocol), stdin=FD_FROM_CONTROL, stdout=FD_TO_CONTROL,
+                  reactor=reactor)
     log.info(
         "worker {index} (pid {pid}) serving {interfaces}",
         index=args.index,
         pid=os.getpid(),
         interfaces=interfaces,
     )
-    use_media_loop(reactor, engine)
+    use_media_loop(reactor, engine, pipe=pipe)
     reactor.run()
     return 0
 
@@ -306,12 +346,14 @@ LOOP_VARIABLE = "OMNIRTP_WORKER_LOOP"
 COALESCE_VARIABLE = "OMNIRTP_WORKER_COALESCE_US"
 
 
-def use_media_loop(reactor, engine, environ=None):
+def use_media_loop(reactor, engine, environ=None, pipe=None):
     """Make ``reactor.run()`` run the engine's media poller's loop
     (:meth:`omnirtp.media.relay.MediaPoller.run`: one ``epoll_wait`` per
     wake-up for media, no Twisted dispatch per wake-up) instead of the
     reactor's own loop, where it can: an epoll reactor and an engine with a
-    poller of its own.  Returns True if it did."""
+    poller of its own.  Returns True if it did; then ``pipe`` (the
+    :class:`PipeIO` from the control process, if given) is read by that
+    loop too (:func:`read_in_loop`)."""
     environ = os.environ if environ is None else environ
     if environ.get(LOOP_VARIABLE, "media") == "reactor":
         return False
@@ -324,7 +366,48 @@ def use_media_loop(reactor, engine, environ=None):
     except ValueError:
         coalesce = 0.0
     reactor.mainLoop = lambda: poller.run(reactor, coalesce)
+    if pipe is not None:
+        read_in_loop(poller, pipe)
     return True
+
+
+#: bytes read from the control process's pipe at once (Twisted reads 8 KB)
+PIPE_READ = 65536
+
+
+def read_in_loop(poller, pipe):
+    """Read the pipe from the control process (``pipe``: a
+    :class:`PipeIO`) in the media loop (``poller``'s
+    :meth:`~omnirtp.media.relay.MediaPoller.add_after`, after the round's
+    datagrams) instead of through a reactor iteration (its ``epoll_wait``,
+    the logging context and the process reader per request): what is read
+    goes to the pipe's protocol (a :class:`WorkerChannel`) as Twisted would
+    hand it.  At the end of the pipe, or on an error, the reactor reads it
+    again and ends the connection as usual; once the worker closed the
+    connection (``loseConnection``) the pipe is not read any more."""
+    reader = pipe._reader
+    fd = reader.fileno()
+    protocol = pipe.protocol
+    reader.stopReading()
+    read = os.read
+
+    def ready():
+        if pipe.disconnecting or pipe.disconnected:
+            poller.remove(fd)  # the worker closes the pipe (a broken frame)
+            return
+        try:
+            data = read(fd, PIPE_READ)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            poller.remove(fd)
+            reader.startReading()
+            return
+        protocol.dataReceived(data)
+
+    poller.add_after(fd, ready)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ it follows and:
   restart would (``omnirtp.state.restore``): the same ports on the same
   interface, the same forwarding.  The call is *foreign*: listed by ``list
   sessions foreign``, not written to this instance's database, not ended by
-  this instance's timeouts.  Its ports are bound when they can be (another
+  this instance's timeouts; ng ``query`` reads it, requests that would
+  change it are refused (``omnirtp.control.commands``).  Its ports are bound when they can be (another
   host's service address, bindable with ``net.ipv4.ip_nonlocal_bind = 1``,
   as keepalived setups configure it): media that reaches this instance
   once the address moved here is relayed at once.  When they cannot be
@@ -33,6 +34,20 @@ it follows and:
 On every (re)connection the follower reads the whole database, so that
 calls set up while it was not subscribed are not missed, and calls deleted
 meanwhile are dropped.
+
+At run time (the CLI, as rtpengine's): ``ksadd N`` follows database N too,
+``ksrm N`` stops following it and drops its foreign calls (their ports
+released; the owner's keys are left alone), ``standby`` makes every own
+call foreign again: kept in this instance's own database, which it then
+follows like the others', so that the instance that takes them over
+(``active`` or ``active-switchover``: this one still beats) deletes them
+there and they are dropped here; its own ``active`` takes them back.  ``terminate foreign`` drops every
+foreign call and deletes it from its owner's database, as rtpengine.
+With ``active-switchover`` the first ng request that changes a foreign
+call (offer, answer, delete, recording) takes it over before it is
+handled, and so does its first media: once a second the engine's counters
+of the foreign calls are read, and a call that received a packet since it
+was bound is taken over.
 """
 
 from twisted.application import service
@@ -40,7 +55,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from omnirtp.state.restore import bind_call
-from omnirtp.state.snapshot import SnapshotError, decode
+from omnirtp.state.snapshot import SnapshotError, decode, encode
 from omnirtp.state.store import RedisAddress, RedisStore, _connect_tcp
 
 #: the owner's heartbeat: refreshed every HEARTBEAT seconds, expiring after
@@ -71,16 +86,22 @@ class Keyspace:
 
     log = Logger()
 
-    def __init__(self, follower, db):
+    def __init__(self, follower, db, address=None, own=False):
         self.follower = follower
         self.db = db
-        a = follower.address
+        #: this instance's own database, followed while in standby: its
+        #: calls are not deleted there when taken back (they are ours)
+        self.own = own
+        a = follower.address if address is None else address
         self.address = RedisAddress(a.host, a.port, db, a.password)
         self.reader = RedisStore(follower.reactor, self.address, expires=0,
                                  connect_timeout=follower.connect_timeout,
                                  disable_time=follower.disable_time,
                                  connect=follower.connect)
         self.calls = {}  # call_id -> (blob, bound)
+        #: call_id -> when its ports were bound here (media after that is
+        #: activity, for active-switchover)
+        self.bound_at = {}
         self.subscriber = None
         self.state = "stopped"
         self.lock = defer.DeferredLock()
@@ -174,7 +195,7 @@ class Keyspace:
     # -- notifications ---------------------------------------------------
 
     def _push(self, kind, items):
-        if kind != b"pmessage" or len(items) != 3:
+        if kind != b"pmessage" or len(items) != 3 or self.state == "stopped":
             return
         _pattern, channel, event = items
         if not isinstance(channel, bytes) or b"__:" not in channel:
@@ -241,6 +262,12 @@ class Keyspace:
         registry = f.registry
         if registry.get(call_id) is not None:
             return  # a call of ours (taken over already, or the same call-id)
+        for other in f.all_keyspaces():
+            if other is not self and call_id in other.calls:
+                # followed from another database already (our standby
+                # calls, taken over by the instance that writes here now):
+                # it moves to this one
+                yield other._drop(call_id)
         kept = self.calls.get(call_id)
         if kept is not None and kept[0] == blob:
             return
@@ -255,6 +282,7 @@ class Keyspace:
         try:
             yield bind_call(registry.engine, f.negotiator, call)
             bound = True
+            self.bound_at[call_id] = registry.clock.seconds()
         except Exception as e:
             bound = False
             if kept is None:
@@ -266,11 +294,37 @@ class Keyspace:
     @defer.inlineCallbacks
     def _drop(self, call_id):
         kept = self.calls.pop(call_id, None)
+        self.bound_at.pop(call_id, None)
         if kept is None:
             return
         self.follower.registry.foreign.pop(call_id, None)
         if kept[1]:
             yield self.follower.registry.engine.release(call_id)
+
+    @defer.inlineCallbacks
+    def drop_all(self, delete=False):
+        """Drop every foreign call of this database (``ksrm``; with
+        ``delete``: ``terminate foreign``, their keys deleted in the
+        owner's database too); fires with how many."""
+        call_ids = sorted(self.calls)
+        for call_id in call_ids:
+            yield self._drop(call_id)
+            if delete:
+                self.reader.delete(call_id)
+        return len(call_ids)
+
+    def hold(self, call):
+        """Keep one of this instance's own calls as foreign (``standby``):
+        its ports stay bound, it is no longer written or timed out here."""
+        registry = self.follower.registry
+        del registry.calls[call.call_id]
+        try:
+            blob = encode(call)
+        except Exception:
+            blob = b""  # the next set of its key replaces it
+        self.calls[call.call_id] = (blob, True)
+        self.bound_at[call.call_id] = registry.clock.seconds()
+        registry.foreign[call.call_id] = call
 
     @defer.inlineCallbacks
     def owner_gone(self, why="its owner is gone"):
@@ -288,10 +342,21 @@ class Keyspace:
             taken += ok
         return taken
 
+    def take(self, call_id, why):
+        """Take one foreign call over now (active-switchover); fires with 1
+        when it is ours, 0 when it is not (not followed here any more, or
+        its ports could not be bound)."""
+        if call_id not in self.calls:
+            return defer.succeed(0)
+        self.log.info("foreign call {call_id} taken over: {why}", call_id=call_id, why=why)
+        return self._take(call_id)
+
     @defer.inlineCallbacks
     def _take(self, call_id):
         f = self.follower
         registry = f.registry
+        if call_id not in self.calls:
+            return 0  # dropped meanwhile
         blob, bound = self.calls[call_id]
         call = registry.foreign[call_id]
         if not bound:
@@ -304,22 +369,34 @@ class Keyspace:
                               call_id=call_id, error=e)
                 return 0
         del self.calls[call_id]
+        self.bound_at.pop(call_id, None)
         del registry.foreign[call_id]
         call.last_signal = registry.clock.seconds()
         registry.adopt(call)
         registry.persist(call_id)
-        self.reader.delete(call_id)
+        if not self.own:
+            self.reader.delete(call_id)
         self.taken += 1
         return 1
 
 
 class KeyspaceFollower(service.Service):
-    """The ``subscribe-keyspace`` databases of one daemon."""
+    """The followed databases of one daemon: ``subscribe-keyspace`` at
+    start, ``ksadd`` / ``ksrm`` at run time, and this instance's own
+    database while its calls are held in ``standby``.
+
+    ``own``: the RedisAddress this instance writes its calls to (its
+    ``redis-write`` / ``redis``), needed by :meth:`standby`.
+    ``switchover``: ``active-switchover`` (see :meth:`claim`)."""
 
     log = Logger()
 
+    #: seconds between the looks at the foreign calls' media (active-switchover)
+    activity_interval = 1.0
+
     def __init__(self, reactor, address, databases, registry, negotiator, interfaces,
-                 connect_timeout=1.0, disable_time=10.0, connect=_connect_tcp):
+                 connect_timeout=1.0, disable_time=10.0, connect=_connect_tcp, own=None,
+                 switchover=False):
         self.reactor = reactor
         self.address = address
         self.registry = registry
@@ -328,22 +405,159 @@ class KeyspaceFollower(service.Service):
         self.connect_timeout = connect_timeout
         self.disable_time = disable_time
         self.connect = connect
+        self.own_address = own
+        self.switchover = switchover
+        #: followed databases, in the order they were added (``kslist``)
         self.keyspaces = {db: Keyspace(self, db) for db in databases}
+        #: our own database while own calls are held as foreign (standby)
+        self.standby_keyspace = None
+        self._activity = None
+
+    def all_keyspaces(self):
+        out = list(self.keyspaces.values())
+        if self.standby_keyspace is not None:
+            out.append(self.standby_keyspace)
+        return out
 
     def startService(self):
         service.Service.startService(self)
-        for ks in self.keyspaces.values():
+        for ks in self.all_keyspaces():
             ks.start()
+        if self.switchover:
+            from twisted.internet import task
+            self._activity = task.LoopingCall(self.check_activity)
+            self._activity.clock = self.reactor
+            self._activity.start(self.activity_interval, now=False).addErrback(
+                lambda f: self.log.failure("active-switchover media check stopped", f))
 
     def stopService(self):
         service.Service.stopService(self)
-        return defer.gatherResults([ks.stop() for ks in self.keyspaces.values()])
+        if self._activity is not None and self._activity.running:
+            self._activity.stop()
+        self._activity = None
+        return defer.gatherResults([ks.stop() for ks in self.all_keyspaces()])
+
+    # -- run time: ksadd / ksrm --------------------------------------------
+
+    def add(self, db):
+        """Follow database ``db`` too (``ksadd``); False when it is
+        followed already."""
+        if db in self.keyspaces:
+            return False
+        ks = self.keyspaces[db] = Keyspace(self, db)
+        if self.running:
+            ks.start()
+        self.log.info("keyspace {db} added to the followed databases", db=db)
+        return True
+
+    def remove(self, db):
+        """Stop following database ``db`` and drop its foreign calls
+        (``ksrm``): a Deferred firing with how many calls were dropped,
+        None when ``db`` is not followed."""
+        ks = self.keyspaces.pop(db, None)
+        if ks is None:
+            return defer.succeed(None)
+
+        @defer.inlineCallbacks
+        def gone():
+            yield ks.stop()
+            dropped = yield ks.drop_all()
+            self.log.info("keyspace {db} removed from the followed databases; {n} foreign "
+                          "calls dropped", db=db, n=dropped)
+            return dropped
+        return ks.lock.run(gone)
+
+    # -- the operator's takeovers ----------------------------------------------
 
     def take_over_all(self, why="the operator said so (active)"):
         """Every foreign call becomes ours (the CLI's ``active``); fires with
         how many were taken."""
-        ds = [ks.lock.run(ks.owner_gone, why) for ks in self.keyspaces.values()]
+        ds = [ks.lock.run(ks.owner_gone, why) for ks in self.all_keyspaces()]
+        d = defer.gatherResults(ds).addCallback(sum)
+        return d.addCallback(self._standby_over)
+
+    def _standby_over(self, taken):
+        # our own calls are ours again: no need to follow our database
+        ks = self.standby_keyspace
+        if ks is not None and not ks.calls:
+            self.standby_keyspace = None
+            ks.stop()
+        return taken
+
+    def standby(self):
+        """Every own call becomes foreign (the CLI's ``standby``): kept in our
+        own database (not written again, not timed out, not answering ng)
+        for the instance that takes them over; fires with how many."""
+        registry = self.registry
+        calls = list(registry.calls.values())
+        if self.own_address is None:
+            return defer.succeed(0)
+        ks = self.standby_keyspace
+        if ks is None:
+            a = self.own_address
+            ks = self.standby_keyspace = Keyspace(self, a.db, address=a, own=True)
+            if self.running:
+                ks.start()
+
+        def hold_one(call):
+            if registry.calls.get(call.call_id) is call:
+                ks.hold(call)
+
+        @defer.inlineCallbacks
+        def hold():
+            # each under its signalling lock: a request in progress ends first
+            for call in calls:
+                yield registry.run_locked(call.call_id, hold_one, call)
+            self.log.warn("standby: {n} own calls are foreign now (kept in redis "
+                          "{address} for the instance that takes them over)",
+                          n=len(calls), address=str(ks.address))
+            return len(calls)
+        return ks.lock.run(hold)
+
+    def terminate_all(self):
+        """Drop every foreign call and delete it from its owner's database
+        (``terminate foreign``); fires with how many."""
+        ds = [ks.lock.run(ks.drop_all, True) for ks in self.all_keyspaces()]
         return defer.gatherResults(ds).addCallback(sum)
+
+    # -- active-switchover -------------------------------------------------------
+
+    def keyspace_of(self, call_id):
+        for ks in self.all_keyspaces():
+            if call_id in ks.calls:
+                return ks
+        return None
+
+    def claim(self, call_id, why="signalling for it (active-switchover)"):
+        """Take the foreign call ``call_id`` over before a request handles
+        it: a Deferred firing with 1 (ours now) or 0."""
+        ks = self.keyspace_of(call_id)
+        if ks is None:
+            return defer.succeed(0)
+        return ks.lock.run(ks.take, call_id, why)
+
+    @defer.inlineCallbacks
+    def check_activity(self):
+        """active-switchover: take over every foreign call that received
+        media since its ports were bound here (once a second)."""
+        if not self.registry.foreign:
+            return 0
+        stats = yield self.registry.engine.stats(None)
+        active = []
+        for ks in self.all_keyspaces():
+            for call_id, since in list(ks.bound_at.items()):
+                if any(c.get("last_packet", 0) > since
+                       for c in stats.get(call_id, {}).values()):
+                    active.append((ks, call_id))
+        taken = 0
+        for ks, call_id in active:
+            n = yield ks.lock.run(ks.take, call_id, "media for it (active-switchover)")
+            taken += n
+        return taken
+
+    def listed(self):
+        """The followed databases as ``kslist`` shows them."""
+        return list(self.keyspaces)
 
     def stats(self):
         return {db: {"state": ks.state, "foreign": len(ks.calls), "taken": ks.taken,

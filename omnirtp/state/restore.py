@@ -10,10 +10,12 @@ counted, its ports are released, and it is left in the store untouched.
 What carries over: tags, SDPs' outcome (the model), ports, interfaces,
 SDES keys (both directions), ICE credentials and candidates, codec state.
 DTLS legs relay on with the SRTP keys their handshake exported (kept
-by the registry, ``Media.dtls_srtp``), without a new handshake.  What
-does not carry over: endpoints learned from media (re-learned from the
-next packets, as after a NAT rebinding), counters, and the SRTP rollover
-counters (a stream past 65535 packets needs them, see docs/scaling.md).
+by the registry, ``Media.dtls_srtp``), without a new handshake.  The
+SRTP contexts go on from where they were last written (the registry's
+``Media.srtp_index``: rollover counters and highest indexes, SRTCP
+indexes; see docs/scaling.md).  What does not carry over: endpoints
+learned from media (re-learned from the next packets, as after a NAT
+rebinding), counters, replay windows.
 """
 
 from twisted.internet import defer

@@ -275,10 +275,37 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(self.d.cli("\x00\xff garbage"),
                          "Unknown or incomplete command::\x00\xff garbage\n")
 
+    def test_keyspaceCommandsWithoutRedis(self):
+        """ksadd / ksrm / kslist / standby / active on a daemon without redis:
+        rtpengine 10.5's texts (its ksadd crashes there: omnirtp says why it
+        cannot); the bad arguments are read as C's strtoul reads them."""
+        self.d.call("c1")
+        self.assertEqual(self.d.cli("kslist"), "\nSubscribed-on keyspaces:\n\n")
+        self.assertEqual(self.d.cli("kslist x"), "\nSubscribed-on keyspaces:\n\n")
+        self.assertEqual(self.d.cli("ksadd 3"), "Fail adding keyspace 3 to redis "
+                                                "notifications; no redis configured\n")
+        self.assertEqual(self.d.cli("ksadd"), "More parameters required.\n")
+        self.assertEqual(self.d.cli("ksrm"), "More parameters required.\n")
+        self.assertEqual(self.d.cli("ksadd abc"), "Fail adding keyspace abc to redis "
+                                                  "notifications; no digists found\n")
+        self.assertEqual(self.d.cli("ksrm abc"), "Fail removing keyspace abc to redis "
+                                                 "notifications; no digists found\n")
+        self.assertEqual(self.d.cli("ksadd 18446744073709551616"),
+                         "Fail adding keyspace 18446744073709551616 to redis notifications; "
+                         "errono=34\n")
+        self.assertEqual(self.d.cli("ksadd -1"), "Fail adding keyspace -1 to redis "
+                                                 "notifications; errono=34\n")
+        self.assertEqual(self.d.cli("ksrm 3"), "Keyspace 3 is not among redis notifications.\n")
+        self.assertEqual(self.d.cli("ksrm 3x"), "Keyspace 3 is not among redis notifications.\n")
+        self.assertEqual(self.d.cli("standby"), "Ok, all calls set to 'foreign (standby)'\n")
+        self.assertEqual(self.d.cli("active x"), "Ok, all calls set to 'owned (active)'\n")
+        # nobody could take them over: they stay ours
+        self.assertEqual(list(self.d.registry.calls), ["c1"])
+
     def test_help(self):
         self.assertEqual(self.d.cli("help"),
                          "Available sub-commands at this level:\n\tlist\n\tterminate\n"
-                         "\tset\n\tget\n")
+                         "\tset\n\tget\n\tksadd\n\tksrm\n\tkslist\n\tactive\n\tstandby\n")
         self.assertIn("\tnumsessions\n", self.d.cli("list help"))
         self.assertEqual(self.d.cli("set help"),
                          "Available sub-commands at this level:\n\tmaxsessions\n\tloglevel\n")

@@ -421,6 +421,16 @@ class BuildConfigTests(SynchronousTestCase):
         self.assertEqual(config.unimplemented, ("homer", "listen-udp"))
         self.assertEqual(config.homer, "127.0.0.1:9060")
 
+    def test_activeSwitchover(self):
+        """active-switchover is implemented (omnirtp.state.keyspace); it
+        needs redis, as subscribe-keyspace does."""
+        config = build({"active-switchover": ("true", "w"),
+                        "redis": ("10.0.0.1:6379/2", "w")})
+        self.assertEqual((config.active_switchover, config.unimplemented, config.warnings),
+                         (True, (), ()))
+        config = build({"active-switchover": ("true", "w")})
+        self.assertEqual(config.warnings, ("active-switchover is ignored without redis",))
+
     def test_table(self):
         """table = N is kernel forwarding now (omnirtp.media.kernel): no warning."""
         config = build({"table": ("0", "F: [rtpengine] table = 0"),

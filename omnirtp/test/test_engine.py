@@ -122,6 +122,22 @@ class ContractTests(EngineTestBase):
         self.assertEqual(stats["c1"][(HOST, b + 1)]["last_packet"], 500.0)
         self.assertEqual(set(self.value(self.engine.stats())), {"c1"})
 
+    def test_last_packets(self):
+        """last_packets: each call's newest last_packet of stats()."""
+        a, b = self.call("c1")
+        self.call("c2")
+        self.value(self.engine.allocate("c3", HOST2, 1))
+        self.reactor.advance(2)
+        self.net.inject((HOST, b + 1), b"\x81\xc9\x00\x01abcd", (B[0], B[1] + 1))
+        self.net.pump(self.reactor)
+        newest = self.value(self.engine.last_packets())
+        stats = self.value(self.engine.stats())
+        self.assertEqual(newest, {cid: max(c["last_packet"] for c in sockets.values())
+                                  for cid, sockets in stats.items()})
+        self.assertEqual(newest, {"c1": 502.0, "c2": 500.0, "c3": 500.0})
+        self.value(self.engine.release("c2"))
+        self.assertEqual(sorted(self.value(self.engine.last_packets())), ["c1", "c3"])
+
     def test_configure_rejects_foreign_socket(self):
         """configure fails, changing nothing, for a socket the call does not hold."""
         a, b = self.call("c1")

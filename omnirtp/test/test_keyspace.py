@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from omnirtp.cli.commands import CliCommands
 from omnirtp.config.model import Config, InterfaceSpec
+from omnirtp.errors import E_FOREIGN_CALL, NGError
 from omnirtp.logging import LogLevels
 from omnirtp.control.operations import Operations
 from omnirtp.state import snapshot
@@ -158,6 +159,36 @@ class FollowerTests(SynchronousTestCase):
     def run_cli(self, line):
         return self.successResultOf(self.cli.run(line))
 
+    # a followed call's SRTP contexts start from the indexes its owner last
+    # wrote (Media.srtp_index, srtp_resume), and from the newer ones of each
+    # update, so a takeover goes on with the owner's rollover counters
+
+    def blob_with_index(self, call_id, index):
+        call = self.a.registry.get(call_id)
+        if call is None:
+            self.successResultOf(make_call(self.a, call_id)[1])
+            call = self.a.registry.get(call_id)
+        media = next(m for _ml, m in call.all_medias() if m.has_ports)
+        media.srtp_index = {"rtp": {"in": {"key": "k", "rtp": {7: index}}}, "rtcp": None}
+        return snapshot.encode(call), media.rtp_key
+
+    def test_followedAndTakenOverWithTheIndexes(self):
+        self.redis.set(1, b"omnirtp:alive", b"a")
+        self.follower.startService()
+        blob, key = self.blob_with_index("c1", 0x10005)
+        self.redis.set(1, KEY + b"c1", blob)
+        self.assertEqual(self.b.engine.configured[key]["srtp_resume"],
+                         {"in": {"key": "k", "rtp": {7: 0x10005}}})
+        blob, key = self.blob_with_index("c1", 0x14000)  # the owner wrote again
+        self.redis.set(1, KEY + b"c1", blob)
+        self.assertEqual(self.b.engine.configured[key]["srtp_resume"],
+                         {"in": {"key": "k", "rtp": {7: 0x14000}}})
+        self.redis.delete(1, b"omnirtp:alive", event=b"expired")
+        self.assertEqual(list(self.b.registry.calls), ["c1"])
+        taken = snapshot.decode(self.own.calls["c1"], self.b.interfaces)
+        self.assertIn({"rtp": {"in": {"key": "k", "rtp": {7: 0x14000}}}, "rtcp": None},
+                      [m.srtp_index for _ml, m in taken.all_medias()])
+
     def test_parseKeyspaces(self):
         self.assertEqual(parse_keyspaces(["2;3", "1", "3"]), (2, 3, 1))
         self.assertEqual(parse_keyspaces(["4, 5"]), (4, 5))
@@ -247,7 +278,7 @@ class FollowerTests(SynchronousTestCase):
         self.redis.set(1, b"omnirtp:alive", b"a")
         self.follower.startService()
         self.redis.set(1, KEY + b"c1", self.blob_of_a("c1"))
-        self.assertEqual(self.run_cli("kslist"), "\nSubscribed-on keyspaces:\n1\n\n")
+        self.assertEqual(self.run_cli("kslist"), "\nSubscribed-on keyspaces:\n1 \n")
         stats = self.successResultOf(self.b.dispatch({"command": "statistics"}))
         current = stats["statistics"]["currentstatistics"]
         self.assertEqual((current["sessionsown"], current["sessionsforeign"],
@@ -346,3 +377,188 @@ class ResyncFailureTests(SynchronousTestCase):
         clock.advance(5.0)
         self.assertEqual(ks.state, "up")
         self.assertEqual(len(redis.subscribers), 1)
+
+
+REINVITE = ("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            "m=audio 5000 RTP/AVP 0\r\n")
+
+
+class RunTimeTests(SynchronousTestCase):
+    """ksadd / ksrm / standby / terminate foreign / active-switchover: B
+    writes its calls to database 2 of the fake Redis (a RedisStore) and
+    follows what it is told to; A writes to database 1."""
+
+    def setUp(self):
+        from omnirtp.state.store import RedisStore
+        self.redis = FakeRedis()
+        self.a = ControlStack()
+        self.b = ControlStack()
+        self.b.clock = self.b.registry.clock
+        # B's own database (2), as the daemon's state store writes it
+        self.store = RedisStore(self.b.clock, "127.0.0.1:6379/2", connect=self.redis.connect)
+        self.successResultOf(self.store.start())
+        self.addCleanup(self.store.stop)
+        self.b.registry.store = self.store
+        # both owners beat (the fake Redis never expires the keys)
+        self.redis.set(1, b"omnirtp:alive", b"a")
+        self.redis.set(2, b"omnirtp:alive", b"b")
+
+    def follower(self, stack, databases, own_db=None, switchover=False):
+        follower = KeyspaceFollower(
+            stack.registry.clock, RedisAddress("127.0.0.1", 6379, 0), databases,
+            stack.registry, stack.negotiator, stack.interfaces, connect=self.redis.connect,
+            own=None if own_db is None else RedisAddress("127.0.0.1", 6379, own_db),
+            switchover=switchover)
+        stack.dispatch.follower = follower
+        follower.startService()
+        self.addCleanup(follower.stopService)
+        cli = CliCommands(Operations(stack.dispatch, Config(
+            interfaces=(InterfaceSpec("default", "127.0.0.1", None),)), LogLevels(6)))
+        cli.ops.follower = follower
+        return follower, lambda line: self.successResultOf(cli.run(line))
+
+    def call_of_a(self, call_id):
+        self.successResultOf(make_call(self.a, call_id)[1])
+        self.redis.set(1, KEY + call_id.encode(), snapshot.encode(self.a.registry.get(call_id)))
+
+    def test_ksaddFollowsExistingAndNewCallsKsrmDropsThem(self):
+        self.call_of_a("c1")
+        _follower, cli = self.follower(self.b, [], own_db=2)
+        self.assertEqual(cli("kslist"), "\nSubscribed-on keyspaces:\n\n")
+        self.assertEqual(self.b.registry.foreign, {})
+        self.assertEqual(cli("ksadd 1"), "Success adding keyspace 1 to redis notifications.\n")
+        # the call already there is read at once, the next one when it is set
+        self.assertEqual(list(self.b.registry.foreign), ["c1"])
+        self.call_of_a("c2")
+        self.assertEqual(sorted(self.b.registry.foreign), ["c1", "c2"])
+        self.assertEqual(sorted(self.b.engine.held), ["c1", "c2"])
+        self.assertEqual(cli("ksadd 1"), "Keyspace 1 is already among redis notifications.\n")
+        self.assertEqual(cli("ksadd 3x"), "Success adding keyspace 3 to redis notifications.\n")
+        self.assertEqual(cli("kslist"), "\nSubscribed-on keyspaces:\n1 3 \n")
+        self.assertIn("redis_keyspace:1 | foreign:yes", cli("list sessions foreign"))
+        self.assertIn("redis_keyspace: 1\nforeign: yes\n", cli("list sessions c1"))
+        self.assertEqual(cli("ksrm 1"), "Successfully unsubscribed from keyspace 1.\n"
+                                        "Successfully removed all foreign calls for keyspace 1.\n")
+        self.assertEqual(self.b.registry.foreign, {})
+        self.assertEqual(self.b.engine.held, {})
+        # A's keys are A's: left alone
+        self.assertEqual(sorted(self.redis.db(1)), [b"omnirtp:alive", KEY + b"c1", KEY + b"c2"])
+        # no longer followed
+        self.call_of_a("c3")
+        self.assertEqual(self.b.registry.foreign, {})
+        self.assertEqual(cli("ksrm 1"), "Keyspace 1 is not among redis notifications.\n")
+        self.assertEqual(cli("kslist"), "\nSubscribed-on keyspaces:\n3 \n")
+        # and again
+        self.assertEqual(cli("ksadd 1"), "Success adding keyspace 1 to redis notifications.\n")
+        self.assertEqual(sorted(self.b.registry.foreign), ["c1", "c2", "c3"])
+
+    def test_terminateForeign(self):
+        self.call_of_a("c1")
+        _follower, cli = self.follower(self.b, [1], own_db=2)
+        self.successResultOf(make_call(self.b, "mine")[1])
+        self.assertEqual(list(self.b.registry.foreign), ["c1"])
+        self.assertEqual(cli("terminate foreign"), "All foreign calls terminated by operator.\n")
+        self.assertEqual(self.b.registry.foreign, {})
+        self.assertEqual(list(self.b.engine.held), ["mine"])
+        self.assertEqual(list(self.b.registry.calls), ["mine"])
+        # deleted from the owner's database, as rtpengine does
+        self.assertNotIn(KEY + b"c1", self.redis.db(1))
+
+    def test_standbyThenThePeerTakesOver(self):
+        """standby: B's calls become foreign, kept in B's database; A, which
+        follows it, takes them over with active, and B drops them."""
+        _fb, cli_b = self.follower(self.b, [1], own_db=2)
+        _fa, cli_a = self.follower(self.a, [2], own_db=1)
+        self.successResultOf(make_call(self.b, "b1")[1])
+        self.assertIn(KEY + b"b1", self.redis.db(2))
+        self.assertEqual(list(self.a.registry.foreign), ["b1"])
+        self.assertEqual(cli_b("standby"), "Ok, all calls set to 'foreign (standby)'\n")
+        self.assertEqual(self.b.registry.calls, {})
+        self.assertEqual(list(self.b.registry.foreign), ["b1"])
+        self.assertIn("b1", self.b.engine.held)  # still relaying
+        self.assertIn("redis_keyspace:2 | foreign:yes", cli_b("list sessions foreign"))
+        self.assertEqual(cli_b("kslist"), "\nSubscribed-on keyspaces:\n1 \n")
+        # not B's any more: no ng change, no timeout, not deleted from its database
+        error = self.failureResultOf(self.b.dispatch({
+            "command": "offer", "call-id": "b1", "from-tag": "a", "sdp": REINVITE}), NGError)
+        self.assertEqual(error.value.reason, E_FOREIGN_CALL)
+        self.assertEqual(self.successResultOf(self.b.dispatch(
+            {"command": "query", "call-id": "b1"}))["result"], "ok")
+        self.b.clock.advance(200)
+        self.b.registry.persist("b1")  # as after a request for it: not deleted
+        self.assertEqual(list(self.b.registry.foreign), ["b1"])
+        self.assertIn(KEY + b"b1", self.redis.db(2))
+        # A takes it: written to A's database, gone from B's, dropped on B
+        self.assertEqual(cli_a("active"), "Ok, all calls set to 'owned (active)'\n")
+        self.assertEqual(list(self.a.registry.calls), ["b1"])
+        self.assertNotIn(KEY + b"b1", self.redis.db(2))
+        self.assertEqual(self.b.registry.foreign, {})
+        self.assertNotIn("b1", self.b.engine.held)
+
+    def test_standbyThenActiveTakesThemBack(self):
+        follower, cli = self.follower(self.b, [1], own_db=2)
+        self.successResultOf(make_call(self.b, "b1")[1])
+        self.assertEqual(cli("standby"), "Ok, all calls set to 'foreign (standby)'\n")
+        self.assertEqual(list(self.b.registry.foreign), ["b1"])
+        self.assertEqual(cli("active"), "Ok, all calls set to 'owned (active)'\n")
+        self.assertEqual(list(self.b.registry.calls), ["b1"])
+        self.assertEqual(self.b.registry.foreign, {})
+        self.assertIn(KEY + b"b1", self.redis.db(2))  # ours: kept
+        self.assertIsNone(follower.standby_keyspace)
+        reply = self.successResultOf(self.b.dispatch({
+            "command": "offer", "call-id": "b1", "from-tag": "a", "sdp": REINVITE}))
+        self.assertEqual(reply["result"], "ok")
+
+    def test_foreignCallRefusedWithoutSwitchover(self):
+        self.call_of_a("c1")
+        self.follower(self.b, [1], own_db=2)
+        for request in ({"command": "offer", "call-id": "c1", "from-tag": "a",
+                         "sdp": REINVITE},
+                        {"command": "delete", "call-id": "c1"}):
+            error = self.failureResultOf(self.b.dispatch(request), NGError)
+            self.assertEqual(error.value.reason, E_FOREIGN_CALL)
+        self.assertEqual(list(self.b.registry.foreign), ["c1"])
+        self.assertIn("c1", self.b.engine.held)
+        self.assertIn(KEY + b"c1", self.redis.db(1))
+        self.assertEqual(self.b.dispatch.counts["errors"], 2)
+        query = self.successResultOf(self.b.dispatch({"command": "query", "call-id": "c1"}))
+        self.assertEqual(sorted(query["tags"]), ["a", "b"])
+
+    def test_switchoverOnSignalling(self):
+        self.call_of_a("c1")
+        self.call_of_a("c2")
+        self.follower(self.b, [1], own_db=2, switchover=True)
+        # query reads, it does not take over (as rtpengine)
+        self.successResultOf(self.b.dispatch({"command": "query", "call-id": "c1"}))
+        self.assertEqual(sorted(self.b.registry.foreign), ["c1", "c2"])
+        reply = self.successResultOf(self.b.dispatch({
+            "command": "offer", "call-id": "c1", "from-tag": "a", "sdp": REINVITE}))
+        self.assertEqual(reply["result"], "ok")
+        self.assertEqual(list(self.b.registry.calls), ["c1"])
+        self.assertEqual(list(self.b.registry.foreign), ["c2"])
+        self.assertIn(KEY + b"c1", self.redis.db(2))  # B's now
+        self.assertNotIn(KEY + b"c1", self.redis.db(1))
+        # a delete takes over too, then deletes
+        reply = self.successResultOf(self.b.dispatch({"command": "delete", "call-id": "c2"}))
+        self.assertEqual(reply["result"], "ok")
+        self.assertEqual(self.b.registry.foreign, {})
+        self.assertEqual(self.b.dispatch.counts["errors"], 0)
+
+    def test_switchoverOnMedia(self):
+        self.call_of_a("c1")
+        self.call_of_a("c2")
+        follower, _cli = self.follower(self.b, [1], own_db=2, switchover=True)
+        self.b.clock.advance(follower.activity_interval * 3)
+        self.assertEqual(sorted(self.b.registry.foreign), ["c1", "c2"])  # no media yet
+        self.b.engine.last_packet["c2"] = self.b.clock.seconds() + 0.5
+        self.b.clock.advance(follower.activity_interval)
+        self.assertEqual(list(self.b.registry.calls), ["c2"])
+        self.assertEqual(list(self.b.registry.foreign), ["c1"])
+        self.assertIn(KEY + b"c2", self.redis.db(2))
+
+    def test_noSwitchoverWithoutTheOption(self):
+        self.call_of_a("c1")
+        follower, _cli = self.follower(self.b, [1], own_db=2)
+        self.b.engine.last_packet["c1"] = self.b.clock.seconds() + 0.5
+        self.b.clock.advance(follower.activity_interval * 3)
+        self.assertEqual(list(self.b.registry.foreign), ["c1"])

@@ -140,6 +140,77 @@ class RunTests(RealRelays, SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
 
+    def test_timersRunOnlyWhenDue(self):
+        """A wake-up for datagrams does not run the reactor's timers when
+        none is due: ``runUntilCurrent`` runs for the timed calls, not once
+        per wake-up.  Each datagram is sent only when the one before it was
+        relayed, so each needs a wake-up of its own."""
+        party_a, party_b = self.party(), self.party()
+        a, _ = self.pair(party_a, party_b)
+        party_b.settimeout(5)
+        runs = []
+        real = self.reactor.runUntilCurrent
+
+        def counted():
+            runs.append(True)
+            real()
+
+        self.reactor.runUntilCurrent = counted
+        got = []
+
+        def sender():
+            for seq in range(30):
+                party_a.sendto(rtp(seq), a.local)
+                got.append(party_b.recv(100))
+            self.reactor.callFromThread(self.reactor.stop)
+
+        self.reactor.callLater(0.01, self.reactor.callInThread, sender)
+        self.run_reactor()
+        self.reactor.getThreadPool().stop()
+        self.assertEqual(got, [rtp(seq) for seq in range(30)])
+        self.assertLess(len(runs), 15)
+
+    def test_timerMovedSoonerFromAHandler(self):
+        """A timed call moved sooner by a socket's handler (not by a timed
+        call) runs at its new time: the loop reads the timers' heap on
+        every wake-up, it does not keep an old deadline."""
+        party = self.party()
+        sock = bind_udp(HOST, 0)
+        self.addCleanup(sock.close)
+        fired = []
+        late = self.reactor.callLater(5, fired.append, "late")
+
+        def handler(now):
+            sock.recv(100)
+            late.reset(0.01)
+
+        def check():
+            fired.append("check")
+            self.reactor.stop()
+
+        self.poller.add(sock.fileno(), handler)
+        self.reactor.callLater(0.01, party.sendto, b"x", sock.getsockname())
+        self.reactor.callLater(1, check)
+        self.run_reactor()
+        self.assertEqual(fired, ["late", "check"])
+
+    def test_callFromThreadRuns(self):
+        """A call from another thread runs while the loop waits for media
+        (the reactor's waker is in the reactor's epoll, inside the
+        poller's)."""
+        done = []
+
+        def from_thread():
+            done.append(True)
+            self.reactor.stop()
+
+        self.reactor.callLater(0.01, self.reactor.callInThread,
+                               self.reactor.callFromThread, from_thread)
+        self.run_reactor()
+        self.reactor.getThreadPool().stop()
+        self.assertEqual(done, [True])
+
+
 class CoalescingRunTests(RunTests):
     """The same with a coalescing delay of 2 ms."""
 
@@ -202,3 +273,109 @@ class UseMediaLoopTests(SynchronousTestCase):
         reactor = PollReactor()
         engine = self.engine(reactor)
         self.assertFalse(use_media_loop(reactor, engine, environ={}))
+
+
+class Recorder:
+    """The protocol of a PipeIO: what it got, and how it ended."""
+
+    def __init__(self):
+        self.got = []
+        self.lost = []
+
+    def makeConnection(self, transport):
+        self.transport = transport
+
+    def dataReceived(self, data):
+        self.got.append(data)
+        if data == b"close":
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self.lost.append(reason)
+
+
+class PipeInLoopTests(RealRelays, SynchronousTestCase):
+    """``use_media_loop(..., pipe=...)``: the worker's pipe from the control
+    process is read by the media loop (after the round's datagrams), not
+    by a reactor iteration; its end goes back to the reactor."""
+
+    def setUp(self):
+        from omnirtp.media.worker import PipeIO
+
+        self.reactor = EPollReactor()
+        self.reactor.callLater(10, self.reactor.stop)
+        self.engine = EmbeddedEngine(self.reactor, {HOST: (40000, 40009)})
+        self.addCleanup(self.engine.close)
+        self.r, self.w = os.pipe()
+        out_r, self.out_w = os.pipe()
+        self.addCleanup(os.close, out_r)
+        self.protocol = Recorder()
+        self.pipe = PipeIO(self.protocol, stdin=self.r, stdout=self.out_w, reactor=self.reactor)
+        self.reader = self.pipe._reader
+        self.assertIn(self.reader, self.reactor.getReaders())
+        self.assertTrue(use_media_loop(self.reactor, self.engine, environ={}, pipe=self.pipe))
+        self.assertNotIn(self.reader, self.reactor.getReaders())
+
+    def run_steps(self, *steps):
+        steps = list(steps)
+
+        def step():
+            if steps:
+                steps.pop(0)()
+                self.reactor.callLater(0.01, step)
+            else:
+                self.reactor.stop()
+
+        self.reactor.callLater(0.01, step)
+        self.reactor.run(installSignalHandlers=False)
+
+    def test_readInTheLoopThenEndedByTheReactor(self):
+        """Bytes written to the pipe reach the protocol while the reactor
+        does not read it; at its end the reactor reads it again and the
+        protocol's connection is lost as usual."""
+        seen = []
+        self.run_steps(
+            lambda: os.write(self.w, b"one"),
+            lambda: seen.append(self.reader in self.reactor.getReaders()),
+            lambda: os.write(self.w, b"two" * 15000),
+            lambda: os.close(self.w),
+            lambda: None,
+        )
+        self.assertEqual(seen, [False])
+        self.assertEqual(b"".join(self.protocol.got), b"one" + b"two" * 15000)
+        self.assertEqual(self.protocol.got[0], b"one")
+        self.assertEqual(len(self.protocol.lost), 1)
+
+    def test_notReadOnceTheProtocolClosedIt(self):
+        """Once the protocol closed the connection (a broken frame), what
+        comes on the pipe is not read any more."""
+        self.addCleanup(os.close, self.w)
+        self.run_steps(
+            lambda: os.write(self.w, b"close"),
+            lambda: os.write(self.w, b"more"),
+            lambda: None,
+        )
+        self.assertEqual(self.protocol.got, [b"close"])
+
+
+class AddAfterTests(SynchronousTestCase):
+    """``MediaPoller.add_after`` outside the media loop: ``doRead`` (the
+    reactor's reader) calls the handler once its rounds are served."""
+
+    def test_doReadCallsTheHandlerAfterTheRounds(self):
+        reactor = EPollReactor()
+        poller = MediaPoller(reactor)
+        self.addCleanup(poller.close)
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        seen = []
+        poller.add_after(r, lambda: seen.append(os.read(r, 100)))
+        self.assertIn(poller, reactor.getReaders())
+        poller.doRead()
+        self.assertEqual(seen, [])
+        os.write(w, b"request")
+        poller.doRead()
+        self.assertEqual(seen, [b"request"])
+        poller.doRead()
+        self.assertEqual(seen, [b"request"])

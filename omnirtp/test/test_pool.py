@@ -45,6 +45,7 @@ from omnirtp.media.worker import (
     FD_FROM_CONTROL,
     FD_TO_CONTROL,
     AmpFrames,
+    LevelPredicate,
     WorkerChannel,
     WorkerProtocol,
     build_parser,
@@ -109,7 +110,8 @@ class FakeEngine:
         for cid, socks in self.calls.items():
             if call_id is None or cid == call_id:
                 out[cid] = {
-                    key: {"packets": 1, "bytes": 10, "endpoint": None, "confirmed": False}
+                    key: {"packets": 1, "bytes": 10, "endpoint": None, "confirmed": False,
+                          "last_packet": 1000.0 + key[1]}
                     for key in socks
                 }
         return succeed(out)
@@ -425,6 +427,18 @@ class EngineCallTests(SynchronousTestCase):
         result = self.successResultOf(self.link.request("stats", "c2"))
         self.assertEqual(list(result), ["c2"])
 
+    def test_lastPacketsFromStats(self):
+        """An engine without ``last_packets``: the worker answers it from
+        ``stats(None)``, each call's newest ``last_packet``."""
+        self.successResultOf(self.link.request("allocate", "c1", IP, 2))
+        self.successResultOf(self.link.request("allocate", "c2", IP, 1))
+        result = self.successResultOf(self.link.request("last_packets"))
+        self.assertEqual(result, {"c1": 1000.0 + 40002, "c2": 1000.0 + 40004})
+
+    def test_lastPacketsOfTheEngine(self):
+        self.engine.last_packets = lambda: succeed({"c1": 12.5})
+        self.assertEqual(self.successResultOf(self.link.request("last_packets")), {"c1": 12.5})
+
     def test_totals(self):
         result = self.successResultOf(self.link.request("totals"))
         self.assertEqual(result["ports_free"], 100)
@@ -444,6 +458,25 @@ class EngineCallTests(SynchronousTestCase):
         held.callback(None)
         self.link.pump()
         self.assertIsNone(self.successResultOf(first))
+
+    def test_answersOfOneReadGoInOneWrite(self):
+        """The answers to the requests one read brings (and AMP's) go out
+        in one write; one that the engine gives later, when it does."""
+        writes = []
+        self.patch(self.link.server_transport, "write", writes.append)
+        held = Deferred()
+        self.engine.configure = lambda call_id, sockets: held
+        self.link.requests.send("totals")
+        self.link.requests.send("configure", "c1", [])
+        self.link.requests.send("totals")
+        self.link.channel.dataReceived(self.link.client_transport.value())
+        self.assertEqual(len(writes), 1)
+        frames = []
+        wire.FrameReader({wire.REPLY: frames.append}).feed(writes[0])
+        self.assertEqual([wire.loads(f)[0] for f in frames], [0, 2])
+        held.callback(None)
+        self.assertEqual(len(writes), 2)
+        self.assertEqual(wire.loads(writes[1][5:])[:2], (1, wire.OK))
 
     def test_replyForNobodyIsDropped(self):
         d = self.link.requests.send("totals")
@@ -616,6 +649,28 @@ class WorkerCommandLineTests(SynchronousTestCase):
             [LogLevel.critical] * 3 + [LogLevel.error, LogLevel.warn] + [LogLevel.info] * 2 + [LogLevel.debug],
         )
 
+    def test_levelPredicateDecidesAsTwistedsWithADefaultLevel(self):
+        """The worker's log filter answers what twisted's predicate with
+        only a default level answers, for every level, also after the
+        level changed (SetLogLevel), and for events without a level or a
+        namespace."""
+        from twisted.logger import LogLevelFilterPredicate
+
+        events = [{}, {"log_namespace": "omnirtp.media.engine.EmbeddedEngine"},
+                  {"log_level": LogLevel.error}, {"log_level": LogLevel.error, "log_namespace": ""}]
+        events += [{"log_level": lv, "log_namespace": ns} for lv in LogLevel.iterconstants()
+                   for ns in ("omnirtp.media.engine.EmbeddedEngine", "x")]
+        ours = LevelPredicate(LogLevel.debug)
+        for first in (True, False):
+            for level in LogLevel.iterconstants():
+                if first:
+                    ours = LevelPredicate(level)
+                else:
+                    ours.set(level)
+                twisteds = LogLevelFilterPredicate(defaultLogLevel=level)
+                for event in events:
+                    self.assertIs(ours(event), twisteds(event), (level, event))
+
 
 class FakeProcess:
     """A process transport whose worker is a WorkerProtocol in memory."""
@@ -698,8 +753,10 @@ class FakeProcessReactor(Clock):
         return process
 
     def pump(self):
+        # the pool writes what a turn gathered at its end (callLater(0))
+        self.advance(0)
         while any([p.pump() for p in self.spawned]):
-            pass
+            self.advance(0)
 
 
 verifyClass(IReactorProcess, FakeProcessReactor)
@@ -885,6 +942,13 @@ class PoolTests(SynchronousTestCase):
         every = self.successResultOf(self.pumped(self.pool.stats()))
         self.assertEqual(sorted(every), ["a", "b"])
         self.assertEqual(self.successResultOf(self.pool.stats("nope")), {})
+
+    def test_lastPacketsOfAllWorkers(self):
+        self.start()
+        self.allocate("a")
+        self.allocate("b")
+        every = self.successResultOf(self.pumped(self.pool.last_packets()))
+        self.assertEqual(every, {"a": 1000.0 + 40000, "b": 1000.0 + 40050})
 
     def test_totalsAreSummed(self):
         self.start()
@@ -1090,6 +1154,7 @@ class PoolTests(SynchronousTestCase):
         self.allocate("a", 2)
         sent = len(self.process(0).to_worker)
         d = self.pool.stats_release("a")
+        self.reactor.advance(0)  # the end of the turn: what it gathered is written
         self.assertEqual(len(self.process(0).to_worker), sent + 1)
         self.assertEqual([w["calls"] for w in self.pool.workers], [0, 0])
         stats = self.successResultOf(self.pumped(d))
@@ -1244,6 +1309,26 @@ class PipeTransportTests(SynchronousTestCase):
         transport.write(b"late")  # the pipe is closed: dropped, no error
         self.assertEqual(process.to_worker, [b"\0\0\0\x03Aab"])
         self.assertEqual(repr(transport.getPeer()), "<media worker 0 pid 7>")
+
+    def test_framesOfATurnGoInOneWrite(self):
+        """With a clock, the frames of a turn (AMP and requests) are
+        written in order in one write once it is over; closing writes
+        what is gathered first."""
+        reactor = FakeProcessReactor()
+        process = FakeProcess(reactor, None, [], 7, FakeEngine())
+        transport = PipeTransport(process, WorkerAddress(0, 7), reactor)
+        transport.write_frame(b"\0\0\0\x02Q1")
+        transport.write(b"a")
+        transport.write_frame(b"\0\0\0\x02Q2")
+        self.assertEqual(process.to_worker, [])
+        self.assertEqual(len(reactor.getDelayedCalls()), 1)
+        reactor.advance(0)
+        self.assertEqual(process.to_worker, [b"\0\0\0\x02Q1\0\0\0\x02Aa\0\0\0\x02Q2"])
+        transport.write_frame(b"\0\0\0\x02Q3")
+        transport.loseConnection()
+        self.assertEqual(process.to_worker[1:], [b"\0\0\0\x02Q3"])
+        self.assertEqual(process.closed, [FD_FROM_CONTROL])
+        self.assertEqual(reactor.getDelayedCalls(), [])
 
 
 class QueueingWriter:

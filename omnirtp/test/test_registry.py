@@ -29,6 +29,10 @@ class CountingEngine:
         #: the kernel's are with table = N), and the calls asked for alone
         self.own_last_packet = {}
         self.asked = []
+        #: packets per socket of a call (its counters), by call
+        self.packets = {}
+        #: stats(None) calls (all calls' counters)
+        self.asked_all = 0
 
     def allocate(self, call_id, address, count):
         if count > len(self.free):
@@ -65,6 +69,8 @@ class CountingEngine:
         ids = [call_id] if call_id is not None else list(self.held)
         if call_id is not None:
             self.asked.append(call_id)
+        else:
+            self.asked_all += 1
         out = {}
         for cid in ids:
             last = self.last_packet.get(cid, 0.0)
@@ -73,7 +79,7 @@ class CountingEngine:
             out[cid] = {}
             for addr, port in self.held.get(cid, []):
                 for key in ((addr, port), (addr, port + 1)):
-                    out[cid][key] = {"packets": 0, "bytes": 0, "errors": 0,
+                    out[cid][key] = {"packets": self.packets.get(cid, 0), "bytes": 0, "errors": 0,
                                      "last_packet": last, "endpoint": None,
                                      "confirmed": False}
         return defer.succeed(out)
@@ -100,12 +106,21 @@ def answered_call(registry, engine, call_id, direction="sendrecv"):
     return call
 
 
+class LastPacketsEngine(CountingEngine):
+    """A CountingEngine that also answers ``last_packets`` (as the embedded
+    engine and the worker pool do): each call's newest packet time."""
+
+    def last_packets(self):
+        return defer.succeed({cid: self.last_packet.get(cid, 0.0) for cid in self.held})
+
+
 class RegistryTests(SynchronousTestCase):
+    engine_class = CountingEngine
 
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(1000)
-        self.engine = CountingEngine(self.clock)
+        self.engine = self.engine_class(self.clock)
         self.registry = CallRegistry(
             self.engine, self.clock,
             Timeouts(timeout=2, silent_timeout=6, offer_timeout=10, final_timeout=0),
@@ -255,6 +270,24 @@ class RegistryTests(SynchronousTestCase):
         self.assertNotIn("c1", self.registry.calls)
         self.assertEqual(self.registry.closed["terminated"], 1)
 
+    def test_endedCallsCounted(self):
+        """The counters of a call the sweep ends (a deletion due, a
+        timeout) go into the totals."""
+        call = answered_call(self.registry, self.engine, "c1")
+        answered_call(self.registry, self.engine, "c2")
+        self.engine.packets.update(c1=5, c2=7)
+        self.registry.schedule_deletion(call, 0.5)
+        self.engine.last_packet["c2"] = self.clock.seconds()
+        self.clock.advance(1)
+        self.registry.sweep()
+        self.assertEqual(sorted(self.registry.calls), ["c2"])
+        self.assertEqual(self.registry.relayed["packets"], 4 * 5)
+        self.clock.advance(2)
+        self.registry.sweep()
+        self.assertEqual(self.registry.calls, {})
+        self.assertEqual(self.registry.relayed["packets"], 4 * 5 + 4 * 7)
+        self.assertEqual(self.registry.closed["timeout"], 1)
+
     def forked_call(self, call_id):
         """A caller ``a`` whose offer forked to ``b1`` and ``b2``; ``b2``
         answered last (``a`` talks to ``b2``)."""
@@ -320,6 +353,32 @@ class RegistryTests(SynchronousTestCase):
         self.registry.calls_lost(["c1", "nope"])
         self.assertEqual(list(self.registry.calls), ["c2"])
         self.assertEqual(self.registry.closed["worker_lost"], 1)
+
+
+class LastPacketsRegistryTests(RegistryTests):
+    """The same with an engine that has ``last_packets``: the sweep asks
+    it, not every socket's counters (``stats(None)``), unless a state
+    store keeps the DTLS keys those counters carry."""
+    engine_class = LastPacketsEngine
+
+    def test_allCallsCountersNotRead(self):
+        answered_call(self.registry, self.engine, "c1")
+        self.engine.last_packet["c1"] = self.clock.seconds()
+        for _ in range(3):
+            self.clock.advance(1)
+            self.registry.sweep()
+        self.assertEqual(self.registry.closed["timeout"], 1)
+        self.assertEqual(self.engine.asked_all, 0)
+        self.assertEqual(self.engine.asked, ["c1"])
+
+    def test_withStoreAllCallsCountersRead(self):
+        self.registry.store = object()  # keep_dtls has nothing to keep here
+        self.patch(self.registry, "persist", lambda call_id: None)
+        answered_call(self.registry, self.engine, "c1")
+        self.engine.last_packet["c1"] = self.clock.seconds()
+        self.clock.advance(1)
+        self.registry.sweep()
+        self.assertEqual(self.engine.asked_all, 1)
 
 
 class RunLockedNowTests(SynchronousTestCase):

@@ -103,6 +103,16 @@ class EngineReportTests(SynchronousTestCase):
         self.assertEqual(self.stats()[(HOST, self.a + 1)]["rtcp"], report)
         self.assertEqual(report["blocks"][0]["cumulative lost"], 10)
 
+    def test_sweep_parses_the_kept_report(self):
+        """The timeout sweep's last_packets parses a socket's kept RTCP as
+        stats() did in its place: a malformed datagram after it leaves
+        the report it read."""
+        self.configure()
+        self.deliver((HOST, self.a + 1), RR_ONE, A_RTCP)
+        self.successResultOf(self.engine.last_packets())
+        self.deliver((HOST, self.a + 1), RR_ONE[:-4], A_RTCP)
+        self.assertEqual(self.stats()[(HOST, self.a + 1)]["rtcp"], RR_ONE_STATS)
+
     def test_rtcp_split_off_a_mux_port(self):
         """A multiplexes, B does not: A's RTCP arrives on A's RTP socket and
         leaves B's RTCP socket; the report is kept on A's RTP socket."""

@@ -236,6 +236,27 @@ class StateTests(SynchronousTestCase):
         self.assertIs(top.state.read_store, top.state.write_store)
         self.assertEqual(top.state.read_store.address.db, 2)
 
+    def test_followerWithRedisAlone(self):
+        """With ``redis`` the follower is there for ksadd / standby even
+        without ``subscribe-keyspace``; it knows our own database (written
+        to: ``redis-write``), follows from ``redis``'s server, and
+        ``active-switchover`` reaches it and the ng Dispatcher."""
+        top = build(config(redis="127.0.0.1:1/1", redis_write="127.0.0.1:2/5",
+                           no_redis_required=True), MemoryReactorClock())
+        follower = top.state.follower
+        self.assertEqual(follower.listed(), [])
+        self.assertEqual(str(follower.own_address), "127.0.0.1:2/5")
+        self.assertEqual(follower.address.port, 1)
+        self.assertFalse(follower.switchover)
+        self.assertIs(top.dispatcher.follower, follower)
+        self.assertIs(top.operations.follower, follower)
+        top = build(config(redis="127.0.0.1:1/1", subscribe_keyspace=("3;4",),
+                           active_switchover=True, no_redis_required=True),
+                    MemoryReactorClock())
+        self.assertEqual(top.state.follower.listed(), [3, 4])
+        self.assertTrue(top.state.follower.switchover)
+        self.assertEqual(top.state.follower.own_address.db, 1)
+
     def test_redisWrite(self):
         """Restored from ``redis``, written to ``redis-write``."""
         top = build(config(redis="127.0.0.1:1/1", redis_write="pw@127.0.0.1:2/5",

@@ -238,3 +238,96 @@ class PluginTests(SynchronousTestCase):
         factory = SrtpFactory()
         self.assertIsInstance(factory.inbound(params), SrtpUnprotect)
         self.assertIsInstance(factory.outbound(params), SrtpProtect)
+
+
+def _wrapping(start=0xFFF0, count=40):
+    """Sequence numbers from ``start`` past 65535: the rollover counter
+    becomes 1 on the way."""
+    return [(start + i) & 0xFFFF for i in range(count)]
+
+
+class ResumeCases:
+    """A stream whose sequence numbers wrapped (ROC 1), then a new step with
+    the same key (a restart, a takeover): with what the first one kept,
+    the far end and the new step understand each other; without it they
+    do not."""
+
+    suite = None
+
+    def setUp(self):
+        self.key = master(self.suite)
+        self.params = make_crypto(self.suite, self.key)
+
+    def test_unprotectResumes(self):
+        far = peer(self.suite, self.key, outbound=True)
+        first = SrtpUnprotect(self.params)
+        for seq in _wrapping():
+            self.assertEqual(first.rtp(far.protect(rtp(seq))), rtp(seq))
+        kept = first.indexes()
+        self.assertEqual(kept["rtp"], {0x11223344: (1 << 16) | 23})
+        after = [far.protect(rtp(seq)) for seq in range(24, 30)]
+        second = SrtpUnprotect(self.params)
+        self.assertTrue(second.resume(kept))
+        self.assertEqual([second.rtp(p) for p in after], [rtp(seq) for seq in range(24, 30)])
+        self.assertEqual(second.counters()["auth-failures"], 0)
+        # without: the ROC is taken to be 0, nothing authenticates
+        fresh = SrtpUnprotect(self.params)
+        self.assertEqual([fresh.rtp(p) for p in after], [None] * 6)
+        self.assertEqual(fresh.counters()["auth-failures"], 6)
+
+    def test_protectResumes(self):
+        far = peer(self.suite, self.key, outbound=False)
+        first = SrtpProtect(self.params)
+        for seq in _wrapping():
+            self.assertEqual(far.unprotect(first.rtp(rtp(seq))), rtp(seq))
+        kept = first.indexes()
+        second = SrtpProtect(self.params)
+        self.assertTrue(second.resume(kept))
+        for seq in range(24, 30):
+            self.assertEqual(far.unprotect(second.rtp(rtp(seq))), rtp(seq))
+        fresh = SrtpProtect(self.params)
+        self.assertRaises(pylibsrtp.Error, far.unprotect, fresh.rtp(rtp(30)))
+
+    def test_srtcpSenderGoesOnPastTheKeptIndex(self):
+        far = peer(self.suite, self.key, outbound=False)
+        first = SrtpProtect(self.params)
+        for _ in range(5):
+            self.assertEqual(far.unprotect_rtcp(first.rtcp(rtcp_sr())), rtcp_sr())
+        kept = first.indexes()
+        self.assertEqual(kept["rtcp"], {0x11223344: 5})
+        second = SrtpProtect(self.params)
+        self.assertTrue(second.resume(kept))
+        self.assertEqual(second.indexes()["rtcp"], {0x11223344: 5 + srtp.SRTCP_LEAP})
+        self.assertEqual(far.unprotect_rtcp(second.rtcp(rtcp_sr())), rtcp_sr())
+        # without: index 1 again, which the far end had (a replay)
+        fresh = SrtpProtect(self.params)
+        self.assertRaises(pylibsrtp.Error, far.unprotect_rtcp, fresh.rtcp(rtcp_sr()))
+
+    def test_anotherKeyIsNotResumed(self):
+        first = SrtpProtect(self.params)
+        first.rtp(rtp(5))
+        first.rtcp(rtcp_sr())
+        other = SrtpProtect(make_crypto(self.suite, master(self.suite, seed=2)))
+        self.assertFalse(other.resume(first.indexes()))
+        self.assertIsNone(other.indexes())
+        self.assertFalse(other.resume(None))
+
+    def test_badShapes(self):
+        step = SrtpUnprotect(self.params)
+        tag = srtp.key_tag(self.params)
+        for bad in ([], {"rtp": {}}, {"key": tag, "rtp": []},
+                    {"key": tag, "rtp": {1: 1 << 48}}, {"key": tag, "rtcp": {1: -1}},
+                    {"key": tag, "rtp": {1 << 32: 1}}, {"key": tag, "rtp": {"1": 1}}):
+            self.assertRaises(ValueError, step.resume, bad)
+
+
+class ResumeAesCm80Tests(ResumeCases, SynchronousTestCase):
+    suite = AES_CM_128_HMAC_SHA1_80
+
+
+class ResumeAesCm32Tests(ResumeCases, SynchronousTestCase):
+    suite = AES_CM_128_HMAC_SHA1_32
+
+
+class ResumeAeadGcmTests(ResumeCases, SynchronousTestCase):
+    suite = AEAD_AES_128_GCM

@@ -58,11 +58,12 @@ def pcmu_packet(seq, frequency, ssrc=0x44004400):
             + payload)
 
 
-def send_tone(test, sock, address, frequency):
+def send_tone(test, sock, address, frequency, start=0):
     """Send ``pcmu_packet``s of ``frequency`` from ``sock`` (a Party) to
-    ``address`` every 20 ms until ``test`` ends; return the LoopingCall."""
+    ``address`` every 20 ms until ``test`` ends, sequence numbers from
+    ``start``; return the LoopingCall."""
     from twisted.internet import task
-    seq = [0]
+    seq = [start]
 
     def send():
         sock.send(pcmu_packet(seq[0], frequency), address)

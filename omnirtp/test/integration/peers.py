@@ -116,6 +116,17 @@ def _outside_ephemeral(minimum=10000):
     return max(below, above, key=lambda r: r[1] - r[0])
 
 
+def free_ng_port_and_range(size, address=LOOPBACK):
+    """``(ng_port, (first, last))``: a media block of ``size`` ports as
+    :func:`free_port_range` gives it, and an ng port held with it, outside
+    the ephemeral range: a daemon restarted on the same ng port finds it
+    free (an ephemeral port can be taken meanwhile by any socket on the
+    machine)."""
+    size += size % 2
+    first, last = free_port_range(size + 2, address)
+    return last, (first, first + size - 1)
+
+
 def free_port_range(size, address=LOOPBACK, low=None, high=None, wait=30.0):
     """``(first, last)``: ``size`` consecutive UDP ports, ``first`` even, none
     bound on ``address`` right now and none in a block another test process
@@ -265,8 +276,23 @@ def private_loopback():
 
 
 def udp_bound(port, address=LOOPBACK):
-    """True if some process has a UDP socket bound to ``address:port``
-    (read from /proc/net/udp, so the check itself binds nothing)."""
+    """True if some process has a UDP socket bound to ``address:port`` (or
+    to the IPv4 wildcard and ``port``), asked of the kernel without binding
+    anything: ``ss`` (a sock_diag query filtered in the kernel), else
+    /proc/net/udp, which lists every UDP socket of the machine as text and
+    takes seconds to read when other processes hold a hundred thousand."""
+    ss = shutil.which("ss") or shutil.which("ss", path="/usr/sbin:/sbin:/usr/bin:/bin")
+    if ss:
+        try:
+            out = subprocess.run([ss, "-4Huan", "sport = :%d" % port], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 timeout=30, check=True).stdout.decode("ascii", "replace")
+        except (OSError, subprocess.SubprocessError):
+            pass
+        else:
+            wanted = {"%s:%d" % (address, port), "0.0.0.0:%d" % port, "*:%d" % port}
+            return any(len(fields) > 3 and fields[3] in wanted
+                       for fields in (line.split() for line in out.splitlines()))
     want = "%s:%04X" % ("".join("%02X" % int(b) for b in reversed(address.split("."))), port)
     try:
         with open("/proc/net/udp") as f:
@@ -676,8 +702,9 @@ def start_sipp(test, name, scenario, local_port, media_port, remote=None, calls=
                keys=None, extra_args=(), wait=10.0):
     """Start SIPp with the scenario file ``scenario`` on 127.0.0.1:``local_port``
     (RTP from/to 127.0.0.1:``media_port``, which SIPp also binds) and return a
-    :class:`Sipp` once it listens.  It stops after ``calls`` calls.  ``remote``
-    is the ``host:port`` a UAC calls; ``keys`` become ``-key NAME VALUE``."""
+    :class:`Sipp` (``.sip_port``: ``local_port``) once it listens.  It stops
+    after ``calls`` calls.  ``remote`` is the ``host:port`` a UAC calls;
+    ``keys`` become ``-key NAME VALUE``."""
     binary = find_program("sipp")
     directory = _tempdir(test, name)
     argv = [binary, "-sf", scenario, "-i", LOOPBACK, "-p", str(local_port),
@@ -689,6 +716,7 @@ def start_sipp(test, name, scenario, local_port, media_port, remote=None, calls=
     if remote:
         argv.append(remote)
     peer = Sipp(name, argv, directory)
+    peer.sip_port = local_port
     test.addCleanup(peer.stop)
     _wait_for(peer, lambda: udp_bound(local_port), wait, "listening on udp port %d" % local_port)
     return peer

@@ -32,6 +32,17 @@ standby's own (written to its database, gone from the active's) and the SIP
 proxy's next ng requests for them, sent to the VIP as before, reach the
 standby and succeed (query, delete).
 
+PlannedSwitchTests: the switch keepalived makes while both hosts live (a
+priority change, maintenance): ``notify_backup`` runs ``omnirtp-ctl
+standby`` on the active host (its calls become foreign there, kept in its
+database, still bound), the VIP moves, and the standby takes the calls:
+by ``omnirtp-ctl active`` (``notify_master``), or, started with
+``active-switchover``, by itself on their first media and signalling.
+Checked: media flows through the new active host, the calls are its own
+(moved to its database), the old active host drops them (and follows them
+again from the new owner's database), and ng to the VIP reaches the new
+active host.
+
 Needs root (``ip netns``); it fails, never skips, without it.
 """
 
@@ -146,7 +157,7 @@ def gratuitous_arp(device, address):
 class NodeDaemon:
     """omnirtp (twistd, this checkout) in one host's namespace."""
 
-    def __init__(self, test, lan, role, own_db, follow_db):
+    def __init__(self, test, lan, role, own_db, follow_db, extra=()):
         self.lan, self.role = lan, role
         fd, self.log_path = tempfile.mkstemp(prefix="omnirtp-%s-" % role, suffix=".log")
         test.addCleanup(os.unlink, self.log_path)
@@ -156,7 +167,7 @@ class NodeDaemon:
                 "--listen-cli=127.0.0.1:%d" % CLI_PORT,
                 "--port-min=%d" % PORT_MIN, "--port-max=%d" % PORT_MAX, "--num-threads=0",
                 "--delete-delay=0", "--control-allow=%s" % SIP, "--redis=%s:%d/%d" % (REDIS, REDIS_PORT, own_db),
-                "--subscribe-keyspace=%d" % follow_db]
+                "--subscribe-keyspace=%d" % follow_db] + list(extra)
         env = dict(os.environ, PYTHONPATH=ROOT)
         with os.fdopen(fd, "wb") as log:
             self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
@@ -283,7 +294,8 @@ def sip_client():
     return client
 
 
-class ActivePassiveTakeoverTests(SynchronousTestCase):
+class LanTestCase(SynchronousTestCase):
+    """The LAN, redis-server on it and the SIP proxy's ng client."""
 
     def setUp(self):
         self.lan = Lan(self)
@@ -316,6 +328,21 @@ class ActivePassiveTakeoverTests(SynchronousTestCase):
                 return False
         self.assertTrue(wait_until(lambda: self.lan.run("lan", ping), wait=15.0))
 
+    def calls(self, count):
+        """``count`` calls offered and answered through the VIP (as the SIP
+        proxy would), their media ports noted."""
+        calls = [Call(self, self.lan, n) for n in range(count)]
+        for call in calls:
+            offer = self.ng.request({"command": "offer", "call-id": call.call_id,
+                                     "from-tag": "caller", "sdp": call.sdp("caller")})
+            self.assertEqual(offer["result"], "ok", offer)
+            answer = self.ng.request({"command": "answer", "call-id": call.call_id,
+                                      "from-tag": "caller", "to-tag": "callee",
+                                      "sdp": call.sdp("callee")})
+            self.assertEqual(answer["result"], "ok", answer)
+            call.to_callee, call.to_caller = media_port(answer["sdp"]), media_port(offer["sdp"])
+        return calls
+
     def redis_keys(self, db):
         def keys():
             from omnirtp.state.resp import ReplyParser, encode_command
@@ -327,19 +354,14 @@ class ActivePassiveTakeoverTests(SynchronousTestCase):
                 return sorted(k.decode()[len("omnirtp:call:"):] for k in replies[1])
         return self.lan.run("lan", keys)
 
+
+
+class ActivePassiveTakeoverTests(LanTestCase):
+
     def test_callsContinueThroughTheStandby(self):
         active = NodeDaemon(self, self.lan, "active", own_db=1, follow_db=2)
         standby = NodeDaemon(self, self.lan, "standby", own_db=2, follow_db=1)
-        calls = [Call(self, self.lan, n) for n in range(CALLS)]
-        for call in calls:
-            offer = self.ng.request({"command": "offer", "call-id": call.call_id,
-                                     "from-tag": "caller", "sdp": call.sdp("caller")})
-            self.assertEqual(offer["result"], "ok", offer)
-            answer = self.ng.request({"command": "answer", "call-id": call.call_id,
-                                      "from-tag": "caller", "to-tag": "callee",
-                                      "sdp": call.sdp("callee")})
-            self.assertEqual(answer["result"], "ok", answer)
-            call.to_callee, call.to_caller = media_port(answer["sdp"]), media_port(offer["sdp"])
+        calls = self.calls(CALLS)
         ids = sorted(c.call_id for c in calls)
         for call in calls:
             self.assertTrue(call.flows("caller"), call.call_id)
@@ -380,3 +402,74 @@ class ActivePassiveTakeoverTests(SynchronousTestCase):
             self.assertEqual(deleted["result"], "ok", deleted)
         self.assertTrue(wait_until(lambda: self.redis_keys(2) == []))
         self.assertEqual(standby.cli("list sessions all"), "No sessions on this media relay.\n")
+
+
+class PlannedSwitchTests(LanTestCase):
+    """standby on the active host, then the VIP moves (both hosts live)."""
+
+    def switch(self, switchover):
+        # the old active host binds the VIP it no longer holds, when it
+        # follows the calls again from the new owner's database
+        self.lan.sh("active", "sysctl -qw net.ipv4.ip_nonlocal_bind=1")
+        active = NodeDaemon(self, self.lan, "active", own_db=1, follow_db=2)
+        standby = NodeDaemon(self, self.lan, "standby", own_db=2, follow_db=1,
+                             extra=["--active-switchover"] if switchover else [])
+        calls = self.calls(3)
+        for call in calls:
+            self.assertTrue(call.flows("caller"), call.call_id)
+            self.assertTrue(call.flows("callee"), call.call_id)
+        ids = sorted(c.call_id for c in calls)
+        self.assertTrue(wait_until(
+            lambda: session_ids(standby.cli("list sessions foreign")) == ids), standby.log())
+
+        # keepalived's notify_backup on the active host
+        self.assertEqual(active.cli("standby"), "Ok, all calls set to 'foreign (standby)'\n")
+        self.assertEqual(active.cli("list sessions own"), "No own sessions on this media relay.\n")
+        self.assertEqual(session_ids(active.cli("list sessions foreign")), ids)
+        for call in calls:  # still relayed by it while it holds the VIP
+            self.assertEqual(call.count("caller"), list(range(call.seq - COUNT + 1, call.seq + 1)))
+        self.assertEqual(self.redis_keys(1), ids)
+        self.lan.move_vip(self)
+        return active, standby, calls, ids
+
+    def check_taken(self, active, standby, calls, ids):
+        self.assertTrue(wait_until(lambda: session_ids(standby.cli("list sessions own")) == ids),
+                        standby.log()[-3000:])
+        self.assertTrue(wait_until(lambda: self.redis_keys(2) == ids and not self.redis_keys(1)))
+        for call in calls:
+            self.assertTrue(call.flows("caller"), (call.call_id, standby.log()[-3000:]))
+            self.assertTrue(call.flows("callee"), call.call_id)
+            self.assertEqual(call.count("caller"), list(range(call.seq - COUNT + 1, call.seq + 1)))
+            self.assertEqual(call.count("callee"), list(range(call.seq - COUNT + 1, call.seq + 1)))
+        # the old active host follows them from their new owner's database
+        self.assertTrue(wait_until(lambda: active.cli("list sessions foreign").count(
+            "redis_keyspace:2 | foreign:yes") == len(ids)), active.log()[-3000:])
+        for call in calls:
+            query = self.ng.request({"command": "query", "call-id": call.call_id})
+            self.assertEqual(query["result"], "ok", query)
+            deleted = self.ng.request({"command": "delete", "call-id": call.call_id})
+            self.assertEqual(deleted["result"], "ok", deleted)
+        self.assertTrue(wait_until(lambda: self.redis_keys(2) == []))
+        self.assertTrue(wait_until(lambda: active.cli("list sessions all")
+                                   == "No sessions on this media relay.\n"))
+
+    def test_standbyThenActive(self):
+        active, standby, calls, ids = self.switch(switchover=False)
+        # keepalived's notify_master on the new active host
+        self.assertEqual(standby.cli("active"), "Ok, all calls set to 'owned (active)'\n")
+        self.check_taken(active, standby, calls, ids)
+
+    def test_standbyThenActiveSwitchover(self):
+        active, standby, calls, ids = self.switch(switchover=True)
+        # no active: the first media of two calls takes them over, the SIP
+        # proxy's re-INVITE the third
+        for call in calls[:2]:
+            self.assertTrue(call.flows("caller"), (call.call_id, standby.log()[-3000:]))
+        reinvite = calls[2]
+        offer = self.ng.request({"command": "offer", "call-id": reinvite.call_id,
+                                 "from-tag": "caller", "sdp": reinvite.sdp("caller")})
+        self.assertEqual(offer["result"], "ok", offer)
+        self.check_taken(active, standby, calls, ids)
+        log = standby.log()
+        self.assertEqual(log.count("taken over: media for it (active-switchover)"), 2, log)
+        self.assertEqual(log.count("taken over: signalling for it (active-switchover)"), 1, log)

@@ -71,7 +71,7 @@ DRAIN_S = 0.3         # after the last SIPp exits, collect stray datagrams this 
 UAC, UAS = "uac", "uas"
 OTHER = {UAC: UAS, UAS: UAC}
 SIDE_CODE = {UAC: 1, UAS: 2}
-PHASE_CODE = {"talk": 1, "hold": 2, "resume": 3}
+PHASE_CODE = {"talk": 1, "hold": 2, "resume": 3, "restarted": 4}
 
 # flow -> its calls' phases: (phase, the caller's event, the callee's event,
 # {side: packets that side sends}); the phase starts once both events are in
@@ -102,10 +102,11 @@ EVENT = re.compile(
     r"(?: c=IN IP4 ([0-9.]+) m=audio (\d+) a=(\w+))?$")
 
 
-def expected_sent(flow):
-    """``{side: packets}`` that a call of ``flow`` sends in all."""
+def expected_sent(flow, flows=FLOWS):
+    """``{side: packets}`` that a call of ``flow`` (a key of ``flows``)
+    sends in all."""
     total = {UAC: 0, UAS: 0}
-    for _, _, _, sends in FLOWS[flow]:
+    for _, _, _, sends in flows[flow]:
         for side, count in sends.items():
             total[side] += count
     return total
@@ -266,10 +267,11 @@ class Run:
     """The state of one run while the SIPp processes are up: endpoints,
     SIPp's events, the calls' phases and proxy queries."""
 
-    def __init__(self, proxy, events_path, calls):
+    def __init__(self, proxy, events_path, calls, flows=FLOWS):
         self.proxy = proxy
         self.events_path = events_path
         self.calls = calls                    # call -> flow
+        self.flows = flows                    # flow -> phases, as FLOWS
         self.endpoints = {}                   # port -> Endpoint
         self.by_key = {}                      # (call, side) -> Endpoint
         self.events = {}                      # (call, side, event) -> match groups
@@ -350,9 +352,16 @@ class Run:
             self.query(call)
         self.advance(call, now)
 
+    def mark(self, call, name, now):
+        """An event of the test's own (not SIPp's) for both sides of
+        ``call``: a phase may wait for it as for SIPp's events."""
+        for side in (UAC, UAS):
+            self.events[(call, side, name)] = None
+        self.advance(call, now)
+
     def advance(self, call, now):
         """Start the call's next phase once both sides' SIPp saw its SDP."""
-        phases = FLOWS[self.calls[call]]
+        phases = self.flows[self.calls[call]]
         index = self.phase[call]
         if index >= len(phases):
             return
@@ -373,9 +382,9 @@ class Run:
 
     def media_complete(self, call):
         """True once both sides sent and received all of the call's media."""
-        if self.phase[call] < len(FLOWS[self.calls[call]]):
+        if self.phase[call] < len(self.flows[self.calls[call]]):
             return False
-        want = expected_sent(self.calls[call])
+        want = expected_sent(self.calls[call], self.flows)
         for side in (UAC, UAS):
             endpoint = self.by_key.get((call, side))
             peer = self.by_key.get((call, OTHER[side]))
@@ -397,7 +406,7 @@ class Run:
         for key, _ in self.selector.select(wait):
             key.data.read()
         for call in self.calls:
-            if call not in self.queries and FLOWS[self.calls[call]] and \
+            if call not in self.queries and self.flows[self.calls[call]] and \
                     self.media_complete(call):
                 self.query(call)
 
@@ -409,6 +418,8 @@ class KamailioCallsMixin:
 
     NUM_THREADS = 0
     INSTANCES = 1         # media proxies in Kamailio's one rtpengine set
+    FLOWS = FLOWS         # flow -> its calls' phases
+    CALLERS = CALLERS     # flow -> (caller scenario fixture, calls)
     #: more proxy options, and Kamailio defines (RTP_FLAGS: the offer/answer flags)
     PROXY_ARGS = ()
     KAMAILIO_DEFINES = {}
@@ -429,6 +440,16 @@ class KamailioCallsMixin:
         for program in ("kamailio", "sipp", "dumpcap"):
             peers.find_program(program)  # skip early, naming what is missing
 
+    def during_calls(self, run, callers, sip_port, now):
+        """Called after each step of the run while callers are up (the
+        SIPp ``callers`` by flow; Kamailio listens on ``sip_port``)."""
+
+    def proxy_counted(self, flow, ingress):
+        """The RTP packets the proxy's ``totals`` must count for a call of
+        ``flow`` whose endpoints sent ``ingress`` datagrams into it (the
+        capture's count)."""
+        return ingress
+
     def place_calls(self, mode):
         """Run every flow with Kamailio's ``mode`` route; return a dict of what
         was observed (for the assertions)."""
@@ -438,7 +459,7 @@ class KamailioCallsMixin:
             "--delete-delay=0", "--num-threads=%d" % (self.NUM_THREADS,)] + list(self.PROXY_ARGS))
 
         calls, index = {}, 0
-        for flow, (_, count) in sorted(CALLERS.items()):
+        for flow, (_, count) in sorted(self.CALLERS.items()):
             for _ in range(count):
                 calls[index] = flow
                 index += 1
@@ -457,13 +478,14 @@ class KamailioCallsMixin:
         os.makedirs(work)
         events = os.path.join(work, "events")
         open(events, "wb").close()
-        run = Run(proxy, events, calls)
+        run = Run(proxy, events, calls, self.FLOWS)
         self.addCleanup(run.close)
         run.bind(sorted(uac_ports.values()) + uas_ports)
 
-        peers.start_kamailio(self, sip_port, dict({
+        self.kamailio = peers.start_kamailio(self, sip_port, dict({
             "NG_SOCK": ng_sock,
             "UAS": '"sip:%s:%d"' % (peers.LOOPBACK, uas_port),
+            "NODES": str(self.INSTANCES),
         }, **self.KAMAILIO_DEFINES))
         fixtures = os.path.join(peers.FIXTURES, "sipp")
         uas_inf = os.path.join(work, "uas.csv")
@@ -477,15 +499,15 @@ class KamailioCallsMixin:
         # a block of four each, outside the kernel's ephemeral range (where
         # free_ports' picks sit among everyone's sockets) and the proxy's
         while True:
-            first, last = peers.free_port_range(4 * (1 + len(CALLERS)))
+            first, last = peers.free_port_range(4 * (1 + len(self.CALLERS)))
             if last < port_min or first > port_max:
                 break
         sipp_media = list(range(first, last + 1, 4))
         uas = peers.start_sipp(self, "uas", uas_xml, uas_port, sipp_media[0], calls=total,
                                extra_args=["-inf", uas_inf])
         callers = {}
-        sip_ports = peers.free_ports(len(CALLERS))
-        for n, (flow, (fixture, count)) in enumerate(sorted(CALLERS.items())):
+        sip_ports = peers.free_ports(len(self.CALLERS))
+        for n, (flow, (fixture, count)) in enumerate(sorted(self.CALLERS.items())):
             inf = os.path.join(work, "uac-%s.csv" % (flow,))
             with open(inf, "w") as f:
                 f.write("SEQUENTIAL\n" + "".join(
@@ -508,6 +530,7 @@ class KamailioCallsMixin:
             if now > deadline:
                 break
             run.step(now)
+            self.during_calls(run, callers, sip_port, now)
         # the UAS ends after all calls; when some never reached it, it
         # would wait for its -timeout: stop it soon instead
         uas_deadline = time.monotonic() + (5.0 if now <= deadline else 0.0)
@@ -552,7 +575,7 @@ class KamailioCallsMixin:
         seen = self.place_calls(mode)
         calls, run = seen["calls"], seen["run"]
         for flow, (code, stats, caller) in sorted(seen["callers"].items()):
-            count = CALLERS[flow][1]
+            count = self.CALLERS[flow][1]
             self.assertIsNot(stats, None, "the %s caller did not finish\n%s" % (
                 flow, caller.errors()))
             self.assertEqual((code, stats.successful, stats.failed), (0, count, 0),
@@ -569,7 +592,7 @@ class KamailioCallsMixin:
         # the media: each endpoint got exactly its peer's packets
         expected = {}
         for call, flow in calls.items():
-            for side, count in expected_sent(flow).items():
+            for side, count in expected_sent(flow, self.FLOWS).items():
                 expected[(call, side)] = count
         self.assertEqual(sorted(run.by_key), sorted(expected), "endpoints SIPp used")
         problems = media_problems(run.by_key, expected)
@@ -584,15 +607,17 @@ class KamailioCallsMixin:
             self.assertIsNot(reply, None, "call %d (%s) was never queried" % (call, flow))
             self.assertEqual(reply.get("result"), "ok", "query of call %d (%s) while up: %r"
                              % (call, flow, reply))
-            if not FLOWS[flow]:
+            if not self.FLOWS[flow]:
                 continue
             ports = {run.by_key[(call, side)].port for side in (UAC, UAS)}
             ingress = [d for d in seen["datagrams"] if d[1] in ports and in_range(d[3])]
             egress = [d for d in seen["datagrams"] if in_range(d[1]) and d[3] in ports]
-            self.assertEqual((len(ingress), len(egress)), (sum(expected_sent(flow).values()),) * 2,
+            self.assertEqual((len(ingress), len(egress)),
+                             (sum(expected_sent(flow, self.FLOWS).values()),) * 2,
                              "call %d: RTP datagrams into and out of the proxy (capture)"
                              % (call,))
-            self.assertEqual(reply["totals"]["RTP"]["packets"], len(ingress),
+            self.assertEqual(reply["totals"]["RTP"]["packets"],
+                             self.proxy_counted(flow, len(ingress)),
                              "call %d: the proxy's RTP packet count vs the capture" % (call,))
             listed_ports = set()
             for tag in reply["tags"].values():
@@ -612,7 +637,8 @@ class KamailioCallsMixin:
             self.assertEqual((reply.get("result"), reply.get("error-reason")),
                              ("error", "Unknown call-id"),
                              "the %s call after it ended: %r" % (flow, reply))
-        self.assertEqual(sorted(seen["left"]), ["cancel", "reject"])
+        self.assertEqual(sorted(seen["left"]),
+                         sorted(set(self.CALLERS) & {"cancel", "reject"}))
         return seen
 
     def test_rtpengine_manage(self):
@@ -793,7 +819,7 @@ class HarnessTests(SynchronousTestCase):
         packets = {rtp_packet(call, side, phase, seq)
                    for call in range(23) for side in (UAC, UAS)
                    for phase in PHASE_CODE for seq in range(PACKETS)}
-        self.assertEqual(len(packets), 23 * 2 * 3 * PACKETS)
+        self.assertEqual(len(packets), 23 * 2 * len(PHASE_CODE) * PACKETS)
         self.assertEqual({len(p) for p in packets}, {172})
         packet = rtp_packet(5, UAS, "resume", 3)
         self.assertEqual(struct.unpack("!BBHII", packet[:12]),
@@ -804,6 +830,27 @@ class HarnessTests(SynchronousTestCase):
         """free_ports never hands out the same port twice in one call."""
         ports = peers.free_ports(20)
         self.assertEqual(len(set(ports)), 20)
+
+    def test_udp_bound(self):
+        """udp_bound sees a socket bound to the address and port, or to the
+        wildcard and the port, and no other; the same without ``ss``
+        (from /proc/net/udp).  A socket is looked for up to 5 times, as
+        _wait_for polls: a read of /proc/net/udp while other processes
+        open and close sockets can miss one."""
+        own = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(own.close)
+        own.bind((peers.LOOPBACK, 0))
+        wild = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(wild.close)
+        wild.bind(("0.0.0.0", 0))
+
+        def seen(port, address=peers.LOOPBACK):
+            return any(peers.udp_bound(port, address) for _ in range(5))
+
+        for _ in ("ss", "/proc/net/udp"):
+            self.assertEqual([seen(own.getsockname()[1]), seen(wild.getsockname()[1]),
+                              seen(own.getsockname()[1], "127.0.0.2")], [True, True, False])
+            self.patch(peers.shutil, "which", lambda *args, **kwargs: None)
 
     def test_run_tests_summary(self):
         """scripts/run-tests reads trial's closing line into passed/failed

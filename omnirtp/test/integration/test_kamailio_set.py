@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from omnirtp.test.integration import peers
 from omnirtp.test.integration.test_kamailio import (
-    FLOWS, UAC, UAS, KamailioCallsMixin, wait_until_serving)
+    UAC, UAS, KamailioCallsMixin, wait_until_serving)
 
 
 class InstanceSet:
@@ -108,7 +108,7 @@ class OmnirtpKamailioSetTests(KamailioCallsMixin, SynchronousTestCase):
                                                [len(o) for o in per_instance]))
 
         for call, flow in sorted(calls.items()):
-            if not FLOWS[flow]:
+            if not self.FLOWS[flow]:
                 continue
             first, last = instances.ranges[owner[call]]
             ports = {run.by_key[(call, side)].port for side in (UAC, UAS)}

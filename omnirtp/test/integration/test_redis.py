@@ -18,14 +18,17 @@ from omnirtp.test.integration.test_daemon import wait_for
 WAIT = dict(timeout=15.0, step=0.05)
 
 
-def _raw(port, *args, password=None):
-    """One command over a plain socket (the test's own view of the server)."""
+def _raw(port, *args, password=None, db=None):
+    """One command over a plain socket (the test's own view of the server),
+    in database ``db`` if given."""
     from omnirtp.state.resp import ReplyParser, encode_command
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         parser = ReplyParser()
         commands = []
         if password is not None:
             commands.append(encode_command("AUTH", password))
+        if db is not None:
+            commands.append(encode_command("SELECT", str(db)))
         commands.append(encode_command(*args))
         s.sendall(b"".join(commands))
         replies = []

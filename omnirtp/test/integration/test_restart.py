@@ -10,7 +10,7 @@ import time
 from twisted.trial.unittest import TestCase
 
 from omnirtp.test.integration.peers import (
-    LOOPBACK, as_text, free_port, free_port_range, start_omnirtp, start_redis)
+    LOOPBACK, as_text, free_ng_port_and_range, free_port, start_omnirtp, start_redis)
 
 
 def _sdp(port, session="1"):
@@ -54,6 +54,37 @@ def _relays(sender, receiver, to_port, ssrc, start_seq, wait=2.0):
     return []
 
 
+def _kept_tags(redis_port, db, call_id):
+    """The tags of the call's monologues as Redis holds them now."""
+    import json
+    from omnirtp.test.integration.test_redis import _raw
+    blob = _raw(redis_port, "GET", "omnirtp:call:" + call_id, db=db)
+    tags = []
+
+    def walk(value):
+        if isinstance(value, dict):
+            if value.get("o") == "Monologue":
+                tags.append(value["a"].get("tag"))
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+    if blob is not None:
+        walk(json.loads(blob))
+    return sorted(tags)
+
+
+def _wait_kept_tags(redis_port, db, call_id, tags, wait=10.0):
+    """Wait (bounded) until Redis holds the call with ``tags``."""
+    deadline = time.monotonic() + wait
+    while _kept_tags(redis_port, db, call_id) != tags and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if _kept_tags(redis_port, db, call_id) != tags:
+        raise AssertionError("Redis does not hold %s with tags %s: %s" % (
+            call_id, tags, _kept_tags(redis_port, db, call_id)))
+
+
 class RestartTests(TestCase):
 
     timeout = 180
@@ -72,8 +103,7 @@ class RestartTests(TestCase):
 
     def restart(self, extra=()):
         redis = start_redis(self)
-        ng_port = free_port()
-        ports = free_port_range(40)
+        ng_port, ports = free_ng_port_and_range(40)
         first = self.daemon(redis, ng_port, ports, extra)
         alice, bob = _udp(), _udp()
         self.addCleanup(alice.close)
@@ -93,6 +123,10 @@ class RestartTests(TestCase):
         self.assertEqual(len(got), 1, "alice -> bob before the restart")
         got = _relays(bob, alice, to_alice_side, 0xB0B, 1)
         self.assertEqual(len(got), 1, "bob -> alice before the restart")
+        # the state store's writes follow the ng reply (they never hold up
+        # the reactor): the kill comes once the answer's state is kept, or
+        # the restored call would rightly be the offer's
+        _wait_kept_tags(redis.port, 3, "restart-1", ["alice", "bob"])
 
         first.signal(signal.SIGKILL)
         first.wait(10)
@@ -121,8 +155,7 @@ class RestartTests(TestCase):
 
     def test_unreachableRedisStopsTheStart(self):
         """As rtpengine: no Redis at start is fatal unless no-redis-required."""
-        ng_port = free_port()
-        ports = free_port_range(10)
+        ng_port, ports = free_ng_port_and_range(10)
         dead = free_port(socket.SOCK_STREAM)
         from omnirtp.test.integration.peers import PeerFailed
         e = self.assertRaises(PeerFailed, start_omnirtp, self, ng_port, ports[0], ports[1],
@@ -132,6 +165,189 @@ class RestartTests(TestCase):
         ok = start_omnirtp(self, ng_port, ports[0], ports[1],
                            extra_args=["--redis=127.0.0.1:%d/0" % dead, "--no-redis-required"])
         self.assertTrue(ok.ng.ping())
+
+
+def _plain(encoded):
+    """A value of a call snapshot's JSON (``omnirtp.state.snapshot``) as
+    plain data: dicts, lists, tuples (enough for ``Media.srtp_index``)."""
+    if isinstance(encoded, dict):
+        if "d" in encoded:
+            return {_plain(k): _plain(v) for k, v in encoded["d"]}
+        if "l" in encoded:
+            return [_plain(v) for v in encoded["l"]]
+        if "t" in encoded:
+            return tuple(_plain(v) for v in encoded["t"])
+        return {k: _plain(v) for k, v in encoded.items()}
+    return encoded
+
+
+def kept_srtp_indexes(redis_port, call_id):
+    """``[Media.srtp_index, ...]`` of the call's medias as Redis (db 0)
+    holds them now."""
+    from omnirtp.test.integration.test_redis import _raw
+    return srtp_indexes_of(_raw(redis_port, "GET", "omnirtp:call:" + call_id))
+
+
+def srtp_indexes_of(blob):
+    """``[Media.srtp_index, ...]`` of the medias of a call snapshot (None
+    where there are none; [] without a blob)."""
+    import json
+    if blob is None:
+        return []
+    found = []
+
+    def walk(value):
+        if isinstance(value, dict):
+            if value.get("o") == "Media":
+                found.append(_plain(value["a"].get("srtp_index")))
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+    walk(json.loads(blob))
+    return found
+
+
+class SrtpRolloverRestartTests(TestCase):
+    """An SDES-SRTP leg whose sequence numbers passed 65535 (rollover
+    counter 1, both ways) before SIGKILL: after the restart the restored
+    contexts go on with that ROC and the SRTCP index past the one sent,
+    so both directions authenticate again.  Alice (SRTP) and bob (plain)
+    use pylibsrtp sessions: what alice gets is checked by libsrtp, what bob
+    gets was unprotected by omnirtp with alice's key."""
+
+    timeout = 120
+    extra = ()
+    suite = "AES_CM_128_HMAC_SHA1_80"
+    start = 0xFFC0  # both streams wrap after 64 packets
+
+    def test_rolloverCountersSurviveSigkill(self):
+        import base64
+        import os
+        from omnirtp.sdp import crypto
+        from omnirtp.test.integration.test_sdes_media import sessions
+        redis = start_redis(self)
+        ng_port, ports = free_ng_port_and_range(40)
+        args = ["--redis=127.0.0.1:%d/0" % redis.port] + list(self.extra)
+        first = start_omnirtp(self, ng_port, ports[0], ports[1], extra_args=args)
+        alice, alice_rtcp, bob, bob_rtcp = _udp(), _udp(), _udp(), _udp()
+        for s in (alice, alice_rtcp, bob, bob_rtcp):
+            self.addCleanup(s.close)
+        key = os.urandom(30)
+        offer_sdp = _sdp(alice.getsockname()[1]).replace("RTP/AVP", "RTP/SAVP").replace(
+            "a=sendrecv", "a=rtcp:%d\r\na=crypto:1 %s inline:%s\r\na=sendrecv"
+            % (alice_rtcp.getsockname()[1], self.suite, base64.b64encode(key).decode()))
+        offer = as_text(first.ng.request({
+            "command": "offer", "call-id": "roc-1", "from-tag": "alice", "sdp": offer_sdp,
+            "transport-protocol": "RTP/AVP"}))
+        self.assertEqual(offer["result"], "ok", offer)
+        answer = as_text(first.ng.request({
+            "command": "answer", "call-id": "roc-1", "from-tag": "alice", "to-tag": "bob",
+            "sdp": _sdp(bob.getsockname()[1]), "transport-protocol": "RTP/SAVP"}))
+        self.assertEqual(answer["result"], "ok", answer)
+        to_bob_side = _media_port(answer["sdp"])    # alice sends here
+        to_alice_side = _media_port(offer["sdp"])   # bob sends here
+        [ours] = [crypto.parse(line[len("a=crypto:"):]) for line in answer["sdp"].split("\r\n")
+                  if line.startswith("a=crypto:")]
+        alice_protect, _ = sessions(self.suite, key)
+        _, alice_unprotect = sessions(ours.suite, ours.key)
+        got = {"alice": [], "bob": [], "alice-rtcp": [], "failed": 0}
+
+        # what alice gets goes through her libsrtp (bob's is plain)
+        checks = {"alice": alice_unprotect.unprotect,
+                  "alice-rtcp": alice_unprotect.unprotect_rtcp}
+
+        def drain():
+            for sock, name in ((alice, "alice"), (bob, "bob"), (alice_rtcp, "alice-rtcp")):
+                while True:
+                    try:
+                        data, _ = sock.recvfrom(2048)
+                    except socket.timeout:
+                        break
+                    check = checks.get(name)
+                    if check is not None:
+                        try:
+                            data = check(data)
+                        except Exception:
+                            got["failed"] += 1
+                            continue
+                    got[name].append(data)
+
+        def exchange(seqs):
+            """One packet each way per sequence number, 5 ms apart."""
+            for seq in seqs:
+                alice.sendto(alice_protect.protect(_rtp(seq & 0xFFFF, 0xA11CE)),
+                             (LOOPBACK, to_bob_side))
+                bob.sendto(_rtp(seq & 0xFFFF, 0xB0B), (LOOPBACK, to_alice_side))
+                time.sleep(0.005)
+
+        def report():
+            # an empty receiver report of bob's, to alice as SRTCP
+            bob_rtcp.sendto(b"\x81\xc9\x00\x07" + (0xB0B).to_bytes(4, "big") + bytes(24),
+                            (LOOPBACK, to_alice_side + 1))
+
+        for s in (alice, bob, alice_rtcp):
+            s.settimeout(0.05)
+        exchange(range(self.start, self.start + 100))  # past 65535: ROC 1
+        for _ in range(3):
+            report()
+            time.sleep(0.02)
+        deadline = time.monotonic() + 5
+        while (time.monotonic() < deadline
+               and (len(got["alice"]) < 90 or len(got["bob"]) < 90 or len(got["alice-rtcp"]) < 3)):
+            drain()
+        self.assertEqual(got["failed"], 0)
+        self.assertGreaterEqual(len(got["bob"]), 90, first.log_tail())
+        self.assertGreaterEqual(len(got["alice"]), 90)
+        self.assertEqual(len(got["alice-rtcp"]), 3)
+        # both streams at ROC 1 in the store (a bound on waiting for the
+        # registry's sweep, once a second)
+        def wrapped():
+            for kept in kept_srtp_indexes(redis.port, "roc-1"):
+                rtp = (kept or {}).get("rtp") or {}
+                rtcp = (kept or {}).get("rtcp") or {}
+                if (rtp.get("in", {}).get("rtp", {}).get(0xA11CE, 0) >= 0x10000
+                        and rtp.get("out", {}).get("rtp", {}).get(0xB0B, 0) >= 0x10000
+                        and rtcp.get("out", {}).get("rtcp", {}).get(0xB0B, 0) >= 1):
+                    return True
+            return False
+        deadline = time.monotonic() + 15
+        while not wrapped() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertTrue(wrapped(), kept_srtp_indexes(redis.port, "roc-1"))
+
+        first.signal(signal.SIGKILL)
+        first.wait(10)
+        second = start_omnirtp(self, ng_port, ports[0], ports[1], extra_args=args)
+        self.assertIn("restored 1 calls from the state store", second.log())
+        for name in ("alice", "bob", "alice-rtcp"):
+            got[name] = []
+        seq = self.start + 100
+        deadline = time.monotonic() + 10
+        while (time.monotonic() < deadline
+               and (len(got["alice"]) < 20 or len(got["bob"]) < 20 or not got["alice-rtcp"])):
+            exchange(range(seq, seq + 10))
+            seq += 10
+            report()
+            drain()
+        # alice's libsrtp took omnirtp's packets (ROC 1) and its SRTCP
+        # (an index past those it had); bob got alice's, which omnirtp
+        # unprotected with ROC 1
+        self.assertEqual(got["failed"], 0, second.log_tail())
+        self.assertGreaterEqual(len(got["alice"]), 20, second.log_tail())
+        self.assertGreaterEqual(len(got["bob"]), 20, second.log_tail())
+        self.assertTrue(got["alice-rtcp"], second.log_tail())
+        self.assertEqual(got["bob"][-1][8:12], (0xA11CE).to_bytes(4, "big"))
+        self.assertEqual(got["alice"][-1][8:12], (0xB0B).to_bytes(4, "big"))
+        self.assertEqual([p[2:4] for p in got["bob"][-3:]],
+                         [(s & 0xFFFF).to_bytes(2, "big") for s in range(seq - 3, seq)])
+
+
+class SrtpRolloverRestartWorkersTests(SrtpRolloverRestartTests):
+    """The same with two media workers: the indexes come to the control
+    process with the workers' statistics."""
+    extra = ("--num-threads=2",)
 
 
 class _Call:
@@ -196,8 +412,7 @@ class HundredCallsTests(TestCase):
         from omnirtp.sdp import crypto
         from omnirtp.test.integration.test_sdes_media import sessions
         redis = start_redis(self)
-        ng_port = free_port()
-        ports = free_port_range(1000)
+        ng_port, ports = free_ng_port_and_range(1000)
         args = ["--redis=127.0.0.1:%d/0" % redis.port]
         first = start_omnirtp(self, ng_port, ports[0], ports[1], extra_args=args)
         calls = []
@@ -289,8 +504,7 @@ class RedisOutageTests(TestCase):
         from omnirtp.test.integration.test_redis import _raw
         redis = start_redis(self)
         port, directory = redis.port, redis.directory
-        ng_port = free_port()
-        ports = free_port_range(40)
+        ng_port, ports = free_ng_port_and_range(40)
         args = ["--redis=127.0.0.1:%d/0" % port, "--redis-disable-time=1"]
         daemon = start_omnirtp(self, ng_port, ports[0], ports[1], extra_args=args)
         parties = {}

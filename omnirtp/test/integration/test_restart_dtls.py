@@ -3,13 +3,17 @@ browser, a plain RTP phone, omnirtp (this checkout, twistd) on one
 redis-server, signalled over ng with the seed's Kamailio flags for a SIP
 phone calling a browser (plus rtcp-mux-offer).
 
-Before the kill both tones flow (the phone's 880 Hz heard in aiortc,
-aiortc's 440 Hz at the phone) and the daemon has written the SRTP keys its
-DTLS handshake exported to Redis.  After SIGKILL and a restart on the same
-ports, the restored call relays both ways again, with those keys and no new
-DTLS handshake (the restarted daemon logs none; aiortc's DTLS transport
-stays connected, its ICE consent checks are answered by the restored
-agent): each side hears the other's tone again."""
+Both sides' RTP sequence numbers start near 65535 (aiortc's patched), so
+both SRTP streams are past a rollover (ROC 1) before the kill.  Before it
+both tones flow (the phone's 880 Hz heard in aiortc, aiortc's 440 Hz at
+the phone) and the daemon has written the SRTP keys its DTLS handshake
+exported, and both streams' indexes at ROC 1, to Redis.  After SIGKILL and
+a restart on the same ports, the restored call relays both ways again,
+with those keys and indexes and no new DTLS handshake (the restarted
+daemon logs none; aiortc's DTLS transport stays connected, its ICE
+consent checks are answered by the restored agent; its libsrtp takes
+what omnirtp protects with ROC 1): each side hears the other's tone
+again."""
 
 import json
 import signal
@@ -26,6 +30,7 @@ from omnirtp.test.integration.peers import (
 from omnirtp.test.integration.test_active_active import redis_command
 from omnirtp.test.integration.test_daemon import wait_for
 from omnirtp.test.integration.test_ice_aioice import AsyncioThread
+from omnirtp.test.integration.test_restart import srtp_indexes_of
 from omnirtp.test.integration.test_webrtc_e2e import (
     BROWSER_TONE, HOST, PHONE_TONE, SIP_TO_BROWSER_OFFER, TOLERANCE, loopback_only, media,
     phone_sdp)
@@ -38,6 +43,8 @@ except ImportError:  # pragma: no cover - aiortc's dependency
 
 CALL = "restart-dtls-1"
 DB = 6
+#: the first RTP sequence number of both sides: past 65535 after 64 packets
+START = 0xFFC0
 
 
 class DtlsRestartTests(TestCase):
@@ -48,6 +55,8 @@ class DtlsRestartTests(TestCase):
         if aiortc_peer.RTCPeerConnection is None or aioice is None:
             raise AssertionError("aiortc is not installed (setup.cfg's test extra)")
         self.patch(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: [HOST])
+        import aiortc.rtcrtpsender
+        self.patch(aiortc.rtcrtpsender, "random_sequence_number", lambda: START)
         self.loop = AsyncioThread()
         self.addCleanup(self.loop.stop)
 
@@ -62,8 +71,17 @@ class DtlsRestartTests(TestCase):
     def kept(self):
         blob = redis_command(self.redis.port, "EVAL", "redis.call('SELECT', ARGV[1]); "
                              "return redis.call('GET', KEYS[1])", 1, "omnirtp:call:" + CALL, DB)
-        return blob is not None and b'"dtls_srtp"' in blob and b'"rtp"' in blob \
-            and json.loads(blob) is not None
+        if blob is None or b'"dtls_srtp"' not in blob or b'"rtp"' not in blob \
+                or json.loads(blob) is None:
+            return False
+        # and the browser leg's SRTP both ways past the rollover
+        for kept in srtp_indexes_of(blob):
+            rtp = (kept or {}).get("rtp") or {}
+            if (rtp.get("in") and rtp.get("out")
+                    and min(rtp["in"].get("rtp", {0: 0}).values()) >= 0x10000
+                    and min(rtp["out"].get("rtp", {0: 0}).values()) >= 0x10000):
+                return True
+        return False
 
     @defer.inlineCallbacks
     def test_dtlsLegRelaysAfterSigkill(self):
@@ -83,7 +101,7 @@ class DtlsRestartTests(TestCase):
         reply = self.ng(first, corpus.KAMAILIO_SIP_TO_BROWSER[1], "answer", "tt-" + CALL,
                         sdp=answer)
         self.assertEqual(reply["result"], "ok", reply)
-        send_tone(self, phone, (HOST, media(reply["sdp"])[1]), PHONE_TONE)
+        send_tone(self, phone, (HOST, media(reply["sdp"])[1]), PHONE_TONE, start=START)
 
         def phone_audio():
             return [d for d, _ in phone.received if len(d) > 12 and d[1] & 0x7F == 0]
@@ -103,7 +121,8 @@ class DtlsRestartTests(TestCase):
 
         yield both_hear(0, 0)
         self.assertIn("DTLS-SRTP", first.log())
-        # the registry writes the exported keys with its next sweep (once a second)
+        # the registry writes the exported keys with its next sweep (once a
+        # second), the indexes once past 65535 (64 packets, 1.3 s)
         yield wait_for(self.kept, timeout=15)
 
         first.signal(signal.SIGKILL)
