@@ -43,10 +43,12 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from omnirtp.errors import FilesExhausted
 from omnirtp.interfaces import IDatagramHandler, IMediaEngine, IPacketTransform
+from omnirtp.limits import soft_limit as _file_limit
 from omnirtp.media.demux import Demux
 from omnirtp.media.ice import IceAgent, parse_candidate
-from omnirtp.media.ports import PortPool
+from omnirtp.media.ports import NO_FILES_ERRNOS, PortPool
 from omnirtp.media.relay import (
     LEARN_DELAYED, LEARNING_MODES, MediaPoller, RelaySocket, RtcpSocket, bind_media, bind_udp)
 
@@ -560,11 +562,16 @@ class EmbeddedEngine:
         bind = self._bind
 
         def bind_pair(port):
-            rtp = bind(address, port)
             try:
-                rtcp = bind(address, port + 1)
-            except BaseException:
-                rtp.close()
+                rtp = bind(address, port)
+                try:
+                    rtcp = bind(address, port + 1)
+                except BaseException:
+                    rtp.close()
+                    raise
+            except OSError as e:
+                if e.errno in NO_FILES_ERRNOS:
+                    raise FilesExhausted() from e  # not a port to skip: no port binds now
                 raise
             return rtp, rtcp
 
@@ -581,11 +588,16 @@ class EmbeddedEngine:
                     except BaseException:
                         pool.release(port)
                         raise
-        except BaseException:
+        except BaseException as e:
             for port, (rtp, rtcp) in taken:
                 rtp.close()
                 rtcp.close()
                 pool.release(port)
+            if isinstance(e, FilesExhausted):
+                self.log.warn("call {call_id}: no open file left for its ports on {address} "
+                              "(open files limit {limit}): answered 'Ran out of ports'; "
+                              "raise the limit (LimitNOFILE, ulimit -n)", call_id=call_id,
+                              address=address, limit=_file_limit())
             raise
         if not taken:
             return []
