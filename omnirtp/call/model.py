@@ -277,6 +277,9 @@ class Call:
         self.call_id = call_id
         self.created = created
         self.last_signal = created
+        #: the newest media packet time the timeout sweep has seen in the
+        #: engine's counters (0: none yet); never newer than the engine's
+        self.last_media = 0.0
         self.monologues = []
         self.answered = False
         self.deletion_at = None

@@ -29,6 +29,8 @@ class CountingEngine:
         #: the kernel's are with table = N), and the calls asked for alone
         self.own_last_packet = {}
         self.asked = []
+        #: how often all calls' stats were asked for (stats(None))
+        self.asked_all = 0
 
     def allocate(self, call_id, address, count):
         if count > len(self.free):
@@ -65,6 +67,8 @@ class CountingEngine:
         ids = [call_id] if call_id is not None else list(self.held)
         if call_id is not None:
             self.asked.append(call_id)
+        else:
+            self.asked_all += 1
         out = {}
         for cid in ids:
             last = self.last_packet.get(cid, 0.0)
@@ -177,28 +181,59 @@ class RegistryTests(SynchronousTestCase):
         self.assertNotIn("c1", self.engine.held)
 
     def test_idleCallReadAlone(self):
-        """A call that looks idle in all calls' stats is asked for by
-        itself before it times out (the kernel's counters are read for one
-        call on demand): its own stats keep it; nothing asks for a call
-        that is not idle."""
+        """A call that may be due (quiet for ``timeout`` as far as the
+        sweep saw) is asked for by itself, its counters read now (the
+        kernel's with table = N): its own stats keep it, and the media
+        they show spare it the next sweeps' questions; a call within its
+        timeouts costs the engine nothing."""
         answered_call(self.registry, self.engine, "c1")
         answered_call(self.registry, self.engine, "c2")
-        self.engine.last_packet["c2"] = self.clock.seconds()
         self.clock.advance(1)
         self.registry.sweep()
-        self.assertEqual(self.engine.asked, [])
+        self.assertEqual((self.engine.asked, self.engine.asked_all), ([], 0))
         self.clock.advance(1)
         self.engine.own_last_packet["c1"] = self.clock.seconds() - 0.5
-        self.engine.last_packet["c2"] = self.clock.seconds()
+        self.engine.own_last_packet["c2"] = self.clock.seconds()
         self.registry.sweep()
-        self.assertEqual(self.engine.asked, ["c1"])
+        self.assertEqual(self.engine.asked, ["c1", "c2"])
         self.assertEqual(sorted(self.registry.calls), ["c1", "c2"])
-        self.clock.advance(1.5)
-        self.engine.last_packet["c2"] = self.clock.seconds()
+        self.clock.advance(1.5)  # c1 quiet for 2 s, c2 for 1.5 s: not asked
         self.registry.sweep()
-        self.assertEqual(self.engine.asked, ["c1", "c1"])
+        self.assertEqual(self.engine.asked, ["c1", "c2", "c1"])
         self.assertEqual(sorted(self.registry.calls), ["c2"])
         self.assertEqual(self.registry.closed["timeout"], 1)
+        self.assertEqual(self.engine.asked_all, 0)
+
+    def test_manyDueCallsReadTogether(self):
+        """More calls that may be due than ``BULK``: one request for all
+        calls' stats, then a call's own only where those say it timed out."""
+        self.registry.max_sessions = -1
+        self.registry.BULK = 2
+        for cid in ("c1", "c2", "c3"):
+            answered_call(self.registry, self.engine, cid)
+        self.clock.advance(2)
+        self.engine.last_packet["c2"] = self.clock.seconds()
+        self.engine.own_last_packet["c3"] = self.clock.seconds()
+        self.registry.sweep()
+        self.assertEqual(self.engine.asked_all, 1)
+        self.assertEqual(self.engine.asked, ["c1", "c3"])
+        self.assertEqual(sorted(self.registry.calls), ["c2", "c3"])
+        self.clock.advance(1)  # both seen with media a second ago: nothing to ask
+        self.registry.sweep()
+        self.assertEqual((self.engine.asked_all, self.engine.asked), (1, ["c1", "c3"]))
+
+    def test_quietCallsAreNotAsked(self):
+        """Thousands of calls within their timeouts: a sweep asks the engine
+        for nothing (no counters of every socket each second)."""
+        self.registry.max_sessions = -1
+        self.engine.free = [30000 + 2 * i for i in range(4000)]
+        for n in range(1000):
+            answered_call(self.registry, self.engine, "c%d" % n)
+        for _ in range(3):
+            self.clock.advance(0.5)
+            self.registry.sweep()
+        self.assertEqual((self.engine.asked_all, self.engine.asked), (0, []))
+        self.assertEqual(len(self.registry.calls), 1000)
 
     def test_mediaKeepsCallAlive(self):
         """Packets within the window keep the call."""
