@@ -115,7 +115,8 @@ class Media:
         self.codecs_out = None
         self.codecs_planned = None
         #: unparsed while the call has no codec operation: the party's last
-        #: m= section, and (section, CodecOps) of the one we last gave it
+        #: m= section, and (section, CodecOps) of the one we last gave it,
+        #: each an omnirtp.sdp.model.KeptSection (text, parsed when needed)
         self.codec_source = None
         self.codec_out_source = None
         #: which of them is the party's latest SDP ("in": sent, "out": got)

@@ -50,7 +50,12 @@ from omnirtp.media.demux import Demux
 from omnirtp.media.ice import IceAgent, parse_candidate
 from omnirtp.media.ports import NO_FILES_ERRNOS, PortPool
 from omnirtp.media.relay import (
-    LEARN_DELAYED, LEARNING_MODES, MediaPoller, RelaySocket, RtcpSocket, bind_media, bind_udp)
+    LEARN_DELAYED, LEARNING_MODES, MediaPoller, RelaySocket, RtcpSocket, bind_companion,
+    bind_media)
+
+#: a socket's codec state (_plan_codecs) that asks for nothing: not kept
+_NO_CODECS = {"send": None, "recv": None, "ptime": None, "transcode": False,
+              "repacketise": None}
 
 # keys of IMediaEngine.configure entries
 K_LOCAL = "local"
@@ -544,11 +549,11 @@ class EmbeddedEngine:
 
     # -- implementation ---------------------------------------------------
 
-    def _companion(self, address, port):
-        """The factory of a media socket's connected companion (real sockets only)."""
-        if not self._real:
-            return None
-        return lambda: bind_udp(address, port, reuse_port=True)
+    def _companion(self):
+        """The factory of the media sockets' connected companions (real
+        sockets only): one function for all (no closure per socket, which
+        an idle call would keep)."""
+        return bind_companion if self._real else None
 
     def _allocate(self, call_id, address, count, wanted=None):
         pool = self._pools.get(address)
@@ -603,11 +608,11 @@ class EmbeddedEngine:
             return []
         pairs = self._calls.setdefault(call_id, {})
         ports = []
+        companion = self._companion()
         for port, (rtp_sock, rtcp_sock) in taken:
-            rtp = RelaySocket(self._reactor, rtp_sock, (address, port), self._poller,
-                              self._companion(address, port))
+            rtp = RelaySocket(self._reactor, rtp_sock, (address, port), self._poller, companion)
             rtcp = RtcpSocket(self._reactor, rtcp_sock, (address, port + 1), self._poller,
-                              self._companion(address, port + 1))
+                              companion)
             rtcp.rtp_sibling = rtp
             self._sockets[rtp.local] = rtp
             self._sockets[rtcp.local] = rtcp
@@ -1117,7 +1122,10 @@ class EmbeddedEngine:
         changed = False
         absent = self._ABSENT
         for relay, kwargs, changes, (ice, dtls), codecs, record in plan:
-            if codecs is not absent:
+            if codecs == _NO_CODECS:
+                # as good as none (a plain call): nothing kept per socket
+                self._codec_state.pop(relay.local, None)
+            elif codecs is not absent:
                 self._codec_state[relay.local] = codecs
             if ice is not absent:
                 self._apply_ice(call_id, relay, ice)
