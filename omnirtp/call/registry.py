@@ -58,6 +58,9 @@ class CallRegistry:
         self.relayed = {"packets": 0, "bytes": 0, "errors": 0}
         self._locks = {}
         self._sweeper = None
+        #: calls that had a deletion mark set (the call's or a monologue's):
+        #: the sweep looks at these for marks, not at every call
+        self._marked = set()
         #: callables called with each call that ends (destroyed or lost),
         #: before its ports are released (call recording closes its files)
         self.on_end = []
@@ -84,6 +87,8 @@ class CallRegistry:
         managed session, as :meth:`create` would have made it."""
         self.calls[call.call_id] = call
         self.managed += 1
+        if call.deletion_at is not None or _monologue_marked(call):
+            self._marked.add(call)
 
     def forget(self, call):
         """Undo ``create`` for a call whose first request failed: it was
@@ -221,6 +226,7 @@ class CallRegistry:
         """Delete ``call``, or only its ``monologues``, after ``delay``
         seconds; they relay until then (offer or answer cancels it)."""
         at = self.clock.seconds() + delay
+        self._marked.add(call)
         if monologues is None:
             call.deletion_at = at
         for ml in monologues or ():
@@ -294,20 +300,31 @@ class CallRegistry:
             return
         now = self.clock.seconds()
         t = self.timeouts
-        quiet = min(t.timeout, t.silent_timeout)
-        offer = t.offer_timeout
-        final = now - t.final_timeout if t.final_timeout > 0 else None
-        dtls = self.store is not None
-        look = []
-        for call in calls.values():
-            last = call.last_signal
-            if call.last_media > last:
-                last = call.last_media
-            if (now - last >= (quiet if call.answered else offer)
-                    or (call.deletion_at is not None and now >= call.deletion_at)
-                    or (final is not None and call.created <= final)
-                    or _monologue_due(call, now) or (dtls and _dtls_unkept(call))):
-                look.append(call)
+        # quiet (no signalling, no media seen) since these times at least
+        quiet = now - min(t.timeout, t.silent_timeout)
+        unanswered = now - t.offer_timeout
+        look = [call for call in calls.values()
+                if call.last_signal <= (quiet if call.answered else unanswered)
+                >= call.last_media]
+        more = []
+        if t.final_timeout > 0:
+            final = now - t.final_timeout
+            more.extend(call for call in calls.values() if call.created <= final)
+        if self.store is not None:
+            more.extend(call for call in calls.values() if _dtls_unkept(call))
+        for call in list(self._marked):
+            if calls.get(call.call_id) is not call or not (
+                    call.deletion_at is not None or _monologue_marked(call)):
+                self._marked.discard(call)  # gone, or signalling cancelled its marks
+            elif ((call.deletion_at is not None and now >= call.deletion_at)
+                  or _monologue_due(call, now)):
+                more.append(call)
+        if more:
+            seen = set(look)
+            for call in more:
+                if call not in seen:
+                    seen.add(call)
+                    look.append(call)
         if not look:
             return
         bulk = len(look) > self.BULK
@@ -326,7 +343,7 @@ class CallRegistry:
                 stats[call.call_id] = own if own is not None else {}
             counters = stats.get(call.call_id, {})
             _seen(call, counters)
-            if dtls:
+            if self.store is not None:
                 self.keep_dtls(call, counters)
             reason = None
             if call.deletion_at is not None and now >= call.deletion_at:
@@ -412,6 +429,13 @@ def _seen(call, counters):
         if socket["last_packet"] > last:
             last = socket["last_packet"]
     call.last_media = last
+
+
+def _monologue_marked(call):
+    for ml in call.monologues:
+        if ml.deletion_at is not None:
+            return True
+    return False
 
 
 def _monologue_due(call, now):

@@ -222,6 +222,31 @@ class RegistryTests(SynchronousTestCase):
         self.registry.sweep()
         self.assertEqual((self.engine.asked_all, self.engine.asked), (1, ["c1", "c3"]))
 
+    def test_adoptedMarkIsSwept(self):
+        """A call restored with a deletion mark (adopt) goes when it is due."""
+        from omnirtp.call.model import Call
+        call = Call("r1", self.clock.seconds())
+        call.deletion_at = self.clock.seconds() + 1
+        self.registry.adopt(call)
+        self.registry.sweep()
+        self.assertIn("r1", self.registry.calls)
+        self.clock.advance(1)
+        self.registry.sweep()
+        self.assertNotIn("r1", self.registry.calls)
+        self.assertEqual(self.registry.closed["terminated"], 1)
+
+    def test_cancelledMarkIsForgotten(self):
+        """Marks that signalling cleared (an offer or answer after a delayed
+        delete) are dropped from the sweep's marked calls, the call stays."""
+        call = answered_call(self.registry, self.engine, "c1")
+        self.engine.own_last_packet["c1"] = 10 ** 9  # media: never idle here
+        self.registry.schedule_deletion(call, 1, monologues=call.monologues[:1])
+        call.monologues[0].deletion_at = None
+        self.clock.advance(1)
+        self.registry.sweep()
+        self.assertIn("c1", self.registry.calls)
+        self.assertEqual(self.registry._marked, set())
+
     def test_quietCallsAreNotAsked(self):
         """Thousands of calls within their timeouts: a sweep asks the engine
         for nothing (no counters of every socket each second)."""
