@@ -115,6 +115,16 @@ class RegistryTests(SynchronousTestCase):
             Timeouts(timeout=2, silent_timeout=6, offer_timeout=10, final_timeout=0),
             max_sessions=2)
 
+    def assertSweptAfter(self, call_id, seconds, reason):
+        """A sweep now keeps ``call_id``; one ``seconds`` later ends it for
+        ``reason``."""
+        self.registry.sweep()
+        self.assertIn(call_id, self.registry.calls)
+        self.clock.advance(seconds)
+        self.registry.sweep()
+        self.assertNotIn(call_id, self.registry.calls)
+        self.assertEqual(self.registry.closed[reason], 1)
+
     def test_engineFake(self):
         """The test double honours the interface it stands in for."""
         verifyObject(IMediaEngine, self.engine)
@@ -228,12 +238,7 @@ class RegistryTests(SynchronousTestCase):
         call = Call("r1", self.clock.seconds())
         call.deletion_at = self.clock.seconds() + 1
         self.registry.adopt(call)
-        self.registry.sweep()
-        self.assertIn("r1", self.registry.calls)
-        self.clock.advance(1)
-        self.registry.sweep()
-        self.assertNotIn("r1", self.registry.calls)
-        self.assertEqual(self.registry.closed["terminated"], 1)
+        self.assertSweptAfter("r1", 1, "terminated")
 
     def test_cancelledMarkIsForgotten(self):
         """Marks that signalling cleared (an offer or answer after a delayed
@@ -273,12 +278,7 @@ class RegistryTests(SynchronousTestCase):
         """A call on hold survives `timeout` and goes after `silent-timeout`."""
         answered_call(self.registry, self.engine, "c1", direction="sendonly")
         self.clock.advance(3)
-        self.registry.sweep()
-        self.assertIn("c1", self.registry.calls)
-        self.clock.advance(3)
-        self.registry.sweep()
-        self.assertNotIn("c1", self.registry.calls)
-        self.assertEqual(self.registry.closed["silent_timeout"], 1)
+        self.assertSweptAfter("c1", 3, "silent_timeout")
 
     def test_offerOnlyUsesOfferTimeout(self):
         """An unanswered call lives until `offer-timeout`."""
