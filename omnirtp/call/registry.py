@@ -311,7 +311,7 @@ class CallRegistry:
             final = now - t.final_timeout
             more.extend(call for call in calls.values() if call.created <= final)
         if self.store is not None:
-            more.extend(call for call in calls.values() if _dtls_unkept(call))
+            more.extend(_dtls_unkept(calls.values()))
         for call in list(self._marked):
             if calls.get(call.call_id) is not call or not (
                     call.deletion_at is not None or _monologue_marked(call)):
@@ -453,10 +453,18 @@ def _dtls_kept(m):
             and (m.mux or kept.get("rtcp") is not None))
 
 
-def _dtls_unkept(call):
-    """A medium with DTLS whose exported keys the call does not keep yet
-    (what :meth:`CallRegistry.keep_dtls` looks for)."""
-    for _ml, m in call.all_medias():
-        if m.dtls_role is not None and m.has_ports and not _dtls_kept(m):
-            return True
-    return False
+def _dtls_unkept(calls):
+    """The ``calls`` with a medium with DTLS whose exported keys the call
+    does not keep yet (what :meth:`CallRegistry.keep_dtls` looks for): plain
+    loops, each second over every call when a state store is set."""
+    out = []
+    for call in calls:
+        for ml in call.monologues:
+            for m in ml.medias:
+                if m.dtls_role is not None and m.has_ports and not _dtls_kept(m):
+                    out.append(call)
+                    break
+            else:
+                continue
+            break
+    return out
