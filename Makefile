@@ -12,6 +12,10 @@
 #               bench/README.md); FUZZ_ARGS="--seconds 60 ng" for less
 #   make soak   1000 calls through the daemon for 10 minutes, num-threads
 #               0 and 2 (bench/soak.py); SOAK_ARGS="--calls 100 --minutes 1"
+#   make bench-idle  100k idle answered calls on one daemon (24 media
+#               workers: each process may have its own 20k open files),
+#               memory per call, CPU while idle, then deleted (minutes,
+#               about 2.5 GB; not part of make test); IDLE_ARGS to change
 #
 # Needs Debian 12; runs apt-get as root (through sudo when not root).  Every
 # step is idempotent: a second run only checks and goes straight to work.
@@ -41,7 +45,7 @@ DEB_BUILD_OPTIONS ?= nocheck
 
 VENV_STAMP := $(VENV)/.omnirtp-installed
 
-.PHONY: help run test fuzz soak deb deb-test system-deps test-deps deb-deps venv ext clean-venv
+.PHONY: help run test fuzz soak bench-idle deb deb-test system-deps test-deps deb-deps venv ext clean-venv
 
 help:
 	@echo "make run    install dependencies and run omnirtp (ng on 127.0.0.1:22222)"
@@ -49,6 +53,7 @@ help:
 	@echo "make deb    build build/deb/omnirtp_*.deb (dpkg-buildpackage, lintian); make deb-test: install and run it"
 	@echo "make fuzz   fuzz every parser for 1M cases each (FUZZ_ARGS='--seconds 60' for less)"
 	@echo "make soak   1000 calls for 10 min, num-threads 0 and 2 (SOAK_ARGS='--calls 100 --minutes 1')"
+	@echo "make bench-idle  100k idle calls on one daemon: KB per call, CPU while idle (IDLE_ARGS)"
 	@echo "one module: .venv/bin/python -m twisted.trial omnirtp.test.test_bencode"
 
 # PYTHONPATH: twistd finds the dropin twisted/plugins/omnirtp_plugin.py on
@@ -73,6 +78,10 @@ deb-test: system-deps test-deps deb-deps venv
 SOAK_ARGS ?=
 soak: system-deps venv
 	$(VENV)/bin/python bench/soak.py $(SOAK_ARGS)
+
+IDLE_ARGS ?= --idle-only 100000 --kinds omnirtp24 --call plain
+bench-idle: system-deps test-deps venv ext
+	$(VENV)/bin/python bench/setup.py $(IDLE_ARGS)
 
 system-deps:
 	scripts/apt-ensure $(RUN_PACKAGES)

@@ -52,13 +52,20 @@ after the other) and prints the rate and RSS of every tenth part: is it flat?
 each daemon of ``--kinds`` in turn: a plain call holds 4 media ports, so the
 calls are spread over media interfaces ``i0``, ``i1``, ... on 127.0.x.y
 (each with ports 20000-59999, at most 9000 calls each; the calls name
-theirs with ``direction``), the daemon runs with 1M open files allowed and
-no media timeout.  It prints RSS per call, open files, the daemon's CPU
-while the calls are held and the RSS after they are deleted.
+theirs with ``direction``), the daemon runs with as many open files as the
+hard limit allows (omnirtp raises its own soft limit, as rtpengine does)
+and no media timeout.  It prints RSS per call, the open files of each
+process, the daemon's CPU while the calls are held (the timeout sweep), and
+the RSS and open files after they are deleted.  With ``--idle-only`` the
+kinds may name any number of media workers: ``omnirtp24`` is omnirtp with
+``num-threads = 24`` (each process has its own open files limit: 100k idle
+calls need 400k sockets).  ``make bench-idle`` runs 100k (not part of
+``make test``).
 """
 
 import argparse
 import os
+import re
 import resource
 import socket
 import statistics
@@ -78,6 +85,8 @@ from omnirtp.test.kamailio import kamailio_dict  # noqa: E402
 
 HOST = "127.0.0.1"
 KINDS = ("omnirtp0", "omnirtp2", "rtpengine", "rtpengine2", "before0", "before2")
+#: --idle-only also takes omnirtpN / beforeN: num-threads N
+IDLE_KIND = re.compile(r"^(omnirtp|before)\d+$")
 #: the kinds run unless --kinds says otherwise
 DEFAULT_KINDS = ("omnirtp0", "omnirtp2", "rtpengine")
 #: media port ranges (10 000 ports each; --idle-calls takes 4 per call)
@@ -131,7 +140,14 @@ def templates(call="webrtc", extra=""):
 
 
 class Client:
-    """A UDP ng client driving cycles; cookies say which slot a reply is for."""
+    """A UDP ng client driving cycles; cookies say which slot a reply is for.
+
+    Every client of a run numbers its cookies from its own start (the
+    daemon's reply cache is keyed by cookie alone, as rtpengine's is: two
+    clients that both sent cookie ``1_0`` within a minute would get each
+    other's cached replies)."""
+
+    made = 0
 
     def __init__(self, port, call="webrtc", extra=""):
         self.server = (HOST, port)
@@ -141,8 +157,11 @@ class Client:
         self.sock.settimeout(1.0)
         self.templates = templates(call, extra)
         self.next_call = 0
-        self.seq = 0
+        Client.made += 1
+        self.seq = Client.made * 10 ** 9
         self.errors = []
+        #: replies not ok per step (0 offer, 1 answer, 2 delete)
+        self.failed = [0, 0, 0]
 
     def close(self):
         self.sock.close()
@@ -152,10 +171,11 @@ class Client:
         head, tail = self.templates[step]
         return b"%d_%d %s%s%s" % (self.seq, slot, head, CALL_ID % call, tail)
 
-    def _check(self, reply):
+    def _check(self, reply, step=0):
         body = reply.partition(b" ")[2]
         if b"6:result2:ok" in body:
             return
+        self.failed[step] += 1
         if len(self.errors) < 5:
             self.errors.append(body[:200])
         else:
@@ -191,11 +211,12 @@ class Client:
             cookie = reply[:reply.index(b" ")]
             slot = int(cookie[cookie.index(b"_") + 1:])
             s = slots[slot]
-            if s is None or not reply.startswith(s[2][:len(cookie) + 1]):
-                continue  # a late duplicate
+            if (s is None or not reply.startswith(s[2][:len(cookie) + 1])
+                    or b"6:result4:pong" in reply):
+                continue  # a late duplicate (or the late reply to the start's ping)
             if latencies is not None:
                 latencies.append(t - s[3])
-            self._check(reply)
+            self._check(reply, steps[s[0]])
             s[0] += 1
             if s[0] == len(steps):
                 done += 1
@@ -272,7 +293,7 @@ def start(kind, root, ng_port, before=None, interfaces=None, sample=None):
     """Start daemon ``kind``; ``interfaces``: ``[(name, address)]`` media
     interfaces with ports 20000-59999 each and no media timeout (--idle-only),
     instead of 127.0.0.1 and the kind's range of RANGES."""
-    lo, hi = RANGES[kind]
+    lo, hi = RANGES.get(kind, IDLE_RANGE)
     iface_args = ["--interface=%s" % HOST]
     if interfaces:
         lo, hi = IDLE_RANGE
@@ -289,7 +310,7 @@ def start(kind, root, ng_port, before=None, interfaces=None, sample=None):
                 "--num-threads=%d" % threads, "--delete-delay=0"]
         env, cwd = None, None
     else:
-        threads = int(kind[-1])
+        threads = int(re.sub(r"^[a-z]+", "", kind))
         if kind.startswith("before"):
             root = before
         env = dict(os.environ)
@@ -407,12 +428,24 @@ def table(results, memory):
                   % (a, b, statistics.median(ratios), " ".join("%.2f" % r for r in ratios)))
 
 
-def idle_only(kind, daemon, port, calls, interfaces, call):
+def open_files(pids):
+    """Open files of each of ``pids`` (gone: 0)."""
+    out = []
+    for pid in pids:
+        try:
+            out.append(len(os.listdir("/proc/%d/fd" % pid)))
+        except OSError:
+            out.append(0)
+    return out
+
+
+def idle_only(kind, daemon, port, calls, interfaces, call, hold=10):
     """--idle-only: ``calls`` calls get an offer and an answer and stay,
     spread over ``interfaces`` (one client each, its calls' ``direction``
-    naming it); prints the RSS growth per call, the open files, the
-    daemon's CPU per second while they are held (no requests, no media),
-    then deletes them and prints the RSS after."""
+    naming it); prints the RSS growth per call held, the open files, the
+    daemon's CPU while they are held (``hold`` seconds: no requests, no
+    media, the timeout sweep), then deletes them and prints the RSS and
+    open files after."""
     pids = descendants(daemon.process.pid)
     clients = []
     for k, (name, _address) in enumerate(interfaces):
@@ -421,6 +454,7 @@ def idle_only(kind, daemon, port, calls, interfaces, call):
         clients.append(c)
     time.sleep(1)
     before = rss_kb(pids)
+    files_before = open_files(pids)
     t0 = time.perf_counter()
     left = calls
     for k, c in enumerate(clients):
@@ -433,20 +467,21 @@ def idle_only(kind, daemon, port, calls, interfaces, call):
     made = time.perf_counter() - t0
     time.sleep(2)
     after = rss_kb(pids)
-    files = 0
-    for pid in pids:
-        try:
-            files += len(os.listdir("/proc/%d/fd" % pid))
-        except OSError:
-            pass
+    files = open_files(pids)
     c0 = cpu_seconds(pids)
-    time.sleep(10)
-    idle_cpu = (cpu_seconds(pids) - c0) / 10
+    c0_control = cpu_seconds(pids[:1])
+    time.sleep(hold)
+    idle_cpu = (cpu_seconds(pids) - c0) / hold
+    idle_control = (cpu_seconds(pids[:1]) - c0_control) / hold
     errors = sum(len(c.errors) for c in clients)
-    print("  %-10s %d idle calls in %.0f s: RSS %d -> %d KB, %.2f KB per call; %d open files; "
-          "CPU while idle %.1f%% of a core; %d replies not ok%s"
-          % (kind, calls, made, before, after, (after - before) / calls, files, 100 * idle_cpu,
-             errors, (" e.g. %r" % (next(e for c in clients for e in c.errors),)) if errors else ""),
+    held = calls - sum(c.failed[0] for c in clients)  # an offer that was ok holds ports
+    print("  %-10s (%s) %d calls offered in %.0f s (%.0f offer+answer/s), %d held: RSS %d -> %d KB, "
+          "%.2f KB per call held; open files %d (%d processes, the most in one %d); "
+          "CPU while idle %.2f%% of a core (control process %.2f%%); %d replies not ok%s"
+          % (kind, time.strftime("%H:%M:%S UTC", time.gmtime()), calls, made, calls / made, held, before, after,
+             (after - before) / max(1, held), sum(files), len(pids), max(files),
+             100 * idle_cpu, 100 * idle_control, errors,
+             (" e.g. %r" % (next(e for c in clients for e in c.errors),)) if errors else ""),
           flush=True)
     t0 = time.perf_counter()
     for c in clients:
@@ -454,11 +489,35 @@ def idle_only(kind, daemon, port, calls, interfaces, call):
         c.next_call = c.first_call
         if n:
             c.run(10 ** 9, OUTSTANDING, steps=(2,), max_cycles=n)
+    deleted = time.perf_counter() - t0
     time.sleep(2)
-    print("  %-10s deleted in %.0f s: RSS %d KB" % (kind, time.perf_counter() - t0, rss_kb(pids)),
-          flush=True)
+    left = open_files(pids)
+    print("  %-10s deleted in %.0f s: RSS %d KB (%d before the calls), open files %d (%d "
+          "before); replies not ok: %d offers, %d answers, %d deletes"
+          % (kind, deleted, rss_kb(pids), before, sum(left), sum(files_before),
+             *(sum(c.failed[step] for c in clients) for step in range(3))), flush=True)
+    grown = [(pid, a, b) for pid, a, b in zip(pids, files_before, left) if b > a + 8]
+    if grown:
+        print("  %-10s processes holding files after the deletes: %s" % (kind, ", ".join(
+            "pid %d %d -> %d" % g for g in grown)), flush=True)
+    log_summary(kind, daemon)
     for c in clients:
         c.close()
+
+
+def log_summary(kind, daemon):
+    """The daemon's warnings and errors (its log is removed when it stops):
+    how many, and the first few."""
+    try:
+        with open(daemon.stderr_path, errors="replace") as f:
+            lines = f.readlines()
+    except (OSError, TypeError):
+        return
+    bad = [ln.rstrip() for ln in lines
+           if any(w in ln for w in ("WARN", "ERR", "CRIT", "Traceback", "warn]", "error]"))]
+    print("  %-10s log: %d lines, %d warnings/errors%s" % (
+        kind, len(lines), len(bad), "".join("\n      " + ln[:300] for ln in bad[:6])),
+        flush=True)
 
 
 def long_run(kind, daemon, client, cycles):
@@ -492,6 +551,12 @@ def main(argv=None):
     p.add_argument("--idle-only", type=int, default=0, metavar="N",
                    help="only this: N idle calls on each daemon, spread over enough media "
                         "interfaces (127.0.x.y, ports 20000-59999 each)")
+    p.add_argument("--idle-rounds", type=int, default=1, metavar="N",
+                   help="--idle-only: set up, hold and delete the calls N times on the "
+                        "same daemon (does a second round reuse the memory of the first?)")
+    p.add_argument("--idle-hold", type=float, default=10, metavar="SECONDS",
+                   help="--idle-only: how long the daemon's CPU is measured while the "
+                        "calls are held (default 10)")
     p.add_argument("--call", choices=sorted(CALLS), default="webrtc",
                    help="webrtc (default): the seed's flags, SIP phone calls a browser; "
                         "plain: SIP to SIP, plain RTP")
@@ -503,7 +568,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     for k in kinds:
-        if k not in KINDS:
+        if k not in KINDS and not (args.idle_only and IDLE_KIND.match(k)):
             p.error("unknown kind %r" % (k,))
         if k.startswith("before") and not args.before:
             p.error("kind %s needs --before CHECKOUT" % (k,))
@@ -520,8 +585,11 @@ def main(argv=None):
                 daemons[kind] = start(kind, os.path.abspath(args.root), port,
                                       args.before and os.path.abspath(args.before),
                                       interfaces[kind])
-                idle_only(kind, daemons[kind], port, args.idle_only, interfaces[kind],
-                          args.call)
+                for rnd in range(args.idle_rounds):
+                    if rnd:
+                        print("  %-10s round %d: the same calls again" % (kind, rnd + 1))
+                    idle_only(kind, daemons[kind], port, args.idle_only, interfaces[kind],
+                              args.call, args.idle_hold)
                 daemons.pop(kind).stop()
                 continue
             daemons[kind] = start(kind, os.path.abspath(args.root), port,

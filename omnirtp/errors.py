@@ -63,6 +63,13 @@ class PortsExhausted(NGError):
         NGError.__init__(self, reason)
 
 
+class FilesExhausted(PortsExhausted):
+    """A port pair could not be bound because the process has no open file
+    left (EMFILE/ENFILE): answered as rtpengine answers it, ``Ran out of
+    ports``; a media worker pool tries the next worker (see
+    :mod:`omnirtp.limits`)."""
+
+
 class SDPError(ValueError):
     """An SDP body could not be parsed; the message says where and why."""
 

@@ -375,12 +375,14 @@ def build_state(config, reactor, registry, negotiator, interfaces):
     return state
 
 
-def build(config, reactor, log_level=None, reload=None):
+def build(config, reactor, log_level=None, reload=None, file_limit=None):
     """The parts of a daemon, for makeService and for tests.
 
     ``log_level`` given (makeService): the daemon's log is routed and
     filtered at start, and the signal handlers are installed; ``reload``:
-    a no-argument callable that loads the config again (for SIGHUP)."""
+    a no-argument callable that loads the config again (for SIGHUP);
+    ``file_limit``: what :func:`omnirtp.limits.apply` said, for the log at
+    start."""
     from omnirtp.control.ng import NGProtocol
     from omnirtp.media.dtls import Certificate
     interfaces = Interfaces(config.interfaces)
@@ -419,8 +421,12 @@ def build(config, reactor, log_level=None, reload=None):
     if log_level is not None:
         logging = dict(log_stderr=config.log_stderr, facility=config.log_facility,
                        timestamps=not config.no_log_timestamps)
-    _RegistryService(registry, startup_warnings(config), logging,
-                     summary(config), levels).setServiceParent(top)
+    warnings, line = startup_warnings(config), summary(config)
+    if file_limit is not None:
+        line += "; " + file_limit[0]
+        if file_limit[1]:
+            warnings.append(file_limit[1])
+    _RegistryService(registry, warnings, logging, line, levels).setServiceParent(top)
     state = build_state(config, reactor, registry, negotiator, interfaces)
     ready = getattr(engine, "whenReady", None)
     ready_timeout = getattr(engine, "start_timeout", 30.0)
@@ -484,4 +490,10 @@ def build_operator_listeners(config, reactor, operations, access=None):
 def makeService(config, reactor=None, reload=None):
     if reactor is None:
         from twisted.internet import reactor
-    return build(config, reactor, log_level=config.log_level, reload=reload)
+    from omnirtp import limits
+    # every media port a socket (and a companion once media flows): the
+    # open files limit raised before any worker starts (they inherit it)
+    file_limit = limits.apply(Interfaces(config.interfaces).engine_map(
+        config.port_min, config.port_max), max(0, config.num_threads or 0))
+    return build(config, reactor, log_level=config.log_level, reload=reload,
+                 file_limit=file_limit)

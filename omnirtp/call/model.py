@@ -142,7 +142,8 @@ class Media:
         self.codecs_out = None
         self.codecs_planned = None
         #: unparsed while the call has no codec operation: the party's last
-        #: m= section, and (section, CodecOps) of the one we last gave it
+        #: m= section, and (section, CodecOps) of the one we last gave it,
+        #: each an omnirtp.sdp.model.KeptSection (text, parsed when needed)
         self.codec_source = None
         self.codec_out_source = None
         #: which of them is the party's latest SDP ("in": sent, "out": got)
@@ -320,6 +321,9 @@ class Call:
         self.call_id = call_id
         self.created = created
         self.last_signal = created
+        #: the newest media packet time the timeout sweep has seen in the
+        #: engine's counters (0: none yet); never newer than the engine's
+        self.last_media = 0.0
         self.monologues = []
         self.answered = False
         self.deletion_at = None

@@ -34,10 +34,22 @@ def _int(text):
     return int(text) if text and text.isdigit() else None
 
 
+#: (encoding, clock rate) -> the codec key, one tuple shared by all calls
+#: (each keeps its keys for its lifetime)
+_CODEC_KEYS = {}
+_CODEC_KEYS_MAX = 4096
+
+
 def _codec_key(codec):
     if codec.encoding is None:
         return codec.pt
-    return (codec.encoding.lower(), codec.clock_rate)
+    spelled = (codec.encoding, codec.clock_rate)
+    key = _CODEC_KEYS.get(spelled)
+    if key is None:
+        key = (codec.encoding.lower(), codec.clock_rate)
+        if len(_CODEC_KEYS) < _CODEC_KEYS_MAX:
+            _CODEC_KEYS[spelled] = key
+    return key
 
 
 def is_srtp_profile(proto):
@@ -707,7 +719,7 @@ class Negotiator:
                 d.crypto_remote = d.crypto_local = None
             ops = self._codec_ops(flags, section, None if offer else d)
             if d.codecs_planned is None:
-                d.codec_out_source = (section, ops)
+                d.codec_out_source = (section.kept(), ops)
             media_plans.append(MediaPlan(
                 port=d.rtp_port,
                 rtcp_port=rtcp_port,
@@ -942,7 +954,7 @@ class Negotiator:
             engaged = info.type == "audio" and (
                 requested or s.codecs is not None or d.codecs is not None)
             if not engaged:
-                s.codec_source, s.codecs_in = section, None
+                s.codec_source, s.codecs_in = section.kept(), None
                 # the party's codecs are those of the last SDP it sent or got
                 s.codec_last, d.codec_last = "in", "out"
                 continue
@@ -973,10 +985,11 @@ class Negotiator:
         last SDP, the formats we last gave it), now that codecs are handled."""
         available = self.available_codecs
         if m.codecs_in is None and m.codec_source is not None:
-            m.codecs_in = codecstore.from_section(m.codec_source, available)
+            m.codecs_in = codecstore.from_section(m.codec_source.section(), available)
             m.codec_source = None
         if m.codec_out_source is not None:
-            section, ops = m.codec_out_source
+            kept, ops = m.codec_out_source
+            section = kept.section()
             rtpmaps = section.rtpmaps()
             kept = [int(c.pt) for c in ops.apply([codec_for(f, rtpmaps)
                                                   for f in section.formats])

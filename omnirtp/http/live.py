@@ -60,8 +60,9 @@ def party_codecs(media):
     kept (``codec_source``), else the offer's codec keys."""
     if media.codecs_in is not None:
         return [(pt.encoding or str(pt.pt), pt.clock_rate or 0) for pt in media.codecs_in]
-    section = media.codec_source
-    if section is not None:
+    kept = media.codec_source
+    if kept is not None:
+        section = kept.section()
         rtpmaps = section.rtpmaps()
         out = []
         for f in section.formats:

@@ -44,13 +44,17 @@ from types import MappingProxyType
 from twisted.internet import defer, task
 from zope.interface import implementer
 
+from omnirtp.errors import FilesExhausted
 from omnirtp.interfaces import IDatagramHandler, IMediaEngine, IPacketTransform
+from omnirtp.limits import soft_limit as _file_limit
 from omnirtp.logging import Logger
 from omnirtp.media.demux import Demux
 from omnirtp.media.ice import IceAgent, parse_candidate
-from omnirtp.media.ports import PortPool
+from omnirtp.media.ports import NO_FILES_ERRNOS, PortPool
 from omnirtp.media.relay import (
-    LEARN_DELAYED, LEARNING_MODES, MediaPoller, RelaySocket, RtcpSocket, bind_media, bind_udp)
+    LEARN_DELAYED, LEARNING_MODES, MediaPoller, RelaySocket, RtcpSocket, bind_companion,
+    bind_media)
+
 
 # keys of IMediaEngine.configure entries
 K_LOCAL = "local"
@@ -96,7 +100,8 @@ KERNEL_REFRESH = 10.0
 KERNEL_CACHE = 0.5
 
 #: the codec state of a socket that transcodes, repacketises and
-#: filters nothing (``_plan_codecs``), shared by all such sockets
+#: filters nothing: what ``_plan_codecs`` returns for it, one object for
+#: all; such a socket keeps no codec state (``_configure``)
 _NO_CODECS = MappingProxyType(
     {"send": None, "recv": None, "ptime": None, "transcode": False, "repacketise": None})
 
@@ -596,11 +601,11 @@ class EmbeddedEngine:
 
     # -- implementation ---------------------------------------------------
 
-    def _companion(self, address, port):
-        """The factory of a media socket's connected companion (real sockets only)."""
-        if not self._real:
-            return None
-        return lambda: bind_udp(address, port, reuse_port=True)
+    def _companion(self):
+        """The factory of the media sockets' connected companions (real
+        sockets only): one function for all (no closure per socket, which
+        an idle call would keep)."""
+        return bind_companion if self._real else None
 
     def _allocate(self, call_id, address, count, wanted=None):
         pool = self._pools.get(address)
@@ -614,11 +619,16 @@ class EmbeddedEngine:
         bind = self._bind
 
         def bind_pair(port):
-            rtp = bind(address, port)
             try:
-                rtcp = bind(address, port + 1)
-            except BaseException:
-                rtp.close()
+                rtp = bind(address, port)
+                try:
+                    rtcp = bind(address, port + 1)
+                except BaseException:
+                    rtp.close()
+                    raise
+            except OSError as e:
+                if e.errno in NO_FILES_ERRNOS:
+                    raise FilesExhausted() from e  # not a port to skip: no port binds now
                 raise
             return rtp, rtcp
 
@@ -635,21 +645,26 @@ class EmbeddedEngine:
                     except BaseException:
                         pool.release(port)
                         raise
-        except BaseException:
+        except BaseException as e:
             for port, (rtp, rtcp) in taken:
                 rtp.close()
                 rtcp.close()
                 pool.release(port)
+            if isinstance(e, FilesExhausted):
+                self.log.warn("call {call_id}: no open file left for its ports on {address} "
+                              "(open files limit {limit}): answered 'Ran out of ports'; "
+                              "raise the limit (LimitNOFILE, ulimit -n)", call_id=call_id,
+                              address=address, limit=_file_limit())
             raise
         if not taken:
             return []
         pairs = self._calls.setdefault(call_id, {})
         ports = []
+        companion = self._companion()
         for port, (rtp_sock, rtcp_sock) in taken:
-            rtp = RelaySocket(self._reactor, rtp_sock, (address, port), self._poller,
-                              self._companion(address, port))
+            rtp = RelaySocket(self._reactor, rtp_sock, (address, port), self._poller, companion)
             rtcp = RtcpSocket(self._reactor, rtcp_sock, (address, port + 1), self._poller,
-                              self._companion(address, port + 1))
+                              companion)
             rtcp.rtp_sibling = rtp
             self._sockets[rtp.local] = rtp
             self._sockets[rtcp.local] = rtcp
@@ -778,9 +793,10 @@ class EmbeddedEngine:
         """The codec state an entry leaves ``relay`` with (validated):
         ``codecs_send`` / ``codecs_recv`` as given (absent: as before),
         ``transcode`` as given (absent: False).  A socket that neither
-        has nor is given any of it (a plain call) shares :data:`_NO_CODECS`."""
+        has nor is given any of it (a plain call) gets :data:`_NO_CODECS`,
+        no dict made."""
         old = self._codec_state.get(relay.local)
-        if ((old is None or old is _NO_CODECS) and K_PTIME not in entry
+        if (old is None and K_PTIME not in entry
                 and K_CODECS_SEND not in entry and K_CODECS_RECV not in entry
                 and not entry.get(K_TRANSCODE) and entry.get(K_REPACKETISE) is None):
             return _NO_CODECS
@@ -1173,7 +1189,10 @@ class EmbeddedEngine:
             ))
         changed = False
         for relay, args, changes, (ice, dtls), codecs, record in plan:
-            if codecs is not absent:
+            if codecs is _NO_CODECS:
+                # as good as none (a plain call): nothing kept per socket
+                self._codec_state.pop(relay.local, None)
+            elif codecs is not absent:
                 self._codec_state[relay.local] = codecs
             if ice is not absent:
                 self._apply_ice(call_id, relay, ice)

@@ -24,6 +24,9 @@ PORT_HIGHEST = 65535
 # bind() errors that mean "this port is not usable right now", not "the
 # address is wrong": the pair is quarantined and the next one is tried.
 UNBINDABLE_ERRNOS = frozenset((errno.EADDRINUSE, errno.EACCES))
+#: errnos of a bind that failed for want of a file, not of the port: the
+#: process (EMFILE) or the system (ENFILE) is at its open files limit
+NO_FILES_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE))
 
 
 def _first_pair(port_min):

@@ -149,6 +149,12 @@ def bind_media(address, port):
     return sock
 
 
+def bind_companion(address, port):
+    """A companion for the media socket of ``(address, port)``: another
+    socket bound there with SO_REUSEPORT (see :func:`bind_media`)."""
+    return bind_udp(address, port, reuse_port=True)
+
+
 @implementer(IReadDescriptor)
 class RelaySocket:
     """A bound UDP socket that relays RTP or RTCP to its peer socket.
@@ -220,9 +226,11 @@ class RelaySocket:
         #: a :class:`MediaPoller` to read through instead of registering
         #: with the reactor directly (None: ``reactor.addReader``)
         self._poller = poller
-        #: ``companion()`` binds another SO_REUSEPORT socket to ``local``;
-        #: connected to the endpoint it carries the endpoint's traffic both
-        #: ways (see :meth:`_sync_companion`).  None: no companion.
+        #: ``companion(address, port)`` binds another SO_REUSEPORT socket
+        #: to ``local`` (one function for all sockets, e.g.
+        #: :func:`bind_companion`, not a closure each); connected to the
+        #: endpoint it carries the endpoint's traffic both ways (see
+        #: :meth:`_sync_companion`).  None: no companion.
         self._companion = companion if poller is not None else None
         self._conn = None
         self._conn_ep = None
@@ -1068,7 +1076,7 @@ class RelaySocket:
         conn = self._conn
         if conn is None:
             try:
-                conn = self._companion()
+                conn = self._companion(*self.local)
             except OSError:
                 self._companion = None  # cannot bind one: do without
                 return

@@ -18,7 +18,8 @@ model later is kept without touching this module:
   is one of its own codecs, a list held by two fields);
 - objects only of the classes in :data:`CLASSES` (their attributes, or for
   frozen dataclasses their fields); an ``Interface`` by name and address;
-  an SDP ``MediaSection`` by its text.
+  an SDP ``MediaSection`` or ``KeptSection`` by its text (read back as a
+  ``KeptSection``, what a call keeps).
 
 Anything else raises ``TypeError`` at encode time (a test runs every call
 of the side-by-side corpus through it), never silently dropped.  Only the
@@ -35,7 +36,7 @@ from omnirtp.call.model import Call, Interface, Media, Monologue
 from omnirtp.recording.spool import CallRecording
 from omnirtp.sdp.codecs import CodecOps
 from omnirtp.sdp.crypto import Crypto, KeyParams
-from omnirtp.sdp.model import MediaSection, SessionDescription
+from omnirtp.sdp.model import KeptSection, MediaSection, SessionDescription
 
 #: bump when a change makes older blobs unreadable
 VERSION = 2
@@ -112,6 +113,9 @@ class _Encoder:
         if isinstance(v, dict):
             n = self._first(v)
             return {"id": n, "d": [[self.value(k), self.value(x)] for k, x in v.items()]}
+        if type(v) is KeptSection:
+            n = self._first(v)
+            return {"id": n, "sec": v.text, "index": v.index}
         if type(v) is MediaSection:
             n = self._first(v)
             return {"id": n, "sec": v.text(), "index": v.index}
@@ -191,9 +195,9 @@ class _Decoder:
                 raise SnapshotError("a held SDP section does not parse: %s" % (e,))
             if len(sd.media) != 1:
                 raise SnapshotError("a held SDP section is not one m= section")
-            section = sd.media[0]
-            section.index = v["index"]
-            return self._register(v, section)
+            if not isinstance(v.get("index"), int) or isinstance(v["index"], bool):
+                raise SnapshotError("a held SDP section has no index")
+            return self._register(v, KeptSection(v["sec"], v["index"]))
         if "o" in v:
             return self.obj(v)
         raise SnapshotError("unexpected value %r" % (v,))

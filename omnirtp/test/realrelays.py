@@ -3,7 +3,7 @@ themselves (by hand, or through a reactor of their own)."""
 
 import socket
 
-from omnirtp.media.relay import RelaySocket, bind_udp
+from omnirtp.media.relay import RelaySocket, bind_companion, bind_udp
 
 HOST = "127.0.0.1"
 
@@ -30,7 +30,7 @@ class RealRelays:
         sock = bind_udp(HOST, 0, reuse_port=True)
         port = sock.getsockname()[1]
         relay = self.relay_class(self.reactor, sock, (HOST, port), self.poller,
-                                 lambda: bind_udp(HOST, port, reuse_port=True))
+                                 bind_companion)
         self.addCleanup(relay.close)
         relay.start()
         return relay

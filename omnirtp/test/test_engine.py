@@ -73,6 +73,26 @@ class ContractTests(EngineTestBase):
         t = self.totals()
         self.assertEqual((t["ports_used"], t["ports_free"]), (4, 6 + 4))
 
+    def test_plain_sockets_keep_no_codec_state(self):
+        """A configuration without codec keys leaves nothing per socket in
+        the codec state (an idle call's memory); one with codecs keeps it,
+        and configuring it back to plain drops it."""
+        a, b = self.call()
+        self.assertEqual(self.engine._codec_state, {})
+        pcmu = [{"pt": 0, "encoding": "pcmu", "clock_rate": 8000, "channels": 1, "fmtp": ""}]
+        self.value(self.engine.configure("c1", [{"local": (HOST, a), "codecs_send": pcmu}]))
+        self.assertEqual(list(self.engine._codec_state), [(HOST, a)])
+        self.value(self.engine.configure("c1", [{"local": (HOST, a), "codecs_send": None}]))
+        self.assertEqual(self.engine._codec_state, {})
+
+    def test_companions_one_factory(self):
+        """Real sockets' companions come from one shared function that is
+        given the socket's address and port (no closure per socket)."""
+        from omnirtp.media.relay import bind_companion
+        real = EmbeddedEngine(self.reactor, {HOST: (30000, 30009)}, poller=object())
+        self.assertIs(real._companion(), bind_companion)
+        self.assertIsNone(self.engine._companion())
+
     def test_allocate_unknown_address(self):
         f = self.failureResultOf(self.engine.allocate("c1", "10.9.9.9", 1), ValueError)
         self.assertEqual(

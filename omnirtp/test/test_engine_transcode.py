@@ -144,25 +144,28 @@ class TranscodeEngineTests(EngineTestBase):
         self.send(a, [plain], A)
         self.assertEqual(self.net.sent_to(B), [(plain, (HOST, b))])
 
-    def test_plain_sockets_share_one_codec_state(self):
+    def test_plain_codec_state_is_the_shared_empty_one(self):
         """A socket that neither has nor is given codec lists, ptime,
-        transcode or repacketise keeps the one shared empty codec state
-        (no dict per socket of a plain call); lists make a state of its
-        own, and dropping them all returns it to the shared one."""
+        transcode or repacketise gets the one shared empty codec state from
+        _plan_codecs (no dict made), which configure keeps as none at all;
+        lists make a state of its own, and dropping them all leaves none."""
         from omnirtp.media.engine import _NO_CODECS
         a, b = self.value(self.engine.allocate("c1", HOST, 2))
+        relay = self.engine.socket((HOST, a))
+        self.assertIs(self.engine._plan_codecs(relay, {"local": (HOST, a)}), _NO_CODECS)
+        self.assertIs(self.engine._plan_codecs(relay, {"local": (HOST, a), "transcode": False,
+                                                       "repacketise": None}), _NO_CODECS)
         self.value(self.engine.configure("c1", [
             {"local": (HOST, a), "peer": (HOST, b), "endpoint": A},
             {"local": (HOST, b), "peer": (HOST, a), "endpoint": B}]))
         states = self.engine._codec_state
-        self.assertIs(states[(HOST, a)], _NO_CODECS)
-        self.assertIs(states[(HOST, b)], _NO_CODECS)
+        self.assertEqual(states, {})
         self.wire([PCMU], [PCMU], [PCMA], [PCMA], ports=(a, b))
-        self.assertIsNot(states[(HOST, a)], _NO_CODECS)
         self.assertTrue(states[(HOST, a)]["transcode"])
+        self.assertIsNot(self.engine._plan_codecs(relay, {"local": (HOST, a)}), _NO_CODECS)
         self.wire(None, None, None, None, a_transcode=False, b_transcode=False,
                   ports=(a, b))
-        self.assertIs(states[(HOST, a)], _NO_CODECS)
+        self.assertEqual(states, {})
         self.assertIsNone(self.engine.transcoder((HOST, a)))
 
     def test_rtcp_not_passed(self):

@@ -31,7 +31,7 @@ class CountingEngine:
         self.asked = []
         #: packets per socket of a call (its counters), by call
         self.packets = {}
-        #: stats(None) calls (all calls' counters)
+        #: how often all calls' stats were asked for (stats(None))
         self.asked_all = 0
 
     def allocate(self, call_id, address, count):
@@ -126,6 +126,16 @@ class RegistryTests(SynchronousTestCase):
             Timeouts(timeout=2, silent_timeout=6, offer_timeout=10, final_timeout=0),
             max_sessions=2)
 
+    def assertSweptAfter(self, call_id, seconds, reason):
+        """A sweep now keeps ``call_id``; one ``seconds`` later ends it for
+        ``reason``."""
+        self.registry.sweep()
+        self.assertIn(call_id, self.registry.calls)
+        self.clock.advance(seconds)
+        self.registry.sweep()
+        self.assertNotIn(call_id, self.registry.calls)
+        self.assertEqual(self.registry.closed[reason], 1)
+
     def test_engineFake(self):
         """The test double honours the interface it stands in for."""
         verifyObject(IMediaEngine, self.engine)
@@ -192,28 +202,79 @@ class RegistryTests(SynchronousTestCase):
         self.assertNotIn("c1", self.engine.held)
 
     def test_idleCallReadAlone(self):
-        """A call that looks idle in all calls' stats is asked for by
-        itself before it times out (the kernel's counters are read for one
-        call on demand): its own stats keep it; nothing asks for a call
-        that is not idle."""
+        """A call that may be due (quiet for ``timeout`` as far as the
+        sweep saw) is asked for by itself, its counters read now (the
+        kernel's with table = N): its own stats keep it, and the media
+        they show spare it the next sweeps' questions; a call within its
+        timeouts costs the engine nothing."""
         answered_call(self.registry, self.engine, "c1")
         answered_call(self.registry, self.engine, "c2")
-        self.engine.last_packet["c2"] = self.clock.seconds()
         self.clock.advance(1)
         self.registry.sweep()
-        self.assertEqual(self.engine.asked, [])
+        self.assertEqual((self.engine.asked, self.engine.asked_all), ([], 0))
         self.clock.advance(1)
         self.engine.own_last_packet["c1"] = self.clock.seconds() - 0.5
-        self.engine.last_packet["c2"] = self.clock.seconds()
+        self.engine.own_last_packet["c2"] = self.clock.seconds()
         self.registry.sweep()
-        self.assertEqual(self.engine.asked, ["c1"])
+        self.assertEqual(self.engine.asked, ["c1", "c2"])
         self.assertEqual(sorted(self.registry.calls), ["c1", "c2"])
-        self.clock.advance(1.5)
-        self.engine.last_packet["c2"] = self.clock.seconds()
+        self.clock.advance(1.5)  # c1 quiet for 2 s, c2 for 1.5 s: not asked
         self.registry.sweep()
-        self.assertEqual(self.engine.asked, ["c1", "c1"])
+        self.assertEqual(self.engine.asked, ["c1", "c2", "c1"])
         self.assertEqual(sorted(self.registry.calls), ["c2"])
         self.assertEqual(self.registry.closed["timeout"], 1)
+        self.assertEqual(self.engine.asked_all, 0)
+
+    def test_manyDueCallsReadTogether(self):
+        """More calls that may be due than ``BULK``: one request for all
+        calls' stats, then a call's own only where those say it timed out."""
+        self.registry.max_sessions = -1
+        self.registry.BULK = 2
+        for cid in ("c1", "c2", "c3"):
+            answered_call(self.registry, self.engine, cid)
+        self.clock.advance(2)
+        self.engine.last_packet["c2"] = self.clock.seconds()
+        self.engine.own_last_packet["c3"] = self.clock.seconds()
+        self.registry.sweep()
+        self.assertEqual(self.engine.asked_all, 1)
+        self.assertEqual(self.engine.asked, ["c1", "c3"])
+        self.assertEqual(sorted(self.registry.calls), ["c2", "c3"])
+        self.clock.advance(1)  # both seen with media a second ago: nothing to ask
+        self.registry.sweep()
+        self.assertEqual((self.engine.asked_all, self.engine.asked), (1, ["c1", "c3"]))
+
+    def test_adoptedMarkIsSwept(self):
+        """A call restored with a deletion mark (adopt) goes when it is due."""
+        from omnirtp.call.model import Call
+        call = Call("r1", self.clock.seconds())
+        call.deletion_at = self.clock.seconds() + 1
+        self.registry.adopt(call)
+        self.assertSweptAfter("r1", 1, "terminated")
+
+    def test_cancelledMarkIsForgotten(self):
+        """Marks that signalling cleared (an offer or answer after a delayed
+        delete) are dropped from the sweep's marked calls, the call stays."""
+        call = answered_call(self.registry, self.engine, "c1")
+        self.engine.own_last_packet["c1"] = 10 ** 9  # media: never idle here
+        self.registry.schedule_deletion(call, 1, monologues=call.monologues[:1])
+        call.monologues[0].deletion_at = None
+        self.clock.advance(1)
+        self.registry.sweep()
+        self.assertIn("c1", self.registry.calls)
+        self.assertEqual(self.registry._marked, set())
+
+    def test_quietCallsAreNotAsked(self):
+        """Thousands of calls within their timeouts: a sweep asks the engine
+        for nothing (no counters of every socket each second)."""
+        self.registry.max_sessions = -1
+        self.engine.free = [30000 + 2 * i for i in range(4000)]
+        for n in range(1000):
+            answered_call(self.registry, self.engine, "c%d" % n)
+        for _ in range(3):
+            self.clock.advance(0.5)
+            self.registry.sweep()
+        self.assertEqual((self.engine.asked_all, self.engine.asked), (0, []))
+        self.assertEqual(len(self.registry.calls), 1000)
 
     def test_mediaKeepsCallAlive(self):
         """Packets within the window keep the call."""
@@ -228,12 +289,7 @@ class RegistryTests(SynchronousTestCase):
         """A call on hold survives `timeout` and goes after `silent-timeout`."""
         answered_call(self.registry, self.engine, "c1", direction="sendonly")
         self.clock.advance(3)
-        self.registry.sweep()
-        self.assertIn("c1", self.registry.calls)
-        self.clock.advance(3)
-        self.registry.sweep()
-        self.assertNotIn("c1", self.registry.calls)
-        self.assertEqual(self.registry.closed["silent_timeout"], 1)
+        self.assertSweptAfter("c1", 3, "silent_timeout")
 
     def test_offerOnlyUsesOfferTimeout(self):
         """An unanswered call lives until `offer-timeout`."""
@@ -371,14 +427,46 @@ class LastPacketsRegistryTests(RegistryTests):
         self.assertEqual(self.engine.asked_all, 0)
         self.assertEqual(self.engine.asked, ["c1"])
 
-    def test_withStoreAllCallsCountersRead(self):
-        self.registry.store = object()  # keep_dtls has nothing to keep here
+    def test_manyDueCallsReadTogether(self):
+        """More calls that may be due than ``BULK``: one ``last_packets``
+        for all, then a call's own counters only where it timed out."""
+        asked = []
+        real = self.engine.last_packets
+        self.patch(self.engine, "last_packets", lambda: asked.append(True) or real())
+        self.registry.max_sessions = -1
+        self.registry.BULK = 2
+        for cid in ("c1", "c2", "c3"):
+            answered_call(self.registry, self.engine, cid)
+        self.clock.advance(2)
+        self.engine.last_packet["c2"] = self.clock.seconds()
+        self.engine.own_last_packet["c3"] = self.clock.seconds()
+        self.registry.sweep()
+        self.assertEqual((len(asked), self.engine.asked_all), (1, 0))
+        self.assertEqual(self.engine.asked, ["c1", "c3"])
+        self.assertEqual(sorted(self.registry.calls), ["c2", "c3"])
+        self.clock.advance(1)  # both seen with media a second ago: nothing to ask
+        self.registry.sweep()
+        self.assertEqual((len(asked), self.engine.asked_all, self.engine.asked),
+                         (1, 0, ["c1", "c3"]))
+
+    def test_withStoreSrtpCallsCountersRead(self):
+        """With a state store, a call with SRTP is looked at every sweep
+        (its counters carry the DTLS keys and the SRTP indexes to keep),
+        a plain call with media is not."""
+        self.registry.store = object()  # nothing to keep in these counters
         self.patch(self.registry, "persist", lambda call_id: None)
-        answered_call(self.registry, self.engine, "c1")
-        self.engine.last_packet["c1"] = self.clock.seconds()
+        self.registry.max_sessions = -1
+        srtp = answered_call(self.registry, self.engine, "s1")
+        srtp.monologues[0].medias[0].crypto_local = object()
+        answered_call(self.registry, self.engine, "p1")
+        for cid in ("s1", "p1"):
+            self.engine.last_packet[cid] = self.clock.seconds()
         self.clock.advance(1)
         self.registry.sweep()
-        self.assertEqual(self.engine.asked_all, 1)
+        self.assertEqual((self.engine.asked_all, self.engine.asked), (0, ["s1"]))
+        self.clock.advance(0.5)
+        self.registry.sweep()
+        self.assertEqual(self.engine.asked, ["s1", "s1"])
 
 
 class RunLockedNowTests(SynchronousTestCase):

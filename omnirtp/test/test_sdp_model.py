@@ -335,3 +335,38 @@ class SplitLinesTests(SynchronousTestCase):
         self.assertEqual(str(SessionDescription.parse(data)), data)
         data = data.replace("\r\n", "\n").replace("\r", "\n") + "\n"
         self.assertEqual(str(SessionDescription.parse(data)), data)
+
+
+class KeptSectionTests(SynchronousTestCase):
+    """What a call keeps of a media section: its text, parsed on demand."""
+
+    SDP = ("v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+           "m=audio 4000 RTP/AVP 0 96 101\r\na=rtpmap:96 opus/48000/2\r\n"
+           "a=fmtp:96 useinbandfec=1\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+           "m=video 0 RTP/AVP 31\n")
+
+    def test_same_section_again(self):
+        """section() gives back the formats, rtpmaps, attributes and text."""
+        sd = SessionDescription.parse(self.SDP)
+        for original in sd.media:
+            kept = original.kept()
+            again = kept.section()
+            self.assertEqual(again.text(), original.text())
+            self.assertEqual((again.index, again.media, again.port, again.proto, again.formats),
+                             (original.index, original.media, original.port, original.proto,
+                              original.formats))
+            self.assertEqual(again.rtpmaps(), original.rtpmaps())
+            self.assertEqual(again.attributes(), original.attributes())
+        self.assertEqual(sd.media[0].kept().section().fmtp(96), "useinbandfec=1")
+        self.assertEqual(sd.media[1].kept().text, "m=video 0 RTP/AVP 31\n")
+
+    def test_one_per_section(self):
+        """A request that keeps a section twice keeps one text."""
+        section = SessionDescription.parse(self.SDP).media[0]
+        self.assertIs(section.kept(), section.kept())
+        self.assertEqual(repr(section.kept()), "KeptSection(1, 'm=audio 4000 RTP/AVP 0 96 101')")
+
+    def test_no_lines_kept(self):
+        """The kept form holds no parsed lines (only the text and index)."""
+        from omnirtp.sdp.model import KeptSection
+        self.assertEqual(KeptSection.__slots__, ("text", "index"))

@@ -85,6 +85,22 @@ class RoundTripTests(SynchronousTestCase):
                 calls += self.assertRoundTrip(stack, "%s step %d" % (case.name, step))
         self.assertGreater(calls, 100)
 
+    def test_heldSectionKeptAsText(self):
+        """The m= section a plain call keeps for a later codec operation is
+        a KeptSection (text, no parsed lines), written by its text and read
+        back as one."""
+        from omnirtp.sdp.model import KeptSection
+        stack = ControlStack()
+        _request(stack, self)(corpus.CASES_BY_NAME["plain_offer_answer"].requests[0])
+        call = next(iter(stack.registry.calls.values()))
+        media = call.monologues[0].medias[0]
+        self.assertIs(type(media.codec_source), KeptSection)
+        again = snapshot.decode(snapshot.encode(call), stack.interfaces)
+        kept = again.monologues[0].medias[0].codec_source
+        self.assertIs(type(kept), KeptSection)
+        self.assertEqual((kept.text, kept.index), (media.codec_source.text,
+                                                   media.codec_source.index))
+
     def test_answerFromRestoredOffer(self):
         """A call restored from its snapshot after the offer takes the answer
         as the original does: the same reply and the same engine sockets."""

@@ -47,8 +47,9 @@ class RealSocketTests(SynchronousTestCase):
         port = sock.getsockname()[1]
         companions = []
 
-        def companion():
-            conn = bind_udp(address, port, reuse_port=True)
+        def companion(addr, at):
+            self.assertEqual((addr, at), (address, port))
+            conn = bind_udp(addr, at, reuse_port=True)
             companions.append(conn)
             return conn
 

@@ -165,7 +165,7 @@ class BuildTests(SynchronousTestCase):
         self.assertEqual((rc, err), (0, ""))
         with open(unit) as f:
             text = f.read()
-        for line in ("User=omnirtp", "Group=omnirtp", "LimitNOFILE=150000",
+        for line in ("User=omnirtp", "Group=omnirtp", "LimitNOFILE=1048576",
                      "NoNewPrivileges=true", "ProtectSystem=strict", "KillMode=mixed",
                      "ExecReload=/bin/kill -HUP $MAINPID"):
             self.assertIn("\n" + line + "\n", text)
