@@ -375,13 +375,11 @@ class CallRegistry:
                 stats[call.call_id] = own if own is not None else {}
             if newest is None:
                 counters = stats.get(call.call_id, {})
-                _seen(call, counters)
                 last = newest_packet(counters)
             else:
                 counters = {}
                 last = newest.get(call.call_id)
-                if last is not None and last > call.last_media:
-                    call.last_media = last
+            _seen(call, last)
             if self.store is not None:
                 self.keep_dtls(call, counters)
                 self.keep_srtp(call, counters)
@@ -400,8 +398,9 @@ class CallRegistry:
                         continue
                     if own is not None:
                         stats[call.call_id] = own
-                        _seen(call, own)
-                        reason = self._idle_reason(call, newest_packet(own), now)
+                        last = newest_packet(own)
+                        _seen(call, last)
+                        reason = self._idle_reason(call, last, now)
             due = [ml for ml in call.monologues
                    if ml.deletion_at is not None and now >= ml.deletion_at]
             if newest is not None and (reason is not None or due) \
@@ -488,13 +487,11 @@ class CallRegistry:
             self.relayed["errors"] += counters["errors"]
 
 
-def _seen(call, counters):
-    """Keep the newest ``last_packet`` of a call's counters in the call."""
-    last = call.last_media
-    for socket in counters.values():
-        if socket["last_packet"] > last:
-            last = socket["last_packet"]
-    call.last_media = last
+def _seen(call, last):
+    """Keep ``last``, the newest packet time of a call's sockets as the
+    engine told it (None: none), in the call."""
+    if last is not None and last > call.last_media:
+        call.last_media = last
 
 
 def _monologue_marked(call):
