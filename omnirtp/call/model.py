@@ -187,13 +187,18 @@ class Media:
         long as the DTLS role and the party's fingerprint are the ones the
         keys came from (a new fingerprint is a new association: a new
         handshake).  None otherwise."""
+        if not self.dtls_keys_current() or not self.dtls_srtp.get("restored"):
+            return None
+        return self.dtls_srtp
+
+    def dtls_keys_current(self):
+        """The kept DTLS-SRTP keys (:attr:`dtls_srtp`) are those of this
+        party's current DTLS association: the same role and fingerprint,
+        and the RTCP socket's too when RTCP is not multiplexed."""
         kept = self.dtls_srtp
-        if (kept is None or not kept.get("restored") or kept.get("role") != self.dtls_role
-                or kept.get("fingerprint") != self.dtls_fingerprint):
-            return None
-        if not self.mux and kept.get("rtcp") is None:
-            return None
-        return kept
+        return (kept is not None and kept.get("role") == self.dtls_role
+                and kept.get("fingerprint") == self.dtls_fingerprint
+                and (self.mux or kept.get("rtcp") is not None))
 
     def keep_srtp_index(self, rtp, rtcp):
         """Take the ``srtp_index`` stats values of this party's RTP and

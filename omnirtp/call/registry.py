@@ -429,7 +429,7 @@ class CallRegistry:
         for _ml, m in call.all_medias():
             if m.dtls_role is None or not m.has_ports:
                 continue
-            if _dtls_kept(m):
+            if m.dtls_keys_current():
                 continue
             rtp = (stats.get(m.rtp_key) or {}).get("dtls_srtp")
             rtcp = None if m.mux else (stats.get(m.rtcp_key) or {}).get("dtls_srtp")
@@ -506,14 +506,6 @@ def _monologue_due(call, now):
         if ml.deletion_at is not None and now >= ml.deletion_at:
             return True
     return False
-
-
-def _dtls_kept(m):
-    """The medium keeps the keys of its current DTLS association."""
-    kept = m.dtls_srtp
-    return (kept is not None and kept.get("role") == m.dtls_role
-            and kept.get("fingerprint") == m.dtls_fingerprint
-            and (m.mux or kept.get("rtcp") is not None))
 
 
 def _srtp_calls(calls):
