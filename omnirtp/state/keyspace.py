@@ -54,6 +54,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from omnirtp.call.registry import newest_packet
 from omnirtp.state.restore import bind_call
 from omnirtp.state.snapshot import SnapshotError, decode, encode
 from omnirtp.state.store import RedisAddress, RedisStore, _connect_tcp
@@ -542,12 +543,19 @@ class KeyspaceFollower(service.Service):
         media since its ports were bound here (once a second)."""
         if not self.registry.foreign:
             return 0
-        stats = yield self.registry.engine.stats(None)
+        engine = self.registry.engine
+        # each call's newest packet: what the timeout sweep asks for too
+        last_packets = getattr(engine, "last_packets", None)
+        if last_packets is not None:
+            newest = yield last_packets()
+        else:
+            stats = yield engine.stats(None)
+            newest = {call_id: newest_packet(sockets) for call_id, sockets in stats.items()}
         active = []
         for ks in self.all_keyspaces():
             for call_id, since in list(ks.bound_at.items()):
-                if any(c.get("last_packet", 0) > since
-                       for c in stats.get(call_id, {}).values()):
+                last = newest.get(call_id)
+                if last is not None and last > since:
                     active.append((ks, call_id))
         taken = 0
         for ks, call_id in active:

@@ -556,6 +556,29 @@ class RunTimeTests(SynchronousTestCase):
         self.assertEqual(list(self.b.registry.foreign), ["c1"])
         self.assertIn(KEY + b"c2", self.redis.db(2))
 
+    def test_switchoverOnMediaFromLastPackets(self):
+        """With an engine that tells each call's newest packet
+        (``last_packets``, as the embedded engine and the worker pool do),
+        the media check asks for that, not for every socket's counters."""
+        engine = self.b.engine
+        asked = []
+
+        def last_packets():
+            asked.append(True)
+            return defer.succeed({cid: engine.last_packet.get(cid, 0.0) for cid in engine.held})
+        engine.last_packets = last_packets
+        self.call_of_a("c1")
+        self.call_of_a("c2")
+        follower, _cli = self.follower(self.b, [1], own_db=2, switchover=True)
+        self.b.clock.advance(follower.activity_interval * 3)
+        self.assertEqual(sorted(self.b.registry.foreign), ["c1", "c2"])
+        engine.last_packet["c2"] = self.b.clock.seconds() + 0.5
+        self.b.clock.advance(follower.activity_interval)
+        self.assertEqual(list(self.b.registry.calls), ["c2"])
+        self.assertEqual(list(self.b.registry.foreign), ["c1"])
+        self.assertTrue(asked)
+        self.assertEqual(engine.asked_all, 0)  # stats(None) never asked
+
     def test_noSwitchoverWithoutTheOption(self):
         self.call_of_a("c1")
         follower, _cli = self.follower(self.b, [1], own_db=2)
