@@ -1431,8 +1431,7 @@ class MediaPoller:
         iterate = reactor.doIteration
         # the reactor's turn comes after the round's datagrams: what it
         # runs (AMP: release, shutdown) may remove or close sockets
-        ready = []
-        self.add(inner, ready.append)
+        self.add_after(inner, lambda: iterate(0))
         after = self._after
         run_after = self._run_after
         poll = self._poll
@@ -1479,9 +1478,6 @@ class MediaPoller:
                         serve(events, now)
                         if after:
                             run_after()
-                        if ready:
-                            del ready[:]
-                            iterate(0)
                         if coalesce:
                             sleep(coalesce)
             except Exception:
