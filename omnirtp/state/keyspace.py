@@ -45,9 +45,9 @@ there and they are dropped here; its own ``active`` takes them back.  ``terminat
 foreign call and deletes it from its owner's database, as rtpengine.
 With ``active-switchover`` the first ng request that changes a foreign
 call (offer, answer, delete, recording) takes it over before it is
-handled, and so does its first media: once a second the engine's counters
-of the foreign calls are read, and a call that received a packet since it
-was bound is taken over.
+handled, and so does its first media: once a second the engine tells each
+call's newest packet, and a foreign call that received one since it was
+bound is taken over.
 """
 
 from twisted.application import service
