@@ -107,6 +107,10 @@ _NO_CODECS = MappingProxyType(
 
 #: the keys of an entry that only changes the recording
 _RECORD_ONLY = frozenset((K_LOCAL, K_RECORD))
+#: the keys a plain call's entries have (``_configure``'s short way)
+_PLAIN_KEYS = frozenset((K_LOCAL, K_PEER, K_RTCP_PEER, K_ENDPOINT, K_LEARNING, K_STRICT,
+                         K_HANDOVER, K_ASYMMETRIC, K_RESET, K_TOS, K_ICE, K_DTLS, K_SRTP_IN,
+                         K_SRTP_OUT))
 
 TRANSFORM_KEYS = {
     K_SRTP_IN: ("srtp", "inbound", "inbound"),
@@ -137,6 +141,9 @@ def srtp_indexes(relay):
 
 def _key(value, what):
     """``(addr, port)`` from a 2-sequence, or ValueError naming ``what``."""
+    if type(value) is tuple and len(value) == 2:
+        if type(value[0]) is str and type(value[1]) is int:
+            return value  # the form it is made into already
     try:
         address, port = value
         return (str(address), int(port))
@@ -681,11 +688,9 @@ class EmbeddedEngine:
         )
         return ports
 
-    def _peer(self, entry, name):
-        """The bound RelaySocket named by ``entry[name]``, or None."""
-        key = entry.get(name)
-        if key is None:
-            return None
+    def _bound(self, key, name):
+        """The bound RelaySocket of ``key``, the value of ``entry[name]``
+        (not None)."""
         key = _key(key, name)
         relay = self._sockets.get(key)
         if relay is None:
@@ -838,6 +843,12 @@ class EmbeddedEngine:
         """Give every socket of the call the middle step its codec state
         asks for; True if any changed.  A step whose inputs are unchanged
         is kept."""
+        if not self._codec_state and not self._transcoders:
+            # no socket transcodes or repacketises (plain calls): the loop
+            # below would find nothing to change
+            if self._rtcp_timer is not None:
+                self._rtcp_schedule()
+            return False
         changed = False
         for rtp, rtcp in self._calls.get(call_id, {}).values():
             for relay in (rtp, rtcp):
@@ -1145,7 +1156,8 @@ class EmbeddedEngine:
         if pairs is None:
             raise ValueError("call %r holds no media ports" % (call_id,))
         sockets = self._sockets
-        peer_of = self._peer
+        steps = self._steps
+        codec_state = self._codec_state
         absent = self._ABSENT
         plan = []
         # validate everything first so a bad entry changes nothing
@@ -1155,8 +1167,12 @@ class EmbeddedEngine:
             relay = sockets.get(local)
             if relay is None or (local[0], local[1] & ~1) not in pairs:
                 raise ValueError("socket %s:%d is not held by call %r" % (local[0], local[1], call_id))
-            peer_relay = peer_of(entry, K_PEER)
-            rtcp_peer_relay = peer_of(entry, K_RTCP_PEER)
+            peer_relay = get(K_PEER)
+            if peer_relay is not None:
+                peer_relay = self._bound(peer_relay, K_PEER)
+            rtcp_peer_relay = get(K_RTCP_PEER)
+            if rtcp_peer_relay is not None:
+                rtcp_peer_relay = self._bound(rtcp_peer_relay, K_RTCP_PEER)
             endpoint = get(K_ENDPOINT)
             if endpoint is not None:
                 endpoint = _key(endpoint, "endpoint")
@@ -1176,32 +1192,46 @@ class EmbeddedEngine:
                 # only the recording changes (start/stop/pause recording)
                 plan.append((relay, None, {}, (absent, absent), absent, record))
                 continue
+            # RelaySocket.apply's arguments, in its order
+            args = (peer_relay, endpoint, rtcp_peer_relay, learning,
+                    bool(get(K_STRICT, False)), bool(get(K_HANDOVER, False)),
+                    bool(get(K_ASYMMETRIC, False)), bool(get(K_RESET, False)), tos)
+            if (entry.keys() <= _PLAIN_KEYS and local not in steps and local not in codec_state
+                    and get(K_SRTP_IN) is None and get(K_SRTP_OUT) is None
+                    and get(K_ICE) is None and get(K_DTLS) is None):
+                # a plain entry for a socket with no steps and no codec
+                # state (a plain call): what the three plans below give
+                # for it, without them
+                plan.append((relay, args, {}, (get(K_ICE, absent), get(K_DTLS, absent)),
+                             _NO_CODECS, absent))
+                continue
             plan.append((
                 relay,
-                # RelaySocket.configure's arguments, in its order
-                (peer_relay, endpoint, rtcp_peer_relay, learning,
-                 bool(get(K_STRICT, False)), bool(get(K_HANDOVER, False)),
-                 bool(get(K_ASYMMETRIC, False)), bool(get(K_RESET, False)), tos),
+                args,
                 self._plan_steps(relay, entry),
                 self._plan_wire(relay, entry),
                 self._plan_codecs(relay, entry),
                 record,
             ))
         changed = False
+        wires = self._wires
         for relay, args, changes, (ice, dtls), codecs, record in plan:
             if codecs is _NO_CODECS:
                 # as good as none (a plain call): nothing kept per socket
-                self._codec_state.pop(relay.local, None)
+                if codec_state:
+                    codec_state.pop(relay.local, None)
             elif codecs is not absent:
-                self._codec_state[relay.local] = codecs
-            if ice is not absent:
+                codec_state[relay.local] = codecs
+            # (None for a socket without a wire: nothing to stop)
+            if ice is not absent and (ice is not None or relay.local in wires):
                 self._apply_ice(call_id, relay, ice)
             if args is not None:
-                relay.configure(*args)
+                relay.apply(*args)
             if record is not absent and self._recordings.apply(call_id, relay, record):
                 self._install_steps(relay)
                 changed = True
-            if dtls is not absent and self._apply_dtls(call_id, relay, dtls):
+            if (dtls is not absent and (dtls is not None or relay.local in wires)
+                    and self._apply_dtls(call_id, relay, dtls)):
                 self._install_steps(relay)
                 changed = True
             if changes:
@@ -1212,7 +1242,6 @@ class EmbeddedEngine:
         if changed:
             # the chains follow peers and rtcp_peers across the whole call
             self._refresh(call_id)
-        wires = self._wires
         if wires:
             for relay, _args, _changes, _wire, _codecs, _record in plan:
                 wire = wires.get(relay.local)

@@ -373,17 +373,33 @@ class RelaySocket:
             )
         if endpoint is not None:
             endpoint = (str(endpoint[0]), int(endpoint[1]))
-        if tos is not None:
+        self.apply(peer, endpoint, rtcp_peer, learning, bool(strict), bool(handover),
+                   bool(asymmetric), reset, tos)
+
+    def apply(self, peer, endpoint, rtcp_peer, learning, strict, handover, asymmetric, reset,
+              tos):
+        """:meth:`configure` with its arguments checked and in their
+        final form already (all given, in its order: ``endpoint`` None or
+        an ``(str, int)`` tuple, ``learning`` one of
+        :data:`LEARNING_MODES`, the flags bools, ``tos`` None or 0-255):
+        what the engine calls for each entry it validated."""
+        if tos is not None and tos != self.tos:
             self.set_tos(tos)
-        self._set_peer(peer)
+        if self.peer is not peer:
+            self._set_peer(peer)
         self.rtcp_peer = rtcp_peer
-        self.update_pipeline()
+        # no step on either chain and none before (a plain call): what
+        # update_pipeline would do comes down to _update_out, done below
+        out = rtcp_peer if rtcp_peer is not None else peer
+        if (self.pipeline is not None or self.inbound or self.middle
+                or (peer is not None and peer.outbound) or (out is not None and out.outbound)):
+            self.update_pipeline()
         ice = self.authorise is not None
         # under an authority (ICE) the socket never learns: see _policy
         self.learning = LEARN_OFF if ice else learning
-        self.strict = bool(strict)
-        self.handover = bool(handover)
-        self.asymmetric = bool(asymmetric)
+        self.strict = strict
+        self.handover = handover
+        self.asymmetric = asymmetric
         changed = endpoint != self.sdp_endpoint
         self.sdp_endpoint = endpoint
         if reset:
