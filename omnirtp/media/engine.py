@@ -472,19 +472,22 @@ class EmbeddedEngine:
                 # one call (query, delete, a timeout about to happen): now
                 kernel = self._kernel_counters(fresh=True, locals=[
                     relay.local for pair in self._calls[call_id].values() for relay in pair])
+        wires = self._wires
         for cid in ids:
             per = result[cid] = {}
             for rtp, rtcp in self._calls[cid].values():
                 for relay in (rtp, rtcp):
                     counters = per[relay.local] = relay.counters()
-                    kept = srtp_indexes(relay)
-                    if kept is not None:
-                        counters["srtp_index"] = kept
+                    if relay.inbound or relay.outbound:
+                        kept = srtp_indexes(relay)
+                        if kept is not None:
+                            counters["srtp_index"] = kept
                     if kernel:
                         _merge_kernel(counters, kernel.get(relay.local))
-                    wire = self._wires.get(relay.local)
-                    if wire is not None:
-                        counters.update(wire.counters())
+                    if wires:
+                        wire = wires.get(relay.local)
+                        if wire is not None:
+                            counters.update(wire.counters())
         return defer.succeed(result)
 
     def last_packets(self):
@@ -1277,28 +1280,37 @@ class EmbeddedEngine:
             kernel = self._kernel_counters(fresh=False, locals=[
                 relay.local for key in targets for relay in pairs[key]])
         gone = set()
+        released = self._released
+        sockets = self._sockets
+        wires = self._wires
+        recordings = self._recordings
+        # what only some sockets have (steps, codecs, ICE/DTLS, a recording,
+        # the kernel's counts): looked up only while someone has any
+        kept = (self._kernel_seen, self._steps, self._codec_state, self._transcoders)
         for key in targets:
             rtp, rtcp = pairs.pop(key)
             for relay in (rtp, rtcp):
+                local = relay.local
                 gone.add(relay)
-                self._released.add(relay)
-                if relay.local in kernel:
-                    kp, kb = kernel[relay.local]
-                    self._released.packets += kp
-                    self._released.bytes += kb
-                    self._released.kernel_packets += kp
-                    self._released.kernel_bytes += kb
-                    self.forwarder.forget(relay.local)
-                self._kernel_seen.pop(relay.local, None)
-                del self._sockets[relay.local]
-                self._steps.pop(relay.local, None)
-                self._codec_state.pop(relay.local, None)
-                self._transcoders.pop(relay.local, None)
-                self._recordings.drop(call_id, relay.local)
-                wire = self._wires.pop(relay.local, None)
-                if wire is not None:
-                    # timers cancelled (DTLS says close_notify, unless shutting down)
-                    wire.close(not self._closing)
+                released.add(relay)
+                if kernel and local in kernel:
+                    kp, kb = kernel[local]
+                    released.packets += kp
+                    released.bytes += kb
+                    released.kernel_packets += kp
+                    released.kernel_bytes += kb
+                    self.forwarder.forget(local)
+                del sockets[local]
+                for table in kept:
+                    if table:
+                        table.pop(local, None)
+                if recordings.taps:
+                    recordings.drop(call_id, local)
+                if wires:
+                    wire = wires.pop(local, None)
+                    if wire is not None:
+                        # timers cancelled (DTLS says close_notify, unless shutting down)
+                        wire.close(not self._closing)
                 relay.close()
             self._pools[key[0]].release(key[1])
         if gone:

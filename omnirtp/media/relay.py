@@ -41,6 +41,7 @@ instead; no other path changes for it.  See
 :meth:`RelaySocket.update_pipeline` and docs/architecture.md.
 """
 
+import _socket
 import os
 import select
 import socket
@@ -106,6 +107,8 @@ def socket_family(address):
 
 
 _SOCK_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
+_MEDIA_TYPE = socket.SOCK_DGRAM | _SOCK_NONBLOCK
+_socket_type = _socket.socket
 
 
 def bind_udp(address, port, reuse_port=False):
@@ -139,9 +142,14 @@ def bind_media(address, port):
     port that anyone else holds, another omnirtp included, fails as usual;
     SO_REUSEPORT is set once it is bound (Linux lets a later socket with
     SO_REUSEPORT join a bound one that has it set), so each port is bound
-    once."""
-    sock = bind_udp(address, port)
+    once.  A ``_socket.socket``, the C type ``socket.socket`` wraps (the
+    same calls; no Python ``__init__`` and ``close`` per socket), made
+    non-blocking by ``socket()`` itself."""
+    sock = _socket_type(socket.AF_INET6 if ":" in address else socket.AF_INET, _MEDIA_TYPE)
     try:
+        if not _SOCK_NONBLOCK:
+            sock.setblocking(False)
+        sock.bind((address, port))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     except BaseException:
         sock.close()
@@ -594,6 +602,8 @@ class RelaySocket:
         }
         if self.inbound or self.middle or self.outbound:
             counters["transforms"] = self.transform_counters()
+        if self.rtcp_last is None and self.rtcp_report is None:
+            return counters  # no RTCP report yet (what latest_report says)
         report = self.latest_report()
         if report is not None:
             counters["rtcp"] = {
@@ -661,10 +671,13 @@ class RelaySocket:
 
     def close(self):
         """Stop reading and close the socket; later sends from it fail."""
-        self.stop()
-        self._drop_companion()
+        if self.reading:
+            self.stop()
+        if self._conn is not None:
+            self._drop_companion()
         self._companion = None
-        self._set_peer(None)
+        if self.peer is not None:
+            self._set_peer(None)
         self.rtcp_peer = None
         self._out = -1
         self._sout = -1
