@@ -141,9 +141,6 @@ def srtp_indexes(relay):
 
 def _key(value, what):
     """``(addr, port)`` from a 2-sequence, or ValueError naming ``what``."""
-    if type(value) is tuple and len(value) == 2:
-        if type(value[0]) is str and type(value[1]) is int:
-            return value  # the form it is made into already
     try:
         address, port = value
         return (str(address), int(port))
@@ -694,7 +691,9 @@ class EmbeddedEngine:
     def _bound(self, key, name):
         """The bound RelaySocket of ``key``, the value of ``entry[name]``
         (not None)."""
-        key = _key(key, name)
+        if not (type(key) is tuple and len(key) == 2
+                and type(key[0]) is str and type(key[1]) is int):
+            key = _key(key, name)
         relay = self._sockets.get(key)
         if relay is None:
             raise ValueError("%s socket %s:%d is not bound here" % ((name,) + key))
@@ -1166,7 +1165,10 @@ class EmbeddedEngine:
         # validate everything first so a bad entry changes nothing
         for entry in entries:
             get = entry.get
-            local = _key(get(K_LOCAL), "local")
+            local = get(K_LOCAL)
+            if not (type(local) is tuple and len(local) == 2
+                    and type(local[0]) is str and type(local[1]) is int):
+                local = _key(local, "local")
             relay = sockets.get(local)
             if relay is None or (local[0], local[1] & ~1) not in pairs:
                 raise ValueError("socket %s:%d is not held by call %r" % (local[0], local[1], call_id))
@@ -1177,7 +1179,9 @@ class EmbeddedEngine:
             if rtcp_peer_relay is not None:
                 rtcp_peer_relay = self._bound(rtcp_peer_relay, K_RTCP_PEER)
             endpoint = get(K_ENDPOINT)
-            if endpoint is not None:
+            if endpoint is not None and not (type(endpoint) is tuple and len(endpoint) == 2
+                                             and type(endpoint[0]) is str
+                                             and type(endpoint[1]) is int):
                 endpoint = _key(endpoint, "endpoint")
             learning = get(K_LEARNING) or LEARN_DELAYED
             if learning not in LEARNING_MODES:
@@ -1197,8 +1201,8 @@ class EmbeddedEngine:
                 continue
             # RelaySocket.apply's arguments, in its order
             args = (peer_relay, endpoint, rtcp_peer_relay, learning,
-                    bool(get(K_STRICT, False)), bool(get(K_HANDOVER, False)),
-                    bool(get(K_ASYMMETRIC, False)), bool(get(K_RESET, False)), tos)
+                    True if get(K_STRICT) else False, True if get(K_HANDOVER) else False,
+                    True if get(K_ASYMMETRIC) else False, True if get(K_RESET) else False, tos)
             if (entry.keys() <= _PLAIN_KEYS and local not in steps and local not in codec_state
                     and get(K_SRTP_IN) is None and get(K_SRTP_OUT) is None
                     and get(K_ICE) is None and get(K_DTLS) is None):
