@@ -754,7 +754,7 @@ class EmbeddedEngine:
             changes[key] = (dict(params), step)
         return changes
 
-    def _apply_steps(self, relay, changes):
+    def _apply_steps(self, relay, changes, update=True):
         current = self._steps.setdefault(relay.local, {})
         for key, value in changes.items():
             if value is None:
@@ -763,22 +763,26 @@ class EmbeddedEngine:
                 current[key] = value
         if not current:
             del self._steps[relay.local]
-        self._install_steps(relay)
+        self._install_steps(relay, update)
 
-    def _install_steps(self, relay):
+    def _install_steps(self, relay, update=True):
         """Give ``relay`` its steps: DTLS's (keys or HoldMedia) on a socket
-        with DTLS, else those of srtp_in / srtp_out."""
+        with DTLS, else those of srtp_in / srtp_out.  ``update`` False:
+        the pipelines are left to the caller (``_configure``'s
+        :meth:`_refresh`)."""
         wire = self._wires.get(relay.local)
         middle = self._middle(relay.local)
         if wire is not None and wire.dtls is not None:
-            relay.set_transforms(inbound=[wire.dtls_in], middle=middle, outbound=[wire.dtls_out])
+            relay.set_transforms(inbound=[wire.dtls_in], middle=middle, outbound=[wire.dtls_out],
+                                 update=update)
             return
         current = self._steps.get(relay.local, {})
         lists = {"inbound": [], "outbound": []}
         for key, (_kind, slot, _method) in TRANSFORM_KEYS.items():
             if key in current:
                 lists[slot].append(current[key][1])
-        relay.set_transforms(inbound=lists["inbound"], middle=middle, outbound=lists["outbound"])
+        relay.set_transforms(inbound=lists["inbound"], middle=middle, outbound=lists["outbound"],
+                             update=update)
 
     def _middle(self, local):
         """The ``middle`` steps of socket ``local``: the recording tap
@@ -787,12 +791,20 @@ class EmbeddedEngine:
         current = self._transcoders.get(local)
         return self._recordings.steps(local) + ((current[1],) if current else ())
 
-    def _refresh(self, call_id):
+    def _refresh(self, call_id, installed=()):
         """Recompute every pipeline of a call (chains follow peers and
-        rtcp_peers across the call)."""
-        for rtp, rtcp in self._calls.get(call_id, {}).values():
+        rtcp_peers across the call), and those of the sockets outside it
+        that send out of a socket of ``installed`` (whose steps were set
+        without an update)."""
+        pairs = self._calls.get(call_id, {})
+        for rtp, rtcp in pairs.values():
             rtp.update_pipeline()
             rtcp.update_pipeline()
+        for relay in installed:
+            for feeder in relay._feeders:
+                held = pairs.get((feeder.local[0], feeder.local[1] & ~1))
+                if held is None or feeder not in held:
+                    feeder.update_pipeline()
 
     # -- transcoding (off the per-packet path) ----------------------------
 
@@ -1222,6 +1234,10 @@ class EmbeddedEngine:
             ))
         changed = False
         wires = self._wires
+        # the pipelines are recomputed once, at the end: the sockets whose
+        # apply needs it and, when steps changed, every socket of the call
+        waiting = []
+        installed = []
         for relay, args, changes, (ice, dtls), codecs, record in plan:
             if codecs is _NO_CODECS:
                 # as good as none (a plain call): nothing kept per socket
@@ -1232,23 +1248,29 @@ class EmbeddedEngine:
             # (None for a socket without a wire: nothing to stop)
             if ice is not absent and (ice is not None or relay.local in wires):
                 self._apply_ice(call_id, relay, ice)
-            if args is not None:
-                relay.apply(*args)
+            if args is not None and relay.apply(*args, update=False):
+                waiting.append(relay)
             if record is not absent and self._recordings.apply(call_id, relay, record):
-                self._install_steps(relay)
+                self._install_steps(relay, False)
+                installed.append(relay)
                 changed = True
             if (dtls is not absent and (dtls is not None or relay.local in wires)
                     and self._apply_dtls(call_id, relay, dtls)):
-                self._install_steps(relay)
+                self._install_steps(relay, False)
+                installed.append(relay)
                 changed = True
             if changes:
-                self._apply_steps(relay, changes)
+                self._apply_steps(relay, changes, False)
+                installed.append(relay)
                 changed = True
         if self._update_transcoders(call_id):
             changed = True
         if changed:
             # the chains follow peers and rtcp_peers across the whole call
-            self._refresh(call_id)
+            self._refresh(call_id, installed)
+        else:
+            for relay in waiting:
+                relay.update_pipeline()
         if wires:
             for relay, _args, _changes, _wire, _codecs, _record in plan:
                 wire = wires.get(relay.local)

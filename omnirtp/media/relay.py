@@ -385,12 +385,16 @@ class RelaySocket:
                    bool(asymmetric), reset, tos)
 
     def apply(self, peer, endpoint, rtcp_peer, learning, strict, handover, asymmetric, reset,
-              tos):
+              tos, update=True):
         """:meth:`configure` with its arguments checked and in their
         final form already (all given, in its order: ``endpoint`` None or
         an ``(str, int)`` tuple, ``learning`` one of
         :data:`LEARNING_MODES`, the flags bools, ``tos`` None or 0-255):
-        what the engine calls for each entry it validated."""
+        what the engine calls for each entry it validated.  With
+        ``update`` False the pipeline is not recomputed: True is returned
+        if it needs to be (the caller calls :meth:`update_pipeline` once
+        it has set every socket's steps)."""
+        skipped = False
         if tos is not None and tos != self.tos:
             self.set_tos(tos)
         if self.peer is not peer:
@@ -401,7 +405,10 @@ class RelaySocket:
         out = rtcp_peer if rtcp_peer is not None else peer
         if (self.pipeline is not None or self.inbound or self.middle
                 or (peer is not None and peer.outbound) or (out is not None and out.outbound)):
-            self.update_pipeline()
+            if update:
+                self.update_pipeline()
+            else:
+                skipped = True
         ice = self.authorise is not None
         # under an authority (ICE) the socket never learns: see _policy
         self.learning = LEARN_OFF if ice else learning
@@ -431,6 +438,7 @@ class RelaySocket:
                 and (self._conn is not None or self.confirmed or self._feeder_connected())):
             self._sync_companion()
         self._update_out()
+        return skipped
 
     def _feeder_connected(self):
         """True if a socket that sends out of this one has its companion."""
@@ -495,16 +503,19 @@ class RelaySocket:
 
     # -- transforms (off the per-packet path) -----------------------------
 
-    def set_transforms(self, inbound=None, middle=None, outbound=None):
+    def set_transforms(self, inbound=None, middle=None, outbound=None, update=True):
         """Set the steps this socket owns (``None``: leave that list as it
         is; see ``__init__``), then recompute this socket's pipeline and
-        that of every socket that sends out of this one."""
+        that of every socket that sends out of this one (not with
+        ``update`` False: the caller does, once it has set all steps)."""
         if inbound is not None:
             self.inbound = tuple(inbound)
         if middle is not None:
             self.middle = tuple(middle)
         if outbound is not None:
             self.outbound = tuple(outbound)
+        if not update:
+            return
         self.update_pipeline()
         for feeder in self._feeders:
             feeder.update_pipeline()
@@ -536,21 +547,31 @@ class RelaySocket:
             if was and self.reading and self._conn is not None:
                 self._serve_companion()
             return
-        self.pipeline = (tuple(t.rtp for t in rtp_steps), tuple(t.rtcp for t in rtcp_steps))
+        # one pass over the RTP chain: its methods, the first fan-out
+        # step, and whether every step has a native call
+        rtp = []
+        fan = -1
+        natives = []
+        for step in rtp_steps:
+            rtp.append(step.rtp)
+            if fan < 0 and getattr(step, "fan_out", False):
+                fan = len(rtp) - 1
+            if natives is not None:
+                native = getattr(step, "native_rtp", None)
+                if native is None:
+                    natives = None
+                else:
+                    natives.append((native[0], native[1], step))
+        self.pipeline = (tuple(rtp), tuple([t.rtcp for t in rtcp_steps]))
         self._chain = None
         self._fan = None
-        for i, step in enumerate(rtp_steps):
-            if getattr(step, "fan_out", False):
-                self._fan = (tuple(t.rtp for t in rtp_steps[:i]), step.rtp,
-                             tuple(t.rtp for t in rtp_steps[i + 1:]))
-                break
-        calls = tuple((getattr(t, "native_rtp", None), t) for t in rtp_steps)
-        if calls and all(native is not None for native, _ in calls):
+        if fan >= 0:
+            self._fan = (tuple(rtp[:fan]), rtp[fan], tuple(rtp[fan + 1:]))
+        if natives:
             buffer = getattr(rtp_steps[0], "buffer", None)
             if buffer is not None:
                 cdata, length, view = buffer
-                self._chain = (cdata, length, view, [view[:RECV_SIZE]],
-                               tuple((f, ctx, t) for (f, ctx), t in calls))
+                self._chain = (cdata, length, view, [view[:RECV_SIZE]], tuple(natives))
         # a recording tap alone: the inline path records (MediaPoller.doRead)
         self._tap = None
         if (len(rtp_steps) == 1 and rtp_steps == rtcp_steps
