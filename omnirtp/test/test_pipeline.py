@@ -291,6 +291,22 @@ class EngineSrtpTests(SynchronousTestCase):
         [(data, _)] = self.net.sent_to(B)
         self.assertEqual(b_rx.unprotect(data), rtp(4))
 
+    def test_feeder_of_another_call_follows(self):
+        """A socket of another call that sends out of one of this call's
+        sockets gets that socket's new outbound step in its chain (the
+        configure recomputes the pipelines once, at its end, and not only
+        its own call's)."""
+        c, d = self.successResultOf(self.engine.allocate("c2", HOST, 2))
+        self.successResultOf(self.engine.configure("c2", [
+            {"local": (HOST, c), "peer": (HOST, self.b), "endpoint": A, "learning": "off"}]))
+        feeder = self.engine.socket((HOST, c))
+        self.assertIsNone(feeder.pipeline)
+        entries = self.entries()
+        entries[2]["srtp_out"] = self.crypto_to_a
+        self.configure(entries)
+        protect = self.engine.socket((HOST, self.b)).outbound[0]
+        self.assertEqual(feeder.pipeline, ((protect.rtp,), (protect.rtcp,)))
+
     def test_absent_keeps_same_keeps_context(self):
         """An entry without srtp keys leaves them; the same dict again keeps
         the running context (its replay window); a new key replaces it."""
