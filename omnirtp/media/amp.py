@@ -54,11 +54,12 @@ def placeholder(index):
     return -2 * index - 2
 
 
-def fill_ports(entries, ports):
+def fill_ports(entries, ports, copy=True):
     """``configure`` entries with placeholder socket keys (see
     :func:`placeholder`) turned into the real ones: ``ports`` are the RTP
-    ports allocated, in placeholder order.  Entries are copied; keys with
-    a real port stay as they are."""
+    ports allocated, in placeholder order.  Entries are copied (not with
+    ``copy`` False: changed in place, e.g. a worker's, just read from the
+    pipe); keys with a real port stay as they are."""
     def real(key):
         if key is None or key[1] >= 0:
             return key
@@ -69,10 +70,12 @@ def fill_ports(entries, ports):
 
     out = []
     for entry in entries:
-        entry = dict(entry)
+        if copy:
+            entry = dict(entry)
         for key in PLACEHOLDER_KEYS:
-            if key in entry:
-                entry[key] = real(entry[key])
+            value = entry.get(key)
+            if value is not None and value[1] < 0:
+                entry[key] = real(value)
         out.append(entry)
     return out
 
@@ -83,20 +86,21 @@ PLACEHOLDER_KEYS = ("local", "peer", "rtcp_peer")
 
 
 @sync.steps
-def allocate_configure(engine, call_id, groups, sockets):
+def allocate_configure(engine, call_id, groups, sockets, copy=True):
     """``engine.allocate`` for every ``(address, count)`` of ``groups``,
     then ``engine.configure`` of ``sockets`` with their placeholder keys
     filled (:func:`fill_ports`): the list of each group's ports, or the
     error, after which nothing of this allocation is held (all or
     nothing).  What a worker does for a new call's allocate + configure
-    (:meth:`omnirtp.media.pool.WorkerPool.allocate_configure`)."""
+    (:meth:`omnirtp.media.pool.WorkerPool.allocate_configure`); ``copy``
+    is :func:`fill_ports`'s."""
     taken = []
     try:
         for address, count in groups:
             ports = yield engine.allocate(call_id, address, count)
             taken.append((address, list(ports)))
         flat = [port for _address, ports in taken for port in ports]
-        yield engine.configure(call_id, fill_ports(sockets, flat))
+        yield engine.configure(call_id, fill_ports(sockets, flat, copy))
     except BaseException:
         keys = [(address, port) for address, ports in taken for port in ports]
         if keys:

@@ -141,7 +141,8 @@ def _allocate_configure(engine, call_id, groups, sockets):
     # control process without workers does not need
     from omnirtp.media.amp import allocate_configure
 
-    return allocate_configure(engine, call_id, [tuple(g) for g in groups], sockets)
+    # (the entries were just read from the pipe: filled in place)
+    return allocate_configure(engine, call_id, [tuple(g) for g in groups], sockets, False)
 
 
 def _last_packets(engine):

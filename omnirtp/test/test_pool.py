@@ -266,6 +266,13 @@ class EngineCallTests(SynchronousTestCase):
             {"local": (IP, 30021), "peer": None}])
         self.assertEqual(entries[0]["local"], (IP, -2))  # copies
         self.assertRaises(ValueError, commands.fill_ports, entries, [30000])
+        # a worker's entries, just read from the pipe: filled in place
+        filled = commands.fill_ports(entries, [30000, 30010, 30020], copy=False)
+        self.assertIs(filled[0], entries[0])
+        self.assertEqual(entries, [
+            {"local": (IP, 30000), "peer": (IP, 30011), "rtcp_peer": (IP, 40100),
+             "endpoint": ("10.0.0.1", 6000), "learning": "off"},
+            {"local": (IP, 30021), "peer": None}])
 
     def test_configureKeepsTuples(self):
         sockets = [
