@@ -759,6 +759,20 @@ class WorkerPool(service.Service):
         live = [s for s in self.slots if s.process is not None and s.state in (READY, STARTING)]
         return sorted(live, key=lambda s: (s.state != READY, len(s.calls), s.index))
 
+    def _pick(self, tried):
+        """The first of :meth:`_candidates` whose index is not in
+        ``tried`` (None if none): a ready worker before a starting one,
+        then the one with the fewest calls, then the lowest index; one
+        pass, no sort (once per new call)."""
+        best = best_key = None
+        for s in self.slots:
+            if s.process is None or s.state not in (READY, STARTING) or s.index in tried:
+                continue
+            key = (s.state != READY, len(s.calls), s.index)
+            if best is None or key < best_key:
+                best, best_key = s, key
+        return best
+
     def allocate(self, call_id, address, count):
         return self._allocate(call_id, address, count, set(), None)
 
@@ -775,13 +789,12 @@ class WorkerPool(service.Service):
     def _allocate(self, call_id, address, count, tried, last, batch=None):
         slot = self._routes.get(call_id)
         if slot is None:
-            candidates = [s for s in self._candidates() if s.index not in tried]
-            if not candidates:
+            slot = self._pick(tried)
+            if slot is None:
                 if last is not None:
                     return last
                 self.log.warn("no media worker is running: call {call_id} refused", call_id=call_id)
                 return fail(PortsExhausted())
-            slot = candidates[0]
             self._route(call_id, slot)
         tried.add(slot.index)
         self._pending[call_id] = self._pending.get(call_id, 0) + 1

@@ -864,6 +864,24 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual(sorted(self.engine(0).calls), ["a", "c"])
         self.assertEqual(sorted(self.engine(1).calls), ["b"])
 
+    def test_pickIsTheFirstCandidateNotTried(self):
+        """_pick (one pass) chooses what the first of _candidates (sorted)
+        not tried would be: ready before starting, fewest calls, lowest
+        index; nothing down or without a process."""
+        import itertools
+        import types
+
+        pool = types.SimpleNamespace()
+        for states in itertools.product((READY, STARTING, DOWN), repeat=3):
+            for counts in itertools.product((0, 1, 2), repeat=3):
+                pool.slots = [types.SimpleNamespace(index=i, state=state, calls=set(range(n)),
+                                                    process=None if i == 2 and n == 2 else 1)
+                              for i, (state, n) in enumerate(zip(states, counts))]
+                for tried in (set(), {0}, {1, 2}, {0, 1, 2}):
+                    first = [s for s in WorkerPool._candidates(pool) if s.index not in tried]
+                    self.assertIs(WorkerPool._pick(pool, tried), first[0] if first else None,
+                                  (states, counts, tried))
+
     def test_releaseOfWholeCallForgetsTheRoute(self):
         self.start()
         self.allocate("a")
