@@ -71,7 +71,7 @@ def relay(pairs, queued, base=BASE, companion=True, root=None, srtp=False):
         import omnirtp.media.relay  # noqa: F401
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from drain import PACKET, Reactor  # bench/drain.py (which puts ROOT on sys.path)
-    from omnirtp.media.relay import MediaPoller, RelaySocket, bind_media, bind_udp
+    from omnirtp.media.relay import MediaPoller, RelaySocket, bind_companion, bind_media
 
     reactor = Reactor()
     poller = MediaPoller(reactor)
@@ -84,10 +84,11 @@ def relay(pairs, queued, base=BASE, companion=True, root=None, srtp=False):
     relays = []
     for i in range(pairs):
         pa, pb = base + 2 * i, base + 2 * i + 1
+        # the companion factory takes the socket's (address, port)
         a = RelaySocket(reactor, bind_media(HOST, pa), (HOST, pa), poller,
-                        (lambda p=pa: bind_udp(HOST, p, reuse_port=True)) if companion else None)
+                        bind_companion if companion else None)
         b = RelaySocket(reactor, bind_media(HOST, pb), (HOST, pb), poller,
-                        (lambda p=pb: bind_udp(HOST, p, reuse_port=True)) if companion else None)
+                        bind_companion if companion else None)
         a.configure(peer=b, endpoint=sender.getsockname(), learning="immediate", reset=True)
         b.configure(peer=a, endpoint=sink.getsockname(), learning="immediate", reset=True)
         if srtp:
