@@ -368,6 +368,11 @@ class EmbeddedEngine:
 
     log = Logger()
 
+    #: False: the debug line of each allocate is not emitted (set by a
+    #: media worker whose log filter drops debug events: the event would
+    #: only be built and dropped)
+    log_debug = True
+
     def __init__(self, reactor, interfaces, bind=None, rng=None, poller=None, transforms=None,
                  certificate=None, codecs=None, forwarder=None):
         self._reactor = reactor
@@ -679,13 +684,14 @@ class EmbeddedEngine:
             rtp.start()
             rtcp.start()
             ports.append(port)
-        self.log.debug(
-            "allocated {count} port pairs on {address} for {call_id}: {ports}",
-            count=count,
-            address=address,
-            call_id=call_id,
-            ports=ports,
-        )
+        if self.log_debug:
+            self.log.debug(
+                "allocated {count} port pairs on {address} for {call_id}: {ports}",
+                count=count,
+                address=address,
+                call_id=call_id,
+                ports=ports,
+            )
         return ports
 
     def _bound(self, key, name):

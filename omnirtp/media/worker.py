@@ -95,11 +95,24 @@ class LevelPredicate:
         self.level = level
         self._below = frozenset(lv for lv in LogLevel.iterconstants() if lv < level)
 
+    def passes(self, level):
+        """True if events at ``level`` (a ``LogLevel``) get through."""
+        return level not in self._below
+
     def __call__(self, event):
         level = event.get("log_level")
         if level is None or level in self._below or not event.get("log_namespace"):
             return PredicateResult.no
         return PredicateResult.maybe
+
+
+def set_log_level(levels, engine, log_level):
+    """Filter the worker's log at the syslog ``log_level`` (``levels``: its
+    :class:`LevelPredicate`); an engine with ``log_debug`` (the embedded
+    one) skips its debug events while they would be dropped."""
+    levels.set(level_for(log_level))
+    if getattr(engine, "log_debug", None) is not None:
+        engine.log_debug = levels.passes(LogLevel.debug)
 
 
 class WorkerProtocol(amp.AMP):
@@ -320,8 +333,10 @@ def main(argv=None):
     else:
         engine = factory(reactor, interfaces, forwarder=forwarder)
 
+    set_log_level(levels, engine, args.log_level)
+
     def set_level(level):
-        levels.set(level_for(level))
+        set_log_level(levels, engine, level)
 
     protocol = WorkerProtocol(engine, reactor, on_close=stopper(reactor, engine),
                               on_log_level=set_level)

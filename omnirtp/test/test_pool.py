@@ -53,6 +53,7 @@ from omnirtp.media.worker import (
     load_factory,
     main,
     parse_slice,
+    set_log_level,
     stopper,
 )
 
@@ -661,7 +662,7 @@ class WorkerCommandLineTests(SynchronousTestCase):
         only a default level answers, for every level, also after the
         level changed (SetLogLevel), and for events without a level or a
         namespace."""
-        from twisted.logger import LogLevelFilterPredicate
+        from twisted.logger import LogLevelFilterPredicate, PredicateResult
 
         events = [{}, {"log_namespace": "omnirtp.media.engine.EmbeddedEngine"},
                   {"log_level": LogLevel.error}, {"log_level": LogLevel.error, "log_namespace": ""}]
@@ -677,6 +678,33 @@ class WorkerCommandLineTests(SynchronousTestCase):
                 twisteds = LogLevelFilterPredicate(defaultLogLevel=level)
                 for event in events:
                     self.assertIs(ours(event), twisteds(event), (level, event))
+                for lv in LogLevel.iterconstants():
+                    self.assertEqual(ours.passes(lv), ours({"log_level": lv, "log_namespace": "x"})
+                                     is not PredicateResult.no, (level, lv))
+
+    def test_engineSkipsTheDebugLinesItsWorkerDrops(self):
+        """Below log level 7 a worker's embedded engine emits no allocate
+        debug line (the filter would drop it); at 7 and after a change back
+        it does, as before; an engine without ``log_debug`` is left alone."""
+        from omnirtp.media.engine import EmbeddedEngine
+        from omnirtp.test.fakes import FakeNetwork, MemoryUDPReactor
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        engine = EmbeddedEngine(MemoryUDPReactor(), {IP: (41000, 41009)}, bind=FakeNetwork().bind)
+        levels = LevelPredicate(LogLevel.info)
+
+        def allocated(call_id):
+            self.successResultOf(engine.allocate(call_id, IP, 1))
+            return [e for e in events if e.get("call_id") == call_id
+                    and e["log_level"] == LogLevel.debug]
+
+        for log_level, emitted in ((6, False), (7, True), (5, False), (8, True)):
+            set_log_level(levels, engine, log_level)
+            self.assertEqual(engine.log_debug, emitted)
+            self.assertEqual(len(allocated("c%d" % log_level)), 1 if emitted else 0, log_level)
+        other = object()
+        set_log_level(levels, other, 6)
+        self.assertFalse(hasattr(other, "log_debug"))
 
 
 class FakeProcess:
