@@ -276,6 +276,28 @@ def cpu_seconds(pids):
     return total / 1e9
 
 
+def user_system_seconds(pids):
+    """User and system time of every thread of ``pids`` (``/proc/.../stat``
+    utime and stime: clock ticks, 10 ms each; over a round's seconds of CPU
+    about 1% of the total)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    user = system = 0
+    for pid in pids:
+        try:
+            tids = os.listdir("/proc/%d/task" % pid)
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            user += int(fields[11])
+            system += int(fields[12])
+    return user / tick, system / tick
+
+
 def rss_kb(pids):
     total = 0
     for pid in pids:
@@ -351,26 +373,32 @@ def measure(kind, daemon, client, seconds, results, sample=None):
     if switch:
         open(switch, "w").close()
     each = [cpu_seconds([pid]) for pid in pids]
+    u0, s0 = user_system_seconds(pids)
     c0 = cpu_seconds(pids)
     t0 = time.perf_counter()
     n = client.run(seconds, OUTSTANDING)
     elapsed = time.perf_counter() - t0
     cpu = cpu_seconds(pids) - c0
+    u1, s1 = user_system_seconds(pids)
     if switch:
         each = [cpu_seconds([pid]) - c for pid, c in zip(pids, each)]
         os.unlink(switch)
         client.run(1, 1)  # a tick in each process: the sampler writes its file
         print("  %-10s sampled: %s" % (kind, ", ".join(
             "pid %d %.0f us/cycle" % (pid, c / n * 1e6) for pid, c in zip(pids, each))))
-    r = results.setdefault(kind, {"seq": [], "par": [], "cpu": [], "p50": [], "p99": []})
+    r = results.setdefault(kind, {"seq": [], "par": [], "cpu": [], "p50": [], "p99": [],
+                                  "user": [], "system": []})
     r["seq"].append(seq_rate)
     r["par"].append(n / elapsed)
     r["cpu"].append(cpu / n * 1e6)
+    r["user"].append((u1 - u0) / n * 1e6)
+    r["system"].append((s1 - s0) / n * 1e6)
     r["p50"].append(pct(lat, 0.5) * 1e3)
     r["p99"].append(pct(lat, 0.99) * 1e3)
-    print("  %-10s seq %7.0f/s  8 out %7.0f/s  cpu %6.0f us/cycle  p50 %.3f ms  p99 %.3f ms"
-          % (kind, seq_rate, n / elapsed, cpu / n * 1e6, pct(lat, 0.5) * 1e3,
-             pct(lat, 0.99) * 1e3), flush=True)
+    print("  %-10s seq %7.0f/s  8 out %7.0f/s  cpu %6.0f us/cycle (user %.0f + system %.0f)"
+          "  p50 %.3f ms  p99 %.3f ms"
+          % (kind, seq_rate, n / elapsed, cpu / n * 1e6, r["user"][-1], r["system"][-1],
+             pct(lat, 0.5) * 1e3, pct(lat, 0.99) * 1e3), flush=True)
 
 
 def idle_memory(kind, daemon, client, calls):
@@ -421,6 +449,10 @@ def table(results, memory):
         row.append("%.1f" % memory[kind] if kind in memory else "")
         print("| " + " | ".join(row) + " |")
     print()
+    for kind, r in results.items():
+        if r.get("user"):
+            print("CPU per cycle of %s: user %.0f + system %.0f us (medians; /proc stat ticks)"
+                  % (kind, statistics.median(r["user"]), statistics.median(r["system"])))
     for a, b in CPU_PAIRS:
         if a in results and b in results:
             ratios = [x / y for x, y in zip(results[a]["cpu"], results[b]["cpu"])]

@@ -86,7 +86,10 @@ class Media:
         self.direction = None
         self.rejected = False
         self.zero_address = False
-        self.ice_ufrag, self.ice_pwd = new_ice_credentials()
+        #: our ICE credentials towards this party, made when an SDP to it
+        #: first carries ICE (Negotiator._ice_plan): None for a party that
+        #: never gets ICE data, a plain SIP call's (no token, no strings kept)
+        self.ice_ufrag = self.ice_pwd = None
         self.codec_keys = frozenset()
         self.ptime = None
         #: the ptime this party is to be sent (and told), as the offer's ng

@@ -1079,6 +1079,8 @@ class Negotiator:
         cands = host_candidates(
             m.interface.ice_foundation, m.interface.advertised, m.rtp_port,
             None if mux_only else m.rtp_port + 1)
+        if m.ice_ufrag is None:
+            m.ice_ufrag, m.ice_pwd = new_ice_credentials()
         return IcePlan(ufrag=m.ice_ufrag, pwd=m.ice_pwd, candidates=cands)
 
     def _mux_out(self, info, flags, offer, d, offered_opts):

@@ -6,6 +6,7 @@ import json
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from omnirtp.call import negotiate
 from omnirtp.call.model import Call, Media, Monologue
 from omnirtp.state import snapshot
 from omnirtp.state.snapshot import SnapshotError
@@ -126,10 +127,27 @@ class RoundTripTests(SynchronousTestCase):
             restored.engine.held[call_id] = list(held)
             restored.engine.free = [p for p in restored.engine.free
                                     if p not in {port for _, port in held}]
+            # our ICE credentials towards a party are made when an SDP to
+            # it first carries ICE (here: the answer to a browser's offer),
+            # so each daemon draws its own; the same draws on both sides
+            self.patch(negotiate, "new_ice_credentials", _counted_credentials())
             want = _request(original, self)(answer)
+            self.patch(negotiate, "new_ice_credentials", _counted_credentials())
             got = _request(restored, self)(answer)
             self.assertEqual(got, want, name)
             self.assertEqual(restored.engine.configured, original.engine.configured, name)
+
+
+def _counted_credentials():
+    """A stand-in for new_ice_credentials that draws the same sequence of
+    valid credentials each time it is made."""
+    drawn = iter(range(1000))
+
+    def credentials():
+        n = next(drawn)
+        return "ufrag%03d" % n, "password%016dxx" % n
+
+    return credentials
 
 
 class BadBlobTests(SynchronousTestCase):

@@ -259,6 +259,27 @@ class WebrtcNegotiationTests(SynchronousTestCase):
         self.assertEqual(self.entries(back2)[0]["ice"], self.entries(back)[0]["ice"])
         self.assertIsNotNone(again)
 
+    def test_plainCallMakesNoIceCredentials(self):
+        """A party that never gets ICE data from us has no ICE credentials
+        of ours (nothing drawn, nothing kept per idle plain call)."""
+        self.offer(corpus.SIP_OFFER)
+        self.answer(corpus.SIP_ANSWER)
+        call = self.registry.get("c1")
+        medias = [m for ml in call.monologues for m in ml.medias]
+        self.assertTrue(medias)
+        self.assertEqual({(m.ice_ufrag, m.ice_pwd) for m in medias}, {(None, None)})
+
+    def test_iceCredentialsMadeWhenAdvertised(self):
+        """Our ICE credentials towards the browser are made when the answer
+        to it carries ICE, and are what it carries."""
+        _, back = self.browser_call()
+        browser = [m for ml in self.registry.get("c1").monologues for m in ml.medias
+                   if m.ice_used]
+        self.assertTrue(browser)
+        for m in browser:
+            self.assertEqual(attribute(back, "ice-ufrag")[:1], [m.ice_ufrag])
+            self.assertEqual(attribute(back, "ice-pwd")[:1], [m.ice_pwd])
+
     def test_iceRestartChangesOurCredentials(self):
         _, back = self.browser_call()
         self.offer(corpus.WEBRTC_OFFER.replace("a=ice-ufrag:Yk3d", "a=ice-ufrag:Nw5r")
