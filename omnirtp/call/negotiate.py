@@ -604,44 +604,71 @@ class Negotiator:
         (:meth:`Media.codec_entry`) are the same on both sockets of a party.
         """
         learning = flags.endpoint_learning or self.endpoint_learning
-        common = {"learning": learning, "strict": flags.has("strict-source"),
-                  "handover": flags.has("media-handover"),
-                  "asymmetric": flags.has("asymmetric"), "reset": True,
-                  "tos": self.tos if call.tos is None else call.tos}
+        strict = flags.has("strict-source")
+        handover = flags.has("media-handover")
+        asymmetric = flags.has("asymmetric")
+        tos = self.tos if call.tos is None else call.tos
         sockets = []
+        # (each entry a dict display in the order the keys always had:
+        # learning .. tos, local, endpoint, peer, [rtcp_peer], ice, dtls,
+        # srtp_in, srtp_out, then the codec keys)
         for ml in call.monologues:
             peer = ml.peer
-            for m in ml.port_medias():
-                pm = peer.media(m.index) if peer is not None else None
-                linked = pm is not None and pm.has_ports
+            peer_medias = peer.medias if peer is not None else ()
+            for m in ml.medias:
+                port = m.rtp_port
+                if port is None:
+                    continue
+                index = m.index
+                pm = peer_medias[index - 1] if 0 < index <= len(peer_medias) else None
+                linked = pm is not None and pm.rtp_port is not None
+                address = m.interface.address
+                rtp_key = (address, port)
+                rtcp_key = (address, port + 1)
+                mux = m.mux
                 dtls_entry = m.dtls_entry()
                 kept = m.kept_dtls() if dtls_entry is not None else None
                 rtcp_keys = None
                 if dtls_entry is None:
-                    keys = {"srtp_in": m.srtp_in, "srtp_out": m.srtp_out}
+                    srtp_in, srtp_out = m.srtp_in, m.srtp_out
                 elif kept is not None:
                     # DTLS-SRTP restored: the keys its handshake exported, no
                     # new handshake (docs/scaling.md)
                     dtls_entry = None
-                    keys = {"srtp_in": kept["rtp"]["in"], "srtp_out": kept["rtp"]["out"]}
-                    if not m.mux:
-                        rtcp_keys = {"srtp_in": kept["rtcp"]["in"],
-                                     "srtp_out": kept["rtcp"]["out"]}
+                    srtp_in, srtp_out = kept["rtp"]["in"], kept["rtp"]["out"]
+                    if not mux:
+                        rtcp_keys = kept["rtcp"]["in"], kept["rtcp"]["out"]
                 else:
                     # DTLS-SRTP: the engine keys this socket from the handshake
-                    keys = {"srtp_in": None, "srtp_out": None}
-                keys.update(m.codec_entry(linked))
-                sockets.append(dict(
-                    common, local=m.rtp_key, endpoint=m.rtp_endpoint,
-                    peer=pm.rtp_key if linked else None,
-                    rtcp_peer=pm.rtcp_key if linked and m.mux and not pm.mux else None,
-                    ice=m.ice_entry(1), dtls=dtls_entry, **keys))
-                sockets.append(dict(
-                    common, local=m.rtcp_key,
-                    endpoint=m.rtp_endpoint if m.mux else m.rtcp_endpoint,
-                    peer=(pm.rtp_key if pm.mux else pm.rtcp_key) if linked else None,
-                    ice=m.ice_entry(2), dtls=None if m.mux else dtls_entry,
-                    **(keys if rtcp_keys is None else dict(keys, **rtcp_keys))))
+                    srtp_in = srtp_out = None
+                rtcp_in, rtcp_out = (srtp_in, srtp_out) if rtcp_keys is None else rtcp_keys
+                if linked:
+                    pm_rtp = (pm.interface.address, pm.rtp_port)
+                    pm_mux = pm.mux
+                    peer_rtp = pm_rtp
+                    rtcp_peer = (pm_rtp[0], pm_rtp[1] + 1) if mux and not pm_mux else None
+                    peer_rtcp = pm_rtp if pm_mux else (pm_rtp[0], pm_rtp[1] + 1)
+                else:
+                    peer_rtp = rtcp_peer = peer_rtcp = None
+                ice = m.ice_entry(1) if m.ice_used else None
+                rtp = {"learning": learning, "strict": strict, "handover": handover,
+                       "asymmetric": asymmetric, "reset": True, "tos": tos,
+                       "local": rtp_key, "endpoint": m.rtp_endpoint, "peer": peer_rtp,
+                       "rtcp_peer": rtcp_peer, "ice": ice, "dtls": dtls_entry,
+                       "srtp_in": srtp_in, "srtp_out": srtp_out}
+                rtcp = {"learning": learning, "strict": strict, "handover": handover,
+                        "asymmetric": asymmetric, "reset": True, "tos": tos,
+                        "local": rtcp_key,
+                        "endpoint": m.rtp_endpoint if mux else m.rtcp_endpoint,
+                        "peer": peer_rtcp, "ice": m.ice_entry(2) if ice is not None else None,
+                        "dtls": None if mux else dtls_entry,
+                        "srtp_in": rtcp_in, "srtp_out": rtcp_out}
+                if m.codecs is not None or m.ptime_forced:
+                    codec = m.codec_entry(linked)
+                    rtp.update(codec)
+                    rtcp.update(codec)
+                sockets.append(rtp)
+                sockets.append(rtcp)
         return sockets
 
     def _plan(self, dst, src, sd, infos, flags, offer, cryptos):
