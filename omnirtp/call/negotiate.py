@@ -228,7 +228,7 @@ class Negotiator:
             call = registry.create(flags.call_id)
         try:
             a, b = self._offer_sides(call, flags)
-            result = yield self._negotiate(call, a, b, sd, infos, flags, offer=True)
+            result = yield from self._negotiate(call, a, b, sd, infos, flags, offer=True)
         except BaseException:
             if created:
                 registry.forget(call)
@@ -290,7 +290,7 @@ class Negotiator:
         elif answerer.tag != flags.to_tag and flags.to_tag not in answerer.aliases:
             answerer.aliases.append(flags.to_tag)
         offerer.peer, answerer.peer = answerer, offerer
-        result = yield self._negotiate(call, answerer, offerer, sd, infos, flags, offer=False)
+        result = yield from self._negotiate(call, answerer, offerer, sd, infos, flags, offer=False)
         call.answered = True
         return result
 
@@ -313,7 +313,6 @@ class Negotiator:
     def _looped(self, sd):
         return self.instance_id is not None and sd.loop_protect_id == self.instance_id
 
-    @sync.steps
     def _negotiate(self, call, src, dst, sd, infos, flags, offer):
         """``src`` sent ``sd``; produce the SDP for ``dst``.
 
@@ -321,6 +320,10 @@ class Negotiator:
         ``dst`` get ports (offer) and are advertised in the output.
         The SDP's a=crypto lines are read first: an SDP that cannot be
         keyed (MKI only) fails before anything of the call changes.
+
+        A generator of :meth:`_offer`'s or :meth:`_answer`'s steps (``yield
+        from``, as :meth:`_allocate` and :meth:`_allocate_configure` are
+        its): one ``sync`` driver per request, not one per level.
         """
         cryptos = {info.index: self._crypto_lines(section, flags)
                    for info, section in zip(infos, sd.media)
@@ -357,7 +360,7 @@ class Negotiator:
         # round trip: the ports stand in as placeholders until it answers
         batch = self._batch(call, new_medias)
         if batch is None and new_medias:
-            yield self._allocate(call, new_medias)
+            yield from self._allocate(call, new_medias)
         if offer:
             src.rtcp_mux_opts = frozenset(flags.rtcp_mux)
             # as rtpengine: only an offer sets the call's TOS; absent or
@@ -380,7 +383,7 @@ class Negotiator:
         plan = self._plan(dst, src, sd, infos, flags, offer, cryptos)
         sockets = self._sockets(call, flags)
         if batch is not None:
-            yield self._allocate_configure(call, batch, sockets, plan)
+            yield from self._allocate_configure(call, batch, sockets, plan)
         elif sockets:  # a call whose every m= line is rejected holds no ports
             yield self.engine.configure(call.call_id, sockets)
         try:
@@ -496,7 +499,6 @@ class Negotiator:
             else:
                 m.dtls_role = None
 
-    @sync.steps
     def _allocate(self, call, medias):
         """Bind ports for ``medias``, all or nothing."""
         by_address = {}
@@ -540,7 +542,6 @@ class Negotiator:
                 index += 1
         return list(groups.items())
 
-    @sync.steps
     def _allocate_configure(self, call, groups, sockets, plan):
         """Allocate and configure in one step; the real ports replace the
         placeholders in the medias and in the SDP plan (port, a=rtcp,
