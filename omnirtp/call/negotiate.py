@@ -338,9 +338,13 @@ class Negotiator:
             call.created_from = flags.received_from
         family = self._family(flags)
         new_medias = []
-        for info in infos:
+        #: (info, section, src's media, dst's media) per m= line
+        pairs = []
+        for info, section in zip(infos, sd.media):
+            index = info.index
             for ml in (src, dst):
-                m = ml.media(info.index)
+                medias = ml.medias
+                m = medias[index - 1] if index <= len(medias) else None
                 if m is None:
                     # the sender is faced in the family of its own SDP;
                     # `address family` chooses the recipient's
@@ -348,14 +352,16 @@ class Negotiator:
                         iface = self.interfaces.pick(ml.interface_name, info.family, True)
                     else:
                         iface = self.interfaces.pick(ml.interface_name, family or info.family)
-                    m = Media(info.index, info.type, iface)
-                    ml.medias.append(m)
-                if not info.rejected and not m.has_ports and (offer or ml is src):
+                    m = Media(index, info.type, iface)
+                    medias.append(m)
+                if not info.rejected and m.rtp_port is None and (offer or ml is src):
                     new_medias.append(m)
-            self._learn(src.media(info.index), info, flags, offer)
-        for info, section in zip(infos, sd.media):
+            s = src.medias[index - 1]
+            pairs.append((info, section, s, dst.medias[index - 1]))
+            self._learn(s, info, flags, offer)
+        for info, section, s, _d in pairs:
             if not info.rejected:
-                self._learn_transport(src.media(info.index), info, section, sd, flags, offer)
+                self._learn_transport(s, info, section, sd, flags, offer)
         # a new call's ports and configuration go to a media worker in one
         # round trip: the ports stand in as placeholders until it answers
         batch = self._batch(call, new_medias)
@@ -373,14 +379,12 @@ class Negotiator:
                 dst.protocol = flags.transport_protocol
         elif flags.transport_protocol:
             dst.protocol = flags.transport_protocol
-        for info in infos:
-            s = src.media(info.index)
+        for info, _section, s, d in pairs:
             s.protocol = info.proto
-            d = dst.media(info.index)
-            if info.rejected and not d.has_ports:
+            if info.rejected and d.rtp_port is None:
                 d.rejected = True
-        self._negotiate_codecs(src, dst, sd, infos, flags, offer)
-        plan = self._plan(dst, src, sd, infos, flags, offer, cryptos)
+        self._negotiate_codecs(pairs, flags, offer)
+        plan = self._plan(dst, src, pairs, infos, flags, offer, cryptos)
         sockets = self._sockets(call, flags)
         if batch is not None:
             yield from self._allocate_configure(call, batch, sockets, plan)
@@ -672,8 +676,9 @@ class Negotiator:
                 sockets.append(rtcp)
         return sockets
 
-    def _plan(self, dst, src, sd, infos, flags, offer, cryptos):
-        """The rewrite plan for the SDP ``dst`` will receive."""
+    def _plan(self, dst, src, pairs, infos, flags, offer, cryptos):
+        """The rewrite plan for the SDP ``dst`` will receive (``pairs``:
+        :meth:`_negotiate`'s, per m= line)."""
         unsupported, unknown = sdes.ignored_options(flags.sdes)
         for word in unknown:
             self.log.warn("[{call_id}] Unknown 'SDES' flag encountered: '{word}'",
@@ -689,9 +694,7 @@ class Negotiator:
         if offer:
             src.ice = any(i.ice for i in infos)
         lite_out = self._ice_lite(flags, offer, dst, src)
-        for info, section in zip(infos, sd.media):
-            d = dst.media(info.index)
-            s_media = src.media(info.index)
+        for info, section, s_media, d in pairs:
             iface = iface or d.interface
             if offer:
                 s_media.mid = section.attribute("mid")
@@ -963,7 +966,7 @@ class Negotiator:
 
     # -- codecs and transcoding (omnirtp.call.codecstore) -----------------------
 
-    def _negotiate_codecs(self, src, dst, sd, infos, flags, offer):
+    def _negotiate_codecs(self, pairs, flags, offer):
         """Per m= line: an audio m= line of a call that asked for a codec
         operation (in this request or an earlier one) goes through the codec
         stores: ``codecs_planned`` of ``dst``'s media is then the format list
@@ -974,10 +977,9 @@ class Negotiator:
         kept (``codec_source``, ``codec_out_source``, the latter set by
         :meth:`_plan`) in case a later request starts codec handling."""
         requested = codec_ops_requested(flags, offer)
-        for info, section in zip(infos, sd.media):
-            s, d = src.media(info.index), dst.media(info.index)
+        for info, section, s, d in pairs:
             d.codecs_planned = None
-            if info.rejected or not d.has_ports:
+            if info.rejected or d.rtp_port is None:
                 continue
             engaged = info.type == "audio" and (
                 requested or s.codecs is not None or d.codecs is not None)
