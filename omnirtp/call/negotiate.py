@@ -59,7 +59,7 @@ def is_srtp_profile(proto):
 
 
 def _codec_keys(section):
-    rtpmaps = section.rtpmaps()
+    rtpmaps = section._cached_rtpmaps()  # read only
     return [_codec_key(codec_for(f, rtpmaps)) for f in section.formats]
 
 
@@ -1085,11 +1085,11 @@ class Negotiator:
         strip = tuple(flags.codec_strip)
         numbers = False
         if offerer_media is not None and offerer_media.codec_keys:
-            rtpmaps = section.rtpmaps()
-            drop = tuple(f for f in section.formats
-                         if _codec_key(codec_for(f, rtpmaps)) not in offerer_media.codec_keys)
+            rtpmaps = section._cached_rtpmaps()  # read only
+            keys = offerer_media.codec_keys
+            drop = [f for f in section.formats if _codec_key(codec_for(f, rtpmaps)) not in keys]
             if drop:
-                strip += drop
+                strip += tuple(drop)
                 numbers = True
         if not (strip or flags.codec_mask or flags.codec_offer or flags.codec_except
                 or numbers):

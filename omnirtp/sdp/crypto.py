@@ -233,7 +233,15 @@ TRANSFORM_OPTIONS = frozenset(("unencrypted_srtp", "unencrypted_srtcp", "unauthe
 QUIET_OPTIONS = frozenset(("nonew", "static", "prefer"))
 
 
+#: what _options answers for no SDES option at all (the usual request):
+#: shared, so never changed by its readers
+_NO_OPTIONS = {"off": False, "no": frozenset(), "only": frozenset(), "pad": False,
+               "lifetime": False, "unsupported": (), "unknown": ()}
+
+
 def _options(sdes):
+    if not sdes:
+        return _NO_OPTIONS
     out = {"off": False, "no": set(), "only": set(), "pad": False, "lifetime": False,
            "unsupported": [], "unknown": []}
     for item in sdes:
@@ -259,7 +267,7 @@ def _options(sdes):
 def ignored_options(sdes):
     """``(unsupported, unknown)`` SDES options of a request, for its log lines."""
     options = _options(sdes)
-    return options["unsupported"], options["unknown"]
+    return list(options["unsupported"]), list(options["unknown"])
 
 
 def render(crypto, sdes=()):
