@@ -184,6 +184,8 @@ class Negotiator:
         #: whose fingerprint goes into a=fingerprint; the engine holds the
         #: same one.  None: one is made when first needed (tests).
         self._certificate = certificate
+        #: hash name -> (certificate, its a=fingerprint value) (_dtls_plan)
+        self._fingerprints = {}
         #: the TOS byte of media of calls whose offer set none (option ``tos``)
         self.tos = tos
         self.engine = registry.engine
@@ -842,7 +844,12 @@ class Negotiator:
             self.log.warn("[{call_id}] unknown DTLS-fingerprint hash {name!r}, using sha-256",
                           call_id=flags.call_id, name=flags.dtls_fingerprint)
             hash_ = dtls.DEFAULT_HASH
-        return setup, self.certificate.fingerprint(hash_)
+        # our a=fingerprint per hash, made once per certificate
+        certificate = self.certificate
+        known = self._fingerprints.get(hash_)
+        if known is None or known[0] is not certificate:
+            known = self._fingerprints[hash_] = (certificate, certificate.fingerprint(hash_))
+        return setup, known[1]
 
     def _ice_lite(self, flags, offer, dst, src):
         """True if we are ICE-lite towards ``dst``'s party.  As 10.5: the

@@ -295,7 +295,7 @@ class _Part:
         return not ICE_ATTRIBUTES.isdisjoint(self._attrs)
 
     def text(self):
-        return "".join(ln.text + ln.eol for ln in self.lines)
+        return "".join([ln.text + ln.eol for ln in self.lines])
 
 
 class MediaSection(_Part):
