@@ -79,12 +79,14 @@ def codec_ops_requested(flags, offer=True):
     ``no-codec-renegotiation``).  As in 10.5,
     an answer's ``transcode``/``mask``/``accept``/``consume``/``set`` and
     ``always-transcode`` do nothing."""
+    # (``flags.flags`` empty, the usual request: no flag word to look up)
+    words = flags.flags
     if flags.codec_strip or flags.codec_offer or flags.codec_except \
-            or flags.has("single-codec") or _reuse_codecs(flags):
+            or (words and (flags.has("single-codec") or _reuse_codecs(flags))):
         return True
     return offer and bool(flags.codec_mask or flags.codec_transcode or flags.codec_accept
                           or flags.codec_consume or flags.codec_set
-                          or flags.has("always-transcode"))
+                          or (words and flags.has("always-transcode")))
 
 
 def _reuse_codecs(flags):
@@ -416,7 +418,7 @@ class Negotiator:
         addr = None
         if flags.media_address:
             addr = flags.media_address
-        elif flags.has("SIP-source-address") and flags.received_from:
+        elif flags.flags and flags.has("SIP-source-address") and flags.received_from:
             addr = flags.received_from[1]
         if addr and rtp:
             rtp = (addr, rtp[1])
@@ -611,9 +613,12 @@ class Negotiator:
         (:meth:`Media.codec_entry`) are the same on both sockets of a party.
         """
         learning = flags.endpoint_learning or self.endpoint_learning
-        strict = flags.has("strict-source")
-        handover = flags.has("media-handover")
-        asymmetric = flags.has("asymmetric")
+        if flags.flags:
+            strict = flags.has("strict-source")
+            handover = flags.has("media-handover")
+            asymmetric = flags.has("asymmetric")
+        else:  # no flag word at all (the usual request)
+            strict = handover = asymmetric = False
         tos = self.tos if call.tos is None else call.tos
         sockets = []
         # (each entry a dict display in the order the keys always had:
@@ -696,13 +701,22 @@ class Negotiator:
         if offer:
             src.ice = any(i.ice for i in infos)
         lite_out = self._ice_lite(flags, offer, dst, src)
+        if flags.flags:
+            trickle_flag = flags.has("trickle-ice")
+            no_rtcp_attribute = flags.has("no-rtcp-attribute")
+            full_rtcp_attribute = flags.has("full-rtcp-attribute")
+            original_sendrecv = flags.has("original-sendrecv")
+            loop_protect = flags.has("loop-protect")
+        else:  # no flag word at all (the usual request)
+            trickle_flag = no_rtcp_attribute = full_rtcp_attribute = False
+            original_sendrecv = loop_protect = False
         for info, section, s_media, d in pairs:
             iface = iface or d.interface
             if offer:
                 s_media.mid = section.attribute("mid")
             # trickle ICE towards a party that offered it (10.5 does not pass
             # the offerer's option on in the offer), or with `trickle ICE`
-            trickle = flags.has("trickle-ice") or (not offer and d.ice_trickle)
+            trickle = trickle_flag or (not offer and d.ice_trickle)
             if info.rejected or not d.has_ports:
                 d.ice_used = False
                 d.dtls_role = None
@@ -717,7 +731,7 @@ class Negotiator:
                 # what we answered the offerer (or required of the
                 # recipient) is what that party will do
                 d.mux = mux == "only"
-            rtcp_port = None if flags.has("no-rtcp-attribute") else (
+            rtcp_port = None if no_rtcp_attribute else (
                 d.rtp_port if mux == "only" else d.rtp_port + 1)
             direction = info.direction or "sendrecv"
             if info.zero_address and not info.direction:
@@ -756,10 +770,10 @@ class Negotiator:
             media_plans.append(MediaPlan(
                 port=d.rtp_port,
                 rtcp_port=rtcp_port,
-                full_rtcp_attribute=flags.has("full-rtcp-attribute"),
+                full_rtcp_attribute=full_rtcp_attribute,
                 rtcp_mux=bool(mux),
                 protocol=out_proto,
-                direction=None if flags.has("original-sendrecv") else direction,
+                direction=None if original_sendrecv else direction,
                 ice=ice,
                 codecs=ops,
                 formats=d.codecs_planned,
@@ -778,7 +792,7 @@ class Negotiator:
             address=iface.advertised,
             media=media_plans,
             replace_origin="origin" in flags.replace,
-            loop_protect=self.instance_id if flags.has("loop-protect") else None,
+            loop_protect=self.instance_id if loop_protect else None,
             keep_zero_address=not any(i.ice for i in infos),
             ice_lite=lite_out and ice_mode == "force",
         )
