@@ -695,11 +695,16 @@ class Negotiator:
                           call_id=flags.call_id, word=word)
         iface = None
         media_plans = []
-        ice_mode = self._ice_mode(flags, infos)
+        any_ice = False
+        for info in infos:
+            if info.ice:
+                any_ice = True
+                break
+        ice_mode = self._ice_mode(flags, any_ice)
         if not offer and dst.ice:
             ice_mode = "force"
         if offer:
-            src.ice = any(i.ice for i in infos)
+            src.ice = any_ice
         lite_out = self._ice_lite(flags, offer, dst, src)
         if flags.flags:
             trickle_flag = flags.has("trickle-ice")
@@ -793,7 +798,7 @@ class Negotiator:
             media=media_plans,
             replace_origin="origin" in flags.replace,
             loop_protect=self.instance_id if loop_protect else None,
-            keep_zero_address=not any(i.ice for i in infos),
+            keep_zero_address=not any_ice,
             ice_lite=lite_out and ice_mode == "force",
         )
 
@@ -1118,11 +1123,11 @@ class Negotiator:
         return CodecOps(strip=strip, mask=flags.codec_mask, offer=flags.codec_offer,
                         except_=flags.codec_except, match_numbers=numbers)
 
-    def _ice_mode(self, flags, infos):
+    def _ice_mode(self, flags, any_ice):
         mode = (flags.ice or "default").lower()
         if mode == "force":
             return "force"
-        if mode in ("default", "optional") and any(i.ice for i in infos):
+        if any_ice and mode in ("default", "optional"):
             return "force"
         return "remove"
 
