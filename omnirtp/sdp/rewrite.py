@@ -315,7 +315,11 @@ def _media_lines(sd, media, mplan, plan):
         else:
             out.append(line.text)
     if mplan.keep_mid:
-        out.extend(mids or _mids(media, mplan))
+        # (the section's own a=mid lines, else the planned one: _mids)
+        if mids:
+            out.extend(mids)
+        elif mplan.mid:
+            out.append("a=mid:" + mplan.mid)
     if formats is None:
         out.extend(_codec_lines(by_pt, pts, codecs, rtpmaps))
     else:
