@@ -33,27 +33,39 @@ _LINE = re.compile(r"([^\r\n]*)(\r\n|\n|\r|)")
 
 def _split_lines(data):
     """``[(text, eol)]`` of every line of ``data``, as :data:`_LINE` finds
-    them (CRLF, LF or CR endings; the last line may have none).  The usual
-    SDP, CRLF only or LF only, is split with ``str.split``."""
+    them (CRLF, LF or CR endings; the last line may have none)."""
+    texts, ends = _split_texts(data)
+    if type(ends) is not str:
+        return list(zip(texts, ends))
+    out = [(text, ends) for text in texts]
+    if out and not data.endswith(ends):
+        out[-1] = (out[-1][0], "")
+    return out
+
+
+def _split_texts(data):
+    """``(texts, ends)``: the lines of ``data`` without their endings, and
+    their endings: one str when every line but perhaps an unterminated last
+    one ends in it (the usual SDP: CRLF only or LF only, split with
+    ``str.split``), else a list of each line's (:data:`_LINE`)."""
     crlf = data.count("\r\n")
     if data.count("\r") == crlf and data.count("\n") == crlf:
         eol = "\r\n"
     elif "\r" not in data:
         eol = "\n"
     else:
-        out = []
+        texts, ends = [], []
         for match in _LINE.finditer(data):
             text, end = match.groups()
             if not text and not end:
                 break
-            out.append((text, end))
-        return out
+            texts.append(text)
+            ends.append(end)
+        return texts, ends
     texts = data.split(eol)
-    last = texts.pop()
-    out = [(text, eol) for text in texts]
-    if last:
-        out.append((last, ""))
-    return out
+    if not texts[-1]:
+        texts.pop()
+    return texts, eol
 
 
 class SDPIncomplete(SDPError):
@@ -439,8 +451,11 @@ class SessionDescription:
         sections = []
         number = 0
         new = _new
-        for text, eol in _split_lines(data):
+        texts, ends = _split_texts(data)
+        uniform = type(ends) is str
+        for text in texts:
             number += 1
+            eol = ends if uniform else ends[number - 1]
             if not text:
                 current.append(Line("", "", eol, number))
                 continue
@@ -465,6 +480,8 @@ class SessionDescription:
                     sections.append(current)
                 else:
                     current.append(line)
+        if uniform and texts and not data.endswith(ends):
+            current[-1].eol = ""  # the last line, unterminated
         first = None
         for line in session_lines:
             if line.kind:
