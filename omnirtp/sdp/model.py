@@ -265,6 +265,9 @@ class _Part:
         self.connection = connection
         self._rtcp = rtcp
         self._rtpmaps = None
+        #: (the parsed text, where this part starts in it, where it ends):
+        #: its text is that slice (set by parse when it knows them)
+        self._span = None
 
     def _index(self):
         """Attribute name -> its values in order."""
@@ -307,6 +310,10 @@ class _Part:
         return not ICE_ATTRIBUTES.isdisjoint(self._attrs)
 
     def text(self):
+        span = self._span
+        if span is not None:
+            data, start, end = span
+            return data[start:end]
         return "".join([ln.text + ln.eol for ln in self.lines])
 
 
@@ -498,6 +505,17 @@ class SessionDescription:
         session = Session(session_lines)
         session.origin  # validates o=
         media = [MediaSection(sec, i + 1) for i, sec in enumerate(sections)]
+        if uniform and media:
+            # every line ends in ``ends`` (but perhaps the last): each
+            # section's text runs from its m= line to the next one's
+            mark = ends + "m="
+            skip = len(ends)
+            start = data.find(mark) + skip
+            for m in media:
+                end = data.find(mark, start)
+                end = len(data) if end < 0 else end + skip
+                m._span = (data, start, end)
+                start = end
         return cls(session, media)
 
     def lines(self):

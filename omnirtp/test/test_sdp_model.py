@@ -330,6 +330,24 @@ class SplitLinesTests(SynchronousTestCase):
         for data in cases:
             self.assertEqual(model._split_lines(data), self.regex(data), repr(data))
 
+    def test_sectionTextIsItsLines(self):
+        """A parsed section's text (a slice of the parsed text when every
+        line ends alike) is its lines with their endings, for CRLF, LF,
+        mixed endings, blank lines and an unterminated last line."""
+        body = ["v=0", "o=- 1 1 IN IP4 1.2.3.4", "s=-", "c=IN IP4 1.2.3.4", "t=0 0",
+                "m=audio 1 RTP/AVP 0", "a=x", "", "m=video 3 RTP/AVP 96",
+                "a=rtpmap:96 VP8/90000", "m=audio 5 RTP/AVP 8"]
+        for eol in ("\r\n", "\n", "\r"):
+            for tail in (eol, "", eol + eol):
+                data = eol.join(body) + tail
+                for mixed in (data, data.replace(eol + "a=x", "\r\na=x", 1)):
+                    sd = SessionDescription.parse(mixed)
+                    texts = [m.text() for m in sd.media]
+                    self.assertEqual(texts, ["".join(ln.text + ln.eol for ln in m.lines)
+                                             for m in sd.media], repr(mixed))
+                    self.assertEqual(sd.session.text() + "".join(texts), mixed)
+                    self.assertEqual([m.kept().text for m in sd.media], texts)
+
     def test_mixedEndingsRoundTrip(self):
         data = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\ns=-\rc=IN IP4 1.2.3.4\r\nt=0 0"
         self.assertEqual(str(SessionDescription.parse(data)), data)
