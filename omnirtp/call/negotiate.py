@@ -55,7 +55,16 @@ def _codec_key(codec):
 def is_srtp_profile(proto):
     """True for the SRTP profiles (RTP/SAVP, RTP/SAVPF, UDP/TLS/RTP/SAVP(F)):
     rtpengine 10.5 offers a=crypto towards each of them unless SDES-off."""
-    return bool(proto) and "SAVP" in proto.upper()
+    known = _SRTP_PROFILES.get(proto)
+    if known is None:
+        known = bool(proto) and "SAVP" in proto.upper()
+        if len(_SRTP_PROFILES) < 256:  # (profiles come from the network)
+            _SRTP_PROFILES[proto] = known
+    return known
+
+
+#: profile -> is_srtp_profile's answer
+_SRTP_PROFILES = {}
 
 
 def _codec_keys(section):
@@ -243,8 +252,8 @@ class Negotiator:
     def _offer_sides(self, call, flags):
         now = self.registry.clock.seconds()
         # interface names from `direction` (None: not named, the default)
-        directions = tuple(self.interfaces.resolve(d) if d else None
-                           for d in flags.direction or ())
+        directions = tuple([self.interfaces.resolve(d) if d else None
+                            for d in flags.direction]) if flags.direction else ()
         a = call.find(flags.from_tag)
         if a is None:
             a = Monologue(flags.from_tag, now, directions[0] if directions else None)
@@ -329,9 +338,10 @@ class Negotiator:
         from``, as :meth:`_allocate` and :meth:`_allocate_configure` are
         its): one ``sync`` driver per request, not one per level.
         """
-        cryptos = {info.index: self._crypto_lines(section, flags)
-                   for info, section in zip(infos, sd.media)
-                   if not info.rejected and is_srtp_profile(info.proto)}
+        cryptos = {}
+        for info, section in zip(infos, sd.media):
+            if not info.rejected and is_srtp_profile(info.proto):
+                cryptos[info.index] = self._crypto_lines(section, flags)
         now = self.registry.clock.seconds()
         call.last_signal = now
         call.deletion_at = None
