@@ -200,7 +200,17 @@ def parse(value):
 def generate(tag, suite, random=os.urandom):
     """A new line for ``suite`` with a fresh random key, no lifetime, no MKI."""
     s = SUITES[suite]
-    return Crypto(tag, s.name, (KeyParams(random(s.length)),))
+    # (Crypto(tag, name, (KeyParams(key),)) but for the frozen dataclasses'
+    # __init__, which sets each field through object.__setattr__: the same
+    # values, equality, hash and repr)
+    key = _new(KeyParams)
+    key.__dict__.update(key=random(s.length), lifetime=None, mki=None)
+    crypto = _new(Crypto)
+    crypto.__dict__.update(tag=tag, suite=s.name, keys=(key,), params=())
+    return crypto
+
+
+_new = object.__new__
 
 
 def offer_suites(sdes=()):
