@@ -269,10 +269,6 @@ class _Part:
         #: its text is that slice (set by parse when it knows them)
         self._span = None
 
-    def _index(self):
-        """Attribute name -> its values in order."""
-        return self._attrs
-
     def _cached_rtpmaps(self):
         rtpmaps = self._rtpmaps
         if rtpmaps is None:
