@@ -61,7 +61,7 @@ MEDIA_ATTRS = [
     "a=fmtp:18 annexb=no", "a=rtcp-fb:* nack", "a=rtcp-fb:*", "a=rtcp-fb:*nack",
     "a=rtcp-fb:96 nack pli", "a=rtcp-fb:96 goog-remb", "a=rtcp-fb:0 nack", "a=rtcp-fb",
     "a=mid:0", "a=mid:audio", "a=mid", "a=sendonly", "a=recvonly", "a=inactive", "a=sendrecv",
-    "a=sendonly:1", "a=rtcp:9", "a=rtcp:5001 IN IP4 192.0.2.9", "a=rtcp-mux", "a=ptime:20",
+    "a=sendonly:1", "a=rtcp:9", "a=rtcp:5001 IN IP4 192.0.2.9", "a=rtcp", "a=rtcp:", "a=rtcp-mux", "a=ptime:20",
     "a=ptime:30", "a=maxptime:40", "a=ice-ufrag:Yk3d", "a=ice-pwd:Pq0wR4mZc7nLs2vT8kJx1hBf",
     "a=ice-options:trickle",
     "a=candidate:1467250027 1 udp 2122260223 198.51.100.7 53871 typ host generation 0",

@@ -248,13 +248,13 @@ class _Part:
                     index[name] = [value]
                 else:
                     values.append(value)
-                if value is None:
-                    if name in _DIRECTION_SET:
-                        direction = name
-                elif media and name == "rtcp":
-                    parsed = parse_rtcp(ln)
-                    if rtcp is None:
-                        rtcp = parsed
+                if name == "rtcp":
+                    if media:
+                        parsed = parse_rtcp(ln)
+                        if rtcp is None:
+                            rtcp = parsed
+                elif value is None and name in _DIRECTION_SET:
+                    direction = name
             elif kind == "c":
                 parsed = parse_connection(ln)
                 if connection is None:

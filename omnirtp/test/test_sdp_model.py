@@ -193,6 +193,15 @@ class ErrorTests(SynchronousTestCase):
         self.assertSDPError(fixture("sip_offer.sdp").replace(b"49170", b"70000"),
                             "SDP line 6 ('m=audio 70000 RTP/AVP 0 8 101'): m= port 70000 is out of range")
 
+    def test_rtcp_without_value(self):
+        """An a=rtcp line without a port (with or without its colon) is an
+        error in a media section, and none at session level."""
+        for line in (b"a=rtcp", b"a=rtcp:"):
+            self.assertSDPError(fixture("sip_offer.sdp").replace(b"a=ptime:20", line),
+                                "SDP line 9 (%r): a=rtcp has no port" % (line.decode(),))
+            data = fixture("sip_offer.sdp").replace(b"t=0 0\r\n", b"t=0 0\r\n" + line + b"\r\n")
+            self.assertEqual(SessionDescription.parse(data).to_bytes(), data)
+
     def test_bad_port_count(self):
         self.assertSDPError(fixture("sip_offer.sdp").replace(b"49170", b"49170/x"),
                             "SDP line 6 ('m=audio 49170/x RTP/AVP 0 8 101'): "
