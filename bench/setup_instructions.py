@@ -25,7 +25,9 @@ logs as the daemon under ``twistd -n`` does: twistd's text observer (on
 ``/dev/null`` here) behind ``omnirtp.logging.install``'s level filter;
 without it the log lines only reach twisted's start-up buffer.
 ``--root`` measures another checkout's omnirtp with this script (before/after
-pairs).  ``--profile OUT`` instead runs ``--cycles`` cycles under cProfile
+pairs).  After the warm-up the child calls ``gc.freeze()``, as the daemon
+does once its reactor runs (``--no-gc-freeze``: not; a full collection over
+start-up's objects then falls into some runs and not others).  ``--profile OUT`` instead runs ``--cycles`` cycles under cProfile
 (no valgrind) and writes the stats to OUT; ``--cycles`` alone prints the CPU
 time per cycle.  Needs Debian's ``valgrind``.
 """
@@ -109,7 +111,8 @@ def twistd_log(top):
             install(svc.levels, **svc.logging)
 
 
-def child(root, cycles, port_min, profile=None, call="webrtc", sampler=None, log=False):
+def child(root, cycles, port_min, profile=None, call="webrtc", sampler=None, log=False,
+          freeze=True):
     sys.path.insert(0, os.path.abspath(root))
     sys.path.insert(1, HERE)
     from twisted.internet import reactor
@@ -151,6 +154,13 @@ def child(root, cycles, port_min, profile=None, call="webrtc", sampler=None, log
     addr = ("127.0.0.1", 5555)
     for d in datagrams(WARM, 10 ** 6):
         protocol.datagramReceived(d, addr)
+    if freeze:
+        # as the daemon does once its reactor runs (service.py): what
+        # start-up made is never traversed again.  Without it a full
+        # collection over every module's objects falls into some runs and
+        # not others, and the few/many difference moves by up to 10%
+        import gc
+        gc.freeze()
     todo = list(datagrams(cycles, 0))
     if profile:
         import cProfile
@@ -174,12 +184,12 @@ def child(root, cycles, port_min, profile=None, call="webrtc", sampler=None, log
     return elapsed
 
 
-def count(root, cycles, port_min, call="webrtc", log=False):
+def count(root, cycles, port_min, call="webrtc", log=False, freeze=True):
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
          sys.executable, os.path.abspath(__file__), "--child", str(cycles),
          "--root", root, "--port-min", str(port_min), "--call", call]
-        + (["--twistd-log"] if log else []),
+        + (["--twistd-log"] if log else []) + ([] if freeze else ["--no-gc-freeze"]),
         capture_output=True, text=True,
         # one hash seed for every run (unless one is given): with random
         # ones the plain cycle's count moved by about 5% between runs of
@@ -205,25 +215,31 @@ def main(argv=None):
                    help="the cycle (bench/setup.py --call)")
     p.add_argument("--twistd-log", action="store_true",
                    help="log as the daemon under twistd -n does (text observer on /dev/null)")
+    p.add_argument("--no-gc-freeze", action="store_true",
+                   help="leave start-up's objects to the collector (the figures before "
+                        "2026-12-04 were counted so; they move by up to 10%% between runs)")
     args = p.parse_args(argv)
+    freeze = not args.no_gc_freeze
     log = args.twistd_log
     if args.child is not None:
-        child(args.root, args.child, args.port_min, call=args.call, log=log)
+        child(args.root, args.child, args.port_min, call=args.call, log=log, freeze=freeze)
         return
     if args.sample:
         n = args.cycles or 2000
         sampler = Sampler(args.root)
-        child(args.root, n, args.port_min, call=args.call, sampler=sampler, log=log)
+        child(args.root, n, args.port_min, call=args.call, sampler=sampler, log=log,
+              freeze=freeze)
         sampler.report(n)
         return
     if args.cycles or args.profile:
         n = args.cycles or 1000
-        elapsed = child(args.root, n, args.port_min, args.profile, args.call, log=log)
+        elapsed = child(args.root, n, args.port_min, args.profile, args.call, log=log,
+                        freeze=freeze)
         print("%d cycles: %.0f us CPU per cycle (in-process, no socket I/O for ng)"
               % (n, elapsed / n * 1e6))
         return
-    few = count(args.root, args.few, args.port_min, args.call, log)
-    many = count(args.root, args.many, args.port_min, args.call, log)
+    few = count(args.root, args.few, args.port_min, args.call, log, freeze)
+    many = count(args.root, args.many, args.port_min, args.call, log, freeze)
     print("%s: %.0f instructions per offer+answer+delete cycle (%d vs %d cycles)"
           % (args.root, (many - few) / (args.many - args.few), args.many, args.few))
 

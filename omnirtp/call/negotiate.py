@@ -55,11 +55,20 @@ def _codec_key(codec):
 def is_srtp_profile(proto):
     """True for the SRTP profiles (RTP/SAVP, RTP/SAVPF, UDP/TLS/RTP/SAVP(F)):
     rtpengine 10.5 offers a=crypto towards each of them unless SDES-off."""
-    return bool(proto) and "SAVP" in proto.upper()
+    known = _SRTP_PROFILES.get(proto)
+    if known is None:
+        known = bool(proto) and "SAVP" in proto.upper()
+        if len(_SRTP_PROFILES) < 256:  # (profiles come from the network)
+            _SRTP_PROFILES[proto] = known
+    return known
+
+
+#: profile -> is_srtp_profile's answer
+_SRTP_PROFILES = {}
 
 
 def _codec_keys(section):
-    rtpmaps = section.rtpmaps()
+    rtpmaps = section._cached_rtpmaps()  # read only
     return [_codec_key(codec_for(f, rtpmaps)) for f in section.formats]
 
 
@@ -79,12 +88,14 @@ def codec_ops_requested(flags, offer=True):
     ``no-codec-renegotiation``).  As in 10.5,
     an answer's ``transcode``/``mask``/``accept``/``consume``/``set`` and
     ``always-transcode`` do nothing."""
+    # (``flags.flags`` empty, the usual request: no flag word to look up)
+    words = flags.flags
     if flags.codec_strip or flags.codec_offer or flags.codec_except \
-            or flags.has("single-codec") or _reuse_codecs(flags):
+            or (words and (flags.has("single-codec") or _reuse_codecs(flags))):
         return True
     return offer and bool(flags.codec_mask or flags.codec_transcode or flags.codec_accept
                           or flags.codec_consume or flags.codec_set
-                          or flags.has("always-transcode"))
+                          or (words and flags.has("always-transcode")))
 
 
 def _reuse_codecs(flags):
@@ -184,6 +195,8 @@ class Negotiator:
         #: whose fingerprint goes into a=fingerprint; the engine holds the
         #: same one.  None: one is made when first needed (tests).
         self._certificate = certificate
+        #: hash name -> (certificate, its a=fingerprint value) (_dtls_plan)
+        self._fingerprints = {}
         #: the TOS byte of media of calls whose offer set none (option ``tos``)
         self.tos = tos
         self.engine = registry.engine
@@ -228,7 +241,7 @@ class Negotiator:
             call = registry.create(flags.call_id)
         try:
             a, b = self._offer_sides(call, flags)
-            result = yield self._negotiate(call, a, b, sd, infos, flags, offer=True)
+            result = yield from self._negotiate(call, a, b, sd, infos, flags, offer=True)
         except BaseException:
             if created:
                 registry.forget(call)
@@ -239,8 +252,8 @@ class Negotiator:
     def _offer_sides(self, call, flags):
         now = self.registry.clock.seconds()
         # interface names from `direction` (None: not named, the default)
-        directions = tuple(self.interfaces.resolve(d) if d else None
-                           for d in flags.direction or ())
+        directions = tuple([self.interfaces.resolve(d) if d else None
+                            for d in flags.direction]) if flags.direction else ()
         a = call.find(flags.from_tag)
         if a is None:
             a = Monologue(flags.from_tag, now, directions[0] if directions else None)
@@ -290,7 +303,7 @@ class Negotiator:
         elif answerer.tag != flags.to_tag and flags.to_tag not in answerer.aliases:
             answerer.aliases.append(flags.to_tag)
         offerer.peer, answerer.peer = answerer, offerer
-        result = yield self._negotiate(call, answerer, offerer, sd, infos, flags, offer=False)
+        result = yield from self._negotiate(call, answerer, offerer, sd, infos, flags, offer=False)
         call.answered = True
         return result
 
@@ -313,7 +326,6 @@ class Negotiator:
     def _looped(self, sd):
         return self.instance_id is not None and sd.loop_protect_id == self.instance_id
 
-    @sync.steps
     def _negotiate(self, call, src, dst, sd, infos, flags, offer):
         """``src`` sent ``sd``; produce the SDP for ``dst``.
 
@@ -321,10 +333,15 @@ class Negotiator:
         ``dst`` get ports (offer) and are advertised in the output.
         The SDP's a=crypto lines are read first: an SDP that cannot be
         keyed (MKI only) fails before anything of the call changes.
+
+        A generator of :meth:`_offer`'s or :meth:`_answer`'s steps (``yield
+        from``, as :meth:`_allocate` and :meth:`_allocate_configure` are
+        its): one ``sync`` driver per request, not one per level.
         """
-        cryptos = {info.index: self._crypto_lines(section, flags)
-                   for info, section in zip(infos, sd.media)
-                   if not info.rejected and is_srtp_profile(info.proto)}
+        cryptos = {}
+        for info, section in zip(infos, sd.media):
+            if not info.rejected and is_srtp_profile(info.proto):
+                cryptos[info.index] = self._crypto_lines(section, flags)
         now = self.registry.clock.seconds()
         call.last_signal = now
         call.deletion_at = None
@@ -335,9 +352,13 @@ class Negotiator:
             call.created_from = flags.received_from
         family = self._family(flags)
         new_medias = []
-        for info in infos:
+        #: (info, section, src's media, dst's media) per m= line
+        pairs = []
+        for info, section in zip(infos, sd.media):
+            index = info.index
             for ml in (src, dst):
-                m = ml.media(info.index)
+                medias = ml.medias
+                m = medias[index - 1] if index <= len(medias) else None
                 if m is None:
                     # the sender is faced in the family of its own SDP;
                     # `address family` chooses the recipient's
@@ -345,19 +366,21 @@ class Negotiator:
                         iface = self.interfaces.pick(ml.interface_name, info.family, True)
                     else:
                         iface = self.interfaces.pick(ml.interface_name, family or info.family)
-                    m = Media(info.index, info.type, iface)
-                    ml.medias.append(m)
-                if not info.rejected and not m.has_ports and (offer or ml is src):
+                    m = Media(index, info.type, iface)
+                    medias.append(m)
+                if not info.rejected and m.rtp_port is None and (offer or ml is src):
                     new_medias.append(m)
-            self._learn(src.media(info.index), info, flags, offer)
-        for info, section in zip(infos, sd.media):
+            s = src.medias[index - 1]
+            pairs.append((info, section, s, dst.medias[index - 1]))
+            self._learn(s, info, flags, offer)
+        for info, section, s, _d in pairs:
             if not info.rejected:
-                self._learn_transport(src.media(info.index), info, section, sd, flags, offer)
+                self._learn_transport(s, info, section, sd, flags, offer)
         # a new call's ports and configuration go to a media worker in one
         # round trip: the ports stand in as placeholders until it answers
         batch = self._batch(call, new_medias)
         if batch is None and new_medias:
-            yield self._allocate(call, new_medias)
+            yield from self._allocate(call, new_medias)
         if offer:
             src.rtcp_mux_opts = frozenset(flags.rtcp_mux)
             # as rtpengine: only an offer sets the call's TOS; absent or
@@ -370,17 +393,15 @@ class Negotiator:
                 dst.protocol = flags.transport_protocol
         elif flags.transport_protocol:
             dst.protocol = flags.transport_protocol
-        for info in infos:
-            s = src.media(info.index)
+        for info, _section, s, d in pairs:
             s.protocol = info.proto
-            d = dst.media(info.index)
-            if info.rejected and not d.has_ports:
+            if info.rejected and d.rtp_port is None:
                 d.rejected = True
-        self._negotiate_codecs(src, dst, sd, infos, flags, offer)
-        plan = self._plan(dst, src, sd, infos, flags, offer, cryptos)
+        self._negotiate_codecs(pairs, flags, offer)
+        plan = self._plan(dst, src, pairs, infos, flags, offer, cryptos)
         sockets = self._sockets(call, flags)
         if batch is not None:
-            yield self._allocate_configure(call, batch, sockets, plan)
+            yield from self._allocate_configure(call, batch, sockets, plan)
         elif sockets:  # a call whose every m= line is rejected holds no ports
             yield self.engine.configure(call.call_id, sockets)
         try:
@@ -407,7 +428,7 @@ class Negotiator:
         addr = None
         if flags.media_address:
             addr = flags.media_address
-        elif flags.has("SIP-source-address") and flags.received_from:
+        elif flags.flags and flags.has("SIP-source-address") and flags.received_from:
             addr = flags.received_from[1]
         if addr and rtp:
             rtp = (addr, rtp[1])
@@ -496,7 +517,6 @@ class Negotiator:
             else:
                 m.dtls_role = None
 
-    @sync.steps
     def _allocate(self, call, medias):
         """Bind ports for ``medias``, all or nothing."""
         by_address = {}
@@ -540,7 +560,6 @@ class Negotiator:
                 index += 1
         return list(groups.items())
 
-    @sync.steps
     def _allocate_configure(self, call, groups, sockets, plan):
         """Allocate and configure in one step; the real ports replace the
         placeholders in the medias and in the SDP plan (port, a=rtcp,
@@ -604,48 +623,79 @@ class Negotiator:
         (:meth:`Media.codec_entry`) are the same on both sockets of a party.
         """
         learning = flags.endpoint_learning or self.endpoint_learning
-        common = {"learning": learning, "strict": flags.has("strict-source"),
-                  "handover": flags.has("media-handover"),
-                  "asymmetric": flags.has("asymmetric"), "reset": True,
-                  "tos": self.tos if call.tos is None else call.tos}
+        if flags.flags:
+            strict = flags.has("strict-source")
+            handover = flags.has("media-handover")
+            asymmetric = flags.has("asymmetric")
+        else:  # no flag word at all (the usual request)
+            strict = handover = asymmetric = False
+        tos = self.tos if call.tos is None else call.tos
         sockets = []
+        # (each entry a dict display in the order the keys always had:
+        # learning .. tos, local, endpoint, peer, [rtcp_peer], ice, dtls,
+        # srtp_in, srtp_out, then the codec keys)
         for ml in call.monologues:
             peer = ml.peer
-            for m in ml.port_medias():
-                pm = peer.media(m.index) if peer is not None else None
-                linked = pm is not None and pm.has_ports
+            peer_medias = peer.medias if peer is not None else ()
+            for m in ml.medias:
+                port = m.rtp_port
+                if port is None:
+                    continue
+                index = m.index
+                pm = peer_medias[index - 1] if 0 < index <= len(peer_medias) else None
+                linked = pm is not None and pm.rtp_port is not None
+                address = m.interface.address
+                rtp_key = (address, port)
+                rtcp_key = (address, port + 1)
+                mux = m.mux
                 dtls_entry = m.dtls_entry()
                 kept = m.kept_dtls() if dtls_entry is not None else None
                 rtcp_keys = None
                 if dtls_entry is None:
-                    keys = {"srtp_in": m.srtp_in, "srtp_out": m.srtp_out}
+                    srtp_in, srtp_out = m.srtp_in, m.srtp_out
                 elif kept is not None:
                     # DTLS-SRTP restored: the keys its handshake exported, no
                     # new handshake (docs/scaling.md)
                     dtls_entry = None
-                    keys = {"srtp_in": kept["rtp"]["in"], "srtp_out": kept["rtp"]["out"]}
-                    if not m.mux:
-                        rtcp_keys = {"srtp_in": kept["rtcp"]["in"],
-                                     "srtp_out": kept["rtcp"]["out"]}
+                    srtp_in, srtp_out = kept["rtp"]["in"], kept["rtp"]["out"]
+                    if not mux:
+                        rtcp_keys = kept["rtcp"]["in"], kept["rtcp"]["out"]
                 else:
                     # DTLS-SRTP: the engine keys this socket from the handshake
-                    keys = {"srtp_in": None, "srtp_out": None}
-                keys.update(m.codec_entry(linked))
-                sockets.append(dict(
-                    common, local=m.rtp_key, endpoint=m.rtp_endpoint,
-                    peer=pm.rtp_key if linked else None,
-                    rtcp_peer=pm.rtcp_key if linked and m.mux and not pm.mux else None,
-                    ice=m.ice_entry(1), dtls=dtls_entry, **keys))
-                sockets.append(dict(
-                    common, local=m.rtcp_key,
-                    endpoint=m.rtp_endpoint if m.mux else m.rtcp_endpoint,
-                    peer=(pm.rtp_key if pm.mux else pm.rtcp_key) if linked else None,
-                    ice=m.ice_entry(2), dtls=None if m.mux else dtls_entry,
-                    **(keys if rtcp_keys is None else dict(keys, **rtcp_keys))))
+                    srtp_in = srtp_out = None
+                rtcp_in, rtcp_out = (srtp_in, srtp_out) if rtcp_keys is None else rtcp_keys
+                if linked:
+                    pm_rtp = (pm.interface.address, pm.rtp_port)
+                    pm_mux = pm.mux
+                    peer_rtp = pm_rtp
+                    rtcp_peer = (pm_rtp[0], pm_rtp[1] + 1) if mux and not pm_mux else None
+                    peer_rtcp = pm_rtp if pm_mux else (pm_rtp[0], pm_rtp[1] + 1)
+                else:
+                    peer_rtp = rtcp_peer = peer_rtcp = None
+                ice = m.ice_entry(1) if m.ice_used else None
+                rtp = {"learning": learning, "strict": strict, "handover": handover,
+                       "asymmetric": asymmetric, "reset": True, "tos": tos,
+                       "local": rtp_key, "endpoint": m.rtp_endpoint, "peer": peer_rtp,
+                       "rtcp_peer": rtcp_peer, "ice": ice, "dtls": dtls_entry,
+                       "srtp_in": srtp_in, "srtp_out": srtp_out}
+                rtcp = {"learning": learning, "strict": strict, "handover": handover,
+                        "asymmetric": asymmetric, "reset": True, "tos": tos,
+                        "local": rtcp_key,
+                        "endpoint": m.rtp_endpoint if mux else m.rtcp_endpoint,
+                        "peer": peer_rtcp, "ice": m.ice_entry(2) if ice is not None else None,
+                        "dtls": None if mux else dtls_entry,
+                        "srtp_in": rtcp_in, "srtp_out": rtcp_out}
+                if m.codecs is not None or m.ptime_forced:
+                    codec = m.codec_entry(linked)
+                    rtp.update(codec)
+                    rtcp.update(codec)
+                sockets.append(rtp)
+                sockets.append(rtcp)
         return sockets
 
-    def _plan(self, dst, src, sd, infos, flags, offer, cryptos):
-        """The rewrite plan for the SDP ``dst`` will receive."""
+    def _plan(self, dst, src, pairs, infos, flags, offer, cryptos):
+        """The rewrite plan for the SDP ``dst`` will receive (``pairs``:
+        :meth:`_negotiate`'s, per m= line)."""
         unsupported, unknown = sdes.ignored_options(flags.sdes)
         for word in unknown:
             self.log.warn("[{call_id}] Unknown 'SDES' flag encountered: '{word}'",
@@ -655,21 +705,33 @@ class Negotiator:
                           call_id=flags.call_id, word=word)
         iface = None
         media_plans = []
-        ice_mode = self._ice_mode(flags, infos)
+        any_ice = False
+        for info in infos:
+            if info.ice:
+                any_ice = True
+                break
+        ice_mode = self._ice_mode(flags, any_ice)
         if not offer and dst.ice:
             ice_mode = "force"
         if offer:
-            src.ice = any(i.ice for i in infos)
+            src.ice = any_ice
         lite_out = self._ice_lite(flags, offer, dst, src)
-        for info, section in zip(infos, sd.media):
-            d = dst.media(info.index)
-            s_media = src.media(info.index)
+        if flags.flags:
+            trickle_flag = flags.has("trickle-ice")
+            no_rtcp_attribute = flags.has("no-rtcp-attribute")
+            full_rtcp_attribute = flags.has("full-rtcp-attribute")
+            original_sendrecv = flags.has("original-sendrecv")
+            loop_protect = flags.has("loop-protect")
+        else:  # no flag word at all (the usual request)
+            trickle_flag = no_rtcp_attribute = full_rtcp_attribute = False
+            original_sendrecv = loop_protect = False
+        for info, section, s_media, d in pairs:
             iface = iface or d.interface
             if offer:
                 s_media.mid = section.attribute("mid")
             # trickle ICE towards a party that offered it (10.5 does not pass
             # the offerer's option on in the offer), or with `trickle ICE`
-            trickle = flags.has("trickle-ice") or (not offer and d.ice_trickle)
+            trickle = trickle_flag or (not offer and d.ice_trickle)
             if info.rejected or not d.has_ports:
                 d.ice_used = False
                 d.dtls_role = None
@@ -684,7 +746,7 @@ class Negotiator:
                 # what we answered the offerer (or required of the
                 # recipient) is what that party will do
                 d.mux = mux == "only"
-            rtcp_port = None if flags.has("no-rtcp-attribute") else (
+            rtcp_port = None if no_rtcp_attribute else (
                 d.rtp_port if mux == "only" else d.rtp_port + 1)
             direction = info.direction or "sendrecv"
             if info.zero_address and not info.direction:
@@ -723,10 +785,10 @@ class Negotiator:
             media_plans.append(MediaPlan(
                 port=d.rtp_port,
                 rtcp_port=rtcp_port,
-                full_rtcp_attribute=flags.has("full-rtcp-attribute"),
+                full_rtcp_attribute=full_rtcp_attribute,
                 rtcp_mux=bool(mux),
                 protocol=out_proto,
-                direction=None if flags.has("original-sendrecv") else direction,
+                direction=None if original_sendrecv else direction,
                 ice=ice,
                 codecs=ops,
                 formats=d.codecs_planned,
@@ -745,8 +807,8 @@ class Negotiator:
             address=iface.advertised,
             media=media_plans,
             replace_origin="origin" in flags.replace,
-            loop_protect=self.instance_id if flags.has("loop-protect") else None,
-            keep_zero_address=not any(i.ice for i in infos),
+            loop_protect=self.instance_id if loop_protect else None,
+            keep_zero_address=not any_ice,
             ice_lite=lite_out and ice_mode == "force",
         )
 
@@ -811,7 +873,12 @@ class Negotiator:
             self.log.warn("[{call_id}] unknown DTLS-fingerprint hash {name!r}, using sha-256",
                           call_id=flags.call_id, name=flags.dtls_fingerprint)
             hash_ = dtls.DEFAULT_HASH
-        return setup, self.certificate.fingerprint(hash_)
+        # our a=fingerprint per hash, made once per certificate
+        certificate = self.certificate
+        known = self._fingerprints.get(hash_)
+        if known is None or known[0] is not certificate:
+            known = self._fingerprints[hash_] = (certificate, certificate.fingerprint(hash_))
+        return setup, known[1]
 
     def _ice_lite(self, flags, offer, dst, src):
         """True if we are ICE-lite towards ``dst``'s party.  As 10.5: the
@@ -935,7 +1002,7 @@ class Negotiator:
 
     # -- codecs and transcoding (omnirtp.call.codecstore) -----------------------
 
-    def _negotiate_codecs(self, src, dst, sd, infos, flags, offer):
+    def _negotiate_codecs(self, pairs, flags, offer):
         """Per m= line: an audio m= line of a call that asked for a codec
         operation (in this request or an earlier one) goes through the codec
         stores: ``codecs_planned`` of ``dst``'s media is then the format list
@@ -946,10 +1013,9 @@ class Negotiator:
         kept (``codec_source``, ``codec_out_source``, the latter set by
         :meth:`_plan`) in case a later request starts codec handling."""
         requested = codec_ops_requested(flags, offer)
-        for info, section in zip(infos, sd.media):
-            s, d = src.media(info.index), dst.media(info.index)
+        for info, section, s, d in pairs:
             d.codecs_planned = None
-            if info.rejected or not d.has_ports:
+            if info.rejected or d.rtp_port is None:
                 continue
             engaged = info.type == "audio" and (
                 requested or s.codecs is not None or d.codecs is not None)
@@ -1055,11 +1121,11 @@ class Negotiator:
         strip = tuple(flags.codec_strip)
         numbers = False
         if offerer_media is not None and offerer_media.codec_keys:
-            rtpmaps = section.rtpmaps()
-            drop = tuple(f for f in section.formats
-                         if _codec_key(codec_for(f, rtpmaps)) not in offerer_media.codec_keys)
+            rtpmaps = section._cached_rtpmaps()  # read only
+            keys = offerer_media.codec_keys
+            drop = [f for f in section.formats if _codec_key(codec_for(f, rtpmaps)) not in keys]
             if drop:
-                strip += drop
+                strip += tuple(drop)
                 numbers = True
         if not (strip or flags.codec_mask or flags.codec_offer or flags.codec_except
                 or numbers):
@@ -1067,11 +1133,11 @@ class Negotiator:
         return CodecOps(strip=strip, mask=flags.codec_mask, offer=flags.codec_offer,
                         except_=flags.codec_except, match_numbers=numbers)
 
-    def _ice_mode(self, flags, infos):
+    def _ice_mode(self, flags, any_ice):
         mode = (flags.ice or "default").lower()
         if mode == "force":
             return "force"
-        if mode in ("default", "optional") and any(i.ice for i in infos):
+        if any_ice and mode in ("default", "optional"):
             return "force"
         return "remove"
 

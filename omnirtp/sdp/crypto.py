@@ -200,7 +200,17 @@ def parse(value):
 def generate(tag, suite, random=os.urandom):
     """A new line for ``suite`` with a fresh random key, no lifetime, no MKI."""
     s = SUITES[suite]
-    return Crypto(tag, s.name, (KeyParams(random(s.length)),))
+    # (Crypto(tag, name, (KeyParams(key),)) but for the frozen dataclasses'
+    # __init__, which sets each field through object.__setattr__: the same
+    # values, equality, hash and repr)
+    key = _new(KeyParams)
+    key.__dict__.update(key=random(s.length), lifetime=None, mki=None)
+    crypto = _new(Crypto)
+    crypto.__dict__.update(tag=tag, suite=s.name, keys=(key,), params=())
+    return crypto
+
+
+_new = object.__new__
 
 
 def offer_suites(sdes=()):
@@ -233,7 +243,15 @@ TRANSFORM_OPTIONS = frozenset(("unencrypted_srtp", "unencrypted_srtcp", "unauthe
 QUIET_OPTIONS = frozenset(("nonew", "static", "prefer"))
 
 
+#: what _options answers for no SDES option at all (the usual request):
+#: shared, so never changed by its readers
+_NO_OPTIONS = {"off": False, "no": frozenset(), "only": frozenset(), "pad": False,
+               "lifetime": False, "unsupported": (), "unknown": ()}
+
+
 def _options(sdes):
+    if not sdes:
+        return _NO_OPTIONS
     out = {"off": False, "no": set(), "only": set(), "pad": False, "lifetime": False,
            "unsupported": [], "unknown": []}
     for item in sdes:
@@ -259,7 +277,7 @@ def _options(sdes):
 def ignored_options(sdes):
     """``(unsupported, unknown)`` SDES options of a request, for its log lines."""
     options = _options(sdes)
-    return options["unsupported"], options["unknown"]
+    return list(options["unsupported"]), list(options["unknown"])
 
 
 def render(crypto, sdes=()):

@@ -33,27 +33,39 @@ _LINE = re.compile(r"([^\r\n]*)(\r\n|\n|\r|)")
 
 def _split_lines(data):
     """``[(text, eol)]`` of every line of ``data``, as :data:`_LINE` finds
-    them (CRLF, LF or CR endings; the last line may have none).  The usual
-    SDP, CRLF only or LF only, is split with ``str.split``."""
+    them (CRLF, LF or CR endings; the last line may have none)."""
+    texts, ends = _split_texts(data)
+    if type(ends) is not str:
+        return list(zip(texts, ends))
+    out = [(text, ends) for text in texts]
+    if out and not data.endswith(ends):
+        out[-1] = (out[-1][0], "")
+    return out
+
+
+def _split_texts(data):
+    """``(texts, ends)``: the lines of ``data`` without their endings, and
+    their endings: one str when every line but perhaps an unterminated last
+    one ends in it (the usual SDP: CRLF only or LF only, split with
+    ``str.split``), else a list of each line's (:data:`_LINE`)."""
     crlf = data.count("\r\n")
     if data.count("\r") == crlf and data.count("\n") == crlf:
         eol = "\r\n"
     elif "\r" not in data:
         eol = "\n"
     else:
-        out = []
+        texts, ends = [], []
         for match in _LINE.finditer(data):
             text, end = match.groups()
             if not text and not end:
                 break
-            out.append((text, end))
-        return out
+            texts.append(text)
+            ends.append(end)
+        return texts, ends
     texts = data.split(eol)
-    last = texts.pop()
-    out = [(text, eol) for text in texts]
-    if last:
-        out.append((last, ""))
-    return out
+    if not texts[-1]:
+        texts.pop()
+    return texts, eol
 
 
 class SDPIncomplete(SDPError):
@@ -63,13 +75,15 @@ class SDPIncomplete(SDPError):
 
 class Line:
     """One SDP line: ``kind`` (the letter, or ``""`` for a blank line),
-    ``value`` (text after ``=``) and ``eol`` (the original line ending)."""
+    ``value`` (text after ``=``), ``text`` (the line without its ending)
+    and ``eol`` (the original line ending)."""
 
-    __slots__ = ("kind", "value", "eol", "number", "attribute", "connection")
+    __slots__ = ("kind", "value", "text", "eol", "number", "attribute", "connection")
 
     def __init__(self, kind, value, eol="\r\n", number=0):
         self.kind = kind
         self.value = value
+        self.text = kind + "=" + value if kind else value
         self.eol = eol
         self.number = number
         #: ``(name, value)`` for an ``a=`` line (value None without ``:``),
@@ -82,11 +96,6 @@ class Line:
         #: the :class:`Connection` of a ``c=`` line once parsed
         #: (:func:`parse_connection`), else None
         self.connection = None
-
-    @property
-    def text(self):
-        """The line without its ending."""
-        return "%s=%s" % (self.kind, self.value) if self.kind else self.value
 
     def __repr__(self):
         return "Line(%r)" % (self.text,)
@@ -213,65 +222,75 @@ def parse_rtcp(line):
     return Rtcp(port, fields[2], address)
 
 
-#: id(part) -> (part, attribute index, [rtpmaps or None]) of the parts
-#: looked at last (see _Part._index); the part itself is held, so an id
-#: is never reused while its entry is here
-_RECENT = {}
-_RECENT_MAX = 16
+_DIRECTION_SET = frozenset(DIRECTIONS)
 
 
 class _Part:
-    """Shared accessors of the session part and of a media section."""
+    """Shared accessors of the session part and of a media section.
 
-    def __init__(self, lines):
+    What a request asks of a part is gathered in one pass over its lines
+    when it is made: the attribute index (name -> its values in order),
+    the last direction attribute and the :class:`Connection` of the first
+    ``c=`` line (each ``c=`` line is checked; in a media section each
+    ``a=rtcp`` line too).  Parts live for one request: a call keeps a
+    section's text (:class:`KeptSection`), not its parsed lines."""
+
+    def __init__(self, lines, media=False):
         self.lines = lines
-
-    def _index(self):
-        """Attribute name -> its values in order.  A request looks up
-        dozens of names in the parts it handles; the index of the most
-        recently used parts is kept aside (:data:`_RECENT`), not on the
-        part, which a call may keep for its lifetime (an idle call's
-        memory stays as it was)."""
-        entry = _RECENT.get(id(self))
-        if entry is not None and entry[0] is self:
-            return entry[1]
-        index = {}
-        for ln in self.lines:
-            if ln.kind == "a":
+        index = self._attrs = {}
+        direction = connection = rtcp = None
+        for ln in lines:
+            kind = ln.kind
+            if kind == "a":
                 name, value = ln.attribute
                 values = index.get(name)
                 if values is None:
                     index[name] = [value]
                 else:
                     values.append(value)
-        if len(_RECENT) >= _RECENT_MAX:
-            _RECENT.clear()
-        _RECENT[id(self)] = (self, index, [None])
-        return index
+                if name == "rtcp":
+                    if media:
+                        parsed = parse_rtcp(ln)
+                        if rtcp is None:
+                            rtcp = parsed
+                elif value is None and name in _DIRECTION_SET:
+                    direction = name
+            elif kind == "c":
+                parsed = parse_connection(ln)
+                if connection is None:
+                    connection = parsed
+        #: the last direction attribute of this part, or None
+        self.direction = direction
+        #: the :class:`Connection` of this part's own ``c=`` line, or None
+        self.connection = connection
+        self._rtcp = rtcp
+        self._rtpmaps = None
+        #: (the parsed text, where this part starts in it, where it ends):
+        #: its text is that slice (set by parse when it knows them)
+        self._span = None
 
     def _cached_rtpmaps(self):
-        self._index()
-        slot = _RECENT[id(self)][2]
-        if slot[0] is None:
-            slot[0] = self._parse_rtpmaps()
-        return slot[0]
+        rtpmaps = self._rtpmaps
+        if rtpmaps is None:
+            rtpmaps = self._rtpmaps = self._parse_rtpmaps()
+        return rtpmaps
 
     def attributes(self, name=None):
         """``(name, value)`` of every ``a=`` line, or the values of ``name``."""
         if name is None:
             return [ln.attribute for ln in self.lines if ln.kind == "a"]
-        return list(self._index().get(name, ()))
+        return list(self._attrs.get(name, ()))
 
     def has_attribute(self, name):
-        return name in self._index()
+        return name in self._attrs
 
     def has_any(self, names):
         """True if an ``a=`` line of this part has one of ``names`` (a set)."""
-        return not names.isdisjoint(self._index())
+        return not names.isdisjoint(self._attrs)
 
     def attribute(self, name):
         """Value of the first ``a=name`` (``""`` for a flag attribute), or None."""
-        values = self._index().get(name)
+        values = self._attrs.get(name)
         if values is None:
             return None
         return values[0] if values[0] is not None else ""
@@ -283,33 +302,21 @@ class _Part:
         return None
 
     @property
-    def connection(self):
-        """The :class:`Connection` of this part's own ``c=`` line, or None."""
-        line = self.first("c")
-        return parse_connection(line) if line is not None else None
-
-    @property
-    def direction(self):
-        """The last direction attribute of this part, or None."""
-        found = None
-        for ln in self.lines:
-            if ln.kind == "a" and ln.value in DIRECTIONS:
-                found = ln.value
-        return found
-
-    @property
     def has_ice(self):
-        return not ICE_ATTRIBUTES.isdisjoint(self._index())
+        return not ICE_ATTRIBUTES.isdisjoint(self._attrs)
 
     def text(self):
-        return "".join(ln.text + ln.eol for ln in self.lines)
+        span = self._span
+        if span is not None:
+            data, start, end = span
+            return data[start:end]
+        return "".join([ln.text + ln.eol for ln in self.lines])
 
 
 class MediaSection(_Part):
     """One ``m=`` line and the lines after it up to the next ``m=``."""
 
     def __init__(self, lines, index):
-        _Part.__init__(self, lines)
         self.index = index
         line = lines[0]
         fields = line.value.split(" ")
@@ -321,11 +328,8 @@ class MediaSection(_Part):
         self.port_count = _port(line, count, "m= port count") if slash else 1
         self.proto = fields[2]
         self.formats = [f for f in fields[3:] if f]
-        for ln in lines[1:]:
-            if ln.kind == "c":
-                parse_connection(ln)
-            elif ln.kind == "a" and ln.attribute[0] == "rtcp":
-                parse_rtcp(ln)
+        self._kept = None
+        _Part.__init__(self, lines, True)
 
     @property
     def rejected(self):
@@ -334,14 +338,11 @@ class MediaSection(_Part):
     @property
     def rtcp(self):
         """The :class:`Rtcp` of the first ``a=rtcp:`` line, or None."""
-        for ln in self.lines:
-            if ln.kind == "a" and ln.attribute[0] == "rtcp":
-                return parse_rtcp(ln)
-        return None
+        return self._rtcp
 
     @property
     def rtcp_mux(self):
-        return self.has_attribute("rtcp-mux")
+        return "rtcp-mux" in self._attrs
 
     def rtpmap(self, pt):
         """The :class:`RtpMap` of payload type ``pt`` (int or str), or None."""
@@ -353,7 +354,7 @@ class MediaSection(_Part):
 
     def _parse_rtpmaps(self):
         result = {}
-        for value in self._index().get("rtpmap", ()):
+        for value in self._attrs.get("rtpmap", ()):
             parsed = _RTPMAPS.get(value)
             if parsed is None:
                 pt, _, spec = (value or "").partition(" ")
@@ -387,7 +388,7 @@ class MediaSection(_Part):
     def kept(self):
         """This section as a call keeps it (:class:`KeptSection`), the same
         one however often a request asks."""
-        kept = getattr(self, "_kept", None)
+        kept = self._kept
         if kept is None:
             kept = self._kept = KeptSection(self.text(), self.index)
         return kept
@@ -448,37 +449,69 @@ class SessionDescription:
         elif not isinstance(data, str):
             raise TypeError("SDP must be str or bytes, not %s" % (type(data).__name__,))
         # the session's lines, then one list per m= line and what follows it
+        # (each Line made here without its __init__: the same slots)
         session_lines = current = []
         sections = []
         number = 0
-        first = None
-        for text, eol in _split_lines(data):
+        new = _new
+        texts, ends = _split_texts(data)
+        uniform = type(ends) is str
+        for text in texts:
             number += 1
+            eol = ends if uniform else ends[number - 1]
             if not text:
                 current.append(Line("", "", eol, number))
                 continue
-            if len(text) < 2 or text[1] != "=" or not text[0].isalpha():
-                line = Line("", text, eol, number)
-                raise _line_error(line, "not a '<type>=<value>' line")
-            line = Line(text[0], text[2:], eol, number)
-            if line.kind == "m":
-                current = [line]
-                sections.append(current)
-            else:
+            kind = text[0]
+            if text[1:2] != "=" or not kind.isalpha():
+                raise _line_error(Line("", text, eol, number), "not a '<type>=<value>' line")
+            line = new(Line)
+            line.kind = kind
+            value = line.value = text[2:]
+            line.text = text
+            line.eol = eol
+            line.number = number
+            line.connection = None
+            if kind == "a":
+                name, colon, rest = value.partition(":")
+                line.attribute = (name, rest if colon else None)
                 current.append(line)
-            if first is None:
+            else:
+                line.attribute = None
+                if kind == "m":
+                    current = [line]
+                    sections.append(current)
+                else:
+                    current.append(line)
+        if uniform and texts and not data.endswith(ends):
+            current[-1].eol = ""  # the last line, unterminated
+        first = None
+        for line in session_lines:
+            if line.kind:
                 first = line
+                break
+        else:
+            if sections:
+                first = sections[0][0]
         if first is None:
             raise SDPError("SDP is empty")
         if first.kind != "v":
             raise SDPError("SDP must start with a v= line, not %r (line %d)"
                            % (first.text, first.number))
         session = Session(session_lines)
-        for ln in session_lines:
-            if ln.kind == "c":
-                parse_connection(ln)
         session.origin  # validates o=
         media = [MediaSection(sec, i + 1) for i, sec in enumerate(sections)]
+        if uniform and media:
+            # every line ends in ``ends`` (but perhaps the last): each
+            # section's text runs from its m= line to the next one's
+            mark = ends + "m="
+            skip = len(ends)
+            start = data.find(mark) + skip
+            for m in media:
+                end = data.find(mark, start)
+                end = len(data) if end < 0 else end + skip
+                m._span = (data, start, end)
+                start = end
         return cls(session, media)
 
     def lines(self):
@@ -550,28 +583,45 @@ def inspect(sd):
     has no c= line and the session has none either.
     """
     infos = []
+    session = sd.session
+    session_conn = session.connection
+    session_direction = session.direction
+    session_ice = None
     for m in sd.media:
-        conn = sd.connection(m)
-        if conn is None and not m.rejected:
-            raise SDPIncomplete("media %d (%s) has no c= line and the session has none"
-                                % (m.index, m.media))
-        family = conn.family if conn else None
-        address = conn.address if conn else None
-        rtcp = m.rtcp
+        conn = m.connection or session_conn
+        port = m.port
+        if conn is None:
+            if port:
+                raise SDPIncomplete("media %d (%s) has no c= line and the session has none"
+                                    % (m.index, m.media))
+            family = address = None
+            zero = False
+        else:
+            family = conn.family
+            address = conn.address
+            zero = address in ZERO_ADDRESSES
+        rtcp = m._rtcp
         if rtcp is None:
-            rtcp_ep = (address, m.port + 1 if m.port else 0)
+            rtcp_ep = (address, port + 1 if port else 0)
         else:
             rtcp_ep = (rtcp.address or address, rtcp.port)
+        attrs = m._attrs
+        ice = not ICE_ATTRIBUTES.isdisjoint(attrs)
+        if not ice:
+            if session_ice is None:
+                session_ice = session.has_ice
+            ice = session_ice
+        formats = m.formats
         # (MediaInfo(**fields) but for the frozen dataclass's __init__,
         # which sets each of the 14 fields through object.__setattr__)
         info = _new(MediaInfo)
         info.__dict__.update(
             index=m.index, type=m.media, proto=m.proto, family=family,
-            rtp=(address, m.port), rtcp=rtcp_ep, rtcp_mux=m.rtcp_mux,
-            direction=sd.direction(m), rejected=m.rejected,
-            zero_address=bool(conn and conn.zero), formats=tuple(m.formats),
-            payload_types=tuple(m.payload_types), port_count=m.port_count,
-            ice=m.has_ice or sd.session.has_ice)
+            rtp=(address, port), rtcp=rtcp_ep, rtcp_mux="rtcp-mux" in attrs,
+            direction=m.direction or session_direction, rejected=port == 0,
+            zero_address=zero, formats=tuple(formats),
+            payload_types=tuple([int(f) for f in formats if f.isdigit()]),
+            port_count=m.port_count, ice=ice)
         infos.append(info)
     return infos
 

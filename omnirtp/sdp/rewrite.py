@@ -186,7 +186,7 @@ def _session_lines(sd, plan):
             elif kind == "c":
                 out.append(_rewrite_connection(line, plan, plan.keep_zero_address))
             else:
-                out.append(kind + "=" + line.value)
+                out.append(line.text)
             continue
         name = line.attribute[0]
         if name in SESSION_DROPPED or name == LOOP_PROTECT_ATTRIBUTE:
@@ -196,7 +196,7 @@ def _session_lines(sd, plan):
         elif name in DIRECTIONS and all_directed:
             continue
         else:
-            out.append("a=" + line.value)
+            out.append(line.text)
     if plan.ice_lite:
         out.append("a=ice-lite")
     if plan.loop_protect:
@@ -204,33 +204,30 @@ def _session_lines(sd, plan):
     return out
 
 
-def _codec_lines(media, kept):
-    by_pt = {}
-    for line in media.lines:
-        attribute = line.attribute
-        if attribute is not None and attribute[0] in CODEC_ATTRIBUTES:
-            name = attribute[0]
-            pt = (attribute[1] or "").split(" ", 1)[0]
-            if name == "rtcp-fb" and pt == "*":
-                continue
-            key = (name, pt)
-            texts = by_pt.get(key)
-            if texts is None:
-                by_pt[key] = ["a=" + line.value]
-            else:
-                texts.append("a=" + line.value)
+def _codec_lines(by_pt, pts, codecs, rtpmaps):
+    """The a=rtpmap, a=fmtp and a=rtcp-fb lines of the formats ``pts``
+    (str) in that order, from ``by_pt`` (``(name, pt)`` -> the input's
+    lines); an a=rtpmap is made from the format's :class:`Codec` (of
+    ``codecs``, in the order of ``pts``, or None: ``codec_for`` it) when
+    the input has none."""
     out = []
-    for codec in kept:
-        rtpmap = by_pt.get(("rtpmap", codec.pt))
+    for i, pt in enumerate(pts):
+        rtpmap = by_pt.get(("rtpmap", pt))
         if rtpmap:
-            out.extend(rtpmap[:1])
-        elif codec.encoding is not None:
-            spec = "%s/%d" % (codec.encoding, codec.clock_rate)
-            if codec.channels:
-                spec += "/" + codec.channels
-            out.append("a=rtpmap:%s %s" % (codec.pt, spec))
-        out.extend(by_pt.get(("fmtp", codec.pt), []))
-        out.extend(by_pt.get(("rtcp-fb", codec.pt), []))
+            out.append(rtpmap[0])
+        else:
+            codec = codec_for(pt, rtpmaps) if codecs is None else codecs[i]
+            if codec.encoding is not None:
+                spec = "%s/%d" % (codec.encoding, codec.clock_rate)
+                if codec.channels:
+                    spec += "/" + codec.channels
+                out.append("a=rtpmap:%s %s" % (pt, spec))
+        texts = by_pt.get(("fmtp", pt))
+        if texts:
+            out.extend(texts)
+        texts = by_pt.get(("rtcp-fb", pt))
+        if texts:
+            out.extend(texts)
     return out
 
 
@@ -263,46 +260,70 @@ def _media_lines(sd, media, mplan, plan):
         if isinstance(mplan.ice, IcePlan) and mplan.ice.trickle:
             out.append("a=end-of-candidates")
         return out
-    if mplan.formats is None:
+    formats = mplan.formats
+    codecs = rtpmaps = None
+    if formats is None:
         rtpmaps = media._cached_rtpmaps()  # read only
-        kept = mplan.codecs.apply([codec_for(f, rtpmaps) for f in media.formats])
-        pts = [c.pt for c in kept]
+        if mplan.codecs:
+            codecs = mplan.codecs.apply([codec_for(f, rtpmaps) for f in media.formats])
+            pts = [c.pt for c in codecs]
+        else:
+            # nothing filtered: every format (a Codec's pt is its format)
+            pts = media.formats
     else:
-        pts = [str(f.pt) for f in mplan.formats]
+        pts = [str(f.pt) for f in formats]
     out = ["m=%s %d %s %s" % (media.media, mplan.port, proto, " ".join(pts))]
-    keep_codec_lines = mplan.formats is not None and not mplan.formats
+    keep_codec_lines = formats is not None and not formats
     mids = []
+    #: (name, pt) -> the input's a=rtpmap/fmtp/rtcp-fb lines (not rtcp-fb:*),
+    #: for _codec_lines
+    by_pt = {}
+    direction = mplan.direction
+    ice = mplan.ice
     for line in media.lines[1:]:
         kind = line.kind
         if kind != "a":
             if kind == "c":
                 out.append(_rewrite_connection(line, plan, mplan.keep_zero_address))
             elif kind:
-                out.append(kind + "=" + line.value)
+                out.append(line.text)
             continue
-        name = line.attribute[0]
+        name, value = line.attribute
         if name in _MEDIA_OWNED:
             continue
         if name == "mid":
-            mids.append("a=" + line.value)
+            mids.append(line.text)
         elif name in CODEC_ATTRIBUTES:
-            if keep_codec_lines or (
-                    name == "rtcp-fb" and (line.attribute[1] or "").startswith("* ")):
-                out.append("a=" + line.value)
+            value = value or ""
+            if keep_codec_lines or (name == "rtcp-fb" and value.startswith("* ")):
+                out.append(line.text)
+            if formats is None:
+                pt = value.split(" ", 1)[0]
+                if name != "rtcp-fb" or pt != "*":
+                    key = (name, pt)
+                    texts = by_pt.get(key)
+                    if texts is None:
+                        by_pt[key] = [line.text]
+                    else:
+                        texts.append(line.text)
         elif name in DIRECTIONS:
-            if mplan.direction is None:
-                out.append("a=" + line.value)
+            if direction is None:
+                out.append(line.text)
         elif name in ICE_ATTRIBUTES:
-            if mplan.ice is None:
-                out.append("a=" + line.value)
+            if ice is None:
+                out.append(line.text)
         else:
-            out.append("a=" + line.value)
+            out.append(line.text)
     if mplan.keep_mid:
-        out.extend(mids or _mids(media, mplan))
-    if mplan.formats is None:
-        out.extend(_codec_lines(media, kept))
+        # (the section's own a=mid lines, else the planned one: _mids)
+        if mids:
+            out.extend(mids)
+        elif mplan.mid:
+            out.append("a=mid:" + mplan.mid)
+    if formats is None:
+        out.extend(_codec_lines(by_pt, pts, codecs, rtpmaps))
     else:
-        out.extend(_format_lines(mplan.formats))
+        out.extend(_format_lines(formats))
     if mplan.direction is not None:
         out.append("a=" + mplan.direction)
     if mplan.rtcp_port is not None:

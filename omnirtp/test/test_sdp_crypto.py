@@ -129,6 +129,22 @@ class FormatTests(SynchronousTestCase):
         self.assertEqual(c.format(lifetime=False),
                          "3 AES_CM_128_HMAC_SHA1_32 inline:%s WSH=64" % B64_30)
 
+    def test_generateSameAsConstructed(self):
+        """generate's line (made without the frozen dataclasses' __init__)
+        equals, hashes, prints and stays frozen as the constructed one."""
+        import dataclasses
+        for suite in crypto.SUPPORTED:
+            g = crypto.generate(7, suite, random=lambda n: b"\x05" * n)
+            made = Crypto(7, suite, (KeyParams(b"\x05" * crypto.SUITES[suite].length),))
+            self.assertEqual(g, made)
+            self.assertEqual(hash(g), hash(made))
+            self.assertEqual(repr(g), repr(made))
+            self.assertEqual(g.format(), made.format())
+            self.assertEqual(vars(g), vars(made))
+            self.assertEqual(vars(g.keys[0]), vars(made.keys[0]))
+            self.assertRaises(dataclasses.FrozenInstanceError, setattr, g, "tag", 1)
+            self.assertRaises(dataclasses.FrozenInstanceError, setattr, g.keys[0], "mki", 1)
+
     def test_generate(self):
         c = crypto.generate(2, "AES_CM_128_HMAC_SHA1_80", random=lambda n: b"\x01" * n)
         self.assertEqual(c.format(), "2 AES_CM_128_HMAC_SHA1_80 inline:" +

@@ -193,6 +193,15 @@ class ErrorTests(SynchronousTestCase):
         self.assertSDPError(fixture("sip_offer.sdp").replace(b"49170", b"70000"),
                             "SDP line 6 ('m=audio 70000 RTP/AVP 0 8 101'): m= port 70000 is out of range")
 
+    def test_rtcp_without_value(self):
+        """An a=rtcp line without a port (with or without its colon) is an
+        error in a media section, and none at session level."""
+        for line in (b"a=rtcp", b"a=rtcp:"):
+            self.assertSDPError(fixture("sip_offer.sdp").replace(b"a=ptime:20", line),
+                                "SDP line 9 (%r): a=rtcp has no port" % (line.decode(),))
+            data = fixture("sip_offer.sdp").replace(b"t=0 0\r\n", b"t=0 0\r\n" + line + b"\r\n")
+            self.assertEqual(SessionDescription.parse(data).to_bytes(), data)
+
     def test_bad_port_count(self):
         self.assertSDPError(fixture("sip_offer.sdp").replace(b"49170", b"49170/x"),
                             "SDP line 6 ('m=audio 49170/x RTP/AVP 0 8 101'): "
@@ -329,6 +338,24 @@ class SplitLinesTests(SynchronousTestCase):
                         cases.append(a + e1 + b + e2 + "c=IN IP4 1.2.3.4" + e1)
         for data in cases:
             self.assertEqual(model._split_lines(data), self.regex(data), repr(data))
+
+    def test_sectionTextIsItsLines(self):
+        """A parsed section's text (a slice of the parsed text when every
+        line ends alike) is its lines with their endings, for CRLF, LF,
+        mixed endings, blank lines and an unterminated last line."""
+        body = ["v=0", "o=- 1 1 IN IP4 1.2.3.4", "s=-", "c=IN IP4 1.2.3.4", "t=0 0",
+                "m=audio 1 RTP/AVP 0", "a=x", "", "m=video 3 RTP/AVP 96",
+                "a=rtpmap:96 VP8/90000", "m=audio 5 RTP/AVP 8"]
+        for eol in ("\r\n", "\n", "\r"):
+            for tail in (eol, "", eol + eol):
+                data = eol.join(body) + tail
+                for mixed in (data, data.replace(eol + "a=x", "\r\na=x", 1)):
+                    sd = SessionDescription.parse(mixed)
+                    texts = [m.text() for m in sd.media]
+                    self.assertEqual(texts, ["".join(ln.text + ln.eol for ln in m.lines)
+                                             for m in sd.media], repr(mixed))
+                    self.assertEqual(sd.session.text() + "".join(texts), mixed)
+                    self.assertEqual([m.kept().text for m in sd.media], texts)
 
     def test_mixedEndingsRoundTrip(self):
         data = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\ns=-\rc=IN IP4 1.2.3.4\r\nt=0 0"

@@ -130,6 +130,17 @@ class WebrtcNegotiationTests(SynchronousTestCase):
         self.assertEqual(attribute(out, "fingerprint"), [self.certificate.fingerprint("sha-1")])
         self.assertTrue(attribute(out, "fingerprint")[0].startswith("sha-1 "))
 
+    def test_fingerprintPerHashOnOneNegotiator(self):
+        """Our a=fingerprint is made once per hash (the negotiator keeps
+        it): one negotiator's offers with sha-256, sha-1, sha-256 again
+        each carry the certificate's fingerprint of that hash."""
+        for call_id, name in (("c1", "sha-256"), ("c2", "SHA-1"), ("c3", "sha-256")):
+            out = self.call(dict(SEED_OFFER, command="offer", sdp=corpus.SIP_OFFER,
+                                 **{"call-id": call_id, "from-tag": "ft",
+                                    "DTLS-fingerprint": name}))["sdp"]
+            self.assertEqual(attribute(out, "fingerprint"),
+                             [self.certificate.fingerprint(name.lower())])
+
     def test_plainProfileHasNoDtls(self):
         out = self.offer(corpus.SIP_OFFER, ICE="force", **{"transport-protocol": "RTP/AVP"})
         self.assertEqual(attribute(out, "setup"), [])

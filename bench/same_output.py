@@ -1,0 +1,318 @@
+"""Do two checkouts answer the same?  The SDP model and the offer/answer path, side by side.
+
+    .venv/bin/python bench/same_output.py --before CHECKOUT [--root CHECKOUT]
+                                          [--sdp 3000] [--ng 1500] [--combos 4000]
+
+For work that must not change behaviour (speed passes over the SDP model,
+the rewrite and the negotiator).  One set of inputs is made here:
+
+* SDP documents: ``--sdp`` drawn from each of the fuzz target's strategies
+  (``omnirtp.test.fuzz``: mutated and whole documents, derandomised), the
+  SDP fixtures, the corpus's bodies and 2000 made from a list of awkward
+  lines (rtcp-fb:* forms, bad rtpmaps, ICE, DTLS, SDES with and without MKI,
+  directions with values, media-level c= lines; CRLF or LF);
+* ng datagram sequences: ``--ng`` from the ng fuzz target's strategy, and
+  its fixtures;
+* the side-by-side corpus's cases (their requests);
+* ``--combos`` offer/answer(/re-offer/answer/reverse offer) sequences of the
+  awkward SDP with random ng keys (flags, ICE, transport-protocol, rtcp-mux,
+  SDES, DTLS, codec, ptime, replace, direction, address family, media
+  address, ICE-lite, DTLS-fingerprint).
+
+Each checkout then runs them in a child process with ``os.urandom`` made
+deterministic (ICE credentials, SDES keys and foundations come out the same
+when the code draws them in the same order) and records: per SDP document
+the parse (every line's kind, value, ending, number and attribute split;
+each part's attributes), the section questions (rtcp, rtcp-mux, rtpmaps,
+fmtp, direction, ICE, connection, kept text), ``inspect`` and every error
+text, then four requests with it on an ``NGStack``; every reply of every ng
+sequence, corpus case and combination; and the ``repr`` of every engine
+``configure`` (each socket entry with its keys in order).  The daemon's
+certificate is made by OpenSSL, so ``a=fingerprint`` values are replaced by
+``FP`` (their hash name stays).  It prints the number of outputs that
+differ (and the first few), and exits 1 if any does.  A minute or two on
+a quiet box, mostly making the inputs.
+"""
+
+import argparse
+import os
+import pickle
+import random
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+SESSION_ATTRS = [
+    "a=group:BUNDLE 0 1", "a=ice-lite", "a=ice-ufrag:abcd", "a=ice-pwd:abcdefghijklmnopqrstuvwx",
+    "a=sendonly", "a=recvonly", "a=inactive", "a=sendrecv", "a=sendrecv:x",
+    "a=fingerprint:sha-256 AB:CD", "a=setup:actpass", "a=rtpengine:fuzz", "a=rtpengine:other",
+    "a=msid-semantic: WMS", "a=tool:x", "a=ice-options:trickle",
+    "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz",
+    "b=AS:64", "a=", "a=x:y:z"]
+MEDIA_ATTRS = [
+    "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000", "a=rtpmap:96 opus/48000/2",
+    "a=rtpmap:96 OPUS/48000", "a=rtpmap:97 foo", "a=rtpmap:97", "a=rtpmap",
+    "a=rtpmap:101 telephone-event/8000", "a=rtpmap:101  telephone-event/8000",
+    "a=rtpmap:18 G729/8000", "a=rtpmap:9 G722/8000/1", "a=rtpmap:111 opus/48000/2",
+    "a=fmtp:101 0-16", "a=fmtp:101 0-15", "a=fmtp:96 minptime=10", "a=fmtp", "a=fmtp:",
+    "a=fmtp:18 annexb=no", "a=rtcp-fb:* nack", "a=rtcp-fb:*", "a=rtcp-fb:*nack",
+    "a=rtcp-fb:96 nack pli", "a=rtcp-fb:96 goog-remb", "a=rtcp-fb:0 nack", "a=rtcp-fb",
+    "a=mid:0", "a=mid:audio", "a=mid", "a=sendonly", "a=recvonly", "a=inactive", "a=sendrecv",
+    "a=sendonly:1", "a=rtcp:9", "a=rtcp:5001 IN IP4 192.0.2.9", "a=rtcp", "a=rtcp:", "a=rtcp-mux", "a=ptime:20",
+    "a=ptime:30", "a=maxptime:40", "a=ice-ufrag:Yk3d", "a=ice-pwd:Pq0wR4mZc7nLs2vT8kJx1hBf",
+    "a=ice-options:trickle",
+    "a=candidate:1467250027 1 udp 2122260223 198.51.100.7 53871 typ host generation 0",
+    "a=candidate:1467250027 2 udp 2122260222 198.51.100.7 53872 typ host", "a=candidate:bad",
+    "a=end-of-candidates",
+    "a=fingerprint:sha-256 7A:1C:44:0B:93:5E:D2:6F:08:AA:31:C9:5D:E4:72:19:B6:0F:8E:23:DD:"
+    "41:9A:57:C0:3E:6B:F1:28:84:A5:0D",
+    "a=setup:active", "a=setup:passive", "a=setup:actpass", "a=tls-id:abc",
+    "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20|1:4",
+    "a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:NzB4d1BINUAvLEw6UzF3WSJ+PSdFcGdUJShpX1Zj",
+    "a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz",
+    "a=ssrc:2712458374 cname:x", "a=msid:- 2f1a",
+    "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level", "a=rtpengine:fuzz",
+    "c=IN IP4 198.51.100.3", "c=IN IP4 0.0.0.0", "c=IN IP6 2001:db8::1", "b=AS:30", "i=info",
+    "a=x-foo"]
+PROTOS = ["RTP/AVP", "RTP/SAVP", "RTP/SAVPF", "UDP/TLS/RTP/SAVPF", "RTP/AVPF",
+          "udp/tls/rtp/savpf", "UDP"]
+FORMATS = ["0", "8", "9", "18", "96", "97", "101", "111", "13"]
+FLAG_WORDS = ["trickle-ICE", "original-sendrecv", "no-rtcp-attribute", "full-rtcp-attribute",
+              "loop-protect", "strict-source", "media-handover", "asymmetric",
+              "SIP-source-address", "single-codec", "reuse-codecs", "always-transcode",
+              "codec-strip-PCMA", "codec-mask-all", "codec-offer-opus", "codec-except-PCMU",
+              "port-latching"]
+
+
+def awkward_sdp(rng):
+    lines = ["v=0", "o=- %d 1 IN IP4 192.0.2.%d" % (rng.randrange(10 ** 9), rng.randrange(1, 250)),
+             "s=-"]
+    if rng.random() < 0.8:
+        lines.append(rng.choice(["c=IN IP4 192.0.2.10", "c=IN IP4 0.0.0.0", "c=IN IP6 2001:db8::5"]))
+    lines.append("t=0 0")
+    lines += rng.sample(SESSION_ATTRS, rng.randrange(0, 4))
+    for i in range(rng.choice([1, 1, 1, 2, 3])):
+        port = rng.choice([49170 + 2 * i, 9, 0, 30000]) if rng.random() < 0.3 else 49170 + 2 * i
+        lines.append("m=%s %d %s %s" % (rng.choice(["audio", "audio", "video"]), port,
+                                        rng.choice(PROTOS),
+                                        " ".join(rng.sample(FORMATS, rng.randrange(1, 5)))))
+        lines += rng.sample(MEDIA_ATTRS, rng.randrange(0, 14))
+    eol = rng.choice(["\r\n"] * 8 + ["\n"])
+    return eol.join(lines) + eol
+
+
+def awkward_keys(rng):
+    req = {}
+    words = rng.sample(FLAG_WORDS, rng.randrange(0, 4))
+    if words:
+        req["flags"] = words
+    choices = [
+        (0.3, "ICE", lambda: rng.choice(["force", "remove", "default", "optional"])),
+        (0.3, "transport-protocol", lambda: rng.choice(PROTOS[:5])),
+        (0.2, "rtcp-mux", lambda: rng.sample(["offer", "require", "demux", "accept", "reject"],
+                                             rng.randrange(1, 3))),
+        (0.2, "SDES", lambda: rng.sample(["off", "no-AES_CM_128_HMAC_SHA1_32",
+                                          "only-AES_CM_128_HMAC_SHA1_80", "pad", "lifetime",
+                                          "unencrypted_srtp", "bogus"], rng.randrange(1, 3))),
+        (0.15, "DTLS", lambda: rng.choice(["off", "passive", "active"])),
+        (0.15, "codec", lambda: {rng.choice(["strip", "mask", "offer", "except", "transcode"]):
+                                 rng.sample(["PCMA", "PCMU", "opus", "all", "G722",
+                                             "telephone-event"], rng.randrange(1, 3))}),
+        (0.1, "ptime", lambda: rng.choice([20, 30])),
+        (0.1, "replace", lambda: ["origin", "session-connection"]),
+        (0.1, "direction", lambda: rng.choice([["internal", "external"], ["default"]])),
+        (0.1, "address family", lambda: rng.choice(["IP4", "IP6"])),
+        (0.1, "media address", lambda: "203.0.113.4"),
+        (0.1, "ICE-lite", lambda: rng.choice(["forward", "backward", "both"])),
+        (0.1, "DTLS-fingerprint", lambda: rng.choice(["sha-1", "sha-512", "bogus"])),
+    ]
+    for chance, key, value in choices:
+        if rng.random() < chance:
+            req[key] = value()
+    return req
+
+
+def make_inputs(args):
+    import glob
+
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    from omnirtp.test import corpus, fuzz
+
+    out = {"sdp": [], "ng": [], "cases": [], "combos": []}
+
+    def collect(strategy, into, n):
+        @settings(max_examples=n, database=None, derandomize=True, deadline=None,
+                  suppress_health_check=list(HealthCheck), phases=[Phase.generate])
+        @given(strategy)
+        def draw(x):
+            into.append(x)
+        draw()
+
+    collect(fuzz.sdp_inputs, out["sdp"], args.sdp)
+    collect(fuzz.sdp_documents(), out["sdp"], args.sdp)
+    collect(fuzz.TARGETS["ng"][1], out["ng"], args.ng)
+    fixtures = os.path.join(ROOT, "omnirtp", "test", "fixtures")
+    for path in sorted(glob.glob(os.path.join(fixtures, "sdp", "*")) +
+                       glob.glob(os.path.join(fixtures, "fuzz", "sdp", "*"))):
+        with open(path, "rb") as f:
+            out["sdp"].append(f.read())
+    for name in sorted(dir(corpus)):
+        value = getattr(corpus, name)
+        if name.isupper() and isinstance(value, str) and value.startswith("v=0"):
+            out["sdp"].append(value.encode())
+    for path in sorted(glob.glob(os.path.join(fixtures, "fuzz", "ng", "*"))):
+        with open(path, "rb") as f:
+            out["ng"].append(f.read())
+    out["cases"] = [(case.name, case.requests) for case in corpus.CASES]
+    rng = random.Random(7)
+    for k in range(args.combos):
+        call_id = "c%d" % (k % 3)
+        offer = dict({"command": "offer", "call-id": call_id, "from-tag": "ft",
+                      "sdp": awkward_sdp(rng)}, **awkward_keys(rng))
+        answer = dict({"command": "answer", "call-id": call_id, "from-tag": "ft", "to-tag": "tt",
+                       "sdp": awkward_sdp(rng)}, **awkward_keys(rng))
+        seq = [offer, answer]
+        if rng.random() < 0.5:
+            seq.append(dict(offer, sdp=awkward_sdp(rng), **awkward_keys(rng)))
+            if rng.random() < 0.5:
+                seq.append(dict(answer, sdp=awkward_sdp(rng)))
+        if rng.random() < 0.3:
+            seq.append({"command": "offer", "call-id": call_id, "from-tag": "tt", "to-tag": "ft",
+                        "sdp": awkward_sdp(rng)})
+        out["combos"].append(seq)
+    out["sdp"] += [awkward_sdp(rng).encode() for _ in range(2000)]
+    return out
+
+
+def child(root, inputs, output):
+    """Run the inputs on ``root``'s omnirtp; pickle the outputs."""
+    import re
+
+    deterministic = random.Random(12345)
+    os.urandom = lambda n: deterministic.randbytes(n)
+    sys.path.insert(0, os.path.abspath(root))
+    import warnings
+    warnings.simplefilter("ignore")
+    from omnirtp import errors
+    from omnirtp.media.engine import EmbeddedEngine
+    from omnirtp.sdp.model import SessionDescription, inspect
+    from omnirtp.test import fuzz
+
+    assert fuzz.__file__.startswith(os.path.abspath(root)), fuzz.__file__
+    with open(inputs, "rb") as f:
+        data = pickle.load(f)
+    configured = []
+    configure = EmbeddedEngine.configure
+
+    def recording_configure(self, call_id, sockets, *args, **kwargs):
+        configured.append(repr(sockets))
+        return configure(self, call_id, sockets, *args, **kwargs)
+
+    EmbeddedEngine.configure = recording_configure
+    fingerprint = re.compile(r"a=fingerprint:(\S+) [0-9A-F:]+")
+
+    def norm(reply):
+        return fingerprint.sub(r"a=fingerprint:\1 FP", repr(reply))
+
+    out = []
+    for i, doc in enumerate(data["sdp"]):
+        try:
+            sd = SessionDescription.parse(doc)
+            rec = [sd.to_bytes() == doc, str(sd)]
+            for part in [sd.session] + sd.media:
+                rec.append((part.attributes(), [(ln.kind, ln.value, ln.eol, ln.number, ln.attribute)
+                                                for ln in part.lines]))
+            for m in sd.media:
+                try:
+                    rec.append((m.rtcp, m.rtcp_mux, m.rtpmaps(), m.fmtp(101), m.payload_types,
+                                m.direction, m.has_ice, m.connection, m.kept().text,
+                                sd.direction(m), sd.connection(m)))
+                except errors.SDPError as e:
+                    rec.append(("error", str(e)))
+            try:
+                rec.append((sd.session.origin, sd.loop_protect_id, sd.has_ice,
+                            sd.session.direction))
+            except errors.SDPError as e:
+                rec.append(("error", str(e)))
+            try:
+                rec.append(repr(inspect(sd)))
+            except errors.SDPError as e:
+                rec.append(("inspect error", type(e).__name__, str(e)))
+        except errors.SDPError as e:
+            rec = ["parse error", type(e).__name__, str(e)]
+        out.append(("sdp", i, repr(rec)))
+        stack = fuzz.NGStack(pairs=8)
+        sdp = doc.decode("utf-8", "surrogateescape")
+        for command, keys in (("offer", {}), ("answer", {"to-tag": "tt"}),
+                              ("offer", {"to-tag": "tt", "ICE": "force",
+                                         "transport-protocol": "RTP/SAVPF"}),
+                              ("answer", {"to-tag": "tt", "flags": ["trickle-ICE"]})):
+            request = dict({"command": command, "call-id": "sdp", "from-tag": "ft", "sdp": sdp},
+                           **keys)
+            out.append(("sdp ng", i, norm(stack.request(request))))
+    for i, sequence in enumerate(data["ng"]):
+        stack = fuzz.NGStack(pairs=12, max_sessions=6)
+        stack.establish()
+        written = stack.transport.written
+        for datagram in fuzz.unframe(sequence):
+            if isinstance(datagram, bytes):
+                n = len(written)
+                stack.proto.datagramReceived(datagram, fuzz.NG_ADDR)
+                out.append(("ng", i, norm([w[0] for w in written[n:]])))
+            stack.reactor.advance(1)
+    for name, requests in data["cases"]:
+        stack = fuzz.NGStack(pairs=20)
+        for request in requests:
+            out.append(("case", name, norm(stack.request(request))))
+    for i, sequence in enumerate(data["combos"]):
+        if i % 50 == 0:
+            stack = fuzz.NGStack(pairs=40)
+        for request in sequence:
+            out.append(("combination", i, norm(stack.request(request))))
+        stack.request({"command": "delete", "call-id": sequence[0]["call-id"], "from-tag": "ft"})
+    out.append(("configure", 0, configured))
+    with open(output, "wb") as f:
+        pickle.dump(out, f)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--before", required=True, help="the checkout to compare with")
+    p.add_argument("--root", default=ROOT)
+    p.add_argument("--sdp", type=int, default=3000)
+    p.add_argument("--ng", type=int, default=1500)
+    p.add_argument("--combos", type=int, default=4000)
+    p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        child(*args.child)
+        return 0
+    sys.path.insert(0, ROOT)
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = os.path.join(tmp, "inputs")
+        with open(inputs, "wb") as f:
+            pickle.dump(make_inputs(args), f)
+        outputs = []
+        for root in (args.before, args.root):
+            path = os.path.join(tmp, "out%d" % len(outputs))
+            subprocess.run([sys.executable, os.path.abspath(__file__), "--before", args.before,
+                            "--child", root, inputs, path], check=True)
+            with open(path, "rb") as f:
+                outputs.append(pickle.load(f))
+    before, after = outputs
+    differ = [(a, b) for a, b in zip(before, after) if a != b]
+    if len(before) != len(after):
+        print("%d outputs before, %d after" % (len(before), len(after)))
+    for a, b in differ[:3]:
+        print("differs: %s %s\n  before: %s\n  after:  %s" % (a[0], a[1], str(a[2])[:2000],
+                                                              str(b[2])[:2000]))
+    print("%d outputs, %d differ" % (len(before), len(differ)))
+    return 1 if differ or len(before) != len(after) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
