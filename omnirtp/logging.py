@@ -91,6 +91,28 @@ _LEVELS = frozenset(LogLevel.iterconstants())
 _now = time.time
 
 
+def _publish(logger, level, format, event):
+    # the event of twisted's Logger.emit, key for key and in its order
+    event["log_logger"] = logger
+    event["log_level"] = level
+    event["log_namespace"] = logger.namespace
+    event["log_source"] = logger.source
+    event["log_format"] = format
+    event["log_time"] = _now()
+    if "log_trace" in event:
+        event["log_trace"].append((logger, logger.observer))
+    logger.observer(event)
+
+
+def _at_level(level):
+    def at_level(self, format=None, **kwargs):
+        _publish(self, level, format, kwargs)
+    at_level.__name__ = at_level.__qualname__ = level.name
+    at_level.__doc__ = "Emit an event at level %s (twisted's ``Logger.%s``)." % (
+        level.name, level.name)
+    return at_level
+
+
 class Logger(_TwistedLogger):
     """twisted's ``Logger`` for a long-lived object's class attribute (the
     ng dispatcher, the call registry: a line per command), cheaper per
@@ -116,11 +138,15 @@ class Logger(_TwistedLogger):
     def emit(self, level, format=None, **kwargs):
         if level not in _LEVELS:
             return _TwistedLogger.emit(self, level, format, **kwargs)  # its complaint
-        kwargs.update(log_logger=self, log_level=level, log_namespace=self.namespace,
-                      log_source=self.source, log_format=format, log_time=_now())
-        if "log_trace" in kwargs:
-            kwargs["log_trace"].append((self, self.observer))
-        self.observer(kwargs)
+        _publish(self, level, format, kwargs)
+
+    # twisted's level methods call emit; these make the event themselves
+    # (one call and one keyword dict less per event)
+    debug = _at_level(LogLevel.debug)
+    info = _at_level(LogLevel.info)
+    warn = _at_level(LogLevel.warn)
+    error = _at_level(LogLevel.error)
+    critical = _at_level(LogLevel.critical)
 
 
 def level_for(log_level):
@@ -246,27 +272,25 @@ class LogLevels:
 
 
 _parser = string.Formatter()
-#: log_format -> its pieces ((literal, name, conversion, spec), ...), or
-#: None for a format that only twisted's formatter renders (fields with
-#: attributes, indexes, calls "()", nested specs)
-_pieces_cache = {}
-_PIECES_CACHE_MAX = 1024
-_CONVERT = {"r": repr, "s": str, "a": ascii}
+#: log_format -> True when it has only ``{name}`` fields (with a
+#: conversion r/s/a and a spec), which ``str.format_map`` renders as
+#: twisted does; False for a format that only twisted's formatter renders
+#: (fields with attributes, indexes, calls "()", nested specs)
+_simple_cache = {}
+_SIMPLE_CACHE_MAX = 1024
+_CONVERSIONS = frozenset("rsa")
 
 
-def _pieces(fmt):
+def _simple(fmt):
     try:
-        pieces = []
-        for literal, name, spec, conversion in _parser.parse(fmt):
+        for _literal, name, spec, conversion in _parser.parse(fmt):
             if name is not None:
                 if not name.isidentifier() or (spec and "{" in spec) or \
-                        (conversion is not None and conversion not in _CONVERT):
-                    return None
-                conversion = _CONVERT.get(conversion)
-            pieces.append((literal, name, conversion, spec or ""))
-        return tuple(pieces)
+                        (conversion is not None and conversion not in _CONVERSIONS):
+                    return False
+        return True
     except ValueError:
-        return None
+        return False
 
 
 def event_text(event):
@@ -277,27 +301,22 @@ def event_text(event):
     fmt = event.get("log_format")
     if fmt.__class__ is not str or "log_flattened" in event:
         return formatEvent(event)
-    pieces = _pieces_cache.get(fmt, False)
-    if pieces is False:
-        if len(_pieces_cache) >= _PIECES_CACHE_MAX:
-            _pieces_cache.clear()
-        pieces = _pieces_cache[fmt] = _pieces(fmt)
-    if pieces is None:
+    simple = _simple_cache.get(fmt)
+    if simple is None:
+        if len(_simple_cache) >= _SIMPLE_CACHE_MAX:
+            _simple_cache.clear()
+        simple = _simple_cache[fmt] = _simple(fmt)
+    if not simple:
         return formatEvent(event)
-    out = []
+    # only {name} fields (with a conversion and a spec): str.format_map
+    # gives each format(conversion(event[name]), spec), as twisted does
     try:
-        for literal, name, conversion, spec in pieces:
-            out.append(literal)
-            if name is not None:
-                value = event[name]
-                if conversion is not None:
-                    value = conversion(value)
-                out.append(format(value, spec))
+        return fmt.format_map(event)
     except Exception:
         # a missing key, a value that cannot format: twisted's text for it
         # (made outside this handler, so that no exception context shows)
-        out = None
-    return formatEvent(event) if out is None else "".join(out)
+        pass
+    return formatEvent(event)
 
 
 def _system(event):

@@ -544,6 +544,24 @@ class LoggerTests(SynchronousTestCase):
         self.assertIsInstance(ours["log_logger"], olog.Logger)
         self.assertLess(abs(ours["log_time"] - theirs["log_time"]), 5)
 
+    def test_levelMethods(self):
+        """Each level method (which makes the event itself, not through
+        emit) gives twisted's event: the same keys in the same order, the
+        same values, for every level, and a key given twice wins as there."""
+        for name in ("debug", "info", "warn", "error", "critical"):
+            seen = []
+            ours = olog.Logger(namespace="n.s", source=self, observer=seen.append)
+            theirs = Logger(namespace="n.s", source=self, observer=seen.append)
+            for logger in (ours, theirs):
+                getattr(logger, name)("x {a}", a=1, log_format="ignored", z=2)
+            mine, twisted = seen
+            self.assertEqual(list(mine), list(twisted), name)
+            for key in mine:
+                if key not in ("log_logger", "log_time"):
+                    self.assertEqual(mine[key], twisted[key], (name, key))
+            self.assertEqual(mine["log_level"], getattr(LogLevel, name))
+            self.assertEqual(mine["log_format"], "x {a}")
+
     def test_badLevel(self):
         """A level that is not one: twisted's complaint, no event."""
         seen = []
