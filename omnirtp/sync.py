@@ -42,6 +42,10 @@ _PLAIN = frozenset((str, bytes, int, bool, float, dict, list, tuple, type(None))
 _CALLBACKS = "_callbacks" if hasattr(_Deferred(), "_callbacks") else "callbacks"
 
 
+#: "nothing yielded yet" for _Driver.run
+_NOTHING = object()
+
+
 class _Out(_Deferred):
     """The Deferred a pending :class:`_Driver` hands out (``driver``)."""
 
@@ -77,19 +81,21 @@ class _Driver:
             self.box = (result,)
         return None
 
-    def run(self, result=None, failure=None):
-        """Drive until done (a value / raise) or until a Deferred is pending."""
+    def run(self, result=None, failure=None, yielded=_NOTHING):
+        """Drive until done (a value / raise) or until a Deferred is pending
+        (``yielded``: what the generator yielded last, not yet looked at)."""
         gen = self.gen
         while True:
-            if failure is not None:
-                f, failure = failure, None
-                yielded = f.throwExceptionIntoGenerator(gen)
-            else:
-                yielded = gen.send(result)
+            if yielded is _NOTHING:
+                if failure is not None:
+                    f, failure = failure, None
+                    yielded = f.throwExceptionIntoGenerator(gen)
+                else:
+                    yielded = gen.send(result)
             t = type(yielded)
             if t is not _Deferred:
                 if t in _PLAIN:
-                    result = yielded
+                    result, yielded = yielded, _NOTHING
                     continue
                 if t is _Out:
                     if not yielded.called and yielded.driver.parent is None \
@@ -99,16 +105,18 @@ class _Driver:
                         self.waiting = True
                         return _PENDING
                 elif not isinstance(yielded, _Deferred):
-                    result = yielded
+                    result, yielded = yielded, _NOTHING
                     continue
             if _fired_value(yielded):
                 # the embedded engine's defer.succeed: take the value as
                 # _fired would, with no callback run (a failure goes the
                 # long way, which also marks it handled)
                 result, yielded.result = yielded.result, None
+                yielded = _NOTHING
                 continue
             self.box = None
             yielded.addBoth(self._fired)
+            yielded = _NOTHING
             if self.box is None:
                 self.waiting = True
                 return _PENDING
@@ -154,9 +162,22 @@ _PENDING = object()
 
 def run(gen):
     """Drive generator ``gen``: its result, its exception, or a Deferred."""
-    driver = _Driver(gen)
+    # while what it yields is plain or a Deferred fired with a value (the
+    # embedded engine's), no driver is made: _Driver.run's first steps
+    send = gen.send
+    result = None
     try:
-        value = driver.run()
+        while True:
+            yielded = send(result)
+            t = type(yielded)
+            if t in _PLAIN:
+                result = yielded
+            elif t is _Deferred and _fired_value(yielded):
+                result, yielded.result = yielded.result, None
+            else:
+                break
+        driver = _Driver(gen)
+        value = driver.run(yielded=yielded)
     except StopIteration as e:
         return e.value
     if value is _PENDING:
