@@ -404,68 +404,80 @@ class Dispatcher:
 
     def call_tree(self, call, stats):
         """query/delete statistics of one call (ng-spec §2.6)."""
-        totals = {"RTP": {"packets": 0, "bytes": 0, "errors": 0},
-                  "RTCP": {"packets": 0, "bytes": 0, "errors": 0}}
+        rtp_totals = {"packets": 0, "bytes": 0, "errors": 0}
+        rtcp_totals = {"packets": 0, "bytes": 0, "errors": 0}
+        totals = {"RTP": rtp_totals, "RTCP": rtcp_totals}
         tags = {}
         untagged = 0
-        for ml in call.monologues:
+        monologues = call.monologues
+        get = stats.get
+        for ml in monologues:
             medias = []
             for m in ml.medias:
                 streams = []
+                mflags = []
+                srtp_in = m.srtp_in
+                mux = m.mux
                 if m.has_ports:
-                    for kind, key, adv in (("RTP", m.rtp_key, m.rtp_endpoint),
-                                           ("RTCP", m.rtcp_key, m.rtcp_endpoint)):
-                        c = stats.get(key) or {"packets": 0, "bytes": 0, "errors": 0,
-                                               "last_packet": call.last_signal,
-                                               "endpoint": None, "confirmed": False}
+                    suite = srtp_in["suite"] if srtp_in else None
+                    for kind, key, adv, t in (("RTP", m.rtp_key, m.rtp_endpoint, rtp_totals),
+                                              ("RTCP", m.rtcp_key, m.rtcp_endpoint,
+                                               rtcp_totals)):
+                        c = get(key) or {"packets": 0, "bytes": 0, "errors": 0,
+                                         "last_packet": call.last_signal,
+                                         "endpoint": None, "confirmed": False}
+                        c_get = c.get
                         sflags = [kind]
-                        suite = m.srtp_in["suite"] if m.srtp_in else None
-                        if kind == "RTCP" and m.mux:
+                        if mux and kind == "RTCP":
                             sflags.append("fallback RTCP")
-                        if c.get("endpoint"):
+                        endpoint = c_get("endpoint")
+                        if endpoint:
                             sflags.append("filled")
-                        if c.get("confirmed"):
+                        if c_get("confirmed"):
                             sflags.append("confirmed")
-                        streams.append({
+                        packets, nbytes, errors = c["packets"], c["bytes"], c["errors"]
+                        stream = {
                             "local port": key[1],
                             "local address": key[0],
                             "family": _family(key[0]),
-                            "endpoint": _endpoint(c.get("endpoint") or adv),
+                            "endpoint": _endpoint(endpoint or adv),
                             "advertised endpoint": _endpoint(adv),
                             "last packet": int(c["last_packet"]),
                             "flags": sflags,
-                            "stats": {"packets": c["packets"], "bytes": c["bytes"],
-                                      "errors": c["errors"]},
-                        })
+                            "stats": {"packets": packets, "bytes": nbytes, "errors": errors},
+                        }
                         if suite:
-                            streams[-1]["crypto suite"] = suite
+                            stream["crypto suite"] = suite
                         # omnirtp's own keys, only on streams that have them:
                         # what the SRTP steps and the ICE agent dropped, and why
-                        if c.get("transforms"):
-                            streams[-1]["transforms"] = c["transforms"]
-                        ice = c.get("ice")
-                        if ice:
-                            streams[-1]["ICE"] = {"state": ice["state"],
-                                                  "counters": ice["counters"]}
+                        extra = c_get("transforms")
+                        if extra:
+                            stream["transforms"] = extra
+                        extra = c_get("ice")
+                        if extra:
+                            stream["ICE"] = {"state": extra["state"],
+                                             "counters": extra["counters"]}
                         # the latest RTCP SR/RR the party sent here (its
                         # report blocks: what it receives, loss and jitter)
-                        if c.get("rtcp"):
-                            streams[-1]["RTCP report"] = c["rtcp"]
-                        t = totals[kind]
-                        t["packets"] += c["packets"]
-                        t["bytes"] += c["bytes"]
-                        t["errors"] += c["errors"]
-                mflags = []
-                if m.has_ports:
+                        extra = c_get("rtcp")
+                        if extra:
+                            stream["RTCP report"] = extra
+                        streams.append(stream)
+                        t["packets"] += packets
+                        t["bytes"] += nbytes
+                        t["errors"] += errors
                     mflags.append("initialized")
                 direction = m.direction or "sendrecv"
-                if direction in ("sendrecv", "sendonly"):
+                if direction == "sendrecv":
                     mflags.append("send")
-                if direction in ("sendrecv", "recvonly"):
                     mflags.append("recv")
-                if m.mux:
+                elif direction == "sendonly":
+                    mflags.append("send")
+                elif direction == "recvonly":
+                    mflags.append("recv")
+                if mux:
                     mflags.append("rtcp-mux")
-                if m.srtp_in:
+                if srtp_in:
                     mflags.append("SDES")
                 medias.append({"index": m.index, "type": m.type,
                                "protocol": m.protocol or "", "flags": mflags,
@@ -475,13 +487,15 @@ class Dispatcher:
                 entry["via-branch"] = ml.via_branch
             if ml.aliases:
                 entry["tag-aliases"] = list(ml.aliases)
-            if ml.peer is not None:
+            peer = ml.peer
+            if peer is not None:
                 # the key of rtpengine before 10.x; 10.5 has the two lists
-                entry["in dialogue with"] = ml.peer.tag or ""
-            entry["subscriptions"] = [{"tag": ml.peer.tag or "", "type": "offer/answer"}] \
-                if ml.peer is not None else []
+                entry["in dialogue with"] = peer.tag or ""
+                entry["subscriptions"] = [{"tag": peer.tag or "", "type": "offer/answer"}]
+            else:
+                entry["subscriptions"] = []
             entry["subscribers"] = [{"tag": other.tag or "", "type": "offer/answer"}
-                                    for other in call.monologues if other.peer is ml]
+                                    for other in monologues if other.peer is ml]
             entry["medias"] = medias
             if ml.tag:
                 key = ml.tag
@@ -489,9 +503,10 @@ class Dispatcher:
                 key = "<untagged %d>" % untagged
                 untagged += 1
             tags[key] = entry
+        created = call.created
         return {
-            "created": int(call.created),
-            "created_us": int((call.created % 1) * 1000000),
+            "created": int(created),
+            "created_us": int((created % 1) * 1000000),
             "last signal": int(call.last_signal),
             "tags": tags,
             "totals": totals,
