@@ -26,6 +26,12 @@ STAT_NAMES = {"ping": "ping", "offer": "offer", "answer": "answer", "delete": "d
               "start recording": "startrec", "stop recording": "stoprec",
               "pause recording": "stoprec"}
 PROXY_KEYS = tuple(dict.fromkeys(n + "count" for n in STAT_NAMES.values())) + ("errorcount",)
+#: a command's method name
+_HANDLER_NAMES = {c: "cmd_" + c.replace(" ", "_") for c in COMMANDS}
+#: the ``done`` counters a command's reply adds to, and a failed one's
+_DONE_KEYS = {c: (name + "count",) for c, name in STAT_NAMES.items()}
+_ERROR_KEY = ("errorcount",)
+_FAILED_KEYS = {c: _ERROR_KEY + keys for c, keys in _DONE_KEYS.items()}
 # the commands after which a call's snapshot is written to the state store
 CHANGING = frozenset(("offer", "answer", "delete", "start recording", "stop recording",
                       "pause recording"))
@@ -91,19 +97,20 @@ class Dispatcher:
         (failed or not: a failed offer may have changed or removed it)."""
         # one log line per command, as rtpengine (the call-id, when there
         # is one, becomes the line's [CALL-ID] prefix; omnirtp.logging)
-        call_id = request.get("call-id")
+        command = request.get("command")
         if not logged:
+            call_id = request.get("call-id")
             self.log.info("Received command '{command}' from {source}",
-                          command=request.get("command"),
+                          command=command,
                           source=(("[%s]:%s" if ":" in str(addr[0]) else "%s:%s") % addr[:2]
                                   if addr else "?"),
                           call_id=call_id if isinstance(call_id, str) else None)
-        command = request.get("command")
-        if command in CHANGING and self.registry.foreign:
+        registry = self.registry
+        if command in CHANGING and registry.foreign:
             foreign = self._foreign(request, command, addr)
             if foreign is not None:
                 return foreign
-        persist = self.registry.store is not None and command in CHANGING
+        persist = registry.store is not None and command in CHANGING
         try:
             result = self._dispatch(request)
         except BaseException:
@@ -158,9 +165,10 @@ class Dispatcher:
         return result
 
     def _count_done(self, result, command, addr):
-        keys = ["errorcount"] if isinstance(result, Failure) else []
-        if command in STAT_NAMES:
-            keys.append(STAT_NAMES[command] + "count")
+        if isinstance(result, Failure):
+            keys = _FAILED_KEYS.get(command, _ERROR_KEY)
+        else:
+            keys = _DONE_KEYS.get(command, ())
         proxy = None
         if addr:
             proxy = self.proxies.get(addr[0])
@@ -174,7 +182,7 @@ class Dispatcher:
 
     def _dispatch(self, request):
         command = request.get("command")
-        handler = getattr(self, "cmd_" + str(command).replace(" ", "_"), None) \
+        handler = getattr(self, _HANDLER_NAMES[command], None) \
             if command in COMMANDS else None
         if handler is None:
             raise NGError(E_UNKNOWN_COMMAND)
@@ -205,8 +213,9 @@ class Dispatcher:
         self._require(flags)
         sdp = yield self.negotiator.offer(flags)
         reply = {"result": "ok", "sdp": sdp}
-        yield self.registry.run_locked_now(flags.call_id, self._record_sdp, flags, "offer",
-                                           reply)
+        if self.recording is not None:  # (else _record_sdp has nothing to do)
+            yield self.registry.run_locked_now(flags.call_id, self._record_sdp, flags, "offer",
+                                               reply)
         return reply
 
     @sync.steps
@@ -214,8 +223,9 @@ class Dispatcher:
         self._require(flags, to_tag=True)
         sdp = yield self.negotiator.answer(flags)
         reply = {"result": "ok", "sdp": sdp}
-        yield self.registry.run_locked_now(flags.call_id, self._record_sdp, flags, "answer",
-                                           reply)
+        if self.recording is not None:  # (else _record_sdp has nothing to do)
+            yield self.registry.run_locked_now(flags.call_id, self._record_sdp, flags, "answer",
+                                               reply)
         return reply
 
     @sync.steps

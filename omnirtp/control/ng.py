@@ -311,16 +311,20 @@ class NGProtocol(DatagramProtocol):
 
     @staticmethod
     def _cost(cookie, entry):
-        return len(cookie) + (PENDING_COST if isinstance(entry, _Pending) else len(entry))
+        return len(cookie) + (PENDING_COST if type(entry) is _Pending else len(entry))
 
     def _cache_put(self, cookie, entry):
-        old = self._cache_old.pop(cookie, None)
-        if old is not None:
-            self._bytes_old -= self._cost(cookie, old)
+        # a cookie is in one generation at most (put here, moved whole by
+        # _rotate): the old one is looked at only when the new one lacks it
+        cost = self._cost
         previous = self._cache_new.pop(cookie, None)
         if previous is not None:
-            self._bytes_new -= self._cost(cookie, previous)
-        cost = self._cost(cookie, entry)
+            self._bytes_new -= cost(cookie, previous)
+        else:
+            old = self._cache_old.pop(cookie, None)
+            if old is not None:
+                self._bytes_old -= cost(cookie, old)
+        cost = cost(cookie, entry)
         if (len(self._cache_new) >= self._generation_max
                 or self._bytes_new + cost > self._generation_bytes):
             self._rotate()
@@ -353,7 +357,7 @@ class NGProtocol(DatagramProtocol):
         if payload:
             entry = self._cache_get(cookie)
             if entry is not None:
-                if isinstance(entry, _Pending):
+                if type(entry) is _Pending:
                     if len(entry.waiters) < MAX_WAITERS:
                         entry.waiters.append(addr)
                 else:
