@@ -31,6 +31,7 @@ import string
 import sys
 import time
 
+from constantly import NamedConstant
 from zope.interface import implementer
 
 from twisted.logger import (
@@ -91,26 +92,27 @@ _LEVELS = frozenset(LogLevel.iterconstants())
 _now = time.time
 
 
-def _publish(logger, level, format, event):
-    # the event of twisted's Logger.emit, key for key and in its order
-    event["log_logger"] = logger
-    event["log_level"] = level
-    event["log_namespace"] = logger.namespace
-    event["log_source"] = logger.source
-    event["log_format"] = format
-    event["log_time"] = _now()
-    if "log_trace" in event:
-        event["log_trace"].append((logger, logger.observer))
-    logger.observer(event)
-
-
 def _at_level(level):
+    """Logger's method for ``level``: twisted's event, key for key and in
+    its order, made here (twisted's level methods call ``emit``)."""
     def at_level(self, format=None, **kwargs):
-        _publish(self, level, format, kwargs)
+        kwargs["log_logger"] = self
+        kwargs["log_level"] = level
+        kwargs["log_namespace"] = self.namespace
+        kwargs["log_source"] = self.source
+        kwargs["log_format"] = format
+        kwargs["log_time"] = _now()
+        if "log_trace" in kwargs:
+            kwargs["log_trace"].append((self, self.observer))
+        self.observer(kwargs)
     at_level.__name__ = at_level.__qualname__ = level.name
     at_level.__doc__ = "Emit an event at level %s (twisted's ``Logger.%s``)." % (
         level.name, level.name)
     return at_level
+
+
+#: level -> Logger's method for it
+_AT_LEVEL = {level: _at_level(level) for level in _LEVELS}
 
 
 class Logger(_TwistedLogger):
@@ -138,15 +140,15 @@ class Logger(_TwistedLogger):
     def emit(self, level, format=None, **kwargs):
         if level not in _LEVELS:
             return _TwistedLogger.emit(self, level, format, **kwargs)  # its complaint
-        _publish(self, level, format, kwargs)
+        _AT_LEVEL[level](self, format, **kwargs)
 
     # twisted's level methods call emit; these make the event themselves
     # (one call and one keyword dict less per event)
-    debug = _at_level(LogLevel.debug)
-    info = _at_level(LogLevel.info)
-    warn = _at_level(LogLevel.warn)
-    error = _at_level(LogLevel.error)
-    critical = _at_level(LogLevel.critical)
+    debug = _AT_LEVEL[LogLevel.debug]
+    info = _AT_LEVEL[LogLevel.info]
+    warn = _AT_LEVEL[LogLevel.warn]
+    error = _AT_LEVEL[LogLevel.error]
+    critical = _AT_LEVEL[LogLevel.critical]
 
 
 def level_for(log_level):
@@ -266,9 +268,25 @@ class LogLevels:
         return prio <= self.levels.get(name, self.level)
 
     def __call__(self, event):
-        if priority(event) <= self.levels.get(subsystem(event), self.level):
+        if "log_priority" in event or "log_subsystem" in event:
+            prio, sub = priority(event), subsystem(event)
+        else:
+            # the usual event: both follow from its namespace and level
+            key = (event.get("log_namespace"), event.get("log_level"))
+            known = _PRIORITY_SUBSYSTEM.get(key)
+            if known is None:
+                known = (priority(event), subsystem(event))
+                if len(_PRIORITY_SUBSYSTEM) < 1024:
+                    _PRIORITY_SUBSYSTEM[key] = known
+            prio, sub = known
+        if prio <= self.levels.get(sub, self.level):
             return PredicateResult.maybe
         return PredicateResult.no
+
+
+#: (namespace, level) -> (priority, subsystem) of an event with neither
+#: log_priority nor log_subsystem
+_PRIORITY_SUBSYSTEM = {}
 
 
 _parser = string.Formatter()
@@ -343,6 +361,8 @@ class ClassicText:
         self._cache = time_format is not None and "%f" not in time_format
         self._second = None
         self._stamp = None
+        #: (namespace, level) -> the line's start within that second
+        self._prefixes = {}
 
     def _time(self, when):
         return formatTime(when, self.time_format)
@@ -359,6 +379,7 @@ class ClassicText:
         stamp = formatTime(when, self.time_format)
         if inside:
             self._second, self._stamp = second, stamp
+            self._prefixes = {}
         return stamp
 
     def __call__(self, event):
@@ -367,7 +388,27 @@ class ClassicText:
         text = event_text(event)
         if not text:
             return None
-        line = "%s [%s] %s" % (self.time_text(event.get("log_time")), _system(event), text)
+        when = event.get("log_time")
+        if when.__class__ is float and self._second is not None \
+                and "log_system" not in event:
+            # the usual event: within the second of the stamp made last,
+            # "STAMP [NAMESPACE#LEVEL] " made once per namespace and level
+            second = self._second
+            if 0.0 <= when - second < 0.9999995:
+                namespace, level = event.get("log_namespace", "-"), event.get("log_level")
+                if namespace.__class__ is str and level.__class__ is NamedConstant:
+                    key = (namespace, level)
+                    prefix = self._prefixes.get(key)
+                    if prefix is None:
+                        prefix = "%s [%s] " % (self._stamp, _system(event))
+                        if "\n" in prefix:
+                            prefix = prefix.replace("\n", "\n\t")
+                        if len(self._prefixes) < 256:
+                            self._prefixes[key] = prefix
+                    if "\n" in text:
+                        text = text.replace("\n", "\n\t")
+                    return prefix + text + "\n"
+        line = "%s [%s] %s" % (self.time_text(when), _system(event), text)
         if "\n" in line:
             line = line.replace("\n", "\n\t")
         return line + "\n"

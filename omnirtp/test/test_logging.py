@@ -491,6 +491,23 @@ class CheapTextTests(SynchronousTestCase):
                     e = event(fmt="at {a}", a=1, log_time=when)
                     self.assertEqual(text(e), self.classic(e, time_format), (zone, when))
 
+    def test_classicLineStarts(self):
+        """The line's start kept per namespace and level within a second is
+        the one twisted makes: namespaces and levels in turn, across second
+        boundaries and back, namespaces with a newline, texts with one."""
+        text = olog.ClassicText()
+        whens = [T, T + 0.25, T + 1.0, T + 1.5, T + 0.5, T + 0.9999996, T + 1.0000001, T + 2.5]
+        kinds = [("a.b", LogLevel.info), ("a.c", LogLevel.info), ("a.b", LogLevel.warn),
+                 ("new\nline", LogLevel.error), ("a.b", None)]
+        for when in whens:
+            for namespace, level in kinds:
+                for fmt in ("x {a}", "two\nlines {a}"):
+                    e = event(fmt=fmt, a=1, log_time=when, log_namespace=namespace,
+                              log_level=level)
+                    self.assertEqual(text(e), self.classic(e), (when, namespace, level))
+                    e.pop("log_namespace")
+                    self.assertEqual(text(e), self.classic(e), (when, level))
+
     def test_twistdObserverCheapened(self):
         """install() gives twistd's text observer (textFileLogObserver) the
         cheap formatter, and its file gets the same bytes as before; other
