@@ -112,14 +112,19 @@ class Dispatcher:
                 return foreign
         persist = registry.store is not None and command in CHANGING
         try:
-            result = self._dispatch(request)
+            handler = getattr(self, _HANDLER_NAMES[command], None) \
+                if command in COMMANDS else None
+            if handler is None:
+                raise NGError(E_UNKNOWN_COMMAND)
+            self.counts[command] += 1
+            result = handler(Flags.from_request(request))
         except BaseException:
             self.counts["errors"] += 1
             self._count_done(Failure(), command, addr)
             if persist:
                 self._persist(None, _call_id(request))
             raise
-        if sync.is_deferred(result):
+        if result.__class__ is not dict and sync.is_deferred(result):
             result.addErrback(self._count_error)
             result.addBoth(self._count_done, command, addr)
             if persist:
@@ -179,15 +184,6 @@ class Dispatcher:
             if proxy is not None:
                 proxy[key] += 1
         return result
-
-    def _dispatch(self, request):
-        command = request.get("command")
-        handler = getattr(self, _HANDLER_NAMES[command], None) \
-            if command in COMMANDS else None
-        if handler is None:
-            raise NGError(E_UNKNOWN_COMMAND)
-        self.counts[command] += 1
-        return handler(Flags.from_request(request))
 
     def _count_error(self, failure):
         self.counts["errors"] += 1
