@@ -302,22 +302,22 @@ class NGProtocol(DatagramProtocol):
         self._cache_old, self._bytes_old = self._cache_new, self._bytes_new
         self._cache_new, self._bytes_new = {}, 0
 
-    @staticmethod
-    def _cost(cookie, entry):
-        return len(cookie) + (PENDING_COST if type(entry) is _Pending else len(entry))
-
     def _cache_put(self, cookie, entry):
-        # a cookie is in one generation at most (put here, moved whole by
-        # _rotate): the old one is looked at only when the new one lacks it
-        cost = self._cost
+        # what an entry is charged: its cookie, and its datagram or
+        # PENDING_COST; a cookie is in one generation at most (put here,
+        # moved whole by _rotate): the old one is looked at only when the
+        # new one lacks it
+        key_cost = len(cookie)
         previous = self._cache_new.pop(cookie, None)
         if previous is not None:
-            self._bytes_new -= cost(cookie, previous)
+            self._bytes_new -= key_cost + (
+                PENDING_COST if type(previous) is _Pending else len(previous))
         else:
-            old = self._cache_old.pop(cookie, None)
-            if old is not None:
-                self._bytes_old -= cost(cookie, old)
-        cost = cost(cookie, entry)
+            previous = self._cache_old.pop(cookie, None)
+            if previous is not None:
+                self._bytes_old -= key_cost + (
+                    PENDING_COST if type(previous) is _Pending else len(previous))
+        cost = key_cost + (PENDING_COST if type(entry) is _Pending else len(entry))
         if (len(self._cache_new) >= self._generation_max
                 or self._bytes_new + cost > self._generation_bytes):
             self._rotate()
