@@ -160,41 +160,44 @@ class _Driver:
 _PENDING = object()
 
 
-def run(gen):
-    """Drive generator ``gen``: its result, its exception, or a Deferred."""
-    # while what it yields is plain or a Deferred fired with a value (the
-    # embedded engine's), no driver is made: _Driver.run's first steps
-    send = gen.send
-    result = None
-    try:
-        while True:
-            yielded = send(result)
-            t = type(yielded)
-            if t in _PLAIN:
-                result = yielded
-            elif t is _Deferred and _fired_value(yielded):
-                result, yielded.result = yielded.result, None
-            else:
-                break
-        driver = _Driver(gen)
-        value = driver.run(yielded=yielded)
-    except StopIteration as e:
-        return e.value
-    if value is _PENDING:
-        out = driver.out = _Out()
-        out.driver = driver
-        return out
-    return value  # pragma: no cover - run() only ends by raising
-
-
 def steps(fn):
     """Decorator: run the generator function ``fn`` with :func:`run`."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        return run(fn(*args, **kwargs))
+        gen = fn(*args, **kwargs)
+        # while what it yields is plain or a Deferred fired with a value
+        # (the embedded engine's), no driver is made: _Driver.run's first
+        # steps, here (this is run(), without a call)
+        send = gen.send
+        result = None
+        try:
+            while True:
+                yielded = send(result)
+                t = type(yielded)
+                if t in _PLAIN:
+                    result = yielded
+                elif t is _Deferred and _fired_value(yielded):
+                    result, yielded.result = yielded.result, None
+                else:
+                    break
+            driver = _Driver(gen)
+            value = driver.run(yielded=yielded)
+        except StopIteration as e:
+            return e.value
+        if value is _PENDING:
+            out = driver.out = _Out()
+            out.driver = driver
+            return out
+        return value  # pragma: no cover - run() only ends by raising
 
     return wrapper
+
+
+@steps
+def run(gen):
+    """Drive generator ``gen``: its result, its exception, or a Deferred."""
+    return gen
 
 
 def as_deferred(fn, *args, **kwargs):
