@@ -137,6 +137,12 @@ class Logger(_TwistedLogger):
                 pass  # no __dict__ (slots): made again next time
         return bound
 
+    def debug(self, format=None, **kwargs):
+        """Emit a debug event (twisted's ``Logger.debug``), unless it is
+        sure to reach no observer (:func:`_debug_dropped`)."""
+        if _installed is None or not _debug_dropped(self, kwargs):
+            _AT_LEVEL[LogLevel.debug](self, format, **kwargs)
+
     def emit(self, level, format=None, **kwargs):
         if level not in _LEVELS:
             return _TwistedLogger.emit(self, level, format, **kwargs)  # its complaint
@@ -144,11 +150,28 @@ class Logger(_TwistedLogger):
 
     # twisted's level methods call emit; these make the event themselves
     # (one call and one keyword dict less per event)
-    debug = _AT_LEVEL[LogLevel.debug]
     info = _AT_LEVEL[LogLevel.info]
     warn = _AT_LEVEL[LogLevel.warn]
     error = _AT_LEVEL[LogLevel.error]
     critical = _AT_LEVEL[LogLevel.critical]
+
+
+#: what install() left: (the publisher, its observers then (all
+#: LevelFilters of one LogLevels), that LogLevels), or None
+_installed = None
+
+
+def _debug_dropped(logger, kwargs):
+    """True when a debug event of ``logger`` would reach no observer: it
+    goes to the publisher install() filtered, whose observers are still
+    the filters it added, the event names no priority, subsystem or trace
+    of its own, and the levels drop priority 7 of the logger's subsystem."""
+    publisher, observers, levels = _installed
+    if logger.observer is not publisher \
+            or getattr(publisher, "_observers", None) != observers \
+            or "log_priority" in kwargs or "log_subsystem" in kwargs or "log_trace" in kwargs:
+        return False
+    return levels.levels.get(subsystem_for(logger.namespace), levels.level) < 7
 
 
 def level_for(log_level):
@@ -556,6 +579,10 @@ def install(levels, log_stderr=False, facility=None, timestamps=True,
         filtered = LevelFilter(obs, levels)
         publisher.addObserver(filtered)
         added.append(filtered)
+    global _installed
+    observers = getattr(publisher, "_observers", None)
+    _installed = (publisher, list(observers), levels) \
+        if observers == added and observers else None
     return added
 
 

@@ -6,7 +6,7 @@ import io
 import os
 import signal
 
-from twisted.logger import LogLevel, LogPublisher, Logger
+from twisted.logger import FileLogObserver, LogLevel, LogPublisher, Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -592,3 +592,64 @@ class LoggerTests(SynchronousTestCase):
         log = olog.Logger(observer=seen.append)
         log.info("traced", log_trace=[])
         self.assertEqual(seen[0]["log_trace"], [(log, seen.append)])
+
+
+class DroppedDebugTests(SynchronousTestCase):
+    """A debug event that install()'s filters would drop is not made at all;
+    whenever anything could see it, it is made and delivered as before."""
+
+    def setUp(self):
+        self.addCleanup(setattr, olog, "_installed", olog._installed)
+        self.publisher = LogPublisher()
+        self.out = io.StringIO()
+        self.publisher.addObserver(FileLogObserver(self.out, lambda e: e["log_format"] + "\n"))
+        self.levels = LogLevels(6)
+        install(self.levels, publisher=self.publisher)
+        self.log = olog.Logger(namespace="omnirtp.control.x", observer=self.publisher)
+        self.filtered = []
+        real = olog.LevelFilter.__call__
+
+        def counting(filter, event):
+            self.filtered.append(event["log_format"])
+            return real(filter, event)
+        self.patch(olog.LevelFilter, "__call__", counting)
+
+    def test_dropped(self):
+        self.log.debug("hidden {a}", a=1)
+        self.assertEqual(self.filtered, [])  # not made: no filter saw it
+        self.log.info("shown")
+        self.assertEqual((self.filtered, self.out.getvalue()), (["shown"], "shown\n"))
+
+    def test_levelRaised(self):
+        self.levels.set(7, "control")
+        self.log.debug("seen")
+        self.assertEqual(self.out.getvalue(), "seen\n")
+
+    def test_otherSubsystem(self):
+        self.levels.set(7, "ice")
+        self.log.debug("hidden")
+        olog.Logger(namespace="omnirtp.media.ice", observer=self.publisher).debug("ice")
+        self.assertEqual(self.out.getvalue(), "ice\n")
+
+    def test_ownPriorityOrSubsystem(self):
+        self.log.debug("urgent", log_priority=3)
+        self.log.debug("ice", log_subsystem="ice")
+        self.assertEqual(self.filtered, ["urgent", "ice"])
+        self.assertEqual(self.out.getvalue(), "urgent\n")
+
+    def test_traced(self):
+        trace = []
+        self.log.debug("traced", log_trace=trace)
+        self.assertEqual(trace[0], (self.log, self.publisher))
+
+    def test_anotherObserver(self):
+        seen = []
+        self.publisher.addObserver(seen.append)
+        self.log.debug("for all")
+        self.assertEqual([e["log_format"] for e in seen], ["for all"])
+        self.assertEqual(self.out.getvalue(), "")
+
+    def test_anotherPublisher(self):
+        seen = []
+        olog.Logger(namespace="omnirtp.control.x", observer=seen.append).debug("direct")
+        self.assertEqual([e["log_format"] for e in seen], ["direct"])
