@@ -30,7 +30,7 @@ import functools
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-__all__ = ["steps", "run", "as_deferred", "then", "is_deferred"]
+__all__ = ["steps", "run", "as_deferred", "then", "is_deferred", "fired_with_value"]
 
 _Deferred = defer.Deferred
 #: types that are never Deferreds: ``isinstance(x, Deferred)`` is an ABC
@@ -61,6 +61,10 @@ def _fired_value(d, chain=_CALLBACKS):
     nothing is chained to it: its result can be taken without a callback."""
     return (d.called and not d.paused and not getattr(d, chain)
             and not isinstance(d.result, Failure))
+
+
+#: public name: a callback or errback added to such a Deferred runs at once
+fired_with_value = _fired_value
 
 
 class _Driver:
