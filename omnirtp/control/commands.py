@@ -125,8 +125,7 @@ class Dispatcher:
                 self._persist(None, _call_id(request))
             raise
         if result.__class__ is not dict and sync.is_deferred(result):
-            result.addErrback(self._count_error)
-            result.addBoth(self._count_done, command, addr)
+            result.addBoth(self._count_later, command, addr)
             if persist:
                 result.addBoth(self._persist, _call_id(request))
             return result
@@ -185,9 +184,11 @@ class Dispatcher:
                 proxy[key] += 1
         return result
 
-    def _count_error(self, failure):
-        self.counts["errors"] += 1
-        return failure
+    def _count_later(self, result, command, addr):
+        # a pending command's end: an error counted, then as _count_done
+        if isinstance(result, Failure):
+            self.counts["errors"] += 1
+        return self._count_done(result, command, addr)
 
     # -- commands ----------------------------------------------------------
 
