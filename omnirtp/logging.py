@@ -31,7 +31,6 @@ import string
 import sys
 import time
 
-from constantly import NamedConstant
 from zope.interface import implementer
 
 from twisted.logger import (
@@ -89,6 +88,8 @@ NAMESPACES = {
 
 
 _LEVELS = frozenset(LogLevel.iterconstants())
+#: the class of twisted's levels (constantly's NamedConstant)
+_NamedLevel = type(LogLevel.info)
 _now = time.time
 
 
@@ -419,7 +420,7 @@ class ClassicText:
             second = self._second
             if 0.0 <= when - second < 0.9999995:
                 namespace, level = event.get("log_namespace", "-"), event.get("log_level")
-                if namespace.__class__ is str and level.__class__ is NamedConstant:
+                if namespace.__class__ is str and level.__class__ is _NamedLevel:
                     key = (namespace, level)
                     prefix = self._prefixes.get(key)
                     if prefix is None:

@@ -21,7 +21,6 @@ Unknown keys and flag words never fail a request; they are collected in
 ``unknown`` (log them once at debug level).
 """
 
-import collections
 import dataclasses
 import re
 from typing import Optional
