@@ -443,12 +443,15 @@ class Dispatcher:
                         if c_get("confirmed"):
                             sflags.append("confirmed")
                         packets, nbytes, errors = c["packets"], c["bytes"], c["errors"]
+                        local = key[0]
+                        advertised = _endpoint(adv)
                         stream = {
                             "local port": key[1],
-                            "local address": key[0],
-                            "family": _family(key[0]),
-                            "endpoint": _endpoint(endpoint or adv),
-                            "advertised endpoint": _endpoint(adv),
+                            "local address": local,
+                            "family": "IPv6" if ":" in local else "IPv4",  # (_family)
+                            # where media comes from, or else the advertised one
+                            "endpoint": _endpoint(endpoint) if endpoint else dict(advertised),
+                            "advertised endpoint": advertised,
                             "last packet": int(c["last_packet"]),
                             "flags": sflags,
                             "stats": {"packets": packets, "bytes": nbytes, "errors": errors},
