@@ -88,7 +88,32 @@ NAMESPACES = {
 
 
 _LEVELS = frozenset(LogLevel.iterconstants())
+#: the class of twisted's levels (constantly's NamedConstant)
+_NamedLevel = type(LogLevel.info)
 _now = time.time
+
+
+def _at_level(level):
+    """Logger's method for ``level``: twisted's event, key for key and in
+    its order, made here (twisted's level methods call ``emit``)."""
+    def at_level(self, format=None, **kwargs):
+        kwargs["log_logger"] = self
+        kwargs["log_level"] = level
+        kwargs["log_namespace"] = self.namespace
+        kwargs["log_source"] = self.source
+        kwargs["log_format"] = format
+        kwargs["log_time"] = _now()
+        if "log_trace" in kwargs:
+            kwargs["log_trace"].append((self, self.observer))
+        self.observer(kwargs)
+    at_level.__name__ = at_level.__qualname__ = level.name
+    at_level.__doc__ = "Emit an event at level %s (twisted's ``Logger.%s``)." % (
+        level.name, level.name)
+    return at_level
+
+
+#: level -> Logger's method for it
+_AT_LEVEL = {level: _at_level(level) for level in _LEVELS}
 
 
 class Logger(_TwistedLogger):
@@ -113,14 +138,41 @@ class Logger(_TwistedLogger):
                 pass  # no __dict__ (slots): made again next time
         return bound
 
+    def debug(self, format=None, **kwargs):
+        """Emit a debug event (twisted's ``Logger.debug``), unless it is
+        sure to reach no observer (:func:`_debug_dropped`)."""
+        if _installed is None or not _debug_dropped(self, kwargs):
+            _AT_LEVEL[LogLevel.debug](self, format, **kwargs)
+
     def emit(self, level, format=None, **kwargs):
         if level not in _LEVELS:
             return _TwistedLogger.emit(self, level, format, **kwargs)  # its complaint
-        kwargs.update(log_logger=self, log_level=level, log_namespace=self.namespace,
-                      log_source=self.source, log_format=format, log_time=_now())
-        if "log_trace" in kwargs:
-            kwargs["log_trace"].append((self, self.observer))
-        self.observer(kwargs)
+        _AT_LEVEL[level](self, format, **kwargs)
+
+    # twisted's level methods call emit; these make the event themselves
+    # (one call and one keyword dict less per event)
+    info = _AT_LEVEL[LogLevel.info]
+    warn = _AT_LEVEL[LogLevel.warn]
+    error = _AT_LEVEL[LogLevel.error]
+    critical = _AT_LEVEL[LogLevel.critical]
+
+
+#: what install() left: (the publisher, its observers then (all
+#: LevelFilters of one LogLevels), that LogLevels), or None
+_installed = None
+
+
+def _debug_dropped(logger, kwargs):
+    """True when a debug event of ``logger`` would reach no observer: it
+    goes to the publisher install() filtered, whose observers are still
+    the filters it added, the event names no priority, subsystem or trace
+    of its own, and the levels drop priority 7 of the logger's subsystem."""
+    publisher, observers, levels = _installed
+    if logger.observer is not publisher \
+            or getattr(publisher, "_observers", None) != observers \
+            or "log_priority" in kwargs or "log_subsystem" in kwargs or "log_trace" in kwargs:
+        return False
+    return levels.levels.get(subsystem_for(logger.namespace), levels.level) < 7
 
 
 def level_for(log_level):
@@ -240,33 +292,47 @@ class LogLevels:
         return prio <= self.levels.get(name, self.level)
 
     def __call__(self, event):
-        if priority(event) <= self.levels.get(subsystem(event), self.level):
+        if "log_priority" in event or "log_subsystem" in event:
+            prio, sub = priority(event), subsystem(event)
+        else:
+            # the usual event: both follow from its namespace and level
+            key = (event.get("log_namespace"), event.get("log_level"))
+            known = _PRIORITY_SUBSYSTEM.get(key)
+            if known is None:
+                known = (priority(event), subsystem(event))
+                if len(_PRIORITY_SUBSYSTEM) < 1024:
+                    _PRIORITY_SUBSYSTEM[key] = known
+            prio, sub = known
+        if prio <= self.levels.get(sub, self.level):
             return PredicateResult.maybe
         return PredicateResult.no
 
 
+#: (namespace, level) -> (priority, subsystem) of an event with neither
+#: log_priority nor log_subsystem
+_PRIORITY_SUBSYSTEM = {}
+
+
 _parser = string.Formatter()
-#: log_format -> its pieces ((literal, name, conversion, spec), ...), or
-#: None for a format that only twisted's formatter renders (fields with
-#: attributes, indexes, calls "()", nested specs)
-_pieces_cache = {}
-_PIECES_CACHE_MAX = 1024
-_CONVERT = {"r": repr, "s": str, "a": ascii}
+#: log_format -> True when it has only ``{name}`` fields (with a
+#: conversion r/s/a and a spec), which ``str.format_map`` renders as
+#: twisted does; False for a format that only twisted's formatter renders
+#: (fields with attributes, indexes, calls "()", nested specs)
+_simple_cache = {}
+_SIMPLE_CACHE_MAX = 1024
+_CONVERSIONS = frozenset("rsa")
 
 
-def _pieces(fmt):
+def _simple(fmt):
     try:
-        pieces = []
-        for literal, name, spec, conversion in _parser.parse(fmt):
+        for _literal, name, spec, conversion in _parser.parse(fmt):
             if name is not None:
                 if not name.isidentifier() or (spec and "{" in spec) or \
-                        (conversion is not None and conversion not in _CONVERT):
-                    return None
-                conversion = _CONVERT.get(conversion)
-            pieces.append((literal, name, conversion, spec or ""))
-        return tuple(pieces)
+                        (conversion is not None and conversion not in _CONVERSIONS):
+                    return False
+        return True
     except ValueError:
-        return None
+        return False
 
 
 def event_text(event):
@@ -277,27 +343,22 @@ def event_text(event):
     fmt = event.get("log_format")
     if fmt.__class__ is not str or "log_flattened" in event:
         return formatEvent(event)
-    pieces = _pieces_cache.get(fmt, False)
-    if pieces is False:
-        if len(_pieces_cache) >= _PIECES_CACHE_MAX:
-            _pieces_cache.clear()
-        pieces = _pieces_cache[fmt] = _pieces(fmt)
-    if pieces is None:
+    simple = _simple_cache.get(fmt)
+    if simple is None:
+        if len(_simple_cache) >= _SIMPLE_CACHE_MAX:
+            _simple_cache.clear()
+        simple = _simple_cache[fmt] = _simple(fmt)
+    if not simple:
         return formatEvent(event)
-    out = []
+    # only {name} fields (with a conversion and a spec): str.format_map
+    # gives each format(conversion(event[name]), spec), as twisted does
     try:
-        for literal, name, conversion, spec in pieces:
-            out.append(literal)
-            if name is not None:
-                value = event[name]
-                if conversion is not None:
-                    value = conversion(value)
-                out.append(format(value, spec))
+        return fmt.format_map(event)
     except Exception:
         # a missing key, a value that cannot format: twisted's text for it
         # (made outside this handler, so that no exception context shows)
-        out = None
-    return formatEvent(event) if out is None else "".join(out)
+        pass
+    return formatEvent(event)
 
 
 def _system(event):
@@ -324,6 +385,8 @@ class ClassicText:
         self._cache = time_format is not None and "%f" not in time_format
         self._second = None
         self._stamp = None
+        #: (namespace, level) -> the line's start within that second
+        self._prefixes = {}
 
     def _time(self, when):
         return formatTime(when, self.time_format)
@@ -340,6 +403,7 @@ class ClassicText:
         stamp = formatTime(when, self.time_format)
         if inside:
             self._second, self._stamp = second, stamp
+            self._prefixes = {}
         return stamp
 
     def __call__(self, event):
@@ -348,7 +412,27 @@ class ClassicText:
         text = event_text(event)
         if not text:
             return None
-        line = "%s [%s] %s" % (self.time_text(event.get("log_time")), _system(event), text)
+        when = event.get("log_time")
+        if when.__class__ is float and self._second is not None \
+                and "log_system" not in event:
+            # the usual event: within the second of the stamp made last,
+            # "STAMP [NAMESPACE#LEVEL] " made once per namespace and level
+            second = self._second
+            if 0.0 <= when - second < 0.9999995:
+                namespace, level = event.get("log_namespace", "-"), event.get("log_level")
+                if namespace.__class__ is str and level.__class__ is _NamedLevel:
+                    key = (namespace, level)
+                    prefix = self._prefixes.get(key)
+                    if prefix is None:
+                        prefix = "%s [%s] " % (self._stamp, _system(event))
+                        if "\n" in prefix:
+                            prefix = prefix.replace("\n", "\n\t")
+                        if len(self._prefixes) < 256:
+                            self._prefixes[key] = prefix
+                    if "\n" in text:
+                        text = text.replace("\n", "\n\t")
+                    return prefix + text + "\n"
+        line = "%s [%s] %s" % (self.time_text(when), _system(event), text)
         if "\n" in line:
             line = line.replace("\n", "\n\t")
         return line + "\n"
@@ -496,6 +580,10 @@ def install(levels, log_stderr=False, facility=None, timestamps=True,
         filtered = LevelFilter(obs, levels)
         publisher.addObserver(filtered)
         added.append(filtered)
+    global _installed
+    observers = getattr(publisher, "_observers", None)
+    _installed = (publisher, list(observers), levels) \
+        if observers == added and observers else None
     return added
 
 

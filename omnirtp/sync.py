@@ -30,7 +30,7 @@ import functools
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-__all__ = ["steps", "run", "as_deferred", "then", "is_deferred"]
+__all__ = ["steps", "run", "as_deferred", "then", "is_deferred", "fired_with_value"]
 
 _Deferred = defer.Deferred
 #: types that are never Deferreds: ``isinstance(x, Deferred)`` is an ABC
@@ -40,6 +40,10 @@ _PLAIN = frozenset((str, bytes, int, bool, float, dict, list, tuple, type(None))
 #: since Twisted 25.5 (``callbacks`` is a deprecated property there, whose
 #: warning machinery runs on every read), ``callbacks`` before
 _CALLBACKS = "_callbacks" if hasattr(_Deferred(), "_callbacks") else "callbacks"
+
+
+#: "nothing yielded yet" for _Driver.run
+_NOTHING = object()
 
 
 class _Out(_Deferred):
@@ -57,6 +61,10 @@ def _fired_value(d, chain=_CALLBACKS):
     nothing is chained to it: its result can be taken without a callback."""
     return (d.called and not d.paused and not getattr(d, chain)
             and not isinstance(d.result, Failure))
+
+
+#: public name: a callback or errback added to such a Deferred runs at once
+fired_with_value = _fired_value
 
 
 class _Driver:
@@ -77,19 +85,21 @@ class _Driver:
             self.box = (result,)
         return None
 
-    def run(self, result=None, failure=None):
-        """Drive until done (a value / raise) or until a Deferred is pending."""
+    def run(self, result=None, failure=None, yielded=_NOTHING):
+        """Drive until done (a value / raise) or until a Deferred is pending
+        (``yielded``: what the generator yielded last, not yet looked at)."""
         gen = self.gen
         while True:
-            if failure is not None:
-                f, failure = failure, None
-                yielded = f.throwExceptionIntoGenerator(gen)
-            else:
-                yielded = gen.send(result)
+            if yielded is _NOTHING:
+                if failure is not None:
+                    f, failure = failure, None
+                    yielded = f.throwExceptionIntoGenerator(gen)
+                else:
+                    yielded = gen.send(result)
             t = type(yielded)
             if t is not _Deferred:
                 if t in _PLAIN:
-                    result = yielded
+                    result, yielded = yielded, _NOTHING
                     continue
                 if t is _Out:
                     if not yielded.called and yielded.driver.parent is None \
@@ -99,16 +109,18 @@ class _Driver:
                         self.waiting = True
                         return _PENDING
                 elif not isinstance(yielded, _Deferred):
-                    result = yielded
+                    result, yielded = yielded, _NOTHING
                     continue
             if _fired_value(yielded):
                 # the embedded engine's defer.succeed: take the value as
                 # _fired would, with no callback run (a failure goes the
                 # long way, which also marks it handled)
                 result, yielded.result = yielded.result, None
+                yielded = _NOTHING
                 continue
             self.box = None
             yielded.addBoth(self._fired)
+            yielded = _NOTHING
             if self.box is None:
                 self.waiting = True
                 return _PENDING
@@ -152,28 +164,44 @@ class _Driver:
 _PENDING = object()
 
 
-def run(gen):
-    """Drive generator ``gen``: its result, its exception, or a Deferred."""
-    driver = _Driver(gen)
-    try:
-        value = driver.run()
-    except StopIteration as e:
-        return e.value
-    if value is _PENDING:
-        out = driver.out = _Out()
-        out.driver = driver
-        return out
-    return value  # pragma: no cover - run() only ends by raising
-
-
 def steps(fn):
     """Decorator: run the generator function ``fn`` with :func:`run`."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        return run(fn(*args, **kwargs))
+        gen = fn(*args, **kwargs)
+        # while what it yields is plain or a Deferred fired with a value
+        # (the embedded engine's), no driver is made: _Driver.run's first
+        # steps, here (this is run(), without a call)
+        send = gen.send
+        result = None
+        try:
+            while True:
+                yielded = send(result)
+                t = type(yielded)
+                if t in _PLAIN:
+                    result = yielded
+                elif t is _Deferred and _fired_value(yielded):
+                    result, yielded.result = yielded.result, None
+                else:
+                    break
+            driver = _Driver(gen)
+            value = driver.run(yielded=yielded)
+        except StopIteration as e:
+            return e.value
+        if value is _PENDING:
+            out = driver.out = _Out()
+            out.driver = driver
+            return out
+        return value  # pragma: no cover - run() only ends by raising
 
     return wrapper
+
+
+@steps
+def run(gen):
+    """Drive generator ``gen``: its result, its exception, or a Deferred."""
+    return gen
 
 
 def as_deferred(fn, *args, **kwargs):

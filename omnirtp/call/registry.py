@@ -241,7 +241,9 @@ class CallRegistry:
 
     def _release(self, call):
         d = self.engine.release(call.call_id)
-        d.addErrback(lambda f: self.log.failure("releasing {call_id}", f, call_id=call.call_id))
+        if not sync.fired_with_value(d):  # (else there is no failure to log)
+            d.addErrback(lambda f: self.log.failure("releasing {call_id}", f,
+                                                    call_id=call.call_id))
         return d
 
     def schedule_deletion(self, call, delay, monologues=None):

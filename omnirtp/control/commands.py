@@ -26,6 +26,12 @@ STAT_NAMES = {"ping": "ping", "offer": "offer", "answer": "answer", "delete": "d
               "start recording": "startrec", "stop recording": "stoprec",
               "pause recording": "stoprec"}
 PROXY_KEYS = tuple(dict.fromkeys(n + "count" for n in STAT_NAMES.values())) + ("errorcount",)
+#: a command's method name
+_HANDLER_NAMES = {c: "cmd_" + c.replace(" ", "_") for c in COMMANDS}
+#: the ``done`` counters a command's reply adds to, and a failed one's
+_DONE_KEYS = {c: (name + "count",) for c, name in STAT_NAMES.items()}
+_ERROR_KEY = ("errorcount",)
+_FAILED_KEYS = {c: _ERROR_KEY + keys for c, keys in _DONE_KEYS.items()}
 # the commands after which a call's snapshot is written to the state store
 CHANGING = frozenset(("offer", "answer", "delete", "start recording", "stop recording",
                       "pause recording"))
@@ -91,30 +97,35 @@ class Dispatcher:
         (failed or not: a failed offer may have changed or removed it)."""
         # one log line per command, as rtpengine (the call-id, when there
         # is one, becomes the line's [CALL-ID] prefix; omnirtp.logging)
-        call_id = request.get("call-id")
+        command = request.get("command")
         if not logged:
+            call_id = request.get("call-id")
             self.log.info("Received command '{command}' from {source}",
-                          command=request.get("command"),
+                          command=command,
                           source=(("[%s]:%s" if ":" in str(addr[0]) else "%s:%s") % addr[:2]
                                   if addr else "?"),
                           call_id=call_id if isinstance(call_id, str) else None)
-        command = request.get("command")
-        if command in CHANGING and self.registry.foreign:
+        registry = self.registry
+        if command in CHANGING and registry.foreign:
             foreign = self._foreign(request, command, addr)
             if foreign is not None:
                 return foreign
-        persist = self.registry.store is not None and command in CHANGING
+        persist = registry.store is not None and command in CHANGING
         try:
-            result = self._dispatch(request)
+            handler = getattr(self, _HANDLER_NAMES[command], None) \
+                if command in COMMANDS else None
+            if handler is None:
+                raise NGError(E_UNKNOWN_COMMAND)
+            self.counts[command] += 1
+            result = handler(Flags.from_request(request))
         except BaseException:
             self.counts["errors"] += 1
             self._count_done(Failure(), command, addr)
             if persist:
                 self._persist(None, _call_id(request))
             raise
-        if sync.is_deferred(result):
-            result.addErrback(self._count_error)
-            result.addBoth(self._count_done, command, addr)
+        if result.__class__ is not dict and sync.is_deferred(result):
+            result.addBoth(self._count_later, command, addr)
             if persist:
                 result.addBoth(self._persist, _call_id(request))
             return result
@@ -158,9 +169,10 @@ class Dispatcher:
         return result
 
     def _count_done(self, result, command, addr):
-        keys = ["errorcount"] if isinstance(result, Failure) else []
-        if command in STAT_NAMES:
-            keys.append(STAT_NAMES[command] + "count")
+        if isinstance(result, Failure):
+            keys = _FAILED_KEYS.get(command, _ERROR_KEY)
+        else:
+            keys = _DONE_KEYS.get(command, ())
         proxy = None
         if addr:
             proxy = self.proxies.get(addr[0])
@@ -172,18 +184,11 @@ class Dispatcher:
                 proxy[key] += 1
         return result
 
-    def _dispatch(self, request):
-        command = request.get("command")
-        handler = getattr(self, "cmd_" + str(command).replace(" ", "_"), None) \
-            if command in COMMANDS else None
-        if handler is None:
-            raise NGError(E_UNKNOWN_COMMAND)
-        self.counts[command] += 1
-        return handler(Flags.from_request(request))
-
-    def _count_error(self, failure):
-        self.counts["errors"] += 1
-        return failure
+    def _count_later(self, result, command, addr):
+        # a pending command's end: an error counted, then as _count_done
+        if isinstance(result, Failure):
+            self.counts["errors"] += 1
+        return self._count_done(result, command, addr)
 
     # -- commands ----------------------------------------------------------
 
@@ -205,8 +210,9 @@ class Dispatcher:
         self._require(flags)
         sdp = yield self.negotiator.offer(flags)
         reply = {"result": "ok", "sdp": sdp}
-        yield self.registry.run_locked_now(flags.call_id, self._record_sdp, flags, "offer",
-                                           reply)
+        if self.recording is not None:  # (else _record_sdp has nothing to do)
+            yield self.registry.run_locked_now(flags.call_id, self._record_sdp, flags, "offer",
+                                               reply)
         return reply
 
     @sync.steps
@@ -214,8 +220,9 @@ class Dispatcher:
         self._require(flags, to_tag=True)
         sdp = yield self.negotiator.answer(flags)
         reply = {"result": "ok", "sdp": sdp}
-        yield self.registry.run_locked_now(flags.call_id, self._record_sdp, flags, "answer",
-                                           reply)
+        if self.recording is not None:  # (else _record_sdp has nothing to do)
+            yield self.registry.run_locked_now(flags.call_id, self._record_sdp, flags, "answer",
+                                               reply)
         return reply
 
     @sync.steps
@@ -404,68 +411,83 @@ class Dispatcher:
 
     def call_tree(self, call, stats):
         """query/delete statistics of one call (ng-spec §2.6)."""
-        totals = {"RTP": {"packets": 0, "bytes": 0, "errors": 0},
-                  "RTCP": {"packets": 0, "bytes": 0, "errors": 0}}
+        rtp_totals = {"packets": 0, "bytes": 0, "errors": 0}
+        rtcp_totals = {"packets": 0, "bytes": 0, "errors": 0}
+        totals = {"RTP": rtp_totals, "RTCP": rtcp_totals}
         tags = {}
         untagged = 0
-        for ml in call.monologues:
+        monologues = call.monologues
+        get = stats.get
+        for ml in monologues:
             medias = []
             for m in ml.medias:
                 streams = []
+                mflags = []
+                srtp_in = m.srtp_in
+                mux = m.mux
                 if m.has_ports:
-                    for kind, key, adv in (("RTP", m.rtp_key, m.rtp_endpoint),
-                                           ("RTCP", m.rtcp_key, m.rtcp_endpoint)):
-                        c = stats.get(key) or {"packets": 0, "bytes": 0, "errors": 0,
-                                               "last_packet": call.last_signal,
-                                               "endpoint": None, "confirmed": False}
+                    suite = srtp_in["suite"] if srtp_in else None
+                    for kind, key, adv, t in (("RTP", m.rtp_key, m.rtp_endpoint, rtp_totals),
+                                              ("RTCP", m.rtcp_key, m.rtcp_endpoint,
+                                               rtcp_totals)):
+                        c = get(key) or {"packets": 0, "bytes": 0, "errors": 0,
+                                         "last_packet": call.last_signal,
+                                         "endpoint": None, "confirmed": False}
+                        c_get = c.get
                         sflags = [kind]
-                        suite = m.srtp_in["suite"] if m.srtp_in else None
-                        if kind == "RTCP" and m.mux:
+                        if mux and kind == "RTCP":
                             sflags.append("fallback RTCP")
-                        if c.get("endpoint"):
+                        endpoint = c_get("endpoint")
+                        if endpoint:
                             sflags.append("filled")
-                        if c.get("confirmed"):
+                        if c_get("confirmed"):
                             sflags.append("confirmed")
-                        streams.append({
+                        packets, nbytes, errors = c["packets"], c["bytes"], c["errors"]
+                        local = key[0]
+                        advertised = _endpoint(adv)
+                        stream = {
                             "local port": key[1],
-                            "local address": key[0],
-                            "family": _family(key[0]),
-                            "endpoint": _endpoint(c.get("endpoint") or adv),
-                            "advertised endpoint": _endpoint(adv),
+                            "local address": local,
+                            "family": "IPv6" if ":" in local else "IPv4",  # (_family)
+                            # where media comes from, or else the advertised one
+                            "endpoint": _endpoint(endpoint) if endpoint else dict(advertised),
+                            "advertised endpoint": advertised,
                             "last packet": int(c["last_packet"]),
                             "flags": sflags,
-                            "stats": {"packets": c["packets"], "bytes": c["bytes"],
-                                      "errors": c["errors"]},
-                        })
+                            "stats": {"packets": packets, "bytes": nbytes, "errors": errors},
+                        }
                         if suite:
-                            streams[-1]["crypto suite"] = suite
+                            stream["crypto suite"] = suite
                         # omnirtp's own keys, only on streams that have them:
                         # what the SRTP steps and the ICE agent dropped, and why
-                        if c.get("transforms"):
-                            streams[-1]["transforms"] = c["transforms"]
-                        ice = c.get("ice")
-                        if ice:
-                            streams[-1]["ICE"] = {"state": ice["state"],
-                                                  "counters": ice["counters"]}
+                        extra = c_get("transforms")
+                        if extra:
+                            stream["transforms"] = extra
+                        extra = c_get("ice")
+                        if extra:
+                            stream["ICE"] = {"state": extra["state"],
+                                             "counters": extra["counters"]}
                         # the latest RTCP SR/RR the party sent here (its
                         # report blocks: what it receives, loss and jitter)
-                        if c.get("rtcp"):
-                            streams[-1]["RTCP report"] = c["rtcp"]
-                        t = totals[kind]
-                        t["packets"] += c["packets"]
-                        t["bytes"] += c["bytes"]
-                        t["errors"] += c["errors"]
-                mflags = []
-                if m.has_ports:
+                        extra = c_get("rtcp")
+                        if extra:
+                            stream["RTCP report"] = extra
+                        streams.append(stream)
+                        t["packets"] += packets
+                        t["bytes"] += nbytes
+                        t["errors"] += errors
                     mflags.append("initialized")
                 direction = m.direction or "sendrecv"
-                if direction in ("sendrecv", "sendonly"):
+                if direction == "sendrecv":
                     mflags.append("send")
-                if direction in ("sendrecv", "recvonly"):
                     mflags.append("recv")
-                if m.mux:
+                elif direction == "sendonly":
+                    mflags.append("send")
+                elif direction == "recvonly":
+                    mflags.append("recv")
+                if mux:
                     mflags.append("rtcp-mux")
-                if m.srtp_in:
+                if srtp_in:
                     mflags.append("SDES")
                 medias.append({"index": m.index, "type": m.type,
                                "protocol": m.protocol or "", "flags": mflags,
@@ -475,13 +497,15 @@ class Dispatcher:
                 entry["via-branch"] = ml.via_branch
             if ml.aliases:
                 entry["tag-aliases"] = list(ml.aliases)
-            if ml.peer is not None:
+            peer = ml.peer
+            if peer is not None:
                 # the key of rtpengine before 10.x; 10.5 has the two lists
-                entry["in dialogue with"] = ml.peer.tag or ""
-            entry["subscriptions"] = [{"tag": ml.peer.tag or "", "type": "offer/answer"}] \
-                if ml.peer is not None else []
+                entry["in dialogue with"] = peer.tag or ""
+                entry["subscriptions"] = [{"tag": peer.tag or "", "type": "offer/answer"}]
+            else:
+                entry["subscriptions"] = []
             entry["subscribers"] = [{"tag": other.tag or "", "type": "offer/answer"}
-                                    for other in call.monologues if other.peer is ml]
+                                    for other in monologues if other.peer is ml]
             entry["medias"] = medias
             if ml.tag:
                 key = ml.tag
@@ -489,9 +513,10 @@ class Dispatcher:
                 key = "<untagged %d>" % untagged
                 untagged += 1
             tags[key] = entry
+        created = call.created
         return {
-            "created": int(call.created),
-            "created_us": int((call.created % 1) * 1000000),
+            "created": int(created),
+            "created_us": int((created % 1) * 1000000),
             "last signal": int(call.last_signal),
             "tags": tags,
             "totals": totals,

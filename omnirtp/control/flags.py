@@ -21,7 +21,6 @@ Unknown keys and flag words never fail a request; they are collected in
 ``unknown`` (log them once at debug level).
 """
 
-import collections
 import dataclasses
 import re
 from typing import Optional
@@ -440,11 +439,19 @@ class Flags:
         # what cls(raw=request) makes, without the generated __init__'s
         # keyword handling for 42 fields (three requests per call)
         self = cls.__new__(cls)
-        fields = self.__dict__
-        fields.update(_DEFAULTS)
-        for name, factory in _FACTORIES:
-            fields[name] = factory()
+        # the defaults in field order (a copy of the table), then a fresh
+        # container for each field with a default factory (_FACTORIES,
+        # written out: a loop of factory calls costs a third more)
+        fields = _DEFAULTS.copy()
+        fields["replace"] = set()
+        fields["rtcp_mux"] = set()
+        fields["flags"] = set()
+        fields["supports"] = set()
+        fields["sdes"] = set()
+        fields["osrtp"] = set()
         fields["raw"] = request
+        fields["unknown"] = []
+        self.__dict__ = fields
         builder = _Builder(self)
         handlers = _HANDLERS
         for key, value in request.items():  # (_Builder.apply, inlined)
@@ -466,23 +473,39 @@ class Flags:
 #: default factory are in it too, as placeholders, so the order is kept)
 _DEFAULTS = {f.name: (f.default if f.default is not dataclasses.MISSING else None)
              for f in dataclasses.fields(Flags)}
-#: (name, factory) of the fields with a default factory
+#: (name, factory) of the fields with a default factory, which
+#: from_request fills in itself (raw: the request)
 _FACTORIES = tuple((f.name, f.default_factory) for f in dataclasses.fields(Flags)
                    if f.default_factory is not dataclasses.MISSING)
+assert _FACTORIES == (("replace", set), ("rtcp_mux", set), ("flags", set), ("supports", set),
+                      ("sdes", set), ("osrtp", set), ("raw", dict), ("unknown", list)), \
+    "Flags.from_request makes the containers of these fields"
 
 
 class _Builder:
     """Applies request items to a Flags in order (later scalars win)."""
 
+    __slots__ = ("f", "codecs", "direction", "from_interface", "to_interface")
+
     def __init__(self, flags):
         self.f = flags
-        #: codec part -> its items, for the parts the request names
-        self.codec = collections.defaultdict(list)
-        self.direction = []
+        #: codec part -> its items, for the parts the request names (made
+        #: when the first is named)
+        self.codecs = None
+        #: the direction key's items (a list once it is given)
+        self.direction = None
         self.from_interface = None
         self.to_interface = None
-        #: key -> handler(builder, value); one table for every request
-        self.handlers = _HANDLERS
+
+    def codec(self, part):
+        """The items of codec ``part`` so far (a list to add to)."""
+        codecs = self.codecs
+        if codecs is None:
+            codecs = self.codecs = {}
+        items = codecs.get(part)
+        if items is None:
+            items = codecs[part] = []
+        return items
 
     def apply(self, key, value):
         handler = _HANDLERS.get(key)
@@ -493,11 +516,12 @@ class _Builder:
 
     def finish(self):
         f = self.f
-        for part, items in self.codec.items():
-            setattr(f, _CODEC_ATTRS[part], tuple(items))
+        if self.codecs is not None:
+            for part, items in self.codecs.items():
+                setattr(f, _CODEC_ATTRS[part], tuple(items))
         if not self.direction and self.from_interface is None and self.to_interface is None:
             return  # f.direction stays the default, ()
-        direction = list(self.direction[:2])
+        direction = list((self.direction or ())[:2])
         if self.from_interface is not None or self.to_interface is not None:
             while len(direction) < 2:
                 direction.append("")
@@ -514,6 +538,8 @@ class _Builder:
             self.f.ice = canonical(items[-1]).replace("_", "-")
 
     def _direction(self, value):
+        if self.direction is None:
+            self.direction = []
         self.direction.extend(as_list(value))
 
     def _from_interface(self, value):
@@ -528,6 +554,10 @@ class _Builder:
             self.f.address_family = s.upper()
 
     def _received_from(self, value):
+        if type(value) is list and len(value) == 2 and type(value[0]) is str \
+                and type(value[1]) is str:
+            self.f.received_from = (value[0], value[1])  # the usual [family, address]
+            return
         if isinstance(value, (list, tuple)):
             items = [_as_str(v) for v in value]
             if len(items) >= 2 and items[0] is not None and items[1] is not None:
@@ -584,7 +614,7 @@ class _Builder:
             return
         for key, items in value.items():
             if key in _CODEC_ATTRS:
-                self.codec[key].extend(as_list(items))
+                self.codec(key).extend(as_list(items))
             else:
                 self.f.unknown.append("codec.%s" % (key,))
 
@@ -603,14 +633,14 @@ class _Builder:
             self.f.flags.add("to-tag")
         elif key in ("delete-delay",):
             key = "delete delay"
-        if key in self.handlers:
+        if key in _HANDLERS:
             self.apply(key, value)
             return
         lower = key.lower()
         # key=value forms of prefixed words: codec-strip=PCMA, replace=origin
         for prefix, part in _CODEC_PREFIXES:
             if lower + "-" == prefix:
-                self.codec[part].extend(as_list(value))
+                self.codec(part).extend(as_list(value))
                 return
         for prefix, attr in _LIST_PREFIXES:
             if lower + "-" == prefix:
@@ -649,7 +679,7 @@ class _Builder:
             return
         for prefix, part in _CODEC_PREFIXES:
             if c.startswith(prefix) and len(c) > len(prefix):
-                self.codec[part].append(word.strip()[len(prefix):])
+                self.codec(part).append(word.strip()[len(prefix):])
                 return
         for prefix, attr in _LIST_PREFIXES:
             if c.startswith(prefix) and len(c) > len(prefix):
@@ -683,9 +713,11 @@ class _Builder:
 
 def _str(attr):
     def handler(b, value):
-        s = _as_str(value)
-        if s is not None:
-            setattr(b.f, attr, s)
+        if type(value) is not str:
+            value = _as_str(value)
+            if value is None:
+                return
+        setattr(b.f, attr, value)
     return handler
 
 
@@ -715,7 +747,7 @@ def _plain_set(attr):
 
 def _codec_part(part):
     def handler(b, value):
-        b.codec[part].extend(as_list(value))
+        b.codec(part).extend(as_list(value))
     return handler
 
 

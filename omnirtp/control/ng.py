@@ -287,8 +287,7 @@ class NGProtocol(DatagramProtocol):
 
     # -- cache ---------------------------------------------------------
 
-    def _maybe_rotate(self):
-        now = self.clock.seconds()
+    def _maybe_rotate(self, now):
         elapsed = now - self._rotated_at
         if elapsed >= 2 * self.cache_ttl:
             self._cache_old = {}
@@ -303,24 +302,22 @@ class NGProtocol(DatagramProtocol):
         self._cache_old, self._bytes_old = self._cache_new, self._bytes_new
         self._cache_new, self._bytes_new = {}, 0
 
-    def _cache_get(self, cookie):
-        entry = self._cache_new.get(cookie)
-        if entry is None:
-            entry = self._cache_old.get(cookie)
-        return entry
-
-    @staticmethod
-    def _cost(cookie, entry):
-        return len(cookie) + (PENDING_COST if isinstance(entry, _Pending) else len(entry))
-
     def _cache_put(self, cookie, entry):
-        old = self._cache_old.pop(cookie, None)
-        if old is not None:
-            self._bytes_old -= self._cost(cookie, old)
+        # what an entry is charged: its cookie, and its datagram or
+        # PENDING_COST; a cookie is in one generation at most (put here,
+        # moved whole by _rotate): the old one is looked at only when the
+        # new one lacks it
+        key_cost = len(cookie)
         previous = self._cache_new.pop(cookie, None)
         if previous is not None:
-            self._bytes_new -= self._cost(cookie, previous)
-        cost = self._cost(cookie, entry)
+            self._bytes_new -= key_cost + (
+                PENDING_COST if type(previous) is _Pending else len(previous))
+        else:
+            previous = self._cache_old.pop(cookie, None)
+            if previous is not None:
+                self._bytes_old -= key_cost + (
+                    PENDING_COST if type(previous) is _Pending else len(previous))
+        cost = key_cost + (PENDING_COST if type(entry) is _Pending else len(entry))
         if (len(self._cache_new) >= self._generation_max
                 or self._bytes_new + cost > self._generation_bytes):
             self._rotate()
@@ -349,23 +346,35 @@ class NGProtocol(DatagramProtocol):
             return
         cookie = data[:space]
         payload = data[space + 1:]
-        self._maybe_rotate()
+        now = self.clock.seconds()
+        if now - self._rotated_at >= self.cache_ttl:
+            self._maybe_rotate(now)
         if payload:
-            entry = self._cache_get(cookie)
+            entry = self._cache_new.get(cookie)
+            if entry is None:
+                entry = self._cache_old.get(cookie)
             if entry is not None:
-                if isinstance(entry, _Pending):
+                if type(entry) is _Pending:
                     if len(entry.waiters) < MAX_WAITERS:
                         entry.waiters.append(addr)
                 else:
                     self._send(entry, addr)
                 return
-        try:
-            request, encoding = decode_payload(payload)
-        except _DecodeError as e:
-            self._warn_undecodable(addr, e)
-            self._finish(cookie, _Pending(addr), error_reply(e.reason), _BENCODE
-                         if payload[:1] != b"{" else _JSON)
-            return
+        # (decode_payload's first step for a bencode dictionary, by the C
+        # extension when it is built, inline)
+        fast = bencode._c
+        decoded = fast.decode_text_prefix(payload) \
+            if fast is not None and payload[:1] == b"d" else None
+        if decoded is not None:
+            request, encoding = decoded[0], _BENCODE
+        else:
+            try:
+                request, encoding = decode_payload(payload)
+            except _DecodeError as e:
+                self._warn_undecodable(addr, e)
+                self._finish(cookie, _Pending(addr), error_reply(e.reason), _BENCODE
+                             if payload[:1] != b"{" else _JSON)
+                return
         command = request.get(KEY_COMMAND)
         if not isinstance(command, str):
             self._finish(cookie, _Pending(addr), error_reply(errors.E_NO_COMMAND),
@@ -383,7 +392,7 @@ class NGProtocol(DatagramProtocol):
             reply = self._reply_for_failure(Failure(), request, command)
             self._finish(cookie, pending, reply, encoding)
             return
-        if sync.is_deferred(result):
+        if result.__class__ is not dict and sync.is_deferred(result):
             result.addCallbacks(
                 self._finish_later, self._fail_later,
                 callbackArgs=(cookie, pending, encoding),
@@ -452,7 +461,11 @@ class NGProtocol(DatagramProtocol):
         try:
             if not isinstance(reply, dict):
                 raise TypeError("dispatch returned %r, not a dict" % (type(reply),))
-            body = encode_reply(reply, encoding)
+            # (encode_reply's bencode step by the C extension, inline)
+            fast = bencode._c
+            body = fast.encode(reply) if fast is not None and encoding is _BENCODE else None
+            if body is None:
+                body = encode_reply(reply, encoding)
         except Exception:
             self.log.failure("ng reply cannot be encoded")
             reply = error_reply(errors.E_INTERNAL)

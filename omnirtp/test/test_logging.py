@@ -6,7 +6,7 @@ import io
 import os
 import signal
 
-from twisted.logger import LogLevel, LogPublisher, Logger
+from twisted.logger import FileLogObserver, LogLevel, LogPublisher, Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -491,6 +491,23 @@ class CheapTextTests(SynchronousTestCase):
                     e = event(fmt="at {a}", a=1, log_time=when)
                     self.assertEqual(text(e), self.classic(e, time_format), (zone, when))
 
+    def test_classicLineStarts(self):
+        """The line's start kept per namespace and level within a second is
+        the one twisted makes: namespaces and levels in turn, across second
+        boundaries and back, namespaces with a newline, texts with one."""
+        text = olog.ClassicText()
+        whens = [T, T + 0.25, T + 1.0, T + 1.5, T + 0.5, T + 0.9999996, T + 1.0000001, T + 2.5]
+        kinds = [("a.b", LogLevel.info), ("a.c", LogLevel.info), ("a.b", LogLevel.warn),
+                 ("new\nline", LogLevel.error), ("a.b", None)]
+        for when in whens:
+            for namespace, level in kinds:
+                for fmt in ("x {a}", "two\nlines {a}"):
+                    e = event(fmt=fmt, a=1, log_time=when, log_namespace=namespace,
+                              log_level=level)
+                    self.assertEqual(text(e), self.classic(e), (when, namespace, level))
+                    e.pop("log_namespace")
+                    self.assertEqual(text(e), self.classic(e), (when, level))
+
     def test_twistdObserverCheapened(self):
         """install() gives twistd's text observer (textFileLogObserver) the
         cheap formatter, and its file gets the same bytes as before; other
@@ -544,6 +561,24 @@ class LoggerTests(SynchronousTestCase):
         self.assertIsInstance(ours["log_logger"], olog.Logger)
         self.assertLess(abs(ours["log_time"] - theirs["log_time"]), 5)
 
+    def test_levelMethods(self):
+        """Each level method (which makes the event itself, not through
+        emit) gives twisted's event: the same keys in the same order, the
+        same values, for every level, and a key given twice wins as there."""
+        for name in ("debug", "info", "warn", "error", "critical"):
+            seen = []
+            ours = olog.Logger(namespace="n.s", source=self, observer=seen.append)
+            theirs = Logger(namespace="n.s", source=self, observer=seen.append)
+            for logger in (ours, theirs):
+                getattr(logger, name)("x {a}", a=1, log_format="ignored", z=2)
+            mine, twisted = seen
+            self.assertEqual(list(mine), list(twisted), name)
+            for key in mine:
+                if key not in ("log_logger", "log_time"):
+                    self.assertEqual(mine[key], twisted[key], (name, key))
+            self.assertEqual(mine["log_level"], getattr(LogLevel, name))
+            self.assertEqual(mine["log_format"], "x {a}")
+
     def test_badLevel(self):
         """A level that is not one: twisted's complaint, no event."""
         seen = []
@@ -557,3 +592,64 @@ class LoggerTests(SynchronousTestCase):
         log = olog.Logger(observer=seen.append)
         log.info("traced", log_trace=[])
         self.assertEqual(seen[0]["log_trace"], [(log, seen.append)])
+
+
+class DroppedDebugTests(SynchronousTestCase):
+    """A debug event that install()'s filters would drop is not made at all;
+    whenever anything could see it, it is made and delivered as before."""
+
+    def setUp(self):
+        self.addCleanup(setattr, olog, "_installed", olog._installed)
+        self.publisher = LogPublisher()
+        self.out = io.StringIO()
+        self.publisher.addObserver(FileLogObserver(self.out, lambda e: e["log_format"] + "\n"))
+        self.levels = LogLevels(6)
+        install(self.levels, publisher=self.publisher)
+        self.log = olog.Logger(namespace="omnirtp.control.x", observer=self.publisher)
+        self.filtered = []
+        real = olog.LevelFilter.__call__
+
+        def counting(filter, event):
+            self.filtered.append(event["log_format"])
+            return real(filter, event)
+        self.patch(olog.LevelFilter, "__call__", counting)
+
+    def test_dropped(self):
+        self.log.debug("hidden {a}", a=1)
+        self.assertEqual(self.filtered, [])  # not made: no filter saw it
+        self.log.info("shown")
+        self.assertEqual((self.filtered, self.out.getvalue()), (["shown"], "shown\n"))
+
+    def test_levelRaised(self):
+        self.levels.set(7, "control")
+        self.log.debug("seen")
+        self.assertEqual(self.out.getvalue(), "seen\n")
+
+    def test_otherSubsystem(self):
+        self.levels.set(7, "ice")
+        self.log.debug("hidden")
+        olog.Logger(namespace="omnirtp.media.ice", observer=self.publisher).debug("ice")
+        self.assertEqual(self.out.getvalue(), "ice\n")
+
+    def test_ownPriorityOrSubsystem(self):
+        self.log.debug("urgent", log_priority=3)
+        self.log.debug("ice", log_subsystem="ice")
+        self.assertEqual(self.filtered, ["urgent", "ice"])
+        self.assertEqual(self.out.getvalue(), "urgent\n")
+
+    def test_traced(self):
+        trace = []
+        self.log.debug("traced", log_trace=trace)
+        self.assertEqual(trace[0], (self.log, self.publisher))
+
+    def test_anotherObserver(self):
+        seen = []
+        self.publisher.addObserver(seen.append)
+        self.log.debug("for all")
+        self.assertEqual([e["log_format"] for e in seen], ["for all"])
+        self.assertEqual(self.out.getvalue(), "")
+
+    def test_anotherPublisher(self):
+        seen = []
+        olog.Logger(namespace="omnirtp.control.x", observer=seen.append).debug("direct")
+        self.assertEqual([e["log_format"] for e in seen], ["direct"])

@@ -491,3 +491,47 @@ class RunLockedNowTests(SynchronousTestCase):
         self.assertEqual(order, ["second"])
         self.assertEqual(self.registry._locks, {})
         self.assertEqual(self.registry.run_locked_now("c", lambda: 3), 3)
+
+
+class ReleaseFailureTests(SynchronousTestCase):
+    """A release that fails is logged (and handled), whether its Deferred
+    failed before destroy() looked at it or later; one that succeeded
+    has nothing added to it."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.engine = CountingEngine(self.clock)
+        self.registry = CallRegistry(self.engine, self.clock)
+        self.logged = []
+        self.registry.log = type(self.registry.log)(observer=self.logged.append)
+
+    def destroy(self, released):
+        self.engine.release = lambda call_id, sockets=None: released
+        call = answered_call(self.registry, self.engine, "c1")
+        return self.registry.destroy(call, "terminated")
+
+    def failures(self):
+        return [e for e in self.logged if "log_failure" in e]
+
+    def test_failedAlready(self):
+        d = self.destroy(defer.fail(RuntimeError("gone")))
+        [event] = self.failures()
+        self.assertEqual(event["log_format"], "releasing {call_id}")
+        self.assertEqual(event["call_id"], "c1")
+        self.assertIsNone(self.successResultOf(d))
+
+    def test_failsLater(self):
+        released = defer.Deferred()
+        d = self.destroy(released)
+        self.assertEqual(self.failures(), [])
+        released.errback(RuntimeError("gone"))
+        [event] = self.failures()
+        self.assertEqual(event["call_id"], "c1")
+        self.assertIsNone(self.successResultOf(d))
+
+    def test_succeeded(self):
+        released = defer.succeed(None)
+        d = self.destroy(released)
+        self.assertIs(d, released)
+        self.assertEqual(self.failures(), [])
+        self.assertIsNone(self.successResultOf(d))
