@@ -259,9 +259,9 @@ def descendants(pid):
     return out
 
 
-def cpu_seconds(pids):
-    """Time on CPU of every thread of ``pids`` (schedstat, ns -> s)."""
-    total = 0
+def _task_files(pids, name):
+    """The text of ``/proc/PID/task/TID/<name>`` of every thread of
+    ``pids`` (threads gone meanwhile are skipped)."""
     for pid in pids:
         try:
             tids = os.listdir("/proc/%d/task" % pid)
@@ -269,11 +269,15 @@ def cpu_seconds(pids):
             continue
         for tid in tids:
             try:
-                with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
-                    total += int(f.read().split()[0])
+                with open("/proc/%d/task/%s/%s" % (pid, tid, name)) as f:
+                    yield f.read()
             except OSError:
                 pass
-    return total / 1e9
+
+
+def cpu_seconds(pids):
+    """Time on CPU of every thread of ``pids`` (schedstat, ns -> s)."""
+    return sum(int(text.split()[0]) for text in _task_files(pids, "schedstat")) / 1e9
 
 
 def user_system_seconds(pids):
@@ -282,19 +286,10 @@ def user_system_seconds(pids):
     about 1% of the total)."""
     tick = os.sysconf("SC_CLK_TCK")
     user = system = 0
-    for pid in pids:
-        try:
-            tids = os.listdir("/proc/%d/task" % pid)
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            user += int(fields[11])
-            system += int(fields[12])
+    for text in _task_files(pids, "stat"):
+        fields = text.rsplit(")", 1)[1].split()
+        user += int(fields[11])
+        system += int(fields[12])
     return user / tick, system / tick
 
 
