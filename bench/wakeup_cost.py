@@ -9,6 +9,12 @@ when due; two timed calls pending, none due), ``runUntilCurrent`` alone,
 an empty ``epoll.poll(0)``, ``reactor.seconds()``, and a loopback UDP
 ``os.write`` + ``os.read`` of a 172-byte datagram (a quarter of the loops).
 Figures in microseconds per call; docs/scaling.md ("Timers only when due").
+
+``--switch``: what a bare process switch costs on this box.  Two processes
+pinned to ``--cpu`` pass a byte back and forth over two pipes (a round trip:
+2 writes, 2 reads, 2 switches), against the same 4 system calls in one
+process (no switch); half the difference is one switch with its wake-up.
+(docs/scaling.md, "What a switch costs".)
 """
 
 import argparse
@@ -32,9 +38,13 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--loops", type=int, default=200000)
     p.add_argument("--cpu", type=int, default=1)
+    p.add_argument("--switch", action="store_true",
+                   help="only this: the cost of a process switch (two processes, one CPU)")
     args = p.parse_args(argv)
     if hasattr(os, "sched_setaffinity") and args.cpu < os.cpu_count():
         os.sched_setaffinity(0, {args.cpu})
+    if args.switch:
+        return switch_cost(args.loops)
     from twisted.internet import epollreactor
     r = epollreactor.EPollReactor()
     r.callLater(1000, lambda: None)
@@ -80,6 +90,50 @@ def main(argv=None):
     a.close()
     b.close()
     ep.close()
+
+
+def switch_cost(loops):
+    """Two processes on one CPU ping-pong a byte: per switch, less the
+    system calls' own cost measured in one process."""
+    a_r, a_w = os.pipe()
+    b_r, b_w = os.pipe()
+    read, write = os.read, os.write
+
+    def alone(n):
+        for _ in range(n):
+            write(a_w, b"x")
+            read(a_r, 1)
+            write(b_w, b"x")
+            read(b_r, 1)
+
+    def echo(n):
+        for _ in range(n):
+            write(b_w, read(a_r, 1))
+
+    def ping(n):
+        for _ in range(n):
+            write(a_w, b"x")
+            read(b_r, 1)
+
+    syscalls = timed(alone, loops)
+    runs = []
+    for _ in range(5):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                echo(loops)
+            finally:
+                os._exit(0)
+        start = time.perf_counter()
+        ping(loops)
+        runs.append((time.perf_counter() - start) / loops * 1e6)
+        os.waitpid(pid, 0)
+    trip = statistics.median(runs)
+    print("round trip between two processes on one CPU   %.2f us" % trip)
+    print("the same 4 system calls in one process        %.2f us" % syscalls)
+    print("one process switch (with its wake-up)         %.2f us" % ((trip - syscalls) / 2))
+    for fd in (a_r, a_w, b_r, b_w):
+        os.close(fd)
 
 
 if __name__ == "__main__":
