@@ -17,6 +17,7 @@ Commands (``get`` is ``list``)::
     ksadd <db> | ksrm <db> | kslist (the Redis databases followed)
     active (every foreign call becomes ours), standby (every own call foreign)
     set maxsessions <int> | loglevel <int> | loglevel <subsystem> <int>
+        timeout | silenttimeout | offertimeout | finaltimeout <uint> | deletedelay <int>
     help, list help, set help
 """
 
@@ -42,7 +43,11 @@ LIST_COMMANDS = (
     "offertimeout", "finaltimeout", "loglevels", "loglevel", "deletedelay",
     "interfaces", "jsonstats",
 )
-SET_COMMANDS = ("maxsessions", "loglevel")
+SET_COMMANDS = ("maxsessions", "timeout", "silenttimeout", "offertimeout", "finaltimeout",
+                "loglevel", "deletedelay")
+UINT_MAX = 2 ** 32 - 1
+INT_MAX = 2 ** 31 - 1
+ERANGE = 34
 TOP_COMMANDS = ("list", "terminate", "set", "get", "ksadd", "ksrm", "kslist", "active",
                 "standby")
 
@@ -470,7 +475,54 @@ class CliCommands:
             return "Success setting maxsessions to %d\n" % value
         if sub == "loglevel":
             return self._set_loglevel(arg)
+        if sub in ("timeout", "silenttimeout", "offertimeout", "finaltimeout"):
+            return self._set_timeout(sub, arg)
+        if sub == "deletedelay":
+            return self._set_delete_delay(arg)
         return UNKNOWN % line
+
+    def _set_timeout(self, sub, arg):
+        """``set timeout|silenttimeout|offertimeout|finaltimeout N``, read
+        and answered as rtpengine 10.5 does: N as C's strtoul reads it
+        (``5x`` is 5, ``+7`` is 7), refused when there are no digits, when
+        it overflows (errno 34) or is above 2**32-1 (a negative number wraps
+        there: errno 0); every one of the four is called "timeout" in the
+        reply.  A 0 for the first three means their default here, as in
+        the config file (rtpengine 10.5 would end every call without media
+        at its next second): docs/compat.md."""
+        words = arg.split()
+        if not words:
+            return MORE
+        text = words[0]
+        m = _ULONG.match(text)
+        if m is None:
+            return "Fail setting timeout to %s; no digists found\n" % text
+        value = int(m.group(2))
+        if value > ULONG_MAX:
+            return "Fail setting timeout to %s; errno=%d\n" % (text, ERANGE)
+        if m.group(1) == "-" and value:
+            value = ULONG_MAX + 1 - value  # strtoul's wrap-around
+        if value > UINT_MAX:
+            return "Fail setting timeout to %s; errno=0\n" % text
+        option = self.ops.TIMER_OPTIONS[sub]
+        now = self.ops.set_timer(option, value)
+        self.log.info("{option} set to {value} by operator", option=option, value=now)
+        return "Success setting timeout to %d\n" % value
+
+    def _set_delete_delay(self, arg):
+        """``set deletedelay N``: N as C's strtol reads it into an int
+        (``-5`` and ``5x`` are taken, ``abc`` and numbers beyond an int are
+        not), in rtpengine 10.5's words; 0 or less deletes at once."""
+        words = arg.split()
+        if not words:
+            return MORE
+        m = _ATOI.match(words[0])
+        if m is None or not -INT_MAX - 1 <= int(m.group(1)) <= INT_MAX:
+            return "Invalid delete-delay value\n"
+        value = int(m.group(1))
+        self.ops.set_timer("delete-delay", value)
+        self.log.info("delete-delay set to {value} by operator", value=value)
+        return "Success setting delete-delay to %d\n" % value
 
     def _set_loglevel(self, arg):
         """``set loglevel N`` (every subsystem) or ``set loglevel SUB N``,

@@ -11,9 +11,11 @@ path; every figure is read when an operator asks.
 rtpengine subsystem) and is the filter of the daemon's log observers.
 """
 
+import dataclasses
+
 from twisted.internet import defer
 
-from omnirtp.call.registry import REASON_FORCED
+from omnirtp.call.registry import REASON_FORCED, Timeouts
 from omnirtp.logging import SUBSYSTEMS, LogLevels  # noqa: F401 (re-exported)
 
 
@@ -187,6 +189,40 @@ class Operations:
         if value < -1:
             raise ValueError("max-sessions %r is below -1" % (value,))
         self.registry.max_sessions = value
+
+    #: the CLI's ``set`` words for the timers, and their config options
+    TIMER_OPTIONS = {"timeout": "timeout", "silenttimeout": "silent-timeout",
+                     "offertimeout": "offer-timeout", "finaltimeout": "final-timeout",
+                     "deletedelay": "delete-delay"}
+
+    def set_timer(self, option, value):
+        """Set one timer option (``timeout``, ``silent-timeout``,
+        ``offer-timeout``, ``final-timeout``, ``delete-delay``) in the
+        running daemon, as a SIGHUP that changed only it would: the timeout
+        sweep reads the new value at its next pass, a later delete takes
+        the new delay.  A value the config file could not give is read as
+        the config reads it (0 for ``timeout``, ``silent-timeout`` or
+        ``offer-timeout``: the default).  The daemon's config keeps the
+        value, so a later SIGHUP applies the file's value again if it
+        differs.  Returns the value now in force."""
+        defaults = {"timeout": 60, "silent-timeout": 3600, "offer-timeout": 3600}
+        if option in defaults and value <= 0:
+            value = defaults[option]
+        elif option == "final-timeout" and value < 0:
+            value = 0
+        t = self.registry.timeouts
+        current = {"timeout": t.timeout, "silent-timeout": t.silent_timeout,
+                   "offer-timeout": t.offer_timeout, "final-timeout": t.final_timeout,
+                   "delete-delay": t.delete_delay}
+        current[option] = value
+        self.registry.timeouts = Timeouts(current["timeout"], current["silent-timeout"],
+                                          current["offer-timeout"], current["final-timeout"],
+                                          current["delete-delay"])
+        if option == "delete-delay":
+            self.dispatcher.delete_delay = value
+        if self.config is not None and dataclasses.is_dataclass(self.config):
+            self.config = dataclasses.replace(self.config, **{option.replace("-", "_"): value})
+        return value
 
     def timeouts(self):
         t = self.registry.timeouts

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from omnirtp.test.fakes import ControlStack
 from omnirtp.cli import ctl
-from omnirtp.cli.commands import CliCommands
+from omnirtp.cli.commands import SET_COMMANDS, CliCommands
 from omnirtp.cli.protocol import E_TOO_LONG, MAX_LINE, CliFactory
 from omnirtp.config.model import Config, InterfaceSpec
 from omnirtp.control.operations import Operations
@@ -200,6 +200,77 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(self.d.cli("list finaltimeout"), "FINAL_TIMEOUT=0\n")
         self.assertEqual(self.d.cli("list deletedelay"), "30\n")
 
+    def test_setTimeouts(self):
+        """set timeout / silenttimeout / offertimeout / finaltimeout, read
+        and answered as rtpengine 10.5 does (its replies taken from the live
+        daemon), applied to the running registry and config."""
+        cases = [
+            ("set timeout", "More parameters required.\n"),
+            ("set timeout abc", "Fail setting timeout to abc; no digists found\n"),
+            ("set timeout -5", "Fail setting timeout to -5; errno=0\n"),
+            ("set timeout 4294967296", "Fail setting timeout to 4294967296; errno=0\n"),
+            ("set timeout 99999999999999999999",
+             "Fail setting timeout to 99999999999999999999; errno=34\n"),
+            ("set silenttimeout -1", "Fail setting timeout to -1; errno=0\n"),
+        ]
+        for line, expected in cases:
+            self.assertEqual(self.d.cli(line), expected, line)
+        self.assertEqual(self.d.cli("list timeout"), "TIMEOUT=60\n")
+        self.assertEqual(self.d.cli("set timeout 5x"), "Success setting timeout to 5\n")
+        self.assertEqual(self.d.cli("set silenttimeout +100"), "Success setting timeout to 100\n")
+        self.assertEqual(self.d.cli("set offertimeout 50"), "Success setting timeout to 50\n")
+        self.assertEqual(self.d.cli("set finaltimeout 7200"), "Success setting timeout to 7200\n")
+        self.assertEqual([self.d.cli("list " + w) for w in
+                          ("timeout", "silenttimeout", "offertimeout", "finaltimeout")],
+                         ["TIMEOUT=5\n", "SILENT_TIMEOUT=100\n", "OFFER_TIMEOUT=50\n",
+                          "FINAL_TIMEOUT=7200\n"])
+        config = self.d.ops.config
+        self.assertEqual((config.timeout, config.silent_timeout, config.offer_timeout,
+                          config.final_timeout), (5, 100, 50, 7200))
+        # 0 means the default, as in the config file (rtpengine 10.5 would
+        # end every call without media at once)
+        self.assertEqual(self.d.cli("set timeout 0"), "Success setting timeout to 0\n")
+        self.assertEqual(self.d.cli("list timeout"), "TIMEOUT=60\n")
+        self.assertEqual(self.d.cli("set timeout 4294967295"),
+                         "Success setting timeout to 4294967295\n")
+
+    def test_setTimeoutEndsCalls(self):
+        """The sweep takes a timeout set by the CLI at its next pass."""
+        self.d.call("c1")
+        self.d.clock.advance(10)
+        self.d.registry.sweep()
+        self.assertIn("c1", self.d.registry.calls)
+        self.assertEqual(self.d.cli("set timeout 5"), "Success setting timeout to 5\n")
+        self.d.clock.advance(1)
+        self.d.registry.sweep()
+        self.assertNotIn("c1", self.d.registry.calls)
+
+    def test_setDeleteDelay(self):
+        cases = [
+            ("set deletedelay", "More parameters required.\n"),
+            ("set deletedelay abc", "Invalid delete-delay value\n"),
+            ("set deletedelay 99999999999", "Invalid delete-delay value\n"),
+            ("set deletedelay 5x", "Success setting delete-delay to 5\n"),
+            ("list deletedelay", "5\n"),
+            ("set deletedelay -5", "Success setting delete-delay to -5\n"),
+            ("list deletedelay", "-5\n"),
+            ("set deletedelay 0", "Success setting delete-delay to 0\n"),
+        ]
+        for line, expected in cases:
+            self.assertEqual(self.d.cli(line), expected, line)
+        self.assertEqual(self.d.ops.config.delete_delay, 0)
+        # a delete now ends the call at once (it was 30 s)
+        self.d.call("c1")
+        self.d.ng(command="delete", call_id="c1", from_tag="ft-c1")
+        self.assertNotIn("c1", self.d.registry.calls)
+        self.assertEqual(self.d.cli("set deletedelay 30"), "Success setting delete-delay to 30\n")
+        self.d.call("c2")
+        self.d.ng(command="delete", call_id="c2", from_tag="ft-c2")
+        self.assertIn("c2", self.d.registry.calls)
+        self.d.clock.advance(31)
+        self.d.registry.sweep()
+        self.assertNotIn("c2", self.d.registry.calls)
+
     def test_interfaces(self):
         self.d.call("c1")
         self.assertEqual(self.d.cli("list interfaces"),
@@ -308,7 +379,14 @@ class CommandTests(SynchronousTestCase):
                          "\tset\n\tget\n\tksadd\n\tksrm\n\tkslist\n\tactive\n\tstandby\n")
         self.assertIn("\tnumsessions\n", self.d.cli("list help"))
         self.assertEqual(self.d.cli("set help"),
-                         "Available sub-commands at this level:\n\tmaxsessions\n\tloglevel\n")
+                         "Available sub-commands at this level:\n\tmaxsessions\n\ttimeout\n"
+                         "\tsilenttimeout\n\toffertimeout\n\tfinaltimeout\n\tloglevel\n"
+                         "\tdeletedelay\n")
+        # rtpengine 10.5's own list, with the words omnirtp has, in its order
+        rtpengine = ("maxopenfiles maxsessions maxcpu maxload maxbw timeout silenttimeout "
+                     "offertimeout finaltimeout loglevel redisallowederrors redisdisabletime "
+                     "redisconnecttimeout rediscmdtimeout controltos deletedelay").split()
+        self.assertEqual([w for w in rtpengine if w in SET_COMMANDS], list(SET_COMMANDS))
 
     def test_internalErrorIsAReply(self):
         """A command that fails unexpectedly answers one line and is logged."""
