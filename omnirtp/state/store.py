@@ -89,6 +89,23 @@ class MemoryStore:
                 "errors": 0, "resyncs": 0, "backlog": 0}
 
 
+def send_now(protocol):
+    """Give what ``protocol`` has written to the kernel now, instead of at
+    the reactor's next turn: Twisted's TCP transport keeps a write until the
+    reactor finds the socket writable and calls its ``doWrite``; this calls
+    it at once (the same ``send`` and the same two ``epoll_ctl``, earlier).
+    What the socket cannot take stays queued for the reactor, and an error
+    is left to it (the socket stays watched for writing, so the reactor
+    meets the error and closes the connection).  A transport without
+    ``doWrite`` (a test's, a TLS wrapper) is left to the reactor."""
+    transport = getattr(protocol, "transport", None)
+    do_write = getattr(transport, "doWrite", None)
+    if do_write is None or not getattr(transport, "connected", False) \
+            or getattr(transport, "disconnecting", False):
+        return
+    do_write()
+
+
 def _connect_tcp(reactor, address, timeout):
     endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=timeout)
     return connectProtocol(endpoint, RespProtocol())
@@ -306,6 +323,10 @@ class RedisStore:
         else:
             d = self._command("SET", self._key(call_id), blob)
         d.addCallbacks(self._acked, self._failed, callbackArgs=(call_id, seq, blob is None))
+        # the ng reply of the request that changed the call is sent after
+        # this returns: the command must be with the kernel before it, so
+        # that a daemon killed once it has replied has written the change
+        send_now(self.protocol)
 
     def _acked(self, _reply, call_id, seq, deleted):
         if deleted:

@@ -2,11 +2,13 @@
 store's write-behind, outage and resync on a Clock with scripted
 connections (the real Redis is in integration/test_redis.py)."""
 
+import socket
+
 from twisted.internet import defer
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from omnirtp.interfaces import IStateStore
@@ -214,3 +216,34 @@ class RedisStoreTests(SynchronousTestCase):
         store.stop()
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(store.state, "stopped")
+
+
+class SentBeforeReplyTests(TestCase):
+    """A write leaves for Redis before ``save`` returns, i.e. before the ng
+    reply of the request that changed the call: a daemon killed once it
+    has replied has written the change.  A real TCP connection on
+    loopback (Twisted's transport keeps a write until the reactor's next
+    turn; the reactor does not run between ``save`` and the check)."""
+
+    def setUp(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.addCleanup(self.listener.close)
+
+    @defer.inlineCallbacks
+    def test_writeIsSentBeforeSaveReturns(self):
+        from twisted.internet import reactor
+        port = self.listener.getsockname()[1]
+        store = RedisStore(reactor, "127.0.0.1:%d/0" % port, expires=0)
+        self.addCleanup(store.stop, 0.1)
+        yield store.start()
+        peer, _ = self.listener.accept()
+        self.addCleanup(peer.close)
+        peer.settimeout(0.5)
+        store.save("call-1", b"{json}")
+        # no reactor turn since save: the bytes are there only if sent now
+        expected = encode_command("SET", b"omnirtp:call:call-1", b"{json}")
+        self.assertEqual(peer.recv(4096), expected)
+        store.delete("call-1")
+        self.assertEqual(peer.recv(4096), encode_command("DEL", b"omnirtp:call:call-1"))
