@@ -502,6 +502,7 @@ def idle_only(kind, daemon, port, calls, interfaces, call, hold=10):
     idle_control = (cpu_seconds(pids[:1]) - c0_control) / hold
     errors = sum(len(c.errors) for c in clients)
     held = calls - sum(c.failed[0] for c in clients)  # an offer that was ok holds ports
+    scans = scan_requests(port)
     print("  %-10s (%s) %d calls offered in %.0f s (%.0f offer+answer/s), %d held: RSS %d -> %d KB, "
           "%.2f KB per call held; open files %d (%d processes, the most in one %d); "
           "CPU while idle %.2f%% of a core (control process %.2f%%); %d replies not ok%s"
@@ -510,6 +511,8 @@ def idle_only(kind, daemon, port, calls, interfaces, call, hold=10):
              100 * idle_cpu, 100 * idle_control, errors,
              (" e.g. %r" % (next(e for c in clients for e in c.errors),)) if errors else ""),
           flush=True)
+    print("  %-10s while held, one request each (ms, median of 3; what holds the control "
+          "process's reactor): %s" % (kind, ", ".join("%s %.1f" % kv for kv in scans)), flush=True)
     t0 = time.perf_counter()
     for c in clients:
         n = c.next_call - c.first_call
@@ -530,6 +533,31 @@ def idle_only(kind, daemon, port, calls, interfaces, call, hold=10):
     log_summary(kind, daemon)
     for c in clients:
         c.close()
+
+
+def scan_requests(port):
+    """``[(command, ms)]``: the reply time of the ng requests whose work
+    grows with the calls held (``statistics`` counts every call's media and
+    every socket's packets; ``list`` names up to 1000 calls), median of 3 each;
+    a ``ping`` for the round trip alone."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(30)
+    out = []
+    try:
+        for n, request in enumerate(({"command": "ping"}, {"command": "statistics"},
+                                     {"command": "list", "limit": 1000})):
+            times = []
+            for k in range(3):
+                cookie = b"scan%d_%d_%d" % (os.getpid(), n, k)
+                t0 = time.perf_counter()
+                sock.sendto(cookie + b" " + bencode.encode(request), (HOST, port))
+                while not sock.recv(1 << 22).startswith(cookie + b" "):
+                    pass
+                times.append((time.perf_counter() - t0) * 1e3)
+            out.append((request["command"], statistics.median(times)))
+    finally:
+        sock.close()
+    return out
 
 
 def log_summary(kind, daemon):
