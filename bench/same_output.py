@@ -226,6 +226,13 @@ def child(root, inputs, output):
         return configure(self, call_id, sockets, *args, **kwargs)
 
     EmbeddedEngine.configure = recording_configure
+    # (a checkout whose control plane calls the plain-value configure_now)
+    configure_now = getattr(EmbeddedEngine, "configure_now", None)
+    if configure_now is not None:
+        def recording_configure_now(self, call_id, sockets, *args, **kwargs):
+            configured.append(repr(sockets))
+            return configure_now(self, call_id, sockets, *args, **kwargs)
+        EmbeddedEngine.configure_now = recording_configure_now
     fingerprint = re.compile(r"a=fingerprint:(\S+) [0-9A-F:]+")
 
     def norm(reply):
