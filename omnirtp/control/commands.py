@@ -456,7 +456,12 @@ class Dispatcher:
                             sflags.append("confirmed")
                         packets, nbytes, errors = c["packets"], c["bytes"], c["errors"]
                         local = key[0]
-                        advertised = _endpoint(adv)
+                        if adv:  # (_endpoint(adv), inline)
+                            a0 = adv[0]
+                            advertised = {"family": "IPv6" if ":" in a0 else "IPv4",
+                                          "address": a0, "port": adv[1]}
+                        else:
+                            advertised = {}
                         stream = {
                             "local port": key[1],
                             "local address": local,
