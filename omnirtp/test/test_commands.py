@@ -335,6 +335,23 @@ class DualStackTests(SynchronousTestCase):
         self.assertIn("c=IN IP4 127.0.0.1", self.offer(OFFER, **{"call-id": "c2"}))
 
 
+def embedded_stack(test, **dispatcher_args):
+    """The control plane on an EmbeddedEngine with fake sockets (ports
+    30000-30009 on 127.0.0.1), as ``test``'s clock, engine, registry and
+    dispatch."""
+    import random
+    from omnirtp.media.engine import EmbeddedEngine
+    from omnirtp.test.fakes import FakeNetwork, MemoryUDPReactor
+    test.clock = MemoryUDPReactor()
+    test.engine = EmbeddedEngine(test.clock, {"127.0.0.1": (30000, 30009)},
+                                 bind=FakeNetwork().bind, rng=random.Random(1))
+    test.registry = CallRegistry(test.engine, test.clock, Timeouts(), max_sessions=-1)
+    negotiator = Negotiator(test.registry,
+                            Interfaces([InterfaceSpec("default", "127.0.0.1", None)]),
+                            instance_id="abc123")
+    test.dispatch = Dispatcher(test.registry, negotiator, **dispatcher_args)
+
+
 class RejectedMediaOnlyTests(SynchronousTestCase):
     """An offer whose every m= line is rejected (port 0) holds no port: the
     engine is not configured for it (found by fuzzing: the EmbeddedEngine
@@ -344,17 +361,7 @@ class RejectedMediaOnlyTests(SynchronousTestCase):
            "m=audio 0 RTP/AVP 0\r\n")
 
     def setUp(self):
-        import random
-        from omnirtp.media.engine import EmbeddedEngine
-        from omnirtp.test.fakes import FakeNetwork, MemoryUDPReactor
-        self.clock = MemoryUDPReactor()
-        self.engine = EmbeddedEngine(self.clock, {"127.0.0.1": (30000, 30009)},
-                                     bind=FakeNetwork().bind, rng=random.Random(1))
-        self.registry = CallRegistry(self.engine, self.clock, Timeouts(), max_sessions=-1)
-        negotiator = Negotiator(self.registry,
-                                Interfaces([InterfaceSpec("default", "127.0.0.1", None)]),
-                                instance_id="abc123")
-        self.dispatch = Dispatcher(self.registry, negotiator)
+        embedded_stack(self)
 
     def test_offerAndAnswer(self):
         """Both answered as rtpengine 10.5 answers (checked on loopback):
@@ -377,17 +384,7 @@ class EmbeddedEngineNowTests(SynchronousTestCase):
     request as a failed Deferred did."""
 
     def setUp(self):
-        import random
-        from omnirtp.media.engine import EmbeddedEngine
-        from omnirtp.test.fakes import FakeNetwork, MemoryUDPReactor
-        self.clock = MemoryUDPReactor()
-        self.engine = EmbeddedEngine(self.clock, {"127.0.0.1": (30000, 30009)},
-                                     bind=FakeNetwork().bind, rng=random.Random(1))
-        self.registry = CallRegistry(self.engine, self.clock, Timeouts(), max_sessions=-1)
-        negotiator = Negotiator(self.registry,
-                                Interfaces([InterfaceSpec("default", "127.0.0.1", None)]),
-                                instance_id="abc123")
-        self.dispatch = Dispatcher(self.registry, negotiator, delete_delay=0)
+        embedded_stack(self, delete_delay=0)
 
     def ban_deferreds(self):
         def banned(*args, **kwargs):
