@@ -20,8 +20,9 @@ the rewrite and the negotiator).  One set of inputs is made here:
   address, ICE-lite, DTLS-fingerprint).
 
 Each checkout then runs them in a child process with ``os.urandom`` made
-deterministic (ICE credentials, SDES keys and foundations come out the same
-when the code draws them in the same order) and records: per SDP document
+deterministic, one byte stream (ICE credentials, SDES keys and foundations
+come out the same when the code draws the same bytes in the same order,
+in calls of any size) and records: per SDP document
 the parse (every line's kind, value, ending, number and attribute split;
 each part's attributes), the section questions (rtcp, rtcp-mux, rtpmaps,
 fmtp, direction, ICE, connection, kept text), ``inspect`` and every error
@@ -192,8 +193,20 @@ def child(root, inputs, output):
     """Run the inputs on ``root``'s omnirtp; pickle the outputs."""
     import re
 
+    # one deterministic byte stream: urandom(n) is its next n bytes, so
+    # drawing a and b bytes gives what drawing a + b gives (a checkout
+    # that draws an offer's SDES keys at once, not one call per key, gets
+    # the same key bytes)
     deterministic = random.Random(12345)
-    os.urandom = lambda n: deterministic.randbytes(n)
+    stream = [b""]
+
+    def urandom(n):
+        have = stream[0]
+        while len(have) < n:
+            have += deterministic.randbytes(4096)
+        stream[0] = have[n:]
+        return have[:n]
+    os.urandom = urandom
     sys.path.insert(0, os.path.abspath(root))
     import warnings
     warnings.simplefilter("ignore")
@@ -213,6 +226,13 @@ def child(root, inputs, output):
         return configure(self, call_id, sockets, *args, **kwargs)
 
     EmbeddedEngine.configure = recording_configure
+    # (a checkout whose control plane calls the plain-value configure_now)
+    configure_now = getattr(EmbeddedEngine, "configure_now", None)
+    if configure_now is not None:
+        def recording_configure_now(self, call_id, sockets, *args, **kwargs):
+            configured.append(repr(sockets))
+            return configure_now(self, call_id, sockets, *args, **kwargs)
+        EmbeddedEngine.configure_now = recording_configure_now
     fingerprint = re.compile(r"a=fingerprint:(\S+) [0-9A-F:]+")
 
     def norm(reply):

@@ -109,6 +109,11 @@ def twistd_log(top):
     for svc in top:
         if getattr(svc, "logging", None) is not None:
             install(svc.levels, **svc.logging)
+            # what startService does next (checkouts that have it): the
+            # embedded engine's debug line follows the installed filters
+            follow = getattr(svc, "_follow_engine_debug", None)
+            if follow is not None:
+                follow()
 
 
 def child(root, cycles, port_min, profile=None, call="webrtc", sampler=None, log=False,

@@ -175,6 +175,16 @@ def _debug_dropped(logger, kwargs):
     return levels.levels.get(subsystem_for(logger.namespace), levels.level) < 7
 
 
+def debug_dropped(logger):
+    """True when a debug event of ``logger`` would now reach no observer:
+    what :meth:`Logger.debug` finds per event (for an event that names no
+    priority, subsystem or trace of its own), asked once.  The daemon sets
+    its embedded media engine's ``log_debug`` from it, once logging is
+    installed and whenever the levels change (``service``), as a media
+    worker's follows its own filter."""
+    return _installed is not None and _debug_dropped(logger, {})
+
+
 def level_for(log_level):
     """A twisted LogLevel for a syslog level: the media workers' first
     filter (twisted has no notice: 5 lets info through, and the control
@@ -596,4 +606,4 @@ def install_level(log_level, publisher=globalLogPublisher):
 
 
 __all__ = ["SUBSYSTEMS", "SUBSYSTEM_NAMES", "LogLevels", "LevelFilter", "Logger",
-           "install", "format_event", "StreamObserver", "SyslogObserver", "level_for"]
+           "install", "debug_dropped", "format_event", "StreamObserver", "SyslogObserver", "level_for"]

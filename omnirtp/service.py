@@ -38,6 +38,7 @@ class _RegistryService(service.Service):
         if self.logging is not None:
             from omnirtp.logging import install
             install(self.levels, **self.logging)
+            self._follow_engine_debug()
             # the real daemon: once running, what start-up made (modules,
             # config, services) stays for good; the garbage collector's
             # full passes need not look at it again (gc.freeze)
@@ -55,6 +56,25 @@ class _RegistryService(service.Service):
     def stopService(self):
         self.registry.stop()
         return service.Service.stopService(self)
+
+    def _follow_engine_debug(self):
+        """An embedded media engine (``num-threads = 0``) makes its
+        allocate's debug line only while the installed filters would let
+        it through (``log_debug``), from now on and after every change of
+        the levels (``set loglevel``, SIGUSR1/SIGUSR2, SIGHUP); a worker
+        pool's workers follow their own filter (``set_log_level``)."""
+        engine = getattr(self.registry, "engine", None)
+        if getattr(engine, "log_debug", None) is None \
+                or getattr(engine, "set_log_level", None) is not None:
+            return
+        from omnirtp.logging import debug_dropped
+
+        def follow(_levels=None):
+            engine.log_debug = not debug_dropped(engine.log)
+
+        follow()
+        if self.levels is not None:
+            self.levels.watchers.append(follow)
 
 
 class _NGService(service.Service):

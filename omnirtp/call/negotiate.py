@@ -232,7 +232,8 @@ class Negotiator:
     @sync.steps
     def _offer(self, flags):
         sd, infos = self._parse(flags.sdp)
-        if flags.has("loop-protect") and self._looped(sd):
+        # (no flag word at all, the usual request: no look-up)
+        if flags.flags and flags.has("loop-protect") and self._looped(sd):
             return flags.sdp
         registry = self.registry
         call = registry.get(flags.call_id)
@@ -245,9 +246,19 @@ class Negotiator:
         except BaseException:
             if created:
                 registry.forget(call)
-                yield self.engine.release(call.call_id)
+                yield self._release(call.call_id)
             raise
         return result
+
+    def _release(self, call_id, keys=None):
+        """The engine's release of ``call_id``'s ``keys`` (None: all), for a
+        ``yield``: done (None) with an engine that answers at once
+        (``release_now``), else its Deferred."""
+        engine = self.engine
+        now = getattr(engine, "release_now", None)
+        if now is not None:
+            return now(call_id, keys)
+        return engine.release(call_id) if keys is None else engine.release(call_id, keys)
 
     def _offer_sides(self, call, flags):
         now = self.registry.clock.seconds()
@@ -403,7 +414,12 @@ class Negotiator:
         if batch is not None:
             yield from self._allocate_configure(call, batch, sockets, plan)
         elif sockets:  # a call whose every m= line is rejected holds no ports
-            yield self.engine.configure(call.call_id, sockets)
+            engine = self.engine
+            now = getattr(engine, "configure_now", None)
+            if now is not None:
+                now(call.call_id, sockets)  # (an engine that answers at once)
+            else:
+                yield engine.configure(call.call_id, sockets)
         try:
             out = rewrite(sd, plan)
         except (SDPError, ValueError) as e:
@@ -523,9 +539,15 @@ class Negotiator:
         for m in medias:
             by_address.setdefault(m.interface.address, []).append(m)
         taken = []
+        engine = self.engine
+        # (an engine that answers at once: its ports, no Deferred)
+        now = getattr(engine, "allocate_now", None)
         try:
             for address, group in by_address.items():
-                ports = yield self.engine.allocate(call.call_id, address, len(group))
+                if now is not None:
+                    ports = now(call.call_id, address, len(group))
+                else:
+                    ports = yield engine.allocate(call.call_id, address, len(group))
                 for m, port in zip(group, ports):
                     m.rtp_port = port
                     taken.append(m)
@@ -534,7 +556,7 @@ class Negotiator:
             for m in taken:
                 m.rtp_port = None
             if keys:
-                yield self.engine.release(call.call_id, keys)
+                yield self._release(call.call_id, keys)
             raise
 
     def _batch(self, call, medias):
@@ -947,10 +969,10 @@ class Negotiator:
             if c.suite in suites and all(o.suite != c.suite and o.tag != c.tag for o in out):
                 out.append(sdes.Crypto(c.tag, c.suite, (sdes.KeyParams(c.key),), c.params))
         tag = max([c.tag for c in out], default=0)
-        for suite in suites:
-            if all(o.suite != suite for o in out):
-                tag += 1
-                out.append(sdes.generate(tag, suite))
+        # every other suite, tags counting on, the keys from one draw
+        new = [suite for suite in suites if all(o.suite != suite for o in out)]
+        if new:
+            out.extend(sdes.generate_many(tag, new))
         d.crypto_offered = tuple(out)
         return out
 

@@ -201,7 +201,9 @@ class CallRegistry:
         ``stats``: the call's last counters (``engine.stats``, read before
         the ports go), a Deferred of them: one engine call with
         an engine that has ``stats_release`` (a worker pool: one round
-        trip), else the stats request and the release one after the other."""
+        trip), else the stats request and the release one after the other;
+        with an engine that answers at once (``stats_now``, the embedded
+        engine) the counters themselves (for a ``sync.steps`` caller)."""
         if self.calls.get(call.call_id) is not call:
             return defer.succeed({} if stats else None)
         del self.calls[call.call_id]
@@ -212,10 +214,16 @@ class CallRegistry:
         self.log.info("call {call_id} ended: {reason}", call_id=call.call_id, reason=reason)
         self._ended(call)
         if stats:
-            stats_release = getattr(self.engine, "stats_release", None)
+            engine = self.engine
+            stats_release = getattr(engine, "stats_release", None)
             if stats_release is not None:
                 return stats_release(call.call_id)
-            stats_d = self.engine.stats(call.call_id)
+            stats_now = getattr(engine, "stats_now", None)
+            if stats_now is not None:
+                counters = stats_now(call.call_id)
+                self._release_now(call, engine.release_now)
+                return counters
+            stats_d = engine.stats(call.call_id)
             released = self._release(call)
             if released.called:  # the embedded engine's have fired
                 return stats_d
@@ -238,6 +246,14 @@ class CallRegistry:
     def _stats_when_released(self, stats, released):
         yield released
         return (yield stats)
+
+    def _release_now(self, call, release_now):
+        """:meth:`_release` with an engine's ``release_now``: a failure
+        is logged as :meth:`_release` logs it."""
+        try:
+            release_now(call.call_id)
+        except Exception:
+            self.log.failure("releasing {call_id}", call_id=call.call_id)
 
     def _release(self, call):
         d = self.engine.release(call.call_id)

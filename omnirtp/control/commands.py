@@ -51,6 +51,11 @@ def _call_id(request):
     return None
 
 
+def _sdp_reply(sdp):
+    """An offer's or answer's reply (no recording)."""
+    return {"result": "ok", "sdp": sdp}
+
+
 def _family(addr):
     return "IPv6" if ":" in addr else "IPv4"
 
@@ -205,24 +210,26 @@ class Dispatcher:
         if to_tag and not flags.to_tag:
             raise NGError(E_NO_TO_TAG)
 
-    @sync.steps
     def cmd_offer(self, flags):
         self._require(flags)
-        sdp = yield self.negotiator.offer(flags)
-        reply = {"result": "ok", "sdp": sdp}
-        if self.recording is not None:  # (else _record_sdp has nothing to do)
-            yield self.registry.run_locked_now(flags.call_id, self._record_sdp, flags, "offer",
-                                               reply)
-        return reply
+        if self.recording is not None:
+            return self._sdp_recorded(self.negotiator.offer, flags, "offer")
+        # (else _record_sdp has nothing to do: the reply, now or when the
+        # negotiator's Deferred fires, with no steps driver)
+        return sync.then(self.negotiator.offer(flags), _sdp_reply)
 
-    @sync.steps
     def cmd_answer(self, flags):
         self._require(flags, to_tag=True)
-        sdp = yield self.negotiator.answer(flags)
+        if self.recording is not None:
+            return self._sdp_recorded(self.negotiator.answer, flags, "answer")
+        return sync.then(self.negotiator.answer(flags), _sdp_reply)
+
+    @sync.steps
+    def _sdp_recorded(self, negotiate, flags, mode):
+        """An offer's or answer's reply with recording configured."""
+        sdp = yield negotiate(flags)
         reply = {"result": "ok", "sdp": sdp}
-        if self.recording is not None:  # (else _record_sdp has nothing to do)
-            yield self.registry.run_locked_now(flags.call_id, self._record_sdp, flags, "answer",
-                                               reply)
+        yield self.registry.run_locked_now(flags.call_id, self._record_sdp, flags, mode, reply)
         return reply
 
     @sync.steps
@@ -240,19 +247,24 @@ class Dispatcher:
         if delay is None or delay < 0:
             delay = self.delete_delay
         now = targets == "all" and delay <= 0
+        # (no flag word at all, the usual request: no look-up)
+        fast = bool(flags.flags) and flags.has("fast")
         reply = {"result": "ok"}
         if now:
             # the counters are read before the ports go, in one engine call
             # where the engine has one (a media worker: one round trip)
             stats = (yield registry.destroy(call, REASON_TERMINATED, stats=True))
             stats = stats.get(call.call_id, {})
-            if not flags.has("fast"):
+            if not fast:
                 reply.update(self.call_tree(call, stats))
             registry.account(call, stats)
             registry.unlink(call)
             return reply
-        if not flags.has("fast"):
-            stats = (yield self.engine.stats(call.call_id)).get(call.call_id, {})
+        if not fast:
+            engine = self.engine
+            now = getattr(engine, "stats_now", None)  # (an engine that answers at once)
+            stats = (now(call.call_id) if now is not None
+                     else (yield engine.stats(call.call_id))).get(call.call_id, {})
             reply.update(self.call_tree(call, stats))
         if targets == "all":
             registry.schedule_deletion(call, delay)
@@ -444,7 +456,12 @@ class Dispatcher:
                             sflags.append("confirmed")
                         packets, nbytes, errors = c["packets"], c["bytes"], c["errors"]
                         local = key[0]
-                        advertised = _endpoint(adv)
+                        if adv:  # (_endpoint(adv), inline)
+                            a0 = adv[0]
+                            advertised = {"family": "IPv6" if ":" in a0 else "IPv4",
+                                          "address": a0, "port": adv[1]}
+                        else:
+                            advertised = {}
                         stream = {
                             "local port": key[1],
                             "local address": local,

@@ -302,11 +302,14 @@ class NGProtocol(DatagramProtocol):
         self._cache_old, self._bytes_old = self._cache_new, self._bytes_new
         self._cache_new, self._bytes_new = {}, 0
 
-    def _cache_put(self, cookie, entry):
+    def _cache_put(self, cookie, entry, after_pending=False):
         # what an entry is charged: its cookie, and its datagram or
         # PENDING_COST; a cookie is in one generation at most (put here,
         # moved whole by _rotate): the old one is looked at only when the
-        # new one lacks it
+        # new one lacks it.  ``after_pending``: a reply made before anyone
+        # could look at the cache (a synchronous dispatch), put as if its
+        # pending entry had been put first and replaced now (the same
+        # rotations, the same charges), without that entry
         key_cost = len(cookie)
         previous = self._cache_new.pop(cookie, None)
         if previous is not None:
@@ -317,6 +320,10 @@ class NGProtocol(DatagramProtocol):
             if previous is not None:
                 self._bytes_old -= key_cost + (
                     PENDING_COST if type(previous) is _Pending else len(previous))
+        if after_pending and (
+                len(self._cache_new) >= self._generation_max
+                or self._bytes_new + key_cost + PENDING_COST > self._generation_bytes):
+            self._rotate()  # (what the pending entry's put did)
         cost = key_cost + (PENDING_COST if type(entry) is _Pending else len(entry))
         if (len(self._cache_new) >= self._generation_max
                 or self._bytes_new + cost > self._generation_bytes):
@@ -381,18 +388,22 @@ class NGProtocol(DatagramProtocol):
                          encoding)
             return
         self.stats[command if command in COUNTED_COMMANDS else STATS_OTHER] += 1
-        pending = _Pending(addr)
-        self._cache_put(cookie, pending)
         dispatch = self.dispatch
         # a Dispatcher answers synchronously when it can (``now``)
         dispatch = getattr(dispatch, "now", dispatch)
+        # the cookie's pending entry is put only for a reply that is not
+        # there yet: nothing reads the cache while dispatch runs, and a
+        # reply made at once is put as if it had replaced one
+        # (_cache_put's after_pending)
         try:
             result = dispatch(request, addr)
         except Exception:
             reply = self._reply_for_failure(Failure(), request, command)
-            self._finish(cookie, pending, reply, encoding)
+            self._finish_now(cookie, addr, reply, encoding)
             return
         if result.__class__ is not dict and sync.is_deferred(result):
+            pending = _Pending(addr)
+            self._cache_put(cookie, pending)
             result.addCallbacks(
                 self._finish_later, self._fail_later,
                 callbackArgs=(cookie, pending, encoding),
@@ -400,7 +411,7 @@ class NGProtocol(DatagramProtocol):
             )
             result.addErrback(self._log_bug)
         else:
-            self._finish(cookie, pending, result, encoding)
+            self._finish_now(cookie, addr, result, encoding)
 
     def _warn_undecodable(self, addr, error):
         """One warning per :data:`WARN_INTERVAL` seconds at most, with the
@@ -456,6 +467,13 @@ class NGProtocol(DatagramProtocol):
         for addr in pending.waiters:
             self._send(datagram, addr)
         pending.waiters = []
+
+    def _finish_now(self, cookie, addr, reply, encoding):
+        """:meth:`_finish` of a request answered before its pending entry
+        was put (``addr``: the one waiting)."""
+        datagram = self._encode(cookie, reply, encoding)
+        self._cache_put(cookie, datagram, after_pending=True)
+        self._send(datagram, addr)
 
     def _encode(self, cookie, reply, encoding):
         try:

@@ -111,6 +111,18 @@ _RECORD_ONLY = frozenset((K_LOCAL, K_RECORD))
 _PLAIN_KEYS = frozenset((K_LOCAL, K_PEER, K_RTCP_PEER, K_ENDPOINT, K_LEARNING, K_STRICT,
                          K_HANDOVER, K_ASYMMETRIC, K_RESET, K_TOS, K_ICE, K_DTLS, K_SRTP_IN,
                          K_SRTP_OUT))
+#: the keys of the negotiator's entries for a call without codec handling
+#: (``Negotiator._sockets``), in their order -> True for an RTP socket's
+#: (with ``rtcp_peer``), False for an RTCP socket's: ``_configure`` reads
+#: such an entry's values in one step
+_ORDERED = {
+    (K_LEARNING, K_STRICT, K_HANDOVER, K_ASYMMETRIC, K_RESET, K_TOS, K_LOCAL, K_ENDPOINT,
+     K_PEER, K_RTCP_PEER, K_ICE, K_DTLS, K_SRTP_IN, K_SRTP_OUT): True,
+    (K_LEARNING, K_STRICT, K_HANDOVER, K_ASYMMETRIC, K_RESET, K_TOS, K_LOCAL, K_ENDPOINT,
+     K_PEER, K_ICE, K_DTLS, K_SRTP_IN, K_SRTP_OUT): False,
+}
+#: the (ice, dtls) of a plain entry (both None)
+_NO_WIRE = (None, None)
 
 TRANSFORM_KEYS = {
     K_SRTP_IN: ("srtp", "inbound", "inbound"),
@@ -458,6 +470,30 @@ class EmbeddedEngine:
         return defer.succeed(None)
 
     def stats(self, call_id=None):
+        return defer.succeed(self.stats_now(call_id))
+
+    # -- the same, answered at once ---------------------------------------
+    # The control plane's steps (``omnirtp.sync.steps``) take a plain value
+    # as they take a fired Deferred: with this engine (``num-threads = 0``)
+    # the negotiator, the dispatcher and the registry call these instead of
+    # allocate, configure, release and stats (no Deferred per engine call).
+    # Each returns what the Deferred would fire with, or raises what it
+    # would fail with.
+
+    def allocate_now(self, call_id, address, count):
+        """:meth:`allocate`'s ports, or its exception raised."""
+        return self._allocate(call_id, address, count)
+
+    def configure_now(self, call_id, sockets):
+        """:meth:`configure`, done (None), or its exception raised."""
+        self._configure(call_id, sockets)
+
+    def release_now(self, call_id, sockets=None):
+        """:meth:`release`, done (None), or its exception raised."""
+        self._release(call_id, sockets)
+
+    def stats_now(self, call_id=None):
+        """:meth:`stats`'s counters."""
         if call_id is None:
             ids = list(self._calls)
         elif call_id in self._calls:
@@ -490,7 +526,7 @@ class EmbeddedEngine:
                         wire = wires.get(relay.local)
                         if wire is not None:
                             counters.update(wire.counters())
-        return defer.succeed(result)
+        return result
 
     def last_packets(self):
         """Fire with ``{call_id: the newest last_packet of its sockets}``
@@ -1183,53 +1219,80 @@ class EmbeddedEngine:
         # validate everything first so a bad entry changes nothing
         for entry in entries:
             get = entry.get
-            local = get(K_LOCAL)
+            # the negotiator's entries with the keys of a plain call in
+            # their order (RTP, RTCP): their values read at once (the same
+            # values the look-ups below find), else each looked up
+            order = _ORDERED.get(tuple(entry)) if entry.__class__ is dict else None
+            if order is not None:
+                if order:
+                    (learning, strict, handover, asymmetric, reset, tos, local, endpoint,
+                     peer_relay, rtcp_peer_relay, ice, dtls, srtp_in,
+                     srtp_out) = entry.values()
+                else:
+                    (learning, strict, handover, asymmetric, reset, tos, local, endpoint,
+                     peer_relay, ice, dtls, srtp_in, srtp_out) = entry.values()
+                    rtcp_peer_relay = None
+                learning = learning or LEARN_DELAYED
+                record = absent
+            else:
+                local = get(K_LOCAL)
+                peer_relay = get(K_PEER)
+                rtcp_peer_relay = get(K_RTCP_PEER)
+                endpoint = get(K_ENDPOINT)
+                learning = get(K_LEARNING) or LEARN_DELAYED
+                tos = get(K_TOS)
+                record = get(K_RECORD, absent)
             if not (type(local) is tuple and len(local) == 2
                     and type(local[0]) is str and type(local[1]) is int):
                 local = _key(local, "local")
             relay = sockets.get(local)
             if relay is None or (local[0], local[1] & ~1) not in pairs:
                 raise ValueError("socket %s:%d is not held by call %r" % (local[0], local[1], call_id))
-            peer_relay = get(K_PEER)
             if peer_relay is not None:
                 peer_relay = self._bound(peer_relay, K_PEER)
-            rtcp_peer_relay = get(K_RTCP_PEER)
             if rtcp_peer_relay is not None:
                 rtcp_peer_relay = self._bound(rtcp_peer_relay, K_RTCP_PEER)
-            endpoint = get(K_ENDPOINT)
             if endpoint is not None and not (type(endpoint) is tuple and len(endpoint) == 2
                                              and type(endpoint[0]) is str
                                              and type(endpoint[1]) is int):
                 endpoint = _key(endpoint, "endpoint")
-            learning = get(K_LEARNING) or LEARN_DELAYED
             if learning not in LEARNING_MODES:
                 raise ValueError(
                     "learning mode %r is not one of %s"
                     % (learning, ", ".join(sorted(LEARNING_MODES)))
                 )
-            tos = get(K_TOS)
             if tos is not None and (type(tos) is not int or not 0 <= tos <= 255):
                 raise ValueError("tos must be an integer from 0 to 255, got %r" % (tos,))
-            record = get(K_RECORD, absent)
-            if record is not absent:
-                self._recordings.check(record)
-            if len(entry) <= 2 and set(entry) <= _RECORD_ONLY:
-                # only the recording changes (start/stop/pause recording)
-                plan.append((relay, None, {}, (absent, absent), absent, record))
-                continue
-            # RelaySocket.apply's arguments, in its order
-            args = (peer_relay, endpoint, rtcp_peer_relay, learning,
-                    True if get(K_STRICT) else False, True if get(K_HANDOVER) else False,
-                    True if get(K_ASYMMETRIC) else False, True if get(K_RESET) else False, tos)
-            if (entry.keys() <= _PLAIN_KEYS and local not in steps and local not in codec_state
-                    and get(K_SRTP_IN) is None and get(K_SRTP_OUT) is None
-                    and get(K_ICE) is None and get(K_DTLS) is None):
-                # a plain entry for a socket with no steps and no codec
-                # state (a plain call): what the three plans below give
-                # for it, without them
-                plan.append((relay, args, {}, (get(K_ICE, absent), get(K_DTLS, absent)),
-                             _NO_CODECS, absent))
-                continue
+            if order is not None:
+                # RelaySocket.apply's arguments, in its order (update: False)
+                args = (peer_relay, endpoint, rtcp_peer_relay, learning,
+                        True if strict else False, True if handover else False,
+                        True if asymmetric else False, True if reset else False, tos, False)
+                if (ice is None and dtls is None and srtp_in is None and srtp_out is None
+                        and local not in steps and local not in codec_state):
+                    # a plain entry for a socket with no steps and no codec
+                    # state (a plain call): what the three plans below give
+                    # for it, without them
+                    plan.append((relay, args, {}, _NO_WIRE, _NO_CODECS, absent))
+                    continue
+            else:
+                if record is not absent:
+                    self._recordings.check(record)
+                if len(entry) <= 2 and set(entry) <= _RECORD_ONLY:
+                    # only the recording changes (start/stop/pause recording)
+                    plan.append((relay, None, {}, (absent, absent), absent, record))
+                    continue
+                args = (peer_relay, endpoint, rtcp_peer_relay, learning,
+                        True if get(K_STRICT) else False, True if get(K_HANDOVER) else False,
+                        True if get(K_ASYMMETRIC) else False, True if get(K_RESET) else False,
+                        tos, False)
+                if (entry.keys() <= _PLAIN_KEYS and local not in steps
+                        and local not in codec_state
+                        and get(K_SRTP_IN) is None and get(K_SRTP_OUT) is None
+                        and get(K_ICE) is None and get(K_DTLS) is None):
+                    plan.append((relay, args, {}, (get(K_ICE, absent), get(K_DTLS, absent)),
+                                 _NO_CODECS, absent))
+                    continue
             plan.append((
                 relay,
                 args,
@@ -1254,7 +1317,7 @@ class EmbeddedEngine:
             # (None for a socket without a wire: nothing to stop)
             if ice is not absent and (ice is not None or relay.local in wires):
                 self._apply_ice(call_id, relay, ice)
-            if args is not None and relay.apply(*args, update=False):
+            if args is not None and relay.apply(*args):
                 waiting.append(relay)
             if record is not absent and self._recordings.apply(call_id, relay, record):
                 self._install_steps(relay, False)

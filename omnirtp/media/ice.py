@@ -152,6 +152,31 @@ def _integer(text, what, low, high):
     return value
 
 
+#: a candidate's address text -> its normalised form (an IP address) or
+#: itself (a host name), for the texts seen so far (bounded: they come
+#: from the network).  A candidate is parsed when the negotiator checks it
+#: and again when the engine's agent takes it: ``ipaddress`` once per text
+_ADDRESSES = {}
+_ADDRESSES_MAX = 4096
+
+
+def _candidate_address(address):
+    """``address`` normalised (``::1``), a host name as written; ValueError
+    for anything else."""
+    known = _ADDRESSES.get(address)
+    if known is not None:
+        return known
+    try:
+        known = str(ipaddress.ip_address(address))
+    except ValueError:
+        if not re.match(r"^[A-Za-z0-9.\-_]+$", address):
+            raise ValueError("a=candidate: address %r is neither an IP address nor a host name" % address) from None
+        known = address
+    if len(_ADDRESSES) < _ADDRESSES_MAX:
+        _ADDRESSES[address] = known
+    return known
+
+
 def parse_candidate(value):
     """Parse an ``a=candidate`` value (RFC 8839 5.1) into a :class:`Candidate`.
 
@@ -178,11 +203,7 @@ def parse_candidate(value):
     if not _TOKEN.match(transport):
         raise ValueError("a=candidate: transport %r is not a token" % transport)
     priority = _integer(priority, "priority", 1, 2**31 - 1)
-    try:
-        address = str(ipaddress.ip_address(address))
-    except ValueError:
-        if not re.match(r"^[A-Za-z0-9.\-_]+$", address):
-            raise ValueError("a=candidate: address %r is neither an IP address nor a host name" % address) from None
+    address = _candidate_address(address)
     port = _integer(port, "port", 0, 65535)
     if typ != "typ":
         raise ValueError("a=candidate: 'typ' expected, got %r" % typ)

@@ -200,13 +200,36 @@ def parse(value):
 def generate(tag, suite, random=os.urandom):
     """A new line for ``suite`` with a fresh random key, no lifetime, no MKI."""
     s = SUITES[suite]
+    return _line(tag, s.name, random(s.length))
+
+
+def generate_many(tag, suites, random=os.urandom):
+    """``[generate(tag + 1, suites[0]), generate(tag + 2, suites[1]), ...]``
+    with the keys from one ``random`` call: the bytes those calls would
+    take one after the other, drawn at once (an offer's new lines: one
+    ``getrandom`` instead of one per suite).  No call for no suite."""
+    found = [SUITES[name] for name in suites]
+    if not found:
+        return []
+    block = random(sum([s.length for s in found]))
+    out = []
+    at = 0
+    for s in found:
+        tag += 1
+        end = at + s.length
+        out.append(_line(tag, s.name, block[at:end]))
+        at = end
+    return out
+
+
+def _line(tag, name, key_bytes):
     # (Crypto(tag, name, (KeyParams(key),)) but for the frozen dataclasses'
     # __init__, which sets each field through object.__setattr__: the same
     # values, equality, hash and repr)
     key = _new(KeyParams)
-    key.__dict__.update(key=random(s.length), lifetime=None, mki=None)
+    key.__dict__.update(key=key_bytes, lifetime=None, mki=None)
     crypto = _new(Crypto)
-    crypto.__dict__.update(tag=tag, suite=s.name, keys=(key,), params=())
+    crypto.__dict__.update(tag=tag, suite=name, keys=(key,), params=())
     return crypto
 
 

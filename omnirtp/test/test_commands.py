@@ -335,6 +335,23 @@ class DualStackTests(SynchronousTestCase):
         self.assertIn("c=IN IP4 127.0.0.1", self.offer(OFFER, **{"call-id": "c2"}))
 
 
+def embedded_stack(test, **dispatcher_args):
+    """The control plane on an EmbeddedEngine with fake sockets (ports
+    30000-30009 on 127.0.0.1), as ``test``'s clock, engine, registry and
+    dispatch."""
+    import random
+    from omnirtp.media.engine import EmbeddedEngine
+    from omnirtp.test.fakes import FakeNetwork, MemoryUDPReactor
+    test.clock = MemoryUDPReactor()
+    test.engine = EmbeddedEngine(test.clock, {"127.0.0.1": (30000, 30009)},
+                                 bind=FakeNetwork().bind, rng=random.Random(1))
+    test.registry = CallRegistry(test.engine, test.clock, Timeouts(), max_sessions=-1)
+    negotiator = Negotiator(test.registry,
+                            Interfaces([InterfaceSpec("default", "127.0.0.1", None)]),
+                            instance_id="abc123")
+    test.dispatch = Dispatcher(test.registry, negotiator, **dispatcher_args)
+
+
 class RejectedMediaOnlyTests(SynchronousTestCase):
     """An offer whose every m= line is rejected (port 0) holds no port: the
     engine is not configured for it (found by fuzzing: the EmbeddedEngine
@@ -344,17 +361,7 @@ class RejectedMediaOnlyTests(SynchronousTestCase):
            "m=audio 0 RTP/AVP 0\r\n")
 
     def setUp(self):
-        import random
-        from omnirtp.media.engine import EmbeddedEngine
-        from omnirtp.test.fakes import FakeNetwork, MemoryUDPReactor
-        self.clock = MemoryUDPReactor()
-        self.engine = EmbeddedEngine(self.clock, {"127.0.0.1": (30000, 30009)},
-                                     bind=FakeNetwork().bind, rng=random.Random(1))
-        self.registry = CallRegistry(self.engine, self.clock, Timeouts(), max_sessions=-1)
-        negotiator = Negotiator(self.registry,
-                                Interfaces([InterfaceSpec("default", "127.0.0.1", None)]),
-                                instance_id="abc123")
-        self.dispatch = Dispatcher(self.registry, negotiator)
+        embedded_stack(self)
 
     def test_offerAndAnswer(self):
         """Both answered as rtpengine 10.5 answers (checked on loopback):
@@ -365,5 +372,64 @@ class RejectedMediaOnlyTests(SynchronousTestCase):
                          "sdp": self.SDP}):
             self.assertEqual(self.successResultOf(self.dispatch(request)),
                              {"result": "ok", "sdp": expected})
+        totals = self.successResultOf(self.engine.totals())
+        self.assertEqual((totals["ports_used"], totals["ports_free"]), (0, 10))
+
+
+class EmbeddedEngineNowTests(SynchronousTestCase):
+    """With the embedded engine (``num-threads = 0``) an offer, an answer
+    and a delete call the engine's plain-value methods (``allocate_now``
+    & co.), not the ones that answer with a Deferred; the replies are
+    those of the Deferred path, and a failing engine call fails the
+    request as a failed Deferred did."""
+
+    def setUp(self):
+        embedded_stack(self, delete_delay=0)
+
+    def ban_deferreds(self):
+        def banned(*args, **kwargs):
+            raise AssertionError("a Deferred engine call with an engine that answers at once")
+        for name in ("allocate", "configure", "release", "stats"):
+            self.patch(self.engine, name, banned)
+
+    def cycle(self):
+        replies = []
+        for request in ({"command": "offer", "call-id": "x", "from-tag": "f", "sdp": OFFER},
+                        {"command": "answer", "call-id": "x", "from-tag": "f", "to-tag": "t",
+                         "sdp": ANSWER},
+                        {"command": "delete", "call-id": "x", "from-tag": "f"}):
+            replies.append(self.dispatch.now(request, ("192.0.2.1", 5060)))
+        return replies
+
+    def test_cycle(self):
+        """The same replies with and without the plain-value calls."""
+        with_deferreds = self.cycle()
+        self.ban_deferreds()
+        without = self.cycle()
+        self.assertEqual([r["result"] for r in without], ["ok", "ok", "ok"])
+        import re
+
+        def ports_out(sdp):  # (the second call gets other ports of the pool)
+            return re.sub(r"\b300\d\d\b", "PORT", sdp)
+        self.assertEqual(ports_out(without[0]["sdp"]), ports_out(with_deferreds[0]["sdp"]))
+        self.assertEqual(ports_out(without[1]["sdp"]), ports_out(with_deferreds[1]["sdp"]))
+        self.assertIn("m=audio 300", without[0]["sdp"])
+        self.assertEqual(sorted(without[2]["tags"]), ["f", "t"])
+        self.assertEqual(without[2]["totals"], with_deferreds[2]["totals"])
+        totals = self.successResultOf(self.engine.totals())
+        self.assertEqual((totals["ports_used"], totals["ports_free"]), (0, 10))
+
+    def test_failed_configure(self):
+        """A configure that fails fails a new call's offer, which holds no
+        port afterwards (released as before)."""
+        self.ban_deferreds()
+
+        def refuse(call_id, sockets):
+            raise ValueError("refused")
+        self.patch(self.engine, "configure_now", refuse)
+        with self.assertRaises(ValueError):
+            self.dispatch.now({"command": "offer", "call-id": "x", "from-tag": "f",
+                               "sdp": OFFER}, None)
+        self.assertIsNone(self.registry.get("x"))
         totals = self.successResultOf(self.engine.totals())
         self.assertEqual((totals["ports_used"], totals["ports_free"]), (0, 10))

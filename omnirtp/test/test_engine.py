@@ -158,6 +158,37 @@ class ContractTests(EngineTestBase):
         self.value(self.engine.release("c2"))
         self.assertEqual(sorted(self.value(self.engine.last_packets())), ["c1", "c3"])
 
+    def test_now_methods(self):
+        """allocate_now, configure_now, release_now and stats_now: what
+        allocate, configure, release and stats fire with, as plain values,
+        and their failures raised (the control plane's steps take either)."""
+        a, b = self.engine.allocate_now("c1", HOST, 2)
+        (c,) = self.value(self.engine.allocate("c2", HOST, 1))
+        self.assertEqual(len({a, b, c}), 3)
+        self.assertEqual(sorted(self.engine.stats_now("c1")["c1"]),
+                         [(HOST, a), (HOST, a + 1), (HOST, b), (HOST, b + 1)])
+        self.assertRaises(ValueError, self.engine.allocate_now, "c3", "10.9.9.9", 1)
+        self.assertRaises(PortsExhausted, self.engine.allocate_now, "c3", HOST, 9)
+        entry = {"local": (HOST, a), "peer": (HOST, b), "endpoint": A}
+        self.assertIsNone(self.engine.configure_now("c1", [entry]))
+        self.assertEqual(self.engine.socket((HOST, a)).endpoint, A)
+        with self.assertRaises(ValueError) as caught:
+            self.engine.configure_now("c1", [dict(entry, local=(HOST, c))])
+        self.assertEqual(str(caught.exception),
+                         "socket 127.0.0.1:%d is not held by call 'c1'" % (c,))
+        self.assertRaises(ValueError, self.engine.configure_now, "nope", [])
+        self.net.inject((HOST, a), RTP, A)
+        self.net.pump(self.reactor)
+        self.assertEqual(self.engine.stats_now("c1"), self.value(self.engine.stats("c1")))
+        self.assertEqual(self.engine.stats_now(), self.value(self.engine.stats()))
+        self.assertEqual(self.engine.stats_now("c1")["c1"][(HOST, a)]["packets"], 1)
+        self.assertEqual(self.engine.stats_now("nope"), {})
+        self.assertIsNone(self.engine.release_now("c1", [(HOST, b)]))
+        self.assertEqual(sorted(self.engine.stats_now("c1")["c1"]), [(HOST, a), (HOST, a + 1)])
+        self.assertIsNone(self.engine.release_now("c1"))
+        self.assertIsNone(self.engine.release_now("c1"))  # unknown: fine, as release
+        self.assertEqual(self.engine.stats_now("c1"), {})
+
     def test_configure_rejects_foreign_socket(self):
         """configure fails, changing nothing, for a socket the call does not hold."""
         a, b = self.call("c1")

@@ -181,6 +181,32 @@ class ParseCandidateTests(SynchronousTestCase):
         self.assertEqual(c.address, "0c8f1bbf-4e3a-4e5c-9a9c-5a3c3d6b0a11.local")
         self.assertIsNone(c.ip)
 
+    def test_addressParsedOncePerText(self):
+        """A candidate's address text goes through ipaddress once (the
+        negotiator checks a candidate, the engine's agent parses it again):
+        the same normalised address, the same errors."""
+        seen = []
+        real = ice.ipaddress.ip_address
+
+        def counting(text):
+            seen.append(text)
+            return real(text)
+        self.patch(ice.ipaddress, "ip_address", counting)
+        self.patch(ice, "_ADDRESSES", {})
+        for _ in range(3):
+            self.assertEqual(parse_candidate("1 1 udp 5 2001:DB8:0:0::7 9 typ host").address,
+                             "2001:db8::7")
+            self.assertEqual(parse_candidate("1 1 udp 5 203.0.113.7 9 typ host").address,
+                             "203.0.113.7")
+            self.assertEqual(parse_candidate("1 1 udp 5 host-1.local 9 typ host").address,
+                             "host-1.local")
+            with self.assertRaises(ValueError) as caught:
+                parse_candidate("1 1 udp 5 10.0.0.1/8 9 typ host")
+            self.assertEqual(str(caught.exception), "a=candidate: address '10.0.0.1/8' is "
+                             "neither an IP address nor a host name")
+        self.assertEqual(seen, ["2001:DB8:0:0::7", "203.0.113.7", "host-1.local",
+                                "10.0.0.1/8", "10.0.0.1/8", "10.0.0.1/8"])
+
     def test_tcp(self):
         c = parse_candidate("2 1 tcp 1518280447 192.168.1.5 9 typ host tcptype active")
         self.assertEqual((c.transport, c.extensions), ("tcp", (("tcptype", "active"),)))

@@ -649,6 +649,23 @@ class DroppedDebugTests(SynchronousTestCase):
         self.assertEqual([e["log_format"] for e in seen], ["for all"])
         self.assertEqual(self.out.getvalue(), "")
 
+    def test_debugDroppedAskedOnce(self):
+        """debug_dropped(logger): what Logger.debug finds per event."""
+        self.assertTrue(olog.debug_dropped(self.log))
+        self.levels.set(7, "control")
+        self.assertFalse(olog.debug_dropped(self.log))
+        self.levels.set(6)
+        self.assertTrue(olog.debug_dropped(self.log))
+        ice = olog.Logger(namespace="omnirtp.media.ice", observer=self.publisher)
+        self.levels.set(7, "ice")
+        self.assertEqual((olog.debug_dropped(self.log), olog.debug_dropped(ice)), (True, False))
+        other = olog.Logger(namespace="omnirtp.control.x", observer=[].append)
+        self.assertFalse(olog.debug_dropped(other))
+        self.publisher.addObserver([].append)
+        self.assertFalse(olog.debug_dropped(self.log))
+        olog._installed = None
+        self.assertFalse(olog.debug_dropped(self.log))
+
     def test_anotherPublisher(self):
         seen = []
         olog.Logger(namespace="omnirtp.control.x", observer=seen.append).debug("direct")

@@ -405,6 +405,47 @@ class CacheTests(NGTestBase):
         self.assertEqual(self.transport.written, [
             (err(b"c1", errors.E_NO_SDP), ADDR), (err(b"c1", errors.E_NO_SDP), OTHER)])
 
+    def test_answeredAtOnce(self):
+        """A request its dispatch answers at once puts no pending entry
+        (nothing reads the cache meanwhile); the cache ends as with one
+        put first and replaced by the reply (a dispatch answering with a
+        fired Deferred): the same entries in the same order, the same
+        charges and rotations, near the bounds of entries and bytes."""
+        import random
+        rng = random.Random(7)
+        looked = []
+
+        def at_once(request, addr):
+            looked.append(request["n"] in [c.split(b"_")[0].decode()
+                                           for c in list(fast._cache_new)
+                                           + list(fast._cache_old)])
+            return {"result": "ok", "pad": "x" * request["size"]}
+
+        def fired(request, addr):
+            return defer.succeed({"result": "ok", "pad": "x" * request["size"]})
+        fast = NGProtocol(at_once, clock=self.clock, cache_max=8, cache_bytes=2000)
+        slow = NGProtocol(fired, clock=self.clock, cache_max=8, cache_bytes=2000)
+        for proto in (fast, slow):
+            proto.makeConnection(FakeDatagramTransport())
+        for i in range(400):
+            cookie = b"%d_%s" % (i, b"k" * rng.randrange(0, 300))
+            if rng.random() < 0.2 and i > 1:
+                cookie = b"%d_again" % rng.randrange(i)  # seen before, perhaps cached
+            size = rng.choice([0, 10, 200, 700, 1200])
+            data = cookie + b" " + bencode.encode({"command": "offer", "n": str(i),
+                                                   "size": size})
+            for proto in (fast, slow):
+                proto.datagramReceived(data, ADDR)
+            self.assertEqual(
+                (list(fast._cache_new.items()), list(fast._cache_old.items()),
+                 fast._bytes_new, fast._bytes_old),
+                (list(slow._cache_new.items()), list(slow._cache_old.items()),
+                 slow._bytes_new, slow._bytes_old))
+            self.clock.advance(rng.choice([0, 0, 0, 1, 20]))
+        self.assertEqual(fast.transport.written, slow.transport.written)
+        self.assertEqual(len(fast.transport.written), 400)
+        self.assertNotIn(True, looked)
+
 
 class FloodTests(NGTestBase):
     """The cookie cache under floods: bounded in entries and bytes, in time."""

@@ -178,6 +178,41 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(len(self.engine.held["c1"]), 2)  # the fake's own release: not called
         self.assertNotIn("c1", self.registry.calls)
 
+    def test_destroyWithStatsAtOnce(self):
+        """An engine that answers at once (stats_now and release_now, the
+        embedded one): the counters themselves, read before the release;
+        a failing release is logged as a failed Deferred's was."""
+        calls = []
+        engine = self.engine
+
+        def stats_now(call_id):
+            calls.append("stats")
+            return self.successResultOf(engine.stats(call_id))
+
+        def release_now(call_id, sockets=None):
+            calls.append("release")
+            self.successResultOf(engine.release(call_id, sockets))
+        engine.stats_now, engine.release_now = stats_now, release_now
+        call = answered_call(self.registry, engine, "c1")
+        stats = self.registry.destroy(call, "terminated", stats=True)
+        self.assertEqual(sorted(stats["c1"]), [("127.0.0.1", 30000), ("127.0.0.1", 30001),
+                                               ("127.0.0.1", 30002), ("127.0.0.1", 30003)])
+        self.assertEqual(calls, ["stats", "release"])
+        self.assertEqual(engine.held, {})
+        self.assertEqual(self.registry.closed["terminated"], 1)
+        logged = []
+        self.registry.log = type(self.registry.log)(observer=logged.append)
+
+        def refuse(call_id, sockets=None):
+            raise RuntimeError("gone")
+        engine.release_now = refuse
+        call = answered_call(self.registry, engine, "c2")
+        self.assertEqual(len(self.registry.destroy(call, "terminated", stats=True)["c2"]), 4)
+        [event] = [e for e in logged if "log_failure" in e]
+        self.assertEqual(event["log_format"], "releasing {call_id}")
+        self.assertEqual(event["call_id"], "c2")
+        self.assertIsInstance(event["log_failure"].value, RuntimeError)
+
     def test_maxSessions(self):
         """A new call beyond max-sessions raises LoadLimit and is counted."""
         self.registry.create("c1")

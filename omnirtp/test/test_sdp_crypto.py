@@ -153,6 +153,35 @@ class FormatTests(SynchronousTestCase):
         self.assertEqual(len(g.key), 28)
         self.assertNotEqual(g.key, crypto.generate(1, "AEAD_AES_128_GCM").key)
 
+    def test_generateMany(self):
+        """generate_many: the lines generate makes one after the other
+        (tags counting on), their keys the bytes those calls would take
+        from a stream, drawn in one call; nothing drawn for no suite."""
+        stream = bytes(range(256))
+        calls = []
+
+        def drawn(n):
+            at = sum(calls)
+            calls.append(n)
+            return stream[at:at + n]
+        suites = list(crypto.SUPPORTED)
+        many = crypto.generate_many(4, suites, random=drawn)
+        self.assertEqual(calls, [28 + 30 + 30])
+        calls[:] = []
+        one_by_one = [crypto.generate(5 + i, suite, random=drawn)
+                      for i, suite in enumerate(suites)]
+        self.assertEqual(calls, [28, 30, 30])
+        self.assertEqual(many, one_by_one)
+        self.assertEqual([repr(c) for c in many], [repr(c) for c in one_by_one])
+        self.assertEqual([vars(c) for c in many], [vars(c) for c in one_by_one])
+        self.assertEqual([c.tag for c in many], [5, 6, 7])
+        calls[:] = []
+        self.assertEqual(crypto.generate_many(3, [], random=drawn), [])
+        self.assertEqual(calls, [])
+        real = crypto.generate_many(0, suites)
+        self.assertEqual([len(c.key) for c in real], [28, 30, 30])
+        self.assertEqual(len({c.key for c in real}), 3)
+
 
 class DictTests(SynchronousTestCase):
 

@@ -304,3 +304,38 @@ class FreezeTests(SynchronousTestCase):
 
     def test_not_in_tests(self):
         self.assertEqual(self.start(None), [])
+
+
+class EngineDebugLineTests(SynchronousTestCase):
+    """num-threads = 0: once the daemon's logging is installed, the
+    embedded engine makes its allocate's debug line only while the filters
+    would let it through (``log_debug``), and follows every change of the
+    levels, as a media worker's engine follows its own."""
+
+    def test_followsLevels(self):
+        from twisted.logger import LogPublisher
+
+        import omnirtp.logging as olog
+        from omnirtp.service import _RegistryService
+
+        self.addCleanup(setattr, olog, "_installed", olog._installed)
+        publisher = LogPublisher()
+        publisher.addObserver(lambda event: None)
+        real = olog.install
+        self.patch(olog, "install", lambda levels, **kw: real(levels, publisher=publisher))
+        top = build(config(), MemoryReactorClock(), log_level=6)
+        engine = top.engine
+        # the engine's logger, on this test's publisher
+        engine.log = olog.Logger(namespace="omnirtp.media.engine.EmbeddedEngine",
+                                 observer=publisher)
+        [svc] = [s for s in top if isinstance(s, _RegistryService)]
+        self.assertTrue(engine.log_debug)  # not installed yet: as before
+        svc.startService()
+        self.addCleanup(svc.stopService)
+        self.assertFalse(engine.log_debug)
+        svc.levels.set(7, "core")
+        self.assertTrue(engine.log_debug)
+        svc.levels.shift(-1)
+        self.assertFalse(engine.log_debug)
+        svc.levels.set(7)
+        self.assertTrue(engine.log_debug)
