@@ -55,6 +55,19 @@ def _srtp_coarse(kept):
     return out
 
 
+
+#: the packet durations (ms) the media engine makes: a ptime beyond them
+#: (an SDP's ``a=ptime:5000``, an ng ``ptime`` of 5000) is written in the
+#: SDP as given, as rtpengine 10.5 does, but the engine is not asked for it
+#: (it sends as the other side sends)
+ENGINE_PTIME = (1, 1000)
+
+
+def _engine_ptime(ptime):
+    if ptime and ENGINE_PTIME[0] <= ptime <= ENGINE_PTIME[1]:
+        return ptime
+    return None
+
 class Media:
     """One m= line of one party, with the local RTP/RTCP sockets facing it."""
 
@@ -248,10 +261,11 @@ class Media:
         ``transcode`` (only when media from it is transcoded) and ``ptime``
         (what it takes from us, None: as the other side sends)."""
         entry = {}
-        if self.ptime_forced and self.type == "audio":
+        forced = _engine_ptime(self.ptime_forced)
+        if forced and self.type == "audio":
             # the ng ptime keys: what reaches the party untranscoded is
             # repacketised to that ptime too (rtpengine 10.5 does)
-            entry["repacketise"] = self.ptime_forced
+            entry["repacketise"] = forced
         if self.codecs is None:
             return entry
         if self.codec_last == "in":
@@ -266,7 +280,7 @@ class Media:
             entry["transcode"] = True
         # the packet duration the party takes from us: forced by the ng
         # flags, else its own a=ptime, else None (as the other side sends)
-        entry["ptime"] = self.ptime_forced or self.ptime
+        entry["ptime"] = forced or _engine_ptime(self.ptime)
         return entry
 
     @property

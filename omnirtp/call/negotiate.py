@@ -847,9 +847,10 @@ class Negotiator:
         packetises towards each side at its own ptime); else the
         answerer's a=ptime, else the offerer's.  Without any: none."""
         if offer:
-            if flags.ptime:
+            # a ptime of 0 or less is no ptime (rtpengine 10.5 ignores it)
+            if flags.ptime and flags.ptime > 0:
                 d.ptime_forced = flags.ptime
-            if flags.ptime_reverse:
+            if flags.ptime_reverse and flags.ptime_reverse > 0:
                 s_media.ptime_forced = flags.ptime_reverse
             return d.ptime_forced or s_media.ptime or d.ptime
         if d.ptime_forced:

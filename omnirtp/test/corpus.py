@@ -967,6 +967,13 @@ CASES = [
     Case("ptime_transcode", [offer(SIP_OFFER_PCMU, ptime=40, codec={"transcode": ["PCMA"]}),
                              answer(SIP_ANSWER_PCMA)],
          doc="PCMU 20 ms <-> PCMA 40 ms, repacketised by the transcoder"),
+    Case("ptime_out_of_range_transcode", [
+        offer(SIP_OFFER_PCMU, ptime=5000, codec={"transcode": ["PCMA"]}),
+        answer(SIP_ANSWER_PCMA.replace("a=sendrecv", "a=sendrecv\r\na=ptime:5000"))],
+         doc="a ptime beyond what is packetised (1-1000 ms) is written as given, not refused"),
+    Case("ptime_negative", [offer(SIP_OFFER, ptime=-5, **{"ptime-reverse": 0}),
+                            answer(SIP_ANSWER)],
+         doc="a ptime of 0 or less is ignored"),
     Case("ptime_transcode_both", [offer(SIP_OFFER_PCMU, ptime=30, codec={"transcode": ["PCMA"]},
                                         **{"ptime-reverse": 40}),
                                   answer(SIP_ANSWER_PCMA)]),

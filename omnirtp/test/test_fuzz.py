@@ -131,6 +131,31 @@ class RegressionTests(SynchronousTestCase):
         self.assertEqual(reply, {"result": "ok", "sdp": out % (30022, 30023)})
         stack.finish()
 
+    def test_ptimeBeyondTheEngine(self):
+        """Found by the i13-pipe helper's check of what configure refuses:
+        an ng ``ptime`` of 5000 on a transcoded call, an answer's
+        a=ptime:5000, or an ng ``ptime`` of -5 were answered "Internal error"
+        (the engine packetises 1-1000 ms).  rtpengine 10.5 answers ok,
+        writes a=ptime:5000 as given and ignores -5 (the side-by-side
+        corpus has both: ptime_out_of_range_transcode, ptime_negative)."""
+        stack = fuzz.NGStack()
+        sdp = ("v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n"
+               "m=audio 49170 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+        reply = stack.request({"command": "offer", "call-id": "x", "from-tag": "f", "sdp": sdp,
+                               "ptime": 5000, "codec": {"transcode": ["PCMA"]}})
+        self.assertEqual(reply["result"], "ok", reply)
+        self.assertIn("a=ptime:5000\r\n", reply["sdp"])
+        answer = sdp.replace("49170 RTP/AVP 0", "5000 RTP/AVP 8").replace(
+            "0 PCMU/8000", "8 PCMA/8000") + "a=ptime:5000\r\n"
+        reply = stack.request({"command": "answer", "call-id": "x", "from-tag": "f",
+                               "to-tag": "t", "sdp": answer})
+        self.assertEqual(reply["result"], "ok", reply)
+        reply = stack.request({"command": "offer", "call-id": "y", "from-tag": "f", "sdp": sdp,
+                               "ptime": -5, "ptime-reverse": 0})
+        self.assertEqual(reply["result"], "ok", reply)
+        self.assertNotIn("a=ptime", reply["sdp"])
+        stack.finish()
+
     def test_framedListsPassThrough(self):
         """scripts/fuzz hands the sequence targets decoded lists:
         unframe passes a list through and decodes bytes to the same list."""
