@@ -168,10 +168,12 @@ class Operations:
         port range, ports held by calls (an RTP and an RTCP port per
         medium) and the range's size."""
         used = {}
-        for call in self.calls():
-            for _, m in call.all_medias():
-                if m.has_ports:
-                    used[m.interface.address] = used.get(m.interface.address, 0) + 2
+        for call in self.registry.calls.values():
+            for ml in call.monologues:
+                for m in ml.medias:
+                    if m.rtp_port is not None:
+                        address = m.interface.address
+                        used[address] = used.get(address, 0) + 2
         port_min, port_max = self.config.port_min, self.config.port_max
         return [{"name": spec.name, "address": spec.address,
                  "family": _family(spec.address),
