@@ -28,7 +28,7 @@ import socket
 
 from omnirtp.errors import ConfigError
 from omnirtp.config.options import (
-    COMMAND_LINE_ONLY, FLAG, FLOAT, INT, LIST, OPTIONS)
+    BY_NAME, COMMAND_LINE_ONLY, FLAG, FLOAT, INT, LIST, OPTIONS)
 
 # rtpengine's literal startup errors
 E_NO_INTERFACE = "Missing option --interface"
@@ -288,6 +288,18 @@ def _convert(option, raw, where):
     return raw
 
 
+def timer_value(name, value):
+    """A timer option's value as the daemon takes it, from the config file
+    or the CLI's ``set``: rtpengine replaces a ``timeout``,
+    ``silent-timeout`` or ``offer-timeout`` of 0 or less by its default,
+    and a negative ``final-timeout`` (none) by 0."""
+    if name in ("timeout", "silent-timeout", "offer-timeout") and value <= 0:
+        return BY_NAME[name].default
+    if name == "final-timeout" and value < 0:
+        return 0
+    return value
+
+
 def build_config(values, config_file=None, config_section="rtpengine",
                  warnings=(), resolve=resolve_host, variables=None):
     """Validate merged option values into a :class:`Config`.
@@ -356,12 +368,8 @@ def build_config(values, config_file=None, config_section="rtpengine",
             "{}: port-min is odd; the first RTP/RTCP pair is {}/{}".format(
                 where_of["port-min"], first_rtp, first_rtp + 1))
 
-    # timers: rtpengine replaces non-positive timeouts by its defaults
-    for name in ("timeout", "silent-timeout", "offer-timeout"):
-        if get(name) <= 0:
-            kwargs[by_name[name].attr] = by_name[name].default
-    if get("final-timeout") < 0:
-        kwargs["final_timeout"] = 0
+    for name in ("timeout", "silent-timeout", "offer-timeout", "final-timeout"):
+        kwargs[by_name[name].attr] = timer_value(name, get(name))
     if get("max-sessions") < 0:
         kwargs["max_sessions"] = -1
     if "delete-delay" in where_of:

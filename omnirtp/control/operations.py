@@ -11,11 +11,13 @@ path; every figure is read when an operator asks.
 rtpengine subsystem) and is the filter of the daemon's log observers.
 """
 
+import copy
 import dataclasses
 
 from twisted.internet import defer
 
-from omnirtp.call.registry import REASON_FORCED, Timeouts
+from omnirtp.call.registry import REASON_FORCED
+from omnirtp.config.model import timer_value
 from omnirtp.logging import SUBSYSTEMS, LogLevels  # noqa: F401 (re-exported)
 
 
@@ -202,28 +204,20 @@ class Operations:
         ``offer-timeout``, ``final-timeout``, ``delete-delay``) in the
         running daemon, as a SIGHUP that changed only it would: the timeout
         sweep reads the new value at its next pass, a later delete takes
-        the new delay.  A value the config file could not give is read as
-        the config reads it (0 for ``timeout``, ``silent-timeout`` or
-        ``offer-timeout``: the default).  The daemon's config keeps the
-        value, so a later SIGHUP applies the file's value again if it
+        the new delay.  A timeout is taken as the config file's is
+        (``config.model.timer_value``: 0 means the default); a negative
+        ``delete-delay``, which the file refuses, is taken as rtpengine
+        10.5's CLI takes it (deletes at once).  The daemon's config keeps
+        the value, so a later SIGHUP applies the file's value again if it
         differs.  Returns the value now in force."""
-        defaults = {"timeout": 60, "silent-timeout": 3600, "offer-timeout": 3600}
-        if option in defaults and value <= 0:
-            value = defaults[option]
-        elif option == "final-timeout" and value < 0:
-            value = 0
-        t = self.registry.timeouts
-        current = {"timeout": t.timeout, "silent-timeout": t.silent_timeout,
-                   "offer-timeout": t.offer_timeout, "final-timeout": t.final_timeout,
-                   "delete-delay": t.delete_delay}
-        current[option] = value
-        self.registry.timeouts = Timeouts(current["timeout"], current["silent-timeout"],
-                                          current["offer-timeout"], current["final-timeout"],
-                                          current["delete-delay"])
+        value = timer_value(option, value)
+        attr = option.replace("-", "_")
+        timeouts = copy.copy(self.registry.timeouts)
+        setattr(timeouts, attr, value)
+        self.registry.timeouts = timeouts
         if option == "delete-delay":
             self.dispatcher.delete_delay = value
-        if self.config is not None and dataclasses.is_dataclass(self.config):
-            self.config = dataclasses.replace(self.config, **{option.replace("-", "_"): value})
+        self.config = dataclasses.replace(self.config, **{attr: value})
         return value
 
     def timeouts(self):
