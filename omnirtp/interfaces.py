@@ -2,6 +2,10 @@
 
 from zope.interface import Attribute, Interface
 
+#: the packet durations (ms) a media engine takes for ``configure``'s
+#: ``ptime`` and ``repacketise``
+PTIME_MIN, PTIME_MAX = 1, 1000
+
 
 class IMediaEngine(Interface):
     """The media plane as the control plane sees it.
@@ -125,10 +129,11 @@ class IMediaEngine(Interface):
         party needs a transcoder towards the peer's party (a codec it may
         send is not accepted there, rtpengine 10.5's decision); absent, the
         socket keeps the plain fast path whatever the format lists say.
-        ``"ptime"`` (int ms or None; absent: unchanged) is the packet
+        ``"ptime"`` (int ms, :data:`PTIME_MIN`-:data:`PTIME_MAX`, or None;
+        absent: unchanged) is the packet
         duration the party this socket faces takes from us (what the
         transcoder towards it packetises at; None: as the sender sends);
-        ``"repacketise"`` (int ms; absent or None: none), only where the
+        ``"repacketise"`` (int ms in the same range; absent or None: none), only where the
         ng ``ptime``/``ptime-reverse`` forced that party's ptime: what
         reaches it untranscoded is repacketised to it (G.711, G.722).
         Calls without codec operations (ng ``codec``, ``codec-…`` flags,

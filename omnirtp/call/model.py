@@ -15,6 +15,7 @@ them as the engine's crypto dicts.
 
 import base64
 
+from omnirtp.interfaces import PTIME_MAX, PTIME_MIN
 from omnirtp.sdp.rewrite import FOUNDATION_LENGTH, new_ice_credentials, random_token
 
 
@@ -55,18 +56,15 @@ def _srtp_coarse(kept):
     return out
 
 
-
-#: the packet durations (ms) the media engine makes: a ptime beyond them
-#: (an SDP's ``a=ptime:5000``, an ng ``ptime`` of 5000) is written in the
-#: SDP as given, as rtpengine 10.5 does, but the engine is not asked for it
-#: (it sends as the other side sends)
-ENGINE_PTIME = (1, 1000)
-
-
 def _engine_ptime(ptime):
-    if ptime and ENGINE_PTIME[0] <= ptime <= ENGINE_PTIME[1]:
+    """``ptime`` if the media engine packetises at it, else None: a ptime
+    beyond (an SDP's ``a=ptime:5000``, an ng ``ptime`` of 5000) is written
+    in the SDP as given, as rtpengine 10.5 does, but the engine is not asked
+    for it (it sends as the other side sends)."""
+    if ptime and PTIME_MIN <= ptime <= PTIME_MAX:
         return ptime
     return None
+
 
 class Media:
     """One m= line of one party, with the local RTP/RTCP sockets facing it."""

@@ -45,7 +45,8 @@ from twisted.internet import defer, task
 from zope.interface import implementer
 
 from omnirtp.errors import FilesExhausted
-from omnirtp.interfaces import IDatagramHandler, IMediaEngine, IPacketTransform
+from omnirtp.interfaces import (
+    PTIME_MAX, PTIME_MIN, IDatagramHandler, IMediaEngine, IPacketTransform)
 from omnirtp.limits import soft_limit as _file_limit
 from omnirtp.logging import Logger
 from omnirtp.media.demux import Demux
@@ -864,9 +865,10 @@ class EmbeddedEngine:
         state = dict(old or {"send": None, "recv": None, "ptime": None})
         if K_PTIME in entry:
             ptime = entry[K_PTIME]
-            if ptime is not None and (type(ptime) is not int or not 0 < ptime <= 1000):
-                raise ValueError("ptime of %s:%d must be 1-1000 (ms) or None, got %r"
-                                 % (relay.local + (ptime,)))
+            if ptime is not None and (type(ptime) is not int
+                                      or not PTIME_MIN <= ptime <= PTIME_MAX):
+                raise ValueError("ptime of %s:%d must be %d-%d (ms) or None, got %r"
+                                 % (relay.local + (PTIME_MIN, PTIME_MAX, ptime)))
             state["ptime"] = ptime
         for key, name in ((K_CODECS_SEND, "send"), (K_CODECS_RECV, "recv")):
             if key in entry:
@@ -882,9 +884,9 @@ class EmbeddedEngine:
         state["transcode"] = bool(entry.get(K_TRANSCODE, False))
         repacketise = entry.get(K_REPACKETISE)
         if repacketise is not None and (type(repacketise) is not int
-                                        or not 0 < repacketise <= 1000):
-            raise ValueError("repacketise of %s:%d must be 1-1000 (ms) or None, got %r"
-                             % (relay.local + (repacketise,)))
+                                        or not PTIME_MIN <= repacketise <= PTIME_MAX):
+            raise ValueError("repacketise of %s:%d must be %d-%d (ms) or None, got %r"
+                             % (relay.local + (PTIME_MIN, PTIME_MAX, repacketise)))
         state["repacketise"] = repacketise
         return _NO_CODECS if state == _NO_CODECS else state
 
@@ -1263,36 +1265,34 @@ class EmbeddedEngine:
                 )
             if tos is not None and (type(tos) is not int or not 0 <= tos <= 255):
                 raise ValueError("tos must be an integer from 0 to 255, got %r" % (tos,))
-            if order is not None:
-                # RelaySocket.apply's arguments, in its order (update: False)
-                args = (peer_relay, endpoint, rtcp_peer_relay, learning,
-                        True if strict else False, True if handover else False,
-                        True if asymmetric else False, True if reset else False, tos, False)
-                if (ice is None and dtls is None and srtp_in is None and srtp_out is None
-                        and local not in steps and local not in codec_state):
-                    # a plain entry for a socket with no steps and no codec
-                    # state (a plain call): what the three plans below give
-                    # for it, without them
-                    plan.append((relay, args, {}, _NO_WIRE, _NO_CODECS, absent))
-                    continue
-            else:
+            if order is None:
                 if record is not absent:
                     self._recordings.check(record)
                 if len(entry) <= 2 and set(entry) <= _RECORD_ONLY:
                     # only the recording changes (start/stop/pause recording)
                     plan.append((relay, None, {}, (absent, absent), absent, record))
                     continue
-                args = (peer_relay, endpoint, rtcp_peer_relay, learning,
-                        True if get(K_STRICT) else False, True if get(K_HANDOVER) else False,
-                        True if get(K_ASYMMETRIC) else False, True if get(K_RESET) else False,
-                        tos, False)
-                if (entry.keys() <= _PLAIN_KEYS and local not in steps
-                        and local not in codec_state
-                        and get(K_SRTP_IN) is None and get(K_SRTP_OUT) is None
-                        and get(K_ICE) is None and get(K_DTLS) is None):
-                    plan.append((relay, args, {}, (get(K_ICE, absent), get(K_DTLS, absent)),
-                                 _NO_CODECS, absent))
+                strict, handover = get(K_STRICT), get(K_HANDOVER)
+                asymmetric, reset = get(K_ASYMMETRIC), get(K_RESET)
+            # RelaySocket.apply's arguments, in its order (update: False)
+            args = (peer_relay, endpoint, rtcp_peer_relay, learning,
+                    True if strict else False, True if handover else False,
+                    True if asymmetric else False, True if reset else False, tos, False)
+            # a plain entry for a socket with no steps and no codec state
+            # (a plain call): what the three plans below give for it,
+            # without them
+            if order is not None:
+                if (ice is None and dtls is None and srtp_in is None and srtp_out is None
+                        and local not in steps and local not in codec_state):
+                    plan.append((relay, args, {}, _NO_WIRE, _NO_CODECS, absent))
                     continue
+            elif (entry.keys() <= _PLAIN_KEYS and local not in steps
+                    and local not in codec_state
+                    and get(K_SRTP_IN) is None and get(K_SRTP_OUT) is None
+                    and get(K_ICE) is None and get(K_DTLS) is None):
+                plan.append((relay, args, {}, (get(K_ICE, absent), get(K_DTLS, absent)),
+                             _NO_CODECS, absent))
+                continue
             plan.append((
                 relay,
                 args,
