@@ -46,14 +46,18 @@ class NGError(Exception):
 
 
 class LoadLimit(NGError):
-    """A new call would exceed ``max-sessions``.
+    """A new call would exceed ``max-sessions``, or is refused under load
+    (``max-load``, ``max-cpu``, ``max-bandwidth``: omnirtp.control.load).
 
-    Answered with ``result: load limit`` when the request ``supports`` it,
-    else as a plain error with the same text.
+    Answered with ``result: load limit`` and ``reason`` as its ``message``
+    when the request ``supports`` it, else as a plain error with the
+    ``legacy`` text (rtpengine 10.5 answers every load limit so to a client
+    that does not name the feature: "Parallel session limit reached").
     """
 
-    def __init__(self, reason=E_SESSION_LIMIT):
+    def __init__(self, reason=E_SESSION_LIMIT, legacy=None):
         NGError.__init__(self, reason)
+        self.legacy = reason if legacy is None else legacy
 
 
 class PortsExhausted(NGError):

@@ -52,9 +52,15 @@ class _RegistryService(service.Service):
         from omnirtp.codecs import report
         report()
         self.registry.start()
+        limits = getattr(self.registry, "limits", None)
+        if limits is not None:
+            limits.start()
 
     def stopService(self):
         self.registry.stop()
+        limits = getattr(self.registry, "limits", None)
+        if limits is not None:
+            limits.stop()
         return service.Service.stopService(self)
 
     def _follow_engine_debug(self):
@@ -415,6 +421,9 @@ def build(config, reactor, log_level=None, reload=None, file_limit=None):
         Timeouts(config.timeout, config.silent_timeout, config.offer_timeout,
                  config.final_timeout, config.delete_delay),
         max_sessions=config.max_sessions)
+    from omnirtp.control.load import LoadLimits
+    registry.limits = LoadLimits(reactor, engine.totals, config.max_load, config.max_cpu,
+                                 config.max_bandwidth)
     negotiator = Negotiator(registry, interfaces,
                             endpoint_learning=config.endpoint_learning,
                             instance_id=uuid.uuid4().hex[:12],

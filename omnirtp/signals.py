@@ -6,7 +6,8 @@ SIGHUP reloads the config file.
   ("Decreased 'core' log level to 5").
 * SIGHUP: rtpengine 10.5 ignores it.  omnirtp reads the config file again
   (with the same command line, whose values still win) and applies what
-  it can change on the fly: the log levels, ``max-sessions``, the timeouts
+  it can change on the fly: the log levels, ``max-sessions``, ``max-load``,
+  ``max-cpu``, ``max-bandwidth``, the timeouts
   and ``delete-delay`` (:data:`RELOADABLE`).  Any other changed option is
   named in a warning (it takes effect at the next restart); a file that
   no longer loads is an error in the log and changes nothing.
@@ -29,7 +30,8 @@ _LOG_LEVELS = ("log-level",) + tuple("log-level-" + s for s in SUBSYSTEM_NAMES)
 _TIMEOUTS = ("timeout", "silent-timeout", "offer-timeout", "final-timeout", "delete-delay")
 
 #: the options a SIGHUP applies to the running daemon
-RELOADABLE = _LOG_LEVELS + ("max-sessions",) + _TIMEOUTS
+_LIMITS = ("max-load", "max-cpu", "max-bandwidth")
+RELOADABLE = _LOG_LEVELS + ("max-sessions",) + _LIMITS + _TIMEOUTS
 
 # Config fields that are not options (or are derived) and never "change"
 _NOT_OPTIONS = ("config_file", "config_section", "unimplemented", "warnings")
@@ -74,6 +76,12 @@ class Reloader:
         registry = self.ops.registry
         if "max-sessions" in applied:
             registry.max_sessions = new.max_sessions
+        if "max-load" in applied:
+            self.ops.limits.set_max_load(new.max_load or 0.0)
+        if "max-cpu" in applied:
+            self.ops.limits.set_max_cpu(new.max_cpu or 0.0)
+        if "max-bandwidth" in applied:
+            self.ops.limits.set_max_bandwidth(new.max_bandwidth or 0)
         if any(n in _TIMEOUTS for n in applied):
             from omnirtp.call.registry import Timeouts
             registry.timeouts = Timeouts(new.timeout, new.silent_timeout, new.offer_timeout,

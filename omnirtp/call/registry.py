@@ -9,6 +9,7 @@ from twisted.internet import defer, task
 
 from omnirtp import sync
 from omnirtp.call.model import Call
+from omnirtp.control.load import refusal
 from omnirtp.errors import LoadLimit
 from omnirtp.logging import Logger
 
@@ -81,11 +82,20 @@ class CallRegistry:
     def get(self, call_id):
         return self.calls.get(call_id)
 
+    #: ``max-load``, ``max-cpu``, ``max-bandwidth`` and their samplers
+    #: (:class:`omnirtp.control.load.LoadLimits`), or None: no such limits
+    limits = None
+
     def create(self, call_id):
-        """A new call, unless max-sessions forbids it (raises LoadLimit)."""
+        """A new call, unless max-sessions or a load limit forbids it
+        (raises LoadLimit; only max-sessions counts as rejected, as in
+        rtpengine 10.5)."""
         if 0 <= self.max_sessions <= len(self.calls):
             self.rejected += 1
             raise LoadLimit()
+        limits = self.limits
+        if limits is not None and (limits.load_limit or limits.cpu_limit or limits.bw_limit):
+            refusal(limits, self.log)
         call = Call(call_id, self.clock.seconds())
         self.calls[call_id] = call
         self.managed += 1

@@ -11,12 +11,13 @@ needs a column.  Where omnirtp differs on purpose, docs/compat.md says so.
 Commands (``get`` is ``list``)::
 
     list numsessions | sessions all|own|foreign|<call-id> | totals | jsonstats
-         maxsessions | timeout | silenttimeout | offertimeout | finaltimeout
+         maxsessions | maxcpu | maxload | maxbw | timeout | silenttimeout | offertimeout | finaltimeout
          deletedelay | interfaces | loglevels | loglevel [<subsystem>]
     terminate all|own|foreign|<call-id>
     ksadd <db> | ksrm <db> | kslist (the Redis databases followed)
     active (every foreign call becomes ours), standby (every own call foreign)
     set maxsessions <int> | loglevel <int> | loglevel <subsystem> <int>
+        maxcpu <percent> | maxload <load average> | maxbw <bytes per second>
         timeout | silenttimeout | offertimeout | finaltimeout <uint> | deletedelay <int>
     help, list help, set help
 """
@@ -39,11 +40,12 @@ ULONG_MAX = 2 ** 64 - 1
 _ATOI = re.compile(r"\s*([-+]?\d+)")
 
 LIST_COMMANDS = (
-    "numsessions", "sessions", "totals", "maxsessions", "timeout", "silenttimeout",
+    "numsessions", "sessions", "totals", "maxsessions", "maxcpu", "maxload", "maxbw",
+    "timeout", "silenttimeout",
     "offertimeout", "finaltimeout", "loglevels", "loglevel", "deletedelay",
     "interfaces", "jsonstats",
 )
-SET_COMMANDS = ("maxsessions", "timeout", "silenttimeout", "offertimeout", "finaltimeout",
+SET_COMMANDS = ("maxsessions", "maxcpu", "maxload", "maxbw", "timeout", "silenttimeout", "offertimeout", "finaltimeout",
                 "loglevel", "deletedelay")
 UINT_MAX = 2 ** 32 - 1
 INT_MAX = 2 ** 31 - 1
@@ -381,6 +383,13 @@ class CliCommands:
                 lambda s: json.dumps(s, separators=(",", ":")) + "\n")
         if sub == "maxsessions":
             return "Maximum sessions configured on rtpengine: %d\n" % ops.max_sessions
+        if sub == "maxcpu":
+            return "Maximum CPU usage configured on rtpengine: %.1f\n" % ops.limits.max_cpu
+        if sub == "maxload":
+            return ("Maximum load average configured on rtpengine: %.2f\n"
+                    % ops.limits.max_load)
+        if sub == "maxbw":
+            return "Maximum bandwidth configured on rtpengine: %d\n" % ops.limits.bw_limit
         timeouts = ops.timeouts()
         for name, key, prefix in (
                 ("timeout", "timeout", "TIMEOUT="),
@@ -475,6 +484,10 @@ class CliCommands:
             return "Success setting maxsessions to %d\n" % value
         if sub == "loglevel":
             return self._set_loglevel(arg)
+        if sub in ("maxcpu", "maxload"):
+            return self._set_limit(sub, arg)
+        if sub == "maxbw":
+            return self._set_maxbw(arg)
         if sub in ("timeout", "silenttimeout", "offertimeout", "finaltimeout"):
             return self._set_timeout(sub, arg)
         if sub == "deletedelay":
@@ -494,20 +507,52 @@ class CliCommands:
         if not words:
             return MORE
         text = words[0]
-        m = _ULONG.match(text)
-        if m is None:
-            return "Fail setting timeout to %s; no digists found\n" % text
-        value = int(m.group(2))
-        if value > ULONG_MAX:
-            return "Fail setting timeout to %s; errno=%d\n" % (text, ERANGE)
-        if m.group(1) == "-" and value:
-            value = ULONG_MAX + 1 - value  # strtoul's wrap-around
+        value, failed = _strtoul("timeout", text)
+        if failed:
+            return failed
         if value > UINT_MAX:
             return "Fail setting timeout to %s; errno=0\n" % text
         option = self.ops.TIMER_OPTIONS[sub]
         now = self.ops.set_timer(option, value)
         self.log.info("{option} set to {value} by operator", option=option, value=now)
         return "Success setting timeout to %d\n" % value
+
+    def _set_limit(self, sub, arg):
+        """``set maxcpu|maxload X``: X as C's strtod reads it (``2.5x`` is
+        2.5), in rtpengine 10.5's words: refused without digits, when it
+        is not finite (``inf``, ``nan``: errno 0) or out of a double's
+        range (errno 34).  Kept in whole hundredths (``0.019`` is 0.01; below
+        0.01 is 0: off); a negative limit refuses every new call, as there."""
+        if not arg.strip():
+            return MORE
+        value, errno = _strtod(arg)
+        if value is None:
+            return "Fail setting %s to %s; no digists found\n" % (sub, arg)
+        if errno or value != value or value in (_INF, -_INF):
+            return "Fail setting %s to %s; errno=%d\n" % (sub, arg, errno)
+        limits = self.ops.limits
+        if sub == "maxcpu":
+            limits.set_max_cpu(value)
+            self.log.info("max-cpu set to {value} by operator", value=limits.max_cpu)
+            return "Success setting maxcpu to %.1f\n" % value
+        limits.set_max_load(value)
+        self.log.info("max-load set to {value} by operator", value=limits.max_load)
+        return "Success setting maxload to %.2f\n" % value
+
+    def _set_maxbw(self, arg):
+        """``set maxbw N`` (bytes per second): N as C's strtoull reads it (a
+        negative number wraps around 2**64, i.e. no limit), in rtpengine
+        10.5's words.  rtpengine 10.5 keeps 100 x N (``list maxbw`` then
+        shows it); omnirtp keeps N, as the config file's ``max-bandwidth``
+        (docs/compat.md)."""
+        if not arg.strip():
+            return MORE
+        value, failed = _strtoul("maxbw", arg)
+        if failed:
+            return failed
+        self.ops.limits.set_max_bandwidth(value)
+        self.log.info("max-bandwidth set to {value} by operator", value=value)
+        return "Success setting maxbw to %d\n" % value
 
     def _set_delete_delay(self, arg):
         """``set deletedelay N``: N as C's strtol reads it into an int
@@ -549,6 +594,47 @@ class CliCommands:
             self.log.info("log level of {subsystem} set to {new_level} by operator",
                           subsystem=name, new_level=value)
         return "Success setting loglevel to %d\n" % value
+
+
+def _strtoul(what, text):
+    """``(value, None)``: the number at ``text``'s start as C's strtoul
+    (strtoull) reads it, a negative one wrapped around 2**64; or ``(None,
+    rtpengine 10.5's reply)`` for ``set WHAT``: no digits, or beyond 2**64-1
+    (errno 34)."""
+    m = _ULONG.match(text)
+    if m is None:
+        return None, "Fail setting %s to %s; no digists found\n" % (what, text)
+    value = int(m.group(2))
+    if value > ULONG_MAX:
+        return None, "Fail setting %s to %s; errno=%d\n" % (what, text, ERANGE)
+    if m.group(1) == "-" and value:
+        value = ULONG_MAX + 1 - value  # the wrap-around
+    return value, None
+
+
+_INF = float("inf")
+# a number as C's strtod reads it (decimal, or inf/nan)
+_STRTOD = re.compile(r"\s*([-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+                     r"|inf(?:inity)?|nan))", re.IGNORECASE)
+_NONZERO = re.compile(r"[1-9]")
+
+
+def _strtod(text):
+    """``(value, errno)`` of the number at ``text``'s start as C's strtod
+    reads it; ``(None, 0)`` without one.  errno is ERANGE where strtod
+    overflows (an infinite value from digits) or underflows (0 from a
+    mantissa with a non-zero digit)."""
+    m = _STRTOD.match(text)
+    if m is None:
+        return None, 0
+    number = m.group(1)
+    value = float(number)
+    digits = number.lower().lstrip("+-")
+    if digits[0] in "0123456789.":
+        mantissa = digits.split("e")[0]
+        if value in (_INF, -_INF) or (value == 0 and _NONZERO.search(mantissa)):
+            return value, ERANGE
+    return value, 0
 
 
 def _atoi(text):

@@ -10,12 +10,15 @@ from twisted.python.failure import Failure
 from omnirtp import codecs, sync
 from omnirtp.call.registry import REASON_TERMINATED
 from omnirtp.control.flags import K_CALL_ID, Flags
+from omnirtp.control.load import Rates
 from omnirtp.errors import (
     E_FOREIGN_CALL, E_INVALID_LIMIT, E_NO_CALL_ID, E_NO_FROM_TAG, E_NO_SDP, E_NO_TO_TAG,
     E_NOT_FOUND, E_UNKNOWN_CALL, E_UNKNOWN_COMMAND, NGError)
 from omnirtp.logging import Logger
 
 LIST_DEFAULT_LIMIT = 32
+#: the statistics reply's rates without a LoadLimits (the unit tests' registries)
+_NO_RATES = dict.fromkeys(Rates.KEYS, 0)
 COMMANDS = ("ping", "offer", "answer", "delete", "query", "list", "statistics",
             "start recording", "stop recording", "pause recording")
 # rtpengine's names in controlstatistics (``<name>count``); ``pause
@@ -573,14 +576,26 @@ class Dispatcher:
         for key in PROXY_KEYS:
             if key != "errorcount":
                 control["total" + key] = self.done[key]
+        limits = r.limits
+        if limits is not None:
+            # per second: over the last second while max-bandwidth samples
+            # them, else since the previous statistics request
+            rates = limits.statistics_rates(engine_totals, r.clock.seconds())
+        else:
+            rates = _NO_RATES
         reply = {
             "currentstatistics": {
                 "sessionsown": own, "sessionsforeign": foreign,
                 "sessionstotal": own + foreign,
                 "transcodedmedia": 0,
-                "packetrate_user": 0, "byterate_user": 0, "errorrate_user": 0,
-                "packetrate_kernel": 0, "byterate_kernel": 0, "errorrate_kernel": 0,
-                "packetrate": 0, "byterate": 0, "errorrate": 0,
+                "packetrate_user": rates["packetrate_user"],
+                "byterate_user": rates["byterate_user"],
+                "errorrate_user": rates["errorrate_user"],
+                "packetrate_kernel": rates["packetrate_kernel"],
+                "byterate_kernel": rates["byterate_kernel"],
+                "errorrate_kernel": rates["errorrate_kernel"],
+                "packetrate": rates["packetrate"], "byterate": rates["byterate"],
+                "errorrate": rates["errorrate"],
                 "media_userspace": max(0, medias - media_kernel - media_mixed),
                 "media_kernel": media_kernel,
                 "media_mixed": media_mixed,

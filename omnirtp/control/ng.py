@@ -443,7 +443,7 @@ class NGProtocol(DatagramProtocol):
         if failure.check(errors.LoadLimit):
             if supports_load_limit(request):
                 return {RESULT: RESULT_LOAD_LIMIT, MESSAGE: failure.value.reason}
-            return error_reply(failure.value.reason)
+            return error_reply(failure.value.legacy)
         if failure.check(errors.NGError):
             return error_reply(failure.value.reason)
         key = (command, failure.type)

@@ -185,6 +185,18 @@ class Operations:
                 for spec in self.config.interfaces]
 
     @property
+    def limits(self):
+        """The registry's :class:`omnirtp.control.load.LoadLimits` (made and
+        started here for a registry without: all limits off)."""
+        limits = self.registry.limits
+        if limits is None:
+            from omnirtp.control.load import LoadLimits
+            limits = self.registry.limits = LoadLimits(
+                self.clock, getattr(self.registry.engine, "totals", None))
+            limits.start()
+        return limits
+
+    @property
     def max_sessions(self):
         return self.registry.max_sessions
 

@@ -193,6 +193,58 @@ class CommandTests(SynchronousTestCase):
                          "Success setting maxsessions to -1; disable feature\n")
         self.d.call("c2")
 
+    def test_loadLimits(self):
+        """list / set maxcpu, maxload, maxbw in rtpengine 10.5's words (the
+        texts taken from it live), and what a limit reached does to a new
+        call (and not to a known one)."""
+        d = self.d
+        self.assertEqual(d.cli("list maxcpu"), "Maximum CPU usage configured on rtpengine: 0.0\n")
+        self.assertEqual(d.cli("list maxload"),
+                         "Maximum load average configured on rtpengine: 0.00\n")
+        self.assertEqual(d.cli("get maxbw"), "Maximum bandwidth configured on rtpengine: 0\n")
+        for line, reply in [
+                ("set maxcpu", "More parameters required.\n"),
+                ("set maxload abc", "Fail setting maxload to abc; no digists found\n"),
+                ("set maxcpu inf", "Fail setting maxcpu to inf; errno=0\n"),
+                ("set maxcpu nan", "Fail setting maxcpu to nan; errno=0\n"),
+                ("set maxload 1e999", "Fail setting maxload to 1e999; errno=34\n"),
+                ("set maxload 1e-999", "Fail setting maxload to 1e-999; errno=34\n"),
+                ("set maxbw abc", "Fail setting maxbw to abc; no digists found\n"),
+                ("set maxbw 99999999999999999999", "Fail setting maxbw to "
+                 "99999999999999999999; errno=34\n")]:
+            self.assertEqual(d.cli(line), reply, line)
+        limits = d.registry.limits
+        self.assertEqual((limits.load_limit, limits.cpu_limit, limits.bw_limit), (0, 0, 0))
+        self.assertEqual(d.cli("set maxload 0.019x"), "Success setting maxload to 0.02\n")
+        # kept in whole hundredths, as rtpengine keeps it
+        self.assertEqual(d.cli("list maxload"),
+                         "Maximum load average configured on rtpengine: 0.01\n")
+        self.assertEqual(d.cli("set maxcpu 80.25"), "Success setting maxcpu to 80.2\n")
+        self.assertEqual(d.cli("list maxcpu"),
+                         "Maximum CPU usage configured on rtpengine: 80.2\n")
+        self.assertEqual(d.cli("set maxbw -5"),
+                         "Success setting maxbw to 18446744073709551611\n")
+        self.assertEqual(d.cli("set maxbw 1000"), "Success setting maxbw to 1000\n")
+        self.assertEqual(d.cli("list maxbw"),
+                         "Maximum bandwidth configured on rtpengine: 1000\n")
+        self.assertEqual((limits.load_limit, limits.cpu_limit, limits.bw_limit), (1, 8025, 1000))
+        for line in ("set maxload 0", "set maxcpu 0", "set maxbw 0"):
+            d.cli(line)
+        d.call("c1", answer=False)
+        # a negative limit refuses every new call (rtpengine 10.5 does so)
+        self.assertEqual(d.cli("set maxcpu -1"), "Success setting maxcpu to -1.0\n")
+        offer = {"command": "offer", "call-id": "c2", "from-tag": "x", "sdp": OFFER}
+        f = self.failureResultOf(d.dispatcher(offer))
+        self.assertEqual((f.value.reason, f.value.legacy),
+                         ("CPU usage limit exceeded", "Parallel session limit reached"))
+        self.assertNotIn("c2", d.registry.calls)
+        self.assertEqual(d.registry.rejected, 0)  # only max-sessions counts
+        # the known call goes on: an answer, a second offer
+        d.ng(command="answer", call_id="c1", from_tag="ft-c1", to_tag="tt-c1", sdp=ANSWER)
+        d.ng(command="offer", call_id="c1", from_tag="ft-c1", to_tag="tt-c1", sdp=OFFER)
+        self.assertEqual(d.cli("set maxcpu 0"), "Success setting maxcpu to 0.0\n")
+        d.call("c2")
+
     def test_timeouts(self):
         self.assertEqual(self.d.cli("list timeout"), "TIMEOUT=60\n")
         self.assertEqual(self.d.cli("list silenttimeout"), "SILENT_TIMEOUT=3600\n")
@@ -379,7 +431,8 @@ class CommandTests(SynchronousTestCase):
                          "\tset\n\tget\n\tksadd\n\tksrm\n\tkslist\n\tactive\n\tstandby\n")
         self.assertIn("\tnumsessions\n", self.d.cli("list help"))
         self.assertEqual(self.d.cli("set help"),
-                         "Available sub-commands at this level:\n\tmaxsessions\n\ttimeout\n"
+                         "Available sub-commands at this level:\n\tmaxsessions\n\tmaxcpu\n"
+                         "\tmaxload\n\tmaxbw\n\ttimeout\n"
                          "\tsilenttimeout\n\toffertimeout\n\tfinaltimeout\n\tloglevel\n"
                          "\tdeletedelay\n")
         # rtpengine 10.5's own list, with the words omnirtp has, in its order

@@ -374,6 +374,22 @@ class ReloadTests(SynchronousTestCase):
             "INFO: [core] SIGHUP: configuration reloaded from %s; applied: "
             "log-level, max-sessions, timeout" % self.path])
 
+    def test_loadLimits(self):
+        """max-load, max-cpu and max-bandwidth are applied; taken out of the
+        file, they are off again."""
+        self.write(level=6, timeout=60, max=-1, pmin=30000)
+        with open(self.path, "a") as f:
+            f.write("max-load = 2.5\nmax-cpu = 90\nmax-bandwidth = 125000\n")
+        self.assertEqual(self.reloader.reload(),
+                         (["max-bandwidth", "max-cpu", "max-load"], []))
+        limits = self.registry.limits
+        self.addCleanup(limits.stop)
+        self.assertEqual((limits.load_limit, limits.cpu_limit, limits.bw_limit),
+                         (250, 9000, 125000))
+        self.write(level=6, timeout=60, max=-1, pmin=30000)
+        self.reloader.reload()
+        self.assertEqual((limits.load_limit, limits.cpu_limit, limits.bw_limit), (0, 0, 0))
+
     def test_needsRestart(self):
         self.write(level=6, timeout=60, max=-1, pmin=30010)
         self.assertEqual(self.reloader.reload(), ([], ["port-min"]))

@@ -266,6 +266,20 @@ class ErrorTests(NGTestBase):
         self.send(b"c1 d7:command5:offere")
         self.assertEqual(self.replies(), [err(b"c1", errors.E_SESSION_LIMIT)])
 
+    def test_loadLimitLegacyText(self):
+        """A load limit other than max-sessions: its own text as the "load
+        limit" message, and rtpengine 10.5's legacy text as the error of a
+        request that does not name the feature."""
+        def fail(request):
+            raise errors.LoadLimit("CPU usage limit exceeded", legacy=errors.E_SESSION_LIMIT)
+        self.dispatch.behaviour = fail
+        self.send(b"c1 " + bencode.encode({"supports": ["load limit"], "command": "offer"}))
+        self.send(b"c2 d7:command5:offere")
+        self.assertEqual(self.replies(), [
+            b"c1 " + bencode.encode({"result": "load limit",
+                                     "message": "CPU usage limit exceeded"}),
+            err(b"c2", errors.E_SESSION_LIMIT)])
+
     def test_unexpectedException(self):
         """Any other exception: "Internal error", one traceback per kind."""
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)

@@ -289,12 +289,29 @@ class OperationsTests(SynchronousTestCase):
                 (("set", "deletedelay", "abc"), "Invalid delete-delay value\n"),
                 (("set", "deletedelay", "7"), "Success setting delete-delay to 7\n"),
                 (("list", "deletedelay"), "7\n"),
+                (("set", "maxload", "abc"), "Fail setting maxload to abc; no digists found\n"),
+                (("set", "maxload", "inf"), "Fail setting maxload to inf; errno=0\n"),
+                (("set", "maxload", "0.019"), "Success setting maxload to 0.02\n"),
+                (("list", "maxload"), "Maximum load average configured on rtpengine: 0.01\n"),
+                (("set", "maxload", "0"), "Success setting maxload to 0.00\n"),
+                (("set", "maxcpu", "1e999"), "Fail setting maxcpu to 1e999; errno=34\n"),
+                (("set", "maxcpu", "99.99"), "Success setting maxcpu to 100.0\n"),
+                (("list", "maxcpu"), "Maximum CPU usage configured on rtpengine: 100.0\n"),
+                (("set", "maxbw", "x"), "Fail setting maxbw to x; no digists found\n"),
+                (("set", "maxbw", "0"), "Success setting maxbw to 0\n"),
+                (("list", "maxbw"), "Maximum bandwidth configured on rtpengine: 0\n"),
+                (("set", "maxsessions", "-1"),
+                 "Success setting maxsessions to -1; disable feature\n"),
+                # a negative CPU limit refuses every new call, in both
+                (("set", "maxcpu", "-1"), "Success setting maxcpu to -1.0\n"),
                 (("terminate", "call-2"),
                  "\nCall Id (call-2) successfully terminated by operator.\n\n"),
             ]
             for words, expected in steps:
                 self.assertEqual(rtpengine_ctl(proxy.op_port, *words), (0, expected),
                                  (proxy.name, words))
+                if words == ("set", "maxcpu", "-1"):
+                    self.check_loadLimit(proxy)
             self.assertEqual(proxy.ng.request({"command": "list"})["calls"].count("call-2"), 0)
             self.assertEqual(rtpengine_ctl(proxy.op_port, "set", "maxsessions", "-1"),
                              (0, "Success setting maxsessions to -1; disable feature\n"))
@@ -307,6 +324,25 @@ class OperationsTests(SynchronousTestCase):
         _, totals = rtpengine_ctl(omni.op_port, "list", "totals")
         self.assertIn(" Total forced terminated sessions                :3\n", totals)
         self.assertEqual(omni.ng.request({"command": "list"})["calls"], [])
+
+    def check_loadLimit(self, proxy):
+        """A load limit reached: a new call is refused, with "load limit"
+        to a client that supports it and rtpengine 10.5's legacy error to
+        one that does not; a known call's offer goes through."""
+        new = {"command": "offer", "call-id": "call-new", "from-tag": "ftn",
+               "sdp": sdp(40002)}
+        self.assertEqual(proxy.ng.request(dict(new, supports=["load limit"])),
+                         {"result": "load limit", "message": "CPU usage limit exceeded"},
+                         proxy.name)
+        self.assertEqual(proxy.ng.request(new),
+                         {"result": "error", "error-reason": "Parallel session limit reached"},
+                         proxy.name)
+        again = proxy.ng.request({"command": "offer", "call-id": "call-3", "from-tag": "ft3",
+                                  "sdp": sdp(40000)})
+        self.assertEqual(again["result"], "ok", proxy.name)
+        self.assertEqual(rtpengine_ctl(proxy.op_port, "set", "maxcpu", "0"),
+                         (0, "Success setting maxcpu to 0.0\n"))
+        self.assertEqual(proxy.ng.request({"command": "list"})["calls"].count("call-new"), 0)
 
     def check_http(self, omni, ref):
         port = omni.http_port
