@@ -5,6 +5,7 @@ global reactor; everything below takes it as an argument.
 """
 
 import gc
+import socket
 import uuid
 
 from twisted.application import service
@@ -98,11 +99,14 @@ class _NGService(service.Service):
 
     log = Logger()
 
-    def __init__(self, reactor, addresses, protocol_factory, ready=None, ready_timeout=30.0):
+    def __init__(self, reactor, addresses, protocol_factory, ready=None, ready_timeout=30.0,
+                 tos=None):
         self.reactor = reactor
         self.addresses = addresses
         self.protocol_factory = protocol_factory
         self.ports = []
+        #: ``control-tos``: the TOS byte of the ng replies (None: the system's)
+        self.tos = tos
         self.ready = ready
         self.ready_timeout = ready_timeout
         self.reading = False
@@ -113,6 +117,8 @@ class _NGService(service.Service):
         service.Service.startService(self)
         for host, port in self.addresses:
             self.ports.append(ng.listen_ng(self.reactor, host, port, self.protocol_factory()))
+        if self.tos is not None:
+            self.set_tos(self.tos)
         if self.ready is None:
             self.reading = True
             return
@@ -122,6 +128,13 @@ class _NGService(service.Service):
         d = self.ready()
         self._gate = self.reactor.callLater(self.ready_timeout, self._open, None, "timeout")
         d.addBoth(self._open, "ready")
+
+    def set_tos(self, tos):
+        """The TOS byte (IPv6: traffic class) of the ng replies from now on."""
+        from omnirtp.media.relay import apply_tos
+        self.tos = tos
+        for p in self.ports:
+            apply_tos(p.socket, tos, p.socket.family == socket.AF_INET6)
 
     def _open(self, result, why):
         if self.reading or not self.running:
@@ -467,11 +480,14 @@ def build(config, reactor, log_level=None, reload=None, file_limit=None):
         # answered): Kamailio's next request for a call finds it
         ready = state.after(ready)
         ready_timeout += state.restore_timeout
-    _NGService(reactor, config.listen_ng,
-               lambda: NGProtocol(dispatcher, reactor, access=access),
-               ready=ready, ready_timeout=ready_timeout).setServiceParent(top)
+    ng_service = _NGService(reactor, config.listen_ng,
+                            lambda: NGProtocol(dispatcher, reactor, access=access),
+                            ready=ready, ready_timeout=ready_timeout, tos=config.control_tos)
+    ng_service.setServiceParent(top)
+    operations.ng_service = ng_service
     top.state = state
     operations.follower = state.follower if state is not None else None
+    operations.state = state
     dispatcher.follower = operations.follower
     operator = build_operator_listeners(config, reactor, operations, access)
     if operator is not None:

@@ -10,7 +10,8 @@ needs a column.  Where omnirtp differs on purpose, docs/compat.md says so.
 
 Commands (``get`` is ``list``)::
 
-    list numsessions | sessions all|own|foreign|<call-id> | totals | jsonstats
+    list numsessions | sessions all|own|foreign|<call-id> | totals | counters | jsonstats
+         maxopenfiles | redisdisabletime | redisconnecttimeout | rediscmdtimeout | controltos
          maxsessions | maxcpu | maxload | maxbw | timeout | silenttimeout | offertimeout | finaltimeout
          deletedelay | interfaces | loglevels | loglevel [<subsystem>]
     terminate all|own|foreign|<call-id>
@@ -18,11 +19,13 @@ Commands (``get`` is ``list``)::
     active (every foreign call becomes ours), standby (every own call foreign)
     set maxsessions <int> | loglevel <int> | loglevel <subsystem> <int>
         maxcpu <percent> | maxload <load average> | maxbw <bytes per second>
+        redisdisabletime <s> | redisconnecttimeout | rediscmdtimeout <ms> | controltos <0-255>
         timeout | silenttimeout | offertimeout | finaltimeout <uint> | deletedelay <int>
     help, list help, set help
 """
 
 import json
+import os
 import re
 
 from twisted.internet import defer
@@ -40,13 +43,14 @@ ULONG_MAX = 2 ** 64 - 1
 _ATOI = re.compile(r"\s*([-+]?\d+)")
 
 LIST_COMMANDS = (
-    "numsessions", "sessions", "totals", "maxsessions", "maxcpu", "maxload", "maxbw",
-    "timeout", "silenttimeout",
-    "offertimeout", "finaltimeout", "loglevels", "loglevel", "deletedelay",
-    "interfaces", "jsonstats",
+    "numsessions", "sessions", "totals", "counters", "maxopenfiles", "maxsessions", "maxcpu",
+    "maxload", "maxbw", "timeout", "silenttimeout", "offertimeout", "finaltimeout", "loglevels",
+    "loglevel", "redisdisabletime", "redisconnecttimeout", "rediscmdtimeout", "controltos",
+    "deletedelay", "interfaces", "jsonstats",
 )
-SET_COMMANDS = ("maxsessions", "maxcpu", "maxload", "maxbw", "timeout", "silenttimeout", "offertimeout", "finaltimeout",
-                "loglevel", "deletedelay")
+SET_COMMANDS = ("maxsessions", "maxcpu", "maxload", "maxbw", "timeout", "silenttimeout",
+                "offertimeout", "finaltimeout", "loglevel", "redisdisabletime",
+                "redisconnecttimeout", "rediscmdtimeout", "controltos", "deletedelay")
 UINT_MAX = 2 ** 32 - 1
 INT_MAX = 2 ** 31 - 1
 ERANGE = 34
@@ -192,6 +196,30 @@ def numsessions(stats, families):
                 v4, v6, mixed))
 
 
+def _rates(cur):
+    """The nine per-second lines (label, value) of ``list totals`` and
+    ``list counters`` from the ``statistics`` reply's current figures."""
+    rate = (_int(cur.get("packetrate")), _int(cur.get("byterate")),
+            _int(cur.get("errorrate")))
+    kernel = (_int(cur.get("packetrate_kernel")), _int(cur.get("byterate_kernel")),
+              _int(cur.get("errorrate_kernel")))
+    return [("Packets per second (userspace)", rate[0] - kernel[0]),
+            ("Bytes per second (userspace)", rate[1] - kernel[1]),
+            ("Errors per second (userspace)", rate[2] - kernel[2]),
+            ("Packets per second (kernel)", kernel[0]),
+            ("Bytes per second (kernel)", kernel[1]),
+            ("Errors per second (kernel)", kernel[2]),
+            ("Packets per second (total)", rate[0]),
+            ("Bytes per second (total)", rate[1]),
+            ("Errors per second (total)", rate[2])]
+
+
+def counters(stats):
+    """``list counters``: the per-second rates."""
+    return "\nCurrent per-second counters:\n\n" + "".join(
+        _stat_line(label, value) for label, value in _rates(stats.get("currentstatistics", {})))
+
+
 def totals(stats, media_streams):
     """``list totals``: current and total statistics and the per-proxy
     control table, for the figures omnirtp keeps."""
@@ -204,10 +232,6 @@ def totals(stats, media_streams):
     # of those, forwarded by the kernel (table = N)
     kernel = (_int(tot.get("relayedpackets_kernel")), _int(tot.get("relayedpacketerrors_kernel")),
               _int(tot.get("relayedbytes_kernel")))
-    rate = (_int(cur.get("packetrate")), _int(cur.get("byterate")),
-            _int(cur.get("errorrate")))
-    kernel_rate = (_int(cur.get("packetrate_kernel")), _int(cur.get("byterate_kernel")),
-                   _int(cur.get("errorrate_kernel")))
     media_kernel, media_mixed = _int(cur.get("media_kernel")), _int(cur.get("media_mixed"))
     lines = ["\nStatistics over currently running sessions:\n\n"]
     for label, value in (
@@ -215,15 +239,7 @@ def totals(stats, media_streams):
             ("Foreign sessions", _int(cur.get("sessionsforeign"))),
             ("Total sessions", _int(cur.get("sessionstotal"))),
             ("Transcoded media", _int(cur.get("transcodedmedia"))),
-            ("Packets per second (userspace)", rate[0] - kernel_rate[0]),
-            ("Bytes per second (userspace)", rate[1] - kernel_rate[1]),
-            ("Errors per second (userspace)", rate[2] - kernel_rate[2]),
-            ("Packets per second (kernel)", kernel_rate[0]),
-            ("Bytes per second (kernel)", kernel_rate[1]),
-            ("Errors per second (kernel)", kernel_rate[2]),
-            ("Packets per second (total)", rate[0]),
-            ("Bytes per second (total)", rate[1]),
-            ("Errors per second (total)", rate[2]),
+            *_rates(cur),
             ("Userspace-only media streams", max(0, media_streams - media_kernel - media_mixed)),
             ("Kernel-only media streams", media_kernel),
             ("Mixed kernel/userspace media streams", media_mixed)):
@@ -378,6 +394,14 @@ class CliCommands:
         if sub == "totals":
             return ops.statistics().addCallback(
                 lambda s: totals(s, media_streams(s, ops.calls())))
+        if sub == "counters":
+            return ops.statistics().addCallback(counters)
+        if sub == "maxopenfiles":
+            return _max_open_files()
+        if sub in ops.REDIS_OPTIONS:
+            return "%d\n" % ops.redis_setting(sub)
+        if sub == "controltos":
+            return "%d\n" % ops.control_tos
         if sub == "jsonstats":
             return ops.statistics().addCallback(
                 lambda s: json.dumps(s, separators=(",", ":")) + "\n")
@@ -488,6 +512,10 @@ class CliCommands:
             return self._set_limit(sub, arg)
         if sub == "maxbw":
             return self._set_maxbw(arg)
+        if sub in self.ops.REDIS_OPTIONS:
+            return self._set_redis(sub, arg)
+        if sub == "controltos":
+            return self._set_control_tos(arg)
         if sub in ("timeout", "silenttimeout", "offertimeout", "finaltimeout"):
             return self._set_timeout(sub, arg)
         if sub == "deletedelay":
@@ -554,6 +582,42 @@ class CliCommands:
         self.log.info("max-bandwidth set to {value} by operator", value=value)
         return "Success setting maxbw to %d\n" % value
 
+    #: ``set redis...``: (the lowest value taken, the words of its refusal)
+    _REDIS_MINIMUM = {"redisconnecttimeout": (1, "must be > 0"),
+                      "rediscmdtimeout": (0, "must be >= 0"),
+                      "redisdisabletime": (0, "must be >= 0")}
+
+    def _set_redis(self, sub, arg):
+        """``set redisconnecttimeout|rediscmdtimeout N`` (ms) and ``set
+        redisdisabletime N`` (s): N as C's strtol reads it (no digits is 0),
+        in rtpengine 10.5's words.  (10.5 also warns that a command timeout
+        of 0 needs a Redis reconnect; omnirtp's timeout is per command and
+        needs none.)"""
+        if not arg.strip():
+            return MORE
+        value = _strtol(arg)
+        option = self.ops.REDIS_OPTIONS[sub][0]
+        lowest, rule = self._REDIS_MINIMUM[sub]
+        if value < lowest:
+            return "Invalid %s value %d, %s\n" % (option, value, rule)
+        self.ops.set_redis_setting(sub, value)
+        self.log.info("{option} set to {value} by operator", option=option, value=value)
+        return "Success setting %s to %d\n" % (option, value)
+
+    def _set_control_tos(self, arg):
+        """``set controltos N`` (0-255, strtol): the TOS byte of the ng
+        replies from now on.  rtpengine 10.5 answers "Success setting
+        redis-connect-timeout to N" here (and crashed on it on loopback);
+        omnirtp names what it set."""
+        if not arg.strip():
+            return MORE
+        value = _strtol(arg)
+        if not 0 <= value <= 255:
+            return "Invalid control-tos value %d, must be between 0 and 255\n" % value
+        self.ops.set_control_tos(value)
+        self.log.info("control-tos set to {value} by operator", value=value)
+        return "Success setting control-tos to %d\n" % value
+
     def _set_delete_delay(self, arg):
         """``set deletedelay N``: N as C's strtol reads it into an int
         (``-5`` and ``5x`` are taken, ``abc`` and numbers beyond an int are
@@ -594,6 +658,32 @@ class CliCommands:
             self.log.info("log level of {subsystem} set to {new_level} by operator",
                           subsystem=name, new_level=value)
         return "Success setting loglevel to %d\n" % value
+
+
+LONG_MIN, LONG_MAX = -2 ** 63, 2 ** 63 - 1
+
+
+def _strtol(text):
+    """The number at ``text``'s start as C's strtol reads it: 0 without
+    digits, clamped to a long."""
+    m = _ATOI.match(text)
+    if m is None:
+        return 0
+    return min(LONG_MAX, max(LONG_MIN, int(m.group(1))))
+
+
+def _max_open_files(resource=None):
+    """``list maxopenfiles``: this process's open files limit (soft)."""
+    if resource is None:
+        import resource
+    pid = os.getpid()
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return "Fail getting rtpengine configured limits; cat /proc/%d/limits\n" % pid
+    if soft == resource.RLIM_INFINITY:
+        return "Maximum open-files configured on rtpengine: infinite; cat /proc/%d/limits\n" % pid
+    return "Maximum open-files configured on rtpengine: %d; cat /proc/%d/limits\n" % (soft, pid)
 
 
 def _strtoul(what, text):

@@ -123,7 +123,7 @@ OPTIONS = (
     _o("port-min", "m", INT, 30000, Y, "lowest media port"),
     _o("port-max", "M", INT, 40000, Y, "highest media port"),
     _o("tos", "T", INT, None, Y, "IP TOS byte of media packets (0-255)"),
-    _o("control-tos", None, INT, None, N, "IP TOS byte of ng replies"),
+    _o("control-tos", None, INT, None, Y, "IP TOS byte of ng replies (0-255)"),
     # -- control listeners
     _o("listen-ng", "n", LIST, (), Y, "ng control over UDP: [ADDR:]PORT"),
     _o("listen-tcp-ng", "N", LIST, (), N, "ng control over TCP: [ADDR:]PORT"),

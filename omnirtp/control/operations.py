@@ -232,6 +232,50 @@ class Operations:
         self.config = dataclasses.replace(self.config, **{attr: value})
         return value
 
+    # -- control-tos, redis timers, open files -----------------------------
+
+    #: the ng listeners (``service._NGService``) and the state service
+    #: (``service._StateService``, None without redis): set by the daemon
+    ng_service = None
+    state = None
+
+    #: the CLI's words for the Redis timers, their options and defaults
+    REDIS_OPTIONS = {"redisconnecttimeout": ("redis-connect-timeout", 1000),
+                     "rediscmdtimeout": ("redis-cmd-timeout", 0),
+                     "redisdisabletime": ("redis-disable-time", 10)}
+
+    def redis_setting(self, word):
+        """``redis-connect-timeout`` / ``redis-cmd-timeout`` (ms) or
+        ``redis-disable-time`` (s) in force, by its CLI word."""
+        option, default = self.REDIS_OPTIONS[word]
+        value = getattr(self.config, option.replace("-", "_"))
+        return default if value is None else value
+
+    def set_redis_setting(self, word, value):
+        """Set one of the Redis timers in the running daemon: the stores
+        (``redis``, ``redis-write``) and the keyspace follower use it from
+        their next connection attempt or command on."""
+        option, _ = self.REDIS_OPTIONS[word]
+        self.config = dataclasses.replace(self.config, **{option.replace("-", "_"): value})
+        stores = list(self.state.stores) if self.state is not None else []
+        for target in stores + ([self.follower] if self.follower is not None else []):
+            if option == "redis-connect-timeout":
+                target.connect_timeout = value / 1000.0
+            elif option == "redis-disable-time":
+                target.disable_time = float(value)
+            elif hasattr(target, "cmd_timeout"):
+                target.cmd_timeout = value / 1000.0
+
+    @property
+    def control_tos(self):
+        return self.config.control_tos or 0
+
+    def set_control_tos(self, tos):
+        """The TOS byte of the ng replies (``control-tos``), from now on."""
+        self.config = dataclasses.replace(self.config, control_tos=tos)
+        if self.ng_service is not None:
+            self.ng_service.set_tos(tos)
+
     def timeouts(self):
         t = self.registry.timeouts
         return {"timeout": t.timeout, "silent-timeout": t.silent_timeout,

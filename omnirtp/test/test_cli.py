@@ -3,6 +3,7 @@ a StringTransport, the shared CLI/HTTP port, and omnirtp-ctl's arguments."""
 
 import os
 
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
@@ -14,6 +15,7 @@ from omnirtp.cli import ctl
 from omnirtp.cli.commands import SET_COMMANDS, CliCommands
 from omnirtp.cli.protocol import E_TOO_LONG, MAX_LINE, CliFactory
 from omnirtp.config.model import Config, InterfaceSpec
+from omnirtp.control.load import LoadLimits
 from omnirtp.control.operations import Operations
 from omnirtp.logging import LogLevels
 from omnirtp.http.listen import (
@@ -245,6 +247,79 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(d.cli("set maxcpu 0"), "Success setting maxcpu to 0.0\n")
         d.call("c2")
 
+    def test_redisTimersAndControlTos(self):
+        """list / set redisdisabletime, redisconnecttimeout, rediscmdtimeout
+        and controltos in rtpengine 10.5's words (N read as strtol); the
+        values reach the Redis stores and the ng listeners."""
+        d = self.d
+
+        class Store:
+            connect_timeout = cmd_timeout = disable_time = None
+
+        class State:
+            stores = [Store(), Store()]
+
+        class NG:
+            tos = None
+
+            def set_tos(self, tos):
+                self.tos = tos
+        d.ops.state, d.ops.ng_service = State(), NG()
+        for line, reply in [
+                ("list redisdisabletime", "10\n"), ("list redisconnecttimeout", "1000\n"),
+                ("list rediscmdtimeout", "0\n"), ("get controltos", "0\n"),
+                ("set redisconnecttimeout", "More parameters required.\n"),
+                ("set redisconnecttimeout 0",
+                 "Invalid redis-connect-timeout value 0, must be > 0\n"),
+                ("set redisconnecttimeout abc",
+                 "Invalid redis-connect-timeout value 0, must be > 0\n"),
+                ("set rediscmdtimeout -3", "Invalid redis-cmd-timeout value -3, must be >= 0\n"),
+                ("set redisdisabletime -1",
+                 "Invalid redis-disable-time value -1, must be >= 0\n"),
+                ("set controltos 256",
+                 "Invalid control-tos value 256, must be between 0 and 255\n"),
+                ("set controltos 99999999999999999999", "Invalid control-tos value "
+                 "9223372036854775807, must be between 0 and 255\n"),
+                ("set redisconnecttimeout 250x", "Success setting redis-connect-timeout to 250\n"),
+                ("set rediscmdtimeout 1500", "Success setting redis-cmd-timeout to 1500\n"),
+                ("set redisdisabletime 3", "Success setting redis-disable-time to 3\n"),
+                ("set controltos 184", "Success setting control-tos to 184\n"),
+                ("list redisconnecttimeout", "250\n"), ("list rediscmdtimeout", "1500\n"),
+                ("list redisdisabletime", "3\n"), ("list controltos", "184\n")]:
+            self.assertEqual(d.cli(line), reply, line)
+        for store in State.stores:
+            self.assertEqual((store.connect_timeout, store.cmd_timeout, store.disable_time),
+                             (0.25, 1.5, 3.0))
+        self.assertEqual(d.ops.ng_service.tos, 184)
+        self.assertEqual(d.ops.config.control_tos, 184)
+
+    def test_maxOpenFiles(self):
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.assertEqual(self.d.cli("list maxopenfiles"),
+                         "Maximum open-files configured on rtpengine: %d; cat /proc/%d/limits\n"
+                         % (soft, os.getpid()))
+
+    def test_counters(self):
+        d = self.d
+        d.registry.limits = LoadLimits(d.clock)
+        d.cli("list counters")
+        d.clock.advance(2)
+        d.engine.totals = lambda: defer.succeed({"packets": 400, "bytes": 68800, "errors": 2})
+        self.assertEqual(d.cli("list counters"), (
+            "\nCurrent per-second counters:\n\n"
+            " Packets per second (userspace)                  :200\n"
+            " Bytes per second (userspace)                    :34400\n"
+            " Errors per second (userspace)                   :1\n"
+            " Packets per second (kernel)                     :0\n"
+            " Bytes per second (kernel)                       :0\n"
+            " Errors per second (kernel)                      :0\n"
+            " Packets per second (total)                      :200\n"
+            " Bytes per second (total)                        :34400\n"
+            " Errors per second (total)                       :1\n"))
+        self.assertIn(" Bytes per second (total)                        :34400\n",
+                      d.cli("list totals"))
+
     def test_timeouts(self):
         self.assertEqual(self.d.cli("list timeout"), "TIMEOUT=60\n")
         self.assertEqual(self.d.cli("list silenttimeout"), "SILENT_TIMEOUT=3600\n")
@@ -434,7 +509,8 @@ class CommandTests(SynchronousTestCase):
                          "Available sub-commands at this level:\n\tmaxsessions\n\tmaxcpu\n"
                          "\tmaxload\n\tmaxbw\n\ttimeout\n"
                          "\tsilenttimeout\n\toffertimeout\n\tfinaltimeout\n\tloglevel\n"
-                         "\tdeletedelay\n")
+                         "\tredisdisabletime\n\tredisconnecttimeout\n\trediscmdtimeout\n"
+                         "\tcontroltos\n\tdeletedelay\n")
         # rtpengine 10.5's own list, with the words omnirtp has, in its order
         rtpengine = ("maxopenfiles maxsessions maxcpu maxload maxbw timeout silenttimeout "
                      "offertimeout finaltimeout loglevel redisallowederrors redisdisabletime "
