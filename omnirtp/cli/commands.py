@@ -15,6 +15,7 @@ Commands (``get`` is ``list``)::
          maxsessions | maxcpu | maxload | maxbw | timeout | silenttimeout | offertimeout | finaltimeout
          deletedelay | interfaces | loglevels | loglevel [<subsystem>]
     terminate all|own|foreign|<call-id>
+    params start | current | diff | revert
     ksadd <db> | ksrm <db> | kslist (the Redis databases followed)
     active (every foreign call becomes ours), standby (every own call foreign)
     set maxsessions <int> | loglevel <int> | loglevel <subsystem> <int>
@@ -54,8 +55,9 @@ SET_COMMANDS = ("maxsessions", "maxcpu", "maxload", "maxbw", "timeout", "silentt
 UINT_MAX = 2 ** 32 - 1
 INT_MAX = 2 ** 31 - 1
 ERANGE = 34
-TOP_COMMANDS = ("list", "terminate", "set", "get", "ksadd", "ksrm", "kslist", "active",
-                "standby")
+TOP_COMMANDS = ("list", "terminate", "set", "get", "params", "ksadd", "ksrm", "kslist",
+                "active", "standby")
+PARAMS_COMMANDS = ("start", "current", "diff", "revert")
 
 # the control-statistics table of ``list totals``: rtpengine's column
 # titles and the ng command each one counts
@@ -214,6 +216,46 @@ def _rates(cur):
             ("Errors per second (total)", rate[2])]
 
 
+def params_dump(config, settings, start):
+    """``params start`` / ``params current``: ``settings`` (the run-time
+    ones, ``Operations.settings``) and the rest of ``config``, in rtpengine
+    10.5's order, names and formats; options omnirtp does not have are left
+    out (10.5 prints homer, graphite, XMLRPC ... here)."""
+    s = settings
+    lines = ["%s = %d" % (key, s[key]) for key in s if key.startswith("log-level-")]
+    lines += ["table = %d" % config.table]
+    lines += ["%s = %d" % (key, s[key]) for key in (
+        "max-sessions", "timeout", "silent-timeout", "final-timeout", "offer-timeout",
+        "delete-delay")]
+    lines += ["redis-expires = %d" % (config.redis_expires or 0),
+              "tos = %d" % (config.tos or 0), "control-tos = %d" % s["control-tos"],
+              "no-fallback = %d" % bool(config.no_fallback),
+              "port-min = %d" % config.port_min, "port-max = %d" % config.port_max]
+    for key in ("redis", "redis-write"):
+        value = getattr(config, key.replace("-", "_"))
+        if value:
+            lines.append("%s = %s" % (key, value.rsplit("@", 1)[-1]))  # no password
+    lines += ["no-redis-required = %d" % bool(config.no_redis_required),
+              "num-threads = %d" % config.num_threads]
+    lines += ["%s = %d" % (key, s[key]) for key in (
+        "redis_disable_time", "redis_cmd_timeout", "redis_connect_timeout")]
+    lines += ["max-cpu = %.1f" % (s["max-cpu"] / 100.0),
+              "max-load = %.2f" % (s["max-load"] / 100.0),
+              "%s = %d" % ("max-bandwidth" if start else "max-bw", s["max-bw"])]
+    lines += ["interface[%d] = %s\\%s " % (i, spec.name, spec.address)
+              for i, spec in enumerate(config.interfaces)]
+    lines += ["recording-dir = %s" % (config.recording_dir or "(null)"),
+              "recording-method = %s" % (config.recording_method or "(null)"),
+              "recording-format = %s" % (config.recording_format or "(null)")]
+    for key, addresses in (("listen-ng", config.listen_ng), ("listen-cli", config.listen_cli)):
+        lines += ["%s = %s" % (key, _listen_address(host, port)) for host, port in addresses]
+    return "".join(line + "\n" for line in lines)
+
+
+def _listen_address(host, port):
+    return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
+
+
 def counters(stats):
     """``list counters``: the per-second rates."""
     return "\nCurrent per-second counters:\n\n" + "".join(
@@ -326,6 +368,8 @@ class CliCommands:
             return self._terminate(rest)
         if verb == "set":
             return self._set(line, rest)
+        if verb == "params":
+            return self._params(line, rest)
         # as rtpengine, these four take no argument and ignore any
         if verb == "active":
             # every foreign call becomes ours (keepalived's notify_master)
@@ -462,6 +506,33 @@ class CliCommands:
             lambda tree: session_detail(call, tree, ops.clock.seconds(),
                                         ops.config.tos or 0, ops.redis_keyspace(arg),
                                         foreign))
+
+    # -- params --------------------------------------------------------------
+
+    def _params(self, line, rest):
+        """``params start|current`` (the settings at start / now, in
+        rtpengine 10.5's layout, for the options omnirtp has), ``params
+        diff`` (what changed since the start: ``name: start => now``) and
+        ``params revert`` (back to the start values; no reply text)."""
+        words = rest.split()
+        if not words:
+            return MORE
+        sub = words[0]
+        ops = self.ops
+        if sub == "help":
+            return _help(PARAMS_COMMANDS)
+        if sub in ("start", "current"):
+            return params_dump(ops.config, ops.initial if sub == "start" else ops.settings(),
+                               start=sub == "start")
+        if sub == "diff":
+            start, now = ops.initial, ops.settings()
+            return "".join("%s: %d => %d\n" % (key, start[key], now[key])
+                           for key in start if start[key] != now[key])
+        if sub == "revert":
+            ops.revert()
+            self.log.info("settings reverted to their start values by operator")
+            return ""
+        return UNKNOWN % line
 
     # -- terminate -----------------------------------------------------------
 

@@ -39,6 +39,8 @@ class Operations:
         self.engine = dispatcher.engine
         self.config = config
         self.levels = levels if levels is not None else LogLevels.from_config(config)
+        #: what ``params start`` shows and ``params revert`` goes back to
+        self.initial = self.settings()
 
     @property
     def clock(self):
@@ -275,6 +277,62 @@ class Operations:
         self.config = dataclasses.replace(self.config, control_tos=tos)
         if self.ng_service is not None:
             self.ng_service.set_tos(tos)
+
+    # -- params start | current | diff | revert ---------------------------
+
+    #: the settings that change at run time, in ``params diff``'s order
+    #: (rtpengine 10.5's names and, for the limits, its units)
+    CHANGEABLE = ("max-sessions", "max-cpu", "max-load", "max-bw", "timeout",
+                  "silent-timeout", "final-timeout", "offer-timeout", "delete-delay",
+                  "control-tos", "redis_disable_time", "redis_cmd_timeout",
+                  "redis_connect_timeout")
+
+    def settings(self):
+        """The settings in force that change at run time: the log levels
+        (``log-level-<subsystem>``) and :data:`CHANGEABLE`, as a dict."""
+        out = {"log-level-" + name: self.levels.get(name) for name, _ in SUBSYSTEMS}
+        t = self.registry.timeouts
+        limits = self.registry.limits
+        out.update({
+            "max-sessions": self.registry.max_sessions,
+            "max-cpu": limits.cpu_limit if limits is not None else 0,
+            "max-load": limits.load_limit if limits is not None else 0,
+            "max-bw": limits.bw_limit if limits is not None else 0,
+            "timeout": t.timeout, "silent-timeout": t.silent_timeout,
+            "final-timeout": t.final_timeout, "offer-timeout": t.offer_timeout,
+            "delete-delay": self.dispatcher.delete_delay,
+            "control-tos": self.control_tos,
+            "redis_disable_time": self.redis_setting("redisdisabletime"),
+            "redis_cmd_timeout": self.redis_setting("rediscmdtimeout"),
+            "redis_connect_timeout": self.redis_setting("redisconnecttimeout"),
+        })
+        return out
+
+    def revert(self):
+        """``params revert``: every setting changed since the start back to
+        its start value."""
+        start, now = self.initial, self.settings()
+        for name, _ in SUBSYSTEMS:
+            key = "log-level-" + name
+            if now[key] != start[key]:
+                self.levels.set(start[key], name)
+        if now["max-sessions"] != start["max-sessions"]:
+            self.set_max_sessions(start["max-sessions"])
+        if (now["max-cpu"], now["max-load"], now["max-bw"]) != (
+                start["max-cpu"], start["max-load"], start["max-bw"]):
+            self.limits.set_max_cpu(start["max-cpu"] / 100.0)
+            self.limits.set_max_load(start["max-load"] / 100.0)
+            self.limits.set_max_bandwidth(start["max-bw"])
+        for option in ("timeout", "silent-timeout", "final-timeout", "offer-timeout",
+                       "delete-delay"):
+            if now[option] != start[option]:
+                self.set_timer(option, start[option])
+        if now["control-tos"] != start["control-tos"]:
+            self.set_control_tos(start["control-tos"])
+        for word, (option, _) in self.REDIS_OPTIONS.items():
+            key = option.replace("-", "_")
+            if now[key] != start[key]:
+                self.set_redis_setting(word, start[key])
 
     def timeouts(self):
         t = self.registry.timeouts

@@ -293,6 +293,39 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(d.ops.ng_service.tos, 184)
         self.assertEqual(d.ops.config.control_tos, 184)
 
+    def test_params(self):
+        """params start / current / diff / revert (10.5's layout and words,
+        taken live: a diff line is ``name: start => now``, the limits in
+        hundredths as 10.5 keeps them; revert answers nothing)."""
+        d = self.d
+        self.assertEqual(d.cli("params"), "More parameters required.\n")
+        self.assertEqual(d.cli("params help"), "Available sub-commands at this level:\n"
+                         "\tstart\n\tcurrent\n\tdiff\n\trevert\n")
+        self.assertEqual(d.cli("params nope"), "Unknown or incomplete command::params nope\n")
+        start = d.cli("params start")
+        self.assertEqual(d.cli("params current"), start.replace("max-bandwidth", "max-bw"))
+        self.assertEqual(start.splitlines()[13:16],
+                         ["table = -1", "max-sessions = -1", "timeout = 60"])
+        self.assertIn("interface[0] = default\\127.0.0.1 \nrecording-dir = (null)\n", start)
+        self.assertEqual(d.cli("params diff"), "")
+        for line in ("set maxsessions 5", "set loglevel core 7", "set maxcpu 50.5",
+                     "set maxbw 9000", "set timeout 90", "set deletedelay 3",
+                     "set controltos 46", "set redisdisabletime 4"):
+            d.cli(line)
+        self.assertEqual(d.cli("params diff"), (
+            "log-level-core: 6 => 7\nmax-sessions: -1 => 5\nmax-cpu: 0 => 5050\n"
+            "max-bw: 0 => 9000\ntimeout: 60 => 90\ndelete-delay: 30 => 3\n"
+            "control-tos: 0 => 46\nredis_disable_time: 10 => 4\n"))
+        self.assertIn("max-sessions = 5\ntimeout = 90\n", d.cli("params current"))
+        self.assertEqual(d.cli("params start"), start)
+        self.assertEqual(d.cli("params revert"), "")
+        self.assertEqual(d.cli("params diff"), "")
+        self.assertEqual((d.registry.max_sessions, d.registry.timeouts.timeout,
+                          d.dispatcher.delete_delay, d.levels.get("core"),
+                          d.registry.limits.cpu_limit, d.registry.limits.bw_limit,
+                          d.ops.control_tos, d.ops.redis_setting("redisdisabletime")),
+                         (-1, 60, 30, 6, 0, 0, 0, 10))
+
     def test_maxOpenFiles(self):
         import resource
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -503,7 +536,8 @@ class CommandTests(SynchronousTestCase):
     def test_help(self):
         self.assertEqual(self.d.cli("help"),
                          "Available sub-commands at this level:\n\tlist\n\tterminate\n"
-                         "\tset\n\tget\n\tksadd\n\tksrm\n\tkslist\n\tactive\n\tstandby\n")
+                         "\tset\n\tget\n\tparams\n\tksadd\n\tksrm\n\tkslist\n\tactive\n"
+                         "\tstandby\n")
         self.assertIn("\tnumsessions\n", self.d.cli("list help"))
         self.assertEqual(self.d.cli("set help"),
                          "Available sub-commands at this level:\n\tmaxsessions\n\tmaxcpu\n"

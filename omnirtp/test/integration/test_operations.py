@@ -326,6 +326,7 @@ class OperationsTests(SynchronousTestCase):
             self.assertEqual(proxy.ng.request({"command": "list"})["calls"].count("call-2"), 0)
             self.assertEqual(rtpengine_ctl(proxy.op_port, "set", "maxsessions", "-1"),
                              (0, "Success setting maxsessions to -1; disable feature\n"))
+        self.check_params(omni, ref)
         self.assertEqual(omnirtp_ctl(omni.op_port, "delete", "call-1"),
                          (0, "\nCall Id (call-1) successfully terminated by operator.\n\n"))
         self.assertEqual(rtpengine_ctl(omni.op_port, "terminate", "all"),
@@ -335,6 +336,33 @@ class OperationsTests(SynchronousTestCase):
         _, totals = rtpengine_ctl(omni.op_port, "list", "totals")
         self.assertIn(" Total forced terminated sessions                :3\n", totals)
         self.assertEqual(omni.ng.request({"command": "list"})["calls"], [])
+
+    def check_params(self, omni, ref):
+        """params start/current/diff/revert after the same changes in both."""
+        key_values = re.compile(r"^(\S+) = (.*)$", re.M)
+        for which in ("start", "current"):
+            mine = key_values.findall(rtpengine_ctl(omni.op_port, "params", which)[1])
+            theirs = dict(key_values.findall(rtpengine_ctl(ref.op_port, "params", which)[1]))
+            # omnirtp's lines are 10.5's, in its order (10.5 has more options)
+            order = [k for k in theirs if k in dict(mine)]
+            self.assertEqual([k for k, _ in mine], order, which)
+            self.assertGreater(len(mine), 30)
+            for key, value in mine:
+                if key.startswith(("log-level-", "max-", "timeout", "silent-timeout",
+                                   "final-timeout", "offer-timeout", "control-tos", "redis_",
+                                   "recording-")):
+                    self.assertEqual(value, theirs[key], (which, key))
+        _, mine = rtpengine_ctl(omni.op_port, "params", "diff")
+        _, theirs = rtpengine_ctl(ref.op_port, "params", "diff")
+        # set loglevel 7, then 6: every subsystem, internals (-1 at start) too
+        self.assertEqual(theirs, "log-level-internals: -1 => 6\ntimeout: 60 => 120\n")
+        # omnirtp also names delete-delay (10.5 neither shows nor reverts it)
+        self.assertEqual(mine, theirs + "delete-delay: 30 => 7\n")
+        for proxy in (omni, ref):
+            self.assertEqual(rtpengine_ctl(proxy.op_port, "params", "revert"), (0, ""))
+            self.assertEqual(rtpengine_ctl(proxy.op_port, "list", "timeout"), (0, "TIMEOUT=60\n"))
+            self.assertEqual(rtpengine_ctl(proxy.op_port, "params", "diff"), (0, ""))
+        self.assertEqual(rtpengine_ctl(omni.op_port, "list", "deletedelay"), (0, "30\n"))
 
     def check_loadLimit(self, proxy):
         """A load limit reached: a new call is refused, with "load limit"
