@@ -550,8 +550,11 @@ class Dispatcher:
         ended = sum(closed.values())
         # every call's medias with ports: one flat pass, no list per
         # monologue (1.8x faster; 50 ms -> about 27 ms at 100k calls)
-        medias = sum([m.rtp_port is not None for call in r.calls.values()
-                      for ml in call.monologues for m in ml.medias])
+        every = [m for call in r.calls.values() for ml in call.monologues for m in ml.medias]
+        medias = sum([m.rtp_port is not None for m in every])
+        # as rtpengine 10.5 counts them: each party's medium whose media
+        # towards the other party is transcoded
+        transcoded = sum([m.transcoding for m in every])
         packets = engine_totals.get("packets", 0)
         errors = engine_totals.get("errors", 0)
         relayed_bytes = engine_totals.get("bytes", 0)
@@ -587,7 +590,7 @@ class Dispatcher:
             "currentstatistics": {
                 "sessionsown": own, "sessionsforeign": foreign,
                 "sessionstotal": own + foreign,
-                "transcodedmedia": 0,
+                "transcodedmedia": transcoded,
                 "packetrate_user": rates["packetrate_user"],
                 "byterate_user": rates["byterate_user"],
                 "errorrate_user": rates["errorrate_user"],

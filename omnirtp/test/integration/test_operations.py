@@ -521,6 +521,42 @@ class ControlTosTests(SynchronousTestCase):
         self.assertEqual(ping_tos(ng_omni), 46)
 
 
+class TranscodedMediaTests(SynchronousTestCase):
+    """``transcodedmedia`` (ng ``statistics``, ``list numsessions``,
+    ``/metrics``) counts what rtpengine 10.5 counts, side by side: a PCMU
+    caller offered PCMA too (``codec: transcode``), a callee answering PCMA
+    only: each party's medium is transcoded towards the other."""
+
+    def check(self, proxy):
+        offer = proxy.ng.request({"command": "offer", "call-id": "tc", "from-tag": "ft",
+                                  "sdp": sdp(40000).replace(" 0 8\r\n", " 0\r\n"),
+                                  "codec": {"transcode": ["PCMA"]}})
+        self.assertEqual(offer["result"], "ok", proxy.name)
+        self.assertIn("RTP/AVP 0 8\r\n", offer["sdp"], proxy.name)
+        answer = proxy.ng.request({"command": "answer", "call-id": "tc", "from-tag": "ft",
+                                   "to-tag": "tt",
+                                   "sdp": sdp(40002).replace(" 0 8\r\n", " 8\r\n")})
+        self.assertIn("RTP/AVP 0\r\n", answer["sdp"], proxy.name)
+        # a plain call beside it counts nothing
+        proxy.ng.request({"command": "offer", "call-id": "plain", "from-tag": "ft",
+                          "sdp": sdp(40004)})
+        deadline = time.monotonic() + 3
+        while True:  # 10.5 counts in its once-a-second timer
+            stats = proxy.ng.request({"command": "statistics"})["statistics"]
+            if stats["currentstatistics"]["transcodedmedia"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        return stats["currentstatistics"]["transcodedmedia"]
+
+    def test_transcodedMedia(self):
+        ng_ref, ng_omni = free_port(), free_port()
+        port_min, port_max = free_port_range(40)
+        ref = start_rtpengine(self, ng_ref, port_min, port_min + 19)
+        omni = start_omnirtp(self, ng_omni, port_min + 20, port_max)
+        self.assertEqual(self.check(ref), 2)
+        self.assertEqual(self.check(omni), 2)
+
+
 class BadClientTests(SynchronousTestCase):
     """Garbage, endless lines, silent clients and floods on the shared port
     never stop the relay or ng."""
