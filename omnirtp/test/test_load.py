@@ -262,5 +262,7 @@ class ThisMachineTests(SynchronousTestCase):
     def test_realLoadAverage(self):
         """Without a stand-in the sampler reads os.getloadavg()."""
         limits = LoadLimits(Clock(), max_load=1000)
+        before = hundredths(os.getloadavg()[0])
         limits.sample_load()
-        self.assertEqual(limits.load_average, hundredths(os.getloadavg()[0]))
+        # the kernel updates it every 5 s: one of the readings around it
+        self.assertIn(limits.load_average, (before, hundredths(os.getloadavg()[0])))
