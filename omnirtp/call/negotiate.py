@@ -718,13 +718,14 @@ class Negotiator:
     def _plan(self, dst, src, pairs, infos, flags, offer, cryptos):
         """The rewrite plan for the SDP ``dst`` will receive (``pairs``:
         :meth:`_negotiate`'s, per m= line)."""
-        unsupported, unknown = sdes.ignored_options(flags.sdes)
-        for word in unknown:
-            self.log.warn("[{call_id}] Unknown 'SDES' flag encountered: '{word}'",
-                          call_id=flags.call_id, word=word)
-        for word in unsupported:
-            self.log.info("[{call_id}] SDES option '{word}' is not supported, ignored",
-                          call_id=flags.call_id, word=word)
+        if flags.sdes:  # (none, the usual request: nothing to log)
+            unsupported, unknown = sdes.ignored_options(flags.sdes)
+            for word in unknown:
+                self.log.warn("[{call_id}] Unknown 'SDES' flag encountered: '{word}'",
+                              call_id=flags.call_id, word=word)
+            for word in unsupported:
+                self.log.info("[{call_id}] SDES option '{word}' is not supported, ignored",
+                              call_id=flags.call_id, word=word)
         iface = None
         media_plans = []
         any_ice = False
@@ -817,7 +818,7 @@ class Negotiator:
                 ptime=ptime,
                 keep_mid=offer or dst.had_mid,
                 keep_zero_address=not info.ice,
-                crypto=[sdes.render(c, flags.sdes) for c in crypto],
+                crypto=[sdes.render(c, flags.sdes) for c in crypto] if crypto else [],
                 dtls=dtls_lines,
                 mid=None if offer else d.mid,
             ))
@@ -950,6 +951,12 @@ class Negotiator:
         the offerer's usable lines with their tags and keys (so SRTP can
         pass through), then every other suite with a new key, tags counting
         on from the highest so far."""
+        if not lines and not is_srtp_profile(out_proto):
+            # plain RTP both ways (the usual SIP call): what the code below
+            # leaves, without its steps
+            s.crypto_candidates = ()
+            d.crypto_offered = ()
+            return []
         log = self._log_unusable(flags)
         usable = []
         for c in lines:

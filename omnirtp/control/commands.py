@@ -69,6 +69,28 @@ def _endpoint(ep):
     return {"family": _family(ep[0]), "address": ep[0], "port": ep[1]}
 
 
+#: a client's address -> its text in the "Received command" line (bounded:
+#: addresses come from the network; a proxy sends from one or a few)
+_SOURCES = {}
+_SOURCES_MAX = 256
+
+
+def _source(addr):
+    """``addr`` as the "Received command" line writes it."""
+    keep = addr.__class__ is tuple
+    if keep:
+        try:
+            text = _SOURCES.get(addr)
+        except TypeError:  # (an unhashable part: not kept)
+            text = keep = None
+        if text is not None:
+            return text
+    text = ("[%s]:%s" if ":" in str(addr[0]) else "%s:%s") % addr[:2] if addr else "?"
+    if keep and len(_SOURCES) < _SOURCES_MAX:
+        _SOURCES[addr] = text
+    return text
+
+
 class Dispatcher:
     """Maps ``command`` to a method; counts what it served."""
 
@@ -109,9 +131,7 @@ class Dispatcher:
         if not logged:
             call_id = request.get("call-id")
             self.log.info("Received command '{command}' from {source}",
-                          command=command,
-                          source=(("[%s]:%s" if ":" in str(addr[0]) else "%s:%s") % addr[:2]
-                                  if addr else "?"),
+                          command=command, source=_source(addr),
                           call_id=call_id if isinstance(call_id, str) else None)
         registry = self.registry
         if command in CHANGING and registry.foreign:

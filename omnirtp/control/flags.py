@@ -454,13 +454,22 @@ class Flags:
         self.__dict__ = fields
         builder = _Builder(self)
         handlers = _HANDLERS
+        str_keys = _STR_KEYS
         for key, value in request.items():  # (_Builder.apply, inlined)
+            # a key of a plain str field with a str value (command, call-id,
+            # tags, sdp ...): what its _str handler sets, set here
+            attr = str_keys.get(key)
+            if attr is not None and value.__class__ is str:
+                fields[attr] = value
+                continue
             handler = handlers.get(key)
             if handler is None:
                 self.unknown.append(key)
             else:
                 handler(builder, value)
-        builder.finish()
+        if builder.codecs is not None or builder.direction is not None \
+                or builder.from_interface is not None or builder.to_interface is not None:
+            builder.finish()  # (else it has nothing to set)
         if self.unknown:
             log.debug(
                 "ng {command}: ignored unknown keys/flags {unknown}",
@@ -718,6 +727,7 @@ def _str(attr):
             if value is None:
                 return
         setattr(b.f, attr, value)
+    handler.str_attr = attr  # (from_request's _STR_KEYS)
     return handler
 
 
@@ -731,17 +741,42 @@ def _int(attr):
     return handler
 
 
+#: (canonical?, a list value as a tuple) -> the words it adds to a set
+#: field (bounded: values come from the network); a request's ``replace``
+#: and ``supports`` are nearly always the same few lists
+_SET_WORDS = {}
+_SET_WORDS_MAX = 256
+
+
+def _set_words(value, canon):
+    """The words a set field's handler adds for ``value``: ``as_list``'s
+    items (``canonical`` of each if ``canon``), in order."""
+    if value.__class__ is list:
+        try:
+            key = (canon, tuple(value))
+            words = _SET_WORDS.get(key)
+        except TypeError:  # an unhashable item (a dict or list in the list)
+            key = words = None
+        if words is not None:
+            return words
+    else:
+        key = None
+    items = as_list(value)
+    words = tuple([canonical(v) for v in items] if canon else items)
+    if key is not None and len(_SET_WORDS) < _SET_WORDS_MAX:
+        _SET_WORDS[key] = words
+    return words
+
+
 def _canon_set(attr):
     def handler(b, value):
-        words = getattr(b.f, attr)
-        for v in as_list(value):
-            words.add(canonical(v))
+        getattr(b.f, attr).update(_set_words(value, True))
     return handler
 
 
 def _plain_set(attr):
     def handler(b, value):
-        getattr(b.f, attr).update(as_list(value))
+        getattr(b.f, attr).update(_set_words(value, False))
     return handler
 
 
@@ -799,6 +834,10 @@ for _key, _part in K_CODEC_TOPLEVEL.items():
     _HANDLERS[_key] = _codec_part(_part)
 for _key in K_KNOWN_OTHER:
     _HANDLERS.setdefault(_key, _ignored)
+#: the keys whose handler is ``_str(attr)`` -> attr (from_request sets a
+#: str value itself)
+_STR_KEYS = {_key: _handler.str_attr for _key, _handler in _HANDLERS.items()
+             if hasattr(_handler, "str_attr")}
 del _keys, _handler, _key, _part
 
 __all__ = ["Flags", "canonical", "as_list", "as_int", "parse_rtpp_flags",

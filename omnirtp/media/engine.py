@@ -1251,7 +1251,11 @@ class EmbeddedEngine:
             if relay is None or (local[0], local[1] & ~1) not in pairs:
                 raise ValueError("socket %s:%d is not held by call %r" % (local[0], local[1], call_id))
             if peer_relay is not None:
-                peer_relay = self._bound(peer_relay, K_PEER)
+                # (_bound's look-up of a well-formed key, inline; else _bound)
+                bound = sockets.get(peer_relay) if (
+                    type(peer_relay) is tuple and len(peer_relay) == 2
+                    and type(peer_relay[0]) is str and type(peer_relay[1]) is int) else None
+                peer_relay = self._bound(peer_relay, K_PEER) if bound is None else bound
             if rtcp_peer_relay is not None:
                 rtcp_peer_relay = self._bound(rtcp_peer_relay, K_RTCP_PEER)
             if endpoint is not None and not (type(endpoint) is tuple and len(endpoint) == 2
