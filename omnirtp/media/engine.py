@@ -1311,7 +1311,16 @@ class EmbeddedEngine:
         # apply needs it and, when steps changed, every socket of the call
         waiting = []
         installed = []
-        for relay, args, changes, (ice, dtls), codecs, record in plan:
+        for relay, args, changes, wire, codecs, record in plan:
+            if wire is _NO_WIRE and codecs is _NO_CODECS and not wires:
+                # a plain entry while no socket has a wire (a plain call):
+                # what the steps below do for it
+                if codec_state:
+                    codec_state.pop(relay.local, None)
+                if relay.apply(*args):
+                    waiting.append(relay)
+                continue
+            ice, dtls = wire
             if codecs is _NO_CODECS:
                 # as good as none (a plain call): nothing kept per socket
                 if codec_state:

@@ -235,8 +235,28 @@ class _Part:
     ``a=rtcp`` line too).  Parts live for one request: a call keeps a
     section's text (:class:`KeptSection`), not its parsed lines."""
 
-    def __init__(self, lines, media=False):
+    def __init__(self, lines, media=False, scan=None):
         self.lines = lines
+        if scan is not None:
+            # SessionDescription.parse's pass gathered the index, the last
+            # direction and the c= and a=rtcp lines (in order): only these
+            # are parsed here, as the loop below would
+            self._attrs, self.direction, specials = scan
+            connection = rtcp = None
+            for ln in specials:
+                if ln.kind == "c":
+                    parsed = parse_connection(ln)
+                    if connection is None:
+                        connection = parsed
+                elif media:
+                    parsed = parse_rtcp(ln)
+                    if rtcp is None:
+                        rtcp = parsed
+            self.connection = connection
+            self._rtcp = rtcp
+            self._rtpmaps = None
+            self._span = None
+            return
         index = self._attrs = {}
         direction = connection = rtcp = None
         for ln in lines:
@@ -316,7 +336,7 @@ class _Part:
 class MediaSection(_Part):
     """One ``m=`` line and the lines after it up to the next ``m=``."""
 
-    def __init__(self, lines, index):
+    def __init__(self, lines, index, scan=None):
         self.index = index
         line = lines[0]
         fields = line.value.split(" ")
@@ -329,7 +349,7 @@ class MediaSection(_Part):
         self.proto = fields[2]
         self.formats = [f for f in fields[3:] if f]
         self._kept = None
-        _Part.__init__(self, lines, True)
+        _Part.__init__(self, lines, True, scan)
 
     @property
     def rejected(self):
@@ -456,6 +476,13 @@ class SessionDescription:
         new = _new
         texts, ends = _split_texts(data)
         uniform = type(ends) is str
+        # what _Part.__init__ gathers of each part, gathered here: its
+        # attribute index, last direction attribute, c= and a=rtcp lines
+        index = {}
+        direction = None
+        specials = []
+        scans = []
+        directions = _DIRECTION_SET
         for text in texts:
             number += 1
             eol = ends if uniform else ends[number - 1]
@@ -474,15 +501,33 @@ class SessionDescription:
             line.connection = None
             if kind == "a":
                 name, colon, rest = value.partition(":")
-                line.attribute = (name, rest if colon else None)
+                if not colon:
+                    rest = None
+                line.attribute = (name, rest)
                 current.append(line)
+                values = index.get(name)
+                if values is None:
+                    index[name] = [rest]
+                else:
+                    values.append(rest)
+                if name == "rtcp":
+                    specials.append(line)
+                elif rest is None and name in directions:
+                    direction = name
             else:
                 line.attribute = None
                 if kind == "m":
+                    scans.append((index, direction, specials))
+                    index = {}
+                    direction = None
+                    specials = []
                     current = [line]
                     sections.append(current)
                 else:
+                    if kind == "c":
+                        specials.append(line)
                     current.append(line)
+        scans.append((index, direction, specials))
         if uniform and texts and not data.endswith(ends):
             current[-1].eol = ""  # the last line, unterminated
         first = None
@@ -498,9 +543,9 @@ class SessionDescription:
         if first.kind != "v":
             raise SDPError("SDP must start with a v= line, not %r (line %d)"
                            % (first.text, first.number))
-        session = Session(session_lines)
+        session = Session(session_lines, False, scans[0])
         session.origin  # validates o=
-        media = [MediaSection(sec, i + 1) for i, sec in enumerate(sections)]
+        media = [MediaSection(sec, i, scans[i]) for i, sec in enumerate(sections, 1)]
         if uniform and media:
             # every line ends in ``ends`` (but perhaps the last): each
             # section's text runs from its m= line to the next one's
