@@ -340,14 +340,21 @@ class MediaSection(_Part):
         self.index = index
         line = lines[0]
         fields = line.value.split(" ")
-        if len(fields) < 3 or not all(fields[:3]):
+        if len(fields) < 3 or not (fields[0] and fields[1] and fields[2]):
             raise _line_error(line, "m= needs media type, port and protocol")
         self.media = fields[0]
         port, slash, count = fields[1].partition("/")
-        self.port = _port(line, port, "m=")
-        self.port_count = _port(line, count, "m= port count") if slash else 1
+        if slash or not port.isdigit() or len(port) > 5:
+            self.port = _port(line, port, "m=")
+            self.port_count = _port(line, count, "m= port count") if slash else 1
+        else:  # (_port's checks: digits, at most 65535)
+            self.port = int(port)
+            if self.port > 65535:
+                _port(line, port, "m=")  # raises
+            self.port_count = 1
         self.proto = fields[2]
-        self.formats = [f for f in fields[3:] if f]
+        formats = fields[3:]
+        self.formats = formats if "" not in formats else [f for f in formats if f]
         self._kept = None
         _Part.__init__(self, lines, True, scan)
 
@@ -656,7 +663,7 @@ def inspect(sd):
             if session_ice is None:
                 session_ice = session.has_ice
             ice = session_ice
-        formats = m.formats
+        formats = tuple(m.formats)
         # (MediaInfo(**fields) but for the frozen dataclass's __init__,
         # which sets each of the 14 fields through object.__setattr__)
         info = _new(MediaInfo)
@@ -664,11 +671,26 @@ def inspect(sd):
             index=m.index, type=m.media, proto=m.proto, family=family,
             rtp=(address, port), rtcp=rtcp_ep, rtcp_mux="rtcp-mux" in attrs,
             direction=m.direction or session_direction, rejected=port == 0,
-            zero_address=zero, formats=tuple(formats),
-            payload_types=tuple([int(f) for f in formats if f.isdigit()]),
+            zero_address=zero, formats=formats,
+            payload_types=_payload_types(formats),
             port_count=m.port_count, ice=ice)
         infos.append(info)
     return infos
+
+
+#: an m= line's formats -> the numeric ones as ints (bounded: formats
+#: come from the network; a proxy sees the same few lists)
+_PAYLOAD_TYPES = {}
+
+
+def _payload_types(formats):
+    """``MediaInfo.payload_types`` of ``formats`` (a tuple of str)."""
+    pts = _PAYLOAD_TYPES.get(formats)
+    if pts is None:
+        pts = tuple([int(f) for f in formats if f.isdigit()])
+        if len(_PAYLOAD_TYPES) < _VALID_MAX:
+            _PAYLOAD_TYPES[formats] = pts
+    return pts
 
 
 _new = object.__new__
