@@ -321,6 +321,16 @@ class Dispatcher:
                 if other is not None and other.peer is not None and not other.peer.tagged:
                     return "all"
             return None
+        monologues = call.monologues
+        if len(monologues) == 2:
+            # the usual call, two parties: with the other associated both
+            # go, else the other stays alone; either way the whole call
+            # (what the sets below find; only a monologue that is its own
+            # peer would stay)
+            other = monologues[1] if monologues[0] is ml else monologues[0]
+            if other is not ml and (ml.peer is other or other.peer is ml
+                                    or other.peer is not other):
+                return "all"
 
         def associates(x):
             return {m for m in call.monologues if m is not x and (m.peer is x or x.peer is m)}
