@@ -470,10 +470,13 @@ class Dispatcher:
                 mflags = []
                 srtp_in = m.srtp_in
                 mux = m.mux
-                if m.has_ports:
+                port = m.rtp_port
+                if port is not None:  # (m.has_ports; its rtp_key and rtcp_key inline)
                     suite = srtp_in["suite"] if srtp_in else None
-                    for kind, key, adv, t in (("RTP", m.rtp_key, m.rtp_endpoint, rtp_totals),
-                                              ("RTCP", m.rtcp_key, m.rtcp_endpoint,
+                    address = m.interface.address
+                    for kind, key, adv, t in (("RTP", (address, port), m.rtp_endpoint,
+                                               rtp_totals),
+                                              ("RTCP", (address, port + 1), m.rtcp_endpoint,
                                                rtcp_totals)):
                         c = get(key) or {"packets": 0, "bytes": 0, "errors": 0,
                                          "last_packet": call.last_signal,

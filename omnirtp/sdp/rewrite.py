@@ -204,6 +204,12 @@ def _session_lines(sd, plan):
     return out
 
 
+#: (pt, encoding, clock rate, channels) -> the a=rtpmap line _codec_lines
+#: makes for a format the input gave none (bounded: from the network)
+_RTPMAP_LINES = {}
+_RTPMAP_LINES_MAX = 1024
+
+
 def _codec_lines(by_pt, pts, codecs, rtpmaps):
     """The a=rtpmap, a=fmtp and a=rtcp-fb lines of the formats ``pts``
     (str) in that order, from ``by_pt`` (``(name, pt)`` -> the input's
@@ -218,10 +224,16 @@ def _codec_lines(by_pt, pts, codecs, rtpmaps):
         else:
             codec = codec_for(pt, rtpmaps) if codecs is None else codecs[i]
             if codec.encoding is not None:
-                spec = "%s/%d" % (codec.encoding, codec.clock_rate)
-                if codec.channels:
-                    spec += "/" + codec.channels
-                out.append("a=rtpmap:%s %s" % (pt, spec))
+                key = (pt, codec.encoding, codec.clock_rate, codec.channels)
+                text = _RTPMAP_LINES.get(key)
+                if text is None:
+                    spec = "%s/%d" % (codec.encoding, codec.clock_rate)
+                    if codec.channels:
+                        spec += "/" + codec.channels
+                    text = "a=rtpmap:%s %s" % (pt, spec)
+                    if len(_RTPMAP_LINES) < _RTPMAP_LINES_MAX:
+                        _RTPMAP_LINES[key] = text
+                out.append(text)
         texts = by_pt.get(("fmtp", pt))
         if texts:
             out.extend(texts)
