@@ -670,11 +670,16 @@ class Negotiator:
                 rtp_key = (address, port)
                 rtcp_key = (address, port + 1)
                 mux = m.mux
-                dtls_entry = m.dtls_entry()
+                # (m.dtls_entry(), and m.srtp_in and m.srtp_out, asked only
+                # of a party with DTLS, or with SDES in use)
+                dtls_entry = m.dtls_entry() if m.dtls_role is not None else None
                 kept = m.kept_dtls() if dtls_entry is not None else None
                 rtcp_keys = None
                 if dtls_entry is None:
-                    srtp_in, srtp_out = m.srtp_in, m.srtp_out
+                    if m.crypto_remote is None or m.crypto_local is None:
+                        srtp_in = srtp_out = None
+                    else:
+                        srtp_in, srtp_out = m.srtp_in, m.srtp_out
                 elif kept is not None:
                     # DTLS-SRTP restored: the keys its handshake exported, no
                     # new handshake (docs/scaling.md)
