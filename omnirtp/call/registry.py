@@ -165,6 +165,11 @@ class CallRegistry:
             lock = self._locks[call_id] = defer.DeferredLock()
         return lock
 
+    def is_locked(self, call_id):
+        """True while signalling of ``call_id`` holds its lock (a media
+        worker's answer pending): :meth:`run_locked_now` would wait."""
+        return call_id in self._locks
+
     def run_locked_now(self, call_id, fn, *args):
         """``fn(*args)`` serialised with the other signalling of ``call_id``.
 

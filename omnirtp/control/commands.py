@@ -59,6 +59,11 @@ def _sdp_reply(sdp):
     return {"result": "ok", "sdp": sdp}
 
 
+def _reply_after(_result, reply):
+    """``reply``, once the step before it is done."""
+    return reply
+
+
 def _family(addr):
     return "IPv6" if ":" in addr else "IPv4"
 
@@ -236,7 +241,10 @@ class Dispatcher:
     def cmd_offer(self, flags):
         self._require(flags)
         if self.recording is not None:
-            return self._sdp_recorded(self.negotiator.offer, flags, "offer")
+            if flags.metadata is not None or flags.record_call is not None:
+                return self._sdp_recorded(self.negotiator.offer, flags, "offer")
+            return sync.then(self.negotiator.offer(flags), self._sdp_reply_recorded,
+                             flags, "offer")
         # (else _record_sdp has nothing to do: the reply, now or when the
         # negotiator's Deferred fires, with no steps driver)
         return sync.then(self.negotiator.offer(flags), _sdp_reply)
@@ -244,8 +252,26 @@ class Dispatcher:
     def cmd_answer(self, flags):
         self._require(flags, to_tag=True)
         if self.recording is not None:
-            return self._sdp_recorded(self.negotiator.answer, flags, "answer")
+            if flags.metadata is not None or flags.record_call is not None:
+                return self._sdp_recorded(self.negotiator.answer, flags, "answer")
+            return sync.then(self.negotiator.answer(flags), self._sdp_reply_recorded,
+                             flags, "answer")
         return sync.then(self.negotiator.answer(flags), _sdp_reply)
+
+    def _sdp_reply_recorded(self, sdp, flags, mode):
+        """:meth:`_sdp_recorded`'s reply for a request without ``metadata``
+        or ``record call`` (the usual one): when nothing else of its call is
+        in progress and the call is not being recorded, :meth:`_record_sdp`
+        would do nothing, and is not run."""
+        reply = {"result": "ok", "sdp": sdp}
+        registry = self.registry
+        if not registry.is_locked(flags.call_id):
+            call = registry.get(flags.call_id)
+            if call is None or getattr(call, "recording", None) is None:
+                return reply
+        return sync.then(
+            registry.run_locked_now(flags.call_id, self._record_sdp, flags, mode, reply),
+            _reply_after, reply)
 
     @sync.steps
     def _sdp_recorded(self, negotiate, flags, mode):
