@@ -225,6 +225,27 @@ def parse_rtcp(line):
 _DIRECTION_SET = frozenset(DIRECTIONS)
 
 
+def _scan(lines):
+    """``(index, direction, specials)`` of a part's ``lines``: the attribute
+    index (name -> its values in order), the last direction attribute
+    (None: none), and its ``c=`` and ``a=rtcp`` lines in order."""
+    index = {}
+    direction = None
+    specials = []
+    for ln in lines:
+        kind = ln.kind
+        if kind == "c":
+            specials.append(ln)
+        elif kind == "a":
+            name, value = ln.attribute
+            index.setdefault(name, []).append(value)
+            if name == "rtcp":
+                specials.append(ln)
+            elif value is None and name in _DIRECTION_SET:
+                direction = name
+    return index, direction, specials
+
+
 class _Part:
     """Shared accessors of the session part and of a media section.
 
@@ -237,48 +258,19 @@ class _Part:
 
     def __init__(self, lines, media=False, scan=None):
         self.lines = lines
-        if scan is not None:
-            # SessionDescription.parse's pass gathered the index, the last
-            # direction and the c= and a=rtcp lines (in order): only these
-            # are parsed here, as the loop below would
-            self._attrs, self.direction, specials = scan
-            connection = rtcp = None
-            for ln in specials:
-                if ln.kind == "c":
-                    parsed = parse_connection(ln)
-                    if connection is None:
-                        connection = parsed
-                elif media:
-                    parsed = parse_rtcp(ln)
-                    if rtcp is None:
-                        rtcp = parsed
-            self.connection = connection
-            self._rtcp = rtcp
-            self._rtpmaps = None
-            self._span = None
-            return
-        index = self._attrs = {}
-        direction = connection = rtcp = None
-        for ln in lines:
-            kind = ln.kind
-            if kind == "a":
-                name, value = ln.attribute
-                values = index.get(name)
-                if values is None:
-                    index[name] = [value]
-                else:
-                    values.append(value)
-                if name == "rtcp":
-                    if media:
-                        parsed = parse_rtcp(ln)
-                        if rtcp is None:
-                            rtcp = parsed
-                elif value is None and name in _DIRECTION_SET:
-                    direction = name
-            elif kind == "c":
+        # (SessionDescription.parse's pass over the lines gathers ``scan``
+        # as it goes; a part made of lines alone scans them here)
+        self._attrs, direction, specials = _scan(lines) if scan is None else scan
+        connection = rtcp = None
+        for ln in specials:
+            if ln.kind == "c":
                 parsed = parse_connection(ln)
                 if connection is None:
                     connection = parsed
+            elif media:
+                parsed = parse_rtcp(ln)
+                if rtcp is None:
+                    rtcp = parsed
         #: the last direction attribute of this part, or None
         self.direction = direction
         #: the :class:`Connection` of this part's own ``c=`` line, or None
