@@ -433,3 +433,37 @@ class EmbeddedEngineNowTests(SynchronousTestCase):
         self.assertIsNone(self.registry.get("x"))
         totals = self.successResultOf(self.engine.totals())
         self.assertEqual((totals["ports_used"], totals["ports_free"]), (0, 10))
+
+
+class DeleteTargetsTests(SynchronousTestCase):
+    """Dispatcher._delete_targets of a two-party call (its short way)
+    gives what the association sets give."""
+
+    def targets(self, link):
+        from omnirtp.call.model import Call, Monologue
+        from omnirtp.control.flags import Flags
+        call = Call("c", 0.0)
+        a, b = Monologue("a", 0.0), Monologue("b", 0.0)
+        call.monologues = [a, b]
+        link(a, b)
+        flags = Flags.from_request({"call-id": "c", "from-tag": "a"})
+        return Dispatcher._delete_targets(None, call, flags), a, b
+
+    def test_associated(self):
+        def both(a, b):
+            a.peer, b.peer = b, a
+
+        def one_way(a, b):
+            b.peer = a
+        for link in (both, one_way):
+            self.assertEqual(self.targets(link)[0], "all")
+
+    def test_not_associated(self):
+        """No link: the other party would stay alone, so the whole call
+        goes; unless it is its own peer: then only the from-tag's goes."""
+        self.assertEqual(self.targets(lambda a, b: None)[0], "all")
+
+        def own_peer(a, b):
+            b.peer = b
+        got, a, _b = self.targets(own_peer)
+        self.assertEqual(got, [a])

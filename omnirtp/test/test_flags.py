@@ -107,6 +107,30 @@ class FromRequestTests(SynchronousTestCase):
             if isinstance(value, (set, list, dict)):
                 self.assertIsNot(value, getattr(other, field.name), field.name)
 
+    def test_setWordsKeptPerList(self):
+        """A list-valued set key gives the same words every time, its
+        items as as_list and canonical make them (the kept words are a
+        copy: a request's set is its own); a list with an unhashable item
+        is read as before and not kept."""
+        for _ in range(2):
+            f = Flags.from_request({"replace": ["Origin", " session connection", "a,b"],
+                                    "supports": ["load limit"]})
+            self.assertEqual(f.replace, {"origin", "session-connection", "a", "b"})
+            self.assertEqual(f.supports, {"load limit"})
+            f.replace.add("mine")
+        self.assertNotIn("mine", Flags.from_request(
+            {"replace": ["Origin", " session connection", "a,b"]}).replace)
+        f = Flags.from_request({"replace": ["origin", {"x": 1}, ["y"]], "rtcp-mux": "offer"})
+        self.assertEqual(f.replace, {"origin"})
+        self.assertEqual(f.rtcp_mux, {"offer"})
+
+    def test_strKeysSetAsTheirHandlerWould(self):
+        """A str value of a plain string key is set as given; any other
+        value goes through the key's handler (bytes decoded, an int as text)."""
+        f = Flags.from_request({"call-id": "c", "from-tag": b"f", "to-tag": 5, "sdp": "v=0"})
+        self.assertEqual((f.call_id, f.from_tag, f.to_tag, f.sdp), ("c", "f", "5", "v=0"))
+        self.assertEqual(Flags.from_request({"call ID": "a", "call-id": "b"}).call_id, "b")
+
     def test_seedOffer(self):
         """The seed INVITE dict, typed."""
         f = Flags.from_request(kamailio_dict(

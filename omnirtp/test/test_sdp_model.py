@@ -202,6 +202,38 @@ class ErrorTests(SynchronousTestCase):
             data = fixture("sip_offer.sdp").replace(b"t=0 0\r\n", b"t=0 0\r\n" + line + b"\r\n")
             self.assertEqual(SessionDescription.parse(data).to_bytes(), data)
 
+    def test_port_digits(self):
+        """An m= port of plain digits is read as _port reads it: leading
+        zeros are fine, 65535 is the last, 65536 out of range."""
+        data = fixture("sip_offer.sdp")
+        self.assertEqual(SessionDescription.parse(data.replace(b"49170", b"0049170"))
+                         .media[0].port, 49170)
+        self.assertEqual(SessionDescription.parse(data.replace(b"49170", b"65535"))
+                         .media[0].port, 65535)
+        self.assertSDPError(data.replace(b"49170", b"65536"),
+                            "SDP line 6 ('m=audio 65536 RTP/AVP 0 8 101'): "
+                            "m= port 65536 is out of range")
+
+    def test_empty_formats_dropped(self):
+        """Empty fields between an m= line's formats are no formats."""
+        data = fixture("sip_offer.sdp").replace(b"RTP/AVP 0 8 101", b"RTP/AVP 0  8 101 ")
+        media = SessionDescription.parse(data).media[0]
+        self.assertEqual(media.formats, ["0", "8", "101"])
+        self.assertEqual(inspect(SessionDescription.parse(data))[0].payload_types, (0, 8, 101))
+
+    def test_kept_section_scanned_alike(self):
+        """A section parsed again from its kept text has the index,
+        direction, c= and a=rtcp that parse gave it."""
+        data = fixture("sip_offer.sdp").replace(
+            b"a=ptime:20", b"a=ptime:20\r\nc=IN IP4 192.0.2.99\r\na=rtcp:5000\r\na=recvonly")
+        parsed = SessionDescription.parse(data).media[0]
+        again = parsed.kept().section()
+        for m in (parsed, again):
+            self.assertEqual(m.direction, "recvonly")
+            self.assertEqual(m.connection.address, "192.0.2.99")
+            self.assertEqual(m.rtcp.port, 5000)
+        self.assertEqual(again._attrs, parsed._attrs)
+
     def test_bad_port_count(self):
         self.assertSDPError(fixture("sip_offer.sdp").replace(b"49170", b"49170/x"),
                             "SDP line 6 ('m=audio 49170/x RTP/AVP 0 8 101'): "
