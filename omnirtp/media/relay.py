@@ -96,6 +96,13 @@ _read = os.read
 _write = os.write
 _readv = os.readv
 
+# the wait and the inline path of MediaPoller in C (see MediaPoller); where
+# it is not built, MediaPoller does the same in Python
+try:
+    from omnirtp.media import _fastrelay
+except ImportError:  # pragma: no cover - built by `make ext`
+    _fastrelay = None
+
 #: the longest datagram the native SRTP path (RelaySocket._piped) takes;
 #: longer ones take the generic pipeline (the same as srtp.NATIVE_MAX)
 NATIVE_MAX = 1500 - 148
@@ -1303,7 +1310,7 @@ class MediaPoller:
     """
 
     __slots__ = ("_reactor", "_seconds", "_epoll", "_poll", "_handlers", "_conns", "_fd",
-                 "reading", "_looping", "_after")
+                 "reading", "_looping", "_after", "_loop")
 
     #: sockets served per reactor wakeup at most
     MAX_EVENTS = 512
@@ -1324,6 +1331,14 @@ class MediaPoller:
         self._looping = False
         #: handlers of :meth:`add_after` whose file was readable this round
         self._after = []
+        #: the C loop (``omnirtp.media._fastrelay.Loop``) over this epoll,
+        #: these tables and this clock (None: the wall clock, read in C),
+        #: or None without the extension: then :meth:`_serve` does its work
+        self._loop = None
+        if _fastrelay is not None:
+            seconds = None if self._seconds is time.time else self._seconds
+            self._loop = _fastrelay.Loop(self._fd, self._conns, self._handlers, seconds,
+                                         self.MAX_EVENTS)
 
     def _register(self, fd):
         self._epoll.register(fd, select.EPOLLIN)
@@ -1388,6 +1403,11 @@ class MediaPoller:
 
     def doRead(self):
         now = self._seconds()
+        if self._loop is not None:
+            self._loop.rounds(now, self.MAX_ROUNDS)
+            if self._after:
+                self._run_after()
+            return
         poll = self._poll
         serve = self._serve
         limit = self.MAX_EVENTS
@@ -1491,6 +1511,7 @@ class MediaPoller:
         run_until_current = reactor.runUntilCurrent
         timeout = reactor.timeout
         sleep = time.sleep
+        loop = self._loop
         while reactor._started and self._fd >= 0:
             try:
                 now = seconds()
@@ -1522,6 +1543,18 @@ class MediaPoller:
                         t = -1
                     if not reactor.running:
                         t = 0
+                    if loop is not None:
+                        # the C loop waits and serves, and keeps waiting
+                        # while its rounds need no Python, until the next
+                        # timed call is due (the head of the heap, read
+                        # again: runUntilCurrent may have rebuilt it)
+                        pending = reactor._pendingTimedCalls
+                        now = loop.wait(t, pending[0].time if pending else -1.0, coalesce)
+                        if after:
+                            run_after()
+                        if coalesce and loop.called:
+                            sleep(coalesce)
+                        continue
                     events = poll(t, limit)
                     now = seconds()
                     if events:
@@ -1542,6 +1575,7 @@ class MediaPoller:
             self._reactor.removeReader(self)
         if self._fd >= 0:
             self._fd = -1
+            self._loop = None
             self._handlers.clear()
             self._conns.clear()
             self._epoll.close()
@@ -1551,6 +1585,7 @@ class MediaPoller:
         self.reading = False
         if self._fd >= 0:
             self._fd = -1
+            self._loop = None
             self._handlers.clear()
             self._conns.clear()
             self._epoll.close()
