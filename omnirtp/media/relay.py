@@ -1307,6 +1307,16 @@ class MediaPoller:
     a Python call per packet (a recorded socket's ``_tap`` also gets it, one
     C call); anything else goes to :meth:`RelaySocket.connected`.  Other
     sockets get their handler called.
+
+    With ``omnirtp.media._fastrelay`` built (``make ext``), :meth:`doRead`
+    and :meth:`run` hand the poll and the serving to its ``Loop``: the same
+    rounds and the same calls, but the inline path in C, and :meth:`run`'s
+    wait goes on in C while its rounds call no Python (no handler, no full
+    path, no tap) until the next timed call is due.  Its counts are folded
+    into the sockets' counters before any Python code runs and before it
+    returns, so Python always reads exact counters.  Without it
+    :meth:`_serve` does that work (and is the reference the C loop is
+    tested against, omnirtp/test/test_fastrelay.py).
     """
 
     __slots__ = ("_reactor", "_seconds", "_epoll", "_poll", "_handlers", "_conns", "_fd",
@@ -1427,7 +1437,8 @@ class MediaPoller:
             handler()
 
     def _serve(self, events, now):
-        """Serve the sockets of one epoll round (``[(fd, mask)]``)."""
+        """Serve the sockets of one epoll round (``[(fd, mask)]``); what
+        ``_fastrelay.Loop`` does in C where it is built."""
         handlers = self._handlers
         conns = self._conns
         for fd, _ in events:
@@ -1492,6 +1503,11 @@ class MediaPoller:
         (plus the kernel's timer slack) of added latency for them; the
         first datagram after a quiet spell is served at once.  Off by
         default: see docs/scaling.md for what it costs and saves.
+
+        With the C loop (``_loop``) one ``wait`` call replaces the poll
+        and :meth:`_serve`: it returns when a round called Python, when
+        the next timed call is due, or on a signal, so the timer rules
+        above are applied exactly as often as they can change.
         """
         inner = reactor._poller.fileno()
         if self.reading:
