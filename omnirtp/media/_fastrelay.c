@@ -359,11 +359,21 @@ done:
 
 /* ---- methods --------------------------------------------------------------- */
 
+static int
+ready(Loop *self)
+{
+    if (self->events == NULL || self->conns == NULL || self->handlers == NULL) {
+        PyErr_SetString(PyExc_ValueError, "Loop is not initialised");
+        return 0;
+    }
+    return 1;
+}
+
 static PyObject *
 Loop_wait(Loop *self, PyObject *args)
 {
     double t, deadline, coalesce;
-    if (!PyArg_ParseTuple(args, "ddd:wait", &t, &deadline, &coalesce))
+    if (!ready(self) || !PyArg_ParseTuple(args, "ddd:wait", &t, &deadline, &coalesce))
         return NULL;
     double now = 0;
     int ms = to_ms(t);
@@ -428,7 +438,7 @@ Loop_rounds(Loop *self, PyObject *args)
 {
     double now;
     int limit;
-    if (!PyArg_ParseTuple(args, "di:rounds", &now, &limit))
+    if (!ready(self) || !PyArg_ParseTuple(args, "di:rounds", &now, &limit))
         return NULL;
     self->called = 0;
     for (int i = 0; i < limit; i++) {
@@ -492,17 +502,39 @@ Loop_init(Loop *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-static void
-Loop_dealloc(Loop *self)
+/* A Loop is part of a cycle (poller -> Loop -> handlers -> a socket's bound
+ * method -> socket -> poller): the garbage collector must see through it. */
+static int
+Loop_traverse(Loop *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->conns);
+    Py_VISIT(self->handlers);
+    Py_VISIT(self->seconds);
+    for (int i = 0; i < self->ndirty; i++)
+        Py_VISIT(self->pending[self->dirty[i]].relay);
+    return 0;
+}
+
+static int
+Loop_clear(Loop *self)
 {
     for (int i = 0; i < self->ndirty; i++)
         Py_CLEAR(self->pending[self->dirty[i]].relay);
+    self->ndirty = 0;
+    Py_CLEAR(self->conns);
+    Py_CLEAR(self->handlers);
+    Py_CLEAR(self->seconds);
+    return 0;
+}
+
+static void
+Loop_dealloc(Loop *self)
+{
+    PyObject_GC_UnTrack(self);
+    Loop_clear(self);
     PyMem_Free(self->pending);
     PyMem_Free(self->dirty);
     PyMem_Free(self->events);
-    Py_XDECREF(self->conns);
-    Py_XDECREF(self->handlers);
-    Py_XDECREF(self->seconds);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -526,11 +558,13 @@ static PyTypeObject LoopType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "omnirtp.media._fastrelay.Loop",
     .tp_basicsize = sizeof(Loop),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "MediaPoller's wait and inline relay (see the module's doc)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Loop_init,
     .tp_dealloc = (destructor)Loop_dealloc,
+    .tp_traverse = (traverseproc)Loop_traverse,
+    .tp_clear = (inquiry)Loop_clear,
     .tp_methods = Loop_methods,
     .tp_members = Loop_members,
 };

@@ -331,3 +331,29 @@ class FanOutTestsWithoutExtension(test_relay_stepped.FanOutTests):
     def setUp(self):
         without_extension(self)
         super().setUp()
+
+
+class CollectTests(SynchronousTestCase):
+    def test_cycleThroughTheLoopIsCollected(self):
+        """A poller dropped without ``close`` while a handler refers back to
+        it (as a RelaySocket's bound ``read`` does) is collected: the
+        collector sees through the C loop's references."""
+        import gc
+        import weakref
+
+        class Handler:
+            def __call__(self, now):
+                pass
+
+        reactor = MemoryUDPReactor()
+        poller = MediaPoller(reactor)
+        self.assertIsNotNone(poller._loop)
+        sock = bind_udp(HOST, 0)
+        self.addCleanup(sock.close)
+        handler = Handler()
+        handler.poller = poller
+        poller.add(sock.fileno(), handler)
+        gone = weakref.ref(handler)
+        del handler, poller, reactor  # the reactor reads the poller
+        gc.collect()
+        self.assertIsNone(gone())
