@@ -393,7 +393,11 @@ Loop_wait(Loop *self, PyObject *args)
                 goto failed;
             }
             /* a signal: its Python handler runs now, and the loop in
-             * Python looks at the reactor again */
+             * Python looks at the reactor again.  One that arrives while
+             * a round is served (no EINTR then) writes to Python's wakeup
+             * fd, which Twisted sets to a waker in the reactor's epoll:
+             * that makes the reactor's fd ready, and its handler returns
+             * the loop to Python, as with select.epoll's poll */
             if (PyErr_CheckSignals() < 0 || clock_now(self, &now) < 0)
                 goto failed;
             break;
