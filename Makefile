@@ -95,7 +95,8 @@ deb-deps:
 venv: $(VENV_STAMP)
 
 # the C extensions omnirtp.media._fastsrtp (SRTP, libssl-dev) and
-# omnirtp.control._fastbencode (ng bencode) built next to their sources, where
+# omnirtp.control._fastbencode (ng bencode) and omnirtp.media._fastrelay
+# (MediaPoller's wait and inline relay) built next to their sources, where
 # PYTHONPATH=$(CURDIR) finds them (scripts/run-tests builds them the same way
 # before the tests); without them SRTP runs on pylibsrtp, bencode in Python
 ext:

@@ -10,6 +10,10 @@ builds it next to its source (scripts/run-tests does that).
 omnirtp.control._fastbencode (the common cases of the ng protocol's
 bencode, see omnirtp/control/bencode.py) needs nothing but Python's
 headers; it is optional too: without it bencode.py does all the work.
+
+omnirtp.media._fastrelay (MediaPoller's epoll wait and inline relay of
+plain streams, see omnirtp/media/relay.py) needs nothing but Python's
+headers and Linux's epoll; optional: without it relay.py does that work.
 """
 
 from setuptools import Extension, setup
@@ -20,6 +24,11 @@ setup(
             "omnirtp.media._fastsrtp",
             sources=["omnirtp/media/_fastsrtp.c"],
             libraries=["crypto"],
+            optional=True,
+        ),
+        Extension(
+            "omnirtp.media._fastrelay",
+            sources=["omnirtp/media/_fastrelay.c"],
             optional=True,
         ),
         Extension(

@@ -96,6 +96,13 @@ _read = os.read
 _write = os.write
 _readv = os.readv
 
+# the wait and the inline path of MediaPoller in C (see MediaPoller); where
+# it is not built, MediaPoller does the same in Python
+try:
+    from omnirtp.media import _fastrelay
+except ImportError:  # pragma: no cover - built by `make ext`
+    _fastrelay = None
+
 #: the longest datagram the native SRTP path (RelaySocket._piped) takes;
 #: longer ones take the generic pipeline (the same as srtp.NATIVE_MAX)
 NATIVE_MAX = 1500 - 148
@@ -1300,10 +1307,20 @@ class MediaPoller:
     a Python call per packet (a recorded socket's ``_tap`` also gets it, one
     C call); anything else goes to :meth:`RelaySocket.connected`.  Other
     sockets get their handler called.
+
+    With ``omnirtp.media._fastrelay`` built (``make ext``), :meth:`doRead`
+    and :meth:`run` hand the poll and the serving to its ``Loop``: the same
+    rounds and the same calls, but the inline path in C, and :meth:`run`'s
+    wait goes on in C while its rounds call no Python (no handler, no full
+    path, no tap) until the next timed call is due.  Its counts are folded
+    into the sockets' counters before any Python code runs and before it
+    returns, so Python always reads exact counters.  Without it
+    :meth:`_serve` does that work (and is the reference the C loop is
+    tested against, omnirtp/test/test_fastrelay.py).
     """
 
     __slots__ = ("_reactor", "_seconds", "_epoll", "_poll", "_handlers", "_conns", "_fd",
-                 "reading", "_looping", "_after")
+                 "reading", "_looping", "_after", "_loop")
 
     #: sockets served per reactor wakeup at most
     MAX_EVENTS = 512
@@ -1324,6 +1341,14 @@ class MediaPoller:
         self._looping = False
         #: handlers of :meth:`add_after` whose file was readable this round
         self._after = []
+        #: the C loop (``omnirtp.media._fastrelay.Loop``) over this epoll,
+        #: these tables and this clock (None: the wall clock, read in C),
+        #: or None without the extension: then :meth:`_serve` does its work
+        self._loop = None
+        if _fastrelay is not None:
+            seconds = None if self._seconds is time.time else self._seconds
+            self._loop = _fastrelay.Loop(self._fd, self._conns, self._handlers, seconds,
+                                         self.MAX_EVENTS)
 
     def _register(self, fd):
         self._epoll.register(fd, select.EPOLLIN)
@@ -1388,6 +1413,11 @@ class MediaPoller:
 
     def doRead(self):
         now = self._seconds()
+        if self._loop is not None:
+            self._loop.rounds(now, self.MAX_ROUNDS)
+            if self._after:
+                self._run_after()
+            return
         poll = self._poll
         serve = self._serve
         limit = self.MAX_EVENTS
@@ -1407,7 +1437,8 @@ class MediaPoller:
             handler()
 
     def _serve(self, events, now):
-        """Serve the sockets of one epoll round (``[(fd, mask)]``)."""
+        """Serve the sockets of one epoll round (``[(fd, mask)]``); what
+        ``_fastrelay.Loop`` does in C where it is built."""
         handlers = self._handlers
         conns = self._conns
         for fd, _ in events:
@@ -1472,6 +1503,11 @@ class MediaPoller:
         (plus the kernel's timer slack) of added latency for them; the
         first datagram after a quiet spell is served at once.  Off by
         default: see docs/scaling.md for what it costs and saves.
+
+        With the C loop (``_loop``) one ``wait`` call replaces the poll
+        and :meth:`_serve`: it returns when a round called Python, when
+        the next timed call is due, or on a signal, so the timer rules
+        above are applied exactly as often as they can change.
         """
         inner = reactor._poller.fileno()
         if self.reading:
@@ -1491,6 +1527,7 @@ class MediaPoller:
         run_until_current = reactor.runUntilCurrent
         timeout = reactor.timeout
         sleep = time.sleep
+        loop = self._loop
         while reactor._started and self._fd >= 0:
             try:
                 now = seconds()
@@ -1522,6 +1559,18 @@ class MediaPoller:
                         t = -1
                     if not reactor.running:
                         t = 0
+                    if loop is not None:
+                        # the C loop waits and serves, and keeps waiting
+                        # while its rounds need no Python, until the next
+                        # timed call is due (the head of the heap, read
+                        # again: runUntilCurrent may have rebuilt it)
+                        pending = reactor._pendingTimedCalls
+                        now = loop.wait(t, pending[0].time if pending else -1.0, coalesce)
+                        if after:
+                            run_after()
+                        if coalesce and loop.called:
+                            sleep(coalesce)
+                        continue
                     events = poll(t, limit)
                     now = seconds()
                     if events:
@@ -1542,6 +1591,7 @@ class MediaPoller:
             self._reactor.removeReader(self)
         if self._fd >= 0:
             self._fd = -1
+            self._loop = None
             self._handlers.clear()
             self._conns.clear()
             self._epoll.close()
@@ -1551,6 +1601,7 @@ class MediaPoller:
         self.reading = False
         if self._fd >= 0:
             self._fd = -1
+            self._loop = None
             self._handlers.clear()
             self._conns.clear()
             self._epoll.close()

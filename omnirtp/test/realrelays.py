@@ -1,6 +1,7 @@
 """Real relay sockets on 127.0.0.1 for tests that drive a ``MediaPoller``
 themselves (by hand, or through a reactor of their own)."""
 
+import select
 import socket
 
 from omnirtp.media.relay import RelaySocket, bind_companion, bind_udp
@@ -42,3 +43,20 @@ class RealRelays:
         a.configure(peer=b, endpoint=party_a.getsockname(), learning="immediate", reset=True)
         b.configure(peer=a, endpoint=party_b.getsockname(), learning="immediate", reset=True)
         return a, b
+
+    def relay_until(self, party, count):
+        """Serve the poller (``doRead``) until ``party`` has ``count``
+        datagrams; return them."""
+        got = []
+        for _ in range(200):
+            self.poller.doRead()
+            while True:
+                try:
+                    got.append(party.recv(65536))
+                except BlockingIOError:
+                    break
+            if len(got) >= count:
+                break
+            select.select([self.poller.fileno(), party], [], [], 0.05)
+        self.assertEqual(len(got), count)
+        return got

@@ -52,21 +52,6 @@ class SteppedBase(RealRelays, SynchronousTestCase):
         self.party_b = self.party()
         self.a, self.b = self.pair(self.party_a, self.party_b)
 
-    def relay_until(self, party, count):
-        got = []
-        for _ in range(200):
-            self.poller.doRead()
-            while True:
-                try:
-                    got.append(party.recv(65536))
-                except BlockingIOError:
-                    break
-            if len(got) >= count:
-                break
-            select.select([self.poller.fileno(), party], [], [], 0.05)
-        self.assertEqual(len(got), count)
-        return got
-
     def settle(self):
         for _ in range(3):
             self.poller.doRead()

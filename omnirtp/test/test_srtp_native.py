@@ -82,22 +82,6 @@ class NativeTests(RealRelays, SynchronousTestCase):
     def steps(self):
         return {name: counters for name, counters in self.a.transform_counters().items()}
 
-    def relay_until(self, party, count):
-        """Serve the poller until ``party`` has ``count`` datagrams; return them."""
-        got = []
-        for _ in range(200):
-            self.poller.doRead()
-            while True:
-                try:
-                    got.append(party.recv(65536))
-                except BlockingIOError:
-                    break
-            if len(got) >= count:
-                break
-            select.select([self.poller.fileno(), party], [], [], 0.05)
-        self.assertEqual(len(got), count)
-        return got
-
     def settle(self):
         """Serve whatever is queued (for datagrams that must not arrive)."""
         for _ in range(3):
