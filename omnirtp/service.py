@@ -52,6 +52,9 @@ class _RegistryService(service.Service):
         # logged here and never offered
         from omnirtp.codecs import report
         report()
+        from omnirtp.media import relay
+        if relay.FAST_MISSING:
+            self.log.warn("{text}", text=relay.FAST_MISSING)
         self.registry.start()
         limits = getattr(self.registry, "limits", None)
         if limits is not None:

@@ -100,8 +100,14 @@ _readv = os.readv
 # it is not built, MediaPoller does the same in Python
 try:
     from omnirtp.media import _fastrelay
-except ImportError:  # pragma: no cover - built by `make ext`
+except ImportError as e:  # pragma: no cover - built by `make ext`
     _fastrelay = None
+    #: logged once at the daemon's start (service._RegistryService)
+    FAST_MISSING = ("omnirtp.media._fastrelay is not built (%s): the media loop runs in "
+                    "Python, at several times the CPU per datagram (build it: python3 "
+                    "setup.py build_ext --inplace, with gcc and python3-dev)" % (e,))
+else:
+    FAST_MISSING = None
 
 #: the longest datagram the native SRTP path (RelaySocket._piped) takes;
 #: longer ones take the generic pipeline (the same as srtp.NATIVE_MAX)

@@ -306,6 +306,36 @@ class FreezeTests(SynchronousTestCase):
         self.assertEqual(self.start(None), [])
 
 
+class FastRelayMissingTests(SynchronousTestCase):
+    """A daemon whose C media loop is not built says so once at start."""
+
+    def start(self, missing):
+        from twisted.internet.task import Clock
+        from twisted.logger import Logger
+
+        from omnirtp.media import relay
+        from omnirtp.service import _RegistryService
+
+        seen = []
+        self.patch(relay, "FAST_MISSING", missing)
+        self.patch(_RegistryService, "log", Logger(observer=seen.append))
+
+        class Registry:
+            clock = Clock()
+
+            def start(self):
+                pass
+        _RegistryService(Registry()).startService()
+        return [e["text"] for e in seen if "text" in e]
+
+    def test_missing(self):
+        self.assertEqual(self.start("omnirtp.media._fastrelay is not built (x)"),
+                         ["omnirtp.media._fastrelay is not built (x)"])
+
+    def test_built(self):
+        self.assertEqual(self.start(None), [])
+
+
 class EngineDebugLineTests(SynchronousTestCase):
     """num-threads = 0: once the daemon's logging is installed, the
     embedded engine makes its allocate's debug line only while the filters
