@@ -30,6 +30,10 @@ round (drift on the shared box hits them alike):
   before0, before1, before2  (not by default) omnirtp of the checkout
               ``--before`` names, with ``num-threads`` 0, 1 and 2: a change's
               before and after in the same run
+  bare1, bare2, bare2t  (not by default) bench/switchrelay.c, a bare epoll
+              relay in C with no control plane (its calls given on stdin):
+              one worker, two processes, two threads of one process; the
+              floor under both daemons (bench/switch_relay.py)
 
 The load is bench/relay.py's: its generator (this process, on CPU 1), 50
 packets/s of 172-byte RTP per party, two parties per call (100 packets/s
@@ -64,9 +68,11 @@ CPU 1: the generator's CPU share is printed beside every figure.
 
 import argparse
 import json
+import signal
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import time
 
@@ -92,7 +98,7 @@ IN_FLIGHT = 16  # ng requests outstanding while calls are set up
 
 def threads_of(kind):
     """``num-threads`` of a kind: its digit."""
-    return int(kind.rstrip("rc")[-1])
+    return int(kind.rstrip("rct")[-1])
 
 
 #: --coalesce-us: the media workers' coalescing delay of the kinds
@@ -231,12 +237,54 @@ class Relay:
         self.daemon.stop()
 
 
+class BareRelay:
+    """bench/switchrelay.c on ``cpus``, ``parties``' calls on the ports from
+    ``port_range[0]`` up (kinds bare1, bare2, bare2t)."""
+
+    def __init__(self, kind, parties, cpus, port_range):
+        import switch_relay  # bench/switch_relay.py
+        self.kind = kind
+        mode = "threads" if kind.endswith("t") else "procs"
+        base = port_range[0]
+        party_host = parties[0][0][0] if parties else HOST
+        self.process = subprocess.Popen(
+            ["taskset", "-c", cpus, switch_relay.build(), mode, str(threads_of(kind)), HOST,
+             str(base), party_host], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            start_new_session=True)
+        self.process.stdin.write("".join("%d %d\n" % (a[1], b[1]) for a, b in parties))
+        self.process.stdin.close()
+        line = self.process.stdout.readline().split()
+        if not line or line[0] != "ready":
+            self.stop()
+            raise RuntimeError("%s did not start: %r" % (kind, line))
+        self.pid = int(line[1])
+        self.sockets = [((HOST, base + 2 * i), (HOST, base + 2 * i + 1))
+                        for i in range(len(parties))]
+
+    def pids(self):
+        return descendants(self.pid)
+
+    def stop(self):
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        self.process.stdout.close()
+
+
+def make_relay(kind, parties, cpus, port_range):
+    if kind.startswith("bare"):
+        return BareRelay(kind, parties, cpus, port_range)
+    return Relay(kind, parties, cpus, port_range)
+
+
 def start_relay(cpus, port_range):
     """bench/relay.py's ``start(kind, parties)`` for load_step."""
     def start(kind, parties):
         for attempt in range(3):  # a port someone else took meanwhile on a shared box
             try:
-                return Relay(kind, parties, cpus, port_range)
+                return make_relay(kind, parties, cpus, port_range)
             except Exception as e:
                 if attempt == 2:
                     raise
@@ -343,7 +391,7 @@ def cpu_round(gen, kind, calls, warmup, seconds, idle, cpus):
     """One CPU measurement of ``kind`` (relay on ``cpus``)."""
     gen.set_receive_buffer(8 << 20)
     gen.drain(0.05)
-    r = Relay(kind, gen.parties(calls), cpus, PORT_RANGE)
+    r = make_relay(kind, gen.parties(calls), cpus, PORT_RANGE)
     try:
         pids = r.pids()
         s0 = snapshot(pids)
