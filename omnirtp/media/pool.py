@@ -404,6 +404,7 @@ class WorkerPool(service.Service):
         certificate=None,
         table=-1,
         drop_table=None,
+        socket_cpu_affinity=0,
     ):
         if not isinstance(n, int) or n < 1:
             raise ConfigError("num-threads for a worker pool must be at least 1, got %r" % (n,))
@@ -421,6 +422,10 @@ class WorkerPool(service.Service):
         #: deletes when the worker ends (a killed worker leaves it)
         self.table = table
         self._drop_table = drop_table
+        #: ``socket-cpu-affinity`` N (> 0): each worker gives its calls'
+        #: sockets the values 0..N-1 in turn (its own round, not one over
+        #: all workers: the value is chosen where the sockets are bound)
+        self.socket_cpu_affinity = socket_cpu_affinity
         self.slots = []
         for index in range(n):
             slices = {}
@@ -489,6 +494,8 @@ class WorkerPool(service.Service):
             args += ["--slice", format_slice(address, port_range)]
         if self.table >= 0:
             args += ["--table", str(self.table)]
+        if self.socket_cpu_affinity:
+            args += ["--socket-cpu-affinity", str(self.socket_cpu_affinity)]
         slot.started_at = self.reactor.seconds()
         try:
             self.reactor.spawnProcess(

@@ -7,6 +7,7 @@ closed, the other call keeps relaying, and the restarted worker takes a new
 call.
 """
 
+import ctypes
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from omnirtp.errors import E_INTERNAL
 from omnirtp.media.pool import READY, WorkerPool, WorkerUnavailable
+from omnirtp.media.relay import SO_INCOMING_CPU
 from omnirtp.test.integration.peers import Party, free_port_range
 
 HOST = "127.0.0.1"
@@ -204,3 +206,81 @@ class WorkerPoolUDPTests(TestCase):
             self.assertRaises(ProcessLookupError, os.kill, pid, 0)
         self.assertEqual([w["state"] for w in self.pool.workers], ["stopped", "stopped"])
         self.assertEqual(self.lost, [])
+
+
+SYS_PIDFD_OPEN, SYS_PIDFD_GETFD = 434, 438  # x86-64 and arm64 alike
+
+
+def sockets_of(pid, ports):
+    """``{port: socket}``: copies (pidfd_getfd) of process ``pid``'s UDP
+    sockets bound to ``HOST:port`` for ``port`` in ``ports`` (the main
+    media sockets, not their connected companions)."""
+    syscall = ctypes.CDLL(None, use_errno=True).syscall
+    pidfd = syscall(SYS_PIDFD_OPEN, pid, 0)
+    if pidfd < 0:
+        raise OSError(ctypes.get_errno(), "pidfd_open(%d)" % pid)
+    found = {}
+    try:
+        for name in os.listdir("/proc/%d/fd" % pid):
+            try:
+                if not os.readlink("/proc/%d/fd/%s" % (pid, name)).startswith("socket:"):
+                    continue
+            except OSError:
+                continue
+            fd = syscall(SYS_PIDFD_GETFD, pidfd, int(name), 0)
+            if fd < 0:
+                raise OSError(ctypes.get_errno(), "pidfd_getfd(%d, %s)" % (pid, name))
+            sock = socket.socket(fileno=fd)
+            try:
+                here = sock.getsockname()
+            except OSError:
+                sock.close()
+                continue
+            if (sock.type == socket.SOCK_DGRAM and here[0] == HOST and here[1] in ports
+                    and _peer(sock) is None):
+                found[here[1]] = sock
+            else:
+                sock.close()
+    finally:
+        os.close(pidfd)
+    return found
+
+
+def _peer(sock):
+    try:
+        return sock.getpeername()
+    except OSError:
+        return None
+
+
+class WorkerSocketCpuTests(TestCase):
+    """``socket-cpu-affinity`` with worker processes: each worker gives
+    its calls' sockets (RTP and RTCP) SO_INCOMING_CPU 0..N-1 in turn, one
+    value per call; read back from the workers' own sockets."""
+
+    timeout = 60
+
+    def setUp(self):
+        self.pool = WorkerPool(reactor, {HOST: (PORT_MIN, PORT_MAX)}, 2, socket_cpu_affinity=3)
+        self.pool.startService()
+        self.addCleanup(self.pool.stopService)
+
+    @defer.inlineCallbacks
+    def test_valuesPerCallInEachWorker(self):
+        pids = yield self.pool.whenReady()
+        ports = {}
+        for n in range(1, 6):
+            ports["call-%d" % n] = yield self.pool.allocate("call-%d" % n, HOST, 2)
+        # the pool spreads new calls: 1, 3, 5 on worker 0; 2, 4 on worker 1
+        want = {"call-1": 0, "call-3": 1, "call-5": 2, "call-2": 0, "call-4": 1}
+        got = {}
+        for call_id, call_ports in ports.items():
+            index = self.pool._routes[call_id].index
+            wanted = {p + i for p in call_ports for i in (0, 1)}
+            socks = sockets_of(pids[index], wanted)
+            self.addCleanup(lambda socks=socks: [s.close() for s in socks.values()])
+            self.assertEqual(sorted(socks), sorted(wanted))
+            values = {s.getsockopt(socket.SOL_SOCKET, SO_INCOMING_CPU) for s in socks.values()}
+            self.assertEqual(len(values), 1, (call_id, values))
+            got[call_id] = (index, values.pop())
+        self.assertEqual(got, {c: (1 - int(c[-1]) % 2, v) for c, v in want.items()})
