@@ -11,14 +11,16 @@ needs a column.  Where omnirtp differs on purpose, docs/compat.md says so.
 Commands (``get`` is ``list``)::
 
     list numsessions | sessions all|own|foreign|<call-id> | totals | counters | jsonstats
-         maxopenfiles | redisdisabletime | redisconnecttimeout | rediscmdtimeout | controltos
+         maxopenfiles | redisallowederrors | redisdisabletime | redisconnecttimeout
+         rediscmdtimeout | controltos | transcoders
          maxsessions | maxcpu | maxload | maxbw | timeout | silenttimeout | offertimeout | finaltimeout
          deletedelay | interfaces | loglevels | loglevel [<subsystem>]
     terminate all|own|foreign|<call-id>
     params start | current | diff | revert
     ksadd <db> | ksrm <db> | kslist (the Redis databases followed)
     active (every foreign call becomes ours), standby (every own call foreign)
-    set maxsessions <int> | loglevel <int> | loglevel <subsystem> <int>
+    set maxsessions <int> | loglevel <int> | loglevel <subsystem> <int> | maxopenfiles <int>
+        redisallowederrors <int>
         maxcpu <percent> | maxload <load average> | maxbw <bytes per second>
         redisdisabletime <s> | redisconnecttimeout | rediscmdtimeout <ms> | controltos <0-255>
         timeout | silenttimeout | offertimeout | finaltimeout <uint> | deletedelay <int>
@@ -46,12 +48,16 @@ _ATOI = re.compile(r"\s*([-+]?\d+)")
 LIST_COMMANDS = (
     "numsessions", "sessions", "totals", "counters", "maxopenfiles", "maxsessions", "maxcpu",
     "maxload", "maxbw", "timeout", "silenttimeout", "offertimeout", "finaltimeout", "loglevels",
-    "loglevel", "redisdisabletime", "redisconnecttimeout", "rediscmdtimeout", "controltos",
-    "deletedelay", "interfaces", "jsonstats",
+    "loglevel", "redisallowederrors", "redisdisabletime", "redisconnecttimeout",
+    "rediscmdtimeout", "controltos", "deletedelay", "interfaces", "jsonstats", "transcoders",
 )
-SET_COMMANDS = ("maxsessions", "maxcpu", "maxload", "maxbw", "timeout", "silenttimeout",
-                "offertimeout", "finaltimeout", "loglevel", "redisdisabletime",
-                "redisconnecttimeout", "rediscmdtimeout", "controltos", "deletedelay")
+SET_COMMANDS = ("maxopenfiles", "maxsessions", "maxcpu", "maxload", "maxbw", "timeout",
+                "silenttimeout", "offertimeout", "finaltimeout", "loglevel",
+                "redisallowederrors", "redisdisabletime", "redisconnecttimeout",
+                "rediscmdtimeout", "controltos", "deletedelay")
+#: ``set maxopenfiles``: rtpengine 10.5 refuses less (a daemon that could
+#: not open its sockets would stall)
+MIN_OPEN_FILES = 1 << 16
 UINT_MAX = 2 ** 32 - 1
 INT_MAX = 2 ** 31 - 1
 ERANGE = 34
@@ -238,7 +244,8 @@ def params_dump(config, settings, start):
     lines += ["no-redis-required = %d" % bool(config.no_redis_required),
               "num-threads = %d" % config.num_threads]
     lines += ["%s = %d" % (key, s[key]) for key in (
-        "redis_disable_time", "redis_cmd_timeout", "redis_connect_timeout")]
+        "redis_allowed_errors", "redis_disable_time", "redis_cmd_timeout",
+        "redis_connect_timeout")]
     lines += ["max-cpu = %.1f" % (s["max-cpu"] / 100.0),
               "max-load = %.2f" % (s["max-load"] / 100.0),
               "%s = %d" % ("max-bandwidth" if start else "max-bw", s["max-bw"])]
@@ -442,6 +449,8 @@ class CliCommands:
             return ops.statistics().addCallback(counters)
         if sub == "maxopenfiles":
             return _max_open_files()
+        if sub == "transcoders":
+            return ops.transcoders().addCallback(transcoders)
         if sub in ops.REDIS_OPTIONS:
             return "%d\n" % ops.redis_setting(sub)
         if sub == "controltos":
@@ -579,6 +588,10 @@ class CliCommands:
             return "Success setting maxsessions to %d\n" % value
         if sub == "loglevel":
             return self._set_loglevel(arg)
+        if sub == "maxopenfiles":
+            return self._set_max_open_files(arg)
+        if sub == "redisallowederrors":
+            return self._set_redis_allowed_errors(arg)
         if sub in ("maxcpu", "maxload"):
             return self._set_limit(sub, arg)
         if sub == "maxbw":
@@ -675,6 +688,38 @@ class CliCommands:
         self.log.info("{option} set to {value} by operator", option=option, value=value)
         return "Success setting %s to %d\n" % (option, value)
 
+    def _set_max_open_files(self, arg):
+        """``set maxopenfiles N``: the open files limit (soft and hard) of
+        the daemon, in rtpengine 10.5's words: N as C's strtoul reads it,
+        refused below 65536 and where the kernel refuses it (its errno:
+        raising the hard limit needs CAP_SYS_RESOURCE).  With media
+        workers, theirs too (``Operations.set_open_files``)."""
+        if not arg.strip():
+            return MORE
+        value, failed = _strtoul("open_files", arg)
+        if failed:
+            return failed
+        if value < MIN_OPEN_FILES:
+            return "Fail setting open_files to %d; can't set it under %d\n" % (
+                value, MIN_OPEN_FILES)
+        try:
+            self.ops.set_open_files(value)
+        except OSError as e:
+            return "Fail setting open_files to %d; errno = %d\n" % (value, e.errno or 0)
+        self.log.info("open files limit set to {value} by operator", value=value)
+        return "Success setting open_files to %d; cat /proc/%d/limits\n" % (value, os.getpid())
+
+    def _set_redis_allowed_errors(self, arg):
+        """``set redisallowederrors N``: N as C's strtol reads it (no digits
+        is 0), kept as a C int as 10.5 keeps it (so a number beyond an int
+        lists wrapped) and answered with the number read, in its words."""
+        if not arg.strip():
+            return MORE
+        value = _strtol(arg)
+        self.ops.set_redis_setting("redisallowederrors", (value + 2 ** 31) % 2 ** 32 - 2 ** 31)
+        self.log.info("redis-allowed-errors set to {value} by operator", value=value)
+        return "Success setting redis-allowed-errors to %d\n" % value
+
     def _set_control_tos(self, arg):
         """``set controltos N`` (0-255, strtol): the TOS byte of the ng
         replies from now on.  rtpengine 10.5 answers "Success setting
@@ -741,6 +786,20 @@ def _strtol(text):
     if m is None:
         return 0
     return min(LONG_MAX, max(LONG_MIN, int(m.group(1))))
+
+
+def transcoders(chains):
+    """``list transcoders``: per chain the transcoders now and, when
+    something was transcoded in the last whole second, what they took in
+    then (``EmbeddedEngine.transcoders``)."""
+    if not chains:
+        return "No stats entries\n"
+    out = []
+    for chain, (count, rates) in chains.items():
+        out.append("%s: %d transcoders\n" % (chain, count))
+        if rates is not None:
+            out.append("     %d packets/s\n     %d bytes/s\n     %d samples/s\n" % tuple(rates))
+    return "".join(out)
 
 
 def _max_open_files(resource=None):

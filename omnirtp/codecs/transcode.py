@@ -45,6 +45,7 @@ import math
 import os
 import random
 import struct
+import time
 
 from zope.interface import implementer
 
@@ -165,11 +166,69 @@ def common_rate(decoder_factory, encoder_factory):
     return max(rates) if rates else None
 
 
+#: the usual spelling of encodings (formats keep them lower-case)
+_SPELLING = {"opus": "opus", "speex": "speex", "ilbc": "iLBC", "telephone-event":
+             "telephone-event", "amr-wb": "AMR-WB"}
+
+
+def format_name(fmt):
+    """``PCMU/8000``, ``opus/48000/2``: a format as rtpengine names the
+    ends of a transcoding chain (the channels only when not 1)."""
+    encoding = fmt["encoding"]
+    encoding = _SPELLING.get(encoding) or encoding.upper()
+    channels = fmt.get("channels") or 1
+    if channels != 1:
+        return "%s/%d/%d" % (encoding, fmt["clock_rate"], channels)
+    return "%s/%d" % (encoding, fmt["clock_rate"])
+
+
+class ChainStats:
+    """What the transcoders of one chain (``PCMU/8000 -> PCMA/8000``) took
+    in, per whole second of ``clock`` (``list transcoders``, as rtpengine
+    10.5 counts it): the packets and payload octets decoded and the
+    samples they decoded to, in the current second and the one before.
+    Shared by every transcoder of that chain in an engine."""
+
+    __slots__ = ("clock", "second", "packets", "octets", "samples", "last")
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.second = None
+        self.packets = self.octets = self.samples = 0
+        #: (second, packets, octets, samples) of the second before
+        #: ``second``, or None
+        self.last = None
+
+    def add(self, octets, samples):
+        """One packet decoded (on the transcoding path: a clock read and
+        three additions)."""
+        second = int(self.clock())
+        if second != self.second:
+            if self.second is not None:
+                self.last = (self.second, self.packets, self.octets, self.samples)
+            self.second = second
+            self.packets = self.octets = self.samples = 0
+        self.packets += 1
+        self.octets += octets
+        self.samples += samples
+
+    def last_second(self):
+        """``(packets, octets, samples)`` of the last whole second, or
+        None if nothing was decoded in it."""
+        previous = int(self.clock()) - 1
+        if self.second == previous:
+            return self.packets, self.octets, self.samples
+        last = self.last
+        if last is not None and last[0] == previous:
+            return last[1:]
+        return None
+
+
 class _Input:
     """What to do with one payload type X sends (a slot of the table)."""
 
     __slots__ = ("action", "pt", "in_clock", "out_clock", "factory", "fmt", "decoder",
-                 "resampler", "rate", "frame")
+                 "resampler", "rate", "frame", "stats")
 
     def __init__(self, action, pt=0, in_clock=8000, out_clock=8000, factory=None, fmt=None):
         self.action = action
@@ -183,6 +242,8 @@ class _Input:
         self.rate = 0
         #: samples (at ``rate``) the last good packet decoded to
         self.frame = 0
+        #: the ChainStats of a decoded format (None: not counted)
+        self.stats = None
 
 
 @implementer(IPacketTransform)
@@ -199,8 +260,11 @@ class Transcoder:
     #: none while it holds audio for a longer packet (see IPacketTransform)
     fan_out = True
 
-    def __init__(self, send, recv, registry, ssrc=None, rng=None, ptime=None):
+    def __init__(self, send, recv, registry, ssrc=None, rng=None, ptime=None, chains=None):
         rng = rng if rng is not None else random.Random(os.urandom(8))
+        #: ``{chain name: ChainStats}`` the decoded formats count into
+        #: (the engine's, shared by its transcoders); None: not counted
+        self._chains = chains
         self.send = send
         self.recv = recv
         self.ssrc = ssrc if ssrc is not None else rng.getrandbits(32)
@@ -325,7 +389,19 @@ class Transcoder:
             elif target is not None:
                 factory = self._registry.get(_key(fmt))
                 if factory is not None:
-                    self._table[pt] = _Input(_DECODE, target["pt"], clock, out_clock, factory, fmt)
+                    slot = self._table[pt] = _Input(_DECODE, target["pt"], clock, out_clock,
+                                                    factory, fmt)
+                    if self._chains is not None:
+                        name = "%s -> %s" % (format_name(fmt), format_name(target))
+                        slot.stats = self._chains.get(name)
+                        if slot.stats is None:
+                            slot.stats = self._chains[name] = ChainStats()
+
+    def chains(self):
+        """The names of the chains this step transcodes (one per format
+        of X's it decodes): ``["PCMU/8000 -> PCMA/8000"]``."""
+        return ["%s -> %s" % (format_name(slot.fmt), format_name(self.target))
+                for slot in self._table if slot is not None and slot.action == _DECODE]
 
     def _encoder_for(self, slot):
         """The encoder (built on first use, at a rate the first decoded
@@ -512,6 +588,8 @@ class Transcoder:
             current = decoder.conceal(frame)
         else:
             slot.frame = len(current) >> 1
+            if slot.stats is not None:
+                slot.stats.add(end - start, slot.frame)
         pcm = current if hidden is None else hidden + current
         self._next_ts = (start_ts + (len(pcm) >> 1) * in_clock // rate) & 0xFFFFFFFF
         if self._te_detect is not None:

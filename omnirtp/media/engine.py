@@ -422,6 +422,9 @@ class EmbeddedEngine:
         self._codec_state = {}
         #: (addr, port) -> (what it was built from, the middle step)
         self._transcoders = {}
+        #: "PCMU/8000 -> PCMA/8000" -> ChainStats: every chain a
+        #: transcoder of this engine ever had (``transcoders``)
+        self._chain_stats = {}
         #: the LoopingCall sending RTCP for transcoded streams (while any)
         self._rtcp_timer = None
         self.certificate = certificate
@@ -614,6 +617,20 @@ class EmbeddedEngine:
                 "media_mixed": mixed_media,
             }
         )
+
+    def transcoders(self):
+        """``list transcoders``: ``{chain: (transcoders now, (packets,
+        octets, samples) decoded in the last whole second or None)}`` for
+        every chain a transcoder of this engine ever had (a chain stays,
+        with 0 transcoders, once its calls are gone)."""
+        counts = dict.fromkeys(self._chain_stats, 0)
+        for want, step in self._transcoders.values():
+            if want[0] == "rtp":
+                for chain in step.chains():
+                    counts[chain] = counts.get(chain, 0) + 1
+        stats = self._chain_stats
+        return defer.succeed({chain: (n, stats[chain].last_second() if chain in stats else None)
+                              for chain, n in counts.items()})
 
     # -- not in the interface ---------------------------------------------
 
@@ -980,7 +997,8 @@ class EmbeddedEngine:
                     else:
                         from omnirtp.codecs.transcode import Transcoder
 
-                        step = Transcoder(state["send"], recv, self._registry(), ptime=ptime)
+                        step = Transcoder(state["send"], recv, self._registry(), ptime=ptime,
+                                          chains=self._chain_stats)
                     self._transcoders[local] = (want, step)
                     relay.set_transforms(middle=self._middle(local))
                 changed = True

@@ -906,6 +906,25 @@ class WorkerPool(service.Service):
         :meth:`stats`."""
         return self._merged("last_packets")
 
+    def transcoders(self):
+        """``EmbeddedEngine.transcoders`` of every live worker, added up
+        per chain (a worker that cannot answer is left out)."""
+        ds = [self._request(slot, "transcoders") for slot in self._candidates()]
+
+        def add(results):
+            out = {}
+            for ok, value in results:
+                if not ok:
+                    continue
+                for chain, (count, rates) in value.items():
+                    have, have_rates = out.get(chain, (0, None))
+                    if rates is not None and have_rates is not None:
+                        rates = tuple(a + b for a, b in zip(rates, have_rates))
+                    out[chain] = (have + count, rates if rates is not None else have_rates)
+            return out
+
+        return DeferredList(ds, consumeErrors=True).addCallback(add)
+
     def _merged(self, op, *args):
         """``op(*args)`` in every live worker: their dicts merged (a worker
         that cannot answer is left out)."""

@@ -175,6 +175,7 @@ OPERATIONS = {
     "stats_release": ("StatsRelease", _stats_release),
     "totals": ("Totals", lambda e: e.totals()),
     "last_packets": ("LastPackets", _last_packets),
+    "transcoders": ("Transcoders", lambda e: e.transcoders()),
 }
 
 
