@@ -123,6 +123,20 @@ class Operations:
         stats = yield self.engine.stats(call.call_id)
         return self.dispatcher.call_tree(call, stats.get(call.call_id, {}))
 
+    def set_call_debug(self, call, on):
+        """``debug <call-id>``: the call's log events pass at debug level
+        whatever the levels, until it ends or this is turned off."""
+        debug = self.levels.debug_calls
+        if on:
+            if not self._debug_hooked:
+                self._debug_hooked = True
+                self.registry.on_end.append(lambda ended: debug.discard(ended.call_id))
+            debug.add(call.call_id)
+        else:
+            debug.discard(call.call_id)
+
+    _debug_hooked = False
+
     def terminate(self, call):
         """End ``call`` now, counted as forced termination (its counters go
         to the totals first), under the call's signalling lock."""

@@ -125,6 +125,41 @@ class CommandTests(SynchronousTestCase):
             "0 b, 0 e, %(t0)d ts\n"
             "\n") % {"t0": T0, "a": a_port, "a1": a_port + 1, "b": b_port, "b1": b_port + 1})
 
+    def test_callSubcommands(self):
+        """``call <call-id> ...`` and ``debug <call-id>`` in rtpengine 10.5's
+        words (taken live); ``info`` is ``list sessions <call-id>``, a
+        tag's ``info`` its block of it; ``terminate`` ends the call."""
+        d = self.d
+        d.call("c1")
+        detail = d.cli("list sessions c1")
+        tt = detail.index("--- Tag 'tt-c1'")
+        for line, reply in [
+                ("call", "More parameters required.\n"),
+                ("call nope info", "No such call 'nope'\n"),
+                ("call c1", "Unknown or incomplete command::\n"),
+                ("call c1 foo bar", "Unknown or incomplete command::foo bar\n"),
+                ("call c1 help", "Available sub-commands at this level:\n\tinfo\n"
+                                 "\tterminate\n\tdebug\n\ttag\n"),
+                ("call c1 info", detail),
+                ("call c1 tag", "More parameters required.\n"),
+                ("call c1 tag xx info", "No such tag 'xx'\n"),
+                ("call c1 tag tt-c1", "Unknown or incomplete command::\n"),
+                ("call c1 tag tt-c1 delay 20", "Unknown or incomplete command::delay 20\n"),
+                ("call c1 tag tt-c1 info", detail[tt:-1]),
+                ("call c1 tag ft-c1 info", detail[detail.index("--- Tag 'ft-c1'"):tt]),
+                ("debug", "No call ID specified\n"),
+                ("debug nope", "Call ID 'nope' not found\n"),
+                ("debug nope maybe", "Invalid on/off flag ('maybe') specified\n"),
+                ("debug c1 on x", "Invalid on/off flag ('on x') specified\n"),
+                ("debug c1", "Enabled debugging for call 'c1'\n"),
+                ("call c1 debug off", "Disabled debugging for call 'c1'\n"),
+                ("call c1 debug enable", "Enabled debugging for call 'c1'\n")]:
+            self.assertEqual(d.cli(line), reply, line)
+        self.assertEqual(d.levels.debug_calls, {"c1"})
+        self.assertEqual(d.cli("call c1 terminate"), "\nCall 'c1' terminated.\n\n")
+        self.assertEqual((d.registry.calls, d.levels.debug_calls), ({}, set()))
+        self.assertEqual(d.cli("debug c1"), "Call ID 'c1' not found\n")
+
     def test_sessionDetailUnanswered(self):
         """The side not answered yet: UNKNOWN, no endpoint, the offered protocol."""
         b_port, _ = self.d.call("c1", answer=False)
@@ -631,7 +666,7 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(self.d.cli("help"),
                          "Available sub-commands at this level:\n\tlist\n\tterminate\n"
                          "\tset\n\tget\n\tparams\n\tksadd\n\tksrm\n\tkslist\n\tactive\n"
-                         "\tstandby\n")
+                         "\tstandby\n\tdebug\n\tcall\n")
         # rtpengine 10.5's own lists (taken live), in its order
         head = "Available sub-commands at this level:\n"
         self.assertEqual(self.d.cli("set help"), head + "".join(

@@ -195,7 +195,13 @@ class OperationsTests(SynchronousTestCase):
                 ("list", "transcoders"), ("set", "maxopenfiles"),
                 ("set", "maxopenfiles", "abc"), ("set", "maxopenfiles", "65535"),
                 ("set", "maxopenfiles", "99999999999999999999999"), ("list", "help"),
-                ("set", "help")]
+                ("set", "help"), ("help",), ("debug",), ("debug", "nope"),
+                ("debug", "nope", "maybe"), ("debug", "call-1"), ("debug", "call-1", "on", "x"),
+                ("debug", "call-1", "off"), ("call",), ("call", "nope"), ("call", "call-1"),
+                ("call", "call-1", "foo"), ("call", "call-1", "help"),
+                ("call", "call-1", "debug", "enable"), ("call", "call-1", "debug", "disable"),
+                ("call", "call-1", "tag"), ("call", "call-1", "tag", "xx"),
+                ("call", "call-1", "tag", "ft1")]
         for words in same:
             code, expected = rtpengine_ctl(ref.op_port, *words)
             self.assertEqual(code, 0)
@@ -238,6 +244,11 @@ class OperationsTests(SynchronousTestCase):
             _, mine = rtpengine_ctl(omni.op_port, "list", "sessions", cid)
             _, theirs = rtpengine_ctl(ref.op_port, "list", "sessions", cid)
             self.assertEqual(normalise(mine), normalise(theirs), DIFFERENCES)
+            # "call <id> info" is the same text; "call <id> tag <tag> info" a tag's block
+            for words in (("call", cid, "info"), ("call", cid, "tag", "ft" + cid[-1], "info")):
+                _, mine = rtpengine_ctl(omni.op_port, *words)
+                _, theirs = rtpengine_ctl(ref.op_port, *words)
+                self.assertEqual(normalise(mine), normalise(theirs), (words, DIFFERENCES))
         # the counters of call-1's streams: PACKETS RTP packets from each side
         _, detail = omnirtp_ctl(omni.op_port, "list", "call-1")
         to_a, to_b, a_port, b_port = self.omni_calls.ports["call-1"]
@@ -333,6 +344,8 @@ class OperationsTests(SynchronousTestCase):
                 (("set", "maxcpu", "-1"), "Success setting maxcpu to -1.0\n"),
                 (("terminate", "call-2"),
                  "\nCall Id (call-2) successfully terminated by operator.\n\n"),
+                (("call", "call-3", "terminate"), "\nCall 'call-3' terminated.\n\n"),
+                (("call", "call-3", "info"), "No such call 'call-3'\n"),
             ]
             for words, expected in steps:
                 self.assertEqual(rtpengine_ctl(proxy.op_port, *words), (0, expected),
