@@ -45,7 +45,6 @@ import math
 import os
 import random
 import struct
-import time
 
 from zope.interface import implementer
 
@@ -184,44 +183,24 @@ def format_name(fmt):
 
 class ChainStats:
     """What the transcoders of one chain (``PCMU/8000 -> PCMA/8000``) took
-    in, per whole second of ``clock`` (``list transcoders``, as rtpengine
-    10.5 counts it): the packets and payload octets decoded and the
-    samples they decoded to, in the current second and the one before.
-    Shared by every transcoder of that chain in an engine."""
+    in (``list transcoders``, as rtpengine 10.5 counts it): the packets
+    and payload octets decoded and the samples they decoded to, since the
+    engine's last one-second tick, and over the second before it.  Shared
+    by every transcoder of that chain in an engine; three additions per
+    decoded packet, no clock read."""
 
-    __slots__ = ("clock", "second", "packets", "octets", "samples", "last")
+    __slots__ = ("packets", "octets", "samples", "last")
 
-    def __init__(self, clock=time.monotonic):
-        self.clock = clock
-        self.second = None
+    def __init__(self):
         self.packets = self.octets = self.samples = 0
-        #: (second, packets, octets, samples) of the second before
-        #: ``second``, or None
+        #: (packets, octets, samples) of the last whole second, or None
+        #: if nothing was decoded in it
         self.last = None
 
-    def add(self, octets, samples):
-        """One packet decoded (on the transcoding path: a clock read and
-        three additions)."""
-        second = int(self.clock())
-        if second != self.second:
-            if self.second is not None:
-                self.last = (self.second, self.packets, self.octets, self.samples)
-            self.second = second
-            self.packets = self.octets = self.samples = 0
-        self.packets += 1
-        self.octets += octets
-        self.samples += samples
-
-    def last_second(self):
-        """``(packets, octets, samples)`` of the last whole second, or
-        None if nothing was decoded in it."""
-        previous = int(self.clock()) - 1
-        if self.second == previous:
-            return self.packets, self.octets, self.samples
-        last = self.last
-        if last is not None and last[0] == previous:
-            return last[1:]
-        return None
+    def tick(self):
+        """A second is over (the engine's timer, while it transcodes)."""
+        self.last = (self.packets, self.octets, self.samples) if self.packets else None
+        self.packets = self.octets = self.samples = 0
 
 
 class _Input:
@@ -587,9 +566,12 @@ class Transcoder:
                 return None
             current = decoder.conceal(frame)
         else:
-            slot.frame = len(current) >> 1
-            if slot.stats is not None:
-                slot.stats.add(end - start, slot.frame)
+            samples = slot.frame = len(current) >> 1
+            stats = slot.stats
+            if stats is not None:
+                stats.packets += 1
+                stats.octets += end - start
+                stats.samples += samples
         pcm = current if hidden is None else hidden + current
         self._next_ts = (start_ts + (len(pcm) >> 1) * in_clock // rate) & 0xFFFFFFFF
         if self._te_detect is not None:

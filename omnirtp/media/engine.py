@@ -425,8 +425,10 @@ class EmbeddedEngine:
         #: "PCMU/8000 -> PCMA/8000" -> ChainStats: every chain a
         #: transcoder of this engine ever had (``transcoders``)
         self._chain_stats = {}
-        #: the LoopingCall sending RTCP for transcoded streams (while any)
+        #: the LoopingCall sending RTCP for transcoded streams (while any),
+        #: and the one ending each second of the chains' figures
         self._rtcp_timer = None
+        self._chain_tick = None
         self.certificate = certificate
         #: (addr, port) -> _Wire of sockets with ICE or DTLS
         self._wires = {}
@@ -629,7 +631,7 @@ class EmbeddedEngine:
                 for chain in step.chains():
                     counts[chain] = counts.get(chain, 0) + 1
         stats = self._chain_stats
-        return defer.succeed({chain: (n, stats[chain].last_second() if chain in stats else None)
+        return defer.succeed({chain: (n, stats[chain].last if chain in stats else None)
                               for chain, n in counts.items()})
 
     # -- not in the interface ---------------------------------------------
@@ -1006,17 +1008,31 @@ class EmbeddedEngine:
         return changed
 
     def _rtcp_schedule(self):
-        """Run the RTCP timer while some transcoder exists, else stop it."""
+        """Run the RTCP timer and the transcoding chains' one-second tick
+        (``transcoders``) while some transcoder exists, else stop them
+        (the chains' figures then end too)."""
         timer = self._rtcp_timer
         if self._transcoders:
             if timer is None:
                 timer = self._rtcp_timer = task.LoopingCall(self._send_reports)
                 timer.clock = self._reactor
                 timer.start(RTCP_INTERVAL, now=False)
+                tick = self._chain_tick = task.LoopingCall(self._tick_chains)
+                tick.clock = self._reactor
+                tick.start(1.0, now=False)
         elif timer is not None:
             self._rtcp_timer = None
             if timer.running:
                 timer.stop()
+            tick, self._chain_tick = self._chain_tick, None
+            if tick is not None and tick.running:
+                tick.stop()
+            self._tick_chains()
+            self._tick_chains()
+
+    def _tick_chains(self):
+        for stats in self._chain_stats.values():
+            stats.tick()
 
     def _send_reports(self):
         """Every :data:`RTCP_INTERVAL`: for each transcoded stream that has

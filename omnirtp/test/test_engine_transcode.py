@@ -5,7 +5,7 @@ import struct
 
 from omnirtp.codecs import g711
 from omnirtp.codecs.opus import opus
-from omnirtp.codecs.transcode import ChainStats, Transcoder
+from omnirtp.codecs.transcode import Transcoder
 from omnirtp.test.test_codecs import frames, pack, tone, tone_fit, unpack
 from omnirtp.test.test_engine import A, B, HOST, EngineTestBase
 from omnirtp.test.test_transcode import OPUS, PCMA, PCMU, TE8, TE48, header, rtp
@@ -65,32 +65,34 @@ class TranscodeEngineTests(EngineTestBase):
 
     def test_transcoders(self):
         """``transcoders()`` (``list transcoders``): per chain the
-        transcoders now and what they decoded in the last whole second of
-        the chain's clock (nothing shown for a second without packets); a
-        chain stays with 0 once its calls are gone."""
+        transcoders now and what they decoded in the last whole second
+        (the engine's one-second tick; nothing shown for a second without
+        packets); a chain stays with 0 once its calls are gone."""
         self.assertEqual(self.value(self.engine.transcoders()), {})
-        now = [100.5]
-        forward = "PCMU/8000 -> PCMA/8000"
-        self.engine._chain_stats[forward] = ChainStats(clock=lambda: now[0])
         a, b = self.wire([PCMU], [PCMU], [PCMA], [PCMA])
         self.wire([PCMU], [PCMU], [PCMA], [PCMA], call_id="c2")
-        backward = "PCMA/8000 -> PCMU/8000"
+        forward, backward = "PCMU/8000 -> PCMA/8000", "PCMA/8000 -> PCMU/8000"
         self.assertEqual(self.value(self.engine.transcoders()),
                          {forward: (2, None), backward: (2, None)})
         payload = g711.ulaw_encode(pack(tone(440, 8000, 160, 10000)))
         self.send(a, [rtp(1, 0, payload, pt=0), rtp(2, 160, payload, pt=0)], A)
         self.assertEqual(self.value(self.engine.transcoders())[forward], (2, None))
-        now[0] = 101.2  # second 100 is over: 2 packets of 160 octets, 160 samples each
+        self.reactor.advance(1)  # that second: 2 packets of 160 octets, 160 samples each
         self.send(a, [rtp(3, 320, payload, pt=0)], A)
         self.assertEqual(self.value(self.engine.transcoders())[forward], (2, (2, 320, 320)))
-        now[0] = 102.0  # second 101 had the third one
+        self.reactor.advance(1)  # the third one
         self.assertEqual(self.value(self.engine.transcoders())[forward], (2, (1, 160, 160)))
-        now[0] = 103.0  # nothing in second 102
-        self.assertEqual(self.value(self.engine.transcoders())[forward], (2, None))
+        self.reactor.advance(1)  # nothing
+        self.assertEqual(self.value(self.engine.transcoders()),
+                         {forward: (2, None), backward: (2, None)})
+        self.send(a, [rtp(4, 480, payload, pt=0)], A)
+        self.reactor.advance(1)
         self.value(self.engine.release("c1"))
         self.value(self.engine.release("c2"))
+        # no transcoder left: no tick, no figures
         self.assertEqual(self.value(self.engine.transcoders()),
                          {forward: (0, None), backward: (0, None)})
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_pcmu_to_opus(self):
         """A (PCMU, telephone-event/8000) <-> B (Opus, telephone-event/48000):
