@@ -284,3 +284,45 @@ class WorkerSocketCpuTests(TestCase):
             self.assertEqual(len(values), 1, (call_id, values))
             got[call_id] = (index, values.pop())
         self.assertEqual(got, {c: (1 - int(c[-1]) % 2, v) for c, v in want.items()})
+
+
+class WorkerOpenFilesTests(TestCase):
+    """``set maxopenfiles`` with worker processes: Operations.set_open_files
+    sets every running worker's RLIMIT_NOFILE too (read back from
+    /proc/<pid>/limits).  This process's own limit is left alone (a fake
+    for pid 0): a lowered hard limit could not be raised again."""
+
+    timeout = 60
+
+    def setUp(self):
+        self.pool = WorkerPool(reactor, {HOST: (PORT_MIN, PORT_MAX)}, 2)
+        self.pool.startService()
+        self.addCleanup(self.pool.stopService)
+
+    @defer.inlineCallbacks
+    def test_everyWorker(self):
+        import resource
+        from types import SimpleNamespace
+
+        from omnirtp.control.operations import Operations
+
+        pids = yield self.pool.whenReady()
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        value = min(soft, hard, 4096) - 1
+        asked = []
+
+        class OnlyWorkers:
+            RLIMIT_NOFILE, RLIM_INFINITY = resource.RLIMIT_NOFILE, resource.RLIM_INFINITY
+
+            def prlimit(self, pid, kind, limits):
+                asked.append(pid)
+                if pid:
+                    return resource.prlimit(pid, kind, limits)
+
+        ops = SimpleNamespace(engine=self.pool, log=Operations.log)
+        Operations.set_open_files(ops, value, resource=OnlyWorkers())
+        self.assertEqual(asked, [0] + pids)
+        for pid in pids:
+            with open("/proc/%d/limits" % pid) as f:
+                line = [x for x in f if x.startswith("Max open files")][0]
+            self.assertEqual(line.split()[3:5], [str(value), str(value)])
