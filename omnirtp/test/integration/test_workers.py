@@ -5,6 +5,11 @@ ephemeral ports) talk through two calls, one per worker; one worker is
 killed with SIGKILL mid-call.  Its call is reported lost and its ports are
 closed, the other call keeps relaying, and the restarted worker takes a new
 call.
+
+Also read back from the processes themselves (pidfd_getfd, /proc): the
+SO_INCOMING_CPU of ``socket-cpu-affinity`` on the workers' and the
+daemon's media sockets, and the open files limit ``set maxopenfiles``
+gives every worker.
 """
 
 import ctypes
@@ -15,7 +20,7 @@ import socket
 from twisted.internet import defer, reactor
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from omnirtp.errors import E_INTERNAL
 from omnirtp.media.pool import READY, WorkerPool, WorkerUnavailable
@@ -326,3 +331,31 @@ class WorkerOpenFilesTests(TestCase):
             with open("/proc/%d/limits" % pid) as f:
                 line = [x for x in f if x.startswith("Max open files")][0]
             self.assertEqual(line.split()[3:5], [str(value), str(value)])
+
+
+class DaemonSocketCpuTests(SynchronousTestCase):
+    """``socket-cpu-affinity`` through the daemon's option (twistd, media in
+    the control process; negative: the CPU cores online): the offers of
+    two calls, their sockets read back from the daemon process."""
+
+    def test_twoCalls(self):
+        from omnirtp.sdp.model import SessionDescription, inspect
+        from omnirtp.test.integration.peers import free_port, start_omnirtp
+
+        cores = os.sysconf("SC_NPROCESSORS_ONLN")
+        port_min, port_max = free_port_range(40)
+        proxy = start_omnirtp(self, free_port(), port_min, port_max,
+                              ["--socket-cpu-affinity=-1", "--num-threads=0"])
+        values = []
+        for n in range(3):
+            offer = proxy.ng.request({
+                "command": "offer", "call-id": "cpu-%d" % n, "from-tag": "ft",
+                "sdp": "v=0\r\no=u 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+                       "t=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"})
+            port = inspect(SessionDescription.parse(offer["sdp"]))[0].rtp[1]
+            socks = sockets_of(proxy.pid, {port, port + 1})
+            self.addCleanup(lambda socks=socks: [s.close() for s in socks.values()])
+            self.assertEqual(sorted(socks), [port, port + 1])
+            values.append(sorted({s.getsockopt(socket.SOL_SOCKET, SO_INCOMING_CPU)
+                                  for s in socks.values()}))
+        self.assertEqual(values, [[0], [1 % cores], [2 % cores]])
