@@ -1,6 +1,9 @@
 """What the control plane's walks over all calls cost: ``statistics``,
 ``interfaces`` and ``media_families`` (ng ``statistics``, ``/metrics``,
-the CLI's ``list numsessions`` / ``list interfaces``), in one process.
+the CLI's ``list numsessions`` / ``list interfaces``), in one process;
+and ``EmbeddedEngine.totals`` over the same calls' sockets (fake ones),
+the one reading the rate sampler takes each second while someone asks for
+``statistics`` (omnirtp.control.load).
 
     .venv/bin/python bench/statistics_cost.py [--calls 7000]
 
@@ -45,9 +48,18 @@ def main(argv=None):
     d = Daemon(Case(), port_min=20000, port_max=59999)
     for i in range(args.calls):
         d.call("c%d" % i)
+    from omnirtp.media.engine import EmbeddedEngine
+    from omnirtp.test.fakes import FakeNetwork, MemoryUDPReactor
+
+    # the same calls' media in an engine: 2 port pairs (4 sockets) each
+    engine = EmbeddedEngine(MemoryUDPReactor(), {"127.0.0.1": (2000, 2000 + 4 * args.calls + 3)},
+                            bind=FakeNetwork().bind)
+    for i in range(args.calls):
+        engine.allocate_now("c%d" % i, "127.0.0.1", 2)
     walks = [("Dispatcher.statistics", lambda: d.dispatcher.statistics({})),
              ("Operations.interfaces", d.ops.interfaces),
-             ("Operations.media_families", d.ops.media_families)]
+             ("Operations.media_families", d.ops.media_families),
+             ("EmbeddedEngine.totals", engine.totals)]
     for name, walk in walks:
         runs = [timeit.timeit(walk, number=20) / 20 * 1e3 for _ in range(5)]
         print("%-28s %7.2f ms  (%d calls)" % (name, statistics.median(runs), args.calls))

@@ -252,6 +252,9 @@ class LogLevels:
         #: called with this object after every change (set, shift,
         #: update): the media workers' level follows (service.build)
         self.watchers = []
+        #: call-ids whose events pass at debug level whatever the levels
+        #: (the CLI's ``debug <call-id>``)
+        self.debug_calls = set()
 
     @classmethod
     def from_config(cls, config, level=None):
@@ -314,6 +317,8 @@ class LogLevels:
                     _PRIORITY_SUBSYSTEM[key] = known
             prio, sub = known
         if prio <= self.levels.get(sub, self.level):
+            return PredicateResult.maybe
+        if self.debug_calls and prio <= 7 and event.get("call_id") in self.debug_calls:
             return PredicateResult.maybe
         return PredicateResult.no
 

@@ -5,6 +5,7 @@ global reactor; everything below takes it as an argument.
 """
 
 import gc
+import os
 import socket
 import uuid
 
@@ -262,12 +263,35 @@ def build_engine(config, reactor, interfaces, certificate=None):
             forwarder.stop()
             table = forwarder.number
         pool = WorkerPool(reactor, addresses, config.num_threads,
-                          log_level=config.log_level, certificate=certificate, table=table)
+                          log_level=config.log_level, certificate=certificate, table=table,
+                          socket_cpu_affinity=socket_cpu_affinity(config))
         return pool, pool
     from omnirtp.media.engine import EmbeddedEngine
     engine = EmbeddedEngine(reactor, addresses, certificate=certificate,
-                            forwarder=build_forwarder(config))
+                            forwarder=build_forwarder(config),
+                            socket_cpu_affinity=socket_cpu_affinity(config))
     return engine, _EngineService(engine)
+
+
+def socket_cpu_affinity(config, cores=None):
+    """The number of SO_INCOMING_CPU values for the calls' media sockets
+    (option ``socket-cpu-affinity``): 0 (the default) off, a positive value
+    as given, a negative one the number of CPU cores online (``cores()``,
+    default ``sysconf(SC_NPROCESSORS_ONLN)``; ConfigError when unknown, as
+    rtpengine 10.5 refuses to start then)."""
+    value = getattr(config, "socket_cpu_affinity", None) or 0
+    if value >= 0:
+        return value
+    if cores is None:
+        def cores():
+            return os.sysconf("SC_NPROCESSORS_ONLN")
+    try:
+        value = cores()
+    except (OSError, ValueError):
+        value = 0
+    if value <= 0:
+        raise ConfigError("Number of CPU cores is unknown, cannot auto-set socket CPU affinity")
+    return value
 
 
 def build_forwarder(config, make=None, drop_orphans=None):

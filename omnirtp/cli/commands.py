@@ -11,14 +11,18 @@ needs a column.  Where omnirtp differs on purpose, docs/compat.md says so.
 Commands (``get`` is ``list``)::
 
     list numsessions | sessions all|own|foreign|<call-id> | totals | counters | jsonstats
-         maxopenfiles | redisdisabletime | redisconnecttimeout | rediscmdtimeout | controltos
+         maxopenfiles | redisallowederrors | redisdisabletime | redisconnecttimeout
+         rediscmdtimeout | controltos | transcoders
          maxsessions | maxcpu | maxload | maxbw | timeout | silenttimeout | offertimeout | finaltimeout
          deletedelay | interfaces | loglevels | loglevel [<subsystem>]
     terminate all|own|foreign|<call-id>
+    debug <call-id> [on|enable|off|disable]
+    call <call-id> info | terminate | debug [on|off] | tag <tag> info
     params start | current | diff | revert
     ksadd <db> | ksrm <db> | kslist (the Redis databases followed)
     active (every foreign call becomes ours), standby (every own call foreign)
-    set maxsessions <int> | loglevel <int> | loglevel <subsystem> <int>
+    set maxsessions <int> | loglevel <int> | loglevel <subsystem> <int> | maxopenfiles <int>
+        redisallowederrors <int>
         maxcpu <percent> | maxload <load average> | maxbw <bytes per second>
         redisdisabletime <s> | redisconnecttimeout | rediscmdtimeout <ms> | controltos <0-255>
         timeout | silenttimeout | offertimeout | finaltimeout <uint> | deletedelay <int>
@@ -46,17 +50,25 @@ _ATOI = re.compile(r"\s*([-+]?\d+)")
 LIST_COMMANDS = (
     "numsessions", "sessions", "totals", "counters", "maxopenfiles", "maxsessions", "maxcpu",
     "maxload", "maxbw", "timeout", "silenttimeout", "offertimeout", "finaltimeout", "loglevels",
-    "loglevel", "redisdisabletime", "redisconnecttimeout", "rediscmdtimeout", "controltos",
-    "deletedelay", "interfaces", "jsonstats",
+    "loglevel", "redisallowederrors", "redisdisabletime", "redisconnecttimeout",
+    "rediscmdtimeout", "controltos", "deletedelay", "interfaces", "jsonstats", "transcoders",
 )
-SET_COMMANDS = ("maxsessions", "maxcpu", "maxload", "maxbw", "timeout", "silenttimeout",
-                "offertimeout", "finaltimeout", "loglevel", "redisdisabletime",
-                "redisconnecttimeout", "rediscmdtimeout", "controltos", "deletedelay")
+SET_COMMANDS = ("maxopenfiles", "maxsessions", "maxcpu", "maxload", "maxbw", "timeout",
+                "silenttimeout", "offertimeout", "finaltimeout", "loglevel",
+                "redisallowederrors", "redisdisabletime", "redisconnecttimeout",
+                "rediscmdtimeout", "controltos", "deletedelay")
+#: ``set maxopenfiles``: rtpengine 10.5 refuses less (a daemon that could
+#: not open its sockets would stall)
+MIN_OPEN_FILES = 1 << 16
 UINT_MAX = 2 ** 32 - 1
 INT_MAX = 2 ** 31 - 1
 ERANGE = 34
 TOP_COMMANDS = ("list", "terminate", "set", "get", "params", "ksadd", "ksrm", "kslist",
-                "active", "standby")
+                "active", "standby", "debug", "call")
+#: ``call <call-id> ...`` and ``call <call-id> tag <tag> ...`` (rtpengine
+#: 10.5's tag level also has ``delay`` and ``detect-dtmf``: not here)
+CALL_COMMANDS = ("info", "terminate", "debug", "tag")
+TAG_COMMANDS = ("info",)
 PARAMS_COMMANDS = ("start", "current", "diff", "revert")
 
 # the control-statistics table of ``list totals``: rtpengine's column
@@ -156,30 +168,38 @@ def session_detail(call, tree, now, default_tos=0, keyspace=0, foreign=False):
            "\n"]
     entries = list(tree.get("tags", {}).values())
     for ml, entry in zip(call.monologues, entries):
-        out.append("--- Tag '%s', type: %s, label '%s', branch '%s', callduration %.6f\n" % (
-            ml.tag or "", _tag_type(call, ml), ml.label or "", ml.via_branch or "",
-            now - ml.created))
-        if ml.peer is not None:
-            out.append("---     subscribed to '%s'\n" % (ml.peer.tag or ""))
-        for other in call.monologues:
-            if other.peer is ml:
-                out.append("---     subscription of '%s'\n" % (other.tag or ""))
-        for media in entry.get("medias", ()):
-            index = media.get("index", 0)
-            protocol = media.get("protocol") or _peer_protocol(ml, index)
-            out.append("------ Media #%d (%s over %s) using unknown codec\n" % (
-                index, media.get("type", ""), protocol))
-            for stream in media.get("streams", ()):
-                stats = stream.get("stats", {})
-                rtcp = " (RTCP)" if "RTCP" in stream.get("flags", ()) else ""
-                out.append("-------- Port %15s:%-5d <> %s%s, SSRC 0, %d p, %d b, %d e, %d ts\n" % (
-                    stream.get("local address", ""), _int(stream.get("local port")),
-                    _endpoint(stream.get("endpoint")), rtcp,
-                    _int(stats.get("packets")), _int(stats.get("bytes")),
-                    _int(stats.get("errors")),
-                    # no packet yet: rtpengine shows the call's last signal
-                    _int(stream.get("last packet")) or int(call.last_signal)))
+        out.append(tag_detail(call, ml, entry, now))
     out.append("\n")
+    return "".join(out)
+
+
+def tag_detail(call, ml, entry, now):
+    """One tag's lines of ``list sessions <call-id>`` (also ``call <id>
+    tag <tag> info``): its subscriptions, media and streams, ``entry``
+    being the tag's part of the call's ``call_tree``."""
+    out = ["--- Tag '%s', type: %s, label '%s', branch '%s', callduration %.6f\n" % (
+        ml.tag or "", _tag_type(call, ml), ml.label or "", ml.via_branch or "",
+        now - ml.created)]
+    if ml.peer is not None:
+        out.append("---     subscribed to '%s'\n" % (ml.peer.tag or ""))
+    for other in call.monologues:
+        if other.peer is ml:
+            out.append("---     subscription of '%s'\n" % (other.tag or ""))
+    for media in entry.get("medias", ()):
+        index = media.get("index", 0)
+        protocol = media.get("protocol") or _peer_protocol(ml, index)
+        out.append("------ Media #%d (%s over %s) using unknown codec\n" % (
+            index, media.get("type", ""), protocol))
+        for stream in media.get("streams", ()):
+            stats = stream.get("stats", {})
+            rtcp = " (RTCP)" if "RTCP" in stream.get("flags", ()) else ""
+            out.append("-------- Port %15s:%-5d <> %s%s, SSRC 0, %d p, %d b, %d e, %d ts\n" % (
+                stream.get("local address", ""), _int(stream.get("local port")),
+                _endpoint(stream.get("endpoint")), rtcp,
+                _int(stats.get("packets")), _int(stats.get("bytes")),
+                _int(stats.get("errors")),
+                # no packet yet: rtpengine shows the call's last signal
+                _int(stream.get("last packet")) or int(call.last_signal)))
     return "".join(out)
 
 
@@ -238,7 +258,8 @@ def params_dump(config, settings, start):
     lines += ["no-redis-required = %d" % bool(config.no_redis_required),
               "num-threads = %d" % config.num_threads]
     lines += ["%s = %d" % (key, s[key]) for key in (
-        "redis_disable_time", "redis_cmd_timeout", "redis_connect_timeout")]
+        "redis_allowed_errors", "redis_disable_time", "redis_cmd_timeout",
+        "redis_connect_timeout")]
     lines += ["max-cpu = %.1f" % (s["max-cpu"] / 100.0),
               "max-load = %.2f" % (s["max-load"] / 100.0),
               "%s = %d" % ("max-bandwidth" if start else "max-bw", s["max-bw"])]
@@ -384,7 +405,90 @@ class CliCommands:
                     + "".join("%d " % db for db in self.ops.keyspaces()) + "\n")
         if verb in ("ksadd", "ksrm"):
             return self._keyspace(verb, rest)
+        if verb == "debug":
+            return self._debug(rest)
+        if verb == "call":
+            return self._call(rest)
         return UNKNOWN % line
+
+    # -- debug, call -------------------------------------------------------
+
+    def _debug_flag(self, call, flag):
+        """Per-call debugging on (no flag, ``on``, ``enable``) or off
+        (``off``, ``disable``): the call's log events pass at debug level
+        whatever the levels (``LogLevels.debug_calls``)."""
+        if flag in ("", "on", "enable"):
+            on = True
+        elif flag in ("off", "disable"):
+            on = False
+        else:
+            return "Invalid on/off flag ('%s') specified\n" % flag
+        self.ops.set_call_debug(call, on)
+        return "%s debugging for call '%s'\n" % ("Enabled" if on else "Disabled", call.call_id)
+
+    def _debug(self, rest):
+        """``debug <call-id> [on|off]``, in rtpengine 10.5's words."""
+        words = rest.split(None, 1)
+        if not words:
+            return "No call ID specified\n"
+        call = self.ops.call(words[0])
+        flag = words[1] if len(words) > 1 else ""
+        if flag and flag not in ("on", "enable", "off", "disable"):
+            return "Invalid on/off flag ('%s') specified\n" % flag
+        if call is None:
+            return "Call ID '%s' not found\n" % words[0]
+        return self._debug_flag(call, flag)
+
+    def _call(self, rest):
+        """``call <call-id> info|terminate|debug [on|off]|tag <tag> ...``
+        (an own call), in rtpengine 10.5's words."""
+        words = rest.split(None, 1)
+        if not words:
+            return MORE
+        call = self.ops.call(words[0])
+        if call is None:
+            return "No such call '%s'\n" % words[0]
+        rest = words[1] if len(words) > 1 else ""
+        words = rest.split(None, 1)
+        sub, arg = (words[0], words[1] if len(words) > 1 else "") if words else ("", "")
+        ops = self.ops
+        if sub == "help":
+            return _help(CALL_COMMANDS)
+        if sub == "info":
+            return ops.call_tree(call).addCallback(
+                lambda tree: session_detail(call, tree, ops.clock.seconds(),
+                                            ops.config.tos or 0,
+                                            ops.redis_keyspace(call.call_id)))
+        if sub == "terminate":
+            self.log.warn("Call {call_id} terminated by operator", call_id=call.call_id)
+            return ops.terminate(call).addCallback(
+                lambda _: "\nCall '%s' terminated.\n\n" % call.call_id)
+        if sub == "debug":
+            return self._debug_flag(call, arg)
+        if sub == "tag":
+            return self._tag(call, arg)
+        return "Unknown or incomplete command::%s\n" % rest
+
+    def _tag(self, call, rest):
+        words = rest.split(None, 1)
+        if not words:
+            return MORE
+        ml = call.find(words[0])
+        if ml is None:
+            return "No such tag '%s'\n" % words[0]
+        rest = words[1] if len(words) > 1 else ""
+        if rest == "help":
+            return _help(TAG_COMMANDS)
+        if rest == "info":
+            ops = self.ops
+
+            def block(tree):
+                entries = list(tree.get("tags", {}).values())
+                index = call.monologues.index(ml)
+                entry = entries[index] if index < len(entries) else {}
+                return tag_detail(call, ml, entry, ops.clock.seconds())
+            return ops.call_tree(call).addCallback(block)
+        return "Unknown or incomplete command::%s\n" % rest
 
     # -- ksadd / ksrm --------------------------------------------------------
 
@@ -442,6 +546,8 @@ class CliCommands:
             return ops.statistics().addCallback(counters)
         if sub == "maxopenfiles":
             return _max_open_files()
+        if sub == "transcoders":
+            return ops.transcoders().addCallback(transcoders)
         if sub in ops.REDIS_OPTIONS:
             return "%d\n" % ops.redis_setting(sub)
         if sub == "controltos":
@@ -579,6 +685,10 @@ class CliCommands:
             return "Success setting maxsessions to %d\n" % value
         if sub == "loglevel":
             return self._set_loglevel(arg)
+        if sub == "maxopenfiles":
+            return self._set_max_open_files(arg)
+        if sub == "redisallowederrors":
+            return self._set_redis_allowed_errors(arg)
         if sub in ("maxcpu", "maxload"):
             return self._set_limit(sub, arg)
         if sub == "maxbw":
@@ -675,6 +785,38 @@ class CliCommands:
         self.log.info("{option} set to {value} by operator", option=option, value=value)
         return "Success setting %s to %d\n" % (option, value)
 
+    def _set_max_open_files(self, arg):
+        """``set maxopenfiles N``: the open files limit (soft and hard) of
+        the daemon, in rtpengine 10.5's words: N as C's strtoul reads it,
+        refused below 65536 and where the kernel refuses it (its errno:
+        raising the hard limit needs CAP_SYS_RESOURCE).  With media
+        workers, theirs too (``Operations.set_open_files``)."""
+        if not arg.strip():
+            return MORE
+        value, failed = _strtoul("open_files", arg)
+        if failed:
+            return failed
+        if value < MIN_OPEN_FILES:
+            return "Fail setting open_files to %d; can't set it under %d\n" % (
+                value, MIN_OPEN_FILES)
+        try:
+            self.ops.set_open_files(value)
+        except OSError as e:
+            return "Fail setting open_files to %d; errno = %d\n" % (value, e.errno or 0)
+        self.log.info("open files limit set to {value} by operator", value=value)
+        return "Success setting open_files to %d; cat /proc/%d/limits\n" % (value, os.getpid())
+
+    def _set_redis_allowed_errors(self, arg):
+        """``set redisallowederrors N``: N as C's strtol reads it (no digits
+        is 0), kept as a C int as 10.5 keeps it (so a number beyond an int
+        lists wrapped) and answered with the number read, in its words."""
+        if not arg.strip():
+            return MORE
+        value = _strtol(arg)
+        self.ops.set_redis_setting("redisallowederrors", (value + 2 ** 31) % 2 ** 32 - 2 ** 31)
+        self.log.info("redis-allowed-errors set to {value} by operator", value=value)
+        return "Success setting redis-allowed-errors to %d\n" % value
+
     def _set_control_tos(self, arg):
         """``set controltos N`` (0-255, strtol): the TOS byte of the ng
         replies from now on.  rtpengine 10.5 answers "Success setting
@@ -741,6 +883,20 @@ def _strtol(text):
     if m is None:
         return 0
     return min(LONG_MAX, max(LONG_MIN, int(m.group(1))))
+
+
+def transcoders(chains):
+    """``list transcoders``: per chain the transcoders now and, when
+    something was transcoded in the last whole second, what they took in
+    then (``EmbeddedEngine.transcoders``)."""
+    if not chains:
+        return "No stats entries\n"
+    out = []
+    for chain, (count, rates) in chains.items():
+        out.append("%s: %d transcoders\n" % (chain, count))
+        if rates is not None:
+            out.append("     %d packets/s\n     %d bytes/s\n     %d samples/s\n" % tuple(rates))
+    return "".join(out)
 
 
 def _max_open_files(resource=None):

@@ -46,12 +46,16 @@ usage: omnirtp-ctl [-ip ADDRESS[:PORT]] [-port PORT] [--config-file FILE] COMMAN
 
   list numsessions | sessions all|own|foreign|CALL-ID | totals | jsonstats
        maxsessions | timeout | silenttimeout | offertimeout | finaltimeout
-       deletedelay | interfaces | loglevels | loglevel [SUBSYSTEM]
+       deletedelay | interfaces | loglevels | loglevel [SUBSYSTEM] | transcoders
+       maxopenfiles | redisallowederrors
   get ...                      the same as list
   terminate all | own | CALL-ID
                                end calls now
   terminate foreign            drop every foreign call (deleted from its owner's redis too)
-  set maxsessions N | loglevel [SUBSYSTEM] N
+  call CALL-ID info | terminate | debug [on|off] | tag TAG info
+                               one call: details, end it, debug logging, one tag's details
+  debug CALL-ID [on|off]       log the call's events at debug level
+  set maxsessions N | loglevel [SUBSYSTEM] N | maxopenfiles N | redisallowederrors N
   active                       every foreign call becomes ours (keepalived notify_master)
   standby                      every own call becomes foreign, kept in our redis
                                database for the instance that takes it (notify_backup)

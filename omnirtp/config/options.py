@@ -111,7 +111,9 @@ OPTIONS = (
     _o("idle-scheduling", None, STR, None, N, "idle thread scheduling policy"),
     _o("idle-priority", None, INT, None, N, "idle thread scheduling priority"),
     _o("poller-per-thread", None, FLAG, False, N, "one poller per thread"),
-    _o("socket-cpu-affinity", None, INT, None, N, "CPU affinity of media sockets"),
+    _o("socket-cpu-affinity", None, INT, 0, Y,
+       "SO_INCOMING_CPU of each call's media sockets: 0..N-1 in turn per call; "
+       "negative: N = CPU cores; 0: off"),
     # -- kernel forwarding
     _o("table", "t", INT, -1, Y, "kernel forwarding table (nftables table omnirtp-N); -1 = off"),
     _o("no-fallback", "F", FLAG, False, Y, "refuse to start without kernel forwarding"),

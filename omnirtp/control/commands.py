@@ -640,8 +640,8 @@ class Dispatcher:
                 control["total" + key] = self.done[key]
         limits = r.limits
         if limits is not None:
-            # per second: over the last second while max-bandwidth samples
-            # them, else since the previous statistics request
+            # per second: the last second's, from the rate sampler (which
+            # this request keeps running: omnirtp.control.load)
             rates = limits.statistics_rates(engine_totals, r.clock.seconds())
         else:
             rates = _NO_RATES

@@ -18,10 +18,14 @@ half second while a load or CPU limit is set; the bytes relayed per second
 the engine's totals.  With no limit set nothing is sampled.
 
 :class:`Rates` turns two readings of the engine's totals into the ng
-``statistics`` reply's ``packetrate``/``byterate``/``errorrate`` figures:
-over the last second while the bandwidth limit samples them, else over the
-time since the previous ``statistics`` request (``/metrics``, ``/stats``,
-the CLI's ``list totals``; the first one answers 0).
+``statistics`` reply's ``packetrate``/``byterate``/``errorrate`` figures
+(also ``/metrics``, ``/stats``, the CLI's ``list totals``/``counters``):
+over the last second, as rtpengine 10.5 reports them, read by the same
+one-second sampler as the bandwidth limit's.  Without a bandwidth limit the
+sampler runs only while someone asks: a ``statistics`` request starts it,
+and it stops :data:`RATE_LINGER` seconds after the last request, so that a
+daemon nobody watches does no per-second work.  A request while it does
+not run answers the rates since the previous reading (none: 0).
 """
 
 import os
@@ -39,6 +43,11 @@ E_BANDWIDTH_LIMIT = "Bandwidth limit exceeded"
 LOAD_INTERVAL = 0.5
 #: seconds between samples of the bytes relayed
 RATE_INTERVAL = 1.0
+#: seconds the rate sampler goes on after the last ``statistics`` request
+#: (without a bandwidth limit): longer than a monitor's usual polling
+#: interval (Prometheus' default is 60 s), so that each of its requests
+#: gets the last second's rates
+RATE_LINGER = 150.0
 #: a ``statistics`` request sooner than this after the previous reading
 #: keeps the rates of that reading (a rate over a few milliseconds says
 #: nothing)
@@ -137,6 +146,8 @@ class LoadLimits:
         self._load_loop = None
         self._rate_loop = None
         self._started = False
+        #: when the last ``statistics`` request read the rates (None: never)
+        self._asked_at = None
 
     # -- the limits ------------------------------------------------------
 
@@ -185,20 +196,27 @@ class LoadLimits:
         self._started = False
         self._resample()
 
-    def _resample(self):
-        """Run the samplers that the limits set now need, and only those."""
+    def _asked(self):
+        """True while the rates were asked for within :data:`RATE_LINGER`."""
+        return self._asked_at is not None and (
+            self.clock.seconds() - self._asked_at <= RATE_LINGER)
+
+    def _resample(self, now=True):
+        """Run the samplers that the limits set now (and a recent
+        ``statistics`` request) need, and only those."""
         want_load = self._started and bool(self.load_limit or self.cpu_limit)
-        want_rate = self._started and bool(self.bw_limit) and self._totals is not None
+        want_rate = (self._started and self._totals is not None
+                     and bool(self.bw_limit or self._asked()))
         self._load_loop = self._loop(self._load_loop, want_load, self.sample_load,
                                      LOAD_INTERVAL)
         self._rate_loop = self._loop(self._rate_loop, want_rate, self.sample_rates,
-                                     RATE_INTERVAL)
+                                     RATE_INTERVAL, now)
 
-    def _loop(self, loop, wanted, function, interval):
+    def _loop(self, loop, wanted, function, interval, now=True):
         if wanted and loop is None:
             loop = task.LoopingCall(function)
             loop.clock = self.clock
-            loop.start(interval, now=True).addErrback(
+            loop.start(interval, now=now).addErrback(
                 lambda f: self.log.failure("load sampler stopped", f))
         elif not wanted and loop is not None:
             if loop.running:
@@ -227,6 +245,9 @@ class LoadLimits:
                     self.cpu_usage = used * 10000 // (used + idle)
 
     def sample_rates(self):
+        if not self.bw_limit and not self._asked():
+            self._resample()  # nobody asked for a while: the sampler stops
+            return None
         d = self._totals()
 
         def got(totals):
@@ -240,10 +261,15 @@ class LoadLimits:
 
     def statistics_rates(self, totals, now):
         """The rates for a ``statistics`` reply that read ``totals`` now:
-        the sampler's while it runs, else since the previous request."""
+        the sampler's (the last second's) while it runs; else those since
+        the previous reading (0 for the first), and the sampler starts for
+        the next requests."""
+        self._asked_at = now
         if self._rate_loop is not None:
             return self.rates.current
-        return self.rates.observe(totals, now)
+        current = self.rates.observe(totals, now)
+        self._resample(now=False)  # this reading is its first
+        return current
 
 
 def refusal(limits, log):

@@ -15,6 +15,7 @@ import copy
 import dataclasses
 
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from omnirtp.call.registry import REASON_FORCED
 from omnirtp.config.model import timer_value
@@ -32,6 +33,8 @@ class Operations:
     :param config: the daemon's ``Config`` (timeouts, interfaces, port range)
     :param levels: a :class:`LogLevels`
     """
+
+    log = Logger()
 
     def __init__(self, dispatcher, config, levels=None):
         self.dispatcher = dispatcher
@@ -119,6 +122,20 @@ class Operations:
         """``query``'s statistics of one call (what the ng reply carries)."""
         stats = yield self.engine.stats(call.call_id)
         return self.dispatcher.call_tree(call, stats.get(call.call_id, {}))
+
+    def set_call_debug(self, call, on):
+        """``debug <call-id>``: the call's log events pass at debug level
+        whatever the levels, until it ends or this is turned off."""
+        debug = self.levels.debug_calls
+        if on:
+            if not self._debug_hooked:
+                self._debug_hooked = True
+                self.registry.on_end.append(lambda ended: debug.discard(ended.call_id))
+            debug.add(call.call_id)
+        else:
+            debug.discard(call.call_id)
+
+    _debug_hooked = False
 
     def terminate(self, call):
         """End ``call`` now, counted as forced termination (its counters go
@@ -242,7 +259,8 @@ class Operations:
     state = None
 
     #: the CLI's words for the Redis timers, their options and defaults
-    REDIS_OPTIONS = {"redisconnecttimeout": ("redis-connect-timeout", 1000),
+    REDIS_OPTIONS = {"redisallowederrors": ("redis-allowed-errors", -1),
+                     "redisconnecttimeout": ("redis-connect-timeout", 1000),
                      "rediscmdtimeout": ("redis-cmd-timeout", 0),
                      "redisdisabletime": ("redis-disable-time", 10)}
 
@@ -260,6 +278,8 @@ class Operations:
         option, _ = self.REDIS_OPTIONS[word]
         self.config = dataclasses.replace(self.config, **{option.replace("-", "_"): value})
         stores = list(self.state.stores) if self.state is not None else []
+        if option == "redis-allowed-errors":
+            return  # shown and kept, not acted on (docs/compat.md)
         for target in stores + ([self.follower] if self.follower is not None else []):
             if option == "redis-connect-timeout":
                 target.connect_timeout = value / 1000.0
@@ -267,6 +287,36 @@ class Operations:
                 target.disable_time = float(value)
             elif hasattr(target, "cmd_timeout"):
                 target.cmd_timeout = value / 1000.0
+
+    def set_open_files(self, value, resource=None):
+        """``set maxopenfiles``: RLIMIT_NOFILE soft and hard = ``value``, in
+        this process (OSError with the kernel's errno if refused) and then
+        in every running media worker (a worker that refuses is logged; a
+        worker started later inherits this process's limit)."""
+        if resource is None:
+            import resource
+        limit = value if value < 2 ** 63 else resource.RLIM_INFINITY
+        try:
+            resource.prlimit(0, resource.RLIMIT_NOFILE, (limit, limit))
+        except ValueError as e:  # glibc's EINVAL, as Python words it
+            raise OSError(22, str(e))
+        for worker in getattr(self.engine, "workers", ()):
+            pid = worker.get("pid")
+            if pid is None or worker.get("state") not in ("starting", "ready"):
+                continue
+            try:
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
+            except (OSError, ValueError) as e:
+                self.log.warn("media worker {worker} (pid {pid}): open files limit not set "
+                              "to {value}: {error}", worker=worker.get("index"), pid=pid,
+                              value=value, error=e)
+
+    def transcoders(self):
+        """``list transcoders``: a Deferred firing with the engine's
+        ``{chain: (transcoders, last second's (packets, octets, samples)
+        or None)}`` ({} from an engine without transcoding)."""
+        read = getattr(self.engine, "transcoders", None)
+        return read() if read is not None else defer.succeed({})
 
     @property
     def control_tos(self):
@@ -284,8 +334,8 @@ class Operations:
     #: (rtpengine 10.5's names and, for the limits, its units)
     CHANGEABLE = ("max-sessions", "max-cpu", "max-load", "max-bw", "timeout",
                   "silent-timeout", "final-timeout", "offer-timeout", "delete-delay",
-                  "control-tos", "redis_disable_time", "redis_cmd_timeout",
-                  "redis_connect_timeout")
+                  "control-tos", "redis_allowed_errors", "redis_disable_time",
+                  "redis_cmd_timeout", "redis_connect_timeout")
 
     def settings(self):
         """The settings in force that change at run time: the log levels
@@ -302,6 +352,7 @@ class Operations:
             "final-timeout": t.final_timeout, "offer-timeout": t.offer_timeout,
             "delete-delay": self.dispatcher.delete_delay,
             "control-tos": self.control_tos,
+            "redis_allowed_errors": self.redis_setting("redisallowederrors"),
             "redis_disable_time": self.redis_setting("redisdisabletime"),
             "redis_cmd_timeout": self.redis_setting("rediscmdtimeout"),
             "redis_connect_timeout": self.redis_setting("redisconnecttimeout"),

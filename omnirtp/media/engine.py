@@ -373,7 +373,10 @@ class EmbeddedEngine:
     tests pass a fake); ``rng`` shuffles the port pools.  ``transforms``
     maps a kind (``"srtp"``) to its ``ITransformFactory``; None: the
     plugins of ``omnirtp.plugins``, found when a configuration first asks
-    for a transform.  ``certificate``: the daemon's DTLS
+    for a transform.  ``socket_cpu_affinity`` N > 0 gives each call's
+    media sockets SO_INCOMING_CPU 0, 1, ..., N-1, 0, ... (one value per
+    call, the next call the next value; option ``socket-cpu-affinity``);
+    0: not set.  ``certificate``: the daemon's DTLS
     :class:`omnirtp.media.dtls.Certificate` (the one whose fingerprint the
     negotiator writes), needed for ``dtls`` entries; a worker gets it later
     through :meth:`set_certificate`.
@@ -387,8 +390,17 @@ class EmbeddedEngine:
     log_debug = True
 
     def __init__(self, reactor, interfaces, bind=None, rng=None, poller=None, transforms=None,
-                 certificate=None, codecs=None, forwarder=None):
+                 certificate=None, codecs=None, forwarder=None, socket_cpu_affinity=0):
         self._reactor = reactor
+        if not isinstance(socket_cpu_affinity, int) or socket_cpu_affinity < 0:
+            raise ValueError("socket_cpu_affinity must be 0 or more, got %r"
+                             % (socket_cpu_affinity,))
+        #: socket-cpu-affinity: the number of values, the next call's value
+        #: and each call's (call_id -> value; while it holds ports)
+        self._cpus = socket_cpu_affinity
+        self._cpu_next = 0
+        self._call_cpu = {}
+        self._cpu_failed = False
         #: an IForwarder (``table = N``, already started) or None
         self.forwarder = forwarder
         self._kernel_seen = {}  # local -> kernel packets at the last read
@@ -410,8 +422,13 @@ class EmbeddedEngine:
         self._codec_state = {}
         #: (addr, port) -> (what it was built from, the middle step)
         self._transcoders = {}
-        #: the LoopingCall sending RTCP for transcoded streams (while any)
+        #: "PCMU/8000 -> PCMA/8000" -> ChainStats: every chain a
+        #: transcoder of this engine ever had (``transcoders``)
+        self._chain_stats = {}
+        #: the LoopingCall sending RTCP for transcoded streams (while any),
+        #: and the one ending each second of the chains' figures
         self._rtcp_timer = None
+        self._chain_tick = None
         self.certificate = certificate
         #: (addr, port) -> _Wire of sockets with ICE or DTLS
         self._wires = {}
@@ -603,6 +620,20 @@ class EmbeddedEngine:
             }
         )
 
+    def transcoders(self):
+        """``list transcoders``: ``{chain: (transcoders now, (packets,
+        octets, samples) decoded in the last whole second or None)}`` for
+        every chain a transcoder of this engine ever had (a chain stays,
+        with 0 transcoders, once its calls are gone)."""
+        counts = dict.fromkeys(self._chain_stats, 0)
+        for want, step in self._transcoders.values():
+            if want[0] == "rtp":
+                for chain in step.chains():
+                    counts[chain] = counts.get(chain, 0) + 1
+        stats = self._chain_stats
+        return defer.succeed({chain: (n, stats[chain].last if chain in stats else None)
+                              for chain, n in counts.items()})
+
     # -- not in the interface ---------------------------------------------
 
     def close(self):
@@ -710,11 +741,14 @@ class EmbeddedEngine:
         pairs = self._calls.setdefault(call_id, {})
         ports = []
         companion = self._companion()
+        cpu = self._cpu_of(call_id) if self._cpus else -1
         for port, (rtp_sock, rtcp_sock) in taken:
             rtp = RelaySocket(self._reactor, rtp_sock, (address, port), self._poller, companion)
             rtcp = RtcpSocket(self._reactor, rtcp_sock, (address, port + 1), self._poller,
                               companion)
             rtcp.rtp_sibling = rtp
+            if cpu >= 0:
+                self._set_cpu(call_id, (rtp, rtcp), cpu)
             self._sockets[rtp.local] = rtp
             self._sockets[rtcp.local] = rtcp
             pairs[rtp.local] = (rtp, rtcp)
@@ -730,6 +764,25 @@ class EmbeddedEngine:
                 ports=ports,
             )
         return ports
+
+    def _cpu_of(self, call_id):
+        """The call's SO_INCOMING_CPU value: its own, or the next one."""
+        cpu = self._call_cpu.get(call_id)
+        if cpu is None:
+            cpu = self._call_cpu[call_id] = self._cpu_next
+            self._cpu_next = (cpu + 1) % self._cpus
+        return cpu
+
+    def _set_cpu(self, call_id, relays, cpu):
+        try:
+            for relay in relays:
+                relay.set_cpu(cpu)
+        except (OSError, AttributeError) as e:
+            # as rtpengine: logged (once here, not per call), the call goes on
+            if not self._cpu_failed:
+                self._cpu_failed = True
+                self.log.error("call {call_id}: cannot set the socket CPU affinity "
+                               "(socket-cpu-affinity): {error}", call_id=call_id, error=e)
 
     def _bound(self, key, name):
         """The bound RelaySocket of ``key``, the value of ``entry[name]``
@@ -946,7 +999,8 @@ class EmbeddedEngine:
                     else:
                         from omnirtp.codecs.transcode import Transcoder
 
-                        step = Transcoder(state["send"], recv, self._registry(), ptime=ptime)
+                        step = Transcoder(state["send"], recv, self._registry(), ptime=ptime,
+                                          chains=self._chain_stats)
                     self._transcoders[local] = (want, step)
                     relay.set_transforms(middle=self._middle(local))
                 changed = True
@@ -954,17 +1008,31 @@ class EmbeddedEngine:
         return changed
 
     def _rtcp_schedule(self):
-        """Run the RTCP timer while some transcoder exists, else stop it."""
+        """Run the RTCP timer and the transcoding chains' one-second tick
+        (``transcoders``) while some transcoder exists, else stop them
+        (the chains' figures then end too)."""
         timer = self._rtcp_timer
         if self._transcoders:
             if timer is None:
                 timer = self._rtcp_timer = task.LoopingCall(self._send_reports)
                 timer.clock = self._reactor
                 timer.start(RTCP_INTERVAL, now=False)
+                tick = self._chain_tick = task.LoopingCall(self._tick_chains)
+                tick.clock = self._reactor
+                tick.start(1.0, now=False)
         elif timer is not None:
             self._rtcp_timer = None
             if timer.running:
                 timer.stop()
+            tick, self._chain_tick = self._chain_tick, None
+            if tick is not None and tick.running:
+                tick.stop()
+            self._tick_chains()
+            self._tick_chains()
+
+    def _tick_chains(self):
+        for stats in self._chain_stats.values():
+            stats.tick()
 
     def _send_reports(self):
         """Every :data:`RTCP_INTERVAL`: for each transcoded stream that has
@@ -1433,6 +1501,8 @@ class EmbeddedEngine:
                         relay.update_pipeline()
         if not pairs:
             del self._calls[call_id]
+            if self._call_cpu:
+                self._call_cpu.pop(call_id, None)
             self._kernel_marks.pop(call_id, None)
             self._kernel_retry.discard(call_id)
             self._recordings.release(call_id)

@@ -404,6 +404,7 @@ class WorkerPool(service.Service):
         certificate=None,
         table=-1,
         drop_table=None,
+        socket_cpu_affinity=0,
     ):
         if not isinstance(n, int) or n < 1:
             raise ConfigError("num-threads for a worker pool must be at least 1, got %r" % (n,))
@@ -421,6 +422,10 @@ class WorkerPool(service.Service):
         #: deletes when the worker ends (a killed worker leaves it)
         self.table = table
         self._drop_table = drop_table
+        #: ``socket-cpu-affinity`` N (> 0): each worker gives its calls'
+        #: sockets the values 0..N-1 in turn (its own round, not one over
+        #: all workers: the value is chosen where the sockets are bound)
+        self.socket_cpu_affinity = socket_cpu_affinity
         self.slots = []
         for index in range(n):
             slices = {}
@@ -489,6 +494,8 @@ class WorkerPool(service.Service):
             args += ["--slice", format_slice(address, port_range)]
         if self.table >= 0:
             args += ["--table", str(self.table)]
+        if self.socket_cpu_affinity:
+            args += ["--socket-cpu-affinity", str(self.socket_cpu_affinity)]
         slot.started_at = self.reactor.seconds()
         try:
             self.reactor.spawnProcess(
@@ -898,6 +905,25 @@ class WorkerPool(service.Service):
         pipes); a worker that cannot answer is left out, as in
         :meth:`stats`."""
         return self._merged("last_packets")
+
+    def transcoders(self):
+        """``EmbeddedEngine.transcoders`` of every live worker, added up
+        per chain (a worker that cannot answer is left out)."""
+        ds = [self._request(slot, "transcoders") for slot in self._candidates()]
+
+        def add(results):
+            out = {}
+            for ok, value in results:
+                if not ok:
+                    continue
+                for chain, (count, rates) in value.items():
+                    have, have_rates = out.get(chain, (0, None))
+                    if rates is not None and have_rates is not None:
+                        rates = tuple(a + b for a, b in zip(rates, have_rates))
+                    out[chain] = (have + count, rates if rates is not None else have_rates)
+            return out
+
+        return DeferredList(ds, consumeErrors=True).addCallback(add)
 
     def _merged(self, op, *args):
         """``op(*args)`` in every live worker: their dicts merged (a worker

@@ -149,6 +149,15 @@ def apply_tos(sock, tos, v6):
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
 
 
+#: SO_INCOMING_CPU (Linux 3.19; Python names it from 3.11 on)
+SO_INCOMING_CPU = getattr(socket, "SO_INCOMING_CPU", 49)
+
+
+def apply_cpu(sock, cpu):
+    """Set ``sock``'s SO_INCOMING_CPU to ``cpu`` (``socket-cpu-affinity``)."""
+    sock.setsockopt(socket.SOL_SOCKET, SO_INCOMING_CPU, cpu)
+
+
 def bind_media(address, port):
     """A media socket for ``(address, port)`` that a connected companion can
     join (SO_REUSEPORT).  The socket is bound without SO_REUSEPORT, so a
@@ -214,6 +223,7 @@ class RelaySocket:
         "_more",
         "reading",
         "tos",
+        "cpu",
         # transforms (see update_pipeline)
         "inbound",
         "middle",
@@ -326,6 +336,9 @@ class RelaySocket:
         #: the TOS byte / traffic class this socket and its companion send
         #: with (:meth:`set_tos`); 0, the kernel's default, until set
         self.tos = 0
+        #: the SO_INCOMING_CPU this socket and its companion were given
+        #: (:meth:`set_cpu`, option ``socket-cpu-affinity``); -1: none
+        self.cpu = -1
         now = self._seconds()
         self.endpoint = None
         self.sdp_endpoint = None
@@ -483,6 +496,15 @@ class RelaySocket:
         if self._conn is not None:
             apply_tos(self._conn, tos, self._v6)
         self.tos = tos
+
+    def set_cpu(self, cpu):
+        """Give this socket (and its companion, now or when it is bound)
+        SO_INCOMING_CPU ``cpu`` (option ``socket-cpu-affinity``): at
+        set-up, never per packet.  Raises OSError if the kernel refuses."""
+        apply_cpu(self._sock, cpu)
+        if self._conn is not None:
+            apply_cpu(self._conn, cpu)
+        self.cpu = cpu
 
     def _set_peer(self, peer):
         old = self.peer
@@ -1143,9 +1165,12 @@ class RelaySocket:
             except OSError:
                 self._companion = None  # cannot bind one: do without
                 return
-            if self.tos:
+            if self.tos or self.cpu >= 0:
                 try:
-                    apply_tos(conn, self.tos, self._v6)
+                    if self.tos:
+                        apply_tos(conn, self.tos, self._v6)
+                    if self.cpu >= 0:
+                        apply_cpu(conn, self.cpu)
                 except OSError:
                     conn.close()
                     self._companion = None

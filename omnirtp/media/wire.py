@@ -163,6 +163,12 @@ def _newest_packets(stats):
 
 
 #: operation -> (its name in logs, what the worker does: fn(engine, *args))
+def _transcoders(engine):
+    """The engine's ``transcoders()`` ({} from an engine without it)."""
+    transcoders = getattr(engine, "transcoders", None)
+    return transcoders() if transcoders is not None else {}
+
+
 OPERATIONS = {
     "allocate": ("Allocate", lambda e, call_id, address, count:
                  sync.then(e.allocate(call_id, address, count), list)),
@@ -175,6 +181,7 @@ OPERATIONS = {
     "stats_release": ("StatsRelease", _stats_release),
     "totals": ("Totals", lambda e: e.totals()),
     "last_packets": ("LastPackets", _last_packets),
+    "transcoders": ("Transcoders", _transcoders),
 }
 
 

@@ -290,6 +290,8 @@ def build_parser():
     parser.add_argument("--table", type=int, default=-1,
                         help="forward plain streams in the kernel (nftables table "
                              "omnirtp-TABLE-wINDEX); -1: no")
+    parser.add_argument("--socket-cpu-affinity", type=int, default=0, metavar="N",
+                        help="SO_INCOMING_CPU 0..N-1 for the calls' sockets in turn; 0: off")
     return parser
 
 
@@ -328,10 +330,12 @@ def main(argv=None):
     log = Logger(namespace="omnirtp.media.worker")
     factory = load_factory(args.engine)
     forwarder = build_forwarder(args.table, args.index, log)
-    if forwarder is None:
-        engine = factory(reactor, interfaces)
-    else:
-        engine = factory(reactor, interfaces, forwarder=forwarder)
+    options = {}
+    if forwarder is not None:
+        options["forwarder"] = forwarder
+    if args.socket_cpu_affinity:
+        options["socket_cpu_affinity"] = args.socket_cpu_affinity
+    engine = factory(reactor, interfaces, **options)
 
     set_log_level(levels, engine, args.log_level)
 

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from omnirtp.test.fakes import ControlStack
 from omnirtp.cli import ctl
-from omnirtp.cli.commands import SET_COMMANDS, CliCommands
+from omnirtp.cli.commands import CliCommands
 from omnirtp.cli.protocol import E_TOO_LONG, MAX_LINE, CliFactory
 from omnirtp.config.model import Config, InterfaceSpec
 from omnirtp.control.load import LoadLimits
@@ -124,6 +124,41 @@ class CommandTests(SynchronousTestCase):
             "-------- Port       127.0.0.1:%(b1)d <>   198.51.100.20:3457  (RTCP), SSRC 0, 0 p, "
             "0 b, 0 e, %(t0)d ts\n"
             "\n") % {"t0": T0, "a": a_port, "a1": a_port + 1, "b": b_port, "b1": b_port + 1})
+
+    def test_callSubcommands(self):
+        """``call <call-id> ...`` and ``debug <call-id>`` in rtpengine 10.5's
+        words (taken live); ``info`` is ``list sessions <call-id>``, a
+        tag's ``info`` its block of it; ``terminate`` ends the call."""
+        d = self.d
+        d.call("c1")
+        detail = d.cli("list sessions c1")
+        tt = detail.index("--- Tag 'tt-c1'")
+        for line, reply in [
+                ("call", "More parameters required.\n"),
+                ("call nope info", "No such call 'nope'\n"),
+                ("call c1", "Unknown or incomplete command::\n"),
+                ("call c1 foo bar", "Unknown or incomplete command::foo bar\n"),
+                ("call c1 help", "Available sub-commands at this level:\n\tinfo\n"
+                                 "\tterminate\n\tdebug\n\ttag\n"),
+                ("call c1 info", detail),
+                ("call c1 tag", "More parameters required.\n"),
+                ("call c1 tag xx info", "No such tag 'xx'\n"),
+                ("call c1 tag tt-c1", "Unknown or incomplete command::\n"),
+                ("call c1 tag tt-c1 delay 20", "Unknown or incomplete command::delay 20\n"),
+                ("call c1 tag tt-c1 info", detail[tt:-1]),
+                ("call c1 tag ft-c1 info", detail[detail.index("--- Tag 'ft-c1'"):tt]),
+                ("debug", "No call ID specified\n"),
+                ("debug nope", "Call ID 'nope' not found\n"),
+                ("debug nope maybe", "Invalid on/off flag ('maybe') specified\n"),
+                ("debug c1 on x", "Invalid on/off flag ('on x') specified\n"),
+                ("debug c1", "Enabled debugging for call 'c1'\n"),
+                ("call c1 debug off", "Disabled debugging for call 'c1'\n"),
+                ("call c1 debug enable", "Enabled debugging for call 'c1'\n")]:
+            self.assertEqual(d.cli(line), reply, line)
+        self.assertEqual(d.levels.debug_calls, {"c1"})
+        self.assertEqual(d.cli("call c1 terminate"), "\nCall 'c1' terminated.\n\n")
+        self.assertEqual((d.registry.calls, d.levels.debug_calls), ({}, set()))
+        self.assertEqual(d.cli("debug c1"), "Call ID 'c1' not found\n")
 
     def test_sessionDetailUnanswered(self):
         """The side not answered yet: UNKNOWN, no endpoint, the offered protocol."""
@@ -333,6 +368,100 @@ class CommandTests(SynchronousTestCase):
                          "Maximum open-files configured on rtpengine: %d; cat /proc/%d/limits\n"
                          % (soft, os.getpid()))
 
+    def test_setMaxOpenFiles(self):
+        """``set maxopenfiles N`` in rtpengine 10.5's words (taken live): N
+        as strtoul reads it, at least 65536, the kernel's refusal with its
+        errno; what it asks of Operations.set_open_files."""
+        asked = []
+
+        def set_open_files(value):
+            asked.append(value)
+            if value > 1000000:
+                raise OSError(1, "Operation not permitted")
+        self.d.ops.set_open_files = set_open_files
+        pid = os.getpid()
+        for line, reply in [
+                ("set maxopenfiles", "More parameters required.\n"),
+                ("set maxopenfiles abc", "Fail setting open_files to abc; no digists found\n"),
+                ("set maxopenfiles 65535",
+                 "Fail setting open_files to 65535; can't set it under 65536\n"),
+                ("set maxopenfiles 99999999999999999999999",
+                 "Fail setting open_files to 99999999999999999999999; errno=34\n"),
+                ("set maxopenfiles -1",
+                 "Fail setting open_files to 18446744073709551615; errno = 1\n"),
+                ("set maxopenfiles 70000x",
+                 "Success setting open_files to 70000; cat /proc/%d/limits\n" % pid)]:
+            self.assertEqual(self.d.cli(line), reply, line)
+        self.assertEqual(asked, [2 ** 64 - 1, 70000])
+
+    def test_setOpenFilesEverywhere(self):
+        """Operations.set_open_files: soft and hard limit of this process,
+        then of every running media worker; a worker's refusal is logged,
+        this process's raised (EINVAL as OSError too)."""
+        calls = []
+
+        class Resource:
+            RLIMIT_NOFILE, RLIM_INFINITY = 7, -1
+
+            def prlimit(self, pid, kind, limits):
+                calls.append((pid, kind, limits))
+                if pid == 12 or limits[0] == 5:
+                    raise OSError(1, "Operation not permitted")
+                if limits[0] == 6:
+                    raise ValueError("current limit exceeds maximum limit")
+
+        class Pool:
+            workers = [{"index": 0, "pid": 11, "state": "ready"},
+                       {"index": 1, "pid": 12, "state": "starting"},
+                       {"index": 2, "pid": None, "state": "down"}]
+        self.d.ops.engine = Pool()
+        self.d.ops.set_open_files(70000, resource=Resource())
+        self.assertEqual(calls, [(0, 7, (70000, 70000)), (11, 7, (70000, 70000)),
+                                 (12, 7, (70000, 70000))])
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+        del calls[:]
+        self.d.ops.set_open_files(2 ** 64 - 1, resource=Resource())
+        self.assertEqual(calls[0], (0, 7, (-1, -1)))
+        e = self.assertRaises(OSError, self.d.ops.set_open_files, 5, resource=Resource())
+        self.assertEqual(e.errno, 1)
+        e = self.assertRaises(OSError, self.d.ops.set_open_files, 6, resource=Resource())
+        self.assertEqual(e.errno, 22)
+
+    def test_redisAllowedErrors(self):
+        """list / set redisallowederrors as rtpengine 10.5 (taken live): N
+        as strtol reads it, any value, kept as a C int; in params."""
+        d = self.d
+        for line, reply in [
+                ("list redisallowederrors", "-1\n"),
+                ("set redisallowederrors", "More parameters required.\n"),
+                ("set redisallowederrors abc", "Success setting redis-allowed-errors to 0\n"),
+                ("set redisallowederrors -5", "Success setting redis-allowed-errors to -5\n"),
+                ("list redisallowederrors", "-5\n"),
+                ("set redisallowederrors 3x", "Success setting redis-allowed-errors to 3\n"),
+                ("list redisallowederrors", "3\n"),
+                ("set redisallowederrors 99999999999999999999",
+                 "Success setting redis-allowed-errors to 9223372036854775807\n"),
+                ("list redisallowederrors", "-1\n"),
+                ("set redisallowederrors 4", "Success setting redis-allowed-errors to 4\n")]:
+            self.assertEqual(d.cli(line), reply, line)
+        self.assertIn("redis_allowed_errors = -1\nredis_disable_time = 10\n",
+                      d.cli("params start"))
+        self.assertIn("redis_allowed_errors = 4\n", d.cli("params current"))
+        self.assertEqual(d.cli("params diff"), "redis_allowed_errors: -1 => 4\n")
+        d.cli("params revert")
+        self.assertEqual(d.cli("list redisallowederrors"), "-1\n")
+
+    def test_transcoders(self):
+        """``list transcoders`` in rtpengine 10.5's layout (taken live)."""
+        self.assertEqual(self.d.cli("list transcoders"), "No stats entries\n")
+        self.d.engine.transcoders = lambda: defer.succeed({
+            "PCMU/8000 -> PCMA/8000": (1, (27, 4320, 4320)),
+            "PCMA/8000 -> PCMU/8000": (0, None)})
+        self.assertEqual(self.d.cli("list transcoders"),
+                         "PCMU/8000 -> PCMA/8000: 1 transcoders\n     27 packets/s\n"
+                         "     4320 bytes/s\n     4320 samples/s\n"
+                         "PCMA/8000 -> PCMU/8000: 0 transcoders\n")
+
     def test_counters(self):
         d = self.d
         d.registry.limits = LoadLimits(d.clock)
@@ -537,19 +666,20 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(self.d.cli("help"),
                          "Available sub-commands at this level:\n\tlist\n\tterminate\n"
                          "\tset\n\tget\n\tparams\n\tksadd\n\tksrm\n\tkslist\n\tactive\n"
-                         "\tstandby\n")
-        self.assertIn("\tnumsessions\n", self.d.cli("list help"))
-        self.assertEqual(self.d.cli("set help"),
-                         "Available sub-commands at this level:\n\tmaxsessions\n\tmaxcpu\n"
-                         "\tmaxload\n\tmaxbw\n\ttimeout\n"
-                         "\tsilenttimeout\n\toffertimeout\n\tfinaltimeout\n\tloglevel\n"
-                         "\tredisdisabletime\n\tredisconnecttimeout\n\trediscmdtimeout\n"
-                         "\tcontroltos\n\tdeletedelay\n")
-        # rtpengine 10.5's own list, with the words omnirtp has, in its order
-        rtpengine = ("maxopenfiles maxsessions maxcpu maxload maxbw timeout silenttimeout "
-                     "offertimeout finaltimeout loglevel redisallowederrors redisdisabletime "
-                     "redisconnecttimeout rediscmdtimeout controltos deletedelay").split()
-        self.assertEqual([w for w in rtpengine if w in SET_COMMANDS], list(SET_COMMANDS))
+                         "\tstandby\n\tdebug\n\tcall\n")
+        # rtpengine 10.5's own lists (taken live), in its order
+        head = "Available sub-commands at this level:\n"
+        self.assertEqual(self.d.cli("set help"), head + "".join(
+            "\t%s\n" % w for w in (
+                "maxopenfiles maxsessions maxcpu maxload maxbw timeout silenttimeout "
+                "offertimeout finaltimeout loglevel redisallowederrors redisdisabletime "
+                "redisconnecttimeout rediscmdtimeout controltos deletedelay").split()))
+        self.assertEqual(self.d.cli("list help"), head + "".join(
+            "\t%s\n" % w for w in (
+                "numsessions sessions totals counters maxopenfiles maxsessions maxcpu maxload "
+                "maxbw timeout silenttimeout offertimeout finaltimeout loglevels loglevel "
+                "redisallowederrors redisdisabletime redisconnecttimeout rediscmdtimeout "
+                "controltos deletedelay interfaces jsonstats transcoders").split()))
 
     def test_internalErrorIsAReply(self):
         """A command that fails unexpectedly answers one line and is logged."""

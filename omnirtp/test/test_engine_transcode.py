@@ -63,6 +63,37 @@ class TranscodeEngineTests(EngineTestBase):
         self.assertEqual(stats[(HOST, a)]["transforms"]["transcode"]["transcoded"], 1)
         self.assertEqual(stats[(HOST, b)]["transforms"]["transcode"]["transcoded"], 1)
 
+    def test_transcoders(self):
+        """``transcoders()`` (``list transcoders``): per chain the
+        transcoders now and what they decoded in the last whole second
+        (the engine's one-second tick; nothing shown for a second without
+        packets); a chain stays with 0 once its calls are gone."""
+        self.assertEqual(self.value(self.engine.transcoders()), {})
+        a, b = self.wire([PCMU], [PCMU], [PCMA], [PCMA])
+        self.wire([PCMU], [PCMU], [PCMA], [PCMA], call_id="c2")
+        forward, backward = "PCMU/8000 -> PCMA/8000", "PCMA/8000 -> PCMU/8000"
+        self.assertEqual(self.value(self.engine.transcoders()),
+                         {forward: (2, None), backward: (2, None)})
+        payload = g711.ulaw_encode(pack(tone(440, 8000, 160, 10000)))
+        self.send(a, [rtp(1, 0, payload, pt=0), rtp(2, 160, payload, pt=0)], A)
+        self.assertEqual(self.value(self.engine.transcoders())[forward], (2, None))
+        self.reactor.advance(1)  # that second: 2 packets of 160 octets, 160 samples each
+        self.send(a, [rtp(3, 320, payload, pt=0)], A)
+        self.assertEqual(self.value(self.engine.transcoders())[forward], (2, (2, 320, 320)))
+        self.reactor.advance(1)  # the third one
+        self.assertEqual(self.value(self.engine.transcoders())[forward], (2, (1, 160, 160)))
+        self.reactor.advance(1)  # nothing
+        self.assertEqual(self.value(self.engine.transcoders()),
+                         {forward: (2, None), backward: (2, None)})
+        self.send(a, [rtp(4, 480, payload, pt=0)], A)
+        self.reactor.advance(1)
+        self.value(self.engine.release("c1"))
+        self.value(self.engine.release("c2"))
+        # no transcoder left: no tick, no figures
+        self.assertEqual(self.value(self.engine.transcoders()),
+                         {forward: (0, None), backward: (0, None)})
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
     def test_pcmu_to_opus(self):
         """A (PCMU, telephone-event/8000) <-> B (Opus, telephone-event/48000):
         the tone arrives as Opus at B, DTMF as B's event type."""

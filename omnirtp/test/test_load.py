@@ -8,7 +8,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from omnirtp.control.load import (
-    E_BANDWIDTH_LIMIT, E_CPU_LIMIT, E_LOAD_LIMIT, LoadLimits, Rates, cpu_times, hundredths)
+    E_BANDWIDTH_LIMIT, E_CPU_LIMIT, E_LOAD_LIMIT, RATE_LINGER, LoadLimits, Rates, cpu_times,
+    hundredths)
 from omnirtp.errors import E_SESSION_LIMIT, LoadLimit
 from omnirtp.test.test_cli import Daemon
 from omnirtp.test.test_commands import OFFER
@@ -244,6 +245,50 @@ class StatisticsRatesTests(SynchronousTestCase):
                      "kernel_bytes": 17200})["currentstatistics"]
         self.assertEqual(
             [cur[k] for k in Rates.KEYS], [40, 6880, 1, 10, 1720, 0, 50, 8600, 1])
+
+    def test_lastSecondWhileAsked(self):
+        """Without a bandwidth limit: nothing is sampled until a request;
+        the first answers 0 and starts the one-second sampler, so the next
+        ones get the last second's rates (rtpengine 10.5's figures), not
+        those since the previous request; RATE_LINGER seconds after the
+        last request the sampler stops (no per-second work while nobody
+        asks), and the next request starts it again."""
+        d = Daemon(self)
+        totals = Totals()
+        d.registry.limits = limits = LoadLimits(d.clock, totals)
+        limits.start()
+        self.addCleanup(limits.stop)
+        d.clock.advance(30)
+        self.assertEqual((totals.calls, d.clock.getDelayedCalls()), (0, []))
+
+        def rates(packets, octets):
+            cur = d.dispatcher.statistics({"packets": packets, "bytes": octets})
+            return cur["currentstatistics"]["packetrate"], cur["currentstatistics"]["byterate"]
+        self.assertEqual(rates(0, 0), (0, 0))
+        self.assertEqual(totals.calls, 0)  # the request's own reading is the first
+        for second in range(1, 11):  # 50 packets of 172 bytes a second, then 100
+            totals.value = {"packets": 50 * min(second, 5) + 100 * max(0, second - 5),
+                            "bytes": 8600 * min(second, 5) + 17200 * max(0, second - 5)}
+            d.clock.advance(1)
+        self.assertEqual(totals.calls, 10)
+        # since the first request: 750 packets in 10 s (75/s); the last second: 100
+        self.assertEqual(rates(750, 129000), (100, 17200))
+        d.clock.advance(0.5)
+        self.assertEqual(rates(800, 137600), (100, 17200))
+        for _ in range(int(RATE_LINGER)):  # the last reading at t = 190.5
+            d.clock.advance(1)
+        self.assertEqual(totals.calls, 160)
+        d.clock.advance(1)
+        self.assertEqual((totals.calls, d.clock.getDelayedCalls()), (160, []))
+        d.clock.advance(60)
+        self.assertEqual(totals.calls, 160)
+        # after the pause (t = 251.5): the rates since the sampler's last
+        # reading (250 packets, 43000 bytes in 61 s), then the last second again
+        totals.value = {"packets": 1000, "bytes": 172000}
+        self.assertEqual(rates(1000, 172000), (4, 704))
+        totals.value = {"packets": 1020, "bytes": 175440}
+        d.clock.advance(1)
+        self.assertEqual(rates(1020, 175440), (20, 3440))
 
     def test_fromTheSampler(self):
         d = Daemon(self)

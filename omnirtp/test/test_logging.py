@@ -105,6 +105,20 @@ class LevelsTests(SynchronousTestCase):
         self.assertEqual(levels(event(log_priority=5)), olog.PredicateResult.maybe)
         self.assertEqual(levels(event()), olog.PredicateResult.no)
 
+    def test_debugCalls(self):
+        """A call in ``debug_calls`` (``debug <call-id>``): its events pass
+        at debug level whatever the levels; other calls' do not."""
+        levels = LogLevels(5)
+        mine = event("omnirtp.x", LogLevel.debug)
+        mine["call_id"] = "c1"
+        other = event("omnirtp.x", LogLevel.debug)
+        other["call_id"] = "c2"
+        self.assertEqual((levels(mine), levels(other)),
+                         (olog.PredicateResult.no, olog.PredicateResult.no))
+        levels.debug_calls.add("c1")
+        self.assertEqual((levels(mine), levels(other)),
+                         (olog.PredicateResult.maybe, olog.PredicateResult.no))
+
 
 class FormatTests(SynchronousTestCase):
 

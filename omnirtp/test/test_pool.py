@@ -1013,6 +1013,19 @@ class PoolTests(SynchronousTestCase):
             {"packets": 10, "bytes": 100, "errors": 2, "junk": 0, "ports_used": 6, "ports_free": 194},
         )
 
+    def test_transcodersAreAddedPerChain(self):
+        """``transcoders()``: per chain the workers' transcoders added up,
+        and their last second's figures where any has some."""
+        self.start()
+        self.engine(0).transcoders = lambda: succeed({
+            "PCMU/8000 -> PCMA/8000": (2, (50, 8000, 8000)), "PCMA/8000 -> PCMU/8000": (1, None)})
+        self.engine(1).transcoders = lambda: succeed({
+            "PCMU/8000 -> PCMA/8000": (1, (25, 4000, 4000)),
+            "PCMA/8000 -> PCMU/8000": (0, (5, 800, 800)), "opus/48000/2 -> PCMU/8000": (0, None)})
+        self.assertEqual(self.successResultOf(self.pumped(self.pool.transcoders())), {
+            "PCMU/8000 -> PCMA/8000": (3, (75, 12000, 12000)),
+            "PCMA/8000 -> PCMU/8000": (1, (5, 800, 800)), "opus/48000/2 -> PCMU/8000": (0, None)})
+
     def test_workerDeathLosesItsCallsOnly(self):
         self.start()
         self.allocate("a")

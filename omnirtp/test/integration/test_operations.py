@@ -23,6 +23,7 @@ import json
 import os
 import re
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -190,7 +191,17 @@ class OperationsTests(SynchronousTestCase):
                 ("list", "redisdisabletime"), ("list", "redisconnecttimeout"),
                 ("list", "rediscmdtimeout"), ("set", "redisconnecttimeout", "0"),
                 ("set", "rediscmdtimeout", "-3"), ("set", "redisdisabletime", "-1"),
-                ("set", "controltos", "256")]
+                ("set", "controltos", "256"), ("list", "redisallowederrors"),
+                ("list", "transcoders"), ("set", "maxopenfiles"),
+                ("set", "maxopenfiles", "abc"), ("set", "maxopenfiles", "65535"),
+                ("set", "maxopenfiles", "99999999999999999999999"), ("list", "help"),
+                ("set", "help"), ("help",), ("debug",), ("debug", "nope"),
+                ("debug", "nope", "maybe"), ("debug", "call-1"), ("debug", "call-1", "on", "x"),
+                ("debug", "call-1", "off"), ("call",), ("call", "nope"), ("call", "call-1"),
+                ("call", "call-1", "foo"), ("call", "call-1", "help"),
+                ("call", "call-1", "debug", "enable"), ("call", "call-1", "debug", "disable"),
+                ("call", "call-1", "tag"), ("call", "call-1", "tag", "xx"),
+                ("call", "call-1", "tag", "ft1")]
         for words in same:
             code, expected = rtpengine_ctl(ref.op_port, *words)
             self.assertEqual(code, 0)
@@ -200,6 +211,14 @@ class OperationsTests(SynchronousTestCase):
         pid_limit = re.compile(r"\d+; cat /proc/\d+/limits")
         self.assertEqual(pid_limit.sub("#", rtpengine_ctl(omni.op_port, "list", "maxopenfiles")[1]),
                          pid_limit.sub("#", rtpengine_ctl(ref.op_port, "list", "maxopenfiles")[1]))
+        # a limit the kernel takes (or refuses: raising the hard limit needs
+        # CAP_SYS_RESOURCE) in both; the same words, the pid aside
+        pid = re.compile(r"/proc/\d+/")
+        for value in ("1048576", "-1"):
+            self.assertEqual(
+                pid.sub("/proc/#/", rtpengine_ctl(omni.op_port, "set", "maxopenfiles", value)[1]),
+                pid.sub("/proc/#/", rtpengine_ctl(ref.op_port, "set", "maxopenfiles", value)[1]),
+                value)
         figures = re.compile(r":\d+$", re.M)
         self.assertEqual(figures.sub(":#", rtpengine_ctl(omni.op_port, "list", "counters")[1]),
                          figures.sub(":#", rtpengine_ctl(ref.op_port, "list", "counters")[1]))
@@ -225,6 +244,11 @@ class OperationsTests(SynchronousTestCase):
             _, mine = rtpengine_ctl(omni.op_port, "list", "sessions", cid)
             _, theirs = rtpengine_ctl(ref.op_port, "list", "sessions", cid)
             self.assertEqual(normalise(mine), normalise(theirs), DIFFERENCES)
+            # "call <id> info" is the same text; "call <id> tag <tag> info" a tag's block
+            for words in (("call", cid, "info"), ("call", cid, "tag", "ft" + cid[-1], "info")):
+                _, mine = rtpengine_ctl(omni.op_port, *words)
+                _, theirs = rtpengine_ctl(ref.op_port, *words)
+                self.assertEqual(normalise(mine), normalise(theirs), (words, DIFFERENCES))
         # the counters of call-1's streams: PACKETS RTP packets from each side
         _, detail = omnirtp_ctl(omni.op_port, "list", "call-1")
         to_a, to_b, a_port, b_port = self.omni_calls.ports["call-1"]
@@ -310,6 +334,9 @@ class OperationsTests(SynchronousTestCase):
                 (("list", "maxcpu"), "Maximum CPU usage configured on rtpengine: 100.0\n"),
                 (("set", "maxbw", "x"), "Fail setting maxbw to x; no digists found\n"),
                 (("set", "maxbw", "0"), "Success setting maxbw to 0\n"),
+                (("set", "redisallowederrors", "3x"),
+                 "Success setting redis-allowed-errors to 3\n"),
+                (("list", "redisallowederrors"), "3\n"),
                 (("list", "maxbw"), "Maximum bandwidth configured on rtpengine: 0\n"),
                 (("set", "maxsessions", "-1"),
                  "Success setting maxsessions to -1; disable feature\n"),
@@ -317,6 +344,8 @@ class OperationsTests(SynchronousTestCase):
                 (("set", "maxcpu", "-1"), "Success setting maxcpu to -1.0\n"),
                 (("terminate", "call-2"),
                  "\nCall Id (call-2) successfully terminated by operator.\n\n"),
+                (("call", "call-3", "terminate"), "\nCall 'call-3' terminated.\n\n"),
+                (("call", "call-3", "info"), "No such call 'call-3'\n"),
             ]
             for words, expected in steps:
                 self.assertEqual(rtpengine_ctl(proxy.op_port, *words), (0, expected),
@@ -355,12 +384,16 @@ class OperationsTests(SynchronousTestCase):
         _, mine = rtpengine_ctl(omni.op_port, "params", "diff")
         _, theirs = rtpengine_ctl(ref.op_port, "params", "diff")
         # set loglevel 7, then 6: every subsystem, internals (-1 at start) too
-        self.assertEqual(theirs, "log-level-internals: -1 => 6\ntimeout: 60 => 120\n")
+        self.assertEqual(theirs, "log-level-internals: -1 => 6\ntimeout: 60 => 120\n"
+                                 "redis_allowed_errors: -1 => 3\n")
         # omnirtp also names delete-delay (10.5 neither shows nor reverts it)
-        self.assertEqual(mine, theirs + "delete-delay: 30 => 7\n")
+        self.assertEqual(mine, "log-level-internals: -1 => 6\ntimeout: 60 => 120\n"
+                               "delete-delay: 30 => 7\nredis_allowed_errors: -1 => 3\n")
         for proxy in (omni, ref):
             self.assertEqual(rtpengine_ctl(proxy.op_port, "params", "revert"), (0, ""))
             self.assertEqual(rtpengine_ctl(proxy.op_port, "list", "timeout"), (0, "TIMEOUT=60\n"))
+            self.assertEqual(rtpengine_ctl(proxy.op_port, "list", "redisallowederrors"),
+                             (0, "-1\n"))
             self.assertEqual(rtpengine_ctl(proxy.op_port, "params", "diff"), (0, ""))
         self.assertEqual(rtpengine_ctl(omni.op_port, "list", "deletedelay"), (0, "30\n"))
 
@@ -555,6 +588,153 @@ class TranscodedMediaTests(SynchronousTestCase):
         omni = start_omnirtp(self, ng_omni, port_min + 20, port_max)
         self.assertEqual(self.check(ref), 2)
         self.assertEqual(self.check(omni), 2)
+
+
+class TranscodersTests(SynchronousTestCase):
+    """``list transcoders`` side by side: nothing before a transcoded call
+    (``No stats entries``); with a PCMU caller and a PCMA callee, one
+    transcoder each way; while media flows, what each chain took in during
+    the last whole second (packets, payload bytes, decoded samples); the
+    chains stay, with 0, once the call is gone."""
+
+    def start(self, which, ng_port, port_min, port_max):
+        cli_port = free_port(socket.SOCK_STREAM)
+        extra = ["--listen-cli=%s:%d" % (LOOPBACK, cli_port)]
+        if which == "omnirtp":
+            proxy = start_omnirtp(self, ng_port, port_min, port_max, extra)
+        else:
+            proxy = start_rtpengine(self, ng_port, port_min, port_max, extra)
+        proxy.op_port = cli_port
+        return proxy
+
+    def transcoders(self, proxy):
+        """The reply as blocks, one per chain (10.5's order is its hash
+        table's), the per-second figures checked and left out."""
+        code, text = rtpengine_ctl(proxy.op_port, "list", "transcoders")
+        self.assertEqual(code, 0)
+        if text == "No stats entries\n":
+            return text
+        blocks = re.findall(r"^(\S.*: \d+ transcoders\n)((?:     .*\n)*)", text, re.M)
+        self.assertEqual("".join(a + b for a, b in blocks), text)
+        out = {}
+        for head, rates in blocks:
+            if rates:
+                packets, octets, samples = (int(n) for n in re.findall(r"(\d+) ", rates))
+                self.assertEqual(rates, "     %d packets/s\n     %d bytes/s\n"
+                                        "     %d samples/s\n" % (packets, octets, samples))
+                # 20 ms of G.711: 160 bytes and 160 samples a packet
+                self.assertEqual((octets, samples), (160 * packets, 160 * packets), proxy.name)
+                self.assertGreater(packets, 0)
+            out[head] = bool(rates)
+        return out
+
+    def check(self, proxy):
+        a, b = udp(), udp()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        offer = proxy.ng.request({"command": "offer", "call-id": "tc", "from-tag": "ft",
+                                  "sdp": sdp(a.getsockname()[1]).replace(" 0 8\r\n", " 0\r\n"),
+                                  "codec": {"transcode": ["PCMA"]}})
+        to_b = inspect(SessionDescription.parse(offer["sdp"]))[0].rtp[1]
+        answer = proxy.ng.request({"command": "answer", "call-id": "tc", "from-tag": "ft",
+                                   "to-tag": "tt",
+                                   "sdp": sdp(b.getsockname()[1]).replace(" 0 8\r\n", " 8\r\n")})
+        to_a = inspect(SessionDescription.parse(answer["sdp"]))[0].rtp[1]
+        idle = self.transcoders(proxy)
+        end = time.monotonic() + 2.2
+        seq = 0
+        while time.monotonic() < end:
+            seq += 1
+            a.sendto(bytes([0x80, 0]) + struct.pack(">HI", seq, 160 * seq) + b"\x12\x34\x56\x78"
+                     + b"\xff" * 160, (LOOPBACK, to_a))
+            b.sendto(bytes([0x80, 8]) + struct.pack(">HI", seq, 160 * seq) + b"\x12\x34\x56\x79"
+                     + b"\xd5" * 160, (LOOPBACK, to_b))
+            time.sleep(0.02)
+        flowing = self.transcoders(proxy)
+        proxy.ng.request({"command": "delete", "call-id": "tc", "from-tag": "ft",
+                          "delete-delay": 0})
+        deadline = time.monotonic() + 5
+        while True:  # 10.5 frees the call (and its transcoders) in its timer
+            gone = self.transcoders(proxy)
+            if gone != flowing or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        return idle, flowing, gone
+
+    def test_listTranscoders(self):
+        ng_ref, ng_omni = free_port(), free_port()
+        port_min, port_max = free_port_range(40)
+        ref = self.start("rtpengine", ng_ref, port_min, port_min + 19)
+        omni = self.start("omnirtp", ng_omni, port_min + 20, port_max)
+        for proxy in (ref, omni):
+            self.assertEqual(self.transcoders(proxy), "No stats entries\n")
+        theirs, mine = self.check(ref), self.check(omni)
+        for proxy, (idle, flowing, gone) in (("rtpengine", theirs), ("omnirtp", mine)):
+            # before media: no figures; while it flows: figures for both
+            self.assertEqual(idle, {"PCMU/8000 -> PCMA/8000: 1 transcoders\n": False,
+                                    "PCMA/8000 -> PCMU/8000: 1 transcoders\n": False}, proxy)
+            self.assertEqual(flowing, {"PCMU/8000 -> PCMA/8000: 1 transcoders\n": True,
+                                       "PCMA/8000 -> PCMU/8000: 1 transcoders\n": True}, proxy)
+            # gone: the figures of the last second may still be there
+            self.assertEqual(sorted(gone), ["PCMA/8000 -> PCMU/8000: 0 transcoders\n",
+                                            "PCMU/8000 -> PCMA/8000: 0 transcoders\n"], proxy)
+
+
+class LastSecondRatesTests(SynchronousTestCase):
+    """``list counters`` (the ``statistics`` rates) with rtpengine 10.5
+    beside it: the last second's figures.  A first request, RTP both ways
+    for two seconds, then a pause of 1.5 s: omnirtp answers 0 (the last
+    second had no packet), where the rates since the previous request
+    would show the traffic; during the traffic both show it."""
+
+    def rate(self, proxy):
+        _, text = rtpengine_ctl(proxy.op_port, "list", "counters")
+        return int(re.search(r"Packets per second \(total\) +:(\d+)", text).group(1))
+
+    def check(self, proxy):
+        a, b = udp(), udp()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        offer = proxy.ng.request({"command": "offer", "call-id": "r", "from-tag": "ft",
+                                  "sdp": sdp(a.getsockname()[1])})
+        to_b = inspect(SessionDescription.parse(offer["sdp"]))[0].rtp[1]
+        answer = proxy.ng.request({"command": "answer", "call-id": "r", "from-tag": "ft",
+                                   "to-tag": "tt", "sdp": sdp(b.getsockname()[1])})
+        to_a = inspect(SessionDescription.parse(answer["sdp"]))[0].rtp[1]
+        first = self.rate(proxy)
+        during = []
+        start = time.monotonic()
+        while time.monotonic() < start + 2.5:
+            a.sendto(RTP, (LOOPBACK, to_a))
+            b.sendto(RTP, (LOOPBACK, to_b))
+            time.sleep(0.02)
+            if time.monotonic() > start + 1.2 + 0.4 * len(during):
+                during.append(self.rate(proxy))  # at 1.2, 1.6, 2.0 and 2.4 s
+        time.sleep(1.5)
+        return first, max(during), self.rate(proxy)
+
+    def test_lastSecond(self):
+        ng_ref, ng_omni = free_port(), free_port()
+        port_min, port_max = free_port_range(40)
+        results = {}
+        for which, ng_port, ports in (("rtpengine", ng_ref, (port_min, port_min + 19)),
+                                      ("omnirtp", ng_omni, (port_min + 20, port_max))):
+            cli_port = free_port(socket.SOCK_STREAM)
+            start = start_omnirtp if which == "omnirtp" else start_rtpengine
+            proxy = start(self, ng_port, ports[0], ports[1],
+                          ["--listen-cli=%s:%d" % (LOOPBACK, cli_port)])
+            proxy.op_port = cli_port
+            results[which] = self.check(proxy)
+        # omnirtp: the first request has no earlier reading (0); the last
+        # second before the last request had no packet (0), where the
+        # rates since the previous request would not be 0
+        self.assertEqual(results["omnirtp"][0], 0)
+        self.assertEqual(results["omnirtp"][2], 0)
+        for which, (first, during, after) in results.items():
+            self.assertGreater(during, 0, which)  # about 100 (50 a second each way)
+        # (10.5's figure is that of its call timer's last run, every 0.9 s
+        # or more: on this busy box it answered 0, 7 and 31 after the
+        # pause, and 0 or 1 before the first packet; not compared)
 
 
 class BadClientTests(SynchronousTestCase):

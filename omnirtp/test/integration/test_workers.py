@@ -5,8 +5,14 @@ ephemeral ports) talk through two calls, one per worker; one worker is
 killed with SIGKILL mid-call.  Its call is reported lost and its ports are
 closed, the other call keeps relaying, and the restarted worker takes a new
 call.
+
+Also read back from the processes themselves (pidfd_getfd, /proc): the
+SO_INCOMING_CPU of ``socket-cpu-affinity`` on the workers' and the
+daemon's media sockets, and the open files limit ``set maxopenfiles``
+gives every worker.
 """
 
+import ctypes
 import os
 import signal
 import socket
@@ -14,10 +20,11 @@ import socket
 from twisted.internet import defer, reactor
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from omnirtp.errors import E_INTERNAL
 from omnirtp.media.pool import READY, WorkerPool, WorkerUnavailable
+from omnirtp.media.relay import SO_INCOMING_CPU
 from omnirtp.test.integration.peers import Party, free_port_range
 
 HOST = "127.0.0.1"
@@ -204,3 +211,151 @@ class WorkerPoolUDPTests(TestCase):
             self.assertRaises(ProcessLookupError, os.kill, pid, 0)
         self.assertEqual([w["state"] for w in self.pool.workers], ["stopped", "stopped"])
         self.assertEqual(self.lost, [])
+
+
+SYS_PIDFD_OPEN, SYS_PIDFD_GETFD = 434, 438  # x86-64 and arm64 alike
+
+
+def sockets_of(pid, ports):
+    """``{port: socket}``: copies (pidfd_getfd) of process ``pid``'s UDP
+    sockets bound to ``HOST:port`` for ``port`` in ``ports`` (the main
+    media sockets, not their connected companions)."""
+    syscall = ctypes.CDLL(None, use_errno=True).syscall
+    pidfd = syscall(SYS_PIDFD_OPEN, pid, 0)
+    if pidfd < 0:
+        raise OSError(ctypes.get_errno(), "pidfd_open(%d)" % pid)
+    found = {}
+    try:
+        for name in os.listdir("/proc/%d/fd" % pid):
+            try:
+                if not os.readlink("/proc/%d/fd/%s" % (pid, name)).startswith("socket:"):
+                    continue
+            except OSError:
+                continue
+            fd = syscall(SYS_PIDFD_GETFD, pidfd, int(name), 0)
+            if fd < 0:
+                raise OSError(ctypes.get_errno(), "pidfd_getfd(%d, %s)" % (pid, name))
+            sock = socket.socket(fileno=fd)
+            try:
+                here = sock.getsockname()
+            except OSError:
+                sock.close()
+                continue
+            if (sock.type == socket.SOCK_DGRAM and here[0] == HOST and here[1] in ports
+                    and _peer(sock) is None):
+                found[here[1]] = sock
+            else:
+                sock.close()
+    finally:
+        os.close(pidfd)
+    return found
+
+
+def _peer(sock):
+    try:
+        return sock.getpeername()
+    except OSError:
+        return None
+
+
+class WorkerSocketCpuTests(TestCase):
+    """``socket-cpu-affinity`` with worker processes: each worker gives
+    its calls' sockets (RTP and RTCP) SO_INCOMING_CPU 0..N-1 in turn, one
+    value per call; read back from the workers' own sockets."""
+
+    timeout = 60
+
+    def setUp(self):
+        self.pool = WorkerPool(reactor, {HOST: (PORT_MIN, PORT_MAX)}, 2, socket_cpu_affinity=3)
+        self.pool.startService()
+        self.addCleanup(self.pool.stopService)
+
+    @defer.inlineCallbacks
+    def test_valuesPerCallInEachWorker(self):
+        pids = yield self.pool.whenReady()
+        ports = {}
+        for n in range(1, 6):
+            ports["call-%d" % n] = yield self.pool.allocate("call-%d" % n, HOST, 2)
+        # the pool spreads new calls: 1, 3, 5 on worker 0; 2, 4 on worker 1
+        want = {"call-1": 0, "call-3": 1, "call-5": 2, "call-2": 0, "call-4": 1}
+        got = {}
+        for call_id, call_ports in ports.items():
+            index = self.pool._routes[call_id].index
+            wanted = {p + i for p in call_ports for i in (0, 1)}
+            socks = sockets_of(pids[index], wanted)
+            self.addCleanup(lambda socks=socks: [s.close() for s in socks.values()])
+            self.assertEqual(sorted(socks), sorted(wanted))
+            values = {s.getsockopt(socket.SOL_SOCKET, SO_INCOMING_CPU) for s in socks.values()}
+            self.assertEqual(len(values), 1, (call_id, values))
+            got[call_id] = (index, values.pop())
+        self.assertEqual(got, {c: (1 - int(c[-1]) % 2, v) for c, v in want.items()})
+
+
+class WorkerOpenFilesTests(TestCase):
+    """``set maxopenfiles`` with worker processes: Operations.set_open_files
+    sets every running worker's RLIMIT_NOFILE too (read back from
+    /proc/<pid>/limits).  This process's own limit is left alone (a fake
+    for pid 0): a lowered hard limit could not be raised again."""
+
+    timeout = 60
+
+    def setUp(self):
+        self.pool = WorkerPool(reactor, {HOST: (PORT_MIN, PORT_MAX)}, 2)
+        self.pool.startService()
+        self.addCleanup(self.pool.stopService)
+
+    @defer.inlineCallbacks
+    def test_everyWorker(self):
+        import resource
+        from types import SimpleNamespace
+
+        from omnirtp.control.operations import Operations
+
+        pids = yield self.pool.whenReady()
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        value = min(soft, hard, 4096) - 1
+        asked = []
+
+        class OnlyWorkers:
+            RLIMIT_NOFILE, RLIM_INFINITY = resource.RLIMIT_NOFILE, resource.RLIM_INFINITY
+
+            def prlimit(self, pid, kind, limits):
+                asked.append(pid)
+                if pid:
+                    return resource.prlimit(pid, kind, limits)
+
+        ops = SimpleNamespace(engine=self.pool, log=Operations.log)
+        Operations.set_open_files(ops, value, resource=OnlyWorkers())
+        self.assertEqual(asked, [0] + pids)
+        for pid in pids:
+            with open("/proc/%d/limits" % pid) as f:
+                line = [x for x in f if x.startswith("Max open files")][0]
+            self.assertEqual(line.split()[3:5], [str(value), str(value)])
+
+
+class DaemonSocketCpuTests(SynchronousTestCase):
+    """``socket-cpu-affinity`` through the daemon's option (twistd, media in
+    the control process; negative: the CPU cores online): the offers of
+    two calls, their sockets read back from the daemon process."""
+
+    def test_twoCalls(self):
+        from omnirtp.sdp.model import SessionDescription, inspect
+        from omnirtp.test.integration.peers import free_port, start_omnirtp
+
+        cores = os.sysconf("SC_NPROCESSORS_ONLN")
+        port_min, port_max = free_port_range(40)
+        proxy = start_omnirtp(self, free_port(), port_min, port_max,
+                              ["--socket-cpu-affinity=-1", "--num-threads=0"])
+        values = []
+        for n in range(3):
+            offer = proxy.ng.request({
+                "command": "offer", "call-id": "cpu-%d" % n, "from-tag": "ft",
+                "sdp": "v=0\r\no=u 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+                       "t=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"})
+            port = inspect(SessionDescription.parse(offer["sdp"]))[0].rtp[1]
+            socks = sockets_of(proxy.pid, {port, port + 1})
+            self.addCleanup(lambda socks=socks: [s.close() for s in socks.values()])
+            self.assertEqual(sorted(socks), [port, port + 1])
+            values.append(sorted({s.getsockopt(socket.SOL_SOCKET, SO_INCOMING_CPU)
+                                  for s in socks.values()}))
+        self.assertEqual(values, [[0], [1 % cores], [2 % cores]])
