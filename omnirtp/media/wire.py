@@ -31,11 +31,11 @@ Statuses: :data:`OK` (the value),
 
 import marshal
 
-from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from omnirtp import sync
 from omnirtp.errors import NGError, PortsExhausted
+from omnirtp.sync import Later
 
 #: frame kinds (the first byte of a frame's body)
 AMP = 0x41  # b"A"
@@ -241,14 +241,15 @@ class Requests:
         self._next = 0
 
     def send(self, op, *args):
-        """A Deferred that fires with the worker's answer to ``op(*args)``:
+        """A Deferred (a :class:`omnirtp.sync.Later`: a steps generator that
+        yields it is resumed directly) that fires with the worker's answer to ``op(*args)``:
         the value, or fails with ``NGError`` / ``PortsExhausted`` (the
         engine's reason) or ``remote_error``'s exception.  Raises ``TypeError``
         (nothing is sent) for a value that cannot cross."""
         rid = self._next
         data = frame(REQUEST, dumps((rid, op, args)))
         self._next = rid + 1
-        d = Deferred()
+        d = Later()
         self.pending[rid] = [d, op, self.clock.seconds()]
         self.write(data)
         return d

@@ -152,7 +152,7 @@ class NestedStepsTests(SynchronousTestCase):
         inner_d = inner(leaf, log)
         self.assertIsInstance(inner_d, defer.Deferred)
         outer_d = outer(inner_d, log)
-        self.assertEqual(inner_d.driver.parent, outer_d.driver)
+        self.assertIs(inner_d._waiter, outer_d.driver)
         self.assertEqual(sync._CALLBACKS and getattr(inner_d, sync._CALLBACKS), [])
         leaf.callback(1)
         self.assertEqual(log, ["outer starts", ("inner got", 1), ("outer got", 2)])
@@ -191,7 +191,7 @@ class NestedStepsTests(SynchronousTestCase):
         inner_d = inner(leaf, log)
         inner_d.addCallback(lambda value: log.append(("first", value)) or value)
         outer_d = outer(inner_d, log)
-        self.assertIsNone(inner_d.driver.parent)
+        self.assertIsNone(inner_d._waiter)
         leaf.callback(1)
         self.assertEqual(log, ["outer starts", ("inner got", 1), ("first", 2),
                                ("outer got", 2)])
