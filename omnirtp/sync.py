@@ -173,7 +173,7 @@ class Later(_Deferred):
 
 
 class _Out(Later):
-    """The Deferred a pending :class:`_Driver` hands out (``driver``)."""
+    """The Deferred a pending :class:`_Driver` hands out."""
 
 
 def is_deferred(value):
@@ -337,8 +337,9 @@ def steps(fn):
         except StopIteration as e:
             return e.value
         if value is _PENDING:
-            out = driver.out = _Out()
-            out.driver = driver
+            # (the driver is not kept on out: no reference cycle for the
+            # garbage collector per pending command, all freed at once)
+            driver.out = out = _Out()
             return out
         return value  # pragma: no cover - run() only ends by raising
 

@@ -152,7 +152,8 @@ class NestedStepsTests(SynchronousTestCase):
         inner_d = inner(leaf, log)
         self.assertIsInstance(inner_d, defer.Deferred)
         outer_d = outer(inner_d, log)
-        self.assertIs(inner_d._waiter, outer_d.driver)
+        self.assertIsInstance(inner_d._waiter, sync._Driver)
+        self.assertIs(inner_d._waiter.out, outer_d)
         self.assertEqual(sync._CALLBACKS and getattr(inner_d, sync._CALLBACKS), [])
         leaf.callback(1)
         self.assertEqual(log, ["outer starts", ("inner got", 1), ("outer got", 2)])
@@ -227,7 +228,7 @@ class LaterTests(SynchronousTestCase):
     def test_waiter_resumed_directly(self):
         log, d = [], sync.Later()
         out = waits(d, log)
-        self.assertIs(d._waiter, out.driver)
+        self.assertIs(d._waiter.out, out)
         self.assertEqual(getattr(d, sync._CALLBACKS), [])
         d.callback(5)
         self.assertEqual(log, [("got", 5)])
