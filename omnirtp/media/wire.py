@@ -30,6 +30,7 @@ Statuses: :data:`OK` (the value),
 """
 
 import marshal
+import struct
 
 from twisted.python.failure import Failure
 
@@ -49,9 +50,14 @@ OK, NG_ERROR, PORTS_EXHAUSTED, FAILED = 0, 1, 2, 3
 LENGTH_BYTES = 4
 
 
-def frame(kind, body):
+#: a frame's length prefix and kind
+_HEAD = struct.Struct(">IB")
+_LENGTH = struct.Struct(">I")
+
+
+def frame(kind, body, _pack=_HEAD.pack):
     """One frame of ``kind`` holding the bytes ``body``."""
-    return (len(body) + 1).to_bytes(LENGTH_BYTES, "big") + bytes((kind,)) + body
+    return _pack(len(body) + 1, kind) + body
 
 
 class FrameError(ValueError):
@@ -72,8 +78,9 @@ class FrameReader:
             self._rest = b""
         pos, end = 0, len(data)
         handlers = self.handlers
+        length = _LENGTH.unpack_from
         while end - pos > LENGTH_BYTES:
-            stop = pos + LENGTH_BYTES + int.from_bytes(data[pos:pos + LENGTH_BYTES], "big")
+            stop = pos + LENGTH_BYTES + length(data, pos)[0]
             if stop > end:
                 break
             kind = data[pos + LENGTH_BYTES]
