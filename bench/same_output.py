@@ -30,7 +30,14 @@ text, then four requests with it on an ``NGStack``; every reply of every ng
 sequence, corpus case and combination; and the ``repr`` of every engine
 ``configure`` (each socket entry with its keys in order).  The daemon's
 certificate is made by OpenSSL, so ``a=fingerprint`` values are replaced by
-``FP`` (their hash name stays).  It prints the number of outputs that
+``FP`` (their hash name stays).  Then the first 300 ng sequences, the
+corpus's cases and the combinations again with ``num-threads = 2``
+(:class:`PoolStack`: a ``WorkerPool`` whose two workers are in memory),
+each reply with the text and level of the log lines it brought, the
+workers' ``configure`` entries, and each command of a call whose worker
+dies before it answers, does not answer in time, refuses the request
+(``NGError``) or fails with an error the engine did not expect, with the
+next request after it.  It prints the number of outputs that
 differ (and the first few), and exits 1 if any does.  A minute or two on
 a quiet box, mostly making the inputs.
 """

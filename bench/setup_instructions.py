@@ -25,7 +25,12 @@ logs as the daemon under ``twistd -n`` does: twistd's text observer (on
 ``/dev/null`` here) behind ``omnirtp.logging.install``'s level filter;
 without it the log lines only reach twisted's start-up buffer.
 ``--root`` measures another checkout's omnirtp with this script (before/after
-pairs).  After the warm-up the child calls ``gc.freeze()``, as the daemon
+pairs).  ``--workers``: ``num-threads = 2`` instead, its two workers in the
+same process (``bench/same_output.py``'s ``PoolStack``, an embedded engine
+each on a fake network, the pipes' frames moved after every datagram): the
+control process's and the workers' Python together, without the kernel's
+share (the pipes, the process switches); ``--twistd-log`` there is twistd's
+text observer on ``/dev/null`` without the daemon's level filter.  After the warm-up the child calls ``gc.freeze()``, as the daemon
 does once its reactor runs (``--no-gc-freeze``: not; a full collection over
 start-up's objects then falls into some runs and not others).  ``--profile OUT`` instead runs ``--cycles`` cycles under cProfile
 (no valgrind) and writes the stats to OUT; ``--cycles`` alone prints the CPU
