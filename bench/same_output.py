@@ -313,14 +313,12 @@ class PoolStack:
     """``num-threads = 2``: the control plane of :class:`omnirtp.test.fuzz.NGStack`
     over a :class:`omnirtp.media.pool.WorkerPool` whose two workers are
     in memory (a ``WorkerProtocol`` and its ``WorkerChannel`` over an
-    ``EmbeddedEngine`` on the stack's fake network each; the pipes' bytes
-    moved by :meth:`pump`, the pool's gathered writes by the clock).
-    Records every log line's text and level (not tracebacks) in ``logs``."""
+    ``EmbeddedEngine`` on the stack's fake network each, test_pool's
+    ``FakeProcess``; the pipes' bytes moved by :meth:`pump`, the pool's
+    gathered writes by the clock)."""
 
     def __init__(self, pairs=20, max_sessions=-1, delete_delay=30):
-        from twisted.internet.error import ProcessDone, ProcessTerminated
-        from twisted.internet.testing import FakeDatagramTransport, StringTransport
-        from twisted.python.failure import Failure
+        from twisted.internet.testing import FakeDatagramTransport
 
         from omnirtp.call.negotiate import Interfaces, Negotiator
         from omnirtp.call.registry import CallRegistry, Timeouts
@@ -329,9 +327,9 @@ class PoolStack:
         from omnirtp.control.ng import NGProtocol
         from omnirtp.media.engine import EmbeddedEngine
         from omnirtp.media.pool import WorkerPool
-        from omnirtp.media.worker import (FD_FROM_CONTROL, FD_TO_CONTROL, WorkerChannel,
-                                          WorkerProtocol, parse_slice)
+        from omnirtp.media.worker import parse_slice
         from omnirtp.test import fuzz
+        from omnirtp.test.test_pool import FakeProcess
         from omnirtp.test.fakes import FakeNetwork, MemoryUDPReactor
 
         if fuzz.NGStack._certificate is None:
@@ -341,58 +339,22 @@ class PoolStack:
         reactor.advance(1700000000)
         self.net = net = FakeNetwork()
         self.processes = processes = []
-        stack = self
 
-        class Process:
+        class Process(FakeProcess):
+            """test_pool's in-memory worker process, over an embedded
+            engine on the stack's fake network; a signal ends it."""
+
             def __init__(self, proto, args):
-                self.proto = proto
-                self.pid = 1000 + len(processes)
-                self.ended = False
                 slices = dict(parse_slice(a) for i, a in enumerate(args)
                               if i and args[i - 1] == "--slice")
-                self.engine = EmbeddedEngine(reactor, slices, bind=net.bind,
-                                             rng=random.Random(len(processes) + 1),
-                                             certificate=certificate)
-                self.to_worker = []
-                self.worker_out = StringTransport()
-                self.worker = WorkerProtocol(self.engine, reactor, on_close=lambda: None,
-                                             pid=self.pid)
-                self.channel = WorkerChannel(self.worker)
-                self.channel.makeConnection(self.worker_out)
-
-            def writeToChild(self, fd, data):
-                if self.ended:
-                    raise KeyError(fd)
-                assert fd == FD_FROM_CONTROL, fd
-                self.to_worker.append(data)
-
-            def closeChildFD(self, fd):
-                pass
+                engine = EmbeddedEngine(reactor, slices, bind=net.bind,
+                                        rng=random.Random(len(processes) + 1),
+                                        certificate=certificate)
+                FakeProcess.__init__(self, reactor, proto, args, 1000 + len(processes), engine)
 
             def signalProcess(self, signal):
-                stack.logs.append(("signal", self.pid, signal))
-                self.end(signal)
-
-            def pump(self):
-                moved = False
-                while self.to_worker and not self.ended:
-                    data = b"".join(self.to_worker)
-                    del self.to_worker[:]
-                    self.channel.dataReceived(data)
-                    moved = True
-                data = self.worker_out.value()
-                if data and not self.ended:
-                    self.worker_out.clear()
-                    self.proto.childDataReceived(FD_TO_CONTROL, data)
-                    moved = True
-                return moved
-
-            def end(self, signal=None):
-                if self.ended:
-                    return
-                self.ended = True
-                reason = ProcessDone(0) if signal is None else ProcessTerminated(None, signal)
-                self.proto.processEnded(Failure(reason))
+                if not self.ended:
+                    self.end(signal=9)
 
         def spawnProcess(proto, executable, args=(), env={}, path=None, uid=None, gid=None,
                          usePTY=0, childFDs=None):
@@ -414,7 +376,6 @@ class PoolStack:
         self.proto = NGProtocol(self.dispatch, reactor)
         self.transport = FakeDatagramTransport()
         self.proto.makeConnection(self.transport)
-        self.logs = []
         self.pool.startService()
         self.pump()
         self._cookies = 0
@@ -551,7 +512,7 @@ def pool_failures(data):
                 stack.reactor.advance(0)
                 for process in targets:
                     if process is not None:
-                        process.end(9)
+                        process.end(signal=9)
                 stack.pump()
             elif how == "hangs":
                 stack.reactor.advance(0)

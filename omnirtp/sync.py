@@ -57,6 +57,18 @@ def _give(_result, value):
     return value
 
 
+def _after_materializing(method):
+    """``method`` of Deferred for :class:`Later`: its waiter and light
+    callbacks become ordinary callbacks first (Twisted 22.4's addCallback
+    calls addCallbacks, 26.10's does not: each is wrapped)."""
+    @functools.wraps(method)
+    def add(self, *args, **kwargs):
+        if self._waiter is not None or self._light is not None:
+            self._materialize()
+        return method(self, *args, **kwargs)
+    return add
+
+
 class Later(_Deferred):
     """A Deferred with two cheaper ways of being waited for, for the answers
     the control process waits for (a media worker's reply, a pending ng
@@ -95,25 +107,10 @@ class Later(_Deferred):
             fail = Failure(fail)
         self.callback(fail)
 
-    def addCallbacks(self, *args, **kwargs):
-        if self._waiter is not None or self._light is not None:
-            self._materialize()
-        return _Deferred.addCallbacks(self, *args, **kwargs)
-
-    def addCallback(self, *args, **kwargs):
-        if self._waiter is not None or self._light is not None:
-            self._materialize()
-        return _Deferred.addCallback(self, *args, **kwargs)
-
-    def addErrback(self, *args, **kwargs):
-        if self._waiter is not None or self._light is not None:
-            self._materialize()
-        return _Deferred.addErrback(self, *args, **kwargs)
-
-    def addBoth(self, *args, **kwargs):
-        if self._waiter is not None or self._light is not None:
-            self._materialize()
-        return _Deferred.addBoth(self, *args, **kwargs)
+    addCallbacks = _after_materializing(_Deferred.addCallbacks)
+    addCallback = _after_materializing(_Deferred.addCallback)
+    addErrback = _after_materializing(_Deferred.addErrback)
+    addBoth = _after_materializing(_Deferred.addBoth)
 
     def pause(self):
         self._materialize()
