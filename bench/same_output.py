@@ -30,7 +30,14 @@ text, then four requests with it on an ``NGStack``; every reply of every ng
 sequence, corpus case and combination; and the ``repr`` of every engine
 ``configure`` (each socket entry with its keys in order).  The daemon's
 certificate is made by OpenSSL, so ``a=fingerprint`` values are replaced by
-``FP`` (their hash name stays).  It prints the number of outputs that
+``FP`` (their hash name stays).  Then the first 300 ng sequences, the
+corpus's cases and the combinations again with ``num-threads = 2``
+(:class:`PoolStack`: a ``WorkerPool`` whose two workers are in memory),
+each reply with the text and level of the log lines it brought, the
+workers' ``configure`` entries, and each command of a call whose worker
+dies before it answers, does not answer in time, refuses the request
+(``NGError``) or fails with an error the engine did not expect, with the
+next request after it.  It prints the number of outputs that
 differ (and the first few), and exits 1 if any does.  A minute or two on
 a quiet box, mostly making the inputs.
 """
@@ -295,8 +302,231 @@ def child(root, inputs, output):
             out.append(("combination", i, norm(stack.request(request))))
         stack.request({"command": "delete", "call-id": sequence[0]["call-id"], "from-tag": "ft"})
     out.append(("configure", 0, configured))
+    del configured[:]
+    pool_outputs(data, out, norm, configured)
+    out.append(("pool configure", 0, configured))
     with open(output, "wb") as f:
         pickle.dump(out, f)
+
+
+class PoolStack:
+    """``num-threads = 2``: the control plane of :class:`omnirtp.test.fuzz.NGStack`
+    over a :class:`omnirtp.media.pool.WorkerPool` whose two workers are
+    in memory (a ``WorkerProtocol`` and its ``WorkerChannel`` over an
+    ``EmbeddedEngine`` on the stack's fake network each, test_pool's
+    ``FakeProcess``; the pipes' bytes moved by :meth:`pump`, the pool's
+    gathered writes by the clock)."""
+
+    def __init__(self, pairs=20, max_sessions=-1, delete_delay=30):
+        from twisted.internet.testing import FakeDatagramTransport
+
+        from omnirtp.call.negotiate import Interfaces, Negotiator
+        from omnirtp.call.registry import CallRegistry, Timeouts
+        from omnirtp.config.model import InterfaceSpec
+        from omnirtp.control.commands import Dispatcher
+        from omnirtp.control.ng import NGProtocol
+        from omnirtp.media.engine import EmbeddedEngine
+        from omnirtp.media.pool import WorkerPool
+        from omnirtp.media.worker import parse_slice
+        from omnirtp.test import fuzz
+        from omnirtp.test.test_pool import FakeProcess
+        from omnirtp.test.fakes import FakeNetwork, MemoryUDPReactor
+
+        if fuzz.NGStack._certificate is None:
+            fuzz.NGStack(pairs=1)
+        certificate = fuzz.NGStack._certificate
+        self.reactor = reactor = MemoryUDPReactor()
+        reactor.advance(1700000000)
+        self.net = net = FakeNetwork()
+        self.processes = processes = []
+
+        class Process(FakeProcess):
+            """test_pool's in-memory worker process, over an embedded
+            engine on the stack's fake network; a signal ends it."""
+
+            def __init__(self, proto, args):
+                slices = dict(parse_slice(a) for i, a in enumerate(args)
+                              if i and args[i - 1] == "--slice")
+                engine = EmbeddedEngine(reactor, slices, bind=net.bind,
+                                        rng=random.Random(len(processes) + 1),
+                                        certificate=certificate)
+                FakeProcess.__init__(self, reactor, proto, args, 1000 + len(processes), engine)
+
+            def signalProcess(self, signal):
+                if not self.ended:
+                    self.end(signal=9)
+
+        def spawnProcess(proto, executable, args=(), env={}, path=None, uid=None, gid=None,
+                         usePTY=0, childFDs=None):
+            process = Process(proto, list(args))
+            processes.append(process)
+            proto.makeConnection(process)
+            return process
+
+        reactor.spawnProcess = spawnProcess
+        self.pool = WorkerPool(reactor, {"127.0.0.1": (30000, 30000 + 4 * pairs - 1)}, 2,
+                               executable="python3", certificate=certificate)
+        self.registry = CallRegistry(self.pool, reactor,
+                                     Timeouts(timeout=60, delete_delay=delete_delay),
+                                     max_sessions=max_sessions)
+        negotiator = Negotiator(self.registry,
+                                Interfaces([InterfaceSpec("default", "127.0.0.1", None)]),
+                                instance_id="fuzz", certificate=certificate)
+        self.dispatch = Dispatcher(self.registry, negotiator, delete_delay=delete_delay)
+        self.proto = NGProtocol(self.dispatch, reactor)
+        self.transport = FakeDatagramTransport()
+        self.proto.makeConnection(self.transport)
+        self.pool.startService()
+        self.pump()
+        self._cookies = 0
+
+    def pump(self):
+        """Move what the pool and the workers wrote until nothing moves."""
+        self.reactor.advance(0)
+        while any([p.pump() for p in list(self.processes)]):
+            self.reactor.advance(0)
+
+    def send(self, request, pump=True):
+        from omnirtp.control import bencode
+
+        self._cookies += 1
+        cookie = b"p%d" % self._cookies
+        before = len(self.transport.written)
+        self.proto.datagramReceived(cookie + b" " + bencode.encode(request), ("127.0.0.1", 5060))
+        if pump:
+            self.pump()
+        return cookie, before
+
+    def reply(self, cookie, before):
+        from omnirtp.control import bencode
+        from omnirtp.test.fuzz import _str
+
+        written = self.transport.written[before:]
+        replies = [_str(bencode.decode(data[len(cookie) + 1:])) for data, _addr in written
+                   if data.startswith(cookie + b" ")]
+        return replies
+
+    def request(self, request):
+        return self.reply(*self.send(request))
+
+
+def pool_outputs(data, out, norm, configured):
+    """The ng sequences, the corpus's cases and the combinations again
+    with ``num-threads = 2`` (:class:`PoolStack`), each reply with the
+    log lines it brought; then a worker that dies, hangs or refuses
+    during each command."""
+    from twisted.logger import formatEvent, globalLogBeginner, globalLogPublisher
+
+    logs = []
+
+    def observe(event):
+        text = formatEvent(event)
+        logs.append((event.get("log_level").name if event.get("log_level") else None, text))
+
+    # (no start-up buffer printing the workers' failures on stderr)
+    globalLogBeginner.beginLoggingTo([], discardBuffer=True, redirectStandardIO=False)
+    globalLogPublisher.addObserver(observe)
+
+    def taken():
+        got = list(logs)
+        del logs[:]
+        return got
+
+    try:
+        for i, sequence in enumerate(data["ng"][:300]):
+            from omnirtp.test import fuzz
+            stack = PoolStack(pairs=12, max_sessions=6)
+            taken()
+            for datagram in fuzz.unframe(sequence):
+                if isinstance(datagram, bytes):
+                    n = len(stack.transport.written)
+                    stack.proto.datagramReceived(datagram, fuzz.NG_ADDR)
+                    stack.pump()
+                    out.append(("pool ng", i, norm([w[0] for w in stack.transport.written[n:]]),
+                                taken()))
+                stack.reactor.advance(1)
+                stack.pump()
+        for name, requests in data["cases"]:
+            stack = PoolStack(pairs=20)
+            taken()
+            for request in requests:
+                out.append(("pool case", name, norm(stack.request(request)), taken()))
+        for i, sequence in enumerate(data["combos"]):
+            if i % 50 == 0:
+                stack = PoolStack(pairs=40)
+                taken()
+            for request in sequence:
+                out.append(("pool combination", i, norm(stack.request(request)), taken()))
+            out.append(("pool combination delete", i, norm(stack.request(
+                {"command": "delete", "call-id": sequence[0]["call-id"], "from-tag": "ft"})),
+                taken()))
+        for name, replies in pool_failures(data):
+            out.append(("pool failure", name, norm(replies), taken()))
+    finally:
+        globalLogPublisher.removeObserver(observe)
+
+
+def pool_failures(data):
+    """(name, replies) of commands whose worker dies before it answers,
+    does not answer in time, refuses the configuration or fails with an
+    error the engine did not expect."""
+    from omnirtp.errors import NGError
+
+    offer = {"command": "offer", "call-id": "f1", "from-tag": "ft",
+             "sdp": "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\n"
+                           "t=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"}
+    answer = dict(offer, command="answer", **{"to-tag": "tt"})
+    delete = {"command": "delete", "call-id": "f1", "from-tag": "ft"}
+
+    def worker_of(stack, call_id):
+        slot = stack.pool._routes.get(call_id)
+        return None if slot is None else slot.process.transport
+
+    for step in ("offer", "answer", "delete"):
+        for how in ("dies", "hangs", "refuses", "fails"):
+            stack = PoolStack(pairs=10)
+            requests = {"offer": [offer], "answer": [offer, answer],
+                        "delete": [offer, answer, delete]}[step]
+            replies = [stack.request(r) for r in requests[:-1]]
+            last = requests[-1]
+            if step == "offer":
+                targets = stack.processes
+            else:
+                targets = [worker_of(stack, "f1")]
+            for process in targets:
+                if process is None:
+                    continue
+                engine = process.engine
+                if how == "refuses":
+                    def refuse(*args, **kwargs):
+                        raise NGError("refused by the test")
+                    engine._configure = engine._release = refuse
+                    engine.stats_now = refuse
+                elif how == "fails":
+                    def fail(*args, **kwargs):
+                        raise ValueError("a bug in the test's engine")
+                    engine._configure = engine._release = fail
+                    engine.stats_now = fail
+            cookie, before = stack.send(last, pump=False)
+            if how == "dies":
+                stack.reactor.advance(0)
+                for process in targets:
+                    if process is not None:
+                        process.end(signal=9)
+                stack.pump()
+            elif how == "hangs":
+                stack.reactor.advance(0)
+                for process in targets:
+                    if process is not None:
+                        del process.to_worker[:]
+                stack.reactor.advance(stack.pool.request_timeout + 1)
+                stack.pump()
+            else:
+                stack.pump()
+            replies.append(stack.reply(cookie, before))
+            # and the next command of the call, after it
+            replies.append(stack.request(dict(offer, **{"from-tag": "ft2"})))
+            yield "%s %s" % (step, how), replies
 
 
 def main(argv=None):

@@ -25,7 +25,12 @@ logs as the daemon under ``twistd -n`` does: twistd's text observer (on
 ``/dev/null`` here) behind ``omnirtp.logging.install``'s level filter;
 without it the log lines only reach twisted's start-up buffer.
 ``--root`` measures another checkout's omnirtp with this script (before/after
-pairs).  After the warm-up the child calls ``gc.freeze()``, as the daemon
+pairs).  ``--workers``: ``num-threads = 2`` instead, its two workers in the
+same process (``bench/same_output.py``'s ``PoolStack``, an embedded engine
+each on a fake network, the pipes' frames moved after every datagram): the
+control process's and the workers' Python together, without the kernel's
+share (the pipes, the process switches); ``--twistd-log`` there is twistd's
+text observer on ``/dev/null`` without the daemon's level filter.  After the warm-up the child calls ``gc.freeze()``, as the daemon
 does once its reactor runs (``--no-gc-freeze``: not; a full collection over
 start-up's objects then falls into some runs and not others).  ``--profile OUT`` instead runs ``--cycles`` cycles under cProfile
 (no valgrind) and writes the stats to OUT; ``--cycles`` alone prints the CPU
@@ -116,8 +121,16 @@ def twistd_log(top):
                 follow()
 
 
+def _module(name, path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def child(root, cycles, port_min, profile=None, call="webrtc", sampler=None, log=False,
-          freeze=True):
+          freeze=True, workers=False):
     sys.path.insert(0, os.path.abspath(root))
     sys.path.insert(1, HERE)
     from twisted.internet import reactor
@@ -128,26 +141,37 @@ def child(root, cycles, port_min, profile=None, call="webrtc", sampler=None, log
 
     # bench/setup.py: the cycle's templates (by path: the checkout's own
     # setup.py, which builds the C extension, is first on sys.path)
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("bench_setup", os.path.join(HERE, "setup.py"))
-    bench_setup = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_setup)
-
-    options = Options()
-    options.parseOptions([
-        "--config-file=none", "--interface=127.0.0.1", "--listen-ng=127.0.0.1:1",
-        "--port-min=%d" % port_min, "--port-max=%d" % (port_min + 1999),
-        "--num-threads=0", "--delete-delay=0", "--log-level=6"])
-    top = build(options.config, reactor, log_level=6 if log else None)
-    if log:
-        twistd_log(top)
-    protocol = NGProtocol(top.dispatcher, reactor)
+    bench_setup = _module("bench_setup", os.path.join(HERE, "setup.py"))
     replies = []
 
     class Transport:
         def write(self, datagram, addr):
             replies.append(datagram)
 
+    if workers:
+        # num-threads = 2 in one process: bench/same_output.py's PoolStack
+        # (a WorkerPool whose two workers, WorkerProtocols over embedded
+        # engines on a fake network, are in memory; every datagram's
+        # frames moved to them and back before the next)
+        stack = _module("same_output", os.path.join(HERE, "same_output.py")).PoolStack(pairs=200, delete_delay=0)
+        protocol = stack.proto
+        pump = stack.pump
+        if log:
+            from twisted.logger import globalLogBeginner, textFileLogObserver
+            globalLogBeginner.beginLoggingTo([textFileLogObserver(open(os.devnull, "w"))],
+                                             redirectStandardIO=False)
+        top = None
+    else:
+        options = Options()
+        options.parseOptions([
+            "--config-file=none", "--interface=127.0.0.1", "--listen-ng=127.0.0.1:1",
+            "--port-min=%d" % port_min, "--port-max=%d" % (port_min + 1999),
+            "--num-threads=0", "--delete-delay=0", "--log-level=6"])
+        top = build(options.config, reactor, log_level=6 if log else None)
+        if log:
+            twistd_log(top)
+        protocol = NGProtocol(top.dispatcher, reactor)
+        pump = None
     protocol.transport = Transport()
     templates = bench_setup.templates(call)
 
@@ -159,6 +183,8 @@ def child(root, cycles, port_min, profile=None, call="webrtc", sampler=None, log
     addr = ("127.0.0.1", 5555)
     for d in datagrams(WARM, 10 ** 6):
         protocol.datagramReceived(d, addr)
+        if pump is not None:
+            pump()
     if freeze:
         # as the daemon does once its reactor runs (service.py): what
         # start-up made is never traversed again.  Without it a full
@@ -174,8 +200,13 @@ def child(root, cycles, port_min, profile=None, call="webrtc", sampler=None, log
     if sampler is not None:
         sampler.start()
     started = time.process_time()
-    for d in todo:
-        protocol.datagramReceived(d, addr)
+    if pump is None:
+        for d in todo:
+            protocol.datagramReceived(d, addr)
+    else:
+        for d in todo:
+            protocol.datagramReceived(d, addr)
+            pump()
     elapsed = time.process_time() - started
     if sampler is not None:
         sampler.stop()
@@ -185,16 +216,18 @@ def child(root, cycles, port_min, profile=None, call="webrtc", sampler=None, log
     bad = [r for r in replies if b"6:result2:ok" not in r]
     if bad or len(replies) != 3 * (WARM + cycles):
         sys.exit("%d replies, %d not ok, e.g. %r" % (len(replies), len(bad), bad[:1]))
-    top.engine.close()
+    if top is not None:
+        top.engine.close()
     return elapsed
 
 
-def count(root, cycles, port_min, call="webrtc", log=False, freeze=True):
+def count(root, cycles, port_min, call="webrtc", log=False, freeze=True, workers=False):
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
          sys.executable, os.path.abspath(__file__), "--child", str(cycles),
          "--root", root, "--port-min", str(port_min), "--call", call]
-        + (["--twistd-log"] if log else []) + ([] if freeze else ["--no-gc-freeze"]),
+        + (["--twistd-log"] if log else []) + ([] if freeze else ["--no-gc-freeze"])
+        + (["--workers"] if workers else []),
         capture_output=True, text=True,
         # one hash seed for every run (unless one is given): with random
         # ones the plain cycle's count moved by about 5% between runs of
@@ -223,28 +256,33 @@ def main(argv=None):
     p.add_argument("--no-gc-freeze", action="store_true",
                    help="leave start-up's objects to the collector (the figures before "
                         "2026-12-04 were counted so; they move by up to 10%% between runs)")
+    p.add_argument("--workers", action="store_true",
+                   help="num-threads = 2 with the two workers in memory (bench/same_output.py's "
+                        "PoolStack): the control process's and the workers' Python together")
     args = p.parse_args(argv)
     freeze = not args.no_gc_freeze
     log = args.twistd_log
+    workers = args.workers
     if args.child is not None:
-        child(args.root, args.child, args.port_min, call=args.call, log=log, freeze=freeze)
+        child(args.root, args.child, args.port_min, call=args.call, log=log, freeze=freeze,
+              workers=workers)
         return
     if args.sample:
         n = args.cycles or 2000
         sampler = Sampler(args.root)
         child(args.root, n, args.port_min, call=args.call, sampler=sampler, log=log,
-              freeze=freeze)
+              freeze=freeze, workers=workers)
         sampler.report(n)
         return
     if args.cycles or args.profile:
         n = args.cycles or 1000
         elapsed = child(args.root, n, args.port_min, args.profile, args.call, log=log,
-                        freeze=freeze)
+                        freeze=freeze, workers=workers)
         print("%d cycles: %.0f us CPU per cycle (in-process, no socket I/O for ng)"
               % (n, elapsed / n * 1e6))
         return
-    few = count(args.root, args.few, args.port_min, args.call, log, freeze)
-    many = count(args.root, args.many, args.port_min, args.call, log, freeze)
+    few = count(args.root, args.few, args.port_min, args.call, log, freeze, workers)
+    many = count(args.root, args.many, args.port_min, args.call, log, freeze, workers)
     print("%s: %.0f instructions per offer+answer+delete cycle (%d vs %d cycles)"
           % (args.root, (many - few) / (args.many - args.few), args.many, args.few))
 

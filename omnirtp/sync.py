@@ -22,7 +22,10 @@ function calling a steps function, as the ng commands do down to the
 engine call that waits for a media worker) and nothing else listens to
 it, the inner one resumes the outer one directly when it ends: no
 Deferred callback per level (the Deferred still fires, with None, as
-the outer one's ``inlineCallbacks`` callback would leave it).
+the outer one's ``inlineCallbacks`` callback would leave it).  The same
+holds for a media worker's answer (:class:`Later`, the pool's), and the
+callbacks the ng path adds to a pending command's result (:func:`listen`)
+run without a Deferred's machinery.
 """
 
 import functools
@@ -30,7 +33,8 @@ import functools
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-__all__ = ["steps", "run", "as_deferred", "then", "is_deferred", "fired_with_value"]
+__all__ = ["steps", "run", "as_deferred", "then", "is_deferred", "fired_with_value", "Later",
+           "listen", "on"]
 
 _Deferred = defer.Deferred
 #: types that are never Deferreds: ``isinstance(x, Deferred)`` is an ABC
@@ -46,14 +50,157 @@ _CALLBACKS = "_callbacks" if hasattr(_Deferred(), "_callbacks") else "callbacks"
 _NOTHING = object()
 
 
-class _Out(_Deferred):
-    """The Deferred a pending :class:`_Driver` hands out (``driver``)."""
+_passthru = defer.passthru
+
+
+def _give(_result, value):
+    return value
+
+
+def _after_materializing(method):
+    """``method`` of Deferred for :class:`Later`: its waiter and light
+    callbacks become ordinary callbacks first (Twisted 22.4's addCallback
+    calls addCallbacks, 26.10's does not: each is wrapped)."""
+    @functools.wraps(method)
+    def add(self, *args, **kwargs):
+        if self._waiter is not None or self._light is not None:
+            self._materialize()
+        return method(self, *args, **kwargs)
+    return add
+
+
+class Later(_Deferred):
+    """A Deferred with two cheaper ways of being waited for, for the answers
+    the control process waits for (a media worker's reply, a pending ng
+    command's result) whose every listener is known:
+
+    * a steps driver (:func:`steps`) that yields it while nothing else
+      listens becomes its *waiter*: resumed by a direct call when it fires,
+      as the first callback would be (its result is None afterwards);
+    * :func:`listen` (and :func:`then`, :func:`on`) adds a *light* callback
+      pair while it has no Deferred callbacks: run in order, a
+      ``callback(result, *args)`` or ``errback(failure, *args)`` each, as a
+      Deferred runs its chain (an exception becomes a Failure for the next,
+      a Deferred returned is waited for, a Failure left at the end goes the
+      Deferred way: logged if nobody takes it).
+
+    Anything else (``addCallbacks`` and its kin, ``pause``, a second
+    ``callback``) first turns the waiter and the light callbacks into
+    ordinary callbacks, in order: it is a Deferred like any other then.
+    ``cancel`` without a canceller fails the waiter and the light callbacks
+    with ``CancelledError`` as a Deferred's callbacks would be."""
+
+    _waiter = None  # a _Driver, resumed first
+    _light = None  # [(callback, args, errback, errback args)], before the Deferred's own
+
+    def callback(self, result):
+        if (self._waiter is None and self._light is None) or self.called or self.paused:
+            self._materialize()
+            _Deferred.callback(self, result)
+            return
+        self._fire(result)
+
+    def errback(self, fail=None):
+        if fail is None:
+            fail = Failure(captureVars=self.debug)
+        elif not isinstance(fail, Failure):
+            fail = Failure(fail)
+        self.callback(fail)
+
+    addCallbacks = _after_materializing(_Deferred.addCallbacks)
+    addCallback = _after_materializing(_Deferred.addCallback)
+    addErrback = _after_materializing(_Deferred.addErrback)
+    addBoth = _after_materializing(_Deferred.addBoth)
+
+    def pause(self):
+        self._materialize()
+        _Deferred.pause(self)
+
+    def _materialize(self):
+        """The waiter and the light callbacks as the Deferred's first callbacks."""
+        waiter, light = self._waiter, self._light
+        if waiter is None and light is None:
+            return
+        self._waiter = self._light = None
+        first = []
+        if waiter is not None:
+            both = (waiter._fired, (), {})
+            first.append((both, both))
+        for cb, args, eb, eargs in light or ():
+            first.append(((cb, args, {}) if cb is not None else (_passthru, (), {}),
+                          (eb, eargs, {}) if eb is not None else (_passthru, (), {})))
+        getattr(self, _CALLBACKS)[:0] = first
+
+    def _fire(self, result):
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter._fired(result)
+            result = None
+        while self._light is not None:
+            light, self._light = self._light, None
+            for i, (cb, args, eb, eargs) in enumerate(light):
+                if isinstance(result, Failure):
+                    cb, args = eb, eargs
+                if cb is None:
+                    continue
+                try:
+                    result = cb(result, *args)
+                except BaseException:
+                    result = Failure(captureVars=self.debug)
+                t = type(result)
+                if t not in _PLAIN and (t is _Deferred or t is Later or t is _Out
+                                        or isinstance(result, _Deferred)):
+                    # the rest waits for it, as in a Deferred's chain
+                    rest = light[i + 1:]
+                    if self._light is not None:
+                        rest += self._light
+                    self._light = rest or None
+                    self._materialize()
+                    getattr(self, _CALLBACKS).insert(0, ((_give, (result,), {}),
+                                                         (_give, (result,), {})))
+                    _Deferred.callback(self, None)
+                    return
+        if getattr(self, _CALLBACKS) or self.paused or isinstance(result, Failure):
+            _Deferred.callback(self, result)
+        else:
+            self.called = True
+            self._canceller = None
+            self.result = result
+
+
+class _Out(Later):
+    """The Deferred a pending :class:`_Driver` hands out."""
 
 
 def is_deferred(value):
     """``isinstance(value, Deferred)``, cheaper for the usual plain values."""
     t = type(value)
-    return t is _Deferred or (t not in _PLAIN and (t is _Out or isinstance(value, _Deferred)))
+    return t is _Deferred or (t not in _PLAIN and (t is _Out or t is Later
+                                                   or isinstance(value, _Deferred)))
+
+
+def listen(d, callback, args=(), errback=None, errback_args=()):
+    """``d.addCallbacks(callback, errback, args, {}, errback_args, {})``
+    (either may be None: passed through), as a light callback pair of a
+    pending :class:`Later` that has no Deferred callbacks yet (the same
+    order, results and failures, without the Deferred's machinery).
+    Returns ``d``."""
+    if type(d) in _LIGHT and not d.called and not d.paused and not getattr(d, _CALLBACKS):
+        light = d._light
+        if light is None:
+            d._light = [(callback, args, errback, errback_args)]
+        else:
+            light.append((callback, args, errback, errback_args))
+        return d
+    return d.addCallbacks(callback if callback is not None else _passthru,
+                          errback if errback is not None else _passthru,
+                          callbackArgs=args, errbackArgs=errback_args)
+
+
+def on(d, fn, *args):
+    """``d.addBoth(fn, *args)`` by :func:`listen`."""
+    return listen(d, fn, args, fn, args)
 
 
 def _fired_value(d, chain=_CALLBACKS):
@@ -68,14 +215,13 @@ fired_with_value = _fired_value
 
 
 class _Driver:
-    __slots__ = ("gen", "out", "waiting", "box", "parent")
+    __slots__ = ("gen", "out", "waiting", "box")
 
     def __init__(self, gen):
         self.gen = gen
         self.out = None       # the _Out handed out once we went asynchronous
         self.waiting = False  # a yielded Deferred has not fired yet
         self.box = None       # its result, when it fired while we looked
-        self.parent = None    # the driver that yielded our out and waits for us
 
     def _fired(self, result):
         if self.waiting:
@@ -101,11 +247,17 @@ class _Driver:
                 if t in _PLAIN:
                     result, yielded = yielded, _NOTHING
                     continue
-                if t is _Out:
-                    if not yielded.called and yielded.driver.parent is None \
-                            and not getattr(yielded, _CALLBACKS):
-                        # another driver's pending result: it resumes us itself
-                        yielded.driver.parent = self
+                if t is _Out or t is Later:
+                    if not yielded.called:
+                        # another driver's pending result, a media worker's
+                        # answer: it resumes us itself, or a light callback
+                        # does when something else listened first
+                        if yielded._waiter is None and yielded._light is None \
+                                and not yielded.paused and not getattr(yielded, _CALLBACKS):
+                            yielded._waiter = self
+                        else:
+                            fired = self._fired
+                            listen(yielded, fired, (), fired, ())
                         self.waiting = True
                         return _PENDING
                 elif not isinstance(yielded, _Deferred):
@@ -144,24 +296,16 @@ class _Driver:
         # else pending again: _fired (or the driver we wait for) resumes us
 
     def _done(self, result):
-        out, parent = self.out, self.parent
-        if parent is None:
-            if isinstance(result, Failure):
-                out.errback(result)
-            else:
-                out.callback(result)
-            return
-        self.parent = None
-        parent._fired(result)
-        # as the parent's callback would have left it: fired, with None
-        if getattr(out, _CALLBACKS):
-            out.callback(None)
+        # (a driver waiting for out is its waiter: resumed directly)
+        if isinstance(result, Failure):
+            self.out.errback(result)
         else:
-            out.called = True
-            out.result = None
+            self.out.callback(result)
 
 
 _PENDING = object()
+#: the types :func:`listen` gives light callbacks
+_LIGHT = frozenset((Later, _Out))
 
 
 def steps(fn):
@@ -190,8 +334,9 @@ def steps(fn):
         except StopIteration as e:
             return e.value
         if value is _PENDING:
-            out = driver.out = _Out()
-            out.driver = driver
+            # (the driver is not kept on out: no reference cycle for the
+            # garbage collector per pending command, all freed at once)
+            driver.out = out = _Out()
             return out
         return value  # pragma: no cover - run() only ends by raising
 
@@ -218,5 +363,5 @@ def as_deferred(fn, *args, **kwargs):
 def then(result, fn, *args):
     """``fn(result, *args)`` now for a plain ``result``, or as a callback of a Deferred."""
     if is_deferred(result):
-        return result.addCallback(fn, *args)
+        return listen(result, fn, args)
     return fn(result, *args)

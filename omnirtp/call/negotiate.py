@@ -102,6 +102,10 @@ def _reuse_codecs(flags):
     return flags.has("reuse-codecs") or flags.has("no-codec-renegotiation")
 
 
+#: omnirtp.media.amp.placeholder, imported by Negotiator._batch at its first use
+placeholder = None
+
+
 class Interfaces:
     """The logical interfaces: name -> list of local addresses."""
 
@@ -569,8 +573,10 @@ class Negotiator:
             return None
         if any(m.has_ports for ml in call.monologues for m in ml.medias if m not in medias):
             return None
-        # (imported here: only a worker pool has allocate_configure)
-        from omnirtp.media.amp import placeholder
+        global placeholder
+        if placeholder is None:
+            # (imported at the first use: only a worker pool has allocate_configure)
+            from omnirtp.media.amp import placeholder
 
         groups = {}
         for m in medias:

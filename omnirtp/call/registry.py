@@ -25,6 +25,11 @@ REASONS = (REASON_TIMEOUT, REASON_SILENT, REASON_FINAL, REASON_OFFER,
            REASON_TERMINATED, REASON_FORCED, REASON_LOST)
 
 
+#: CallRegistry._locks's entry for a call whose signalling holds its lock
+#: with no other waiting for it (run_locked_now): no DeferredLock made
+_HELD = "held"
+
+
 class Timeouts:
     """The timeout options, in seconds (0 disables final-timeout)."""
 
@@ -161,8 +166,11 @@ class CallRegistry:
     def lock(self, call_id):
         """A DeferredLock serialising signalling for one call-id."""
         lock = self._locks.get(call_id)
-        if lock is None:
+        if lock is None or lock is _HELD:
+            held = lock is _HELD
             lock = self._locks[call_id] = defer.DeferredLock()
+            if held:
+                lock.acquire()  # for the request run_locked_now left pending
         return lock
 
     def is_locked(self, call_id):
@@ -180,21 +188,28 @@ class CallRegistry:
         signalling of the call waits for it.  While the lock is held, this
         waits in turn and returns a Deferred (:meth:`run_locked`).
         """
-        if call_id in self._locks:
+        locks = self._locks
+        if call_id in locks:
             return self.run_locked(call_id, fn, *args)
         result = fn(*args)
         if not sync.is_deferred(result) or result.called:
             return result
-        lock = self.lock(call_id)
-        lock.acquire()  # free: taken at once
+        # held, with no DeferredLock made until other signalling of the
+        # call has to wait for it (run_locked makes one, taken)
+        locks[call_id] = _HELD
+        return sync.on(result, self._release_held, call_id)
 
-        def release(value):
-            lock.release()
-            if not lock.locked and not lock.waiting:
-                self._locks.pop(call_id, None)
+    def _release_held(self, value, call_id):
+        lock = self._locks.get(call_id)
+        if lock is _HELD:
+            del self._locks[call_id]
             return value
-
-        return result.addBoth(release)
+        if lock is None:  # (forgotten meanwhile)
+            return value
+        lock.release()
+        if not lock.locked and not lock.waiting:
+            self._locks.pop(call_id, None)
+        return value
 
     def run_locked(self, call_id, fn, *args):
         """As :meth:`run_locked_now`, always through the call's lock, and

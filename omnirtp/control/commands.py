@@ -158,9 +158,9 @@ class Dispatcher:
                 self._persist(None, _call_id(request))
             raise
         if result.__class__ is not dict and sync.is_deferred(result):
-            result.addBoth(self._count_later, command, addr)
+            sync.on(result, self._count_later, command, addr)
             if persist:
-                result.addBoth(self._persist, _call_id(request))
+                sync.on(result, self._persist, _call_id(request))
             return result
         result = self._count_done(result, command, addr)
         if persist:

@@ -404,12 +404,9 @@ class NGProtocol(DatagramProtocol):
         if result.__class__ is not dict and sync.is_deferred(result):
             pending = _Pending(addr)
             self._cache_put(cookie, pending)
-            result.addCallbacks(
-                self._finish_later, self._fail_later,
-                callbackArgs=(cookie, pending, encoding),
-                errbackArgs=(cookie, pending, encoding, request, command),
-            )
-            result.addErrback(self._log_bug)
+            sync.listen(result, self._finish_later, (cookie, pending, encoding),
+                        self._fail_later, (cookie, pending, encoding, request, command))
+            sync.listen(result, None, (), self._log_bug)
         else:
             self._finish_now(cookie, addr, result, encoding)
 

@@ -85,7 +85,6 @@ def fill_ports(entries, ports, copy=True):
 PLACEHOLDER_KEYS = ("local", "peer", "rtcp_peer")
 
 
-@sync.steps
 def allocate_configure(engine, call_id, groups, sockets, copy=True):
     """``engine.allocate`` for every ``(address, count)`` of ``groups``,
     then ``engine.configure`` of ``sockets`` with their placeholder keys
@@ -93,7 +92,30 @@ def allocate_configure(engine, call_id, groups, sockets, copy=True):
     error, after which nothing of this allocation is held (all or
     nothing).  What a worker does for a new call's allocate + configure
     (:meth:`omnirtp.media.pool.WorkerPool.allocate_configure`); ``copy``
-    is :func:`fill_ports`'s."""
+    is :func:`fill_ports`'s.  With an engine that answers at once
+    (``allocate_now``, ``configure_now``, ``release_now``: the embedded
+    engine) the same, with no Deferred."""
+    allocate = getattr(engine, "allocate_now", None)
+    configure = getattr(engine, "configure_now", None)
+    release = getattr(engine, "release_now", None)
+    if allocate is None or configure is None or release is None:
+        return _allocate_configure(engine, call_id, groups, sockets, copy)
+    taken = []
+    try:
+        for address, count in groups:
+            taken.append((address, list(allocate(call_id, address, count))))
+        flat = [port for _address, ports in taken for port in ports]
+        configure(call_id, fill_ports(sockets, flat, copy))
+    except BaseException:
+        keys = [(address, port) for address, ports in taken for port in ports]
+        if keys:
+            release(call_id, keys)
+        raise
+    return [ports for _address, ports in taken]
+
+
+@sync.steps
+def _allocate_configure(engine, call_id, groups, sockets, copy=True):
     taken = []
     try:
         for address, count in groups:

@@ -46,6 +46,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import omnirtp
+from omnirtp import sync
 from omnirtp.logging import priority, subsystem
 from omnirtp.errors import E_INTERNAL, E_UNKNOWN_CALL, ConfigError, NGError, PortsExhausted
 from omnirtp.interfaces import IMediaEngine
@@ -809,8 +810,8 @@ class WorkerPool(service.Service):
             d = self._request(slot, "allocate", call_id, address, count)
         else:
             d = self._request(slot, "allocate_configure", call_id, batch[0], batch[1])
-        d.addBoth(self._allocated, slot, call_id, address, count, tried, batch)
-        return d
+        args = (slot, call_id, address, count, tried, batch)
+        return sync.listen(d, self._allocated, args, self._allocated, args)
 
     def _allocated(self, result, slot, call_id, address, count, tried, batch=None):
         pending = self._pending.pop(call_id, 1) - 1

@@ -30,12 +30,13 @@ Statuses: :data:`OK` (the value),
 """
 
 import marshal
+import struct
 
-from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from omnirtp import sync
 from omnirtp.errors import NGError, PortsExhausted
+from omnirtp.sync import Later
 
 #: frame kinds (the first byte of a frame's body)
 AMP = 0x41  # b"A"
@@ -49,9 +50,14 @@ OK, NG_ERROR, PORTS_EXHAUSTED, FAILED = 0, 1, 2, 3
 LENGTH_BYTES = 4
 
 
-def frame(kind, body):
+#: a frame's length prefix and kind
+_HEAD = struct.Struct(">IB")
+_LENGTH = struct.Struct(">I")
+
+
+def frame(kind, body, _pack=_HEAD.pack):
     """One frame of ``kind`` holding the bytes ``body``."""
-    return (len(body) + 1).to_bytes(LENGTH_BYTES, "big") + bytes((kind,)) + body
+    return _pack(len(body) + 1, kind) + body
 
 
 class FrameError(ValueError):
@@ -72,8 +78,9 @@ class FrameReader:
             self._rest = b""
         pos, end = 0, len(data)
         handlers = self.handlers
+        length = _LENGTH.unpack_from
         while end - pos > LENGTH_BYTES:
-            stop = pos + LENGTH_BYTES + int.from_bytes(data[pos:pos + LENGTH_BYTES], "big")
+            stop = pos + LENGTH_BYTES + length(data, pos)[0]
             if stop > end:
                 break
             kind = data[pos + LENGTH_BYTES]
@@ -125,10 +132,23 @@ loads = marshal.loads
 
 # -- the worker's end ---------------------------------------------------------------
 
-@sync.steps
 def _stats_release(engine, call_id):
     """A deleted call's last counters, then its ports go (also when the
     counters fail: the control process has forgotten the call already)."""
+    stats_now = getattr(engine, "stats_now", None)
+    release_now = getattr(engine, "release_now", None)
+    if stats_now is None or release_now is None:
+        return _stats_release_steps(engine, call_id)
+    # (the embedded engine's, answered at once: no Deferred)
+    try:
+        stats = stats_now(call_id)
+    finally:
+        release_now(call_id, None)
+    return stats
+
+
+@sync.steps
+def _stats_release_steps(engine, call_id):
     try:
         stats = yield engine.stats(call_id)
     finally:
@@ -136,13 +156,46 @@ def _stats_release(engine, call_id):
     return stats
 
 
-def _allocate_configure(engine, call_id, groups, sockets):
-    # imported here: omnirtp.media.amp imports Twisted's AMP, which a
-    # control process without workers does not need
-    from omnirtp.media.amp import allocate_configure
+#: omnirtp.media.amp.allocate_configure, imported at the first use:
+#: omnirtp.media.amp imports Twisted's AMP, which a control process
+#: without workers does not need
+_batch = None
 
+
+def _allocate_configure(engine, call_id, groups, sockets):
+    global _batch
+    if _batch is None:
+        from omnirtp.media.amp import allocate_configure as _batch
     # (the entries were just read from the pipe: filled in place)
-    return allocate_configure(engine, call_id, [tuple(g) for g in groups], sockets, False)
+    return _batch(engine, call_id, [tuple(g) for g in groups], sockets, False)
+
+
+def _allocate(engine, call_id, address, count):
+    now = getattr(engine, "allocate_now", None)
+    if now is None:
+        return sync.then(engine.allocate(call_id, address, count), list)
+    return list(now(call_id, address, count))
+
+
+def _configure(engine, call_id, sockets):
+    now = getattr(engine, "configure_now", None)
+    if now is None:
+        return engine.configure(call_id, sockets)
+    return now(call_id, sockets)
+
+
+def _release(engine, call_id, sockets):
+    now = getattr(engine, "release_now", None)
+    if now is None:
+        return engine.release(call_id, sockets)
+    return now(call_id, sockets)
+
+
+def _stats(engine, call_id):
+    now = getattr(engine, "stats_now", None)
+    if now is None:
+        return engine.stats(call_id)
+    return now(call_id)
 
 
 def _last_packets(engine):
@@ -170,14 +223,15 @@ def _transcoders(engine):
 
 
 OPERATIONS = {
-    "allocate": ("Allocate", lambda e, call_id, address, count:
-                 sync.then(e.allocate(call_id, address, count), list)),
+    # (an engine's allocate_now, configure_now, release_now, stats_now
+    # when it has them: the same answers, or exceptions, with no Deferred)
+    "allocate": ("Allocate", _allocate),
     "claim": ("Claim", lambda e, call_id, address, ports:
               sync.then(e.claim(call_id, address, ports), list)),
-    "configure": ("Configure", lambda e, call_id, sockets: e.configure(call_id, sockets)),
+    "configure": ("Configure", _configure),
     "allocate_configure": ("AllocateConfigure", _allocate_configure),
-    "release": ("Release", lambda e, call_id, sockets: e.release(call_id, sockets)),
-    "stats": ("Stats", lambda e, call_id: e.stats(call_id)),
+    "release": ("Release", _release),
+    "stats": ("Stats", _stats),
     "stats_release": ("StatsRelease", _stats_release),
     "totals": ("Totals", lambda e: e.totals()),
     "last_packets": ("LastPackets", _last_packets),
@@ -248,14 +302,15 @@ class Requests:
         self._next = 0
 
     def send(self, op, *args):
-        """A Deferred that fires with the worker's answer to ``op(*args)``:
+        """A Deferred (a :class:`omnirtp.sync.Later`: a steps generator that
+        yields it is resumed directly) that fires with the worker's answer to ``op(*args)``:
         the value, or fails with ``NGError`` / ``PortsExhausted`` (the
         engine's reason) or ``remote_error``'s exception.  Raises ``TypeError``
         (nothing is sent) for a value that cannot cross."""
         rid = self._next
         data = frame(REQUEST, dumps((rid, op, args)))
         self._next = rid + 1
-        d = Deferred()
+        d = Later()
         self.pending[rid] = [d, op, self.clock.seconds()]
         self.write(data)
         return d

@@ -22,6 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyClass, verifyObject
 
+from omnirtp import sync
 from omnirtp.errors import E_INTERNAL, E_NO_PORTS, E_UNKNOWN_CALL, ConfigError, NGError, PortsExhausted
 from omnirtp.interfaces import IMediaEngine
 from omnirtp.logging import level_for
@@ -1356,6 +1357,88 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual(describe_exit(Failure(ProcessDone(0))), "exited normally")
         self.assertEqual(describe_exit(Failure(ProcessTerminated(3))), "exited with status 3")
         self.assertEqual(describe_exit(Failure(ProcessTerminated(None, 9))), "killed by signal 9")
+
+
+@sync.steps
+def _waiting(d, log):
+    """A command's steps waiting for a worker's answer (as the negotiator's)."""
+    try:
+        value = yield d
+    except Exception as e:
+        log.append(type(e).__name__)
+        raise
+    log.append(value)
+    return value
+
+
+class StepsOverThePoolTests(SynchronousTestCase):
+    """The ng command's steps suspended over a worker's answer (a
+    sync.Later: resumed directly, or by the pool's light callback) get
+    the answer, a lost worker's or a time-out's error, and a new call
+    moves on to the other worker as with Deferred callbacks."""
+
+    def setUp(self):
+        self.reactor = FakeProcessReactor()
+        self.pool = WorkerPool(self.reactor, {IP: (40000, 40099)}, 2, executable="/usr/bin/python3")
+        self.pool.startService()
+        self.reactor.pump()
+
+    def process(self, index):
+        return self.pool.slots[index].process.transport
+
+    def test_answer(self):
+        log = []
+        out = _waiting(self.pool.allocate_configure("a", [(IP, 1)], []), log)
+        self.assertNoResult(out)
+        self.reactor.pump()
+        self.assertEqual(self.successResultOf(out), [[40000]])
+        out = _waiting(self.pool.configure("a", []), log)
+        self.reactor.pump()
+        self.assertIsNone(self.successResultOf(out))
+        self.assertEqual(log, [[[40000]], None])
+
+    def test_refused(self):
+        log = []
+        self.successResultOf(self.pumped(self.pool.allocate("a", IP, 1)))
+        self.process(0).engine.configure = lambda call_id, sockets: fail(NGError("refused"))
+        out = _waiting(self.pool.configure("a", []), log)
+        self.reactor.pump()
+        self.assertEqual(self.failureResultOf(out, NGError).value.reason, "refused")
+        self.assertEqual(log, ["NGError"])
+
+    def pumped(self, d):
+        self.reactor.pump()
+        return d
+
+    def test_worker_dies_mid_command(self):
+        log = []
+        self.successResultOf(self.pumped(self.pool.allocate("a", IP, 1)))
+        out = _waiting(self.pool.configure("a", []), log)
+        self.reactor.advance(0)  # written, not answered
+        self.process(0).end(signal=9)
+        f = self.failureResultOf(out, WorkerUnavailable)
+        self.assertIn("the worker ended (killed by signal 9)", f.value.detail)
+        self.assertEqual(log, ["WorkerUnavailable"])
+
+    def test_new_call_moves_on_when_its_worker_dies(self):
+        log = []
+        out = _waiting(self.pool.allocate_configure("a", [(IP, 1)], []), log)
+        self.reactor.advance(0)
+        self.process(0).end(signal=9)
+        self.assertNoResult(out)  # tried again on worker 1
+        self.reactor.pump()
+        self.assertEqual(self.successResultOf(out), [[40050]])
+        self.assertEqual(log, [[[40050]]])
+
+    def test_timed_out(self):
+        log = []
+        self.successResultOf(self.pumped(self.pool.allocate("a", IP, 1)))
+        out = _waiting(self.pool.stats_release("a"), log)  # never answered
+        self.reactor.advance(self.pool.request_timeout)
+        f = self.failureResultOf(out, WorkerUnavailable)
+        self.assertEqual(f.value.detail, "media worker 0 did not answer StatsRelease in 10.0s")
+        self.assertEqual(self.process(0).signals, ["KILL"])
+        self.assertEqual(log, ["WorkerUnavailable"])
 
 
 class PipeTransportTests(SynchronousTestCase):

@@ -152,7 +152,8 @@ class NestedStepsTests(SynchronousTestCase):
         inner_d = inner(leaf, log)
         self.assertIsInstance(inner_d, defer.Deferred)
         outer_d = outer(inner_d, log)
-        self.assertEqual(inner_d.driver.parent, outer_d.driver)
+        self.assertIsInstance(inner_d._waiter, sync._Driver)
+        self.assertIs(inner_d._waiter.out, outer_d)
         self.assertEqual(sync._CALLBACKS and getattr(inner_d, sync._CALLBACKS), [])
         leaf.callback(1)
         self.assertEqual(log, ["outer starts", ("inner got", 1), ("outer got", 2)])
@@ -191,7 +192,7 @@ class NestedStepsTests(SynchronousTestCase):
         inner_d = inner(leaf, log)
         inner_d.addCallback(lambda value: log.append(("first", value)) or value)
         outer_d = outer(inner_d, log)
-        self.assertIsNone(inner_d.driver.parent)
+        self.assertIsNone(inner_d._waiter)
         leaf.callback(1)
         self.assertEqual(log, ["outer starts", ("inner got", 1), ("first", 2),
                                ("outer got", 2)])
@@ -206,3 +207,194 @@ class NestedStepsTests(SynchronousTestCase):
     def test_is_deferred(self):
         leaf = defer.Deferred()
         self.assertTrue(sync.is_deferred(inner(leaf, [])))
+
+
+@sync.steps
+def waits(d, log):
+    try:
+        value = yield d
+    except Exception as e:
+        log.append(("failed", type(e).__name__))
+        raise
+    log.append(("got", value))
+    return value
+
+
+class LaterTests(SynchronousTestCase):
+    """sync.Later: a steps driver that waits for one is resumed by a direct
+    call; light callbacks (sync.listen) run as a Deferred's chain would;
+    anything else makes it an ordinary Deferred first."""
+
+    def test_waiter_resumed_directly(self):
+        log, d = [], sync.Later()
+        out = waits(d, log)
+        self.assertIs(d._waiter.out, out)
+        self.assertEqual(getattr(d, sync._CALLBACKS), [])
+        d.callback(5)
+        self.assertEqual(log, [("got", 5)])
+        self.assertEqual(self.successResultOf(out), 5)
+        # fired, with None, as the driver's callback would leave it
+        self.assertTrue(d.called)
+        self.assertIsNone(self.successResultOf(d))
+
+    def test_waiter_gets_the_failure(self):
+        log, d = [], sync.Later()
+        out = waits(d, log)
+        d.errback(Boom("no"))
+        self.assertEqual(log, [("failed", "Boom")])
+        self.failureResultOf(out, Boom)
+        self.assertIsNone(self.successResultOf(d))  # handled: nothing logged
+
+    def test_light_chain_as_a_deferred_runs_it(self):
+        seen = []
+        for make in (defer.Deferred, sync.Later):
+            d, log = make(), []
+            sync.listen(d, lambda r: log.append(("cb", r)) or r * 2)
+            sync.on(d, lambda r, k: log.append(("both", r, k)) or 1 / 0, "k")
+            sync.listen(d, lambda r: log.append("skipped"), (), lambda f: log.append(
+                ("eb", f.type.__name__)) or "recovered")
+            sync.then(d, lambda r, x: log.append(("then", r, x)) or r + x, "!")
+            d.callback(3)
+            log.append(self.successResultOf(d))
+            seen.append(log)
+        self.assertEqual(seen[0], seen[1])
+        self.assertEqual(seen[1], [("cb", 3), ("both", 6, "k"), ("eb", "ZeroDivisionError"),
+                                   ("then", "recovered", "!"), "recovered!"])
+
+    def test_failure_left_at_the_end_goes_the_deferred_way(self):
+        d = sync.Later()
+        sync.on(d, lambda r: r)
+        d.errback(Boom())
+        self.failureResultOf(d, Boom)
+
+    def test_unhandled_failure_is_logged(self):
+        d = sync.Later()
+        sync.listen(d, lambda r: r)
+        d.errback(Boom())
+        del d
+        import gc
+        gc.collect()
+        self.assertEqual(len(self.flushLoggedErrors(Boom)), 1)
+
+    def test_light_callback_returning_a_deferred_is_waited_for(self):
+        d, inner_d, log = sync.Later(), sync.Later(), []
+        sync.listen(d, lambda r: inner_d)
+        sync.listen(d, lambda r: log.append(("after", r)) or r)
+        d.callback(1)
+        self.assertEqual(log, [])
+        self.assertNoResult(d)
+        inner_d.callback("inner")
+        self.assertEqual(log, [("after", "inner")])
+        self.assertEqual(self.successResultOf(d), "inner")
+
+    def test_deferred_callbacks_after_light_ones_keep_the_order(self):
+        log, d = [], sync.Later()
+        out = waits(d, log)
+        sync.listen(d, lambda r: log.append(("light", r)) or "l")
+        d.addCallback(lambda r: log.append(("deferred", r)) or "d")
+        self.assertIsNone(d._waiter)
+        self.assertIsNone(d._light)
+        d.callback(7)
+        self.assertEqual(log, [("got", 7), ("light", None), ("deferred", "l")])
+        self.assertEqual(self.successResultOf(out), 7)
+        self.assertEqual(self.successResultOf(d), "d")
+
+    def test_cancel_fails_the_waiter(self):
+        log, d = [], sync.Later()
+        out = waits(d, log)
+        d.cancel()
+        self.assertEqual(log, [("failed", "CancelledError")])
+        self.failureResultOf(out, defer.CancelledError)
+        d.callback("too late")  # suppressed, as for any Deferred cancelled without a canceller
+        self.assertEqual(log, [("failed", "CancelledError")])
+
+    def test_canceller_that_fires(self):
+        log = []
+        d = sync.Later(lambda d: d.callback("cancelled, with a value"))
+        out = waits(d, log)
+        d.cancel()
+        self.assertEqual(self.successResultOf(out), "cancelled, with a value")
+
+    def test_timeout_on_the_clock(self):
+        from twisted.internet.task import Clock
+
+        clock, log, d = Clock(), [], sync.Later()
+        out = waits(d, log)
+        d.addTimeout(2, clock)  # an ordinary Deferred's callback now, after the driver
+        clock.advance(1)
+        self.assertEqual(log, [])
+        clock.advance(1)
+        self.assertEqual(log, [("failed", "CancelledError")])
+        self.failureResultOf(out, defer.CancelledError)
+
+    def test_paused(self):
+        log, d = [], sync.Later()
+        out = waits(d, log)
+        d.pause()
+        d.callback(1)
+        self.assertEqual(log, [])
+        d.unpause()
+        self.assertEqual(log, [("got", 1)])
+        self.assertEqual(self.successResultOf(out), 1)
+
+    def test_fired_twice(self):
+        d = sync.Later()
+        waits(d, [])
+        d.callback(1)
+        self.assertRaises(defer.AlreadyCalledError, d.callback, 2)
+
+    def test_is_a_deferred_to_inline_callbacks(self):
+        d = sync.Later()
+
+        @defer.inlineCallbacks
+        def ic():
+            value = yield d
+            return value + 1
+
+        out = ic()
+        d.callback(1)
+        self.assertEqual(self.successResultOf(out), 2)
+        self.assertTrue(sync.is_deferred(d))
+
+
+class WorkerAnswerTests(SynchronousTestCase):
+    """A media worker's answer (omnirtp.media.wire.Requests: a Later per
+    request) resumes the steps waiting for it, with its value, the
+    engine's error, a time-out's or a lost worker's."""
+
+    def setUp(self):
+        from twisted.internet.task import Clock
+
+        from omnirtp.media import wire
+
+        self.wire = wire
+        self.sent = []
+        self.requests = wire.Requests(self.sent.append, Clock())
+
+    def test_answer(self):
+        log = []
+        out = waits(self.requests.send("stats", "c"), log)
+        self.requests.received(self.wire.dumps((0, self.wire.OK, {"c": {}})))
+        self.assertEqual(self.successResultOf(out), {"c": {}})
+
+    def test_engine_error(self):
+        from omnirtp.errors import NGError
+
+        log = []
+        out = waits(self.requests.send("configure", "c", []), log)
+        self.requests.received(self.wire.dumps((0, self.wire.NG_ERROR, "Unknown call-id")))
+        self.assertEqual(self.failureResultOf(out, NGError).value.reason, "Unknown call-id")
+        self.assertEqual(log, [("failed", "NGError")])
+
+    def test_timed_out_and_lost(self):
+        log = []
+        first = waits(self.requests.send("stats", "a"), log)
+        second = waits(self.requests.send("stats", "b"), log)
+        self.requests.fail(0, Boom("timed out"))
+        self.failureResultOf(first, Boom)
+        self.assertNoResult(second)
+        self.requests.fail_all(lambda command: Boom("%s: the worker ended" % command))
+        self.assertEqual(str(self.failureResultOf(second, Boom).value), "Stats: the worker ended")
+        # a late answer is dropped
+        self.requests.received(self.wire.dumps((1, self.wire.OK, {})))
+        self.assertEqual(log, [("failed", "Boom"), ("failed", "Boom")])
