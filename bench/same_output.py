@@ -22,7 +22,11 @@ the rewrite and the negotiator).  One set of inputs is made here:
 Each checkout then runs them in a child process with ``os.urandom`` made
 deterministic, one byte stream (ICE credentials, SDES keys and foundations
 come out the same when the code draws the same bytes in the same order,
-in calls of any size) and records: per SDP document
+in calls of any size) for the checkout's own ``omnirtp`` code; a call from
+anywhere else gets real bytes and is named on stderr (Twisted's plugin
+cache write, which names its temporary file with 16 random bytes in a
+checkout whose ``dropin.cache`` is missing or stale, shifted every later
+SDES key of that checkout once).  It records: per SDP document
 the parse (every line's kind, value, ending, number and attribute split;
 each part's attributes), the section questions (rtcp, rtcp-mux, rtpmaps,
 fmtp, direction, ICE, connection, kept text), ``inspect`` and every error
@@ -206,8 +210,20 @@ def child(root, inputs, output):
     # the same key bytes)
     deterministic = random.Random(12345)
     stream = [b""]
+    # (only the checkout's own code: anything else drawing from the stream
+    # shifts every later key of one checkout, e.g. twisted.plugin.getPlugins
+    # rewriting omnirtp/plugins/dropin.cache, missing in a fresh checkout or
+    # older than a plugin module, through FilePath.temporarySibling)
+    ours = os.path.join(os.path.abspath(root), "omnirtp") + os.sep
+    real_urandom = os.urandom
+    outside = {}
 
     def urandom(n):
+        code = sys._getframe(1).f_code
+        if not code.co_filename.startswith(ours):
+            where = "%s (%s)" % (code.co_filename, code.co_name)
+            outside[where] = outside.get(where, 0) + 1
+            return real_urandom(n)
         have = stream[0]
         while len(have) < n:
             have += deterministic.randbytes(4096)
@@ -307,6 +323,9 @@ def child(root, inputs, output):
     out.append(("pool configure", 0, configured))
     with open(output, "wb") as f:
         pickle.dump(out, f)
+    for where, calls in sorted(outside.items()):
+        print("%s: os.urandom from outside omnirtp (real bytes, not the stream): %s, %d call(s)"
+              % (root, where, calls), file=sys.stderr)
 
 
 class PoolStack:
