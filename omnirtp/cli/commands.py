@@ -413,15 +413,15 @@ class CliCommands:
 
     # -- debug, call -------------------------------------------------------
 
+    #: ``debug``'s flag words: on (none, ``on``, ``enable``) or off
+    _DEBUG_FLAGS = {"": True, "on": True, "enable": True, "off": False, "disable": False}
+
     def _debug_flag(self, call, flag):
-        """Per-call debugging on (no flag, ``on``, ``enable``) or off
-        (``off``, ``disable``): the call's log events pass at debug level
-        whatever the levels (``LogLevels.debug_calls``)."""
-        if flag in ("", "on", "enable"):
-            on = True
-        elif flag in ("off", "disable"):
-            on = False
-        else:
+        """Per-call debugging on or off (:data:`_DEBUG_FLAGS`): the call's
+        log events pass at debug level whatever the levels
+        (``LogLevels.debug_calls``)."""
+        on = self._DEBUG_FLAGS.get(flag)
+        if on is None:
             return "Invalid on/off flag ('%s') specified\n" % flag
         self.ops.set_call_debug(call, on)
         return "%s debugging for call '%s'\n" % ("Enabled" if on else "Disabled", call.call_id)
@@ -433,7 +433,7 @@ class CliCommands:
             return "No call ID specified\n"
         call = self.ops.call(words[0])
         flag = words[1] if len(words) > 1 else ""
-        if flag and flag not in ("on", "enable", "off", "disable"):
+        if flag not in self._DEBUG_FLAGS:  # (10.5 reads the flag before the call)
             return "Invalid on/off flag ('%s') specified\n" % flag
         if call is None:
             return "Call ID '%s' not found\n" % words[0]

@@ -202,6 +202,11 @@ class ChainStats:
         self.last = (self.packets, self.octets, self.samples) if self.packets else None
         self.packets = self.octets = self.samples = 0
 
+    def end(self):
+        """The engine stopped transcoding: no figures, now or for the last second."""
+        self.last = None
+        self.packets = self.octets = self.samples = 0
+
 
 class _Input:
     """What to do with one payload type X sends (a slot of the table)."""

@@ -277,9 +277,9 @@ class Operations:
         their next connection attempt or command on."""
         option, _ = self.REDIS_OPTIONS[word]
         self.config = dataclasses.replace(self.config, **{option.replace("-", "_"): value})
-        stores = list(self.state.stores) if self.state is not None else []
         if option == "redis-allowed-errors":
             return  # shown and kept, not acted on (docs/compat.md)
+        stores = list(self.state.stores) if self.state is not None else []
         for target in stores + ([self.follower] if self.follower is not None else []):
             if option == "redis-connect-timeout":
                 target.connect_timeout = value / 1000.0

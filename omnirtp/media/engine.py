@@ -1027,8 +1027,8 @@ class EmbeddedEngine:
             tick, self._chain_tick = self._chain_tick, None
             if tick is not None and tick.running:
                 tick.stop()
-            self._tick_chains()
-            self._tick_chains()
+            for stats in self._chain_stats.values():
+                stats.end()
 
     def _tick_chains(self):
         for stats in self._chain_stats.values():

@@ -177,25 +177,18 @@ def _allocate(engine, call_id, address, count):
     return list(now(call_id, address, count))
 
 
-def _configure(engine, call_id, sockets):
-    now = getattr(engine, "configure_now", None)
-    if now is None:
-        return engine.configure(call_id, sockets)
-    return now(call_id, sockets)
+def _answered_now(name):
+    """What the worker does for ``name``: the engine's ``<name>_now`` when
+    it has one, else ``<name>`` (its Deferred)."""
+    now_name = name + "_now"
 
-
-def _release(engine, call_id, sockets):
-    now = getattr(engine, "release_now", None)
-    if now is None:
-        return engine.release(call_id, sockets)
-    return now(call_id, sockets)
-
-
-def _stats(engine, call_id):
-    now = getattr(engine, "stats_now", None)
-    if now is None:
-        return engine.stats(call_id)
-    return now(call_id)
+    def operation(engine, *args):
+        now = getattr(engine, now_name, None)
+        if now is None:
+            return getattr(engine, name)(*args)
+        return now(*args)
+    operation.__name__ = "_" + name
+    return operation
 
 
 def _last_packets(engine):
@@ -215,23 +208,23 @@ def _newest_packets(stats):
     return {call_id: newest_packet(sockets) for call_id, sockets in stats.items() if sockets}
 
 
-#: operation -> (its name in logs, what the worker does: fn(engine, *args))
 def _transcoders(engine):
     """The engine's ``transcoders()`` ({} from an engine without it)."""
     transcoders = getattr(engine, "transcoders", None)
     return transcoders() if transcoders is not None else {}
 
 
+#: operation -> (its name in logs, what the worker does: fn(engine, *args))
 OPERATIONS = {
     # (an engine's allocate_now, configure_now, release_now, stats_now
     # when it has them: the same answers, or exceptions, with no Deferred)
     "allocate": ("Allocate", _allocate),
     "claim": ("Claim", lambda e, call_id, address, ports:
               sync.then(e.claim(call_id, address, ports), list)),
-    "configure": ("Configure", _configure),
+    "configure": ("Configure", _answered_now("configure")),
     "allocate_configure": ("AllocateConfigure", _allocate_configure),
-    "release": ("Release", _release),
-    "stats": ("Stats", _stats),
+    "release": ("Release", _answered_now("release")),
+    "stats": ("Stats", _answered_now("stats")),
     "stats_release": ("StatsRelease", _stats_release),
     "totals": ("Totals", lambda e: e.totals()),
     "last_packets": ("LastPackets", _last_packets),
