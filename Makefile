@@ -95,8 +95,9 @@ deb-deps:
 venv: $(VENV_STAMP)
 
 # the C extensions omnirtp.media._fastsrtp (SRTP, libssl-dev) and
-# omnirtp.control._fastbencode (ng bencode) and omnirtp.media._fastrelay
-# (MediaPoller's wait and inline relay) built next to their sources, where
+# omnirtp.control._fastbencode (ng bencode), omnirtp.media._fastrelay
+# (MediaPoller's wait and inline relay) and omnirtp.sdp._fastsdp (the SDP
+# parse's line pass) built next to their sources, where
 # PYTHONPATH=$(CURDIR) finds them (scripts/run-tests builds them the same way
 # before the tests); without them SRTP runs on pylibsrtp, bencode in Python
 ext:

@@ -14,6 +14,10 @@ headers; it is optional too: without it bencode.py does all the work.
 omnirtp.media._fastrelay (MediaPoller's epoll wait and inline relay of
 plain streams, see omnirtp/media/relay.py) needs nothing but Python's
 headers and Linux's epoll; optional: without it relay.py does that work.
+
+omnirtp.sdp._fastsdp (the line pass of the SDP parse, see
+omnirtp/sdp/model.py) needs nothing but Python's headers; optional:
+without it model.py does that work.
 """
 
 from setuptools import Extension, setup
@@ -34,6 +38,11 @@ setup(
         Extension(
             "omnirtp.control._fastbencode",
             sources=["omnirtp/control/_fastbencode.c"],
+            optional=True,
+        ),
+        Extension(
+            "omnirtp.sdp._fastsdp",
+            sources=["omnirtp/sdp/_fastsdp.c"],
             optional=True,
         ),
     ]

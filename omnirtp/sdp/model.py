@@ -452,6 +452,79 @@ class Session(_Part):
         return tuple(fields)
 
 
+def _line_pass(data):
+    """``(session_lines, sections, scans, ends)``: the lines of ``data`` as
+    :class:`Line` objects, the session's list and one list per m= line (from
+    it to the next); per part what :class:`_Part` gathers of it, ``(index,
+    direction, specials)`` (its attribute index, last direction attribute,
+    c= and a=rtcp lines); ``ends`` the one line ending of every line (the
+    last may lack it: its ``eol`` is then ""), or None when they differ.
+    ``omnirtp.sdp._fastsdp.split`` gives the same for the usual text."""
+    # the session's lines, then one list per m= line and what follows it
+    # (each Line made here without its __init__: the same slots)
+    session_lines = current = []
+    sections = []
+    number = 0
+    new = _new
+    texts, ends = _split_texts(data)
+    uniform = type(ends) is str
+    # what _Part.__init__ gathers of each part, gathered here: its
+    # attribute index, last direction attribute, c= and a=rtcp lines
+    index = {}
+    direction = None
+    specials = []
+    scans = []
+    directions = _DIRECTION_SET
+    for text in texts:
+        number += 1
+        eol = ends if uniform else ends[number - 1]
+        if not text:
+            current.append(Line("", "", eol, number))
+            continue
+        kind = text[0]
+        if text[1:2] != "=" or not kind.isalpha():
+            raise _line_error(Line("", text, eol, number), "not a '<type>=<value>' line")
+        line = new(Line)
+        line.kind = kind
+        value = line.value = text[2:]
+        line.text = text
+        line.eol = eol
+        line.number = number
+        line.connection = None
+        if kind == "a":
+            name, colon, rest = value.partition(":")
+            if not colon:
+                rest = None
+            line.attribute = (name, rest)
+            current.append(line)
+            values = index.get(name)
+            if values is None:
+                index[name] = [rest]
+            else:
+                values.append(rest)
+            if name == "rtcp":
+                specials.append(line)
+            elif rest is None and name in directions:
+                direction = name
+        else:
+            line.attribute = None
+            if kind == "m":
+                scans.append((index, direction, specials))
+                index = {}
+                direction = None
+                specials = []
+                current = [line]
+                sections.append(current)
+            else:
+                if kind == "c":
+                    specials.append(line)
+                current.append(line)
+    scans.append((index, direction, specials))
+    if uniform and texts and not data.endswith(ends):
+        current[-1].eol = ""  # the last line, unterminated
+    return session_lines, sections, scans, ends if uniform else None
+
+
 class SessionDescription:
     """A parsed SDP body: ``session`` and the list ``media`` of sections."""
 
@@ -467,68 +540,13 @@ class SessionDescription:
             data = bytes(data).decode("utf-8", "surrogateescape")
         elif not isinstance(data, str):
             raise TypeError("SDP must be str or bytes, not %s" % (type(data).__name__,))
-        # the session's lines, then one list per m= line and what follows it
-        # (each Line made here without its __init__: the same slots)
-        session_lines = current = []
-        sections = []
-        number = 0
-        new = _new
-        texts, ends = _split_texts(data)
-        uniform = type(ends) is str
-        # what _Part.__init__ gathers of each part, gathered here: its
-        # attribute index, last direction attribute, c= and a=rtcp lines
-        index = {}
-        direction = None
-        specials = []
-        scans = []
-        directions = _DIRECTION_SET
-        for text in texts:
-            number += 1
-            eol = ends if uniform else ends[number - 1]
-            if not text:
-                current.append(Line("", "", eol, number))
-                continue
-            kind = text[0]
-            if text[1:2] != "=" or not kind.isalpha():
-                raise _line_error(Line("", text, eol, number), "not a '<type>=<value>' line")
-            line = new(Line)
-            line.kind = kind
-            value = line.value = text[2:]
-            line.text = text
-            line.eol = eol
-            line.number = number
-            line.connection = None
-            if kind == "a":
-                name, colon, rest = value.partition(":")
-                if not colon:
-                    rest = None
-                line.attribute = (name, rest)
-                current.append(line)
-                values = index.get(name)
-                if values is None:
-                    index[name] = [rest]
-                else:
-                    values.append(rest)
-                if name == "rtcp":
-                    specials.append(line)
-                elif rest is None and name in directions:
-                    direction = name
-            else:
-                line.attribute = None
-                if kind == "m":
-                    scans.append((index, direction, specials))
-                    index = {}
-                    direction = None
-                    specials = []
-                    current = [line]
-                    sections.append(current)
-                else:
-                    if kind == "c":
-                        specials.append(line)
-                    current.append(line)
-        scans.append((index, direction, specials))
-        if uniform and texts and not data.endswith(ends):
-            current[-1].eol = ""  # the last line, unterminated
+        # the session's lines, one list per m= line and what follows it,
+        # each part's scan (by the C extension when it is built and takes
+        # the text, else _line_pass)
+        passed = _fast_split(data) if _fast_split is not None else None
+        if passed is None:
+            passed = _line_pass(data)
+        session_lines, sections, scans, ends = passed
         first = None
         for line in session_lines:
             if line.kind:
@@ -545,7 +563,7 @@ class SessionDescription:
         session = Session(session_lines, False, scans[0])
         session.origin  # validates o=
         media = [MediaSection(sec, i, scans[i]) for i, sec in enumerate(sections, 1)]
-        if uniform and media:
+        if ends is not None and media:
             # every line ends in ``ends`` (but perhaps the last): each
             # section's text runs from its m= line to the next one's
             mark = ends + "m="
@@ -686,3 +704,12 @@ def _payload_types(formats):
 
 
 _new = object.__new__
+
+try:
+    from omnirtp.sdp import _fastsdp
+except ImportError:  # not built: _line_pass does all the work
+    _fastsdp = None
+    _fast_split = None
+else:
+    _fastsdp.setup(Line, _DIRECTION_SET)
+    _fast_split = _fastsdp.split
