@@ -831,7 +831,7 @@ class WorkerPool(service.Service):
     def allocate(self, call_id, address, count):
         parked = self._parked.get(call_id)
         if parked is not None:
-            return self._after_handoff(parked, self.allocate, call_id, address, count)
+            return self._after_handoff(parked, True, self.allocate, call_id, address, count)
         return self._allocate(call_id, address, count, set(), None)
 
     def allocate_configure(self, call_id, groups, sockets):
@@ -847,7 +847,8 @@ class WorkerPool(service.Service):
                 return succeed(ports)
         parked = self._parked.get(call_id)
         if parked is not None:
-            return self._after_handoff(parked, self.allocate_configure, call_id, groups, sockets)
+            return self._after_handoff(parked, True, self.allocate_configure, call_id, groups,
+                                       sockets)
         batch = ([(address, count) for address, count in groups], list(sockets))
         return self._allocate(call_id, None, None, set(), None, batch)
 
@@ -897,7 +898,7 @@ class WorkerPool(service.Service):
             return succeed([])
         parked = self._parked.get(call_id)
         if parked is not None:
-            return self._after_handoff(parked, self.claim, call_id, address, ports)
+            return self._after_handoff(parked, True, self.claim, call_id, address, ports)
         slot = self._routes.get(call_id)
         if slot is None:
             owners = [s for s in self.slots
@@ -932,10 +933,9 @@ class WorkerPool(service.Service):
                     else:
                         parked.keep(sockets, self.reactor.seconds())
                         return succeed(None)
-                    # not for this process (a transform, a recording, a
-                    # socket it does not hold): the worker takes the call now
-                    self._hand_off(parked, set())
-                return self._after_handoff(parked, self.configure, call_id, sockets)
+                # not for this process (a transform, a recording, a socket
+                # it does not hold): the worker takes the call now
+                return self._after_handoff(parked, True, self.configure, call_id, sockets)
             return fail(NGError(E_UNKNOWN_CALL))
         return self._request(slot, "configure", call_id, list(sockets))
 
@@ -947,7 +947,7 @@ class WorkerPool(service.Service):
                 if parked.state is park.PARKED:
                     self._unpark(call_id, None if sockets is None else list(sockets))
                     return succeed(None)
-                return self._after_handoff(parked, self.release, call_id, sockets)
+                return self._after_handoff(parked, False, self.release, call_id, sockets)
             return succeed(None)
         if sockets is None:
             self._unroute(call_id)
@@ -974,7 +974,7 @@ class WorkerPool(service.Service):
                     stats = {call_id: parked.stats()}
                     self._unpark(call_id, None)
                     return succeed(stats)
-                return self._after_handoff(parked, self.stats_release, call_id)
+                return self._after_handoff(parked, False, self.stats_release, call_id)
             return succeed({})
         self._unroute(call_id)
         return self._request(slot, "stats_release", call_id)
@@ -987,7 +987,7 @@ class WorkerPool(service.Service):
                 if parked is not None:
                     if parked.state is park.PARKED:
                         return succeed({call_id: parked.stats()})
-                    return self._after_handoff(parked, self.stats, call_id)
+                    return self._after_handoff(parked, False, self.stats, call_id)
                 return succeed({})
             return self._request(slot, "stats", call_id)
         return self._merged("stats", None)
@@ -1183,11 +1183,15 @@ class WorkerPool(service.Service):
         if parked is not None and parked.state is park.PARKED:
             self._hand_off(parked, set())
 
-    def _after_handoff(self, parked, method, *args):
+    def _after_handoff(self, parked, start, method, *args):
         """``method(*args)`` once the parked call's hand-off is over (a
-        Deferred with its result): a call's requests keep their order."""
+        Deferred with its result): a call's requests keep their order.
+        ``start``: hand the call over now if it is still parked (a
+        request only its worker can carry out)."""
         d = Deferred()
         parked.waiting.append((method, args, d))
+        if start and parked.state is park.PARKED:
+            self._hand_off(parked, set())
         return d
 
     def _live(self, slot):
