@@ -160,16 +160,18 @@ class ParkedCall:
         return list(groups.items())
 
     def drop(self, keys):
-        """Forget the pairs of the RTP ``keys`` (released): their entries
-        go, and entries that send out of them send nowhere (as the engine
-        does to the peers of closed sockets).  Returns the sockets."""
+        """Forget the pairs of the RTP ``keys`` (released; keys the call
+        does not hold are left out): their entries go, and entries that
+        send out of them send nowhere (as the engine does to the peers of
+        closed sockets).  Returns ``[(rtp key, (rtp socket, rtcp
+        socket))]`` of the pairs dropped."""
         gone = []
         gone_keys = set()
         for key in keys:
             pair = self.pairs.pop(key, None)
             if pair is None:
                 continue
-            gone.extend(pair)
+            gone.append((key, pair))
             for k in (key, (key[0], key[1] + 1)):
                 gone_keys.add(k)
                 self.entries.pop(k, None)

@@ -53,6 +53,7 @@ from omnirtp.errors import E_INTERNAL, E_UNKNOWN_CALL, ConfigError, NGError, Por
 from omnirtp.interfaces import IMediaEngine
 from omnirtp.media import amp as commands
 from omnirtp.media import park, wire
+from omnirtp.limits import SPARE, soft_limit
 from omnirtp.media.ports import NO_FILES_ERRNOS, PortPool, slice_range
 from omnirtp.media.worker import (
     DEFAULT_ENGINE,
@@ -465,6 +466,13 @@ class WorkerPool(service.Service):
         self._bind = bind
         self._parked = {}  # call_id -> park.ParkedCall
         self._handoffs = 0  # tags of the hand-off messages
+        #: sockets the parked calls hold, and at most how many they may:
+        #: this process keeps files for its listeners, connections and
+        #: logs (with more than two workers its open files limit, raised
+        #: for a worker's slice, is below all the ports: the calls beyond
+        #: it go to their workers at once, as without parking)
+        self._parked_sockets = 0
+        self.park_limit = max(0, soft_limit() - 2 * SPARE) if self.lazy else 0
         #: parked calls: handed to a worker, released while parked, and
         #: lost because no worker could take them
         self.park_counts = {"parked": 0, "handed": 0, "released": 0, "failed": 0}
@@ -1069,12 +1077,15 @@ class WorkerPool(service.Service):
         slot = self._pick(set())
         if slot is None or not groups:
             return None
-        if 2 * sum(count for _address, count in groups) > park.MAX_SOCKETS:
+        sockets_needed = 2 * sum(count for _address, count in groups)
+        if (sockets_needed > park.MAX_SOCKETS
+                or self._parked_sockets + sockets_needed > self.park_limit):
             return None
         parked = park.ParkedCall(call_id, slot)
         bind = self._bind
         if bind is None:
-            from omnirtp.media.relay import bind_media as bind
+            from omnirtp.media.relay import bind_media
+            self._bind = bind = bind_media
         now = self.reactor.seconds()
         got = []
         taken = []
@@ -1134,6 +1145,7 @@ class WorkerPool(service.Service):
             add(watch)
             watches.append(watch)
         self._parked[call_id] = parked
+        self._parked_sockets += sockets_needed
         slot.calls.add(call_id)
         self.park_counts["parked"] += 1
         return got
@@ -1156,7 +1168,7 @@ class WorkerPool(service.Service):
             keys = [(str(k[0]), int(k[1]) & ~1) for k in keys]
         gone = parked.drop(keys)
         if gone:
-            fds = {sock.fileno() for sock in gone}
+            fds = {sock.fileno() for _key, pair in gone for sock in pair}
             remove = self.reactor.removeReader
             kept = []
             for watch in parked.watches:
@@ -1165,12 +1177,11 @@ class WorkerPool(service.Service):
                 else:
                     kept.append(watch)
             parked.watches = kept
-            for sock in gone:
-                sock.close()
-            for address, port in keys:
-                pool = parked.slot.park_pools.get(address)
-                if pool is not None:
-                    pool.release(port)
+            for (address, port), (rtp, rtcp) in gone:
+                rtp.close()
+                rtcp.close()
+                parked.slot.park_pools[address].release(port)
+            self._parked_sockets -= 2 * len(gone)
         if not parked.pairs:
             self._unwatch(parked)
             del self._parked[call_id]
@@ -1181,7 +1192,13 @@ class WorkerPool(service.Service):
         """Media arrived on a parked call's socket: hand it over."""
         parked = self._parked.get(call_id)
         if parked is not None and parked.state is park.PARKED:
-            self._hand_off(parked, set())
+            try:
+                self._hand_off(parked, set())
+            except Exception:
+                # (a bug: the call must not stay half-moved, its requests waiting)
+                self.log.failure("call {call_id}: the hand-off failed", call_id=call_id)
+                if self._parked.get(call_id) is parked:
+                    self._handoff_failed(parked, "its hand-off failed")
 
     def _after_handoff(self, parked, start, method, *args):
         """``method(*args)`` once the parked call's hand-off is over (a
@@ -1210,7 +1227,9 @@ class WorkerPool(service.Service):
             if slot.index in tried or not self._live(slot):
                 slot = self._pick(tried)
             if slot is None:
-                self._handoff_failed(parked, "no media worker could take its media")
+                # (on the next turn: not inside the request that started it)
+                self.reactor.callLater(0, self._handoff_failed, parked,
+                                       "no media worker could take its media")
                 return
             tried.add(slot.index)
             process = slot.process
@@ -1243,6 +1262,7 @@ class WorkerPool(service.Service):
         del self._parked[call_id]
         parked.slot.calls.discard(call_id)
         # the worker holds them now: this process's copies go
+        self._parked_sockets -= 2 * len(parked.pairs)
         for (address, port), (rtp, rtcp) in parked.pairs.items():
             rtp.close()
             rtcp.close()
@@ -1267,6 +1287,8 @@ class WorkerPool(service.Service):
         """No worker took the parked call: its ports are closed here and
         the call is reported lost (``on_calls_lost``)."""
         call_id = parked.call_id
+        if self._parked.get(call_id) is not parked:
+            return  # the pool stopped meanwhile
         text = "call %s: %s; its ports are closed" % (call_id, why)
         self.log.error("{text}", text=text)
         self._unpark(call_id, None)

@@ -329,10 +329,18 @@ class LazyTests(SynchronousTestCase):
         """Releasing some pairs of a parked call closes them; the entries
         that sent out of them send nowhere when the call moves."""
         pa, pb = self.offer_answer()
+        qa, qb = self.offer_answer("c2")
+        pool = self.pool.slots[0].park_pools[IP]
+        # another call's key: not c1's, nothing happens to it
+        self.assertIsNone(self.done(self.pool.release("c1", [(IP, qa)])))
+        self.assertIn((IP, qa), self.net.bound)
+        self.assertTrue(self.pool.slots[1].park_pools[IP].holds(qa))
         self.assertIsNone(self.done(self.pool.release("c1", [(IP, pb)])))
+        self.assertFalse(pool.holds(pb))
+        self.assertTrue(pool.holds(pa))
         self.assertNotIn((IP, pb), self.net.bound)
         self.assertNotIn((IP, pb + 1), self.net.bound)
-        self.assertEqual(self.done(self.pool.totals())["ports_used"], 2)
+        self.assertEqual(self.done(self.pool.totals())["ports_used"], 2 + 4)
         self.media(pa, rtp(1), A)
         self.assertEqual(sorted(self.engine(0)._calls["c1"]), [(IP, pa)])
         self.assertIsNone(self.engine(0).socket((IP, pa)).peer)
@@ -397,13 +405,17 @@ class LazyTests(SynchronousTestCase):
             p.end(signal=9)
         self.pool._wake("c1")
         d = self.pool.configure("c1", answer_entries(pa, pb))
+        # reported on the next turn, not inside the request that found it
+        self.assertEqual(self.lost, [])
+        self.assertNoResult(d)
+        self.reactor.advance(0)
         self.assertEqual(self.lost, [(["c1"], "call c1: no media worker could take its media; "
                                                "its ports are closed")])
         self.assertEqual(self.pool.lost_calls, 1)
         self.assertEqual(self.pool.park_counts["failed"], 1)
         for key in ((IP, pa), (IP, pa + 1), (IP, pb), (IP, pb + 1)):
             self.assertNotIn(key, self.net.bound)
-        # (configure was asked after the hand-off had already failed)
+        # (the configure waited for the hand-off, which failed)
         self.assertEqual(self.failureResultOf(d, NGError).value.reason, E_UNKNOWN_CALL)
 
     def test_waitingRequestsAfterFailure(self):
@@ -463,3 +475,28 @@ class AdoptTests(SynchronousTestCase):
         self.assertEqual(self.net.bound, {})
         self.assertEqual(self.engine.pool(IP).used, 0)
         self.assertNotIn("c", self.engine._calls)
+
+
+class LimitTests(SynchronousTestCase):
+    """Parking stops at the pool's ``park_limit`` (this process's open
+    files, less what it keeps for itself)."""
+
+    setUp = LazyTests.setUp
+    pump = LazyTests.pump
+    done = LazyTests.done
+    offer_answer = LazyTests.offer_answer
+    media = LazyTests.media
+
+    def test_parkLimit(self):
+        self.pool.park_limit = 8
+        self.offer_answer("c1")
+        self.offer_answer("c2")
+        [[pa, _pb]] = self.done(self.pool.allocate_configure("c3", [(IP, 2)], offer_entries()))
+        self.assertEqual(self.pool.parked(), {"c1", "c2"})
+        self.assertIn("c3", self.pool._routes)  # in its worker, as without parking
+        self.done(self.pool.stats_release("c1"))
+        self.assertEqual(self.pool._parked_sockets, 4)
+        self.offer_answer("c4")
+        self.assertEqual(self.pool.parked(), {"c2", "c4"})
+        self.media(self.pool._parked["c4"].groups()[0][1][0], rtp(1), A)
+        self.assertEqual(self.pool._parked_sockets, 4)
