@@ -53,6 +53,7 @@ from omnirtp.errors import E_INTERNAL, E_UNKNOWN_CALL, ConfigError, NGError, Por
 from omnirtp.interfaces import IMediaEngine
 from omnirtp.media import amp as commands
 from omnirtp.media import park, wire
+from omnirtp.media.amp import placeholder
 from omnirtp.limits import SPARE, soft_limit
 from omnirtp.media.ports import NO_FILES_ERRNOS, PortPool, slice_range
 from omnirtp.media.worker import (
@@ -1081,6 +1082,19 @@ class WorkerPool(service.Service):
         if (sockets_needed > park.MAX_SOCKETS
                 or self._parked_sockets + sockets_needed > self.park_limit):
             return None
+        # the entries first (with the placeholder ports: the same keys):
+        # a call that is not for this process binds nothing here
+        held = set()
+        index = 0
+        for address, count in groups:
+            for _ in range(count):
+                port = placeholder(index)
+                held.add((address, port))
+                held.add((address, port + 1))
+                index += 1
+        for entry in sockets:
+            if not park.plain_entry(entry, held):
+                return None
         parked = park.ParkedCall(call_id, slot)
         bind = self._bind
         if bind is None:
@@ -1131,11 +1145,6 @@ class WorkerPool(service.Service):
                                error=str(e))
             undo()
             return None
-        held = parked.held()
-        for entry in entries:
-            if not park.plain_entry(entry, held):
-                undo()
-                return None
         parked.keep(entries, now)
         add = self.reactor.addReader
         wake = self._wake

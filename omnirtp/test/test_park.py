@@ -161,10 +161,13 @@ class LazyTests(SynchronousTestCase):
                                   {"learning": "sometimes"}, {"tos": 256}]):
             call_id = "x%d" % n
             before = self.requests()
+            binds = len(self.net.binds)
             d = self.pool.allocate_configure(call_id, [(IP, 2)], offer_entries(**more))
             self.pump()
             self.assertNotIn(call_id, self.pool.parked(), more)
             self.assertNotEqual(self.requests(), before, more)
+            # the worker's binds only: nothing was bound here first
+            self.assertEqual(len(self.net.binds) - binds, 4, more)
             d.addErrback(lambda f: None)  # (some are refused by the worker's engine)
             self.pool.release(call_id)
             self.pump()
