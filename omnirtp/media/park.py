@@ -259,6 +259,12 @@ def receive_sockets(channel, tag, count):
 
 
 def _adopted(fd):
+    """The socket object of a descriptor received: the ``_socket.socket``
+    type the engine binds its own with, non-blocking as they are (the
+    descriptor's O_NONBLOCK came with it; the object's own timeout is set
+    to match, as SOCK_NONBLOCK sets it for a socket made here)."""
     import _socket
 
-    return _socket.socket(fileno=fd)
+    sock = _socket.socket(fileno=fd)
+    sock.setblocking(False)
+    return sock
