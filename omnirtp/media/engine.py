@@ -53,8 +53,8 @@ from omnirtp.media.demux import Demux
 from omnirtp.media.ice import IceAgent, parse_candidate
 from omnirtp.media.ports import NO_FILES_ERRNOS, PortPool
 from omnirtp.media.relay import (
-    LEARN_DELAYED, LEARNING_MODES, LEARNING_WINDOW, MediaPoller, RelaySocket, RtcpSocket, bind_companion,
-    bind_media)
+    LEARN_DELAYED, LEARNING_MODES, LEARNING_WINDOW, MediaPoller, RelaySocket, RtcpSocket,
+    bind_companion, bind_media)
 
 
 # keys of IMediaEngine.configure entries
