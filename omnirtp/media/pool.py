@@ -1075,6 +1075,14 @@ class WorkerPool(service.Service):
         ports bound from the slice of the worker it would go to): the
         ports of each group, or None (it goes to a worker as always;
         nothing of it is held here)."""
+        # (a call with ICE, DTLS or SRTP, a WebRTC one: told at its first
+        # entry, before anything else is looked at)
+        plain_keys = park.PLAIN_KEYS
+        for entry in sockets:
+            if (entry.__class__ is not dict or not entry.keys() <= plain_keys
+                    or entry.get("ice") is not None or entry.get("dtls") is not None
+                    or entry.get("srtp_in") is not None or entry.get("srtp_out") is not None):
+                return None
         slot = self._pick(set())
         if slot is None or not groups:
             return None
