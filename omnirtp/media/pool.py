@@ -851,6 +851,8 @@ class WorkerPool(service.Service):
         ports, or fails with nothing of them held.  Routed and retried on
         another worker as :meth:`allocate` is."""
         if self.lazy and call_id not in self._routes and call_id not in self._parked:
+            if sockets.__class__ is not list:
+                sockets = list(sockets)
             ports = self._park(call_id, groups, sockets)
             if ports is not None:
                 return succeed(ports)
