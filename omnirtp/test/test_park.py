@@ -400,6 +400,27 @@ class LazyTests(SynchronousTestCase):
         self.assertEqual(warned[0]["worker"], 0)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)  # the worker's log
 
+    def test_adoptTimesOut(self):
+        """A worker that does not answer the adopt in time is killed; the
+        sockets, still held here, go to the other worker."""
+        pa, pb = self.offer_answer()
+        self.pool._wake("c1")
+        self.reactor.advance(0)  # the frames written
+        hung = self.processes[0]
+        del hung.to_worker[:]  # (it never reads them)
+        for _tag, socks in hung.handed:
+            for sock in socks:
+                sock.close()
+        del hung.handed[:]
+        self.reactor.advance(self.pool.request_timeout + 1)
+        self.assertEqual(hung.signals, ["KILL"])
+        self.pump()
+        self.assertIn("c1", self.engine(1)._calls)
+        self.assertEqual(self.pool._routes["c1"].index, 1)
+        self.media(pa, rtp(1), A)
+        self.assertEqual(self.net.sent_to(B), [(rtp(1), (IP, pb))])
+        self.assertEqual(self.lost, [])
+
     def test_noWorkerTakesIt(self):
         """No worker left: the parked call's ports are closed, the call is
         reported lost, what waited for it finds no call."""
