@@ -41,6 +41,10 @@ NONE_KEYS = ("ice", "dtls", "srtp_in", "srtp_out")
 #: SCM_MAX_FD is 253): a call with more is not parked
 MAX_SOCKETS = 250
 
+#: at most this many sockets are parked at once when the open files limit
+#: is unlimited (RLIM_INFINITY)
+MAX_PARKED = 1 << 30
+
 #: parked call states
 PARKED = "parked"  # its sockets are watched
 MOVING = "moving"  # handed to a worker, no answer yet

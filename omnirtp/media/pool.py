@@ -29,6 +29,7 @@ import os
 import site
 import socket
 import sys
+from resource import RLIM_INFINITY
 
 from twisted.application import service
 from twisted.internet.defer import (
@@ -467,13 +468,9 @@ class WorkerPool(service.Service):
         self._bind = bind
         self._parked = {}  # call_id -> park.ParkedCall
         self._handoffs = 0  # tags of the hand-off messages
-        #: sockets the parked calls hold, and at most how many they may:
-        #: this process keeps files for its listeners, connections and
-        #: logs (with more than two workers its open files limit, raised
-        #: for a worker's slice, is below all the ports: the calls beyond
-        #: it go to their workers at once, as without parking)
+        #: sockets the parked calls hold (at most :attr:`park_limit`)
         self._parked_sockets = 0
-        self.park_limit = max(0, soft_limit() - 2 * SPARE) if self.lazy else 0
+        self._park_limit = None
         #: parked calls: handed to a worker, released while parked, and
         #: lost because no worker could take them
         self.park_counts = {"parked": 0, "handed": 0, "released": 0, "failed": 0}
@@ -1071,6 +1068,27 @@ class WorkerPool(service.Service):
         return DeferredList(ds, consumeErrors=True).addCallback(add)
 
     # -- the lazy hand-off (omnirtp.media.park) ---------------------------
+
+    @property
+    def park_limit(self):
+        """At most this many sockets are parked at once: this process's
+        open files limit now (``set maxopenfiles`` changes it) less twice
+        :data:`omnirtp.limits.SPARE`, which its listeners, connections and
+        logs keep.  With more than two workers that limit, raised for one
+        worker's slice, is below all the ports: the calls beyond it go to
+        their workers at once, as without parking.  (Settable: tests.)"""
+        if self._park_limit is not None:
+            return self._park_limit
+        if not self.lazy:
+            return 0
+        limit = soft_limit()
+        if limit == RLIM_INFINITY:
+            return park.MAX_PARKED
+        return max(0, limit - 2 * SPARE)
+
+    @park_limit.setter
+    def park_limit(self, value):
+        self._park_limit = value
 
     def _park(self, call_id, groups, sockets):
         """Park a new call here if it can be (its entries all plain, its

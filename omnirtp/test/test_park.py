@@ -524,3 +524,22 @@ class LimitTests(SynchronousTestCase):
         self.assertEqual(self.pool.parked(), {"c2", "c4"})
         self.media(self.pool._parked["c4"].groups()[0][1][0], rtp(1), A)
         self.assertEqual(self.pool._parked_sockets, 4)
+
+    def test_limitFollowsTheOpenFilesLimit(self):
+        """Without a limit set, parking follows this process's open files
+        limit now (``set maxopenfiles``), less twice SPARE; unlimited: no
+        limit of its own."""
+        from resource import RLIM_INFINITY
+
+        from omnirtp.limits import SPARE
+        from omnirtp.media import pool as pool_module
+
+        self.pool._park_limit = None
+        self.patch(pool_module, "soft_limit", lambda: 4096)
+        self.assertEqual(self.pool.park_limit, 4096 - 2 * SPARE)
+        self.patch(pool_module, "soft_limit", lambda: 100)
+        self.assertEqual(self.pool.park_limit, 0)
+        self.patch(pool_module, "soft_limit", lambda: RLIM_INFINITY)
+        self.assertEqual(self.pool.park_limit, park.MAX_PARKED)
+        self.pool.lazy = False
+        self.assertEqual(self.pool.park_limit, 0)
