@@ -14,6 +14,12 @@ of the whole call, so relaying never crosses a process.  If that first
 allocation fails because the worker's slice is full (or the worker died),
 the next worker is tried before ``PortsExhausted`` is reported.
 
+The lazy hand-off (``lazy=True``, the daemon's pool; :mod:`omnirtp.media.park`):
+a new plain call is parked in this process, its ports bound here from the
+slice of the worker it goes to, until its first datagram hands its sockets
+to that worker (``SCM_RIGHTS`` over a socketpair per worker, then an
+``adopt`` request); its engine calls until then are answered here.
+
 Failure: when a worker process ends, the calls it held are forgotten,
 counted in :attr:`WorkerPool.lost_calls` and reported through
 ``on_calls_lost(call_ids, reason)`` (the call registry sets it); a fresh
