@@ -86,14 +86,47 @@ def plain_entry(entry, held):
     return True
 
 
+#: the key tuples of the entries kept, one object per distinct tuple (a
+#: plain call's entries all have the negotiator's keys, in its order)
+_NAMES = {}
+
+
+def pack(entry):
+    """``entry`` (a dict) as a parked call keeps it: ``(keys, values)``,
+    the keys' tuple shared by every entry with those keys (a dict per
+    socket of every idle parked call would cost about 460 bytes; this
+    about 190)."""
+    names = tuple(entry)
+    shared = _NAMES.get(names)
+    if shared is not None:
+        names = shared
+    elif len(_NAMES) < 64:  # (our negotiator's few; never a growing table)
+        _NAMES[names] = names
+    return names, tuple(entry.values())
+
+
+def unpack(packed):
+    """The dict :func:`pack` was given (the same keys, in order)."""
+    return dict(zip(packed[0], packed[1]))
+
+
+def field(packed, name):
+    """``unpack(packed).get(name)`` without the dict."""
+    names, values = packed
+    try:
+        return values[names.index(name)]
+    except ValueError:
+        return None
+
+
 class ParkedCall:
     """A parked call: its sockets bound here, its configuration kept.
 
     ``slot``: the pool's worker slot whose slice the ports came from (and
     which is asked first to adopt the call); ``pairs``: ``{(address, rtp
     port): (rtp socket, rtcp socket)}`` in allocation order; ``entries``:
-    each configured socket's latest entry (``{key: entry}``, its ``tos``
-    the latest one given); ``since``: each socket's last signalling reset
+    each configured socket's latest entry (``{key: packed entry}``,
+    :func:`pack`; its ``tos`` the latest one given); ``since``: each socket's last signalling reset
     (or its binding), what the relay's learning window and
     ``last_packet`` start from; ``watches``: the :class:`Watch` readers
     while the sockets are watched; ``waiting``: the requests that came
@@ -137,11 +170,22 @@ class ParkedCall:
             local = entry["local"]
             before = kept.get(local)
             entry = dict(entry)
-            if entry.get("tos") is None and before is not None and before.get("tos") is not None:
-                entry["tos"] = before["tos"]
+            if entry.get("tos") is None and before is not None:
+                tos = field(before, "tos")
+                if tos is not None:
+                    entry["tos"] = tos
             if entry.pop("reset", False):
                 self.since[local] = now
-            kept[local] = entry
+            kept[local] = pack(entry)
+
+    def entry(self, key):
+        """The entry kept for socket ``key`` (a new dict), or None."""
+        packed = self.entries.get(key)
+        return None if packed is None else unpack(packed)
+
+    def entry_list(self):
+        """The entries kept, as dicts (what the worker is to apply)."""
+        return [unpack(packed) for packed in self.entries.values()]
 
     def sockets_keys(self):
         for address, port in self.pairs:
@@ -181,10 +225,16 @@ class ParkedCall:
                 self.entries.pop(k, None)
                 self.since.pop(k, None)
         if gone_keys:
-            for entry in self.entries.values():
+            entries = self.entries
+            for local, packed in list(entries.items()):
+                entry = unpack(packed)
+                changed = False
                 for name in ("peer", "rtcp_peer"):
                     if entry.get(name) in gone_keys:
                         entry[name] = None
+                        changed = True
+                if changed:
+                    entries[local] = pack(entry)
         return gone
 
     def stats(self):
@@ -193,13 +243,13 @@ class ParkedCall:
         out = {}
         entries = self.entries
         for key in self.sockets_keys():
-            entry = entries.get(key)
+            packed = entries.get(key)
             out[key] = {
                 "packets": 0,
                 "bytes": 0,
                 "errors": 0,
                 "last_packet": self.since[key],
-                "endpoint": entry.get("endpoint") if entry is not None else None,
+                "endpoint": field(packed, "endpoint") if packed is not None else None,
                 "confirmed": False,
             }
         return out

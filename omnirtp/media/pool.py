@@ -1293,7 +1293,7 @@ class WorkerPool(service.Service):
                               error=str(e))
                 continue
             d = self._request(slot, "adopt", call_id, tag, parked.groups(),
-                              list(parked.entries.values()), list(parked.since.items()))
+                              parked.entry_list(), list(parked.since.items()))
             args = (parked, slot, tried)
             sync.listen(d, self._adopted, args, self._adopt_failed, args)
             return

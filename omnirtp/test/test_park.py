@@ -543,3 +543,38 @@ class LimitTests(SynchronousTestCase):
         self.assertEqual(self.pool.park_limit, park.MAX_PARKED)
         self.pool.lazy = False
         self.assertEqual(self.pool.park_limit, 0)
+
+
+class PackTests(SynchronousTestCase):
+    """A parked call keeps each entry as ``(keys, values)`` tuples: the
+    same dict comes back, and calls share the keys' tuple."""
+
+    def test_roundTrip(self):
+        e = entry((IP, 40000), (IP, 40002), A, tos=184)
+        packed = park.pack(e)
+        back = park.unpack(packed)
+        self.assertEqual(back, e)
+        self.assertEqual(list(back), list(e))  # the same order
+        self.assertIsNot(back, e)
+        self.assertEqual(park.field(packed, "tos"), 184)
+        self.assertIsNone(park.field(packed, "no such key"))
+
+    def test_keysShared(self):
+        one = park.pack(entry((IP, 40000), (IP, 40002), A))
+        two = park.pack(entry((IP, 40004), (IP, 40006), B))
+        self.assertIs(one[0], two[0])
+
+    def test_keepAndDrop(self):
+        """keep: a later entry without tos keeps the earlier tos; drop: the
+        entries sending out of a dropped pair send nowhere."""
+        call = park.ParkedCall("c", None)
+        call.add(IP, 40000, object(), object(), T0)
+        call.add(IP, 40002, object(), object(), T0)
+        call.keep([entry((IP, 40000), (IP, 40002), A, tos=184)], T0 + 1)
+        call.keep([entry((IP, 40000), (IP, 40002), A, reset=False)], T0 + 2)
+        self.assertEqual(call.entry((IP, 40000))["tos"], 184)
+        self.assertEqual(call.since[(IP, 40000)], T0 + 1)
+        call.drop([(IP, 40002)])
+        expected = entry((IP, 40000), None, A, tos=184)
+        del expected["reset"]  # (applied when kept)
+        self.assertEqual(call.entry_list(), [expected])
