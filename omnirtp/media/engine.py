@@ -55,6 +55,7 @@ from omnirtp.media.ports import NO_FILES_ERRNOS, PortPool
 from omnirtp.media.relay import (
     LEARN_DELAYED, LEARNING_MODES, LEARNING_WINDOW, MediaPoller, RelaySocket, RtcpSocket,
     bind_companion, bind_media)
+from omnirtp.media.relay import bind_pair as bind_both  # (_allocate has its own bind_pair)
 
 
 # keys of IMediaEngine.configure entries
@@ -739,17 +740,11 @@ class EmbeddedEngine:
             if given is not None:
                 return given[port]
             try:
-                rtp = bind(address, port)
-                try:
-                    rtcp = bind(address, port + 1)
-                except BaseException:
-                    rtp.close()
-                    raise
+                return bind_both(bind, address, port)
             except OSError as e:
                 if e.errno in NO_FILES_ERRNOS:
                     raise FilesExhausted() from e  # not a port to skip: no port binds now
                 raise
-            return rtp, rtcp
 
         taken = []
         try:

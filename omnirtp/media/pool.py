@@ -63,6 +63,8 @@ from omnirtp.media import park, wire
 from omnirtp.media.amp import placeholder
 from omnirtp.limits import SPARE, soft_limit
 from omnirtp.media.ports import NO_FILES_ERRNOS, PortPool, slice_range
+from omnirtp.media.relay import bind_media
+from omnirtp.media.relay import bind_pair as bind_both
 from omnirtp.media.worker import (
     DEFAULT_ENGINE,
     FD_FROM_CONTROL,
@@ -1132,7 +1134,6 @@ class WorkerPool(service.Service):
         parked = park.ParkedCall(call_id, slot)
         bind = self._bind
         if bind is None:
-            from omnirtp.media.relay import bind_media
             self._bind = bind = bind_media
         now = self.reactor.seconds()
         got = []
@@ -1156,13 +1157,7 @@ class WorkerPool(service.Service):
                 ports = []
 
                 def bind_pair(port, address=address):
-                    rtp = bind(address, port)
-                    try:
-                        rtcp = bind(address, port + 1)
-                    except BaseException:
-                        rtp.close()
-                        raise
-                    return rtp, rtcp
+                    return bind_both(bind, address, port)
 
                 for _ in range(count):
                     port, (rtp, rtcp) = pool.acquire(bind_pair)

@@ -52,9 +52,11 @@ def bindable(port):
 
 class WorkerPoolUDPTests(TestCase):
     timeout = 60
+    #: the pool's lazy hand-off (LazyHandOffUDPTests)
+    lazy = False
 
     def setUp(self):
-        self.pool = WorkerPool(reactor, {HOST: (PORT_MIN, PORT_MAX)}, 2)
+        self.pool = WorkerPool(reactor, {HOST: (PORT_MIN, PORT_MAX)}, 2, lazy=self.lazy)
         self.lost = []
         self.lost_d = defer.Deferred()
 
@@ -375,19 +377,8 @@ class LazyHandOffUDPTests(TestCase):
     first datagram hands its sockets to the worker (SCM_RIGHTS), which
     relays everything, the first datagrams included."""
 
-    def setUp(self):
-        self.pool = WorkerPool(reactor, {HOST: (PORT_MIN, PORT_MAX)}, 2, lazy=True)
-        self.lost = []
-        self.lost_d = defer.Deferred()
-
-        def calls_lost(call_ids, reason):
-            self.lost.append((call_ids, reason))
-            if not self.lost_d.called:
-                self.lost_d.callback(None)
-
-        self.pool.on_calls_lost = calls_lost
-        self.pool.startService()
-        self.addCleanup(self.pool.stopService)
+    lazy = True
+    setUp = WorkerPoolUDPTests.setUp
 
     @defer.inlineCallbacks
     def call(self, call_id):
