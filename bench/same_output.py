@@ -448,6 +448,26 @@ class PoolStack:
         return self.reply(*self.send(request))
 
 
+def replay_ng(data, out, label, make_stack, norm, taken):
+    """The first 300 ng sequences, each on a new ``make_stack()``: every
+    datagram's replies (``norm``-ed) and the log lines it brought
+    (``taken()``), one second between datagrams."""
+    from omnirtp.test import fuzz
+
+    for i, sequence in enumerate(data["ng"][:300]):
+        stack = make_stack()
+        taken()
+        for datagram in fuzz.unframe(sequence):
+            if isinstance(datagram, bytes):
+                n = len(stack.transport.written)
+                stack.proto.datagramReceived(datagram, fuzz.NG_ADDR)
+                stack.pump()
+                out.append((label, i, norm([w[0] for w in stack.transport.written[n:]]),
+                            taken()))
+            stack.reactor.advance(1)
+            stack.pump()
+
+
 def pool_outputs(data, out, norm, configured):
     """The ng sequences, the corpus's cases and the combinations again
     with ``num-threads = 2`` (:class:`PoolStack`), each reply with the
@@ -471,19 +491,8 @@ def pool_outputs(data, out, norm, configured):
         return got
 
     try:
-        for i, sequence in enumerate(data["ng"][:300]):
-            from omnirtp.test import fuzz
-            stack = PoolStack(pairs=12, max_sessions=6)
-            taken()
-            for datagram in fuzz.unframe(sequence):
-                if isinstance(datagram, bytes):
-                    n = len(stack.transport.written)
-                    stack.proto.datagramReceived(datagram, fuzz.NG_ADDR)
-                    stack.pump()
-                    out.append(("pool ng", i, norm([w[0] for w in stack.transport.written[n:]]),
-                                taken()))
-                stack.reactor.advance(1)
-                stack.pump()
+        replay_ng(data, out, "pool ng", lambda: PoolStack(pairs=12, max_sessions=6), norm,
+                  taken)
         for name, requests in data["cases"]:
             stack = PoolStack(pairs=20)
             taken()
@@ -558,19 +567,8 @@ def lazy_outputs(data, out, norm):
         return stack
 
     try:
-        for i, sequence in enumerate(data["ng"][:300]):
-            from omnirtp.test import fuzz
-            stack = PoolStack(pairs=12, max_sessions=6, lazy=True)
-            taken()
-            for datagram in fuzz.unframe(sequence):
-                if isinstance(datagram, bytes):
-                    n = len(stack.transport.written)
-                    stack.proto.datagramReceived(datagram, fuzz.NG_ADDR)
-                    stack.pump()
-                    out.append(("lazy ng", i, blind([w[0] for w in stack.transport.written[n:]]),
-                                taken()))
-                stack.reactor.advance(1)
-                stack.pump()
+        replay_ng(data, out, "lazy ng", lambda: PoolStack(pairs=12, max_sessions=6, lazy=True),
+                  blind, taken)
         for name, requests in data["cases"]:
             stack = PoolStack(pairs=20, lazy=True)
             taken()
