@@ -114,7 +114,6 @@ class Stack:
                                 instance_id="abc123")
         self.dispatch = Dispatcher(self.registry, negotiator)
         self.test = test
-        self.taken = self.left = 0
         original = self.dispatch.call_tree
 
         def compared(call, stats):
