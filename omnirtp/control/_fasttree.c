@@ -183,18 +183,20 @@ one_stream(PyObject *streams, PyObject *t, int kind, PyObject *address,
            PyObject *port, PyObject *adv, int mux, PyObject *stats,
            PyObject *last_signal)
 {
-    PyObject *key = NULL, *c, *sflags = NULL, *advertised = NULL, *endpoint_out = NULL;
-    PyObject *stream = NULL, *counts = NULL, *last = NULL, *endpoint = NULL;
-    PyObject *packets, *nbytes, *errors, *last_packet;
+    PyObject *key = NULL, *c = NULL, *sflags = NULL, *advertised = NULL, *endpoint_out = NULL;
+    PyObject *stream = NULL, *counts = NULL, *last = NULL, *endpoint = NULL, *v = NULL;
+    PyObject *packets = NULL, *nbytes = NULL, *errors = NULL, *last_packet = NULL;
     PyObject *transforms = NULL, *ice = NULL, *rtcp = NULL, *family;
     int found, filled = 0, confirmed = 0, r = -1;
 
     key = PyTuple_Pack(2, address, port);
     if (key == NULL)
         goto done;
-    c = PyDict_GetItemWithError(stats, key);  /* borrowed */
+    /* (each value read is held: a value's __bool__ could change its dict) */
+    c = PyDict_GetItemWithError(stats, key);
     if (c == NULL && PyErr_Occurred())
         goto done;
+    Py_XINCREF(c);
     found = 0;
     if (c != NULL) {
         found = PyObject_IsTrue(c);
@@ -202,12 +204,12 @@ one_stream(PyObject *streams, PyObject *t, int kind, PyObject *address,
             goto done;
     }
     if (found) {
-        PyObject *v;
         if (!PyDict_CheckExact(c))
             NOT_MINE(done);
         endpoint = PyDict_GetItemWithError(c, N[K_ENDPOINT]);
         if (endpoint == NULL && PyErr_Occurred())
             goto done;
+        Py_XINCREF(endpoint);
         if (endpoint != NULL) {
             filled = PyObject_IsTrue(endpoint);
             if (filled < 0)
@@ -216,6 +218,7 @@ one_stream(PyObject *streams, PyObject *t, int kind, PyObject *address,
         v = PyDict_GetItemWithError(c, N[K_CONFIRMED]);
         if (v == NULL && PyErr_Occurred())
             goto done;
+        Py_XINCREF(v);
         if (v != NULL) {
             confirmed = PyObject_IsTrue(v);
             if (confirmed < 0)
@@ -225,8 +228,14 @@ one_stream(PyObject *streams, PyObject *t, int kind, PyObject *address,
         nbytes = packets ? PyDict_GetItemWithError(c, N[K_BYTES]) : NULL;
         errors = nbytes ? PyDict_GetItemWithError(c, N[K_ERRORS]) : NULL;
         last_packet = errors ? PyDict_GetItemWithError(c, N[K_LAST_PACKET]) : NULL;
-        if (last_packet == NULL)
+        if (last_packet == NULL) {
+            packets = nbytes = errors = NULL;
             NOT_MINE(done);
+        }
+        Py_INCREF(packets);
+        Py_INCREF(nbytes);
+        Py_INCREF(errors);
+        Py_INCREF(last_packet);
         if (!PyLong_CheckExact(packets) || !PyLong_CheckExact(nbytes)
                 || !PyLong_CheckExact(errors))
             NOT_MINE(done);
@@ -234,18 +243,24 @@ one_stream(PyObject *streams, PyObject *t, int kind, PyObject *address,
         transforms = PyDict_GetItemWithError(c, N[K_TRANSFORMS]);
         if (transforms == NULL && PyErr_Occurred())
             goto done;
+        Py_XINCREF(transforms);
         ice = PyDict_GetItemWithError(c, N[K_ICE]);
         if (ice == NULL && PyErr_Occurred())
             goto done;
+        Py_XINCREF(ice);
         rtcp = PyDict_GetItemWithError(c, N[K_RTCP]);
         if (rtcp == NULL && PyErr_Occurred())
             goto done;
+        Py_XINCREF(rtcp);
     } else {
         /* the default counter: zeros, the call's last signal, no endpoint */
         packets = nbytes = errors = int_zero;
+        Py_INCREF(int_zero);
+        Py_INCREF(int_zero);
+        Py_INCREF(int_zero);
         last_packet = last_signal;
+        Py_INCREF(last_packet);
     }
-    /* (borrowed pointers into c stay valid: c is not changed here) */
     sflags = PyList_New(0);
     if (sflags == NULL || PyList_Append(sflags, N[kind]) < 0)
         goto done;
@@ -306,6 +321,7 @@ one_stream(PyObject *streams, PyObject *t, int kind, PyObject *address,
             PyObject *state, *counters, *d;
             if (!PyDict_CheckExact(ice))
                 NOT_MINE(done);
+            /* (borrowed: nothing runs before they are stored) */
             state = PyDict_GetItemWithError(ice, N[K_STATE]);
             counters = state ? PyDict_GetItemWithError(ice, N[K_COUNTERS]) : NULL;
             if (counters == NULL)
@@ -335,6 +351,16 @@ one_stream(PyObject *streams, PyObject *t, int kind, PyObject *address,
     r = 0;
 done:
     Py_XDECREF(key);
+    Py_XDECREF(c);
+    Py_XDECREF(endpoint);
+    Py_XDECREF(v);
+    Py_XDECREF(packets);
+    Py_XDECREF(nbytes);
+    Py_XDECREF(errors);
+    Py_XDECREF(last_packet);
+    Py_XDECREF(transforms);
+    Py_XDECREF(ice);
+    Py_XDECREF(rtcp);
     Py_XDECREF(sflags);
     Py_XDECREF(advertised);
     Py_XDECREF(endpoint_out);

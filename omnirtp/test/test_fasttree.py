@@ -261,6 +261,25 @@ class FastTreeTests(SynchronousTestCase):
         self.assertRaises(TypeError, commands._fasttree.setup, 5)
         self.assertRaises(TypeError, _fast, call)
 
+    def test_valueChangesItsDict(self):
+        """A counter value whose truth test empties the counters (and so
+        frees the values read from them): the C tree does not crash, and
+        leaves the call (the endpoint is no tuple)."""
+        stack = Stack(self)
+        call = self._plain_call(stack)
+        key = _media_keys(call)[0]
+        stats = {}
+
+        class Emptying:
+            def __bool__(self):
+                stats.clear()
+                return True
+        stats[key] = {"packets": 10 ** 30, "bytes": 10 ** 31, "errors": 10 ** 32,
+                      "last_packet": 1.5, "confirmed": Emptying(), "endpoint": Emptying(),
+                      "transforms": {"x": [1]}, "rtcp": {"y": [2]}}
+        self.assertIsNone(_fast(call, stats))
+        self.assertEqual(stats, {})
+
     def test_noExtension(self):
         """Without the extension, Dispatcher.call_tree is the Python tree."""
         stack = Stack(self)
