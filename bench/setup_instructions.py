@@ -29,7 +29,10 @@ pairs).  ``--workers``: ``num-threads = 2`` instead, its two workers in the
 same process (``bench/same_output.py``'s ``PoolStack``, an embedded engine
 each on a fake network, the pipes' frames moved after every datagram): the
 control process's and the workers' Python together, without the kernel's
-share (the pipes, the process switches); ``--twistd-log`` there is twistd's
+share (the pipes, the process switches); ``--lazy``: the same with the lazy
+hand-off (``WorkerPool(lazy=True)``, as the daemon's pool: a plain call is
+parked in the control process, its ports bound on the fake network, and
+never reaches a worker); ``--twistd-log`` there is twistd's
 text observer on ``/dev/null`` without the daemon's level filter.  After the warm-up the child calls ``gc.freeze()``, as the daemon
 does once its reactor runs (``--no-gc-freeze``: not; a full collection over
 start-up's objects then falls into some runs and not others).  ``--profile OUT`` instead runs ``--cycles`` cycles under cProfile
@@ -153,7 +156,9 @@ def child(root, cycles, port_min, profile=None, call="webrtc", sampler=None, log
         # (a WorkerPool whose two workers, WorkerProtocols over embedded
         # engines on a fake network, are in memory; every datagram's
         # frames moved to them and back before the next)
-        stack = _module("same_output", os.path.join(HERE, "same_output.py")).PoolStack(pairs=200, delete_delay=0)
+        # (--lazy: with the lazy hand-off, where the checkout has it)
+        stack = _module("same_output", os.path.join(HERE, "same_output.py")).PoolStack(
+            pairs=200, delete_delay=0, lazy=workers == "lazy")
         protocol = stack.proto
         pump = stack.pump
         if log:
@@ -227,7 +232,7 @@ def count(root, cycles, port_min, call="webrtc", log=False, freeze=True, workers
          sys.executable, os.path.abspath(__file__), "--child", str(cycles),
          "--root", root, "--port-min", str(port_min), "--call", call]
         + (["--twistd-log"] if log else []) + ([] if freeze else ["--no-gc-freeze"])
-        + (["--workers"] if workers else []),
+        + (["--workers"] if workers else []) + (["--lazy"] if workers == "lazy" else []),
         capture_output=True, text=True,
         # one hash seed for every run (unless one is given): with random
         # ones the plain cycle's count moved by about 5% between runs of
@@ -259,10 +264,13 @@ def main(argv=None):
     p.add_argument("--workers", action="store_true",
                    help="num-threads = 2 with the two workers in memory (bench/same_output.py's "
                         "PoolStack): the control process's and the workers' Python together")
+    p.add_argument("--lazy", action="store_true",
+                   help="--workers with the lazy hand-off (WorkerPool(lazy=True), the daemon's "
+                        "way; a checkout without it: as --workers)")
     args = p.parse_args(argv)
     freeze = not args.no_gc_freeze
     log = args.twistd_log
-    workers = args.workers
+    workers = "lazy" if args.lazy else args.workers
     if args.child is not None:
         child(args.root, args.child, args.port_min, call=args.call, log=log, freeze=freeze,
               workers=workers)

@@ -264,7 +264,7 @@ def build_engine(config, reactor, interfaces, certificate=None):
             table = forwarder.number
         pool = WorkerPool(reactor, addresses, config.num_threads,
                           log_level=config.log_level, certificate=certificate, table=table,
-                          socket_cpu_affinity=socket_cpu_affinity(config))
+                          socket_cpu_affinity=socket_cpu_affinity(config), lazy=True)
         return pool, pool
     from omnirtp.media.engine import EmbeddedEngine
     engine = EmbeddedEngine(reactor, addresses, certificate=certificate,

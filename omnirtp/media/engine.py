@@ -53,8 +53,9 @@ from omnirtp.media.demux import Demux
 from omnirtp.media.ice import IceAgent, parse_candidate
 from omnirtp.media.ports import NO_FILES_ERRNOS, PortPool
 from omnirtp.media.relay import (
-    LEARN_DELAYED, LEARNING_MODES, MediaPoller, RelaySocket, RtcpSocket, bind_companion,
-    bind_media)
+    LEARN_DELAYED, LEARNING_MODES, LEARNING_WINDOW, MediaPoller, RelaySocket, RtcpSocket,
+    bind_companion, bind_media)
+from omnirtp.media.relay import bind_pair as bind_both  # (_allocate has its own bind_pair)
 
 
 # keys of IMediaEngine.configure entries
@@ -687,7 +688,44 @@ class EmbeddedEngine:
         an idle call would keep)."""
         return bind_companion if self._real else None
 
-    def _allocate(self, call_id, address, count, wanted=None):
+    def adopt_now(self, call_id, groups, socks, entries, since):
+        """Take over a call the control process parked
+        (:mod:`omnirtp.media.park`): ``socks`` are its bound sockets (RTP
+        and RTCP of each pair) of the ports of ``groups`` (``[(address,
+        [rtp ports])]``), in order; they become this engine's as if it had
+        bound them (ports of its own range are claimed in its pool), then
+        ``entries`` are configured and each socket's learning window and
+        ``last_packet`` start at its ``since`` (``{key: seconds}``): the
+        state the sockets would have had here since they were bound.  On
+        failure nothing of the call stays and every socket given is
+        closed."""
+        if call_id in self._calls:
+            raise ValueError("call %r holds media ports already" % (call_id,))
+        given = iter(socks)
+        left = list(socks)
+        try:
+            for address, ports in groups:
+                pairs = {}
+                for port in ports:
+                    pairs[port] = (next(given), next(given))
+                self._allocate(call_id, address, len(ports), wanted=list(ports), given=pairs)
+                for port in ports:
+                    for sock in pairs[port]:
+                        left.remove(sock)
+            self._configure(call_id, entries)
+        except BaseException:
+            for sock in left:
+                sock.close()
+            self._release(call_id, None)
+            raise
+        sockets = self._sockets
+        for key, at in since.items():
+            relay = sockets.get(tuple(key))
+            if relay is not None:
+                relay.window_end = at + LEARNING_WINDOW
+                relay.last_packet = at
+
+    def _allocate(self, call_id, address, count, wanted=None, given=None):
         pool = self._pools.get(address)
         if pool is None:
             raise ValueError(
@@ -699,18 +737,14 @@ class EmbeddedEngine:
         bind = self._bind
 
         def bind_pair(port):
+            if given is not None:
+                return given[port]
             try:
-                rtp = bind(address, port)
-                try:
-                    rtcp = bind(address, port + 1)
-                except BaseException:
-                    rtp.close()
-                    raise
+                return bind_both(bind, address, port)
             except OSError as e:
                 if e.errno in NO_FILES_ERRNOS:
                     raise FilesExhausted() from e  # not a port to skip: no port binds now
                 raise
-            return rtp, rtcp
 
         taken = []
         try:
@@ -719,6 +753,10 @@ class EmbeddedEngine:
                     taken.append(pool.acquire(bind_pair))
             else:
                 for port in wanted:
+                    if given is not None and not pool.port_min <= port <= pool.port_max:
+                        # (adopted from another worker's slice: not this pool's)
+                        taken.append((port, bind_pair(port)))
+                        continue
                     pool.claim(port)
                     try:
                         taken.append((port, bind_pair(port)))

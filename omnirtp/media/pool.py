@@ -14,6 +14,12 @@ of the whole call, so relaying never crosses a process.  If that first
 allocation fails because the worker's slice is full (or the worker died),
 the next worker is tried before ``PortsExhausted`` is reported.
 
+The lazy hand-off (``lazy=True``, the daemon's pool; :mod:`omnirtp.media.park`):
+a new plain call is parked in this process, its ports bound here from the
+slice of the worker it goes to, until its first datagram hands its sockets
+to that worker (``SCM_RIGHTS`` over a socketpair per worker, then an
+``adopt`` request); its engine calls until then are answered here.
+
 Failure: when a worker process ends, the calls it held are forgotten,
 counted in :attr:`WorkerPool.lost_calls` and reported through
 ``on_calls_lost(call_ids, reason)`` (the call registry sets it); a fresh
@@ -27,7 +33,9 @@ within :attr:`WorkerPool.request_timeout` seconds is killed.
 
 import os
 import site
+import socket
 import sys
+from resource import RLIM_INFINITY
 
 from twisted.application import service
 from twisted.internet.defer import (
@@ -51,11 +59,16 @@ from omnirtp.logging import priority, subsystem
 from omnirtp.errors import E_INTERNAL, E_UNKNOWN_CALL, ConfigError, NGError, PortsExhausted
 from omnirtp.interfaces import IMediaEngine
 from omnirtp.media import amp as commands
-from omnirtp.media import wire
-from omnirtp.media.ports import slice_range
+from omnirtp.media import park, wire
+from omnirtp.media.amp import placeholder
+from omnirtp.limits import SPARE, soft_limit
+from omnirtp.media.ports import NO_FILES_ERRNOS, PortPool, slice_range
+from omnirtp.media.relay import bind_media
+from omnirtp.media.relay import bind_pair as bind_both
 from omnirtp.media.worker import (
     DEFAULT_ENGINE,
     FD_FROM_CONTROL,
+    FD_SOCKETS,
     FD_TO_CONTROL,
     format_slice,
 )
@@ -208,6 +221,9 @@ class WorkerProcess(ProcessProtocol):
         self.timer = None
         self.pid = None
         self._lines = {}
+        #: the control process's end of the Unix socket parked calls'
+        #: sockets go to this worker over (None: none)
+        self.channel = None
 
     def connectionMade(self):
         self.pid = getattr(self.transport, "pid", None)
@@ -282,6 +298,8 @@ class WorkerProcess(ProcessProtocol):
         )
 
     def processEnded(self, reason):
+        if self.channel is not None:
+            self.channel.close()
         self.pool._workerEnded(self.slot, self, reason)
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
@@ -310,6 +328,10 @@ class _Slot:
         self.kill_call = None
         self.ready_waiters = []
         self.stop_waiters = []
+        #: the control process's own port pools over this slot's slices
+        #: (address -> PortPool): the ports of the calls it parks for
+        #: this worker (omnirtp.media.park), made when first needed
+        self.park_pools = {}
 
     def info(self):
         return {
@@ -406,6 +428,8 @@ class WorkerPool(service.Service):
         table=-1,
         drop_table=None,
         socket_cpu_affinity=0,
+        lazy=False,
+        bind=None,
     ):
         if not isinstance(n, int) or n < 1:
             raise ConfigError("num-threads for a worker pool must be at least 1, got %r" % (n,))
@@ -441,6 +465,23 @@ class WorkerPool(service.Service):
         self._routes = {}  # call_id -> _Slot
         self._held = set()  # call_ids with at least one successful allocate
         self._pending = {}  # call_id -> allocate requests in flight
+        #: the lazy hand-off (omnirtp.media.park): new plain calls are
+        #: parked in this process until media arrives.  The daemon's pool
+        #: has it (service.build_engine); off, every call goes to a worker
+        #: at once (benchmarks' and tests' comparison).  Not with ``table``:
+        #: kernel forwarding stays where it always was.
+        self.lazy = bool(lazy) and table < 0
+        #: ``bind(address, port)``: a parked call's bound socket (default
+        #: omnirtp.media.relay.bind_media; tests pass a fake network's)
+        self._bind = bind
+        self._parked = {}  # call_id -> park.ParkedCall
+        self._handoffs = 0  # tags of the hand-off messages
+        #: sockets the parked calls hold (at most :attr:`park_limit`)
+        self._parked_sockets = 0
+        self._park_limit = None
+        #: parked calls: handed to a worker, released while parked, and
+        #: lost because no worker could take them
+        self.park_counts = {"parked": 0, "handed": 0, "released": 0, "failed": 0}
 
     # -- service ---------------------------------------------------------
 
@@ -471,6 +512,8 @@ class WorkerPool(service.Service):
             )
         self._routes.clear()
         self._held.clear()
+        for call_id in list(self._parked):
+            self._unpark(call_id, None)
         for slot in self.slots:
             slot.calls.clear()
         return DeferredList(waits)
@@ -498,15 +541,33 @@ class WorkerPool(service.Service):
         if self.socket_cpu_affinity:
             args += ["--socket-cpu-affinity", str(self.socket_cpu_affinity)]
         slot.started_at = self.reactor.seconds()
+        child_fds = CHILD_FDS
+        theirs = None
+        if self.lazy:
+            try:
+                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                ours.setblocking(False)
+                process.channel = ours
+                child_fds = dict(CHILD_FDS)
+                child_fds[FD_SOCKETS] = theirs.fileno()
+            except OSError as e:
+                self.log.warn("media worker {worker}: no hand-off socket ({error}): "
+                              "its calls are not parked", worker=slot.index, error=str(e))
         try:
             self.reactor.spawnProcess(
-                process, self.executable, args, env=self.env, childFDs=CHILD_FDS
+                process, self.executable, args, env=self.env, childFDs=child_fds
             )
         except Exception:
             self.log.failure("cannot start media worker {worker}", worker=slot.index)
             slot.state = DOWN
+            if process.channel is not None:
+                process.channel.close()
+                process.channel = None
             self._scheduleRestart(slot)
             return
+        finally:
+            if theirs is not None:
+                theirs.close()
         slot.process = process
         slot.pid = process.pid
         slot.state = STARTING
@@ -782,6 +843,9 @@ class WorkerPool(service.Service):
         return best
 
     def allocate(self, call_id, address, count):
+        parked = self._parked.get(call_id)
+        if parked is not None:
+            return self._after_handoff(parked, True, self.allocate, call_id, address, count)
         return self._allocate(call_id, address, count, set(), None)
 
     def allocate_configure(self, call_id, groups, sockets):
@@ -791,6 +855,16 @@ class WorkerPool(service.Service):
         keys name the new ports by placeholders): fires with each group's
         ports, or fails with nothing of them held.  Routed and retried on
         another worker as :meth:`allocate` is."""
+        if self.lazy and call_id not in self._routes and call_id not in self._parked:
+            if sockets.__class__ is not list:
+                sockets = list(sockets)
+            ports = self._park(call_id, groups, sockets)
+            if ports is not None:
+                return succeed(ports)
+        parked = self._parked.get(call_id)
+        if parked is not None:
+            return self._after_handoff(parked, True, self.allocate_configure, call_id, groups,
+                                       sockets)
         batch = ([(address, count) for address, count in groups], list(sockets))
         return self._allocate(call_id, None, None, set(), None, batch)
 
@@ -838,6 +912,9 @@ class WorkerPool(service.Service):
         restored call; all ports of one call live in one worker)."""
         if not ports:
             return succeed([])
+        parked = self._parked.get(call_id)
+        if parked is not None:
+            return self._after_handoff(parked, True, self.claim, call_id, address, ports)
         slot = self._routes.get(call_id)
         if slot is None:
             owners = [s for s in self.slots
@@ -861,12 +938,32 @@ class WorkerPool(service.Service):
     def configure(self, call_id, sockets):
         slot = self._routes.get(call_id)
         if slot is None:
+            parked = self._parked.get(call_id)
+            if parked is not None:
+                if parked.state is park.PARKED:
+                    sockets = list(sockets)
+                    held = parked.held()
+                    for entry in sockets:
+                        if not park.plain_entry(entry, held):
+                            break
+                    else:
+                        parked.keep(sockets, self.reactor.seconds())
+                        return succeed(None)
+                # not for this process (a transform, a recording, a socket
+                # it does not hold): the worker takes the call now
+                return self._after_handoff(parked, True, self.configure, call_id, sockets)
             return fail(NGError(E_UNKNOWN_CALL))
         return self._request(slot, "configure", call_id, list(sockets))
 
     def release(self, call_id, sockets=None):
         slot = self._routes.get(call_id)
         if slot is None:
+            parked = self._parked.get(call_id)
+            if parked is not None:
+                if parked.state is park.PARKED:
+                    self._unpark(call_id, None if sockets is None else list(sockets))
+                    return succeed(None)
+                return self._after_handoff(parked, False, self.release, call_id, sockets)
             return succeed(None)
         if sockets is None:
             self._unroute(call_id)
@@ -887,6 +984,13 @@ class WorkerPool(service.Service):
         call no worker holds); the call is forgotten at once."""
         slot = self._routes.get(call_id)
         if slot is None:
+            parked = self._parked.get(call_id)
+            if parked is not None:
+                if parked.state is park.PARKED:
+                    stats = {call_id: parked.stats()}
+                    self._unpark(call_id, None)
+                    return succeed(stats)
+                return self._after_handoff(parked, False, self.stats_release, call_id)
             return succeed({})
         self._unroute(call_id)
         return self._request(slot, "stats_release", call_id)
@@ -895,6 +999,11 @@ class WorkerPool(service.Service):
         if call_id is not None:
             slot = self._routes.get(call_id)
             if slot is None:
+                parked = self._parked.get(call_id)
+                if parked is not None:
+                    if parked.state is park.PARKED:
+                        return succeed({call_id: parked.stats()})
+                    return self._after_handoff(parked, False, self.stats, call_id)
                 return succeed({})
             return self._request(slot, "stats", call_id)
         return self._merged("stats", None)
@@ -936,6 +1045,12 @@ class WorkerPool(service.Service):
             for ok, value in results:
                 if ok:
                     out.update(value)
+            if self._parked:
+                # calls parked here (or in the middle of their hand-off,
+                # if the worker did not count them yet)
+                for call_id, parked in self._parked.items():
+                    if call_id not in out:
+                        out[call_id] = parked.stats() if op == "stats" else parked.newest()
             return out
 
         return DeferredList(ds, consumeErrors=True).addCallback(merge)
@@ -951,6 +1066,289 @@ class WorkerPool(service.Service):
                 for key, number in value.items():
                     if isinstance(number, (int, float)) and not isinstance(number, bool):
                         out[key] = out.get(key, 0) + number
+            if self._parked:
+                # the parked calls' ports: bound here, free in the workers' pools
+                parked = 2 * sum(len(p.pairs) for p in self._parked.values())
+                out["ports_used"] += parked
+                out["ports_free"] = max(0, out["ports_free"] - parked)
             return out
 
         return DeferredList(ds, consumeErrors=True).addCallback(add)
+
+    # -- the lazy hand-off (omnirtp.media.park) ---------------------------
+
+    @property
+    def park_limit(self):
+        """At most this many sockets are parked at once: this process's
+        open files limit now (``set maxopenfiles`` changes it) less twice
+        :data:`omnirtp.limits.SPARE`, which its listeners, connections and
+        logs keep.  With more than two workers that limit, raised for one
+        worker's slice, is below all the ports: the calls beyond it go to
+        their workers at once, as without parking.  (Settable: tests.)"""
+        if self._park_limit is not None:
+            return self._park_limit
+        if not self.lazy:
+            return 0
+        limit = soft_limit()
+        if limit == RLIM_INFINITY:
+            return park.MAX_PARKED
+        return max(0, limit - 2 * SPARE)
+
+    @park_limit.setter
+    def park_limit(self, value):
+        self._park_limit = value
+
+    def _park(self, call_id, groups, sockets):
+        """Park a new call here if it can be (its entries all plain, its
+        ports bound from the slice of the worker it would go to): the
+        ports of each group, or None (it goes to a worker as always;
+        nothing of it is held here)."""
+        # (a call with ICE, DTLS or SRTP, a WebRTC one: told at its first
+        # entry, before anything else is looked at)
+        plain_keys = park.PLAIN_KEYS
+        for entry in sockets:
+            if (entry.__class__ is not dict or not entry.keys() <= plain_keys
+                    or entry.get("ice") is not None or entry.get("dtls") is not None
+                    or entry.get("srtp_in") is not None or entry.get("srtp_out") is not None):
+                return None
+        slot = self._pick(set())
+        if slot is None or not groups:
+            return None
+        sockets_needed = 2 * sum(count for _address, count in groups)
+        if (sockets_needed > park.MAX_SOCKETS
+                or self._parked_sockets + sockets_needed > self.park_limit):
+            return None
+        # the entries first (with the placeholder ports: the same keys):
+        # a call that is not for this process binds nothing here
+        held = set()
+        index = 0
+        for address, count in groups:
+            for _ in range(count):
+                port = placeholder(index)
+                held.add((address, port))
+                held.add((address, port + 1))
+                index += 1
+        for entry in sockets:
+            if not park.plain_entry(entry, held):
+                return None
+        parked = park.ParkedCall(call_id, slot)
+        bind = self._bind
+        if bind is None:
+            self._bind = bind = bind_media
+        now = self.reactor.seconds()
+        got = []
+        taken = []
+
+        def undo():
+            for pool, port, rtp, rtcp in taken:
+                rtp.close()
+                rtcp.close()
+                pool.release(port)
+
+        try:
+            for address, count in groups:
+                pool = slot.park_pools.get(address)
+                if pool is None:
+                    if address not in slot.slices:
+                        undo()
+                        return None
+                    lo, hi = slot.slices[address]
+                    pool = slot.park_pools[address] = PortPool(lo, hi)
+                ports = []
+
+                def bind_pair(port, address=address):
+                    return bind_both(bind, address, port)
+
+                for _ in range(count):
+                    port, (rtp, rtcp) = pool.acquire(bind_pair)
+                    taken.append((pool, port, rtp, rtcp))
+                    parked.add(address, port, rtp, rtcp, now)
+                    ports.append(port)
+                got.append(ports)
+            entries = commands.fill_ports(sockets, [port for ports in got for port in ports])
+        except (PortsExhausted, OSError, ValueError) as e:
+            # the slice is full here, no file is left, a placeholder names
+            # nothing: the worker decides, as it always did
+            if isinstance(e, OSError) and e.errno in NO_FILES_ERRNOS:
+                self.log.debug("call {call_id}: not parked: {error}", call_id=call_id,
+                               error=str(e))
+            undo()
+            return None
+        parked.keep(entries, now)
+        add = self.reactor.addReader
+        wake = self._wake
+        watches = parked.watches
+        for sock in parked.sockets():
+            watch = park.Watch(sock, call_id, wake)
+            add(watch)
+            watches.append(watch)
+        self._parked[call_id] = parked
+        self._parked_sockets += sockets_needed
+        slot.calls.add(call_id)
+        self.park_counts["parked"] += 1
+        return got
+
+    def _unwatch(self, parked):
+        remove = self.reactor.removeReader
+        for watch in parked.watches:
+            remove(watch)
+        parked.watches = []
+
+    def _unpark(self, call_id, keys):
+        """Release a parked call's ports (``keys``: the RTP keys of some;
+        None: all, and the call is forgotten)."""
+        parked = self._parked.get(call_id)
+        if parked is None:
+            return
+        if keys is None:
+            keys = list(parked.pairs)
+        else:
+            keys = [(str(k[0]), int(k[1]) & ~1) for k in keys]
+        gone = parked.drop(keys)
+        if gone:
+            fds = {sock.fileno() for _key, pair in gone for sock in pair}
+            remove = self.reactor.removeReader
+            kept = []
+            for watch in parked.watches:
+                if watch.fileno() in fds:
+                    remove(watch)
+                else:
+                    kept.append(watch)
+            parked.watches = kept
+            for (address, port), (rtp, rtcp) in gone:
+                rtp.close()
+                rtcp.close()
+                parked.slot.park_pools[address].release(port)
+            self._parked_sockets -= 2 * len(gone)
+        if not parked.pairs:
+            self._unwatch(parked)
+            del self._parked[call_id]
+            parked.slot.calls.discard(call_id)
+            self.park_counts["released"] += 1
+
+    def _wake(self, call_id):
+        """Media arrived on a parked call's socket: hand it over."""
+        parked = self._parked.get(call_id)
+        if parked is not None and parked.state is park.PARKED:
+            try:
+                self._hand_off(parked, set())
+            except Exception:
+                # (a bug: the call must not stay half-moved, its requests waiting)
+                self.log.failure("call {call_id}: the hand-off failed", call_id=call_id)
+                if self._parked.get(call_id) is parked:
+                    self._handoff_failed(parked, "its hand-off failed")
+
+    def _after_handoff(self, parked, start, method, *args):
+        """``method(*args)`` once the parked call's hand-off is over (a
+        Deferred with its result): a call's requests keep their order.
+        ``start``: hand the call over now if it is still parked (a
+        request only its worker can carry out)."""
+        d = Deferred()
+        parked.waiting.append((method, args, d))
+        if start and parked.state is park.PARKED:
+            self._hand_off(parked, set())
+        return d
+
+    def _live(self, slot):
+        return slot.process is not None and slot.state in (READY, STARTING)
+
+    def _hand_off(self, parked, tried):
+        """Send the parked call to its worker (or, if it cannot take it,
+        another one): its sockets over the hand-off socket, then the
+        ``adopt`` request on the pipe."""
+        parked.state = park.MOVING
+        if parked.watches:
+            self._unwatch(parked)
+        call_id = parked.call_id
+        while True:
+            slot = parked.slot
+            if slot.index in tried or not self._live(slot):
+                slot = self._pick(tried)
+            if slot is None:
+                # (on the next turn: not inside the request that started it)
+                self.reactor.callLater(0, self._handoff_failed, parked,
+                                       "no media worker could take its media")
+                return
+            tried.add(slot.index)
+            process = slot.process
+            self._handoffs += 1
+            tag = b"%d" % (self._handoffs,)
+            socks = parked.sockets()
+            send = getattr(process.transport, "send_sockets", None)
+            try:
+                if send is not None:
+                    send(tag, socks)  # an in-memory worker (tests)
+                elif process.channel is None:
+                    raise OSError("the worker has no hand-off socket")
+                else:
+                    park.send_sockets(process.channel, tag, socks)
+            except OSError as e:
+                self.log.warn("call {call_id}: cannot hand its sockets to media worker "
+                              "{worker}: {error}", call_id=call_id, worker=slot.index,
+                              error=str(e))
+                continue
+            d = self._request(slot, "adopt", call_id, tag, parked.groups(),
+                              parked.entry_list(), list(parked.since.items()))
+            args = (parked, slot, tried)
+            sync.listen(d, self._adopted, args, self._adopt_failed, args)
+            return
+
+    def _adopted(self, result, parked, slot, tried):
+        call_id = parked.call_id
+        if self._parked.get(call_id) is not parked:
+            return None  # the pool stopped meanwhile
+        del self._parked[call_id]
+        parked.slot.calls.discard(call_id)
+        # the worker holds them now: this process's copies go
+        self._parked_sockets -= 2 * len(parked.pairs)
+        for (address, port), (rtp, rtcp) in parked.pairs.items():
+            rtp.close()
+            rtcp.close()
+            pool = parked.slot.park_pools.get(address)
+            if pool is not None:
+                pool.release(port)
+        self._route(call_id, slot)
+        self._held.add(call_id)
+        self.park_counts["handed"] += 1
+        self._run_waiting(parked)
+        return None
+
+    def _adopt_failed(self, failure, parked, slot, tried):
+        if self._parked.get(parked.call_id) is not parked:
+            return None
+        self.log.warn("call {call_id}: media worker {worker} did not take its media: {why}",
+                      call_id=parked.call_id, worker=slot.index, why=failure.getErrorMessage())
+        self._hand_off(parked, tried)
+        return None
+
+    def _handoff_failed(self, parked, why):
+        """No worker took the parked call: its ports are closed here and
+        the call is reported lost (``on_calls_lost``)."""
+        call_id = parked.call_id
+        if self._parked.get(call_id) is not parked:
+            return  # the pool stopped meanwhile
+        text = "call %s: %s; its ports are closed" % (call_id, why)
+        self.log.error("{text}", text=text)
+        self._unpark(call_id, None)
+        self.park_counts["released"] -= 1
+        self.park_counts["failed"] += 1
+        self.lost_calls += 1
+        try:
+            self.on_calls_lost([call_id], text)
+        except Exception:
+            self.log.failure("on_calls_lost failed")
+        self._run_waiting(parked)
+
+    def _run_waiting(self, parked):
+        waiting, parked.waiting = parked.waiting, []
+        for method, args, d in waiting:
+            try:
+                result = method(*args)
+            except Exception:
+                d.errback(Failure())
+                continue
+            result.addCallbacks(d.callback, d.errback)
+
+    def parked(self):
+        """The call-ids parked in this process (not handed to a worker)."""
+        return set(self._parked)

@@ -179,6 +179,18 @@ def bind_media(address, port):
     return sock
 
 
+def bind_pair(bind, address, port):
+    """``(rtp, rtcp)``: ``bind(address, port)`` and ``bind(address, port +
+    1)``, the first closed again if the second fails."""
+    rtp = bind(address, port)
+    try:
+        rtcp = bind(address, port + 1)
+    except BaseException:
+        rtp.close()
+        raise
+    return rtp, rtcp
+
+
 def bind_companion(address, port):
     """A companion for the media socket of ``(address, port)``: another
     socket bound there with SO_REUSEPORT (see :func:`bind_media`)."""

@@ -214,6 +214,24 @@ def _transcoders(engine):
     return transcoders() if transcoders is not None else {}
 
 
+def _adopt(engine, call_id, tag, groups, entries, since, sockets=None):
+    """A parked call handed over (:mod:`omnirtp.media.park`): its sockets
+    are the next message on the worker's hand-off socket (``sockets(tag,
+    count)``), sent before this request."""
+    if sockets is None:
+        raise ValueError("this worker cannot take sockets")
+    count = 2 * sum(len(ports) for _address, ports in groups)
+    socks = sockets(tag, count)
+    adopt = getattr(engine, "adopt_now", None)
+    if adopt is None:
+        for sock in socks:
+            sock.close()
+        raise ValueError("the engine cannot adopt sockets")
+    adopt(call_id, [(address, list(ports)) for address, ports in groups], socks, entries,
+          {tuple(key): at for key, at in since})
+    return None
+
+
 #: operation -> (its name in logs, what the worker does: fn(engine, *args))
 OPERATIONS = {
     # (an engine's allocate_now, configure_now, release_now, stats_now
@@ -229,18 +247,23 @@ OPERATIONS = {
     "totals": ("Totals", lambda e: e.totals()),
     "last_packets": ("LastPackets", _last_packets),
     "transcoders": ("Transcoders", _transcoders),
+    "adopt": ("Adopt", _adopt),
 }
 
 
-def answer(engine, body, reply, log):
+def answer(engine, body, reply, log, sockets=None):
     """Carry out the request ``body`` (a :data:`REQUEST` frame's) on
     ``engine`` and call ``reply(frame bytes)`` with the answer, at once
     when the engine's Deferred has fired (as the embedded engine's have),
     else when it fires.  An error the engine did not expect is logged
-    (``log.failure``) and answered :data:`FAILED`."""
+    (``log.failure``) and answered :data:`FAILED`.  ``sockets(tag,
+    count)``: the sockets handed over with an ``adopt`` request."""
     rid, op, args = loads(body)
     try:
-        result = OPERATIONS[op][1](engine, *args)
+        if op == "adopt":
+            result = _adopt(engine, *args, sockets=sockets)
+        else:
+            result = OPERATIONS[op][1](engine, *args)
     except Exception:
         result = Failure()
     if sync.is_deferred(result):

@@ -43,6 +43,9 @@ from omnirtp.media import wire
 #: the worker's end of the pipes (the pool's spawnProcess childFDs)
 FD_FROM_CONTROL = 3
 FD_TO_CONTROL = 4
+#: the worker's end of the Unix socket the control process hands parked
+#: calls' sockets over (SCM_RIGHTS, omnirtp.media.park)
+FD_SOCKETS = 5
 
 #: the engine a worker runs unless --engine says otherwise
 DEFAULT_ENGINE = "omnirtp.media.engine:EmbeddedEngine"
@@ -203,8 +206,12 @@ class WorkerChannel(Protocol):
 
     log = Logger()
 
-    def __init__(self, server):
+    def __init__(self, server, sockets=None):
         self.server = server
+        #: ``sockets(tag, count)``: the sockets of a parked call handed
+        #: over (omnirtp.media.park.receive_sockets on FD_SOCKETS); None:
+        #: this worker takes none
+        self.sockets = sockets
         self.reader = wire.FrameReader({wire.REQUEST: self._request,
                                         wire.AMP: server.dataReceived})
         # once: each read of the class's Logger makes a new one
@@ -240,7 +247,7 @@ class WorkerChannel(Protocol):
         self.server.connectionLost(reason)
 
     def _request(self, body):
-        wire.answer(self.server.engine, body, self._write, self._log)
+        wire.answer(self.server.engine, body, self._write, self._log, self.sockets)
 
 
 class PipeIO(StandardIO):
@@ -270,6 +277,30 @@ def stopper(reactor, engine):
             pass  # already stopping (SIGTERM), or never started
 
     return stop
+
+
+def handoff_receiver(fd):
+    """``sockets(tag, count)`` reading the parked calls' sockets from the
+    Unix socket ``fd`` (the control process sends them before the adopt
+    request that names them: the message is there when it is read), or
+    None when ``fd`` is not an open Unix socket (a worker started by hand)."""
+    import socket
+
+    from omnirtp.media.park import receive_sockets
+
+    try:
+        channel = socket.socket(fileno=fd)
+    except OSError:
+        return None
+    if channel.family != socket.AF_UNIX:
+        channel.detach()
+        return None
+    channel.setblocking(False)
+
+    def sockets(tag, count):
+        return receive_sockets(channel, tag, count)
+
+    return sockets
 
 
 def build_parser():
@@ -344,8 +375,8 @@ def main(argv=None):
 
     protocol = WorkerProtocol(engine, reactor, on_close=stopper(reactor, engine),
                               on_log_level=set_level)
-    pipe = PipeIO(WorkerChannel(protocol), stdin=FD_FROM_CONTROL, stdout=FD_TO_CONTROL,
-                  reactor=reactor)
+    pipe = PipeIO(WorkerChannel(protocol, handoff_receiver(FD_SOCKETS)), stdin=FD_FROM_CONTROL,
+                  stdout=FD_TO_CONTROL, reactor=reactor)
     log.info(
         "worker {index} (pid {pid}) serving {interfaces}",
         index=args.index,

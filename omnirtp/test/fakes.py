@@ -120,6 +120,9 @@ class FakeUDPSocket:
         self.send_error = None
         #: ``{(level, option): value}`` set by ``setsockopt``
         self.options = {}
+        #: this socket and its duplicates (:meth:`dup`): the port is
+        #: unbound when the last of them is closed
+        self.copies = [self]
 
     def fileno(self):
         return -1 if self.closed else self._fd
@@ -151,10 +154,25 @@ class FakeUDPSocket:
         self.network.route(bytes(data), self.key, (dest[0], dest[1]))
         return len(data)
 
+    def dup(self):
+        """Another handle on the same bound socket (as ``dup(2)`` or a
+        descriptor sent with SCM_RIGHTS gives): the same inbox and file
+        number; the port stays bound until every handle is closed."""
+        twin = FakeUDPSocket.__new__(FakeUDPSocket)
+        twin.__dict__.update(self.__dict__)
+        twin.closed = False
+        self.copies.append(twin)
+        return twin
+
     def close(self):
         if not self.closed:
             self.closed = True
-            self.network.unbind(self)
+            self.copies.remove(self)
+            if self.copies:
+                if self.network.bound.get(self.key) is self:
+                    self.network.bound[self.key] = self.copies[0]
+            else:
+                self.network.unbind(self)
 
 
 class FakeNetwork:

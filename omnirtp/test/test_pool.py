@@ -6,6 +6,7 @@ process transports whose "child" is a :class:`WorkerChannel` over a fake
 engine in memory, and :meth:`FakeProcessReactor.pump` moves the bytes.
 """
 
+import errno
 import enum
 import fcntl
 import os
@@ -723,8 +724,28 @@ class FakeProcess:
         self.ended = False
         self.worker_out = StringTransport()
         self.worker = WorkerProtocol(engine, reactor, on_close=lambda: None, pid=pid)
-        self.channel = WorkerChannel(self.worker)
+        self.channel = WorkerChannel(self.worker, self._receive_sockets)
         self.channel.makeConnection(self.worker_out)
+        #: the parked calls' sockets sent to this worker and not read yet:
+        #: ``(tag, sockets)`` (omnirtp.media.park, in memory)
+        self.handed = []
+
+    def send_sockets(self, tag, socks):
+        """The pool's hand-off of a parked call's sockets, in memory: each
+        socket's duplicate (``dup``, as SCM_RIGHTS gives) waits for the
+        worker's adopt request."""
+        if self.ended:
+            raise OSError(errno.EPIPE, "the worker is gone")
+        self.handed.append((tag, [sock.dup() for sock in socks]))
+
+    def _receive_sockets(self, tag, count):
+        if not self.handed:
+            raise ValueError("no hand-off message")
+        got, socks = self.handed.pop(0)
+        if got != tag or len(socks) != count:
+            raise ValueError("hand-off message %r with %d sockets, expected %r with %d"
+                             % (got, len(socks), tag, count))
+        return socks
 
     def writeToChild(self, fd, data):
         if fd in self.closed or self.ended:
@@ -754,6 +775,12 @@ class FakeProcess:
 
     def end(self, signal=None, status=None):
         self.ended = True
+        # the sockets on their way to it go with it (as the descriptors
+        # in flight on a closed Unix socket do)
+        for _tag, socks in self.handed:
+            for sock in socks:
+                sock.close()
+        del self.handed[:]
         if signal is None and not status:
             reason = ProcessDone(0)
         else:

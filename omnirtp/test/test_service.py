@@ -55,6 +55,12 @@ class BuildTests(SynchronousTestCase):
         self.assertIs(pooled.engine.certificate, pooled.certificate)
         self.assertNotEqual(pooled.certificate.der, top.certificate.der)
 
+    def test_poolHandsCallsOverLazily(self):
+        """The daemon's worker pool parks new plain calls until media
+        arrives (omnirtp.media.park): rtpengine has no option for it."""
+        pooled = build(config(num_threads=2), MemoryReactorClock())
+        self.assertTrue(pooled.engine.lazy)
+
     def test_buildEngineTakesTheCertificate(self):
         from omnirtp.call.negotiate import Interfaces
         from omnirtp.media.dtls import Certificate

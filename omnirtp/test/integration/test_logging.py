@@ -183,10 +183,12 @@ class WorkerLogTests(DaemonLogTests):
             f.write("num-threads = 1\n")
 
     def offer(self, call_id):
-        """Offer a call (its ports are allocated in the worker), then
-        delete it (the test's ten ports are enough for two calls)."""
+        """Offer a call (its ports are allocated in the worker: an ICE
+        offer, which is not parked in the control process as a plain call
+        would be, omnirtp.media.park), then delete it (the test's ten
+        ports are enough for two calls)."""
         reply = self.daemon.ng.request({"command": "offer", "call-id": call_id,
-                                        "from-tag": "ft", "sdp": SDP})
+                                        "from-tag": "ft", "sdp": SDP, "ICE": "force"})
         self.assertEqual(reply["result"], "ok")
         reply = self.daemon.ng.request({"command": "delete", "call-id": call_id,
                                         "from-tag": "ft", "delete-delay": 0})

@@ -18,6 +18,7 @@ import signal
 import socket
 
 from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -51,9 +52,11 @@ def bindable(port):
 
 class WorkerPoolUDPTests(TestCase):
     timeout = 60
+    #: the pool's lazy hand-off (LazyHandOffUDPTests)
+    lazy = False
 
     def setUp(self):
-        self.pool = WorkerPool(reactor, {HOST: (PORT_MIN, PORT_MAX)}, 2)
+        self.pool = WorkerPool(reactor, {HOST: (PORT_MIN, PORT_MAX)}, 2, lazy=self.lazy)
         self.lost = []
         self.lost_d = defer.Deferred()
 
@@ -359,3 +362,140 @@ class DaemonSocketCpuTests(SynchronousTestCase):
             values.append(sorted({s.getsockopt(socket.SOL_SOCKET, SO_INCOMING_CPU)
                                   for s in socks.values()}))
         self.assertEqual(values, [[0], [1 % cores], [2 % cores]])
+
+
+def plain_entry(local, peer, endpoint, reset=True):
+    """A plain call's socket entry, as the negotiator writes it."""
+    return {"learning": "delayed", "strict": False, "handover": False, "asymmetric": False,
+            "reset": reset, "tos": None, "local": local, "endpoint": endpoint, "peer": peer,
+            "rtcp_peer": None, "ice": None, "dtls": None, "srtp_in": None, "srtp_out": None}
+
+
+class LazyHandOffUDPTests(TestCase):
+    """The lazy hand-off (omnirtp.media.park) with real worker processes:
+    a plain call offered and answered is parked in this process; its
+    first datagram hands its sockets to the worker (SCM_RIGHTS), which
+    relays everything, the first datagrams included."""
+
+    lazy = True
+    setUp = WorkerPoolUDPTests.setUp
+
+    @defer.inlineCallbacks
+    def call(self, call_id):
+        """Offer and answer a call as the negotiator would (one
+        allocate_configure with placeholder ports, then a configure)."""
+        a, b = self.party(), self.party()
+        offer = [plain_entry((HOST, -2), (HOST, -4), a.address),
+                 plain_entry((HOST, -1), (HOST, -3), None),
+                 plain_entry((HOST, -4), (HOST, -2), None),
+                 plain_entry((HOST, -3), (HOST, -1), None)]
+        [[port_a, port_b]] = yield self.pool.allocate_configure(call_id, [(HOST, 2)], offer)
+        yield self.pool.configure(call_id, self.answer(port_a, port_b, a.address, b.address))
+        return a, b, port_a, port_b
+
+    def answer(self, port_a, port_b, a, b, reset=True):
+        return [plain_entry((HOST, port_a), (HOST, port_b), a, reset),
+                plain_entry((HOST, port_a + 1), (HOST, port_b + 1), None, reset),
+                plain_entry((HOST, port_b), (HOST, port_a), b, reset),
+                plain_entry((HOST, port_b + 1), (HOST, port_a + 1), None, reset)]
+
+    def requests(self):
+        return [slot.process.requests._next for slot in self.pool.slots]
+
+    timeout = WorkerPoolUDPTests.timeout
+    party = WorkerPoolUDPTests.party
+    relay_both_ways = WorkerPoolUDPTests.relay_both_ways
+
+    @defer.inlineCallbacks
+    def test_handOffReInviteDelete(self):
+        """A parked call's first datagrams, sent in a burst both ways before
+        any hand-off, all arrive; a re-INVITE after it moves B's media to
+        a new address; delete gives the worker's counters and frees the
+        ports."""
+        yield self.pool.whenReady()
+        a, b, pa, pb = yield self.call("c1")
+        self.assertEqual(self.pool.parked(), {"c1"})
+        before = self.requests()
+        for i in range(5):
+            a.send(rtp(i), pa)
+            b.send(rtp(100 + i), pb)
+        got_b = yield b.wait(5)
+        got_a = yield a.wait(5)
+        self.assertEqual(got_b, [(rtp(i), (HOST, pb)) for i in range(5)])
+        self.assertEqual(got_a, [(rtp(100 + i), (HOST, pa)) for i in range(5)])
+        self.assertEqual(self.pool.parked(), set())
+        self.assertEqual(self.pool.park_counts["handed"], 1)
+        index = self.pool._routes["c1"].index
+        self.assertEqual(self.requests()[index], before[index] + 1)  # the adopt
+        # re-INVITE: B moves to another address
+        b2 = self.party()
+        yield self.pool.configure("c1", self.answer(pa, pb, a.address, b2.address))
+        a.send(rtp(10), pa)
+        got = yield b2.wait(1)
+        self.assertEqual(got, [(rtp(10), (HOST, pb))])
+        stats = yield self.pool.stats_release("c1")
+        self.assertEqual(stats["c1"][(HOST, pa)]["packets"], 6)
+        self.assertEqual(stats["c1"][(HOST, pb)]["packets"], 5)
+        for port in (pa, pa + 1, pb, pb + 1):
+            self.assertTrue(bindable(port), port)
+
+    @defer.inlineCallbacks
+    def test_deleteBeforeMedia(self):
+        """A call deleted before any media never reaches a worker; its
+        ports are free at once."""
+        yield self.pool.whenReady()
+        before = self.requests()
+        a, b, pa, pb = yield self.call("c1")
+        for port in (pa, pa + 1, pb, pb + 1):
+            self.assertFalse(bindable(port), port)
+        stats = yield self.pool.stats_release("c1")
+        self.assertEqual(self.requests(), before)
+        self.assertEqual(sorted(stats["c1"]), [(HOST, p) for p in sorted((pa, pa + 1, pb, pb + 1))])
+        self.assertEqual({s["packets"] for s in stats["c1"].values()}, {0})
+        for port in (pa, pa + 1, pb, pb + 1):
+            self.assertTrue(bindable(port), port)
+        totals = yield self.pool.totals()
+        self.assertEqual(totals["ports_used"], 0)
+
+    @defer.inlineCallbacks
+    def test_workerKilledAfterHandOff(self):
+        """A handed-over call lives in its worker as any other: the
+        worker's death loses it and closes its ports."""
+        pids = yield self.pool.whenReady()
+        a, b, pa, pb = yield self.call("c1")
+        yield self.relay_both_ways(a, b, pa, pb, 0)
+        index = self.pool._routes["c1"].index
+        os.kill(pids[index], signal.SIGKILL)
+        yield self.lost_d
+        self.assertEqual(self.lost, [(["c1"], "media worker %d (pid %d) killed by signal 9"
+                                      % (index, pids[index]))])
+        for port in (pa, pa + 1, pb, pb + 1):
+            self.assertTrue(bindable(port), port)
+
+    @defer.inlineCallbacks
+    def test_parkedCallOutlivesItsWorker(self):
+        """The worker a parked call was meant for dies: the call is not
+        lost (its sockets are here); its media goes to the other worker."""
+        pids = yield self.pool.whenReady()
+        a, b, pa, pb = yield self.call("c1")
+        self.assertEqual(self.pool._parked["c1"].slot.index, 0)
+        self.pool.restart_delay = 30  # (no new worker 0 meanwhile)
+        os.kill(pids[0], signal.SIGKILL)
+        while self.pool.slots[0].state == READY:
+            yield deferLater(reactor, 0.05, lambda: None)
+        yield self.relay_both_ways(a, b, pa, pb, 0)
+        self.assertEqual(self.pool._routes["c1"].index, 1)
+        self.assertEqual(self.lost, [])
+        stats = yield self.pool.stats_release("c1")
+        self.assertEqual(stats["c1"][(HOST, pa)]["packets"], 3)
+        for port in (pa, pa + 1, pb, pb + 1):
+            self.assertTrue(bindable(port), port)
+
+    @defer.inlineCallbacks
+    def test_stopServiceClosesParkedCalls(self):
+        """Stopping the pool closes the parked calls' ports too."""
+        yield self.pool.whenReady()
+        a, b, pa, pb = yield self.call("c1")
+        yield self.pool.stopService()
+        for port in (pa, pa + 1, pb, pb + 1):
+            self.assertTrue(bindable(port), port)

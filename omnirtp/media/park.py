@@ -1,0 +1,324 @@
+"""The lazy hand-off of ``num-threads >= 1``: a new plain call's sockets
+wait in the control process until media arrives.
+
+With media workers (:class:`omnirtp.media.pool.WorkerPool`) every engine
+call would be a round trip to a worker process: a call offered, answered
+and deleted without media (a failed or cancelled call, most of a set-up
+benchmark) would pay three.  Instead, a new call whose entries are all
+*plain* (:func:`plain_entry`: no ICE, no DTLS, no SRTP, no codec, recording
+or other transform key) is *parked*: the control process binds its ports
+itself (from the slice of the worker chosen for it, with a port pool of
+its own: :class:`ParkedCall`), keeps the configure entries, and registers
+a reader on each socket (:class:`Watch`) that fires on the first readable
+event without reading.  Configure, stats, release of a parked call are
+answered here, at once.  The first datagram on any of its sockets hands
+the call over: the pool sends the sockets' file descriptors to the worker
+over a Unix socket (``SCM_RIGHTS``: :func:`send_sockets` /
+:func:`receive_sockets`) and the call's state in an ``adopt`` request on
+the worker's pipe, right behind them; the worker makes its relay sockets
+from them (``EmbeddedEngine.adopt_now``) and answers, then the control
+process closes its copies.  The datagrams that arrived meanwhile wait in
+the kernel's queue and are read by the worker.
+
+Nothing here is on a packet's path: the worker relays a handed-off call
+with the sockets and code of a call it bound itself.
+"""
+
+import array
+import socket
+
+from omnirtp.media.relay import LEARNING_MODES
+
+#: the keys a parked call's entries may have (a plain call's, as the
+#: negotiator writes them); the transform keys among them must be None
+PLAIN_KEYS = frozenset(("local", "peer", "rtcp_peer", "endpoint", "learning", "strict",
+                        "handover", "asymmetric", "reset", "tos", "ice", "dtls", "srtp_in",
+                        "srtp_out"))
+#: keys of PLAIN_KEYS that must be None (or absent) in a parked call's entry
+NONE_KEYS = ("ice", "dtls", "srtp_in", "srtp_out")
+
+#: at most this many sockets are handed over in one message (the kernel's
+#: SCM_MAX_FD is 253): a call with more is not parked
+MAX_SOCKETS = 250
+
+#: at most this many sockets are parked at once when the open files limit
+#: is unlimited (RLIM_INFINITY)
+MAX_PARKED = 1 << 30
+
+#: parked call states
+PARKED = "parked"  # its sockets are watched
+MOVING = "moving"  # handed to a worker, no answer yet
+
+
+def _is_key(value):
+    return (type(value) is tuple and len(value) == 2 and type(value[0]) is str
+            and type(value[1]) is int)
+
+
+def plain_entry(entry, held):
+    """True if ``entry`` (a configure entry) can be kept by the control
+    process for a parked call whose socket keys are ``held`` (a set): only
+    the keys of :data:`PLAIN_KEYS`, the transform ones None, its sockets
+    the call's own, every value as the engine would take it (anything
+    else, even an error the engine would report, goes to a worker, which
+    answers as it always did)."""
+    if entry.__class__ is not dict or not entry.keys() <= PLAIN_KEYS:
+        return False
+    get = entry.get
+    for key in NONE_KEYS:
+        if get(key) is not None:
+            return False
+    if get("local") not in held:
+        return False
+    for key in ("peer", "rtcp_peer"):
+        value = get(key)
+        if value is not None and value not in held:
+            return False
+    endpoint = get("endpoint")
+    if endpoint is not None and not _is_key(endpoint):
+        return False
+    learning = get("learning")
+    if learning is not None and learning not in LEARNING_MODES:
+        return False
+    tos = get("tos")
+    if tos is not None and (type(tos) is not int or not 0 <= tos <= 255):
+        return False
+    return True
+
+
+#: the key tuples of the entries kept, one object per distinct tuple (a
+#: plain call's entries all have the negotiator's keys, in its order)
+_NAMES = {}
+
+
+def pack(entry):
+    """``entry`` (a dict) as a parked call keeps it: ``(keys, values)``,
+    the keys' tuple shared by every entry with those keys (a dict per
+    socket of every idle parked call would cost about 460 bytes; this
+    about 190)."""
+    names = tuple(entry)
+    shared = _NAMES.get(names)
+    if shared is not None:
+        names = shared
+    elif len(_NAMES) < 64:  # (our negotiator's few; never a growing table)
+        _NAMES[names] = names
+    return names, tuple(entry.values())
+
+
+def unpack(packed):
+    """The dict :func:`pack` was given (the same keys, in order)."""
+    return dict(zip(packed[0], packed[1]))
+
+
+def field(packed, name):
+    """``unpack(packed).get(name)`` without the dict."""
+    names, values = packed
+    try:
+        return values[names.index(name)]
+    except ValueError:
+        return None
+
+
+class ParkedCall:
+    """A parked call: its sockets bound here, its configuration kept.
+
+    ``slot``: the pool's worker slot whose slice the ports came from (and
+    which is asked first to adopt the call); ``pairs``: ``{(address, rtp
+    port): (rtp socket, rtcp socket)}`` in allocation order; ``entries``:
+    each configured socket's latest entry (``{key: packed entry}``,
+    :func:`pack`; its ``tos`` the latest one given); ``since``: each socket's last signalling reset
+    (or its binding), what the relay's learning window and
+    ``last_packet`` start from; ``watches``: the :class:`Watch` readers
+    while the sockets are watched; ``waiting``: the requests that came
+    during the hand-off, ``(function, args, Deferred)``, run in order
+    after it."""
+
+    __slots__ = ("call_id", "slot", "pairs", "entries", "since", "state", "watches",
+                 "waiting", "tag")
+
+    def __init__(self, call_id, slot):
+        self.call_id = call_id
+        self.slot = slot
+        self.pairs = {}
+        self.entries = {}
+        self.since = {}
+        self.state = PARKED
+        self.watches = []
+        self.waiting = []
+        self.tag = None
+
+    def add(self, address, port, rtp, rtcp, now):
+        """Keep the bound pair ``rtp``, ``rtcp`` of RTP port ``port``."""
+        self.pairs[(address, port)] = (rtp, rtcp)
+        self.since[(address, port)] = self.since[(address, port + 1)] = now
+
+    def held(self):
+        """The set of the call's socket keys (RTP and RTCP)."""
+        keys = set()
+        for address, port in self.pairs:
+            keys.add((address, port))
+            keys.add((address, port + 1))
+        return keys
+
+    def keep(self, entries, now):
+        """Keep ``entries`` (each :func:`plain_entry`): the latest entry
+        of a socket replaces the one before (a plain entry says all), a
+        ``tos`` of None keeps the one given before, a ``reset`` restarts
+        the socket's learning window and ``last_packet`` at ``now``."""
+        kept = self.entries
+        for entry in entries:
+            local = entry["local"]
+            before = kept.get(local)
+            entry = dict(entry)
+            if entry.get("tos") is None and before is not None:
+                tos = field(before, "tos")
+                if tos is not None:
+                    entry["tos"] = tos
+            if entry.pop("reset", False):
+                self.since[local] = now
+            kept[local] = pack(entry)
+
+    def entry(self, key):
+        """The entry kept for socket ``key`` (a new dict), or None."""
+        packed = self.entries.get(key)
+        return None if packed is None else unpack(packed)
+
+    def entry_list(self):
+        """The entries kept, as dicts (what the worker is to apply)."""
+        return [unpack(packed) for packed in self.entries.values()]
+
+    def sockets_keys(self):
+        for address, port in self.pairs:
+            yield (address, port)
+            yield (address, port + 1)
+
+    def sockets(self):
+        """The bound sockets, RTP and RTCP of each pair, in order."""
+        out = []
+        for rtp, rtcp in self.pairs.values():
+            out.append(rtp)
+            out.append(rtcp)
+        return out
+
+    def groups(self):
+        """``[(address, [rtp ports])]`` in allocation order."""
+        groups = {}
+        for address, port in self.pairs:
+            groups.setdefault(address, []).append(port)
+        return list(groups.items())
+
+    def drop(self, keys):
+        """Forget the pairs of the RTP ``keys`` (released; keys the call
+        does not hold are left out): their entries go, and entries that
+        send out of them send nowhere (as the engine does to the peers of
+        closed sockets).  Returns ``[(rtp key, (rtp socket, rtcp
+        socket))]`` of the pairs dropped."""
+        gone = []
+        gone_keys = set()
+        for key in keys:
+            pair = self.pairs.pop(key, None)
+            if pair is None:
+                continue
+            gone.append((key, pair))
+            for k in (key, (key[0], key[1] + 1)):
+                gone_keys.add(k)
+                self.entries.pop(k, None)
+                self.since.pop(k, None)
+        if gone_keys:
+            entries = self.entries
+            for local, packed in list(entries.items()):
+                entry = unpack(packed)
+                changed = False
+                for name in ("peer", "rtcp_peer"):
+                    if entry.get(name) in gone_keys:
+                        entry[name] = None
+                        changed = True
+                if changed:
+                    entries[local] = pack(entry)
+        return gone
+
+    def stats(self):
+        """``{key: counters}`` as the engine's ``stats`` gives them for
+        sockets that never saw a packet (``RelaySocket.counters``)."""
+        out = {}
+        entries = self.entries
+        for key in self.sockets_keys():
+            packed = entries.get(key)
+            out[key] = {
+                "packets": 0,
+                "bytes": 0,
+                "errors": 0,
+                "last_packet": self.since[key],
+                "endpoint": field(packed, "endpoint") if packed is not None else None,
+                "confirmed": False,
+            }
+        return out
+
+    def newest(self):
+        """The newest ``last_packet`` of its sockets (``last_packets``)."""
+        return max(self.since.values()) if self.since else None
+
+
+class Watch:
+    """The reader of a parked socket: ``doRead`` calls ``wake(call_id)``
+    on the first readable event, reading nothing (the worker will)."""
+
+    __slots__ = ("_fd", "call_id", "wake")
+
+    def __init__(self, sock, call_id, wake):
+        self._fd = sock.fileno()
+        self.call_id = call_id
+        self.wake = wake
+
+    def fileno(self):
+        return self._fd
+
+    def doRead(self):
+        self.wake(self.call_id)
+
+    def connectionLost(self, reason):
+        pass
+
+    def logPrefix(self):
+        return "parked call"
+
+
+def send_sockets(channel, tag, socks):
+    """Send the file descriptors of ``socks`` over the Unix socket
+    ``channel`` in one message whose bytes are ``tag``; raises OSError
+    (``EAGAIN``: the worker is not reading) if it cannot."""
+    fds = array.array("i", [s.fileno() for s in socks])
+    channel.sendmsg([tag], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+
+
+def receive_sockets(channel, tag, count):
+    """The ``count`` sockets of the next message on ``channel`` (the
+    worker's end), which must carry ``tag``; ValueError if it does not
+    (every descriptor it carried closed)."""
+    size = socket.CMSG_SPACE(count * array.array("i").itemsize)
+    data, ancillary, flags, _addr = channel.recvmsg(64, size)
+    fds = array.array("i")
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+    if data != tag or len(fds) != count or flags & socket.MSG_CTRUNC:
+        for fd in fds:
+            try:
+                socket.socket(fileno=fd).close()
+            except OSError:
+                pass
+        raise ValueError("hand-off message %r with %d sockets, expected %r with %d"
+                         % (data, len(fds), tag, count))
+    return [_adopted(fd) for fd in fds]
+
+
+def _adopted(fd):
+    """The socket object of a descriptor received: the ``_socket.socket``
+    type the engine binds its own with, non-blocking as they are (the
+    descriptor's O_NONBLOCK came with it; the object's own timeout is set
+    to match, as SOCK_NONBLOCK sets it for a socket made here)."""
+    import _socket
+
+    sock = _socket.socket(fileno=fd)
+    sock.setblocking(False)
+    return sock
