@@ -18,6 +18,10 @@ headers and Linux's epoll; optional: without it relay.py does that work.
 omnirtp.sdp._fastsdp (the line pass of the SDP parse, see
 omnirtp/sdp/model.py) needs nothing but Python's headers; optional:
 without it model.py does that work.
+
+omnirtp.control._fasttree (the statistics tree of one call in the
+query/delete reply, see omnirtp/control/commands.py) needs nothing but
+Python's headers; optional: without it commands.py does that work.
 """
 
 from setuptools import Extension, setup
@@ -43,6 +47,11 @@ setup(
         Extension(
             "omnirtp.sdp._fastsdp",
             sources=["omnirtp/sdp/_fastsdp.c"],
+            optional=True,
+        ),
+        Extension(
+            "omnirtp.control._fasttree",
+            sources=["omnirtp/control/_fasttree.c"],
             optional=True,
         ),
     ]

@@ -8,6 +8,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from omnirtp import codecs, sync
+from omnirtp.call.model import Media
 from omnirtp.call.registry import REASON_TERMINATED
 from omnirtp.control.flags import K_CALL_ID, Flags
 from omnirtp.control.load import Rates
@@ -15,6 +16,15 @@ from omnirtp.errors import (
     E_FOREIGN_CALL, E_INVALID_LIMIT, E_NO_CALL_ID, E_NO_FROM_TAG, E_NO_SDP, E_NO_TO_TAG,
     E_NOT_FOUND, E_UNKNOWN_CALL, E_UNKNOWN_COMMAND, NGError)
 from omnirtp.logging import Logger
+
+try:
+    from omnirtp.control import _fasttree
+except ImportError:  # not built: _call_tree does all the work
+    _fasttree = None
+    _fast_tree = None
+else:
+    _fasttree.setup(Media)
+    _fast_tree = _fasttree.call_tree
 
 LIST_DEFAULT_LIMIT = 32
 #: the statistics reply's rates without a LoadLimits (the unit tests' registries)
@@ -94,6 +104,130 @@ def _source(addr):
     if keep and len(_SOURCES) < _SOURCES_MAX:
         _SOURCES[addr] = text
     return text
+
+
+def _call_tree(call, stats):
+    """Dispatcher.call_tree in Python: what the C tree (``_fast_tree``,
+    omnirtp.control._fasttree) gives when it takes the call, and everything
+    it leaves (SDES in use, counters of other types, errors)."""
+    rtp_totals = {"packets": 0, "bytes": 0, "errors": 0}
+    rtcp_totals = {"packets": 0, "bytes": 0, "errors": 0}
+    totals = {"RTP": rtp_totals, "RTCP": rtcp_totals}
+    tags = {}
+    untagged = 0
+    monologues = call.monologues
+    get = stats.get
+    for ml in monologues:
+        medias = []
+        for m in ml.medias:
+            streams = []
+            mflags = []
+            srtp_in = m.srtp_in
+            mux = m.mux
+            port = m.rtp_port
+            if port is not None:  # (m.has_ports; its rtp_key and rtcp_key inline)
+                suite = srtp_in["suite"] if srtp_in else None
+                address = m.interface.address
+                for kind, key, adv, t in (("RTP", (address, port), m.rtp_endpoint,
+                                           rtp_totals),
+                                          ("RTCP", (address, port + 1), m.rtcp_endpoint,
+                                           rtcp_totals)):
+                    c = get(key) or {"packets": 0, "bytes": 0, "errors": 0,
+                                     "last_packet": call.last_signal,
+                                     "endpoint": None, "confirmed": False}
+                    c_get = c.get
+                    sflags = [kind]
+                    if mux and kind == "RTCP":
+                        sflags.append("fallback RTCP")
+                    endpoint = c_get("endpoint")
+                    if endpoint:
+                        sflags.append("filled")
+                    if c_get("confirmed"):
+                        sflags.append("confirmed")
+                    packets, nbytes, errors = c["packets"], c["bytes"], c["errors"]
+                    local = key[0]
+                    if adv:  # (_endpoint(adv), inline)
+                        a0 = adv[0]
+                        advertised = {"family": "IPv6" if ":" in a0 else "IPv4",
+                                      "address": a0, "port": adv[1]}
+                    else:
+                        advertised = {}
+                    stream = {
+                        "local port": key[1],
+                        "local address": local,
+                        "family": "IPv6" if ":" in local else "IPv4",  # (_family)
+                        # where media comes from, or else the advertised one
+                        "endpoint": _endpoint(endpoint) if endpoint else dict(advertised),
+                        "advertised endpoint": advertised,
+                        "last packet": int(c["last_packet"]),
+                        "flags": sflags,
+                        "stats": {"packets": packets, "bytes": nbytes, "errors": errors},
+                    }
+                    if suite:
+                        stream["crypto suite"] = suite
+                    # omnirtp's own keys, only on streams that have them:
+                    # what the SRTP steps and the ICE agent dropped, and why
+                    extra = c_get("transforms")
+                    if extra:
+                        stream["transforms"] = extra
+                    extra = c_get("ice")
+                    if extra:
+                        stream["ICE"] = {"state": extra["state"],
+                                         "counters": extra["counters"]}
+                    # the latest RTCP SR/RR the party sent here (its
+                    # report blocks: what it receives, loss and jitter)
+                    extra = c_get("rtcp")
+                    if extra:
+                        stream["RTCP report"] = extra
+                    streams.append(stream)
+                    t["packets"] += packets
+                    t["bytes"] += nbytes
+                    t["errors"] += errors
+                mflags.append("initialized")
+            direction = m.direction or "sendrecv"
+            if direction == "sendrecv":
+                mflags.append("send")
+                mflags.append("recv")
+            elif direction == "sendonly":
+                mflags.append("send")
+            elif direction == "recvonly":
+                mflags.append("recv")
+            if mux:
+                mflags.append("rtcp-mux")
+            if srtp_in:
+                mflags.append("SDES")
+            medias.append({"index": m.index, "type": m.type,
+                           "protocol": m.protocol or "", "flags": mflags,
+                           "streams": streams})
+        entry = {"tag": ml.tag or "", "created": int(ml.created)}
+        if ml.via_branch:
+            entry["via-branch"] = ml.via_branch
+        if ml.aliases:
+            entry["tag-aliases"] = list(ml.aliases)
+        peer = ml.peer
+        if peer is not None:
+            # the key of rtpengine before 10.x; 10.5 has the two lists
+            entry["in dialogue with"] = peer.tag or ""
+            entry["subscriptions"] = [{"tag": peer.tag or "", "type": "offer/answer"}]
+        else:
+            entry["subscriptions"] = []
+        entry["subscribers"] = [{"tag": other.tag or "", "type": "offer/answer"}
+                                for other in monologues if other.peer is ml]
+        entry["medias"] = medias
+        if ml.tag:
+            key = ml.tag
+        else:
+            key = "<untagged %d>" % untagged
+            untagged += 1
+        tags[key] = entry
+    created = call.created
+    return {
+        "created": int(created),
+        "created_us": int((created % 1) * 1000000),
+        "last signal": int(call.last_signal),
+        "tags": tags,
+        "totals": totals,
+    }
 
 
 class Dispatcher:
@@ -482,124 +616,11 @@ class Dispatcher:
 
     def call_tree(self, call, stats):
         """query/delete statistics of one call (ng-spec §2.6)."""
-        rtp_totals = {"packets": 0, "bytes": 0, "errors": 0}
-        rtcp_totals = {"packets": 0, "bytes": 0, "errors": 0}
-        totals = {"RTP": rtp_totals, "RTCP": rtcp_totals}
-        tags = {}
-        untagged = 0
-        monologues = call.monologues
-        get = stats.get
-        for ml in monologues:
-            medias = []
-            for m in ml.medias:
-                streams = []
-                mflags = []
-                srtp_in = m.srtp_in
-                mux = m.mux
-                port = m.rtp_port
-                if port is not None:  # (m.has_ports; its rtp_key and rtcp_key inline)
-                    suite = srtp_in["suite"] if srtp_in else None
-                    address = m.interface.address
-                    for kind, key, adv, t in (("RTP", (address, port), m.rtp_endpoint,
-                                               rtp_totals),
-                                              ("RTCP", (address, port + 1), m.rtcp_endpoint,
-                                               rtcp_totals)):
-                        c = get(key) or {"packets": 0, "bytes": 0, "errors": 0,
-                                         "last_packet": call.last_signal,
-                                         "endpoint": None, "confirmed": False}
-                        c_get = c.get
-                        sflags = [kind]
-                        if mux and kind == "RTCP":
-                            sflags.append("fallback RTCP")
-                        endpoint = c_get("endpoint")
-                        if endpoint:
-                            sflags.append("filled")
-                        if c_get("confirmed"):
-                            sflags.append("confirmed")
-                        packets, nbytes, errors = c["packets"], c["bytes"], c["errors"]
-                        local = key[0]
-                        if adv:  # (_endpoint(adv), inline)
-                            a0 = adv[0]
-                            advertised = {"family": "IPv6" if ":" in a0 else "IPv4",
-                                          "address": a0, "port": adv[1]}
-                        else:
-                            advertised = {}
-                        stream = {
-                            "local port": key[1],
-                            "local address": local,
-                            "family": "IPv6" if ":" in local else "IPv4",  # (_family)
-                            # where media comes from, or else the advertised one
-                            "endpoint": _endpoint(endpoint) if endpoint else dict(advertised),
-                            "advertised endpoint": advertised,
-                            "last packet": int(c["last_packet"]),
-                            "flags": sflags,
-                            "stats": {"packets": packets, "bytes": nbytes, "errors": errors},
-                        }
-                        if suite:
-                            stream["crypto suite"] = suite
-                        # omnirtp's own keys, only on streams that have them:
-                        # what the SRTP steps and the ICE agent dropped, and why
-                        extra = c_get("transforms")
-                        if extra:
-                            stream["transforms"] = extra
-                        extra = c_get("ice")
-                        if extra:
-                            stream["ICE"] = {"state": extra["state"],
-                                             "counters": extra["counters"]}
-                        # the latest RTCP SR/RR the party sent here (its
-                        # report blocks: what it receives, loss and jitter)
-                        extra = c_get("rtcp")
-                        if extra:
-                            stream["RTCP report"] = extra
-                        streams.append(stream)
-                        t["packets"] += packets
-                        t["bytes"] += nbytes
-                        t["errors"] += errors
-                    mflags.append("initialized")
-                direction = m.direction or "sendrecv"
-                if direction == "sendrecv":
-                    mflags.append("send")
-                    mflags.append("recv")
-                elif direction == "sendonly":
-                    mflags.append("send")
-                elif direction == "recvonly":
-                    mflags.append("recv")
-                if mux:
-                    mflags.append("rtcp-mux")
-                if srtp_in:
-                    mflags.append("SDES")
-                medias.append({"index": m.index, "type": m.type,
-                               "protocol": m.protocol or "", "flags": mflags,
-                               "streams": streams})
-            entry = {"tag": ml.tag or "", "created": int(ml.created)}
-            if ml.via_branch:
-                entry["via-branch"] = ml.via_branch
-            if ml.aliases:
-                entry["tag-aliases"] = list(ml.aliases)
-            peer = ml.peer
-            if peer is not None:
-                # the key of rtpengine before 10.x; 10.5 has the two lists
-                entry["in dialogue with"] = peer.tag or ""
-                entry["subscriptions"] = [{"tag": peer.tag or "", "type": "offer/answer"}]
-            else:
-                entry["subscriptions"] = []
-            entry["subscribers"] = [{"tag": other.tag or "", "type": "offer/answer"}
-                                    for other in monologues if other.peer is ml]
-            entry["medias"] = medias
-            if ml.tag:
-                key = ml.tag
-            else:
-                key = "<untagged %d>" % untagged
-                untagged += 1
-            tags[key] = entry
-        created = call.created
-        return {
-            "created": int(created),
-            "created_us": int((created % 1) * 1000000),
-            "last signal": int(call.last_signal),
-            "tags": tags,
-            "totals": totals,
-        }
+        if _fast_tree is not None:
+            tree = _fast_tree(call, stats)
+            if tree is not None:
+                return tree
+        return _call_tree(call, stats)
 
     def statistics(self, engine_totals):
         r = self.registry
