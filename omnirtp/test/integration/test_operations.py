@@ -263,10 +263,30 @@ class OperationsTests(SynchronousTestCase):
 
     def check_totalsAndInterfaces(self, omni, ref):
         _, mine = rtpengine_ctl(omni.op_port, "list", "totals")
-        _, theirs = rtpengine_ctl(ref.op_port, "list", "totals")
         labels = re.compile(r"^ ([^:]+?) *:(.*)$", re.M)
-        their_values = dict(labels.findall(theirs))
         my_values = dict(labels.findall(mine))
+        # 10.5's gauges move in its relaying threads: wait up to 1.5 s for
+        # them to agree with ours
+        streams = "Userspace-only media streams"
+        deadline = time.monotonic() + 1.5
+        while True:
+            _, theirs = rtpengine_ctl(ref.op_port, "list", "totals")
+            their_values = dict(labels.findall(theirs))
+            settled = all(their_values.get(label) == my_values.get(label)
+                          for label in (streams, "Total relayed packets (userspace)"))
+            if settled or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        # and 10.5 counts a stream as userspace-only only while it is not
+        # marked for its kernel or more than a second after that mark
+        # (media_socket.c, stream_packet): a stream marked by its peer's
+        # first packet before its own were read stays uncounted until a
+        # packet comes a second later (seen once in make test: 3, not 4).
+        # Ours counts every RTP stream that relayed in userspace.
+        self.assertEqual(my_values[streams], "4")
+        if their_values[streams] != my_values[streams]:
+            self.assertLessEqual(int(their_values[streams]), 4)
+            their_values[streams] = my_values[streams]
         # every line omnirtp prints is one of 10.5's, in 10.5's order
         theirs_keys = []
         for key, _ in labels.findall(theirs):  # first occurrences ("Total calls
