@@ -65,6 +65,10 @@ def udp():
     return s
 
 
+#: the metric of 10.5's "Userspace-only media streams" gauge
+USERSPACE_STREAMS = ("rtpengine_mediastreams", (("type", "userspace"),))
+
+
 class Calls:
     """Three calls on one daemon: call-1 and call-2 answered with RTP both
     ways, call-3 only offered."""
@@ -505,6 +509,11 @@ class OperationsTests(SynchronousTestCase):
                     ("rtpengine_closed_sessions_total", (("reason", "rejected"),)),
                     ("rtpengine_ports_used", (("address", "127.0.0.1"), ("name", "default"))),
                     ("rtpengine_ports", (("address", "127.0.0.1"), ("name", "default")))):
+            if key == USERSPACE_STREAMS and theirs[key] != mine[key]:
+                # 10.5 can leave a stream uncounted (check_totalsAndInterfaces)
+                self.assertEqual(mine[key], 4, key)
+                self.assertLessEqual(theirs[key], 4, key)
+                continue
             self.assertEqual(mine[key], theirs[key], key)
         self.assertEqual(mine[("rtpengine_packets_total", (("type", "userspace"),))],
                          4 * PACKETS)
