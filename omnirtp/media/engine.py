@@ -56,6 +56,7 @@ from omnirtp.media.relay import (
     LEARN_DELAYED, LEARNING_MODES, LEARNING_WINDOW, MediaPoller, RelaySocket, RtcpSocket,
     bind_companion, bind_media)
 from omnirtp.media.relay import bind_pair as bind_both  # (_allocate has its own bind_pair)
+from omnirtp.media.park import PLAIN_KEYS
 
 
 # keys of IMediaEngine.configure entries
@@ -109,10 +110,9 @@ _NO_CODECS = MappingProxyType(
 
 #: the keys of an entry that only changes the recording
 _RECORD_ONLY = frozenset((K_LOCAL, K_RECORD))
-#: the keys a plain call's entries have (``_configure``'s short way)
-_PLAIN_KEYS = frozenset((K_LOCAL, K_PEER, K_RTCP_PEER, K_ENDPOINT, K_LEARNING, K_STRICT,
-                         K_HANDOVER, K_ASYMMETRIC, K_RESET, K_TOS, K_ICE, K_DTLS, K_SRTP_IN,
-                         K_SRTP_OUT))
+#: the keys a plain call's entries have (``_configure``'s short way; the
+#: keys a parked call's entries may have, omnirtp.media.park)
+_PLAIN_KEYS = PLAIN_KEYS
 #: the keys of the negotiator's entries for a call without codec handling
 #: (``Negotiator._sockets``), in their order -> True for an RTP socket's
 #: (with ``rtcp_peer``), False for an RTCP socket's: ``_configure`` reads

@@ -57,17 +57,30 @@ def _is_key(value):
 
 def plain_entry(entry, held):
     """True if ``entry`` (a configure entry) can be kept by the control
-    process for a parked call whose socket keys are ``held`` (a set): only
-    the keys of :data:`PLAIN_KEYS`, the transform ones None, its sockets
-    the call's own, every value as the engine would take it (anything
-    else, even an error the engine would report, goes to a worker, which
-    answers as it always did)."""
+    process for a parked call whose socket keys are ``held`` (a set):
+    :func:`plain_keys` and :func:`plain_values` (anything else, even an
+    error the engine would report, goes to a worker, which answers as it
+    always did)."""
+    return plain_keys(entry) and plain_values(entry, held)
+
+
+def plain_keys(entry):
+    """True if ``entry`` is a dict of only the keys of :data:`PLAIN_KEYS`,
+    the transform ones (:data:`NONE_KEYS`) None: what a new call's
+    entries are told by before anything else of it is looked at."""
     if entry.__class__ is not dict or not entry.keys() <= PLAIN_KEYS:
         return False
     get = entry.get
     for key in NONE_KEYS:
         if get(key) is not None:
             return False
+    return True
+
+
+def plain_values(entry, held):
+    """For an entry of :func:`plain_keys`: True if its sockets are the
+    call's own (in ``held``) and every value is one the engine takes."""
+    get = entry.get
     if get("local") not in held:
         return False
     for key in ("peer", "rtcp_peer"):
@@ -154,11 +167,7 @@ class ParkedCall:
 
     def held(self):
         """The set of the call's socket keys (RTP and RTCP)."""
-        keys = set()
-        for address, port in self.pairs:
-            keys.add((address, port))
-            keys.add((address, port + 1))
-        return keys
+        return set(self.sockets_keys())
 
     def keep(self, entries, now):
         """Keep ``entries`` (each :func:`plain_entry`): the latest entry

@@ -1105,11 +1105,9 @@ class WorkerPool(service.Service):
         nothing of it is held here)."""
         # (a call with ICE, DTLS or SRTP, a WebRTC one: told at its first
         # entry, before anything else is looked at)
-        plain_keys = park.PLAIN_KEYS
+        plain_keys = park.plain_keys
         for entry in sockets:
-            if (entry.__class__ is not dict or not entry.keys() <= plain_keys
-                    or entry.get("ice") is not None or entry.get("dtls") is not None
-                    or entry.get("srtp_in") is not None or entry.get("srtp_out") is not None):
+            if not plain_keys(entry):
                 return None
         slot = self._pick(set())
         if slot is None or not groups:
@@ -1129,7 +1127,7 @@ class WorkerPool(service.Service):
                 held.add((address, port + 1))
                 index += 1
         for entry in sockets:
-            if not park.plain_entry(entry, held):
+            if not park.plain_values(entry, held):
                 return None
         parked = park.ParkedCall(call_id, slot)
         bind = self._bind
@@ -1137,20 +1135,12 @@ class WorkerPool(service.Service):
             self._bind = bind = bind_media
         now = self.reactor.seconds()
         got = []
-        taken = []
-
-        def undo():
-            for pool, port, rtp, rtcp in taken:
-                rtp.close()
-                rtcp.close()
-                pool.release(port)
-
         try:
             for address, count in groups:
                 pool = slot.park_pools.get(address)
                 if pool is None:
                     if address not in slot.slices:
-                        undo()
+                        self._close_pairs(slot, parked.pairs.items())
                         return None
                     lo, hi = slot.slices[address]
                     pool = slot.park_pools[address] = PortPool(lo, hi)
@@ -1161,7 +1151,6 @@ class WorkerPool(service.Service):
 
                 for _ in range(count):
                     port, (rtp, rtcp) = pool.acquire(bind_pair)
-                    taken.append((pool, port, rtp, rtcp))
                     parked.add(address, port, rtp, rtcp, now)
                     ports.append(port)
                 got.append(ports)
@@ -1172,7 +1161,7 @@ class WorkerPool(service.Service):
             if isinstance(e, OSError) and e.errno in NO_FILES_ERRNOS:
                 self.log.debug("call {call_id}: not parked: {error}", call_id=call_id,
                                error=str(e))
-            undo()
+            self._close_pairs(slot, parked.pairs.items())
             return None
         parked.keep(entries, now)
         add = self.reactor.addReader
@@ -1187,6 +1176,15 @@ class WorkerPool(service.Service):
         slot.calls.add(call_id)
         self.park_counts["parked"] += 1
         return got
+
+    @staticmethod
+    def _close_pairs(slot, pairs):
+        """Close the sockets of ``pairs`` (``((address, rtp port), (rtp,
+        rtcp))`` each) and return their ports to ``slot``'s park pools."""
+        for (address, port), (rtp, rtcp) in pairs:
+            rtp.close()
+            rtcp.close()
+            slot.park_pools[address].release(port)
 
     def _unwatch(self, parked):
         remove = self.reactor.removeReader
@@ -1215,10 +1213,7 @@ class WorkerPool(service.Service):
                 else:
                     kept.append(watch)
             parked.watches = kept
-            for (address, port), (rtp, rtcp) in gone:
-                rtp.close()
-                rtcp.close()
-                parked.slot.park_pools[address].release(port)
+            self._close_pairs(parked.slot, gone)
             self._parked_sockets -= 2 * len(gone)
         if not parked.pairs:
             self._unwatch(parked)
@@ -1301,12 +1296,7 @@ class WorkerPool(service.Service):
         parked.slot.calls.discard(call_id)
         # the worker holds them now: this process's copies go
         self._parked_sockets -= 2 * len(parked.pairs)
-        for (address, port), (rtp, rtcp) in parked.pairs.items():
-            rtp.close()
-            rtcp.close()
-            pool = parked.slot.park_pools.get(address)
-            if pool is not None:
-                pool.release(port)
+        self._close_pairs(parked.slot, parked.pairs.items())
         self._route(call_id, slot)
         self._held.add(call_id)
         self.park_counts["handed"] += 1
