@@ -335,15 +335,14 @@ class DualStackTests(SynchronousTestCase):
         self.assertIn("c=IN IP4 127.0.0.1", self.offer(OFFER, **{"call-id": "c2"}))
 
 
-def embedded_stack(test, **dispatcher_args):
-    """The control plane on an EmbeddedEngine with fake sockets (ports
-    30000-30009 on 127.0.0.1), as ``test``'s clock, engine, registry and
-    dispatch."""
+def embedded_stack(test, ports=(30000, 30009), **dispatcher_args):
+    """The control plane on an EmbeddedEngine with fake sockets (``ports``
+    on 127.0.0.1), as ``test``'s clock, engine, registry and dispatch."""
     import random
     from omnirtp.media.engine import EmbeddedEngine
     from omnirtp.test.fakes import FakeNetwork, MemoryUDPReactor
     test.clock = MemoryUDPReactor()
-    test.engine = EmbeddedEngine(test.clock, {"127.0.0.1": (30000, 30009)},
+    test.engine = EmbeddedEngine(test.clock, {"127.0.0.1": ports},
                                  bind=FakeNetwork().bind, rng=random.Random(1))
     test.registry = CallRegistry(test.engine, test.clock, Timeouts(), max_sessions=-1)
     negotiator = Negotiator(test.registry,

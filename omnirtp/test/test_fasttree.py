@@ -1,18 +1,15 @@
 """omnirtp.control._fasttree: a call's statistics tree in C gives what
 commands.py's _call_tree gives, or leaves the call to it."""
 
-import random
 import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from omnirtp.call.model import Media
-from omnirtp.call.negotiate import Interfaces, Negotiator
-from omnirtp.call.registry import CallRegistry, Timeouts
-from omnirtp.config.model import InterfaceSpec
 from omnirtp.control import commands
 from omnirtp.control.commands import Dispatcher
 from omnirtp.test import corpus
+from omnirtp.test.test_commands import embedded_stack
 
 _fast = commands._fast_tree
 
@@ -103,16 +100,7 @@ class Stack:
     call's tree compared when the dispatcher asks for it."""
 
     def __init__(self, test):
-        from omnirtp.media.engine import EmbeddedEngine
-        from omnirtp.test.fakes import FakeNetwork, MemoryUDPReactor
-        self.clock = MemoryUDPReactor()
-        self.engine = EmbeddedEngine(self.clock, {"127.0.0.1": (30000, 31999)},
-                                     bind=FakeNetwork().bind, rng=random.Random(1))
-        self.registry = CallRegistry(self.engine, self.clock, Timeouts(), max_sessions=-1)
-        negotiator = Negotiator(self.registry,
-                                Interfaces([InterfaceSpec("default", "127.0.0.1", None)]),
-                                instance_id="abc123")
-        self.dispatch = Dispatcher(self.registry, negotiator)
+        embedded_stack(self, ports=(30000, 31999))
         self.test = test
         original = self.dispatch.call_tree
 
