@@ -106,9 +106,9 @@ _NAMES = {}
 
 def pack(entry):
     """``entry`` (a dict) as a parked call keeps it: ``(keys, values)``,
-    the keys' tuple shared by every entry with those keys (a dict per
-    socket of every idle parked call would cost about 460 bytes; this
-    about 190)."""
+    the keys' tuple shared by every entry with those keys (smaller than
+    a dict per socket of every idle parked call: docs/performance.md,
+    "Ninth pass: the lazy hand-off", idle calls)."""
     names = tuple(entry)
     shared = _NAMES.get(names)
     if shared is not None:
