@@ -28,7 +28,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from omnirtp.media.relay import (  # noqa: E402
-    LEARN_HEURISTIC, MediaPoller, RelaySocket, bind_media, bind_udp)
+    LEARN_HEURISTIC, MediaPoller, RelaySocket, allow_companions, bind_media, bind_udp)
 
 HOST = "127.0.0.1"
 BASE = 50000
@@ -67,6 +67,7 @@ def floor(n, queued, rounds, sender, sink):
     for i in range(n):
         port = BASE + 2 * i
         main = bind_media(HOST, port)
+        allow_companions(main)  # (as RelaySocket does before its first companion)
         conn = bind_udp(HOST, port, reuse_port=True)
         conn.connect(sender.getsockname())
         out = bind_udp(HOST, port + 1)

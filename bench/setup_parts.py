@@ -2,7 +2,7 @@
 """Wall time per cycle of the set-up cycle's pure data pieces, in one process.
 
     .venv/bin/python bench/setup_parts.py [--root CHECKOUT] [--call plain|webrtc]
-                                          [--cycles N] [--repeat N]
+                                          [--cycles N] [--repeat N] [--engine]
 
 Runs ``bench/setup_instructions.py``'s in-process cycle (omnirtp's
 ``NGProtocol`` fed the datagrams of ``bench/setup.py``'s client, the
@@ -14,6 +14,10 @@ calls in a cycle; the wrapper's own cost, about 0.3 us a call, included)
 and the cycle's CPU time, the median of ``--repeat`` runs.  The pieces are
 what a C fast path could take (docs/performance.md, "Tenth pass"); the
 figures are wall time on a shared box: compare checkouts in the same run.
+``--engine`` times the call/engine side instead: the embedded engine's
+``allocate_now``, ``configure_now``, ``stats_now`` and ``release_now``
+(its sockets' system calls included) and the negotiator's ``_plan`` and
+``_sockets`` (docs/performance.md, "Eleventh pass").
 """
 
 import argparse
@@ -28,6 +32,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PIECES = ("parse", "rewrite", "from_request", "call_tree")
+ENGINE_PIECES = ("allocate", "configure", "stats", "release", "_plan", "_sockets")
 
 
 def _module(name, path):
@@ -37,7 +42,7 @@ def _module(name, path):
     return module
 
 
-def child(root, cycles, call):
+def child(root, cycles, call, engine=False):
     sys.path.insert(0, os.path.abspath(root))
     instructions = _module("setup_instructions", os.path.join(HERE, "setup_instructions.py"))
     model = importlib.import_module("omnirtp.sdp.model")
@@ -45,7 +50,8 @@ def child(root, cycles, call):
     negotiate = importlib.import_module("omnirtp.call.negotiate")
     flags = importlib.import_module("omnirtp.control.flags")
     commands = importlib.import_module("omnirtp.control.commands")
-    spent = dict.fromkeys(PIECES, 0.0)
+    pieces = ENGINE_PIECES if engine else PIECES
+    spent = dict.fromkeys(pieces, 0.0)
     clock = time.perf_counter
 
     def timed(function, label):
@@ -57,12 +63,20 @@ def child(root, cycles, call):
                 spent[label] += clock() - started
         return wrapper
 
-    sd = model.SessionDescription
-    sd.parse = classmethod(timed(sd.parse.__func__, "parse"))
-    negotiate.rewrite = timed(rewrite.rewrite, "rewrite")
-    flags.Flags.from_request = classmethod(timed(flags.Flags.from_request.__func__,
-                                                 "from_request"))
-    commands.Dispatcher.call_tree = timed(commands.Dispatcher.call_tree, "call_tree")
+    if engine:
+        em = importlib.import_module("omnirtp.media.engine").EmbeddedEngine
+        for name, label in (("allocate_now", "allocate"), ("configure_now", "configure"),
+                            ("stats_now", "stats"), ("release_now", "release")):
+            setattr(em, name, timed(getattr(em, name), label))
+        for name in ("_plan", "_sockets"):
+            setattr(negotiate.Negotiator, name, timed(getattr(negotiate.Negotiator, name), name))
+    else:
+        sd = model.SessionDescription
+        sd.parse = classmethod(timed(sd.parse.__func__, "parse"))
+        negotiate.rewrite = timed(rewrite.rewrite, "rewrite")
+        flags.Flags.from_request = classmethod(timed(flags.Flags.from_request.__func__,
+                                                     "from_request"))
+        commands.Dispatcher.call_tree = timed(commands.Dispatcher.call_tree, "call_tree")
     # (the warm-up's calls are timed too: counted from the measured run's start)
     marks = {}
 
@@ -73,7 +87,7 @@ def child(root, cycles, call):
         def stop(self):
             pass
     elapsed = instructions.child(root, cycles, 30000, call=call, log=True, sampler=Mark())
-    out = {label: (spent[label] - marks[label]) / cycles * 1e6 for label in PIECES}
+    out = {label: (spent[label] - marks[label]) / cycles * 1e6 for label in pieces}
     out["cycle CPU"] = elapsed / cycles * 1e6
     print(json.dumps(out))
 
@@ -84,21 +98,24 @@ def main(argv=None):
     p.add_argument("--call", choices=("plain", "webrtc"), default="plain")
     p.add_argument("--cycles", type=int, default=3000)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--engine", action="store_true",
+                   help="the engine's calls and the negotiator's plan instead")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        child(args.root, args.cycles, args.call)
+        child(args.root, args.cycles, args.call, args.engine)
         return
     runs = []
     for _ in range(args.repeat):
         env = dict(os.environ, PYTHONPATH=os.path.abspath(args.root))
         text = subprocess.run([sys.executable, __file__, "--child", "--root", args.root,
-                               "--call", args.call, "--cycles", str(args.cycles)],
+                               "--call", args.call, "--cycles", str(args.cycles)]
+                              + (["--engine"] if args.engine else []),
                               env=env, check=True, capture_output=True, text=True).stdout
         runs.append(json.loads(text.strip().splitlines()[-1]))
     print("%s, %s cycle, %d cycles, median of %d runs (us per cycle):"
           % (os.path.abspath(args.root), args.call, args.cycles, args.repeat))
-    for label in PIECES + ("cycle CPU",):
+    for label in (ENGINE_PIECES if args.engine else PIECES) + ("cycle CPU",):
         print("  %-13s %7.1f   (%s)" % (label, statistics.median(r[label] for r in runs),
                                        " ".join("%.1f" % r[label] for r in runs)))
 

@@ -162,21 +162,33 @@ def bind_media(address, port):
     """A media socket for ``(address, port)`` that a connected companion can
     join (SO_REUSEPORT).  The socket is bound without SO_REUSEPORT, so a
     port that anyone else holds, another omnirtp included, fails as usual;
-    SO_REUSEPORT is set once it is bound (Linux lets a later socket with
-    SO_REUSEPORT join a bound one that has it set), so each port is bound
-    once.  A ``_socket.socket``, the C type ``socket.socket`` wraps (the
-    same calls; no Python ``__init__`` and ``close`` per socket), made
-    non-blocking by ``socket()`` itself."""
+    SO_REUSEPORT is set on it only when its first companion is bound
+    (:func:`allow_companions`, from :meth:`RelaySocket._sync_companion`:
+    Linux lets a later socket with SO_REUSEPORT join a bound one that has
+    it set), so each port is bound once and a call that never carries media
+    costs no ``setsockopt`` per socket.  A ``_socket.socket``, the C type
+    ``socket.socket`` wraps (the same calls; no Python ``__init__`` and
+    ``close`` per socket), made non-blocking by ``socket()`` itself."""
     sock = _socket_type(socket.AF_INET6 if ":" in address else socket.AF_INET, _MEDIA_TYPE)
     try:
         if not _SOCK_NONBLOCK:
             sock.setblocking(False)
         sock.bind((address, port))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def allow_companions(sock):
+    """Set SO_REUSEPORT on ``sock``, a bound media socket
+    (:func:`bind_media`), so that a companion (:func:`bind_companion`) can
+    bind its address: once per companion made, never per packet."""
+    sock.setsockopt(_SOL_SOCKET, _SO_REUSEPORT, 1)
+
+
+_SOL_SOCKET = socket.SOL_SOCKET
+_SO_REUSEPORT = socket.SO_REUSEPORT
 
 
 def bind_pair(bind, address, port):
@@ -1173,6 +1185,8 @@ class RelaySocket:
         conn = self._conn
         if conn is None:
             try:
+                # (bind_media left SO_REUSEPORT off until now)
+                allow_companions(self._sock)
                 conn = self._companion(*self.local)
             except OSError:
                 self._companion = None  # cannot bind one: do without

@@ -204,6 +204,30 @@ class CompanionTests(TestCase):
         self.assertEqual(a_party.received, [])
 
     @defer.inlineCallbacks
+    def test_reusePortSetWithTheFirstCompanion(self):
+        """A media socket is bound without SO_REUSEPORT and keeps it off
+        while it has no companion (a call set up and torn down without media
+        costs no setsockopt per socket, and no other SO_REUSEPORT socket can
+        join its port meanwhile); the first companion sets it, on the socket
+        it joins, and both sockets share the port from then on."""
+        a_party, b_party = self.parties(2)
+        a, b = yield self.call(a_party, b_party, learning="delayed")
+        relay_a, relay_b = self.engine.socket((HOST, a)), self.engine.socket((HOST, b))
+        reuse = lambda sock: sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)  # noqa: E731
+        self.assertEqual((reuse(relay_a._sock), reuse(relay_b._sock)), (0, 0))
+        from omnirtp.media.relay import bind_udp
+        self.assertRaises(OSError, bind_udp, HOST, a, reuse_port=True)
+        a_party.send(rtp(1), (HOST, a))
+        got = yield b_party.wait(1)
+        self.assertEqual(got, [(rtp(1), (HOST, b))])
+        self.assertEqual((reuse(relay_a._sock), reuse(relay_b._sock)), (1, 1))
+        self.assertEqual((reuse(relay_a._conn), reuse(relay_b._conn)), (1, 1))
+        self.assertEqual(relay_a._conn.getsockname(), (HOST, a))
+        self.assertEqual(relay_b._conn.getsockname(), (HOST, b))
+        # the RTCP sockets saw nothing: no companion, no SO_REUSEPORT
+        self.assertEqual(reuse(self.engine.socket((HOST, a + 1))._sock), 0)
+
+    @defer.inlineCallbacks
     def test_queuedBeforeCompanionRelayedFirst(self):
         """Datagrams queued at the main socket when the endpoint's first one
         makes the companion are relayed in the same read, so none of them
