@@ -529,10 +529,15 @@ class CallRegistry:
 
     def account(self, call, stats):
         """Add a finished call's counters to the totals."""
+        packets = octets = errors = 0
         for counters in stats.values():
-            self.relayed["packets"] += counters["packets"]
-            self.relayed["bytes"] += counters["bytes"]
-            self.relayed["errors"] += counters["errors"]
+            packets += counters["packets"]
+            octets += counters["bytes"]
+            errors += counters["errors"]
+        relayed = self.relayed
+        relayed["packets"] += packets
+        relayed["bytes"] += octets
+        relayed["errors"] += errors
 
 
 def _seen(call, last):

@@ -1392,9 +1392,12 @@ class EmbeddedEngine:
             # (a plain call): what the three plans below give for it,
             # without them
             if order is not None:
+                # (the tables looked up only while they hold anything: a
+                # plain call's engine has neither steps nor codec state)
                 if (ice is None and dtls is None and srtp_in is None and srtp_out is None
-                        and local not in steps and local not in codec_state):
-                    plan.append((relay, args, {}, _NO_WIRE, _NO_CODECS, absent))
+                        and (not steps or local not in steps)
+                        and (not codec_state or local not in codec_state)):
+                    plan.append((relay, args, None, _NO_WIRE, _NO_CODECS, absent))
                     continue
             elif (entry.keys() <= _PLAIN_KEYS and local not in steps
                     and local not in codec_state
@@ -1451,7 +1454,10 @@ class EmbeddedEngine:
                 self._apply_steps(relay, changes, False)
                 installed.append(relay)
                 changed = True
-        if self._update_transcoders(call_id):
+        # (no transcoder, no codec state, no RTCP timer, a plain call's
+        # engine: _update_transcoders would change nothing)
+        if ((codec_state or self._transcoders or self._rtcp_timer is not None)
+                and self._update_transcoders(call_id)):
             changed = True
         if changed:
             # the chains follow peers and rtcp_peers across the whole call
@@ -1499,8 +1505,10 @@ class EmbeddedEngine:
         wires = self._wires
         recordings = self._recordings
         # what only some sockets have (steps, codecs, ICE/DTLS, a recording,
-        # the kernel's counts): looked up only while someone has any
-        kept = (self._kernel_seen, self._steps, self._codec_state, self._transcoders)
+        # the kernel's counts): looked up only while someone has any (the
+        # tables that hold something now; a plain call's engine: none)
+        kept = [table for table in (self._kernel_seen, self._steps, self._codec_state,
+                                    self._transcoders) if table]
         for key in targets:
             rtp, rtcp = pairs.pop(key)
             for relay in (rtp, rtcp):
@@ -1516,8 +1524,7 @@ class EmbeddedEngine:
                     self.forwarder.forget(local)
                 del sockets[local]
                 for table in kept:
-                    if table:
-                        table.pop(local, None)
+                    table.pop(local, None)
                 if recordings.taps:
                     recordings.drop(call_id, local)
                 if wires:
@@ -1544,7 +1551,8 @@ class EmbeddedEngine:
             self._kernel_marks.pop(call_id, None)
             self._kernel_retry.discard(call_id)
             self._recordings.release(call_id)
-        self._rtcp_schedule()
+        if self._transcoders or self._rtcp_timer is not None:
+            self._rtcp_schedule()  # (else it has nothing to start or stop)
 
     # -- kernel forwarding (table = N; off the per-packet path) -----------
 

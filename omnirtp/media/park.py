@@ -109,13 +109,37 @@ def pack(entry):
     the keys' tuple shared by every entry with those keys (smaller than
     a dict per socket of every idle parked call: docs/performance.md,
     "Ninth pass: the lazy hand-off", idle calls)."""
-    names = tuple(entry)
+    return _shared(tuple(entry)), tuple(entry.values())
+
+
+def _shared(names):
+    """The one tuple kept for the key tuple ``names``."""
     shared = _NAMES.get(names)
     if shared is not None:
-        names = shared
-    elif len(_NAMES) < 64:  # (our negotiator's few; never a growing table)
+        return shared
+    if len(_NAMES) < 64:  # (our negotiator's few; never a growing table)
         _NAMES[names] = names
-    return names, tuple(entry.values())
+    return names
+
+
+#: the key tuple of an entry with "reset" and "tos" -> ``(the keys kept,
+#: the shared tuple of pack(); the index of "reset" among the entry's
+#: keys; the index of "tos" among those kept)``: how ParkedCall.keep
+#: keeps such an entry without a dict copy of it
+_SHAPES = {}
+
+
+def _shape(names):
+    """``_SHAPES[names]``, made (None for keys without "reset" or
+    "tos": those are kept through a copy of the entry)."""
+    if "reset" not in names or "tos" not in names:
+        return None
+    at_reset = names.index("reset")
+    kept = _shared(names[:at_reset] + names[at_reset + 1:])
+    shape = (kept, at_reset, kept.index("tos"))
+    if len(_SHAPES) < 64:
+        _SHAPES[names] = shape
+    return shape
 
 
 def unpack(packed):
@@ -177,6 +201,23 @@ class ParkedCall:
         kept = self.entries
         for entry in entries:
             local = entry["local"]
+            names = tuple(entry)
+            shape = _SHAPES.get(names) or _shape(names)
+            if shape is not None:
+                # (the negotiator's entries: their values in a list, the
+                # reset taken out, the same (keys, values) as below)
+                names, at_reset, at_tos = shape
+                values = list(entry.values())
+                if values.pop(at_reset):
+                    self.since[local] = now
+                if values[at_tos] is None:
+                    before = kept.get(local)
+                    if before is not None:
+                        tos = field(before, "tos")
+                        if tos is not None:
+                            values[at_tos] = tos
+                kept[local] = (names, tuple(values))
+                continue
             before = kept.get(local)
             entry = dict(entry)
             if entry.get("tos") is None and before is not None:

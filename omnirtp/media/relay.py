@@ -452,9 +452,10 @@ class RelaySocket:
         self.rtcp_peer = rtcp_peer
         # no step on either chain and none before (a plain call): what
         # update_pipeline would do comes down to _update_out, done below
-        out = rtcp_peer if rtcp_peer is not None else peer
+        # (RTCP goes out of rtcp_peer when there is one, else out of peer)
         if (self.pipeline is not None or self.inbound or self.middle
-                or (peer is not None and peer.outbound) or (out is not None and out.outbound)):
+                or (peer is not None and peer.outbound)
+                or (rtcp_peer is not None and rtcp_peer.outbound)):
             if update:
                 self.update_pipeline()
             else:

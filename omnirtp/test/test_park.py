@@ -564,6 +564,41 @@ class PackTests(SynchronousTestCase):
         two = park.pack(entry((IP, 40004), (IP, 40006), B))
         self.assertIs(one[0], two[0])
 
+    def test_keepWithoutACopy(self):
+        """An entry with "reset" and "tos" (the negotiator's) is kept from
+        its values (no copy of the dict): the same ``(keys, values)``, the
+        keys' tuple the one :func:`park.pack` shares, the same tos carried
+        over and the same reset times as an entry kept through a copy
+        (one without "tos", or in another key order)."""
+        def kept(entries_seq):
+            call = park.ParkedCall("c", None)
+            call.add(IP, 40000, object(), object(), T0)
+            for at, entries in enumerate(entries_seq):
+                call.keep(entries, T0 + at)
+            return call
+        shaped = entry((IP, 40000), (IP, 40002), A, tos=184)
+        no_tos = dict(shaped)
+        del no_tos["tos"]
+        reordered = dict(reversed(list(shaped.items())))
+        for first in (shaped, no_tos, reordered):
+            for later in ({"tos": None, "reset": False}, {"tos": None, "reset": True},
+                          {"tos": 46, "reset": False}):
+                second = dict(shaped, **later)
+                call = kept([[first], [second]])
+                reference = park.pack({k: v for k, v in second.items() if k != "reset"})
+                if first.get("tos") is not None and later["tos"] is None:
+                    values = dict(zip(*reference))
+                    values["tos"] = first["tos"]
+                    reference = (reference[0], tuple(values.values()))
+                self.assertEqual(call.entries[(IP, 40000)], reference)
+                self.assertIs(call.entries[(IP, 40000)][0], reference[0])
+                self.assertEqual(call.since[(IP, 40000)], T0 + 1 if later["reset"] else T0)
+                self.assertEqual(call.since[(IP, 40001)], T0)
+        # kept through a copy: the tos added after the other keys
+        call = kept([[shaped], [no_tos]])
+        self.assertEqual(list(call.entry((IP, 40000)))[-1], "tos")
+        self.assertEqual(call.entry((IP, 40000))["tos"], 184)
+
     def test_keepAndDrop(self):
         """keep: a later entry without tos keeps the earlier tos; drop: the
         entries sending out of a dropped pair send nowhere."""
