@@ -53,7 +53,7 @@ from omnirtp.media.demux import Demux
 from omnirtp.media.ice import IceAgent, parse_candidate
 from omnirtp.media.ports import NO_FILES_ERRNOS, PortPool
 from omnirtp.media.relay import (
-    LEARN_DELAYED, LEARNING_MODES, LEARNING_WINDOW, MediaPoller, RelaySocket, RtcpSocket,
+    LEARN_DELAYED, LEARNING_MODES, LEARNING_WINDOW, MediaPoller, RelaySocket,
     bind_companion, bind_media)
 from omnirtp.media.relay import bind_pair as bind_both  # (_allocate has its own bind_pair)
 from omnirtp.media.park import PLAIN_KEYS
@@ -782,8 +782,8 @@ class EmbeddedEngine:
         cpu = self._cpu_of(call_id) if self._cpus else -1
         for port, (rtp_sock, rtcp_sock) in taken:
             rtp = RelaySocket(self._reactor, rtp_sock, (address, port), self._poller, companion)
-            rtcp = RtcpSocket(self._reactor, rtcp_sock, (address, port + 1), self._poller,
-                              companion)
+            rtcp = RelaySocket(self._reactor, rtcp_sock, (address, port + 1), self._poller,
+                               companion, True)
             rtcp.rtp_sibling = rtp
             if cpu >= 0:
                 self._set_cpu(call_id, (rtp, rtcp), cpu)

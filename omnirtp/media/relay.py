@@ -217,6 +217,20 @@ class RelaySocket:
     (the clock for the learning window and ``last_packet``); ``sock`` is a
     bound, non-blocking socket (or a fake with ``fileno``, ``recvfrom``,
     ``sendto`` and ``close``); ``local`` is its ``(address, port)`` key.
+
+    ``rtcp`` True makes it the RTCP socket of a port pair (``p + 1``; the
+    engine sets its ``rtp_sibling``): its datagrams never take the
+    poller's inline path (``_out`` stays -1), so that each is seen in
+    :meth:`_forward`, where the party's reports are kept
+    (:meth:`observe_rtcp`).  RTCP is a few datagrams per second per
+    stream, so the Python call it costs is nothing beside the RTP it
+    describes.  With a pipeline (SRTCP) the reports are observed in the
+    pipeline, once unprotected.  One class for both sockets of a pair, not
+    a subclass for RTCP: each attribute access of the methods both run
+    (set-up, configure, close, the Python paths) stays specialised to one
+    type (CPython 3.11+ specialises per type; RTP and RTCP sockets taking
+    turns at one site cost about 1.7x: docs/performance.md, "Eleventh
+    pass").
     """
 
     __slots__ = (
@@ -265,6 +279,7 @@ class RelaySocket:
         "best_rank",
         "authorise",
         "rtp_sibling",
+        "is_rtcp",
         # counters
         "packets",
         "bytes",
@@ -276,8 +291,10 @@ class RelaySocket:
         "rtcp_report",
     )
 
-    def __init__(self, reactor, sock, local, poller=None, companion=None):
+    def __init__(self, reactor, sock, local, poller=None, companion=None, rtcp=False):
         self.local = local
+        #: the RTCP socket of a port pair (see the class docstring)
+        self.is_rtcp = rtcp
         #: a :class:`MediaPoller` to read through instead of registering
         #: with the reactor directly (None: ``reactor.addReader``)
         self._poller = poller
@@ -548,7 +565,7 @@ class RelaySocket:
         (``_tap``)."""
         peer = self.peer
         if (peer is not None and self.confirmed and self.rtcp_peer is None
-                and (self.pipeline is None or self._tap is not None)):
+                and (self.pipeline is None or self._tap is not None) and not self.is_rtcp):
             self._out = peer._cfd
         else:
             self._out = -1
@@ -703,7 +720,7 @@ class RelaySocket:
         RFC 3550 compounds do once the party receives media; feedback-only
         and empty reports are skipped): a test of two bytes and a
         reference, so the RTCP path pays no parsing.  Called only for
-        RTCP (by :class:`RtcpSocket`, and for RTCP split off or run
+        RTCP (on a pair's RTCP socket, ``is_rtcp``, and for RTCP split off or run
         through a pipeline).  :meth:`latest_report` parses it, off the
         packet path."""
         if len(data) > 1 and data[0] & 0x1F and (data[1] == 200 or data[1] == 201):
@@ -1056,6 +1073,8 @@ class RelaySocket:
         if self.rtcp_peer is not None and 191 < data[1] < 224:
             peer = self.rtcp_peer
             self.observe_rtcp(data)
+        elif self.is_rtcp:
+            self.observe_rtcp(data)  # (a pair's RTCP socket: its party's reports)
         if peer is None:
             self.errors += 1
             return
@@ -1322,28 +1341,6 @@ class RelaySocket:
             self.confirmed = True
         return True
 
-
-
-class RtcpSocket(RelaySocket):
-    """The RTCP socket of a port pair (``p + 1``; the engine sets its
-    ``rtp_sibling``): a :class:`RelaySocket` whose datagrams never take the
-    poller's inline path, so that each is seen in :meth:`_forward`, where
-    the party's reports are kept (:meth:`RelaySocket.observe_rtcp`).  RTCP
-    is a few datagrams per second per stream, so the Python call it costs
-    is nothing beside the RTP it describes; the RTP sockets, the hot path,
-    are not touched.  With a pipeline (SRTCP) the reports are observed in
-    the pipeline, once unprotected."""
-
-    __slots__ = ()
-
-    def _update_out(self):
-        RelaySocket._update_out(self)
-        self._out = -1
-
-    def _forward(self, data):
-        if self.pipeline is None:
-            self.observe_rtcp(data)
-        RelaySocket._forward(self, data)
 
 
 @implementer(IReadDescriptor)

@@ -1,5 +1,5 @@
 """The relay keeps each party's latest RTCP report (loss, jitter) where
-RTCP arrives: the RTCP socket (RtcpSocket), RTCP split off an rtcp-mux
+RTCP arrives: the RTCP socket (``is_rtcp``), RTCP split off an rtcp-mux
 port (rtcp_peer), and RTCP through a pipeline once SRTCP is undone; the
 engine's stats carry it as ``rtcp``."""
 
@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from omnirtp.media import rtcp
 from omnirtp.media.engine import EmbeddedEngine
-from omnirtp.media.relay import RelaySocket, RtcpSocket
+from omnirtp.media.relay import RelaySocket
 from omnirtp.media.srtp import AES_CM_128_HMAC_SHA1_80, SUITES, SrtpFactory, make_crypto
 from omnirtp.test.fakes import FakeNetwork, MemoryUDPReactor
 from omnirtp.test.test_rtcp import RR_ONE, SR_COMPOUND
@@ -60,14 +60,26 @@ class EngineReportTests(SynchronousTestCase):
         return self.successResultOf(self.engine.stats("c"))["c"]
 
     def test_rtcp_sockets(self):
-        """The engine makes the pair's odd socket an RtcpSocket, which never
-        takes the poller's inline path."""
+        """The engine makes the pair's odd socket an RTCP socket
+        (``is_rtcp``), which never takes the poller's inline path; both
+        sockets of a pair are of one class (their attribute accesses stay
+        specialised to one type)."""
         rtp_sock, rtcp_sock = self.engine.socket((HOST, self.a)), self.engine.socket(
             (HOST, self.a + 1))
         self.assertIs(type(rtp_sock), RelaySocket)
-        self.assertIs(type(rtcp_sock), RtcpSocket)
+        self.assertIs(type(rtcp_sock), RelaySocket)
+        self.assertEqual((rtp_sock.is_rtcp, rtcp_sock.is_rtcp), (False, True))
         self.configure()
         self.assertEqual(rtcp_sock._out, -1)
+        # confirmed, its peer with a companion: an RTP socket would go
+        # inline there, the RTCP socket does not
+        for relay in (rtp_sock, rtcp_sock):
+            relay.confirmed = True
+            relay.peer._cfd = 1000 + relay.peer.local[1]
+            relay._update_out()
+        self.assertEqual((rtp_sock._out, rtcp_sock._out), (1000 + self.b, -1))
+        for relay in (rtp_sock, rtcp_sock):
+            relay.peer._cfd = -1
 
     def test_plain_report_on_the_rtcp_port(self):
         self.configure()
