@@ -81,9 +81,9 @@ def child(root, cycles, parts):
         spent["configure2"] += t3 - t2
         spent["stats"] += t4 - t3
         spent["release"] += t5 - t4
+    steps = " ".join("%s %.1f" % (k, v / cycles * 1e6) for k, v in spent.items())
     print("%s: %s, total %.1f us per cycle (CPU, %d cycles)" % (
-        os.path.abspath(root), " ".join("%s %.1f" % (k, v / cycles * 1e6) for k, v in spent.items()),
-        sum(spent.values()) / cycles * 1e6, cycles))
+        os.path.abspath(root), steps, sum(spent.values()) / cycles * 1e6, cycles))
 
 
 def instructions(root, few, many, parts):
