@@ -26,6 +26,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 /* Line's slots, in the order they are set */
 enum { S_KIND, S_VALUE, S_TEXT, S_EOL, S_NUMBER, S_ATTRIBUTE, S_CONNECTION, N_SLOTS };
@@ -368,11 +369,1074 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ */
+/*
+ * rewrite(sd, plan) -> str, or None: omnirtp.sdp.rewrite's rewrite for the
+ * usual description and plan (see setup_rewrite), the same text.  None
+ * ("not mine", before anything is changed: rewrite changes nothing) for
+ * anything else: a rejected section (port 0), codec filtering or planned
+ * formats, a value of another type than rewrite.py's plans and model.py's
+ * parse make, a c= line not parsed; rewrite.py then does the work and says
+ * every error.
+ */
+
+/* the classes and sets setup_rewrite was given */
+static PyTypeObject *t_sd, *t_session, *t_section, *t_conn, *t_splan, *t_mplan, *t_iceplan,
+    *t_codecops;
+static PyObject *session_dropped, *ice_attributes, *media_owned, *static_rtpmaps;
+static Py_ssize_t off_kind = -1, off_value, off_text, off_attribute, off_connection;
+/* interned names and texts */
+static PyObject *n_session, *n_media, *n_lines, *n_formats, *n_proto, *n_family, *n_address,
+    *n_replace_origin, *n_loop_protect, *n_ice_lite, *n_keep_zero_address, *n_port,
+    *n_rtcp_port, *n_rtcp_mux, *n_full_rtcp_attribute, *n_protocol, *n_direction, *n_ice,
+    *n_codecs, *n_ptime, *n_keep_mid, *n_crypto, *n_dtls, *n_mid, *n_ufrag, *n_pwd,
+    *n_candidates, *n_trickle, *n_strip, *n_mask, *n_offer, *n_except, *n_rtpmaps_cache,
+    *n_attrs;
+static PyObject *s_space, *s_zero4, *s_zero6, *s_mid, *s_rtpmap, *s_fmtp, *s_rtcp_fb, *s_star;
+
+/* the offset of slot ``name`` of ``cls`` (a member descriptor), or -1
+   with TypeError set */
+static Py_ssize_t
+slot_offset(PyTypeObject *cls, const char *name)
+{
+    PyObject *descr = PyObject_GetAttrString((PyObject *)cls, name);
+    Py_ssize_t offset;
+    if (descr == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", cls->tp_name, name);
+        }
+        return -1;
+    }
+    if (Py_TYPE(descr) != &PyMemberDescr_Type
+            || ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+        Py_DECREF(descr);
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", cls->tp_name, name);
+        return -1;
+    }
+    offset = ((PyMemberDescrObject *)descr)->d_member->offset;
+    Py_DECREF(descr);
+    return offset;
+}
+
+static PyObject *
+fast_setup_rewrite(PyObject *self, PyObject *args)
+{
+    PyTypeObject *classes[9];
+    PyObject *sets[3], *statics;
+    Py_ssize_t offs[5];
+    const char *names[5] = {"kind", "value", "text", "attribute", "connection"};
+    int i;
+
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!O!O!O!O!O!O!:setup_rewrite",
+                          &PyType_Type, &classes[0], &PyType_Type, &classes[1],
+                          &PyType_Type, &classes[2], &PyType_Type, &classes[3],
+                          &PyType_Type, &classes[4], &PyType_Type, &classes[5],
+                          &PyType_Type, &classes[6], &PyType_Type, &classes[7],
+                          &PyType_Type, &classes[8],
+                          &PyFrozenSet_Type, &sets[0], &PyFrozenSet_Type, &sets[1],
+                          &PyFrozenSet_Type, &sets[2], &PyDict_Type, &statics))
+        return NULL;
+    /* classes[0] is Line: its slots */
+    for (i = 0; i < 5; i++) {
+        offs[i] = slot_offset(classes[0], names[i]);
+        if (offs[i] < 0)
+            return NULL;
+    }
+    off_kind = offs[0];
+    off_value = offs[1];
+    off_text = offs[2];
+    off_attribute = offs[3];
+    off_connection = offs[4];
+#define KEEP(var, obj) do { Py_INCREF(obj); Py_XSETREF(var, obj); } while (0)
+    KEEP(t_sd, classes[1]);
+    KEEP(t_session, classes[2]);
+    KEEP(t_section, classes[3]);
+    KEEP(t_conn, classes[4]);
+    KEEP(t_splan, classes[5]);
+    KEEP(t_mplan, classes[6]);
+    KEEP(t_iceplan, classes[7]);
+    KEEP(t_codecops, classes[8]);
+    KEEP(session_dropped, sets[0]);
+    KEEP(ice_attributes, sets[1]);
+    KEEP(media_owned, sets[2]);
+    KEEP(static_rtpmaps, statics);
+#undef KEEP
+    Py_RETURN_NONE;
+}
+
+/* the pieces of the text, in order (each one held) */
+typedef struct {
+    PyObject **items;
+    Py_ssize_t n, cap, length;
+    Py_UCS4 maxchar;
+    PyObject *small[96];
+} writer;
+
+/* add the str ``s`` (held here); -1 on failure */
+static int
+w_add(writer *w, PyObject *s)
+{
+    if (w->n == w->cap) {
+        Py_ssize_t cap = w->cap * 2;
+        PyObject **items;
+        if (w->items == w->small) {
+            items = PyMem_Malloc(cap * sizeof(PyObject *));
+            if (items != NULL)
+                memcpy(items, w->small, w->n * sizeof(PyObject *));
+        }
+        else
+            items = PyMem_Realloc(w->items, cap * sizeof(PyObject *));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        w->items = items;
+        w->cap = cap;
+    }
+    Py_INCREF(s);
+    w->items[w->n++] = s;
+    w->length += PyUnicode_GET_LENGTH(s);
+    {
+        Py_UCS4 max = PyUnicode_MAX_CHAR_VALUE(s);
+        if (max > w->maxchar)
+            w->maxchar = max;
+    }
+    return 0;
+}
+
+/* the same with a new reference (NULL: failed already) */
+static int
+w_steal(writer *w, PyObject *s)
+{
+    int rc;
+    if (s == NULL)
+        return -1;
+    rc = w_add(w, s);
+    Py_DECREF(s);
+    return rc;
+}
+
+/* the str of each ASCII literal w_ascii was given, made once (the
+   literals' addresses as keys: a few dozen) */
+static struct { const char *text; PyObject *str; } literals[48];
+static int n_literals = 0;
+
+/* add the ASCII literal ``text`` */
+static int
+w_ascii(writer *w, const char *text)
+{
+    int i;
+    PyObject *str;
+    for (i = 0; i < n_literals; i++) {
+        if (literals[i].text == text)
+            return w_add(w, literals[i].str);
+    }
+    str = PyUnicode_InternFromString(text);
+    if (str == NULL)
+        return -1;
+    if (n_literals < (int)(sizeof(literals) / sizeof(literals[0]))) {
+        literals[n_literals].text = text;
+        literals[n_literals++].str = str;  /* (held for good) */
+        return w_add(w, str);
+    }
+    return w_steal(w, str);
+}
+
+/* the end of a line */
+static int
+w_eol(writer *w)
+{
+    return w_add(w, str_crlf);
+}
+
+static void
+w_clear(writer *w)
+{
+    Py_ssize_t i;
+    for (i = 0; i < w->n; i++)
+        Py_DECREF(w->items[i]);
+    if (w->items != w->small)
+        PyMem_Free(w->items);
+}
+
+static PyObject *
+w_finish(writer *w)
+{
+    PyObject *out = PyUnicode_New(w->length, w->maxchar);
+    Py_ssize_t i, at = 0;
+    if (out == NULL)
+        return NULL;
+    if (w->maxchar < 128) {
+        /* (all ASCII, the usual text: each piece's bytes) */
+        Py_UCS1 *data = PyUnicode_1BYTE_DATA(out);
+        for (i = 0; i < w->n; i++) {
+            Py_ssize_t len = PyUnicode_GET_LENGTH(w->items[i]);
+            memcpy(data + at, PyUnicode_1BYTE_DATA(w->items[i]), len);
+            at += len;
+        }
+        return out;
+    }
+    for (i = 0; i < w->n; i++) {
+        Py_ssize_t len = PyUnicode_GET_LENGTH(w->items[i]);
+        if (PyUnicode_CopyCharacters(out, at, w->items[i], 0, len) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        at += len;
+    }
+    return out;
+}
+
+#define NOT_MINE (-2)
+
+/* str(v) of the exact int ``v`` (a new reference) */
+static PyObject *
+int_text(PyObject *v)
+{
+    int overflow;
+    long long n = PyLong_AsLongLongAndOverflow(v, &overflow);
+    char buf[24], *p = buf + sizeof(buf);
+    int negative = n < 0;
+    unsigned long long u;
+    if (overflow || (n == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return PyObject_Str(v);
+    }
+    u = negative ? 0ULL - (unsigned long long)n : (unsigned long long)n;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (negative)
+        *--p = '-';
+    return PyUnicode_FromStringAndSize(p, buf + sizeof(buf) - p);
+}
+
+/* ``getattr(o, name)`` as a new reference; NULL with nothing set when the
+   attribute is missing (not mine), NULL with an exception on failure */
+static PyObject *
+attr(PyObject *o, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL && PyErr_ExceptionMatches(PyExc_AttributeError))
+        PyErr_Clear();
+    return v;
+}
+
+/* the truth of ``v`` where rewrite.py tests it, for the types the plans
+   hold (None, bool, int, str, list, tuple); NOT_MINE for another */
+static int
+truth(PyObject *v)
+{
+    if (v == Py_None)
+        return 0;
+    if (PyBool_Check(v))
+        return v == Py_True;
+    if (PyLong_CheckExact(v))
+        return Py_SIZE(v) != 0;
+    if (PyUnicode_CheckExact(v))
+        return PyUnicode_GET_LENGTH(v) != 0;
+    if (PyList_CheckExact(v))
+        return PyList_GET_SIZE(v) != 0;
+    if (PyTuple_CheckExact(v))
+        return PyTuple_GET_SIZE(v) != 0;
+    return NOT_MINE;
+}
+
+/* the truth of attribute ``name`` of ``o``: 0/1, NOT_MINE, or -1 on error */
+static int
+attr_truth(PyObject *o, PyObject *name)
+{
+    PyObject *v = attr(o, name);
+    int rc;
+    if (v == NULL)
+        return PyErr_Occurred() ? -1 : NOT_MINE;
+    rc = truth(v);
+    Py_DECREF(v);
+    return rc;
+}
+
+/* attribute ``name`` of ``o`` as a new reference when it is an exact str
+   (or None with ``none_ok``); else NULL, with an exception on failure */
+static PyObject *
+attr_str(PyObject *o, PyObject *name, int none_ok)
+{
+    PyObject *v = attr(o, name);
+    if (v == NULL || PyUnicode_CheckExact(v) || (none_ok && v == Py_None))
+        return v;
+    Py_DECREF(v);
+    return NULL;
+}
+
+/* attribute ``name`` of ``o`` as a new reference when it is an exact int
+   (or None with ``none_ok``); else NULL, with an exception on failure */
+static PyObject *
+attr_int(PyObject *o, PyObject *name, int none_ok)
+{
+    PyObject *v = attr(o, name);
+    if (v == NULL || PyLong_CheckExact(v) || (none_ok && v == Py_None))
+        return v;
+    Py_DECREF(v);
+    return NULL;
+}
+
+/* a Line's slot (borrowed; NULL when unset) */
+#define SLOT(line, off) (*(PyObject **)((char *)(line) + (off)))
+
+/* a Line's kind letter: 0 for a blank line, -1 when the line is not one
+   parse makes (kind not a str of one character or none) */
+static Py_UCS4
+line_kind(PyObject *line, PyObject **text)
+{
+    PyObject *kind;
+    if (Py_TYPE(line) != line_type)
+        return (Py_UCS4)-1;
+    kind = SLOT(line, off_kind);
+    *text = SLOT(line, off_text);
+    if (kind == NULL || !PyUnicode_CheckExact(kind) || *text == NULL
+            || !PyUnicode_CheckExact(*text))
+        return (Py_UCS4)-1;
+    if (PyUnicode_GET_LENGTH(kind) == 0)
+        return 0;
+    if (PyUnicode_GET_LENGTH(kind) != 1)
+        return (Py_UCS4)-1;
+    return PyUnicode_READ_CHAR(kind, 0);
+}
+
+/* an a= line's (name, value): 0, or NOT_MINE */
+static int
+line_attribute(PyObject *line, PyObject **name, PyObject **value)
+{
+    PyObject *a = SLOT(line, off_attribute);
+    if (a == NULL || !PyTuple_CheckExact(a) || PyTuple_GET_SIZE(a) != 2)
+        return NOT_MINE;
+    *name = PyTuple_GET_ITEM(a, 0);
+    *value = PyTuple_GET_ITEM(a, 1);
+    if (!PyUnicode_CheckExact(*name) || !(*value == Py_None || PyUnicode_CheckExact(*value)))
+        return NOT_MINE;
+    return 0;
+}
+
+/* _rewrite_connection: add the c= line ``line`` (its text ``text``) as
+   rewritten; 0, -1 on error, NOT_MINE */
+static int
+w_connection(writer *w, PyObject *line, PyObject *text, int keep_zero, PyObject *family,
+             PyObject *address)
+{
+    PyObject *conn = SLOT(line, off_connection), *addr;
+    int zero;
+    if (conn == NULL || Py_TYPE(conn) != t_conn)
+        return NOT_MINE;  /* (None: not parsed) */
+    addr = attr(conn, n_address);
+    if (addr == NULL)
+        return PyErr_Occurred() ? -1 : NOT_MINE;
+    if (!PyUnicode_CheckExact(addr)) {
+        Py_DECREF(addr);
+        return NOT_MINE;
+    }
+    zero = PyUnicode_Compare(addr, s_zero4) == 0 || PyUnicode_Compare(addr, s_zero6) == 0;
+    Py_DECREF(addr);
+    if (zero && keep_zero)
+        return w_add(w, text) < 0 || w_eol(w) < 0 ? -1 : 0;
+    if (w_ascii(w, "c=IN ") < 0 || w_add(w, family) < 0 || w_add(w, s_space) < 0
+            || w_add(w, address) < 0 || w_eol(w) < 0)
+        return -1;
+    return 0;
+}
+
+/* the session part (_session_lines); 0, -1, NOT_MINE */
+static int
+w_session(writer *w, PyObject *session, PyObject *plan, PyObject *mplans, PyObject *family,
+          PyObject *address)
+{
+    PyObject *lines = NULL, *v;
+    Py_ssize_t i, n = PyList_GET_SIZE(mplans);
+    int all_directed = n > 0, any_ice = 0, replace_origin, keep_zero, ice_lite, rc = NOT_MINE;
+
+    for (i = 0; i < n; i++) {
+        PyObject *mp = PyList_GET_ITEM(mplans, i);
+        v = attr(mp, n_direction);
+        if (v == NULL)
+            return PyErr_Occurred() ? -1 : NOT_MINE;
+        if (v == Py_None)
+            all_directed = 0;
+        Py_DECREF(v);
+        v = attr(mp, n_ice);
+        if (v == NULL)
+            return PyErr_Occurred() ? -1 : NOT_MINE;
+        if (v != Py_None)
+            any_ice = 1;
+        Py_DECREF(v);
+    }
+    replace_origin = attr_truth(plan, n_replace_origin);
+    if (replace_origin < 0)
+        return replace_origin;
+    keep_zero = attr_truth(plan, n_keep_zero_address);
+    if (keep_zero < 0)
+        return keep_zero;
+    lines = attr(session, n_lines);
+    if (lines == NULL)
+        return PyErr_Occurred() ? -1 : NOT_MINE;
+    if (!PyList_CheckExact(lines))
+        goto done;
+    for (i = 0; i < PyList_GET_SIZE(lines); i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i), *text, *name, *value;
+        Py_UCS4 kind = line_kind(line, &text);
+        if (kind == (Py_UCS4)-1)
+            goto done;
+        if (kind == 0)
+            continue;
+        if (kind != 'a') {
+            if (kind == 'o' && replace_origin) {
+                /* "o=%s IN %s %s" % (" ".join(value.split()[:3]), family, address) */
+                PyObject *val = SLOT(line, off_value), *fields;
+                Py_ssize_t f;
+                if (val == NULL || !PyUnicode_CheckExact(val))
+                    goto done;
+                {
+                    /* the usual value: three fields each followed by one
+                       space, no whitespace before: its text up to the
+                       third space is what the join gives */
+                    Py_ssize_t at = 0, len = PyUnicode_GET_LENGTH(val), spaces = 0;
+                    int kind = PyUnicode_KIND(val);
+                    const void *data = PyUnicode_DATA(val);
+                    Py_UCS4 prev = ' ';
+                    for (; at < len; at++) {
+                        Py_UCS4 c = PyUnicode_READ(kind, data, at);
+                        if (c == ' ') {
+                            if (prev == ' ')
+                                break;  /* (a space first, or two: split's) */
+                            if (++spaces == 3)
+                                break;
+                        }
+                        else if (Py_UNICODE_ISSPACE(c))
+                            break;
+                        prev = c;
+                    }
+                    if (spaces == 3 && prev != ' ') {
+                        if (w_ascii(w, "o=") < 0
+                                || w_steal(w, PyUnicode_Substring(val, 0, at)) < 0
+                                || w_ascii(w, " IN ") < 0 || w_add(w, family) < 0
+                                || w_add(w, s_space) < 0 || w_add(w, address) < 0
+                                || w_eol(w) < 0)
+                            goto fail;
+                        continue;
+                    }
+                }
+                fields = PyUnicode_Split(val, NULL, -1);
+                if (fields == NULL || w_ascii(w, "o=") < 0) {
+                    Py_XDECREF(fields);
+                    goto fail;
+                }
+                for (f = 0; f < PyList_GET_SIZE(fields) && f < 3; f++) {
+                    if ((f && w_add(w, s_space) < 0)
+                            || w_add(w, PyList_GET_ITEM(fields, f)) < 0) {
+                        Py_DECREF(fields);
+                        goto fail;
+                    }
+                }
+                Py_DECREF(fields);
+                if (w_ascii(w, " IN ") < 0 || w_add(w, family) < 0 || w_add(w, s_space) < 0
+                        || w_add(w, address) < 0 || w_eol(w) < 0)
+                    goto fail;
+            }
+            else if (kind == 'c') {
+                int r = w_connection(w, line, text, keep_zero, family, address);
+                if (r == -1)
+                    goto fail;
+                if (r == NOT_MINE)
+                    goto done;
+            }
+            else if (w_add(w, text) < 0 || w_eol(w) < 0)
+                goto fail;
+            continue;
+        }
+        if (line_attribute(line, &name, &value) < 0)
+            goto done;
+        {
+            int drop = PySet_Contains(session_dropped, name);
+            if (drop < 0)
+                goto fail;
+            if (!drop && any_ice) {
+                drop = PySet_Contains(ice_attributes, name);
+                if (drop < 0)
+                    goto fail;
+            }
+            if (!drop && all_directed) {
+                drop = PySet_Contains(directions, name);
+                if (drop < 0)
+                    goto fail;
+            }
+            if (!drop && (w_add(w, text) < 0 || w_eol(w) < 0))
+                goto fail;
+        }
+    }
+    ice_lite = attr_truth(plan, n_ice_lite);
+    if (ice_lite < 0) {
+        rc = ice_lite;
+        goto done;
+    }
+    if (ice_lite && w_ascii(w, "a=ice-lite\r\n") < 0)
+        goto fail;
+    v = attr(plan, n_loop_protect);
+    if (v == NULL) {
+        rc = PyErr_Occurred() ? -1 : NOT_MINE;
+        goto done;
+    }
+    {
+        int t = truth(v);
+        if (t == 1 && !PyUnicode_CheckExact(v))
+            t = NOT_MINE;
+        if (t == 1 && (w_ascii(w, "a=rtpengine:") < 0 || w_add(w, v) < 0 || w_eol(w) < 0))
+            t = -1;
+        Py_DECREF(v);
+        if (t < 0) {
+            rc = t;
+            goto done;
+        }
+    }
+    rc = 0;
+    goto done;
+fail:
+    rc = -1;
+done:
+    Py_XDECREF(lines);
+    return rc;
+}
+
+/* append ``text`` to the list under ``pt`` of ``d``; -1 on error */
+static int
+by_pt_add(PyObject *d, PyObject *pt, PyObject *text)
+{
+    PyObject *texts = PyDict_GetItemWithError(d, pt);
+    if (texts != NULL)
+        return PyList_Append(texts, text);
+    if (PyErr_Occurred())
+        return -1;
+    texts = PyList_New(1);
+    if (texts == NULL)
+        return -1;
+    Py_INCREF(text);
+    PyList_SET_ITEM(texts, 0, text);
+    if (PyDict_SetItem(d, pt, texts) < 0) {
+        Py_DECREF(texts);
+        return -1;
+    }
+    Py_DECREF(texts);
+    return 0;
+}
+
+/* add every text (an exact list of exact str) under ``pt`` of ``d``
+   (if any), each a line */
+static int
+w_by_pt(writer *w, PyObject *d, PyObject *pt)
+{
+    PyObject *texts = PyDict_GetItemWithError(d, pt);
+    Py_ssize_t i;
+    if (texts == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    for (i = 0; i < PyList_GET_SIZE(texts); i++) {
+        if (w_add(w, PyList_GET_ITEM(texts, i)) < 0 || w_eol(w) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* add "<prefix><each str of the exact list v>" lines; NOT_MINE when v is
+   not a list of str */
+static int
+w_prefixed(writer *w, const char *prefix, PyObject *v)
+{
+    Py_ssize_t i;
+    if (!PyList_CheckExact(v))
+        return NOT_MINE;
+    for (i = 0; i < PyList_GET_SIZE(v); i++) {
+        if (!PyUnicode_CheckExact(PyList_GET_ITEM(v, i)))
+            return NOT_MINE;
+    }
+    for (i = 0; i < PyList_GET_SIZE(v); i++) {
+        if (w_ascii(w, prefix) < 0 || w_add(w, PyList_GET_ITEM(v, i)) < 0 || w_eol(w) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* the a=rtpmap line of format ``pt`` without one in the input (its static
+   payload type's, or none); 0, -1, NOT_MINE */
+static int
+w_static_rtpmap(writer *w, PyObject *pt)
+{
+    PyObject *text = PyDict_GetItemWithError(static_rtpmaps, pt);
+    Py_ssize_t i, n;
+    if (text != NULL)
+        return w_add(w, text) < 0 || w_eol(w) < 0 ? -1 : 0;
+    if (PyErr_Occurred())
+        return -1;
+    /* none in the table: codec_for gives a Codec without an encoding (no
+       line) for a format that is not all decimal digits or is one without
+       a leading zero; another (a leading zero, other digits) is not mine */
+    if (!PyUnicode_IS_ASCII(pt))
+        return NOT_MINE;
+    n = PyUnicode_GET_LENGTH(pt);
+    for (i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ_CHAR(pt, i);
+        if (c < '0' || c > '9')
+            return 0;
+    }
+    if (n > 1 && PyUnicode_READ_CHAR(pt, 0) == '0')
+        return NOT_MINE;
+    return 0;
+}
+
+/* NOT_MINE when the rtpmaps rewrite.py reads of ``media`` (its
+   _cached_rtpmaps) may have format ``pt`` though no a=rtpmap line of its
+   lines has (lines and attribute index out of step: parse makes them
+   together), else 0; -1 on error */
+static int
+rtpmap_elsewhere(PyObject *media, PyObject *pt)
+{
+    PyObject *v = attr(media, n_rtpmaps_cache), *values;
+    Py_ssize_t i, n;
+    int rc = NOT_MINE;
+    if (v == NULL)
+        return PyErr_Occurred() ? -1 : NOT_MINE;
+    if (v != Py_None) {
+        if (PyDict_CheckExact(v)) {
+            rc = PyDict_Contains(v, pt);
+            rc = rc == 1 ? NOT_MINE : rc;
+        }
+        Py_DECREF(v);
+        return rc;
+    }
+    Py_DECREF(v);
+    v = attr(media, n_attrs);
+    if (v == NULL)
+        return PyErr_Occurred() ? -1 : NOT_MINE;
+    if (!PyDict_CheckExact(v))
+        goto done;
+    values = PyDict_GetItemWithError(v, s_rtpmap);
+    if (values == NULL) {
+        rc = PyErr_Occurred() ? -1 : 0;
+        goto done;
+    }
+    if (!PyList_CheckExact(values))
+        goto done;
+    n = PyUnicode_GET_LENGTH(pt);
+    for (i = 0; i < PyList_GET_SIZE(values); i++) {
+        PyObject *value = PyList_GET_ITEM(values, i);
+        if (value == Py_None)
+            continue;
+        if (!PyUnicode_CheckExact(value))
+            goto done;
+        /* (value.partition(" ")[0] == pt with something after it) */
+        if (PyUnicode_GET_LENGTH(value) > n && PyUnicode_READ_CHAR(value, n) == ' '
+                && PyUnicode_Tailmatch(value, pt, 0, n, -1) == 1)
+            goto done;
+    }
+    rc = 0;
+done:
+    Py_DECREF(v);
+    return rc;
+}
+
+/* one media section (_media_lines); 0, -1, NOT_MINE */
+static int
+w_section(writer *w, PyObject *media, PyObject *mp, PyObject *family, PyObject *address)
+{
+    PyObject *lines = NULL, *formats = NULL, *mtype = NULL, *proto = NULL, *port = NULL;
+    PyObject *direction = NULL, *ice = NULL, *v = NULL, *mids = NULL;
+    PyObject *rtpmap_d = NULL, *fmtp_d = NULL, *fb_d = NULL, *port_text = NULL;
+    Py_ssize_t i, n;
+    int rc = NOT_MINE, t, keep_zero, keep_mid;
+
+    if (Py_TYPE(media) != t_section || Py_TYPE(mp) != t_mplan)
+        return NOT_MINE;
+#define GET(var, expr) do { var = (expr); if (var == NULL) { \
+        rc = PyErr_Occurred() ? -1 : NOT_MINE; goto done; } } while (0)
+#define TRUTH(var, o, name) do { var = attr_truth(o, name); if (var < 0) { \
+        rc = var; goto done; } } while (0)
+    /* what is not mine: rejected, planned formats, codec filtering */
+    GET(port, attr_int(mp, n_port, 0));
+    if (Py_SIZE(port) == 0)
+        goto done;
+    GET(v, attr(mp, n_formats));
+    if (v != Py_None)
+        goto done;
+    Py_CLEAR(v);
+    GET(v, attr(mp, n_codecs));
+    if (Py_TYPE(v) != t_codecops)
+        goto done;
+    {
+        PyObject *names[4] = {n_strip, n_mask, n_offer, n_except};
+        int k;
+        for (k = 0; k < 4; k++) {
+            PyObject *list = attr(v, names[k]);
+            if (list == NULL) {
+                rc = PyErr_Occurred() ? -1 : NOT_MINE;
+                goto done;
+            }
+            t = truth(list);
+            Py_DECREF(list);
+            if (t != 0) {
+                rc = t == -1 ? -1 : NOT_MINE;
+                goto done;
+            }
+        }
+    }
+    Py_CLEAR(v);
+    GET(formats, attr(media, n_formats));
+    GET(mtype, attr_str(media, n_media, 0));
+    GET(lines, attr(media, n_lines));
+    if (!PyList_CheckExact(formats) || !PyList_CheckExact(lines)
+            || PyList_GET_SIZE(lines) < 1)
+        goto done;
+    n = PyList_GET_SIZE(formats);
+    for (i = 0; i < n; i++) {
+        if (!PyUnicode_CheckExact(PyList_GET_ITEM(formats, i)))
+            goto done;
+    }
+    GET(proto, attr(mp, n_protocol));
+    t = truth(proto);
+    if (t == NOT_MINE || (t == 1 && !PyUnicode_CheckExact(proto)))
+        goto done;
+    if (t == 0) {
+        Py_CLEAR(proto);
+        GET(proto, attr_str(media, n_proto, 0));
+    }
+    GET(direction, attr_str(mp, n_direction, 1));
+    GET(ice, attr(mp, n_ice));
+    if (ice != Py_None && Py_TYPE(ice) != t_iceplan && !PyUnicode_CheckExact(ice))
+        goto done;
+    TRUTH(keep_zero, mp, n_keep_zero_address);
+    TRUTH(keep_mid, mp, n_keep_mid);
+
+    /* m=<media> <port> <proto> <formats> */
+    port_text = int_text(port);
+    if (port_text == NULL)
+        goto fail;
+    if (w_ascii(w, "m=") < 0 || w_add(w, mtype) < 0 || w_add(w, s_space) < 0
+            || w_add(w, port_text) < 0 || w_add(w, s_space) < 0 || w_add(w, proto) < 0
+            || w_add(w, s_space) < 0)
+        goto fail;
+    for (i = 0; i < n; i++) {
+        if ((i && w_add(w, s_space) < 0) || w_add(w, PyList_GET_ITEM(formats, i)) < 0)
+            goto fail;
+    }
+    if (w_eol(w) < 0)
+        goto fail;
+    mids = PyList_New(0);
+    rtpmap_d = PyDict_New();
+    fmtp_d = PyDict_New();
+    fb_d = PyDict_New();
+    if (!mids || !rtpmap_d || !fmtp_d || !fb_d)
+        goto fail;
+    for (i = 1; i < PyList_GET_SIZE(lines); i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i), *text, *name, *value;
+        Py_UCS4 kind = line_kind(line, &text);
+        int in;
+        if (kind == (Py_UCS4)-1)
+            goto done;
+        if (kind != 'a') {
+            if (kind == 'c') {
+                int r = w_connection(w, line, text, keep_zero, family, address);
+                if (r == -1)
+                    goto fail;
+                if (r == NOT_MINE)
+                    goto done;
+            }
+            else if (kind && (w_add(w, text) < 0 || w_eol(w) < 0))
+                goto fail;
+            continue;
+        }
+        if (line_attribute(line, &name, &value) < 0)
+            goto done;
+        in = PySet_Contains(media_owned, name);
+        if (in < 0)
+            goto fail;
+        if (in)
+            continue;
+        if (PyUnicode_Compare(name, s_mid) == 0) {
+            if (PyList_Append(mids, text) < 0)
+                goto fail;
+            continue;
+        }
+        {
+            PyObject *d = NULL;
+            if (PyUnicode_Compare(name, s_rtpmap) == 0)
+                d = rtpmap_d;
+            else if (PyUnicode_Compare(name, s_fmtp) == 0)
+                d = fmtp_d;
+            else if (PyUnicode_Compare(name, s_rtcp_fb) == 0)
+                d = fb_d;
+            if (d != NULL) {
+                /* pt = (value or "").split(" ", 1)[0] */
+                PyObject *pt;
+                Py_ssize_t len = value == Py_None ? 0 : PyUnicode_GET_LENGTH(value), sp;
+                if (len == 0) {
+                    pt = str_empty;
+                    Py_INCREF(pt);
+                }
+                else {
+                    sp = PyUnicode_FindChar(value, ' ', 0, len, 1);
+                    if (sp == -2)
+                        goto fail;
+                    if (sp < 0) {
+                        pt = value;
+                        Py_INCREF(pt);
+                    }
+                    else {
+                        pt = PyUnicode_Substring(value, 0, sp);
+                        if (pt == NULL)
+                            goto fail;
+                    }
+                }
+                if (d == fb_d) {
+                    /* rtcp-fb:* lines stay among the others; "*" goes to
+                       no format */
+                    int star = PyUnicode_Compare(pt, s_star) == 0;
+                    if (star && len > 1 && PyUnicode_READ_CHAR(value, 1) == ' '
+                            && (w_add(w, text) < 0 || w_eol(w) < 0)) {
+                        Py_DECREF(pt);
+                        goto fail;
+                    }
+                    if (star) {
+                        Py_DECREF(pt);
+                        continue;
+                    }
+                }
+                if (by_pt_add(d, pt, text) < 0) {
+                    Py_DECREF(pt);
+                    goto fail;
+                }
+                Py_DECREF(pt);
+                continue;
+            }
+        }
+        in = PySet_Contains(directions, name);
+        if (in < 0)
+            goto fail;
+        if (in) {
+            if (direction == Py_None && (w_add(w, text) < 0 || w_eol(w) < 0))
+                goto fail;
+            continue;
+        }
+        in = PySet_Contains(ice_attributes, name);
+        if (in < 0)
+            goto fail;
+        if (in) {
+            if (ice == Py_None && (w_add(w, text) < 0 || w_eol(w) < 0))
+                goto fail;
+            continue;
+        }
+        if (w_add(w, text) < 0 || w_eol(w) < 0)
+            goto fail;
+    }
+    if (keep_mid) {
+        if (PyList_GET_SIZE(mids)) {
+            for (i = 0; i < PyList_GET_SIZE(mids); i++) {
+                if (w_add(w, PyList_GET_ITEM(mids, i)) < 0 || w_eol(w) < 0)
+                    goto fail;
+            }
+        }
+        else {
+            GET(v, attr(mp, n_mid));
+            t = truth(v);
+            if (t == NOT_MINE || (t == 1 && !PyUnicode_CheckExact(v)))
+                goto done;
+            if (t == 1 && (w_ascii(w, "a=mid:") < 0 || w_add(w, v) < 0 || w_eol(w) < 0))
+                goto fail;
+            Py_CLEAR(v);
+        }
+    }
+    /* the codec lines of every format, in m= order */
+    for (i = 0; i < n; i++) {
+        PyObject *pt = PyList_GET_ITEM(formats, i);
+        PyObject *texts = PyDict_GetItemWithError(rtpmap_d, pt);
+        if (texts != NULL) {
+            if (w_add(w, PyList_GET_ITEM(texts, 0)) < 0 || w_eol(w) < 0)
+                goto fail;
+        }
+        else if (PyErr_Occurred())
+            goto fail;
+        else {
+            int r = rtpmap_elsewhere(media, pt);
+            if (r == 0)
+                r = w_static_rtpmap(w, pt);
+            if (r == -1)
+                goto fail;
+            if (r == NOT_MINE)
+                goto done;
+        }
+        if (w_by_pt(w, fmtp_d, pt) < 0 || w_by_pt(w, fb_d, pt) < 0)
+            goto fail;
+    }
+    if (direction != Py_None
+            && (w_ascii(w, "a=") < 0 || w_add(w, direction) < 0 || w_eol(w) < 0))
+        goto fail;
+    GET(v, attr_int(mp, n_rtcp_port, 1));
+    if (v != Py_None) {
+        PyObject *text = int_text(v);
+        int full = attr_truth(mp, n_full_rtcp_attribute);
+        if (text == NULL || full == -1) {
+            Py_XDECREF(text);
+            goto fail;
+        }
+        if (full == NOT_MINE) {
+            Py_DECREF(text);
+            goto done;
+        }
+        if (w_ascii(w, "a=rtcp:") < 0 || w_steal(w, text) < 0)
+            goto fail;
+        if (full && (w_ascii(w, " IN ") < 0 || w_add(w, family) < 0 || w_add(w, s_space) < 0
+                     || w_add(w, address) < 0))
+            goto fail;
+        if (w_eol(w) < 0)
+            goto fail;
+    }
+    Py_CLEAR(v);
+    TRUTH(t, mp, n_rtcp_mux);
+    if (t && w_ascii(w, "a=rtcp-mux\r\n") < 0)
+        goto fail;
+    GET(v, attr(mp, n_crypto));
+    t = w_prefixed(w, "a=crypto:", v);
+    if (t < 0) {
+        rc = t;
+        goto done;
+    }
+    Py_CLEAR(v);
+    GET(v, attr(mp, n_dtls));
+    if (v != Py_None) {
+        if (!PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) < 2
+                || !PyUnicode_CheckExact(PyTuple_GET_ITEM(v, 0))
+                || !PyUnicode_CheckExact(PyTuple_GET_ITEM(v, 1)))
+            goto done;
+        if (w_ascii(w, "a=setup:") < 0 || w_add(w, PyTuple_GET_ITEM(v, 0)) < 0
+                || w_eol(w) < 0 || w_ascii(w, "a=fingerprint:") < 0
+                || w_add(w, PyTuple_GET_ITEM(v, 1)) < 0 || w_eol(w) < 0)
+            goto fail;
+    }
+    Py_CLEAR(v);
+    GET(v, attr_int(mp, n_ptime, 1));
+    if (v != Py_None && Py_SIZE(v) != 0) {
+        PyObject *text = int_text(v);
+        if (w_ascii(w, "a=ptime:") < 0 || w_steal(w, text) < 0 || w_eol(w) < 0)
+            goto fail;
+    }
+    Py_CLEAR(v);
+    if (Py_TYPE(ice) == t_iceplan) {
+        PyObject *ufrag, *pwd;
+        int trickle;
+        GET(ufrag, attr_str(ice, n_ufrag, 0));
+        pwd = attr_str(ice, n_pwd, 0);
+        if (pwd == NULL) {
+            Py_DECREF(ufrag);
+            rc = PyErr_Occurred() ? -1 : NOT_MINE;
+            goto done;
+        }
+        trickle = attr_truth(ice, n_trickle);
+        t = trickle < 0 ? trickle : 0;
+        if (t == 0 && (w_ascii(w, "a=ice-ufrag:") < 0 || w_add(w, ufrag) < 0
+                       || w_eol(w) < 0 || w_ascii(w, "a=ice-pwd:") < 0
+                       || w_add(w, pwd) < 0 || w_eol(w) < 0
+                       || (trickle && w_ascii(w, "a=ice-options:trickle\r\n") < 0)))
+            t = -1;
+        Py_DECREF(ufrag);
+        Py_DECREF(pwd);
+        if (t < 0) {
+            rc = t;
+            goto done;
+        }
+        GET(v, attr(ice, n_candidates));
+        t = w_prefixed(w, "a=candidate:", v);
+        if (t < 0) {
+            rc = t;
+            goto done;
+        }
+        if (trickle && w_ascii(w, "a=end-of-candidates\r\n") < 0)
+            goto fail;
+    }
+    rc = 0;
+    goto done;
+#undef GET
+#undef TRUTH
+fail:
+    rc = -1;
+done:
+    Py_XDECREF(lines);
+    Py_XDECREF(formats);
+    Py_XDECREF(mtype);
+    Py_XDECREF(proto);
+    Py_XDECREF(port);
+    Py_XDECREF(port_text);
+    Py_XDECREF(direction);
+    Py_XDECREF(ice);
+    Py_XDECREF(v);
+    Py_XDECREF(mids);
+    Py_XDECREF(rtpmap_d);
+    Py_XDECREF(fmtp_d);
+    Py_XDECREF(fb_d);
+    return rc;
+}
+
+static PyObject *
+fast_rewrite(PyObject *self, PyObject *args)
+{
+    PyObject *sd, *plan, *session = NULL, *media = NULL, *mplans = NULL;
+    PyObject *family = NULL, *address = NULL, *result = NULL;
+    writer w;
+    Py_ssize_t i;
+    int rc = NOT_MINE;
+
+    if (!PyArg_ParseTuple(args, "OO:rewrite", &sd, &plan))
+        return NULL;
+    if (off_kind < 0 || line_type == NULL || Py_TYPE(sd) != t_sd || Py_TYPE(plan) != t_splan)
+        Py_RETURN_NONE;
+    w.items = w.small;
+    w.n = 0;
+    w.cap = sizeof(w.small) / sizeof(w.small[0]);
+    w.length = 0;
+    w.maxchar = 127;
+#define GET(var, expr) do { var = (expr); if (var == NULL) { \
+        rc = PyErr_Occurred() ? -1 : NOT_MINE; goto done; } } while (0)
+    GET(session, attr(sd, n_session));
+    GET(media, attr(sd, n_media));
+    GET(mplans, attr(plan, n_media));
+    GET(family, attr_str(plan, n_family, 0));
+    GET(address, attr_str(plan, n_address, 0));
+#undef GET
+    if (Py_TYPE(session) != t_session || !PyList_CheckExact(media)
+            || !PyList_CheckExact(mplans) || PyList_GET_SIZE(media) != PyList_GET_SIZE(mplans))
+        goto done;
+    rc = w_session(&w, session, plan, mplans, family, address);
+    for (i = 0; rc == 0 && i < PyList_GET_SIZE(media); i++)
+        rc = w_section(&w, PyList_GET_ITEM(media, i), PyList_GET_ITEM(mplans, i), family,
+                       address);
+    if (rc == 0)
+        result = w_finish(&w);
+done:
+    w_clear(&w);
+    Py_XDECREF(session);
+    Py_XDECREF(media);
+    Py_XDECREF(mplans);
+    Py_XDECREF(family);
+    Py_XDECREF(address);
+    if (rc == NOT_MINE)
+        Py_RETURN_NONE;
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"setup", fast_setup, METH_VARARGS,
      "setup(Line, directions): the Line class and the direction attribute names."},
     {"split", fast_split, METH_O,
      "split(data) -> (session_lines, sections, scans, eol), or None: parse's line pass."},
+    {"setup_rewrite", fast_setup_rewrite, METH_VARARGS,
+     "setup_rewrite(Line, SessionDescription, Session, MediaSection, Connection, SessionPlan,"
+     " MediaPlan, IcePlan, CodecOps, session_dropped, ice_attributes, media_owned,"
+     " static_rtpmaps): what rewrite reads."},
+    {"rewrite", fast_rewrite, METH_VARARGS,
+     "rewrite(sd, plan) -> str, or None: omnirtp.sdp.rewrite.rewrite for the usual plan."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {
@@ -388,5 +1452,29 @@ PyInit__fastsdp(void)
     str_rtcp = PyUnicode_InternFromString("rtcp");
     if (!str_crlf || !str_lf || !str_empty || !str_rtcp)
         return NULL;
+    {
+        struct { PyObject **var; const char *text; } names[] = {
+            {&n_session, "session"}, {&n_media, "media"}, {&n_lines, "lines"},
+            {&n_formats, "formats"}, {&n_proto, "proto"}, {&n_family, "family"},
+            {&n_address, "address"}, {&n_replace_origin, "replace_origin"},
+            {&n_loop_protect, "loop_protect"}, {&n_ice_lite, "ice_lite"},
+            {&n_keep_zero_address, "keep_zero_address"}, {&n_port, "port"},
+            {&n_rtcp_port, "rtcp_port"}, {&n_rtcp_mux, "rtcp_mux"},
+            {&n_full_rtcp_attribute, "full_rtcp_attribute"}, {&n_protocol, "protocol"},
+            {&n_direction, "direction"}, {&n_ice, "ice"}, {&n_codecs, "codecs"},
+            {&n_ptime, "ptime"}, {&n_keep_mid, "keep_mid"}, {&n_crypto, "crypto"},
+            {&n_dtls, "dtls"}, {&n_mid, "mid"}, {&n_ufrag, "ufrag"}, {&n_pwd, "pwd"},
+            {&n_candidates, "candidates"}, {&n_trickle, "trickle"}, {&n_strip, "strip"},
+            {&n_mask, "mask"}, {&n_offer, "offer"}, {&n_except, "except_"},
+            {&n_rtpmaps_cache, "_rtpmaps"}, {&n_attrs, "_attrs"},
+            {&s_space, " "}, {&s_zero4, "0.0.0.0"}, {&s_zero6, "::"}, {&s_mid, "mid"},
+            {&s_rtpmap, "rtpmap"}, {&s_fmtp, "fmtp"}, {&s_rtcp_fb, "rtcp-fb"}, {&s_star, "*"}};
+        size_t i;
+        for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+            *names[i].var = PyUnicode_InternFromString(names[i].text);
+            if (*names[i].var == NULL)
+                return NULL;
+        }
+    }
     return PyModule_Create(&module);
 }

@@ -1,12 +1,16 @@
 """omnirtp.sdp._fastsdp: the SDP parse's line pass in C gives what model.py's gives."""
 
+import copy
 import os
+import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from omnirtp.sdp import model
+from omnirtp.sdp import rewrite as _unused  # noqa: F401 (the module, below)
 from omnirtp.test import corpus
 
+rewrite_module = sys.modules["omnirtp.sdp.rewrite"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 SLOTS = ("kind", "value", "text", "eol", "number", "attribute", "connection")
 
@@ -190,3 +194,270 @@ class FastMatchesPythonTests(SynchronousTestCase):
         self.assertRaises(TypeError, _fastsdp.setup, model.Line, set())
         # (the module's Line is still the one set up)
         self.assertIs(type(model._fast_split("v=0\r\n")[0][0]), model.Line)
+
+
+# -- the rewrite ------------------------------------------------------------
+
+def _rewritten(function, sd, plan):
+    try:
+        return ("value", function(sd, plan))
+    except Exception as e:
+        return ("error", type(e), str(e))
+
+
+def _plan_variants(plan):
+    """``plan`` and copies of it with each field changed, in the ways the
+    negotiator changes them and in ways it does not (other types), each
+    one the C rewrite must write as rewrite.py does or leave to it."""
+    from omnirtp.sdp.codecs import CodecOps
+    from omnirtp.sdp.rewrite import ICE_REMOVE, IcePlan
+    out = [plan]
+    session_values = {
+        "replace_origin": (False, True, 1, "", None, 2.5),
+        "ice_lite": (True, 0, [], [1]),
+        "loop_protect": (None, "", "abc123", "\u20ac\udcff", 5, b"x"),
+        "keep_zero_address": (False, True, ()),
+        "family": ("IP6", "\u20ac", None, b"IP4"),
+        "address": ("::1", "", 7),
+        "media": ((), None),
+    }
+    for name, values in session_values.items():
+        for value in values:
+            out.append(copy.copy(plan))
+            setattr(out[-1], name, value)
+    out.append(copy.copy(plan))
+    out[-1].media = list(plan.media) + [plan.media[0]] if plan.media else []
+    ice = IcePlan("ufrag123", "pwd" * 8, ["f1 1 UDP 2130706431 127.0.0.1 30000 typ host",
+                                          "f1 2 UDP 2130706430 127.0.0.1 30001 typ host"])
+    media_values = {
+        "port": (0, 1, 65535, True, 40000.0, None, 2 ** 70, -5),
+        "rtcp_port": (None, 0, 30001, "30001", False),
+        "rtcp_mux": (True, False, 1, None, 0.0),
+        "full_rtcp_attribute": (True, 1, "x", object()),
+        "protocol": (None, "", "RTP/SAVPF", "UDP/TLS/RTP/SAVPF", b"RTP/AVP", 5),
+        "direction": (None, "sendrecv", "sendonly", "inactive", "", 5),
+        "ice": (None, ICE_REMOVE, ice, IcePlan("u", "p", [], True), IcePlan("u", "p", ["c"]),
+                IcePlan(5, "p"), IcePlan("u", "p", ("c",)), IcePlan("u", "p", [b"c"]),
+                IcePlan("u", "p", [], 2.0), "other", 5),
+        "codecs": (CodecOps(), CodecOps(strip=("PCMA",)), CodecOps(mask=("all",)),
+                   CodecOps(offer=("x",)), CodecOps(except_=("PCMU",)), None),
+        "ptime": (None, 0, 20, 40, 20.0, "20", True),
+        "keep_mid": (True, False, 1, {}),
+        "keep_zero_address": (True, False),
+        "crypto": ([], ["1 AES_CM_128_HMAC_SHA1_80 inline:abc"], ["1 x", "2 y"], (), [5], None),
+        "dtls": (None, ("active", "sha-256 AB:CD"), ("actpass", "x", "y"), ("a",), ["a", "b"],
+                 ("a", 5)),
+        "mid": (None, "", "0", "audio", 0, b"1"),
+        "formats": (None, []),
+    }
+    for i in range(len(plan.media)):
+        for name, values in media_values.items():
+            for value in values:
+                variant = copy.copy(plan)
+                variant.media = list(plan.media)
+                variant.media[i] = copy.copy(plan.media[i])
+                setattr(variant.media[i], name, value)
+                out.append(variant)
+    return out
+
+
+def _sd_variants(sd):
+    """``sd`` and copies of it with lines the C rewrite must write as
+    rewrite.py does, or leave to it."""
+    out = [sd]
+    lines = [
+        model.Line("c", "IN IP4 0.0.0.0"), model.Line("c", "IN IP6 ::"),
+        model.Line("c", "IN IP4 192.0.2.1"), model.Line("", ""), model.Line("x", "y"),
+        model.Line("a", "sendonly"), model.Line("a", "candidate:1 1 UDP 1 1.2.3.4 5 typ host"),
+        model.Line("a", "ice-ufrag:abc"), model.Line("a", "group:BUNDLE 0"),
+        model.Line("a", "rtpengine:abc123"), model.Line("a", "crypto:1 x"),
+        model.Line("a", "mid:0"), model.Line("a", "mid:1"), model.Line("a", "rtpmap"),
+        model.Line("a", "rtpmap:"), model.Line("a", "fmtp:0 x=1"), model.Line("a", "fmtp:0"),
+        model.Line("a", "rtcp-fb:* nack"), model.Line("a", "rtcp-fb:*"),
+        model.Line("a", "rtcp-fb:0 nack pli"), model.Line("a", "rtcp-fb:96 nack"),
+        model.Line("a", "rtpmap:0 NOTPCMU/8000"), model.Line("a", "rtpmap:8 X/1"),
+        model.Line("a", "rtpmap:96 opus/48000/2"), model.Line("a", "\u20ac:\udcff"),
+        model.Line("a", "rtcp:9"), model.Line("a", "ptime:30"), model.Line("a", "rtcp-mux"),
+        model.Line("a", "fingerprint:sha-256 AB"), model.Line("a", "ssrc:1 cname:x"),
+    ] + [model.Line("o", value) for value in (
+        "a  b c d e f", " a b c d e f", "a\tb c d e f", "a b c", "a b c ", "a b", "",
+        "a\xa0b c d e f", "a b c\x1cd e f", "\u20ac b \udcff d", "a b\u2003c d")]
+    for line in lines:
+        if line.kind == "c":
+            model.parse_connection(line)
+        for where in ("session", "media"):
+            variant = copy.copy(sd)
+            if where == "session":
+                variant.session = copy.copy(sd.session)
+                variant.session.lines = list(sd.session.lines) + [line]
+            elif sd.media:
+                variant.media = [copy.copy(m) for m in sd.media]
+                variant.media[0].lines = list(sd.media[0].lines) + [line]
+            else:
+                continue
+            out.append(variant)
+    # a c= line not parsed (no connection), a line of another type
+    unparsed = model.Line("c", "IN IP4 192.0.2.9")
+    for line in (unparsed, "c=IN IP4 1.2.3.4", None):
+        variant = copy.copy(sd)
+        variant.session = copy.copy(sd.session)
+        variant.session.lines = list(sd.session.lines) + [line]
+        out.append(variant)
+    for m in sd.media[:1]:
+        odd_formats = [("formats", ["0", pt]) for pt in ("08", "96", "\u0663", "\u00b2", "x",
+                                                         "18", "10", "34", "35", "0 ", "101")]
+        for name, value in odd_formats + [
+                            ("formats", ("0",)), ("formats", ["0", 8]), ("formats", []),
+                            ("media", "video"), ("media", b"audio"), ("proto", None),
+                            ("lines", m.lines[:1]), ("lines", []), ("lines", tuple(m.lines))]:
+            variant = copy.copy(sd)
+            variant.media = [copy.copy(x) for x in sd.media]
+            setattr(variant.media[0], name, value)
+            variant.media[0]._rtpmaps = None
+            out.append(variant)
+    out.append(copy.copy(sd))
+    out[-1].media = tuple(sd.media)
+    return out
+
+
+class FastRewriteTests(SynchronousTestCase):
+    """``_fastsdp.rewrite`` writes what ``rewrite._rewrite`` writes, or
+    leaves the plan to it (None): every description and plan the corpus's
+    requests make, with variants of both.  Needs the extension built: the
+    tests fail without it."""
+
+    def setUp(self):
+        from omnirtp.sdp import _fastsdp
+        self.assertIs(rewrite_module._fast_rewrite, _fastsdp.rewrite)
+        self.taken = self.left = 0
+
+    def compare(self, sd, plan):
+        fast = rewrite_module._fast_rewrite(sd, plan)
+        want = _rewritten(rewrite_module._rewrite, sd, plan)
+        if fast is None:
+            self.left += 1
+            return
+        self.taken += 1
+        self.assertEqual(want[0], "value", "C wrote %r where Python says %r" % (fast, want))
+        self.assertIs(type(fast), str)
+        self.assertEqual(fast, want[1])
+
+    def captured(self):
+        """(sd, plan) of every rewrite the corpus's requests make."""
+        from omnirtp.call import negotiate
+        from omnirtp.test.test_commands import embedded_stack
+        seen = []
+        original = negotiate.rewrite
+
+        def capture(sd, plan):
+            seen.append((sd, copy.deepcopy(plan)))
+            return original(sd, plan)
+        self.patch(negotiate, "rewrite", capture)
+
+        class Stack:
+            pass
+        stack = Stack()
+        embedded_stack(stack, ports=(30000, 31999))
+        for case in corpus.CASES:
+            for request in case.requests:
+                stack.dispatch(corpus.prepare(request, "r-" + case.name)).addBoth(
+                    lambda _: None)  # (the replies are not this test's)
+            stack.dispatch({"command": "delete", "call-id": "r-%s-c1" % case.name,
+                            "from-tag": "ft1"}).addBoth(lambda _: None)
+        return seen
+
+    def test_corpus(self):
+        """Every rewrite of the corpus, as the negotiator planned it."""
+        seen = self.captured()
+        self.assertGreater(len(seen), 200)
+        for sd, plan in seen:
+            self.compare(sd, plan)
+        self.assertGreater(self.taken, len(seen) // 2)
+        self.assertGreater(self.left, 10)
+
+    def test_variants(self):
+        """The corpus's descriptions and plans, changed field by field."""
+        seen = self.captured()
+        shapes = {}
+        for sd, plan in seen:
+            # one of each shape (the variants are many)
+            key = (str(sd), ascii(plan))
+            shapes.setdefault(key, (sd, plan))
+        for sd, plan in list(shapes.values())[:60]:
+            for variant in _plan_variants(plan):
+                self.compare(sd, variant)
+            for variant in _sd_variants(sd):
+                self.compare(variant, plan)
+        self.assertGreater(self.taken, 5000)
+        self.assertGreater(self.left, 2000)
+
+    def test_rewrite(self):
+        """rewrite() asks C first and writes what C leaves in Python."""
+        from omnirtp.sdp.rewrite import MediaPlan, SessionPlan, rewrite
+        sd = model.SessionDescription.parse(corpus.SIP_OFFER)
+        plan = SessionPlan("IP4", "127.0.0.1", [MediaPlan(port=30000, rtcp_port=30001)],
+                           replace_origin=True)
+        self.assertIsNotNone(rewrite_module._fast_rewrite(sd, plan))
+        text = rewrite(sd, plan)
+        self.assertEqual(text, rewrite_module._rewrite(sd, plan))
+        plan.media[0].port = 0
+        self.assertIsNone(rewrite_module._fast_rewrite(sd, plan))
+        self.assertEqual(rewrite(sd, plan), rewrite_module._rewrite(sd, plan))
+        plan.media = []
+        self.assertRaises(ValueError, rewrite, sd, plan)
+        self.patch(rewrite_module, "_fast_rewrite", None)
+        plan.media = [MediaPlan(port=30000, rtcp_port=30001)]
+        self.assertEqual(rewrite(sd, plan), text)
+
+    def test_notMine(self):
+        """What the C rewrite leaves: other classes, arguments, setup's."""
+        from omnirtp.sdp import _fastsdp
+        from omnirtp.sdp.rewrite import MediaPlan, SessionPlan
+        sd = model.SessionDescription.parse(corpus.SIP_OFFER)
+        plan = SessionPlan("IP4", "127.0.0.1", [MediaPlan(port=30000)])
+        self.assertIsNotNone(_fastsdp.rewrite(sd, plan))
+
+        class OtherPlan(SessionPlan):
+            pass
+        self.assertIsNone(_fastsdp.rewrite(sd, OtherPlan("IP4", "127.0.0.1", plan.media)))
+        self.assertIsNone(_fastsdp.rewrite(plan, sd))
+        self.assertIsNone(_fastsdp.rewrite(None, None))
+        self.assertRaises(TypeError, _fastsdp.rewrite, sd)
+        self.assertRaises(TypeError, _fastsdp.setup_rewrite, 5)
+
+        class NoSlots:
+            pass
+        args = list(self._setup_args())
+        args[0] = NoSlots
+        self.assertRaises(TypeError, _fastsdp.setup_rewrite, *args)
+        # (the module's setup is still the one made at import)
+        self.assertIsNotNone(_fastsdp.rewrite(sd, plan))
+
+    def _setup_args(self):
+        r = rewrite_module
+        return (model.Line, model.SessionDescription, model.Session, model.MediaSection,
+                model.Connection, r.SessionPlan, r.MediaPlan, r.IcePlan, r.CodecOps,
+                frozenset(), frozenset(), frozenset(), {})
+
+    def test_noLeak(self):
+        """Repeated rewrites, written and left at each exit, leave no
+        allocated block or reference behind."""
+        seen = self.captured()
+        pairs = []
+        for sd, plan in seen[:40]:
+            pairs.extend((sd, variant) for variant in _plan_variants(plan)[::3])
+            pairs.extend((variant, plan) for variant in _sd_variants(sd)[::3])
+        sd, plan = seen[0]
+        objects = [sd, plan, sd.session.lines[0].text, plan.media[0], plan.family]
+        counts = [sys.getrefcount(o) for o in objects]
+
+        def run(times):
+            for _ in range(times):
+                for sd, plan in pairs:
+                    rewrite_module._fast_rewrite(sd, plan)
+        run(3)
+        before = sys.getallocatedblocks()
+        run(30)
+        after = sys.getallocatedblocks()
+        self.assertLess(after - before, 50)
+        self.assertEqual([sys.getrefcount(o) for o in objects], counts)
