@@ -35,6 +35,7 @@ static const char *slot_names[N_SLOTS] = {
 
 static PyTypeObject *line_type = NULL;
 static PyObject *slot_descr[N_SLOTS];
+static Py_ssize_t slot_offsets[N_SLOTS];
 static PyObject *directions = NULL;
 static PyObject *str_crlf = NULL, *str_lf = NULL, *str_empty = NULL, *str_rtcp = NULL;
 
@@ -51,7 +52,9 @@ fast_setup(PyObject *self, PyObject *args)
         descr[i] = PyObject_GetAttrString(cls, slot_names[i]);
         if (descr[i] == NULL && PyErr_ExceptionMatches(PyExc_AttributeError))
             PyErr_Clear();  /* (said below: not a slot) */
-        if (descr[i] == NULL || Py_TYPE(descr[i]) != &PyMemberDescr_Type) {
+        if (descr[i] == NULL || Py_TYPE(descr[i]) != &PyMemberDescr_Type
+                || ((PyMemberDescrObject *)descr[i])->d_member->type != T_OBJECT_EX
+                || (((PyMemberDescrObject *)descr[i])->d_member->flags & READONLY)) {
             int j;
             for (j = 0; j <= i; j++)
                 Py_XDECREF(descr[j]);
@@ -62,6 +65,7 @@ fast_setup(PyObject *self, PyObject *args)
         }
     }
     for (i = 0; i < N_SLOTS; i++) {
+        slot_offsets[i] = ((PyMemberDescrObject *)descr[i])->d_member->offset;
         Py_XSETREF(slot_descr[i], descr[i]);
     }
     Py_INCREF(cls);
@@ -76,12 +80,15 @@ fast_setup(PyObject *self, PyObject *args)
 static int
 set_slot(PyObject *line, int i, PyObject *value)
 {
-    int rc;
+    PyObject **where, *old;
     if (value == NULL)
         return -1;
-    rc = Py_TYPE(slot_descr[i])->tp_descr_set(slot_descr[i], line, value);
-    Py_DECREF(value);
-    return rc;
+    /* (what the member descriptor's set does: the slot's reference) */
+    where = (PyObject **)((char *)line + slot_offsets[i]);
+    old = *where;
+    *where = value;
+    Py_XDECREF(old);
+    return 0;
 }
 
 /* a new reference to ``o`` (for set_slot) */
@@ -119,15 +126,33 @@ fast_split(PyObject *self, PyObject *arg)
     kind = PyUnicode_KIND(arg);
     data = PyUnicode_DATA(arg);
     /* the endings (_split_texts): all CRLF, or LF with no CR at all */
-    for (i = 0; i < n; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        if (c == '\r') {
-            cr++;
-            if (i + 1 < n && PyUnicode_READ(kind, data, i + 1) == '\n')
-                crlf++;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        /* (the usual text: its bytes) */
+        const Py_UCS1 *d = data;
+        for (i = 0; i < n; i++) {
+            Py_UCS1 c = d[i];
+            if (c > '\r')
+                continue;
+            if (c == '\r') {
+                cr++;
+                if (i + 1 < n && d[i + 1] == '\n')
+                    crlf++;
+            }
+            else if (c == '\n')
+                lf++;
         }
-        else if (c == '\n')
-            lf++;
+    }
+    else {
+        for (i = 0; i < n; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            if (c == '\r') {
+                cr++;
+                if (i + 1 < n && PyUnicode_READ(kind, data, i + 1) == '\n')
+                    crlf++;
+            }
+            else if (c == '\n')
+                lf++;
+        }
     }
     if (cr == crlf && lf == crlf) {
         eol = str_crlf;
@@ -158,7 +183,12 @@ fast_split(PyObject *self, PyObject *arg)
 
         /* this line's end (its ending's start), and where the next starts */
         end = start;
-        if (eol_len == 2) {
+        if (kind == PyUnicode_1BYTE_KIND) {
+            const Py_UCS1 *hit = memchr((const Py_UCS1 *)data + start,
+                                        eol_len == 2 ? '\r' : '\n', n - start);
+            end = hit ? hit - (const Py_UCS1 *)data : n;
+        }
+        else if (eol_len == 2) {
             while (end < n && PyUnicode_READ(kind, data, end) != '\r')
                 end++;
         }
@@ -392,7 +422,7 @@ static PyObject *n_session, *n_media, *n_lines, *n_formats, *n_proto, *n_family,
     *n_codecs, *n_ptime, *n_keep_mid, *n_crypto, *n_dtls, *n_mid, *n_ufrag, *n_pwd,
     *n_candidates, *n_trickle, *n_strip, *n_mask, *n_offer, *n_except, *n_rtpmaps_cache,
     *n_attrs;
-static PyObject *s_space, *s_zero4, *s_zero6, *s_mid, *s_rtpmap, *s_fmtp, *s_rtcp_fb, *s_star;
+static PyObject *s_m_eq, *s_space, *s_zero4, *s_zero6, *s_mid, *s_rtpmap, *s_fmtp, *s_rtcp_fb, *s_star;
 
 /* the offset of slot ``name`` of ``cls`` (a member descriptor), or -1
    with TypeError set */
@@ -1426,11 +1456,358 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ */
+/*
+ * parts(data) -> (session, media), or None: what SessionDescription.parse
+ * makes of ``data`` (its Session and the list of its MediaSections, each
+ * made as their __init__ makes them, with the spans parse sets), for the
+ * text split takes whose first line is v=, whose m= lines are
+ * "<media> <port> <proto> <formats>" with a port of at most five ASCII
+ * digits (no port count), and whose o= line (the first) has six fields.
+ * Each c= line's Connection comes from model.py's cache of them, else from
+ * its parse_connection, each a=rtcp line's of a media section from its
+ * parse_rtcp; an SDPError of theirs is not mine (model.py's parse then
+ * says it).  None for everything else.
+ */
+
+static PyTypeObject *t_part_session = NULL, *t_part_section = NULL;
+static PyObject *connections = NULL, *parse_connection = NULL, *parse_rtcp = NULL,
+    *sdp_error = NULL, *empty_tuple = NULL;
+static PyObject *n_index, *n_port_count, *n_kept, *n_rtcp_attr, *n_span,
+    *n_connection_attr;
+
+static PyObject *
+fast_setup_parts(PyObject *self, PyObject *args)
+{
+    PyTypeObject *session, *section;
+    PyObject *cache, *pc, *pr, *err;
+    if (!PyArg_ParseTuple(args, "O!O!O!OOO!:setup_parts", &PyType_Type, &session,
+                          &PyType_Type, &section, &PyDict_Type, &cache, &pc, &pr,
+                          &PyType_Type, &err))
+        return NULL;
+    if (!PyCallable_Check(pc) || !PyCallable_Check(pr)) {
+        PyErr_SetString(PyExc_TypeError, "setup_parts: parse_connection and parse_rtcp "
+                        "must be callable");
+        return NULL;
+    }
+#define KEEP(var, obj) do { Py_INCREF(obj); Py_XSETREF(var, obj); } while (0)
+    KEEP(t_part_session, session);
+    KEEP(t_part_section, section);
+    KEEP(connections, cache);
+    KEEP(parse_connection, pc);
+    KEEP(parse_rtcp, pr);
+    KEEP(sdp_error, err);
+#undef KEEP
+    Py_RETURN_NONE;
+}
+
+/* the result of parse_connection/parse_rtcp(line) (a new reference), or
+   NULL: with an exception on failure, without when it raised SDPError
+   (not mine) */
+static PyObject *
+call_checked(PyObject *function, PyObject *line)
+{
+    PyObject *v = PyObject_CallOneArg(function, line);
+    if (v == NULL && PyErr_ExceptionMatches(sdp_error))
+        PyErr_Clear();
+    return v;
+}
+
+/* _Part.__init__'s work on a new part ``obj``: its lines, scan, the
+   Connection of its first c= line (each c= line's parsed), the Rtcp of
+   a media section's first a=rtcp line; 0, -1, NOT_MINE */
+static int
+init_part(PyObject *obj, PyObject *lines, PyObject *scan, int media)
+{
+    PyObject *specials = PyTuple_GET_ITEM(scan, 2);
+    PyObject *connection = Py_None, *rtcp = Py_None;
+    Py_ssize_t i;
+    int rc = -1;
+
+    Py_INCREF(connection);
+    Py_INCREF(rtcp);
+    for (i = 0; i < PyList_GET_SIZE(specials); i++) {
+        PyObject *line = PyList_GET_ITEM(specials, i), *parsed;
+        PyObject *kind = SLOT(line, off_kind);
+        if (PyUnicode_READ_CHAR(kind, 0) == 'c') {
+            parsed = SLOT(line, off_connection);
+            if (parsed == Py_None) {
+                parsed = PyDict_GetItemWithError(connections, SLOT(line, off_value));
+                if (parsed != NULL) {
+                    Py_INCREF(parsed);
+                    if (set_slot(line, S_CONNECTION, ref(parsed)) < 0) {
+                        Py_DECREF(parsed);
+                        goto done;
+                    }
+                }
+                else if (PyErr_Occurred())
+                    goto done;
+                else {
+                    parsed = call_checked(parse_connection, line);
+                    if (parsed == NULL) {
+                        rc = PyErr_Occurred() ? -1 : NOT_MINE;
+                        goto done;
+                    }
+                }
+            }
+            else
+                Py_INCREF(parsed);
+            if (connection == Py_None)
+                Py_SETREF(connection, parsed);
+            else
+                Py_DECREF(parsed);
+        }
+        else if (media) {
+            parsed = call_checked(parse_rtcp, line);
+            if (parsed == NULL) {
+                rc = PyErr_Occurred() ? -1 : NOT_MINE;
+                goto done;
+            }
+            if (rtcp == Py_None)
+                Py_SETREF(rtcp, parsed);
+            else
+                Py_DECREF(parsed);
+        }
+    }
+    /* (in __init__'s order: the instances share their keys) */
+    if (PyObject_SetAttr(obj, n_lines, lines) < 0
+            || PyObject_SetAttr(obj, n_attrs, PyTuple_GET_ITEM(scan, 0)) < 0
+            || PyObject_SetAttr(obj, n_direction, PyTuple_GET_ITEM(scan, 1)) < 0
+            || PyObject_SetAttr(obj, n_connection_attr, connection) < 0
+            || PyObject_SetAttr(obj, n_rtcp_attr, rtcp) < 0
+            || PyObject_SetAttr(obj, n_rtpmaps_cache, Py_None) < 0
+            || PyObject_SetAttr(obj, n_span, Py_None) < 0)
+        goto done;
+    rc = 0;
+done:
+    Py_DECREF(connection);
+    Py_DECREF(rtcp);
+    return rc;
+}
+
+/* the number of fields str.split() gives of ``s`` */
+static Py_ssize_t
+count_fields(PyObject *s)
+{
+    Py_ssize_t i, n = PyUnicode_GET_LENGTH(s), fields = 0;
+    int kind = PyUnicode_KIND(s), in_field = 0;
+    const void *data = PyUnicode_DATA(s);
+    for (i = 0; i < n; i++) {
+        if (Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, i)))
+            in_field = 0;
+        else if (!in_field) {
+            in_field = 1;
+            fields++;
+        }
+    }
+    return fields;
+}
+
+/* a MediaSection of ``lines`` (its m= line first); a new reference, NULL
+   with an exception, or NULL without one: not mine */
+static PyObject *
+make_section(PyObject *lines, PyObject *scan, Py_ssize_t index)
+{
+    PyObject *line = PyList_GET_ITEM(lines, 0), *fields, *obj = NULL, *port_text;
+    PyObject *formats = NULL, *v;
+    Py_ssize_t i, n, len;
+    long port = 0;
+
+    fields = PyUnicode_Split(SLOT(line, off_value), s_space, -1);
+    if (fields == NULL)
+        return NULL;
+    n = PyList_GET_SIZE(fields);
+    if (n < 3 || PyUnicode_GET_LENGTH(PyList_GET_ITEM(fields, 0)) == 0
+            || PyUnicode_GET_LENGTH(PyList_GET_ITEM(fields, 2)) == 0)
+        goto done;
+    port_text = PyList_GET_ITEM(fields, 1);
+    len = PyUnicode_GET_LENGTH(port_text);
+    if (len == 0 || len > 5)
+        goto done;
+    for (i = 0; i < len; i++) {
+        Py_UCS4 c = PyUnicode_READ_CHAR(port_text, i);
+        if (c < '0' || c > '9')
+            goto done;
+        port = port * 10 + (c - '0');
+    }
+    if (port > 65535)
+        goto done;
+    formats = PyList_New(0);
+    if (formats == NULL)
+        goto fail;
+    for (i = 3; i < n; i++) {
+        PyObject *f = PyList_GET_ITEM(fields, i);
+        if (PyUnicode_GET_LENGTH(f) && PyList_Append(formats, f) < 0)
+            goto fail;
+    }
+    obj = PyBaseObject_Type.tp_new(t_part_section, empty_tuple, NULL);
+    if (obj == NULL)
+        goto fail;
+    /* (in __init__'s order) */
+    v = PyLong_FromSsize_t(index);
+    if (v == NULL || PyObject_SetAttr(obj, n_index, v) < 0) {
+        Py_XDECREF(v);
+        goto fail;
+    }
+    Py_DECREF(v);
+    if (PyObject_SetAttr(obj, n_media, PyList_GET_ITEM(fields, 0)) < 0)
+        goto fail;
+    v = PyLong_FromLong(port);
+    if (v == NULL || PyObject_SetAttr(obj, n_port, v) < 0) {
+        Py_XDECREF(v);
+        goto fail;
+    }
+    Py_DECREF(v);
+    v = PyLong_FromLong(1);
+    if (PyObject_SetAttr(obj, n_port_count, v) < 0) {
+        Py_DECREF(v);
+        goto fail;
+    }
+    Py_DECREF(v);
+    if (PyObject_SetAttr(obj, n_proto, PyList_GET_ITEM(fields, 2)) < 0
+            || PyObject_SetAttr(obj, n_formats, formats) < 0
+            || PyObject_SetAttr(obj, n_kept, Py_None) < 0)
+        goto fail;
+    switch (init_part(obj, lines, scan, 1)) {
+    case 0:
+        goto done;
+    case NOT_MINE:
+        Py_CLEAR(obj);
+        goto done;
+    default:
+        goto fail;
+    }
+fail:
+    Py_CLEAR(obj);
+    Py_DECREF(fields);
+    Py_XDECREF(formats);
+    return NULL;
+done:
+    Py_DECREF(fields);
+    Py_XDECREF(formats);
+    return obj;
+}
+
+static PyObject *
+fast_parts(PyObject *self, PyObject *data)
+{
+    PyObject *passed, *session_lines, *sections, *scans, *eol, *first = NULL;
+    PyObject *session = NULL, *media = NULL, *result = NULL;
+    Py_ssize_t i, n;
+
+    if (t_part_session == NULL || off_kind < 0)
+        Py_RETURN_NONE;
+    passed = fast_split(self, data);
+    if (passed == NULL || passed == Py_None)
+        return passed;
+    session_lines = PyTuple_GET_ITEM(passed, 0);
+    sections = PyTuple_GET_ITEM(passed, 1);
+    scans = PyTuple_GET_ITEM(passed, 2);
+    eol = PyTuple_GET_ITEM(passed, 3);
+    /* the first line (not blank) is v= */
+    for (i = 0; i < PyList_GET_SIZE(session_lines); i++) {
+        PyObject *line = PyList_GET_ITEM(session_lines, i);
+        if (PyUnicode_GET_LENGTH(SLOT(line, off_kind))) {
+            first = line;
+            break;
+        }
+    }
+    if (first == NULL && PyList_GET_SIZE(sections))
+        first = PyList_GET_ITEM(PyList_GET_ITEM(sections, 0), 0);
+    if (first == NULL || PyUnicode_READ_CHAR(SLOT(first, off_kind), 0) != 'v')
+        goto not_mine;
+    session = PyBaseObject_Type.tp_new(t_part_session, empty_tuple, NULL);
+    if (session == NULL)
+        goto fail;
+    switch (init_part(session, session_lines, PyList_GET_ITEM(scans, 0), 0)) {
+    case 0:
+        break;
+    case NOT_MINE:
+        goto not_mine;
+    default:
+        goto fail;
+    }
+    /* Session.origin: the first o= line has six fields */
+    for (i = 0; i < PyList_GET_SIZE(session_lines); i++) {
+        PyObject *line = PyList_GET_ITEM(session_lines, i), *kind = SLOT(line, off_kind);
+        if (PyUnicode_GET_LENGTH(kind) && PyUnicode_READ_CHAR(kind, 0) == 'o') {
+            if (count_fields(SLOT(line, off_value)) != 6)
+                goto not_mine;
+            break;
+        }
+    }
+    n = PyList_GET_SIZE(sections);
+    media = PyList_New(n);
+    if (media == NULL)
+        goto fail;
+    for (i = 0; i < n; i++) {
+        PyObject *m = make_section(PyList_GET_ITEM(sections, i),
+                                   PyList_GET_ITEM(scans, i + 1), i + 1);
+        if (m == NULL) {
+            if (PyErr_Occurred())
+                goto fail;
+            goto not_mine;
+        }
+        PyList_SET_ITEM(media, i, m);
+    }
+    if (n) {
+        /* each section's text: from its m= line to the next one's (every
+           line ends in eol; a line starting "m=" after eol is an m= line) */
+        Py_ssize_t len = PyUnicode_GET_LENGTH(data), skip = PyUnicode_GET_LENGTH(eol);
+        Py_ssize_t start, end;
+        PyObject *mark = PyUnicode_Concat(eol, s_m_eq);
+        if (mark == NULL)
+            goto fail;
+        start = PyUnicode_Find(data, mark, 0, len, 1);
+        if (start < -1) {
+            Py_DECREF(mark);
+            goto fail;
+        }
+        start += skip;
+        for (i = 0; i < n; i++) {
+            PyObject *span;
+            end = PyUnicode_Find(data, mark, start, len, 1);
+            if (end < -1) {
+                Py_DECREF(mark);
+                goto fail;
+            }
+            end = end < 0 ? len : end + skip;
+            span = Py_BuildValue("(Onn)", data, start, end);
+            if (span == NULL || PyObject_SetAttr(PyList_GET_ITEM(media, i), n_span, span) < 0) {
+                Py_XDECREF(span);
+                Py_DECREF(mark);
+                goto fail;
+            }
+            Py_DECREF(span);
+            start = end;
+        }
+        Py_DECREF(mark);
+    }
+    result = PyTuple_Pack(2, session, media);
+    goto done;
+not_mine:
+    result = Py_None;
+    Py_INCREF(result);
+    goto done;
+fail:
+    result = NULL;
+done:
+    Py_DECREF(passed);
+    Py_XDECREF(session);
+    Py_XDECREF(media);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"setup", fast_setup, METH_VARARGS,
      "setup(Line, directions): the Line class and the direction attribute names."},
     {"split", fast_split, METH_O,
      "split(data) -> (session_lines, sections, scans, eol), or None: parse's line pass."},
+    {"setup_parts", fast_setup_parts, METH_VARARGS,
+     "setup_parts(Session, MediaSection, connections, parse_connection, parse_rtcp, SDPError):"
+     " what parts makes and reads."},
+    {"parts", fast_parts, METH_O,
+     "parts(data) -> (session, media), or None: SessionDescription.parse's parts."},
     {"setup_rewrite", fast_setup_rewrite, METH_VARARGS,
      "setup_rewrite(Line, SessionDescription, Session, MediaSection, Connection, SessionPlan,"
      " MediaPlan, IcePlan, CodecOps, session_dropped, ice_attributes, media_owned,"
@@ -1466,10 +1843,15 @@ PyInit__fastsdp(void)
             {&n_dtls, "dtls"}, {&n_mid, "mid"}, {&n_ufrag, "ufrag"}, {&n_pwd, "pwd"},
             {&n_candidates, "candidates"}, {&n_trickle, "trickle"}, {&n_strip, "strip"},
             {&n_mask, "mask"}, {&n_offer, "offer"}, {&n_except, "except_"},
-            {&n_rtpmaps_cache, "_rtpmaps"}, {&n_attrs, "_attrs"},
+            {&n_rtpmaps_cache, "_rtpmaps"}, {&n_attrs, "_attrs"}, {&n_index, "index"},
+            {&n_port_count, "port_count"}, {&n_kept, "_kept"}, {&n_rtcp_attr, "_rtcp"},
+            {&n_span, "_span"}, {&n_connection_attr, "connection"}, {&s_m_eq, "m="},
             {&s_space, " "}, {&s_zero4, "0.0.0.0"}, {&s_zero6, "::"}, {&s_mid, "mid"},
             {&s_rtpmap, "rtpmap"}, {&s_fmtp, "fmtp"}, {&s_rtcp_fb, "rtcp-fb"}, {&s_star, "*"}};
         size_t i;
+        empty_tuple = PyTuple_New(0);
+        if (empty_tuple == NULL)
+            return NULL;
         for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
             *names[i].var = PyUnicode_InternFromString(names[i].text);
             if (*names[i].var == NULL)

@@ -45,11 +45,18 @@ def _outcome(function, *args):
         return ("error", type(e), str(e))
 
 
+def _vars(part):
+    """A part's attributes in their order, its lines as plain values."""
+    return [(name, [_line(ln) for ln in value] if name == "lines" else value)
+            for name, value in vars(part).items()]
+
+
 def _parsed(data):
     """What ``SessionDescription.parse(data)`` gives, as plain values."""
     sd = model.SessionDescription.parse(data)
     parts = [sd.session] + sd.media
     return (
+        type(sd), [type(part) for part in parts], [_vars(part) for part in parts],
         sd.to_bytes(),
         [[_line(ln) for ln in part.lines] for part in parts],
         [(part._attrs, part.direction, part.connection) for part in parts],
@@ -92,6 +99,41 @@ EDGES = ("", "\r\n", "\n", "\r", "\r\n\r\n", "v", "v=", "v=0", "v=0\r\n", "v=0\n
          "v=0\r\ns=\u20ac\r\na=\u20ac:\U0001f600\r\n", "v=0\r\nÉ=1\r\n", "v=0\r\n\t=1\r\n")
 
 
+def _offer_with(*lines, session=()):
+    """The plain offer with ``lines`` added to its media section and
+    ``session`` lines to its session part."""
+    head, sep, media = corpus.SIP_OFFER.partition("m=")
+    return head + "".join(ln + "\r\n" for ln in session) + sep + media + "".join(
+        ln + "\r\n" for ln in lines)
+
+
+#: texts the C parts must make as parse does, or leave to it
+PARTS = (
+    _offer_with("c=IN IP4 198.51.100.7"), _offer_with("c=IN IP6 2001:db8::7"),
+    _offer_with("c=IN IP4 198.51.100.300"), _offer_with("c=IN IP4 01.2.3.4"),
+    _offer_with("c=IN IP5 1.2.3.4"), _offer_with("c=ON IP4 1.2.3.4"), _offer_with("c=IN IP4"),
+    _offer_with("c=IN IP4 233.252.0.1/127/2"), _offer_with("c=IN IP4 0.0.0.0"),
+    _offer_with("c=IN IP4 192.0.2.1", "c=IN IP4 192.0.2.2"),
+    _offer_with("a=rtcp:9 IN IP4 0.0.0.0"), _offer_with("a=rtcp:9"), _offer_with("a=rtcp:x"),
+    _offer_with("a=rtcp:70000"), _offer_with("a=rtcp:9 IN IP4 1.2.3"), _offer_with("a=rtcp"),
+    _offer_with("a=rtcp:9", "a=rtcp:10"), _offer_with(session=["a=rtcp:x"]),
+    _offer_with(session=["c=IN IP4 999.1.1.1"]), _offer_with(session=["o=x 1 2 IN IP4 1.2.3.4"]),
+    _offer_with("m=video 0 RTP/AVP 96", "c=IN IP4 192.0.2.99", "a=rtpmap:96 VP8/90000"),
+    _offer_with("m=video 9 RTP/AVP 96 97", "m=text 65535 RTP/AVP  98 ", "m=x 1 y"),
+    _offer_with("m=video 65536 RTP/AVP 96"), _offer_with("m=video 00009 RTP/AVP 96"),
+    _offer_with("m=video 123456 RTP/AVP 96"), _offer_with("m=video 9/2 RTP/AVP 96"),
+    _offer_with("m=video \u0663 RTP/AVP 96"), _offer_with("m=video  9 RTP/AVP"),
+    _offer_with("m=video 9  RTP/AVP"), _offer_with("m=video 9"), _offer_with("m= 9 RTP/AVP"),
+    _offer_with("m=video x RTP/AVP 96"), _offer_with("m=video -1 RTP/AVP 96"),
+    _offer_with("m=video 9 RTP/AVP\t96"),
+    "v=0\r\nm=audio 1 RTP/AVP 0\r\n", "\r\nv=0\r\n", "s=x\r\nv=0\r\n", "m=a 1 x\r\n",
+    "v=0\r\no=a b c d e f\r\no=x\r\n", "v=0\r\no=a b c d e\r\n", "v=0\r\no=a\u2003b c d e f\r\n",
+    "v=0\r\no= a  b c\td e\x1cf \r\n", "v=0\r\no=a b c d e f g\r\n",
+    "v=0\r\no=a b c d e\xa0f\r\n", "v=0\r\nc=IN IP4 1.2.3.4\r\nc=IN IP4 5.6.7.8\r\n",
+    "v=0\nm=audio 1 RTP/AVP 0\nm=video 2 RTP/AVP 0\n", "v=0\nm=audio 1 RTP/AVP 0\nm=video 2 x",
+)
+
+
 class FastMatchesPythonTests(SynchronousTestCase):
     """``_fastsdp.split`` gives what ``model._line_pass`` gives (the same
     Line slots, parts, scans and ending) or None; ``parse`` gives the same
@@ -103,6 +145,8 @@ class FastMatchesPythonTests(SynchronousTestCase):
         from omnirtp.sdp import _fastsdp
         self.assertIs(model._fastsdp, _fastsdp)
         self.assertIs(model._fast_split, _fastsdp.split)
+        self.assertIs(model._fast_parts, _fastsdp.parts)
+        self.parts_taken = 0
 
     def assertSamePass(self, data):
         fast = model._fast_split(data)
@@ -122,14 +166,28 @@ class FastMatchesPythonTests(SynchronousTestCase):
         self.assertIs(_passed(fast)[4], True)
 
     def assertSameParse(self, data):
+        """The parse with the C parts, with the C line pass alone and
+        without either: the same description or error."""
         with_c = _outcome(_parsed, data)
-        split = model._fast_split
-        model._fast_split = None
+        split, parts = model._fast_split, model._fast_parts
         try:
+            model._fast_parts = None
+            line_pass = _outcome(_parsed, data)
+            model._fast_split = None
             without = _outcome(_parsed, data)
         finally:
-            model._fast_split = split
+            model._fast_split, model._fast_parts = split, parts
         self.assertEqual(with_c, without, ascii(data))
+        self.assertEqual(line_pass, without, ascii(data))
+        if parts(data) is not None:
+            # (taken: then the Python parse has no error to say)
+            self.parts_taken += 1
+            model._fast_parts = None
+            try:
+                self.assertEqual(_outcome(model.SessionDescription.parse, data)[0], "value",
+                                 ascii(data))
+            finally:
+                model._fast_parts = parts
 
     def test_corpusAndFixtures(self):
         texts = sdp_texts()
@@ -141,6 +199,7 @@ class FastMatchesPythonTests(SynchronousTestCase):
                 self.assertSameParse(data)
                 taken += model._fast_split(data) is not None
         self.assertGreater(taken, len(texts) * 10)
+        self.assertGreater(self.parts_taken, len(texts) * 8)
 
     def test_edges(self):
         for data in EDGES:
@@ -156,6 +215,50 @@ class FastMatchesPythonTests(SynchronousTestCase):
             for cut in range(len(text) + 1):
                 self.assertSamePass(text[:cut])
                 self.assertSameParse(text[:cut])
+
+    def test_parts(self):
+        """Texts with c=, a=rtcp, o= and m= lines of every kind (cached,
+        new, bad), each with its variants and prefixes."""
+        for text in PARTS:
+            for data in variants(text):
+                self.assertSamePass(data)
+                self.assertSameParse(data)
+            for cut in range(0, len(text), 3):
+                self.assertSameParse(text[:cut])
+        self.assertGreater(self.parts_taken, len(PARTS) * 5)
+
+    def test_partsNotMine(self):
+        """What the C parts leave: an SDPError of parse_connection or
+        parse_rtcp, a bad first line or o= or m= line, what the line pass
+        leaves; setup_parts' arguments."""
+        from omnirtp.sdp import _fastsdp
+        for data in (_offer_with("c=IN IP4 1.2.3"), _offer_with("a=rtcp:x"),
+                     _offer_with("m=video 9/2 RTP/AVP 96"), "s=x\r\nv=0\r\n",
+                     "v=0\r\no=a b\r\n", "v=0\rs=-\r"):
+            self.assertIsNone(_fastsdp.parts(data), ascii(data))
+        self.assertIsNotNone(_fastsdp.parts(corpus.SIP_OFFER))
+        self.assertIsNone(_fastsdp.parts(b"v=0\r\n"))
+        self.assertRaises(TypeError, _fastsdp.setup_parts, 5)
+        self.assertRaises(TypeError, _fastsdp.setup_parts, model.Session, model.MediaSection,
+                          {}, 5, model.parse_rtcp, model.SDPError)
+
+    def test_partsNoLeak(self):
+        """Repeated parses, taken and left at each exit, leave no allocated
+        block or reference behind."""
+        texts = [corpus.SIP_OFFER, corpus.SIP_ANSWER] + list(PARTS)
+        objects = [text for text in texts] + [model.SDPError, model.parse_connection]
+        counts = [sys.getrefcount(o) for o in objects]
+
+        def run(times):
+            for _ in range(times):
+                for text in texts:
+                    model._fast_parts(text)
+        run(3)
+        before = sys.getallocatedblocks()
+        run(100)
+        after = sys.getallocatedblocks()
+        self.assertLess(after - before, 50)
+        self.assertEqual([sys.getrefcount(o) for o in objects], counts)
 
     def test_notMine(self):
         """What the C pass leaves to model.py: other endings, a malformed
