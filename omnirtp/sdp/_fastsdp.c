@@ -1798,6 +1798,308 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ */
+/*
+ * inspect(sd) -> [MediaInfo], or None: model.py's inspect for a
+ * description as parse makes it (each value of the types parse gives),
+ * the same MediaInfo values with their fields set in the same order.
+ * None for anything else and where inspect raises (a section that is not
+ * rejected without any c= line): model.py's _inspect then says it.  The
+ * payload types of the formats come from model.py's cache of them, else
+ * from its _payload_types.
+ */
+
+static PyTypeObject *i_sd = NULL, *i_session, *i_section, *i_conn, *i_rtcp, *i_info;
+static PyObject *i_ice = NULL, *i_pts_cache = NULL, *i_pts = NULL, *long_one = NULL;
+static PyObject *n_type, *n_rtp, *n_rtcp_ep, *n_rejected, *n_zero_address, *n_payload_types,
+    *s_rtcp_mux;
+
+static PyObject *
+fast_setup_inspect(PyObject *self, PyObject *args)
+{
+    PyTypeObject *t[6];
+    PyObject *ice, *cache, *pts;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!O!O:setup_inspect",
+                          &PyType_Type, &t[0], &PyType_Type, &t[1], &PyType_Type, &t[2],
+                          &PyType_Type, &t[3], &PyType_Type, &t[4], &PyType_Type, &t[5],
+                          &PyFrozenSet_Type, &ice, &PyDict_Type, &cache, &pts))
+        return NULL;
+    if (!PyCallable_Check(pts)) {
+        PyErr_SetString(PyExc_TypeError, "setup_inspect: _payload_types must be callable");
+        return NULL;
+    }
+#define KEEP(var, obj) do { Py_INCREF(obj); Py_XSETREF(var, obj); } while (0)
+    KEEP(i_sd, t[0]);
+    KEEP(i_session, t[1]);
+    KEEP(i_section, t[2]);
+    KEEP(i_conn, t[3]);
+    KEEP(i_rtcp, t[4]);
+    KEEP(i_info, t[5]);
+    KEEP(i_ice, ice);
+    KEEP(i_pts_cache, cache);
+    KEEP(i_pts, pts);
+#undef KEEP
+    Py_RETURN_NONE;
+}
+
+/* 1 when a key of the exact dict ``attrs`` is an ICE attribute, 0 if
+   none, -1 on error */
+static int
+has_ice(PyObject *attrs)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(attrs, &pos, &key, &value)) {
+        int in = PySet_Contains(i_ice, key);
+        if (in != 0)
+            return in;
+    }
+    return 0;
+}
+
+/* a MediaInfo of the given fields (references borrowed), set in the
+   order inspect sets them; a new reference or NULL */
+static PyObject *
+make_info(PyObject **values)
+{
+    PyObject *names[14] = {n_index, n_type, n_proto, n_family, n_rtp, n_rtcp_ep, n_rtcp_mux,
+                           n_direction, n_rejected, n_zero_address, n_formats,
+                           n_payload_types, n_port_count, n_ice};
+    PyObject *info = PyBaseObject_Type.tp_new(i_info, empty_tuple, NULL);
+    int i;
+    if (info == NULL)
+        return NULL;
+    /* (object.__setattr__'s: the class's frozen __setattr__ is not run,
+       as inspect's __dict__.update does not run it) */
+    for (i = 0; i < 14; i++) {
+        if (PyObject_GenericSetAttr(info, names[i], values[i]) < 0) {
+            Py_DECREF(info);
+            return NULL;
+        }
+    }
+    return info;
+}
+
+static PyObject *
+fast_inspect(PyObject *self, PyObject *sd)
+{
+    PyObject *session = NULL, *media = NULL, *session_conn = NULL, *session_dir = NULL;
+    PyObject *session_attrs = NULL, *infos = NULL, *result = NULL;
+    Py_ssize_t i, n;
+    int session_ice = -1;
+
+    if (i_sd == NULL || Py_TYPE(sd) != i_sd)
+        Py_RETURN_NONE;
+#define GET(var, o, name) do { var = attr(o, name); if (var == NULL) { \
+        if (PyErr_Occurred()) { goto fail; } goto not_mine; } } while (0)
+    GET(session, sd, n_session);
+    GET(media, sd, n_media);
+    if (Py_TYPE(session) != i_session || !PyList_CheckExact(media))
+        goto not_mine;
+    GET(session_conn, session, n_connection_attr);
+    GET(session_dir, session, n_direction);
+    if (!(session_conn == Py_None || Py_TYPE(session_conn) == i_conn)
+            || !(session_dir == Py_None || PyUnicode_CheckExact(session_dir)))
+        goto not_mine;
+    n = PyList_GET_SIZE(media);
+    infos = PyList_New(0);
+    if (infos == NULL)
+        goto fail;
+    for (i = 0; i < n; i++) {
+        PyObject *m = PyList_GET_ITEM(media, i);
+        PyObject *index = NULL, *mtype = NULL, *proto = NULL, *conn = NULL, *port = NULL;
+        PyObject *rtcp = NULL, *attrs = NULL, *direction = NULL, *formats = NULL;
+        PyObject *port_count = NULL, *family = Py_None, *address = Py_None;
+        PyObject *rtp_ep = NULL, *rtcp_ep = NULL, *pts = NULL, *tuple = NULL, *info;
+        PyObject *values[14];
+        int zero = 0, ice, ok = 0;
+
+        if (Py_TYPE(m) != i_section)
+            goto not_mine;
+#define MGET(var, name) do { var = attr(m, name); if (var == NULL) goto section_done; } \
+        while (0)
+        MGET(index, n_index);
+        MGET(mtype, n_media);
+        MGET(proto, n_proto);
+        MGET(conn, n_connection_attr);
+        MGET(port, n_port);
+        MGET(rtcp, n_rtcp_attr);
+        MGET(attrs, n_attrs);
+        MGET(direction, n_direction);
+        MGET(formats, n_formats);
+        MGET(port_count, n_port_count);
+#undef MGET
+        if (!PyLong_CheckExact(port) || !PyDict_CheckExact(attrs) || !PyList_CheckExact(formats)
+                || !(conn == Py_None || Py_TYPE(conn) == i_conn)
+                || !(rtcp == Py_None || Py_TYPE(rtcp) == i_rtcp)
+                || !(direction == Py_None || PyUnicode_CheckExact(direction)))
+            goto section_done;
+        if (conn == Py_None) {
+            Py_INCREF(session_conn);
+            Py_SETREF(conn, session_conn);
+        }
+        if (conn == Py_None) {
+            if (Py_SIZE(port) != 0)
+                goto section_done;  /* (SDPIncomplete: model.py's) */
+            Py_INCREF(family);
+            Py_INCREF(address);
+        }
+        else {
+            family = attr(conn, n_family);
+            if (family == NULL)
+                goto section_done;
+            address = attr(conn, n_address);
+            if (address == NULL)
+                goto section_done;
+            if (!PyUnicode_CheckExact(address))
+                goto section_done;
+            zero = PyUnicode_Compare(address, s_zero4) == 0
+                || PyUnicode_Compare(address, s_zero6) == 0;
+        }
+        rtp_ep = PyTuple_Pack(2, address, port);
+        if (rtp_ep == NULL)
+            goto section_done;
+        if (rtcp == Py_None) {
+            PyObject *p;
+            if (Py_SIZE(port) != 0)
+                p = PyNumber_Add(port, long_one);
+            else {
+                p = PyLong_FromLong(0);
+            }
+            if (p == NULL)
+                goto section_done;
+            rtcp_ep = PyTuple_Pack(2, address, p);
+            Py_DECREF(p);
+        }
+        else {
+            PyObject *raddr = attr(rtcp, n_address), *rport;
+            if (raddr == NULL)
+                goto section_done;
+            rport = attr(rtcp, n_port);
+            if (rport == NULL) {
+                Py_DECREF(raddr);
+                goto section_done;
+            }
+            {
+                int t = truth(raddr);
+                if (t == NOT_MINE) {
+                    Py_DECREF(raddr);
+                    Py_DECREF(rport);
+                    goto section_done;
+                }
+                rtcp_ep = PyTuple_Pack(2, t ? raddr : address, rport);
+            }
+            Py_DECREF(raddr);
+            Py_DECREF(rport);
+        }
+        if (rtcp_ep == NULL)
+            goto section_done;
+        ice = has_ice(attrs);
+        if (ice < 0)
+            goto section_done;
+        if (!ice) {
+            if (session_ice < 0) {
+                if (session_attrs == NULL) {
+                    session_attrs = attr(session, n_attrs);
+                    if (session_attrs == NULL)
+                        goto section_done;
+                }
+                if (!PyDict_CheckExact(session_attrs))
+                    goto section_done;
+                session_ice = has_ice(session_attrs);
+                if (session_ice < 0) {
+                    goto section_done;
+                }
+            }
+            ice = session_ice;
+        }
+        tuple = PyList_AsTuple(formats);
+        if (tuple == NULL)
+            goto section_done;
+        pts = PyDict_GetItemWithError(i_pts_cache, tuple);
+        if (pts != NULL)
+            Py_INCREF(pts);
+        else if (PyErr_Occurred())
+            goto section_done;
+        else {
+            pts = PyObject_CallOneArg(i_pts, tuple);
+            if (pts == NULL) {
+                PyErr_Clear();  /* (model.py's _inspect says it) */
+                goto section_done;
+            }
+        }
+        {
+            int mux = PyDict_Contains(attrs, s_rtcp_mux);
+            if (mux < 0)
+                goto section_done;
+            values[0] = index;
+            values[1] = mtype;
+            values[2] = proto;
+            values[3] = family;
+            values[4] = rtp_ep;
+            values[5] = rtcp_ep;
+            values[6] = mux ? Py_True : Py_False;
+            values[7] = direction != Py_None && PyUnicode_GET_LENGTH(direction)
+                ? direction : session_dir;
+            values[8] = Py_SIZE(port) == 0 ? Py_True : Py_False;
+            values[9] = zero ? Py_True : Py_False;
+            values[10] = tuple;
+            values[11] = pts;
+            values[12] = port_count;
+            values[13] = ice ? Py_True : Py_False;
+        }
+        info = make_info(values);
+        if (info == NULL)
+            goto section_done;
+        if (PyList_Append(infos, info) < 0) {
+            Py_DECREF(info);
+            goto section_done;
+        }
+        Py_DECREF(info);
+        ok = 1;
+section_done:
+        Py_XDECREF(index);
+        Py_XDECREF(mtype);
+        Py_XDECREF(proto);
+        Py_XDECREF(conn);
+        Py_XDECREF(port);
+        Py_XDECREF(rtcp);
+        Py_XDECREF(attrs);
+        Py_XDECREF(direction);
+        Py_XDECREF(formats);
+        Py_XDECREF(port_count);
+        Py_XDECREF(family);
+        Py_XDECREF(address);
+        Py_XDECREF(rtp_ep);
+        Py_XDECREF(rtcp_ep);
+        Py_XDECREF(pts);
+        Py_XDECREF(tuple);
+        if (!ok) {
+            if (PyErr_Occurred())
+                goto fail;
+            goto not_mine;
+        }
+    }
+#undef GET
+    result = infos;
+    infos = NULL;
+    goto done;
+not_mine:
+    result = Py_None;
+    Py_INCREF(result);
+    goto done;
+fail:
+    result = NULL;
+done:
+    Py_XDECREF(session);
+    Py_XDECREF(media);
+    Py_XDECREF(session_conn);
+    Py_XDECREF(session_dir);
+    Py_XDECREF(session_attrs);
+    Py_XDECREF(infos);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"setup", fast_setup, METH_VARARGS,
      "setup(Line, directions): the Line class and the direction attribute names."},
@@ -1808,6 +2110,11 @@ static PyMethodDef methods[] = {
      " what parts makes and reads."},
     {"parts", fast_parts, METH_O,
      "parts(data) -> (session, media), or None: SessionDescription.parse's parts."},
+    {"setup_inspect", fast_setup_inspect, METH_VARARGS,
+     "setup_inspect(SessionDescription, Session, MediaSection, Connection, Rtcp, MediaInfo,"
+     " ice_attributes, payload_types_cache, payload_types): what inspect reads and makes."},
+    {"inspect", fast_inspect, METH_O,
+     "inspect(sd) -> [MediaInfo], or None: omnirtp.sdp.model's inspect."},
     {"setup_rewrite", fast_setup_rewrite, METH_VARARGS,
      "setup_rewrite(Line, SessionDescription, Session, MediaSection, Connection, SessionPlan,"
      " MediaPlan, IcePlan, CodecOps, session_dropped, ice_attributes, media_owned,"
@@ -1846,11 +2153,15 @@ PyInit__fastsdp(void)
             {&n_rtpmaps_cache, "_rtpmaps"}, {&n_attrs, "_attrs"}, {&n_index, "index"},
             {&n_port_count, "port_count"}, {&n_kept, "_kept"}, {&n_rtcp_attr, "_rtcp"},
             {&n_span, "_span"}, {&n_connection_attr, "connection"}, {&s_m_eq, "m="},
+            {&n_type, "type"}, {&n_rtp, "rtp"}, {&n_rtcp_ep, "rtcp"}, {&n_rejected, "rejected"},
+            {&n_zero_address, "zero_address"}, {&n_payload_types, "payload_types"},
+            {&s_rtcp_mux, "rtcp-mux"},
             {&s_space, " "}, {&s_zero4, "0.0.0.0"}, {&s_zero6, "::"}, {&s_mid, "mid"},
             {&s_rtpmap, "rtpmap"}, {&s_fmtp, "fmtp"}, {&s_rtcp_fb, "rtcp-fb"}, {&s_star, "*"}};
         size_t i;
         empty_tuple = PyTuple_New(0);
-        if (empty_tuple == NULL)
+        long_one = PyLong_FromLong(1);
+        if (empty_tuple == NULL || long_one == NULL)
             return NULL;
         for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
             *names[i].var = PyUnicode_InternFromString(names[i].text);

@@ -146,7 +146,8 @@ class FastMatchesPythonTests(SynchronousTestCase):
         self.assertIs(model._fastsdp, _fastsdp)
         self.assertIs(model._fast_split, _fastsdp.split)
         self.assertIs(model._fast_parts, _fastsdp.parts)
-        self.parts_taken = 0
+        self.assertIs(model._fast_inspect, _fastsdp.inspect)
+        self.parts_taken = self.inspect_taken = self.inspect_left = 0
 
     def assertSamePass(self, data):
         fast = model._fast_split(data)
@@ -179,6 +180,8 @@ class FastMatchesPythonTests(SynchronousTestCase):
             model._fast_split, model._fast_parts = split, parts
         self.assertEqual(with_c, without, ascii(data))
         self.assertEqual(line_pass, without, ascii(data))
+        if with_c[0] == "value":
+            self.assertSameInspect(model.SessionDescription.parse(data))
         if parts(data) is not None:
             # (taken: then the Python parse has no error to say)
             self.parts_taken += 1
@@ -188,6 +191,95 @@ class FastMatchesPythonTests(SynchronousTestCase):
                                  ascii(data))
             finally:
                 model._fast_parts = parts
+
+    def assertSameInspect(self, sd):
+        """``_fastsdp.inspect`` gives what ``model._inspect`` gives (the
+        same MediaInfo values, their fields set in the same order) or
+        None."""
+        fast = model._fast_inspect(sd)
+        want = _outcome(model._inspect, sd)
+        if fast is None:
+            self.inspect_left += 1
+            return
+        self.inspect_taken += 1
+        self.assertEqual(want[0], "value", ascii(want))
+        self.assertEqual([(type(i), list(vars(i).items())) for i in fast],
+                         [(type(i), list(vars(i).items())) for i in want[1]])
+        self.assertEqual(fast, want[1])
+        self.assertEqual([hash(i) for i in fast], [hash(i) for i in want[1]])
+
+    def test_inspectVariants(self):
+        """Descriptions changed part by part: what the C inspect gives as
+        model.py does, or leaves to it (a section without an address,
+        values of other types)."""
+        texts = [corpus.SIP_OFFER, corpus.SIP_ANSWER] + list(PARTS[:12])
+        odd_values = {
+            "connection": (None, model.Connection("IP6", "::"), model.Connection("IP4", 5), "x"),
+            "port": (0, 1, 65535, True, 2 ** 70, 5.0),
+            "_rtcp": (None, model.Rtcp(9), model.Rtcp(9, "IP4", "192.0.2.1"),
+                      model.Rtcp(9, "IP4", ""), model.Rtcp("9", "IP4", 5), (9,)),
+            "_attrs": ({}, {"ice-ufrag": ["x"]}, {"rtcp-mux": [None]}, [], {5: [1]}),
+            "direction": (None, "", "sendonly", 5),
+            "formats": ([], ["0", "x", "08", "\u00b2"], ("0",), ["0", 5]),
+            "index": (None, "1"), "media": (None,), "proto": (5,), "port_count": (2, None),
+        }
+        session_values = {
+            "connection": (None, model.Connection("IP4", "0.0.0.0"), 5),
+            "direction": (None, "", "inactive", 5),
+            "_attrs": ({}, {"ice-lite": [None]}, [], {"candidate": ["x"], "ice-pwd": ["y"]}),
+        }
+        for text in texts:
+            try:
+                sd = model.SessionDescription.parse(text)
+            except model.SDPError:
+                continue
+            self.assertSameInspect(sd)
+            for name, values in session_values.items():
+                for value in values:
+                    variant = copy.copy(sd)
+                    variant.session = copy.copy(sd.session)
+                    setattr(variant.session, name, value)
+                    self.assertSameInspect(variant)
+            for i in range(len(sd.media)):
+                for name, values in odd_values.items():
+                    for value in values:
+                        variant = copy.copy(sd)
+                        variant.media = list(sd.media)
+                        variant.media[i] = copy.copy(sd.media[i])
+                        setattr(variant.media[i], name, value)
+                        self.assertSameInspect(variant)
+            variant = copy.copy(sd)
+            variant.media = tuple(sd.media)
+            self.assertSameInspect(variant)
+        self.assertGreater(self.inspect_taken, 300)
+        self.assertGreater(self.inspect_left, 100)
+
+    def test_inspectNoLeak(self):
+        """Repeated inspects, taken and left, leave nothing behind."""
+        sds = []
+        for text in [corpus.SIP_OFFER, corpus.SIP_ANSWER] + list(PARTS):
+            try:
+                sds.append(model.SessionDescription.parse(text))
+            except model.SDPError:
+                pass
+        odd = copy.copy(sds[0])
+        odd.media = [copy.copy(sds[0].media[0])]
+        odd.media[0].port = True
+        sds.append(odd)
+        objects = [sds[0], sds[0].media[0], sds[0].session.connection]
+        counts = [sys.getrefcount(o) for o in objects]
+
+        def run(times):
+            for _ in range(times):
+                for sd in sds:
+                    model._fast_inspect(sd)
+        run(3)
+        before = sys.getallocatedblocks()
+        run(100)
+        after = sys.getallocatedblocks()
+        self.assertLess(after - before, 50)
+        self.assertEqual([sys.getrefcount(o) for o in objects], counts)
+        self.assertRaises(TypeError, model._fastsdp.setup_inspect, 5)
 
     def test_corpusAndFixtures(self):
         texts = sdp_texts()
