@@ -28,6 +28,17 @@
 #include <Python.h>
 #include <structmember.h>
 
+/* hold each of ``values`` in its variable of ``vars`` (setup's) */
+static void
+keep_all(PyObject **vars[], PyObject *values[], int n)
+{
+    int i;
+    for (i = 0; i < n; i++) {
+        Py_INCREF(values[i]);
+        Py_XSETREF(*vars[i], values[i]);
+    }
+}
+
 /* Line's slots, in the order they are set */
 enum { S_KIND, S_VALUE, S_TEXT, S_EOL, S_NUMBER, S_ATTRIBUTE, S_CONNECTION, N_SLOTS };
 static const char *slot_names[N_SLOTS] = {
@@ -478,20 +489,18 @@ fast_setup_rewrite(PyObject *self, PyObject *args)
     off_text = offs[2];
     off_attribute = offs[3];
     off_connection = offs[4];
-#define KEEP(var, obj) do { Py_INCREF(obj); Py_XSETREF(var, obj); } while (0)
-    KEEP(t_sd, classes[1]);
-    KEEP(t_session, classes[2]);
-    KEEP(t_section, classes[3]);
-    KEEP(t_conn, classes[4]);
-    KEEP(t_splan, classes[5]);
-    KEEP(t_mplan, classes[6]);
-    KEEP(t_iceplan, classes[7]);
-    KEEP(t_codecops, classes[8]);
-    KEEP(session_dropped, sets[0]);
-    KEEP(ice_attributes, sets[1]);
-    KEEP(media_owned, sets[2]);
-    KEEP(static_rtpmaps, statics);
-#undef KEEP
+    {
+        PyObject **vars[] = {
+            (PyObject **)&t_sd, (PyObject **)&t_session, (PyObject **)&t_section,
+            (PyObject **)&t_conn, (PyObject **)&t_splan, (PyObject **)&t_mplan,
+            (PyObject **)&t_iceplan, (PyObject **)&t_codecops,
+            &session_dropped, &ice_attributes, &media_owned, &static_rtpmaps};
+        PyObject *values[] = {
+            (PyObject *)classes[1], (PyObject *)classes[2], (PyObject *)classes[3],
+            (PyObject *)classes[4], (PyObject *)classes[5], (PyObject *)classes[6],
+            (PyObject *)classes[7], (PyObject *)classes[8], sets[0], sets[1], sets[2], statics};
+        keep_all(vars, values, 12);
+    }
     Py_RETURN_NONE;
 }
 
@@ -687,29 +696,21 @@ attr_truth(PyObject *o, PyObject *name)
     return rc;
 }
 
-/* attribute ``name`` of ``o`` as a new reference when it is an exact str
-   (or None with ``none_ok``); else NULL, with an exception on failure */
+/* attribute ``name`` of ``o`` as a new reference when it is of exactly
+   the type ``type`` (or None with ``none_ok``); else NULL, with an
+   exception on failure */
 static PyObject *
-attr_str(PyObject *o, PyObject *name, int none_ok)
+attr_typed(PyObject *o, PyObject *name, PyTypeObject *type, int none_ok)
 {
     PyObject *v = attr(o, name);
-    if (v == NULL || PyUnicode_CheckExact(v) || (none_ok && v == Py_None))
+    if (v == NULL || Py_TYPE(v) == type || (none_ok && v == Py_None))
         return v;
     Py_DECREF(v);
     return NULL;
 }
 
-/* attribute ``name`` of ``o`` as a new reference when it is an exact int
-   (or None with ``none_ok``); else NULL, with an exception on failure */
-static PyObject *
-attr_int(PyObject *o, PyObject *name, int none_ok)
-{
-    PyObject *v = attr(o, name);
-    if (v == NULL || PyLong_CheckExact(v) || (none_ok && v == Py_None))
-        return v;
-    Py_DECREF(v);
-    return NULL;
-}
+#define attr_str(o, name, none_ok) attr_typed(o, name, &PyUnicode_Type, none_ok)
+#define attr_int(o, name, none_ok) attr_typed(o, name, &PyLong_Type, none_ok)
 
 /* a Line's slot (borrowed; NULL when unset) */
 #define SLOT(line, off) (*(PyObject **)((char *)(line) + (off)))
@@ -1243,24 +1244,21 @@ w_section(writer *w, PyObject *media, PyObject *mp, PyObject *family, PyObject *
                 continue;
             }
         }
-        in = PySet_Contains(directions, name);
-        if (in < 0)
-            goto fail;
-        if (in) {
-            if (direction == Py_None && (w_add(w, text) < 0 || w_eol(w) < 0))
+        {
+            /* a direction line stays without a planned direction, an ICE
+               line without an ICE plan, any other line always */
+            int keep = 1;
+            in = PySet_Contains(directions, name);
+            if (in == 0) {
+                in = PySet_Contains(ice_attributes, name);
+                if (in == 1)
+                    keep = ice == Py_None;
+            }
+            else if (in == 1)
+                keep = direction == Py_None;
+            if (in < 0 || (keep && (w_add(w, text) < 0 || w_eol(w) < 0)))
                 goto fail;
-            continue;
         }
-        in = PySet_Contains(ice_attributes, name);
-        if (in < 0)
-            goto fail;
-        if (in) {
-            if (ice == Py_None && (w_add(w, text) < 0 || w_eol(w) < 0))
-                goto fail;
-            continue;
-        }
-        if (w_add(w, text) < 0 || w_eol(w) < 0)
-            goto fail;
     }
     if (keep_mid) {
         if (PyList_GET_SIZE(mids)) {
@@ -1490,14 +1488,12 @@ fast_setup_parts(PyObject *self, PyObject *args)
                         "must be callable");
         return NULL;
     }
-#define KEEP(var, obj) do { Py_INCREF(obj); Py_XSETREF(var, obj); } while (0)
-    KEEP(t_part_session, session);
-    KEEP(t_part_section, section);
-    KEEP(connections, cache);
-    KEEP(parse_connection, pc);
-    KEEP(parse_rtcp, pr);
-    KEEP(sdp_error, err);
-#undef KEEP
+    {
+        PyObject **vars[] = {(PyObject **)&t_part_session, (PyObject **)&t_part_section,
+                             &connections, &parse_connection, &parse_rtcp, &sdp_error};
+        PyObject *values[] = {(PyObject *)session, (PyObject *)section, cache, pc, pr, err};
+        keep_all(vars, values, 6);
+    }
     Py_RETURN_NONE;
 }
 
@@ -1603,15 +1599,27 @@ count_fields(PyObject *s)
     return fields;
 }
 
+/* setattr(obj, name, value) of an int; -1 on failure */
+static int
+set_int(PyObject *obj, PyObject *name, Py_ssize_t value)
+{
+    PyObject *v = PyLong_FromSsize_t(value);
+    int rc;
+    if (v == NULL)
+        return -1;
+    rc = PyObject_SetAttr(obj, name, v);
+    Py_DECREF(v);
+    return rc;
+}
+
 /* a MediaSection of ``lines`` (its m= line first); a new reference, NULL
    with an exception, or NULL without one: not mine */
 static PyObject *
 make_section(PyObject *lines, PyObject *scan, Py_ssize_t index)
 {
     PyObject *line = PyList_GET_ITEM(lines, 0), *fields, *obj = NULL, *port_text;
-    PyObject *formats = NULL, *v;
-    Py_ssize_t i, n, len;
-    long port = 0;
+    PyObject *formats = NULL;
+    Py_ssize_t i, n, len, port = 0;
 
     fields = PyUnicode_Split(SLOT(line, off_value), s_space, -1);
     if (fields == NULL)
@@ -1644,27 +1652,10 @@ make_section(PyObject *lines, PyObject *scan, Py_ssize_t index)
     if (obj == NULL)
         goto fail;
     /* (in __init__'s order) */
-    v = PyLong_FromSsize_t(index);
-    if (v == NULL || PyObject_SetAttr(obj, n_index, v) < 0) {
-        Py_XDECREF(v);
-        goto fail;
-    }
-    Py_DECREF(v);
-    if (PyObject_SetAttr(obj, n_media, PyList_GET_ITEM(fields, 0)) < 0)
-        goto fail;
-    v = PyLong_FromLong(port);
-    if (v == NULL || PyObject_SetAttr(obj, n_port, v) < 0) {
-        Py_XDECREF(v);
-        goto fail;
-    }
-    Py_DECREF(v);
-    v = PyLong_FromLong(1);
-    if (PyObject_SetAttr(obj, n_port_count, v) < 0) {
-        Py_DECREF(v);
-        goto fail;
-    }
-    Py_DECREF(v);
-    if (PyObject_SetAttr(obj, n_proto, PyList_GET_ITEM(fields, 2)) < 0
+    if (set_int(obj, n_index, index) < 0
+            || PyObject_SetAttr(obj, n_media, PyList_GET_ITEM(fields, 0)) < 0
+            || set_int(obj, n_port, port) < 0 || set_int(obj, n_port_count, 1) < 0
+            || PyObject_SetAttr(obj, n_proto, PyList_GET_ITEM(fields, 2)) < 0
             || PyObject_SetAttr(obj, n_formats, formats) < 0
             || PyObject_SetAttr(obj, n_kept, Py_None) < 0)
         goto fail;
@@ -1828,17 +1819,16 @@ fast_setup_inspect(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "setup_inspect: _payload_types must be callable");
         return NULL;
     }
-#define KEEP(var, obj) do { Py_INCREF(obj); Py_XSETREF(var, obj); } while (0)
-    KEEP(i_sd, t[0]);
-    KEEP(i_session, t[1]);
-    KEEP(i_section, t[2]);
-    KEEP(i_conn, t[3]);
-    KEEP(i_rtcp, t[4]);
-    KEEP(i_info, t[5]);
-    KEEP(i_ice, ice);
-    KEEP(i_pts_cache, cache);
-    KEEP(i_pts, pts);
-#undef KEEP
+    {
+        PyObject **vars[] = {(PyObject **)&i_sd, (PyObject **)&i_session,
+                             (PyObject **)&i_section, (PyObject **)&i_conn,
+                             (PyObject **)&i_rtcp, (PyObject **)&i_info,
+                             &i_ice, &i_pts_cache, &i_pts};
+        PyObject *values[] = {(PyObject *)t[0], (PyObject *)t[1], (PyObject *)t[2],
+                              (PyObject *)t[3], (PyObject *)t[4], (PyObject *)t[5],
+                              ice, cache, pts};
+        keep_all(vars, values, 9);
+    }
     Py_RETURN_NONE;
 }
 

@@ -99,6 +99,20 @@ EDGES = ("", "\r\n", "\n", "\r", "\r\n\r\n", "v", "v=", "v=0", "v=0\r\n", "v=0\n
          "v=0\r\ns=\u20ac\r\na=\u20ac:\U0001f600\r\n", "v=0\r\nÉ=1\r\n", "v=0\r\n\t=1\r\n")
 
 
+def _assert_no_leak(test, once, objects):
+    """``once()`` run over and over leaves no allocated block behind, nor
+    a reference to any of ``objects``."""
+    counts = [sys.getrefcount(o) for o in objects]
+    for _ in range(3):
+        once()
+    before = sys.getallocatedblocks()
+    for _ in range(100):
+        once()
+    after = sys.getallocatedblocks()
+    test.assertLess(after - before, 50)
+    test.assertEqual([sys.getrefcount(o) for o in objects], counts)
+
+
 def _offer_with(*lines, session=()):
     """The plain offer with ``lines`` added to its media section and
     ``session`` lines to its session part."""
@@ -243,11 +257,7 @@ class FastMatchesPythonTests(SynchronousTestCase):
             for i in range(len(sd.media)):
                 for name, values in odd_values.items():
                     for value in values:
-                        variant = copy.copy(sd)
-                        variant.media = list(sd.media)
-                        variant.media[i] = copy.copy(sd.media[i])
-                        setattr(variant.media[i], name, value)
-                        self.assertSameInspect(variant)
+                        self.assertSameInspect(_with_part(sd, "media", i, name, value))
             variant = copy.copy(sd)
             variant.media = tuple(sd.media)
             self.assertSameInspect(variant)
@@ -266,19 +276,11 @@ class FastMatchesPythonTests(SynchronousTestCase):
         odd.media = [copy.copy(sds[0].media[0])]
         odd.media[0].port = True
         sds.append(odd)
-        objects = [sds[0], sds[0].media[0], sds[0].session.connection]
-        counts = [sys.getrefcount(o) for o in objects]
 
-        def run(times):
-            for _ in range(times):
-                for sd in sds:
-                    model._fast_inspect(sd)
-        run(3)
-        before = sys.getallocatedblocks()
-        run(100)
-        after = sys.getallocatedblocks()
-        self.assertLess(after - before, 50)
-        self.assertEqual([sys.getrefcount(o) for o in objects], counts)
+        def once():
+            for sd in sds:
+                model._fast_inspect(sd)
+        _assert_no_leak(self, once, [sds[0], sds[0].media[0], sds[0].session.connection])
         self.assertRaises(TypeError, model._fastsdp.setup_inspect, 5)
 
     def test_corpusAndFixtures(self):
@@ -338,19 +340,11 @@ class FastMatchesPythonTests(SynchronousTestCase):
         """Repeated parses, taken and left at each exit, leave no allocated
         block or reference behind."""
         texts = [corpus.SIP_OFFER, corpus.SIP_ANSWER] + list(PARTS)
-        objects = [text for text in texts] + [model.SDPError, model.parse_connection]
-        counts = [sys.getrefcount(o) for o in objects]
 
-        def run(times):
-            for _ in range(times):
-                for text in texts:
-                    model._fast_parts(text)
-        run(3)
-        before = sys.getallocatedblocks()
-        run(100)
-        after = sys.getallocatedblocks()
-        self.assertLess(after - before, 50)
-        self.assertEqual([sys.getrefcount(o) for o in objects], counts)
+        def once():
+            for text in texts:
+                model._fast_parts(text)
+        _assert_no_leak(self, once, texts + [model.SDPError, model.parse_connection])
 
     def test_notMine(self):
         """What the C pass leaves to model.py: other endings, a malformed
@@ -398,6 +392,17 @@ def _rewritten(function, sd, plan):
         return ("value", function(sd, plan))
     except Exception as e:
         return ("error", type(e), str(e))
+
+
+def _with_part(whole, parts, i, name, value):
+    """A copy of ``whole`` whose list ``parts`` holds a copy of its item
+    ``i`` with ``name`` set to ``value``."""
+    variant = copy.copy(whole)
+    items = list(getattr(whole, parts))
+    items[i] = copy.copy(items[i])
+    setattr(items[i], name, value)
+    setattr(variant, parts, items)
+    return variant
 
 
 def _plan_variants(plan):
@@ -448,11 +453,7 @@ def _plan_variants(plan):
     for i in range(len(plan.media)):
         for name, values in media_values.items():
             for value in values:
-                variant = copy.copy(plan)
-                variant.media = list(plan.media)
-                variant.media[i] = copy.copy(plan.media[i])
-                setattr(variant.media[i], name, value)
-                out.append(variant)
+                out.append(_with_part(plan, "media", i, name, value))
     return out
 
 
@@ -643,16 +644,9 @@ class FastRewriteTests(SynchronousTestCase):
             pairs.extend((sd, variant) for variant in _plan_variants(plan)[::3])
             pairs.extend((variant, plan) for variant in _sd_variants(sd)[::3])
         sd, plan = seen[0]
-        objects = [sd, plan, sd.session.lines[0].text, plan.media[0], plan.family]
-        counts = [sys.getrefcount(o) for o in objects]
 
-        def run(times):
-            for _ in range(times):
-                for sd, plan in pairs:
-                    rewrite_module._fast_rewrite(sd, plan)
-        run(3)
-        before = sys.getallocatedblocks()
-        run(30)
-        after = sys.getallocatedblocks()
-        self.assertLess(after - before, 50)
-        self.assertEqual([sys.getrefcount(o) for o in objects], counts)
+        def once():
+            for sd, plan in pairs:
+                rewrite_module._fast_rewrite(sd, plan)
+        _assert_no_leak(self, once, [sd, plan, sd.session.lines[0].text, plan.media[0],
+                                     plan.family])
