@@ -1,27 +1,34 @@
 /*
- * omnirtp.sdp._fastsdp: the line pass of omnirtp.sdp.model's
- * SessionDescription.parse in C, for the usual SDP.
+ * omnirtp.sdp._fastsdp: omnirtp.sdp.model's SessionDescription.parse and
+ * inspect, and omnirtp.sdp.rewrite's rewrite, in C, for the usual SDP.
  *
- * Written for omnirtp from model.py (_split_texts and the loop of parse),
- * whose results it must give object for object.  It only takes what it can
- * answer exactly and says "not mine" (None) for everything else; model.py
- * then runs its pure-Python pass, which gives the parts or the error text.
- * So no error text lives here.
+ * Written for omnirtp from model.py and rewrite.py, whose results each
+ * function must give object for object (or text for text).  Each only
+ * takes what it can answer exactly and says "not mine" (None) for
+ * everything else, before it changes anything; model.py or rewrite.py
+ * then does the work in Python and gives the parts, the text or the error
+ * text.  So no error text lives here.
  *
  * Python interface:
  *   setup(Line, directions)
- *       model.py's Line class (its seven slots are set here through their
- *       member descriptors, as ``object.__new__(Line)`` and seven attribute
- *       stores do) and the frozenset of direction attribute names.
+ *       model.py's Line class (its seven slots are set here at their
+ *       member descriptors' offsets, as ``object.__new__(Line)`` and seven
+ *       attribute stores do) and the frozenset of direction attribute names.
  *   split(data) -> (session_lines, sections, scans, eol), or None
  *       ``data`` an exact str whose every line ends in the same ending (all
  *       "\r\n", or all "\n" with no "\r" anywhere; the last line may lack
  *       it), every non-empty line "<ASCII letter>=<value>".  What parse's
- *       loop makes of it: the session's Line list, one list per m= line
- *       (starting with it), one (index, direction, specials) per part, and
- *       the ending; a last line without the ending has eol "".  None
+ *       line pass makes of it: the session's Line list, one list per m=
+ *       line (starting with it), one (index, direction, specials) per part,
+ *       and the ending; a last line without the ending has eol "".  None
  *       otherwise (other endings, a malformed line, a line whose first
  *       character is not an ASCII letter, setup not called).
+ *   setup_parts(...), parts(data) -> (session, media), or None
+ *       The whole of parse but making the SessionDescription (see parts).
+ *   setup_inspect(...), inspect(sd) -> [MediaInfo], or None
+ *       model.py's inspect (see inspect).
+ *   setup_rewrite(...), rewrite(sd, plan) -> str, or None
+ *       rewrite.py's rewrite for the usual plan (see rewrite).
  */
 
 #define PY_SSIZE_T_CLEAN

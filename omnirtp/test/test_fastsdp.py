@@ -1,6 +1,7 @@
 """omnirtp.sdp._fastsdp: the SDP parse's line pass in C gives what model.py's gives."""
 
 import copy
+import gc
 import os
 import sys
 
@@ -102,6 +103,9 @@ EDGES = ("", "\r\n", "\n", "\r", "\r\n\r\n", "v", "v=", "v=0", "v=0\r\n", "v=0\n
 def _assert_no_leak(test, once, objects):
     """``once()`` run over and over leaves no allocated block behind, nor
     a reference to any of ``objects``."""
+    # (garbage of earlier tests collected first: freed during the runs,
+    # it would move the counts)
+    gc.collect()
     counts = [sys.getrefcount(o) for o in objects]
     for _ in range(3):
         once()
@@ -162,6 +166,9 @@ class FastMatchesPythonTests(SynchronousTestCase):
         self.assertIs(model._fast_parts, _fastsdp.parts)
         self.assertIs(model._fast_inspect, _fastsdp.inspect)
         self.parts_taken = self.inspect_taken = self.inspect_left = 0
+        # (the many descriptions made here are not left for a later
+        # test's collection)
+        self.addCleanup(gc.collect)
 
     def assertSamePass(self, data):
         fast = model._fast_split(data)
@@ -526,6 +533,7 @@ class FastRewriteTests(SynchronousTestCase):
         from omnirtp.sdp import _fastsdp
         self.assertIs(rewrite_module._fast_rewrite, _fastsdp.rewrite)
         self.taken = self.left = 0
+        self.addCleanup(gc.collect)  # (the stacks' cycles, not a later test's)
 
     def compare(self, sd, plan):
         fast = rewrite_module._fast_rewrite(sd, plan)
