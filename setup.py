@@ -15,9 +15,9 @@ omnirtp.media._fastrelay (MediaPoller's epoll wait and inline relay of
 plain streams, see omnirtp/media/relay.py) needs nothing but Python's
 headers and Linux's epoll; optional: without it relay.py does that work.
 
-omnirtp.sdp._fastsdp (the line pass of the SDP parse, see
-omnirtp/sdp/model.py) needs nothing but Python's headers; optional:
-without it model.py does that work.
+omnirtp.sdp._fastsdp (the SDP parse, inspect and rewrite for the usual
+SDP, see omnirtp/sdp/model.py and rewrite.py) needs nothing but Python's
+headers; optional: without it model.py and rewrite.py do that work.
 
 omnirtp.control._fasttree (the statistics tree of one call in the
 query/delete reply, see omnirtp/control/commands.py) needs nothing but

@@ -540,9 +540,15 @@ class SessionDescription:
             data = bytes(data).decode("utf-8", "surrogateescape")
         elif not isinstance(data, str):
             raise TypeError("SDP must be str or bytes, not %s" % (type(data).__name__,))
-        # the session's lines, one list per m= line and what follows it,
-        # each part's scan (by the C extension when it is built and takes
-        # the text, else _line_pass)
+        # the whole of it by the C extension (when it is built and takes
+        # the text: _fastsdp.parts), else: the session's lines, one list
+        # per m= line and what follows it, each part's scan (by the C
+        # extension's line pass when it takes the text, else _line_pass),
+        # and the parts from them here
+        if _fast_parts is not None:
+            parts = _fast_parts(data)
+            if parts is not None:
+                return cls(*parts)
         passed = _fast_split(data) if _fast_split is not None else None
         if passed is None:
             passed = _line_pass(data)
@@ -643,7 +649,19 @@ def inspect(sd):
 
     Raises :class:`SDPIncomplete` when a media section that is not rejected
     has no c= line and the session has none either.
+    (``omnirtp.sdp._fastsdp.inspect`` answers for a description parse
+    made, when it is built; it leaves the rest and every error to
+    :func:`_inspect`.)
     """
+    if _fast_inspect is not None:
+        infos = _fast_inspect(sd)
+        if infos is not None:
+            return infos
+    return _inspect(sd)
+
+
+def _inspect(sd):
+    """:func:`inspect` in Python."""
     infos = []
     session = sd.session
     session_conn = session.connection
@@ -709,7 +727,13 @@ try:
     from omnirtp.sdp import _fastsdp
 except ImportError:  # not built: _line_pass does all the work
     _fastsdp = None
-    _fast_split = None
+    _fast_split = _fast_parts = _fast_inspect = None
 else:
     _fastsdp.setup(Line, _DIRECTION_SET)
+    _fastsdp.setup_parts(Session, MediaSection, _CONNECTIONS, parse_connection, parse_rtcp,
+                         SDPError)
+    _fastsdp.setup_inspect(SessionDescription, Session, MediaSection, Connection, Rtcp,
+                           MediaInfo, ICE_ATTRIBUTES, _PAYLOAD_TYPES, _payload_types)
     _fast_split = _fastsdp.split
+    _fast_parts = _fastsdp.parts
+    _fast_inspect = _fastsdp.inspect

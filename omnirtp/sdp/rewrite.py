@@ -210,6 +210,15 @@ _RTPMAP_LINES = {}
 _RTPMAP_LINES_MAX = 1024
 
 
+def _rtpmap_line(pt, codec):
+    """The a=rtpmap line _codec_lines makes for format ``pt`` from its
+    :class:`Codec` (one with an encoding)."""
+    spec = "%s/%d" % (codec.encoding, codec.clock_rate)
+    if codec.channels:
+        spec += "/" + codec.channels
+    return "a=rtpmap:%s %s" % (pt, spec)
+
+
 def _codec_lines(by_pt, pts, codecs, rtpmaps):
     """The a=rtpmap, a=fmtp and a=rtcp-fb lines of the formats ``pts``
     (str) in that order, from ``by_pt`` (``(name, pt)`` -> the input's
@@ -227,10 +236,7 @@ def _codec_lines(by_pt, pts, codecs, rtpmaps):
                 key = (pt, codec.encoding, codec.clock_rate, codec.channels)
                 text = _RTPMAP_LINES.get(key)
                 if text is None:
-                    spec = "%s/%d" % (codec.encoding, codec.clock_rate)
-                    if codec.channels:
-                        spec += "/" + codec.channels
-                    text = "a=rtpmap:%s %s" % (pt, spec)
+                    text = _rtpmap_line(pt, codec)
                     if len(_RTPMAP_LINES) < _RTPMAP_LINES_MAX:
                         _RTPMAP_LINES[key] = text
                 out.append(text)
@@ -364,7 +370,21 @@ def _media_lines(sd, media, mplan, plan):
 
 
 def rewrite(sd, plan):
-    """Return the SDP text (CRLF line endings) for ``sd`` rewritten by ``plan``."""
+    """Return the SDP text (CRLF line endings) for ``sd`` rewritten by ``plan``.
+
+    ``omnirtp.sdp._fastsdp.rewrite`` writes the usual plans (when it is
+    built); it gives None for the rest (a rejected section, codec
+    filtering, planned formats, values of other types), and for any
+    error: :func:`_rewrite` writes those and says the error."""
+    if _fast_rewrite is not None:
+        out = _fast_rewrite(sd, plan)
+        if out is not None:
+            return out
+    return _rewrite(sd, plan)
+
+
+def _rewrite(sd, plan):
+    """:func:`rewrite` in Python."""
     if len(plan.media) != len(sd.media):
         raise ValueError("plan has %d media plans for %d m= lines"
                          % (len(plan.media), len(sd.media)))
@@ -372,3 +392,22 @@ def rewrite(sd, plan):
     for media, mplan in zip(sd.media, plan.media):
         lines.extend(_media_lines(sd, media, mplan, plan))
     return CRLF.join(lines) + CRLF if lines else ""
+
+
+try:
+    from omnirtp.sdp import _fastsdp
+except ImportError:  # not built: _rewrite does all the work
+    _fast_rewrite = None
+else:
+    from omnirtp.sdp.codecs import STATIC_PAYLOAD_TYPES, Codec
+    from omnirtp.sdp.model import Connection, Line, MediaSection, Session, SessionDescription
+
+    _fastsdp.setup_rewrite(
+        Line, SessionDescription, Session, MediaSection, Connection, SessionPlan, MediaPlan,
+        IcePlan, CodecOps, SESSION_DROPPED | {LOOP_PROTECT_ATTRIBUTE}, ICE_ATTRIBUTES,
+        _MEDIA_OWNED,
+        # the a=rtpmap line of each static payload type (its format as
+        # str(int)), for a format the input gave none
+        {str(pt): _rtpmap_line(str(pt), Codec(str(pt), *spec))
+         for pt, spec in STATIC_PAYLOAD_TYPES.items()})
+    _fast_rewrite = _fastsdp.rewrite
