@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 
 from omnirtp import errors, sync
 from omnirtp.control import bencode
+from omnirtp.logging import hold, release
 
 MAX_UDP_PAYLOAD = 65507
 """Largest UDP datagram (IPv4) a reply may be."""
@@ -345,6 +346,17 @@ class NGProtocol(DatagramProtocol):
         if self.access is not None and not self.access.admit(addr[0], "ng"):
             self.stats[STATS_DENIED] += 1
             return
+        # the request's log lines are written as they come and reach the
+        # log file (one flush) once its reply has gone out: the client
+        # waits for the reply, not for the log; a command answered later
+        # (media workers) flushes the rest of its lines as they come
+        hold()
+        try:
+            self._received(data, addr)
+        finally:
+            release()
+
+    def _received(self, data, addr):
         space = data.find(b" ")
         if space <= 0:
             self.log.debug(
@@ -467,10 +479,12 @@ class NGProtocol(DatagramProtocol):
 
     def _finish_now(self, cookie, addr, reply, encoding):
         """:meth:`_finish` of a request answered before its pending entry
-        was put (``addr``: the one waiting)."""
+        was put (``addr``: the one waiting).  The reply goes out before it
+        is cached: nothing reads the cache before this datagram's
+        ``datagramReceived`` returns, and the client need not wait."""
         datagram = self._encode(cookie, reply, encoding)
-        self._cache_put(cookie, datagram, after_pending=True)
         self._send(datagram, addr)
+        self._cache_put(cookie, datagram, after_pending=True)
 
     def _encode(self, cookie, reply, encoding):
         try:
