@@ -507,12 +507,11 @@ def hold():
 
 def release():
     """End a :func:`hold`; the outermost one writes what was kept."""
-    global _holding
+    global _holding, _unflushed
     _holding -= 1
     if _holding or not _unflushed:
         return
-    observers = _unflushed[:]
-    del _unflushed[:]
+    observers, _unflushed = _unflushed, []
     for observer in observers:
         observer.write_held()
 
@@ -554,7 +553,8 @@ class TextFile:
 
     def write_held(self):
         """Write and flush the lines kept while held (:func:`release`)."""
-        text = "".join(self.held)
+        held = self.held
+        text = held[0] if len(held) == 1 else "".join(held)
         self.held = None
         try:
             out = self.out
