@@ -11,7 +11,11 @@ timer: the SDP parse (``SessionDescription.parse``), the SDP rewrite
 (``rewrite.rewrite``), ``Flags.from_request`` and the delete's statistics
 tree (``Dispatcher.call_tree``).  Prints each one's time per cycle (all its
 calls in a cycle; the wrapper's own cost, about 0.3 us a call, included)
-and the cycle's CPU time, the median of ``--repeat`` runs.  The pieces are
+and the cycle's CPU time, the median of ``--repeat`` runs.  Also how the
+three ``NGProtocol.datagramReceived`` calls of a cycle divide between the
+time until the reply is handed to the transport (``until reply``: what a
+client waits for, the socket I/O aside) and the time after it (``after
+reply``: the cache entry, the log lines' write, freeing the request).  The pieces are
 what a C fast path could take (docs/performance.md, "Tenth pass"); the
 figures are wall time on a shared box: compare checkouts in the same run.
 """
@@ -27,7 +31,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PIECES = ("parse", "rewrite", "from_request", "call_tree")
+PIECES = ("parse", "rewrite", "from_request", "call_tree", "until reply", "after reply")
 
 
 def _module(name, path):
@@ -63,6 +67,24 @@ def child(root, cycles, call):
     flags.Flags.from_request = classmethod(timed(flags.Flags.from_request.__func__,
                                                  "from_request"))
     commands.Dispatcher.call_tree = timed(commands.Dispatcher.call_tree, "call_tree")
+    ng = importlib.import_module("omnirtp.control.ng")
+    received, send = ng.NGProtocol.datagramReceived, ng.NGProtocol._send
+    marks_now = {}
+
+    def datagram(self, data, addr):
+        started = marks_now["start"] = clock()
+        marks_now["sent"] = None
+        received(self, data, addr)
+        ended = clock()
+        sent = marks_now["sent"] or ended
+        spent["until reply"] += sent - started
+        spent["after reply"] += ended - sent
+
+    def sending(self, datagram, addr):
+        send(self, datagram, addr)
+        marks_now["sent"] = clock()
+    ng.NGProtocol.datagramReceived = datagram
+    ng.NGProtocol._send = sending
     # (the warm-up's calls are timed too: counted from the measured run's start)
     marks = {}
 

@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from omnirtp import errors, sync
 from omnirtp.control import bencode
 from omnirtp.logging import hold, release
+from omnirtp.sync import replied, replying
 
 MAX_UDP_PAYLOAD = 65507
 """Largest UDP datagram (IPv4) a reply may be."""
@@ -346,11 +347,13 @@ class NGProtocol(DatagramProtocol):
         if self.access is not None and not self.access.admit(addr[0], "ng"):
             self.stats[STATS_DENIED] += 1
             return
-        # the request's log lines are written as they come and reach the
-        # log file (one flush) once its reply has gone out: the client
-        # waits for the reply, not for the log; a command answered later
-        # (media workers) flushes the rest of its lines as they come
+        # the request's log lines are made as they come and reach the log
+        # file (one write) once its reply has gone out, after any work put
+        # off until then (sync.after_reply): the client waits for the
+        # reply, not for them; a command answered later (media workers)
+        # writes the rest of its lines as they come
         hold()
+        outer = replying()
         try:
             space = data.find(b" ")
             if space <= 0:
@@ -417,7 +420,17 @@ class NGProtocol(DatagramProtocol):
             else:
                 self._finish_now(cookie, addr, result, encoding)
         finally:
+            work = replied(outer)
+            if work:
+                self._after_reply(work)
             release()
+
+    def _after_reply(self, work):
+        for function, args in work:
+            try:
+                function(*args)
+            except Exception:
+                self.log.failure("work after an ng reply failed")
 
     def _warn_undecodable(self, addr, error):
         """One warning per :data:`WARN_INTERVAL` seconds at most, with the

@@ -586,7 +586,8 @@ class LogAfterReplyTests(SynchronousTestCase):
         self.out = Recording(self.log)
         publisher = LogPublisher(textFileLogObserver(self.out))
         olog.install(olog.LogLevels(6), publisher=publisher)
-        logger = Logger(namespace="omnirtp.control.commands.Dispatcher", observer=publisher)
+        self.logger = logger = Logger(namespace="omnirtp.control.commands.Dispatcher",
+                                      observer=publisher)
         self.pending = defer.Deferred()
 
         def dispatch(request, addr):
@@ -621,6 +622,39 @@ class LogAfterReplyTests(SynchronousTestCase):
         self.assertEqual([s[0] for s in self.log], ["write", "flush"])  # its line
         self.pending.callback({"result": "ok"})
         self.assertEqual([s[0] for s in self.log], ["write", "flush", "send"])
+
+    def test_workAfterReply(self):
+        """sync.after_reply's work runs after the reply is sent and before
+        the lines are written (its own lines with them, in order); work
+        that raises is logged and the rest still runs."""
+        from omnirtp import sync
+        done = []
+
+        def freeing(name):
+            self.log.append(("work", name))
+            self.logger.info("freed {name}", name=name)
+
+        def broken():
+            raise ValueError("x")
+
+        def dispatch(request, addr):
+            self.logger.info("Received command '{command}'", command=request["command"])
+            sync.after_reply(freeing, "a")
+            sync.after_reply(broken)
+            sync.after_reply(freeing, "b")
+            return {"result": "ok"}
+        self.proto.dispatch = dispatch
+        self.proto.datagramReceived(b"c1 d7:command6:deletee", ADDR)
+        self.assertEqual([s[0] for s in self.log], ["send", "work", "work", "write", "flush"])
+        self.assertEqual([s[1] for s in self.log if s[0] == "work"], ["a", "b"])
+        lines = self.out.getvalue().splitlines()
+        self.assertEqual([line.split("] ", 1)[1] for line in lines],
+                         ["Received command 'delete'", "freed a", "freed b"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        # outside a datagram: at once
+        sync.after_reply(done.append, 1)
+        self.assertEqual(done, [1])
+        self.assertIsNone(sync._after_reply)
 
     def test_raisingDispatchReleases(self):
         """A dispatch that raises: the error reply, its lines, nothing held."""
