@@ -614,10 +614,8 @@ flags_fields(PyObject *request)
         }
     }
     return fields;
-not_mine:
-    Py_DECREF(fields);
-    return NULL;
-failed:
+not_mine:  /* (no exception set) */
+failed:    /* (an exception set) */
     Py_DECREF(fields);
     return NULL;
 }
