@@ -2,13 +2,12 @@
 for the usual request in C give what flags.py's Python gives, or leave the
 request to it."""
 
-import sys
-
 from twisted.trial.unittest import SynchronousTestCase
 
 from omnirtp.control import flags
 from omnirtp.control.flags import Flags
 from omnirtp.test import corpus
+from omnirtp.test.test_fasttree import _same, assert_no_leak
 
 _fast = flags._fast_fields
 
@@ -21,31 +20,6 @@ def _python(request):
         return Flags.from_request(request)
     finally:
         flags._fast_fields = saved
-
-
-def _same(a, b, where):
-    """Raise AssertionError unless ``a`` and ``b`` are the same value object
-    for object: the same types, equal values, dict keys and set members in
-    the same order."""
-    if type(a) is not type(b):
-        raise AssertionError("%s: %r is not %r" % (where, type(a), type(b)))
-    if isinstance(a, dict):
-        if list(a) != list(b):
-            raise AssertionError("%s: keys %r, not %r" % (where, list(a), list(b)))
-        for key in a:
-            _same(a[key], b[key], "%s[%r]" % (where, key))
-    elif isinstance(a, (set, frozenset)):
-        if a != b or list(a) != list(b):
-            raise AssertionError("%s: %r, not %r" % (where, a, b))
-        for x, y in zip(a, b):
-            _same(x, y, where + " member")
-    elif isinstance(a, (list, tuple)):
-        if len(a) != len(b):
-            raise AssertionError("%s: %r, not %r" % (where, a, b))
-        for i, (x, y) in enumerate(zip(a, b)):
-            _same(x, y, "%s[%d]" % (where, i))
-    elif a != b:
-        raise AssertionError("%s: %r, not %r" % (where, a, b))
 
 
 #: values put in place of a key's own: the usual shapes and every odd one
@@ -185,19 +159,11 @@ class FastFlagsTests(SynchronousTestCase):
         requests = []
         for request in self.requests()[:40]:
             requests.extend(list(_variants(request))[:60])
-        objects = [flags._DEFAULTS, flags._FAST_KINDS] + requests
-        counts = [sys.getrefcount(o) for o in objects]
 
-        def run(times):
-            for _ in range(times):
-                for request in requests:
-                    _fast(request)
-        run(5)
-        before = sys.getallocatedblocks()
-        run(50)
-        after = sys.getallocatedblocks()
-        self.assertLess(after - before, 50)
-        self.assertEqual([sys.getrefcount(o) for o in objects], counts)
+        def once():
+            for request in requests:
+                _fast(request)
+        assert_no_leak(self, [flags._DEFAULTS, flags._FAST_KINDS] + requests, once, 5, 50)
 
     def test_setupChecked(self):
         from omnirtp.control import _fastbencode

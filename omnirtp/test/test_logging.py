@@ -571,35 +571,28 @@ class CheapTextTests(SynchronousTestCase):
             line for line in plain.getvalue().splitlines(True) if "#debug]" not in line))
 
 
-class Recording(io.StringIO):
-    """A text file that records its writes and flushes, in order (``log``:
+class _Records:
+    """A file that records its writes and flushes, in order (``log``:
     another record to put them in, beside a transport's sends)."""
 
     def __init__(self, log=None):
-        io.StringIO.__init__(self)
+        super().__init__()
         self.log = [] if log is None else log
-
-    def write(self, text):
-        self.log.append(("write", text))
-        return io.StringIO.write(self, text)
-
-    def flush(self):
-        self.log.append(("flush",))
-
-
-class BytesRecording(io.BytesIO):
-    """A binary file (twisted's observer writes UTF-8 to it), recorded."""
-
-    def __init__(self):
-        io.BytesIO.__init__(self)
-        self.log = []
 
     def write(self, data):
         self.log.append(("write", data))
-        return io.BytesIO.write(self, data)
+        return super().write(data)
 
     def flush(self):
         self.log.append(("flush",))
+
+
+class Recording(_Records, io.StringIO):
+    """A text file, recorded."""
+
+
+class BytesRecording(_Records, io.BytesIO):
+    """A binary file (twisted's observer writes UTF-8 to it), recorded."""
 
 
 class BrokenFile(io.StringIO):
