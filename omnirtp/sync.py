@@ -34,7 +34,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 __all__ = ["steps", "run", "as_deferred", "then", "is_deferred", "fired_with_value", "Later",
-           "listen", "on", "after_reply", "replying", "replied"]
+           "listen", "on", "after_reply"]
 
 _Deferred = defer.Deferred
 #: types that are never Deferreds: ``isinstance(x, Deferred)`` is an ABC
@@ -369,9 +369,14 @@ def then(result, fn, *args):
 
 # -- work a client does not wait for --------------------------------------------
 
-#: the work waiting for the reply to the ng request being handled
-#: (:func:`after_reply`), or None while no ng datagram is being handled
-_after_reply = None
+#: the work waiting for the reply to the ng request being handled, as
+#: ``(function, args)`` pairs (:func:`after_reply`), or None while no ng
+#: datagram is being handled.  ``NGProtocol.datagramReceived`` sets it to
+#: a new list as it starts on a datagram (keeping what was there), runs
+#: what it holds once the reply has been sent, and puts back what was there
+#: (no function call either way: it costs a few attribute accesses per
+#: request)
+after_reply_work = None
 
 
 def after_reply(function, *args):
@@ -389,24 +394,8 @@ def after_reply(function, *args):
     its own errors (an exception it lets out there is logged, not raised).
     Work put off by a request answered later (media workers) runs when its
     ``datagramReceived`` returns, before that reply."""
-    queue = _after_reply
+    queue = after_reply_work
     if queue is None:
         function(*args)
     else:
         queue.append((function, args))
-
-
-def replying():
-    """Collect :func:`after_reply`'s work from now on (``NGProtocol``, as
-    it starts on a datagram); give what it returns to :func:`replied`."""
-    global _after_reply
-    outer, _after_reply = _after_reply, []
-    return outer
-
-
-def replied(outer):
-    """Stop collecting (back to ``outer``); the ``(function, args)`` pairs
-    collected since :func:`replying`, in order, for the caller to run."""
-    global _after_reply
-    work, _after_reply = _after_reply, outer
-    return work

@@ -30,7 +30,6 @@ from twisted.python.failure import Failure
 from omnirtp import errors, sync
 from omnirtp.control import bencode
 from omnirtp.logging import hold, release
-from omnirtp.sync import replied, replying
 
 MAX_UDP_PAYLOAD = 65507
 """Largest UDP datagram (IPv4) a reply may be."""
@@ -353,7 +352,9 @@ class NGProtocol(DatagramProtocol):
         # reply, not for them; a command answered later (media workers)
         # writes the rest of its lines as they come
         hold()
-        outer = replying()
+        # (sync.after_reply's list for this datagram, what was there kept)
+        outer = sync.after_reply_work
+        work = sync.after_reply_work = []
         try:
             space = data.find(b" ")
             if space <= 0:
@@ -420,7 +421,7 @@ class NGProtocol(DatagramProtocol):
             else:
                 self._finish_now(cookie, addr, result, encoding)
         finally:
-            work = replied(outer)
+            sync.after_reply_work = outer
             if work:
                 self._after_reply(work)
             release()

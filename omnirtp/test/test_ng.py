@@ -654,7 +654,7 @@ class LogAfterReplyTests(SynchronousTestCase):
         # outside a datagram: at once
         sync.after_reply(done.append, 1)
         self.assertEqual(done, [1])
-        self.assertIsNone(sync._after_reply)
+        self.assertIsNone(sync.after_reply_work)
 
     def test_raisingDispatchReleases(self):
         """A dispatch that raises: the error reply, its lines, nothing held."""

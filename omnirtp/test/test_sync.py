@@ -402,33 +402,19 @@ class WorkerAnswerTests(SynchronousTestCase):
 
 class AfterReplyTests(SynchronousTestCase):
     """sync.after_reply: at once, unless an ng datagram is being handled
-    (replying ... replied), whose caller runs the work collected."""
+    (``after_reply_work`` a list), whose handler runs the work put there."""
 
     def test_atOnce(self):
         done = []
+        self.assertIsNone(sync.after_reply_work)
         sync.after_reply(done.append, 1)
         self.assertEqual(done, [1])
 
     def test_collected(self):
         done = []
-        outer = sync.replying()
-        self.assertIsNone(outer)
+        self.addCleanup(setattr, sync, "after_reply_work", None)
+        work = sync.after_reply_work = []
         sync.after_reply(done.append, 1)
         sync.after_reply(done.extend, (2, 3))
         self.assertEqual(done, [])
-        work = sync.replied(outer)
         self.assertEqual(work, [(done.append, (1,)), (done.extend, ((2, 3),))])
-        self.assertIsNone(sync._after_reply)
-        sync.after_reply(done.append, 4)
-        self.assertEqual(done, [4])
-
-    def test_nested(self):
-        """A datagram handled inside another's handling (not the reactor's
-        way, but possible in tests): each collects its own."""
-        outer = sync.replying()
-        sync.after_reply(print, "outer")
-        inner = sync.replying()
-        sync.after_reply(print, "inner")
-        self.assertEqual(sync.replied(inner), [(print, ("inner",))])
-        self.assertEqual(sync.replied(outer), [(print, ("outer",))])
-        self.assertIsNone(sync._after_reply)
