@@ -351,51 +351,25 @@ _MAYBE = PredicateResult.maybe
 
 
 _parser = string.Formatter()
-#: log_format -> the names of its fields when it has only ``{name}``
-#: fields (with a conversion r/s/a and a spec), which ``str.format_map``
-#: renders as twisted does; False for a format that only twisted's
-#: formatter renders (fields with attributes, indexes, calls "()", nested
-#: specs)
+#: log_format -> True when it has only ``{name}`` fields (with a
+#: conversion r/s/a and a spec), which ``str.format_map`` renders as
+#: twisted does; False for a format that only twisted's formatter renders
+#: (fields with attributes, indexes, calls "()", nested specs)
 _simple_cache = {}
 _SIMPLE_CACHE_MAX = 1024
 _CONVERSIONS = frozenset("rsa")
 
 
 def _simple(fmt):
-    names = []
     try:
         for _literal, name, spec, conversion in _parser.parse(fmt):
             if name is not None:
                 if not name.isidentifier() or (spec and "{" in spec) or \
                         (conversion is not None and conversion not in _CONVERSIONS):
                     return False
-                names.append(name)
-        return tuple(names)
+        return True
     except ValueError:
         return False
-
-
-#: the types of values whose text cannot change after an event is made
-_IMMUTABLE = frozenset((str, int, float, bool, type(None), bytes))
-
-
-def _later(event):
-    """True when the event's line may be made at :func:`release` and come
-    out as it would now: its format has only ``{name}`` fields (known
-    already), each naming a value that cannot change (str, int, float,
-    bool, None, bytes), as is its ``call_id``, and nothing else the line is
-    made of (``log_system``, a failure, flattened values) is in it."""
-    fmt = event.get("log_format")
-    names = _simple_cache.get(fmt, False) if fmt.__class__ is str else False
-    if names is False or "log_failure" in event or "log_system" in event \
-            or "log_flattened" in event:
-        return False
-    get = event.get
-    immutable = _IMMUTABLE
-    for name in names:
-        if get(name).__class__ not in immutable:
-            return False
-    return get("call_id").__class__ in immutable
 
 
 def event_text(event):
@@ -411,7 +385,7 @@ def event_text(event):
         if len(_simple_cache) >= _SIMPLE_CACHE_MAX:
             _simple_cache.clear()
         simple = _simple_cache[fmt] = _simple(fmt)
-    if simple is False:
+    if not simple:
         return formatEvent(event)
     # only {name} fields (with a conversion and a spec): str.format_map
     # gives each format(conversion(event[name]), spec), as twisted does
@@ -475,8 +449,7 @@ class ClassicText:
         # (event_text's usual path, inline: a format of {name} fields)
         fmt = event.get("log_format")
         text = None
-        if fmt.__class__ is str and _simple_cache.get(fmt, False) is not False \
-                and "log_flattened" not in event:
+        if fmt.__class__ is str and _simple_cache.get(fmt) and "log_flattened" not in event:
             try:
                 text = fmt.format_map(event)
             except Exception:
@@ -543,22 +516,6 @@ def release():
         observer.write_held()
 
 
-def _held_text(held, make):
-    """The text of the lines kept while held: each a line, or an event
-    whose line ``make`` makes now."""
-    if len(held) == 1:
-        item = held[0]
-        return item if item.__class__ is str else make(item)
-    texts = []
-    for item in held:
-        if item.__class__ is not str:
-            item = make(item)
-            if not item:
-                continue
-        texts.append(item)
-    return "".join(texts)
-
-
 @implementer(ILogObserver)
 class TextFile:
     """twistd's text observer (twisted's ``textFileLogObserver``: each
@@ -580,34 +537,25 @@ class TextFile:
         self.publisher = None
 
     def __call__(self, event):
-        if _holding:
-            # the event itself when its line will come out the same at
-            # release (made then, after the reply), else its line now
-            if _later(event):
-                item = event
-            else:
-                item = self.formatEvent(event)
-                if not item:
-                    return
-            held = self.held
-            if held is None:
-                self.held = [item]
-                _unflushed.append(self)
-            else:
-                held.append(item)
-            return
         text = self.formatEvent(event)
         if text:
+            if _holding:
+                held = self.held
+                if held is None:
+                    self.held = [text]
+                    _unflushed.append(self)
+                else:
+                    held.append(text)
+                return
             out = self.out
             out.write(text if self.encoding is None else text.encode(self.encoding))
             out.flush()
 
     def write_held(self):
         """Write and flush the lines kept while held (:func:`release`)."""
-        text = _held_text(self.held, self.formatEvent)
+        held = self.held
+        text = held[0] if len(held) == 1 else "".join(held)
         self.held = None
-        if not text:
-            return
         try:
             out = self.out
             out.write(text if self.encoding is None else text.encode(self.encoding))
@@ -690,26 +638,18 @@ class StreamObserver:
         self.held = None
 
     def __call__(self, event):
-        if _holding and _later(event):
-            line = event  # (its line made at release, the same then)
-        else:
-            line = self._line(event)
-            if line is None:
-                return
-            if not _holding:
-                self._write(line)
-                return
-        if self.held is None:
-            self.held = [line]
-            _unflushed.append(self)
-        else:
-            self.held.append(line)
-
-    def _line(self, event):
         try:
-            return format_event(event, self.timestamps) + "\n"
+            line = format_event(event, self.timestamps) + "\n"
         except (OSError, ValueError):
-            return None  # (as a failed write)
+            return  # (as a failed write)
+        if _holding:
+            if self.held is None:
+                self.held = [line]
+                _unflushed.append(self)
+            else:
+                self.held.append(line)
+            return
+        self._write(line)
 
     def _write(self, text):
         try:
@@ -720,10 +660,9 @@ class StreamObserver:
 
     def write_held(self):
         """Write the lines kept while held (:func:`release`)."""
-        text = _held_text(self.held, self._line)
+        text = "".join(self.held)
         self.held = None
-        if text:
-            self._write(text)
+        self._write(text)
 
 
 @implementer(ILogObserver)

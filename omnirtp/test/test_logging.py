@@ -656,51 +656,6 @@ class HoldTests(SynchronousTestCase):
         self.assertEqual([step[0] for step in out.log], ["write", "flush"])
         self.assertIn("caf\xe9".encode("utf-8"), out.getvalue())
 
-    def test_linesMadeAtRelease(self):
-        """While held, an event whose values cannot change (str, int, None
-        ...) under a format of {name} fields already seen is kept as it is
-        and its line made at release (after the reply); one with a value
-        that could change gets its line at once; the text is the same."""
-        out, reference = Recording(), io.StringIO()
-        self.twistd(out, reference)
-        text = self.publisher._observers[0].observer
-        made = []
-        real = text.formatEvent
-
-        def counting(event):
-            made.append(event["log_format"])
-            return real(event)
-        text.formatEvent = counting
-        keys = ["a"]
-        self.log.info("seen {n} {name}", n=0, name="x")  # (the format is known from now on)
-        del made[:]
-        olog.hold()
-        self.log.info("seen {n} {name}", n=1, name=None, call_id="c1")
-        self.log.info("ignored {keys}", keys=keys)
-        self.log.info("seen {n} {name}", n=2, name=[3])
-        self.assertEqual(made, ["ignored {keys}", "seen {n} {name}"])  # made at once
-        keys.append("b")
-        olog.release()
-        self.assertEqual(made, ["ignored {keys}", "seen {n} {name}", "seen {n} {name}"])
-        self.assertEqual(out.getvalue(), reference.getvalue())
-        self.assertIn("ignored ['a']\n", out.getvalue())
-        self.assertEqual([step[0] for step in out.log], ["write", "flush"] * 2)
-
-    def test_stderrLinesMadeAtRelease(self):
-        stream = Recording()
-        install(LogLevels(6), log_stderr=True, timestamps=False, stream=stream,
-                publisher=self.publisher)
-        keys = ["a"]
-        self.log.info("call {call_id} ended", call_id="c0")
-        olog.hold()
-        self.log.info("call {call_id} ended", call_id="c1")
-        self.log.info("keys {keys}", keys=keys, call_id=["x"])
-        keys.append("b")
-        olog.release()
-        self.assertEqual(stream.getvalue(), "INFO: [c0]: [control] call c0 ended\n"
-                         "INFO: [c1]: [control] call c1 ended\n"
-                         "INFO: [['x']]: [control] keys ['a']\n")
-
     def test_nested(self):
         """Only the outermost release writes."""
         out, reference = Recording(), io.StringIO()
