@@ -34,7 +34,7 @@ import time
 from zope.interface import implementer
 
 from twisted.logger import (
-    FilteringLogObserver, ILogFilterPredicate, ILogObserver, LogLevel,
+    FilteringLogObserver, ILogFilterPredicate, ILogObserver, LogLevel, LogPublisher,
     PredicateResult, eventAsText, formatEvent, formatEventAsClassicLogText,
     formatTime, globalLogPublisher, timeFormatRFC3339)
 from twisted.logger import Logger as _TwistedLogger
@@ -88,6 +88,8 @@ NAMESPACES = {
 
 
 _LEVELS = frozenset(LogLevel.iterconstants())
+#: twisted's report of an observer that raised (``LogPublisher``'s text)
+OBSERVER_DISABLED = "Temporarily disabling observer {observer} due to exception: {log_failure}"
 #: the class of twisted's levels (constantly's NamedConstant)
 _NamedLevel = type(LogLevel.info)
 _now = time.time
@@ -255,6 +257,10 @@ class LogLevels:
         #: call-ids whose events pass at debug level whatever the levels
         #: (the CLI's ``debug <call-id>``)
         self.debug_calls = set()
+        #: (namespace, level) -> PredicateResult.maybe when the usual event
+        #: of that key passes the levels, else its priority (cleared at
+        #: every change of the levels)
+        self._verdicts = {}
 
     @classmethod
     def from_config(cls, config, level=None):
@@ -293,6 +299,7 @@ class LogLevels:
         self._changed()
 
     def _changed(self):
+        self._verdicts = {}
         for watcher in list(self.watchers):
             watcher(self)
 
@@ -308,14 +315,28 @@ class LogLevels:
         if "log_priority" in event or "log_subsystem" in event:
             prio, sub = priority(event), subsystem(event)
         else:
-            # the usual event: both follow from its namespace and level
+            # the usual event: both follow from its namespace and level,
+            # and so does the verdict of the levels until they change
             key = (event.get("log_namespace"), event.get("log_level"))
-            known = _PRIORITY_SUBSYSTEM.get(key)
-            if known is None:
-                known = (priority(event), subsystem(event))
-                if len(_PRIORITY_SUBSYSTEM) < 1024:
-                    _PRIORITY_SUBSYSTEM[key] = known
-            prio, sub = known
+            verdict = self._verdicts.get(key)
+            if verdict is _MAYBE:
+                return verdict
+            if verdict is None:
+                known = _PRIORITY_SUBSYSTEM.get(key)
+                if known is None:
+                    known = (priority(event), subsystem(event))
+                    if len(_PRIORITY_SUBSYSTEM) < 1024:
+                        _PRIORITY_SUBSYSTEM[key] = known
+                prio, sub = known
+                verdict = _MAYBE if prio <= self.levels.get(sub, self.level) else prio
+                if len(self._verdicts) < 1024:
+                    self._verdicts[key] = verdict
+                if verdict is _MAYBE:
+                    return verdict
+            prio = verdict
+            if self.debug_calls and prio <= 7 and event.get("call_id") in self.debug_calls:
+                return PredicateResult.maybe
+            return PredicateResult.no
         if prio <= self.levels.get(sub, self.level):
             return PredicateResult.maybe
         if self.debug_calls and prio <= 7 and event.get("call_id") in self.debug_calls:
@@ -326,6 +347,7 @@ class LogLevels:
 #: (namespace, level) -> (priority, subsystem) of an event with neither
 #: log_priority nor log_subsystem
 _PRIORITY_SUBSYSTEM = {}
+_MAYBE = PredicateResult.maybe
 
 
 _parser = string.Formatter()
@@ -424,7 +446,16 @@ class ClassicText:
     def __call__(self, event):
         if "log_failure" in event:
             return formatEventAsClassicLogText(event, formatTime=self._time)
-        text = event_text(event)
+        # (event_text's usual path, inline: a format of {name} fields)
+        fmt = event.get("log_format")
+        text = None
+        if fmt.__class__ is str and _simple_cache.get(fmt) and "log_flattened" not in event:
+            try:
+                text = fmt.format_map(event)
+            except Exception:
+                pass  # (event_text says it as twisted does)
+        if text is None:
+            text = event_text(event)
         if not text:
             return None
         when = event.get("log_time")
@@ -453,6 +484,92 @@ class ClassicText:
         return line + "\n"
 
 
+#: how deep :func:`hold` is (0: every line is flushed as it is written)
+_holding = 0
+#: the observers that wrote lines since :func:`hold` and flush them at
+#: :func:`release`, in the order of their first line
+_unflushed = []
+
+
+def hold():
+    """Lines made from now on reach their file at :func:`release`.
+
+    :class:`TextFile` and :class:`StreamObserver` format each line when its
+    event comes, as before (the same text, in the same order), keep it,
+    and write and flush what they kept at the outermost :func:`release`,
+    instead of a write and a flush per line: ``NGProtocol.datagramReceived``
+    holds the lines of one ng request until its reply has been sent (one
+    ``write`` system call per request, after the reply).  Other observers
+    are not affected.  Every hold must be released (``try``/``finally``)."""
+    global _holding
+    _holding += 1
+
+
+def release():
+    """End a :func:`hold`; the outermost one writes what was kept."""
+    global _holding, _unflushed
+    _holding -= 1
+    if _holding or not _unflushed:
+        return
+    observers, _unflushed = _unflushed, []
+    for observer in observers:
+        observer.write_held()
+
+
+@implementer(ILogObserver)
+class TextFile:
+    """twistd's text observer (twisted's ``textFileLogObserver``: each
+    formatted line written to a file and flushed) with :class:`ClassicText`
+    as ``formatEvent``, whose lines :func:`hold` keeps until
+    :func:`release`.  :func:`install` puts one in place of twistd's, on the
+    same file (:func:`cheapen`)."""
+
+    def __init__(self, out, encoding, formatEvent):
+        self.out = out
+        #: None: the file takes str; else the encoding of the bytes written
+        self.encoding = encoding
+        self.formatEvent = formatEvent
+        #: the lines kept while held (None: none)
+        self.held = None
+        #: the publisher whose observers hear of a failed held write
+        #: (as twisted's tell them when an observer raises: "Temporarily
+        #: disabling observer"), set by install()
+        self.publisher = None
+
+    def __call__(self, event):
+        text = self.formatEvent(event)
+        if text:
+            if _holding:
+                held = self.held
+                if held is None:
+                    self.held = [text]
+                    _unflushed.append(self)
+                else:
+                    held.append(text)
+                return
+            out = self.out
+            out.write(text if self.encoding is None else text.encode(self.encoding))
+            out.flush()
+
+    def write_held(self):
+        """Write and flush the lines kept while held (:func:`release`)."""
+        held = self.held
+        text = held[0] if len(held) == 1 else "".join(held)
+        self.held = None
+        try:
+            out = self.out
+            out.write(text if self.encoding is None else text.encode(self.encoding))
+            out.flush()
+        except Exception:
+            # what the publisher does when an observer raises, for the
+            # write it would have seen fail
+            publisher = self.publisher or globalLogPublisher
+            mine = [o for o in _observers(publisher) if getattr(o, "observer", None) is self]
+            others = [o for o in _observers(publisher) if o not in mine]
+            _TwistedLogger(observer=LogPublisher(*others)).failure(
+                OBSERVER_DISABLED, observer=mine[0] if mine else self)
+
+
 def _twistd_time_format(observer):
     """The time format of an observer that twisted's
     ``textFileLogObserver`` made (twistd's ``--logfile``, stdout with
@@ -467,12 +584,22 @@ def _twistd_time_format(observer):
 
 
 def cheapen(observer):
-    """twistd's text observer formats its lines with :class:`ClassicText`
-    from now on (the same text); any other observer is left as it is."""
+    """twistd's text observer becomes a :class:`TextFile` on its file,
+    formatting with :class:`ClassicText` (the same text; flushed per line
+    unless :func:`hold` holds it); any other observer is left as it is.
+    (twisted's ``FileLogObserver`` keeps its file as ``_outFile`` and the
+    encoding as ``_encoding``, in 22.4 and 26.10; without them it keeps
+    its own write and flush, with the cheap formatter.)"""
     time_format = _twistd_time_format(observer)
-    if time_format is not False:
-        observer.formatEvent = ClassicText(time_format)
-    return observer
+    if time_format is False:
+        return observer
+    text = ClassicText(time_format)
+    out = getattr(observer, "_outFile", None)
+    encoding = getattr(observer, "_encoding", False)
+    if out is None or encoding is False:
+        observer.formatEvent = text
+        return observer
+    return TextFile(out, encoding, text)
 
 
 def format_event(event, timestamps=True):
@@ -501,18 +628,41 @@ def format_event(event, timestamps=True):
 
 @implementer(ILogObserver)
 class StreamObserver:
-    """rtpengine's stderr lines (``log-stderr``) on a text stream."""
+    """rtpengine's stderr lines (``log-stderr``) on a text stream; while
+    :func:`hold` holds, kept until :func:`release`."""
 
     def __init__(self, stream, timestamps=True):
         self.stream = stream
         self.timestamps = timestamps
+        #: the lines kept while held (None: none)
+        self.held = None
 
     def __call__(self, event):
         try:
-            self.stream.write(format_event(event, self.timestamps) + "\n")
+            line = format_event(event, self.timestamps) + "\n"
+        except (OSError, ValueError):
+            return  # (as a failed write)
+        if _holding:
+            if self.held is None:
+                self.held = [line]
+                _unflushed.append(self)
+            else:
+                self.held.append(line)
+            return
+        self._write(line)
+
+    def _write(self, text):
+        try:
+            self.stream.write(text)
             self.stream.flush()
         except (OSError, ValueError):
             pass  # a closed stderr must not take the daemon down
+
+    def write_held(self):
+        """Write the lines kept while held (:func:`release`)."""
+        text = "".join(self.held)
+        self.held = None
+        self._write(text)
 
 
 @implementer(ILogObserver)
@@ -592,6 +742,8 @@ def install(levels, log_stderr=False, facility=None, timestamps=True,
         current = [cheapen(_unwrap(obs)) for obs in current]
     added = []
     for obs in current:
+        if isinstance(obs, TextFile):
+            obs.publisher = publisher
         filtered = LevelFilter(obs, levels)
         publisher.addObserver(filtered)
         added.append(filtered)

@@ -34,7 +34,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 __all__ = ["steps", "run", "as_deferred", "then", "is_deferred", "fired_with_value", "Later",
-           "listen", "on"]
+           "listen", "on", "after_reply"]
 
 _Deferred = defer.Deferred
 #: types that are never Deferreds: ``isinstance(x, Deferred)`` is an ABC
@@ -365,3 +365,37 @@ def then(result, fn, *args):
     if is_deferred(result):
         return listen(result, fn, args)
     return fn(result, *args)
+
+
+# -- work a client does not wait for --------------------------------------------
+
+#: the work waiting for the reply to the ng request being handled, as
+#: ``(function, args)`` pairs (:func:`after_reply`), or None while no ng
+#: datagram is being handled.  ``NGProtocol.datagramReceived`` sets it to
+#: a new list as it starts on a datagram (keeping what was there), runs
+#: what it holds once the reply has been sent, and puts back what was there
+#: (no function call either way: it costs a few attribute accesses per
+#: request)
+after_reply_work = None
+
+
+def after_reply(function, *args):
+    """Call ``function(*args)`` once the reply to the ng request being
+    handled has been sent, or at once when no ng datagram is being handled
+    (a timer, the CLI, the HTTP side).
+
+    "Once sent" is still within the same ``NGProtocol.datagramReceived``
+    call, right after the reply's ``sendto`` (and before the request's log
+    lines are written): nothing else of the reactor (another datagram, a
+    timer, a media socket) runs in between, so work that frees what nobody
+    can look at before then (a deleted call's sockets and ports) can wait
+    there while the client gets its reply.  For work whose result the reply
+    does not need and whose failure it does not report: ``function`` logs
+    its own errors (an exception it lets out there is logged, not raised).
+    Work put off by a request answered later (media workers) runs when its
+    ``datagramReceived`` returns, before that reply."""
+    queue = after_reply_work
+    if queue is None:
+        function(*args)
+    else:
+        queue.append((function, args))

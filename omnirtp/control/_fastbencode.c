@@ -25,6 +25,28 @@
  *       no duplicate dictionary keys, every string (keys included)
  *       decoded as UTF-8 with surrogateescape.  None otherwise
  *       (bencode.NotFast: the general decoder gives the value or the error).
+ *
+ * And the first step after the decode, Flags.from_request's fields
+ * (omnirtp/control/flags.py, whose Python it must give object for object):
+ *   flags_setup(defaults, kinds, sets)
+ *       defaults: Flags' fields and their defaults, in field order (a dict,
+ *       copied per request); kinds: request key -> (kind, field) for the
+ *       keys taken here (flags.py's _FAST_KINDS: FK_* below); sets: the
+ *       fields that get a fresh set.
+ *   flags_fields(request) -> dict, or None
+ *       The Flags' __dict__ that from_request makes, for an exact dict
+ *       whose every key is one of ``kinds`` with a value of its usual
+ *       shape: an exact str for a str field; for a set field an exact list
+ *       of exact str words that as_list keeps whole (no ',', not empty, no
+ *       whitespace at either end) and, where the field's words are made
+ *       canonical, that canonical() leaves alone (ASCII 0x21-0x7e, no upper
+ *       case letter, so no whitespace either); for ``received from`` an
+ *       exact list of two exact str; for ``ICE`` an exact str that
+ *       canonical() and the '_' -> '-' leave alone; any value for an
+ *       ignored key.  None for anything else, before any effect (flags
+ *       words, codecs, directions, numbers, unknown keys: from_request's
+ *       Python does the request, and logs what it logs), and on any error
+ *       (flags_setup not called included).
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -395,7 +417,228 @@ fb_decode_text_prefix(PyObject *self, PyObject *data)
     return result;
 }
 
+/* ---- Flags.from_request's fields --------------------------------------- */
+
+enum { FK_STR = 0, FK_CANON_SET = 1, FK_PLAIN_SET = 2, FK_RECEIVED_FROM = 3,
+       FK_IGNORED = 4, FK_ICE = 5, FK_KINDS };
+
+static PyObject *fl_defaults = NULL;  /* dict: field -> default */
+static PyObject *fl_kinds = NULL;     /* dict: key -> (kind, field) */
+static PyObject *fl_sets = NULL;      /* tuple: the fields made fresh sets */
+static PyObject *fl_raw = NULL;       /* "raw" */
+static PyObject *fl_unknown = NULL;   /* "unknown" */
+
+/* 1: a word that canonical() gives back unchanged and as_list keeps whole:
+   ASCII 0x21-0x7e but ',' and upper case (and '_' when no_underscore) */
+static int
+canonical_word(PyObject *word, int no_underscore)
+{
+    Py_ssize_t i, n;
+    const Py_UCS1 *p;
+    if (PyUnicode_READY(word) < 0 || !PyUnicode_IS_ASCII(word))
+        return 0;
+    n = PyUnicode_GET_LENGTH(word);
+    if (n == 0)
+        return 0;
+    p = PyUnicode_1BYTE_DATA(word);
+    for (i = 0; i < n; i++) {
+        Py_UCS1 c = p[i];
+        if (c <= 0x20 || c >= 0x7f || c == ',' || (c >= 'A' && c <= 'Z')
+                || (no_underscore && c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+/* 1: a word as_list keeps whole and unchanged: no ',', not empty, no
+   whitespace (str.strip()'s) at either end */
+static int
+plain_word(PyObject *word)
+{
+    Py_ssize_t n;
+    if (PyUnicode_READY(word) < 0)
+        return 0;
+    n = PyUnicode_GET_LENGTH(word);
+    if (n == 0)
+        return 0;
+    if (Py_UNICODE_ISSPACE(PyUnicode_READ_CHAR(word, 0))
+            || Py_UNICODE_ISSPACE(PyUnicode_READ_CHAR(word, n - 1)))
+        return 0;
+    return PyUnicode_FindChar(word, ',', 0, n, 1) == -1;
+}
+
+/* add a list's words to a set field; 1 done, 0 not mine, -1 error */
+static int
+add_words(PyObject *fields, PyObject *field, PyObject *value, int canon)
+{
+    Py_ssize_t i, n;
+    PyObject *target;
+    if (!PyList_CheckExact(value))
+        return 0;
+    n = PyList_GET_SIZE(value);
+    for (i = 0; i < n; i++) {
+        PyObject *word = PyList_GET_ITEM(value, i);
+        if (!PyUnicode_CheckExact(word)
+                || !(canon ? canonical_word(word, 0) : plain_word(word)))
+            return 0;
+    }
+    target = PyDict_GetItemWithError(fields, field);  /* borrowed */
+    if (target == NULL || !PyAnySet_CheckExact(target))
+        return PyErr_Occurred() ? -1 : 0;
+    for (i = 0; i < n; i++) {
+        if (PySet_Add(target, PyList_GET_ITEM(value, i)) < 0)
+            return -1;
+    }
+    return 1;
+}
+
+static PyObject *
+fb_flags_setup(PyObject *self, PyObject *args)
+{
+    PyObject *defaults, *kinds, *sets, *key, *value;
+    Py_ssize_t pos = 0, i;
+    if (!PyArg_ParseTuple(args, "O!O!O!:flags_setup", &PyDict_Type, &defaults,
+                          &PyDict_Type, &kinds, &PyTuple_Type, &sets))
+        return NULL;
+    while (PyDict_Next(kinds, &pos, &key, &value)) {
+        long kind;
+        if (!PyTuple_CheckExact(value) || PyTuple_GET_SIZE(value) != 2
+                || !PyLong_CheckExact(PyTuple_GET_ITEM(value, 0))
+                || !PyUnicode_CheckExact(PyTuple_GET_ITEM(value, 1))) {
+            PyErr_SetString(PyExc_TypeError, "flags_setup: kinds maps keys to (int, str)");
+            return NULL;
+        }
+        kind = PyLong_AsLong(PyTuple_GET_ITEM(value, 0));
+        if (kind < 0 || kind >= FK_KINDS) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "flags_setup: unknown kind");
+            return NULL;
+        }
+    }
+    for (i = 0; i < PyTuple_GET_SIZE(sets); i++) {
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(sets, i))) {
+            PyErr_SetString(PyExc_TypeError, "flags_setup: sets holds field names");
+            return NULL;
+        }
+    }
+    if (fl_raw == NULL) {
+        fl_raw = PyUnicode_InternFromString("raw");
+        fl_unknown = PyUnicode_InternFromString("unknown");
+        if (fl_raw == NULL || fl_unknown == NULL)
+            return NULL;
+    }
+    Py_INCREF(defaults);
+    Py_XSETREF(fl_defaults, defaults);
+    Py_INCREF(kinds);
+    Py_XSETREF(fl_kinds, kinds);
+    Py_INCREF(sets);
+    Py_XSETREF(fl_sets, sets);
+    Py_RETURN_NONE;
+}
+
+/* the fields, or NULL: not mine (no exception) or an error (exception) */
+static PyObject *
+flags_fields(PyObject *request)
+{
+    PyObject *fields, *key, *value, *item;
+    Py_ssize_t pos = 0, i;
+    fields = PyDict_Copy(fl_defaults);
+    if (fields == NULL)
+        return NULL;
+    for (i = 0; i < PyTuple_GET_SIZE(fl_sets); i++) {
+        PyObject *fresh = PySet_New(NULL);
+        if (fresh == NULL || PyDict_SetItem(fields, PyTuple_GET_ITEM(fl_sets, i), fresh) < 0) {
+            Py_XDECREF(fresh);
+            goto failed;
+        }
+        Py_DECREF(fresh);
+    }
+    if (PyDict_SetItem(fields, fl_raw, request) < 0)
+        goto failed;
+    item = PyList_New(0);
+    if (item == NULL || PyDict_SetItem(fields, fl_unknown, item) < 0) {
+        Py_XDECREF(item);
+        goto failed;
+    }
+    Py_DECREF(item);
+    while (PyDict_Next(request, &pos, &key, &value)) {
+        PyObject *spec, *field;
+        int done;
+        if (!PyUnicode_CheckExact(key))
+            goto not_mine;
+        spec = PyDict_GetItemWithError(fl_kinds, key);  /* borrowed */
+        if (spec == NULL) {
+            if (PyErr_Occurred())
+                goto failed;
+            goto not_mine;  /* a key only the Python knows (or nobody) */
+        }
+        field = PyTuple_GET_ITEM(spec, 1);
+        switch (PyLong_AsLong(PyTuple_GET_ITEM(spec, 0))) {
+        case FK_STR:
+            if (!PyUnicode_CheckExact(value))
+                goto not_mine;
+            if (PyDict_SetItem(fields, field, value) < 0)
+                goto failed;
+            break;
+        case FK_CANON_SET:
+        case FK_PLAIN_SET:
+            done = add_words(fields, field, value,
+                             PyLong_AsLong(PyTuple_GET_ITEM(spec, 0)) == FK_CANON_SET);
+            if (done < 0)
+                goto failed;
+            if (done == 0)
+                goto not_mine;
+            break;
+        case FK_RECEIVED_FROM:
+            if (!PyList_CheckExact(value) || PyList_GET_SIZE(value) != 2
+                    || !PyUnicode_CheckExact(PyList_GET_ITEM(value, 0))
+                    || !PyUnicode_CheckExact(PyList_GET_ITEM(value, 1)))
+                goto not_mine;
+            item = PyTuple_Pack(2, PyList_GET_ITEM(value, 0), PyList_GET_ITEM(value, 1));
+            if (item == NULL || PyDict_SetItem(fields, field, item) < 0) {
+                Py_XDECREF(item);
+                goto failed;
+            }
+            Py_DECREF(item);
+            break;
+        case FK_IGNORED:
+            break;
+        case FK_ICE:
+            if (!PyUnicode_CheckExact(value) || !canonical_word(value, 1))
+                goto not_mine;
+            if (PyDict_SetItem(fields, field, value) < 0)
+                goto failed;
+            break;
+        default:
+            goto not_mine;
+        }
+    }
+    return fields;
+not_mine:  /* (no exception set) */
+failed:    /* (an exception set) */
+    Py_DECREF(fields);
+    return NULL;
+}
+
+static PyObject *
+fb_flags_fields(PyObject *self, PyObject *request)
+{
+    PyObject *fields;
+    if (fl_defaults == NULL || !PyDict_CheckExact(request))
+        Py_RETURN_NONE;
+    fields = flags_fields(request);
+    if (fields == NULL) {
+        PyErr_Clear();  /* not mine: from_request's Python does it (and says any error) */
+        Py_RETURN_NONE;
+    }
+    return fields;
+}
+
 static PyMethodDef module_methods[] = {
+    {"flags_setup", fb_flags_setup, METH_VARARGS,
+     "flags_setup(defaults, kinds, sets): the tables of flags_fields (flags.py)"},
+    {"flags_fields", fb_flags_fields, METH_O,
+     "flags_fields(request) -> Flags.from_request's fields, or None (not mine)"},
     {"encode", fb_encode, METH_O,
      "encode(obj) -> bytes, or None when bencode.py's own encoder must run"},
     {"decode_text_prefix", fb_decode_text_prefix, METH_O,

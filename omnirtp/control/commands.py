@@ -279,8 +279,9 @@ class Dispatcher:
                 return foreign
         persist = registry.store is not None and command in CHANGING
         try:
-            handler = getattr(self, _HANDLER_NAMES[command], None) \
-                if command in COMMANDS else None
+            # (a dict look-up: commands come as str, anything else is unknown)
+            name = _HANDLER_NAMES.get(command) if isinstance(command, str) else None
+            handler = getattr(self, name, None) if name is not None else None
             if handler is None:
                 raise NGError(E_UNKNOWN_COMMAND)
             self.counts[command] += 1

@@ -436,6 +436,16 @@ class Flags:
     @classmethod
     def from_request(cls, request):
         """Build Flags from an ng request dict (str keys)."""
+        fast = _fast_fields
+        if fast is not None:
+            # the usual request's fields in C (omnirtp.control._fastbencode:
+            # str keys, lists of plain words, received-from, ICE): None
+            # for anything else, which the Python below does
+            fields = fast(request)
+            if fields is not None:
+                self = cls.__new__(cls)
+                self.__dict__ = fields
+                return self
         # what cls(raw=request) makes, without the generated __init__'s
         # keyword handling for 42 fields (three requests per call)
         self = cls.__new__(cls)
@@ -720,6 +730,10 @@ class _Builder:
 
 # -- the key table: key -> handler(builder, value), built once ----------------
 
+# what _fastbencode.flags_fields does for a key (its FK_* kinds)
+_FK_STR, _FK_CANON_SET, _FK_PLAIN_SET, _FK_RECEIVED_FROM, _FK_IGNORED, _FK_ICE = range(6)
+
+
 def _str(attr):
     def handler(b, value):
         if type(value) is not str:
@@ -771,12 +785,14 @@ def _set_words(value, canon):
 def _canon_set(attr):
     def handler(b, value):
         getattr(b.f, attr).update(_set_words(value, True))
+    handler.fast = (_FK_CANON_SET, attr)  # (_FAST_KINDS)
     return handler
 
 
 def _plain_set(attr):
     def handler(b, value):
         getattr(b.f, attr).update(_set_words(value, False))
+    handler.fast = (_FK_PLAIN_SET, attr)
     return handler
 
 
@@ -838,7 +854,30 @@ for _key in K_KNOWN_OTHER:
 #: str value itself)
 _STR_KEYS = {_key: _handler.str_attr for _key, _handler in _HANDLERS.items()
              if hasattr(_handler, "str_attr")}
+#: key -> (kind, field) for the keys whose usual values
+#: _fastbencode.flags_fields takes (the C module's header says which)
+_FAST_KINDS = {}
+for _key, _handler in _HANDLERS.items():
+    if hasattr(_handler, "str_attr"):
+        _FAST_KINDS[_key] = (_FK_STR, _handler.str_attr)
+    elif hasattr(_handler, "fast"):
+        _FAST_KINDS[_key] = _handler.fast
+    elif _handler is _Builder._received_from:
+        _FAST_KINDS[_key] = (_FK_RECEIVED_FROM, "received_from")
+    elif _handler is _Builder._ice:
+        _FAST_KINDS[_key] = (_FK_ICE, "ice")
+    elif _handler is _ignored:
+        _FAST_KINDS[_key] = (_FK_IGNORED, "")
 del _keys, _handler, _key, _part
+
+try:
+    from omnirtp.control._fastbencode import flags_fields as _fast_fields
+    from omnirtp.control._fastbencode import flags_setup as _fast_setup
+except ImportError:  # not built (or built before flags_fields): the Python does it all
+    _fast_fields = None
+else:
+    _fast_setup(_DEFAULTS, _FAST_KINDS, tuple(
+        name for name, factory in _FACTORIES if factory is set))
 
 __all__ = ["Flags", "canonical", "as_list", "as_int", "parse_rtpp_flags",
            "TRANSPORTS", "KNOWN_FLAGS", "FLAG_ALIASES"]

@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 
 from omnirtp import errors, sync
 from omnirtp.control import bencode
+from omnirtp.logging import hold, release
 
 MAX_UDP_PAYLOAD = 65507
 """Largest UDP datagram (IPv4) a reply may be."""
@@ -345,70 +346,92 @@ class NGProtocol(DatagramProtocol):
         if self.access is not None and not self.access.admit(addr[0], "ng"):
             self.stats[STATS_DENIED] += 1
             return
-        space = data.find(b" ")
-        if space <= 0:
-            self.log.debug(
-                "ng datagram from {addr} without cookie; ignored", addr=addr
-            )
-            return
-        cookie = data[:space]
-        payload = data[space + 1:]
-        now = self.clock.seconds()
-        if now - self._rotated_at >= self.cache_ttl:
-            self._maybe_rotate(now)
-        if payload:
-            entry = self._cache_new.get(cookie)
-            if entry is None:
-                entry = self._cache_old.get(cookie)
-            if entry is not None:
-                if type(entry) is _Pending:
-                    if len(entry.waiters) < MAX_WAITERS:
-                        entry.waiters.append(addr)
-                else:
-                    self._send(entry, addr)
-                return
-        # (decode_payload's first step for a bencode dictionary, by the C
-        # extension when it is built, inline)
-        fast = bencode._c
-        decoded = fast.decode_text_prefix(payload) \
-            if fast is not None and payload[:1] == b"d" else None
-        if decoded is not None:
-            request, encoding = decoded[0], _BENCODE
-        else:
-            try:
-                request, encoding = decode_payload(payload)
-            except _DecodeError as e:
-                self._warn_undecodable(addr, e)
-                self._finish(cookie, _Pending(addr), error_reply(e.reason), _BENCODE
-                             if payload[:1] != b"{" else _JSON)
-                return
-        command = request.get(KEY_COMMAND)
-        if not isinstance(command, str):
-            self._finish(cookie, _Pending(addr), error_reply(errors.E_NO_COMMAND),
-                         encoding)
-            return
-        self.stats[command if command in COUNTED_COMMANDS else STATS_OTHER] += 1
-        dispatch = self.dispatch
-        # a Dispatcher answers synchronously when it can (``now``)
-        dispatch = getattr(dispatch, "now", dispatch)
-        # the cookie's pending entry is put only for a reply that is not
-        # there yet: nothing reads the cache while dispatch runs, and a
-        # reply made at once is put as if it had replaced one
-        # (_cache_put's after_pending)
+        # the request's log lines are made as they come and reach the log
+        # file (one write) once its reply has gone out, after any work put
+        # off until then (sync.after_reply): the client waits for the
+        # reply, not for them; a command answered later (media workers)
+        # writes the rest of its lines as they come
+        hold()
+        # (sync.after_reply's list for this datagram, what was there kept)
+        outer = sync.after_reply_work
+        work = sync.after_reply_work = []
         try:
-            result = dispatch(request, addr)
-        except Exception:
-            reply = self._reply_for_failure(Failure(), request, command)
-            self._finish_now(cookie, addr, reply, encoding)
-            return
-        if result.__class__ is not dict and sync.is_deferred(result):
-            pending = _Pending(addr)
-            self._cache_put(cookie, pending)
-            sync.listen(result, self._finish_later, (cookie, pending, encoding),
-                        self._fail_later, (cookie, pending, encoding, request, command))
-            sync.listen(result, None, (), self._log_bug)
-        else:
-            self._finish_now(cookie, addr, result, encoding)
+            space = data.find(b" ")
+            if space <= 0:
+                self.log.debug(
+                    "ng datagram from {addr} without cookie; ignored", addr=addr
+                )
+                return
+            cookie = data[:space]
+            payload = data[space + 1:]
+            now = self.clock.seconds()
+            if now - self._rotated_at >= self.cache_ttl:
+                self._maybe_rotate(now)
+            if payload:
+                entry = self._cache_new.get(cookie)
+                if entry is None:
+                    entry = self._cache_old.get(cookie)
+                if entry is not None:
+                    if type(entry) is _Pending:
+                        if len(entry.waiters) < MAX_WAITERS:
+                            entry.waiters.append(addr)
+                    else:
+                        self._send(entry, addr)
+                    return
+            # (decode_payload's first step for a bencode dictionary, by the C
+            # extension when it is built, inline)
+            fast = bencode._c
+            decoded = fast.decode_text_prefix(payload) \
+                if fast is not None and payload[:1] == b"d" else None
+            if decoded is not None:
+                request, encoding = decoded[0], _BENCODE
+            else:
+                try:
+                    request, encoding = decode_payload(payload)
+                except _DecodeError as e:
+                    self._warn_undecodable(addr, e)
+                    self._finish(cookie, _Pending(addr), error_reply(e.reason), _BENCODE
+                                 if payload[:1] != b"{" else _JSON)
+                    return
+            command = request.get(KEY_COMMAND)
+            if not isinstance(command, str):
+                self._finish(cookie, _Pending(addr), error_reply(errors.E_NO_COMMAND),
+                             encoding)
+                return
+            self.stats[command if command in COUNTED_COMMANDS else STATS_OTHER] += 1
+            dispatch = self.dispatch
+            # a Dispatcher answers synchronously when it can (``now``)
+            dispatch = getattr(dispatch, "now", dispatch)
+            # the cookie's pending entry is put only for a reply that is not
+            # there yet: nothing reads the cache while dispatch runs, and a
+            # reply made at once is put as if it had replaced one
+            # (_cache_put's after_pending)
+            try:
+                result = dispatch(request, addr)
+            except Exception:
+                reply = self._reply_for_failure(Failure(), request, command)
+                self._finish_now(cookie, addr, reply, encoding)
+                return
+            if result.__class__ is not dict and sync.is_deferred(result):
+                pending = _Pending(addr)
+                self._cache_put(cookie, pending)
+                sync.listen(result, self._finish_later, (cookie, pending, encoding),
+                            self._fail_later, (cookie, pending, encoding, request, command))
+                sync.listen(result, None, (), self._log_bug)
+            else:
+                self._finish_now(cookie, addr, result, encoding)
+        finally:
+            sync.after_reply_work = outer
+            if work:
+                self._after_reply(work)
+            release()
+
+    def _after_reply(self, work):
+        for function, args in work:
+            try:
+                function(*args)
+            except Exception:
+                self.log.failure("work after an ng reply failed")
 
     def _warn_undecodable(self, addr, error):
         """One warning per :data:`WARN_INTERVAL` seconds at most, with the
@@ -467,10 +490,12 @@ class NGProtocol(DatagramProtocol):
 
     def _finish_now(self, cookie, addr, reply, encoding):
         """:meth:`_finish` of a request answered before its pending entry
-        was put (``addr``: the one waiting)."""
+        was put (``addr``: the one waiting).  The reply goes out before it
+        is cached: nothing reads the cache before this datagram's
+        ``datagramReceived`` returns, and the client need not wait."""
         datagram = self._encode(cookie, reply, encoding)
-        self._cache_put(cookie, datagram, after_pending=True)
         self._send(datagram, addr)
+        self._cache_put(cookie, datagram, after_pending=True)
 
     def _encode(self, cookie, reply, encoding):
         try:

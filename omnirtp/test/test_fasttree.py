@@ -16,8 +16,8 @@ _fast = commands._fast_tree
 
 def _same(a, b, where="tree"):
     """Raise AssertionError unless ``a`` and ``b`` are the same tree object
-    for object: the same types everywhere, equal values, dict keys in the
-    same order."""
+    for object: the same types everywhere, equal values, dict keys and set
+    members in the same order (test_fastflags compares Flags fields so)."""
     if type(a) is not type(b):
         raise AssertionError("%s: %r is not %r" % (where, type(a), type(b)))
     if isinstance(a, dict):
@@ -25,6 +25,11 @@ def _same(a, b, where="tree"):
             raise AssertionError("%s: keys %r, not %r" % (where, list(a), list(b)))
         for key in a:
             _same(a[key], b[key], "%s[%r]" % (where, key))
+    elif isinstance(a, (set, frozenset)):
+        if a != b or list(a) != list(b):
+            raise AssertionError("%s: %r, not %r" % (where, a, b))
+        for x, y in zip(a, b):
+            _same(x, y, where + " member")
     elif isinstance(a, (list, tuple)):
         if len(a) != len(b):
             raise AssertionError("%s: %r, not %r" % (where, a, b))
@@ -32,6 +37,21 @@ def _same(a, b, where="tree"):
             _same(x, y, "%s[%d]" % (where, i))
     elif a != b:
         raise AssertionError("%s: %r, not %r" % (where, a, b))
+
+
+def assert_no_leak(test, objects, once, warm, times):
+    """``once()`` called ``times`` times (after ``warm`` times) leaves no
+    allocated block behind (fewer than 50: the interpreter's own) and the
+    reference counts of ``objects`` as they were."""
+    counts = [sys.getrefcount(o) for o in objects]
+    for _ in range(warm):
+        once()
+    before = sys.getallocatedblocks()
+    for _ in range(times):
+        once()
+    after = sys.getallocatedblocks()
+    test.assertLess(after - before, 50)
+    test.assertEqual([sys.getrefcount(o) for o in objects], counts)
 
 
 def _python(call, stats):
@@ -284,18 +304,11 @@ class FastTreeTests(SynchronousTestCase):
         variants = _stats_variants(call)
         m = call.monologues[0].medias[0]
         objects = [call, m, m.interface.address, m.rtp_port, call.last_signal, variants[2]]
-        counts = [sys.getrefcount(o) for o in objects]
 
-        def run(times):
-            for _ in range(times):
-                for stats in variants:
-                    _fast(call, stats)
-        run(20)
-        before = sys.getallocatedblocks()
-        run(200)
-        after = sys.getallocatedblocks()
-        self.assertLess(after - before, 50)
-        self.assertEqual([sys.getrefcount(o) for o in objects], counts)
+        def once():
+            for stats in variants:
+                _fast(call, stats)
+        assert_no_leak(self, objects, once, 20, 200)
 
 
 class _Mapping(dict):

@@ -551,9 +551,14 @@ class CheapTextTests(SynchronousTestCase):
         publisher = LogPublisher()
         publisher.addObserver(twistd)
         publisher.addObserver(other)
-        install(LogLevels(6), publisher=publisher)
-        self.assertIsInstance(twistd.formatEvent, olog.ClassicText)
-        self.assertEqual(twistd.formatEvent.time_format, "%Y %H:%M:%S")
+        filters = install(LogLevels(6), publisher=publisher)
+        text = filters[0].observer
+        self.assertIsInstance(text, olog.TextFile)
+        self.assertIs(text.out, cheap)
+        self.assertIsNone(text.encoding)  # (StringIO takes str)
+        self.assertIsInstance(text.formatEvent, olog.ClassicText)
+        self.assertEqual(text.formatEvent.time_format, "%Y %H:%M:%S")
+        self.assertIs(filters[1].observer, other)
         self.assertIs(other.formatEvent, own)
         publisher.addObserver(reference)
         log = Logger(namespace="omnirtp.control.commands.Dispatcher", observer=publisher)
@@ -564,6 +569,165 @@ class CheapTextTests(SynchronousTestCase):
         self.assertEqual(cheap.getvalue().count("\n"), 3)
         self.assertEqual(cheap.getvalue(), "".join(
             line for line in plain.getvalue().splitlines(True) if "#debug]" not in line))
+
+
+class _Records:
+    """A file that records its writes and flushes, in order (``log``:
+    another record to put them in, beside a transport's sends)."""
+
+    def __init__(self, log=None):
+        super().__init__()
+        self.log = [] if log is None else log
+
+    def write(self, data):
+        self.log.append(("write", data))
+        return super().write(data)
+
+    def flush(self):
+        self.log.append(("flush",))
+
+
+class Recording(_Records, io.StringIO):
+    """A text file, recorded."""
+
+
+class BytesRecording(_Records, io.BytesIO):
+    """A binary file (twisted's observer writes UTF-8 to it), recorded."""
+
+
+class BrokenFile(io.StringIO):
+    def write(self, text):
+        raise OSError(28, "No space left on device")
+
+
+class HoldTests(SynchronousTestCase):
+    """hold()/release(): the lines of twistd's text observer and of
+    log-stderr are made when their events come and written, all at once
+    and flushed once, at the outermost release; the same bytes in the same
+    order as line by line.  Other observers see every event at once."""
+
+    def setUp(self):
+        self.addCleanup(setattr, olog, "_installed", olog._installed)
+        self.assertEqual((olog._holding, olog._unflushed), (0, []))
+        self.publisher = LogPublisher()
+        self.log = Logger(namespace="omnirtp.control.commands.Dispatcher",
+                          observer=self.publisher)
+
+    def emit(self):
+        self.log.info("Received command '{command}' from {source}", command="delete",
+                      source="127.0.0.1:5060", call_id="c1")
+        self.log.debug("hidden")
+        self.log.info("call {call_id} ended ({n} streams, caf\xe9)", call_id="c1", n=4)
+        self.log.warn("two\nlines")
+
+    def twistd(self, out, reference):
+        from twisted.logger import textFileLogObserver
+        self.publisher.addObserver(textFileLogObserver(out, timeFormat="%Y %H:%M:%S"))
+        install(LogLevels(6), publisher=self.publisher)
+        self.publisher.addObserver(textFileLogObserver(reference, timeFormat="%Y %H:%M:%S"))
+
+    def test_heldTwistdText(self):
+        out, reference = Recording(), io.StringIO()
+        self.twistd(out, reference)
+        olog.hold()
+        self.emit()
+        self.assertEqual(out.log, [])  # nothing written yet
+        olog.release()
+        expected = "".join(line for line in reference.getvalue().splitlines(True)
+                           if "#debug]" not in line)
+        self.assertEqual(out.getvalue(), expected)
+        self.assertEqual(out.log, [("write", expected), ("flush",)])
+        self.assertEqual(olog._unflushed, [])
+        # not held: a write and a flush per line, as twisted's observer
+        del out.log[:]
+        self.log.info("one")
+        self.log.info("two")
+        self.assertEqual([step[0] for step in out.log], ["write", "flush"] * 2)
+
+    def test_heldBytes(self):
+        """A binary file gets the held lines UTF-8 encoded, as twisted writes them."""
+        out, reference = BytesRecording(), io.BytesIO()
+        self.twistd(out, reference)
+        olog.hold()
+        self.emit()
+        olog.release()
+        self.assertEqual(out.getvalue(), b"".join(
+            line for line in reference.getvalue().splitlines(True) if b"#debug]" not in line))
+        self.assertEqual([step[0] for step in out.log], ["write", "flush"])
+        self.assertIn("caf\xe9".encode("utf-8"), out.getvalue())
+
+    def test_nested(self):
+        """Only the outermost release writes."""
+        out, reference = Recording(), io.StringIO()
+        self.twistd(out, reference)
+        olog.hold()
+        self.log.info("first")
+        olog.hold()
+        self.log.info("second")
+        olog.release()
+        self.assertEqual(out.log, [])
+        olog.release()
+        self.assertEqual(out.getvalue(), reference.getvalue())
+        self.assertEqual(len(out.log), 2)
+
+    def test_nothingHeld(self):
+        out, reference = Recording(), io.StringIO()
+        self.twistd(out, reference)
+        olog.hold()
+        self.log.debug("hidden")
+        olog.release()
+        self.assertEqual(out.log, [])
+
+    def test_stderr(self):
+        stream = Recording()
+        install(LogLevels(6), log_stderr=True, timestamps=False, stream=stream,
+                publisher=self.publisher)
+        olog.hold()
+        self.emit()
+        self.assertEqual(stream.log, [])
+        olog.release()
+        expected = ("INFO: [c1]: [control] Received command 'delete' from 127.0.0.1:5060\n"
+                    "INFO: [c1]: [control] call c1 ended (4 streams, caf\xe9)\n"
+                    "WARNING: [control] two\nlines\n")
+        self.assertEqual(stream.log, [("write", expected), ("flush",)])
+        del stream.log[:]
+        self.log.info("now")
+        self.assertEqual(stream.log, [("write", "INFO: [control] now\n"), ("flush",)])
+
+    def test_otherObserversAtOnce(self):
+        """An observer that is not a line writer of ours sees each event
+        when it comes, held or not."""
+        seen = []
+        self.publisher.addObserver(seen.append)
+        install(LogLevels(6), publisher=self.publisher)
+        olog.hold()
+        self.log.info("now")
+        self.assertEqual([e["log_format"] for e in seen], ["now"])
+        olog.release()
+
+    def test_failedWriteReported(self):
+        """A held write that fails is told to the other observers as
+        twisted's publisher tells of an observer that raised."""
+        from twisted.logger import textFileLogObserver
+        seen = []
+        self.publisher.addObserver(textFileLogObserver(BrokenFile()))
+        self.publisher.addObserver(seen.append)
+        filters = install(LogLevels(6), publisher=self.publisher)
+        olog.hold()
+        self.log.info("lost")
+        olog.release()
+        formats = [e["log_format"] for e in seen]
+        self.assertEqual(formats[0], "lost")
+        [report] = seen[1:]
+        self.assertEqual(report["log_format"], olog.OBSERVER_DISABLED)
+        self.assertIs(report["observer"], filters[0])
+        self.assertTrue(report["log_failure"].check(OSError))
+        self.assertEqual(olog._unflushed, [])
+        # and unheld, the publisher's own report, the same words
+        del seen[:]
+        self.log.info("lost again")
+        self.assertEqual(seen[1]["log_format"], olog.OBSERVER_DISABLED)
+        self.assertIs(seen[1]["observer"], filters[0])
 
 
 class LoggerTests(SynchronousTestCase):

@@ -558,6 +558,121 @@ class StatsTests(NGTestBase):
         self.assertEqual(self.proto.stats["errors"], 2)
 
 
+class RecordingTransport(FakeDatagramTransport):
+    """Its sends go into ``log`` beside a file's writes (test_logging.Recording)."""
+
+    def __init__(self, log):
+        FakeDatagramTransport.__init__(self)
+        self.log = log
+
+    def write(self, packet, addr=None):
+        self.log.append(("send", packet))
+        return FakeDatagramTransport.write(self, packet, addr)
+
+
+class LogAfterReplyTests(SynchronousTestCase):
+    """The log lines of a request reach the log (twistd's text observer
+    behind install()'s filter) once its reply has been sent, all in one
+    write and the same text as line by line; those of a request answered
+    later are written as they come."""
+
+    def setUp(self):
+        from twisted.logger import LogPublisher, Logger, textFileLogObserver
+
+        from omnirtp import logging as olog
+        from omnirtp.test.test_logging import Recording
+        self.addCleanup(setattr, olog, "_installed", olog._installed)
+        self.log = []
+        self.out = Recording(self.log)
+        publisher = LogPublisher(textFileLogObserver(self.out))
+        olog.install(olog.LogLevels(6), publisher=publisher)
+        self.logger = logger = Logger(namespace="omnirtp.control.commands.Dispatcher",
+                                      observer=publisher)
+        self.pending = defer.Deferred()
+
+        def dispatch(request, addr):
+            logger.info("Received command '{command}'", command=request["command"])
+            if request["command"] == "query":
+                return self.pending
+            if request["command"] == "delete":
+                logger.info("call {call_id} ended", call_id="c1")
+            return {"result": "ok"}
+        self.proto = NGProtocol(dispatch, clock=Clock())
+        self.proto.makeConnection(RecordingTransport(self.log))
+
+    def steps(self):
+        return [(step[0], step[1][-30:]) if step[0] == "write" else step
+                for step in self.log]
+
+    def test_afterReply(self):
+        self.proto.datagramReceived(b"c1 d7:command6:deletee", ADDR)
+        steps = self.steps()
+        self.assertEqual([s[0] for s in steps], ["send", "write", "flush"])
+        self.assertEqual(steps[0][1], b"c1 d6:result2:oke")
+        lines = self.out.getvalue().splitlines()
+        self.assertEqual(len(lines), 2)
+        self.assertTrue(lines[0].endswith("Received command 'delete'"), lines[0])
+        self.assertTrue(lines[1].endswith("call c1 ended"), lines[1])
+        # the next request's after it
+        self.proto.datagramReceived(b"c2 d7:command5:offere", ADDR)
+        self.assertEqual([s[0] for s in self.log], ["send", "write", "flush"] * 2)
+
+    def test_answeredLater(self):
+        self.proto.datagramReceived(b"c1 d7:command5:querye", ADDR)
+        self.assertEqual([s[0] for s in self.log], ["write", "flush"])  # its line
+        self.pending.callback({"result": "ok"})
+        self.assertEqual([s[0] for s in self.log], ["write", "flush", "send"])
+
+    def test_workAfterReply(self):
+        """sync.after_reply's work runs after the reply is sent and before
+        the lines are written (its own lines with them, in order); work
+        that raises is logged and the rest still runs."""
+        from omnirtp import sync
+        done = []
+
+        def freeing(name):
+            self.log.append(("work", name))
+            self.logger.info("freed {name}", name=name)
+
+        def broken():
+            raise ValueError("x")
+
+        def dispatch(request, addr):
+            self.logger.info("Received command '{command}'", command=request["command"])
+            sync.after_reply(freeing, "a")
+            sync.after_reply(broken)
+            sync.after_reply(freeing, "b")
+            return {"result": "ok"}
+        self.proto.dispatch = dispatch
+        self.proto.datagramReceived(b"c1 d7:command6:deletee", ADDR)
+        self.assertEqual([s[0] for s in self.log], ["send", "work", "work", "write", "flush"])
+        self.assertEqual([s[1] for s in self.log if s[0] == "work"], ["a", "b"])
+        lines = self.out.getvalue().splitlines()
+        self.assertEqual([line.split("] ", 1)[1] for line in lines],
+                         ["Received command 'delete'", "freed a", "freed b"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        # outside a datagram: at once
+        sync.after_reply(done.append, 1)
+        self.assertEqual(done, [1])
+        self.assertIsNone(sync.after_reply_work)
+
+    def test_raisingDispatchReleases(self):
+        """A dispatch that raises: the error reply, its lines, nothing held."""
+        from omnirtp import logging as olog
+
+        def broken(request, addr):
+            raise KeyError("x")
+        self.proto.dispatch = broken
+        self.proto.datagramReceived(b"c1 d7:command5:offere", ADDR)
+        self.assertEqual(self.log, [("send", err(b"c1", errors.E_INTERNAL))])
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)  # (the global log's)
+        self.assertEqual((olog._holding, olog._unflushed), (0, []))
+        self.proto.dispatch = None  # (not callable: raises TypeError, logged too)
+        self.proto.datagramReceived(b"c2 d7:command5:offere", ADDR)
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+        self.assertEqual((olog._holding, olog._unflushed), (0, []))
+
+
 class HelperTests(SynchronousTestCase):
     def test_supportsLoadLimit(self):
         self.assertTrue(ng.supports_load_limit({"supports": ["load limit"]}))

@@ -398,3 +398,23 @@ class WorkerAnswerTests(SynchronousTestCase):
         # a late answer is dropped
         self.requests.received(self.wire.dumps((1, self.wire.OK, {})))
         self.assertEqual(log, [("failed", "Boom"), ("failed", "Boom")])
+
+
+class AfterReplyTests(SynchronousTestCase):
+    """sync.after_reply: at once, unless an ng datagram is being handled
+    (``after_reply_work`` a list), whose handler runs the work put there."""
+
+    def test_atOnce(self):
+        done = []
+        self.assertIsNone(sync.after_reply_work)
+        sync.after_reply(done.append, 1)
+        self.assertEqual(done, [1])
+
+    def test_collected(self):
+        done = []
+        self.addCleanup(setattr, sync, "after_reply_work", None)
+        work = sync.after_reply_work = []
+        sync.after_reply(done.append, 1)
+        sync.after_reply(done.extend, (2, 3))
+        self.assertEqual(done, [])
+        self.assertEqual(work, [(done.append, (1,)), (done.extend, ((2, 3),))])
