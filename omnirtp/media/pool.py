@@ -988,7 +988,9 @@ class WorkerPool(service.Service):
             if parked is not None:
                 if parked.state is park.PARKED:
                     stats = {call_id: parked.stats()}
-                    self._unpark(call_id, None)
+                    # (its ports go once the delete's reply has been sent;
+                    # sync.after_reply)
+                    sync.after_reply(self._unpark, call_id, None)
                     return succeed(stats)
                 return self._after_handoff(parked, False, self.stats_release, call_id)
             return succeed({})

@@ -418,6 +418,34 @@ class EmbeddedEngineNowTests(SynchronousTestCase):
         totals = self.successResultOf(self.engine.totals())
         self.assertEqual((totals["ports_used"], totals["ports_free"]), (0, 10))
 
+    def test_deleteReleasesAfterItsReply(self):
+        """Over the ng socket, a delete's ports are released once its reply
+        has been sent (sync.after_reply), before datagramReceived returns:
+        the client does not wait for the sockets' close."""
+        from omnirtp.control import bencode
+        from omnirtp.control.ng import NGProtocol
+        proto = NGProtocol(self.dispatch, self.clock)
+        used_at_send = []
+        engine = self.engine
+
+        class Transport:
+            def write(self, datagram, addr):
+                totals = engine.totals()
+                used_at_send.append(totals.result["ports_used"])
+        proto.transport = Transport()
+        for n, request in enumerate((
+                {"command": "offer", "call-id": "x", "from-tag": "f", "sdp": OFFER},
+                {"command": "answer", "call-id": "x", "from-tag": "f", "to-tag": "t",
+                 "sdp": ANSWER},
+                {"command": "delete", "call-id": "x", "from-tag": "f"})):
+            proto.datagramReceived(b"c%d %s" % (n, bencode.encode(request)), ("192.0.2.1", 5060))
+        # the call's 4 ports from the offer on, still held as the delete's
+        # reply left
+        self.assertEqual(used_at_send, [4, 4, 4])
+        totals = self.successResultOf(self.engine.totals())
+        self.assertEqual((totals["ports_used"], totals["ports_free"]), (0, 10))
+        self.assertIsNone(self.registry.get("x"))
+
     def test_failed_configure(self):
         """A configure that fails fails a new call's offer, which holds no
         port afterwards (released as before)."""

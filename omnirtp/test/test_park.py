@@ -328,6 +328,27 @@ class LazyTests(SynchronousTestCase):
         self.assertEqual(self.done(self.pool.totals())["ports_used"], 0)
         self.assertEqual(self.pool.park_counts["released"], 1)
 
+    def test_deleteReleasesAfterTheReply(self):
+        """Within an ng datagram (sync.after_reply), a parked call's delete
+        answers its counters at once and closes its ports only after the
+        reply has been sent."""
+        from omnirtp import sync
+        pa, pb = self.offer_answer()
+        self.addCleanup(setattr, sync, "after_reply_work", None)
+        work = sync.after_reply_work = []
+        stats = self.done(self.pool.stats_release("c1"))
+        self.assertEqual(list(stats["c1"]), [(IP, pa), (IP, pa + 1), (IP, pb), (IP, pb + 1)])
+        for key in stats["c1"]:
+            self.assertIn(key, self.net.bound)
+        self.assertEqual(len(work), 1)
+        sync.after_reply_work = None
+        for function, args in work:
+            function(*args)
+        for key in stats["c1"]:
+            self.assertNotIn(key, self.net.bound)
+        self.assertEqual(self.pool.parked(), set())
+        self.assertEqual(self.pool.park_counts["released"], 1)
+
     def test_releaseSomeWhileParked(self):
         """Releasing some pairs of a parked call closes them; the entries
         that sent out of them send nowhere when the call moves."""
