@@ -251,9 +251,13 @@ class CallRegistry:
             stats_now = getattr(engine, "stats_now", None)
             if stats_now is not None:
                 counters = stats_now(call.call_id)
-                # (the ports go once the delete's reply has been sent: still
-                # before the next datagram is read; sync.after_reply)
-                sync.after_reply(self._release_now, call, engine.release_now)
+                if engine.recording(call.call_id):
+                    self._release_now(call, engine.release_now)
+                else:
+                    # the ports go once the delete's reply has been sent,
+                    # still before the next datagram is read
+                    # (sync.after_reply); a recording is finished first
+                    sync.after_reply(self._release_now, call, engine.release_now)
                 return counters
             stats_d = engine.stats(call.call_id)
             released = self._release(call)

@@ -511,6 +511,12 @@ class EmbeddedEngine:
         """:meth:`release`, done (None), or its exception raised."""
         self._release(call_id, sockets)
 
+    def recording(self, call_id):
+        """True while ``call_id`` has a recording open here, which its
+        release finishes (its file is complete once the delete is
+        answered, so that release is not put off past the reply)."""
+        return call_id in self._recordings.recorders
+
     def stats_now(self, call_id=None):
         """:meth:`stats`'s counters."""
         if call_id is None:

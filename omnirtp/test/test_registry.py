@@ -178,6 +178,33 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(len(self.engine.held["c1"]), 2)  # the fake's own release: not called
         self.assertNotIn("c1", self.registry.calls)
 
+    def test_destroyReleasesAfterTheReply(self):
+        """Inside an ng datagram (sync.after_reply) the release waits for
+        the reply, unless the call has a recording, which it finishes."""
+        from omnirtp import sync
+        engine = self.engine
+        engine.stats_now = lambda call_id: self.successResultOf(engine.stats(call_id))
+        released = []
+
+        def release_now(call_id, sockets=None):
+            released.append(call_id)
+            self.successResultOf(engine.release(call_id, sockets))
+        engine.release_now = release_now
+        recorded = {"c2"}
+        engine.recording = recorded.__contains__
+        self.addCleanup(setattr, sync, "after_reply_work", None)
+        work = sync.after_reply_work = []
+        for call_id in ("c1", "c2"):
+            call = answered_call(self.registry, engine, call_id)
+            self.assertEqual(len(self.registry.destroy(call, "terminated", stats=True)[call_id]), 4)
+        self.assertEqual(released, ["c2"])
+        self.assertEqual(list(engine.held), ["c1"])
+        sync.after_reply_work = None
+        for function, args in work:
+            function(*args)
+        self.assertEqual(released, ["c2", "c1"])
+        self.assertEqual(engine.held, {})
+
     def test_destroyWithStatsAtOnce(self):
         """An engine that answers at once (stats_now and release_now, the
         embedded one): the counters themselves, read before the release;
@@ -193,6 +220,7 @@ class RegistryTests(SynchronousTestCase):
             calls.append("release")
             self.successResultOf(engine.release(call_id, sockets))
         engine.stats_now, engine.release_now = stats_now, release_now
+        engine.recording = lambda call_id: False
         call = answered_call(self.registry, engine, "c1")
         stats = self.registry.destroy(call, "terminated", stats=True)
         self.assertEqual(sorted(stats["c1"]), [("127.0.0.1", 30000), ("127.0.0.1", 30001),
