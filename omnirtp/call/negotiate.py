@@ -67,9 +67,45 @@ def is_srtp_profile(proto):
 _SRTP_PROFILES = {}
 
 
-def _codec_keys(section):
-    rtpmaps = section._cached_rtpmaps()  # read only
-    return [_codec_key(codec_for(f, rtpmaps)) for f in section.formats]
+#: format (no a=rtpmap) -> its codec key (bounded: formats come from the network)
+_FORMAT_KEYS = {}
+
+
+def _format_key(pt, rtpmaps):
+    """``_codec_key(codec_for(pt, rtpmaps))`` without the Codec: an
+    rtpmap's (encoding, clock rate), else the static type's, else ``pt``."""
+    rtpmap = rtpmaps.get(pt)
+    if rtpmap is None:
+        key = _FORMAT_KEYS.get(pt)
+        if key is None:
+            key = _codec_key(codec_for(pt, rtpmaps))
+            if len(_FORMAT_KEYS) < _CODEC_KEYS_MAX:
+                _FORMAT_KEYS[pt] = key
+        return key
+    key = _CODEC_KEYS.get((rtpmap.encoding, rtpmap.clock_rate))
+    if key is None:
+        key = _codec_key(codec_for(pt, rtpmaps))
+    return key
+
+
+#: (formats, a=rtpmap values) of an m= section -> (its formats' codec
+#: keys in order, their frozenset): the same few lists come again and again
+#: (bounded: they come from the network)
+_SECTION_KEYS = {}
+
+
+def _section_keys(section, formats):
+    """``(keys, frozenset(keys))`` of ``section``'s formats (``formats``:
+    the same, a tuple: MediaInfo.formats)."""
+    spelled = (formats, tuple(section.attributes("rtpmap")))
+    known = _SECTION_KEYS.get(spelled)
+    if known is None:
+        rtpmaps = section._cached_rtpmaps()  # read only
+        keys = tuple([_format_key(f, rtpmaps) for f in formats])
+        known = keys, frozenset(keys)
+        if len(_SECTION_KEYS) < _CODEC_KEYS_MAX:
+            _SECTION_KEYS[spelled] = known
+    return known
 
 
 def default_codecs():
@@ -744,7 +780,10 @@ class Negotiator:
             if info.ice:
                 any_ice = True
                 break
-        ice_mode = self._ice_mode(flags, any_ice)
+        if flags.ice is None:  # (no ICE key, the usual request: _ice_mode's default)
+            ice_mode = "force" if any_ice else "remove"
+        else:
+            ice_mode = self._ice_mode(flags, any_ice)
         if not offer and dst.ice:
             ice_mode = "force"
         if offer:
@@ -796,24 +835,43 @@ class Negotiator:
                 d.ice_controlling = (offer or d.ice_remote_lite) and not lite_out
             s_media.ptime = _int(section.attribute("ptime")) or s_media.ptime
             if offer:
-                s_media.codec_keys = frozenset(_codec_keys(section))
+                s_media.codec_keys = _section_keys(section, info.formats)[1]
             ptime = self._ptime_out(flags, offer, s_media, d)
             # the request's transport-protocol (remembered per monologue),
             # else the profile the recipient itself last used (an answer
             # keeps the offerer's; a re-INVITE from the other side keeps
             # the recipient's), else the sender's
             out_proto = dst.protocol or d.protocol or info.proto
-            lines = cryptos.get(info.index, [])
-            if offer:
-                crypto = self._sdes_offer(lines, s_media, d, out_proto, flags)
+            lines = cryptos.get(info.index) if cryptos else None
+            if lines or is_srtp_profile(out_proto):
+                if lines is None:
+                    lines = []
+                if offer:
+                    crypto = self._sdes_offer(lines, s_media, d, out_proto, flags)
+                else:
+                    crypto = self._sdes_answer(lines, s_media, d, out_proto, flags)
+                dtls_lines = self._dtls_plan(d, out_proto, flags, offer)
             else:
-                crypto = self._sdes_answer(lines, s_media, d, out_proto, flags)
-            dtls_lines = self._dtls_plan(d, out_proto, flags, offer)
+                # plain RTP towards a party that sent no a=crypto (the usual
+                # SIP call): what _sdes_offer/_sdes_answer and _dtls_plan
+                # leave then, without their steps
+                crypto = None
+                if offer:
+                    s_media.crypto_candidates = ()
+                    d.crypto_offered = ()
+                else:
+                    s_media.crypto_remote = s_media.crypto_local = None
+                    d.crypto_remote = d.crypto_local = None
+                d.dtls_role = dtls_lines = None
             if dtls_lines is not None and not offer:
                 # answering a DTLS offerer: DTLS wins over its a=crypto (10.5)
                 crypto = []
                 d.crypto_remote = d.crypto_local = None
-            ops = self._codec_ops(flags, section, None if offer else d)
+            if offer and not (flags.codec_strip or flags.codec_mask or flags.codec_offer
+                              or flags.codec_except):
+                ops = _NO_CODEC_OPS  # (what _codec_ops gives then)
+            else:
+                ops = self._codec_ops(flags, section, None if offer else d, info.formats)
             if d.codecs_planned is None:
                 d.codec_out_source = (section.kept(), ops)
             media_plans.append(MediaPlan(
@@ -1156,15 +1214,15 @@ class Negotiator:
         a.transcoding = cs.handlers(sa, sb).transcoding
         b.transcoding = cs.handlers(sb, sa, second_pass=True).transcoding
 
-    def _codec_ops(self, flags, section, offerer_media):
+    def _codec_ops(self, flags, section, offerer_media, formats):
         """Codec filtering: the request's strip/mask/offer/except, and in an
         answer whatever the offerer never offered (matched by name/rate)."""
         strip = tuple(flags.codec_strip)
         numbers = False
         if offerer_media is not None and offerer_media.codec_keys:
-            rtpmaps = section._cached_rtpmaps()  # read only
             keys = offerer_media.codec_keys
-            drop = [f for f in section.formats if _codec_key(codec_for(f, rtpmaps)) not in keys]
+            drop = [f for f, key in zip(formats, _section_keys(section, formats)[0])
+                    if key not in keys]
             if drop:
                 strip += tuple(drop)
                 numbers = True
