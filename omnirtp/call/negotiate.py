@@ -25,9 +25,24 @@ from omnirtp.call import codecstore
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
+#: the plans are made as ``_new(MediaPlan)`` and ``_media_plan(plan, **fields)``:
+#: CPython 3.11 hands a class call's keywords to ``__init__`` as a dict
+#: (built and unpacked again, about 450 instructions a keyword: 15 per
+#: MediaPlan); ``__init__`` called itself takes them as they are
+_new = object.__new__
+_media_plan = MediaPlan.__init__
+_session_plan = SessionPlan.__init__
+_ice_plan = IcePlan.__init__
+
 #: CodecOps with nothing to do (immutable: one for every media plan that
 #: filters nothing)
 _NO_CODEC_OPS = CodecOps()
+
+
+def _render_crypto(crypto, words):
+    """The a=crypto values of ``crypto`` (a list made here: a comprehension
+    in :meth:`Negotiator._plan` would make ``flags`` a cell there)."""
+    return [sdes.render(c, words) for c in crypto]
 
 
 def _int(text):
@@ -67,9 +82,45 @@ def is_srtp_profile(proto):
 _SRTP_PROFILES = {}
 
 
-def _codec_keys(section):
-    rtpmaps = section._cached_rtpmaps()  # read only
-    return [_codec_key(codec_for(f, rtpmaps)) for f in section.formats]
+#: format (no a=rtpmap) -> its codec key (bounded: formats come from the network)
+_FORMAT_KEYS = {}
+
+
+def _format_key(pt, rtpmaps):
+    """``_codec_key(codec_for(pt, rtpmaps))`` without the Codec: an
+    rtpmap's (encoding, clock rate), else the static type's, else ``pt``."""
+    rtpmap = rtpmaps.get(pt)
+    if rtpmap is None:
+        key = _FORMAT_KEYS.get(pt)
+        if key is None:
+            key = _codec_key(codec_for(pt, rtpmaps))
+            if len(_FORMAT_KEYS) < _CODEC_KEYS_MAX:
+                _FORMAT_KEYS[pt] = key
+        return key
+    key = _CODEC_KEYS.get((rtpmap.encoding, rtpmap.clock_rate))
+    if key is None:
+        key = _codec_key(codec_for(pt, rtpmaps))
+    return key
+
+
+#: (formats, a=rtpmap values) of an m= section -> (its formats' codec
+#: keys in order, their frozenset): the same few lists come again and again
+#: (bounded: they come from the network)
+_SECTION_KEYS = {}
+
+
+def _section_keys(section, formats):
+    """``(keys, frozenset(keys))`` of ``section``'s formats (``formats``:
+    the same, a tuple: MediaInfo.formats)."""
+    spelled = (formats, tuple(section.attributes("rtpmap")))
+    known = _SECTION_KEYS.get(spelled)
+    if known is None:
+        rtpmaps = section._cached_rtpmaps()  # read only
+        keys = tuple([_format_key(f, rtpmaps) for f in formats])
+        known = keys, frozenset(keys)
+        if len(_SECTION_KEYS) < _CODEC_KEYS_MAX:
+            _SECTION_KEYS[spelled] = known
+    return known
 
 
 def default_codecs():
@@ -100,6 +151,27 @@ def codec_ops_requested(flags, offer=True):
 
 def _reuse_codecs(flags):
     return flags.has("reuse-codecs") or flags.has("no-codec-renegotiation")
+
+
+#: (learning, strict, handover, asymmetric, tos) -> the engine's socket
+#: entries of an RTP and an RTCP socket with those values and every other
+#: value None (Negotiator._sockets copies them; nobody changes them)
+_SOCKET_TEMPLATES = {}
+
+
+def _socket_templates(learning, strict, handover, asymmetric, tos):
+    rtp = {"learning": learning, "strict": strict, "handover": handover,
+           "asymmetric": asymmetric, "reset": True, "tos": tos,
+           "local": None, "endpoint": None, "peer": None, "rtcp_peer": None,
+           "ice": None, "dtls": None, "srtp_in": None, "srtp_out": None}
+    rtcp = {"learning": learning, "strict": strict, "handover": handover,
+            "asymmetric": asymmetric, "reset": True, "tos": tos,
+            "local": None, "endpoint": None, "peer": None,
+            "ice": None, "dtls": None, "srtp_in": None, "srtp_out": None}
+    templates = rtp, rtcp
+    if len(_SOCKET_TEMPLATES) < 64:  # (learning words and TOS: a handful)
+        _SOCKET_TEMPLATES[(learning, strict, handover, asymmetric, tos)] = templates
+    return templates
 
 
 #: omnirtp.media.amp.placeholder, imported by Negotiator._batch at its first use
@@ -288,7 +360,7 @@ class Negotiator:
             b = Monologue(flags.to_tag or "", now,
                           directions[1] if len(directions) > 1 else
                           (directions[0] if directions else a.interface_name),
-                          via_branch=flags.via_branch)
+                          flags.via_branch)  # (positional: no keyword dict)
             call.monologues.append(b)
         if len(directions) > 1:
             a.interface_name, b.interface_name = directions[:2]
@@ -659,9 +731,17 @@ class Negotiator:
             strict = handover = asymmetric = False
         tos = self.tos if call.tos is None else call.tos
         sockets = []
-        # (each entry a dict display in the order the keys always had:
+        # each entry a copy of a template with the request's values
+        # (_socket_templates), the keys in the order they always had:
         # learning .. tos, local, endpoint, peer, [rtcp_peer], ice, dtls,
-        # srtp_in, srtp_out, then the codec keys)
+        # srtp_in, srtp_out, then the codec keys; what is not None is set
+        # (a copy and a few stores: a 14-key dict display costs three times
+        # as much)
+        known = (learning, strict, handover, asymmetric, tos)
+        templates = _SOCKET_TEMPLATES.get(known)
+        if templates is None:
+            templates = _socket_templates(*known)
+        rtp_template, rtcp_template = templates
         for ml in call.monologues:
             peer = ml.peer
             peer_medias = peer.medias if peer is not None else ()
@@ -697,27 +777,39 @@ class Negotiator:
                     # DTLS-SRTP: the engine keys this socket from the handshake
                     srtp_in = srtp_out = None
                 rtcp_in, rtcp_out = (srtp_in, srtp_out) if rtcp_keys is None else rtcp_keys
+                rtp = rtp_template.copy()
+                rtcp = rtcp_template.copy()
+                rtp["local"] = rtp_key
+                rtcp["local"] = rtcp_key
+                endpoint = m.rtp_endpoint
+                if endpoint is not None:
+                    rtp["endpoint"] = endpoint
+                if not mux:
+                    endpoint = m.rtcp_endpoint
+                if endpoint is not None:
+                    rtcp["endpoint"] = endpoint
                 if linked:
-                    pm_rtp = (pm.interface.address, pm.rtp_port)
-                    pm_mux = pm.mux
-                    peer_rtp = pm_rtp
-                    rtcp_peer = (pm_rtp[0], pm_rtp[1] + 1) if mux and not pm_mux else None
-                    peer_rtcp = pm_rtp if pm_mux else (pm_rtp[0], pm_rtp[1] + 1)
-                else:
-                    peer_rtp = rtcp_peer = peer_rtcp = None
-                ice = m.ice_entry(1) if m.ice_used else None
-                rtp = {"learning": learning, "strict": strict, "handover": handover,
-                       "asymmetric": asymmetric, "reset": True, "tos": tos,
-                       "local": rtp_key, "endpoint": m.rtp_endpoint, "peer": peer_rtp,
-                       "rtcp_peer": rtcp_peer, "ice": ice, "dtls": dtls_entry,
-                       "srtp_in": srtp_in, "srtp_out": srtp_out}
-                rtcp = {"learning": learning, "strict": strict, "handover": handover,
-                        "asymmetric": asymmetric, "reset": True, "tos": tos,
-                        "local": rtcp_key,
-                        "endpoint": m.rtp_endpoint if mux else m.rtcp_endpoint,
-                        "peer": peer_rtcp, "ice": m.ice_entry(2) if ice is not None else None,
-                        "dtls": None if mux else dtls_entry,
-                        "srtp_in": rtcp_in, "srtp_out": rtcp_out}
+                    pm_rtp = rtp["peer"] = (pm.interface.address, pm.rtp_port)
+                    if pm.mux:
+                        rtcp["peer"] = pm_rtp
+                    else:
+                        rtcp["peer"] = pm_rtcp = (pm_rtp[0], pm_rtp[1] + 1)
+                        if mux:
+                            rtp["rtcp_peer"] = pm_rtcp
+                if m.ice_used:
+                    ice = rtp["ice"] = m.ice_entry(1)
+                    if ice is not None:
+                        rtcp["ice"] = m.ice_entry(2)
+                if dtls_entry is not None:
+                    rtp["dtls"] = dtls_entry
+                    if not mux:
+                        rtcp["dtls"] = dtls_entry
+                if srtp_in is not None or srtp_out is not None:
+                    rtp["srtp_in"] = srtp_in
+                    rtp["srtp_out"] = srtp_out
+                if rtcp_in is not None or rtcp_out is not None:
+                    rtcp["srtp_in"] = rtcp_in
+                    rtcp["srtp_out"] = rtcp_out
                 if m.codecs is not None or m.ptime_forced:
                     codec = m.codec_entry(linked)
                     rtp.update(codec)
@@ -744,7 +836,10 @@ class Negotiator:
             if info.ice:
                 any_ice = True
                 break
-        ice_mode = self._ice_mode(flags, any_ice)
+        if flags.ice is None:  # (no ICE key, the usual request: _ice_mode's default)
+            ice_mode = "force" if any_ice else "remove"
+        else:
+            ice_mode = self._ice_mode(flags, any_ice)
         if not offer and dst.ice:
             ice_mode = "force"
         if offer:
@@ -769,11 +864,13 @@ class Negotiator:
             if info.rejected or not d.has_ports:
                 d.ice_used = False
                 d.dtls_role = None
-                media_plans.append(MediaPlan(
-                    port=0, protocol=dst.protocol or d.protocol or info.proto,
+                mplan = _new(MediaPlan)
+                _media_plan(
+                    mplan, port=0, protocol=dst.protocol or d.protocol or info.proto,
                     keep_mid=offer or dst.had_mid, mid=None if offer else d.mid,
                     ice=IcePlan("", "", trickle=True)
-                    if ice_mode == "force" and trickle else ICE_REMOVE))
+                    if ice_mode == "force" and trickle else ICE_REMOVE)
+                media_plans.append(mplan)
                 continue
             mux = self._mux_out(info, flags, offer, d, dst.rtcp_mux_opts)
             if not offer or mux == "only":
@@ -796,28 +893,48 @@ class Negotiator:
                 d.ice_controlling = (offer or d.ice_remote_lite) and not lite_out
             s_media.ptime = _int(section.attribute("ptime")) or s_media.ptime
             if offer:
-                s_media.codec_keys = frozenset(_codec_keys(section))
+                s_media.codec_keys = _section_keys(section, info.formats)[1]
             ptime = self._ptime_out(flags, offer, s_media, d)
             # the request's transport-protocol (remembered per monologue),
             # else the profile the recipient itself last used (an answer
             # keeps the offerer's; a re-INVITE from the other side keeps
             # the recipient's), else the sender's
             out_proto = dst.protocol or d.protocol or info.proto
-            lines = cryptos.get(info.index, [])
-            if offer:
-                crypto = self._sdes_offer(lines, s_media, d, out_proto, flags)
+            lines = cryptos.get(info.index) if cryptos else None
+            if lines or is_srtp_profile(out_proto):
+                if lines is None:
+                    lines = []
+                if offer:
+                    crypto = self._sdes_offer(lines, s_media, d, out_proto, flags)
+                else:
+                    crypto = self._sdes_answer(lines, s_media, d, out_proto, flags)
+                dtls_lines = self._dtls_plan(d, out_proto, flags, offer)
             else:
-                crypto = self._sdes_answer(lines, s_media, d, out_proto, flags)
-            dtls_lines = self._dtls_plan(d, out_proto, flags, offer)
+                # plain RTP towards a party that sent no a=crypto (the usual
+                # SIP call): what _sdes_offer/_sdes_answer and _dtls_plan
+                # leave then, without their steps
+                crypto = None
+                if offer:
+                    s_media.crypto_candidates = ()
+                    d.crypto_offered = ()
+                else:
+                    s_media.crypto_remote = s_media.crypto_local = None
+                    d.crypto_remote = d.crypto_local = None
+                d.dtls_role = dtls_lines = None
             if dtls_lines is not None and not offer:
                 # answering a DTLS offerer: DTLS wins over its a=crypto (10.5)
                 crypto = []
                 d.crypto_remote = d.crypto_local = None
-            ops = self._codec_ops(flags, section, None if offer else d)
+            if offer and not (flags.codec_strip or flags.codec_mask or flags.codec_offer
+                              or flags.codec_except):
+                ops = _NO_CODEC_OPS  # (what _codec_ops gives then)
+            else:
+                ops = self._codec_ops(flags, section, None if offer else d, info.formats)
             if d.codecs_planned is None:
                 d.codec_out_source = (section.kept(), ops)
-            media_plans.append(MediaPlan(
-                port=d.rtp_port,
+            mplan = _new(MediaPlan)
+            _media_plan(
+                mplan, port=d.rtp_port,
                 rtcp_port=rtcp_port,
                 full_rtcp_attribute=full_rtcp_attribute,
                 rtcp_mux=bool(mux),
@@ -829,15 +946,17 @@ class Negotiator:
                 ptime=ptime,
                 keep_mid=offer or dst.had_mid,
                 keep_zero_address=not info.ice,
-                crypto=[sdes.render(c, flags.sdes) for c in crypto] if crypto else [],
+                crypto=_render_crypto(crypto, flags.sdes) if crypto else [],
                 dtls=dtls_lines,
                 mid=None if offer else d.mid,
-            ))
+            )
+            media_plans.append(mplan)
             if offer:
                 src.had_mid = section.has_attribute("mid")
         iface = iface or self.interfaces.pick(dst.interface_name)
-        return SessionPlan(
-            family=iface.family,
+        plan = _new(SessionPlan)
+        _session_plan(
+            plan, family=iface.family,
             address=iface.advertised,
             media=media_plans,
             replace_origin="origin" in flags.replace,
@@ -845,6 +964,7 @@ class Negotiator:
             keep_zero_address=not any_ice,
             ice_lite=lite_out and ice_mode == "force",
         )
+        return plan
 
     @staticmethod
     def _ptime_out(flags, offer, s_media, d):
@@ -1156,15 +1276,15 @@ class Negotiator:
         a.transcoding = cs.handlers(sa, sb).transcoding
         b.transcoding = cs.handlers(sb, sa, second_pass=True).transcoding
 
-    def _codec_ops(self, flags, section, offerer_media):
+    def _codec_ops(self, flags, section, offerer_media, formats):
         """Codec filtering: the request's strip/mask/offer/except, and in an
         answer whatever the offerer never offered (matched by name/rate)."""
         strip = tuple(flags.codec_strip)
         numbers = False
         if offerer_media is not None and offerer_media.codec_keys:
-            rtpmaps = section._cached_rtpmaps()  # read only
             keys = offerer_media.codec_keys
-            drop = [f for f in section.formats if _codec_key(codec_for(f, rtpmaps)) not in keys]
+            drop = [f for f, key in zip(formats, _section_keys(section, formats)[0])
+                    if key not in keys]
             if drop:
                 strip += tuple(drop)
                 numbers = True
@@ -1188,7 +1308,9 @@ class Negotiator:
             None if mux_only else m.rtp_port + 1)
         if m.ice_ufrag is None:
             m.ice_ufrag, m.ice_pwd = new_ice_credentials()
-        return IcePlan(ufrag=m.ice_ufrag, pwd=m.ice_pwd, candidates=cands)
+        plan = _new(IcePlan)
+        _ice_plan(plan, ufrag=m.ice_ufrag, pwd=m.ice_pwd, candidates=cands)
+        return plan
 
     def _mux_out(self, info, flags, offer, d, offered_opts):
         """rtcp-mux towards ``d``'s party: None, "both" or "only".

@@ -292,3 +292,96 @@ class StoreTests(SynchronousTestCase):
         codecstore.strip(store, ["all"], ["g722/8000/1"])
         self.assertEqual([c.pt for c in store], [9])
         self.assertEqual(store.touched, {8000})
+
+
+class SectionKeysTests(SynchronousTestCase):
+    """``negotiate._section_keys``: the codec keys of an m= section's
+    formats, looked up once per (formats, a=rtpmap values), are those
+    ``_codec_key(codec_for(...))`` gives format by format."""
+
+    def section(self, formats, *rtpmaps):
+        from omnirtp.sdp.model import SessionDescription
+        sdp = ("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
+               "m=audio 4000 RTP/AVP %s\r\n" % formats)
+        sdp += "".join("a=rtpmap:%s\r\n" % r for r in rtpmaps)
+        return SessionDescription.parse(sdp).media[0]
+
+    def expected(self, section):
+        from omnirtp.call.negotiate import _codec_key
+        from omnirtp.sdp.codecs import codec_for
+        rtpmaps = section.rtpmaps()
+        return tuple(_codec_key(codec_for(f, rtpmaps)) for f in section.formats)
+
+    def check(self, section):
+        from omnirtp.call.negotiate import _section_keys
+        keys, key_set = _section_keys(section, tuple(section.formats))
+        self.assertEqual(keys, self.expected(section))
+        self.assertEqual(key_set, frozenset(keys))
+        return keys, key_set
+
+    def test_static_dynamic_and_unknown(self):
+        keys, _ = self.check(self.section("0 8 9 96 97 101 18 126",
+                                          "96 opus/48000/2", "97 AMR-WB/16000",
+                                          "101 telephone-event/8000"))
+        self.assertEqual(keys, (("pcmu", 8000), ("pcma", 8000), ("g722", 8000),
+                                ("opus", 48000), ("amr-wb", 16000),
+                                ("telephone-event", 8000), ("g729", 8000), "126"))
+
+    def test_rtpmap_decides_not_the_formats_alone(self):
+        """The same formats with other a=rtpmap values are other keys (the
+        cache is keyed by both)."""
+        one, _ = self.check(self.section("0 96", "96 opus/48000/2"))
+        other, _ = self.check(self.section("0 96", "96 speex/16000"))
+        self.assertEqual(one[1], ("opus", 48000))
+        self.assertEqual(other[1], ("speex", 16000))
+        # an rtpmap for a static type overrides the table; the first of two wins
+        keys, _ = self.check(self.section("0 96", "0 L16/16000", "96 iLBC/8000",
+                                          "96 opus/48000/2"))
+        self.assertEqual(keys, (("l16", 16000), ("ilbc", 8000)))
+
+    def test_same_lists_share_their_keys(self):
+        _, first = self.check(self.section("0 8 101", "101 telephone-event/8000"))
+        _, again = self.check(self.section("0 8 101", "101 telephone-event/8000"))
+        self.assertIs(first, again)
+        _, spelled = self.check(self.section("0 8 101", "101 Telephone-Event/8000"))
+        self.assertEqual(spelled, first)  # (names match case-insensitively)
+
+
+class SocketEntriesTests(ControlStackTests, SynchronousTestCase):
+    """``Negotiator._sockets``' entries are copies of shared templates: each
+    its own dict, in the keys' fixed order, nothing shared changed."""
+
+    def test_entries_are_separate_and_ordered(self):
+        from omnirtp.call import negotiate
+        from omnirtp.control.flags import Flags
+        ids = ("a", "b")
+        for call_id in ids:
+            self.call(command="offer", call_id=call_id, from_tag="x", sdp=corpus.SIP_OFFER)
+            self.call(command="answer", call_id=call_id, from_tag="x", to_tag="y",
+                      sdp=corpus.SIP_ANSWER)
+        flags = Flags.from_request({"command": "offer"})
+        first = self.negotiator._sockets(self.registry.get("a"), flags)
+        second = self.negotiator._sockets(self.registry.get("b"), flags)
+        templates = {k: (dict(rtp), dict(rtcp))
+                     for k, (rtp, rtcp) in negotiate._SOCKET_TEMPLATES.items()}
+        self.assertEqual(len(first), 4)
+        rtp_keys = ["learning", "strict", "handover", "asymmetric", "reset", "tos", "local",
+                    "endpoint", "peer", "rtcp_peer", "ice", "dtls", "srtp_in", "srtp_out"]
+        for rtp, rtcp in (first[0:2], first[2:4]):
+            self.assertEqual(list(rtp), rtp_keys)
+            self.assertEqual(list(rtcp), [k for k in rtp_keys if k != "rtcp_peer"])
+            self.assertEqual(rtcp["local"], (rtp["local"][0], rtp["local"][1] + 1))
+            self.assertIsNotNone(rtp["endpoint"])
+            self.assertIsNotNone(rtp["peer"])
+        # the caller's RTP socket sends to the callee's RTP socket and back
+        self.assertEqual(first[0]["peer"], first[2]["local"])
+        self.assertEqual(first[2]["peer"], first[0]["local"])
+        self.assertEqual(len({id(e) for e in first + second}), 8)
+        first[0]["peer"] = first[1]["endpoint"] = "changed"
+        self.assertNotEqual(second[0]["peer"], "changed")
+        self.assertNotEqual(second[1]["endpoint"], "changed")
+        self.assertEqual({k: (dict(rtp), dict(rtcp))
+                          for k, (rtp, rtcp) in negotiate._SOCKET_TEMPLATES.items()},
+                         templates)
+        self.assertTrue(all(v is None for rtp, _ in templates.values()
+                            for k, v in rtp.items() if k in ("local", "peer", "ice")))
