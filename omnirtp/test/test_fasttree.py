@@ -1,6 +1,7 @@
 """omnirtp.control._fasttree: a call's statistics tree in C gives what
 commands.py's _call_tree gives, or leaves the call to it."""
 
+import gc
 import sys
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -42,14 +43,24 @@ def _same(a, b, where="tree"):
 def assert_no_leak(test, objects, once, warm, times):
     """``once()`` called ``times`` times (after ``warm`` times) leaves no
     allocated block behind (fewer than 50: the interpreter's own) and the
-    reference counts of ``objects`` as they were."""
-    counts = [sys.getrefcount(o) for o in objects]
-    for _ in range(warm):
-        once()
-    before = sys.getallocatedblocks()
-    for _ in range(times):
-        once()
-    after = sys.getallocatedblocks()
+    reference counts of ``objects`` as they were.  The collector is run
+    first and kept off meanwhile: garbage of earlier tests that it frees
+    in the middle would move the counts of shared objects (an interned
+    address string) without any leak here."""
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        counts = [sys.getrefcount(o) for o in objects]
+        for _ in range(warm):
+            once()
+        before = sys.getallocatedblocks()
+        for _ in range(times):
+            once()
+        after = sys.getallocatedblocks()
+    finally:
+        if enabled:
+            gc.enable()
     test.assertLess(after - before, 50)
     test.assertEqual([sys.getrefcount(o) for o in objects], counts)
 
