@@ -82,27 +82,6 @@ def is_srtp_profile(proto):
 _SRTP_PROFILES = {}
 
 
-#: format (no a=rtpmap) -> its codec key (bounded: formats come from the network)
-_FORMAT_KEYS = {}
-
-
-def _format_key(pt, rtpmaps):
-    """``_codec_key(codec_for(pt, rtpmaps))`` without the Codec: an
-    rtpmap's (encoding, clock rate), else the static type's, else ``pt``."""
-    rtpmap = rtpmaps.get(pt)
-    if rtpmap is None:
-        key = _FORMAT_KEYS.get(pt)
-        if key is None:
-            key = _codec_key(codec_for(pt, rtpmaps))
-            if len(_FORMAT_KEYS) < _CODEC_KEYS_MAX:
-                _FORMAT_KEYS[pt] = key
-        return key
-    key = _CODEC_KEYS.get((rtpmap.encoding, rtpmap.clock_rate))
-    if key is None:
-        key = _codec_key(codec_for(pt, rtpmaps))
-    return key
-
-
 #: (formats, a=rtpmap values) of an m= section -> (its formats' codec
 #: keys in order, their frozenset): the same few lists come again and again
 #: (bounded: they come from the network)
@@ -116,7 +95,7 @@ def _section_keys(section, formats):
     known = _SECTION_KEYS.get(spelled)
     if known is None:
         rtpmaps = section._cached_rtpmaps()  # read only
-        keys = tuple([_format_key(f, rtpmaps) for f in formats])
+        keys = tuple([_codec_key(codec_for(f, rtpmaps)) for f in formats])
         known = keys, frozenset(keys)
         if len(_SECTION_KEYS) < _CODEC_KEYS_MAX:
             _SECTION_KEYS[spelled] = known
@@ -164,10 +143,8 @@ def _socket_templates(learning, strict, handover, asymmetric, tos):
            "asymmetric": asymmetric, "reset": True, "tos": tos,
            "local": None, "endpoint": None, "peer": None, "rtcp_peer": None,
            "ice": None, "dtls": None, "srtp_in": None, "srtp_out": None}
-    rtcp = {"learning": learning, "strict": strict, "handover": handover,
-            "asymmetric": asymmetric, "reset": True, "tos": tos,
-            "local": None, "endpoint": None, "peer": None,
-            "ice": None, "dtls": None, "srtp_in": None, "srtp_out": None}
+    # the RTCP socket's: the same keys in the same order, without rtcp_peer
+    rtcp = {key: value for key, value in rtp.items() if key != "rtcp_peer"}
     templates = rtp, rtcp
     if len(_SOCKET_TEMPLATES) < 64:  # (learning words and TOS: a handful)
         _SOCKET_TEMPLATES[(learning, strict, handover, asymmetric, tos)] = templates
@@ -1081,13 +1058,9 @@ class Negotiator:
         negotiated with ``d`` (a re-INVITE keeps it: same tag, same key),
         the offerer's usable lines with their tags and keys (so SRTP can
         pass through), then every other suite with a new key, tags counting
-        on from the highest so far."""
-        if not lines and not is_srtp_profile(out_proto):
-            # plain RTP both ways (the usual SIP call): what the code below
-            # leaves, without its steps
-            s.crypto_candidates = ()
-            d.crypto_offered = ()
-            return []
+        on from the highest so far.  (Plain RTP both ways, no a=crypto
+        and no SRTP profile, does not come here: :meth:`_plan` sets what
+        this would leave then.)"""
         log = self._log_unusable(flags)
         usable = []
         for c in lines:
