@@ -446,16 +446,7 @@ class ClassicText:
     def __call__(self, event):
         if "log_failure" in event:
             return formatEventAsClassicLogText(event, formatTime=self._time)
-        # (event_text's usual path, inline: a format of {name} fields)
-        fmt = event.get("log_format")
-        text = None
-        if fmt.__class__ is str and _simple_cache.get(fmt) and "log_flattened" not in event:
-            try:
-                text = fmt.format_map(event)
-            except Exception:
-                pass  # (event_text says it as twisted does)
-        if text is None:
-            text = event_text(event)
+        text = event_text(event)
         if not text:
             return None
         when = event.get("log_time")
@@ -516,8 +507,31 @@ def release():
         observer.write_held()
 
 
+class _Holding:
+    """What :class:`TextFile` and :class:`StreamObserver` share for
+    :func:`hold`: the lines kept (``held``, None: none) and the one text
+    :meth:`write_held` writes of them."""
+
+    held = None
+
+    def _keep(self, text):
+        """Keep ``text`` until :func:`release` (called while held)."""
+        held = self.held
+        if held is None:
+            self.held = [text]
+            _unflushed.append(self)
+        else:
+            held.append(text)
+
+    def _take_held(self):
+        """The lines kept, as one text, and none kept any more."""
+        held = self.held
+        self.held = None
+        return held[0] if len(held) == 1 else "".join(held)
+
+
 @implementer(ILogObserver)
-class TextFile:
+class TextFile(_Holding):
     """twistd's text observer (twisted's ``textFileLogObserver``: each
     formatted line written to a file and flushed) with :class:`ClassicText`
     as ``formatEvent``, whose lines :func:`hold` keeps until
@@ -529,8 +543,6 @@ class TextFile:
         #: None: the file takes str; else the encoding of the bytes written
         self.encoding = encoding
         self.formatEvent = formatEvent
-        #: the lines kept while held (None: none)
-        self.held = None
         #: the publisher whose observers hear of a failed held write
         #: (as twisted's tell them when an observer raises: "Temporarily
         #: disabling observer"), set by install()
@@ -540,12 +552,7 @@ class TextFile:
         text = self.formatEvent(event)
         if text:
             if _holding:
-                held = self.held
-                if held is None:
-                    self.held = [text]
-                    _unflushed.append(self)
-                else:
-                    held.append(text)
+                self._keep(text)
                 return
             out = self.out
             out.write(text if self.encoding is None else text.encode(self.encoding))
@@ -553,9 +560,7 @@ class TextFile:
 
     def write_held(self):
         """Write and flush the lines kept while held (:func:`release`)."""
-        held = self.held
-        text = held[0] if len(held) == 1 else "".join(held)
-        self.held = None
+        text = self._take_held()
         try:
             out = self.out
             out.write(text if self.encoding is None else text.encode(self.encoding))
@@ -627,15 +632,13 @@ def format_event(event, timestamps=True):
 
 
 @implementer(ILogObserver)
-class StreamObserver:
+class StreamObserver(_Holding):
     """rtpengine's stderr lines (``log-stderr``) on a text stream; while
     :func:`hold` holds, kept until :func:`release`."""
 
     def __init__(self, stream, timestamps=True):
         self.stream = stream
         self.timestamps = timestamps
-        #: the lines kept while held (None: none)
-        self.held = None
 
     def __call__(self, event):
         try:
@@ -643,11 +646,7 @@ class StreamObserver:
         except (OSError, ValueError):
             return  # (as a failed write)
         if _holding:
-            if self.held is None:
-                self.held = [line]
-                _unflushed.append(self)
-            else:
-                self.held.append(line)
+            self._keep(line)
             return
         self._write(line)
 
@@ -660,9 +659,7 @@ class StreamObserver:
 
     def write_held(self):
         """Write the lines kept while held (:func:`release`)."""
-        text = "".join(self.held)
-        self.held = None
-        self._write(text)
+        self._write(self._take_held())
 
 
 @implementer(ILogObserver)
