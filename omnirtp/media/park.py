@@ -211,22 +211,24 @@ class ParkedCall:
                 if values.pop(at_reset):
                     self.since[local] = now
                 if values[at_tos] is None:
-                    before = kept.get(local)
-                    if before is not None:
-                        tos = field(before, "tos")
-                        if tos is not None:
-                            values[at_tos] = tos
+                    tos = self._tos_before(local)
+                    if tos is not None:
+                        values[at_tos] = tos
                 kept[local] = (names, tuple(values))
                 continue
-            before = kept.get(local)
             entry = dict(entry)
-            if entry.get("tos") is None and before is not None:
-                tos = field(before, "tos")
+            if entry.get("tos") is None:
+                tos = self._tos_before(local)
                 if tos is not None:
                     entry["tos"] = tos
             if entry.pop("reset", False):
                 self.since[local] = now
             kept[local] = pack(entry)
+
+    def _tos_before(self, local):
+        """The ``tos`` of the entry kept for socket ``local``, or None."""
+        before = self.entries.get(local)
+        return None if before is None else field(before, "tos")
 
     def entry(self, key):
         """The entry kept for socket ``key`` (a new dict), or None."""
