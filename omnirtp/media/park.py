@@ -8,9 +8,11 @@ benchmark) would pay three.  Instead, a new call whose entries are all
 *plain* (:func:`plain_entry`: no ICE, no DTLS, no SRTP, no codec, recording
 or other transform key) is *parked*: the control process binds its ports
 itself (from the slice of the worker chosen for it, with a port pool of
-its own: :class:`ParkedCall`), keeps the configure entries, and registers
-a reader on each socket (:class:`Watch`) that fires on the first readable
-event without reading.  Configure, stats, release of a parked call are
+its own: :class:`ParkedCall`), keeps the configure entries, and watches
+its sockets for the first readable event, reading nothing: all parked
+sockets in one epoll of the pool's (:class:`Poller`, the reactor's single
+reader for them all), or, on a test's fake network, a reactor reader per
+socket (:class:`Readers`, :class:`Watch`).  Configure, stats, release of a parked call are
 answered here, at once.  The first datagram on any of its sockets hands
 the call over: the pool sends the sockets' file descriptors to the worker
 over a Unix socket (``SCM_RIGHTS``: :func:`send_sockets` /
@@ -25,7 +27,12 @@ with the sockets and code of a call it bound itself.
 """
 
 import array
+import errno
+import select
 import socket
+
+from twisted.internet.interfaces import IReadDescriptor
+from zope.interface import implementer
 
 from omnirtp.media.relay import LEARNING_MODES
 
@@ -165,12 +172,13 @@ class ParkedCall:
     each configured socket's latest entry (``{key: packed entry}``,
     :func:`pack`; its ``tos`` the latest one given); ``since``: each socket's last signalling reset
     (or its binding), what the relay's learning window and
-    ``last_packet`` start from; ``watches``: the :class:`Watch` readers
-    while the sockets are watched; ``waiting``: the requests that came
-    during the hand-off, ``(function, args, Deferred)``, run in order
-    after it."""
+    ``last_packet`` start from; ``keys``: the set of its sockets' keys
+    (RTP and RTCP: what its entries may name); ``waiting``: the requests
+    that came during the hand-off, ``(function, args, Deferred)``, run in
+    order after it.  Its sockets are watched (the pool's :class:`Poller`)
+    while its state is :data:`PARKED`."""
 
-    __slots__ = ("call_id", "slot", "pairs", "entries", "since", "state", "watches",
+    __slots__ = ("call_id", "slot", "pairs", "entries", "since", "state", "keys",
                  "waiting", "tag")
 
     def __init__(self, call_id, slot):
@@ -180,18 +188,23 @@ class ParkedCall:
         self.entries = {}
         self.since = {}
         self.state = PARKED
-        self.watches = []
+        self.keys = set()
         self.waiting = []
         self.tag = None
 
     def add(self, address, port, rtp, rtcp, now):
         """Keep the bound pair ``rtp``, ``rtcp`` of RTP port ``port``."""
-        self.pairs[(address, port)] = (rtp, rtcp)
-        self.since[(address, port)] = self.since[(address, port + 1)] = now
+        rtp_key = (address, port)
+        rtcp_key = (address, port + 1)
+        self.pairs[rtp_key] = (rtp, rtcp)
+        self.since[rtp_key] = self.since[rtcp_key] = now
+        self.keys.add(rtp_key)
+        self.keys.add(rtcp_key)
 
     def held(self):
-        """The set of the call's socket keys (RTP and RTCP)."""
-        return set(self.sockets_keys())
+        """The set of the call's socket keys (RTP and RTCP; :attr:`keys`,
+        not a copy)."""
+        return self.keys
 
     def keep(self, entries, now):
         """Keep ``entries`` (each :func:`plain_entry`): the latest entry
@@ -274,6 +287,7 @@ class ParkedCall:
             gone.append((key, pair))
             for k in (key, (key[0], key[1] + 1)):
                 gone_keys.add(k)
+                self.keys.discard(k)
                 self.entries.pop(k, None)
                 self.since.pop(k, None)
         if gone_keys:
@@ -287,6 +301,16 @@ class ParkedCall:
                         changed = True
                 if changed:
                     entries[local] = pack(entry)
+        return gone
+
+    def drop_all(self):
+        """:meth:`drop` of every pair (the call holds nothing after it),
+        without looking at entries left: returns what :meth:`drop` does."""
+        gone = list(self.pairs.items())
+        self.pairs.clear()
+        self.entries.clear()
+        self.since.clear()
+        self.keys.clear()
         return gone
 
     def stats(self):
@@ -312,8 +336,9 @@ class ParkedCall:
 
 
 class Watch:
-    """The reader of a parked socket: ``doRead`` calls ``wake(call_id)``
-    on the first readable event, reading nothing (the worker will)."""
+    """The reactor reader of a parked socket (:class:`Readers`): ``doRead``
+    calls ``wake(call_id)`` on the first readable event, reading nothing
+    (the worker will)."""
 
     __slots__ = ("_fd", "call_id", "wake")
 
@@ -333,6 +358,164 @@ class Watch:
 
     def logPrefix(self):
         return "parked call"
+
+
+@implementer(IReadDescriptor)
+class Poller:
+    """The parked calls' sockets behind one epoll of their own; the
+    reactor reads only the epoll's file descriptor, readable while any
+    parked socket is.
+
+    :meth:`watch` registers a call's sockets (an ``epoll_ctl`` each, no
+    reactor bookkeeping); ``doRead`` asks the epoll which sockets have a
+    datagram and calls ``wake(call_id)`` for each, reading nothing (the
+    worker will).  A socket leaves the epoll in one of two ways:
+    :meth:`unwatch` (``epoll_ctl`` delete) for sockets that stay open,
+    the ones handed to a worker (their files live on there); and
+    :meth:`closing` for sockets about to be closed here, which only
+    forgets them: closing a socket's last descriptor takes it out of the
+    epoll (the kernel does so for every epoll that watches a file it
+    releases), so a call released while parked costs no ``epoll_ctl``.
+    Level-triggered: a socket whose call did not leave the epoll after
+    its ``wake`` is taken out (a safety net: the pool's ``wake`` always
+    moves the call or finds it gone).
+    """
+
+    __slots__ = ("_reactor", "_wake", "_epoll", "_register", "_unregister", "_poll", "_fd",
+                 "_calls", "reading")
+
+    #: sockets reported per reactor wakeup at most
+    MAX_EVENTS = 256
+
+    def __init__(self, reactor, wake):
+        self._reactor = reactor
+        self._wake = wake
+        self._epoll = epoll = select.epoll()
+        self._register = epoll.register
+        self._unregister = epoll.unregister
+        self._poll = epoll.poll
+        self._fd = epoll.fileno()
+        #: socket's file descriptor -> the call_id of the parked call
+        self._calls = {}
+        self.reading = False
+
+    def watch(self, call_id, pairs):
+        """Watch the sockets of ``pairs`` (``(rtp, rtcp)`` each) for
+        ``call_id``."""
+        register = self._register
+        calls = self._calls
+        for rtp, rtcp in pairs:
+            fd = rtp.fileno()
+            register(fd, _EPOLLIN)
+            calls[fd] = call_id
+            fd = rtcp.fileno()
+            register(fd, _EPOLLIN)
+            calls[fd] = call_id
+        if not self.reading:
+            self.reading = True
+            self._reactor.addReader(self)
+
+    def unwatch(self, pairs):
+        """Stop watching the sockets of ``pairs``, which stay open."""
+        pop = self._calls.pop
+        unregister = self._unregister
+        for pair in pairs:
+            for sock in pair:
+                fd = sock.fileno()
+                if pop(fd, None) is not None:
+                    unregister(fd)
+
+    def closing(self, pairs):
+        """Forget the sockets of ``pairs``, about to be closed (and with
+        them, their last descriptor: they leave the epoll then)."""
+        pop = self._calls.pop
+        for rtp, rtcp in pairs:
+            pop(rtp.fileno(), None)
+            pop(rtcp.fileno(), None)
+
+    def __len__(self):
+        return len(self._calls)
+
+    def fileno(self):
+        return self._fd
+
+    def doRead(self):
+        try:
+            events = self._poll(0, self.MAX_EVENTS)
+        except OSError as e:
+            if e.errno == errno.EINTR:
+                return
+            raise
+        calls = self._calls
+        for fd, _event in events:
+            call_id = calls.get(fd)
+            if call_id is not None:
+                self._wake(call_id)
+                if calls.get(fd) is not call_id:
+                    continue  # the call left the epoll (handed over)
+                del calls[fd]
+            try:
+                self._unregister(fd)
+            except OSError:
+                pass
+
+    def connectionLost(self, reason):
+        pass
+
+    def logPrefix(self):
+        return "parked calls"
+
+    def close(self):
+        """Leave the reactor and close the epoll (no call is parked)."""
+        if self.reading:
+            self.reading = False
+            self._reactor.removeReader(self)
+        self._calls.clear()
+        self._epoll.close()
+
+
+_EPOLLIN = select.EPOLLIN
+
+
+class Readers:
+    """:class:`Poller`'s calls over a reactor reader per socket
+    (:class:`Watch`): the parked sockets of a test's fake network, which
+    have no file to put in an epoll."""
+
+    __slots__ = ("_reactor", "_wake", "_watches")
+
+    def __init__(self, reactor, wake):
+        self._reactor = reactor
+        self._wake = wake
+        self._watches = {}  # fd -> Watch
+
+    def watch(self, call_id, pairs):
+        add = self._reactor.addReader
+        for pair in pairs:
+            for sock in pair:
+                watch = Watch(sock, call_id, self._wake)
+                add(watch)
+                self._watches[watch.fileno()] = watch
+
+    def unwatch(self, pairs):
+        remove = self._reactor.removeReader
+        for pair in pairs:
+            for sock in pair:
+                watch = self._watches.pop(sock.fileno(), None)
+                if watch is not None:
+                    remove(watch)
+
+    #: (a reader leaves the reactor before its socket is closed)
+    closing = unwatch
+
+    def __len__(self):
+        return len(self._watches)
+
+    def close(self):
+        remove = self._reactor.removeReader
+        for watch in self._watches.values():
+            remove(watch)
+        self._watches.clear()
 
 
 def send_sockets(channel, tag, socks):

@@ -474,6 +474,10 @@ class WorkerPool(service.Service):
         #: ``bind(address, port)``: a parked call's bound socket (default
         #: omnirtp.media.relay.bind_media; tests pass a fake network's)
         self._bind = bind
+        #: what watches the parked calls' sockets (made with the first one
+        #: parked): one epoll for them all (park.Poller), or a reactor
+        #: reader per socket for a test's fake sockets (park.Readers)
+        self._watcher = None
         self._parked = {}  # call_id -> park.ParkedCall
         self._handoffs = 0  # tags of the hand-off messages
         #: sockets the parked calls hold (at most :attr:`park_limit`)
@@ -514,6 +518,9 @@ class WorkerPool(service.Service):
         self._held.clear()
         for call_id in list(self._parked):
             self._unpark(call_id, None)
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
         for slot in self.slots:
             slot.calls.clear()
         return DeferredList(waits)
@@ -942,7 +949,7 @@ class WorkerPool(service.Service):
             if parked is not None:
                 if parked.state is park.PARKED:
                     sockets = list(sockets)
-                    held = parked.held()
+                    held = parked.keys
                     for entry in sockets:
                         if not park.plain_entry(entry, held):
                             break
@@ -1135,6 +1142,12 @@ class WorkerPool(service.Service):
         bind = self._bind
         if bind is None:
             self._bind = bind = bind_media
+        watcher = self._watcher
+        if watcher is None:
+            # (real sockets in one epoll; a test's fake ones, its bind
+            # given, with a reactor reader each)
+            kind = park.Poller if bind is bind_media else park.Readers
+            self._watcher = watcher = kind(self.reactor, self._wake)
         now = self.reactor.seconds()
         got = []
         try:
@@ -1166,13 +1179,7 @@ class WorkerPool(service.Service):
             self._close_pairs(slot, parked.pairs.items())
             return None
         parked.keep(entries, now)
-        add = self.reactor.addReader
-        wake = self._wake
-        watches = parked.watches
-        for sock in parked.sockets():
-            watch = park.Watch(sock, call_id, wake)
-            add(watch)
-            watches.append(watch)
+        watcher.watch(call_id, parked.pairs.values())
         self._parked[call_id] = parked
         self._parked_sockets += sockets_needed
         slot.calls.add(call_id)
@@ -1188,12 +1195,6 @@ class WorkerPool(service.Service):
             rtcp.close()
             slot.park_pools[address].release(port)
 
-    def _unwatch(self, parked):
-        remove = self.reactor.removeReader
-        for watch in parked.watches:
-            remove(watch)
-        parked.watches = []
-
     def _unpark(self, call_id, keys):
         """Release a parked call's ports (``keys``: the RTP keys of some;
         None: all, and the call is forgotten)."""
@@ -1201,24 +1202,19 @@ class WorkerPool(service.Service):
         if parked is None:
             return
         if keys is None:
-            keys = list(parked.pairs)
+            # (the usual way, a delete's: no entry is left to look at)
+            self._watcher.closing(parked.pairs.values())
+            gone = parked.drop_all()
         else:
-            keys = [(str(k[0]), int(k[1]) & ~1) for k in keys]
-        gone = parked.drop(keys)
+            gone = parked.drop([(str(k[0]), int(k[1]) & ~1) for k in keys])
+            if gone:
+                self._watcher.closing([pair for _key, pair in gone])
         if gone:
-            fds = {sock.fileno() for _key, pair in gone for sock in pair}
-            remove = self.reactor.removeReader
-            kept = []
-            for watch in parked.watches:
-                if watch.fileno() in fds:
-                    remove(watch)
-                else:
-                    kept.append(watch)
-            parked.watches = kept
+            # (closed without leaving the epoll first: their close takes
+            # them out; park.Poller)
             self._close_pairs(parked.slot, gone)
             self._parked_sockets -= 2 * len(gone)
         if not parked.pairs:
-            self._unwatch(parked)
             del self._parked[call_id]
             parked.slot.calls.discard(call_id)
             self.park_counts["released"] += 1
@@ -1253,9 +1249,11 @@ class WorkerPool(service.Service):
         """Send the parked call to its worker (or, if it cannot take it,
         another one): its sockets over the hand-off socket, then the
         ``adopt`` request on the pipe."""
+        if parked.state is park.PARKED:
+            # (out of the epoll before the files go: they stay open in the
+            # worker, so their close here would leave them in it)
+            self._watcher.unwatch(parked.pairs.values())
         parked.state = park.MOVING
-        if parked.watches:
-            self._unwatch(parked)
         call_id = parked.call_id
         while True:
             slot = parked.slot

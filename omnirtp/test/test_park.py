@@ -5,7 +5,10 @@ parties live on one fake network and one clock; the sockets handed over
 are the fake sockets' duplicates (``FakeUDPSocket.dup``, as SCM_RIGHTS
 gives), the pipes' bytes moved by :meth:`LazyTests.pump`."""
 
+import os
 import random
+import select
+import socket
 
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
@@ -16,7 +19,7 @@ from omnirtp.media import park
 from omnirtp.media.amp import placeholder
 from omnirtp.media.engine import EmbeddedEngine
 from omnirtp.media.pool import WorkerPool
-from omnirtp.media.relay import LEARNING_WINDOW
+from omnirtp.media.relay import LEARNING_WINDOW, bind_media
 from omnirtp.media.worker import parse_slice
 from omnirtp.test.fakes import FakeNetwork, MemoryUDPReactor
 from omnirtp.test.test_pool import FakeProcess
@@ -520,6 +523,185 @@ class AdoptTests(SynchronousTestCase):
         self.assertEqual(self.net.bound, {})
         self.assertEqual(self.engine.pool(IP).used, 0)
         self.assertNotIn("c", self.engine._calls)
+
+
+def loopback_pair():
+    """Two bound loopback sockets (kernel-chosen ports), as a pair."""
+    return (bind_media(IP, 0), bind_media(IP, 0))
+
+
+def send_to(sock, data=b"x"):
+    """A datagram from a fresh loopback socket to ``sock``."""
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sender.sendto(data, sock.getsockname())
+    finally:
+        sender.close()
+
+
+class PollerTests(SynchronousTestCase):
+    """park.Poller on real loopback sockets: one epoll for every parked
+    socket, read by the reactor as one reader."""
+
+    def setUp(self):
+        self.reactor = MemoryUDPReactor()
+        self.woken = []
+        self.poller = park.Poller(self.reactor, self.wake)
+        self.addCleanup(self.poller.close)
+        self.pairs = []
+
+    def wake(self, call_id):
+        self.woken.append(call_id)
+
+    def pair(self):
+        pair = loopback_pair()
+        self.pairs.append(pair)
+        for sock in pair:
+            self.addCleanup(sock.close)
+        return pair
+
+    def ready(self):
+        """The file descriptors the poller's epoll reports, now."""
+        probe = select.epoll()
+        try:
+            probe.register(self.poller.fileno(), select.EPOLLIN)
+            return probe.poll(0)
+        finally:
+            probe.close()
+
+    def test_oneReaderForAll(self):
+        """The reactor gets the epoll's descriptor once, however many
+        sockets are watched; close takes it out again."""
+        self.poller.watch("c1", [self.pair(), self.pair()])
+        self.poller.watch("c2", [self.pair()])
+        self.assertEqual(list(self.reactor.getReaders()), [self.poller])
+        self.assertEqual(len(self.poller), 6)
+        self.poller.close()
+        self.assertEqual(list(self.reactor.getReaders()), [])
+
+    def test_wakeOnFirstDatagram(self):
+        """A datagram on any socket of a call wakes that call; nothing is
+        read from the socket (its datagram waits for the worker)."""
+        self.poller.watch("c1", [self.pair()])
+        rtp2, rtcp2 = self.pair()
+        self.poller.watch("c2", [(rtp2, rtcp2)])
+        self.poller.doRead()
+        self.assertEqual(self.woken, [])
+        send_to(rtcp2, b"first")
+
+        def hand_over(call_id):
+            self.woken.append(call_id)
+            self.poller.unwatch([(rtp2, rtcp2)])
+
+        self.poller._wake = hand_over
+        self.poller.doRead()
+        self.assertEqual(self.woken, ["c2"])
+        self.assertEqual(rtcp2.recvfrom(100)[0], b"first")
+        self.assertEqual(len(self.poller), 2)
+        self.assertEqual(self.ready(), [])
+
+    def test_unwatchedSocketsStayOpenAndSilent(self):
+        """unwatch (the hand-off) takes open sockets out of the epoll:
+        their datagrams wake nothing."""
+        rtp, rtcp = self.pair()
+        self.poller.watch("c1", [(rtp, rtcp)])
+        self.poller.unwatch([(rtp, rtcp)])
+        send_to(rtp)
+        self.assertEqual(self.ready(), [])
+        self.poller.doRead()
+        self.assertEqual(self.woken, [])
+        self.assertEqual(len(self.poller), 0)
+
+    def test_closedSocketsLeaveTheEpoll(self):
+        """closing only forgets the sockets; closing them takes them out
+        of the epoll (a socket bound on the same descriptor number next
+        registers anew, which epoll refuses for one still in it)."""
+        rtp, rtcp = self.pair()
+        self.poller.watch("c1", [(rtp, rtcp)])
+        fds = (rtp.fileno(), rtcp.fileno())
+        self.poller.closing([(rtp, rtcp)])
+        self.assertEqual(len(self.poller), 0)
+        rtp.close()
+        rtcp.close()
+        again = self.pair()
+        self.assertEqual(tuple(sorted(s.fileno() for s in again)), tuple(sorted(fds)))
+        self.poller.watch("c2", [again])
+        send_to(again[0])
+        self.poller.doRead()
+        self.assertEqual(self.woken, ["c2"])
+
+    def test_notMovedIsNotWatchedAgain(self):
+        """A socket whose call stays in the epoll after its wake is taken
+        out (level-triggered: it would wake the reactor at once again)."""
+        rtp, rtcp = self.pair()
+        self.poller.watch("c1", [(rtp, rtcp)])
+        send_to(rtp)
+        self.poller.doRead()
+        self.assertEqual(self.woken, ["c1"])
+        self.assertEqual(self.ready(), [])
+        self.poller.doRead()
+        self.assertEqual(self.woken, ["c1"])
+        self.assertEqual(len(self.poller), 1)  # (its RTCP socket)
+
+
+class RealSocketTests(SynchronousTestCase):
+    """The lazy pool's parked calls on real loopback sockets (no ``bind``
+    given: park.Poller), its workers in memory."""
+
+    pump = LazyTests.pump
+    done = LazyTests.done
+    offer_answer = LazyTests.offer_answer
+    engine = LazyTests.engine
+
+    def setUp(self):
+        LazyTests.setUp(self)
+        self.pool.stopService()
+        self.pool = WorkerPool(self.reactor, {IP: (46100, 46199)}, 2, executable="python3",
+                               lazy=True)
+        self.pool.startService()
+        self.pump()
+        self.addCleanup(self.pool.stopService)
+
+    def test_parkedInTheEpoll(self):
+        """A parked call's four sockets are in the pool's epoll, the
+        reactor reads only that; the delete closes them."""
+        pa, pb = self.offer_answer()
+        self.assertEqual(self.pool.parked(), {"c1"})
+        poller = self.pool._watcher
+        self.assertIsInstance(poller, park.Poller)
+        self.assertEqual(len(poller), 4)
+        self.assertIn(poller, self.reactor.getReaders())
+        stats = self.done(self.pool.stats_release("c1"))
+        self.assertEqual(sorted(stats["c1"]), [(IP, p) for p in sorted((pa, pa + 1, pb, pb + 1))])
+        self.pool._unpark("c1", None)  # (what sync.after_reply does)
+        self.assertEqual(self.pool.parked(), set())
+        self.assertEqual(len(poller), 0)
+        for port in (pa, pa + 1, pb, pb + 1):
+            bind_media(IP, port).close()  # free again
+
+    def test_handOffLeavesTheEpoll(self):
+        """The first datagram hands the call over; its sockets leave the
+        epoll before they go (the worker's copies keep them open: a
+        datagram after the hand-off must not wake this process)."""
+        for process in self.processes:
+            # (SCM_RIGHTS's duplicates of real sockets: os.dup)
+            process.send_sockets = lambda tag, socks, process=process: process.handed.append(
+                (tag, [park._adopted(os.dup(sock.fileno())) for sock in socks]))
+        pa, pb = self.offer_answer()
+        poller = self.pool._watcher
+        sock = self.pool._parked["c1"].pairs[(IP, pa)][0]
+        send_to(sock, b"\x80" + b"\x00" * 11)
+        poller.doRead()
+        self.pump()
+        self.assertEqual(self.pool.parked(), set())
+        self.assertEqual(self.pool.park_counts["handed"], 1)
+        self.assertEqual(len(poller), 0)
+        self.assertIn("c1", self.engine(0)._calls)
+        ready = select.epoll()
+        self.addCleanup(ready.close)
+        ready.register(poller.fileno(), select.EPOLLIN)
+        send_to(self.engine(0).socket((IP, pb))._sock)
+        self.assertEqual(ready.poll(0), [])
 
 
 class LimitTests(SynchronousTestCase):
