@@ -129,24 +129,99 @@ def _shared(names):
     return names
 
 
-#: the key tuple of an entry with "reset" and "tos" -> ``(the keys kept,
-#: the shared tuple of pack(); the index of "reset" among the entry's
-#: keys; the index of "tos" among those kept)``: how ParkedCall.keep
-#: keeps such an entry without a dict copy of it
-_SHAPES = {}
+class _Form:
+    """What is known of every entry with the key tuple ``names`` (made
+    once per distinct tuple: the negotiator writes two): whether its keys
+    are plain (:func:`plain_keys`'s keys), where each key checked or
+    changed sits among its values, and for an entry with "reset" and
+    "tos" the key tuple kept (:func:`pack`'s shared one, without
+    "reset"), so :func:`checked` and :meth:`ParkedCall.keep_checked` read
+    an entry's values by position, without a dict lookup or copy."""
+
+    __slots__ = ("names", "plain", "none_at", "at_local", "at_peer", "at_rtcp_peer",
+                 "at_peers", "at_endpoint", "at_learning", "at_tos", "at_reset", "kept",
+                 "kept_tos")
+
+    def __init__(self, names):
+        at = {name: index for index, name in enumerate(names)}
+        self.names = names
+        self.plain = at.keys() <= PLAIN_KEYS
+        self.none_at = tuple(at[key] for key in NONE_KEYS if key in at)
+        self.at_local = at.get("local", -1)
+        self.at_peer = at.get("peer", -1)
+        self.at_rtcp_peer = at.get("rtcp_peer", -1)
+        self.at_peers = tuple(at[key] for key in ("peer", "rtcp_peer") if key in at)
+        self.at_endpoint = at.get("endpoint", -1)
+        self.at_learning = at.get("learning", -1)
+        self.at_tos = at.get("tos", -1)
+        if "reset" in at and "tos" in at:
+            self.at_reset = at["reset"]
+            self.kept = _shared(names[:self.at_reset] + names[self.at_reset + 1:])
+            self.kept_tos = self.kept.index("tos")
+        else:
+            # (kept through a dict, as pack() keeps it)
+            self.at_reset = self.kept_tos = -1
+            self.kept = None
 
 
-def _shape(names):
-    """``_SHAPES[names]``, made (None for keys without "reset" or
-    "tos": those are kept through a copy of the entry)."""
-    if "reset" not in names or "tos" not in names:
-        return None
-    at_reset = names.index("reset")
-    kept = _shared(names[:at_reset] + names[at_reset + 1:])
-    shape = (kept, at_reset, kept.index("tos"))
-    if len(_SHAPES) < 64:
-        _SHAPES[names] = shape
-    return shape
+#: the key tuple of an entry -> its _Form
+_FORMS = {}
+
+
+def _form(names):
+    """``_FORMS[names]``, made."""
+    form = _Form(names)
+    if len(_FORMS) < 64:  # (our negotiator's few; never a growing table)
+        _FORMS[names] = form
+    return form
+
+
+def checked(entries, held):
+    """``entries`` (configure entries) as :meth:`ParkedCall.keep_checked`
+    takes them, ``[(form, values)]`` (each entry's :class:`_Form` and a
+    list of its values), if every one is a :func:`plain_entry` for the
+    call's socket keys ``held``; None if any is not.  The same tests as
+    :func:`plain_keys` and :func:`plain_values`, in one pass over each
+    entry's values."""
+    out = []
+    forms = _FORMS
+    for entry in entries:
+        if entry.__class__ is not dict:
+            return None
+        names = tuple(entry)
+        form = forms.get(names)
+        if form is None:
+            form = _form(names)
+        if not form.plain:
+            return None
+        values = list(entry.values())
+        for at in form.none_at:
+            if values[at] is not None:
+                return None
+        at = form.at_local
+        if at < 0 or values[at] not in held:
+            return None
+        for at in form.at_peers:
+            value = values[at]
+            if value is not None and value not in held:
+                return None
+        at = form.at_endpoint
+        if at >= 0:
+            value = values[at]
+            if value is not None and not _is_key(value):
+                return None
+        at = form.at_learning
+        if at >= 0:
+            value = values[at]
+            if value is not None and value not in LEARNING_MODES:
+                return None
+        at = form.at_tos
+        if at >= 0:
+            value = values[at]
+            if value is not None and (type(value) is not int or not 0 <= value <= 255):
+                return None
+        out.append((form, values))
+    return out
 
 
 def unpack(packed):
@@ -211,25 +286,40 @@ class ParkedCall:
         of a socket replaces the one before (a plain entry says all), a
         ``tos`` of None keeps the one given before, a ``reset`` restarts
         the socket's learning window and ``last_packet`` at ``now``."""
+        forms = _FORMS
+        self.keep_checked([(forms.get(names) or _form(names), list(entry.values()))
+                           for entry, names in ((e, tuple(e)) for e in entries)], now)
+
+    def keep_checked(self, entries, now, real=None):
+        """:meth:`keep` of the entries :func:`checked` passed
+        (``[(form, values)]``; their value lists are used up).  ``real``:
+        ``{placeholder socket key: the socket key bound for it}``, a new
+        call's (its entries name only placeholders: every socket key in
+        them is one of ``real``'s)."""
         kept = self.entries
-        for entry in entries:
-            local = entry["local"]
-            names = tuple(entry)
-            shape = _SHAPES.get(names) or _shape(names)
-            if shape is not None:
-                # (the negotiator's entries: their values in a list, the
-                # reset taken out, the same (keys, values) as below)
-                names, at_reset, at_tos = shape
-                values = list(entry.values())
-                if values.pop(at_reset):
+        for form, values in entries:
+            at = form.at_local
+            if real is not None:
+                values[at] = real[values[at]]
+                for at_peer in form.at_peers:
+                    value = values[at_peer]
+                    if value is not None:
+                        values[at_peer] = real[value]
+            local = values[at]
+            names = form.kept
+            if names is not None:
+                # (the negotiator's entries: the reset taken out, the
+                # same (keys, values) as pack() gives below)
+                if values.pop(form.at_reset):
                     self.since[local] = now
-                if values[at_tos] is None:
+                at = form.kept_tos
+                if values[at] is None:
                     tos = self._tos_before(local)
                     if tos is not None:
-                        values[at_tos] = tos
+                        values[at] = tos
                 kept[local] = (names, tuple(values))
                 continue
-            entry = dict(entry)
+            entry = dict(zip(form.names, values))
             if entry.get("tos") is None:
                 tos = self._tos_before(local)
                 if tos is not None:

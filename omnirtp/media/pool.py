@@ -949,12 +949,9 @@ class WorkerPool(service.Service):
             if parked is not None:
                 if parked.state is park.PARKED:
                     sockets = list(sockets)
-                    held = parked.keys
-                    for entry in sockets:
-                        if not park.plain_entry(entry, held):
-                            break
-                    else:
-                        parked.keep(sockets, self.reactor.seconds())
+                    entries = park.checked(sockets, parked.keys)
+                    if entries is not None:
+                        parked.keep_checked(entries, self.reactor.seconds())
                         return succeed(None)
                 # not for this process (a transform, a recording, a socket
                 # it does not hold): the worker takes the call now
@@ -1112,21 +1109,12 @@ class WorkerPool(service.Service):
         ports bound from the slice of the worker it would go to): the
         ports of each group, or None (it goes to a worker as always;
         nothing of it is held here)."""
-        # (a call with ICE, DTLS or SRTP, a WebRTC one: told at its first
-        # entry, before anything else is looked at)
-        plain_keys = park.plain_keys
-        for entry in sockets:
-            if not plain_keys(entry):
-                return None
-        slot = self._pick(set())
-        if slot is None or not groups:
-            return None
         sockets_needed = 2 * sum(count for _address, count in groups)
-        if (sockets_needed > park.MAX_SOCKETS
-                or self._parked_sockets + sockets_needed > self.park_limit):
+        if not sockets_needed or sockets_needed > park.MAX_SOCKETS:
             return None
         # the entries first (with the placeholder ports: the same keys):
-        # a call that is not for this process binds nothing here
+        # a call that is not for this process (a transform, ICE, DTLS or
+        # SRTP: a WebRTC one) binds nothing here
         held = set()
         index = 0
         for address, count in groups:
@@ -1135,9 +1123,12 @@ class WorkerPool(service.Service):
                 held.add((address, port))
                 held.add((address, port + 1))
                 index += 1
-        for entry in sockets:
-            if not park.plain_values(entry, held):
-                return None
+        entries = park.checked(sockets, held)
+        if entries is None:
+            return None
+        slot = self._pick(set())
+        if slot is None or self._parked_sockets + sockets_needed > self.park_limit:
+            return None
         parked = park.ParkedCall(call_id, slot)
         bind = self._bind
         if bind is None:
@@ -1150,6 +1141,8 @@ class WorkerPool(service.Service):
             self._watcher = watcher = kind(self.reactor, self._wake)
         now = self.reactor.seconds()
         got = []
+        real = {}  # placeholder key -> the key bound for it
+        index = 0
         try:
             for address, count in groups:
                 pool = slot.park_pools.get(address)
@@ -1168,17 +1161,20 @@ class WorkerPool(service.Service):
                     port, (rtp, rtcp) = pool.acquire(bind_pair)
                     parked.add(address, port, rtp, rtcp, now)
                     ports.append(port)
+                    key = placeholder(index)
+                    real[(address, key)] = (address, port)
+                    real[(address, key + 1)] = (address, port + 1)
+                    index += 1
                 got.append(ports)
-            entries = commands.fill_ports(sockets, [port for ports in got for port in ports])
         except (PortsExhausted, OSError, ValueError) as e:
-            # the slice is full here, no file is left, a placeholder names
-            # nothing: the worker decides, as it always did
+            # the slice is full here, no file is left: the worker
+            # decides, as it always did
             if isinstance(e, OSError) and e.errno in NO_FILES_ERRNOS:
                 self.log.debug("call {call_id}: not parked: {error}", call_id=call_id,
                                error=str(e))
             self._close_pairs(slot, parked.pairs.items())
             return None
-        parked.keep(entries, now)
+        parked.keep_checked(entries, now, real)
         watcher.watch(call_id, parked.pairs.values())
         self._parked[call_id] = parked
         self._parked_sockets += sockets_needed

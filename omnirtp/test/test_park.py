@@ -816,3 +816,74 @@ class PackTests(SynchronousTestCase):
         expected = entry((IP, 40000), None, A, tos=184)
         del expected["reset"]  # (applied when kept)
         self.assertEqual(call.entry_list(), [expected])
+
+
+class CheckedTests(SynchronousTestCase):
+    """park.checked (the tests of plain_keys and plain_values in one pass
+    by position) and ParkedCall.keep_checked (the placeholders filled and
+    the entries kept without a dict copy)."""
+
+    HELD = {(IP, 40000), (IP, 40001), (IP, 40002), (IP, 40003)}
+
+    def variants(self):
+        """Entries that are and are not plain for HELD, each alone."""
+        rtp_entry = entry((IP, 40000), (IP, 40002), A)
+        rtcp_entry = {k: v for k, v in entry((IP, 40001), (IP, 40003), None).items()
+                      if k != "rtcp_peer"}
+        out = [rtp_entry, rtcp_entry, dict(rtp_entry, rtcp_peer=(IP, 40003)),
+               dict(reversed(list(rtp_entry.items()))), {"local": (IP, 40000)},
+               dict(rtp_entry, learning="off"), dict(rtp_entry, tos=0), dict(rtp_entry, tos=255),
+               dict(rtp_entry, endpoint=None)]
+        plain = len(out)
+        out += [[("local", (IP, 40000))], dict(rtp_entry, codec="PCMU"),
+                dict(rtp_entry, ice={"ufrag": "x"}), dict(rtp_entry, dtls=True),
+                dict(rtp_entry, srtp_in=b"k"), dict(rtp_entry, srtp_out=b"k"),
+                dict(rtp_entry, local=(IP, 40004)), dict(rtp_entry, peer=(IP, 40004)),
+                dict(rtp_entry, rtcp_peer=(IP, 40004)), dict(rtp_entry, endpoint=("x", "y")),
+                dict(rtp_entry, endpoint=("x", 1, 2)), dict(rtp_entry, learning="sometimes"),
+                dict(rtp_entry, tos=256), dict(rtp_entry, tos=-1), dict(rtp_entry, tos=True),
+                dict(rtp_entry, tos="46"), {k: v for k, v in rtp_entry.items() if k != "local"}]
+        return out, plain
+
+    def test_sameAsPlainEntry(self):
+        entries, plain = self.variants()
+        for index, e in enumerate(entries):
+            expected = index < plain
+            self.assertEqual(park.plain_entry(e, self.HELD), expected, e)
+            self.assertEqual(park.checked([e], self.HELD) is not None, expected, e)
+        # all or nothing
+        self.assertIsNone(park.checked(entries, self.HELD))
+        self.assertEqual(len(park.checked(entries[:plain], self.HELD)), plain)
+
+    def test_keepCheckedFillsPlaceholders(self):
+        """A new call's entries with placeholder keys are kept as
+        fill_ports + keep kept them."""
+        from omnirtp.media.amp import fill_ports
+
+        a, b = placeholder(0), placeholder(1)
+        held = {(IP, a), (IP, a + 1), (IP, b), (IP, b + 1)}
+        offer = offer_entries(tos=46)
+        offer[1] = {k: v for k, v in offer[1].items() if k != "rtcp_peer"}  # an RTCP entry
+        offer[2] = dict(offer[2], rtcp_peer=(IP, b + 1))
+        del offer[3]["reset"]  # (kept through a dict)
+        real = {(IP, a): (IP, 40000), (IP, a + 1): (IP, 40001),
+                (IP, b): (IP, 40002), (IP, b + 1): (IP, 40003)}
+
+        def call():
+            c = park.ParkedCall("c", None)
+            c.add(IP, 40000, object(), object(), T0)
+            c.add(IP, 40002, object(), object(), T0)
+            return c
+
+        reference = call()
+        reference.keep(fill_ports(offer, [40000, 40002]), T0 + 1)
+        fused = call()
+        fused.keep_checked(park.checked(offer, held), T0 + 1, real)
+        self.assertEqual(fused.entries, reference.entries)
+        self.assertEqual(fused.since, reference.since)
+        self.assertEqual(list(fused.entries), list(reference.entries))
+        self.assertEqual(fused.entry((IP, 40002))["rtcp_peer"], (IP, 40003))
+        self.assertEqual(fused.since[(IP, 40000)], T0 + 1)
+        self.assertEqual(fused.since[(IP, 40003)], T0)
+        # the offer's dicts are left as they were
+        self.assertEqual(offer[0]["local"], (IP, a))
