@@ -22,6 +22,10 @@ headers; optional: without it model.py and rewrite.py do that work.
 omnirtp.control._fasttree (the statistics tree of one call in the
 query/delete reply, see omnirtp/control/commands.py) needs nothing but
 Python's headers; optional: without it commands.py does that work.
+
+omnirtp.media._fastpark (the test of a parked call's configure entries,
+see omnirtp/media/park.py's checked) needs nothing but Python's headers;
+optional: without it park.py does that work.
 """
 
 from setuptools import Extension, setup
@@ -52,6 +56,11 @@ setup(
         Extension(
             "omnirtp.control._fasttree",
             sources=["omnirtp/control/_fasttree.c"],
+            optional=True,
+        ),
+        Extension(
+            "omnirtp.media._fastpark",
+            sources=["omnirtp/media/_fastpark.c"],
             optional=True,
         ),
     ]

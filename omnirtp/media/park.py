@@ -36,6 +36,11 @@ from zope.interface import implementer
 
 from omnirtp.media.relay import LEARNING_MODES
 
+try:  # (make ext: the entries' test in C, the same result)
+    from omnirtp.media import _fastpark
+except ImportError:  # pragma: no cover - the pure-Python checked
+    _fastpark = None
+
 #: the keys a parked call's entries may have (a plain call's, as the
 #: negotiator writes them); the transform keys among them must be None
 PLAIN_KEYS = frozenset(("local", "peer", "rtcp_peer", "endpoint", "learning", "strict",
@@ -176,13 +181,33 @@ def _form(names):
     return form
 
 
+if _fastpark is not None:
+    # each plain key's kind, the K_ values of _fastpark.c
+    _fastpark.setup({"strict": 0, "handover": 0, "asymmetric": 0, "reset": 0,
+                     "ice": 1, "dtls": 1, "srtp_in": 1, "srtp_out": 1, "local": 2,
+                     "peer": 3, "rtcp_peer": 4, "endpoint": 5, "learning": 6, "tos": 7},
+                    _FORMS, LEARNING_MODES)
+
+
 def checked(entries, held):
     """``entries`` (configure entries) as :meth:`ParkedCall.keep_checked`
     takes them, ``[(form, values)]`` (each entry's :class:`_Form` and a
     list of its values), if every one is a :func:`plain_entry` for the
     call's socket keys ``held``; None if any is not.  The same tests as
     :func:`plain_keys` and :func:`plain_values`, in one pass over each
-    entry's values."""
+    entry's values: in C (``omnirtp.media._fastpark``, ``make ext``) for
+    an exact list and set whose entries' key tuples have been seen
+    before, else :func:`_checked`."""
+    if _fastpark is not None:
+        out = _fastpark.checked(entries, held)
+        if out is not None:
+            return out if out is not False else None
+    return _checked(entries, held)
+
+
+def _checked(entries, held):
+    """:func:`checked` in Python (the reference the C one is tested
+    against; it makes the forms of new key tuples)."""
     out = []
     forms = _FORMS
     for entry in entries:

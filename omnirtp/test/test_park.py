@@ -887,3 +887,79 @@ class CheckedTests(SynchronousTestCase):
         self.assertEqual(fused.since[(IP, 40003)], T0)
         # the offer's dicts are left as they were
         self.assertEqual(offer[0]["local"], (IP, a))
+
+
+class FastCheckedTests(SynchronousTestCase):
+    """omnirtp.media._fastpark (make ext): checked in C gives what
+    park._checked gives, or leaves the entries to it (None)."""
+
+    HELD = CheckedTests.HELD
+    variants = CheckedTests.variants
+
+    def setUp(self):
+        from omnirtp.media import _fastpark  # (built by make ext: required)
+
+        self.fast = _fastpark.checked
+        self.assertIs(park._fastpark, _fastpark)
+
+    def same(self, entries, held):
+        expected = park._checked(entries, held)  # (makes the forms)
+        got = self.fast(entries, held)
+        if expected is None:
+            self.assertIs(got, False, entries)
+            return
+        self.assertEqual(len(got), len(expected))
+        for (form, values), (form_py, values_py) in zip(got, expected):
+            self.assertIs(form, form_py)
+            self.assertIs(type(values), list)
+            self.assertEqual(values, values_py)
+            for a, b in zip(values, values_py):
+                self.assertIs(a, b)
+
+    def test_sameAsPython(self):
+        entries, plain = self.variants()
+        for e in entries:
+            self.same([e], self.HELD)
+        self.same(entries[:plain], self.HELD)
+        self.same(entries, self.HELD)
+        self.same([], self.HELD)
+        self.same(offer_entries(), {(IP, placeholder(0)), (IP, placeholder(0) + 1),
+                                    (IP, placeholder(1)), (IP, placeholder(1) + 1)})
+        self.assertIsInstance(park.checked(entries[:plain], self.HELD), list)
+        self.assertIsNone(park.checked(entries, self.HELD))
+
+    def test_notMine(self):
+        """What it leaves to park._checked: a new key tuple, another type
+        of list or set, a key that is not an exact str, an error (which
+        park.checked then raises as _checked does)."""
+        e = dict(entry((IP, 40000), (IP, 40002), A), strict=True)
+        fresh = dict(reversed(list(dict(e, handover=True).items())))
+        park._FORMS.pop(tuple(fresh), None)
+        self.assertIsNone(self.fast([fresh], self.HELD))
+        self.assertEqual(len(park.checked([fresh], self.HELD)), 1)  # (its form made)
+        self.assertEqual(len(self.fast([fresh], self.HELD)), 1)
+        self.assertIsNone(self.fast((e,), self.HELD))
+        self.assertIsNone(self.fast([e], frozenset(self.HELD)))
+
+        class Key(str):
+            pass
+
+        odd = {Key(k) if k == "local" else k: v for k, v in e.items()}
+        self.assertIsNone(self.fast([odd], self.HELD))
+        unhashable = dict(e, local=[IP, 40000])
+        self.assertIsNone(self.fast([unhashable], self.HELD))
+        self.assertRaises(TypeError, park.checked, [unhashable], self.HELD)
+        # (a tos that fails comes after the local in checked's order: the
+        # unhashable local's error is met first, as in _checked)
+        self.assertRaises(TypeError, park.checked, [dict(unhashable, tos=300)], self.HELD)
+
+    def test_noLeak(self):
+        from omnirtp.test.test_fasttree import assert_no_leak
+
+        entries, plain = self.variants()
+        good = entries[:plain]
+        park._checked(good, self.HELD)
+        assert_no_leak(self, [self.HELD] + good + list(park._FORMS.values()),
+                       lambda: (self.fast(good, self.HELD), self.fast(entries, self.HELD),
+                                self.fast([dict(good[0], local=[1])], self.HELD)),
+                       100, 2000)
