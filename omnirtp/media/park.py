@@ -339,9 +339,13 @@ class ParkedCall:
                     self.since[local] = now
                 at = form.kept_tos
                 if values[at] is None:
-                    tos = self._tos_before(local)
-                    if tos is not None:
-                        values[at] = tos
+                    before = kept.get(local)
+                    if before is not None:
+                        # (the tos kept before: at the same place when
+                        # kept with the same keys)
+                        tos = before[1][at] if before[0] is names else field(before, "tos")
+                        if tos is not None:
+                            values[at] = tos
                 kept[local] = (names, tuple(values))
                 continue
             entry = dict(zip(form.names, values))
@@ -433,16 +437,18 @@ class ParkedCall:
         sockets that never saw a packet (``RelaySocket.counters``)."""
         out = {}
         entries = self.entries
-        for key in self.sockets_keys():
-            packed = entries.get(key)
-            out[key] = {
-                "packets": 0,
-                "bytes": 0,
-                "errors": 0,
-                "last_packet": self.since[key],
-                "endpoint": field(packed, "endpoint") if packed is not None else None,
-                "confirmed": False,
-            }
+        since = self.since
+        for address, port in self.pairs:
+            for key in ((address, port), (address, port + 1)):
+                packed = entries.get(key)
+                out[key] = {
+                    "packets": 0,
+                    "bytes": 0,
+                    "errors": 0,
+                    "last_packet": since[key],
+                    "endpoint": None if packed is None else field(packed, "endpoint"),
+                    "confirmed": False,
+                }
         return out
 
     def newest(self):
