@@ -522,16 +522,21 @@ class Poller:
 
     def watch(self, call_id, pairs):
         """Watch the sockets of ``pairs`` (``(rtp, rtcp)`` each) for
-        ``call_id``."""
+        ``call_id``; an OSError (the kernel's watch limit) leaves none of
+        them watched."""
         register = self._register
         calls = self._calls
-        for rtp, rtcp in pairs:
-            fd = rtp.fileno()
-            register(fd, _EPOLLIN)
-            calls[fd] = call_id
-            fd = rtcp.fileno()
-            register(fd, _EPOLLIN)
-            calls[fd] = call_id
+        try:
+            for rtp, rtcp in pairs:
+                fd = rtp.fileno()
+                register(fd, _EPOLLIN)
+                calls[fd] = call_id
+                fd = rtcp.fileno()
+                register(fd, _EPOLLIN)
+                calls[fd] = call_id
+        except OSError:
+            self.unwatch(pairs)
+            raise
         if not self.reading:
             self.reading = True
             self._reactor.addReader(self)

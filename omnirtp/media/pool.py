@@ -1174,8 +1174,13 @@ class WorkerPool(service.Service):
                                error=str(e))
             self._close_pairs(slot, parked.pairs.items())
             return None
+        try:
+            watcher.watch(call_id, parked.pairs.values())
+        except OSError as e:
+            self.log.debug("call {call_id}: not parked: {error}", call_id=call_id, error=str(e))
+            self._close_pairs(slot, parked.pairs.items())
+            return None
         parked.keep_checked(entries, now, real)
-        watcher.watch(call_id, parked.pairs.values())
         self._parked[call_id] = parked
         self._parked_sockets += sockets_needed
         slot.calls.add(call_id)

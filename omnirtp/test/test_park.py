@@ -963,3 +963,38 @@ class FastCheckedTests(SynchronousTestCase):
                        lambda: (self.fast(good, self.HELD), self.fast(entries, self.HELD),
                                 self.fast([dict(good[0], local=[1])], self.HELD)),
                        100, 2000)
+
+
+class WatchRefusedTests(SynchronousTestCase):
+    """A parked call's sockets that cannot be watched (the kernel's epoll
+    watch limit): nothing of the call stays here, it goes to a worker."""
+
+    setUp = RealSocketTests.setUp
+    pump = LazyTests.pump
+    done = LazyTests.done
+    requests = LazyTests.requests
+
+    def test_watchRefused(self):
+        self.done(self.pool.allocate_configure("c0", [(IP, 2)], offer_entries()))
+        poller = self.pool._watcher
+        self.assertIsInstance(poller, park.Poller)
+        real_register = poller._register
+        calls = []
+
+        def register(fd, events):
+            calls.append(fd)
+            if len(calls) == 3:
+                raise OSError(28, "No space left on device")
+            real_register(fd, events)
+
+        poller._register = register
+        before = self.requests()
+        [[pa, pb]] = self.done(self.pool.allocate_configure("c1", [(IP, 2)], offer_entries()))
+        self.assertEqual(self.pool.parked(), {"c0"})
+        self.assertEqual(len(poller), 4)  # (c0's)
+        self.assertNotEqual(self.requests(), before)  # a worker took it
+        self.assertEqual(self.pool._parked_sockets, 4)
+        self.assertEqual(len(calls), 3)
+        # the pairs it bound here were closed and their ports given back
+        self.assertEqual(sum(s.park_pools[IP].used for s in self.pool.slots
+                             if IP in s.park_pools), 4)  # (c0's two pairs)
