@@ -219,6 +219,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "omnirtp.media._fastpark",
     "The test of a parked call's entries in C (see park.py's checked).", -1, methods,
+    NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC
