@@ -143,9 +143,8 @@ class _Form:
     "reset"), so :func:`checked` and :meth:`ParkedCall.keep_checked` read
     an entry's values by position, without a dict lookup or copy."""
 
-    __slots__ = ("names", "plain", "none_at", "at_local", "at_peer", "at_rtcp_peer",
-                 "at_peers", "at_endpoint", "at_learning", "at_tos", "at_reset", "kept",
-                 "kept_tos")
+    __slots__ = ("names", "plain", "none_at", "at_local", "at_peers", "at_endpoint",
+                 "at_learning", "at_tos", "at_reset", "kept", "kept_tos")
 
     def __init__(self, names):
         at = {name: index for index, name in enumerate(names)}
@@ -153,8 +152,6 @@ class _Form:
         self.plain = at.keys() <= PLAIN_KEYS
         self.none_at = tuple(at[key] for key in NONE_KEYS if key in at)
         self.at_local = at.get("local", -1)
-        self.at_peer = at.get("peer", -1)
-        self.at_rtcp_peer = at.get("rtcp_peer", -1)
         self.at_peers = tuple(at[key] for key in ("peer", "rtcp_peer") if key in at)
         self.at_endpoint = at.get("endpoint", -1)
         self.at_learning = at.get("learning", -1)
