@@ -34,13 +34,6 @@ _media_plan = MediaPlan.__init__
 _session_plan = SessionPlan.__init__
 _ice_plan = IcePlan.__init__
 
-
-def _keep(*_objects):
-    """Nothing: the work :meth:`Negotiator._negotiate` queues with
-    ``sync.after_reply`` so that what it holds (the parsed SDP, the plan,
-    the request's Flags) is freed after the reply has been sent."""
-
-
 #: CodecOps with nothing to do (immutable: one for every media plan that
 #: filters nothing)
 _NO_CODEC_OPS = CodecOps()
@@ -485,14 +478,6 @@ class Negotiator:
         except (SDPError, ValueError) as e:
             self.log.info("SDP rewrite failed: {error}", error=str(e))
             raise NGError(E_SDP_REWRITE)
-        # the parsed SDP, its pairs and plan and the request's Flags are
-        # freed once the reply has gone out (within an ng datagram, as
-        # sync.after_reply queues work; sync.after_reply itself would call
-        # _keep at once elsewhere, which frees nothing sooner): the client
-        # does not wait for their deallocation
-        queue = sync.after_reply_work
-        if queue is not None:
-            queue.append((_keep, (sd, infos, pairs, plan, flags)))
         return out
 
     def _family(self, flags):

@@ -446,44 +446,6 @@ class EmbeddedEngineNowTests(SynchronousTestCase):
         self.assertEqual((totals["ports_used"], totals["ports_free"]), (0, 10))
         self.assertIsNone(self.registry.get("x"))
 
-    def test_sdpFreedAfterTheReply(self):
-        """Over the ng socket, an offer's and an answer's parsed SDP (and what
-        the negotiator made of it) is freed once the reply has been sent
-        (sync.after_reply), before datagramReceived returns: the client does
-        not wait for it; outside an ng datagram it goes at once."""
-        import weakref
-        from omnirtp.control import bencode
-        from omnirtp.control.ng import NGProtocol
-        from omnirtp.sdp import model
-        proto = NGProtocol(self.dispatch, self.clock)
-        parsed = []
-        parse = model.SessionDescription.parse
-
-        def keep_weak(text):
-            sd = parse(text)
-            parsed.append(weakref.ref(sd))
-            return sd
-        self.patch(model.SessionDescription, "parse", staticmethod(keep_weak))
-        alive_at_send = []
-
-        class Transport:
-            def write(self, datagram, addr):
-                alive_at_send.append(parsed[-1]() is not None)
-        proto.transport = Transport()
-        for n, request in enumerate((
-                {"command": "offer", "call-id": "x", "from-tag": "f", "sdp": OFFER},
-                {"command": "answer", "call-id": "x", "from-tag": "f", "to-tag": "t",
-                 "sdp": ANSWER})):
-            proto.datagramReceived(b"c%d %s" % (n, bencode.encode(request)), ("192.0.2.1", 5060))
-            self.assertIsNone(parsed[-1]())
-        self.assertEqual(alive_at_send, [True, True])
-        self.assertEqual(len(parsed), 2)
-        # not within an ng datagram: nothing kept
-        self.dispatch.now({"command": "offer", "call-id": "x", "from-tag": "f",
-                           "sdp": OFFER}, None)
-        self.assertEqual(len(parsed), 3)
-        self.assertIsNone(parsed[-1]())
-
     def test_failed_configure(self):
         """A configure that fails fails a new call's offer, which holds no
         port afterwards (released as before)."""
