@@ -79,6 +79,11 @@ class CallRegistry:
         #: callables called with each call that ends (destroyed or lost),
         #: before its ports are released (call recording closes its files)
         self.on_end = []
+        # the class's defaults as the instance's own: an attribute the
+        # instance holds is a specialised read in 3.11, a class attribute
+        # read through the instance is not (store: three reads a call)
+        self.store = None
+        self.limits = None
         if hasattr(engine, "on_calls_lost"):
             engine.on_calls_lost = self.calls_lost
 

@@ -26,6 +26,10 @@ else:
     _fasttree.setup(Media)
     _fast_tree = _fasttree.call_tree
 
+#: ``Flags.from_request`` (a class method's look-up through its class is
+#: not specialised in 3.11: a module global is)
+_from_request = Flags.from_request
+
 LIST_DEFAULT_LIMIT = 32
 #: the statistics reply's rates without a LoadLimits (the unit tests' registries)
 _NO_RATES = dict.fromkeys(Rates.KEYS, 0)
@@ -285,7 +289,7 @@ class Dispatcher:
             if handler is None:
                 raise NGError(E_UNKNOWN_COMMAND)
             self.counts[command] += 1
-            result = handler(Flags.from_request(request))
+            result = handler(_from_request(request))
         except BaseException:
             self.counts["errors"] += 1
             self._count_done(Failure(), command, addr)

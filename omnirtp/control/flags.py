@@ -443,12 +443,14 @@ class Flags:
             # for anything else, which the Python below does
             fields = fast(request)
             if fields is not None:
-                self = cls.__new__(cls)
+                # (object.__new__ as a global: ``cls.__new__`` is a look-up
+                # through the class that 3.11 does not specialise)
+                self = _new(cls)
                 self.__dict__ = fields
                 return self
         # what cls(raw=request) makes, without the generated __init__'s
         # keyword handling for 42 fields (three requests per call)
-        self = cls.__new__(cls)
+        self = _new(cls)
         # the defaults in field order (a copy of the table), then a fresh
         # container for each field with a default factory (_FACTORIES,
         # written out: a loop of factory calls costs a third more)
@@ -487,6 +489,9 @@ class Flags:
             )
         return self
 
+
+#: object.__new__ (Flags has no __new__ of its own): from_request's
+_new = object.__new__
 
 #: Flags' fields with a plain default, in field order (the fields with a
 #: default factory are in it too, as placeholders, so the order is kept)

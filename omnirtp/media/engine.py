@@ -1332,7 +1332,6 @@ class EmbeddedEngine:
         plan = []
         # validate everything first so a bad entry changes nothing
         for entry in entries:
-            get = entry.get
             # the negotiator's entries with the keys of a plain call in
             # their order (RTP, RTCP): their values read at once (the same
             # values the look-ups below find), else each looked up
@@ -1349,6 +1348,9 @@ class EmbeddedEngine:
                 learning = learning or LEARN_DELAYED
                 record = absent
             else:
+                # (a dict's bound get, made only for an entry read key by
+                # key: an attribute look-up 3.11 does not specialise)
+                get = entry.get
                 local = get(K_LOCAL)
                 peer_relay = get(K_PEER)
                 rtcp_peer_relay = get(K_RTCP_PEER)

@@ -380,7 +380,10 @@ class RelaySocket:
         #: the SO_INCOMING_CPU this socket and its companion were given
         #: (:meth:`set_cpu`, option ``socket-cpu-affinity``); -1: none
         self.cpu = -1
-        now = self._seconds()
+        # (the clock read as a slot and called: ``self._seconds()`` is a
+        # method call's look-up, which 3.11 does not specialise for a slot)
+        seconds = self._seconds
+        now = seconds()
         self.endpoint = None
         self.sdp_endpoint = None
         self.learning = LEARN_DELAYED
@@ -486,7 +489,8 @@ class RelaySocket:
         changed = endpoint != self.sdp_endpoint
         self.sdp_endpoint = endpoint
         if reset:
-            now = self._seconds()
+            seconds = self._seconds  # (a slot read, then called: see __init__)
+            now = seconds()
             self.window_end = now + LEARNING_WINDOW
             self.last_packet = now
         if ice:
