@@ -99,6 +99,10 @@ def _at_level(level):
     """Logger's method for ``level``: twisted's event, key for key and in
     its order, made here (twisted's level methods call ``emit``)."""
     def at_level(self, format=None, **kwargs):
+        installed = _installed
+        if installed is not None and installed[3] is not None \
+                and _fast_line(self, level, format, kwargs, installed):
+            return
         kwargs["log_logger"] = self
         kwargs["log_level"] = level
         kwargs["log_namespace"] = self.namespace
@@ -160,8 +164,60 @@ class Logger(_TwistedLogger):
 
 
 #: what install() left: (the publisher, its observers then (all
-#: LevelFilters of one LogLevels), that LogLevels), or None
+#: LevelFilters of one LogLevels), that LogLevels, the TextFile when that
+#: filter's observer is the one observer and a TextFile with ClassicText
+#: (:func:`_fast_line`), else None), or None
 _installed = None
+
+#: an event's keys that make its line another than :func:`_fast_line`'s
+#: (traced, own priority or subsystem, failure, system, flattened)
+_OWN_KEYS = frozenset(("log_trace", "log_priority", "log_subsystem", "log_failure",
+                       "log_system", "log_flattened"))
+
+
+def _fast_line(logger, level, fmt, kwargs, installed):
+    """The line of one of our Logger's events, made and kept (or written)
+    without the event: when the logger's observer is the publisher that
+    install() left with only twistd's text observer behind the filter
+    (``installed[3]``, a :class:`TextFile` with :class:`ClassicText`),
+    the event names none of :data:`_OWN_KEYS`, the levels let it through
+    (their verdict for its namespace and level, made by an earlier event)
+    and its format has only ``{name}`` fields that are not twisted's
+    ``log_`` keys, all given.  Then the line is the one the publisher, the
+    filter and the observer make of the event (the same text, timestamp and
+    ``[namespace#level]``; a write that fails is dropped as the publisher
+    drops it with no other observer to tell) and it returns True; else
+    False, before any effect: the caller makes the event."""
+    publisher, observers, levels, target = installed
+    if logger.observer is not publisher or publisher._observers != observers \
+            or fmt.__class__ is not str or not _OWN_KEYS.isdisjoint(kwargs):
+        return False
+    namespace = logger.namespace
+    if levels._verdicts.get((namespace, level)) is not _MAYBE:
+        return False  # dropped, asked of the levels first, or a call debugged
+    fast = _fast_cache.get(fmt)
+    if fast is None:
+        if len(_fast_cache) >= _SIMPLE_CACHE_MAX:
+            _fast_cache.clear()
+        fast = _fast_cache[fmt] = _fast_format(fmt)
+    if not fast:
+        return False
+    try:
+        text = fmt.format_map(kwargs)
+    except Exception:
+        return False  # twisted's text for it, from the event
+    if text:
+        line = target.formatEvent.line(_now(), namespace, level, text)
+        if _holding:
+            target._keep(line)
+        else:
+            try:
+                out = target.out
+                out.write(line if target.encoding is None else line.encode(target.encoding))
+                out.flush()
+            except Exception:
+                pass  # (the publisher's report goes to no other observer)
+    return True
 
 
 def _debug_dropped(logger, kwargs):
@@ -169,7 +225,7 @@ def _debug_dropped(logger, kwargs):
     goes to the publisher install() filtered, whose observers are still
     the filters it added, the event names no priority, subsystem or trace
     of its own, and the levels drop priority 7 of the logger's subsystem."""
-    publisher, observers, levels = _installed
+    publisher, observers, levels, _ = _installed
     if logger.observer is not publisher \
             or getattr(publisher, "_observers", None) != observers \
             or "log_priority" in kwargs or "log_subsystem" in kwargs or "log_trace" in kwargs:
@@ -372,6 +428,21 @@ def _simple(fmt):
         return False
 
 
+#: log_format -> True when :func:`_fast_line` may make its text from the
+#: event's own keys (simple, and no field names one of twisted's ``log_``
+#: keys)
+_fast_cache = {}
+
+
+def _fast_format(fmt):
+    if not _simple(fmt):
+        return False
+    for _literal, name, _spec, _conversion in _parser.parse(fmt):
+        if name is not None and name.startswith("log_"):
+            return False
+    return True
+
+
 def event_text(event):
     """``twisted.logger.formatEvent(event)`` (the text of the event's
     ``log_format``, no traceback), with the format string parsed once.
@@ -449,27 +520,36 @@ class ClassicText:
         text = event_text(event)
         if not text:
             return None
-        when = event.get("log_time")
-        if when.__class__ is float and self._second is not None \
-                and "log_system" not in event:
+        if "log_system" not in event:
+            namespace, level = event.get("log_namespace", "-"), event.get("log_level")
+            if namespace.__class__ is str and level.__class__ is _NamedLevel:
+                return self.line(event.get("log_time"), namespace, level, text)
+        line = "%s [%s] %s" % (self.time_text(event.get("log_time")), _system(event), text)
+        if "\n" in line:
+            line = line.replace("\n", "\n\t")
+        return line + "\n"
+
+    def line(self, when, namespace, level, text):
+        """The line of an event with no ``log_system`` or failure, whose
+        text is ``text`` (not empty), namespace ``namespace`` (a str) and
+        level ``level`` (one of twisted's), at ``when``."""
+        if when.__class__ is float and self._second is not None:
             # the usual event: within the second of the stamp made last,
             # "STAMP [NAMESPACE#LEVEL] " made once per namespace and level
             second = self._second
             if 0.0 <= when - second < 0.9999995:
-                namespace, level = event.get("log_namespace", "-"), event.get("log_level")
-                if namespace.__class__ is str and level.__class__ is _NamedLevel:
-                    key = (namespace, level)
-                    prefix = self._prefixes.get(key)
-                    if prefix is None:
-                        prefix = "%s [%s] " % (self._stamp, _system(event))
-                        if "\n" in prefix:
-                            prefix = prefix.replace("\n", "\n\t")
-                        if len(self._prefixes) < 256:
-                            self._prefixes[key] = prefix
-                    if "\n" in text:
-                        text = text.replace("\n", "\n\t")
-                    return prefix + text + "\n"
-        line = "%s [%s] %s" % (self.time_text(when), _system(event), text)
+                key = (namespace, level)
+                prefix = self._prefixes.get(key)
+                if prefix is None:
+                    prefix = "%s [%s#%s] " % (self._stamp, namespace, level.name)
+                    if "\n" in prefix:
+                        prefix = prefix.replace("\n", "\n\t")
+                    if len(self._prefixes) < 256:
+                        self._prefixes[key] = prefix
+                if "\n" in text:
+                    text = text.replace("\n", "\n\t")
+                return prefix + text + "\n"
+        line = "%s [%s#%s] %s" % (self.time_text(when), namespace, level.name, text)
         if "\n" in line:
             line = line.replace("\n", "\n\t")
         return line + "\n"
@@ -746,8 +826,13 @@ def install(levels, log_stderr=False, facility=None, timestamps=True,
         added.append(filtered)
     global _installed
     observers = getattr(publisher, "_observers", None)
-    _installed = (publisher, list(observers), levels) \
-        if observers == added and observers else None
+    _installed = None
+    if observers == added and observers:
+        # twistd's text observer alone: its lines by _fast_line
+        fast = added[0].observer if len(added) == 1 else None
+        if fast.__class__ is not TextFile or fast.formatEvent.__class__ is not ClassicText:
+            fast = None
+        _installed = (publisher, list(observers), levels, fast)
     return added
 
 

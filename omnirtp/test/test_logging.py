@@ -864,3 +864,180 @@ class DroppedDebugTests(SynchronousTestCase):
         seen = []
         olog.Logger(namespace="omnirtp.control.x", observer=seen.append).debug("direct")
         self.assertEqual([e["log_format"] for e in seen], ["direct"])
+
+
+class FastLineTests(SynchronousTestCase):
+    """omnirtp's Logger makes the line of an event itself (no event dict,
+    publisher, filter or observer call) when twistd's text observer is
+    the one observer install() left; the bytes in the file are those the
+    publisher, the filter and the observer write, whatever the event,
+    held or not; anything else takes that way."""
+
+    NAMESPACES = ("omnirtp.control.commands.Dispatcher", "omnirtp.media.ice.Agent",
+                  "new\nline", "omnirtp.call.registry.CallRegistry")
+    LEVELS = (LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical)
+    EXTRA = ({}, {"call_id": "c1"}, {"call_id": None}, {"log_system": "pool"},
+             {"log_priority": 5}, {"log_priority": 7}, {"log_subsystem": "ice"},
+             {"log_flattened": {}}, {"log_source": "mine"}, {"log_namespace": "given"},
+             {"log_failure": None})
+    TIMES = (T, T + 0.25, T + 0.7499995, T + 0.75, T + 1.5, T + 0.5, T + 2.0, -1.5, 0.0,
+             1700000000.9999996, T + 3)
+
+    def setUp(self):
+        self.addCleanup(setattr, olog, "_installed", olog._installed)
+        self.clock = []
+        self.patch(olog, "_now", lambda: self.clock[0])
+
+    def stack(self, out, other=False, time_format=None, levels=None):
+        """A publisher with twistd's text observer on ``out`` behind
+        install()'s filter (and ``other``: a second observer, which keeps
+        every event on the general way); loggers on it for each namespace."""
+        from twisted.logger import textFileLogObserver
+        publisher = LogPublisher()
+        kw = {} if time_format is None else {"timeFormat": time_format}
+        publisher.addObserver(textFileLogObserver(out, **kw))
+        install(levels or LogLevels(6), publisher=publisher)
+        if other:
+            publisher.addObserver(lambda event: None)
+            self.assertNotEqual(publisher._observers, olog._installed[1])
+        else:
+            self.assertIsInstance(olog._installed[3], olog.TextFile)
+        return {ns: olog.Logger(namespace=ns, observer=publisher) for ns in self.NAMESPACES}
+
+    def events(self):
+        formats = CheapTextTests.FORMATS + [None, "{log_namespace} {a}", "{log_level.name}",
+                                            "{call_id} x", "{log_source} {a}"]
+        for i, when in enumerate(self.TIMES):
+            for namespace in self.NAMESPACES:
+                for level in self.LEVELS:
+                    for fmt in formats:
+                        yield when, namespace, level, fmt, self.EXTRA[i % len(self.EXTRA)]
+                for extra in self.EXTRA:
+                    yield when, namespace, LogLevel.info, "extra {a}", extra
+
+    def emit(self, loggers, events, held):
+        for when, namespace, level, fmt, extra in events:
+            self.clock[:] = [when]
+            keys = dict(CheapTextTests.VALUES, **extra)
+            if held:
+                olog.hold()
+            getattr(loggers[namespace], level.name)(fmt, **keys)
+            if held:
+                olog.release()
+
+    def run_both(self, make, time_format=None, held=False, levels=None):
+        fast, general = make(), make()
+        events = list(self.events())
+        self.emit(self.stack(general, other=True, time_format=time_format,
+                             levels=levels and levels()), events, held)
+        self.emit(self.stack(fast, time_format=time_format, levels=levels and levels()),
+                  events, held)
+        return fast, general
+
+    def compare(self, make, **kw):
+        fast, general = self.run_both(make, **kw)
+        self.assertGreater(len(general.getvalue()), 10000)
+        self.assertEqual(fast.getvalue(), general.getvalue())
+
+    def test_sameBytes(self):
+        self.compare(io.StringIO)
+
+    def test_sameBytesHeld(self):
+        """Held per event, and all held until the end."""
+        self.compare(io.StringIO, held=True)
+        olog.hold()
+        try:
+            fast, general = self.run_both(io.StringIO)
+            self.assertEqual((fast.getvalue(), general.getvalue()), ("", ""))
+        finally:
+            olog.release()
+        self.assertGreater(len(general.getvalue()), 10000)
+        self.assertEqual(fast.getvalue(), general.getvalue())
+
+    def test_sameBytesEncoded(self):
+        self.compare(io.BytesIO)
+
+    def test_sameBytesOtherTimeFormats(self):
+        for time_format in ("%Y %H:%M:%S", "%H:%M:%S.%f", "%s"):
+            self.compare(io.StringIO, time_format=time_format)
+
+    def test_sameBytesOtherLevels(self):
+        self.compare(io.StringIO, levels=lambda: LogLevels(4, {"control": 7}))
+        self.compare(io.StringIO, levels=lambda: LogLevels(7))
+
+    def taken(self):
+        """The events that reached the filter (not the fast way)."""
+        seen = []
+        real = olog.LevelFilter.__call__
+
+        def counting(filter, event):
+            seen.append(event["log_format"])
+            return real(filter, event)
+        self.patch(olog.LevelFilter, "__call__", counting)
+        return seen
+
+    def test_fastWay(self):
+        """The usual line does not reach the filter, once the levels have
+        said that its namespace and level pass."""
+        out = io.StringIO()
+        log = self.stack(out)["omnirtp.control.commands.Dispatcher"]
+        seen = self.taken()
+        self.clock[:] = [T]
+        for n in range(3):
+            log.info("Received command '{command}' from {source}", command="offer",
+                     source="127.0.0.1:5060", call_id="c1")
+        log.info("{missing}")
+        log.info("x {a}", a=1, log_system="s")
+        self.assertEqual(seen, ["Received command '{command}' from {source}",
+                                "{missing}", "x {a}"])
+        self.assertEqual(out.getvalue().count("Received command 'offer' from 127.0.0.1:5060\n"), 3)
+
+    def test_followsLevels(self):
+        """A change of the levels, a call debugged, another observer: the
+        next event sees them."""
+        out = io.StringIO()
+        levels = LogLevels(6)
+        loggers = self.stack(out, levels=levels)
+        log = loggers["omnirtp.control.commands.Dispatcher"]
+        self.clock[:] = [T]
+        log.info("one")
+        log.info("two")
+        levels.set(5, "control")
+        log.info("hidden", call_id="c1")
+        levels.debug_calls.add("c1")
+        log.info("debugged", call_id="c1")
+        log.info("not debugged", call_id="c2")
+        levels.set(6)
+        log.info("three")
+        seen = []
+        olog._installed[0].addObserver(seen.append)
+        log.info("four")
+        self.assertEqual([line.rpartition("] ")[2] for line in out.getvalue().splitlines()],
+                         ["one", "two", "debugged", "three", "four"])
+        self.assertEqual([e["log_format"] for e in seen], ["four"])
+
+    def test_failedWrite(self):
+        """A write that fails, not held: dropped, as the publisher drops an
+        observer's failure when no other observer is there to hear it."""
+        loggers = self.stack(BrokenFile())
+        self.clock[:] = [T]
+        log = loggers["omnirtp.control.commands.Dispatcher"]
+        log.info("first")
+        log.info("lost")
+        olog.hold()
+        log.info("held")
+        olog.release()
+
+    def test_heldOrder(self):
+        """Held, the fast lines and the others keep their order, in one write."""
+        out = Recording()
+        log = self.stack(out)["omnirtp.control.commands.Dispatcher"]
+        self.clock[:] = [T]
+        olog.hold()
+        log.info("a {x}", x=1)
+        log.info("b", log_system="s")
+        log.info("c {x}", x=2)
+        olog.release()
+        [(_, text), _] = out.log
+        self.assertEqual([line.rpartition(" ")[2] for line in text.splitlines()],
+                         ["1", "b", "2"])
