@@ -97,8 +97,8 @@ venv: $(VENV_STAMP)
 # the C extensions omnirtp.media._fastsrtp (SRTP, libssl-dev) and
 # omnirtp.control._fastbencode (ng bencode), omnirtp.media._fastrelay
 # (MediaPoller's wait and inline relay), omnirtp.sdp._fastsdp (the SDP
-# parse, inspect and rewrite) and omnirtp.control._fasttree (a call's statistics
-# tree) built next to their sources, where
+# parse, inspect and rewrite), omnirtp.control._fasttree (a call's statistics
+# tree) and omnirtp._fastlog (the log lines) built next to their sources, where
 # PYTHONPATH=$(CURDIR) finds them (scripts/run-tests builds them the same way
 # before the tests); without them SRTP runs on pylibsrtp, bencode in Python
 ext:

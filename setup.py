@@ -22,6 +22,10 @@ headers; optional: without it model.py and rewrite.py do that work.
 omnirtp.control._fasttree (the statistics tree of one call in the
 query/delete reply, see omnirtp/control/commands.py) needs nothing but
 Python's headers; optional: without it commands.py does that work.
+
+omnirtp._fastlog (the line of one of omnirtp's log events for twistd's
+text observer, see omnirtp/logging.py) needs nothing but Python's headers;
+optional: without it logging.py does that work.
 """
 
 from setuptools import Extension, setup
@@ -52,6 +56,11 @@ setup(
         Extension(
             "omnirtp.control._fasttree",
             sources=["omnirtp/control/_fasttree.c"],
+            optional=True,
+        ),
+        Extension(
+            "omnirtp._fastlog",
+            sources=["omnirtp/_fastlog.c"],
             optional=True,
         ),
     ]

@@ -193,7 +193,8 @@ def _fast_line(logger, level, fmt, kwargs, installed):
             or fmt.__class__ is not str or not _OWN_KEYS.isdisjoint(kwargs):
         return False
     namespace = logger.namespace
-    if levels._verdicts.get((namespace, level)) is not _MAYBE:
+    verdicts = levels._verdicts.get(level)
+    if verdicts is None or verdicts.get(namespace) is not _MAYBE:
         return False  # dropped, asked of the levels first, or a call debugged
     fast = _fast_cache.get(fmt)
     if fast is None:
@@ -211,13 +212,11 @@ def _fast_line(logger, level, fmt, kwargs, installed):
         if _holding:
             target._keep(line)
         else:
-            try:
-                out = target.out
-                out.write(line if target.encoding is None else line.encode(target.encoding))
-                out.flush()
-            except Exception:
-                pass  # (the publisher's report goes to no other observer)
+            target._write_fast(line)
     return True
+
+
+_py_fast_line = _fast_line
 
 
 def _debug_dropped(logger, kwargs):
@@ -313,9 +312,10 @@ class LogLevels:
         #: call-ids whose events pass at debug level whatever the levels
         #: (the CLI's ``debug <call-id>``)
         self.debug_calls = set()
-        #: (namespace, level) -> PredicateResult.maybe when the usual event
-        #: of that key passes the levels, else its priority (cleared at
-        #: every change of the levels)
+        #: level -> {namespace -> PredicateResult.maybe when the usual
+        #: event of that namespace and level passes the levels, else its
+        #: priority} (cleared at every change of the levels; by level, then
+        #: namespace: omnirtp._fastlog finds it without making a key)
         self._verdicts = {}
 
     @classmethod
@@ -373,11 +373,13 @@ class LogLevels:
         else:
             # the usual event: both follow from its namespace and level,
             # and so does the verdict of the levels until they change
-            key = (event.get("log_namespace"), event.get("log_level"))
-            verdict = self._verdicts.get(key)
+            namespace, level = event.get("log_namespace"), event.get("log_level")
+            verdicts = self._verdicts.get(level)
+            verdict = None if verdicts is None else verdicts.get(namespace)
             if verdict is _MAYBE:
                 return verdict
             if verdict is None:
+                key = (namespace, level)
                 known = _PRIORITY_SUBSYSTEM.get(key)
                 if known is None:
                     known = (priority(event), subsystem(event))
@@ -385,8 +387,10 @@ class LogLevels:
                         _PRIORITY_SUBSYSTEM[key] = known
                 prio, sub = known
                 verdict = _MAYBE if prio <= self.levels.get(sub, self.level) else prio
-                if len(self._verdicts) < 1024:
-                    self._verdicts[key] = verdict
+                if verdicts is None:
+                    verdicts = self._verdicts[level] = {}
+                if len(verdicts) < 1024:
+                    verdicts[namespace] = verdict
                 if verdict is _MAYBE:
                     return verdict
             prio = verdict
@@ -443,6 +447,16 @@ def _fast_format(fmt):
     return True
 
 
+def _fast_pieces(fmt):
+    """For ``omnirtp._fastlog``: ``fmt``'s items (literal, name, conversion,
+    spec), conversion "" for none, when :func:`_fast_format` says yes, else
+    None."""
+    if not _fast_format(fmt):
+        return None
+    return tuple((literal, name, conversion or "", spec or "")
+                 for literal, name, spec, conversion in _parser.parse(fmt))
+
+
 def event_text(event):
     """``twisted.logger.formatEvent(event)`` (the text of the event's
     ``log_format``, no traceback), with the format string parsed once.
@@ -493,7 +507,7 @@ class ClassicText:
         self._cache = time_format is not None and "%f" not in time_format
         self._second = None
         self._stamp = None
-        #: (namespace, level) -> the line's start within that second
+        #: level -> {namespace -> the line's start within that second}
         self._prefixes = {}
 
     def _time(self, when):
@@ -538,14 +552,16 @@ class ClassicText:
             # "STAMP [NAMESPACE#LEVEL] " made once per namespace and level
             second = self._second
             if 0.0 <= when - second < 0.9999995:
-                key = (namespace, level)
-                prefix = self._prefixes.get(key)
+                prefixes = self._prefixes.get(level)
+                if prefixes is None:
+                    prefixes = self._prefixes[level] = {}
+                prefix = prefixes.get(namespace)
                 if prefix is None:
                     prefix = "%s [%s#%s] " % (self._stamp, namespace, level.name)
                     if "\n" in prefix:
                         prefix = prefix.replace("\n", "\n\t")
-                    if len(self._prefixes) < 256:
-                        self._prefixes[key] = prefix
+                    if len(prefixes) < 256:
+                        prefixes[namespace] = prefix
                 if "\n" in text:
                     text = text.replace("\n", "\n\t")
                 return prefix + text + "\n"
@@ -637,6 +653,17 @@ class TextFile(_Holding):
             out = self.out
             out.write(text if self.encoding is None else text.encode(self.encoding))
             out.flush()
+
+    def _write_fast(self, line):
+        """Write and flush a line of :func:`_fast_line` made while not held;
+        a failure is dropped, as the publisher drops the failure of its one
+        observer (its report goes to the others: none)."""
+        try:
+            out = self.out
+            out.write(line if self.encoding is None else line.encode(self.encoding))
+            out.flush()
+        except Exception:
+            pass
 
     def write_held(self):
         """Write and flush the lines kept while held (:func:`release`)."""
@@ -842,6 +869,15 @@ def install_level(log_level, publisher=globalLogPublisher):
     levels = LogLevels(log_level)
     install(levels, publisher=publisher)
     return levels
+
+
+try:
+    from omnirtp import _fastlog
+except ImportError:  # not built: the Python does the fast lines
+    _fastlog = None
+else:
+    _fastlog.setup(globals(), _fast_pieces)
+    _fast_line = _fastlog.fast_line
 
 
 __all__ = ["SUBSYSTEMS", "SUBSYSTEM_NAMES", "LogLevels", "LevelFilter", "Logger",

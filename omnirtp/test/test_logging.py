@@ -19,6 +19,8 @@ from omnirtp.signals import Reloader, SignalService, shift_levels
 from omnirtp.test.fakes import ControlStack
 
 T = 1700000000.25
+#: the Logger's fast line as omnirtp.logging chose it (before any test patches it)
+_FAST_LINE = olog._fast_line
 
 
 def event(namespace="omnirtp.call.registry.CallRegistry", level=LogLevel.info,
@@ -866,12 +868,15 @@ class DroppedDebugTests(SynchronousTestCase):
         self.assertEqual([e["log_format"] for e in seen], ["direct"])
 
 
-class FastLineTests(SynchronousTestCase):
+class _FastLine:
     """omnirtp's Logger makes the line of an event itself (no event dict,
     publisher, filter or observer call) when twistd's text observer is
     the one observer install() left; the bytes in the file are those the
     publisher, the filter and the observer write, whatever the event,
-    held or not; anything else takes that way."""
+    held or not; anything else takes that way.  (``fast_line``: the
+    implementation under test, omnirtp._fastlog's or the Python's.)"""
+
+    fast_line = None
 
     NAMESPACES = ("omnirtp.control.commands.Dispatcher", "omnirtp.media.ice.Agent",
                   "new\nline", "omnirtp.call.registry.CallRegistry")
@@ -887,6 +892,7 @@ class FastLineTests(SynchronousTestCase):
         self.addCleanup(setattr, olog, "_installed", olog._installed)
         self.clock = []
         self.patch(olog, "_now", lambda: self.clock[0])
+        self.patch(olog, "_fast_line", self.fast_line)
 
     def stack(self, out, other=False, time_format=None, levels=None):
         """A publisher with twistd's text observer on ``out`` behind
@@ -905,7 +911,7 @@ class FastLineTests(SynchronousTestCase):
         return {ns: olog.Logger(namespace=ns, observer=publisher) for ns in self.NAMESPACES}
 
     def events(self):
-        formats = CheapTextTests.FORMATS + [None, "{log_namespace} {a}", "{log_level.name}",
+        formats = CheapTextTests.FORMATS + [None, "{a!r:>12} {b!s:<3} {a!a}", "{log_namespace} {a}", "{log_level.name}",
                                             "{call_id} x", "{log_source} {a}"]
         for i, when in enumerate(self.TIMES):
             for namespace in self.NAMESPACES:
@@ -1041,3 +1047,75 @@ class FastLineTests(SynchronousTestCase):
         [(_, text), _] = out.log
         self.assertEqual([line.rpartition(" ")[2] for line in text.splitlines()],
                          ["1", "b", "2"])
+
+
+class PythonFastLineTests(_FastLine, SynchronousTestCase):
+    fast_line = staticmethod(olog._py_fast_line)
+
+
+class CFastLineTests(_FastLine, SynchronousTestCase):
+    """omnirtp._fastlog's fast_line: the same bytes as the general way,
+    and no references or memory kept per line."""
+
+    if olog._fastlog is None:
+        skip = "omnirtp._fastlog is not built (make ext)"
+    else:
+        fast_line = staticmethod(olog._fastlog.fast_line)
+
+    def test_inUse(self):
+        """Built, it is the one the Logger calls (setUp patched the same in)."""
+        self.assertIs(_FAST_LINE, olog._fastlog.fast_line)
+
+    def test_nothingKept(self):
+        """Lines of every kind (fast, general, failing to format), held
+        and not: no memory left behind but the lines."""
+        import gc
+        import sys
+        out = io.StringIO()
+        log = self.stack(out)["omnirtp.control.commands.Dispatcher"]
+        value = "v" * 10
+        self.clock[:] = [T]
+
+        def lines():
+            for _ in range(200):
+                olog.hold()
+                log.info("Received command '{command}' from {source}", command="offer",
+                         source=value, call_id="c1")
+                log.info("{a!r} {b:>4} {missing}", a=value, b=1)
+                log.info("{a!r} {b:>4} {c}", a=value, b=1, c=Unformattable())
+                log.info("x {a}", a=1, log_system="s")
+                olog.release()
+                log.info("unheld {a!r}", a=value)
+            out.seek(0)
+            out.truncate()
+        lines()
+        lines()
+        gc.collect()
+        blocks, refs = sys.getallocatedblocks(), sys.getrefcount(value)
+        lines()
+        gc.collect()
+        # (a block or a reference kept per line would be 200 or more)
+        self.assertLess(abs(sys.getallocatedblocks() - blocks), 20)
+        self.assertEqual(sys.getrefcount(value), refs)
+
+    def test_badArguments(self):
+        """Anything but what the Logger passes: not taken, no effect."""
+        out = io.StringIO()
+        loggers = self.stack(out)
+        log = loggers["omnirtp.control.commands.Dispatcher"]
+        self.clock[:] = [T]
+        log.info("first")  # the levels' verdict made
+        installed = olog._installed
+        fast = olog._fastlog.fast_line
+        for args in [(log, LogLevel.info, "x", {}, installed[:3]),
+                     (log, LogLevel.info, "x", {}, list(installed)),
+                     (log, LogLevel.info, b"x", {}, installed),
+                     (log, LogLevel.info, "x", [], installed),
+                     (object(), LogLevel.info, "x", {}, installed)]:
+            if args[0].__class__ is object:
+                self.assertRaises(AttributeError, fast, *args)
+            else:
+                self.assertIs(fast(*args), False)
+        self.assertRaises(TypeError, fast, log, LogLevel.info, "x", {})
+        self.assertIs(fast(log, LogLevel.info, "x {a}", {"a": 1}, installed), True)
+        self.assertEqual(out.getvalue().count("\n"), 2)

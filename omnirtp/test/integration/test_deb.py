@@ -133,10 +133,10 @@ class BuildTests(SynchronousTestCase):
                      "/var/spool/omnirtp/", "/usr/share/doc/omnirtp/README.md",
                      "/%s/omnirtp/cli/ctl.py" % DIST):
             self.assertIn(path, paths)
-        # the C extensions (SRTP, bencode, the SDP line pass, the call tree)
-        # are built and packaged
+        # the C extensions (SRTP, bencode, the SDP line pass, the call tree,
+        # the log lines) are built and packaged
         for ext in ("media/_fastsrtp", "control/_fastbencode", "sdp/_fastsdp",
-                    "control/_fasttree"):
+                    "control/_fasttree", "_fastlog"):
             self.assertEqual(len([p for p in paths if p.startswith("/%s/omnirtp/%s.cpython-"
                                                                     % (DIST, ext))
                                   and p.endswith(".so")]), 1, ext)
