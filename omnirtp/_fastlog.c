@@ -27,6 +27,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stddef.h>
 
 static PyObject *globals = NULL;     /* omnirtp.logging's namespace */
 static PyObject *pieces_of = NULL;   /* logging._fast_pieces */
@@ -40,19 +41,72 @@ enum {
     A_OBSERVER, A_OBSERVERS, A_NAMESPACE, A_VERDICTS, A_FORMAT_EVENT, A_SECOND,
     A_PREFIXES, A_HELD, A_LINE, A_WRITE_FAST, A_KEEP, G_NOW, G_HOLDING,
     G_UNFLUSHED, G_MAYBE, G_OWN_KEYS, S_NEWLINE, S_NEWLINE_TAB, S_EMPTY,
+    G_FAST_LINE, G_INSTALLED, S_FORMAT, S_SELF,
     N_NAMES
 };
 static const char *name_texts[N_NAMES] = {
     "observer", "_observers", "namespace", "_verdicts", "formatEvent", "_second",
     "_prefixes", "held", "line", "_write_fast", "_keep", "_now", "_holding",
     "_unflushed", "_MAYBE", "_OWN_KEYS", "\n", "\n\t", "",
+    "_fast_line", "_installed", "format", "self",
 };
 static PyObject *names[N_NAMES];
 
-/* the text of fmt's pieces from kwargs (str.format_map's), NULL with an
- * error set when a name is missing or a value does not format */
+/* an event's keywords: a dict, or a call's keyword names and values */
+typedef struct {
+    PyObject *dict;             /* or NULL: */
+    PyObject *names;            /* a tuple of str */
+    PyObject *const *values;
+} keywords;
+
+/* the value of keyword ``name`` (borrowed), NULL when there is none (an
+ * error set only for a failed look-up) */
 static PyObject *
-render(PyObject *pieces, PyObject *kwargs)
+kw_get(keywords *kw, PyObject *name)
+{
+    Py_ssize_t i, n;
+    if (kw->dict != NULL)
+        return PyDict_GetItemWithError(kw->dict, name);
+    n = PyTuple_GET_SIZE(kw->names);
+    for (i = 0; i < n; i++)   /* (interned names: the same object) */
+        if (PyTuple_GET_ITEM(kw->names, i) == name)
+            return kw->values[i];
+    for (i = 0; i < n; i++)
+        if (PyUnicode_Compare(PyTuple_GET_ITEM(kw->names, i), name) == 0)
+            return kw->values[i];
+    if (PyErr_Occurred())
+        return NULL;
+    return NULL;
+}
+
+/* 1 when a keyword is one of the event's own keys, 0 when none, -1 error */
+static int
+kw_own(keywords *kw)
+{
+    Py_ssize_t pos = 0, i, n;
+    PyObject *k, *v;
+    int r;
+    if (kw->dict != NULL) {
+        while (PyDict_Next(kw->dict, &pos, &k, &v)) {
+            r = PySet_Contains(own_keys, k);
+            if (r != 0)
+                return r;
+        }
+        return 0;
+    }
+    n = PyTuple_GET_SIZE(kw->names);
+    for (i = 0; i < n; i++) {
+        r = PySet_Contains(own_keys, PyTuple_GET_ITEM(kw->names, i));
+        if (r != 0)
+            return r;
+    }
+    return 0;
+}
+
+/* the text of fmt's pieces from the keywords (str.format_map's), NULL with
+ * an error set when a name is missing or a value does not format */
+static PyObject *
+render(PyObject *pieces, keywords *kwargs)
 {
     Py_ssize_t n = PyTuple_GET_SIZE(pieces), i, k = 0, count = n;
     PyObject *parts, *text;
@@ -70,7 +124,7 @@ render(PyObject *pieces, PyObject *kwargs)
         if (name != Py_None) {
             PyObject *conversion = PyTuple_GET_ITEM(piece, 2);
             PyObject *spec = PyTuple_GET_ITEM(piece, 3);
-            PyObject *value = PyDict_GetItemWithError(kwargs, name), *shown, *formatted;
+            PyObject *value = kw_get(kwargs, name), *shown, *formatted;
             if (value == NULL) {
                 if (!PyErr_Occurred())
                     PyErr_SetObject(PyExc_KeyError, name);
@@ -136,6 +190,17 @@ pieces_for(PyObject *fmt)
             Py_DECREF(pieces);
             pieces = Py_None;
             Py_INCREF(pieces);
+        } else {
+            /* the names interned, as a call's keyword names are (kw_get) */
+            for (i = 0; i < PyTuple_GET_SIZE(pieces); i++) {
+                PyObject *p = PyTuple_GET_ITEM(pieces, i), *name = PyTuple_GET_ITEM(p, 1);
+                if (name != Py_None && !PyUnicode_CHECK_INTERNED(name)) {
+                    Py_INCREF(name);
+                    PyUnicode_InternInPlace(&name);
+                    /* (p is the tuple the function made, not shared yet) */
+                    Py_SETREF(((PyTupleObject *)p)->ob_item[1], name);
+                }
+            }
         }
     }
     if (PyDict_GET_SIZE(cache) >= CACHE_MAX)
@@ -150,7 +215,7 @@ pieces_for(PyObject *fmt)
 /* 1: the line's text made (*text, maybe empty); 0: not this way (no
  * error set); -1: an error that must go out */
 static int
-fast_text(PyObject *fmt, PyObject *kwargs, PyObject **text)
+fast_text(PyObject *fmt, keywords *kwargs, PyObject **text)
 {
     PyObject *pieces = pieces_for(fmt);
     if (pieces == NULL)
@@ -282,28 +347,21 @@ keep(PyObject *target, PyObject *line)
     return 0;
 }
 
-static PyObject *
-fast_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+/* logging._fast_line: 1 done, 0 not this way (no effect), -1 error */
+static int
+fast_core(PyObject *logger, PyObject *level, PyObject *fmt, keywords *kwargs,
+          PyObject *installed)
 {
-    PyObject *logger, *level, *fmt, *kwargs, *installed;
     PyObject *publisher, *observers, *levels, *target;
     PyObject *o = NULL, *namespace = NULL, *text = NULL, *classic = NULL;
     PyObject *now, *when = NULL, *line = NULL, *holding;
-    PyObject *result = Py_False;
-    Py_ssize_t pos = 0;
-    PyObject *k, *v;
+    int result = 0;
+    PyObject *v;
     int r;
 
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "fast_line takes 5 arguments");
-        return NULL;
-    }
-    if (globals == NULL)
-        Py_RETURN_FALSE;
-    logger = args[0], level = args[1], fmt = args[2], kwargs = args[3], installed = args[4];
-    if (!PyTuple_CheckExact(installed) || PyTuple_GET_SIZE(installed) != 4
-            || !PyUnicode_CheckExact(fmt) || !PyDict_CheckExact(kwargs))
-        Py_RETURN_FALSE;
+    if (globals == NULL || !PyTuple_CheckExact(installed) || PyTuple_GET_SIZE(installed) != 4
+            || PyTuple_GET_ITEM(installed, 3) == Py_None || !PyUnicode_CheckExact(fmt))
+        return 0;
     publisher = PyTuple_GET_ITEM(installed, 0);
     observers = PyTuple_GET_ITEM(installed, 1);
     levels = PyTuple_GET_ITEM(installed, 2);
@@ -312,29 +370,27 @@ fast_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     /* logger.observer is publisher */
     o = PyObject_GetAttr(logger, names[A_OBSERVER]);
     if (o == NULL)
-        return NULL;
+        return -1;
     r = o == publisher;
     Py_DECREF(o);
     if (!r)
-        Py_RETURN_FALSE;
+        return 0;
     /* publisher._observers == observers */
     o = PyObject_GetAttr(publisher, names[A_OBSERVERS]);
     if (o == NULL)
-        return NULL;
+        return -1;
     r = PyObject_RichCompareBool(o, observers, Py_EQ);
     Py_DECREF(o);
     if (r <= 0)
-        return r < 0 ? NULL : (Py_INCREF(Py_False), Py_False);
+        return r;
     /* none of the event's own keys */
-    while (PyDict_Next(kwargs, &pos, &k, &v)) {
-        r = PySet_Contains(own_keys, k);
-        if (r != 0)
-            return r < 0 ? NULL : (Py_INCREF(Py_False), Py_False);
-    }
+    r = kw_own(kwargs);
+    if (r != 0)
+        return r < 0 ? -1 : 0;
     /* the levels' verdict for (namespace, level) is "maybe" */
     namespace = PyObject_GetAttr(logger, names[A_NAMESPACE]);
     if (namespace == NULL)
-        return NULL;
+        return -1;
     o = PyObject_GetAttr(levels, names[A_VERDICTS]);
     if (o == NULL)
         goto error;
@@ -360,7 +416,7 @@ fast_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto error;
         goto no;
     }
-    result = Py_True;
+    result = 1;
     if (PyUnicode_GET_LENGTH(text) == 0)
         goto done;
     classic = PyObject_GetAttr(target, names[A_FORMAT_EVENT]);
@@ -398,14 +454,13 @@ fast_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     goto done;
 no:
-    result = Py_False;
+    result = 0;
 done:
     Py_XDECREF(namespace);
     Py_XDECREF(text);
     Py_XDECREF(classic);
     Py_XDECREF(when);
     Py_XDECREF(line);
-    Py_INCREF(result);
     return result;
 error:
     Py_XDECREF(namespace);
@@ -413,8 +468,153 @@ error:
     Py_XDECREF(classic);
     Py_XDECREF(when);
     Py_XDECREF(line);
-    return NULL;
+    return -1;
 }
+
+static PyObject *
+fast_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    keywords kw = {NULL, NULL, NULL};
+    int r;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "fast_line takes 5 arguments");
+        return NULL;
+    }
+    if (!PyDict_CheckExact(args[3]))
+        Py_RETURN_FALSE;
+    kw.dict = args[3];
+    r = fast_core(args[0], args[1], args[2], &kw, args[4]);
+    if (r < 0)
+        return NULL;
+    return PyBool_FromLong(r);
+}
+
+/* -- Logger's level methods ------------------------------------------------ */
+
+/* LevelMethod(level, general, event): a Logger level method (``info``,
+ * ...) that takes the fast way when logging._fast_line is this module's
+ * fast_line and the call is (self, format) with keywords only, calling
+ * fast_core with the call's keyword names and values (no dict made), and
+ * when that is not taken, ``event(self, format, **kwargs)`` (the Python
+ * method without its fast line: it was asked); any other call is
+ * ``general(self, *args, **kwargs)``, the Python method, as before. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *level;
+    PyObject *general;
+    PyObject *event;
+    vectorcallfunc vectorcall;
+} LevelMethod;
+
+static PyObject *fast_line_function = NULL;   /* this module's fast_line */
+
+static PyObject *
+level_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    LevelMethod *self = (LevelMethod *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs == 2 && globals != NULL) {
+        PyObject *chosen = PyDict_GetItemWithError(globals, names[G_FAST_LINE]);
+        PyObject *installed = chosen == NULL ? NULL
+            : PyDict_GetItemWithError(globals, names[G_INSTALLED]);
+        if (chosen == fast_line_function && installed != NULL && installed != Py_None) {
+            keywords kw = {NULL, NULL, NULL};
+            static PyObject *empty = NULL;
+            int r;
+            if (empty == NULL) {
+                empty = PyTuple_New(0);
+                if (empty == NULL)
+                    return NULL;
+            }
+            kw.names = kwnames == NULL ? empty : kwnames;
+            kw.values = args + 2;
+            /* (a keyword "format" or "self" with both given: the general
+             * way's TypeError) */
+            r = PySequence_Contains(kw.names, names[S_FORMAT]);
+            if (r == 0)
+                r = PySequence_Contains(kw.names, names[S_SELF]);
+            if (r < 0)
+                return NULL;
+            if (r == 0) {
+                r = fast_core(args[0], self->level, args[1], &kw, installed);
+                if (r < 0)
+                    return NULL;
+                if (r > 0)
+                    Py_RETURN_NONE;
+                /* not this way: the event, without asking again */
+                return PyObject_Vectorcall(self->event, args, nargsf, kwnames);
+            }
+        } else if (PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    return PyObject_Vectorcall(self->general, args, nargsf, kwnames);
+}
+
+static PyObject *
+level_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    LevelMethod *self;
+    PyObject *level, *general, *event;
+    if (!PyArg_ParseTuple(args, "OOO:LevelMethod", &level, &general, &event))
+        return NULL;
+    self = (LevelMethod *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    Py_INCREF(level);
+    self->level = level;
+    Py_INCREF(general);
+    self->general = general;
+    Py_INCREF(event);
+    self->event = event;
+    self->vectorcall = level_call;
+    return (PyObject *)self;
+}
+
+static void
+level_dealloc(LevelMethod *self)
+{
+    Py_XDECREF(self->level);
+    Py_XDECREF(self->general);
+    Py_XDECREF(self->event);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+level_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    if (obj == NULL || obj == Py_None) {
+        Py_INCREF(self);
+        return self;
+    }
+    return PyMethod_New(self, obj);
+}
+
+static PyObject *
+level_getattro(PyObject *self, PyObject *name)
+{
+    /* __name__, __doc__ & co: the Python method's */
+    PyObject *r = PyObject_GenericGetAttr(self, name);
+    if (r == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        return PyObject_GetAttr(((LevelMethod *)self)->general, name);
+    }
+    return r;
+}
+
+static PyTypeObject LevelMethodType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "omnirtp._fastlog.LevelMethod",
+    .tp_basicsize = sizeof(LevelMethod),
+    .tp_dealloc = (destructor)level_dealloc,
+    .tp_vectorcall_offset = offsetof(LevelMethod, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_getattro = level_getattro,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_doc = "LevelMethod(level, general, event): a Logger level method, the fast line first.",
+    .tp_descr_get = level_get,
+    .tp_new = level_new,
+};
 
 static PyObject *
 fast_setup(PyObject *module, PyObject *args)
@@ -471,5 +671,23 @@ PyInit__fastlog(void)
         if (cache == NULL)
             return NULL;
     }
-    return PyModule_Create(&module);
+    if (PyType_Ready(&LevelMethodType) < 0)
+        return NULL;
+    {
+        PyObject *m = PyModule_Create(&module);
+        if (m == NULL)
+            return NULL;
+        Py_INCREF(&LevelMethodType);
+        if (PyModule_AddObject(m, "LevelMethod", (PyObject *)&LevelMethodType) < 0) {
+            Py_DECREF(&LevelMethodType);
+            Py_DECREF(m);
+            return NULL;
+        }
+        fast_line_function = PyObject_GetAttrString(m, "fast_line");
+        if (fast_line_function == NULL) {
+            Py_DECREF(m);
+            return NULL;
+        }
+        return m;
+    }
 }

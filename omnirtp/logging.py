@@ -95,14 +95,16 @@ _NamedLevel = type(LogLevel.info)
 _now = time.time
 
 
-def _at_level(level):
-    """Logger's method for ``level``: twisted's event, key for key and in
-    its order, made here (twisted's level methods call ``emit``)."""
+def _at_level(level, fast=True):
+    """Logger's method for ``level``: its line made by :func:`_fast_line`
+    when that takes it (``fast``), else twisted's event, key for key and
+    in its order, made here (twisted's level methods call ``emit``)."""
     def at_level(self, format=None, **kwargs):
-        installed = _installed
-        if installed is not None and installed[3] is not None \
-                and _fast_line(self, level, format, kwargs, installed):
-            return
+        if fast:
+            installed = _installed
+            if installed is not None and installed[3] is not None \
+                    and _fast_line(self, level, format, kwargs, installed):
+                return
         kwargs["log_logger"] = self
         kwargs["log_level"] = level
         kwargs["log_namespace"] = self.namespace
@@ -120,6 +122,9 @@ def _at_level(level):
 
 #: level -> Logger's method for it
 _AT_LEVEL = {level: _at_level(level) for level in _LEVELS}
+#: level -> the same without the fast line (omnirtp._fastlog.LevelMethod's
+#: when its own fast line did not take the event)
+_EVENT_AT_LEVEL = {level: _at_level(level, fast=False) for level in _LEVELS}
 
 
 class Logger(_TwistedLogger):
@@ -878,6 +883,12 @@ except ImportError:  # not built: the Python does the fast lines
 else:
     _fastlog.setup(globals(), _fast_pieces)
     _fast_line = _fastlog.fast_line
+    # Logger's level methods (but debug) in C: the fast line without the
+    # Python method's frame and keyword dict, the Python ones otherwise
+    for _level in (LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical):
+        setattr(Logger, _level.name, _fastlog.LevelMethod(
+            _level, _AT_LEVEL[_level], _EVENT_AT_LEVEL[_level]))
+    del _level
 
 
 __all__ = ["SUBSYSTEMS", "SUBSYSTEM_NAMES", "LogLevels", "LevelFilter", "Logger",

@@ -1119,3 +1119,52 @@ class CFastLineTests(_FastLine, SynchronousTestCase):
         self.assertRaises(TypeError, fast, log, LogLevel.info, "x", {})
         self.assertIs(fast(log, LogLevel.info, "x {a}", {"a": 1}, installed), True)
         self.assertEqual(out.getvalue().count("\n"), 2)
+
+    def test_levelMethodCalls(self):
+        """Logger's level methods in C (omnirtp._fastlog.LevelMethod), called
+        every way a method can be: the same lines and errors as the Python
+        methods on the general way."""
+        self.assertIsInstance(olog.Logger.__dict__["info"], olog._fastlog.LevelMethod)
+        self.assertEqual(olog.Logger.info.__name__, "info")
+        calls = [
+            lambda log: log.info("fast {a}", a=1),
+            lambda log: log.info(format="kw {a}", a=1),
+            lambda log: log.info(),
+            lambda log: log.info("none"),
+            lambda log: log.warn("x {a}", **{"a": 2}),
+            lambda log: log.error("{a} {b!r}", b="b", a=3),
+            lambda log: log.critical("x {a}", a=1, log_system="s"),
+            lambda log: olog.Logger.info(log, "unbound {a}", a=4),
+            lambda log: getattr(log, "info")("got {a}", a=5),
+            lambda log: log.info("x", format="y"),
+            lambda log: log.info("x {self}", self=1),
+            lambda log: log.info("{format}", format="z"),
+            lambda log: log.info("x", "y"),
+            lambda log: log.info("missing {a}"),
+        ]
+
+        def run(log, out):
+            got = []
+            for call in calls:
+                try:
+                    call(log)
+                    got.append(None)
+                except TypeError as e:
+                    got.append(str(e))
+            return got, out.getvalue()
+        self.clock[:] = [T]
+        general = io.StringIO()
+        logs = self.stack(general, other=True)
+        expected = run(logs["omnirtp.control.commands.Dispatcher"], general)
+        fast = io.StringIO()
+        logs = self.stack(fast)
+        logs["omnirtp.control.commands.Dispatcher"].info("first")  # the levels' verdict
+        fast.seek(0)
+        fast.truncate()
+        seen = self.taken()
+        self.assertEqual(run(logs["omnirtp.control.commands.Dispatcher"], fast), expected)
+        self.assertEqual(expected[1].count("\n"), 9)
+        self.assertEqual(len([e for e in expected[0] if e]), 4)
+        # the general way: no format, a level's first event (the levels'
+        # verdict), log_system, a missing key; the others took the fast way
+        self.assertEqual(seen, [None, "x {a}", "{a} {b!r}", "x {a}", "missing {a}"])
