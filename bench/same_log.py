@@ -7,17 +7,17 @@ For work on the log lines' cost (``omnirtp/logging.py``), which must not
 change a byte of what is written.  Each checkout's daemon runs under
 ``twistd -n`` (as ``bench/setup.py`` runs it) once per mode, is sent the same
 ng datagrams one at a time, each after the reply to the one before (plain
-and webrtc offer/answer/delete cycles with the same call-ids, pings,
-re-offers, queries, lists, statistics, an unknown command, a delete of no
-call, a datagram that is not bencode, an offer without SDP, the CLI-less
-``set loglevel``-free requests), and is stopped with SIGTERM; its log (the
-file twistd's text observer writes: ``--logfile``; with ``stderr`` the
-``--log-stderr`` lines) is then compared line by line with the other
-checkout's, with the timestamps masked: twistd's ``2026-12-04T23:00:00+0000``
-at a line's start and ``--log-stderr``'s ``[1733353200.123456]``; process ids
-are masked too (``pid N``, ``[N]``), objects' addresses (``at 0x...>``) and the media ports (36000-36999, drawn
-at random by the daemon, as rtpengine does); both
-daemons get the same ng port and are sent from the same client port.  Modes:
+and webrtc offer/answer/delete cycles with the same call-ids, pings, a
+re-offer, a query, a list, statistics, an unknown command, a delete and a
+query of no call, a datagram that is not bencode, an offer without SDP and
+one with bad SDP), and is stopped with SIGTERM; its log (the file twistd's
+text observer writes: ``--logfile``; with ``stderr`` the ``--log-stderr``
+lines) is then compared line by line with the other checkout's, with the
+timestamps masked (twistd's ``2026-12-04T23:00:00+0000`` at a line's start,
+``--log-stderr``'s ``[1733353200.123456]``), and the process ids (``pid N``,
+``[N]``), objects' addresses (``at 0x...>``) and media ports (36000-36999,
+drawn at random by the daemon, as rtpengine does) too; both daemons get the
+same ng port and are sent from the same client port.  Modes:
 
 * ``six``: ``num-threads = 0``, ``log-level = 6`` (the benches' daemon);
 * ``seven``: the same at ``log-level = 7`` (the debug lines too);
@@ -28,8 +28,9 @@ daemons get the same ng port and are sent from the same client port.  Modes:
 * ``stderr``: ``--log-stderr``, ``log-level = 7`` (rtpengine's line format).
 
 The lines of the media workers' start and stop (``num-threads = 2``; in
-either order) are compared as a set, after the others.  It prints, per mode, the number of lines and of lines that differ (and the
-first few), and exits 1 if any differ.  ``--keep DIR`` leaves the logs there.
+either order) are compared as a set, after the others.  It prints, per
+mode, the number of lines and of lines that differ (and the first few), and
+exits 1 if any differ.  ``--keep DIR`` leaves the logs there.
 """
 
 import argparse

@@ -68,7 +68,7 @@ kw_get(keywords *kw, PyObject *name)
     if (kw->dict != NULL)
         return PyDict_GetItemWithError(kw->dict, name);
     n = PyTuple_GET_SIZE(kw->names);
-    for (i = 0; i < n; i++)   /* (interned names: the same object) */
+    for (i = 0; i < n; i++)   /* (interned names, logging._fast_pieces's too) */
         if (PyTuple_GET_ITEM(kw->names, i) == name)
             return kw->values[i];
     for (i = 0; i < n; i++)
@@ -190,17 +190,6 @@ pieces_for(PyObject *fmt)
             Py_DECREF(pieces);
             pieces = Py_None;
             Py_INCREF(pieces);
-        } else {
-            /* the names interned, as a call's keyword names are (kw_get) */
-            for (i = 0; i < PyTuple_GET_SIZE(pieces); i++) {
-                PyObject *p = PyTuple_GET_ITEM(pieces, i), *name = PyTuple_GET_ITEM(p, 1);
-                if (name != Py_None && !PyUnicode_CHECK_INTERNED(name)) {
-                    Py_INCREF(name);
-                    PyUnicode_InternInPlace(&name);
-                    /* (p is the tuple the function made, not shared yet) */
-                    Py_SETREF(((PyTupleObject *)p)->ob_item[1], name);
-                }
-            }
         }
     }
     if (PyDict_GET_SIZE(cache) >= CACHE_MAX)
@@ -536,7 +525,10 @@ level_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *k
             if (r < 0)
                 return NULL;
             if (r == 0) {
+                /* (held: the line's own Python could rebind _installed) */
+                Py_INCREF(installed);
                 r = fast_core(args[0], self->level, args[1], &kw, installed);
+                Py_DECREF(installed);
                 if (r < 0)
                     return NULL;
                 if (r > 0)

@@ -911,7 +911,8 @@ class _FastLine:
         return {ns: olog.Logger(namespace=ns, observer=publisher) for ns in self.NAMESPACES}
 
     def events(self):
-        formats = CheapTextTests.FORMATS + [None, "{a!r:>12} {b!s:<3} {a!a}", "{log_namespace} {a}", "{log_level.name}",
+        formats = CheapTextTests.FORMATS + [None, "{a!r:>12} {b!s:<3} {a!a}",
+                                            "{log_namespace} {a}", "{log_level.name}",
                                             "{call_id} x", "{log_source} {a}"]
         for i, when in enumerate(self.TIMES):
             for namespace in self.NAMESPACES:
