@@ -98,8 +98,8 @@ venv: $(VENV_STAMP)
 # omnirtp.control._fastbencode (ng bencode), omnirtp.media._fastrelay
 # (MediaPoller's wait and inline relay), omnirtp.sdp._fastsdp (the SDP
 # parse, inspect and rewrite), omnirtp.control._fasttree (a call's statistics
-# tree) and omnirtp.media._fastpark (a parked call's entries' test) built
-# next to their sources, where
+# tree), omnirtp.media._fastpark (a parked call's entries' test) and
+# omnirtp._fastlog (the log lines) built next to their sources, where
 # PYTHONPATH=$(CURDIR) finds them (scripts/run-tests builds them the same way
 # before the tests); without them SRTP runs on pylibsrtp, bencode in Python
 ext:

@@ -26,6 +26,10 @@ Python's headers; optional: without it commands.py does that work.
 omnirtp.media._fastpark (the test of a parked call's configure entries,
 see omnirtp/media/park.py's checked) needs nothing but Python's headers;
 optional: without it park.py does that work.
+
+omnirtp._fastlog (the line of one of omnirtp's log events for twistd's
+text observer, see omnirtp/logging.py) needs nothing but Python's headers;
+optional: without it logging.py does that work.
 """
 
 from setuptools import Extension, setup
@@ -61,6 +65,11 @@ setup(
         Extension(
             "omnirtp.media._fastpark",
             sources=["omnirtp/media/_fastpark.c"],
+            optional=True,
+        ),
+        Extension(
+            "omnirtp._fastlog",
+            sources=["omnirtp/_fastlog.c"],
             optional=True,
         ),
     ]

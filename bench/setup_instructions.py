@@ -33,7 +33,9 @@ share (the pipes, the process switches); ``--lazy``: the same with the lazy
 hand-off (``WorkerPool(lazy=True)``, as the daemon's pool: a plain call is
 parked in the control process, its ports bound on the fake network, and
 never reaches a worker); ``--twistd-log`` there is twistd's
-text observer on ``/dev/null`` without the daemon's level filter.  After the warm-up the child calls ``gc.freeze()``, as the daemon
+text observer on ``/dev/null`` without the daemon's level filter (``--filtered``: behind it,
+``omnirtp.logging.install`` at level 6, as in the daemon, where omnirtp's own lines then take
+``omnirtp.logging``'s fast way).  After the warm-up the child calls ``gc.freeze()``, as the daemon
 does once its reactor runs (``--no-gc-freeze``: not; a full collection over
 start-up's objects then falls into some runs and not others).  ``--profile OUT`` instead runs ``--cycles`` cycles under cProfile
 (no valgrind) and writes the stats to OUT; ``--cycles`` alone prints the CPU
@@ -165,6 +167,9 @@ def child(root, cycles, port_min, profile=None, call="webrtc", sampler=None, log
             from twisted.logger import globalLogBeginner, textFileLogObserver
             globalLogBeginner.beginLoggingTo([textFileLogObserver(open(os.devnull, "w"))],
                                              redirectStandardIO=False)
+            if log == "filtered":  # behind the daemon's level filter, as the daemon's
+                from omnirtp.logging import LogLevels, install
+                install(LogLevels(6))
         top = None
     else:
         options = Options()
@@ -231,7 +236,8 @@ def count(root, cycles, port_min, call="webrtc", log=False, freeze=True, workers
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
          sys.executable, os.path.abspath(__file__), "--child", str(cycles),
          "--root", root, "--port-min", str(port_min), "--call", call]
-        + (["--twistd-log"] if log else []) + ([] if freeze else ["--no-gc-freeze"])
+        + (["--twistd-log"] if log else []) + (["--filtered"] if log == "filtered" else [])
+        + ([] if freeze else ["--no-gc-freeze"])
         + (["--workers"] if workers else []) + (["--lazy"] if workers == "lazy" else []),
         capture_output=True, text=True,
         # one hash seed for every run (unless one is given): with random
@@ -258,6 +264,9 @@ def main(argv=None):
                    help="the cycle (bench/setup.py --call)")
     p.add_argument("--twistd-log", action="store_true",
                    help="log as the daemon under twistd -n does (text observer on /dev/null)")
+    p.add_argument("--filtered", action="store_true",
+                   help="with --workers --twistd-log: twistd's observer behind the daemon's level "
+                        "filter (omnirtp.logging.install, log-level 6), as in the daemon")
     p.add_argument("--no-gc-freeze", action="store_true",
                    help="leave start-up's objects to the collector (the figures before "
                         "2026-12-04 were counted so; they move by up to 10%% between runs)")
@@ -269,7 +278,7 @@ def main(argv=None):
                         "way; a checkout without it: as --workers)")
     args = p.parse_args(argv)
     freeze = not args.no_gc_freeze
-    log = args.twistd_log
+    log = "filtered" if args.twistd_log and args.filtered else args.twistd_log
     workers = "lazy" if args.lazy else args.workers
     if args.child is not None:
         child(args.root, args.child, args.port_min, call=args.call, log=log, freeze=freeze,

@@ -22,6 +22,10 @@
   An event's text is made once per observer from its format string parsed
   once (:func:`event_text`); twistd's own text observer gets the same
   bytes from :class:`ClassicText`, whose timestamp is made once per second.
+  When that observer alone listens behind :func:`install`'s filter (the
+  daemon's usual log), omnirtp's :class:`Logger` makes the line of its
+  usual event itself, without the event (:func:`_fast_line`; in C,
+  ``omnirtp._fastlog``, with the level methods themselves in C).
 
 Nothing here runs per packet: the media path does not log.
 """
@@ -95,10 +99,16 @@ _NamedLevel = type(LogLevel.info)
 _now = time.time
 
 
-def _at_level(level):
-    """Logger's method for ``level``: twisted's event, key for key and in
-    its order, made here (twisted's level methods call ``emit``)."""
+def _at_level(level, fast=True):
+    """Logger's method for ``level``: its line made by :func:`_fast_line`
+    when that takes it (``fast``), else twisted's event, key for key and
+    in its order, made here (twisted's level methods call ``emit``)."""
     def at_level(self, format=None, **kwargs):
+        if fast:
+            installed = _installed
+            if installed is not None and installed[3] is not None \
+                    and _fast_line(self, level, format, kwargs, installed):
+                return
         kwargs["log_logger"] = self
         kwargs["log_level"] = level
         kwargs["log_namespace"] = self.namespace
@@ -116,6 +126,9 @@ def _at_level(level):
 
 #: level -> Logger's method for it
 _AT_LEVEL = {level: _at_level(level) for level in _LEVELS}
+#: level -> the same without the fast line (omnirtp._fastlog.LevelMethod's
+#: when its own fast line did not take the event)
+_EVENT_AT_LEVEL = {level: _at_level(level, fast=False) for level in _LEVELS}
 
 
 class Logger(_TwistedLogger):
@@ -160,8 +173,59 @@ class Logger(_TwistedLogger):
 
 
 #: what install() left: (the publisher, its observers then (all
-#: LevelFilters of one LogLevels), that LogLevels), or None
+#: LevelFilters of one LogLevels), that LogLevels, the TextFile when that
+#: filter's observer is the one observer and a TextFile with ClassicText
+#: (:func:`_fast_line`), else None), or None
 _installed = None
+
+#: an event's keys that make its line another than :func:`_fast_line`'s
+#: (traced, own priority or subsystem, failure, system, flattened)
+_OWN_KEYS = frozenset(("log_trace", "log_priority", "log_subsystem", "log_failure",
+                       "log_system", "log_flattened"))
+
+
+def _fast_line(logger, level, fmt, kwargs, installed):
+    """The line of one of our Logger's events, made and kept (or written)
+    without the event: when the logger's observer is the publisher that
+    install() left with only twistd's text observer behind the filter
+    (``installed[3]``, a :class:`TextFile` with :class:`ClassicText`),
+    the event names none of :data:`_OWN_KEYS`, the levels let it through
+    (their verdict for its namespace and level, made by an earlier event)
+    and its format has only ``{name}`` fields that are not twisted's
+    ``log_`` keys, all given.  Then the line is the one the publisher, the
+    filter and the observer make of the event (the same text, timestamp and
+    ``[namespace#level]``; a write that fails is dropped as the publisher
+    drops it with no other observer to tell) and it returns True; else
+    False, before any effect: the caller makes the event."""
+    publisher, observers, levels, target = installed
+    if logger.observer is not publisher or publisher._observers != observers \
+            or fmt.__class__ is not str or not _OWN_KEYS.isdisjoint(kwargs):
+        return False
+    namespace = logger.namespace
+    verdicts = levels._verdicts.get(level)
+    if verdicts is None or verdicts.get(namespace) is not _MAYBE:
+        return False  # dropped, asked of the levels first, or a call debugged
+    fast = _fast_cache.get(fmt)
+    if fast is None:
+        if len(_fast_cache) >= _SIMPLE_CACHE_MAX:
+            _fast_cache.clear()
+        fast = _fast_cache[fmt] = _fast_format(fmt)
+    if not fast:
+        return False
+    try:
+        text = fmt.format_map(kwargs)
+    except Exception:
+        return False  # twisted's text for it, from the event
+    if text:
+        line = target.formatEvent.line(_now(), namespace, level, text)
+        if _holding:
+            target._keep(line)
+        else:
+            target._write_fast(line)
+    return True
+
+
+_py_fast_line = _fast_line
 
 
 def _debug_dropped(logger, kwargs):
@@ -169,7 +233,7 @@ def _debug_dropped(logger, kwargs):
     goes to the publisher install() filtered, whose observers are still
     the filters it added, the event names no priority, subsystem or trace
     of its own, and the levels drop priority 7 of the logger's subsystem."""
-    publisher, observers, levels = _installed
+    publisher, observers, levels, _ = _installed
     if logger.observer is not publisher \
             or getattr(publisher, "_observers", None) != observers \
             or "log_priority" in kwargs or "log_subsystem" in kwargs or "log_trace" in kwargs:
@@ -257,9 +321,10 @@ class LogLevels:
         #: call-ids whose events pass at debug level whatever the levels
         #: (the CLI's ``debug <call-id>``)
         self.debug_calls = set()
-        #: (namespace, level) -> PredicateResult.maybe when the usual event
-        #: of that key passes the levels, else its priority (cleared at
-        #: every change of the levels)
+        #: level -> {namespace -> PredicateResult.maybe when the usual
+        #: event of that namespace and level passes the levels, else its
+        #: priority} (cleared at every change of the levels; by level, then
+        #: namespace: omnirtp._fastlog finds it without making a key)
         self._verdicts = {}
 
     @classmethod
@@ -317,11 +382,13 @@ class LogLevels:
         else:
             # the usual event: both follow from its namespace and level,
             # and so does the verdict of the levels until they change
-            key = (event.get("log_namespace"), event.get("log_level"))
-            verdict = self._verdicts.get(key)
+            namespace, level = event.get("log_namespace"), event.get("log_level")
+            verdicts = self._verdicts.get(level)
+            verdict = None if verdicts is None else verdicts.get(namespace)
             if verdict is _MAYBE:
                 return verdict
             if verdict is None:
+                key = (namespace, level)
                 known = _PRIORITY_SUBSYSTEM.get(key)
                 if known is None:
                     known = (priority(event), subsystem(event))
@@ -329,8 +396,10 @@ class LogLevels:
                         _PRIORITY_SUBSYSTEM[key] = known
                 prio, sub = known
                 verdict = _MAYBE if prio <= self.levels.get(sub, self.level) else prio
-                if len(self._verdicts) < 1024:
-                    self._verdicts[key] = verdict
+                if verdicts is None:
+                    verdicts = self._verdicts[level] = {}
+                if len(verdicts) < 1024:
+                    verdicts[namespace] = verdict
                 if verdict is _MAYBE:
                     return verdict
             prio = verdict
@@ -370,6 +439,32 @@ def _simple(fmt):
         return True
     except ValueError:
         return False
+
+
+#: log_format -> True when :func:`_fast_line` may make its text from the
+#: event's own keys (simple, and no field names one of twisted's ``log_``
+#: keys)
+_fast_cache = {}
+
+
+def _fast_format(fmt):
+    if not _simple(fmt):
+        return False
+    for _literal, name, _spec, _conversion in _parser.parse(fmt):
+        if name is not None and name.startswith("log_"):
+            return False
+    return True
+
+
+def _fast_pieces(fmt):
+    """For ``omnirtp._fastlog``: ``fmt``'s items (literal, name, conversion,
+    spec), conversion "" for none, when :func:`_fast_format` says yes, else
+    None; the names interned (as a call's keyword names are)."""
+    if not _fast_format(fmt):
+        return None
+    return tuple((literal, None if name is None else sys.intern(name), conversion or "",
+                  spec or "")
+                 for literal, name, spec, conversion in _parser.parse(fmt))
 
 
 def event_text(event):
@@ -422,7 +517,7 @@ class ClassicText:
         self._cache = time_format is not None and "%f" not in time_format
         self._second = None
         self._stamp = None
-        #: (namespace, level) -> the line's start within that second
+        #: level -> {namespace -> the line's start within that second}
         self._prefixes = {}
 
     def _time(self, when):
@@ -449,27 +544,38 @@ class ClassicText:
         text = event_text(event)
         if not text:
             return None
-        when = event.get("log_time")
-        if when.__class__ is float and self._second is not None \
-                and "log_system" not in event:
+        if "log_system" not in event:
+            namespace, level = event.get("log_namespace", "-"), event.get("log_level")
+            if namespace.__class__ is str and level.__class__ is _NamedLevel:
+                return self.line(event.get("log_time"), namespace, level, text)
+        line = "%s [%s] %s" % (self.time_text(event.get("log_time")), _system(event), text)
+        if "\n" in line:
+            line = line.replace("\n", "\n\t")
+        return line + "\n"
+
+    def line(self, when, namespace, level, text):
+        """The line of an event with no ``log_system`` or failure, whose
+        text is ``text`` (not empty), namespace ``namespace`` (a str) and
+        level ``level`` (one of twisted's), at ``when``."""
+        if when.__class__ is float and self._second is not None:
             # the usual event: within the second of the stamp made last,
             # "STAMP [NAMESPACE#LEVEL] " made once per namespace and level
             second = self._second
             if 0.0 <= when - second < 0.9999995:
-                namespace, level = event.get("log_namespace", "-"), event.get("log_level")
-                if namespace.__class__ is str and level.__class__ is _NamedLevel:
-                    key = (namespace, level)
-                    prefix = self._prefixes.get(key)
-                    if prefix is None:
-                        prefix = "%s [%s] " % (self._stamp, _system(event))
-                        if "\n" in prefix:
-                            prefix = prefix.replace("\n", "\n\t")
-                        if len(self._prefixes) < 256:
-                            self._prefixes[key] = prefix
-                    if "\n" in text:
-                        text = text.replace("\n", "\n\t")
-                    return prefix + text + "\n"
-        line = "%s [%s] %s" % (self.time_text(when), _system(event), text)
+                prefixes = self._prefixes.get(level)
+                if prefixes is None:
+                    prefixes = self._prefixes[level] = {}
+                prefix = prefixes.get(namespace)
+                if prefix is None:
+                    prefix = "%s [%s#%s] " % (self._stamp, namespace, level.name)
+                    if "\n" in prefix:
+                        prefix = prefix.replace("\n", "\n\t")
+                    if len(prefixes) < 256:
+                        prefixes[namespace] = prefix
+                if "\n" in text:
+                    text = text.replace("\n", "\n\t")
+                return prefix + text + "\n"
+        line = "%s [%s#%s] %s" % (self.time_text(when), namespace, level.name, text)
         if "\n" in line:
             line = line.replace("\n", "\n\t")
         return line + "\n"
@@ -557,6 +663,17 @@ class TextFile(_Holding):
             out = self.out
             out.write(text if self.encoding is None else text.encode(self.encoding))
             out.flush()
+
+    def _write_fast(self, line):
+        """Write and flush a line of :func:`_fast_line` made while not held;
+        a failure is dropped, as the publisher drops the failure of its one
+        observer (its report goes to the others: none)."""
+        try:
+            out = self.out
+            out.write(line if self.encoding is None else line.encode(self.encoding))
+            out.flush()
+        except Exception:
+            pass
 
     def write_held(self):
         """Write and flush the lines kept while held (:func:`release`)."""
@@ -746,8 +863,13 @@ def install(levels, log_stderr=False, facility=None, timestamps=True,
         added.append(filtered)
     global _installed
     observers = getattr(publisher, "_observers", None)
-    _installed = (publisher, list(observers), levels) \
-        if observers == added and observers else None
+    _installed = None
+    if observers == added and observers:
+        # twistd's text observer alone: its lines by _fast_line
+        fast = added[0].observer if len(added) == 1 else None
+        if fast.__class__ is not TextFile or fast.formatEvent.__class__ is not ClassicText:
+            fast = None
+        _installed = (publisher, list(observers), levels, fast)
     return added
 
 
@@ -757,6 +879,21 @@ def install_level(log_level, publisher=globalLogPublisher):
     levels = LogLevels(log_level)
     install(levels, publisher=publisher)
     return levels
+
+
+try:
+    from omnirtp import _fastlog
+except ImportError:  # not built: the Python does the fast lines
+    _fastlog = None
+else:
+    _fastlog.setup(globals(), _fast_pieces)
+    _fast_line = _fastlog.fast_line
+    # Logger's level methods (but debug) in C: the fast line without the
+    # Python method's frame and keyword dict, the Python ones otherwise
+    for _level in (LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical):
+        setattr(Logger, _level.name, _fastlog.LevelMethod(
+            _level, _AT_LEVEL[_level], _EVENT_AT_LEVEL[_level]))
+    del _level
 
 
 __all__ = ["SUBSYSTEMS", "SUBSYSTEM_NAMES", "LogLevels", "LevelFilter", "Logger",

@@ -19,6 +19,8 @@ from omnirtp.signals import Reloader, SignalService, shift_levels
 from omnirtp.test.fakes import ControlStack
 
 T = 1700000000.25
+#: the Logger's fast line as omnirtp.logging chose it (before any test patches it)
+_FAST_LINE = olog._fast_line
 
 
 def event(namespace="omnirtp.call.registry.CallRegistry", level=LogLevel.info,
@@ -864,3 +866,306 @@ class DroppedDebugTests(SynchronousTestCase):
         seen = []
         olog.Logger(namespace="omnirtp.control.x", observer=seen.append).debug("direct")
         self.assertEqual([e["log_format"] for e in seen], ["direct"])
+
+
+class _FastLine:
+    """omnirtp's Logger makes the line of an event itself (no event dict,
+    publisher, filter or observer call) when twistd's text observer is
+    the one observer install() left; the bytes in the file are those the
+    publisher, the filter and the observer write, whatever the event,
+    held or not; anything else takes that way.  (``fast_line``: the
+    implementation under test, omnirtp._fastlog's or the Python's.)"""
+
+    fast_line = None
+
+    NAMESPACES = ("omnirtp.control.commands.Dispatcher", "omnirtp.media.ice.Agent",
+                  "new\nline", "omnirtp.call.registry.CallRegistry")
+    LEVELS = (LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical)
+    EXTRA = ({}, {"call_id": "c1"}, {"call_id": None}, {"log_system": "pool"},
+             {"log_priority": 5}, {"log_priority": 7}, {"log_subsystem": "ice"},
+             {"log_flattened": {}}, {"log_source": "mine"}, {"log_namespace": "given"},
+             {"log_failure": None})
+    TIMES = (T, T + 0.25, T + 0.7499995, T + 0.75, T + 1.5, T + 0.5, T + 2.0, -1.5, 0.0,
+             1700000000.9999996, T + 3)
+
+    def setUp(self):
+        self.addCleanup(setattr, olog, "_installed", olog._installed)
+        self.clock = []
+        self.patch(olog, "_now", lambda: self.clock[0])
+        self.patch(olog, "_fast_line", self.fast_line)
+
+    def stack(self, out, other=False, time_format=None, levels=None):
+        """A publisher with twistd's text observer on ``out`` behind
+        install()'s filter (and ``other``: a second observer, which keeps
+        every event on the general way); loggers on it for each namespace."""
+        from twisted.logger import textFileLogObserver
+        publisher = LogPublisher()
+        kw = {} if time_format is None else {"timeFormat": time_format}
+        publisher.addObserver(textFileLogObserver(out, **kw))
+        install(levels or LogLevels(6), publisher=publisher)
+        if other:
+            publisher.addObserver(lambda event: None)
+            self.assertNotEqual(publisher._observers, olog._installed[1])
+        else:
+            self.assertIsInstance(olog._installed[3], olog.TextFile)
+        return {ns: olog.Logger(namespace=ns, observer=publisher) for ns in self.NAMESPACES}
+
+    def events(self):
+        formats = CheapTextTests.FORMATS + [None, "{a!r:>12} {b!s:<3} {a!a}",
+                                            "{log_namespace} {a}", "{log_level.name}",
+                                            "{call_id} x", "{log_source} {a}"]
+        for i, when in enumerate(self.TIMES):
+            for namespace in self.NAMESPACES:
+                for level in self.LEVELS:
+                    for fmt in formats:
+                        yield when, namespace, level, fmt, self.EXTRA[i % len(self.EXTRA)]
+                for extra in self.EXTRA:
+                    yield when, namespace, LogLevel.info, "extra {a}", extra
+
+    def emit(self, loggers, events, held):
+        for when, namespace, level, fmt, extra in events:
+            self.clock[:] = [when]
+            keys = dict(CheapTextTests.VALUES, **extra)
+            if held:
+                olog.hold()
+            getattr(loggers[namespace], level.name)(fmt, **keys)
+            if held:
+                olog.release()
+
+    def run_both(self, make, time_format=None, held=False, levels=None):
+        fast, general = make(), make()
+        events = list(self.events())
+        self.emit(self.stack(general, other=True, time_format=time_format,
+                             levels=levels and levels()), events, held)
+        self.emit(self.stack(fast, time_format=time_format, levels=levels and levels()),
+                  events, held)
+        return fast, general
+
+    def compare(self, make, **kw):
+        fast, general = self.run_both(make, **kw)
+        self.assertGreater(len(general.getvalue()), 10000)
+        self.assertEqual(fast.getvalue(), general.getvalue())
+
+    def test_sameBytes(self):
+        self.compare(io.StringIO)
+
+    def test_sameBytesHeld(self):
+        """Held per event, and all held until the end."""
+        self.compare(io.StringIO, held=True)
+        olog.hold()
+        try:
+            fast, general = self.run_both(io.StringIO)
+            self.assertEqual((fast.getvalue(), general.getvalue()), ("", ""))
+        finally:
+            olog.release()
+        self.assertGreater(len(general.getvalue()), 10000)
+        self.assertEqual(fast.getvalue(), general.getvalue())
+
+    def test_sameBytesEncoded(self):
+        self.compare(io.BytesIO)
+
+    def test_sameBytesOtherTimeFormats(self):
+        for time_format in ("%Y %H:%M:%S", "%H:%M:%S.%f", "%s"):
+            self.compare(io.StringIO, time_format=time_format)
+
+    def test_sameBytesOtherLevels(self):
+        self.compare(io.StringIO, levels=lambda: LogLevels(4, {"control": 7}))
+        self.compare(io.StringIO, levels=lambda: LogLevels(7))
+
+    def taken(self):
+        """The events that reached the filter (not the fast way)."""
+        seen = []
+        real = olog.LevelFilter.__call__
+
+        def counting(filter, event):
+            seen.append(event["log_format"])
+            return real(filter, event)
+        self.patch(olog.LevelFilter, "__call__", counting)
+        return seen
+
+    def test_fastWay(self):
+        """The usual line does not reach the filter, once the levels have
+        said that its namespace and level pass."""
+        out = io.StringIO()
+        log = self.stack(out)["omnirtp.control.commands.Dispatcher"]
+        seen = self.taken()
+        self.clock[:] = [T]
+        for n in range(3):
+            log.info("Received command '{command}' from {source}", command="offer",
+                     source="127.0.0.1:5060", call_id="c1")
+        log.info("{missing}")
+        log.info("x {a}", a=1, log_system="s")
+        self.assertEqual(seen, ["Received command '{command}' from {source}",
+                                "{missing}", "x {a}"])
+        self.assertEqual(out.getvalue().count("Received command 'offer' from 127.0.0.1:5060\n"), 3)
+
+    def test_followsLevels(self):
+        """A change of the levels, a call debugged, another observer: the
+        next event sees them."""
+        out = io.StringIO()
+        levels = LogLevels(6)
+        loggers = self.stack(out, levels=levels)
+        log = loggers["omnirtp.control.commands.Dispatcher"]
+        self.clock[:] = [T]
+        log.info("one")
+        log.info("two")
+        levels.set(5, "control")
+        log.info("hidden", call_id="c1")
+        levels.debug_calls.add("c1")
+        log.info("debugged", call_id="c1")
+        log.info("not debugged", call_id="c2")
+        levels.set(6)
+        log.info("three")
+        seen = []
+        olog._installed[0].addObserver(seen.append)
+        log.info("four")
+        self.assertEqual([line.rpartition("] ")[2] for line in out.getvalue().splitlines()],
+                         ["one", "two", "debugged", "three", "four"])
+        self.assertEqual([e["log_format"] for e in seen], ["four"])
+
+    def test_failedWrite(self):
+        """A write that fails, not held: dropped, as the publisher drops an
+        observer's failure when no other observer is there to hear it."""
+        loggers = self.stack(BrokenFile())
+        self.clock[:] = [T]
+        log = loggers["omnirtp.control.commands.Dispatcher"]
+        log.info("first")
+        log.info("lost")
+        olog.hold()
+        log.info("held")
+        olog.release()
+
+    def test_heldOrder(self):
+        """Held, the fast lines and the others keep their order, in one write."""
+        out = Recording()
+        log = self.stack(out)["omnirtp.control.commands.Dispatcher"]
+        self.clock[:] = [T]
+        olog.hold()
+        log.info("a {x}", x=1)
+        log.info("b", log_system="s")
+        log.info("c {x}", x=2)
+        olog.release()
+        [(_, text), _] = out.log
+        self.assertEqual([line.rpartition(" ")[2] for line in text.splitlines()],
+                         ["1", "b", "2"])
+
+
+class PythonFastLineTests(_FastLine, SynchronousTestCase):
+    fast_line = staticmethod(olog._py_fast_line)
+
+
+class CFastLineTests(_FastLine, SynchronousTestCase):
+    """omnirtp._fastlog's fast_line: the same bytes as the general way,
+    and no references or memory kept per line."""
+
+    if olog._fastlog is None:
+        skip = "omnirtp._fastlog is not built (make ext)"
+    else:
+        fast_line = staticmethod(olog._fastlog.fast_line)
+
+    def test_inUse(self):
+        """Built, it is the one the Logger calls (setUp patched the same in)."""
+        self.assertIs(_FAST_LINE, olog._fastlog.fast_line)
+
+    def test_nothingKept(self):
+        """Lines of every kind (fast, general, failing to format), held
+        and not: no memory left behind but the lines."""
+        import gc
+        import sys
+        out = io.StringIO()
+        log = self.stack(out)["omnirtp.control.commands.Dispatcher"]
+        value = "v" * 10
+        self.clock[:] = [T]
+
+        def lines():
+            for _ in range(200):
+                olog.hold()
+                log.info("Received command '{command}' from {source}", command="offer",
+                         source=value, call_id="c1")
+                log.info("{a!r} {b:>4} {missing}", a=value, b=1)
+                log.info("{a!r} {b:>4} {c}", a=value, b=1, c=Unformattable())
+                log.info("x {a}", a=1, log_system="s")
+                olog.release()
+                log.info("unheld {a!r}", a=value)
+            out.seek(0)
+            out.truncate()
+        lines()
+        lines()
+        gc.collect()
+        blocks, refs = sys.getallocatedblocks(), sys.getrefcount(value)
+        lines()
+        gc.collect()
+        # (a block or a reference kept per line would be 200 or more)
+        self.assertLess(abs(sys.getallocatedblocks() - blocks), 20)
+        self.assertEqual(sys.getrefcount(value), refs)
+
+    def test_badArguments(self):
+        """Anything but what the Logger passes: not taken, no effect."""
+        out = io.StringIO()
+        loggers = self.stack(out)
+        log = loggers["omnirtp.control.commands.Dispatcher"]
+        self.clock[:] = [T]
+        log.info("first")  # the levels' verdict made
+        installed = olog._installed
+        fast = olog._fastlog.fast_line
+        for args in [(log, LogLevel.info, "x", {}, installed[:3]),
+                     (log, LogLevel.info, "x", {}, list(installed)),
+                     (log, LogLevel.info, b"x", {}, installed),
+                     (log, LogLevel.info, "x", [], installed),
+                     (object(), LogLevel.info, "x", {}, installed)]:
+            if args[0].__class__ is object:
+                self.assertRaises(AttributeError, fast, *args)
+            else:
+                self.assertIs(fast(*args), False)
+        self.assertRaises(TypeError, fast, log, LogLevel.info, "x", {})
+        self.assertIs(fast(log, LogLevel.info, "x {a}", {"a": 1}, installed), True)
+        self.assertEqual(out.getvalue().count("\n"), 2)
+
+    def test_levelMethodCalls(self):
+        """Logger's level methods in C (omnirtp._fastlog.LevelMethod), called
+        every way a method can be: the same lines and errors as the Python
+        methods on the general way."""
+        self.assertIsInstance(olog.Logger.__dict__["info"], olog._fastlog.LevelMethod)
+        self.assertEqual(olog.Logger.info.__name__, "info")
+        calls = [
+            lambda log: log.info("fast {a}", a=1),
+            lambda log: log.info(format="kw {a}", a=1),
+            lambda log: log.info(),
+            lambda log: log.info("none"),
+            lambda log: log.warn("x {a}", **{"a": 2}),
+            lambda log: log.error("{a} {b!r}", b="b", a=3),
+            lambda log: log.critical("x {a}", a=1, log_system="s"),
+            lambda log: olog.Logger.info(log, "unbound {a}", a=4),
+            lambda log: getattr(log, "info")("got {a}", a=5),
+            lambda log: log.info("x", format="y"),
+            lambda log: log.info("x {self}", self=1),
+            lambda log: log.info("{format}", format="z"),
+            lambda log: log.info("x", "y"),
+            lambda log: log.info("missing {a}"),
+        ]
+
+        def run(log, out):
+            got = []
+            for call in calls:
+                try:
+                    call(log)
+                    got.append(None)
+                except TypeError as e:
+                    got.append(str(e))
+            return got, out.getvalue()
+        self.clock[:] = [T]
+        general = io.StringIO()
+        logs = self.stack(general, other=True)
+        expected = run(logs["omnirtp.control.commands.Dispatcher"], general)
+        fast = io.StringIO()
+        logs = self.stack(fast)
+        logs["omnirtp.control.commands.Dispatcher"].info("first")  # the levels' verdict
+        fast.seek(0)
+        fast.truncate()
+        seen = self.taken()
+        self.assertEqual(run(logs["omnirtp.control.commands.Dispatcher"], fast), expected)
+        self.assertEqual(expected[1].count("\n"), 9)
+        self.assertEqual(len([e for e in expected[0] if e]), 4)
+        # the general way: no format, a level's first event (the levels'
+        # verdict), log_system, a missing key; the others took the fast way
+        self.assertEqual(seen, [None, "x {a}", "{a} {b!r}", "x {a}", "missing {a}"])

@@ -134,9 +134,9 @@ class BuildTests(SynchronousTestCase):
                      "/%s/omnirtp/cli/ctl.py" % DIST):
             self.assertIn(path, paths)
         # the C extensions (SRTP, bencode, the SDP line pass, the call tree,
-        # the parked call's entries) are built and packaged
+        # the parked call's entries, the log lines) are built and packaged
         for ext in ("media/_fastsrtp", "control/_fastbencode", "sdp/_fastsdp",
-                    "control/_fasttree", "media/_fastpark"):
+                    "control/_fasttree", "media/_fastpark", "_fastlog"):
             self.assertEqual(len([p for p in paths if p.startswith("/%s/omnirtp/%s.cpython-"
                                                                     % (DIST, ext))
                                   and p.endswith(".so")]), 1, ext)
