@@ -7,7 +7,7 @@ placeholder numbered by order of first appearance: ``{PORT1}``, ``{UFRAG1}``,
 is reused (a re-INVITE keeping its ports, one ufrag for every m= line) keeps
 its placeholder, and the structure "same as before" / "different" is still
 compared.  An RTCP port that is a known RTP port + 1 is written
-``{PORT3+1}``.  Session versions in ``o=`` get ``{VERSION<n>}`` the same way.
+``{PORT3+1}`` (an m= line's port never is: it is a stream's own).  Session versions in ``o=`` get ``{VERSION<n>}`` the same way.
 Line endings become ``\\n``; port 0 (rejected media) and ports listed in
 ``keep_ports`` (the peers' own ports, echoed in some outputs) stay as they are.
 SDES keys that the peers themselves sent (:meth:`Normaliser.keep_input`) stay
@@ -48,9 +48,13 @@ class Normaliser:
             table[value] = "{%s%d}" % (kind, len(table) + 1)
         return table[value]
 
-    def port(self, text, address=None):
+    def port(self, text, address=None, rtp=False):
         """Placeholder for a media port on ``address`` (ports on different
-        addresses are different sockets, even with the same number)."""
+        addresses are different sockets, even with the same number).
+        ``rtp``: the port of an m= line, a stream's own socket, never
+        written as a known port + 1 (rtpengine 10.5 may give an rtcp-mux
+        stream the odd port an earlier stream left unused: where it picks
+        its ports is random, so that would name the same SDP two ways)."""
         if not text.isdigit():
             return text
         port = int(text)
@@ -64,7 +68,8 @@ class Normaliser:
                 if key[1] in (port, port - 1):
                     address = key[0]
                     break
-        if (address, port) not in ports and (address, port - 1) in ports and port % 2 == 1:
+        if (not rtp and (address, port) not in ports and (address, port - 1) in ports
+                and port % 2 == 1):
             return ports[(address, port - 1)][:-1] + "+1}"
         return self._token("PORT", (address, port))
 
@@ -72,7 +77,7 @@ class Normaliser:
         if line.startswith("m="):
             fields = line.split(" ")
             port, slash, count = fields[1].partition("/")
-            fields[1] = self.port(port, address) + slash + count
+            fields[1] = self.port(port, address, rtp=True) + slash + count
             return " ".join(fields)
         if line.startswith("o="):
             fields = line[2:].split(" ")

@@ -48,6 +48,19 @@ class NormaliserTests(SynchronousTestCase):
         self.assertEqual(n.normalise("c=IN IP4 0.0.0.0\r\nm=audio 5000 RTP/AVP 0\r\na=rtcp:5001\r\n"),
                          "c=IN IP4 0.0.0.0\nm=audio {PORT1} RTP/AVP 0\na=rtcp:{PORT1+1}\n")
 
+    def test_stream_port_never_plus_one(self):
+        """An m= line's port is a stream's own socket, even when it is an
+        earlier stream's unused RTCP port (rtcp-mux, rtpengine's random
+        pick): its own placeholder, as when it is any other port."""
+        n = Normaliser()
+        self.assertEqual(
+            n.normalise("m=audio 5000 RTP/AVP 0\r\na=rtcp-mux\r\nm=video 5001 RTP/AVP 96\r\n"
+                        "a=rtcp:5001\r\n"),
+            "m=audio {PORT1} RTP/AVP 0\na=rtcp-mux\nm=video {PORT2} RTP/AVP 96\n"
+            "a=rtcp:{PORT2}\n")
+        self.assertEqual(Normaliser().normalise("m=audio 5000 RTP/AVP 0\r\na=rtcp:5001\r\n"),
+                         "m=audio {PORT1} RTP/AVP 0\na=rtcp:{PORT1+1}\n")
+
     def test_crypto_and_fingerprint(self):
         self.assertEqual(
             normalise("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:abcd|2^20\r\n"
