@@ -9,12 +9,18 @@ that omnirtp's media loop runs no Python per wake-up (``_fastrelay``), is
 the rest the price of a second *process* (its own address space, switched
 on every wake-up) against a second *thread*?  This takes omnirtp and
 rtpengine out of it: bench/switchrelay.c is the same minimal epoll relay in
-three shapes (one worker; two processes; two threads of one process), all
+three shapes (one worker; two processes; two threads of one process; the
+calls divided between the workers, each with an epoll of its own), all
 pinned to CPU 0 like bench/workers.py's CPU rounds, fed on CPU 1 with
 ``--calls`` calls of 50 packets/s each way by ``--generator``: ``python``
 (default), bench/relay.py's generator, the one bench/workers.py uses (sends
 what is due, then polls its 64 party sockets for up to 0.5 ms), or ``rtpgen``
 (bench/rtpgen.c: a socket per party, each sending in its 1 ms slot of 20).
+Two more shapes, not by default (``--shapes``), are rtpengine 10.5's own
+(``--num-threads`` without ``--poller-per-thread``): ``one-shared`` and
+``two-shared``, every socket in one edge-triggered epoll that 1 or 2
+threads wait on, each socket read until EAGAIN (docs/scaling.md, "One
+epoll for every thread").
 
 Each round runs every shape (in a rotating order) for ``--warmup`` +
 ``--seconds``: CPU time of the relay's processes and threads
@@ -42,6 +48,9 @@ SOURCE = os.path.join(HERE, "switchrelay.c")
 RELAY_CPU, GENERATOR_CPU = 0, 1
 HOST = "127.0.0.1"
 SHAPES = {"one": ("procs", 1), "two-procs": ("procs", 2), "two-threads": ("threads", 2)}
+#: not by default (``--shapes``): rtpengine's shape, every socket in one
+#: edge-triggered epoll that all the threads wait on (switchrelay's MODE "shared")
+SHARED_SHAPES = {"one-shared": ("shared", 1), "two-shared": ("shared", 2)}
 
 
 def build(directory=rtpgen.BUILD):
@@ -118,7 +127,7 @@ class PythonFeed:
 
 
 def one_round(binary, feed, shape, base, warmup, seconds):
-    mode, workers = SHAPES[shape]
+    mode, workers = dict(SHAPES, **SHARED_SHAPES)[shape]
     parties = feed.parties
     relay = subprocess.Popen(
         ["taskset", "-c", str(RELAY_CPU), binary, mode, str(workers), HOST, str(base),
@@ -156,7 +165,8 @@ def main(argv=None):
     p.add_argument("--seconds", type=float, default=4)
     p.add_argument("--warmup", type=float, default=1.5)
     p.add_argument("--base-port", type=int, default=24000)
-    p.add_argument("--shapes", default=",".join(SHAPES))
+    p.add_argument("--shapes", default=",".join(SHAPES),
+                   help="of %s" % ", ".join(list(SHAPES) + list(SHARED_SHAPES)))
     p.add_argument("--generator", choices=("python", "rtpgen"), default="python")
     args = p.parse_args(argv)
     shapes = args.shapes.split(",")

@@ -13,9 +13,14 @@
  * wait again (omnirtp's media loop, without the Python around it).
  *
  * MODE "procs": worker 0 is this process and the others are forked
- * children; "threads": the others are threads of this process.  All sockets
- * are bound before the workers start.  Prints "ready PID..." (every process)
- * on stdout once the workers run, then relays until killed.
+ * children; "threads": the others are threads of this process.  MODE
+ * "shared" is rtpengine's shape instead (its default, without
+ * --poller-per-thread): the calls are not divided; every socket is in ONE
+ * epoll, edge-triggered, and WORKERS threads of this process all block in
+ * epoll_wait on it; a thread given a socket reads it until EAGAIN, sending
+ * each datagram on.  All sockets are bound before the workers start.
+ * Prints "ready PID..." (every process) on stdout once the workers run,
+ * then relays until killed.
  *
  * Build: gcc -O2 -Wall -Wextra -pthread -o switchrelay switchrelay.c
  */
@@ -44,6 +49,7 @@ struct leg {
 
 static struct leg *legs;       /* 2 per call */
 static int calls, workers;
+static int shared_ep = -1;     /* MODE "shared": the one epoll of every socket */
 
 static void die(const char *what)
 {
@@ -94,18 +100,54 @@ static void *serve(void *arg)
     return NULL;
 }
 
+/* MODE "shared": any thread serves any socket.  Edge-triggered, so a
+ * datagram's arrival is reported to one waiting thread only, and that
+ * thread empties the socket (the next arrival is a new edge, which may go
+ * to another thread: both then read it, and one meets EAGAIN). */
+static void *serve_shared(void *arg)
+{
+    (void)arg;
+    struct epoll_event events[64];
+    unsigned char buf[2048];
+    for (;;) {
+        int n = epoll_wait(shared_ep, events, 64, -1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            die("epoll_wait");
+        }
+        for (int j = 0; j < n; j++) {
+            struct leg *l = events[j].data.ptr;
+            for (;;) {
+                ssize_t len = read(l->fd, buf, sizeof buf);
+                if (len < 0) {
+                    if (errno == EINTR)
+                        continue;
+                    break;  /* EAGAIN: emptied */
+                }
+                sendto(l->out, buf, (size_t)len, 0, (struct sockaddr *)&l->dest,
+                       sizeof l->dest);
+            }
+        }
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 5 && argc != 6) {
-        fprintf(stderr, "usage: %s procs|threads WORKERS HOST BASE_PORT [PARTY_HOST] < CALLS\n",
+        fprintf(stderr,
+                "usage: %s procs|threads|shared WORKERS HOST BASE_PORT [PARTY_HOST] < CALLS\n",
                 argv[0]);
         return 2;
     }
-    int threads = strcmp(argv[1], "threads") == 0;
+    int shared = strcmp(argv[1], "shared") == 0;
+    int threads = shared || strcmp(argv[1], "threads") == 0;
     if (!threads && strcmp(argv[1], "procs") != 0) {
-        fprintf(stderr, "MODE must be procs or threads\n");
+        fprintf(stderr, "MODE must be procs, threads or shared\n");
         return 2;
     }
+    void *(*worker)(void *) = shared ? serve_shared : serve;
     workers = atoi(argv[2]);
     if (workers < 1 || workers > MAX_WORKERS) {
         fprintf(stderr, "WORKERS must be 1..%d\n", MAX_WORKERS);
@@ -136,12 +178,22 @@ int main(int argc, char **argv)
         b->dest = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(pa), .sin_addr = party};
         calls++;
     }
+    if (shared) {
+        shared_ep = epoll_create1(EPOLL_CLOEXEC);
+        if (shared_ep < 0)
+            die("epoll_create1");
+        for (int i = 0; i < 2 * calls; i++) {
+            struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.ptr = &legs[i]};
+            if (epoll_ctl(shared_ep, EPOLL_CTL_ADD, legs[i].fd, &ev) < 0)
+                die("epoll_ctl");
+        }
+    }
     pid_t pids[MAX_WORKERS];
     pids[0] = getpid();
     for (long w = 1; w < workers; w++) {
         if (threads) {
             pthread_t t;
-            if (pthread_create(&t, NULL, serve, (void *)w) != 0)
+            if (pthread_create(&t, NULL, worker, (void *)w) != 0)
                 die("pthread_create");
         } else {
             pid_t pid = fork();
@@ -159,6 +211,6 @@ int main(int argc, char **argv)
         printf(" %d", (int)pids[w]);
     printf("\n");
     fflush(stdout);
-    serve((void *)0);
+    worker((void *)0);
     return 0;
 }

@@ -32,8 +32,13 @@ round (drift on the shared box hits them alike):
               before and after in the same run
   bare1, bare2, bare2t  (not by default) bench/switchrelay.c, a bare epoll
               relay in C with no control plane (its calls given on stdin):
-              one worker, two processes, two threads of one process; the
-              floor under both daemons (bench/switch_relay.py)
+              one worker, two processes, two threads of one process, the
+              calls divided between the workers, each with its own epoll;
+              the floor under both daemons (bench/switch_relay.py)
+  bare1s, bare2s  (not by default) the same relay in rtpengine's shape
+              (switchrelay's MODE "shared"): every socket in one
+              edge-triggered epoll, 1 or 2 threads of one process all
+              waiting on it, a socket read until EAGAIN
 
 The load is bench/relay.py's: its generator (this process, on CPU 1), 50
 packets/s of 172-byte RTP per party, two parties per call (100 packets/s
@@ -98,7 +103,7 @@ IN_FLIGHT = 16  # ng requests outstanding while calls are set up
 
 def threads_of(kind):
     """``num-threads`` of a kind: its digit."""
-    return int(kind.rstrip("rct")[-1])
+    return int(kind.rstrip("rcts")[-1])
 
 
 #: --coalesce-us: the media workers' coalescing delay of the kinds
@@ -239,12 +244,12 @@ class Relay:
 
 class BareRelay:
     """bench/switchrelay.c on ``cpus``, ``parties``' calls on the ports from
-    ``port_range[0]`` up (kinds bare1, bare2, bare2t)."""
+    ``port_range[0]`` up (kinds bare1, bare2, bare2t, bare1s, bare2s)."""
 
     def __init__(self, kind, parties, cpus, port_range):
         import switch_relay  # bench/switch_relay.py
         self.kind = kind
-        mode = "threads" if kind.endswith("t") else "procs"
+        mode = {"t": "threads", "s": "shared"}.get(kind[-1], "procs")
         base = port_range[0]
         party_host = parties[0][0][0] if parties else HOST
         self.process = subprocess.Popen(
@@ -623,7 +628,9 @@ def report_cpu(results, kinds, calls, log):
                  ("omnirtp2r", "omnirtp1r"), ("omnirtp2", "omnirtp2r"), ("omnirtp1", "omnirtp1r"),
                  ("omnirtp2c", "omnirtp1c"), ("omnirtp2c", "omnirtp1"), ("omnirtp2c", "omnirtp2"),
                  ("omnirtp1c", "omnirtp1"), ("before2", "before1"), ("omnirtp1", "before1"),
-                 ("omnirtp2", "before2")):
+                 ("omnirtp2", "before2"), ("bare2", "bare1"), ("bare2t", "bare1"),
+                 ("bare2s", "bare1"), ("bare2s", "bare1s"), ("bare1s", "bare1"),
+                 ("bare2s", "bare2")):
         ratio(a, b)
     for kind in kinds:
         rounds = results[kind]["rounds"]
