@@ -19,7 +19,7 @@ from omnirtp.media import park
 from omnirtp.media.amp import placeholder
 from omnirtp.media.engine import EmbeddedEngine
 from omnirtp.media.pool import WorkerPool
-from omnirtp.media.relay import LEARNING_WINDOW, bind_media
+from omnirtp.media.relay import LEARNING_MODES, LEARNING_WINDOW, bind_media
 from omnirtp.media.worker import parse_slice
 from omnirtp.test.fakes import FakeNetwork, MemoryUDPReactor
 from omnirtp.test.test_pool import FakeProcess
@@ -28,6 +28,59 @@ IP = "127.0.0.1"
 A = ("192.0.2.1", 5000)  # the caller's RTP address
 B = ("192.0.2.2", 6000)  # the callee's
 T0 = 1700000000.0
+
+
+# The dict-by-dict reference park.checked and ParkedCall.keep_checked are
+# tested against (what the daemon used before they ran by position).
+
+def plain_entry(entry, held):
+    """True if ``entry`` (a configure entry) can be kept by the control
+    process for a parked call whose socket keys are ``held`` (a set):
+    :func:`plain_keys` and :func:`plain_values`."""
+    return plain_keys(entry) and plain_values(entry, held)
+
+
+def plain_keys(entry):
+    """True if ``entry`` is a dict of only the keys of park.PLAIN_KEYS,
+    the transform ones (park.NONE_KEYS) None."""
+    if entry.__class__ is not dict or not entry.keys() <= park.PLAIN_KEYS:
+        return False
+    get = entry.get
+    for key in park.NONE_KEYS:
+        if get(key) is not None:
+            return False
+    return True
+
+
+def plain_values(entry, held):
+    """For an entry of :func:`plain_keys`: True if its sockets are the
+    call's own (in ``held``) and every value is one the engine takes."""
+    get = entry.get
+    if get("local") not in held:
+        return False
+    for key in ("peer", "rtcp_peer"):
+        value = get(key)
+        if value is not None and value not in held:
+            return False
+    endpoint = get("endpoint")
+    if endpoint is not None and not park._is_key(endpoint):
+        return False
+    learning = get("learning")
+    if learning is not None and learning not in LEARNING_MODES:
+        return False
+    tos = get("tos")
+    if tos is not None and (type(tos) is not int or not 0 <= tos <= 255):
+        return False
+    return True
+
+
+def keep(call, entries, now):
+    """``call.keep_checked`` of ``entries`` (each :func:`plain_entry`)
+    given as dicts: each entry's form and a list of its values, with no
+    check."""
+    forms = park._FORMS
+    call.keep_checked([(forms.get(names) or park._form(names), list(entry.values()))
+                       for entry, names in ((e, tuple(e)) for e in entries)], now)
 
 
 def rtp(seq):
@@ -777,7 +830,7 @@ class PackTests(SynchronousTestCase):
             call = park.ParkedCall("c", None)
             call.add(IP, 40000, object(), object(), T0)
             for at, entries in enumerate(entries_seq):
-                call.keep(entries, T0 + at)
+                keep(call, entries, T0 + at)
             return call
         shaped = entry((IP, 40000), (IP, 40002), A, tos=184)
         no_tos = dict(shaped)
@@ -808,8 +861,8 @@ class PackTests(SynchronousTestCase):
         call = park.ParkedCall("c", None)
         call.add(IP, 40000, object(), object(), T0)
         call.add(IP, 40002, object(), object(), T0)
-        call.keep([entry((IP, 40000), (IP, 40002), A, tos=184)], T0 + 1)
-        call.keep([entry((IP, 40000), (IP, 40002), A, reset=False)], T0 + 2)
+        keep(call, [entry((IP, 40000), (IP, 40002), A, tos=184)], T0 + 1)
+        keep(call, [entry((IP, 40000), (IP, 40002), A, reset=False)], T0 + 2)
         self.assertEqual(call.entry((IP, 40000))["tos"], 184)
         self.assertEqual(call.since[(IP, 40000)], T0 + 1)
         call.drop([(IP, 40002)])
@@ -819,8 +872,8 @@ class PackTests(SynchronousTestCase):
 
 
 class CheckedTests(SynchronousTestCase):
-    """park.checked (the tests of plain_keys and plain_values in one pass
-    by position) and ParkedCall.keep_checked (the placeholders filled and
+    """park.checked (the tests of plain_keys and plain_values, above, in
+    one pass by position) and ParkedCall.keep_checked (the placeholders filled and
     the entries kept without a dict copy)."""
 
     HELD = {(IP, 40000), (IP, 40001), (IP, 40002), (IP, 40003)}
@@ -849,7 +902,7 @@ class CheckedTests(SynchronousTestCase):
         entries, plain = self.variants()
         for index, e in enumerate(entries):
             expected = index < plain
-            self.assertEqual(park.plain_entry(e, self.HELD), expected, e)
+            self.assertEqual(plain_entry(e, self.HELD), expected, e)
             self.assertEqual(park.checked([e], self.HELD) is not None, expected, e)
         # all or nothing
         self.assertIsNone(park.checked(entries, self.HELD))
@@ -876,7 +929,7 @@ class CheckedTests(SynchronousTestCase):
             return c
 
         reference = call()
-        reference.keep(fill_ports(offer, [40000, 40002]), T0 + 1)
+        keep(reference, fill_ports(offer, [40000, 40002]), T0 + 1)
         fused = call()
         fused.keep_checked(park.checked(offer, held), T0 + 1, real)
         self.assertEqual(fused.entries, reference.entries)
