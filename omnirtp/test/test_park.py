@@ -783,8 +783,8 @@ class LimitTests(SynchronousTestCase):
 
     def test_limitFollowsTheOpenFilesLimit(self):
         """Without a limit set, parking follows this process's open files
-        limit now (``set maxopenfiles``), less twice SPARE; unlimited: no
-        limit of its own."""
+        limit (read again after ``set maxopenfiles``: open_files_changed),
+        less twice SPARE; unlimited: no limit of its own."""
         from resource import RLIM_INFINITY
 
         from omnirtp.limits import SPARE
@@ -794,11 +794,54 @@ class LimitTests(SynchronousTestCase):
         self.patch(pool_module, "soft_limit", lambda: 4096)
         self.assertEqual(self.pool.park_limit, 4096 - 2 * SPARE)
         self.patch(pool_module, "soft_limit", lambda: 100)
+        self.assertEqual(self.pool.park_limit, 4096 - 2 * SPARE)  # (not read again)
+        self.pool.open_files_changed()
         self.assertEqual(self.pool.park_limit, 0)
         self.patch(pool_module, "soft_limit", lambda: RLIM_INFINITY)
+        self.pool.open_files_changed()
         self.assertEqual(self.pool.park_limit, park.MAX_PARKED)
         self.pool.lazy = False
         self.assertEqual(self.pool.park_limit, 0)
+
+    def test_limitReadOnceAndAfterSetMaxOpenFiles(self):
+        """The open files limit is read at the first park, not at every
+        one, and again after ``set maxopenfiles``
+        (Operations.set_open_files) changed it."""
+        from omnirtp.config.model import Config
+        from omnirtp.control.operations import Operations
+        from omnirtp.limits import SPARE
+        from omnirtp.logging import LogLevels
+        from omnirtp.media import pool as pool_module
+        from omnirtp.test.fakes import ControlStack
+
+        limit = [4096]
+        reads = []
+        self.patch(pool_module, "soft_limit", lambda: reads.append(limit[0]) or limit[0])
+        self.pool._park_limit = None
+        self.offer_answer("c1")
+        self.offer_answer("c2")
+        self.assertEqual(self.pool.parked(), {"c1", "c2"})
+        self.assertEqual(self.pool.park_limit, 4096 - 2 * SPARE)
+        self.assertEqual(reads, [4096])
+
+        class Resource:
+            RLIMIT_NOFILE, RLIM_INFINITY = 7, -1
+
+            def prlimit(self, pid, kind, limits):
+                if pid == 0:
+                    limit[0] = limits[0]
+
+        ops = Operations(ControlStack().dispatch, Config(), LogLevels(6))
+        ops.engine = self.pool
+        ops.set_open_files(2 * SPARE + 4, resource=Resource())
+        self.assertEqual(self.pool.park_limit, 4)
+        self.assertEqual(reads, [4096, 2 * SPARE + 4])
+        # room for the 4 sockets parked now, no more: the next call goes
+        # to its worker at once
+        self.done(self.pool.allocate_configure("c3", [(IP, 2)], offer_entries()))
+        self.assertEqual(self.pool.parked(), {"c1", "c2"})
+        self.assertIn("c3", self.pool._routes)
+        self.assertEqual(len(reads), 2)
 
 
 class PackTests(SynchronousTestCase):
