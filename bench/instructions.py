@@ -147,6 +147,12 @@ def main(argv=None):
         return
     if not shutil.which("valgrind"):
         sys.exit("valgrind is not installed (apt-get install valgrind)")
+    sys.path.insert(0, ROOT)
+    from omnirtp.test.integration.peers import hold_port_range
+    # the relay's ports, held in the test port registry while this runs:
+    # test processes on this machine keep out of them (peers.free_port_range
+    # also takes blocks above the ephemeral range, where they lie)
+    hold_port_range(args.base, args.base + 2 * args.pairs + 1)
     options = ["--base", str(args.base)]
     if args.no_companion:
         options.append("--no-companion")

@@ -107,10 +107,11 @@ def raise_nofile():
 
 def port_block(size, step=100):
     """A free block of ``size`` UDP ports for the daemon, outside the
-    ephemeral range: above it if it fits there (other test runs on a shared
-    box pick their blocks below it, free_port_range's default, and a port one
-    of them holds when the daemon wants it is quarantined: not free, not
-    used), else below it.  free_port_range's blocks are aligned to their
+    ephemeral range: above it if it fits there (test runs on a shared box
+    pick most of their blocks below it: free_port_range's default takes
+    either stretch, block by block, and the one below is five times larger;
+    a port one of them holds when the daemon wants it is quarantined: not
+    free, not used), else below it.  free_port_range's blocks are aligned to their
     size, and a stray socket in each of the few 4,200-port blocks leaves
     none; this slides the block in ``step``-port steps."""
     with open("/proc/sys/net/ipv4/ip_local_port_range") as f:

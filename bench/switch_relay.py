@@ -169,6 +169,10 @@ def main(argv=None):
                    help="of %s" % ", ".join(list(SHAPES) + list(SHARED_SHAPES)))
     p.add_argument("--generator", choices=("python", "rtpgen"), default="python")
     args = p.parse_args(argv)
+    from omnirtp.test.integration.peers import hold_port_range
+    # the relay's ports, held in the test port registry while this runs:
+    # test processes on this machine keep out of them (peers.free_port_range)
+    hold_port_range(args.base_port, args.base_port + 2 * args.calls + 1)
     shapes = args.shapes.split(",")
     os.sched_setaffinity(0, {GENERATOR_CPU})
     binary = build()

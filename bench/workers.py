@@ -93,6 +93,7 @@ from srtp import MAX_LOSS, MIN_PACE  # noqa: E402  (bench/srtp.py's rule for a u
 
 from omnirtp.control import bencode  # noqa: E402
 from omnirtp.control.ng import decode_payload  # noqa: E402
+from omnirtp.test.integration.peers import hold_port_range  # noqa: E402
 from omnirtp.test.integration.reference import (  # noqa: E402
     TWISTD, Daemon, find_rtpengine, free_udp_port)
 
@@ -481,6 +482,11 @@ def main(argv=None):
         report_capacity(saved["capacity"], print)
         return 0
     PORT_RANGE = (args.port_min, args.port_max)
+    # held in the test port registry while this runs (until this process
+    # ends), so that test processes on this machine keep out of the range:
+    # its daemons bind it full, and a test's proxy given a block in it
+    # finds every port taken ("Ran out of ports": an offer without SDP)
+    hold_port_range(*PORT_RANGE)
     COALESCE_US = args.coalesce_us
     kinds = [k for k in args.kinds.split(",") if k]
     if any(k.startswith("before") for k in kinds) and not args.before:

@@ -207,9 +207,7 @@ def _fast_line(logger, level, fmt, kwargs, installed):
         return False  # dropped, asked of the levels first, or a call debugged
     fast = _fast_cache.get(fmt)
     if fast is None:
-        if len(_fast_cache) >= _SIMPLE_CACHE_MAX:
-            _fast_cache.clear()
-        fast = _fast_cache[fmt] = _fast_format(fmt)
+        fast = _remember(_fast_cache, fmt, _fast_format)
     if not fast:
         return False
     try:
@@ -429,6 +427,17 @@ _SIMPLE_CACHE_MAX = 1024
 _CONVERSIONS = frozenset("rsa")
 
 
+def _remember(cache, key, make):
+    """The miss of a format cache (``_simple_cache``, ``_fast_cache``;
+    the hit is the caller's ``cache.get(key)``): ``make(key)``, stored in
+    ``cache`` (emptied first when it holds :data:`_SIMPLE_CACHE_MAX`
+    formats: a bounded table, however many formats come) and returned."""
+    if len(cache) >= _SIMPLE_CACHE_MAX:
+        cache.clear()
+    value = cache[key] = make(key)
+    return value
+
+
 def _simple(fmt):
     try:
         for _literal, name, spec, conversion in _parser.parse(fmt):
@@ -477,9 +486,7 @@ def event_text(event):
         return formatEvent(event)
     simple = _simple_cache.get(fmt)
     if simple is None:
-        if len(_simple_cache) >= _SIMPLE_CACHE_MAX:
-            _simple_cache.clear()
-        simple = _simple_cache[fmt] = _simple(fmt)
+        simple = _remember(_simple_cache, fmt, _simple)
     if not simple:
         return formatEvent(event)
     # only {name} fields (with a conversion and a spec): str.format_map

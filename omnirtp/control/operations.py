@@ -290,9 +290,11 @@ class Operations:
 
     def set_open_files(self, value, resource=None):
         """``set maxopenfiles``: RLIMIT_NOFILE soft and hard = ``value``, in
-        this process (OSError with the kernel's errno if refused) and then
-        in every running media worker (a worker that refuses is logged; a
-        worker started later inherits this process's limit)."""
+        this process (OSError with the kernel's errno if refused; else the
+        engine's ``open_files_changed``, if it has one: the media pool's
+        cached limit for parked calls) and then in every running media
+        worker (a worker that refuses is logged; a worker started later
+        inherits this process's limit)."""
         if resource is None:
             import resource
         limit = value if value < 2 ** 63 else resource.RLIM_INFINITY
@@ -300,6 +302,9 @@ class Operations:
             resource.prlimit(0, resource.RLIMIT_NOFILE, (limit, limit))
         except ValueError as e:  # glibc's EINVAL, as Python words it
             raise OSError(22, str(e))
+        changed = getattr(self.engine, "open_files_changed", None)
+        if changed is not None:
+            changed()
         for worker in getattr(self.engine, "workers", ()):
             pid = worker.get("pid")
             if pid is None or worker.get("state") not in ("starting", "ready"):

@@ -16,7 +16,7 @@
  *       ``learning_modes``: the learning words taken (``in`` is asked).
  *   checked(entries, held) -> list, False or None
  *       For ``entries`` an exact list and ``held`` an exact set: False if
- *       an entry is not a plain entry for ``held`` (park.plain_entry),
+ *       an entry is not plain for ``held`` (park.checked's tests),
  *       else ``[(form, values)]`` (each entry's _Form, found in ``forms``
  *       by its key tuple, and a new list of its values).  None when an
  *       entry's key tuple is not in ``forms`` yet, on any error, and before

@@ -5,7 +5,7 @@ With media workers (:class:`omnirtp.media.pool.WorkerPool`) every engine
 call would be a round trip to a worker process: a call offered, answered
 and deleted without media (a failed or cancelled call, most of a set-up
 benchmark) would pay three.  Instead, a new call whose entries are all
-*plain* (:func:`plain_entry`: no ICE, no DTLS, no SRTP, no codec, recording
+*plain* (:func:`checked`: no ICE, no DTLS, no SRTP, no codec, recording
 or other transform key) is *parked*: the control process binds its ports
 itself (from the slice of the worker chosen for it, with a port pool of
 its own: :class:`ParkedCall`), keeps the configure entries, and watches
@@ -67,50 +67,6 @@ def _is_key(value):
             and type(value[1]) is int)
 
 
-def plain_entry(entry, held):
-    """True if ``entry`` (a configure entry) can be kept by the control
-    process for a parked call whose socket keys are ``held`` (a set):
-    :func:`plain_keys` and :func:`plain_values` (anything else, even an
-    error the engine would report, goes to a worker, which answers as it
-    always did)."""
-    return plain_keys(entry) and plain_values(entry, held)
-
-
-def plain_keys(entry):
-    """True if ``entry`` is a dict of only the keys of :data:`PLAIN_KEYS`,
-    the transform ones (:data:`NONE_KEYS`) None: what a new call's
-    entries are told by before anything else of it is looked at."""
-    if entry.__class__ is not dict or not entry.keys() <= PLAIN_KEYS:
-        return False
-    get = entry.get
-    for key in NONE_KEYS:
-        if get(key) is not None:
-            return False
-    return True
-
-
-def plain_values(entry, held):
-    """For an entry of :func:`plain_keys`: True if its sockets are the
-    call's own (in ``held``) and every value is one the engine takes."""
-    get = entry.get
-    if get("local") not in held:
-        return False
-    for key in ("peer", "rtcp_peer"):
-        value = get(key)
-        if value is not None and value not in held:
-            return False
-    endpoint = get("endpoint")
-    if endpoint is not None and not _is_key(endpoint):
-        return False
-    learning = get("learning")
-    if learning is not None and learning not in LEARNING_MODES:
-        return False
-    tos = get("tos")
-    if tos is not None and (type(tos) is not int or not 0 <= tos <= 255):
-        return False
-    return True
-
-
 #: the key tuples of the entries kept, one object per distinct tuple (a
 #: plain call's entries all have the negotiator's keys, in its order)
 _NAMES = {}
@@ -137,7 +93,7 @@ def _shared(names):
 class _Form:
     """What is known of every entry with the key tuple ``names`` (made
     once per distinct tuple: the negotiator writes two): whether its keys
-    are plain (:func:`plain_keys`'s keys), where each key checked or
+    are plain (only :data:`PLAIN_KEYS`), where each key checked or
     changed sits among its values, and for an entry with "reset" and
     "tos" the key tuple kept (:func:`pack`'s shared one, without
     "reset"), so :func:`checked` and :meth:`ParkedCall.keep_checked` read
@@ -189,12 +145,19 @@ if _fastpark is not None:
 def checked(entries, held):
     """``entries`` (configure entries) as :meth:`ParkedCall.keep_checked`
     takes them, ``[(form, values)]`` (each entry's :class:`_Form` and a
-    list of its values), if every one is a :func:`plain_entry` for the
-    call's socket keys ``held``; None if any is not.  The same tests as
-    :func:`plain_keys` and :func:`plain_values`, in one pass over each
-    entry's values: in C (``omnirtp.media._fastpark``, ``make ext``) for
-    an exact list and set whose entries' key tuples have been seen
-    before, else :func:`_checked`."""
+    list of its values), if every one is plain for the call's socket
+    keys ``held``; None if any is not.  Plain: a dict of only the keys of
+    :data:`PLAIN_KEYS`, those of :data:`NONE_KEYS` None (or absent), its
+    ``local`` one of ``held``, its ``peer`` and ``rtcp_peer`` None or in
+    ``held``, its ``endpoint`` None or an ``(address, port)`` key, its
+    ``learning`` None or one of ``LEARNING_MODES``, its ``tos`` None or
+    an int 0-255 (anything else, even an error the engine would report,
+    goes to a worker, which answers as it always did).  One pass over
+    each entry's values by position: in C (``omnirtp.media._fastpark``,
+    ``make ext``) for an exact list and set whose entries' key tuples
+    have been seen before, else :func:`_checked`.  (The same tests one
+    dict at a time, ``plain_entry``, are the reference in
+    ``omnirtp/test/test_park.py``.)"""
     if _fastpark is not None:
         out = _fastpark.checked(entries, held)
         if out is not None:
@@ -298,23 +261,12 @@ class ParkedCall:
         self.keys.add(rtp_key)
         self.keys.add(rtcp_key)
 
-    def held(self):
-        """The set of the call's socket keys (RTP and RTCP; :attr:`keys`,
-        not a copy)."""
-        return self.keys
-
-    def keep(self, entries, now):
-        """Keep ``entries`` (each :func:`plain_entry`): the latest entry
-        of a socket replaces the one before (a plain entry says all), a
-        ``tos`` of None keeps the one given before, a ``reset`` restarts
-        the socket's learning window and ``last_packet`` at ``now``."""
-        forms = _FORMS
-        self.keep_checked([(forms.get(names) or _form(names), list(entry.values()))
-                           for entry, names in ((e, tuple(e)) for e in entries)], now)
-
     def keep_checked(self, entries, now, real=None):
-        """:meth:`keep` of the entries :func:`checked` passed
-        (``[(form, values)]``; their value lists are used up).  ``real``:
+        """Keep the entries :func:`checked` passed (``[(form, values)]``;
+        their value lists are used up): the latest entry of a socket
+        replaces the one before (a plain entry says all), a ``tos`` of
+        None keeps the one given before, a ``reset`` restarts the
+        socket's learning window and ``last_packet`` at ``now``.  ``real``:
         ``{placeholder socket key: the socket key bound for it}``, a new
         call's (its entries name only placeholders: every socket key in
         them is one of ``real``'s)."""

@@ -483,6 +483,9 @@ class WorkerPool(service.Service):
         #: sockets the parked calls hold (at most :attr:`park_limit`)
         self._parked_sockets = 0
         self._park_limit = None
+        #: this process's open files limit as last read (None: not read
+        #: since the start or since :meth:`open_files_changed`)
+        self._open_files = None
         #: parked calls: handed to a worker, released while parked, and
         #: lost because no worker could take them
         self.park_counts = {"parked": 0, "handed": 0, "released": 0, "failed": 0}
@@ -1086,16 +1089,20 @@ class WorkerPool(service.Service):
     @property
     def park_limit(self):
         """At most this many sockets are parked at once: this process's
-        open files limit now (``set maxopenfiles`` changes it) less twice
-        :data:`omnirtp.limits.SPARE`, which its listeners, connections and
-        logs keep.  With more than two workers that limit, raised for one
-        worker's slice, is below all the ports: the calls beyond it go to
-        their workers at once, as without parking.  (Settable: tests.)"""
+        open files limit less twice :data:`omnirtp.limits.SPARE`, which
+        its listeners, connections and logs keep.  The limit is read once
+        (at the first park) and again after :meth:`open_files_changed`
+        (``set maxopenfiles``), not on every park.  With more than two
+        workers that limit, raised for one worker's slice, is below all
+        the ports: the calls beyond it go to their workers at once, as
+        without parking.  (Settable: tests.)"""
         if self._park_limit is not None:
             return self._park_limit
         if not self.lazy:
             return 0
-        limit = soft_limit()
+        limit = self._open_files
+        if limit is None:
+            limit = self._open_files = soft_limit()
         if limit == RLIM_INFINITY:
             return park.MAX_PARKED
         return max(0, limit - 2 * SPARE)
@@ -1103,6 +1110,12 @@ class WorkerPool(service.Service):
     @park_limit.setter
     def park_limit(self, value):
         self._park_limit = value
+
+    def open_files_changed(self):
+        """This process's open files limit was changed (``set
+        maxopenfiles``: :meth:`omnirtp.control.operations.Operations.set_open_files`):
+        :attr:`park_limit` reads it again."""
+        self._open_files = None
 
     def _park(self, call_id, groups, sockets):
         """Park a new call here if it can be (its entries all plain, its

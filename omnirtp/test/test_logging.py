@@ -478,6 +478,25 @@ class CheapTextTests(SynchronousTestCase):
             self.assertEqual(olog.event_text(e), formatEvent(e), e.get("log_format"))
             self.assertEqual(olog.event_text(e), formatEvent(e))  # parsed once, same again
 
+    def test_formatCacheBounded(self):
+        """The parsed formats are kept in a bounded table: emptied when it
+        holds _SIMPLE_CACHE_MAX formats and a new one comes, the new one
+        kept; a format kept is not parsed again."""
+        self.patch(olog, "_simple_cache", {})
+        self.patch(olog, "_SIMPLE_CACHE_MAX", 3)
+        for n in range(3):
+            self.assertEqual(olog.event_text(event(fmt="f%d {a}" % n, a=n)), "f%d %d" % (n, n))
+        self.assertEqual(sorted(olog._simple_cache), ["f0 {a}", "f1 {a}", "f2 {a}"])
+        made = []
+        self.patch(olog, "_simple", lambda fmt: made.append(fmt) or True)
+        self.assertEqual(olog.event_text(event(fmt="f1 {a}", a=1)), "f1 1")
+        self.assertEqual(made, [])
+        self.assertEqual(olog.event_text(event(fmt="f3 {a}", a=3)), "f3 3")
+        self.assertEqual((made, olog._simple_cache), (["f3 {a}"], {"f3 {a}": True}))
+        cache, made = {"x": False}, object()
+        self.assertIs(olog._remember(cache, "y", lambda key: made), made)
+        self.assertEqual(cache, {"x": False, "y": made})
+
     def test_lostMessage(self):
         """An event that cannot even be shown: twisted's "MESSAGE LOST" text
         (twisted 22.4 adds the stack it was made on, which differs)."""

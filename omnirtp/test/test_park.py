@@ -19,7 +19,7 @@ from omnirtp.media import park
 from omnirtp.media.amp import placeholder
 from omnirtp.media.engine import EmbeddedEngine
 from omnirtp.media.pool import WorkerPool
-from omnirtp.media.relay import LEARNING_WINDOW, bind_media
+from omnirtp.media.relay import LEARNING_MODES, LEARNING_WINDOW, bind_media
 from omnirtp.media.worker import parse_slice
 from omnirtp.test.fakes import FakeNetwork, MemoryUDPReactor
 from omnirtp.test.test_pool import FakeProcess
@@ -28,6 +28,59 @@ IP = "127.0.0.1"
 A = ("192.0.2.1", 5000)  # the caller's RTP address
 B = ("192.0.2.2", 6000)  # the callee's
 T0 = 1700000000.0
+
+
+# The dict-by-dict reference park.checked and ParkedCall.keep_checked are
+# tested against (what the daemon used before they ran by position).
+
+def plain_entry(entry, held):
+    """True if ``entry`` (a configure entry) can be kept by the control
+    process for a parked call whose socket keys are ``held`` (a set):
+    :func:`plain_keys` and :func:`plain_values`."""
+    return plain_keys(entry) and plain_values(entry, held)
+
+
+def plain_keys(entry):
+    """True if ``entry`` is a dict of only the keys of park.PLAIN_KEYS,
+    the transform ones (park.NONE_KEYS) None."""
+    if entry.__class__ is not dict or not entry.keys() <= park.PLAIN_KEYS:
+        return False
+    get = entry.get
+    for key in park.NONE_KEYS:
+        if get(key) is not None:
+            return False
+    return True
+
+
+def plain_values(entry, held):
+    """For an entry of :func:`plain_keys`: True if its sockets are the
+    call's own (in ``held``) and every value is one the engine takes."""
+    get = entry.get
+    if get("local") not in held:
+        return False
+    for key in ("peer", "rtcp_peer"):
+        value = get(key)
+        if value is not None and value not in held:
+            return False
+    endpoint = get("endpoint")
+    if endpoint is not None and not park._is_key(endpoint):
+        return False
+    learning = get("learning")
+    if learning is not None and learning not in LEARNING_MODES:
+        return False
+    tos = get("tos")
+    if tos is not None and (type(tos) is not int or not 0 <= tos <= 255):
+        return False
+    return True
+
+
+def keep(call, entries, now):
+    """``call.keep_checked`` of ``entries`` (each :func:`plain_entry`)
+    given as dicts: each entry's form and a list of its values, with no
+    check."""
+    forms = park._FORMS
+    call.keep_checked([(forms.get(names) or park._form(names), list(entry.values()))
+                       for entry, names in ((e, tuple(e)) for e in entries)], now)
 
 
 def rtp(seq):
@@ -730,8 +783,8 @@ class LimitTests(SynchronousTestCase):
 
     def test_limitFollowsTheOpenFilesLimit(self):
         """Without a limit set, parking follows this process's open files
-        limit now (``set maxopenfiles``), less twice SPARE; unlimited: no
-        limit of its own."""
+        limit (read again after ``set maxopenfiles``: open_files_changed),
+        less twice SPARE; unlimited: no limit of its own."""
         from resource import RLIM_INFINITY
 
         from omnirtp.limits import SPARE
@@ -741,11 +794,54 @@ class LimitTests(SynchronousTestCase):
         self.patch(pool_module, "soft_limit", lambda: 4096)
         self.assertEqual(self.pool.park_limit, 4096 - 2 * SPARE)
         self.patch(pool_module, "soft_limit", lambda: 100)
+        self.assertEqual(self.pool.park_limit, 4096 - 2 * SPARE)  # (not read again)
+        self.pool.open_files_changed()
         self.assertEqual(self.pool.park_limit, 0)
         self.patch(pool_module, "soft_limit", lambda: RLIM_INFINITY)
+        self.pool.open_files_changed()
         self.assertEqual(self.pool.park_limit, park.MAX_PARKED)
         self.pool.lazy = False
         self.assertEqual(self.pool.park_limit, 0)
+
+    def test_limitReadOnceAndAfterSetMaxOpenFiles(self):
+        """The open files limit is read at the first park, not at every
+        one, and again after ``set maxopenfiles``
+        (Operations.set_open_files) changed it."""
+        from omnirtp.config.model import Config
+        from omnirtp.control.operations import Operations
+        from omnirtp.limits import SPARE
+        from omnirtp.logging import LogLevels
+        from omnirtp.media import pool as pool_module
+        from omnirtp.test.fakes import ControlStack
+
+        limit = [4096]
+        reads = []
+        self.patch(pool_module, "soft_limit", lambda: reads.append(limit[0]) or limit[0])
+        self.pool._park_limit = None
+        self.offer_answer("c1")
+        self.offer_answer("c2")
+        self.assertEqual(self.pool.parked(), {"c1", "c2"})
+        self.assertEqual(self.pool.park_limit, 4096 - 2 * SPARE)
+        self.assertEqual(reads, [4096])
+
+        class Resource:
+            RLIMIT_NOFILE, RLIM_INFINITY = 7, -1
+
+            def prlimit(self, pid, kind, limits):
+                if pid == 0:
+                    limit[0] = limits[0]
+
+        ops = Operations(ControlStack().dispatch, Config(), LogLevels(6))
+        ops.engine = self.pool
+        ops.set_open_files(2 * SPARE + 4, resource=Resource())
+        self.assertEqual(self.pool.park_limit, 4)
+        self.assertEqual(reads, [4096, 2 * SPARE + 4])
+        # room for the 4 sockets parked now, no more: the next call goes
+        # to its worker at once
+        self.done(self.pool.allocate_configure("c3", [(IP, 2)], offer_entries()))
+        self.assertEqual(self.pool.parked(), {"c1", "c2"})
+        self.assertIn("c3", self.pool._routes)
+        self.assertEqual(len(reads), 2)
 
 
 class PackTests(SynchronousTestCase):
@@ -777,7 +873,7 @@ class PackTests(SynchronousTestCase):
             call = park.ParkedCall("c", None)
             call.add(IP, 40000, object(), object(), T0)
             for at, entries in enumerate(entries_seq):
-                call.keep(entries, T0 + at)
+                keep(call, entries, T0 + at)
             return call
         shaped = entry((IP, 40000), (IP, 40002), A, tos=184)
         no_tos = dict(shaped)
@@ -808,8 +904,8 @@ class PackTests(SynchronousTestCase):
         call = park.ParkedCall("c", None)
         call.add(IP, 40000, object(), object(), T0)
         call.add(IP, 40002, object(), object(), T0)
-        call.keep([entry((IP, 40000), (IP, 40002), A, tos=184)], T0 + 1)
-        call.keep([entry((IP, 40000), (IP, 40002), A, reset=False)], T0 + 2)
+        keep(call, [entry((IP, 40000), (IP, 40002), A, tos=184)], T0 + 1)
+        keep(call, [entry((IP, 40000), (IP, 40002), A, reset=False)], T0 + 2)
         self.assertEqual(call.entry((IP, 40000))["tos"], 184)
         self.assertEqual(call.since[(IP, 40000)], T0 + 1)
         call.drop([(IP, 40002)])
@@ -819,8 +915,8 @@ class PackTests(SynchronousTestCase):
 
 
 class CheckedTests(SynchronousTestCase):
-    """park.checked (the tests of plain_keys and plain_values in one pass
-    by position) and ParkedCall.keep_checked (the placeholders filled and
+    """park.checked (the tests of plain_keys and plain_values, above, in
+    one pass by position) and ParkedCall.keep_checked (the placeholders filled and
     the entries kept without a dict copy)."""
 
     HELD = {(IP, 40000), (IP, 40001), (IP, 40002), (IP, 40003)}
@@ -849,7 +945,7 @@ class CheckedTests(SynchronousTestCase):
         entries, plain = self.variants()
         for index, e in enumerate(entries):
             expected = index < plain
-            self.assertEqual(park.plain_entry(e, self.HELD), expected, e)
+            self.assertEqual(plain_entry(e, self.HELD), expected, e)
             self.assertEqual(park.checked([e], self.HELD) is not None, expected, e)
         # all or nothing
         self.assertIsNone(park.checked(entries, self.HELD))
@@ -876,7 +972,7 @@ class CheckedTests(SynchronousTestCase):
             return c
 
         reference = call()
-        reference.keep(fill_ports(offer, [40000, 40002]), T0 + 1)
+        keep(reference, fill_ports(offer, [40000, 40002]), T0 + 1)
         fused = call()
         fused.keep_checked(park.checked(offer, held), T0 + 1, real)
         self.assertEqual(fused.entries, reference.entries)

@@ -141,6 +141,32 @@ class PortRegistryTests(SynchronousTestCase):
         for block in self.blocks[1:]:
             self.assertGreater(got.count(block), 5, got)
 
+    def test_default_blocks_both_sides_of_the_ephemeral_range(self):
+        """Without ``low``/``high`` a block is looked for below the kernel's
+        ephemeral port range and above it: with every port below it held
+        by another process (benchmarks' daemons, bench/setup.py's ranges)
+        the block comes from above, and the other way round; with both
+        held, none (after ``wait``)."""
+        self.patch(peers, "_ephemeral_range", lambda: (32768, 60999))  # (Linux's default)
+        below, above = (10000, 32767), (61000, 65535)
+        self.assertEqual(peers._outside_ephemeral(), [below, above])
+        other = self.other_process()
+
+        def pick_with_held(held):
+            with open(peers.PORT_REGISTRY, "w") as f:
+                f.write("".join("%d 0 %d %d\n" % (other, lo, hi) for lo, hi in held))
+            picked = [peers.free_port_range(40, wait=0) for _ in range(3)]
+            for block in picked:
+                peers.release_port_range(*block)
+            return picked
+
+        for held, free in (([below], above), ([above], below)):
+            for first, last in pick_with_held(held):
+                self.assertEqual((last - first, first % 2), (39, 0))
+                self.assertTrue(free[0] <= first and last <= free[1], (first, last, free))
+        with self.assertRaises(RuntimeError):
+            pick_with_held([below, above])
+
     def test_garbage_lines_are_dropped(self):
         with open(peers.PORT_REGISTRY, "w") as f:
             f.write("not a line\n1 2\n\n")

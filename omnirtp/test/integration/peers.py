@@ -102,18 +102,25 @@ def free_ports(count, kind=socket.SOCK_DGRAM, address=LOOPBACK):
             s.close()
 
 
-def _outside_ephemeral(minimum=10000):
-    """``(low, high)``: the larger stretch of ports above ``minimum`` that the
-    kernel does not hand out for port-0 binds (ip_local_port_range), so that
-    other programs' sockets rarely land in a range a test picks."""
+def _ephemeral_range():
+    """``(first, last)``: the ports the kernel hands out for port-0 binds
+    (ip_local_port_range; Linux's default if it cannot be read)."""
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
             first, last = (int(x) for x in f.read().split())
     except (OSError, ValueError):
         first, last = 32768, 60999
-    below = (minimum, first - 1)
-    above = (last + 1, 65535)
-    return max(below, above, key=lambda r: r[1] - r[0])
+    return first, last
+
+
+def _outside_ephemeral(minimum=10000):
+    """``[(low, high)]``: the stretches of ports above ``minimum`` that the
+    kernel does not hand out for port-0 binds (:func:`_ephemeral_range`),
+    below it and above it (those not empty), so that other programs'
+    sockets rarely land in a range a test picks."""
+    first, last = _ephemeral_range()
+    return [(low, high) for low, high in ((minimum, first - 1), (last + 1, 65535))
+            if high > low]
 
 
 def free_ng_port_and_range(size, address=LOOPBACK):
@@ -131,7 +138,9 @@ def free_port_range(size, address=LOOPBACK, low=None, high=None, wait=30.0):
     """``(first, last)``: ``size`` consecutive UDP ports, ``first`` even, none
     bound on ``address`` right now and none in a block another test process
     on this machine holds (see :data:`PORT_REGISTRY`).  By default the block
-    lies outside the kernel's ephemeral port range.
+    lies outside the kernel's ephemeral port range, below or above it (both
+    stretches are searched: benchmarks' daemons hold most of the one below,
+    e.g. bench/setup.py's ranges, 10000-59999, all held while it runs).
 
     The block is picked at random among the free ones (not the first free
     one after some start: on a machine whose port space is mostly taken
@@ -144,11 +153,12 @@ def free_port_range(size, address=LOOPBACK, low=None, high=None, wait=30.0):
     a free-now check alone cannot see that coming, since rtpengine binds a
     port only when a call needs it.  When every free block is held, this
     waits up to ``wait`` seconds for one."""
-    if low is None or high is None:
-        low, high = _outside_ephemeral()
-    low += low % 2
+    stretches = _outside_ephemeral() if low is None or high is None else [(low, high)]
     size += size % 2
-    starts = [low + n * size for n in range((high - low) // size)]
+    starts = []
+    for low, high in stretches:
+        low += low % 2
+        starts += [low + n * size for n in range((high - low) // size)]
     deadline = time.monotonic() + wait
     while True:
         picked = _registry(lambda entries: _take_block(entries, starts, size, address))
