@@ -1,0 +1,200 @@
+"""ICE on one interface name with an IPv4 and an IPv6 address, over real UDP.
+
+The daemon runs in this process (as in ``test_webrtc_e2e``) with
+``interface = 127.0.0.1;::1`` (one name, two addresses), once with the
+embedded engine and once with two media worker processes.  A plain SIP
+party on 127.0.0.1 offers with ``ICE=force``; omnirtp offers a host
+candidate on each address (the same port where it is free on both,
+rtpengine 10.5's order and priorities); the callee is aioice's ICE agent
+gathering on ::1 only, so the only pair that can work is on omnirtp's
+second address.  ICE selects it (omnirtp controls and nominates), then RTP
+flows both ways between the SIP party and aioice, through omnirtp's socket
+on ::1, and after the delete every port on both addresses is free again.
+
+It needs a usable ::1: when the host has none it runs itself again in a
+network namespace it makes (``test_ipv6.needs_ipv6``); it never skips.
+"""
+
+import asyncio
+import os
+import re
+import socket
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
+
+from omnirtp.config.model import Config, InterfaceSpec
+from omnirtp.control import bencode
+from omnirtp.service import build
+from omnirtp.test.integration.peers import as_text, free_port_range, listen_party
+from omnirtp.test.integration.test_daemon import NGClient, wait_for
+from omnirtp.test.integration.test_ice_aioice import AsyncioThread, with_timeout
+from omnirtp.test.integration.test_ipv6 import needs_ipv6
+
+try:
+    import aioice
+    import aioice.ice
+except ImportError:  # pragma: no cover - setup.cfg installs it
+    aioice = None
+
+V4 = "127.0.0.1"
+V6 = "::1"
+CALL = "ice-dual"
+
+
+def phone_sdp(port):
+    return ("v=0\r\no=phone 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\n"
+            "m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n" % (V4, V4, port))
+
+
+def rtp(seq, fill):
+    return (bytes([0x80, 0x00, seq >> 8, seq & 0xFF]) + (seq * 160).to_bytes(4, "big")
+            + (0x1234 + fill).to_bytes(4, "big") + bytes([fill]) * 160)
+
+
+def attribute(sdp, name):
+    return [line[len(name) + 3:] for line in sdp.split("\r\n") if line.startswith("a=%s:" % name)]
+
+
+def media_port(sdp):
+    return int(re.search(r"^m=audio (\d+) ", sdp, re.M).group(1))
+
+
+def bindable(address, port):
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        s.bind((address, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class DualStackIceTests(TestCase):
+    timeout = 60
+    num_threads = 0
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        if aioice is None:
+            raise AssertionError("aioice is not installed (setup.cfg lists it)")
+        # aioice gathers on ::1 only: omnirtp's IPv4 candidate cannot pair
+        self.patch(aioice.ice, "get_host_addresses", lambda use_ipv4=True, use_ipv6=True: [V6])
+        self.loop = AsyncioThread()
+        self.addCleanup(self.loop.stop)
+        self.ports = free_port_range(100)
+        config = Config(interfaces=(InterfaceSpec("default", V4, None), InterfaceSpec("default", V6, None)),
+                        listen_ng=((V4, 0),), port_min=self.ports[0], port_max=self.ports[1],
+                        num_threads=self.num_threads)
+        self.service = build(config, reactor)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        ng_service = [s for s in self.service if hasattr(s, "ports")][0]
+        yield wait_for(lambda: ng_service.ports)
+        host = ng_service.ports[0].getHost()
+        self.ng = NGClient((host.host, host.port))
+        port = reactor.listenUDP(0, self.ng, interface=V4)
+        self.addCleanup(port.stopListening)
+
+    def request(self, **request):
+        self.ng.seq += 1
+        cookie = b"d%d_%d" % (os.getpid(), self.ng.seq)
+        d = self.ng.send_raw(cookie + b" " + bencode.encode(request))
+        return d.addCallback(lambda raw: as_text(bencode.decode(raw.split(b" ", 1)[1])))
+
+    @needs_ipv6
+    @defer.inlineCallbacks
+    def test_aioice_reaches_the_second_address(self):
+        phone = listen_party(self, V4)
+        phone_port = phone.transport.getHost().port
+        offer = yield self.request(command="offer", **{"call-id": CALL, "from-tag": "phone",
+                                                      "sdp": phone_sdp(phone_port), "ICE": "force"})
+        self.assertEqual(offer["result"], "ok", offer)
+        sdp = offer["sdp"]
+        port = media_port(sdp)
+        self.assertIn("c=IN IP4 %s\r\n" % V4, sdp)
+        candidates = [c.split() for c in attribute(sdp, "candidate")]
+        # rtpengine 10.5's order: component 1 on each address, then component 2;
+        # local preference 65535 for the c= line's address, 65534 for the next
+        self.assertEqual([(c[1], c[4]) for c in candidates], [("1", V4), ("1", V6), ("2", V4), ("2", V6)])
+        self.assertEqual([int(c[3]) for c in candidates], [2130706431, 2130706175, 2130706430, 2130706174])
+        self.assertEqual(candidates[0][0], candidates[2][0])
+        self.assertEqual(candidates[1][0], candidates[3][0])
+        self.assertNotEqual(candidates[0][0], candidates[1][0])
+        self.assertEqual(int(candidates[0][5]), port)
+        v6_port = int(candidates[1][5])
+        # a fresh range: the port is free on both addresses, so it is the same
+        self.assertEqual(v6_port, port)
+        self.assertEqual([int(c[5]) for c in candidates[2:]], [port + 1, v6_port + 1])
+        for address, p in ((V4, port), (V6, v6_port), (V4, port + 1), (V6, v6_port + 1)):
+            self.assertFalse(bindable(address, p), "%s %d not bound" % (address, p))
+        [ufrag] = attribute(sdp, "ice-ufrag")
+        [pwd] = attribute(sdp, "ice-pwd")
+
+        async def gather():
+            conn = aioice.Connection(ice_controlling=False, components=1, use_ipv4=False, use_ipv6=True)
+            await conn.gather_candidates()
+            return conn
+
+        conn = yield self.loop.run(gather())
+        self.addCleanup(lambda: self.loop.run(conn.close()))
+        [mine] = conn.local_candidates
+        self.assertEqual(mine.host, V6)
+        answer_sdp = ("v=0\r\no=callee 1 1 IN IP6 ::1\r\ns=-\r\nc=IN IP6 ::1\r\nt=0 0\r\n"
+                      "m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=rtcp-mux\r\n"
+                      "a=ice-ufrag:%s\r\na=ice-pwd:%s\r\na=candidate:%s\r\na=sendrecv\r\n"
+                      % (mine.port, conn.local_username, conn.local_password, mine.to_sdp()))
+        # (ICE=remove towards the SIP party, as Kamailio's answer flags say)
+        answer = yield self.request(command="answer", **{"call-id": CALL, "from-tag": "phone",
+                                                        "to-tag": "callee", "sdp": answer_sdp,
+                                                        "ICE": "remove"})
+        self.assertEqual(answer["result"], "ok", answer)
+        phone_side = media_port(answer["sdp"])
+
+        async def connect():
+            conn.remote_username = ufrag
+            conn.remote_password = pwd
+            for c in attribute(sdp, "candidate"):
+                if c.split()[1] == "1":
+                    await conn.add_remote_candidate(aioice.Candidate.from_sdp(c))
+            await conn.add_remote_candidate(None)
+            await conn.connect()
+
+        yield with_timeout(self.loop.run(connect()), 30, "aioice's connect()")
+
+        # aioice -> omnirtp (::1) -> the phone, from omnirtp's phone-side port
+        got = phone.wait(3)
+        for seq in range(5):
+            yield self.loop.run(conn.send(rtp(seq, 1)))
+        received = yield with_timeout(got, 15, "aioice's RTP at the phone")
+        self.assertEqual(received[0][0], rtp(0, 1))
+        self.assertEqual(received[0][1], (V4, phone_side))
+
+        # the phone -> omnirtp -> aioice, out of omnirtp's socket on ::1
+        async def receive(n):
+            out = []
+            while len(out) < n:
+                out.append(await asyncio.wait_for(conn.recv(), 10))
+            return out
+
+        incoming = self.loop.run(receive(3))
+        sends = [reactor.callLater(0.02 * i, phone.transport.write, rtp(100 + i, 2), (V4, phone_side))
+                 for i in range(10)]
+        self.addCleanup(lambda: [c.cancel() for c in sends if c.active()])
+        back = yield with_timeout(incoming, 15, "the phone's RTP at aioice")
+        self.assertIn(rtp(100, 2), back)
+
+        # the delete frees every port on both addresses
+        deleted = yield self.request(command="delete", **{"call-id": CALL, "delete-delay": 0})
+        self.assertEqual(deleted["result"], "ok", deleted)
+        keys = [(V4, port), (V4, port + 1), (V6, v6_port), (V6, v6_port + 1)]
+        yield wait_for(lambda: all(bindable(*key) for key in keys), timeout=10)
+
+
+class WorkerDualStackIceTests(DualStackIceTests):
+    """The same with ``num-threads = 2``: the call's ports on both addresses
+    are bound in its media worker."""
+
+    num_threads = 2
