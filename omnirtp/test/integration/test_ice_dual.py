@@ -11,8 +11,16 @@ second address.  ICE selects it (omnirtp controls and nominates), then RTP
 flows both ways between the SIP party and aioice, through omnirtp's socket
 on ::1, and after the delete every port on both addresses is free again.
 
-It needs a usable ::1: when the host has none it runs itself again in a
-network namespace it makes (``test_ipv6.needs_ipv6``); it never skips.
+``SideBySideTests`` sends the same offers and answers (an IPv4 and an IPv6
+SIP party, with ``ICE=force``, with and without rtcp-mux) to Debian's
+rtpengine 10.5 and to an omnirtp daemon (twistd, from this checkout), both
+with ``--interface=127.0.0.1 --interface=::1``, and compares the replies as
+the side-by-side corpus does (``omnirtp.test.sdpnorm``; ports are named per
+address, so whether both candidates share a number is checked above, not
+there).
+
+It needs a usable ::1: when the host has none each test runs itself again
+in a network namespace it makes (``test_ipv6.needs_ipv6``); it never skips.
 """
 
 import asyncio
@@ -21,12 +29,15 @@ import re
 import socket
 
 from twisted.internet import defer, reactor
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from omnirtp.config.model import Config, InterfaceSpec
 from omnirtp.control import bencode
 from omnirtp.service import build
-from omnirtp.test.integration.peers import as_text, free_port_range, listen_party
+from omnirtp.test import corpus
+from omnirtp.test.integration.peers import (
+    ROOT, as_text, find_program, free_port, free_port_range, listen_party)
+from omnirtp.test.integration.reference import omnirtp_daemon, rtpengine_daemon
 from omnirtp.test.integration.test_daemon import NGClient, wait_for
 from omnirtp.test.integration.test_ice_aioice import AsyncioThread, with_timeout
 from omnirtp.test.integration.test_ipv6 import needs_ipv6
@@ -198,3 +209,52 @@ class WorkerDualStackIceTests(DualStackIceTests):
     are bound in its media worker."""
 
     num_threads = 2
+
+
+SIP_OFFER6 = corpus.SIP_OFFER.replace("IN IP4 192.0.2.10", "IN IP6 2001:db8::10")
+SIP_ANSWER6 = corpus.SIP_ANSWER.replace("IN IP4 198.51.100.20", "IN IP6 2001:db8::20")
+
+
+class SideBySideTests(SynchronousTestCase):
+    """rtpengine 10.5 and omnirtp with one interface name on 127.0.0.1 and ::1."""
+
+    maxDiff = None
+
+    CASES = [
+        corpus.Case("dual_ice_ip4", [corpus.offer(corpus.SIP_OFFER, ICE="force"),
+                                     corpus.answer(corpus.SIP_ANSWER), corpus.delete()]),
+        corpus.Case("dual_ice_ip6", [corpus.offer(SIP_OFFER6, ICE="force"),
+                                     corpus.answer(SIP_ANSWER6), corpus.delete()]),
+        corpus.Case("dual_ice_mux", [corpus.offer(corpus.SIP_OFFER, ICE="force",
+                                                  **{"rtcp-mux": ["require"]}),
+                                     corpus.answer(corpus.SIP_ANSWER)]),
+        corpus.Case("dual_plain", [corpus.offer(corpus.SIP_OFFER), corpus.answer(corpus.SIP_ANSWER)]),
+    ]
+
+    def replies(self, kind):
+        port_min, port_max = free_port_range(60)
+        if kind == "rtpengine":
+            daemon = rtpengine_daemon(free_port(), port_min, port_max, [V4, V6],
+                                      binary=find_program("rtpengine"))
+        else:
+            daemon = omnirtp_daemon(free_port(), port_min, port_max, [V4, V6], root=ROOT)
+        self.addCleanup(daemon.stop)
+        daemon.start()
+        return {case.name: corpus.run_case(case, daemon.request, "dual%d-%s" % (os.getpid(), kind))
+                for case in self.CASES}
+
+    @needs_ipv6
+    def test_same_replies(self):
+        want = self.replies("rtpengine")
+        got = self.replies("omnirtp")
+        # what both must say (so that two wrong answers cannot agree)
+        cands = [line for line in want["dual_ice_ip4"][0]["sdp"] if line.startswith("a=candidate:")]
+        self.assertEqual([line.split()[1:5] for line in cands], [
+            ["1", "UDP", "2130706431", V4], ["1", "UDP", "2130706175", V6],
+            ["2", "UDP", "2130706430", V4], ["2", "UDP", "2130706174", V6]])
+        cands = [line for line in want["dual_ice_ip6"][0]["sdp"] if line.startswith("a=candidate:")]
+        self.assertEqual([line.split()[4] for line in cands], [V6, V4, V6, V4])
+        self.assertIn("c=IN IP6 ::1", want["dual_ice_ip6"][0]["sdp"])
+        self.assertFalse([line for line in want["dual_plain"][0]["sdp"] if line.startswith("a=candidate:")])
+        for case in self.CASES:
+            self.assertEqual(got[case.name], want[case.name], case.name)
