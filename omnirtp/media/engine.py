@@ -336,7 +336,8 @@ class _Wire:
         relay = self.relay
         if relay.bound != relay.local:
             holder = self.holder(relay.local)
-            if holder is not None:
+            # (a socket closed already, by a release, keeps what it closed)
+            if holder is not None and holder.fileno() >= 0 and relay.fileno() >= 0:
                 relay.rebase(holder)
         for other in self.base_relays[1:]:
             other.other = None
@@ -506,6 +507,10 @@ class EmbeddedEngine:
         self.certificate = certificate
         #: (addr, port) -> _Wire of sockets with ICE or DTLS
         self._wires = {}
+        #: RTP key of a port pair -> the RTP keys of the pairs on the
+        #: interface's other addresses that were ICE bases of its sockets:
+        #: released with it (kept after ICE is dropped, until the release)
+        self._base_pairs = {}
         self._factories = transforms
         self._unusable = {}
         #: (addr, port) -> {configure key: (params, step)} of sockets with steps
@@ -1255,14 +1260,14 @@ class EmbeddedEngine:
             new_remote = None  # not known (yet): not a change
         # the same local credentials, and remote ones that do not differ
         # from known ones (unknown on either side is no restart)
-        keep = (
+        same = (
             agent is not None
             and old["ufrag"] == params["ufrag"]
             and old["pwd"] == params["pwd"]
             and old["component"] == params["component"]
-            and old["bases"] == params["bases"]
             and (new_remote is None or None in old_remote or new_remote == old_remote)
         )
+        keep = same and old["bases"] == params["bases"]
         if keep:
             if new_remote is not None and None in old_remote:
                 agent.set_remote_credentials(*new_remote)
@@ -1279,8 +1284,11 @@ class EmbeddedEngine:
             return
         if agent is not None:
             # ICE restart: media stays on the old address until the new
-            # agent selects one (RFC 8445 9)
-            wire.counts["ice-restarts"] += 1
+            # agent selects one (RFC 8445 9); new local bases alone (the
+            # other addresses' ports, bound after a worker's first
+            # configure of a new call) are no restart
+            if not same:
+                wire.counts["ice-restarts"] += 1
             agent.stop()
         else:
             relay.select(None)  # nothing is authorised yet
@@ -1290,6 +1298,8 @@ class EmbeddedEngine:
             others = tuple(self._sockets[base] for base in params["bases"])
             wire.base_keys = (relay.local,) + params["bases"]
             wire.base_relays = (relay,) + others
+            kept = self._base_pairs.setdefault((relay.local[0], relay.local[1] & ~1), set())
+            kept.update((base[0], base[1] & ~1) for base in params["bases"])
             for other in others:
                 Demux(_BaseStun(wire, other), wire).attach(other)
                 other.authorise = _refuse
@@ -1596,16 +1606,12 @@ class EmbeddedEngine:
                 key = (key[0], key[1] & ~1)
                 if key in pairs:
                     targets.append(key)
-        if self._wires and targets:
-            # the sockets of an ICE agent's other bases go with its socket
+        if self._base_pairs and targets:
+            # the pairs of an ICE agent's other bases go with their pair
             for key in list(targets):
-                for local in (key, (key[0], key[1] + 1)):
-                    wire = self._wires.get(local)
-                    if wire is not None:
-                        for base in wire.base_keys[1:]:
-                            base = (base[0], base[1] & ~1)
-                            if base in pairs and base not in targets:
-                                targets.append(base)
+                for base in self._base_pairs.pop(key, ()):
+                    if base in pairs and base not in targets:
+                        targets.append(base)
         kernel = {}
         if self.forwarder is not None and targets:
             # out of the kernel first, while the sockets still hold the port

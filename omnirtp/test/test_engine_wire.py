@@ -670,6 +670,28 @@ class IceBasesTests(WireTestBase):
         self.assertIsNone(self.engine.socket(self.A6).other)
         self.assertEqual(self.engine.socket(self.A6).bound, self.A6)
 
+    def test_release_after_ice_dropped(self):
+        """The other addresses' pairs go with their pair even once ICE is
+        gone from it (they stay bound until then: a later ICE offer uses them)."""
+        self.configure(self.entries(ice=self.ice()))
+        self.configure([{"local": self.A, "ice": None}])
+        self.assertIsNone(self.engine.wire(self.A))
+        self.assertIn(self.A6, self.net.bound)
+        self.successResultOf(self.engine.release("c1", [self.A]))
+        self.assertNotIn(self.A6, self.net.bound)
+        self.assertFalse(self.engine.pool(HOST6).holds(self.a))
+
+    def test_bases_added_later_are_no_restart(self):
+        """A worker configures a new call before its other addresses' ports
+        are bound, then again with them: a new agent, not an ICE restart."""
+        self.configure(self.entries(ice=self.ice(bases=[])))
+        self.configure(self.entries(ice=self.ice()))
+        self.assertEqual(self.engine.wire(self.A).base_keys, (self.A, self.A6))
+        self.assertEqual(self.stats()[self.A]["wire"]["ice-restarts"], 0)
+        browser = self.browser(use_dtls=False)
+        self.exchange(browser, 3.0)
+        self.assertEqual(browser.selected, self.A6)
+
     def test_bad_base(self):
         for bases in ([(HOST6, 30008)], [self.A], [(HOST6, self.a + 1)], ["x"]):
             failure = self.failureResultOf(self.engine.configure("c1", self.entries(ice=self.ice(bases=bases))))
