@@ -236,10 +236,16 @@ class DualStackIceTests(TestCase):
         self.assertEqual(offer["result"], "ok", offer)
         self.assertEqual(attribute(offer["sdp"], "candidate"), [])
         phone_side = media_port(offer["sdp"])
+        if self.num_threads:
+            # nothing but plain sockets so far: parked in the control process
+            self.assertEqual(self.service.engine.parked(), {CALL})
         answer = yield self.request(command="answer", **{"call-id": CALL, "from-tag": "browser",
                                                         "to-tag": "phone", "sdp": phone_sdp(phone_port),
                                                         "ICE": "force"})
         self.assertEqual(answer["result"], "ok", answer)
+        if self.num_threads:
+            self.assertEqual(self.service.engine.parked(), set())
+            self.assertEqual(self.service.engine.park_counts["handed"], 1)
         sdp = answer["sdp"]
         port = media_port(sdp)
         candidates = [c.split() for c in attribute(sdp, "candidate")]
