@@ -39,7 +39,10 @@ def media_port(sdp):
     return [int(line.split()[1]) for line in sdp.split("\r\n") if line.startswith("m=")][0]
 
 
-class IceBasesTests(SynchronousTestCase):
+class StackTestCase(SynchronousTestCase):
+    """The Dispatcher, Negotiator and an EmbeddedEngine on fake sockets,
+    with one interface name on ``addresses``."""
+
     addresses = (V4, V6)
 
     def setUp(self):
@@ -85,6 +88,9 @@ class IceBasesTests(SynchronousTestCase):
     def foundation(self, address):
         [iface] = [i for i in self.interfaces.by_name["default"] if i.address == address]
         return iface.ice_foundation
+
+
+class IceBasesTests(StackTestCase):
 
     def test_candidate_on_each_address(self):
         sdp = self.offer(ICE="force")["sdp"]
@@ -192,7 +198,7 @@ class SameFamilyTests(IceBasesTests):
         ])
 
     def bound(self, address):
-        return IceBasesTests.bound(self, self.addresses[1] if address == V6 else address)
+        return StackTestCase.bound(self, self.addresses[1] if address == V6 else address)
 
     def test_port_taken_on_the_other_address(self):
         for port in range(LOW, HIGH - 1):
@@ -209,3 +215,33 @@ class SameFamilyTests(IceBasesTests):
     def test_rtcp_mux_only(self):
         sdp = self.offer(ICE="force", rtcp_mux=["require"])["sdp"]
         self.assertEqual([c.split()[4] for c in attribute(sdp, "candidate")], [V4, self.addresses[1]])
+
+
+class RestoreTests(StackTestCase):
+    """A call written to the state store and restored (a restarted daemon,
+    a standby taking over) binds its ports on both addresses again."""
+
+    def setUp(self):
+        StackTestCase.setUp(self)
+        from omnirtp.state.store import MemoryStore
+        self.registry.store = self.store = MemoryStore()
+
+    def test_restored_with_every_address(self):
+        from omnirtp.state import snapshot
+        from omnirtp.state.restore import bind_call
+        sdp = self.offer(ICE="force")["sdp"]
+        port = media_port(sdp)
+        call = self.registry.get("c1")
+        [m] = [m for _ml, m in call.all_medias() if m.ice_bases]
+        self.assertEqual(m.ice_bases, ((V6, port),))
+        restored = snapshot.decode(self.store.calls["c1"], self.interfaces)
+        self.registry.forget(call)
+        self.successResultOf(self.engine.release("c1"))
+        self.assertEqual(sorted(self.net.bound), [])
+        self.successResultOf(bind_call(self.engine, self.negotiator, restored))
+        self.assertEqual(self.bound(V6), [port, port + 1])
+        self.assertEqual(self.engine.wire((V4, port)).base_keys, ((V4, port), (V6, port)))
+        self.assertEqual(self.engine.wire((V4, port + 1)).base_keys,
+                         ((V4, port + 1), (V6, port + 1)))
+        self.successResultOf(self.engine.release("c1"))
+        self.assertEqual(sorted(self.net.bound), [])
