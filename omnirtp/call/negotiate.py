@@ -694,9 +694,10 @@ class Negotiator:
 
     def _allocate_bases(self, call, medias):
         """Bind a port pair for each of ``medias`` on every other address of
-        its interface: the same port where it is free there, else any (as
-        rtpengine 10.5, whose pools are per address), and write their
-        candidates into the plans.  All or nothing: when an address has no
+        its interface: the same port where it is free there, else any
+        (rtpengine 10.5 takes each address's next free pair from a pool of
+        its own: the same number while those pools are in step), and write
+        their candidates into the plans.  All or nothing: when an address has no
         port left the offer fails (Ran out of ports) and what this step
         bound is released."""
         engine = self.engine

@@ -4,11 +4,12 @@ EmbeddedEngine on fake sockets and a memory reactor.
 
 rtpengine 10.5 on loopback (checked 2026-12-05, docs/compat.md): with
 ``interface = 127.0.0.1;::1`` and an offer with ``ICE=force`` it binds a port
-pair on each address (the same port where it is free on both, else the
-next free pair of that address's pool) and offers component 1 on each
+pair on each address (each address's next free pair from a pool of its own:
+the same number while the pools are in step) and offers component 1 on each
 address, then component 2 on each, the c= line's address first with local
 preference 65535, the next with 65534; one foundation per address.  Without
-ICE a call gets the first address only.
+ICE a call gets the first address only.  omnirtp claims the same number on
+the other addresses wherever it is free there, else takes any free pair.
 """
 
 import random
