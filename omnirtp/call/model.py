@@ -77,7 +77,7 @@ class Media:
         "crypto_remote", "crypto_local", "crypto_offered", "crypto_candidates",
         "dtls_setup", "dtls_fingerprint", "dtls_role", "dtls_srtp", "srtp_index",
         "ice_used", "ice_controlling", "ice_lite", "ice_remote_ufrag", "ice_remote_pwd",
-        "ice_candidates", "ice_trickle", "ice_remote_lite", "ice_seen", "mid",
+        "ice_candidates", "ice_trickle", "ice_remote_lite", "ice_seen", "ice_bases", "mid",
         "codecs", "codecs_in", "codecs_out", "codecs_planned", "transcoding",
         "codec_source", "codec_out_source", "codec_last",
     )
@@ -146,6 +146,11 @@ class Media:
         self.ice_remote_lite = False
         #: the party's last SDP had ICE attributes
         self.ice_seen = False
+        #: ICE on an interface with several addresses: ``((address, rtp
+        #: port), ...)`` of the port pairs bound on its other addresses, each
+        #: a host candidate after the one of ``interface`` (as rtpengine
+        #: 10.5 does); () for one address, or a party never offered ICE
+        self.ice_bases = ()
         #: the party's a=mid value (None: none)
         self.mid = None
         #: codecs (omnirtp.call.codecstore.PayloadType lists): the formats of
@@ -242,12 +247,16 @@ class Media:
         if not self.ice_used or (component == 2 and self.mux):
             return None
         prefix = "%d " % component
-        return {"ufrag": self.ice_ufrag, "pwd": self.ice_pwd,
-                "remote_ufrag": self.ice_remote_ufrag, "remote_pwd": self.ice_remote_pwd,
-                "controlling": self.ice_controlling, "lite": self.ice_lite,
-                "component": component,
-                "candidates": [c for c in self.ice_candidates
-                               if c.split(" ", 2)[1:2] == [prefix.strip()]]}
+        entry = {"ufrag": self.ice_ufrag, "pwd": self.ice_pwd,
+                 "remote_ufrag": self.ice_remote_ufrag, "remote_pwd": self.ice_remote_pwd,
+                 "controlling": self.ice_controlling, "lite": self.ice_lite,
+                 "component": component,
+                 "candidates": [c for c in self.ice_candidates
+                                if c.split(" ", 2)[1:2] == [prefix.strip()]]}
+        if self.ice_bases:
+            # the same component's socket on each other address
+            entry["bases"] = [(address, port + component - 1) for address, port in self.ice_bases]
+        return entry
 
     def codec_entry(self, linked):
         """The engine's codec keys for a socket facing this party

@@ -18,7 +18,8 @@ from omnirtp.media.ice import parse_candidate
 from omnirtp.sdp import crypto as sdes
 from omnirtp.sdp import model as sdpmodel
 from omnirtp.sdp.rewrite import (
-    ICE_REMOVE, IcePlan, MediaPlan, SessionPlan, host_candidates, new_ice_credentials,
+    ICE_REMOVE, PRIMARY_LOCAL_PREFERENCE, IcePlan, MediaPlan, SessionPlan, host_candidates,
+    new_ice_credentials,
     rewrite)
 from omnirtp.sdp.codecs import CodecOps, codec_for
 from omnirtp.call import codecstore
@@ -171,6 +172,8 @@ class Interfaces:
         if not self.order:
             raise ValueError("no interface configured")
         self.default = self.order[0]
+        #: some name has several addresses (ICE binds every one of them)
+        self.multi = any(len(addrs) > 1 for addrs in self.by_name.values())
 
     def resolve(self, name):
         """A known interface name; unknown names fall back to the default."""
@@ -204,6 +207,10 @@ class Interfaces:
                         if iface.family == family:
                             return iface
         return addrs[0]
+
+    def others(self, iface):
+        """The other addresses of ``iface``'s name, in the configured order."""
+        return [i for i in self.by_name.get(iface.name, ()) if i is not iface]
 
     def engine_map(self, port_min, port_max):
         """``{address: (port_min, port_max)}`` for the media engine."""
@@ -463,9 +470,18 @@ class Negotiator:
                 d.rejected = True
         self._negotiate_codecs(pairs, flags, offer)
         plan = self._plan(dst, src, pairs, infos, flags, offer, cryptos)
+        # ICE on an interface name with several addresses: a port pair on
+        # each other address too, each a host candidate
+        bases = self._ice_base_medias(pairs, plan) if self.interfaces.multi else None
+        if bases and batch is None:
+            yield from self._allocate_bases(call, bases)
         sockets = self._sockets(call, flags)
         if batch is not None:
             yield from self._allocate_configure(call, batch, sockets, plan)
+            if bases:
+                # (a second and third round trip, for such a call only)
+                yield from self._allocate_bases(call, bases)
+                yield self.engine.configure(call.call_id, self._sockets(call, flags))
         elif sockets:  # a call whose every m= line is rejected holds no ports
             engine = self.engine
             now = getattr(engine, "configure_now", None)
@@ -662,9 +678,75 @@ class Negotiator:
                 mplan.rtcp_port = m.rtp_port if mplan.rtcp_port == mplan.port else m.rtp_port + 1
             mplan.port = m.rtp_port
             if isinstance(mplan.ice, IcePlan) and mplan.ice.candidates:
-                mplan.ice.candidates = host_candidates(
-                    m.interface.ice_foundation, m.interface.advertised, m.rtp_port,
-                    None if len(mplan.ice.candidates) == 1 else m.rtp_port + 1)
+                mplan.ice.candidates = self._candidates(
+                    m, len(mplan.ice.candidates) == 1 + len(m.ice_bases))
+
+    def _ice_base_medias(self, pairs, plan):
+        """``[(media, its MediaPlan)]`` of the medias towards ``dst`` that
+        get ICE host candidates now and have no ports on their interface's
+        other addresses yet (one that has none: not listed)."""
+        out = []
+        for (_info, _section, _s, d), mplan in zip(pairs, plan.media):
+            if (d.ice_used and d.has_ports and not d.ice_bases and isinstance(mplan.ice, IcePlan)
+                    and mplan.ice.candidates and self.interfaces.others(d.interface)):
+                out.append((d, mplan))
+        return out
+
+    def _allocate_bases(self, call, medias):
+        """Bind a port pair for each of ``medias`` on every other address of
+        its interface: the same port where it is free there, else any
+        (rtpengine 10.5 takes each address's next free pair from a pool of
+        its own: the same number while those pools are in step), and write
+        their candidates into the plans.  All or nothing: when an address has no
+        port left the offer fails (Ran out of ports) and what this step
+        bound is released."""
+        engine = self.engine
+        call_id = call.call_id
+        allocate_now = getattr(engine, "allocate_now", None)
+        taken = []
+        try:
+            for m, _mplan in medias:
+                bases = []
+                for iface in self.interfaces.others(m.interface):
+                    try:
+                        ports = yield engine.claim(call_id, iface.address, [m.rtp_port])
+                    except Exception:
+                        if allocate_now is not None:
+                            ports = allocate_now(call_id, iface.address, 1)
+                        else:
+                            ports = yield engine.allocate(call_id, iface.address, 1)
+                    taken.append((iface.address, ports[0]))
+                    bases.append((iface.address, ports[0]))
+                m.ice_bases = tuple(bases)
+        except BaseException:
+            for m, _mplan in medias:
+                m.ice_bases = ()
+            if taken:
+                yield self._release(call_id, taken)
+            raise
+        for m, mplan in medias:
+            mux_only = len(mplan.ice.candidates) == 1
+            mplan.ice.candidates = self._candidates(m, mux_only)
+
+    def _candidates(self, m, mux_only):
+        """Our host candidates towards ``m``'s party: component 1 on each
+        address (the interface's first, then ``m.ice_bases``'), then
+        component 2 on each unless RTCP is multiplexed only; local
+        preference 65535, 65534, ... by address (rtpengine 10.5's order
+        and priorities)."""
+        rtcp = None if mux_only else m.rtp_port + 1
+        if not m.ice_bases:
+            return host_candidates(m.interface.ice_foundation, m.interface.advertised, m.rtp_port, rtcp)
+        each = [host_candidates(m.interface.ice_foundation, m.interface.advertised, m.rtp_port, rtcp)]
+        by_address = {i.address: i for i in self.interfaces.others(m.interface)}
+        for index, (address, port) in enumerate(m.ice_bases, 1):
+            iface = by_address.get(address)
+            if iface is None:
+                continue  # (a restored call's address no longer configured)
+            each.append(host_candidates(iface.ice_foundation, iface.advertised, port,
+                                        None if mux_only else port + 1,
+                                        local_preference=PRIMARY_LOCAL_PREFERENCE - index))
+        return [lines[0] for lines in each] + ([] if mux_only else [lines[1] for lines in each])
 
     def restored_sockets(self, call):
         """The engine configuration of a call restored from the state store
@@ -1276,9 +1358,7 @@ class Negotiator:
         return "remove"
 
     def _ice_plan(self, m, mux_only):
-        cands = host_candidates(
-            m.interface.ice_foundation, m.interface.advertised, m.rtp_port,
-            None if mux_only else m.rtp_port + 1)
+        cands = self._candidates(m, mux_only)
         if m.ice_ufrag is None:
             m.ice_ufrag, m.ice_pwd = new_ice_credentials()
         plan = _new(IcePlan)

@@ -201,7 +201,35 @@ def check_ice(value, where="ice"):
         except ValueError as e:
             raise ValueError("%s candidate %r: %s" % (where, text, e)) from None
     out["candidates"] = parsed
+    bases = value.get("bases") or []
+    if not isinstance(bases, (list, tuple)):
+        raise ValueError("%s bases must be a list, got %r" % (where, bases))
+    out["bases"] = tuple(_key(base, where + " base") for base in bases)
     return out
+
+
+def _refuse(address):
+    """The source authority of a socket that relays nothing (an ICE base
+    other than the one selected): no source is accepted."""
+    return False
+
+
+class _BaseStun:
+    """The STUN handler of one socket of an ICE agent with several local
+    bases (the interface's addresses): hands the agent each datagram with
+    the base of the address the socket is bound to now."""
+
+    __slots__ = ("wire", "relay")
+
+    def __init__(self, wire, relay):
+        self.wire = wire
+        self.relay = relay
+
+    def datagram(self, data, source):
+        wire = self.wire
+        agent = wire.ice
+        if agent is not None:
+            agent.datagram(data, source, wire.base_keys.index(self.relay.bound))
 
 
 def check_dtls(value, where="dtls"):
@@ -275,6 +303,48 @@ class _Wire:
         self.dtls_source = None
         self.counts = {"consent-lost": 0, "ice-failed": 0, "ice-restarts": 0,
                        "dtls-unauthorised": 0, "dtls-failed": 0}
+        #: ICE on several addresses of the interface: the local keys of the
+        #: bases (this socket's first, then the ``bases`` of its entry) and
+        #: the sockets bound to them at the start (relay first); the
+        #: selected base's socket is the one ``relay`` reads and writes
+        #: (RelaySocket.rebase).  One base: (relay.local,), (relay,)
+        self.base_keys = (relay.local,)
+        self.base_relays = (relay,)
+
+    def base_send(self, index):
+        """``send(data, address)`` out of the socket bound to base ``index``."""
+        key = self.base_keys[index]
+        relays = self.base_relays
+
+        def send(data, address):
+            for relay in relays:
+                if relay.bound == key:
+                    return relay.send(data, address)
+            return False
+        return send
+
+    def holder(self, key):
+        """The socket (of :attr:`base_relays`) bound to ``key`` now."""
+        for relay in self.base_relays:
+            if relay.bound == key:
+                return relay
+        return None
+
+    def drop_bases(self):
+        """Back to one base: the relay reads its own socket again and the
+        other sockets go quiet."""
+        relay = self.relay
+        if relay.bound != relay.local:
+            holder = self.holder(relay.local)
+            # (a socket closed already, by a release, keeps what it closed)
+            if holder is not None and holder.fileno() >= 0 and relay.fileno() >= 0:
+                relay.rebase(holder)
+        for other in self.base_relays[1:]:
+            other.other = None
+            other.authorise = None
+        self.base_keys = (relay.local,)
+        self.base_relays = (relay,)
+        self.demux.stun = None
 
     def datagram(self, data, source):
         dtls = self.dtls
@@ -302,6 +372,8 @@ class _Wire:
         if self.ice is not None:
             self.ice.stop()
         self.ice = self.ice_params = None
+        if len(self.base_relays) > 1:
+            self.drop_bases()
         self.demux.stun = None
 
     def stop_dtls(self, notify=True):
@@ -323,6 +395,8 @@ class _Wire:
             out["ice"] = {
                 "state": ice.state,
                 "selected": ice.selected,
+                "selected_base": (self.base_keys[ice.selected_base]
+                                  if ice.selected_base is not None else None),
                 "controlling": ice.controlling,
                 "lite": ice.lite,
                 "component": ice.component,
@@ -433,6 +507,10 @@ class EmbeddedEngine:
         self.certificate = certificate
         #: (addr, port) -> _Wire of sockets with ICE or DTLS
         self._wires = {}
+        #: RTP key of a port pair -> the RTP keys of the pairs on the
+        #: interface's other addresses that were ICE bases of its sockets:
+        #: released with it (kept after ICE is dropped, until the release)
+        self._base_pairs = {}
         self._factories = transforms
         self._unusable = {}
         #: (addr, port) -> {configure key: (params, step)} of sockets with steps
@@ -1134,6 +1212,11 @@ class EmbeddedEngine:
             ice = entry[K_ICE]
             if ice is not None:
                 ice = check_ice(ice, "%s of %s:%d" % ((K_ICE,) + relay.local))
+                for base in ice["bases"]:
+                    other = self._sockets.get(base)
+                    if other is None or other is relay or other.is_rtcp != relay.is_rtcp:
+                        raise ValueError("%s of %s:%d: base %s:%d is not a socket of the call"
+                                         % ((K_ICE,) + relay.local + base))
         if K_DTLS in entry:
             dtls = entry[K_DTLS]
             if dtls is not None:
@@ -1177,13 +1260,14 @@ class EmbeddedEngine:
             new_remote = None  # not known (yet): not a change
         # the same local credentials, and remote ones that do not differ
         # from known ones (unknown on either side is no restart)
-        keep = (
+        same = (
             agent is not None
             and old["ufrag"] == params["ufrag"]
             and old["pwd"] == params["pwd"]
             and old["component"] == params["component"]
             and (new_remote is None or None in old_remote or new_remote == old_remote)
         )
+        keep = same and old["bases"] == params["bases"]
         if keep:
             if new_remote is not None and None in old_remote:
                 agent.set_remote_credentials(*new_remote)
@@ -1200,15 +1284,29 @@ class EmbeddedEngine:
             return
         if agent is not None:
             # ICE restart: media stays on the old address until the new
-            # agent selects one (RFC 8445 9)
-            wire.counts["ice-restarts"] += 1
+            # agent selects one (RFC 8445 9); new local bases alone (the
+            # other addresses' ports, bound after a worker's first
+            # configure of a new call) are no restart
+            if not same:
+                wire.counts["ice-restarts"] += 1
             agent.stop()
         else:
             relay.select(None)  # nothing is authorised yet
+        if len(wire.base_relays) > 1 and wire.base_keys[1:] != params["bases"]:
+            wire.drop_bases()
+        if params["bases"] and len(wire.base_relays) == 1:
+            others = tuple(self._sockets[base] for base in params["bases"])
+            wire.base_keys = (relay.local,) + params["bases"]
+            wire.base_relays = (relay,) + others
+            kept = self._base_pairs.setdefault((relay.local[0], relay.local[1] & ~1), set())
+            kept.update((base[0], base[1] & ~1) for base in params["bases"])
+            for other in others:
+                Demux(_BaseStun(wire, other), wire).attach(other)
+                other.authorise = _refuse
         made = []  # the callbacks know which agent calls them (a restart replaces it)
         agent = IceAgent(
             self._reactor,
-            relay.send,
+            wire.base_send(0) if params["bases"] else relay.send,
             lambda address: self._ice_selected(wire, made[0], address),
             params["ufrag"],
             params["pwd"],
@@ -1218,6 +1316,7 @@ class EmbeddedEngine:
             local_address=relay.local,
             on_consent_lost=lambda: self._ice_consent_lost(wire, made[0]),
             on_failed=lambda: self._ice_failed(wire, made[0]),
+            bases=[(key, wire.base_send(index)) for index, key in enumerate(params["bases"], 1)],
         )
         made.append(agent)
         if params["remote_ufrag"] is not None and params["remote_pwd"] is not None:
@@ -1226,7 +1325,7 @@ class EmbeddedEngine:
             agent.add_remote_candidate(candidate)
         wire.ice = agent
         wire.ice_params = params
-        wire.demux.stun = agent
+        wire.demux.stun = _BaseStun(wire, relay) if params["bases"] else agent
         relay.authorise = agent.authorised
 
     def _apply_dtls(self, call_id, relay, params):
@@ -1278,7 +1377,15 @@ class EmbeddedEngine:
     def _ice_selected(self, wire, agent, address):
         if wire.ice is not agent:
             return
-        wire.relay.select(address)
+        relay = wire.relay
+        if len(wire.base_keys) > 1:
+            # media goes out of (and comes in on) the selected pair's base
+            key = wire.base_keys[agent.selected_base]
+            if relay.bound != key:
+                holder = wire.holder(key)
+                if holder is not None:
+                    relay.rebase(holder)
+        relay.select(address)
         self.log.debug("call {call_id}: ICE selected {address} on {local}",
                        call_id=wire.call_id, address=address, local=wire.relay.local)
         self._start_wire(wire)
@@ -1499,6 +1606,12 @@ class EmbeddedEngine:
                 key = (key[0], key[1] & ~1)
                 if key in pairs:
                     targets.append(key)
+        if self._base_pairs and targets:
+            # the pairs of an ICE agent's other bases go with their pair
+            for key in list(targets):
+                for base in self._base_pairs.pop(key, ()):
+                    if base in pairs and base not in targets:
+                        targets.append(base)
         kernel = {}
         if self.forwarder is not None and targets:
             # out of the kernel first, while the sockets still hold the port

@@ -33,10 +33,16 @@ What it does, as rtpengine does for a browser leg:
   ``CONSENT_INTERVAL`` (randomised 0.8-1.2) and calls ``on_consent_lost()``
   after ``CONSENT_TIMEOUT`` without a response.
 
-All pairs share one local base, the socket, so a pair is identified by its
-remote address; the local candidate only matters for priorities (pass the
-``local_priority`` written in our ``a=candidate``).  One agent per socket: with
-rtcp-mux off, component 2 is a second agent on the RTCP socket.
+A pair is a local base (a socket: base 0, the one the agent is built for,
+and the ``bases`` given, one per further local address of the interface: the
+host candidates of one component) and a remote address; each base pairs
+with the remote candidates of its address family.  Its local candidate's
+priority is the ``local_priority`` written in our ``a=candidate`` (base 0) or
+the one :func:`local_preference` gives base N.  A request is answered out of
+the base it arrived on (``datagram(data, source, base)``), and
+``selected_base`` says which base the selected pair has.  One agent per
+component: with rtcp-mux off, component 2 is a second agent on the RTCP
+sockets.
 
 Not handled here: ICE restarts (new credentials need a new agent), aggressive
 nomination, end-of-candidates (the agent reports failure once every known pair
@@ -71,6 +77,13 @@ def candidate_priority(type_, component=1, local_preference=65535):
     if not 0 <= local_preference <= 65535:
         raise ValueError("ICE local preference %r outside 0-65535" % (local_preference,))
     return (TYPE_PREFERENCE[type_] << 24) | (local_preference << 8) | (256 - component)
+
+
+def local_preference(base):
+    """The local preference of our host candidate on the ``base``-th local
+    address of an interface (0: the one the SDP's c= line names): 65535,
+    65534, ... as rtpengine 10.5 writes them."""
+    return 65535 - base
 
 
 def pair_priority(controlling, controlled):
@@ -286,9 +299,11 @@ COUNTERS = (
 
 
 class _Pair:
-    __slots__ = ("address", "foundation", "remote_priority", "priority", "state", "remote_nominated", "queued")
+    __slots__ = ("base", "address", "foundation", "remote_priority", "priority", "state", "remote_nominated",
+                 "queued")
 
-    def __init__(self, address, foundation, remote_priority):
+    def __init__(self, base, address, foundation, remote_priority):
+        self.base = base
         self.address = address
         self.foundation = foundation
         self.remote_priority = remote_priority
@@ -318,7 +333,8 @@ class IceAgent:
 
     :param clock: an ``IReactorTime``
     :param send: ``send(data, address)``: a datagram out of this socket
-    :param on_selected: ``on_selected(address)``: the pair ICE selected, again when it changes
+    :param on_selected: ``on_selected(address)``: the pair ICE selected, again when it
+        changes (its base: :attr:`selected_base`)
     :param local_ufrag: our ``a=ice-ufrag``; :param local_password: our ``a=ice-pwd``
     :param controlling: our initial role (ignored for ``lite``: always controlled)
     :param lite: answer checks only, never send any (RFC 8445 ICE-lite)
@@ -330,6 +346,9 @@ class IceAgent:
     :param on_consent_lost: ``on_consent_lost()`` after ``CONSENT_TIMEOUT`` without
         a response to our consent checks (full mode)
     :param on_failed: ``on_failed()`` when every pair failed and none is valid
+    :param bases: further local bases ``[(local_address, send), ...]``, base 1, 2, ...:
+        the same port on the interface's other addresses (their priorities:
+        :func:`local_preference`)
     :param tie_breaker: 64-bit role tie-breaker (random by default)
     :param random: a ``random.Random`` (transaction ids, tie-breaker, jitter)
     """
@@ -370,6 +389,7 @@ class IceAgent:
         on_failed=None,
         tie_breaker=None,
         random=None,
+        bases=(),
     ):
         self._clock = clock
         self._send = send
@@ -390,13 +410,21 @@ class IceAgent:
         self.local_priority = local_priority
         # PRIORITY of our checks: a peer-reflexive candidate with our local preference
         self._prflx_priority = candidate_priority("prflx", component, (local_priority >> 8) & 0xFFFF)
+        #: per base: (address family or None, send, host priority, prflx priority)
+        self._bases = [(self._family, send, local_priority, self._prflx_priority)]
+        for index, (address, base_send) in enumerate(bases, 1):
+            priority = candidate_priority("host", component, local_preference(index))
+            self._bases.append((ipaddress.ip_address(address[0]).version, base_send, priority,
+                                candidate_priority("prflx", component, local_preference(index))))
+        #: the base of the selected pair (None: none selected)
+        self.selected_base = None
         self.tie_breaker = self._rng.getrandbits(64) if tie_breaker is None else tie_breaker
         self.remote_ufrag = None
         self._remote_key = None
         self.state = NEW
         self.selected = None
         self._started = False
-        self._pairs = {}  # remote address -> _Pair
+        self._pairs = {}  # (base, remote address) -> _Pair
         self._checklist = []  # pairs, highest priority first
         self._triggered = deque()  # (pair, kind)
         self._transactions = {}  # transaction id -> _Transaction
@@ -434,21 +462,29 @@ class IceAgent:
             or candidate.transport != "udp"
             or ip is None
             or candidate.port == 0
-            or (self._family is not None and ip.version != self._family)
         ):
             self._counters["candidates-ignored"] += 1
             return False
-        address = (str(ip), candidate.port)
-        pair = self._pairs.get(address)
-        if pair is not None:
-            # known already (e.g. learnt as peer-reflexive): take the signalled values
-            if candidate.priority > pair.remote_priority or pair.foundation.startswith("~"):
-                pair.foundation = candidate.foundation
-                pair.remote_priority = candidate.priority
-                self._sort()
-            return False
-        if self._new_pair(address, candidate.foundation, candidate.priority) is None:
+        bases = [b for b, (family, _s, _p, _x) in enumerate(self._bases) if family is None or family == ip.version]
+        if not bases:
             self._counters["candidates-ignored"] += 1
+            return False
+        address = (str(ip), candidate.port)
+        added = False
+        for base in bases:
+            pair = self._pairs.get((base, address))
+            if pair is not None:
+                # known already (e.g. learnt as peer-reflexive): take the signalled values
+                if candidate.priority > pair.remote_priority or pair.foundation.startswith("~"):
+                    pair.foundation = candidate.foundation
+                    pair.remote_priority = candidate.priority
+                    self._sort()
+                continue
+            if self._new_pair(base, address, candidate.foundation, candidate.priority) is not None:
+                added = True
+        if not added:
+            if not any((base, address) in self._pairs for base in bases):
+                self._counters["candidates-ignored"] += 1
             return False
         if self._started and self.state == FAILED and not self._consent_lost:
             self.state = CHECKING
@@ -469,9 +505,9 @@ class IceAgent:
         # RFC 8445 6.1.2.6: per foundation, the best pair starts Waiting
         seen = set()
         for pair in self._checklist:
-            if pair.state == FROZEN and pair.foundation not in seen:
+            if pair.state == FROZEN and (pair.base, pair.foundation) not in seen:
                 pair.state = WAITING
-            seen.add(pair.foundation)
+            seen.add((pair.base, pair.foundation))
         self._schedule_tick()
 
     def stop(self):
@@ -507,18 +543,21 @@ class IceAgent:
         return [(p.address, p.state, p.priority, p.address == self.selected) for p in self._checklist]
 
     # --- input --------------------------------------------------------------
-    def datagram(self, data, source):
-        """Handle one STUN datagram from ``source``.  Never raises: what is
-        not acceptable is dropped or answered with an error, and counted."""
+    def datagram(self, data, source, base=0):
+        """Handle one STUN datagram from ``source`` that arrived on local
+        ``base``.  Never raises: what is not acceptable is dropped or
+        answered with an error, and counted."""
         if self.state == CLOSED:
             return
         try:
-            self._datagram(data, (source[0], source[1]))
+            if not 0 <= base < len(self._bases):
+                raise ValueError("no local base %r" % (base,))
+            self._datagram(data, (source[0], source[1]), base)
         except Exception:
             self._counters["internal-errors"] += 1
             self.log.failure("ICE agent: unexpected error on a STUN datagram from {source}", source=source)
 
-    def _datagram(self, data, source):
+    def _datagram(self, data, source, base):
         counters = self._counters
         try:
             decoded = stun.decode(data)
@@ -533,7 +572,7 @@ class IceAgent:
         if message.message_method != stun.Method.BINDING:
             counters["unsupported"] += 1
             if cls == stun.Class.REQUEST and decoded.fingerprint:
-                self._transmit(stun.error_response(message, 400), source)
+                self._transmit(stun.error_response(message, 400), source, base)
                 counters["bad-requests"] += 1
             return
         if not decoded.fingerprint:
@@ -541,13 +580,13 @@ class IceAgent:
             counters["bad-fingerprint"] += 1
             return
         if cls == stun.Class.REQUEST:
-            self._request(decoded, data, source)
+            self._request(decoded, data, source, base)
         elif cls == stun.Class.INDICATION:
             counters["indications"] += 1
         else:
-            self._response(decoded, data, source)
+            self._response(decoded, data, source, base)
 
-    def _request(self, decoded, data, source):
+    def _request(self, decoded, data, source, base):
         counters = self._counters
         message = decoded.message
         attributes = message.attributes
@@ -556,7 +595,7 @@ class IceAgent:
         username = attributes.get("USERNAME")
         if username is None or not decoded.integrity:
             counters["bad-requests"] += 1
-            self._transmit(stun.error_response(message, 400), source)
+            self._transmit(stun.error_response(message, 400), source, base)
             return
         local, colon, remote = username.partition(":")
         if (
@@ -565,52 +604,52 @@ class IceAgent:
             or (self.remote_ufrag is not None and remote != self.remote_ufrag)
         ):
             counters["unauthorised"] += 1
-            self._transmit(stun.error_response(message, 401), source)
+            self._transmit(stun.error_response(message, 401), source, base)
             return
         if not stun.integrity_ok(message, data, self._local_key):
             counters["bad-integrity"] += 1
-            self._transmit(stun.error_response(message, 401), source)
+            self._transmit(stun.error_response(message, 401), source, base)
             return
         if decoded.unknown:
             counters["unknown-attributes"] += 1
-            self._transmit(stun.error_response(message, 420, self._local_key, decoded.unknown), source)
+            self._transmit(stun.error_response(message, 420, self._local_key, decoded.unknown), source, base)
             return
         priority = attributes.get("PRIORITY")
         if not priority:
             counters["bad-requests"] += 1
-            self._transmit(stun.error_response(message, 400, self._local_key), source)
+            self._transmit(stun.error_response(message, 400, self._local_key), source, base)
             return
         # RFC 8445 7.3.1.1 role conflicts
         if self.controlling and "ICE-CONTROLLING" in attributes:
             counters["role-conflicts"] += 1
             if self.tie_breaker >= attributes["ICE-CONTROLLING"]:
-                self._transmit(stun.error_response(message, 487, self._local_key), source)
+                self._transmit(stun.error_response(message, 487, self._local_key), source, base)
                 return
             self._switch_role(False)
         elif not self.controlling and "ICE-CONTROLLED" in attributes:
             counters["role-conflicts"] += 1
             if self.lite or self.tie_breaker < attributes["ICE-CONTROLLED"]:
-                self._transmit(stun.error_response(message, 487, self._local_key), source)
+                self._transmit(stun.error_response(message, 487, self._local_key), source, base)
                 return
             self._switch_role(True)
-        self._transmit(stun.binding_success(message, source, self._local_key), source)
+        self._transmit(stun.binding_success(message, source, self._local_key), source, base)
         counters["answered"] += 1
-        self._incoming_check(source, priority, "USE-CANDIDATE" in attributes)
+        self._incoming_check(base, source, priority, "USE-CANDIDATE" in attributes)
         if self.controlling:
             # e.g. just switched roles with valid pairs already: nominate one
             self._consider_nomination()
 
-    def _incoming_check(self, address, priority, use_candidate):
+    def _incoming_check(self, base, address, priority, use_candidate):
         """RFC 8445 7.3.1.3-7.3.1.5 after a valid request was answered."""
         if self.lite:
             self._valid.add(address)
             if use_candidate:
-                self._select(address)
+                self._select(address, base)
             return
-        pair = self._pairs.get(address)
+        pair = self._pairs.get((base, address))
         if pair is None:
             # a peer-reflexive remote candidate (7.3.1.3); '~' marks the foundation as ours
-            pair = self._new_pair(address, "~%s:%d" % address, priority)
+            pair = self._new_pair(base, address, "~%s:%d" % address, priority)
             if pair is None:
                 return
             if self.state == FAILED and not self._consent_lost:
@@ -619,7 +658,7 @@ class IceAgent:
             pair.remote_nominated = True
         if pair.state == SUCCEEDED:
             if pair.remote_nominated and not self.controlling:
-                self._select(address)
+                self._select(address, base)
         elif self.selected is None or pair.remote_nominated:
             # 7.3.1.4 triggered check; a check in progress stops retransmitting
             # (its answer still counts) and a fresh one goes out now
@@ -628,7 +667,7 @@ class IceAgent:
             pair.state = WAITING
             self._trigger(pair, _CHECK)
 
-    def _response(self, decoded, data, source):
+    def _response(self, decoded, data, source, base):
         counters = self._counters
         message = decoded.message
         tx = self._transactions.get(message.transaction_id)
@@ -653,7 +692,8 @@ class IceAgent:
                 self._pair_failed(pair, tx)
                 return
         if tx.kind == _CONSENT:
-            if success and source == tx.address and tx.address == self.selected and not self._consent_lost:
+            if (success and source == tx.address and tx.address == self.selected and not self._consent_lost
+                    and base == self.selected_base):
                 if self._expiry_call is not None and self._expiry_call.active():
                     self._expiry_call.reset(self.CONSENT_TIMEOUT)
             return
@@ -674,7 +714,7 @@ class IceAgent:
                 return
             self._pair_failed(pair, tx)
             return
-        if source != tx.address:
+        if source != tx.address or base != pair.base:
             # 7.2.5.2.1 non-symmetric addresses
             self._pair_failed(pair, tx)
             return
@@ -688,41 +728,44 @@ class IceAgent:
             self._first_valid = self._clock.seconds()
         # 7.2.5.3.3: unfreeze the pairs of the same foundation
         for other in self._checklist:
-            if other.state == FROZEN and other.foundation == pair.foundation:
+            if other.state == FROZEN and other.foundation == pair.foundation and other.base == pair.base:
                 other.state = WAITING
         if tx.kind == _NOMINATE:
             self._nominating = None
             if self.controlling:
-                self._select(pair.address)
+                self._select(pair.address, pair.base)
                 return
         if not self.controlling and pair.remote_nominated:
-            self._select(pair.address)
+            self._select(pair.address, pair.base)
             return
         self._consider_nomination()
         self._schedule_tick()
 
-    def _transmit(self, data, address):
-        """Send through the socket; a send error (ICMP, no route) is counted, not raised."""
+    def _transmit(self, data, address, base=0):
+        """Send out of ``base``'s socket; a send error (ICMP, no route) is counted, not raised."""
         try:
-            self._send(data, address)
+            self._bases[base][1](data, address)
         except OSError:
             self._counters["send-errors"] += 1
 
     # --- pairs and checks ---------------------------------------------------
-    def _new_pair(self, address, foundation, remote_priority):
+    def _new_pair(self, base, address, foundation, remote_priority):
         if len(self._pairs) >= self.MAX_PAIRS:
             return None
-        pair = _Pair(address, foundation, remote_priority)
-        self._pairs[address] = pair
+        pair = _Pair(base, address, foundation, remote_priority)
+        self._pairs[(base, address)] = pair
         self._checklist.append(pair)
-        if self._started and not any(p.foundation == foundation for p in self._checklist if p is not pair):
+        if self._started and not any(
+            p.foundation == foundation and p.base == base for p in self._checklist if p is not pair
+        ):
             pair.state = WAITING
         self._sort()
         return pair
 
     def _sort(self):
-        local = self.local_priority
+        bases = self._bases
         for pair in self._checklist:
+            local = bases[pair.base][2]
             if self.controlling:
                 pair.priority = pair_priority(local, pair.remote_priority)
             else:
@@ -778,8 +821,11 @@ class IceAgent:
                 frozen = pair
         return frozen
 
-    def _request_attributes(self, kind):
-        attributes = {"USERNAME": "%s:%s" % (self.remote_ufrag, self.local_ufrag), "PRIORITY": self._prflx_priority}
+    def _request_attributes(self, kind, base=0):
+        attributes = {
+            "USERNAME": "%s:%s" % (self.remote_ufrag, self.local_ufrag),
+            "PRIORITY": self._bases[base][3],
+        }
         if self.controlling:
             attributes["ICE-CONTROLLING"] = self.tie_breaker
             if kind == _NOMINATE:
@@ -796,7 +842,7 @@ class IceAgent:
 
     def _check(self, pair, kind):
         tid = self._new_tid()
-        data = stun.binding_request(tid, self._request_attributes(kind), self._remote_key)
+        data = stun.binding_request(tid, self._request_attributes(kind, pair.base), self._remote_key)
         tx = _Transaction(tid, pair, pair.address, kind, self.controlling, data)
         if kind == _CHECK:
             pair.state = IN_PROGRESS
@@ -807,7 +853,7 @@ class IceAgent:
         tx.delay = max(self.RTO, self.TA * active)
         tx.timer = self._clock.callLater(tx.delay, self._retransmit, tx)
         self._counters["checks"] += 1
-        self._transmit(data, pair.address)
+        self._transmit(data, pair.address, pair.base)
 
     def _stop_checks(self, pair, grace):
         """End the retransmissions of ``pair``'s ordinary checks: forget them
@@ -833,7 +879,7 @@ class IceAgent:
             wait = tx.delay if tx.sent < self.RC else self.RM * (tx.delay / 2 ** (self.RC - 1))
             tx.timer = self._clock.callLater(wait, self._retransmit, tx)
             self._counters["retransmissions"] += 1
-            self._transmit(tx.data, tx.address)
+            self._transmit(tx.data, tx.address, tx.pair.base)
             return
         tx.timer = None
         self._transactions.pop(tx.tid, None)
@@ -886,10 +932,11 @@ class IceAgent:
         self._trigger(best, _NOMINATE)
 
     # --- selection and consent ----------------------------------------------
-    def _select(self, address):
-        if self.selected == address or self._consent_lost:
+    def _select(self, address, base=0):
+        if (self.selected == address and self.selected_base == base) or self._consent_lost:
             return
         self.selected = address
+        self.selected_base = base
         self._valid.add(address)
         self.state = COMPLETED
         if self._nomination_call is not None and self._nomination_call.active():
@@ -926,13 +973,14 @@ class IceAgent:
         if len(self._consent_tids) >= self.CONSENT_REMEMBERED:
             self._transactions.pop(self._consent_tids.popleft(), None)
         tid = self._new_tid()
-        data = stun.binding_request(tid, self._request_attributes(_CONSENT), self._remote_key)
-        pair = self._pairs.get(self.selected)
+        base = self.selected_base
+        data = stun.binding_request(tid, self._request_attributes(_CONSENT, base), self._remote_key)
+        pair = self._pairs.get((base, self.selected))
         self._transactions[tid] = _Transaction(tid, pair, self.selected, _CONSENT, self.controlling, data)
         self._consent_tids.append(tid)
         self._counters["consent-checks"] += 1
         self._consent_call = self._clock.callLater(self._consent_wait(), self._consent_check)
-        self._transmit(data, self.selected)
+        self._transmit(data, self.selected, base)
 
     def _consent_expired(self):
         self._expiry_call = None

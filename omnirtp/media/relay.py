@@ -236,6 +236,7 @@ class RelaySocket:
     __slots__ = (
         # wiring
         "local",
+        "bound",
         "peer",
         "rtcp_peer",
         "other",
@@ -293,6 +294,10 @@ class RelaySocket:
 
     def __init__(self, reactor, sock, local, poller=None, companion=None, rtcp=False):
         self.local = local
+        #: the ``(address, port)`` the socket read and written is bound to:
+        #: ``local`` unless :meth:`rebase` gave this socket another's (ICE
+        #: on an interface's other address); its companion binds this
+        self.bound = local
         #: the RTCP socket of a port pair (see the class docstring)
         self.is_rtcp = rtcp
         #: a :class:`MediaPoller` to read through instead of registering
@@ -1157,6 +1162,39 @@ class RelaySocket:
         except Exception:
             self.errors += 1
 
+    # -- another local address (ICE; off the per-packet path) ---------------
+
+    def rebase(self, other):
+        """Trade sockets with ``other`` (a socket of the same port on
+        another address of the interface, that relays nothing itself):
+        from now on this one reads and writes ``other``'s socket, whose
+        address ICE selected, and ``other`` this one's.  Each keeps its
+        ``local`` key, configuration and counters; the companion of each
+        is dropped (the next one binds the new :attr:`bound` address)."""
+        if other is self:
+            return
+        reading, other_reading = self.reading, other.reading
+        for relay in (self, other):
+            if relay.reading:
+                relay.stop()
+            relay._drop_companion()
+        for name in ("_sock", "_fd", "_recvfrom", "_sendto", "_v6", "bound"):
+            mine = getattr(self, name)
+            setattr(self, name, getattr(other, name))
+            setattr(other, name, mine)
+        for relay in (self, other):
+            if relay.tos and relay._fd >= 0:
+                try:
+                    apply_tos(relay._sock, relay.tos, relay._v6)
+                except OSError:
+                    pass
+        if reading:
+            self.start()
+        if other_reading:
+            other.start()
+        if self._companion is not None and self.endpoint is not None:
+            self._sync_companion()
+
     # -- sending for the non-RTP handlers (STUN, DTLS) ---------------------
 
     def send(self, data, address):
@@ -1211,7 +1249,7 @@ class RelaySocket:
             try:
                 # (bind_media left SO_REUSEPORT off until now)
                 allow_companions(self._sock)
-                conn = self._companion(*self.local)
+                conn = self._companion(*self.bound)
             except OSError:
                 self._companion = None  # cannot bind one: do without
                 return

@@ -37,6 +37,9 @@ def bind_call(engine, negotiator, call):
             m.dtls_srtp["restored"] = True
         if m.has_ports:
             by_address.setdefault(m.interface.address, []).append(m.rtp_port)
+            for address, port in m.ice_bases:
+                # ICE's ports on the interface's other addresses
+                by_address.setdefault(address, []).append(port)
     try:
         for address, ports in by_address.items():
             yield engine.claim(call.call_id, address, ports)

@@ -35,6 +35,10 @@ FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "corpus")
 SETUPS = {
     "single": ["127.0.0.1"],
     "named": ["priv/127.0.0.1", "pub/127.0.0.2!203.0.113.1"],
+    # one interface name, two addresses: with ICE a host candidate on each
+    # (the normaliser names ports per address: whether the two candidates
+    # have the same number is not compared)
+    "multi": ["127.0.0.1", "127.0.0.2"],
 }
 
 
@@ -894,6 +898,13 @@ CASES = [
     Case("direction_pub_priv", [offer(SIP_OFFER, direction=["pub", "priv"], ICE="force"),
                                 answer(SIP_ANSWER, ICE="force")], setup="named"),
     Case("direction_default", [offer(SIP_OFFER), answer(SIP_ANSWER)], setup="named"),
+    # `interface = 127.0.0.1;127.0.0.2`: without ICE the first address only;
+    # with ICE a port pair on each address, component 1 on each, then 2
+    Case("multi_address_plain", [offer(SIP_OFFER), answer(SIP_ANSWER)], setup="multi"),
+    Case("multi_address_ice", [offer(SIP_OFFER, ICE="force"), answer(SIP_ANSWER), delete()],
+         setup="multi"),
+    Case("multi_address_ice_mux", [offer(SIP_OFFER, ICE="force", **{"rtcp-mux": ["require"]}),
+                                   answer(SIP_ANSWER)], setup="multi"),
     Case("direction_unknown", [offer(SIP_OFFER, direction=["nope", "pub"])], setup="named"),
     Case("direction_remembered_reinvite", [
         offer(SIP_OFFER, direction=["priv", "pub"]), answer(SIP_ANSWER),

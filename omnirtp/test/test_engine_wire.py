@@ -537,3 +537,167 @@ class LifecycleTests(WireTestBase):
         self.successResultOf(self.engine.release("c1", [(HOST, c)]))
         self.assertIsNone(self.engine.wire((HOST, c)))
         self.assertIsNotNone(self.engine.wire(self.A))
+
+
+HOST6 = "::1"
+BROWSER6 = ("fd00::1", 5000)
+
+
+class IceBasesTests(WireTestBase):
+    """ICE with ``bases``: the socket's port on the interface's other
+    address (here ::1) is a further local base of the agent.  The browser
+    (on IPv6) is given only our ::1 candidate, as its own family allows."""
+
+    def setUp(self):
+        self.reactor = MemoryUDPReactor()
+        self.reactor.advance(500.0)
+        self.net = FakeNetwork()
+        self.engine = EmbeddedEngine(
+            self.reactor, {HOST: (30000, 30009), HOST6: (30000, 30009)}, bind=self.net.bind,
+            rng=random.Random(4), transforms={"srtp": SrtpFactory()}, certificate=cert("engine"))
+        self.a, self.b = self.successResultOf(self.engine.allocate("c1", HOST, 2))
+        self.A = (HOST, self.a)
+        self.B = (HOST, self.b)
+        # the same port on ::1, as the negotiator claims it
+        self.assertEqual(self.successResultOf(self.engine.claim("c1", HOST6, [self.a])), [self.a])
+        self.A6 = (HOST6, self.a)
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def ice(self, **extra):
+        value = WireTestBase.ice(self, candidates=[host_candidate(BROWSER6)], bases=[self.A6])
+        value.update(extra)
+        return value
+
+    def entries(self, **a_extra):
+        out = WireTestBase.entries(self, **a_extra)
+        out[0]["endpoint"] = BROWSER6
+        return out
+
+    def browser(self, **kw):
+        browser = Browser(self.net, self.reactor, BROWSER6, self.A6,
+                          kw.pop("fingerprint", cert("engine").fingerprint()), **kw)
+        self.addCleanup(browser.close)
+        return browser
+
+    def test_media_on_the_second_address(self):
+        self.configure(self.entries(ice=self.ice()))
+        relay = self.relay()
+        browser = self.browser(use_dtls=False)
+        self.exchange(browser, 3.0)
+        # the browser's checks were answered out of the ::1 socket
+        self.assertEqual(browser.selected, self.A6)
+        self.assertEqual((relay.endpoint, relay.confirmed, relay.bound), (BROWSER6, True, self.A6))
+        self.assertEqual(relay.local, self.A)  # the key stays
+        self.net.inject(self.B, rtp(2, 0xB0B0B0B0), B)
+        self.net.pump(self.reactor)
+        browser.flush()
+        self.assertEqual(browser.media, [(rtp(2, 0xB0B0B0B0), self.A6)])
+        self.net.inject(self.A6, rtp(3), BROWSER6)
+        self.net.pump(self.reactor)
+        self.assertEqual(self.net.sent_to(B), [(rtp(3), self.B)])
+        counters = self.stats()[self.A]
+        self.assertEqual(counters["ice"]["selected"], BROWSER6)
+        self.assertEqual(counters["ice"]["selected_base"], self.A6)
+        self.assertEqual(counters["ice"]["counters"]["internal-errors"], 0)
+        # the IPv4 socket still answers checks (now read by the ::1 socket's relay)
+        other = IceAgent(self.reactor, self.net.bind("10.0.0.7", 7000).sendto, lambda a: None,
+                         THEIR[0], THEIR[1], controlling=True, random=random.Random(3))
+        self.assertIsNot(self.engine.socket(self.A6), relay)
+        answered = counters["ice"]["counters"]["answered"]
+        other.set_remote_credentials(*OUR)
+        other.add_remote_candidate(host_candidate(self.A))
+        other.start()
+        self.addCleanup(other.stop)
+        self.reactor.advance(0)
+        self.net.pump(self.reactor)
+        self.assertGreater(self.stats()[self.A]["ice"]["counters"]["answered"], answered)
+        self.assertTrue([1 for d, src in self.net.sent_to(("10.0.0.7", 7000)) if src == self.A])
+
+    def test_dtls_on_the_second_address(self):
+        self.configure(self.entries(
+            ice=self.ice(), dtls={"role": "server", "fingerprint": cert("browser").fingerprint()}))
+        browser = self.browser()
+        self.exchange(browser, 3.0)
+        self.assertIsNone(browser.failure)
+        self.assertIsNotNone(browser.keys)
+        self.net.inject(self.B, rtp(5, 0xB0B0B0B0), B)
+        self.net.pump(self.reactor)
+        browser.flush()
+        [(data, source)] = browser.media
+        self.assertEqual(source, self.A6)
+        self.assertEqual(browser.rx.unprotect(data), rtp(5, 0xB0B0B0B0))
+
+    def test_unselected_base_relays_nothing(self):
+        """RTP arriving on a base that is not the selected one is dropped."""
+        self.configure(self.entries(ice=self.ice()))
+        browser = self.browser(use_dtls=False)
+        self.exchange(browser, 3.0)
+        self.net.inject(self.A, rtp(9), BROWSER6)  # (the IPv4 socket: not selected)
+        self.net.pump(self.reactor)
+        self.assertEqual(self.net.sent_to(B), [])
+
+    def test_release_frees_every_address(self):
+        self.configure(self.entries(ice=self.ice()))
+        browser = self.browser(use_dtls=False)
+        self.exchange(browser, 3.0)
+        browser.close()
+        self.successResultOf(self.engine.release("c1", [self.A]))
+        for key in (self.A, (HOST, self.a + 1), self.A6, (HOST6, self.a + 1)):
+            self.assertNotIn(key, self.net.bound)
+            self.assertIsNone(self.engine.socket(key))
+        self.assertFalse(self.engine.pool(HOST).holds(self.a))
+        self.assertFalse(self.engine.pool(HOST6).holds(self.a))
+        self.assertTrue(self.engine.pool(HOST).holds(self.b))
+        self.successResultOf(self.engine.release("c1"))
+        self.assertEqual(sorted(self.net.bound), [BROWSER6])
+
+    def test_release_before_selection(self):
+        self.configure(self.entries(ice=self.ice()))
+        self.successResultOf(self.engine.release("c1"))
+        self.assertEqual(sorted(self.net.bound), [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_ice_removed_goes_back_to_one_base(self):
+        self.configure(self.entries(ice=self.ice()))
+        browser = self.browser(use_dtls=False)
+        self.exchange(browser, 3.0)
+        relay = self.relay()
+        self.assertEqual(relay.bound, self.A6)
+        self.configure([{"local": self.A, "ice": None}])
+        self.assertEqual(relay.bound, self.A)
+        self.assertIsNone(self.engine.socket(self.A6).other)
+        self.assertEqual(self.engine.socket(self.A6).bound, self.A6)
+
+    def test_release_after_ice_dropped(self):
+        """The other addresses' pairs go with their pair even once ICE is
+        gone from it (they stay bound until then: a later ICE offer uses them)."""
+        self.configure(self.entries(ice=self.ice()))
+        self.configure([{"local": self.A, "ice": None}])
+        self.assertIsNone(self.engine.wire(self.A))
+        self.assertIn(self.A6, self.net.bound)
+        self.successResultOf(self.engine.release("c1", [self.A]))
+        self.assertNotIn(self.A6, self.net.bound)
+        self.assertFalse(self.engine.pool(HOST6).holds(self.a))
+
+    def test_bases_added_later_are_no_restart(self):
+        """A worker configures a new call before its other addresses' ports
+        are bound, then again with them: a new agent, not an ICE restart."""
+        self.configure(self.entries(ice=self.ice(bases=[])))
+        self.configure(self.entries(ice=self.ice()))
+        self.assertEqual(self.engine.wire(self.A).base_keys, (self.A, self.A6))
+        self.assertEqual(self.stats()[self.A]["wire"]["ice-restarts"], 0)
+        browser = self.browser(use_dtls=False)
+        self.exchange(browser, 3.0)
+        self.assertEqual(browser.selected, self.A6)
+
+    def test_bad_base(self):
+        for bases in ([(HOST6, 30008)], [self.A], [(HOST6, self.a + 1)], ["x"]):
+            failure = self.failureResultOf(self.engine.configure("c1", self.entries(ice=self.ice(bases=bases))))
+            failure.trap(ValueError)
+            self.assertIsNone(self.engine.wire(self.A))
+
+    def test_check_ice_bases(self):
+        self.assertEqual(check_ice(self.ice())["bases"], (self.A6,))
+        self.assertEqual(check_ice(WireTestBase.ice(self))["bases"], ())

@@ -909,3 +909,169 @@ class InputTests(SynchronousTestCase):
         self.assertEqual(self.agent.counters()["internal-errors"], 0)
         c = self.agent.counters()
         self.assertGreater(c["malformed"] + c["bad-fingerprint"], 2500)
+
+
+# --- several local bases (one interface name, several addresses) --------------
+
+
+class BasesWire(Wire):
+    """A :class:`Wire` whose addresses may be further bases of one agent:
+    what reaches such an address is handed to that agent with its base."""
+
+    def __init__(self, clock):
+        Wire.__init__(self, clock)
+        self.bases = {}  # address -> (agent, base)
+
+    def _deliver(self, source, destination, data):
+        target = self.bases.get(destination)
+        if target is None:
+            return Wire._deliver(self, source, destination, data)
+        self.delivered.append((self.clock.seconds(), source, destination, data))
+        agent, base = target
+        agent.datagram(data, source, base)
+
+
+class MultiBaseTests(SynchronousTestCase):
+    """An agent whose component has a socket on each address of the
+    interface: pairs per base and family, checks and answers out of the
+    base they belong to, the selected pair's base reported."""
+
+    V4 = ("127.0.0.1", 40000)
+    V6 = ("::1", 40000)
+    PEER6 = ("::1", 50000)
+
+    def setUp(self):
+        self.clock = Clock()
+        self.wire = BasesWire(self.clock)
+
+    def ours(self, addresses, **kw):
+        """Our agent on ``addresses`` (base 0 first)."""
+        self.selected = []
+        first, rest = addresses[0], addresses[1:]
+        agent = IceAgent(
+            self.clock, self.wire.sender(first), lambda a: self.selected.append((a, agent.selected_base)),
+            A_CRED[0], A_CRED[1], local_address=first, random=FixedRandom(1),
+            bases=[(address, self.wire.sender(address)) for address in rest], **kw)
+        for base, address in enumerate(addresses):
+            self.wire.bases[address] = (agent, base)
+            self.wire.agents[address] = agent  # (Wire delivers to known addresses only)
+        self.addCleanup(agent.stop)
+        self.addCleanup(lambda: self.assertEqual(agent.counters()["internal-errors"], 0))
+        return agent
+
+    def candidates(self, addresses):
+        """Our a=candidate values (component 1): local preference 65535, 65534, ..."""
+        return ["%d 1 udp %d %s %d typ host" % (i, candidate_priority("host", 1, ice.local_preference(i)), a[0], a[1])
+                for i, a in enumerate(addresses)]
+
+    def test_local_preference(self):
+        self.assertEqual([ice.local_preference(i) for i in range(3)], [65535, 65534, 65533])
+        # rtpengine 10.5's figures for the second address
+        self.assertEqual(candidate_priority("host", 1, ice.local_preference(1)), 2130706175)
+        self.assertEqual(candidate_priority("host", 2, ice.local_preference(1)), 2130706174)
+
+    def test_pairs_by_family(self):
+        """A remote IPv6 candidate pairs with the IPv6 base only, an IPv4 one
+        with the IPv4 base; the pair's priority uses its base's."""
+        agent = self.ours([self.V4, self.V6], controlling=True)
+        agent.set_remote_credentials(*B_CRED)
+        self.assertTrue(agent.add_remote_candidate("1 1 udp %d ::1 50000 typ host" % HOST_PRIORITY))
+        self.assertTrue(agent.add_remote_candidate("2 1 udp %d 127.0.0.1 50000 typ host" % HOST_PRIORITY))
+        base6 = candidate_priority("host", 1, 65534)
+        self.assertEqual(sorted((p.base, p.address, p.priority) for p in agent._checklist), [
+            (0, ("127.0.0.1", 50000), pair_priority(HOST_PRIORITY, HOST_PRIORITY)),
+            (1, self.PEER6, pair_priority(base6, HOST_PRIORITY)),
+        ])
+        self.assertEqual(agent.counters()["candidates-ignored"], 0)
+
+    def test_same_family_pairs_with_every_base(self):
+        agent = self.ours([("127.0.0.1", 40000), ("127.0.0.2", 40000)], controlling=True)
+        agent.set_remote_credentials(*B_CRED)
+        self.assertTrue(agent.add_remote_candidate("1 1 udp %d 127.0.0.9 50000 typ host" % HOST_PRIORITY))
+        self.assertEqual([p.base for p in agent._checklist], [0, 1])  # base 0 first: the higher priority
+        self.assertEqual(len(agent.pairs()), 2)
+
+    def connect(self, controlling):
+        """Us on 127.0.0.1 and ::1, the peer on ::1 only: the pair on our
+        second base is the one that works."""
+        agent = self.ours([self.V4, self.V6], controlling=controlling)
+        peer = Peer(self, self.wire, self.PEER6, B_CRED, controlling=not controlling)
+        peer.agent.set_remote_credentials(*A_CRED)
+        for c in self.candidates([self.V4, self.V6]):
+            peer.agent.add_remote_candidate(c)
+        self.assertEqual(peer.agent.counters()["candidates-ignored"], 1)  # our IPv4 one
+        agent.set_remote_credentials(*B_CRED)
+        agent.add_remote_candidate("1 1 udp %d ::1 50000 typ host" % HOST_PRIORITY)
+        agent.start()
+        peer.agent.start()
+        run(self.clock, 5)
+        return agent, peer
+
+    def test_controlling_selects_second_base(self):
+        agent, peer = self.connect(controlling=True)
+        self.assertEqual(self.selected, [(self.PEER6, 1)])
+        self.assertEqual((agent.selected, agent.selected_base, agent.state), (self.PEER6, 1, COMPLETED))
+        self.assertEqual([a for _t, a in peer.selected], [self.V6])
+        # every request of ours went out of the ::1 socket (the only pair)
+        self.assertTrue(self.wire.requests(self.V6))
+        self.assertEqual(self.wire.requests(self.V4), [])
+        # PRIORITY of our checks: a peer-reflexive candidate with base 1's local preference
+        self.assertEqual({m.attributes["PRIORITY"] for _t, _d, m in self.wire.requests(self.V6)},
+                         {candidate_priority("prflx", 1, 65534)})
+        # consent freshness on the selected pair, from its base
+        sent = len(self.wire.requests(self.V6))
+        run(self.clock, 20)
+        self.assertGreater(len(self.wire.requests(self.V6)), sent)
+        self.assertEqual(self.wire.requests(self.V4), [])
+        self.assertTrue(agent.authorised(self.PEER6))
+
+    def test_controlled_answers_on_the_base_it_was_asked(self):
+        agent, peer = self.connect(controlling=False)
+        self.assertEqual(self.selected, [(self.PEER6, 1)])
+        answers = [(s, d) for _t, s, d, data in self.wire.sent
+                   if stun.decode(data).message.message_class == stun.Class.RESPONSE and d == self.PEER6]
+        self.assertTrue(answers)
+        self.assertEqual({s for s, _d in answers}, {self.V6})
+
+    def test_falls_back_to_the_base_that_works(self):
+        """Same family on both bases: base 0's pair is better, but when
+        nothing gets through from it the pair on base 1 is selected."""
+        one, two = ("127.0.0.1", 40000), ("127.0.0.2", 40000)
+        agent = self.ours([one, two], controlling=True)
+        peer_address = ("127.0.0.9", 50000)
+        peer = Peer(self, self.wire, peer_address, B_CRED, controlling=False)
+        peer.agent.set_remote_credentials(*A_CRED)
+        for c in self.candidates([one, two]):
+            peer.agent.add_remote_candidate(c)
+        agent.set_remote_credentials(*B_CRED)
+        agent.add_remote_candidate("1 1 udp %d 127.0.0.9 50000 typ host" % HOST_PRIORITY)
+        self.wire.drop = lambda source, destination, data: one in (source, destination)
+        agent.start()
+        peer.agent.start()
+        run(self.clock, 60)
+        self.assertEqual((agent.selected, agent.selected_base), (peer_address, 1))
+        self.assertEqual([a for _t, a in peer.selected], [two])
+
+    def test_prefers_base_zero_when_both_work(self):
+        one, two = ("127.0.0.1", 40000), ("127.0.0.2", 40000)
+        agent = self.ours([one, two], controlling=True)
+        peer_address = ("127.0.0.9", 50000)
+        peer = Peer(self, self.wire, peer_address, B_CRED, controlling=False)
+        peer.agent.set_remote_credentials(*A_CRED)
+        for c in self.candidates([one, two]):
+            peer.agent.add_remote_candidate(c)
+        agent.set_remote_credentials(*B_CRED)
+        agent.add_remote_candidate("1 1 udp %d 127.0.0.9 50000 typ host" % HOST_PRIORITY)
+        agent.start()
+        peer.agent.start()
+        run(self.clock, 10)
+        self.assertEqual((agent.selected, agent.selected_base), (peer_address, 0))
+        self.assertEqual([a for _t, a in peer.selected], [one])
+
+    def test_one_base_is_unchanged(self):
+        """Without bases: base 0 only, selected_base 0 once selected."""
+        agent = self.ours([self.V4], controlling=True)
+        self.assertIsNone(agent.selected_base)
+        agent.set_remote_credentials(*B_CRED)
+        self.assertFalse(agent.add_remote_candidate("1 1 udp %d ::1 50000 typ host" % HOST_PRIORITY))
+        self.assertEqual(agent.counters()["candidates-ignored"], 1)

@@ -44,7 +44,7 @@ from omnirtp.test.integration.reference import (
 # media ports per daemon: the whole corpus keeps about 230 ports of rtpengine's
 # "single" daemon in use (most calls are never deleted), "named" about 20 and
 # the live call 8.  Small blocks are easier to find free on a busy machine.
-MEDIA_PORTS = {"single": 600, "named": 200, "live": 100}
+MEDIA_PORTS = {"single": 600, "named": 200, "multi": 100, "live": 100}
 # generous: a slow start on a loaded machine is not what these tests check
 START_WAIT = 60.0
 START_ATTEMPTS = 3
