@@ -188,14 +188,15 @@ def tag_detail(call, ml, entry, now):
     for media in entry.get("medias", ()):
         index = media.get("index", 0)
         protocol = media.get("protocol") or _peer_protocol(ml, index)
-        out.append("------ Media #%d (%s over %s) using unknown codec\n" % (
-            index, media.get("type", ""), protocol))
+        # the payload type with the most packets ("codec"), as 10.5 names it
+        out.append("------ Media #%d (%s over %s) using %s\n" % (
+            index, media.get("type", ""), protocol, media.get("codec") or "unknown codec"))
         for stream in media.get("streams", ()):
             stats = stream.get("stats", {})
             rtcp = " (RTCP)" if "RTCP" in stream.get("flags", ()) else ""
-            out.append("-------- Port %15s:%-5d <> %s%s, SSRC 0, %d p, %d b, %d e, %d ts\n" % (
+            out.append("-------- Port %15s:%-5d <> %s%s, SSRC %x, %d p, %d b, %d e, %d ts\n" % (
                 stream.get("local address", ""), _int(stream.get("local port")),
-                _endpoint(stream.get("endpoint")), rtcp,
+                _endpoint(stream.get("endpoint")), rtcp, _int(stream.get("SSRC")),
                 _int(stats.get("packets")), _int(stats.get("bytes")),
                 _int(stats.get("errors")),
                 # no packet yet: rtpengine shows the call's last signal

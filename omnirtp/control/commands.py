@@ -8,6 +8,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from omnirtp import codecs, sync
+from omnirtp.call import codecnames
 from omnirtp.call.model import Media
 from omnirtp.call.registry import REASON_TERMINATED
 from omnirtp.control.flags import K_CALL_ID, Flags
@@ -129,9 +130,11 @@ def _call_tree(call, stats):
             srtp_in = m.srtp_in
             mux = m.mux
             port = m.rtp_port
+            codec = None
             if port is not None:  # (m.has_ports; its rtp_key and rtcp_key inline)
                 suite = srtp_in["suite"] if srtp_in else None
                 address = m.interface.address
+                rtp_c = get((address, port))
                 for kind, key, adv, t in (("RTP", (address, port), m.rtp_endpoint,
                                            rtp_totals),
                                           ("RTCP", (address, port + 1), m.rtcp_endpoint,
@@ -169,6 +172,19 @@ def _call_tree(call, stats):
                     }
                     if suite:
                         stream["crypto suite"] = suite
+                    # the SSRC of the last RTP datagram (RTCP: sender SSRC;
+                    # with rtcp-mux, of the RTCP that came on the RTP port)
+                    if kind == "RTP":
+                        ssrc = c_get("ssrc")
+                        pts = c_get("payload types")
+                        if pts:
+                            codec = codecnames.codec(m, pts)
+                    elif mux:
+                        ssrc = rtp_c.get("rtcp ssrc") if rtp_c else None
+                    else:
+                        ssrc = c_get("ssrc")
+                    if ssrc is not None:
+                        stream["SSRC"] = ssrc
                     # omnirtp's own keys, only on streams that have them:
                     # what the SRTP steps and the ICE agent dropped, and why
                     extra = c_get("transforms")
@@ -200,9 +216,12 @@ def _call_tree(call, stats):
                 mflags.append("rtcp-mux")
             if srtp_in:
                 mflags.append("SDES")
-            medias.append({"index": m.index, "type": m.type,
-                           "protocol": m.protocol or "", "flags": mflags,
-                           "streams": streams})
+            media = {"index": m.index, "type": m.type, "protocol": m.protocol or ""}
+            if codec is not None:
+                media["codec"] = codec
+            media["flags"] = mflags
+            media["streams"] = streams
+            medias.append(media)
         entry = {"tag": ml.tag or "", "created": int(ml.created)}
         if ml.via_branch:
             entry["via-branch"] = ml.via_branch

@@ -30,6 +30,16 @@
  * no other thread reads a RelaySocket (Twisted's objects belong to the
  * reactor's thread).
  *
+ * Streams' SSRCs and payload types.  The inline path also keeps, per fd,
+ * what query and ``list sessions`` show of a stream (the SSRC of its last
+ * RTP datagram, the sender SSRC of its last RTCP one, packets per payload
+ * type) in fixed fields of the same pending entry: two loads and a
+ * compare per datagram, no object.  The fold sets the RelaySocket's
+ * ``ssrc`` / ``rtcp_ssrc`` and adds the counts to its ``payload_types``
+ * dict (relay.py's RelaySocket._track does the same on the Python
+ * paths).  A third payload type within one fold (a codec change meeting a
+ * DTMF event) folds first: rare, and it keeps the entry small.
+ *
  * Python interface:
  *   Loop(epfd, conns, handlers, seconds, maxevents)
  *       epfd: MediaPoller's epoll; conns: its list (fd -> RelaySocket or
@@ -54,6 +64,7 @@
 #include "structmember.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <limits.h>
 #include <math.h>
 #include <string.h>
@@ -65,6 +76,12 @@
 #define RTP_MIN 12     /* relay.RTP_MIN */
 #define MS_MAX 2147483000.0 /* epoll_wait's int milliseconds (relay.TIMEOUT_MAX) */
 
+/* payload types an entry counts between two folds */
+#define PT_SLOTS 2
+/* Pending.seen bits */
+#define SEEN_RTP 1  /* ssrc is set */
+#define SEEN_RTCP 2 /* rtcp_ssrc is set */
+
 /* what the inline path counted for one fd since the last fold */
 typedef struct {
     PyObject *relay; /* the RelaySocket counted for (a reference), or NULL */
@@ -72,6 +89,12 @@ typedef struct {
     long long bytes;
     long long errors;
     double last; /* the time of its last datagram */
+    uint32_t ssrc;      /* the last RTP datagram's SSRC */
+    uint32_t rtcp_ssrc; /* the last RTCP datagram's sender SSRC */
+    uint32_t ptn[PT_SLOTS]; /* RTP datagrams of payload type pt[i] */
+    unsigned char pt[PT_SLOTS];
+    unsigned char npt;  /* slots in use */
+    unsigned char seen; /* SEEN_ bits */
 } Pending;
 
 typedef struct {
@@ -92,6 +115,7 @@ typedef struct {
 
 static PyObject *s_out, *s_tap, *s_connected, *s_sink, *s_inline_flow;
 static PyObject *s_packets, *s_bytes, *s_errors, *s_last_packet;
+static PyObject *s_ssrc, *s_rtcp_ssrc, *s_payload_types;
 
 /* ---- counters ------------------------------------------------------------ */
 
@@ -117,6 +141,68 @@ add_to(PyObject *obj, PyObject *name, long long delta)
     return r;
 }
 
+/* obj.name = value (an unsigned 32-bit integer) */
+static int
+set_u32(PyObject *obj, PyObject *name, uint32_t value)
+{
+    PyObject *v = PyLong_FromUnsignedLong(value);
+    if (v == NULL)
+        return -1;
+    int r = PyObject_SetAttr(obj, name, v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* The SSRCs and payload type counts of p onto its RelaySocket: ssrc,
+ * rtcp_ssrc, and payload_types (a dict pt -> packets, made at the first). */
+static int
+fold_streams(Pending *p, PyObject *relay)
+{
+    if ((p->seen & SEEN_RTP) && set_u32(relay, s_ssrc, p->ssrc) < 0)
+        return -1;
+    if ((p->seen & SEEN_RTCP) && set_u32(relay, s_rtcp_ssrc, p->rtcp_ssrc) < 0)
+        return -1;
+    if (p->npt == 0)
+        return 0;
+    PyObject *pts = PyObject_GetAttr(relay, s_payload_types);
+    if (pts == NULL)
+        return -1;
+    if (!PyDict_Check(pts)) {
+        Py_DECREF(pts);
+        if ((pts = PyDict_New()) == NULL)
+            return -1;
+        if (PyObject_SetAttr(relay, s_payload_types, pts) < 0) {
+            Py_DECREF(pts);
+            return -1;
+        }
+    }
+    int r = 0;
+    for (int i = 0; i < p->npt && r == 0; i++) {
+        PyObject *key = PyLong_FromLong(p->pt[i]);
+        if (key == NULL) {
+            r = -1;
+            break;
+        }
+        PyObject *old = PyDict_GetItemWithError(pts, key); /* borrowed */
+        PyObject *sum = NULL;
+        if (old != NULL) {
+            PyObject *d = PyLong_FromUnsignedLong(p->ptn[i]);
+            if (d != NULL) {
+                sum = PyNumber_Add(old, d);
+                Py_DECREF(d);
+            }
+        } else if (!PyErr_Occurred()) {
+            sum = PyLong_FromUnsignedLong(p->ptn[i]);
+        }
+        if (sum == NULL || PyDict_SetItem(pts, key, sum) < 0)
+            r = -1;
+        Py_XDECREF(sum);
+        Py_DECREF(key);
+    }
+    Py_DECREF(pts);
+    return r;
+}
+
 /* Moves every pending count onto its RelaySocket.  Keeps going past a
  * failing socket (its counts are lost, as they would be in Python) and
  * reports the first error; an exception already set is kept. */
@@ -138,11 +224,13 @@ fold(Loop *self)
                     || (p->packets && add_to(relay, s_packets, p->packets) < 0)
                     || (p->bytes && add_to(relay, s_bytes, p->bytes) < 0)
                     || (p->errors && add_to(relay, s_errors, p->errors) < 0)
-                    || (p->packets && PyObject_SetAttr(relay, s_last_packet, last) < 0))
+                    || (p->packets && PyObject_SetAttr(relay, s_last_packet, last) < 0)
+                    || ((p->seen || p->npt) && fold_streams(p, relay) < 0))
                 failed = 1;
             Py_XDECREF(last);
         }
         p->packets = p->bytes = p->errors = 0;
+        p->npt = p->seen = 0;
         Py_DECREF(relay);
     }
     self->ndirty = 0;
@@ -307,6 +395,43 @@ serve(Loop *self, int n, double now)
         p->packets++;
         p->bytes += len;
         p->last = now;
+        {
+            /* the stream's SSRC and payload type (RTCP, PT 192-223: its
+             * sender SSRC only) */
+            const unsigned char *b = self->buf;
+            unsigned char pt = b[1];
+            if ((unsigned char)(pt - 192) < 32) {
+                p->rtcp_ssrc = ((uint32_t)b[4] << 24) | ((uint32_t)b[5] << 16)
+                               | ((uint32_t)b[6] << 8) | b[7];
+                p->seen |= SEEN_RTCP;
+            } else {
+                p->ssrc = ((uint32_t)b[8] << 24) | ((uint32_t)b[9] << 16)
+                          | ((uint32_t)b[10] << 8) | b[11];
+                p->seen |= SEEN_RTP;
+                pt &= 0x7F;
+                int i = 0;
+                while (i < p->npt && p->pt[i] != pt)
+                    i++;
+                if (i == PT_SLOTS) {
+                    /* a third payload type since the last fold: fold now
+                     * (this datagram's counts and SSRC included) and count
+                     * its payload type in the fresh entry */
+                    if (fold(self) < 0 || (p = pending_for(self, fd, relay)) == NULL) {
+                        Py_DECREF(relay);
+                        if (!PyErr_Occurred())
+                            PyErr_NoMemory();
+                        goto done;
+                    }
+                    i = 0;
+                }
+                if (i == p->npt) {
+                    p->pt[i] = pt;
+                    p->ptn[i] = 0;
+                    p->npt++;
+                }
+                p->ptn[i]++;
+            }
+        }
         PyObject *tap = PyObject_GetAttr(relay, s_tap);
         if (tap == NULL) {
             Py_DECREF(relay);
@@ -588,6 +713,7 @@ PyInit__fastrelay(void)
         {&s_out, "_out"}, {&s_tap, "_tap"}, {&s_connected, "connected"},
         {&s_sink, "sink"}, {&s_inline_flow, "inline_flow"}, {&s_packets, "packets"},
         {&s_bytes, "bytes"}, {&s_errors, "errors"}, {&s_last_packet, "last_packet"},
+        {&s_ssrc, "ssrc"}, {&s_rtcp_ssrc, "rtcp_ssrc"}, {&s_payload_types, "payload_types"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].slot == NULL

@@ -45,6 +45,7 @@ import _socket
 import os
 import select
 import socket
+import struct
 import time
 
 from twisted.internet.interfaces import IReadDescriptor
@@ -89,6 +90,9 @@ DRAIN_BATCH = 64
 #: minimum lengths: RTP fixed header, RTCP common header + SSRC
 RTP_MIN = 12
 RTCP_MIN = 8
+
+#: a 32-bit SSRC at an offset (RTP: 8, RTCP: 4)
+_ssrc_at = struct.Struct("!I").unpack_from
 
 # a connected companion is read and written with os.read / os.write: one
 # datagram each, like recv / send, with cheaper argument handling
@@ -287,6 +291,10 @@ class RelaySocket:
         "errors",
         "junk",
         "last_packet",
+        # what query and list sessions show of the stream (_track)
+        "ssrc",
+        "rtcp_ssrc",
+        "payload_types",
         # the party's latest RTCP report with blocks (observe_rtcp)
         "rtcp_last",
         "rtcp_report",
@@ -413,6 +421,14 @@ class RelaySocket:
         self.errors = 0
         self.junk = 0
         self.last_packet = now
+        #: the SSRC of the last RTP datagram received here (an RTCP
+        #: socket's: the sender SSRC of its last RTCP datagram), the sender
+        #: SSRC of the last RTCP datagram an RTP socket received (rtcp-mux),
+        #: and ``{payload type: RTP datagrams}``; None until the first
+        #: (:meth:`_track`; the C loop folds the same into them)
+        self.ssrc = None
+        self.rtcp_ssrc = None
+        self.payload_types = None
         #: the party's latest RTCP compound that opens with an SR/RR with
         #: report blocks, not parsed yet (:meth:`observe_rtcp`), and the
         #: latest such report parsed (an ``omnirtp.media.rtcp.Report``;
@@ -709,6 +725,12 @@ class RelaySocket:
         }
         if self.inbound or self.middle or self.outbound:
             counters["transforms"] = self.transform_counters()
+        if self.ssrc is not None:
+            counters["ssrc"] = self.ssrc
+        if self.rtcp_ssrc is not None:
+            counters["rtcp ssrc"] = self.rtcp_ssrc
+        if self.payload_types is not None:
+            counters["payload types"] = dict(self.payload_types)
         if self.rtcp_last is None and self.rtcp_report is None:
             return counters  # no RTCP report yet (what latest_report says)
         report = self.latest_report()
@@ -722,6 +744,27 @@ class RelaySocket:
                            for b in report.blocks],
             }
         return counters
+
+    def _track(self, data):
+        """Keep what query and ``list sessions`` show of the stream from a
+        counted datagram (at least RTCP_MIN bytes, and RTP_MIN unless its
+        payload type says RTCP): an RTP datagram's SSRC and payload type
+        (``ssrc``, ``payload_types``), an RTCP one's sender SSRC
+        (``rtcp_ssrc``; an RTCP socket's goes to ``ssrc``, as 10.5 shows
+        it on the RTCP stream).  The Python paths' share of what the C
+        loop keeps per fd and folds (omnirtp/media/_fastrelay.c)."""
+        pt = data[1]
+        if self.is_rtcp:
+            self.ssrc = _ssrc_at(data, 4)[0]
+        elif 191 < pt < 224:
+            self.rtcp_ssrc = _ssrc_at(data, 4)[0]
+        else:
+            self.ssrc = _ssrc_at(data, 8)[0]
+            pts = self.payload_types
+            if pts is None:
+                pts = self.payload_types = {}
+            pt &= 127
+            pts[pt] = pts.get(pt, 0) + 1
 
     def observe_rtcp(self, data):
         """Keep ``data``, a plain (not SRTCP) RTCP datagram this socket's
@@ -861,6 +904,7 @@ class RelaySocket:
             self.packets += 1
             self.bytes += n
             self.last_packet = now
+            self._track(data)
             if src != self.endpoint or not self.confirmed:
                 forward = self._learn(src, now)
                 if self._companion is not None and self._conn_ep != self.endpoint:
@@ -894,6 +938,7 @@ class RelaySocket:
         self.packets += 1
         self.bytes += n
         self.last_packet = now
+        self._track(data)
         if not self.confirmed and not self._learn(self._conn_ep, now):
             self.errors += 1
             return None
@@ -928,6 +973,7 @@ class RelaySocket:
         self.packets += 1
         self.bytes += n
         self.last_packet = now
+        self._track(view)
         length[0] = n
         for function, ctx, step in calls:
             status = function(ctx, cdata, length)
@@ -958,6 +1004,7 @@ class RelaySocket:
         self.packets += 1
         self.bytes += n
         self.last_packet = now
+        self._track(data)
         try:
             for step in self.pipeline[0]:
                 data = step(data)
@@ -986,6 +1033,7 @@ class RelaySocket:
         self.packets += 1
         self.bytes += n
         self.last_packet = now
+        self._track(data)
         try:
             head, fan, tail = self._fan
             if not head:
@@ -1559,6 +1607,7 @@ class MediaPoller:
             relay.packets += 1
             relay.bytes += n
             relay.last_packet = now
+            relay._track(data)
             tap = relay._tap
             if tap is not None:
                 # a recorded socket: (time, flow, datagram) to the
