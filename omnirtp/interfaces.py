@@ -173,6 +173,11 @@ class IMediaEngine(Interface):
         datagrams not forwarded are counted in errors), ``last_packet`` (unix time float of
         the last ingress packet, or of the last reset), ``endpoint``
         ((addr, port) currently sent to, or None) and ``confirmed`` (bool).
+        A socket that received media also has ``ssrc`` (the SSRC of its
+        last RTP datagram; an RTCP socket's: the sender SSRC of its last
+        RTCP one), ``rtcp ssrc`` (an RTP socket's last RTCP sender SSRC,
+        rtcp-mux) and ``payload types`` (``{payload type: RTP
+        datagrams}``), each once it has one.
         A socket with transforms (``srtp_in`` / ``srtp_out``) also has
         ``transforms``: ``{name: counters}`` of the steps it owns, e.g.
         ``{"srtp-unprotect": {"auth-failures": 0, "replays": 0,

@@ -24,7 +24,7 @@
  *       found in ``stats`` an exact dict with exact int ``packets``,
  *       ``bytes`` and ``errors``, a ``last_packet``, an ``endpoint`` that is
  *       false or such a tuple, an ``ice`` that is false or an exact dict
- *       with ``state`` and ``counters``, and no ``ssrc`` or ``rtcp ssrc``
+ *       with ``state`` and ``counters``, and no ``ssrc``, ``rtcp ssrc`` or ``payload types``
  *       (a stream that received media: its SSRC and the medium's codec are
  *       the Python tree's, which names the codec from the call's formats).  None otherwise, and on any error
  *       (setup not called included).
@@ -42,7 +42,7 @@ enum {
     A_DIRECTION, A_INDEX, A_TYPE, A_PROTOCOL, A_TAG, A_CREATED, A_VIA_BRANCH,
     A_ALIASES, A_PEER,
     K_PACKETS, K_BYTES, K_ERRORS, K_LAST_PACKET, K_ENDPOINT, K_CONFIRMED,
-    K_TRANSFORMS, K_ICE, K_RTCP, K_STATE, K_COUNTERS, K_SSRC, K_RTCP_SSRC,
+    K_TRANSFORMS, K_ICE, K_RTCP, K_STATE, K_COUNTERS, K_SSRC, K_RTCP_SSRC, K_PAYLOAD_TYPES,
     K_RTP_UP, K_RTCP_UP, K_FAMILY, K_PORT, K_LOCAL_PORT, K_LOCAL_ADDRESS,
     K_ADVERTISED_ENDPOINT, K_LAST_PACKET_SP, K_FLAGS, K_STATS, K_TRANSFORMS_OUT,
     K_ICE_UP, K_RTCP_REPORT, K_STREAMS, K_VIA_BRANCH_OUT, K_TAG_ALIASES,
@@ -59,7 +59,7 @@ static const char *name_texts[N_NAMES] = {
     "direction", "index", "type", "protocol", "tag", "created", "via_branch",
     "aliases", "peer",
     "packets", "bytes", "errors", "last_packet", "endpoint", "confirmed",
-    "transforms", "ice", "rtcp", "state", "counters", "ssrc", "rtcp ssrc",
+    "transforms", "ice", "rtcp", "state", "counters", "ssrc", "rtcp ssrc", "payload types",
     "RTP", "RTCP", "family", "port", "local port", "local address",
     "advertised endpoint", "last packet", "flags", "stats", "transforms",
     "ICE", "RTCP report", "streams", "via-branch", "tag-aliases",
@@ -259,6 +259,8 @@ one_stream(PyObject *streams, PyObject *t, int kind, PyObject *address,
         int seen = PyDict_Contains(c, N[K_SSRC]);
         if (seen == 0)
             seen = PyDict_Contains(c, N[K_RTCP_SSRC]);
+        if (seen == 0)
+            seen = PyDict_Contains(c, N[K_PAYLOAD_TYPES]);
         if (seen < 0)
             goto done;
         if (seen)

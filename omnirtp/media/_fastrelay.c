@@ -30,17 +30,22 @@
  * no other thread reads a RelaySocket (Twisted's objects belong to the
  * reactor's thread).
  *
- * Streams' SSRCs and payload types.  The inline path also keeps, per fd,
- * what query and ``list sessions`` show of a stream (the SSRC of its last
- * RTP datagram, the sender SSRC of its last RTCP one, packets per payload
- * type) in fixed fields of the same pending entry: two loads and a
- * compare per datagram, no object.  The fold sets the RelaySocket's
- * ``ssrc`` / ``rtcp_ssrc`` and adds the counts to its ``payload_types``
- * dict (relay.py's RelaySocket._track does the same on the Python
- * paths).  A third payload type within one fold (a codec change meeting a
- * DTMF event) folds first: rare, and it keeps the entry small.
+ * Streams' SSRCs and payload types.  What query and ``list sessions`` show
+ * of a stream (the SSRC of its last RTP datagram, the sender SSRC of its
+ * last RTCP one, RTP datagrams per payload type) is kept in a Track, a
+ * small C object a RelaySocket gets (``track``) at its first counted
+ * datagram.  The pending entry holds the socket's Track while it is dirty
+ * (fetched with the socket, once per fold), and the inline path writes
+ * into it directly: a few loads and stores per datagram, nothing to fold,
+ * no object made.  The Python paths note their datagrams in the same
+ * Track (``note``); relay.py has a Python Track for where this module is
+ * not built.
  *
  * Python interface:
+ *   setup(RelaySocket)
+ *       The inline path reads the class's ``_out``, ``_tap`` and ``track``
+ *       slots (of its instances, subclasses' included) at their offsets
+ *       instead of by name; before it, or for another class, by name.
  *   Loop(epfd, conns, handlers, seconds, maxevents)
  *       epfd: MediaPoller's epoll; conns: its list (fd -> RelaySocket or
  *       None); handlers: its dict (fd -> handler(now)); seconds: the clock
@@ -75,12 +80,133 @@
 #define RECV_SIZE 8192 /* relay.RECV_SIZE */
 #define RTP_MIN 12     /* relay.RTP_MIN */
 #define MS_MAX 2147483000.0 /* epoll_wait's int milliseconds (relay.TIMEOUT_MAX) */
+#define TRACK_PTS 8    /* payload types a Track counts (more are not counted) */
 
-/* payload types an entry counts between two folds */
-#define PT_SLOTS 2
-/* Pending.seen bits */
-#define SEEN_RTP 1  /* ssrc is set */
-#define SEEN_RTCP 2 /* rtcp_ssrc is set */
+/* ---- Track --------------------------------------------------------------- */
+
+/* what a stream showed of its RTP headers (see the module's doc) */
+typedef struct {
+    PyObject_HEAD
+    uint32_t ssrc;      /* the last RTP datagram's SSRC (an RTCP socket's:
+                         * the last RTCP sender SSRC) */
+    uint32_t rtcp_ssrc; /* the last RTCP sender SSRC an RTP socket got */
+    unsigned char seen; /* TRACK_ bits */
+    unsigned char n;    /* payload types counted */
+    unsigned char pt[TRACK_PTS];
+    unsigned long long count[TRACK_PTS];
+} Track;
+
+#define TRACK_RTP 1
+#define TRACK_RTCP 2
+
+static PyTypeObject TrackType;
+
+static inline uint32_t
+be32(const unsigned char *b)
+{
+    return ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
+}
+
+/* an RTP datagram (at least 12 bytes) */
+static inline void
+track_rtp(Track *t, const unsigned char *b)
+{
+    t->ssrc = be32(b + 8);
+    t->seen |= TRACK_RTP;
+    unsigned char pt = b[1] & 0x7F;
+    int i = 0;
+    while (i < t->n && t->pt[i] != pt)
+        i++;
+    if (i == t->n) {
+        if (i == TRACK_PTS)
+            return; /* a ninth payload type: not counted */
+        t->pt[i] = pt;
+        t->n++;
+    }
+    t->count[i]++;
+}
+
+/* a datagram an RTP socket's inline path counted (at least 12 bytes):
+ * RTCP (PT 192-223) gives its sender SSRC */
+static inline void
+track_datagram(Track *t, const unsigned char *b)
+{
+    if ((unsigned char)(b[1] - 192) < 32) {
+        t->rtcp_ssrc = be32(b + 4);
+        t->seen |= TRACK_RTCP;
+    } else {
+        track_rtp(t, b);
+    }
+}
+
+static PyObject *
+Track_note(Track *self, PyObject *args)
+{
+    Py_buffer view;
+    int rtcp_socket;
+    if (!PyArg_ParseTuple(args, "y*p:note", &view, &rtcp_socket))
+        return NULL;
+    const unsigned char *b = view.buf;
+    if (view.len >= 8 && (rtcp_socket || (unsigned char)(b[1] - 192) < 32)) {
+        if (rtcp_socket) {
+            self->ssrc = be32(b + 4);
+            self->seen |= TRACK_RTP;
+        } else {
+            self->rtcp_ssrc = be32(b + 4);
+            self->seen |= TRACK_RTCP;
+        }
+    } else if (view.len >= 12) {
+        track_rtp(self, b);
+    }
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Track_state(Track *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *pts = PyDict_New();
+    if (pts == NULL)
+        return NULL;
+    for (int i = 0; i < self->n; i++) {
+        PyObject *k = PyLong_FromLong(self->pt[i]);
+        PyObject *v = k ? PyLong_FromUnsignedLongLong(self->count[i]) : NULL;
+        int r = v ? PyDict_SetItem(pts, k, v) : -1;
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+        if (r < 0) {
+            Py_DECREF(pts);
+            return NULL;
+        }
+    }
+    PyObject *ssrc = (self->seen & TRACK_RTP) ? PyLong_FromUnsignedLong(self->ssrc)
+                                              : Py_NewRef(Py_None);
+    PyObject *rtcp = (self->seen & TRACK_RTCP) ? PyLong_FromUnsignedLong(self->rtcp_ssrc)
+                                               : Py_NewRef(Py_None);
+    PyObject *r = (ssrc && rtcp) ? PyTuple_Pack(3, ssrc, rtcp, pts) : NULL;
+    Py_XDECREF(ssrc);
+    Py_XDECREF(rtcp);
+    Py_DECREF(pts);
+    return r;
+}
+
+static PyMethodDef Track_methods[] = {
+    {"note", (PyCFunction)Track_note, METH_VARARGS,
+     "note(datagram, rtcp_socket): keep a counted datagram's SSRC and payload type"},
+    {"state", (PyCFunction)Track_state, METH_NOARGS,
+     "state() -> (ssrc or None, rtcp_ssrc or None, {payload type: packets})"},
+    {NULL}
+};
+
+static PyTypeObject TrackType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "omnirtp.media._fastrelay.Track",
+    .tp_basicsize = sizeof(Track),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A stream's last SSRCs and packets per payload type (see the module's doc)",
+    .tp_new = PyType_GenericNew,
+    .tp_methods = Track_methods,
+};
 
 /* what the inline path counted for one fd since the last fold */
 typedef struct {
@@ -89,12 +215,7 @@ typedef struct {
     long long bytes;
     long long errors;
     double last; /* the time of its last datagram */
-    uint32_t ssrc;      /* the last RTP datagram's SSRC */
-    uint32_t rtcp_ssrc; /* the last RTCP datagram's sender SSRC */
-    uint32_t ptn[PT_SLOTS]; /* RTP datagrams of payload type pt[i] */
-    unsigned char pt[PT_SLOTS];
-    unsigned char npt;  /* slots in use */
-    unsigned char seen; /* SEEN_ bits */
+    Track *track; /* the RelaySocket's Track (a reference), or NULL */
 } Pending;
 
 typedef struct {
@@ -114,8 +235,28 @@ typedef struct {
 } Loop;
 
 static PyObject *s_out, *s_tap, *s_connected, *s_sink, *s_inline_flow;
-static PyObject *s_packets, *s_bytes, *s_errors, *s_last_packet;
-static PyObject *s_ssrc, *s_rtcp_ssrc, *s_payload_types;
+
+/* RelaySocket's slots the inline path reads, read at their offsets (see
+ * setup): a slot read is a load, where PyObject_GetAttr looks the name up
+ * in the type and calls the member descriptor */
+static PyTypeObject *relay_type = NULL;
+static Py_ssize_t off_out = -1, off_tap = -1, off_track = -1;
+
+/* relay.name (a new reference): the slot's value at its offset for an
+ * instance of the class given to setup, else (or unset) PyObject_GetAttr */
+static inline PyObject *
+slot_get(PyObject *relay, Py_ssize_t off, PyObject *name)
+{
+    if (off >= 0 && PyObject_TypeCheck(relay, relay_type)) {
+        PyObject *v = *(PyObject **)((char *)relay + off);
+        if (v != NULL) {
+            Py_INCREF(v);
+            return v;
+        }
+    }
+    return PyObject_GetAttr(relay, name);
+}
+static PyObject *s_packets, *s_bytes, *s_errors, *s_last_packet, *s_track;
 
 /* ---- counters ------------------------------------------------------------ */
 
@@ -141,68 +282,6 @@ add_to(PyObject *obj, PyObject *name, long long delta)
     return r;
 }
 
-/* obj.name = value (an unsigned 32-bit integer) */
-static int
-set_u32(PyObject *obj, PyObject *name, uint32_t value)
-{
-    PyObject *v = PyLong_FromUnsignedLong(value);
-    if (v == NULL)
-        return -1;
-    int r = PyObject_SetAttr(obj, name, v);
-    Py_DECREF(v);
-    return r;
-}
-
-/* The SSRCs and payload type counts of p onto its RelaySocket: ssrc,
- * rtcp_ssrc, and payload_types (a dict pt -> packets, made at the first). */
-static int
-fold_streams(Pending *p, PyObject *relay)
-{
-    if ((p->seen & SEEN_RTP) && set_u32(relay, s_ssrc, p->ssrc) < 0)
-        return -1;
-    if ((p->seen & SEEN_RTCP) && set_u32(relay, s_rtcp_ssrc, p->rtcp_ssrc) < 0)
-        return -1;
-    if (p->npt == 0)
-        return 0;
-    PyObject *pts = PyObject_GetAttr(relay, s_payload_types);
-    if (pts == NULL)
-        return -1;
-    if (!PyDict_Check(pts)) {
-        Py_DECREF(pts);
-        if ((pts = PyDict_New()) == NULL)
-            return -1;
-        if (PyObject_SetAttr(relay, s_payload_types, pts) < 0) {
-            Py_DECREF(pts);
-            return -1;
-        }
-    }
-    int r = 0;
-    for (int i = 0; i < p->npt && r == 0; i++) {
-        PyObject *key = PyLong_FromLong(p->pt[i]);
-        if (key == NULL) {
-            r = -1;
-            break;
-        }
-        PyObject *old = PyDict_GetItemWithError(pts, key); /* borrowed */
-        PyObject *sum = NULL;
-        if (old != NULL) {
-            PyObject *d = PyLong_FromUnsignedLong(p->ptn[i]);
-            if (d != NULL) {
-                sum = PyNumber_Add(old, d);
-                Py_DECREF(d);
-            }
-        } else if (!PyErr_Occurred()) {
-            sum = PyLong_FromUnsignedLong(p->ptn[i]);
-        }
-        if (sum == NULL || PyDict_SetItem(pts, key, sum) < 0)
-            r = -1;
-        Py_XDECREF(sum);
-        Py_DECREF(key);
-    }
-    Py_DECREF(pts);
-    return r;
-}
-
 /* Moves every pending count onto its RelaySocket.  Keeps going past a
  * failing socket (its counts are lost, as they would be in Python) and
  * reports the first error; an exception already set is kept. */
@@ -224,13 +303,12 @@ fold(Loop *self)
                     || (p->packets && add_to(relay, s_packets, p->packets) < 0)
                     || (p->bytes && add_to(relay, s_bytes, p->bytes) < 0)
                     || (p->errors && add_to(relay, s_errors, p->errors) < 0)
-                    || (p->packets && PyObject_SetAttr(relay, s_last_packet, last) < 0)
-                    || ((p->seen || p->npt) && fold_streams(p, relay) < 0))
+                    || (p->packets && PyObject_SetAttr(relay, s_last_packet, last) < 0))
                 failed = 1;
             Py_XDECREF(last);
         }
         p->packets = p->bytes = p->errors = 0;
-        p->npt = p->seen = 0;
+        Py_CLEAR(p->track);
         Py_DECREF(relay);
     }
     self->ndirty = 0;
@@ -266,8 +344,23 @@ pending_for(Loop *self, int fd, PyObject *relay)
     if (p->relay != relay) {
         if (p->relay != NULL && fold(self) < 0)  /* another socket on this fd */
             return NULL;
+        /* the socket's Track, made at its first datagram */
+        PyObject *track = slot_get(relay, off_track, s_track);
+        if (track == NULL)
+            return NULL;
+        if (track == Py_None) {
+            Py_DECREF(track);
+            track = PyObject_CallNoArgs((PyObject *)&TrackType);
+            if (track == NULL || PyObject_SetAttr(relay, s_track, track) < 0) {
+                Py_XDECREF(track);
+                return NULL;
+            }
+        } else if (!PyObject_TypeCheck(track, &TrackType)) {
+            Py_CLEAR(track); /* another kind of track: not kept here */
+        }
         Py_INCREF(relay);
         p->relay = relay;
+        p->track = (Track *)track;
         self->dirty[self->ndirty++] = fd;
     }
     return p;
@@ -359,7 +452,7 @@ serve(Loop *self, int n, double now)
         if (len < 0)
             continue; /* EAGAIN, or an ICMP error consumed by the read */
         Py_INCREF(relay); /* held while Python may run */
-        PyObject *outobj = PyObject_GetAttr(relay, s_out);
+        PyObject *outobj = slot_get(relay, off_out, s_out);
         if (outobj == NULL) {
             Py_DECREF(relay);
             goto done;
@@ -395,44 +488,9 @@ serve(Loop *self, int n, double now)
         p->packets++;
         p->bytes += len;
         p->last = now;
-        {
-            /* the stream's SSRC and payload type (RTCP, PT 192-223: its
-             * sender SSRC only) */
-            const unsigned char *b = self->buf;
-            unsigned char pt = b[1];
-            if ((unsigned char)(pt - 192) < 32) {
-                p->rtcp_ssrc = ((uint32_t)b[4] << 24) | ((uint32_t)b[5] << 16)
-                               | ((uint32_t)b[6] << 8) | b[7];
-                p->seen |= SEEN_RTCP;
-            } else {
-                p->ssrc = ((uint32_t)b[8] << 24) | ((uint32_t)b[9] << 16)
-                          | ((uint32_t)b[10] << 8) | b[11];
-                p->seen |= SEEN_RTP;
-                pt &= 0x7F;
-                int i = 0;
-                while (i < p->npt && p->pt[i] != pt)
-                    i++;
-                if (i == PT_SLOTS) {
-                    /* a third payload type since the last fold: fold now
-                     * (this datagram's counts and SSRC included) and count
-                     * its payload type in the fresh entry */
-                    if (fold(self) < 0 || (p = pending_for(self, fd, relay)) == NULL) {
-                        Py_DECREF(relay);
-                        if (!PyErr_Occurred())
-                            PyErr_NoMemory();
-                        goto done;
-                    }
-                    i = 0;
-                }
-                if (i == p->npt) {
-                    p->pt[i] = pt;
-                    p->ptn[i] = 0;
-                    p->npt++;
-                }
-                p->ptn[i]++;
-            }
-        }
-        PyObject *tap = PyObject_GetAttr(relay, s_tap);
+        if (p->track != NULL)
+            track_datagram(p->track, self->buf);
+        PyObject *tap = slot_get(relay, off_tap, s_tap);
         if (tap == NULL) {
             Py_DECREF(relay);
             goto done;
@@ -639,16 +697,20 @@ Loop_traverse(Loop *self, visitproc visit, void *arg)
     Py_VISIT(self->conns);
     Py_VISIT(self->handlers);
     Py_VISIT(self->seconds);
-    for (int i = 0; i < self->ndirty; i++)
+    for (int i = 0; i < self->ndirty; i++) {
         Py_VISIT(self->pending[self->dirty[i]].relay);
+        Py_VISIT(self->pending[self->dirty[i]].track);
+    }
     return 0;
 }
 
 static int
 Loop_clear(Loop *self)
 {
-    for (int i = 0; i < self->ndirty; i++)
+    for (int i = 0; i < self->ndirty; i++) {
         Py_CLEAR(self->pending[self->dirty[i]].relay);
+        Py_CLEAR(self->pending[self->dirty[i]].track);
+    }
     self->ndirty = 0;
     Py_CLEAR(self->conns);
     Py_CLEAR(self->handlers);
@@ -698,12 +760,54 @@ static PyTypeObject LoopType = {
     .tp_members = Loop_members,
 };
 
+/* the offset of slot ``name`` of class ``cls`` (an object member
+ * descriptor), or -1 */
+static Py_ssize_t
+slot_offset(PyObject *cls, const char *name)
+{
+    PyObject *d = PyObject_GetAttrString(cls, name);
+    Py_ssize_t off = -1;
+    if (d == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    if (Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type == T_OBJECT_EX && !(m->flags & READONLY))
+            off = m->offset;
+    }
+    Py_DECREF(d);
+    return off;
+}
+
+static PyObject *
+fast_setup(PyObject *module, PyObject *cls)
+{
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "setup(RelaySocket): a class");
+        return NULL;
+    }
+    Py_INCREF(cls);
+    Py_XSETREF(relay_type, (PyTypeObject *)cls);
+    off_out = slot_offset(cls, "_out");
+    off_tap = slot_offset(cls, "_tap");
+    off_track = slot_offset(cls, "track");
+    return Py_BuildValue("(nnn)", off_out, off_tap, off_track);
+}
+
+static PyMethodDef module_methods[] = {
+    {"setup", (PyCFunction)fast_setup, METH_O,
+     "setup(RelaySocket) -> offsets: read its _out, _tap and track slots at their "
+     "offsets (-1: by name)"},
+    {NULL}
+};
+
 static struct PyModuleDef moduledef = {
     PyModuleDef_HEAD_INIT,
     "omnirtp.media._fastrelay",
     "MediaPoller's epoll wait and inline relay of plain streams in C.",
     -1,
-    NULL,
+    module_methods,
 };
 
 PyMODINIT_FUNC
@@ -713,14 +817,14 @@ PyInit__fastrelay(void)
         {&s_out, "_out"}, {&s_tap, "_tap"}, {&s_connected, "connected"},
         {&s_sink, "sink"}, {&s_inline_flow, "inline_flow"}, {&s_packets, "packets"},
         {&s_bytes, "bytes"}, {&s_errors, "errors"}, {&s_last_packet, "last_packet"},
-        {&s_ssrc, "ssrc"}, {&s_rtcp_ssrc, "rtcp_ssrc"}, {&s_payload_types, "payload_types"},
+        {&s_track, "track"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].slot == NULL
                 && (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
             return NULL;
     }
-    if (PyType_Ready(&LoopType) < 0)
+    if (PyType_Ready(&LoopType) < 0 || PyType_Ready(&TrackType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL)
@@ -728,6 +832,12 @@ PyInit__fastrelay(void)
     Py_INCREF(&LoopType);
     if (PyModule_AddObject(m, "Loop", (PyObject *)&LoopType) < 0) {
         Py_DECREF(&LoopType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&TrackType);
+    if (PyModule_AddObject(m, "Track", (PyObject *)&TrackType) < 0) {
+        Py_DECREF(&TrackType);
         Py_DECREF(m);
         return NULL;
     }

@@ -94,6 +94,9 @@ RTCP_MIN = 8
 #: a 32-bit SSRC at an offset (RTP: 8, RTCP: 4)
 _ssrc_at = struct.Struct("!I").unpack_from
 
+#: payload types a Track counts (the first ones seen; more are not counted)
+TRACK_PTS = 8
+
 # a connected companion is read and written with os.read / os.write: one
 # datagram each, like recv / send, with cheaper argument handling
 _read = os.read
@@ -213,6 +216,44 @@ def bind_companion(address, port):
     return bind_udp(address, port, reuse_port=True)
 
 
+class PyTrack:
+    """``omnirtp.media._fastrelay.Track`` in Python, where the extension is
+    not built: what query and ``list sessions`` show of a stream (see
+    :attr:`RelaySocket.track`)."""
+
+    __slots__ = ("ssrc", "rtcp_ssrc", "counts")
+
+    def __init__(self):
+        self.ssrc = None
+        self.rtcp_ssrc = None
+        self.counts = {}
+
+    def note(self, data, rtcp_socket):
+        """Keep a counted datagram's SSRC and payload type: RTCP (an RTCP
+        socket's datagrams, or PT 192-223) its sender SSRC (an RTCP
+        socket's as ``ssrc``), RTP its SSRC and a packet of its payload
+        type (the first :data:`TRACK_PTS` types seen are counted)."""
+        n = len(data)
+        pt = data[1]
+        if n >= RTCP_MIN and (rtcp_socket or 191 < pt < 224):
+            if rtcp_socket:
+                self.ssrc = _ssrc_at(data, 4)[0]
+            else:
+                self.rtcp_ssrc = _ssrc_at(data, 4)[0]
+        elif n >= RTP_MIN:
+            self.ssrc = _ssrc_at(data, 8)[0]
+            counts = self.counts
+            pt &= 127
+            if pt in counts:
+                counts[pt] += 1
+            elif len(counts) < TRACK_PTS:
+                counts[pt] = 1
+
+    def state(self):
+        """``(ssrc or None, rtcp_ssrc or None, {payload type: packets})``."""
+        return self.ssrc, self.rtcp_ssrc, dict(self.counts)
+
+
 @implementer(IReadDescriptor)
 class RelaySocket:
     """A bound UDP socket that relays RTP or RTCP to its peer socket.
@@ -292,9 +333,7 @@ class RelaySocket:
         "junk",
         "last_packet",
         # what query and list sessions show of the stream (_track)
-        "ssrc",
-        "rtcp_ssrc",
-        "payload_types",
+        "track",
         # the party's latest RTCP report with blocks (observe_rtcp)
         "rtcp_last",
         "rtcp_report",
@@ -421,14 +460,14 @@ class RelaySocket:
         self.errors = 0
         self.junk = 0
         self.last_packet = now
-        #: the SSRC of the last RTP datagram received here (an RTCP
-        #: socket's: the sender SSRC of its last RTCP datagram), the sender
-        #: SSRC of the last RTCP datagram an RTP socket received (rtcp-mux),
-        #: and ``{payload type: RTP datagrams}``; None until the first
-        #: (:meth:`_track`; the C loop folds the same into them)
-        self.ssrc = None
-        self.rtcp_ssrc = None
-        self.payload_types = None
+        #: None until the first counted datagram, then a Track (the C
+        #: loop's ``_fastrelay.Track``, else :class:`PyTrack`): the SSRC of
+        #: the last RTP datagram received here (an RTCP socket's: the
+        #: sender SSRC of its last RTCP datagram), the sender SSRC of the
+        #: last RTCP datagram an RTP socket received (rtcp-mux), RTP
+        #: datagrams per payload type (:meth:`_track`; the C inline path
+        #: writes into the same object)
+        self.track = None
         #: the party's latest RTCP compound that opens with an SR/RR with
         #: report blocks, not parsed yet (:meth:`observe_rtcp`), and the
         #: latest such report parsed (an ``omnirtp.media.rtcp.Report``;
@@ -725,12 +764,15 @@ class RelaySocket:
         }
         if self.inbound or self.middle or self.outbound:
             counters["transforms"] = self.transform_counters()
-        if self.ssrc is not None:
-            counters["ssrc"] = self.ssrc
-        if self.rtcp_ssrc is not None:
-            counters["rtcp ssrc"] = self.rtcp_ssrc
-        if self.payload_types is not None:
-            counters["payload types"] = dict(self.payload_types)
+        track = self.track
+        if track is not None:
+            ssrc, rtcp_ssrc, payload_types = track.state()
+            if ssrc is not None:
+                counters["ssrc"] = ssrc
+            if rtcp_ssrc is not None:
+                counters["rtcp ssrc"] = rtcp_ssrc
+            if payload_types:
+                counters["payload types"] = payload_types
         if self.rtcp_last is None and self.rtcp_report is None:
             return counters  # no RTCP report yet (what latest_report says)
         report = self.latest_report()
@@ -746,25 +788,28 @@ class RelaySocket:
         return counters
 
     def _track(self, data):
-        """Keep what query and ``list sessions`` show of the stream from a
-        counted datagram (at least RTCP_MIN bytes, and RTP_MIN unless its
-        payload type says RTCP): an RTP datagram's SSRC and payload type
-        (``ssrc``, ``payload_types``), an RTCP one's sender SSRC
-        (``rtcp_ssrc``; an RTCP socket's goes to ``ssrc``, as 10.5 shows
-        it on the RTCP stream).  The Python paths' share of what the C
-        loop keeps per fd and folds (omnirtp/media/_fastrelay.c)."""
-        pt = data[1]
-        if self.is_rtcp:
-            self.ssrc = _ssrc_at(data, 4)[0]
-        elif 191 < pt < 224:
-            self.rtcp_ssrc = _ssrc_at(data, 4)[0]
-        else:
-            self.ssrc = _ssrc_at(data, 8)[0]
-            pts = self.payload_types
-            if pts is None:
-                pts = self.payload_types = {}
-            pt &= 127
-            pts[pt] = pts.get(pt, 0) + 1
+        """Note a counted datagram (at least RTCP_MIN bytes, and RTP_MIN
+        unless its payload type says RTCP) in the socket's Track (made at
+        the first): an RTP datagram's SSRC and payload type, an RTCP one's
+        sender SSRC.  The Python paths' share of what the C inline path
+        writes into the same Track (omnirtp/media/_fastrelay.c)."""
+        track = self.track
+        if track is None:
+            track = self.track = (PyTrack if _fastrelay is None else _fastrelay.Track)()
+        track.note(data, self.is_rtcp)
+
+    # (read-only views of the Track, for tests and tools; off the path)
+    @property
+    def ssrc(self):
+        return None if self.track is None else self.track.state()[0]
+
+    @property
+    def rtcp_ssrc(self):
+        return None if self.track is None else self.track.state()[1]
+
+    @property
+    def payload_types(self):
+        return None if self.track is None else self.track.state()[2]
 
     def observe_rtcp(self, data):
         """Keep ``data``, a plain (not SRTCP) RTCP datagram this socket's
@@ -1431,6 +1476,11 @@ class RelaySocket:
             self.confirmed = True
         return True
 
+
+
+# the C loop reads RelaySocket's _out, _tap and track slots at their offsets
+if _fastrelay is not None:
+    _fastrelay.setup(RelaySocket)
 
 
 @implementer(IReadDescriptor)

@@ -125,6 +125,35 @@ class CommandTests(SynchronousTestCase):
             "0 b, 0 e, %(t0)d ts\n"
             "\n") % {"t0": T0, "a": a_port, "a1": a_port + 1, "b": b_port, "b1": b_port + 1})
 
+    def test_sessionDetailSsrcAndCodec(self):
+        """A stream that received media shows its SSRC (hex, as 10.5), the
+        RTCP stream its sender's, and each medium the payload type with the
+        most packets among its party's formats (the answerer's: those it
+        was offered too), named as 10.5 names it."""
+        b_port, a_port = self.d.call("c1")
+        extra = self.d.engine.extra
+        extra[("127.0.0.1", a_port)] = {"ssrc": 0x11111111, "payload types": {0: 5, 101: 7}}
+        extra[("127.0.0.1", a_port + 1)] = {"ssrc": 0xFEEDFACE}
+        # tt answered 0 101: its 8 is not counted, PCMU is its codec
+        extra[("127.0.0.1", b_port)] = {"ssrc": 0xB0B0B0B1, "payload types": {8: 9, 0: 2}}
+        text = self.d.cli("list sessions c1")
+        self.assertIn(
+            "------ Media #1 (audio over RTP/AVP) using telephone-event/8000\n"
+            "-------- Port       127.0.0.1:%d <>      192.0.2.10:49170, SSRC 11111111, 0 p, 0 b, "
+            "0 e, %d ts\n"
+            "-------- Port       127.0.0.1:%d <>      192.0.2.10:49171 (RTCP), SSRC feedface, "
+            "0 p, 0 b, 0 e, %d ts\n" % (a_port, T0, a_port + 1, T0), text)
+        self.assertIn(
+            "------ Media #1 (audio over RTP/AVP) using PCMU/8000\n"
+            "-------- Port       127.0.0.1:%d <>   198.51.100.20:3456 , SSRC b0b0b0b1, 0 p, 0 b, "
+            "0 e, %d ts\n"
+            "-------- Port       127.0.0.1:%d <>   198.51.100.20:3457  (RTCP), SSRC 0, 0 p, "
+            "0 b, 0 e, %d ts\n" % (b_port, T0, b_port + 1, T0), text)
+        # only payload types outside the formats: unknown codec, SSRC shown
+        extra[("127.0.0.1", b_port)] = {"ssrc": 0x2A, "payload types": {8: 9, 96: 1}}
+        self.assertIn("using unknown codec\n-------- Port       127.0.0.1:%d <>   "
+                      "198.51.100.20:3456 , SSRC 2a, " % b_port, self.d.cli("list sessions c1"))
+
     def test_callSubcommands(self):
         """``call <call-id> ...`` and ``debug <call-id>`` in rtpengine 10.5's
         words (taken live); ``info`` is ``list sessions <call-id>``, a

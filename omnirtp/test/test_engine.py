@@ -136,8 +136,12 @@ class ContractTests(EngineTestBase):
         self.assertEqual(
             stats["c1"][(HOST, a)],
             {"packets": 1, "bytes": len(RTP), "errors": 0,
-             "last_packet": 502.0, "endpoint": A, "confirmed": False},
+             "last_packet": 502.0, "endpoint": A, "confirmed": False,
+             "ssrc": int.from_bytes(RTP[8:12], "big"), "payload types": {RTP[1] & 127: 1}},
         )
+        # a socket that received nothing has none of the media keys
+        self.assertEqual(set(stats["c1"][(HOST, b)]),
+                         {"packets", "bytes", "errors", "last_packet", "endpoint", "confirmed"})
         self.assertEqual(self.net.sent_to(B), [(RTP, (HOST, b))])
         self.assertEqual(stats["c1"][(HOST, b + 1)]["last_packet"], 500.0)
         self.assertEqual(set(self.value(self.engine.stats())), {"c1"})

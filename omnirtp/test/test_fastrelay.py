@@ -28,6 +28,11 @@ def rtp(seq, size=20):
     return bytes([0x80, 0, 0, seq]) + bytes(8) + bytes(range(size))
 
 
+def rtp_with(pt, ssrc, seq, marker=False, size=20):
+    return (bytes([0x80, pt | (0x80 if marker else 0), 0, seq]) + bytes(4)
+            + ssrc.to_bytes(4, "big") + bytes(range(size)))
+
+
 def without_extension(case):
     """Make the pollers ``case`` creates from now on run without the C loop."""
     case.patch(relay_module, "_fastrelay", None)
@@ -210,6 +215,73 @@ class Scenarios(RealRelays):
                          [("flow", rtp(1), 2, 2 * len(rtp(0))),
                           ("flow", rtp(2), 3, 3 * len(rtp(0)))])
         self.assertEqual(self.state(a), [(3, 3 * len(rtp(0)), 0, 0, 1)])
+
+
+    def test_ssrcAndPayloadTypes(self):
+        """The inline path keeps the SSRC of the last RTP datagram, the
+        sender SSRC of the last RTCP one and packets per payload type
+        (three types between two folds included: the third folds first),
+        as the Python path does; the counters show them."""
+        party_a, party_b, a, b = self.confirmed_pair()
+        full = (a.full, b.full)
+        sent = ([rtp_with(0, 0x11111111, seq) for seq in range(3)]
+                + [rtp_with(101, 0x11111111, seq, marker=True) for seq in range(3, 5)]
+                + [rtp_with(8, 0xB0B0B0B1, 5)]
+                + [bytes([0x81, 200, 0, 6]) + bytes.fromhex("feedface") + bytes(20)]
+                + [rtp_with(0, 0x22222222, 6)])
+        for data in sent:
+            party_a.sendto(data, a.local)
+        self.assertEqual(self.pump(party_b, len(sent)), sent)
+        self.assertEqual((a.full, b.full), full)  # all inline
+        self.assertEqual((a.ssrc, a.rtcp_ssrc), (0x22222222, 0xFEEDFACE))
+        self.assertEqual(a.payload_types, {0: 1 + 3 + 1, 101: 2, 8: 1})
+        counters = a.counters()
+        self.assertEqual((counters["ssrc"], counters["rtcp ssrc"], counters["payload types"]),
+                         (0x22222222, 0xFEEDFACE, {0: 5, 101: 2, 8: 1}))
+        # b got its first datagram only (rtp(0): SSRC 0, PT 0), no RTCP
+        self.assertEqual((b.ssrc, b.rtcp_ssrc, b.payload_types), (0, None, {0: 1}))
+        self.assertNotIn("rtcp ssrc", b.counters())
+
+    def test_nothingSeenNothingShown(self):
+        """A socket that received nothing, or junk only, has no SSRC or
+        payload type, and its counters no such keys."""
+        party_a, party_b = self.party(), self.party()
+        a, b = self.pair(party_a, party_b)
+        party_a.sendto(b"junk", a.local)
+        party_a.sendto(bytes([0x80, 0, 0, 1]), a.local)  # too short for RTP
+        self.pump()
+        self.assertEqual(a.junk, 2)
+        for relay in (a, b):
+            self.assertEqual((relay.ssrc, relay.rtcp_ssrc, relay.payload_types),
+                             (None, None, None))
+            counters = relay.counters()
+            for key in ("ssrc", "rtcp ssrc", "payload types"):
+                self.assertNotIn(key, counters)
+
+    def test_rtcpSocketSenderSsrc(self):
+        """A pair's RTCP socket (full path) shows the sender SSRC of its
+        last RTCP datagram as its ``ssrc`` and counts no payload type."""
+        party_a, party_b = self.party(), self.party()
+        a, b = self.pair(party_a, party_b)
+        a.is_rtcp = b.is_rtcp = True
+        a.rtp_sibling, b.rtp_sibling = self.relay(), self.relay()
+        for sender in (0x01020304, 0xF1F2F3F4):
+            party_a.sendto(bytes([0x81, 201, 0, 7]) + sender.to_bytes(4, "big") + bytes(24),
+                           a.local)
+            self.pump(party_b, 1)
+        self.assertEqual((a.ssrc, a.rtcp_ssrc, a.payload_types), (0xF1F2F3F4, None, {}))
+        self.assertNotIn("payload types", a.counters())
+        self.assertEqual(a.counters()["ssrc"], 0xF1F2F3F4)
+
+    def test_tappedRelayTracks(self):
+        """A recorded socket's datagrams (the tap's call folds mid-round)
+        are tracked once each."""
+        party_a, party_b, a, b = self.confirmed_pair()
+        a._tap = Tap(a)
+        for seq in range(1, 4):
+            party_a.sendto(rtp_with(8, 0xABCDEF01, seq), a.local)
+        self.pump(party_b, 3)
+        self.assertEqual((a.ssrc, a.payload_types), (0xABCDEF01, {0: 1, 8: 3}))
 
 
 class FastScenarios(Scenarios, SynchronousTestCase):

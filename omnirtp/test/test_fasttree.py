@@ -105,6 +105,9 @@ def _stats_variants(call):
         ("endpoint", ("192.0.2.1",)), ("endpoint", (b"192.0.2.1", 5)), ("endpoint", ()),
         ("endpoint", 0), ("confirmed", [1]), ("ice", {"state": "x"}), ("ice", [1]),
         ("transforms", 0), ("rtcp", ""),
+        # a stream that received media: the SSRC and codec are Python's
+        ("ssrc", 0xB0B0B0B1), ("ssrc", 0), ("rtcp ssrc", 0xFEEDFACE),
+        ("payload types", {0: 3}),
     ]
     for n, key in enumerate(keys[:4]):
         for name, value in odd_values:

@@ -33,6 +33,9 @@ class CountingEngine:
         self.packets = {}
         #: how often all calls' stats were asked for (stats(None))
         self.asked_all = 0
+        #: more counters of a socket, by its key (``ssrc``, ``payload
+        #: types``: what a socket that received media shows)
+        self.extra = {}
 
     def allocate(self, call_id, address, count):
         if count > len(self.free):
@@ -82,6 +85,7 @@ class CountingEngine:
                     out[cid][key] = {"packets": self.packets.get(cid, 0), "bytes": 0, "errors": 0,
                                      "last_packet": last, "endpoint": None,
                                      "confirmed": False}
+                    out[cid][key].update(self.extra.get(key, {}))
         return defer.succeed(out)
 
     def totals(self):

@@ -79,6 +79,11 @@ class SteppedTests(SteppedBase):
         self.assertEqual(self.a.full, 1)
         self.assertEqual((self.a.packets, self.a.bytes, self.a.errors), (4, 4 * 32, 0))
         self.assertEqual([kind for kind, _ in mark.seen], ["rtp"] * 4)
+        # what query shows: the stepped path tracks as the others do
+        self.party_a.sendto(rtp(5, pt=8)[:8] + b"\xca\xfe\xba\xbe" + rtp(5)[12:], self.a.local)
+        self.relay_until(self.party_b, 1)
+        self.assertEqual(self.a.full, 1)
+        self.assertEqual((self.a.ssrc, self.a.payload_types), (0xCAFEBABE, {0: 4, 8: 1}))
 
     def test_rtcp_and_junk_take_the_full_path(self):
         mark = Mark("M")
