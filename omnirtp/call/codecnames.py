@@ -6,9 +6,10 @@ is not counted there), and shows the payload type with the most packets on
 the medium's first (RTP) stream, named ``encoding/clock rate`` (and
 ``/channels`` when not 1) from that store: media ``codec`` in ``query``,
 ``using PCMU/8000`` in ``list sessions``; none (``unknown codec``) before
-the first counted datagram.  Checked on loopback: the offerer's store is
-the formats it offered, the answerer's the formats of its answer that it
-was offered (a payload type it answered but was not offered is unknown).
+the first counted datagram.  Checked on loopback: both stores hold the
+offer's formats, the offerer's as it offered them, the answerer's as the
+offer reached it (a payload type the answerer was offered but left out of
+its answer is counted, one it answered but was not offered is not).
 
 The media engine counts every payload type (``payload types`` in a
 socket's counters, omnirtp.media.relay.RelaySocket._track); this module
@@ -40,32 +41,33 @@ def _own(m):
 
 
 def _given(m):
-    """The payload types of the m= line we last gave the party, or None."""
+    """The formats of the m= line we last gave the party (PayloadType
+    list), or None."""
     if m.codecs_out is not None:
-        return {f.pt for f in m.codecs_out}
+        return m.codecs_out
     if m.codec_out_source is not None:
         kept, ops = m.codec_out_source
         section = kept.section()
         rtpmaps = section.rtpmaps()
-        return {int(c.pt) for c in ops.apply([codec_for(f, rtpmaps) for f in section.formats])
+        keep = {int(c.pt) for c in ops.apply([codec_for(f, rtpmaps) for f in section.formats])
                 if c.pt.isdigit()}
+        return [f for f in codecstore.from_section(section, {}) if f.pt in keep]
     return None
 
 
 def names(m):
     """``{payload type: name}`` of the medium's store: its codec store when
-    the call handles codecs, else the party's formats (an answer's cut to
-    what the party was offered)."""
+    the call handles codecs, else the offer's formats (the party's own when
+    it offered, those we gave it when it answered)."""
+    formats = None
     if m.codecs is not None:
         formats = list(m.codecs)
-    else:
+    elif m.codec_last == "in":
+        # the party's own SDP is the latest: an answer if it had been
+        # given an m= line before (else an offer)
+        formats = _given(m)
+    if formats is None:
         formats = _own(m) or ()
-        if m.codec_last == "in":
-            # the party's own SDP is the latest: an answer if it had been
-            # given an m= line before (else an offer, taken whole)
-            given = _given(m)
-            if given is not None:
-                formats = [f for f in formats if f.pt in given]
     out = {}
     for f in formats:
         name = _name(f)

@@ -128,14 +128,16 @@ class CommandTests(SynchronousTestCase):
     def test_sessionDetailSsrcAndCodec(self):
         """A stream that received media shows its SSRC (hex, as 10.5), the
         RTCP stream its sender's, and each medium the payload type with the
-        most packets among its party's formats (the answerer's: those it
-        was offered too), named as 10.5 names it."""
+        most packets among the offer's formats (the answerer's: as it was
+        offered them), named as 10.5 names it."""
         b_port, a_port = self.d.call("c1")
         extra = self.d.engine.extra
         extra[("127.0.0.1", a_port)] = {"ssrc": 0x11111111, "payload types": {0: 5, 101: 7}}
         extra[("127.0.0.1", a_port + 1)] = {"ssrc": 0xFEEDFACE}
-        # tt answered 0 101: its 8 is not counted, PCMU is its codec
-        extra[("127.0.0.1", b_port)] = {"ssrc": 0xB0B0B0B1, "payload types": {8: 9, 0: 2}}
+        # tt was offered 0 8 101 (it answered 0 101): its 96 is not
+        # counted, and of the others PCMA has the most packets
+        extra[("127.0.0.1", b_port)] = {"ssrc": 0xB0B0B0B1,
+                                        "payload types": {96: 20, 8: 9, 0: 2}}
         text = self.d.cli("list sessions c1")
         self.assertIn(
             "------ Media #1 (audio over RTP/AVP) using telephone-event/8000\n"
@@ -144,15 +146,29 @@ class CommandTests(SynchronousTestCase):
             "-------- Port       127.0.0.1:%d <>      192.0.2.10:49171 (RTCP), SSRC feedface, "
             "0 p, 0 b, 0 e, %d ts\n" % (a_port, T0, a_port + 1, T0), text)
         self.assertIn(
-            "------ Media #1 (audio over RTP/AVP) using PCMU/8000\n"
+            "------ Media #1 (audio over RTP/AVP) using PCMA/8000\n"
             "-------- Port       127.0.0.1:%d <>   198.51.100.20:3456 , SSRC b0b0b0b1, 0 p, 0 b, "
             "0 e, %d ts\n"
             "-------- Port       127.0.0.1:%d <>   198.51.100.20:3457  (RTCP), SSRC 0, 0 p, "
             "0 b, 0 e, %d ts\n" % (b_port, T0, b_port + 1, T0), text)
         # only payload types outside the formats: unknown codec, SSRC shown
-        extra[("127.0.0.1", b_port)] = {"ssrc": 0x2A, "payload types": {8: 9, 96: 1}}
+        extra[("127.0.0.1", b_port)] = {"ssrc": 0x2A, "payload types": {97: 9, 96: 1}}
         self.assertIn("using unknown codec\n-------- Port       127.0.0.1:%d <>   "
                       "198.51.100.20:3456 , SSRC 2a, " % b_port, self.d.cli("list sessions c1"))
+
+    def test_sessionDetailRtcpMux(self):
+        """An rtcp-mux medium's RTCP stream (``fallback RTCP`` in query) is
+        left out of the lines, as 10.5 leaves it out."""
+        d = self.d
+        d.ng(command="offer", call_id="m1", from_tag="ft", sdp=OFFER + "a=rtcp-mux\r\n")
+        d.ng(command="answer", call_id="m1", from_tag="ft", to_tag="tt",
+             sdp=ANSWER + "a=rtcp-mux\r\n")
+        streams = [s["flags"] for t in d.ng(command="query", call_id="m1")["tags"].values()
+                   for m in t["medias"] for s in m["streams"]]
+        self.assertEqual(sum("fallback RTCP" in f for f in streams), 2)
+        text = d.cli("list sessions m1")
+        self.assertEqual(text.count("-------- Port"), 2)
+        self.assertNotIn("(RTCP)", text)
 
     def test_callSubcommands(self):
         """``call <call-id> ...`` and ``debug <call-id>`` in rtpengine 10.5's

@@ -43,10 +43,6 @@ PACKETS = 5
 
 #: what differs from rtpengine 10.5 in the CLI's lines, and why
 DIFFERENCES = {
-    "SSRC": "omnirtp does not read SSRCs on the relay path (it stays allocation-free); "
-            "it shows SSRC 0, as 10.5 does for a stream without one",
-    "codec": "omnirtp's call model keeps no chosen codec per medium yet: "
-             "'using unknown codec', as 10.5 for a medium not negotiated",
     "proxy": "the ng client's address is not kept per call; omnirtp shows the "
              "call's received-from address, here none",
     "Last port used": "not tracked by omnirtp's port pool",
@@ -129,10 +125,14 @@ def omnirtp_ctl(port, *words, argv0=None):
     return done.returncode, done.stdout.decode("utf-8", "replace")
 
 
+def ssrcs_and_codecs(text):
+    """The ``using <codec>`` and ``SSRC <hex>`` words of a session's lines,
+    in order (:func:`normalise` turns their digits into #)."""
+    return re.findall(r"using [^\n]*|SSRC [0-9a-f]+", text)
+
+
 def normalise(text):
     """Numbers that differ between two runs (ports, times, durations) -> #."""
-    text = re.sub(r"using [^\n]*", "using <codec>", text)
-    text = re.sub(r"SSRC [0-9a-f]+", "SSRC <ssrc>", text)
     text = re.sub(r"proxy:[ 0-9.:]*?(?= \||$)", "proxy:<proxy>", text, flags=re.M)
     text = re.sub(r"callduration [0-9.]+", "callduration <d>", text)
     return re.sub(r"\d+", "#", text)
@@ -248,18 +248,22 @@ class OperationsTests(SynchronousTestCase):
             _, mine = rtpengine_ctl(omni.op_port, "list", "sessions", cid)
             _, theirs = rtpengine_ctl(ref.op_port, "list", "sessions", cid)
             self.assertEqual(normalise(mine), normalise(theirs), DIFFERENCES)
+            # each stream's SSRC and each medium's codec as 10.5's
+            self.assertEqual(ssrcs_and_codecs(mine), ssrcs_and_codecs(theirs), cid)
             # "call <id> info" is the same text; "call <id> tag <tag> info" a tag's block
             for words in (("call", cid, "info"), ("call", cid, "tag", "ft" + cid[-1], "info")):
                 _, mine = rtpengine_ctl(omni.op_port, *words)
                 _, theirs = rtpengine_ctl(ref.op_port, *words)
                 self.assertEqual(normalise(mine), normalise(theirs), (words, DIFFERENCES))
+                self.assertEqual(ssrcs_and_codecs(mine), ssrcs_and_codecs(theirs), words)
         # the counters of call-1's streams: PACKETS RTP packets from each side
         _, detail = omnirtp_ctl(omni.op_port, "list", "call-1")
         to_a, to_b, a_port, b_port = self.omni_calls.ports["call-1"]
-        self.assertIn("-------- Port       127.0.0.1:%d <>       127.0.0.1:%d, SSRC 0, %d p, "
-                      "%d b, 0 e, " % (to_a, a_port, PACKETS, PACKETS * len(RTP)), detail)
-        self.assertIn("-------- Port       127.0.0.1:%d <>       127.0.0.1:%d, SSRC 0, %d p, "
-                      "%d b, 0 e, " % (to_b, b_port, PACKETS, PACKETS * len(RTP)), detail)
+        self.assertIn("-------- Port       127.0.0.1:%d <>       127.0.0.1:%d, SSRC 12345678, "
+                      "%d p, %d b, 0 e, " % (to_a, a_port, PACKETS, PACKETS * len(RTP)), detail)
+        self.assertIn("-------- Port       127.0.0.1:%d <>       127.0.0.1:%d, SSRC 12345678, "
+                      "%d p, %d b, 0 e, " % (to_b, b_port, PACKETS, PACKETS * len(RTP)), detail)
+        self.assertEqual(detail.count("using PCMU/8000\n"), 2)
         # the seed's words
         self.assertEqual(omnirtp_ctl(omni.op_port, "query", "call-1")[1].splitlines()[:3],
                          ["", "callid: call-1", "deletionmark: no"])
@@ -561,6 +565,127 @@ def ping_tos(port):
     tos = [d[0] for level, kind, d in ancillary
            if level == socket.IPPROTO_IP and kind == socket.IP_TOS]
     return tos[0] if tos else None
+
+
+def rtp_packet(pt, ssrc, seq):
+    return struct.pack("!BBHII", 0x80, pt, seq, seq * 160, ssrc) + b"\xd5" * 160
+
+
+def rtcp_sr(sender):
+    """An RTCP SR from ``sender`` with one report block."""
+    return struct.pack("!BBHI", 0x81, 200, 12, sender) + bytes(20) + struct.pack(
+        "!I", 0x99999999) + bytes(20)
+
+
+class StreamSsrcCodecTests(SynchronousTestCase):
+    """Each stream's SSRC and each medium's codec (ng ``query``: per-stream
+    ``SSRC``, media ``codec``; ``list sessions <call-id>``: ``SSRC <hex>``,
+    ``using <codec>``) side by side with rtpengine 10.5, after the same
+    datagrams: an SSRC change mid-call, telephone-event among the audio,
+    a payload type outside the offer (not counted: 10.5's codec is among
+    the offer's formats), a non-RTP datagram, RTCP on the RTCP port
+    and, with rtcp-mux, on the RTP port, a tie between two payload types;
+    omnirtp with ``num-threads`` 0 and 2."""
+
+    MUX = "a=rtcp-mux\r\n"
+
+    #: (call-id, A's formats, B's formats, rtcp-mux, A sends, B sends):
+    #: datagrams as (bytes, port offset: 0 RTP, 1 RTCP)
+    CALLS = [
+        ("change", "0 8 101", "8 0 101", False,
+         [(rtp_packet(0, 0x11111111, i), 0) for i in range(5)]
+         + [(rtp_packet(101, 0x11111111, 10 + i), 0) for i in range(3)]
+         + [(rtp_packet(0, 0x22222222, 20 + i), 0) for i in range(2)]
+         + [(rtcp_sr(0x33333333), 1)],
+         [(rtp_packet(8, 0xB0B0B0B0, i), 0) for i in range(2)]
+         + [(rtp_packet(97, 0xB0B0B0B1, 5 + i), 0) for i in range(4)]
+         + [(b"hello, not rtp", 0)]),
+        ("dtmf", "0 8 101", "0 8 101", False,
+         [(rtp_packet(97, 0xA1, i), 0) for i in range(3)],
+         [(rtp_packet(101, 0xB1, i), 0) for i in range(3)]
+         + [(rtp_packet(0, 0xB1, 3 + i), 0) for i in range(2)]
+         + [(rtcp_sr(0xB9), 1)]),
+        ("mux", "0 8 101", "0 8 101", True,
+         [(rtp_packet(0, 0xA1, i), 0) for i in range(3)] + [(rtcp_sr(0xA2), 0)],
+         [(rtp_packet(8, 0xB1, i), 0) for i in range(2)] + [(rtcp_sr(0xB2), 0)]
+         + [(rtp_packet(8, 0xB3, 2), 0)]),
+        ("tie", "0 8 101", "0", False,
+         [(rtp_packet(8, 0xA1, i), 0) for i in range(2)]
+         + [(rtp_packet(0, 0xA1, 2 + i), 0) for i in range(2)],
+         [(rtp_packet(8, 0xB1, i), 0) for i in range(3)]),
+    ]
+
+    def sdp(self, port, formats, mux):
+        text = sdp(port).replace(" 0 8\r\n", " %s\r\n" % formats)
+        if "101" in formats.split():
+            text += "a=rtpmap:101 telephone-event/8000\r\n"
+        return text + (self.MUX if mux else "")
+
+    def run_calls(self, proxy, cli_port):
+        """The calls on ``proxy``; {call-id: (query's [(tag, codec, [SSRC
+        of each stream])], list sessions' SSRC and using words)}."""
+        out = {}
+        for cid, a_formats, b_formats, mux, from_a, from_b in self.CALLS:
+            a, b = udp(), udp()
+            self.addCleanup(a.close)
+            self.addCleanup(b.close)
+            offer = proxy.ng.request({"command": "offer", "call-id": cid, "from-tag": "A",
+                                      "sdp": self.sdp(a.getsockname()[1], a_formats, mux)})
+            to_b = inspect(SessionDescription.parse(offer["sdp"]))[0].rtp[1]
+            answer = proxy.ng.request({"command": "answer", "call-id": cid, "from-tag": "A",
+                                       "to-tag": "B",
+                                       "sdp": self.sdp(b.getsockname()[1], b_formats, mux)})
+            to_a = inspect(SessionDescription.parse(answer["sdp"]))[0].rtp[1]
+            for party, port, datagrams in ((a, to_a, from_a), (b, to_b, from_b)):
+                for data, offset in datagrams:
+                    party.sendto(data, (LOOPBACK, port + offset))
+                    time.sleep(0.002)  # in this order (10.5 reads in threads)
+            deadline = time.monotonic() + 3
+            want = sum(1 for d, _ in from_a + from_b if d[:1] == b"\x80" or d[:1] == b"\x81")
+            while True:  # until each daemon counted them all
+                query = proxy.ng.request({"command": "query", "call-id": cid})
+                got = sum(s["stats"]["packets"] for t in query["tags"].values()
+                          for m in t["medias"] for s in m["streams"])
+                if got >= want or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            shown = [(tag, m.get("codec"), [s.get("SSRC") for s in m["streams"]])
+                     for tag, t in sorted(query["tags"].items()) for m in t["medias"]]
+            _, text = rtpengine_ctl(cli_port, "list", "sessions", cid)
+            out[cid] = (shown, ssrcs_and_codecs(text))
+        return out
+
+    def test_sideBySide(self):
+        find_program("rtpengine-ctl")
+        port_min, port_max = free_port_range(120)
+        results = {}
+        for name, low, high in (("rtpengine", port_min, port_min + 39),
+                                ("omnirtp0", port_min + 40, port_min + 79),
+                                ("omnirtp2", port_min + 80, port_max)):
+            ng_port = free_port()
+            cli_port = free_ports(1, socket.SOCK_STREAM)[0]
+            cli = ["--listen-cli=%s:%d" % (LOOPBACK, cli_port)]
+            if name == "rtpengine":
+                proxy = start_rtpengine(self, ng_port, low, high, cli)
+            else:
+                proxy = start_omnirtp(self, ng_port, low, high,
+                                      cli + ["--num-threads=%s" % name[-1]])
+            results[name] = self.run_calls(proxy, cli_port)
+        theirs = results["rtpengine"]
+        # what 10.5 showed, so that a change on either side is seen
+        self.assertEqual(theirs["change"], (
+            [("A", "PCMU/8000", [0x22222222, 0x33333333]), ("B", "PCMA/8000", [0xB0B0B0B1, None])],
+            ["using PCMU/8000", "SSRC 22222222", "SSRC 33333333",
+             "using PCMA/8000", "SSRC b0b0b0b1", "SSRC 0"]))
+        self.assertEqual(theirs["dtmf"][0], [("A", None, [0xA1, None]),
+                                             ("B", "telephone-event/8000", [0xB1, 0xB9])])
+        self.assertEqual(theirs["mux"][0], [("A", "PCMU/8000", [0xA1, 0xA2]),
+                                            ("B", "PCMA/8000", [0xB3, 0xB2])])
+        # B answered 0 only: the PCMA it was offered still counts
+        self.assertEqual(theirs["tie"][0], [("A", "PCMA/8000", [0xA1, None]),
+                                            ("B", "PCMA/8000", [0xB1, None])])
+        for name in ("omnirtp0", "omnirtp2"):
+            self.assertEqual(results[name], theirs, name)
 
 
 class ControlTosTests(SynchronousTestCase):
