@@ -193,7 +193,10 @@ def tag_detail(call, ml, entry, now):
             index, media.get("type", ""), protocol, media.get("codec") or "unknown codec"))
         for stream in media.get("streams", ()):
             stats = stream.get("stats", {})
-            rtcp = " (RTCP)" if "RTCP" in stream.get("flags", ()) else ""
+            flags = stream.get("flags", ())
+            if "fallback RTCP" in flags:
+                continue  # (an rtcp-mux medium's RTCP stream: 10.5 leaves it out)
+            rtcp = " (RTCP)" if "RTCP" in flags else ""
             out.append("-------- Port %15s:%-5d <> %s%s, SSRC %x, %d p, %d b, %d e, %d ts\n" % (
                 stream.get("local address", ""), _int(stream.get("local port")),
                 _endpoint(stream.get("endpoint")), rtcp, _int(stream.get("SSRC")),
