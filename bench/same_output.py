@@ -57,6 +57,7 @@ a quiet box, mostly making the inputs.
 import argparse
 import inspect
 import os
+import re
 import pickle
 import random
 import subprocess
@@ -686,6 +687,10 @@ def main(argv=None):
     p.add_argument("--ng", type=int, default=1500)
     p.add_argument("--combos", type=int, default=4000)
     p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    p.add_argument("--without-media-keys", action="store_true",
+                   help="also compare with the query/delete trees' per-stream SSRC and "
+                        "media codec taken out (what a stream that received media shows): "
+                        "how many outputs differ by more than those")
     args = p.parse_args(argv)
     if args.child:
         child(*args.child)
@@ -710,7 +715,42 @@ def main(argv=None):
         print("differs: %s %s\n  before: %s\n  after:  %s" % (a[0], a[1], str(a[2])[:2000],
                                                               str(b[2])[:2000]))
     print("%d outputs, %d differ" % (len(before), len(differ)))
+    if args.without_media_keys:
+        more = [(a, b) for a, b in differ
+                if _without_media_keys(a) != _without_media_keys(b)]
+        for a, b in more[:3]:
+            import difflib
+            import pprint
+            print("differs by more: %s %s" % (a[0], a[1]))
+            print("\n".join(list(difflib.unified_diff(
+                pprint.pformat(_without_media_keys(a[2])).splitlines(),
+                pprint.pformat(_without_media_keys(b[2])).splitlines(), lineterm=""))[:40]))
+        print("%d differ with the per-stream SSRC and media codec taken out" % len(more))
+        return 1 if more or len(before) != len(after) else 0
     return 1 if differ or len(before) != len(after) else 0
+
+
+#: the per-stream SSRC (right after a stream's stats and crypto suite) and the media codec
+#: (right after its protocol) in a reply's repr
+_STREAM_SSRC = re.compile(r"('stats': \{[^{}]*\}(?:, 'crypto suite': '[^']*')?), 'SSRC': \d+")
+_MEDIA_CODEC = re.compile(r"('protocol': '[^']*'), 'codec': '[^']*'")
+
+
+def _without_media_keys(value):
+    """``value`` (outputs: replies as text, or their parts) with each
+    stream's ``SSRC`` and each media's ``codec`` taken out."""
+    if isinstance(value, str):
+        return _MEDIA_CODEC.sub(r"\1", _STREAM_SSRC.sub(r"\1", value))
+    if isinstance(value, dict):
+        drop = ()
+        if "local port" in value and "stats" in value:
+            drop = ("SSRC",)
+        elif "index" in value and "streams" in value:
+            drop = ("codec",)
+        return {k: _without_media_keys(v) for k, v in value.items() if k not in drop}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_without_media_keys(v) for v in value)
+    return value
 
 
 if __name__ == "__main__":

@@ -34,10 +34,9 @@
  * of a stream (the SSRC of its last RTP datagram, the sender SSRC of its
  * last RTCP one, RTP datagrams per payload type) is kept in a Track, a
  * small C object a RelaySocket gets (``track``) at its first counted
- * datagram.  The pending entry holds the socket's Track while it is dirty
- * (fetched with the socket, once per fold), and the inline path writes
- * into it directly: a few loads and stores per datagram, nothing to fold,
- * no object made.  The Python paths note their datagrams in the same
+ * datagram.  The inline path reads the slot and writes into the Track
+ * directly: a few loads and stores per datagram, nothing to fold, no
+ * object made, nothing more per file descriptor.  The Python paths note their datagrams in the same
  * Track (``note``); relay.py has a Python Track for where this module is
  * not built.
  *
@@ -215,7 +214,6 @@ typedef struct {
     long long bytes;
     long long errors;
     double last; /* the time of its last datagram */
-    Track *track; /* the RelaySocket's Track (a reference), or NULL */
 } Pending;
 
 typedef struct {
@@ -259,6 +257,36 @@ slot_get(PyObject *relay, Py_ssize_t off, PyObject *name)
 static PyObject *s_packets, *s_bytes, *s_errors, *s_last_packet, *s_track;
 
 /* ---- counters ------------------------------------------------------------ */
+
+/* relay's Track (borrowed: relay holds it, and no Python runs while the
+ * caller uses it), made and set at its first datagram; NULL with an
+ * exception on an error, NULL without one if its ``track`` is another
+ * kind of object (not kept here) */
+static Track *
+track_of(PyObject *relay)
+{
+    if (off_track >= 0 && PyObject_TypeCheck(relay, relay_type)) {
+        PyObject *t = *(PyObject **)((char *)relay + off_track);
+        if (t != NULL && Py_IS_TYPE(t, &TrackType))
+            return (Track *)t;
+    }
+    PyObject *t = PyObject_GetAttr(relay, s_track);
+    if (t == NULL)
+        return NULL;
+    if (t == Py_None) {
+        Py_DECREF(t);
+        t = PyObject_CallNoArgs((PyObject *)&TrackType);
+        if (t == NULL)
+            return NULL;
+        if (PyObject_SetAttr(relay, s_track, t) < 0) {
+            Py_DECREF(t);
+            return NULL;
+        }
+    }
+    int mine = PyObject_TypeCheck(t, &TrackType);
+    Py_DECREF(t); /* (relay holds it) */
+    return mine ? (Track *)t : NULL;
+}
 
 /* obj.name += delta */
 static int
@@ -308,7 +336,6 @@ fold(Loop *self)
             Py_XDECREF(last);
         }
         p->packets = p->bytes = p->errors = 0;
-        Py_CLEAR(p->track);
         Py_DECREF(relay);
     }
     self->ndirty = 0;
@@ -344,23 +371,8 @@ pending_for(Loop *self, int fd, PyObject *relay)
     if (p->relay != relay) {
         if (p->relay != NULL && fold(self) < 0)  /* another socket on this fd */
             return NULL;
-        /* the socket's Track, made at its first datagram */
-        PyObject *track = slot_get(relay, off_track, s_track);
-        if (track == NULL)
-            return NULL;
-        if (track == Py_None) {
-            Py_DECREF(track);
-            track = PyObject_CallNoArgs((PyObject *)&TrackType);
-            if (track == NULL || PyObject_SetAttr(relay, s_track, track) < 0) {
-                Py_XDECREF(track);
-                return NULL;
-            }
-        } else if (!PyObject_TypeCheck(track, &TrackType)) {
-            Py_CLEAR(track); /* another kind of track: not kept here */
-        }
         Py_INCREF(relay);
         p->relay = relay;
-        p->track = (Track *)track;
         self->dirty[self->ndirty++] = fd;
     }
     return p;
@@ -488,8 +500,13 @@ serve(Loop *self, int n, double now)
         p->packets++;
         p->bytes += len;
         p->last = now;
-        if (p->track != NULL)
-            track_datagram(p->track, self->buf);
+        Track *track = track_of(relay);
+        if (track != NULL) {
+            track_datagram(track, self->buf);
+        } else if (PyErr_Occurred()) {
+            Py_DECREF(relay);
+            goto done;
+        }
         PyObject *tap = slot_get(relay, off_tap, s_tap);
         if (tap == NULL) {
             Py_DECREF(relay);
@@ -697,20 +714,16 @@ Loop_traverse(Loop *self, visitproc visit, void *arg)
     Py_VISIT(self->conns);
     Py_VISIT(self->handlers);
     Py_VISIT(self->seconds);
-    for (int i = 0; i < self->ndirty; i++) {
+    for (int i = 0; i < self->ndirty; i++)
         Py_VISIT(self->pending[self->dirty[i]].relay);
-        Py_VISIT(self->pending[self->dirty[i]].track);
-    }
     return 0;
 }
 
 static int
 Loop_clear(Loop *self)
 {
-    for (int i = 0; i < self->ndirty; i++) {
+    for (int i = 0; i < self->ndirty; i++)
         Py_CLEAR(self->pending[self->dirty[i]].relay);
-        Py_CLEAR(self->pending[self->dirty[i]].track);
-    }
     self->ndirty = 0;
     Py_CLEAR(self->conns);
     Py_CLEAR(self->handlers);
