@@ -91,6 +91,7 @@ typedef struct {
     uint32_t rtcp_ssrc; /* the last RTCP sender SSRC an RTP socket got */
     unsigned char seen; /* TRACK_ bits */
     unsigned char n;    /* payload types counted */
+    unsigned char rtcp_socket; /* an RTCP socket's Track (Track(True)) */
     unsigned char pt[TRACK_PTS];
     unsigned long long count[TRACK_PTS];
 } Track;
@@ -138,27 +139,54 @@ track_datagram(Track *t, const unsigned char *b)
     }
 }
 
+/* Track.note(datagram): what the Python paths counted (bytes, or a buffer
+ * such as the native SRTP path's memoryview) */
 static PyObject *
-Track_note(Track *self, PyObject *args)
+Track_note(Track *self, PyObject *data)
 {
     Py_buffer view;
-    int rtcp_socket;
-    if (!PyArg_ParseTuple(args, "y*p:note", &view, &rtcp_socket))
-        return NULL;
-    const unsigned char *b = view.buf;
-    if (view.len >= 8 && (rtcp_socket || (unsigned char)(b[1] - 192) < 32)) {
-        if (rtcp_socket) {
+    const unsigned char *b;
+    Py_ssize_t len;
+    int release = 0;
+    if (PyBytes_CheckExact(data)) {
+        b = (const unsigned char *)PyBytes_AS_STRING(data);
+        len = PyBytes_GET_SIZE(data);
+    } else if (PyMemoryView_Check(data) && PyBuffer_IsContiguous(
+                   PyMemoryView_GET_BUFFER(data), 'C')) {
+        /* (the native SRTP path's view of its buffer: read in place) */
+        b = PyMemoryView_GET_BUFFER(data)->buf;
+        len = PyMemoryView_GET_BUFFER(data)->len;
+    } else {
+        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+            return NULL;
+        b = view.buf;
+        len = view.len;
+        release = 1;
+    }
+    if (len >= 8 && (self->rtcp_socket || (unsigned char)(b[1] - 192) < 32)) {
+        if (self->rtcp_socket) {
             self->ssrc = be32(b + 4);
             self->seen |= TRACK_RTP;
         } else {
             self->rtcp_ssrc = be32(b + 4);
             self->seen |= TRACK_RTCP;
         }
-    } else if (view.len >= 12) {
+    } else if (len >= 12) {
         track_rtp(self, b);
     }
-    PyBuffer_Release(&view);
+    if (release)
+        PyBuffer_Release(&view);
     Py_RETURN_NONE;
+}
+
+static int
+Track_init(Track *self, PyObject *args, PyObject *kwds)
+{
+    int rtcp_socket = 0;
+    if (!PyArg_ParseTuple(args, "|p:Track", &rtcp_socket))
+        return -1;
+    self->rtcp_socket = (unsigned char)rtcp_socket;
+    return 0;
 }
 
 static PyObject *
@@ -190,8 +218,8 @@ Track_state(Track *self, PyObject *Py_UNUSED(ignored))
 }
 
 static PyMethodDef Track_methods[] = {
-    {"note", (PyCFunction)Track_note, METH_VARARGS,
-     "note(datagram, rtcp_socket): keep a counted datagram's SSRC and payload type"},
+    {"note", (PyCFunction)Track_note, METH_O,
+     "note(datagram): keep a counted datagram's SSRC and payload type"},
     {"state", (PyCFunction)Track_state, METH_NOARGS,
      "state() -> (ssrc or None, rtcp_ssrc or None, {payload type: packets})"},
     {NULL}
@@ -204,6 +232,7 @@ static PyTypeObject TrackType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "A stream's last SSRCs and packets per payload type (see the module's doc)",
     .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Track_init,
     .tp_methods = Track_methods,
 };
 

@@ -221,20 +221,22 @@ class PyTrack:
     not built: what query and ``list sessions`` show of a stream (see
     :attr:`RelaySocket.track`)."""
 
-    __slots__ = ("ssrc", "rtcp_ssrc", "counts")
+    __slots__ = ("ssrc", "rtcp_ssrc", "counts", "rtcp_socket")
 
-    def __init__(self):
+    def __init__(self, rtcp_socket=False):
         self.ssrc = None
         self.rtcp_ssrc = None
         self.counts = {}
+        self.rtcp_socket = rtcp_socket
 
-    def note(self, data, rtcp_socket):
+    def note(self, data):
         """Keep a counted datagram's SSRC and payload type: RTCP (an RTCP
         socket's datagrams, or PT 192-223) its sender SSRC (an RTCP
         socket's as ``ssrc``), RTP its SSRC and a packet of its payload
         type (the first :data:`TRACK_PTS` types seen are counted)."""
         n = len(data)
         pt = data[1]
+        rtcp_socket = self.rtcp_socket
         if n >= RTCP_MIN and (rtcp_socket or 191 < pt < 224):
             if rtcp_socket:
                 self.ssrc = _ssrc_at(data, 4)[0]
@@ -332,7 +334,7 @@ class RelaySocket:
         "errors",
         "junk",
         "last_packet",
-        # what query and list sessions show of the stream (_track)
+        # what query and list sessions show of the stream (track.note, _new_track)
         "track",
         # the party's latest RTCP report with blocks (observe_rtcp)
         "rtcp_last",
@@ -465,7 +467,7 @@ class RelaySocket:
         #: the last RTP datagram received here (an RTCP socket's: the
         #: sender SSRC of its last RTCP datagram), the sender SSRC of the
         #: last RTCP datagram an RTP socket received (rtcp-mux), RTP
-        #: datagrams per payload type (:meth:`_track`; the C inline path
+        #: datagrams per payload type (:meth:`_new_track`; the C inline path
         #: writes into the same object)
         self.track = None
         #: the party's latest RTCP compound that opens with an SR/RR with
@@ -787,16 +789,14 @@ class RelaySocket:
             }
         return counters
 
-    def _track(self, data):
-        """Note a counted datagram (at least RTCP_MIN bytes, and RTP_MIN
-        unless its payload type says RTCP) in the socket's Track (made at
-        the first): an RTP datagram's SSRC and payload type, an RTCP one's
-        sender SSRC.  The Python paths' share of what the C inline path
-        writes into the same Track (omnirtp/media/_fastrelay.c)."""
-        track = self.track
-        if track is None:
-            track = self.track = (PyTrack if _fastrelay is None else _fastrelay.Track)()
-        track.note(data, self.is_rtcp)
+    def _new_track(self):
+        """The socket's Track, made at its first counted datagram (the C
+        loop's ``_fastrelay.Track``, else :class:`PyTrack`).  The Python
+        paths then note each counted datagram in it (``track.note(data)``,
+        one C call: an RTP datagram's SSRC and payload type, an RTCP one's
+        sender SSRC), as the C inline path does (omnirtp/media/_fastrelay.c)."""
+        track = self.track = (PyTrack if _fastrelay is None else _fastrelay.Track)(self.is_rtcp)
+        return track
 
     # (read-only views of the Track, for tests and tools; off the path)
     @property
@@ -949,7 +949,10 @@ class RelaySocket:
             self.packets += 1
             self.bytes += n
             self.last_packet = now
-            self._track(data)
+            track = self.track
+            if track is None:
+                track = self._new_track()
+            track.note(data)
             if src != self.endpoint or not self.confirmed:
                 forward = self._learn(src, now)
                 if self._companion is not None and self._conn_ep != self.endpoint:
@@ -983,7 +986,10 @@ class RelaySocket:
         self.packets += 1
         self.bytes += n
         self.last_packet = now
-        self._track(data)
+        track = self.track
+        if track is None:
+            track = self._new_track()
+        track.note(data)
         if not self.confirmed and not self._learn(self._conn_ep, now):
             self.errors += 1
             return None
@@ -1018,7 +1024,10 @@ class RelaySocket:
         self.packets += 1
         self.bytes += n
         self.last_packet = now
-        self._track(view)
+        track = self.track
+        if track is None:
+            track = self._new_track()
+        track.note(view)
         length[0] = n
         for function, ctx, step in calls:
             status = function(ctx, cdata, length)
@@ -1049,7 +1058,10 @@ class RelaySocket:
         self.packets += 1
         self.bytes += n
         self.last_packet = now
-        self._track(data)
+        track = self.track
+        if track is None:
+            track = self._new_track()
+        track.note(data)
         try:
             for step in self.pipeline[0]:
                 data = step(data)
@@ -1078,7 +1090,10 @@ class RelaySocket:
         self.packets += 1
         self.bytes += n
         self.last_packet = now
-        self._track(data)
+        track = self.track
+        if track is None:
+            track = self._new_track()
+        track.note(data)
         try:
             head, fan, tail = self._fan
             if not head:
@@ -1657,7 +1672,10 @@ class MediaPoller:
             relay.packets += 1
             relay.bytes += n
             relay.last_packet = now
-            relay._track(data)
+            track = relay.track
+            if track is None:
+                track = relay._new_track()
+            track.note(data)
             tap = relay._tap
             if tap is not None:
                 # a recorded socket: (time, flow, datagram) to the
