@@ -418,3 +418,38 @@ class CollectTests(SynchronousTestCase):
         del handler, poller, reactor  # the reactor reads the poller
         gc.collect()
         self.assertIsNone(gone())
+
+
+class TrackTests(SynchronousTestCase):
+    """``_fastrelay.Track`` and ``relay.PyTrack`` keep the same state from
+    the same datagrams."""
+
+    DATAGRAMS = ([rtp_with(pt, 0x1000 + pt, pt) for pt in (0, 8, 101, 0, 9, 10, 11, 12, 13, 14)]
+                 + [bytes([0x81, 200, 0, 6]) + bytes.fromhex("a1b2c3d4") + bytes(20),
+                    bytes([0x80, 0, 0, 1]),  # short: nothing
+                    bytes([0x80, 72, 0, 1, 0, 0, 0, 0, 0xEE, 0xEE, 0xEE, 0xEE]),
+                    memoryview(rtp_with(8, 0xFFFFFFFF, 1)),
+                    bytearray(rtp_with(8, 0xFFFFFFFE, 2))])
+
+    def states(self, rtcp_socket):
+        out = []
+        for make in (relay_module._fastrelay.Track, relay_module.PyTrack):
+            track = make(rtcp_socket)
+            self.assertEqual(track.state(), (None, None, {}))
+            for data in self.DATAGRAMS:
+                track.note(data)
+            out.append(track.state())
+        return out
+
+    def test_rtpSocket(self):
+        fast, python = self.states(False)
+        self.assertEqual(fast, python)
+        # the last RTP SSRC, the RTCP sender's apart, the first 8 types only
+        self.assertEqual(fast, (0xFFFFFFFE, 0xA1B2C3D4,
+                                {0: 2, 8: 3, 101: 1, 9: 1, 10: 1, 11: 1, 12: 1, 13: 1}))
+
+    def test_rtcpSocket(self):
+        fast, python = self.states(True)
+        self.assertEqual(fast, python)
+        # every datagram of 8 bytes or more read as RTCP: bytes 4-7
+        self.assertEqual(fast, (int.from_bytes(rtp_with(8, 0xFFFFFFFE, 2)[4:8], "big"), None, {}))
