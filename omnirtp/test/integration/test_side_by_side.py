@@ -159,13 +159,8 @@ RTCP = b"\x81\xc8\x00\x06\x12\x34\x56\x78" + b"\x00" * 20
 LIVE_DIFFERENCES = [
     # query, and the statistics in delete's reply (same layout)
     ("*/SSRC", "rtpengine only",
-     "per-SSRC statistics (RTCP reports, MOS) need RTP/RTCP parsing on the packet path: "
-     "the MOS/RTCP issue (10.5 sends an empty dictionary here without ssrc-reporting)"),
-    ("*/tags/*/medias/*/streams/*/SSRC", "rtpengine only",
-     "the first ingress SSRC of a stream: omnirtp's relay does not parse RTP headers"),
-    ("*/tags/*/medias/*/codec", "rtpengine only",
-     "10.5 names the payload type that received the most packets; omnirtp's relay counts "
-     "no packets per payload type (no RTP header parsing on the fast path)"),
+     "per-SSRC statistics (RTCP reports, MOS) are not computed: the MOS/RTCP issue (10.5 "
+     "sends an empty dictionary here without ssrc-reporting)"),
     ("*/tags/*/medias/*/flags/ICE controlling", "rtpengine only",
      "10.5 marks the answerer's media 'ICE controlling' although no ICE was negotiated; "
      "omnirtp has no ICE agent before the WebRTC issue"),
