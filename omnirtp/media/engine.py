@@ -312,15 +312,13 @@ class _Wire:
         self.base_relays = (relay,)
 
     def base_send(self, index):
-        """``send(data, address)`` out of the socket bound to base ``index``."""
+        """``send(data, address)`` out of the socket bound to base ``index``
+        (:meth:`holder`; False when none is)."""
         key = self.base_keys[index]
-        relays = self.base_relays
 
         def send(data, address):
-            for relay in relays:
-                if relay.bound == key:
-                    return relay.send(data, address)
-            return False
+            relay = self.holder(key)
+            return False if relay is None else relay.send(data, address)
         return send
 
     def holder(self, key):

@@ -1033,9 +1033,9 @@ class MultiBaseTests(SynchronousTestCase):
         self.assertTrue(answers)
         self.assertEqual({s for s, _d in answers}, {self.V6})
 
-    def test_falls_back_to_the_base_that_works(self):
-        """Same family on both bases: base 0's pair is better, but when
-        nothing gets through from it the pair on base 1 is selected."""
+    def two_bases_one_peer(self):
+        """Our controlling agent on two IPv4 bases, and a controlled peer on
+        one address that knows both our candidates and we its one."""
         one, two = ("127.0.0.1", 40000), ("127.0.0.2", 40000)
         agent = self.ours([one, two], controlling=True)
         peer_address = ("127.0.0.9", 50000)
@@ -1045,6 +1045,12 @@ class MultiBaseTests(SynchronousTestCase):
             peer.agent.add_remote_candidate(c)
         agent.set_remote_credentials(*B_CRED)
         agent.add_remote_candidate("1 1 udp %d 127.0.0.9 50000 typ host" % HOST_PRIORITY)
+        return one, two, peer_address, agent, peer
+
+    def test_falls_back_to_the_base_that_works(self):
+        """Same family on both bases: base 0's pair is better, but when
+        nothing gets through from it the pair on base 1 is selected."""
+        one, two, peer_address, agent, peer = self.two_bases_one_peer()
         self.wire.drop = lambda source, destination, data: one in (source, destination)
         agent.start()
         peer.agent.start()
@@ -1053,15 +1059,7 @@ class MultiBaseTests(SynchronousTestCase):
         self.assertEqual([a for _t, a in peer.selected], [two])
 
     def test_prefers_base_zero_when_both_work(self):
-        one, two = ("127.0.0.1", 40000), ("127.0.0.2", 40000)
-        agent = self.ours([one, two], controlling=True)
-        peer_address = ("127.0.0.9", 50000)
-        peer = Peer(self, self.wire, peer_address, B_CRED, controlling=False)
-        peer.agent.set_remote_credentials(*A_CRED)
-        for c in self.candidates([one, two]):
-            peer.agent.add_remote_candidate(c)
-        agent.set_remote_credentials(*B_CRED)
-        agent.add_remote_candidate("1 1 udp %d 127.0.0.9 50000 typ host" % HOST_PRIORITY)
+        one, two, peer_address, agent, peer = self.two_bases_one_peer()
         agent.start()
         peer.agent.start()
         run(self.clock, 10)
